@@ -1,0 +1,42 @@
+"""edgeprune: prune, recover, quantize and compile PyTorch models for edge devices.
+
+Consumes: a trained ``torch.nn.Module`` (or a model spec) and data specs.
+Produces: pruned models, plans, quantized models, exported artifacts, latency figures.
+
+The public names below are re-exported explicitly. They are resolved lazily, so that
+``import edgeprune`` (and ``edgeprune --version``) does not pay for importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ._version import __version__
+
+# public name -> (module, attribute or None for the module itself)
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    # sub-packages / modules
+    "data": ("edgeprune.data", None),
+    "models": ("edgeprune.models", None),
+    "targets": ("edgeprune.targets", None),
+    "kernels": ("edgeprune.kernels", None),
+    # functions
+    "save": ("edgeprune.io", "save"),
+    "load": ("edgeprune.io", "load"),
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str):
+    try:
+        module_name, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'edgeprune' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

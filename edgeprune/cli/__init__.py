@@ -1,0 +1,1 @@
+"""The `edgeprune` command line: one module per subcommand (add_parser + run)."""

@@ -1,0 +1,67 @@
+"""Entry point of the `edgeprune` console script.
+
+Consumes: argv. Produces: an exit code (0 ok, 1 bug, 2 bad input or usage, 3 quality gate).
+
+Every module in this package other than this one and ``common`` is a subcommand: it
+defines ``add_parser(subparsers)`` and ``run(args) -> int``. Discovering them keeps this
+file free of a list that every new subcommand would have to edit.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from .. import __version__
+from .common import EXIT_BUG, EXIT_USAGE, UsageError, fail
+
+_NOT_SUBCOMMANDS = {"main", "common", "__init__"}
+
+
+def _subcommand_modules():
+    package = importlib.import_module("edgeprune.cli")
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name not in _NOT_SUBCOMMANDS and not info.name.startswith("_"):
+            yield importlib.import_module(f"edgeprune.cli.{info.name}")
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse exits with 2 and a usage block; we keep the 2 but print one line.
+    def error(self, message):
+        fail(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgeprune", description="Prune, quantize and compile PyTorch models for edge devices.")
+    parser.add_argument("--version", action="version", version=f"edgeprune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in _subcommand_modules():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line, the traceback only with -v
+        if args.verbose:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())
