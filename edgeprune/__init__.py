@@ -19,9 +19,16 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "models": ("edgeprune.models", None),
     "targets": ("edgeprune.targets", None),
     "kernels": ("edgeprune.kernels", None),
-    # functions
+    # functions, in data-flow order (DESIGN.md section 1)
+    "trace": ("edgeprune.graph", "trace"),
+    "plan": ("edgeprune.prune", "plan"),
+    "apply": ("edgeprune.prune", "apply"),
     "save": ("edgeprune.io", "save"),
     "load": ("edgeprune.io", "load"),
+    "quantize": ("edgeprune.quant", "quantize"),
+    "export": ("edgeprune.export", "export"),
+    "estimate": ("edgeprune.estimate", "estimate"),
+    "bench": ("edgeprune.bench", "bench"),
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
