@@ -1,0 +1,512 @@
+"""Latency estimates for a device profile: a per-layer roofline, calibrated on published numbers.
+
+Consumes: an ``nn.Module`` (with an ``input_shape`` attribute or an ``input_shape=`` argument)
+or the path of an ONNX file (fp32, or int8 in QDQ / QLinear form), and a target profile
+(``edgeprune.targets.TargetProfile`` or its name). Produces: an :class:`Estimate` with the
+total in milliseconds and a per-layer breakdown; ``to_dict()`` always carries
+``"estimate": true``, because a prediction is not a measurement (``edgeprune bench`` on the
+device replaces it).
+
+The model, per layer ``l`` (batch 1)::
+
+    compute_l = 2 * MACs_l / (peak_per_core[precision] * eff[kind, precision] * speedup(threads))
+    memory_l  = bytes_l / (bandwidth * BW_EFFICIENCY)      # weights + input + output activations
+    time_l    = max(compute_l, memory_l) + LAYER_OVERHEAD(threads)
+    total     = sum_l time_l
+
+``peak_per_core`` and ``bandwidth`` are the profile's vendor figures (DESIGN.md section 6).
+``kind`` is one of dense ``conv`` (k x k), ``pointwise`` (1 x 1), ``depthwise``, ``fc``,
+``eltwise``/``pool`` (memory-bound, no MAC efficiency). BatchNorm and activations that
+follow a conv/linear are fused by every deployment runtime (XNNPACK, ONNX Runtime, TensorRT)
+and cost nothing here.
+
+Calibration (the efficiencies below). Published points, XNNPACK README, "Raspberry Pi 4",
+multi-threaded (4 threads), https://github.com/google/XNNPACK#performance (section "Raspberry
+Pi"), and the XNNPACK int8 announcement, https://blog.tensorflow.org/2021/09/faster-quantized-inference-with-xnnpack.html:
+
+    MobileNetV2 1.0 224: fp32 41 ms, int8 17-20 ms
+    MobileNetV1 1.0 224: fp32 72 ms, int8 24-29 ms
+
+Raspberry Pi 4 = 4x Cortex-A72 @ 1.5 GHz: 2 x 128-bit FMA pipes = 16 fp32 FLOP/cycle on
+paper, but the A72 issues one 128-bit FMLA per cycle in practice (8 FLOP/cycle = 12 GFLOPS),
+the profile's figure; int8 without dotprod goes through SMLAL/SADALP (2x fp32 throughput).
+The efficiencies were fitted by least squares in log space to the four points (int8 ranges
+taken at their midpoints) over a 0.01 grid, one GEMM efficiency per precision, with the
+depthwise efficiency held at a third of it (depthwise 3x3 does 9 MACs per loaded input
+value against 100s for a 1x1 GEMM, so it is load-bound; the four points alone cannot
+separate the two, the fit is flat along that direction). The fc efficiency does not matter
+for these models (a batch-1 fc is a GEMV, memory-bound). ``tests/python/test_estimate.py`` checks all four points within
++-35 %. Other profiles reuse the same efficiencies on their own peaks and bandwidth: the
+fraction of peak a microkernel reaches is mostly set by its loads per FLOP, which the
+vendors' NEON/AVX2 designs share; a device measurement replaces this.
+
+Threads: the published points are 4-thread only, so the multi-thread speedup is an
+assumption, not a fit: Amdahl with ``PARALLEL_FRACTION`` (XNNPACK splits each operator's
+output tiles across a pthreadpool; the serial part is the per-operator set-up and the
+barrier). Memory bandwidth is shared by all cores and does not scale with threads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+# ----------------------------------------------------------------------------- calibration
+# Fraction of the profile's per-core peak that the runtime's microkernels reach, per layer
+# kind and precision; fitted to the XNNPACK Raspberry Pi 4 points cited in the module
+# docstring (see ``calibration_points`` for the check).
+EFFICIENCY: dict[str, dict[str, float]] = {
+    # fitted: MobileNetV2 41.8 ms (published 41), MobileNetV1 70.2 ms (published 72)
+    "fp32": {"conv": 0.42, "pointwise": 0.42, "depthwise": 0.14, "fc": 0.30},
+    # fitted: MobileNetV2 17.3 ms (published 17-20), MobileNetV1 28.5 ms (published 24-29)
+    "int8": {"conv": 0.52, "pointwise": 0.52, "depthwise": 0.173, "fc": 0.30},
+    # no published fp16 point: the fp32 efficiencies on the fp16 peak (see _peak_per_core)
+    "fp16": {"conv": 0.42, "pointwise": 0.42, "depthwise": 0.14, "fc": 0.30},
+}
+# Achievable fraction of the DRAM figure (STREAM-like streaming kernels reach 40-60 % of the
+# LPDDR4 theoretical number on the Pi 4; 0.45 is the middle of that range).
+BW_EFFICIENCY = 0.45
+# Fraction of each operator's work that parallelises (Amdahl); an assumption, see docstring.
+PARALLEL_FRACTION = 0.95
+# Per-operator cost (set-up, pthreadpool barrier) in microseconds, single thread and per
+# extra thread: tiny layers are dominated by this, not by their MACs.
+LAYER_OVERHEAD_US = 8.0
+LAYER_OVERHEAD_PER_THREAD_US = 4.0
+
+# Published reference points (ms) the constants above are checked against.
+CALIBRATION_POINTS = {
+    ("mobilenet_v2", "fp32"): (41.0, 41.0),
+    ("mobilenet_v2", "int8"): (17.0, 20.0),
+    ("mobilenet_v1", "fp32"): (72.0, 72.0),
+    ("mobilenet_v1", "int8"): (24.0, 29.0),
+}
+CALIBRATION_SOURCE = (
+    "XNNPACK README (Raspberry Pi 4, 4 threads): MobileNetV2 fp32 41 ms, int8 17-20 ms; "
+    "MobileNetV1 fp32 72 ms, int8 24-29 ms"
+)
+
+_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+PRECISIONS = tuple(_BYTES)
+COMPUTE_KINDS = ("conv", "pointwise", "depthwise", "fc")
+
+
+# ----------------------------------------------------------------------------- results
+@dataclasses.dataclass
+class Op:
+    """One operator as the estimator sees it (shape facts only)."""
+
+    name: str
+    kind: str  # conv | pointwise | depthwise | fc | eltwise | pool
+    macs: int = 0
+    weight_elems: int = 0
+    in_elems: int = 0
+    out_elems: int = 0
+
+
+@dataclasses.dataclass
+class LayerEstimate:
+    name: str
+    kind: str
+    macs: int
+    bytes: int
+    compute_ms: float
+    memory_ms: float
+    overhead_ms: float
+    ms: float
+    bound: str  # "compute" | "memory"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Estimate:
+    """A predicted latency for one model on one target; never a measurement."""
+
+    target: str
+    precision: str
+    threads: int
+    total_ms: float
+    macs: int
+    weight_bytes: int
+    layers: list[LayerEstimate]
+    source: str  # "module" or the ONNX path
+    assumptions: dict[str, Any]
+
+    @property
+    def by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for layer in self.layers:
+            out[layer.kind] = out.get(layer.kind, 0.0) + layer.ms
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "estimate": True,
+            "target": self.target,
+            "precision": self.precision,
+            "threads": self.threads,
+            "total_ms": round(self.total_ms, 4),
+            "macs": self.macs,
+            "weight_bytes": self.weight_bytes,
+            "by_kind_ms": {k: round(v, 4) for k, v in sorted(self.by_kind.items())},
+            "layers": [
+                {**layer.to_dict(), "compute_ms": round(layer.compute_ms, 5), "memory_ms": round(layer.memory_ms, 5),
+                 "overhead_ms": round(layer.overhead_ms, 5), "ms": round(layer.ms, 5)}
+                for layer in self.layers
+            ],
+            "assumptions": self.assumptions,
+        }
+
+
+# ----------------------------------------------------------------------------- entry point
+def estimate(model_or_onnx_path, target, precision: str | None = "fp32", threads: int | None = None,
+             input_shape: Iterable[int] | None = None) -> Estimate:
+    """Estimate batch-1 latency of a model on ``target``'s CPU.
+
+    ``precision``: ``"fp32"``, ``"int8"`` or ``"fp16"``; ``None`` means "what the model is"
+    (int8 for a quantized ONNX file, fp32 otherwise). ``threads``: default all cores of the
+    target; more than the target has is an error. ``input_shape``: (C, H, W) for a module
+    without an ``input_shape`` attribute, or to override an ONNX file's dynamic dims.
+    """
+    profile = _resolve_target(target)
+    if isinstance(model_or_onnx_path, (str, os.PathLike)):
+        path = Path(model_or_onnx_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"estimate: no ONNX file at {path}")
+        ops, quantized = ops_from_onnx(path, input_shape)
+        source = str(path)
+    else:
+        ops = ops_from_module(model_or_onnx_path, input_shape)
+        quantized = False
+        source = "module"
+    if precision is None:
+        precision = "int8" if quantized else "fp32"
+    if precision not in _BYTES:
+        raise ValueError(f"estimate: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    return estimate_ops(ops, profile, precision, threads, source=source)
+
+
+def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = None, source: str = "ops") -> Estimate:
+    """The roofline itself, over a list of :class:`Op` (shared by the module and ONNX paths)."""
+    cores = int(profile.cpu.cores)
+    if threads is None:
+        threads = cores
+    threads = int(threads)
+    if threads < 1 or threads > cores:
+        raise ValueError(f"estimate: threads={threads} but target {profile.name} has {cores} cores; use 1..{cores}")
+    peak_core_gops = _peak_per_core(profile, precision)
+    bandwidth = getattr(profile.memory, "bandwidth_gbs", None)
+    speedup = threads / (1.0 + (1.0 - PARALLEL_FRACTION) * (threads - 1))
+    overhead_ms = (LAYER_OVERHEAD_US + LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)) / 1000.0
+    act_bytes = _BYTES[precision]
+    # int8 models keep fp32 bias and per-channel scales; small, ignored. fp16 weights are 2 bytes.
+    w_bytes = _BYTES[precision]
+    eff = EFFICIENCY[precision]
+
+    layers = []
+    for op in ops:
+        nbytes = op.weight_elems * w_bytes + (op.in_elems + op.out_elems) * act_bytes
+        if op.kind in eff and op.macs:
+            compute_s = 2.0 * op.macs / (peak_core_gops * 1e9 * eff[op.kind] * speedup)
+        else:
+            compute_s = 0.0
+        memory_s = nbytes / (bandwidth * 1e9 * BW_EFFICIENCY) if bandwidth else 0.0
+        ms = max(compute_s, memory_s) * 1000.0 + overhead_ms
+        layers.append(LayerEstimate(
+            name=op.name, kind=op.kind, macs=int(op.macs), bytes=int(nbytes),
+            compute_ms=compute_s * 1000.0, memory_ms=memory_s * 1000.0, overhead_ms=overhead_ms, ms=ms,
+            bound="compute" if compute_s >= memory_s else "memory",
+        ))
+    total = sum(layer.ms for layer in layers)
+    assumptions = {
+        "model": "per-layer roofline: max(compute at peak x efficiency, bytes at bandwidth x efficiency) + per-layer overhead",
+        "calibration": CALIBRATION_SOURCE,
+        "peak_gops_per_core": peak_core_gops,
+        "bandwidth_gbs": bandwidth,
+        "bandwidth_efficiency": BW_EFFICIENCY if bandwidth else None,
+        "efficiency": dict(eff),
+        "thread_speedup": round(speedup, 4),
+        "parallel_fraction": PARALLEL_FRACTION,
+        "layer_overhead_us": round(overhead_ms * 1000.0, 3),
+        "batch": 1,
+        "fused": "BatchNorm and activations after conv/linear are fused (cost 0)",
+    }
+    if not bandwidth:
+        assumptions["note"] = "target has no memory bandwidth figure: memory time is not modelled"
+    return Estimate(target=profile.name, precision=precision, threads=threads, total_ms=total,
+                    macs=int(sum(op.macs for op in ops)),
+                    weight_bytes=int(sum(op.weight_elems for op in ops) * w_bytes),
+                    layers=layers, source=source, assumptions=assumptions)
+
+
+def _resolve_target(target):
+    if isinstance(target, (str, os.PathLike)):
+        from edgeprune import targets as _targets  # a leaf; imported late to keep this module light
+
+        return _targets.load(target)
+    return target
+
+
+def _peak_per_core(profile, precision: str) -> float:
+    fp32 = float(profile.peak.fp32_gflops_per_core)
+    if precision == "int8":
+        int8 = getattr(profile.peak, "int8_gops_per_core", None)
+        return float(int8) if int8 else 2.0 * fp32
+    if precision == "fp16":
+        # ARMv8.2 FP16 arithmetic (A76, A78AE, x86 without AVX512-FP16 converts): XNNPACK runs
+        # fp16 at 2x fp32 only where the CPU has "fphp"/"asimdhp"; otherwise at fp32 speed.
+        features = {str(f).lower() for f in (getattr(profile.cpu, "features", None) or ())}
+        return 2.0 * fp32 if features & {"fp16", "fphp", "asimdhp"} else fp32
+    return fp32
+
+
+# ----------------------------------------------------------------------------- nn.Module
+_ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "silu", "silu_", "sigmoid", "sigmoid_",
+                "hardswish", "hardswish_", "hardsigmoid", "gelu", "leaky_relu", "leaky_relu_", "elu", "tanh",
+                "clamp", "clamp_", "clip", "batch_norm", "dropout", "dropout_"}
+_ELTWISE = {"add", "add_", "__add__", "__iadd__", "__radd__", "mul", "mul_", "__mul__", "__imul__", "__rmul__",
+            "sub", "__sub__", "cat", "concat", "softmax", "log_softmax"}
+_POOLS = {"adaptive_avg_pool2d", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices", "_max_pool2d",
+          "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "adaptive_avg_pool1d", "avg_pool1d",
+          "max_pool1d", "mean"}
+
+
+def ops_from_module(model, input_shape=None) -> list[Op]:
+    """Run one batch-1 forward with zeros and record every operator's shapes.
+
+    A TorchFunctionMode sees functional ops too (the residual ``x + y`` of MobileNetV2 lives in
+    a ``forward``, not in a module); forward pre-hooks give each op its module's name.
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
+    if shape is None:
+        raise ValueError("estimate: the model has no input_shape attribute; pass input_shape=(C, H, W)")
+    stack: list[str] = []
+    ops: list[Op] = []
+    fusable: set[int] = set()  # ids of tensors produced by conv/linear (or an op fused onto one)
+    keep: list = []  # keep outputs alive so their ids stay unique during the trace
+    counts: dict[str, int] = {}
+
+    def _name(kind: str) -> str:
+        base = stack[-1] if stack and stack[-1] else "model"
+        key = f"{base}:{kind}"
+        counts[key] = counts.get(key, 0) + 1
+        return base if counts[key] == 1 and kind in COMPUTE_KINDS else f"{base}.{kind}{counts[key]}"
+
+    def _numel(x) -> int:
+        return int(x.numel()) if isinstance(x, torch.Tensor) else 0
+
+    class Recorder(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            fname = getattr(func, "__name__", "")
+            first = args[0] if args else None
+            if fname in ("conv1d", "conv2d", "conv3d"):
+                x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+                groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
+                kernel = int(math.prod(w.shape[2:]))
+                per_out = int(w.shape[1]) * kernel  # MACs per output element
+                if groups > 1 and groups == x.shape[1] and int(w.shape[1]) == 1:
+                    kind = "depthwise"
+                elif kernel == 1 and groups == 1:
+                    kind = "pointwise"
+                else:
+                    kind = "conv"
+                ops.append(Op(_name(kind), kind, macs=_numel(out) * per_out, weight_elems=_numel(w),
+                              in_elems=_numel(x), out_elems=_numel(out)))
+                fusable.add(id(out))
+            elif fname in ("linear", "matmul", "mm", "bmm", "addmm"):
+                if fname == "addmm":
+                    x, w = args[1], args[2]
+                else:
+                    x, w = args[0], args[1]
+                macs = _numel(out) * int(x.shape[-1])
+                ops.append(Op(_name("fc"), "fc", macs=macs, weight_elems=_numel(w) if w.requires_grad or
+                              isinstance(w, torch.nn.Parameter) else 0, in_elems=_numel(x), out_elems=_numel(out)))
+                fusable.add(id(out))
+            elif fname in _ACTIVATIONS:
+                if id(first) in fusable:
+                    fusable.add(id(out))
+                elif isinstance(out, torch.Tensor) and fname not in ("dropout", "dropout_"):
+                    ops.append(Op(_name("eltwise"), "eltwise", in_elems=_numel(first), out_elems=_numel(out)))
+            elif fname in _ELTWISE and isinstance(out, torch.Tensor):
+                ins = first if isinstance(first, (list, tuple)) else args
+                ops.append(Op(_name("eltwise"), "eltwise", in_elems=sum(_numel(a) for a in ins),
+                              out_elems=_numel(out)))
+            elif fname in _POOLS and isinstance(out, torch.Tensor):
+                ops.append(Op(_name("pool"), "pool", in_elems=_numel(first), out_elems=_numel(out)))
+            if isinstance(out, torch.Tensor):
+                keep.append(out)
+            return out
+
+    def _enter(name):
+        def hook(module, args):
+            stack.append(name)  # returns None: a hook's return value would replace the input
+        return hook
+
+    def _leave(module, args, output):
+        stack.pop()  # returns None: a value here would replace the module's output
+
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(_enter(name)))
+        handles.append(module.register_forward_hook(_leave))
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        x = torch.zeros((1, *shape), dtype=dtype)
+        with torch.no_grad(), Recorder():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return ops
+
+
+# ----------------------------------------------------------------------------- ONNX
+_ONNX_FUSED = {"Relu", "Clip", "BatchNormalization", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu",
+               "QuantizeLinear", "DequantizeLinear", "Identity", "Dropout"}
+_ONNX_ELTWISE = {"Add", "Mul", "Sub", "Div", "Sum", "Concat", "Softmax", "QLinearAdd", "QLinearMul",
+                 "QLinearConcat", "Relu", "Clip", "Sigmoid", "HardSwish"}
+_ONNX_POOLS = {"GlobalAveragePool", "AveragePool", "MaxPool", "GlobalMaxPool", "QLinearGlobalAveragePool",
+               "QLinearAveragePool", "ReduceMean"}
+_ONNX_QUANT = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+               "MatMulInteger", "DynamicQuantizeLinear"}
+
+
+def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], bool]:
+    """Read an ONNX file's operators and their shapes (via ONNX shape inference).
+
+    Returns the ops and whether the graph is quantized. Dynamic input dims become 1 (batch)
+    or come from ``input_shape`` (C, H, W).
+    """
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    init_names = {t.name for t in graph.initializer}
+    for inp in graph.input:
+        if inp.name in init_names:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        want = [1, *input_shape] if input_shape is not None else None
+        for i, d in enumerate(dims):
+            if want is not None and i < len(want):
+                d.ClearField("dim_param")
+                d.dim_value = int(want[i])
+            elif not d.dim_value:
+                d.ClearField("dim_param")
+                d.dim_value = 1
+    model = shape_inference.infer_shapes(model)
+    graph = model.graph
+    shapes: dict[str, tuple[int, ...]] = {}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            shapes[vi.name] = tuple(int(d.dim_value) for d in t.shape.dim)
+    for t in graph.initializer:
+        shapes[t.name] = tuple(int(d) for d in t.dims)
+    consts = {t.name: t for t in graph.initializer}
+    # Where a weight passes through DequantizeLinear (QDQ), follow it back to the initializer.
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def _weight_shape(name: str):
+        node = producer.get(name)
+        while node is not None and node.op_type in ("DequantizeLinear", "Identity", "Transpose", "Cast"):
+            name = node.input[0]
+            node = producer.get(name)
+        return shapes.get(name), name in consts
+
+    def _elems(name: str) -> int:
+        s = shapes.get(name)
+        return int(math.prod(s)) if s else 0
+
+    quantized = any(n.op_type in _ONNX_QUANT for n in graph.node)
+    fusable: set[str] = set()
+    ops: list[Op] = []
+    for i, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        t = node.op_type
+        if t in ("Conv", "QLinearConv", "ConvInteger"):
+            x_name, w_name = (node.input[0], node.input[3]) if t == "QLinearConv" else (node.input[0], node.input[1])
+            w_shape, _ = _weight_shape(w_name)
+            out = node.output[0]
+            groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if not w_shape:
+                continue
+            kernel = int(math.prod(w_shape[2:]))
+            cin = shapes.get(x_name, (0, 0))[1] if len(shapes.get(x_name, ())) > 1 else 0
+            if groups > 1 and groups == cin and w_shape[1] == 1:
+                kind = "depthwise"
+            elif kernel == 1 and groups == 1:
+                kind = "pointwise"
+            else:
+                kind = "conv"
+            ops.append(Op(name, kind, macs=_elems(out) * int(w_shape[1]) * kernel, weight_elems=int(math.prod(w_shape)),
+                          in_elems=_elems(x_name), out_elems=_elems(out)))
+            fusable.add(out)
+        elif t in ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger"):
+            a_name, b_name = (node.input[0], node.input[3]) if t == "QLinearMatMul" else (node.input[0], node.input[1])
+            a_shape = shapes.get(a_name)
+            b_shape, b_const = _weight_shape(b_name)
+            out = node.output[0]
+            if not a_shape or not b_shape:
+                continue
+            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+            k = int(a_shape[0] if (t == "Gemm" and trans_a) else a_shape[-1])
+            ops.append(Op(name, "fc", macs=_elems(out) * k, weight_elems=int(math.prod(b_shape)) if b_const else 0,
+                          in_elems=_elems(a_name), out_elems=_elems(out)))
+            fusable.add(out)
+        elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
+            fusable.update(node.output)
+        elif t in _ONNX_POOLS:
+            ops.append(Op(name, "pool", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
+        elif t in _ONNX_ELTWISE:
+            ins = [n for n in node.input if n and n not in consts]
+            ops.append(Op(name, "eltwise", in_elems=sum(_elems(n) for n in ins), out_elems=_elems(node.output[0])))
+        # Shape plumbing (Reshape, Flatten, Shape, Gather, Q/DQ of activations) is free here:
+        # runtimes fold it or it moves no more bytes than the op that consumes it.
+    return ops, quantized
+
+
+def calibration_report(models: dict[str, Any], target="rpi4", threads: int = 4) -> list[dict[str, Any]]:
+    """Estimate each calibration model and compare with the published point.
+
+    ``models`` maps ``"mobilenet_v2"``/``"mobilenet_v1"`` to an ``nn.Module`` (or ONNX path).
+    Returns one row per (model, precision): estimate, published range, relative error against
+    the nearest end of the range (0 inside it).
+    """
+    rows = []
+    for (model_name, precision), (lo, hi) in CALIBRATION_POINTS.items():
+        if model_name not in models:
+            continue
+        est = estimate(models[model_name], target, precision=precision, threads=threads)
+        ms = est.total_ms
+        ref = min(max(ms, lo), hi)
+        rows.append({"model": model_name, "precision": precision, "estimate_ms": round(ms, 3),
+                     "published_ms": [lo, hi], "rel_error": round((ms - ref) / ref, 4), "estimate": True})
+    return rows
+
+
+# ``edgeprune.estimate`` is both this module and the public function ``ep.estimate``. Once the
+# module is imported, Python sets the package attribute to the module, which would shadow the
+# lazily re-exported function; making the module callable keeps ``ep.estimate(...)`` working
+# whichever of the two the attribute ends up holding.
+class _CallableModule(type(os)):
+    def __call__(self, *args, **kwargs):
+        return estimate(*args, **kwargs)
+
+
+import sys as _sys  # noqa: E402  (only needed for the line below)
+
+_sys.modules[__name__].__class__ = _CallableModule
