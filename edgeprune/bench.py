@@ -1,0 +1,378 @@
+"""Latency harness: time a model artifact on this machine with one of several runtimes.
+
+Consumes: an artifact (``model.onnx`` / ``model.int8.onnx`` for ONNX Runtime, ``*.tflite`` for
+LiteRT, ``*.epk`` for the edgeprune runtime, an ``nn.Module`` or an ``ep.save`` directory for
+torch) and the run settings (threads, warmup, runs). Produces: a :class:`BenchResult` with
+init, first-run, mean, median, min, max, std, p90, p99 (ms), the coefficient of variation,
+peak RSS and, for ONNX Runtime, a per-layer profile. A result is a measurement on *this*
+host: ``"estimate": false``.
+
+Pure Python over the runtimes' own Python APIs (plus the compiled core for ``.epk``), so the
+same ``edgeprune bench`` runs on a Raspberry Pi or a Jetson.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+RUNTIMES = ("onnxruntime", "torch", "litert", "edgeprune")
+# Above this coefficient of variation (std / mean) the numbers are too noisy to compare:
+# another process is competing for the cores, or the CPU is throttling.
+CV_WARNING = 0.10
+
+
+class BenchError(ValueError):
+    """The artifact cannot be benchmarked with the requested runtime (message says how to fix)."""
+
+
+@dataclasses.dataclass
+class BenchResult:
+    artifact: str
+    runtime: str
+    runtime_version: str
+    threads: int
+    warmup: int
+    runs: int
+    init_ms: float
+    first_ms: float
+    samples_ms: list[float]
+    peak_rss_mb: float | None
+    inputs: dict[str, list[int]]
+    layers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    # statistics over the timed runs (warmup and the first run excluded)
+    @property
+    def mean_ms(self) -> float:
+        return statistics.fmean(self.samples_ms)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.samples_ms)
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.samples_ms)
+
+    @property
+    def std_ms(self) -> float:
+        return statistics.pstdev(self.samples_ms) if len(self.samples_ms) > 1 else 0.0
+
+    @property
+    def cv(self) -> float:
+        return self.std_ms / self.mean_ms if self.mean_ms > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        """Linear-interpolated percentile (numpy's default method), q in [0, 100]."""
+        xs = sorted(self.samples_ms)
+        if len(xs) == 1:
+            return xs[0]
+        pos = (len(xs) - 1) * q / 100.0
+        lo = int(pos)
+        hi = min(lo + 1, len(xs) - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+    @property
+    def p90_ms(self) -> float:
+        return self.percentile(90)
+
+    @property
+    def p99_ms(self) -> float:
+        return self.percentile(99)
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        d = {
+            "estimate": False,
+            "artifact": self.artifact,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "host": {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
+                     "cpus": os.cpu_count()},
+            "threads": self.threads,
+            "warmup": self.warmup,
+            "runs": self.runs,
+            "init_ms": round(self.init_ms, 4),
+            "first_ms": round(self.first_ms, 4),
+            "mean_ms": round(self.mean_ms, 4),
+            "median_ms": round(self.median_ms, 4),
+            "min_ms": round(self.min_ms, 4),
+            "max_ms": round(self.max_ms, 4),
+            "std_ms": round(self.std_ms, 4),
+            "p90_ms": round(self.p90_ms, 4),
+            "p99_ms": round(self.p99_ms, 4),
+            "cv": round(self.cv, 4),
+            "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 2),
+            "inputs": self.inputs,
+            "layers": self.layers,
+            "warnings": self.warnings,
+        }
+        if samples:
+            d["samples_ms"] = [round(s, 4) for s in self.samples_ms]
+        return d
+
+
+def default_runtime(artifact) -> str:
+    """The runtime an artifact's kind implies: .onnx -> onnxruntime, .tflite -> litert, ..."""
+    if not isinstance(artifact, (str, os.PathLike)):
+        return "torch"
+    p = Path(artifact)
+    suffix = p.suffix.lower()
+    if suffix == ".onnx":
+        return "onnxruntime"
+    if suffix == ".tflite":
+        return "litert"
+    if suffix == ".epk":
+        return "edgeprune"
+    return "torch"
+
+
+def bench(path_or_model, runtime: str | None = "onnxruntime", threads: int = 1, warmup: int = 5, runs: int = 50,
+          input_shape=None, layer_profile: bool = True, seed: int = 0) -> BenchResult:
+    """Time ``path_or_model`` with ``runtime`` on this host.
+
+    One session is created (``init_ms``), run once (``first_ms``), run ``warmup`` more times
+    untimed, then ``runs`` timed runs give the statistics. Inputs are seeded random data of
+    the model's input shape (dynamic dims become 1, or come from ``input_shape`` = (C, H, W)).
+    For ONNX Runtime a second, profiled session gives the per-layer breakdown (profiling
+    slows a run, so it never touches the timed samples).
+    """
+    if runtime is None:
+        runtime = default_runtime(path_or_model)
+    if runtime not in RUNTIMES:
+        raise BenchError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if threads < 1 or warmup < 0 or runs < 1:
+        raise BenchError(f"need threads >= 1, warmup >= 0, runs >= 1 (got {threads}, {warmup}, {runs})")
+    if isinstance(path_or_model, (str, os.PathLike)) and not Path(path_or_model).exists():
+        raise BenchError(f"no artifact at {path_or_model}")
+    rss_before = _peak_rss_mb()
+    make = {"onnxruntime": _onnxruntime, "torch": _torch, "litert": _litert, "edgeprune": _edgeprune}[runtime]
+    t0 = time.perf_counter()
+    run_once, inputs, version, profiler = make(path_or_model, threads, input_shape, seed)
+    init_ms = (time.perf_counter() - t0) * 1000.0
+    t0 = time.perf_counter()
+    run_once()
+    first_ms = (time.perf_counter() - t0) * 1000.0
+    for _ in range(warmup):
+        run_once()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run_once()
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    result = BenchResult(
+        artifact=str(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else type(path_or_model).__name__,
+        runtime=runtime, runtime_version=version, threads=threads, warmup=warmup, runs=runs,
+        init_ms=init_ms, first_ms=first_ms, samples_ms=samples, peak_rss_mb=_peak_rss_mb(), inputs=inputs,
+    )
+    if layer_profile and profiler is not None:
+        result.layers = profiler(max(3, min(runs, 10)))
+    if runs >= 5 and result.cv > CV_WARNING:
+        result.warnings.append(
+            f"coefficient of variation {result.cv:.0%} > {CV_WARNING:.0%}: timings are noisy (other load on the "
+            f"machine or thermal throttling); close other programs, use more --runs, or pin with taskset")
+    if rss_before is not None and result.peak_rss_mb is not None:
+        # ru_maxrss is a process-wide high-water mark: a long-lived process may have peaked before.
+        result.peak_rss_mb = max(result.peak_rss_mb, rss_before)
+    return result
+
+
+# ----------------------------------------------------------------------------- runtimes
+def _onnxruntime(path, threads, input_shape, seed):
+    import numpy as np
+    import onnxruntime as ort
+
+    if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".onnx":
+        raise BenchError(f"onnxruntime needs an .onnx file, got {path}; export one with `edgeprune export`")
+
+    def options(profile_prefix=None):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if profile_prefix:
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
+        return so
+
+    try:
+        sess = ort.InferenceSession(str(path), options(), providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types for unreadable models
+        raise BenchError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in sess.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        if input_shape is not None and len(shape) == len(input_shape) + 1:
+            shape = [shape[0], *input_shape]
+        feeds[inp.name] = _random(rng, inp.type, shape)
+    out_names = [o.name for o in sess.get_outputs()]
+
+    def run_once():
+        sess.run(out_names, feeds)
+
+    def profiler(n):
+        with tempfile.TemporaryDirectory(prefix="edgeprune-prof-") as tmp:
+            psess = ort.InferenceSession(str(path), options(os.path.join(tmp, "ort")),
+                                         providers=["CPUExecutionProvider"])
+            for _ in range(n):
+                psess.run(out_names, feeds)
+            prof_file = psess.end_profiling()
+            return parse_ort_profile(prof_file, n)
+
+    return run_once, {k: list(v.shape) for k, v in feeds.items()}, f"onnxruntime {ort.__version__}", profiler
+
+
+def parse_ort_profile(path, runs: int) -> list[dict[str, Any]]:
+    """Per-node mean time from an ONNX Runtime profile (Chrome trace JSON), slowest first."""
+    events = json.loads(Path(path).read_text())
+    totals: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = ev["name"][: -len("_kernel_time")]
+        args = ev.get("args", {})
+        row = totals.setdefault(name, {"name": name, "op_type": args.get("op_name", ""), "us": 0.0})
+        row["us"] += float(ev.get("dur", 0))
+    grand = sum(r["us"] for r in totals.values()) or 1.0
+    rows = [{"name": r["name"], "op_type": r["op_type"], "mean_ms": round(r["us"] / runs / 1000.0, 5),
+             "share": round(r["us"] / grand, 4)} for r in totals.values()]
+    rows.sort(key=lambda r: (-r["mean_ms"], r["name"]))
+    return rows
+
+
+def _random(rng, type_str: str, shape):
+    import numpy as np
+
+    kinds = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+             "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int32)": np.int32,
+             "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
+    dtype = kinds.get(type_str, np.float32)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
+
+
+def _torch(model, threads, input_shape, seed):
+    import torch
+
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_dir():
+            raise BenchError(f"the torch runtime needs a model directory written by ep.save, got {path}")
+        from edgeprune.io import load  # io sits below bench; imported here to keep bench light
+
+        model = load(path)
+    if not isinstance(model, torch.nn.Module):
+        raise BenchError(f"the torch runtime needs an nn.Module or an ep.save directory, got {type(model).__name__}")
+    shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
+    if shape is None:
+        raise BenchError("the model has no input_shape attribute; pass input_shape=(C, H, W)")
+    prev_threads = torch.get_num_threads()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((1, *shape), generator=gen)
+    model = model.eval()
+
+    def run_once():
+        torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                model(x)
+        finally:
+            torch.set_num_threads(prev_threads)
+
+    return run_once, {"input": [1, *shape]}, f"torch {torch.__version__}", None
+
+
+def _litert(path, threads, input_shape, seed):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise BenchError("runtime litert needs the ai-edge-litert package: pip install ai-edge-litert") from None
+    import numpy as np
+
+    if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".tflite":
+        raise BenchError(f"litert needs a .tflite file, got {path}")
+    interp = Interpreter(model_path=str(path), num_threads=threads)
+    interp.allocate_tensors()
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for d in interp.get_input_details():
+        dtype = np.dtype(d["dtype"])
+        shape = [int(s) if s > 0 else 1 for s in d["shape"]]
+        type_str = {np.dtype(np.float32): "tensor(float)", np.dtype(np.int8): "tensor(int8)",
+                    np.dtype(np.uint8): "tensor(uint8)"}.get(dtype, "tensor(float)")
+        value = _random(rng, type_str, shape)
+        interp.set_tensor(d["index"], value)
+        inputs[d["name"]] = shape
+    try:
+        import ai_edge_litert
+
+        version = f"litert {getattr(ai_edge_litert, '__version__', 'unknown')}"
+    except Exception:
+        version = "litert"
+    return interp.invoke, inputs, version, None
+
+
+def _edgeprune(path, threads, input_shape, seed):
+    try:
+        from edgeprune import runtime as ep_runtime  # the compiled core's .epk executor
+    except ImportError as e:
+        raise BenchError(f"runtime edgeprune needs the compiled core ({e}); build it with `make install`") from None
+    import numpy as np
+
+    loader = getattr(ep_runtime, "load", None)
+    if loader is None:
+        raise BenchError("this build of edgeprune.runtime cannot load .epk files")
+    session = loader(str(path), threads=threads) if _accepts(loader, "threads") else loader(str(path))
+    shape = list(input_shape) if input_shape is not None else list(getattr(session, "input_shape", []))
+    if not shape:
+        raise BenchError("the .epk model does not state its input shape; pass input_shape=(C, H, W)")
+    x = np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
+    version = f"edgeprune {getattr(ep_runtime, '__version__', '')}".strip()
+    return (lambda: session.run(x)), {"input": [1, *shape]}, version, None
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+# ``edgeprune.bench`` is both this module and the public function ``ep.bench``; see the same
+# note at the end of edgeprune/estimate.py.
+class _CallableModule(type(os)):
+    def __call__(self, *args, **kwargs):
+        return bench(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
