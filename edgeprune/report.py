@@ -1,0 +1,264 @@
+"""Build reports: ``report.json``, ``report.md`` and ``plots/*.png`` from one report dict.
+
+Consumes: the report dict assembled by ``edgeprune.pipeline.build`` (plain JSON values; its
+keys are documented in :func:`write_report`). Produces: the three kinds of files, written
+atomically, and a ``rich`` summary table for the terminal.
+
+Plots use matplotlib's Agg backend (no display needed) and are byte-deterministic for the
+same data (no timestamp or version metadata), so two identical builds hash the same; host
+timings never go into plots (they differ run to run), estimates and accuracies do.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgeprune import fsutil
+
+_PNG_METADATA = {"Software": None}  # matplotlib writes its version by default; keep bytes stable
+
+
+def write_report(report: dict[str, Any], out_dir) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and the plots into ``out_dir``.
+
+    Keys read (all optional except ``stages``): ``model``, ``target`` (dict with ``name``),
+    ``stages`` (list of dicts: ``name``, ``params``, ``macs``, ``size_bytes``, ``accuracy``
+    {metric, value, delta_pts}, ``host_latency`` (a bench dict), ``estimate`` (an estimate
+    summary with ``total_ms``), ``peak_rss_mb``), ``steps`` (search steps: ``step``, ``macs``,
+    ``metric``, ``estimate_ms``), ``layers`` (``name``, ``before``, ``after``), ``deploy``
+    (``trtexec`` command, ``notes``), ``gate``, ``stages_ran``, ``stages_skipped``,
+    ``artifacts``. Returns {kind: path}.
+    """
+    out = Path(out_dir)
+    paths = {
+        "report.json": fsutil.write_json(out / "report.json", report),
+        "report.md": fsutil.write_text(out / "report.md", render_markdown(report)),
+    }
+    for name, path in write_plots(report, out / "plots").items():
+        paths[f"plots/{name}"] = path
+    return paths
+
+
+# ----------------------------------------------------------------------------- markdown
+def _fmt_int(n) -> str:
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _fmt_ms(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def _acc(stage) -> tuple[str, str]:
+    acc = stage.get("accuracy") or {}
+    if acc.get("value") is None:
+        return "-", "-"
+    delta = acc.get("delta_pts")
+    return f"{100 * acc['value']:.2f}%", "-" if delta is None else f"{delta:+.2f}"
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per stage: name, params, MACs, size, accuracy, delta, host ms, estimated ms."""
+    rows = []
+    for s in report.get("stages", []):
+        acc, delta = _acc(s)
+        host = (s.get("host_latency") or {}).get("median_ms")
+        est = (s.get("estimate") or {}).get("total_ms")
+        rows.append([s.get("name", "?"), _fmt_int(s.get("params")), _fmt_int(s.get("macs")),
+                     _fmt_bytes(s.get("size_bytes")), acc, delta, _fmt_ms(host), _fmt_ms(est)])
+    return rows
+
+
+SUMMARY_HEADER = ["stage", "params", "MACs", "size", "accuracy", "Δ pts", "host median ms", "target est. ms"]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    target = report.get("target") or {}
+    tname = target.get("name", "?")
+    lines = [f"# edgeprune build report: {report.get('model', '?')} for {tname}", ""]
+    if target.get("description"):
+        lines += [f"Target: **{tname}**: {target['description']}", ""]
+    ran = report.get("stages_ran")
+    if ran:
+        lines.append(f"Stages run: {', '.join(ran)}.")
+    for stage, why in (report.get("stages_skipped") or {}).items():
+        lines.append(f"- skipped **{stage}**: {why}")
+    lines.append("")
+
+    lines += ["## Summary", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
+    lines += ["", f"Target latencies are **estimates** (`\"estimate\": true` in report.json: a calibrated "
+                  f"roofline for {tname}, not a measurement); host latencies are measured on the build machine. "
+                  "Run `edgeprune bench` on the device for real numbers.", ""]
+
+    gate = report.get("gate")
+    if gate:
+        status = "passed" if gate.get("passed") else "FAILED"
+        lines += [f"Accuracy gate: drop {gate.get('drop_pts', 0):.2f} pts vs allowed "
+                  f"{gate.get('max_acc_drop')} pts: **{status}**.", ""]
+
+    host_rows = [(s["name"], s["host_latency"]) for s in report.get("stages", []) if s.get("host_latency")]
+    if host_rows:
+        lines += ["## Host latency (measured)", "",
+                  "| stage | runtime | threads | init | first | mean | median | p90 | p99 | std | runs |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, h in host_rows:
+            lines.append(f"| {name} | {h.get('runtime_version', h.get('runtime'))} | {h.get('threads')} | "
+                         f"{_fmt_ms(h.get('init_ms'))} | {_fmt_ms(h.get('first_ms'))} | {_fmt_ms(h.get('mean_ms'))} | "
+                         f"{_fmt_ms(h.get('median_ms'))} | {_fmt_ms(h.get('p90_ms'))} | {_fmt_ms(h.get('p99_ms'))} | "
+                         f"{_fmt_ms(h.get('std_ms'))} | {h.get('runs')} |")
+        for name, h in host_rows:
+            for w in h.get("warnings", []):
+                lines.append(f"- {name}: {w}")
+        lines.append("")
+
+    est_rows = [(s["name"], s["estimate"]) for s in report.get("stages", []) if s.get("estimate")]
+    if est_rows:
+        lines += [f"## Estimated latency on {tname}", "", "| stage | precision | threads | total ms | by kind (ms) |",
+                  "|---|---|---|---|---|"]
+        for name, e in est_rows:
+            kinds = ", ".join(f"{k} {v:.2f}" for k, v in (e.get("by_kind_ms") or {}).items())
+            lines.append(f"| {name} | {e.get('precision')} | {e.get('threads')} | {_fmt_ms(e.get('total_ms'))} | {kinds} |")
+        lines.append("")
+
+    layers = report.get("layers") or []
+    if layers:
+        lines += ["## Channels per layer", "", "| layer | before | after | kept |", "|---|---|---|---|"]
+        for layer in layers:
+            before, after = layer.get("before"), layer.get("after")
+            kept = f"{100 * after / before:.0f}%" if before else "-"
+            lines.append(f"| {layer.get('name')} | {before} | {after} | {kept} |")
+        lines.append("")
+
+    deploy = report.get("deploy") or {}
+    if deploy:
+        lines += ["## Deploying", ""]
+        for note in deploy.get("notes", []):
+            lines.append(f"- {note}")
+        if deploy.get("trtexec"):
+            lines += ["", "Build and time the TensorRT engine on the device:", "", "```sh", deploy["trtexec"], "```"]
+        if deploy.get("bench"):
+            lines += ["", "Measure on the device:", "", "```sh", *deploy["bench"], "```"]
+        lines.append("")
+
+    artifacts = report.get("artifacts") or {}
+    if artifacts:
+        lines += ["## Artifacts", "", "| file | size |", "|---|---|"]
+        for name, info in artifacts.items():
+            lines.append(f"| `{name}` | {_fmt_bytes(info.get('size_bytes') if isinstance(info, dict) else None)} |")
+        lines.append("")
+
+    plots = report.get("plots") or []
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- plots
+def write_plots(report: dict[str, Any], plot_dir) -> dict[str, Path]:
+    """metric vs MACs, metric vs estimated latency (one point per stage or search step) and
+    channels per layer before/after. Returns {file name: path}; a plot with no data is skipped."""
+    # Figure objects rendered by the Agg canvas directly: no pyplot global state, no display,
+    # and the caller's own matplotlib backend is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def subplots(figsize):
+        fig = Figure(figsize=figsize, dpi=100)
+        FigureCanvasAgg(fig)
+        return fig, fig.subplots()
+
+    plot_dir = Path(plot_dir)
+    points = _points(report)
+    written: dict[str, Path] = {}
+    target = (report.get("target") or {}).get("name", "target")
+
+    for fname, key, xlabel in (("metric_vs_macs.png", "macs", "MACs (M)"),
+                               ("metric_vs_latency.png", "estimate_ms", f"estimated latency on {target} (ms)")):
+        pts = [p for p in points if p.get(key) is not None and p.get("metric") is not None]
+        if not pts:
+            continue
+        fig, ax = subplots((6, 4))
+        xs = [p[key] / 1e6 if key == "macs" else p[key] for p in pts]
+        ys = [100 * p["metric"] for p in pts]
+        ax.plot(xs, ys, "o-", color="tab:blue")
+        for x, y, p in zip(xs, ys, pts):
+            ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{report.get('model', '')}: accuracy vs {'MACs' if key == 'macs' else 'estimated latency'}",
+                     fontsize=9)
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        written[fname] = _save(fig, plot_dir / fname)
+
+    layers = report.get("layers") or []
+    if layers:
+        fig, ax = subplots((max(6, 0.35 * len(layers) + 2), 4))
+        idx = list(range(len(layers)))
+        ax.bar([i - 0.2 for i in idx], [layer.get("before", 0) for layer in layers], width=0.4, label="before")
+        ax.bar([i + 0.2 for i in idx], [layer.get("after", 0) for layer in layers], width=0.4, label="after")
+        ax.set_xticks(idx)
+        ax.set_xticklabels([layer.get("name", "") for layer in layers], rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("output channels")
+        ax.set_title("channels per layer", fontsize=9)
+        ax.legend()
+        fig.tight_layout()
+        written["channels.png"] = _save(fig, plot_dir / "channels.png")
+    return written
+
+
+def _points(report) -> list[dict[str, Any]]:
+    """Search steps when the build recorded them, else one point per stage."""
+    steps = report.get("steps") or []
+    if steps:
+        return [{"label": str(s.get("label", s.get("step", i))), "macs": s.get("macs"), "metric": s.get("metric"),
+                 "estimate_ms": s.get("estimate_ms")} for i, s in enumerate(steps)]
+    pts = []
+    for s in report.get("stages", []):
+        pts.append({"label": s.get("name", "?"), "macs": s.get("macs"),
+                    "metric": (s.get("accuracy") or {}).get("value"),
+                    "estimate_ms": (s.get("estimate") or {}).get("total_ms")})
+    return pts
+
+
+def _save(fig, path: Path) -> Path:
+    with fsutil.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata=_PNG_METADATA)
+    return path
+
+
+# ----------------------------------------------------------------------------- terminal
+def summary_table(report: dict[str, Any]):
+    """A rich Table of :func:`summary_rows`, titled with the model and target."""
+    from rich.table import Table
+
+    target = (report.get("target") or {}).get("name", "?")
+    table = Table(title=f"edgeprune build: {report.get('model', '?')} → {target}")
+    for i, h in enumerate(SUMMARY_HEADER):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    return table
+
+
+def load_report(path) -> dict[str, Any]:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    return json.loads(p.read_text())
