@@ -1,0 +1,342 @@
+"""Post-training int8 quantization: BN folding, quant-point analysis, calibration, QuantizedModel.
+
+Consumes: an ``nn.Module`` (pruned or not; traceable by ``torch.fx``), calibration data (a torch
+Dataset of (x, y) or x, a DataLoader or iterable of batches, a tensor/array N x C x H x W, or a
+DataSplits whose ``.train`` is used), a method and a target.
+Produces: a ``QuantizedModel``: the BN-folded fp32 graph plus JSON-serializable scales, which are
+the one source of truth that the fake-quant torch module and every exporter use unchanged.
+
+Where activations are quantized: the input of every Conv1d/Conv2d/Linear, and (placement
+"inputs_outputs", the ONNX Runtime scheme) its output, taken after a directly following ReLU so
+that ONNX Runtime can fuse Conv+ReLU into one QLinearConv. Every other op stays fp32, and
+``skipped`` says which weighted ops were not quantized and why.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import fsutil
+from .._version import __version__
+from .config import QuantConfig, make_config
+from .fakequant import QUANT_LAYER_TYPES, build_module, quant_layers, quant_points
+from .observers import activation_qparams, f32, weight_scales
+
+_RELU_FUNCS = {torch.relu, F.relu, torch.nn.functional.relu}
+_WEIGHTED_FUNCS = {F.conv1d, F.conv2d, F.conv3d, F.linear, F.conv_transpose1d, F.conv_transpose2d,
+                   F.conv_transpose3d, torch.conv2d, torch.matmul, torch.bmm, torch.mm}
+
+
+class CalibrationError(ValueError):
+    """Calibration data that does not fit the model (shape or dtype); the message names both."""
+
+
+class QuantizeError(ValueError):
+    """A model that cannot be quantized as given (e.g. not traceable by torch.fx)."""
+
+
+# ---- BN folding and analysis -----------------------------------------------------------------
+def fold_bn(model: nn.Module) -> fx.GraphModule:
+    """A traced copy of ``model`` (eval mode) with every Conv/Linear -> BatchNorm pair folded."""
+    from torch.fx.experimental.optimization import fuse
+
+    was_training = model.training
+    model.eval()
+    try:
+        return fuse(model).eval()
+    except Exception as e:  # symbolic tracing failed: say what to do instead of a trace dump
+        raise QuantizeError(
+            f"cannot quantize {type(model).__name__}: torch.fx could not trace it "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "make its forward free of data-dependent control flow") from e
+    finally:
+        model.train(was_training)
+
+
+def _is_relu(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return type(modules.get(node.target)) is nn.ReLU
+    if node.op == "call_function":
+        return node.target in _RELU_FUNCS
+    return node.op == "call_method" and node.target == "relu"
+
+
+def analyze(gm: fx.GraphModule, config: QuantConfig):
+    """(points, layers, skipped): the quant points (FX node names, graph order), layer roles, skips."""
+    modules = dict(gm.named_modules())
+    layers: dict[str, dict] = {}
+    skipped: list[dict] = []
+    wanted: set[str] = set()
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            mod = modules[node.target]
+            if type(mod) in QUANT_LAYER_TYPES and isinstance(node.args[0], fx.Node):
+                inp = node.args[0]
+                out = node
+                relu = False
+                users = list(node.users)
+                if len(users) == 1 and _is_relu(users[0], modules):
+                    out, relu = users[0], True
+                info = {"kind": "linear" if isinstance(mod, nn.Linear) else "conv",
+                        "input": inp.name, "output": None, "relu": relu}
+                wanted.add(inp.name)
+                if config.placement == "inputs_outputs":
+                    info["output"] = out.name
+                    wanted.add(out.name)
+                layers[node.target] = info
+            elif any(True for _ in mod.parameters(recurse=False)) and not isinstance(
+                    mod, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.PReLU)):
+                skipped.append({"name": node.target, "op": type(mod).__name__,
+                                "reason": f"{type(mod).__name__} has no int8 implementation here; kept fp32"})
+        elif node.op == "call_function" and node.target in _WEIGHTED_FUNCS:
+            skipped.append({"name": node.name, "op": getattr(node.target, "__name__", str(node.target)),
+                            "reason": "functional weighted op (not an nn.Module layer); kept fp32"})
+    points = [n.name for n in gm.graph.nodes if n.name in wanted]
+    return points, layers, skipped
+
+
+# ---- calibration data ------------------------------------------------------------------------
+def _as_batches(calib_data, limit: int | None, batch_size: int):
+    """Yield float tensors N x ... from any supported calibration source, at most ``limit`` samples."""
+    if hasattr(calib_data, "train") and hasattr(calib_data, "num_classes"):
+        calib_data = calib_data.train
+    if isinstance(calib_data, np.ndarray):
+        calib_data = torch.from_numpy(calib_data)
+    seen = 0
+
+    def cut(x):
+        nonlocal seen
+        if limit is not None and seen + x.shape[0] > limit:
+            x = x[: limit - seen]
+        seen += x.shape[0]
+        return x
+
+    if isinstance(calib_data, torch.Tensor):
+        for i in range(0, calib_data.shape[0], batch_size):
+            if limit is not None and seen >= limit:
+                return
+            yield cut(calib_data[i:i + batch_size])
+        return
+    if isinstance(calib_data, torch.utils.data.Dataset) and hasattr(calib_data, "__len__"):
+        n = len(calib_data) if limit is None else min(limit, len(calib_data))
+        for i in range(0, n, batch_size):
+            items = [calib_data[j] for j in range(i, min(i + batch_size, n))]
+            xs = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
+            xs = [torch.as_tensor(x) for x in xs]
+            shapes = {tuple(x.shape) for x in xs}
+            if len(shapes) > 1:
+                raise CalibrationError(f"calibration samples have different shapes {sorted(shapes)}; "
+                                       "resize them to the model's input shape")
+            seen += len(xs)
+            yield torch.stack(xs)
+        return
+    for batch in calib_data:  # DataLoader or any iterable of batches
+        if limit is not None and seen >= limit:
+            return
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        yield cut(torch.as_tensor(x))
+
+
+def _shape(t) -> str:
+    return "(" + ", ".join(str(int(s)) for s in t) + ")"
+
+
+def check_calibration(model: nn.Module, x: torch.Tensor) -> None:
+    """Refuse calibration data whose shape or dtype does not match the model, naming both."""
+    expected = getattr(model, "input_shape", None)
+    got = tuple(x.shape[1:])
+    if not torch.is_floating_point(x):
+        raise CalibrationError(
+            f"calibration data has dtype {str(x.dtype).replace('torch.', '')} and shape {_shape(got)}, "
+            f"but the model expects float32 of shape {_shape(expected) if expected else 'N x C x H x W'}; "
+            "convert the data to float32")
+    if expected is not None and tuple(expected) != got:
+        raise CalibrationError(
+            f"calibration data has shape {_shape(got)} per sample but the model expects {_shape(expected)}; "
+            "pass calibration data of the model's input shape")
+    try:
+        with torch.no_grad():
+            model.eval()(x[:1].float())
+    except Exception as e:
+        raise CalibrationError(
+            f"the model rejects calibration data of shape {_shape(got)} per sample "
+            f"(expected {_shape(expected) if expected else 'unknown'}): {str(e).splitlines()[0]}") from e
+
+
+# ---- QuantizedModel ----------------------------------------------------------------------------
+class QuantizedModel:
+    """The folded fp32 graph + scales. ``points`` and ``layers`` are plain JSON data.
+
+    points: {fx node name: {"scale", "zero_point", "qmin", "qmax", "dtype", "min", "max"}}
+    layers: {layer target: {"kind", "input", "output", "relu", "weight_scale": [...],
+             "weight_qmax", "axis", "bias_scale": [...] or None}}
+    """
+
+    def __init__(self, original: nn.Module, folded: fx.GraphModule, config: QuantConfig,
+                 points: dict, layers: dict, skipped: list, input_shape=None, metadata=None):
+        self.original = original
+        self.folded = folded
+        self.config = config
+        self.points = points
+        self.layers = layers
+        self.skipped = skipped
+        self.input_shape = tuple(input_shape) if input_shape else None
+        self.metadata = dict(metadata or {})
+        self._module = None
+
+    # the fake-quant torch module: same scales as the exporters write
+    @property
+    def module(self) -> fx.GraphModule:
+        if self._module is None:
+            self._module = self.fake_quant_module()
+        return self._module
+
+    def fake_quant_module(self) -> fx.GraphModule:
+        gm = build_module(self.folded, list(self.points), {
+            t: {"input": l["input"], "weight_scale": l["weight_scale"], "qmax": l["weight_qmax"],
+                "per_channel": self.config.per_channel} for t, l in self.layers.items()}, self.config.bins)
+        for name, qp in quant_points(gm).items():
+            p = self.points[name]
+            qp.set_qparams(p["scale"], p["zero_point"], p["qmin"], p["qmax"])
+        for ql in quant_layers(gm).values():
+            ql.quantize_weights = True
+        return gm.eval()
+
+    def __call__(self, x):
+        with torch.no_grad():
+            return self.module(x)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": "edgeprune.quantized", "version": __version__,
+            "config": self.config.to_dict(),
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "points": self.points, "layers": self.layers, "skipped": self.skipped,
+            "metadata": self.metadata,
+        }
+
+    def scales_hash(self) -> str:
+        blob = json.dumps({"points": self.points, "layers": self.layers}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def save(self, path) -> Path:
+        """Write ``path/model`` (ep.save of the original model), ``folded.pt`` and ``quant.json``."""
+        from ..io import save as save_model  # io is a lower layer
+
+        path = Path(path)
+        with fsutil.atomic_dir(path) as tmp:
+            save_model(self.original, tmp / "model", metadata={"quantized": True})
+            torch.save(self.folded.state_dict(), tmp / "folded.pt")
+            fsutil.write_json(tmp / "quant.json", self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path) -> "QuantizedModel":
+        from ..io import load as load_model
+
+        path = Path(path)
+        qfile = path / "quant.json"
+        if not qfile.is_file():
+            raise FileNotFoundError(f"{path} has no quant.json; write it with `edgeprune quantize` or QuantizedModel.save")
+        d = json.loads(qfile.read_text())
+        original = load_model(path / "model")
+        folded = fold_bn(original)
+        folded.load_state_dict(torch.load(path / "folded.pt", weights_only=True))
+        return cls(original, folded, QuantConfig.from_dict(d["config"]), d["points"], d["layers"],
+                   d.get("skipped", []), d.get("input_shape"), d.get("metadata"))
+
+    def summary(self) -> dict:
+        return {"method": self.config.method, "target": self.config.target,
+                "activation_dtype": self.config.activation_dtype,
+                "symmetric_activations": self.config.symmetric_activations,
+                "reduce_range": self.config.reduce_range, "placement": self.config.placement,
+                "per_channel": self.config.per_channel, "quantized_layers": len(self.layers),
+                "activation_points": len(self.points), "skipped": self.skipped}
+
+
+def _layer_scales(gm: fx.GraphModule, layers: dict, points: dict, config: QuantConfig) -> None:
+    """Fill weight and bias scales into ``layers`` from the folded weights (in place)."""
+    for target, info in layers.items():
+        mod = gm.get_submodule(target)
+        ws = weight_scales(mod.weight, config.weight_qmax, config.per_channel, axis=0)
+        if not config.per_channel:
+            ws = ws * mod.weight.shape[0]  # one value, repeated per channel: one shape everywhere
+        info["weight_scale"] = ws
+        info["weight_qmax"] = config.weight_qmax
+        info["axis"] = 0
+        s_in = points[info["input"]]["scale"]
+        # float32 product, as ONNX Runtime and our kernels compute it
+        info["bias_scale"] = (None if mod.bias is None else
+                              [f32(np.float32(s_in) * np.float32(s)) for s in ws])
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True, disable=not enabled)
+    return progress
+
+
+def quantize(model: nn.Module, calib_data, method: str = "percentile", per_channel: bool = True,
+             target=None, calib_n: int | None = 512, batch_size: int = 64, progress: bool | None = None,
+             **config_overrides) -> QuantizedModel:
+    """Calibrate ``model`` on ``calib_data`` and return its QuantizedModel (see module docstring).
+
+    ``target`` (name, path or TargetProfile) sets activation dtype/symmetry, weight range and Q/DQ
+    placement; ``config_overrides`` (e.g. ``percentile=99.9``, ``symmetric_activations=True``)
+    win over the target. Raises CalibrationError, QuantizeError or Int8UnsupportedError.
+    """
+    config = make_config(method, per_channel, target, **config_overrides)
+    batches = list(_as_batches(calib_data, calib_n, batch_size))
+    if not batches or batches[0].shape[0] == 0:
+        raise CalibrationError("calibration data is empty; pass at least one sample")
+    check_calibration(model, batches[0])
+    folded = fold_bn(model)
+    point_names, layers, skipped = analyze(folded, config)
+    if not layers:
+        raise QuantizeError(f"{type(model).__name__} has no Conv1d/Conv2d/Linear layer to quantize")
+    cal = build_module(folded, point_names, {t: {"input": l["input"], "weight_scale": [1.0], "qmax": 127,
+                                                  "per_channel": per_channel} for t, l in layers.items()},
+                       config.bins)
+    qps = quant_points(cal)
+    passes = ["minmax"] + ([] if config.method == "minmax" else ["histogram"])
+    if progress is None:
+        progress = sys.stderr.isatty()
+    with _progress(progress) as bar, torch.no_grad():
+        task = bar.add_task("calibrating", total=len(batches) * len(passes))
+        for mode in passes:
+            for qp in qps.values():
+                qp.mode = mode
+                if mode == "histogram":
+                    qp.observer.start_histogram()
+            for x in batches:
+                cal(x.float())
+                bar.advance(task)
+    levels = 256 if config.activation_dtype == "uint8" and not config.symmetric_activations else 128
+    points: dict[str, dict] = {}
+    for name in point_names:
+        obs = qps[name].observer
+        # post-ReLU tensors (min >= 0) use all 256 levels for asymmetric int8/uint8
+        lv = 256 if (not config.symmetric_activations and obs.min >= 0) else levels
+        lo, hi = obs.range(config.method, config.symmetric_activations, lv, config.percentile)
+        scale, zp, qmin, qmax = activation_qparams(lo, hi, config.activation_dtype, config.symmetric_activations)
+        points[name] = {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax,
+                        "dtype": config.activation_dtype, "min": f32(obs.min), "max": f32(obs.max)}
+    _layer_scales(folded, layers, points, config)
+    meta = {"calibration_samples": int(sum(b.shape[0] for b in batches))}
+    for attr in ("edgeprune_spec", "edgeprune_plan_hash"):
+        if getattr(model, attr, None) is not None:
+            meta[attr] = getattr(model, attr)
+    qm = QuantizedModel(model, folded, config, points, layers, skipped,
+                        getattr(model, "input_shape", None) or tuple(batches[0].shape[1:]), meta)
+    return qm
