@@ -178,14 +178,23 @@ def bench(path_or_model, runtime: str | None = "onnxruntime", threads: int = 1, 
     )
     if layer_profile and profiler is not None:
         result.layers = profiler(max(3, min(runs, 10)))
-    if runs >= 5 and result.cv > CV_WARNING:
-        result.warnings.append(
-            f"coefficient of variation {result.cv:.0%} > {CV_WARNING:.0%}: timings are noisy (other load on the "
-            f"machine or thermal throttling); close other programs, use more --runs, or pin with taskset")
+    result.warnings.extend(noise_warnings(samples))
     if rss_before is not None and result.peak_rss_mb is not None:
         # ru_maxrss is a process-wide high-water mark: a long-lived process may have peaked before.
         result.peak_rss_mb = max(result.peak_rss_mb, rss_before)
     return result
+
+
+def noise_warnings(samples_ms: list[float]) -> list[str]:
+    """A warning when the timed runs vary too much to be compared (CV above ``CV_WARNING``)."""
+    if len(samples_ms) < 5:
+        return []  # too few runs for a meaningful spread
+    mean = statistics.fmean(samples_ms)
+    cv = statistics.pstdev(samples_ms) / mean if mean > 0 else 0.0
+    if cv <= CV_WARNING:
+        return []
+    return [f"coefficient of variation {cv:.0%} > {CV_WARNING:.0%}: timings are noisy (other load on the "
+            "machine or thermal throttling); close other programs, use more --runs, or pin with taskset"]
 
 
 # ----------------------------------------------------------------------------- runtimes

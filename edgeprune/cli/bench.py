@@ -1,0 +1,139 @@
+"""`edgeprune bench ARTIFACT`: measure latency on this machine (and optionally estimate a target).
+
+Consumes: an artifact path (.onnx, .tflite, .epk, or an ep.save directory) and run settings.
+Produces: a table of timings on stdout (or JSON with ``--json``, to stdout or a file), exit 0;
+exit 2 on a missing artifact, an unknown runtime/target or a runtime that cannot load it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from .common import UsageError, print_json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="measure latency of an artifact with onnxruntime / litert / torch",
+        description="Time an exported model on this machine: init, first run, mean, median, min, max, std, "
+                    "p90, p99, peak RSS and (ONNX Runtime) a per-layer profile. Runs the same on a Pi or Jetson.")
+    p.add_argument("artifact", help="model.onnx / model.int8.onnx, *.tflite, *.epk, or a model directory")
+    p.add_argument("--runtime", choices=["onnxruntime", "litert", "edgeprune", "torch"], default=None,
+                   help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, .epk -> edgeprune, "
+                        "directory -> torch)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first (default 5)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W", help="for models with dynamic input dims")
+    p.add_argument("--target", default=None, help="also print the latency estimate for this device profile")
+    p.add_argument("--no-layers", action="store_true", help="skip the ONNX Runtime per-layer profile")
+    p.add_argument("--top", type=int, default=10, help="layers shown in the per-layer table (default 10)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write the result as JSON to FILE (or stdout when no FILE is given)")
+    p.set_defaults(run=run)
+
+
+def _shape(text):
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise UsageError(f"--input-shape {text!r} is not C,H,W with positive integers; e.g. --input-shape 3,224,224")
+    return dims
+
+
+def run(args: argparse.Namespace) -> int:
+    # the module, not the re-exported function of the same name (it has BenchError too)
+    bench = importlib.import_module("edgeprune.bench")
+    artifact = Path(args.artifact)
+    if not artifact.exists():
+        raise UsageError(f"artifact {artifact} does not exist; pass a file written by `edgeprune build` or `export`")
+    if args.threads < 1 or args.runs < 1 or args.warmup < 0:
+        raise UsageError("--threads and --runs must be >= 1 and --warmup >= 0")
+    shape = _shape(args.input_shape)
+    profile = None
+    if args.target:
+        profile = _load_target(args.target)
+    try:
+        result = bench.bench(artifact, runtime=args.runtime, threads=args.threads, warmup=args.warmup,
+                             runs=args.runs, input_shape=shape, layer_profile=not args.no_layers)
+    except bench.BenchError as e:
+        raise UsageError(f"bench {artifact}: {e}") from None
+    out = result.to_dict()
+    if profile is not None:
+        out["target_estimate"] = _estimate(artifact, result, profile, shape)
+
+    if args.json:
+        if args.json == "-":
+            print_json(out)
+        else:
+            from edgeprune import fsutil
+
+            fsutil.write_text(args.json, json.dumps(out, indent=2) + "\n")
+    if args.json != "-":
+        _print_human(out, args.top)
+    for w in out["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _load_target(name):
+    from edgeprune import targets
+
+    try:
+        return targets.load(name)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise UsageError(f"--target {name}: {e}; see `edgeprune targets list`") from None
+
+
+def _estimate(artifact: Path, result, profile, shape):
+    estimate = importlib.import_module("edgeprune.estimate")
+    threads = min(result.threads, int(profile.cpu.cores))
+    if artifact.suffix.lower() == ".onnx":
+        est = estimate.estimate(artifact, profile, precision=None, threads=threads, input_shape=shape)
+    elif artifact.is_dir():
+        from edgeprune.io import load
+
+        est = estimate.estimate(load(artifact), profile, precision="fp32", threads=threads, input_shape=shape)
+    else:
+        return {"estimate": True, "error": f"no estimator for {artifact.suffix} files; estimate the .onnx instead"}
+    d = est.to_dict()
+    d.pop("layers")  # the per-layer roofline is in `ep.estimate(...)`; keep bench output short
+    return d
+
+
+def _print_human(out, top: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    # stdout unless the JSON went there
+    console = Console(stderr=False)
+    t = Table(title=f"{out['artifact']} · {out['runtime_version']} · {out['threads']} thread(s) · {out['runs']} runs")
+    for col in ("init", "first", "mean", "median", "min", "max", "std", "p90", "p99"):
+        t.add_column(f"{col} ms", justify="right")
+    t.add_column("peak RSS", justify="right")
+    t.add_row(*(f"{out[k + '_ms']:.3f}" for k in ("init", "first", "mean", "median", "min", "max", "std", "p90", "p99")),
+              "-" if out["peak_rss_mb"] is None else f"{out['peak_rss_mb']:.1f} MB")
+    console.print(t)
+    if out["layers"]:
+        lt = Table(title=f"slowest {min(top, len(out['layers']))} of {len(out['layers'])} nodes (ONNX Runtime profile)")
+        lt.add_column("node")
+        lt.add_column("op")
+        lt.add_column("mean ms", justify="right")
+        lt.add_column("share", justify="right")
+        for row in out["layers"][:top]:
+            lt.add_row(row["name"], row["op_type"], f"{row['mean_ms']:.4f}", f"{100 * row['share']:.1f}%")
+        console.print(lt)
+    est = out.get("target_estimate")
+    if est:
+        if "error" in est:
+            console.print(f"target estimate: {est['error']}")
+        else:
+            console.print(f"[bold]estimate[/bold] for {est['target']} ({est['precision']}, {est['threads']} threads): "
+                          f"{est['total_ms']:.2f} ms (a calibrated roofline, not a measurement)")
