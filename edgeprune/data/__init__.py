@@ -1,0 +1,358 @@
+"""Dataset specs -> train/val/test splits of ``(x float32 CHW, y int64)`` samples.
+
+Consumes: a data spec string (DESIGN.md section 3):
+  ``digits``                  scikit-learn's 1,797 handwritten 8x8 digits, shipped in the package
+                              (``digits.npz``), upsampled to 1x32x32 and normalised;
+  ``file.npz``                arrays ``x`` (float NCHW), ``y`` (int), optional ``split`` (0/1/2 per
+                              sample = train/val/test; else a seeded stratified split);
+  ``DIR``                     an image folder with one subfolder per class (or ``train/``, ``val/``,
+                              optional ``test/`` subfolders, each with one subfolder per class);
+  ``package.module:fn`` or ``path/file.py:fn``
+                              a callable returning ``(train, val)`` or ``(train, val, test)`` datasets
+                              or DataLoaders, or a ``DataSplits``.
+Produces: ``DataSplits`` (``.train``, ``.val``, ``.test``, ``.num_classes``, ``.input_shape``).
+
+Bad specs raise ``ValueError`` with one line naming the file/spec and what is wrong; the CLI
+turns that into exit code 2.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+__all__ = ["DataSplits", "load", "stratified_split", "DIGITS_PATH", "SPEC_FORMS"]
+
+DIGITS_PATH = Path(__file__).with_name("digits.npz")
+SPEC_FORMS = "'digits', 'file.npz', an image folder, 'package.module:fn' or 'path/file.py:fn'"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+
+# Split fractions used whenever a source has no split of its own.
+VAL_FRACTION = 0.15
+TEST_FRACTION = 0.15
+
+
+@dataclass
+class DataSplits:
+    """Three datasets of ``(x float32 CHW, y int64)`` plus what a model needs to know about them."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    input_shape: tuple[int, ...]
+    spec: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        sizes = "/".join(str(_safe_len(d)) for d in (self.train, self.val, self.test))
+        return (f"DataSplits(spec={self.spec!r}, train/val/test={sizes}, "
+                f"num_classes={self.num_classes}, input_shape={self.input_shape})")
+
+
+def _safe_len(d) -> str | int:
+    try:
+        return len(d)
+    except TypeError:
+        return "?"
+
+
+def stratified_split(y: np.ndarray, seed: int = 0, val_fraction: float = VAL_FRACTION,
+                     test_fraction: float = TEST_FRACTION) -> np.ndarray:
+    """Return a split code per sample (0 train, 1 val, 2 test), stratified by label, seeded.
+
+    Each class contributes round(n_c * fraction) samples to val and to test, so class ratios
+    are the same in every split (up to rounding); the permutation depends only on ``seed``.
+    """
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    split = np.zeros(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_val = int(round(len(idx) * val_fraction))
+        n_test = int(round(len(idx) * test_fraction))
+        split[idx[:n_val]] = 1
+        split[idx[n_val:n_val + n_test]] = 2
+    return split
+
+
+def _tensor_splits(x: np.ndarray, y: np.ndarray, split: np.ndarray, spec: str,
+                   num_classes: int | None = None, info: dict | None = None) -> DataSplits:
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+    parts = [TensorDataset(xt[split == k], yt[split == k]) for k in (0, 1, 2)]
+    n_cls = int(num_classes if num_classes is not None else (int(y.max()) + 1 if len(y) else 0))
+    return DataSplits(*parts, num_classes=n_cls, input_shape=tuple(int(s) for s in x.shape[1:]),
+                      spec=spec, info=dict(info or {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# digits
+
+DIGITS_SIZE = 32
+
+
+def _digits(seed: int) -> DataSplits:
+    with np.load(DIGITS_PATH) as f:
+        images = f["images"].astype(np.float32) / 16.0  # pixel values are 0..16
+        target = f["target"].astype(np.int64)
+    # 8x8 -> 32x32 bilinear: a size every pruning/export path handles like a real image.
+    x = torch.from_numpy(images)[:, None]
+    x = torch.nn.functional.interpolate(x, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False)
+    # Fixed normalisation constants (not recomputed per split, so every split sees the same map).
+    x = (x - 0.3) / 0.32
+    split = stratified_split(target, seed=seed)
+    return _tensor_splits(x.numpy(), target, split, "digits", num_classes=10,
+                          info={"source": "sklearn.datasets.load_digits (shipped copy)", "seed": seed})
+
+
+# ---------------------------------------------------------------------------------------------
+# .npz
+
+def _npz(path: Path, seed: int) -> DataSplits:
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npz archive ({e})") from None
+    with f:
+        names = set(getattr(f, "files", ()))
+        for need in ("x", "y"):
+            if need not in names:
+                raise ValueError(f"{path}: missing array '{need}' (found {sorted(names) or 'none'}); "
+                                 "expected x float32 NCHW, y int64 and optional split")
+        try:
+            x, y = f["x"], f["y"]
+            split = f["split"] if "split" in names else None
+        except ValueError as e:  # object arrays need pickle, which we refuse
+            raise ValueError(f"{path}: cannot read arrays without pickle ({e})") from None
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{path}: array 'x' has dtype {x.dtype}; expected float32")
+    if x.ndim != 4:
+        raise ValueError(f"{path}: array 'x' has shape {x.shape}; expected 4-D NCHW")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{path}: array 'y' has shape {y.shape} dtype {y.dtype}; expected 1-D int64 labels")
+    if len(y) != len(x):
+        raise ValueError(f"{path}: 'x' has {len(x)} samples but 'y' has {len(y)}")
+    if len(y) == 0:
+        raise ValueError(f"{path}: no samples")
+    if y.min() < 0:
+        raise ValueError(f"{path}: array 'y' has negative labels; expected class indices 0..K-1")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{path}: array 'x' contains NaN or infinite values")
+    if split is None:
+        split = stratified_split(y, seed=seed)
+    else:
+        if split.shape != y.shape or not np.issubdtype(split.dtype, np.integer):
+            raise ValueError(f"{path}: array 'split' must be 1-D integers with one entry per sample")
+        bad = set(np.unique(split).tolist()) - {0, 1, 2}
+        if bad:
+            raise ValueError(f"{path}: array 'split' has values {sorted(bad)}; expected 0 (train), 1 (val), 2 (test)")
+        if not (split == 0).any():
+            raise ValueError(f"{path}: array 'split' selects no training samples (value 0)")
+    return _tensor_splits(x, y, np.asarray(split, dtype=np.int64), str(path), info={"seed": seed})
+
+
+# ---------------------------------------------------------------------------------------------
+# image folder
+
+def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:  # matplotlib reads png on its own
+        Image = None
+    if Image is not None:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.float32) / 255.0
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read image ({e})") from None
+        return a[None] if channels == 1 else a.transpose(2, 0, 1)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: reading {path.suffix} needs Pillow (pip install pillow); only .png works without it")
+    import matplotlib.image as mpimg
+
+    a = np.asarray(mpimg.imread(path), dtype=np.float32)
+    if a.ndim == 2:
+        a = a[..., None]
+    a = a[..., :3]
+    if channels == 1:
+        a = a.mean(axis=2, keepdims=True)
+    elif a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
+    return torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0].numpy()
+
+
+def _image_mode_is_gray(path: Path) -> bool:
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.mode in ("1", "L", "I", "I;16", "F", "LA")
+    except ImportError:
+        import matplotlib.image as mpimg
+
+        return mpimg.imread(path).ndim == 2
+    except OSError:
+        return False
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_in(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _image_folder(root: Path, seed: int, image_size: int) -> DataSplits:
+    sub = {p.name for p in _class_dirs(root)}
+    presplit = {"train", "val"} <= sub
+    split_roots = {0: root / "train", 1: root / "val"} if presplit else {0: root}
+    if presplit and (root / "test").is_dir():
+        split_roots[2] = root / "test"
+    classes = [p.name for p in _class_dirs(split_roots[0])]
+    if not classes:
+        raise ValueError(f"{root}: no class subfolders; expected one subfolder of images per class")
+    files: list[tuple[Path, int, int]] = []  # (path, label, split)
+    for k, r in split_roots.items():
+        for c in _class_dirs(r):
+            if c.name not in classes:
+                raise ValueError(f"{c}: class '{c.name}' is not among the training classes {classes}")
+            files += [(p, classes.index(c.name), k) for p in _images_in(c)]
+    if not files:
+        raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    empty = [c for c in classes if not any(lbl == classes.index(c) and s == 0 for _, lbl, s in files)]
+    if empty:
+        raise ValueError(f"{root}: class folders without training images: {empty}")
+    # Grayscale only if every image is; one colour image makes the whole set RGB.
+    channels = 1 if all(_image_mode_is_gray(p) for p, _, _ in files) else 3
+    x = np.stack([_read_image(p, image_size, channels) for p, _, _ in files]).astype(np.float32)
+    x = (x - 0.5) / 0.5
+    y = np.array([lbl for _, lbl, _ in files], dtype=np.int64)
+    if presplit:
+        split = np.array([s for _, _, s in files], dtype=np.int64)
+        if 2 not in split_roots:  # no test/ folder: evaluate on val
+            xs, ys = x[split == 0], y[split == 0]
+            xv, yv = x[split == 1], y[split == 1]
+            d = DataSplits(TensorDataset(torch.from_numpy(xs), torch.from_numpy(ys)),
+                           TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
+                           TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
+                           num_classes=len(classes), input_shape=tuple(x.shape[1:]), spec=str(root),
+                           info={"classes": classes, "test_is_val": True})
+            return d
+    else:
+        split = stratified_split(y, seed=seed)
+    return _tensor_splits(x, y, split, str(root), num_classes=len(classes),
+                          info={"classes": classes, "seed": seed})
+
+
+# ---------------------------------------------------------------------------------------------
+# callables
+
+def resolve_callable(spec: str, what: str = "spec"):
+    """``package.module:fn`` or ``path/file.py:fn`` -> the callable (ValueError if missing)."""
+    target, _, name = spec.rpartition(":")
+    if not target or not name:
+        raise ValueError(f"{what} {spec!r}: expected 'package.module:fn' or 'path/file.py:fn'")
+    if target.endswith(".py"):
+        path = Path(target).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"{what} {spec!r}: file {path} not found")
+        mod_name = f"_edgeprune_user_{abs(hash(str(path)))}"
+        module_spec = importlib.util.spec_from_file_location(mod_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ValueError(f"{what} {spec!r}: cannot import {path}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[mod_name] = module  # dataclasses/pickling look the module up by name
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception:
+            sys.modules.pop(mod_name, None)
+            raise
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ValueError(f"{what} {spec!r}: cannot import module '{target}' ({e})") from None
+    fn = getattr(module, name, None)
+    if fn is None or not callable(fn):
+        raise ValueError(f"{what} {spec!r}: '{target}' has no callable '{name}'")
+    return fn
+
+
+def _as_dataset(obj, spec: str, which: str) -> Dataset:
+    if isinstance(obj, DataLoader):
+        return obj.dataset
+    if isinstance(obj, Dataset) or (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
+        return obj
+    raise ValueError(f"data {spec!r}: the {which} part is a {type(obj).__name__}, expected a Dataset or DataLoader")
+
+
+def _infer_num_classes(ds: Dataset) -> int:
+    for attr in ("num_classes",):
+        if isinstance(getattr(ds, attr, None), int):
+            return getattr(ds, attr)
+    if isinstance(getattr(ds, "classes", None), (list, tuple)):
+        return len(ds.classes)
+    if isinstance(ds, TensorDataset) and len(ds.tensors) >= 2:
+        return int(ds.tensors[1].max()) + 1
+    targets = getattr(ds, "targets", None)
+    if targets is not None:
+        return int(torch.as_tensor(targets).max()) + 1
+    return int(max(int(ds[i][1]) for i in range(len(ds)))) + 1
+
+
+def _from_callable(spec: str) -> DataSplits:
+    fn = resolve_callable(spec, "data")
+    out = fn()
+    if isinstance(out, DataSplits):
+        out.spec = out.spec or spec
+        return out
+    if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
+        raise ValueError(f"data {spec!r}: returned {type(out).__name__}; expected (train, val) or (train, val, test)")
+    parts = [_as_dataset(o, spec, w) for o, w in zip(out, ("train", "val", "test"))]
+    if len(parts) == 2:
+        parts.append(parts[1])  # no separate test split: evaluate on val, and say so in info
+    x0 = parts[0][0][0]
+    return DataSplits(*parts, num_classes=_infer_num_classes(parts[0]),
+                      input_shape=tuple(int(s) for s in torch.as_tensor(x0).shape), spec=spec,
+                      info={"test_is_val": len(out) == 2})
+
+
+# ---------------------------------------------------------------------------------------------
+
+def load(spec: str | DataSplits, seed: int = 0, image_size: int = 32) -> DataSplits:
+    """Resolve a data spec (see the module docstring) into ``DataSplits``.
+
+    ``seed`` fixes the stratified split wherever the source has none; ``image_size`` is the
+    square size image folders are resized to.
+    """
+    if isinstance(spec, DataSplits):
+        return spec
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"data spec {spec!r}: expected {SPEC_FORMS}")
+    if spec == "digits":
+        return _digits(seed)
+    path = Path(spec).expanduser()
+    if spec.lower().endswith(".npz"):
+        return _npz(path, seed)
+    if path.is_dir():
+        return _image_folder(path, seed, image_size)
+    if ":" in spec and not path.exists():
+        return _from_callable(spec)
+    if path.exists():
+        raise ValueError(f"{path}: unsupported data file; expected {SPEC_FORMS}")
+    raise ValueError(f"data spec {spec!r}: no such file or directory and not a known dataset; expected {SPEC_FORMS}")

@@ -1,0 +1,15 @@
+"""Models: the built-in demo CNN, model-spec resolution, weight loading, training, evaluation.
+
+Consumes: model specs (``edgeprune:demo-cnn``, ``file.py:fn``, ``module:fn``, ``torchvision:NAME``,
+a saved directory), state_dict files, ``DataSplits``.
+Produces: ``nn.Module`` objects tagged with ``edgeprune_spec`` / ``input_shape``, training
+metrics, and ``{"top1": ...}`` scores.
+"""
+from __future__ import annotations
+
+from .demo_cnn import DemoCNN, demo_cnn
+from .spec import SPEC_FORMS, build, load_weights, normalize_spec
+from .training import METRICS, evaluate, train
+
+__all__ = ["DemoCNN", "demo_cnn", "SPEC_FORMS", "build", "load_weights", "normalize_spec",
+           "METRICS", "evaluate", "train"]
