@@ -115,11 +115,12 @@ def _print_human(out, top: int) -> None:
     # stdout unless the JSON went there
     console = Console(stderr=False)
     t = Table(title=f"{out['artifact']} · {out['runtime_version']} · {out['threads']} thread(s) · {out['runs']} runs")
-    for col in ("init", "first", "mean", "median", "min", "max", "std", "p90", "p99"):
-        t.add_column(f"{col} ms", justify="right")
-    t.add_column("peak RSS", justify="right")
-    t.add_row(*(f"{out[k + '_ms']:.3f}" for k in ("init", "first", "mean", "median", "min", "max", "std", "p90", "p99")),
-              "-" if out["peak_rss_mb"] is None else f"{out['peak_rss_mb']:.1f} MB")
+    t.add_column("statistic")
+    t.add_column("value", justify="right")
+    for k in ("init", "first", "mean", "median", "min", "max", "std", "p90", "p99"):
+        t.add_row(f"{k} ms", f"{out[k + '_ms']:.3f}")
+    t.add_row("cv", f"{100 * out['cv']:.1f}%")
+    t.add_row("peak RSS", "-" if out["peak_rss_mb"] is None else f"{out['peak_rss_mb']:.1f} MB")
     console.print(t)
     if out["layers"]:
         lt = Table(title=f"slowest {min(top, len(out['layers']))} of {len(out['layers'])} nodes (ONNX Runtime profile)")
