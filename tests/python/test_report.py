@@ -1,0 +1,98 @@
+"""Tests of edgeprune.report: files written, their contents, deterministic plots, the summary table.
+
+Consumes: a hand-written report dict of the shape edgeprune.pipeline builds. Produces: pass/fail.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from rich.console import Console
+
+from edgeprune import report as R
+
+
+def _report(**over):
+    rep = {
+        "model": "edgeprune:demo-cnn",
+        "target": {"name": "rpi4", "description": "Raspberry Pi 4"},
+        "stages_ran": ["baseline", "prune", "int8"],
+        "stages_skipped": {"recover": "no --data given"},
+        "stages": [
+            {"name": "baseline", "params": 120000, "macs": 4_500_000, "size_bytes": 480_000,
+             "accuracy": {"metric": "top1", "value": 0.975, "delta_pts": 0.0},
+             "host_latency": {"runtime": "onnxruntime", "runtime_version": "onnxruntime 1.2", "threads": 1,
+                              "init_ms": 5.0, "first_ms": 1.0, "mean_ms": 0.5, "median_ms": 0.45, "p90_ms": 0.6,
+                              "p99_ms": 0.7, "std_ms": 0.05, "runs": 20, "warnings": ["noisy"]},
+             "estimate": {"estimate": True, "precision": "fp32", "threads": 4, "total_ms": 1.25,
+                          "by_kind_ms": {"conv": 1.0, "fc": 0.25}}},
+            {"name": "int8", "params": 60000, "macs": 2_000_000, "size_bytes": 70_000,
+             "accuracy": {"metric": "top1", "value": 0.9611, "delta_pts": -1.39},
+             "estimate": {"estimate": True, "precision": "int8", "threads": 4, "total_ms": 0.5}},
+        ],
+        "layers": [{"name": "features.0", "before": 32, "after": 16}, {"name": "features.3", "before": 64, "after": 40}],
+        "gate": {"max_acc_drop": 1.0, "drop_pts": 1.39, "passed": False},
+        "deploy": {"notes": ["copy model.int8.onnx"], "trtexec": "trtexec --onnx=model.int8.onnx --int8",
+                   "bench": ["edgeprune bench model.int8.onnx --threads 4"]},
+        "artifacts": {"model.onnx": {"size_bytes": 2048}},
+        "plots": ["plots/metric_vs_macs.png"],
+    }
+    rep.update(over)
+    return rep
+
+
+def _sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_write_report_writes_json_md_and_three_plots(tmp_path):
+    rep = _report()
+    paths = R.write_report(rep, tmp_path)
+    assert set(paths) == {"report.json", "report.md", "plots/metric_vs_macs.png", "plots/metric_vs_latency.png",
+                          "plots/channels.png"}
+    assert json.loads((tmp_path / "report.json").read_text()) == rep
+    assert R.load_report(tmp_path) == rep
+    for name in ("metric_vs_macs.png", "metric_vs_latency.png", "channels.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # no temp files left behind
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+
+
+def test_markdown_contents(tmp_path):
+    md = R.render_markdown(_report())
+    assert md.startswith("# edgeprune build report: edgeprune:demo-cnn for rpi4")
+    assert "| baseline | 120.00k | 4.50M | 468.8 KB | 97.50% | +0.00 | 0.450 | 1.250 |" in md
+    assert "| int8 | 60.00k | 2.00M | 68.4 KB | 96.11% | -1.39 | - | 0.500 |" in md
+    assert "**estimates**" in md and "skipped **recover**: no --data given" in md
+    assert "**FAILED**" in md and "trtexec --onnx=model.int8.onnx --int8" in md
+    assert "| features.0 | 32 | 16 | 50% |" in md
+    assert "- baseline: noisy" in md
+    assert "| int8 | int8 | 4 | 0.500 |" in md
+
+
+def test_plots_are_byte_deterministic(tmp_path):
+    a = R.write_plots(_report(), tmp_path / "a")
+    b = R.write_plots(_report(), tmp_path / "b")
+    assert [_sha(a[k]) for k in sorted(a)] == [_sha(b[k]) for k in sorted(b)]
+    c = R.write_plots(_report(layers=[{"name": "x", "before": 8, "after": 1}]), tmp_path / "c")
+    assert _sha(c["channels.png"]) != _sha(a["channels.png"])
+
+
+def test_steps_drive_the_plots_when_present(tmp_path):
+    steps = [{"step": 0, "macs": 4e6, "metric": 0.97, "estimate_ms": 1.2},
+             {"step": 1, "macs": 3e6, "metric": 0.96, "estimate_ms": None}]
+    out = R.write_plots(_report(steps=steps, layers=[]), tmp_path)
+    assert set(out) == {"metric_vs_macs.png", "metric_vs_latency.png"}
+    assert R._points(_report(steps=steps))[1] == {"label": "1", "macs": 3e6, "metric": 0.96, "estimate_ms": None}
+
+
+def test_no_data_no_plots(tmp_path):
+    assert R.write_plots({"stages": [{"name": "baseline"}]}, tmp_path) == {}
+
+
+def test_summary_table_renders_every_stage():
+    console = Console(width=200, record=True)
+    console.print(R.summary_table(_report()))
+    text = console.export_text()
+    assert "edgeprune:demo-cnn → rpi4" in text
+    assert "baseline" in text and "int8" in text and "96.11%" in text and "-1.39" in text
