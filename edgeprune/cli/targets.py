@@ -1,0 +1,97 @@
+"""`edgeprune targets list|show`: the built-in device profiles and user profile files.
+
+Consumes: a profile name or a path to a profile TOML. Produces: a rich table or the profile as
+JSON (``--json``) on stdout; a bad profile exits 2 with one line naming the file and field.
+"""
+from __future__ import annotations
+
+from .. import targets as targets_mod
+from .common import UsageError, print_json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("targets", help="list or show device profiles",
+                              description="List the built-in device profiles or show one (by name or .toml path).")
+    sub = p.add_subparsers(dest="targets_command", metavar="ACTION", required=True)
+    lp = sub.add_parser("list", help="list the built-in profiles")
+    lp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sp = sub.add_parser("show", help="show one profile")
+    sp.add_argument("target", metavar="NAME|PATH", help="built-in profile name or path to a profile .toml")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=run)
+
+
+def _load(name: str):
+    try:
+        return targets_mod.load(name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _cpu_text(t) -> str:
+    return f"{t.cpu.cores}x {t.cpu.uarch} @ {t.cpu.freq_ghz:g} GHz"
+
+
+def _gpu_text(t) -> str:
+    if t.gpu is None:
+        return "-"
+    int8 = f", {t.gpu.int8_tops:g} TOPS int8" if t.gpu.int8_tops else ", no int8"
+    return f"{t.gpu.fp16_tflops:g} TFLOPS fp16{int8}"
+
+
+def _list(as_json: bool) -> int:
+    profiles = [_load(n) for n in targets_mod.names()]
+    if as_json:
+        print_json([p.to_dict() for p in profiles])
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="edgeprune device profiles (theoretical peaks)")
+    for col in ("name", "cpu", "fp32 GFLOPS/core", "int8 GOPS/core", "DRAM GB/s", "gpu", "deploy"):
+        table.add_column(col, justify="right" if "/" in col else "left")
+    for p in profiles:
+        table.add_row(p.name, _cpu_text(p), f"{p.peak.fp32_gflops_per_core:g}", f"{p.peak.int8_gops_per_core:g}",
+                      f"{p.memory.bandwidth_gbs:g}", _gpu_text(p),
+                      f"{p.deploy.precision}, x{p.deploy.channel_multiple}")
+    _console().print(table)
+    return 0
+
+
+def _show(name: str, as_json: bool) -> int:
+    p = _load(name)
+    d = p.to_dict()
+    if as_json:
+        print_json(d)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{p.name}", caption=p.description, show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for section in ("cpu", "memory", "peak", "gpu", "deploy"):
+        values = d[section]
+        if values is None:
+            table.add_row(section, "none")
+            continue
+        for k, v in values.items():
+            if v is None:
+                v = "none"
+            table.add_row(f"{section}.{k}", ", ".join(map(str, v)) if isinstance(v, list) else str(v))
+    _console().print(table)
+    return 0
+
+
+def run(args) -> int:
+    if args.targets_command == "list":
+        return _list(args.json)
+    return _show(args.target, args.json)
+
+
+def _console():
+    from rich.console import Console
+
+    # piped output: rich would assume 80 columns and wrap every cell; tables read better wider
+    c = Console()
+    return c if c.is_terminal else Console(width=160)
