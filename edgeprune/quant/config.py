@@ -85,7 +85,7 @@ def target_defaults(target) -> dict:
         return {}
     name = prof.name
     gpu = getattr(prof, "gpu", None)
-    precision = tuple(getattr(prof.deploy, "precision", ()) or ())
+    precision = str(getattr(prof.deploy, "precision", "int8"))
     if gpu is not None and getattr(gpu, "tensorrt", None):
         if getattr(gpu, "int8_tops", None) is None:
             raise Int8UnsupportedError(
@@ -94,9 +94,10 @@ def target_defaults(target) -> dict:
         # TensorRT: symmetric activations, Q/DQ on layer inputs only.
         return {"activation_dtype": "int8", "symmetric_activations": True, "reduce_range": False,
                 "placement": "inputs", "target": name}
-    if precision and "int8" not in precision:
+    formats = tuple(getattr(prof.deploy, "formats", ()) or ())
+    if precision != "int8" and not any("int8" in f for f in formats):
         raise Int8UnsupportedError(
-            f"target {name} lists precisions {list(precision)} without int8; export fp16/fp32 instead")
+            f"target {name} deploys {precision} and lists no int8 format; export {precision} instead")
     arch = str(prof.cpu.arch).lower()
     features = {str(f).lower() for f in (prof.cpu.features or ())}
     if arch in ("x86_64", "x86-64", "amd64", "x86"):

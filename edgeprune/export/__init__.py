@@ -1,0 +1,137 @@
+"""``export(model_or_quantized, out_dir, formats) -> {format: path}`` and ``inspect_onnx(path)``.
+
+Consumes: an ``nn.Module``, a ``QuantizedModel``, or a directory written by ``ep.save`` /
+``QuantizedModel.save``; the formats of ``formats.FORMATS``; optional example inputs, target,
+dynamic batch. Produces: one checked file per format in ``out_dir`` (written atomically), each
+with ``metadata_props``: edgeprune version, format, precision, target, plan hash, input spec
+and, for int8, the quantization method and a hash of the scales.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from pathlib import Path
+
+import torch
+# bound by name: importing our submodule edgeprune.export.onnx rebinds `onnx` in this namespace
+from onnx import save as _onnx_save
+
+from .. import fsutil
+from .._version import __version__
+from ..quant import Int8UnsupportedError, QuantizedModel, target_defaults
+from . import formats as _formats
+from .inspect import inspect_onnx
+from .onnx import check, set_metadata
+
+__all__ = ["Int8UnsupportedError", "export", "inspect_onnx", "load_source", "plan_hash"]
+
+
+def plan_hash(model) -> str | None:
+    """The hash of the PrunePlan a model came from (attribute, saved metadata, or the plan itself)."""
+    h = getattr(model, "edgeprune_plan_hash", None)
+    if h:
+        return str(h)
+    meta = getattr(model, "edgeprune_metadata", None) or {}
+    if meta.get("plan_hash"):
+        return str(meta["plan_hash"])
+    plan = getattr(model, "edgeprune_plan", None)
+    if plan is None:
+        return None
+    plans = plan if isinstance(plan, (list, tuple)) else [plan]
+    d = [p.to_dict() if hasattr(p, "to_dict") else p for p in plans]
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_source(path):
+    """A QuantizedModel (directory with quant.json) or a model (directory written by ep.save)."""
+    p = Path(path)
+    if (p / "quant.json").is_file():
+        return QuantizedModel.load(p)
+    from ..io import load
+
+    return load(p)
+
+
+def _example_inputs(source, example_inputs):
+    if example_inputs is not None:
+        return example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    shape = getattr(source, "input_shape", None) or getattr(getattr(source, "original", None), "input_shape", None)
+    if not shape:
+        raise ValueError("pass example_inputs: the model has no input_shape attribute to build one from")
+    gen = torch.Generator().manual_seed(0)
+    return (torch.randn(1, *shape, generator=gen),)
+
+
+def _target_name(target, source):
+    if target is None:
+        cfg = getattr(source, "config", None)
+        return getattr(cfg, "target", None)
+    return target if isinstance(target, str) else getattr(target, "name", str(target))
+
+
+def export(model_or_quantized, out_dir, formats=("onnx", "onnx-int8"), example_inputs=None, target=None,
+           dynamic_batch: bool = False, opset: int = 17) -> dict[str, Path]:
+    source = model_or_quantized
+    if isinstance(source, (str, os.PathLike)):
+        source = load_source(source)
+    if isinstance(formats, str):
+        formats = [formats]
+    fmts = [_formats.get(f) for f in formats]
+    quantized = isinstance(source, QuantizedModel)
+    for f in fmts:
+        if f.needs_quantized and not quantized:
+            raise ValueError(f"format {f.name} needs a QuantizedModel (its scales): run ep.quantize(model, "
+                             "calib_data) / `edgeprune quantize` first and export that")
+        if f.precision == "int8" and target is not None:
+            target_defaults(target)  # raises Int8UnsupportedError for fp16-only targets (Jetson Nano)
+    if quantized and target is not None and source.config.target not in (None, _target_name(target, None)):
+        raise ValueError(f"the QuantizedModel was calibrated for target {source.config.target}, not "
+                         f"{_target_name(target, None)}; quantize again with --target {_target_name(target, None)}")
+    if opset < 17:
+        raise ValueError(f"opset {opset} is too old: edgeprune writes opset >= 17")
+    inputs = _example_inputs(source, example_inputs)
+    model = source.original if quantized else source
+    target_name = _target_name(target, source)
+    input_spec = [{"name": "input" if len(inputs) == 1 else f"input_{i}",
+                   "shape": (["batch"] if dynamic_batch else [int(x.shape[0])]) + [int(s) for s in x.shape[1:]],
+                   "dtype": str(x.dtype).replace("torch.", "")} for i, x in enumerate(inputs)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for f in fmts:
+        mod_name, fn_name = f.writer.split(":")
+        writer = getattr(importlib.import_module(mod_name), fn_name)
+        proto = writer(source, inputs, {"dynamic_batch": dynamic_batch, "opset": opset})
+        props = {"edgeprune_version": __version__, "edgeprune_format": f.name, "edgeprune_precision": f.precision,
+                 "edgeprune_target": target_name, "edgeprune_plan_hash": plan_hash(model),
+                 "edgeprune_spec": getattr(model, "edgeprune_spec", None), "edgeprune_input": input_spec}
+        if f.precision == "int8":
+            props["edgeprune_quant"] = {"method": source.config.method, "scales_hash": source.scales_hash(),
+                                        "activation_dtype": source.config.activation_dtype,
+                                        "symmetric_activations": source.config.symmetric_activations,
+                                        "placement": source.config.placement}
+        set_metadata(proto, props)
+        proto.producer_name = "edgeprune"
+        proto.producer_version = __version__
+        check(proto)
+        path = out / f.filename
+        with fsutil.atomic_path(path) as tmp:
+            _onnx_save(proto, str(tmp))
+        paths[f.name] = path
+    return paths
+
+
+class _CallableModule(type(os)):
+    """``import edgeprune.export`` binds the *package* as ``edgeprune.export``, shadowing the lazily
+    re-exported function of the same name; making the package callable keeps ``ep.export(...)``
+    working whichever of the two a caller ends up holding."""
+
+    def __call__(self, *args, **kwargs):
+        return export(*args, **kwargs)
+
+
+import sys as _sys  # noqa: E402  (needed only for the line below)
+
+_sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,161 @@
+"""``inspect_onnx(path)``: what is in an ONNX file, and which ops run int8 and which do not (and why).
+
+Consumes: an ONNX file (any producer). Produces: a JSON-ready dict: inputs/outputs, op counts,
+parameter count, MACs (from shape inference, batch 1), file size, metadata_props, and per
+compute op its precision (int8 when its inputs arrive through DequantizeLinear, fp16, fp32)
+with the reason every op that stayed fp32 did so; int8 coverage by ops and by MACs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+# Ops that carry MACs (weights) and ops the QDQ scheme can run in int8 when fed by DQ.
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+QUANTIZABLE_BY_EDGEPRUNE = ("Conv", "Gemm", "MatMul")
+COMPUTE = WEIGHTED + ("Add", "Mul", "Sub", "Concat", "AveragePool", "GlobalAveragePool", "MaxPool",
+                      "Relu", "Clip", "Sigmoid", "HardSwish", "Softmax", "LSTM", "GRU", "Resize",
+                      "BatchNormalization", "LayerNormalization")
+_DTYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.INT8: "int8",
+           TensorProto.UINT8: "uint8", TensorProto.INT32: "int32", TensorProto.INT64: "int64"}
+
+
+def _dims(vi) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
+
+
+def _num(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= d if isinstance(d, int) and d > 0 else 1  # symbolic batch counts as 1
+    return n
+
+
+def inspect_onnx(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    g = inferred.graph
+    shapes = {vi.name: _dims(vi) for vi in list(g.value_info) + list(g.input) + list(g.output)}
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input) + list(g.output)}
+    inits = {i.name: i for i in g.initializer}
+    for name, init in inits.items():
+        shapes[name] = list(init.dims)
+        types[name] = init.data_type
+    producer = {o: n for n in g.node for o in n.output}
+    qparam_inputs = {n.input[k] for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                     for k in (1, 2) if len(n.input) > k}
+    params = sum(int(np.prod(i.dims)) if i.dims else 1 for name, i in inits.items() if name not in qparam_inputs)
+    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
+
+    def from_dq(t: str) -> bool:
+        p = producer.get(t)
+        return p is not None and p.op_type == "DequantizeLinear"
+
+    def weight_shape(t: str):
+        p = producer.get(t)
+        if p is not None and p.op_type == "DequantizeLinear":
+            t = p.input[0]
+        return shapes.get(t)
+
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+
+    def fused_activation(n) -> bool:
+        """Relu/Clip between an int8 Conv/Gemm and a QuantizeLinear: runtimes fuse it into the conv."""
+        p = producer.get(n.input[0])
+        users = consumers.get(n.output[0], [])
+        return (p is not None and p.op_type in WEIGHTED and len(p.input) > 1 and from_dq(p.input[0])
+                and from_dq(p.input[1]) and len(users) == 1 and users[0].op_type == "QuantizeLinear")
+
+    ops: dict[str, int] = {}
+    layers = []
+    total_macs = int8_macs = 0
+    for n in g.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+        if n.op_type not in COMPUTE:
+            continue
+        macs = 0
+        out_shape = shapes.get(n.output[0]) if n.output else None
+        w = weight_shape(n.input[1]) if len(n.input) > 1 else None
+        if n.op_type == "Conv" and out_shape and w:
+            macs = _num(out_shape) * _num(w[1:])
+        elif n.op_type == "ConvTranspose" and w and shapes.get(n.input[0]):
+            macs = _num(shapes[n.input[0]]) * _num(w[1:])
+        elif n.op_type in ("Gemm", "MatMul") and out_shape and shapes.get(n.input[0]):
+            a = shapes[n.input[0]]
+            trans_a = next((x.i for x in n.attribute if x.name == "transA"), 0)
+            k = a[-2] if trans_a else a[-1]
+            macs = _num(out_shape) * (k if isinstance(k, int) and k > 0 else 1)
+        float_inputs = [t for t in n.input if t and types.get(t, TensorProto.FLOAT) in
+                        (TensorProto.FLOAT, TensorProto.FLOAT16)]
+        precision, reason = "fp32", None
+        if float_inputs and all(types.get(t) == TensorProto.FLOAT16 for t in float_inputs):
+            precision = "fp16"
+        elif n.op_type in WEIGHTED:
+            act_q = from_dq(n.input[0])
+            w_q = len(n.input) > 1 and from_dq(n.input[1])
+            if act_q and w_q:
+                precision = "int8"
+            elif not has_qdq:
+                reason = "fp32 model: no QuantizeLinear/DequantizeLinear in the graph"
+            elif n.op_type not in QUANTIZABLE_BY_EDGEPRUNE:
+                reason = f"{n.op_type} has no int8 path in edgeprune's quantizer; kept fp32"
+            elif not w_q:
+                reason = "weight is an fp32 tensor (no DequantizeLinear): layer was not quantized"
+            else:
+                reason = "activation input is fp32 (no DequantizeLinear before it)"
+        elif n.op_type in ("Relu", "Clip") and fused_activation(n):
+            precision, reason = "int8", None  # folded into the int8 conv/gemm before it
+        else:
+            dq = [from_dq(t) for t in float_inputs]
+            if float_inputs and all(dq):
+                precision = "int8"
+            elif not has_qdq:
+                reason = "fp32 model: no QuantizeLinear/DequantizeLinear in the graph"
+            else:
+                reason = (f"{n.op_type} inputs are fp32 (no DequantizeLinear before them); edgeprune quantizes "
+                          "only Conv/Gemm inputs and outputs, so this op runs in float")
+        total_macs += macs
+        if precision == "int8":
+            int8_macs += macs
+        layers.append({"name": n.name or n.output[0], "op": n.op_type, "macs": int(macs),
+                       "precision": precision, "reason": reason})
+    compute = layers
+    n_int8 = sum(1 for l in compute if l["precision"] == "int8")
+    weighted = [l for l in compute if l["op"] in WEIGHTED]
+    return {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "metadata": {p.key: p.value for p in model.metadata_props},
+        "inputs": [{"name": i.name, "shape": _dims(i), "dtype": _DTYPES.get(i.type.tensor_type.elem_type, "?")}
+                   for i in model.graph.input if i.name not in inits],
+        "outputs": [{"name": o.name, "shape": _dims(o), "dtype": _DTYPES.get(o.type.tensor_type.elem_type, "?")}
+                    for o in model.graph.output],
+        "ops": dict(sorted(ops.items())),
+        "params": int(params),
+        "macs": int(total_macs),
+        "int8": {
+            "compute_ops": len(compute), "int8_ops": n_int8,
+            "weighted_ops": len(weighted),
+            "weighted_int8_ops": sum(1 for l in weighted if l["precision"] == "int8"),
+            "coverage_macs": (int8_macs / total_macs) if total_macs else 0.0,
+            "fp32_ops": [{"name": l["name"], "op": l["op"], "reason": l["reason"]} for l in compute
+                         if l["precision"] == "fp32"],
+        },
+        "layers": layers,
+    }
