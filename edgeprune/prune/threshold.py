@@ -1,0 +1,188 @@
+"""Dynamic thresholds: which scored items (weights, blocks, channels) to remove at one step.
+
+Consumes: scores (dict name -> tensor, higher = more important; optional per-item weights such
+as block sizes or MACs per channel) and a rule. Produces: keep masks (dict name -> bool tensor
+of the score's shape, True = kept).
+
+Rules (DESIGN.md section 7):
+- ``solve``: remove exactly the lowest-scored items whose weight adds up to the step's target
+  fraction (the threshold is solved from the current distribution, so it moves every step);
+- ``relative``: remove items scored below ``coef * max`` (max taken per scope);
+- ``percentile``: remove items below the ``q``-quantile (``q`` in [0, 1]) of the scores;
+- ``absolute``: remove items scored below a fixed value.
+``scope="global"`` compares all tensors together; ``"layer"`` applies the rule to each tensor
+alone. ``max_layer_ratio`` caps what any one tensor may lose (the excess is re-distributed to
+the other tensors under ``solve``), and at least ``min_keep`` items of every tensor survive.
+Items scored ``-inf`` (already removed at an earlier step) are always removed first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+METHODS = ("solve", "relative", "percentile", "absolute")
+SCOPES = ("global", "layer")
+
+
+def _flat(scores: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None):
+    names = list(scores)
+    s = [scores[n].detach().flatten().double() for n in names]
+    w = [(weights[n].detach().flatten().double() if weights is not None and n in weights
+          else torch.ones_like(s[i])) for i, n in enumerate(names)]
+    return names, s, w
+
+
+def _remove_lowest(s: torch.Tensor, w: torch.Tensor, amount: float) -> torch.Tensor:
+    """Bool 'removed' vector: the lowest scores (stable by index) until their weight >= amount."""
+    removed = torch.zeros(s.numel(), dtype=torch.bool)
+    if amount <= 0 or s.numel() == 0:
+        return removed
+    order = torch.argsort(s, stable=True)
+    cum = torch.cumsum(w[order], 0)
+    # smallest prefix whose weight reaches the amount (a tiny epsilon absorbs float error)
+    k = int(torch.searchsorted(cum, torch.tensor([amount - 1e-9], dtype=cum.dtype)).item()) + 1
+    removed[order[:min(k, s.numel())]] = True
+    return removed
+
+
+def _threshold(s: torch.Tensor, method: str, value: float) -> float:
+    finite = s[torch.isfinite(s)]
+    if finite.numel() == 0:
+        return float("inf")
+    if method == "relative":
+        return value * float(finite.max())
+    if method == "percentile":
+        return float(torch.quantile(finite, value))
+    return float(value)  # absolute
+
+
+def select(scores: Mapping[str, torch.Tensor], target: float | None = None, *, method: str = "solve",
+           value: float | None = None, scope: str = "global",
+           weights: Mapping[str, torch.Tensor] | None = None,
+           max_layer_ratio: float = 1.0, min_keep: int = 1) -> dict[str, torch.Tensor]:
+    """Return keep masks (True = kept) for ``scores`` under one rule; see the module docstring.
+
+    ``target`` is the fraction (by weight) to remove for ``solve``; ``value`` is the coefficient,
+    quantile or absolute threshold for the other methods.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown threshold method {method!r}; use one of {', '.join(METHODS)}")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown threshold scope {scope!r}; use global or layer")
+    if method == "solve":
+        if target is None or not 0.0 <= target <= 1.0:
+            raise ValueError(f"threshold method 'solve' needs a target fraction in [0, 1], got {target}")
+    elif value is None:
+        raise ValueError(f"threshold method {method!r} needs a value")
+    elif method in ("relative", "percentile") and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{method} threshold value must be in [0, 1], got {value}")
+    if not 0.0 < max_layer_ratio <= 1.0:
+        raise ValueError(f"max_layer_ratio must be in (0, 1], got {max_layer_ratio}")
+
+    names, s, w = _flat(scores, weights)
+    removed = [torch.zeros(x.numel(), dtype=torch.bool) for x in s]
+    if scope == "layer":
+        for i in range(len(names)):
+            if method == "solve":
+                removed[i] = _remove_lowest(s[i], w[i], target * float(w[i].sum()))
+            else:
+                removed[i] = s[i] < _threshold(s[i], method, value)
+    else:
+        if method == "solve":
+            removed = _solve_global(s, w, target, max_layer_ratio)
+        else:
+            thr = _threshold(torch.cat(s), method, value) if s else 0.0
+            removed = [x < thr for x in s]
+    out = {}
+    for i, n in enumerate(names):
+        r = removed[i] | torch.isneginf(s[i])
+        r = _cap(r, s[i], w[i], max_layer_ratio, min_keep)
+        out[n] = (~r).view(scores[n].shape)
+    return out
+
+
+def _cap(removed, s, w, max_ratio, min_keep):
+    """Un-remove the best-scored removed items until the tensor keeps enough."""
+    total = float(w.sum())
+    n = s.numel()
+    keep_w = float(w[~removed].sum())
+    need_w = (1.0 - max_ratio) * total
+    need_n = min(min_keep, n)
+    if keep_w + 1e-9 >= need_w and int((~removed).sum()) >= need_n:
+        return removed
+    removed = removed.clone()
+    cand = removed.nonzero().flatten()
+    order = cand[torch.argsort(s[cand], descending=True, stable=True)]
+    k_n = max(need_n - int((~removed).sum()), 0)
+    k_w = 0
+    if keep_w + 1e-9 < need_w:
+        cum = torch.cumsum(w[order], 0)
+        k_w = int(torch.searchsorted(cum, torch.tensor([need_w - keep_w - 1e-9], dtype=cum.dtype)).item()) + 1
+    removed[order[:max(k_n, k_w)]] = False
+    return removed
+
+
+def _solve_global(s, w, target, max_ratio):
+    """Global 'remove the lowest `target` fraction' with a per-tensor cap, by water-filling:
+    tensors that would exceed the cap are fixed at the cap and the rest is re-solved."""
+    totals = [float(x.sum()) for x in w]
+    amount_total = target * sum(totals)
+    fixed: dict[int, torch.Tensor] = {}
+    while True:
+        free = [i for i in range(len(s)) if i not in fixed]
+        amount = amount_total - sum(float(w[i][fixed[i]].sum()) for i in fixed)
+        if not free:
+            break
+        cat_s = torch.cat([s[i] for i in free])
+        cat_w = torch.cat([w[i] for i in free])
+        rem = _remove_lowest(cat_s, cat_w, amount)
+        parts = torch.split(rem, [s[i].numel() for i in free])
+        over = [i for i, r in zip(free, parts) if float(w[i][r].sum()) > max_ratio * totals[i] + 1e-9]
+        if not over:
+            result = dict(fixed)
+            result.update(zip(free, parts))
+            return [result[i] for i in range(len(s))]
+        for i in over:
+            fixed[i] = _remove_lowest(s[i], w[i], max_ratio * totals[i])
+            # _remove_lowest may overshoot by one item's weight; step back to stay under the cap
+            while float(w[i][fixed[i]].sum()) > max_ratio * totals[i] + 1e-9:
+                idx = fixed[i].nonzero().flatten()
+                fixed[i][idx[torch.argmax(s[i][idx])]] = False
+    return [fixed[i] for i in range(len(s))]
+
+
+@dataclass(frozen=True)
+class DynamicThreshold:
+    """A threshold rule recomputed from the current scores at every step of a schedule."""
+
+    method: str = "solve"
+    value: float | None = None
+    scope: str = "global"
+    max_layer_ratio: float = 1.0
+    min_keep: int = 1
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown threshold method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown threshold scope {self.scope!r}; use global or layer")
+
+    def masks(self, scores, step_target: float | None = None, weights=None) -> dict[str, torch.Tensor]:
+        return select(scores, step_target, method=self.method, value=self.value, scope=self.scope,
+                      weights=weights, max_layer_ratio=self.max_layer_ratio, min_keep=self.min_keep)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "value": self.value, "scope": self.scope,
+                "max_layer_ratio": self.max_layer_ratio, "min_keep": self.min_keep}
+
+
+def removed_fraction(masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None) -> float:
+    """Fraction (by weight) of items removed across all masks."""
+    num = den = 0.0
+    for n, m in masks.items():
+        w = weights[n].double().flatten() if weights is not None and n in weights else torch.ones(m.numel(), dtype=torch.float64)
+        num += float(w[~m.flatten()].sum())
+        den += float(w.sum())
+    return num / den if den else 0.0
