@@ -12,6 +12,7 @@ so the caller's randomness is not disturbed.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..models.training import deterministic
 from .distill import distillation_loss
 from .masks import MaskGuard, apply_masks
 from .regularize import Regularizer
@@ -105,7 +107,7 @@ def finetune(model: nn.Module, data, config: RecoverConfig | None = None, *,
              masks: Mapping[str, torch.Tensor] | None = None,
              regularizers: Iterable[Regularizer] = (),
              metric: Callable[[nn.Module, Dataset], float] = top1,
-             progress: bool = False, description: str = "recover",
+             progress: bool = False, description: str = "recover", threads: int | None = 1,
              **overrides) -> tuple[nn.Module, dict]:
     """Fine-tune ``model`` in place; return ``(model, history)``.
 
@@ -114,7 +116,8 @@ def finetune(model: nn.Module, data, config: RecoverConfig | None = None, *,
     teacher's logits. ``masks`` are applied first and stay fixed (see ``MaskGuard``).
     Early stopping watches ``metric`` on the validation split; the best epoch's weights are
     restored when ``restore_best``. With ``epochs=0`` only the masks are applied and the model
-    evaluated.
+    evaluated. ``threads`` (default 1) pins torch's intra-op threads for the run, because conv
+    float sums depend on it: one thread gives the same numbers on every machine.
     """
     cfg = replace(config or RecoverConfig(), **overrides)
     train_set, val_set = _splits(data)
@@ -122,9 +125,21 @@ def finetune(model: nn.Module, data, config: RecoverConfig | None = None, *,
     rng_state = torch.get_rng_state()
     torch.manual_seed(cfg.seed)
     try:
-        return _finetune(model, train_set, val_set, cfg, teacher, masks, regs, metric, progress, description)
+        with deterministic(), _threads(threads):
+            return _finetune(model, train_set, val_set, cfg, teacher, masks, regs, metric, progress, description)
     finally:
         torch.set_rng_state(rng_state)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    prev = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def _finetune(model, train_set, val_set, cfg, teacher, masks, regs, metric, progress, description):
@@ -220,7 +235,7 @@ def _finetune(model, train_set, val_set, cfg, teacher, masks, regs, metric, prog
 def admm_prune(model: nn.Module, data, project: Callable[[str, torch.Tensor], torch.Tensor],
                names: Iterable[str], config: RecoverConfig | None = None, *, rho: float = 1e-3,
                teacher: nn.Module | None = None, retrain_epochs: int | None = None,
-               progress: bool = False, **overrides) -> tuple[nn.Module, dict, dict]:
+               progress: bool = False, threads: int | None = 1, **overrides) -> tuple[nn.Module, dict, dict]:
     """ADMM sparsification then masked retraining; return ``(model, masks, history)``.
 
     Phase 1 trains with the ADMM penalty pulling the named weights towards the sparse set
@@ -231,10 +246,10 @@ def admm_prune(model: nn.Module, data, project: Callable[[str, torch.Tensor], to
     cfg = replace(config or RecoverConfig(), **overrides)
     admm = ADMM(project, names, rho=rho)
     model, h1 = finetune(model, data, cfg, teacher=teacher, regularizers=[admm], progress=progress,
-                         description="admm", restore_best=False)
+                         description="admm", restore_best=False, threads=threads)
     residual = admm.primal_residual()
     masks = admm.masks()
     epochs2 = cfg.epochs if retrain_epochs is None else retrain_epochs
     model, h2 = finetune(model, data, cfg, teacher=teacher, masks=masks, progress=progress,
-                         description="retrain", epochs=epochs2)
+                         description="retrain", epochs=epochs2, threads=threads)
     return model, masks, {"admm": h1, "retrain": h2, "primal_residual": residual}
