@@ -1,0 +1,124 @@
+"""edgeprune.io: ep.save / ep.load round trips, the on-disk format, refusals and atomicity."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import edgeprune as ep
+import edgeprune.io as epio
+
+
+def test_round_trip_outputs_equal(trained_demo_cnn, digits, tmp_path):
+    x = digits.test.tensors[0][:16]
+    expected = trained_demo_cnn(x)
+    ep.save(trained_demo_cnn, tmp_path / "m", metadata={"note": "hello", "top1": 0.98})
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "weights.pt"]
+    back = ep.load(tmp_path / "m")
+    assert not back.training and back.input_shape == (1, 32, 32)
+    assert torch.equal(back(x), expected)
+    assert back.edgeprune_metadata == {"note": "hello", "top1": 0.98}
+    manifest = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert manifest["spec"] == "edgeprune:demo-cnn" and manifest["input_shape"] == [1, 32, 32]
+    assert manifest["format"] == "edgeprune-model" and manifest["version"] == 1 and manifest["plan"] is None
+    assert manifest["num_params"] == sum(p.numel() for p in trained_demo_cnn.parameters())
+    # weights.pt holds only tensors: the safe loader reads it
+    sd = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
+    assert set(sd) == set(trained_demo_cnn.state_dict())
+
+
+def test_build_from_saved_dir_and_kwargs(tmp_path):
+    m = ep.models.build("edgeprune:demo-cnn", num_classes=4).eval()
+    ep.save(m, tmp_path / "four")
+    back = ep.models.build(str(tmp_path / "four"))
+    assert back.edgeprune_spec == "edgeprune:demo-cnn" and back.edgeprune_build_kwargs == {"num_classes": 4}
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(back(x), m(x))
+
+
+def test_masks_round_trip_and_resave(tmp_path):
+    m = ep.models.build("edgeprune:demo-cnn").eval()
+    mask = torch.rand(16, 16, 3, 3) > 0.5
+    ep.save(m, tmp_path / "a", masks={"block1.conv1.weight": mask})
+    back = ep.load(tmp_path / "a")
+    assert set(back.edgeprune_masks) == {"block1.conv1.weight"}
+    assert torch.equal(back.edgeprune_masks["block1.conv1.weight"], mask)
+    ep.save(back, tmp_path / "b")  # masks travel with the loaded model
+    assert torch.equal(ep.load(tmp_path / "b").edgeprune_masks["block1.conv1.weight"], mask)
+
+
+def test_save_refuses_a_model_without_spec(tmp_path):
+    with pytest.raises(ValueError, match=r"ep.save needs a model built from a spec \(Sequential has no edgeprune_spec\)"):
+        ep.save(nn.Sequential(nn.Linear(2, 2)), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_file_spec_saved_absolute_and_loads_elsewhere(tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "net_h2.py").write_text(
+        "import torch.nn as nn\n"
+        "def make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3))\n")
+    monkeypatch.chdir(tmp_path / "src")
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    ep.save(plain, tmp_path / "m", spec="net_h2.py:make")  # explicit spec for a user-built module
+    monkeypatch.chdir(tmp_path)
+    manifest = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert manifest["spec"] == f"{tmp_path / 'src' / 'net_h2.py'}:make"
+    back = ep.load(tmp_path / "m")
+    x = torch.randn(2, 4)
+    assert torch.equal(back(x), plain(x))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ValueError, match="not a directory written by ep.save"):
+        ep.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no model.json"):
+        ep.load(tmp_path / "empty")
+    ep.save(ep.models.build("edgeprune:demo-cnn"), tmp_path / "m")
+    mj = tmp_path / "m" / "model.json"
+    d = json.loads(mj.read_text())
+    mj.write_text(json.dumps({**d, "version": 99}))
+    with pytest.raises(ValueError, match="format version 99 is newer"):
+        ep.load(tmp_path / "m")
+    # weights that do not fit the spec (e.g. a pruned model saved without its plan)
+    mj.write_text(json.dumps({**d, "build_kwargs": {"num_classes": 3}}))
+    with pytest.raises(ValueError, match=r"does not fit the model built from 'edgeprune:demo-cnn' \(was the model pruned"):
+        ep.load(tmp_path / "m")
+
+
+def test_failed_save_leaves_previous_dir_intact(tmp_path, monkeypatch):
+    m = ep.models.build("edgeprune:demo-cnn")
+    ep.save(m, tmp_path / "m", metadata={"v": 1})
+    real_save = torch.save
+
+    def exploding_save(obj, f, *a, **k):
+        if str(f).endswith("masks.pt"):
+            raise KeyboardInterrupt  # interrupted half-way: weights.pt already written
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", exploding_save)
+    with pytest.raises(KeyboardInterrupt):
+        ep.save(m, tmp_path / "m", masks={"stem.0.weight": torch.ones(16, 1, 3, 3, dtype=torch.bool)},
+                metadata={"v": 2})
+    monkeypatch.undo()
+    assert ep.load(tmp_path / "m").edgeprune_metadata == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary left behind
+
+
+def test_metadata_must_be_json(tmp_path):
+    with pytest.raises(ValueError, match="metadata must be JSON-serializable"):
+        ep.save(ep.models.build("edgeprune:demo-cnn"), tmp_path / "m", metadata={"x": object()})
+
+
+def test_plan_argument_forms():
+    class FakePlan:
+        def to_dict(self):
+            return {"groups": []}
+
+    assert epio._plan_to_dict(FakePlan()) == {"groups": []}
+    assert epio._plan_to_dict([FakePlan(), {"a": 1}]) == [{"groups": []}, {"a": 1}]
+    with pytest.raises(ValueError, match="plan must be a PrunePlan"):
+        epio._plan_to_dict(3)
