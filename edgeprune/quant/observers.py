@@ -101,7 +101,10 @@ class Observer:
         return min(lo, 0.0), max(hi, 0.0)
 
     def _entropy_threshold(self, levels: int) -> float:
-        hist = self.abs_hist
+        hist = self.abs_hist.copy()
+        # Exact zeros (a ReLU's output is mostly zeros) cost nothing at any threshold, since 0 is
+        # exactly representable; left in, their spike drowns the KL signal of the real values.
+        hist[0] = 0.0
         bins = self.bins
         width = self.amax / bins
         if hist.sum() == 0 or width == 0:
@@ -109,23 +112,18 @@ class Observer:
         best_i, best_kl = bins, math.inf
         # Stride 16 over 2048 bins: ~120 candidates, fine enough and fast on every batch size.
         for i in list(range(levels, bins, 16)) + [bins]:
-            p = hist[:i].copy()
+            sliced = hist[:i]
+            p = sliced.copy()
             p[i - 1] += hist[i:].sum()  # clipped mass goes to the last kept bin
             nz = p > 0
-            # merge the i bins into `levels` quantized bins, then expand back over non-empty bins
+            # merge the i bins into `levels` quantized bins, spread each back over its non-empty bins
             idx = (np.arange(i) * levels) // i
-            q_sum = np.bincount(idx, weights=hist[:i], minlength=levels)
-            q_cnt = np.bincount(idx, weights=(hist[:i] > 0).astype(np.float64), minlength=levels)
-            q = np.where(hist[:i] > 0, q_sum[idx] / np.maximum(q_cnt[idx], 1), 0.0)
-            ps, qs = p.sum(), q.sum()
-            if qs == 0:
-                continue
-            pn, qn = p / ps, q / qs
-            valid = nz & (qn > 0)
-            if np.any(nz & (qn == 0)):
-                kl = math.inf if not valid.any() else float(np.sum(pn[valid] * np.log(pn[valid] / qn[valid]))) + 1.0
-            else:
-                kl = float(np.sum(pn[valid] * np.log(pn[valid] / qn[valid])))
+            q_sum = np.bincount(idx, weights=sliced, minlength=levels)
+            q_cnt = np.bincount(idx, weights=nz.astype(np.float64), minlength=levels)
+            q = np.where(nz, q_sum[idx] / np.maximum(q_cnt[idx], 1), 0.0)
+            pn, qn = p[nz] / p.sum(), q[nz] / max(q.sum(), 1e-30)
+            qn = np.maximum(qn, 1e-12)  # smoothing: clipped mass where q is empty costs, but finitely
+            kl = float(np.sum(pn * np.log(pn / qn)))
             if kl < best_kl:
                 best_kl, best_i = kl, i
         return float(best_i * width)
@@ -135,18 +133,26 @@ class Observer:
         centers = (edges[:-1] + edges[1:]) / 2
         counts = self.hist
         lo0, hi0 = self.lo, self.hi
-        best, best_err = (lo0, hi0), math.inf
-        for a in np.linspace(0.2, 1.0, 81):
-            lo, hi = lo0 * a, hi0 * a
+        grid = np.linspace(0.02, 1.0, 50)
+
+        def err(lo, hi):
             if symmetric:
                 m = max(abs(lo), abs(hi))
                 lo, hi = -m, m
             scale, zp, qmin, qmax = _asym(lo, hi, levels)
             q = np.clip(np.round(centers / scale) + zp, qmin, qmax)
-            err = float(np.sum(counts * (centers - (q - zp) * scale) ** 2))
-            if err < best_err:
-                best_err, best = err, (lo, hi)
-        return best
+            return float(np.sum(counts * (centers - (q - zp) * scale) ** 2))
+
+        if symmetric:
+            m = max(abs(lo0), abs(hi0))
+            best = min(grid, key=lambda a: err(-m * a, m * a))
+            return -m * best, m * best
+        # coordinate descent: each tail has its own clip (a ReLU6 output and a logit differ)
+        lo, hi = lo0, hi0
+        for _ in range(2):
+            hi = hi0 * min(grid, key=lambda a: err(lo, hi0 * a)) if hi0 > 0 else hi0
+            lo = lo0 * min(grid, key=lambda a: err(lo0 * a, hi)) if lo0 < 0 else lo0
+        return lo, hi
 
 
 def _asym(lo: float, hi: float, levels: int):

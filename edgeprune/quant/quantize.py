@@ -9,7 +9,8 @@ the one source of truth that the fake-quant torch module and every exporter use 
 Where activations are quantized: the input of every Conv1d/Conv2d/Linear, and (placement
 "inputs_outputs", the ONNX Runtime scheme) its output, taken after a directly following ReLU so
 that ONNX Runtime can fuse Conv+ReLU into one QLinearConv. Every other op stays fp32, and
-``skipped`` says which weighted ops were not quantized and why.
+``skipped`` says which weighted ops were not quantized and why. The graph input is always
+calibrated min/max (its range is the data's range); the method applies to every other tensor.
 """
 from __future__ import annotations
 
@@ -324,11 +325,16 @@ def quantize(model: nn.Module, calib_data, method: str = "percentile", per_chann
                 bar.advance(task)
     levels = 256 if config.activation_dtype == "uint8" and not config.symmetric_activations else 128
     points: dict[str, dict] = {}
+    inputs = {n.name for n in folded.graph.nodes if n.op == "placeholder"}
     for name in point_names:
         obs = qps[name].observer
         # post-ReLU tensors (min >= 0) use all 256 levels for asymmetric int8/uint8
         lv = 256 if (not config.symmetric_activations and obs.min >= 0) else levels
-        lo, hi = obs.range(config.method, config.symmetric_activations, lv, config.percentile)
+        # The model input is data: its range is the data's range, and clipping it (as entropy
+        # does on digits, where rare bright stroke pixels sit far from the background spike)
+        # saturates the very pixels that matter. Inputs are always calibrated min/max.
+        method = "minmax" if name in inputs else config.method
+        lo, hi = obs.range(method, config.symmetric_activations, lv, config.percentile)
         scale, zp, qmin, qmax = activation_qparams(lo, hi, config.activation_dtype, config.symmetric_activations)
         points[name] = {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax,
                         "dtype": config.activation_dtype, "min": f32(obs.min), "max": f32(obs.max)}
