@@ -1,0 +1,125 @@
+"""CLI of the foundation: `targets list|show`, `train`, `doctor`, exit codes and messages."""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+import edgeprune as ep
+from edgeprune import __version__
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_version(run_cli):
+    r = run_cli("--version")
+    assert r.code == 0 and r.out.strip() == f"edgeprune {__version__}"
+
+
+def test_targets_list(run_cli):
+    r = run_cli("targets", "list", "--json")
+    assert r.code == 0
+    assert [d["name"] for d in json.loads(r.out)] == ep.targets.names()
+    human = run_cli("targets", "list")
+    assert human.code == 0 and all(n in human.out for n in ep.targets.names())
+    assert "38.4" in human.out and "fp16, x8" in human.out
+
+
+def test_targets_show_json_has_every_field(run_cli):
+    r = run_cli("targets", "show", "jetson-orin-nano", "--json")
+    assert r.code == 0
+    d = json.loads(r.out)
+    assert d == ep.targets.load("jetson-orin-nano").to_dict()
+    assert d["gpu"]["int8_tops"] == 20.0 and d["deploy"]["channel_multiple"] == 16
+    human = run_cli("targets", "show", "rpi4")
+    assert human.code == 0 and "cpu.qemu_cpu" in human.out and "cortex-a72" in human.out
+
+
+def test_targets_show_bad_profile_exits_2_naming_the_field(run_cli, tmp_path):
+    bad = tmp_path / "typo.toml"
+    bad.write_text((ROOT / "targets" / "rpi4.toml").read_text().replace("freq_ghz", "frq_ghz"))
+    r = run_cli("targets", "show", str(bad))
+    assert r.code == 2 and r.out == ""
+    assert r.err == f"error: {bad}: unknown field 'cpu.frq_ghz'\n"
+    r2 = run_cli("targets", "show", "rpi9")
+    assert r2.code == 2 and "unknown target 'rpi9'" in r2.err and r2.err.count("\n") == 1
+
+
+def test_targets_without_action_is_usage_error(run_cli):
+    r = run_cli("targets")
+    assert r.code == 2 and "error:" in r.err
+
+
+def test_train_missing_npz_exits_2(run_cli, tmp_out):
+    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "missing.npz", "--out", tmp_out)
+    assert r.code == 2
+    assert r.err == "error: --data missing.npz: file not found\n"
+    assert not tmp_out.exists()
+
+
+def test_train_bad_model_and_flags(run_cli, tmp_out, tmp_path):
+    r = run_cli("train", "--model", "nonsense", "--data", "digits", "--out", tmp_out)
+    assert r.code == 2 and r.err.startswith("error: --model nonsense: unknown model spec") and "accepted forms" in r.err
+    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "-1", "--out", tmp_out)
+    assert r.code == 2 and "--epochs -1: must be >= 0" in r.err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "0", "--out", tmp_path / "full")
+    assert r.code == 2 and "is not empty; pass --force" in r.err
+    assert (tmp_path / "full" / "keep.txt").exists()
+    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits")
+    assert r.code == 2 and "--out" in r.err
+
+
+def test_train_weights_pickle_refused_then_trusted(run_cli, tmp_path):
+    whole = tmp_path / "whole.pt"
+    torch.save(ep.models.build("edgeprune:demo-cnn"), whole)
+    args = ["train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "0", "--weights", str(whole)]
+    r = run_cli(*args, "--out", tmp_path / "a")
+    assert r.code == 2 and f"--weights {whole}: contains pickled Python objects" in r.err
+    r = run_cli(*args, "--trust-pickle", "--out", tmp_path / "b", "--json")
+    assert r.code == 0 and json.loads(r.out)["metrics"]["epochs"] == 0
+
+
+def test_train_reaches_97_and_repeats_the_fixture_run(run_cli, tmp_out, trained_demo_cnn_dir, digits):
+    # The cached fixture trained with the same recipe (seed 0, 10 epochs) in another run:
+    # the CLI must reproduce it exactly, weights included.
+    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "10", "--seed", "0",
+                "--out", tmp_out, "--json")
+    assert r.code == 0, r.err
+    result = json.loads(r.out)
+    assert result["test_top1"] >= 0.97
+    cached = json.loads((trained_demo_cnn_dir / "model.json").read_text())["metadata"]["train"]
+    assert result["test_top1"] == cached["test_top1"] and result["metrics"]["train_loss"] == cached["train_loss"]
+    a = torch.load(tmp_out / "weights.pt", weights_only=True)
+    b = torch.load(trained_demo_cnn_dir / "weights.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model = ep.load(tmp_out)
+    assert ep.models.evaluate(model, digits.test)["top1"] == result["test_top1"]
+
+
+def test_train_human_output(run_cli, tmp_out):
+    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "1", "--out", tmp_out)
+    assert r.code == 0
+    assert r.out.startswith("test top-1 ") and f"saved to {tmp_out}" in r.out
+    assert (tmp_out / "model.json").is_file()
+
+
+def test_doctor(run_cli):
+    r = run_cli("doctor", "--json")
+    assert r.code == 0
+    d = json.loads(r.out)
+    assert d["python"] == platform.python_version() and d["edgeprune"] == __version__
+    assert d["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert set(d["tools"]) >= {"aarch64-linux-gnu-g++", "qemu-aarch64"}
+    core = d["core"]
+    if core["built"]:
+        from edgeprune import _core
+
+        assert core["selected_isa"] == _core.selected_isa() and core["selected_isa"] in core["compiled_isas"]
+    else:
+        assert core["error"].startswith("not built")
+    human = run_cli("doctor")
+    assert human.code == 0 and ("edgeprune._core" in human.out or "selected_isa" in human.out)
