@@ -8,6 +8,7 @@ reports, it does not judge.
 """
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 from importlib import metadata
@@ -59,6 +60,7 @@ def collect() -> dict:
         "platform": f"{platform.system()} {platform.machine()}",
         "packages": {p: _version(p) for p in PACKAGES},
         "core": _core(),
+        "env": {"EDGEPRUNE_ISA": os.environ.get("EDGEPRUNE_ISA")},
         "tools": {t: shutil.which(t) for t in TOOLS},
     }
 
@@ -94,6 +96,7 @@ def run(args) -> int:
     else:
         for k in ("cpu_features", "compiled_isas", "selected_isa"):
             table.add_row(k, _fmt(core.get(k)))
+    table.add_row("EDGEPRUNE_ISA", info["env"]["EDGEPRUNE_ISA"] or "unset (automatic choice)")
     for tool, path in info["tools"].items():
         table.add_row(tool, path or "not found on PATH")
     _console().print(table)

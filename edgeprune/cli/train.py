@@ -20,6 +20,8 @@ def add_parser(subparsers) -> None:
                    help="edgeprune:demo-cnn, path/file.py:factory, package.module:factory, torchvision:NAME or a saved dir")
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="digits, file.npz, an image folder, or package.module:fn")
+    p.add_argument("--image-size", type=int, default=32, metavar="PX",
+                   help="side length image folders are resized to (default 32)")
     p.add_argument("--weights", metavar="FILE", help="initial weights: a state_dict file (loaded with weights_only)")
     p.add_argument("--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model (runs code)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
@@ -49,13 +51,14 @@ def run(args) -> int:
 
     import edgeprune as ep
 
-    for name, value, low in (("--epochs", args.epochs, 0), ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 1)):
+    for name, value, low in (("--epochs", args.epochs, 0), ("--batch-size", args.batch_size, 1),
+                             ("--threads", args.threads, 1), ("--image-size", args.image_size, 1)):
         if value < low:
             raise UsageError(f"{name} {value}: must be >= {low}")
     if not args.lr > 0:
         raise UsageError(f"--lr {args.lr}: must be > 0")
     try:
-        data = ep.data.load(args.data, seed=args.seed)
+        data = ep.data.load(args.data, seed=args.seed, image_size=args.image_size)
     except ValueError as e:
         raise _flag_error("--data", args.data, e) from None
     torch.manual_seed(args.seed)  # model init is part of the seeded run

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -24,6 +25,9 @@ def test_round_trip_outputs_equal(trained_demo_cnn, digits, tmp_path):
     assert manifest["spec"] == "edgeprune:demo-cnn" and manifest["input_shape"] == [1, 32, 32]
     assert manifest["format"] == "edgeprune-model" and manifest["version"] == 1 and manifest["plan"] is None
     assert manifest["num_params"] == sum(p.numel() for p in trained_demo_cnn.parameters())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
     # weights.pt holds only tensors: the safe loader reads it
     sd = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
     assert set(sd) == set(trained_demo_cnn.state_dict())
