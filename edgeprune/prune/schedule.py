@@ -1,0 +1,122 @@
+"""Pruning schedules with recovery between steps: one-shot, iterative linear, AGP cubic.
+
+Consumes: a trained model, data splits (``.train`` / ``.val`` / ``.test``), a final target
+(structured: a channel ratio or a MAC budget; unstructured/block: a weight sparsity), a
+schedule and a recovery config. Produces: a new model (the input is left untouched: it is the
+distillation teacher), the plans or masks that made it, and a JSON-serialisable log with one
+row per step (target, what was reached, MACs, params, validation metric before and after
+recovery, seconds).
+
+Step targets for ``steps = T`` and t = 1..T (DESIGN.md section 7):
+- ``oneshot``: s_T only (T is 1);
+- ``linear``:  s_t = s_i + (s_f - s_i) * t / T;
+- ``agp``:     s_t = s_f + (s_i - s_f) * (1 - t / T)^3 (Zhu & Gupta 2017: big steps first,
+  while the network has redundancy to spare, small ones at the end).
+Each step is followed by recovery (fine-tuning with distillation from the unpruned model).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ..recover import RecoverConfig, Regularizer, apply_masks, finetune, top1
+from .sparsity import make_masks, sparsity_report
+from .threshold import DynamicThreshold
+
+SCHEDULES = ("oneshot", "linear", "agp")
+
+
+def step_targets(kind: str, final: float, steps: int = 1, initial: float = 0.0) -> list[float]:
+    """The cumulative target after each step of schedule ``kind``."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}; use one of {', '.join(SCHEDULES)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if kind == "oneshot":
+        return [float(final)]
+    T = steps
+    if kind == "linear":
+        return [initial + (final - initial) * t / T for t in range(1, T + 1)]
+    return [final + (initial - final) * (1.0 - t / T) ** 3 for t in range(1, T + 1)]
+
+
+def _frozen_teacher(model: nn.Module) -> nn.Module:
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+@dataclass
+class ScheduleResult:
+    """What a schedule produced: the model, its masks or plans, and the per-step log."""
+
+    model: nn.Module
+    log: list[dict] = field(default_factory=list)
+    masks: dict[str, torch.Tensor] | None = None
+    plans: list[Any] = field(default_factory=list)
+    baseline: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"baseline": self.baseline, "steps": self.log,
+                "plans": [p.to_dict() if hasattr(p, "to_dict") else p for p in self.plans]}
+
+
+def sparsify(model: nn.Module, data, sparsity: float | None, *, pattern: str = "unstructured",
+             criterion: str = "magnitude", schedule: str = "agp", steps: int = 5,
+             threshold: DynamicThreshold | None = None, max_layer_sparsity: float = 0.99,
+             recover: RecoverConfig | None = None, finetune_epochs: int | None = None,
+             distill: bool = True, regularizers: Sequence[Regularizer] = (), ignore: Iterable[str] = (),
+             metric: Callable = top1, progress: bool = False) -> ScheduleResult:
+    """Unstructured / block sparsity by ``schedule`` with masked recovery after every step.
+
+    Masks are recomputed at every step from the current (fine-tuned) weights with a dynamic
+    threshold, and only ever grow: a weight removed at step t stays removed. ``2:4`` is 50 %
+    by definition and is applied in one shot.
+    """
+    cfg = recover or RecoverConfig()
+    if finetune_epochs is not None:
+        cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": finetune_epochs})
+    teacher = _frozen_teacher(model) if distill else None
+    work = copy.deepcopy(model)
+    for attr in ("edgeprune_spec", "input_shape", "edgeprune_build_kwargs", "edgeprune_plan"):
+        if hasattr(model, attr):
+            setattr(work, attr, getattr(model, attr))
+    if pattern == "2:4":
+        targets = [0.5]
+        schedule = "oneshot"
+    else:
+        targets = step_targets(schedule, sparsity, steps)
+    base_val = metric(work, data.val) if hasattr(data, "val") else None
+    result = ScheduleResult(model=work, baseline={"val": base_val, "schedule": schedule, "pattern": pattern,
+                                                   "criterion": criterion, "targets": targets,
+                                                   "recover": cfg.to_dict(), "distill": distill})
+    masks = None
+    for t, target in enumerate(targets, 1):
+        t0 = time.perf_counter()
+        masks = make_masks(work, None if pattern == "2:4" else target, pattern, criterion, data=data,
+                           ignore=ignore, threshold=threshold, previous=masks,
+                           max_layer_sparsity=max_layer_sparsity)
+        apply_masks(work, masks)
+        val_cut = metric(work, data.val)
+        work, hist = finetune(work, data, cfg, teacher=teacher, masks=masks, regularizers=regularizers,
+                              metric=metric, progress=progress, description=f"step {t}/{len(targets)}")
+        rep = sparsity_report(work, masks)
+        result.log.append({"step": t, "target": target, "sparsity": rep["total"]["sparsity"],
+                           "val_pruned": val_cut, "val_recovered": metric(work, data.val),
+                           "epochs": len(hist["epochs"]), "seconds": round(time.perf_counter() - t0, 3)})
+    result.masks = masks
+    work.edgeprune_masks = masks
+    return result
+
+
+def incremental_ratio(previous: float, target: float) -> float:
+    """Ratio to prune from a model that already lost ``previous`` so the total lost is ``target``."""
+    if target <= previous:
+        return 0.0
+    return 1.0 - (1.0 - target) / (1.0 - previous)
