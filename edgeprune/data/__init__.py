@@ -166,47 +166,34 @@ def _npz(path: Path, seed: int) -> DataSplits:
 # ---------------------------------------------------------------------------------------------
 # image folder
 
-def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
+def _pil():
+    # Pillow is always there in practice: matplotlib (a dependency) requires it, and its own
+    # image reader is Pillow underneath, so there is no second reader to fall back to.
     try:
         from PIL import Image
-    except ImportError:  # matplotlib reads png on its own
-        Image = None
-    if Image is not None:
-        try:
-            with Image.open(path) as im:
-                im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.float32) / 255.0
-        except OSError as e:
-            raise ValueError(f"{path}: cannot read image ({e})") from None
-        return a[None] if channels == 1 else a.transpose(2, 0, 1)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"{path}: reading {path.suffix} needs Pillow (pip install pillow); only .png works without it")
-    import matplotlib.image as mpimg
+    except ImportError:
+        raise ValueError("reading image folders needs Pillow: pip install pillow") from None
+    return Image
 
-    a = np.asarray(mpimg.imread(path), dtype=np.float32)
-    if a.ndim == 2:
-        a = a[..., None]
-    a = a[..., :3]
-    if channels == 1:
-        a = a.mean(axis=2, keepdims=True)
-    elif a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
-    return torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0].numpy()
+
+def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
+    Image = _pil()
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.float32) / 255.0
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read image ({e})") from None
+    return a[None] if channels == 1 else a.transpose(2, 0, 1)
 
 
 def _image_mode_is_gray(path: Path) -> bool:
+    Image = _pil()
     try:
-        from PIL import Image
-
         with Image.open(path) as im:
             return im.mode in ("1", "L", "I", "I;16", "F", "LA")
-    except ImportError:
-        import matplotlib.image as mpimg
-
-        return mpimg.imread(path).ndim == 2
-    except OSError:
-        return False
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read image ({e})") from None
 
 
 def _class_dirs(root: Path) -> list[Path]:

@@ -193,3 +193,19 @@ def test_unknown_spec_lists_forms():
 def test_datasplits_work_with_dataloader(digits):
     xb, yb = next(iter(DataLoader(digits.val, batch_size=8)))
     assert xb.shape == (8, 1, 32, 32) and yb.dtype == torch.int64
+
+
+
+def test_image_folder_bad_image_and_missing_pillow(tmp_path, monkeypatch):
+    root = tmp_path / "imgs"
+    for i in range(3):
+        _png(root / "a" / f"{i}.png")
+        _png(root / "b" / f"{i}.png")
+    (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ValueError, match=r"broken.jpg: cannot read image"):
+        ep.data.load(str(root), image_size=8)
+    import sys
+
+    monkeypatch.setitem(sys.modules, "PIL", None)  # `from PIL import Image` now raises ImportError
+    with pytest.raises(ValueError, match="reading image folders needs Pillow: pip install pillow"):
+        ep.data.load(str(root), image_size=8)
