@@ -69,6 +69,12 @@ def _mod(name: str, *needs: str):
     return mod if all(hasattr(mod, n) for n in needs) else None
 
 
+def _where(flag: str, value, err: Exception) -> str:
+    """One line naming the bad input once (the lower layers' messages often name it already)."""
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return msg if str(value) in msg else f"{flag} {value}: {msg}"
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -290,7 +296,7 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
     try:
         profile = target if hasattr(target, "deploy") else targets_mod.load(target)
     except (FileNotFoundError, KeyError, ValueError) as e:
-        raise BuildError(f"target {target}: {e}") from None
+        raise BuildError(_where("target", target, e)) from None
 
     available_formats = importlib.import_module("edgeprune.export.formats").names() if export_mod else []
     if formats is None:
@@ -346,13 +352,13 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             try:
                 splits = data if hasattr(data, "train") else data_mod.load(data, seed=seed)
             except (FileNotFoundError, ValueError, ImportError) as e:
-                raise BuildError(f"data {data}: {e}") from None
+                raise BuildError(_where("data", data, e)) from None
         calib_splits = splits
         if calib is not None:
             try:
                 calib_splits = calib if hasattr(calib, "train") else data_mod.load(calib, seed=seed)
             except (FileNotFoundError, ValueError, ImportError) as e:
-                raise BuildError(f"calib {calib}: {e}") from None
+                raise BuildError(_where("calib", calib, e)) from None
         if isinstance(model, str):
             try:
                 kwargs = {}
@@ -360,14 +366,14 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
                 base = models_mod.build(model, **kwargs)
             except (ValueError, FileNotFoundError, ImportError) as e:
-                raise BuildError(f"model {model}: {e}") from None
+                raise BuildError(_where("model", model, e)) from None
         else:
             base = model
         if weights is not None:
             try:
                 models_mod.load_weights(base, weights, trust_pickle=trust_pickle)
             except ValueError as e:
-                raise BuildError(f"weights {weights}: {e}") from None
+                raise BuildError(_where("weights", weights, e)) from None
         base.eval()
         input_shape = getattr(base, "input_shape", None) or (splits.input_shape if splits is not None else None)
         if input_shape is None:

@@ -1,0 +1,286 @@
+"""`edgeprune build` end to end on the demo CNN (small settings) and every bad input.
+
+Consumes: the cached trained demo CNN (tests/conftest.py), the digits data, target profiles.
+Produces: pass/fail. Checks files against their contents (manifest hashes, channel counts in
+the ONNX files, Q/DQ symmetry on Jetson Orin), reproducibility of two same-seed runs, the
+accuracy gate (exit 3), SIGINT leaving nothing under the final name, and exit 2 on bad input.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+ROOT = Path(__file__).resolve().parents[2]
+FILES = ["model/model.json", "model/weights.pt", "model.onnx", "model.int8.onnx", "report.json", "report.md",
+         "plots/metric_vs_macs.png", "plots/metric_vs_latency.png", "plots/channels.png", "manifest.json"]
+SMALL = ["--data", "digits", "--epochs", "1", "--bench-runs", "3"]
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _conv_out_channels(path: Path) -> list[int]:
+    """Output channels of each Conv in an ONNX file (weights possibly behind DequantizeLinear)."""
+    m = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    out = []
+    for n in m.graph.node:
+        if n.op_type != "Conv":
+            continue
+        name = n.input[1]
+        while name not in inits and name in producer:
+            name = producer[name].input[0]
+        out.append(int(inits[name].shape[0]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def rpi4_build(tmp_path_factory, trained_demo_cnn_dir):
+    """One rpi4 build shared by the read-only checks below (built through the CLI in-process)."""
+    from edgeprune.cli.main import main
+
+    out = tmp_path_factory.mktemp("b") / "rpi4"
+    code = main(["build", "--model", str(trained_demo_cnn_dir), "--target", "rpi4", "--ratio", "0.5", *SMALL,
+                 "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_build_writes_every_file_with_correct_hashes(rpi4_build):
+    for f in FILES:
+        assert (rpi4_build / f).is_file(), f"missing {f}"
+    manifest = json.loads((rpi4_build / "manifest.json").read_text())
+    on_disk = sorted(str(p.relative_to(rpi4_build)) for p in rpi4_build.rglob("*") if p.is_file())
+    assert sorted([*manifest["files"], "manifest.json"]) == on_disk
+    for rel, info in manifest["files"].items():
+        assert info["sha256"] == _sha(rpi4_build / rel) and info["size_bytes"] == (rpi4_build / rel).stat().st_size
+        assert info["timings"] == (rel in ("report.json", "report.md"))
+    assert manifest["target"] == "rpi4" and manifest["seed"] == 0
+    assert {"edgeprune", "torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
+    assert "--target rpi4" in manifest["command_line"]
+
+
+def test_report_contents(rpi4_build):
+    rep = json.loads((rpi4_build / "report.json").read_text())
+    names = [s["name"] for s in rep["stages"]]
+    assert names == ["baseline", "pruned", "recovered", "int8"]
+    assert rep["stages_ran"] == ["load", "baseline", "prune", "recover", "save", "quantize", "export", "bench",
+                                 "estimate", "report"]
+    base = rep["stages"][0]
+    for s in rep["stages"]:
+        assert s["estimate"]["estimate"] is True and s["estimate"]["target"] == "rpi4"
+        acc = s["accuracy"]
+        assert acc["delta_pts"] == pytest.approx(100 * (acc["value"] - base["accuracy"]["value"]), abs=1e-3)
+        h = s["host_latency"]
+        assert h["estimate"] is False and h["runs"] == 3
+        assert h["min_ms"] <= h["median_ms"] <= h["p99_ms"] <= h["max_ms"]
+        assert h["peak_rss_mb"] > 0
+    assert rep["stages"][1]["macs"] < base["macs"] and rep["stages"][1]["params"] < base["params"]
+    assert rep["stages"][3]["estimate"]["precision"] == "int8"
+    assert rep["stages"][3]["size_bytes"] == (rpi4_build / "model.int8.onnx").stat().st_size
+    # the deployed int8 ONNX scores what the fake-quant twin scores (same scales), within 1 sample in 100
+    assert rep["stages"][3]["onnx_accuracy"] == pytest.approx(rep["stages"][3]["accuracy"]["value"], abs=0.01)
+    assert rep["target_estimate"]["estimate"] is True and rep["target_estimate"]["layers"]
+    assert "skipped" not in (rpi4_build / "report.md").read_text() or rep["stages_skipped"]
+    md = (rpi4_build / "report.md").read_text()
+    assert "## Summary" in md and "**estimates**" in md and "edgeprune bench model.int8.onnx" in md
+
+
+def test_channels_are_multiples_of_the_profile_and_match_the_artifacts(rpi4_build):
+    import edgeprune as ep
+
+    rep = json.loads((rpi4_build / "report.json").read_text())
+    layers = {layer["name"]: layer for layer in rep["layers"]}
+    changed = [layer for layer in layers.values() if layer["after"] != layer["before"]]
+    assert changed, "ratio 0.5 pruned nothing"
+    assert all(layer["after"] % 8 == 0 for layer in changed)
+    # the saved model, both ONNX files and the report agree on every conv's channel count
+    model = ep.load(rpi4_build / "model")
+    convs = [int(m.out_channels) for _, m in model.named_modules() if isinstance(m, __import__("torch").nn.Conv2d)]
+    assert _conv_out_channels(rpi4_build / "model.onnx") == convs
+    assert _conv_out_channels(rpi4_build / "model.int8.onnx") == convs
+    assert [layers[n]["after"] for n, m in model.named_modules() if n in layers and hasattr(m, "out_channels")] == convs
+
+
+def test_same_seed_same_plan_accuracy_and_hashes(rpi4_build, trained_demo_cnn_dir, tmp_path, run_cli):
+    again = tmp_path / "again"
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--ratio", "0.5", *SMALL, "--out", again)
+    assert r.code == 0, r.err
+    m1 = json.loads((rpi4_build / "manifest.json").read_text())["files"]
+    m2 = json.loads((again / "manifest.json").read_text())["files"]
+    assert m1.keys() == m2.keys()
+    differing = [k for k in m1 if not m1[k]["timings"] and m1[k]["sha256"] != m2[k]["sha256"]]
+    assert differing == []
+    r1 = json.loads((rpi4_build / "report.json").read_text())
+    r2 = json.loads((again / "report.json").read_text())
+    assert r1["plan"] == r2["plan"] and r1["plan"] is not None
+    assert [s["accuracy"] for s in r1["stages"]] == [s["accuracy"] for s in r2["stages"]]
+    assert [s["estimate"] for s in r1["stages"]] == [s["estimate"] for s in r2["stages"]]
+
+
+def test_json_output_and_orin_tensorrt_ready(trained_demo_cnn_dir, tmp_out, run_cli):
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "jetson-orin-nano", "--ratio", "0.3",
+                "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", tmp_out, "--json")
+    assert r.code == 0, r.err
+    summary = json.loads(r.out)
+    assert summary["target"] == "jetson-orin-nano" and summary["deployed"]["artifact"] == "model.int8.onnx"
+    trt = summary["deploy"]["trtexec"]
+    assert trt.startswith("trtexec --onnx=model.int8.onnx --int8") and "--shapes=input:1x1x32x32" in trt
+    assert trt in (tmp_out / "report.md").read_text()
+    # symmetric Q/DQ: every activation zero point is 0 (TensorRT's explicit quantization)
+    m = onnx.load(str(tmp_out / "model.int8.onnx"))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    zps = [inits[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zps and all(np.all(z == 0) for z in zps)
+    rep = json.loads((tmp_out / "report.json").read_text())
+    changed = [layer for layer in rep["layers"] if layer["after"] != layer["before"]]
+    assert changed and all(layer["after"] % 16 == 0 for layer in changed)
+    assert rep["stages_skipped"]["recover"] == "recover_epochs is 0"
+    assert "bench" not in rep["stages_ran"]
+
+
+def test_jetson_nano_gets_fp16_and_no_int8(trained_demo_cnn_dir, tmp_out, run_cli):
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "jetson-nano", "--ratio", "0.25",
+                "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", tmp_out)
+    assert r.code == 0, r.err
+    assert (tmp_out / "model.fp16.onnx").is_file() and not (tmp_out / "model.int8.onnx").exists()
+    rep = json.loads((tmp_out / "report.json").read_text())
+    assert rep["deploy"]["trtexec"].startswith("trtexec --onnx=model.fp16.onnx --fp16 ")
+    assert rep["stages"][-1]["name"] == "fp16" and rep["stages"][-1]["estimate"]["precision"] == "fp16"
+    assert "int8" not in [s["name"] for s in rep["stages"]]
+
+
+def test_accuracy_gate_exits_3_and_still_writes(trained_demo_cnn_dir, tmp_out, run_cli):
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--ratio", "0.9", "--data", "digits",
+                "--epochs", "0", "--bench-runs", "0", "--max-acc-drop", "0", "--out", tmp_out)
+    assert r.code == 3
+    assert "accuracy gate failed" in r.err and "--max-acc-drop 0" in r.err
+    rep = json.loads((tmp_out / "report.json").read_text())
+    assert rep["gate"]["passed"] is False and rep["gate"]["drop_pts"] > 0
+    assert (tmp_out / "manifest.json").is_file() and "**FAILED**" in (tmp_out / "report.md").read_text()
+
+
+def test_budget_macs_fraction_and_latency(trained_demo_cnn_dir, tmp_path, run_cli):
+    out = tmp_path / "macs"
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-macs", "0.5",
+                "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", out, "--json")
+    assert r.code == 0, r.err
+    s = json.loads(r.out)
+    base, pruned = s["stages"][0]["macs"], s["stages"][1]["macs"]
+    assert s["budget"]["met"] and pruned <= 0.5 * base and s["budget"]["achieved"] == pruned
+    # latency budget: 95 % of the unpruned model's int8 estimate, so reachable only by pruning
+    import edgeprune as ep
+
+    budget = 0.95 * ep.estimate(ep.load(trained_demo_cnn_dir), "rpi4", precision="int8").total_ms
+    out2 = tmp_path / "lat"
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-latency", f"{budget:.6f}",
+                "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", out2, "--json")
+    assert r.code == 0, r.err
+    s = json.loads(r.out)
+    assert s["budget"]["kind"] == "latency_ms" and s["budget"]["met"]
+    assert s["budget"]["achieved"] <= budget and s["stages"][-1]["estimate"]["total_ms"] <= budget
+    assert s["stages"][-1]["estimate"]["precision"] == "int8"
+
+
+def test_without_data_no_int8_and_says_why(trained_demo_cnn_dir, tmp_out, run_cli):
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--bench-runs", "0", "--out", tmp_out)
+    assert r.code == 0, r.err
+    rep = json.loads((tmp_out / "report.json").read_text())
+    assert "no calibration data" in rep["stages_skipped"]["quantize"]
+    assert "no data" in rep["stages_skipped"]["recover"]
+    assert (tmp_out / "model.onnx").is_file() and not (tmp_out / "model.int8.onnx").exists()
+    assert all(s["accuracy"] is None for s in rep["stages"])
+
+
+def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cli):
+    tmp_out.mkdir()
+    (tmp_out / "old.txt").write_text("keep me")
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--out", tmp_out)
+    assert r.code == 2 and "--force" in r.err and (tmp_out / "old.txt").is_file()
+    # --force with a build that fails on bad input: the old contents stay
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--data", "nope.npz", "--force",
+                "--out", tmp_out)
+    assert r.code == 2 and (tmp_out / "old.txt").read_text() == "keep me"
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--bench-runs", "0", "--force",
+                "--out", tmp_out)
+    assert r.code == 0 and not (tmp_out / "old.txt").exists() and (tmp_out / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--target", "no-such-board"], "no-such-board"),
+    (["--model", "edgeprune:no-such-model"], "no-such-model"),
+    (["--weights", "missing.pt"], "missing.pt"),
+    (["--data", "missing.npz"], "missing.npz"),
+    (["--calib", "missing.npz", "--data", "digits"], "missing.npz"),
+    (["--ratio", "1.5"], "--ratio 1.5"),
+    (["--ratio", "0.5", "--budget-macs", "0.5"], "not allowed with argument"),
+    (["--budget-macs", "lots"], "--budget-macs 'lots'"),
+    (["--budget-latency", "0"], "budget_latency_ms 0.0"),
+    (["--max-acc-drop", "1"], "--max-acc-drop needs --data"),
+    (["--formats", "onnx,pdf"], "formats pdf"),
+    (["--formats", ","], "--formats is empty"),
+    (["--target", "jetson-nano", "--formats", "onnx-int8", "--data", "digits"], "no int8 path"),
+    (["--epochs", "-1"], "--epochs"),
+])
+def test_bad_input_exits_2_with_one_line(trained_demo_cnn_dir, tmp_out, run_cli, extra, match):
+    args = {"--model": str(trained_demo_cnn_dir), "--target": "rpi4"}
+    rest = []
+    it = iter(extra)
+    for a in it:
+        if a in args:
+            args[a] = next(it)
+        else:
+            rest.append(a)
+    argv = ["build", *[x for kv in args.items() for x in kv], *rest, "--bench-runs", "0", "--out", str(tmp_out)]
+    r = run_cli(*argv)
+    assert r.code == 2, (r.code, r.err)
+    errors = [line for line in r.err.splitlines() if not line.startswith("build [")]  # progress lines
+    assert len(errors) == 1 and errors[0].startswith("error: ") and match in errors[0], r.err
+    assert not tmp_out.exists()
+
+
+def test_out_is_a_file_exits_2(trained_demo_cnn_dir, tmp_path, run_cli):
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--out", f)
+    assert r.code == 2 and "not a directory" in r.err
+
+
+def test_sigint_leaves_no_partial_artifact(trained_demo_cnn_dir, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a long host benchmark keeps the build busy after the artifacts exist in the temp dir
+    proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli.main", "build", "--model", str(trained_demo_cnn_dir),
+                             "--target", "rpi4", "--data", "digits", "--epochs", "0", "--bench-runs", "10000000",
+                             "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        staged = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            tmps = [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+            if tmps and (tmps[0] / "model.int8.onnx").is_file():
+                staged = tmps[0]
+                break
+            time.sleep(0.1)
+        assert staged is not None, "the build never reached the export stage"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # temp dir removed too
