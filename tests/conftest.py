@@ -16,7 +16,6 @@ Other engineers add fixtures in their own ``tests/python/conftest_*.py`` modules
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 

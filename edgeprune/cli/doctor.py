@@ -80,7 +80,6 @@ def run(args) -> int:
     if args.json:
         print_json(info)
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="edgeprune doctor", show_header=False)
@@ -105,6 +104,7 @@ def run(args) -> int:
 
 def _console():
     from rich.console import Console
+
 
     # piped output: rich would assume 80 columns and wrap every cell; tables read better wider
     c = Console()

@@ -44,7 +44,6 @@ def _list(as_json: bool) -> int:
     if as_json:
         print_json([p.to_dict() for p in profiles])
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="edgeprune device profiles (theoretical peaks)")
@@ -64,7 +63,6 @@ def _show(name: str, as_json: bool) -> int:
     if as_json:
         print_json(d)
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{p.name}", caption=p.description, show_header=False)
@@ -91,6 +89,7 @@ def run(args) -> int:
 
 def _console():
     from rich.console import Console
+
 
     # piped output: rich would assume 80 columns and wrap every cell; tables read better wider
     c = Console()

@@ -121,7 +121,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, trust_pickle: bool =
         raise ValueError(f"{p}: weights file not found")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError:
         if not trust_pickle:
             raise ValueError(
                 f"{p}: contains pickled Python objects (e.g. a whole nn.Module), refused because unpickling "
