@@ -234,7 +234,8 @@ class QuantizedModel:
 
         path = Path(path)
         with fsutil.atomic_dir(path) as tmp:
-            save_model(self.original, tmp / "model", metadata={"quantized": True})
+            save_model(self.original, tmp / "model",
+                       metadata={**(getattr(self.original, "edgeprune_metadata", None) or {}), "quantized": True})
             torch.save(self.folded.state_dict(), tmp / "folded.pt")
             fsutil.write_json(tmp / "quant.json", self.to_dict())
         return path

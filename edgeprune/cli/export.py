@@ -1,0 +1,86 @@
+"""`edgeprune export`: write ONNX files (fp32, fp16, int8 QDQ) from a saved model or quantized dir.
+
+Consumes: ``DIR`` (written by ``edgeprune quantize`` / ``QuantizedModel.save``, or by ``ep.save``),
+``--format`` (repeatable), ``--out DIR``, ``--target``, ``--dynamic-batch``, ``--opset``.
+Produces: the files of ``edgeprune.export.formats`` in ``--out`` (each checked with the full ONNX
+checker, with metadata_props), and a table (or JSON) of format, path, size and int8 coverage.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import UsageError, prepare_out_dir, print_json
+
+
+def add_parser(subparsers) -> None:
+    from edgeprune.export.formats import FORMATS
+
+    p = subparsers.add_parser("export", help="export ONNX (fp32 / fp16 / int8 QDQ) from a saved model",
+                              description="Export a model dir (ep.save) or a quantized dir (edgeprune quantize) "
+                                          "to the given formats.")
+    p.add_argument("dir", metavar="DIR", help="a quantized dir (with quant.json) or a model dir (ep.save)")
+    p.add_argument("--format", action="append", choices=list(FORMATS), dest="formats", metavar="FORMAT",
+                   help=f"one of {', '.join(FORMATS)}; repeat for several (default: onnx, plus onnx-int8 "
+                        "for a quantized dir)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--target", metavar="T", help="device profile recorded in the files (and checked for int8)")
+    p.add_argument("--dynamic-batch", action="store_true", help="make the batch dimension symbolic")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from edgeprune.export import export, inspect_onnx, load_source
+    from edgeprune.quant import Int8UnsupportedError, QuantizedModel
+
+    src = Path(args.dir)
+    if not src.is_dir():
+        raise UsageError(f"{src}: no such directory; pass a dir written by `edgeprune quantize` or ep.save")
+    if args.opset < 17:
+        raise UsageError(f"--opset {args.opset}: edgeprune writes opset >= 17")
+    try:
+        source = load_source(src)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
+    quantized = isinstance(source, QuantizedModel)
+    formats = args.formats or (["onnx", "onnx-int8"] if quantized else ["onnx"])
+    if "onnx-int8" in formats and not quantized:
+        raise UsageError(f"{src}: onnx-int8 needs int8 scales; run `edgeprune quantize --model {src} --calib DATA "
+                         "--out QDIR` and export QDIR")
+    if args.target:
+        import edgeprune as ep
+
+        try:
+            ep.targets.load(args.target)
+        except (ValueError, FileNotFoundError) as e:
+            raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
+    out = prepare_out_dir(args.out, args.force)
+    try:
+        paths = export(source, out, formats=formats, target=args.target, dynamic_batch=args.dynamic_batch,
+                       opset=args.opset)
+    except Int8UnsupportedError as e:
+        raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
+    except ValueError as e:
+        raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
+    rows = []
+    for fmt, path in paths.items():
+        info = inspect_onnx(path)
+        rows.append({"format": fmt, "path": str(path), "size_bytes": info["size_bytes"], "params": info["params"],
+                     "macs": info["macs"], "int8_mac_coverage": info["int8"]["coverage_macs"],
+                     "opset": info["opset"]})
+    if args.json:
+        print_json({"source": str(src), "out": str(out), "files": rows})
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"exported {src} -> {out}")
+        for c in ("format", "file", "size", "MACs", "int8 MACs"):
+            t.add_column(c, justify="right" if c in ("size", "MACs", "int8 MACs") else "left")
+        for r in rows:
+            t.add_row(r["format"], r["path"], f"{r['size_bytes'] / 1024:.1f} KiB", f"{r['macs']:,}",
+                      f"{100 * r['int8_mac_coverage']:.0f} %")
+        Console().print(t)
+    return 0
