@@ -1,0 +1,963 @@
+"""Graph capture and channel-dependency analysis.
+
+Consumes: an ``nn.Module`` and example inputs. Produces: a ``Graph`` (see ``groups.py``) whose
+channel groups say which channels of which layers must be removed together.
+
+How: the model is captured with ``torch.fx`` (a real graph, not names of autograd nodes) and run
+once node by node on the example inputs, so every op sees concrete shapes and arguments. Every
+output channel of a producing layer (Conv, Linear, Embedding, ConvTranspose) is a fresh *atom*.
+Each tensor carries an annotation: which of its dims hold channels and, per position, which atom
+lives there. Ops move annotations (concat concatenates them, split slices them, view/permute
+reshape them, flatten repeats them) and couple them (add/mul unify positions, attention matmuls
+unify query/key head dims). Layers record *slices*: "positions of axis X of module M hold these
+atoms". A union-find over atoms gives the classes; a class removed means every position holding
+one of its atoms is cut from every slice. An op we do not understand pins its channels (atom
+FIXED) with a warning naming the op, so the result is never a broken model.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .atoms import FIXED, Atoms
+
+# ---------------------------------------------------------------------------------------------
+# annotations
+
+
+@dataclass
+class Ann:
+    """Channel annotation of a tensor: ``ids`` has one axis per entry of ``dims`` (sorted)."""
+
+    dims: tuple
+    ids: np.ndarray
+    split: int | None = None  # index into Analysis.splits when the channels were split in two dims
+
+
+@dataclass
+class ParamTag:
+    """A value that is (a broadcast view of) a parameter/buffer: tensor dim -> parameter axis."""
+
+    name: str
+    axes: tuple
+
+
+@dataclass
+class Slice:
+    kind: str  # "module" or "param"
+    target: str  # module qualified name or parameter qualified name
+    role: str  # module: out / in / channels / dim / embed; param: "axis<k>"
+    ids: np.ndarray  # 1-D: atom per position along that axis
+    op: str  # class name of the module, or "Parameter"
+
+
+@dataclass
+class Split:
+    owner: str
+    ids: np.ndarray  # 2-D, rows = outer dim
+    node: str
+    attention: bool = False
+
+
+@dataclass
+class SizeReq:
+    """A literal size in a view/split that changes when channels are removed."""
+
+    owner: str
+    size: int
+    ids: np.ndarray  # 2-D
+    axis: int
+    role: str  # rows / cols / flat
+    node: str
+
+
+@dataclass
+class AttrFix:
+    module: str
+    attr: str
+    ids: np.ndarray  # 2-D; new value = number of indices along `axis` with a kept atom
+    axis: int
+
+
+@dataclass
+class Analysis:
+    atoms: Atoms = field(default_factory=Atoms)
+    slices: dict = field(default_factory=dict)  # (kind, target, role) -> Slice
+    sources: list = field(default_factory=list)  # (name, op, ids) in trace order
+    splits: list = field(default_factory=list)
+    reqs: list = field(default_factory=list)
+    attr_fixes: list = field(default_factory=list)
+    fixed: list = field(default_factory=list)  # (ids, reason)
+    inexact: list = field(default_factory=list)  # (ids, reason)
+    warnings: list = field(default_factory=list)
+
+
+_UNARY = {
+    "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "hardtanh",
+    "leaky_relu", "elu", "selu", "celu", "softplus", "mish", "dropout", "dropout1d", "dropout2d",
+    "dropout3d", "alpha_dropout", "feature_alpha_dropout", "contiguous", "clone", "float", "half",
+    "double", "to", "type", "type_as", "abs", "neg", "exp", "log", "sqrt", "rsqrt", "erf", "clamp",
+    "clamp_min", "clamp_max", "clip", "detach", "sign", "reciprocal", "square", "max_pool1d",
+    "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+    "adaptive_max_pool3d", "interpolate", "upsample", "cpu", "requires_grad", "logsigmoid",
+    "softsign", "tanhshrink", "threshold", "stochastic_depth", "pad", "identity", "sin", "cos",
+}
+_BINARY = {
+    "add", "sub", "mul", "truediv", "div", "floordiv", "true_divide", "multiply", "subtract",
+    "maximum", "minimum", "pow", "rsub", "where", "lerp", "iadd", "isub", "imul", "itruediv",
+    "addcmul", "addcdiv",
+}
+_RESHAPE = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
+_PERMUTE = {"permute", "transpose", "swapaxes", "swapdims", "t", "movedim"}
+_EXPAND = {"expand", "expand_as", "broadcast_to", "repeat"}
+_REDUCE = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod", "nansum"}
+_SOFTMAX = {"softmax", "log_softmax"}
+_INERT = {"getattr", "size", "dim", "numel", "_assert", "len", "ndimension", "is_contiguous", "eq", "ne", "int"}
+
+_PASS_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
+    nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ReflectionPad2d,
+    nn.ReplicationPad2d, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
+)
+_NORM_BATCH = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+_ROW_NAMES = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "nheads", "groups", "num_groups")
+_COL_NAMES = ("head_dim", "head_size", "attention_head_size", "d_head", "dim_head", "d_k", "head_dims")
+_FLAT_NAMES = ("all_head_size", "inner_dim", "inner_size", "proj_dim", "hidden_dim", "embed_dim", "hidden_size", "dim")
+_NAME_HINTS = ("head", "dim", "size", "channel", "group", "hidden", "embed", "inner", "feature", "width")
+
+
+def _op_name(node: fx.Node) -> str:
+    t = node.target
+    name = t if isinstance(t, str) else getattr(t, "__name__", str(t))
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+    if name.endswith("_") and not name.startswith("_"):
+        name = name[:-1]  # in-place variants behave like the out-of-place op here
+    return {"iadd": "add", "isub": "sub", "imul": "mul", "itruediv": "truediv", "radd": "add",
+            "rmul": "mul", "rtruediv": "truediv", "concat": "cat", "concatenate": "cat",
+            "multiply": "mul", "subtract": "sub", "true_divide": "truediv", "div": "truediv",
+            "swapaxes": "transpose", "swapdims": "transpose", "matmul": "matmul", "bmm": "matmul"}.get(name, name)
+
+
+class _Tracer(fx.Tracer):
+    # nn.MultiheadAttention has data-dependent branches; we model it as one op (see _mha).
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, nn.MultiheadAttention) or super().is_leaf_module(m, qualname)
+
+
+def capture(model: nn.Module) -> fx.GraphModule:
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as e:  # torch.fx cannot follow data-dependent Python control flow
+        raise ValueError(
+            f"cannot capture {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
+            "make the forward free of data-dependent branches or mark the submodule as a leaf") from e
+    return fx.GraphModule(tracer.root, graph)
+
+
+def _norm_dim(d: int, rank: int) -> int:
+    return d + rank if d < 0 else d
+
+
+def _orient(ann: Ann, first: int) -> np.ndarray:
+    """2-D ids with the axis of tensor dim ``first`` in front."""
+    k = ann.dims.index(first)
+    return np.moveaxis(ann.ids, k, 0)
+
+
+class Analyzer(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, model: nn.Module, attention: str = "heads"):
+        super().__init__(gm)
+        if attention not in ("heads", "head_dims"):
+            raise ValueError(f"attention={attention!r}: use 'heads' or 'head_dims'")
+        self.attention = attention
+        self.an = Analysis()
+        self.ann: dict = {}
+        # the original model's modules: fx containers drop plain attributes such as num_heads
+        self.mods = dict(model.named_modules())
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def warn(self, msg: str) -> None:
+        if msg not in self.an.warnings:
+            self.an.warnings.append(msg)
+
+    def fix(self, ids, reason: str) -> None:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if ids.size:
+            self.an.atoms.fix(ids)
+            self.an.fixed.append((ids.copy(), reason))
+
+    def fix_ann(self, a, reason: str) -> None:
+        if isinstance(a, Ann):
+            self.fix(a.ids, reason)
+        elif isinstance(a, (list, tuple)):
+            for x in a:
+                self.fix_ann(x, reason)
+
+    def inexact(self, ids, reason: str) -> None:
+        self.an.inexact.append((np.asarray(ids, dtype=np.int64).ravel().copy(), reason))
+
+    def record(self, kind: str, target: str, role: str, ids: np.ndarray, op: str) -> np.ndarray:
+        """Register a slice; a module called twice shares weights, so its positions are unified."""
+        key = (kind, target, role)
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        old = self.an.slices.get(key)
+        if old is None:
+            self.an.slices[key] = Slice(kind, target, role, ids.copy(), op)
+            return ids
+        if old.ids.shape != ids.shape:
+            self.fix(old.ids, f"{target} used with different channel counts")
+            self.fix(ids, f"{target} used with different channel counts")
+        else:
+            self.an.atoms.union(old.ids, ids)
+        return old.ids
+
+    def produce(self, target: str, n: int, op: str, role: str = "out") -> np.ndarray:
+        key = ("module", target, role)
+        if key in self.an.slices:  # shared module: same weights, same output channels
+            return self.an.slices[key].ids
+        ids = self.an.atoms.new(n)
+        self.an.slices[key] = Slice("module", target, role, ids.copy(), op)
+        self.an.sources.append((target, op, ids))
+        return ids
+
+    def owner(self, node: fx.Node) -> str:
+        stack = node.meta.get("nn_module_stack") or {}
+        keys = list(stack.keys())
+        if not keys:
+            return ""
+        last = keys[-1]
+        val = stack[last]
+        path = val[0] if isinstance(val, tuple) else last
+        return path if path in self.mods else (last if last in self.mods else "")
+
+    # -- interpreter hook ---------------------------------------------------------------------
+    def run_node(self, n: fx.Node):
+        result = super().run_node(n)
+        try:
+            self.ann[n] = self.annotate(n, result)
+        except Exception as e:  # an op we mis-model must not break the analysis: pin and go on
+            self.warn(f"{n.format_node()}: analysis failed ({type(e).__name__}: {e}); its channels are kept")
+            for a in self._arg_nodes(n):
+                self.fix_ann(self.ann.get(a), f"analysis failed at {n.name}")
+            self.ann[n] = None
+        return result
+
+    def _arg_nodes(self, n: fx.Node):
+        out = []
+        fx.node.map_arg((n.args, n.kwargs), lambda x: out.append(x) or x)
+        return out
+
+    def A(self, x):
+        return self.ann.get(x) if isinstance(x, fx.Node) else None
+
+    def V(self, x):
+        return self.env[x] if isinstance(x, fx.Node) else x
+
+    def annotate(self, n: fx.Node, result):
+        if n.op == "placeholder":
+            return None
+        if n.op == "get_attr":
+            return ParamTag(n.target, tuple(range(result.dim()))) if isinstance(result, torch.Tensor) else None
+        if n.op == "output":
+            for a in self._arg_nodes(n):
+                self.fix_ann(self.ann.get(a), "model output")
+            return None
+        if n.op == "call_module":
+            return self._module(n, self.mods[n.target], result)
+        return self._function(n, _op_name(n), result)
+
+    def _unknown(self, n: fx.Node, what: str):
+        touched = False
+        for a in self._arg_nodes(n):
+            ann = self.ann.get(a)
+            if isinstance(ann, (Ann, list, tuple)):
+                touched = True
+                self.fix_ann(ann, f"unsupported op {what}")
+        if touched:
+            self.warn(f"unsupported op {what} at {n.name}: channels through it are not pruned")
+        return None
+
+    # -- modules ------------------------------------------------------------------------------
+    def _module(self, n: fx.Node, m: nn.Module, result):
+        name = n.target
+        op = type(m).__name__
+        x = n.args[0] if n.args else None
+        a = self.A(x)
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return self._conv(n, m, a, result)
+        if isinstance(m, nn.Linear):
+            rank = result.dim()
+            if isinstance(a, Ann) and a.dims == (rank - 1,):
+                self.record("module", name, "in", a.ids, op)
+            elif a is not None:
+                self.fix_ann(a, f"{name}: input channels not on the last dim")
+            return Ann((rank - 1,), self.produce(name, m.out_features, op))
+        if isinstance(m, nn.Embedding):
+            return Ann((result.dim() - 1,), self.produce(name, m.embedding_dim, op, role="dim"))
+        if isinstance(m, _NORM_BATCH) or (isinstance(m, nn.PReLU) and m.num_parameters > 1):
+            if isinstance(a, Ann) and a.dims == (1,):
+                self.record("module", name, "channels", a.ids, op)
+                return a
+            self.fix_ann(a, f"{name}: channels not on dim 1")
+            return None
+        if isinstance(m, nn.LayerNorm):
+            rank = result.dim()
+            k = len(m.normalized_shape)
+            if not isinstance(a, Ann) or all(d < rank - k for d in a.dims):
+                return a
+            if k == 1 and a.dims == (rank - 1,):
+                self.record("module", name, "channels", a.ids, op)
+                self.inexact(a.ids, f"{name} (LayerNorm statistics)")
+                return a
+            self.fix_ann(a, f"{name}: LayerNorm over several dims")
+            return None
+        if isinstance(m, nn.GroupNorm):
+            if isinstance(a, Ann) and a.dims == (1,) and len(a.ids) % m.num_groups == 0:
+                self.an.atoms.union_cols(a.ids.reshape(m.num_groups, -1))
+                self.record("module", name, "channels", a.ids, op)
+                self.inexact(a.ids, f"{name} (GroupNorm statistics)")
+                return a
+            self.fix_ann(a, f"{name}: channels not on dim 1")
+            return None
+        if isinstance(m, nn.MultiheadAttention):
+            return self._mha(n, m, result)
+        if isinstance(m, nn.Softmax):
+            return self._softmax(a, m.dim, result, name)
+        if isinstance(m, (nn.Flatten, nn.Unflatten)):
+            return self._reshape(n, a, self.V(x).shape, result.shape, literal=())
+        if isinstance(m, (nn.PReLU,) + _PASS_MODULES):
+            return self._same(a, result, op)
+        return self._unknown(n, f"{op} ({name})")
+
+    def _conv(self, n, m, a, result):
+        name, op = n.target, type(m).__name__
+        transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
+        g, cin, cout = m.groups, m.in_channels, m.out_channels
+        ok = isinstance(a, Ann) and a.dims == (1,)
+        if a is not None and not ok:
+            self.fix_ann(a, f"{name}: channels not on dim 1")
+        if g > 1 and g == cin:  # depthwise (with channel multiplier cout // cin)
+            if not ok:
+                ids = self.an.atoms.new(cin)
+                self.fix(ids, f"{name}: depthwise input of unknown channels")
+            else:
+                ids = a.ids
+            out = np.repeat(ids, cout // cin)
+            return Ann((1,), self.record("module", name, "out", out, op))
+        if g > 1 and transposed:
+            if ok:
+                self.fix_ann(a, f"{name}: grouped transposed conv")
+            ids = self.produce(name, cout, op)
+            self.fix(ids, f"{name}: grouped transposed conv")
+            self.warn(f"grouped ConvTranspose {name} is kept whole")
+            return Ann((1,), ids)
+        if ok:
+            if g > 1:  # same in-group index kept in every group, so groups stay equal
+                self.an.atoms.union_cols(a.ids.reshape(g, -1))
+            self.record("module", name, "in", a.ids, op)
+        out = self.produce(name, cout, op)
+        if g > 1:
+            self.an.atoms.union_cols(out.reshape(g, -1))
+        return Ann((1,), out)
+
+    def _mha(self, n, m: nn.MultiheadAttention, result):
+        name = n.target
+        names = ["query", "key", "value"]
+        vals = [n.args[i] if i < len(n.args) else n.kwargs.get(k) for i, k in enumerate(names)]
+        anns = [self.A(v) for v in vals]
+        rank = self.V(vals[0]).dim()
+        good = (m._qkv_same_embed_dim and all(isinstance(a, Ann) and a.dims == (rank - 1,) for a in anns)
+                and getattr(m, "bias_k", None) is None)
+        if not good:
+            for a in anns:
+                self.fix_ann(a, f"{name}: MultiheadAttention layout not supported")
+            self.warn(f"MultiheadAttention {name}: kept whole (separate q/k/v dims, bias_k, or unknown inputs)")
+            out0 = None
+        else:
+            ids = anns[0].ids
+            for a in anns[1:]:
+                self.an.atoms.union(ids, a.ids)
+            heads = ids.reshape(m.num_heads, -1)
+            if self.attention == "heads":
+                self.an.atoms.union_rows(heads)
+            else:
+                self.an.atoms.union_cols(heads)
+                self.inexact(ids, f"{name}: head size changes the softmax scale")
+            self.record("module", name, "embed", ids, type(m).__name__)
+            out0 = Ann((rank - 1,), ids)
+        if isinstance(result, tuple):
+            return [out0] + [None] * (len(result) - 1)
+        return out0
+
+    # -- functions / methods ------------------------------------------------------------------
+    def _function(self, n: fx.Node, name: str, result):
+        args = n.args
+        x = args[0] if args else None
+        a = self.A(x)
+        if name in _INERT:
+            return None
+        if name == "getitem":
+            return self._getitem(n, result)
+        if name in ("max", "min") and len(args) > 1 and isinstance(self.V(args[1]), torch.Tensor):
+            name = "maximum"
+        if name in _BINARY or name in ("maximum", "minimum"):
+            return self._binary(n, name, result)
+        if name in _UNARY:
+            if isinstance(a, ParamTag) and isinstance(result, torch.Tensor) and tuple(result.shape) == tuple(self.V(x).shape):
+                return a
+            for other in self._arg_nodes(n)[1:]:
+                if isinstance(self.A(other), Ann):
+                    self.fix_ann(self.A(other), f"{name} with a channel tensor argument")
+            return self._same(a, result, name)
+        if name in _SOFTMAX:
+            dim = args[1] if len(args) > 1 else n.kwargs.get("dim")
+            return self._softmax(a, dim, result, name)
+        if name in _RESHAPE:
+            if name in ("view_as", "reshape_as"):
+                lit = ()
+            else:
+                lit = self._literal_ints(n)
+            xs = self.V(x).shape
+            if isinstance(a, ParamTag):
+                return self._reshape_tag(a, xs, result.shape)
+            return self._reshape(n, a, xs, result.shape, lit)
+        if name in _PERMUTE:
+            return self._permute(n, name, a, result)
+        if name in _EXPAND:
+            return self._expand(n, name, a, result)
+        if name in _REDUCE:
+            return self._reduce(n, name, a, result)
+        if name == "cat":
+            return self._cat(n, result)
+        if name == "stack":
+            return self._stack(n, result)
+        if name in ("split", "chunk", "tensor_split", "unbind"):
+            return self._split(n, name, a, result)
+        if name == "matmul":
+            return self._matmul(n, result)
+        if name == "layer_norm":
+            return self._layer_norm(n, a, result)
+        if name == "linear" and isinstance(a, Ann):
+            self.fix_ann(a, "functional linear")
+            self.warn(f"functional linear at {n.name}: its input channels are kept")
+            return None
+        if not any(isinstance(self.A(v), (Ann, list, tuple)) for v in self._arg_nodes(n)):
+            return None
+        return self._unknown(n, name)
+
+    def _same(self, a, result, what):
+        if not isinstance(a, Ann):
+            return None
+        if not isinstance(result, torch.Tensor) or any(
+                d >= result.dim() or result.shape[d] != a.ids.shape[k] for k, d in enumerate(a.dims)):
+            self.fix_ann(a, f"{what} changes the channel dim")
+            self.warn(f"{what} changes the channel dim: kept whole")
+            return None
+        return a
+
+    def _softmax(self, a, dim, result, what):
+        if isinstance(a, Ann) and dim is not None and _norm_dim(dim, result.dim()) in a.dims:
+            self.inexact(a.ids, f"{what} over channels")
+        return self._same(a, result, what)
+
+    def _literal_ints(self, n: fx.Node) -> set:
+        out: set = set()
+
+        def walk(v, depth=0):
+            if isinstance(v, bool):
+                return
+            if isinstance(v, int):
+                out.add(v)
+            elif isinstance(v, (list, tuple)):
+                for e in v:
+                    walk(e, depth)
+            elif isinstance(v, fx.Node) and depth < 4 and v.op == "call_function" and v.target is operator.add:
+                for e in v.args:
+                    walk(e, depth + 1)
+
+        for v in n.args[1:]:
+            walk(v)
+        for v in n.kwargs.values():
+            walk(v)
+        return out
+
+    def _couple(self, n, items, out_rank: int, what: str):
+        """Unify channel positions of operands that are combined elementwise.
+
+        items: (annotation-or-ParamTag-or-None, shape, offset into output dims)."""
+        anns = [(a, s, o) for a, s, o in items if isinstance(a, Ann)]
+        if not anns:
+            return None
+        dims = None
+        for a, s, o in anns:
+            d = tuple(x + o for x in a.dims)
+            if dims is None:
+                dims = d
+            elif d != dims:
+                for b, _, _ in anns:
+                    self.fix_ann(b, f"{what} of tensors with channels on different dims")
+                self.warn(f"{what} at {n.name} mixes channel dims: kept whole")
+                return None
+        base = anns[0][0]
+        for a, s, o in anns[1:]:
+            if a.ids.shape != base.ids.shape:
+                self.fix_ann(a, what)
+                self.fix_ann(base, what)
+                return None
+            self.an.atoms.union(base.ids, a.ids)
+        for a, s, o in items:
+            if isinstance(a, Ann):
+                continue
+            if s is None:
+                continue
+            sizes = [(s[d - o] if 0 <= d - o < len(s) else 1) for d in dims]
+            if all(z == 1 for z in sizes):
+                continue  # broadcast along the channels: no coupling
+            if isinstance(a, ParamTag) and len(dims) == 1:
+                axis = a.axes[dims[0] - o]
+                if axis is not None:
+                    self.record("param", a.name, f"axis{axis}", base.ids, "Parameter")
+                    continue
+            self.fix_ann(base, f"{what} with a tensor of unknown channels")
+            self.warn(f"{what} at {n.name} combines channels with a tensor of unknown origin: kept whole")
+        return Ann(dims, base.ids, base.split)
+
+    def _binary(self, n, name, result):
+        if not isinstance(result, torch.Tensor):
+            return None
+        items = []
+        for v in self._arg_nodes(n):
+            val = self.V(v)
+            if isinstance(val, torch.Tensor):
+                items.append((self.A(v), tuple(val.shape), result.dim() - val.dim()))
+        tags = [a for a, _, _ in items if isinstance(a, ParamTag)]
+        if not any(isinstance(a, Ann) for a, _, _ in items):
+            if len(tags) == 1 and len(items) == 1 and tuple(result.shape) == items[0][1]:
+                return tags[0]  # parameter scaled by a Python number stays a parameter view
+            return None
+        return self._couple(n, items, result.dim(), name)
+
+    def _getitem(self, n, result):
+        src, idx = n.args[0], n.args[1]
+        a = self.A(src)
+        sv = self.V(src)
+        if isinstance(a, (list, tuple)):
+            return a[idx] if isinstance(idx, int) and idx < len(a) else None
+        if not isinstance(sv, torch.Tensor) or a is None:
+            return None
+        if not isinstance(idx, tuple):
+            idx = (idx,)
+        if any(isinstance(i, (torch.Tensor, list, fx.Node)) for i in idx):
+            self.fix_ann(a, "advanced indexing") if isinstance(a, Ann) else None
+            return None
+        rank = sv.dim()
+        consumed = sum(1 for i in idx if i is not None and i is not Ellipsis)
+        full = []
+        for i in idx:
+            if i is Ellipsis:
+                full += [slice(None)] * (rank - consumed)
+            else:
+                full.append(i)
+        full += [slice(None)] * (rank - sum(1 for i in full if i is not None))
+        mapping, index, in_d, out_d = {}, {}, 0, 0
+        for i in full:
+            if i is None:
+                out_d += 1
+                continue
+            index[in_d] = i
+            if not isinstance(i, int):
+                mapping[in_d] = out_d
+                out_d += 1
+            in_d += 1
+        if isinstance(a, ParamTag):
+            axes = [None] * result.dim()
+            for d, od in mapping.items():
+                if isinstance(index[d], slice) and index[d].indices(sv.shape[d]) != (0, sv.shape[d], 1):
+                    return None
+                axes[od] = a.axes[d]
+            if any(isinstance(index[d], int) for d in index if sv.shape[d] > 1):
+                return None
+            return ParamTag(a.name, tuple(axes))
+        ids = a.ids
+        new_dims = []
+        for k, d in enumerate(a.dims):
+            i = index[d]
+            if isinstance(i, int):
+                self.fix_ann(a, f"indexing one channel at {n.name}")
+                return None
+            if i.indices(sv.shape[d]) != (0, sv.shape[d], 1):
+                self.fix_ann(a, f"slicing channels with fixed bounds at {n.name}")
+                ids = np.take(ids, np.arange(*i.indices(sv.shape[d])), axis=k)
+            new_dims.append(mapping[d])
+        return Ann(tuple(new_dims), ids, a.split)
+
+    def _full(self, a: Ann, shape) -> np.ndarray:
+        view = [1] * len(shape)
+        for k, d in enumerate(a.dims):
+            view[d] = a.ids.shape[k]
+        order = np.argsort(a.dims)
+        ids = np.transpose(a.ids, order) if a.ids.ndim > 1 else a.ids
+        return np.broadcast_to(ids.reshape(view), tuple(shape))
+
+    def _reshape(self, n, a, in_shape, out_shape, literal):
+        if not isinstance(a, Ann):
+            return None
+        if math.prod(in_shape) > 30_000_000:
+            self.fix_ann(a, "reshape too large to analyse")
+            return None
+        full = self._full(a, in_shape)
+        G = np.reshape(full, tuple(out_shape))
+        var = []
+        for d in range(G.ndim):
+            if G.shape[d] > 1 and not (G == np.take(G, [0], axis=d)).all():
+                var.append(d)
+        if not var or len(var) > 2:
+            self.fix_ann(a, f"reshape at {n.name} mixes channels with other dims")
+            self.warn(f"reshape at {n.name} cannot be followed: its channels are kept")
+            return None
+        E = G[tuple(slice(None) if d in var else 0 for d in range(G.ndim))]
+        split = a.split
+        if len(var) == 2 and a.ids.ndim == 1:
+            split = len(self.an.splits)
+            self.an.splits.append(Split(self.owner(n), np.array(E), n.name))
+        elif len(var) == 1:
+            split = None
+        for k, d in enumerate(var):
+            size = out_shape[d]
+            if size in literal and size > 1:
+                role = "flat" if len(var) == 1 else ("rows" if k == 0 else "cols")
+                ids2 = E.reshape(1, -1) if len(var) == 1 else np.array(E)
+                axis = 1 if len(var) == 1 else k
+                self.an.reqs.append(SizeReq(self.owner(n), int(size), ids2, axis, role, n.name))
+        return Ann(tuple(var), np.array(E), split)
+
+    def _reshape_tag(self, a: ParamTag, in_shape, out_shape):
+        # only size-1 insertions/removals keep the axis correspondence
+        big_in = [(d, s) for d, s in enumerate(in_shape) if s != 1]
+        big_out = [(d, s) for d, s in enumerate(out_shape) if s != 1]
+        if [s for _, s in big_in] != [s for _, s in big_out]:
+            return None
+        axes = [None] * len(out_shape)
+        for (di, _), (do, _) in zip(big_in, big_out):
+            axes[do] = a.axes[di]
+        return ParamTag(a.name, tuple(axes))
+
+    def _permute(self, n, name, a, result):
+        rank = result.dim()
+        args = [self.V(v) for v in n.args[1:]]
+        if name == "permute":
+            perm = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+            perm = n.kwargs.get("dims", perm)
+            perm = [_norm_dim(int(p), rank) for p in perm]
+        elif name == "t":
+            perm = [1, 0] if rank == 2 else list(range(rank))
+        elif name == "movedim":
+            src, dst = _norm_dim(args[0], rank), _norm_dim(args[1], rank)
+            perm = [d for d in range(rank) if d != src]
+            perm.insert(dst, src)
+        else:
+            d0 = _norm_dim(args[0] if args else n.kwargs["dim0"], rank)
+            d1 = _norm_dim(args[1] if len(args) > 1 else n.kwargs["dim1"], rank)
+            perm = list(range(rank))
+            perm[d0], perm[d1] = perm[d1], perm[d0]
+        inv = {src: dst for dst, src in enumerate(perm)}
+        if isinstance(a, ParamTag):
+            return ParamTag(a.name, tuple(a.axes[perm[d]] for d in range(rank)))
+        if not isinstance(a, Ann):
+            return None
+        new = [inv[d] for d in a.dims]
+        order = np.argsort(new)
+        ids = np.transpose(a.ids, order) if a.ids.ndim > 1 else a.ids
+        return Ann(tuple(sorted(new)), ids, a.split)
+
+    def _expand(self, n, name, a, result):
+        xs = tuple(self.V(n.args[0]).shape)
+        off = result.dim() - len(xs)
+        if isinstance(a, ParamTag):
+            if name == "repeat":
+                return None
+            return ParamTag(a.name, (None,) * off + tuple(a.axes))
+        if not isinstance(a, Ann):
+            return None
+        dims = tuple(d + off for d in a.dims)
+        if any(result.shape[d] != a.ids.shape[k] for k, d in enumerate(dims)):
+            self.fix_ann(a, f"{name} repeats channels")
+            return None
+        return Ann(dims, a.ids, a.split)
+
+    def _reduce(self, n, name, a, result):
+        x = self.V(n.args[0])
+        rank = x.dim()
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+        if name == "norm":
+            dim = n.kwargs.get("dim", n.args[2] if len(n.args) > 2 else None)
+        keep = n.kwargs.get("keepdim", n.args[2] if len(n.args) > 2 and name != "norm" else False)
+        if dim is None:
+            dims = set(range(rank))
+        elif isinstance(dim, (list, tuple)):
+            dims = {_norm_dim(d, rank) for d in dim}
+        else:
+            dims = {_norm_dim(dim, rank)}
+        if isinstance(result, tuple):  # (values, indices)
+            out = self._reduce_ann(a, dims, keep, f"{name} at {n.name}")
+            return [out, None]
+        return self._reduce_ann(a, dims, keep, f"{name} at {n.name}")
+
+    def _reduce_ann(self, a, dims, keep, what):
+        if not isinstance(a, Ann):
+            return None
+        if any(d in dims for d in a.dims):
+            self.inexact(a.ids, f"{what} over channels")
+            return None
+        new = tuple(d if keep else d - sum(1 for r in dims if r < d) for d in a.dims)
+        return Ann(new, a.ids, a.split)
+
+    def _cat(self, n, result):
+        tensors = n.args[0]
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+        rank = result.dim()
+        dim = _norm_dim(dim, rank)
+        anns = [self.A(t) for t in tensors]
+        vals = [self.V(t) for t in tensors]
+        if any(isinstance(a, Ann) and dim in a.dims for a in anns):
+            parts = []
+            for a, v in zip(anns, vals):
+                if isinstance(a, Ann) and a.dims == (dim,):
+                    parts.append(a.ids)
+                elif isinstance(a, Ann):
+                    for b in anns:
+                        self.fix_ann(b, f"cat at {n.name} of mixed layouts")
+                    return None
+                else:
+                    parts.append(np.zeros(v.shape[dim], dtype=np.int64))  # unknown: FIXED atoms
+            return Ann((dim,), np.concatenate(parts))
+        return self._couple(n, [(a, tuple(v.shape), 0) for a, v in zip(anns, vals)], rank, "cat")
+
+    def _stack(self, n, result):
+        tensors = n.args[0]
+        dim = _norm_dim(n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0), result.dim())
+        items = []
+        for t in tensors:
+            a, v = self.A(t), self.V(t)
+            shape = list(v.shape)
+            shape.insert(dim, 1)
+            if isinstance(a, Ann):
+                a = Ann(tuple(d + (d >= dim) for d in a.dims), a.ids, a.split)
+            elif isinstance(a, ParamTag):
+                axes = list(a.axes)
+                axes.insert(dim, None)
+                a = ParamTag(a.name, tuple(axes))
+            items.append((a, tuple(shape), 0))
+        return self._couple(n, items, result.dim(), "stack")
+
+    def _split(self, n, name, a, result):
+        x = self.V(n.args[0])
+        rank = x.dim()
+        default = 0
+        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", default)
+        dim = _norm_dim(dim, rank)
+        k = len(result)
+        if not isinstance(a, Ann):
+            return [None] * k
+        if dim not in a.dims:
+            if name == "unbind":
+                return [Ann(tuple(d - (d > dim) for d in a.dims), a.ids, a.split)] * k
+            return [a] * k
+        sizes = [r.shape[dim] for r in result]
+        if a.dims != (dim,) or len(set(sizes)) != 1 or name == "unbind":
+            self.fix_ann(a, f"{name} at {n.name} into unequal or single channels")
+            self.warn(f"{name} at {n.name} splits channels unevenly: kept whole")
+            return [Ann((dim,), a.ids[sum(sizes[:i]):sum(sizes[:i + 1])]) for i in range(k)]
+        ids2 = a.ids.reshape(k, -1)
+        self.an.splits.append(Split(self.owner(n), ids2, n.name))
+        if name == "split" and isinstance(n.args[1], int) and n.args[1] > 1:
+            self.an.reqs.append(SizeReq(self.owner(n), int(n.args[1]), ids2, 1, "cols", n.name))
+        return [Ann((dim,), ids2[i]) for i in range(k)]
+
+    def _layer_norm(self, n, a, result):
+        rank = result.dim()
+        shape = n.args[1] if len(n.args) > 1 else n.kwargs.get("normalized_shape")
+        k = len(shape) if isinstance(shape, (list, tuple)) else 1
+        if not isinstance(a, Ann) or all(d < rank - k for d in a.dims):
+            return a if isinstance(a, Ann) else None
+        owner = self.owner(n)
+        m = self.mods.get(owner)
+        if k == 1 and a.dims == (rank - 1,) and m is not None and hasattr(m, "normalized_shape"):
+            self.record("module", owner, "channels", a.ids, type(m).__name__)
+            self.inexact(a.ids, f"{owner} (LayerNorm statistics)")
+            return a
+        self.fix_ann(a, f"layer_norm at {n.name}")
+        self.warn(f"functional layer_norm at {n.name} outside a LayerNorm module: kept whole")
+        return None
+
+    def _matmul(self, n, result):
+        an, bn = n.args[0], n.args[1]
+        A, B = self.A(an), self.A(bn)
+        va, vb = self.V(an), self.V(bn)
+        A = A if isinstance(A, Ann) else None
+        B = B if isinstance(B, Ann) else None
+        if A is None and B is None:
+            return None
+        ra, rb, ro = va.dim(), vb.dim(), result.dim()
+        if ra < 2 or rb < 2:
+            self.fix_ann(A, "matmul with a vector")
+            self.fix_ann(B, "matmul with a vector")
+            return None
+        oa, ob = ro - ra, ro - rb
+        ca, cb = ra - 1, rb - 2
+        a_k = A is not None and ca in A.dims
+        b_k = B is not None and cb in B.dims
+        atoms = self.an.atoms
+        if a_k and b_k:
+            if A.ids.ndim == 1 and B.ids.ndim == 1 and A.dims == (ca,) and B.dims == (cb,) and A.ids.shape == B.ids.shape:
+                atoms.union(A.ids, B.ids)  # single head: query and key dims pair up
+                return None
+            if A.ids.ndim == 2 and B.ids.ndim == 2:
+                ha = [d for d in A.dims if d != ca]
+                hb = [d for d in B.dims if d != cb]
+                if ha[0] < ra - 2 and hb[0] < rb - 2 and ha[0] + oa == hb[0] + ob:
+                    ia, ib = _orient(A, ha[0]), _orient(B, hb[0])
+                    if ia.shape == ib.shape:
+                        for s in (A.split, B.split):
+                            if s is not None:
+                                self.an.splits[s].attention = True
+                        if self.attention == "heads":
+                            atoms.union_rows(ia)
+                            atoms.union_rows(ib)
+                            atoms.union(ia, ib)
+                            return Ann((ha[0] + oa,), ia[:, 0].copy())
+                        atoms.union_cols(ia)
+                        atoms.union_cols(ib)
+                        atoms.union(ia, ib)
+                        self.inexact(ia, "attention head size changes the softmax scale")
+                        return None
+            self.fix_ann(A, f"matmul at {n.name}")
+            self.fix_ann(B, f"matmul at {n.name}")
+            self.warn(f"matmul at {n.name}: contraction pattern not understood, kept whole")
+            return None
+        if a_k or b_k:
+            self.fix_ann(A, f"matmul at {n.name} with a constant operand")
+            self.fix_ann(B, f"matmul at {n.name} with a constant operand")
+            if a_k and not b_k and not isinstance(self.A(bn), ParamTag) and B is None:
+                self.warn(f"matmul at {n.name} contracts channels with a tensor of unknown origin: kept whole")
+            return None
+        # no channels contracted: they pass to the output
+        def to_out(ann, off, ndim_op, m_dim):
+            dims = []
+            for d in ann.dims:
+                dims.append(d + off)
+            return dims
+
+        if A is not None and B is not None:
+            da, db = to_out(A, oa, ra, None), to_out(B, ob, rb, None)
+            # attention output: probs (heads) @ values (heads, head dim)
+            if len(da) == 1 and B.ids.ndim == 2 and da[0] in db and da[0] < ro - 2:
+                ib = _orient(B, da[0] - ob)
+                if B.split is not None:
+                    self.an.splits[B.split].attention = True
+                if self.attention == "heads":
+                    atoms.union_rows(ib)
+                    atoms.union(A.ids, ib[:, 0])
+                else:
+                    atoms.union_cols(ib)
+                return Ann(tuple(db), B.ids, B.split)
+            if da == db and A.ids.shape == B.ids.shape:
+                atoms.union(A.ids, B.ids)
+                return Ann(tuple(da), A.ids, A.split)
+            self.fix_ann(A, f"matmul at {n.name}")
+            self.fix_ann(B, f"matmul at {n.name}")
+            return None
+        if B is not None:
+            if B.ids.ndim == 2 and B.split is not None:
+                self.an.splits[B.split].attention = True
+                if self.attention == "heads":
+                    self.fix_ann(B, f"matmul at {n.name}: value heads not tied to query heads")
+                else:
+                    atoms.union_cols(_orient(B, B.dims[0]))
+            return Ann(tuple(to_out(B, ob, rb, None)), B.ids, B.split)
+        return Ann(tuple(to_out(A, oa, ra, None)), A.ids, A.split)
+
+    # -- after the run ------------------------------------------------------------------------
+    def finish(self) -> Analysis:
+        atoms = self.an.atoms
+        for s in self.an.splits:
+            if not s.attention:
+                atoms.union_cols(s.ids)
+        for r in self.an.reqs:
+            self._resolve(r)
+        return self.an
+
+    def _resolve(self, r: SizeReq) -> None:
+        atoms = self.an.atoms
+        roots = atoms.find(r.ids)
+        if r.role == "flat":
+            if (roots == FIXED).all():
+                return
+        else:
+            other = 1 - r.axis
+            per = [frozenset(np.take(roots, i, axis=r.axis).tolist()) for i in range(roots.shape[r.axis])]
+            if len(set(per)) == 1 and roots.shape[other] >= 1:
+                invariant = True
+            else:
+                invariant = False
+            if invariant:
+                return
+        m = self.mods.get(r.owner)
+        names = {"rows": _ROW_NAMES, "cols": _COL_NAMES, "flat": _FLAT_NAMES}[r.role]
+        cands = []
+        if m is not None:
+            for k, v in vars(m).items():
+                if k.startswith("_") or k == "training" or type(v) is not int or v != r.size:
+                    continue
+                if k in names:
+                    cands.append((0, names.index(k), k))
+                elif any(h in k.lower() for h in _NAME_HINTS):
+                    cands.append((1, 0, k))
+        if cands:
+            attr = sorted(cands)[0][2]
+            self.an.attr_fixes.append(AttrFix(r.owner, attr, r.ids, r.axis))
+            return
+        self.fix(r.ids, f"{r.node} hard-codes size {r.size}")
+        where = r.owner or "the model"
+        self.warn(f"{r.node} in {where} hard-codes size {r.size} and no attribute holds it: kept whole")
+
+
+def analyze(model: nn.Module, example_inputs, attention: str = "heads", ignore=()) -> tuple:
+    """Capture ``model`` and analyse its channels. Returns (GraphModule, Analysis)."""
+    gm = capture(model)
+    run = Analyzer(gm, model, attention=attention)
+    was_training = model.training
+    gm.eval()
+    with torch.no_grad():
+        run.run(*example_inputs)
+    gm.train(was_training)
+    an = run.finish()
+    for pattern in ignore:
+        hit = False
+        for s in an.slices.values():
+            if s.kind == "module" and (s.target == pattern or s.target.startswith(pattern + ".")):
+                an.atoms.fix(s.ids)
+                an.fixed.append((s.ids.copy(), f"{s.target} ignored by the user"))
+                hit = True
+        if not hit:
+            raise ValueError(f"ignore={pattern!r} matches no prunable layer; names look like "
+                             f"{', '.join(sorted({s.target for s in an.slices.values()})[:4])}")
+    for w in an.warnings:
+        warnings.warn(f"edgeprune.trace: {w}", stacklevel=3)
+    return gm, an

@@ -1,0 +1,57 @@
+"""Replay a ``PrunePlan`` on a model.
+
+Consumes: an ``nn.Module`` of the architecture the plan was made for and the plan. Produces: a
+new, physically smaller module (the input is left untouched) carrying the input's
+``edgeprune_spec`` / ``input_shape`` attributes and ``edgeprune_plan_hash``.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from ..graph import model_signature
+from ..graph.groups import inputs_from_specs
+from ..graph.surgery import prune_module, slice_param
+
+
+def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
+    from .plan import PrunePlan
+
+    if isinstance(plan, dict):
+        plan = PrunePlan.from_dict(plan)
+    sig = model_signature(model)
+    if plan.signature != sig:
+        raise ValueError(f"prune plan {plan.hash} was made for another model (signature {plan.signature}, "
+                         f"this model {sig}); use the plan with the model it was made for")
+    new = copy.deepcopy(model)
+    for name, roles in plan.modules.items():
+        try:
+            module = new.get_submodule(name) if name else new
+        except AttributeError:
+            raise ValueError(f"prune plan names layer {name!r}, which this model does not have") from None
+        prune_module(module, roles, where=name)
+    for p in plan.params:
+        slice_param(new, p["name"], int(p["axis"]), p["keep"])
+    for a in plan.attrs:
+        module = new.get_submodule(a["module"]) if a["module"] else new
+        if not hasattr(module, a["attr"]):
+            raise ValueError(f"prune plan sets {a['module']}.{a['attr']}, which does not exist")
+        setattr(module, a["attr"], int(a["value"]))
+    for attr in ("edgeprune_spec", "input_shape"):
+        if hasattr(model, attr):
+            setattr(new, attr, getattr(model, attr))
+    new.edgeprune_plan_hash = plan.hash
+    if verify and plan.inputs and not plan.empty:
+        was = new.training
+        new.eval()
+        try:
+            with torch.no_grad():
+                new(*inputs_from_specs(plan.inputs))
+        except Exception as e:
+            raise ValueError(f"the pruned model fails on its example input ({type(e).__name__}: {e}); "
+                             "report this with the model definition") from e
+        finally:
+            new.train(was)
+    return new

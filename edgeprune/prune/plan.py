@@ -1,0 +1,217 @@
+"""Pruning plans: choose which channels go, store the choice as JSON, replay it.
+
+Consumes: a model + example inputs (traced to a ``Graph``), importance scores, a ratio (global or
+per group) or a MAC target, round_to, max_layer_ratio. Produces: a ``PrunePlan``: per layer the
+kept indices of each axis, parameter slices (layer scale, class token), attribute fix-ups
+(num_heads, head size), the model's signature and input shapes. Plain JSON, no pickles; it
+replays on a fresh instance of the same model with ``edgeprune.prune.apply``.
+
+Reusable pieces for schedules and searches: ``score_groups`` (importance.py), ``select_channels`` (scores
+-> keep masks), ``plan_from_keep`` (keep masks -> PrunePlan), ``plan(..., ratios={group: r})``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch.nn as nn
+
+from ..graph import Graph, as_inputs, trace
+from ..graph.groups import input_specs
+from .importance import check_importance, score_groups
+
+PLAN_VERSION = 1
+
+
+@dataclass
+class PrunePlan:
+    modules: dict = field(default_factory=dict)  # layer -> {role: kept indices}
+    params: list = field(default_factory=list)  # {"name", "axis", "keep"}
+    attrs: list = field(default_factory=list)  # {"module", "attr", "value"}
+    groups: list = field(default_factory=list)  # {"id", "channels", "kept"}
+    signature: str = ""
+    inputs: list = field(default_factory=list)  # [{"shape", "dtype"}]
+    settings: dict = field(default_factory=dict)
+    version: int = PLAN_VERSION
+
+    @property
+    def hash(self) -> str:
+        core = {"modules": self.modules, "params": self.params, "attrs": self.attrs, "signature": self.signature}
+        return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.modules or self.params or self.attrs)
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "hash": self.hash, "signature": self.signature,
+                "inputs": self.inputs, "settings": self.settings, "groups": self.groups,
+                "modules": self.modules, "params": self.params, "attrs": self.attrs}
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d) -> "PrunePlan":
+        if not isinstance(d, dict):
+            raise ValueError("a prune plan must be a JSON object")
+        if d.get("version") != PLAN_VERSION:
+            raise ValueError(f"prune plan version {d.get('version')!r} is not supported (expected {PLAN_VERSION})")
+        for key, typ in (("modules", dict), ("params", list), ("attrs", list), ("signature", str)):
+            if not isinstance(d.get(key), typ):
+                raise ValueError(f"prune plan field {key!r} is missing or not a {typ.__name__}")
+        for name, roles in d["modules"].items():
+            if not isinstance(roles, dict) or not all(
+                    isinstance(v, list) and all(isinstance(i, int) for i in v) for v in roles.values()):
+                raise ValueError(f"prune plan entry for layer {name!r} must map roles to lists of ints")
+        plan = cls(modules=d["modules"], params=d["params"], attrs=d["attrs"], groups=d.get("groups", []),
+                   signature=d["signature"], inputs=d.get("inputs", []), settings=d.get("settings", {}),
+                   version=d["version"])
+        if "hash" in d and d["hash"] != plan.hash:
+            raise ValueError(f"prune plan hash {d['hash']} does not match its content ({plan.hash}); the file was edited or damaged")
+        return plan
+
+    @classmethod
+    def from_json(cls, text: str) -> "PrunePlan":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"prune plan is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+
+def _check_args(ratio, round_to, max_layer_ratio, target_macs):
+    if not (isinstance(ratio, (int, float)) and 0 <= ratio < 1):
+        raise ValueError(f"ratio={ratio!r} is outside [0, 1); pass the fraction of channels to remove, e.g. 0.5")
+    if not (isinstance(round_to, int) and round_to >= 1):
+        raise ValueError(f"round_to={round_to!r} must be an integer >= 1")
+    if not (0 < max_layer_ratio <= 1):
+        raise ValueError(f"max_layer_ratio={max_layer_ratio!r} must be in (0, 1]")
+    if target_macs is not None and not target_macs > 0:
+        raise ValueError(f"target_macs={target_macs!r} must be > 0 (a fraction <= 1 of the original, or a MAC count)")
+
+
+def select_channels(graph: Graph, scores: dict, ratio: float = 0.5, ratios: dict | None = None, round_to: int = 1,
+           global_ranking: bool = True, max_layer_ratio: float = 0.9) -> dict:
+    """Scores -> {group id: keep mask}. Lowest scores go first.
+
+    ``ratios`` (group id -> fraction) overrides ``ratio`` per group and implies per-group ranking;
+    groups missing from it are left whole. Kept counts are rounded up so every layer of a pruned
+    group keeps a multiple of ``round_to`` channels; a group that would round back to its full
+    size is left whole."""
+    groups = [g for g in graph.groups() if g.prunable]
+    if ratios is not None:
+        unknown = sorted(set(ratios) - {g.id for g in graph.groups()})
+        if unknown:
+            raise ValueError(f"ratios name unknown groups: {', '.join(unknown[:5])}")
+        for gid, r in ratios.items():
+            if not 0 <= r < 1:
+                raise ValueError(f"ratios[{gid!r}]={r!r} is outside [0, 1)")
+    remove: dict = {}
+    caps = {g.id: g.size - max(1, math.ceil(g.size * (1 - max_layer_ratio) - 1e-9)) for g in groups}
+    if ratios is not None or not global_ranking:
+        for g in groups:
+            r = ratios.get(g.id, 0.0) if ratios is not None else ratio
+            remove[g.id] = min(int(math.floor(r * g.size + 1e-9)), caps[g.id])
+    else:
+        total = sum(g.size for g in groups)
+        budget = int(math.floor(ratio * total + 1e-9))
+        entries = []
+        for g in groups:
+            s = np.asarray(scores[g.id], dtype=np.float64)
+            mean = s.mean() if s.size else 0.0
+            norm = s / mean if mean > 0 else s
+            entries.append(np.stack([norm, np.full(g.size, len(entries), dtype=np.float64)], 1))
+        counts = {g.id: 0 for g in groups}
+        if entries and budget:
+            allv = np.concatenate(entries)
+            order = np.argsort(allv[:, 0], kind="stable")
+            for k in order:
+                if budget == 0:
+                    break
+                g = groups[int(allv[k, 1])]
+                if counts[g.id] < caps[g.id]:
+                    counts[g.id] += 1
+                    budget -= 1
+        remove = counts
+    keep = {}
+    for g in groups:
+        n_rm = remove.get(g.id, 0)
+        if n_rm <= 0:
+            continue
+        step = min(g.round_step(round_to), g.size)
+        kept = g.size - n_rm
+        kept = int(math.ceil(kept / step) * step)
+        if kept >= g.size:
+            continue
+        s = np.asarray(scores[g.id], dtype=np.float64)
+        order = np.argsort(s, kind="stable")
+        mask = np.ones(g.size, dtype=bool)
+        mask[order[: g.size - kept]] = False
+        keep[g.id] = mask
+    return keep
+
+
+def plan_from_keep(graph: Graph, keep: dict, settings: dict | None = None) -> PrunePlan:
+    modules, params, attrs, summary = graph.keep_entries(keep)
+    return PrunePlan(modules=modules, params=params, attrs=attrs, groups=summary, signature=graph.signature,
+                     inputs=input_specs(graph.example_inputs), settings=dict(settings or {}))
+
+
+def plan(model: nn.Module, example_inputs, ratio: float = 0.5, importance: str = "l2", round_to: int = 8,
+         global_ranking: bool = True, ignore=(), max_layer_ratio: float = 0.9, target_macs=None,
+         seed: int = 0, reduction: str = "mean", ratios: dict | None = None, calib=None, loss_fn=None,
+         attention: str = "heads", graph: Graph | None = None, scores: dict | None = None) -> PrunePlan:
+    """Decide which channels to remove. See the module docstring; returns a ``PrunePlan``.
+
+    target_macs: a fraction (<= 1) of the model's MACs or an absolute MAC count; the global ratio
+    is searched (bisection) so the pruned model meets it."""
+    _check_args(ratio, round_to, max_layer_ratio, target_macs)
+    check_importance(importance)
+    inputs = as_inputs(example_inputs)
+    if graph is None:
+        graph = trace(model, inputs, attention=attention, ignore=ignore)
+    if scores is None:
+        scores = score_groups(graph, importance, reduction=reduction, calib=calib, loss_fn=loss_fn, seed=seed)
+    settings = {"ratio": ratio, "importance": importance, "round_to": round_to, "global_ranking": global_ranking,
+                "ignore": list(ignore), "max_layer_ratio": max_layer_ratio, "target_macs": target_macs,
+                "seed": seed, "reduction": reduction, "attention": attention}
+    if ratios is not None:
+        settings["ratios"] = dict(ratios)
+
+    def make(r):
+        keep = select_channels(graph, scores, ratio=r, ratios=ratios, round_to=round_to,
+                      global_ranking=global_ranking, max_layer_ratio=max_layer_ratio)
+        return plan_from_keep(graph, keep, settings)
+
+    if target_macs is None:
+        return make(ratio)
+    from .apply import apply
+    from .macs import count_macs_params
+
+    base, _ = count_macs_params(model, inputs)
+    goal = target_macs * base if target_macs <= 1 else float(target_macs)
+
+    def macs_of(p):
+        return count_macs_params(apply(model, p, verify=False), inputs)[0]
+
+    lo, hi = 0.0, 0.95
+    best = make(hi)
+    if macs_of(best) > goal:
+        warnings.warn(f"target_macs={target_macs} not reachable with max_layer_ratio={max_layer_ratio}; "
+                      "returning the smallest model found", stacklevel=2)
+        best.settings["ratio"] = hi
+        return best
+    for _ in range(10):
+        mid = (lo + hi) / 2
+        p = make(mid)
+        if macs_of(p) <= goal:
+            hi, best = mid, p
+        else:
+            lo = mid
+    best.settings["ratio"] = round(hi, 4)
+    return best
