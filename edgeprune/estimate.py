@@ -75,6 +75,15 @@ PARALLEL_FRACTION = 0.95
 LAYER_OVERHEAD_US = 8.0
 LAYER_OVERHEAD_PER_THREAD_US = 4.0
 
+# GPU (Jetson, TensorRT) figures: NOT calibrated (no published per-model points in DESIGN.md);
+# assumptions from NVIDIA's guidance that small batch-1 convolutions reach a few tens of
+# percent of tensor-core peak, depthwise far less, and each TensorRT layer costs a kernel
+# launch of a few microseconds. Reported with "calibrated": false; trtexec on the device is
+# the number to trust.
+GPU_EFFICIENCY = {"conv": 0.25, "pointwise": 0.25, "depthwise": 0.03, "fc": 0.05}
+GPU_LAYER_OVERHEAD_US = 6.0
+GPU_BW_EFFICIENCY = 0.6
+
 # Published reference points (ms) the constants above are checked against.
 CALIBRATION_POINTS = {
     ("mobilenet_v2", "fp32"): (41.0, 41.0),
@@ -134,6 +143,7 @@ class Estimate:
     layers: list[LayerEstimate]
     source: str  # "module" or the ONNX path
     assumptions: dict[str, Any]
+    device: str = "cpu"
 
     @property
     def by_kind(self) -> dict[str, float]:
@@ -145,6 +155,8 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         return {
             "estimate": True,
+            "calibrated": self.device == "cpu",
+            "device": self.device,
             "target": self.target,
             "precision": self.precision,
             "threads": self.threads,
@@ -163,15 +175,19 @@ class Estimate:
 
 # ----------------------------------------------------------------------------- entry point
 def estimate(model_or_onnx_path, target, precision: str | None = "fp32", threads: int | None = None,
-             input_shape: Iterable[int] | None = None) -> Estimate:
-    """Estimate batch-1 latency of a model on ``target``'s CPU.
+             input_shape: Iterable[int] | None = None, device: str = "cpu") -> Estimate:
+    """Estimate batch-1 latency of a model on ``target``'s CPU (or its GPU with ``device="gpu"``).
 
     ``precision``: ``"fp32"``, ``"int8"`` or ``"fp16"``; ``None`` means "what the model is"
     (int8 for a quantized ONNX file, fp32 otherwise). ``threads``: default all cores of the
     target; more than the target has is an error. ``input_shape``: (C, H, W) for a module
     without an ``input_shape`` attribute, or to override an ONNX file's dynamic dims.
+    ``device="gpu"``: a TensorRT-style roofline on the profile's GPU (Jetson); uncalibrated,
+    labelled ``"calibrated": false``.
     """
     profile = _resolve_target(target)
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"estimate: device {device!r} is not 'cpu' or 'gpu'")
     if isinstance(model_or_onnx_path, (str, os.PathLike)):
         path = Path(model_or_onnx_path)
         if not path.is_file():
@@ -186,7 +202,46 @@ def estimate(model_or_onnx_path, target, precision: str | None = "fp32", threads
         precision = "int8" if quantized else "fp32"
     if precision not in _BYTES:
         raise ValueError(f"estimate: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if device == "gpu":
+        return estimate_gpu_ops(ops, profile, precision, source=source)
     return estimate_ops(ops, profile, precision, threads, source=source)
+
+
+def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops") -> Estimate:
+    """The same roofline on the profile's GPU (TensorRT on a Jetson); uncalibrated."""
+    gpu = getattr(profile, "gpu", None)
+    if gpu is None:
+        raise ValueError(f"estimate: target {profile.name} has no GPU; use device='cpu'")
+    fp16 = float(gpu.fp16_tflops) * 1e12
+    if precision == "int8":
+        if not getattr(gpu, "int8_tops", None):
+            raise ValueError(f"estimate: the GPU of {profile.name} has no int8 path; use precision='fp16'")
+        peak = float(gpu.int8_tops) * 1e12
+    else:
+        # TensorRT runs fp32 networks at roughly half the fp16 rate (no tensor-core fp32)
+        peak = fp16 if precision == "fp16" else fp16 / 2.0
+    bandwidth = getattr(profile.memory, "bandwidth_gbs", None)
+    b = _BYTES[precision]
+    overhead_ms = GPU_LAYER_OVERHEAD_US / 1000.0
+    layers = []
+    for op in ops:
+        nbytes = op.weight_elems * b + (op.in_elems + op.out_elems) * b
+        compute_s = 2.0 * op.macs / (peak * GPU_EFFICIENCY[op.kind]) if op.kind in GPU_EFFICIENCY and op.macs else 0.0
+        memory_s = nbytes / (bandwidth * 1e9 * GPU_BW_EFFICIENCY) if bandwidth else 0.0
+        layers.append(LayerEstimate(
+            name=op.name, kind=op.kind, macs=int(op.macs), bytes=int(nbytes), compute_ms=compute_s * 1000.0,
+            memory_ms=memory_s * 1000.0, overhead_ms=overhead_ms, ms=max(compute_s, memory_s) * 1000.0 + overhead_ms,
+            bound="compute" if compute_s >= memory_s else "memory"))
+    assumptions = {
+        "model": "per-layer roofline on the GPU peak (TensorRT-style), plus a kernel launch per layer",
+        "calibration": "none: GPU efficiencies are assumptions; measure with trtexec on the device",
+        "peak_tops": peak / 1e12, "bandwidth_gbs": bandwidth, "efficiency": dict(GPU_EFFICIENCY),
+        "layer_overhead_us": GPU_LAYER_OVERHEAD_US, "batch": 1,
+    }
+    return Estimate(target=profile.name, precision=precision, threads=1,
+                    total_ms=sum(layer.ms for layer in layers), macs=int(sum(op.macs for op in ops)),
+                    weight_bytes=int(sum(op.weight_elems for op in ops) * b), layers=layers, source=source,
+                    assumptions=assumptions, device="gpu")
 
 
 def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = None, source: str = "ops") -> Estimate:

@@ -564,6 +564,11 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         dep_est = est_mod.estimate(pruned, profile, precision=deploy_precision if deploy_precision in est_mod.PRECISIONS
                                    else "fp32", threads=cores)
         report["target_estimate"] = dep_est.to_dict()
+        if getattr(profile, "gpu", None) is not None:
+            gpu_prec = "int8" if deploy_precision == "int8" and profile.gpu.int8_tops else "fp16"
+            gpu_est = est_mod.estimate(pruned, profile, precision=gpu_prec, device="gpu").to_dict()
+            gpu_est.pop("layers")
+            report["target_estimate_gpu"] = gpu_est
         bar.done()
 
         # ---- report
@@ -598,7 +603,12 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                     f"TensorRT {profile.gpu.tensorrt} builds engines on the device only: `{trt_art.name}` is "
                     + ("int8 with symmetric Q/DQ (explicit quantization, no calibration cache needed)"
                        if trt_art.name.endswith(".int8.onnx") else "the fp16 network (this GPU has no int8 path)")
-                    + "; the target estimate above is for the CPU, trtexec gives the GPU number")
+                    + "; the target estimates above are for the CPU, trtexec gives the GPU number")
+                gpu_est = report.get("target_estimate_gpu")
+                if gpu_est:
+                    deploy["notes"].append(
+                        f"GPU estimate ({gpu_est['precision']}, TensorRT-style roofline, uncalibrated): "
+                        f"{gpu_est['total_ms']:.3f} ms; replace it with the trtexec measurement")
         report["deploy"] = deploy
         report["artifacts"] = {}  # filled below, once every file exists
         plots = report_mod.write_plots(report, tmp / "plots")

@@ -140,6 +140,9 @@ def test_json_output_and_orin_tensorrt_ready(trained_demo_cnn_dir, tmp_out, run_
     trt = summary["deploy"]["trtexec"]
     assert trt.startswith("trtexec --onnx=model.int8.onnx --int8") and "--shapes=input:1x1x32x32" in trt
     assert trt in (tmp_out / "report.md").read_text()
+    gpu = json.loads((tmp_out / "report.json").read_text())["target_estimate_gpu"]
+    assert gpu["estimate"] is True and gpu["calibrated"] is False and gpu["precision"] == "int8"
+    assert "uncalibrated" in (tmp_out / "report.md").read_text()
     # symmetric Q/DQ: every activation zero point is 0 (TensorRT's explicit quantization)
     m = onnx.load(str(tmp_out / "model.int8.onnx"))
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}

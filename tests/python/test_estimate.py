@@ -182,3 +182,19 @@ def test_module_without_input_shape_needs_one():
 def test_missing_onnx_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="no ONNX file"):
         E.estimate(tmp_path / "nope.onnx", "rpi4")
+
+
+def test_gpu_estimate_is_labelled_uncalibrated(mobilenets):
+    m = mobilenets["mobilenet_v2"]
+    orin = E.estimate(m, "jetson-orin-nano", precision="int8", device="gpu")
+    d = orin.to_dict()
+    assert d["estimate"] is True and d["calibrated"] is False and d["device"] == "gpu"
+    assert E.estimate(m, "rpi4", "fp32").to_dict()["calibrated"] is True
+    # int8 tensor cores beat fp16 on Orin; the fp16-only Nano refuses int8
+    assert orin.total_ms < E.estimate(m, "jetson-orin-nano", precision="fp16", device="gpu").total_ms
+    with pytest.raises(ValueError, match="no int8 path"):
+        E.estimate(m, "jetson-nano", precision="int8", device="gpu")
+    with pytest.raises(ValueError, match="has no GPU"):
+        E.estimate(m, "rpi4", device="gpu")
+    with pytest.raises(ValueError, match="device"):
+        E.estimate(m, "rpi4", device="npu")
