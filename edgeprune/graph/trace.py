@@ -896,9 +896,17 @@ class Analyzer(fx.Interpreter):
     # -- after the run ------------------------------------------------------------------------
     def finish(self) -> Analysis:
         atoms = self.an.atoms
+        first_by_owner: dict = {}
         for s in self.an.splits:
             if not s.attention:
                 atoms.union_cols(s.ids)
+                continue
+            # q, k and v of one attention module share its head attributes, so they must keep
+            # the same heads / head dims: tie their splits position by position
+            key = (s.owner, s.ids.shape)
+            first = first_by_owner.setdefault(key, s)
+            if first is not s:
+                atoms.union(first.ids, s.ids)
         for r in self.an.reqs:
             self._resolve(r)
         return self.an

@@ -1,0 +1,203 @@
+"""Channel groups found by edgeprune.trace on specific couplings.
+
+Consumes: small models (zoo and local). Produces: assertions on group membership, sizes,
+exactness, unknown-op handling and attribute fix-ups.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from zoo import build  # noqa: E402
+
+import edgeprune.graph as epg  # noqa: E402
+import edgeprune.prune as epp  # noqa: E402
+
+
+def _trace(model, x, **kw):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        g = epg.trace(model, x, **kw)
+    return g, [str(w.message) for w in caught]
+
+
+def _group_of(graph, source):
+    return next(g for g in graph.groups() if source in g.sources)
+
+
+def test_residual_add_couples_block_outputs():
+    model, x = build("resnet_basic")
+    g, _ = _trace(model, x)
+    stem = _group_of(g, "stem.0")
+    # the stem feeds the identity shortcuts of layer1: one group, 16 channels
+    assert {"stem.0", "layer1.0.conv2", "layer1.1.conv2"} <= set(stem.sources)
+    assert stem.size == 16 and stem.exact
+    assert ("module", "layer2.0.downsample.0", "in") in stem.members
+    # the classifier's outputs are model outputs: never pruned
+    fc = _group_of(g, "fc")
+    assert not fc.prunable and "model output" in fc.kept_reasons
+
+
+def test_depthwise_follows_its_input_and_se_couples_with_main_branch():
+    model, x = build("mobilenet_v3")
+    g, _ = _trace(model, x)
+    exp = _group_of(g, "features.1.block.0.0")
+    members = {(t, r) for _, t, r in exp.members}
+    assert ("features.1.block.1.0", "out") in members  # depthwise conv rides along
+    assert "features.1.block.2.fc2" in exp.sources  # SE expand is multiplied into the branch
+    assert ("features.1.block.2.fc1", "in") in members
+    assert exp.size == 48
+
+
+def test_shufflenet_split_and_shuffle_keep_equal_halves():
+    model, x = build("shufflenet_v2")
+    g, _ = _trace(model, x)
+    plan = epp.plan(model, x, ratio=0.5, round_to=1, graph=g)
+    pruned = epp.apply(model, plan)
+    for unit in pruned.stage2:
+        for m in unit.branch2:
+            if isinstance(m, nn.Conv2d) and m.groups > 1:
+                assert m.groups == m.in_channels == m.out_channels
+    with torch.no_grad():
+        assert pruned(x).shape == (2, 10)
+
+
+def test_concat_maps_positions_to_each_producer():
+    model, x = build("densenet")
+    g, _ = _trace(model, x)
+    trans = next(s for s in g.slices if s.target == "transition.2" and s.role == "in")
+    gi, _ = g.class_of_positions(trans.ids)
+    owners = [g.groups()[i].id for i in gi.tolist()]
+    assert owners[:16] == ["stem"] * 16
+    assert owners[16:24] == ["layers.0.conv2"] * 8 and owners[32:] == ["layers.2.conv2"] * 8
+
+
+def test_flatten_into_linear_repeats_channel_positions():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    x = torch.randn(1, 3, 6, 6)
+    g, _ = _trace(model, x)
+    grp = _group_of(g, "0")
+    assert grp.size == 8
+    plan = epp.plan(model, x, ratio=0.5, round_to=1, graph=g)
+    pruned = epp.apply(model, plan)
+    assert pruned[0].out_channels == 4 and pruned[3].in_features == 4 * 16
+
+
+def test_layernorm_groups_are_marked_inexact():
+    model, x = build("convnext")
+    g, _ = _trace(model, x)
+    stem = _group_of(g, "stem")
+    assert not stem.exact and any("LayerNorm" in r for r in stem.inexact_reasons)
+    assert _group_of(g, "blocks.0.pwconv1").exact
+    # the layer scale parameter is cut along with the residual channels
+    plan = epp.plan(model, x, ratio=0.5, round_to=1, graph=g)
+    assert {p["name"] for p in plan.params} >= {"blocks.0.gamma", "blocks.1.gamma"}
+    pruned = epp.apply(model, plan)
+    assert pruned.blocks[0].gamma.shape[0] == pruned.stem.out_channels < 16
+
+
+def test_bert_heads_update_attributes():
+    model, x = build("bert")
+    g, warns = _trace(model, x)
+    assert not [w for w in warns if "hard-codes" in w]
+    heads = _group_of(g, "layers.0.attention.query")
+    assert heads.size == 4 and heads.exact
+    assert {"layers.0.attention.key", "layers.0.attention.value"} <= set(heads.sources)
+    keep = {heads.id: [True, False, True, False]}
+    plan = epp.plan_from_keep(g, keep)
+    pruned = epp.apply(model, plan)
+    att = pruned.layers[0].attention
+    assert (att.num_attention_heads, att.attention_head_size, att.all_head_size) == (2, 8, 16)
+    assert pruned.layers[0].attn_out.in_features == 16
+
+
+def test_head_dims_mode_shrinks_every_head():
+    model, x = build("bert")
+    g, _ = _trace(model, x, attention="head_dims")
+    grp = _group_of(g, "layers.0.attention.query")
+    assert grp.size == 8 and not grp.exact
+    plan = epp.plan(model, x, ratio=0.5, ratios={grp.id: 0.5}, round_to=1, graph=g)
+    pruned = epp.apply(model, plan)
+    att = pruned.layers[0].attention
+    assert (att.num_attention_heads, att.attention_head_size) == (4, 4)
+
+
+def test_multihead_attention_heads_and_embed_dim():
+    model, x = build("vit")
+    g, _ = _trace(model, x)
+    grp = _group_of(g, "conv_proj")
+    assert grp.size == 4  # four heads of 8 dims tie the residual stream
+    plan = epp.plan_from_keep(g, {grp.id: [True, True, False, True]})
+    pruned = epp.apply(model, plan)
+    mha = pruned.blocks[0].self_attention
+    assert (mha.embed_dim, mha.num_heads, mha.head_dim) == (24, 3, 8)
+    assert pruned.class_token.shape[-1] == 24 and pruned.pos_embedding.shape[-1] == 24
+
+
+class _Odd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = torch.cumsum(self.a(x), dim=1)  # an op the engine does not model
+        return self.c(torch.relu(self.b(y)))
+
+
+def test_unknown_op_pins_its_channels_with_a_warning():
+    model, x = _Odd().eval(), torch.randn(1, 3, 8, 8)
+    g, warns = _trace(model, x)
+    assert any("cumsum" in w for w in warns)
+    assert not _group_of(g, "a").prunable
+    assert _group_of(g, "b").prunable
+    plan = epp.plan(model, x, ratio=0.5, round_to=1, graph=g)
+    pruned = epp.apply(model, plan)
+    assert pruned.a.out_channels == 8 and pruned.b.out_channels < 8
+    with torch.no_grad():
+        assert pruned(x).shape == (1, 4, 8, 8)
+
+
+def test_hard_coded_view_size_is_kept_whole():
+    class Fixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(8, 8)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.q(x).view(x.shape[0], 2, 4).relu()
+            return self.out(h.reshape(x.shape[0], 8))
+
+    model, x = Fixed().eval(), torch.randn(2, 8)
+    g, warns = _trace(model, x)
+    assert any("hard-codes size" in w for w in warns)
+    assert not _group_of(g, "q").prunable
+
+
+def test_ignore_keeps_named_layers_and_rejects_unknown_names():
+    model, x = build("resnet_basic")
+    g, _ = _trace(model, x, ignore=["layer1.0.conv1"])
+    assert not _group_of(g, "layer1.0.conv1").prunable
+    with pytest.raises(ValueError, match="matches no prunable layer"):
+        epg.trace(model, x, ignore=["nope"])
+
+
+def test_untraceable_model_gives_a_clear_error():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.a(x) if x.sum() > 0 else x
+
+    with pytest.raises(ValueError, match="cannot capture Branchy with torch.fx"):
+        epg.trace(Branchy(), torch.randn(1, 4))
