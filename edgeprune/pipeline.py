@@ -551,7 +551,7 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 res = bench_mod.bench(path, runtime="onnxruntime", threads=bench_threads, warmup=bench_warmup,
                                       runs=bench_runs, layer_profile=False)
                 d = res.to_dict()
-                d["artifact"] = Path(path).name
+                d["artifact"] = Path(path).name if stage_name != "baseline" else "unpruned model.onnx (not kept)"
                 by_name[stage_name]["host_latency"] = d
                 by_name[stage_name]["peak_rss_mb"] = d["peak_rss_mb"]
         else:

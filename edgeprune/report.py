@@ -84,7 +84,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-SUMMARY_HEADER = ["stage", "params", "MACs", "size", "accuracy", "Δ pts", "host median ms", "target est. ms"]
+SUMMARY_HEADER = ["stage", "params", "MACs", "size", "top-1", "Δ pts", "host ms", "target ms"]
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -102,7 +102,8 @@ def render_markdown(report: dict[str, Any]) -> str:
 
     lines += ["## Summary", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
-    lines += ["", f"Target latencies are **estimates** (`\"estimate\": true` in report.json: a calibrated "
+    lines += ["", "host ms: median measured on the build machine (ONNX Runtime); target ms: estimated for the target.",
+              "", f"Target latencies are **estimates** (`\"estimate\": true` in report.json: a calibrated "
                   f"roofline for {tname}, not a measurement); host latencies are measured on the build machine. "
                   "Run `edgeprune bench` on the device for real numbers.", ""]
 
