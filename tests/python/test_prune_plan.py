@@ -1,0 +1,203 @@
+"""Importance scorers, selection, PrunePlan JSON replay and bad inputs.
+
+Consumes: zoo models and small local models. Produces: assertions on scores (vs hand-computed
+values), plans (round trip through JSON on a fresh instance), ratio/target_macs/max_layer_ratio
+semantics and one-line errors for bad input.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from zoo import build  # noqa: E402
+
+import edgeprune.graph as epg  # noqa: E402
+import edgeprune.prune as epp  # noqa: E402
+from edgeprune.prune import IMPORTANCES, PrunePlan, score_groups  # noqa: E402
+
+warnings.filterwarnings("ignore", message="edgeprune.trace")
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).eval(), torch.randn(5, 4)
+
+
+def test_l1_l2_scores_match_hand_computation():
+    model, x = _mlp()
+    g = epg.trace(model, x)
+    w1, w2 = model[0].weight.detach(), model[2].weight.detach()
+    for imp, f in (("l1", lambda v: v.abs().sum(1)), ("l2", lambda v: v.norm(dim=1))):
+        s = score_groups(g, imp, reduction="mean")["0"]
+        expect = (f(w1) + f(w2.t())) / 2
+        np.testing.assert_allclose(s, expect.double().numpy(), rtol=1e-6)
+        s = score_groups(g, imp, reduction="sum")["0"]
+        np.testing.assert_allclose(s, (f(w1) + f(w2.t())).double().numpy(), rtol=1e-6)
+        s = score_groups(g, imp, reduction="max")["0"]
+        np.testing.assert_allclose(s, torch.maximum(f(w1), f(w2.t())).double().numpy(), rtol=1e-6)
+
+
+def test_lamp_score_matches_its_definition():
+    model, x = _mlp()
+    g = epg.trace(model, x)
+
+    def lamp(rows):
+        sq = rows.pow(2).sum(1)
+        return torch.stack([sq[i] / sq[sq >= sq[i]].sum() for i in range(len(sq))])
+
+    s = score_groups(g, "lamp", reduction="sum")["0"]
+    expect = lamp(model[0].weight.detach()) + lamp(model[2].weight.detach().t())
+    np.testing.assert_allclose(s, expect.double().numpy(), rtol=1e-5)
+
+
+def test_activation_score_is_weight_norm_times_activation_norm():
+    model, x = _mlp()
+    g = epg.trace(model, x)
+    s = score_groups(g, "activation", calib=x, reduction="sum")["0"]
+    with torch.no_grad():
+        y1 = model[0](x)
+        x2 = torch.relu(y1)
+    w1, w2 = model[0].weight, model[2].weight
+    expect = w1.norm(dim=1) * y1.norm(dim=0) + w2.t().norm(dim=1) * x2.norm(dim=0)
+    np.testing.assert_allclose(s, expect.detach().double().numpy(), rtol=1e-5)
+
+
+def test_taylor_and_gradient_use_the_loss_gradient():
+    model, x = _mlp()
+    y = torch.tensor([0, 1, 2, 0, 1])
+    g = epg.trace(model, x)
+    tay = score_groups(g, "taylor", calib=(x, y), reduction="sum")["0"]
+    grad = score_groups(g, "gradient", calib=(x, y), reduction="sum")["0"]
+    loss = nn.functional.cross_entropy(model(x), y)
+    g1, g2 = torch.autograd.grad(loss, [model[0].weight, model[2].weight])
+    w1, w2 = model[0].weight.detach(), model[2].weight.detach()
+    np.testing.assert_allclose(tay, ((w1 * g1).sum(1).abs() + (w2 * g2).sum(0).abs()).double().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(grad, (g1.norm(dim=1) + g2.norm(dim=0)).double().numpy(), rtol=1e-5)
+
+
+def test_fpgm_lamp_bn_scale_random_and_zeroed_channel():
+    model, x = build("resnet_basic")
+    with torch.no_grad():
+        model.layer1[0].conv1.weight[3] = 0
+        model.layer1[0].bn1.weight[5] = 0
+    g = epg.trace(model, x)
+    gid = "layer1.0.conv1"
+    for imp in IMPORTANCES:
+        s = score_groups(g, imp, calib=x, seed=3)
+        assert set(s) == {grp.id for grp in g.groups()}
+        assert s[gid].shape == (16,) and np.isfinite(s[gid]).all() and (s[gid] >= 0).all()
+    assert int(np.argmin(score_groups(g, "l1")[gid])) == 3
+    assert int(np.argmin(score_groups(g, "bn_scale")[gid])) == 5
+    assert int(np.argmin(score_groups(g, "taylor", calib=x)[gid])) in (3, 5)
+    # FPGM: a filter equal to the layer's geometric median scores lowest
+    w = model.layer1[0].conv1.weight.detach().clone()
+    with torch.no_grad():
+        model.layer1[0].conv1.weight[7] = torch.median(w, dim=0).values
+        model.layer1[0].conv1.weight[3] = w[4] * 3
+    fp = score_groups(epg.trace(model, x), "fpgm", reduction="max")[gid]
+    assert fp[7] < np.median(fp)
+    r1, r2 = score_groups(g, "random", seed=1)[gid], score_groups(g, "random", seed=1)[gid]
+    np.testing.assert_array_equal(r1, r2)
+    assert not np.array_equal(r1, score_groups(g, "random", seed=2)[gid])
+
+
+def test_plan_json_replays_on_a_fresh_instance():
+    model, x = build("mobilenet_v3")
+    plan = epp.plan(model, x, ratio=0.5, importance="l2", round_to=4)
+    text = plan.to_json()
+    d = json.loads(text)
+    assert d["hash"] == plan.hash and d["settings"]["ratio"] == 0.5 and d["inputs"][0]["shape"] == [2, 3, 16, 16]
+    again = PrunePlan.from_json(text)
+    fresh, _ = build("mobilenet_v3", seed=5)  # same architecture, other weights
+    a, b = epp.apply(model, plan), epp.apply(fresh, again)
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    fresh.load_state_dict(model.state_dict())
+    b = epp.apply(fresh, again)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+
+
+def test_apply_copies_spec_attributes_and_leaves_input_alone():
+    model, x = build("resnet_basic")
+    model.edgeprune_spec, model.input_shape = "zoo:resnet_basic", (3, 16, 16)
+    plan = epp.plan(model, x, ratio=0.5, round_to=1)
+    pruned = epp.apply(model, plan)
+    assert pruned.edgeprune_spec == "zoo:resnet_basic" and pruned.input_shape == (3, 16, 16)
+    assert pruned.edgeprune_plan_hash == plan.hash
+    assert model.stem[0].out_channels == 16
+
+
+def test_plan_for_another_model_is_refused():
+    model, x = build("resnet_basic")
+    other, _ = build("resnet_bottleneck")
+    plan = epp.plan(model, x, ratio=0.5, round_to=1)
+    with pytest.raises(ValueError, match="made for another model"):
+        epp.apply(other, plan)
+    pruned = epp.apply(model, plan)
+    with pytest.raises(ValueError, match="made for another model"):
+        epp.apply(pruned, plan)
+
+
+def test_damaged_plan_is_refused():
+    model, x = build("resnet_basic")
+    d = epp.plan(model, x, ratio=0.5, round_to=1).to_dict()
+    d["modules"]["stem.0"]["out"] = [0, 1]
+    with pytest.raises(ValueError, match="does not match its content"):
+        PrunePlan.from_dict(d)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        PrunePlan.from_json("{nope")
+    with pytest.raises(ValueError, match="version"):
+        PrunePlan.from_dict({"version": 99})
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"ratio": 1.0}, r"ratio=1.0 is outside \[0, 1\)"),
+    ({"ratio": -0.1}, "outside"),
+    ({"importance": "magic"}, "unknown importance 'magic'"),
+    ({"round_to": 0}, "round_to"),
+    ({"max_layer_ratio": 0}, "max_layer_ratio"),
+    ({"target_macs": -1}, "target_macs"),
+    ({"ratios": {"nope": 0.5}}, "unknown groups"),
+])
+def test_bad_plan_arguments(kw, match):
+    model, x = build("resnet_basic")
+    with pytest.raises(ValueError, match=match):
+        epp.plan(model, x, **kw)
+
+
+def test_global_and_per_layer_ratio_and_max_layer_ratio():
+    model, x = build("resnet_bottleneck")
+    g = epg.trace(model, x)
+    per = epp.plan(model, x, ratio=0.5, round_to=1, global_ranking=False, graph=g)
+    for e in per.groups:
+        if g.group(e["id"]).prunable:
+            assert e["kept"] == e["channels"] - e["channels"] // 2
+    glob = epp.plan(model, x, ratio=0.5, round_to=1, graph=g, max_layer_ratio=0.6)
+    total = sum(e["channels"] for e in glob.groups if g.group(e["id"]).prunable)
+    removed = sum(e["channels"] - e["kept"] for e in glob.groups)
+    assert removed == total // 2
+    for e in glob.groups:
+        assert e["kept"] >= int(np.ceil(e["channels"] * 0.4 - 1e-9))
+
+
+def test_target_macs_meets_the_budget():
+    model, x = build("resnet_basic")
+    base, _ = epp.count_macs_params(model, x)
+    plan = epp.plan(model, x, target_macs=0.5, round_to=1)
+    macs, _ = epp.count_macs_params(epp.apply(model, plan), x)
+    assert macs <= 0.5 * base and macs > 0.3 * base
+    assert 0 < plan.settings["ratio"] < 0.95
+
+
+def test_count_macs_params_of_a_conv():
+    model = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    macs, params = epp.count_macs_params(model, torch.zeros(1, 3, 5, 5))
+    assert (macs, params) == (8 * 3 * 9 * 25, 8 * 3 * 9)
