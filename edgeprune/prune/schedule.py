@@ -120,3 +120,86 @@ def incremental_ratio(previous: float, target: float) -> float:
     if target <= previous:
         return 0.0
     return 1.0 - (1.0 - target) / (1.0 - previous)
+
+
+def _copy_attrs(src: nn.Module, dst: nn.Module) -> nn.Module:
+    for attr in ("edgeprune_spec", "input_shape", "edgeprune_build_kwargs"):
+        if hasattr(src, attr):
+            setattr(dst, attr, getattr(src, attr))
+    return dst
+
+
+def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | None = None,
+                     target_macs: float | None = None, schedule: str = "agp", steps: int = 3,
+                     importance: str = "l2", round_to: int = 8, global_ranking: bool = True,
+                     ignore: Iterable[str] = (), max_layer_ratio: float = 0.9,
+                     recover: RecoverConfig | None = None, finetune_epochs: int | None = None,
+                     distill: bool = True, regularizers: Sequence[Regularizer] = (),
+                     metric: Callable = top1, seed: int = 0, progress: bool = False) -> ScheduleResult:
+    """Structured (channel) pruning by ``schedule`` with recovery after every step.
+
+    The final target is a channel ``ratio`` or ``target_macs`` (a fraction <= 1 of the MACs or
+    an absolute count). Each step plans on the current, already smaller model for the step's
+    cumulative target, applies the plan, and fine-tunes with distillation from the unpruned
+    model. ``regularizers`` (e.g. BN-L1, group lasso) act in the recovery *between* steps, so
+    the next step's importance sees what they drove down; the last recovery is plain.
+    The returned ``plans`` replay in order on a fresh model (``ep.save(model, dir, plan=plans)``).
+    """
+    from .apply import apply
+    from .macs import count_macs_params
+    from .plan import plan as make_plan
+
+    if (ratio is None) == (target_macs is None):
+        raise ValueError("give exactly one of ratio or target_macs")
+    cfg = recover or RecoverConfig(seed=seed)
+    if finetune_epochs is not None:
+        cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": finetune_epochs})
+    teacher = _frozen_teacher(model) if distill else None
+    fractions = step_targets(schedule, 1.0, steps)
+    base_macs, base_params = count_macs_params(model, example_inputs)
+    goal_macs = None
+    if target_macs is not None:
+        goal_macs = target_macs * base_macs if target_macs <= 1 else float(target_macs)
+    work = _copy_attrs(model, copy.deepcopy(model))
+    base_val = metric(work, data.val)
+    result = ScheduleResult(model=work, baseline={"val": base_val, "macs": int(base_macs), "params": int(base_params),
+                                                   "schedule": schedule, "ratio": ratio, "target_macs": target_macs,
+                                                   "fractions": fractions, "recover": cfg.to_dict(),
+                                                   "distill": distill, "importance": importance})
+    done = 0.0
+    for t, f in enumerate(fractions, 1):
+        t0 = time.perf_counter()
+        kw = dict(importance=importance, round_to=round_to, global_ranking=global_ranking, ignore=ignore,
+                  max_layer_ratio=max_layer_ratio, seed=seed, calib=data.train)
+        if goal_macs is not None:
+            step_goal = base_macs - (base_macs - goal_macs) * f
+            p = make_plan(work, example_inputs, target_macs=float(step_goal), **kw)
+        else:
+            p = make_plan(work, example_inputs, ratio=incremental_ratio(done, ratio * f), **kw)
+            done = ratio * f
+        if not p.empty:
+            work = _copy_attrs(model, apply(work, p))
+            result.plans.append(p)
+        val_cut = metric(work, data.val)
+        last = t == len(fractions)
+        work, hist = finetune(work, data, cfg, teacher=teacher, regularizers=() if last else regularizers,
+                              metric=metric, progress=progress, description=f"step {t}/{len(fractions)}")
+        macs, params = count_macs_params(work, example_inputs)
+        result.log.append({"step": t, "fraction": f, "macs": int(macs), "params": int(params),
+                           "macs_ratio": macs / base_macs, "val_pruned": val_cut, "val_recovered": hist["best_val"],
+                           "epochs": len(hist["epochs"]), "seconds": round(time.perf_counter() - t0, 3)})
+    result.model = work
+    work.edgeprune_plan = list(result.plans)
+    return result
+
+
+def _progress_bar(enabled: bool):
+    """A transient rich bar on stderr (disabled: same calls, no output)."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[status]}"), console=Console(file=sys.stderr), transient=True,
+                    disable=not enabled)
