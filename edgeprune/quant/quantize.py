@@ -71,7 +71,8 @@ def _is_relu(node: fx.Node, modules: dict) -> bool:
 
 
 def analyze(gm: fx.GraphModule, config: QuantConfig):
-    """(points, layers, skipped): the quant points (FX node names, graph order), layer roles, skips."""
+    """(points, layers, skipped, shared): quant points (FX node names, graph order), layer roles,
+    skipped weighted ops, and {point: source point} for points that reuse another's scale."""
     modules = dict(gm.named_modules())
     layers: dict[str, dict] = {}
     skipped: list[dict] = []
@@ -101,7 +102,34 @@ def analyze(gm: fx.GraphModule, config: QuantConfig):
             skipped.append({"name": node.name, "op": getattr(node.target, "__name__", str(node.target)),
                             "reason": "functional weighted op (not an nn.Module layer); kept fp32"})
     points = [n.name for n in gm.graph.nodes if n.name in wanted]
-    return points, layers, skipped
+    # A point right after a value-preserving op (flatten, reshape, max pool, ...) of another point
+    # takes that point's scale: Q(DQ(x)) with equal parameters is lossless and runtimes drop it.
+    shared = {}
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for name in points:
+        node = nodes[name]
+        if _is_passthrough(node, modules) and isinstance(node.args[0], fx.Node):
+            src = node.args[0].name
+            while src not in wanted and _is_passthrough(nodes[src], modules) and isinstance(nodes[src].args[0], fx.Node):
+                src = nodes[src].args[0].name
+            if src in wanted:
+                shared[name] = shared.get(src, src)
+    return points, layers, skipped, shared
+
+
+_PASSTHROUGH_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.MaxPool1d, nn.MaxPool2d, nn.Unflatten)
+_PASSTHROUGH_FUNCS = {torch.flatten, torch.reshape, F.max_pool1d, F.max_pool2d, F.dropout, torch.squeeze,
+                      torch.unsqueeze}
+_PASSTHROUGH_METHODS = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous"}
+
+
+def _is_passthrough(node: fx.Node, modules: dict) -> bool:
+    """Ops whose output values are a subset/rearrangement of their input's (no new values)."""
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), _PASSTHROUGH_MODULES)
+    if node.op == "call_function":
+        return node.target in _PASSTHROUGH_FUNCS
+    return node.op == "call_method" and node.target in _PASSTHROUGH_METHODS
 
 
 # ---- calibration data ------------------------------------------------------------------------
@@ -304,7 +332,7 @@ def quantize(model: nn.Module, calib_data, method: str = "percentile", per_chann
         raise CalibrationError("calibration data is empty; pass at least one sample")
     check_calibration(model, batches[0])
     folded = fold_bn(model)
-    point_names, layers, skipped = analyze(folded, config)
+    point_names, layers, skipped, shared = analyze(folded, config)
     if not layers:
         raise QuantizeError(f"{type(model).__name__} has no Conv1d/Conv2d/Linear layer to quantize")
     cal = build_module(folded, point_names, {t: {"input": l["input"], "weight_scale": [1.0], "qmax": 127,
@@ -339,6 +367,8 @@ def quantize(model: nn.Module, calib_data, method: str = "percentile", per_chann
         scale, zp, qmin, qmax = activation_qparams(lo, hi, config.activation_dtype, config.symmetric_activations)
         points[name] = {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax,
                         "dtype": config.activation_dtype, "min": f32(obs.min), "max": f32(obs.max)}
+    for name, src in shared.items():
+        points[name] = dict(points[src], min=points[name]["min"], max=points[name]["max"], shared_with=src)
     _layer_scales(folded, layers, points, config)
     meta = {"calibration_samples": int(sum(b.shape[0] for b in batches))}
     for attr in ("edgeprune_spec", "edgeprune_plan_hash"):
