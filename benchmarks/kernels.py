@@ -1,0 +1,150 @@
+"""Kernel benchmark: edgeprune's compiled kernels against numpy/OpenBLAS (and scipy CSR) measured
+in the same run, single thread unless a row says otherwise.
+
+Consumes: nothing (random matrices, fixed seed). Produces: a table on stderr and, with
+``--json PATH``, a list of rows {kernel, isa, M, K, N, ms, gflops, baseline, baseline_ms, ratio}
+(+ sparsity, block, threads, choice). ``gflops`` is dense-equivalent (2*M*K*N / time) so rows are
+comparable; ``ratio`` = baseline_ms / ms (above 1: faster than the baseline).
+
+Run it with the machine's OpenBLAS tuning variables unset for a fair baseline:
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/kernels.py --json out.json
+"""
+from __future__ import annotations
+
+import os
+
+# Single-thread baselines: must be set before numpy (OpenBLAS) is imported.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from edgeprune import kernels  # noqa: E402
+
+SHAPES = [(256, 256, 784), (3072, 768, 128)]  # (M, K, N): a 1x1 conv, a transformer MLP layer
+SPARSITIES = [0.5, 0.7, 0.8, 0.9, 0.95]
+
+
+def median_ms(fn, min_time=0.25, min_runs=7, max_runs=2000) -> float:
+    fn()  # warm-up: page faults, packing caches
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < min_time and len(times) < max_runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def random_sparse(rng, m, k, sparsity, block):
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    if block == 1:
+        mask = rng.random((m, k)) >= sparsity
+    else:  # one mask per group of 4 output channels, as a block-pruned layer has
+        mask = np.repeat(rng.random(((m + 3) // 4, k)) >= sparsity, 4, axis=0)[:m]
+    return w * mask
+
+
+def row(kernel, isa, m, k, n, ms, baseline, baseline_ms, **extra):
+    return {"kernel": kernel, "isa": isa, "M": m, "K": k, "N": n, "ms": round(ms, 4),
+            "gflops": round(2.0 * m * k * n / (ms * 1e6), 2), "baseline": baseline,
+            "baseline_ms": round(baseline_ms, 4), "ratio": round(baseline_ms / ms, 3), **extra}
+
+
+def bench(isas, shapes, sparsities, quick):
+    rng = np.random.default_rng(0)
+    rows = []
+    try:
+        import scipy.sparse as sps
+    except ImportError:  # scipy is a test extra; without it the CSR rows are left out
+        sps = None
+    for m, k, n in shapes:
+        w = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal(m).astype(np.float32)
+        x_nk = rng.standard_normal((n, k)).astype(np.float32)
+        x_kn = np.ascontiguousarray(x_nk.T)
+        wt = np.ascontiguousarray(w.T)
+        # numpy baselines in each layout: x @ W^T (Linear) and W @ X (channel-major)
+        np_nk = median_ms(lambda: np.matmul(x_nk, wt))
+        np_kn = median_ms(lambda: np.matmul(w, x_kn))
+        for isa in isas:
+            lin = kernels.Linear(w, b, isa=isa)
+            rows.append(row("dense_f32", isa, m, k, n, median_ms(lambda: lin(x_nk)), "numpy sgemm x@W.T",
+                            np_nk, threads=1))
+            if not quick and isa == isas[-1]:
+                lin2 = kernels.Linear(w, b, isa=isa, threads=2)
+                rows.append(row("dense_f32", isa, m, k, n, median_ms(lambda: lin2(x_nk)),
+                                "edgeprune dense_f32 1 thread", rows[-1]["ms"], threads=2))
+        for s in sparsities:
+            for block in (1, 4):
+                ws = random_sparse(rng, m, k, s, block)
+                if sps is not None and block == 1:
+                    csr = sps.csr_matrix(ws)
+                    rows.append(row("scipy_csr", "scipy", m, k, n, median_ms(lambda: csr @ x_kn), "numpy sgemm W@X",
+                                    np_kn, sparsity=s, threads=1))
+                for isa in isas:
+                    choice = "auto" if s <= 0.5 else "sparse"
+                    sp = kernels.SparseLinear(ws, b, block=(block, 1), isa=isa, kernel=choice)
+                    rows.append(row(f"spmm_f32_b{block}", isa, m, k, n, median_ms(lambda: sp.spmm(x_kn)),
+                                    "numpy sgemm W@X", np_kn, sparsity=s, block=block, choice=sp.kernel,
+                                    threads=1))
+                if not quick and block == 1 and s == 0.9:
+                    sp2 = kernels.SparseLinear(ws, b, isa=isas[-1], kernel="sparse", threads=2)
+                    rows.append(row("spmm_f32_b1", isas[-1], m, k, n, median_ms(lambda: sp2.spmm(x_kn)),
+                                    "edgeprune spmm_f32_b1 1 thread",
+                                    next(r["ms"] for r in rows[::-1] if r["kernel"] == "spmm_f32_b1"
+                                         and r["isa"] == isas[-1] and r.get("threads") == 1),
+                                    sparsity=s, block=1, choice="sparse", threads=2))
+    return rows
+
+
+def print_table(rows):
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        for r in rows:
+            print(r, file=sys.stderr)
+        return
+    t = Table(title="edgeprune kernels vs baselines (ratio = baseline_ms / ms)")
+    for col in ("kernel", "isa", "M", "K", "N", "sparsity", "threads", "ms", "gflops", "baseline", "baseline_ms", "ratio"):
+        t.add_column(col, justify="right" if col not in ("kernel", "isa", "baseline") else "left")
+    for r in rows:
+        t.add_row(*(str(r.get(c, "")) for c in ("kernel", "isa", "M", "K", "N", "sparsity", "threads", "ms", "gflops",
+                                               "baseline", "baseline_ms", "ratio")))
+    Console(stderr=True).print(t)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
+    ap.add_argument("--isa", action="append", help="kernel path(s) to measure (default: every supported one)")
+    ap.add_argument("--quick", action="store_true", help="first shape only, fewer sparsities, no thread rows")
+    args = ap.parse_args(argv)
+    isas = args.isa or kernels.supported_isas()
+    bad = [i for i in isas if i not in kernels.supported_isas()]
+    if bad:
+        print(f"error: --isa {bad[0]} is not supported here (supported: {', '.join(kernels.supported_isas())})",
+              file=sys.stderr)
+        return 2
+    shapes = SHAPES[:1] if args.quick else SHAPES
+    sparsities = [0.5, 0.9] if args.quick else SPARSITIES
+    rows = bench(isas, shapes, sparsities, args.quick)
+    print_table(rows)
+    env = {v: os.environ.get(v) for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    print(f"selected isa: {kernels.selected_isa()}; OpenBLAS env: {env}", file=sys.stderr)
+    if args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(rows, f, indent=1)
+        os.replace(args.json + ".tmp", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

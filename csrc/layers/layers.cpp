@@ -1,0 +1,172 @@
+// DenseLinear / SparseLinear (layers.h): weight packing at construction, thread splitting and
+// the layout changes around the kernels at call time.
+//
+// Consumes: weights and inputs as raw float pointers. Produces: outputs in caller memory.
+#include "layers/layers.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "layers/parallel.h"
+
+namespace ep {
+
+Act act_from_name(const std::string& name) {
+  if (name == "none") return Act::none;
+  if (name == "relu") return Act::relu;
+  if (name == "relu6") return Act::relu6;
+  throw std::invalid_argument("activation must be one of none, relu, relu6 (got '" + name + "')");
+}
+
+namespace {
+
+// Split [0, total) into at most `threads` chunks whose starts are multiples of `align`.
+struct Split {
+  int64_t chunk, tasks;
+};
+Split split(int64_t total, int threads, int64_t align) {
+  threads = std::max(1, threads);
+  int64_t chunk = (total + threads - 1) / threads;
+  chunk = std::max<int64_t>(align, (chunk + align - 1) / align * align);
+  return {chunk, total == 0 ? 0 : (total + chunk - 1) / chunk};
+}
+
+void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
+  // dst[c, r] = src[r, c], in 32x32 tiles so both sides stay in cache
+  constexpr int64_t T = 32;
+  for (int64_t r0 = 0; r0 < rows; r0 += T)
+    for (int64_t c0 = 0; c0 < cols; c0 += T) {
+      const int64_t r1 = std::min(rows, r0 + T), c1 = std::min(cols, c0 + T);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
+    }
+}
+
+}  // namespace
+
+DenseLinear::DenseLinear(const float* w, int64_t m, int64_t k, const float* bias, Act act)
+    : DenseLinear(w, m, k, bias, act, selected_isa()) {}
+
+DenseLinear::DenseLinear(const float* w, int64_t m, int64_t k, const float* bias, Act act, Isa isa)
+    : m_(m), k_(k), w_(w, w + m * k), has_bias_(bias != nullptr) {
+  if (m <= 0 || k <= 0) throw std::invalid_argument("weight must have a nonzero shape");
+  bias_.assign(m, 0.0f);
+  if (bias) std::copy(bias, bias + m, bias_.begin());
+  act_bounds(act, &lo_, &hi_);
+  kern_ = kernel_table(isa).dense_f32;
+  packed_.resize(packed_dense_size(k, m, kern_.tile));
+  // B(k, j) = W[j, k]: the Linear layout packs W^T once, here.
+  pack_dense_f32(w_.data(), 1, k, k, m, kern_.tile, packed_.data());
+}
+
+void DenseLinear::forward(const float* x, int64_t n, float* y, int threads) const {
+  const Split s = split(n, threads, 8);
+  parallel_for(threads, s.tasks, [&](int64_t t) {
+    const int64_t r0 = t * s.chunk, rows = std::min(s.chunk, n - r0);
+    DenseF32Args p;
+    p.a = x + r0 * k_;
+    p.lda = k_;
+    p.b = w_.data();
+    p.b_sk = 1;
+    p.b_sm = k_;
+    p.bp = packed_.data();
+    p.bias = has_bias_ ? bias_.data() : nullptr;
+    p.y = y + r0 * m_;
+    p.ldy = m_;
+    p.rows = rows;
+    p.cols = m_;
+    p.depth = k_;
+    p.lo = lo_;
+    p.hi = hi_;
+    kern_.fn(p);
+  });
+}
+
+void DenseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
+  // Y[M, N] = W X: A = W, B = X. X changes every call, so it is packed here (K*N copies against
+  // M*K*N multiply-adds).
+  std::vector<float> xp(packed_dense_size(k_, n, kern_.tile));
+  pack_dense_f32(x, n, 1, k_, n, kern_.tile, xp.data());
+  const Split s = split(m_, threads, 8);
+  parallel_for(threads, s.tasks, [&](int64_t t) {
+    const int64_t r0 = t * s.chunk, rows = std::min(s.chunk, m_ - r0);
+    DenseF32Args p;
+    p.a = w_.data() + r0 * k_;
+    p.lda = k_;
+    p.b = x;
+    p.b_sk = n;
+    p.b_sm = 1;
+    p.bp = xp.data();
+    p.bias = has_bias_ ? bias_.data() + r0 : nullptr;
+    p.bias_per_row = true;
+    p.y = y + r0 * n;
+    p.ldy = n;
+    p.rows = rows;
+    p.cols = n;
+    p.depth = k_;
+    p.lo = lo_;
+    p.hi = hi_;
+    kern_.fn(p);
+  });
+}
+
+SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bias, int block, Act act,
+                           SparseKernel kernel)
+    : SparseLinear(w, m, k, bias, block, act, kernel, selected_isa()) {}
+
+SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bias, int block, Act act,
+                           SparseKernel kernel, Isa isa)
+    : m_(m), k_(k) {
+  if (m <= 0 || k <= 0) throw std::invalid_argument("weight must have a nonzero shape");
+  for (int64_t i = 0; i < m * k; ++i) nnz_ += w[i] != 0.0f;
+  act_bounds(act, &lo_, &hi_);
+  const bool dense = kernel == SparseKernel::dense ||
+                     (kernel == SparseKernel::automatic && double(nnz_) > kAutoMaxDensity * double(m * k));
+  if (dense) {
+    dense_ = std::make_unique<DenseLinear>(w, m, k, bias, act, isa);
+    packed_ = PackedSparseF32{};
+    packed_.m = m;
+    packed_.k = k;
+    packed_.block = block;
+    return;
+  }
+  packed_ = pack_sparse_f32(w, m, k, bias, block);
+  const KernelTable& t = kernel_table(isa);
+  kern_ = block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1;
+}
+
+Isa SparseLinear::isa() const { return dense_ ? dense_->isa() : kern_.isa; }
+
+void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
+  if (dense_) return dense_->forward_kn(x, n, y, threads);
+  // Every thread walks the whole weight stream over its own columns of X and Y.
+  const Split s = split(n, threads, 16);
+  parallel_for(threads, s.tasks, [&](int64_t t) {
+    const int64_t n0 = t * s.chunk;
+    SpmmF32Args p;
+    p.x = x + n0;
+    p.ldx = n;
+    p.y = y + n0;
+    p.ldy = n;
+    p.n = std::min(s.chunk, n - n0);
+    p.m = m_;
+    p.values = packed_.values.data();
+    p.nnz = packed_.nnz.data();
+    p.deltas = packed_.deltas.data();
+    p.lo = lo_;
+    p.hi = hi_;
+    kern_.fn(p);
+  });
+}
+
+void SparseLinear::forward(const float* x, int64_t n, float* y, int threads) const {
+  if (dense_) return dense_->forward(x, n, y, threads);
+  // The sparse kernels vectorise over N, which needs the channel-major layout: transpose in,
+  // multiply, transpose out (O(N(K+M)) moves against O(nnz N) multiply-adds).
+  std::vector<float> xt(k_ * n), yt(m_ * n);
+  transpose(x, n, k_, xt.data());
+  forward_kn(xt.data(), n, yt.data(), threads);
+  transpose(yt.data(), m_, n, y);
+}
+
+}  // namespace ep

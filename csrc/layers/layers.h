@@ -1,0 +1,67 @@
+// Layer objects over the kernels: they own packed weights, pick the kernels of one path, and
+// split calls over threads. Consumers: the pybind11 module (and any C/C++ embedder).
+//
+// Consumes: row-major float weights W[M, K] (zeros = pruned), optional bias[M], an activation.
+// Produces: y = act(x W^T + b) for x[N, K] (torch.nn.Linear) and Y = act(W X + b) for X[K, N].
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace ep {
+
+Act act_from_name(const std::string& name);  // throws std::invalid_argument on an unknown name
+
+class DenseLinear {
+ public:
+  // isa: the path to use; defaults to selected_isa().
+  DenseLinear(const float* w, int64_t m, int64_t k, const float* bias, Act act);
+  DenseLinear(const float* w, int64_t m, int64_t k, const float* bias, Act act, Isa isa);
+  void forward(const float* x, int64_t n, float* y, int threads) const;     // x[N,K] -> y[N,M]
+  void forward_kn(const float* x, int64_t n, float* y, int threads) const;  // X[K,N] -> Y[M,N]
+  int64_t m() const { return m_; }
+  int64_t k() const { return k_; }
+  Isa isa() const { return kern_.isa; }
+
+ private:
+  int64_t m_, k_;
+  std::vector<float> w_, bias_, packed_;
+  bool has_bias_;
+  float lo_, hi_;
+  KernelEntry<dense_f32_fn> kern_;
+};
+
+enum class SparseKernel { automatic, sparse, dense };
+
+class SparseLinear {
+ public:
+  SparseLinear(const float* w, int64_t m, int64_t k, const float* bias, int block, Act act,
+               SparseKernel kernel);
+  SparseLinear(const float* w, int64_t m, int64_t k, const float* bias, int block, Act act,
+               SparseKernel kernel, Isa isa);
+  void forward(const float* x, int64_t n, float* y, int threads) const;
+  void forward_kn(const float* x, int64_t n, float* y, int threads) const;
+  int64_t m() const { return m_; }
+  int64_t k() const { return k_; }
+  int64_t nnz() const { return nnz_; }               // nonzero weights of W
+  int64_t stored() const { return packed_.nonzeros(); }  // weights the sparse stream holds
+  bool uses_sparse() const { return dense_ == nullptr; }
+  Isa isa() const;
+
+  // `auto` picks the sparse kernel when at most this fraction of the weights is nonzero; above
+  // it the dense kernel is faster on every path measured (benchmarks/kernels.py).
+  static constexpr double kAutoMaxDensity = 0.45;
+
+ private:
+  int64_t m_, k_, nnz_ = 0;
+  PackedSparseF32 packed_;
+  float lo_, hi_;
+  KernelEntry<spmm_f32_b1_fn> kern_;  // b1 or b4 (same signature)
+  std::unique_ptr<DenseLinear> dense_;
+};
+
+}  // namespace ep

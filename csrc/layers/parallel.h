@@ -1,0 +1,16 @@
+// A small persistent thread pool for splitting one kernel call into a few ranges.
+//
+// Consumes: a task count and a function of one task index. Produces: the calls, spread over up
+// to `threads` threads (the caller's thread takes part), returning when all are done.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace ep {
+
+// Runs fn(i) for i in [0, tasks) on min(threads, tasks) threads. Exceptions thrown by fn are
+// rethrown in the caller (the first one). threads <= 1 runs inline.
+void parallel_for(int threads, int64_t tasks, const std::function<void(int64_t)>& fn);
+
+}  // namespace ep

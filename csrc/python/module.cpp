@@ -1,0 +1,190 @@
+// pybind11 module edgeprune._core: ISA queries and the fp32 dense / sparse layers.
+//
+// Consumes: numpy arrays from Python. Produces: numpy arrays; RuntimeError for an impossible
+// EDGEPRUNE_ISA, ValueError naming the argument for a wrong dtype, rank, shape or layout.
+// Inputs are used in place (no copy) and the GIL is released while a kernel runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+
+#include "dispatch/isa.h"
+#include "kernels/kernels.h"
+#include "layers/layers.h"
+
+namespace py = pybind11;
+
+namespace {
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// A read-only view of a C-contiguous float32 matrix; ValueError naming `name` otherwise.
+const float* matrix(const py::array& a, const char* name, int64_t rows, int64_t cols,
+                    const char* rows_what, const char* cols_what) {
+  const std::string n(name);
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw py::value_error(n + " must be a float32 array (got " + dtype_name(a) +
+                          "); convert it with .astype(numpy.float32)");
+  if (a.ndim() != 2)
+    throw py::value_error(n + " must be 2-D [" + rows_what + ", " + cols_what + "] (got " +
+                          std::to_string(a.ndim()) + "-D)");
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(n + " must be C-contiguous; pass numpy.ascontiguousarray(" + n + ")");
+  if (rows >= 0 && a.shape(0) != rows)
+    throw py::value_error(n + " must have " + std::to_string(rows) + " rows (" + rows_what + ") (got " +
+                          std::to_string(a.shape(0)) + ")");
+  if (cols >= 0 && a.shape(1) != cols)
+    throw py::value_error(n + " must have " + std::to_string(cols) + " columns (" + cols_what + ") (got " +
+                          std::to_string(a.shape(1)) + ")");
+  return static_cast<const float*>(a.data());
+}
+
+struct Weights {
+  const float* w;
+  int64_t m, k;
+  const float* bias;
+};
+
+Weights weights(const py::array& weight, const std::optional<py::array>& bias) {
+  const float* w = matrix(weight, "weight", -1, -1, "out_features", "in_features");
+  Weights r{w, weight.shape(0), weight.shape(1), nullptr};
+  if (r.m == 0 || r.k == 0) throw py::value_error("weight must not be empty (got shape [" +
+                                                  std::to_string(r.m) + ", " + std::to_string(r.k) + "])");
+  if (bias) {
+    const py::array& b = *bias;
+    if (!b.dtype().is(py::dtype::of<float>()))
+      throw py::value_error("bias must be a float32 array (got " + dtype_name(b) + ")");
+    if (b.ndim() != 1 || b.shape(0) != r.m)
+      throw py::value_error("bias must be 1-D with " + std::to_string(r.m) + " entries (out_features)");
+    if (!(b.flags() & py::array::c_style)) throw py::value_error("bias must be C-contiguous");
+    r.bias = static_cast<const float*>(b.data());
+  }
+  return r;
+}
+
+ep::Isa isa_arg(const std::optional<std::string>& name) {
+  if (!name) return ep::selected_isa();
+  ep::Isa isa;
+  if (!ep::isa_from_name(*name, &isa))
+    throw py::value_error("isa must be one of reference, avx2, avx512, neon, neon-dotprod (got '" + *name + "')");
+  if (!(ep::supported_isas() & ep::IsaSet(isa)))
+    throw py::value_error("isa '" + *name + "' is not compiled or not supported by this CPU (available: " +
+                          [] {
+                            std::string s;
+                            for (auto& x : ep::isa_names(ep::supported_isas())) s += (s.empty() ? "" : ", ") + x;
+                            return s;
+                          }() + ")");
+  return isa;
+}
+
+int threads_arg(int threads) {
+  if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256 (got " + std::to_string(threads) + ")");
+  return threads;
+}
+
+// Run `call(x, n, y)` with x checked as [rows_of(x), cols], output [n, out_cols] or [out_rows, n].
+template <class Layer>
+py::array_t<float> run_nk(const Layer& layer, const py::array& x, int threads) {
+  const float* xp = matrix(x, "x", -1, layer.k(), "N", "in_features");
+  const int64_t n = x.shape(0);
+  py::array_t<float> y({n, layer.m()});
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    layer.forward(xp, n, yp, threads);
+  }
+  return y;
+}
+
+template <class Layer>
+py::array_t<float> run_kn(const Layer& layer, const py::array& x, int threads) {
+  const float* xp = matrix(x, "x", layer.k(), -1, "in_features", "N");
+  const int64_t n = x.shape(1);
+  py::array_t<float> y({layer.m(), n});
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    layer.forward_kn(xp, n, yp, threads);
+  }
+  return y;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, mod) {
+  mod.doc() = "edgeprune compiled core: ISA dispatch and fp32 dense/sparse kernels";
+
+  mod.def("cpu_features", [] { return ep::cpu_features().names(); },
+          "CPU features relevant to the kernel paths (avx2, fma, avx512f, ..., asimd, asimddp).");
+  mod.def("compiled_isas", [] { return ep::isa_names(ep::compiled_isas()); },
+          "Kernel paths compiled into this build.");
+  mod.def("supported_isas", [] { return ep::isa_names(ep::supported_isas()); },
+          "Compiled kernel paths this CPU can run.");
+  mod.def("selected_isa", [] { return std::string(ep::isa_name(ep::selected_isa())); },
+          "The path in use (EDGEPRUNE_ISA or the best supported). RuntimeError if the override is impossible.");
+  mod.def("kernel_listing", [] {
+    py::list out;
+    for (const auto& e : ep::kernel_listing()) out.append(py::make_tuple(e.name, ep::isa_name(e.isa), e.tile));
+    return out;
+  }, "Every (kernel, isa, tile) of kernels.inc compiled into this build.");
+
+  py::class_<ep::DenseLinear>(mod, "Linear")
+      .def(py::init([](const py::array& weight, const std::optional<py::array>& bias, const std::string& activation,
+                       const std::optional<std::string>& isa) {
+             const Weights w = weights(weight, bias);
+             ep::Act act;
+             try {
+               act = ep::act_from_name(activation);
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
+             return new ep::DenseLinear(w.w, w.m, w.k, w.bias, act, isa_arg(isa));
+           }),
+           py::arg("weight"), py::arg("bias") = py::none(), py::arg("activation") = "none", py::arg("isa") = py::none())
+      .def("__call__", [](const ep::DenseLinear& l, const py::array& x, int threads) {
+             return run_nk(l, x, threads_arg(threads));
+           }, py::arg("x"), py::arg("threads") = 1)
+      .def("forward_kn", [](const ep::DenseLinear& l, const py::array& x, int threads) {
+             return run_kn(l, x, threads_arg(threads));
+           }, py::arg("x"), py::arg("threads") = 1)
+      .def_property_readonly("in_features", &ep::DenseLinear::k)
+      .def_property_readonly("out_features", &ep::DenseLinear::m)
+      .def_property_readonly("isa", [](const ep::DenseLinear& l) { return std::string(ep::isa_name(l.isa())); });
+
+  py::class_<ep::SparseLinear>(mod, "SparseLinear")
+      .def(py::init([](const py::array& weight, const std::optional<py::array>& bias, int block,
+                       const std::string& activation, const std::string& kernel,
+                       const std::optional<std::string>& isa) {
+             const Weights w = weights(weight, bias);
+             ep::Act act;
+             try {
+               act = ep::act_from_name(activation);
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
+             if (block != 1 && block != 4)
+               throw py::value_error("block must be 1 or 4 output channels (got " + std::to_string(block) + ")");
+             ep::SparseKernel k;
+             if (kernel == "auto") k = ep::SparseKernel::automatic;
+             else if (kernel == "sparse") k = ep::SparseKernel::sparse;
+             else if (kernel == "dense") k = ep::SparseKernel::dense;
+             else throw py::value_error("kernel must be one of auto, sparse, dense (got '" + kernel + "')");
+             return new ep::SparseLinear(w.w, w.m, w.k, w.bias, block, act, k, isa_arg(isa));
+           }),
+           py::arg("weight"), py::arg("bias") = py::none(), py::arg("block") = 1, py::arg("activation") = "none",
+           py::arg("kernel") = "auto", py::arg("isa") = py::none())
+      .def("__call__", [](const ep::SparseLinear& l, const py::array& x, int threads) {
+             return run_nk(l, x, threads_arg(threads));
+           }, py::arg("x"), py::arg("threads") = 1)
+      .def("spmm", [](const ep::SparseLinear& l, const py::array& x, int threads) {
+             return run_kn(l, x, threads_arg(threads));
+           }, py::arg("x"), py::arg("threads") = 1)
+      .def_property_readonly("in_features", &ep::SparseLinear::k)
+      .def_property_readonly("out_features", &ep::SparseLinear::m)
+      .def_property_readonly("nnz", &ep::SparseLinear::nnz)
+      .def_property_readonly("stored", &ep::SparseLinear::stored)
+      .def_property_readonly("kernel", [](const ep::SparseLinear& l) { return l.uses_sparse() ? "sparse" : "dense"; })
+      .def_property_readonly("isa", [](const ep::SparseLinear& l) { return std::string(ep::isa_name(l.isa())); });
+}

@@ -1,0 +1,152 @@
+"""Thin Python over the compiled core: fp32 dense and sparse linear layers, and ISA queries.
+
+Consumes: weights as numpy arrays or torch tensors (copied and packed once, at construction),
+inputs as C-contiguous numpy float32 arrays (used in place, no copy). Produces: numpy float32
+outputs. The kernels run with the GIL released. The path (reference / avx2 / avx512 / neon /
+neon-dotprod) is chosen once per process from the CPU, or forced with ``EDGEPRUNE_ISA``;
+``selected_isa()`` reports it and raises ``RuntimeError`` when the override is impossible.
+
+    lin = Linear(w, b, activation="relu")        # y = relu(x @ w.T + b), like torch.nn.Linear
+    y = lin(x)                                   # x[N, K] float32 -> y[N, M]
+    sp = SparseLinear(w_pruned, b, block=(4, 1)) # zeros in w are pruned
+    y = sp(x); Y = sp.spmm(x_kn)                 # [N, K] -> [N, M]; channel-major [K, N] -> [M, N]
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgeprune import _core
+
+__all__ = [
+    "Linear", "SparseLinear", "cpu_features", "compiled_isas", "supported_isas", "selected_isa",
+    "kernel_listing",
+]
+
+ACTIVATIONS = ("none", "relu", "relu6")
+
+
+def cpu_features() -> list[str]:
+    """CPU features relevant to the kernel paths, e.g. ``["avx2", "fma", ...]``."""
+    return list(_core.cpu_features())
+
+
+def compiled_isas() -> list[str]:
+    """Kernel paths built into this installation."""
+    return list(_core.compiled_isas())
+
+
+def supported_isas() -> list[str]:
+    """Compiled paths this CPU can run."""
+    return list(_core.supported_isas())
+
+
+def selected_isa() -> str:
+    """The path in use; ``RuntimeError`` if ``EDGEPRUNE_ISA`` names an impossible one."""
+    return _core.selected_isa()
+
+
+def kernel_listing() -> list[tuple[str, str, int]]:
+    """Every ``(kernel, isa, tile)`` entry of kernels.inc in this build."""
+    return [tuple(e) for e in _core.kernel_listing()]
+
+
+def _weights(weight, bias):
+    # torch tensors are accepted without importing torch here (kernels is a leaf module).
+    if hasattr(weight, "detach"):
+        weight = weight.detach().cpu().numpy()
+    if bias is not None and hasattr(bias, "detach"):
+        bias = bias.detach().cpu().numpy()
+    weight = np.asarray(weight)
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D [out_features, in_features] (got {weight.ndim}-D)")
+    if not np.issubdtype(weight.dtype, np.floating):
+        raise ValueError(f"weight must be a floating-point array (got {weight.dtype})")
+    weight = np.ascontiguousarray(weight, dtype=np.float32)
+    if bias is not None:
+        bias = np.asarray(bias)
+        if not np.issubdtype(bias.dtype, np.floating):
+            raise ValueError(f"bias must be a floating-point array (got {bias.dtype})")
+        bias = np.ascontiguousarray(bias, dtype=np.float32)
+    return weight, bias
+
+
+def _activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} (got {activation!r})")
+    return activation
+
+
+class Linear:
+    """Dense fp32 ``y = act(x @ weight.T + bias)``; ``x[N, K] -> y[N, M]`` like ``torch.nn.Linear``.
+
+    ``threads`` splits each call over that many threads. ``isa`` forces a path for this layer
+    (default: the process-wide choice).
+    """
+
+    def __init__(self, weight, bias=None, activation: str = "none", *, threads: int = 1,
+                 isa: str | None = None):
+        weight, bias = _weights(weight, bias)
+        self._impl = _core.Linear(weight, bias, _activation(activation), isa)
+        self.activation = activation
+        self.threads = threads
+
+    in_features = property(lambda self: self._impl.in_features)
+    out_features = property(lambda self: self._impl.out_features)
+    isa = property(lambda self: self._impl.isa, doc="the path this layer runs")
+
+    def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+        return self._impl(x, self.threads if threads is None else threads)
+
+    def forward_kn(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Channel-major ``X[K, N] -> Y[M, N]`` (the 1x1-convolution layout)."""
+        return self._impl.forward_kn(x_kn, self.threads if threads is None else threads)
+
+    def __repr__(self) -> str:
+        return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+                f"activation={self.activation!r}, isa={self.isa!r})")
+
+
+class SparseLinear:
+    """Sparse fp32 linear layer: zeros in ``weight[M, K]`` are pruned weights.
+
+    ``block=(1, 1)`` packs single weights (unstructured); ``block=(4, 1)`` packs groups of 4
+    output channels sharing one input-channel pattern (zeros inside a group are stored). The
+    format is XNNPACK's: bias first, nonzero counts per output channel, input-channel deltas;
+    the kernels vectorise over N. ``kernel="auto"`` runs the dense kernel when more than
+    ``AUTO_MAX_DENSITY`` of the weights are nonzero (sparse does not pay there); ``"sparse"`` or
+    ``"dense"`` force one. Calling maps ``x[N, K] -> y[N, M]``; ``.spmm(x_kn)`` maps the
+    channel-major ``[K, N] -> [M, N]`` without the two transposes.
+    """
+
+    AUTO_MAX_DENSITY = 0.45
+
+    def __init__(self, weight, bias=None, *, block=(1, 1), activation: str = "none",
+                 threads: int = 1, kernel: str = "auto", isa: str | None = None):
+        weight, bias = _weights(weight, bias)
+        block = tuple(block) if not isinstance(block, int) else (block, 1)
+        if block not in ((1, 1), (4, 1)):
+            raise ValueError(f"block must be (1, 1) or (4, 1) output x input channels (got {block})")
+        if kernel not in ("auto", "sparse", "dense"):
+            raise ValueError(f"kernel must be one of auto, sparse, dense (got {kernel!r})")
+        self._impl = _core.SparseLinear(weight, bias, block[0], _activation(activation), kernel, isa)
+        self.block = block
+        self.activation = activation
+        self.threads = threads
+
+    in_features = property(lambda self: self._impl.in_features)
+    out_features = property(lambda self: self._impl.out_features)
+    nnz = property(lambda self: self._impl.nnz, doc="nonzero weights")
+    density = property(lambda self: self._impl.nnz / (self.in_features * self.out_features))
+    kernel = property(lambda self: self._impl.kernel, doc="'sparse' or 'dense': the kernel in use")
+    isa = property(lambda self: self._impl.isa, doc="the path this layer runs")
+
+    def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+        return self._impl(x, self.threads if threads is None else threads)
+
+    def spmm(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Channel-major ``X[K, N] -> Y[M, N]``."""
+        return self._impl.spmm(x_kn, self.threads if threads is None else threads)
+
+    def __repr__(self) -> str:
+        return (f"SparseLinear(in_features={self.in_features}, out_features={self.out_features}, "
+                f"density={self.density:.3f}, block={self.block}, kernel={self.kernel!r}, isa={self.isa!r})")

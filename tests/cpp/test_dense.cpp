@@ -1,0 +1,124 @@
+// Dense fp32: every compiled path's dense_f32 against the reference on random shapes with tails
+// (M, N, K over 1..67 and large), both bias layouts, activations and padded strides.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/kernels.h"
+#include "layers/layers.h"
+#include "test_util.h"
+
+using namespace ep;
+using ep::test::random_floats;
+
+namespace {
+
+struct Case {
+  int64_t rows, cols, depth;
+  Act act;
+  bool per_row;
+};
+
+// |y - ref| <= 1e-5 * (sum_k |a b| + |bias|): the relative error bound of a dot product.
+void check(Isa isa, const Case& c, std::mt19937& rng) {
+  const int64_t lda = c.depth + 3, ldy = c.cols + 5;
+  auto a = random_floats(rng, c.rows * lda);
+  auto b = random_floats(rng, c.depth * c.cols);  // B(k, j) = b[k * cols + j]
+  auto bias = random_floats(rng, std::max(c.rows, c.cols), -2.f, 2.f);
+  const auto& entry = kernel_table(isa).dense_f32;
+  std::vector<float> bp(packed_dense_size(c.depth, c.cols, entry.tile));
+  pack_dense_f32(b.data(), c.cols, 1, c.depth, c.cols, entry.tile, bp.data());
+  DenseF32Args p;
+  p.a = a.data();
+  p.lda = lda;
+  p.b = b.data();
+  p.b_sk = c.cols;
+  p.b_sm = 1;
+  p.bp = bp.data();
+  p.bias = bias.data();
+  p.bias_per_row = c.per_row;
+  p.ldy = ldy;
+  p.rows = c.rows;
+  p.cols = c.cols;
+  p.depth = c.depth;
+  act_bounds(c.act, &p.lo, &p.hi);
+  const float sentinel = 1234.5f;
+  std::vector<float> y(c.rows * ldy, sentinel), ref(c.rows * ldy, sentinel);
+  p.y = ref.data();
+  reference::dense_f32(p);
+  p.y = y.data();
+  entry.fn(p);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    for (int64_t j = 0; j < ldy; ++j) {
+      const int64_t i = r * ldy + j;
+      if (j >= c.cols) {
+        ASSERT_EQ(y[i], sentinel) << "wrote past cols at " << r << "," << j;
+        continue;
+      }
+      double mag = std::fabs(bias[c.per_row ? r : j]);
+      for (int64_t k = 0; k < c.depth; ++k) mag += std::fabs(double(a[r * lda + k]) * b[k * c.cols + j]);
+      ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * mag + 1e-30)
+          << isa_name(isa) << " rows=" << c.rows << " cols=" << c.cols << " depth=" << c.depth << " at " << r << ","
+          << j << " got " << y[i] << " want " << ref[i];
+    }
+  }
+}
+
+}  // namespace
+
+TEST(DenseF32, EveryPathMatchesReferenceOnRandomShapes) {
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int> dim(1, 67), act(0, 2);
+  for (Isa isa : ep::test::runnable_isas()) {
+    for (int t = 0; t < 120; ++t)
+      check(isa, {dim(rng), dim(rng), dim(rng), Act(act(rng)), t % 2 == 1}, rng);
+    // every tail of the 6/8-row and 16/32-column tiles, against a depth larger than one KC block
+    for (int64_t rows : {1, 5, 6, 7, 9, 13})
+      for (int64_t cols : {1, 15, 16, 17, 31, 33})
+        check(isa, {rows, cols, 19, Act::relu6, rows % 2 == 0}, rng);
+    check(isa, {131, 97, 900, Act::none, false}, rng);
+    check(isa, {200, 300, 257, Act::relu, true}, rng);
+  }
+}
+
+TEST(DenseF32, ClampsImplementActivations) {
+  std::mt19937 rng(7);
+  for (Isa isa : ep::test::runnable_isas()) {
+    const int64_t m = 20, k = 9, n = 11;
+    auto w = random_floats(rng, m * k, -4.f, 4.f), x = random_floats(rng, n * k, -4.f, 4.f);
+    DenseLinear relu6(w.data(), m, k, nullptr, Act::relu6, isa), plain(w.data(), m, k, nullptr, Act::none, isa);
+    std::vector<float> y6(n * m), y(n * m);
+    relu6.forward(x.data(), n, y6.data(), 1);
+    plain.forward(x.data(), n, y.data(), 1);
+    bool saw_low = false, saw_high = false;
+    for (int64_t i = 0; i < n * m; ++i) {
+      EXPECT_EQ(y6[i], std::min(std::max(y[i], 0.0f), 6.0f));
+      saw_low |= y[i] < 0.0f;
+      saw_high |= y[i] > 6.0f;
+    }
+    EXPECT_TRUE(saw_low && saw_high) << "the data must exercise both clamps";
+  }
+}
+
+TEST(DenseLinear, ThreadsAndLayoutsAgree) {
+  std::mt19937 rng(3);
+  const int64_t m = 70, k = 45, n = 133;
+  auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, n * k);
+  for (Isa isa : ep::test::runnable_isas()) {
+    DenseLinear l(w.data(), m, k, bias.data(), Act::relu, isa);
+    std::vector<float> y1(n * m), y2(n * m), xt(k * n), ykn(m * n);
+    l.forward(x.data(), n, y1.data(), 1);
+    l.forward(x.data(), n, y2.data(), 3);
+    EXPECT_EQ(y1, y2) << "splitting rows over threads must not change any bit";
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < k; ++j) xt[j * n + i] = x[i * k + j];
+    l.forward_kn(xt.data(), n, ykn.data(), 2);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < m; ++j) {
+        double mag = std::fabs(bias[j]);
+        for (int64_t q = 0; q < k; ++q) mag += std::fabs(double(w[j * k + q]) * x[i * k + q]);
+        ASSERT_NEAR(ykn[j * n + i], y1[i * m + j], 2e-5 * mag) << isa_name(isa);
+      }
+  }
+}

@@ -1,0 +1,35 @@
+// Shared helpers for the C++ tests: seeded random data, sparsity masks, error bounds.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "dispatch/isa.h"
+
+namespace ep::test {
+
+inline std::vector<float> random_floats(std::mt19937& rng, int64_t count, float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(count);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Zero each entry with probability `sparsity` (1.0 zeroes everything).
+inline void sparsify(std::mt19937& rng, std::vector<float>& v, double sparsity) {
+  std::uniform_real_distribution<double> d(0.0, 1.0);
+  for (auto& x : v)
+    if (sparsity >= 1.0 || d(rng) < sparsity) x = 0.0f;
+}
+
+// The ISAs this machine can run, in ascending order.
+inline std::vector<Isa> runnable_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : kAllIsas)
+    if (supported_isas() & IsaSet(isa)) out.push_back(isa);
+  return out;
+}
+
+}  // namespace ep::test
