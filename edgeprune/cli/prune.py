@@ -1,0 +1,218 @@
+"""`edgeprune prune`: structured pruning of a model to a ratio or a MAC budget.
+
+Consumes: ``--model SPEC|DIR`` (optionally ``--weights``), ``--ratio R`` or ``--target-macs F``
+(or ``--plan FILE`` to replay a saved plan), ``--importance``, ``--round-to``, ``--ignore``,
+``--calib DATA`` for data-driven importances, ``--out DIR``. Produces: ``DIR/model`` (ep.save of
+the pruned model with its plan, so ep.load rebuilds it), ``DIR/plan.json``, and a before/after
+table (params, MACs, per-layer channels) or the same as JSON.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+
+from .common import UsageError, prepare_out_dir, print_json
+
+DATA_IMPORTANCES = ("taylor", "gradient", "activation")
+
+
+def add_parser(subparsers) -> None:
+    from ..prune.importance import IMPORTANCES
+
+    p = subparsers.add_parser("prune", help="remove whole channels (structured pruning) and save the smaller model",
+                              description="Prune --model to --ratio (fraction of channels removed) or --target-macs, "
+                                          "and write the pruned model and its plan to --out.")
+    p.add_argument("--model", required=True, metavar="SPEC|DIR",
+                   help="edgeprune:demo-cnn, file.py:factory, package.module:factory, torchvision:NAME, or an ep.save dir")
+    p.add_argument("--weights", metavar="FILE", help="state_dict to load into --model (weights_only)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--ratio", type=float, metavar="R", help="fraction of prunable channels to remove, in [0, 1)")
+    how.add_argument("--target-macs", type=float, metavar="F",
+                     help="MAC budget: a fraction (<= 1) of the model's MACs, or an absolute count")
+    how.add_argument("--plan", metavar="FILE", help="replay a plan.json written by an earlier prune")
+    p.add_argument("--importance", default="l2", metavar="NAME",
+                   help=f"channel importance: {', '.join(IMPORTANCES)} (default l2)")
+    p.add_argument("--reduction", default="mean", choices=("sum", "mean", "max"),
+                   help="how scores of coupled layers combine (default mean)")
+    p.add_argument("--round-to", type=int, default=8, metavar="N",
+                   help="kept channels are multiples of N (default 8; 1 disables)")
+    p.add_argument("--ignore", nargs="+", default=[], metavar="NAME", help="layers (or prefixes) never pruned")
+    p.add_argument("--per-layer", action="store_true", help="remove --ratio of every group instead of ranking globally")
+    p.add_argument("--max-layer-ratio", type=float, default=0.9, metavar="R",
+                   help="never remove more than this fraction of one group (default 0.9)")
+    p.add_argument("--attention", choices=("heads", "head_dims"), default="heads",
+                   help="prune whole attention heads (default) or shrink every head")
+    p.add_argument("--calib", metavar="DATA", help="data spec for taylor/gradient/activation importance (e.g. digits)")
+    p.add_argument("--input-shape", metavar="C,H,W", help="example input shape when the model does not carry one")
+    p.add_argument("--seed", type=int, default=0, help="seed for --importance random (default 0)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=run)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _input_shape(args, model) -> tuple:
+    if args.input_shape:
+        try:
+            shape = tuple(int(s) for s in args.input_shape.split(","))
+        except ValueError:
+            raise UsageError(f"--input-shape {args.input_shape}: expected integers like 3,224,224") from None
+        if not shape or any(s <= 0 for s in shape):
+            raise UsageError(f"--input-shape {args.input_shape}: sizes must be positive")
+        return shape
+    shape = getattr(model, "input_shape", None)
+    if not shape:
+        raise UsageError(f"--model {args.model}: the model does not say its input shape; pass --input-shape C,H,W")
+    return tuple(int(s) for s in shape)
+
+
+def _channels(module):
+    import torch.nn as nn
+
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.Embedding):
+        return module.embedding_dim
+    if isinstance(module, nn.MultiheadAttention):
+        return module.embed_dim
+    for attr in ("num_features", "num_channels"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    shape = getattr(module, "normalized_shape", None)
+    return int(shape[-1]) if shape else None
+
+
+def run(args) -> int:
+    import torch
+
+    import edgeprune as ep
+    from edgeprune.fsutil import write_json
+    from edgeprune.prune import PrunePlan, count_macs_params
+    from edgeprune.prune.importance import IMPORTANCES
+
+    if args.ratio is not None and not 0 <= args.ratio < 1:
+        raise UsageError(f"--ratio {args.ratio}: must be in [0, 1) (the fraction of channels to remove, e.g. 0.5)")
+    if args.target_macs is not None and not args.target_macs > 0:
+        raise UsageError(f"--target-macs {args.target_macs}: must be > 0 (a fraction <= 1 or a MAC count)")
+    if args.importance not in IMPORTANCES:
+        raise UsageError(f"--importance {args.importance}: unknown; choose one of {', '.join(IMPORTANCES)}")
+    if args.round_to < 1:
+        raise UsageError(f"--round-to {args.round_to}: must be >= 1")
+    if not 0 < args.max_layer_ratio <= 1:
+        raise UsageError(f"--max-layer-ratio {args.max_layer_ratio}: must be in (0, 1]")
+    if args.importance in DATA_IMPORTANCES and not args.calib and args.plan is None:
+        raise UsageError(f"--importance {args.importance} needs calibration data: add --calib DATA (e.g. --calib digits)")
+    plan_obj = None
+    if args.plan:
+        try:
+            with open(args.plan, encoding="utf-8") as f:
+                plan_obj = PrunePlan.from_json(f.read())
+        except OSError as e:
+            raise UsageError(f"--plan {args.plan}: cannot read it ({e.strerror})") from None
+        except ValueError as e:
+            raise UsageError(f"--plan {args.plan}: {_first_line(e)}") from None
+    try:
+        model = ep.models.build(args.model)
+    except ValueError as e:
+        raise UsageError(f"--model {args.model}: {_first_line(e)}") from None
+    if args.weights:
+        try:
+            ep.models.load_weights(model, args.weights, trust_pickle=args.trust_pickle)
+        except ValueError as e:
+            raise UsageError(f"--weights {args.weights}: {_first_line(e)}") from None
+    model.eval()
+    shape = _input_shape(args, model)
+    x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
+    calib = None
+    if args.calib:
+        try:
+            calib = ep.data.load(args.calib).train
+        except ValueError as e:
+            raise UsageError(f"--calib {args.calib}: {_first_line(e)}") from None
+    try:
+        macs0, params0 = count_macs_params(model, x)
+    except Exception as e:
+        raise UsageError(f"--input-shape {','.join(map(str, shape))}: the model does not run on it ({_first_line(e)})") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if plan_obj is None:
+            try:
+                plan_obj = ep.plan(model, x, ratio=args.ratio if args.ratio is not None else 0.5,
+                                   importance=args.importance, round_to=args.round_to,
+                                   global_ranking=not args.per_layer, ignore=tuple(args.ignore),
+                                   max_layer_ratio=args.max_layer_ratio, target_macs=args.target_macs,
+                                   seed=args.seed, reduction=args.reduction, calib=calib, attention=args.attention)
+            except ValueError as e:
+                msg = _first_line(e)
+                if "ignore=" in msg:
+                    raise UsageError(f"--ignore: {msg}") from None
+                raise UsageError(f"--model {args.model}: {msg}") from None
+        try:
+            pruned = ep.apply(model, plan_obj)
+        except ValueError as e:
+            raise UsageError(f"--plan {args.plan or '(computed)'}: {_first_line(e)}") from None
+    notes = [str(w.message) for w in caught if "edgeprune" in str(w.message)]
+    macs1, params1 = count_macs_params(pruned, x)
+    layers = []
+    for name, roles in plan_obj.modules.items():
+        if not ({"out", "channels", "dim", "embed"} & set(roles)):
+            continue
+        before, after = _channels(model.get_submodule(name)), _channels(pruned.get_submodule(name))
+        if before is not None and before != after:
+            layers.append({"name": name, "type": type(model.get_submodule(name)).__name__,
+                           "before": before, "after": after})
+    out = prepare_out_dir(args.out, args.force)
+    previous = getattr(model, "edgeprune_plan", None)
+    plans = ([*previous] if isinstance(previous, list) else [previous] if previous is not None else []) + [plan_obj]
+    try:
+        ep.save(pruned, out / "model", plan=plans if len(plans) > 1 else plan_obj,
+                metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash})
+    except ValueError as e:
+        raise UsageError(f"--model {args.model}: {_first_line(e)}") from None
+    write_json(out / "plan.json", plan_obj.to_dict())
+    result = {"out": str(out), "model": args.model, "plan": str(out / "plan.json"), "plan_hash": plan_obj.hash,
+              "settings": plan_obj.settings,
+              "before": {"macs": macs0, "params": params0}, "after": {"macs": macs1, "params": params1},
+              "macs_ratio": macs1 / macs0 if macs0 else None, "params_ratio": params1 / params0 if params0 else None,
+              "layers": layers, "attributes": plan_obj.attrs, "warnings": notes}
+    if args.json:
+        print_json(result)
+    else:
+        for n in notes:
+            print(f"warning: {n}", file=sys.stderr)
+        _print_table(result)
+    return 0
+
+
+def _print_table(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"pruned {r['model']} -> {r['out']}")
+    t.add_column("")
+    t.add_column("before", justify="right")
+    t.add_column("after", justify="right")
+    t.add_column("ratio", justify="right")
+    for key in ("params", "macs"):
+        b, a = r["before"][key], r["after"][key]
+        t.add_row(key, f"{b:,}", f"{a:,}", f"{a / b:.2f}x" if b else "-")
+    console.print(t)
+    if r["layers"]:
+        lt = Table(title="channels per layer")
+        lt.add_column("layer")
+        lt.add_column("type")
+        lt.add_column("before", justify="right")
+        lt.add_column("after", justify="right")
+        for layer in r["layers"]:
+            lt.add_row(layer["name"], layer["type"], str(layer["before"]), str(layer["after"]))
+        console.print(lt)
+    for a in r["attributes"]:
+        console.print(f"set {a['module']}.{a['attr']} = {a['value']}")
