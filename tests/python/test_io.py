@@ -126,3 +126,28 @@ def test_plan_argument_forms():
     assert epio._plan_to_dict([FakePlan(), {"a": 1}]) == [{"groups": []}, {"a": 1}]
     with pytest.raises(ValueError, match="plan must be a PrunePlan"):
         epio._plan_to_dict(3)
+
+
+def test_pruned_model_round_trip_replays_the_plan(trained_demo_cnn, digits, tmp_path):
+    from edgeprune.prune import apply, plan
+
+    x = digits.test.tensors[0][:16]
+    p = plan(trained_demo_cnn, x[:1], ratio=0.5, round_to=8)
+    pruned = apply(trained_demo_cnn, p).eval()
+    n_pruned = sum(t.numel() for t in pruned.parameters())
+    assert n_pruned < sum(t.numel() for t in trained_demo_cnn.parameters())
+    ep.save(pruned, tmp_path / "p", plan=p)
+    manifest = json.loads((tmp_path / "p" / "model.json").read_text())
+    assert manifest["plan"] == json.loads(json.dumps(p.to_dict())) and manifest["num_params"] == n_pruned
+    back = ep.load(tmp_path / "p")
+    assert sum(t.numel() for t in back.parameters()) == n_pruned
+    assert torch.equal(back(x), pruned(x))
+    assert back.edgeprune_plan.to_dict() == p.to_dict()
+    ep.save(back, tmp_path / "again")  # the plan travels with the loaded model
+    assert torch.equal(ep.load(tmp_path / "again")(x), pruned(x))
+    # without its plan the pruned weights cannot fit the rebuilt spec: a clear refusal on load
+    if hasattr(pruned, "edgeprune_plan"):
+        del pruned.edgeprune_plan
+    ep.save(pruned, tmp_path / "noplan")
+    with pytest.raises(ValueError, match="was the model pruned and saved without its plan"):
+        ep.load(tmp_path / "noplan")
