@@ -123,3 +123,21 @@ def test_doctor(run_cli):
         assert core["error"].startswith("not built")
     human = run_cli("doctor")
     assert human.code == 0 and ("edgeprune._core" in human.out or "selected_isa" in human.out)
+
+
+def test_doctor_reports_a_bad_isa_override_without_failing():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EDGEPRUNE_ISA": "no-such-isa", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "edgeprune.cli.main", "doctor", "--json"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["env"]["EDGEPRUNE_ISA"] == "no-such-isa"
+    if d["core"]["built"]:
+        assert d["core"]["selected_isa"].startswith("error: ") and "no-such-isa" in d["core"]["selected_isa"]
+        assert "reference" in d["core"]["compiled_isas"]
+    else:
+        assert d["core"]["error"].startswith("not built")
