@@ -166,7 +166,13 @@ def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | N
                                                    "schedule": schedule, "ratio": ratio, "target_macs": target_macs,
                                                    "fractions": fractions, "recover": cfg.to_dict(),
                                                    "distill": distill, "importance": importance})
-    done = 0.0
+    from ..graph import trace
+
+    def prunable_sizes(m):
+        return {g.id: g.size for g in trace(m, example_inputs, ignore=tuple(ignore)).groups() if g.prunable}
+
+    sizes0 = prunable_sizes(work)
+    total0 = sum(sizes0.values())
     for t, f in enumerate(fractions, 1):
         t0 = time.perf_counter()
         kw = dict(importance=importance, round_to=round_to, global_ranking=global_ranking, ignore=ignore,
@@ -175,18 +181,30 @@ def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | N
             step_goal = base_macs - (base_macs - goal_macs) * f
             p = make_plan(work, example_inputs, target_macs=float(step_goal), **kw)
         else:
-            p = make_plan(work, example_inputs, ratio=incremental_ratio(done, ratio * f), **kw)
-            done = ratio * f
+            # targets are recomputed from the channels actually left, so rounding at one step
+            # is made up at the next instead of compounding
+            now = prunable_sizes(work)
+            if global_ranking:
+                p = make_plan(work, example_inputs, ratio=max(0.0, 1.0 - total0 * (1 - ratio * f) / sum(now.values())),
+                              **kw)
+            else:
+                want = {g: int(round(sizes0[g] * (1 - ratio * f))) for g in now if g in sizes0}
+                p = make_plan(work, example_inputs, ratios={g: 1.0 - want[g] / now[g] for g in want if want[g] < now[g]},
+                              **kw)
         if not p.empty:
             work = _copy_attrs(model, apply(work, p))
             result.plans.append(p)
         val_cut = metric(work, data.val)
         last = t == len(fractions)
-        work, hist = finetune(work, data, cfg, teacher=teacher, regularizers=() if last else regularizers,
-                              metric=metric, progress=progress, description=f"step {t}/{len(fractions)}")
+        regs = () if last else regularizers
+        # a regularised recovery may trade a little validation accuracy for sparsity on purpose:
+        # keep its weights rather than restoring the best (least regularised) epoch
+        work, hist = finetune(work, data, cfg, teacher=teacher, regularizers=regs, metric=metric,
+                              progress=progress, description=f"step {t}/{len(fractions)}",
+                              restore_best=cfg.restore_best and not regs)
         macs, params = count_macs_params(work, example_inputs)
         result.log.append({"step": t, "fraction": f, "macs": int(macs), "params": int(params),
-                           "macs_ratio": macs / base_macs, "val_pruned": val_cut, "val_recovered": hist["best_val"],
+                           "macs_ratio": macs / base_macs, "val_pruned": val_cut, "val_recovered": metric(work, data.val),
                            "epochs": len(hist["epochs"]), "seconds": round(time.perf_counter() - t0, 3)})
     result.model = work
     work.edgeprune_plan = list(result.plans)

@@ -274,10 +274,11 @@ def search(model: nn.Module, data, example_inputs, budget: Budget, *, max_acc_dr
         candidate = engine.apply(work, p)
         val_cut = metric(candidate, data.val)
         last = not queue
+        regs = () if last else regularizers
         candidate, hist = finetune(candidate, data, cfg, teacher=teacher, metric=metric, progress=progress,
-                                   regularizers=() if last else regularizers,
-                                   description=f"step {step}: recover")
-        val = hist["best_val"]
+                                   regularizers=regs, description=f"step {step}: recover",
+                                   restore_best=cfg.restore_best and not regs)
+        val = metric(candidate, data.val)
         cost = budget.cost(candidate, example_inputs)
         kept_now = _kept_from_plan(p, current)
         drop = base_val - val

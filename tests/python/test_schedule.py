@@ -89,3 +89,57 @@ def test_same_seed_same_masks_and_accuracy(trained, data):
     assert [r["val_recovered"] for r in a.log] == [r["val_recovered"] for r in b.log]
     for (na, pa), (nb, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert torch.equal(pa, pb), na
+
+
+X = torch.zeros(1, 1, 8, 8)
+
+
+def _channels(m):
+    return m.conv1.out_channels + m.conv2.out_channels
+
+
+def test_structured_agp_steps_with_recovery_and_replay(trained, data):
+    import edgeprune as ep
+
+    res = S.prune_structured(trained, data, X, ratio=0.5, schedule="agp", steps=3, round_to=1,
+                             finetune_epochs=1, global_ranking=False)
+    assert len(res.log) == 3
+    # AGP: the channel count follows s_t = 0.5 * (1 - (1 - t/3)^3) of the original 24
+    kept_per_step = []
+    m = make_model(seed=9)
+    for p in res.plans:
+        m = ep.prune.apply(m, p)
+        kept_per_step.append(_channels(m))
+    targets = [24 * (1 - s) for s in S.step_targets("agp", 0.5, 3)]
+    assert kept_per_step[-1] == 12
+    for kept, target in zip(kept_per_step, targets):
+        assert abs(kept - target) <= 2  # per-group floor rounding
+    assert kept_per_step == sorted(kept_per_step, reverse=True)
+    assert all(r["val_recovered"] >= r["val_pruned"] for r in res.log)
+    m.load_state_dict(res.model.state_dict())  # the plans replay to the recovered shape
+    assert res.model.edgeprune_plan == res.plans
+    assert _channels(trained) == 24  # input untouched
+
+
+def test_structured_target_macs_linear(trained, data):
+    import edgeprune as ep
+
+    res = S.prune_structured(trained, data, X, target_macs=0.5, schedule="linear", steps=2, round_to=2,
+                             finetune_epochs=1)
+    base = ep.prune.count_macs_params(trained, X)[0]
+    ratios = [r["macs_ratio"] for r in res.log]
+    assert ratios[-1] <= 0.5 and ratios[0] > ratios[-1]
+    assert ep.prune.count_macs_params(res.model, X)[0] <= 0.5 * base
+    with pytest.raises(ValueError, match="exactly one"):
+        S.prune_structured(trained, data, X, ratio=0.5, target_macs=0.5)
+
+
+def test_structured_regularizer_acts_between_steps(trained, data):
+    reg = recover.BNL1(lam=0.3)
+    with_reg = S.prune_structured(trained, data, X, ratio=0.25, schedule="linear", steps=2, round_to=1,
+                                  finetune_epochs=1, regularizers=[reg], importance="bn_scale")
+    plain = S.prune_structured(trained, data, X, ratio=0.25, schedule="linear", steps=2, round_to=1,
+                               finetune_epochs=1, importance="bn_scale")
+    # the BN-L1 recovery after step 1 changes which channels step 2 removes or the weights it keeps
+    assert any(a.hash != b.hash for a, b in zip(with_reg.plans, plain.plans)) or not torch.equal(
+        with_reg.model.bn2.weight, plain.model.bn2.weight)
