@@ -56,6 +56,11 @@ class BuildResult:
         gate = self.report.get("gate")
         return None if gate is None else bool(gate["passed"])
 
+    @property
+    def budget_met(self) -> bool | None:
+        budget = self.report.get("budget")
+        return None if budget is None else bool(budget["met"])
+
 
 # ----------------------------------------------------------------------------- helpers
 def _mod(name: str, *needs: str):
@@ -239,7 +244,7 @@ class _Stages:
 def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, data=None, calib=None,
           ratio: float | None = None, budget_macs: float | None = None, budget_latency_ms: float | None = None,
           max_acc_drop: float | None = None, formats: list[str] | None = None, importance: str = "l2",
-          recover_epochs: int = 3, seed: int = 0, bench_runs: int = 20, bench_warmup: int = 3,
+          recover_epochs: int = 3, search: str = "auto", search_steps: int = 3, seed: int = 0, bench_runs: int = 20, bench_warmup: int = 3,
           bench_threads: int = 1, train_threads: int | None = 1, force: bool = False,
           command_line: list[str] | None = None, progress: bool | str | None = None,
           on_stage: Callable[[str], None] | None = None) -> BuildResult:
@@ -247,8 +252,11 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
 
     Pruning goal: ``ratio`` (fraction of channels removed, default 0.5 when no goal is given),
     ``budget_macs`` (keep at most this many MACs if > 1, this fraction of them if <= 1) or ``budget_latency_ms`` (the
-    target's estimated latency at its deploy precision); budgets pick the ratio by bisection
-    on the estimator. Channel counts are rounded to the profile's ``channel_multiple``.
+    target's estimated latency at its deploy precision). With a budget and data, ``search``
+    "auto"/"adaptive" runs ``edgeprune.prune.search`` (sensitivity scan, allocation,
+    ``search_steps`` prune+recover steps with back-off under ``max_acc_drop``, default 1 point);
+    without data (or ``search="bisect"``) the global ratio is bisected on the estimator.
+    ``result.budget_met`` is False when the budget could not be reached (the CLI exits 3). Channel counts are rounded to the profile's ``channel_multiple``.
     ``max_acc_drop`` (percentage points, deployed model vs the unpruned one) makes
     ``result.gate_passed`` False when exceeded (the CLI exits 3); the artifacts are still
     written, so the report shows what happened. ``progress``: None = a bar on a terminal,
@@ -264,6 +272,10 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         raise BuildError(f"budget_macs {budget_macs} must be > 0 (a MAC count such as 2e6, or a fraction such as 0.5)")
     if budget_latency_ms is not None and budget_latency_ms <= 0:
         raise BuildError(f"budget_latency_ms {budget_latency_ms} must be > 0")
+    if search not in ("auto", "adaptive", "bisect"):
+        raise BuildError(f"search {search!r} is not one of auto, adaptive, bisect")
+    if search_steps < 1:
+        raise BuildError(f"search_steps {search_steps} must be >= 1")
     if max_acc_drop is not None and max_acc_drop < 0:
         raise BuildError(f"max_acc_drop {max_acc_drop} must be >= 0 (percentage points)")
     if max_acc_drop is not None and data is None:
@@ -328,6 +340,7 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         "settings": {"ratio": ratio, "budget_macs": budget_macs, "budget_latency_ms": budget_latency_ms,
                      "max_acc_drop": max_acc_drop, "formats": list(formats), "importance": importance,
                      "round_to": int(profile.deploy.channel_multiple), "recover_epochs": recover_epochs,
+                     "search_steps": search_steps,
                      "data": data if isinstance(data, str) or data is None else "object",
                      "calib": calib if isinstance(calib, str) or calib is None else "object",
                      "bench": {"runs": bench_runs, "warmup": bench_warmup, "threads": bench_threads}},
@@ -390,6 +403,10 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         except Exception as e:  # a model that cannot run its own input shape is bad input, not our bug
             raise BuildError(f"model {report['model']} fails on an input of shape {tuple(example.shape)}: "
                              f"{str(e).splitlines()[0]}") from None
+        if bench_runs > 0 and export_mod is not None:
+            # import the runtime now: a Ctrl-C that lands inside a C extension's import surfaces as
+            # an ImportError instead of KeyboardInterrupt, and the user would see a bogus bug report
+            importlib.import_module("onnxruntime")
         if splits is None:
             skipped["recover"] = "no data given (--data): the pruned model is not fine-tuned"
             skipped["accuracy"] = "no data given (--data): accuracy is not measured"
@@ -421,7 +438,8 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         bar.start("prune", f"round_to={profile.deploy.channel_multiple}")
         pruned = base
         plan = None
-        search_steps: list[dict[str, Any]] = []
+        adaptive_log = None
+        search_points: list[dict[str, Any]] = []
         if prune_mod is None:
             skipped["prune"] = "edgeprune.prune is not available in this build"
         else:
@@ -432,9 +450,42 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 p = prune_mod.plan(base, (example,), ratio=r, importance=importance, round_to=round_to, seed=seed)
                 return p, prune_mod.apply(base, p)
 
+            search_mod = _mod("edgeprune.prune.search", "search", "Budget")
+            budgeted = ratio is None
+            use_adaptive = (budgeted and splits is not None and search_mod is not None and recover_epochs > 0
+                            and search != "bisect")
+            if budgeted and search == "adaptive" and not use_adaptive:
+                raise BuildError("search 'adaptive' needs data (--data), recovery epochs > 0 and "
+                                 "edgeprune.prune.search; use --search bisect")
             if ratio is not None:
                 plan, pruned = make(ratio)
                 report["settings"]["chosen_ratio"] = ratio
+            elif use_adaptive:
+                # sensitivity scan -> allocation -> prune/recover steps with back-off (H5's search);
+                # it recovers after every step, so the recover stage below has nothing left to do.
+                kind = "macs" if budget_macs is not None else "latency"
+                b = search_mod.Budget(kind=kind, value=float(budget_macs if kind == "macs" else budget_latency_ms),
+                                      target=target if isinstance(target, str) else profile.name,
+                                      precision=deploy_precision if deploy_precision in est_mod.PRECISIONS else "fp32",
+                                      threads=cores)
+                res = search_mod.search(base, splits, example, b,
+                                        max_acc_drop=1.0 if max_acc_drop is None else max_acc_drop,
+                                        steps=search_steps, importance=importance, round_to=round_to,
+                                        finetune_epochs=recover_epochs, seed=seed, progress=progress)
+                pruned, plan, adaptive_log = res.model, list(res.plans), res.log
+                limit = adaptive_log["budget"]["limit"]
+                report["settings"]["search"] = "adaptive"
+                report["budget"] = {"kind": "macs" if kind == "macs" else "latency_ms", "value": limit,
+                                    "achieved": res.best["cost"], "met": bool(res.met and res.best["cost"] <= limit),
+                                    "reason": res.reason}
+                report["search"] = _jsonable(adaptive_log)
+                for row in adaptive_log["steps"]:
+                    if row.get("accepted"):
+                        search_points.append({"label": f"step {row['step']} (val)", "metric": row["val_recovered"],
+                                              "macs": row["cost"] if kind == "macs" else None,
+                                              "estimate_ms": row["cost"] if kind == "latency" else None})
+                if not plan:
+                    plan = None
             else:
                 if budget_macs is not None:
                     def cost(m):
@@ -445,23 +496,31 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                     def cost(m):
                         return est_mod.estimate(m, profile, precision=deploy_precision, threads=cores).total_ms
                     budget = float(budget_latency_ms)
-                r, plan, pruned, met, search_steps = _search_ratio(make, cost, budget, base, splits, models_mod)
+                r, plan, pruned, met, probes = _search_ratio(make, cost, budget, base, splits, models_mod)
                 report["settings"]["chosen_ratio"] = r
+                report["settings"]["search"] = "bisect"
                 report["budget"] = {"kind": "macs" if budget_macs is not None else "latency_ms",
                                     "value": budget, "achieved": cost(pruned), "met": met,
-                                    "search": search_steps}
-                if not met:
-                    bar.log(f"[yellow]warning:[/yellow] budget {budget:g} not reachable; "
-                            f"pruned to the maximum ratio {r:.2f} instead")
+                                    "reason": "" if met else f"not reachable even at the maximum ratio {r:.2f}",
+                                    "search": probes}
+            if report.get("budget") and not report["budget"]["met"]:
+                bar.log(f"[yellow]warning:[/yellow] budget {report['budget']['value']:g} not met: "
+                        f"{report['budget']['reason']}")
             pruned.eval()
-            stage_row("pruned", pruned, _accuracy(models_mod, pruned, splits.test if splits is not None else None),
-                      "fp32", _params(pruned) * 4)
+            if adaptive_log is None:
+                stage_row("pruned", pruned, _accuracy(models_mod, pruned, splits.test if splits is not None else None),
+                          "fp32", _params(pruned) * 4)
+            else:
+                stage_row("recovered", pruned, _accuracy(models_mod, pruned, splits.test), "fp32", _params(pruned) * 4)
         bar.done()
 
         # ---- recover
         bar.start("recover", f"{recover_epochs} epochs" if splits is not None else "(no data)")
         history = None
-        if splits is not None and plan is not None and recover_epochs > 0:
+        if adaptive_log is not None:
+            skipped["recover"] = "done after every step of the adaptive search"
+            history = {"adaptive": True}
+        elif splits is not None and plan is not None and recover_epochs > 0:
             if recover_mod is None:
                 skipped["recover"] = "edgeprune.recover is not available in this build"
             else:
@@ -576,8 +635,20 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         stage("report")
         before, after = _channels(base), _channels(pruned)
         report["layers"] = [{"name": n, "before": before[n], "after": after.get(n, before[n])} for n in before]
-        report["plan"] = plan.to_dict() if plan is not None and hasattr(plan, "to_dict") else None
-        report["recover_history"] = _jsonable(history)
+        plans = plan if isinstance(plan, list) else ([plan] if plan is not None else [])
+        report["plan"] = [p.to_dict() for p in plans] if isinstance(plan, list) else (
+            plan.to_dict() if plan is not None else None)
+        report["recover_history"] = None if adaptive_log is not None else _jsonable(history)
+        if search_points:
+            # plots across steps: the unpruned model, each accepted search step (validation
+            # metric), then the deployed stage (test metric)
+            first, last = stages[0], stages[-1]
+            report["steps"] = (
+                [{"label": "baseline", "macs": first["macs"], "metric": (first["accuracy"] or {}).get("value"),
+                  "estimate_ms": first["estimate"]["total_ms"]}]
+                + search_points
+                + [{"label": last["name"], "macs": last["macs"], "metric": (last["accuracy"] or {}).get("value"),
+                    "estimate_ms": last["estimate"]["total_ms"]}])
         report["stages"] = stages
         final = stages[-1]
         report["deployed"] = {"stage": final["name"], "artifact": artifacts[deployed_fmt].name if deployed_fmt else None,

@@ -3,7 +3,7 @@
 Consumes: a model spec, a target name, optional weights/data/calibration specs, a pruning goal,
 an accuracy gate, formats, an output directory. Produces: the output directory of DESIGN.md
 section 4 (via ``edgeprune.pipeline.build``), a summary table (or ``--json``), and the exit
-code: 0 ok, 2 bad input, 3 when ``--max-acc-drop`` is exceeded.
+code: 0 ok, 2 bad input, 3 when ``--max-acc-drop`` is exceeded or a budget is not met.
 """
 from __future__ import annotations
 
@@ -50,7 +50,12 @@ def add_parser(subparsers) -> None:
                    help="fail (exit 3) if top-1 drops by more than PTS percentage points (needs --data)")
     p.add_argument("--formats", help="comma-separated export formats (default: the target's, plus onnx)")
     p.add_argument("--importance", default="l2", help="channel importance (default l2)")
-    p.add_argument("--epochs", type=int, default=3, help="recovery epochs when --data is given (default 3)")
+    p.add_argument("--epochs", type=int, default=3, help="recovery epochs when --data is given (default 3); "
+                                                           "with the adaptive search, per step")
+    p.add_argument("--search", choices=["auto", "adaptive", "bisect"], default="auto",
+                   help="how a budget is met: adaptive (sensitivity scan + stepwise prune/recover, needs --data; "
+                        "the default with --data) or bisect (one global ratio on the estimator)")
+    p.add_argument("--search-steps", type=int, default=3, help="prune/recover steps of the adaptive search")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--bench-runs", type=int, default=20, help="host benchmark runs per artifact (0 = skip)")
     p.add_argument("--threads", type=int, default=1, help="host benchmark threads (default 1)")
@@ -64,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     pipeline = importlib.import_module("edgeprune.pipeline")
     if args.ratio is not None and not 0.0 <= args.ratio < 1.0:
         raise UsageError(f"--ratio {args.ratio} is outside [0, 1); e.g. --ratio 0.5 removes half the channels")
-    if args.epochs < 0 or args.bench_runs < 0 or args.threads < 1:
-        raise UsageError("--epochs and --bench-runs must be >= 0 and --threads >= 1")
+    if args.epochs < 0 or args.bench_runs < 0 or args.threads < 1 or args.search_steps < 1:
+        raise UsageError("--epochs and --bench-runs must be >= 0, --threads and --search-steps >= 1")
     formats = None
     if args.formats is not None:
         formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.target, args.out, weights=args.weights, trust_pickle=args.trust_pickle, data=args.data,
             calib=args.calib, ratio=args.ratio, budget_macs=args.budget_macs, budget_latency_ms=args.budget_latency,
             max_acc_drop=args.max_acc_drop, formats=formats, importance=args.importance, recover_epochs=args.epochs,
-            seed=args.seed, bench_runs=args.bench_runs, bench_threads=args.threads, force=args.force,
+            search=args.search, search_steps=args.search_steps, seed=args.seed, bench_runs=args.bench_runs, bench_threads=args.threads, force=args.force,
             command_line=["edgeprune", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("edgeprune") else
             ["edgeprune", "build", *_argv_of(args)], progress="auto")
     except pipeline.BuildError as e:
@@ -88,21 +93,29 @@ def run(args: argparse.Namespace) -> int:
         print_json(_summary_json(result))
     else:
         _print_human(result)
+    code = EXIT_OK
     gate = rep.get("gate")
     if gate and not gate["passed"]:
         drop = gate["drop_pts"]
         print(f"error: accuracy gate failed: top-1 dropped {drop:.2f} pts (> --max-acc-drop {gate['max_acc_drop']}) "
               f"at stage {gate['stage']}; lower --ratio, raise --epochs, or relax the gate. "
               f"Artifacts are in {result.out_dir}", file=sys.stderr)
-        return EXIT_GATE
-    return EXIT_OK
+        code = EXIT_GATE
+    budget = rep.get("budget")
+    if budget and not budget["met"]:
+        print(f"error: budget not met: {budget['kind']} {budget['value']:.6g} ({budget['reason']}); "
+              f"best reached {budget['achieved']:.6g}. Relax the budget or --max-acc-drop. "
+              f"Artifacts are in {result.out_dir}", file=sys.stderr)
+        code = EXIT_GATE
+    return code
 
 
 def _argv_of(args) -> list[str]:
     """Rebuild the command line from parsed args (when called in-process, sys.argv is not ours)."""
     out = []
     for flag in ("model", "target", "weights", "data", "calib", "ratio", "budget_macs", "budget_latency",
-                 "max_acc_drop", "formats", "importance", "epochs", "seed", "bench_runs", "threads", "out"):
+                 "max_acc_drop", "formats", "importance", "epochs", "search", "search_steps", "seed", "bench_runs",
+                 "threads", "out"):
         v = getattr(args, flag)
         if v is not None:
             out += [f"--{flag.replace('_', '-')}", str(v)]
@@ -142,8 +155,10 @@ def _print_human(result) -> None:
         console.print(f"  skipped {stage}: {why}")
     if rep.get("budget"):
         b = rep["budget"]
+        how = (f"ratio {rep['settings']['chosen_ratio']:.3f}" if "chosen_ratio" in rep["settings"]
+               else f"{len(rep['plan'] or [])} adaptive step(s)")
         console.print(f"  budget {b['kind']} {b['value']:g}: achieved {b['achieved']:.4g} "
-                      f"({'met' if b['met'] else 'NOT met'}) at ratio {rep['settings']['chosen_ratio']:.3f}")
+                      f"({'met' if b['met'] else 'NOT met'}) with {how}")
     gate = rep.get("gate")
     if gate:
         console.print(f"  accuracy gate: drop {gate['drop_pts']:.2f} pts, allowed {gate['max_acc_drop']} pts: "

@@ -182,7 +182,7 @@ def test_accuracy_gate_exits_3_and_still_writes(trained_demo_cnn_dir, tmp_out, r
 def test_budget_macs_fraction_and_latency(trained_demo_cnn_dir, tmp_path, run_cli):
     out = tmp_path / "macs"
     r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-macs", "0.5",
-                "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", out, "--json")
+                "--search", "bisect", "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", out, "--json")
     assert r.code == 0, r.err
     s = json.loads(r.out)
     base, pruned = s["stages"][0]["macs"], s["stages"][1]["macs"]
@@ -193,12 +193,39 @@ def test_budget_macs_fraction_and_latency(trained_demo_cnn_dir, tmp_path, run_cl
     budget = 0.95 * ep.estimate(ep.load(trained_demo_cnn_dir), "rpi4", precision="int8").total_ms
     out2 = tmp_path / "lat"
     r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-latency", f"{budget:.6f}",
-                "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", out2, "--json")
+                "--search", "bisect", "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", out2, "--json")
     assert r.code == 0, r.err
     s = json.loads(r.out)
     assert s["budget"]["kind"] == "latency_ms" and s["budget"]["met"]
     assert s["budget"]["achieved"] <= budget and s["stages"][-1]["estimate"]["total_ms"] <= budget
     assert s["stages"][-1]["estimate"]["precision"] == "int8"
+
+
+def test_adaptive_search_meets_a_macs_budget_under_the_accuracy_limit(trained_demo_cnn_dir, tmp_out, run_cli):
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-macs", "0.5",
+                "--max-acc-drop", "3", "--data", "digits", "--epochs", "1", "--search-steps", "2",
+                "--bench-runs", "0", "--out", tmp_out, "--json")
+    assert r.code == 0, r.err
+    s = json.loads(r.out)
+    assert [st["name"] for st in s["stages"]] == ["baseline", "recovered", "int8"]
+    assert s["budget"]["met"] and s["stages"][1]["macs"] <= 0.5 * s["stages"][0]["macs"]
+    assert s["stages_skipped"]["recover"] == "done after every step of the adaptive search"
+    rep = json.loads((tmp_out / "report.json").read_text())
+    assert rep["settings"]["search"] == "adaptive" and isinstance(rep["plan"], list) and rep["plan"]
+    assert rep["search"]["result"]["met"] is True
+    labels = [p["label"] for p in rep["steps"]]
+    assert labels[0] == "baseline" and labels[-1] == "int8" and all(lb.endswith("(val)") for lb in labels[1:-1])
+    # the saved model replays every plan of the search
+    import edgeprune as ep
+
+    assert sum(p.numel() for p in ep.load(tmp_out / "model").parameters()) == s["stages"][1]["params"]
+
+
+def test_unreachable_budget_exits_3(trained_demo_cnn_dir, tmp_out, run_cli):
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-macs", "10",
+                "--bench-runs", "0", "--out", tmp_out)
+    assert r.code == 3 and "budget not met" in r.err
+    assert json.loads((tmp_out / "report.json").read_text())["budget"]["met"] is False
 
 
 def test_without_data_no_int8_and_says_why(trained_demo_cnn_dir, tmp_out, run_cli):
@@ -240,6 +267,8 @@ def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cl
     (["--formats", ","], "--formats is empty"),
     (["--target", "jetson-nano", "--formats", "onnx-int8", "--data", "digits"], "no int8 path"),
     (["--epochs", "-1"], "--epochs"),
+    (["--search", "adaptive", "--budget-macs", "0.5"], "search 'adaptive' needs data"),
+    (["--search-steps", "0"], "--search-steps"),
 ])
 def test_bad_input_exits_2_with_one_line(trained_demo_cnn_dir, tmp_out, run_cli, extra, match):
     args = {"--model": str(trained_demo_cnn_dir), "--target": "rpi4"}
@@ -266,27 +295,35 @@ def test_out_is_a_file_exits_2(trained_demo_cnn_dir, tmp_path, run_cli):
 
 
 def test_sigint_leaves_no_partial_artifact(trained_demo_cnn_dir, tmp_path):
+    import threading
+
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # a long host benchmark keeps the build busy after the artifacts exist in the temp dir
     proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli.main", "build", "--model", str(trained_demo_cnn_dir),
                              "--target", "rpi4", "--data", "digits", "--epochs", "0", "--bench-runs", "10000000",
-                             "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 120
         staged = None
         while time.monotonic() < deadline and proc.poll() is None:
             tmps = [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
-            if tmps and (tmps[0] / "model.int8.onnx").is_file():
+            if tmps and (tmps[0] / "model.int8.onnx").is_file() and any("] bench" in ln for ln in lines):
                 staged = tmps[0]
                 break
-            time.sleep(0.1)
-        assert staged is not None, "the build never reached the export stage"
+            time.sleep(0.05)
+        assert staged is not None, "the build never reached the bench stage: " + "".join(lines)
+        assert (staged / "model" / "model.json").is_file()  # there was something to leave behind
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err.decode()
+    assert proc.returncode == 130, "".join(lines)
+    assert "interrupted" in "".join(lines)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # temp dir removed too
