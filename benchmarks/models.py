@@ -1,0 +1,328 @@
+"""Structured pruning benchmark: edgeprune vs Torch-Pruning on ImageNet-shaped classifiers.
+
+Consumes: torchvision classifiers when torchvision imports (every one it lists), otherwise the
+torchvision-identical architectures defined below (resnet18, resnet50, mobilenet_v2,
+shufflenet_v2_x1_0, random weights: latency does not depend on their values). Produces: one JSON
+row per model with MACs, params, ONNX Runtime latency (1 thread, median) before and after pruning
+50% of channels with round_to 8 (l2 importance, per-layer ratio, the classifier's outputs kept),
+the seconds of graph + plan + apply, and the same for Torch-Pruning (when installed) measured in
+the same run; plus the speedup ratio ours / baseline.
+
+Usage: python benchmarks/models.py [--json build/bench-models.json] [--models resnet50 ...] [--runs 10]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import edgeprune as ep  # noqa: E402
+from edgeprune.prune import count_macs_params  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# torchvision-identical architectures (used only when torchvision is absent)
+
+
+def _cbr(cin, cout, k=3, s=1, g=1, act=nn.ReLU):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(cout), act(inplace=True))
+
+
+class _Basic(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, planes, stride=1, down=None):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes)
+        self.relu, self.downsample = nn.ReLU(inplace=True), down
+
+    def forward(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + idt)
+
+
+class _Bottle(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, planes, stride=1, down=None):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv3, self.bn3 = nn.Conv2d(planes, planes * 4, 1, bias=False), nn.BatchNorm2d(planes * 4)
+        self.relu, self.downsample = nn.ReLU(inplace=True), down
+
+    def forward(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += idt
+        return self.relu(out)
+
+
+class ResNet(nn.Module):
+    def __init__(self, block, layers, classes=1000):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
+        self.relu, self.maxpool = nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make(block, 64, layers[0])
+        self.layer2 = self._make(block, 128, layers[1], 2)
+        self.layer3 = self._make(block, 256, layers[2], 2)
+        self.layer4 = self._make(block, 512, layers[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, classes)
+
+    def _make(self, block, planes, n, stride=1):
+        down = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            down = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                                 nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, down)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, n)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class _IR(nn.Module):
+    def __init__(self, cin, cout, stride, t):
+        super().__init__()
+        hid = cin * t
+        self.use_res_connect = stride == 1 and cin == cout
+        layers = [] if t == 1 else [_cbr(cin, hid, 1, act=nn.ReLU6)]
+        layers += [_cbr(hid, hid, 3, stride, hid, act=nn.ReLU6), nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    def __init__(self, classes=1000):
+        super().__init__()
+        cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+        feats, cin = [_cbr(3, 32, 3, 2, act=nn.ReLU6)], 32
+        for t, c, n, s in cfg:
+            for i in range(n):
+                feats.append(_IR(cin, c, s if i == 0 else 1, t))
+                cin = c
+        feats.append(_cbr(cin, 1280, 1, act=nn.ReLU6))
+        self.features = nn.Sequential(*feats)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, classes))
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def _shuffle(x, groups: int):
+    b, c, h, w = x.size()
+    x = x.view(b, groups, c // groups, h, w)
+    return torch.transpose(x, 1, 2).contiguous().view(b, -1, h, w)
+
+
+class _SU(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.stride, bf = stride, cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                                         nn.Conv2d(cin, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU(inplace=True))
+        else:
+            self.branch1 = nn.Sequential()
+        c2 = cin if stride > 1 else bf
+        self.branch2 = nn.Sequential(nn.Conv2d(c2, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU(inplace=True),
+                                     nn.Conv2d(bf, bf, 3, stride, 1, groups=bf, bias=False), nn.BatchNorm2d(bf),
+                                     nn.Conv2d(bf, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return _shuffle(out, 2)
+
+
+class ShuffleNetV2(nn.Module):
+    def __init__(self, repeats=(4, 8, 4), channels=(24, 116, 232, 464, 1024), classes=1000):
+        super().__init__()
+        self.conv1 = _cbr(3, channels[0], 3, 2)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = channels[0]
+        for i, (n, c) in enumerate(zip(repeats, channels[1:4])):
+            setattr(self, f"stage{i + 2}", nn.Sequential(_SU(cin, c, 2), *[_SU(c, c, 1) for _ in range(n - 1)]))
+            cin = c
+        self.conv5 = _cbr(cin, channels[-1], 1)
+        self.fc = nn.Linear(channels[-1], classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.conv1(x))
+        x = self.conv5(self.stage4(self.stage3(self.stage2(x))))
+        return self.fc(x.mean([2, 3]))
+
+
+LOCAL = {
+    "resnet18": lambda: ResNet(_Basic, [2, 2, 2, 2]),
+    "resnet50": lambda: ResNet(_Bottle, [3, 4, 6, 3]),
+    "mobilenet_v2": MobileNetV2,
+    "shufflenet_v2_x1_0": ShuffleNetV2,
+}
+
+
+def candidates(names):
+    try:
+        import torchvision
+
+        tv = {n: (lambda n=n: torchvision.models.get_model(n, weights=None))
+              for n in torchvision.models.list_models(module=torchvision.models)}
+        source = f"torchvision {torchvision.__version__}"
+    except Exception:  # not installed, or installed without its compiled ops
+        tv, source = dict(LOCAL), "in-code torchvision-identical definitions (torchvision not importable)"
+    if names:
+        missing = [n for n in names if n not in tv]
+        if missing:
+            raise SystemExit(f"unknown model(s) {missing}; available: {', '.join(sorted(tv))}")
+        tv = {n: tv[n] for n in names}
+    return tv, source
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+
+def ort_latency_ms(model: nn.Module, x: torch.Tensor, runs: int) -> float:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=17,
+                              input_names=["x"], output_names=["y"])
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feed = {"x": x.numpy()}
+    for _ in range(3):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def _stats(model, x, runs, seconds):
+    macs, params = count_macs_params(model, x)
+    return {"macs": macs, "params": params, "ort_ms": ort_latency_ms(model, x, runs), "prune_seconds": seconds}
+
+
+def ours(model, x):
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = ep.plan(model, x, ratio=0.5, importance="l2", round_to=8, global_ranking=False)
+        pruned = ep.apply(model, plan, verify=False)
+    return pruned, time.perf_counter() - t
+
+
+def torch_pruning(model, x):
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model)
+    t = time.perf_counter()
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
+    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.5,
+                                  round_to=8, ignored_layers=last)
+    pruner.step()
+    return model, time.perf_counter() - t
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", metavar="PATH", help="write the rows as JSON here")
+    ap.add_argument("--models", nargs="+", help="only these models")
+    ap.add_argument("--runs", type=int, default=10, help="timed ONNX Runtime runs per model (default 10)")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    models, source = candidates(args.models)
+    try:
+        import torch_pruning as tp_mod
+
+        baseline_name = f"torch-pruning {getattr(tp_mod, '__version__', '?')}"
+    except ImportError:
+        baseline_name = None
+    x = torch.randn(1, 3, 224, 224)
+    rows = []
+    for name, factory in models.items():
+        model = factory().eval()
+        row = {"model": name, "input": [1, 3, 224, 224], "ratio": 0.5, "round_to": 8, "threads": 1,
+               "runtime": "onnxruntime", "source": source}
+        try:
+            row["before"] = _stats(model, x, args.runs, None)
+        except Exception as e:
+            row["error"] = f"baseline model does not export: {type(e).__name__}: {e}"
+            rows.append(row)
+            continue
+        try:
+            pruned, sec = ours(model, x)
+            row["ours"] = _stats(pruned, x, args.runs, round(sec, 3))
+            row["ours"]["speedup"] = row["before"]["ort_ms"] / row["ours"]["ort_ms"]
+        except Exception as e:
+            row["ours"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        if baseline_name:
+            try:
+                pruned, sec = torch_pruning(model, x)
+                row["baseline"] = {"name": baseline_name, **_stats(pruned, x, args.runs, round(sec, 3))}
+                row["baseline"]["speedup"] = row["before"]["ort_ms"] / row["baseline"]["ort_ms"]
+            except Exception as e:
+                row["baseline"] = {"name": baseline_name, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            if "speedup" in row.get("ours", {}) and "speedup" in row["baseline"]:
+                row["speedup_ratio_ours_vs_baseline"] = row["ours"]["speedup"] / row["baseline"]["speedup"]
+        rows.append(row)
+        print(_line(row), file=sys.stderr)
+    if args.json:
+        from edgeprune.fsutil import write_json
+
+        write_json(args.json, rows)
+    else:
+        import json
+
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _line(r) -> str:
+    o, b = r.get("ours", {}), r.get("baseline", {})
+    parts = [f"{r['model']:>20}: before {r['before']['ort_ms']:.1f} ms"]
+    parts.append(f"ours {o['ort_ms']:.1f} ms ({o['speedup']:.2f}x, {o['prune_seconds']:.2f} s)" if "speedup" in o
+                 else f"ours FAILED {o.get('error')}")
+    if b:
+        parts.append(f"baseline {b['ort_ms']:.1f} ms ({b['speedup']:.2f}x, {b['prune_seconds']:.2f} s)" if "speedup" in b
+                     else f"baseline FAILED {b.get('error')}")
+    return " | ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
