@@ -93,11 +93,14 @@ def run(args) -> int:
                                      batch_size=args.batch_size, optimizer=args.optimizer,
                                      progress=progress, threads=args.threads)
     ep.save(model, out, metadata={"train": metrics, "data": args.data})
+    test_is_val = bool(data.info.get("test_is_val"))  # the data spec had no separate test split
     result = {"model": model.edgeprune_spec, "data": args.data, "out": str(out),
-              "test_top1": metrics["test_top1"], "val_top1": metrics["val_top1"], "metrics": metrics}
+              "test_top1": metrics["test_top1"], "val_top1": metrics["val_top1"], "test_is_val": test_is_val,
+              "metrics": metrics}
     if args.json:
         print_json(result)
     else:
-        print(f"test top-1 {100 * metrics['test_top1']:.2f} % (val {100 * metrics['val_top1']:.2f} %), "
+        label = "test (= val split) top-1" if test_is_val else "test top-1"
+        print(f"{label} {100 * metrics['test_top1']:.2f} % (val {100 * metrics['val_top1']:.2f} %), "
               f"{args.epochs} epochs, seed {args.seed}, {metrics['seconds']:.1f} s; saved to {out}")
     return 0

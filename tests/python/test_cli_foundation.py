@@ -141,3 +141,32 @@ def test_doctor_reports_a_bad_isa_override_without_failing():
         assert "reference" in d["core"]["compiled_isas"]
     else:
         assert d["core"]["error"].startswith("not built")
+
+
+def test_train_on_npz_adapts_the_demo_cnn(run_cli, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20).astype(np.int64)
+    x = rng.standard_normal((60, 3, 16, 16)).astype(np.float32) + y[:, None, None, None]  # separable
+    np.savez(tmp_path / "three.npz", x=x, y=y)
+    out = tmp_path / "m"
+    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", tmp_path / "three.npz", "--epochs", "3",
+                "--out", out, "--json")
+    assert r.code == 0, r.err
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["build_kwargs"] == {"num_classes": 3, "in_channels": 3}
+    assert ep.load(out)(torch.zeros(2, 3, 16, 16)).shape == (2, 3)
+
+
+def test_train_model_that_does_not_fit_the_data(run_cli, tmp_path):
+    (tmp_path / "nets_h2.py").write_text(
+        "import torch.nn as nn\n"
+        "def five():\n    return nn.Sequential(nn.Flatten(), nn.Linear(1024, 5))\n"
+        "def wrong_input():\n    return nn.Sequential(nn.Flatten(), nn.Linear(7, 10))\n")
+    r = run_cli("train", "--model", f"{tmp_path / 'nets_h2.py'}:five", "--data", "digits", "--out", tmp_path / "a")
+    assert r.code == 2 and "outputs shape (1, 5) but --data digits has 10 classes" in r.err
+    r = run_cli("train", "--model", f"{tmp_path / 'nets_h2.py'}:wrong_input", "--data", "digits",
+                "--out", tmp_path / "b")
+    assert r.code == 2 and "does not accept --data digits samples of shape (1, 32, 32)" in r.err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
