@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from .common import UsageError, prepare_out_dir, print_json
+from .common import EXIT_GATE, UsageError, prepare_out_dir, print_json
 
 DATA_IMPORTANCES = ("taylor", "gradient", "activation")
 
@@ -49,6 +49,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    from ..prune.search import add_arguments as add_recipe_arguments  # recovery, schedules, budgets, sparsity
+
+    add_recipe_arguments(p, how)
     p.set_defaults(run=run)
 
 
@@ -140,6 +143,15 @@ def run(args) -> int:
         macs0, params0 = count_macs_params(model, x)
     except Exception as e:
         raise UsageError(f"--input-shape {','.join(map(str, shape))}: the model does not run on it ({_first_line(e)})") from None
+    from edgeprune.prune import search as recipe
+
+    if recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover (issue 4)
+        try:
+            met = recipe.run_recipe(args, model, x, prepare_out=lambda: prepare_out_dir(args.out, args.force),
+                                    print_json=print_json)
+        except recipe.RecipeInputError as e:
+            raise UsageError(str(e)) from None
+        return 0 if met else EXIT_GATE
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if plan_obj is None:

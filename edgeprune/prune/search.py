@@ -367,3 +367,238 @@ def write_log(log: dict, out_dir: str | Path, stem: str = "search") -> dict[str,
     plt.close(fig)
     paths["png"] = out / f"{stem}.png"
     return paths
+
+
+# ----------------------------------------------------------------------------- CLI recipe
+# `edgeprune prune` (edgeprune/cli/prune.py) adds these flags and hands a run that asks for
+# recovery, a schedule, a budget or sparsity to ``run_recipe``. The helpers that belong to the
+# CLI layer (output directory, JSON printing) are passed in, so this module stays below it.
+
+SCHEDULE_CHOICES = ("oneshot", "linear", "agp", "adaptive")
+REGULARIZE_CHOICES = ("bn-l1", "group-lasso", "l1")
+
+
+class RecipeInputError(ValueError):
+    """Bad flags or data for the recipe (the CLI turns it into exit code 2)."""
+
+
+def add_arguments(p, how) -> None:
+    """Add the recovery / schedule / budget / sparsity flags to the ``prune`` parser.
+
+    ``how`` is the parser's mutually exclusive group of targets (--ratio, --target-macs, --plan):
+    a budget or a sparsity is one more kind of target."""
+    import argparse
+
+    how.add_argument("--budget-macs", type=float, metavar="F",
+                     help="adaptive search to this MAC budget (fraction <= 1 or a count); implies --schedule adaptive")
+    how.add_argument("--budget-params", type=float, metavar="F",
+                     help="adaptive search to this parameter budget (fraction <= 1 or a count)")
+    how.add_argument("--budget-latency", type=float, metavar="MS",
+                     help="adaptive search to this estimated latency in ms on --target")
+    how.add_argument("--sparsity", type=float, metavar="S",
+                     help="unstructured/block weight sparsity in [0, 1) instead of removing channels")
+    g = p.add_argument_group("recovery and schedules")
+    g.add_argument("--data", metavar="DATA", help="data spec to fine-tune and evaluate on (e.g. digits); "
+                   "needed by every option of this group")
+    g.add_argument("--schedule", choices=SCHEDULE_CHOICES, default=None,
+                   help="oneshot, linear, agp (cubic) or adaptive (default: adaptive with a --budget-*, else oneshot)")
+    g.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="pruning steps, each followed by recovery (default 5; 1 for oneshot)")
+    g.add_argument("--finetune-epochs", type=int, default=3, metavar="N", help="recovery epochs per step (default 3)")
+    g.add_argument("--lr", type=float, default=0.05, metavar="LR", help="recovery learning rate (default 0.05, SGD)")
+    g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=True,
+                   help="distil from the unpruned model during recovery (default on)")
+    g.add_argument("--max-acc-drop", type=float, default=None, metavar="POINTS",
+                   help="largest allowed validation top-1 drop in points (default 1.0 for adaptive); "
+                        "exit 3 with the best point reached when it cannot be met")
+    g.add_argument("--target", metavar="PROFILE", help="device profile for --budget-latency (e.g. rpi4)")
+    g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                   help="precision of the --budget-latency estimate (default fp32)")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads of the --budget-latency estimate (default: all cores of the target)")
+    g.add_argument("--sparsity-pattern", choices=("unstructured", "1x4", "4x1", "2:4"), default="unstructured",
+                   help="pattern of --sparsity (2:4 is 50 %% by definition)")
+    g.add_argument("--sparsity-criterion", choices=("magnitude", "taylor", "activation"), default="magnitude",
+                   help="weight score for --sparsity: |w|, |w*grad| or |w|*||x|| (default magnitude)")
+    g.add_argument("--regularize", choices=REGULARIZE_CHOICES, default=None,
+                   help="sparsity regulariser during the recoveries between steps")
+    g.add_argument("--reg-lambda", type=float, default=None, metavar="L", help="regulariser strength")
+
+
+def wants_recipe(args) -> bool:
+    """True when the run needs this module (recovery, a schedule, a budget or sparsity)."""
+    return any(getattr(args, a, None) is not None for a in (
+        "data", "schedule", "steps", "budget_macs", "budget_params", "budget_latency", "sparsity", "regularize",
+        "max_acc_drop"))
+
+
+def _fail(msg: str):
+    raise RecipeInputError(msg)
+
+
+def _check_recipe_args(args) -> str:
+    budget = [(k, getattr(args, f"budget_{k}")) for k in BUDGET_KINDS if getattr(args, f"budget_{k}") is not None]
+    schedule = args.schedule or ("adaptive" if budget else "oneshot")
+    if not args.data:
+        _fail("--data is required for recovery, schedules, budgets and --sparsity (e.g. --data digits)")
+    if args.plan:
+        _fail("--plan replays a plan as is; drop --data/--schedule/recovery flags, or prune with --ratio")
+    if schedule == "adaptive" and not budget:
+        _fail("--schedule adaptive needs a budget: --budget-macs F, --budget-params F or --budget-latency MS")
+    if budget and schedule != "adaptive":
+        _fail(f"--budget-{budget[0][0]} works with --schedule adaptive, not {schedule}")
+    if args.sparsity is not None and schedule == "adaptive":
+        _fail("--sparsity uses --schedule oneshot, linear or agp")
+    if args.budget_latency is not None and not args.target:
+        _fail("--budget-latency needs --target PROFILE (e.g. --target rpi4); see `edgeprune targets list`")
+    if args.sparsity is not None and not 0 <= args.sparsity < 1:
+        _fail(f"--sparsity {args.sparsity}: must be in [0, 1)")
+    if args.sparsity is not None and args.sparsity_pattern == "2:4" and args.sparsity != 0.5:
+        _fail(f"--sparsity {args.sparsity} with --sparsity-pattern 2:4: 2:4 keeps 2 of 4, pass --sparsity 0.5")
+    for flag, value in (("--steps", args.steps), ("--finetune-epochs", args.finetune_epochs)):
+        if value is not None and value < (1 if flag == "--steps" else 0):
+            _fail(f"{flag} {value}: must be >= {1 if flag == '--steps' else 0}")
+    if args.lr <= 0:
+        _fail(f"--lr {args.lr}: must be > 0")
+    if args.max_acc_drop is not None and args.max_acc_drop < 0:
+        _fail(f"--max-acc-drop {args.max_acc_drop}: must be >= 0 points")
+    for k, v in budget:
+        if not v > 0:
+            _fail(f"--budget-{k} {v}: must be > 0")
+    return schedule
+
+
+def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_json) -> bool:
+    """Run the prune recipe the flags describe, write ``--out``, print the result.
+
+    Returns True when every gate passed (budget met and the drop within --max-acc-drop), False
+    when the best point reached misses one (the CLI exits 3). Raises ``RecipeInputError`` for
+    bad flags or data."""
+    import sys
+
+    import edgeprune as ep
+
+    from .. import recover as rec
+    from ..io import save
+    from ..fsutil import write_json
+    from .macs import count_macs_params
+    from .schedule import prune_structured, sparsify
+    from .sparsity import report_table, sparsity_report
+
+    schedule = _check_recipe_args(args)
+    try:
+        data = ep.data.load(args.data, seed=args.seed)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(f"--data {args.data}: {str(e).splitlines()[0]}")
+    if tuple(data.input_shape) != tuple(example_inputs.shape[1:]):
+        _fail(f"--data {args.data}: samples are {tuple(data.input_shape)}, the model takes "
+              f"{tuple(example_inputs.shape[1:])}; pass matching --data or --input-shape")
+    steps = args.steps or (1 if schedule == "oneshot" else 5)
+    if args.budget_latency is not None:
+        try:
+            ep.targets.load(args.target)
+        except (ValueError, FileNotFoundError) as e:
+            _fail(f"--target {args.target}: {str(e).splitlines()[0]}")
+    cfg = rec.RecoverConfig(epochs=args.finetune_epochs, lr=args.lr, seed=args.seed)
+    regs = []
+    if args.regularize:
+        regs = [rec.make_regularizer(args.regularize, model, args.reg_lambda)]
+    progress = sys.stderr.isatty() and not args.json
+    model.eval()
+    macs0, params0 = count_macs_params(model, example_inputs)
+    base_val = rec.top1(model, data.val)
+    base_test = rec.top1(model, data.test)
+    out = prepare_out()
+    files: dict[str, str] = {}
+    met, reason, extra = True, "", {}
+    masks = None
+    prev = getattr(model, "edgeprune_plan", None)  # a model loaded from an ep.save dir keeps its plans
+    plans: list = list(prev) if isinstance(prev, list) else ([prev] if prev is not None else [])
+    if schedule == "adaptive":
+        kind, value = next((k, getattr(args, f"budget_{k}")) for k in BUDGET_KINDS
+                           if getattr(args, f"budget_{k}") is not None)
+        budget = Budget(kind, value, target=args.target if kind == "latency" else None, precision=args.precision,
+                        threads=args.threads)
+        max_drop = 1.0 if args.max_acc_drop is None else args.max_acc_drop
+        try:
+            res = search(model, data, example_inputs, budget, max_acc_drop=max_drop, steps=steps,
+                         importance=args.importance, round_to=args.round_to, ignore=tuple(args.ignore), recover=cfg,
+                         distill=args.distill, regularizers=regs, seed=args.seed, progress=progress)
+        except ValueError as e:
+            _fail(f"--budget-{kind}: {str(e).splitlines()[0]}")
+        pruned, new_plans, met, reason = res.model, res.plans, res.met, res.reason
+        files.update({k: str(v) for k, v in write_log(res.log, out).items()})
+        extra = {"budget": res.log["budget"], "best": res.best}
+    elif args.sparsity is not None:
+        res = sparsify(model, data, args.sparsity, pattern=args.sparsity_pattern, criterion=args.sparsity_criterion,
+                       schedule=schedule, steps=steps, recover=cfg, distill=args.distill, regularizers=regs,
+                       ignore=tuple(args.ignore), progress=progress)
+        pruned, new_plans, masks = res.model, [], res.masks
+        rep = sparsity_report(pruned, masks, pattern=args.sparsity_pattern)
+        files["sparsity"] = str(write_json(out / "sparsity.json", rep))
+        files["schedule"] = str(write_json(out / "schedule.json", res.to_dict()))
+        extra = {"sparsity": rep["total"], "pattern": args.sparsity_pattern}
+        if not args.json:
+            from rich.console import Console
+            Console().print(report_table(rep))
+    else:
+        ratio = args.ratio if args.ratio is not None else (None if args.target_macs is not None else 0.5)
+        try:
+            res = prune_structured(model, data, example_inputs, ratio=ratio, target_macs=args.target_macs,
+                                   schedule=schedule, steps=steps, importance=args.importance,
+                                   round_to=args.round_to, global_ranking=not args.per_layer,
+                                   ignore=tuple(args.ignore), max_layer_ratio=args.max_layer_ratio, recover=cfg,
+                                   distill=args.distill, regularizers=regs, seed=args.seed, progress=progress)
+        except ValueError as e:
+            _fail(f"--model {args.model}: {str(e).splitlines()[0]}")
+        pruned, new_plans = res.model, res.plans
+        files["schedule"] = str(write_json(out / "schedule.json", res.to_dict()))
+    pruned.eval()
+    val, test = rec.top1(pruned, data.val), rec.top1(pruned, data.test)
+    drop_val = 100 * (base_val - val)
+    if schedule != "adaptive" and args.max_acc_drop is not None and drop_val > args.max_acc_drop + 1e-9:
+        met = False
+        reason = f"the validation drop {drop_val:.2f} points exceeds --max-acc-drop {args.max_acc_drop}"
+    all_plans = plans + list(new_plans)
+    save(pruned, out / "model", plan=(all_plans if len(all_plans) > 1 else (all_plans[0] if all_plans else None)),
+         masks=masks, metadata={"pruned_from": args.model, "schedule": schedule, "data": args.data,
+                                "val_top1": val, "test_top1": test, "met": met})
+    files["model"] = str(out / "model")
+    if new_plans:
+        files["plan"] = str(write_json(out / "plan.json", new_plans[-1].to_dict()))
+        if len(new_plans) > 1:
+            files["plans"] = str(write_json(out / "plans.json", [p.to_dict() for p in new_plans]))
+    macs1, params1 = count_macs_params(pruned, example_inputs)
+    result = {"out": str(out), "model": args.model, "data": args.data, "schedule": schedule, "steps": steps,
+              "seed": args.seed, "met": met, "reason": reason,
+              "before": {"macs": macs0, "params": params0, "val_top1": base_val, "test_top1": base_test},
+              "after": {"macs": macs1, "params": params1, "val_top1": val, "test_top1": test},
+              "macs_ratio": macs1 / macs0 if macs0 else None, "drop_points": {"val": drop_val, "test": 100 * (base_test - test)},
+              "plan_hashes": [p.hash for p in new_plans], "files": files, **extra}
+    write_json(out / "result.json", result)
+    if args.json:
+        print_json(result)
+    else:
+        _print_recipe(result)
+    if not met:
+        print(f"quality gate failed: {reason}; best point reached: val top-1 {val:.4f} "
+              f"({drop_val:+.2f} points), {macs1:,} MACs ({macs1 / macs0:.2f}x), saved in {out / 'model'}",
+              file=sys.stderr)
+    return met
+
+
+def _print_recipe(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{r['schedule']} pruning of {r['model']} on {r['data']} -> {r['out']}")
+    for col in ("", "before", "after", "ratio / delta"):
+        t.add_column(col, justify="right" if col else "left")
+    b, a = r["before"], r["after"]
+    t.add_row("MACs", f"{b['macs']:,}", f"{a['macs']:,}", f"{a['macs'] / b['macs']:.2f}x" if b["macs"] else "-")
+    t.add_row("params", f"{b['params']:,}", f"{a['params']:,}", f"{a['params'] / b['params']:.2f}x" if b["params"] else "-")
+    t.add_row("val top-1", f"{b['val_top1']:.4f}", f"{a['val_top1']:.4f}", f"{-r['drop_points']['val']:+.2f} pt")
+    t.add_row("test top-1", f"{b['test_top1']:.4f}", f"{a['test_top1']:.4f}", f"{-r['drop_points']['test']:+.2f} pt")
+    if "sparsity" in r:
+        t.add_row("weight sparsity", "0.00", f"{r['sparsity']['sparsity']:.2f}", r["pattern"])
+    Console().print(t)
