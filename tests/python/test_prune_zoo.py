@@ -55,7 +55,10 @@ def zero_removed_inputs(model: nn.Module, plan) -> nn.Module:
                 m.weight[:, removed] = 0
             elif isinstance(m, nn.modules.conv._ConvNd):
                 g = m.groups
-                if g == 1:
+                if isinstance(m, nn.modules.conv._ConvTransposeNd):  # weight [in, out/g, ...]
+                    removed = sorted(set(range(m.in_channels)) - set(roles["in"]))
+                    m.weight[removed] = 0
+                elif g == 1:
                     removed = sorted(set(range(m.in_channels)) - set(roles["in"]))
                     m.weight[:, removed] = 0
                 else:

@@ -6,7 +6,8 @@ second. Couplings: residual add (ResNet basic/bottleneck, MobileNetV2), SE multi
 (MobileNetV3), MBConv with SiLU SE (EfficientNet), split + channel shuffle (ShuffleNetV2),
 concat (DenseNet), channels-last LayerNorm + depthwise 7x7 + layer scale (ConvNeXt),
 nn.MultiheadAttention + class token + position embedding (ViT), hand-written self-attention
-with num_attention_heads / attention_head_size attributes and embeddings (BERT).
+with num_attention_heads / attention_head_size attributes and embeddings (BERT), grouped conv +
+GroupNorm (ResNeXt), ConvTranspose2d (plain and depthwise) + skip concat (UNet).
 """
 from __future__ import annotations
 
@@ -376,6 +377,52 @@ class Bert(nn.Module):
         return self.classifier(torch.tanh(self.pooler(x[:, 0])))
 
 
+class ResNeXtBlock(nn.Module):
+    """Grouped 3x3 conv (cardinality 4) with GroupNorm, the ResNeXt / RegNet coupling."""
+
+    def __init__(self, c, width, groups=4):
+        super().__init__()
+        self.conv1, self.gn1 = nn.Conv2d(c, width, 1, bias=False), nn.GroupNorm(4, width)
+        self.conv2, self.gn2 = nn.Conv2d(width, width, 3, 1, 1, groups=groups, bias=False), nn.GroupNorm(4, width)
+        self.conv3, self.bn3 = nn.Conv2d(width, c, 1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        y = F.relu(self.gn1(self.conv1(x)))
+        y = F.relu(self.gn2(self.conv2(y)))
+        return F.relu(x + self.bn3(self.conv3(y)))
+
+
+class ResNeXt(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.blocks = nn.Sequential(ResNeXtBlock(16, 32), ResNeXtBlock(16, 32))
+        self.grouped = nn.Conv2d(16, 32, 3, 2, 1, groups=2)  # grouped, in-group count 8 -> 16
+        self.fc = nn.Linear(32, classes)
+
+    def forward(self, x):
+        x = F.relu(self.grouped(self.blocks(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class TinyUNet(nn.Module):
+    """Encoder-decoder with ConvTranspose2d upsampling and a concatenated skip connection."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        self.enc1 = cbr(3, 16)
+        self.enc2 = cbr(16, 32, s=2)
+        self.up = nn.ConvTranspose2d(32, 16, 2, 2)
+        self.up_dw = nn.ConvTranspose2d(16, 16, 3, 1, 1, groups=16)
+        self.dec = cbr(32, 16)
+        self.out = nn.Conv2d(16, classes, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        d = self.up_dw(self.up(self.enc2(e1)))
+        return self.out(self.dec(torch.cat([d, e1], dim=1)))
+
+
 def _image(batch=2):
     return lambda: torch.randn(batch, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
@@ -395,6 +442,8 @@ ZOO = {
     "convnext": (ConvNeXt, _image()),
     "vit": (ViT, _image()),
     "bert": (Bert, _tokens()),
+    "resnext": (ResNeXt, _image()),
+    "unet": (TinyUNet, _image()),
 }
 
 
