@@ -327,3 +327,37 @@ def test_sigint_leaves_no_partial_artifact(trained_demo_cnn_dir, tmp_path):
     assert "interrupted" in "".join(lines)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # temp dir removed too
+
+
+def test_estimates_of_the_exported_files_match_the_saved_model(rpi4_build):
+    import edgeprune as ep
+
+    model = ep.load(rpi4_build / "model")
+    for fname, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8")):
+        from_file = ep.estimate(rpi4_build / fname, "rpi4", precision=None)
+        from_model = ep.estimate(model, "rpi4", precision=precision)
+        assert from_file.precision == precision and from_file.macs == from_model.macs
+        assert [la.kind for la in from_file.layers] == [lb.kind for lb in from_model.layers]
+        assert from_file.total_ms == pytest.approx(from_model.total_ms, rel=1e-9)
+
+
+def test_bench_cli_on_the_build_outputs(rpi4_build, run_cli):
+    r = run_cli("bench", rpi4_build / "model.int8.onnx", "--runs", "3", "--warmup", "0", "--target", "rpi4", "--json")
+    assert r.code == 0, r.err
+    import edgeprune as ep
+
+    out = json.loads(r.out)
+    model = ep.load(rpi4_build / "model")
+    # the estimate uses the bench's thread count (1 here), not all the target's cores
+    assert out["target_estimate"]["threads"] == 1
+    assert out["target_estimate"]["total_ms"] == pytest.approx(
+        ep.estimate(model, "rpi4", "int8", threads=1).total_ms, abs=1e-3)
+    assert any(row["op_type"] in ("QLinearConv", "Conv", "DequantizeLinear") for row in out["layers"])
+    # the torch runtime on the saved model directory, with its estimate taken from the module
+    r = run_cli("bench", rpi4_build / "model", "--runs", "3", "--warmup", "0", "--target", "rpi4", "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["runtime"] == "torch" and out["inputs"] == {"input": [1, 1, 32, 32]}
+    assert out["target_estimate"]["precision"] == "fp32"
+    assert out["target_estimate"]["total_ms"] == pytest.approx(
+        ep.estimate(model, "rpi4", "fp32", threads=1).total_ms, abs=1e-3)
