@@ -16,6 +16,8 @@ Other engineers add fixtures in their own ``tests/python/conftest_*.py`` modules
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +69,15 @@ def digits():
 def trained_demo_cnn_dir() -> Path:
     path = CACHE / f"demo-cnn-{_source_hash()}"
     if not (path / "model.json").is_file():
-        train_demo_cnn(path)  # ep.save writes atomically: a concurrent run sees all or nothing
+        # Train into a private directory, then rename it into place only if no concurrent test
+        # run got there first (renaming onto a non-empty directory fails): a directory other
+        # processes may be reading is never replaced.
+        mine = CACHE / f".{path.name}.{os.getpid()}"
+        train_demo_cnn(mine)
+        try:
+            os.rename(mine, path)
+        except OSError:
+            shutil.rmtree(mine, ignore_errors=True)
     return path
 
 
