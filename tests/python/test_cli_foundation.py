@@ -170,3 +170,19 @@ def test_train_model_that_does_not_fit_the_data(run_cli, tmp_path):
                 "--out", tmp_path / "b")
     assert r.code == 2 and "does not accept --data digits samples of shape (1, 32, 32)" in r.err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_train_continues_from_a_saved_pruned_model(run_cli, trained_demo_cnn, digits, tmp_path):
+    from edgeprune.prune import apply, plan
+
+    p = plan(trained_demo_cnn, digits.test.tensors[0][:1], ratio=0.5, round_to=8)
+    pruned = apply(trained_demo_cnn, p)
+    ep.save(pruned, tmp_path / "pruned", plan=p)
+    r = run_cli("train", "--model", tmp_path / "pruned", "--data", "digits", "--epochs", "1", "--lr", "1e-3",
+                "--out", tmp_path / "tuned", "--json")
+    assert r.code == 0, r.err
+    manifest = json.loads((tmp_path / "tuned" / "model.json").read_text())
+    assert manifest["spec"] == "edgeprune:demo-cnn" and manifest["plan"] == json.loads(json.dumps(p.to_dict()))
+    tuned = ep.load(tmp_path / "tuned")
+    assert sum(t.numel() for t in tuned.parameters()) == sum(t.numel() for t in pruned.parameters())
+    assert ep.models.evaluate(tuned, digits.test)["top1"] == json.loads(r.out)["test_top1"]
