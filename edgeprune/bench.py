@@ -92,6 +92,16 @@ class BenchResult:
     def p99_ms(self) -> float:
         return self.percentile(99)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BenchResult":
+        """Inverse of ``to_dict(samples=True)``."""
+        if "samples_ms" not in d:
+            raise ValueError("BenchResult.from_dict needs the samples (to_dict(samples=True))")
+        return cls(artifact=d["artifact"], runtime=d["runtime"], runtime_version=d["runtime_version"],
+                   threads=d["threads"], warmup=d["warmup"], runs=d["runs"], init_ms=d["init_ms"],
+                   first_ms=d["first_ms"], samples_ms=list(d["samples_ms"]), peak_rss_mb=d["peak_rss_mb"],
+                   inputs=d["inputs"], layers=list(d.get("layers", [])), warnings=list(d.get("warnings", [])))
+
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
         d = {
             "estimate": False,
@@ -139,14 +149,18 @@ def default_runtime(artifact) -> str:
 
 
 def bench(path_or_model, runtime: str | None = "onnxruntime", threads: int = 1, warmup: int = 5, runs: int = 50,
-          input_shape=None, layer_profile: bool = True, seed: int = 0) -> BenchResult:
+          input_shape=None, layer_profile: bool = True, seed: int = 0, isolate: bool = False) -> BenchResult:
     """Time ``path_or_model`` with ``runtime`` on this host.
 
-    One session is created (``init_ms``), run once (``first_ms``), run ``warmup`` more times
-    untimed, then ``runs`` timed runs give the statistics. Inputs are seeded random data of
-    the model's input shape (dynamic dims become 1, or come from ``input_shape`` = (C, H, W)).
-    For ONNX Runtime a second, profiled session gives the per-layer breakdown (profiling
-    slows a run, so it never touches the timed samples).
+    One session is created (``init_ms``, the runtime's import excluded), run once
+    (``first_ms``), run ``warmup`` more times untimed, then ``runs`` timed runs give the
+    statistics. Inputs are seeded random data of the model's input shape (dynamic dims become
+    1, or come from ``input_shape`` = (C, H, W)). For ONNX Runtime a second, profiled session
+    gives the per-layer breakdown (profiling slows a run, so it never touches the timed samples).
+
+    ``isolate=True`` (artifact paths only) runs the measurement in a fresh Python process, so
+    ``peak_rss_mb`` is what this runtime and model need, not the high-water mark of the
+    calling process (which may hold torch and other models).
     """
     if runtime is None:
         runtime = default_runtime(path_or_model)
@@ -156,8 +170,10 @@ def bench(path_or_model, runtime: str | None = "onnxruntime", threads: int = 1, 
         raise BenchError(f"need threads >= 1, warmup >= 0, runs >= 1 (got {threads}, {warmup}, {runs})")
     if isinstance(path_or_model, (str, os.PathLike)) and not Path(path_or_model).exists():
         raise BenchError(f"no artifact at {path_or_model}")
-    rss_before = _peak_rss_mb()
+    if isolate and isinstance(path_or_model, (str, os.PathLike)):
+        return _bench_in_subprocess(path_or_model, runtime, threads, warmup, runs, input_shape, layer_profile, seed)
     make = {"onnxruntime": _onnxruntime, "torch": _torch, "litert": _litert, "edgeprune": _edgeprune}[runtime]
+    _preload(runtime)
     t0 = time.perf_counter()
     run_once, inputs, version, profiler = make(path_or_model, threads, input_shape, seed)
     init_ms = (time.perf_counter() - t0) * 1000.0
@@ -179,10 +195,50 @@ def bench(path_or_model, runtime: str | None = "onnxruntime", threads: int = 1, 
     if layer_profile and profiler is not None:
         result.layers = profiler(max(3, min(runs, 10)))
     result.warnings.extend(noise_warnings(samples))
-    if rss_before is not None and result.peak_rss_mb is not None:
-        # ru_maxrss is a process-wide high-water mark: a long-lived process may have peaked before.
-        result.peak_rss_mb = max(result.peak_rss_mb, rss_before)
     return result
+
+
+def _preload(runtime: str) -> None:
+    """Import the runtime's module before the init timer starts (an import is not model init)."""
+    module = {"onnxruntime": "onnxruntime", "torch": "torch", "litert": "ai_edge_litert.interpreter"}.get(runtime)
+    if module:
+        try:
+            __import__(module)
+        except ImportError:
+            pass  # the runtime's own constructor raises the BenchError that says how to install it
+
+
+def _bench_in_subprocess(path, runtime, threads, warmup, runs, input_shape, layer_profile, seed) -> BenchResult:
+    import subprocess
+
+    request = {"path": str(Path(path).resolve()), "runtime": runtime, "threads": threads, "warmup": warmup,
+               "runs": runs, "input_shape": list(input_shape) if input_shape is not None else None,
+               "layer_profile": layer_profile, "seed": seed}
+    env = dict(os.environ)
+    # the worker must import this same edgeprune, installed or not
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-m", "edgeprune.bench", json.dumps(request)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode == 2:
+        raise BenchError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "bench worker failed")
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench worker failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return BenchResult.from_dict(json.loads(proc.stdout))
+
+
+def _worker(argv: list[str]) -> int:
+    """``python -m edgeprune.bench REQUEST_JSON``: one isolated measurement, JSON on stdout."""
+    req = json.loads(argv[0])
+    try:
+        res = bench(req["path"], runtime=req["runtime"], threads=req["threads"], warmup=req["warmup"],
+                    runs=req["runs"], input_shape=req["input_shape"], layer_profile=req["layer_profile"],
+                    seed=req["seed"])
+    except BenchError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    json.dump(res.to_dict(samples=True), sys.stdout)
+    return 0
 
 
 def noise_warnings(samples_ms: list[float]) -> list[str]:
@@ -385,3 +441,6 @@ class _CallableModule(type(os)):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))

@@ -607,8 +607,9 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 if fmt in artifacts and stage_name in by_name:
                     todo.append((stage_name, artifacts[fmt]))
             for stage_name, path in todo:
+                # isolated: each artifact's peak RSS is its own, not this torch-laden process's
                 res = bench_mod.bench(path, runtime="onnxruntime", threads=bench_threads, warmup=bench_warmup,
-                                      runs=bench_runs, layer_profile=False)
+                                      runs=bench_runs, layer_profile=False, isolate=True)
                 d = res.to_dict()
                 d["artifact"] = Path(path).name if stage_name != "baseline" else "unpruned model.onnx (not kept)"
                 by_name[stage_name]["host_latency"] = d

@@ -30,6 +30,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--input-shape", default=None, metavar="C,H,W", help="for models with dynamic input dims")
     p.add_argument("--target", default=None, help="also print the latency estimate for this device profile")
     p.add_argument("--no-layers", action="store_true", help="skip the ONNX Runtime per-layer profile")
+    p.add_argument("--in-process", action="store_true",
+                   help="measure in this process (default: a fresh one, so peak RSS is the model's own)")
     p.add_argument("--top", type=int, default=10, help="layers shown in the per-layer table (default 10)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="write the result as JSON to FILE (or stdout when no FILE is given)")
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         profile = _load_target(args.target)
     try:
         result = bench.bench(artifact, runtime=args.runtime, threads=args.threads, warmup=args.warmup,
-                             runs=args.runs, input_shape=shape, layer_profile=not args.no_layers)
+                             runs=args.runs, input_shape=shape, layer_profile=not args.no_layers,
+                             isolate=not args.in_process)
     except bench.BenchError as e:
         raise UsageError(f"bench {artifact}: {e}") from None
     out = result.to_dict()

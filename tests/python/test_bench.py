@@ -179,3 +179,16 @@ def _exit_code(argv) -> int:
         return main(argv)
     except SystemExit as e:  # argparse errors exit from inside the parser
         return int(e.code)
+
+
+def test_isolated_run_reports_its_own_memory(onnx_path):
+    inproc = B.bench(onnx_path, warmup=0, runs=3, layer_profile=False)
+    iso = B.bench(onnx_path, warmup=0, runs=3, isolate=True)
+    assert iso.runs == 3 and len(iso.samples_ms) == 3 and iso.layers and iso.runtime == "onnxruntime"
+    # this test process holds torch; the worker holds only numpy + ONNX Runtime
+    assert iso.peak_rss_mb < inproc.peak_rss_mb
+    assert B.BenchResult.from_dict(iso.to_dict(samples=True)).to_dict() == iso.to_dict()
+    with pytest.raises(B.BenchError, match="cannot load"):
+        bad = onnx_path.parent / "bad_iso.onnx"
+        bad.write_bytes(b"junk")
+        B.bench(bad, isolate=True)
