@@ -68,6 +68,7 @@ struct SpmmF32Args {
   float* y = nullptr;
   int64_t ldy = 0;
   int64_t n = 0, m = 0;
+  int64_t k = 0;  // input channels (rows of X): lets a kernel size its N strip to fit L1
   const float* values = nullptr;
   const int32_t* nnz = nullptr;
   const int32_t* deltas = nullptr;

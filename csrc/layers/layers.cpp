@@ -140,7 +140,9 @@ Isa SparseLinear::isa() const { return dense_ ? dense_->isa() : kern_.isa; }
 void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
   if (dense_) return dense_->forward_kn(x, n, y, threads);
   // Every thread walks the whole weight stream over its own columns of X and Y.
-  const Split s = split(n, threads, 16);
+  // Chunks start on multiples of the widest N strip of any path, so each column is computed by
+  // the same code (and gives the same bits) whatever the thread count.
+  const Split s = split(n, threads, 64);
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t n0 = t * s.chunk;
     SpmmF32Args p;
@@ -150,6 +152,7 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
     p.ldy = n;
     p.n = std::min(s.chunk, n - n0);
     p.m = m_;
+    p.k = k_;
     p.values = packed_.values.data();
     p.nnz = packed_.nnz.data();
     p.deltas = packed_.deltas.data();

@@ -1,0 +1,174 @@
+// The fp32 SpMM loops, written once over a vector-ops type `O` and included inside each ISA's
+// namespace (so every instantiation is compiled with that file's flags and has its own symbols).
+//
+// O provides: V (vector type), W (floats per vector), load, bcast(const float*), fma(a, b, c) =
+// a*b + c, add, clamp(v, lo, hi), store, set1.
+//
+// b1 (one output channel per stream entry): V vectors across N with U independent accumulator
+// sets over alternate nonzeros, so V*U FMA chains hide the FMA latency while the X strip
+// (K x V*W floats) stays in L1. b4 (4 output channels sharing a pattern): each X vector loaded
+// feeds 4 FMAs. Columns no vector pass covers run a scalar loop.
+// (no includes: this file is included inside a namespace, after <vector>)
+
+template <class O, int NV, int U, class Off>
+void spmm_b1_pass(const ep::SpmmF32Args& p, const Off* off, int64_t n0) {
+  using V = typename O::V;
+  const V lo = O::set1(p.lo), hi = O::set1(p.hi);
+  const float* v = p.values;
+  const float* x = p.x + n0;
+  for (int64_t m = 0; m < p.m; ++m) {
+    V acc[U][NV];
+    const V bias = O::bcast(v++);
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      acc[0][j] = bias;
+#pragma GCC unroll 8
+      for (int u = 1; u < U; ++u) acc[u][j] = O::set1(0.0f);
+    }
+    const int32_t count = p.nnz[m];
+    int32_t i = 0;
+    for (; i + U <= count; i += U) {
+#pragma GCC unroll 8
+      for (int u = 0; u < U; ++u) {
+        const float* xr = x + off[i + u];
+        const V w = O::bcast(v + i + u);
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) acc[u][j] = O::fma(w, O::load(xr + j * O::W), acc[u][j]);
+      }
+    }
+    for (; i < count; ++i) {
+      const float* xr = x + off[i];
+      const V w = O::bcast(v + i);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[0][j] = O::fma(w, O::load(xr + j * O::W), acc[0][j]);
+    }
+    v += count;
+    off += count;
+    float* y = p.y + m * p.ldy + n0;
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      V s = acc[0][j];
+#pragma GCC unroll 8
+      for (int u = 1; u < U; ++u) s = O::add(s, acc[u][j]);
+      O::store(y + j * O::W, O::clamp(s, lo, hi));
+    }
+  }
+}
+
+template <class O, int NV, class Off>
+void spmm_b4_pass(const ep::SpmmF32Args& p, const Off* off, int64_t n0) {
+  using V = typename O::V;
+  const V lo = O::set1(p.lo), hi = O::set1(p.hi);
+  const float* v = p.values;
+  const float* x = p.x + n0;
+  for (int64_t m = 0, b = 0; m < p.m; m += 4, ++b) {
+    V acc[4][NV];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      const V bias = O::bcast(v + r);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[r][j] = bias;
+    }
+    v += 4;
+    const int32_t count = p.nnz[b];
+    for (int32_t i = 0; i < count; ++i) {
+      const float* xr = x + off[i];
+      V xv[NV];
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) xv[j] = O::load(xr + j * O::W);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        const V w = O::bcast(v + 4 * i + r);
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) acc[r][j] = O::fma(w, xv[j], acc[r][j]);
+      }
+    }
+    v += 4 * int64_t(count);
+    off += count;
+    const int rows = p.m - m < 4 ? int(p.m - m) : 4;
+    for (int r = 0; r < rows; ++r) {
+      float* y = p.y + (m + r) * p.ldy + n0;
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) O::store(y + j * O::W, O::clamp(acc[r][j], lo, hi));
+    }
+  }
+}
+
+// Columns [n0, n): scalar, same stream walk.
+inline void spmm_tail(const ep::SpmmF32Args& p, int block, int64_t n0) {
+  if (n0 >= p.n) return;
+  const float* v = p.values;
+  const int32_t* d = p.deltas;
+  int64_t chan = 0;
+  for (int64_t m = 0, b = 0; m < p.m; m += block, ++b) {
+    const int32_t count = p.nnz[b];
+    for (int r = 0; r < block && m + r < p.m; ++r)
+      for (int64_t n = n0; n < p.n; ++n) {
+        float acc = v[r];
+        int64_t c = chan;
+        for (int32_t i = 0; i < count; ++i) {
+          c += d[i];
+          acc += v[block + i * block + r] * p.x[c * p.ldx + n];
+        }
+        acc = acc < p.lo ? p.lo : acc;
+        p.y[(m + r) * p.ldy + n] = acc > p.hi ? p.hi : acc;
+      }
+    for (int32_t i = 0; i < count; ++i) chan += d[i];
+    v += block + int64_t(count) * block;
+    d += count;
+  }
+}
+
+// The delta stream turned into absolute X offsets (channel * ldx) for this call: the kernel's
+// loads then carry no pointer-chasing dependency from one nonzero to the next (a serial
+// multiply-add per nonzero would cap a pass at one nonzero per ~4 cycles).
+template <class Off>
+const Off* spmm_offsets(const ep::SpmmF32Args& p, int block, std::vector<Off>& buf) {
+  int64_t total = 0;
+  for (int64_t b = 0; b < (p.m + block - 1) / block; ++b) total += p.nnz[b];
+  buf.resize(size_t(total));
+  int64_t chan = 0;
+  for (int64_t i = 0; i < total; ++i) {
+    chan += p.deltas[i];
+    buf[size_t(i)] = Off(chan * p.ldx);
+  }
+  return buf.data();
+}
+
+template <class O, class Off>
+void spmm_b1_run(const ep::SpmmF32Args& p, const Off* off) {
+  // Columns per pass: the widest strip whose X block (K rows) fits in ~32 KB of L1.
+  int64_t n0 = 0;
+  const int64_t fit = 8192 / (p.k > 0 ? p.k : 1);  // floats per X row that fit
+  if (fit >= 4 * O::W)
+    for (; n0 + 4 * O::W <= p.n; n0 += 4 * O::W) spmm_b1_pass<O, 4, 2>(p, off, n0);
+  if (fit >= 2 * O::W)
+    for (; n0 + 2 * O::W <= p.n; n0 += 2 * O::W) spmm_b1_pass<O, 2, 4>(p, off, n0);
+  for (; n0 + O::W <= p.n; n0 += O::W) spmm_b1_pass<O, 1, 8>(p, off, n0);
+  spmm_tail(p, 1, n0);
+}
+
+template <class O, class Off>
+void spmm_b4_run(const ep::SpmmF32Args& p, const Off* off) {
+  int64_t n0 = 0;
+  const int64_t fit = 8192 / (p.k > 0 ? p.k : 1);
+  if (fit >= 2 * O::W)
+    for (; n0 + 2 * O::W <= p.n; n0 += 2 * O::W) spmm_b4_pass<O, 2>(p, off, n0);
+  for (; n0 + O::W <= p.n; n0 += O::W) spmm_b4_pass<O, 1>(p, off, n0);
+  spmm_tail(p, 4, n0);
+}
+
+// 32-bit offsets when X is small enough (half the stream bandwidth of 64-bit ones).
+template <class O>
+void spmm_driver(const ep::SpmmF32Args& p, int block) {
+  const bool small = (p.k + 1) * (p.ldx > 0 ? p.ldx : 1) < (int64_t(1) << 31);
+  if (small) {
+    thread_local std::vector<int32_t> buf;
+    const int32_t* off = spmm_offsets(p, block, buf);
+    block == 4 ? spmm_b4_run<O>(p, off) : spmm_b1_run<O>(p, off);
+  } else {
+    thread_local std::vector<int64_t> buf;
+    const int64_t* off = spmm_offsets(p, block, buf);
+    block == 4 ? spmm_b4_run<O>(p, off) : spmm_b1_run<O>(p, off);
+  }
+}
