@@ -113,6 +113,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"Accuracy gate: drop {gate.get('drop_pts', 0):.2f} pts vs allowed "
                   f"{gate.get('max_acc_drop')} pts: **{status}**.", ""]
 
+    lines += _pruning_section(report)
+
     host_rows = [(s["name"], s["host_latency"]) for s in report.get("stages", []) if s.get("host_latency")]
     if host_rows:
         lines += ["## Host latency (measured)", "",
@@ -168,6 +170,44 @@ def render_markdown(report: dict[str, Any]) -> str:
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _pruning_section(report: dict[str, Any]) -> list[str]:
+    settings = report.get("settings") or {}
+    budget = report.get("budget")
+    if not settings and not budget:
+        return []
+    lines = ["## Pruning", ""]
+    if budget:
+        unit = "MACs" if budget.get("kind") == "macs" else "ms (estimated)"
+        lines.append(f"Goal: {budget.get('kind')} budget {budget.get('value'):.6g} {unit}; achieved "
+                     f"{budget.get('achieved'):.6g}: **{'met' if budget.get('met') else 'NOT met'}**"
+                     + (f" ({budget['reason']})" if budget.get("reason") else "") + ".")
+    elif settings.get("ratio") is not None:
+        lines.append(f"Goal: remove {100 * settings['ratio']:.0f}% of the channels (global ranking).")
+    how = settings.get("search")
+    if how == "adaptive":
+        lines.append("Method: adaptive search (sensitivity scan per channel group, allocation to the budget, "
+                     "prune + recover steps with back-off on the accuracy limit).")
+    elif how == "bisect":
+        lines.append(f"Method: one global ratio found by bisection on the cost: {settings.get('chosen_ratio'):.4f}.")
+    if settings.get("importance"):
+        lines.append(f"Importance: {settings['importance']}; channel counts rounded to multiples of "
+                     f"{settings.get('round_to')}; recovery epochs: {settings.get('recover_epochs')}.")
+    lines.append("")
+    steps = (report.get("search") or {}).get("steps") or []
+    if steps:
+        lines += ["| step | fraction | cost | val before recovery | val after | drop pts | accepted |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in steps:
+            if "skipped" in row:
+                lines.append(f"| {row['step']} | {row.get('fraction', 0):.3f} | - | - | - | - | skipped |")
+                continue
+            lines.append(f"| {row['step']} | {row['fraction']:.3f} | {row['cost']:.6g} | "
+                         f"{100 * row['val_pruned']:.2f}% | {100 * row['val_recovered']:.2f}% | "
+                         f"{row['drop_points']:.2f} | {'yes' if row['accepted'] else 'no'} |")
+        lines.append("")
+    return lines
 
 
 # ----------------------------------------------------------------------------- plots

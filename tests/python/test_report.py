@@ -70,6 +70,20 @@ def test_markdown_contents(tmp_path):
     assert "| int8 | int8 | 4 | 0.500 |" in md
 
 
+def test_pruning_section_for_ratio_and_budget():
+    md = R.render_markdown(_report(settings={"ratio": 0.5, "importance": "l2", "round_to": 8, "recover_epochs": 3}))
+    assert "Goal: remove 50% of the channels" in md and "multiples of 8" in md
+    rep = _report(settings={"search": "adaptive", "importance": "l2", "round_to": 16, "recover_epochs": 1},
+                  budget={"kind": "macs", "value": 1.5e6, "achieved": 1.2e6, "met": True, "reason": ""},
+                  search={"steps": [{"step": 1, "fraction": 0.5, "cost": 2e6, "val_pruned": 0.9, "val_recovered": 0.98,
+                                     "drop_points": 0.5, "accepted": True},
+                                    {"step": 2, "fraction": 1.0, "skipped": "nothing to remove"}]})
+    md = R.render_markdown(rep)
+    assert "Goal: macs budget 1.5e+06 MACs; achieved 1.2e+06: **met**." in md
+    assert "Method: adaptive search" in md
+    assert "| 1 | 0.500 | 2e+06 | 90.00% | 98.00% | 0.50 | yes |" in md and "| 2 | 1.000 | - | - | - | - | skipped |" in md
+
+
 def test_plots_are_byte_deterministic(tmp_path):
     a = R.write_plots(_report(), tmp_path / "a")
     b = R.write_plots(_report(), tmp_path / "b")
