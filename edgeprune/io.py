@@ -90,16 +90,7 @@ def save(model: nn.Module, path: str | os.PathLike, plan=None, masks: Mapping[st
         if masks:
             torch.save({str(k): torch.as_tensor(v).detach().cpu().bool() for k, v in masks.items()}, tmp / "masks.pt")
         (tmp / "model.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _publishable(tmp)
     return Path(path)
-
-
-def _publishable(directory: Path) -> None:
-    # atomic_dir makes its temporary directory with mkdtemp (mode 0700); a saved model is an
-    # artifact to copy to a device or share, so give it the permissions a plain mkdir would.
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
