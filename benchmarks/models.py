@@ -1,8 +1,9 @@
 """Structured pruning benchmark: edgeprune vs Torch-Pruning on ImageNet-shaped classifiers.
 
 Consumes: torchvision classifiers when torchvision imports (every one it lists), otherwise the
-torchvision-identical architectures defined below (resnet18, resnet50, mobilenet_v2,
-shufflenet_v2_x1_0, random weights: latency does not depend on their values). Produces: one JSON
+torchvision-shaped architectures defined below (resnet18/50, resnext50_32x4d, mobilenet_v2,
+mobilenet_v3_large, efficientnet_b0, shufflenet_v2_x1_0, densenet121, convnext_tiny, vit_b_16;
+same layers and couplings, random weights: latency does not depend on their values). Produces: one JSON
 row per model with MACs, params, ONNX Runtime latency (1 thread, median) before and after pruning
 50% of channels with round_to 8 (l2 importance, per-layer ratio, the classifier's outputs kept),
 the seconds of graph + plan + apply, and the same for Torch-Pruning (when installed) measured in
@@ -179,11 +180,220 @@ class ShuffleNetV2(nn.Module):
         return self.fc(x.mean([2, 3]))
 
 
+class _BottleX(_Bottle):
+    """ResNeXt bottleneck: grouped 3x3 (torchvision resnext50_32x4d: groups 32, width 4)."""
+
+    def __init__(self, cin, planes, stride=1, down=None):
+        super().__init__(cin, planes, stride, down)
+        width = planes * 2
+        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, 1, groups=32, bias=False), nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
+
+
+def _div(v, d=8):
+    new = max(d, int(v + d / 2) // d * d)
+    return new + d if new < 0.9 * v else new
+
+
+class _SE(nn.Module):
+    def __init__(self, c, squeeze, act=nn.ReLU, gate=nn.Hardsigmoid):
+        super().__init__()
+        self.fc1, self.fc2, self.activation, self.scale_activation = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1), act(), gate()
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return self.scale_activation(self.fc2(self.activation(self.fc1(s)))) * x
+
+
+class _MB(nn.Module):
+    """MobileNetV3 / EfficientNet inverted residual with optional SE."""
+
+    def __init__(self, cin, k, exp, cout, se, act, stride, se_squeeze, se_act=nn.ReLU, se_gate=nn.Hardsigmoid):
+        super().__init__()
+        self.use_res_connect = stride == 1 and cin == cout
+        layers = [] if exp == cin else [_cbr(cin, exp, 1, act=act)]
+        layers.append(_cbr(exp, exp, k, stride, exp, act=act))
+        if se:
+            layers.append(_SE(exp, se_squeeze, se_act, se_gate))
+        layers += [nn.Conv2d(exp, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        y = self.block(x)
+        return y + x if self.use_res_connect else y
+
+
+class MobileNetV3Large(nn.Module):
+    CFG = [(16, 3, 16, 16, 0, "RE", 1), (16, 3, 64, 24, 0, "RE", 2), (24, 3, 72, 24, 0, "RE", 1),
+           (24, 5, 72, 40, 1, "RE", 2), (40, 5, 120, 40, 1, "RE", 1), (40, 5, 120, 40, 1, "RE", 1),
+           (40, 3, 240, 80, 0, "HS", 2), (80, 3, 200, 80, 0, "HS", 1), (80, 3, 184, 80, 0, "HS", 1),
+           (80, 3, 184, 80, 0, "HS", 1), (80, 3, 480, 112, 1, "HS", 1), (112, 3, 672, 112, 1, "HS", 1),
+           (112, 5, 672, 160, 1, "HS", 2), (160, 5, 960, 160, 1, "HS", 1), (160, 5, 960, 160, 1, "HS", 1)]
+
+    def __init__(self, classes=1000):
+        super().__init__()
+        feats = [_cbr(3, 16, 3, 2, act=nn.Hardswish)]
+        for cin, k, exp, cout, se, a, s in self.CFG:
+            feats.append(_MB(cin, k, exp, cout, se, nn.Hardswish if a == "HS" else nn.ReLU, s, _div(exp // 4)))
+        feats.append(_cbr(160, 960, 1, act=nn.Hardswish))
+        self.features = nn.Sequential(*feats)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(960, 1280), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(1280, classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class EfficientNetB0(nn.Module):
+    CFG = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+           (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+
+    def __init__(self, classes=1000):
+        super().__init__()
+        feats = [_cbr(3, 32, 3, 2, act=nn.SiLU)]
+        for t, k, s, cin, cout, n in self.CFG:
+            stage = []
+            for i in range(n):
+                c = cin if i == 0 else cout
+                stage.append(_MB(c, k, c * t, cout, 1, nn.SiLU, s if i == 0 else 1, max(1, c // 4), nn.SiLU, nn.Sigmoid))
+            feats.append(nn.Sequential(*stage))
+        feats.append(_cbr(320, 1280, 1, act=nn.SiLU))
+        self.features = nn.Sequential(*feats)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class _DenseLayer(nn.Module):
+    def __init__(self, cin, growth=32, bn_size=4):
+        super().__init__()
+        self.norm1, self.relu1 = nn.BatchNorm2d(cin), nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(cin, bn_size * growth, 1, bias=False)
+        self.norm2, self.relu2 = nn.BatchNorm2d(bn_size * growth), nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(bn_size * growth, growth, 3, 1, 1, bias=False)
+
+    def forward(self, feats):
+        x = torch.cat(feats, 1)
+        return self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
+
+
+class DenseNet121(nn.Module):
+    def __init__(self, classes=1000, growth=32, blocks=(6, 12, 24, 16)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                                  nn.MaxPool2d(3, 2, 1))
+        c = 64
+        self.blocks, self.transitions = nn.ModuleList(), nn.ModuleList()
+        for i, n in enumerate(blocks):
+            self.blocks.append(nn.ModuleList([_DenseLayer(c + j * growth) for j in range(n)]))
+            c += n * growth
+            if i != len(blocks) - 1:
+                self.transitions.append(nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                                                      nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2, 2)))
+                c //= 2
+        self.norm5 = nn.BatchNorm2d(c)
+        self.classifier = nn.Linear(c, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            feats = [x]
+            for layer in block:
+                feats.append(layer(feats))
+            x = torch.cat(feats, 1)
+            if i < len(self.transitions):
+                x = self.transitions[i](x)
+        x = F.adaptive_avg_pool2d(F.relu(self.norm5(x)), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class _LayerNorm2d(nn.LayerNorm):
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class _CNBlock(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+        self.layer_scale = nn.Parameter(torch.ones(dim, 1, 1) * 1e-6)
+
+    def forward(self, x):
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.fc2(self.act(self.fc1(self.norm(y)))).permute(0, 3, 1, 2)
+        return x + self.layer_scale * y
+
+
+class ConvNeXtTiny(nn.Module):
+    def __init__(self, classes=1000, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)):
+        super().__init__()
+        layers = [nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), _LayerNorm2d(dims[0], eps=1e-6))]
+        for i, (d, c) in enumerate(zip(depths, dims)):
+            layers.append(nn.Sequential(*[_CNBlock(c) for _ in range(d)]))
+            if i < 3:
+                layers.append(nn.Sequential(_LayerNorm2d(c, eps=1e-6), nn.Conv2d(c, dims[i + 1], 2, 2)))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(_LayerNorm2d(dims[-1], eps=1e-6), nn.Flatten(1), nn.Linear(dims[-1], classes))
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)))
+
+
+class _EncoderBlock(nn.Module):
+    def __init__(self, dim, heads, mlp):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim, eps=1e-6)
+        self.self_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Dropout(0.0), nn.Linear(mlp, dim), nn.Dropout(0.0))
+
+    def forward(self, x):
+        y = self.ln_1(x)
+        y, _ = self.self_attention(y, y, y, need_weights=False)
+        x = x + y
+        return x + self.mlp(self.ln_2(x))
+
+
+class ViTB16(nn.Module):
+    def __init__(self, classes=1000, dim=768, heads=12, layers=12, mlp=3072, patch=16, image=224):
+        super().__init__()
+        self.patch_size, self.hidden_dim = patch, dim
+        self.conv_proj = nn.Conv2d(3, dim, patch, patch)
+        n = (image // patch) ** 2 + 1
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, n, dim) * 0.02)
+        self.layers = nn.Sequential(*[_EncoderBlock(dim, heads, mlp) for _ in range(layers)])
+        self.ln = nn.LayerNorm(dim, eps=1e-6)
+        self.heads = nn.Sequential(nn.Linear(dim, classes))
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        x = self.conv_proj(x).reshape(n, self.hidden_dim, (h // self.patch_size) * (w // self.patch_size))
+        x = x.permute(0, 2, 1)
+        x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
+        x = self.ln(self.layers(x + self.pos_embedding))
+        return self.heads(x[:, 0])
+
+
 LOCAL = {
     "resnet18": lambda: ResNet(_Basic, [2, 2, 2, 2]),
     "resnet50": lambda: ResNet(_Bottle, [3, 4, 6, 3]),
+    "resnext50_32x4d": lambda: ResNet(_BottleX, [3, 4, 6, 3]),
     "mobilenet_v2": MobileNetV2,
+    "mobilenet_v3_large": MobileNetV3Large,
+    "efficientnet_b0": EfficientNetB0,
     "shufflenet_v2_x1_0": ShuffleNetV2,
+    "densenet121": DenseNet121,
+    "convnext_tiny": ConvNeXtTiny,
+    "vit_b_16": ViTB16,
 }
 
 

@@ -201,3 +201,12 @@ def test_count_macs_params_of_a_conv():
     model = nn.Conv2d(3, 8, 3, padding=1, bias=False)
     macs, params = epp.count_macs_params(model, torch.zeros(1, 3, 5, 5))
     assert (macs, params) == (8 * 3 * 9 * 25, 8 * 3 * 9)
+
+
+def test_count_macs_includes_attention():
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    x = torch.randn(1, 5, 8)
+    macs, params = epp.count_macs_params(mha, (x, x, x))
+    projections = 5 * (3 * 8 * 8) + 5 * 8 * 8
+    attention = 2 * 5 * 5 * (4 + 4)  # heads * Lq * Lk * (head_dim for QK^T + head_dim for PV)
+    assert (macs, params) == (projections + attention, 4 * 8 * 8 + 4 * 8)
