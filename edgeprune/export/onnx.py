@@ -178,8 +178,8 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
             out = node.output[0]
             if info.get("relu"):
                 users = consumers.get(out, [])
-                if len(users) != 1 or users[0].op_type != "Relu":
-                    raise RuntimeError(f"layer {target}: expected one Relu after {node.name} in the ONNX graph")
+                if len(users) != 1 or users[0].op_type not in ("Relu", "Clip"):
+                    raise RuntimeError(f"layer {target}: expected one Relu/Clip after {node.name} in the ONNX graph")
                 out = users[0].output[0]
             point_tensors.setdefault(info["output"], set()).add(out)
 

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from .observers import Observer
 
 QUANT_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# int32 bounds that float32 represents exactly (2**31 - 1 would round up to 2**31 and overflow)
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 128
 
 
 class QuantPoint(nn.Module):

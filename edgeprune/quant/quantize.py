@@ -7,8 +7,8 @@ Produces: a ``QuantizedModel``: the BN-folded fp32 graph plus JSON-serializable 
 the one source of truth that the fake-quant torch module and every exporter use unchanged.
 
 Where activations are quantized: the input of every Conv1d/Conv2d/Linear, and (placement
-"inputs_outputs", the ONNX Runtime scheme) its output, taken after a directly following ReLU so
-that ONNX Runtime can fuse Conv+ReLU into one QLinearConv. Every other op stays fp32, and
+"inputs_outputs", the ONNX Runtime scheme) its output, taken after a directly following ReLU or
+ReLU6 so that ONNX Runtime can fuse Conv+ReLU into one QLinearConv. Every other op stays fp32, and
 ``skipped`` says which weighted ops were not quantized and why. The graph input is always
 calibrated min/max (its range is the data's range); the method applies to every other tensor.
 """
@@ -31,7 +31,7 @@ from .config import QuantConfig, make_config
 from .fakequant import QUANT_LAYER_TYPES, build_module, quant_layers, quant_points
 from .observers import activation_qparams, f32, weight_scales
 
-_RELU_FUNCS = {torch.relu, F.relu, torch.nn.functional.relu}
+_RELU_FUNCS = {torch.relu, F.relu, F.relu6, torch.relu_}
 _WEIGHTED_FUNCS = {F.conv1d, F.conv2d, F.conv3d, F.linear, F.conv_transpose1d, F.conv_transpose2d,
                    F.conv_transpose3d, torch.conv2d, torch.matmul, torch.bmm, torch.mm}
 
@@ -63,11 +63,12 @@ def fold_bn(model: nn.Module) -> fx.GraphModule:
 
 
 def _is_relu(node: fx.Node, modules: dict) -> bool:
+    """ReLU or ReLU6: exported as Relu / Clip(0, 6), both fused by runtimes into the conv before them."""
     if node.op == "call_module":
-        return type(modules.get(node.target)) is nn.ReLU
+        return type(modules.get(node.target)) in (nn.ReLU, nn.ReLU6)
     if node.op == "call_function":
         return node.target in _RELU_FUNCS
-    return node.op == "call_method" and node.target == "relu"
+    return node.op == "call_method" and node.target in ("relu", "relu_")
 
 
 def analyze(gm: fx.GraphModule, config: QuantConfig):
@@ -292,6 +293,9 @@ class QuantizedModel:
                 "activation_points": len(self.points), "skipped": self.skipped}
 
 
+_BIAS_LIMIT = 2.0**30  # headroom below int32's 2**31 - 1 for accumulation
+
+
 def _layer_scales(gm: fx.GraphModule, layers: dict, points: dict, config: QuantConfig) -> None:
     """Fill weight and bias scales into ``layers`` from the folded weights (in place)."""
     for target, info in layers.items():
@@ -303,6 +307,15 @@ def _layer_scales(gm: fx.GraphModule, layers: dict, points: dict, config: QuantC
         info["weight_qmax"] = config.weight_qmax
         info["axis"] = 0
         s_in = points[info["input"]]["scale"]
+        if mod.bias is not None:
+            # A bias must fit int32 at s_in * s_w. When the input scale is tiny (a layer fed by
+            # near-zero activations) it would not: widen that channel's weight scale until it
+            # does, as ONNX Runtime's quantizer does; the weights lose a little resolution there.
+            b = mod.bias.detach().abs().double().tolist()
+            for c, bc in enumerate(b):
+                if bc / (float(np.float32(s_in)) * ws[c]) > _BIAS_LIMIT:
+                    ws[c] = f32(bc / (float(np.float32(s_in)) * _BIAS_LIMIT) * 1.01)
+            info["weight_scale"] = ws
         # float32 product, as ONNX Runtime and our kernels compute it
         info["bias_scale"] = (None if mod.bias is None else
                               [f32(np.float32(s_in) * np.float32(s)) for s in ws])

@@ -275,3 +275,32 @@ def test_export_writes_exactly_the_requested_files(quantized, tmp_path):
     paths = export(quantized("minmax"), tmp_path, formats=["onnx", "onnx-int8"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx", "model.onnx"]
     assert {k: p.name for k, p in paths.items()} == {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+
+
+class _TinyInputBigBias(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        with torch.no_grad():
+            self.fc.bias.copy_(torch.tensor([1000.0, 0.0, -2.0]))
+        self.input_shape = (4,)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_bias_that_would_overflow_int32_widens_the_weight_scale(tmp_path):
+    model = _TinyInputBigBias().eval()
+    x = torch.rand(16, 4) * 1e-9  # input scale ~4e-12: 1000 / (s_in * s_w) would not fit int32
+    qm = ep.quantize(model, x, method="minmax", progress=False)
+    info = qm.layers["fc"]
+    w = model.fc.weight.detach().abs().amax(1)
+    assert info["weight_scale"][0] > float(w[0]) / 127  # widened
+    assert info["weight_scale"][1] == float(np.float32(float(w[1]) / 127))  # untouched
+    path = export(qm, tmp_path, formats=["onnx-int8"], dynamic_batch=True)["onnx-int8"]
+    proto = onnx.load(str(path))
+    bq = next(v for k, v in _inits(proto).items() if k.endswith(".bias_quantized"))
+    assert bq.dtype == np.int32 and np.abs(bq.astype(np.int64)).max() < 2**31 - 1
+    np.testing.assert_allclose(ort_logits(path, x), qm(x).numpy(), rtol=1e-4)
+    # the bias survives: the output is 1000 to within the output quantizer's step
+    np.testing.assert_allclose(qm(x).numpy()[:, 0], 1000.0, atol=qm.points["fc"]["scale"])
