@@ -179,9 +179,10 @@ def estimate(model_or_onnx_path, target, precision: str | None = "fp32", threads
     """Estimate batch-1 latency of a model on ``target``'s CPU (or its GPU with ``device="gpu"``).
 
     ``precision``: ``"fp32"``, ``"int8"`` or ``"fp16"``; ``None`` means "what the model is"
-    (int8 for a quantized ONNX file, fp32 otherwise). ``threads``: default all cores of the
-    target; more than the target has is an error. ``input_shape``: (C, H, W) for a module
-    without an ``input_shape`` attribute, or to override an ONNX file's dynamic dims.
+    (int8 for a quantized ONNX file, fp16 for one with fp16 weights, fp32 otherwise).
+    ``threads``: default all cores of the target; more than the target has is an error.
+    ``input_shape``: (C, H, W) for a module without an ``input_shape`` attribute, or to
+    override an ONNX file's dynamic dims.
     ``device="gpu"``: a TensorRT-style roofline on the profile's GPU (Jetson); uncalibrated,
     labelled ``"calibrated": false``.
     """
@@ -192,14 +193,14 @@ def estimate(model_or_onnx_path, target, precision: str | None = "fp32", threads
         path = Path(model_or_onnx_path)
         if not path.is_file():
             raise FileNotFoundError(f"estimate: no ONNX file at {path}")
-        ops, quantized = ops_from_onnx(path, input_shape)
+        ops, file_precision = ops_from_onnx(path, input_shape)
         source = str(path)
     else:
         ops = ops_from_module(model_or_onnx_path, input_shape)
-        quantized = False
+        file_precision = "fp32"
         source = "module"
     if precision is None:
-        precision = "int8" if quantized else "fp32"
+        precision = file_precision
     if precision not in _BYTES:
         raise ValueError(f"estimate: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if device == "gpu":
@@ -438,11 +439,30 @@ _ONNX_QUANT = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatM
                "MatMulInteger", "DynamicQuantizeLinear"}
 
 
-def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], bool]:
+def onnx_precision(path) -> str:
+    """What an ONNX file computes in: "int8" (Q/DQ or QLinear ops), "fp16" (fp16 weights), else "fp32"."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return _onnx_precision(model)
+
+
+def _onnx_precision(model) -> str:
+    import onnx
+
+    if any(n.op_type in _ONNX_QUANT for n in model.graph.node):
+        return "int8"
+    weights = [t for t in model.graph.initializer if len(t.dims) >= 2]
+    if weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights):
+        return "fp16"
+    return "fp32"
+
+
+def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
     """Read an ONNX file's operators and their shapes (via ONNX shape inference).
 
-    Returns the ops and whether the graph is quantized. Dynamic input dims become 1 (batch)
-    or come from ``input_shape`` (C, H, W).
+    Returns the ops and the precision the file computes in (see :func:`onnx_precision`).
+    Dynamic input dims become 1 (batch) or come from ``input_shape`` (C, H, W).
     """
     import onnx
     from onnx import shape_inference
@@ -486,7 +506,7 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], bool]:
         s = shapes.get(name)
         return int(math.prod(s)) if s else 0
 
-    quantized = any(n.op_type in _ONNX_QUANT for n in graph.node)
+    file_precision = _onnx_precision(model)
     fusable: set[str] = set()
     ops: list[Op] = []
     for i, node in enumerate(graph.node):
@@ -531,7 +551,7 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], bool]:
             ops.append(Op(name, "eltwise", in_elems=sum(_elems(n) for n in ins), out_elems=_elems(node.output[0])))
         # Shape plumbing (Reshape, Flatten, Shape, Gather, Q/DQ of activations) is free here:
         # runtimes fold it or it moves no more bytes than the op that consumes it.
-    return ops, quantized
+    return ops, file_precision
 
 
 def calibration_report(models: dict[str, Any], target="rpi4", threads: int = 4) -> list[dict[str, Any]]:

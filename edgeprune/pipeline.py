@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import os
 import platform
 import shlex
 import sys

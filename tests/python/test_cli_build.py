@@ -167,6 +167,11 @@ def test_jetson_nano_gets_fp16_and_no_int8(trained_demo_cnn_dir, tmp_out, run_cl
     assert rep["deploy"]["trtexec"].startswith("trtexec --onnx=model.fp16.onnx --fp16 ")
     assert rep["stages"][-1]["name"] == "fp16" and rep["stages"][-1]["estimate"]["precision"] == "fp16"
     assert "int8" not in [s["name"] for s in rep["stages"]]
+    import edgeprune as ep
+
+    from_file = ep.estimate(tmp_out / "model.fp16.onnx", "jetson-nano", precision=None)
+    assert from_file.precision == "fp16"
+    assert from_file.total_ms == pytest.approx(rep["stages"][-1]["estimate"]["total_ms"], abs=1e-3)
 
 
 def test_accuracy_gate_exits_3_and_still_writes(trained_demo_cnn_dir, tmp_out, run_cli):
