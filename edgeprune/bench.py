@@ -1,14 +1,13 @@
 """Latency harness: time a model artifact on this machine with one of several runtimes.
 
 Consumes: an artifact (``model.onnx`` / ``model.int8.onnx`` for ONNX Runtime, ``*.tflite`` for
-LiteRT, ``*.epk`` for the edgeprune runtime, an ``nn.Module`` or an ``ep.save`` directory for
-torch) and the run settings (threads, warmup, runs). Produces: a :class:`BenchResult` with
+LiteRT, an ``nn.Module`` or an ``ep.save`` directory for torch) and the run settings (threads, warmup, runs). Produces: a :class:`BenchResult` with
 init, first-run, mean, median, min, max, std, p90, p99 (ms), the coefficient of variation,
 peak RSS and, for ONNX Runtime, a per-layer profile. A result is a measurement on *this*
 host: ``"estimate": false``.
 
-Pure Python over the runtimes' own Python APIs (plus the compiled core for ``.epk``), so the
-same ``edgeprune bench`` runs on a Raspberry Pi or a Jetson.
+Pure Python over the runtimes' own Python APIs, so the same ``edgeprune bench`` runs on a
+Raspberry Pi or a Jetson.
 """
 from __future__ import annotations
 
@@ -21,9 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-RUNTIMES = ("onnxruntime", "torch", "litert", "edgeprune")
+RUNTIMES = ("onnxruntime", "torch", "litert")
 # Above this coefficient of variation (std / mean) the numbers are too noisy to compare:
 # another process is competing for the cores, or the CPU is throttling.
 CV_WARNING = 0.10
@@ -134,7 +133,8 @@ class BenchResult:
 
 
 def default_runtime(artifact) -> str:
-    """The runtime an artifact's kind implies: .onnx -> onnxruntime, .tflite -> litert, ..."""
+    """The runtime an artifact's kind implies: .onnx -> onnxruntime, .tflite -> litert, a model
+    directory (ep.save) or an nn.Module -> torch."""
     if not isinstance(artifact, (str, os.PathLike)):
         return "torch"
     p = Path(artifact)
@@ -143,9 +143,9 @@ def default_runtime(artifact) -> str:
         return "onnxruntime"
     if suffix == ".tflite":
         return "litert"
-    if suffix == ".epk":
-        return "edgeprune"
-    return "torch"
+    if p.is_dir() or not p.exists():
+        return "torch"
+    raise BenchError(f"cannot tell which runtime runs {p.name}; pass runtime= (--runtime) one of {', '.join(RUNTIMES)}")
 
 
 def bench(path_or_model, runtime: str | None = "onnxruntime", threads: int = 1, warmup: int = 5, runs: int = 50,
@@ -172,7 +172,7 @@ def bench(path_or_model, runtime: str | None = "onnxruntime", threads: int = 1, 
         raise BenchError(f"no artifact at {path_or_model}")
     if isolate and isinstance(path_or_model, (str, os.PathLike)):
         return _bench_in_subprocess(path_or_model, runtime, threads, warmup, runs, input_shape, layer_profile, seed)
-    make = {"onnxruntime": _onnxruntime, "torch": _torch, "litert": _litert, "edgeprune": _edgeprune}[runtime]
+    make = {"onnxruntime": _onnxruntime, "torch": _torch, "litert": _litert}[runtime]
     _preload(runtime)
     t0 = time.perf_counter()
     run_once, inputs, version, profiler = make(path_or_model, threads, input_shape, seed)
@@ -393,34 +393,6 @@ def _litert(path, threads, input_shape, seed):
     except Exception:
         version = "litert"
     return interp.invoke, inputs, version, None
-
-
-def _edgeprune(path, threads, input_shape, seed):
-    try:
-        from edgeprune import runtime as ep_runtime  # the compiled core's .epk executor
-    except ImportError as e:
-        raise BenchError(f"runtime edgeprune needs the compiled core ({e}); build it with `make install`") from None
-    import numpy as np
-
-    loader = getattr(ep_runtime, "load", None)
-    if loader is None:
-        raise BenchError("this build of edgeprune.runtime cannot load .epk files")
-    session = loader(str(path), threads=threads) if _accepts(loader, "threads") else loader(str(path))
-    shape = list(input_shape) if input_shape is not None else list(getattr(session, "input_shape", []))
-    if not shape:
-        raise BenchError("the .epk model does not state its input shape; pass input_shape=(C, H, W)")
-    x = np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
-    version = f"edgeprune {getattr(ep_runtime, '__version__', '')}".strip()
-    return (lambda: session.run(x)), {"input": [1, *shape]}, version, None
-
-
-def _accepts(fn: Callable, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _peak_rss_mb() -> float | None:

@@ -1,6 +1,6 @@
 """`edgeprune bench ARTIFACT`: measure latency on this machine (and optionally estimate a target).
 
-Consumes: an artifact path (.onnx, .tflite, .epk, or an ep.save directory) and run settings.
+Consumes: an artifact path (.onnx, .tflite, or an ep.save directory) and run settings.
 Produces: a table of timings on stdout (or JSON with ``--json``, to stdout or a file), exit 0;
 exit 2 on a missing artifact, an unknown runtime/target or a runtime that cannot load it.
 """
@@ -20,10 +20,9 @@ def add_parser(subparsers) -> None:
         "bench", help="measure latency of an artifact with onnxruntime / litert / torch",
         description="Time an exported model on this machine: init, first run, mean, median, min, max, std, "
                     "p90, p99, peak RSS and (ONNX Runtime) a per-layer profile. Runs the same on a Pi or Jetson.")
-    p.add_argument("artifact", help="model.onnx / model.int8.onnx, *.tflite, *.epk, or a model directory")
-    p.add_argument("--runtime", choices=["onnxruntime", "litert", "edgeprune", "torch"], default=None,
-                   help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, .epk -> edgeprune, "
-                        "directory -> torch)")
+    p.add_argument("artifact", help="model.onnx / model.int8.onnx, *.tflite, or a model directory (ep.save)")
+    p.add_argument("--runtime", choices=["onnxruntime", "litert", "torch"], default=None,
+                   help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, directory -> torch)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first (default 5)")
     p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
@@ -63,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if args.target:
         profile = _load_target(args.target)
     try:
-        result = bench.bench(artifact, runtime=args.runtime, threads=args.threads, warmup=args.warmup,
+        runtime = args.runtime or bench.default_runtime(artifact)
+        result = bench.bench(artifact, runtime=runtime, threads=args.threads, warmup=args.warmup,
                              runs=args.runs, input_shape=shape, layer_profile=not args.no_layers,
                              isolate=not args.in_process)
     except bench.BenchError as e:

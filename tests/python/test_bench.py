@@ -76,7 +76,10 @@ def test_torch_runtime_on_a_module():
 def test_default_runtime_from_the_artifact(tmp_path):
     assert B.default_runtime("a/model.int8.onnx") == "onnxruntime"
     assert B.default_runtime("m.tflite") == "litert"
-    assert B.default_runtime("m.epk") == "edgeprune"
+    unknown = tmp_path / "m.bin"
+    unknown.write_bytes(b"x")
+    with pytest.raises(B.BenchError, match="cannot tell which runtime"):
+        B.default_runtime(unknown)
     assert B.default_runtime(tmp_path) == "torch"
     assert B.default_runtime(_tiny()) == "torch"
 
@@ -192,3 +195,10 @@ def test_isolated_run_reports_its_own_memory(onnx_path):
         bad = onnx_path.parent / "bad_iso.onnx"
         bad.write_bytes(b"junk")
         B.bench(bad, isolate=True)
+
+
+def test_cli_bench_unknown_artifact_kind_exits_2(tmp_path, capsys):
+    junk = tmp_path / "model.bin"
+    junk.write_bytes(b"x")
+    assert _exit_code(["bench", str(junk)]) == 2
+    assert "cannot tell which runtime runs model.bin" in capsys.readouterr().err
