@@ -38,7 +38,7 @@ from ..recover import RecoverConfig, Regularizer, finetune, top1
 from .schedule import _copy_attrs, _frozen_teacher, step_targets
 
 BUDGET_KINDS = ("macs", "params", "latency")
-DEFAULT_LEVELS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+DEFAULT_LEVELS = (0.25, 0.5, 0.75)
 
 
 @dataclass(frozen=True)
