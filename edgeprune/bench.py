@@ -396,6 +396,19 @@ def _litert(path, threads, input_shape, seed):
 
 
 def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB.
+
+    Linux: VmHWM from /proc/self/status, the high-water mark of the current address space. Not
+    getrusage's ru_maxrss: that one survives fork+exec, so a worker started from a big process
+    would report its parent's size.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # Windows
