@@ -318,6 +318,11 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             raise BuildError(f"formats {', '.join(unknown)} are not available; choose from "
                              f"{', '.join(available_formats) or '(no exporter in this build)'}")
         missing_formats = []
+        fmt_table = importlib.import_module("edgeprune.export.formats")
+        int8_asked = [f for f in formats if fmt_table.get(f).needs_quantized]
+        if int8_asked and data is None and calib is None:
+            raise BuildError(f"formats {', '.join(int8_asked)} need calibration data; pass calib (--calib) or "
+                             "data (--data), e.g. --calib digits")
     if profile.deploy.precision == "fp16" and "onnx-int8" in formats:
         raise BuildError(f"target {profile.name} has no int8 path (fp16 only); drop onnx-int8 from the formats")
 

@@ -243,6 +243,16 @@ def test_without_data_no_int8_and_says_why(trained_demo_cnn_dir, tmp_out, run_cl
     assert all(s["accuracy"] is None for s in rep["stages"])
 
 
+def test_calib_alone_gives_int8_without_accuracy(trained_demo_cnn_dir, tmp_out, run_cli):
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--calib", "digits",
+                "--formats", "onnx-int8", "--bench-runs", "0", "--out", tmp_out)
+    assert r.code == 0, r.err
+    rep = json.loads((tmp_out / "report.json").read_text())
+    assert (tmp_out / "model.int8.onnx").is_file() and not (tmp_out / "model.onnx").exists()
+    assert "quantize" in rep["stages_ran"] and rep["stages"][-1]["name"] == "int8"
+    assert all(s["accuracy"] is None for s in rep["stages"])
+
+
 def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cli):
     tmp_out.mkdir()
     (tmp_out / "old.txt").write_text("keep me")
@@ -270,6 +280,7 @@ def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cl
     (["--max-acc-drop", "1"], "--max-acc-drop needs --data"),
     (["--formats", "onnx,pdf"], "formats pdf"),
     (["--formats", ","], "--formats is empty"),
+    (["--formats", "onnx,onnx-int8"], "need calibration data"),
     (["--target", "jetson-nano", "--formats", "onnx-int8", "--data", "digits"], "no int8 path"),
     (["--epochs", "-1"], "--epochs"),
     (["--search", "adaptive", "--budget-macs", "0.5"], "search 'adaptive' needs data"),
