@@ -418,7 +418,7 @@ def candidates(names):
 # measurement
 
 
-def ort_latency_ms(model: nn.Module, x: torch.Tensor, runs: int) -> float:
+def ort_session(model: nn.Module, x: torch.Tensor):
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as d:
@@ -430,21 +430,28 @@ def ort_latency_ms(model: nn.Module, x: torch.Tensor, runs: int) -> float:
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def interleaved_ms(sessions: dict, x: torch.Tensor, runs: int) -> dict:
+    """Median latency per session, timed in rotation so every model sees the same machine load
+    (this host is shared; back-to-back blocks of runs drift by 2x)."""
     feed = {"x": x.numpy()}
-    for _ in range(3):
-        sess.run(None, feed)
-    times = []
+    for sess in sessions.values():
+        for _ in range(2):
+            sess.run(None, feed)
+    times = {k: [] for k in sessions}
     for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+        for k, sess in sessions.items():
+            t = time.perf_counter()
+            sess.run(None, feed)
+            times[k].append((time.perf_counter() - t) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def _stats(model, x, runs, seconds):
+def _stats(model, x, seconds):
     macs, params = count_macs_params(model, x)
-    return {"macs": macs, "params": params, "ort_ms": ort_latency_ms(model, x, runs), "prune_seconds": seconds}
+    return {"macs": macs, "params": params, "prune_seconds": seconds}
 
 
 def ours(model, x):
@@ -472,7 +479,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", metavar="PATH", help="write the rows as JSON here")
     ap.add_argument("--models", nargs="+", help="only these models")
-    ap.add_argument("--runs", type=int, default=10, help="timed ONNX Runtime runs per model (default 10)")
+    ap.add_argument("--runs", type=int, default=15, help="timed ONNX Runtime rounds per model (default 15)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -489,27 +496,33 @@ def main(argv=None) -> int:
         model = factory().eval()
         row = {"model": name, "input": [1, 3, 224, 224], "ratio": 0.5, "round_to": 8, "threads": 1,
                "runtime": "onnxruntime", "source": source}
+        sessions = {}
         try:
-            row["before"] = _stats(model, x, args.runs, None)
+            row["before"] = _stats(model, x, None)
+            sessions["before"] = ort_session(model, x)
         except Exception as e:
-            row["error"] = f"baseline model does not export: {type(e).__name__}: {e}"
+            row["error"] = f"model does not export: {type(e).__name__}: {e}"
             rows.append(row)
             continue
         try:
             pruned, sec = ours(model, x)
-            row["ours"] = _stats(pruned, x, args.runs, round(sec, 3))
-            row["ours"]["speedup"] = row["before"]["ort_ms"] / row["ours"]["ort_ms"]
+            row["ours"] = _stats(pruned, x, round(sec, 3))
+            sessions["ours"] = ort_session(pruned, x)
         except Exception as e:
             row["ours"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
         if baseline_name:
             try:
                 pruned, sec = torch_pruning(model, x)
-                row["baseline"] = {"name": baseline_name, **_stats(pruned, x, args.runs, round(sec, 3))}
-                row["baseline"]["speedup"] = row["before"]["ort_ms"] / row["baseline"]["ort_ms"]
+                row["baseline"] = {"name": baseline_name, **_stats(pruned, x, round(sec, 3))}
+                sessions["baseline"] = ort_session(pruned, x)
             except Exception as e:
                 row["baseline"] = {"name": baseline_name, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-            if "speedup" in row.get("ours", {}) and "speedup" in row["baseline"]:
-                row["speedup_ratio_ours_vs_baseline"] = row["ours"]["speedup"] / row["baseline"]["speedup"]
+        for key, ms in interleaved_ms(sessions, x, args.runs).items():
+            row[key]["ort_ms"] = ms
+            if key != "before":
+                row[key]["speedup"] = row["before"]["ort_ms"] / ms
+        if "speedup" in row.get("ours", {}) and "speedup" in row.get("baseline", {}):
+            row["speedup_ratio_ours_vs_baseline"] = row["ours"]["speedup"] / row["baseline"]["speedup"]
         rows.append(row)
         print(_line(row), file=sys.stderr)
     if args.json:

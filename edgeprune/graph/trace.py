@@ -134,6 +134,9 @@ _PASS_MODULES = (
 )
 _NORM_BATCH = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
+_SLICED_BY_SURGERY = (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding, nn.MultiheadAttention, nn.LayerNorm,
+                      nn.GroupNorm, nn.PReLU) + _NORM_BATCH
+
 _ROW_NAMES = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "nheads", "groups", "num_groups")
 _COL_NAMES = ("head_dim", "head_size", "attention_head_size", "d_head", "dim_head", "d_k", "head_dims")
 _FLAT_NAMES = ("all_head_size", "inner_dim", "inner_size", "proj_dim", "hidden_dim", "embed_dim", "hidden_size", "dim")
@@ -429,10 +432,8 @@ class Analyzer(fx.Interpreter):
             dim = args[1] if len(args) > 1 else n.kwargs.get("dim")
             return self._softmax(a, dim, result, name)
         if name in _RESHAPE:
-            if name in ("view_as", "reshape_as"):
-                lit = ()
-            else:
-                lit = self._literal_ints(n)
+            # only view/reshape/unflatten take sizes; flatten/squeeze/unsqueeze take dim indices
+            lit = self._literal_ints(n) if name in ("view", "reshape", "unflatten") else ()
             xs = self.V(x).shape
             if isinstance(a, ParamTag):
                 return self._reshape_tag(a, xs, result.shape)
@@ -531,6 +532,9 @@ class Analyzer(fx.Interpreter):
                 continue  # broadcast along the channels: no coupling
             if isinstance(a, ParamTag) and len(dims) == 1:
                 axis = a.axes[dims[0] - o]
+                owner = self.mods.get(a.name.rpartition(".")[0])
+                if owner is not None and isinstance(owner, _SLICED_BY_SURGERY):
+                    axis = None  # layer surgery already cuts it: slicing it again would cut twice
                 if axis is not None:
                     self.record("param", a.name, f"axis{axis}", base.ids, "Parameter")
                     continue
@@ -699,6 +703,10 @@ class Analyzer(fx.Interpreter):
         if any(result.shape[d] != a.ids.shape[k] for k, d in enumerate(dims)):
             self.fix_ann(a, f"{name} repeats channels")
             return None
+        lit = self._literal_ints(n) if name in ("expand", "broadcast_to") else set()
+        for k, d in enumerate(dims):
+            if a.ids.ndim == 1 and result.shape[d] in lit and result.shape[d] > 1:
+                self.an.reqs.append(SizeReq(self.owner(n), int(result.shape[d]), a.ids.reshape(1, -1), 1, "flat", n.name))
         return Ann(dims, a.ids, a.split)
 
     def _reduce(self, n, name, a, result):
@@ -780,7 +788,8 @@ class Analyzer(fx.Interpreter):
                 return [Ann(tuple(d - (d > dim) for d in a.dims), a.ids, a.split)] * k
             return [a] * k
         sizes = [r.shape[dim] for r in result]
-        if a.dims != (dim,) or len(set(sizes)) != 1 or name == "unbind":
+        literal_list = name in ("split", "tensor_split") and not isinstance(n.args[1], int)
+        if a.dims != (dim,) or len(set(sizes)) != 1 or name == "unbind" or literal_list:
             self.fix_ann(a, f"{name} at {n.name} into unequal or single channels")
             self.warn(f"{name} at {n.name} splits channels unevenly: kept whole")
             return [Ann((dim,), a.ids[sum(sizes[:i]):sum(sizes[:i + 1])]) for i in range(k)]

@@ -201,3 +201,44 @@ def test_untraceable_model_gives_a_clear_error():
 
     with pytest.raises(ValueError, match="cannot capture Branchy with torch.fx"):
         epg.trace(Branchy(), torch.randn(1, 4))
+
+
+def test_literal_split_sizes_and_layer_weights_used_as_tensors_are_kept():
+    class Literal(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.bn = nn.BatchNorm2d(8)
+            self.b = nn.Conv2d(8, 8, 1)
+            self.c = nn.Conv2d(4, 4, 1)
+            self.d = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y1, y2 = torch.split(self.a(x), [4, 4], dim=1)  # literal sizes
+            z = self.b(torch.cat([self.c(y1), self.d(y2)], 1))
+            return z * self.bn.weight.view(1, -1, 1, 1)  # a BN weight used as a plain tensor
+
+    model, x = Literal().eval(), torch.randn(1, 3, 4, 4)
+    g, warns = _trace(model, x)
+    assert not _group_of(g, "a").prunable and any("split" in w for w in warns)
+    assert not _group_of(g, "b").prunable  # coupled to bn.weight, which only the BN surgery may cut
+    assert _group_of(g, "c").prunable
+    plan = epp.plan(model, x, ratio=0.5, round_to=1, graph=g)
+    with torch.no_grad():
+        assert epp.apply(model, plan)(x).shape == (1, 8, 4, 4)
+
+
+def test_expand_with_literal_channel_count_is_kept():
+    class Expand(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.b = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            s = self.a(x).mean((2, 3), keepdim=True)
+            return self.b(s.expand(1, 8, 4, 4))
+
+    model, x = Expand().eval(), torch.randn(1, 3, 4, 4)
+    g, warns = _trace(model, x)
+    assert not _group_of(g, "a").prunable and any("hard-codes size 8" in w for w in warns)
