@@ -243,7 +243,7 @@ class _Stages:
 def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, data=None, calib=None,
           ratio: float | None = None, budget_macs: float | None = None, budget_latency_ms: float | None = None,
           max_acc_drop: float | None = None, formats: list[str] | None = None, importance: str = "l2",
-          recover_epochs: int = 3, search: str = "auto", search_steps: int = 3, seed: int = 0, bench_runs: int = 20, bench_warmup: int = 3,
+          recover_epochs: int = 3, search: str = "auto", search_steps: int = 3, scratch_epochs: int = 0, seed: int = 0, bench_runs: int = 20, bench_warmup: int = 3,
           bench_threads: int = 1, train_threads: int | None = 1, force: bool = False,
           command_line: list[str] | None = None, progress: bool | str | None = None,
           on_stage: Callable[[str], None] | None = None) -> BuildResult:
@@ -255,7 +255,8 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
     "auto"/"adaptive" runs ``edgeprune.prune.search`` (sensitivity scan, allocation,
     ``search_steps`` prune+recover steps with back-off under ``max_acc_drop``, default 1 point);
     without data (or ``search="bisect"``) the global ratio is bisected on the estimator.
-    ``result.budget_met`` is False when the budget could not be reached (the CLI exits 3). Channel counts are rounded to the profile's ``channel_multiple``.
+    ``result.budget_met`` is False when the budget could not be reached (the CLI exits 3).
+    ``scratch_epochs`` > 0 also trains the pruned shape from random weights for comparison. Channel counts are rounded to the profile's ``channel_multiple``.
     ``max_acc_drop`` (percentage points, deployed model vs the unpruned one) makes
     ``result.gate_passed`` False when exceeded (the CLI exits 3); the artifacts are still
     written, so the report shows what happened. ``progress``: None = a bar on a terminal,
@@ -275,6 +276,8 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         raise BuildError(f"search {search!r} is not one of auto, adaptive, bisect")
     if search_steps < 1:
         raise BuildError(f"search_steps {search_steps} must be >= 1")
+    if scratch_epochs < 0:
+        raise BuildError(f"scratch_epochs {scratch_epochs} must be >= 0")
     if max_acc_drop is not None and max_acc_drop < 0:
         raise BuildError(f"max_acc_drop {max_acc_drop} must be >= 0 (percentage points)")
     if max_acc_drop is not None and data is None:
@@ -344,7 +347,7 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         "settings": {"ratio": ratio, "budget_macs": budget_macs, "budget_latency_ms": budget_latency_ms,
                      "max_acc_drop": max_acc_drop, "formats": list(formats), "importance": importance,
                      "round_to": int(profile.deploy.channel_multiple), "recover_epochs": recover_epochs,
-                     "search_steps": search_steps,
+                     "search_steps": search_steps, "scratch_epochs": scratch_epochs,
                      "data": data if isinstance(data, str) or data is None else "object",
                      "calib": calib if isinstance(calib, str) or calib is None else "object",
                      "bench": {"runs": bench_runs, "warmup": bench_warmup, "threads": bench_threads}},
@@ -536,6 +539,27 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         elif splits is not None and plan is not None:
             skipped["recover"] = "recover_epochs is 0"
         bar.done()
+
+        # ---- optional: the pruned shape trained from scratch (Liu et al., "Rethinking the Value
+        # of Network Pruning"): if it matches prune + recover, the pruning found an architecture,
+        # not useful weights. Not a deployed artifact; its numbers go to the report only.
+        if scratch_epochs and splits is not None and plan is not None:
+            import copy
+
+            fresh = copy.deepcopy(pruned)
+            torch.manual_seed(seed)
+            for m in fresh.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+            bar.log(f"training the pruned shape from scratch for {scratch_epochs} epochs (comparison only)")
+            fresh, scratch_metrics = models_mod.train(fresh, splits, epochs=scratch_epochs, seed=seed,
+                                                      progress=progress)
+            scratch_acc = _accuracy(models_mod, fresh.eval(), splits.test)
+            recovered_acc = _accuracy(models_mod, pruned, splits.test)
+            report["scratch"] = {"epochs": scratch_epochs, "top1": scratch_acc, "prune_recover_top1": recovered_acc,
+                                 "delta_pts": round(100.0 * (scratch_acc - recovered_acc), 4),
+                                 "reference": "Liu et al. 2019, Rethinking the Value of Network Pruning"}
+            stage("scratch")
 
         # ---- save
         bar.start("save", "model/")

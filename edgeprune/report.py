@@ -194,6 +194,11 @@ def _pruning_section(report: dict[str, Any]) -> list[str]:
     if settings.get("importance"):
         lines.append(f"Importance: {settings['importance']}; channel counts rounded to multiples of "
                      f"{settings.get('round_to')}; recovery epochs: {settings.get('recover_epochs')}.")
+    sc = report.get("scratch")
+    if sc:
+        lines.append(f"The pruned shape trained from scratch ({sc['epochs']} epochs) reaches {100 * sc['top1']:.2f}% "
+                     f"top-1 against {100 * sc['prune_recover_top1']:.2f}% for prune + recover "
+                     f"({sc['delta_pts']:+.2f} pts; {sc['reference']}).")
     lines.append("")
     steps = (report.get("search") or {}).get("steps") or []
     if steps:

@@ -56,6 +56,8 @@ def add_parser(subparsers) -> None:
                    help="how a budget is met: adaptive (sensitivity scan + stepwise prune/recover, needs --data; "
                         "the default with --data) or bisect (one global ratio on the estimator)")
     p.add_argument("--search-steps", type=int, default=3, help="prune/recover steps of the adaptive search")
+    p.add_argument("--scratch-epochs", type=int, default=0, metavar="N",
+                   help="also train the pruned shape from scratch for N epochs and report it next to prune+recover")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--bench-runs", type=int, default=20, help="host benchmark runs per artifact (0 = skip)")
     p.add_argument("--threads", type=int, default=1, help="host benchmark threads (default 1)")
@@ -69,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     pipeline = importlib.import_module("edgeprune.pipeline")
     if args.ratio is not None and not 0.0 <= args.ratio < 1.0:
         raise UsageError(f"--ratio {args.ratio} is outside [0, 1); e.g. --ratio 0.5 removes half the channels")
-    if args.epochs < 0 or args.bench_runs < 0 or args.threads < 1 or args.search_steps < 1:
-        raise UsageError("--epochs and --bench-runs must be >= 0, --threads and --search-steps >= 1")
+    if args.epochs < 0 or args.bench_runs < 0 or args.scratch_epochs < 0 or args.threads < 1 or args.search_steps < 1:
+        raise UsageError("--epochs, --bench-runs and --scratch-epochs must be >= 0, --threads and --search-steps >= 1")
     formats = None
     if args.formats is not None:
         formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.target, args.out, weights=args.weights, trust_pickle=args.trust_pickle, data=args.data,
             calib=args.calib, ratio=args.ratio, budget_macs=args.budget_macs, budget_latency_ms=args.budget_latency,
             max_acc_drop=args.max_acc_drop, formats=formats, importance=args.importance, recover_epochs=args.epochs,
-            search=args.search, search_steps=args.search_steps, seed=args.seed, bench_runs=args.bench_runs, bench_threads=args.threads, force=args.force,
+            search=args.search, search_steps=args.search_steps, scratch_epochs=args.scratch_epochs, seed=args.seed, bench_runs=args.bench_runs, bench_threads=args.threads, force=args.force,
             command_line=["edgeprune", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("edgeprune") else
             ["edgeprune", "build", *_argv_of(args)], progress="auto")
     except pipeline.BuildError as e:
@@ -114,8 +116,8 @@ def _argv_of(args) -> list[str]:
     """Rebuild the command line from parsed args (when called in-process, sys.argv is not ours)."""
     out = []
     for flag in ("model", "target", "weights", "data", "calib", "ratio", "budget_macs", "budget_latency",
-                 "max_acc_drop", "formats", "importance", "epochs", "search", "search_steps", "seed", "bench_runs",
-                 "threads", "out"):
+                 "max_acc_drop", "formats", "importance", "epochs", "search", "search_steps", "scratch_epochs", "seed",
+                 "bench_runs", "threads", "out"):
         v = getattr(args, flag)
         if v is not None:
             out += [f"--{flag.replace('_', '-')}", str(v)]
@@ -138,6 +140,7 @@ def _summary_json(result) -> dict:
         "gate": rep.get("gate"),
         "budget": {k: v for k, v in rep["budget"].items() if k != "search"} if rep.get("budget") else None,
         "deployed": rep["deployed"],
+        "scratch": rep.get("scratch"),
         "target_estimate_ms": rep["target_estimate"]["total_ms"],
         "deploy": rep["deploy"],
         "files": sorted(result.manifest["files"]),
@@ -159,6 +162,10 @@ def _print_human(result) -> None:
                else f"{len(rep['plan'] or [])} adaptive step(s)")
         console.print(f"  budget {b['kind']} {b['value']:g}: achieved {b['achieved']:.4g} "
                       f"({'met' if b['met'] else 'NOT met'}) with {how}")
+    if rep.get("scratch"):
+        sc = rep["scratch"]
+        console.print(f"  pruned shape from scratch ({sc['epochs']} epochs): {100 * sc['top1']:.2f}% vs prune+recover "
+                      f"{100 * sc['prune_recover_top1']:.2f}% ({sc['delta_pts']:+.2f} pts)")
     gate = rep.get("gate")
     if gate:
         console.print(f"  accuracy gate: drop {gate['drop_pts']:.2f} pts, allowed {gate['max_acc_drop']} pts: "

@@ -253,6 +253,21 @@ def test_calib_alone_gives_int8_without_accuracy(trained_demo_cnn_dir, tmp_out, 
     assert all(s["accuracy"] is None for s in rep["stages"])
 
 
+def test_scratch_comparison(trained_demo_cnn_dir, tmp_out, run_cli):
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--ratio", "0.5", "--data", "digits",
+                "--epochs", "1", "--scratch-epochs", "1", "--bench-runs", "0", "--out", tmp_out)
+    assert r.code == 0, r.err
+    rep = json.loads((tmp_out / "report.json").read_text())
+    sc = rep["scratch"]
+    recovered = next(s for s in rep["stages"] if s["name"] == "recovered")
+    assert sc["epochs"] == 1 and sc["prune_recover_top1"] == recovered["accuracy"]["value"]
+    assert sc["delta_pts"] == pytest.approx(100 * (sc["top1"] - sc["prune_recover_top1"]), abs=1e-3)
+    assert "scratch" in rep["stages_ran"] and "from scratch (1 epochs)" in (tmp_out / "report.md").read_text()
+    # the comparison model is not an artifact
+    assert sorted(json.loads((tmp_out / "manifest.json").read_text())["files"]) == sorted(
+        f for f in FILES if f != "manifest.json")
+
+
 def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cli):
     tmp_out.mkdir()
     (tmp_out / "old.txt").write_text("keep me")
@@ -285,6 +300,7 @@ def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cl
     (["--epochs", "-1"], "--epochs"),
     (["--search", "adaptive", "--budget-macs", "0.5"], "search 'adaptive' needs data"),
     (["--search-steps", "0"], "--search-steps"),
+    (["--scratch-epochs", "-2"], "--scratch-epochs"),
 ])
 def test_bad_input_exits_2_with_one_line(trained_demo_cnn_dir, tmp_out, run_cli, extra, match):
     args = {"--model": str(trained_demo_cnn_dir), "--target": "rpi4"}
