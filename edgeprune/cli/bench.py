@@ -116,7 +116,7 @@ def _print_human(out, top: int) -> None:
     from rich.table import Table
 
     # stdout unless the JSON went there
-    console = Console(stderr=False)
+    console = Console(stderr=False, highlight=False)
     t = Table(title=f"{out['artifact']} · {out['runtime_version']} · {out['threads']} thread(s) · {out['runs']} runs")
     t.add_column("statistic")
     t.add_column("value", justify="right")

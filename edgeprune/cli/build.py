@@ -152,7 +152,7 @@ def _print_human(result) -> None:
 
     report = importlib.import_module("edgeprune.report")
     rep = result.report
-    console = Console()
+    console = Console(highlight=False)
     console.print(report.summary_table(rep))
     for stage, why in rep["stages_skipped"].items():
         console.print(f"  skipped {stage}: {why}")
