@@ -202,7 +202,28 @@ def allocate(model, engine: _Engine, budget: Budget, scan: list[dict], limit: fl
         moves.append({"group": g, "kept": kept[g], "channels": sizes[g], "cost": cost,
                       "scan_drop": options[g][level[g]]["drop"]})
     kept = {k: options[k][level[k]]["kept"] for k in options}
+    if cost <= limit and moves:
+        kept, cost = _refine(model, engine, budget, graph, scores, sizes, kept, cost, limit, options, level, moves)
     return kept, cost, moves
+
+
+def _refine(model, engine, budget, graph, scores, sizes, kept, cost, limit, options, level, moves):
+    """The scan levels are coarse, so the last move may overshoot the budget: give channels back,
+    one rounding step at a time, to the groups that lost the most accuracy in the scan, while the
+    budget still holds."""
+    order = sorted(kept, key=lambda g: -options[g][level[g]]["drop"])
+    for g in order:
+        step = max(1, graph.group(g).round_step(engine.round_to))
+        while kept[g] + step <= sizes[g]:
+            trial = dict(kept)
+            trial[g] = kept[g] + step
+            p = engine.plan(model, graph, scores, {k: 1.0 - trial[k] / sizes[k] for k in trial})
+            c = budget.cost(engine.apply(model, p), engine.x)
+            if c > limit:
+                break
+            kept, cost = trial, c
+            moves.append({"group": g, "kept": kept[g], "channels": sizes[g], "cost": cost, "refine": True})
+    return kept, cost
 
 
 def search(model: nn.Module, data, example_inputs, budget: Budget, *, max_acc_drop: float = 1.0,
