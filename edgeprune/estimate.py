@@ -20,25 +20,25 @@ The model, per layer ``l`` (batch 1)::
 follow a conv/linear are fused by every deployment runtime (XNNPACK, ONNX Runtime, TensorRT)
 and cost nothing here.
 
-Calibration (the efficiencies below). Published points, XNNPACK README, "Raspberry Pi 4",
-multi-threaded (4 threads), https://github.com/google/XNNPACK#performance (section "Raspberry
-Pi"), and the XNNPACK int8 announcement, https://blog.tensorflow.org/2021/09/faster-quantized-inference-with-xnnpack.html:
+Calibration (the efficiencies below). Published points as quoted in DESIGN.md section 6,
+from the XNNPACK README's Raspberry Pi 4 table (multi-threaded, 4 threads),
+https://github.com/google/XNNPACK (README, "Performance" / "Raspberry Pi"):
 
     MobileNetV2 1.0 224: fp32 41 ms, int8 17-20 ms
     MobileNetV1 1.0 224: fp32 72 ms, int8 24-29 ms
 
-Raspberry Pi 4 = 4x Cortex-A72 @ 1.5 GHz: 2 x 128-bit FMA pipes = 16 fp32 FLOP/cycle on
-paper, but the A72 issues one 128-bit FMLA per cycle in practice (8 FLOP/cycle = 12 GFLOPS),
-the profile's figure; int8 without dotprod goes through SMLAL/SADALP (2x fp32 throughput).
-The efficiencies were fitted by least squares in log space to the four points (int8 ranges
-taken at their midpoints) over a 0.01 grid, one GEMM efficiency per precision, with the
-depthwise efficiency held at a third of it (depthwise 3x3 does 9 MACs per loaded input
-value against 100s for a 1x1 GEMM, so it is load-bound; the four points alone cannot
-separate the two, the fit is flat along that direction). The fc efficiency does not matter
-for these models (a batch-1 fc is a GEMV, memory-bound). ``tests/python/test_estimate.py`` checks all four points within
-+-35 %. Other profiles reuse the same efficiencies on their own peaks and bandwidth: the
-fraction of peak a microkernel reaches is mostly set by its loads per FLOP, which the
-vendors' NEON/AVX2 designs share; a device measurement replaces this.
+Peaks are the rpi4 profile's vendor figures (4x Cortex-A72 @ 1.5 GHz: 12 fp32 GFLOPS and
+24 int8 GOPS per core, no dotprod); what the efficiencies absorb is everything between
+those peaks and what XNNPACK reaches. They were fitted by least squares in log space to the
+four points (int8 ranges taken at their midpoints) over a 0.01 grid, one GEMM efficiency per
+precision, with the depthwise efficiency held at a third of it (depthwise 3x3 does 9 MACs
+per loaded input value against hundreds for a 1x1 GEMM, so it is load-bound; the four
+points alone cannot separate the two, the fit is flat along that direction). The fc
+efficiency does not matter for these models (a batch-1 fc is a GEMV, memory-bound).
+``tests/python/test_estimate.py`` checks all four points within +-35 %. Other profiles reuse
+the same efficiencies on their own peaks and bandwidth: an assumption (the fraction of peak
+a microkernel reaches is mostly set by its loads per FLOP, which NEON and AVX2 designs
+share); a device measurement replaces it.
 
 Threads: the published points are 4-thread only, so the multi-thread speedup is an
 assumption, not a fit: Amdahl with ``PARALLEL_FRACTION`` (XNNPACK splits each operator's
