@@ -57,6 +57,8 @@ def run(args) -> int:
     for op, n in info["ops"].items():
         ops.add_row(op, str(n))
     console.print(ops)
+    if not q["fp32_ops"] and q["int8_ops"]:
+        console.print(f"every compute op ({q['int8_ops']}) runs int8")
     if q["fp32_ops"]:
         f = Table(title="ops that stayed fp32")
         for c in ("op", "name", "reason"):

@@ -73,12 +73,22 @@ def inspect_onnx(path: str | os.PathLike) -> dict:
         for t in n.input:
             consumers.setdefault(t, []).append(n)
 
+    def requantized(t: str) -> bool:
+        """The tensor goes only into QuantizeLinear, directly or through one fusable Relu/Clip."""
+        users = consumers.get(t, [])
+        if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):
+            users = consumers.get(users[0].output[0], [])
+        return bool(users) and all(u.op_type == "QuantizeLinear" for u in users)
+
     def fused_activation(n) -> bool:
-        """Relu/Clip between an int8 Conv/Gemm and a QuantizeLinear: runtimes fuse it into the conv."""
+        """Relu/Clip between an int8 op (all inputs from DequantizeLinear) and a QuantizeLinear:
+        runtimes fuse it into that op (ONNX Runtime's Relu/Clip-Quantize fusion)."""
         p = producer.get(n.input[0])
         users = consumers.get(n.output[0], [])
-        return (p is not None and p.op_type in WEIGHTED and len(p.input) > 1 and from_dq(p.input[0])
-                and from_dq(p.input[1]) and len(users) == 1 and users[0].op_type == "QuantizeLinear")
+        if p is None or len(users) != 1 or users[0].op_type != "QuantizeLinear":
+            return False
+        data = [t for t in (p.input[:2] if p.op_type in WEIGHTED else p.input) if t and t not in inits]
+        return bool(data) and all(from_dq(t) for t in (p.input[:2] if p.op_type in WEIGHTED else data))
 
     ops: dict[str, int] = {}
     layers = []
@@ -121,8 +131,11 @@ def inspect_onnx(path: str | os.PathLike) -> dict:
             precision, reason = "int8", None  # folded into the int8 conv/gemm before it
         else:
             dq = [from_dq(t) for t in float_inputs]
-            if float_inputs and all(dq):
+            if float_inputs and all(dq) and requantized(n.output[0]):
                 precision = "int8"
+            elif float_inputs and all(dq):
+                reason = (f"{n.op_type} inputs are int8 but its output is not re-quantized (no QuantizeLinear "
+                          "after it), so runtimes compute it in float")
             elif not has_qdq:
                 reason = "fp32 model: no QuantizeLinear/DequantizeLinear in the graph"
             else:

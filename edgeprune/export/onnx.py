@@ -183,6 +183,9 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
                 out = users[0].output[0]
             point_tensors.setdefault(info["output"], set()).add(out)
 
+    for op_name, op in qmodel.ops.items():
+        _map_op(graph, consumers, op_name, op, point_tensors)
+
     graph_inputs = {i.name for i in graph.input}
     graph_outputs = {o.name for o in graph.output}
     renames: dict[str, str] = {}  # producer output renames (tensor -> its fp32 name)
@@ -229,6 +232,37 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     graph.initializer.extend(keep + new_inits)
     del graph.value_info[:]  # names changed; shape inference recomputes them
     return model
+
+
+def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict) -> None:
+    """Locate a quantized add / average pool in the ONNX graph from its input tensors; map its output."""
+    ins = []
+    for p in op["inputs"]:
+        if p not in point_tensors:
+            raise RuntimeError(f"{op['kind']} {op_name}: its input {p} was not located in the ONNX graph")
+        ins.append(point_tensors[p])
+    types = ("Add",) if op["kind"] == "add" else ("GlobalAveragePool", "AveragePool")
+    found = None
+    for n in graph.node:
+        if n.op_type not in types or len(n.input) < len(ins):
+            continue
+        if op["kind"] == "add":
+            a, b = n.input[0], n.input[1]
+            if (a in ins[0] and b in ins[1]) or (a in ins[1] and b in ins[0]):
+                found = n
+                break
+        elif n.input[0] in ins[0]:
+            found = n
+            break
+    if found is None:
+        raise RuntimeError(f"{op['kind']} {op_name} not found in the exported ONNX graph")
+    out = found.output[0]
+    if op["relu"]:
+        users = consumers.get(out, [])
+        if len(users) != 1 or users[0].op_type not in ("Relu", "Clip"):
+            raise RuntimeError(f"{op_name}: expected one Relu/Clip after {found.name} in the ONNX graph")
+        out = users[0].output[0]
+    point_tensors.setdefault(op["output"], set()).add(out)
 
 
 def read_qdq_scales(proto: onnx.ModelProto) -> dict:

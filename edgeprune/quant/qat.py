@@ -50,4 +50,4 @@ def qat(qmodel: QuantizedModel, train_data, epochs: int = 1, lr: float = 1e-4, b
     _layer_scales(folded, layers, qmodel.points, qmodel.config)
     meta = dict(qmodel.metadata, qat={"epochs": epochs, "lr": lr, "seed": seed})
     return QuantizedModel(qmodel.original, folded, qmodel.config, copy.deepcopy(qmodel.points), layers,
-                          list(qmodel.skipped), qmodel.input_shape, meta)
+                          list(qmodel.skipped), qmodel.input_shape, meta, copy.deepcopy(qmodel.ops))

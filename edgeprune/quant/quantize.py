@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import sys
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def analyze(gm: fx.GraphModule, config: QuantConfig):
         elif node.op == "call_function" and node.target in _WEIGHTED_FUNCS:
             skipped.append({"name": node.name, "op": getattr(node.target, "__name__", str(node.target)),
                             "reason": "functional weighted op (not an nn.Module layer); kept fp32"})
+    ops = _analyze_ops(gm, modules, layers, wanted) if config.placement == "inputs_outputs" else {}
     points = [n.name for n in gm.graph.nodes if n.name in wanted]
     # A point right after a value-preserving op (flatten, reshape, max pool, ...) of another point
     # takes that point's scale: Q(DQ(x)) with equal parameters is lossless and runtimes drop it.
@@ -115,7 +117,56 @@ def analyze(gm: fx.GraphModule, config: QuantConfig):
                 src = nodes[src].args[0].name
             if src in wanted:
                 shared[name] = shared.get(src, src)
-    return points, layers, skipped, shared
+    return points, layers, ops, skipped, shared
+
+
+_ADD_FUNCS = {operator.add, torch.add}
+_AVGPOOL_MODULES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AvgPool1d)
+_AVGPOOL_FUNCS = {F.adaptive_avg_pool2d, F.avg_pool2d, F.adaptive_avg_pool1d, F.avg_pool1d}
+
+
+def _op_kind(node: fx.Node, modules: dict) -> str | None:
+    if node.op == "call_function" and node.target in _ADD_FUNCS or node.op == "call_method" and node.target == "add":
+        args = node.args[:2]
+        metas = [a.meta.get("tensor_meta") if isinstance(a, fx.Node) else None for a in args]
+        # tensor + tensor of one shape and a float dtype (not size arithmetic, not broadcasting)
+        if len(args) == 2 and all(m is not None and hasattr(m, "shape") for m in metas) \
+                and metas[0].shape == metas[1].shape and metas[0].dtype.is_floating_point and not node.kwargs:
+            return "add"
+        return None
+    if node.op == "call_module" and isinstance(modules.get(node.target), _AVGPOOL_MODULES) \
+            or node.op == "call_function" and node.target in _AVGPOOL_FUNCS:
+        return "avgpool"
+    return None
+
+
+def _analyze_ops(gm: fx.GraphModule, modules: dict, layers: dict, wanted: set) -> dict:
+    """Residual adds and average pools whose inputs are already quantized tensors: give them an
+    output point too, so runtimes run them in int8 (QLinearAdd, QLinearAveragePool) instead of
+    dequantizing around them. Their inputs must be tensors the exporter can locate: a layer's
+    input or output, an earlier such op's output, or the graph input."""
+    locatable = {n.name for n in gm.graph.nodes if n.op == "placeholder"}
+    for info in layers.values():
+        locatable.add(info["input"])
+        if info["output"]:
+            locatable.add(info["output"])
+    ops: dict[str, dict] = {}
+    for node in gm.graph.nodes:
+        kind = _op_kind(node, modules)
+        if kind is None:
+            continue
+        ins = [a.name for a in (node.args[:2] if kind == "add" else node.args[:1])]
+        if not all(i in locatable for i in ins):
+            continue
+        out, relu = node, False
+        users = list(node.users)
+        if len(users) == 1 and _is_relu(users[0], modules):
+            out, relu = users[0], True
+        ops[node.name] = {"kind": kind, "inputs": ins, "output": out.name, "relu": relu}
+        wanted.update(ins)
+        wanted.add(out.name)
+        locatable.add(out.name)
+    return ops
 
 
 _PASSTHROUGH_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.MaxPool1d, nn.MaxPool2d, nn.Unflatten)
@@ -208,11 +259,13 @@ class QuantizedModel:
     points: {fx node name: {"scale", "zero_point", "qmin", "qmax", "dtype", "min", "max"}}
     layers: {layer target: {"kind", "input", "output", "relu", "weight_scale": [...],
              "weight_qmax", "axis", "bias_scale": [...] or None}}
+    ops:    {fx node name: {"kind": "add" | "avgpool", "inputs": [...], "output", "relu"}}
     """
 
     def __init__(self, original: nn.Module, folded: fx.GraphModule, config: QuantConfig,
-                 points: dict, layers: dict, skipped: list, input_shape=None, metadata=None):
+                 points: dict, layers: dict, skipped: list, input_shape=None, metadata=None, ops=None):
         self.original = original
+        self.ops = dict(ops or {})
         self.folded = folded
         self.config = config
         self.points = points
@@ -249,12 +302,12 @@ class QuantizedModel:
             "format": "edgeprune.quantized", "version": __version__,
             "config": self.config.to_dict(),
             "input_shape": list(self.input_shape) if self.input_shape else None,
-            "points": self.points, "layers": self.layers, "skipped": self.skipped,
+            "points": self.points, "layers": self.layers, "ops": self.ops, "skipped": self.skipped,
             "metadata": self.metadata,
         }
 
     def scales_hash(self) -> str:
-        blob = json.dumps({"points": self.points, "layers": self.layers}, sort_keys=True).encode()
+        blob = json.dumps({"points": self.points, "layers": self.layers, "ops": self.ops}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def save(self, path) -> Path:
@@ -282,7 +335,7 @@ class QuantizedModel:
         folded = fold_bn(original)
         folded.load_state_dict(torch.load(path / "folded.pt", weights_only=True))
         return cls(original, folded, QuantConfig.from_dict(d["config"]), d["points"], d["layers"],
-                   d.get("skipped", []), d.get("input_shape"), d.get("metadata"))
+                   d.get("skipped", []), d.get("input_shape"), d.get("metadata"), d.get("ops"))
 
     def summary(self) -> dict:
         return {"method": self.config.method, "target": self.config.target,
@@ -345,7 +398,10 @@ def quantize(model: nn.Module, calib_data, method: str = "percentile", per_chann
         raise CalibrationError("calibration data is empty; pass at least one sample")
     check_calibration(model, batches[0])
     folded = fold_bn(model)
-    point_names, layers, skipped, shared = analyze(folded, config)
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    ShapeProp(folded).propagate(batches[0][:1].float())  # shapes tell a tensor add from size arithmetic
+    point_names, layers, ops, skipped, shared = analyze(folded, config)
     if not layers:
         raise QuantizeError(f"{type(model).__name__} has no Conv1d/Conv2d/Linear layer to quantize")
     cal = build_module(folded, point_names, {t: {"input": l["input"], "weight_scale": [1.0], "qmax": 127,
@@ -388,5 +444,5 @@ def quantize(model: nn.Module, calib_data, method: str = "percentile", per_chann
         if getattr(model, attr, None) is not None:
             meta[attr] = getattr(model, attr)
     qm = QuantizedModel(model, folded, config, points, layers, skipped,
-                        getattr(model, "input_shape", None) or tuple(batches[0].shape[1:]), meta)
+                        getattr(model, "input_shape", None) or tuple(batches[0].shape[1:]), meta, ops)
     return qm

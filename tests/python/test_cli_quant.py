@@ -74,7 +74,10 @@ def test_export_and_inspect_cli(qdir, run_cli, tmp_out, digits):
     assert fp32["int8_ops"] == 0 and fp32["fp32_ops"]
     assert all(f["reason"].startswith("fp32 model: no QuantizeLinear") for f in fp32["fp32_ops"])
     r = run_cli("inspect", files["onnx-int8"]["path"], "--layers")  # the human tables
-    assert r.code == 0 and "ops that stayed fp32" in r.out and "int8 MAC coverage" in r.out and "100.0 %" in r.out
+    assert r.code == 0 and "int8 MAC coverage" in r.out and "100.0 %" in r.out
+    assert f"every compute op ({info['int8']['compute_ops']}) runs int8" in r.out
+    r = run_cli("inspect", files["onnx"]["path"])
+    assert r.code == 0 and "ops that stayed fp32" in r.out and "fp32 model" in r.out
 
 
 def test_calibration_shape_mismatch_exits_2_naming_both_shapes(run_cli, trained_demo_cnn_dir, tmp_path):

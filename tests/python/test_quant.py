@@ -129,6 +129,17 @@ def test_weights_int8_per_channel_in_range(quantized):
             assert info["bias_scale"] == [float(np.float32(s_in) * np.float32(v)) for v in info["weight_scale"]]
 
 
+def test_residual_adds_and_pool_get_output_points(quantized):
+    qm = quantized("percentile")
+    kinds = sorted(op["kind"] for op in qm.ops.values())
+    assert kinds == ["add", "add", "avgpool"]
+    for op in qm.ops.values():
+        assert all(i in qm.points for i in op["inputs"]) and op["output"] in qm.points
+    adds = [op for op in qm.ops.values() if op["kind"] == "add"]
+    assert all(op["relu"] for op in adds)  # relu(out + x): the point sits after the ReLU
+    assert qm.points[adds[0]["output"]]["min"] >= 0
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_fake_quant_accuracy_within_one_point(method, quantized, demo_fp32, digits_xy):
     x, y = digits_xy
