@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..recover import RecoverConfig, Regularizer, apply_masks, finetune, top1
-from .sparsity import make_masks, sparsity_report
+from .sparsity import make_masks, prunable_weights, projection, sparsity_report
 from .threshold import DynamicThreshold
 
 SCHEDULES = ("oneshot", "linear", "agp")
@@ -115,6 +115,38 @@ def sparsify(model: nn.Module, data, sparsity: float | None, *, pattern: str = "
     return result
 
 
+def sparsify_admm(model: nn.Module, data, sparsity: float | None, *, pattern: str = "unstructured",
+                  rho: float = 1e-2, admm_epochs: int = 5, retrain_epochs: int = 3, ignore: Iterable[str] = (),
+                  recover: RecoverConfig | None = None, distill: bool = True, metric: Callable = top1,
+                  progress: bool = False) -> ScheduleResult:
+    """Unstructured / block sparsity by ADMM: train towards the per-layer sparse set, cut to it,
+    then retrain with the masks fixed (``edgeprune.recover.admm_prune``)."""
+    from ..recover import admm_prune
+
+    cfg = recover or RecoverConfig()
+    teacher = _frozen_teacher(model) if distill else None
+    work = copy.deepcopy(model)
+    for attr in ("edgeprune_spec", "input_shape", "edgeprune_build_kwargs", "edgeprune_plan"):
+        if hasattr(model, attr):
+            setattr(work, attr, getattr(model, attr))
+    names = prunable_weights(work, ignore=ignore)
+    if pattern == "2:4":
+        names = [n for n in names if dict(work.named_parameters())[n][0].numel() % 4 == 0]
+    base_val = metric(work, data.val)
+    t0 = time.perf_counter()
+    work, masks, hist = admm_prune(work, data, projection(sparsity, pattern), names, cfg, rho=rho, teacher=teacher,
+                                   retrain_epochs=retrain_epochs, progress=progress, epochs=admm_epochs)
+    rep = sparsity_report(work, masks)
+    result = ScheduleResult(model=work, masks=masks,
+                            baseline={"val": base_val, "schedule": "admm", "pattern": pattern, "rho": rho,
+                                      "recover": cfg.to_dict(), "distill": distill})
+    result.log.append({"step": 1, "target": 0.5 if pattern == "2:4" else sparsity, "sparsity": rep["total"]["sparsity"],
+                       "primal_residual": hist["primal_residual"], "val_recovered": metric(work, data.val),
+                       "seconds": round(time.perf_counter() - t0, 3)})
+    work.edgeprune_masks = masks
+    return result
+
+
 def incremental_ratio(previous: float, target: float) -> float:
     """Ratio to prune from a model that already lost ``previous`` so the total lost is ``target``."""
     if target <= previous:
@@ -135,6 +167,7 @@ def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | N
                      ignore: Iterable[str] = (), max_layer_ratio: float = 0.9,
                      recover: RecoverConfig | None = None, finetune_epochs: int | None = None,
                      distill: bool = True, regularizers: Sequence[Regularizer] = (),
+                     threshold: DynamicThreshold | None = None,
                      metric: Callable = top1, seed: int = 0, progress: bool = False) -> ScheduleResult:
     """Structured (channel) pruning by ``schedule`` with recovery after every step.
 
@@ -144,13 +177,20 @@ def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | N
     model. ``regularizers`` (e.g. BN-L1, group lasso) act in the recovery *between* steps, so
     the next step's importance sees what they drove down; the last recovery is plain.
     The returned ``plans`` replay in order on a fresh model (``ep.save(model, dir, plan=plans)``).
+
+    ``threshold`` (a ``DynamicThreshold``) replaces the ratio selection: at every step the
+    channel scores of the current model are recomputed and the rule picks what goes (``solve``
+    to the step's share of ``ratio``; ``relative`` / ``percentile`` / ``absolute`` from the
+    current score distribution alone), then kept counts are rounded up to ``round_to``.
     """
     from .apply import apply
     from .macs import count_macs_params
     from .plan import plan as make_plan
 
-    if (ratio is None) == (target_macs is None):
+    if (ratio is None) == (target_macs is None) and not (threshold is not None and threshold.method != "solve"):
         raise ValueError("give exactly one of ratio or target_macs")
+    if threshold is not None and target_macs is not None:
+        raise ValueError("a dynamic threshold selects by score; combine it with ratio, not target_macs")
     cfg = recover or RecoverConfig(seed=seed)
     if finetune_epochs is not None:
         cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": finetune_epochs})
@@ -177,7 +217,12 @@ def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | N
         t0 = time.perf_counter()
         kw = dict(importance=importance, round_to=round_to, global_ranking=global_ranking, ignore=ignore,
                   max_layer_ratio=max_layer_ratio, seed=seed, calib=data.train)
-        if goal_macs is not None:
+        if threshold is not None:
+            now = prunable_sizes(work)
+            step = None if ratio is None else max(0.0, 1.0 - total0 * (1 - ratio * f) / sum(now.values()))
+            p = _threshold_plan(work, example_inputs, threshold, step, importance, round_to, ignore,
+                                max_layer_ratio, seed, data.train)
+        elif goal_macs is not None:
             step_goal = base_macs - (base_macs - goal_macs) * f
             p = make_plan(work, example_inputs, target_macs=float(step_goal), **kw)
         else:
@@ -221,3 +266,45 @@ def _progress_bar(enabled: bool):
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[status]}"), console=Console(file=sys.stderr), transient=True,
                     disable=not enabled)
+
+
+def _threshold_plan(model, example_inputs, rule: DynamicThreshold, step_target, importance, round_to, ignore,
+                    max_layer_ratio, seed, calib):
+    """A plan whose channels are chosen by a dynamic threshold over the current group scores.
+
+    Global rules compare groups after dividing each group's scores by their mean (as the ratio
+    selection does), so layers of different scale compete fairly."""
+    import math
+
+    import numpy as np
+
+    from ..graph import trace
+    from .importance import score_groups
+    from .plan import plan_from_keep
+
+    graph = trace(model, example_inputs, ignore=tuple(ignore))
+    groups = [g for g in graph.groups() if g.prunable]
+    raw = score_groups(graph, importance, calib=calib if importance in ("taylor", "gradient", "activation") else None,
+                       seed=seed)
+    scores = {}
+    for g in groups:
+        s = np.asarray(raw[g.id], dtype=np.float64)
+        mean = s.mean() if s.size else 0.0
+        scores[g.id] = torch.from_numpy(s / mean if (rule.scope == "global" and mean > 0) else s)
+    rule = DynamicThreshold(rule.method, rule.value, rule.scope, min(rule.max_layer_ratio, max_layer_ratio),
+                            rule.min_keep)
+    keep = rule.masks(scores, step_target)
+    out = {}
+    for g in groups:
+        k = keep[g.id].numpy()
+        n_keep = int(k.sum())
+        unit = min(g.round_step(round_to), g.size)
+        n_keep = min(g.size, int(math.ceil(max(n_keep, 1) / unit) * unit))
+        if n_keep >= g.size:
+            continue
+        order = np.argsort(-scores[g.id].numpy(), kind="stable")
+        mask = np.zeros(g.size, dtype=bool)
+        mask[order[:n_keep]] = True
+        out[g.id] = mask
+    return plan_from_keep(graph, out, {"threshold": rule.to_dict(), "step_target": step_target,
+                                       "importance": importance, "round_to": round_to})

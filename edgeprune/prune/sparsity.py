@@ -272,3 +272,23 @@ def report_table(report: dict, title: str = "weight sparsity"):
     tot = report["total"]
     t.add_row("total", "", str(tot["weights"] - tot["zeros"]), str(tot["weights"]), f"{100 * tot['sparsity']:.1f} %")
     return t
+
+
+def projection(sparsity: float | None, pattern: str = "unstructured"):
+    """``project(name, w) -> keep mask``: the nearest point of 'this layer at ``sparsity`` in
+    ``pattern``' by magnitude. ADMM (``edgeprune.recover.admm_prune``) projects onto it each epoch."""
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown sparsity pattern {pattern!r}; use one of {', '.join(PATTERNS)}")
+    if pattern != "2:4" and (sparsity is None or not 0.0 <= sparsity < 1.0):
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+
+    def project(name: str, w: torch.Tensor) -> torch.Tensor:
+        s = _as_matrix(w.detach().abs())
+        if pattern == "2:4":
+            return n_m_mask(s).view_as(w) if s.shape[1] % 4 == 0 else torch.ones_like(w, dtype=torch.bool)
+        bo, bk = _block_shape(pattern)
+        blocks, cnt = _to_blocks(s, bo, bk)
+        keep = select({name: blocks}, sparsity, weights={name: cnt}, scope="layer")[name]
+        return _from_blocks(keep, bo, bk, *s.shape).reshape(w.shape)
+
+    return project

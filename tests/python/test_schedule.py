@@ -143,3 +143,35 @@ def test_structured_regularizer_acts_between_steps(trained, data):
     # the BN-L1 recovery after step 1 changes which channels step 2 removes or the weights it keeps
     assert any(a.hash != b.hash for a, b in zip(with_reg.plans, plain.plans)) or not torch.equal(
         with_reg.model.bn2.weight, plain.model.bn2.weight)
+
+
+def test_structured_dynamic_threshold_solve_and_relative(trained, data):
+    from edgeprune.prune.threshold import DynamicThreshold
+
+    solved = S.prune_structured(trained, data, X, ratio=0.5, schedule="linear", steps=2, round_to=1,
+                                finetune_epochs=1, threshold=DynamicThreshold("solve", scope="layer"))
+    assert _channels(solved.model) == 12  # per layer: half of 8 and half of 16
+    assert solved.model.conv1.out_channels == 4 and solved.model.conv2.out_channels == 8
+    assert solved.plans[0].settings["threshold"]["method"] == "solve"
+    # relative: channels below 0.9 x the max score of their layer go, recomputed at every step
+    rel = S.prune_structured(trained, data, X, schedule="oneshot", round_to=1, finetune_epochs=0,
+                             threshold=DynamicThreshold("relative", 0.9, scope="layer"))
+    from edgeprune.graph import trace
+    from edgeprune.prune.importance import score_groups
+
+    sc = score_groups(trace(trained, X), "l2")
+    expected = sum(int((s >= 0.9 * s.max()).sum()) for s in (sc["conv1"], sc["conv2"]))
+    assert _channels(rel.model) == expected < 24
+
+
+@pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.8), ("4x1", 0.5)])
+def test_admm_sparsify_per_layer(trained, data, pattern, sparsity):
+    res = S.sparsify_admm(trained, data, sparsity, pattern=pattern, rho=1.0, admm_epochs=2, retrain_epochs=1,
+                          recover=recover.RecoverConfig(lr=0.02))
+    params = dict(res.model.named_parameters())
+    for n, m in res.masks.items():
+        assert m.float().mean() == pytest.approx(1 - sparsity, abs=0.05), n  # per layer
+        assert check_pattern(m, pattern)
+        assert torch.count_nonzero(params[n][~m]) == 0
+    assert res.log[0]["primal_residual"] < 0.1
+    assert res.log[0]["val_recovered"] > 0.9

@@ -134,3 +134,17 @@ def test_masks_survive_recovery_and_report(trained, data):
         assert by[n]["nonzero"] == int(m.sum())
     table = S.report_table(rep)
     assert table.row_count == len(rep["layers"]) + 1
+
+
+def test_projection_per_layer_patterns():
+    torch.manual_seed(0)
+    w = torch.randn(8, 12)
+    keep = S.projection(0.75, "unstructured")("w", w)
+    assert int(keep.sum()) == 24 and w.abs()[keep].min() >= w.abs()[~keep].max()
+    k24 = S.projection(None, "2:4")("w", w)
+    assert (k24.reshape(8, 3, 4).sum(2) == 2).all()
+    k14 = S.projection(0.5, "1x4")("w", w)
+    assert S.check_pattern(k14, "1x4") and int(k14.sum()) == 48
+    assert S.projection(None, "2:4")("w", torch.randn(4, 9)).all()  # K % 4 != 0: left dense
+    with pytest.raises(ValueError, match="pattern"):
+        S.projection(0.5, "8x8")
