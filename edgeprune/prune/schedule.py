@@ -95,7 +95,8 @@ def sparsify(model: nn.Module, data, sparsity: float | None, *, pattern: str = "
     base_val = metric(work, data.val) if hasattr(data, "val") else None
     result = ScheduleResult(model=work, baseline={"val": base_val, "schedule": schedule, "pattern": pattern,
                                                    "criterion": criterion, "targets": targets,
-                                                   "recover": cfg.to_dict(), "distill": distill})
+                                                   "recover": cfg.to_dict(), "distill": distill,
+                                                   "regularizers": [r.describe() for r in regularizers]})
     masks = None
     for t, target in enumerate(targets, 1):
         t0 = time.perf_counter()
@@ -205,7 +206,9 @@ def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | N
     result = ScheduleResult(model=work, baseline={"val": base_val, "macs": int(base_macs), "params": int(base_params),
                                                    "schedule": schedule, "ratio": ratio, "target_macs": target_macs,
                                                    "fractions": fractions, "recover": cfg.to_dict(),
-                                                   "distill": distill, "importance": importance})
+                                                   "distill": distill, "importance": importance,
+                                                   "regularizers": [r.describe() for r in regularizers],
+                                                   "threshold": threshold.to_dict() if threshold else None})
     from ..graph import trace
 
     def prunable_sizes(m):

@@ -43,8 +43,11 @@ def test_same_command_twice_same_plan_and_accuracy(run_cli, trained_demo_cnn_dir
     outs = []
     for i in range(2):
         res = run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", "--ratio", "0.4",
-                      "--schedule", "agp", *FAST, "--round-to", "4", "--out", tmp_path / f"o{i}", "--json")
+                      "--schedule", "agp", *FAST, "--round-to", "4", "--regularize", "bn-l1", "--reg-lambda", "1e-3",
+                      "--out", tmp_path / f"o{i}", "--json")
         outs.append(_json(res))
+    sched = json.loads((tmp_path / "o0" / "schedule.json").read_text())
+    assert sched["baseline"]["regularizers"][0]["name"] == "bn-l1" and len(sched["steps"]) == 2
     assert outs[0]["plan_hashes"] == outs[1]["plan_hashes"] and outs[0]["plan_hashes"]
     assert outs[0]["after"] == outs[1]["after"]
     assert (tmp_path / "o0" / "plans.json").read_text() == (tmp_path / "o1" / "plans.json").read_text()
