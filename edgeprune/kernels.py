@@ -1,4 +1,5 @@
-"""Thin Python over the compiled core: fp32 dense and sparse linear layers, and ISA queries.
+"""Thin Python over the compiled core: fp32 dense and sparse linear layers, an int8 linear
+layer (dense or sparse), and ISA queries.
 
 Consumes: weights as numpy arrays or torch tensors (copied and packed once, at construction),
 inputs as C-contiguous numpy float32 arrays (used in place, no copy). Produces: numpy float32
@@ -10,6 +11,8 @@ neon-dotprod) is chosen once per process from the CPU, or forced with ``EDGEPRUN
     y = lin(x)                                   # x[N, K] float32 -> y[N, M]
     sp = SparseLinear(w_pruned, b, block=(4, 1)) # zeros in w are pruned
     y = sp(x); Y = sp.spmm(x_kn)                 # [N, K] -> [N, M]; channel-major [K, N] -> [M, N]
+    q = QLinear(w, b, input_scale=0.02, input_zero_point=0, output_scale=0.05, output_zero_point=0)
+    yq = q(xq)                                   # int8 [N, K] -> int8 [N, M], TFLite arithmetic
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import numpy as np
 from edgeprune import _core
 
 __all__ = [
-    "Linear", "SparseLinear", "cpu_features", "compiled_isas", "supported_isas", "selected_isa",
+    "Linear", "SparseLinear", "QLinear", "cpu_features", "compiled_isas", "supported_isas", "selected_isa",
     "kernel_listing",
 ]
 
@@ -150,3 +153,72 @@ class SparseLinear:
     def __repr__(self) -> str:
         return (f"SparseLinear(in_features={self.in_features}, out_features={self.out_features}, "
                 f"density={self.density:.3f}, block={self.block}, kernel={self.kernel!r}, isa={self.isa!r})")
+
+
+class QLinear:
+    """int8 linear layer with TFLite arithmetic: int8 ``x[N, K] -> y[N, M]`` int8.
+
+    The float ``weight[M, K]`` is quantized here, symmetric per output channel to [-127, 127]
+    (``weight_scales``, ``qweight``); the bias to int32 with scale ``input_scale * weight_scale``
+    (``qbias``). Activations are asymmetric per tensor (``input_scale``, ``input_zero_point``);
+    outputs are requantized to (``output_scale``, ``output_zero_point``) with round-to-nearest-even,
+    and ``activation`` clamps in the int8 domain. ``sparse="auto"`` runs the 1x4-block sparse
+    kernel when at most ``AUTO_MAX_BLOCK_DENSITY`` of the blocks (4 consecutive input channels of
+    one output channel) hold a nonzero weight, else the dense GEMM; ``"sparse"``/``"dense"``
+    force one. Both give the same bits. ``.gemm_kn(x_kn)`` maps channel-major ``[K, N] -> [M, N]``.
+    """
+
+    AUTO_MAX_BLOCK_DENSITY = 0.4
+
+    def __init__(self, weight, bias=None, *, input_scale: float, input_zero_point: int, output_scale: float,
+                 output_zero_point: int, sparse: str = "auto", block=(1, 4), activation: str = "none",
+                 threads: int = 1, isa: str | None = None):
+        weight, bias = _weights(weight, bias)
+        block = tuple(block) if not isinstance(block, int) else (1, block)
+        if block not in ((1, 4), (1, 1)):
+            raise ValueError(f"block must be (1, 4) input channels (got {block}); the int8 sparse format "
+                             "stores 1x4 blocks, (1, 1) is accepted as its alias for unstructured weights")
+        if sparse not in ("auto", "sparse", "dense"):
+            raise ValueError(f"sparse must be one of auto, sparse, dense (got {sparse!r})")
+        for name, zp in (("input_zero_point", input_zero_point), ("output_zero_point", output_zero_point)):
+            if int(zp) != zp or not -128 <= zp <= 127:
+                raise ValueError(f"{name} must be an integer in [-128, 127] (got {zp!r})")
+        for name, sc in (("input_scale", input_scale), ("output_scale", output_scale)):
+            if not (np.isfinite(sc) and sc > 0):
+                raise ValueError(f"{name} must be a positive finite number (got {sc!r})")
+        self._impl = _core.QLinear(weight, bias, float(input_scale), int(input_zero_point), float(output_scale),
+                                   int(output_zero_point), _activation(activation), sparse, isa)
+        self.input_scale, self.input_zero_point = float(input_scale), int(input_zero_point)
+        self.output_scale, self.output_zero_point = float(output_scale), int(output_zero_point)
+        self.activation = activation
+        self.threads = threads
+
+    in_features = property(lambda self: self._impl.in_features)
+    out_features = property(lambda self: self._impl.out_features)
+    qweight = property(lambda self: self._impl.qweight, doc="int8 [M, K] quantized weight")
+    weight_scales = property(lambda self: self._impl.weight_scales, doc="float32 [M] per-channel scales")
+    qbias = property(lambda self: self._impl.qbias, doc="int32 [M] quantized bias")
+    output_range = property(lambda self: self._impl.output_range, doc="(qmin, qmax) after the activation")
+    kernel = property(lambda self: self._impl.kernel, doc="'sparse' or 'dense': the kernel in use")
+    nnz = property(lambda self: self._impl.nnz, doc="nonzero quantized weights")
+    density = property(lambda self: self._impl.nnz / (self.in_features * self.out_features))
+    isa = property(lambda self: self._impl.isa, doc="the path this layer runs")
+
+    def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+        return self._impl(x, self.threads if threads is None else threads)
+
+    def gemm_kn(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Channel-major int8 ``X[K, N] -> Y[M, N]``."""
+        return self._impl.gemm_kn(x_kn, self.threads if threads is None else threads)
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """float -> int8 with this layer's input scale and zero point (round half to even)."""
+        q = np.rint(np.asarray(x, dtype=np.float64) / self.input_scale) + self.input_zero_point
+        return np.clip(q, -128, 127).astype(np.int8)
+
+    def dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        return ((y.astype(np.float32) - self.output_zero_point) * self.output_scale).astype(np.float32)
+
+    def __repr__(self) -> str:
+        return (f"QLinear(in_features={self.in_features}, out_features={self.out_features}, "
+                f"kernel={self.kernel!r}, activation={self.activation!r}, isa={self.isa!r})")

@@ -4,6 +4,7 @@
 // Produces: declarations of every kernel in kernels.inc, packers, and kernel_table(isa).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -15,7 +16,7 @@ namespace ep {
 enum class Act { none, relu, relu6 };
 
 // The clamp bounds that implement an activation (kernels always clamp; none = +-inf).
-inline void act_bounds(Act act, float* lo, float* hi) {
+static inline void act_bounds(Act act, float* lo, float* hi) {
   *lo = act == Act::none ? -std::numeric_limits<float>::infinity() : 0.0f;
   *hi = act == Act::relu6 ? 6.0f : std::numeric_limits<float>::infinity();
 }
@@ -75,6 +76,73 @@ struct SpmmF32Args {
   float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
 };
 
+// int8 GEMM per the TFLite spec: Y[r, j] = requant(sum_k A[r, k] * W[j, k] + bias[j]) with
+// int8 activations A (asymmetric, per tensor; the input zero point is folded into bias),
+// weights W symmetric per output channel in [-127, 127], int32 bias.
+// requant(acc) = zp_out + nearbyint(clamp(float(acc) * scale[j], lo, hi)), where float(acc) and
+// the product are IEEE single precision rounded to nearest even, lo/hi are the output range
+// minus zp_out (so activations are the clamp). Every path computes exactly this, bit for bit.
+struct GemmS8Args {
+  const int8_t* a = nullptr;
+  int64_t lda = 0;
+  const int8_t* b = nullptr;   // unpacked W[cols, depth] row-major (read by the reference)
+  int64_t ldb = 0;
+  const int8_t* bp = nullptr;  // W packed by pack_gemm_s8 with the kernel's tile and k-group
+  const int32_t* bias = nullptr;    // per column: bias_q[j] - zp_in * colsum[j]
+  const int32_t* colsum = nullptr;  // per column: sum_k W[j, k] (for paths that offset A)
+  const float* scale = nullptr;     // per column: s_in * s_w[j] / s_out
+  int8_t* y = nullptr;
+  int64_t ldy = 0;
+  int64_t rows = 0, cols = 0, depth = 0;
+  int32_t zp_out = 0;
+  float lo = -128.0f, hi = 127.0f;
+};
+
+// Panels of `tile` columns, k in groups of `kgroup`, zero padded:
+// out[((p * groups + g) * tile + j) * kgroup + t] = W[p*tile + j, g*kgroup + t].
+int64_t packed_gemm_s8_size(int64_t cols, int64_t depth, int tile, int kgroup);
+void pack_gemm_s8(const int8_t* w, int64_t cols, int64_t depth, int tile, int kgroup, int8_t* out);
+// The k-group of a path's gemm_s8 packing (the tile is its kernels.inc entry).
+int gemm_s8_kgroup(Isa provider);
+
+// Sparse int8 (1x4 input blocks): Y[M, N] = requant(W_sparse[M, K] X[K, N] + bias), vectorised
+// over N. A block is 4 consecutive input channels 4q..4q+3 of one output channel; X comes packed
+// in the same quads, column-interleaved: xq[(q * ldx + n) * 4 + t] = X[4q + t, n] (zero padded),
+// so one 32-bit lane holds the 4 activations a block multiplies (vpdpbusd / sdot shape).
+struct SpmmS8Args {
+  const int8_t* xq = nullptr;
+  int64_t ldx = 0;  // columns of the packed X
+  int8_t* y = nullptr;
+  int64_t ldy = 0;
+  int64_t n = 0, m = 0;
+  const int32_t* nnz = nullptr;     // per output channel: nonzero blocks
+  const int32_t* quad = nullptr;    // per block, in stream order: input quad index q
+  const int32_t* w = nullptr;       // per block: its 4 weights, byte t = weight of channel 4q + t
+  const int32_t* bias = nullptr;    // per output channel: bias_q - zp_in * rowsum
+  const int32_t* rowsum = nullptr;  // per output channel: sum of its weights
+  const float* scale = nullptr;
+  int32_t zp_out = 0;
+  float lo = -128.0f, hi = 127.0f;
+};
+
+struct PackedSparseS8 {
+  int64_t m = 0, k = 0;
+  std::vector<int32_t> nnz, quad, w;
+  int64_t blocks() const { return int64_t(quad.size()); }
+};
+// Weights W[M, K] int8 -> the 1x4 block stream (blocks with any nonzero weight are stored).
+PackedSparseS8 pack_sparse_s8(const int8_t* w, int64_t m, int64_t k);
+// X[K, N] (row stride ldx) -> xq as above (size ceil(K/4) * N * 4). transposed: X given as [N, K].
+void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool transposed, int8_t* xq);
+
+// The requantization of one accumulator, as every path must compute it. (static: each ISA file
+// gets its own copy, so the linker can never hand an AVX-512 build of it to generic code.)
+static inline int8_t requant_s8(int32_t acc, float scale, int32_t zp_out, float lo, float hi) {
+  float f = float(acc) * scale;
+  f = f < lo ? lo : (f > hi ? hi : f);
+  return int8_t(int32_t(__builtin_nearbyintf(f)) + zp_out);
+}
+
 #define EP_KERNEL_KIND(name, Args) using name##_fn = void (*)(const Args&);
 #include "kernels/kernels.inc"
 
@@ -103,6 +171,11 @@ struct KernelTable {
 // compiled. kernels() is the table of selected_isa().
 const KernelTable& kernel_table(Isa isa);
 const KernelTable& kernels();
+
+// Per-thread scratch memory for kernels (slot 0..3), grown on demand and kept. It lives in a
+// file built without ISA flags: std:: templates instantiated in an AVX-512 file could otherwise
+// be picked by the linker for generic code (an illegal instruction on older CPUs).
+void* thread_scratch(int slot, size_t bytes);
 
 // The kernel kinds and the ISAs that implement each directly (for tests and the benchmark).
 struct KernelListing {

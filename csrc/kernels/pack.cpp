@@ -32,6 +32,72 @@ void pack_dense_f32(const float* b, int64_t b_sk, int64_t b_sm, int64_t depth, i
   }
 }
 
+int64_t packed_gemm_s8_size(int64_t cols, int64_t depth, int tile, int kgroup) {
+  return (cols + tile - 1) / tile * tile * ((depth + kgroup - 1) / kgroup * kgroup);
+}
+
+void pack_gemm_s8(const int8_t* w, int64_t cols, int64_t depth, int tile, int kgroup, int8_t* out) {
+  const int64_t groups = (depth + kgroup - 1) / kgroup;
+  for (int64_t p = 0; p * tile < cols; ++p)
+    for (int64_t g = 0; g < groups; ++g)
+      for (int j = 0; j < tile; ++j)
+        for (int t = 0; t < kgroup; ++t) {
+          const int64_t c = p * tile + j, k = g * kgroup + t;
+          *out++ = c < cols && k < depth ? w[c * depth + k] : int8_t(0);
+        }
+}
+
+void* thread_scratch(int slot, size_t bytes) {
+  thread_local std::vector<unsigned char> buffers[4];
+  auto& b = buffers[slot & 3];
+  if (b.size() < bytes + 64) b.resize(bytes + 64);
+  // 64-byte aligned start, so vector loads from it never split a cache line needlessly
+  return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(b.data()) + 63) & ~uintptr_t(63));
+}
+
+PackedSparseS8 pack_sparse_s8(const int8_t* w, int64_t m, int64_t k) {
+  PackedSparseS8 p;
+  p.m = m;
+  p.k = k;
+  const int64_t quads = (k + 3) / 4;
+  for (int64_t r = 0; r < m; ++r) {
+    int32_t count = 0;
+    for (int64_t q = 0; q < quads; ++q) {
+      uint32_t bytes = 0;
+      for (int t = 0; t < 4; ++t) {
+        const int64_t c = 4 * q + t;
+        if (c < k) bytes |= uint32_t(uint8_t(w[r * k + c])) << (8 * t);
+      }
+      if (!bytes) continue;
+      p.quad.push_back(int32_t(q));
+      p.w.push_back(int32_t(bytes));
+      ++count;
+    }
+    p.nnz.push_back(count);
+  }
+  return p;
+}
+
+void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool transposed, int8_t* xq) {
+  const int64_t quads = (k + 3) / 4;
+  for (int64_t q = 0; q < quads; ++q)
+    for (int64_t i = 0; i < n; ++i)
+      for (int t = 0; t < 4; ++t) {
+        const int64_t c = 4 * q + t;
+        *xq++ = c < k ? (transposed ? x[i * ld + c] : x[c * ld + i]) : int8_t(0);
+      }
+}
+
+int gemm_s8_kgroup(Isa provider) {
+  switch (provider) {
+    case Isa::avx2: return 2;           // int16 pairs for vpmaddwd
+    case Isa::avx512: return 4;         // byte quads for vpdpbusd
+    case Isa::neon:
+    case Isa::neon_dotprod: return 16;  // one q register of k per column
+    default: return 1;
+  }
+}
+
 PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block) {
   if (block != 1 && block != 4) throw std::invalid_argument("sparse block must be 1 or 4 output channels");
   PackedSparseF32 p;

@@ -8,7 +8,7 @@
 // sets over alternate nonzeros, so V*U FMA chains hide the FMA latency while the X strip
 // (K x V*W floats) stays in L1. b4 (4 output channels sharing a pattern): each X vector loaded
 // feeds 4 FMAs. Columns no vector pass covers run a scalar loop.
-// (no includes: this file is included inside a namespace, after <vector>)
+// (no includes: this file is included inside a namespace)
 
 template <class O, int NV, int U, class Off>
 void spmm_b1_pass(const ep::SpmmF32Args& p, const Off* off, int64_t n0) {
@@ -123,16 +123,16 @@ inline void spmm_tail(const ep::SpmmF32Args& p, int block, int64_t n0) {
 // loads then carry no pointer-chasing dependency from one nonzero to the next (a serial
 // multiply-add per nonzero would cap a pass at one nonzero per ~4 cycles).
 template <class Off>
-const Off* spmm_offsets(const ep::SpmmF32Args& p, int block, std::vector<Off>& buf) {
+const Off* spmm_offsets(const ep::SpmmF32Args& p, int block) {
   int64_t total = 0;
   for (int64_t b = 0; b < (p.m + block - 1) / block; ++b) total += p.nnz[b];
-  buf.resize(size_t(total));
+  Off* buf = static_cast<Off*>(ep::thread_scratch(0, size_t(total) * sizeof(Off)));
   int64_t chan = 0;
   for (int64_t i = 0; i < total; ++i) {
     chan += p.deltas[i];
-    buf[size_t(i)] = Off(chan * p.ldx);
+    buf[i] = Off(chan * p.ldx);
   }
-  return buf.data();
+  return buf;
 }
 
 template <class O, class Off>
@@ -163,12 +163,10 @@ template <class O>
 void spmm_driver(const ep::SpmmF32Args& p, int block) {
   const bool small = (p.k + 1) * (p.ldx > 0 ? p.ldx : 1) < (int64_t(1) << 31);
   if (small) {
-    thread_local std::vector<int32_t> buf;
-    const int32_t* off = spmm_offsets(p, block, buf);
+    const int32_t* off = spmm_offsets<int32_t>(p, block);
     block == 4 ? spmm_b4_run<O>(p, off) : spmm_b1_run<O>(p, off);
   } else {
-    thread_local std::vector<int64_t> buf;
-    const int64_t* off = spmm_offsets(p, block, buf);
+    const int64_t* off = spmm_offsets<int64_t>(p, block);
     block == 4 ? spmm_b4_run<O>(p, off) : spmm_b1_run<O>(p, off);
   }
 }

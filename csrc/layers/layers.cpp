@@ -5,6 +5,8 @@
 #include "layers/layers.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "layers/parallel.h"
@@ -170,6 +172,135 @@ void SparseLinear::forward(const float* x, int64_t n, float* y, int threads) con
   transpose(x, n, k_, xt.data());
   forward_kn(xt.data(), n, yt.data(), threads);
   transpose(yt.data(), m_, n, y);
+}
+
+QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in, float s_out,
+                 int32_t zp_out, Act act, SparseKernel mode, Isa isa)
+    : m_(m), k_(k), zp_in_(zp_in), zp_out_(zp_out) {
+  if (m <= 0 || k <= 0) throw std::invalid_argument("weight must have a nonzero shape");
+  if (!(s_in > 0.0f) || !std::isfinite(s_in)) throw std::invalid_argument("input_scale must be a positive finite number");
+  if (!(s_out > 0.0f) || !std::isfinite(s_out)) throw std::invalid_argument("output_scale must be a positive finite number");
+  if (zp_in < -128 || zp_in > 127) throw std::invalid_argument("input_zero_point must be in [-128, 127]");
+  if (zp_out < -128 || zp_out > 127) throw std::invalid_argument("output_zero_point must be in [-128, 127]");
+  wq_.resize(m * k);
+  sw_.resize(m);
+  scale_.resize(m);
+  bq_.assign(m, 0);
+  bias_eff_.resize(m);
+  colsum_.resize(m);
+  for (int64_t j = 0; j < m; ++j) {
+    float amax = 0.0f;
+    for (int64_t q = 0; q < k; ++q) amax = std::max(amax, std::fabs(w[j * k + q]));
+    if (!std::isfinite(amax)) throw std::invalid_argument("weight must be finite");
+    // symmetric per channel: the largest weight maps to 127 (an all-zero channel keeps scale 1)
+    sw_[j] = amax > 0.0f ? amax / 127.0f : 1.0f;
+    int32_t sum = 0;
+    for (int64_t q = 0; q < k; ++q) {
+      const float v = std::nearbyint(w[j * k + q] / sw_[j]);
+      const int8_t wi = int8_t(std::min(127.0f, std::max(-127.0f, v)));
+      wq_[j * k + q] = wi;
+      sum += wi;
+    }
+    colsum_[j] = sum;
+    if (bias) {
+      const double b = std::nearbyint(double(bias[j]) / (double(s_in) * double(sw_[j])));
+      bq_[j] = int32_t(std::min<double>(std::max<double>(b, -2147483648.0), 2147483647.0));
+    }
+    // the input zero point folded into the bias: sum (x - zp) w = sum x w - zp * colsum
+    bias_eff_[j] = int32_t(int64_t(bq_[j]) - int64_t(zp_in) * sum);
+    scale_[j] = float(double(s_in) * double(sw_[j]) / double(s_out));
+  }
+  qmin_ = -128;
+  qmax_ = 127;
+  if (act != Act::none) qmin_ = std::max<int32_t>(qmin_, zp_out);
+  if (act == Act::relu6)
+    qmax_ = int32_t(std::min<double>(127.0, double(zp_out) + std::nearbyint(6.0 / double(s_out))));
+  for (int8_t v : wq_) nnz_ += v != 0;
+  kern_ = kernel_table(isa).gemm_s8;
+  skern_ = kernel_table(isa).spmm_s8;
+  if (mode != SparseKernel::dense) {
+    sp_ = pack_sparse_s8(wq_.data(), m, k);
+    const double density = double(sp_.blocks()) / double(m * ((k + 3) / 4));
+    sparse_ = mode == SparseKernel::sparse || density <= kAutoMaxBlockDensity;
+    if (!sparse_) sp_ = PackedSparseS8{};
+    if (sparse_) return;  // the dense packing is not needed
+  }
+  const int kg = gemm_s8_kgroup(kern_.isa);
+  packed_.resize(packed_gemm_s8_size(m, k, kern_.tile, kg));
+  pack_gemm_s8(wq_.data(), m, k, kern_.tile, kg, packed_.data());
+}
+
+void QLinear::run_sparse(const int8_t* xq, int64_t n, int8_t* y, int threads) const {
+  const Split s = split(n, threads, 64);
+  parallel_for(threads, s.tasks, [&](int64_t t) {
+    const int64_t n0 = t * s.chunk;
+    SpmmS8Args p;
+    p.xq = xq + n0 * 4;
+    p.ldx = n;
+    p.y = y + n0;
+    p.ldy = n;
+    p.n = std::min(s.chunk, n - n0);
+    p.m = m_;
+    p.nnz = sp_.nnz.data();
+    p.quad = sp_.quad.data();
+    p.w = sp_.w.data();
+    p.bias = bias_eff_.data();
+    p.rowsum = colsum_.data();
+    p.scale = scale_.data();
+    p.zp_out = zp_out_;
+    p.lo = float(qmin_ - zp_out_);
+    p.hi = float(qmax_ - zp_out_);
+    skern_.fn(p);
+  });
+}
+
+void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const {
+  if (sparse_) {
+    // vectorised over N: quads of the transposed input in, [M, N] out, transposed back
+    std::vector<int8_t> xq(((k_ + 3) / 4) * 4 * n), yt(m_ * n);
+    pack_quads_s8(x, k_, n, k_, true, xq.data());
+    run_sparse(xq.data(), n, yt.data(), threads);
+    for (int64_t j = 0; j < m_; ++j)
+      for (int64_t i = 0; i < n; ++i) y[i * m_ + j] = yt[j * n + i];
+    return;
+  }
+  const Split s = split(n, threads, 8);
+  parallel_for(threads, s.tasks, [&](int64_t t) {
+    const int64_t r0 = t * s.chunk;
+    GemmS8Args p;
+    p.a = x + r0 * k_;
+    p.lda = k_;
+    p.b = wq_.data();
+    p.ldb = k_;
+    p.bp = packed_.data();
+    p.bias = bias_eff_.data();
+    p.colsum = colsum_.data();
+    p.scale = scale_.data();
+    p.y = y + r0 * m_;
+    p.ldy = m_;
+    p.rows = std::min(s.chunk, n - r0);
+    p.cols = m_;
+    p.depth = k_;
+    p.zp_out = zp_out_;
+    p.lo = float(qmin_ - zp_out_);
+    p.hi = float(qmax_ - zp_out_);
+    kern_.fn(p);
+  });
+}
+
+void QLinear::forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const {
+  if (sparse_) {
+    std::vector<int8_t> xq(((k_ + 3) / 4) * 4 * n);
+    pack_quads_s8(x, k_, n, n, false, xq.data());
+    run_sparse(xq.data(), n, y, threads);
+    return;
+  }
+  std::vector<int8_t> xt(k_ * n), yt(n * m_);
+  for (int64_t q = 0; q < k_; ++q)
+    for (int64_t i = 0; i < n; ++i) xt[i * k_ + q] = x[q * n + i];
+  forward(xt.data(), n, yt.data(), threads);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < m_; ++j) y[j * n + i] = yt[i * m_ + j];
 }
 
 }  // namespace ep

@@ -64,4 +64,42 @@ class SparseLinear {
   std::unique_ptr<DenseLinear> dense_;
 };
 
+// int8 linear layer per the TFLite spec (kernels.h, GemmS8Args): quantizes the float weight
+// itself (symmetric per output channel, [-127, 127]) and the bias (int32, scale s_in * s_w).
+// x int8 [N, K] (scale s_in, zero point zp_in) -> y int8 [N, M] (s_out, zp_out).
+class QLinear {
+ public:
+  // mode: dense GEMM, the 1x4-block sparse kernel, or automatic (sparse when at most
+  // kAutoMaxBlockDensity of the 1x4 blocks hold a nonzero weight).
+  QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in, float s_out,
+          int32_t zp_out, Act act, SparseKernel mode, Isa isa);
+  static constexpr double kAutoMaxBlockDensity = 0.4;
+  void forward(const int8_t* x, int64_t n, int8_t* y, int threads) const;
+  void forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const;  // X[K,N] -> Y[M,N]
+  int64_t m() const { return m_; }
+  int64_t k() const { return k_; }
+  Isa isa() const { return kern_.isa; }
+  const std::vector<int8_t>& qweight() const { return wq_; }
+  const std::vector<float>& weight_scales() const { return sw_; }
+  const std::vector<int32_t>& qbias() const { return bq_; }
+  int32_t qmin() const { return qmin_; }
+  int32_t qmax() const { return qmax_; }
+  bool uses_sparse() const { return sparse_; }
+  int64_t stored_blocks() const { return sp_.blocks(); }
+  int64_t nnz() const { return nnz_; }
+
+ private:
+  void run_sparse(const int8_t* xq, int64_t n, int8_t* y, int threads) const;
+  bool sparse_ = false;
+  int64_t nnz_ = 0;
+  PackedSparseS8 sp_;
+  KernelEntry<spmm_s8_fn> skern_;
+  int64_t m_, k_;
+  int32_t zp_in_, zp_out_, qmin_, qmax_;
+  std::vector<int8_t> wq_, packed_;
+  std::vector<float> sw_, scale_;
+  std::vector<int32_t> bq_, bias_eff_, colsum_;
+  KernelEntry<gemm_s8_fn> kern_;
+};
+
 }  // namespace ep

@@ -1,4 +1,4 @@
-// pybind11 module edgeprune._core: ISA queries and the fp32 dense / sparse layers.
+// pybind11 module edgeprune._core: ISA queries, the fp32 dense / sparse layers, the int8 layer.
 //
 // Consumes: numpy arrays from Python. Produces: numpy arrays; RuntimeError for an impossible
 // EDGEPRUNE_ISA, ValueError naming the argument for a wrong dtype, rank, shape or layout.
@@ -39,6 +39,26 @@ const float* matrix(const py::array& a, const char* name, int64_t rows, int64_t 
     throw py::value_error(n + " must have " + std::to_string(cols) + " columns (" + cols_what + ") (got " +
                           std::to_string(a.shape(1)) + ")");
   return static_cast<const float*>(a.data());
+}
+
+// A read-only view of a C-contiguous int8 matrix; ValueError naming `name` otherwise.
+const int8_t* matrix_s8(const py::array& a, const char* name, int64_t rows, int64_t cols, const char* rows_what,
+                        const char* cols_what) {
+  const std::string n(name);
+  if (!a.dtype().is(py::dtype::of<int8_t>()))
+    throw py::value_error(n + " must be an int8 array (got " + dtype_name(a) + "); quantize it first");
+  if (a.ndim() != 2)
+    throw py::value_error(n + " must be 2-D [" + rows_what + ", " + cols_what + "] (got " +
+                          std::to_string(a.ndim()) + "-D)");
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(n + " must be C-contiguous; pass numpy.ascontiguousarray(" + n + ")");
+  if (rows >= 0 && a.shape(0) != rows)
+    throw py::value_error(n + " must have " + std::to_string(rows) + " rows (" + rows_what + ") (got " +
+                          std::to_string(a.shape(0)) + ")");
+  if (cols >= 0 && a.shape(1) != cols)
+    throw py::value_error(n + " must have " + std::to_string(cols) + " columns (" + cols_what + ") (got " +
+                          std::to_string(a.shape(1)) + ")");
+  return static_cast<const int8_t*>(a.data());
 }
 
 struct Weights {
@@ -114,7 +134,7 @@ py::array_t<float> run_kn(const Layer& layer, const py::array& x, int threads) {
 }  // namespace
 
 PYBIND11_MODULE(_core, mod) {
-  mod.doc() = "edgeprune compiled core: ISA dispatch and fp32 dense/sparse kernels";
+  mod.doc() = "edgeprune compiled core: ISA dispatch, fp32 dense/sparse and int8 kernels";
 
   mod.def("cpu_features", [] { return ep::cpu_features().names(); },
           "CPU features relevant to the kernel paths (avx2, fma, avx512f, ..., asimd, asimddp).");
@@ -187,4 +207,70 @@ PYBIND11_MODULE(_core, mod) {
       .def_property_readonly("stored", &ep::SparseLinear::stored)
       .def_property_readonly("kernel", [](const ep::SparseLinear& l) { return l.uses_sparse() ? "sparse" : "dense"; })
       .def_property_readonly("isa", [](const ep::SparseLinear& l) { return std::string(ep::isa_name(l.isa())); });
+  py::class_<ep::QLinear>(mod, "QLinear")
+      .def(py::init([](const py::array& weight, const std::optional<py::array>& bias, float input_scale,
+                       int input_zero_point, float output_scale, int output_zero_point, const std::string& activation,
+                       const std::string& sparse, const std::optional<std::string>& isa) {
+             const Weights w = weights(weight, bias);
+             ep::SparseKernel mode;
+             if (sparse == "auto") mode = ep::SparseKernel::automatic;
+             else if (sparse == "sparse") mode = ep::SparseKernel::sparse;
+             else if (sparse == "dense") mode = ep::SparseKernel::dense;
+             else throw py::value_error("sparse must be one of auto, sparse, dense (got '" + sparse + "')");
+             try {
+               return new ep::QLinear(w.w, w.m, w.k, w.bias, input_scale, input_zero_point, output_scale,
+                                      output_zero_point, ep::act_from_name(activation), mode, isa_arg(isa));
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
+           }),
+           py::arg("weight"), py::arg("bias") = py::none(), py::arg("input_scale"), py::arg("input_zero_point"),
+           py::arg("output_scale"), py::arg("output_zero_point"), py::arg("activation") = "none",
+           py::arg("sparse") = "auto", py::arg("isa") = py::none())
+      .def("__call__", [](const ep::QLinear& l, const py::array& x, int threads) {
+             threads = threads_arg(threads);
+             const int8_t* xp = matrix_s8(x, "x", -1, l.k(), "N", "in_features");
+             const int64_t n = x.shape(0);
+             py::array_t<int8_t> y({n, l.m()});
+             int8_t* yp = y.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               l.forward(xp, n, yp, threads);
+             }
+             return y;
+           }, py::arg("x"), py::arg("threads") = 1)
+      .def("gemm_kn", [](const ep::QLinear& l, const py::array& x, int threads) {
+             threads = threads_arg(threads);
+             const int8_t* xp = matrix_s8(x, "x", l.k(), -1, "in_features", "N");
+             const int64_t n = x.shape(1);
+             py::array_t<int8_t> y({l.m(), n});
+             int8_t* yp = y.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               l.forward_kn(xp, n, yp, threads);
+             }
+             return y;
+           }, py::arg("x"), py::arg("threads") = 1)
+      .def_property_readonly("in_features", &ep::QLinear::k)
+      .def_property_readonly("out_features", &ep::QLinear::m)
+      .def_property_readonly("qweight", [](const ep::QLinear& l) {
+             py::array_t<int8_t> a({l.m(), l.k()});
+             std::copy(l.qweight().begin(), l.qweight().end(), a.mutable_data());
+             return a;
+           })
+      .def_property_readonly("weight_scales", [](const ep::QLinear& l) {
+             py::array_t<float> a(l.m());
+             std::copy(l.weight_scales().begin(), l.weight_scales().end(), a.mutable_data());
+             return a;
+           })
+      .def_property_readonly("qbias", [](const ep::QLinear& l) {
+             py::array_t<int32_t> a(l.m());
+             std::copy(l.qbias().begin(), l.qbias().end(), a.mutable_data());
+             return a;
+           })
+      .def_property_readonly("kernel", [](const ep::QLinear& l) { return l.uses_sparse() ? "sparse" : "dense"; })
+      .def_property_readonly("nnz", &ep::QLinear::nnz)
+      .def_property_readonly("stored_blocks", &ep::QLinear::stored_blocks)
+      .def_property_readonly("output_range", [](const ep::QLinear& l) { return py::make_tuple(l.qmin(), l.qmax()); })
+      .def_property_readonly("isa", [](const ep::QLinear& l) { return std::string(ep::isa_name(l.isa())); });
 }

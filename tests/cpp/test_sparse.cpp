@@ -56,6 +56,7 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
   p.ldy = ldy;
   p.n = n;
   p.m = m;
+  p.k = k;
   p.values = packed.values.data();
   p.nnz = packed.nnz.data();
   p.deltas = packed.deltas.data();

@@ -4,8 +4,6 @@
 // Consumes: SpmmF32Args. Produces: y[M, N].
 #include <immintrin.h>
 
-#include <vector>
-
 #include "kernels/kernels.h"
 
 namespace ep::avx2 {

@@ -5,13 +5,14 @@
 // Consumes: DenseF32Args (a, bp with tile 16, bias). Produces: y.
 #include <arm_neon.h>
 
-#include <algorithm>
-
 #include "kernels/kernels.h"
 
 namespace ep::neon {
 
 namespace {
+
+// (no std:: templates in ISA files: see thread_scratch in kernels.h)
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 constexpr int NR = 16;
 constexpr int MR = 6;
@@ -57,13 +58,13 @@ void dense_f32(const DenseF32Args& p) {
   alignas(16) float tmp[MR * NR];   // staging for a partial panel (cols tail)
   alignas(16) float init[MR * NR];  // starting tile when it comes from the bias
   for (int64_t k0 = 0; k0 < p.depth || k0 == 0; k0 += KC) {
-    const int64_t kc = std::min<int64_t>(KC, p.depth - k0);
+    const int64_t kc = imin(KC, p.depth - k0);
     const bool first = k0 == 0, last = k0 + KC >= p.depth;
     for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
-      const int R = int(std::min<int64_t>(MR, p.rows - r0));
+      const int R = int(imin(MR, p.rows - r0));
       const float* a = p.a + r0 * p.lda + k0;
       for (int64_t j0 = 0; j0 < p.cols; j0 += NR) {
-        const int w = int(std::min<int64_t>(NR, p.cols - j0));
+        const int w = int(imin(NR, p.cols - j0));
         const float* bp = p.bp + (j0 / NR) * NR * p.depth + k0 * NR;
         float* y = p.y + r0 * p.ldy + j0;
         const float* src;

@@ -1,0 +1,85 @@
+// AVX-512 VNNI int8 GEMM: vpdpbusd (u8 x s8 -> int32, four products per lane, no intermediate
+// saturation) on an 8x32 register tile. Activations are offset to u8 (x ^ 0x80 = x + 128) and
+// the offset is removed exactly through 128 * colsum in the bias. Weights packed in 32-column
+// panels of k-quads. Built with AVX-512 (+VNNI) flags for this file only.
+//
+// Consumes: GemmS8Args (a, bp with tile 32 / k-group 4, bias, colsum, scale). Produces: y int8.
+#include <immintrin.h>
+
+#include "kernels/kernels.h"
+
+namespace ep::avx512 {
+
+namespace {
+
+constexpr int NR = 32, MR = 8, KG = 4;
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <int R>
+inline void tile(const int32_t* ap, const int8_t* bp, int64_t quads, __m512i acc[MR][2]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int64_t q = 0; q < quads; ++q) {
+    const __m512i b0 = _mm512_loadu_si512(bp + q * NR * KG);
+    const __m512i b1 = _mm512_loadu_si512(bp + q * NR * KG + 64);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512i a = _mm512_set1_epi32(ap[q * MR + r]);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], a, b0);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], a, b1);
+    }
+  }
+}
+
+using TileFn = void (*)(const int32_t*, const int8_t*, int64_t, __m512i (*)[2]);
+constexpr TileFn kTile[MR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>, tile<7>, tile<8>};
+
+}  // namespace
+
+void gemm_s8(const GemmS8Args& p) {
+  const int64_t quads = (p.depth + KG - 1) / KG;
+  int32_t* ap = static_cast<int32_t*>(thread_scratch(1, size_t(quads) * MR * sizeof(int32_t)));
+  const __m512 lo = _mm512_set1_ps(p.lo), hi = _mm512_set1_ps(p.hi);
+  const __m512i zp = _mm512_set1_epi32(p.zp_out);
+  alignas(64) int32_t badj[NR];
+  alignas(64) float scale[NR];
+  __m512i acc[MR][2];
+  for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
+    const int R = int(imin(MR, p.rows - r0));
+    // A strip as u8 quads, row-interleaved: ap[q * MR + r] = bytes x[r][4q..4q+3] ^ 0x80
+    for (int r = 0; r < MR; ++r) {
+      const int8_t* x = p.a + (r0 + r) * p.lda;
+      for (int64_t q = 0; q < quads; ++q) {
+        uint32_t v = 0;
+        if (r < R)
+          for (int t = 0; t < KG; ++t) {
+            const int64_t k = q * KG + t;
+            const uint32_t byte = k < p.depth ? uint8_t(x[k] ^ 0x80) : 0u;
+            v |= byte << (8 * t);
+          }
+        ap[q * MR + r] = int32_t(v);
+      }
+    }
+    for (int64_t j0 = 0; j0 < p.cols; j0 += NR) {
+      const int w = int(imin(NR, p.cols - j0));
+      for (int j = 0; j < NR; ++j) {
+        badj[j] = j < w ? p.bias[j0 + j] - 128 * p.colsum[j0 + j] : 0;
+        scale[j] = j < w ? p.scale[j0 + j] : 0.0f;
+      }
+      kTile[R](ap, p.bp + (j0 / NR) * NR * KG * quads, quads, acc);
+      const __mmask16 m0 = w >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << w) - 1);
+      const __mmask16 m1 = w >= 32 ? __mmask16(0xFFFF) : w <= 16 ? __mmask16(0) : __mmask16((1u << (w - 16)) - 1);
+      for (int r = 0; r < R; ++r)
+        for (int h = 0; h < 2; ++h) {
+          const __m512i v = _mm512_add_epi32(acc[r][h], _mm512_load_si512(badj + 16 * h));
+          __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_load_ps(scale + 16 * h));
+          f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+          const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);  // MXCSR: nearest even
+          _mm_mask_storeu_epi8(p.y + (r0 + r) * p.ldy + j0 + 16 * h, h ? m1 : m0, _mm512_cvtepi32_epi8(q));
+        }
+    }
+  }
+}
+
+}  // namespace ep::avx512

@@ -1,0 +1,256 @@
+// int8 GEMM: every compiled path bit-exact against the reference on random shapes with tails,
+// int8 extremes (-128/127 activations, +-127 weights, zero points at the ends, saturating
+// outputs) and activation clamps; QLinear quantizes weights per channel and stays within
+// quantization error of the float layer.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/kernels.h"
+#include "layers/layers.h"
+#include "test_util.h"
+
+using namespace ep;
+
+namespace {
+
+enum class Fill { random, extremes };
+
+void check(Isa isa, int64_t rows, int64_t cols, int64_t depth, Fill fill, float lo, float hi, int32_t zp_out,
+           std::mt19937& rng) {
+  std::uniform_int_distribution<int> a8(-128, 127), w8(-127, 127), ends(0, 1);
+  std::uniform_int_distribution<int32_t> b32(-100000, 100000);
+  std::uniform_real_distribution<float> sc(1e-5f, 3e-3f);
+  const int64_t lda = depth + 5, ldy = cols + 3;
+  std::vector<int8_t> a(rows * lda), w(cols * depth);
+  for (auto& v : a) v = int8_t(fill == Fill::extremes ? (ends(rng) ? 127 : -128) : a8(rng));
+  for (auto& v : w) v = int8_t(fill == Fill::extremes ? (ends(rng) ? 127 : -127) : w8(rng));
+  std::vector<int32_t> bias(cols), colsum(cols, 0);
+  std::vector<float> scale(cols);
+  for (int64_t j = 0; j < cols; ++j) {
+    for (int64_t k = 0; k < depth; ++k) colsum[j] += w[j * depth + k];
+    bias[j] = b32(rng);
+    // extremes: scales so large that most outputs saturate at both ends
+    scale[j] = fill == Fill::extremes ? 0.05f : sc(rng);
+  }
+  const auto& entry = kernel_table(isa).gemm_s8;
+  const int kg = gemm_s8_kgroup(entry.isa);
+  std::vector<int8_t> bp(packed_gemm_s8_size(cols, depth, entry.tile, kg));
+  pack_gemm_s8(w.data(), cols, depth, entry.tile, kg, bp.data());
+  GemmS8Args p;
+  p.a = a.data();
+  p.lda = lda;
+  p.b = w.data();
+  p.ldb = depth;
+  p.bp = bp.data();
+  p.bias = bias.data();
+  p.colsum = colsum.data();
+  p.scale = scale.data();
+  p.ldy = ldy;
+  p.rows = rows;
+  p.cols = cols;
+  p.depth = depth;
+  p.zp_out = zp_out;
+  p.lo = lo;
+  p.hi = hi;
+  std::vector<int8_t> y(rows * ldy, int8_t(55)), ref(rows * ldy, int8_t(55));
+  p.y = ref.data();
+  reference::gemm_s8(p);
+  p.y = y.data();
+  entry.fn(p);
+  ASSERT_EQ(y, ref) << isa_name(isa) << " rows=" << rows << " cols=" << cols << " depth=" << depth;
+}
+
+}  // namespace
+
+TEST(GemmS8, EveryPathBitExact) {
+  std::mt19937 rng(21);
+  std::uniform_int_distribution<int> dim(1, 67);
+  for (Isa isa : ep::test::runnable_isas()) {
+    for (int t = 0; t < 80; ++t) check(isa, dim(rng), dim(rng), dim(rng), Fill::random, -128.f, 127.f, 0, rng);
+    // zero points at the ends, relu-style clamps (lo = qmin - zp), saturating outputs
+    for (int32_t zp : {-128, 127, 3}) {
+      check(isa, 13, 37, 65, Fill::extremes, float(-128 - zp), float(127 - zp), zp, rng);
+      check(isa, 9, 33, 31, Fill::random, float(std::max(-128, zp) - zp), float(127 - zp), zp, rng);
+    }
+    check(isa, 131, 97, 1000, Fill::random, -128.f, 127.f, -5, rng);
+    check(isa, 64, 256, 256, Fill::extremes, -128.f, 127.f, 0, rng);
+  }
+}
+
+TEST(QLinear, QuantizesPerChannelAndTracksFloat) {
+  std::mt19937 rng(4);
+  const int64_t m = 29, k = 70, n = 21;
+  auto w = ep::test::random_floats(rng, m * k, -0.5f, 0.5f);
+  for (int64_t q = 0; q < k; ++q) w[3 * k + q] = 0.0f;  // an all-zero channel
+  auto bias = ep::test::random_floats(rng, m, -0.2f, 0.2f);
+  const float s_in = 0.02f, s_out = 0.05f;
+  const int32_t zp_in = -7, zp_out = 4;
+  std::uniform_int_distribution<int> a8(-128, 127);
+  std::vector<int8_t> x(n * k), y(n * m), y2(n * m);
+  for (auto& v : x) v = int8_t(a8(rng));
+  std::vector<int8_t> first;
+  for (Isa isa : ep::test::runnable_isas()) {
+    QLinear q(w.data(), m, k, bias.data(), s_in, zp_in, s_out, zp_out, Act::none, SparseKernel::dense, isa);
+    for (int64_t j = 0; j < m; ++j) {
+      int mx = 0;
+      for (int64_t c = 0; c < k; ++c) mx = std::max(mx, std::abs(int(q.qweight()[j * k + c])));
+      EXPECT_EQ(mx, j == 3 ? 0 : 127) << "the largest weight of a channel maps to 127";
+    }
+    q.forward(x.data(), n, y.data(), 1);
+    q.forward(x.data(), n, y2.data(), 2);
+    EXPECT_EQ(y, y2);
+    if (first.empty()) first = y;
+    EXPECT_EQ(y, first) << "paths must agree bit for bit: " << isa_name(isa);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < m; ++j) {
+        double f = bias[j];
+        for (int64_t c = 0; c < k; ++c) f += double(w[j * k + c]) * s_in * (x[i * k + c] - zp_in);
+        const double want = std::min(127.0, std::max(-128.0, std::nearbyint(f / s_out) + zp_out));
+        // weight rounding error: <= k * s_in * 128 * s_w / 2, in output steps
+        const double tol = 1.0 + k * s_in * 128.0 * (q.weight_scales()[j] / 2) / s_out;
+        ASSERT_LE(std::fabs(y[i * m + j] - want), tol) << i << "," << j;
+      }
+  }
+  EXPECT_THROW(QLinear(w.data(), m, k, nullptr, 0.0f, 0, 1.0f, 0, Act::none, SparseKernel::dense, Isa::reference), std::invalid_argument);
+  EXPECT_THROW(QLinear(w.data(), m, k, nullptr, 1.0f, 200, 1.0f, 0, Act::none, SparseKernel::dense, Isa::reference), std::invalid_argument);
+}
+
+namespace {
+
+void check_sparse(Isa isa, int64_t m, int64_t k, int64_t n, double sparsity, Fill fill, int32_t zp_out, float lo,
+                  float hi, std::mt19937& rng) {
+  std::uniform_int_distribution<int> a8(-128, 127), w8(-127, 127), ends(0, 1);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<int8_t> w(m * k, 0), x(k * n);
+  for (auto& v : x) v = int8_t(fill == Fill::extremes ? (ends(rng) ? 127 : -128) : a8(rng));
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t q = 0; q < (k + 3) / 4; ++q) {
+      if (sparsity >= 1.0 || u(rng) < sparsity || r == m / 2) continue;  // pruned block; one empty row
+      for (int64_t c = 4 * q; c < std::min(k, 4 * q + 4); ++c)
+        w[r * k + c] = int8_t(fill == Fill::extremes ? (ends(rng) ? 127 : -127) : w8(rng));
+    }
+  const PackedSparseS8 sp = pack_sparse_s8(w.data(), m, k);
+  std::vector<int32_t> bias(m), rowsum(m, 0);
+  std::vector<float> scale(m);
+  std::uniform_int_distribution<int32_t> b32(-50000, 50000);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t c = 0; c < k; ++c) rowsum[r] += w[r * k + c];
+    bias[r] = b32(rng);
+    scale[r] = fill == Fill::extremes ? 0.05f : 2e-3f;
+  }
+  std::vector<int8_t> xq(((k + 3) / 4) * 4 * n);
+  pack_quads_s8(x.data(), k, n, n, false, xq.data());
+  const int64_t ldy = n + 3;
+  SpmmS8Args p;
+  p.xq = xq.data();
+  p.ldx = n;
+  p.ldy = ldy;
+  p.n = n;
+  p.m = m;
+  p.nnz = sp.nnz.data();
+  p.quad = sp.quad.data();
+  p.w = sp.w.data();
+  p.bias = bias.data();
+  p.rowsum = rowsum.data();
+  p.scale = scale.data();
+  p.zp_out = zp_out;
+  p.lo = lo;
+  p.hi = hi;
+  std::vector<int8_t> y(m * ldy, int8_t(99)), ref(m * ldy, int8_t(99));
+  p.y = ref.data();
+  reference::spmm_s8(p);
+  p.y = y.data();
+  kernel_table(isa).spmm_s8.fn(p);
+  ASSERT_EQ(y, ref) << isa_name(isa) << " m=" << m << " k=" << k << " n=" << n << " s=" << sparsity;
+  // and the reference itself against a plain dense int8 sum
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t i = 0; i < n; ++i) {
+      int32_t acc = bias[r];
+      for (int64_t c = 0; c < k; ++c) acc += int32_t(w[r * k + c]) * x[c * n + i];
+      ASSERT_EQ(ref[r * ldy + i], requant_s8(acc, scale[r], zp_out, lo, hi));
+    }
+}
+
+}  // namespace
+
+TEST(SpmmS8, EveryPathBitExact) {
+  std::mt19937 rng(31);
+  std::uniform_int_distribution<int> dim(1, 67);
+  for (Isa isa : ep::test::runnable_isas())
+    for (double s : {0.0, 0.5, 0.9, 0.99, 1.0}) {
+      for (int t = 0; t < 10; ++t) check_sparse(isa, dim(rng), dim(rng), dim(rng), s, Fill::random, 0, -128.f, 127.f, rng);
+      check_sparse(isa, 21, 130, 150, s, Fill::extremes, -128, 0.f, 255.f, rng);  // zp at the end, relu
+      check_sparse(isa, 9, 67, 83, s, Fill::extremes, 127, -255.f, 0.f, rng);
+    }
+}
+
+TEST(PackSparseS8, RandomMasksRoundTrip) {
+  std::mt19937 rng(12);
+  std::uniform_int_distribution<int> dim(1, 40), w8(-127, 127);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (int t = 0; t < 200; ++t) {
+    const int64_t m = dim(rng), k = dim(rng);
+    const double s = u(rng);
+    std::vector<int8_t> w(m * k);
+    for (auto& v : w) v = u(rng) < s ? 0 : int8_t(w8(rng));
+    const PackedSparseS8 p = pack_sparse_s8(w.data(), m, k);
+    std::vector<int8_t> back(m * k, 0);
+    size_t b = 0;
+    for (int64_t r = 0; r < m; ++r)
+      for (int32_t i = 0; i < p.nnz[r]; ++i, ++b) {
+        ASSERT_NE(p.w[b], 0) << "an all-zero block must not be stored";
+        for (int tt = 0; tt < 4; ++tt) {
+          const int64_t c = 4 * int64_t(p.quad[b]) + tt;
+          const int8_t v = int8_t(uint32_t(p.w[b]) >> (8 * tt));
+          if (c < k) back[r * k + c] = v;
+          else ASSERT_EQ(v, 0) << "padding past K must be zero";
+        }
+      }
+    ASSERT_EQ(b, p.quad.size());
+    ASSERT_EQ(back, w);
+  }
+}
+
+TEST(QLinear, SparseAndDenseAgreeBitForBit) {
+  std::mt19937 rng(8);
+  const int64_t m = 40, k = 75, n = 70;
+  auto w = ep::test::random_floats(rng, m * k);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t q = 0; q < k; q += 4)
+      if (u(rng) < 0.8)
+        for (int64_t c = q; c < std::min(k, q + 4); ++c) w[r * k + c] = 0.0f;
+  auto bias = ep::test::random_floats(rng, m);
+  std::uniform_int_distribution<int> a8(-128, 127);
+  std::vector<int8_t> x(n * k);
+  for (auto& v : x) v = int8_t(a8(rng));
+  for (Isa isa : ep::test::runnable_isas()) {
+    QLinear dense(w.data(), m, k, bias.data(), 0.03f, 5, 0.08f, -3, Act::relu6, SparseKernel::dense, isa);
+    QLinear sparse(w.data(), m, k, bias.data(), 0.03f, 5, 0.08f, -3, Act::relu6, SparseKernel::sparse, isa);
+    QLinear automatic(w.data(), m, k, bias.data(), 0.03f, 5, 0.08f, -3, Act::relu6, SparseKernel::automatic, isa);
+    EXPECT_TRUE(sparse.uses_sparse());
+    EXPECT_FALSE(dense.uses_sparse());
+    EXPECT_TRUE(automatic.uses_sparse()) << "20% of blocks stored is below the auto threshold";
+    std::vector<int8_t> yd(n * m), ys(n * m), ys2(n * m), xt(k * n), ykn(m * n);
+    dense.forward(x.data(), n, yd.data(), 1);
+    sparse.forward(x.data(), n, ys.data(), 1);
+    sparse.forward(x.data(), n, ys2.data(), 2);
+    EXPECT_EQ(ys, yd) << isa_name(isa);
+    EXPECT_EQ(ys2, yd);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < k; ++c) xt[c * n + i] = x[i * k + c];
+    for (const QLinear* q : {&dense, &sparse}) {
+      q->forward_kn(xt.data(), n, ykn.data(), 2);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < m; ++j) ASSERT_EQ(ykn[j * n + i], yd[i * m + j]);
+    }
+    int relu6_top = 0;
+    for (int8_t v : yd) {
+      ASSERT_GE(v, -3) << "relu clamps at the output zero point";
+      relu6_top = std::max(relu6_top, int(v));
+    }
+    EXPECT_LE(relu6_top, -3 + 75) << "relu6 clamps at zp + round(6 / s_out)";
+  }
+}
