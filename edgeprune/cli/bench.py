@@ -141,3 +141,30 @@ def _print_human(out, top: int) -> None:
         else:
             console.print(f"[bold]estimate[/bold] for {est['target']} ({est['precision']}, {est['threads']} threads): "
                           f"{est['total_ms']:.2f} ms (a calibrated roofline, not a measurement)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Torch-free entry point for devices: ``python -m edgeprune.cli.bench ARTIFACT [flags]``.
+
+    ``edgeprune bench`` builds every subcommand's parser, and some of those need torch; this
+    one builds only its own, so a Pi or Jetson with just numpy + onnxruntime (or LiteRT) can
+    run it. Same flags, output and exit codes.
+    """
+    from .common import EXIT_USAGE
+    from .main import _Parser
+
+    parser = _Parser(prog="python -m edgeprune.cli")
+    add_parser(parser.add_subparsers(dest="command", parser_class=_Parser))
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return run(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

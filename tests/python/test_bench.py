@@ -202,3 +202,24 @@ def test_cli_bench_unknown_artifact_kind_exits_2(tmp_path, capsys):
     junk.write_bytes(b"x")
     assert _exit_code(["bench", str(junk)]) == 2
     assert "cannot tell which runtime runs model.bin" in capsys.readouterr().err
+
+
+def test_device_entry_point_runs_without_torch(onnx_path, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # a `torch` that cannot be imported, first on the path: what a device without torch looks like
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('no torch on this device')\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}
+    proc = subprocess.run([sys.executable, "-m", "edgeprune.cli.bench", str(onnx_path), "--runs", "3", "--warmup", "0",
+                           "--target", "rpi4", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["runs"] == 3 and out["layers"] and out["target_estimate"]["estimate"] is True
+    bad = subprocess.run([sys.executable, "-m", "edgeprune.cli.bench", str(tmp_path / "missing.onnx")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
