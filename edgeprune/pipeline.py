@@ -693,8 +693,10 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             art = artifacts[deployed_fmt].name
             deploy["notes"].append(f"copy `{art}` to the {profile.name} and run it with one of: "
                                    f"{', '.join(profile.deploy.runtimes)}")
-            deploy["bench"].append(f"edgeprune bench {art} --runtime onnxruntime --threads {cores} "
-                                   f"--target {profile.name} --json bench-{profile.name}.json")
+            flags = f"--runtime onnxruntime --threads {cores} --target {profile.name} --json bench-{profile.name}.json"
+            deploy["bench"].append(f"edgeprune bench {art} {flags}")
+            deploy["bench"].append(f"# without torch on the device (numpy + onnxruntime + edgeprune only):\n"
+                                   f"python -m edgeprune.cli.bench {art} {flags}")
             trt_art = artifacts.get("onnx-int8") or artifacts.get("onnx-fp16") or artifacts.get("onnx")
             trt = trtexec_command(profile, trt_art.name, input_name, input_shape) if trt_art is not None else None
             if trt:

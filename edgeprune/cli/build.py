@@ -174,6 +174,6 @@ def _print_human(result) -> None:
                   f"host latencies are measured here")
     if rep["deploy"].get("trtexec"):
         console.print(f"  on the device: {rep['deploy']['trtexec']}")
-    for line in rep["deploy"].get("bench", []):
+    for line in rep["deploy"].get("bench", [])[:1]:
         console.print(f"  on the device: {line}")
     console.print(f"  wrote {result.out_dir}/ (report.md, manifest.json, {len(result.manifest['files'])} files)")
