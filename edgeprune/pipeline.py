@@ -629,12 +629,12 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         if export_mod is not None and bench_runs > 0:
             stage("bench")
             base_onnx = export_mod.export(base, scratch, formats=["onnx"], example_inputs=(example,))["onnx"]
-            todo = [("baseline", base_onnx)]
+            to_time = [("baseline", base_onnx)]
             for fmt, stage_name in (("onnx", "recovered" if "recovered" in by_name else "pruned"),
                                     ("onnx-int8", "int8"), ("onnx-fp16", "fp16")):
                 if fmt in artifacts and stage_name in by_name:
-                    todo.append((stage_name, artifacts[fmt]))
-            for stage_name, path in todo:
+                    to_time.append((stage_name, artifacts[fmt]))
+            for stage_name, path in to_time:
                 # isolated: each artifact's peak RSS is its own, not this torch-laden process's
                 res = bench_mod.bench(path, runtime="onnxruntime", threads=bench_threads, warmup=bench_warmup,
                                       runs=bench_runs, layer_profile=False, isolate=True)
