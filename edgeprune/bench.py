@@ -1,9 +1,10 @@
 """Latency harness: time a model artifact on this machine with one of several runtimes.
 
 Consumes: an artifact (``model.onnx`` / ``model.int8.onnx`` for ONNX Runtime, ``*.tflite`` for
-LiteRT, an ``nn.Module`` or an ``ep.save`` directory for torch) and the run settings (threads, warmup, runs). Produces: a :class:`BenchResult` with
-init, first-run, mean, median, min, max, std, p90, p99 (ms), the coefficient of variation,
-peak RSS and, for ONNX Runtime, a per-layer profile. A result is a measurement on *this*
+LiteRT, an ``nn.Module`` or an ``ep.save`` directory for torch) and the run settings (threads,
+warmup, runs). Produces: a :class:`BenchResult` with init, first-run, mean, median, min, max,
+std, p90, p99 (ms), the coefficient of variation, peak RSS and, for ONNX Runtime, a per-layer
+profile. A result is a measurement on *this*
 host: ``"estimate": false``.
 
 Pure Python over the runtimes' own Python APIs, so the same ``edgeprune bench`` runs on a

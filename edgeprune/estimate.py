@@ -278,7 +278,8 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
         ))
     total = sum(layer.ms for layer in layers)
     assumptions = {
-        "model": "per-layer roofline: max(compute at peak x efficiency, bytes at bandwidth x efficiency) + per-layer overhead",
+        "model": ("per-layer roofline: max(compute at peak x efficiency, bytes at bandwidth x efficiency)"
+                  " + per-layer overhead"),
         "calibration": CALIBRATION_SOURCE,
         "peak_gops_per_core": peak_core_gops,
         "bandwidth_gbs": bandwidth,

@@ -243,20 +243,22 @@ class _Stages:
 def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, data=None, calib=None,
           ratio: float | None = None, budget_macs: float | None = None, budget_latency_ms: float | None = None,
           max_acc_drop: float | None = None, formats: list[str] | None = None, importance: str = "l2",
-          recover_epochs: int = 3, search: str = "auto", search_steps: int = 3, scratch_epochs: int = 0, seed: int = 0, bench_runs: int = 20, bench_warmup: int = 3,
-          bench_threads: int = 1, train_threads: int | None = 1, force: bool = False,
+          recover_epochs: int = 3, search: str = "auto", search_steps: int = 3, scratch_epochs: int = 0,
+          seed: int = 0, bench_runs: int = 20, bench_warmup: int = 3, bench_threads: int = 1,
+          train_threads: int | None = 1, force: bool = False,
           command_line: list[str] | None = None, progress: bool | str | None = None,
           on_stage: Callable[[str], None] | None = None) -> BuildResult:
     """Run the whole pipeline and write ``out_dir`` (see the module docstring).
 
     Pruning goal: ``ratio`` (fraction of channels removed, default 0.5 when no goal is given),
-    ``budget_macs`` (keep at most this many MACs if > 1, this fraction of them if <= 1) or ``budget_latency_ms`` (the
-    target's estimated latency at its deploy precision). With a budget and data, ``search``
+    ``budget_macs`` (keep at most this many MACs if > 1, this fraction of them if <= 1) or
+    ``budget_latency_ms`` (the target's estimated latency at its deploy precision). Channel
+    counts are rounded to the profile's ``channel_multiple``. With a budget and data, ``search``
     "auto"/"adaptive" runs ``edgeprune.prune.search`` (sensitivity scan, allocation,
     ``search_steps`` prune+recover steps with back-off under ``max_acc_drop``, default 1 point);
     without data (or ``search="bisect"``) the global ratio is bisected on the estimator.
     ``result.budget_met`` is False when the budget could not be reached (the CLI exits 3).
-    ``scratch_epochs`` > 0 also trains the pruned shape from random weights for comparison. Channel counts are rounded to the profile's ``channel_multiple``.
+    ``scratch_epochs`` > 0 also trains the pruned shape from random weights for comparison.
     ``max_acc_drop`` (percentage points, deployed model vs the unpruned one) makes
     ``result.gate_passed`` False when exceeded (the CLI exits 3); the artifacts are still
     written, so the report shows what happened. ``progress``: None = a bar on a terminal,
@@ -312,7 +314,8 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise BuildError(_where("target", target, e)) from None
 
-    available_formats = importlib.import_module("edgeprune.export.formats").names() if export_mod else []
+    fmt_table = importlib.import_module("edgeprune.export.formats") if export_mod else None
+    available_formats = fmt_table.names() if fmt_table else []
     if formats is None:
         formats, missing_formats = default_formats(profile, available_formats)
     else:
@@ -321,7 +324,6 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             raise BuildError(f"formats {', '.join(unknown)} are not available; choose from "
                              f"{', '.join(available_formats) or '(no exporter in this build)'}")
         missing_formats = []
-        fmt_table = importlib.import_module("edgeprune.export.formats")
         int8_asked = [f for f in formats if fmt_table.get(f).needs_quantized]
         if int8_asked and data is None and calib is None:
             raise BuildError(f"formats {', '.join(int8_asked)} need calibration data; pass calib (--calib) or "
@@ -383,8 +385,12 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             try:
                 kwargs = {}
                 if splits is not None and model.startswith("edgeprune:"):
+                    # built-ins are sized to the data (classes, input channels) when they accept it
                     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
-                base = models_mod.build(model, **kwargs)
+                try:
+                    base = models_mod.build(model, **kwargs)
+                except TypeError:
+                    base = models_mod.build(model)
             except (ValueError, FileNotFoundError, ImportError) as e:
                 raise BuildError(_where("model", model, e)) from None
         else:
@@ -572,14 +578,13 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         # ---- quantize
         bar.start("quantize", deploy_precision)
         qmodel = None
-        wants_int8 = any(importlib.import_module("edgeprune.export.formats").get(f).needs_quantized
-                         for f in formats) if export_mod else False
+        wants_int8 = any(fmt_table.get(f).needs_quantized for f in formats) if fmt_table else False
         if wants_int8:
             if quant_mod is None:
                 skipped["quantize"] = "edgeprune.quant is not available in this build"
             elif calib_splits is None:
                 skipped["quantize"] = "no calibration data (--calib or --data): int8 formats are not written"
-                formats = [f for f in formats if not importlib.import_module("edgeprune.export.formats").get(f).needs_quantized]
+                formats = [f for f in formats if not fmt_table.get(f).needs_quantized]
             else:
                 stage("quantize")
                 qmodel = quant_mod.quantize(pruned, calib_splits.train, method="percentile", per_channel=True,
@@ -595,7 +600,7 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             skipped["export"] = "edgeprune.export is not available in this build"
         elif formats:
             stage("export")
-            fp_formats = [f for f in formats if not importlib.import_module("edgeprune.export.formats").get(f).needs_quantized]
+            fp_formats = [f for f in formats if not fmt_table.get(f).needs_quantized]
             q_formats = [f for f in formats if f not in fp_formats]
             if fp_formats:
                 artifacts.update(export_mod.export(pruned, tmp, formats=fp_formats, example_inputs=(example,),
@@ -606,7 +611,7 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         bar.done()
 
         # deployed artifact: what the target runs (int8 / fp16 file if written, else fp32 ONNX)
-        deployed_fmt = next((f for f in ("onnx-int8", "onnx-fp16") if f in artifacts), "onnx" if "onnx" in artifacts else None)
+        deployed_fmt = next((f for f in ("onnx-int8", "onnx-fp16", "onnx") if f in artifacts), None)
         if deployed_fmt == "onnx-fp16":
             fp16_path = artifacts["onnx-fp16"]
             stage_row("fp16", pruned, None, "fp16", fp16_path.stat().st_size)
@@ -680,7 +685,8 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                     "estimate_ms": last["estimate"]["total_ms"]}])
         report["stages"] = stages
         final = stages[-1]
-        report["deployed"] = {"stage": final["name"], "artifact": artifacts[deployed_fmt].name if deployed_fmt else None,
+        report["deployed"] = {"stage": final["name"],
+                              "artifact": artifacts[deployed_fmt].name if deployed_fmt else None,
                               "precision": final["precision"]}
         if max_acc_drop is not None:
             final_acc = (final.get("accuracy") or {}).get("value")
