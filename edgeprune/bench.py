@@ -4,8 +4,7 @@ Consumes: an artifact (``model.onnx`` / ``model.int8.onnx`` for ONNX Runtime, ``
 LiteRT, an ``nn.Module`` or an ``ep.save`` directory for torch) and the run settings (threads,
 warmup, runs). Produces: a :class:`BenchResult` with init, first-run, mean, median, min, max,
 std, p90, p99 (ms), the coefficient of variation, peak RSS and, for ONNX Runtime, a per-layer
-profile. A result is a measurement on *this*
-host: ``"estimate": false``.
+profile. A result is a measurement on *this* host: ``"estimate": false``.
 
 Pure Python over the runtimes' own Python APIs, so the same ``edgeprune bench`` runs on a
 Raspberry Pi or a Jetson.
