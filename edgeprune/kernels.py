@@ -115,13 +115,13 @@ class SparseLinear:
     ``block=(1, 1)`` packs single weights (unstructured); ``block=(4, 1)`` packs groups of 4
     output channels sharing one input-channel pattern (zeros inside a group are stored). The
     format is XNNPACK's: bias first, nonzero counts per output channel, input-channel deltas;
-    the kernels vectorise over N. ``kernel="auto"`` runs the dense kernel when more than
-    ``AUTO_MAX_DENSITY`` of the weights are nonzero (sparse does not pay there); ``"sparse"`` or
-    ``"dense"`` force one. Calling maps ``x[N, K] -> y[N, M]``; ``.spmm(x_kn)`` maps the
+    the kernels vectorise over N. ``kernel="auto"`` runs the dense kernel when the stored weights
+    exceed ``AUTO_MAX_DENSITY[block]`` of M*K (sparse does not pay there, as measured by
+    benchmarks/kernels.py); ``"sparse"`` or ``"dense"`` force one. Calling maps ``x[N, K] -> y[N, M]``; ``.spmm(x_kn)`` maps the
     channel-major ``[K, N] -> [M, N]`` without the two transposes.
     """
 
-    AUTO_MAX_DENSITY = 0.45
+    AUTO_MAX_DENSITY = {(1, 1): 0.3, (4, 1): 0.5}  # mirrors SparseLinear::kAutoMaxDensityB1/B4
 
     def __init__(self, weight, bias=None, *, block=(1, 1), activation: str = "none",
                  threads: int = 1, kernel: str = "auto", isa: str | None = None):
@@ -168,7 +168,7 @@ class QLinear:
     force one. Both give the same bits. ``.gemm_kn(x_kn)`` maps channel-major ``[K, N] -> [M, N]``.
     """
 
-    AUTO_MAX_BLOCK_DENSITY = 0.4
+    AUTO_MAX_BLOCK_DENSITY = 0.5  # mirrors QLinear::kAutoMaxBlockDensity
 
     def __init__(self, weight, bias=None, *, input_scale: float, input_zero_point: int, output_scale: float,
                  output_zero_point: int, sparse: str = "auto", block=(1, 4), activation: str = "none",

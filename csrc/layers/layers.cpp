@@ -120,10 +120,15 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
                            SparseKernel kernel, Isa isa)
     : m_(m), k_(k) {
   if (m <= 0 || k <= 0) throw std::invalid_argument("weight must have a nonzero shape");
+  if (block != 1 && block != 4) throw std::invalid_argument("sparse block must be 1 or 4 output channels");
   for (int64_t i = 0; i < m * k; ++i) nnz_ += w[i] != 0.0f;
   act_bounds(act, &lo_, &hi_);
-  const bool dense = kernel == SparseKernel::dense ||
-                     (kernel == SparseKernel::automatic && double(nnz_) > kAutoMaxDensity * double(m * k));
+  bool dense = kernel == SparseKernel::dense;
+  if (!dense) packed_ = pack_sparse_f32(w, m, k, bias, block);
+  if (kernel == SparseKernel::automatic) {
+    const double limit = block == 4 ? kAutoMaxDensityB4 : kAutoMaxDensityB1;
+    dense = double(packed_.nonzeros()) > limit * double(m * k);
+  }
   if (dense) {
     dense_ = std::make_unique<DenseLinear>(w, m, k, bias, act, isa);
     packed_ = PackedSparseF32{};
@@ -132,7 +137,6 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
     packed_.block = block;
     return;
   }
-  packed_ = pack_sparse_f32(w, m, k, bias, block);
   const KernelTable& t = kernel_table(isa);
   kern_ = block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1;
 }

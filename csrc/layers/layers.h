@@ -52,9 +52,11 @@ class SparseLinear {
   bool uses_sparse() const { return dense_ == nullptr; }
   Isa isa() const;
 
-  // `auto` picks the sparse kernel when at most this fraction of the weights is nonzero; above
-  // it the dense kernel is faster on every path measured (benchmarks/kernels.py).
-  static constexpr double kAutoMaxDensity = 0.45;
+  // `auto` picks the sparse kernel when the stored weights (zeros inside a stored 4-channel block
+  // count) are at most this fraction of M*K; above it the dense kernel was as fast or faster in
+  // benchmarks/kernels.py (AVX2 and AVX-512, 256x256x784 and 3072x768x128).
+  static constexpr double kAutoMaxDensityB1 = 0.3;
+  static constexpr double kAutoMaxDensityB4 = 0.5;
 
  private:
   int64_t m_, k_, nnz_ = 0;
@@ -73,7 +75,9 @@ class QLinear {
   // kAutoMaxBlockDensity of the 1x4 blocks hold a nonzero weight).
   QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in, float s_out,
           int32_t zp_out, Act act, SparseKernel mode, Isa isa);
-  static constexpr double kAutoMaxBlockDensity = 0.4;
+  // Sparse int8 beat the dense GEMM down to ~60 % stored blocks in benchmarks/kernels.py; 0.5
+  // leaves a margin for the transposes of the [N, K] layout.
+  static constexpr double kAutoMaxBlockDensity = 0.5;
   void forward(const int8_t* x, int64_t n, int8_t* y, int threads) const;
   void forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const;  // X[K,N] -> Y[M,N]
   int64_t m() const { return m_; }

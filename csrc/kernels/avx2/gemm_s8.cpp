@@ -48,14 +48,16 @@ void gemm_s8(const GemmS8Args& p) {
   for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
     const int R = int(imin(MR, p.rows - r0));
     // A strip as int16 pairs, row-interleaved: ap[q * MR + r] = (x[r][2q], x[r][2q+1])
+    const int64_t full = p.depth / KG;
     for (int r = 0; r < MR; ++r) {
       const int8_t* x = p.a + (r0 + r) * p.lda;
-      for (int64_t q = 0; q < pairs; ++q) {
-        const int64_t k = 2 * q;
-        const int16_t lo16 = r < R ? x[k] : 0;
-        const int16_t hi16 = r < R && k + 1 < p.depth ? x[k + 1] : 0;
-        ap[q * MR + r] = int32_t(uint32_t(uint16_t(lo16)) | (uint32_t(uint16_t(hi16)) << 16));
+      if (r >= R) {
+        for (int64_t q = 0; q < pairs; ++q) ap[q * MR + r] = 0;
+        continue;
       }
+      for (int64_t q = 0; q < full; ++q)
+        ap[q * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * q]))) | (uint32_t(uint16_t(int16_t(x[2 * q + 1]))) << 16));
+      if (full < pairs) ap[full * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * full]))));
     }
     for (int64_t j0 = 0; j0 < p.cols; j0 += NR) {
       const int w = int(imin(NR, p.cols - j0));

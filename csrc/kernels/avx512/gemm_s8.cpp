@@ -48,17 +48,23 @@ void gemm_s8(const GemmS8Args& p) {
   for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
     const int R = int(imin(MR, p.rows - r0));
     // A strip as u8 quads, row-interleaved: ap[q * MR + r] = bytes x[r][4q..4q+3] ^ 0x80
+    // (a quad is 4 consecutive bytes of the row: one unaligned 32-bit load, one xor)
+    const int64_t full = p.depth / KG;
     for (int r = 0; r < MR; ++r) {
       const int8_t* x = p.a + (r0 + r) * p.lda;
-      for (int64_t q = 0; q < quads; ++q) {
+      if (r >= R) {
+        for (int64_t q = 0; q < quads; ++q) ap[q * MR + r] = 0;
+        continue;
+      }
+      for (int64_t q = 0; q < full; ++q) {
+        uint32_t v;
+        __builtin_memcpy(&v, x + q * KG, 4);
+        ap[q * MR + r] = int32_t(v ^ 0x80808080u);
+      }
+      if (full < quads) {
         uint32_t v = 0;
-        if (r < R)
-          for (int t = 0; t < KG; ++t) {
-            const int64_t k = q * KG + t;
-            const uint32_t byte = k < p.depth ? uint8_t(x[k] ^ 0x80) : 0u;
-            v |= byte << (8 * t);
-          }
-        ap[q * MR + r] = int32_t(v);
+        for (int64_t k = full * KG; k < p.depth; ++k) v |= uint32_t(uint8_t(x[k] ^ 0x80)) << (8 * (k - full * KG));
+        ap[full * MR + r] = int32_t(v);
       }
     }
     for (int64_t j0 = 0; j0 < p.cols; j0 += NR) {

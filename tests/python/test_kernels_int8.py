@@ -1,0 +1,160 @@
+"""edgeprune.kernels.QLinear: TFLite int8 arithmetic checked bit for bit against a numpy model of
+the spec on every path, sparse == dense, extremes, and input validation.
+
+Consumes: edgeprune.kernels. Produces: assertions only (small shapes).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeprune import kernels
+
+PATHS = kernels.supported_isas()
+
+
+def numpy_qlinear(q: kernels.QLinear, x: np.ndarray) -> np.ndarray:
+    """The spec: int32 acc of (x - zp_in) * w_q + b_q, then float32(acc) * float32 scale,
+    clamp to the activation range, round half to even, add zp_out."""
+    acc = (x.astype(np.int64) - q.input_zero_point) @ q.qweight.astype(np.int64).T + q.qbias
+    # the layer holds its scales as float32; the multiplier is formed in double, then rounded
+    s_in, s_out = np.float64(np.float32(q.input_scale)), np.float64(np.float32(q.output_scale))
+    scale = s_in * q.weight_scales.astype(np.float64) / s_out
+    f = acc.astype(np.int32).astype(np.float32) * scale.astype(np.float32)
+    qmin, qmax = q.output_range
+    f = np.clip(f, np.float32(qmin - q.output_zero_point), np.float32(qmax - q.output_zero_point))
+    return (np.rint(f).astype(np.int32) + q.output_zero_point).astype(np.int8)
+
+
+def block_sparse(rng, m, k, sparsity):
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    keep = np.repeat(rng.random((m, (k + 3) // 4)) >= sparsity, 4, axis=1)[:, :k]
+    return w * keep
+
+
+def make(w, b=None, **kw):
+    args = dict(input_scale=0.03, input_zero_point=-5, output_scale=0.1, output_zero_point=7)
+    args.update(kw)
+    return kernels.QLinear(w, b, **args)
+
+
+def test_weight_quantization_is_symmetric_per_channel():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((9, 30)).astype(np.float32)
+    w[4] = 0
+    b = rng.standard_normal(9).astype(np.float32)
+    q = make(w, b)
+    amax = np.abs(w).max(axis=1)
+    want_scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    np.testing.assert_array_equal(q.weight_scales, want_scale)
+    np.testing.assert_array_equal(q.qweight, np.clip(np.rint(w / want_scale[:, None]), -127, 127).astype(np.int8))
+    assert np.all(np.abs(q.qweight).max(axis=1) == np.where(amax > 0, 127, 0))
+    np.testing.assert_array_equal(q.qbias, np.rint(b.astype(np.float64) / (np.float64(np.float32(0.03)) * want_scale.astype(np.float64))))
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("act", ["none", "relu", "relu6"])
+def test_matches_numpy_spec_bit_for_bit(isa, act):
+    rng = np.random.default_rng(1)
+    for m, k, n in [(1, 1, 1), (67, 66, 65), (16, 64, 6), (33, 9, 50), (5, 300, 13)]:
+        w = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal(m).astype(np.float32)
+        x = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        q = make(w, b, activation=act, isa=isa, sparse="dense")
+        assert q.isa == isa and q.kernel == "dense"
+        want = numpy_qlinear(q, x)
+        y = q(x)
+        assert y.dtype == np.int8
+        np.testing.assert_array_equal(y, want)
+        np.testing.assert_array_equal(q.gemm_kn(np.ascontiguousarray(x.T)), want.T)
+        if act != "none":
+            assert y.min() >= q.output_zero_point
+
+
+@pytest.mark.parametrize("isa", PATHS)
+def test_sparse_equals_dense_across_sparsities(isa):
+    rng = np.random.default_rng(2)
+    m, k, n = 40, 70, 90
+    for sparsity in (0.0, 0.5, 0.9, 0.99, 1.0):
+        w = block_sparse(rng, m, k, sparsity)
+        b = rng.standard_normal(m).astype(np.float32)
+        x = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        dense = make(w, b, isa=isa, sparse="dense", activation="relu6")
+        sparse = make(w, b, isa=isa, sparse="sparse", activation="relu6")
+        assert sparse.kernel == "sparse"
+        want = numpy_qlinear(dense, x)
+        np.testing.assert_array_equal(dense(x), want)
+        np.testing.assert_array_equal(sparse(x), want)
+        np.testing.assert_array_equal(sparse(x, threads=2), want)
+        np.testing.assert_array_equal(sparse.gemm_kn(np.ascontiguousarray(x.T)), want.T)
+
+
+def test_extremes_and_zero_points_at_the_ends():
+    rng = np.random.default_rng(3)
+    w = np.where(rng.random((24, 40)) < 0.5, 1.0, -1.0).astype(np.float32)  # quantizes to +-127
+    x = np.where(rng.random((30, 40)) < 0.5, 127, -128).astype(np.int8)
+    seen = set()
+    for zp_in in (-128, 127):
+        for zp_out in (-128, 127):
+            for sparse in ("dense", "sparse"):
+                q = make(w, None, input_zero_point=zp_in, output_zero_point=zp_out, output_scale=0.5,
+                         sparse=sparse)
+                assert set(np.unique(q.qweight)) == {-127, 127}
+                y = q(x)
+                np.testing.assert_array_equal(y, numpy_qlinear(q, x))
+                seen |= {int(y.min()), int(y.max())}
+    # the scale makes outputs saturate: both ends of the int8 range must have been produced
+    assert {-128, 127} <= seen
+
+
+def test_auto_picks_sparse_only_when_blocks_are_sparse():
+    rng = np.random.default_rng(4)
+    assert make(block_sparse(rng, 32, 64, 0.9)).kernel == "sparse"
+    assert make(block_sparse(rng, 32, 64, 0.2)).kernel == "dense"
+    # unstructured: a 1x4 block is stored when any of its 4 weights survives, so 90 % sparse
+    # weights still fill 1 - 0.9**4 = 34 % of the blocks (sparse pays), 50 % fill 94 % (it does not)
+    for sparsity, kernel in ((0.9, "sparse"), (0.5, "dense")):
+        w = rng.standard_normal((64, 64)).astype(np.float32) * (rng.random((64, 64)) >= sparsity)
+        assert make(w).kernel == kernel, sparsity
+
+
+def test_quantize_roundtrip_tracks_float_linear():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((20, 50)).astype(np.float32) * 0.1
+    b = rng.standard_normal(20).astype(np.float32) * 0.1
+    xf = rng.standard_normal((64, 50)).astype(np.float32)
+    q = make(w, b, input_scale=4 / 127, input_zero_point=0, output_scale=0.05, output_zero_point=0)
+    y = q.dequantize_output(q(q.quantize_input(xf)))
+    ref = np.clip(xf, -4, 4) @ w.T + b
+    assert np.max(np.abs(y - ref)) < 0.1, np.max(np.abs(y - ref))
+
+
+def test_validation_errors():
+    w = np.ones((8, 4), np.float32)
+    q = make(w)
+    with pytest.raises(ValueError, match=r"x must be an int8 array \(got float32\)"):
+        q(np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"x must be an int8 array \(got uint8\)"):
+        q(np.ones((2, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"x must have 4 columns \(in_features\) \(got 3\)"):
+        q(np.ones((2, 3), np.int8))
+    with pytest.raises(ValueError, match=r"x must be 2-D"):
+        q(np.ones(4, np.int8))
+    with pytest.raises(ValueError, match="x must be C-contiguous"):
+        q(np.ones((4, 8), np.int8)[:, ::2])
+    with pytest.raises(ValueError, match=r"x must have 4 rows \(in_features\)"):
+        q.gemm_kn(np.ones((3, 5), np.int8))
+    with pytest.raises(ValueError, match=r"input_zero_point must be an integer in \[-128, 127\]"):
+        make(w, input_zero_point=128)
+    with pytest.raises(ValueError, match=r"output_zero_point must be an integer in \[-128, 127\]"):
+        make(w, output_zero_point=-129)
+    with pytest.raises(ValueError, match="input_scale must be a positive finite number"):
+        make(w, input_scale=0.0)
+    with pytest.raises(ValueError, match="output_scale must be a positive finite number"):
+        make(w, output_scale=float("nan"))
+    with pytest.raises(ValueError, match="sparse must be one of auto, sparse, dense"):
+        make(w, sparse="yes")
+    with pytest.raises(ValueError, match=r"block must be \(1, 4\)"):
+        make(w, block=(4, 1))
+    with pytest.raises(ValueError, match="weight must be finite"):
+        make(np.full((2, 2), np.inf, np.float32))
