@@ -8,7 +8,8 @@ seconds, the command and the seed:
 - structured, adaptive schedule (5 steps) to <= 40 % of the MACs, prune + recover;
 - the same plan one-shot without recovery, and the same pruned shape trained from scratch;
 - unstructured 90 % (AGP, 5 steps), prune + recover;
-- the same sparsity one-shot magnitude without recovery, and the same masks trained from scratch.
+- the same sparsity one-shot magnitude without recovery, and the same masks trained from scratch;
+- the full digits recipe through ``edgeprune prune`` (adaptive, 5 steps), timed end to end.
 
 Run: ``python benchmarks/accuracy.py --json [PATH]`` (PATH or stdout). Acceptance: both
 prune + recover rows within 1.0 point of the baseline; the whole run well under 5 minutes.
@@ -91,6 +92,31 @@ def unstructured_rows(model, data, base_test, epochs_per_step=3, steps=5, cmd=""
     return rows
 
 
+def cli_recipe_row(model, data, base_test, cmd=""):
+    """The full digits recipe through the CLI (adaptive, 5 steps), timed end to end."""
+    import contextlib
+    import io
+    import tempfile
+
+    from edgeprune.cli.main import main as cli_main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ep.save(model, Path(tmp) / "trained")
+        argv = ["prune", "--model", str(Path(tmp) / "trained"), "--data", "digits", "--budget-macs", "0.4",
+                "--round-to", "4", "--steps", "5", "--finetune-epochs", "3", "--max-acc-drop", "1",
+                "--seed", str(SEED), "--out", str(Path(tmp) / "out"), "--json"]
+        buf = io.StringIO()
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(buf):
+            code = cli_main(argv)
+        seconds = time.perf_counter() - t0
+        result = json.loads(buf.getvalue())
+        pruned = ep.load(Path(tmp) / "out" / "model")
+    return _row("cli-adaptive-recipe-5-steps", "`edgeprune prune` end to end (load, scan, allocate, 5 x prune+recover, save)",
+                pruned, data, base_test, seconds, cmd, exit_code=code, met=result["met"],
+                cli="edgeprune " + " ".join(a if "/" not in a else "DIR" for a in argv))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
@@ -107,6 +133,8 @@ def main(argv=None) -> int:
                  time.perf_counter() - t0, cmd)]
     if args.only in (None, "structured"):
         rows += structured_rows(model, data, base_test, cmd=cmd)
+    if args.only in (None, "structured"):
+        rows.append(cli_recipe_row(model, data, base_test, cmd=cmd))
     if args.only in (None, "unstructured"):
         rows += unstructured_rows(model, data, base_test, cmd=cmd)
     out = {"benchmark": "accuracy", "total_seconds": round(time.perf_counter() - t_all, 2),
