@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import os
 import platform
 import shlex
 import sys
@@ -77,6 +78,18 @@ def _where(flag: str, value, err: Exception) -> str:
     """One line naming the bad input once (the lower layers' messages often name it already)."""
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     return msg if str(value) in msg else f"{flag} {value}: {msg}"
+
+
+def _publishable(root: Path) -> None:
+    """Give the build directory the permissions plain mkdir/open would (umask applied).
+
+    fsutil writes through mkstemp/mkdtemp (mode 0600/0700, right for temporaries); the build
+    output is meant to be copied to a device or shared, so it gets the ordinary modes.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [root, *root.rglob("*")]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def _sha256(path: Path) -> str:
@@ -742,6 +755,7 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             manifest["files"][rel] = {"sha256": _sha256(p), "size_bytes": p.stat().st_size,
                                       "timings": rel in TIMING_FILES}
         fsutil.write_json(tmp / "manifest.json", manifest)
+        _publishable(tmp)
         bar.done()
     return BuildResult(out_dir=out, report=report, manifest=manifest)
 

@@ -69,6 +69,10 @@ def test_build_writes_every_file_with_correct_hashes(rpi4_build):
         assert info["sha256"] == _sha(rpi4_build / rel) and info["size_bytes"] == (rpi4_build / rel).stat().st_size
         assert info["timings"] == (rel in ("report.json", "report.md"))
     assert manifest["target"] == "rpi4" and manifest["seed"] == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (rpi4_build.stat().st_mode & 0o777) == 0o777 & ~umask
+    assert all((p.stat().st_mode & 0o777) == (0o777 if p.is_dir() else 0o666) & ~umask for p in rpi4_build.rglob("*"))
     assert {"edgeprune", "torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
     assert "--target rpi4" in manifest["command_line"]
 
