@@ -40,6 +40,10 @@ def torch_to_onnx(model: torch.nn.Module, example_inputs, dynamic_batch: bool = 
     dyn = {n: {0: "batch"} for n in in_names + ["output"]} if dynamic_batch else None
     was_training = model.training
     model.eval()
+    # nn.MultiheadAttention's eval fast path is one fused aten op no ONNX exporter translates;
+    # the regular path exports as plain MatMul/Softmax.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -48,16 +52,27 @@ def torch_to_onnx(model: torch.nn.Module, example_inputs, dynamic_batch: bool = 
                 torch.onnx.export(model, example_inputs, buf, dynamo=False, opset_version=opset,
                                   input_names=in_names, output_names=["output"], dynamic_axes=dyn,
                                   do_constant_folding=True)
-            except Exception:
+            except Exception as first:
                 buf = io.BytesIO()
                 shapes = ({n: {0: torch.export.Dim("batch")} for n in in_names} if dynamic_batch else None)
-                prog = torch.onnx.export(model, example_inputs, dynamo=True, opset_version=max(opset, 18),
-                                         input_names=in_names, output_names=["output"],
-                                         dynamic_shapes=shapes, verbose=False)
-                prog.save(buf)
+                try:
+                    prog = torch.onnx.export(model, example_inputs, dynamo=True, opset_version=max(opset, 18),
+                                             input_names=in_names, output_names=["output"],
+                                             dynamic_shapes=shapes, verbose=False)
+                    prog.save(buf)
+                except Exception as second:
+                    raise RuntimeError(
+                        f"ONNX export of {type(model).__name__} failed with both torch exporters: "
+                        f"TorchScript: {_first_line(first)}; dynamo: {_first_line(second)}") from second
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
     return onnx.load_from_string(buf.getvalue())
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def check(proto: onnx.ModelProto) -> None:
@@ -121,7 +136,6 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     model.CopyFrom(fp32)
     graph = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    init_protos = {i.name: i for i in graph.initializer}
     consumers = _consumers(graph)
     new_inits: list[onnx.TensorProto] = []
     pre_nodes: list = []  # QDQ of graph inputs (topologically first)
@@ -158,9 +172,19 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
         if len(consumers.get(wname, [])) == 1:
             drop_inits.add(wname)
         node.input[1] = f"{wname}_dequantized"
-        # bias: int32 at s_in * s_w (Conv and Gemm carry it as input 2)
-        if info.get("bias_scale") is not None and len(node.input) > 2 and node.input[2] in inits:
-            bname = node.input[2]
+        # bias: int32 at s_in * s_w. Conv and Gemm carry it as input 2; a Linear on a 3-D input
+        # exports as MatMul followed by an Add of the bias, whose output is the layer's output.
+        out_node, bias_slot = node, 2
+        if node.op_type == "MatMul" and layer.bias is not None:
+            users = consumers.get(node.output[0], [])
+            if len(users) == 1 and users[0].op_type == "Add":
+                add = users[0]
+                slot = 1 if add.input[0] == node.output[0] else 0
+                if add.input[slot] in inits:
+                    out_node, bias_slot = add, slot
+        if info.get("bias_scale") is not None and len(out_node.input) > bias_slot \
+                and out_node.input[bias_slot] in inits:
+            bname = out_node.input[bias_slot]
             bs = np.asarray(info["bias_scale"], dtype=np.float32)
             bq = np.round(bq_t.detach().numpy().astype(np.float32) / bs).astype(np.int32)
             new_inits += [numpy_helper.from_array(bq, f"{bname}_quantized"),
@@ -171,11 +195,11 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
                                               name=f"{bname}_DequantizeLinear", axis=0))
             if len(consumers.get(bname, [])) == 1:
                 drop_inits.add(bname)
-            node.input[2] = f"{bname}_dequantized"
+            out_node.input[bias_slot] = f"{bname}_dequantized"
         # activation points: the layer's input; its output (after a fused ReLU)
         point_tensors.setdefault(info["input"], set()).add(node.input[0])
         if info.get("output"):
-            out = node.output[0]
+            out = out_node.output[0]
             if info.get("relu"):
                 users = consumers.get(out, [])
                 if len(users) != 1 or users[0].op_type not in ("Relu", "Clip"):

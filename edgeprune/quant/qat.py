@@ -38,7 +38,7 @@ def qat(qmodel: QuantizedModel, train_data, epochs: int = 1, lr: float = 1e-4, b
             if max_batches is not None and i >= max_batches:
                 break
             opt.zero_grad()
-            loss = loss_fn(gm(x.float()), y)
+            loss = loss_fn(gm(x.float() if torch.is_floating_point(x) else x), y)
             loss.backward()
             opt.step()
     gm.eval()

@@ -230,26 +230,37 @@ def _shape(t) -> str:
     return "(" + ", ".join(str(int(s)) for s in t) + ")"
 
 
+def _as_input(x: torch.Tensor) -> torch.Tensor:
+    """Float data as float32; integer data (token ids) unchanged."""
+    return x.float() if torch.is_floating_point(x) else x
+
+
 def check_calibration(model: nn.Module, x: torch.Tensor) -> None:
-    """Refuse calibration data whose shape or dtype does not match the model, naming both."""
+    """Refuse calibration data whose shape or dtype does not match the model, naming both.
+
+    Float data must have the model's ``input_shape`` (when the model declares one). Integer data
+    is accepted only if the model runs on it (token ids for an embedding); otherwise the model
+    wants float32 and the message says so.
+    """
     expected = getattr(model, "input_shape", None)
     got = tuple(x.shape[1:])
-    if not torch.is_floating_point(x):
+    dtype = str(x.dtype).replace("torch.", "")
+    want = _shape(expected) if expected else "its input shape"
+    if torch.is_floating_point(x) and expected is not None and tuple(expected) != got:
         raise CalibrationError(
-            f"calibration data has dtype {str(x.dtype).replace('torch.', '')} and shape {_shape(got)}, "
-            f"but the model expects float32 of shape {_shape(expected) if expected else 'N x C x H x W'}; "
-            "convert the data to float32")
-    if expected is not None and tuple(expected) != got:
-        raise CalibrationError(
-            f"calibration data has shape {_shape(got)} per sample but the model expects {_shape(expected)}; "
+            f"calibration data has shape {_shape(got)} per sample but the model expects {want}; "
             "pass calibration data of the model's input shape")
     try:
         with torch.no_grad():
-            model.eval()(x[:1].float())
+            model.eval()(_as_input(x[:1]))
     except Exception as e:
+        if not torch.is_floating_point(x):
+            raise CalibrationError(
+                f"calibration data has dtype {dtype} and shape {_shape(got)} per sample, which the model rejects "
+                f"(it expects float32 of shape {want}); convert the data to float32: {str(e).splitlines()[0]}") from e
         raise CalibrationError(
-            f"the model rejects calibration data of shape {_shape(got)} per sample "
-            f"(expected {_shape(expected) if expected else 'unknown'}): {str(e).splitlines()[0]}") from e
+            f"the model rejects calibration data of shape {_shape(got)} ({dtype}) per sample "
+            f"(expected {want}): {str(e).splitlines()[0]}") from e
 
 
 # ---- QuantizedModel ----------------------------------------------------------------------------
@@ -400,7 +411,7 @@ def quantize(model: nn.Module, calib_data, method: str = "percentile", per_chann
     folded = fold_bn(model)
     from torch.fx.passes.shape_prop import ShapeProp
 
-    ShapeProp(folded).propagate(batches[0][:1].float())  # shapes tell a tensor add from size arithmetic
+    ShapeProp(folded).propagate(_as_input(batches[0][:1]))  # shapes tell a tensor add from size arithmetic
     point_names, layers, ops, skipped, shared = analyze(folded, config)
     if not layers:
         raise QuantizeError(f"{type(model).__name__} has no Conv1d/Conv2d/Linear layer to quantize")
@@ -419,7 +430,7 @@ def quantize(model: nn.Module, calib_data, method: str = "percentile", per_chann
                 if mode == "histogram":
                     qp.observer.start_histogram()
             for x in batches:
-                cal(x.float())
+                cal(_as_input(x))
                 bar.advance(task)
     levels = 256 if config.activation_dtype == "uint8" and not config.symmetric_activations else 128
     points: dict[str, dict] = {}
