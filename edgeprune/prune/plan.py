@@ -100,9 +100,10 @@ def select_channels(graph: Graph, scores: dict, ratio: float = 0.5, ratios: dict
     """Scores -> {group id: keep mask}. Lowest scores go first.
 
     ``ratios`` (group id -> fraction) overrides ``ratio`` per group and implies per-group ranking;
-    groups missing from it are left whole. Kept counts are rounded up so every layer of a pruned
-    group keeps a multiple of ``round_to`` channels; a group that would round back to its full
-    size is left whole."""
+    groups missing from it are left whole. Kept counts are rounded to the nearest multiple that
+    lets every layer of a pruned group keep a multiple of ``round_to`` channels (ties remove more;
+    never below the ``max_layer_ratio`` floor); a group that would round back to its full size is
+    left whole."""
     groups = [g for g in graph.groups() if g.prunable]
     if ratios is not None:
         unknown = sorted(set(ratios) - {g.id for g in graph.groups()})
@@ -144,8 +145,11 @@ def select_channels(graph: Graph, scores: dict, ratio: float = 0.5, ratios: dict
         if n_rm <= 0:
             continue
         step = min(g.round_step(round_to), g.size)
-        kept = g.size - n_rm
-        kept = int(math.ceil(kept / step) * step)
+        raw = g.size - n_rm
+        floor_keep = max(1, g.size - caps[g.id])
+        down, up = (raw // step) * step, int(math.ceil(raw / step)) * step
+        # nearest multiple (ties prune more, as Torch-Pruning does), never below the layer floor
+        kept = down if down >= max(step, floor_keep) and raw - down <= up - raw else up
         if kept >= g.size:
             continue
         s = np.asarray(scores[g.id], dtype=np.float64)
