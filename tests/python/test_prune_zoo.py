@@ -147,7 +147,10 @@ def test_pruned_model_exports_to_onnx_and_matches(traced, name):
 
 @pytest.mark.zoo
 def test_torchvision_classifiers_prune():
-    tv = pytest.importorskip("torchvision")
+    try:
+        tv = pytest.importorskip("torchvision")
+    except RuntimeError as e:  # a wheel whose compiled ops do not match this torch build
+        pytest.skip(f"torchvision is installed but does not import with this torch: {e}")
     x = torch.randn(1, 3, 224, 224)
     failures = []
     for name in tv.models.list_models(module=tv.models):
