@@ -249,3 +249,27 @@ def test_magnitude_projection_keeps_largest():
     w = torch.tensor([[0.1, -0.5, 0.2, 0.9], [0.05, 0.3, -0.7, 0.0]])
     keep = recover.magnitude_projection(0.5)("w", w)
     assert keep.tolist() == [[False, True, False, True], [False, True, True, False]]
+
+
+def test_distill_flag_off_ignores_the_teacher(data):
+    teacher = make_model(seed=1)
+    _, hist = recover.finetune(make_model(), data, epochs=1, teacher=teacher, distill=False)
+    assert not hist["distill"] and hist["epochs"][0]["kd"] == 0
+
+
+def test_recover_never_imports_prune():
+    """prune.schedule / prune.search import recover, never the other way round."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(recover.__file__).parent
+    bad = []
+    for path in pkg.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                if (node.level == 0 and mod.startswith("edgeprune.prune")) or (node.level == 2 and mod.startswith("prune")):
+                    bad.append(f"{path.name}: from {'.' * node.level}{mod}")
+            elif isinstance(node, ast.Import):
+                bad += [f"{path.name}: import {a.name}" for a in node.names if a.name.startswith("edgeprune.prune")]
+    assert not bad, bad
