@@ -325,7 +325,8 @@ _ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "silu", "silu
                 "hardswish", "hardswish_", "hardsigmoid", "gelu", "leaky_relu", "leaky_relu_", "elu", "tanh",
                 "clamp", "clamp_", "clip", "batch_norm", "dropout", "dropout_"}
 _ELTWISE = {"add", "add_", "__add__", "__iadd__", "__radd__", "mul", "mul_", "__mul__", "__imul__", "__rmul__",
-            "sub", "__sub__", "cat", "concat", "softmax", "log_softmax"}
+            "sub", "__sub__", "cat", "concat", "softmax", "log_softmax", "layer_norm", "group_norm",
+            "instance_norm", "embedding", "div", "__truediv__"}
 _POOLS = {"adaptive_avg_pool2d", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices", "_max_pool2d",
           "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "adaptive_avg_pool1d", "avg_pool1d",
           "max_pool1d", "mean"}
@@ -378,15 +379,26 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
                 ops.append(Op(_name(kind), kind, macs=_numel(out) * per_out, weight_elems=_numel(w),
                               in_elems=_numel(x), out_elems=_numel(out)))
                 fusable.add(id(out))
-            elif fname in ("linear", "matmul", "mm", "bmm", "addmm"):
+            elif fname in ("linear", "matmul", "__matmul__", "mm", "bmm", "addmm"):
                 if fname == "addmm":
                     x, w = args[1], args[2]
                 else:
                     x, w = args[0], args[1]
                 macs = _numel(out) * int(x.shape[-1])
-                ops.append(Op(_name("fc"), "fc", macs=macs, weight_elems=_numel(w) if w.requires_grad or
-                              isinstance(w, torch.nn.Parameter) else 0, in_elems=_numel(x), out_elems=_numel(out)))
+                # a weight is read from memory as weights; an activation operand (attention's
+                # Q @ K^T) is one more input tensor
+                is_weight = isinstance(w, torch.nn.Parameter)
+                ops.append(Op(_name("fc"), "fc", macs=macs, weight_elems=_numel(w) if is_weight else 0,
+                              in_elems=_numel(x) + (0 if is_weight else _numel(w)), out_elems=_numel(out)))
                 fusable.add(id(out))
+            elif fname == "scaled_dot_product_attention":
+                q, k, v = args[0], args[1], args[2]
+                # Q @ K^T (L x S x E per head) and softmax(.) @ V (L x S x Ev per head)
+                lq, s_len = int(q.shape[-2]), int(k.shape[-2])
+                heads = int(math.prod(q.shape[:-2]))
+                macs = heads * lq * s_len * (int(q.shape[-1]) + int(v.shape[-1]))
+                ops.append(Op(_name("fc"), "fc", macs=macs, in_elems=_numel(q) + _numel(k) + _numel(v),
+                              out_elems=_numel(out)))
             elif fname in _ACTIVATIONS:
                 if id(first) in fusable:
                     fusable.add(id(out))
@@ -433,6 +445,7 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
 _ONNX_FUSED = {"Relu", "Clip", "BatchNormalization", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu",
                "QuantizeLinear", "DequantizeLinear", "Identity", "Dropout"}
 _ONNX_ELTWISE = {"Add", "Mul", "Sub", "Div", "Sum", "Concat", "Softmax", "QLinearAdd", "QLinearMul",
+                 "LayerNormalization", "GroupNormalization", "InstanceNormalization", "Gather",
                  "QLinearConcat", "Relu", "Clip", "Sigmoid", "HardSwish"}
 _ONNX_POOLS = {"GlobalAveragePool", "AveragePool", "MaxPool", "GlobalMaxPool", "QLinearGlobalAveragePool",
                "QLinearAveragePool", "ReduceMean"}
@@ -492,6 +505,11 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             shapes[vi.name] = tuple(int(d.dim_value) for d in t.shape.dim)
     for t in graph.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
+    outputs = [o for n in graph.node for o in n.output if o]
+    if any(o not in shapes or 0 in shapes[o] for o in outputs):
+        # data-dependent shapes (Shape -> Slice chains, e.g. an exported attention) defeat static
+        # inference; one run of the model gives the exact ones
+        shapes.update(_runtime_shapes(model, outputs))
     consts = {t.name: t for t in graph.initializer}
     # Where a weight passes through DequantizeLinear (QDQ), follow it back to the initializer.
     producer = {o: n for n in graph.node for o in n.output}
@@ -540,8 +558,9 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
                 continue
             trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
             k = int(a_shape[0] if (t == "Gemm" and trans_a) else a_shape[-1])
-            ops.append(Op(name, "fc", macs=_elems(out) * k, weight_elems=int(math.prod(b_shape)) if b_const else 0,
-                          in_elems=_elems(a_name), out_elems=_elems(out)))
+            b_elems = int(math.prod(b_shape))
+            ops.append(Op(name, "fc", macs=_elems(out) * k, weight_elems=b_elems if b_const else 0,
+                          in_elems=_elems(a_name) + (0 if b_const else b_elems), out_elems=_elems(out)))
             fusable.add(out)
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
             fusable.update(node.output)
@@ -553,6 +572,40 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
         # Shape plumbing (Reshape, Flatten, Shape, Gather, Q/DQ of activations) is free here:
         # runtimes fold it or it moves no more bytes than the op that consumes it.
     return ops, file_precision
+
+
+def _runtime_shapes(model, names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Shapes of ``names`` from one ONNX Runtime run on zeros ({} when ORT is not installed)."""
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    import onnx
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    known = {vi.name: vi for vi in probe.graph.value_info}
+    for name in names:
+        if name not in have:
+            probe.graph.output.append(known[name] if name in known else onnx.ValueInfoProto(name=name))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    # no graph rewrites: the requested intermediate tensors must survive
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception:  # ORT rejects some graphs it cannot type; keep the static shapes then
+        return {}
+    kinds = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+             "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
+    feeds = {i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in i.shape],
+                              kinds.get(i.type, np.float32))
+             for i in sess.get_inputs()}
+    out_names = [o.name for o in sess.get_outputs()]
+    values = sess.run(out_names, feeds)
+    return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(out_names, values)}
 
 
 def calibration_report(models: dict[str, Any], target="rpi4", threads: int = 4) -> list[dict[str, Any]]:

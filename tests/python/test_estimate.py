@@ -198,3 +198,38 @@ def test_gpu_estimate_is_labelled_uncalibrated(mobilenets):
         E.estimate(m, "rpi4", device="gpu")
     with pytest.raises(ValueError, match="device"):
         E.estimate(m, "rpi4", device="npu")
+
+
+class TinyAttention(nn.Module):
+    """Linear projections + scaled dot-product attention + LayerNorm over 8 tokens of width 16."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(16, 48)
+        self.norm = nn.LayerNorm(16)
+        self.input_shape = (8, 16)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.norm(y + x)
+
+
+def test_attention_ops_are_counted():
+    ops = E.ops_from_module(TinyAttention())
+    fcs = [o for o in ops if o.kind == "fc"]
+    assert [o.macs for o in fcs] == [8 * 48 * 16, 8 * 8 * (16 + 16)]
+    assert fcs[0].weight_elems == 48 * 16 and fcs[1].weight_elems == 0 and fcs[1].in_elems == 3 * 8 * 16
+    assert sum(o.kind == "eltwise" for o in ops) == 2  # the residual add and the LayerNorm
+
+
+def test_attention_onnx_matches_module(tmp_path):
+    m = TinyAttention().eval()
+    path = tmp_path / "attn.onnx"
+    torch.onnx.export(m, (torch.zeros(1, 8, 16),), str(path), dynamo=False, opset_version=17, input_names=["x"])
+    a = E.estimate(m, "rpi4", "fp32")
+    b = E.estimate(path, "rpi4", None)
+    # the exporter splits attention into Q @ K^T and softmax @ V; shapes there are data-dependent
+    # (Shape -> Slice), so they come from one ONNX Runtime run
+    assert sorted(la.macs for la in b.layers if la.kind == "fc") == [8 * 8 * 16, 8 * 8 * 16, 8 * 48 * 16]
+    assert b.macs == a.macs
