@@ -304,3 +304,20 @@ def test_bias_that_would_overflow_int32_widens_the_weight_scale(tmp_path):
     np.testing.assert_allclose(ort_logits(path, x), qm(x).numpy(), rtol=1e-4)
     # the bias survives: the output is 1000 to within the output quantizer's step
     np.testing.assert_allclose(qm(x).numpy()[:, 0], 1000.0, atol=qm.points["fc"]["scale"])
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv1d", "branchy"])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_int8_small_models_match_fake_quant(name, per_channel, tmp_path):
+    model = _small_models()[name]
+    g = torch.Generator().manual_seed(4)
+    qm = ep.quantize(model, torch.randn(64, *model.input_shape, generator=g), method="mse",
+                     per_channel=per_channel, progress=False)
+    path = export(qm, tmp_path, formats=["onnx-int8"], dynamic_batch=True)["onnx-int8"]
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    w_scales = [v for k, v in _inits(proto).items() if k.endswith(".weight_scale")]
+    assert len(w_scales) == len(qm.layers)
+    assert all((v.ndim == 1) == per_channel for v in w_scales)
+    x = torch.randn(32, *model.input_shape, generator=g)
+    np.testing.assert_allclose(ort_logits(path, x), qm(x).numpy(), rtol=1e-3, atol=1e-3)
