@@ -207,17 +207,31 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
                 out = users[0].output[0]
             point_tensors.setdefault(info["output"], set()).add(out)
 
+    # graph inputs by position: an add may read the model input directly
+    onnx_inputs = [i.name for i in graph.input if i.name not in inits]
+    placeholders = [n.name for n in folded.graph.nodes if n.op == "placeholder"]
+    for ph, gi in zip(placeholders, onnx_inputs):
+        if ph in qmodel.points:
+            point_tensors.setdefault(ph, set()).add(gi)
     for op_name, op in qmodel.ops.items():
         _map_op(graph, consumers, op_name, op, point_tensors)
 
     graph_inputs = {i.name for i in graph.input}
-    graph_outputs = {o.name for o in graph.output}
     renames: dict[str, str] = {}  # producer output renames (tensor -> its fp32 name)
     rewires: dict[str, str] = {}  # consumer input rewires for graph inputs
+    owner: dict[str, tuple] = {}  # tensor -> (point, scale, zero point) already placed there
     for pname, tensors in point_tensors.items():
         p = qmodel.points[pname]
         zdt = np.uint8 if p["dtype"] == "uint8" else np.int8
         for t in sorted(tensors):
+            # Two points on one ONNX tensor (e.g. a dropout the exporter removed) must agree;
+            # shared points do, and one Q/DQ pair then serves both.
+            if t in owner:
+                if owner[t][1:] != (p["scale"], p["zero_point"]):
+                    raise RuntimeError(f"points {owner[t][0]} and {pname} both land on ONNX tensor {t} "
+                                       "with different scales")
+                continue
+            owner[t] = (pname, p["scale"], p["zero_point"])
             sname, zname = f"{t}_scale", f"{t}_zero_point"
             new_inits += [numpy_helper.from_array(np.array(p["scale"], dtype=np.float32), sname),
                           numpy_helper.from_array(np.array(p["zero_point"], dtype=zdt), zname)]
@@ -234,7 +248,6 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
                 pre_nodes += [q, dq]
             else:
                 after[t] = [q, dq]
-    del graph_outputs  # graph outputs keep their names: the DQ output takes over the name
 
     renamed_from = {v: k for k, v in renames.items()}
     nodes = list(pre_nodes)

@@ -321,3 +321,30 @@ def test_int8_small_models_match_fake_quant(name, per_channel, tmp_path):
     assert all((v.ndim == 1) == per_channel for v in w_scales)
     x = torch.randn(32, *model.input_shape, generator=g)
     np.testing.assert_allclose(ort_logits(path, x), qm(x).numpy(), rtol=1e-3, atol=1e-3)
+
+
+class _AddsInput(nn.Module):
+    """relu(conv(x) + x), then dropout (removed by the exporter) before the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 8 * 8, 4)
+        self.d = nn.Dropout(0.5)
+        self.input_shape = (3, 8, 8)
+
+    def forward(self, x):
+        return self.fc(self.d(torch.relu(self.c(x) + x).flatten(1)))
+
+
+def test_add_of_the_graph_input_and_a_removed_dropout(tmp_path):
+    torch.manual_seed(0)
+    model = _AddsInput().eval()
+    qm = ep.quantize(model, torch.randn(32, 3, 8, 8), method="minmax", progress=False)
+    assert qm.ops["add"]["inputs"] == ["c", "x"]
+    assert qm.points["d"]["shared_with"] == "relu"
+    path = export(qm, tmp_path, formats=["onnx-int8"], dynamic_batch=True)["onnx-int8"]
+    x = torch.randn(8, 3, 8, 8)
+    np.testing.assert_allclose(ort_logits(path, x), qm(x).numpy(), rtol=1e-4, atol=1e-5)
+    add = next(l for l in inspect_onnx(path)["layers"] if l["op"] == "Add")
+    assert add["precision"] == "int8"
