@@ -441,6 +441,14 @@ def add_arguments(p, how) -> None:
                    help="pattern of --sparsity (2:4 is 50 %% by definition)")
     g.add_argument("--sparsity-criterion", choices=("magnitude", "taylor", "activation"), default="magnitude",
                    help="weight score for --sparsity: |w|, |w*grad| or |w|*||x|| (default magnitude)")
+    g.add_argument("--threshold", choices=("solve", "relative", "percentile", "absolute"), default=None,
+                   help="dynamic threshold recomputed from the current scores at every step: solve (meet the "
+                        "step's --ratio/--sparsity share), or relative (coef x max) / percentile / absolute "
+                        "with --threshold-value, capped by the step's share")
+    g.add_argument("--threshold-value", type=float, default=None, metavar="V",
+                   help="coefficient (relative), quantile in [0, 1] (percentile) or score (absolute)")
+    g.add_argument("--threshold-scope", choices=("global", "layer"), default="global",
+                   help="compare scores across all layers (global, default) or within each layer")
     g.add_argument("--regularize", choices=REGULARIZE_CHOICES, default=None,
                    help="sparsity regulariser during the recoveries between steps")
     g.add_argument("--reg-lambda", type=float, default=None, metavar="L", help="regulariser strength")
@@ -450,7 +458,7 @@ def wants_recipe(args) -> bool:
     """True when the run needs this module (recovery, a schedule, a budget or sparsity)."""
     return any(getattr(args, a, None) is not None for a in (
         "data", "schedule", "steps", "budget_macs", "budget_params", "budget_latency", "sparsity", "regularize",
-        "max_acc_drop"))
+        "max_acc_drop", "threshold"))
 
 
 def _fail(msg: str):
@@ -481,6 +489,13 @@ def _check_recipe_args(args) -> str:
             _fail(f"{flag} {value}: must be >= {1 if flag == '--steps' else 0}")
     if args.lr <= 0:
         _fail(f"--lr {args.lr}: must be > 0")
+    if args.threshold is not None:
+        if schedule == "adaptive":
+            _fail("--threshold applies to --schedule oneshot, linear or agp (the adaptive search allocates ratios itself)")
+        if args.threshold != "solve" and args.threshold_value is None:
+            _fail(f"--threshold {args.threshold} needs --threshold-value V")
+        if args.target_macs is not None:
+            _fail("--threshold selects channels by score; combine it with --ratio, not --target-macs")
     if args.max_acc_drop is not None and args.max_acc_drop < 0:
         _fail(f"--max-acc-drop {args.max_acc_drop}: must be >= 0 points")
     for k, v in budget:
@@ -525,6 +540,15 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
     if args.regularize:
         regs = [rec.make_regularizer(args.regularize, model, args.reg_lambda)]
     progress = sys.stderr.isatty() and not args.json
+    rule = None
+    if args.threshold is not None:
+        from .threshold import DynamicThreshold
+
+        try:
+            rule = DynamicThreshold(args.threshold, args.threshold_value, args.threshold_scope,
+                                    max_layer_ratio=0.99 if args.sparsity is not None else args.max_layer_ratio)
+        except ValueError as e:
+            _fail(f"--threshold {args.threshold}: {e}")
     model.eval()
     macs0, params0 = count_macs_params(model, example_inputs)
     base_val = rec.top1(model, data.val)
@@ -553,7 +577,7 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
     elif args.sparsity is not None:
         res = sparsify(model, data, args.sparsity, pattern=args.sparsity_pattern, criterion=args.sparsity_criterion,
                        schedule=schedule, steps=steps, recover=cfg, distill=args.distill, regularizers=regs,
-                       ignore=tuple(args.ignore), progress=progress)
+                       ignore=tuple(args.ignore), threshold=rule, progress=progress)
         pruned, new_plans, masks = res.model, [], res.masks
         rep = sparsity_report(pruned, masks, pattern=args.sparsity_pattern)
         files["sparsity"] = str(write_json(out / "sparsity.json", rep))
@@ -569,7 +593,8 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
                                    schedule=schedule, steps=steps, importance=args.importance,
                                    round_to=args.round_to, global_ranking=not args.per_layer,
                                    ignore=tuple(args.ignore), max_layer_ratio=args.max_layer_ratio, recover=cfg,
-                                   distill=args.distill, regularizers=regs, seed=args.seed, progress=progress)
+                                   distill=args.distill, regularizers=regs, threshold=rule, seed=args.seed,
+                                   progress=progress)
         except ValueError as e:
             _fail(f"--model {args.model}: {str(e).splitlines()[0]}")
         pruned, new_plans = res.model, res.plans

@@ -10,6 +10,7 @@ Rules (DESIGN.md section 7):
 - ``relative``: remove items scored below ``coef * max`` (max taken per scope);
 - ``percentile``: remove items below the ``q``-quantile (``q`` in [0, 1]) of the scores;
 - ``absolute``: remove items scored below a fixed value.
+The last three take the step's target as a cap when one is given (never remove more).
 ``scope="global"`` compares all tensors together; ``"layer"`` applies the rule to each tensor
 alone. ``max_layer_ratio`` caps what any one tensor may lose (the excess is re-distributed to
 the other tensors under ``solve``), and at least ``min_keep`` items of every tensor survive.
@@ -34,15 +35,19 @@ def _flat(scores: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor
     return names, s, w
 
 
-def _remove_lowest(s: torch.Tensor, w: torch.Tensor, amount: float) -> torch.Tensor:
-    """Bool 'removed' vector: the lowest scores (stable by index) until their weight >= amount."""
+def _remove_lowest(s: torch.Tensor, w: torch.Tensor, amount: float, floor: bool = False) -> torch.Tensor:
+    """Bool 'removed' vector: the lowest scores (stable by index) until their weight >= amount
+    (``floor``: the longest prefix whose weight stays <= amount, for caps)."""
     removed = torch.zeros(s.numel(), dtype=torch.bool)
     if amount <= 0 or s.numel() == 0:
         return removed
     order = torch.argsort(s, stable=True)
     cum = torch.cumsum(w[order], 0)
-    # smallest prefix whose weight reaches the amount (a tiny epsilon absorbs float error)
-    k = int(torch.searchsorted(cum, torch.tensor([amount - 1e-9], dtype=cum.dtype)).item()) + 1
+    if floor:
+        k = int(torch.searchsorted(cum, torch.tensor([amount + 1e-9], dtype=cum.dtype), right=True).item())
+    else:
+        # smallest prefix whose weight reaches the amount (a tiny epsilon absorbs float error)
+        k = int(torch.searchsorted(cum, torch.tensor([amount - 1e-9], dtype=cum.dtype)).item()) + 1
     removed[order[:min(k, s.numel())]] = True
     return removed
 
@@ -65,7 +70,8 @@ def select(scores: Mapping[str, torch.Tensor], target: float | None = None, *, m
     """Return keep masks (True = kept) for ``scores`` under one rule; see the module docstring.
 
     ``target`` is the fraction (by weight) to remove for ``solve``; ``value`` is the coefficient,
-    quantile or absolute threshold for the other methods.
+    quantile or absolute threshold for the other methods, for which ``target`` (optional) is a
+    cap: the lowest-scored items under the threshold go, but never more than ``target``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown threshold method {method!r}; use one of {', '.join(METHODS)}")
@@ -81,6 +87,8 @@ def select(scores: Mapping[str, torch.Tensor], target: float | None = None, *, m
     if not 0.0 < max_layer_ratio <= 1.0:
         raise ValueError(f"max_layer_ratio must be in (0, 1], got {max_layer_ratio}")
 
+    if method != "solve" and target is not None and not 0.0 <= target <= 1.0:
+        raise ValueError(f"the cap of a {method} threshold must be a fraction in [0, 1], got {target}")
     names, s, w = _flat(scores, weights)
     removed = [torch.zeros(x.numel(), dtype=torch.bool) for x in s]
     if scope == "layer":
@@ -89,12 +97,16 @@ def select(scores: Mapping[str, torch.Tensor], target: float | None = None, *, m
                 removed[i] = _remove_lowest(s[i], w[i], target * float(w[i].sum()))
             else:
                 removed[i] = s[i] < _threshold(s[i], method, value)
+                if target is not None:  # capped: never more than the target fraction
+                    removed[i] &= _remove_lowest(s[i], w[i], target * float(w[i].sum()), floor=True)
     else:
         if method == "solve":
             removed = _solve_global(s, w, target, max_layer_ratio)
         else:
             thr = _threshold(torch.cat(s), method, value) if s else 0.0
             removed = [x < thr for x in s]
+            if target is not None:
+                removed = [r & c for r, c in zip(removed, _solve_global(s, w, target, max_layer_ratio, floor=True))]
     out = {}
     for i, n in enumerate(names):
         r = removed[i] | torch.isneginf(s[i])
@@ -124,7 +136,7 @@ def _cap(removed, s, w, max_ratio, min_keep):
     return removed
 
 
-def _solve_global(s, w, target, max_ratio):
+def _solve_global(s, w, target, max_ratio, floor=False):
     """Global 'remove the lowest `target` fraction' with a per-tensor cap, by water-filling:
     tensors that would exceed the cap are fixed at the cap and the rest is re-solved."""
     totals = [float(x.sum()) for x in w]
@@ -137,7 +149,7 @@ def _solve_global(s, w, target, max_ratio):
             break
         cat_s = torch.cat([s[i] for i in free])
         cat_w = torch.cat([w[i] for i in free])
-        rem = _remove_lowest(cat_s, cat_w, amount)
+        rem = _remove_lowest(cat_s, cat_w, amount, floor)
         parts = torch.split(rem, [s[i].numel() for i in free])
         over = [i for i, r in zip(free, parts) if float(w[i][r].sum()) > max_ratio * totals[i] + 1e-9]
         if not over:

@@ -106,3 +106,21 @@ def test_bad_input_is_one_line_exit_2(run_cli, trained_demo_cnn_dir, tmp_out, ar
     lines = [ln for ln in res.err.strip().splitlines() if ln]
     assert len(lines) == 1 and message in lines[0], res.err
     assert not tmp_out.exists()  # nothing written on bad input
+
+
+def test_dynamic_threshold_flags(run_cli, trained_demo_cnn_dir, tmp_out):
+    from edgeprune.prune.sparsity import prunable_weights
+
+    res = run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", "--sparsity", "0.8",
+                  "--threshold", "relative", "--threshold-value", "0.05", "--finetune-epochs", "0",
+                  "--out", tmp_out, "--json")
+    r = _json(res)
+    m = ep.load(trained_demo_cnn_dir)
+    params = dict(m.named_parameters())
+    w = torch.cat([params[n].detach().abs().flatten() for n in prunable_weights(m)])
+    expected = float((w < 0.05 * w.max()).float().mean())
+    assert expected < 0.8  # the cap does not bind here: the threshold alone decides
+    assert r["sparsity"]["sparsity"] == pytest.approx(expected, abs=1e-4)
+    bad = run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", "--sparsity", "0.8",
+                  "--threshold", "percentile", "--out", tmp_out.parent / "o2")
+    assert bad.code == 2 and "--threshold-value" in bad.err

@@ -97,3 +97,20 @@ def test_bad_arguments():
         T.DynamicThreshold(scope="model")
     with pytest.raises(ValueError, match="needs a value"):
         T.select(scores(), method="relative")
+
+
+def test_threshold_rules_capped_by_the_target():
+    s = scores()  # 10 items, global max 8
+    uncapped = T.select(s, method="relative", value=0.9)  # below 7.2: 8 items go
+    assert T.removed_fraction(uncapped) == pytest.approx(0.8)
+    capped = T.select(s, 0.3, method="relative", value=0.9)
+    assert T.removed_fraction(capped) == pytest.approx(0.3)
+    assert capped["b"].tolist() == [False, False, True, True, True, True]  # the 3 lowest
+    assert capped["a"].tolist() == [False, True, True, True]
+    # a cap above what the threshold removes changes nothing
+    loose = T.select(s, 0.95, method="relative", value=0.9)
+    assert all(torch.equal(loose[n], uncapped[n]) for n in s)
+    # per layer: the 0.9-quantile removes 3 of a and 5 of b; a 25 % cap lets 1 of 4 and 1 of 6
+    # go (a cap is never exceeded: 1.5 items -> 1)
+    layer = T.select(s, 0.25, method="percentile", value=0.9, scope="layer")
+    assert [int((~m).sum()) for m in layer.values()] == [1, 1]
