@@ -47,7 +47,7 @@ def _fmt_int(n) -> str:
     n = float(n)
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
+            return f"{n / div:.3g}{unit}"  # 3 significant digits keep the summary table narrow
     return f"{n:.0f}"
 
 

@@ -61,8 +61,8 @@ def test_write_report_writes_json_md_and_three_plots(tmp_path):
 def test_markdown_contents(tmp_path):
     md = R.render_markdown(_report())
     assert md.startswith("# edgeprune build report: edgeprune:demo-cnn for rpi4")
-    assert "| baseline | 120.00k | 4.50M | 468.8 KB | 97.50% | +0.00 | 0.450 | 1.250 |" in md
-    assert "| int8 | 60.00k | 2.00M | 68.4 KB | 96.11% | -1.39 | - | 0.500 |" in md
+    assert "| baseline | 120k | 4.5M | 468.8 KB | 97.50% | +0.00 | 0.450 | 1.250 |" in md
+    assert "| int8 | 60k | 2M | 68.4 KB | 96.11% | -1.39 | - | 0.500 |" in md
     assert "**estimates**" in md and "skipped **recover**: no --data given" in md
     assert "**FAILED**" in md and "trtexec --onnx=model.int8.onnx --int8" in md
     assert "| features.0 | 32 | 16 | 50% |" in md
