@@ -84,7 +84,7 @@ def run(args) -> int:
     except ValueError as e:  # bad --percentile and the like
         raise UsageError(_first_line(e)) from None
     if args.qat_epochs:
-        qm = qat(qm, data, epochs=args.qat_epochs)
+        qm = qat(qm, data, epochs=args.qat_epochs, progress=progress)
     out = prepare_out_dir(args.out, args.force)
     fp32 = ep.models.evaluate(model, data.test)["top1"]
     int8 = ep.models.evaluate(qm.module, data.test)["top1"]

@@ -1,11 +1,12 @@
 """Quantization-aware training: fine-tune through the fake-quant module.
 
 Consumes: a QuantizedModel (its activation scales stay fixed, as calibrated) and labelled
-training data (a Dataset of (x, y), a DataLoader, or a DataSplits whose ``.train`` is used).
+training data: a DataSplits / (train, val) pair, which runs through the recovery loop of
+``edgeprune.recover.finetune`` (distillation from the fp32 model, cosine LR, validation with the
+best epoch kept), or a bare Dataset / DataLoader of (x, y), which runs a minimal loop here.
 Produces: a new QuantizedModel whose folded weights were trained with int8 weight/bias
 fake-quantization in the loop (straight-through gradients) and whose weight/bias scales are
-recomputed from the trained weights. The longer recovery loop (distillation, schedules) lives
-in ``edgeprune.recover``; this is the minimal loop the quantizer needs.
+recomputed from the trained weights; the training history is in ``metadata["qat"]``.
 """
 from __future__ import annotations
 
@@ -18,22 +19,12 @@ from .fakequant import quant_layers
 from .quantize import QuantizedModel, _layer_scales
 
 
-def qat(qmodel: QuantizedModel, train_data, epochs: int = 1, lr: float = 1e-4, batch_size: int = 64,
-        seed: int = 0, max_batches: int | None = None) -> QuantizedModel:
-    if hasattr(train_data, "train") and hasattr(train_data, "num_classes"):
-        train_data = train_data.train
-    if isinstance(train_data, torch.utils.data.Dataset):
-        gen = torch.Generator().manual_seed(seed)
-        loader = torch.utils.data.DataLoader(train_data, batch_size=batch_size, shuffle=True, generator=gen)
-    else:
-        loader = train_data
-    torch.manual_seed(seed)
-    gm = qmodel.fake_quant_module()
-    gm.train()
-    params = [p for p in gm.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+def _minimal_loop(gm, loader, epochs, lr, max_batches):
+    opt = torch.optim.Adam([p for p in gm.parameters() if p.requires_grad], lr=lr)
     loss_fn = nn.CrossEntropyLoss()
+    losses = []
     for _ in range(epochs):
+        total, n = 0.0, 0
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
@@ -41,13 +32,42 @@ def qat(qmodel: QuantizedModel, train_data, epochs: int = 1, lr: float = 1e-4, b
             loss = loss_fn(gm(x.float() if torch.is_floating_point(x) else x), y)
             loss.backward()
             opt.step()
+            total, n = total + float(loss) * len(y), n + len(y)
+        losses.append(total / max(n, 1))
+    return {"loop": "minimal", "train_loss": losses}
+
+
+def qat(qmodel: QuantizedModel, train_data, epochs: int = 1, lr: float = 1e-4, batch_size: int = 64,
+        seed: int = 0, max_batches: int | None = None, distill: bool = True, progress: bool = False,
+        **recover_overrides) -> QuantizedModel:
+    """Fine-tune ``qmodel`` through fake quantization; see the module docstring.
+
+    ``recover_overrides`` go to ``RecoverConfig`` (e.g. ``restore_best=False``, ``patience=1``).
+    """
+    torch.manual_seed(seed)
+    gm = qmodel.fake_quant_module()
+    splits = hasattr(train_data, "train") or (isinstance(train_data, (tuple, list)) and len(train_data) == 2)
+    if splits:
+        from ..recover import finetune  # the shared recovery loop (a lower layer)
+
+        teacher = copy.deepcopy(qmodel.folded).eval() if distill else None
+        gm, history = finetune(gm, train_data, teacher=teacher, epochs=epochs, lr=lr, optimizer="adamw",
+                               weight_decay=0.0, batch_size=batch_size, seed=seed,
+                               max_batches_per_epoch=max_batches, progress=progress, description="QAT",
+                               **recover_overrides)
+        history = {"loop": "edgeprune.recover.finetune", **history}
+    else:
+        if isinstance(train_data, torch.utils.data.Dataset):
+            gen = torch.Generator().manual_seed(seed)
+            train_data = torch.utils.data.DataLoader(train_data, batch_size=batch_size, shuffle=True, generator=gen)
+        gm.train()
+        history = _minimal_loop(gm, train_data, epochs, lr, max_batches)
     gm.eval()
     folded = copy.deepcopy(qmodel.folded)
     for target, ql in quant_layers(gm).items():
-        dst = folded.get_submodule(target)
-        dst.load_state_dict(ql.layer.state_dict())
+        folded.get_submodule(target).load_state_dict(ql.layer.state_dict())
     layers = copy.deepcopy(qmodel.layers)
     _layer_scales(folded, layers, qmodel.points, qmodel.config)
-    meta = dict(qmodel.metadata, qat={"epochs": epochs, "lr": lr, "seed": seed})
+    meta = dict(qmodel.metadata, qat={"epochs": epochs, "lr": lr, "seed": seed, "history": history})
     return QuantizedModel(qmodel.original, folded, qmodel.config, copy.deepcopy(qmodel.points), layers,
                           list(qmodel.skipped), qmodel.input_shape, meta, copy.deepcopy(qmodel.ops))

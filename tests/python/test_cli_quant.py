@@ -137,3 +137,13 @@ def test_fp32_export_of_a_model_dir(run_cli, trained_demo_cnn_dir, tmp_out, digi
         ref = model(x).numpy()
     got = ort_logits(path, x)
     assert np.abs(got - ref).max() / np.abs(ref).max() <= 1e-4
+
+
+def test_quantize_with_qat(run_cli, trained_demo_cnn_dir, tmp_out):
+    r = run_cli("quantize", "--model", trained_demo_cnn_dir, "--calib", "digits", "--calib-n", "64",
+                "--method", "percentile", "--qat-epochs", "1", "--out", tmp_out, "--json")
+    assert r.code == 0, r.err
+    q = json.loads((tmp_out / "quant.json").read_text())
+    assert q["metadata"]["qat"]["epochs"] == 1
+    assert q["metadata"]["qat"]["history"]["loop"] == "edgeprune.recover.finetune"
+    assert json.loads(r.out)["int8_top1"] >= json.loads(r.out)["fp32_top1"] - 0.01

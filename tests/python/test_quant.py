@@ -204,7 +204,10 @@ def test_unknown_method():
 # ---- QAT and persistence -------------------------------------------------------------------------
 def test_qat_trains_through_fake_quant_and_refreshes_scales(quantized, digits, digits_xy):
     qm = quantized("minmax")
-    tuned = qat(qm, digits, epochs=1, lr=1e-4, max_batches=10)
+    # through edgeprune.recover.finetune (distillation from the fp32 model); keep the last epoch
+    tuned = qat(qm, digits, epochs=1, lr=1e-4, max_batches=10, restore_best=False)
+    assert tuned.metadata["qat"]["history"]["loop"] == "edgeprune.recover.finetune"
+    assert tuned.metadata["qat"]["history"]["distill"] is True
     changed = [t for t in qm.layers
                if not torch.equal(qm.folded.get_submodule(t).weight, tuned.folded.get_submodule(t).weight)]
     assert changed, "QAT did not update any weight"
@@ -214,6 +217,15 @@ def test_qat_trains_through_fake_quant_and_refreshes_scales(quantized, digits, d
     assert tuned.points == qm.points  # activation scales stay as calibrated
     x, y = digits_xy
     assert _top1(tuned(x), y) >= _top1(qm(x), y) - 0.01
+
+
+def test_qat_minimal_loop_on_a_bare_dataset(quantized, digits):
+    qm = quantized("minmax")
+    tuned = qat(qm, digits.train, epochs=1, lr=1e-4, max_batches=5)
+    hist = tuned.metadata["qat"]["history"]
+    assert hist["loop"] == "minimal" and len(hist["train_loss"]) == 1 and hist["train_loss"][0] > 0
+    assert any(not torch.equal(qm.folded.get_submodule(t).weight, tuned.folded.get_submodule(t).weight)
+               for t in qm.layers)
 
 
 def test_save_load_roundtrip(quantized, digits_xy, tmp_path):
