@@ -348,3 +348,28 @@ def test_add_of_the_graph_input_and_a_removed_dropout(tmp_path):
     np.testing.assert_allclose(ort_logits(path, x), qm(x).numpy(), rtol=1e-4, atol=1e-5)
     add = next(l for l in inspect_onnx(path)["layers"] if l["op"] == "Add")
     assert add["precision"] == "int8"
+
+
+def test_x86_int8_file_fuses_into_onnx_runtime_int8_kernels(quantized, tmp_path):
+    """Our Q/DQ placement is what ONNX Runtime needs: every Conv, Add, pool and the Gemm become
+    QLinear*/QGemm kernels on x86 (uint8 activations), no float Conv or Add is left."""
+    import onnxruntime as ort
+
+    qm = quantized("percentile", target="x86-avx2")
+    path = export(qm, tmp_path, formats=["onnx-int8"])["onnx-int8"]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 8 and ops.count("QLinearAdd") == 2 and "QGemm" in ops
+    assert "QLinearGlobalAveragePool" in ops
+    assert not {"Conv", "Add", "Gemm", "Relu"} & set(ops)
+
+
+def test_export_refuses_a_target_other_than_the_calibrated_one(quantized, tmp_path):
+    qm = quantized("percentile", target="x86-avx2")
+    with pytest.raises(ValueError, match="calibrated for target x86-avx2, not rpi4"):
+        export(qm, tmp_path, formats=["onnx-int8"], target="rpi4")
+    with pytest.raises(ValueError, match="opset 13 is too old"):
+        export(qm, tmp_path, formats=["onnx-int8"], opset=13)
