@@ -3,8 +3,9 @@ in the same run, single thread unless a row says otherwise.
 
 Consumes: nothing (random matrices, fixed seed). Produces: a table on stderr and, with
 ``--json PATH``, a list of rows {kernel, isa, M, K, N, ms, gflops, baseline, baseline_ms, ratio}
-(+ sparsity, block, threads, choice). ``gflops`` is dense-equivalent (2*M*K*N / time) so rows are
-comparable; ``ratio`` = baseline_ms / ms (above 1: faster than the baseline).
+(+ sparsity, block, threads, choice). ``gflops`` is dense-equivalent (2*M*K*N / time; int8 rows:
+GOPS) so rows are comparable; ``ratio`` = baseline_ms / ms (above 1: faster than the baseline).
+Thread rows (threads=2) compare against our own 1-thread row.
 
 Run it with the machine's OpenBLAS tuning variables unset for a fair baseline:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/kernels.py --json out.json
@@ -43,11 +44,15 @@ def median_ms(fn, min_time=0.25, min_runs=7, max_runs=2000) -> float:
 
 
 def random_sparse(rng, m, k, sparsity, block):
+    """A weight with `sparsity` of its entries pruned: unstructured (block 1), groups of 4 output
+    channels (block 4, the fp32 block format) or 1x4 input blocks (block "1x4", the int8 one)."""
     w = rng.standard_normal((m, k)).astype(np.float32)
-    if block == 1:
+    if block in (1, "1x1"):
         mask = rng.random((m, k)) >= sparsity
-    else:  # one mask per group of 4 output channels, as a block-pruned layer has
+    elif block == 4:
         mask = np.repeat(rng.random(((m + 3) // 4, k)) >= sparsity, 4, axis=0)[:m]
+    else:
+        mask = np.repeat(rng.random((m, (k + 3) // 4)) >= sparsity, 4, axis=1)[:, :k]
     return w * mask
 
 
@@ -57,9 +62,13 @@ def row(kernel, isa, m, k, n, ms, baseline, baseline_ms, **extra):
             "baseline_ms": round(baseline_ms, 4), "ratio": round(baseline_ms / ms, 3), **extra}
 
 
+QPARAMS = dict(input_scale=0.02, input_zero_point=3, output_scale=0.05, output_zero_point=-2)
+
+
 def bench(isas, shapes, sparsities, quick):
     rng = np.random.default_rng(0)
     rows = []
+    best = isas[-1]
     try:
         import scipy.sparse as sps
     except ImportError:  # scipy is a test extra; without it the CSR rows are left out
@@ -70,6 +79,8 @@ def bench(isas, shapes, sparsities, quick):
         x_nk = rng.standard_normal((n, k)).astype(np.float32)
         x_kn = np.ascontiguousarray(x_nk.T)
         wt = np.ascontiguousarray(w.T)
+        xq_nk = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        xq_kn = np.ascontiguousarray(xq_nk.T)
         # numpy baselines in each layout: x @ W^T (Linear) and W @ X (channel-major)
         np_nk = median_ms(lambda: np.matmul(x_nk, wt))
         np_kn = median_ms(lambda: np.matmul(w, x_kn))
@@ -77,10 +88,20 @@ def bench(isas, shapes, sparsities, quick):
             lin = kernels.Linear(w, b, isa=isa)
             rows.append(row("dense_f32", isa, m, k, n, median_ms(lambda: lin(x_nk)), "numpy sgemm x@W.T",
                             np_nk, threads=1))
-            if not quick and isa == isas[-1]:
-                lin2 = kernels.Linear(w, b, isa=isa, threads=2)
-                rows.append(row("dense_f32", isa, m, k, n, median_ms(lambda: lin2(x_nk)),
-                                "edgeprune dense_f32 1 thread", rows[-1]["ms"], threads=2))
+        one = rows[-1]["ms"]
+        if not quick:
+            lin2 = kernels.Linear(w, b, isa=best, threads=2)
+            rows.append(row("dense_f32", best, m, k, n, median_ms(lambda: lin2(x_nk)), "edgeprune 1 thread",
+                            one, threads=2))
+        for isa in isas:
+            q = kernels.QLinear(w, b, **QPARAMS, sparse="dense", isa=isa)
+            rows.append(row("gemm_s8", isa, m, k, n, median_ms(lambda: q(xq_nk)), "numpy sgemm x@W.T (fp32)",
+                            np_nk, threads=1))
+        one = rows[-1]["ms"]
+        if not quick:
+            q2 = kernels.QLinear(w, b, **QPARAMS, sparse="dense", isa=best, threads=2)
+            rows.append(row("gemm_s8", best, m, k, n, median_ms(lambda: q2(xq_nk)), "edgeprune 1 thread",
+                            one, threads=2))
         for s in sparsities:
             for block in (1, 4):
                 ws = random_sparse(rng, m, k, s, block)
@@ -94,13 +115,27 @@ def bench(isas, shapes, sparsities, quick):
                     rows.append(row(f"spmm_f32_b{block}", isa, m, k, n, median_ms(lambda: sp.spmm(x_kn)),
                                     "numpy sgemm W@X", np_kn, sparsity=s, block=block, choice=sp.kernel,
                                     threads=1))
-                if not quick and block == 1 and s == 0.9:
-                    sp2 = kernels.SparseLinear(ws, b, isa=isas[-1], kernel="sparse", threads=2)
-                    rows.append(row("spmm_f32_b1", isas[-1], m, k, n, median_ms(lambda: sp2.spmm(x_kn)),
-                                    "edgeprune spmm_f32_b1 1 thread",
-                                    next(r["ms"] for r in rows[::-1] if r["kernel"] == "spmm_f32_b1"
-                                         and r["isa"] == isas[-1] and r.get("threads") == 1),
-                                    sparsity=s, block=1, choice="sparse", threads=2))
+                if not quick and s == 0.9:
+                    one = rows[-1]["ms"]
+                    sp2 = kernels.SparseLinear(ws, b, block=(block, 1), isa=best, kernel="sparse", threads=2)
+                    rows.append(row(f"spmm_f32_b{block}", best, m, k, n, median_ms(lambda: sp2.spmm(x_kn)),
+                                    "edgeprune 1 thread", one, sparsity=s, block=block, choice="sparse",
+                                    threads=2))
+        # sparse int8: 1x4-block pruned weights (the format's own pattern) and unstructured ones
+        for s in ([0.9] if quick else [0.7, 0.9, 0.95]):
+            for pattern in ("1x4", "1x1"):
+                ws = random_sparse(rng, m, k, s, pattern)
+                for isa in isas:
+                    q = kernels.QLinear(ws, b, **QPARAMS, sparse="sparse", isa=isa)
+                    rows.append(row("spmm_s8", isa, m, k, n, median_ms(lambda: q.gemm_kn(xq_kn)),
+                                    "numpy sgemm W@X (fp32)", np_kn, sparsity=s, block=str(pattern),
+                                    choice=q.kernel, threads=1))
+                if not quick and s == 0.9 and pattern == "1x4":
+                    one = rows[-1]["ms"]
+                    q2 = kernels.QLinear(ws, b, **QPARAMS, sparse="sparse", isa=best, threads=2)
+                    rows.append(row("spmm_s8", best, m, k, n, median_ms(lambda: q2.gemm_kn(xq_kn)),
+                                    "edgeprune 1 thread", one, sparsity=s, block="1x4", choice="sparse",
+                                    threads=2))
     return rows
 
 
@@ -113,21 +148,25 @@ def print_table(rows):
             print(r, file=sys.stderr)
         return
     t = Table(title="edgeprune kernels vs baselines (ratio = baseline_ms / ms)")
-    for col in ("kernel", "isa", "M", "K", "N", "sparsity", "threads", "ms", "gflops", "baseline", "baseline_ms", "ratio"):
-        t.add_column(col, justify="right" if col not in ("kernel", "isa", "baseline") else "left")
+    cols = ("kernel", "isa", "shape", "sparsity", "block", "thr", "ms", "gflops", "base_ms", "ratio")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("kernel", "isa", "shape") else "right")
     for r in rows:
-        t.add_row(*(str(r.get(c, "")) for c in ("kernel", "isa", "M", "K", "N", "sparsity", "threads", "ms", "gflops",
-                                               "baseline", "baseline_ms", "ratio")))
-    Console(stderr=True).print(t)
+        t.add_row(r["kernel"], r["isa"], f'{r["M"]}x{r["K"]}x{r["N"]}', str(r.get("sparsity", "")),
+                  str(r.get("block", "")), str(r["threads"]), f'{r["ms"]:.3f}', f'{r["gflops"]:.0f}',
+                  f'{r["baseline_ms"]:.3f}', f'{r["ratio"]:.2f}')
+    Console(stderr=True, width=150).print(t)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
-    ap.add_argument("--isa", action="append", help="kernel path(s) to measure (default: every supported one)")
+    ap.add_argument("--isa", action="append",
+                    help="kernel path(s) to measure (default: every supported one but reference)")
     ap.add_argument("--quick", action="store_true", help="first shape only, fewer sparsities, no thread rows")
     args = ap.parse_args(argv)
-    isas = args.isa or kernels.supported_isas()
+    # the reference loops are the test oracle, 100x slower: measured only when asked for
+    isas = args.isa or [i for i in kernels.supported_isas() if i != "reference"] or ["reference"]
     bad = [i for i in isas if i not in kernels.supported_isas()]
     if bad:
         print(f"error: --isa {bad[0]} is not supported here (supported: {', '.join(kernels.supported_isas())})",

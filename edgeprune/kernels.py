@@ -73,6 +73,12 @@ def _weights(weight, bias):
     return weight, bias
 
 
+def _threads(threads: int) -> int:
+    if not isinstance(threads, int) or not 1 <= threads <= 256:
+        raise ValueError(f"threads must be an integer in 1..256 (got {threads!r})")
+    return threads
+
+
 def _activation(activation: str) -> str:
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} (got {activation!r})")
@@ -91,7 +97,7 @@ class Linear:
         weight, bias = _weights(weight, bias)
         self._impl = _core.Linear(weight, bias, _activation(activation), isa)
         self.activation = activation
-        self.threads = threads
+        self.threads = _threads(threads)
 
     in_features = property(lambda self: self._impl.in_features)
     out_features = property(lambda self: self._impl.out_features)
@@ -134,7 +140,7 @@ class SparseLinear:
         self._impl = _core.SparseLinear(weight, bias, block[0], _activation(activation), kernel, isa)
         self.block = block
         self.activation = activation
-        self.threads = threads
+        self.threads = _threads(threads)
 
     in_features = property(lambda self: self._impl.in_features)
     out_features = property(lambda self: self._impl.out_features)
@@ -191,7 +197,7 @@ class QLinear:
         self.input_scale, self.input_zero_point = float(input_scale), int(input_zero_point)
         self.output_scale, self.output_zero_point = float(output_scale), int(output_zero_point)
         self.activation = activation
-        self.threads = threads
+        self.threads = _threads(threads)
 
     in_features = property(lambda self: self._impl.in_features)
     out_features = property(lambda self: self._impl.out_features)

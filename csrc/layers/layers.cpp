@@ -22,6 +22,13 @@ Act act_from_name(const std::string& name) {
 
 namespace {
 
+// A layer must never hold kernels the CPU cannot run (that would be SIGILL, not an error).
+const KernelTable& runnable_table(Isa isa) {
+  if (!(supported_isas() & IsaSet(isa)))
+    throw std::invalid_argument(std::string("kernel path ") + isa_name(isa) + " is not supported by this CPU");
+  return kernel_table(isa);
+}
+
 // Split [0, total) into at most `threads` chunks whose starts are multiples of `align`.
 struct Split {
   int64_t chunk, tasks;
@@ -55,7 +62,7 @@ DenseLinear::DenseLinear(const float* w, int64_t m, int64_t k, const float* bias
   bias_.assign(m, 0.0f);
   if (bias) std::copy(bias, bias + m, bias_.begin());
   act_bounds(act, &lo_, &hi_);
-  kern_ = kernel_table(isa).dense_f32;
+  kern_ = runnable_table(isa).dense_f32;
   packed_.resize(packed_dense_size(k, m, kern_.tile));
   // B(k, j) = W[j, k]: the Linear layout packs W^T once, here.
   pack_dense_f32(w_.data(), 1, k, k, m, kern_.tile, packed_.data());
@@ -137,7 +144,7 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
     packed_.block = block;
     return;
   }
-  const KernelTable& t = kernel_table(isa);
+  const KernelTable& t = runnable_table(isa);
   kern_ = block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1;
 }
 
@@ -220,8 +227,8 @@ QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float 
   if (act == Act::relu6)
     qmax_ = int32_t(std::min<double>(127.0, double(zp_out) + std::nearbyint(6.0 / double(s_out))));
   for (int8_t v : wq_) nnz_ += v != 0;
-  kern_ = kernel_table(isa).gemm_s8;
-  skern_ = kernel_table(isa).spmm_s8;
+  kern_ = runnable_table(isa).gemm_s8;
+  skern_ = runnable_table(isa).spmm_s8;
   if (mode != SparseKernel::dense) {
     sp_ = pack_sparse_s8(wq_.data(), m, k);
     const double density = double(sp_.blocks()) / double(m * ((k + 3) / 4));

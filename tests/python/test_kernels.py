@@ -191,3 +191,13 @@ def test_sparse_argument_errors():
         kernels.SparseLinear(w, block=(2, 1))
     with pytest.raises(ValueError, match="kernel must be one of auto, sparse, dense"):
         kernels.SparseLinear(w, kernel="fast")
+
+
+@pytest.mark.parametrize("threads", [0, 257, 1.5])
+def test_threads_are_validated_at_construction(threads):
+    w = np.ones((4, 4), np.float32)
+    for make in (lambda: kernels.Linear(w, threads=threads), lambda: kernels.SparseLinear(w, threads=threads),
+                 lambda: kernels.QLinear(w, input_scale=1.0, input_zero_point=0, output_scale=1.0,
+                                         output_zero_point=0, threads=threads)):
+        with pytest.raises(ValueError, match="threads must be an integer in 1..256"):
+            make()
