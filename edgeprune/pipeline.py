@@ -533,7 +533,13 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 bar.log(f"[yellow]warning:[/yellow] budget {report['budget']['value']:g} not met: "
                         f"{report['budget']['reason']}")
             pruned.eval()
-            if adaptive_log is None:
+            if _channels(pruned) == _channels(base):
+                # nothing removed (ratio 0, or the unpruned model already meets the budget): no
+                # pruned stage to report, nothing to recover, the baseline is what ships
+                report["nothing_pruned"] = ("the unpruned model already meets the budget" if report.get("budget")
+                                            else "the ratio removes no channel")
+                pruned, plan, adaptive_log = base, None, None
+            elif adaptive_log is None:
                 stage_row("pruned", pruned, _accuracy(models_mod, pruned, splits.test if splits is not None else None),
                           "fp32", _params(pruned) * 4)
             else:
@@ -557,6 +563,8 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 stage_row("recovered", pruned, _accuracy(models_mod, pruned, splits.test), "fp32", _params(pruned) * 4)
         elif splits is not None and plan is not None:
             skipped["recover"] = "recover_epochs is 0"
+        elif splits is not None and report.get("nothing_pruned"):
+            skipped["recover"] = f"nothing was pruned: {report['nothing_pruned']}"
         bar.done()
 
         # ---- optional: the pruned shape trained from scratch (Liu et al., "Rethinking the Value

@@ -185,6 +185,8 @@ def _pruning_section(report: dict[str, Any]) -> list[str]:
                      + (f" ({budget['reason']})" if budget.get("reason") else "") + ".")
     elif settings.get("ratio") is not None:
         lines.append(f"Goal: remove {100 * settings['ratio']:.0f}% of the channels (global ranking).")
+    if report.get("nothing_pruned"):
+        lines.append(f"Nothing was pruned: {report['nothing_pruned']}.")
     how = settings.get("search")
     if how == "adaptive":
         lines.append("Method: adaptive search (sensitivity scan per channel group, allocation to the budget, "

@@ -397,3 +397,16 @@ def test_bench_cli_on_the_build_outputs(rpi4_build, run_cli):
     assert out["target_estimate"]["precision"] == "fp32"
     assert out["target_estimate"]["total_ms"] == pytest.approx(
         ep.estimate(model, "rpi4", "fp32", threads=1).total_ms, abs=1e-3)
+
+
+def test_budget_already_met_prunes_nothing(trained_demo_cnn_dir, tmp_out, run_cli):
+    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-macs", "1.0",
+                "--data", "digits", "--epochs", "1", "--bench-runs", "0", "--out", tmp_out, "--json")
+    assert r.code == 0, r.err
+    s = json.loads(r.out)
+    assert [st["name"] for st in s["stages"]] == ["baseline", "int8"]
+    assert s["stages"][1]["macs"] == s["stages"][0]["macs"] and s["budget"]["met"]
+    assert s["stages_skipped"]["recover"] == "nothing was pruned: the unpruned model already meets the budget"
+    rep = json.loads((tmp_out / "report.json").read_text())
+    assert rep["plan"] is None and all(layer["before"] == layer["after"] for layer in rep["layers"])
+    assert "Nothing was pruned" in (tmp_out / "report.md").read_text()
