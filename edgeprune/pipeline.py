@@ -675,11 +675,13 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         # ---- estimate (already per stage); the deployed artifact's per-layer breakdown
         bar.start("estimate", profile.name)
         stage("estimate")
-        dep_est = est_mod.estimate(pruned, profile, precision=deploy_precision if deploy_precision in est_mod.PRECISIONS
-                                   else "fp32", threads=cores)
+        # at the precision of what ships (the last stage), which is the profile's only when that
+        # stage could be produced (no calibration data means no int8 file)
+        shipped_precision = stages[-1]["precision"]
+        dep_est = est_mod.estimate(pruned, profile, precision=shipped_precision, threads=cores)
         report["target_estimate"] = dep_est.to_dict()
         if getattr(profile, "gpu", None) is not None:
-            gpu_prec = "int8" if deploy_precision == "int8" and profile.gpu.int8_tops else "fp16"
+            gpu_prec = "int8" if shipped_precision == "int8" and profile.gpu.int8_tops else "fp16"
             gpu_est = est_mod.estimate(pruned, profile, precision=gpu_prec, device="gpu").to_dict()
             gpu_est.pop("layers")
             report["target_estimate_gpu"] = gpu_est

@@ -245,6 +245,7 @@ def test_without_data_no_int8_and_says_why(trained_demo_cnn_dir, tmp_out, run_cl
     assert "no data" in rep["stages_skipped"]["recover"]
     assert (tmp_out / "model.onnx").is_file() and not (tmp_out / "model.int8.onnx").exists()
     assert all(s["accuracy"] is None for s in rep["stages"])
+    assert rep["target_estimate"]["precision"] == "fp32"  # what ships, not the profile's int8
 
 
 def test_calib_alone_gives_int8_without_accuracy(trained_demo_cnn_dir, tmp_out, run_cli):
