@@ -95,3 +95,26 @@ def test_unreadable_file(tmp_path):
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="not a readable ONNX file"):
         inspect_onnx(bad)
+
+
+def test_inspects_a_third_party_qdq_file(tiny, tmp_path):
+    """A file quantized by ONNX Runtime's own quantize_static: same counts, int8 coverage seen."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    fp32 = export(tiny, tmp_path, formats=["onnx"])["onnx"]
+    data = [{"input": torch.rand(1, 1, 8, 8).numpy()} for _ in range(8)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(data)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    out = tmp_path / "ort.int8.onnx"
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    info = inspect_onnx(out)
+    ref = inspect_onnx(fp32)
+    assert info["macs"] == ref["macs"] and info["params"] == ref["params"]
+    assert info["int8"]["weighted_int8_ops"] == 2 and info["int8"]["coverage_macs"] == 1.0
