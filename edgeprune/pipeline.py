@@ -735,11 +735,6 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                     + ("int8 with symmetric Q/DQ (explicit quantization, no calibration cache needed)"
                        if trt_art.name.endswith(".int8.onnx") else "the fp16 network (this GPU has no int8 path)")
                     + "; the target estimates above are for the CPU, trtexec gives the GPU number")
-                gpu_est = report.get("target_estimate_gpu")
-                if gpu_est:
-                    deploy["notes"].append(
-                        f"GPU estimate ({gpu_est['precision']}, TensorRT-style roofline, uncalibrated): "
-                        f"{gpu_est['total_ms']:.3f} ms; replace it with the trtexec measurement")
         report["deploy"] = deploy
         report["artifacts"] = {}  # filled below, once every file exists
         plots = report_mod.write_plots(report, tmp / "plots")

@@ -139,6 +139,20 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {e.get('precision')} | {e.get('threads')} | {_fmt_ms(e.get('total_ms'))} | {kinds} |")
         lines.append("")
 
+    te = report.get("target_estimate") or {}
+    if te.get("layers"):
+        slow = sorted(te["layers"], key=lambda r: -r["ms"])[:8]
+        lines += [f"Slowest layers of the shipped model on {tname} (estimate, {te.get('precision')}, "
+                  f"{te.get('threads')} threads, total {_fmt_ms(te.get('total_ms'))} ms):", "",
+                  "| layer | kind | MACs | ms | bound by |", "|---|---|---|---|---|"]
+        for r in slow:
+            lines.append(f"| {r['name']} | {r['kind']} | {_fmt_int(r['macs'])} | {r['ms']:.4f} | {r['bound']} |")
+        lines.append("")
+    gpu = report.get("target_estimate_gpu")
+    if gpu:
+        lines += [f"GPU ({gpu.get('precision')}, TensorRT-style roofline, **uncalibrated**): "
+                  f"{_fmt_ms(gpu.get('total_ms'))} ms.", ""]
+
     layers = report.get("layers") or []
     if layers:
         lines += ["## Channels per layer", "", "| layer | before | after | kept |", "|---|---|---|---|"]

@@ -84,6 +84,18 @@ def test_pruning_section_for_ratio_and_budget():
     assert "| 1 | 0.500 | 2e+06 | 90.00% | 98.00% | 0.50 | yes |" in md and "| 2 | 1.000 | - | - | - | - | skipped |" in md
 
 
+def test_slowest_layers_and_gpu_estimate_listed():
+    layers = [{"name": f"l{i}", "kind": "conv", "macs": 1000 * i, "ms": 0.01 * i, "bound": "compute"} for i in range(10)]
+    md = R.render_markdown(_report(target_estimate={"precision": "int8", "threads": 4, "total_ms": 0.45,
+                                                    "layers": layers},
+                                   target_estimate_gpu={"precision": "int8", "total_ms": 0.08}))
+    assert "(estimate, int8, 4 threads, total 0.450 ms)" in md
+    rows = [line for line in md.splitlines() if line.startswith("| l") and not line.startswith("| layer")]
+    assert [r.split(" | ")[0] for r in rows] == ["| l9", "| l8", "| l7", "| l6", "| l5", "| l4", "| l3", "| l2"]
+    assert "| l9 | conv | 9k | 0.0900 | compute |" in md
+    assert "GPU (int8, TensorRT-style roofline, **uncalibrated**): 0.080 ms." in md
+
+
 def test_plots_are_byte_deterministic(tmp_path):
     a = R.write_plots(_report(), tmp_path / "a")
     b = R.write_plots(_report(), tmp_path / "b")
