@@ -64,6 +64,10 @@ def run(args) -> int:
         raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
     except ValueError as e:
         raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
+    from edgeprune.export import channel_alignment
+
+    model = source.original if quantized else source
+    align = channel_alignment(model, args.target) if args.target else None
     rows = []
     for fmt, path in paths.items():
         info = inspect_onnx(path)
@@ -71,7 +75,7 @@ def run(args) -> int:
                      "macs": info["macs"], "int8_mac_coverage": info["int8"]["coverage_macs"],
                      "opset": info["opset"]})
     if args.json:
-        print_json({"source": str(src), "out": str(out), "files": rows})
+        print_json({"source": str(src), "out": str(out), "files": rows, "channel_alignment": align})
     else:
         from rich.console import Console
         from rich.table import Table
@@ -82,5 +86,11 @@ def run(args) -> int:
         for r in rows:
             t.add_row(r["format"], r["path"], f"{r['size_bytes'] / 1024:.1f} KiB", f"{r['macs']:,}",
                       f"{100 * r['int8_mac_coverage']:.0f} %")
-        Console().print(t)
+        console = Console()
+        console.print(t)
+        if align and align["misaligned"]:
+            names = ", ".join(f"{m['layer']} ({m['channels']})" for m in align["misaligned"])
+            console.print(f"note: {args.target} runs channels in multiples of {align['multiple']}; "
+                          f"these layers are padded: {names} (prune with --round-to {align['multiple']})",
+                          style="yellow", highlight=False)
     return 0

@@ -3,8 +3,9 @@
 Consumes: an ``nn.Module``, a ``QuantizedModel``, or a directory written by ``ep.save`` /
 ``QuantizedModel.save``; the formats of ``formats.FORMATS``; optional example inputs, target,
 dynamic batch. Produces: one checked file per format in ``out_dir`` (written atomically), each
-with ``metadata_props``: edgeprune version, format, precision, target, plan hash, input spec
-and, for int8, the quantization method and a hash of the scales.
+with ``metadata_props``: edgeprune version, format, precision, target, plan hash, input spec,
+for int8 the quantization method and a hash of the scales, and with a target the layers whose
+channel counts miss the target's SIMD multiple.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from . import formats as _formats
 from .inspect import inspect_onnx
 from .onnx import check, set_metadata
 
-__all__ = ["Int8UnsupportedError", "export", "inspect_onnx", "load_source", "plan_hash"]
+__all__ = ["Int8UnsupportedError", "channel_alignment", "export", "inspect_onnx", "load_source", "plan_hash"]
 
 
 def plan_hash(model) -> str | None:
@@ -42,6 +43,29 @@ def plan_hash(model) -> str | None:
     plans = plan if isinstance(plan, (list, tuple)) else [plan]
     d = [p.to_dict() if hasattr(p, "to_dict") else p for p in plans]
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def channel_alignment(model, target) -> dict | None:
+    """Layers whose output channels are not a multiple of the target's ``deploy.channel_multiple``.
+
+    SIMD and tensor-core kernels (TensorRT int8 wants 16, NEON/AVX2 8) pad misaligned channels,
+    so they cost as much as the next multiple. The model's last layer (its outputs are the
+    classes) is exempt.
+    """
+    if target is None:
+        return None
+    from .. import targets
+
+    prof = targets.load(target) if isinstance(target, (str, os.PathLike)) else target
+    mult = int(getattr(prof.deploy, "channel_multiple", 1) or 1)
+    layers = [(n, m) for n, m in model.named_modules()
+              if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))]
+    misaligned = []
+    for name, m in layers[:-1]:
+        c = m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels
+        if c % mult:
+            misaligned.append({"layer": name, "channels": int(c)})
+    return {"multiple": mult, "misaligned": misaligned}
 
 
 def load_source(path):
@@ -107,6 +131,9 @@ def export(model_or_quantized, out_dir, formats=("onnx", "onnx-int8"), example_i
         props = {"edgeprune_version": __version__, "edgeprune_format": f.name, "edgeprune_precision": f.precision,
                  "edgeprune_target": target_name, "edgeprune_plan_hash": plan_hash(model),
                  "edgeprune_spec": getattr(model, "edgeprune_spec", None), "edgeprune_input": input_spec}
+        align = channel_alignment(model, target)
+        if align is not None:
+            props["edgeprune_channel_alignment"] = align
         if f.precision == "int8":
             props["edgeprune_quant"] = {"method": source.config.method, "scales_hash": source.scales_hash(),
                                         "activation_dtype": source.config.activation_dtype,

@@ -55,6 +55,7 @@ def test_export_and_inspect_cli(qdir, run_cli, tmp_out, digits):
                 "--json")
     assert r.code == 0, r.err
     files = {f["format"]: f for f in json.loads(r.out)["files"]}
+    assert json.loads(r.out)["channel_alignment"] is None  # no --target given
     assert set(files) == {"onnx", "onnx-int8"}
     assert files["onnx-int8"]["int8_mac_coverage"] == 1.0 and files["onnx"]["int8_mac_coverage"] == 0.0
     assert files["onnx-int8"]["size_bytes"] < files["onnx"]["size_bytes"] / 2
@@ -147,3 +148,14 @@ def test_quantize_with_qat(run_cli, trained_demo_cnn_dir, tmp_out):
     assert q["metadata"]["qat"]["epochs"] == 1
     assert q["metadata"]["qat"]["history"]["loop"] == "edgeprune.recover.finetune"
     assert json.loads(r.out)["int8_top1"] >= json.loads(r.out)["fp32_top1"] - 0.01
+
+
+def test_export_notes_channels_off_the_target_multiple(run_cli, tmp_path):
+    import edgeprune as ep
+
+    model = ep.models.build("edgeprune:demo-cnn", width=12)
+    ep.save(model, tmp_path / "m")
+    r = run_cli("export", tmp_path / "m", "--target", "x86-avx2", "--out", tmp_path / "o")
+    assert r.code == 0, r.err
+    text = " ".join(r.out.split())
+    assert "multiples of 8" in text and "stem.0 (12)" in text and "--round-to 8" in text

@@ -373,3 +373,15 @@ def test_export_refuses_a_target_other_than_the_calibrated_one(quantized, tmp_pa
         export(qm, tmp_path, formats=["onnx-int8"], target="rpi4")
     with pytest.raises(ValueError, match="opset 13 is too old"):
         export(qm, tmp_path, formats=["onnx-int8"], opset=13)
+
+
+def test_channel_alignment_against_the_target(demo_fp32, tmp_path):
+    paths = export(demo_fp32, tmp_path / "a", formats=["onnx"], target="jetson-orin-nano")
+    meta = {p.key: p.value for p in onnx.load(str(paths["onnx"])).metadata_props}
+    assert json.loads(meta["edgeprune_channel_alignment"]) == {"multiple": 16, "misaligned": []}
+    branchy = _small_models()["branchy"]
+    paths = export(branchy, tmp_path / "b", formats=["onnx"], target="x86-avx2")
+    meta = {p.key: p.value for p in onnx.load(str(paths["onnx"])).metadata_props}
+    assert json.loads(meta["edgeprune_channel_alignment"]) == {
+        "multiple": 8, "misaligned": [{"layer": "a", "channels": 6}, {"layer": "b", "channels": 6},
+                                      {"layer": "gate", "channels": 12}]}
