@@ -38,6 +38,7 @@ from ._version import __version__
 
 # Files whose bytes depend on host timings; every other artifact must reproduce bit for bit.
 TIMING_FILES = ("report.json", "report.md")
+DATA_IMPORTANCES = ("taylor", "gradient", "activation")
 STAGES = ("load", "baseline", "prune", "recover", "save", "quantize", "export", "bench", "estimate", "report")
 
 
@@ -322,6 +323,11 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
     quant_mod = _mod("edgeprune.quant", "quantize")
     export_mod = _mod("edgeprune.export", "export")
 
+    imp_mod = _mod("edgeprune.prune.importance", "IMPORTANCES")
+    if imp_mod is not None and importance not in imp_mod.IMPORTANCES:
+        raise BuildError(f"importance {importance!r} is unknown; choose one of {', '.join(imp_mod.IMPORTANCES)}")
+    if importance in DATA_IMPORTANCES and data is None and calib is None:
+        raise BuildError(f"importance {importance} scores channels on data; pass data (--data) or calib (--calib)")
     try:
         profile = target if hasattr(target, "deploy") else targets_mod.load(target)
     except (FileNotFoundError, KeyError, ValueError) as e:
@@ -472,8 +478,12 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             stage("prune")
             round_to = int(profile.deploy.channel_multiple)
 
+            # data-driven importances (taylor, gradient, activation) score on the calibration split
+            imp_calib = calib_splits.train if importance in DATA_IMPORTANCES and calib_splits is not None else None
+
             def make(r):
-                p = prune_mod.plan(base, (example,), ratio=r, importance=importance, round_to=round_to, seed=seed)
+                p = prune_mod.plan(base, (example,), ratio=r, importance=importance, round_to=round_to, seed=seed,
+                                   calib=imp_calib)
                 return p, prune_mod.apply(base, p)
 
             search_mod = _mod("edgeprune.prune.search", "search", "Budget")

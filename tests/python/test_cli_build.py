@@ -306,6 +306,8 @@ def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cl
     (["--search", "adaptive", "--budget-macs", "0.5"], "search 'adaptive' needs data"),
     (["--search-steps", "0"], "--search-steps"),
     (["--scratch-epochs", "-2"], "--scratch-epochs"),
+    (["--importance", "l7"], "importance 'l7' is unknown"),
+    (["--importance", "taylor"], "importance taylor scores channels on data"),
 ])
 def test_bad_input_exits_2_with_one_line(trained_demo_cnn_dir, tmp_out, run_cli, extra, match):
     args = {"--model": str(trained_demo_cnn_dir), "--target": "rpi4"}
