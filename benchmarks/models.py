@@ -486,9 +486,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     models, source = candidates(args.models)
     try:
-        import torch_pruning as tp_mod
+        from importlib.metadata import version
 
-        baseline_name = f"torch-pruning {getattr(tp_mod, '__version__', '?')}"
+        import torch_pruning  # noqa: F401
+
+        baseline_name = f"torch-pruning {version('torch-pruning')}"  # its __version__ string lags the release
     except ImportError:
         baseline_name = None
     x = torch.randn(1, 3, 224, 224)

@@ -959,11 +959,14 @@ def analyze(model: nn.Module, example_inputs, attention: str = "heads", ignore=(
     """Capture ``model`` and analyse its channels. Returns (GraphModule, Analysis)."""
     gm = capture(model)
     run = Analyzer(gm, model, attention=attention)
-    was_training = model.training
-    gm.eval()
-    with torch.no_grad():
-        run.run(*example_inputs)
-    gm.train(was_training)
+    modes = {m: m.training for m in model.modules()}  # restored one by one: users mix modes
+    model.eval()
+    try:
+        with torch.no_grad():
+            run.run(*example_inputs)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
     an = run.finish()
     for pattern in ignore:
         hit = False

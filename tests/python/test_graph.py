@@ -242,3 +242,11 @@ def test_expand_with_literal_channel_count_is_kept():
     model, x = Expand().eval(), torch.randn(1, 3, 4, 4)
     g, warns = _trace(model, x)
     assert not _group_of(g, "a").prunable and any("hard-codes size 8" in w for w in warns)
+
+
+def test_trace_keeps_each_module_training_flag():
+    model, x = build("resnet_basic")
+    model.train()
+    model.stem[1].eval()  # e.g. a frozen BatchNorm inside a model being fine-tuned
+    epg.trace(model, x)
+    assert model.training and model.layer1.training and not model.stem[1].training
