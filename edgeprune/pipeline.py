@@ -618,8 +618,14 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 formats = [f for f in formats if not fmt_table.get(f).needs_quantized]
             else:
                 stage("quantize")
-                qmodel = quant_mod.quantize(pruned, calib_splits.train, method="percentile", per_channel=True,
-                                            target=profile, progress=progress)
+                quant_errors = tuple(getattr(quant_mod, n) for n in ("CalibrationError", "QuantizeError",
+                                                                      "Int8UnsupportedError") if hasattr(quant_mod, n))
+                try:
+                    qmodel = quant_mod.quantize(pruned, calib_splits.train, method="percentile", per_channel=True,
+                                                target=profile, progress=progress)
+                except quant_errors as e:  # the model or the calibration data cannot give an int8 model
+                    raise BuildError(f"int8 quantization: {str(e).splitlines()[0]}; drop the int8 formats "
+                                     "(--formats onnx) or fix the calibration data") from None
                 q_acc = _accuracy(models_mod, qmodel.module, splits.test if splits is not None else None)
                 stage_row("int8", pruned, q_acc, "int8", _params(pruned))
         bar.done()

@@ -413,3 +413,21 @@ def test_budget_already_met_prunes_nothing(trained_demo_cnn_dir, tmp_out, run_cl
     rep = json.loads((tmp_out / "report.json").read_text())
     assert rep["plan"] is None and all(layer["before"] == layer["after"] for layer in rep["layers"])
     assert "Nothing was pruned" in (tmp_out / "report.md").read_text()
+
+
+def test_model_that_cannot_be_quantized_exits_2(tmp_path, tmp_out, run_cli):
+    factory = tmp_path / "noweights.py"
+    factory.write_text(
+        "from torch import nn\n"
+        "class M(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.input_shape = (1, 32, 32)\n"
+        "    def forward(self, x):\n"
+        "        return x.flatten(1)[:, :10] * 2\n"
+        "def make():\n"
+        "    return M()\n")
+    r = run_cli("build", "--model", f"{factory}:make", "--target", "rpi4", "--data", "digits", "--bench-runs", "0",
+                "--out", tmp_out)
+    assert r.code == 2 and "int8 quantization: M has no Conv1d/Conv2d/Linear layer" in r.err
+    assert not tmp_out.exists()
