@@ -8,9 +8,15 @@ the one source of truth that the fake-quant torch module and every exporter use 
 
 Where activations are quantized: the input of every Conv1d/Conv2d/Linear, and (placement
 "inputs_outputs", the ONNX Runtime scheme) its output, taken after a directly following ReLU or
-ReLU6 so that ONNX Runtime can fuse Conv+ReLU into one QLinearConv. Every other op stays fp32, and
-``skipped`` says which weighted ops were not quantized and why. The graph input is always
-calibrated min/max (its range is the data's range); the method applies to every other tensor.
+ReLU6 so that ONNX Runtime can fuse Conv+ReLU into one QLinearConv; in that placement residual
+adds and average pools fed by quantized tensors get an output point too (QLinearAdd,
+QLinearAveragePool). A point right after a value-preserving op (flatten, reshape, max pool,
+dropout) reuses its source's scale. TensorRT placement ("inputs") quantizes layer inputs only.
+Every other op stays fp32, and ``skipped`` says which weighted ops were not quantized and why.
+The graph input is always calibrated min/max (its range is the data's range); the method
+applies to every other tensor. Weights: symmetric int8 per output channel ([-127, 127], or
+[-63, 63] with ``reduce_range``); biases int32 at s_in * s_w (a channel's weight scale is widened
+when its bias would not fit int32).
 """
 from __future__ import annotations
 
