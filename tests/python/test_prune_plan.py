@@ -210,3 +210,26 @@ def test_count_macs_includes_attention():
     projections = 5 * (3 * 8 * 8) + 5 * 8 * 8
     attention = 2 * 5 * 5 * (4 + 4)  # heads * Lq * Lk * (head_dim for QK^T + head_dim for PV)
     assert (macs, params) == (projections + attention, 4 * 8 * 8 + 4 * 8)
+
+
+@pytest.mark.parametrize("name,factory", [("bert", "Bert"), ("vit", "ViT"), ("shufflenet_v2", "ShuffleNetV2")])
+def test_save_load_replays_plan_with_attributes_and_parameters(tmp_path, name, factory):
+    import edgeprune as ep
+
+    zoo_file = Path(__file__).parent / "zoo.py"
+    model = ep.models.build(f"{zoo_file}:{factory}").eval()
+    _, x = build(name)
+    plan = epp.plan(model, x, ratio=0.5, round_to=1)
+    assert not plan.empty
+    pruned = epp.apply(model, plan)
+    ep.save(pruned, tmp_path / "m", plan=plan)
+    loaded = ep.load(tmp_path / "m")
+    assert [p.shape for p in loaded.parameters()] == [p.shape for p in pruned.parameters()]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), pruned(x))
+    if name == "bert":
+        assert plan.attrs  # heads removed: num_attention_heads / all_head_size rewritten
+    if name == "vit":
+        assert {p["name"] for p in plan.params} == {"class_token", "pos_embedding"}
+    for a in plan.attrs:
+        assert getattr(loaded.get_submodule(a["module"]), a["attr"]) == a["value"]
