@@ -452,6 +452,8 @@ class Analyzer(fx.Interpreter):
             return self._split(n, name, a, result)
         if name == "matmul":
             return self._matmul(n, result)
+        if name == "scaled_dot_product_attention":
+            return self._sdpa(n, result)
         if name == "layer_norm":
             return self._layer_norm(n, a, result)
         if name == "linear" and isinstance(a, Ann):
@@ -901,6 +903,41 @@ class Analyzer(fx.Interpreter):
                     atoms.union_cols(_orient(B, B.dims[0]))
             return Ann(tuple(to_out(B, ob, rb, None)), B.ids, B.split)
         return Ann(tuple(to_out(A, oa, ra, None)), A.ids, A.split)
+
+    def _sdpa(self, n, result):
+        """F.scaled_dot_product_attention(q, k, v): (B, H, L, D) heads on dim -3, head dims last."""
+        names = ("query", "key", "value")
+        vals = [n.args[i] if i < len(n.args) else n.kwargs.get(k) for i, k in enumerate(names)]
+        anns = [self.A(v) for v in vals]
+        rank = result.dim()
+        hd, cd = rank - 3, rank - 1
+        if all(a is None for a in anns):
+            return None
+        ok = all(isinstance(a, Ann) and a.dims == (hd, cd) for a in anns)
+        ok = ok and anns[0].ids.shape == anns[1].ids.shape and anns[0].ids.shape[0] == anns[2].ids.shape[0]
+        if not ok:
+            for a in anns:
+                self.fix_ann(a, f"scaled_dot_product_attention at {n.name}")
+            self.warn(f"scaled_dot_product_attention at {n.name}: q/k/v are not (batch, heads, tokens, head dim) "
+                      "views of layer outputs; kept whole")
+            return None
+        q, k, v = anns
+        for a in anns:
+            if a.split is not None:
+                self.an.splits[a.split].attention = True
+        atoms = self.an.atoms
+        if self.attention == "heads":
+            for a in anns:
+                atoms.union_rows(a.ids)
+            atoms.union(q.ids, k.ids)
+            atoms.union(q.ids[:, 0], v.ids[:, 0])
+        else:
+            for a in anns:
+                atoms.union_cols(a.ids)
+            atoms.union(q.ids, k.ids)
+            if n.kwargs.get("scale") is None:
+                self.inexact(q.ids, "attention head size changes the softmax scale")
+        return Ann(v.dims, v.ids, v.split)
 
     # -- after the run ------------------------------------------------------------------------
     def finish(self) -> Analysis:

@@ -6,7 +6,8 @@ second. Couplings: residual add (ResNet basic/bottleneck, MobileNetV2), SE multi
 (MobileNetV3), MBConv with SiLU SE (EfficientNet), split + channel shuffle (ShuffleNetV2),
 concat (DenseNet), channels-last LayerNorm + depthwise 7x7 + layer scale (ConvNeXt),
 nn.MultiheadAttention + class token + position embedding (ViT), hand-written self-attention
-with num_attention_heads / attention_head_size attributes and embeddings (BERT), grouped conv +
+with num_attention_heads / attention_head_size attributes and embeddings (BERT, also through
+F.scaled_dot_product_attention), grouped conv +
 GroupNorm (ResNeXt), ConvTranspose2d (plain and depthwise) + skip concat (UNet).
 """
 from __future__ import annotations
@@ -318,8 +319,9 @@ class ViT(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-    def __init__(self, hidden, heads):
+    def __init__(self, hidden, heads, sdpa=False):
         super().__init__()
+        self.sdpa = sdpa
         self.num_attention_heads = heads
         self.attention_head_size = hidden // heads
         self.all_head_size = heads * self.attention_head_size
@@ -335,6 +337,9 @@ class BertSelfAttention(nn.Module):
         q = self.transpose_for_scores(self.query(hidden))
         k = self.transpose_for_scores(self.key(hidden))
         v = self.transpose_for_scores(self.value(hidden))
+        if self.sdpa:  # the path of newer Hugging Face attention classes
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).permute(0, 2, 1, 3).contiguous()
+            return ctx.view(ctx.size()[:-2] + (self.all_head_size,))
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)
         probs = F.softmax(scores + mask, dim=-1)
         ctx = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
@@ -342,9 +347,9 @@ class BertSelfAttention(nn.Module):
 
 
 class BertLayer(nn.Module):
-    def __init__(self, hidden, heads, inter):
+    def __init__(self, hidden, heads, inter, sdpa=False):
         super().__init__()
-        self.attention = BertSelfAttention(hidden, heads)
+        self.attention = BertSelfAttention(hidden, heads, sdpa)
         self.attn_out = nn.Linear(hidden, hidden)
         self.ln1 = nn.LayerNorm(hidden, eps=1e-12)
         self.intermediate = nn.Linear(hidden, inter)
@@ -357,12 +362,12 @@ class BertLayer(nn.Module):
 
 
 class Bert(nn.Module):
-    def __init__(self, vocab=50, hidden=32, heads=4, inter=64, max_len=16, classes=3):
+    def __init__(self, vocab=50, hidden=32, heads=4, inter=64, max_len=16, classes=3, sdpa=False):
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab, hidden)
         self.position_embeddings = nn.Embedding(max_len, hidden)
         self.emb_norm = nn.LayerNorm(hidden, eps=1e-12)
-        self.layers = nn.ModuleList([BertLayer(hidden, heads, inter) for _ in range(2)])
+        self.layers = nn.ModuleList([BertLayer(hidden, heads, inter, sdpa) for _ in range(2)])
         self.pooler = nn.Linear(hidden, hidden)
         self.classifier = nn.Linear(hidden, classes)
 
@@ -442,6 +447,7 @@ ZOO = {
     "convnext": (ConvNeXt, _image()),
     "vit": (ViT, _image()),
     "bert": (Bert, _tokens()),
+    "bert_sdpa": (lambda: Bert(sdpa=True), _tokens()),
     "resnext": (ResNeXt, _image()),
     "unet": (TinyUNet, _image()),
 }
