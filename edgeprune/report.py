@@ -136,7 +136,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "|---|---|---|---|---|"]
         for name, e in est_rows:
             kinds = ", ".join(f"{k} {v:.2f}" for k, v in (e.get("by_kind_ms") or {}).items())
-            lines.append(f"| {name} | {e.get('precision')} | {e.get('threads')} | {_fmt_ms(e.get('total_ms'))} | {kinds} |")
+            lines.append(f"| {name} | {e.get('precision')} | {e.get('threads')} | {_fmt_ms(e.get('total_ms'))} "
+                         f"| {kinds} |")
         lines.append("")
 
     te = report.get("target_estimate") or {}

@@ -117,7 +117,8 @@ def _print_human(out, top: int) -> None:
 
     # stdout unless the JSON went there
     console = Console(stderr=False, highlight=False)
-    t = Table(title=f"{out['artifact']} · {out['runtime_version']} · {out['threads']} thread(s) · {out['runs']} runs")
+    t = Table(title=f"{out['artifact']} · {out['runtime_version']} · {out['threads']} thread(s) · "
+                    f"{out['runs']} runs")
     t.add_column("statistic")
     t.add_column("value", justify="right")
     for k in ("init", "first", "mean", "median", "min", "max", "std", "p90", "p99"):

@@ -32,36 +32,43 @@ def add_parser(subparsers) -> None:
         description="Build a deployable model for a device: structured pruning (channels rounded to the target's "
                     "SIMD width), recovery by distillation when --data is given, int8 per the target, ONNX exports, "
                     "host benchmark, target latency estimate, report.json/report.md/plots and manifest.json.")
-    p.add_argument("--model", required=True, help="edgeprune:demo-cnn, file.py:factory, package.module:factory, "
-                                                  "torchvision:NAME, or a directory written by ep.save")
-    p.add_argument("--target", required=True, help="device profile: rpi4, rpi5, jetson-nano, jetson-orin-nano, "
-                                                   "x86-avx2, x86-avx512-vnni, or a .toml path")
-    p.add_argument("--weights", help="state_dict file (loaded with weights_only=True)")
+    p.add_argument("--model", required=True, metavar="SPEC",
+                   help="edgeprune:demo-cnn, file.py:factory, package.module:factory, torchvision:NAME, "
+                        "or a directory written by ep.save")
+    p.add_argument("--target", required=True, metavar="NAME",
+                   help="device profile: rpi4, rpi5, jetson-nano, jetson-orin-nano, x86-avx2, x86-avx512-vnni, "
+                        "or a .toml path")
+    p.add_argument("--weights", metavar="F", help="state_dict file (loaded with weights_only=True)")
     p.add_argument("--trust-pickle", action="store_true", help="allow a pickled whole-model weights file")
-    p.add_argument("--data", help="data spec for accuracy and recovery: digits, file.npz, image folder, module:fn")
-    p.add_argument("--calib", help="calibration data spec for int8 (default: --data)")
+    p.add_argument("--data", metavar="DATA",
+                   help="data spec for accuracy and recovery: digits, file.npz, image folder, module:fn")
+    p.add_argument("--calib", metavar="DATA", help="calibration data spec for int8 (default: --data)")
     goal = p.add_mutually_exclusive_group()
-    goal.add_argument("--ratio", type=float, help="fraction of channels to remove (default 0.5)")
+    goal.add_argument("--ratio", type=float, metavar="R", help="fraction of channels to remove (default 0.5)")
     goal.add_argument("--budget-macs", type=_number("--budget-macs"), metavar="F",
                       help="keep at most F MACs (e.g. 2M, 1.5e6), or this fraction of them if F <= 1")
     goal.add_argument("--budget-latency", type=_number("--budget-latency"), metavar="MS",
                       help="estimated latency on the target at its deploy precision must be <= MS")
     p.add_argument("--max-acc-drop", type=float, metavar="PTS",
                    help="fail (exit 3) if top-1 drops by more than PTS percentage points (needs --data)")
-    p.add_argument("--formats", help="comma-separated export formats (default: the target's, plus onnx)")
-    p.add_argument("--importance", default="l2", help="channel importance (default l2)")
-    p.add_argument("--epochs", type=int, default=3, help="recovery epochs when --data is given (default 3); "
-                                                           "with the adaptive search, per step")
+    p.add_argument("--formats", metavar="LIST",
+                   help="comma-separated export formats (default: the target's, plus onnx)")
+    p.add_argument("--importance", default="l2", metavar="NAME", help="channel importance (default l2)")
+    p.add_argument("--epochs", type=int, default=3, metavar="N",
+                   help="recovery epochs when --data is given (default 3); with the adaptive search, per step")
     p.add_argument("--search", choices=["auto", "adaptive", "bisect"], default="auto",
                    help="how a budget is met: adaptive (sensitivity scan + stepwise prune/recover, needs --data; "
                         "the default with --data) or bisect (one global ratio on the estimator)")
-    p.add_argument("--search-steps", type=int, default=3, help="prune/recover steps of the adaptive search")
+    p.add_argument("--search-steps", type=int, default=3, metavar="N",
+                   help="prune/recover steps of the adaptive search (default 3)")
     p.add_argument("--scratch-epochs", type=int, default=0, metavar="N",
                    help="also train the pruned shape from scratch for N epochs and report it next to prune+recover")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    p.add_argument("--bench-runs", type=int, default=20, help="host benchmark runs per artifact (0 = skip)")
-    p.add_argument("--threads", type=int, default=1, help="host benchmark threads (default 1)")
-    p.add_argument("--out", required=True, help="output directory (must be empty or new unless --force)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of every random choice (default 0)")
+    p.add_argument("--bench-runs", type=int, default=20, metavar="N",
+                   help="host benchmark runs per artifact (default 20; 0 = skip)")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="host benchmark threads (default 1)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (must be empty or new unless --force)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out (only once the build succeeds)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(run=run)
@@ -85,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.target, args.out, weights=args.weights, trust_pickle=args.trust_pickle, data=args.data,
             calib=args.calib, ratio=args.ratio, budget_macs=args.budget_macs, budget_latency_ms=args.budget_latency,
             max_acc_drop=args.max_acc_drop, formats=formats, importance=args.importance, recover_epochs=args.epochs,
-            search=args.search, search_steps=args.search_steps, scratch_epochs=args.scratch_epochs, seed=args.seed, bench_runs=args.bench_runs, bench_threads=args.threads, force=args.force,
+            search=args.search, search_steps=args.search_steps, scratch_epochs=args.scratch_epochs, seed=args.seed,
+            bench_runs=args.bench_runs, bench_threads=args.threads, force=args.force,
             command_line=["edgeprune", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("edgeprune") else
             ["edgeprune", "build", *_argv_of(args)], progress="auto")
     except pipeline.BuildError as e:
