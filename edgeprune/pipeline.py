@@ -194,18 +194,33 @@ def default_formats(profile, available: Iterable[str]) -> tuple[list[str], list[
     return [f for f in want if f in available], [f for f in want if f not in available]
 
 
-def trtexec_command(profile, artifact: str, input_name: str, input_shape) -> str | None:
-    """The trtexec line that builds and times the TensorRT engine on a Jetson, or None."""
+def trtexec_command(profile, artifact: str, input_name: str, input_shape, dynamic_batch: bool = False) -> str | None:
+    """The trtexec line that builds and times the TensorRT engine on a Jetson, or None.
+
+    ``--shapes`` only for a dynamic batch dimension (a static model fixes its own shapes).
+    """
     gpu = getattr(profile, "gpu", None)
     if gpu is None or not getattr(gpu, "tensorrt", None):
         return None
-    shape = "x".join(str(int(s)) for s in (1, *input_shape))
     stem = Path(artifact).name.removesuffix(".onnx")
     precision = "--int8 --fp16" if ".int8." in artifact else "--fp16"
     # explicit Q/DQ networks need --int8 to enable int8 tactics; --fp16 lets TensorRT run the
     # layers left unquantized in fp16 instead of fp32.
-    return (f"trtexec --onnx={Path(artifact).name} {precision} --shapes={input_name}:{shape} "
+    shapes = ""
+    if dynamic_batch:
+        shapes = f" --shapes={input_name}:" + "x".join(str(int(s)) for s in (1, *input_shape))
+    return (f"trtexec --onnx={Path(artifact).name} {precision}{shapes} "
             f"--saveEngine={stem}.engine --useSpinWait --warmUp=500 --iterations=200 --avgRuns=100")
+
+
+def _onnx_input(path: Path) -> tuple[str, bool]:
+    """(name of the first graph input, whether any of its dims is symbolic)."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in m.graph.initializer}
+    inp = next(i for i in m.graph.input if i.name not in inits)
+    return inp.name, any(d.dim_param or not d.dim_value for d in inp.type.tensor_type.shape.dim)
 
 
 # ----------------------------------------------------------------------------- progress
@@ -732,7 +747,6 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             drop = 100.0 * (base_acc - final_acc) if final_acc is not None and base_acc is not None else None
             report["gate"] = {"max_acc_drop": max_acc_drop, "drop_pts": None if drop is None else round(drop, 4),
                               "stage": final["name"], "passed": drop is not None and drop <= max_acc_drop + 1e-9}
-        input_name = "input"
         deploy: dict[str, Any] = {"notes": [], "bench": []}
         if deployed_fmt:
             art = artifacts[deployed_fmt].name
@@ -743,7 +757,10 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             deploy["bench"].append(f"# without torch on the device (numpy + onnxruntime + edgeprune only):\n"
                                    f"python -m edgeprune.cli.bench {art} {flags}")
             trt_art = artifacts.get("onnx-int8") or artifacts.get("onnx-fp16") or artifacts.get("onnx")
-            trt = trtexec_command(profile, trt_art.name, input_name, input_shape) if trt_art is not None else None
+            trt = None
+            if trt_art is not None:
+                input_name, dynamic = _onnx_input(trt_art)
+                trt = trtexec_command(profile, trt_art.name, input_name, input_shape, dynamic_batch=dynamic)
             if trt:
                 deploy["trtexec"] = trt
                 deploy["notes"].append(

@@ -145,7 +145,8 @@ def test_json_output_and_orin_tensorrt_ready(trained_demo_cnn_dir, tmp_out, run_
     summary = json.loads(r.out)
     assert summary["target"] == "jetson-orin-nano" and summary["deployed"]["artifact"] == "model.int8.onnx"
     trt = summary["deploy"]["trtexec"]
-    assert trt.startswith("trtexec --onnx=model.int8.onnx --int8") and "--shapes=input:1x1x32x32" in trt
+    assert trt.startswith("trtexec --onnx=model.int8.onnx --int8 --fp16 --saveEngine=model.int8.engine")
+    assert "--shapes" not in trt  # the export has a static batch: TensorRT takes the shapes from it
     assert trt in (tmp_out / "report.md").read_text()
     gpu = json.loads((tmp_out / "report.json").read_text())["target_estimate_gpu"]
     assert gpu["estimate"] is True and gpu["calibrated"] is False and gpu["precision"] == "int8"

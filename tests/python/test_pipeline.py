@@ -25,11 +25,13 @@ def test_default_formats_follow_the_profile():
 def test_trtexec_command_only_for_tensorrt_targets():
     orin = ep.targets.load("jetson-orin-nano")
     assert P.trtexec_command(orin, "model.int8.onnx", "input", (3, 224, 224)) == (
-        "trtexec --onnx=model.int8.onnx --int8 --fp16 --shapes=input:1x3x224x224 --saveEngine=model.int8.engine "
+        "trtexec --onnx=model.int8.onnx --int8 --fp16 --saveEngine=model.int8.engine "
         "--useSpinWait --warmUp=500 --iterations=200 --avgRuns=100")
+    assert P.trtexec_command(orin, "model.int8.onnx", "x", (3, 224, 224), dynamic_batch=True).startswith(
+        "trtexec --onnx=model.int8.onnx --int8 --fp16 --shapes=x:1x3x224x224 --saveEngine=model.int8.engine")
     nano = ep.targets.load("jetson-nano")
     assert P.trtexec_command(nano, "model.fp16.onnx", "input", (1, 32, 32)).startswith(
-        "trtexec --onnx=model.fp16.onnx --fp16 --shapes=input:1x1x32x32 --saveEngine=model.fp16.engine")
+        "trtexec --onnx=model.fp16.onnx --fp16 --saveEngine=model.fp16.engine")
     assert P.trtexec_command(ep.targets.load("rpi4"), "model.onnx", "input", (1, 32, 32)) is None
 
 
