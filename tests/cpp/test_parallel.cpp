@@ -25,3 +25,20 @@ TEST(Parallel, RethrowsTaskError) {
   ep::parallel_for(2, 4, [&](int64_t) { n++; });  // the pool still works afterwards
   EXPECT_EQ(n.load(), 4);
 }
+
+#include <chrono>
+#include <thread>
+
+// Two tasks that each wait for the other to have started can only both finish if the pool runs
+// them at the same time (a serial pool would leave the first one waiting until the deadline).
+TEST(Parallel, TasksRunConcurrently) {
+  std::atomic<int> started{0};
+  std::atomic<int> met{0};
+  ep::parallel_for(2, 2, [&](int64_t) {
+    started++;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (started.load() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    if (started.load() == 2) met++;
+  });
+  EXPECT_EQ(met.load(), 2);
+}
