@@ -39,6 +39,8 @@ from ._version import __version__
 # Files whose bytes depend on host timings; every other artifact must reproduce bit for bit.
 TIMING_FILES = ("report.json", "report.md")
 DATA_IMPORTANCES = ("taylor", "gradient", "activation")
+# Bumped when a key of report.json / manifest.json changes meaning or goes away.
+REPORT_VERSION = 1
 STAGES = ("load", "baseline", "prune", "recover", "save", "quantize", "export", "bench", "estimate", "report")
 
 
@@ -376,6 +378,8 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             on_stage(name)
 
     report: dict[str, Any] = {
+        "format": "edgeprune-report",
+        "report_version": REPORT_VERSION,
         "edgeprune_version": __version__,
         "model": model if isinstance(model, str) else getattr(model, "edgeprune_spec", type(model).__name__),
         "target": profile.to_dict(),
@@ -778,6 +782,7 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         fsutil.write_text(tmp / "report.md", report_mod.render_markdown(report))
         manifest = {
             "format": "edgeprune-build",
+            "manifest_version": REPORT_VERSION,
             "edgeprune_version": __version__,
             "versions": _versions(),
             "target": profile.name,

@@ -68,6 +68,7 @@ def test_build_writes_every_file_with_correct_hashes(rpi4_build):
     for rel, info in manifest["files"].items():
         assert info["sha256"] == _sha(rpi4_build / rel) and info["size_bytes"] == (rpi4_build / rel).stat().st_size
         assert info["timings"] == (rel in ("report.json", "report.md"))
+    assert manifest["format"] == "edgeprune-build" and manifest["manifest_version"] == 1
     assert manifest["target"] == "rpi4" and manifest["seed"] == 0
     umask = os.umask(0)
     os.umask(umask)
@@ -79,6 +80,7 @@ def test_build_writes_every_file_with_correct_hashes(rpi4_build):
 
 def test_report_contents(rpi4_build):
     rep = json.loads((rpi4_build / "report.json").read_text())
+    assert rep["format"] == "edgeprune-report" and rep["report_version"] == 1
     names = [s["name"] for s in rep["stages"]]
     assert names == ["baseline", "pruned", "recovered", "int8"]
     assert rep["stages_ran"] == ["load", "baseline", "prune", "recover", "save", "quantize", "export", "bench",
