@@ -327,13 +327,17 @@ class QuantizedModel:
         blob = json.dumps({"points": self.points, "layers": self.layers, "ops": self.ops}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def save(self, path) -> Path:
-        """Write ``path/model`` (ep.save of the original model), ``folded.pt`` and ``quant.json``."""
+    def save(self, path, plan=None) -> Path:
+        """Write ``path/model`` (ep.save of the original model), ``folded.pt`` and ``quant.json``.
+
+        A model pruned by ``ep.apply`` needs its ``plan`` to be rebuilt on load: pass it here
+        (a model loaded with ``ep.load`` carries its own).
+        """
         from ..io import save as save_model  # io is a lower layer
 
         path = Path(path)
         with fsutil.atomic_dir(path) as tmp:
-            save_model(self.original, tmp / "model",
+            save_model(self.original, tmp / "model", plan=plan,
                        metadata={**(getattr(self.original, "edgeprune_metadata", None) or {}), "quantized": True})
             torch.save(self.folded.state_dict(), tmp / "folded.pt")
             fsutil.write_json(tmp / "quant.json", self.to_dict())

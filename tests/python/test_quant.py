@@ -256,3 +256,26 @@ class _ConvTransposeNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.up(torch.relu(self.conv(x))).flatten(1))
+
+
+def test_pruned_model_quantize_save_load_export(demo_fp32, digits, digits_xy, tmp_path):
+    import onnx
+
+    from conftest_quant import ort_logits
+
+    x1 = digits_xy[0][:1]
+    plan = ep.plan(demo_fp32, (x1,), ratio=0.5, round_to=8)
+    pruned = ep.apply(demo_fp32, plan)
+    qm = ep.quantize(pruned, digits, method="percentile", progress=False)
+    qm.save(tmp_path / "q", plan=plan)
+    back = QuantizedModel.load(tmp_path / "q")
+    x = digits_xy[0][:64]
+    assert torch.equal(back(x), qm(x))
+    paths = ep.export(tmp_path / "q", tmp_path / "onnx", formats=["onnx", "onnx-int8"], dynamic_batch=True)
+    meta = {p.key: p.value for p in onnx.load(str(paths["onnx-int8"])).metadata_props}
+    assert meta["edgeprune_plan_hash"] == plan.hash
+    with torch.no_grad():
+        ref = pruned(x).numpy()
+    assert np.abs(ort_logits(paths["onnx"], x) - ref).max() <= 1e-4 * np.abs(ref).max()
+    agree = (ort_logits(paths["onnx-int8"], x).argmax(1) == qm(x).numpy().argmax(1)).mean()
+    assert agree >= 0.99
