@@ -118,3 +118,12 @@ def test_inspects_a_third_party_qdq_file(tiny, tmp_path):
     ref = inspect_onnx(fp32)
     assert info["macs"] == ref["macs"] and info["params"] == ref["params"]
     assert info["int8"]["weighted_int8_ops"] == 2 and info["int8"]["coverage_macs"] == 1.0
+
+
+def test_fp16_file_reports_fp16_ops(tiny, tmp_path):
+    path = export(tiny, tmp_path, formats=["onnx-fp16"])["onnx-fp16"]
+    info = inspect_onnx(path)
+    weighted = [l for l in info["layers"] if l["op"] in ("Conv", "Gemm")]
+    assert [l["precision"] for l in weighted] == ["fp16", "fp16"]
+    assert info["inputs"][0]["dtype"] == "float32" and info["outputs"][0]["dtype"] == "float32"
+    assert info["ops"]["Cast"] == 2 and info["macs"] == 4 * 6 * 6 * 9 + 144 * 10
