@@ -202,7 +202,8 @@ class Graph:
         fixes: dict = {}
         for af in self.analysis.attr_fixes:
             k = keep_atom[af.ids]
-            value = int(np.any(k, axis=1 - af.axis).sum())
+            others = tuple(a for a in range(k.ndim) if a != af.axis)
+            value = int(np.any(k, axis=others).sum())
             old = getattr(self.module(af.module), af.attr)
             prev = fixes.setdefault((af.module, af.attr), value)
             if prev != value:

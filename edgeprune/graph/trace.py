@@ -50,6 +50,20 @@ class ParamTag:
 
 
 @dataclass
+class SizeOf:
+    """An int read from a tensor's shape along a channel dim (``C`` in ``B, N, C = x.shape``)."""
+
+    ids: np.ndarray
+
+
+@dataclass
+class ShapeList:
+    """A shape tuple (``x.shape``, ``x.size()[:-1] + (h, d)``): per entry a SizeOf or None."""
+
+    entries: list
+
+
+@dataclass
 class Slice:
     kind: str  # "module" or "param"
     target: str  # module qualified name or parameter qualified name
@@ -61,9 +75,11 @@ class Slice:
 @dataclass
 class Split:
     owner: str
-    ids: np.ndarray  # 2-D, rows = outer dim
+    ids: np.ndarray  # 2-D, rows = outer dim (3-D for a fused q/k/v container)
     node: str
     attention: bool = False
+    container: bool = False  # (parts, heads, head dim): resolved when the parts are taken apart
+    taken: bool = False
 
 
 @dataclass
@@ -413,10 +429,21 @@ class Analyzer(fx.Interpreter):
         args = n.args
         x = args[0] if args else None
         a = self.A(x)
+        if name in ("getattr", "size") and isinstance(self.V(x), torch.Tensor):
+            return self._shape_of(n, name, a, result)
         if name in _INERT:
             return None
         if name == "getitem":
             return self._getitem(n, result)
+        if name == "add" and isinstance(result, tuple):  # shape tuples concatenated
+            entries = []
+            for v in n.args:
+                av = self.A(v)
+                if isinstance(av, ShapeList):
+                    entries += av.entries
+                else:
+                    entries += [None] * len(self.V(v))
+            return ShapeList(entries)
         if name in ("max", "min") and len(args) > 1 and isinstance(self.V(args[1]), torch.Tensor):
             name = "maximum"
         if name in _BINARY or name in ("maximum", "minimum"):
@@ -437,7 +464,10 @@ class Analyzer(fx.Interpreter):
             xs = self.V(x).shape
             if isinstance(a, ParamTag):
                 return self._reshape_tag(a, xs, result.shape)
-            return self._reshape(n, a, xs, result.shape, lit)
+            out = self._reshape(n, a, xs, result.shape, lit)
+            if name in ("view", "reshape") and isinstance(out, Ann):
+                self._tie_sizes(n, out, result)
+            return out
         if name in _PERMUTE:
             return self._permute(n, name, a, result)
         if name in _EXPAND:
@@ -559,10 +589,52 @@ class Analyzer(fx.Interpreter):
             return None
         return self._couple(n, items, result.dim(), name)
 
+    def _shape_of(self, n, name, a, result):
+        rank = self.V(n.args[0]).dim()
+        entries = [None] * rank
+        if isinstance(a, Ann) and a.ids.ndim == 1:
+            entries[a.dims[0]] = SizeOf(a.ids)
+        if name == "getattr":
+            return ShapeList(entries) if n.args[1] == "shape" else None
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+        if dim is None:
+            return ShapeList(entries)
+        return entries[_norm_dim(dim, rank)] if isinstance(dim, int) else None
+
+    def _shape_entries(self, n) -> list:
+        """The requested shape of a view/reshape, entry by entry (SizeOf where it came from one)."""
+        out = []
+
+        def walk(v):
+            av = self.A(v) if isinstance(v, fx.Node) else None
+            if isinstance(av, ShapeList):
+                out.extend(av.entries)
+            elif isinstance(av, SizeOf):
+                out.append(av)
+            elif isinstance(v, (list, tuple)):
+                for e in v:
+                    walk(e)
+            elif isinstance(v, fx.Node) and isinstance(self.V(v), (tuple, list, torch.Size)):
+                out.extend([None] * len(self.V(v)))
+            else:
+                out.append(None)
+
+        for v in n.args[1:]:
+            walk(v)
+        if "shape" in n.kwargs:
+            walk(n.kwargs["shape"])
+        return out
+
     def _getitem(self, n, result):
         src, idx = n.args[0], n.args[1]
         a = self.A(src)
         sv = self.V(src)
+        if isinstance(a, ShapeList):
+            if isinstance(idx, int):
+                return a.entries[idx] if -len(a.entries) <= idx < len(a.entries) else None
+            if isinstance(idx, slice):
+                return ShapeList(a.entries[idx])
+            return None
         if isinstance(a, (list, tuple)):
             return a[idx] if isinstance(idx, int) and idx < len(a) else None
         if not isinstance(sv, torch.Tensor) or a is None:
@@ -600,6 +672,12 @@ class Analyzer(fx.Interpreter):
             if any(isinstance(index[d], int) for d in index if sv.shape[d] > 1):
                 return None
             return ParamTag(a.name, tuple(axes))
+        ints = [d for d in a.dims if isinstance(index[d], int)]
+        if len(ints) == 1 and self._is_container(a) and all(
+                isinstance(index[d], slice) and index[d].indices(sv.shape[d]) == (0, sv.shape[d], 1)
+                for d in a.dims if d != ints[0]):
+            part = self._take_part(n, a, ints[0], index[ints[0]])
+            return Ann(tuple(mapping[d] for d in part.dims), part.ids, part.split)
         ids = a.ids
         new_dims = []
         for k, d in enumerate(a.dims):
@@ -633,25 +711,43 @@ class Analyzer(fx.Interpreter):
         for d in range(G.ndim):
             if G.shape[d] > 1 and not (G == np.take(G, [0], axis=d)).all():
                 var.append(d)
-        if not var or len(var) > 2:
+        if not var or len(var) > 3 or (len(var) == 3 and a.ids.ndim != 1):
             self.fix_ann(a, f"reshape at {n.name} mixes channels with other dims")
             self.warn(f"reshape at {n.name} cannot be followed: its channels are kept")
             return None
         E = G[tuple(slice(None) if d in var else 0 for d in range(G.ndim))]
         split = a.split
-        if len(var) == 2 and a.ids.ndim == 1:
+        if len(var) >= 2 and a.ids.ndim == 1:
             split = len(self.an.splits)
-            self.an.splits.append(Split(self.owner(n), np.array(E), n.name))
+            # three dims: a fused projection split into (q/k/v, heads, head dim)
+            self.an.splits.append(Split(self.owner(n), np.array(E), n.name, container=len(var) == 3))
         elif len(var) == 1:
             split = None
+        roles = {1: ("flat",), 2: ("rows", "cols"), 3: ("parts", "rows", "cols")}[len(var)]
         for k, d in enumerate(var):
             size = out_shape[d]
             if size in literal and size > 1:
-                role = "flat" if len(var) == 1 else ("rows" if k == 0 else "cols")
+                role = roles[k]
                 ids2 = E.reshape(1, -1) if len(var) == 1 else np.array(E)
                 axis = 1 if len(var) == 1 else k
                 self.an.reqs.append(SizeReq(self.owner(n), int(size), ids2, axis, role, n.name))
         return Ann(tuple(var), np.array(E), split)
+
+    def _tie_sizes(self, n, out: Ann, result) -> None:
+        """A view whose size is read from another tensor's channels (``reshape(B, N, C)``) keeps
+        working only while both counts stay equal: tie the two channel sets position by position."""
+        entries = self._shape_entries(n)
+        if len(entries) != result.dim():
+            return
+        for k, d in enumerate(out.dims):
+            e = entries[d]
+            if not isinstance(e, SizeOf) or len(e.ids) != result.shape[d]:
+                continue
+            if out.ids.ndim == 1:
+                self.an.atoms.union(out.ids, e.ids)
+            else:
+                self.fix_ann(out, f"{n.name}: view sized by another tensor's channels")
+                self.fix(e.ids, f"{n.name}: view sized by another tensor's channels")
 
     def _reshape_tag(self, a: ParamTag, in_shape, out_shape):
         # only size-1 insertions/removals keep the axis correspondence
@@ -789,6 +885,12 @@ class Analyzer(fx.Interpreter):
             if name == "unbind":
                 return [Ann(tuple(d - (d > dim) for d in a.dims), a.ids, a.split)] * k
             return [a] * k
+        if name == "unbind" and self._is_container(a):
+            out = []
+            for i in range(k):
+                part = self._take_part(n, a, dim, i)
+                out.append(Ann(tuple(d - (d > dim) for d in part.dims), part.ids, part.split))
+            return out
         sizes = [r.shape[dim] for r in result]
         literal_list = name in ("split", "tensor_split") and not isinstance(n.args[1], int)
         if a.dims != (dim,) or len(set(sizes)) != 1 or name == "unbind" or literal_list:
@@ -800,6 +902,18 @@ class Analyzer(fx.Interpreter):
         if name == "split" and isinstance(n.args[1], int) and n.args[1] > 1:
             self.an.reqs.append(SizeReq(self.owner(n), int(n.args[1]), ids2, 1, "cols", n.name))
         return [Ann((dim,), ids2[i]) for i in range(k)]
+
+    def _is_container(self, a) -> bool:
+        return isinstance(a, Ann) and a.ids.ndim == 3 and a.split is not None and self.an.splits[a.split].container
+
+    def _take_part(self, n, a: Ann, dim: int, i: int) -> Ann:
+        """One of q / k / v out of a fused (parts, heads, head dim) annotation."""
+        k = a.dims.index(dim)
+        ids = np.take(a.ids, i, axis=k)
+        self.an.splits[a.split].taken = True
+        split = len(self.an.splits)
+        self.an.splits.append(Split(self.owner(n), np.array(ids), n.name))
+        return Ann(tuple(d for d in a.dims if d != dim), ids, split)
 
     def _layer_norm(self, n, a, result):
         rank = result.dim()
@@ -944,6 +1058,11 @@ class Analyzer(fx.Interpreter):
         atoms = self.an.atoms
         first_by_owner: dict = {}
         for s in self.an.splits:
+            if s.container:
+                if not s.taken:
+                    self.fix(s.ids, f"{s.node}: channels split in three dims")
+                    self.warn(f"{s.node} splits channels in three dims that are never taken apart: kept whole")
+                continue
             if not s.attention:
                 atoms.union_cols(s.ids)
                 continue
@@ -964,16 +1083,11 @@ class Analyzer(fx.Interpreter):
             if (roots == FIXED).all():
                 return
         else:
-            other = 1 - r.axis
-            per = [frozenset(np.take(roots, i, axis=r.axis).tolist()) for i in range(roots.shape[r.axis])]
-            if len(set(per)) == 1 and roots.shape[other] >= 1:
-                invariant = True
-            else:
-                invariant = False
-            if invariant:
-                return
+            per = [frozenset(np.take(roots, i, axis=r.axis).ravel().tolist()) for i in range(roots.shape[r.axis])]
+            if len(set(per)) == 1:
+                return  # every class spans every index of this axis: its size never changes
         m = self.mods.get(r.owner)
-        names = {"rows": _ROW_NAMES, "cols": _COL_NAMES, "flat": _FLAT_NAMES}[r.role]
+        names = {"rows": _ROW_NAMES, "cols": _COL_NAMES, "flat": _FLAT_NAMES, "parts": ()}[r.role]
         cands = []
         if m is not None:
             for k, v in vars(m).items():

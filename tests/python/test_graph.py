@@ -250,3 +250,18 @@ def test_trace_keeps_each_module_training_flag():
     model.stem[1].eval()  # e.g. a frozen BatchNorm inside a model being fine-tuned
     epg.trace(model, x)
     assert model.training and model.layer1.training and not model.stem[1].training
+
+
+def test_timm_fused_qkv_attention_ties_heads_to_the_residual_width():
+    model, x = build("vit_timm")
+    g, warns = _trace(model, x)
+    grp = _group_of(g, "patch_embed")
+    # reshape(B, N, C) with C read from the residual stream ties heads to residual channels
+    assert grp.size == 4 and "blocks.0.attn.qkv" in grp.sources and not [w for w in warns if "kept whole" in w]
+    plan = epp.plan_from_keep(g, {grp.id: [True, False, True, True]})
+    pruned = epp.apply(model, plan)
+    for blk in pruned.blocks:
+        assert (blk.attn.num_heads, blk.attn.head_dim) == (3, 8)
+        assert blk.attn.qkv.out_features == 72 and blk.attn.proj.in_features == 24
+    with torch.no_grad():
+        assert pruned(x).shape == (2, 10)

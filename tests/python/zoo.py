@@ -7,7 +7,7 @@ second. Couplings: residual add (ResNet basic/bottleneck, MobileNetV2), SE multi
 concat (DenseNet), channels-last LayerNorm + depthwise 7x7 + layer scale (ConvNeXt),
 nn.MultiheadAttention + class token + position embedding (ViT), hand-written self-attention
 with num_attention_heads / attention_head_size attributes and embeddings (BERT, also through
-F.scaled_dot_product_attention), grouped conv +
+F.scaled_dot_product_attention), timm-style fused qkv attention, grouped conv +
 GroupNorm (ResNeXt), ConvTranspose2d (plain and depthwise) + skip concat (UNet).
 """
 from __future__ import annotations
@@ -428,6 +428,61 @@ class TinyUNet(nn.Module):
         return self.out(self.dec(torch.cat([d, e1], dim=1)))
 
 
+class TimmAttention(nn.Module):
+    """timm-style attention: one fused qkv Linear, reshape to (3, heads, head dim), unbind."""
+
+    def __init__(self, dim, num_heads, fused_attn):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.fused_attn = fused_attn
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if self.fused_attn:
+            q, k, v = qkv.unbind(0)
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            x = attn.softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class TimmBlock(nn.Module):
+    def __init__(self, dim, heads, fused_attn):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), TimmAttention(dim, heads, fused_attn)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TimmViT(nn.Module):
+    """A timm-style ViT (fused qkv): one block through SDPA, one through explicit matmuls."""
+
+    def __init__(self, classes=10, dim=32, heads=4):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, 4, 4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.pos_embed = nn.Parameter(torch.randn(1, 17, dim) * 0.1)
+        self.blocks = nn.Sequential(TimmBlock(dim, heads, True), TimmBlock(dim, heads, False))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
 def _image(batch=2):
     return lambda: torch.randn(batch, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
@@ -448,6 +503,7 @@ ZOO = {
     "vit": (ViT, _image()),
     "bert": (Bert, _tokens()),
     "bert_sdpa": (lambda: Bert(sdpa=True), _tokens()),
+    "vit_timm": (TimmViT, _image()),
     "resnext": (ResNeXt, _image()),
     "unet": (TinyUNet, _image()),
 }
