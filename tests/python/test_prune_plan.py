@@ -233,3 +233,17 @@ def test_save_load_replays_plan_with_attributes_and_parameters(tmp_path, name, f
         assert {p["name"] for p in plan.params} == {"class_token", "pos_embedding"}
     for a in plan.attrs:
         assert getattr(loaded.get_submodule(a["module"]), a["attr"]) == a["value"]
+
+
+def test_round_to_picks_the_nearest_multiple_within_the_layer_floor():
+    model, x = build("resnet_basic")
+    g = epg.trace(model, x)
+    gid = "layer1.0.conv1"  # 16 channels
+    kept = lambda p: next(e["kept"] for e in p.groups if e["id"] == gid)  # noqa: E731
+    # 12 left: 8 and 16 are equally near, the tie removes more
+    assert kept(epp.plan(model, x, ratios={gid: 0.25}, round_to=8, graph=g)) == 8
+    # 13 left: 16 is nearer, so the group stays whole
+    assert kept(epp.plan(model, x, ratios={gid: 0.2}, round_to=8, graph=g)) == 16
+    # max_layer_ratio 0.4 keeps at least 10: rounding down to 8 is not allowed
+    assert kept(epp.plan(model, x, ratios={gid: 0.25}, round_to=8, max_layer_ratio=0.4, graph=g)) == 16
+    assert kept(epp.plan(model, x, ratios={gid: 0.25}, round_to=4, max_layer_ratio=0.4, graph=g)) == 12
