@@ -982,15 +982,12 @@ class Analyzer(fx.Interpreter):
             if a_k and not b_k and not isinstance(self.A(bn), ParamTag) and B is None:
                 self.warn(f"matmul at {n.name} contracts channels with a tensor of unknown origin: kept whole")
             return None
-        # no channels contracted: they pass to the output
-        def to_out(ann, off, ndim_op, m_dim):
-            dims = []
-            for d in ann.dims:
-                dims.append(d + off)
-            return dims
+        # no channels contracted: they pass to the output (batch dims shift by the rank difference)
+        def to_out(ann, off):
+            return [d + off for d in ann.dims]
 
         if A is not None and B is not None:
-            da, db = to_out(A, oa, ra, None), to_out(B, ob, rb, None)
+            da, db = to_out(A, oa), to_out(B, ob)
             # attention output: probs (heads) @ values (heads, head dim)
             if len(da) == 1 and B.ids.ndim == 2 and da[0] in db and da[0] < ro - 2:
                 ib = _orient(B, da[0] - ob)
@@ -1015,8 +1012,8 @@ class Analyzer(fx.Interpreter):
                     self.fix_ann(B, f"matmul at {n.name}: value heads not tied to query heads")
                 else:
                     atoms.union_cols(_orient(B, B.dims[0]))
-            return Ann(tuple(to_out(B, ob, rb, None)), B.ids, B.split)
-        return Ann(tuple(to_out(A, oa, ra, None)), A.ids, A.split)
+            return Ann(tuple(to_out(B, ob)), B.ids, B.split)
+        return Ann(tuple(to_out(A, oa)), A.ids, A.split)
 
     def _sdpa(self, n, result):
         """F.scaled_dot_product_attention(q, k, v): (B, H, L, D) heads on dim -3, head dims last."""

@@ -13,7 +13,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
