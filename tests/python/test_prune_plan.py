@@ -247,3 +247,21 @@ def test_round_to_picks_the_nearest_multiple_within_the_layer_floor():
     # max_layer_ratio 0.4 keeps at least 10: rounding down to 8 is not allowed
     assert kept(epp.plan(model, x, ratios={gid: 0.25}, round_to=8, max_layer_ratio=0.4, graph=g)) == 16
     assert kept(epp.plan(model, x, ratios={gid: 0.25}, round_to=4, max_layer_ratio=0.4, graph=g)) == 12
+
+
+def test_magnitude_importance_keeps_accuracy_better_than_random(trained_demo_cnn, digits):
+    import edgeprune as ep
+
+    model = trained_demo_cnn.eval()
+    x = torch.zeros(1, 1, 32, 32)
+    g = epg.trace(model, x)
+    base = ep.models.evaluate(model, digits.test)["top1"]
+
+    def top1(importance, seed=0):
+        p = epp.plan(model, x, ratio=0.05, importance=importance, round_to=1, global_ranking=False, seed=seed, graph=g)
+        return ep.models.evaluate(epp.apply(model, p), digits.test)["top1"]
+
+    l2 = top1("l2")
+    random = [top1("random", seed) for seed in range(4)]
+    assert l2 >= base - 0.015
+    assert l2 >= float(np.mean(random))
