@@ -132,7 +132,12 @@ struct PackedSparseS8 {
 };
 // Weights W[M, K] int8 -> the 1x4 block stream (blocks with any nonzero weight are stored).
 PackedSparseS8 pack_sparse_s8(const int8_t* w, int64_t m, int64_t k);
-// X[K, N] (row stride ldx) -> xq as above (size ceil(K/4) * N * 4). transposed: X given as [N, K].
+// X[K, N] (row stride ld; transposed: X given as [N, K]) -> quads in strips of kQuadStrip
+// columns: strip s is an xq block of its own (ldx = kQuadStrip, columns past N zero), at
+// xq + s * quad_strip_size(K). A kernel called per strip touches one compact block instead of
+// K/4 rows spread over the whole input (TLB misses once that spans many pages).
+constexpr int64_t kQuadStrip = 64;
+static inline int64_t quad_strip_size(int64_t k) { return (k + 3) / 4 * kQuadStrip * 4; }
 void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool transposed, int8_t* xq);
 
 // The requantization of one accumulator, as every path must compute it. (static: each ISA file

@@ -80,12 +80,31 @@ PackedSparseS8 pack_sparse_s8(const int8_t* w, int64_t m, int64_t k) {
 
 void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool transposed, int8_t* xq) {
   const int64_t quads = (k + 3) / 4;
-  for (int64_t q = 0; q < quads; ++q)
-    for (int64_t i = 0; i < n; ++i)
-      for (int t = 0; t < 4; ++t) {
-        const int64_t c = 4 * q + t;
-        *xq++ = c < k ? (transposed ? x[i * ld + c] : x[c * ld + i]) : int8_t(0);
+  for (int64_t s0 = 0; s0 < n; s0 += kQuadStrip) {
+    for (int64_t q = 0; q < quads; ++q, xq += kQuadStrip * 4) {
+      const bool full = 4 * q + 3 < k && s0 + kQuadStrip <= n;
+      if (full && transposed) {  // 4 consecutive bytes of each input row
+        for (int64_t i = 0; i < kQuadStrip; ++i) __builtin_memcpy(xq + i * 4, x + (s0 + i) * ld + 4 * q, 4);
+      } else if (full) {  // interleave 4 input rows (a loop the compiler vectorises)
+        const int8_t* r0 = x + (4 * q) * ld + s0;
+        const int8_t* r1 = r0 + ld;
+        const int8_t* r2 = r1 + ld;
+        const int8_t* r3 = r2 + ld;
+        for (int64_t i = 0; i < kQuadStrip; ++i) {
+          xq[i * 4 + 0] = r0[i];
+          xq[i * 4 + 1] = r1[i];
+          xq[i * 4 + 2] = r2[i];
+          xq[i * 4 + 3] = r3[i];
+        }
+      } else {  // the edges: zero past K and past N
+        for (int64_t i = 0; i < kQuadStrip; ++i)
+          for (int t = 0; t < 4; ++t) {
+            const int64_t c = 4 * q + t, col = s0 + i;
+            xq[i * 4 + t] = c < k && col < n ? (transposed ? x[col * ld + c] : x[c * ld + col]) : int8_t(0);
+          }
       }
+    }
+  }
 }
 
 int gemm_s8_kgroup(Isa provider) {

@@ -241,36 +241,39 @@ QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float 
   pack_gemm_s8(wq_.data(), m, k, kern_.tile, kg, packed_.data());
 }
 
-void QLinear::run_sparse(const int8_t* xq, int64_t n, int8_t* y, int threads) const {
-  const Split s = split(n, threads, 64);
+void QLinear::run_sparse(const int8_t* xq, int64_t n, int8_t* y, int64_t ldy, int threads) const {
+  // one kernel call per strip of kQuadStrip columns (pack_quads_s8's layout); threads take strips
+  const int64_t strips = (n + kQuadStrip - 1) / kQuadStrip;
+  const Split s = split(strips, threads, 1);
   parallel_for(threads, s.tasks, [&](int64_t t) {
-    const int64_t n0 = t * s.chunk;
-    SpmmS8Args p;
-    p.xq = xq + n0 * 4;
-    p.ldx = n;
-    p.y = y + n0;
-    p.ldy = n;
-    p.n = std::min(s.chunk, n - n0);
-    p.m = m_;
-    p.nnz = sp_.nnz.data();
-    p.quad = sp_.quad.data();
-    p.w = sp_.w.data();
-    p.bias = bias_eff_.data();
-    p.rowsum = colsum_.data();
-    p.scale = scale_.data();
-    p.zp_out = zp_out_;
-    p.lo = float(qmin_ - zp_out_);
-    p.hi = float(qmax_ - zp_out_);
-    skern_.fn(p);
+    for (int64_t st = t * s.chunk; st < std::min(strips, (t + 1) * s.chunk); ++st) {
+      SpmmS8Args p;
+      p.xq = xq + st * quad_strip_size(k_);
+      p.ldx = kQuadStrip;
+      p.y = y + st * kQuadStrip;
+      p.ldy = ldy;
+      p.n = std::min(kQuadStrip, n - st * kQuadStrip);
+      p.m = m_;
+      p.nnz = sp_.nnz.data();
+      p.quad = sp_.quad.data();
+      p.w = sp_.w.data();
+      p.bias = bias_eff_.data();
+      p.rowsum = colsum_.data();
+      p.scale = scale_.data();
+      p.zp_out = zp_out_;
+      p.lo = float(qmin_ - zp_out_);
+      p.hi = float(qmax_ - zp_out_);
+      skern_.fn(p);
+    }
   });
 }
 
 void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const {
   if (sparse_) {
     // vectorised over N: quads of the transposed input in, [M, N] out, transposed back
-    std::vector<int8_t> xq(((k_ + 3) / 4) * 4 * n), yt(m_ * n);
+    std::vector<int8_t> xq(quad_strip_size(k_) * ((n + kQuadStrip - 1) / kQuadStrip)), yt(m_ * n);
     pack_quads_s8(x, k_, n, k_, true, xq.data());
-    run_sparse(xq.data(), n, yt.data(), threads);
+    run_sparse(xq.data(), n, yt.data(), n, threads);
     for (int64_t j = 0; j < m_; ++j)
       for (int64_t i = 0; i < n; ++i) y[i * m_ + j] = yt[j * n + i];
     return;
@@ -301,9 +304,9 @@ void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const 
 
 void QLinear::forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const {
   if (sparse_) {
-    std::vector<int8_t> xq(((k_ + 3) / 4) * 4 * n);
+    std::vector<int8_t> xq(quad_strip_size(k_) * ((n + kQuadStrip - 1) / kQuadStrip));
     pack_quads_s8(x, k_, n, n, false, xq.data());
-    run_sparse(xq.data(), n, y, threads);
+    run_sparse(xq.data(), n, y, n, threads);
     return;
   }
   std::vector<int8_t> xt(k_ * n), yt(n * m_);

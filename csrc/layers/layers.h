@@ -93,7 +93,7 @@ class QLinear {
   int64_t nnz() const { return nnz_; }
 
  private:
-  void run_sparse(const int8_t* xq, int64_t n, int8_t* y, int threads) const;
+  void run_sparse(const int8_t* xq, int64_t n, int8_t* y, int64_t ldy, int threads) const;
   bool sparse_ = false;
   int64_t nnz_ = 0;
   PackedSparseS8 sp_;

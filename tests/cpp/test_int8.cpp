@@ -140,8 +140,10 @@ void check_sparse(Isa isa, int64_t m, int64_t k, int64_t n, double sparsity, Fil
     bias[r] = b32(rng);
     scale[r] = fill == Fill::extremes ? 0.05f : 2e-3f;
   }
-  std::vector<int8_t> xq(((k + 3) / 4) * 4 * n);
-  pack_quads_s8(x.data(), k, n, n, false, xq.data());
+  // the kernel's own layout, one block of all N columns: xq[(q * n + i) * 4 + t] = X[4q + t, i]
+  std::vector<int8_t> xq(((k + 3) / 4) * 4 * n, 0);
+  for (int64_t c = 0; c < k; ++c)
+    for (int64_t i = 0; i < n; ++i) xq[((c / 4) * n + i) * 4 + c % 4] = x[c * n + i];
   const int64_t ldy = n + 3;
   SpmmS8Args p;
   p.xq = xq.data();
@@ -252,5 +254,30 @@ TEST(QLinear, SparseAndDenseAgreeBitForBit) {
       relu6_top = std::max(relu6_top, int(v));
     }
     EXPECT_LE(relu6_top, -3 + 75) << "relu6 clamps at zp + round(6 / s_out)";
+  }
+}
+
+TEST(PackQuads, StripLayout) {
+  std::mt19937 rng(2);
+  std::uniform_int_distribution<int> dim(1, 150), a8(-128, 127);
+  for (int t = 0; t < 30; ++t) {
+    const int64_t k = dim(rng), n = dim(rng);
+    std::vector<int8_t> x(k * n), xt(n * k);
+    for (auto& v : x) v = int8_t(a8(rng));
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t i = 0; i < n; ++i) xt[i * k + c] = x[c * n + i];
+    const int64_t strips = (n + kQuadStrip - 1) / kQuadStrip;
+    std::vector<int8_t> a(quad_strip_size(k) * strips), b(a.size());
+    pack_quads_s8(x.data(), k, n, n, false, a.data());
+    pack_quads_s8(xt.data(), k, n, k, true, b.data());
+    ASSERT_EQ(a, b);
+    for (int64_t s = 0; s < strips; ++s)
+      for (int64_t q = 0; q < (k + 3) / 4; ++q)
+        for (int64_t i = 0; i < kQuadStrip; ++i)
+          for (int tt = 0; tt < 4; ++tt) {
+            const int64_t c = 4 * q + tt, col = s * kQuadStrip + i;
+            const int8_t want = c < k && col < n ? x[c * n + col] : 0;
+            ASSERT_EQ(a[s * quad_strip_size(k) + (q * kQuadStrip + i) * 4 + tt], want);
+          }
   }
 }
