@@ -358,6 +358,10 @@ class Analyzer(fx.Interpreter):
             return self._mha(n, m, result)
         if isinstance(m, nn.Softmax):
             return self._softmax(a, m.dim, result, name)
+        if isinstance(m, nn.PixelShuffle):
+            return self._pixel_shuffle(a, m.upscale_factor, True, f"{name}")
+        if isinstance(m, nn.PixelUnshuffle):
+            return self._pixel_shuffle(a, m.downscale_factor, False, f"{name}")
         if isinstance(m, (nn.Flatten, nn.Unflatten)):
             return self._reshape(n, a, self.V(x).shape, result.shape, literal=())
         if isinstance(m, (nn.PReLU,) + _PASS_MODULES):
@@ -458,6 +462,12 @@ class Analyzer(fx.Interpreter):
         if name in _SOFTMAX:
             dim = args[1] if len(args) > 1 else n.kwargs.get("dim")
             return self._softmax(a, dim, result, name)
+        if name == "normalize":  # F.normalize: divides by a norm over `dim` (default 1)
+            dim = args[2] if len(args) > 2 else n.kwargs.get("dim", 1)
+            return self._softmax(a, dim, result, name)
+        if name in ("pixel_shuffle", "pixel_unshuffle"):
+            factor = args[1] if len(args) > 1 else n.kwargs.get("upscale_factor", n.kwargs.get("downscale_factor"))
+            return self._pixel_shuffle(a, int(factor), name == "pixel_shuffle", f"{name} at {n.name}")
         if name in _RESHAPE:
             # only view/reshape/unflatten take sizes; flatten/squeeze/unsqueeze take dim indices
             lit = self._literal_ints(n) if name in ("view", "reshape", "unflatten") else ()
@@ -508,6 +518,18 @@ class Analyzer(fx.Interpreter):
         if isinstance(a, Ann) and dim is not None and _norm_dim(dim, result.dim()) in a.dims:
             self.inexact(a.ids, f"{what} over channels")
         return self._same(a, result, what)
+
+    def _pixel_shuffle(self, a, r: int, shuffle: bool, what: str):
+        if not isinstance(a, Ann):
+            return None
+        if a.dims != (1,):
+            self.fix_ann(a, f"{what}: channels not on dim 1")
+            return None
+        if shuffle:  # output channel c gathers input channels c*r*r .. c*r*r + r*r - 1
+            rows = a.ids.reshape(-1, r * r)
+            self.an.atoms.union_rows(rows)
+            return Ann((1,), rows[:, 0].copy())
+        return Ann((1,), np.repeat(a.ids, r * r))  # unshuffle spreads each channel over r*r
 
     def _literal_ints(self, n: fx.Node) -> set:
         out: set = set()

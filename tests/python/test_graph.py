@@ -5,6 +5,7 @@ exactness, unknown-op handling and attribute fix-ups.
 """
 from __future__ import annotations
 
+import copy
 import sys
 import warnings
 from pathlib import Path
@@ -265,3 +266,30 @@ def test_timm_fused_qkv_attention_ties_heads_to_the_residual_width():
         assert blk.attn.qkv.out_features == 72 and blk.attn.proj.in_features == 24
     with torch.no_grad():
         assert pruned(x).shape == (2, 10)
+
+
+def test_pixel_shuffle_and_normalize_are_followed():
+    class SuperRes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 3, padding=1)
+            self.b = nn.Conv2d(16, 32, 3, padding=1)
+            self.out = nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x):
+            y = nn.functional.normalize(self.a(x), dim=1)
+            return self.out(nn.functional.pixel_shuffle(self.b(y), 2))
+
+    model, x = SuperRes().eval(), torch.randn(1, 3, 8, 8)
+    g, warns = _trace(model, x)
+    assert not warns
+    b = _group_of(g, "b")
+    assert b.size == 8 and b.atoms_per_class == {"b": 4}  # one output channel = 4 input channels
+    assert not _group_of(g, "a").exact  # normalize divides by a norm over the channels
+    plan = epp.plan_from_keep(g, {"b": [True, False] * 4})
+    pruned = epp.apply(model, plan)
+    assert pruned.b.out_channels == 16 and pruned.out.in_channels == 4
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        ref.out.weight[:, 1::2] = 0  # the removed shuffled channels, zeroed in their consumer
+        assert torch.allclose(pruned(x), ref(x), atol=1e-5)
