@@ -18,8 +18,8 @@ Algorithm (DESIGN.md section 7):
    each step planned on the current model with importance recomputed from its current weights,
    then recovered (fine-tuning + distillation from the unpruned model) and evaluated; when the
    drop exceeds the limit, the step is retried half-way between the last good point and the
-   planned one (``max_backoff`` times), and if it still fails the search stops at the last good
-   point (``met`` is False: the CLI exits 3 and names the best point reached).
+   planned one (at most ``max_backoff`` back-offs per run), and if it still fails the search
+   stops at the last good point (``met`` is False: the CLI exits 3 and names the best point reached).
 Decisions use the validation split; the test split is only reported.
 """
 from __future__ import annotations
@@ -280,7 +280,7 @@ def search(model: nn.Module, data, example_inputs, budget: Budget, *, max_acc_dr
     current = dict(sizes)
     queue = list(fractions)
     step = 0
-    backoffs = 0
+    failures = 0  # back-offs are counted over the whole run, so halving can never go on forever
     while queue:
         f = queue.pop(0)
         step += 1
@@ -312,10 +312,9 @@ def search(model: nn.Module, data, example_inputs, budget: Budget, *, max_acc_dr
             work, current = candidate, kept_now
             plans.append(p)
             accepted = {"step": step, "fraction": f, "cost": cost, "val": val, "drop": drop}
-            backoffs = 0
             continue
-        if backoffs < max_backoff:
-            backoffs += 1
+        failures += 1
+        if failures <= max_backoff:
             back = (accepted["fraction"] + f) / 2.0
             row["backoff_to"] = back
             queue = [back, f] + [q for q in queue if q > f] if back > accepted["fraction"] + 1e-6 else queue
