@@ -13,6 +13,10 @@ Step targets for ``steps = T`` and t = 1..T (DESIGN.md section 7):
 - ``agp``:     s_t = s_f + (s_i - s_f) * (1 - t / T)^3 (Zhu & Gupta 2017: big steps first,
   while the network has redundancy to spare, small ones at the end).
 Each step is followed by recovery (fine-tuning with distillation from the unpruned model).
+
+Entry points: ``sparsify`` (unstructured / block masks, masks only grow), ``sparsify_admm``
+(ADMM towards the per-layer sparse set, then masked retraining), ``prune_structured`` (channels,
+by ratio, MAC target or a ``DynamicThreshold``); ``step_targets`` and ``incremental_ratio``.
 """
 from __future__ import annotations
 
