@@ -434,13 +434,27 @@ def _progress(enabled: bool):
 
 def quantize(model: nn.Module, calib_data, method: str = "percentile", per_channel: bool = True,
              target=None, calib_n: int | None = 512, batch_size: int = 64, progress: bool | None = None,
-             **config_overrides) -> QuantizedModel:
+             threads: int | None = 1, **config_overrides) -> QuantizedModel:
     """Calibrate ``model`` on ``calib_data`` and return its QuantizedModel (see module docstring).
 
     ``target`` (name, path or TargetProfile) sets activation dtype/symmetry, weight range and Q/DQ
     placement; ``config_overrides`` (e.g. ``percentile=99.9``, ``symmetric_activations=True``)
-    win over the target. Raises CalibrationError, QuantizeError or Int8UnsupportedError.
+    win over the target. ``threads`` (default 1) pins torch's intra-op threads while calibrating:
+    conv float sums depend on the thread count, so one thread gives the same scales on every
+    machine (and a shared, loaded machine does not thrash). Raises CalibrationError,
+    QuantizeError or Int8UnsupportedError.
     """
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _quantize(model, calib_data, method, per_channel, target, calib_n, batch_size, progress,
+                         config_overrides)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_size, progress, config_overrides):
     config = make_config(method, per_channel, target, **config_overrides)
     batches = list(_as_batches(calib_data, calib_n, batch_size))
     if not batches or batches[0].shape[0] == 0:

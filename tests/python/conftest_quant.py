@@ -2,6 +2,7 @@
 
 Consumes: the suite's ``digits`` and ``trained_demo_cnn_dir`` fixtures (tests/conftest.py).
 Produces: ``digits_xy`` (test split stacked as tensors), ``demo_fp32`` (the trained demo CNN),
+``one_torch_thread`` (autouse: torch pinned to one thread in the importing module),
 ``quantized`` (a factory of QuantizedModels of that CNN, cached per method/target), and
 ``ort_logits(path, x)`` running an ONNX file in ONNX Runtime (1 thread).
 Import explicitly: ``from conftest_quant import *``.
@@ -13,7 +14,17 @@ import onnxruntime as ort
 import pytest
 import torch
 
-__all__ = ["digits_xy", "demo_fp32", "quantized", "ort_logits", "stack"]
+__all__ = ["digits_xy", "demo_fp32", "quantized", "ort_logits", "stack", "one_torch_thread"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Torch on one thread in these modules: on the shared 2-core CI machine, two OpenMP threads
+    competing with other processes make small convs ~50x slower; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def stack(dataset, n: int | None = None):

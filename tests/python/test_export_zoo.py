@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from zoo import ZOO, build  # noqa: E402
 
 import edgeprune as ep  # noqa: E402
-from conftest_quant import ort_logits  # noqa: E402
+from conftest_quant import one_torch_thread, ort_logits  # noqa: E402,F401
 from edgeprune.export import export, inspect_onnx  # noqa: E402
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import edgeprune as ep
+from conftest_quant import one_torch_thread  # noqa: F401  (autouse: torch on one thread)
 from edgeprune.export import export, inspect_onnx
 
 
