@@ -45,37 +45,44 @@ void gemm_s8(const GemmS8Args& p) {
   alignas(32) int32_t bias[NR], out[NR];
   alignas(32) float scale[NR];
   __m256i acc[MR][2];
-  for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
-    const int R = int(imin(MR, p.rows - r0));
-    // A strip as int16 pairs, row-interleaved: ap[q * MR + r] = (x[r][2q], x[r][2q+1])
-    const int64_t full = p.depth / KG;
-    for (int r = 0; r < MR; ++r) {
-      const int8_t* x = p.a + (r0 + r) * p.lda;
-      if (r >= R) {
-        for (int64_t q = 0; q < pairs; ++q) ap[q * MR + r] = 0;
-        continue;
-      }
-      for (int64_t q = 0; q < full; ++q)
-        ap[q * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * q]))) | (uint32_t(uint16_t(int16_t(x[2 * q + 1]))) << 16));
-      if (full < pairs) ap[full * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * full]))));
-    }
-    for (int64_t j0 = 0; j0 < p.cols; j0 += NR) {
-      const int w = int(imin(NR, p.cols - j0));
-      for (int j = 0; j < NR; ++j) {
-        bias[j] = j < w ? p.bias[j0 + j] : 0;
-        scale[j] = j < w ? p.scale[j0 + j] : 0.0f;
-      }
-      kTile[R](ap, p.bp + (j0 / NR) * NR * KG * pairs, pairs, acc);
-      for (int r = 0; r < R; ++r) {
-        for (int h = 0; h < 2; ++h) {
-          const __m256i v = _mm256_add_epi32(acc[r][h], _mm256_load_si256(reinterpret_cast<const __m256i*>(bias + 8 * h)));
-          __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_load_ps(scale + 8 * h));
-          f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
-          const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);  // MXCSR: nearest even
-          _mm256_store_si256(reinterpret_cast<__m256i*>(out + 8 * h), q);
+  // Panels are taken in blocks of at most ~256 KB of packed weights, so a block stays in L2
+  // while every row strip streams past it (the A strip is re-packed per block: cheap).
+  const int64_t panel_bytes = int64_t(NR) * KG * pairs;
+  const int64_t block_cols = imin(p.cols, (262144 / (panel_bytes > 0 ? panel_bytes : 1) + 1) * NR);
+  for (int64_t jb = 0; jb < p.cols; jb += block_cols) {
+    const int64_t jend = imin(p.cols, jb + block_cols);
+    for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
+      const int R = int(imin(MR, p.rows - r0));
+      // A strip as int16 pairs, row-interleaved: ap[q * MR + r] = (x[r][2q], x[r][2q+1])
+      const int64_t full = p.depth / KG;
+      for (int r = 0; r < MR; ++r) {
+        const int8_t* x = p.a + (r0 + r) * p.lda;
+        if (r >= R) {
+          for (int64_t q = 0; q < pairs; ++q) ap[q * MR + r] = 0;
+          continue;
         }
-        int8_t* y = p.y + (r0 + r) * p.ldy + j0;
-        for (int j = 0; j < w; ++j) y[j] = int8_t(out[j]);
+        for (int64_t q = 0; q < full; ++q)
+          ap[q * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * q]))) | (uint32_t(uint16_t(int16_t(x[2 * q + 1]))) << 16));
+        if (full < pairs) ap[full * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * full]))));
+      }
+      for (int64_t j0 = jb; j0 < jend; j0 += NR) {
+        const int w = int(imin(NR, p.cols - j0));
+        for (int j = 0; j < NR; ++j) {
+          bias[j] = j < w ? p.bias[j0 + j] : 0;
+          scale[j] = j < w ? p.scale[j0 + j] : 0.0f;
+        }
+        kTile[R](ap, p.bp + (j0 / NR) * NR * KG * pairs, pairs, acc);
+        for (int r = 0; r < R; ++r) {
+          for (int h = 0; h < 2; ++h) {
+            const __m256i v = _mm256_add_epi32(acc[r][h], _mm256_load_si256(reinterpret_cast<const __m256i*>(bias + 8 * h)));
+            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_load_ps(scale + 8 * h));
+            f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+            const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);  // MXCSR: nearest even
+            _mm256_store_si256(reinterpret_cast<__m256i*>(out + 8 * h), q);
+          }
+          int8_t* y = p.y + (r0 + r) * p.ldy + j0;
+          for (int j = 0; j < w; ++j) y[j] = int8_t(out[j]);
+        }
       }
     }
   }
