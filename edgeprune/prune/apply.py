@@ -2,7 +2,8 @@
 
 Consumes: an ``nn.Module`` of the architecture the plan was made for and the plan. Produces: a
 new, physically smaller module (the input is left untouched) carrying the input's
-``edgeprune_spec`` / ``input_shape`` attributes and ``edgeprune_plan_hash``.
+``edgeprune_spec`` / ``input_shape`` attributes, ``edgeprune_plan_hash`` and ``edgeprune_plan``
+(the chain of plans from the spec to this shape, which ``ep.save`` stores by default).
 """
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
         if hasattr(model, attr):
             setattr(new, attr, getattr(model, attr))
     new.edgeprune_plan_hash = plan.hash
+    # the chain of plans that rebuilds this shape from the spec, so ep.save(new) needs no plan=
+    prev = getattr(model, "edgeprune_plan", None)
+    chain = [*prev] if isinstance(prev, (list, tuple)) else ([prev] if prev is not None else [])
+    new.edgeprune_plan = [*chain, plan] if chain else plan
     if verify and plan.inputs and not plan.empty:
         was = new.training
         new.eval()

@@ -265,3 +265,19 @@ def test_magnitude_importance_keeps_accuracy_better_than_random(trained_demo_cnn
     random = [top1("random", seed) for seed in range(4)]
     assert l2 >= base - 0.015
     assert l2 >= float(np.mean(random))
+
+
+def test_apply_records_the_plan_chain_for_save(tmp_path):
+    import edgeprune as ep
+
+    model = ep.models.build("edgeprune:demo-cnn").eval()
+    x = torch.randn(2, 1, 32, 32)
+    first = epp.apply(model, epp.plan(model, x, ratio=0.3, round_to=4))
+    ep.save(first, tmp_path / "a")  # no plan= : the pruned model carries it
+    loaded = ep.load(tmp_path / "a")
+    second = epp.apply(loaded, epp.plan(loaded, x, ratio=0.3, round_to=4))
+    assert isinstance(second.edgeprune_plan, list) and len(second.edgeprune_plan) == 2
+    ep.save(second, tmp_path / "b")
+    again = ep.load(tmp_path / "b")
+    with torch.no_grad():
+        assert torch.equal(again(x), second(x))
