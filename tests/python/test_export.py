@@ -202,6 +202,11 @@ def test_int8_file_scales_equal_quantized_model(quantized, tmp_path):
     file_scales = {(float(inits[n.input[1]]), int(inits[n.input[2]])) for n in proto.graph.node
                    if n.op_type == "QuantizeLinear"}
     assert file_scales == {(p["scale"], p["zero_point"]) for p in qm.points.values()}
+    from edgeprune.export.onnx import read_qdq_scales
+
+    read = read_qdq_scales(proto)
+    assert {(float(s), int(z)) for s, z in read.values()} == file_scales
+    assert "input" in read and float(read["input"][0]) == qm.points["x"]["scale"]
 
 
 def test_tensorrt_target_writes_symmetric_qdq_on_inputs_only(quantized, digits_xy, tmp_path):
