@@ -14,7 +14,9 @@ of the QuantizedModel is written unchanged: weights become int8 initializers (sy
 output channel) behind DequantizeLinear(axis), biases int32 at s_in*s_w behind
 DequantizeLinear, and each activation quant point gets a QuantizeLinear/DequantizeLinear pair
 (the QDQ format that ONNX Runtime fuses into QLinearConv/QGemm and TensorRT reads as explicit
-quantization). Conv/Gemm nodes are matched to layers by weight name, else by weight values.
+quantization). Conv/Gemm/MatMul nodes are matched to layers by weight name, else by weight
+values; quantized adds and average pools are located through their (already located) inputs.
+Every test compares the result in ONNX Runtime with the QuantizedModel's torch fake-quant twin.
 """
 from __future__ import annotations
 
