@@ -15,7 +15,8 @@ output channel) behind DequantizeLinear(axis), biases int32 at s_in*s_w behind
 DequantizeLinear, and each activation quant point gets a QuantizeLinear/DequantizeLinear pair
 (the QDQ format that ONNX Runtime fuses into QLinearConv/QGemm and TensorRT reads as explicit
 quantization). Conv/Gemm/MatMul nodes are matched to layers by weight name, else by weight
-values; quantized adds and average pools are located through their (already located) inputs.
+values; quantized adds, average pools and concats are located through their (already located)
+inputs.
 Every test compares the result in ONNX Runtime with the QuantizedModel's torch fake-quant twin.
 """
 from __future__ import annotations
@@ -274,18 +275,22 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
 
 
 def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict) -> None:
-    """Locate a quantized add / average pool in the ONNX graph from its input tensors; map its output."""
+    """Locate a quantized add / average pool / concat in the ONNX graph from its input tensors."""
     ins = []
     for p in op["inputs"]:
         if p not in point_tensors:
             raise RuntimeError(f"{op['kind']} {op_name}: its input {p} was not located in the ONNX graph")
         ins.append(point_tensors[p])
-    types = ("Add",) if op["kind"] == "add" else ("GlobalAveragePool", "AveragePool")
+    types = {"add": ("Add",), "concat": ("Concat",)}.get(op["kind"], ("GlobalAveragePool", "AveragePool"))
     found = None
     for n in graph.node:
         if n.op_type not in types or len(n.input) < len(ins):
             continue
-        if op["kind"] == "add":
+        if op["kind"] == "concat":
+            if len(n.input) == len(ins) and all(t in tensors for t, tensors in zip(n.input, ins)):
+                found = n
+                break
+        elif op["kind"] == "add":
             a, b = n.input[0], n.input[1]
             if (a in ins[0] and b in ins[1]) or (a in ins[1] and b in ins[0]):
                 found = n

@@ -9,8 +9,8 @@ the one source of truth that the fake-quant torch module and every exporter use 
 Where activations are quantized: the input of every Conv1d/Conv2d/Linear, and (placement
 "inputs_outputs", the ONNX Runtime scheme) its output, taken after a directly following ReLU or
 ReLU6 so that ONNX Runtime can fuse Conv+ReLU into one QLinearConv; in that placement residual
-adds and average pools fed by quantized tensors get an output point too (QLinearAdd,
-QLinearAveragePool). A point right after a value-preserving op (flatten, reshape, max pool,
+adds, average pools and concats fed by quantized tensors get an output point too (QLinearAdd,
+QLinearAveragePool, QLinearConcat). A point right after a value-preserving op (flatten, reshape, max pool,
 dropout) reuses its source's scale. TensorRT placement ("inputs") quantizes layer inputs only.
 Every other op stays fp32, and ``skipped`` says which weighted ops were not quantized and why.
 The graph input is always calibrated min/max (its range is the data's range); the method
@@ -171,13 +171,26 @@ def _op_kind(node: fx.Node, modules: dict) -> str | None:
     if node.op == "call_module" and isinstance(modules.get(node.target), _AVGPOOL_MODULES) \
             or node.op == "call_function" and node.target in _AVGPOOL_FUNCS:
         return "avgpool"
+    if node.op == "call_function" and node.target in (torch.cat, torch.concat) and node.args \
+            and isinstance(node.args[0], (list, tuple)) and len(node.args[0]) > 1 \
+            and all(isinstance(a, fx.Node) and getattr(a.meta.get("tensor_meta"), "dtype", torch.int64).is_floating_point
+                    for a in node.args[0]):
+        return "concat"
     return None
 
 
+def _op_inputs(node: fx.Node, kind: str) -> list[fx.Node]:
+    if kind == "add":
+        return list(node.args[:2])
+    if kind == "concat":
+        return list(node.args[0])
+    return list(node.args[:1])
+
+
 def _analyze_ops(gm: fx.GraphModule, modules: dict, layers: dict, wanted: set) -> dict:
-    """Residual adds and average pools whose inputs are already quantized tensors: give them an
-    output point too, so runtimes run them in int8 (QLinearAdd, QLinearAveragePool) instead of
-    dequantizing around them. Their inputs must be tensors the exporter can locate: a layer's
+    """Residual adds, average pools and concats whose inputs are quantizable tensors: give them
+    an output point too, so runtimes run them in int8 (QLinearAdd, QLinearAveragePool,
+    QLinearConcat) instead of dequantizing around them. Their inputs must be tensors the exporter can locate: a layer's
     input or output, an earlier such op's output, or the graph input."""
     locatable = {n.name for n in gm.graph.nodes if n.op == "placeholder"}
     for info in layers.values():
@@ -189,7 +202,7 @@ def _analyze_ops(gm: fx.GraphModule, modules: dict, layers: dict, wanted: set) -
         kind = _op_kind(node, modules)
         if kind is None:
             continue
-        ins = [a.name for a in (node.args[:2] if kind == "add" else node.args[:1])]
+        ins = [a.name for a in _op_inputs(node, kind)]
         if not all(i in locatable for i in ins):
             continue
         out, relu = node, False
@@ -304,7 +317,7 @@ class QuantizedModel:
     points: {fx node name: {"scale", "zero_point", "qmin", "qmax", "dtype", "min", "max"}}
     layers: {layer target: {"kind", "input", "output", "relu", "weight_scale": [...],
              "weight_qmax", "axis", "bias_scale": [...] or None}}
-    ops:    {fx node name: {"kind": "add" | "avgpool", "inputs": [...], "output", "relu"}}
+    ops:    {fx node name: {"kind": "add" | "avgpool" | "concat", "inputs": [...], "output", "relu"}}
     """
 
     def __init__(self, original: nn.Module, folded: fx.GraphModule, config: QuantConfig,

@@ -390,3 +390,16 @@ def test_channel_alignment_against_the_target(demo_fp32, tmp_path):
     assert json.loads(meta["edgeprune_channel_alignment"]) == {
         "multiple": 8, "misaligned": [{"layer": "a", "channels": 6}, {"layer": "b", "channels": 6},
                                       {"layer": "gate", "channels": 12}]}
+
+
+def test_concat_of_quantized_branches_runs_int8(tmp_path):
+    model = _small_models()["branchy"]
+    qm = ep.quantize(model, torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(6)),
+                     method="minmax", progress=False)
+    cat = [op for op in qm.ops.values() if op["kind"] == "concat"]
+    assert len(cat) == 1 and cat[0]["inputs"] == ["relu", "relu_1"]
+    path = export(qm, tmp_path, formats=["onnx-int8"], dynamic_batch=True)["onnx-int8"]
+    layer = next(l for l in inspect_onnx(path)["layers"] if l["op"] == "Concat")
+    assert layer["precision"] == "int8"
+    x = torch.randn(8, 3, 16, 16)
+    np.testing.assert_allclose(ort_logits(path, x), qm(x).numpy(), rtol=1e-3, atol=1e-4)
