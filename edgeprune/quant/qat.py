@@ -32,7 +32,7 @@ def _minimal_loop(gm, loader, epochs, lr, max_batches):
             loss = loss_fn(gm(x.float() if torch.is_floating_point(x) else x), y)
             loss.backward()
             opt.step()
-            total, n = total + float(loss) * len(y), n + len(y)
+            total, n = total + float(loss.detach()) * len(y), n + len(y)
         losses.append(total / max(n, 1))
     return {"loop": "minimal", "train_loss": losses}
 
