@@ -1,12 +1,11 @@
 // The fp32 SpMM loops, written once over a vector-ops type `O` and included inside each ISA's
 // namespace (so every instantiation is compiled with that file's flags and has its own symbols).
 //
-// O provides: V (vector type), W (floats per vector), load, bcast(const float*), fma(a, b, c) =
+// O provides: V (vector type), W (floats per vector), Regs (vector registers), load, bcast(const float*), fma(a, b, c) =
 // a*b + c, add, clamp(v, lo, hi), store, set1.
 //
 // b1 (one output channel per stream entry): V vectors across N with U independent accumulator
-// sets over alternate nonzeros, so V*U FMA chains hide the FMA latency while the X strip
-// (K x V*W floats) stays in L1. b4 (4 output channels sharing a pattern): each X vector loaded
+// sets over alternate nonzeros, so V*U FMA chains hide the FMA latency. b4 (4 output channels sharing a pattern): each X vector loaded
 // feeds 4 FMAs. Columns no vector pass covers run a scalar loop.
 // (no includes: this file is included inside a namespace)
 
@@ -149,21 +148,26 @@ void spmm_b1_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
 template <class O, class Off>
 void spmm_b4_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
   int64_t n0 = 0;
+  // 4 vectors x 4 channels = 16 accumulators + 4 X vectors: only with 32 vector registers
+  if (O::Regs >= 32 && fit >= 4 * O::W)
+    for (; n0 + 4 * O::W <= p.n; n0 += 4 * O::W) spmm_b4_pass<O, 4>(p, off, n0);
   if (fit >= 2 * O::W)
     for (; n0 + 2 * O::W <= p.n; n0 += 2 * O::W) spmm_b4_pass<O, 2>(p, off, n0);
   for (; n0 + O::W <= p.n; n0 += O::W) spmm_b4_pass<O, 1>(p, off, n0);
   spmm_tail(p, 4, n0);
 }
 
-// Columns per pass: the widest strip whose X block (K rows) fits in ~32 KB of L1. When X is
-// reused enough, it is copied one strip at a time into a contiguous [K, strip] buffer first: a
-// pass then touches K * strip floats on a few pages instead of K rows spread over the whole
-// input (a TLB miss per nonzero once X spans more pages than the L1 TLB holds).
+// Columns per pass: the widest strip whose X block (K rows) stays within ~128 KB (L1 + the
+// near part of L2: measured faster than 32 KB strips, since wider passes amortise each row's
+// set-up and each nonzero's weight broadcast over more columns). When X is reused enough, it is
+// copied one strip at a time into a contiguous [K, strip] buffer first: a pass then touches
+// K * strip floats on a few pages instead of K rows spread over the whole input (a TLB miss per
+// nonzero once X spans more pages than the L1 TLB holds).
 template <class O>
 void spmm_driver(const ep::SpmmF32Args& p, int block) {
-  const int64_t fit = 8192 / (p.k > 0 ? p.k : 1);  // floats per X row that fit
-  const int64_t widest = block == 1 ? (fit >= 4 * O::W ? 4 * O::W : fit >= 2 * O::W ? 2 * O::W : O::W)
-                                    : (fit >= 2 * O::W ? 2 * O::W : O::W);
+  const int64_t fit = 32768 / (p.k > 0 ? p.k : 1);  // floats per X row that fit
+  const bool wide = fit >= 4 * O::W && (block == 1 || O::Regs >= 32);
+  const int64_t widest = wide ? 4 * O::W : fit >= 2 * O::W ? 2 * O::W : O::W;
   // The copy costs K*N moves; it pays when each X element is loaded many times (stream entries
   // per input channel), measured: b1 from 90 % down, b4 at the large shape only.
   int64_t entries = 0;

@@ -11,6 +11,7 @@ namespace ep::avx2 {
 namespace {
 struct O {
   using V = __m256;
+  static constexpr int Regs = 16;
   static constexpr int W = 8;
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static V bcast(const float* p) { return _mm256_broadcast_ss(p); }

@@ -11,6 +11,7 @@ namespace ep::avx512 {
 namespace {
 struct O {
   using V = __m512;
+  static constexpr int Regs = 32;
   static constexpr int W = 16;
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static V bcast(const float* p) { return _mm512_set1_ps(*p); }

@@ -11,6 +11,7 @@ namespace ep::neon {
 namespace {
 struct O {
   using V = float32x4_t;
+  static constexpr int Regs = 32;
   static constexpr int W = 4;
   static V load(const float* p) { return vld1q_f32(p); }
   static V bcast(const float* p) { return vld1q_dup_f32(p); }
