@@ -72,6 +72,26 @@ def _acc(stage) -> tuple[str, str]:
     return f"{100 * acc['value']:.2f}%", "-" if delta is None else f"{delta:+.2f}"
 
 
+def headline_text(report: dict[str, Any]) -> str | None:
+    """One sentence: what ships, what it cost in accuracy, what it buys in (estimated) latency."""
+    stages = report.get("stages") or []
+    if len(stages) < 2:
+        return None
+    base, last = stages[0], stages[-1]
+    tname = (report.get("target") or {}).get("name", "the target")
+    name, precision = last.get("name"), last.get("precision")
+    what = name if name == precision else f"{name}, {precision}"
+    parts = [f"**Result:** the shipped model ({what}) has {100 * last['macs'] / base['macs']:.0f}% of the MACs"
+             if base.get("macs") else f"**Result:** the shipped model ({what})"]
+    acc = last.get("accuracy") or {}
+    if acc.get("value") is not None and acc.get("delta_pts") is not None:
+        parts.append(f"{100 * acc['value']:.2f}% top-1 ({acc['delta_pts']:+.2f} pts)")
+    b_est, l_est = (base.get("estimate") or {}).get("total_ms"), (last.get("estimate") or {}).get("total_ms")
+    if b_est and l_est:
+        parts.append(f"an estimated {b_est / l_est:.2f}x speed-up on {tname} ({b_est:.3f} → {l_est:.3f} ms)")
+    return ", ".join(parts) + "."
+
+
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """One row per stage: name, params, MACs, size, accuracy, delta, host ms, estimated ms."""
     rows = []
@@ -100,6 +120,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"- skipped **{stage}**: {why}")
     lines.append("")
 
+    headline = headline_text(report)
+    if headline:
+        lines += [headline, ""]
     lines += ["## Summary", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
     lines += ["", "host ms: median measured on the build machine (ONNX Runtime); target ms: estimated for the target.",

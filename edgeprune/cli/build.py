@@ -162,6 +162,9 @@ def _print_human(result) -> None:
     rep = result.report
     console = Console(highlight=False)
     console.print(report.summary_table(rep))
+    headline = report.headline_text(rep)
+    if headline:
+        console.print("  " + headline.replace("**", ""))
     for stage, why in rep["stages_skipped"].items():
         console.print(f"  skipped {stage}: {why}")
     if rep.get("budget"):

@@ -26,7 +26,7 @@ def _report(**over):
                               "p99_ms": 0.7, "std_ms": 0.05, "runs": 20, "warnings": ["noisy"]},
              "estimate": {"estimate": True, "precision": "fp32", "threads": 4, "total_ms": 1.25,
                           "by_kind_ms": {"conv": 1.0, "fc": 0.25}}},
-            {"name": "int8", "params": 60000, "macs": 2_000_000, "size_bytes": 70_000,
+            {"name": "int8", "precision": "int8", "params": 60000, "macs": 2_000_000, "size_bytes": 70_000,
              "accuracy": {"metric": "top1", "value": 0.9611, "delta_pts": -1.39},
              "estimate": {"estimate": True, "precision": "int8", "threads": 4, "total_ms": 0.5}},
         ],
@@ -68,6 +68,13 @@ def test_markdown_contents(tmp_path):
     assert "| features.0 | 32 | 16 | 50% |" in md
     assert "- baseline: noisy" in md
     assert "| int8 | int8 | 4 | 0.500 |" in md
+
+
+def test_headline_says_cost_and_gain():
+    md = R.render_markdown(_report())
+    assert ("**Result:** the shipped model (int8) has 44% of the MACs, 96.11% top-1 (-1.39 pts), "
+            "an estimated 2.50x speed-up on rpi4 (1.250 → 0.500 ms).") in md
+    assert R.headline_text({"stages": [{"name": "baseline"}]}) is None
 
 
 def test_pruning_section_for_ratio_and_budget():
