@@ -69,7 +69,9 @@ struct SpmmF32Args {
   float* y = nullptr;
   int64_t ldy = 0;
   int64_t n = 0, m = 0;
-  int64_t k = 0;  // input channels (rows of X): lets a kernel size its N strip to fit L1
+  // input channels (rows of X): a kernel sizes its N strips by it and may copy rows [0, k) of
+  // X; it must cover every channel the stream references (0 = unknown: no strip copy)
+  int64_t k = 0;
   const float* values = nullptr;
   const int32_t* nnz = nullptr;
   const int32_t* deltas = nullptr;
