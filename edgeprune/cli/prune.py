@@ -110,7 +110,7 @@ def run(args) -> int:
         raise UsageError(f"--round-to {args.round_to}: must be >= 1")
     if not 0 < args.max_layer_ratio <= 1:
         raise UsageError(f"--max-layer-ratio {args.max_layer_ratio}: must be in (0, 1]")
-    if args.importance in DATA_IMPORTANCES and not args.calib and args.plan is None:
+    if args.importance in DATA_IMPORTANCES and not args.calib and not args.data and args.plan is None:
         raise UsageError(f"--importance {args.importance} needs calibration data: add --calib DATA (e.g. --calib digits)")
     plan_obj = None
     if args.plan:

@@ -141,3 +141,16 @@ def test_budget_validation():
         S.Budget("macs", 0)
     assert S.Budget("macs", 0.4).limit(1000) == pytest.approx(400)
     assert S.Budget("macs", 5000).limit(1000) == 5000
+
+
+def test_nothing_prunable_is_reported_not_crashed(data):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))  # outputs are the classes
+    model.input_shape = (1, 8, 8)
+    res = S.search(model, data, X, S.Budget("macs", 0.5), steps=2, finetune_epochs=0)
+    assert not res.met and "cannot be reached" in res.reason
+    assert res.plans == [] and not res.log["allocation"]["feasible"]
+
+
+def test_data_driven_importance_uses_the_training_split(trained, data):
+    res = _run(trained, data, S.Budget("macs", 0.6), importance="taylor")
+    assert res.met and res.log["settings"]["importance"] == "taylor"
