@@ -137,8 +137,20 @@ def main(argv=None) -> int:
         rows.append(cli_recipe_row(model, data, base_test, cmd=cmd))
     if args.only in (None, "unstructured"):
         rows += unstructured_rows(model, data, base_test, cmd=cmd)
+    by = {r["name"]: r for r in rows}
+    base_macs = rows[0].get("macs")
+    acceptance = {}
+    if "structured-40pct-macs-adaptive-recover" in by:
+        r = by["structured-40pct-macs-adaptive-recover"]
+        acceptance["structured_macs_le_40pct"] = r["macs"] <= 0.4 * base_macs
+        acceptance["structured_drop_le_1pt"] = r["drop_points"] <= 1.0
+        acceptance["cli_recipe_under_5_min"] = by["cli-adaptive-recipe-5-steps"]["seconds"] < 300
+    if "unstructured-90-agp-recover" in by:
+        r = by["unstructured-90-agp-recover"]
+        acceptance["unstructured_sparsity_ge_90pct"] = r["sparsity"] >= 0.9 - 1e-4
+        acceptance["unstructured_drop_le_1pt"] = r["drop_points"] <= 1.0
     out = {"benchmark": "accuracy", "total_seconds": round(time.perf_counter() - t_all, 2),
-           "torch": torch.__version__, "rows": rows}
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "acceptance": acceptance, "rows": rows}
     text = json.dumps(out, indent=2)
     if args.json in (None, "-"):
         print(text)
