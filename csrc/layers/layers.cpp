@@ -40,6 +40,12 @@ Split split(int64_t total, int threads, int64_t align) {
   return {chunk, total == 0 ? 0 : (total + chunk - 1) / chunk};
 }
 
+// Per-call scratch without zero-filling (std::vector would write every byte before we do).
+template <class T>
+std::unique_ptr<T[]> scratch(int64_t count) {
+  return std::unique_ptr<T[]>(new T[size_t(count > 0 ? count : 1)]);
+}
+
 void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
   // dst[c, r] = src[r, c], in 32x32 tiles so both sides stay in cache
   constexpr int64_t T = 32;
@@ -94,8 +100,8 @@ void DenseLinear::forward(const float* x, int64_t n, float* y, int threads) cons
 void DenseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
   // Y[M, N] = W X: A = W, B = X. X changes every call, so it is packed here (K*N copies against
   // M*K*N multiply-adds).
-  std::vector<float> xp(packed_dense_size(k_, n, kern_.tile));
-  pack_dense_f32(x, n, 1, k_, n, kern_.tile, xp.data());
+  auto xp = scratch<float>(packed_dense_size(k_, n, kern_.tile));
+  pack_dense_f32(x, n, 1, k_, n, kern_.tile, xp.get());
   const Split s = split(m_, threads, 8);
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t r0 = t * s.chunk, rows = std::min(s.chunk, m_ - r0);
@@ -105,7 +111,7 @@ void DenseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) c
     p.b = x;
     p.b_sk = n;
     p.b_sm = 1;
-    p.bp = xp.data();
+    p.bp = xp.get();
     p.bias = has_bias_ ? bias_.data() + r0 : nullptr;
     p.bias_per_row = true;
     p.y = y + r0 * n;
@@ -179,10 +185,10 @@ void SparseLinear::forward(const float* x, int64_t n, float* y, int threads) con
   if (dense_) return dense_->forward(x, n, y, threads);
   // The sparse kernels vectorise over N, which needs the channel-major layout: transpose in,
   // multiply, transpose out (O(N(K+M)) moves against O(nnz N) multiply-adds).
-  std::vector<float> xt(k_ * n), yt(m_ * n);
-  transpose(x, n, k_, xt.data());
-  forward_kn(xt.data(), n, yt.data(), threads);
-  transpose(yt.data(), m_, n, y);
+  auto xt = scratch<float>(k_ * n), yt = scratch<float>(m_ * n);
+  transpose(x, n, k_, xt.get());
+  forward_kn(xt.get(), n, yt.get(), threads);
+  transpose(yt.get(), m_, n, y);
 }
 
 QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in, float s_out,
@@ -271,9 +277,10 @@ void QLinear::run_sparse(const int8_t* xq, int64_t n, int8_t* y, int64_t ldy, in
 void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const {
   if (sparse_) {
     // vectorised over N: quads of the transposed input in, [M, N] out, transposed back
-    std::vector<int8_t> xq(quad_strip_size(k_) * ((n + kQuadStrip - 1) / kQuadStrip)), yt(m_ * n);
-    pack_quads_s8(x, k_, n, k_, true, xq.data());
-    run_sparse(xq.data(), n, yt.data(), n, threads);
+    auto xq = scratch<int8_t>(quad_strip_size(k_) * ((n + kQuadStrip - 1) / kQuadStrip));
+    auto yt = scratch<int8_t>(m_ * n);
+    pack_quads_s8(x, k_, n, k_, true, xq.get());
+    run_sparse(xq.get(), n, yt.get(), n, threads);
     for (int64_t j = 0; j < m_; ++j)
       for (int64_t i = 0; i < n; ++i) y[i * m_ + j] = yt[j * n + i];
     return;
@@ -304,15 +311,15 @@ void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const 
 
 void QLinear::forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const {
   if (sparse_) {
-    std::vector<int8_t> xq(quad_strip_size(k_) * ((n + kQuadStrip - 1) / kQuadStrip));
-    pack_quads_s8(x, k_, n, n, false, xq.data());
-    run_sparse(xq.data(), n, y, n, threads);
+    auto xq = scratch<int8_t>(quad_strip_size(k_) * ((n + kQuadStrip - 1) / kQuadStrip));
+    pack_quads_s8(x, k_, n, n, false, xq.get());
+    run_sparse(xq.get(), n, y, n, threads);
     return;
   }
-  std::vector<int8_t> xt(k_ * n), yt(n * m_);
+  auto xt = scratch<int8_t>(k_ * n), yt = scratch<int8_t>(n * m_);
   for (int64_t q = 0; q < k_; ++q)
     for (int64_t i = 0; i < n; ++i) xt[i * k_ + q] = x[q * n + i];
-  forward(xt.data(), n, yt.data(), threads);
+  forward(xt.get(), n, yt.get(), threads);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < m_; ++j) y[j * n + i] = yt[i * m_ + j];
 }
