@@ -17,7 +17,10 @@ constexpr int NR = 16, MR = 6, KG = 2;
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 template <int R>
-inline void tile(const int32_t* ap, const int8_t* bp, int64_t pairs, __m256i acc[MR][2]) {
+inline void tile(const int32_t* ap, const int8_t* bp, int64_t pairs, __m256i out[MR][2]) {
+  // Local accumulators, written to `out` once at the end: accumulating through `out` would make
+  // every step a load-modify-store (bp is a char pointer, so it may alias `out`).
+  __m256i acc[R][2];
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   for (int64_t q = 0; q < pairs; ++q) {
@@ -30,6 +33,8 @@ inline void tile(const int32_t* ap, const int8_t* bp, int64_t pairs, __m256i acc
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(a, b1));
     }
   }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) out[r][0] = acc[r][0], out[r][1] = acc[r][1];
 }
 
 using TileFn = void (*)(const int32_t*, const int8_t*, int64_t, __m256i (*)[2]);

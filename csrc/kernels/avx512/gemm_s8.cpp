@@ -19,8 +19,11 @@ constexpr int NR = 32, MR = 8, KG = 4;
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 template <int R>
-inline void tile(const int32_t* ap, const int8_t* bp, int64_t quads, __m512i acc[MR][2]) {
+inline void tile(const int32_t* ap, const int8_t* bp, int64_t quads, __m512i out[MR][2]) {
   const __m512i flip = _mm512_set1_epi8(char(0x80));
+  // Local accumulators, written to `out` once at the end: accumulating through `out` would make
+  // every vpdpbusd a load-modify-store (bp is a char pointer, so it may alias `out`).
+  __m512i acc[R][2];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
 #pragma GCC unroll 4
@@ -35,6 +38,8 @@ inline void tile(const int32_t* ap, const int8_t* bp, int64_t quads, __m512i acc
       __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc[r][1]) : "v"(b1), "m"(ap[q * MR + r]));
     }
   }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) out[r][0] = acc[r][0], out[r][1] = acc[r][1];
 }
 
 using TileFn = void (*)(const int32_t*, const int8_t*, int64_t, __m512i (*)[2]);
