@@ -174,7 +174,7 @@ class QLinear:
     force one. Both give the same bits. ``.gemm_kn(x_kn)`` maps channel-major ``[K, N] -> [M, N]``.
     """
 
-    AUTO_MAX_BLOCK_DENSITY = 0.5  # mirrors QLinear::kAutoMaxBlockDensity
+    AUTO_MAX_BLOCK_DENSITY = 0.35  # mirrors QLinear::kAutoMaxBlockDensity
 
     def __init__(self, weight, bias=None, *, input_scale: float, input_zero_point: int, output_scale: float,
                  output_zero_point: int, sparse: str = "auto", block=(1, 4), activation: str = "none",

@@ -75,9 +75,10 @@ class QLinear {
   // kAutoMaxBlockDensity of the 1x4 blocks hold a nonzero weight).
   QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in, float s_out,
           int32_t zp_out, Act act, SparseKernel mode, Isa isa);
-  // Sparse int8 beat the dense GEMM down to ~60 % stored blocks in benchmarks/kernels.py; 0.5
-  // leaves a margin for the transposes of the [N, K] layout.
-  static constexpr double kAutoMaxBlockDensity = 0.5;
+  // Sparse int8 overtook the dense GEMM below ~40 % stored blocks in benchmarks/kernels.py
+  // (AVX-512 VNNI; on AVX2 already below ~60 %); 0.35 leaves a margin for the transposes of the
+  // [N, K] layout.
+  static constexpr double kAutoMaxBlockDensity = 0.35;
   void forward(const int8_t* x, int64_t n, int8_t* y, int threads) const;
   void forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const;  // X[K,N] -> Y[M,N]
   int64_t m() const { return m_; }

@@ -201,3 +201,19 @@ def test_threads_are_validated_at_construction(threads):
                                          output_zero_point=0, threads=threads)):
         with pytest.raises(ValueError, match="threads must be an integer in 1..256"):
             make()
+
+
+@pytest.mark.parametrize("block", [(1, 1), (4, 1)])
+def test_sparse_auto_threshold_matches_the_documented_constant(block):
+    m, k = 40, 50  # 2000 weights
+    limit = int(kernels.SparseLinear.AUTO_MAX_DENSITY[block] * 2000)
+    for stored, kernel in ((limit, "sparse"), (limit + block[0], "dense")):
+        w = np.zeros((m, k), np.float32)
+        flat = w.reshape(-1) if block == (1, 1) else None
+        if flat is not None:
+            flat[:stored] = 1.0
+        else:  # whole 4-row groups share each stored column
+            for i in range(stored // 4):
+                g, c = divmod(i, k)
+                w[4 * g:4 * g + 4, c] = 1.0
+        assert kernels.SparseLinear(w, block=block).kernel == kernel, stored

@@ -111,9 +111,9 @@ def test_auto_picks_sparse_only_when_blocks_are_sparse():
     rng = np.random.default_rng(4)
     assert make(block_sparse(rng, 32, 64, 0.9)).kernel == "sparse"
     assert make(block_sparse(rng, 32, 64, 0.2)).kernel == "dense"
-    # unstructured: a 1x4 block is stored when any of its 4 weights survives, so 90 % sparse
-    # weights still fill 1 - 0.9**4 = 34 % of the blocks (sparse pays), 50 % fill 94 % (it does not)
-    for sparsity, kernel in ((0.9, "sparse"), (0.5, "dense")):
+    # unstructured: a 1x4 block is stored when any of its 4 weights survives, so 95 % sparse
+    # weights still fill 1 - 0.95**4 = 19 % of the blocks (sparse pays), 50 % fill 94 % (it does not)
+    for sparsity, kernel in ((0.95, "sparse"), (0.5, "dense")):
         w = rng.standard_normal((64, 64)).astype(np.float32) * (rng.random((64, 64)) >= sparsity)
         assert make(w).kernel == kernel, sparsity
 
@@ -158,3 +158,14 @@ def test_validation_errors():
         make(w, block=(4, 1))
     with pytest.raises(ValueError, match="weight must be finite"):
         make(np.full((2, 2), np.inf, np.float32))
+
+
+def test_auto_threshold_matches_the_documented_constant():
+    # exactly at the documented block density -> sparse; one stored block more -> dense
+    m, k = 50, 80  # 50 * 20 = 1000 blocks
+    limit = int(kernels.QLinear.AUTO_MAX_BLOCK_DENSITY * 1000)
+    for stored, kernel in ((limit, "sparse"), (limit + 1, "dense")):
+        w = np.zeros((m, k), np.float32)
+        for b in range(stored):
+            w[b // 20, 4 * (b % 20)] = 1.0
+        assert make(w).kernel == kernel, stored
