@@ -2,8 +2,9 @@
 layer (dense or sparse), and ISA queries.
 
 Consumes: weights as numpy arrays or torch tensors (copied and packed once, at construction),
-inputs as C-contiguous numpy float32 arrays (used in place, no copy). Produces: numpy float32
-outputs. The kernels run with the GIL released. The path (reference / avx2 / avx512 / neon /
+inputs as C-contiguous numpy arrays, float32 (int8 for QLinear), used in place without a copy.
+Produces: new numpy arrays of the same dtype. The kernels run with the GIL released; ``threads=``
+splits a call over a small persistent pool (it pays on calls of a millisecond or more). The path (reference / avx2 / avx512 / neon /
 neon-dotprod) is chosen once per process from the CPU, or forced with ``EDGEPRUNE_ISA``;
 ``selected_isa()`` reports it and raises ``RuntimeError`` when the override is impossible.
 
@@ -123,8 +124,9 @@ class SparseLinear:
     format is XNNPACK's: bias first, nonzero counts per output channel, input-channel deltas;
     the kernels vectorise over N. ``kernel="auto"`` runs the dense kernel when the stored weights
     exceed ``AUTO_MAX_DENSITY[block]`` of M*K (sparse does not pay there, as measured by
-    benchmarks/kernels.py); ``"sparse"`` or ``"dense"`` force one. Calling maps ``x[N, K] -> y[N, M]``; ``.spmm(x_kn)`` maps the
-    channel-major ``[K, N] -> [M, N]`` without the two transposes.
+    benchmarks/kernels.py); ``"sparse"`` or ``"dense"`` force one. Calling maps
+    ``x[N, K] -> y[N, M]``; ``.spmm(x_kn)`` maps the channel-major ``[K, N] -> [M, N]`` without
+    the two transposes.
     """
 
     AUTO_MAX_DENSITY = {(1, 1): 0.3, (4, 1): 0.5}  # mirrors SparseLinear::kAutoMaxDensityB1/B4
