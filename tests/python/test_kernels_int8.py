@@ -47,9 +47,11 @@ def test_weight_quantization_is_symmetric_per_channel():
     amax = np.abs(w).max(axis=1)
     want_scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
     np.testing.assert_array_equal(q.weight_scales, want_scale)
-    np.testing.assert_array_equal(q.qweight, np.clip(np.rint(w / want_scale[:, None]), -127, 127).astype(np.int8))
+    want_q = np.clip(np.rint(w / want_scale[:, None]), -127, 127).astype(np.int8)
+    np.testing.assert_array_equal(q.qweight, want_q)
     assert np.all(np.abs(q.qweight).max(axis=1) == np.where(amax > 0, 127, 0))
-    np.testing.assert_array_equal(q.qbias, np.rint(b.astype(np.float64) / (np.float64(np.float32(0.03)) * want_scale.astype(np.float64))))
+    s_in = np.float64(np.float32(0.03))  # the layer holds the input scale as float32
+    np.testing.assert_array_equal(q.qbias, np.rint(b.astype(np.float64) / (s_in * want_scale.astype(np.float64))))
 
 
 @pytest.mark.parametrize("isa", PATHS)
