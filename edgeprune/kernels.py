@@ -5,8 +5,9 @@ Consumes: weights as numpy arrays or torch tensors (copied and packed once, at c
 inputs as C-contiguous numpy arrays, float32 (int8 for QLinear), used in place without a copy.
 Produces: new numpy arrays of the same dtype. The kernels run with the GIL released; ``threads=``
 splits a call over a small persistent pool (it pays on calls of a millisecond or more).
-The path (reference / avx2 / avx512 / neon / neon-dotprod) is chosen once per process from the CPU, or forced with ``EDGEPRUNE_ISA``;
-``selected_isa()`` reports it and raises ``RuntimeError`` when the override is impossible.
+The path (reference / avx2 / avx512 / neon / neon-dotprod) is chosen once per process from
+the CPU, or forced with ``EDGEPRUNE_ISA``; ``selected_isa()`` reports it and raises
+``RuntimeError`` when the override is impossible.
 
     lin = Linear(w, b, activation="relu")        # y = relu(x @ w.T + b), like torch.nn.Linear
     y = lin(x)                                   # x[N, K] float32 -> y[N, M]
