@@ -191,7 +191,13 @@ void spmm_driver(const ep::SpmmF32Args& p, int block) {
   const int32_t* off = spmm_offsets<int32_t>(q, block);  // K * widest floats: always 32-bit
   for (int64_t n0 = 0; n0 < p.n; n0 += widest) {
     const int64_t w = p.n - n0 < widest ? p.n - n0 : widest;
-    for (int64_t c = 0; c < p.k; ++c) __builtin_memcpy(strip + c * widest, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
+    if (w == widest) {  // vector copy: a memcpy call per 64..256-byte row costs as much again
+      for (int64_t c = 0; c < p.k; ++c)
+        for (int64_t j = 0; j < widest; j += O::W) O::store(strip + c * widest + j, O::load(p.x + c * p.ldx + n0 + j));
+    } else {
+      for (int64_t c = 0; c < p.k; ++c)
+        __builtin_memcpy(strip + c * widest, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
+    }
     q.y = p.y + n0;
     q.n = w;
     block == 4 ? spmm_b4_run<O>(q, off, fit) : spmm_b1_run<O>(q, off, fit);
