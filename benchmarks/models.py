@@ -7,9 +7,12 @@ same layers and couplings, random weights: latency does not depend on their valu
 row per model with MACs, params, ONNX Runtime latency (1 thread; min and median of rounds timed in rotation) before and after pruning
 50% of channels with round_to 8 (l2 importance, per-layer ratio, the classifier's outputs kept),
 the seconds of graph + plan + apply, and the same for Torch-Pruning (when installed) measured in
-the same run; plus the speedup ratio ours / baseline.
+the same run; plus the speedup ratio ours / baseline. Rows with "section": "int8" come from
+benchmarks/int8.py: fp32 vs int8 ONNX Runtime latency and size per model, flagging int8 slower
+than fp32.
 
 Usage: python benchmarks/models.py [--json build/bench-models.json] [--models resnet50 ...] [--runs 10]
+                                   [--only prune|int8]
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/int8.py
 
 import edgeprune as ep  # noqa: E402
 from edgeprune.prune import count_macs_params  # noqa: E402
@@ -481,7 +485,28 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="write the rows as JSON here")
     ap.add_argument("--models", nargs="+", help="only these models")
     ap.add_argument("--runs", type=int, default=15, help="timed ONNX Runtime rounds per model (default 15)")
+    ap.add_argument("--only", choices=("prune", "int8"),
+                    help="only the pruning rows, or only the fp32-vs-int8 rows of benchmarks/int8.py")
     args = ap.parse_args(argv)
+    rows = [] if args.only == "int8" else prune_rows(args)
+    if args.only != "prune":
+        # fp32 vs int8 ONNX Runtime latency and size per model (issue 5), same run, same JSON.
+        from int8 import int8_rows
+
+        rows += [{"section": "int8", **r} for r in int8_rows(runs=max(args.runs, 10))]
+    if args.json:
+        from edgeprune.fsutil import write_json
+
+        write_json(args.json, rows)
+    else:
+        import json
+
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def prune_rows(args) -> list[dict]:
+    """50 % channels, round_to 8: MACs, params, ONNX Runtime latency before/after, ours vs Torch-Pruning."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
     models, source = candidates(args.models)
@@ -497,7 +522,7 @@ def main(argv=None) -> int:
     rows = []
     for name, factory in models.items():
         model = factory().eval()
-        row = {"model": name, "input": [1, 3, 224, 224], "ratio": 0.5, "round_to": 8, "threads": 1,
+        row = {"section": "prune", "model": name, "input": [1, 3, 224, 224], "ratio": 0.5, "round_to": 8, "threads": 1,
                "runtime": "onnxruntime", "source": source}
         sessions = {}
         try:
@@ -528,15 +553,7 @@ def main(argv=None) -> int:
             row["speedup_ratio_ours_vs_baseline"] = row["ours"]["speedup"] / row["baseline"]["speedup"]
         rows.append(row)
         print(_line(row), file=sys.stderr)
-    if args.json:
-        from edgeprune.fsutil import write_json
-
-        write_json(args.json, rows)
-    else:
-        import json
-
-        print(json.dumps(rows, indent=2))
-    return 0
+    return rows
 
 
 def _line(r) -> str:

@@ -19,11 +19,16 @@ from .common import EXIT_BUG, EXIT_USAGE, UsageError, fail
 _NOT_SUBCOMMANDS = {"main", "common", "__init__"}
 
 
-def _subcommand_modules():
+def _subcommand_names() -> list[str]:
     package = importlib.import_module("edgeprune.cli")
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name not in _NOT_SUBCOMMANDS and not info.name.startswith("_"):
-            yield importlib.import_module(f"edgeprune.cli.{info.name}")
+    return sorted(info.name for info in pkgutil.iter_modules(package.__path__)
+                  if info.name not in _NOT_SUBCOMMANDS and not info.name.startswith("_"))
+
+
+def _subcommand_modules(only: str | None = None):
+    for name in _subcommand_names():
+        if only is None or name == only:
+            yield importlib.import_module(f"edgeprune.cli.{name}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,18 +37,23 @@ class _Parser(argparse.ArgumentParser):
         fail(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or of ``only`` one (which then imports nothing else)."""
     parser = _Parser(prog="edgeprune", description="Prune, quantize and compile PyTorch models for edge devices.")
     parser.add_argument("--version", action="version", version=f"edgeprune {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in _subcommand_modules():
+    for module in _subcommand_modules(only):
         module.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # When the first word names a subcommand, import only that module: `edgeprune bench` must
+    # start on a device without torch, and no command should pay for the others' imports.
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first if first in _subcommand_names() else None)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
