@@ -41,3 +41,33 @@ def prepare_out_dir(path: str | os.PathLike, force: bool) -> Path:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (our errors are one line; library ones may not be)."""
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def flag_error(flag: str, value, e: BaseException) -> UsageError:
+    """A UsageError naming the flag and the value it got: `--data missing.npz: file not found`."""
+    msg = first_line(e)
+    # our loaders' messages often start with the file or spec already; do not say it twice
+    if msg.startswith(str(value)) or msg.startswith(repr(str(value))):
+        return UsageError(f"{flag} {msg}")
+    return UsageError(f"{flag} {value}: {msg}")
+
+
+def load_model(spec: str, weights: str | None = None, trust_pickle: bool = False, **build_kwargs):
+    """Build ``--model`` and load ``--weights`` into it; bad input becomes a one-line UsageError."""
+    import edgeprune as ep  # imported here: `edgeprune bench` must start without torch
+
+    try:
+        model = ep.models.build(spec, **build_kwargs)
+    except ValueError as e:
+        raise flag_error("--model", spec, e) from None
+    if weights:
+        try:
+            ep.models.load_weights(model, weights, trust_pickle=trust_pickle)
+        except ValueError as e:
+            raise flag_error("--weights", weights, e) from None
+    return model

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from .common import EXIT_GATE, UsageError, prepare_out_dir, print_json
+from .common import EXIT_GATE, UsageError, first_line, load_model, prepare_out_dir, print_json
 
 DATA_IMPORTANCES = ("taylor", "gradient", "activation")
 
@@ -53,10 +53,6 @@ def add_parser(subparsers) -> None:
 
     add_recipe_arguments(p, how)
     p.set_defaults(run=run)
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _input_shape(args, model) -> tuple:
@@ -120,16 +116,8 @@ def run(args) -> int:
         except OSError as e:
             raise UsageError(f"--plan {args.plan}: cannot read it ({e.strerror})") from None
         except ValueError as e:
-            raise UsageError(f"--plan {args.plan}: {_first_line(e)}") from None
-    try:
-        model = ep.models.build(args.model)
-    except ValueError as e:
-        raise UsageError(f"--model {args.model}: {_first_line(e)}") from None
-    if args.weights:
-        try:
-            ep.models.load_weights(model, args.weights, trust_pickle=args.trust_pickle)
-        except ValueError as e:
-            raise UsageError(f"--weights {args.weights}: {_first_line(e)}") from None
+            raise UsageError(f"--plan {args.plan}: {first_line(e)}") from None
+    model = load_model(args.model, args.weights, args.trust_pickle)
     model.eval()
     shape = _input_shape(args, model)
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
@@ -138,11 +126,11 @@ def run(args) -> int:
         try:
             calib = ep.data.load(args.calib).train
         except ValueError as e:
-            raise UsageError(f"--calib {args.calib}: {_first_line(e)}") from None
+            raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
     try:
         macs0, params0 = count_macs_params(model, x)
     except Exception as e:
-        raise UsageError(f"--input-shape {','.join(map(str, shape))}: the model does not run on it ({_first_line(e)})") from None
+        raise UsageError(f"--input-shape {','.join(map(str, shape))}: the model does not run on it ({first_line(e)})") from None
     from edgeprune.prune import search as recipe
 
     if recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover (issue 4)
@@ -162,14 +150,14 @@ def run(args) -> int:
                                    max_layer_ratio=args.max_layer_ratio, target_macs=args.target_macs,
                                    seed=args.seed, reduction=args.reduction, calib=calib, attention=args.attention)
             except ValueError as e:
-                msg = _first_line(e)
+                msg = first_line(e)
                 if "ignore=" in msg:
                     raise UsageError(f"--ignore: {msg}") from None
                 raise UsageError(f"--model {args.model}: {msg}") from None
         try:
             pruned = ep.apply(model, plan_obj)
         except ValueError as e:
-            raise UsageError(f"--plan {args.plan or '(computed)'}: {_first_line(e)}") from None
+            raise UsageError(f"--plan {args.plan or '(computed)'}: {first_line(e)}") from None
     notes = [str(w.message) for w in caught if "edgeprune" in str(w.message)]
     macs1, params1 = count_macs_params(pruned, x)
     layers = []
@@ -187,7 +175,7 @@ def run(args) -> int:
         ep.save(pruned, out / "model", plan=plans if len(plans) > 1 else plan_obj,
                 metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash})
     except ValueError as e:
-        raise UsageError(f"--model {args.model}: {_first_line(e)}") from None
+        raise UsageError(f"--model {args.model}: {first_line(e)}") from None
     write_json(out / "plan.json", plan_obj.to_dict())
     result = {"out": str(out), "model": args.model, "plan": str(out / "plan.json"), "plan_hash": plan_obj.hash,
               "settings": plan_obj.settings,

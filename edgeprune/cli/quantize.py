@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import EXIT_GATE, UsageError, prepare_out_dir, print_json
+from .common import EXIT_GATE, UsageError, first_line, load_model, prepare_out_dir, print_json
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 
@@ -41,10 +41,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def _first_line(e: Exception) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
 def run(args) -> int:
     import edgeprune as ep
     from edgeprune.quant import CalibrationError, Int8UnsupportedError, QuantizeError, qat
@@ -57,32 +53,24 @@ def run(args) -> int:
         try:
             ep.targets.load(args.target)
         except (ValueError, FileNotFoundError) as e:
-            raise UsageError(f"--target {args.target}: {_first_line(e)}") from None
+            raise UsageError(f"--target {args.target}: {first_line(e)}") from None
     try:
         data = ep.data.load(args.calib)
     except ValueError as e:
-        raise UsageError(f"--calib {args.calib}: {_first_line(e)}") from None
-    try:
-        model = ep.models.build(args.model)
-    except ValueError as e:
-        raise UsageError(f"--model {args.model}: {_first_line(e)}") from None
-    if args.weights:
-        try:
-            ep.models.load_weights(model, args.weights, trust_pickle=args.trust_pickle)
-        except ValueError as e:
-            raise UsageError(f"--weights {args.weights}: {_first_line(e)}") from None
+        raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
+    model = load_model(args.model, args.weights, args.trust_pickle)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     try:
         qm = ep.quantize(model, data, method=args.method, per_channel=not args.per_tensor, target=args.target,
                          calib_n=args.calib_n, progress=progress, percentile=args.percentile)
     except CalibrationError as e:
-        raise UsageError(f"--calib {args.calib}: {_first_line(e)}") from None
+        raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
     except Int8UnsupportedError as e:
-        raise UsageError(f"--target {args.target}: {_first_line(e)}") from None
+        raise UsageError(f"--target {args.target}: {first_line(e)}") from None
     except QuantizeError as e:
-        raise UsageError(f"--model {args.model}: {_first_line(e)}") from None
+        raise UsageError(f"--model {args.model}: {first_line(e)}") from None
     except ValueError as e:  # bad --percentile and the like
-        raise UsageError(_first_line(e)) from None
+        raise UsageError(first_line(e)) from None
     if args.qat_epochs:
         qm = qat(qm, data, epochs=args.qat_epochs, progress=progress)
     out = prepare_out_dir(args.out, args.force)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import UsageError, prepare_out_dir, print_json
+from .common import UsageError, flag_error, load_model, prepare_out_dir, print_json
 
 
 def add_parser(subparsers) -> None:
@@ -38,14 +38,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def _flag_error(flag: str, spec: str, e: Exception) -> UsageError:
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    # messages usually start with the file/spec already; do not repeat it
-    if msg.startswith(spec) or msg.startswith(repr(spec)):
-        return UsageError(f"{flag} {msg}")
-    return UsageError(f"{flag} {spec}: {msg}")
-
-
 def run(args) -> int:
     import torch
 
@@ -60,20 +52,12 @@ def run(args) -> int:
     try:
         data = ep.data.load(args.data, seed=args.seed, image_size=args.image_size)
     except ValueError as e:
-        raise _flag_error("--data", args.data, e) from None
+        raise flag_error("--data", args.data, e) from None
     torch.manual_seed(args.seed)  # model init is part of the seeded run
     kwargs = {}
     if args.model.startswith("edgeprune:"):
         kwargs = {"num_classes": data.num_classes, "in_channels": data.input_shape[0]}
-    try:
-        model = ep.models.build(args.model, **kwargs)
-    except ValueError as e:
-        raise _flag_error("--model", args.model, e) from None
-    if args.weights:
-        try:
-            ep.models.load_weights(model, args.weights, trust_pickle=args.trust_pickle)
-        except ValueError as e:
-            raise _flag_error("--weights", args.weights, e) from None
+    model = load_model(args.model, args.weights, args.trust_pickle, **kwargs)
     x0, _ = data.train[0]
     try:
         with torch.no_grad():
