@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 # Ops that carry MACs (weights) and ops the QDQ scheme can run in int8 when fed by DQ.
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")

@@ -204,7 +204,6 @@ class Graph:
             k = keep_atom[af.ids]
             others = tuple(a for a in range(k.ndim) if a != af.axis)
             value = int(np.any(k, axis=others).sum())
-            old = getattr(self.module(af.module), af.attr)
             prev = fixes.setdefault((af.module, af.attr), value)
             if prev != value:
                 raise ValueError(f"{af.module}.{af.attr} would need two values ({prev} and {value}); "
