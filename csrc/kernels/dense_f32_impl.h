@@ -1,0 +1,76 @@
+// The dense fp32 blocking driver, written once over a micro-kernel traits type `K` and included
+// inside each ISA's namespace (so every instantiation is compiled with that file's flags and has
+// its own symbols). The ISA file keeps only its intrinsics: the MR x NR micro-kernel.
+//
+// K provides: V (vector type), MR (rows per strip), NR (packed panel width), KC (depth block),
+// Align (bytes), set1(float) -> V, and
+//   micro(R, a, lda, bp, kc, init, ldi, out, ldo, last, lo, hi):
+//   C[R x NR] (+)= A[R x kc] * Bpanel[kc x NR] for 1 <= R <= MR; `init` is the starting tile
+//   (bias or y), written back clamped to [lo, hi] when `last`.
+//
+// B is packed in NR-column panels, cache-blocked over depth (KC) so an MR-row strip of A stays in
+// L1 while the packed panels stream from L2.
+// (no includes: this file is included inside a namespace)
+
+template <class K>
+void dense_driver(const ep::DenseF32Args& p) {
+  using V = typename K::V;
+  constexpr int MR = K::MR, NR = K::NR;
+  constexpr int64_t KC = K::KC;
+  const auto imin = [](int64_t a, int64_t b) { return a < b ? a : b; };
+  const V lo = K::set1(p.lo), hi = K::set1(p.hi);
+  alignas(K::Align) float tmp[MR * NR];   // staging for a partial panel (cols tail)
+  alignas(K::Align) float init[MR * NR];  // starting tile when it comes from the bias
+  for (int64_t k0 = 0; k0 < p.depth || k0 == 0; k0 += KC) {
+    const int64_t kc = imin(KC, p.depth - k0);
+    const bool first = k0 == 0, last = k0 + KC >= p.depth;
+    // Panels in blocks of at most ~256 KB of packed B, so a block stays in L2 while every row
+    // strip passes over it (a B as large as L2, as in the 1x1-conv layout, would thrash).
+    const int64_t block_cols = imin(p.cols, (65536 / (kc > 0 ? kc : 1) / NR + 1) * NR);
+    for (int64_t jb = 0; jb < p.cols; jb += block_cols) {
+      const int64_t jend = imin(p.cols, jb + block_cols);
+      for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
+        const int R = int(imin(MR, p.rows - r0));
+        const float* a = p.a + r0 * p.lda + k0;
+        if (first && p.bias_per_row)  // one starting tile for the whole strip: bias of each row
+          for (int r = 0; r < R; ++r)
+            for (int j = 0; j < NR; ++j) init[r * NR + j] = p.bias ? p.bias[r0 + r] : 0.0f;
+        for (int64_t j0 = jb; j0 < jend; j0 += NR) {
+          const int w = int(imin(NR, p.cols - j0));
+          const float* bp = p.bp + (j0 / NR) * NR * p.depth + k0 * NR;
+          float* y = p.y + r0 * p.ldy + j0;
+          const float* src;
+          int64_t lds;
+          if (first && w == NR && !p.bias_per_row) {
+            // every row starts from the same NR values: read them with a zero row stride
+            static const float zeros[NR] = {};
+            src = p.bias ? p.bias + j0 : zeros;
+            lds = 0;
+          } else if (first) {
+            if (!p.bias_per_row)  // a partial panel of a per-column bias
+              for (int r = 0; r < R; ++r)
+                for (int j = 0; j < NR; ++j) init[r * NR + j] = !p.bias || j >= w ? 0.0f : p.bias[j0 + j];
+            src = init;
+            lds = NR;
+          } else if (w == NR) {
+            src = y;
+            lds = p.ldy;
+          } else {
+            for (int r = 0; r < R; ++r)
+              for (int j = 0; j < NR; ++j) tmp[r * NR + j] = j < w ? y[r * p.ldy + j] : 0.0f;
+            src = tmp;
+            lds = NR;
+          }
+          if (w == NR) {
+            K::micro(R, a, p.lda, bp, kc, src, lds, y, p.ldy, last, lo, hi);
+          } else {
+            K::micro(R, a, p.lda, bp, kc, src, lds, tmp, NR, last, lo, hi);
+            for (int r = 0; r < R; ++r)
+              for (int j = 0; j < w; ++j) y[r * p.ldy + j] = tmp[r * NR + j];
+          }
+        }
+      }
+    }
+    if (p.depth == 0) break;
+  }
+}
