@@ -48,8 +48,14 @@ $(VENV)/.installed: $(VENV)/.deps $(CSRC)
 
 install: $(VENV)/.installed
 
+KERNEL_TESTS := tests/python/test_kernels.py tests/python/test_kernels_int8.py tests/python/test_dispatch.py
+
+# The whole suite on the path the dispatcher picks, then the kernel tests again on each forced
+# x86 path, so reference and AVX2 stay correct on a host that would pick AVX-512.
 pytest: install
 	$(PY) -m pytest -q tests
+	EDGEPRUNE_ISA=reference $(PY) -m pytest -q $(KERNEL_TESTS)
+	EDGEPRUNE_ISA=avx2 $(PY) -m pytest -q $(KERNEL_TESTS)
 
 cpp: cpp-native cpp-arm
 
