@@ -9,6 +9,7 @@
 
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include "dispatch/isa.h"
 #include "kernels/kernels.h"
@@ -20,13 +21,19 @@ namespace {
 
 std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
-// A read-only view of a C-contiguous float32 matrix; ValueError naming `name` otherwise.
-const float* matrix(const py::array& a, const char* name, int64_t rows, int64_t cols,
-                    const char* rows_what, const char* cols_what) {
+// A read-only view of a C-contiguous 2-D [rows, cols] array of T (float or int8; -1: any
+// size); ValueError naming `name` otherwise.
+template <class T>
+const T* matrix(const py::array& a, const char* name, int64_t rows, int64_t cols, const char* rows_what,
+                const char* cols_what) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, int8_t>);
   const std::string n(name);
-  if (!a.dtype().is(py::dtype::of<float>()))
-    throw py::value_error(n + " must be a float32 array (got " + dtype_name(a) +
-                          "); convert it with .astype(numpy.float32)");
+  if (!a.dtype().is(py::dtype::of<T>())) {
+    const std::string got = " array (got " + dtype_name(a) + "); ";
+    throw py::value_error(std::is_same_v<T, float>
+                              ? n + " must be a float32" + got + "convert it with .astype(numpy.float32)"
+                              : n + " must be an int8" + got + "quantize it first");
+  }
   if (a.ndim() != 2)
     throw py::value_error(n + " must be 2-D [" + rows_what + ", " + cols_what + "] (got " +
                           std::to_string(a.ndim()) + "-D)");
@@ -38,27 +45,7 @@ const float* matrix(const py::array& a, const char* name, int64_t rows, int64_t 
   if (cols >= 0 && a.shape(1) != cols)
     throw py::value_error(n + " must have " + std::to_string(cols) + " columns (" + cols_what + ") (got " +
                           std::to_string(a.shape(1)) + ")");
-  return static_cast<const float*>(a.data());
-}
-
-// A read-only view of a C-contiguous int8 matrix; ValueError naming `name` otherwise.
-const int8_t* matrix_s8(const py::array& a, const char* name, int64_t rows, int64_t cols, const char* rows_what,
-                        const char* cols_what) {
-  const std::string n(name);
-  if (!a.dtype().is(py::dtype::of<int8_t>()))
-    throw py::value_error(n + " must be an int8 array (got " + dtype_name(a) + "); quantize it first");
-  if (a.ndim() != 2)
-    throw py::value_error(n + " must be 2-D [" + rows_what + ", " + cols_what + "] (got " +
-                          std::to_string(a.ndim()) + "-D)");
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(n + " must be C-contiguous; pass numpy.ascontiguousarray(" + n + ")");
-  if (rows >= 0 && a.shape(0) != rows)
-    throw py::value_error(n + " must have " + std::to_string(rows) + " rows (" + rows_what + ") (got " +
-                          std::to_string(a.shape(0)) + ")");
-  if (cols >= 0 && a.shape(1) != cols)
-    throw py::value_error(n + " must have " + std::to_string(cols) + " columns (" + cols_what + ") (got " +
-                          std::to_string(a.shape(1)) + ")");
-  return static_cast<const int8_t*>(a.data());
+  return static_cast<const T*>(a.data());
 }
 
 struct Weights {
@@ -68,7 +55,7 @@ struct Weights {
 };
 
 Weights weights(const py::array& weight, const std::optional<py::array>& bias) {
-  const float* w = matrix(weight, "weight", -1, -1, "out_features", "in_features");
+  const float* w = matrix<float>(weight, "weight", -1, -1, "out_features", "in_features");
   Weights r{w, weight.shape(0), weight.shape(1), nullptr};
   if (r.m == 0 || r.k == 0) throw py::value_error("weight must not be empty (got shape [" +
                                                   std::to_string(r.m) + ", " + std::to_string(r.k) + "])");
@@ -99,18 +86,36 @@ ep::Isa isa_arg(const std::optional<std::string>& name) {
   return isa;
 }
 
+ep::Act act_arg(const std::string& name) {
+  try {
+    return ep::act_from_name(name);
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+}
+
+// `value` of the argument `arg`: auto, sparse or dense.
+ep::SparseKernel sparse_kernel_arg(const std::string& value, const char* arg) {
+  if (value == "auto") return ep::SparseKernel::automatic;
+  if (value == "sparse") return ep::SparseKernel::sparse;
+  if (value == "dense") return ep::SparseKernel::dense;
+  throw py::value_error(std::string(arg) + " must be one of auto, sparse, dense (got '" + value + "')");
+}
+
 int threads_arg(int threads) {
   if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256 (got " + std::to_string(threads) + ")");
   return threads;
 }
 
-// Run `call(x, n, y)` with x checked as [rows_of(x), cols], output [n, out_cols] or [out_rows, n].
-template <class Layer>
-py::array_t<float> run_nk(const Layer& layer, const py::array& x, int threads) {
-  const float* xp = matrix(x, "x", -1, layer.k(), "N", "in_features");
+// layer.forward(x [n, k]) -> y [n, m] and layer.forward_kn(x [k, n]) -> y [m, n], with x of
+// element type T checked; the GIL is released while the layer runs.
+template <class T, class Layer>
+py::array_t<T> run_nk(const Layer& layer, const py::array& x, int threads) {
+  threads = threads_arg(threads);
+  const T* xp = matrix<T>(x, "x", -1, layer.k(), "N", "in_features");
   const int64_t n = x.shape(0);
-  py::array_t<float> y({n, layer.m()});
-  float* yp = y.mutable_data();
+  py::array_t<T> y({n, layer.m()});
+  T* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
     layer.forward(xp, n, yp, threads);
@@ -118,12 +123,13 @@ py::array_t<float> run_nk(const Layer& layer, const py::array& x, int threads) {
   return y;
 }
 
-template <class Layer>
-py::array_t<float> run_kn(const Layer& layer, const py::array& x, int threads) {
-  const float* xp = matrix(x, "x", layer.k(), -1, "in_features", "N");
+template <class T, class Layer>
+py::array_t<T> run_kn(const Layer& layer, const py::array& x, int threads) {
+  threads = threads_arg(threads);
+  const T* xp = matrix<T>(x, "x", layer.k(), -1, "in_features", "N");
   const int64_t n = x.shape(1);
-  py::array_t<float> y({layer.m(), n});
-  float* yp = y.mutable_data();
+  py::array_t<T> y({layer.m(), n});
+  T* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
     layer.forward_kn(xp, n, yp, threads);
@@ -154,20 +160,15 @@ PYBIND11_MODULE(_core, mod) {
       .def(py::init([](const py::array& weight, const std::optional<py::array>& bias, const std::string& activation,
                        const std::optional<std::string>& isa) {
              const Weights w = weights(weight, bias);
-             ep::Act act;
-             try {
-               act = ep::act_from_name(activation);
-             } catch (const std::invalid_argument& e) {
-               throw py::value_error(e.what());
-             }
+             const ep::Act act = act_arg(activation);
              return new ep::DenseLinear(w.w, w.m, w.k, w.bias, act, isa_arg(isa));
            }),
            py::arg("weight"), py::arg("bias") = py::none(), py::arg("activation") = "none", py::arg("isa") = py::none())
       .def("__call__", [](const ep::DenseLinear& l, const py::array& x, int threads) {
-             return run_nk(l, x, threads_arg(threads));
+             return run_nk<float>(l, x, threads);
            }, py::arg("x"), py::arg("threads") = 1)
       .def("forward_kn", [](const ep::DenseLinear& l, const py::array& x, int threads) {
-             return run_kn(l, x, threads_arg(threads));
+             return run_kn<float>(l, x, threads);
            }, py::arg("x"), py::arg("threads") = 1)
       .def_property_readonly("in_features", &ep::DenseLinear::k)
       .def_property_readonly("out_features", &ep::DenseLinear::m)
@@ -178,28 +179,19 @@ PYBIND11_MODULE(_core, mod) {
                        const std::string& activation, const std::string& kernel,
                        const std::optional<std::string>& isa) {
              const Weights w = weights(weight, bias);
-             ep::Act act;
-             try {
-               act = ep::act_from_name(activation);
-             } catch (const std::invalid_argument& e) {
-               throw py::value_error(e.what());
-             }
+             const ep::Act act = act_arg(activation);
              if (block != 1 && block != 4)
                throw py::value_error("block must be 1 or 4 output channels (got " + std::to_string(block) + ")");
-             ep::SparseKernel k;
-             if (kernel == "auto") k = ep::SparseKernel::automatic;
-             else if (kernel == "sparse") k = ep::SparseKernel::sparse;
-             else if (kernel == "dense") k = ep::SparseKernel::dense;
-             else throw py::value_error("kernel must be one of auto, sparse, dense (got '" + kernel + "')");
+             const ep::SparseKernel k = sparse_kernel_arg(kernel, "kernel");
              return new ep::SparseLinear(w.w, w.m, w.k, w.bias, block, act, k, isa_arg(isa));
            }),
            py::arg("weight"), py::arg("bias") = py::none(), py::arg("block") = 1, py::arg("activation") = "none",
            py::arg("kernel") = "auto", py::arg("isa") = py::none())
       .def("__call__", [](const ep::SparseLinear& l, const py::array& x, int threads) {
-             return run_nk(l, x, threads_arg(threads));
+             return run_nk<float>(l, x, threads);
            }, py::arg("x"), py::arg("threads") = 1)
       .def("spmm", [](const ep::SparseLinear& l, const py::array& x, int threads) {
-             return run_kn(l, x, threads_arg(threads));
+             return run_kn<float>(l, x, threads);
            }, py::arg("x"), py::arg("threads") = 1)
       .def_property_readonly("in_features", &ep::SparseLinear::k)
       .def_property_readonly("out_features", &ep::SparseLinear::m)
@@ -212,11 +204,7 @@ PYBIND11_MODULE(_core, mod) {
                        int input_zero_point, float output_scale, int output_zero_point, const std::string& activation,
                        const std::string& sparse, const std::optional<std::string>& isa) {
              const Weights w = weights(weight, bias);
-             ep::SparseKernel mode;
-             if (sparse == "auto") mode = ep::SparseKernel::automatic;
-             else if (sparse == "sparse") mode = ep::SparseKernel::sparse;
-             else if (sparse == "dense") mode = ep::SparseKernel::dense;
-             else throw py::value_error("sparse must be one of auto, sparse, dense (got '" + sparse + "')");
+             const ep::SparseKernel mode = sparse_kernel_arg(sparse, "sparse");
              try {
                return new ep::QLinear(w.w, w.m, w.k, w.bias, input_scale, input_zero_point, output_scale,
                                       output_zero_point, ep::act_from_name(activation), mode, isa_arg(isa));
@@ -228,28 +216,10 @@ PYBIND11_MODULE(_core, mod) {
            py::arg("output_scale"), py::arg("output_zero_point"), py::arg("activation") = "none",
            py::arg("sparse") = "auto", py::arg("isa") = py::none())
       .def("__call__", [](const ep::QLinear& l, const py::array& x, int threads) {
-             threads = threads_arg(threads);
-             const int8_t* xp = matrix_s8(x, "x", -1, l.k(), "N", "in_features");
-             const int64_t n = x.shape(0);
-             py::array_t<int8_t> y({n, l.m()});
-             int8_t* yp = y.mutable_data();
-             {
-               py::gil_scoped_release nogil;
-               l.forward(xp, n, yp, threads);
-             }
-             return y;
+             return run_nk<int8_t>(l, x, threads);
            }, py::arg("x"), py::arg("threads") = 1)
       .def("gemm_kn", [](const ep::QLinear& l, const py::array& x, int threads) {
-             threads = threads_arg(threads);
-             const int8_t* xp = matrix_s8(x, "x", l.k(), -1, "in_features", "N");
-             const int64_t n = x.shape(1);
-             py::array_t<int8_t> y({l.m(), n});
-             int8_t* yp = y.mutable_data();
-             {
-               py::gil_scoped_release nogil;
-               l.forward_kn(xp, n, yp, threads);
-             }
-             return y;
+             return run_kn<int8_t>(l, x, threads);
            }, py::arg("x"), py::arg("threads") = 1)
       .def_property_readonly("in_features", &ep::QLinear::k)
       .def_property_readonly("out_features", &ep::QLinear::m)
