@@ -9,12 +9,30 @@
 // feeds 4 FMAs. Columns no vector pass covers run a scalar loop.
 // (no includes: this file is included inside a namespace)
 
+// Whether O asks b1 to walk the delta stream (O::WalkDeltas, measured per ISA) instead of
+// reading a per-call table of absolute offsets; ISAs that do not say keep the table.
+template <class O>
+constexpr auto spmm_walks(int) -> decltype(O::WalkDeltas, bool()) {
+  return O::WalkDeltas;
+}
+template <class O>
+constexpr bool spmm_walks(long) {
+  return false;
+}
+
 template <class O, int NV, int U, class Off>
 void spmm_b1_pass(const ep::SpmmF32Args& p, const Off* off, int64_t n0) {
   using V = typename O::V;
   const V lo = O::set1(p.lo), hi = O::set1(p.hi);
   const float* v = p.values;
+  const int32_t* d = p.deltas;
+  const int64_t ld = p.ldx;
+  // Without an offset table (off == nullptr, O::WalkDeltas) the delta stream is walked
+  // directly: `x` tracks the previous nonzero's X row, and within a group of U nonzeros the
+  // running channel sums are formed off the pointer chain, so the only serial dependency is one
+  // add per group. With a table, every load address is independent.
   const float* x = p.x + n0;
+  const float* const x0 = x;
   for (int64_t m = 0; m < p.m; ++m) {
     V acc[U][NV];
     const V bias = O::bcast(v++);
@@ -27,22 +45,30 @@ void spmm_b1_pass(const ep::SpmmF32Args& p, const Off* off, int64_t n0) {
     const int32_t count = p.nnz[m];
     int32_t i = 0;
     for (; i + U <= count; i += U) {
+      int64_t c[U];
+      if (!off) {
+        c[0] = d[i];
+#pragma GCC unroll 8
+        for (int u = 1; u < U; ++u) c[u] = c[u - 1] + d[i + u];
+      }
 #pragma GCC unroll 8
       for (int u = 0; u < U; ++u) {
-        const float* xr = x + off[i + u];
+        const float* xr = off ? x0 + off[i + u] : x + c[u] * ld;
         const V w = O::bcast(v + i + u);
 #pragma GCC unroll 8
         for (int j = 0; j < NV; ++j) acc[u][j] = O::fma(w, O::load(xr + j * O::W), acc[u][j]);
       }
+      if (!off) x += c[U - 1] * ld;
     }
     for (; i < count; ++i) {
-      const float* xr = x + off[i];
+      const float* xr = off ? x0 + off[i] : (x += int64_t(d[i]) * ld);
       const V w = O::bcast(v + i);
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) acc[0][j] = O::fma(w, O::load(xr + j * O::W), acc[0][j]);
     }
     v += count;
-    off += count;
+    d += count;
+    if (off) off += count;
     float* y = p.y + m * p.ldy + n0;
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) {
@@ -136,11 +162,13 @@ const Off* spmm_offsets(const ep::SpmmF32Args& p, int block) {
 
 template <class O, class Off>
 void spmm_b1_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
+  // AVX-512 (WalkDeltas): twice the accumulator sets, 16 FMA chains (measured ~3% on large layers)
+  constexpr int X = spmm_walks<O>(0) ? 2 : 1;
   int64_t n0 = 0;
   if (fit >= 4 * O::W)
-    for (; n0 + 4 * O::W <= p.n; n0 += 4 * O::W) spmm_b1_pass<O, 4, 2>(p, off, n0);
+    for (; n0 + 4 * O::W <= p.n; n0 += 4 * O::W) spmm_b1_pass<O, 4, 2 * X>(p, off, n0);
   if (fit >= 2 * O::W)
-    for (; n0 + 2 * O::W <= p.n; n0 += 2 * O::W) spmm_b1_pass<O, 2, 4>(p, off, n0);
+    for (; n0 + 2 * O::W <= p.n; n0 += 2 * O::W) spmm_b1_pass<O, 2, 4 * X>(p, off, n0);
   for (; n0 + O::W <= p.n; n0 += O::W) spmm_b1_pass<O, 1, 8>(p, off, n0);
   spmm_tail(p, 1, n0);
 }
@@ -174,6 +202,7 @@ void spmm_driver(const ep::SpmmF32Args& p, int block) {
   int64_t entries = 0;
   for (int64_t b = 0; b < (p.m + block - 1) / block; ++b) entries += p.nnz[b];
   if (p.k <= 0 || p.n <= widest || entries < 512 / widest * p.k) {  // run in place
+    if (block == 1 && spmm_walks<O>(0)) return spmm_b1_run<O>(p, static_cast<const int32_t*>(nullptr), fit);
     const bool small = (p.k + 1) * (p.ldx > 0 ? p.ldx : 1) < (int64_t(1) << 31);
     if (small) {
       const int32_t* off = spmm_offsets<int32_t>(p, block);
@@ -188,7 +217,8 @@ void spmm_driver(const ep::SpmmF32Args& p, int block) {
   ep::SpmmF32Args q = p;
   q.x = strip;
   q.ldx = widest;
-  const int32_t* off = spmm_offsets<int32_t>(q, block);  // K * widest floats: always 32-bit
+  // K * widest floats: always 32-bit (b1 on a WalkDeltas ISA needs none)
+  const int32_t* off = block == 4 || !spmm_walks<O>(0) ? spmm_offsets<int32_t>(q, block) : nullptr;
   for (int64_t n0 = 0; n0 < p.n; n0 += widest) {
     const int64_t w = p.n - n0 < widest ? p.n - n0 : widest;
     if (w == widest) {  // vector copy: a memcpy call per 64..256-byte row costs as much again

@@ -13,6 +13,9 @@ struct O {
   using V = __m512;
   static constexpr int Regs = 32;
   static constexpr int W = 16;
+  // b1 walks the delta stream instead of building an offset table per call (spmm_f32_impl.h):
+  // measured 5-9% faster on 3072x768x128, the same on 256x256x784
+  static constexpr bool WalkDeltas = true;
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static V bcast(const float* p) { return _mm512_set1_ps(*p); }
   static V set1(float f) { return _mm512_set1_ps(f); }
