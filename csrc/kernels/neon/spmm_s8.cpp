@@ -1,6 +1,7 @@
 // NEON sparse int8 (1x4 blocks) for ARMv8.0: 16 bytes of packed X (4 columns x 4 channels) times
 // the block's weights with smull / smull2 (single products fit int16), pairwise-accumulated
-// into int32 (sadalp) and folded once per output. NV = 4 (16 columns) per pass.
+// into int32 (sadalp) and folded once per output. The pass loops (NV = 4: 16 columns) are
+// neon/spmm_s8_impl.h, shared with the dotprod path.
 //
 // Consumes: SpmmS8Args. Produces: y[M, N] int8.
 #include <arm_neon.h>
@@ -13,49 +14,20 @@ namespace {
 
 #include "kernels/spmm_s8_tail.h"
 
-template <int NV>
-void pass(const SpmmS8Args& p, int64_t n0) {
-  const float32x4_t lo = vdupq_n_f32(p.lo), hi = vdupq_n_f32(p.hi);
-  const int32_t* quad = p.quad;
-  const int32_t* w = p.w;
-  const int8_t* xb = p.xq + n0 * 4;
-  for (int64_t m = 0; m < p.m; ++m) {
-    int32x4_t acc[NV][2];
-    for (int j = 0; j < NV; ++j) acc[j][0] = acc[j][1] = vdupq_n_s32(0);
-    const int32_t count = p.nnz[m];
-    for (int32_t i = 0; i < count; ++i) {
-      const int8_t* x = xb + int64_t(quad[i]) * p.ldx * 4;
-      const int8x16_t wv = vreinterpretq_s8_s32(vdupq_n_s32(w[i]));
-      for (int j = 0; j < NV; ++j) {
-        const int8x16_t xv = vld1q_s8(x + 16 * j);
-        acc[j][0] = vpadalq_s16(acc[j][0], vmull_s8(vget_low_s8(xv), vget_low_s8(wv)));
-        acc[j][1] = vpadalq_s16(acc[j][1], vmull_high_s8(xv, wv));
-      }
-    }
-    quad += count;
-    w += count;
-    const int32x4_t bias = vdupq_n_s32(p.bias[m]);
-    const float32x4_t scale = vdupq_n_f32(p.scale[m]);
-    int8_t* y = p.y + m * p.ldy + n0;
-    for (int j = 0; j < NV; ++j) {
-      const int32x4_t s = vaddq_s32(vpaddq_s32(acc[j][0], acc[j][1]), bias);
-      float32x4_t f = vmulq_f32(vcvtq_f32_s32(s), scale);
-      f = vminq_f32(vmaxq_f32(f, lo), hi);
-      const int32x4_t q = vaddq_s32(vcvtnq_s32_f32(f), vdupq_n_s32(p.zp_out));  // nearest even
-      int32_t out[4];
-      vst1q_s32(out, q);
-      for (int c = 0; c < 4; ++c) y[4 * j + c] = int8_t(out[c]);
-    }
+struct A {
+  using Acc = int32x4x2_t;  // pairwise sums of the low / high 8 bytes
+  static Acc zero() { return {{vdupq_n_s32(0), vdupq_n_s32(0)}}; }
+  static Acc step(Acc acc, int8x16_t xv, int8x16_t wv) {
+    acc.val[0] = vpadalq_s16(acc.val[0], vmull_s8(vget_low_s8(xv), vget_low_s8(wv)));
+    acc.val[1] = vpadalq_s16(acc.val[1], vmull_high_s8(xv, wv));
+    return acc;
   }
-}
+  static int32x4_t fold(Acc acc) { return vpaddq_s32(acc.val[0], acc.val[1]); }
+};
+#include "kernels/neon/spmm_s8_impl.h"
 
 }  // namespace
 
-void spmm_s8(const SpmmS8Args& p) {
-  int64_t n0 = 0;
-  for (; n0 + 16 <= p.n; n0 += 16) pass<4>(p, n0);
-  for (; n0 + 4 <= p.n; n0 += 4) pass<1>(p, n0);
-  spmm_s8_tail(p, n0);
-}
+void spmm_s8(const SpmmS8Args& p) { spmm_s8_driver<A>(p); }
 
 }  // namespace ep::neon
