@@ -510,13 +510,11 @@ def prune_rows(args) -> list[dict]:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     models, source = candidates(args.models)
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-        import torch_pruning  # noqa: F401
-
-        baseline_name = f"torch-pruning {version('torch-pruning')}"  # its __version__ string lags the release
-    except ImportError:
+    try:  # its __version__ string lags the release, so ask the package metadata
+        baseline_name = f"torch-pruning {version('torch-pruning')}"
+    except PackageNotFoundError:
         baseline_name = None
     x = torch.randn(1, 3, 224, 224)
     rows = []
