@@ -27,12 +27,13 @@ void spmm_b1_pass(const ep::SpmmF32Args& p, const Off* off, int64_t n0) {
   const float* v = p.values;
   const int32_t* d = p.deltas;
   const int64_t ld = p.ldx;
-  // Without an offset table (off == nullptr, O::WalkDeltas) the delta stream is walked
+  // With O::WalkDeltas (off == nullptr: no offset table) the delta stream is walked
   // directly: `x` tracks the previous nonzero's X row, and within a group of U nonzeros the
   // running channel sums are formed off the pointer chain, so the only serial dependency is one
   // add per group. With a table, every load address is independent.
   const float* x = p.x + n0;
   const float* const x0 = x;
+  constexpr bool walk = spmm_walks<O>(0);
   for (int64_t m = 0; m < p.m; ++m) {
     V acc[U][NV];
     const V bias = O::bcast(v++);
@@ -46,29 +47,29 @@ void spmm_b1_pass(const ep::SpmmF32Args& p, const Off* off, int64_t n0) {
     int32_t i = 0;
     for (; i + U <= count; i += U) {
       int64_t c[U];
-      if (!off) {
+      if (walk) {
         c[0] = d[i];
 #pragma GCC unroll 8
         for (int u = 1; u < U; ++u) c[u] = c[u - 1] + d[i + u];
       }
 #pragma GCC unroll 8
       for (int u = 0; u < U; ++u) {
-        const float* xr = off ? x0 + off[i + u] : x + c[u] * ld;
+        const float* xr = walk ? x + c[u] * ld : x0 + off[i + u];
         const V w = O::bcast(v + i + u);
 #pragma GCC unroll 8
         for (int j = 0; j < NV; ++j) acc[u][j] = O::fma(w, O::load(xr + j * O::W), acc[u][j]);
       }
-      if (!off) x += c[U - 1] * ld;
+      if (walk) x += c[U - 1] * ld;
     }
     for (; i < count; ++i) {
-      const float* xr = off ? x0 + off[i] : (x += int64_t(d[i]) * ld);
+      const float* xr = walk ? (x += int64_t(d[i]) * ld) : x0 + off[i];
       const V w = O::bcast(v + i);
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) acc[0][j] = O::fma(w, O::load(xr + j * O::W), acc[0][j]);
     }
     v += count;
     d += count;
-    if (off) off += count;
+    if (!walk) off += count;
     float* y = p.y + m * p.ldy + n0;
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) {
