@@ -110,6 +110,7 @@ class Analysis:
     splits: list = field(default_factory=list)
     reqs: list = field(default_factory=list)
     attr_fixes: list = field(default_factory=list)
+    param_sizes: list = field(default_factory=list)  # (param, axis, ids, node): view of a param sized by ids
     fixed: list = field(default_factory=list)  # (ids, reason)
     inexact: list = field(default_factory=list)  # (ids, reason)
     warnings: list = field(default_factory=list)
@@ -473,9 +474,10 @@ class Analyzer(fx.Interpreter):
             lit = self._literal_ints(n) if name in ("view", "reshape", "unflatten") else ()
             xs = self.V(x).shape
             if isinstance(a, ParamTag):
-                return self._reshape_tag(a, xs, result.shape)
-            out = self._reshape(n, a, xs, result.shape, lit)
-            if name in ("view", "reshape") and isinstance(out, Ann):
+                out = self._reshape_tag(a, xs, result.shape)
+            else:
+                out = self._reshape(n, a, xs, result.shape, lit)
+            if name in ("view", "reshape"):
                 self._tie_sizes(n, out, result)
             return out
         if name in _PERMUTE:
@@ -755,21 +757,38 @@ class Analyzer(fx.Interpreter):
                 self.an.reqs.append(SizeReq(self.owner(n), int(size), ids2, axis, role, n.name))
         return Ann(tuple(var), np.array(E), split)
 
-    def _tie_sizes(self, n, out: Ann, result) -> None:
+    def _tie_sizes(self, n, out, result) -> None:
         """A view whose size is read from another tensor's channels (``reshape(B, N, C)``) keeps
-        working only while both counts stay equal: tie the two channel sets position by position."""
+        working only while both counts stay equal: tie the two channel sets position by position.
+
+        When the viewed tensor does not carry channels on that dim (its channels are unknown or
+        pinned, e.g. they came out of an op we do not model, or they sit on another dim), its size
+        there never changes, so the channels the size was read from must not change either."""
         entries = self._shape_entries(n)
-        if len(entries) != result.dim():
+        if not any(isinstance(e, SizeOf) for e in entries):
             return
-        for k, d in enumerate(out.dims):
-            e = entries[d]
-            if not isinstance(e, SizeOf) or len(e.ids) != result.shape[d]:
+        placed = len(entries) == result.dim()
+        for d, e in enumerate(entries):
+            if not isinstance(e, SizeOf):
                 continue
-            if out.ids.ndim == 1:
-                self.an.atoms.union(out.ids, e.ids)
-            else:
-                self.fix_ann(out, f"{n.name}: view sized by another tensor's channels")
-                self.fix(e.ids, f"{n.name}: view sized by another tensor's channels")
+            if placed and len(e.ids) == result.shape[d]:
+                if isinstance(out, Ann) and d in out.dims:
+                    if out.ids.ndim == 1:
+                        self.an.atoms.union(out.ids, e.ids)
+                    else:
+                        self.fix_ann(out, f"{n.name}: view sized by another tensor's channels")
+                        self.fix(e.ids, f"{n.name}: view sized by another tensor's channels")
+                    continue
+                if isinstance(out, ParamTag) and out.axes[d] is not None:
+                    # a parameter viewed with a channel count: fine only if the parameter is
+                    # sliced along that axis by the same channels (checked in finish)
+                    self.an.param_sizes.append((out.name, out.axes[d], e.ids, n.name))
+                    continue
+            if (self.an.atoms.find(e.ids) == FIXED).all():
+                continue
+            self.fix(e.ids, f"{n.target} at {n.name}: sized by channels its input does not carry")
+            self.warn(f"{n.target} at {n.name} is sized by a channel count read from a tensor's shape, on a dim "
+                      "whose channels cannot be followed: those channels are kept")
 
     def _reshape_tag(self, a: ParamTag, in_shape, out_shape):
         # only size-1 insertions/removals keep the axis correspondence
@@ -1091,6 +1110,14 @@ class Analyzer(fx.Interpreter):
             first = first_by_owner.setdefault(key, s)
             if first is not s:
                 atoms.union(first.ids, s.ids)
+        for name, axis, ids, node in self.an.param_sizes:
+            s = self.an.slices.get(("param", name, f"axis{axis}"))
+            if s is not None and s.ids.shape == ids.shape:
+                atoms.union(s.ids, ids)
+            else:
+                self.fix(ids, f"{node}: parameter {name} viewed with a channel count")
+                self.warn(f"{node} views parameter {name} with a size read from a tensor's channels, "
+                          "but the parameter is not cut with them: those channels are kept")
         for r in self.an.reqs:
             self._resolve(r)
         return self.an

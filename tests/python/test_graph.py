@@ -293,3 +293,49 @@ def test_pixel_shuffle_and_normalize_are_followed():
     with torch.no_grad():
         ref.out.weight[:, 1::2] = 0  # the removed shuffled channels, zeroed in their consumer
         assert torch.allclose(pruned(x), ref(x), atol=1e-5)
+
+
+def test_view_sized_by_channels_after_an_unfollowed_op_pins_those_channels():
+    # MaxViT: q/k/v go through torch.einsum (pinned), then out.reshape(B, G, P, D) with D read from
+    # the block input's shape; the residual channels D must stay, or the view no longer fits
+    model, x = build("maxvit_einsum")
+    g, warns = _trace(model, x)
+    assert any("einsum" in w for w in warns)
+    assert any("reshape" in w and "sized by a channel count" in w for w in warns)
+    stem = _group_of(g, "stem")
+    assert not stem.prunable and any("reshape" in r for r in stem.kept_reasons)
+    assert not _group_of(g, "attn.to_qkv").prunable
+    assert _group_of(g, "mlp.1").prunable  # channels away from the view are still pruned
+    plan = epp.plan(model, x, ratio=0.5, round_to=4, graph=g)
+    pruned = epp.apply(model, plan)
+    assert pruned.stem.out_channels == 16 and pruned.mlp[1].out_features < 32
+    with torch.no_grad():
+        assert pruned(x).shape == (2, 10)
+
+
+def test_parameter_viewed_with_a_channel_count_is_cut_with_those_channels_or_kept():
+    class Scaled(nn.Module):
+        def __init__(self, couple: bool):
+            super().__init__()
+            self.couple = couple
+            self.a = nn.Linear(8, 8)
+            self.gamma = nn.Parameter(torch.rand(8) + 0.5)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.a(x)
+            B, C = h.shape
+            s = self.gamma.view(1, C)
+            if self.couple:
+                return self.out(h * s)  # gamma is cut with a's channels: the view still fits
+            return self.out(h) + s.sum()  # gamma never cut: C must stay 8
+
+    x = torch.randn(2, 8)
+    for couple in (True, False):
+        model = Scaled(couple).eval()
+        g, warns = _trace(model, x)
+        assert _group_of(g, "a").prunable == couple
+        assert couple or any("gamma" in w for w in warns)
+        pruned = epp.apply(model, epp.plan(model, x, ratio=0.5, round_to=1, graph=g))
+        with torch.no_grad():
+            assert pruned(x).shape == (2, 3)

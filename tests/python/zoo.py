@@ -8,7 +8,9 @@ concat (DenseNet), channels-last LayerNorm + depthwise 7x7 + layer scale (ConvNe
 nn.MultiheadAttention + class token + position embedding (ViT), hand-written self-attention
 with num_attention_heads / attention_head_size attributes and embeddings (BERT, also through
 F.scaled_dot_product_attention), timm-style fused qkv attention, grouped conv +
-GroupNorm (ResNeXt), ConvTranspose2d (plain and depthwise) + skip concat (UNet).
+GroupNorm (ResNeXt), ConvTranspose2d (plain and depthwise) + skip concat (UNet), MaxViT-style
+window attention through torch.einsum (unmodelled, pinned) viewed back with a size read from
+the residual's shape.
 """
 from __future__ import annotations
 
@@ -483,6 +485,50 @@ class TimmViT(nn.Module):
         return self.head(self.norm(self.blocks(x))[:, 0])
 
 
+class EinsumAttention(nn.Module):
+    """MaxViT-style attention (torchvision ``RelativePositionalMultiHeadAttention``): heads split
+    with the module's ``n_heads`` / ``head_dim``, scores through ``torch.einsum`` (not modelled:
+    its channels are pinned), output viewed back with ``D`` read from the input's shape."""
+
+    def __init__(self, dim, head_dim):
+        super().__init__()
+        self.n_heads = dim // head_dim
+        self.head_dim = head_dim
+        self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.merge = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, G, P, D = x.shape
+        H, DH = self.n_heads, self.head_dim
+        q, k, v = torch.chunk(self.to_qkv(x), 3, dim=-1)
+        q = q.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        k = k.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        v = v.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        attn = F.softmax(torch.einsum("B G H I D, B G H J D -> B G H I J", q, k * DH ** -0.5), dim=-1)
+        out = torch.einsum("B G H I J, B G H J D -> B G H I D", attn, v)
+        return self.merge(out.permute(0, 1, 3, 2, 4).reshape(B, G, P, D))
+
+
+class MaxViTLike(nn.Module):
+    """Conv stem, windows of 2x2 tokens, one EinsumAttention block with a residual, pooled head."""
+
+    def __init__(self, classes=10, dim=16, head_dim=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 4, 4)
+        self.norm = nn.LayerNorm(dim)
+        self.attn = EinsumAttention(dim, head_dim)
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        B, C, H, W = x.shape
+        x = x.reshape(B, C, H // 2, 2, W // 2, 2).permute(0, 2, 4, 3, 5, 1).reshape(B, (H // 2) * (W // 2), 4, C)
+        x = x + self.attn(self.norm(x))
+        x = x + self.mlp(x)
+        return self.head(x.mean(dim=(1, 2)))
+
+
 def _image(batch=2):
     return lambda: torch.randn(batch, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
@@ -506,6 +552,7 @@ ZOO = {
     "vit_timm": (TimmViT, _image()),
     "resnext": (ResNeXt, _image()),
     "unet": (TinyUNet, _image()),
+    "maxvit_einsum": (MaxViTLike, _image()),
 }
 
 
