@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._callable import make_module_callable
+
 RUNTIMES = ("onnxruntime", "torch", "litert")
 # Above this coefficient of variation (std / mean) the numbers are too noisy to compare:
 # another process is competing for the cores, or the CPU is throttling.
@@ -418,14 +420,7 @@ def _peak_rss_mb() -> float | None:
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
-# ``edgeprune.bench`` is both this module and the public function ``ep.bench``; see the same
-# note at the end of edgeprune/estimate.py.
-class _CallableModule(type(os)):
-    def __call__(self, *args, **kwargs):
-        return bench(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, bench)  # ep.bench is this module and its function: see edgeprune/_callable.py
 
 if __name__ == "__main__":
     sys.exit(_worker(sys.argv[1:]))

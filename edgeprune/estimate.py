@@ -53,6 +53,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from ._callable import make_module_callable
+
 # ----------------------------------------------------------------------------- calibration
 # Fraction of the profile's per-core peak that the runtime's microkernels reach, per layer
 # kind and precision; fitted to the XNNPACK Raspberry Pi 4 points cited in the module
@@ -627,15 +629,4 @@ def calibration_report(models: dict[str, Any], target="rpi4", threads: int = 4) 
     return rows
 
 
-# ``edgeprune.estimate`` is both this module and the public function ``ep.estimate``. Once the
-# module is imported, Python sets the package attribute to the module, which would shadow the
-# lazily re-exported function; making the module callable keeps ``ep.estimate(...)`` working
-# whichever of the two the attribute ends up holding.
-class _CallableModule(type(os)):
-    def __call__(self, *args, **kwargs):
-        return estimate(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402  (only needed for the line below)
-
-_sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, estimate)  # ep.estimate is this module and its function: see edgeprune/_callable.py

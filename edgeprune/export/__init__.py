@@ -20,6 +20,7 @@ import torch
 from onnx import save as _onnx_save
 
 from .. import fsutil
+from .._callable import make_module_callable
 from .._version import __version__
 from ..quant import Int8UnsupportedError, QuantizedModel, target_defaults
 from . import formats as _formats
@@ -150,15 +151,4 @@ def export(model_or_quantized, out_dir, formats=("onnx", "onnx-int8"), example_i
     return paths
 
 
-class _CallableModule(type(os)):
-    """``import edgeprune.export`` binds the *package* as ``edgeprune.export``, shadowing the lazily
-    re-exported function of the same name; making the package callable keeps ``ep.export(...)``
-    working whichever of the two a caller ends up holding."""
-
-    def __call__(self, *args, **kwargs):
-        return export(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402  (needed only for the line below)
-
-_sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, export)  # ep.export is this package and its function: see edgeprune/_callable.py

@@ -38,3 +38,12 @@ def test_version():
     r = subprocess.run([sys.executable, "-m", "edgeprune.cli.main", "--version"], capture_output=True, text=True, timeout=120)
     from edgeprune import __version__
     assert r.returncode == 0 and r.stdout.strip() == f"edgeprune {__version__}"
+
+
+def test_public_functions_survive_their_module_import():
+    # edgeprune.export / .estimate / .bench are modules named like the public functions.
+    code = ("import edgeprune as ep, edgeprune.export, edgeprune.estimate, edgeprune.bench; "
+            "print(ep.export is ep.__dict__['export'], callable(ep.export), callable(ep.estimate), callable(ep.bench))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "True", "True"]

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "edgeprune"
 # Lower number = lower layer. A module may import its own layer or lower ones.
 # Leaves (rank 0) import nothing of ours but other leaves.
 RANK = {
-    "_version": 0, "fsutil": 0, "_core": 0, "kernels": 0, "runtime": 0, "targets": 0,
+    "_version": 0, "_callable": 0, "fsutil": 0, "_core": 0, "kernels": 0, "runtime": 0, "targets": 0,
     "report": 0,
     "estimate": 1,
     "data": 1,
