@@ -576,7 +576,11 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         bar.done()
 
         # ---- recover
-        bar.start("recover", f"{recover_epochs} epochs" if splits is not None else "(no data)")
+        if adaptive_log is not None:
+            recover_note = "(done inside the adaptive search)"
+        else:
+            recover_note = f"{recover_epochs} epochs" if splits is not None else "(no data)"
+        bar.start("recover", recover_note)
         history = None
         if adaptive_log is not None:
             skipped["recover"] = "done after every step of the adaptive search"
