@@ -282,7 +282,14 @@ def write_plots(report: dict[str, Any], plot_dir) -> dict[str, Path]:
         fig, ax = subplots((6, 4))
         xs = [p[key] / 1e6 if key == "macs" else p[key] for p in pts]
         ys = [100 * p["metric"] for p in pts]
-        ax.plot(xs, ys, "o-", color="tab:blue")
+        # search steps are judged on the validation split, stages on the test split: the line shows
+        # the order, the markers say which split each point is measured on
+        ax.plot(xs, ys, "-", color="0.7", zorder=1)
+        for split, marker, color in (("test", "o", "tab:blue"), ("val", "s", "tab:orange")):
+            sel = [(x, y) for x, y, p in zip(xs, ys, pts) if ("(val)" in p["label"]) == (split == "val")]
+            if sel:
+                ax.scatter(*zip(*sel), marker=marker, color=color, zorder=2, label=f"top-1 on {split} split")
+        ax.legend(fontsize=8)
         for x, y, p in zip(xs, ys, pts):
             ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel(xlabel)
