@@ -61,6 +61,32 @@ struct PackedSparseF32 {
 // Throws std::invalid_argument when block is not 1 or 4.
 PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block);
 
+// K tiling for spmm_f32_b1. Each nonzero loads its X row from anywhere in the kernel's [K, strip]
+// copy of X, so that copy must stay in L1: with a 64-column strip a 768-channel layer's copy is
+// 192 KB and its loads come from L2. A kernel given a plan splits K into tiles of at most
+// kSpmmTileFloats strip floats (48 KB, the size of Zen 4/5 L1: the best of 32..96 KB measured
+// on AVX-512 at 80-90 % sparsity; kSpmmTileFloatsMax for very sparse layers, see
+// plan_spmm_tiles) and runs a block of output rows over one tile before the next, the rows' partial
+// sums going through Y. The plan re-orders the stream tile-major, once per packed weight
+// (SparseLinear makes it), so the kernel reads it front to back: for each block of `rows`
+// output rows, for each tile, for each row of the block, counts[] gives the row's entries in
+// the tile, and offsets[] (channel * strip) and values[] the entries. Blocks keep a block's
+// stream and Y in L2 across its tiles. The cost is a second copy of the weights (8 bytes a
+// nonzero); made per call instead it took as long as the tiling saves on a 128-column input.
+constexpr int64_t kSpmmTileFloats = 12288, kSpmmTileFloatsMax = 16384;
+struct SpmmTilePlan {
+  int64_t m = 0, k = 0, strip = 0, tiles = 0, rows = 0;  // tiles < 2: no tiling (K fits one tile)
+  std::vector<int32_t> counts;
+  std::vector<int32_t> offsets;
+  std::vector<float> values;
+  std::vector<float> bias;  // per output row
+};
+// For a b1 stream and a kernel with `lanes` floats per vector (its kernels.inc tile; strips of
+// 4 vectors). Untiled (tiles = 0) for block 4, when K fits one tile, when K * strip does not
+// fit int32, or when the stream is not a valid b1 stream with increasing channels per row (the
+// packer never writes one that is not).
+SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes);
+
 // Sparse fp32 SpMM on the channel-major layout: Y[M, N] = clamp(W_sparse[M, K] X[K, N] + b),
 // vectorised across N. Rows of X and Y are ldx / ldy floats apart.
 struct SpmmF32Args {
@@ -76,6 +102,8 @@ struct SpmmF32Args {
   const int32_t* nnz = nullptr;
   const int32_t* deltas = nullptr;
   float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
+  // optional, b1 only: plan_spmm_tiles of this stream for this kernel's lanes (else untiled)
+  const SpmmTilePlan* tiles = nullptr;
 };
 
 // int8 GEMM per the TFLite spec: Y[r, j] = requant(sum_k A[r, k] * W[j, k] + bias[j]) with

@@ -145,4 +145,65 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
   return p;
 }
 
+SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes) {
+  const int64_t strip = 4 * int64_t(lanes > 0 ? lanes : 1);
+  if (p.block != 1 || p.k * strip <= kSpmmTileFloats || p.k * strip >= (int64_t(1) << 31) ||
+      int64_t(p.nnz.size()) != p.m)
+    return {};
+  // Where each row's entries and channels start in the delta stream, checking it on the way.
+  std::vector<int64_t> first(size_t(p.m) + 1), chan0(size_t(p.m));
+  int64_t i = 0, chan = 0;
+  for (int64_t m = 0; m < p.m; ++m) {
+    first[m] = i;
+    chan0[m] = chan;
+    const int64_t end = i + p.nnz[m];
+    if (p.nnz[m] < 0 || end > int64_t(p.deltas.size())) return {};
+    for (int64_t prev = -1; i < end; ++i) {
+      chan += p.deltas[i];
+      if (chan <= prev || chan >= p.k) return {};
+      prev = chan;
+    }
+  }
+  first[p.m] = i;
+  if (int64_t(p.values.size()) != p.m + i) return {};
+  // Each row pays per tile (start from bias or partial sums, reduce, store): with under ~10
+  // entries per row and tile that outweighs what the L1 fit gains, so such layers take the
+  // larger tiles, and stay untiled if K then fits one (measured at 95 %: 256 channels untiled
+  // 6.8x numpy, in 2 tiles 6.4x; 768 channels in 3 tiles 8.3x, in 4 tiles 8.0x).
+  int64_t tiles = (p.k * strip + kSpmmTileFloats - 1) / kSpmmTileFloats;
+  if (i < 10 * p.m * tiles) tiles = (p.k * strip + kSpmmTileFloatsMax - 1) / kSpmmTileFloatsMax;
+  if (tiles < 2) return {};
+  const int64_t kt = (p.k + tiles - 1) / tiles;  // balanced tiles
+  SpmmTilePlan plan;
+  plan.m = p.m;
+  plan.k = p.k;
+  plan.strip = strip;
+  plan.tiles = tiles;
+  // ~256 KB of stream (8 bytes an entry) per block of rows
+  plan.rows = std::max<int64_t>(16, (int64_t(1) << 15) * p.m / std::max<int64_t>(1, i));
+  plan.bias.resize(size_t(p.m));
+  plan.offsets.reserve(size_t(i));
+  plan.values.reserve(size_t(i));
+  plan.counts.reserve(size_t(p.m * tiles));
+  // Each row's cursor (stream index, channel) moves through its entries tile by tile.
+  std::vector<int64_t> at(first.begin(), first.end() - 1), ch(chan0);
+  for (int64_t m = 0; m < p.m; ++m) plan.bias[m] = p.values[first[m] + m];
+  for (int64_t m0 = 0; m0 < p.m; m0 += plan.rows) {
+    const int64_t m1 = std::min(p.m, m0 + plan.rows);
+    for (int64_t t = 0; t < tiles; ++t)
+      for (int64_t m = m0; m < m1; ++m) {
+        int32_t count = 0;
+        while (at[m] < first[m + 1] && ch[m] + p.deltas[at[m]] < (t + 1) * kt) {
+          ch[m] += p.deltas[at[m]];
+          plan.offsets.push_back(int32_t(ch[m] * strip));
+          plan.values.push_back(p.values[at[m] + m + 1]);  // entry i of row m: values[i + m + 1]
+          ++at[m];
+          ++count;
+        }
+        plan.counts.push_back(count);
+      }
+  }
+  return plan;
+}
+
 }  // namespace ep

@@ -186,6 +186,94 @@ void spmm_b4_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
   spmm_tail(p, 4, n0);
 }
 
+// One K tile over output rows [m0, m1) of a full strip, reading the plan's tile-major stream
+// sequentially (cnt, off and v advance past it). Tile 0 starts from the bias, later tiles from
+// the partial sums in Y; only the last tile clamps.
+template <class O, int NV, int U>
+void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* bias, bool first, bool last, int64_t m0, int64_t m1,
+                       const int32_t*& cnt, const int32_t*& off, const float*& v) {
+  using V = typename O::V;
+  const V lo = O::set1(q.lo), hi = O::set1(q.hi);
+  for (int64_t m = m0; m < m1; ++m) {
+    float* y = q.y + m * q.ldy;
+    V acc[U][NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      acc[0][j] = first ? O::bcast(bias + m) : O::load(y + j * O::W);
+#pragma GCC unroll 8
+      for (int u = 1; u < U; ++u) acc[u][j] = O::set1(0.0f);
+    }
+    const int32_t count = *cnt++;
+    int32_t i = 0;
+    for (; i + U <= count; i += U) {
+#pragma GCC unroll 8
+      for (int u = 0; u < U; ++u) {
+        const float* xr = q.x + off[i + u];
+        const V w = O::bcast(v + i + u);
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) acc[u][j] = O::fma(w, O::load(xr + j * O::W), acc[u][j]);
+      }
+    }
+    for (; i < count; ++i) {
+      const float* xr = q.x + off[i];
+      const V w = O::bcast(v + i);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[0][j] = O::fma(w, O::load(xr + j * O::W), acc[0][j]);
+    }
+    off += count;
+    v += count;
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      V sum = acc[0][j];
+#pragma GCC unroll 8
+      for (int u = 1; u < U; ++u) sum = O::add(sum, acc[u][j]);
+      O::store(y + j * O::W, last ? O::clamp(sum, lo, hi) : sum);
+    }
+  }
+}
+
+// b1 with K tiles (SpmmTilePlan in kernels.h: why, and the plan's layout): strips of 4 vectors
+// copied to a [K, strip] buffer, then, per block of output rows, tile by tile. Returns false
+// (nothing written) without a plan made for this path's strip, without a full strip, or with
+// too few stream entries per channel for the copy to pay.
+template <class O>
+bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
+  constexpr int64_t tw = 4 * O::W;
+  const ep::SpmmTilePlan* plan = p.tiles;
+  if (!plan || plan->tiles < 2 || plan->strip != tw || plan->k != p.k || plan->m != p.m || p.n < tw ||
+      entries < 512 / tw * p.k)
+    return false;
+  float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
+  ep::SpmmF32Args q = p;
+  q.x = strip;
+  q.ldx = tw;
+  int64_t n0 = 0;
+  for (; n0 + tw <= p.n; n0 += tw) {
+    for (int64_t c = 0; c < p.k; ++c)
+      for (int64_t j = 0; j < tw; j += O::W) O::store(strip + c * tw + j, O::load(p.x + c * p.ldx + n0 + j));
+    q.y = p.y + n0;
+    const int32_t* cnt = plan->counts.data();
+    const int32_t* off = plan->offsets.data();
+    const float* v = plan->values.data();
+    for (int64_t m0 = 0; m0 < p.m; m0 += plan->rows)
+      for (int64_t t = 0; t < plan->tiles; ++t)
+        spmm_b1_tile_pass<O, 4, 2>(q, plan->bias.data(), t == 0, t == plan->tiles - 1, m0,
+                                   std::min(p.m, m0 + plan->rows), cnt, off, v);
+  }
+  if (n0 < p.n) {  // the last, narrower strip: untiled, from the delta stream (its columns are few)
+    const int64_t w = p.n - n0;
+    for (int64_t c = 0; c < p.k; ++c) __builtin_memcpy(strip + c * tw, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
+    q.y = p.y + n0;
+    q.n = w;
+    q.tiles = nullptr;
+    if (spmm_walks<O>(0))
+      spmm_b1_run<O>(q, static_cast<const int32_t*>(nullptr), tw);
+    else
+      spmm_b1_run<O>(q, spmm_offsets<int32_t>(q, 1), tw);
+  }
+  return true;
+}
+
 // Columns per pass: the widest strip whose X block (K rows) stays within ~128 KB (L1 + the
 // near part of L2: measured faster than 32 KB strips, since wider passes amortise each row's
 // set-up and each nonzero's weight broadcast over more columns). When X is reused enough, it is
@@ -202,6 +290,7 @@ void spmm_driver(const ep::SpmmF32Args& p, int block) {
   // 16 entries per channel at 32 columns, 8 at 64).
   int64_t entries = 0;
   for (int64_t b = 0; b < (p.m + block - 1) / block; ++b) entries += p.nnz[b];
+  if (block == 1 && spmm_b1_tiled<O>(p, entries)) return;
   if (p.k <= 0 || p.n <= widest || entries < 512 / widest * p.k) {  // run in place
     if (block == 1 && spmm_walks<O>(0)) return spmm_b1_run<O>(p, static_cast<const int32_t*>(nullptr), fit);
     const bool small = (p.k + 1) * (p.ldx > 0 ? p.ldx : 1) < (int64_t(1) << 31);

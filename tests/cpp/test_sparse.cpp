@@ -42,7 +42,9 @@ void unpack(const PackedSparseF32& p, std::vector<float>& w, std::vector<float>&
   ASSERT_EQ(v, p.values.data() + p.values.size());
 }
 
-void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double sparsity, Act act, std::mt19937& rng) {
+// With `tiled`, the path's kernel also gets plan_spmm_tiles for its lanes (b1; K tiles).
+void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double sparsity, Act act, std::mt19937& rng,
+                bool tiled = false) {
   const int64_t ldx = n + 3, ldy = n + 2;
   auto w = random_floats(rng, m * k);
   sparsify(rng, w, sparsity);
@@ -67,6 +69,11 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
   (block == 4 ? reference::spmm_f32_b4 : reference::spmm_f32_b1)(p);
   const auto& t = kernel_table(isa);
   p.y = y.data();
+  const SpmmTilePlan plan = tiled ? plan_spmm_tiles(packed, t.spmm_f32_b1.tile) : SpmmTilePlan{};
+  if (tiled) {
+    ASSERT_GE(plan.tiles, 2) << isa_name(isa) << " k=" << k << " s=" << sparsity;
+    p.tiles = &plan;
+  }
   (block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1).fn(p);
   for (int64_t r = 0; r < m; ++r)
     for (int64_t c = 0; c < ldy; ++c) {
@@ -117,6 +124,113 @@ TEST(SpmmF32, EveryPathMatchesReference) {
         for (int t = 0; t < 12; ++t) check_spmm(isa, block, dim(rng), dim(rng), dim(rng), s, Act(act(rng)), rng);
         check_spmm(isa, block, 97, 203, 300, s, Act::relu6, rng);  // every N pass and tail
       }
+}
+
+// The tile plan holds exactly the stream's entries, tile-major: rebuilt from it, the weight and
+// bias come back, every entry lands in its tile, and K is split into balanced tiles.
+TEST(SpmmTilePlan, RoundTripsTileMajor) {
+  std::mt19937 rng(21);
+  for (int lanes : {4, 8, 16})
+    for (double s : {0.0, 0.6, 0.9, 0.97}) {
+      const int64_t m = 45, k = 1100;
+      auto w = random_floats(rng, m * k);
+      sparsify(rng, w, s);
+      std::fill(w.begin() + 3 * k, w.begin() + 4 * k, 0.0f);  // an empty row
+      auto bias = random_floats(rng, m);
+      const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
+      const SpmmTilePlan plan = plan_spmm_tiles(packed, lanes);
+      ASSERT_GE(plan.tiles, 2) << "lanes=" << lanes << " s=" << s;
+      ASSERT_EQ(plan.strip, 4 * lanes);
+      ASSERT_LE((k + plan.tiles - 1) / plan.tiles * plan.strip, kSpmmTileFloatsMax) << "a tile fits the budget";
+      const int64_t kt = (k + plan.tiles - 1) / plan.tiles;
+      ASSERT_EQ(plan.bias, bias);
+      std::vector<float> w2(m * k, 0.0f);
+      size_t e = 0, c = 0;
+      for (int64_t m0 = 0; m0 < m; m0 += plan.rows)
+        for (int64_t t = 0; t < plan.tiles; ++t)
+          for (int64_t r = m0; r < std::min(m, m0 + plan.rows); ++r, ++c)
+            for (int32_t j = 0; j < plan.counts.at(c); ++j, ++e) {
+              const int64_t chan = plan.offsets.at(e) / plan.strip;
+              ASSERT_EQ(plan.offsets[e] % plan.strip, 0);
+              ASSERT_GE(chan, t * kt);
+              ASSERT_LT(chan, std::min(k, (t + 1) * kt));
+              ASSERT_EQ(w2[r * k + chan], 0.0f) << "an entry twice";
+              w2[r * k + chan] = plan.values.at(e);
+            }
+      ASSERT_EQ(c, plan.counts.size());
+      ASSERT_EQ(e, plan.values.size());
+      ASSERT_EQ(w2, w);
+    }
+  // No plan where tiling does not apply: 4-channel blocks, K within one tile.
+  std::vector<float> w(8 * 1100, 1.0f);
+  EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, 1100, nullptr, 4), 16).tiles, 0);
+  EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, kSpmmTileFloats / 64, nullptr, 1), 16).tiles, 0);
+  // A stream whose row channels go backwards (not from the packer) is left untiled.
+  PackedSparseF32 bad = pack_sparse_f32(w.data(), 8, 1100, nullptr, 1);
+  std::swap(bad.deltas[1], bad.deltas[2]);
+  bad.deltas[1] = -bad.deltas[1];
+  EXPECT_EQ(plan_spmm_tiles(bad, 16).tiles, 0);
+}
+
+// Every path given a K-tile plan matches the reference, over full strips and the untiled tail
+// strip, and really reads the plan: zeroed plan values leave bias-only outputs.
+TEST(SpmmF32, KTiledPlanMatchesReference) {
+  std::mt19937 rng(17);
+  for (Isa isa : ep::test::runnable_isas()) {
+    if (isa == Isa::reference) continue;  // the reference kernel ignores plans
+    for (double s : {0.5, 0.9})
+      for (Act act : {Act::none, Act::relu6}) check_spmm(isa, 1, 400, 1100, 150, s, act, rng, /*tiled=*/true);
+  }
+  for (Isa isa : ep::test::runnable_isas()) {
+    if (isa == Isa::reference) continue;
+    const int64_t m = 400, k = 1100, n = 130;
+    auto w = random_floats(rng, m * k);
+    sparsify(rng, w, 0.5);
+    auto bias = random_floats(rng, m), x = random_floats(rng, k * n);
+    const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
+    const auto& t = kernel_table(isa);
+    SpmmTilePlan plan = plan_spmm_tiles(packed, t.spmm_f32_b1.tile);
+    ASSERT_GE(plan.tiles, 2);
+    std::fill(plan.values.begin(), plan.values.end(), 0.0f);
+    std::vector<float> y(m * n);
+    SpmmF32Args p;
+    p.x = x.data();
+    p.ldx = n;
+    p.y = y.data();
+    p.ldy = n;
+    p.n = n;
+    p.m = m;
+    p.k = k;
+    p.values = packed.values.data();
+    p.nnz = packed.nnz.data();
+    p.deltas = packed.deltas.data();
+    p.tiles = &plan;
+    t.spmm_f32_b1.fn(p);
+    const int64_t full = n / plan.strip * plan.strip;  // columns the tiled passes cover
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t c = 0; c < full; ++c) ASSERT_EQ(y[r * n + c], bias[r]) << isa_name(isa);
+      if (full < n) ASSERT_NE(y[r * n + full], bias[r]) << "the tail strip runs from the stream";
+    }
+  }
+}
+
+// SparseLinear makes the plan itself: a layer wide enough to tile agrees with DenseLinear, and
+// with any thread count bit for bit.
+TEST(SparseLinear, KTiledLayerMatchesDense) {
+  std::mt19937 rng(23);
+  const int64_t m = 300, k = 900, n = 150;
+  for (Isa isa : ep::test::runnable_isas()) {
+    auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, n * k);
+    sparsify(rng, w, 0.8);
+    SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::relu, SparseKernel::sparse, isa);
+    DenseLinear de(w.data(), m, k, bias.data(), Act::relu, isa);
+    std::vector<float> y1(m * n), y2(m * n), yd(m * n);
+    sp.forward_kn(x.data(), n, y1.data(), 1);
+    sp.forward_kn(x.data(), n, y2.data(), 2);
+    de.forward_kn(x.data(), n, yd.data(), 1);
+    EXPECT_EQ(y1, y2) << "threads must not change any bit";
+    for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y1[i], yd[i], 1e-3f) << isa_name(isa);
+  }
 }
 
 TEST(SparseLinear, MatchesDenseAndChoosesKernel) {
