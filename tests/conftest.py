@@ -11,6 +11,7 @@ Consumes: the shipped digits data and the demo CNN. Produces fixtures:
   ``run_cli``                 ``run_cli(*argv) -> CliResult(code, out, err)`` calling
                               ``edgeprune.cli.main.main`` in-process;
   ``tmp_out``                 a not-yet-existing output directory path under ``tmp_path``.
+It also sets EDGEPRUNE_MIN_MACS_PER_THREAD=0 for the whole run (see below).
 Other engineers add fixtures in their own ``tests/python/conftest_*.py`` modules.
 """
 from __future__ import annotations
@@ -22,6 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# Layers split every call over the threads asked for, however small (by default calls under
+# ~1M multiply-adds a thread stay on one: csrc/layers/layers.h), so the small test shapes still
+# check that thread splits change no bit. Read once by the core, before any layer call.
+os.environ["EDGEPRUNE_MIN_MACS_PER_THREAD"] = "0"
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "build" / "test-cache"

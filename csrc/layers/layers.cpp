@@ -5,7 +5,10 @@
 #include "layers/layers.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <limits>
 #include <stdexcept>
 
@@ -22,6 +25,37 @@ Act act_from_name(const std::string& name) {
 
 namespace {
 
+double min_macs_from_env() {
+  const char* env = std::getenv("EDGEPRUNE_MIN_MACS_PER_THREAD");
+  if (!env || !*env) return kMinMacsPerThread;
+  char* end = nullptr;
+  const double v = std::strtod(env, &end);
+  if (*end != '\0' || !(v >= 0.0) || !std::isfinite(v))
+    throw std::invalid_argument(std::string("EDGEPRUNE_MIN_MACS_PER_THREAD=") + env +
+                                " is not a number >= 0 (unset it for the default, " +
+                                std::to_string(int64_t(kMinMacsPerThread)) + ")");
+  return v;
+}
+
+std::atomic<double>& min_macs_setting() {
+  static std::atomic<double> v{min_macs_from_env()};
+  return v;
+}
+
+}  // namespace
+
+double min_macs_per_thread() { return min_macs_setting().load(); }
+void set_min_macs_per_thread(double macs) { min_macs_setting().store(macs > 0.0 ? macs : 0.0); }
+
+int threads_for(int threads, double macs, double min_macs) {
+  threads = std::max(1, threads);
+  if (min_macs <= 0.0) return threads;
+  return int(std::max(1.0, std::min(double(threads), std::floor(macs / min_macs))));
+}
+int threads_for(int threads, double macs) { return threads_for(threads, macs, min_macs_per_thread()); }
+
+namespace {
+
 // A layer must never hold kernels the CPU cannot run (that would be SIGILL, not an error).
 const KernelTable& runnable_table(Isa isa) {
   if (!(supported_isas() & IsaSet(isa)))
@@ -29,12 +63,13 @@ const KernelTable& runnable_table(Isa isa) {
   return kernel_table(isa);
 }
 
-// Split [0, total) into at most `threads` chunks whose starts are multiples of `align`.
+// Split [0, total) into at most threads_for(threads, macs) chunks whose starts are multiples of
+// `align`.
 struct Split {
   int64_t chunk, tasks;
 };
-Split split(int64_t total, int threads, int64_t align) {
-  threads = std::max(1, threads);
+Split split(int64_t total, int threads, int64_t align, double macs) {
+  threads = threads_for(threads, macs);
   int64_t chunk = (total + threads - 1) / threads;
   chunk = std::max<int64_t>(align, (chunk + align - 1) / align * align);
   return {chunk, total == 0 ? 0 : (total + chunk - 1) / chunk};
@@ -75,7 +110,7 @@ DenseLinear::DenseLinear(const float* w, int64_t m, int64_t k, const float* bias
 }
 
 void DenseLinear::forward(const float* x, int64_t n, float* y, int threads) const {
-  const Split s = split(n, threads, 8);
+  const Split s = split(n, threads, 8, double(n) * double(m_) * double(k_));
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t r0 = t * s.chunk, rows = std::min(s.chunk, n - r0);
     DenseF32Args p;
@@ -102,7 +137,7 @@ void DenseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) c
   // M*K*N multiply-adds).
   auto xp = scratch<float>(packed_dense_size(k_, n, kern_.tile));
   pack_dense_f32(x, n, 1, k_, n, kern_.tile, xp.get());
-  const Split s = split(m_, threads, 8);
+  const Split s = split(m_, threads, 8, double(n) * double(m_) * double(k_));
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t r0 = t * s.chunk, rows = std::min(s.chunk, m_ - r0);
     DenseF32Args p;
@@ -162,7 +197,7 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   // Every thread walks the whole weight stream over its own columns of X and Y.
   // Chunks start on multiples of the widest N strip of any path, so each column is computed by
   // the same code (and gives the same bits) whatever the thread count.
-  const Split s = split(n, threads, 64);
+  const Split s = split(n, threads, 64, double(n) * double(packed_.nonzeros()));
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t n0 = t * s.chunk;
     SpmmF32Args p;
@@ -249,18 +284,24 @@ QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float 
   pack_gemm_s8(wq_.data(), m, k, kern_.tile, kg, packed_.data());
 }
 
-void QLinear::run_sparse(const int8_t* xq, int64_t n, int8_t* y, int64_t ldy, int threads) const {
-  // one kernel call per strip of kQuadStrip columns (pack_quads_s8's layout); threads take strips
+void QLinear::run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n, int8_t* y, int64_t ldy,
+                         int threads) const {
+  // One kernel call per strip of kQuadStrip columns; threads take strips, and each packs its
+  // strip into quads (pack_quads_s8's layout) just before the kernel reads it: the packing
+  // runs in parallel too, and the packed strip is still in cache.
   const int64_t strips = (n + kQuadStrip - 1) / kQuadStrip;
-  const Split s = split(strips, threads, 1);
+  const Split s = split(strips, threads, 1, double(n) * 4.0 * double(sp_.blocks()));
   parallel_for(threads, s.tasks, [&](int64_t t) {
+    auto xq = scratch<int8_t>(quad_strip_size(k_));
     for (int64_t st = t * s.chunk; st < std::min(strips, (t + 1) * s.chunk); ++st) {
+      const int64_t c0 = st * kQuadStrip, cols = std::min(kQuadStrip, n - c0);
+      pack_quads_s8(transposed ? x + c0 * ld : x + c0, k_, cols, ld, transposed, xq.get());
       SpmmS8Args p;
-      p.xq = xq + st * quad_strip_size(k_);
+      p.xq = xq.get();
       p.ldx = kQuadStrip;
-      p.y = y + st * kQuadStrip;
+      p.y = y + c0;
       p.ldy = ldy;
-      p.n = std::min(kQuadStrip, n - st * kQuadStrip);
+      p.n = cols;
       p.m = m_;
       p.nnz = sp_.nnz.data();
       p.quad = sp_.quad.data();
@@ -279,15 +320,13 @@ void QLinear::run_sparse(const int8_t* xq, int64_t n, int8_t* y, int64_t ldy, in
 void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const {
   if (sparse_) {
     // vectorised over N: quads of the transposed input in, [M, N] out, transposed back
-    auto xq = scratch<int8_t>(quad_strip_size(k_) * ((n + kQuadStrip - 1) / kQuadStrip));
     auto yt = scratch<int8_t>(m_ * n);
-    pack_quads_s8(x, k_, n, k_, true, xq.get());
-    run_sparse(xq.get(), n, yt.get(), n, threads);
+    run_sparse(x, k_, true, n, yt.get(), n, threads);
     for (int64_t j = 0; j < m_; ++j)
       for (int64_t i = 0; i < n; ++i) y[i * m_ + j] = yt[j * n + i];
     return;
   }
-  const Split s = split(n, threads, 8);
+  const Split s = split(n, threads, 8, double(n) * double(m_) * double(k_));
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t r0 = t * s.chunk;
     GemmS8Args p;
@@ -313,9 +352,7 @@ void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const 
 
 void QLinear::forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const {
   if (sparse_) {
-    auto xq = scratch<int8_t>(quad_strip_size(k_) * ((n + kQuadStrip - 1) / kQuadStrip));
-    pack_quads_s8(x, k_, n, n, false, xq.get());
-    run_sparse(xq.get(), n, y, n, threads);
+    run_sparse(x, n, false, n, y, n, threads);
     return;
   }
   auto xt = scratch<int8_t>(k_ * n), yt = scratch<int8_t>(n * m_);

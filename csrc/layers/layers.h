@@ -16,6 +16,18 @@ namespace ep {
 
 Act act_from_name(const std::string& name);  // throws std::invalid_argument on an unknown name
 
+// Threads a layer call really uses: at most `threads`, and one per min_macs_per_thread()
+// multiply-adds of work. A pool thread that has slept costs ~50 us to wake on a VM (parallel.cpp),
+// so a call smaller than two such shares runs on the caller's thread alone. The result never
+// depends on the thread count, so capping changes no bit. The minimum is kMinMacsPerThread
+// unless EDGEPRUNE_MIN_MACS_PER_THREAD (read once; 0 = split every call, as the tests do;
+// anything but a number >= 0 throws std::invalid_argument) or set_min_macs_per_thread says else.
+constexpr double kMinMacsPerThread = 1 << 20;
+double min_macs_per_thread();
+void set_min_macs_per_thread(double macs);
+int threads_for(int threads, double macs, double min_macs);
+int threads_for(int threads, double macs);
+
 class DenseLinear {
  public:
   // isa: the path to use; defaults to selected_isa().
@@ -95,7 +107,9 @@ class QLinear {
   int64_t nnz() const { return nnz_; }
 
  private:
-  void run_sparse(const int8_t* xq, int64_t n, int8_t* y, int64_t ldy, int threads) const;
+  // x: [K, N] with row stride ld, or [N, K] (transposed) with row stride ld
+  void run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n, int8_t* y, int64_t ldy,
+                  int threads) const;
   bool sparse_ = false;
   int64_t nnz_ = 0;
   PackedSparseS8 sp_;

@@ -42,3 +42,23 @@ TEST(Parallel, TasksRunConcurrently) {
   });
   EXPECT_EQ(met.load(), 2);
 }
+
+#include "layers/layers.h"
+
+// Layers use one thread per min_macs_per_thread() multiply-adds, at most the threads asked for;
+// 0 splits every call (the other tests run that way: test_util.h).
+TEST(Parallel, ThreadsForCapsSmallCalls) {
+  const double unit = ep::kMinMacsPerThread;
+  EXPECT_EQ(ep::threads_for(2, 0.0, unit), 1);
+  EXPECT_EQ(ep::threads_for(2, unit * 1.9, unit), 1);
+  EXPECT_EQ(ep::threads_for(2, unit * 2.0, unit), 2);
+  EXPECT_EQ(ep::threads_for(8, unit * 3.5, unit), 3);
+  EXPECT_EQ(ep::threads_for(4, unit * 1e6, unit), 4);
+  EXPECT_EQ(ep::threads_for(0, unit * 1e6, unit), 1);
+  EXPECT_EQ(ep::threads_for(-3, unit * 1e6, unit), 1);
+  EXPECT_EQ(ep::threads_for(3, 1.0, 0.0), 3);
+  const double before = ep::min_macs_per_thread();
+  ep::set_min_macs_per_thread(100.0);
+  EXPECT_EQ(ep::threads_for(4, 250.0), 2);
+  ep::set_min_macs_per_thread(before);
+}

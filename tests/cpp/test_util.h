@@ -7,8 +7,13 @@
 #include <vector>
 
 #include "dispatch/isa.h"
+#include "layers/layers.h"
 
 namespace ep::test {
+
+// Layers split every call over the threads asked for, however small (layers.h threads_for), so
+// the tests' small shapes still check that thread splits change no bit.
+inline const bool kSplitEveryCall = (ep::set_min_macs_per_thread(0.0), true);
 
 inline std::vector<float> random_floats(std::mt19937& rng, int64_t count, float lo = -1.f, float hi = 1.f) {
   std::uniform_real_distribution<float> d(lo, hi);
