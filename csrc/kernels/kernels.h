@@ -61,30 +61,36 @@ struct PackedSparseF32 {
 // Throws std::invalid_argument when block is not 1 or 4.
 PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block);
 
-// K tiling for spmm_f32_b1. Each nonzero loads its X row from anywhere in the kernel's [K, strip]
-// copy of X, so that copy must stay in L1: with a 64-column strip a 768-channel layer's copy is
-// 192 KB and its loads come from L2. A kernel given a plan splits K into tiles of at most
-// kSpmmTileFloats strip floats (48 KB, the size of Zen 4/5 L1: the best of 32..96 KB measured
-// on AVX-512 at 80-90 % sparsity; kSpmmTileFloatsMax for very sparse layers, see
-// plan_spmm_tiles) and runs a block of output rows over one tile before the next, the rows' partial
-// sums going through Y. The plan re-orders the stream tile-major, once per packed weight
-// (SparseLinear makes it), so the kernel reads it front to back: for each block of `rows`
-// output rows, for each tile, for each row of the block, counts[] gives the row's entries in
-// the tile, and offsets[] (channel * strip) and values[] the entries. Blocks keep a block's
-// stream and Y in L2 across its tiles. The cost is a second copy of the weights (8 bytes a
-// nonzero); made per call instead it took as long as the tiling saves on a 128-column input.
+// The tile plan of a b1 (unstructured) stream: the form the SIMD b1 kernels run full strips
+// from, made once per packed weight (SparseLinear makes it at construction; made per call it
+// took as long as it saves on a 128-column input).
+// - K tiles. Each nonzero loads its X row from anywhere in the kernel's [K, strip] copy of X, so
+//   that copy must stay in L1: with a 64-column strip a 768-channel layer's copy is 192 KB and
+//   its loads come from L2. K is split into tiles of at most kSpmmTileFloats strip floats (48 KB,
+//   Zen 4/5's L1: the best of 32..96 KB measured on AVX-512 at 80-90 % sparsity;
+//   kSpmmTileFloatsMax for very sparse layers, see plan_spmm_tiles), and a block of output rows
+//   runs over one tile before the next, the rows' partial sums going through Y. A K that fits
+//   one tile gets a one-tile plan.
+// - Tile-major order, read front to back: for each block of `rows` output rows (a block's
+//   stream and Y stay in L2 across its tiles), for each tile, for each row of the block,
+//   counts[] gives the row's entries in the tile and offsets[] / values[] the entries.
+// - 16-bit offsets ((channel - the tile's first channel) * strip: a tile is at most
+//   kSpmmTileFloatsMax floats). The loop is bound by loads (one per X vector, plus one per
+//   weight and per offset), so the kernel loads 4 offsets and 4 weights at a time: 9 % to 20 %
+//   faster than one broadcast load per weight and a 32-bit offset each.
+// The cost is a second copy of the weights, 6 bytes a nonzero.
 constexpr int64_t kSpmmTileFloats = 12288, kSpmmTileFloatsMax = 16384;
 struct SpmmTilePlan {
-  int64_t m = 0, k = 0, strip = 0, tiles = 0, rows = 0;  // tiles < 2: no tiling (K fits one tile)
+  int64_t m = 0, k = 0, strip = 0, tiles = 0, kt = 0, rows = 0;  // tiles = 0: no plan; kt channels a tile
   std::vector<int32_t> counts;
-  std::vector<int32_t> offsets;
+  std::vector<uint16_t> offsets;
   std::vector<float> values;
   std::vector<float> bias;  // per output row
 };
 // For a b1 stream and a kernel with `lanes` floats per vector (its kernels.inc tile; strips of
-// 4 vectors). Untiled (tiles = 0) for block 4, when K fits one tile, when K * strip does not
-// fit int32, or when the stream is not a valid b1 stream with increasing channels per row (the
-// packer never writes one that is not).
+// 4 vectors). No plan (tiles = 0) for block 4, when K * strip does not fit int32, or when the
+// stream is not a valid b1 stream with increasing channels per row (the packer never writes one
+// that is not).
 SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes);
 
 // Sparse fp32 SpMM on the channel-major layout: Y[M, N] = clamp(W_sparse[M, K] X[K, N] + b),
@@ -102,7 +108,8 @@ struct SpmmF32Args {
   const int32_t* nnz = nullptr;
   const int32_t* deltas = nullptr;
   float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
-  // optional, b1 only: plan_spmm_tiles of this stream for this kernel's lanes (else untiled)
+  // optional, b1 only: plan_spmm_tiles of this stream for this kernel's lanes (else the kernel
+  // walks the stream above)
   const SpmmTilePlan* tiles = nullptr;
 };
 

@@ -186,61 +186,70 @@ void spmm_b4_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
   spmm_tail(p, 4, n0);
 }
 
-// One K tile over output rows [m0, m1) of a full strip, reading the plan's tile-major stream
-// sequentially (cnt, off and v advance past it). Tile 0 starts from the bias, later tiles from
-// the partial sums in Y; only the last tile clamps.
-template <class O, int NV, int U>
-void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* bias, bool first, bool last, int64_t m0, int64_t m1,
-                       const int32_t*& cnt, const int32_t*& off, const float*& v) {
+// One stream entry of a group of 4 in a tile pass: offset L of the packed 16-bit offsets in g,
+// weight L of the 4 in w4 (one load for 4 weights, one for 4 offsets: the loop is bound by
+// loads, one per X vector, so the loads saved on weights and offsets are what it gains).
+template <class O, int NV, int L>
+inline void spmm_tile_entry(typename O::V (&acc)[NV], const float* xt, uint64_t g, typename O::Q w4) {
+  const float* xr = xt + ((g >> (16 * L)) & 0xffff);
+  const typename O::V w = O::template lane<L>(w4);
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) acc[j] = O::fma(w, O::load(xr + j * O::W), acc[j]);
+}
+
+// One K tile (its X rows start at xt) over output rows [m0, m1) of a full strip, reading the
+// plan's tile-major stream sequentially (cnt, off and v advance past it). Tile 0 starts from
+// the bias, later tiles from the partial sums in Y; only the last tile clamps. Two accumulator
+// sets take alternate entries (8 FMA chains with NV = 4 hide the FMA latency).
+template <class O, int NV>
+void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* bias, bool first, bool last,
+                       int64_t m0, int64_t m1, const int32_t*& cnt, const uint16_t*& off, const float*& v) {
   using V = typename O::V;
   const V lo = O::set1(q.lo), hi = O::set1(q.hi);
   for (int64_t m = m0; m < m1; ++m) {
     float* y = q.y + m * q.ldy;
-    V acc[U][NV];
+    V a0[NV], a1[NV];
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) {
-      acc[0][j] = first ? O::bcast(bias + m) : O::load(y + j * O::W);
-#pragma GCC unroll 8
-      for (int u = 1; u < U; ++u) acc[u][j] = O::set1(0.0f);
+      a0[j] = first ? O::bcast(bias + m) : O::load(y + j * O::W);
+      a1[j] = O::set1(0.0f);
     }
     const int32_t count = *cnt++;
     int32_t i = 0;
-    for (; i + U <= count; i += U) {
-#pragma GCC unroll 8
-      for (int u = 0; u < U; ++u) {
-        const float* xr = q.x + off[i + u];
-        const V w = O::bcast(v + i + u);
-#pragma GCC unroll 8
-        for (int j = 0; j < NV; ++j) acc[u][j] = O::fma(w, O::load(xr + j * O::W), acc[u][j]);
-      }
+    for (; i + 4 <= count; i += 4) {
+      uint64_t g;
+      __builtin_memcpy(&g, off + i, sizeof g);
+      const typename O::Q w4 = O::quad(v + i);
+      spmm_tile_entry<O, NV, 0>(a0, xt, g, w4);
+      spmm_tile_entry<O, NV, 1>(a1, xt, g, w4);
+      spmm_tile_entry<O, NV, 2>(a0, xt, g, w4);
+      spmm_tile_entry<O, NV, 3>(a1, xt, g, w4);
     }
     for (; i < count; ++i) {
-      const float* xr = q.x + off[i];
+      const float* xr = xt + off[i];
       const V w = O::bcast(v + i);
 #pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) acc[0][j] = O::fma(w, O::load(xr + j * O::W), acc[0][j]);
+      for (int j = 0; j < NV; ++j) a0[j] = O::fma(w, O::load(xr + j * O::W), a0[j]);
     }
     off += count;
     v += count;
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) {
-      V sum = acc[0][j];
-#pragma GCC unroll 8
-      for (int u = 1; u < U; ++u) sum = O::add(sum, acc[u][j]);
+      const V sum = O::add(a0[j], a1[j]);
       O::store(y + j * O::W, last ? O::clamp(sum, lo, hi) : sum);
     }
   }
 }
 
-// b1 with K tiles (SpmmTilePlan in kernels.h: why, and the plan's layout): strips of 4 vectors
+// b1 from a tile plan (SpmmTilePlan in kernels.h: why, and its layout): strips of 4 vectors
 // copied to a [K, strip] buffer, then, per block of output rows, tile by tile. Returns false
 // (nothing written) without a plan made for this path's strip, without a full strip, or with
-// too few stream entries per channel for the copy to pay.
+// too few stream entries per channel for the copy to pay; the caller then walks the stream.
 template <class O>
 bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   constexpr int64_t tw = 4 * O::W;
   const ep::SpmmTilePlan* plan = p.tiles;
-  if (!plan || plan->tiles < 2 || plan->strip != tw || plan->k != p.k || plan->m != p.m || p.n < tw ||
+  if (!plan || plan->tiles < 1 || plan->strip != tw || plan->k != p.k || plan->m != p.m || p.n < tw ||
       entries < 512 / tw * p.k)
     return false;
   float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
@@ -253,12 +262,12 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
       for (int64_t j = 0; j < tw; j += O::W) O::store(strip + c * tw + j, O::load(p.x + c * p.ldx + n0 + j));
     q.y = p.y + n0;
     const int32_t* cnt = plan->counts.data();
-    const int32_t* off = plan->offsets.data();
+    const uint16_t* off = plan->offsets.data();
     const float* v = plan->values.data();
     for (int64_t m0 = 0; m0 < p.m; m0 += plan->rows)
       for (int64_t t = 0; t < plan->tiles; ++t)
-        spmm_b1_tile_pass<O, 4, 2>(q, plan->bias.data(), t == 0, t == plan->tiles - 1, m0,
-                                   std::min(p.m, m0 + plan->rows), cnt, off, v);
+        spmm_b1_tile_pass<O, 4>(q, strip + t * plan->kt * tw, plan->bias.data(), t == 0, t == plan->tiles - 1, m0,
+                                std::min(p.m, m0 + plan->rows), cnt, off, v);
   }
   if (n0 < p.n) {  // the last, narrower strip: untiled, from the delta stream (its columns are few)
     const int64_t w = p.n - n0;

@@ -187,7 +187,7 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
   }
   const KernelTable& t = runnable_table(isa);
   kern_ = block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1;
-  if (block == 1) tiles_ = plan_spmm_tiles(packed_, kern_.tile);
+  if (block == 1 && kern_.isa != Isa::reference) tiles_ = plan_spmm_tiles(packed_, kern_.tile);  // the reference reads the stream
 }
 
 Isa SparseLinear::isa() const { return dense_ ? dense_->isa() : kern_.isa; }
@@ -211,7 +211,7 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
     p.values = packed_.values.data();
     p.nnz = packed_.nnz.data();
     p.deltas = packed_.deltas.data();
-    p.tiles = tiles_.tiles > 1 ? &tiles_ : nullptr;
+    p.tiles = tiles_.tiles > 0 ? &tiles_ : nullptr;
     p.lo = lo_;
     p.hi = hi_;
     kern_.fn(p);

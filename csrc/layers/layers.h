@@ -73,7 +73,7 @@ class SparseLinear {
  private:
   int64_t m_, k_, nnz_ = 0;
   PackedSparseF32 packed_;
-  SpmmTilePlan tiles_;  // b1 K tiling for kern_'s lanes (kernels.h), made once here
+  SpmmTilePlan tiles_;  // b1: the tile plan for kern_'s lanes (kernels.h), made once here
   float lo_, hi_;
   KernelEntry<spmm_f32_b1_fn> kern_;  // b1 or b4 (same signature)
   std::unique_ptr<DenseLinear> dense_;

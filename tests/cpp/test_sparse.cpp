@@ -71,7 +71,7 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
   p.y = y.data();
   const SpmmTilePlan plan = tiled ? plan_spmm_tiles(packed, t.spmm_f32_b1.tile) : SpmmTilePlan{};
   if (tiled) {
-    ASSERT_GE(plan.tiles, 2) << isa_name(isa) << " k=" << k << " s=" << sparsity;
+    ASSERT_GE(plan.tiles, 1) << isa_name(isa) << " k=" << k << " s=" << sparsity;
     p.tiles = &plan;
   }
   (block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1).fn(p);
@@ -127,22 +127,25 @@ TEST(SpmmF32, EveryPathMatchesReference) {
 }
 
 // The tile plan holds exactly the stream's entries, tile-major: rebuilt from it, the weight and
-// bias come back, every entry lands in its tile, and K is split into balanced tiles.
+// bias come back, every entry lands in its tile, and K is split into balanced tiles (one tile
+// when K fits).
 TEST(SpmmTilePlan, RoundTripsTileMajor) {
   std::mt19937 rng(21);
   for (int lanes : {4, 8, 16})
+    for (int64_t k : {int64_t(1100), int64_t(150)})
     for (double s : {0.0, 0.6, 0.9, 0.97}) {
-      const int64_t m = 45, k = 1100;
+      const int64_t m = 45;
       auto w = random_floats(rng, m * k);
       sparsify(rng, w, s);
       std::fill(w.begin() + 3 * k, w.begin() + 4 * k, 0.0f);  // an empty row
       auto bias = random_floats(rng, m);
       const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
       const SpmmTilePlan plan = plan_spmm_tiles(packed, lanes);
-      ASSERT_GE(plan.tiles, 2) << "lanes=" << lanes << " s=" << s;
+      ASSERT_GE(plan.tiles, k * 4 * lanes > kSpmmTileFloatsMax ? 2 : 1) << "lanes=" << lanes << " s=" << s;
       ASSERT_EQ(plan.strip, 4 * lanes);
-      ASSERT_LE((k + plan.tiles - 1) / plan.tiles * plan.strip, kSpmmTileFloatsMax) << "a tile fits the budget";
       const int64_t kt = (k + plan.tiles - 1) / plan.tiles;
+      ASSERT_EQ(plan.kt, kt) << "balanced tiles";
+      ASSERT_LE((kt - 1) * plan.strip, kSpmmTileFloatsMax) << "a tile fits the budget";
       ASSERT_EQ(plan.bias, bias);
       std::vector<float> w2(m * k, 0.0f);
       size_t e = 0, c = 0;
@@ -150,7 +153,7 @@ TEST(SpmmTilePlan, RoundTripsTileMajor) {
         for (int64_t t = 0; t < plan.tiles; ++t)
           for (int64_t r = m0; r < std::min(m, m0 + plan.rows); ++r, ++c)
             for (int32_t j = 0; j < plan.counts.at(c); ++j, ++e) {
-              const int64_t chan = plan.offsets.at(e) / plan.strip;
+              const int64_t chan = t * kt + plan.offsets.at(e) / plan.strip;  // offsets are tile-relative
               ASSERT_EQ(plan.offsets[e] % plan.strip, 0);
               ASSERT_GE(chan, t * kt);
               ASSERT_LT(chan, std::min(k, (t + 1) * kt));
@@ -161,10 +164,10 @@ TEST(SpmmTilePlan, RoundTripsTileMajor) {
       ASSERT_EQ(e, plan.values.size());
       ASSERT_EQ(w2, w);
     }
-  // No plan where tiling does not apply: 4-channel blocks, K within one tile.
+  // No plan for 4-channel blocks; one tile when K * strip fits kSpmmTileFloats.
   std::vector<float> w(8 * 1100, 1.0f);
   EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, 1100, nullptr, 4), 16).tiles, 0);
-  EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, kSpmmTileFloats / 64, nullptr, 1), 16).tiles, 0);
+  EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, kSpmmTileFloats / 64, nullptr, 1), 16).tiles, 1);
   // A stream whose row channels go backwards (not from the packer) is left untiled.
   PackedSparseF32 bad = pack_sparse_f32(w.data(), 8, 1100, nullptr, 1);
   std::swap(bad.deltas[1], bad.deltas[2]);
@@ -172,14 +175,16 @@ TEST(SpmmTilePlan, RoundTripsTileMajor) {
   EXPECT_EQ(plan_spmm_tiles(bad, 16).tiles, 0);
 }
 
-// Every path given a K-tile plan matches the reference, over full strips and the untiled tail
-// strip, and really reads the plan: zeroed plan values leave bias-only outputs.
+// Every path given a tile plan (several K tiles, or one) matches the reference, over full
+// strips and the narrower tail strip, and really reads the plan: zeroed plan values leave
+// bias-only outputs.
 TEST(SpmmF32, KTiledPlanMatchesReference) {
   std::mt19937 rng(17);
   for (Isa isa : ep::test::runnable_isas()) {
     if (isa == Isa::reference) continue;  // the reference kernel ignores plans
     for (double s : {0.5, 0.9})
       for (Act act : {Act::none, Act::relu6}) check_spmm(isa, 1, 400, 1100, 150, s, act, rng, /*tiled=*/true);
+    for (int64_t n : {67, 200}) check_spmm(isa, 1, 300, 150, n, 0.5, Act::relu, rng, /*tiled=*/true);  // one tile
   }
   for (Isa isa : ep::test::runnable_isas()) {
     if (isa == Isa::reference) continue;
