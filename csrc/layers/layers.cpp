@@ -8,9 +8,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
-#include <string>
 #include <limits>
+#include <new>
 #include <stdexcept>
+#include <string>
 
 #include "layers/parallel.h"
 
@@ -75,10 +76,18 @@ Split split(int64_t total, int threads, int64_t align, double macs) {
   return {chunk, total == 0 ? 0 : (total + chunk - 1) / chunk};
 }
 
-// Per-call scratch without zero-filling (std::vector would write every byte before we do).
+// Per-call scratch without zero-filling (std::vector would write every byte before we do), on a
+// 64-byte boundary like the Python outputs (module.cpp): threads that split its rows at 64-byte
+// columns then never share a cache line.
+struct AlignedFree {
+  void operator()(void* p) const { std::free(p); }
+};
 template <class T>
-std::unique_ptr<T[]> scratch(int64_t count) {
-  return std::unique_ptr<T[]>(new T[size_t(count > 0 ? count : 1)]);
+std::unique_ptr<T[], AlignedFree> scratch(int64_t count) {
+  const size_t bytes = (size_t(count > 0 ? count : 1) * sizeof(T) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  return std::unique_ptr<T[], AlignedFree>(static_cast<T*>(p));
 }
 
 void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
@@ -286,18 +295,29 @@ QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float 
 
 void QLinear::run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n, int8_t* y, int64_t ldy,
                          int threads) const {
-  // One kernel call per strip of kQuadStrip columns; threads take strips, and each packs its
-  // strip into quads (pack_quads_s8's layout) just before the kernel reads it: the packing
-  // runs in parallel too, and the packed strip is still in cache.
-  const int64_t strips = (n + kQuadStrip - 1) / kQuadStrip;
-  const Split s = split(strips, threads, 1, double(n) * 4.0 * double(sp_.blocks()));
-  parallel_for(threads, s.tasks, [&](int64_t t) {
-    auto xq = scratch<int8_t>(quad_strip_size(k_));
-    for (int64_t st = t * s.chunk; st < std::min(strips, (t + 1) * s.chunk); ++st) {
-      const int64_t c0 = st * kQuadStrip, cols = std::min(kQuadStrip, n - c0);
-      pack_quads_s8(transposed ? x + c0 * ld : x + c0, k_, cols, ld, transposed, xq.get());
+  // Threads take ranges of columns; each packs a strip of kQuadStrip columns into quads
+  // (pack_quads_s8's layout) just before the kernel reads it, so the packing runs in parallel
+  // and the strip is still in cache. Ranges start at 64-byte boundaries of Y's first row: two
+  // threads writing the two halves of a 128-byte int8 row that straddles cache lines ran 2-4x
+  // slower than one (false sharing, measured). Integer results do not depend on the split.
+  const double macs = double(n) * 4.0 * double(sp_.blocks());
+  threads = threads_for(threads, macs);
+  // Task t starts at the column of the form lead + 64 j nearest to t * n / threads.
+  const int64_t lead = int64_t((64 - reinterpret_cast<uintptr_t>(y) % 64) % 64), tasks = threads;
+  auto bound = [&](int64_t t) -> int64_t {
+    if (t == 0 || t == tasks) return t == 0 ? 0 : n;
+    const int64_t j = (t * n / tasks - lead + 32) / 64;
+    return std::min(n, std::max<int64_t>(0, lead + 64 * j));
+  };
+  parallel_for(threads, tasks, [&](int64_t t) {
+    // per-thread, kept and 64-byte aligned (kernels.h): new[] per call gave 16-byte aligned
+    // strips, whose 64-byte loads split cache lines (1.5x slower), and page faults in pool threads
+    int8_t* xq = static_cast<int8_t*>(thread_scratch(3, size_t(quad_strip_size(k_))));
+    for (int64_t c0 = bound(t), end = bound(t + 1); c0 < end; c0 += kQuadStrip) {
+      const int64_t cols = std::min(kQuadStrip, end - c0);
+      pack_quads_s8(transposed ? x + c0 * ld : x + c0, k_, cols, ld, transposed, xq);
       SpmmS8Args p;
-      p.xq = xq.get();
+      p.xq = xq;
       p.ldx = kQuadStrip;
       p.y = y + c0;
       p.ldy = ldy;

@@ -7,6 +7,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <new>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -107,6 +110,19 @@ int threads_arg(int threads) {
   return threads;
 }
 
+// A new C-contiguous [rows, cols] array whose data starts on a 64-byte boundary (numpy's own
+// allocation of a large array starts 16 bytes past a page): vector stores then never split a
+// cache line, and threads that split a row at a 64-column boundary never share one (for an
+// int8 [3072, 128] output, sharing made 2 threads 3x slower than 1).
+template <class T>
+py::array_t<T> aligned_matrix(int64_t rows, int64_t cols) {
+  const size_t bytes = (size_t(std::max<int64_t>(rows * cols, 1)) * sizeof(T) + 63) / 64 * 64;
+  void* data = std::aligned_alloc(64, bytes);
+  if (!data) throw std::bad_alloc();
+  py::capsule owner(data, [](void* p) { std::free(p); });
+  return py::array_t<T>({rows, cols}, {cols * int64_t(sizeof(T)), int64_t(sizeof(T))}, static_cast<T*>(data), owner);
+}
+
 // layer.forward(x [n, k]) -> y [n, m] and layer.forward_kn(x [k, n]) -> y [m, n], with x of
 // element type T checked; the GIL is released while the layer runs.
 template <class T, class Layer>
@@ -114,7 +130,7 @@ py::array_t<T> run_nk(const Layer& layer, const py::array& x, int threads) {
   threads = threads_arg(threads);
   const T* xp = matrix<T>(x, "x", -1, layer.k(), "N", "in_features");
   const int64_t n = x.shape(0);
-  py::array_t<T> y({n, layer.m()});
+  py::array_t<T> y = aligned_matrix<T>(n, layer.m());
   T* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
@@ -128,7 +144,7 @@ py::array_t<T> run_kn(const Layer& layer, const py::array& x, int threads) {
   threads = threads_arg(threads);
   const T* xp = matrix<T>(x, "x", layer.k(), -1, "in_features", "N");
   const int64_t n = x.shape(1);
-  py::array_t<T> y({layer.m(), n});
+  py::array_t<T> y = aligned_matrix<T>(layer.m(), n);
   T* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;

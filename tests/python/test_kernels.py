@@ -187,6 +187,25 @@ def test_sparse_wide_layer_in_k_tiles_matches_numpy(isa):
         assert np.array_equal(y_kn, sp.spmm(x_kn, threads=2))
 
 
+def test_outputs_are_owned_writable_and_64_byte_aligned():
+    """Every layer returns a fresh C-contiguous array whose data starts on a 64-byte boundary
+    (threads splitting its rows at 64-byte columns never share a cache line)."""
+    rng = np.random.default_rng(8)
+    w = sparse_weight(rng, 50, 40, 0.9)
+    x = rng.standard_normal((33, 40)).astype(np.float32)
+    q = kernels.QLinear(w, input_scale=0.05, input_zero_point=0, output_scale=0.1, output_zero_point=0,
+                        sparse="sparse")
+    xq = rng.integers(-128, 128, size=(33, 40), dtype=np.int8)
+    outs = [kernels.Linear(w)(x), kernels.SparseLinear(w, kernel="sparse")(x),
+            kernels.SparseLinear(w, kernel="sparse").spmm(np.ascontiguousarray(x.T)), q(xq),
+            q.gemm_kn(np.ascontiguousarray(xq.T))]
+    for y in outs:
+        assert y.ctypes.data % 64 == 0
+        assert y.flags.c_contiguous and y.flags.writeable
+        y[0, 0] = 1  # ours to write
+    assert outs[0].shape == (33, 50) and outs[2].shape == (50, 33) and outs[4].dtype == np.int8
+
+
 def test_sparse_auto_choice_and_threads():
     rng = np.random.default_rng(5)
     dense_ish = sparse_weight(rng, 32, 32, 0.3)
