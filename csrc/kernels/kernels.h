@@ -80,18 +80,30 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 //   faster than one broadcast load per weight and a 32-bit offset each.
 // The cost is a second copy of the weights, 6 bytes a nonzero.
 constexpr int64_t kSpmmTileFloats = 12288, kSpmmTileFloatsMax = 16384;
+// With several blocks and at most this much X in full strips, a kernel copies all strips first
+// and runs each block over all of them (block-major), reading the stream once per call.
+constexpr int64_t kBlockMajorBytes = 512 * 1024;
 struct SpmmTilePlan {
   int64_t m = 0, k = 0, strip = 0, tiles = 0, kt = 0, rows = 0;  // tiles = 0: no plan; kt channels a tile
   std::vector<int32_t> counts;
   std::vector<uint16_t> offsets;
   std::vector<float> values;
   std::vector<float> bias;  // per output row
+  std::vector<int64_t> block_entries;  // per block of rows, its first entry; then the total
 };
 // For a b1 stream and a kernel with `lanes` floats per vector (its kernels.inc tile; strips of
 // 4 vectors). No plan (tiles = 0) for block 4, when K * strip does not fit int32, or when the
 // stream is not a valid b1 stream with increasing channels per row (the packer never writes one
 // that is not).
 SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes);
+// Whether a SIMD b1 kernel with strips of `strip` floats runs the full strips of an [K, n]
+// input from `plan` (else it walks the stream): the plan fits, there is a full strip, and there
+// are enough stream entries per input channel for the strip copy to pay.
+inline bool spmm_plan_applies(const SpmmTilePlan* plan, int64_t m, int64_t k, int64_t n, int64_t entries,
+                              int64_t strip) {
+  return plan && plan->tiles >= 1 && plan->strip == strip && plan->k == k && plan->m == m && n >= strip &&
+         entries >= 512 / strip * k;
+}
 
 // Sparse fp32 SpMM on the channel-major layout: Y[M, N] = clamp(W_sparse[M, K] X[K, N] + b),
 // vectorised across N. Rows of X and Y are ldx / ldy floats apart.
@@ -111,6 +123,10 @@ struct SpmmF32Args {
   // optional, b1 only: plan_spmm_tiles of this stream for this kernel's lanes (else the kernel
   // walks the stream above)
   const SpmmTilePlan* tiles = nullptr;
+  // with a plan that applies (spmm_plan_applies): compute only output rows of plan blocks
+  // [block0, block1) (-1: to the last), so threads can split rows. n must then be whole strips:
+  // a narrower last strip is computed for every row.
+  int64_t block0 = 0, block1 = -1;
 };
 
 // int8 GEMM per the TFLite spec: Y[r, j] = requant(sum_k A[r, k] * W[j, k] + bias[j]) with

@@ -188,6 +188,7 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes) {
   std::vector<int64_t> at(first.begin(), first.end() - 1), ch(chan0);
   for (int64_t m = 0; m < p.m; ++m) plan.bias[m] = p.values[first[m] + m];
   for (int64_t m0 = 0; m0 < p.m; m0 += plan.rows) {
+    plan.block_entries.push_back(int64_t(plan.offsets.size()));
     const int64_t m1 = std::min(p.m, m0 + plan.rows);
     for (int64_t t = 0; t < tiles; ++t)
       for (int64_t m = m0; m < m1; ++m) {
@@ -202,6 +203,7 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes) {
         plan.counts.push_back(count);
       }
   }
+  plan.block_entries.push_back(int64_t(plan.offsets.size()));
   return plan;
 }
 

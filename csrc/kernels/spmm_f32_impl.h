@@ -249,22 +249,46 @@ template <class O>
 bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   constexpr int64_t tw = 4 * O::W;
   const ep::SpmmTilePlan* plan = p.tiles;
-  if (!plan || plan->tiles < 1 || plan->strip != tw || plan->k != p.k || plan->m != p.m || p.n < tw ||
-      entries < 512 / tw * p.k)
-    return false;
-  float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
+  if (!ep::spmm_plan_applies(plan, p.m, p.k, p.n, entries, tw)) return false;
+  const int64_t blocks = int64_t(plan->block_entries.size()) - 1;
+  const int64_t b0 = std::max<int64_t>(0, p.block0), b1 = p.block1 < 0 ? blocks : std::min(blocks, p.block1);
   ep::SpmmF32Args q = p;
-  q.x = strip;
   q.ldx = tw;
   int64_t n0 = 0;
+  const int64_t full = p.n / tw;
+  if (b1 - b0 >= 2 && full >= 2 && p.k * full * tw * int64_t(sizeof(float)) <= ep::kBlockMajorBytes) {
+    // Block-major: every full strip copied first, then each block of rows runs over all of them,
+    // so the block's part of the stream is read from memory once, not once per strip.
+    float* xs = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * full * tw) * sizeof(float)));
+    for (int64_t c = 0; c < p.k; ++c)
+      for (int64_t s = 0; s < full; ++s)
+        for (int64_t j = 0; j < tw; j += O::W)
+          O::store(xs + (s * p.k + c) * tw + j, O::load(p.x + c * p.ldx + s * tw + j));
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t m0 = b * plan->rows, m1 = std::min(p.m, m0 + plan->rows);
+      for (int64_t s = 0; s < full; ++s) {
+        q.x = xs + s * p.k * tw;
+        q.y = p.y + s * tw;
+        const int32_t* cnt = plan->counts.data() + m0 * plan->tiles;
+        const uint16_t* off = plan->offsets.data() + plan->block_entries[b];
+        const float* v = plan->values.data() + plan->block_entries[b];
+        for (int64_t t = 0; t < plan->tiles; ++t)
+          spmm_b1_tile_pass<O, 4>(q, q.x + t * plan->kt * tw, plan->bias.data(), t == 0, t == plan->tiles - 1, m0, m1,
+                                  cnt, off, v);
+      }
+    }
+    n0 = full * tw;
+  }
+  float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
+  q.x = strip;
   for (; n0 + tw <= p.n; n0 += tw) {
     for (int64_t c = 0; c < p.k; ++c)
       for (int64_t j = 0; j < tw; j += O::W) O::store(strip + c * tw + j, O::load(p.x + c * p.ldx + n0 + j));
     q.y = p.y + n0;
-    const int32_t* cnt = plan->counts.data();
-    const uint16_t* off = plan->offsets.data();
-    const float* v = plan->values.data();
-    for (int64_t m0 = 0; m0 < p.m; m0 += plan->rows)
+    const int32_t* cnt = plan->counts.data() + b0 * plan->rows * plan->tiles;
+    const uint16_t* off = plan->offsets.data() + plan->block_entries[b0];
+    const float* v = plan->values.data() + plan->block_entries[b0];
+    for (int64_t m0 = b0 * plan->rows; m0 < std::min(p.m, b1 * plan->rows); m0 += plan->rows)
       for (int64_t t = 0; t < plan->tiles; ++t)
         spmm_b1_tile_pass<O, 4>(q, strip + t * plan->kt * tw, plan->bias.data(), t == 0, t == plan->tiles - 1, m0,
                                 std::min(p.m, m0 + plan->rows), cnt, off, v);

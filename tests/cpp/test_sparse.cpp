@@ -185,6 +185,7 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
     for (double s : {0.5, 0.9})
       for (Act act : {Act::none, Act::relu6}) check_spmm(isa, 1, 400, 1100, 150, s, act, rng, /*tiled=*/true);
     for (int64_t n : {67, 200}) check_spmm(isa, 1, 300, 150, n, 0.5, Act::relu, rng, /*tiled=*/true);  // one tile
+    check_spmm(isa, 1, 400, 600, 150, 0.5, Act::none, rng, /*tiled=*/true);  // blocks x strips within kBlockMajorBytes
   }
   for (Isa isa : ep::test::runnable_isas()) {
     if (isa == Isa::reference) continue;
@@ -220,7 +221,8 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
 }
 
 // SparseLinear makes the plan itself: a layer wide enough to tile agrees with DenseLinear, and
-// with any thread count bit for bit.
+// with any thread count bit for bit (1 thread runs block-major; 2 threads split the plan's two
+// blocks of rows, each block strip by strip, and the tail columns as a third task).
 TEST(SparseLinear, KTiledLayerMatchesDense) {
   std::mt19937 rng(23);
   const int64_t m = 300, k = 900, n = 150;
@@ -229,6 +231,11 @@ TEST(SparseLinear, KTiledLayerMatchesDense) {
     sparsify(rng, w, 0.8);
     SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::relu, SparseKernel::sparse, isa);
     DenseLinear de(w.data(), m, k, bias.data(), Act::relu, isa);
+    if (isa != Isa::reference) {
+      const SpmmTilePlan plan = plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1),
+                                                kernel_table(isa).spmm_f32_b1.tile);
+      ASSERT_GE(plan.block_entries.size(), 3u) << "two or more blocks of rows";
+    }
     std::vector<float> y1(m * n), y2(m * n), yd(m * n);
     sp.forward_kn(x.data(), n, y1.data(), 1);
     sp.forward_kn(x.data(), n, y2.data(), 2);
