@@ -67,7 +67,7 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 // - K tiles. Each nonzero loads its X row from anywhere in the kernel's [K, strip] copy of X, so
 //   that copy must stay in L1: with a 64-column strip a 768-channel layer's copy is 192 KB and
 //   its loads come from L2. K is split into tiles of at most kSpmmTileFloats strip floats (48 KB,
-//   Zen 4/5's L1: the best of 32..96 KB measured on AVX-512 at 80-90 % sparsity;
+//   Zen 5's L1: the best of 32..96 KB measured on AVX-512 at 80-90 % sparsity;
 //   kSpmmTileFloatsMax for very sparse layers, see plan_spmm_tiles), and a block of output rows
 //   runs over one tile before the next, the rows' partial sums going through Y. A K that fits
 //   one tile gets a one-tile plan.
@@ -76,7 +76,7 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 //   counts[] gives the row's entries in the tile and offsets[] / values[] the entries.
 // - 16-bit offsets ((channel - the tile's first channel) * strip: a tile is at most
 //   kSpmmTileFloatsMax floats). The loop is bound by loads (one per X vector, plus one per
-//   weight and per offset), so the kernel loads 4 offsets and 4 weights at a time: 9 % to 20 %
+//   weight and per offset), so the kernel loads 4 offsets and 4 weights at a time: 5 % to 12 %
 //   faster than one broadcast load per weight and a 32-bit offset each.
 // The cost is a second copy of the weights, 6 bytes a nonzero.
 constexpr int64_t kSpmmTileFloats = 12288, kSpmmTileFloatsMax = 16384;

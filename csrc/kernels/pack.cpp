@@ -178,7 +178,7 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes) {
   plan.strip = strip;
   plan.tiles = tiles;
   plan.kt = kt;
-  // ~256 KB of stream (8 bytes an entry) per block of rows
+  // ~200 KB of plan stream (6 bytes an entry) per block of rows
   plan.rows = std::max<int64_t>(16, (int64_t(1) << 15) * p.m / std::max<int64_t>(1, i));
   plan.bias.resize(size_t(p.m));
   plan.offsets.reserve(size_t(i));

@@ -226,7 +226,7 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   if (use > 1 && blocks >= use && spmm_plan_applies(&tiles_, m_, k_, n, packed_.nonzeros(), strip)) {
     // Threads split the plan's blocks of output rows: each reads its part of the stream once,
     // where splitting columns made every thread read all of it (3072x768x128 at 90 %: two
-    // threads 1.5x one, against 1.9x this way). A narrower last strip is one more task.
+    // threads 1.5x one, against 1.8x this way). A narrower last strip is one more task.
     const int64_t full = n / strip * strip, per = (blocks + use - 1) / use, row_tasks = (blocks + per - 1) / per;
     parallel_for(use, row_tasks + (full < n ? 1 : 0), [&](int64_t t) {
       if (t == row_tasks) return kern_.fn(args(full, n - full));
