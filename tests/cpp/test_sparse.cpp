@@ -42,6 +42,22 @@ void unpack(const PackedSparseF32& p, std::vector<float>& w, std::vector<float>&
   ASSERT_EQ(v, p.values.data() + p.values.size());
 }
 
+// Arguments for Y[m, n] = W X from a packed stream, X and Y with row strides ldx and ldy.
+SpmmF32Args stream_args(const PackedSparseF32& packed, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n) {
+  SpmmF32Args p;
+  p.x = x;
+  p.ldx = ldx;
+  p.y = y;
+  p.ldy = ldy;
+  p.n = n;
+  p.m = packed.m;
+  p.k = packed.k;
+  p.values = packed.values.data();
+  p.nnz = packed.nnz.data();
+  p.deltas = packed.deltas.data();
+  return p;
+}
+
 // With `tiled`, the path's kernel also gets plan_spmm_tiles for its lanes (b1; K tiles).
 void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double sparsity, Act act, std::mt19937& rng,
                 bool tiled = false) {
@@ -52,16 +68,7 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
   auto bias = random_floats(rng, m, -1.f, 1.f);
   auto x = random_floats(rng, k * ldx, -2.f, 2.f);
   const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), block);
-  SpmmF32Args p;
-  p.x = x.data();
-  p.ldx = ldx;
-  p.ldy = ldy;
-  p.n = n;
-  p.m = m;
-  p.k = k;
-  p.values = packed.values.data();
-  p.nnz = packed.nnz.data();
-  p.deltas = packed.deltas.data();
+  SpmmF32Args p = stream_args(packed, x.data(), ldx, nullptr, ldy, n);
   act_bounds(act, &p.lo, &p.hi);
   const float sentinel = -777.0f;
   std::vector<float> y(m * ldy, sentinel), ref(m * ldy, sentinel);
@@ -199,17 +206,7 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
     ASSERT_GE(plan.tiles, 2);
     std::fill(plan.values.begin(), plan.values.end(), 0.0f);
     std::vector<float> y(m * n);
-    SpmmF32Args p;
-    p.x = x.data();
-    p.ldx = n;
-    p.y = y.data();
-    p.ldy = n;
-    p.n = n;
-    p.m = m;
-    p.k = k;
-    p.values = packed.values.data();
-    p.nnz = packed.nnz.data();
-    p.deltas = packed.deltas.data();
+    SpmmF32Args p = stream_args(packed, x.data(), n, y.data(), n, n);
     p.tiles = &plan;
     t.spmm_f32_b1.fn(p);
     const int64_t full = n / plan.strip * plan.strip;  // columns the tiled passes cover
