@@ -68,7 +68,9 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 //   that copy must stay in L1: with a 64-column strip a 768-channel layer's copy is 192 KB and
 //   its loads come from L2. K is split into tiles of at most kSpmmTileFloats strip floats (48 KB,
 //   Zen 5's L1: the best of 32..96 KB measured on AVX-512 at 80-90 % sparsity;
-//   kSpmmTileFloatsMax for very sparse layers, see plan_spmm_tiles), and a block of output rows
+//   kSpmmTileFloatsMax for very sparse layers, see plan_spmm_tiles; 128-bit paths, NEON, plan
+//   for the 32 KB L1 of the Cortex-A57/A72 in the Jetson Nano and Pi 4: kSpmmTileFloats128,
+//   chosen by that size, not measured on the devices), and a block of output rows
 //   runs over one tile before the next, the rows' partial sums going through Y. A K that fits
 //   one tile gets a one-tile plan.
 // - Tile-major order, read front to back: for each block of `rows` output rows (a block's
@@ -79,7 +81,7 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 //   weight and per offset), so the kernel loads 4 offsets and 4 weights at a time: 5 % to 12 %
 //   faster than one broadcast load per weight and a 32-bit offset each.
 // The cost is a second copy of the weights, 6 bytes a nonzero.
-constexpr int64_t kSpmmTileFloats = 12288, kSpmmTileFloatsMax = 16384;
+constexpr int64_t kSpmmTileFloats = 12288, kSpmmTileFloatsMax = 16384, kSpmmTileFloats128 = 8192;
 // With several blocks and at most this much X in full strips, a kernel copies all strips first
 // and runs each block over all of them (block-major), reading the stream once per call.
 constexpr int64_t kBlockMajorBytes = 512 * 1024;
