@@ -23,8 +23,8 @@ import numpy as np
 from edgeprune import _core
 
 __all__ = [
-    "Linear", "SparseLinear", "QLinear", "cpu_features", "compiled_isas", "supported_isas", "selected_isa",
-    "kernel_listing",
+    "Linear", "SparseLinear", "QLinear", "cpu_features", "l1d_bytes", "compiled_isas", "supported_isas",
+    "selected_isa", "kernel_listing",
 ]
 
 ACTIVATIONS = ("none", "relu", "relu6")
@@ -33,6 +33,12 @@ ACTIVATIONS = ("none", "relu", "relu6")
 def cpu_features() -> list[str]:
     """CPU features relevant to the kernel paths, e.g. ``["avx2", "fma", ...]``."""
     return list(_core.cpu_features())
+
+
+def l1d_bytes() -> int:
+    """L1 data cache per core in bytes as the OS reports it, 0 if unknown (then sparse layers plan
+    their K tiles for 32 KB)."""
+    return int(_core.l1d_bytes())
 
 
 def compiled_isas() -> list[str]:

@@ -9,6 +9,8 @@
 #include <mutex>
 #include <stdexcept>
 
+#include <unistd.h>
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #define EP_ARCH_X86 1
@@ -81,6 +83,35 @@ static uint64_t read_xcr0() {
 }
 #endif
 
+// glibc answers from cpuid on x86 and often 0 on ARM, where sysfs may know: the level-1 cache
+// of cpu0 whose type is Data (or Unified), its size like "32K".
+static int64_t detect_l1d_bytes() {
+#ifdef _SC_LEVEL1_DCACHE_SIZE
+  const long v = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+  if (v > 0) return v;
+#endif
+  auto read = [](int index, const char* file, char* buf, int len) {
+    char path[96];
+    std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/%s", index, file);
+    FILE* f = std::fopen(path, "r");
+    if (!f) return false;
+    const bool ok = std::fgets(buf, len, f) != nullptr;
+    std::fclose(f);
+    return ok;
+  };
+  for (int index = 0; index < 4; ++index) {
+    char level[16], type[32], size[32];
+    if (!read(index, "level", level, sizeof level) || std::atoi(level) != 1) continue;
+    if (!read(index, "type", type, sizeof type) || (type[0] != 'D' && type[0] != 'U')) continue;
+    if (!read(index, "size", size, sizeof size)) continue;
+    char* end = nullptr;
+    const long n = std::strtol(size, &end, 10);
+    if (n <= 0) continue;
+    return *end == 'K' ? int64_t(n) * 1024 : *end == 'M' ? int64_t(n) << 20 : int64_t(n);
+  }
+  return 0;
+}
+
 static CpuFeatures detect() {
   CpuFeatures f;
 #if EP_ARCH_X86
@@ -107,6 +138,7 @@ static CpuFeatures detect() {
   f.asimd = (hw & HWCAP_ASIMD) != 0;
   f.asimddp = (hw & HWCAP_ASIMDDP) != 0;
 #endif
+  f.l1d_bytes = detect_l1d_bytes();
   return f;
 }
 

@@ -36,6 +36,8 @@ struct CpuFeatures {
   bool avx2 = false, fma = false, avx512f = false, avx512bw = false, avx512vl = false,
        avx512vnni = false, os_avx = false, os_avx512 = false;  // OS saves the wide registers
   bool asimd = false, asimddp = false;
+  // L1 data cache per core in bytes, as the OS reports it (sysconf, else sysfs); 0: unknown
+  int64_t l1d_bytes = 0;
   std::vector<std::string> names() const;  // the features present, lower-case
 };
 

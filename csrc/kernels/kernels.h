@@ -66,22 +66,22 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 // took as long as it saves on a 128-column input).
 // - K tiles. Each nonzero loads its X row from anywhere in the kernel's [K, strip] copy of X, so
 //   that copy must stay in L1: with a 64-column strip a 768-channel layer's copy is 192 KB and
-//   its loads come from L2. K is split into tiles of at most kSpmmTileFloats strip floats (48 KB,
-//   Zen 5's L1: the best of 32..96 KB measured on AVX-512 at 80-90 % sparsity;
-//   kSpmmTileFloatsMax for very sparse layers, see plan_spmm_tiles; 128-bit paths, NEON, plan
-//   for the 32 KB L1 of the Cortex-A57/A72 in the Jetson Nano and Pi 4: kSpmmTileFloats128,
-//   chosen by that size, not measured on the devices), and a block of output rows
+//   its loads come from L2. K is split into tiles of at most one L1 of strip floats (on this
+//   Zen 5, 48 KB: the best of 32..96 KB measured on AVX-512 at 80-90 % sparsity; 4/3 of it for
+//   very sparse layers, see plan_spmm_tiles), and a block of output rows
 //   runs over one tile before the next, the rows' partial sums going through Y. A K that fits
 //   one tile gets a one-tile plan.
 // - Tile-major order, read front to back: for each block of `rows` output rows (a block's
 //   stream and Y stay in L2 across its tiles), for each tile, for each row of the block,
 //   counts[] gives the row's entries in the tile and offsets[] / values[] the entries.
 // - 16-bit offsets ((channel - the tile's first channel) * strip: a tile is at most
-//   kSpmmTileFloatsMax floats). The loop is bound by loads (one per X vector, plus one per
+//   4/3 of an L1). The loop is bound by loads (one per X vector, plus one per
 //   weight and per offset), so the kernel loads 4 offsets and 4 weights at a time: 5 % to 12 %
 //   faster than one broadcast load per weight and a 32-bit offset each.
 // The cost is a second copy of the weights, 6 bytes a nonzero.
-constexpr int64_t kSpmmTileFloats = 12288, kSpmmTileFloatsMax = 16384, kSpmmTileFloats128 = 8192;
+// The L1 size plans assume when the OS does not report one (the Cortex-A57/A72 of the Jetson
+// Nano and Pi 4, and most AVX2-only x86 cores, have 32 KB).
+constexpr int64_t kDefaultL1Bytes = 32 * 1024;
 // With several blocks and at most this much X in full strips, a kernel copies all strips first
 // and runs each block over all of them (block-major), reading the stream once per call.
 constexpr int64_t kBlockMajorBytes = 512 * 1024;
@@ -93,11 +93,12 @@ struct SpmmTilePlan {
   std::vector<float> bias;  // per output row
   std::vector<int64_t> block_entries;  // per block of rows, its first entry; then the total
 };
-// For a b1 stream and a kernel with `lanes` floats per vector (its kernels.inc tile; strips of
-// 4 vectors). No plan (tiles = 0) for block 4, when K * strip does not fit int32, or when the
-// stream is not a valid b1 stream with increasing channels per row (the packer never writes one
-// that is not).
-SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes);
+// For a b1 stream, a kernel with `lanes` floats per vector (its kernels.inc tile; strips of 4
+// vectors) and an L1 data cache of l1_bytes (<= 0: kDefaultL1Bytes). No plan (tiles = 0) for
+// block 4, when K * strip does not fit int32, when a tile's offsets would not fit 16 bits, or
+// when the stream is not a valid b1 stream with increasing channels per row (the packer never
+// writes one that is not).
+SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_bytes);
 // Whether a SIMD b1 kernel with strips of `strip` floats runs the full strips of an [K, n]
 // input from `plan` (else it walks the stream): the plan fits, there is a full strip, and there
 // are enough stream entries per input channel for the strip copy to pay.

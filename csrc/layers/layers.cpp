@@ -196,7 +196,8 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
   }
   const KernelTable& t = runnable_table(isa);
   kern_ = block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1;
-  if (block == 1 && kern_.isa != Isa::reference) tiles_ = plan_spmm_tiles(packed_, kern_.tile);  // the reference reads the stream
+  // the reference kernel reads the stream; the others run from a plan sized for this CPU's L1
+  if (block == 1 && kern_.isa != Isa::reference) tiles_ = plan_spmm_tiles(packed_, kern_.tile, cpu_features().l1d_bytes);
 }
 
 Isa SparseLinear::isa() const { return dense_ ? dense_->isa() : kern_.isa; }

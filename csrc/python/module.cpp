@@ -160,6 +160,8 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def("cpu_features", [] { return ep::cpu_features().names(); },
           "CPU features relevant to the kernel paths (avx2, fma, avx512f, ..., asimd, asimddp).");
+  mod.def("l1d_bytes", [] { return ep::cpu_features().l1d_bytes; },
+          "L1 data cache per core in bytes as the OS reports it (0: unknown); sparse tile plans are sized by it.");
   mod.def("compiled_isas", [] { return ep::isa_names(ep::compiled_isas()); },
           "Kernel paths compiled into this build.");
   mod.def("supported_isas", [] { return ep::isa_names(ep::supported_isas()); },

@@ -40,7 +40,7 @@ def _core() -> dict:
     except ImportError as e:
         return {"built": False, "error": f"not built ({e}); build it with `pip install -e .` or `make install`"}
     info: dict = {"built": True}
-    for name in ("cpu_features", "compiled_isas", "selected_isa"):
+    for name in ("cpu_features", "l1d_bytes", "compiled_isas", "selected_isa"):
         fn = getattr(_core, name, None)
         if fn is None:
             info[name] = None
@@ -93,7 +93,7 @@ def run(args) -> int:
     if not core["built"]:
         table.add_row("edgeprune._core", core["error"])
     else:
-        for k in ("cpu_features", "compiled_isas", "selected_isa"):
+        for k in ("cpu_features", "l1d_bytes", "compiled_isas", "selected_isa"):
             table.add_row(k, _fmt(core.get(k)))
     table.add_row("EDGEPRUNE_ISA", info["env"]["EDGEPRUNE_ISA"] or "unset (automatic choice)")
     for tool, path in info["tools"].items():

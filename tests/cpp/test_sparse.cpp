@@ -76,7 +76,7 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
   (block == 4 ? reference::spmm_f32_b4 : reference::spmm_f32_b1)(p);
   const auto& t = kernel_table(isa);
   p.y = y.data();
-  const SpmmTilePlan plan = tiled ? plan_spmm_tiles(packed, t.spmm_f32_b1.tile) : SpmmTilePlan{};
+  const SpmmTilePlan plan = tiled ? plan_spmm_tiles(packed, t.spmm_f32_b1.tile, 48 * 1024) : SpmmTilePlan{};
   if (tiled) {
     ASSERT_GE(plan.tiles, 1) << isa_name(isa) << " k=" << k << " s=" << sparsity;
     p.tiles = &plan;
@@ -134,11 +134,12 @@ TEST(SpmmF32, EveryPathMatchesReference) {
 }
 
 // The tile plan holds exactly the stream's entries, tile-major: rebuilt from it, the weight and
-// bias come back, every entry lands in its tile, and K is split into balanced tiles (one tile
-// when K fits).
+// bias come back, every entry lands in its tile, and K is split into balanced tiles that fit
+// 4/3 of the L1 (one tile when K fits; an unknown L1 counts as kDefaultL1Bytes).
 TEST(SpmmTilePlan, RoundTripsTileMajor) {
   std::mt19937 rng(21);
   for (int lanes : {4, 8, 16})
+    for (int64_t l1 : {int64_t(0), int64_t(48 * 1024), int64_t(64 * 1024)})
     for (int64_t k : {int64_t(1100), int64_t(150)})
     for (double s : {0.0, 0.6, 0.9, 0.97}) {
       const int64_t m = 45;
@@ -147,9 +148,9 @@ TEST(SpmmTilePlan, RoundTripsTileMajor) {
       std::fill(w.begin() + 3 * k, w.begin() + 4 * k, 0.0f);  // an empty row
       auto bias = random_floats(rng, m);
       const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
-      const SpmmTilePlan plan = plan_spmm_tiles(packed, lanes);
-      const int64_t budget = lanes == 4 ? kSpmmTileFloats128 : kSpmmTileFloatsMax;  // the larger of a path's two
-      ASSERT_GE(plan.tiles, k * 4 * lanes > budget ? 2 : 1) << "lanes=" << lanes << " s=" << s;
+      const SpmmTilePlan plan = plan_spmm_tiles(packed, lanes, l1);
+      const int64_t budget = (l1 > 0 ? l1 : kDefaultL1Bytes) / 4 * 4 / 3;  // floats: the larger tile size
+      ASSERT_GE(plan.tiles, k * 4 * lanes > budget ? 2 : 1) << "lanes=" << lanes << " l1=" << l1 << " s=" << s;
       ASSERT_EQ(plan.strip, 4 * lanes);
       const int64_t kt = (k + plan.tiles - 1) / plan.tiles;
       ASSERT_EQ(plan.kt, kt) << "balanced tiles";
@@ -172,15 +173,16 @@ TEST(SpmmTilePlan, RoundTripsTileMajor) {
       ASSERT_EQ(e, plan.values.size());
       ASSERT_EQ(w2, w);
     }
-  // No plan for 4-channel blocks; one tile when K * strip fits kSpmmTileFloats.
+  // No plan for 4-channel blocks; one tile when K * strip fits the L1; more for a smaller L1.
   std::vector<float> w(8 * 1100, 1.0f);
-  EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, 1100, nullptr, 4), 16).tiles, 0);
-  EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, kSpmmTileFloats / 64, nullptr, 1), 16).tiles, 1);
+  EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, 1100, nullptr, 4), 16, 0).tiles, 0);
+  EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, 192, nullptr, 1), 16, 48 * 1024).tiles, 1);
+  EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, 192, nullptr, 1), 16, 32 * 1024).tiles, 2);
   // A stream whose row channels go backwards (not from the packer) is left untiled.
   PackedSparseF32 bad = pack_sparse_f32(w.data(), 8, 1100, nullptr, 1);
   std::swap(bad.deltas[1], bad.deltas[2]);
   bad.deltas[1] = -bad.deltas[1];
-  EXPECT_EQ(plan_spmm_tiles(bad, 16).tiles, 0);
+  EXPECT_EQ(plan_spmm_tiles(bad, 16, 0).tiles, 0);
 }
 
 // Every path given a tile plan (several K tiles, or one) matches the reference, over full
@@ -203,7 +205,7 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
     auto bias = random_floats(rng, m), x = random_floats(rng, k * n);
     const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
     const auto& t = kernel_table(isa);
-    SpmmTilePlan plan = plan_spmm_tiles(packed, t.spmm_f32_b1.tile);
+    SpmmTilePlan plan = plan_spmm_tiles(packed, t.spmm_f32_b1.tile, 48 * 1024);
     ASSERT_GE(plan.tiles, 2);
     std::fill(plan.values.begin(), plan.values.end(), 0.0f);
     std::vector<float> y(m * n);
@@ -231,7 +233,7 @@ TEST(SparseLinear, KTiledLayerMatchesDense) {
     DenseLinear de(w.data(), m, k, bias.data(), Act::relu, isa);
     if (isa != Isa::reference) {
       const SpmmTilePlan plan = plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1),
-                                                kernel_table(isa).spmm_f32_b1.tile);
+                                                kernel_table(isa).spmm_f32_b1.tile, cpu_features().l1d_bytes);
       ASSERT_GE(plan.block_entries.size(), 3u) << "two or more blocks of rows";
     }
     std::vector<float> y1(m * n), y2(m * n), yd(m * n);

@@ -119,6 +119,7 @@ def test_doctor(run_cli):
         from edgeprune import _core
 
         assert core["selected_isa"] == _core.selected_isa() and core["selected_isa"] in core["compiled_isas"]
+        assert core["l1d_bytes"] == _core.l1d_bytes()
     else:
         assert core["error"].startswith("not built")
     human = run_cli("doctor")

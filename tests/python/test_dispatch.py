@@ -40,6 +40,26 @@ def test_reported_paths_are_consistent():
         assert {"avx2", "fma", "os-avx-state"} <= set(kernels.cpu_features())
 
 
+def test_l1d_size_is_what_the_os_reports():
+    """Sparse tile plans are sized by it: the same number sysconf (else sysfs) gives, 0 if neither."""
+    want = 0
+    try:
+        want = max(0, os.sysconf("SC_LEVEL1_DCACHE_SIZE"))
+    except (ValueError, OSError):
+        pass
+    if want == 0:
+        for index in range(4):
+            base = f"/sys/devices/system/cpu/cpu0/cache/index{index}/"
+            try:
+                level, kind, size = (open(base + f).read().strip() for f in ("level", "type", "size"))
+            except OSError:
+                continue
+            if level == "1" and kind in ("Data", "Unified"):
+                want = int(size[:-1]) * {"K": 1024, "M": 1 << 20}[size[-1]] if size[-1] in "KM" else int(size)
+                break
+    assert kernels.l1d_bytes() == want
+
+
 def test_kernel_listing_names_every_compiled_path():
     listing = kernels.kernel_listing()
     listed = {isa for _, isa, _ in listing}
