@@ -62,8 +62,8 @@ struct PackedSparseF32 {
 PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block);
 
 // The tile plan of a b1 (unstructured) stream: the form the SIMD b1 kernels run full strips
-// from, made once per packed weight (SparseLinear makes it at construction; made per call it
-// took as long as it saves on a 128-column input).
+// from, made once per packed weight (SparseLinear makes it on its first call at least one strip
+// wide; made per call it took as long as it saves on a 128-column input).
 // - K tiles. Each nonzero loads its X row from anywhere in the kernel's [K, strip] copy of X, so
 //   that copy must stay in L1: with a 64-column strip a 768-channel layer's copy is 192 KB and
 //   its loads come from L2. K is split into tiles of at most one L1 of strip floats (on this

@@ -196,14 +196,23 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
   }
   const KernelTable& t = runnable_table(isa);
   kern_ = block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1;
-  // the reference kernel reads the stream; the others run from a plan sized for this CPU's L1
-  if (block == 1 && kern_.isa != Isa::reference) tiles_ = plan_spmm_tiles(packed_, kern_.tile, cpu_features().l1d_bytes);
+  plannable_ = block == 1 && kern_.isa != Isa::reference;  // the reference kernel reads the stream
+}
+
+const SpmmTilePlan* SparseLinear::plan_for(int64_t n) const {
+  if (!plannable_ || n < 4 * int64_t(kern_.tile)) return nullptr;  // narrower than a strip: the stream serves
+  std::call_once(plan_once_, [this] {
+    tiles_ = plan_spmm_tiles(packed_, kern_.tile, cpu_features().l1d_bytes);  // sized for this CPU's L1
+    planned_.store(true);
+  });
+  return tiles_.tiles > 0 ? &tiles_ : nullptr;
 }
 
 Isa SparseLinear::isa() const { return dense_ ? dense_->isa() : kern_.isa; }
 
 void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
   if (dense_) return dense_->forward_kn(x, n, y, threads);
+  const SpmmTilePlan* plan = plan_for(n);
   auto args = [&](int64_t n0, int64_t cols) {
     SpmmF32Args p;
     p.x = x + n0;
@@ -216,19 +225,19 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
     p.values = packed_.values.data();
     p.nnz = packed_.nnz.data();
     p.deltas = packed_.deltas.data();
-    p.tiles = tiles_.tiles > 0 ? &tiles_ : nullptr;
+    p.tiles = plan;
     p.lo = lo_;
     p.hi = hi_;
     return p;
   };
   const double macs = double(n) * double(packed_.nonzeros());
   const int use = threads_for(threads, macs);
-  const int64_t strip = tiles_.strip, blocks = int64_t(tiles_.block_entries.size()) - 1;
-  if (use > 1 && blocks >= use && spmm_plan_applies(&tiles_, m_, k_, n, packed_.nonzeros(), strip)) {
+  const int64_t blocks = plan ? int64_t(plan->block_entries.size()) - 1 : 0;
+  if (use > 1 && blocks >= use && spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), plan->strip)) {
     // Threads split the plan's blocks of output rows: each reads its part of the stream once,
     // where splitting columns made every thread read all of it (3072x768x128 at 90 %: two
     // threads 1.5x one, against 1.8x this way). A narrower last strip is one more task.
-    const int64_t full = n / strip * strip, per = (blocks + use - 1) / use, row_tasks = (blocks + per - 1) / per;
+    const int64_t full = n / plan->strip * plan->strip, per = (blocks + use - 1) / use, row_tasks = (blocks + per - 1) / per;
     parallel_for(use, row_tasks + (full < n ? 1 : 0), [&](int64_t t) {
       if (t == row_tasks) return kern_.fn(args(full, n - full));
       SpmmF32Args p = args(0, full);

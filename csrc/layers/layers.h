@@ -5,8 +5,10 @@
 // Produces: y = act(x W^T + b) for x[N, K] (torch.nn.Linear) and Y = act(W X + b) for X[K, N].
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -63,6 +65,7 @@ class SparseLinear {
   int64_t stored() const { return packed_.nonzeros(); }  // weights the sparse stream holds
   bool uses_sparse() const { return dense_ == nullptr; }
   Isa isa() const;
+  bool planned() const { return planned_.load(); }  // whether the tile plan has been made
 
   // `auto` picks the sparse kernel when the stored weights (zeros inside a stored 4-channel block
   // count) are at most this fraction of M*K; above it the dense kernel was as fast or faster in
@@ -73,7 +76,13 @@ class SparseLinear {
  private:
   int64_t m_, k_, nnz_ = 0;
   PackedSparseF32 packed_;
-  SpmmTilePlan tiles_;  // b1: the tile plan for kern_'s lanes (kernels.h), made once here
+  // b1 on a SIMD path: the tile plan for kern_'s lanes (kernels.h), made by the first call at
+  // least one strip wide, so a layer only ever called narrower (N = 1) never holds it
+  const SpmmTilePlan* plan_for(int64_t n) const;
+  bool plannable_ = false;
+  mutable std::once_flag plan_once_;
+  mutable SpmmTilePlan tiles_;
+  mutable std::atomic<bool> planned_{false};
   float lo_, hi_;
   KernelEntry<spmm_f32_b1_fn> kern_;  // b1 or b4 (same signature)
   std::unique_ptr<DenseLinear> dense_;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include "kernels/kernels.h"
 #include "layers/layers.h"
@@ -242,6 +243,37 @@ TEST(SparseLinear, KTiledLayerMatchesDense) {
     de.forward_kn(x.data(), n, yd.data(), 1);
     EXPECT_EQ(y1, y2) << "threads must not change any bit";
     for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y1[i], yd[i], 1e-3f) << isa_name(isa);
+  }
+}
+
+// The plan is made by the first call at least one strip wide: a layer used only with N = 1 (or
+// on the reference path, or with 4-channel blocks) never holds one.
+TEST(SparseLinear, PlansOnTheFirstWideCall) {
+  std::mt19937 rng(29);
+  const int64_t m = 40, k = 300;
+  auto w = random_floats(rng, m * k), x = random_floats(rng, 200 * k);
+  sparsify(rng, w, 0.9);
+  std::vector<float> y(m * 200);
+  for (Isa isa : ep::test::runnable_isas())
+    for (int block : {1, 4}) {
+      SparseLinear sp(w.data(), m, k, nullptr, block, Act::none, SparseKernel::sparse, isa);
+      EXPECT_FALSE(sp.planned());
+      sp.forward(x.data(), 1, y.data(), 1);
+      EXPECT_FALSE(sp.planned()) << "N = 1 runs from the stream";
+      sp.forward(x.data(), 200, y.data(), 2);
+      EXPECT_EQ(sp.planned(), block == 1 && isa != Isa::reference) << isa_name(isa) << " block " << block;
+    }
+  // Two threads making the first wide call at once: one makes the plan, both get the same bits.
+  for (Isa isa : ep::test::runnable_isas()) {
+    SparseLinear sp(w.data(), m, k, nullptr, 1, Act::none, SparseKernel::sparse, isa);
+    std::vector<float> y1(m * 200), y2(m * 200), want(m * 200);
+    std::thread a([&] { sp.forward(x.data(), 200, y1.data(), 1); });
+    std::thread b([&] { sp.forward(x.data(), 200, y2.data(), 1); });
+    a.join();
+    b.join();
+    sp.forward(x.data(), 200, want.data(), 1);
+    EXPECT_EQ(y1, want);
+    EXPECT_EQ(y2, want);
   }
 }
 
