@@ -116,11 +116,11 @@ int threads_arg(int threads) {
 // int8 [3072, 128] output, sharing made 2 threads 3x slower than 1).
 template <class T>
 py::array_t<T> aligned_matrix(int64_t rows, int64_t cols) {
-  const size_t bytes = (size_t(std::max<int64_t>(rows * cols, 1)) * sizeof(T) + 63) / 64 * 64;
-  void* data = std::aligned_alloc(64, bytes);
-  if (!data) throw std::bad_alloc();
-  py::capsule owner(data, [](void* p) { std::free(p); });
-  return py::array_t<T>({rows, cols}, {cols * int64_t(sizeof(T)), int64_t(sizeof(T))}, static_cast<T*>(data), owner);
+  constexpr int64_t pad = 64 / int64_t(sizeof(T));
+  py::array_t<T> whole(std::max<int64_t>(rows * cols, 1) + pad);
+  T* data = whole.mutable_data();
+  data += (pad - int64_t(reinterpret_cast<uintptr_t>(data) % 64) / int64_t(sizeof(T))) % pad;
+  return py::array_t<T>({rows, cols}, {cols * int64_t(sizeof(T)), int64_t(sizeof(T))}, data, whole);
 }
 
 // layer.forward(x [n, k]) -> y [n, m] and layer.forward_kn(x [k, n]) -> y [m, n], with x of
