@@ -99,12 +99,12 @@ struct SpmmTilePlan {
 // when the stream is not a valid b1 stream with increasing channels per row (the packer never
 // writes one that is not).
 SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_bytes);
-// Whether a SIMD b1 kernel with strips of `strip` floats runs the full strips of an [K, n]
-// input from `plan` (else it walks the stream): the plan fits, there is a full strip, and there
-// are enough stream entries per input channel for the strip copy to pay.
+// Whether a SIMD b1 kernel with strips of `strip` floats (4 vectors) runs an [K, n] input from
+// `plan` (else it walks the stream): the plan fits, there is at least one vector of columns, and
+// there are enough stream entries per input channel for copying X to pay.
 inline bool spmm_plan_applies(const SpmmTilePlan* plan, int64_t m, int64_t k, int64_t n, int64_t entries,
                               int64_t strip) {
-  return plan && plan->tiles >= 1 && plan->strip == strip && plan->k == k && plan->m == m && n >= strip &&
+  return plan && plan->tiles >= 1 && plan->strip == strip && plan->k == k && plan->m == m && n >= strip / 4 &&
          entries >= 512 / strip * k;
 }
 
@@ -126,9 +126,10 @@ struct SpmmF32Args {
   // optional, b1 only: plan_spmm_tiles of this stream for this kernel's lanes (else the kernel
   // walks the stream above)
   const SpmmTilePlan* tiles = nullptr;
-  // with a plan that applies (spmm_plan_applies): compute only output rows of plan blocks
-  // [block0, block1) (-1: to the last), so threads can split rows. n must then be whole strips:
-  // a narrower last strip is computed for every row.
+  // with a plan that applies (spmm_plan_applies): compute the full strips (4 vectors of
+  // columns) only for output rows of plan blocks [block0, block1) (-1: to the last), so threads
+  // can split rows; the columns after the last full strip are computed for every row (an empty
+  // block range computes just those).
   int64_t block0 = 0, block1 = -1;
 };
 

@@ -203,8 +203,12 @@ inline void spmm_tile_entry(typename O::V (&acc)[NV], const float* xt, uint64_t 
 // sets take alternate entries (8 FMA chains with NV = 4 hide the FMA latency).
 template <class O, int NV>
 void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* bias, bool first, bool last,
-                       int64_t m0, int64_t m1, const int32_t*& cnt, const uint16_t*& off, const float*& v) {
+                       int64_t m0, int64_t m1, const int32_t*& cnt_at, const uint16_t*& off_at, const float*& v_at) {
   using V = typename O::V;
+  // local cursors: through the references, every row stored and reloaded them (~3 %)
+  const int32_t* cnt = cnt_at;
+  const uint16_t* off = off_at;
+  const float* v = v_at;
   const V lo = O::set1(q.lo), hi = O::set1(q.hi);
   for (int64_t m = m0; m < m1; ++m) {
     float* y = q.y + m * q.ldy;
@@ -239,12 +243,45 @@ void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* b
       O::store(y + j * O::W, last ? O::clamp(sum, lo, hi) : sum);
     }
   }
+  cnt_at = cnt;
+  off_at = off;
+  v_at = v;
 }
 
-// b1 from a tile plan (SpmmTilePlan in kernels.h: why, and its layout): strips of 4 vectors
-// copied to a [K, strip] buffer, then, per block of output rows, tile by tile. Returns false
-// (nothing written) without a plan made for this path's strip, without a full strip, or with
-// too few stream entries per channel for the copy to pay; the caller then walks the stream.
+// Output rows of plan blocks [b0, b1) over the NV vectors of columns from n0: each K tile of
+// them is copied just before its pass into `buf`, one tile long with rows of the plan's strip,
+// so the buffer stays in L1 through its copy and its pass (copying a whole strip first, 64 KB
+// at K = 256, wrote it through to L2: 2-4 % slower on 256x256x784).
+template <class O, int NV>
+void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& plan, int64_t b0, int64_t b1,
+                            int64_t n0, float* buf) {
+  const int64_t tw = plan.strip;
+  ep::SpmmF32Args q = p;
+  q.x = buf;
+  q.ldx = tw;
+  q.y = p.y + n0;
+  const int32_t* cnt = plan.counts.data() + b0 * plan.rows * plan.tiles;
+  const uint16_t* off = plan.offsets.data() + plan.block_entries[b0];
+  const float* v = plan.values.data() + plan.block_entries[b0];
+  for (int64_t m0 = b0 * plan.rows; m0 < std::min(p.m, b1 * plan.rows); m0 += plan.rows)
+    for (int64_t t = 0; t < plan.tiles; ++t) {
+      const int64_t c0 = t * plan.kt, c1 = std::min(p.k, c0 + plan.kt);
+      for (int64_t c = c0; c < c1; ++c)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) O::store(buf + (c - c0) * tw + j * O::W, O::load(p.x + c * p.ldx + n0 + j * O::W));
+      spmm_b1_tile_pass<O, NV>(q, buf, plan.bias.data(), t == 0, t == plan.tiles - 1, m0, std::min(p.m, m0 + plan.rows),
+                               cnt, off, v);
+    }
+}
+
+// b1 from a tile plan (SpmmTilePlan in kernels.h: why, and its layout): strips of 4 vectors, per
+// block of output rows, tile by tile, from copies of X. Returns false (nothing written) without
+// a plan made for this path's strip, with less than one vector of columns, or with too few
+// stream entries per channel for the copy to pay; the caller then walks the stream.
+// Full strips are computed for the rows of blocks [block0, block1); the columns after the last
+// full strip for every row: 1-3 vectors from the plan too, then fewer than a vector's columns from
+// the stream. Which code computes a column thus depends only on its distance from the end of
+// X, so threads splitting columns at strip multiples or rows by blocks give the same bits.
 template <class O>
 bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   constexpr int64_t tw = 4 * O::W;
@@ -277,25 +314,42 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
                                   cnt, off, v);
       }
     }
-    n0 = full * tw;
+  } else if (b1 - b0 == 1) {  // strip-major, one block: each tile copied just before its pass
+    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(plan->kt * tw) * sizeof(float)));
+    for (int64_t s = 0; s < full; ++s) spmm_b1_strip_by_tiles<O, 4>(p, *plan, b0, b1, s * tw, buf);
+  } else if (b1 > b0) {  // strip-major, several blocks: the strip copied once for all of them
+    float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
+    q.x = strip;
+    for (int64_t s = 0; s < full; ++s) {
+      for (int64_t c = 0; c < p.k; ++c)
+        for (int64_t j = 0; j < tw; j += O::W) O::store(strip + c * tw + j, O::load(p.x + c * p.ldx + s * tw + j));
+      q.y = p.y + s * tw;
+      const int32_t* cnt = plan->counts.data() + b0 * plan->rows * plan->tiles;
+      const uint16_t* off = plan->offsets.data() + plan->block_entries[b0];
+      const float* v = plan->values.data() + plan->block_entries[b0];
+      for (int64_t m0 = b0 * plan->rows; m0 < std::min(p.m, b1 * plan->rows); m0 += plan->rows)
+        for (int64_t t = 0; t < plan->tiles; ++t)
+          spmm_b1_tile_pass<O, 4>(q, strip + t * plan->kt * tw, plan->bias.data(), t == 0, t == plan->tiles - 1, m0,
+                                  std::min(p.m, m0 + plan->rows), cnt, off, v);
+    }
   }
-  float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
-  q.x = strip;
-  for (; n0 + tw <= p.n; n0 += tw) {
-    for (int64_t c = 0; c < p.k; ++c)
-      for (int64_t j = 0; j < tw; j += O::W) O::store(strip + c * tw + j, O::load(p.x + c * p.ldx + n0 + j));
-    q.y = p.y + n0;
-    const int32_t* cnt = plan->counts.data() + b0 * plan->rows * plan->tiles;
-    const uint16_t* off = plan->offsets.data() + plan->block_entries[b0];
-    const float* v = plan->values.data() + plan->block_entries[b0];
-    for (int64_t m0 = b0 * plan->rows; m0 < std::min(p.m, b1 * plan->rows); m0 += plan->rows)
-      for (int64_t t = 0; t < plan->tiles; ++t)
-        spmm_b1_tile_pass<O, 4>(q, strip + t * plan->kt * tw, plan->bias.data(), t == 0, t == plan->tiles - 1, m0,
-                                std::min(p.m, m0 + plan->rows), cnt, off, v);
+  n0 = full * tw;
+  // The columns after the last full strip, for every row: whole vectors from the plan (their
+  // copy stays as narrow as they are; a walk of the stream cost 3-4 % of 256x256x784 for its
+  // last 16 columns, about twice this), then what is left of a vector from the stream.
+  const int64_t vectors = (p.n - n0) / O::W;
+  if (vectors > 0) {
+    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(plan->kt * tw) * sizeof(float)));
+    if (vectors == 3) spmm_b1_strip_by_tiles<O, 3>(p, *plan, 0, blocks, n0, buf);
+    if (vectors == 2) spmm_b1_strip_by_tiles<O, 2>(p, *plan, 0, blocks, n0, buf);
+    if (vectors == 1) spmm_b1_strip_by_tiles<O, 1>(p, *plan, 0, blocks, n0, buf);
+    n0 += vectors * O::W;
   }
-  if (n0 < p.n) {  // the last, narrower strip: untiled, from the delta stream (its columns are few)
+  if (n0 < p.n) {
     const int64_t w = p.n - n0;
-    for (int64_t c = 0; c < p.k; ++c) __builtin_memcpy(strip + c * tw, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
+    float* rest = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
+    for (int64_t c = 0; c < p.k; ++c) __builtin_memcpy(rest + c * tw, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
+    q.x = rest;
     q.y = p.y + n0;
     q.n = w;
     q.tiles = nullptr;

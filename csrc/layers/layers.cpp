@@ -200,7 +200,7 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
 }
 
 const SpmmTilePlan* SparseLinear::plan_for(int64_t n) const {
-  if (!plannable_ || n < 4 * int64_t(kern_.tile)) return nullptr;  // narrower than a strip: the stream serves
+  if (!plannable_ || n < int64_t(kern_.tile)) return nullptr;  // narrower than a vector: the stream serves
   std::call_once(plan_once_, [this] {
     tiles_ = plan_spmm_tiles(packed_, kern_.tile, cpu_features().l1d_bytes);  // sized for this CPU's L1
     planned_.store(true);
@@ -236,11 +236,15 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   if (use > 1 && blocks >= use && spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), plan->strip)) {
     // Threads split the plan's blocks of output rows: each reads its part of the stream once,
     // where splitting columns made every thread read all of it (3072x768x128 at 90 %: two
-    // threads 1.5x one, against 1.8x this way). A narrower last strip is one more task.
+    // threads 1.5x one, against 1.8x this way). The columns after the last full strip are one
+    // more task: the kernel computes them for every row, and with an empty block range only them.
     const int64_t full = n / plan->strip * plan->strip, per = (blocks + use - 1) / use, row_tasks = (blocks + per - 1) / per;
     parallel_for(use, row_tasks + (full < n ? 1 : 0), [&](int64_t t) {
-      if (t == row_tasks) return kern_.fn(args(full, n - full));
-      SpmmF32Args p = args(0, full);
+      SpmmF32Args p = args(0, t == row_tasks ? n : full);
+      if (t == row_tasks) {
+        p.block0 = p.block1 = blocks;
+        return kern_.fn(p);
+      }
       p.block0 = t * per;
       p.block1 = std::min(blocks, (t + 1) * per);
       kern_.fn(p);

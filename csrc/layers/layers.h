@@ -77,7 +77,7 @@ class SparseLinear {
   int64_t m_, k_, nnz_ = 0;
   PackedSparseF32 packed_;
   // b1 on a SIMD path: the tile plan for kern_'s lanes (kernels.h), made by the first call at
-  // least one strip wide, so a layer only ever called narrower (N = 1) never holds it
+  // least one vector wide, so a layer only ever called narrower (N = 1) never holds it
   const SpmmTilePlan* plan_for(int64_t n) const;
   bool plannable_ = false;
   mutable std::once_flag plan_once_;
