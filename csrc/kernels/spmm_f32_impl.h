@@ -197,13 +197,17 @@ inline void spmm_tile_entry(typename O::V (&acc)[NV], const float* xt, uint64_t 
   for (int j = 0; j < NV; ++j) acc[j] = O::fma(w, O::load(xr + j * O::W), acc[j]);
 }
 
-// One K tile (its X rows start at xt) over output rows [m0, m1) of a full strip, reading the
-// plan's tile-major stream sequentially (cnt, off and v advance past it). Tile 0 starts from
-// the bias, later tiles from the partial sums in Y; only the last tile clamps. Two accumulator
-// sets take alternate entries (8 FMA chains with NV = 4 hide the FMA latency).
+// One K tile (its X rows start at xt) over output rows [m0, m1) of a strip of NV vectors,
+// reading the plan's tile-major stream sequentially (cnt, off and v advance past it). Tile 0
+// starts from the bias, later tiles from the partial sums; only the last tile clamps and writes
+// Y. Partial sums go to `part` (row m at (m - m0) * 4 vectors), contiguous and reused by every
+// strip, not to Y, whose rows lie a page or so apart (the round trip through Y cost 2.5 % of
+// 256x256x784 at 90 %). Two accumulator sets take alternate entries (8 FMA chains with NV = 4
+// hide the FMA latency).
 template <class O, int NV>
 void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* bias, bool first, bool last,
-                       int64_t m0, int64_t m1, const int32_t*& cnt_at, const uint16_t*& off_at, const float*& v_at) {
+                       int64_t m0, int64_t m1, float* part, const int32_t*& cnt_at, const uint16_t*& off_at,
+                       const float*& v_at) {
   using V = typename O::V;
   // local cursors: through the references, every row stored and reloaded them (~3 %)
   const int32_t* cnt = cnt_at;
@@ -212,10 +216,11 @@ void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* b
   const V lo = O::set1(q.lo), hi = O::set1(q.hi);
   for (int64_t m = m0; m < m1; ++m) {
     float* y = q.y + m * q.ldy;
+    float* ps = part + (m - m0) * 4 * O::W;
     V a0[NV], a1[NV];
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) {
-      a0[j] = first ? O::bcast(bias + m) : O::load(y + j * O::W);
+      a0[j] = first ? O::bcast(bias + m) : O::load(ps + j * O::W);
       a1[j] = O::set1(0.0f);
     }
     const int32_t count = *cnt++;
@@ -240,7 +245,10 @@ void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* b
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) {
       const V sum = O::add(a0[j], a1[j]);
-      O::store(y + j * O::W, last ? O::clamp(sum, lo, hi) : sum);
+      if (last)
+        O::store(y + j * O::W, O::clamp(sum, lo, hi));
+      else
+        O::store(ps + j * O::W, sum);
     }
   }
   cnt_at = cnt;
@@ -251,7 +259,8 @@ void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* b
 // Output rows of plan blocks [b0, b1) over the NV vectors of columns from n0: each K tile of
 // them is copied just before its pass into `buf`, one tile long with rows of the plan's strip,
 // so the buffer stays in L1 through its copy and its pass (copying a whole strip first, 64 KB
-// at K = 256, wrote it through to L2: 2-4 % slower on 256x256x784).
+// at K = 256, wrote it through to L2: 2-4 % slower on 256x256x784). `buf` holds kt + rows
+// rows of the strip: the tile, then the partial sums.
 template <class O, int NV>
 void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& plan, int64_t b0, int64_t b1,
                             int64_t n0, float* buf) {
@@ -270,7 +279,7 @@ void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& pl
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) O::store(buf + (c - c0) * tw + j * O::W, O::load(p.x + c * p.ldx + n0 + j * O::W));
       spmm_b1_tile_pass<O, NV>(q, buf, plan.bias.data(), t == 0, t == plan.tiles - 1, m0, std::min(p.m, m0 + plan.rows),
-                               cnt, off, v);
+                               buf + plan.kt * tw, cnt, off, v);
     }
 }
 
@@ -296,7 +305,7 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   if (b1 - b0 >= 2 && full >= 2 && p.k * full * tw * int64_t(sizeof(float)) <= ep::kBlockMajorBytes) {
     // Block-major: every full strip copied first, then each block of rows runs over all of them,
     // so the block's part of the stream is read from memory once, not once per strip.
-    float* xs = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * full * tw) * sizeof(float)));
+    float* xs = static_cast<float*>(ep::thread_scratch(2, size_t((p.k * full + std::min(plan->rows, p.m)) * tw) * sizeof(float)));
     for (int64_t c = 0; c < p.k; ++c)
       for (int64_t s = 0; s < full; ++s)
         for (int64_t j = 0; j < tw; j += O::W)
@@ -311,14 +320,14 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
         const float* v = plan->values.data() + plan->block_entries[b];
         for (int64_t t = 0; t < plan->tiles; ++t)
           spmm_b1_tile_pass<O, 4>(q, q.x + t * plan->kt * tw, plan->bias.data(), t == 0, t == plan->tiles - 1, m0, m1,
-                                  cnt, off, v);
+                                  xs + p.k * full * tw, cnt, off, v);
       }
     }
   } else if (b1 - b0 == 1) {  // strip-major, one block: each tile copied just before its pass
-    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(plan->kt * tw) * sizeof(float)));
+    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t((plan->kt + std::min(plan->rows, p.m)) * tw) * sizeof(float)));
     for (int64_t s = 0; s < full; ++s) spmm_b1_strip_by_tiles<O, 4>(p, *plan, b0, b1, s * tw, buf);
   } else if (b1 > b0) {  // strip-major, several blocks: the strip copied once for all of them
-    float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
+    float* strip = static_cast<float*>(ep::thread_scratch(2, size_t((p.k + std::min(plan->rows, p.m)) * tw) * sizeof(float)));
     q.x = strip;
     for (int64_t s = 0; s < full; ++s) {
       for (int64_t c = 0; c < p.k; ++c)
@@ -330,7 +339,7 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
       for (int64_t m0 = b0 * plan->rows; m0 < std::min(p.m, b1 * plan->rows); m0 += plan->rows)
         for (int64_t t = 0; t < plan->tiles; ++t)
           spmm_b1_tile_pass<O, 4>(q, strip + t * plan->kt * tw, plan->bias.data(), t == 0, t == plan->tiles - 1, m0,
-                                  std::min(p.m, m0 + plan->rows), cnt, off, v);
+                                  std::min(p.m, m0 + plan->rows), strip + p.k * tw, cnt, off, v);
     }
   }
   n0 = full * tw;
@@ -339,7 +348,7 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   // last 16 columns, about twice this), then what is left of a vector from the stream.
   const int64_t vectors = (p.n - n0) / O::W;
   if (vectors > 0) {
-    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(plan->kt * tw) * sizeof(float)));
+    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t((plan->kt + std::min(plan->rows, p.m)) * tw) * sizeof(float)));
     if (vectors == 3) spmm_b1_strip_by_tiles<O, 3>(p, *plan, 0, blocks, n0, buf);
     if (vectors == 2) spmm_b1_strip_by_tiles<O, 2>(p, *plan, 0, blocks, n0, buf);
     if (vectors == 1) spmm_b1_strip_by_tiles<O, 1>(p, *plan, 0, blocks, n0, buf);
