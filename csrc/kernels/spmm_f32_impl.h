@@ -186,28 +186,40 @@ void spmm_b4_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
   spmm_tail(p, 4, n0);
 }
 
-// One stream entry of a group of 4 in a tile pass: offset L of the packed 16-bit offsets in g,
-// weight L of the 4 in w4 (one load for 4 weights, one for 4 offsets: the loop is bound by
-// loads, one per X vector, so the loads saved on weights and offsets are what it gains).
-template <class O, int NV, int L>
-inline void spmm_tile_entry(typename O::V (&acc)[NV], const float* xt, uint64_t g, typename O::Q w4) {
-  const float* xr = xt + ((g >> (16 * L)) & 0xffff);
-  const typename O::V w = O::template lane<L>(w4);
+// One stream entry of a tile pass at tile offset o (channel * strip): NV vectors of the X row
+// from the tile copy xt, and with E = 1 one more from xe, a copy one vector wide (its row at
+// o / 4: a strip is 4 vectors).
+template <class O, int NV, int E>
+inline void spmm_tile_fma(typename O::V (&acc)[NV + E], const float* xt, const float* xe, uint32_t o,
+                          typename O::V w) {
 #pragma GCC unroll 8
-  for (int j = 0; j < NV; ++j) acc[j] = O::fma(w, O::load(xr + j * O::W), acc[j]);
+  for (int j = 0; j < NV; ++j) acc[j] = O::fma(w, O::load(xt + o + j * O::W), acc[j]);
+  if (E) acc[NV] = O::fma(w, O::load(xe + o / 4), acc[NV]);
 }
 
-// One K tile (its X rows start at xt) over output rows [m0, m1) of a strip of NV vectors,
-// reading the plan's tile-major stream sequentially (cnt, off and v advance past it). Tile 0
-// starts from the bias, later tiles from the partial sums; only the last tile clamps and writes
-// Y. Partial sums go to `part` (row m at (m - m0) * 4 vectors), contiguous and reused by every
-// strip, not to Y, whose rows lie a page or so apart (the round trip through Y cost 2.5 % of
-// 256x256x784 at 90 %). Two accumulator sets take alternate entries (8 FMA chains with NV = 4
-// hide the FMA latency).
-template <class O, int NV>
-void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* bias, bool first, bool last,
-                       int64_t m0, int64_t m1, float* part, const int32_t*& cnt_at, const uint16_t*& off_at,
-                       const float*& v_at) {
+// Entry L of a group of 4: offset L of the packed 16-bit offsets in g, weight L of the 4 at w4
+// (one load for 4 offsets: the loop is bound by loads, one per X vector, so the loads saved on
+// offsets are what it gains).
+template <class O, int NV, int E, int L>
+inline void spmm_tile_entry(typename O::V (&acc)[NV + E], const float* xt, const float* xe, uint64_t g,
+                            typename O::Q w4) {
+  spmm_tile_fma<O, NV, E>(acc, xt, xe, uint32_t(g >> (16 * L)) & 0xffff, O::template lane<L>(w4));
+}
+
+// One K tile (its X rows start at xt, and with E = 1 one more vector's at xe) over output rows
+// [m0, m1) of a strip of NV + E vectors, reading the plan's tile-major stream sequentially
+// (cnt, off and v advance past it). Tile 0 starts from the bias, later tiles from the partial
+// sums; only the last tile clamps and writes Y. Partial sums go to `part` (row m at
+// (m - m0) * (NV + E) vectors), contiguous and reused by every strip, not to Y, whose rows lie a
+// page or so apart (the round trip through Y cost 2.5 % of 256x256x784 at 90 %). Two
+// accumulator sets take alternate entries (8 FMA chains with NV = 4 hide the FMA latency). Each
+// column's sums are made in the same order whatever NV and E, so a column gives the same bits
+// in any strip.
+template <class O, int NV, int E = 0>
+void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* xe, const float* bias, bool first,
+                       bool last, int64_t m0, int64_t m1, float* part, const int32_t*& cnt_at,
+                       const uint16_t*& off_at, const float*& v_at) {
+  constexpr int NA = NV + E;
   using V = typename O::V;
   // local cursors: through the references, every row stored and reloaded them (~3 %)
   const int32_t* cnt = cnt_at;
@@ -216,10 +228,10 @@ void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* b
   const V lo = O::set1(q.lo), hi = O::set1(q.hi);
   for (int64_t m = m0; m < m1; ++m) {
     float* y = q.y + m * q.ldy;
-    float* ps = part + (m - m0) * 4 * O::W;
-    V a0[NV], a1[NV];
+    float* ps = part + (m - m0) * NA * O::W;
+    V a0[NA], a1[NA];
 #pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) {
+    for (int j = 0; j < NA; ++j) {
       a0[j] = first ? O::bcast(bias + m) : O::load(ps + j * O::W);
       a1[j] = O::set1(0.0f);
     }
@@ -229,21 +241,16 @@ void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* b
       uint64_t g;
       __builtin_memcpy(&g, off + i, sizeof g);
       const typename O::Q w4 = O::quad(v + i);
-      spmm_tile_entry<O, NV, 0>(a0, xt, g, w4);
-      spmm_tile_entry<O, NV, 1>(a1, xt, g, w4);
-      spmm_tile_entry<O, NV, 2>(a0, xt, g, w4);
-      spmm_tile_entry<O, NV, 3>(a1, xt, g, w4);
+      spmm_tile_entry<O, NV, E, 0>(a0, xt, xe, g, w4);
+      spmm_tile_entry<O, NV, E, 1>(a1, xt, xe, g, w4);
+      spmm_tile_entry<O, NV, E, 2>(a0, xt, xe, g, w4);
+      spmm_tile_entry<O, NV, E, 3>(a1, xt, xe, g, w4);
     }
-    for (; i < count; ++i) {
-      const float* xr = xt + off[i];
-      const V w = O::bcast(v + i);
-#pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) a0[j] = O::fma(w, O::load(xr + j * O::W), a0[j]);
-    }
+    for (; i < count; ++i) spmm_tile_fma<O, NV, E>(a0, xt, xe, off[i], O::bcast(v + i));
     off += count;
     v += count;
 #pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) {
+    for (int j = 0; j < NA; ++j) {
       const V sum = O::add(a0[j], a1[j]);
       if (last)
         O::store(y + j * O::W, O::clamp(sum, lo, hi));
@@ -256,18 +263,25 @@ void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* b
   v_at = v;
 }
 
-// Output rows of plan blocks [b0, b1) over the NV vectors of columns from n0: each K tile of
-// them is copied just before its pass into `buf`, one tile long with rows of the plan's strip,
-// so the buffer stays in L1 through its copy and its pass (copying a whole strip first, 64 KB
-// at K = 256, wrote it through to L2: 2-4 % slower on 256x256x784). `buf` holds kt + rows
-// rows of the strip: the tile, then the partial sums.
-template <class O, int NV>
+// Floats of per-thread scratch a tiled run needs besides any whole-strip copies: a tile, a
+// tile one vector wide, and partial sums for one block of rows.
+template <class O>
+int64_t spmm_tiles_scratch(const ep::SpmmTilePlan& plan, int64_t m) {
+  return plan.kt * 5 * O::W + std::min(plan.rows, m) * 5 * O::W;
+}
+
+// Output rows of plan blocks [b0, b1) over the NV (+ E) vectors of columns from n0: each K
+// tile of them is copied just before its pass into `buf` (spmm_tiles_scratch floats: the tile
+// with rows of the plan's strip, the E vector's tile, then partial sums), so the copies stay in
+// L1 through their copy and their pass (copying a whole strip first, 64 KB at K = 256, wrote it
+// through to L2: 2-4 % slower on 256x256x784).
+template <class O, int NV, int E = 0>
 void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& plan, int64_t b0, int64_t b1,
                             int64_t n0, float* buf) {
   const int64_t tw = plan.strip;
+  float* xe = buf + plan.kt * tw;
+  float* part = xe + plan.kt * O::W;
   ep::SpmmF32Args q = p;
-  q.x = buf;
-  q.ldx = tw;
   q.y = p.y + n0;
   const int32_t* cnt = plan.counts.data() + b0 * plan.rows * plan.tiles;
   const uint16_t* off = plan.offsets.data() + plan.block_entries[b0];
@@ -275,11 +289,14 @@ void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& pl
   for (int64_t m0 = b0 * plan.rows; m0 < std::min(p.m, b1 * plan.rows); m0 += plan.rows)
     for (int64_t t = 0; t < plan.tiles; ++t) {
       const int64_t c0 = t * plan.kt, c1 = std::min(p.k, c0 + plan.kt);
-      for (int64_t c = c0; c < c1; ++c)
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* xc = p.x + c * p.ldx + n0;
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) O::store(buf + (c - c0) * tw + j * O::W, O::load(p.x + c * p.ldx + n0 + j * O::W));
-      spmm_b1_tile_pass<O, NV>(q, buf, plan.bias.data(), t == 0, t == plan.tiles - 1, m0, std::min(p.m, m0 + plan.rows),
-                               buf + plan.kt * tw, cnt, off, v);
+        for (int j = 0; j < NV; ++j) O::store(buf + (c - c0) * tw + j * O::W, O::load(xc + j * O::W));
+        if (E) O::store(xe + (c - c0) * O::W, O::load(xc + NV * O::W));
+      }
+      spmm_b1_tile_pass<O, NV, E>(q, buf, xe, plan.bias.data(), t == 0, t == plan.tiles - 1, m0,
+                                  std::min(p.m, m0 + plan.rows), part, cnt, off, v);
     }
 }
 
@@ -298,14 +315,14 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   if (!ep::spmm_plan_applies(plan, p.m, p.k, p.n, entries, tw)) return false;
   const int64_t blocks = int64_t(plan->block_entries.size()) - 1;
   const int64_t b0 = std::max<int64_t>(0, p.block0), b1 = p.block1 < 0 ? blocks : std::min(blocks, p.block1);
+  const int64_t full = p.n / tw, part_floats = std::min(plan->rows, p.m) * tw;
+  int64_t vectors = (p.n - full * tw) / O::W;  // whole vectors after the last full strip
   ep::SpmmF32Args q = p;
   q.ldx = tw;
-  int64_t n0 = 0;
-  const int64_t full = p.n / tw;
   if (b1 - b0 >= 2 && full >= 2 && p.k * full * tw * int64_t(sizeof(float)) <= ep::kBlockMajorBytes) {
     // Block-major: every full strip copied first, then each block of rows runs over all of them,
     // so the block's part of the stream is read from memory once, not once per strip.
-    float* xs = static_cast<float*>(ep::thread_scratch(2, size_t((p.k * full + std::min(plan->rows, p.m)) * tw) * sizeof(float)));
+    float* xs = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * full * tw + part_floats) * sizeof(float)));
     for (int64_t c = 0; c < p.k; ++c)
       for (int64_t s = 0; s < full; ++s)
         for (int64_t j = 0; j < tw; j += O::W)
@@ -313,22 +330,28 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t m0 = b * plan->rows, m1 = std::min(p.m, m0 + plan->rows);
       for (int64_t s = 0; s < full; ++s) {
-        q.x = xs + s * p.k * tw;
         q.y = p.y + s * tw;
         const int32_t* cnt = plan->counts.data() + m0 * plan->tiles;
         const uint16_t* off = plan->offsets.data() + plan->block_entries[b];
         const float* v = plan->values.data() + plan->block_entries[b];
         for (int64_t t = 0; t < plan->tiles; ++t)
-          spmm_b1_tile_pass<O, 4>(q, q.x + t * plan->kt * tw, plan->bias.data(), t == 0, t == plan->tiles - 1, m0, m1,
-                                  xs + p.k * full * tw, cnt, off, v);
+          spmm_b1_tile_pass<O, 4>(q, xs + (s * p.k + t * plan->kt) * tw, nullptr, plan->bias.data(), t == 0,
+                                  t == plan->tiles - 1, m0, m1, xs + p.k * full * tw, cnt, off, v);
       }
     }
   } else if (b1 - b0 == 1) {  // strip-major, one block: each tile copied just before its pass
-    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t((plan->kt + std::min(plan->rows, p.m)) * tw) * sizeof(float)));
-    for (int64_t s = 0; s < full; ++s) spmm_b1_strip_by_tiles<O, 4>(p, *plan, b0, b1, s * tw, buf);
+    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(spmm_tiles_scratch<O>(*plan, p.m)) * sizeof(float)));
+    // With every row in range, one vector after the last strip joins it as a fifth (one pass
+    // over the rows instead of two: 2 % of 256x256x784, whose last 16 columns are such a vector).
+    const bool join = vectors == 1 && b0 == 0 && b1 == blocks && full > 0;
+    for (int64_t s = 0; s < full; ++s)
+      if (join && s == full - 1)
+        spmm_b1_strip_by_tiles<O, 4, 1>(p, *plan, b0, b1, s * tw, buf);
+      else
+        spmm_b1_strip_by_tiles<O, 4>(p, *plan, b0, b1, s * tw, buf);
+    if (join) vectors = 0;
   } else if (b1 > b0) {  // strip-major, several blocks: the strip copied once for all of them
-    float* strip = static_cast<float*>(ep::thread_scratch(2, size_t((p.k + std::min(plan->rows, p.m)) * tw) * sizeof(float)));
-    q.x = strip;
+    float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw + part_floats) * sizeof(float)));
     for (int64_t s = 0; s < full; ++s) {
       for (int64_t c = 0; c < p.k; ++c)
         for (int64_t j = 0; j < tw; j += O::W) O::store(strip + c * tw + j, O::load(p.x + c * p.ldx + s * tw + j));
@@ -338,21 +361,19 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
       const float* v = plan->values.data() + plan->block_entries[b0];
       for (int64_t m0 = b0 * plan->rows; m0 < std::min(p.m, b1 * plan->rows); m0 += plan->rows)
         for (int64_t t = 0; t < plan->tiles; ++t)
-          spmm_b1_tile_pass<O, 4>(q, strip + t * plan->kt * tw, plan->bias.data(), t == 0, t == plan->tiles - 1, m0,
-                                  std::min(p.m, m0 + plan->rows), strip + p.k * tw, cnt, off, v);
+          spmm_b1_tile_pass<O, 4>(q, strip + t * plan->kt * tw, nullptr, plan->bias.data(), t == 0,
+                                  t == plan->tiles - 1, m0, std::min(p.m, m0 + plan->rows), strip + p.k * tw, cnt, off, v);
     }
   }
-  n0 = full * tw;
   // The columns after the last full strip, for every row: whole vectors from the plan (their
   // copy stays as narrow as they are; a walk of the stream cost 3-4 % of 256x256x784 for its
   // last 16 columns, about twice this), then what is left of a vector from the stream.
-  const int64_t vectors = (p.n - n0) / O::W;
+  int64_t n0 = p.n / O::W * O::W;
   if (vectors > 0) {
-    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t((plan->kt + std::min(plan->rows, p.m)) * tw) * sizeof(float)));
-    if (vectors == 3) spmm_b1_strip_by_tiles<O, 3>(p, *plan, 0, blocks, n0, buf);
-    if (vectors == 2) spmm_b1_strip_by_tiles<O, 2>(p, *plan, 0, blocks, n0, buf);
-    if (vectors == 1) spmm_b1_strip_by_tiles<O, 1>(p, *plan, 0, blocks, n0, buf);
-    n0 += vectors * O::W;
+    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(spmm_tiles_scratch<O>(*plan, p.m)) * sizeof(float)));
+    if (vectors == 3) spmm_b1_strip_by_tiles<O, 3>(p, *plan, 0, blocks, full * tw, buf);
+    if (vectors == 2) spmm_b1_strip_by_tiles<O, 2>(p, *plan, 0, blocks, full * tw, buf);
+    if (vectors == 1) spmm_b1_strip_by_tiles<O, 1>(p, *plan, 0, blocks, full * tw, buf);
   }
   if (n0 < p.n) {
     const int64_t w = p.n - n0;

@@ -197,7 +197,8 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
       for (Act act : {Act::none, Act::relu6}) check_spmm(isa, 1, 400, 1100, 150, s, act, rng, /*tiled=*/true);
     // one tile; on AVX-512 n = 20, 40, 117 end in 1, 2, 3 vectors past the last full strip (none
     // for 20 and 40), then fewer columns than a vector
-    for (int64_t n : {20, 40, 67, 117, 200}) check_spmm(isa, 1, 300, 150, n, 0.5, Act::relu, rng, /*tiled=*/true);
+    // (80: one vector joins the last strip)
+    for (int64_t n : {20, 40, 67, 80, 117, 150, 200}) check_spmm(isa, 1, 300, 150, n, 0.5, Act::relu, rng, /*tiled=*/true);
     check_spmm(isa, 1, 400, 600, 150, 0.5, Act::none, rng, /*tiled=*/true);  // blocks x strips within kBlockMajorBytes
   }
   for (Isa isa : ep::test::runnable_isas()) {
@@ -251,7 +252,32 @@ TEST(SparseLinear, KTiledLayerMatchesDense) {
   }
 }
 
-// The plan is made by the first call at least one strip wide: a layer used only with N = 1 (or
+// One block of rows and one vector after the last full strip: one thread runs that vector as a
+// fifth of the last strip; with two threads the columns split at 64 and it runs alone; same bits.
+TEST(SparseLinear, VectorJoinedToLastStripKeepsItsBits) {
+  std::mt19937 rng(31);
+  const int64_t m = 96, k = 150;
+  for (Isa isa : ep::test::runnable_isas()) {
+    if (isa == Isa::reference) continue;
+    const int64_t lanes = kernel_table(isa).spmm_f32_b1.tile, n = 64 + lanes + 3;  // 2 threads: 64 + the rest
+    auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, n * k);
+    sparsify(rng, w, 0.5);
+    ASSERT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1), lanes, cpu_features().l1d_bytes)
+                  .block_entries.size(),
+              2u)
+        << "one block of rows";
+    SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::none, SparseKernel::sparse, isa);
+    DenseLinear de(w.data(), m, k, bias.data(), Act::none, isa);
+    std::vector<float> y1(m * n), y2(m * n), yd(m * n);
+    sp.forward_kn(x.data(), n, y1.data(), 1);
+    sp.forward_kn(x.data(), n, y2.data(), 2);
+    de.forward_kn(x.data(), n, yd.data(), 1);
+    EXPECT_EQ(y1, y2) << isa_name(isa);
+    for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y1[i], yd[i], 1e-3f) << isa_name(isa);
+  }
+}
+
+// The plan is made by the first call at least one vector wide: a layer used only with N = 1 (or
 // on the reference path, or with 4-channel blocks) never holds one.
 TEST(SparseLinear, PlansOnTheFirstWideCall) {
   std::mt19937 rng(29);
