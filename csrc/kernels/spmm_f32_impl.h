@@ -303,7 +303,7 @@ void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& pl
 // b1 from a tile plan (SpmmTilePlan in kernels.h: why, and its layout): strips of 4 vectors, per
 // block of output rows, tile by tile, from copies of X. Returns false (nothing written) without
 // a plan made for this path's strip, with less than one vector of columns, or with too few
-// stream entries per channel for the copy to pay; the caller then walks the stream.
+// stream entries for the plan to pay (spmm_plan_applies); the caller then walks the stream.
 // Full strips are computed for the rows of blocks [block0, block1); the columns after the last
 // full strip for every row: 1-3 vectors from the plan too, then fewer than a vector's columns from
 // the stream. Which code computes a column thus depends only on its distance from the end of

@@ -226,6 +226,37 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
   }
 }
 
+// The plan runs only where it pays (spmm_plan_applies: 3 entries per input channel, 5 per row
+// and tile); below that the kernel walks the stream even when given a plan. Zeroed plan values
+// tell which one ran.
+TEST(SpmmF32, PlanRunsOnlyWhereItPays) {
+  std::mt19937 rng(37);
+  const int64_t m = 256, k = 256, n = 80;
+  for (Isa isa : ep::test::runnable_isas()) {
+    if (isa == Isa::reference) continue;
+    const auto& t = kernel_table(isa);
+    for (double s : {0.9, 0.995}) {
+      auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, k * n);
+      sparsify(rng, w, s);
+      const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
+      SpmmTilePlan plan = plan_spmm_tiles(packed, t.spmm_f32_b1.tile, 48 * 1024);
+      const int64_t entries = packed.nonzeros();
+      const bool pays = entries >= 3 * k && entries >= 5 * m * plan.tiles;
+      EXPECT_EQ(pays, s < 0.99) << "density " << entries;
+      EXPECT_EQ(spmm_plan_applies(&plan, m, k, n, entries, plan.strip), pays);
+      std::fill(plan.values.begin(), plan.values.end(), 0.0f);
+      std::vector<float> y(m * n);
+      SpmmF32Args p = stream_args(packed, x.data(), n, y.data(), n, n);
+      p.tiles = &plan;
+      t.spmm_f32_b1.fn(p);
+      int64_t bias_only = 0;
+      for (int64_t r = 0; r < m; ++r) bias_only += y[r * n] == bias[r];
+      const int64_t empty_rows = std::count(packed.nnz.begin(), packed.nnz.end(), 0);
+      EXPECT_EQ(bias_only, pays ? m : empty_rows) << isa_name(isa) << " s=" << s;
+    }
+  }
+}
+
 // SparseLinear makes the plan itself: a layer wide enough to tile agrees with DenseLinear, and
 // with any thread count bit for bit (1 thread runs block-major; 2 threads split the plan's two
 // blocks of rows, each block strip by strip, and the tail columns as a third task).

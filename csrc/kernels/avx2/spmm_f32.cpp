@@ -15,12 +15,10 @@ struct O {
   static constexpr int W = 8;
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
-  // 4 weights: their address, lane<L> broadcasts weight L straight from memory (a load port
-  // broadcasts for free; from a register GCC emitted a load and a shuffle per weight, ~1.5 %)
-  using Q = const float*;
-  static Q quad(const float* p) { return p; }
+  using Q = __m256;  // 4 weights in each 128-bit lane; lane<L> broadcasts weight L in-lane
+  static Q quad(const float* p) { return _mm256_broadcast_ps(reinterpret_cast<const __m128*>(p)); }
   template <int L>
-  static V lane(Q q) { return _mm256_set1_ps(q[L]); }
+  static V lane(Q q) { return _mm256_permute_ps(q, L * 0x55); }
   static V set1(float f) { return _mm256_set1_ps(f); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
