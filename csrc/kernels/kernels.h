@@ -61,23 +61,25 @@ struct PackedSparseF32 {
 // Throws std::invalid_argument when block is not 1 or 4.
 PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block);
 
-// The tile plan of a b1 (unstructured) stream: the form the SIMD b1 kernels run full strips
-// from, made once per packed weight (SparseLinear makes it on its first call at least one strip
-// wide; made per call it took as long as it saves on a 128-column input).
+// The tile plan of a b1 (unstructured) stream: the form the SIMD b1 kernels run from (every
+// whole vector of columns; spmm_plan_applies says when), made once per packed weight
+// (SparseLinear makes it on its first call at least one vector wide; made per call it took as
+// long as it saves on a 128-column input).
 // - K tiles. Each nonzero loads its X row from anywhere in the kernel's [K, strip] copy of X, so
 //   that copy must stay in L1: with a 64-column strip a 768-channel layer's copy is 192 KB and
 //   its loads come from L2. K is split into tiles of at most one L1 of strip floats (on this
 //   Zen 5, 48 KB: the best of 32..96 KB measured on AVX-512 at 80-90 % sparsity; 4/3 of it for
 //   very sparse layers, see plan_spmm_tiles), and a block of output rows
-//   runs over one tile before the next, the rows' partial sums going through Y. A K that fits
-//   one tile gets a one-tile plan.
+//   runs over one tile before the next, the rows' partial sums going through a contiguous
+//   per-thread buffer. A K that fits one tile gets a one-tile plan.
 // - Tile-major order, read front to back: for each block of `rows` output rows (a block's
 //   stream and Y stay in L2 across its tiles), for each tile, for each row of the block,
 //   counts[] gives the row's entries in the tile and offsets[] / values[] the entries.
 // - 16-bit offsets ((channel - the tile's first channel) * strip: a tile is at most
 //   4/3 of an L1). The loop is bound by loads (one per X vector, plus one per
-//   weight and per offset), so the kernel loads 4 offsets and 4 weights at a time: 5 % to 12 %
-//   faster than one broadcast load per weight and a 32-bit offset each.
+//   weight and per offset), so the kernel loads 4 offsets and 4 weights at a time and
+//   broadcasts each weight from a register (NEON: by lane; x86: vpermilps within 128-bit
+//   lanes): 5 % to 12 % faster than one broadcast load per weight and a 32-bit offset each.
 // The cost is a second copy of the weights, 6 bytes a nonzero.
 // The L1 size plans assume when the OS does not report one (the Cortex-A57/A72 of the Jetson
 // Nano and Pi 4, and most AVX2-only x86 cores, have 32 KB).
