@@ -197,9 +197,9 @@ inline void spmm_tile_fma(typename O::V (&acc)[NV + E], const float* xt, const f
   if (E) acc[NV] = O::fma(w, O::load(xe + o / 4), acc[NV]);
 }
 
-// Entry L of a group of 4: offset L of the packed 16-bit offsets in g, weight L of the 4 at w4
-// (one load for 4 offsets: the loop is bound by loads, one per X vector, so the loads saved on
-// offsets are what it gains).
+// Entry L of a group of 4: offset L of the packed 16-bit offsets in g, weight L of the 4 in w4
+// (one load for 4 offsets and one for 4 weights: the loop is bound by loads, one per X vector,
+// so the loads saved on offsets and weights are what it gains).
 template <class O, int NV, int E, int L>
 inline void spmm_tile_entry(typename O::V (&acc)[NV + E], const float* xt, const float* xe, uint64_t g,
                             typename O::Q w4) {
@@ -322,7 +322,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   if (b1 - b0 >= 2 && full >= 2 && p.k * full * tw * int64_t(sizeof(float)) <= ep::kBlockMajorBytes) {
     // Block-major: every full strip copied first, then each block of rows runs over all of them,
     // so the block's part of the stream is read from memory once, not once per strip.
-    float* xs = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * full * tw + part_floats) * sizeof(float)));
+    const int64_t floats = p.k * full * tw + part_floats;
+    float* xs = static_cast<float*>(ep::thread_scratch(2, size_t(floats) * sizeof(float)));
     for (int64_t c = 0; c < p.k; ++c)
       for (int64_t s = 0; s < full; ++s)
         for (int64_t j = 0; j < tw; j += O::W)
@@ -340,7 +341,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
       }
     }
   } else if (b1 - b0 == 1) {  // strip-major, one block: each tile copied just before its pass
-    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(spmm_tiles_scratch<O>(*plan, p.m)) * sizeof(float)));
+    const int64_t floats = spmm_tiles_scratch<O>(*plan, p.m);
+    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(floats) * sizeof(float)));
     // With every row in range, one vector after the last strip joins it as a fifth (one pass
     // over the rows instead of two: 2 % of 256x256x784, whose last 16 columns are such a vector).
     const bool join = vectors == 1 && b0 == 0 && b1 == blocks && full > 0;
@@ -362,7 +364,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
       for (int64_t m0 = b0 * plan->rows; m0 < std::min(p.m, b1 * plan->rows); m0 += plan->rows)
         for (int64_t t = 0; t < plan->tiles; ++t)
           spmm_b1_tile_pass<O, 4>(q, strip + t * plan->kt * tw, nullptr, plan->bias.data(), t == 0,
-                                  t == plan->tiles - 1, m0, std::min(p.m, m0 + plan->rows), strip + p.k * tw, cnt, off, v);
+                                  t == plan->tiles - 1, m0, std::min(p.m, m0 + plan->rows), strip + p.k * tw, cnt,
+                                  off, v);
     }
   }
   // The columns after the last full strip, for every row: whole vectors from the plan (their
@@ -370,7 +373,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   // last 16 columns, about twice this), then what is left of a vector from the stream.
   int64_t n0 = p.n / O::W * O::W;
   if (vectors > 0) {
-    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(spmm_tiles_scratch<O>(*plan, p.m)) * sizeof(float)));
+    const int64_t floats = spmm_tiles_scratch<O>(*plan, p.m);
+    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(floats) * sizeof(float)));
     if (vectors == 3) spmm_b1_strip_by_tiles<O, 3>(p, *plan, 0, blocks, full * tw, buf);
     if (vectors == 2) spmm_b1_strip_by_tiles<O, 2>(p, *plan, 0, blocks, full * tw, buf);
     if (vectors == 1) spmm_b1_strip_by_tiles<O, 1>(p, *plan, 0, blocks, full * tw, buf);

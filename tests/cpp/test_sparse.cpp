@@ -198,7 +198,8 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
     // one tile; on AVX-512 n = 20, 40, 117 end in 1, 2, 3 vectors past the last full strip (none
     // for 20 and 40), then fewer columns than a vector
     // (80: one vector joins the last strip)
-    for (int64_t n : {20, 40, 67, 80, 117, 150, 200}) check_spmm(isa, 1, 300, 150, n, 0.5, Act::relu, rng, /*tiled=*/true);
+    for (int64_t n : {20, 40, 67, 80, 117, 150, 200})
+      check_spmm(isa, 1, 300, 150, n, 0.5, Act::relu, rng, /*tiled=*/true);
     check_spmm(isa, 1, 400, 600, 150, 0.5, Act::none, rng, /*tiled=*/true);  // blocks x strips within kBlockMajorBytes
   }
   for (Isa isa : ep::test::runnable_isas()) {
@@ -263,23 +264,25 @@ TEST(SpmmF32, PlanRunsOnlyWhereItPays) {
 TEST(SparseLinear, KTiledLayerMatchesDense) {
   std::mt19937 rng(23);
   const int64_t m = 300, k = 900;
-  for (int64_t n : {150, 40})  // strips and what follows them; on AVX-512 40 has no full strip
-  for (Isa isa : ep::test::runnable_isas()) {
-    auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, n * k);
-    sparsify(rng, w, 0.8);
-    SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::relu, SparseKernel::sparse, isa);
-    DenseLinear de(w.data(), m, k, bias.data(), Act::relu, isa);
-    if (isa != Isa::reference) {
-      const SpmmTilePlan plan = plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1),
-                                                kernel_table(isa).spmm_f32_b1.tile, cpu_features().l1d_bytes);
-      ASSERT_GE(plan.block_entries.size(), 3u) << "two or more blocks of rows";
+  // strips and what follows them; on AVX-512 n = 40 has no full strip
+  for (int64_t n : {150, 40}) {
+    for (Isa isa : ep::test::runnable_isas()) {
+      auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, n * k);
+      sparsify(rng, w, 0.8);
+      SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::relu, SparseKernel::sparse, isa);
+      DenseLinear de(w.data(), m, k, bias.data(), Act::relu, isa);
+      if (isa != Isa::reference) {
+        const SpmmTilePlan plan = plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1),
+                                                  kernel_table(isa).spmm_f32_b1.tile, cpu_features().l1d_bytes);
+        ASSERT_GE(plan.block_entries.size(), 3u) << "two or more blocks of rows";
+      }
+      std::vector<float> y1(m * n), y2(m * n), yd(m * n);
+      sp.forward_kn(x.data(), n, y1.data(), 1);
+      sp.forward_kn(x.data(), n, y2.data(), 2);
+      de.forward_kn(x.data(), n, yd.data(), 1);
+      EXPECT_EQ(y1, y2) << "threads must not change any bit";
+      for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y1[i], yd[i], 1e-3f) << isa_name(isa);
     }
-    std::vector<float> y1(m * n), y2(m * n), yd(m * n);
-    sp.forward_kn(x.data(), n, y1.data(), 1);
-    sp.forward_kn(x.data(), n, y2.data(), 2);
-    de.forward_kn(x.data(), n, yd.data(), 1);
-    EXPECT_EQ(y1, y2) << "threads must not change any bit";
-    for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y1[i], yd[i], 1e-3f) << isa_name(isa);
   }
 }
 
