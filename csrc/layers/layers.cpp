@@ -238,7 +238,8 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
     // where splitting columns made every thread read all of it (3072x768x128 at 90 %: two
     // threads 1.5x one, against 1.8x this way). The columns after the last full strip are one
     // more task: the kernel computes them for every row, and with an empty block range only them.
-    const int64_t full = n / plan->strip * plan->strip, per = (blocks + use - 1) / use, row_tasks = (blocks + per - 1) / per;
+    const int64_t full = n / plan->strip * plan->strip, per = (blocks + use - 1) / use;
+    const int64_t row_tasks = full > 0 ? (blocks + per - 1) / per : 0;
     parallel_for(use, row_tasks + (full < n ? 1 : 0), [&](int64_t t) {
       SpmmF32Args p = args(0, t == row_tasks ? n : full);
       if (t == row_tasks) {
