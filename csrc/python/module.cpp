@@ -113,7 +113,10 @@ int threads_arg(int threads) {
 // A new C-contiguous [rows, cols] array whose data starts on a 64-byte boundary (numpy's own
 // allocation of a large array starts 16 bytes past a page): vector stores then never split a
 // cache line, and threads that split a row at a 64-column boundary never share one (for an
-// int8 [3072, 128] output, sharing made 2 threads 3x slower than 1).
+// int8 [3072, 128] output, sharing made 2 threads 3x slower than 1). numpy allocates it, 64 bytes
+// over, and the result views it from its first 64-byte boundary: numpy reuses the block from
+// call to call, where aligned_alloc memory owned by a capsule took 2.4 page faults a call on a
+// [256, 784] float output (3 % of a 90 %-sparse SpMM call).
 template <class T>
 py::array_t<T> aligned_matrix(int64_t rows, int64_t cols) {
   constexpr int64_t pad = 64 / int64_t(sizeof(T));

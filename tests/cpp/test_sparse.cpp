@@ -195,9 +195,8 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
     if (isa == Isa::reference) continue;  // the reference kernel ignores plans
     for (double s : {0.5, 0.9})
       for (Act act : {Act::none, Act::relu6}) check_spmm(isa, 1, 400, 1100, 150, s, act, rng, /*tiled=*/true);
-    // one tile; on AVX-512 n = 20, 40, 117 end in 1, 2, 3 vectors past the last full strip (none
-    // for 20 and 40), then fewer columns than a vector
-    // (80: one vector joins the last strip)
+    // One tile. On AVX-512: n = 20 and 40 have no full strip, only 1 or 2 vectors; 117 ends in 3
+    // vectors; in 80 and 150 one vector joins the last strip; most end in less than a vector.
     for (int64_t n : {20, 40, 67, 80, 117, 150, 200})
       check_spmm(isa, 1, 300, 150, n, 0.5, Act::relu, rng, /*tiled=*/true);
     check_spmm(isa, 1, 400, 600, 150, 0.5, Act::none, rng, /*tiled=*/true);  // blocks x strips within kBlockMajorBytes
