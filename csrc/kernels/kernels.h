@@ -68,18 +68,19 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 // - K tiles. Each nonzero loads its X row from anywhere in the kernel's [K, strip] copy of X, so
 //   that copy must stay in L1: with a 64-column strip a 768-channel layer's copy is 192 KB and
 //   its loads come from L2. K is split into tiles of at most one L1 of strip floats (on this
-//   Zen 5, 48 KB: the best of 32..96 KB measured on AVX-512 at 80-90 % sparsity; 4/3 of it for
-//   very sparse layers, see plan_spmm_tiles), and a block of output rows
-//   runs over one tile before the next, the rows' partial sums going through a contiguous
-//   per-thread buffer. A K that fits one tile gets a one-tile plan.
+//   Zen 5, 48 KB: the best of 32..96 KB measured on AVX-512 at 80-90 % sparsity), and a block
+//   of output rows runs over one tile before the next, the rows' partial sums going through a
+//   contiguous per-thread buffer. A K that fits one tile gets a one-tile plan.
+// - Strips of 4 vectors; very sparse layers (under ~10 entries per row and tile) take strips of
+//   3 vectors and tiles of 4/3 as many channels (plan_spmm_tiles says why).
 // - Tile-major order, read front to back: for each block of `rows` output rows (a block's
 //   stream and Y stay in L2 across its tiles), for each tile, for each row of the block,
 //   counts[] gives the row's entries in the tile and offsets[] / values[] the entries.
-// - 16-bit offsets ((channel - the tile's first channel) * strip: a tile is at most
-//   4/3 of an L1). The loop is bound by loads (one per X vector, plus one per
-//   weight and per offset), so the kernel loads 4 offsets and 4 weights at a time and
-//   broadcasts each weight from a register (NEON: by lane; x86: vpermilps within 128-bit
-//   lanes): 5 % to 12 % faster than one broadcast load per weight and a 32-bit offset each.
+// - 16-bit offsets ((channel - the tile's first channel) * strip: a tile is at most one L1;
+//   scaled so that a pass spends no instruction on an address). The loop is bound by loads (one per X vector, plus one per weight and per offset), so the kernel loads 4
+//   offsets and 4 weights at a time and broadcasts each weight from a register (NEON: by lane;
+//   x86: vpermilps within 128-bit lanes): 5 % to 12 % faster than one broadcast load per weight
+//   and a 32-bit offset each.
 // The cost is a second copy of the weights, 6 bytes a nonzero.
 // The L1 size plans assume when the OS does not report one (the Cortex-A57/A72 of the Jetson
 // Nano and Pi 4, and most AVX2-only x86 cores, have 32 KB).
@@ -88,21 +89,23 @@ constexpr int64_t kDefaultL1Bytes = 32 * 1024;
 // and runs each block over all of them (block-major), reading the stream once per call.
 constexpr int64_t kBlockMajorBytes = 512 * 1024;
 struct SpmmTilePlan {
-  int64_t m = 0, k = 0, strip = 0, tiles = 0, kt = 0, rows = 0;  // tiles = 0: no plan; kt channels a tile
+  // strip: the floats a strip of X that the tiles are sized for; tiles = 0: no plan; kt channels a tile
+  int64_t m = 0, k = 0, strip = 0, tiles = 0, kt = 0, rows = 0;
   std::vector<int32_t> counts;
   std::vector<uint16_t> offsets;
   std::vector<float> values;
   std::vector<float> bias;  // per output row
   std::vector<int64_t> block_entries;  // per block of rows, its first entry; then the total
 };
-// For a b1 stream, a kernel with `lanes` floats per vector (its kernels.inc tile; strips of 4
-// vectors) and an L1 data cache of l1_bytes (<= 0: kDefaultL1Bytes). No plan (tiles = 0) for
+// For a b1 stream, a kernel with `lanes` floats per vector (its kernels.inc tile; strips of 3 or
+// 4 vectors) and an L1 data cache of l1_bytes (<= 0: kDefaultL1Bytes). No plan (tiles = 0) for
 // block 4, when K * strip does not fit int32, when a tile's offsets would not fit 16 bits, or
 // when the stream is not a valid b1 stream with increasing channels per row (the packer never
 // writes one that is not).
 SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_bytes);
-// Whether a SIMD b1 kernel with strips of `strip` floats (4 vectors) runs an [K, n] input from
-// `plan` (else it walks the stream): the plan fits, there is at least one vector of columns, and
+// Whether a SIMD b1 kernel with vectors of `lanes` floats runs an [K, n] input from `plan` (else
+// it walks the stream): the plan fits (made for this m, k and lanes: strips of 3 or 4 vectors),
+// there is at least one vector of columns, and
 // the plan pays: at least 3 stream entries per input channel (its copy of X) and 5 per row and
 // tile (each row's start and end in every tile). Measured on AVX2 and AVX-512 at 95-99 % on
 // 256x256x784, 3072x768x128 and 64x512x3136 with X 16 bytes past a cache line, as numpy's large
@@ -111,9 +114,20 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_byt
 // 256x256x784 and tiled 1.3x slower at 99 % on 3072x768x128. (With X on a cache line the walk's
 // loads do not split lines, and it wins from about 97 %.)
 inline bool spmm_plan_applies(const SpmmTilePlan* plan, int64_t m, int64_t k, int64_t n, int64_t entries,
-                              int64_t strip) {
-  return plan && plan->tiles >= 1 && plan->strip == strip && plan->k == k && plan->m == m && n >= strip / 4 &&
-         entries >= 3 * k && entries >= 5 * m * plan->tiles;
+                              int64_t lanes) {
+  return plan && plan->tiles >= 1 && (plan->strip == 3 * lanes || plan->strip == 4 * lanes) && plan->k == k &&
+         plan->m == m && n >= lanes && entries >= 3 * k && entries >= 5 * m * plan->tiles;
+}
+
+// The strip (floats) a SIMD b1 kernel with vectors of `lanes` floats runs n columns with, from a
+// plan that applies: 3 vectors where the plan's tiles are sized for them, unless n then needs
+// more than 4/3 as many passes over the rows as with 4 (N = 128 on AVX-512: 2 strips and 2
+// vectors, 3 passes against 2, 16 % slower on 3072x768x128 at 95 %); else 4. A single vector
+// left over may join the last strip, so it is not counted as a pass.
+inline int64_t spmm_plan_strip(const SpmmTilePlan& plan, int64_t n, int64_t lanes) {
+  const int64_t vecs = n / lanes;
+  const auto passes = [vecs](int64_t nv) { return vecs / nv + (vecs % nv > 1 ? 1 : 0); };
+  return (plan.strip == 3 * lanes && 3 * passes(3) <= 4 * passes(4) ? 3 : 4) * lanes;
 }
 
 // Sparse fp32 SpMM on the channel-major layout: Y[M, N] = clamp(W_sparse[M, K] X[K, N] + b),
@@ -134,11 +148,12 @@ struct SpmmF32Args {
   // optional, b1 only: plan_spmm_tiles of this stream for this kernel's lanes (else the kernel
   // walks the stream above)
   const SpmmTilePlan* tiles = nullptr;
-  // with a plan that applies (spmm_plan_applies): compute the full strips (4 vectors of
-  // columns) only for output rows of plan blocks [block0, block1) (-1: to the last), so threads
-  // can split rows; the columns after the last full strip are computed for every row (an empty
-  // block range computes just those).
+  // with a plan that applies (spmm_plan_applies): compute the full strips (spmm_plan_strip
+  // columns each) only for output rows of plan blocks [block0, block1) (-1: to the last), so
+  // threads can split rows; the columns after the last full strip are computed for every row
+  // when `rest` is set (an empty block range with `rest` computes just those).
   int64_t block0 = 0, block1 = -1;
+  bool rest = true;
 };
 
 // int8 GEMM per the TFLite spec: Y[r, j] = requant(sum_k A[r, k] * W[j, k] + bias[j]) with

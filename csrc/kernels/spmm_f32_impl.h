@@ -186,15 +186,15 @@ void spmm_b4_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
   spmm_tail(p, 4, n0);
 }
 
-// One stream entry of a tile pass at tile offset o (channel * strip): NV vectors of the X row
-// from the tile copy xt, and with E = 1 one more from xe, a copy one vector wide (its row at
-// o / 4: a strip is 4 vectors).
+// One stream entry of a tile pass at tile offset o (channel * the plan's strip): NV vectors of
+// the X row from the tile copy xt, and with E = 1 one more from xe, a copy one vector wide (its
+// row at o / NV: E = 1 only goes with NV = the plan's vectors, whose rows are the plan's strip).
 template <class O, int NV, int E>
 inline void spmm_tile_fma(typename O::V (&acc)[NV + E], const float* xt, const float* xe, uint32_t o,
                           typename O::V w) {
 #pragma GCC unroll 8
   for (int j = 0; j < NV; ++j) acc[j] = O::fma(w, O::load(xt + o + j * O::W), acc[j]);
-  if (E) acc[NV] = O::fma(w, O::load(xe + o / 4), acc[NV]);
+  if (E) acc[NV] = O::fma(w, O::load(xe + o / NV), acc[NV]);
 }
 
 // Entry L of a group of 4: offset L of the packed 16-bit offsets in g, weight L of the 4 in w4
@@ -318,74 +318,98 @@ void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& pl
     }
 }
 
-// b1 from a tile plan (SpmmTilePlan in kernels.h: why, and its layout): strips of 4 vectors, per
-// block of output rows, tile by tile, from copies of X. Returns false (nothing written) without
-// a plan made for this path's strip, with less than one vector of columns, or with too few
-// stream entries for the plan to pay (spmm_plan_applies); the caller then walks the stream.
-// Full strips are computed for the rows of blocks [block0, block1); the columns after the last
-// full strip for every row: 1-3 vectors from the plan too, then fewer than a vector's columns from
-// the stream. Which code computes a column thus depends only on its distance from the end of
-// X, so threads splitting columns at strip multiples or rows by blocks give the same bits.
+// b1 from a tile plan (SpmmTilePlan in kernels.h: why, and its layout): full strips of
+// spmm_plan_strip columns, per block of output rows, tile by tile, from copies of X. Returns
+// false (nothing written) without a plan made for this path's vectors, with less than one vector
+// of columns, or with too few stream entries for the plan to pay (spmm_plan_applies); the caller
+// then walks the stream. Full strips are computed for the rows of blocks [block0, block1); with
+// `rest`, the columns after the last full strip for every row: 1-3 vectors from the plan too,
+// then fewer than a vector's columns from the stream. Which code computes a column thus depends
+// only on its distance from the end of X, and each column's sums are made in the same order in
+// any strip, so threads splitting columns at strip multiples or rows by blocks give the same bits.
 template <class O>
 bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
-  constexpr int64_t tw = 4 * O::W;
   const ep::SpmmTilePlan* plan = p.tiles;
-  if (!ep::spmm_plan_applies(plan, p.m, p.k, p.n, entries, tw)) return false;
+  if (!ep::spmm_plan_applies(plan, p.m, p.k, p.n, entries, O::W)) return false;
+  // The plan's offsets are channel * ts, so every tile copy has rows of ts floats (3 or 4
+  // vectors). A strip of sw = 4 vectors over a 3-vector plan (spmm_plan_strip: some small N)
+  // keeps its 4th vector in a copy of its own, one vector wide (E = 1).
+  const int64_t ts = plan->strip, sw = ep::spmm_plan_strip(*plan, p.n, O::W);
+  const bool three = ts == 3 * O::W, extra = sw > ts;
+  const auto strip_pass = [&](const ep::SpmmF32Args& q, const float* xt, const float* xe, bool first, bool last,
+                              int64_t m0, int64_t m1, float* part, const int32_t*& cnt, const uint16_t*& off,
+                              const float*& v) {
+    const float* bias = plan->bias.data();
+    if (!three)
+      spmm_b1_tile_pass<O, 4>(q, xt, nullptr, bias, first, last, m0, m1, part, cnt, off, v);
+    else if (extra)
+      spmm_b1_tile_pass<O, 3, 1>(q, xt, xe, bias, first, last, m0, m1, part, cnt, off, v);
+    else
+      spmm_b1_tile_pass<O, 3>(q, xt, nullptr, bias, first, last, m0, m1, part, cnt, off, v);
+  };
+  // Channel c of strip s of X copied: a row of ts floats at `main`, the 4th vector (extra) at
+  // `ext` (the copies of a strip: K such rows, then K such vectors).
+  const auto copy_row = [&](int64_t s, int64_t c, float* main, float* ext) {
+    const float* xc = p.x + c * p.ldx + s * sw;
+    for (int64_t j = 0; j < ts; j += O::W) O::store(main + c * ts + j, O::load(xc + j));
+    if (extra) O::store(ext + c * O::W, O::load(xc + ts));
+  };
   const int64_t blocks = int64_t(plan->block_entries.size()) - 1;
   const int64_t b0 = std::max<int64_t>(0, p.block0), b1 = p.block1 < 0 ? blocks : std::min(blocks, p.block1);
-  const int64_t full = p.n / tw, part_floats = std::min(plan->rows, p.m) * tw;
-  int64_t vectors = (p.n - full * tw) / O::W;  // whole vectors after the last full strip
+  const int64_t full = p.n / sw, part_floats = std::min(plan->rows, p.m) * sw;
+  int64_t vectors = (p.n - full * sw) / O::W;  // whole vectors after the last full strip
   ep::SpmmF32Args q = p;
-  q.ldx = tw;
-  if (b1 - b0 >= 2 && full >= 2 && p.k * full * tw * int64_t(sizeof(float)) <= ep::kBlockMajorBytes) {
+  if (b1 - b0 >= 2 && full >= 2 && p.k * full * sw * int64_t(sizeof(float)) <= ep::kBlockMajorBytes) {
     // Block-major: every full strip copied first, then each block of rows runs over all of them,
     // so the block's part of the stream is read from memory once, not once per strip.
-    const int64_t floats = p.k * full * tw + part_floats;
+    const int64_t floats = p.k * full * sw + part_floats;
     float* xs = static_cast<float*>(ep::thread_scratch(2, size_t(floats) * sizeof(float)));
-    for (int64_t c = 0; c < p.k; ++c)
-      for (int64_t s = 0; s < full; ++s)
-        for (int64_t j = 0; j < tw; j += O::W)
-          O::store(xs + (s * p.k + c) * tw + j, O::load(p.x + c * p.ldx + s * tw + j));
+    for (int64_t c = 0; c < p.k; ++c)  // X read row by row
+      for (int64_t s = 0; s < full; ++s) copy_row(s, c, xs + s * p.k * sw, xs + s * p.k * sw + p.k * ts);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t m0 = b * plan->rows, m1 = std::min(p.m, m0 + plan->rows);
       for (int64_t s = 0; s < full; ++s) {
-        q.y = p.y + s * tw;
+        q.y = p.y + s * sw;
+        const float* xm = xs + s * p.k * sw;
         const int32_t* cnt = plan->counts.data() + m0 * plan->tiles;
         const uint16_t* off = plan->offsets.data() + plan->block_entries[b];
         const float* v = plan->values.data() + plan->block_entries[b];
         for (int64_t t = 0; t < plan->tiles; ++t)
-          spmm_b1_tile_pass<O, 4>(q, xs + (s * p.k + t * plan->kt) * tw, nullptr, plan->bias.data(), t == 0,
-                                  t == plan->tiles - 1, m0, m1, xs + p.k * full * tw, cnt, off, v);
+          strip_pass(q, xm + t * plan->kt * ts, xm + p.k * ts + t * plan->kt * O::W, t == 0, t == plan->tiles - 1,
+                     m0, m1, xs + p.k * full * sw, cnt, off, v);
       }
     }
   } else if (b1 - b0 == 1) {  // strip-major, one block: each tile copied just before its pass
     const int64_t floats = spmm_tiles_scratch<O>(*plan, p.m);
     float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(floats) * sizeof(float)));
-    // With every row in range, one vector after the last strip joins it as a fifth (one pass
-    // over the rows instead of two: 2 % of 256x256x784, whose last 16 columns are such a vector).
-    const bool join = vectors == 1 && b0 == 0 && b1 == blocks && full > 0;
-    for (int64_t s = 0; s < full; ++s)
-      if (join && s == full - 1)
-        spmm_b1_strip_by_tiles<O, 4, 1>(p, *plan, b0, b1, s * tw, buf);
+    // With every row in range, one vector after the last strip joins it (one pass over the rows
+    // instead of two: 2 % of 256x256x784, whose last 16 columns are such a vector).
+    const bool join = vectors == 1 && !extra && b0 == 0 && b1 == blocks && full > 0 && p.rest;
+    for (int64_t s = 0; s < full; ++s) {
+      const bool wide = extra || (join && s == full - 1);  // a vector beside the plan's strip
+      if (three)
+        wide ? spmm_b1_strip_by_tiles<O, 3, 1>(p, *plan, b0, b1, s * sw, buf)
+             : spmm_b1_strip_by_tiles<O, 3>(p, *plan, b0, b1, s * sw, buf);
       else
-        spmm_b1_strip_by_tiles<O, 4>(p, *plan, b0, b1, s * tw, buf);
+        wide ? spmm_b1_strip_by_tiles<O, 4, 1>(p, *plan, b0, b1, s * sw, buf)
+             : spmm_b1_strip_by_tiles<O, 4>(p, *plan, b0, b1, s * sw, buf);
+    }
     if (join) vectors = 0;
   } else if (b1 > b0) {  // strip-major, several blocks: the strip copied once for all of them
-    float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw + part_floats) * sizeof(float)));
+    float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * sw + part_floats) * sizeof(float)));
     for (int64_t s = 0; s < full; ++s) {
-      for (int64_t c = 0; c < p.k; ++c)
-        for (int64_t j = 0; j < tw; j += O::W) O::store(strip + c * tw + j, O::load(p.x + c * p.ldx + s * tw + j));
-      q.y = p.y + s * tw;
+      for (int64_t c = 0; c < p.k; ++c) copy_row(s, c, strip, strip + p.k * ts);
+      q.y = p.y + s * sw;
       const int32_t* cnt = plan->counts.data() + b0 * plan->rows * plan->tiles;
       const uint16_t* off = plan->offsets.data() + plan->block_entries[b0];
       const float* v = plan->values.data() + plan->block_entries[b0];
       for (int64_t m0 = b0 * plan->rows; m0 < std::min(p.m, b1 * plan->rows); m0 += plan->rows)
         for (int64_t t = 0; t < plan->tiles; ++t)
-          spmm_b1_tile_pass<O, 4>(q, strip + t * plan->kt * tw, nullptr, plan->bias.data(), t == 0,
-                                  t == plan->tiles - 1, m0, std::min(p.m, m0 + plan->rows), strip + p.k * tw, cnt,
-                                  off, v);
+          strip_pass(q, strip + t * plan->kt * ts, strip + p.k * ts + t * plan->kt * O::W, t == 0,
+                     t == plan->tiles - 1, m0, std::min(p.m, m0 + plan->rows), strip + p.k * sw, cnt, off, v);
     }
   }
+  if (!p.rest) return true;
   // The columns after the last full strip, for every row: whole vectors from the plan (their
   // copy stays as narrow as they are; a walk of the stream cost 3-4 % of 256x256x784 for its
   // last 16 columns, about twice this), then what is left of a vector from the stream.
@@ -393,15 +417,16 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   if (vectors > 0) {
     const int64_t floats = spmm_tiles_scratch<O>(*plan, p.m);
     float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(floats) * sizeof(float)));
-    if (vectors == 3) spmm_b1_strip_by_tiles<O, 3>(p, *plan, 0, blocks, full * tw, buf);
-    if (vectors == 2) spmm_b1_strip_by_tiles<O, 2>(p, *plan, 0, blocks, full * tw, buf);
-    if (vectors == 1) spmm_b1_strip_by_tiles<O, 1>(p, *plan, 0, blocks, full * tw, buf);
+    if (vectors == 3) spmm_b1_strip_by_tiles<O, 3>(p, *plan, 0, blocks, full * sw, buf);
+    if (vectors == 2) spmm_b1_strip_by_tiles<O, 2>(p, *plan, 0, blocks, full * sw, buf);
+    if (vectors == 1) spmm_b1_strip_by_tiles<O, 1>(p, *plan, 0, blocks, full * sw, buf);
   }
   if (n0 < p.n) {
-    const int64_t w = p.n - n0;
-    float* rest = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
-    for (int64_t c = 0; c < p.k; ++c) __builtin_memcpy(rest + c * tw, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
-    q.x = rest;
+    const int64_t w = p.n - n0, tw = 4 * O::W;
+    float* tail = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
+    for (int64_t c = 0; c < p.k; ++c) __builtin_memcpy(tail + c * tw, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
+    q.x = tail;
+    q.ldx = tw;
     q.y = p.y + n0;
     q.n = w;
     q.tiles = nullptr;

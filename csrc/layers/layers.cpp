@@ -233,21 +233,25 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   const double macs = double(n) * double(packed_.nonzeros());
   const int use = threads_for(threads, macs);
   const int64_t blocks = plan ? int64_t(plan->block_entries.size()) - 1 : 0;
-  if (use > 1 && blocks >= use && spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), plan->strip)) {
+  if (use > 1 && blocks >= use && spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile)) {
     // Threads split the plan's blocks of output rows: each reads its part of the stream once,
     // where splitting columns made every thread read all of it (3072x768x128 at 90 %: two
     // threads 1.5x one, against 1.8x this way). The columns after the last full strip are one
-    // more task: the kernel computes them for every row, and with an empty block range only them.
-    const int64_t full = n / plan->strip * plan->strip, per = (blocks + use - 1) / use;
+    // more task: the kernel computes them for every row, and with an empty block range only them
+    // (the row tasks ask it not to, with `rest` off). Every task passes all n columns, since the
+    // kernel's strip width depends on n (spmm_plan_strip).
+    const int64_t strip = spmm_plan_strip(*plan, n, kern_.tile);  // the kernel's strip for this n
+    const int64_t full = n / strip * strip, per = (blocks + use - 1) / use;
     const int64_t row_tasks = full > 0 ? (blocks + per - 1) / per : 0;
     parallel_for(use, row_tasks + (full < n ? 1 : 0), [&](int64_t t) {
-      SpmmF32Args p = args(0, t == row_tasks ? n : full);
+      SpmmF32Args p = args(0, n);
       if (t == row_tasks) {
         p.block0 = p.block1 = blocks;
         return kern_.fn(p);
       }
       p.block0 = t * per;
       p.block1 = std::min(blocks, (t + 1) * per);
+      p.rest = false;
       kern_.fn(p);
     });
     return;

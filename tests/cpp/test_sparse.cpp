@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <random>
 #include <thread>
 
 #include "kernels/kernels.h"
@@ -97,6 +99,20 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
     }
 }
 
+// An [m, k] weight with exactly per_row nonzeros in every row, at random columns (so a tile
+// plan's shape is known).
+std::vector<float> weight_with_rows_of(std::mt19937& rng, int64_t m, int64_t k, int64_t per_row) {
+  std::vector<float> w(m * k, 0.0f);
+  std::vector<int64_t> cols(k);
+  for (int64_t r = 0; r < m; ++r) {
+    std::iota(cols.begin(), cols.end(), 0);
+    std::shuffle(cols.begin(), cols.end(), rng);
+    auto vals = random_floats(rng, per_row);
+    for (int64_t i = 0; i < per_row; ++i) w[r * k + cols[i]] = vals[i] == 0.0f ? 1.0f : vals[i];
+  }
+  return w;
+}
+
 }  // namespace
 
 TEST(PackSparse, RandomMasksRoundTrip) {
@@ -150,9 +166,11 @@ TEST(SpmmTilePlan, RoundTripsTileMajor) {
       auto bias = random_floats(rng, m);
       const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
       const SpmmTilePlan plan = plan_spmm_tiles(packed, lanes, l1);
-      const int64_t budget = (l1 > 0 ? l1 : kDefaultL1Bytes) / 4 * 4 / 3;  // floats: the larger tile size
-      ASSERT_GE(plan.tiles, k * 4 * lanes > budget ? 2 : 1) << "lanes=" << lanes << " l1=" << l1 << " s=" << s;
-      ASSERT_EQ(plan.strip, 4 * lanes);
+      const int64_t budget = (l1 > 0 ? l1 : kDefaultL1Bytes) / 4;  // floats of X a tile holds
+      // strips of 4 vectors, or of 3 with under 10 entries per row and 4-vector tile
+      const int64_t tiles4 = (k * 4 * lanes + budget - 1) / budget;
+      ASSERT_EQ(plan.strip, (packed.nonzeros() < 10 * m * tiles4 ? 3 : 4) * lanes) << "density " << s;
+      ASSERT_GE(plan.tiles, k * plan.strip > budget ? 2 : 1) << "lanes=" << lanes << " l1=" << l1 << " s=" << s;
       const int64_t kt = (k + plan.tiles - 1) / plan.tiles;
       ASSERT_EQ(plan.kt, kt) << "balanced tiles";
       ASSERT_LE((kt - 1) * plan.strip, budget) << "a tile fits the budget";
@@ -216,12 +234,79 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
     SpmmF32Args p = stream_args(packed, x.data(), n, y.data(), n, n);
     p.tiles = &plan;
     t.spmm_f32_b1.fn(p);
-    const int64_t lanes = plan.strip / 4, planned = n / lanes * lanes;  // columns the tiled passes cover
+    const int64_t lanes = t.spmm_f32_b1.tile, planned = n / lanes * lanes;  // columns the tiled passes cover
     ASSERT_LT(planned, n);
-    ASSERT_GT(planned % plan.strip, 0) << "whole vectors after the last full strip";
+    ASSERT_GT(planned % spmm_plan_strip(plan, n, lanes), 0) << "whole vectors after the last full strip";
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t c = 0; c < planned; ++c) ASSERT_EQ(y[r * n + c], bias[r]) << isa_name(isa);
       ASSERT_NE(y[r * n + planned], bias[r]) << "less than a vector of columns runs from the stream";
+    }
+  }
+}
+
+// Strips of 3 vectors, which plans of very sparse layers take (under 10 entries per row and
+// 4-vector tile), on every path, against the reference: one block of rows over widths that end
+// in no strip, 1-3 vectors, a vector joined to the last strip, a 4th vector beside the plan's 3
+// (spmm_plan_strip's small-N case) and a remainder; then several blocks, block-major and
+// strip-major. Each row has exactly `per_row` entries, so the plan's shape is known; zeroed plan
+// values prove the tiled passes ran.
+TEST(SpmmF32, ThreeVectorStripsMatchReference) {
+  std::mt19937 rng(41);
+  const int64_t l1 = 48 * 1024, budget = l1 / 4;
+  for (Isa isa : ep::test::runnable_isas()) {
+    if (isa == Isa::reference) continue;
+    const auto& t = kernel_table(isa);
+    const int64_t lanes = t.spmm_f32_b1.tile;
+    // (k, blocks): one block; block-major (every full strip's copy within kBlockMajorBytes);
+    // strip-major over several blocks (more than that)
+    const int64_t k_major = kBlockMajorBytes / (2 * 4 * lanes * 4) * 4 / 5, k_strips = 2 * k_major;
+    for (auto [k, several] : {std::pair<int64_t, bool>{150, false}, {k_major, true}, {k_strips, true}}) {
+      const int64_t tiles4 = (k * 4 * lanes + budget - 1) / budget, tiles3 = (k * 3 * lanes + budget - 1) / budget;
+      const int64_t per_row = several ? 10 * tiles4 - 2 : 7 * tiles3;  // 5 * tiles3 <= per_row < 10 * tiles4
+      const int64_t rows = std::max<int64_t>(16, (int64_t(1) << 15) / per_row);  // the plan's block of rows
+      const int64_t m = several ? 2 * rows + 5 : 300;
+      std::vector<float> w = weight_with_rows_of(rng, m, k, per_row), bias = random_floats(rng, m);
+      std::fill(w.begin() + 2 * k, w.begin() + 3 * k, 0.0f);  // an empty row
+      const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
+      const SpmmTilePlan plan = plan_spmm_tiles(packed, int(lanes), l1);
+      ASSERT_EQ(plan.strip, 3 * lanes) << isa_name(isa) << " k=" << k;
+      ASSERT_EQ(int64_t(plan.block_entries.size()) - 1, several ? 3 : 1);
+      SpmmTilePlan zeroed = plan;
+      std::fill(zeroed.values.begin(), zeroed.values.end(), 0.0f);
+      const std::vector<int64_t> widths =
+          several ? std::vector<int64_t>{8 * lanes + 1, 7 * lanes + 5}  // 2 strips of 3+1 vectors; of 3, 1 vector
+                  : std::vector<int64_t>{lanes + 3, 2 * lanes, 3 * lanes, 4 * lanes + 5, 5 * lanes,
+                                         8 * lanes + 1, 11 * lanes + 2, 13 * lanes};
+      for (int64_t n : widths) {
+        ASSERT_TRUE(spmm_plan_applies(&plan, m, k, n, packed.nonzeros(), lanes)) << n;
+        const int64_t ldx = n + 3, ldy = n + 2;
+        auto x = random_floats(rng, k * ldx, -2.f, 2.f);
+        const float sentinel = -777.0f;
+        std::vector<float> y(m * ldy, sentinel), ref(m * ldy, sentinel);
+        SpmmF32Args p = stream_args(packed, x.data(), ldx, ref.data(), ldy, n);
+        reference::spmm_f32_b1(p);
+        p.y = y.data();
+        p.tiles = &plan;
+        t.spmm_f32_b1.fn(p);
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t c = 0; c < ldy; ++c) {
+            const int64_t i = r * ldy + c;
+            if (c >= n) {
+              ASSERT_EQ(y[i], sentinel) << "wrote past n";
+              continue;
+            }
+            double mag = std::fabs(bias[r]);
+            for (int64_t q = 0; q < k; ++q)
+              if (w[r * k + q] != 0.0f) mag += std::fabs(double(w[r * k + q]) * x[q * ldx + c]);
+            ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * mag)
+                << isa_name(isa) << " k=" << k << " n=" << n << " row " << r << " col " << c;
+          }
+        p.tiles = &zeroed;
+        t.spmm_f32_b1.fn(p);
+        const int64_t planned = n / lanes * lanes;  // whole vectors come from the plan
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t c = 0; c < planned; ++c) ASSERT_EQ(y[r * ldy + c], bias[r]) << isa_name(isa) << " n=" << n;
+      }
     }
   }
 }
@@ -243,7 +328,7 @@ TEST(SpmmF32, PlanRunsOnlyWhereItPays) {
       const int64_t entries = packed.nonzeros();
       const bool pays = entries >= 3 * k && entries >= 5 * m * plan.tiles;
       EXPECT_EQ(pays, s < 0.99) << "density " << entries;
-      EXPECT_EQ(spmm_plan_applies(&plan, m, k, n, entries, plan.strip), pays);
+      EXPECT_EQ(spmm_plan_applies(&plan, m, k, n, entries, t.spmm_f32_b1.tile), pays);
       std::fill(plan.values.begin(), plan.values.end(), 0.0f);
       std::vector<float> y(m * n);
       SpmmF32Args p = stream_args(packed, x.data(), n, y.data(), n, n);
@@ -281,6 +366,36 @@ TEST(SparseLinear, KTiledLayerMatchesDense) {
       de.forward_kn(x.data(), n, yd.data(), 1);
       EXPECT_EQ(y1, y2) << "threads must not change any bit";
       for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y1[i], yd[i], 1e-3f) << isa_name(isa);
+    }
+  }
+}
+
+// A layer whose plan takes 3-vector strips, with several blocks of rows: two threads split the
+// blocks (full strips of spmm_plan_strip columns; the columns after them as one more task) and
+// give the bits of one thread, with 3-vector strips and with a 4th vector beside them.
+TEST(SparseLinear, ThreeVectorStripsSplitRowsWithTheSameBits) {
+  std::mt19937 rng(43);
+  const int64_t k = 2000, l1 = cpu_features().l1d_bytes > 0 ? cpu_features().l1d_bytes : kDefaultL1Bytes;
+  for (Isa isa : ep::test::runnable_isas()) {
+    if (isa == Isa::reference) continue;
+    const int64_t lanes = kernel_table(isa).spmm_f32_b1.tile;
+    const int64_t tiles4 = (k * 4 * lanes * 4 + l1 - 1) / l1, per_row = 10 * tiles4 - 2;
+    const int64_t m = 2 * std::max<int64_t>(16, (int64_t(1) << 15) / per_row) + 7;  // 3 blocks of rows
+    auto w = weight_with_rows_of(rng, m, k, per_row), bias = random_floats(rng, m);
+    const SpmmTilePlan plan = plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1), int(lanes), l1);
+    ASSERT_EQ(plan.strip, 3 * lanes) << isa_name(isa);
+    ASSERT_EQ(plan.block_entries.size(), 4u);
+    SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::none, SparseKernel::sparse, isa);
+    DenseLinear de(w.data(), m, k, bias.data(), Act::none, isa);
+    for (int64_t n : {7 * lanes + 5, 8 * lanes + 5}) {  // 3-vector strips and a vector; 3+1-vector strips
+      EXPECT_EQ(spmm_plan_strip(plan, n, lanes), (n < 8 * lanes ? 3 : 4) * lanes);
+      auto x = random_floats(rng, n * k);
+      std::vector<float> y1(m * n), y2(m * n), yd(m * n);
+      sp.forward_kn(x.data(), n, y1.data(), 1);
+      sp.forward_kn(x.data(), n, y2.data(), 2);
+      de.forward_kn(x.data(), n, yd.data(), 1);
+      EXPECT_EQ(y1, y2) << isa_name(isa) << " n=" << n << ": threads must not change any bit";
+      for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y1[i], yd[i], 1e-3f) << isa_name(isa) << " n=" << n;
     }
   }
 }
