@@ -77,10 +77,12 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 //   stream and Y stay in L2 across its tiles), for each tile, for each row of the block,
 //   counts[] gives the row's entries in the tile and offsets[] / values[] the entries.
 // - 16-bit offsets ((channel - the tile's first channel) * strip: a tile is at most one L1;
-//   scaled so that a pass spends no instruction on an address). The loop is bound by loads (one per X vector, plus one per weight and per offset), so the kernel loads 4
-//   offsets and 4 weights at a time and broadcasts each weight from a register (NEON: by lane;
-//   x86: vpermilps within 128-bit lanes): 5 % to 12 % faster than one broadcast load per weight
-//   and a 32-bit offset each.
+//   scaled so that a pass spends no instruction on an address: offsets in channels, scaled by
+//   the strip in the loop, lost half of what 3-vector strips gain). The loop is bound by loads
+//   (one per X vector, plus one per weight and per offset), so the kernel loads 4 offsets and 4
+//   weights at a time and broadcasts each weight from a register (NEON: by lane; x86: vpermilps
+//   within 128-bit lanes): 5 % to 12 % faster than one broadcast load per weight and a 32-bit
+//   offset each.
 // The cost is a second copy of the weights, 6 bytes a nonzero.
 // The L1 size plans assume when the OS does not report one (the Cortex-A57/A72 of the Jetson
 // Nano and Pi 4, and most AVX2-only x86 cores, have 32 KB).
@@ -89,7 +91,7 @@ constexpr int64_t kDefaultL1Bytes = 32 * 1024;
 // and runs each block over all of them (block-major), reading the stream once per call.
 constexpr int64_t kBlockMajorBytes = 512 * 1024;
 struct SpmmTilePlan {
-  // strip: the floats a strip of X that the tiles are sized for; tiles = 0: no plan; kt channels a tile
+  // strip: floats per row of a tile's copy of X (3 or 4 vectors); tiles = 0: no plan; kt: channels a tile
   int64_t m = 0, k = 0, strip = 0, tiles = 0, kt = 0, rows = 0;
   std::vector<int32_t> counts;
   std::vector<uint16_t> offsets;
@@ -105,9 +107,8 @@ struct SpmmTilePlan {
 SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_bytes);
 // Whether a SIMD b1 kernel with vectors of `lanes` floats runs an [K, n] input from `plan` (else
 // it walks the stream): the plan fits (made for this m, k and lanes: strips of 3 or 4 vectors),
-// there is at least one vector of columns, and
-// the plan pays: at least 3 stream entries per input channel (its copy of X) and 5 per row and
-// tile (each row's start and end in every tile). Measured on AVX2 and AVX-512 at 95-99 % on
+// there is at least one vector of columns, and the plan pays: at least 3 stream entries per
+// input channel (its copy of X) and 5 per row and tile (each row's start and end in every tile). Measured on AVX2 and AVX-512 at 95-99 % on
 // 256x256x784, 3072x768x128 and 64x512x3136 with X 16 bytes past a cache line, as numpy's large
 // arrays are: the rule picks the faster side or one within 5 %, where the earlier rule on entries
 // per channel alone (8 at 64 columns, 16 at 32) walked 1.3-1.5x slower at 95-97 % on

@@ -212,7 +212,8 @@ inline void spmm_tile_entry(typename O::V (&acc)[NV + E], const float* xt, const
 // sums; only the last tile clamps and writes Y. Partial sums go to `part` (row m at
 // (m - m0) * (NV + E) vectors), contiguous and reused by every strip, not to Y, whose rows lie a
 // page or so apart (the round trip through Y cost 2.5 % of 256x256x784 at 90 %). Two
-// accumulator sets take alternate entries (8 FMA chains with NV = 4 hide the FMA latency). Each
+// accumulator sets take alternate entries (8 FMA chains with NV = 4 hide the FMA latency; with
+// NV = 3, four sets were no faster than two, so the loop is not latency-bound there). Each
 // column's sums are made in the same order whatever NV and E, so a column gives the same bits
 // in any strip.
 template <class O, int NV, int E, bool First, bool Last>
