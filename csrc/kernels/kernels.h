@@ -83,7 +83,8 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 //   weights at a time and broadcasts each weight from a register (NEON: by lane; x86: vpermilps
 //   within 128-bit lanes): 5 % to 12 % faster than one broadcast load per weight and a 32-bit
 //   offset each.
-// The cost is a second copy of the weights, 6 bytes a nonzero.
+// The cost is a second copy of the weights, 6 bytes a nonzero. offsets[] ends in 4 entries of
+// padding, since a pass reads each group of 4 offsets one group ahead.
 // The L1 size plans assume when the OS does not report one (the Cortex-A57/A72 of the Jetson
 // Nano and Pi 4, and most AVX2-only x86 cores, have 32 KB).
 constexpr int64_t kDefaultL1Bytes = 32 * 1024;

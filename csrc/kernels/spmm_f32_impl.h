@@ -239,16 +239,21 @@ void spmm_b1_tile_rows(const ep::SpmmF32Args& q, const float* xt, const float* x
     }
     const int32_t count = *cnt++;
     int32_t i = 0;
+    // Each group's offsets are loaded a group ahead (the plan pads its offsets by 4): the X loads
+    // then wait on no fresh load, 2-6 % at 70-95 % on both shapes (an isolated group of 12 FMAs
+    // went from 8.8 to 7.8 cycles). The weights' quad loaded ahead too was slower.
+    uint64_t gn;
+    __builtin_memcpy(&gn, off, sizeof gn);
     for (; i + 4 <= count; i += 4) {
-      uint64_t g;
-      __builtin_memcpy(&g, off + i, sizeof g);
+      const uint64_t g = gn;
+      __builtin_memcpy(&gn, off + i + 4, sizeof gn);
       const typename O::Q w4 = O::quad(v + i);
       spmm_tile_entry<O, NV, E, 0>(a0, xt, xe, g, w4);
       spmm_tile_entry<O, NV, E, 1>(a1, xt, xe, g, w4);
       spmm_tile_entry<O, NV, E, 2>(a0, xt, xe, g, w4);
       spmm_tile_entry<O, NV, E, 3>(a1, xt, xe, g, w4);
     }
-    for (; i < count; ++i) spmm_tile_fma<O, NV, E>(a0, xt, xe, off[i], O::bcast(v + i));
+    for (int l = 0; i < count; ++i, ++l) spmm_tile_fma<O, NV, E>(a0, xt, xe, uint32_t(gn >> (16 * l)) & 0xffff, O::bcast(v + i));
     off += count;
     v += count;
 #pragma GCC unroll 8

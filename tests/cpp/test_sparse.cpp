@@ -190,6 +190,7 @@ TEST(SpmmTilePlan, RoundTripsTileMajor) {
             }
       ASSERT_EQ(c, plan.counts.size());
       ASSERT_EQ(e, plan.values.size());
+      ASSERT_EQ(plan.offsets.size(), e + 4) << "offsets are padded for the read-ahead";
       ASSERT_EQ(w2, w);
     }
   // No plan for 4-channel blocks; one tile when K * strip fits the L1; more for a smaller L1.
