@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <string>
 #include <thread>
 
 #include "kernels/kernels.h"
@@ -61,6 +62,24 @@ SpmmF32Args stream_args(const PackedSparseF32& packed, const float* x, int64_t l
   return p;
 }
 
+// y against the reference output ref (both [m, ldy], entries past n still `sentinel`), within
+// float rounding of the products |w| |x| summed per output.
+void expect_near_reference(const std::vector<float>& y, const std::vector<float>& ref, const std::vector<float>& w,
+                           const std::vector<float>& bias, const std::vector<float>& x, int64_t m, int64_t k,
+                           int64_t n, int64_t ldx, int64_t ldy, float sentinel) {
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < ldy; ++c) {
+      const int64_t i = r * ldy + c;
+      if (c >= n) {
+        ASSERT_EQ(y[i], sentinel) << "wrote past n";
+        continue;
+      }
+      double mag = std::fabs(bias[r]);
+      for (int64_t q = 0; q < k; ++q) mag += std::fabs(double(w[r * k + q]) * x[q * ldx + c]);
+      ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * mag + 1e-30) << "row " << r << " col " << c;
+    }
+}
+
 // With `tiled`, the path's kernel also gets plan_spmm_tiles for its lanes (b1; K tiles).
 void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double sparsity, Act act, std::mt19937& rng,
                 bool tiled = false) {
@@ -85,18 +104,9 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
     p.tiles = &plan;
   }
   (block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1).fn(p);
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t c = 0; c < ldy; ++c) {
-      const int64_t i = r * ldy + c;
-      if (c >= n) {
-        ASSERT_EQ(y[i], sentinel) << "wrote past n";
-        continue;
-      }
-      double mag = std::fabs(bias[r]);
-      for (int64_t q = 0; q < k; ++q) mag += std::fabs(double(w[r * k + q]) * x[q * ldx + c]);
-      ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * mag + 1e-30)
-          << isa_name(isa) << " block=" << block << " m=" << m << " k=" << k << " n=" << n << " s=" << sparsity;
-    }
+  SCOPED_TRACE(std::string(isa_name(isa)) + " block=" + std::to_string(block) + " m=" + std::to_string(m) +
+               " k=" + std::to_string(k) + " n=" + std::to_string(n) + " s=" + std::to_string(sparsity));
+  expect_near_reference(y, ref, w, bias, x, m, k, n, ldx, ldy, sentinel);
 }
 
 // An [m, k] weight with exactly per_row nonzeros in every row, at random columns (so a tile
@@ -289,19 +299,10 @@ TEST(SpmmF32, ThreeVectorStripsMatchReference) {
         p.y = y.data();
         p.tiles = &plan;
         t.spmm_f32_b1.fn(p);
-        for (int64_t r = 0; r < m; ++r)
-          for (int64_t c = 0; c < ldy; ++c) {
-            const int64_t i = r * ldy + c;
-            if (c >= n) {
-              ASSERT_EQ(y[i], sentinel) << "wrote past n";
-              continue;
-            }
-            double mag = std::fabs(bias[r]);
-            for (int64_t q = 0; q < k; ++q)
-              if (w[r * k + q] != 0.0f) mag += std::fabs(double(w[r * k + q]) * x[q * ldx + c]);
-            ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * mag)
-                << isa_name(isa) << " k=" << k << " n=" << n << " row " << r << " col " << c;
-          }
+        {
+          SCOPED_TRACE(std::string(isa_name(isa)) + " k=" + std::to_string(k) + " n=" + std::to_string(n));
+          expect_near_reference(y, ref, w, bias, x, m, k, n, ldx, ldy, sentinel);
+        }
         p.tiles = &zeroed;
         t.spmm_f32_b1.fn(p);
         const int64_t planned = n / lanes * lanes;  // whole vectors come from the plan
