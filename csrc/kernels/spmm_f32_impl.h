@@ -253,7 +253,8 @@ void spmm_b1_tile_rows(const ep::SpmmF32Args& q, const float* xt, const float* x
       spmm_tile_entry<O, NV, E, 2>(a0, xt, xe, g, w4);
       spmm_tile_entry<O, NV, E, 3>(a1, xt, xe, g, w4);
     }
-    for (int l = 0; i < count; ++i, ++l) spmm_tile_fma<O, NV, E>(a0, xt, xe, uint32_t(gn >> (16 * l)) & 0xffff, O::bcast(v + i));
+    for (int l = 0; i < count; ++i, ++l)
+      spmm_tile_fma<O, NV, E>(a0, xt, xe, uint32_t(gn >> (16 * l)) & 0xffff, O::bcast(v + i));
     off += count;
     v += count;
 #pragma GCC unroll 8

@@ -372,21 +372,25 @@ TEST(SparseLinear, KTiledLayerMatchesDense) {
   }
 }
 
-// A layer whose plan takes 3-vector strips, with several blocks of rows: two threads split the
-// blocks (full strips of spmm_plan_strip columns; the columns after them as one more task) and
-// give the bits of one thread, with 3-vector strips and with a 4th vector beside them.
-TEST(SparseLinear, ThreeVectorStripsSplitRowsWithTheSameBits) {
+// A layer whose plan takes 3-vector strips gives the bits of one thread with two: with several
+// blocks of rows, the threads split the blocks (full strips of spmm_plan_strip columns; the
+// columns after them as one more task); with one block, they split the columns at multiples of
+// 64, so a thread's columns may fall in other strips. Both with 3-vector strips and with a 4th
+// vector beside them.
+TEST(SparseLinear, ThreeVectorStripsKeepTheirBitsOverThreads) {
   std::mt19937 rng(43);
-  const int64_t k = 2000, l1 = cpu_features().l1d_bytes > 0 ? cpu_features().l1d_bytes : kDefaultL1Bytes;
-  for (Isa isa : ep::test::runnable_isas()) {
+  const int64_t l1 = cpu_features().l1d_bytes > 0 ? cpu_features().l1d_bytes : kDefaultL1Bytes;
+  for (Isa isa : ep::test::runnable_isas())
+  for (bool several : {true, false}) {
     if (isa == Isa::reference) continue;
-    const int64_t lanes = kernel_table(isa).spmm_f32_b1.tile;
-    const int64_t tiles4 = (k * 4 * lanes * 4 + l1 - 1) / l1, per_row = 10 * tiles4 - 2;
-    const int64_t m = 2 * std::max<int64_t>(16, (int64_t(1) << 15) / per_row) + 7;  // 3 blocks of rows
+    const int64_t lanes = kernel_table(isa).spmm_f32_b1.tile, k = several ? 2000 : 150;
+    const int64_t tiles4 = (k * 4 * lanes * 4 + l1 - 1) / l1, tiles3 = (k * 3 * lanes * 4 + l1 - 1) / l1;
+    const int64_t per_row = several ? 10 * tiles4 - 2 : 7 * tiles3;
+    const int64_t m = several ? 2 * std::max<int64_t>(16, (int64_t(1) << 15) / per_row) + 7 : 300;  // 3 blocks or 1
     auto w = weight_with_rows_of(rng, m, k, per_row), bias = random_floats(rng, m);
     const SpmmTilePlan plan = plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1), int(lanes), l1);
     ASSERT_EQ(plan.strip, 3 * lanes) << isa_name(isa);
-    ASSERT_EQ(plan.block_entries.size(), 4u);
+    ASSERT_EQ(plan.block_entries.size(), several ? 4u : 2u);
     SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::none, SparseKernel::sparse, isa);
     DenseLinear de(w.data(), m, k, bias.data(), Act::none, isa);
     for (int64_t n : {7 * lanes + 5, 8 * lanes + 5}) {  // 3-vector strips and a vector; 3+1-vector strips
