@@ -210,8 +210,9 @@ def main(argv=None) -> int:
     ap.add_argument("--isa", action="append",
                     help="kernel path(s) to measure (default: every supported one but reference)")
     ap.add_argument("--quick", action="store_true", help="first shape only, fewer sparsities, no thread rows")
+    defaults = " and ".join("x".join(map(str, s)) for s in SHAPES)
     ap.add_argument("--shape", action="append", type=shape_arg, metavar="MxKxN",
-                    help=f"measure this shape only (repeatable; default {' and '.join('x'.join(map(str, s)) for s in SHAPES)})")
+                    help=f"measure this shape only (repeatable; default {defaults})")
     ap.add_argument("--sparsity", action="append", type=sparsity_arg, metavar="S",
                     help="measure the sparse rows at this sparsity only (repeatable)")
     ap.add_argument("--min-time", type=float, default=0.05, metavar="SECONDS",

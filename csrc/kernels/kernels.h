@@ -109,9 +109,9 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_byt
 // Whether a SIMD b1 kernel with vectors of `lanes` floats runs an [K, n] input from `plan` (else
 // it walks the stream): the plan fits (made for this m, k and lanes: strips of 3 or 4 vectors),
 // there is at least one vector of columns, and the plan pays: at least 3 stream entries per
-// input channel (its copy of X) and 5 per row and tile (each row's start and end in every tile). Measured on AVX2 and AVX-512 at 95-99 % on
-// 256x256x784, 3072x768x128 and 64x512x3136 with X 16 bytes past a cache line, as numpy's large
-// arrays are: the rule picks the faster side or one within 5 %, where the earlier rule on entries
+// input channel (its copy of X) and 5 per row and tile (each row's start and end in every tile).
+// Measured on AVX2 and AVX-512 at 95-99 % on 256x256x784, 3072x768x128 and 64x512x3136 with X 16
+// bytes past a cache line, as numpy's large arrays are: the rule picks the faster side or one within 5 %, where the earlier rule on entries
 // per channel alone (8 at 64 columns, 16 at 32) walked 1.3-1.5x slower at 95-97 % on
 // 256x256x784 and tiled 1.3x slower at 99 % on 3072x768x128. (With X on a cache line the walk's
 // loads do not split lines, and it wins from about 97 %.)
