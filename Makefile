@@ -7,13 +7,13 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 JOBS   ?= 2
 QEMU_CPUS := cortex-a57 cortex-a72 cortex-a76 neoverse-n1
-SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev
+SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: test demo setup system-deps venv install pytest cpp cpp-native cpp-arm bench clean
+.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm bench clean
 
-test: setup pytest cpp
-	@echo "make test: pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
+test: setup lint pytest cpp
+	@echo "make test: lint, pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
 
 setup: system-deps install
 
@@ -36,7 +36,7 @@ $(VENV)/.deps: pyproject.toml
 	# torch first and pinned, so pip takes the CPU wheel and never a CUDA build.
 	$(PIP) install torch==2.13.0
 	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn \
-	  numpy rich onnx onnxruntime onnxscript matplotlib
+	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6
 	touch $@
 
 venv: $(VENV)/.deps
@@ -47,6 +47,13 @@ $(VENV)/.installed: $(VENV)/.deps $(CSRC)
 	touch $@
 
 install: $(VENV)/.installed
+
+# Style is checked, never rewritten here: `ruff format .` and `clang-format-14 -i` fix it locally.
+C_SOURCES = $(shell git ls-files 'csrc/*.cpp' 'csrc/*.h' 'csrc/*.c' 'csrc/*.inc' 'tests/cpp/*.cpp' 'tests/cpp/*.c' 'examples/*.c' 'examples/*.cpp' 2>/dev/null)
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	clang-format-14 --dry-run -Werror $(C_SOURCES)
 
 KERNEL_TESTS := tests/python/test_kernels.py tests/python/test_kernels_int8.py tests/python/test_dispatch.py
 

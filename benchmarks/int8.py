@@ -11,6 +11,7 @@ Medians over rounds that alternate fp32 / ours / ORT's, so machine noise hits al
 
     python benchmarks/int8.py --json build/bench-int8.json [--runs 30] [--models demo-cnn,mobilenet_v2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,14 +60,20 @@ def _ort_quantize_static(fp32_path: Path, out: Path, calib: torch.Tensor, activa
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter([{"input": calib[i:i + 1].numpy()} for i in range(len(calib))])
+            self.it = iter([{"input": calib[i : i + 1].numpy()} for i in range(len(calib))])
 
         def get_next(self):
             return next(self.it, None)
 
-    quantize_static(str(fp32_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8 if activation_uint8 else QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
+    quantize_static(
+        str(fp32_path),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8 if activation_uint8 else QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
     return out
 
 
@@ -84,26 +91,37 @@ def int8_rows(models=MODELS, runs: int = 30, rounds: int = 3, threads: int = 1, 
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             paths = export(qm, tmp, formats=["onnx", "onnx-int8"], target=target)
-            ort_path = _ort_quantize_static(paths["onnx"], tmp / "ort.int8.onnx", _calib_tensor(calib),
-                                            qm.config.activation_dtype == "uint8")
+            ort_path = _ort_quantize_static(
+                paths["onnx"], tmp / "ort.int8.onnx", _calib_tensor(calib), qm.config.activation_dtype == "uint8"
+            )
             samples = {"fp32": [], "int8": [], "ort": []}
             for _ in range(rounds):
                 for key, path in (("fp32", paths["onnx"]), ("int8", paths["onnx-int8"]), ("ort", ort_path)):
-                    res = ep.bench(str(path), runtime="onnxruntime", threads=threads, warmup=3,
-                                   runs=max(1, runs // rounds))
+                    res = ep.bench(
+                        str(path), runtime="onnxruntime", threads=threads, warmup=3, runs=max(1, runs // rounds)
+                    )
                     samples[key] += list(res.samples_ms)
             med = {k: statistics.median(v) for k, v in samples.items()}
             shape = [1, *model.input_shape]
-            rows.append({
-                "model": name, "shape": shape, "threads": threads, "runs": len(samples["fp32"]),
-                "target_config": target, "runtime": "onnxruntime " + __import__("onnxruntime").__version__,
-                "fp32_ms": round(med["fp32"], 4), "int8_ms": round(med["int8"], 4),
-                "speedup": round(med["fp32"] / med["int8"], 3),
-                "ort_int8_ms": round(med["ort"], 4), "ort_speedup": round(med["fp32"] / med["ort"], 3),
-                "fp32_bytes": paths["onnx"].stat().st_size, "int8_bytes": paths["onnx-int8"].stat().st_size,
-                "size_ratio": round(paths["onnx"].stat().st_size / paths["onnx-int8"].stat().st_size, 3),
-                "int8_slower": bool(med["int8"] > med["fp32"]),
-            })
+            rows.append(
+                {
+                    "model": name,
+                    "shape": shape,
+                    "threads": threads,
+                    "runs": len(samples["fp32"]),
+                    "target_config": target,
+                    "runtime": "onnxruntime " + __import__("onnxruntime").__version__,
+                    "fp32_ms": round(med["fp32"], 4),
+                    "int8_ms": round(med["int8"], 4),
+                    "speedup": round(med["fp32"] / med["int8"], 3),
+                    "ort_int8_ms": round(med["ort"], 4),
+                    "ort_speedup": round(med["fp32"] / med["ort"], 3),
+                    "fp32_bytes": paths["onnx"].stat().st_size,
+                    "int8_bytes": paths["onnx-int8"].stat().st_size,
+                    "size_ratio": round(paths["onnx"].stat().st_size / paths["onnx-int8"].stat().st_size, 3),
+                    "int8_slower": bool(med["int8"] > med["fp32"]),
+                }
+            )
     return rows
 
 
@@ -123,8 +141,11 @@ def main(argv=None) -> int:
     rows = int8_rows(models, runs=args.runs, threads=args.threads, target=args.target)
     for r in rows:
         flag = "  <-- int8 SLOWER than fp32" if r["int8_slower"] else ""
-        print(f"{r['model']:>14} fp32 {r['fp32_ms']:8.3f} ms  int8 {r['int8_ms']:8.3f} ms  x{r['speedup']:.2f}  "
-              f"(ORT quantize_static x{r['ort_speedup']:.2f})  size x{r['size_ratio']:.2f}{flag}", file=sys.stderr)
+        print(
+            f"{r['model']:>14} fp32 {r['fp32_ms']:8.3f} ms  int8 {r['int8_ms']:8.3f} ms  x{r['speedup']:.2f}  "
+            f"(ORT quantize_static x{r['ort_speedup']:.2f})  size x{r['size_ratio']:.2f}{flag}",
+            file=sys.stderr,
+        )
     if args.json:
         text = json.dumps(rows, indent=2)
         if args.json == "-":

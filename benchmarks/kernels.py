@@ -12,6 +12,7 @@ to some rows, with the same matrices as the full run.
 Run it with the machine's OpenBLAS tuning variables unset for a fair baseline:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/kernels.py --json out.json
 """
+
 from __future__ import annotations
 
 import os
@@ -72,9 +73,19 @@ def random_sparse(rng, m, k, sparsity, block):
 
 
 def row(kernel, isa, m, k, n, ms, baseline, baseline_ms, **extra):
-    return {"kernel": kernel, "isa": isa, "M": m, "K": k, "N": n, "ms": round(ms, 6),
-            "gflops": round(2.0 * m * k * n / (ms * 1e6), 2), "baseline": baseline,
-            "baseline_ms": round(baseline_ms, 6), "ratio": round(baseline_ms / ms, 3), **extra}
+    return {
+        "kernel": kernel,
+        "isa": isa,
+        "M": m,
+        "K": k,
+        "N": n,
+        "ms": round(ms, 6),
+        "gflops": round(2.0 * m * k * n / (ms * 1e6), 2),
+        "baseline": baseline,
+        "baseline_ms": round(baseline_ms, 6),
+        "ratio": round(baseline_ms / ms, 3),
+        **extra,
+    }
 
 
 QPARAMS = dict(input_scale=0.02, input_zero_point=3, output_scale=0.05, output_zero_point=-2)
@@ -141,27 +152,64 @@ def bench(isas, shapes, sparsities, s8_sparsities, threads_rows=True, min_time=0
                 for isa in paths(f"spmm_f32_b{block}"):
                     choice = "auto" if s <= 0.5 else "sparse"
                     sp = kernels.SparseLinear(ws, b, block=(block, 1), isa=isa, kernel=choice)
-                    add(f"spmm_f32_b{block}", isa, lambda: sp.spmm(x_kn), "numpy sgemm W@X", np_kn, sparsity=s,
-                        block=block, choice=sp.kernel, threads=1)
+                    add(
+                        f"spmm_f32_b{block}",
+                        isa,
+                        lambda: sp.spmm(x_kn),
+                        "numpy sgemm W@X",
+                        np_kn,
+                        sparsity=s,
+                        block=block,
+                        choice=sp.kernel,
+                        threads=1,
+                    )
                 if threads_rows and s == 0.9:
                     sp1 = kernels.SparseLinear(ws, b, block=(block, 1), isa=best, kernel="sparse")
                     sp2 = kernels.SparseLinear(ws, b, block=(block, 1), isa=best, kernel="sparse", threads=2)
-                    add(f"spmm_f32_b{block}", sp2.isa, lambda: sp2.spmm(x_kn), "edgeprune 1 thread",
-                        lambda: sp1.spmm(x_kn), sparsity=s, block=block, choice="sparse", threads=2)
+                    add(
+                        f"spmm_f32_b{block}",
+                        sp2.isa,
+                        lambda: sp2.spmm(x_kn),
+                        "edgeprune 1 thread",
+                        lambda: sp1.spmm(x_kn),
+                        sparsity=s,
+                        block=block,
+                        choice="sparse",
+                        threads=2,
+                    )
         # sparse int8: 1x4-block pruned weights (the format's own pattern) and unstructured ones
         for s in s8_sparsities:
             for pattern in ("1x4", "1x1"):
-                ws = random_sparse(np.random.default_rng([m, k, n, round(s * 1000), int(pattern[-1]), 8]), m, k, s,
-                                   pattern)
+                ws = random_sparse(
+                    np.random.default_rng([m, k, n, round(s * 1000), int(pattern[-1]), 8]), m, k, s, pattern
+                )
                 for isa in paths("spmm_s8"):
                     q = kernels.QLinear(ws, b, **QPARAMS, sparse="sparse", isa=isa)
-                    add("spmm_s8", isa, lambda: q.gemm_kn(xq_kn), "numpy sgemm W@X (fp32)", np_kn, sparsity=s,
-                        block=str(pattern), choice=q.kernel, threads=1)
+                    add(
+                        "spmm_s8",
+                        isa,
+                        lambda: q.gemm_kn(xq_kn),
+                        "numpy sgemm W@X (fp32)",
+                        np_kn,
+                        sparsity=s,
+                        block=str(pattern),
+                        choice=q.kernel,
+                        threads=1,
+                    )
                 if threads_rows and s == 0.9 and pattern == "1x4":
                     q1 = kernels.QLinear(ws, b, **QPARAMS, sparse="sparse", isa=best)
                     q2 = kernels.QLinear(ws, b, **QPARAMS, sparse="sparse", isa=best, threads=2)
-                    add("spmm_s8", q2.isa, lambda: q2.gemm_kn(xq_kn), "edgeprune 1 thread",
-                        lambda: q1.gemm_kn(xq_kn), sparsity=s, block="1x4", choice="sparse", threads=2)
+                    add(
+                        "spmm_s8",
+                        q2.isa,
+                        lambda: q2.gemm_kn(xq_kn),
+                        "edgeprune 1 thread",
+                        lambda: q1.gemm_kn(xq_kn),
+                        sparsity=s,
+                        block="1x4",
+                        choice="sparse",
+                        threads=2,
+                    )
     return rows
 
 
@@ -178,9 +226,18 @@ def print_table(rows):
     for col in cols:
         t.add_column(col, justify="left" if col in ("kernel", "isa", "shape") else "right")
     for r in rows:
-        t.add_row(r["kernel"], r["isa"], f'{r["M"]}x{r["K"]}x{r["N"]}', str(r.get("sparsity", "")),
-                  str(r.get("block", "")), str(r["threads"]), f'{r["ms"]:.3f}', f'{r["gflops"]:.0f}',
-                  f'{r["baseline_ms"]:.3f}', f'{r["ratio"]:.2f}')
+        t.add_row(
+            r["kernel"],
+            r["isa"],
+            f"{r['M']}x{r['K']}x{r['N']}",
+            str(r.get("sparsity", "")),
+            str(r.get("block", "")),
+            str(r["threads"]),
+            f"{r['ms']:.3f}",
+            f"{r['gflops']:.0f}",
+            f"{r['baseline_ms']:.3f}",
+            f"{r['ratio']:.2f}",
+        )
     Console(stderr=True, width=150).print(t)
 
 
@@ -207,23 +264,41 @@ def sparsity_arg(text):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
-    ap.add_argument("--isa", action="append",
-                    help="kernel path(s) to measure (default: every supported one but reference)")
+    ap.add_argument(
+        "--isa", action="append", help="kernel path(s) to measure (default: every supported one but reference)"
+    )
     ap.add_argument("--quick", action="store_true", help="first shape only, fewer sparsities, no thread rows")
     defaults = " and ".join("x".join(map(str, s)) for s in SHAPES)
-    ap.add_argument("--shape", action="append", type=shape_arg, metavar="MxKxN",
-                    help=f"measure this shape only (repeatable; default {defaults})")
-    ap.add_argument("--sparsity", action="append", type=sparsity_arg, metavar="S",
-                    help="measure the sparse rows at this sparsity only (repeatable)")
-    ap.add_argument("--min-time", type=float, default=0.05, metavar="SECONDS",
-                    help="time per round of each row and of its baseline (5 rounds each; default 0.05)")
+    ap.add_argument(
+        "--shape",
+        action="append",
+        type=shape_arg,
+        metavar="MxKxN",
+        help=f"measure this shape only (repeatable; default {defaults})",
+    )
+    ap.add_argument(
+        "--sparsity",
+        action="append",
+        type=sparsity_arg,
+        metavar="S",
+        help="measure the sparse rows at this sparsity only (repeatable)",
+    )
+    ap.add_argument(
+        "--min-time",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="time per round of each row and of its baseline (5 rounds each; default 0.05)",
+    )
     args = ap.parse_args(argv)
     # the reference loops are the test oracle, 100x slower: measured only when asked for
     isas = args.isa or [i for i in kernels.supported_isas() if i != "reference"] or ["reference"]
     bad = [i for i in isas if i not in kernels.supported_isas()]
     if bad:
-        print(f"error: --isa {bad[0]} is not supported here (supported: {', '.join(kernels.supported_isas())})",
-              file=sys.stderr)
+        print(
+            f"error: --isa {bad[0]} is not supported here (supported: {', '.join(kernels.supported_isas())})",
+            file=sys.stderr,
+        )
         return 2
     if not args.min_time > 0:
         print(f"error: --min-time must be positive, not {args.min_time}", file=sys.stderr)

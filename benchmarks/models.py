@@ -14,6 +14,7 @@ than fp32.
 Usage: python benchmarks/models.py [--json build/bench-models.json] [--models resnet50 ...] [--runs 10]
                                    [--only prune|int8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,9 @@ from edgeprune.prune import count_macs_params  # noqa: E402
 
 
 def _cbr(cin, cout, k=3, s=1, g=1, act=nn.ReLU):
-    return nn.Sequential(nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(cout), act(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(cout), act(inplace=True)
+    )
 
 
 class _Basic(nn.Module):
@@ -93,8 +96,10 @@ class ResNet(nn.Module):
     def _make(self, block, planes, n, stride=1):
         down = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            down = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                                 nn.BatchNorm2d(planes * block.expansion))
+            down = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
         layers = [block(self.inplanes, planes, stride, down)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes) for _ in range(1, n)]
@@ -112,7 +117,11 @@ class _IR(nn.Module):
         hid = cin * t
         self.use_res_connect = stride == 1 and cin == cout
         layers = [] if t == 1 else [_cbr(cin, hid, 1, act=nn.ReLU6)]
-        layers += [_cbr(hid, hid, 3, stride, hid, act=nn.ReLU6), nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [
+            _cbr(hid, hid, 3, stride, hid, act=nn.ReLU6),
+            nn.Conv2d(hid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -122,7 +131,15 @@ class _IR(nn.Module):
 class MobileNetV2(nn.Module):
     def __init__(self, classes=1000):
         super().__init__()
-        cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+        cfg = [
+            (1, 16, 1, 1),
+            (6, 24, 2, 2),
+            (6, 32, 3, 2),
+            (6, 64, 4, 2),
+            (6, 96, 3, 1),
+            (6, 160, 3, 2),
+            (6, 320, 1, 1),
+        ]
         feats, cin = [_cbr(3, 32, 3, 2, act=nn.ReLU6)], 32
         for t, c, n, s in cfg:
             for i in range(n):
@@ -148,14 +165,26 @@ class _SU(nn.Module):
         super().__init__()
         self.stride, bf = stride, cout // 2
         if stride > 1:
-            self.branch1 = nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
-                                         nn.Conv2d(cin, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU(inplace=True))
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+                nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, bf, 1, bias=False),
+                nn.BatchNorm2d(bf),
+                nn.ReLU(inplace=True),
+            )
         else:
             self.branch1 = nn.Sequential()
         c2 = cin if stride > 1 else bf
-        self.branch2 = nn.Sequential(nn.Conv2d(c2, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU(inplace=True),
-                                     nn.Conv2d(bf, bf, 3, stride, 1, groups=bf, bias=False), nn.BatchNorm2d(bf),
-                                     nn.Conv2d(bf, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU(inplace=True))
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(c2, bf, 1, bias=False),
+            nn.BatchNorm2d(bf),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(bf, bf, 3, stride, 1, groups=bf, bias=False),
+            nn.BatchNorm2d(bf),
+            nn.Conv2d(bf, bf, 1, bias=False),
+            nn.BatchNorm2d(bf),
+            nn.ReLU(inplace=True),
+        )
 
     def forward(self, x):
         if self.stride == 1:
@@ -203,7 +232,12 @@ def _div(v, d=8):
 class _SE(nn.Module):
     def __init__(self, c, squeeze, act=nn.ReLU, gate=nn.Hardsigmoid):
         super().__init__()
-        self.fc1, self.fc2, self.activation, self.scale_activation = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1), act(), gate()
+        self.fc1, self.fc2, self.activation, self.scale_activation = (
+            nn.Conv2d(c, squeeze, 1),
+            nn.Conv2d(squeeze, c, 1),
+            act(),
+            gate(),
+        )
 
     def forward(self, x):
         s = F.adaptive_avg_pool2d(x, 1)
@@ -229,11 +263,23 @@ class _MB(nn.Module):
 
 
 class MobileNetV3Large(nn.Module):
-    CFG = [(16, 3, 16, 16, 0, "RE", 1), (16, 3, 64, 24, 0, "RE", 2), (24, 3, 72, 24, 0, "RE", 1),
-           (24, 5, 72, 40, 1, "RE", 2), (40, 5, 120, 40, 1, "RE", 1), (40, 5, 120, 40, 1, "RE", 1),
-           (40, 3, 240, 80, 0, "HS", 2), (80, 3, 200, 80, 0, "HS", 1), (80, 3, 184, 80, 0, "HS", 1),
-           (80, 3, 184, 80, 0, "HS", 1), (80, 3, 480, 112, 1, "HS", 1), (112, 3, 672, 112, 1, "HS", 1),
-           (112, 5, 672, 160, 1, "HS", 2), (160, 5, 960, 160, 1, "HS", 1), (160, 5, 960, 160, 1, "HS", 1)]
+    CFG = [
+        (16, 3, 16, 16, 0, "RE", 1),
+        (16, 3, 64, 24, 0, "RE", 2),
+        (24, 3, 72, 24, 0, "RE", 1),
+        (24, 5, 72, 40, 1, "RE", 2),
+        (40, 5, 120, 40, 1, "RE", 1),
+        (40, 5, 120, 40, 1, "RE", 1),
+        (40, 3, 240, 80, 0, "HS", 2),
+        (80, 3, 200, 80, 0, "HS", 1),
+        (80, 3, 184, 80, 0, "HS", 1),
+        (80, 3, 184, 80, 0, "HS", 1),
+        (80, 3, 480, 112, 1, "HS", 1),
+        (112, 3, 672, 112, 1, "HS", 1),
+        (112, 5, 672, 160, 1, "HS", 2),
+        (160, 5, 960, 160, 1, "HS", 1),
+        (160, 5, 960, 160, 1, "HS", 1),
+    ]
 
     def __init__(self, classes=1000):
         super().__init__()
@@ -250,8 +296,15 @@ class MobileNetV3Large(nn.Module):
 
 
 class EfficientNetB0(nn.Module):
-    CFG = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
-           (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+    CFG = [
+        (1, 3, 1, 32, 16, 1),
+        (6, 3, 2, 16, 24, 2),
+        (6, 5, 2, 24, 40, 2),
+        (6, 3, 2, 40, 80, 3),
+        (6, 5, 1, 80, 112, 3),
+        (6, 5, 2, 112, 192, 4),
+        (6, 3, 1, 192, 320, 1),
+    ]
 
     def __init__(self, classes=1000):
         super().__init__()
@@ -260,7 +313,9 @@ class EfficientNetB0(nn.Module):
             stage = []
             for i in range(n):
                 c = cin if i == 0 else cout
-                stage.append(_MB(c, k, c * t, cout, 1, nn.SiLU, s if i == 0 else 1, max(1, c // 4), nn.SiLU, nn.Sigmoid))
+                stage.append(
+                    _MB(c, k, c * t, cout, 1, nn.SiLU, s if i == 0 else 1, max(1, c // 4), nn.SiLU, nn.Sigmoid)
+                )
             feats.append(nn.Sequential(*stage))
         feats.append(_cbr(320, 1280, 1, act=nn.SiLU))
         self.features = nn.Sequential(*feats)
@@ -287,16 +342,23 @@ class _DenseLayer(nn.Module):
 class DenseNet121(nn.Module):
     def __init__(self, classes=1000, growth=32, blocks=(6, 12, 24, 16)):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        )
         c = 64
         self.blocks, self.transitions = nn.ModuleList(), nn.ModuleList()
         for i, n in enumerate(blocks):
             self.blocks.append(nn.ModuleList([_DenseLayer(c + j * growth) for j in range(n)]))
             c += n * growth
             if i != len(blocks) - 1:
-                self.transitions.append(nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                                                      nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2, 2)))
+                self.transitions.append(
+                    nn.Sequential(
+                        nn.BatchNorm2d(c),
+                        nn.ReLU(inplace=True),
+                        nn.Conv2d(c, c // 2, 1, bias=False),
+                        nn.AvgPool2d(2, 2),
+                    )
+                )
                 c //= 2
         self.norm5 = nn.BatchNorm2d(c)
         self.classifier = nn.Linear(c, classes)
@@ -405,8 +467,10 @@ def candidates(names):
     try:
         import torchvision
 
-        tv = {n: (lambda n=n: torchvision.models.get_model(n, weights=None))
-              for n in torchvision.models.list_models(module=torchvision.models)}
+        tv = {
+            n: (lambda n=n: torchvision.models.get_model(n, weights=None))
+            for n in torchvision.models.list_models(module=torchvision.models)
+        }
         source = f"torchvision {torchvision.__version__}"
     except Exception:  # not installed, or installed without its compiled ops
         tv, source = dict(LOCAL), "in-code torchvision-identical definitions (torchvision not importable)"
@@ -429,8 +493,9 @@ def ort_session(model: nn.Module, x: torch.Tensor):
         path = Path(d) / "m.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=17,
-                              input_names=["x"], output_names=["y"])
+            torch.onnx.export(
+                model.eval(), (x,), str(path), dynamo=False, opset_version=17, input_names=["x"], output_names=["y"]
+            )
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
@@ -474,8 +539,9 @@ def torch_pruning(model, x):
     model = copy.deepcopy(model)
     t = time.perf_counter()
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
-    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.5,
-                                  round_to=8, ignored_layers=last)
+    pruner = tp.pruner.MetaPruner(
+        model, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.5, round_to=8, ignored_layers=last
+    )
     pruner.step()
     return model, time.perf_counter() - t
 
@@ -485,12 +551,15 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="write the rows as JSON here")
     ap.add_argument("--models", nargs="+", help="only these models")
     ap.add_argument("--runs", type=int, default=15, help="timed ONNX Runtime rounds per model (default 15)")
-    ap.add_argument("--only", choices=("prune", "int8"),
-                    help="only the pruning rows, or only the fp32-vs-int8 rows of benchmarks/int8.py")
+    ap.add_argument(
+        "--only",
+        choices=("prune", "int8"),
+        help="only the pruning rows, or only the fp32-vs-int8 rows of benchmarks/int8.py",
+    )
     args = ap.parse_args(argv)
     rows = [] if args.only == "int8" else prune_rows(args)
     if args.only != "prune":
-        # fp32 vs int8 ONNX Runtime latency and size per model (issue 5), same run, same JSON.
+        # fp32 vs int8 ONNX Runtime latency and size per model, same run, same JSON.
         from int8 import int8_rows
 
         rows += [{"section": "int8", **r} for r in int8_rows(runs=max(args.runs, 10))]
@@ -520,8 +589,16 @@ def prune_rows(args) -> list[dict]:
     rows = []
     for name, factory in models.items():
         model = factory().eval()
-        row = {"section": "prune", "model": name, "input": [1, 3, 224, 224], "ratio": 0.5, "round_to": 8, "threads": 1,
-               "runtime": "onnxruntime", "source": source}
+        row = {
+            "section": "prune",
+            "model": name,
+            "input": [1, 3, 224, 224],
+            "ratio": 0.5,
+            "round_to": 8,
+            "threads": 1,
+            "runtime": "onnxruntime",
+            "source": source,
+        }
         sessions = {}
         try:
             row["before"] = _stats(model, x, None)
@@ -542,7 +619,10 @@ def prune_rows(args) -> list[dict]:
                 row["baseline"] = {"name": baseline_name, **_stats(pruned, x, round(sec, 3))}
                 sessions["baseline"] = ort_session(pruned, x)
             except Exception as e:
-                row["baseline"] = {"name": baseline_name, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                row["baseline"] = {
+                    "name": baseline_name,
+                    "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                }
         for key, (best, median) in interleaved_ms(sessions, x, args.runs).items():
             row[key]["ort_ms"], row[key]["ort_ms_median"] = best, median
             if key != "before":
@@ -557,11 +637,17 @@ def prune_rows(args) -> list[dict]:
 def _line(r) -> str:
     o, b = r.get("ours", {}), r.get("baseline", {})
     parts = [f"{r['model']:>20}: before {r['before']['ort_ms']:.1f} ms"]
-    parts.append(f"ours {o['ort_ms']:.1f} ms ({o['speedup']:.2f}x, {o['prune_seconds']:.2f} s)" if "speedup" in o
-                 else f"ours FAILED {o.get('error')}")
+    parts.append(
+        f"ours {o['ort_ms']:.1f} ms ({o['speedup']:.2f}x, {o['prune_seconds']:.2f} s)"
+        if "speedup" in o
+        else f"ours FAILED {o.get('error')}"
+    )
     if b:
-        parts.append(f"baseline {b['ort_ms']:.1f} ms ({b['speedup']:.2f}x, {b['prune_seconds']:.2f} s)" if "speedup" in b
-                     else f"baseline FAILED {b.get('error')}")
+        parts.append(
+            f"baseline {b['ort_ms']:.1f} ms ({b['speedup']:.2f}x, {b['prune_seconds']:.2f} s)"
+            if "speedup" in b
+            else f"baseline FAILED {b.get('error')}"
+        )
     return " | ".join(parts)
 
 

@@ -6,6 +6,7 @@ Produces: pruned models, plans, quantized models, exported artifacts, latency fi
 The public names below are re-exported explicitly. They are resolved lazily, so that
 ``import edgeprune`` (and ``edgeprune --version``) does not pay for importing torch.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,7 +20,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "models": ("edgeprune.models", None),
     "targets": ("edgeprune.targets", None),
     "kernels": ("edgeprune.kernels", None),
-    # functions, in data-flow order (DESIGN.md section 1)
+    # functions, in data-flow order (docs/architecture.md)
     "trace": ("edgeprune.graph", "trace"),
     "plan": ("edgeprune.prune", "plan"),
     "apply": ("edgeprune.prune", "apply"),

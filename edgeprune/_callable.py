@@ -7,11 +7,12 @@ names. Once ``edgeprune.export`` (say) is imported, Python binds the *module* as
 attribute, shadowing the lazily re-exported function; making the module callable keeps
 ``ep.export(...)`` working whichever of the two a caller ends up holding.
 """
+
 from __future__ import annotations
 
 import sys
 import types
-from typing import Callable
+from collections.abc import Callable
 
 
 def make_module_callable(module_name: str, function: Callable) -> None:

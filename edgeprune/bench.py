@@ -9,6 +9,7 @@ profile. A result is a measurement on *this* host: ``"estimate": false``.
 Pure Python over the runtimes' own Python APIs, so the same ``edgeprune bench`` runs on a
 Raspberry Pi or a Jetson.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ._callable import make_module_callable
+from .errors import UserError
 
 RUNTIMES = ("onnxruntime", "torch", "litert")
 # Above this coefficient of variation (std / mean) the numbers are too noisy to compare:
@@ -30,7 +32,7 @@ RUNTIMES = ("onnxruntime", "torch", "litert")
 CV_WARNING = 0.10
 
 
-class BenchError(ValueError):
+class BenchError(UserError):
     """The artifact cannot be benchmarked with the requested runtime (message says how to fix)."""
 
 
@@ -94,14 +96,25 @@ class BenchResult:
         return self.percentile(99)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BenchResult":
+    def from_dict(cls, d: dict[str, Any]) -> BenchResult:
         """Inverse of ``to_dict(samples=True)``."""
         if "samples_ms" not in d:
             raise ValueError("BenchResult.from_dict needs the samples (to_dict(samples=True))")
-        return cls(artifact=d["artifact"], runtime=d["runtime"], runtime_version=d["runtime_version"],
-                   threads=d["threads"], warmup=d["warmup"], runs=d["runs"], init_ms=d["init_ms"],
-                   first_ms=d["first_ms"], samples_ms=list(d["samples_ms"]), peak_rss_mb=d["peak_rss_mb"],
-                   inputs=d["inputs"], layers=list(d.get("layers", [])), warnings=list(d.get("warnings", [])))
+        return cls(
+            artifact=d["artifact"],
+            runtime=d["runtime"],
+            runtime_version=d["runtime_version"],
+            threads=d["threads"],
+            warmup=d["warmup"],
+            runs=d["runs"],
+            init_ms=d["init_ms"],
+            first_ms=d["first_ms"],
+            samples_ms=list(d["samples_ms"]),
+            peak_rss_mb=d["peak_rss_mb"],
+            inputs=d["inputs"],
+            layers=list(d.get("layers", [])),
+            warnings=list(d.get("warnings", [])),
+        )
 
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
         d = {
@@ -109,8 +122,12 @@ class BenchResult:
             "artifact": self.artifact,
             "runtime": self.runtime,
             "runtime_version": self.runtime_version,
-            "host": {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
-                     "cpus": os.cpu_count()},
+            "host": {
+                "machine": platform.machine(),
+                "system": platform.system(),
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+            },
             "threads": self.threads,
             "warmup": self.warmup,
             "runs": self.runs,
@@ -150,8 +167,17 @@ def default_runtime(artifact) -> str:
     raise BenchError(f"cannot tell which runtime runs {p.name}; pass runtime= (--runtime) one of {', '.join(RUNTIMES)}")
 
 
-def bench(path_or_model, runtime: str | None = "onnxruntime", threads: int = 1, warmup: int = 5, runs: int = 50,
-          input_shape=None, layer_profile: bool = True, seed: int = 0, isolate: bool = False) -> BenchResult:
+def bench(
+    path_or_model,
+    runtime: str | None = "onnxruntime",
+    threads: int = 1,
+    warmup: int = 5,
+    runs: int = 50,
+    input_shape=None,
+    layer_profile: bool = True,
+    seed: int = 0,
+    isolate: bool = False,
+) -> BenchResult:
     """Time ``path_or_model`` with ``runtime`` on this host.
 
     One session is created (``init_ms``, the runtime's import excluded), run once
@@ -191,8 +217,16 @@ def bench(path_or_model, runtime: str | None = "onnxruntime", threads: int = 1, 
         samples.append((time.perf_counter() - t0) * 1000.0)
     result = BenchResult(
         artifact=str(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else type(path_or_model).__name__,
-        runtime=runtime, runtime_version=version, threads=threads, warmup=warmup, runs=runs,
-        init_ms=init_ms, first_ms=first_ms, samples_ms=samples, peak_rss_mb=_peak_rss_mb(), inputs=inputs,
+        runtime=runtime,
+        runtime_version=version,
+        threads=threads,
+        warmup=warmup,
+        runs=runs,
+        init_ms=init_ms,
+        first_ms=first_ms,
+        samples_ms=samples,
+        peak_rss_mb=_peak_rss_mb(),
+        inputs=inputs,
     )
     if layer_profile and profiler is not None:
         result.layers = profiler(max(3, min(runs, 10)))
@@ -213,15 +247,23 @@ def _preload(runtime: str) -> None:
 def _bench_in_subprocess(path, runtime, threads, warmup, runs, input_shape, layer_profile, seed) -> BenchResult:
     import subprocess
 
-    request = {"path": str(Path(path).resolve()), "runtime": runtime, "threads": threads, "warmup": warmup,
-               "runs": runs, "input_shape": list(input_shape) if input_shape is not None else None,
-               "layer_profile": layer_profile, "seed": seed}
+    request = {
+        "path": str(Path(path).resolve()),
+        "runtime": runtime,
+        "threads": threads,
+        "warmup": warmup,
+        "runs": runs,
+        "input_shape": list(input_shape) if input_shape is not None else None,
+        "layer_profile": layer_profile,
+        "seed": seed,
+    }
     env = dict(os.environ)
     # the worker must import this same edgeprune, installed or not
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "edgeprune.bench", json.dumps(request)], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeprune.bench", json.dumps(request)], env=env, capture_output=True, text=True
+    )
     if proc.returncode == 2:
         raise BenchError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "bench worker failed")
     if proc.returncode != 0:
@@ -233,9 +275,16 @@ def _worker(argv: list[str]) -> int:
     """``python -m edgeprune.bench REQUEST_JSON``: one isolated measurement, JSON on stdout."""
     req = json.loads(argv[0])
     try:
-        res = bench(req["path"], runtime=req["runtime"], threads=req["threads"], warmup=req["warmup"],
-                    runs=req["runs"], input_shape=req["input_shape"], layer_profile=req["layer_profile"],
-                    seed=req["seed"])
+        res = bench(
+            req["path"],
+            runtime=req["runtime"],
+            threads=req["threads"],
+            warmup=req["warmup"],
+            runs=req["runs"],
+            input_shape=req["input_shape"],
+            layer_profile=req["layer_profile"],
+            seed=req["seed"],
+        )
     except BenchError as e:
         print(str(e), file=sys.stderr)
         return 2
@@ -251,8 +300,10 @@ def noise_warnings(samples_ms: list[float]) -> list[str]:
     cv = statistics.pstdev(samples_ms) / mean if mean > 0 else 0.0
     if cv <= CV_WARNING:
         return []
-    return [f"coefficient of variation {cv:.0%} > {CV_WARNING:.0%}: timings are noisy (other load on the "
-            "machine or thermal throttling); close other programs, use more --runs, or pin with taskset"]
+    return [
+        f"coefficient of variation {cv:.0%} > {CV_WARNING:.0%}: timings are noisy (other load on the "
+        "machine or thermal throttling); close other programs, use more --runs, or pin with taskset"
+    ]
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -293,8 +344,9 @@ def _onnxruntime(path, threads, input_shape, seed):
 
     def profiler(n):
         with tempfile.TemporaryDirectory(prefix="edgeprune-prof-") as tmp:
-            psess = ort.InferenceSession(str(path), options(os.path.join(tmp, "ort")),
-                                         providers=["CPUExecutionProvider"])
+            psess = ort.InferenceSession(
+                str(path), options(os.path.join(tmp, "ort")), providers=["CPUExecutionProvider"]
+            )
             for _ in range(n):
                 psess.run(out_names, feeds)
             prof_file = psess.end_profiling()
@@ -315,8 +367,15 @@ def parse_ort_profile(path, runs: int) -> list[dict[str, Any]]:
         row = totals.setdefault(name, {"name": name, "op_type": args.get("op_name", ""), "us": 0.0})
         row["us"] += float(ev.get("dur", 0))
     grand = sum(r["us"] for r in totals.values()) or 1.0
-    rows = [{"name": r["name"], "op_type": r["op_type"], "mean_ms": round(r["us"] / runs / 1000.0, 5),
-             "share": round(r["us"] / grand, 4)} for r in totals.values()]
+    rows = [
+        {
+            "name": r["name"],
+            "op_type": r["op_type"],
+            "mean_ms": round(r["us"] / runs / 1000.0, 5),
+            "share": round(r["us"] / grand, 4),
+        }
+        for r in totals.values()
+    ]
     rows.sort(key=lambda r: (-r["mean_ms"], r["name"]))
     return rows
 
@@ -324,9 +383,16 @@ def parse_ort_profile(path, runs: int) -> list[dict[str, Any]]:
 def _random(rng, type_str: str, shape):
     import numpy as np
 
-    kinds = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-             "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int32)": np.int32,
-             "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
+    kinds = {
+        "tensor(float)": np.float32,
+        "tensor(float16)": np.float16,
+        "tensor(double)": np.float64,
+        "tensor(int8)": np.int8,
+        "tensor(uint8)": np.uint8,
+        "tensor(int32)": np.int32,
+        "tensor(int64)": np.int64,
+        "tensor(bool)": np.bool_,
+    }
     dtype = kinds.get(type_str, np.float32)
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape).astype(dtype)
@@ -383,8 +449,11 @@ def _litert(path, threads, input_shape, seed):
     for d in interp.get_input_details():
         dtype = np.dtype(d["dtype"])
         shape = [int(s) if s > 0 else 1 for s in d["shape"]]
-        type_str = {np.dtype(np.float32): "tensor(float)", np.dtype(np.int8): "tensor(int8)",
-                    np.dtype(np.uint8): "tensor(uint8)"}.get(dtype, "tensor(float)")
+        type_str = {
+            np.dtype(np.float32): "tensor(float)",
+            np.dtype(np.int8): "tensor(int8)",
+            np.dtype(np.uint8): "tensor(uint8)",
+        }.get(dtype, "tensor(float)")
         value = _random(rng, type_str, shape)
         interp.set_tensor(d["index"], value)
         inputs[d["name"]] = shape

@@ -14,13 +14,13 @@ The model, per layer ``l`` (batch 1)::
     time_l    = max(compute_l, memory_l) + LAYER_OVERHEAD(threads)
     total     = sum_l time_l
 
-``peak_per_core`` and ``bandwidth`` are the profile's vendor figures (DESIGN.md section 6).
+``peak_per_core`` and ``bandwidth`` are the profile's vendor figures (docs/targets.md).
 ``kind`` is one of dense ``conv`` (k x k), ``pointwise`` (1 x 1), ``depthwise``, ``fc``,
 ``eltwise``/``pool`` (memory-bound, no MAC efficiency). BatchNorm and activations that
 follow a conv/linear are fused by every deployment runtime (XNNPACK, ONNX Runtime, TensorRT)
 and cost nothing here.
 
-Calibration (the efficiencies below). Published points as quoted in DESIGN.md section 6,
+Calibration (the efficiencies below). Published points as quoted in docs/targets.md,
 from the XNNPACK README's Raspberry Pi 4 table (multi-threaded, 4 threads),
 https://github.com/google/XNNPACK (README, "Performance" / "Raspberry Pi"):
 
@@ -45,13 +45,15 @@ assumption, not a fit: Amdahl with ``PARALLEL_FRACTION`` (XNNPACK splits each op
 output tiles across a pthreadpool; the serial part is the per-operator set-up and the
 barrier). Memory bandwidth is shared by all cores and does not scale with threads.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ._callable import make_module_callable
 
@@ -77,7 +79,7 @@ PARALLEL_FRACTION = 0.95
 LAYER_OVERHEAD_US = 8.0
 LAYER_OVERHEAD_PER_THREAD_US = 4.0
 
-# GPU (Jetson, TensorRT) figures: NOT calibrated (no published per-model points in DESIGN.md);
+# GPU (Jetson, TensorRT) figures: NOT calibrated (no published per-model points were found);
 # assumptions from NVIDIA's guidance that small batch-1 convolutions reach a few tens of
 # percent of tensor-core peak, depthwise far less, and each TensorRT layer costs a kernel
 # launch of a few microseconds. Reported with "calibrated": false; trtexec on the device is
@@ -167,8 +169,13 @@ class Estimate:
             "weight_bytes": self.weight_bytes,
             "by_kind_ms": {k: round(v, 4) for k, v in sorted(self.by_kind.items())},
             "layers": [
-                {**layer.to_dict(), "compute_ms": round(layer.compute_ms, 5), "memory_ms": round(layer.memory_ms, 5),
-                 "overhead_ms": round(layer.overhead_ms, 5), "ms": round(layer.ms, 5)}
+                {
+                    **layer.to_dict(),
+                    "compute_ms": round(layer.compute_ms, 5),
+                    "memory_ms": round(layer.memory_ms, 5),
+                    "overhead_ms": round(layer.overhead_ms, 5),
+                    "ms": round(layer.ms, 5),
+                }
                 for layer in self.layers
             ],
             "assumptions": self.assumptions,
@@ -176,8 +183,14 @@ class Estimate:
 
 
 # ----------------------------------------------------------------------------- entry point
-def estimate(model_or_onnx_path, target, precision: str | None = "fp32", threads: int | None = None,
-             input_shape: Iterable[int] | None = None, device: str = "cpu") -> Estimate:
+def estimate(
+    model_or_onnx_path,
+    target,
+    precision: str | None = "fp32",
+    threads: int | None = None,
+    input_shape: Iterable[int] | None = None,
+    device: str = "cpu",
+) -> Estimate:
     """Estimate batch-1 latency of a model on ``target``'s CPU (or its GPU with ``device="gpu"``).
 
     ``precision``: ``"fp32"``, ``"int8"`` or ``"fp16"``; ``None`` means "what the model is"
@@ -231,20 +244,40 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
         nbytes = op.weight_elems * b + (op.in_elems + op.out_elems) * b
         compute_s = 2.0 * op.macs / (peak * GPU_EFFICIENCY[op.kind]) if op.kind in GPU_EFFICIENCY and op.macs else 0.0
         memory_s = nbytes / (bandwidth * 1e9 * GPU_BW_EFFICIENCY) if bandwidth else 0.0
-        layers.append(LayerEstimate(
-            name=op.name, kind=op.kind, macs=int(op.macs), bytes=int(nbytes), compute_ms=compute_s * 1000.0,
-            memory_ms=memory_s * 1000.0, overhead_ms=overhead_ms, ms=max(compute_s, memory_s) * 1000.0 + overhead_ms,
-            bound="compute" if compute_s >= memory_s else "memory"))
+        layers.append(
+            LayerEstimate(
+                name=op.name,
+                kind=op.kind,
+                macs=int(op.macs),
+                bytes=int(nbytes),
+                compute_ms=compute_s * 1000.0,
+                memory_ms=memory_s * 1000.0,
+                overhead_ms=overhead_ms,
+                ms=max(compute_s, memory_s) * 1000.0 + overhead_ms,
+                bound="compute" if compute_s >= memory_s else "memory",
+            )
+        )
     assumptions = {
         "model": "per-layer roofline on the GPU peak (TensorRT-style), plus a kernel launch per layer",
         "calibration": "none: GPU efficiencies are assumptions; measure with trtexec on the device",
-        "peak_tops": peak / 1e12, "bandwidth_gbs": bandwidth, "efficiency": dict(GPU_EFFICIENCY),
-        "layer_overhead_us": GPU_LAYER_OVERHEAD_US, "batch": 1,
+        "peak_tops": peak / 1e12,
+        "bandwidth_gbs": bandwidth,
+        "efficiency": dict(GPU_EFFICIENCY),
+        "layer_overhead_us": GPU_LAYER_OVERHEAD_US,
+        "batch": 1,
     }
-    return Estimate(target=profile.name, precision=precision, threads=1,
-                    total_ms=sum(layer.ms for layer in layers), macs=int(sum(op.macs for op in ops)),
-                    weight_bytes=int(sum(op.weight_elems for op in ops) * b), layers=layers, source=source,
-                    assumptions=assumptions, device="gpu")
+    return Estimate(
+        target=profile.name,
+        precision=precision,
+        threads=1,
+        total_ms=sum(layer.ms for layer in layers),
+        macs=int(sum(op.macs for op in ops)),
+        weight_bytes=int(sum(op.weight_elems for op in ops) * b),
+        layers=layers,
+        source=source,
+        assumptions=assumptions,
+        device="gpu",
+    )
 
 
 def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = None, source: str = "ops") -> Estimate:
@@ -273,15 +306,25 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
             compute_s = 0.0
         memory_s = nbytes / (bandwidth * 1e9 * BW_EFFICIENCY) if bandwidth else 0.0
         ms = max(compute_s, memory_s) * 1000.0 + overhead_ms
-        layers.append(LayerEstimate(
-            name=op.name, kind=op.kind, macs=int(op.macs), bytes=int(nbytes),
-            compute_ms=compute_s * 1000.0, memory_ms=memory_s * 1000.0, overhead_ms=overhead_ms, ms=ms,
-            bound="compute" if compute_s >= memory_s else "memory",
-        ))
+        layers.append(
+            LayerEstimate(
+                name=op.name,
+                kind=op.kind,
+                macs=int(op.macs),
+                bytes=int(nbytes),
+                compute_ms=compute_s * 1000.0,
+                memory_ms=memory_s * 1000.0,
+                overhead_ms=overhead_ms,
+                ms=ms,
+                bound="compute" if compute_s >= memory_s else "memory",
+            )
+        )
     total = sum(layer.ms for layer in layers)
     assumptions = {
-        "model": ("per-layer roofline: max(compute at peak x efficiency, bytes at bandwidth x efficiency)"
-                  " + per-layer overhead"),
+        "model": (
+            "per-layer roofline: max(compute at peak x efficiency, bytes at bandwidth x efficiency)"
+            " + per-layer overhead"
+        ),
         "calibration": CALIBRATION_SOURCE,
         "peak_gops_per_core": peak_core_gops,
         "bandwidth_gbs": bandwidth,
@@ -295,10 +338,17 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
     }
     if not bandwidth:
         assumptions["note"] = "target has no memory bandwidth figure: memory time is not modelled"
-    return Estimate(target=profile.name, precision=precision, threads=threads, total_ms=total,
-                    macs=int(sum(op.macs for op in ops)),
-                    weight_bytes=int(sum(op.weight_elems for op in ops) * w_bytes),
-                    layers=layers, source=source, assumptions=assumptions)
+    return Estimate(
+        target=profile.name,
+        precision=precision,
+        threads=threads,
+        total_ms=total,
+        macs=int(sum(op.macs for op in ops)),
+        weight_bytes=int(sum(op.weight_elems for op in ops) * w_bytes),
+        layers=layers,
+        source=source,
+        assumptions=assumptions,
+    )
 
 
 def _resolve_target(target):
@@ -323,15 +373,68 @@ def _peak_per_core(profile, precision: str) -> float:
 
 
 # ----------------------------------------------------------------------------- nn.Module
-_ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "silu", "silu_", "sigmoid", "sigmoid_",
-                "hardswish", "hardswish_", "hardsigmoid", "gelu", "leaky_relu", "leaky_relu_", "elu", "tanh",
-                "clamp", "clamp_", "clip", "batch_norm", "dropout", "dropout_"}
-_ELTWISE = {"add", "add_", "__add__", "__iadd__", "__radd__", "mul", "mul_", "__mul__", "__imul__", "__rmul__",
-            "sub", "__sub__", "cat", "concat", "softmax", "log_softmax", "layer_norm", "group_norm",
-            "instance_norm", "embedding", "div", "__truediv__"}
-_POOLS = {"adaptive_avg_pool2d", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices", "_max_pool2d",
-          "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "adaptive_avg_pool1d", "avg_pool1d",
-          "max_pool1d", "mean"}
+_ACTIVATIONS = {
+    "relu",
+    "relu_",
+    "relu6",
+    "hardtanh",
+    "hardtanh_",
+    "silu",
+    "silu_",
+    "sigmoid",
+    "sigmoid_",
+    "hardswish",
+    "hardswish_",
+    "hardsigmoid",
+    "gelu",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "tanh",
+    "clamp",
+    "clamp_",
+    "clip",
+    "batch_norm",
+    "dropout",
+    "dropout_",
+}
+_ELTWISE = {
+    "add",
+    "add_",
+    "__add__",
+    "__iadd__",
+    "__radd__",
+    "mul",
+    "mul_",
+    "__mul__",
+    "__imul__",
+    "__rmul__",
+    "sub",
+    "__sub__",
+    "cat",
+    "concat",
+    "softmax",
+    "log_softmax",
+    "layer_norm",
+    "group_norm",
+    "instance_norm",
+    "embedding",
+    "div",
+    "__truediv__",
+}
+_POOLS = {
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
+    "max_pool2d",
+    "max_pool2d_with_indices",
+    "_max_pool2d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_with_indices",
+    "adaptive_avg_pool1d",
+    "avg_pool1d",
+    "max_pool1d",
+    "mean",
+}
 
 
 def ops_from_module(model, input_shape=None) -> list[Op]:
@@ -378,8 +481,16 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
                     kind = "pointwise"
                 else:
                     kind = "conv"
-                ops.append(Op(_name(kind), kind, macs=_numel(out) * per_out, weight_elems=_numel(w),
-                              in_elems=_numel(x), out_elems=_numel(out)))
+                ops.append(
+                    Op(
+                        _name(kind),
+                        kind,
+                        macs=_numel(out) * per_out,
+                        weight_elems=_numel(w),
+                        in_elems=_numel(x),
+                        out_elems=_numel(out),
+                    )
+                )
                 fusable.add(id(out))
             elif fname in ("linear", "matmul", "__matmul__", "mm", "bmm", "addmm"):
                 if fname == "addmm":
@@ -390,8 +501,16 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
                 # a weight is read from memory as weights; an activation operand (attention's
                 # Q @ K^T) is one more input tensor
                 is_weight = isinstance(w, torch.nn.Parameter)
-                ops.append(Op(_name("fc"), "fc", macs=macs, weight_elems=_numel(w) if is_weight else 0,
-                              in_elems=_numel(x) + (0 if is_weight else _numel(w)), out_elems=_numel(out)))
+                ops.append(
+                    Op(
+                        _name("fc"),
+                        "fc",
+                        macs=macs,
+                        weight_elems=_numel(w) if is_weight else 0,
+                        in_elems=_numel(x) + (0 if is_weight else _numel(w)),
+                        out_elems=_numel(out),
+                    )
+                )
                 fusable.add(id(out))
             elif fname == "scaled_dot_product_attention":
                 q, k, v = args[0], args[1], args[2]
@@ -399,8 +518,9 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
                 lq, s_len = int(q.shape[-2]), int(k.shape[-2])
                 heads = int(math.prod(q.shape[:-2]))
                 macs = heads * lq * s_len * (int(q.shape[-1]) + int(v.shape[-1]))
-                ops.append(Op(_name("fc"), "fc", macs=macs, in_elems=_numel(q) + _numel(k) + _numel(v),
-                              out_elems=_numel(out)))
+                ops.append(
+                    Op(_name("fc"), "fc", macs=macs, in_elems=_numel(q) + _numel(k) + _numel(v), out_elems=_numel(out))
+                )
             elif fname in _ACTIVATIONS:
                 if id(first) in fusable:
                     fusable.add(id(out))
@@ -408,8 +528,7 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
                     ops.append(Op(_name("eltwise"), "eltwise", in_elems=_numel(first), out_elems=_numel(out)))
             elif fname in _ELTWISE and isinstance(out, torch.Tensor):
                 ins = first if isinstance(first, (list, tuple)) else args
-                ops.append(Op(_name("eltwise"), "eltwise", in_elems=sum(_numel(a) for a in ins),
-                              out_elems=_numel(out)))
+                ops.append(Op(_name("eltwise"), "eltwise", in_elems=sum(_numel(a) for a in ins), out_elems=_numel(out)))
             elif fname in _POOLS and isinstance(out, torch.Tensor):
                 ops.append(Op(_name("pool"), "pool", in_elems=_numel(first), out_elems=_numel(out)))
             if isinstance(out, torch.Tensor):
@@ -419,6 +538,7 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
     def _enter(name):
         def hook(module, args):
             stack.append(name)  # returns None: a hook's return value would replace the input
+
         return hook
 
     def _leave(module, args, output):
@@ -444,15 +564,57 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
 
 
 # ----------------------------------------------------------------------------- ONNX
-_ONNX_FUSED = {"Relu", "Clip", "BatchNormalization", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu",
-               "QuantizeLinear", "DequantizeLinear", "Identity", "Dropout"}
-_ONNX_ELTWISE = {"Add", "Mul", "Sub", "Div", "Sum", "Concat", "Softmax", "QLinearAdd", "QLinearMul",
-                 "LayerNormalization", "GroupNormalization", "InstanceNormalization", "Gather",
-                 "QLinearConcat", "Relu", "Clip", "Sigmoid", "HardSwish"}
-_ONNX_POOLS = {"GlobalAveragePool", "AveragePool", "MaxPool", "GlobalMaxPool", "QLinearGlobalAveragePool",
-               "QLinearAveragePool", "ReduceMean"}
-_ONNX_QUANT = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-               "MatMulInteger", "DynamicQuantizeLinear"}
+_ONNX_FUSED = {
+    "Relu",
+    "Clip",
+    "BatchNormalization",
+    "HardSwish",
+    "HardSigmoid",
+    "Sigmoid",
+    "LeakyRelu",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Identity",
+    "Dropout",
+}
+_ONNX_ELTWISE = {
+    "Add",
+    "Mul",
+    "Sub",
+    "Div",
+    "Sum",
+    "Concat",
+    "Softmax",
+    "QLinearAdd",
+    "QLinearMul",
+    "LayerNormalization",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "Gather",
+    "QLinearConcat",
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "HardSwish",
+}
+_ONNX_POOLS = {
+    "GlobalAveragePool",
+    "AveragePool",
+    "MaxPool",
+    "GlobalMaxPool",
+    "QLinearGlobalAveragePool",
+    "QLinearAveragePool",
+    "ReduceMean",
+}
+_ONNX_QUANT = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+}
 
 
 def onnx_precision(path) -> str:
@@ -548,8 +710,16 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
                 kind = "pointwise"
             else:
                 kind = "conv"
-            ops.append(Op(name, kind, macs=_elems(out) * int(w_shape[1]) * kernel, weight_elems=int(math.prod(w_shape)),
-                          in_elems=_elems(x_name), out_elems=_elems(out)))
+            ops.append(
+                Op(
+                    name,
+                    kind,
+                    macs=_elems(out) * int(w_shape[1]) * kernel,
+                    weight_elems=int(math.prod(w_shape)),
+                    in_elems=_elems(x_name),
+                    out_elems=_elems(out),
+                )
+            )
             fusable.add(out)
         elif t in ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger"):
             a_name, b_name = (node.input[0], node.input[3]) if t == "QLinearMatMul" else (node.input[0], node.input[1])
@@ -561,8 +731,16 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
             k = int(a_shape[0] if (t == "Gemm" and trans_a) else a_shape[-1])
             b_elems = int(math.prod(b_shape))
-            ops.append(Op(name, "fc", macs=_elems(out) * k, weight_elems=b_elems if b_const else 0,
-                          in_elems=_elems(a_name) + (0 if b_const else b_elems), out_elems=_elems(out)))
+            ops.append(
+                Op(
+                    name,
+                    "fc",
+                    macs=_elems(out) * k,
+                    weight_elems=b_elems if b_const else 0,
+                    in_elems=_elems(a_name) + (0 if b_const else b_elems),
+                    out_elems=_elems(out),
+                )
+            )
             fusable.add(out)
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
             fusable.update(node.output)
@@ -600,11 +778,18 @@ def _runtime_shapes(model, names: list[str]) -> dict[str, tuple[int, ...]]:
         sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception:  # ORT rejects some graphs it cannot type; keep the static shapes then
         return {}
-    kinds = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-             "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
-    feeds = {i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in i.shape],
-                              kinds.get(i.type, np.float32))
-             for i in sess.get_inputs()}
+    kinds = {
+        "tensor(float)": np.float32,
+        "tensor(float16)": np.float16,
+        "tensor(int64)": np.int64,
+        "tensor(int32)": np.int32,
+        "tensor(int8)": np.int8,
+        "tensor(uint8)": np.uint8,
+    }
+    feeds = {
+        i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in i.shape], kinds.get(i.type, np.float32))
+        for i in sess.get_inputs()
+    }
     out_names = [o.name for o in sess.get_outputs()]
     values = sess.run(out_names, feeds)
     return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(out_names, values)}
@@ -624,8 +809,16 @@ def calibration_report(models: dict[str, Any], target="rpi4", threads: int = 4) 
         est = estimate(models[model_name], target, precision=precision, threads=threads)
         ms = est.total_ms
         ref = min(max(ms, lo), hi)
-        rows.append({"model": model_name, "precision": precision, "estimate_ms": round(ms, 3),
-                     "published_ms": [lo, hi], "rel_error": round((ms - ref) / ref, 4), "estimate": True})
+        rows.append(
+            {
+                "model": model_name,
+                "precision": precision,
+                "estimate_ms": round(ms, 3),
+                "published_ms": [lo, hi],
+                "rel_error": round((ms - ref) / ref, 4),
+                "estimate": True,
+            }
+        )
     return rows
 
 

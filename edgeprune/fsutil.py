@@ -3,6 +3,7 @@
 Consumes: bytes/text/JSON and a destination path. Produces: the file at that path, or
 nothing at all (an interrupted write never leaves a half file under the final name).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def _umask() -> int:

@@ -1,4 +1,4 @@
-"""Save and load models as directories, with no pickled classes (DESIGN.md section 3).
+"""Save and load models as directories, with no pickled classes (docs/architecture.md, Specs).
 
 Consumes (save): an ``nn.Module`` built from a spec (it carries ``edgeprune_spec``), an optional
 ``PrunePlan`` (or list of plans, applied in order), optional masks ``{name: bool tensor}`` and
@@ -11,12 +11,14 @@ Produces: a directory, written atomically (``edgeprune.fsutil.atomic_dir``), hol
 (imported inside the function: io sits below prune in the layer order), loads the weights, and
 returns the module with ``edgeprune_masks`` / ``edgeprune_plan`` / ``edgeprune_metadata`` set.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,8 +42,14 @@ def _plan_to_dict(plan) -> Any:
     raise ValueError(f"plan must be a PrunePlan (with .to_dict()), a dict or a list of them, got {type(plan).__name__}")
 
 
-def save(model: nn.Module, path: str | os.PathLike, plan=None, masks: Mapping[str, torch.Tensor] | None = None,
-         metadata: Mapping[str, Any] | None = None, spec: str | None = None) -> Path:
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    plan=None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    spec: str | None = None,
+) -> Path:
     """Write ``model`` to the directory ``path`` (replaced atomically if it exists).
 
     ``spec`` defaults to ``model.edgeprune_spec``; ``plan`` to ``model.edgeprune_plan`` and
@@ -55,7 +63,8 @@ def save(model: nn.Module, path: str | os.PathLike, plan=None, masks: Mapping[st
     if not spec:
         raise ValueError(
             f"ep.save needs a model built from a spec ({type(model).__name__} has no edgeprune_spec): build it with "
-            "ep.models.build('package.module:factory' or 'file.py:factory') or pass spec='...'")
+            "ep.models.build('package.module:factory' or 'file.py:factory') or pass spec='...'"
+        )
     spec = normalize_spec(spec)
     if plan is None:
         plan = getattr(model, "edgeprune_plan", None)
@@ -70,7 +79,9 @@ def save(model: nn.Module, path: str | os.PathLike, plan=None, masks: Mapping[st
     try:
         json.dumps(kwargs)
     except TypeError as e:
-        raise ValueError(f"the model's build kwargs are not JSON-serializable ({e}); rebuild it with plain values") from None
+        raise ValueError(
+            f"the model's build kwargs are not JSON-serializable ({e}); rebuild it with plain values"
+        ) from None
     input_shape = getattr(model, "input_shape", None)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     manifest = {
@@ -108,8 +119,10 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ValueError(f"{mj}: not an edgeprune model manifest (format != {FORMAT!r})")
     if not isinstance(m.get("version"), int) or m["version"] > FORMAT_VERSION:
-        raise ValueError(f"{mj}: format version {m.get('version')!r} is newer than this edgeprune supports "
-                         f"({FORMAT_VERSION}); upgrade edgeprune")
+        raise ValueError(
+            f"{mj}: format version {m.get('version')!r} is newer than this edgeprune supports "
+            f"({FORMAT_VERSION}); upgrade edgeprune"
+        )
     if not isinstance(m.get("spec"), str):
         raise ValueError(f"{mj}: missing field 'spec'")
     return m
@@ -143,8 +156,9 @@ def load(path: str | os.PathLike) -> nn.Module:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         hint = " (was the model pruned and saved without its plan?)" if plans is None else ""
-        raise ValueError(f"{weights}: does not fit the model built from {m['spec']!r}{hint}: "
-                         f"{str(e).splitlines()[0]}") from None
+        raise ValueError(
+            f"{weights}: does not fit the model built from {m['spec']!r}{hint}: {str(e).splitlines()[0]}"
+        ) from None
     masks_file = m.get("files", {}).get("masks")
     if masks_file:
         model.edgeprune_masks = torch.load(p / masks_file, map_location="cpu", weights_only=True)

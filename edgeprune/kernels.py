@@ -16,6 +16,7 @@ the CPU, or forced with ``EDGEPRUNE_ISA``; ``selected_isa()`` reports it and rai
     q = QLinear(w, b, input_scale=0.02, input_zero_point=0, output_scale=0.05, output_zero_point=0)
     yq = q(xq)                                   # int8 [N, K] -> int8 [N, M], TFLite arithmetic
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,15 @@ import numpy as np
 from edgeprune import _core
 
 __all__ = [
-    "Linear", "SparseLinear", "QLinear", "cpu_features", "l1d_bytes", "compiled_isas", "supported_isas",
-    "selected_isa", "kernel_listing",
+    "Linear",
+    "SparseLinear",
+    "QLinear",
+    "cpu_features",
+    "l1d_bytes",
+    "compiled_isas",
+    "supported_isas",
+    "selected_isa",
+    "kernel_listing",
 ]
 
 ACTIVATIONS = ("none", "relu", "relu6")
@@ -100,8 +108,7 @@ class Linear:
     (default: the process-wide choice).
     """
 
-    def __init__(self, weight, bias=None, activation: str = "none", *, threads: int = 1,
-                 isa: str | None = None):
+    def __init__(self, weight, bias=None, activation: str = "none", *, threads: int = 1, isa: str | None = None):
         weight, bias = _weights(weight, bias)
         self._impl = _core.Linear(weight, bias, _activation(activation), isa)
         self.activation = activation
@@ -119,8 +126,10 @@ class Linear:
         return self._impl.forward_kn(x_kn, self.threads if threads is None else threads)
 
     def __repr__(self) -> str:
-        return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
-                f"activation={self.activation!r}, isa={self.isa!r})")
+        return (
+            f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+            f"activation={self.activation!r}, isa={self.isa!r})"
+        )
 
 
 class SparseLinear:
@@ -138,8 +147,17 @@ class SparseLinear:
 
     AUTO_MAX_DENSITY = {(1, 1): 0.3, (4, 1): 0.5}  # mirrors SparseLinear::kAutoMaxDensityB1/B4
 
-    def __init__(self, weight, bias=None, *, block=(1, 1), activation: str = "none",
-                 threads: int = 1, kernel: str = "auto", isa: str | None = None):
+    def __init__(
+        self,
+        weight,
+        bias=None,
+        *,
+        block=(1, 1),
+        activation: str = "none",
+        threads: int = 1,
+        kernel: str = "auto",
+        isa: str | None = None,
+    ):
         weight, bias = _weights(weight, bias)
         block = tuple(block) if not isinstance(block, int) else (block, 1)
         if block not in ((1, 1), (4, 1)):
@@ -166,8 +184,10 @@ class SparseLinear:
         return self._impl.spmm(x_kn, self.threads if threads is None else threads)
 
     def __repr__(self) -> str:
-        return (f"SparseLinear(in_features={self.in_features}, out_features={self.out_features}, "
-                f"density={self.density:.3f}, block={self.block}, kernel={self.kernel!r}, isa={self.isa!r})")
+        return (
+            f"SparseLinear(in_features={self.in_features}, out_features={self.out_features}, "
+            f"density={self.density:.3f}, block={self.block}, kernel={self.kernel!r}, isa={self.isa!r})"
+        )
 
 
 class QLinear:
@@ -185,14 +205,28 @@ class QLinear:
 
     AUTO_MAX_BLOCK_DENSITY = 0.35  # mirrors QLinear::kAutoMaxBlockDensity
 
-    def __init__(self, weight, bias=None, *, input_scale: float, input_zero_point: int, output_scale: float,
-                 output_zero_point: int, sparse: str = "auto", block=(1, 4), activation: str = "none",
-                 threads: int = 1, isa: str | None = None):
+    def __init__(
+        self,
+        weight,
+        bias=None,
+        *,
+        input_scale: float,
+        input_zero_point: int,
+        output_scale: float,
+        output_zero_point: int,
+        sparse: str = "auto",
+        block=(1, 4),
+        activation: str = "none",
+        threads: int = 1,
+        isa: str | None = None,
+    ):
         weight, bias = _weights(weight, bias)
         block = tuple(block) if not isinstance(block, int) else (1, block)
         if block not in ((1, 4), (1, 1)):
-            raise ValueError(f"block must be (1, 4) input channels (got {block}); the int8 sparse format "
-                             "stores 1x4 blocks, (1, 1) is accepted as its alias for unstructured weights")
+            raise ValueError(
+                f"block must be (1, 4) input channels (got {block}); the int8 sparse format "
+                "stores 1x4 blocks, (1, 1) is accepted as its alias for unstructured weights"
+            )
         if sparse not in ("auto", "sparse", "dense"):
             raise ValueError(f"sparse must be one of auto, sparse, dense (got {sparse!r})")
         for name, zp in (("input_zero_point", input_zero_point), ("output_zero_point", output_zero_point)):
@@ -201,8 +235,17 @@ class QLinear:
         for name, sc in (("input_scale", input_scale), ("output_scale", output_scale)):
             if not (np.isfinite(sc) and sc > 0):
                 raise ValueError(f"{name} must be a positive finite number (got {sc!r})")
-        self._impl = _core.QLinear(weight, bias, float(input_scale), int(input_zero_point), float(output_scale),
-                                   int(output_zero_point), _activation(activation), sparse, isa)
+        self._impl = _core.QLinear(
+            weight,
+            bias,
+            float(input_scale),
+            int(input_zero_point),
+            float(output_scale),
+            int(output_zero_point),
+            _activation(activation),
+            sparse,
+            isa,
+        )
         self.input_scale, self.input_zero_point = float(input_scale), int(input_zero_point)
         self.output_scale, self.output_zero_point = float(output_scale), int(output_zero_point)
         self.activation = activation
@@ -235,5 +278,7 @@ class QLinear:
         return ((y.astype(np.float32) - self.output_zero_point) * self.output_scale).astype(np.float32)
 
     def __repr__(self) -> str:
-        return (f"QLinear(in_features={self.in_features}, out_features={self.out_features}, "
-                f"kernel={self.kernel!r}, activation={self.activation!r}, isa={self.isa!r})")
+        return (
+            f"QLinear(in_features={self.in_features}, out_features={self.out_features}, "
+            f"kernel={self.kernel!r}, activation={self.activation!r}, isa={self.isa!r})"
+        )

@@ -3,7 +3,7 @@
 Consumes: a model (spec string or ``nn.Module``), a target profile (name, path or
 ``TargetProfile``), optional weights, data and calibration specs, a pruning goal (``ratio``,
 ``budget_macs`` or ``budget_latency_ms``), an accuracy gate, export formats, a seed.
-Produces: the output directory of DESIGN.md section 4, written into a temporary directory next
+Produces: the output directory of docs/architecture.md (Outputs), written into a temporary directory next
 to ``out_dir`` and renamed over it at the end (an interrupted build leaves nothing under the
 final name)::
 
@@ -18,6 +18,7 @@ Everything except the host timings is a pure function of the inputs and the seed
 holding timings (``report.json``, ``report.md``) are flagged ``"timings": true`` in the
 manifest; every other file hashes the same on a rerun.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,11 +31,13 @@ import platform
 import shlex
 import sys
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from . import fsutil
 from ._version import __version__
+from .errors import UserError
 
 # Files whose bytes depend on host timings; every other artifact must reproduce bit for bit.
 TIMING_FILES = ("report.json", "report.md")
@@ -44,7 +47,7 @@ REPORT_VERSION = 1
 STAGES = ("load", "baseline", "prune", "recover", "save", "quantize", "export", "bench", "estimate", "report")
 
 
-class BuildError(ValueError):
+class BuildError(UserError):
     """Bad input to ``build`` (one line: what, where, how to fix)."""
 
 
@@ -211,8 +214,10 @@ def trtexec_command(profile, artifact: str, input_name: str, input_shape, dynami
     shapes = ""
     if dynamic_batch:
         shapes = f" --shapes={input_name}:" + "x".join(str(int(s)) for s in (1, *input_shape))
-    return (f"trtexec --onnx={Path(artifact).name} {precision}{shapes} "
-            f"--saveEngine={stem}.engine --useSpinWait --warmUp=500 --iterations=200 --avgRuns=100")
+    return (
+        f"trtexec --onnx={Path(artifact).name} {precision}{shapes} "
+        f"--saveEngine={stem}.engine --useSpinWait --warmUp=500 --iterations=200 --avgRuns=100"
+    )
 
 
 def _onnx_input(path: Path) -> tuple[str, bool]:
@@ -241,9 +246,14 @@ class _Stages:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(TextColumn("[bold]build[/bold] {task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), TimeElapsedColumn(),
-                                      console=Console(stderr=True), transient=False)
+            self._progress = Progress(
+                TextColumn("[bold]build[/bold] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
             self._progress.__enter__()
             self._task = self._progress.add_task("", total=len(self.names))
         return self
@@ -271,14 +281,35 @@ class _Stages:
 
 
 # ----------------------------------------------------------------------------- build
-def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, data=None, calib=None,
-          ratio: float | None = None, budget_macs: float | None = None, budget_latency_ms: float | None = None,
-          max_acc_drop: float | None = None, formats: list[str] | None = None, importance: str = "l2",
-          recover_epochs: int = 3, search: str = "auto", search_steps: int = 3, scratch_epochs: int = 0,
-          seed: int = 0, bench_runs: int = 20, bench_warmup: int = 3, bench_threads: int = 1,
-          train_threads: int | None = 1, force: bool = False,
-          command_line: list[str] | None = None, progress: bool | str | None = None,
-          on_stage: Callable[[str], None] | None = None) -> BuildResult:
+def build(
+    model,
+    target,
+    out_dir,
+    *,
+    weights=None,
+    trust_pickle: bool = False,
+    data=None,
+    calib=None,
+    ratio: float | None = None,
+    budget_macs: float | None = None,
+    budget_latency_ms: float | None = None,
+    max_acc_drop: float | None = None,
+    formats: list[str] | None = None,
+    importance: str = "l2",
+    recover_epochs: int = 3,
+    search: str = "auto",
+    search_steps: int = 3,
+    scratch_epochs: int = 0,
+    seed: int = 0,
+    bench_runs: int = 20,
+    bench_warmup: int = 3,
+    bench_threads: int = 1,
+    train_threads: int | None = 1,
+    force: bool = False,
+    command_line: list[str] | None = None,
+    progress: bool | str | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> BuildResult:
     """Run the whole pipeline and write ``out_dir`` (see the module docstring).
 
     Pruning goal: ``ratio`` (fraction of channels removed, default 0.5 when no goal is given),
@@ -357,13 +388,17 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
     else:
         unknown = [f for f in formats if f not in available_formats]
         if unknown:
-            raise BuildError(f"formats {', '.join(unknown)} are not available; choose from "
-                             f"{', '.join(available_formats) or '(no exporter in this build)'}")
+            raise BuildError(
+                f"formats {', '.join(unknown)} are not available; choose from "
+                f"{', '.join(available_formats) or '(no exporter in this build)'}"
+            )
         missing_formats = []
         int8_asked = [f for f in formats if fmt_table.get(f).needs_quantized]
         if int8_asked and data is None and calib is None:
-            raise BuildError(f"formats {', '.join(int8_asked)} need calibration data; pass calib (--calib) or "
-                             "data (--data), e.g. --calib digits")
+            raise BuildError(
+                f"formats {', '.join(int8_asked)} need calibration data; pass calib (--calib) or "
+                "data (--data), e.g. --calib digits"
+            )
     if profile.deploy.precision == "fp16" and "onnx-int8" in formats:
         raise BuildError(f"target {profile.name} has no int8 path (fp16 only); drop onnx-int8 from the formats")
 
@@ -384,13 +419,21 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         "model": model if isinstance(model, str) else getattr(model, "edgeprune_spec", type(model).__name__),
         "target": profile.to_dict(),
         "seed": seed,
-        "settings": {"ratio": ratio, "budget_macs": budget_macs, "budget_latency_ms": budget_latency_ms,
-                     "max_acc_drop": max_acc_drop, "formats": list(formats), "importance": importance,
-                     "round_to": int(profile.deploy.channel_multiple), "recover_epochs": recover_epochs,
-                     "search_steps": search_steps, "scratch_epochs": scratch_epochs,
-                     "data": data if isinstance(data, str) or data is None else "object",
-                     "calib": calib if isinstance(calib, str) or calib is None else "object",
-                     "bench": {"runs": bench_runs, "warmup": bench_warmup, "threads": bench_threads}},
+        "settings": {
+            "ratio": ratio,
+            "budget_macs": budget_macs,
+            "budget_latency_ms": budget_latency_ms,
+            "max_acc_drop": max_acc_drop,
+            "formats": list(formats),
+            "importance": importance,
+            "round_to": int(profile.deploy.channel_multiple),
+            "recover_epochs": recover_epochs,
+            "search_steps": search_steps,
+            "scratch_epochs": scratch_epochs,
+            "data": data if isinstance(data, str) or data is None else "object",
+            "calib": calib if isinstance(calib, str) or calib is None else "object",
+            "bench": {"runs": bench_runs, "warmup": bench_warmup, "threads": bench_threads},
+        },
         "stages_ran": ran,
         "stages_skipped": skipped,
     }
@@ -398,8 +441,12 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
     cores = int(profile.cpu.cores)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _Stages(stage_mode, list(STAGES)) as bar, fsutil.atomic_dir(out) as tmp, _torch_threads(train_threads), \
-            tempfile.TemporaryDirectory(prefix="edgeprune-scratch-") as scratch:
+    with (
+        _Stages(stage_mode, list(STAGES)) as bar,
+        fsutil.atomic_dir(out) as tmp,
+        _torch_threads(train_threads),
+        tempfile.TemporaryDirectory(prefix="edgeprune-scratch-") as scratch,
+    ):
         tmp = Path(tmp)
         scratch = Path(scratch)
 
@@ -445,15 +492,18 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         input_shape = tuple(int(s) for s in input_shape)
         base.input_shape = input_shape
         if splits is not None and tuple(splits.input_shape) != input_shape:
-            raise BuildError(f"data {data} has samples of shape {tuple(splits.input_shape)} but the model takes "
-                             f"{input_shape}; resize the data or pick a matching model")
+            raise BuildError(
+                f"data {data} has samples of shape {tuple(splits.input_shape)} but the model takes "
+                f"{input_shape}; resize the data or pick a matching model"
+            )
         example = torch.zeros(1, *input_shape)
         try:
             with torch.no_grad():
                 base(example)
         except Exception as e:  # a model that cannot run its own input shape is bad input, not our bug
-            raise BuildError(f"model {report['model']} fails on an input of shape {tuple(example.shape)}: "
-                             f"{str(e).splitlines()[0]}") from None
+            raise BuildError(
+                f"model {report['model']} fails on an input of shape {tuple(example.shape)}: {str(e).splitlines()[0]}"
+            ) from None
         if bench_runs > 0 and export_mod is not None:
             # import the runtime now: a Ctrl-C that lands inside a C extension's import surfaces as
             # an ImportError instead of KeyboardInterrupt, and the user would see a bogus bug report
@@ -472,13 +522,22 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
 
         def stage_row(name, m, acc, precision, size_bytes, est=None):
             est = est or est_mod.estimate(m, profile, precision=precision, threads=cores)
-            row = {"name": name, "precision": precision, "params": _params(m), "macs": est.macs,
-                   "size_bytes": int(size_bytes),
-                   "accuracy": None if acc is None else {
-                       "metric": "top1", "value": acc,
-                       "delta_pts": None if base_acc is None else round(100.0 * (acc - base_acc), 4)},
-                   "estimate": {k: v for k, v in est.to_dict().items() if k != "layers"},
-                   "host_latency": None}
+            row = {
+                "name": name,
+                "precision": precision,
+                "params": _params(m),
+                "macs": est.macs,
+                "size_bytes": int(size_bytes),
+                "accuracy": None
+                if acc is None
+                else {
+                    "metric": "top1",
+                    "value": acc,
+                    "delta_pts": None if base_acc is None else round(100.0 * (acc - base_acc), 4),
+                },
+                "estimate": {k: v for k, v in est.to_dict().items() if k != "layers"},
+                "host_latency": None,
+            }
             stages.append(row)
             return row
 
@@ -501,17 +560,21 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             imp_calib = calib_splits.train if importance in DATA_IMPORTANCES and calib_splits is not None else None
 
             def make(r):
-                p = prune_mod.plan(base, (example,), ratio=r, importance=importance, round_to=round_to, seed=seed,
-                                   calib=imp_calib)
+                p = prune_mod.plan(
+                    base, (example,), ratio=r, importance=importance, round_to=round_to, seed=seed, calib=imp_calib
+                )
                 return p, prune_mod.apply(base, p)
 
             search_mod = _mod("edgeprune.prune.search", "search", "Budget")
             budgeted = ratio is None
-            use_adaptive = (budgeted and splits is not None and search_mod is not None and recover_epochs > 0
-                            and search != "bisect")
+            use_adaptive = (
+                budgeted and splits is not None and search_mod is not None and recover_epochs > 0 and search != "bisect"
+            )
             if budgeted and search == "adaptive" and not use_adaptive:
-                raise BuildError("search 'adaptive' needs data (--data), recovery epochs > 0 and "
-                                 "edgeprune.prune.search; use --search bisect")
+                raise BuildError(
+                    "search 'adaptive' needs data (--data), recovery epochs > 0 and "
+                    "edgeprune.prune.search; use --search bisect"
+                )
             if ratio is not None:
                 plan, pruned = make(ratio)
                 report["settings"]["chosen_ratio"] = ratio
@@ -519,58 +582,97 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 # sensitivity scan -> allocation -> prune/recover steps with back-off (H5's search);
                 # it recovers after every step, so the recover stage below has nothing left to do.
                 kind = "macs" if budget_macs is not None else "latency"
-                b = search_mod.Budget(kind=kind, value=float(budget_macs if kind == "macs" else budget_latency_ms),
-                                      target=target if isinstance(target, str) else profile.name,
-                                      precision=deploy_precision if deploy_precision in est_mod.PRECISIONS else "fp32",
-                                      threads=cores)
-                res = search_mod.search(base, splits, example, b,
-                                        max_acc_drop=1.0 if max_acc_drop is None else max_acc_drop,
-                                        steps=search_steps, importance=importance, round_to=round_to,
-                                        finetune_epochs=recover_epochs, seed=seed, progress=progress)
+                b = search_mod.Budget(
+                    kind=kind,
+                    value=float(budget_macs if kind == "macs" else budget_latency_ms),
+                    target=target if isinstance(target, str) else profile.name,
+                    precision=deploy_precision if deploy_precision in est_mod.PRECISIONS else "fp32",
+                    threads=cores,
+                )
+                res = search_mod.search(
+                    base,
+                    splits,
+                    example,
+                    b,
+                    max_acc_drop=1.0 if max_acc_drop is None else max_acc_drop,
+                    steps=search_steps,
+                    importance=importance,
+                    round_to=round_to,
+                    finetune_epochs=recover_epochs,
+                    seed=seed,
+                    progress=progress,
+                )
                 pruned, plan, adaptive_log = res.model, list(res.plans), res.log
                 limit = adaptive_log["budget"]["limit"]
                 report["settings"]["search"] = "adaptive"
-                report["budget"] = {"kind": "macs" if kind == "macs" else "latency_ms", "value": limit,
-                                    "achieved": res.best["cost"], "met": bool(res.met and res.best["cost"] <= limit),
-                                    "reason": res.reason}
+                report["budget"] = {
+                    "kind": "macs" if kind == "macs" else "latency_ms",
+                    "value": limit,
+                    "achieved": res.best["cost"],
+                    "met": bool(res.met and res.best["cost"] <= limit),
+                    "reason": res.reason,
+                }
                 report["search"] = _jsonable(adaptive_log)
                 for row in adaptive_log["steps"]:
                     if row.get("accepted"):
-                        search_points.append({"label": f"step {row['step']} (val)", "metric": row["val_recovered"],
-                                              "macs": row["cost"] if kind == "macs" else None,
-                                              "estimate_ms": row["cost"] if kind == "latency" else None})
+                        search_points.append(
+                            {
+                                "label": f"step {row['step']} (val)",
+                                "metric": row["val_recovered"],
+                                "macs": row["cost"] if kind == "macs" else None,
+                                "estimate_ms": row["cost"] if kind == "latency" else None,
+                            }
+                        )
                 if not plan:
                     plan = None
             else:
                 if budget_macs is not None:
+
                     def cost(m):
                         return float(est_mod.estimate(m, profile, precision="fp32", threads=cores).macs)
+
                     # <= 1 is a fraction of the unpruned model's MACs, > 1 an absolute count
                     budget = float(budget_macs) * base_est.macs if budget_macs <= 1 else float(budget_macs)
                 else:
+
                     def cost(m):
                         return est_mod.estimate(m, profile, precision=deploy_precision, threads=cores).total_ms
+
                     budget = float(budget_latency_ms)
                 r, plan, pruned, met, probes = _search_ratio(make, cost, budget, base, splits, models_mod)
                 report["settings"]["chosen_ratio"] = r
                 report["settings"]["search"] = "bisect"
-                report["budget"] = {"kind": "macs" if budget_macs is not None else "latency_ms",
-                                    "value": budget, "achieved": cost(pruned), "met": met,
-                                    "reason": "" if met else f"not reachable even at the maximum ratio {r:.2f}",
-                                    "search": probes}
+                report["budget"] = {
+                    "kind": "macs" if budget_macs is not None else "latency_ms",
+                    "value": budget,
+                    "achieved": cost(pruned),
+                    "met": met,
+                    "reason": "" if met else f"not reachable even at the maximum ratio {r:.2f}",
+                    "search": probes,
+                }
             if report.get("budget") and not report["budget"]["met"]:
-                bar.log(f"[yellow]warning:[/yellow] budget {report['budget']['value']:g} not met: "
-                        f"{report['budget']['reason']}")
+                bar.log(
+                    f"[yellow]warning:[/yellow] budget {report['budget']['value']:g} not met: "
+                    f"{report['budget']['reason']}"
+                )
             pruned.eval()
             if _channels(pruned) == _channels(base):
                 # nothing removed (ratio 0, or the unpruned model already meets the budget): no
                 # pruned stage to report, nothing to recover, the baseline is what ships
-                report["nothing_pruned"] = ("the unpruned model already meets the budget" if report.get("budget")
-                                            else "the ratio removes no channel")
+                report["nothing_pruned"] = (
+                    "the unpruned model already meets the budget"
+                    if report.get("budget")
+                    else "the ratio removes no channel"
+                )
                 pruned, plan, adaptive_log = base, None, None
             elif adaptive_log is None:
-                stage_row("pruned", pruned, _accuracy(models_mod, pruned, splits.test if splits is not None else None),
-                          "fp32", _params(pruned) * 4)
+                stage_row(
+                    "pruned",
+                    pruned,
+                    _accuracy(models_mod, pruned, splits.test if splits is not None else None),
+                    "fp32",
+                    _params(pruned) * 4,
+                )
             else:
                 stage_row("recovered", pruned, _accuracy(models_mod, pruned, splits.test), "fp32", _params(pruned) * 4)
         bar.done()
@@ -590,8 +692,9 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 skipped["recover"] = "edgeprune.recover is not available in this build"
             else:
                 stage("recover")
-                pruned, history = recover_mod.finetune(pruned, splits, epochs=recover_epochs, teacher=base, seed=seed,
-                                                       progress=progress)
+                pruned, history = recover_mod.finetune(
+                    pruned, splits, epochs=recover_epochs, teacher=base, seed=seed, progress=progress
+                )
                 pruned.eval()
                 stage_row("recovered", pruned, _accuracy(models_mod, pruned, splits.test), "fp32", _params(pruned) * 4)
         elif splits is not None and plan is not None:
@@ -612,20 +715,28 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
             bar.log(f"training the pruned shape from scratch for {scratch_epochs} epochs (comparison only)")
-            fresh, scratch_metrics = models_mod.train(fresh, splits, epochs=scratch_epochs, seed=seed,
-                                                      progress=progress)
+            fresh, scratch_metrics = models_mod.train(
+                fresh, splits, epochs=scratch_epochs, seed=seed, progress=progress
+            )
             scratch_acc = _accuracy(models_mod, fresh.eval(), splits.test)
             recovered_acc = _accuracy(models_mod, pruned, splits.test)
-            report["scratch"] = {"epochs": scratch_epochs, "top1": scratch_acc, "prune_recover_top1": recovered_acc,
-                                 "delta_pts": round(100.0 * (scratch_acc - recovered_acc), 4),
-                                 "reference": "Liu et al. 2019, Rethinking the Value of Network Pruning"}
+            report["scratch"] = {
+                "epochs": scratch_epochs,
+                "top1": scratch_acc,
+                "prune_recover_top1": recovered_acc,
+                "delta_pts": round(100.0 * (scratch_acc - recovered_acc), 4),
+                "reference": "Liu et al. 2019, Rethinking the Value of Network Pruning",
+            }
             stage("scratch")
 
         # ---- save
         bar.start("save", "model/")
         stage("save")
-        meta = {"stage": "recovered" if history else ("pruned" if plan is not None else "baseline"),
-                "target": profile.name, "seed": seed}
+        meta = {
+            "stage": "recovered" if history else ("pruned" if plan is not None else "baseline"),
+            "target": profile.name,
+            "seed": seed,
+        }
         io_mod.save(pruned, tmp / "model", plan=plan, metadata=meta)
         bar.done()
 
@@ -641,14 +752,25 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 formats = [f for f in formats if not fmt_table.get(f).needs_quantized]
             else:
                 stage("quantize")
-                quant_errors = tuple(getattr(quant_mod, n) for n in ("CalibrationError", "QuantizeError",
-                                                                      "Int8UnsupportedError") if hasattr(quant_mod, n))
+                quant_errors = tuple(
+                    getattr(quant_mod, n)
+                    for n in ("CalibrationError", "QuantizeError", "Int8UnsupportedError")
+                    if hasattr(quant_mod, n)
+                )
                 try:
-                    qmodel = quant_mod.quantize(pruned, calib_splits.train, method="percentile", per_channel=True,
-                                                target=profile, progress=progress)
+                    qmodel = quant_mod.quantize(
+                        pruned,
+                        calib_splits.train,
+                        method="percentile",
+                        per_channel=True,
+                        target=profile,
+                        progress=progress,
+                    )
                 except quant_errors as e:  # the model or the calibration data cannot give an int8 model
-                    raise BuildError(f"int8 quantization: {str(e).splitlines()[0]}; drop the int8 formats "
-                                     "(--formats onnx) or fix the calibration data") from None
+                    raise BuildError(
+                        f"int8 quantization: {str(e).splitlines()[0]}; drop the int8 formats "
+                        "(--formats onnx) or fix the calibration data"
+                    ) from None
                 q_acc = _accuracy(models_mod, qmodel.module, splits.test if splits is not None else None)
                 stage_row("int8", pruned, q_acc, "int8", _params(pruned))
         bar.done()
@@ -663,11 +785,13 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             fp_formats = [f for f in formats if not fmt_table.get(f).needs_quantized]
             q_formats = [f for f in formats if f not in fp_formats]
             if fp_formats:
-                artifacts.update(export_mod.export(pruned, tmp, formats=fp_formats, example_inputs=(example,),
-                                                   target=profile))
+                artifacts.update(
+                    export_mod.export(pruned, tmp, formats=fp_formats, example_inputs=(example,), target=profile)
+                )
             if q_formats and qmodel is not None:
-                artifacts.update(export_mod.export(qmodel, tmp, formats=q_formats, example_inputs=(example,),
-                                                   target=profile))
+                artifacts.update(
+                    export_mod.export(qmodel, tmp, formats=q_formats, example_inputs=(example,), target=profile)
+                )
         bar.done()
 
         # deployed artifact: what the target runs (int8 / fp16 file if written, else fp32 ONNX)
@@ -676,8 +800,11 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             fp16_path = artifacts["onnx-fp16"]
             stage_row("fp16", pruned, None, "fp16", fp16_path.stat().st_size)
         by_name = {s["name"]: s for s in stages}
-        for fmt, stage_name in (("onnx", "recovered" if "recovered" in by_name else "pruned"),
-                                ("onnx-int8", "int8"), ("onnx-fp16", "fp16")):
+        for fmt, stage_name in (
+            ("onnx", "recovered" if "recovered" in by_name else "pruned"),
+            ("onnx-int8", "int8"),
+            ("onnx-fp16", "fp16"),
+        ):
             if fmt in artifacts and stage_name in by_name:
                 by_name[stage_name]["artifact"] = artifacts[fmt].name
                 by_name[stage_name]["size_bytes"] = artifacts[fmt].stat().st_size
@@ -685,9 +812,12 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                     by_name[stage_name]["onnx_accuracy"] = _onnx_accuracy(artifacts[fmt], splits.test)
                     if stage_name == "fp16":
                         by_name[stage_name]["accuracy"] = {
-                            "metric": "top1", "value": by_name[stage_name]["onnx_accuracy"],
-                            "delta_pts": None if base_acc is None else
-                            round(100.0 * (by_name[stage_name]["onnx_accuracy"] - base_acc), 4)}
+                            "metric": "top1",
+                            "value": by_name[stage_name]["onnx_accuracy"],
+                            "delta_pts": None
+                            if base_acc is None
+                            else round(100.0 * (by_name[stage_name]["onnx_accuracy"] - base_acc), 4),
+                        }
 
         # ---- bench (host)
         bar.start("bench", f"host, {bench_runs} runs")
@@ -695,14 +825,24 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
             stage("bench")
             base_onnx = export_mod.export(base, scratch, formats=["onnx"], example_inputs=(example,))["onnx"]
             to_time = [("baseline", base_onnx)]
-            for fmt, stage_name in (("onnx", "recovered" if "recovered" in by_name else "pruned"),
-                                    ("onnx-int8", "int8"), ("onnx-fp16", "fp16")):
+            for fmt, stage_name in (
+                ("onnx", "recovered" if "recovered" in by_name else "pruned"),
+                ("onnx-int8", "int8"),
+                ("onnx-fp16", "fp16"),
+            ):
                 if fmt in artifacts and stage_name in by_name:
                     to_time.append((stage_name, artifacts[fmt]))
             for stage_name, path in to_time:
                 # isolated: each artifact's peak RSS is its own, not this torch-laden process's
-                res = bench_mod.bench(path, runtime="onnxruntime", threads=bench_threads, warmup=bench_warmup,
-                                      runs=bench_runs, layer_profile=False, isolate=True)
+                res = bench_mod.bench(
+                    path,
+                    runtime="onnxruntime",
+                    threads=bench_threads,
+                    warmup=bench_warmup,
+                    runs=bench_runs,
+                    layer_profile=False,
+                    isolate=True,
+                )
                 d = res.to_dict()
                 d["artifact"] = Path(path).name if stage_name != "baseline" else "unpruned model.onnx (not kept)"
                 by_name[stage_name]["host_latency"] = d
@@ -732,38 +872,61 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         before, after = _channels(base), _channels(pruned)
         report["layers"] = [{"name": n, "before": before[n], "after": after.get(n, before[n])} for n in before]
         plans = plan if isinstance(plan, list) else ([plan] if plan is not None else [])
-        report["plan"] = [p.to_dict() for p in plans] if isinstance(plan, list) else (
-            plan.to_dict() if plan is not None else None)
+        report["plan"] = (
+            [p.to_dict() for p in plans] if isinstance(plan, list) else (plan.to_dict() if plan is not None else None)
+        )
         report["recover_history"] = None if adaptive_log is not None else _jsonable(history)
         if search_points:
             # plots across steps: the unpruned model, each accepted search step (validation
             # metric), then the deployed stage (test metric)
             first, last = stages[0], stages[-1]
             report["steps"] = (
-                [{"label": "baseline", "macs": first["macs"], "metric": (first["accuracy"] or {}).get("value"),
-                  "estimate_ms": first["estimate"]["total_ms"]}]
+                [
+                    {
+                        "label": "baseline",
+                        "macs": first["macs"],
+                        "metric": (first["accuracy"] or {}).get("value"),
+                        "estimate_ms": first["estimate"]["total_ms"],
+                    }
+                ]
                 + search_points
-                + [{"label": last["name"], "macs": last["macs"], "metric": (last["accuracy"] or {}).get("value"),
-                    "estimate_ms": last["estimate"]["total_ms"]}])
+                + [
+                    {
+                        "label": last["name"],
+                        "macs": last["macs"],
+                        "metric": (last["accuracy"] or {}).get("value"),
+                        "estimate_ms": last["estimate"]["total_ms"],
+                    }
+                ]
+            )
         report["stages"] = stages
         final = stages[-1]
-        report["deployed"] = {"stage": final["name"],
-                              "artifact": artifacts[deployed_fmt].name if deployed_fmt else None,
-                              "precision": final["precision"]}
+        report["deployed"] = {
+            "stage": final["name"],
+            "artifact": artifacts[deployed_fmt].name if deployed_fmt else None,
+            "precision": final["precision"],
+        }
         if max_acc_drop is not None:
             final_acc = (final.get("accuracy") or {}).get("value")
             drop = 100.0 * (base_acc - final_acc) if final_acc is not None and base_acc is not None else None
-            report["gate"] = {"max_acc_drop": max_acc_drop, "drop_pts": None if drop is None else round(drop, 4),
-                              "stage": final["name"], "passed": drop is not None and drop <= max_acc_drop + 1e-9}
+            report["gate"] = {
+                "max_acc_drop": max_acc_drop,
+                "drop_pts": None if drop is None else round(drop, 4),
+                "stage": final["name"],
+                "passed": drop is not None and drop <= max_acc_drop + 1e-9,
+            }
         deploy: dict[str, Any] = {"notes": [], "bench": []}
         if deployed_fmt:
             art = artifacts[deployed_fmt].name
-            deploy["notes"].append(f"copy `{art}` to the {profile.name} and run it with one of: "
-                                   f"{', '.join(profile.deploy.runtimes)}")
+            deploy["notes"].append(
+                f"copy `{art}` to the {profile.name} and run it with one of: {', '.join(profile.deploy.runtimes)}"
+            )
             flags = f"--runtime onnxruntime --threads {cores} --target {profile.name} --json bench-{profile.name}.json"
             deploy["bench"].append(f"edgeprune bench {art} {flags}")
-            deploy["bench"].append(f"# without torch on the device (numpy + onnxruntime + edgeprune only):\n"
-                                   f"python -m edgeprune.cli.bench {art} {flags}")
+            deploy["bench"].append(
+                f"# without torch on the device (numpy + onnxruntime + edgeprune only):\n"
+                f"python -m edgeprune.cli.bench {art} {flags}"
+            )
             trt_art = artifacts.get("onnx-int8") or artifacts.get("onnx-fp16") or artifacts.get("onnx")
             trt = None
             if trt_art is not None:
@@ -773,9 +936,13 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
                 deploy["trtexec"] = trt
                 deploy["notes"].append(
                     f"TensorRT {profile.gpu.tensorrt} builds engines on the device only: `{trt_art.name}` is "
-                    + ("int8 with symmetric Q/DQ (explicit quantization, no calibration cache needed)"
-                       if trt_art.name.endswith(".int8.onnx") else "the fp16 network (this GPU has no int8 path)")
-                    + "; the target estimates above are for the CPU, trtexec gives the GPU number")
+                    + (
+                        "int8 with symmetric Q/DQ (explicit quantization, no calibration cache needed)"
+                        if trt_art.name.endswith(".int8.onnx")
+                        else "the fp16 network (this GPU has no int8 path)"
+                    )
+                    + "; the target estimates above are for the CPU, trtexec gives the GPU number"
+                )
         report["deploy"] = deploy
         report["artifacts"] = {}  # filled below, once every file exists
         plots = report_mod.write_plots(report, tmp / "plots")
@@ -799,8 +966,11 @@ def build(model, target, out_dir, *, weights=None, trust_pickle: bool = False, d
         }
         for p in sorted(q for q in tmp.rglob("*") if q.is_file()):
             rel = str(p.relative_to(tmp))
-            manifest["files"][rel] = {"sha256": _sha256(p), "size_bytes": p.stat().st_size,
-                                      "timings": rel in TIMING_FILES}
+            manifest["files"][rel] = {
+                "sha256": _sha256(p),
+                "size_bytes": p.stat().st_size,
+                "timings": rel in TIMING_FILES,
+            }
         fsutil.write_json(tmp / "manifest.json", manifest)
         _publishable(tmp)
         bar.done()
@@ -848,4 +1018,3 @@ def _jsonable(obj):
 def summary(result: BuildResult) -> list[list[str]]:
     """The summary rows the CLI prints (same as report.md's table)."""
     return importlib.import_module("edgeprune.report").summary_rows(result.report)
-

@@ -8,6 +8,7 @@ Plots use matplotlib's Agg backend (no display needed) and are byte-deterministi
 same data (no timestamp or version metadata), so two identical builds hash the same; host
 timings never go into plots (they differ run to run), estimates and accuracies do.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,11 @@ def headline_text(report: dict[str, Any]) -> str | None:
     tname = (report.get("target") or {}).get("name", "the target")
     name, precision = last.get("name"), last.get("precision")
     what = name if name == precision else f"{name}, {precision}"
-    parts = [f"**Result:** the shipped model ({what}) has {100 * last['macs'] / base['macs']:.0f}% of the MACs"
-             if base.get("macs") else f"**Result:** the shipped model ({what})"]
+    parts = [
+        f"**Result:** the shipped model ({what}) has {100 * last['macs'] / base['macs']:.0f}% of the MACs"
+        if base.get("macs")
+        else f"**Result:** the shipped model ({what})"
+    ]
     acc = last.get("accuracy") or {}
     if acc.get("value") is not None and acc.get("delta_pts") is not None:
         parts.append(f"{100 * acc['value']:.2f}% top-1 ({acc['delta_pts']:+.2f} pts)")
@@ -99,8 +103,18 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
         acc, delta = _acc(s)
         host = (s.get("host_latency") or {}).get("median_ms")
         est = (s.get("estimate") or {}).get("total_ms")
-        rows.append([s.get("name", "?"), _fmt_int(s.get("params")), _fmt_int(s.get("macs")),
-                     _fmt_bytes(s.get("size_bytes")), acc, delta, _fmt_ms(host), _fmt_ms(est)])
+        rows.append(
+            [
+                s.get("name", "?"),
+                _fmt_int(s.get("params")),
+                _fmt_int(s.get("macs")),
+                _fmt_bytes(s.get("size_bytes")),
+                acc,
+                delta,
+                _fmt_ms(host),
+                _fmt_ms(est),
+            ]
+        )
     return rows
 
 
@@ -125,29 +139,42 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [headline, ""]
     lines += ["## Summary", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
-    lines += ["", "host ms: median measured on the build machine (ONNX Runtime); target ms: estimated for the target.",
-              "", f"Target latencies are **estimates** (`\"estimate\": true` in report.json: a calibrated "
-                  f"roofline for {tname}, not a measurement); host latencies are measured on the build machine. "
-                  "Run `edgeprune bench` on the device for real numbers.", ""]
+    lines += [
+        "",
+        "host ms: median measured on the build machine (ONNX Runtime); target ms: estimated for the target.",
+        "",
+        f'Target latencies are **estimates** (`"estimate": true` in report.json: a calibrated '
+        f"roofline for {tname}, not a measurement); host latencies are measured on the build machine. "
+        "Run `edgeprune bench` on the device for real numbers.",
+        "",
+    ]
 
     gate = report.get("gate")
     if gate:
         status = "passed" if gate.get("passed") else "FAILED"
-        lines += [f"Accuracy gate: drop {gate.get('drop_pts', 0):.2f} pts vs allowed "
-                  f"{gate.get('max_acc_drop')} pts: **{status}**.", ""]
+        lines += [
+            f"Accuracy gate: drop {gate.get('drop_pts', 0):.2f} pts vs allowed "
+            f"{gate.get('max_acc_drop')} pts: **{status}**.",
+            "",
+        ]
 
     lines += _pruning_section(report)
 
     host_rows = [(s["name"], s["host_latency"]) for s in report.get("stages", []) if s.get("host_latency")]
     if host_rows:
-        lines += ["## Host latency (measured)", "",
-                  "| stage | runtime | threads | init | first | mean | median | p90 | p99 | std | runs |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Host latency (measured)",
+            "",
+            "| stage | runtime | threads | init | first | mean | median | p90 | p99 | std | runs |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, h in host_rows:
-            lines.append(f"| {name} | {h.get('runtime_version', h.get('runtime'))} | {h.get('threads')} | "
-                         f"{_fmt_ms(h.get('init_ms'))} | {_fmt_ms(h.get('first_ms'))} | {_fmt_ms(h.get('mean_ms'))} | "
-                         f"{_fmt_ms(h.get('median_ms'))} | {_fmt_ms(h.get('p90_ms'))} | {_fmt_ms(h.get('p99_ms'))} | "
-                         f"{_fmt_ms(h.get('std_ms'))} | {h.get('runs')} |")
+            lines.append(
+                f"| {name} | {h.get('runtime_version', h.get('runtime'))} | {h.get('threads')} | "
+                f"{_fmt_ms(h.get('init_ms'))} | {_fmt_ms(h.get('first_ms'))} | {_fmt_ms(h.get('mean_ms'))} | "
+                f"{_fmt_ms(h.get('median_ms'))} | {_fmt_ms(h.get('p90_ms'))} | {_fmt_ms(h.get('p99_ms'))} | "
+                f"{_fmt_ms(h.get('std_ms'))} | {h.get('runs')} |"
+            )
         for name, h in host_rows:
             for w in h.get("warnings", []):
                 lines.append(f"- {name}: {w}")
@@ -155,27 +182,39 @@ def render_markdown(report: dict[str, Any]) -> str:
 
     est_rows = [(s["name"], s["estimate"]) for s in report.get("stages", []) if s.get("estimate")]
     if est_rows:
-        lines += [f"## Estimated latency on {tname}", "", "| stage | precision | threads | total ms | by kind (ms) |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"## Estimated latency on {tname}",
+            "",
+            "| stage | precision | threads | total ms | by kind (ms) |",
+            "|---|---|---|---|---|",
+        ]
         for name, e in est_rows:
             kinds = ", ".join(f"{k} {v:.2f}" for k, v in (e.get("by_kind_ms") or {}).items())
-            lines.append(f"| {name} | {e.get('precision')} | {e.get('threads')} | {_fmt_ms(e.get('total_ms'))} "
-                         f"| {kinds} |")
+            lines.append(
+                f"| {name} | {e.get('precision')} | {e.get('threads')} | {_fmt_ms(e.get('total_ms'))} | {kinds} |"
+            )
         lines.append("")
 
     te = report.get("target_estimate") or {}
     if te.get("layers"):
         slow = sorted(te["layers"], key=lambda r: -r["ms"])[:8]
-        lines += [f"Slowest layers of the shipped model on {tname} (estimate, {te.get('precision')}, "
-                  f"{te.get('threads')} threads, total {_fmt_ms(te.get('total_ms'))} ms):", "",
-                  "| layer | kind | MACs | ms | bound by |", "|---|---|---|---|---|"]
+        lines += [
+            f"Slowest layers of the shipped model on {tname} (estimate, {te.get('precision')}, "
+            f"{te.get('threads')} threads, total {_fmt_ms(te.get('total_ms'))} ms):",
+            "",
+            "| layer | kind | MACs | ms | bound by |",
+            "|---|---|---|---|---|",
+        ]
         for r in slow:
             lines.append(f"| {r['name']} | {r['kind']} | {_fmt_int(r['macs'])} | {r['ms']:.4f} | {r['bound']} |")
         lines.append("")
     gpu = report.get("target_estimate_gpu")
     if gpu:
-        lines += [f"GPU ({gpu.get('precision')}, TensorRT-style roofline, **uncalibrated**): "
-                  f"{_fmt_ms(gpu.get('total_ms'))} ms.", ""]
+        lines += [
+            f"GPU ({gpu.get('precision')}, TensorRT-style roofline, **uncalibrated**): "
+            f"{_fmt_ms(gpu.get('total_ms'))} ms.",
+            "",
+        ]
 
     layers = report.get("layers") or []
     if layers:
@@ -218,39 +257,52 @@ def _pruning_section(report: dict[str, Any]) -> list[str]:
     lines = ["## Pruning", ""]
     if budget:
         unit = "MACs" if budget.get("kind") == "macs" else "ms (estimated)"
-        lines.append(f"Goal: {budget.get('kind')} budget {budget.get('value'):.6g} {unit}; achieved "
-                     f"{budget.get('achieved'):.6g}: **{'met' if budget.get('met') else 'NOT met'}**"
-                     + (f" ({budget['reason']})" if budget.get("reason") else "") + ".")
+        lines.append(
+            f"Goal: {budget.get('kind')} budget {budget.get('value'):.6g} {unit}; achieved "
+            f"{budget.get('achieved'):.6g}: **{'met' if budget.get('met') else 'NOT met'}**"
+            + (f" ({budget['reason']})" if budget.get("reason") else "")
+            + "."
+        )
     elif settings.get("ratio") is not None:
         lines.append(f"Goal: remove {100 * settings['ratio']:.0f}% of the channels (global ranking).")
     if report.get("nothing_pruned"):
         lines.append(f"Nothing was pruned: {report['nothing_pruned']}.")
     how = settings.get("search")
     if how == "adaptive":
-        lines.append("Method: adaptive search (sensitivity scan per channel group, allocation to the budget, "
-                     "prune + recover steps with back-off on the accuracy limit).")
+        lines.append(
+            "Method: adaptive search (sensitivity scan per channel group, allocation to the budget, "
+            "prune + recover steps with back-off on the accuracy limit)."
+        )
     elif how == "bisect":
         lines.append(f"Method: one global ratio found by bisection on the cost: {settings.get('chosen_ratio'):.4f}.")
     if settings.get("importance"):
-        lines.append(f"Importance: {settings['importance']}; channel counts rounded to multiples of "
-                     f"{settings.get('round_to')}; recovery epochs: {settings.get('recover_epochs')}.")
+        lines.append(
+            f"Importance: {settings['importance']}; channel counts rounded to multiples of "
+            f"{settings.get('round_to')}; recovery epochs: {settings.get('recover_epochs')}."
+        )
     sc = report.get("scratch")
     if sc:
-        lines.append(f"The pruned shape trained from scratch ({sc['epochs']} epochs) reaches {100 * sc['top1']:.2f}% "
-                     f"top-1 against {100 * sc['prune_recover_top1']:.2f}% for prune + recover "
-                     f"({sc['delta_pts']:+.2f} pts; {sc['reference']}).")
+        lines.append(
+            f"The pruned shape trained from scratch ({sc['epochs']} epochs) reaches {100 * sc['top1']:.2f}% "
+            f"top-1 against {100 * sc['prune_recover_top1']:.2f}% for prune + recover "
+            f"({sc['delta_pts']:+.2f} pts; {sc['reference']})."
+        )
     lines.append("")
     steps = (report.get("search") or {}).get("steps") or []
     if steps:
-        lines += ["| step | fraction | cost | val before recovery | val after | drop pts | accepted |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| step | fraction | cost | val before recovery | val after | drop pts | accepted |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in steps:
             if "skipped" in row:
                 lines.append(f"| {row['step']} | {row.get('fraction', 0):.3f} | - | - | - | - | skipped |")
                 continue
-            lines.append(f"| {row['step']} | {row['fraction']:.3f} | {row['cost']:.6g} | "
-                         f"{100 * row['val_pruned']:.2f}% | {100 * row['val_recovered']:.2f}% | "
-                         f"{row['drop_points']:.2f} | {'yes' if row['accepted'] else 'no'} |")
+            lines.append(
+                f"| {row['step']} | {row['fraction']:.3f} | {row['cost']:.6g} | "
+                f"{100 * row['val_pruned']:.2f}% | {100 * row['val_recovered']:.2f}% | "
+                f"{row['drop_points']:.2f} | {'yes' if row['accepted'] else 'no'} |"
+            )
         lines.append("")
     return lines
 
@@ -274,8 +326,10 @@ def write_plots(report: dict[str, Any], plot_dir) -> dict[str, Path]:
     written: dict[str, Path] = {}
     target = (report.get("target") or {}).get("name", "target")
 
-    for fname, key, xlabel in (("metric_vs_macs.png", "macs", "MACs (M)"),
-                               ("metric_vs_latency.png", "estimate_ms", f"estimated latency on {target} (ms)")):
+    for fname, key, xlabel in (
+        ("metric_vs_macs.png", "macs", "MACs (M)"),
+        ("metric_vs_latency.png", "estimate_ms", f"estimated latency on {target} (ms)"),
+    ):
         pts = [p for p in points if p.get(key) is not None and p.get("metric") is not None]
         if not pts:
             continue
@@ -294,8 +348,9 @@ def write_plots(report: dict[str, Any], plot_dir) -> dict[str, Path]:
             ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{report.get('model', '')}: accuracy vs {'MACs' if key == 'macs' else 'estimated latency'}",
-                     fontsize=9)
+        ax.set_title(
+            f"{report.get('model', '')}: accuracy vs {'MACs' if key == 'macs' else 'estimated latency'}", fontsize=9
+        )
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
         written[fname] = _save(fig, plot_dir / fname)
@@ -320,13 +375,25 @@ def _points(report) -> list[dict[str, Any]]:
     """Search steps when the build recorded them, else one point per stage."""
     steps = report.get("steps") or []
     if steps:
-        return [{"label": str(s.get("label", s.get("step", i))), "macs": s.get("macs"), "metric": s.get("metric"),
-                 "estimate_ms": s.get("estimate_ms")} for i, s in enumerate(steps)]
+        return [
+            {
+                "label": str(s.get("label", s.get("step", i))),
+                "macs": s.get("macs"),
+                "metric": s.get("metric"),
+                "estimate_ms": s.get("estimate_ms"),
+            }
+            for i, s in enumerate(steps)
+        ]
     pts = []
     for s in report.get("stages", []):
-        pts.append({"label": s.get("name", "?"), "macs": s.get("macs"),
-                    "metric": (s.get("accuracy") or {}).get("value"),
-                    "estimate_ms": (s.get("estimate") or {}).get("total_ms")})
+        pts.append(
+            {
+                "label": s.get("name", "?"),
+                "macs": s.get("macs"),
+                "metric": (s.get("accuracy") or {}).get("value"),
+                "estimate_ms": (s.get("estimate") or {}).get("total_ms"),
+            }
+        )
     return pts
 
 

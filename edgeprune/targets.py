@@ -1,4 +1,4 @@
-"""Device profiles: ``targets/*.toml`` -> frozen ``TargetProfile`` (DESIGN.md section 6).
+"""Device profiles: ``targets/*.toml`` -> frozen ``TargetProfile`` (docs/targets.md).
 
 Consumes: a built-in profile name (``rpi4``, ``rpi5``, ``jetson-nano``, ``jetson-orin-nano``,
 ``x86-avx2``, ``x86-avx512-vnni``) or a path to a TOML file with the same schema.
@@ -12,6 +12,7 @@ naming the file and the dotted field, e.g. ``targets/x.toml: unknown field 'cpu.
 Built-in profiles are looked up in ``edgeprune/profiles/`` (where an installed wheel keeps
 them) and else in the repository's ``targets/`` directory next to the package.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-__all__ = ["TargetProfile", "CPU", "Memory", "Peak", "GPU", "Deploy", "load", "names", "profile_dirs",
-           "PRECISIONS"]
+__all__ = ["TargetProfile", "CPU", "Memory", "Peak", "GPU", "Deploy", "load", "names", "profile_dirs", "PRECISIONS"]
 
 PRECISIONS = ("int8", "fp16", "fp32")
 
@@ -104,18 +104,37 @@ class TargetProfile:
 # Schema: field -> (kind, required). kinds: "str", "int+", "num+", "strlist", "precision".
 _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     "": {"name": ("str", True), "description": ("str", True)},
-    "cpu": {"arch": ("str", True), "uarch": ("str", True), "cores": ("int+", True), "freq_ghz": ("num+", True),
-            "features": ("strlist", True), "qemu_cpu": ("str", True)},
+    "cpu": {
+        "arch": ("str", True),
+        "uarch": ("str", True),
+        "cores": ("int+", True),
+        "freq_ghz": ("num+", True),
+        "features": ("strlist", True),
+        "qemu_cpu": ("str", True),
+    },
     "memory": {"ram_gb": ("num+", True), "bandwidth_gbs": ("num+", True)},
     "peak": {"fp32_gflops_per_core": ("num+", True), "int8_gops_per_core": ("num+", True)},
-    "gpu": {"name": ("str", True), "fp16_tflops": ("num+", True), "int8_tops": ("num+", False),
-            "tensorrt": ("str", True)},
-    "deploy": {"formats": ("strlist", True), "precision": ("precision", True), "channel_multiple": ("int+", True),
-               "runtimes": ("strlist", True)},
+    "gpu": {
+        "name": ("str", True),
+        "fp16_tflops": ("num+", True),
+        "int8_tops": ("num+", False),
+        "tensorrt": ("str", True),
+    },
+    "deploy": {
+        "formats": ("strlist", True),
+        "precision": ("precision", True),
+        "channel_multiple": ("int+", True),
+        "runtimes": ("strlist", True),
+    },
 }
 _SECTIONS_REQUIRED = {"cpu", "memory", "peak", "deploy"}
-_KIND_TEXT = {"str": "a string", "int+": "a positive integer", "num+": "a positive number",
-              "strlist": "a list of strings", "precision": f"one of {', '.join(PRECISIONS)}"}
+_KIND_TEXT = {
+    "str": "a string",
+    "int+": "a positive integer",
+    "num+": "a positive number",
+    "strlist": "a list of strings",
+    "precision": f"one of {', '.join(PRECISIONS)}",
+}
 
 
 def _check(value: Any, kind: str, where: str, field: str) -> Any:
@@ -174,10 +193,14 @@ def _validate(raw: dict[str, Any], where: str) -> TargetProfile:
         sections[section] = out
     top = sections[""]
     return TargetProfile(
-        name=top["name"], description=top["description"],
-        cpu=CPU(**sections["cpu"]), memory=Memory(**sections["memory"]), peak=Peak(**sections["peak"]),
+        name=top["name"],
+        description=top["description"],
+        cpu=CPU(**sections["cpu"]),
+        memory=Memory(**sections["memory"]),
+        peak=Peak(**sections["peak"]),
         gpu=GPU(**sections["gpu"]) if "gpu" in sections else None,
-        deploy=Deploy(**sections["deploy"]), source=where,
+        deploy=Deploy(**sections["deploy"]),
+        source=where,
     )
 
 
@@ -223,5 +246,7 @@ def load(name_or_path: str | os.PathLike | TargetProfile) -> TargetProfile:
         p = d / f"{s}.toml"
         if p.is_file():
             return load_file(p)
-    raise ValueError(f"unknown target {s!r}; built-in targets: {', '.join(names()) or 'none found'} "
-                     "(or pass the path of a .toml profile)")
+    raise ValueError(
+        f"unknown target {s!r}; built-in targets: {', '.join(names()) or 'none found'} "
+        "(or pass the path of a .toml profile)"
+    )

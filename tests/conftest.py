@@ -14,6 +14,7 @@ Consumes: the shipped digits data and the demo CNN. Produces fixtures:
 It also sets EDGEPRUNE_MIN_MACS_PER_THREAD=0 for the whole run (see below).
 Other engineers add fixtures in their own ``tests/python/conftest_*.py`` modules.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,15 @@ def _source_hash() -> str:
 
     h = hashlib.sha256()
     pkg = ROOT / "edgeprune"
-    files = sorted([*(pkg / "models").rglob("*.py"), *(pkg / "data").rglob("*.py"),
-                    pkg / "data" / "digits.npz", pkg / "io.py", pkg / "fsutil.py"])
+    files = sorted(
+        [
+            *(pkg / "models").rglob("*.py"),
+            *(pkg / "data").rglob("*.py"),
+            pkg / "data" / "digits.npz",
+            pkg / "io.py",
+            pkg / "fsutil.py",
+        ]
+    )
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode())
         h.update(f.read_bytes())

@@ -50,25 +50,32 @@ ep_status guard(F&& f) {
 
 ep::Act act_of(ep_activation a) {
   switch (a) {
-    case EP_ACT_NONE: return ep::Act::none;
-    case EP_ACT_RELU: return ep::Act::relu;
-    case EP_ACT_RELU6: return ep::Act::relu6;
+    case EP_ACT_NONE:
+      return ep::Act::none;
+    case EP_ACT_RELU:
+      return ep::Act::relu;
+    case EP_ACT_RELU6:
+      return ep::Act::relu6;
   }
   throw std::invalid_argument("activation must be EP_ACT_NONE, EP_ACT_RELU or EP_ACT_RELU6");
 }
 
 ep::SparseKernel kernel_of(ep_kernel k) {
   switch (k) {
-    case EP_KERNEL_AUTO: return ep::SparseKernel::automatic;
-    case EP_KERNEL_SPARSE: return ep::SparseKernel::sparse;
-    case EP_KERNEL_DENSE: return ep::SparseKernel::dense;
+    case EP_KERNEL_AUTO:
+      return ep::SparseKernel::automatic;
+    case EP_KERNEL_SPARSE:
+      return ep::SparseKernel::sparse;
+    case EP_KERNEL_DENSE:
+      return ep::SparseKernel::dense;
   }
   throw std::invalid_argument("kernel must be EP_KERNEL_AUTO, EP_KERNEL_SPARSE or EP_KERNEL_DENSE");
 }
 
 void check_shape(const void* weight, int64_t m, int64_t k) {
   if (!weight) throw std::invalid_argument("weight is NULL");
-  if (m <= 0 || k <= 0) throw std::invalid_argument("out_features and in_features must be positive");
+  if (m <= 0 || k <= 0)
+    throw std::invalid_argument("out_features and in_features must be positive");
   if (m > (int64_t(1) << 31) / k) throw std::invalid_argument("weight has more than 2^31 entries");
 }
 
@@ -96,19 +103,20 @@ const char* ep_selected_isa(void) {
 
 const char* ep_last_error(void) { return g_error.c_str(); }
 
-ep_status ep_linear_create(const float* weight, int64_t m, int64_t k, const float* bias, ep_activation activation,
-                           int block, ep_kernel kernel, ep_linear** out) {
+ep_status ep_linear_create(const float* weight, int64_t m, int64_t k, const float* bias,
+                           ep_activation activation, int block, ep_kernel kernel, ep_linear** out) {
   return guard([&] {
     if (!out) throw std::invalid_argument("out is NULL");
     *out = nullptr;
     check_shape(weight, m, k);
-    if (block != 0 && block != 1 && block != 4) throw std::invalid_argument("block must be 0 (dense), 1 or 4");
+    if (block != 0 && block != 1 && block != 4)
+      throw std::invalid_argument("block must be 0 (dense), 1 or 4");
     auto layer = std::make_unique<ep_linear>();
     if (block == 0)
       layer->dense = std::make_unique<ep::DenseLinear>(weight, m, k, bias, act_of(activation));
     else
-      layer->sparse = std::make_unique<ep::SparseLinear>(weight, m, k, bias, block, act_of(activation),
-                                                         kernel_of(kernel));
+      layer->sparse = std::make_unique<ep::SparseLinear>(weight, m, k, bias, block,
+                                                         act_of(activation), kernel_of(kernel));
     *out = layer.release();
     return EP_OK;
   });
@@ -117,40 +125,47 @@ ep_status ep_linear_create(const float* weight, int64_t m, int64_t k, const floa
 ep_status ep_linear_run(const ep_linear* layer, const float* x, int64_t n, float* y, int threads) {
   return guard([&] {
     check_run(layer, x, n, y, threads);
-    if (layer->dense) layer->dense->forward(x, n, y, threads);
-    else layer->sparse->forward(x, n, y, threads);
+    if (layer->dense)
+      layer->dense->forward(x, n, y, threads);
+    else
+      layer->sparse->forward(x, n, y, threads);
     return EP_OK;
   });
 }
 
-ep_status ep_linear_run_kn(const ep_linear* layer, const float* x, int64_t n, float* y, int threads) {
+ep_status ep_linear_run_kn(const ep_linear* layer, const float* x, int64_t n, float* y,
+                           int threads) {
   return guard([&] {
     check_run(layer, x, n, y, threads);
-    if (layer->dense) layer->dense->forward_kn(x, n, y, threads);
-    else layer->sparse->forward_kn(x, n, y, threads);
+    if (layer->dense)
+      layer->dense->forward_kn(x, n, y, threads);
+    else
+      layer->sparse->forward_kn(x, n, y, threads);
     return EP_OK;
   });
 }
 
 void ep_linear_destroy(ep_linear* layer) { delete layer; }
 
-ep_status ep_qlinear_create(const float* weight, int64_t m, int64_t k, const float* bias, float input_scale,
-                            int32_t input_zero_point, float output_scale, int32_t output_zero_point,
-                            ep_activation activation, ep_kernel kernel, ep_qlinear** out) {
+ep_status ep_qlinear_create(const float* weight, int64_t m, int64_t k, const float* bias,
+                            float input_scale, int32_t input_zero_point, float output_scale,
+                            int32_t output_zero_point, ep_activation activation, ep_kernel kernel,
+                            ep_qlinear** out) {
   return guard([&] {
     if (!out) throw std::invalid_argument("out is NULL");
     *out = nullptr;
     check_shape(weight, m, k);
     auto layer = std::make_unique<ep_qlinear>();
-    layer->q = std::make_unique<ep::QLinear>(weight, m, k, bias, input_scale, input_zero_point, output_scale,
-                                             output_zero_point, act_of(activation), kernel_of(kernel),
-                                             ep::selected_isa());
+    layer->q = std::make_unique<ep::QLinear>(weight, m, k, bias, input_scale, input_zero_point,
+                                             output_scale, output_zero_point, act_of(activation),
+                                             kernel_of(kernel), ep::selected_isa());
     *out = layer.release();
     return EP_OK;
   });
 }
 
-ep_status ep_qlinear_run(const ep_qlinear* layer, const int8_t* x, int64_t n, int8_t* y, int threads) {
+ep_status ep_qlinear_run(const ep_qlinear* layer, const int8_t* x, int64_t n, int8_t* y,
+                         int threads) {
   return guard([&] {
     check_run(layer, x, n, y, threads);
     layer->q->forward(x, n, y, threads);
@@ -158,7 +173,8 @@ ep_status ep_qlinear_run(const ep_qlinear* layer, const int8_t* x, int64_t n, in
   });
 }
 
-ep_status ep_qlinear_run_kn(const ep_qlinear* layer, const int8_t* x, int64_t n, int8_t* y, int threads) {
+ep_status ep_qlinear_run_kn(const ep_qlinear* layer, const int8_t* x, int64_t n, int8_t* y,
+                            int threads) {
   return guard([&] {
     check_run(layer, x, n, y, threads);
     layer->q->forward_kn(x, n, y, threads);

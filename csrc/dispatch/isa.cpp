@@ -29,11 +29,16 @@ namespace ep {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::reference: return "reference";
-    case Isa::avx2: return "avx2";
-    case Isa::avx512: return "avx512";
-    case Isa::neon: return "neon";
-    case Isa::neon_dotprod: return "neon-dotprod";
+    case Isa::reference:
+      return "reference";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx512:
+      return "avx512";
+    case Isa::neon:
+      return "neon";
+    case Isa::neon_dotprod:
+      return "neon-dotprod";
   }
   return "unknown";
 }
@@ -50,9 +55,12 @@ bool isa_from_name(const std::string& name, Isa* out) {
 
 Isa isa_parent(Isa isa) {
   switch (isa) {
-    case Isa::avx512: return Isa::avx2;
-    case Isa::neon_dotprod: return Isa::neon;
-    default: return Isa::reference;
+    case Isa::avx512:
+      return Isa::avx2;
+    case Isa::neon_dotprod:
+      return Isa::neon;
+    default:
+      return Isa::reference;
   }
 }
 
@@ -167,12 +175,16 @@ IsaSet compiled_isas() {
 static bool cpu_supports(Isa isa) {
   const CpuFeatures& f = cpu_features();
   switch (isa) {
-    case Isa::reference: return true;
-    case Isa::avx2: return f.avx2 && f.fma && f.os_avx;
+    case Isa::reference:
+      return true;
+    case Isa::avx2:
+      return f.avx2 && f.fma && f.os_avx;
     case Isa::avx512:
       return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni && f.os_avx512;
-    case Isa::neon: return f.asimd;
-    case Isa::neon_dotprod: return f.asimd && f.asimddp;
+    case Isa::neon:
+      return f.asimd;
+    case Isa::neon_dotprod:
+      return f.asimd && f.asimddp;
   }
   return false;
 }
@@ -207,13 +219,13 @@ static Isa choose() {
                                " is not a kernel path; use one of reference, avx2, avx512, neon, "
                                "neon-dotprod");
     if (!(compiled_isas() & IsaSet(want)))
-      throw std::runtime_error(std::string("EDGEPRUNE_ISA=") + env +
-                               " is not compiled into this build (compiled: " +
-                               join(isa_names(compiled_isas())) + "); unset it or pick one of those");
+      throw std::runtime_error(
+          std::string("EDGEPRUNE_ISA=") + env + " is not compiled into this build (compiled: " +
+          join(isa_names(compiled_isas())) + "); unset it or pick one of those");
     if (!cpu_supports(want))
-      throw std::runtime_error(std::string("EDGEPRUNE_ISA=") + env +
-                               " is not supported by this CPU (supported: " +
-                               join(isa_names(supported_isas())) + "); unset it or pick one of those");
+      throw std::runtime_error(
+          std::string("EDGEPRUNE_ISA=") + env + " is not supported by this CPU (supported: " +
+          join(isa_names(supported_isas())) + "); unset it or pick one of those");
     chosen = want;
   } else {
     for (Isa isa : kAllIsas)  // ascending order, so the last supported one wins
@@ -222,8 +234,8 @@ static Isa choose() {
   const char* log = std::getenv("EDGEPRUNE_LOG");
   if (log && *log && std::string(log) != "0")
     std::fprintf(stderr, "edgeprune: kernel path %s (%s; compiled %s; cpu %s)\n", isa_name(chosen),
-                 env && *env ? "forced by EDGEPRUNE_ISA" : "auto", join(isa_names(compiled_isas())).c_str(),
-                 join(cpu_features().names()).c_str());
+                 env && *env ? "forced by EDGEPRUNE_ISA" : "auto",
+                 join(isa_names(compiled_isas())).c_str(), join(cpu_features().names()).c_str());
   return chosen;
 }
 

@@ -25,7 +25,7 @@ using IsaSet = uint32_t;
 inline constexpr Isa kAllIsas[] = {Isa::reference, Isa::avx2, Isa::avx512, Isa::neon,
                                    Isa::neon_dotprod};
 
-const char* isa_name(Isa isa);           // "reference", "avx2", "avx512", "neon", "neon-dotprod"
+const char* isa_name(Isa isa);  // "reference", "avx2", "avx512", "neon", "neon-dotprod"
 bool isa_from_name(const std::string& name, Isa* out);
 
 // The "parent" whose kernels an ISA inherits when it has no kernel of its own for an entry

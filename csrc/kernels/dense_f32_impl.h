@@ -49,7 +49,8 @@ void dense_driver(const ep::DenseF32Args& p) {
           } else if (first) {
             if (!p.bias_per_row)  // a partial panel of a per-column bias
               for (int r = 0; r < R; ++r)
-                for (int j = 0; j < NR; ++j) init[r * NR + j] = !p.bias || j >= w ? 0.0f : p.bias[j0 + j];
+                for (int j = 0; j < NR; ++j)
+                  init[r * NR + j] = !p.bias || j >= w ? 0.0f : p.bias[j0 + j];
             src = init;
             lds = NR;
           } else if (w == NR) {

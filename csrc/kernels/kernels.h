@@ -27,7 +27,7 @@ static inline void act_bounds(Act act, float* lo, float* hi) {
 struct DenseF32Args {
   const float* a = nullptr;
   int64_t lda = 0;
-  const float* b = nullptr;   // unpacked B(k, j) = b[k * b_sk + j * b_sm] (read by the reference)
+  const float* b = nullptr;  // unpacked B(k, j) = b[k * b_sk + j * b_sm] (read by the reference)
   int64_t b_sk = 0, b_sm = 0;
   const float* bp = nullptr;  // B packed by pack_dense_f32 with the kernel's tile (optimised paths)
   const float* bias = nullptr;
@@ -40,8 +40,8 @@ struct DenseF32Args {
 
 // Panels of `tile` columns, zero padded: out[p][k][j] = B(k, p*tile + j). Size: packed_dense_size.
 int64_t packed_dense_size(int64_t depth, int64_t cols, int tile);
-void pack_dense_f32(const float* b, int64_t b_sk, int64_t b_sm, int64_t depth, int64_t cols, int tile,
-                    float* out);
+void pack_dense_f32(const float* b, int64_t b_sk, int64_t b_sm, int64_t depth, int64_t cols,
+                    int tile, float* out);
 
 // XNNPACK-style sparse weights W[M, K] (zeros are pruned), in row blocks of `block` (1 or 4)
 // output channels sharing one pattern of input channels. Per block, in stream order:
@@ -92,12 +92,13 @@ constexpr int64_t kDefaultL1Bytes = 32 * 1024;
 // and runs each block over all of them (block-major), reading the stream once per call.
 constexpr int64_t kBlockMajorBytes = 512 * 1024;
 struct SpmmTilePlan {
-  // strip: floats per row of a tile's copy of X (3 or 4 vectors); tiles = 0: no plan; kt: channels a tile
+  // strip: floats per row of a tile's copy of X (3 or 4 vectors); tiles = 0: no plan; kt: channels
+  // a tile
   int64_t m = 0, k = 0, strip = 0, tiles = 0, kt = 0, rows = 0;
   std::vector<int32_t> counts;
   std::vector<uint16_t> offsets;
   std::vector<float> values;
-  std::vector<float> bias;  // per output row
+  std::vector<float> bias;             // per output row
   std::vector<int64_t> block_entries;  // per block of rows, its first entry; then the total
 };
 // For a b1 stream, a kernel with `lanes` floats per vector (its kernels.inc tile; strips of 3 or
@@ -111,14 +112,15 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_byt
 // there is at least one vector of columns, and the plan pays: at least 3 stream entries per
 // input channel (its copy of X) and 5 per row and tile (each row's start and end in every tile).
 // Measured on AVX2 and AVX-512 at 95-99 % on 256x256x784, 3072x768x128 and 64x512x3136 with X 16
-// bytes past a cache line, as numpy's large arrays are: the rule picks the faster side or one within 5 %, where the earlier rule on entries
-// per channel alone (8 at 64 columns, 16 at 32) walked 1.3-1.5x slower at 95-97 % on
-// 256x256x784 and tiled 1.3x slower at 99 % on 3072x768x128. (With X on a cache line the walk's
-// loads do not split lines, and it wins from about 97 %.)
-inline bool spmm_plan_applies(const SpmmTilePlan* plan, int64_t m, int64_t k, int64_t n, int64_t entries,
-                              int64_t lanes) {
-  return plan && plan->tiles >= 1 && (plan->strip == 3 * lanes || plan->strip == 4 * lanes) && plan->k == k &&
-         plan->m == m && n >= lanes && entries >= 3 * k && entries >= 5 * m * plan->tiles;
+// bytes past a cache line, as numpy's large arrays are: the rule picks the faster side or one
+// within 5 %, where the earlier rule on entries per channel alone (8 at 64 columns, 16 at 32)
+// walked 1.3-1.5x slower at 95-97 % on 256x256x784 and tiled 1.3x slower at 99 % on 3072x768x128.
+// (With X on a cache line the walk's loads do not split lines, and it wins from about 97 %.)
+inline bool spmm_plan_applies(const SpmmTilePlan* plan, int64_t m, int64_t k, int64_t n,
+                              int64_t entries, int64_t lanes) {
+  return plan && plan->tiles >= 1 && (plan->strip == 3 * lanes || plan->strip == 4 * lanes) &&
+         plan->k == k && plan->m == m && n >= lanes && entries >= 3 * k &&
+         entries >= 5 * m * plan->tiles;
 }
 
 // The strip (floats) a SIMD b1 kernel with vectors of `lanes` floats runs n columns with, from a
@@ -167,9 +169,9 @@ struct SpmmF32Args {
 struct GemmS8Args {
   const int8_t* a = nullptr;
   int64_t lda = 0;
-  const int8_t* b = nullptr;   // unpacked W[cols, depth] row-major (read by the reference)
+  const int8_t* b = nullptr;  // unpacked W[cols, depth] row-major (read by the reference)
   int64_t ldb = 0;
-  const int8_t* bp = nullptr;  // W packed by pack_gemm_s8 with the kernel's tile and k-group
+  const int8_t* bp = nullptr;       // W packed by pack_gemm_s8 with the kernel's tile and k-group
   const int32_t* bias = nullptr;    // per column: bias_q[j] - zp_in * colsum[j]
   const int32_t* colsum = nullptr;  // per column: sum_k W[j, k] (for paths that offset A)
   const float* scale = nullptr;     // per column: s_in * s_w[j] / s_out
@@ -234,10 +236,13 @@ static inline int8_t requant_s8(int32_t acc, float scale, int32_t zp_out, float 
 #include "kernels/kernels.inc"
 
 // Declarations: ep::<isa>::<name>(const Args&).
-#define EP_KERNEL_KIND(name, Args) struct name##_args { using type = Args; };
+#define EP_KERNEL_KIND(name, Args) \
+  struct name##_args {             \
+    using type = Args;             \
+  };
 #include "kernels/kernels.inc"
-#define EP_KERNEL(name, isa, tile) \
-  namespace isa {                  \
+#define EP_KERNEL(name, isa, tile)          \
+  namespace isa {                           \
   void name(const name##_args::type& args); \
   }
 #include "kernels/kernels.inc"

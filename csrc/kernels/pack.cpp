@@ -14,8 +14,8 @@ int64_t packed_dense_size(int64_t depth, int64_t cols, int tile) {
   return panels * tile * depth;
 }
 
-void pack_dense_f32(const float* b, int64_t b_sk, int64_t b_sm, int64_t depth, int64_t cols, int tile,
-                    float* out) {
+void pack_dense_f32(const float* b, int64_t b_sk, int64_t b_sm, int64_t depth, int64_t cols,
+                    int tile, float* out) {
   for (int64_t j0 = 0; j0 < cols; j0 += tile) {
     const int64_t w = std::min<int64_t>(tile, cols - j0);
     for (int64_t k = 0; k < depth; ++k) {
@@ -84,7 +84,8 @@ void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool trans
     for (int64_t q = 0; q < quads; ++q, xq += kQuadStrip * 4) {
       const bool full = 4 * q + 3 < k && s0 + kQuadStrip <= n;
       if (full && transposed) {  // 4 consecutive bytes of each input row
-        for (int64_t i = 0; i < kQuadStrip; ++i) __builtin_memcpy(xq + i * 4, x + (s0 + i) * ld + 4 * q, 4);
+        for (int64_t i = 0; i < kQuadStrip; ++i)
+          __builtin_memcpy(xq + i * 4, x + (s0 + i) * ld + 4 * q, 4);
       } else if (full) {  // interleave 4 input rows (a loop the compiler vectorises)
         const int8_t* r0 = x + (4 * q) * ld + s0;
         const int8_t* r1 = r0 + ld;
@@ -100,7 +101,8 @@ void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool trans
         for (int64_t i = 0; i < kQuadStrip; ++i)
           for (int t = 0; t < 4; ++t) {
             const int64_t c = 4 * q + t, col = s0 + i;
-            xq[i * 4 + t] = c < k && col < n ? (transposed ? x[col * ld + c] : x[c * ld + col]) : int8_t(0);
+            xq[i * 4 + t] =
+                c < k && col < n ? (transposed ? x[col * ld + c] : x[c * ld + col]) : int8_t(0);
           }
       }
     }
@@ -109,16 +111,22 @@ void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool trans
 
 int gemm_s8_kgroup(Isa provider) {
   switch (provider) {
-    case Isa::avx2: return 2;           // int16 pairs for vpmaddwd
-    case Isa::avx512: return 4;         // byte quads for vpdpbusd
+    case Isa::avx2:
+      return 2;  // int16 pairs for vpmaddwd
+    case Isa::avx512:
+      return 4;  // byte quads for vpdpbusd
     case Isa::neon:
-    case Isa::neon_dotprod: return 16;  // one q register of k per column
-    default: return 1;
+    case Isa::neon_dotprod:
+      return 16;  // one q register of k per column
+    default:
+      return 1;
   }
 }
 
-PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block) {
-  if (block != 1 && block != 4) throw std::invalid_argument("sparse block must be 1 or 4 output channels");
+PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias,
+                                int block) {
+  if (block != 1 && block != 4)
+    throw std::invalid_argument("sparse block must be 1 or 4 output channels");
   PackedSparseF32 p;
   p.m = m;
   p.k = k;
@@ -128,8 +136,7 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
   int64_t prev = 0;
   for (int64_t bi = 0; bi < blocks; ++bi) {
     const int64_t r0 = bi * block;
-    for (int r = 0; r < block; ++r)
-      p.values.push_back(bias && r0 + r < m ? bias[r0 + r] : 0.0f);
+    for (int r = 0; r < block; ++r) p.values.push_back(bias && r0 + r < m ? bias[r0 + r] : 0.0f);
     int32_t count = 0;
     for (int64_t c = 0; c < k; ++c) {
       bool any = false;
@@ -148,7 +155,8 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_bytes) {
   const int64_t vec = lanes > 0 ? lanes : 1;
   int64_t strip = 4 * vec;
-  if (p.block != 1 || p.k <= 0 || p.k * strip >= (int64_t(1) << 31) || int64_t(p.nnz.size()) != p.m) return {};
+  if (p.block != 1 || p.k <= 0 || p.k * strip >= (int64_t(1) << 31) || int64_t(p.nnz.size()) != p.m)
+    return {};
   // Where each row's entries and channels start in the delta stream, checking it on the way.
   std::vector<int64_t> first(size_t(p.m) + 1), chan0(size_t(p.m));
   int64_t i = 0, chan = 0;
@@ -172,8 +180,8 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_byt
   // the columns, but its loads hit the L1 (256x256x784 at 93-97 %: 3-5 % faster than 4-vector
   // strips over a tile 4/3 of the L1).
   // floats of X a tile may hold; tile offsets stay 16-bit whatever the L1
-  const int64_t budget = std::min<int64_t>((l1_bytes > 0 ? l1_bytes : kDefaultL1Bytes) / int64_t(sizeof(float)),
-                                           0xffff - strip);
+  const int64_t budget = std::min<int64_t>(
+      (l1_bytes > 0 ? l1_bytes : kDefaultL1Bytes) / int64_t(sizeof(float)), 0xffff - strip);
   int64_t tiles = (p.k * strip + budget - 1) / budget;
   if (i < 10 * p.m * tiles) {
     strip = 3 * vec;
@@ -181,7 +189,7 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_byt
   }
   tiles = std::max<int64_t>(tiles, 1);
   const int64_t kt = (p.k + tiles - 1) / tiles;  // balanced tiles
-  if ((kt - 1) * strip > 0xffff) return {};        // offsets within a tile are 16-bit
+  if ((kt - 1) * strip > 0xffff) return {};      // offsets within a tile are 16-bit
   SpmmTilePlan plan;
   plan.m = p.m;
   plan.k = p.k;
@@ -214,7 +222,8 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_byt
       }
   }
   plan.block_entries.push_back(int64_t(plan.offsets.size()));
-  plan.offsets.insert(plan.offsets.end(), 4, 0);  // a pass reads each row's offsets a group of 4 ahead
+  plan.offsets.insert(plan.offsets.end(), 4,
+                      0);  // a pass reads each row's offsets a group of 4 ahead
   return plan;
 }
 

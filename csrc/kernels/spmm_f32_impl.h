@@ -1,13 +1,13 @@
 // The fp32 SpMM loops, written once over a vector-ops type `O` and included inside each ISA's
 // namespace (so every instantiation is compiled with that file's flags and has its own symbols).
 //
-// O provides: V (vector type), W (floats per vector), Regs (vector registers), load, bcast(const float*), fma(a, b, c) =
-// a*b + c, add, clamp(v, lo, hi), store, set1.
+// O provides: V (vector type), W (floats per vector), Regs (vector registers), load, bcast(const
+// float*), fma(a, b, c) = a*b + c, add, clamp(v, lo, hi), store, set1.
 //
 // b1 (one output channel per stream entry): V vectors across N with U independent accumulator
-// sets over alternate nonzeros, so V*U FMA chains hide the FMA latency. b4 (4 output channels sharing a pattern): each X vector loaded
-// feeds 4 FMAs. Columns no vector pass covers run a scalar loop.
-// (no includes: this file is included inside a namespace)
+// sets over alternate nonzeros, so V*U FMA chains hide the FMA latency. b4 (4 output channels
+// sharing a pattern): each X vector loaded feeds 4 FMAs. Columns no vector pass covers run a scalar
+// loop. (no includes: this file is included inside a namespace)
 
 // Whether O asks b1 to walk the delta stream (O::WalkDeltas, measured per ISA) instead of
 // reading a per-call table of absolute offsets; ISAs that do not say keep the table.
@@ -190,8 +190,8 @@ void spmm_b4_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
 // the X row from the tile copy xt, and with E = 1 one more from xe, a copy one vector wide (its
 // row at o / NV: E = 1 only goes with NV = the plan's vectors, whose rows are the plan's strip).
 template <class O, int NV, int E>
-inline void spmm_tile_fma(typename O::V (&acc)[NV + E], const float* xt, const float* xe, uint32_t o,
-                          typename O::V w) {
+inline void spmm_tile_fma(typename O::V (&acc)[NV + E], const float* xt, const float* xe,
+                          uint32_t o, typename O::V w) {
 #pragma GCC unroll 8
   for (int j = 0; j < NV; ++j) acc[j] = O::fma(w, O::load(xt + o + j * O::W), acc[j]);
   if (E) acc[NV] = O::fma(w, O::load(xe + o / NV), acc[NV]);
@@ -201,8 +201,8 @@ inline void spmm_tile_fma(typename O::V (&acc)[NV + E], const float* xt, const f
 // (one load for 4 offsets and one for 4 weights: the loop is bound by loads, one per X vector,
 // so the loads saved on offsets and weights are what it gains).
 template <class O, int NV, int E, int L>
-inline void spmm_tile_entry(typename O::V (&acc)[NV + E], const float* xt, const float* xe, uint64_t g,
-                            typename O::Q w4) {
+inline void spmm_tile_entry(typename O::V (&acc)[NV + E], const float* xt, const float* xe,
+                            uint64_t g, typename O::Q w4) {
   spmm_tile_fma<O, NV, E>(acc, xt, xe, uint32_t(g >> (16 * L)) & 0xffff, O::template lane<L>(w4));
 }
 
@@ -217,9 +217,9 @@ inline void spmm_tile_entry(typename O::V (&acc)[NV + E], const float* xt, const
 // column's sums are made in the same order whatever NV and E, so a column gives the same bits
 // in any strip.
 template <class O, int NV, int E, bool First, bool Last>
-void spmm_b1_tile_rows(const ep::SpmmF32Args& q, const float* xt, const float* xe, const float* bias, int64_t m0,
-                       int64_t m1, float* part, const int32_t*& cnt_at, const uint16_t*& off_at,
-                       const float*& v_at) {
+void spmm_b1_tile_rows(const ep::SpmmF32Args& q, const float* xt, const float* xe,
+                       const float* bias, int64_t m0, int64_t m1, float* part,
+                       const int32_t*& cnt_at, const uint16_t*& off_at, const float*& v_at) {
   constexpr int NA = NV + E;
   using V = typename O::V;
   // local cursors: through the references, every row stored and reloaded them (~3 %)
@@ -275,9 +275,9 @@ void spmm_b1_tile_rows(const ep::SpmmF32Args& q, const float* xt, const float* x
 // test of them, and GCC keeps its pointers in registers instead of spilling them to xmm
 // registers and reloading Y's base and stride every row (4-5 % of 256x256x784 at 90 and 95 %).
 template <class O, int NV, int E = 0>
-void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* xe, const float* bias, bool first,
-                       bool last, int64_t m0, int64_t m1, float* part, const int32_t*& cnt,
-                       const uint16_t*& off, const float*& v) {
+void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* xe,
+                       const float* bias, bool first, bool last, int64_t m0, int64_t m1,
+                       float* part, const int32_t*& cnt, const uint16_t*& off, const float*& v) {
   if (first && last)
     spmm_b1_tile_rows<O, NV, E, true, true>(q, xt, xe, bias, m0, m1, part, cnt, off, v);
   else if (first)
@@ -301,8 +301,8 @@ int64_t spmm_tiles_scratch(const ep::SpmmTilePlan& plan, int64_t m) {
 // L1 through their copy and their pass (copying a whole strip first, 64 KB at K = 256, wrote it
 // through to L2: 2-4 % slower on 256x256x784).
 template <class O, int NV, int E = 0>
-void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& plan, int64_t b0, int64_t b1,
-                            int64_t n0, float* buf) {
+void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& plan, int64_t b0,
+                            int64_t b1, int64_t n0, float* buf) {
   const int64_t tw = plan.strip;
   float* xe = buf + plan.kt * tw;
   float* part = xe + plan.kt * O::W;
@@ -317,7 +317,8 @@ void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& pl
       for (int64_t c = c0; c < c1; ++c) {
         const float* xc = p.x + c * p.ldx + n0;
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) O::store(buf + (c - c0) * tw + j * O::W, O::load(xc + j * O::W));
+        for (int j = 0; j < NV; ++j)
+          O::store(buf + (c - c0) * tw + j * O::W, O::load(xc + j * O::W));
         if (E) O::store(xe + (c - c0) * O::W, O::load(xc + NV * O::W));
       }
       spmm_b1_tile_pass<O, NV, E>(q, buf, xe, plan.bias.data(), t == 0, t == plan.tiles - 1, m0,
@@ -343,9 +344,9 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   // keeps its 4th vector in a copy of its own, one vector wide (E = 1).
   const int64_t ts = plan->strip, sw = ep::spmm_plan_strip(*plan, p.n, O::W);
   const bool three = ts == 3 * O::W, extra = sw > ts;
-  const auto strip_pass = [&](const ep::SpmmF32Args& q, const float* xt, const float* xe, bool first, bool last,
-                              int64_t m0, int64_t m1, float* part, const int32_t*& cnt, const uint16_t*& off,
-                              const float*& v) {
+  const auto strip_pass = [&](const ep::SpmmF32Args& q, const float* xt, const float* xe,
+                              bool first, bool last, int64_t m0, int64_t m1, float* part,
+                              const int32_t*& cnt, const uint16_t*& off, const float*& v) {
     const float* bias = plan->bias.data();
     if (!three)
       spmm_b1_tile_pass<O, 4>(q, xt, nullptr, bias, first, last, m0, m1, part, cnt, off, v);
@@ -362,17 +363,20 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
     if (extra) O::store(ext + c * O::W, O::load(xc + ts));
   };
   const int64_t blocks = int64_t(plan->block_entries.size()) - 1;
-  const int64_t b0 = std::max<int64_t>(0, p.block0), b1 = p.block1 < 0 ? blocks : std::min(blocks, p.block1);
+  const int64_t b0 = std::max<int64_t>(0, p.block0),
+                b1 = p.block1 < 0 ? blocks : std::min(blocks, p.block1);
   const int64_t full = p.n / sw, part_floats = std::min(plan->rows, p.m) * sw;
   int64_t vectors = (p.n - full * sw) / O::W;  // whole vectors after the last full strip
   ep::SpmmF32Args q = p;
-  if (b1 - b0 >= 2 && full >= 2 && p.k * full * sw * int64_t(sizeof(float)) <= ep::kBlockMajorBytes) {
+  if (b1 - b0 >= 2 && full >= 2 &&
+      p.k * full * sw * int64_t(sizeof(float)) <= ep::kBlockMajorBytes) {
     // Block-major: every full strip copied first, then each block of rows runs over all of them,
     // so the block's part of the stream is read from memory once, not once per strip.
     const int64_t floats = p.k * full * sw + part_floats;
     float* xs = static_cast<float*>(ep::thread_scratch(2, size_t(floats) * sizeof(float)));
     for (int64_t c = 0; c < p.k; ++c)  // X read row by row
-      for (int64_t s = 0; s < full; ++s) copy_row(s, c, xs + s * p.k * sw, xs + s * p.k * sw + p.k * ts);
+      for (int64_t s = 0; s < full; ++s)
+        copy_row(s, c, xs + s * p.k * sw, xs + s * p.k * sw + p.k * ts);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t m0 = b * plan->rows, m1 = std::min(p.m, m0 + plan->rows);
       for (int64_t s = 0; s < full; ++s) {
@@ -382,8 +386,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
         const uint16_t* off = plan->offsets.data() + plan->block_entries[b];
         const float* v = plan->values.data() + plan->block_entries[b];
         for (int64_t t = 0; t < plan->tiles; ++t)
-          strip_pass(q, xm + t * plan->kt * ts, xm + p.k * ts + t * plan->kt * O::W, t == 0, t == plan->tiles - 1,
-                     m0, m1, xs + p.k * full * sw, cnt, off, v);
+          strip_pass(q, xm + t * plan->kt * ts, xm + p.k * ts + t * plan->kt * O::W, t == 0,
+                     t == plan->tiles - 1, m0, m1, xs + p.k * full * sw, cnt, off, v);
       }
     }
   } else if (b1 - b0 == 1) {  // strip-major, one block: each tile copied just before its pass
@@ -403,7 +407,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
     }
     if (join) vectors = 0;
   } else if (b1 > b0) {  // strip-major, several blocks: the strip copied once for all of them
-    float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * sw + part_floats) * sizeof(float)));
+    float* strip =
+        static_cast<float*>(ep::thread_scratch(2, size_t(p.k * sw + part_floats) * sizeof(float)));
     for (int64_t s = 0; s < full; ++s) {
       for (int64_t c = 0; c < p.k; ++c) copy_row(s, c, strip, strip + p.k * ts);
       q.y = p.y + s * sw;
@@ -413,7 +418,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
       for (int64_t m0 = b0 * plan->rows; m0 < std::min(p.m, b1 * plan->rows); m0 += plan->rows)
         for (int64_t t = 0; t < plan->tiles; ++t)
           strip_pass(q, strip + t * plan->kt * ts, strip + p.k * ts + t * plan->kt * O::W, t == 0,
-                     t == plan->tiles - 1, m0, std::min(p.m, m0 + plan->rows), strip + p.k * sw, cnt, off, v);
+                     t == plan->tiles - 1, m0, std::min(p.m, m0 + plan->rows), strip + p.k * sw,
+                     cnt, off, v);
     }
   }
   if (!p.rest) return true;
@@ -431,7 +437,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   if (n0 < p.n) {
     const int64_t w = p.n - n0, tw = 4 * O::W;
     float* tail = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
-    for (int64_t c = 0; c < p.k; ++c) __builtin_memcpy(tail + c * tw, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
+    for (int64_t c = 0; c < p.k; ++c)
+      __builtin_memcpy(tail + c * tw, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
     q.x = tail;
     q.ldx = tw;
     q.y = p.y + n0;
@@ -463,7 +470,8 @@ void spmm_driver(const ep::SpmmF32Args& p, int block) {
   for (int64_t b = 0; b < (p.m + block - 1) / block; ++b) entries += p.nnz[b];
   if (block == 1 && spmm_b1_tiled<O>(p, entries)) return;
   if (p.k <= 0 || p.n <= widest || entries < 512 / widest * p.k) {  // run in place
-    if (block == 1 && spmm_walks<O>(0)) return spmm_b1_run<O>(p, static_cast<const int32_t*>(nullptr), fit);
+    if (block == 1 && spmm_walks<O>(0))
+      return spmm_b1_run<O>(p, static_cast<const int32_t*>(nullptr), fit);
     const bool small = (p.k + 1) * (p.ldx > 0 ? p.ldx : 1) < (int64_t(1) << 31);
     if (small) {
       const int32_t* off = spmm_offsets<int32_t>(p, block);
@@ -484,7 +492,8 @@ void spmm_driver(const ep::SpmmF32Args& p, int block) {
     const int64_t w = p.n - n0 < widest ? p.n - n0 : widest;
     if (w == widest) {  // vector copy: a memcpy call per 64..256-byte row costs as much again
       for (int64_t c = 0; c < p.k; ++c)
-        for (int64_t j = 0; j < widest; j += O::W) O::store(strip + c * widest + j, O::load(p.x + c * p.ldx + n0 + j));
+        for (int64_t j = 0; j < widest; j += O::W)
+          O::store(strip + c * widest + j, O::load(p.x + c * p.ldx + n0 + j));
     } else {
       for (int64_t c = 0; c < p.k; ++c)
         __builtin_memcpy(strip + c * widest, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));

@@ -11,7 +11,8 @@ inline void spmm_s8_tail(const ep::SpmmS8Args& p, int64_t n0) {
       int32_t acc = p.bias[m];
       for (int32_t i = 0; i < count; ++i) {
         const int8_t* x = p.xq + (int64_t(quad[i]) * p.ldx + n) * 4;
-        for (int t = 0; t < 4; ++t) acc += int32_t(x[t]) * int32_t(int8_t(uint32_t(w[i]) >> (8 * t)));
+        for (int t = 0; t < 4; ++t)
+          acc += int32_t(x[t]) * int32_t(int8_t(uint32_t(w[i]) >> (8 * t)));
       }
       p.y[m * p.ldy + n] = ep::requant_s8(acc, p.scale[m], p.zp_out, p.lo, p.hi);
     }

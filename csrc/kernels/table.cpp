@@ -21,11 +21,11 @@ int isa_index(Isa isa) {
 
 // Fill `t` with the entries implemented directly by `isa`.
 void overlay(Isa isa, KernelTable& t) {
-#define EP_KERNEL(name, is, tl)                     \
-  if (isa == Isa::is) {                             \
-    t.name.fn = &ep::is::name;                      \
-    t.name.tile = tl;                               \
-    t.name.isa = Isa::is;                           \
+#define EP_KERNEL(name, is, tl) \
+  if (isa == Isa::is) {         \
+    t.name.fn = &ep::is::name;  \
+    t.name.tile = tl;           \
+    t.name.isa = Isa::is;       \
   }
 #include "kernels/kernels.inc"
 }
@@ -46,7 +46,8 @@ const KernelTable& kernel_table(Isa isa) {
       if (compiled_isas() & IsaSet(i)) tables[isa_index(i)] = build(i);
   });
   if (!(compiled_isas() & IsaSet(isa)))
-    throw std::runtime_error(std::string("kernel path ") + isa_name(isa) + " is not compiled into this build");
+    throw std::runtime_error(std::string("kernel path ") + isa_name(isa) +
+                             " is not compiled into this build");
   return tables[isa_index(isa)];
 }
 

@@ -53,14 +53,17 @@ int threads_for(int threads, double macs, double min_macs) {
   if (min_macs <= 0.0) return threads;
   return int(std::max(1.0, std::min(double(threads), std::floor(macs / min_macs))));
 }
-int threads_for(int threads, double macs) { return threads_for(threads, macs, min_macs_per_thread()); }
+int threads_for(int threads, double macs) {
+  return threads_for(threads, macs, min_macs_per_thread());
+}
 
 namespace {
 
 // A layer must never hold kernels the CPU cannot run (that would be SIGILL, not an error).
 const KernelTable& runnable_table(Isa isa) {
   if (!(supported_isas() & IsaSet(isa)))
-    throw std::invalid_argument(std::string("kernel path ") + isa_name(isa) + " is not supported by this CPU");
+    throw std::invalid_argument(std::string("kernel path ") + isa_name(isa) +
+                                " is not supported by this CPU");
   return kernel_table(isa);
 }
 
@@ -169,15 +172,16 @@ void DenseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) c
   });
 }
 
-SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bias, int block, Act act,
-                           SparseKernel kernel)
+SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bias, int block,
+                           Act act, SparseKernel kernel)
     : SparseLinear(w, m, k, bias, block, act, kernel, selected_isa()) {}
 
-SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bias, int block, Act act,
-                           SparseKernel kernel, Isa isa)
+SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bias, int block,
+                           Act act, SparseKernel kernel, Isa isa)
     : m_(m), k_(k) {
   if (m <= 0 || k <= 0) throw std::invalid_argument("weight must have a nonzero shape");
-  if (block != 1 && block != 4) throw std::invalid_argument("sparse block must be 1 or 4 output channels");
+  if (block != 1 && block != 4)
+    throw std::invalid_argument("sparse block must be 1 or 4 output channels");
   for (int64_t i = 0; i < m * k; ++i) nnz_ += w[i] != 0.0f;
   act_bounds(act, &lo_, &hi_);
   bool dense = kernel == SparseKernel::dense;
@@ -200,9 +204,11 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
 }
 
 const SpmmTilePlan* SparseLinear::plan_for(int64_t n) const {
-  if (!plannable_ || n < int64_t(kern_.tile)) return nullptr;  // narrower than a vector: the stream serves
+  if (!plannable_ || n < int64_t(kern_.tile))
+    return nullptr;  // narrower than a vector: the stream serves
   std::call_once(plan_once_, [this] {
-    tiles_ = plan_spmm_tiles(packed_, kern_.tile, cpu_features().l1d_bytes);  // sized for this CPU's L1
+    tiles_ =
+        plan_spmm_tiles(packed_, kern_.tile, cpu_features().l1d_bytes);  // sized for this CPU's L1
     planned_.store(true);
   });
   return tiles_.tiles > 0 ? &tiles_ : nullptr;
@@ -233,7 +239,8 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   const double macs = double(n) * double(packed_.nonzeros());
   const int use = threads_for(threads, macs);
   const int64_t blocks = plan ? int64_t(plan->block_entries.size()) - 1 : 0;
-  if (use > 1 && blocks >= use && spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile)) {
+  if (use > 1 && blocks >= use &&
+      spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile)) {
     // Threads split the plan's blocks of output rows: each reads its part of the stream once,
     // where splitting columns made every thread read all of it (3072x768x128 at 90 %: two
     // threads 1.5x one, against 1.8x this way). The columns after the last full strip are one
@@ -276,14 +283,18 @@ void SparseLinear::forward(const float* x, int64_t n, float* y, int threads) con
   transpose(yt.get(), m_, n, y);
 }
 
-QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in, float s_out,
-                 int32_t zp_out, Act act, SparseKernel mode, Isa isa)
+QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in,
+                 float s_out, int32_t zp_out, Act act, SparseKernel mode, Isa isa)
     : m_(m), k_(k), zp_in_(zp_in), zp_out_(zp_out) {
   if (m <= 0 || k <= 0) throw std::invalid_argument("weight must have a nonzero shape");
-  if (!(s_in > 0.0f) || !std::isfinite(s_in)) throw std::invalid_argument("input_scale must be a positive finite number");
-  if (!(s_out > 0.0f) || !std::isfinite(s_out)) throw std::invalid_argument("output_scale must be a positive finite number");
-  if (zp_in < -128 || zp_in > 127) throw std::invalid_argument("input_zero_point must be in [-128, 127]");
-  if (zp_out < -128 || zp_out > 127) throw std::invalid_argument("output_zero_point must be in [-128, 127]");
+  if (!(s_in > 0.0f) || !std::isfinite(s_in))
+    throw std::invalid_argument("input_scale must be a positive finite number");
+  if (!(s_out > 0.0f) || !std::isfinite(s_out))
+    throw std::invalid_argument("output_scale must be a positive finite number");
+  if (zp_in < -128 || zp_in > 127)
+    throw std::invalid_argument("input_zero_point must be in [-128, 127]");
+  if (zp_out < -128 || zp_out > 127)
+    throw std::invalid_argument("output_zero_point must be in [-128, 127]");
   wq_.resize(m * k);
   sw_.resize(m);
   scale_.resize(m);
@@ -332,8 +343,8 @@ QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float 
   pack_gemm_s8(wq_.data(), m, k, kern_.tile, kg, packed_.data());
 }
 
-void QLinear::run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n, int8_t* y, int64_t ldy,
-                         int threads) const {
+void QLinear::run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n, int8_t* y,
+                         int64_t ldy, int threads) const {
   // Threads take ranges of columns; each packs a strip of kQuadStrip columns into quads
   // (pack_quads_s8's layout) just before the kernel reads it, so the packing runs in parallel
   // and the strip is still in cache. Ranges start at 64-byte boundaries of Y's first row: two

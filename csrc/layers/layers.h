@@ -61,7 +61,7 @@ class SparseLinear {
   void forward_kn(const float* x, int64_t n, float* y, int threads) const;
   int64_t m() const { return m_; }
   int64_t k() const { return k_; }
-  int64_t nnz() const { return nnz_; }               // nonzero weights of W
+  int64_t nnz() const { return nnz_; }                   // nonzero weights of W
   int64_t stored() const { return packed_.nonzeros(); }  // weights the sparse stream holds
   bool uses_sparse() const { return dense_ == nullptr; }
   Isa isa() const;
@@ -95,8 +95,8 @@ class QLinear {
  public:
   // mode: dense GEMM, the 1x4-block sparse kernel, or automatic (sparse when at most
   // kAutoMaxBlockDensity of the 1x4 blocks hold a nonzero weight).
-  QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in, float s_out,
-          int32_t zp_out, Act act, SparseKernel mode, Isa isa);
+  QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in,
+          float s_out, int32_t zp_out, Act act, SparseKernel mode, Isa isa);
   // Sparse int8 overtook the dense GEMM below ~40 % stored blocks in benchmarks/kernels.py
   // (AVX-512 VNNI; on AVX2 already below ~60 %); 0.35 leaves a margin for the transposes of the
   // [N, K] layout.

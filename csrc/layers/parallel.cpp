@@ -75,7 +75,8 @@ class Pool {
     }
     cv_.notify_all();
     work();
-    if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; }, kCallerSpin)) {
+    if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; },
+                    kCallerSpin)) {
       std::unique_lock<std::mutex> lock(mu_);
       done_cv_.wait(lock, [this] { return pending_.load() == 0; });
     }
@@ -99,7 +100,9 @@ class Pool {
   void loop() {
     uint64_t seen = 0;
     for (;;) {
-      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stop_.load(); }, kWorkerSpin);
+      spin_until(
+          [&] { return generation_.load(std::memory_order_acquire) != seen || stop_.load(); },
+          kWorkerSpin);
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });

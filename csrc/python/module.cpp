@@ -27,14 +27,15 @@ std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std:
 // A read-only view of a C-contiguous 2-D [rows, cols] array of T (float or int8; -1: any
 // size); ValueError naming `name` otherwise.
 template <class T>
-const T* matrix(const py::array& a, const char* name, int64_t rows, int64_t cols, const char* rows_what,
-                const char* cols_what) {
+const T* matrix(const py::array& a, const char* name, int64_t rows, int64_t cols,
+                const char* rows_what, const char* cols_what) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, int8_t>);
   const std::string n(name);
   if (!a.dtype().is(py::dtype::of<T>())) {
     const std::string got = " array (got " + dtype_name(a) + "); ";
     throw py::value_error(std::is_same_v<T, float>
-                              ? n + " must be a float32" + got + "convert it with .astype(numpy.float32)"
+                              ? n + " must be a float32" + got +
+                                    "convert it with .astype(numpy.float32)"
                               : n + " must be an int8" + got + "quantize it first");
   }
   if (a.ndim() != 2)
@@ -43,11 +44,11 @@ const T* matrix(const py::array& a, const char* name, int64_t rows, int64_t cols
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(n + " must be C-contiguous; pass numpy.ascontiguousarray(" + n + ")");
   if (rows >= 0 && a.shape(0) != rows)
-    throw py::value_error(n + " must have " + std::to_string(rows) + " rows (" + rows_what + ") (got " +
-                          std::to_string(a.shape(0)) + ")");
+    throw py::value_error(n + " must have " + std::to_string(rows) + " rows (" + rows_what +
+                          ") (got " + std::to_string(a.shape(0)) + ")");
   if (cols >= 0 && a.shape(1) != cols)
-    throw py::value_error(n + " must have " + std::to_string(cols) + " columns (" + cols_what + ") (got " +
-                          std::to_string(a.shape(1)) + ")");
+    throw py::value_error(n + " must have " + std::to_string(cols) + " columns (" + cols_what +
+                          ") (got " + std::to_string(a.shape(1)) + ")");
   return static_cast<const T*>(a.data());
 }
 
@@ -60,14 +61,16 @@ struct Weights {
 Weights weights(const py::array& weight, const std::optional<py::array>& bias) {
   const float* w = matrix<float>(weight, "weight", -1, -1, "out_features", "in_features");
   Weights r{w, weight.shape(0), weight.shape(1), nullptr};
-  if (r.m == 0 || r.k == 0) throw py::value_error("weight must not be empty (got shape [" +
-                                                  std::to_string(r.m) + ", " + std::to_string(r.k) + "])");
+  if (r.m == 0 || r.k == 0)
+    throw py::value_error("weight must not be empty (got shape [" + std::to_string(r.m) + ", " +
+                          std::to_string(r.k) + "])");
   if (bias) {
     const py::array& b = *bias;
     if (!b.dtype().is(py::dtype::of<float>()))
       throw py::value_error("bias must be a float32 array (got " + dtype_name(b) + ")");
     if (b.ndim() != 1 || b.shape(0) != r.m)
-      throw py::value_error("bias must be 1-D with " + std::to_string(r.m) + " entries (out_features)");
+      throw py::value_error("bias must be 1-D with " + std::to_string(r.m) +
+                            " entries (out_features)");
     if (!(b.flags() & py::array::c_style)) throw py::value_error("bias must be C-contiguous");
     r.bias = static_cast<const float*>(b.data());
   }
@@ -78,14 +81,18 @@ ep::Isa isa_arg(const std::optional<std::string>& name) {
   if (!name) return ep::selected_isa();
   ep::Isa isa;
   if (!ep::isa_from_name(*name, &isa))
-    throw py::value_error("isa must be one of reference, avx2, avx512, neon, neon-dotprod (got '" + *name + "')");
+    throw py::value_error("isa must be one of reference, avx2, avx512, neon, neon-dotprod (got '" +
+                          *name + "')");
   if (!(ep::supported_isas() & ep::IsaSet(isa)))
-    throw py::value_error("isa '" + *name + "' is not compiled or not supported by this CPU (available: " +
+    throw py::value_error("isa '" + *name +
+                          "' is not compiled or not supported by this CPU (available: " +
                           [] {
                             std::string s;
-                            for (auto& x : ep::isa_names(ep::supported_isas())) s += (s.empty() ? "" : ", ") + x;
+                            for (auto& x : ep::isa_names(ep::supported_isas()))
+                              s += (s.empty() ? "" : ", ") + x;
                             return s;
-                          }() + ")");
+                          }() +
+                          ")");
   return isa;
 }
 
@@ -102,11 +109,13 @@ ep::SparseKernel sparse_kernel_arg(const std::string& value, const char* arg) {
   if (value == "auto") return ep::SparseKernel::automatic;
   if (value == "sparse") return ep::SparseKernel::sparse;
   if (value == "dense") return ep::SparseKernel::dense;
-  throw py::value_error(std::string(arg) + " must be one of auto, sparse, dense (got '" + value + "')");
+  throw py::value_error(std::string(arg) + " must be one of auto, sparse, dense (got '" + value +
+                        "')");
 }
 
 int threads_arg(int threads) {
-  if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256 (got " + std::to_string(threads) + ")");
+  if (threads < 1 || threads > 256)
+    throw py::value_error("threads must be in 1..256 (got " + std::to_string(threads) + ")");
   return threads;
 }
 
@@ -161,39 +170,58 @@ py::array_t<T> run_kn(const Layer& layer, const py::array& x, int threads) {
 PYBIND11_MODULE(_core, mod) {
   mod.doc() = "edgeprune compiled core: ISA dispatch, fp32 dense/sparse and int8 kernels";
 
-  mod.def("cpu_features", [] { return ep::cpu_features().names(); },
-          "CPU features relevant to the kernel paths (avx2, fma, avx512f, ..., asimd, asimddp).");
-  mod.def("l1d_bytes", [] { return ep::cpu_features().l1d_bytes; },
-          "L1 data cache per core in bytes as the OS reports it (0: unknown); sparse tile plans are sized by it.");
-  mod.def("compiled_isas", [] { return ep::isa_names(ep::compiled_isas()); },
-          "Kernel paths compiled into this build.");
-  mod.def("supported_isas", [] { return ep::isa_names(ep::supported_isas()); },
-          "Compiled kernel paths this CPU can run.");
-  mod.def("selected_isa", [] { return std::string(ep::isa_name(ep::selected_isa())); },
-          "The path in use (EDGEPRUNE_ISA or the best supported). RuntimeError if the override is impossible.");
-  mod.def("kernel_listing", [] {
-    py::list out;
-    for (const auto& e : ep::kernel_listing()) out.append(py::make_tuple(e.name, ep::isa_name(e.isa), e.tile));
-    return out;
-  }, "Every (kernel, isa, tile) of kernels.inc compiled into this build.");
+  mod.def(
+      "cpu_features", [] { return ep::cpu_features().names(); },
+      "CPU features relevant to the kernel paths (avx2, fma, avx512f, ..., asimd, asimddp).");
+  mod.def(
+      "l1d_bytes", [] { return ep::cpu_features().l1d_bytes; },
+      "L1 data cache per core in bytes as the OS reports it (0: unknown); sparse tile plans are "
+      "sized by it.");
+  mod.def(
+      "compiled_isas", [] { return ep::isa_names(ep::compiled_isas()); },
+      "Kernel paths compiled into this build.");
+  mod.def(
+      "supported_isas", [] { return ep::isa_names(ep::supported_isas()); },
+      "Compiled kernel paths this CPU can run.");
+  mod.def(
+      "selected_isa", [] { return std::string(ep::isa_name(ep::selected_isa())); },
+      "The path in use (EDGEPRUNE_ISA or the best supported). RuntimeError if the override is "
+      "impossible.");
+  mod.def(
+      "kernel_listing",
+      [] {
+        py::list out;
+        for (const auto& e : ep::kernel_listing())
+          out.append(py::make_tuple(e.name, ep::isa_name(e.isa), e.tile));
+        return out;
+      },
+      "Every (kernel, isa, tile) of kernels.inc compiled into this build.");
 
   py::class_<ep::DenseLinear>(mod, "Linear")
-      .def(py::init([](const py::array& weight, const std::optional<py::array>& bias, const std::string& activation,
-                       const std::optional<std::string>& isa) {
+      .def(py::init([](const py::array& weight, const std::optional<py::array>& bias,
+                       const std::string& activation, const std::optional<std::string>& isa) {
              const Weights w = weights(weight, bias);
              const ep::Act act = act_arg(activation);
              return new ep::DenseLinear(w.w, w.m, w.k, w.bias, act, isa_arg(isa));
            }),
-           py::arg("weight"), py::arg("bias") = py::none(), py::arg("activation") = "none", py::arg("isa") = py::none())
-      .def("__call__", [](const ep::DenseLinear& l, const py::array& x, int threads) {
-             return run_nk<float>(l, x, threads);
-           }, py::arg("x"), py::arg("threads") = 1)
-      .def("forward_kn", [](const ep::DenseLinear& l, const py::array& x, int threads) {
-             return run_kn<float>(l, x, threads);
-           }, py::arg("x"), py::arg("threads") = 1)
+           py::arg("weight"), py::arg("bias") = py::none(), py::arg("activation") = "none",
+           py::arg("isa") = py::none())
+      .def(
+          "__call__",
+          [](const ep::DenseLinear& l, const py::array& x, int threads) {
+            return run_nk<float>(l, x, threads);
+          },
+          py::arg("x"), py::arg("threads") = 1)
+      .def(
+          "forward_kn",
+          [](const ep::DenseLinear& l, const py::array& x, int threads) {
+            return run_kn<float>(l, x, threads);
+          },
+          py::arg("x"), py::arg("threads") = 1)
       .def_property_readonly("in_features", &ep::DenseLinear::k)
       .def_property_readonly("out_features", &ep::DenseLinear::m)
-      .def_property_readonly("isa", [](const ep::DenseLinear& l) { return std::string(ep::isa_name(l.isa())); });
+      .def_property_readonly(
+          "isa", [](const ep::DenseLinear& l) { return std::string(ep::isa_name(l.isa())); });
 
   py::class_<ep::SparseLinear>(mod, "SparseLinear")
       .def(py::init([](const py::array& weight, const std::optional<py::array>& bias, int block,
@@ -202,66 +230,90 @@ PYBIND11_MODULE(_core, mod) {
              const Weights w = weights(weight, bias);
              const ep::Act act = act_arg(activation);
              if (block != 1 && block != 4)
-               throw py::value_error("block must be 1 or 4 output channels (got " + std::to_string(block) + ")");
+               throw py::value_error("block must be 1 or 4 output channels (got " +
+                                     std::to_string(block) + ")");
              const ep::SparseKernel k = sparse_kernel_arg(kernel, "kernel");
              return new ep::SparseLinear(w.w, w.m, w.k, w.bias, block, act, k, isa_arg(isa));
            }),
-           py::arg("weight"), py::arg("bias") = py::none(), py::arg("block") = 1, py::arg("activation") = "none",
-           py::arg("kernel") = "auto", py::arg("isa") = py::none())
-      .def("__call__", [](const ep::SparseLinear& l, const py::array& x, int threads) {
-             return run_nk<float>(l, x, threads);
-           }, py::arg("x"), py::arg("threads") = 1)
-      .def("spmm", [](const ep::SparseLinear& l, const py::array& x, int threads) {
-             return run_kn<float>(l, x, threads);
-           }, py::arg("x"), py::arg("threads") = 1)
+           py::arg("weight"), py::arg("bias") = py::none(), py::arg("block") = 1,
+           py::arg("activation") = "none", py::arg("kernel") = "auto", py::arg("isa") = py::none())
+      .def(
+          "__call__",
+          [](const ep::SparseLinear& l, const py::array& x, int threads) {
+            return run_nk<float>(l, x, threads);
+          },
+          py::arg("x"), py::arg("threads") = 1)
+      .def(
+          "spmm",
+          [](const ep::SparseLinear& l, const py::array& x, int threads) {
+            return run_kn<float>(l, x, threads);
+          },
+          py::arg("x"), py::arg("threads") = 1)
       .def_property_readonly("in_features", &ep::SparseLinear::k)
       .def_property_readonly("out_features", &ep::SparseLinear::m)
       .def_property_readonly("nnz", &ep::SparseLinear::nnz)
       .def_property_readonly("stored", &ep::SparseLinear::stored)
-      .def_property_readonly("kernel", [](const ep::SparseLinear& l) { return l.uses_sparse() ? "sparse" : "dense"; })
-      .def_property_readonly("isa", [](const ep::SparseLinear& l) { return std::string(ep::isa_name(l.isa())); });
+      .def_property_readonly(
+          "kernel", [](const ep::SparseLinear& l) { return l.uses_sparse() ? "sparse" : "dense"; })
+      .def_property_readonly(
+          "isa", [](const ep::SparseLinear& l) { return std::string(ep::isa_name(l.isa())); });
   py::class_<ep::QLinear>(mod, "QLinear")
-      .def(py::init([](const py::array& weight, const std::optional<py::array>& bias, float input_scale,
-                       int input_zero_point, float output_scale, int output_zero_point, const std::string& activation,
+      .def(py::init([](const py::array& weight, const std::optional<py::array>& bias,
+                       float input_scale, int input_zero_point, float output_scale,
+                       int output_zero_point, const std::string& activation,
                        const std::string& sparse, const std::optional<std::string>& isa) {
              const Weights w = weights(weight, bias);
              const ep::SparseKernel mode = sparse_kernel_arg(sparse, "sparse");
              try {
-               return new ep::QLinear(w.w, w.m, w.k, w.bias, input_scale, input_zero_point, output_scale,
-                                      output_zero_point, ep::act_from_name(activation), mode, isa_arg(isa));
+               return new ep::QLinear(w.w, w.m, w.k, w.bias, input_scale, input_zero_point,
+                                      output_scale, output_zero_point,
+                                      ep::act_from_name(activation), mode, isa_arg(isa));
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
              }
            }),
-           py::arg("weight"), py::arg("bias") = py::none(), py::arg("input_scale"), py::arg("input_zero_point"),
-           py::arg("output_scale"), py::arg("output_zero_point"), py::arg("activation") = "none",
-           py::arg("sparse") = "auto", py::arg("isa") = py::none())
-      .def("__call__", [](const ep::QLinear& l, const py::array& x, int threads) {
-             return run_nk<int8_t>(l, x, threads);
-           }, py::arg("x"), py::arg("threads") = 1)
-      .def("gemm_kn", [](const ep::QLinear& l, const py::array& x, int threads) {
-             return run_kn<int8_t>(l, x, threads);
-           }, py::arg("x"), py::arg("threads") = 1)
+           py::arg("weight"), py::arg("bias") = py::none(), py::arg("input_scale"),
+           py::arg("input_zero_point"), py::arg("output_scale"), py::arg("output_zero_point"),
+           py::arg("activation") = "none", py::arg("sparse") = "auto", py::arg("isa") = py::none())
+      .def(
+          "__call__",
+          [](const ep::QLinear& l, const py::array& x, int threads) {
+            return run_nk<int8_t>(l, x, threads);
+          },
+          py::arg("x"), py::arg("threads") = 1)
+      .def(
+          "gemm_kn",
+          [](const ep::QLinear& l, const py::array& x, int threads) {
+            return run_kn<int8_t>(l, x, threads);
+          },
+          py::arg("x"), py::arg("threads") = 1)
       .def_property_readonly("in_features", &ep::QLinear::k)
       .def_property_readonly("out_features", &ep::QLinear::m)
-      .def_property_readonly("qweight", [](const ep::QLinear& l) {
-             py::array_t<int8_t> a({l.m(), l.k()});
-             std::copy(l.qweight().begin(), l.qweight().end(), a.mutable_data());
-             return a;
-           })
-      .def_property_readonly("weight_scales", [](const ep::QLinear& l) {
-             py::array_t<float> a(l.m());
-             std::copy(l.weight_scales().begin(), l.weight_scales().end(), a.mutable_data());
-             return a;
-           })
-      .def_property_readonly("qbias", [](const ep::QLinear& l) {
-             py::array_t<int32_t> a(l.m());
-             std::copy(l.qbias().begin(), l.qbias().end(), a.mutable_data());
-             return a;
-           })
-      .def_property_readonly("kernel", [](const ep::QLinear& l) { return l.uses_sparse() ? "sparse" : "dense"; })
+      .def_property_readonly("qweight",
+                             [](const ep::QLinear& l) {
+                               py::array_t<int8_t> a({l.m(), l.k()});
+                               std::copy(l.qweight().begin(), l.qweight().end(), a.mutable_data());
+                               return a;
+                             })
+      .def_property_readonly("weight_scales",
+                             [](const ep::QLinear& l) {
+                               py::array_t<float> a(l.m());
+                               std::copy(l.weight_scales().begin(), l.weight_scales().end(),
+                                         a.mutable_data());
+                               return a;
+                             })
+      .def_property_readonly("qbias",
+                             [](const ep::QLinear& l) {
+                               py::array_t<int32_t> a(l.m());
+                               std::copy(l.qbias().begin(), l.qbias().end(), a.mutable_data());
+                               return a;
+                             })
+      .def_property_readonly(
+          "kernel", [](const ep::QLinear& l) { return l.uses_sparse() ? "sparse" : "dense"; })
       .def_property_readonly("nnz", &ep::QLinear::nnz)
       .def_property_readonly("stored_blocks", &ep::QLinear::stored_blocks)
-      .def_property_readonly("output_range", [](const ep::QLinear& l) { return py::make_tuple(l.qmin(), l.qmax()); })
-      .def_property_readonly("isa", [](const ep::QLinear& l) { return std::string(ep::isa_name(l.isa())); });
+      .def_property_readonly(
+          "output_range", [](const ep::QLinear& l) { return py::make_tuple(l.qmin(), l.qmax()); })
+      .def_property_readonly(
+          "isa", [](const ep::QLinear& l) { return std::string(ep::isa_name(l.isa())); });
 }

@@ -4,6 +4,7 @@ Consumes: an artifact path (.onnx, .tflite, or an ep.save directory) and run set
 Produces: a table of timings on stdout (or JSON with ``--json``, to stdout or a file), exit 0;
 exit 2 on a missing artifact, an unknown runtime/target or a runtime that cannot load it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,23 +18,38 @@ from .common import UsageError, print_json
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "bench", help="measure latency of an artifact with onnxruntime / litert / torch",
+        "bench",
+        help="measure latency of an artifact with onnxruntime / litert / torch",
         description="Time an exported model on this machine: init, first run, mean, median, min, max, std, "
-                    "p90, p99, peak RSS and (ONNX Runtime) a per-layer profile. Runs the same on a Pi or Jetson.")
+        "p90, p99, peak RSS and (ONNX Runtime) a per-layer profile. Runs the same on a Pi or Jetson.",
+    )
     p.add_argument("artifact", help="model.onnx / model.int8.onnx, *.tflite, or a model directory (ep.save)")
-    p.add_argument("--runtime", choices=["onnxruntime", "litert", "torch"], default=None,
-                   help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, directory -> torch)")
+    p.add_argument(
+        "--runtime",
+        choices=["onnxruntime", "litert", "torch"],
+        default=None,
+        help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, directory -> torch)",
+    )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first (default 5)")
     p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
     p.add_argument("--input-shape", default=None, metavar="C,H,W", help="for models with dynamic input dims")
     p.add_argument("--target", default=None, help="also print the latency estimate for this device profile")
     p.add_argument("--no-layers", action="store_true", help="skip the ONNX Runtime per-layer profile")
-    p.add_argument("--in-process", action="store_true",
-                   help="measure in this process (default: a fresh one, so peak RSS is the model's own)")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure in this process (default: a fresh one, so peak RSS is the model's own)",
+    )
     p.add_argument("--top", type=int, default=10, help="layers shown in the per-layer table (default 10)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write the result as JSON to FILE (or stdout when no FILE is given)")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="write the result as JSON to FILE (or stdout when no FILE is given)",
+    )
     p.set_defaults(run=run)
 
 
@@ -63,9 +79,16 @@ def run(args: argparse.Namespace) -> int:
         profile = _load_target(args.target)
     try:
         runtime = args.runtime or bench.default_runtime(artifact)
-        result = bench.bench(artifact, runtime=runtime, threads=args.threads, warmup=args.warmup,
-                             runs=args.runs, input_shape=shape, layer_profile=not args.no_layers,
-                             isolate=not args.in_process)
+        result = bench.bench(
+            artifact,
+            runtime=runtime,
+            threads=args.threads,
+            warmup=args.warmup,
+            runs=args.runs,
+            input_shape=shape,
+            layer_profile=not args.no_layers,
+            isolate=not args.in_process,
+        )
     except bench.BenchError as e:
         raise UsageError(f"bench {artifact}: {e}") from None
     out = result.to_dict()
@@ -117,8 +140,7 @@ def _print_human(out, top: int) -> None:
 
     # stdout unless the JSON went there
     console = Console(stderr=False, highlight=False)
-    t = Table(title=f"{out['artifact']} · {out['runtime_version']} · {out['threads']} thread(s) · "
-                    f"{out['runs']} runs")
+    t = Table(title=f"{out['artifact']} · {out['runtime_version']} · {out['threads']} thread(s) · {out['runs']} runs")
     t.add_column("statistic")
     t.add_column("value", justify="right")
     for k in ("init", "first", "mean", "median", "min", "max", "std", "p90", "p99"):
@@ -140,8 +162,10 @@ def _print_human(out, top: int) -> None:
         if "error" in est:
             console.print(f"target estimate: {est['error']}")
         else:
-            console.print(f"[bold]estimate[/bold] for {est['target']} ({est['precision']}, {est['threads']} threads): "
-                          f"{est['total_ms']:.2f} ms (a calibrated roofline, not a measurement)")
+            console.print(
+                f"[bold]estimate[/bold] for {est['target']} ({est['precision']}, {est['threads']} threads): "
+                f"{est['total_ms']:.2f} ms (a calibrated roofline, not a measurement)"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

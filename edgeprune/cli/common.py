@@ -2,6 +2,7 @@
 
 Consumes: values from subcommands. Produces: text on stdout/stderr and exit codes.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,15 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..errors import UserError
+
 EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_GATE = 3
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Bad input or usage. The message is one line: what, where, how to fix. Exit code 2."""
 
 

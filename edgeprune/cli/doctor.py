@@ -6,6 +6,7 @@ selected ISA (or a clear "not built" line), and whether the aarch64 cross compil
 qemu-aarch64 are on PATH; a table on stdout or JSON with ``--json``. Always exits 0: it
 reports, it does not judge.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,11 @@ TOOLS = ("aarch64-linux-gnu-g++", "qemu-aarch64", "cmake")
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("doctor", help="show versions, CPU features, ISA and toolchains",
-                              description="Report versions, CPU features, compiled/selected ISA and cross tools.")
+    p = subparsers.add_parser(
+        "doctor",
+        help="show versions, CPU features, ISA and toolchains",
+        description="Report versions, CPU features, compiled/selected ISA and cross tools.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=run)
 
@@ -104,7 +108,6 @@ def run(args) -> int:
 
 def _console():
     from rich.console import Console
-
 
     # piped output: rich would assume 80 columns and wrap every cell; tables read better wider
     c = Console()

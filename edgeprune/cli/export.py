@@ -5,6 +5,7 @@ Consumes: ``DIR`` (written by ``edgeprune quantize`` / ``QuantizedModel.save``, 
 Produces: the files of ``edgeprune.export.formats`` in ``--out`` (each checked with the full ONNX
 checker, with metadata_props), and a table (or JSON) of format, path, size and int8 coverage.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,13 +16,20 @@ from .common import UsageError, prepare_out_dir, print_json
 def add_parser(subparsers) -> None:
     from edgeprune.export.formats import FORMATS
 
-    p = subparsers.add_parser("export", help="export ONNX (fp32 / fp16 / int8 QDQ) from a saved model",
-                              description="Export a model dir (ep.save) or a quantized dir (edgeprune quantize) "
-                                          "to the given formats.")
+    p = subparsers.add_parser(
+        "export",
+        help="export ONNX (fp32 / fp16 / int8 QDQ) from a saved model",
+        description="Export a model dir (ep.save) or a quantized dir (edgeprune quantize) to the given formats.",
+    )
     p.add_argument("dir", metavar="DIR", help="a quantized dir (with quant.json) or a model dir (ep.save)")
-    p.add_argument("--format", action="append", choices=list(FORMATS), dest="formats", metavar="FORMAT",
-                   help=f"one of {', '.join(FORMATS)}; repeat for several (default: onnx, plus onnx-int8 "
-                        "for a quantized dir)")
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=list(FORMATS),
+        dest="formats",
+        metavar="FORMAT",
+        help=f"one of {', '.join(FORMATS)}; repeat for several (default: onnx, plus onnx-int8 for a quantized dir)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--target", metavar="T", help="device profile recorded in the files (and checked for int8)")
@@ -47,8 +55,10 @@ def run(args) -> int:
     quantized = isinstance(source, QuantizedModel)
     formats = args.formats or (["onnx", "onnx-int8"] if quantized else ["onnx"])
     if "onnx-int8" in formats and not quantized:
-        raise UsageError(f"{src}: onnx-int8 needs int8 scales; run `edgeprune quantize --model {src} --calib DATA "
-                         "--out QDIR` and export QDIR")
+        raise UsageError(
+            f"{src}: onnx-int8 needs int8 scales; run `edgeprune quantize --model {src} --calib DATA "
+            "--out QDIR` and export QDIR"
+        )
     if args.target:
         import edgeprune as ep
 
@@ -58,8 +68,9 @@ def run(args) -> int:
             raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
     out = prepare_out_dir(args.out, args.force)
     try:
-        paths = export(source, out, formats=formats, target=args.target, dynamic_batch=args.dynamic_batch,
-                       opset=args.opset)
+        paths = export(
+            source, out, formats=formats, target=args.target, dynamic_batch=args.dynamic_batch, opset=args.opset
+        )
     except Int8UnsupportedError as e:
         raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
     except ValueError as e:
@@ -71,9 +82,17 @@ def run(args) -> int:
     rows = []
     for fmt, path in paths.items():
         info = inspect_onnx(path)
-        rows.append({"format": fmt, "path": str(path), "size_bytes": info["size_bytes"], "params": info["params"],
-                     "macs": info["macs"], "int8_mac_coverage": info["int8"]["coverage_macs"],
-                     "opset": info["opset"]})
+        rows.append(
+            {
+                "format": fmt,
+                "path": str(path),
+                "size_bytes": info["size_bytes"],
+                "params": info["params"],
+                "macs": info["macs"],
+                "int8_mac_coverage": info["int8"]["coverage_macs"],
+                "opset": info["opset"],
+            }
+        )
     if args.json:
         print_json({"source": str(src), "out": str(out), "files": rows, "channel_alignment": align})
     else:
@@ -84,13 +103,21 @@ def run(args) -> int:
         for c in ("format", "file", "size", "MACs", "int8 MACs"):
             t.add_column(c, justify="right" if c in ("size", "MACs", "int8 MACs") else "left")
         for r in rows:
-            t.add_row(r["format"], r["path"], f"{r['size_bytes'] / 1024:.1f} KiB", f"{r['macs']:,}",
-                      f"{100 * r['int8_mac_coverage']:.0f} %")
+            t.add_row(
+                r["format"],
+                r["path"],
+                f"{r['size_bytes'] / 1024:.1f} KiB",
+                f"{r['macs']:,}",
+                f"{100 * r['int8_mac_coverage']:.0f} %",
+            )
         console = Console()
         console.print(t)
         if align and align["misaligned"]:
             names = ", ".join(f"{m['layer']} ({m['channels']})" for m in align["misaligned"])
-            console.print(f"note: {args.target} runs channels in multiples of {align['multiple']}; "
-                          f"these layers are padded: {names} (prune with --round-to {align['multiple']})",
-                          style="yellow", highlight=False)
+            console.print(
+                f"note: {args.target} runs channels in multiples of {align['multiple']}; "
+                f"these layers are padded: {names} (prune with --round-to {align['multiple']})",
+                style="yellow",
+                highlight=False,
+            )
     return 0

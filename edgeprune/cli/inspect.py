@@ -3,6 +3,7 @@
 Consumes: an ONNX file path and ``--json`` / ``--layers``. Produces: tables (summary, op counts,
 ops that stayed fp32 with the reason) or the ``edgeprune.export.inspect_onnx`` dict as JSON.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,9 +12,12 @@ from .common import UsageError, print_json
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("inspect", help="ops, params, MACs, size and int8 coverage of an ONNX file",
-                              description="Inspect an ONNX file: ops, params, MACs, size, and which ops run "
-                                          "int8 (and why the others stayed fp32).")
+    p = subparsers.add_parser(
+        "inspect",
+        help="ops, params, MACs, size and int8 coverage of an ONNX file",
+        description="Inspect an ONNX file: ops, params, MACs, size, and which ops run "
+        "int8 (and why the others stayed fp32).",
+    )
     p.add_argument("file", metavar="FILE.onnx", help="the ONNX file")
     p.add_argument("--layers", action="store_true", help="list every compute op with its precision")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
@@ -41,14 +45,21 @@ def run(args) -> int:
     s.add_column("k")
     s.add_column("v")
     q = info["int8"]
-    for k, v in (("size", f"{info['size_bytes'] / 1024:.1f} KiB"), ("opset", str(info["opset"])),
-                 ("inputs", ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in info["inputs"])),
-                 ("outputs", ", ".join(f"{o['name']} {o['shape']} {o['dtype']}" for o in info["outputs"])),
-                 ("params", f"{info['params']:,}"), ("MACs", f"{info['macs']:,}"),
-                 ("int8 ops", f"{q['int8_ops']} of {q['compute_ops']} compute ops "
-                              f"({q['weighted_int8_ops']} of {q['weighted_ops']} conv/gemm/matmul)"),
-                 ("int8 MAC coverage", f"{100 * q['coverage_macs']:.1f} %"),
-                 *((k.removeprefix("edgeprune_"), v) for k, v in info["metadata"].items())):
+    for k, v in (
+        ("size", f"{info['size_bytes'] / 1024:.1f} KiB"),
+        ("opset", str(info["opset"])),
+        ("inputs", ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in info["inputs"])),
+        ("outputs", ", ".join(f"{o['name']} {o['shape']} {o['dtype']}" for o in info["outputs"])),
+        ("params", f"{info['params']:,}"),
+        ("MACs", f"{info['macs']:,}"),
+        (
+            "int8 ops",
+            f"{q['int8_ops']} of {q['compute_ops']} compute ops "
+            f"({q['weighted_int8_ops']} of {q['weighted_ops']} conv/gemm/matmul)",
+        ),
+        ("int8 MAC coverage", f"{100 * q['coverage_macs']:.1f} %"),
+        *((k.removeprefix("edgeprune_"), v) for k, v in info["metadata"].items()),
+    ):
         s.add_row(k, v)
     console.print(s)
     ops = Table(title="ops")

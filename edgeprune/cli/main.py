@@ -6,6 +6,7 @@ Every module in this package other than this one and ``common`` is a subcommand:
 defines ``add_parser(subparsers)`` and ``run(args) -> int``. Discovering them keeps this
 file free of a list that every new subcommand would have to edit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,15 +15,19 @@ import pkgutil
 import sys
 
 from .. import __version__
-from .common import EXIT_BUG, EXIT_USAGE, UsageError, fail
+from ..errors import UserError
+from .common import EXIT_BUG, EXIT_USAGE, fail
 
 _NOT_SUBCOMMANDS = {"main", "common", "__init__"}
 
 
 def _subcommand_names() -> list[str]:
     package = importlib.import_module("edgeprune.cli")
-    return sorted(info.name for info in pkgutil.iter_modules(package.__path__)
-                  if info.name not in _NOT_SUBCOMMANDS and not info.name.startswith("_"))
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name not in _NOT_SUBCOMMANDS and not info.name.startswith("_")
+    )
 
 
 def _subcommand_modules(only: str | None = None):
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.run(args) or 0)
-    except UsageError as e:
+    except UserError as e:  # the user's files, flags or environment: one line, exit 2
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ Consumes: ``--model SPEC|DIR`` (optionally ``--weights``), ``--ratio R`` or ``--
 the pruned model with its plan, so ep.load rebuilds it), ``DIR/plan.json``, and a before/after
 table (params, MACs, per-layer channels) or the same as JSON.
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,30 +20,56 @@ DATA_IMPORTANCES = ("taylor", "gradient", "activation")
 def add_parser(subparsers) -> None:
     from ..prune.importance import IMPORTANCES
 
-    p = subparsers.add_parser("prune", help="remove whole channels (structured pruning) and save the smaller model",
-                              description="Prune --model to --ratio (fraction of channels removed) or --target-macs, "
-                                          "and write the pruned model and its plan to --out.")
-    p.add_argument("--model", required=True, metavar="SPEC|DIR",
-                   help="edgeprune:demo-cnn, file.py:factory, package.module:factory, torchvision:NAME, or an ep.save dir")
+    p = subparsers.add_parser(
+        "prune",
+        help="remove whole channels (structured pruning) and save the smaller model",
+        description="Prune --model to --ratio (fraction of channels removed) or --target-macs, "
+        "and write the pruned model and its plan to --out.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC|DIR",
+        help="edgeprune:demo-cnn, file.py:factory, package.module:factory, torchvision:NAME, or an ep.save dir",
+    )
     p.add_argument("--weights", metavar="FILE", help="state_dict to load into --model (weights_only)")
     p.add_argument("--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=float, metavar="R", help="fraction of prunable channels to remove, in [0, 1)")
-    how.add_argument("--target-macs", type=float, metavar="F",
-                     help="MAC budget: a fraction (<= 1) of the model's MACs, or an absolute count")
+    how.add_argument(
+        "--target-macs",
+        type=float,
+        metavar="F",
+        help="MAC budget: a fraction (<= 1) of the model's MACs, or an absolute count",
+    )
     how.add_argument("--plan", metavar="FILE", help="replay a plan.json written by an earlier prune")
-    p.add_argument("--importance", default="l2", metavar="NAME",
-                   help=f"channel importance: {', '.join(IMPORTANCES)} (default l2)")
-    p.add_argument("--reduction", default="mean", choices=("sum", "mean", "max"),
-                   help="how scores of coupled layers combine (default mean)")
-    p.add_argument("--round-to", type=int, default=8, metavar="N",
-                   help="kept channels are multiples of N (default 8; 1 disables)")
+    p.add_argument(
+        "--importance", default="l2", metavar="NAME", help=f"channel importance: {', '.join(IMPORTANCES)} (default l2)"
+    )
+    p.add_argument(
+        "--reduction",
+        default="mean",
+        choices=("sum", "mean", "max"),
+        help="how scores of coupled layers combine (default mean)",
+    )
+    p.add_argument(
+        "--round-to", type=int, default=8, metavar="N", help="kept channels are multiples of N (default 8; 1 disables)"
+    )
     p.add_argument("--ignore", nargs="+", default=[], metavar="NAME", help="layers (or prefixes) never pruned")
     p.add_argument("--per-layer", action="store_true", help="remove --ratio of every group instead of ranking globally")
-    p.add_argument("--max-layer-ratio", type=float, default=0.9, metavar="R",
-                   help="never remove more than this fraction of one group (default 0.9)")
-    p.add_argument("--attention", choices=("heads", "head_dims"), default="heads",
-                   help="prune whole attention heads (default) or shrink every head")
+    p.add_argument(
+        "--max-layer-ratio",
+        type=float,
+        default=0.9,
+        metavar="R",
+        help="never remove more than this fraction of one group (default 0.9)",
+    )
+    p.add_argument(
+        "--attention",
+        choices=("heads", "head_dims"),
+        default="heads",
+        help="prune whole attention heads (default) or shrink every head",
+    )
     p.add_argument("--calib", metavar="DATA", help="data spec for taylor/gradient/activation importance (e.g. digits)")
     p.add_argument("--input-shape", metavar="C,H,W", help="example input shape when the model does not carry one")
     p.add_argument("--seed", type=int, default=0, help="seed for --importance random (default 0)")
@@ -107,7 +134,9 @@ def run(args) -> int:
     if not 0 < args.max_layer_ratio <= 1:
         raise UsageError(f"--max-layer-ratio {args.max_layer_ratio}: must be in (0, 1]")
     if args.importance in DATA_IMPORTANCES and not args.calib and not args.data and args.plan is None:
-        raise UsageError(f"--importance {args.importance} needs calibration data: add --calib DATA (e.g. --calib digits)")
+        raise UsageError(
+            f"--importance {args.importance} needs calibration data: add --calib DATA (e.g. --calib digits)"
+        )
     plan_obj = None
     if args.plan:
         try:
@@ -130,13 +159,16 @@ def run(args) -> int:
     try:
         macs0, params0 = count_macs_params(model, x)
     except Exception as e:
-        raise UsageError(f"--input-shape {','.join(map(str, shape))}: the model does not run on it ({first_line(e)})") from None
+        raise UsageError(
+            f"--input-shape {','.join(map(str, shape))}: the model does not run on it ({first_line(e)})"
+        ) from None
     from edgeprune.prune import search as recipe
 
-    if recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover (issue 4)
+    if recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
         try:
-            met = recipe.run_recipe(args, model, x, prepare_out=lambda: prepare_out_dir(args.out, args.force),
-                                    print_json=print_json)
+            met = recipe.run_recipe(
+                args, model, x, prepare_out=lambda: prepare_out_dir(args.out, args.force), print_json=print_json
+            )
         except recipe.RecipeInputError as e:
             raise UsageError(str(e)) from None
         return 0 if met else EXIT_GATE
@@ -144,11 +176,21 @@ def run(args) -> int:
         warnings.simplefilter("always")
         if plan_obj is None:
             try:
-                plan_obj = ep.plan(model, x, ratio=args.ratio if args.ratio is not None else 0.5,
-                                   importance=args.importance, round_to=args.round_to,
-                                   global_ranking=not args.per_layer, ignore=tuple(args.ignore),
-                                   max_layer_ratio=args.max_layer_ratio, target_macs=args.target_macs,
-                                   seed=args.seed, reduction=args.reduction, calib=calib, attention=args.attention)
+                plan_obj = ep.plan(
+                    model,
+                    x,
+                    ratio=args.ratio if args.ratio is not None else 0.5,
+                    importance=args.importance,
+                    round_to=args.round_to,
+                    global_ranking=not args.per_layer,
+                    ignore=tuple(args.ignore),
+                    max_layer_ratio=args.max_layer_ratio,
+                    target_macs=args.target_macs,
+                    seed=args.seed,
+                    reduction=args.reduction,
+                    calib=calib,
+                    attention=args.attention,
+                )
             except ValueError as e:
                 msg = first_line(e)
                 if "ignore=" in msg:
@@ -166,22 +208,36 @@ def run(args) -> int:
             continue
         before, after = _channels(model.get_submodule(name)), _channels(pruned.get_submodule(name))
         if before is not None and before != after:
-            layers.append({"name": name, "type": type(model.get_submodule(name)).__name__,
-                           "before": before, "after": after})
+            layers.append(
+                {"name": name, "type": type(model.get_submodule(name)).__name__, "before": before, "after": after}
+            )
     out = prepare_out_dir(args.out, args.force)
     previous = getattr(model, "edgeprune_plan", None)
     plans = ([*previous] if isinstance(previous, list) else [previous] if previous is not None else []) + [plan_obj]
     try:
-        ep.save(pruned, out / "model", plan=plans if len(plans) > 1 else plan_obj,
-                metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash})
+        ep.save(
+            pruned,
+            out / "model",
+            plan=plans if len(plans) > 1 else plan_obj,
+            metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash},
+        )
     except ValueError as e:
         raise UsageError(f"--model {args.model}: {first_line(e)}") from None
     write_json(out / "plan.json", plan_obj.to_dict())
-    result = {"out": str(out), "model": args.model, "plan": str(out / "plan.json"), "plan_hash": plan_obj.hash,
-              "settings": plan_obj.settings,
-              "before": {"macs": macs0, "params": params0}, "after": {"macs": macs1, "params": params1},
-              "macs_ratio": macs1 / macs0 if macs0 else None, "params_ratio": params1 / params0 if params0 else None,
-              "layers": layers, "attributes": plan_obj.attrs, "warnings": notes}
+    result = {
+        "out": str(out),
+        "model": args.model,
+        "plan": str(out / "plan.json"),
+        "plan_hash": plan_obj.hash,
+        "settings": plan_obj.settings,
+        "before": {"macs": macs0, "params": params0},
+        "after": {"macs": macs1, "params": params1},
+        "macs_ratio": macs1 / macs0 if macs0 else None,
+        "params_ratio": params1 / params0 if params0 else None,
+        "layers": layers,
+        "attributes": plan_obj.attrs,
+        "warnings": notes,
+    }
     if args.json:
         print_json(result)
     else:

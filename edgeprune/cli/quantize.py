@@ -6,6 +6,7 @@ split is the calibration set, its test split measures accuracy), ``--calib-n``, 
 not), ``DIR/folded.pt`` and ``DIR/quant.json`` (every scale, JSON), and fp32 vs int8 (fake-quant)
 top-1 printed as a table or JSON. ``--max-acc-drop`` turns the accuracy drop into a gate (exit 3).
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,24 +17,44 @@ METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("quantize", help="calibrate int8 scales (PTQ, optional QAT) and save them",
-                              description="Calibrate int8 quantization for --model on --calib data and save "
-                                          "the model plus its scales (quant.json) to --out.")
-    p.add_argument("--model", required=True, metavar="SPEC|DIR",
-                   help="a model spec (edgeprune:demo-cnn, file.py:factory, ...) or a dir written by ep.save")
+    p = subparsers.add_parser(
+        "quantize",
+        help="calibrate int8 scales (PTQ, optional QAT) and save them",
+        description="Calibrate int8 quantization for --model on --calib data and save "
+        "the model plus its scales (quant.json) to --out.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC|DIR",
+        help="a model spec (edgeprune:demo-cnn, file.py:factory, ...) or a dir written by ep.save",
+    )
     p.add_argument("--weights", metavar="FILE", help="state_dict to load into --model (weights_only)")
     p.add_argument("--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model")
     p.add_argument("--calib", required=True, metavar="DATA", help="calibration data spec (digits, file.npz, ...)")
     p.add_argument("--calib-n", type=int, default=512, metavar="N", help="calibration samples (default 512)")
     p.add_argument("--method", choices=METHODS, default="percentile", help="range calibration (default percentile)")
     p.add_argument("--percentile", type=float, default=99.99, help="kept percentage for --method percentile")
-    p.add_argument("--target", metavar="T", help="device profile (rpi4, x86-avx2, jetson-orin-nano, ...) "
-                                                 "that sets activation dtype/symmetry and Q/DQ placement")
+    p.add_argument(
+        "--target",
+        metavar="T",
+        help="device profile (rpi4, x86-avx2, jetson-orin-nano, ...) "
+        "that sets activation dtype/symmetry and Q/DQ placement",
+    )
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per layer (default: per channel)")
-    p.add_argument("--qat-epochs", type=int, default=0, metavar="N",
-                   help="fine-tune N epochs through fake quantization after calibration (default 0)")
-    p.add_argument("--max-acc-drop", type=float, metavar="POINTS",
-                   help="fail (exit 3) when int8 top-1 is more than POINTS percentage points below fp32")
+    p.add_argument(
+        "--qat-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fine-tune N epochs through fake quantization after calibration (default 0)",
+    )
+    p.add_argument(
+        "--max-acc-drop",
+        type=float,
+        metavar="POINTS",
+        help="fail (exit 3) when int8 top-1 is more than POINTS percentage points below fp32",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -61,8 +82,16 @@ def run(args) -> int:
     model = load_model(args.model, args.weights, args.trust_pickle)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     try:
-        qm = ep.quantize(model, data, method=args.method, per_channel=not args.per_tensor, target=args.target,
-                         calib_n=args.calib_n, progress=progress, percentile=args.percentile)
+        qm = ep.quantize(
+            model,
+            data,
+            method=args.method,
+            per_channel=not args.per_tensor,
+            target=args.target,
+            calib_n=args.calib_n,
+            progress=progress,
+            percentile=args.percentile,
+        )
     except CalibrationError as e:
         raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
     except Int8UnsupportedError as e:
@@ -79,19 +108,30 @@ def run(args) -> int:
     drop = 100.0 * (fp32 - int8)
     qm.metadata.update({"calib": args.calib, "fp32_top1": fp32, "int8_top1": int8})
     qm.save(out)
-    result = {"out": str(out), "model": args.model, "calib": args.calib, **qm.summary(),
-              "fp32_top1": fp32, "int8_top1": int8, "acc_drop_points": drop,
-              "calibration_samples": qm.metadata.get("calibration_samples")}
+    result = {
+        "out": str(out),
+        "model": args.model,
+        "calib": args.calib,
+        **qm.summary(),
+        "fp32_top1": fp32,
+        "int8_top1": int8,
+        "acc_drop_points": drop,
+        "calibration_samples": qm.metadata.get("calibration_samples"),
+    }
     gate_failed = args.max_acc_drop is not None and drop > args.max_acc_drop
-    result["gate"] = None if args.max_acc_drop is None else {"max_acc_drop": args.max_acc_drop,
-                                                              "passed": not gate_failed}
+    result["gate"] = (
+        None if args.max_acc_drop is None else {"max_acc_drop": args.max_acc_drop, "passed": not gate_failed}
+    )
     if args.json:
         print_json(result)
     else:
         _print_table(result)
     if gate_failed:
-        print(f"error: int8 top-1 dropped {drop:.2f} points (> --max-acc-drop {args.max_acc_drop}); "
-              "try --method percentile/mse, more --calib-n, or --qat-epochs", file=sys.stderr)
+        print(
+            f"error: int8 top-1 dropped {drop:.2f} points (> --max-acc-drop {args.max_acc_drop}); "
+            "try --method percentile/mse, more --calib-n, or --qat-epochs",
+            file=sys.stderr,
+        )
         return EXIT_GATE
     return 0
 
@@ -103,15 +143,27 @@ def _print_table(r: dict) -> None:
     t = Table(title=f"int8 quantization -> {r['out']}")
     t.add_column("setting")
     t.add_column("value")
-    rows = [("method", r["method"]), ("target", r["target"] or "(none)"),
-            ("activations", f"{r['activation_dtype']} {'symmetric' if r['symmetric_activations'] else 'asymmetric'}"
-                            f", per tensor, Q/DQ on {r['placement'].replace('_', ' + ')}"),
-            ("weights", f"int8 symmetric {'per channel' if r['per_channel'] else 'per tensor'}"
-                        f"{' (7-bit, reduce_range)' if r['reduce_range'] else ''}"),
-            ("quantized layers", str(r["quantized_layers"])), ("activation points", str(r["activation_points"])),
-            ("calibration samples", str(r["calibration_samples"])),
-            ("top-1 fp32 / int8", f"{100 * r['fp32_top1']:.2f} % / {100 * r['int8_top1']:.2f} % "
-                                  f"({r['acc_drop_points']:+.2f} points drop)")]
+    rows = [
+        ("method", r["method"]),
+        ("target", r["target"] or "(none)"),
+        (
+            "activations",
+            f"{r['activation_dtype']} {'symmetric' if r['symmetric_activations'] else 'asymmetric'}"
+            f", per tensor, Q/DQ on {r['placement'].replace('_', ' + ')}",
+        ),
+        (
+            "weights",
+            f"int8 symmetric {'per channel' if r['per_channel'] else 'per tensor'}"
+            f"{' (7-bit, reduce_range)' if r['reduce_range'] else ''}",
+        ),
+        ("quantized layers", str(r["quantized_layers"])),
+        ("activation points", str(r["activation_points"])),
+        ("calibration samples", str(r["calibration_samples"])),
+        (
+            "top-1 fp32 / int8",
+            f"{100 * r['fp32_top1']:.2f} % / {100 * r['int8_top1']:.2f} % ({r['acc_drop_points']:+.2f} points drop)",
+        ),
+    ]
     for s in r["skipped"]:
         rows.append((f"kept fp32: {s['name']}", s["reason"]))
     for k, v in rows:

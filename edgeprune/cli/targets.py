@@ -3,6 +3,7 @@
 Consumes: a profile name or a path to a profile TOML. Produces: a rich table or the profile as
 JSON (``--json``) on stdout; a bad profile exits 2 with one line naming the file and field.
 """
+
 from __future__ import annotations
 
 from .. import targets as targets_mod
@@ -10,8 +11,11 @@ from .common import UsageError, print_json
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("targets", help="list or show device profiles",
-                              description="List the built-in device profiles or show one (by name or .toml path).")
+    p = subparsers.add_parser(
+        "targets",
+        help="list or show device profiles",
+        description="List the built-in device profiles or show one (by name or .toml path).",
+    )
     sub = p.add_subparsers(dest="targets_command", metavar="ACTION", required=True)
     lp = sub.add_parser("list", help="list the built-in profiles")
     lp.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -50,9 +54,15 @@ def _list(as_json: bool) -> int:
     for col in ("name", "cpu", "fp32 GFLOPS/core", "int8 GOPS/core", "DRAM GB/s", "gpu", "deploy"):
         table.add_column(col, justify="right" if "/" in col else "left")
     for p in profiles:
-        table.add_row(p.name, _cpu_text(p), f"{p.peak.fp32_gflops_per_core:g}", f"{p.peak.int8_gops_per_core:g}",
-                      f"{p.memory.bandwidth_gbs:g}", _gpu_text(p),
-                      f"{p.deploy.precision}, x{p.deploy.channel_multiple}")
+        table.add_row(
+            p.name,
+            _cpu_text(p),
+            f"{p.peak.fp32_gflops_per_core:g}",
+            f"{p.peak.int8_gops_per_core:g}",
+            f"{p.memory.bandwidth_gbs:g}",
+            _gpu_text(p),
+            f"{p.deploy.precision}, x{p.deploy.channel_multiple}",
+        )
     _console().print(table)
     return 0
 
@@ -89,7 +99,6 @@ def run(args) -> int:
 
 def _console():
     from rich.console import Console
-
 
     # piped output: rich would assume 80 columns and wrap every cell; tables read better wider
     c = Console()

@@ -1,11 +1,12 @@
 """`edgeprune train`: build a model from a spec, train it on a data spec, save it.
 
-Consumes: ``--model SPEC`` (DESIGN.md section 3), ``--data SPEC``, optional ``--weights FILE``
+Consumes: ``--model SPEC`` (docs/architecture.md, Specs), ``--data SPEC``, optional ``--weights FILE``
 (state_dict, ``--trust-pickle`` for pickled whole models), hyper-parameters and ``--seed``.
 Produces: the trained model written with ``ep.save`` into ``--out DIR`` (model.json with the
 training metrics as metadata, weights.pt), and the test top-1 printed (or JSON with ``--json``).
 Bad specs exit 2 with one line naming the flag and the problem.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,23 +15,38 @@ from .common import UsageError, flag_error, load_model, prepare_out_dir, print_j
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a model on a dataset and save it",
-                              description="Train --model on --data and save it to --out with ep.save.")
-    p.add_argument("--model", required=True, metavar="SPEC",
-                   help="edgeprune:demo-cnn, path/file.py:factory, package.module:factory, torchvision:NAME or a saved dir")
-    p.add_argument("--data", required=True, metavar="SPEC",
-                   help="digits, file.npz, an image folder, or package.module:fn")
-    p.add_argument("--image-size", type=int, default=32, metavar="PX",
-                   help="side length image folders are resized to (default 32)")
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on a dataset and save it",
+        description="Train --model on --data and save it to --out with ep.save.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="edgeprune:demo-cnn, path/file.py:factory, package.module:factory, torchvision:NAME or a saved dir",
+    )
+    p.add_argument(
+        "--data", required=True, metavar="SPEC", help="digits, file.npz, an image folder, or package.module:fn"
+    )
+    p.add_argument(
+        "--image-size", type=int, default=32, metavar="PX", help="side length image folders are resized to (default 32)"
+    )
     p.add_argument("--weights", metavar="FILE", help="initial weights: a state_dict file (loaded with weights_only)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model (runs code)")
+    p.add_argument(
+        "--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model (runs code)"
+    )
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed for init, split and shuffling (default 0)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, cosine-decayed (default 3e-3)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="optimiser (default adamw)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads while training (default 1: identical results on every machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads while training (default 1: identical results on every machine)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory for the saved model")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -43,8 +59,12 @@ def run(args) -> int:
 
     import edgeprune as ep
 
-    for name, value, low in (("--epochs", args.epochs, 0), ("--batch-size", args.batch_size, 1),
-                             ("--threads", args.threads, 1), ("--image-size", args.image_size, 1)):
+    for name, value, low in (
+        ("--epochs", args.epochs, 0),
+        ("--batch-size", args.batch_size, 1),
+        ("--threads", args.threads, 1),
+        ("--image-size", args.image_size, 1),
+    ):
         if value < low:
             raise UsageError(f"{name} {value}: must be >= {low}")
     if not args.lr > 0:
@@ -64,27 +84,47 @@ def run(args) -> int:
             model.eval()
             logits = model(torch.as_tensor(x0)[None])
     except Exception as e:
-        raise UsageError(f"--model {args.model}: does not accept --data {args.data} samples of shape "
-                         f"{tuple(data.input_shape)} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise UsageError(
+            f"--model {args.model}: does not accept --data {args.data} samples of shape "
+            f"{tuple(data.input_shape)} ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
     if logits.ndim != 2 or logits.shape[1] < data.num_classes:
-        raise UsageError(f"--model {args.model}: outputs shape {tuple(logits.shape)} but --data {args.data} has "
-                         f"{data.num_classes} classes; build the model with num_classes={data.num_classes}")
+        raise UsageError(
+            f"--model {args.model}: outputs shape {tuple(logits.shape)} but --data {args.data} has "
+            f"{data.num_classes} classes; build the model with num_classes={data.num_classes}"
+        )
     if getattr(model, "input_shape", None) is None:
         model.input_shape = tuple(data.input_shape)
     out = prepare_out_dir(args.out, args.force)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
-    model, metrics = ep.models.train(model, data, epochs=args.epochs, seed=args.seed, lr=args.lr,
-                                     batch_size=args.batch_size, optimizer=args.optimizer,
-                                     progress=progress, threads=args.threads)
+    model, metrics = ep.models.train(
+        model,
+        data,
+        epochs=args.epochs,
+        seed=args.seed,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        progress=progress,
+        threads=args.threads,
+    )
     ep.save(model, out, metadata={"train": metrics, "data": args.data})
     test_is_val = bool(data.info.get("test_is_val"))  # the data spec had no separate test split
-    result = {"model": model.edgeprune_spec, "data": args.data, "out": str(out),
-              "test_top1": metrics["test_top1"], "val_top1": metrics["val_top1"], "test_is_val": test_is_val,
-              "metrics": metrics}
+    result = {
+        "model": model.edgeprune_spec,
+        "data": args.data,
+        "out": str(out),
+        "test_top1": metrics["test_top1"],
+        "val_top1": metrics["val_top1"],
+        "test_is_val": test_is_val,
+        "metrics": metrics,
+    }
     if args.json:
         print_json(result)
     else:
         label = "test (= val split) top-1" if test_is_val else "test top-1"
-        print(f"{label} {100 * metrics['test_top1']:.2f} % (val {100 * metrics['val_top1']:.2f} %), "
-              f"{args.epochs} epochs, seed {args.seed}, {metrics['seconds']:.1f} s; saved to {out}")
+        print(
+            f"{label} {100 * metrics['test_top1']:.2f} % (val {100 * metrics['val_top1']:.2f} %), "
+            f"{args.epochs} epochs, seed {args.seed}, {metrics['seconds']:.1f} s; saved to {out}"
+        )
     return 0

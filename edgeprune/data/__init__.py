@@ -1,6 +1,6 @@
 """Dataset specs -> train/val/test splits of ``(x float32 CHW, y int64)`` samples.
 
-Consumes: a data spec string (DESIGN.md section 3):
+Consumes: a data spec string (docs/architecture.md, Specs):
   ``digits``                  scikit-learn's 1,797 handwritten 8x8 digits, shipped in the package
                               (``digits.npz``), upsampled to 1x32x32 and normalised;
   ``file.npz``                arrays ``x`` (float NCHW), ``y`` (int), optional ``split`` (0/1/2 per
@@ -15,6 +15,7 @@ Produces: ``DataSplits`` (``.train``, ``.val``, ``.test``, ``.num_classes``, ``.
 Bad specs raise ``ValueError`` with one line naming the file/spec and what is wrong; the CLI
 turns that into exit code 2.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -54,8 +55,10 @@ class DataSplits:
 
     def __repr__(self) -> str:
         sizes = "/".join(str(_safe_len(d)) for d in (self.train, self.val, self.test))
-        return (f"DataSplits(spec={self.spec!r}, train/val/test={sizes}, "
-                f"num_classes={self.num_classes}, input_shape={self.input_shape})")
+        return (
+            f"DataSplits(spec={self.spec!r}, train/val/test={sizes}, "
+            f"num_classes={self.num_classes}, input_shape={self.input_shape})"
+        )
 
 
 def _safe_len(d) -> str | int:
@@ -65,8 +68,9 @@ def _safe_len(d) -> str | int:
         return "?"
 
 
-def stratified_split(y: np.ndarray, seed: int = 0, val_fraction: float = VAL_FRACTION,
-                     test_fraction: float = TEST_FRACTION) -> np.ndarray:
+def stratified_split(
+    y: np.ndarray, seed: int = 0, val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION
+) -> np.ndarray:
     """Return a split code per sample (0 train, 1 val, 2 test), stratified by label, seeded.
 
     Each class contributes round(n_c * fraction) samples to val and to test, so class ratios
@@ -81,18 +85,20 @@ def stratified_split(y: np.ndarray, seed: int = 0, val_fraction: float = VAL_FRA
         n_val = int(round(len(idx) * val_fraction))
         n_test = int(round(len(idx) * test_fraction))
         split[idx[:n_val]] = 1
-        split[idx[n_val:n_val + n_test]] = 2
+        split[idx[n_val : n_val + n_test]] = 2
     return split
 
 
-def _tensor_splits(x: np.ndarray, y: np.ndarray, split: np.ndarray, spec: str,
-                   num_classes: int | None = None, info: dict | None = None) -> DataSplits:
+def _tensor_splits(
+    x: np.ndarray, y: np.ndarray, split: np.ndarray, spec: str, num_classes: int | None = None, info: dict | None = None
+) -> DataSplits:
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
     parts = [TensorDataset(xt[split == k], yt[split == k]) for k in (0, 1, 2)]
     n_cls = int(num_classes if num_classes is not None else (int(y.max()) + 1 if len(y) else 0))
-    return DataSplits(*parts, num_classes=n_cls, input_shape=tuple(int(s) for s in x.shape[1:]),
-                      spec=spec, info=dict(info or {}))
+    return DataSplits(
+        *parts, num_classes=n_cls, input_shape=tuple(int(s) for s in x.shape[1:]), spec=spec, info=dict(info or {})
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,12 +117,19 @@ def _digits(seed: int) -> DataSplits:
     # Fixed normalisation constants (not recomputed per split, so every split sees the same map).
     x = (x - 0.3) / 0.32
     split = stratified_split(target, seed=seed)
-    return _tensor_splits(x.numpy(), target, split, "digits", num_classes=10,
-                          info={"source": "sklearn.datasets.load_digits (shipped copy)", "seed": seed})
+    return _tensor_splits(
+        x.numpy(),
+        target,
+        split,
+        "digits",
+        num_classes=10,
+        info={"source": "sklearn.datasets.load_digits (shipped copy)", "seed": seed},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # .npz
+
 
 def _npz(path: Path, seed: int) -> DataSplits:
     if not path.is_file():
@@ -129,8 +142,10 @@ def _npz(path: Path, seed: int) -> DataSplits:
         names = set(getattr(f, "files", ()))
         for need in ("x", "y"):
             if need not in names:
-                raise ValueError(f"{path}: missing array '{need}' (found {sorted(names) or 'none'}); "
-                                 "expected x float32 NCHW, y int64 and optional split")
+                raise ValueError(
+                    f"{path}: missing array '{need}' (found {sorted(names) or 'none'}); "
+                    "expected x float32 NCHW, y int64 and optional split"
+                )
         try:
             x, y = f["x"], f["y"]
             split = f["split"] if "split" in names else None
@@ -165,6 +180,7 @@ def _npz(path: Path, seed: int) -> DataSplits:
 
 # ---------------------------------------------------------------------------------------------
 # image folder
+
 
 def _pil():
     # Pillow is always there in practice: matplotlib (a dependency) requires it, and its own
@@ -234,20 +250,24 @@ def _image_folder(root: Path, seed: int, image_size: int) -> DataSplits:
         if 2 not in split_roots:  # no test/ folder: evaluate on val
             xs, ys = x[split == 0], y[split == 0]
             xv, yv = x[split == 1], y[split == 1]
-            d = DataSplits(TensorDataset(torch.from_numpy(xs), torch.from_numpy(ys)),
-                           TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
-                           TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
-                           num_classes=len(classes), input_shape=tuple(x.shape[1:]), spec=str(root),
-                           info={"classes": classes, "test_is_val": True})
+            d = DataSplits(
+                TensorDataset(torch.from_numpy(xs), torch.from_numpy(ys)),
+                TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
+                TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
+                num_classes=len(classes),
+                input_shape=tuple(x.shape[1:]),
+                spec=str(root),
+                info={"classes": classes, "test_is_val": True},
+            )
             return d
     else:
         split = stratified_split(y, seed=seed)
-    return _tensor_splits(x, y, split, str(root), num_classes=len(classes),
-                          info={"classes": classes, "seed": seed})
+    return _tensor_splits(x, y, split, str(root), num_classes=len(classes), info={"classes": classes, "seed": seed})
 
 
 # ---------------------------------------------------------------------------------------------
 # callables
+
 
 def resolve_callable(spec: str, what: str = "spec"):
     """``package.module:fn`` or ``path/file.py:fn`` -> the callable (ValueError if missing)."""
@@ -314,12 +334,17 @@ def _from_callable(spec: str) -> DataSplits:
     if len(parts) == 2:
         parts.append(parts[1])  # no separate test split: evaluate on val, and say so in info
     x0 = parts[0][0][0]
-    return DataSplits(*parts, num_classes=_infer_num_classes(parts[0]),
-                      input_shape=tuple(int(s) for s in torch.as_tensor(x0).shape), spec=spec,
-                      info={"test_is_val": len(out) == 2})
+    return DataSplits(
+        *parts,
+        num_classes=_infer_num_classes(parts[0]),
+        input_shape=tuple(int(s) for s in torch.as_tensor(x0).shape),
+        spec=spec,
+        info={"test_is_val": len(out) == 2},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def load(spec: str | DataSplits, seed: int = 0, image_size: int = 32) -> DataSplits:
     """Resolve a data spec (see the module docstring) into ``DataSplits``.

@@ -7,6 +7,7 @@ Produces: ``edgeprune/data/digits.npz`` with ``images`` (uint8, 1797x8x8, values
 Run once: ``python -m edgeprune.data.make_digits`` (write) / ``... --check`` (verify).
 The data is shipped so that ``ep.data.load("digits")`` never needs a download or scikit-learn.
 """
+
 from __future__ import annotations
 
 import argparse

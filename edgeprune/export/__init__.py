@@ -7,6 +7,7 @@ with ``metadata_props``: edgeprune version, format, precision, target, plan hash
 for int8 the quantization method and a hash of the scales, and with a target the layers whose
 channel counts miss the target's SIMD multiple.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 
 import torch
+
 # bound by name: importing our submodule edgeprune.export.onnx rebinds `onnx` in this namespace
 from onnx import save as _onnx_save
 
@@ -59,8 +61,9 @@ def channel_alignment(model, target) -> dict | None:
 
     prof = targets.load(target) if isinstance(target, (str, os.PathLike)) else target
     mult = int(getattr(prof.deploy, "channel_multiple", 1) or 1)
-    layers = [(n, m) for n, m in model.named_modules()
-              if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))]
+    layers = [
+        (n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))
+    ]
     misaligned = []
     for name, m in layers[:-1]:
         c = m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels
@@ -96,8 +99,15 @@ def _target_name(target, source):
     return target if isinstance(target, str) else getattr(target, "name", str(target))
 
 
-def export(model_or_quantized, out_dir, formats=("onnx", "onnx-int8"), example_inputs=None, target=None,
-           dynamic_batch: bool = False, opset: int = 17) -> dict[str, Path]:
+def export(
+    model_or_quantized,
+    out_dir,
+    formats=("onnx", "onnx-int8"),
+    example_inputs=None,
+    target=None,
+    dynamic_batch: bool = False,
+    opset: int = 17,
+) -> dict[str, Path]:
     source = model_or_quantized
     if isinstance(source, (str, os.PathLike)):
         source = load_source(source)
@@ -107,21 +117,30 @@ def export(model_or_quantized, out_dir, formats=("onnx", "onnx-int8"), example_i
     quantized = isinstance(source, QuantizedModel)
     for f in fmts:
         if f.needs_quantized and not quantized:
-            raise ValueError(f"format {f.name} needs a QuantizedModel (its scales): run ep.quantize(model, "
-                             "calib_data) / `edgeprune quantize` first and export that")
+            raise ValueError(
+                f"format {f.name} needs a QuantizedModel (its scales): run ep.quantize(model, "
+                "calib_data) / `edgeprune quantize` first and export that"
+            )
         if f.precision == "int8" and target is not None:
             target_defaults(target)  # raises Int8UnsupportedError for fp16-only targets (Jetson Nano)
     if quantized and target is not None and source.config.target not in (None, _target_name(target, None)):
-        raise ValueError(f"the QuantizedModel was calibrated for target {source.config.target}, not "
-                         f"{_target_name(target, None)}; quantize again with --target {_target_name(target, None)}")
+        raise ValueError(
+            f"the QuantizedModel was calibrated for target {source.config.target}, not "
+            f"{_target_name(target, None)}; quantize again with --target {_target_name(target, None)}"
+        )
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: edgeprune writes opset >= 17")
     inputs = _example_inputs(source, example_inputs)
     model = source.original if quantized else source
     target_name = _target_name(target, source)
-    input_spec = [{"name": "input" if len(inputs) == 1 else f"input_{i}",
-                   "shape": (["batch"] if dynamic_batch else [int(x.shape[0])]) + [int(s) for s in x.shape[1:]],
-                   "dtype": str(x.dtype).replace("torch.", "")} for i, x in enumerate(inputs)]
+    input_spec = [
+        {
+            "name": "input" if len(inputs) == 1 else f"input_{i}",
+            "shape": (["batch"] if dynamic_batch else [int(x.shape[0])]) + [int(s) for s in x.shape[1:]],
+            "dtype": str(x.dtype).replace("torch.", ""),
+        }
+        for i, x in enumerate(inputs)
+    ]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -129,17 +148,26 @@ def export(model_or_quantized, out_dir, formats=("onnx", "onnx-int8"), example_i
         mod_name, fn_name = f.writer.split(":")
         writer = getattr(importlib.import_module(mod_name), fn_name)
         proto = writer(source, inputs, {"dynamic_batch": dynamic_batch, "opset": opset})
-        props = {"edgeprune_version": __version__, "edgeprune_format": f.name, "edgeprune_precision": f.precision,
-                 "edgeprune_target": target_name, "edgeprune_plan_hash": plan_hash(model),
-                 "edgeprune_spec": getattr(model, "edgeprune_spec", None), "edgeprune_input": input_spec}
+        props = {
+            "edgeprune_version": __version__,
+            "edgeprune_format": f.name,
+            "edgeprune_precision": f.precision,
+            "edgeprune_target": target_name,
+            "edgeprune_plan_hash": plan_hash(model),
+            "edgeprune_spec": getattr(model, "edgeprune_spec", None),
+            "edgeprune_input": input_spec,
+        }
         align = channel_alignment(model, target)
         if align is not None:
             props["edgeprune_channel_alignment"] = align
         if f.precision == "int8":
-            props["edgeprune_quant"] = {"method": source.config.method, "scales_hash": source.scales_hash(),
-                                        "activation_dtype": source.config.activation_dtype,
-                                        "symmetric_activations": source.config.symmetric_activations,
-                                        "placement": source.config.placement}
+            props["edgeprune_quant"] = {
+                "method": source.config.method,
+                "scales_hash": source.scales_hash(),
+                "activation_dtype": source.config.activation_dtype,
+                "symmetric_activations": source.config.symmetric_activations,
+                "placement": source.config.placement,
+            }
         set_metadata(proto, props)
         proto.producer_name = "edgeprune"
         proto.producer_version = __version__

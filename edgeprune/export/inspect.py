@@ -5,6 +5,7 @@ parameter count, MACs (from shape inference, batch 1), file size, metadata_props
 compute op its precision (int8 when its inputs arrive through DequantizeLinear, fp16, fp32)
 with the reason every op that stayed fp32 did so; int8 coverage by ops and by MACs.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,11 +18,33 @@ from onnx import TensorProto
 # Ops that carry MACs (weights) and ops the QDQ scheme can run in int8 when fed by DQ.
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 QUANTIZABLE_BY_EDGEPRUNE = ("Conv", "Gemm", "MatMul")
-COMPUTE = WEIGHTED + ("Add", "Mul", "Sub", "Concat", "AveragePool", "GlobalAveragePool", "MaxPool",
-                      "Relu", "Clip", "Sigmoid", "HardSwish", "Softmax", "LSTM", "GRU", "Resize",
-                      "BatchNormalization", "LayerNormalization")
-_DTYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.INT8: "int8",
-           TensorProto.UINT8: "uint8", TensorProto.INT32: "int32", TensorProto.INT64: "int64"}
+COMPUTE = WEIGHTED + (
+    "Add",
+    "Mul",
+    "Sub",
+    "Concat",
+    "AveragePool",
+    "GlobalAveragePool",
+    "MaxPool",
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "HardSwish",
+    "Softmax",
+    "LSTM",
+    "GRU",
+    "Resize",
+    "BatchNormalization",
+    "LayerNormalization",
+)
+_DTYPES = {
+    TensorProto.FLOAT: "float32",
+    TensorProto.FLOAT16: "float16",
+    TensorProto.INT8: "int8",
+    TensorProto.UINT8: "uint8",
+    TensorProto.INT32: "int32",
+    TensorProto.INT64: "int64",
+}
 
 
 def _dims(vi) -> list:
@@ -53,8 +76,13 @@ def inspect_onnx(path: str | os.PathLike) -> dict:
         shapes[name] = list(init.dims)
         types[name] = init.data_type
     producer = {o: n for n in g.node for o in n.output}
-    qparam_inputs = {n.input[k] for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                     for k in (1, 2) if len(n.input) > k}
+    qparam_inputs = {
+        n.input[k]
+        for n in g.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+        for k in (1, 2)
+        if len(n.input) > k
+    }
     params = sum(int(np.prod(i.dims)) if i.dims else 1 for name, i in inits.items() if name not in qparam_inputs)
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
 
@@ -109,8 +137,9 @@ def inspect_onnx(path: str | os.PathLike) -> dict:
             trans_a = next((x.i for x in n.attribute if x.name == "transA"), 0)
             k = a[-2] if trans_a else a[-1]
             macs = _num(out_shape) * (k if isinstance(k, int) and k > 0 else 1)
-        float_inputs = [t for t in n.input if t and types.get(t, TensorProto.FLOAT) in
-                        (TensorProto.FLOAT, TensorProto.FLOAT16)]
+        float_inputs = [
+            t for t in n.input if t and types.get(t, TensorProto.FLOAT) in (TensorProto.FLOAT, TensorProto.FLOAT16)
+        ]
         precision, reason = "fp32", None
         if float_inputs and all(types.get(t) == TensorProto.FLOAT16 for t in float_inputs):
             precision = "fp16"
@@ -134,18 +163,29 @@ def inspect_onnx(path: str | os.PathLike) -> dict:
             if float_inputs and all(dq) and requantized(n.output[0]):
                 precision = "int8"
             elif float_inputs and all(dq):
-                reason = (f"{n.op_type} inputs are int8 but its output is not re-quantized (no QuantizeLinear "
-                          "after it), so runtimes compute it in float")
+                reason = (
+                    f"{n.op_type} inputs are int8 but its output is not re-quantized (no QuantizeLinear "
+                    "after it), so runtimes compute it in float"
+                )
             elif not has_qdq:
                 reason = "fp32 model: no QuantizeLinear/DequantizeLinear in the graph"
             else:
-                reason = (f"{n.op_type} inputs are fp32 (no DequantizeLinear before them); edgeprune quantizes "
-                          "only Conv/Gemm inputs and outputs, so this op runs in float")
+                reason = (
+                    f"{n.op_type} inputs are fp32 (no DequantizeLinear before them); edgeprune quantizes "
+                    "only Conv/Gemm inputs and outputs, so this op runs in float"
+                )
         total_macs += macs
         if precision == "int8":
             int8_macs += macs
-        layers.append({"name": n.name or n.output[0], "op": n.op_type, "macs": int(macs),
-                       "precision": precision, "reason": reason})
+        layers.append(
+            {
+                "name": n.name or n.output[0],
+                "op": n.op_type,
+                "macs": int(macs),
+                "precision": precision,
+                "reason": reason,
+            }
+        )
     compute = layers
     n_int8 = sum(1 for l in compute if l["precision"] == "int8")
     weighted = [l for l in compute if l["op"] in WEIGHTED]
@@ -155,20 +195,27 @@ def inspect_onnx(path: str | os.PathLike) -> dict:
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "metadata": {p.key: p.value for p in model.metadata_props},
-        "inputs": [{"name": i.name, "shape": _dims(i), "dtype": _DTYPES.get(i.type.tensor_type.elem_type, "?")}
-                   for i in model.graph.input if i.name not in inits],
-        "outputs": [{"name": o.name, "shape": _dims(o), "dtype": _DTYPES.get(o.type.tensor_type.elem_type, "?")}
-                    for o in model.graph.output],
+        "inputs": [
+            {"name": i.name, "shape": _dims(i), "dtype": _DTYPES.get(i.type.tensor_type.elem_type, "?")}
+            for i in model.graph.input
+            if i.name not in inits
+        ],
+        "outputs": [
+            {"name": o.name, "shape": _dims(o), "dtype": _DTYPES.get(o.type.tensor_type.elem_type, "?")}
+            for o in model.graph.output
+        ],
         "ops": dict(sorted(ops.items())),
         "params": int(params),
         "macs": int(total_macs),
         "int8": {
-            "compute_ops": len(compute), "int8_ops": n_int8,
+            "compute_ops": len(compute),
+            "int8_ops": n_int8,
             "weighted_ops": len(weighted),
             "weighted_int8_ops": sum(1 for l in weighted if l["precision"] == "int8"),
             "coverage_macs": (int8_macs / total_macs) if total_macs else 0.0,
-            "fp32_ops": [{"name": l["name"], "op": l["op"], "reason": l["reason"]} for l in compute
-                         if l["precision"] == "fp32"],
+            "fp32_ops": [
+                {"name": l["name"], "op": l["op"], "reason": l["reason"]} for l in compute if l["precision"] == "fp32"
+            ],
         },
         "layers": layers,
     }

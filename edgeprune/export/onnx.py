@@ -19,6 +19,7 @@ values; quantized adds, average pools and concats are located through their (alr
 inputs.
 Every test compares the result in ONNX Runtime with the QuantizedModel's torch fake-quant twin.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,9 @@ from onnx import TensorProto, helper, numpy_helper
 DEFAULT_OPSET = 17
 
 
-def torch_to_onnx(model: torch.nn.Module, example_inputs, dynamic_batch: bool = False,
-                  opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def torch_to_onnx(
+    model: torch.nn.Module, example_inputs, dynamic_batch: bool = False, opset: int = DEFAULT_OPSET
+) -> onnx.ModelProto:
     """Export ``model`` (eval mode) to an in-memory ModelProto with input 'input', output 'output'."""
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
@@ -52,21 +54,37 @@ def torch_to_onnx(model: torch.nn.Module, example_inputs, dynamic_batch: bool = 
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             try:
-                torch.onnx.export(model, example_inputs, buf, dynamo=False, opset_version=opset,
-                                  input_names=in_names, output_names=["output"], dynamic_axes=dyn,
-                                  do_constant_folding=True)
+                torch.onnx.export(
+                    model,
+                    example_inputs,
+                    buf,
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=in_names,
+                    output_names=["output"],
+                    dynamic_axes=dyn,
+                    do_constant_folding=True,
+                )
             except Exception as first:
                 buf = io.BytesIO()
-                shapes = ({n: {0: torch.export.Dim("batch")} for n in in_names} if dynamic_batch else None)
+                shapes = {n: {0: torch.export.Dim("batch")} for n in in_names} if dynamic_batch else None
                 try:
-                    prog = torch.onnx.export(model, example_inputs, dynamo=True, opset_version=max(opset, 18),
-                                             input_names=in_names, output_names=["output"],
-                                             dynamic_shapes=shapes, verbose=False)
+                    prog = torch.onnx.export(
+                        model,
+                        example_inputs,
+                        dynamo=True,
+                        opset_version=max(opset, 18),
+                        input_names=in_names,
+                        output_names=["output"],
+                        dynamic_shapes=shapes,
+                        verbose=False,
+                    )
                     prog.save(buf)
                 except Exception as second:
                     raise RuntimeError(
                         f"ONNX export of {type(model).__name__} failed with both torch exporters: "
-                        f"TorchScript: {_first_line(first)}; dynamo: {_first_line(second)}") from second
+                        f"TorchScript: {_first_line(first)}; dynamo: {_first_line(second)}"
+                    ) from second
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
@@ -110,8 +128,9 @@ def _consumers(graph) -> dict[str, list]:
 def _find_layer_node(graph, inits: dict, target: str, weight: np.ndarray):
     """(node, axis, transposed) of the Conv/Gemm/MatMul computing layer ``target``."""
     name = f"{target}.weight"
-    candidates = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1
-                  and n.input[1] in inits]
+    candidates = [
+        n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in inits
+    ]
     for n in candidates:
         if n.input[1] == name:
             return n, _weight_axis(n)
@@ -165,13 +184,21 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
         wname = node.input[1]
         per_channel = qmodel.config.per_channel
         scale_arr = ws if per_channel else ws[:1].reshape(())
-        new_inits += [numpy_helper.from_array(np.ascontiguousarray(q), f"{wname}_quantized"),
-                      numpy_helper.from_array(scale_arr, f"{wname}_scale"),
-                      numpy_helper.from_array(np.zeros_like(scale_arr, dtype=np.int8), f"{wname}_zero_point")]
+        new_inits += [
+            numpy_helper.from_array(np.ascontiguousarray(q), f"{wname}_quantized"),
+            numpy_helper.from_array(scale_arr, f"{wname}_scale"),
+            numpy_helper.from_array(np.zeros_like(scale_arr, dtype=np.int8), f"{wname}_zero_point"),
+        ]
         dq_attrs = {"axis": axis} if per_channel else {}
-        pre_nodes.append(helper.make_node("DequantizeLinear", [f"{wname}_quantized", f"{wname}_scale",
-                                                               f"{wname}_zero_point"], [f"{wname}_dequantized"],
-                                          name=f"{wname}_DequantizeLinear", **dq_attrs))
+        pre_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{wname}_quantized", f"{wname}_scale", f"{wname}_zero_point"],
+                [f"{wname}_dequantized"],
+                name=f"{wname}_DequantizeLinear",
+                **dq_attrs,
+            )
+        )
         if len(consumers.get(wname, [])) == 1:
             drop_inits.add(wname)
         node.input[1] = f"{wname}_dequantized"
@@ -185,17 +212,28 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
                 slot = 1 if add.input[0] == node.output[0] else 0
                 if add.input[slot] in inits:
                     out_node, bias_slot = add, slot
-        if info.get("bias_scale") is not None and len(out_node.input) > bias_slot \
-                and out_node.input[bias_slot] in inits:
+        if (
+            info.get("bias_scale") is not None
+            and len(out_node.input) > bias_slot
+            and out_node.input[bias_slot] in inits
+        ):
             bname = out_node.input[bias_slot]
             bs = np.asarray(info["bias_scale"], dtype=np.float32)
             bq = np.round(bq_t.detach().numpy().astype(np.float32) / bs).astype(np.int32)
-            new_inits += [numpy_helper.from_array(bq, f"{bname}_quantized"),
-                          numpy_helper.from_array(bs, f"{bname}_scale"),
-                          numpy_helper.from_array(np.zeros_like(bq), f"{bname}_zero_point")]
-            pre_nodes.append(helper.make_node("DequantizeLinear", [f"{bname}_quantized", f"{bname}_scale",
-                                                                   f"{bname}_zero_point"], [f"{bname}_dequantized"],
-                                              name=f"{bname}_DequantizeLinear", axis=0))
+            new_inits += [
+                numpy_helper.from_array(bq, f"{bname}_quantized"),
+                numpy_helper.from_array(bs, f"{bname}_scale"),
+                numpy_helper.from_array(np.zeros_like(bq), f"{bname}_zero_point"),
+            ]
+            pre_nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{bname}_quantized", f"{bname}_scale", f"{bname}_zero_point"],
+                    [f"{bname}_dequantized"],
+                    name=f"{bname}_DequantizeLinear",
+                    axis=0,
+                )
+            )
             if len(consumers.get(bname, [])) == 1:
                 drop_inits.add(bname)
             out_node.input[bias_slot] = f"{bname}_dequantized"
@@ -231,13 +269,16 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
             # shared points do, and one Q/DQ pair then serves both.
             if t in owner:
                 if owner[t][1:] != (p["scale"], p["zero_point"]):
-                    raise RuntimeError(f"points {owner[t][0]} and {pname} both land on ONNX tensor {t} "
-                                       "with different scales")
+                    raise RuntimeError(
+                        f"points {owner[t][0]} and {pname} both land on ONNX tensor {t} with different scales"
+                    )
                 continue
             owner[t] = (pname, p["scale"], p["zero_point"])
             sname, zname = f"{t}_scale", f"{t}_zero_point"
-            new_inits += [numpy_helper.from_array(np.array(p["scale"], dtype=np.float32), sname),
-                          numpy_helper.from_array(np.array(p["zero_point"], dtype=zdt), zname)]
+            new_inits += [
+                numpy_helper.from_array(np.array(p["scale"], dtype=np.float32), sname),
+                numpy_helper.from_array(np.array(p["zero_point"], dtype=zdt), zname),
+            ]
             if t in graph_inputs:
                 src, dst = t, f"{t}_dequantized"
                 rewires[t] = dst
@@ -245,8 +286,9 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
                 src, dst = f"{t}_prequant", t
                 renames[t] = src
             q = helper.make_node("QuantizeLinear", [src, sname, zname], [f"{t}_quantized"], name=f"{t}_QuantizeLinear")
-            dq = helper.make_node("DequantizeLinear", [f"{t}_quantized", sname, zname], [dst],
-                                  name=f"{t}_DequantizeLinear")
+            dq = helper.make_node(
+                "DequantizeLinear", [f"{t}_quantized", sname, zname], [dst], name=f"{t}_DequantizeLinear"
+            )
             if t in graph_inputs:
                 pre_nodes += [q, dq]
             else:
@@ -343,8 +385,9 @@ def to_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
                 for k, name in enumerate(n.input):
                     if name == inp.name:
                         n.input[k] = new
-            casts_in.append(helper.make_node("Cast", [inp.name], [new], name=f"{inp.name}_to_fp16",
-                                             to=TensorProto.FLOAT16))
+            casts_in.append(
+                helper.make_node("Cast", [inp.name], [new], name=f"{inp.name}_to_fp16", to=TensorProto.FLOAT16)
+            )
     casts_out = []
     for out in g.output:
         if out.type.tensor_type.elem_type == TensorProto.FLOAT:
@@ -356,8 +399,9 @@ def to_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
                 for k, name in enumerate(n.input):
                     if name == out.name:
                         n.input[k] = new
-            casts_out.append(helper.make_node("Cast", [new], [out.name], name=f"{out.name}_to_fp32",
-                                              to=TensorProto.FLOAT))
+            casts_out.append(
+                helper.make_node("Cast", [new], [out.name], name=f"{out.name}_to_fp32", to=TensorProto.FLOAT)
+            )
     nodes = casts_in + list(g.node) + casts_out
     del g.node[:]
     g.node.extend(nodes)

@@ -3,6 +3,7 @@
 Consumes: the source (nn.Module or QuantizedModel), example inputs and options
 (``dynamic_batch``, ``opset``). Produces: a checked ``onnx.ModelProto``.
 """
+
 from __future__ import annotations
 
 from .onnx import DEFAULT_OPSET, quantize_onnx, to_fp16, torch_to_onnx
@@ -13,8 +14,9 @@ def _model_of(source):
 
 
 def write_fp32(source, example_inputs, options):
-    return torch_to_onnx(_model_of(source), example_inputs, options.get("dynamic_batch", False),
-                         options.get("opset", DEFAULT_OPSET))
+    return torch_to_onnx(
+        _model_of(source), example_inputs, options.get("dynamic_batch", False), options.get("opset", DEFAULT_OPSET)
+    )
 
 
 def write_fp16(source, example_inputs, options):
@@ -22,6 +24,7 @@ def write_fp16(source, example_inputs, options):
 
 
 def write_int8(source, example_inputs, options):
-    fp32 = torch_to_onnx(source.folded, example_inputs, options.get("dynamic_batch", False),
-                         options.get("opset", DEFAULT_OPSET))
+    fp32 = torch_to_onnx(
+        source.folded, example_inputs, options.get("dynamic_batch", False), options.get("opset", DEFAULT_OPSET)
+    )
     return quantize_onnx(fp32, source)

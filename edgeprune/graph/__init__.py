@@ -4,6 +4,7 @@ Consumes: an ``nn.Module`` and example inputs (a tensor or a tuple of tensors). 
 ``Graph`` whose ``groups()`` are the ``ChannelGroup``s of channels that must be removed
 together; ``surgery`` slices layers to the kept channels (used by ``edgeprune.prune.apply``).
 """
+
 from __future__ import annotations
 
 import torch

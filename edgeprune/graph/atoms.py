@@ -5,6 +5,7 @@ atom-id arrays that must be removed together. Produces: equivalence classes (roo
 class is its smallest atom id, so atom 0 (FIXED) is the root of every channel that must never be
 removed, and class order is deterministic across fresh instances of the same model.
 """
+
 from __future__ import annotations
 
 import numpy as np

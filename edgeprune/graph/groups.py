@@ -5,6 +5,7 @@ Consumes: the analysis of ``trace.py`` (atoms, classes, slices). Produces: ``Gra
 group), and ``keep_entries(keep)`` which turns a per-group keep decision into the per-layer
 kept indices a ``PrunePlan`` stores.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,10 +55,15 @@ class ChannelGroup:
         return step
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "channels": self.size, "fixed_channels": self.fixed_channels,
-                "sources": list(self.sources), "exact": self.exact,
-                "members": [f"{t}:{r}" for _, t, r in self.members],
-                "kept_because": list(self.kept_reasons)}
+        return {
+            "id": self.id,
+            "channels": self.size,
+            "fixed_channels": self.fixed_channels,
+            "sources": list(self.sources),
+            "exact": self.exact,
+            "members": [f"{t}:{r}" for _, t, r in self.members],
+            "kept_because": list(self.kept_reasons),
+        }
 
 
 def model_signature(model: nn.Module) -> str:
@@ -128,8 +134,14 @@ class Graph:
                 fixed += int((r == FIXED).sum())
                 _, counts = np.unique(r[r != FIXED], return_counts=True)
                 per[name] = int(counts.max()) if counts.size else 1
-            g = ChannelGroup(id=sources[members[0]][0], sources=[sources[s][0] for s in members],
-                             members=[], roots=rs, fixed_channels=fixed, atoms_per_class=per)
+            g = ChannelGroup(
+                id=sources[members[0]][0],
+                sources=[sources[s][0] for s in members],
+                members=[],
+                roots=rs,
+                fixed_channels=fixed,
+                atoms_per_class=per,
+            )
             self._root_group[rs] = gi
             self._root_class[rs] = np.arange(len(rs))
             self._groups.append(g)
@@ -206,10 +218,11 @@ class Graph:
             value = int(np.any(k, axis=others).sum())
             prev = fixes.setdefault((af.module, af.attr), value)
             if prev != value:
-                raise ValueError(f"{af.module}.{af.attr} would need two values ({prev} and {value}); "
-                                 "its views disagree, so the plan cannot be made")
-        attrs = [{"module": m, "attr": a, "value": v} for (m, a), v in fixes.items()
-                 if v != getattr(self.module(m), a)]
+                raise ValueError(
+                    f"{af.module}.{af.attr} would need two values ({prev} and {value}); "
+                    "its views disagree, so the plan cannot be made"
+                )
+        attrs = [{"module": m, "attr": a, "value": v} for (m, a), v in fixes.items() if v != getattr(self.module(m), a)]
         return modules, params, attrs, summary
 
 

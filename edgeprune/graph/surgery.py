@@ -6,6 +6,7 @@ attributes (out_channels, groups, num_features, normalized_shape, embed_dim, num
 ``position_matrix`` gives, per position of a role, a row of every weight that touches it (used by
 the importance scorers). Lives below the graph so prune can use it without a cycle.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,9 @@ def _set(module: nn.Module, name: str, value: torch.Tensor) -> None:
     if isinstance(old, nn.Parameter):
         setattr(module, name, nn.Parameter(value.detach().clone().contiguous(), requires_grad=old.requires_grad))
     else:
-        module.register_buffer(name, value.detach().clone().contiguous(),
-                               persistent=name not in module._non_persistent_buffers_set)
+        module.register_buffer(
+            name, value.detach().clone().contiguous(), persistent=name not in module._non_persistent_buffers_set
+        )
 
 
 def _take(module: nn.Module, name: str, axis: int, keep) -> None:

@@ -14,6 +14,7 @@ atoms". A union-find over atoms gives the classes; a class removed means every p
 one of its atoms is cut from every slice. An op we do not understand pins its channels (atom
 FIXED) with a warning naming the op, so the result is never a broken model.
 """
+
 from __future__ import annotations
 
 import math
@@ -117,20 +118,98 @@ class Analysis:
 
 
 _UNARY = {
-    "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "hardtanh",
-    "leaky_relu", "elu", "selu", "celu", "softplus", "mish", "dropout", "dropout1d", "dropout2d",
-    "dropout3d", "alpha_dropout", "feature_alpha_dropout", "contiguous", "clone", "float", "half",
-    "double", "to", "type", "type_as", "abs", "neg", "exp", "log", "sqrt", "rsqrt", "erf", "clamp",
-    "clamp_min", "clamp_max", "clip", "detach", "sign", "reciprocal", "square", "max_pool1d",
-    "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
-    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
-    "adaptive_max_pool3d", "interpolate", "upsample", "cpu", "requires_grad", "logsigmoid",
-    "softsign", "tanhshrink", "threshold", "stochastic_depth", "pad", "identity", "sin", "cos",
+    "relu",
+    "relu6",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "celu",
+    "softplus",
+    "mish",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "contiguous",
+    "clone",
+    "float",
+    "half",
+    "double",
+    "to",
+    "type",
+    "type_as",
+    "abs",
+    "neg",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "erf",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "clip",
+    "detach",
+    "sign",
+    "reciprocal",
+    "square",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "interpolate",
+    "upsample",
+    "cpu",
+    "requires_grad",
+    "logsigmoid",
+    "softsign",
+    "tanhshrink",
+    "threshold",
+    "stochastic_depth",
+    "pad",
+    "identity",
+    "sin",
+    "cos",
 }
 _BINARY = {
-    "add", "sub", "mul", "truediv", "div", "floordiv", "true_divide", "multiply", "subtract",
-    "maximum", "minimum", "pow", "rsub", "where", "lerp", "iadd", "isub", "imul", "itruediv",
-    "addcmul", "addcdiv",
+    "add",
+    "sub",
+    "mul",
+    "truediv",
+    "div",
+    "floordiv",
+    "true_divide",
+    "multiply",
+    "subtract",
+    "maximum",
+    "minimum",
+    "pow",
+    "rsub",
+    "where",
+    "lerp",
+    "iadd",
+    "isub",
+    "imul",
+    "itruediv",
+    "addcmul",
+    "addcdiv",
 }
 _RESHAPE = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
 _PERMUTE = {"permute", "transpose", "swapaxes", "swapdims", "t", "movedim"}
@@ -140,19 +219,62 @@ _SOFTMAX = {"softmax", "log_softmax"}
 _INERT = {"getattr", "size", "dim", "numel", "_assert", "len", "ndimension", "is_contiguous", "eq", "ne", "int"}
 
 _PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
-    nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
-    nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ReflectionPad2d,
-    nn.ReplicationPad2d, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.Softplus,
+    nn.Mish,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.Upsample,
+    nn.UpsamplingNearest2d,
+    nn.UpsamplingBilinear2d,
+    nn.ZeroPad2d,
+    nn.ConstantPad1d,
+    nn.ConstantPad2d,
+    nn.ReflectionPad2d,
+    nn.ReplicationPad2d,
+    nn.LogSigmoid,
+    nn.Softsign,
+    nn.Tanhshrink,
 )
 _NORM_BATCH = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
-_SLICED_BY_SURGERY = (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding, nn.MultiheadAttention, nn.LayerNorm,
-                      nn.GroupNorm, nn.PReLU) + _NORM_BATCH
+_SLICED_BY_SURGERY = (
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.Embedding,
+    nn.MultiheadAttention,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.PReLU,
+) + _NORM_BATCH
 
 _ROW_NAMES = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "nheads", "groups", "num_groups")
 _COL_NAMES = ("head_dim", "head_size", "attention_head_size", "d_head", "dim_head", "d_k", "head_dims")
@@ -167,10 +289,25 @@ def _op_name(node: fx.Node) -> str:
         name = name[2:-2]
     if name.endswith("_") and not name.startswith("_"):
         name = name[:-1]  # in-place variants behave like the out-of-place op here
-    return {"iadd": "add", "isub": "sub", "imul": "mul", "itruediv": "truediv", "radd": "add",
-            "rmul": "mul", "rtruediv": "truediv", "concat": "cat", "concatenate": "cat",
-            "multiply": "mul", "subtract": "sub", "true_divide": "truediv", "div": "truediv",
-            "swapaxes": "transpose", "swapdims": "transpose", "matmul": "matmul", "bmm": "matmul"}.get(name, name)
+    return {
+        "iadd": "add",
+        "isub": "sub",
+        "imul": "mul",
+        "itruediv": "truediv",
+        "radd": "add",
+        "rmul": "mul",
+        "rtruediv": "truediv",
+        "concat": "cat",
+        "concatenate": "cat",
+        "multiply": "mul",
+        "subtract": "sub",
+        "true_divide": "truediv",
+        "div": "truediv",
+        "swapaxes": "transpose",
+        "swapdims": "transpose",
+        "matmul": "matmul",
+        "bmm": "matmul",
+    }.get(name, name)
 
 
 class _Tracer(fx.Tracer):
@@ -186,7 +323,8 @@ def capture(model: nn.Module) -> fx.GraphModule:
     except Exception as e:  # torch.fx cannot follow data-dependent Python control flow
         raise ValueError(
             f"cannot capture {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
-            "make the forward free of data-dependent branches or mark the submodule as a leaf") from e
+            "make the forward free of data-dependent branches or mark the submodule as a leaf"
+        ) from e
     return fx.GraphModule(tracer.root, graph)
 
 
@@ -406,8 +544,11 @@ class Analyzer(fx.Interpreter):
         vals = [n.args[i] if i < len(n.args) else n.kwargs.get(k) for i, k in enumerate(names)]
         anns = [self.A(v) for v in vals]
         rank = self.V(vals[0]).dim()
-        good = (m._qkv_same_embed_dim and all(isinstance(a, Ann) and a.dims == (rank - 1,) for a in anns)
-                and getattr(m, "bias_k", None) is None)
+        good = (
+            m._qkv_same_embed_dim
+            and all(isinstance(a, Ann) and a.dims == (rank - 1,) for a in anns)
+            and getattr(m, "bias_k", None) is None
+        )
         if not good:
             for a in anns:
                 self.fix_ann(a, f"{name}: MultiheadAttention layout not supported")
@@ -454,7 +595,11 @@ class Analyzer(fx.Interpreter):
         if name in _BINARY or name in ("maximum", "minimum"):
             return self._binary(n, name, result)
         if name in _UNARY:
-            if isinstance(a, ParamTag) and isinstance(result, torch.Tensor) and tuple(result.shape) == tuple(self.V(x).shape):
+            if (
+                isinstance(a, ParamTag)
+                and isinstance(result, torch.Tensor)
+                and tuple(result.shape) == tuple(self.V(x).shape)
+            ):
                 return a
             for other in self._arg_nodes(n)[1:]:
                 if isinstance(self.A(other), Ann):
@@ -510,7 +655,8 @@ class Analyzer(fx.Interpreter):
         if not isinstance(a, Ann):
             return None
         if not isinstance(result, torch.Tensor) or any(
-                d >= result.dim() or result.shape[d] != a.ids.shape[k] for k, d in enumerate(a.dims)):
+            d >= result.dim() or result.shape[d] != a.ids.shape[k] for k, d in enumerate(a.dims)
+        ):
             self.fix_ann(a, f"{what} changes the channel dim")
             self.warn(f"{what} changes the channel dim: kept whole")
             return None
@@ -562,7 +708,7 @@ class Analyzer(fx.Interpreter):
         if not anns:
             return None
         dims = None
-        for a, s, o in anns:
+        for a, _s, o in anns:
             d = tuple(x + o for x in a.dims)
             if dims is None:
                 dims = d
@@ -572,7 +718,7 @@ class Analyzer(fx.Interpreter):
                 self.warn(f"{what} at {n.name} mixes channel dims: kept whole")
                 return None
         base = anns[0][0]
-        for a, s, o in anns[1:]:
+        for a, _s, _o in anns[1:]:
             if a.ids.shape != base.ids.shape:
                 self.fix_ann(a, what)
                 self.fix_ann(base, what)
@@ -697,9 +843,15 @@ class Analyzer(fx.Interpreter):
                 return None
             return ParamTag(a.name, tuple(axes))
         ints = [d for d in a.dims if isinstance(index[d], int)]
-        if len(ints) == 1 and self._is_container(a) and all(
+        if (
+            len(ints) == 1
+            and self._is_container(a)
+            and all(
                 isinstance(index[d], slice) and index[d].indices(sv.shape[d]) == (0, sv.shape[d], 1)
-                for d in a.dims if d != ints[0]):
+                for d in a.dims
+                if d != ints[0]
+            )
+        ):
             part = self._take_part(n, a, ints[0], index[ints[0]])
             return Ann(tuple(mapping[d] for d in part.dims), part.ids, part.split)
         ids = a.ids
@@ -787,8 +939,10 @@ class Analyzer(fx.Interpreter):
             if (self.an.atoms.find(e.ids) == FIXED).all():
                 continue
             self.fix(e.ids, f"{n.target} at {n.name}: sized by channels its input does not carry")
-            self.warn(f"{n.target} at {n.name} is sized by a channel count read from a tensor's shape, on a dim "
-                      "whose channels cannot be followed: those channels are kept")
+            self.warn(
+                f"{n.target} at {n.name} is sized by a channel count read from a tensor's shape, on a dim "
+                "whose channels cannot be followed: those channels are kept"
+            )
 
     def _reshape_tag(self, a: ParamTag, in_shape, out_shape):
         # only size-1 insertions/removals keep the axis correspondence
@@ -843,9 +997,11 @@ class Analyzer(fx.Interpreter):
             self.fix_ann(a, f"{name} repeats channels")
             return None
         lit = self._literal_ints(n) if name in ("expand", "broadcast_to") else set()
-        for k, d in enumerate(dims):
+        for _k, d in enumerate(dims):
             if a.ids.ndim == 1 and result.shape[d] in lit and result.shape[d] > 1:
-                self.an.reqs.append(SizeReq(self.owner(n), int(result.shape[d]), a.ids.reshape(1, -1), 1, "flat", n.name))
+                self.an.reqs.append(
+                    SizeReq(self.owner(n), int(result.shape[d]), a.ids.reshape(1, -1), 1, "flat", n.name)
+                )
         return Ann(dims, a.ids, a.split)
 
     def _reduce(self, n, name, a, result):
@@ -937,7 +1093,7 @@ class Analyzer(fx.Interpreter):
         if a.dims != (dim,) or len(set(sizes)) != 1 or name == "unbind" or literal_list:
             self.fix_ann(a, f"{name} at {n.name} into unequal or single channels")
             self.warn(f"{name} at {n.name} splits channels unevenly: kept whole")
-            return [Ann((dim,), a.ids[sum(sizes[:i]):sum(sizes[:i + 1])]) for i in range(k)]
+            return [Ann((dim,), a.ids[sum(sizes[:i]) : sum(sizes[: i + 1])]) for i in range(k)]
         ids2 = a.ids.reshape(k, -1)
         self.an.splits.append(Split(self.owner(n), ids2, n.name))
         if name == "split" and isinstance(n.args[1], int) and n.args[1] > 1:
@@ -991,7 +1147,13 @@ class Analyzer(fx.Interpreter):
         b_k = B is not None and cb in B.dims
         atoms = self.an.atoms
         if a_k and b_k:
-            if A.ids.ndim == 1 and B.ids.ndim == 1 and A.dims == (ca,) and B.dims == (cb,) and A.ids.shape == B.ids.shape:
+            if (
+                A.ids.ndim == 1
+                and B.ids.ndim == 1
+                and A.dims == (ca,)
+                and B.dims == (cb,)
+                and A.ids.shape == B.ids.shape
+            ):
                 atoms.union(A.ids, B.ids)  # single head: query and key dims pair up
                 return None
             if A.ids.ndim == 2 and B.ids.ndim == 2:
@@ -1023,6 +1185,7 @@ class Analyzer(fx.Interpreter):
             if a_k and not b_k and not isinstance(self.A(bn), ParamTag) and B is None:
                 self.warn(f"matmul at {n.name} contracts channels with a tensor of unknown origin: kept whole")
             return None
+
         # no channels contracted: they pass to the output (batch dims shift by the rank difference)
         def to_out(ann, off):
             return [d + off for d in ann.dims]
@@ -1070,8 +1233,10 @@ class Analyzer(fx.Interpreter):
         if not ok:
             for a in anns:
                 self.fix_ann(a, f"scaled_dot_product_attention at {n.name}")
-            self.warn(f"scaled_dot_product_attention at {n.name}: q/k/v are not (batch, heads, tokens, head dim) "
-                      "views of layer outputs; kept whole")
+            self.warn(
+                f"scaled_dot_product_attention at {n.name}: q/k/v are not (batch, heads, tokens, head dim) "
+                "views of layer outputs; kept whole"
+            )
             return None
         q, k, v = anns
         for a in anns:
@@ -1116,8 +1281,10 @@ class Analyzer(fx.Interpreter):
                 atoms.union(s.ids, ids)
             else:
                 self.fix(ids, f"{node}: parameter {name} viewed with a channel count")
-                self.warn(f"{node} views parameter {name} with a size read from a tensor's channels, "
-                          "but the parameter is not cut with them: those channels are kept")
+                self.warn(
+                    f"{node} views parameter {name} with a size read from a tensor's channels, "
+                    "but the parameter is not cut with them: those channels are kept"
+                )
         for r in self.an.reqs:
             self._resolve(r)
         return self.an
@@ -1173,8 +1340,10 @@ def analyze(model: nn.Module, example_inputs, attention: str = "heads", ignore=(
                 an.fixed.append((s.ids.copy(), f"{s.target} ignored by the user"))
                 hit = True
         if not hit:
-            raise ValueError(f"ignore={pattern!r} matches no prunable layer; names look like "
-                             f"{', '.join(sorted({s.target for s in an.slices.values()})[:4])}")
+            raise ValueError(
+                f"ignore={pattern!r} matches no prunable layer; names look like "
+                f"{', '.join(sorted({s.target for s in an.slices.values()})[:4])}"
+            )
     for w in an.warnings:
         warnings.warn(f"edgeprune.trace: {w}", stacklevel=3)
     return gm, an

@@ -5,11 +5,21 @@ a saved directory), state_dict files, ``DataSplits``.
 Produces: ``nn.Module`` objects tagged with ``edgeprune_spec`` / ``input_shape``, training
 metrics, and ``{"top1": ...}`` scores.
 """
+
 from __future__ import annotations
 
 from .demo_cnn import DemoCNN, demo_cnn
 from .spec import SPEC_FORMS, build, load_weights, normalize_spec
 from .training import METRICS, evaluate, train
 
-__all__ = ["DemoCNN", "demo_cnn", "SPEC_FORMS", "build", "load_weights", "normalize_spec",
-           "METRICS", "evaluate", "train"]
+__all__ = [
+    "DemoCNN",
+    "demo_cnn",
+    "SPEC_FORMS",
+    "build",
+    "load_weights",
+    "normalize_spec",
+    "METRICS",
+    "evaluate",
+    "train",
+]

@@ -11,6 +11,7 @@ channels follow its input, a conv->linear hand-over) with only layers every runt
 (Conv2d, BatchNorm2d, ReLU, add, AdaptiveAvgPool2d, Flatten, Linear), and it is small
 (~2.8 M MACs at 32x32) so it trains to >= 97 % on digits in well under a minute on 2 cores.
 """
+
 from __future__ import annotations
 
 from torch import nn

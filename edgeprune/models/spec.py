@@ -1,6 +1,6 @@
 """Model-spec resolution and safe weight loading.
 
-Consumes: a model spec (DESIGN.md section 3):
+Consumes: a model spec (docs/architecture.md, Specs):
   ``edgeprune:demo-cnn``       the built-in demo CNN;
   ``path/file.py:factory``     a factory in a Python file (stored with an absolute path);
   ``package.module:factory``   a factory in an importable module;
@@ -13,6 +13,7 @@ known, and ``edgeprune_build_kwargs`` (the keyword arguments given to the factor
 ``load_weights`` reads a state_dict with ``torch.load(weights_only=True)``: a file holding a
 pickled whole model is refused unless the caller trusts it, because unpickling runs code.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,10 @@ from torch import nn
 from ..data import resolve_callable
 from .demo_cnn import demo_cnn
 
-SPEC_FORMS = ("'edgeprune:demo-cnn', 'path/file.py:factory', 'package.module:factory', "
-              "'torchvision:NAME' or a directory written by ep.save")
+SPEC_FORMS = (
+    "'edgeprune:demo-cnn', 'path/file.py:factory', 'package.module:factory', "
+    "'torchvision:NAME' or a directory written by ep.save"
+)
 
 BUILTIN = {"demo-cnn": demo_cnn}
 
@@ -66,8 +69,10 @@ def build(spec: str, **kwargs: Any) -> nn.Module:
     prefix, sep, name = spec.partition(":")
     if sep and prefix == "edgeprune":
         if name not in BUILTIN:
-            raise ValueError(f"model spec {spec!r}: unknown built-in model; built-ins: "
-                             + ", ".join(f"edgeprune:{k}" for k in BUILTIN))
+            raise ValueError(
+                f"model spec {spec!r}: unknown built-in model; built-ins: "
+                + ", ".join(f"edgeprune:{k}" for k in BUILTIN)
+            )
         return _tag(BUILTIN[name](**kwargs), spec, kwargs)
     if sep and prefix == "torchvision":
         try:
@@ -106,8 +111,9 @@ def _extract_state_dict(obj, path) -> dict[str, torch.Tensor]:
     raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state_dict (a dict of tensors)")
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, trust_pickle: bool = False,
-                 strict: bool = True) -> nn.Module:
+def load_weights(
+    model: nn.Module, path: str | os.PathLike, trust_pickle: bool = False, strict: bool = True
+) -> nn.Module:
     """Load a state_dict file into ``model`` (in place; also returned).
 
     The file is read with ``weights_only=True``. A pickled whole model (``torch.save(model)``)
@@ -126,21 +132,28 @@ def load_weights(model: nn.Module, path: str | os.PathLike, trust_pickle: bool =
             raise ValueError(
                 f"{p}: contains pickled Python objects (e.g. a whole nn.Module), refused because unpickling "
                 "can run arbitrary code; save model.state_dict() instead, or pass trust_pickle=True "
-                "(--trust-pickle) if you trust this file") from None
+                "(--trust-pickle) if you trust this file"
+            ) from None
         obj = torch.load(p, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{p}: not a readable torch file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ValueError(
+            f"{p}: not a readable torch file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
     state = _extract_state_dict(obj, p)
     own = model.state_dict()
-    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and own[k].shape != v.shape]
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if mismatched:
         raise ValueError(f"{p}: shape mismatch for {len(mismatched)} tensors ({'; '.join(mismatched[:3])})")
     if strict:
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
-            raise ValueError(f"{p}: state_dict does not match the model (missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]})")
+            raise ValueError(
+                f"{p}: state_dict does not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
     model.load_state_dict(state, strict=strict)
     return model

@@ -9,13 +9,15 @@ Determinism for a fixed seed on CPU: ``torch.manual_seed`` before anything rando
 during training, a single-process DataLoader, and a dedicated seeded generator for shuffling
 so nothing else that draws random numbers can shift the batch order.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,8 +47,9 @@ METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {"top1": _to
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset | DataLoader, metric: str | Callable = "top1",
-             batch_size: int = 256) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, dataset: Dataset | DataLoader, metric: str | Callable = "top1", batch_size: int = 256
+) -> dict[str, float]:
     """Score ``model`` on ``dataset``; returns ``{name: value}`` (top-1 is in [0, 1]).
 
     ``metric`` is ``"top1"``, ``"top5"`` or a callable ``(logits[N, K], targets[N]) -> float``
@@ -99,15 +102,31 @@ def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                    console=Console(file=sys.stderr), transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=Console(file=sys.stderr),
+        transient=True,
+    )
 
 
-def train(model: nn.Module, data: DataSplits | str, epochs: int = 10, seed: int = 0, lr: float = 3e-3,
-          batch_size: int = 32, weight_decay: float = 1e-4, optimizer: str = "adamw",
-          progress: bool | None = None, metric: str | Callable = "top1",
-          loss_fn: Callable | None = None, threads: int | None = 1) -> tuple[nn.Module, dict[str, Any]]:
+def train(
+    model: nn.Module,
+    data: DataSplits | str,
+    epochs: int = 10,
+    seed: int = 0,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    weight_decay: float = 1e-4,
+    optimizer: str = "adamw",
+    progress: bool | None = None,
+    metric: str | Callable = "top1",
+    loss_fn: Callable | None = None,
+    threads: int | None = 1,
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``model`` in place on ``data.train``; returns ``(model, metrics)``.
 
     Optimiser AdamW (or ``"sgd"``, momentum 0.9, nesterov) with a one-cycle-free cosine decay
@@ -163,13 +182,23 @@ def train(model: nn.Module, data: DataSplits | str, epochs: int = 10, seed: int 
             val = evaluate(model, data.val, metric)[mname]
             history[f"val_{mname}"].append(val)
             if bar:
-                bar.update(task, description=f"epoch {epoch + 1}/{epochs}",
-                           status=f"loss {history['train_loss'][-1]:.3f} val {mname} {val:.3f}")
+                bar.update(
+                    task,
+                    description=f"epoch {epoch + 1}/{epochs}",
+                    status=f"loss {history['train_loss'][-1]:.3f} val {mname} {val:.3f}",
+                )
     model.eval()
     metrics: dict[str, Any] = dict(history)
     metrics[f"val_{mname}"] = history[f"val_{mname}"][-1] if epochs else evaluate(model, data.val, metric)[mname]
     metrics["val_history"] = history[f"val_{mname}"]
     metrics[f"test_{mname}"] = evaluate(model, data.test, metric)[mname]
-    metrics.update(epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, optimizer=optimizer, threads=threads,
-                   seconds=round(time.perf_counter() - t0, 3))
+    metrics.update(
+        epochs=epochs,
+        seed=seed,
+        lr=lr,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        threads=threads,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
     return model, metrics

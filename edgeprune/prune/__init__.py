@@ -4,6 +4,7 @@ Consumes: a model, example inputs, importance settings. Produces: ``PrunePlan`` 
 models. Public: ``plan``, ``apply``, ``PrunePlan``, ``count_macs_params``, ``score_groups``,
 ``select_channels``, ``plan_from_keep``, ``IMPORTANCES``.
 """
+
 from __future__ import annotations
 
 from .apply import apply
@@ -11,5 +12,13 @@ from .importance import IMPORTANCES, score_groups
 from .macs import count_macs_params
 from .plan import PrunePlan, plan, plan_from_keep, select_channels
 
-__all__ = ["plan", "apply", "PrunePlan", "count_macs_params", "score_groups", "select_channels", "plan_from_keep",
-           "IMPORTANCES"]
+__all__ = [
+    "plan",
+    "apply",
+    "PrunePlan",
+    "count_macs_params",
+    "score_groups",
+    "select_channels",
+    "plan_from_keep",
+    "IMPORTANCES",
+]

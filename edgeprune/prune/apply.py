@@ -5,6 +5,7 @@ new, physically smaller module (the input is left untouched) carrying the input'
 ``edgeprune_spec`` / ``input_shape`` attributes, ``edgeprune_plan_hash`` and ``edgeprune_plan``
 (the chain of plans from the spec to this shape, which ``ep.save`` stores by default).
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,8 +25,10 @@ def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
         plan = PrunePlan.from_dict(plan)
     sig = model_signature(model)
     if plan.signature != sig:
-        raise ValueError(f"prune plan {plan.hash} was made for another model (signature {plan.signature}, "
-                         f"this model {sig}); use the plan with the model it was made for")
+        raise ValueError(
+            f"prune plan {plan.hash} was made for another model (signature {plan.signature}, "
+            f"this model {sig}); use the plan with the model it was made for"
+        )
     new = copy.deepcopy(model)
     for name, roles in plan.modules.items():
         try:
@@ -55,8 +58,10 @@ def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
             with torch.no_grad():
                 new(*inputs_from_specs(plan.inputs))
         except Exception as e:
-            raise ValueError(f"the pruned model fails on its example input ({type(e).__name__}: {e}); "
-                             "report this with the model definition") from e
+            raise ValueError(
+                f"the pruned model fails on its example input ({type(e).__name__}: {e}); "
+                "report this with the model definition"
+            ) from e
         finally:
             new.train(was)
     return new

@@ -1,4 +1,4 @@
-"""Importance scorers for structured pruning (DESIGN.md section 7).
+"""Importance scorers for structured pruning (docs/methods.md).
 
 Consumes: a ``Graph`` (channel groups and the layer slices they touch), the model, and for the
 data-driven scorers a few calibration batches. Produces: ``{group_id: np.ndarray}`` with one score
@@ -7,6 +7,7 @@ with sum / mean / max. Scorers: l1, l2, bn_scale (|gamma|, network slimming), ta
 (|sum w * dL/dw|, Molchanov 2019), gradient (||dL/dW_c||), activation (||W_c|| * ||X_c||_2 on
 calibration data), fpgm (distance to the layer's geometric median), lamp, random.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -104,6 +105,7 @@ def _activation_norms(model, graph, batches):
                     d = cdim(m, t)
                     v = t.detach().float().movedim(d, 0).reshape(t.shape[d], -1).pow(2).sum(1)
                     sums[(name, key)] = sums.get((name, key), 0) + v
+
         return fn
 
     for name in names:
@@ -202,8 +204,15 @@ def _slice_scores(graph, s, importance, grads, acts, rng):
     raise ValueError(f"unknown importance {importance!r}")
 
 
-def score_groups(graph, importance: str = "l2", reduction: str = "mean", calib=None,
-                 loss_fn=None, seed: int = 0, calib_batches_max: int = 4) -> dict:
+def score_groups(
+    graph,
+    importance: str = "l2",
+    reduction: str = "mean",
+    calib=None,
+    loss_fn=None,
+    seed: int = 0,
+    calib_batches_max: int = 4,
+) -> dict:
     """Score every channel of every group. Returns {group_id: float64 array (group.size,)}.
 
     Groups a scorer has nothing to say about (e.g. bn_scale on a group without a norm layer,

@@ -4,6 +4,7 @@ Consumes: a model and example inputs. Produces: (MACs, params) as ints. MACs com
 ``torch.utils.flop_counter`` (every conv, matmul, attention op at the aten level, so hand-written
 attention is counted too), halved from FLOPs; params are the model's parameter elements.
 """
+
 from __future__ import annotations
 
 import torch

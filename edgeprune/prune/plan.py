@@ -9,6 +9,7 @@ replays on a fresh instance of the same model with ``edgeprune.prune.apply``.
 Reusable pieces for schedules and searches: ``score_groups`` (importance.py), ``select_channels`` (scores
 -> keep masks), ``plan_from_keep`` (keep masks -> PrunePlan), ``plan(..., ratios={group: r})``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,15 +49,23 @@ class PrunePlan:
         return not (self.modules or self.params or self.attrs)
 
     def to_dict(self) -> dict:
-        return {"version": self.version, "hash": self.hash, "signature": self.signature,
-                "inputs": self.inputs, "settings": self.settings, "groups": self.groups,
-                "modules": self.modules, "params": self.params, "attrs": self.attrs}
+        return {
+            "version": self.version,
+            "hash": self.hash,
+            "signature": self.signature,
+            "inputs": self.inputs,
+            "settings": self.settings,
+            "groups": self.groups,
+            "modules": self.modules,
+            "params": self.params,
+            "attrs": self.attrs,
+        }
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, d) -> "PrunePlan":
+    def from_dict(cls, d) -> PrunePlan:
         if not isinstance(d, dict):
             raise ValueError("a prune plan must be a JSON object")
         if d.get("version") != PLAN_VERSION:
@@ -66,17 +75,27 @@ class PrunePlan:
                 raise ValueError(f"prune plan field {key!r} is missing or not a {typ.__name__}")
         for name, roles in d["modules"].items():
             if not isinstance(roles, dict) or not all(
-                    isinstance(v, list) and all(isinstance(i, int) for i in v) for v in roles.values()):
+                isinstance(v, list) and all(isinstance(i, int) for i in v) for v in roles.values()
+            ):
                 raise ValueError(f"prune plan entry for layer {name!r} must map roles to lists of ints")
-        plan = cls(modules=d["modules"], params=d["params"], attrs=d["attrs"], groups=d.get("groups", []),
-                   signature=d["signature"], inputs=d.get("inputs", []), settings=d.get("settings", {}),
-                   version=d["version"])
+        plan = cls(
+            modules=d["modules"],
+            params=d["params"],
+            attrs=d["attrs"],
+            groups=d.get("groups", []),
+            signature=d["signature"],
+            inputs=d.get("inputs", []),
+            settings=d.get("settings", {}),
+            version=d["version"],
+        )
         if "hash" in d and d["hash"] != plan.hash:
-            raise ValueError(f"prune plan hash {d['hash']} does not match its content ({plan.hash}); the file was edited or damaged")
+            raise ValueError(
+                f"prune plan hash {d['hash']} does not match its content ({plan.hash}); the file was edited or damaged"
+            )
         return plan
 
     @classmethod
-    def from_json(cls, text: str) -> "PrunePlan":
+    def from_json(cls, text: str) -> PrunePlan:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -95,8 +114,15 @@ def _check_args(ratio, round_to, max_layer_ratio, target_macs):
         raise ValueError(f"target_macs={target_macs!r} must be > 0 (a fraction <= 1 of the original, or a MAC count)")
 
 
-def select_channels(graph: Graph, scores: dict, ratio: float = 0.5, ratios: dict | None = None, round_to: int = 1,
-           global_ranking: bool = True, max_layer_ratio: float = 0.9) -> dict:
+def select_channels(
+    graph: Graph,
+    scores: dict,
+    ratio: float = 0.5,
+    ratios: dict | None = None,
+    round_to: int = 1,
+    global_ranking: bool = True,
+    max_layer_ratio: float = 0.9,
+) -> dict:
     """Scores -> {group id: keep mask}. Lowest scores go first.
 
     ``ratios`` (group id -> fraction) overrides ``ratio`` per group and implies per-group ranking;
@@ -162,14 +188,36 @@ def select_channels(graph: Graph, scores: dict, ratio: float = 0.5, ratios: dict
 
 def plan_from_keep(graph: Graph, keep: dict, settings: dict | None = None) -> PrunePlan:
     modules, params, attrs, summary = graph.keep_entries(keep)
-    return PrunePlan(modules=modules, params=params, attrs=attrs, groups=summary, signature=graph.signature,
-                     inputs=input_specs(graph.example_inputs), settings=dict(settings or {}))
+    return PrunePlan(
+        modules=modules,
+        params=params,
+        attrs=attrs,
+        groups=summary,
+        signature=graph.signature,
+        inputs=input_specs(graph.example_inputs),
+        settings=dict(settings or {}),
+    )
 
 
-def plan(model: nn.Module, example_inputs, ratio: float = 0.5, importance: str = "l2", round_to: int = 8,
-         global_ranking: bool = True, ignore=(), max_layer_ratio: float = 0.9, target_macs=None,
-         seed: int = 0, reduction: str = "mean", ratios: dict | None = None, calib=None, loss_fn=None,
-         attention: str = "heads", graph: Graph | None = None, scores: dict | None = None) -> PrunePlan:
+def plan(
+    model: nn.Module,
+    example_inputs,
+    ratio: float = 0.5,
+    importance: str = "l2",
+    round_to: int = 8,
+    global_ranking: bool = True,
+    ignore=(),
+    max_layer_ratio: float = 0.9,
+    target_macs=None,
+    seed: int = 0,
+    reduction: str = "mean",
+    ratios: dict | None = None,
+    calib=None,
+    loss_fn=None,
+    attention: str = "heads",
+    graph: Graph | None = None,
+    scores: dict | None = None,
+) -> PrunePlan:
     """Decide which channels to remove. See the module docstring; returns a ``PrunePlan``.
 
     target_macs: a fraction (<= 1) of the model's MACs or an absolute MAC count; the global ratio
@@ -181,15 +229,31 @@ def plan(model: nn.Module, example_inputs, ratio: float = 0.5, importance: str =
         graph = trace(model, inputs, attention=attention, ignore=ignore)
     if scores is None:
         scores = score_groups(graph, importance, reduction=reduction, calib=calib, loss_fn=loss_fn, seed=seed)
-    settings = {"ratio": ratio, "importance": importance, "round_to": round_to, "global_ranking": global_ranking,
-                "ignore": list(ignore), "max_layer_ratio": max_layer_ratio, "target_macs": target_macs,
-                "seed": seed, "reduction": reduction, "attention": attention}
+    settings = {
+        "ratio": ratio,
+        "importance": importance,
+        "round_to": round_to,
+        "global_ranking": global_ranking,
+        "ignore": list(ignore),
+        "max_layer_ratio": max_layer_ratio,
+        "target_macs": target_macs,
+        "seed": seed,
+        "reduction": reduction,
+        "attention": attention,
+    }
     if ratios is not None:
         settings["ratios"] = dict(ratios)
 
     def make(r):
-        keep = select_channels(graph, scores, ratio=r, ratios=ratios, round_to=round_to,
-                      global_ranking=global_ranking, max_layer_ratio=max_layer_ratio)
+        keep = select_channels(
+            graph,
+            scores,
+            ratio=r,
+            ratios=ratios,
+            round_to=round_to,
+            global_ranking=global_ranking,
+            max_layer_ratio=max_layer_ratio,
+        )
         return plan_from_keep(graph, keep, settings)
 
     if target_macs is None:
@@ -206,8 +270,11 @@ def plan(model: nn.Module, example_inputs, ratio: float = 0.5, importance: str =
     lo, hi = 0.0, 0.95
     best = make(hi)
     if macs_of(best) > goal:
-        warnings.warn(f"target_macs={target_macs} not reachable with max_layer_ratio={max_layer_ratio}; "
-                      "returning the smallest model found", stacklevel=2)
+        warnings.warn(
+            f"target_macs={target_macs} not reachable with max_layer_ratio={max_layer_ratio}; "
+            "returning the smallest model found",
+            stacklevel=2,
+        )
         best.settings["ratio"] = hi
         return best
     for _ in range(10):

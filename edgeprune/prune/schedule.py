@@ -7,7 +7,7 @@ distillation teacher), the plans or masks that made it, and a JSON-serialisable 
 row per step (target, what was reached, MACs, params, validation metric before and after
 recovery, seconds).
 
-Step targets for ``steps = T`` and t = 1..T (DESIGN.md section 7):
+Step targets for ``steps = T`` and t = 1..T (docs/methods.md):
 - ``oneshot``: s_T only (T is 1);
 - ``linear``:  s_t = s_i + (s_f - s_i) * t / T;
 - ``agp``:     s_t = s_f + (s_i - s_f) * (1 - t / T)^3 (Zhu & Gupta 2017: big steps first,
@@ -18,18 +18,20 @@ Entry points: ``sparsify`` (unstructured / block masks, masks only grow), ``spar
 (ADMM towards the per-layer sparse set, then masked retraining), ``prune_structured`` (channels,
 by ratio, MAC target or a ``DynamicThreshold``); ``step_targets`` and ``incremental_ratio``.
 """
+
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..recover import RecoverConfig, Regularizer, apply_masks, finetune, top1
-from .sparsity import make_masks, prunable_weights, projection, sparsity_report
+from .sparsity import make_masks, projection, prunable_weights, sparsity_report
 from .threshold import DynamicThreshold
 
 SCHEDULES = ("oneshot", "linear", "agp")
@@ -67,16 +69,32 @@ class ScheduleResult:
     baseline: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"baseline": self.baseline, "steps": self.log,
-                "plans": [p.to_dict() if hasattr(p, "to_dict") else p for p in self.plans]}
+        return {
+            "baseline": self.baseline,
+            "steps": self.log,
+            "plans": [p.to_dict() if hasattr(p, "to_dict") else p for p in self.plans],
+        }
 
 
-def sparsify(model: nn.Module, data, sparsity: float | None, *, pattern: str = "unstructured",
-             criterion: str = "magnitude", schedule: str = "agp", steps: int = 5,
-             threshold: DynamicThreshold | None = None, max_layer_sparsity: float = 0.99,
-             recover: RecoverConfig | None = None, finetune_epochs: int | None = None,
-             distill: bool = True, regularizers: Sequence[Regularizer] = (), ignore: Iterable[str] = (),
-             metric: Callable = top1, progress: bool = False) -> ScheduleResult:
+def sparsify(
+    model: nn.Module,
+    data,
+    sparsity: float | None,
+    *,
+    pattern: str = "unstructured",
+    criterion: str = "magnitude",
+    schedule: str = "agp",
+    steps: int = 5,
+    threshold: DynamicThreshold | None = None,
+    max_layer_sparsity: float = 0.99,
+    recover: RecoverConfig | None = None,
+    finetune_epochs: int | None = None,
+    distill: bool = True,
+    regularizers: Sequence[Regularizer] = (),
+    ignore: Iterable[str] = (),
+    metric: Callable = top1,
+    progress: bool = False,
+) -> ScheduleResult:
     """Unstructured / block sparsity by ``schedule`` with masked recovery after every step.
 
     Masks are recomputed at every step from the current (fine-tuned) weights with a dynamic
@@ -97,33 +115,78 @@ def sparsify(model: nn.Module, data, sparsity: float | None, *, pattern: str = "
     else:
         targets = step_targets(schedule, sparsity, steps)
     base_val = metric(work, data.val) if hasattr(data, "val") else None
-    result = ScheduleResult(model=work, baseline={"val": base_val, "schedule": schedule, "pattern": pattern,
-                                                   "criterion": criterion, "targets": targets,
-                                                   "recover": cfg.to_dict(), "distill": distill,
-                                                   "regularizers": [r.describe() for r in regularizers]})
+    result = ScheduleResult(
+        model=work,
+        baseline={
+            "val": base_val,
+            "schedule": schedule,
+            "pattern": pattern,
+            "criterion": criterion,
+            "targets": targets,
+            "recover": cfg.to_dict(),
+            "distill": distill,
+            "regularizers": [r.describe() for r in regularizers],
+        },
+    )
     masks = None
     for t, target in enumerate(targets, 1):
         t0 = time.perf_counter()
-        masks = make_masks(work, None if pattern == "2:4" else target, pattern, criterion, data=data,
-                           ignore=ignore, threshold=threshold, previous=masks,
-                           max_layer_sparsity=max_layer_sparsity)
+        masks = make_masks(
+            work,
+            None if pattern == "2:4" else target,
+            pattern,
+            criterion,
+            data=data,
+            ignore=ignore,
+            threshold=threshold,
+            previous=masks,
+            max_layer_sparsity=max_layer_sparsity,
+        )
         apply_masks(work, masks)
         val_cut = metric(work, data.val)
-        work, hist = finetune(work, data, cfg, teacher=teacher, masks=masks, regularizers=regularizers,
-                              metric=metric, progress=progress, description=f"step {t}/{len(targets)}")
+        work, hist = finetune(
+            work,
+            data,
+            cfg,
+            teacher=teacher,
+            masks=masks,
+            regularizers=regularizers,
+            metric=metric,
+            progress=progress,
+            description=f"step {t}/{len(targets)}",
+        )
         rep = sparsity_report(work, masks)
-        result.log.append({"step": t, "target": target, "sparsity": rep["total"]["sparsity"],
-                           "val_pruned": val_cut, "val_recovered": metric(work, data.val),
-                           "epochs": len(hist["epochs"]), "seconds": round(time.perf_counter() - t0, 3)})
+        result.log.append(
+            {
+                "step": t,
+                "target": target,
+                "sparsity": rep["total"]["sparsity"],
+                "val_pruned": val_cut,
+                "val_recovered": metric(work, data.val),
+                "epochs": len(hist["epochs"]),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
     result.masks = masks
     work.edgeprune_masks = masks
     return result
 
 
-def sparsify_admm(model: nn.Module, data, sparsity: float | None, *, pattern: str = "unstructured",
-                  rho: float = 1e-2, admm_epochs: int = 5, retrain_epochs: int = 3, ignore: Iterable[str] = (),
-                  recover: RecoverConfig | None = None, distill: bool = True, metric: Callable = top1,
-                  progress: bool = False) -> ScheduleResult:
+def sparsify_admm(
+    model: nn.Module,
+    data,
+    sparsity: float | None,
+    *,
+    pattern: str = "unstructured",
+    rho: float = 1e-2,
+    admm_epochs: int = 5,
+    retrain_epochs: int = 3,
+    ignore: Iterable[str] = (),
+    recover: RecoverConfig | None = None,
+    distill: bool = True,
+    metric: Callable = top1,
+    progress: bool = False,
+) -> ScheduleResult:
     """Unstructured / block sparsity by ADMM: train towards the per-layer sparse set, cut to it,
     then retrain with the masks fixed (``edgeprune.recover.admm_prune``)."""
     from ..recover import admm_prune
@@ -139,15 +202,41 @@ def sparsify_admm(model: nn.Module, data, sparsity: float | None, *, pattern: st
         names = [n for n in names if dict(work.named_parameters())[n][0].numel() % 4 == 0]
     base_val = metric(work, data.val)
     t0 = time.perf_counter()
-    work, masks, hist = admm_prune(work, data, projection(sparsity, pattern), names, cfg, rho=rho, teacher=teacher,
-                                   retrain_epochs=retrain_epochs, progress=progress, epochs=admm_epochs)
+    work, masks, hist = admm_prune(
+        work,
+        data,
+        projection(sparsity, pattern),
+        names,
+        cfg,
+        rho=rho,
+        teacher=teacher,
+        retrain_epochs=retrain_epochs,
+        progress=progress,
+        epochs=admm_epochs,
+    )
     rep = sparsity_report(work, masks)
-    result = ScheduleResult(model=work, masks=masks,
-                            baseline={"val": base_val, "schedule": "admm", "pattern": pattern, "rho": rho,
-                                      "recover": cfg.to_dict(), "distill": distill})
-    result.log.append({"step": 1, "target": 0.5 if pattern == "2:4" else sparsity, "sparsity": rep["total"]["sparsity"],
-                       "primal_residual": hist["primal_residual"], "val_recovered": metric(work, data.val),
-                       "seconds": round(time.perf_counter() - t0, 3)})
+    result = ScheduleResult(
+        model=work,
+        masks=masks,
+        baseline={
+            "val": base_val,
+            "schedule": "admm",
+            "pattern": pattern,
+            "rho": rho,
+            "recover": cfg.to_dict(),
+            "distill": distill,
+        },
+    )
+    result.log.append(
+        {
+            "step": 1,
+            "target": 0.5 if pattern == "2:4" else sparsity,
+            "sparsity": rep["total"]["sparsity"],
+            "primal_residual": hist["primal_residual"],
+            "val_recovered": metric(work, data.val),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    )
     work.edgeprune_masks = masks
     return result
 
@@ -166,14 +255,29 @@ def _copy_attrs(src: nn.Module, dst: nn.Module) -> nn.Module:
     return dst
 
 
-def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | None = None,
-                     target_macs: float | None = None, schedule: str = "agp", steps: int = 3,
-                     importance: str = "l2", round_to: int = 8, global_ranking: bool = True,
-                     ignore: Iterable[str] = (), max_layer_ratio: float = 0.9,
-                     recover: RecoverConfig | None = None, finetune_epochs: int | None = None,
-                     distill: bool = True, regularizers: Sequence[Regularizer] = (),
-                     threshold: DynamicThreshold | None = None,
-                     metric: Callable = top1, seed: int = 0, progress: bool = False) -> ScheduleResult:
+def prune_structured(
+    model: nn.Module,
+    data,
+    example_inputs,
+    *,
+    ratio: float | None = None,
+    target_macs: float | None = None,
+    schedule: str = "agp",
+    steps: int = 3,
+    importance: str = "l2",
+    round_to: int = 8,
+    global_ranking: bool = True,
+    ignore: Iterable[str] = (),
+    max_layer_ratio: float = 0.9,
+    recover: RecoverConfig | None = None,
+    finetune_epochs: int | None = None,
+    distill: bool = True,
+    regularizers: Sequence[Regularizer] = (),
+    threshold: DynamicThreshold | None = None,
+    metric: Callable = top1,
+    seed: int = 0,
+    progress: bool = False,
+) -> ScheduleResult:
     """Structured (channel) pruning by ``schedule`` with recovery after every step.
 
     The final target is a channel ``ratio`` or ``target_macs`` (a fraction <= 1 of the MACs or
@@ -207,12 +311,23 @@ def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | N
         goal_macs = target_macs * base_macs if target_macs <= 1 else float(target_macs)
     work = _copy_attrs(model, copy.deepcopy(model))
     base_val = metric(work, data.val)
-    result = ScheduleResult(model=work, baseline={"val": base_val, "macs": int(base_macs), "params": int(base_params),
-                                                   "schedule": schedule, "ratio": ratio, "target_macs": target_macs,
-                                                   "fractions": fractions, "recover": cfg.to_dict(),
-                                                   "distill": distill, "importance": importance,
-                                                   "regularizers": [r.describe() for r in regularizers],
-                                                   "threshold": threshold.to_dict() if threshold else None})
+    result = ScheduleResult(
+        model=work,
+        baseline={
+            "val": base_val,
+            "macs": int(base_macs),
+            "params": int(base_params),
+            "schedule": schedule,
+            "ratio": ratio,
+            "target_macs": target_macs,
+            "fractions": fractions,
+            "recover": cfg.to_dict(),
+            "distill": distill,
+            "importance": importance,
+            "regularizers": [r.describe() for r in regularizers],
+            "threshold": threshold.to_dict() if threshold else None,
+        },
+    )
     from ..graph import trace
 
     def prunable_sizes(m):
@@ -222,13 +337,21 @@ def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | N
     total0 = sum(sizes0.values())
     for t, f in enumerate(fractions, 1):
         t0 = time.perf_counter()
-        kw = dict(importance=importance, round_to=round_to, global_ranking=global_ranking, ignore=ignore,
-                  max_layer_ratio=max_layer_ratio, seed=seed, calib=data.train)
+        kw = dict(
+            importance=importance,
+            round_to=round_to,
+            global_ranking=global_ranking,
+            ignore=ignore,
+            max_layer_ratio=max_layer_ratio,
+            seed=seed,
+            calib=data.train,
+        )
         if threshold is not None:
             now = prunable_sizes(work)
             step = None if ratio is None else max(0.0, 1.0 - total0 * (1 - ratio * f) / sum(now.values()))
-            p = _threshold_plan(work, example_inputs, threshold, step, importance, round_to, ignore,
-                                max_layer_ratio, seed, data.train)
+            p = _threshold_plan(
+                work, example_inputs, threshold, step, importance, round_to, ignore, max_layer_ratio, seed, data.train
+            )
         elif goal_macs is not None:
             step_goal = base_macs - (base_macs - goal_macs) * f
             p = make_plan(work, example_inputs, target_macs=float(step_goal), **kw)
@@ -237,12 +360,14 @@ def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | N
             # is made up at the next instead of compounding
             now = prunable_sizes(work)
             if global_ranking:
-                p = make_plan(work, example_inputs, ratio=max(0.0, 1.0 - total0 * (1 - ratio * f) / sum(now.values())),
-                              **kw)
+                p = make_plan(
+                    work, example_inputs, ratio=max(0.0, 1.0 - total0 * (1 - ratio * f) / sum(now.values())), **kw
+                )
             else:
                 want = {g: int(round(sizes0[g] * (1 - ratio * f))) for g in now if g in sizes0}
-                p = make_plan(work, example_inputs, ratios={g: 1.0 - want[g] / now[g] for g in want if want[g] < now[g]},
-                              **kw)
+                p = make_plan(
+                    work, example_inputs, ratios={g: 1.0 - want[g] / now[g] for g in want if want[g] < now[g]}, **kw
+                )
         if not p.empty:
             work = _copy_attrs(model, apply(work, p))
             result.plans.append(p)
@@ -251,13 +376,31 @@ def prune_structured(model: nn.Module, data, example_inputs, *, ratio: float | N
         regs = () if last else regularizers
         # a regularised recovery may trade a little validation accuracy for sparsity on purpose:
         # keep its weights rather than restoring the best (least regularised) epoch
-        work, hist = finetune(work, data, cfg, teacher=teacher, regularizers=regs, metric=metric,
-                              progress=progress, description=f"step {t}/{len(fractions)}",
-                              restore_best=cfg.restore_best and not regs)
+        work, hist = finetune(
+            work,
+            data,
+            cfg,
+            teacher=teacher,
+            regularizers=regs,
+            metric=metric,
+            progress=progress,
+            description=f"step {t}/{len(fractions)}",
+            restore_best=cfg.restore_best and not regs,
+        )
         macs, params = count_macs_params(work, example_inputs)
-        result.log.append({"step": t, "fraction": f, "macs": int(macs), "params": int(params),
-                           "macs_ratio": macs / base_macs, "val_pruned": val_cut, "val_recovered": metric(work, data.val),
-                           "epochs": len(hist["epochs"]), "seconds": round(time.perf_counter() - t0, 3)})
+        result.log.append(
+            {
+                "step": t,
+                "fraction": f,
+                "macs": int(macs),
+                "params": int(params),
+                "macs_ratio": macs / base_macs,
+                "val_pruned": val_cut,
+                "val_recovered": metric(work, data.val),
+                "epochs": len(hist["epochs"]),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
     result.model = work
     work.edgeprune_plan = list(result.plans)
     return result
@@ -270,13 +413,29 @@ def _progress_bar(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[status]}"), console=Console(file=sys.stderr), transient=True,
-                    disable=not enabled)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=Console(file=sys.stderr),
+        transient=True,
+        disable=not enabled,
+    )
 
 
-def _threshold_plan(model, example_inputs, rule: DynamicThreshold, step_target, importance, round_to, ignore,
-                    max_layer_ratio, seed, calib):
+def _threshold_plan(
+    model,
+    example_inputs,
+    rule: DynamicThreshold,
+    step_target,
+    importance,
+    round_to,
+    ignore,
+    max_layer_ratio,
+    seed,
+    calib,
+):
     """A plan whose channels are chosen by a dynamic threshold over the current group scores.
 
     Global rules compare groups after dividing each group's scores by their mean (as the ratio
@@ -291,15 +450,17 @@ def _threshold_plan(model, example_inputs, rule: DynamicThreshold, step_target, 
 
     graph = trace(model, example_inputs, ignore=tuple(ignore))
     groups = [g for g in graph.groups() if g.prunable]
-    raw = score_groups(graph, importance, calib=calib if importance in ("taylor", "gradient", "activation") else None,
-                       seed=seed)
+    raw = score_groups(
+        graph, importance, calib=calib if importance in ("taylor", "gradient", "activation") else None, seed=seed
+    )
     scores = {}
     for g in groups:
         s = np.asarray(raw[g.id], dtype=np.float64)
         mean = s.mean() if s.size else 0.0
         scores[g.id] = torch.from_numpy(s / mean if (rule.scope == "global" and mean > 0) else s)
-    rule = DynamicThreshold(rule.method, rule.value, rule.scope, min(rule.max_layer_ratio, max_layer_ratio),
-                            rule.min_keep)
+    rule = DynamicThreshold(
+        rule.method, rule.value, rule.scope, min(rule.max_layer_ratio, max_layer_ratio), rule.min_keep
+    )
     keep = rule.masks(scores, step_target)
     out = {}
     for g in groups:
@@ -313,5 +474,8 @@ def _threshold_plan(model, example_inputs, rule: DynamicThreshold, step_target, 
         mask = np.zeros(g.size, dtype=bool)
         mask[order[:n_keep]] = True
         out[g.id] = mask
-    return plan_from_keep(graph, out, {"threshold": rule.to_dict(), "step_target": step_target,
-                                       "importance": importance, "round_to": round_to})
+    return plan_from_keep(
+        graph,
+        out,
+        {"threshold": rule.to_dict(), "step_target": step_target, "importance": importance, "round_to": round_to},
+    )

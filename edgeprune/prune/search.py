@@ -8,7 +8,7 @@ drop in points. Produces: ``SearchResult`` with the pruned, recovered model (the
 untouched), the plans that made it (replayable in order), whether budget and accuracy were both
 met, the best point reached, and a log of every decision.
 
-Algorithm (DESIGN.md section 7):
+Algorithm (docs/methods.md):
 1. scan: each prunable channel group alone, at several ratios, without recovery: the validation
    metric drop and the cost (MACs / params / estimated ms) of each point;
 2. allocate: start from nothing removed and repeatedly take the move (one group, one level
@@ -22,17 +22,19 @@ Algorithm (DESIGN.md section 7):
    stops at the last good point (``met`` is False: the CLI exits 3 and names the best point reached).
 Decisions use the validation split; the test split is only reported.
 """
+
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..recover import RecoverConfig, Regularizer, finetune, top1
 from .schedule import _copy_attrs, _frozen_teacher, step_targets
 
@@ -64,8 +66,9 @@ class Budget:
             from ..estimate import estimate
 
             shape = tuple(example_inputs.shape[1:]) if isinstance(example_inputs, torch.Tensor) else None
-            return float(estimate(model, self.target, precision=self.precision, threads=self.threads,
-                                  input_shape=shape).total_ms)
+            return float(
+                estimate(model, self.target, precision=self.precision, threads=self.threads, input_shape=shape).total_ms
+            )
         from .macs import count_macs_params
 
         macs, params = count_macs_params(model, example_inputs)
@@ -113,10 +116,10 @@ class _Engine:
     """The structural engine's calls the search needs, with the settings fixed once."""
 
     def __init__(self, x, importance, round_to, seed, calib, ignore):
+        from ..graph import trace
         from .apply import apply
         from .importance import score_groups
         from .plan import plan
-        from ..graph import trace
 
         self.x, self.importance, self.round_to, self.seed, self.calib = x, importance, round_to, seed, calib
         self.ignore = tuple(ignore)
@@ -129,16 +132,36 @@ class _Engine:
 
     def plan(self, model, graph, scores, ratios: dict[str, float]):
         ratios = {g: r for g, r in ratios.items() if r > 0}
-        return self._plan(model, self.x, ratio=0.0, ratios=ratios, importance=self.importance,
-                          round_to=self.round_to, max_layer_ratio=1.0, seed=self.seed, graph=graph,
-                          scores=scores, ignore=self.ignore)
+        return self._plan(
+            model,
+            self.x,
+            ratio=0.0,
+            ratios=ratios,
+            importance=self.importance,
+            round_to=self.round_to,
+            max_layer_ratio=1.0,
+            seed=self.seed,
+            graph=graph,
+            scores=scores,
+            ignore=self.ignore,
+        )
 
     def apply(self, model, p):
         return _copy_attrs(model, self._apply(model, p, verify=False))
 
 
-def sensitivity_scan(model, data, engine: _Engine, budget: Budget, levels: Sequence[float], metric, base_val,
-                     graph=None, scores=None, progress=False) -> list[dict]:
+def sensitivity_scan(
+    model,
+    data,
+    engine: _Engine,
+    budget: Budget,
+    levels: Sequence[float],
+    metric,
+    base_val,
+    graph=None,
+    scores=None,
+    progress=False,
+) -> list[dict]:
     """Each prunable group alone at each level, no recovery: one row per distinct kept count."""
     if graph is None:
         graph, scores = engine.analyse(model)
@@ -159,13 +182,23 @@ def sensitivity_scan(model, data, engine: _Engine, budget: Budget, levels: Seque
                 seen.add(kept)
                 pruned = engine.apply(model, p)
                 val = metric(pruned, data.val)
-                rows.append({"group": gid, "ratio": r, "channels": size, "kept": kept, "val": val,
-                             "drop": base_val - val, "cost": budget.cost(pruned, engine.x)})
+                rows.append(
+                    {
+                        "group": gid,
+                        "ratio": r,
+                        "channels": size,
+                        "kept": kept,
+                        "val": val,
+                        "drop": base_val - val,
+                        "cost": budget.cost(pruned, engine.x),
+                    }
+                )
     return rows
 
 
-def allocate(model, engine: _Engine, budget: Budget, scan: list[dict], limit: float, base_cost: float,
-             graph=None, scores=None) -> tuple[dict[str, int], float, list[dict]]:
+def allocate(
+    model, engine: _Engine, budget: Budget, scan: list[dict], limit: float, base_cost: float, graph=None, scores=None
+) -> tuple[dict[str, int], float, list[dict]]:
     """Greedy allocation: cheapest accuracy per unit of cost first. Returns (kept per group,
     the real cost of that allocation, the moves)."""
     if graph is None:
@@ -198,8 +231,9 @@ def allocate(model, engine: _Engine, budget: Budget, scan: list[dict], limit: fl
         kept = {k: options[k][level[k]]["kept"] for k in options}
         p = engine.plan(model, graph, scores, {k: 1.0 - kept[k] / sizes[k] for k in kept})
         cost = budget.cost(engine.apply(model, p), engine.x)
-        moves.append({"group": g, "kept": kept[g], "channels": sizes[g], "cost": cost,
-                      "scan_drop": options[g][level[g]]["drop"]})
+        moves.append(
+            {"group": g, "kept": kept[g], "channels": sizes[g], "cost": cost, "scan_drop": options[g][level[g]]["drop"]}
+        )
     kept = {k: options[k][level[k]]["kept"] for k in options}
     if cost <= limit and moves:
         kept, cost = _refine(model, engine, budget, graph, scores, sizes, kept, cost, limit, options, level, moves)
@@ -225,12 +259,28 @@ def _refine(model, engine, budget, graph, scores, sizes, kept, cost, limit, opti
     return kept, cost
 
 
-def search(model: nn.Module, data, example_inputs, budget: Budget, *, max_acc_drop: float = 1.0,
-           steps: int = 5, progression: str = "agp", levels: Sequence[float] = DEFAULT_LEVELS,
-           importance: str = "l2", round_to: int = 8, ignore: Iterable[str] = (),
-           recover: RecoverConfig | None = None, finetune_epochs: int | None = None, distill: bool = True,
-           regularizers: Sequence[Regularizer] = (), max_backoff: int = 2, metric: Callable = top1,
-           seed: int = 0, progress: bool = False) -> SearchResult:
+def search(
+    model: nn.Module,
+    data,
+    example_inputs,
+    budget: Budget,
+    *,
+    max_acc_drop: float = 1.0,
+    steps: int = 5,
+    progression: str = "agp",
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    importance: str = "l2",
+    round_to: int = 8,
+    ignore: Iterable[str] = (),
+    recover: RecoverConfig | None = None,
+    finetune_epochs: int | None = None,
+    distill: bool = True,
+    regularizers: Sequence[Regularizer] = (),
+    max_backoff: int = 2,
+    metric: Callable = top1,
+    seed: int = 0,
+    progress: bool = False,
+) -> SearchResult:
     """Adaptive pruning to ``budget`` under ``max_acc_drop`` points; see the module docstring."""
     if max_acc_drop < 0:
         raise ValueError(f"max_acc_drop must be >= 0 points, got {max_acc_drop}")
@@ -247,29 +297,51 @@ def search(model: nn.Module, data, example_inputs, budget: Budget, *, max_acc_dr
     base_test = metric(work, data.test) if getattr(data, "test", None) is not None else None
     base_cost = budget.cost(work, example_inputs)
     limit = budget.limit(base_cost)
-    log: dict = {"budget": {**budget.to_dict(), "limit": limit, "unit": budget.unit},
-                 "baseline": {"val": base_val, "test": base_test, "cost": base_cost},
-                 "settings": {"max_acc_drop_points": max_acc_drop, "steps": steps, "progression": progression,
-                              "levels": list(levels), "importance": importance, "round_to": round_to,
-                              "ignore": list(ignore), "recover": cfg.to_dict(), "distill": distill,
-                              "regularizers": [r.describe() for r in regularizers], "max_backoff": max_backoff,
-                              "seed": seed},
-                 "sensitivity": [], "allocation": {}, "steps": []}
+    log: dict = {
+        "budget": {**budget.to_dict(), "limit": limit, "unit": budget.unit},
+        "baseline": {"val": base_val, "test": base_test, "cost": base_cost},
+        "settings": {
+            "max_acc_drop_points": max_acc_drop,
+            "steps": steps,
+            "progression": progression,
+            "levels": list(levels),
+            "importance": importance,
+            "round_to": round_to,
+            "ignore": list(ignore),
+            "recover": cfg.to_dict(),
+            "distill": distill,
+            "regularizers": [r.describe() for r in regularizers],
+            "max_backoff": max_backoff,
+            "seed": seed,
+        },
+        "sensitivity": [],
+        "allocation": {},
+        "steps": [],
+    }
 
     graph, scores = engine.analyse(work)
     sizes = _group_sizes(graph)
     if base_cost <= limit:
         final_kept, alloc_cost, moves = dict(sizes), base_cost, []
     else:
-        log["sensitivity"] = sensitivity_scan(work, data, engine, budget, levels, metric, base_val, graph, scores,
-                                              progress)
-        final_kept, alloc_cost, moves = allocate(work, engine, budget, log["sensitivity"], limit, base_cost,
-                                                 graph, scores)
-    log["allocation"] = {"kept": final_kept, "channels": sizes, "cost": alloc_cost, "moves": moves,
-                         "feasible": alloc_cost <= limit}
+        log["sensitivity"] = sensitivity_scan(
+            work, data, engine, budget, levels, metric, base_val, graph, scores, progress
+        )
+        final_kept, alloc_cost, moves = allocate(
+            work, engine, budget, log["sensitivity"], limit, base_cost, graph, scores
+        )
+    log["allocation"] = {
+        "kept": final_kept,
+        "channels": sizes,
+        "cost": alloc_cost,
+        "moves": moves,
+        "feasible": alloc_cost <= limit,
+    }
     if alloc_cost > limit:
-        reason = (f"the budget {limit:.6g} {budget.unit} cannot be reached even removing every prunable "
-                  f"channel the levels allow (smallest: {alloc_cost:.6g} {budget.unit})")
+        reason = (
+            f"the budget {limit:.6g} {budget.unit} cannot be reached even removing every prunable "
+            f"channel the levels allow (smallest: {alloc_cost:.6g} {budget.unit})"
+        )
     else:
         reason = ""
 
@@ -295,17 +367,35 @@ def search(model: nn.Module, data, example_inputs, budget: Budget, *, max_acc_dr
         val_cut = metric(candidate, data.val)
         last = not queue
         regs = () if last else regularizers
-        candidate, hist = finetune(candidate, data, cfg, teacher=teacher, metric=metric, progress=progress,
-                                   regularizers=regs, description=f"step {step}: recover",
-                                   restore_best=cfg.restore_best and not regs)
+        candidate, hist = finetune(
+            candidate,
+            data,
+            cfg,
+            teacher=teacher,
+            metric=metric,
+            progress=progress,
+            regularizers=regs,
+            description=f"step {step}: recover",
+            restore_best=cfg.restore_best and not regs,
+        )
         val = metric(candidate, data.val)
         cost = budget.cost(candidate, example_inputs)
         kept_now = _kept_from_plan(p, current)
         drop = base_val - val
         ok = drop <= max_drop + 1e-12
-        row = {"step": step, "fraction": f, "kept": kept_now, "cost": cost, "cost_ratio": cost / base_cost,
-               "val_pruned": val_cut, "val_recovered": val, "drop_points": 100 * drop, "accepted": ok,
-               "epochs": len(hist["epochs"]), "seconds": round(time.perf_counter() - t0, 3)}
+        row = {
+            "step": step,
+            "fraction": f,
+            "kept": kept_now,
+            "cost": cost,
+            "cost_ratio": cost / base_cost,
+            "val_pruned": val_cut,
+            "val_recovered": val,
+            "drop_points": 100 * drop,
+            "accepted": ok,
+            "epochs": len(hist["epochs"]),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
         log["steps"].append(row)
         if ok:
             work, current = candidate, kept_now
@@ -318,8 +408,10 @@ def search(model: nn.Module, data, example_inputs, budget: Budget, *, max_acc_dr
             row["backoff_to"] = back
             queue = [back, f] + [q for q in queue if q > f] if back > accepted["fraction"] + 1e-6 else queue
             continue
-        reason = (f"the accuracy drop {100 * drop:.2f} points exceeds --max-acc-drop {max_acc_drop} at fraction "
-                  f"{f:.3f} of the allocation after {max_backoff} back-offs")
+        reason = (
+            f"the accuracy drop {100 * drop:.2f} points exceeds --max-acc-drop {max_acc_drop} at fraction "
+            f"{f:.3f} of the allocation after {max_backoff} back-offs"
+        )
         break
 
     met = accepted["cost"] <= limit * (1 + 1e-9) and accepted["drop"] <= max_drop + 1e-12 and not reason
@@ -331,13 +423,26 @@ def search(model: nn.Module, data, example_inputs, budget: Budget, *, max_acc_dr
     from .macs import count_macs_params
 
     macs, params = count_macs_params(work, example_inputs)
-    best = {"step": accepted["step"], "fraction": accepted["fraction"], "cost": accepted["cost"],
-            "cost_ratio": accepted["cost"] / base_cost, "val": accepted["val"],
-            "drop_points": 100 * accepted["drop"], "test": test,
-            "test_drop_points": 100 * (base_test - test) if test is not None else None,
-            "macs": int(macs), "params": int(params), "kept": current}
-    log["result"] = {"met": met, "reason": reason, "best": best, "plans": [p.hash for p in plans],
-                     "seconds": round(time.perf_counter() - t_start, 2)}
+    best = {
+        "step": accepted["step"],
+        "fraction": accepted["fraction"],
+        "cost": accepted["cost"],
+        "cost_ratio": accepted["cost"] / base_cost,
+        "val": accepted["val"],
+        "drop_points": 100 * accepted["drop"],
+        "test": test,
+        "test_drop_points": 100 * (base_test - test) if test is not None else None,
+        "macs": int(macs),
+        "params": int(params),
+        "kept": current,
+    }
+    log["result"] = {
+        "met": met,
+        "reason": reason,
+        "best": best,
+        "plans": [p.hash for p in plans],
+        "seconds": round(time.perf_counter() - t_start, 2),
+    }
     return SearchResult(model=work, plans=plans, met=met, log=log, reason=reason)
 
 
@@ -367,8 +472,13 @@ def write_log(log: dict, out_dir: str | Path, stem: str = "search") -> dict[str,
     steps = [s for s in log.get("steps", []) if "val_recovered" in s]
     base = log["baseline"]
     xs = [0] + [s["step"] for s in steps]
-    ax2.plot(xs, [100 * base["val"]] + [100 * s["val_recovered"] for s in steps], marker="o", color="C0",
-             label="val after recovery")
+    ax2.plot(
+        xs,
+        [100 * base["val"]] + [100 * s["val_recovered"] for s in steps],
+        marker="o",
+        color="C0",
+        label="val after recovery",
+    )
     for s in steps:
         if not s["accepted"]:
             ax2.plot([s["step"]], [100 * s["val_recovered"]], marker="x", color="red", markersize=10)
@@ -397,7 +507,7 @@ SCHEDULE_CHOICES = ("oneshot", "linear", "agp", "adaptive")
 REGULARIZE_CHOICES = ("bn-l1", "group-lasso", "l1")
 
 
-class RecipeInputError(ValueError):
+class RecipeInputError(UserError):
     """Bad flags or data for the recipe (the CLI turns it into exit code 2)."""
 
 
@@ -408,55 +518,135 @@ def add_arguments(p, how) -> None:
     a budget or a sparsity is one more kind of target."""
     import argparse
 
-    how.add_argument("--budget-macs", type=float, metavar="F",
-                     help="adaptive search to this MAC budget (fraction <= 1 or a count); implies --schedule adaptive")
-    how.add_argument("--budget-params", type=float, metavar="F",
-                     help="adaptive search to this parameter budget (fraction <= 1 or a count)")
-    how.add_argument("--budget-latency", type=float, metavar="MS",
-                     help="adaptive search to this estimated latency in ms on --target")
-    how.add_argument("--sparsity", type=float, metavar="S",
-                     help="unstructured/block weight sparsity in [0, 1) instead of removing channels")
+    how.add_argument(
+        "--budget-macs",
+        type=float,
+        metavar="F",
+        help="adaptive search to this MAC budget (fraction <= 1 or a count); implies --schedule adaptive",
+    )
+    how.add_argument(
+        "--budget-params",
+        type=float,
+        metavar="F",
+        help="adaptive search to this parameter budget (fraction <= 1 or a count)",
+    )
+    how.add_argument(
+        "--budget-latency", type=float, metavar="MS", help="adaptive search to this estimated latency in ms on --target"
+    )
+    how.add_argument(
+        "--sparsity",
+        type=float,
+        metavar="S",
+        help="unstructured/block weight sparsity in [0, 1) instead of removing channels",
+    )
     g = p.add_argument_group("recovery and schedules")
-    g.add_argument("--data", metavar="DATA", help="data spec to fine-tune and evaluate on (e.g. digits); "
-                   "needed by every option of this group")
-    g.add_argument("--schedule", choices=SCHEDULE_CHOICES, default=None,
-                   help="oneshot, linear, agp (cubic) or adaptive (default: adaptive with a --budget-*, else oneshot)")
-    g.add_argument("--steps", type=int, default=None, metavar="N",
-                   help="pruning steps, each followed by recovery (default 5; 1 for oneshot)")
+    g.add_argument(
+        "--data",
+        metavar="DATA",
+        help="data spec to fine-tune and evaluate on (e.g. digits); needed by every option of this group",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=SCHEDULE_CHOICES,
+        default=None,
+        help="oneshot, linear, agp (cubic) or adaptive (default: adaptive with a --budget-*, else oneshot)",
+    )
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pruning steps, each followed by recovery (default 5; 1 for oneshot)",
+    )
     g.add_argument("--finetune-epochs", type=int, default=3, metavar="N", help="recovery epochs per step (default 3)")
     g.add_argument("--lr", type=float, default=0.05, metavar="LR", help="recovery learning rate (default 0.05, SGD)")
-    g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=True,
-                   help="distil from the unpruned model during recovery (default on)")
-    g.add_argument("--max-acc-drop", type=float, default=None, metavar="POINTS",
-                   help="largest allowed validation top-1 drop in points (default 1.0 for adaptive); "
-                        "exit 3 with the best point reached when it cannot be met")
+    g.add_argument(
+        "--distill",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="distil from the unpruned model during recovery (default on)",
+    )
+    g.add_argument(
+        "--max-acc-drop",
+        type=float,
+        default=None,
+        metavar="POINTS",
+        help="largest allowed validation top-1 drop in points (default 1.0 for adaptive); "
+        "exit 3 with the best point reached when it cannot be met",
+    )
     g.add_argument("--target", metavar="PROFILE", help="device profile for --budget-latency (e.g. rpi4)")
-    g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
-                   help="precision of the --budget-latency estimate (default fp32)")
-    g.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="threads of the --budget-latency estimate (default: all cores of the target)")
-    g.add_argument("--sparsity-pattern", choices=("unstructured", "1x4", "4x1", "2:4"), default="unstructured",
-                   help="pattern of --sparsity (2:4 is 50 %% by definition)")
-    g.add_argument("--sparsity-criterion", choices=("magnitude", "taylor", "activation"), default="magnitude",
-                   help="weight score for --sparsity: |w|, |w*grad| or |w|*||x|| (default magnitude)")
-    g.add_argument("--threshold", choices=("solve", "relative", "percentile", "absolute"), default=None,
-                   help="dynamic threshold recomputed from the current scores at every step: solve (meet the "
-                        "step's --ratio/--sparsity share), or relative (coef x max) / percentile / absolute "
-                        "with --threshold-value, capped by the step's share")
-    g.add_argument("--threshold-value", type=float, default=None, metavar="V",
-                   help="coefficient (relative), quantile in [0, 1] (percentile) or score (absolute)")
-    g.add_argument("--threshold-scope", choices=("global", "layer"), default="global",
-                   help="compare scores across all layers (global, default) or within each layer")
-    g.add_argument("--regularize", choices=REGULARIZE_CHOICES, default=None,
-                   help="sparsity regulariser during the recoveries between steps")
+    g.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16", "int8"),
+        help="precision of the --budget-latency estimate (default fp32)",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads of the --budget-latency estimate (default: all cores of the target)",
+    )
+    g.add_argument(
+        "--sparsity-pattern",
+        choices=("unstructured", "1x4", "4x1", "2:4"),
+        default="unstructured",
+        help="pattern of --sparsity (2:4 is 50 %% by definition)",
+    )
+    g.add_argument(
+        "--sparsity-criterion",
+        choices=("magnitude", "taylor", "activation"),
+        default="magnitude",
+        help="weight score for --sparsity: |w|, |w*grad| or |w|*||x|| (default magnitude)",
+    )
+    g.add_argument(
+        "--threshold",
+        choices=("solve", "relative", "percentile", "absolute"),
+        default=None,
+        help="dynamic threshold recomputed from the current scores at every step: solve (meet the "
+        "step's --ratio/--sparsity share), or relative (coef x max) / percentile / absolute "
+        "with --threshold-value, capped by the step's share",
+    )
+    g.add_argument(
+        "--threshold-value",
+        type=float,
+        default=None,
+        metavar="V",
+        help="coefficient (relative), quantile in [0, 1] (percentile) or score (absolute)",
+    )
+    g.add_argument(
+        "--threshold-scope",
+        choices=("global", "layer"),
+        default="global",
+        help="compare scores across all layers (global, default) or within each layer",
+    )
+    g.add_argument(
+        "--regularize",
+        choices=REGULARIZE_CHOICES,
+        default=None,
+        help="sparsity regulariser during the recoveries between steps",
+    )
     g.add_argument("--reg-lambda", type=float, default=None, metavar="L", help="regulariser strength")
 
 
 def wants_recipe(args) -> bool:
     """True when the run needs this module (recovery, a schedule, a budget or sparsity)."""
-    return any(getattr(args, a, None) is not None for a in (
-        "data", "schedule", "steps", "budget_macs", "budget_params", "budget_latency", "sparsity", "regularize",
-        "max_acc_drop", "threshold"))
+    return any(
+        getattr(args, a, None) is not None
+        for a in (
+            "data",
+            "schedule",
+            "steps",
+            "budget_macs",
+            "budget_params",
+            "budget_latency",
+            "sparsity",
+            "regularize",
+            "max_acc_drop",
+            "threshold",
+        )
+    )
 
 
 def _fail(msg: str):
@@ -489,7 +679,9 @@ def _check_recipe_args(args) -> str:
         _fail(f"--lr {args.lr}: must be > 0")
     if args.threshold is not None:
         if schedule == "adaptive":
-            _fail("--threshold applies to --schedule oneshot, linear or agp (the adaptive search allocates ratios itself)")
+            _fail(
+                "--threshold applies to --schedule oneshot, linear or agp (the adaptive search allocates ratios itself)"
+            )
         if args.threshold != "solve" and args.threshold_value is None:
             _fail(f"--threshold {args.threshold} needs --threshold-value V")
         if args.target_macs is not None:
@@ -513,8 +705,8 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
     import edgeprune as ep
 
     from .. import recover as rec
-    from ..io import save
     from ..fsutil import write_json
+    from ..io import save
     from .macs import count_macs_params
     from .schedule import prune_structured, sparsify
     from .sparsity import report_table, sparsity_report
@@ -525,8 +717,10 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
     except (ValueError, FileNotFoundError) as e:
         _fail(f"--data {args.data}: {str(e).splitlines()[0]}")
     if tuple(data.input_shape) != tuple(example_inputs.shape[1:]):
-        _fail(f"--data {args.data}: samples are {tuple(data.input_shape)}, the model takes "
-              f"{tuple(example_inputs.shape[1:])}; pass matching --data or --input-shape")
+        _fail(
+            f"--data {args.data}: samples are {tuple(data.input_shape)}, the model takes "
+            f"{tuple(example_inputs.shape[1:])}; pass matching --data or --input-shape"
+        )
     steps = args.steps or (1 if schedule == "oneshot" else 5)
     if args.budget_latency is not None:
         try:
@@ -543,8 +737,12 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
         from .threshold import DynamicThreshold
 
         try:
-            rule = DynamicThreshold(args.threshold, args.threshold_value, args.threshold_scope,
-                                    max_layer_ratio=0.99 if args.sparsity is not None else args.max_layer_ratio)
+            rule = DynamicThreshold(
+                args.threshold,
+                args.threshold_value,
+                args.threshold_scope,
+                max_layer_ratio=0.99 if args.sparsity is not None else args.max_layer_ratio,
+            )
         except ValueError as e:
             _fail(f"--threshold {args.threshold}: {e}")
     model.eval()
@@ -558,24 +756,55 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
     prev = getattr(model, "edgeprune_plan", None)  # a model loaded from an ep.save dir keeps its plans
     plans: list = list(prev) if isinstance(prev, list) else ([prev] if prev is not None else [])
     if schedule == "adaptive":
-        kind, value = next((k, getattr(args, f"budget_{k}")) for k in BUDGET_KINDS
-                           if getattr(args, f"budget_{k}") is not None)
-        budget = Budget(kind, value, target=args.target if kind == "latency" else None, precision=args.precision,
-                        threads=args.threads)
+        kind, value = next(
+            (k, getattr(args, f"budget_{k}")) for k in BUDGET_KINDS if getattr(args, f"budget_{k}") is not None
+        )
+        budget = Budget(
+            kind,
+            value,
+            target=args.target if kind == "latency" else None,
+            precision=args.precision,
+            threads=args.threads,
+        )
         max_drop = 1.0 if args.max_acc_drop is None else args.max_acc_drop
         try:
-            res = search(model, data, example_inputs, budget, max_acc_drop=max_drop, steps=steps,
-                         importance=args.importance, round_to=args.round_to, ignore=tuple(args.ignore), recover=cfg,
-                         distill=args.distill, regularizers=regs, seed=args.seed, progress=progress)
+            res = search(
+                model,
+                data,
+                example_inputs,
+                budget,
+                max_acc_drop=max_drop,
+                steps=steps,
+                importance=args.importance,
+                round_to=args.round_to,
+                ignore=tuple(args.ignore),
+                recover=cfg,
+                distill=args.distill,
+                regularizers=regs,
+                seed=args.seed,
+                progress=progress,
+            )
         except ValueError as e:
             _fail(f"--budget-{kind}: {str(e).splitlines()[0]}")
         pruned, new_plans, met, reason = res.model, res.plans, res.met, res.reason
         files.update({k: str(v) for k, v in write_log(res.log, out).items()})
         extra = {"budget": res.log["budget"], "best": res.best}
     elif args.sparsity is not None:
-        res = sparsify(model, data, args.sparsity, pattern=args.sparsity_pattern, criterion=args.sparsity_criterion,
-                       schedule=schedule, steps=steps, recover=cfg, distill=args.distill, regularizers=regs,
-                       ignore=tuple(args.ignore), threshold=rule, progress=progress)
+        res = sparsify(
+            model,
+            data,
+            args.sparsity,
+            pattern=args.sparsity_pattern,
+            criterion=args.sparsity_criterion,
+            schedule=schedule,
+            steps=steps,
+            recover=cfg,
+            distill=args.distill,
+            regularizers=regs,
+            ignore=tuple(args.ignore),
+            threshold=rule,
+            progress=progress,
+        )
         pruned, new_plans, masks = res.model, [], res.masks
         rep = sparsity_report(pruned, masks, pattern=args.sparsity_pattern)
         files["sparsity"] = str(write_json(out / "sparsity.json", rep))
@@ -583,16 +812,31 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
         extra = {"sparsity": rep["total"], "pattern": args.sparsity_pattern}
         if not args.json:
             from rich.console import Console
+
             Console().print(report_table(rep))
     else:
         ratio = args.ratio if args.ratio is not None else (None if args.target_macs is not None else 0.5)
         try:
-            res = prune_structured(model, data, example_inputs, ratio=ratio, target_macs=args.target_macs,
-                                   schedule=schedule, steps=steps, importance=args.importance,
-                                   round_to=args.round_to, global_ranking=not args.per_layer,
-                                   ignore=tuple(args.ignore), max_layer_ratio=args.max_layer_ratio, recover=cfg,
-                                   distill=args.distill, regularizers=regs, threshold=rule, seed=args.seed,
-                                   progress=progress)
+            res = prune_structured(
+                model,
+                data,
+                example_inputs,
+                ratio=ratio,
+                target_macs=args.target_macs,
+                schedule=schedule,
+                steps=steps,
+                importance=args.importance,
+                round_to=args.round_to,
+                global_ranking=not args.per_layer,
+                ignore=tuple(args.ignore),
+                max_layer_ratio=args.max_layer_ratio,
+                recover=cfg,
+                distill=args.distill,
+                regularizers=regs,
+                threshold=rule,
+                seed=args.seed,
+                progress=progress,
+            )
         except ValueError as e:
             _fail(f"--model {args.model}: {str(e).splitlines()[0]}")
         pruned, new_plans = res.model, res.plans
@@ -604,30 +848,54 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
         met = False
         reason = f"the validation drop {drop_val:.2f} points exceeds --max-acc-drop {args.max_acc_drop}"
     all_plans = plans + list(new_plans)
-    save(pruned, out / "model", plan=(all_plans if len(all_plans) > 1 else (all_plans[0] if all_plans else None)),
-         masks=masks, metadata={"pruned_from": args.model, "schedule": schedule, "data": args.data,
-                                "val_top1": val, "test_top1": test, "met": met})
+    save(
+        pruned,
+        out / "model",
+        plan=(all_plans if len(all_plans) > 1 else (all_plans[0] if all_plans else None)),
+        masks=masks,
+        metadata={
+            "pruned_from": args.model,
+            "schedule": schedule,
+            "data": args.data,
+            "val_top1": val,
+            "test_top1": test,
+            "met": met,
+        },
+    )
     files["model"] = str(out / "model")
     if new_plans:
         files["plan"] = str(write_json(out / "plan.json", new_plans[-1].to_dict()))
         if len(new_plans) > 1:
             files["plans"] = str(write_json(out / "plans.json", [p.to_dict() for p in new_plans]))
     macs1, params1 = count_macs_params(pruned, example_inputs)
-    result = {"out": str(out), "model": args.model, "data": args.data, "schedule": schedule, "steps": steps,
-              "seed": args.seed, "met": met, "reason": reason,
-              "before": {"macs": macs0, "params": params0, "val_top1": base_val, "test_top1": base_test},
-              "after": {"macs": macs1, "params": params1, "val_top1": val, "test_top1": test},
-              "macs_ratio": macs1 / macs0 if macs0 else None, "drop_points": {"val": drop_val, "test": 100 * (base_test - test)},
-              "plan_hashes": [p.hash for p in new_plans], "files": files, **extra}
+    result = {
+        "out": str(out),
+        "model": args.model,
+        "data": args.data,
+        "schedule": schedule,
+        "steps": steps,
+        "seed": args.seed,
+        "met": met,
+        "reason": reason,
+        "before": {"macs": macs0, "params": params0, "val_top1": base_val, "test_top1": base_test},
+        "after": {"macs": macs1, "params": params1, "val_top1": val, "test_top1": test},
+        "macs_ratio": macs1 / macs0 if macs0 else None,
+        "drop_points": {"val": drop_val, "test": 100 * (base_test - test)},
+        "plan_hashes": [p.hash for p in new_plans],
+        "files": files,
+        **extra,
+    }
     write_json(out / "result.json", result)
     if args.json:
         print_json(result)
     else:
         _print_recipe(result)
     if not met:
-        print(f"quality gate failed: {reason}; best point reached: val top-1 {val:.4f} "
-              f"({drop_val:+.2f} points), {macs1:,} MACs ({macs1 / macs0:.2f}x), saved in {out / 'model'}",
-              file=sys.stderr)
+        print(
+            f"quality gate failed: {reason}; best point reached: val top-1 {val:.4f} "
+            f"({drop_val:+.2f} points), {macs1:,} MACs ({macs1 / macs0:.2f}x), saved in {out / 'model'}",
+            file=sys.stderr,
+        )
     return met
 
 
@@ -640,7 +908,9 @@ def _print_recipe(r: dict) -> None:
         t.add_column(col, justify="right" if col else "left")
     b, a = r["before"], r["after"]
     t.add_row("MACs", f"{b['macs']:,}", f"{a['macs']:,}", f"{a['macs'] / b['macs']:.2f}x" if b["macs"] else "-")
-    t.add_row("params", f"{b['params']:,}", f"{a['params']:,}", f"{a['params'] / b['params']:.2f}x" if b["params"] else "-")
+    t.add_row(
+        "params", f"{b['params']:,}", f"{a['params']:,}", f"{a['params'] / b['params']:.2f}x" if b["params"] else "-"
+    )
     t.add_row("val top-1", f"{b['val_top1']:.4f}", f"{a['val_top1']:.4f}", f"{-r['drop_points']['val']:+.2f} pt")
     t.add_row("test top-1", f"{b['test_top1']:.4f}", f"{a['test_top1']:.4f}", f"{-r['drop_points']['test']:+.2f} pt")
     if "sparsity" in r:

@@ -7,7 +7,7 @@ masks=...)`` stores, and a report of per-layer sparsity.
 
 Weights are seen as matrices ``[O, K]``: a Linear's ``[out, in]``, a Conv's
 ``[out, in/groups * kh * kw]`` in PyTorch order (input channel major, then kernel row, column).
-Patterns, matching the kernels of the C++ core (DESIGN.md section 5):
+Patterns, matching the kernels of the C++ core (docs/kernels.md):
 - ``unstructured``: any single weight;
 - ``1x4``: blocks of 1 output x 4 consecutive K entries (the int8 kernels' input blocks);
 - ``4x1``: blocks of 4 output channels x 1 K entry (4 outputs sharing a pattern, fp32 kernels);
@@ -15,14 +15,15 @@ Patterns, matching the kernels of the C++ core (DESIGN.md section 5):
   layers whose K is not a multiple of 4 stay dense and the report says so.
 A partial block at the matrix edge is a smaller block; block scores are the mean element score.
 
-Criteria (DESIGN.md section 7): ``magnitude`` |w|; ``taylor`` |w * dL/dw| (gradient of the
+Criteria (docs/methods.md): ``magnitude`` |w|; ``taylor`` |w * dL/dw| (gradient of the
 cross-entropy over a few calibration batches); ``activation`` |w_ij| * ||x_j||_2 (Wanda, Sun et
 al. 2023: the input feature norms measured on calibration data).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +40,11 @@ _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 def prunable_weights(model: nn.Module, names: Iterable[str] | None = None, ignore: Iterable[str] = ()) -> list[str]:
     """Parameter names of conv / linear weights (the layers the sparse kernels run)."""
     ignore = set(ignore)
-    found = [f"{n}.weight" if n else "weight" for n, m in model.named_modules()
-             if isinstance(m, _LAYERS) and n not in ignore and f"{n}.weight" not in ignore]
+    found = [
+        f"{n}.weight" if n else "weight"
+        for n, m in model.named_modules()
+        if isinstance(m, _LAYERS) and n not in ignore and f"{n}.weight" not in ignore
+    ]
     if names is None:
         return found
     names = list(names)
@@ -66,8 +70,14 @@ def _calib_batches(data, batches: int, batch_size: int):
     return out
 
 
-def element_scores(model: nn.Module, criterion: str = "magnitude", names: Iterable[str] | None = None,
-                   data=None, batches: int = 4, batch_size: int = 64) -> dict[str, torch.Tensor]:
+def element_scores(
+    model: nn.Module,
+    criterion: str = "magnitude",
+    names: Iterable[str] | None = None,
+    data=None,
+    batches: int = 4,
+    batch_size: int = 64,
+) -> dict[str, torch.Tensor]:
     """Per-weight importance (shape of each weight) under ``criterion``."""
     if criterion not in CRITERIA:
         raise ValueError(f"unknown sparsity criterion {criterion!r}; use one of {', '.join(CRITERIA)}")
@@ -119,6 +129,7 @@ def _activation(model, params, names, calib):
                 per = u.pow(2).sum((0, 2)).view(g, -1)  # [groups, K_g]
                 s = per.repeat_interleave(mod.out_channels // g, 0)  # [O, K_g]
             sq[pname] = sq.get(pname, 0) + s
+
         return hook
 
     for n in names:
@@ -175,11 +186,20 @@ def n_m_mask(score: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     return keep.reshape(O, K)
 
 
-def make_masks(model: nn.Module, sparsity: float | None, pattern: str = "unstructured",
-               criterion: str = "magnitude", *, data=None, names: Iterable[str] | None = None,
-               ignore: Iterable[str] = (), threshold: DynamicThreshold | None = None,
-               previous: Mapping[str, torch.Tensor] | None = None, max_layer_sparsity: float = 0.99,
-               batches: int = 4) -> dict[str, torch.Tensor]:
+def make_masks(
+    model: nn.Module,
+    sparsity: float | None,
+    pattern: str = "unstructured",
+    criterion: str = "magnitude",
+    *,
+    data=None,
+    names: Iterable[str] | None = None,
+    ignore: Iterable[str] = (),
+    threshold: DynamicThreshold | None = None,
+    previous: Mapping[str, torch.Tensor] | None = None,
+    max_layer_sparsity: float = 0.99,
+    batches: int = 4,
+) -> dict[str, torch.Tensor]:
     """Masks (True = kept) removing ``sparsity`` of the selected weights in ``pattern``.
 
     ``threshold`` chooses how (default: solved globally to hit ``sparsity`` exactly, each layer
@@ -234,8 +254,12 @@ def check_pattern(mask: torch.Tensor, pattern: str) -> bool:
     return bool(((s == 0) | (s == cnt)).all())
 
 
-def sparsity_report(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None,
-                    pattern: str | None = None, names: Iterable[str] | None = None) -> dict:
+def sparsity_report(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    pattern: str | None = None,
+    names: Iterable[str] | None = None,
+) -> dict:
     """Per-layer and total sparsity of conv/linear weights (zeros counted from the weights,
     or from ``masks`` when given). JSON-serialisable."""
     params = dict(model.named_parameters())
@@ -246,8 +270,14 @@ def sparsity_report(model: nn.Module, masks: Mapping[str, torch.Tensor] | None =
         kept = masks[n].to(torch.bool) if masks is not None and n in masks else (w != 0)
         total = w.numel()
         nz = int(kept.sum())
-        row = {"layer": n, "shape": list(w.shape), "total": total, "nonzero": nz,
-               "sparsity": 1.0 - nz / total if total else 0.0, "masked": masks is not None and n in masks}
+        row = {
+            "layer": n,
+            "shape": list(w.shape),
+            "total": total,
+            "nonzero": nz,
+            "sparsity": 1.0 - nz / total if total else 0.0,
+            "masked": masks is not None and n in masks,
+        }
         if pattern is not None:
             row["pattern"] = pattern if row["masked"] else "dense"
             if pattern == "2:4" and not row["masked"]:
@@ -255,8 +285,10 @@ def sparsity_report(model: nn.Module, masks: Mapping[str, torch.Tensor] | None =
         rows.append(row)
         zeros_all += total - nz
         total_all += total
-    return {"layers": rows, "total": {"weights": total_all, "zeros": zeros_all,
-                                      "sparsity": zeros_all / total_all if total_all else 0.0}}
+    return {
+        "layers": rows,
+        "total": {"weights": total_all, "zeros": zeros_all, "sparsity": zeros_all / total_all if total_all else 0.0},
+    }
 
 
 def report_table(report: dict, title: str = "weight sparsity"):
@@ -267,8 +299,13 @@ def report_table(report: dict, title: str = "weight sparsity"):
     for col in ("layer", "shape", "nonzero", "total", "sparsity"):
         t.add_column(col, justify="left" if col == "layer" else "right")
     for r in report["layers"]:
-        t.add_row(r["layer"], "x".join(map(str, r["shape"])), str(r["nonzero"]), str(r["total"]),
-                  f"{100 * r['sparsity']:.1f} %")
+        t.add_row(
+            r["layer"],
+            "x".join(map(str, r["shape"])),
+            str(r["nonzero"]),
+            str(r["total"]),
+            f"{100 * r['sparsity']:.1f} %",
+        )
     tot = report["total"]
     t.add_row("total", "", str(tot["weights"] - tot["zeros"]), str(tot["weights"]), f"{100 * tot['sparsity']:.1f} %")
     return t

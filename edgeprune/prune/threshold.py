@@ -4,7 +4,7 @@ Consumes: scores (dict name -> tensor, higher = more important; optional per-ite
 as block sizes or MACs per channel) and a rule. Produces: keep masks (dict name -> bool tensor
 of the score's shape, True = kept).
 
-Rules (DESIGN.md section 7):
+Rules (docs/methods.md):
 - ``solve``: remove exactly the lowest-scored items whose weight adds up to the step's target
   fraction (the threshold is solved from the current distribution, so it moves every step);
 - ``relative``: remove items scored below ``coef * max`` (max taken per scope);
@@ -16,10 +16,11 @@ alone. ``max_layer_ratio`` caps what any one tensor may lose (the excess is re-d
 the other tensors under ``solve``), and at least ``min_keep`` items of every tensor survive.
 Items scored ``-inf`` (already removed at an earlier step) are always removed first.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 
@@ -30,8 +31,10 @@ SCOPES = ("global", "layer")
 def _flat(scores: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None):
     names = list(scores)
     s = [scores[n].detach().flatten().double() for n in names]
-    w = [(weights[n].detach().flatten().double() if weights is not None and n in weights
-          else torch.ones_like(s[i])) for i, n in enumerate(names)]
+    w = [
+        (weights[n].detach().flatten().double() if weights is not None and n in weights else torch.ones_like(s[i]))
+        for i, n in enumerate(names)
+    ]
     return names, s, w
 
 
@@ -48,7 +51,7 @@ def _remove_lowest(s: torch.Tensor, w: torch.Tensor, amount: float, floor: bool 
     else:
         # smallest prefix whose weight reaches the amount (a tiny epsilon absorbs float error)
         k = int(torch.searchsorted(cum, torch.tensor([amount - 1e-9], dtype=cum.dtype)).item()) + 1
-    removed[order[:min(k, s.numel())]] = True
+    removed[order[: min(k, s.numel())]] = True
     return removed
 
 
@@ -63,10 +66,17 @@ def _threshold(s: torch.Tensor, method: str, value: float) -> float:
     return float(value)  # absolute
 
 
-def select(scores: Mapping[str, torch.Tensor], target: float | None = None, *, method: str = "solve",
-           value: float | None = None, scope: str = "global",
-           weights: Mapping[str, torch.Tensor] | None = None,
-           max_layer_ratio: float = 1.0, min_keep: int = 1) -> dict[str, torch.Tensor]:
+def select(
+    scores: Mapping[str, torch.Tensor],
+    target: float | None = None,
+    *,
+    method: str = "solve",
+    value: float | None = None,
+    scope: str = "global",
+    weights: Mapping[str, torch.Tensor] | None = None,
+    max_layer_ratio: float = 1.0,
+    min_keep: int = 1,
+) -> dict[str, torch.Tensor]:
     """Return keep masks (True = kept) for ``scores`` under one rule; see the module docstring.
 
     ``target`` is the fraction (by weight) to remove for ``solve``; ``value`` is the coefficient,
@@ -132,7 +142,7 @@ def _cap(removed, s, w, max_ratio, min_keep):
     if keep_w + 1e-9 < need_w:
         cum = torch.cumsum(w[order], 0)
         k_w = int(torch.searchsorted(cum, torch.tensor([need_w - keep_w - 1e-9], dtype=cum.dtype)).item()) + 1
-    removed[order[:max(k_n, k_w)]] = False
+    removed[order[: max(k_n, k_w)]] = False
     return removed
 
 
@@ -182,19 +192,36 @@ class DynamicThreshold:
             raise ValueError(f"unknown threshold scope {self.scope!r}; use global or layer")
 
     def masks(self, scores, step_target: float | None = None, weights=None) -> dict[str, torch.Tensor]:
-        return select(scores, step_target, method=self.method, value=self.value, scope=self.scope,
-                      weights=weights, max_layer_ratio=self.max_layer_ratio, min_keep=self.min_keep)
+        return select(
+            scores,
+            step_target,
+            method=self.method,
+            value=self.value,
+            scope=self.scope,
+            weights=weights,
+            max_layer_ratio=self.max_layer_ratio,
+            min_keep=self.min_keep,
+        )
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "value": self.value, "scope": self.scope,
-                "max_layer_ratio": self.max_layer_ratio, "min_keep": self.min_keep}
+        return {
+            "method": self.method,
+            "value": self.value,
+            "scope": self.scope,
+            "max_layer_ratio": self.max_layer_ratio,
+            "min_keep": self.min_keep,
+        }
 
 
 def removed_fraction(masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None) -> float:
     """Fraction (by weight) of items removed across all masks."""
     num = den = 0.0
     for n, m in masks.items():
-        w = weights[n].double().flatten() if weights is not None and n in weights else torch.ones(m.numel(), dtype=torch.float64)
+        w = (
+            weights[n].double().flatten()
+            if weights is not None and n in weights
+            else torch.ones(m.numel(), dtype=torch.float64)
+        )
         num += float(w[~m.flatten()].sum())
         den += float(w.sum())
     return num / den if den else 0.0

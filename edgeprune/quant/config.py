@@ -15,16 +15,19 @@ Why per target (ONNX Runtime and TensorRT documentation):
   inputs of quantizable layers; TensorRT chooses output precision itself.
 - Jetson Nano: the Maxwell GPU has no int8 path, so int8 is refused; fp16 ONNX instead.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
+from ..errors import UserError
+
 METHODS = ("minmax", "percentile", "entropy", "mse")
 PLACEMENTS = ("inputs_outputs", "inputs")
 
 
-class Int8UnsupportedError(ValueError):
+class Int8UnsupportedError(UserError):
     """The target has no int8 execution path (e.g. Jetson Nano); the message names the alternative."""
 
 
@@ -32,12 +35,12 @@ class Int8UnsupportedError(ValueError):
 class QuantConfig:
     method: str = "percentile"
     per_channel: bool = True
-    activation_dtype: str = "int8"      # "int8" or "uint8"
+    activation_dtype: str = "int8"  # "int8" or "uint8"
     symmetric_activations: bool = False
-    reduce_range: bool = False          # 7-bit weights ([-63, 63]) for x86 without VNNI
-    placement: str = "inputs_outputs"   # where activation Q/DQ go: see module docstring
-    percentile: float = 99.99           # for method="percentile"
-    bins: int = 2048                    # histogram bins for percentile/entropy/mse
+    reduce_range: bool = False  # 7-bit weights ([-63, 63]) for x86 without VNNI
+    placement: str = "inputs_outputs"  # where activation Q/DQ go: see module docstring
+    percentile: float = 99.99  # for method="percentile"
+    bins: int = 2048  # histogram bins for percentile/entropy/mse
     target: str | None = None
 
     def __post_init__(self):
@@ -64,7 +67,7 @@ class QuantConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "QuantConfig":
+    def from_dict(cls, d: dict) -> QuantConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -90,23 +93,40 @@ def target_defaults(target) -> dict:
         if getattr(gpu, "int8_tops", None) is None:
             raise Int8UnsupportedError(
                 f"target {name} ({gpu.name}) has no int8 path; export fp16 instead "
-                f"(--format onnx-fp16, formats=['onnx-fp16'])")
+                f"(--format onnx-fp16, formats=['onnx-fp16'])"
+            )
         # TensorRT: symmetric activations, Q/DQ on layer inputs only.
-        return {"activation_dtype": "int8", "symmetric_activations": True, "reduce_range": False,
-                "placement": "inputs", "target": name}
+        return {
+            "activation_dtype": "int8",
+            "symmetric_activations": True,
+            "reduce_range": False,
+            "placement": "inputs",
+            "target": name,
+        }
     formats = tuple(getattr(prof.deploy, "formats", ()) or ())
     if precision != "int8" and not any("int8" in f for f in formats):
         raise Int8UnsupportedError(
-            f"target {name} deploys {precision} and lists no int8 format; export {precision} instead")
+            f"target {name} deploys {precision} and lists no int8 format; export {precision} instead"
+        )
     arch = str(prof.cpu.arch).lower()
     features = {str(f).lower() for f in (prof.cpu.features or ())}
     if arch in ("x86_64", "x86-64", "amd64", "x86"):
         vnni = any("vnni" in f for f in features)
-        return {"activation_dtype": "uint8", "symmetric_activations": False,
-                "reduce_range": not vnni, "placement": "inputs_outputs", "target": name}
+        return {
+            "activation_dtype": "uint8",
+            "symmetric_activations": False,
+            "reduce_range": not vnni,
+            "placement": "inputs_outputs",
+            "target": name,
+        }
     # ARM and anything else: the TFLite int8 scheme.
-    return {"activation_dtype": "int8", "symmetric_activations": False, "reduce_range": False,
-            "placement": "inputs_outputs", "target": name}
+    return {
+        "activation_dtype": "int8",
+        "symmetric_activations": False,
+        "reduce_range": False,
+        "placement": "inputs_outputs",
+        "target": name,
+    }
 
 
 def make_config(method: str = "percentile", per_channel: bool = True, target=None, **overrides) -> QuantConfig:

@@ -5,6 +5,7 @@ Produces: an ``nn.Module`` computing what the int8 ONNX computes (quantize -> de
 same tensors with the same scales, weights int8 per output channel, bias int32 at s_in*s_w),
 usable for evaluation and, in train mode, for QAT (straight-through estimator gradients).
 """
+
 from __future__ import annotations
 
 import copy

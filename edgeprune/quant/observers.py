@@ -14,6 +14,7 @@ re-binning is needed when a later batch widens the range). Methods:
 - ``mse``: the range (a shrink factor of min/max) minimising the expected squared quantization
   error over the histogram.
 """
+
 from __future__ import annotations
 
 import math

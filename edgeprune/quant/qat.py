@@ -8,6 +8,7 @@ Produces: a new QuantizedModel whose folded weights were trained with int8 weigh
 fake-quantization in the loop (straight-through gradients) and whose weight/bias scales are
 recomputed from the trained weights; the training history is in ``metadata["qat"]``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,9 +38,18 @@ def _minimal_loop(gm, loader, epochs, lr, max_batches):
     return {"loop": "minimal", "train_loss": losses}
 
 
-def qat(qmodel: QuantizedModel, train_data, epochs: int = 1, lr: float = 1e-4, batch_size: int = 64,
-        seed: int = 0, max_batches: int | None = None, distill: bool = True, progress: bool = False,
-        **recover_overrides) -> QuantizedModel:
+def qat(
+    qmodel: QuantizedModel,
+    train_data,
+    epochs: int = 1,
+    lr: float = 1e-4,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_batches: int | None = None,
+    distill: bool = True,
+    progress: bool = False,
+    **recover_overrides,
+) -> QuantizedModel:
     """Fine-tune ``qmodel`` through fake quantization; see the module docstring.
 
     ``recover_overrides`` go to ``RecoverConfig`` (e.g. ``restore_best=False``, ``patience=1``).
@@ -51,10 +61,21 @@ def qat(qmodel: QuantizedModel, train_data, epochs: int = 1, lr: float = 1e-4, b
         from ..recover import finetune  # the shared recovery loop (a lower layer)
 
         teacher = copy.deepcopy(qmodel.folded).eval() if distill else None
-        gm, history = finetune(gm, train_data, teacher=teacher, epochs=epochs, lr=lr, optimizer="adamw",
-                               weight_decay=0.0, batch_size=batch_size, seed=seed,
-                               max_batches_per_epoch=max_batches, progress=progress, description="QAT",
-                               **recover_overrides)
+        gm, history = finetune(
+            gm,
+            train_data,
+            teacher=teacher,
+            epochs=epochs,
+            lr=lr,
+            optimizer="adamw",
+            weight_decay=0.0,
+            batch_size=batch_size,
+            seed=seed,
+            max_batches_per_epoch=max_batches,
+            progress=progress,
+            description="QAT",
+            **recover_overrides,
+        )
         history = {"loop": "edgeprune.recover.finetune", **history}
     else:
         if isinstance(train_data, torch.utils.data.Dataset):
@@ -69,5 +90,14 @@ def qat(qmodel: QuantizedModel, train_data, epochs: int = 1, lr: float = 1e-4, b
     layers = copy.deepcopy(qmodel.layers)
     _layer_scales(folded, layers, qmodel.points, qmodel.config)
     meta = dict(qmodel.metadata, qat={"epochs": epochs, "lr": lr, "seed": seed, "history": history})
-    return QuantizedModel(qmodel.original, folded, qmodel.config, copy.deepcopy(qmodel.points), layers,
-                          list(qmodel.skipped), qmodel.input_shape, meta, copy.deepcopy(qmodel.ops))
+    return QuantizedModel(
+        qmodel.original,
+        folded,
+        qmodel.config,
+        copy.deepcopy(qmodel.points),
+        layers,
+        list(qmodel.skipped),
+        qmodel.input_shape,
+        meta,
+        copy.deepcopy(qmodel.ops),
+    )

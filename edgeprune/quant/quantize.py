@@ -18,6 +18,7 @@ applies to every other tensor. Weights: symmetric int8 per output channel ([-127
 [-63, 63] with ``reduce_range``); biases int32 at s_in * s_w (a channel's weight scale is widened
 when its bias would not fit int32).
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,26 +36,42 @@ import torch.nn.functional as F
 
 from .. import fsutil
 from .._version import __version__
+from ..errors import UserError
 from .config import QuantConfig, make_config
 from .fakequant import QUANT_LAYER_TYPES, build_module, quant_layers, quant_points
 from .observers import activation_qparams, f32, weight_scales
 
 _RELU_FUNCS = {torch.relu, F.relu, F.relu6, torch.relu_}
-_WEIGHTED_FUNCS = {F.conv1d, F.conv2d, F.conv3d, F.linear, F.conv_transpose1d, F.conv_transpose2d,
-                   F.conv_transpose3d, torch.conv2d, torch.matmul, torch.bmm, torch.mm}
+_WEIGHTED_FUNCS = {
+    F.conv1d,
+    F.conv2d,
+    F.conv3d,
+    F.linear,
+    F.conv_transpose1d,
+    F.conv_transpose2d,
+    F.conv_transpose3d,
+    torch.conv2d,
+    torch.matmul,
+    torch.bmm,
+    torch.mm,
+}
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError):
     """Calibration data that does not fit the model (shape or dtype); the message names both."""
 
 
-class QuantizeError(ValueError):
+class QuantizeError(UserError):
     """A model that cannot be quantized as given (e.g. not traceable by torch.fx)."""
 
 
 # ---- BN folding and analysis -----------------------------------------------------------------
-_FOLD_PATTERNS = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d),
-                  (nn.Linear, nn.BatchNorm1d))
+_FOLD_PATTERNS = (
+    (nn.Conv1d, nn.BatchNorm1d),
+    (nn.Conv2d, nn.BatchNorm2d),
+    (nn.Conv3d, nn.BatchNorm3d),
+    (nn.Linear, nn.BatchNorm1d),
+)
 
 
 def fold_bn(model: nn.Module) -> fx.GraphModule:
@@ -74,7 +91,8 @@ def fold_bn(model: nn.Module) -> fx.GraphModule:
         raise QuantizeError(
             f"cannot quantize {type(model).__name__}: torch.fx could not trace it "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-            "make its forward free of data-dependent control flow") from e
+            "make its forward free of data-dependent control flow"
+        ) from e
     finally:
         model.train(was_training)
     modules = dict(gm.named_modules())
@@ -123,20 +141,35 @@ def analyze(gm: fx.GraphModule, config: QuantConfig):
                 users = list(node.users)
                 if len(users) == 1 and _is_relu(users[0], modules):
                     out, relu = users[0], True
-                info = {"kind": "linear" if isinstance(mod, nn.Linear) else "conv",
-                        "input": inp.name, "output": None, "relu": relu}
+                info = {
+                    "kind": "linear" if isinstance(mod, nn.Linear) else "conv",
+                    "input": inp.name,
+                    "output": None,
+                    "relu": relu,
+                }
                 wanted.add(inp.name)
                 if config.placement == "inputs_outputs":
                     info["output"] = out.name
                     wanted.add(out.name)
                 layers[node.target] = info
             elif any(True for _ in mod.parameters(recurse=False)) and not isinstance(
-                    mod, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.PReLU)):
-                skipped.append({"name": node.target, "op": type(mod).__name__,
-                                "reason": f"{type(mod).__name__} has no int8 implementation here; kept fp32"})
+                mod, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
+            ):
+                skipped.append(
+                    {
+                        "name": node.target,
+                        "op": type(mod).__name__,
+                        "reason": f"{type(mod).__name__} has no int8 implementation here; kept fp32",
+                    }
+                )
         elif node.op == "call_function" and node.target in _WEIGHTED_FUNCS:
-            skipped.append({"name": node.name, "op": getattr(node.target, "__name__", str(node.target)),
-                            "reason": "functional weighted op (not an nn.Module layer); kept fp32"})
+            skipped.append(
+                {
+                    "name": node.name,
+                    "op": getattr(node.target, "__name__", str(node.target)),
+                    "reason": "functional weighted op (not an nn.Module layer); kept fp32",
+                }
+            )
     ops = _analyze_ops(gm, modules, layers, wanted) if config.placement == "inputs_outputs" else {}
     points = [n.name for n in gm.graph.nodes if n.name in wanted]
     # A point right after a value-preserving op (flatten, reshape, max pool, ...) of another point
@@ -147,7 +180,9 @@ def analyze(gm: fx.GraphModule, config: QuantConfig):
         node = nodes[name]
         if _is_passthrough(node, modules) and isinstance(node.args[0], fx.Node):
             src = node.args[0].name
-            while src not in wanted and _is_passthrough(nodes[src], modules) and isinstance(nodes[src].args[0], fx.Node):
+            while (
+                src not in wanted and _is_passthrough(nodes[src], modules) and isinstance(nodes[src].args[0], fx.Node)
+            ):
                 src = nodes[src].args[0].name
             if src in wanted:
                 shared[name] = shared.get(src, src)
@@ -164,17 +199,33 @@ def _op_kind(node: fx.Node, modules: dict) -> str | None:
         args = node.args[:2]
         metas = [a.meta.get("tensor_meta") if isinstance(a, fx.Node) else None for a in args]
         # tensor + tensor of one shape and a float dtype (not size arithmetic, not broadcasting)
-        if len(args) == 2 and all(m is not None and hasattr(m, "shape") for m in metas) \
-                and metas[0].shape == metas[1].shape and metas[0].dtype.is_floating_point and not node.kwargs:
+        if (
+            len(args) == 2
+            and all(m is not None and hasattr(m, "shape") for m in metas)
+            and metas[0].shape == metas[1].shape
+            and metas[0].dtype.is_floating_point
+            and not node.kwargs
+        ):
             return "add"
         return None
-    if node.op == "call_module" and isinstance(modules.get(node.target), _AVGPOOL_MODULES) \
-            or node.op == "call_function" and node.target in _AVGPOOL_FUNCS:
+    if (
+        node.op == "call_module"
+        and isinstance(modules.get(node.target), _AVGPOOL_MODULES)
+        or node.op == "call_function"
+        and node.target in _AVGPOOL_FUNCS
+    ):
         return "avgpool"
-    if node.op == "call_function" and node.target in (torch.cat, torch.concat) and node.args \
-            and isinstance(node.args[0], (list, tuple)) and len(node.args[0]) > 1 \
-            and all(isinstance(a, fx.Node) and getattr(a.meta.get("tensor_meta"), "dtype", torch.int64).is_floating_point
-                    for a in node.args[0]):
+    if (
+        node.op == "call_function"
+        and node.target in (torch.cat, torch.concat)
+        and node.args
+        and isinstance(node.args[0], (list, tuple))
+        and len(node.args[0]) > 1
+        and all(
+            isinstance(a, fx.Node) and getattr(a.meta.get("tensor_meta"), "dtype", torch.int64).is_floating_point
+            for a in node.args[0]
+        )
+    ):
         return "concat"
     return None
 
@@ -217,8 +268,15 @@ def _analyze_ops(gm: fx.GraphModule, modules: dict, layers: dict, wanted: set) -
 
 
 _PASSTHROUGH_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.MaxPool1d, nn.MaxPool2d, nn.Unflatten)
-_PASSTHROUGH_FUNCS = {torch.flatten, torch.reshape, F.max_pool1d, F.max_pool2d, F.dropout, torch.squeeze,
-                      torch.unsqueeze}
+_PASSTHROUGH_FUNCS = {
+    torch.flatten,
+    torch.reshape,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.dropout,
+    torch.squeeze,
+    torch.unsqueeze,
+}
 _PASSTHROUGH_METHODS = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous"}
 
 
@@ -251,7 +309,7 @@ def _as_batches(calib_data, limit: int | None, batch_size: int):
         for i in range(0, calib_data.shape[0], batch_size):
             if limit is not None and seen >= limit:
                 return
-            yield cut(calib_data[i:i + batch_size])
+            yield cut(calib_data[i : i + batch_size])
         return
     if isinstance(calib_data, torch.utils.data.Dataset) and hasattr(calib_data, "__len__"):
         n = len(calib_data) if limit is None else min(limit, len(calib_data))
@@ -261,8 +319,10 @@ def _as_batches(calib_data, limit: int | None, batch_size: int):
             xs = [torch.as_tensor(x) for x in xs]
             shapes = {tuple(x.shape) for x in xs}
             if len(shapes) > 1:
-                raise CalibrationError(f"calibration samples have different shapes {sorted(shapes)}; "
-                                       "resize them to the model's input shape")
+                raise CalibrationError(
+                    f"calibration samples have different shapes {sorted(shapes)}; "
+                    "resize them to the model's input shape"
+                )
             seen += len(xs)
             yield torch.stack(xs)
         return
@@ -296,7 +356,8 @@ def check_calibration(model: nn.Module, x: torch.Tensor) -> None:
     if torch.is_floating_point(x) and expected is not None and tuple(expected) != got:
         raise CalibrationError(
             f"calibration data has shape {_shape(got)} per sample but the model expects {want}; "
-            "pass calibration data of the model's input shape")
+            "pass calibration data of the model's input shape"
+        )
     try:
         with torch.no_grad():
             model.eval()(_as_input(x[:1]))
@@ -304,10 +365,12 @@ def check_calibration(model: nn.Module, x: torch.Tensor) -> None:
         if not torch.is_floating_point(x):
             raise CalibrationError(
                 f"calibration data has dtype {dtype} and shape {_shape(got)} per sample, which the model rejects "
-                f"(it expects float32 of shape {want}); convert the data to float32: {str(e).splitlines()[0]}") from e
+                f"(it expects float32 of shape {want}); convert the data to float32: {str(e).splitlines()[0]}"
+            ) from e
         raise CalibrationError(
             f"the model rejects calibration data of shape {_shape(got)} ({dtype}) per sample "
-            f"(expected {want}): {str(e).splitlines()[0]}") from e
+            f"(expected {want}): {str(e).splitlines()[0]}"
+        ) from e
 
 
 # ---- QuantizedModel ----------------------------------------------------------------------------
@@ -320,8 +383,18 @@ class QuantizedModel:
     ops:    {fx node name: {"kind": "add" | "avgpool" | "concat", "inputs": [...], "output", "relu"}}
     """
 
-    def __init__(self, original: nn.Module, folded: fx.GraphModule, config: QuantConfig,
-                 points: dict, layers: dict, skipped: list, input_shape=None, metadata=None, ops=None):
+    def __init__(
+        self,
+        original: nn.Module,
+        folded: fx.GraphModule,
+        config: QuantConfig,
+        points: dict,
+        layers: dict,
+        skipped: list,
+        input_shape=None,
+        metadata=None,
+        ops=None,
+    ):
         self.original = original
         self.ops = dict(ops or {})
         self.folded = folded
@@ -341,9 +414,20 @@ class QuantizedModel:
         return self._module
 
     def fake_quant_module(self) -> fx.GraphModule:
-        gm = build_module(self.folded, list(self.points), {
-            t: {"input": l["input"], "weight_scale": l["weight_scale"], "qmax": l["weight_qmax"],
-                "per_channel": self.config.per_channel} for t, l in self.layers.items()}, self.config.bins)
+        gm = build_module(
+            self.folded,
+            list(self.points),
+            {
+                t: {
+                    "input": l["input"],
+                    "weight_scale": l["weight_scale"],
+                    "qmax": l["weight_qmax"],
+                    "per_channel": self.config.per_channel,
+                }
+                for t, l in self.layers.items()
+            },
+            self.config.bins,
+        )
         for name, qp in quant_points(gm).items():
             p = self.points[name]
             qp.set_qparams(p["scale"], p["zero_point"], p["qmin"], p["qmax"])
@@ -357,10 +441,14 @@ class QuantizedModel:
 
     def to_dict(self) -> dict:
         return {
-            "format": "edgeprune.quantized", "version": __version__,
+            "format": "edgeprune.quantized",
+            "version": __version__,
             "config": self.config.to_dict(),
             "input_shape": list(self.input_shape) if self.input_shape else None,
-            "points": self.points, "layers": self.layers, "ops": self.ops, "skipped": self.skipped,
+            "points": self.points,
+            "layers": self.layers,
+            "ops": self.ops,
+            "skipped": self.skipped,
             "metadata": self.metadata,
         }
 
@@ -378,34 +466,55 @@ class QuantizedModel:
 
         path = Path(path)
         with fsutil.atomic_dir(path) as tmp:
-            save_model(self.original, tmp / "model", plan=plan,
-                       metadata={**(getattr(self.original, "edgeprune_metadata", None) or {}), "quantized": True})
+            save_model(
+                self.original,
+                tmp / "model",
+                plan=plan,
+                metadata={**(getattr(self.original, "edgeprune_metadata", None) or {}), "quantized": True},
+            )
             torch.save(self.folded.state_dict(), tmp / "folded.pt")
             fsutil.write_json(tmp / "quant.json", self.to_dict())
         return path
 
     @classmethod
-    def load(cls, path) -> "QuantizedModel":
+    def load(cls, path) -> QuantizedModel:
         from ..io import load as load_model
 
         path = Path(path)
         qfile = path / "quant.json"
         if not qfile.is_file():
-            raise FileNotFoundError(f"{path} has no quant.json; write it with `edgeprune quantize` or QuantizedModel.save")
+            raise FileNotFoundError(
+                f"{path} has no quant.json; write it with `edgeprune quantize` or QuantizedModel.save"
+            )
         d = json.loads(qfile.read_text())
         original = load_model(path / "model")
         folded = fold_bn(original)
         folded.load_state_dict(torch.load(path / "folded.pt", weights_only=True))
-        return cls(original, folded, QuantConfig.from_dict(d["config"]), d["points"], d["layers"],
-                   d.get("skipped", []), d.get("input_shape"), d.get("metadata"), d.get("ops"))
+        return cls(
+            original,
+            folded,
+            QuantConfig.from_dict(d["config"]),
+            d["points"],
+            d["layers"],
+            d.get("skipped", []),
+            d.get("input_shape"),
+            d.get("metadata"),
+            d.get("ops"),
+        )
 
     def summary(self) -> dict:
-        return {"method": self.config.method, "target": self.config.target,
-                "activation_dtype": self.config.activation_dtype,
-                "symmetric_activations": self.config.symmetric_activations,
-                "reduce_range": self.config.reduce_range, "placement": self.config.placement,
-                "per_channel": self.config.per_channel, "quantized_layers": len(self.layers),
-                "activation_points": len(self.points), "skipped": self.skipped}
+        return {
+            "method": self.config.method,
+            "target": self.config.target,
+            "activation_dtype": self.config.activation_dtype,
+            "symmetric_activations": self.config.symmetric_activations,
+            "reduce_range": self.config.reduce_range,
+            "placement": self.config.placement,
+            "per_channel": self.config.per_channel,
+            "quantized_layers": len(self.layers),
+            "activation_points": len(self.points),
+            "skipped": self.skipped,
+        }
 
 
 _BIAS_LIMIT = 2.0**30  # headroom below int32's 2**31 - 1 for accumulation
@@ -432,22 +541,37 @@ def _layer_scales(gm: fx.GraphModule, layers: dict, points: dict, config: QuantC
                     ws[c] = f32(bc / (float(np.float32(s_in)) * _BIAS_LIMIT) * 1.01)
             info["weight_scale"] = ws
         # float32 product, as ONNX Runtime and our kernels compute it
-        info["bias_scale"] = (None if mod.bias is None else
-                              [f32(np.float32(s_in) * np.float32(s)) for s in ws])
+        info["bias_scale"] = None if mod.bias is None else [f32(np.float32(s_in) * np.float32(s)) for s in ws]
 
 
 def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=True, disable=not enabled)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not enabled,
+    )
     return progress
 
 
-def quantize(model: nn.Module, calib_data, method: str = "percentile", per_channel: bool = True,
-             target=None, calib_n: int | None = 512, batch_size: int = 64, progress: bool | None = None,
-             threads: int | None = 1, **config_overrides) -> QuantizedModel:
+def quantize(
+    model: nn.Module,
+    calib_data,
+    method: str = "percentile",
+    per_channel: bool = True,
+    target=None,
+    calib_n: int | None = 512,
+    batch_size: int = 64,
+    progress: bool | None = None,
+    threads: int | None = 1,
+    **config_overrides,
+) -> QuantizedModel:
     """Calibrate ``model`` on ``calib_data`` and return its QuantizedModel (see module docstring).
 
     ``target`` (name, path or TargetProfile) sets activation dtype/symmetry, weight range and Q/DQ
@@ -461,8 +585,9 @@ def quantize(model: nn.Module, calib_data, method: str = "percentile", per_chann
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _quantize(model, calib_data, method, per_channel, target, calib_n, batch_size, progress,
-                         config_overrides)
+        return _quantize(
+            model, calib_data, method, per_channel, target, calib_n, batch_size, progress, config_overrides
+        )
     finally:
         torch.set_num_threads(previous)
 
@@ -480,9 +605,15 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
     point_names, layers, ops, skipped, shared = analyze(folded, config)
     if not layers:
         raise QuantizeError(f"{type(model).__name__} has no Conv1d/Conv2d/Linear layer to quantize")
-    cal = build_module(folded, point_names, {t: {"input": l["input"], "weight_scale": [1.0], "qmax": 127,
-                                                  "per_channel": per_channel} for t, l in layers.items()},
-                       config.bins)
+    cal = build_module(
+        folded,
+        point_names,
+        {
+            t: {"input": l["input"], "weight_scale": [1.0], "qmax": 127, "per_channel": per_channel}
+            for t, l in layers.items()
+        },
+        config.bins,
+    )
     qps = quant_points(cal)
     passes = ["minmax"] + ([] if config.method == "minmax" else ["histogram"])
     if progress is None:
@@ -510,8 +641,15 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
         method = "minmax" if name in inputs else config.method
         lo, hi = obs.range(method, config.symmetric_activations, lv, config.percentile)
         scale, zp, qmin, qmax = activation_qparams(lo, hi, config.activation_dtype, config.symmetric_activations)
-        points[name] = {"scale": scale, "zero_point": zp, "qmin": qmin, "qmax": qmax,
-                        "dtype": config.activation_dtype, "min": f32(obs.min), "max": f32(obs.max)}
+        points[name] = {
+            "scale": scale,
+            "zero_point": zp,
+            "qmin": qmin,
+            "qmax": qmax,
+            "dtype": config.activation_dtype,
+            "min": f32(obs.min),
+            "max": f32(obs.max),
+        }
     for name, src in shared.items():
         points[name] = dict(points[src], min=points[name]["min"], max=points[name]["max"], shared_with=src)
     _layer_scales(folded, layers, points, config)
@@ -519,6 +657,15 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
     for attr in ("edgeprune_spec", "edgeprune_plan_hash"):
         if getattr(model, attr, None) is not None:
             meta[attr] = getattr(model, attr)
-    qm = QuantizedModel(model, folded, config, points, layers, skipped,
-                        getattr(model, "input_shape", None) or tuple(batches[0].shape[1:]), meta, ops)
+    qm = QuantizedModel(
+        model,
+        folded,
+        config,
+        points,
+        layers,
+        skipped,
+        getattr(model, "input_shape", None) or tuple(batches[0].shape[1:]),
+        meta,
+        ops,
+    )
     return qm

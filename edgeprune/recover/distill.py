@@ -4,15 +4,20 @@ Consumes: student logits, teacher logits (the unpruned model's), integer targets
 and a weight. Produces: one scalar loss tensor and its two parts, so the fine-tuning loop can log
 how much of the signal came from the teacher.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
-                      targets: torch.Tensor, temperature: float = 4.0, weight: float = 0.7
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    temperature: float = 4.0,
+    weight: float = 0.7,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return ``(loss, ce, kd)`` with ``loss = (1 - weight) * ce + weight * kd``.
 
     ``kd`` is ``T^2 * KL(softmax(t/T) || softmax(s/T))``; the ``T^2`` keeps its gradient scale

@@ -10,6 +10,7 @@ Runs are deterministic on CPU for a fixed seed: the shuffling generator and torc
 seeded, batches are loaded in the main process, and the global RNG state is restored afterwards
 so the caller's randomness is not disturbed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,8 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -35,16 +36,16 @@ class RecoverConfig:
     """Hyper-parameters of one recovery run (all JSON-serialisable, stored in search logs)."""
 
     epochs: int = 5
-    optimizer: str = "sgd"          # "sgd" (momentum, nesterov) or "adamw"
+    optimizer: str = "sgd"  # "sgd" (momentum, nesterov) or "adamw"
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 32
-    lr_schedule: str = "cosine"     # "cosine" (per batch, to 0) or "constant"
-    distill: bool = True            # used only when a teacher is given
+    lr_schedule: str = "cosine"  # "cosine" (per batch, to 0) or "constant"
+    distill: bool = True  # used only when a teacher is given
     temperature: float = 4.0
     distill_weight: float = 0.7
-    patience: int | None = None     # early stopping: epochs without a val improvement
+    patience: int | None = None  # early stopping: epochs without a val improvement
     min_delta: float = 0.0
     restore_best: bool = True
     seed: int = 0
@@ -90,25 +91,41 @@ def top1(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float:
 def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
-                    console=Console(file=sys.stderr), transient=True, disable=not enabled)
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+        disable=not enabled,
+    )
 
 
 def _make_optimizer(cfg: RecoverConfig, params):
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
+        )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def finetune(model: nn.Module, data, config: RecoverConfig | None = None, *,
-             teacher: nn.Module | None = None,
-             masks: Mapping[str, torch.Tensor] | None = None,
-             regularizers: Iterable[Regularizer] = (),
-             metric: Callable[[nn.Module, Dataset], float] = top1,
-             progress: bool = False, description: str = "recover", threads: int | None = 1,
-             **overrides) -> tuple[nn.Module, dict]:
+def finetune(
+    model: nn.Module,
+    data,
+    config: RecoverConfig | None = None,
+    *,
+    teacher: nn.Module | None = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    regularizers: Iterable[Regularizer] = (),
+    metric: Callable[[nn.Module, Dataset], float] = top1,
+    progress: bool = False,
+    description: str = "recover",
+    threads: int | None = 1,
+    **overrides,
+) -> tuple[nn.Module, dict]:
     """Fine-tune ``model`` in place; return ``(model, history)``.
 
     ``overrides`` are ``RecoverConfig`` fields (``finetune(m, d, epochs=3, lr=0.01)``).
@@ -149,8 +166,12 @@ def _finetune(model, train_set, val_set, cfg, teacher, masks, regs, metric, prog
     use_teacher = teacher is not None and cfg.distill and cfg.distill_weight > 0
     if use_teacher:
         teacher.eval()
-    history: dict = {"config": cfg.to_dict(), "distill": bool(use_teacher),
-                     "regularizers": [r.describe() for r in regs], "epochs": []}
+    history: dict = {
+        "config": cfg.to_dict(),
+        "distill": bool(use_teacher),
+        "regularizers": [r.describe() for r in regs],
+        "epochs": [],
+    }
     val0 = metric(model, val_set) if val_set is not None else None
     history["val_before"] = val0
     best = (val0 if val0 is not None else -math.inf, 0, copy.deepcopy(model.state_dict()))
@@ -188,8 +209,9 @@ def _finetune(model, train_set, val_set, cfg, teacher, masks, regs, metric, prog
                 if use_teacher:
                     with torch.no_grad():
                         t_out = teacher(x)
-                loss, ce, kd = distillation_loss(out, t_out, y, cfg.temperature,
-                                                 cfg.distill_weight if use_teacher else 0.0)
+                loss, ce, kd = distillation_loss(
+                    out, t_out, y, cfg.temperature, cfg.distill_weight if use_teacher else 0.0
+                )
                 reg = torch.zeros(())
                 for r in regs:
                     reg = reg + r.loss_term(model, t)
@@ -227,15 +249,24 @@ def _finetune(model, train_set, val_set, cfg, teacher, masks, regs, metric, prog
                 break
     if val_set is not None and cfg.restore_best and best[1] != len(history["epochs"]):
         model.load_state_dict(best[2])
-    history.update(best_epoch=best[1], best_val=best[0] if val_set is not None else None,
-                   stopped_early=stopped_early)
+    history.update(best_epoch=best[1], best_val=best[0] if val_set is not None else None, stopped_early=stopped_early)
     return model, history
 
 
-def admm_prune(model: nn.Module, data, project: Callable[[str, torch.Tensor], torch.Tensor],
-               names: Iterable[str], config: RecoverConfig | None = None, *, rho: float = 1e-3,
-               teacher: nn.Module | None = None, retrain_epochs: int | None = None,
-               progress: bool = False, threads: int | None = 1, **overrides) -> tuple[nn.Module, dict, dict]:
+def admm_prune(
+    model: nn.Module,
+    data,
+    project: Callable[[str, torch.Tensor], torch.Tensor],
+    names: Iterable[str],
+    config: RecoverConfig | None = None,
+    *,
+    rho: float = 1e-3,
+    teacher: nn.Module | None = None,
+    retrain_epochs: int | None = None,
+    progress: bool = False,
+    threads: int | None = 1,
+    **overrides,
+) -> tuple[nn.Module, dict, dict]:
     """ADMM sparsification then masked retraining; return ``(model, masks, history)``.
 
     Phase 1 trains with the ADMM penalty pulling the named weights towards the sparse set
@@ -245,11 +276,29 @@ def admm_prune(model: nn.Module, data, project: Callable[[str, torch.Tensor], to
 
     cfg = replace(config or RecoverConfig(), **overrides)
     admm = ADMM(project, names, rho=rho)
-    model, h1 = finetune(model, data, cfg, teacher=teacher, regularizers=[admm], progress=progress,
-                         description="admm", restore_best=False, threads=threads)
+    model, h1 = finetune(
+        model,
+        data,
+        cfg,
+        teacher=teacher,
+        regularizers=[admm],
+        progress=progress,
+        description="admm",
+        restore_best=False,
+        threads=threads,
+    )
     residual = admm.primal_residual()
     masks = admm.masks()
     epochs2 = cfg.epochs if retrain_epochs is None else retrain_epochs
-    model, h2 = finetune(model, data, cfg, teacher=teacher, masks=masks, progress=progress,
-                         description="retrain", epochs=epochs2, threads=threads)
+    model, h2 = finetune(
+        model,
+        data,
+        cfg,
+        teacher=teacher,
+        masks=masks,
+        progress=progress,
+        description="retrain",
+        epochs=epochs2,
+        threads=threads,
+    )
     return model, masks, {"admm": h1, "retrain": h2, "primal_residual": residual}

@@ -6,9 +6,10 @@ masked weights zeroed in place, and a ``MaskGuard`` the fine-tuning loop calls a
 optimizer step so neither the gradient nor the optimizer state (momentum, Adam moments, weight
 decay) can bring a pruned weight back.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -23,7 +24,9 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str
             raise ValueError(f"mask for unknown parameter {name!r}; the model has e.g. {sorted(params)[:5]}")
         mask = torch.as_tensor(mask).to(torch.bool)
         if tuple(mask.shape) != tuple(params[name].shape):
-            raise ValueError(f"mask for {name!r} has shape {tuple(mask.shape)}, parameter has {tuple(params[name].shape)}")
+            raise ValueError(
+                f"mask for {name!r} has shape {tuple(mask.shape)}, parameter has {tuple(params[name].shape)}"
+            )
         out[name] = mask
     return out
 

@@ -11,12 +11,13 @@ groups (Wen et al. 2016), L1 / L2 on weights, and ADMM towards a projection (Zha
 for unstructured or block targets. The projection is passed in by the caller
 (``edgeprune.prune.sparsity`` builds them), because this package sits below ``edgeprune.prune``.
 """
+
 from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -90,8 +91,13 @@ class Regularizer(abc.ABC):
         """Per-epoch state update (ADMM's dual variables)."""
 
     def describe(self) -> dict:
-        return {"name": self.name, "lambda": self.lam, "schedule": self.schedule.kind,
-                "warmup": self.schedule.warmup, "proximal": self.proximal}
+        return {
+            "name": self.name,
+            "lambda": self.lam,
+            "schedule": self.schedule.kind,
+            "warmup": self.schedule.warmup,
+            "proximal": self.proximal,
+        }
 
 
 def _soft_threshold_(x: torch.Tensor, thr: float) -> None:
@@ -103,7 +109,9 @@ class BNL1(Regularizer):
 
     name = "bn-l1"
 
-    def __init__(self, lam: float = 1e-4, schedule="constant", proximal: bool = False, names: Iterable[str] | None = None):
+    def __init__(
+        self, lam: float = 1e-4, schedule="constant", proximal: bool = False, names: Iterable[str] | None = None
+    ):
         super().__init__(lam, schedule, proximal)
         self.names = set(names) if names is not None else None
 
@@ -126,8 +134,14 @@ class BNL1(Regularizer):
 class WeightNorm(Regularizer):
     """L1 (``p=1``) or squared L2 (``p=2``) on the weights of conv / linear layers."""
 
-    def __init__(self, lam: float = 1e-5, p: int = 1, schedule="constant", proximal: bool = False,
-                 names: Iterable[str] | None = None):
+    def __init__(
+        self,
+        lam: float = 1e-5,
+        p: int = 1,
+        schedule="constant",
+        proximal: bool = False,
+        names: Iterable[str] | None = None,
+    ):
         if p not in (1, 2):
             raise ValueError(f"weight regulariser p must be 1 or 2, got {p}")
         self.p = p
@@ -178,8 +192,14 @@ class GroupLasso(Regularizer):
 
     name = "group-lasso"
 
-    def __init__(self, groups: Sequence[ChannelGroupSpec], lam: float = 1e-3, schedule="constant",
-                 proximal: bool = False, eps: float = 1e-12):
+    def __init__(
+        self,
+        groups: Sequence[ChannelGroupSpec],
+        lam: float = 1e-3,
+        schedule="constant",
+        proximal: bool = False,
+        eps: float = 1e-12,
+    ):
         super().__init__(lam, schedule, proximal)
         self.groups = list(groups)
         self.eps = eps
@@ -244,8 +264,9 @@ class GroupLasso(Regularizer):
         classifier is skipped by default: its outputs are the classes."""
         mods = list(model.named_modules())
         groups = []
-        layers = [(i, n, m) for i, (n, m) in enumerate(mods) if isinstance(m, _WEIGHT_LAYERS)
-                  and getattr(m, "groups", 1) == 1]
+        layers = [
+            (i, n, m) for i, (n, m) in enumerate(mods) if isinstance(m, _WEIGHT_LAYERS) and getattr(m, "groups", 1) == 1
+        ]
         if skip_last and layers:
             layers = layers[:-1]
         for i, name, m in layers:
@@ -294,8 +315,13 @@ class ADMM(Regularizer):
 
     name = "admm"
 
-    def __init__(self, project: Callable[[str, torch.Tensor], torch.Tensor], names: Iterable[str],
-                 rho: float = 1e-3, schedule="constant"):
+    def __init__(
+        self,
+        project: Callable[[str, torch.Tensor], torch.Tensor],
+        names: Iterable[str],
+        rho: float = 1e-3,
+        schedule="constant",
+    ):
         super().__init__(rho, schedule, proximal=False)
         self.project = project
         self.names = list(names)
@@ -337,14 +363,24 @@ class ADMM(Regularizer):
         return num / den
 
 
-def make(name: str, model: nn.Module, lam: float | None = None, schedule="constant",
-         groups: Sequence[ChannelGroupSpec] | None = None, proximal: bool = False) -> Regularizer:
+def make(
+    name: str,
+    model: nn.Module,
+    lam: float | None = None,
+    schedule="constant",
+    groups: Sequence[ChannelGroupSpec] | None = None,
+    proximal: bool = False,
+) -> Regularizer:
     """Build a regulariser by its CLI name: ``bn-l1``, ``group-lasso``, ``l1`` or ``l2``."""
     if name == "bn-l1":
         return BNL1(1e-4 if lam is None else lam, schedule, proximal)
     if name == "group-lasso":
-        return GroupLasso(groups if groups is not None else GroupLasso.per_layer(model),
-                          1e-3 if lam is None else lam, schedule, proximal)
+        return GroupLasso(
+            groups if groups is not None else GroupLasso.per_layer(model),
+            1e-3 if lam is None else lam,
+            schedule,
+            proximal,
+        )
     if name == "l1":
         return WeightNorm(1e-5 if lam is None else lam, 1, schedule, proximal)
     if name == "l2":

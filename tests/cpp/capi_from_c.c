@@ -32,7 +32,8 @@ int ep_capi_c_check(char* msg, int len) {
         for (int k = 0; k < K; ++k) acc += (double)x[r * K + k] * w[j * K + k];
         if (acc < 0) acc = 0;
         if (fabs(acc - y[r * M + j]) > 1e-5) {
-          snprintf(msg, (size_t)len, "block %d y[%d,%d] = %g, want %g", block, r, j, y[r * M + j], acc);
+          snprintf(msg, (size_t)len, "block %d y[%d,%d] = %g, want %g", block, r, j, y[r * M + j],
+                   acc);
           return 1;
         }
       }
@@ -52,20 +53,24 @@ int ep_capi_c_check(char* msg, int len) {
   ep_qlinear_destroy(q);
   /* errors: status codes and messages, never a crash */
   ep_linear* bad = (ep_linear*)1;
-  if (ep_linear_create(NULL, M, K, NULL, EP_ACT_NONE, 0, EP_KERNEL_AUTO, &bad) != EP_INVALID_ARGUMENT || bad != NULL ||
-      strstr(ep_last_error(), "weight is NULL") == NULL) {
+  if (ep_linear_create(NULL, M, K, NULL, EP_ACT_NONE, 0, EP_KERNEL_AUTO, &bad) !=
+          EP_INVALID_ARGUMENT ||
+      bad != NULL || strstr(ep_last_error(), "weight is NULL") == NULL) {
     snprintf(msg, (size_t)len, "NULL weight not refused (%s)", ep_last_error());
     return 1;
   }
-  if (ep_linear_create(w, M, K, NULL, EP_ACT_NONE, 3, EP_KERNEL_AUTO, &bad) != EP_INVALID_ARGUMENT) {
+  if (ep_linear_create(w, M, K, NULL, EP_ACT_NONE, 3, EP_KERNEL_AUTO, &bad) !=
+      EP_INVALID_ARGUMENT) {
     snprintf(msg, (size_t)len, "block 3 not refused");
     return 1;
   }
-  if (ep_linear_run(NULL, x, N, y, 1) != EP_INVALID_ARGUMENT || strstr(ep_last_error(), "layer is NULL") == NULL) {
+  if (ep_linear_run(NULL, x, N, y, 1) != EP_INVALID_ARGUMENT ||
+      strstr(ep_last_error(), "layer is NULL") == NULL) {
     snprintf(msg, (size_t)len, "NULL layer not refused");
     return 1;
   }
-  if (ep_qlinear_create(w, M, K, b, -1.0f, 0, 0.05f, 0, EP_ACT_NONE, EP_KERNEL_AUTO, &q) != EP_INVALID_ARGUMENT ||
+  if (ep_qlinear_create(w, M, K, b, -1.0f, 0, 0.05f, 0, EP_ACT_NONE, EP_KERNEL_AUTO, &q) !=
+          EP_INVALID_ARGUMENT ||
       strstr(ep_last_error(), "input_scale") == NULL) {
     snprintf(msg, (size_t)len, "negative scale not refused (%s)", ep_last_error());
     return 1;

@@ -16,11 +16,14 @@ TEST(CApi, UsableFromC) {
 TEST(CApi, ErrorsAreStatusesWithMessages) {
   const float w[4] = {1, 0, 0, 1};
   ep_linear* l = nullptr;
-  EXPECT_EQ(ep_linear_create(w, 2, 2, nullptr, static_cast<ep_activation>(9), 0, EP_KERNEL_AUTO, &l),
-            EP_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      ep_linear_create(w, 2, 2, nullptr, static_cast<ep_activation>(9), 0, EP_KERNEL_AUTO, &l),
+      EP_INVALID_ARGUMENT);
   EXPECT_NE(std::string(ep_last_error()).find("activation"), std::string::npos);
-  EXPECT_EQ(ep_linear_create(w, 0, 2, nullptr, EP_ACT_NONE, 0, EP_KERNEL_AUTO, &l), EP_INVALID_ARGUMENT);
-  EXPECT_EQ(ep_linear_create(w, 2, 2, nullptr, EP_ACT_NONE, 0, EP_KERNEL_AUTO, nullptr), EP_INVALID_ARGUMENT);
+  EXPECT_EQ(ep_linear_create(w, 0, 2, nullptr, EP_ACT_NONE, 0, EP_KERNEL_AUTO, &l),
+            EP_INVALID_ARGUMENT);
+  EXPECT_EQ(ep_linear_create(w, 2, 2, nullptr, EP_ACT_NONE, 0, EP_KERNEL_AUTO, nullptr),
+            EP_INVALID_ARGUMENT);
   ASSERT_EQ(ep_linear_create(w, 2, 2, nullptr, EP_ACT_NONE, 0, EP_KERNEL_AUTO, &l), EP_OK);
   EXPECT_STREQ(ep_last_error(), "");
   float x[2] = {3, 4}, y[2] = {0, 0};

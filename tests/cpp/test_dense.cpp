@@ -57,10 +57,11 @@ void check(Isa isa, const Case& c, std::mt19937& rng) {
         continue;
       }
       double mag = std::fabs(bias[c.per_row ? r : j]);
-      for (int64_t k = 0; k < c.depth; ++k) mag += std::fabs(double(a[r * lda + k]) * b[k * c.cols + j]);
+      for (int64_t k = 0; k < c.depth; ++k)
+        mag += std::fabs(double(a[r * lda + k]) * b[k * c.cols + j]);
       ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * mag + 1e-30)
-          << isa_name(isa) << " rows=" << c.rows << " cols=" << c.cols << " depth=" << c.depth << " at " << r << ","
-          << j << " got " << y[i] << " want " << ref[i];
+          << isa_name(isa) << " rows=" << c.rows << " cols=" << c.cols << " depth=" << c.depth
+          << " at " << r << "," << j << " got " << y[i] << " want " << ref[i];
     }
   }
 }
@@ -87,7 +88,8 @@ TEST(DenseF32, ClampsImplementActivations) {
   for (Isa isa : ep::test::runnable_isas()) {
     const int64_t m = 20, k = 9, n = 11;
     auto w = random_floats(rng, m * k, -4.f, 4.f), x = random_floats(rng, n * k, -4.f, 4.f);
-    DenseLinear relu6(w.data(), m, k, nullptr, Act::relu6, isa), plain(w.data(), m, k, nullptr, Act::none, isa);
+    DenseLinear relu6(w.data(), m, k, nullptr, Act::relu6, isa),
+        plain(w.data(), m, k, nullptr, Act::none, isa);
     std::vector<float> y6(n * m), y(n * m);
     relu6.forward(x.data(), n, y6.data(), 1);
     plain.forward(x.data(), n, y.data(), 1);

@@ -29,7 +29,8 @@ TEST(Dispatch, EveryCompiledPathHasEveryKernel) {
       continue;
     }
     const KernelTable& t = kernel_table(isa);
-#define EP_KERNEL_KIND(name, Args) EXPECT_NE(t.name.fn, nullptr) << #name << " on " << isa_name(isa);
+#define EP_KERNEL_KIND(name, Args) \
+  EXPECT_NE(t.name.fn, nullptr) << #name << " on " << isa_name(isa);
 #include "kernels/kernels.inc"
   }
 }

@@ -17,8 +17,8 @@ namespace {
 
 enum class Fill { random, extremes };
 
-void check(Isa isa, int64_t rows, int64_t cols, int64_t depth, Fill fill, float lo, float hi, int32_t zp_out,
-           std::mt19937& rng) {
+void check(Isa isa, int64_t rows, int64_t cols, int64_t depth, Fill fill, float lo, float hi,
+           int32_t zp_out, std::mt19937& rng) {
   std::uniform_int_distribution<int> a8(-128, 127), w8(-127, 127), ends(0, 1);
   std::uniform_int_distribution<int32_t> b32(-100000, 100000);
   std::uniform_real_distribution<float> sc(1e-5f, 3e-3f);
@@ -68,7 +68,8 @@ TEST(GemmS8, EveryPathBitExact) {
   std::mt19937 rng(21);
   std::uniform_int_distribution<int> dim(1, 67);
   for (Isa isa : ep::test::runnable_isas()) {
-    for (int t = 0; t < 80; ++t) check(isa, dim(rng), dim(rng), dim(rng), Fill::random, -128.f, 127.f, 0, rng);
+    for (int t = 0; t < 80; ++t)
+      check(isa, dim(rng), dim(rng), dim(rng), Fill::random, -128.f, 127.f, 0, rng);
     // zero points at the ends, relu-style clamps (lo = qmin - zp), saturating outputs
     for (int32_t zp : {-128, 127, 3}) {
       check(isa, 13, 37, 65, Fill::extremes, float(-128 - zp), float(127 - zp), zp, rng);
@@ -92,7 +93,8 @@ TEST(QLinear, QuantizesPerChannelAndTracksFloat) {
   for (auto& v : x) v = int8_t(a8(rng));
   std::vector<int8_t> first;
   for (Isa isa : ep::test::runnable_isas()) {
-    QLinear q(w.data(), m, k, bias.data(), s_in, zp_in, s_out, zp_out, Act::none, SparseKernel::dense, isa);
+    QLinear q(w.data(), m, k, bias.data(), s_in, zp_in, s_out, zp_out, Act::none,
+              SparseKernel::dense, isa);
     for (int64_t j = 0; j < m; ++j) {
       int mx = 0;
       for (int64_t c = 0; c < k; ++c) mx = std::max(mx, std::abs(int(q.qweight()[j * k + c])));
@@ -113,21 +115,26 @@ TEST(QLinear, QuantizesPerChannelAndTracksFloat) {
         ASSERT_LE(std::fabs(y[i * m + j] - want), tol) << i << "," << j;
       }
   }
-  EXPECT_THROW(QLinear(w.data(), m, k, nullptr, 0.0f, 0, 1.0f, 0, Act::none, SparseKernel::dense, Isa::reference), std::invalid_argument);
-  EXPECT_THROW(QLinear(w.data(), m, k, nullptr, 1.0f, 200, 1.0f, 0, Act::none, SparseKernel::dense, Isa::reference), std::invalid_argument);
+  EXPECT_THROW(QLinear(w.data(), m, k, nullptr, 0.0f, 0, 1.0f, 0, Act::none, SparseKernel::dense,
+                       Isa::reference),
+               std::invalid_argument);
+  EXPECT_THROW(QLinear(w.data(), m, k, nullptr, 1.0f, 200, 1.0f, 0, Act::none, SparseKernel::dense,
+                       Isa::reference),
+               std::invalid_argument);
 }
 
 namespace {
 
-void check_sparse(Isa isa, int64_t m, int64_t k, int64_t n, double sparsity, Fill fill, int32_t zp_out, float lo,
-                  float hi, std::mt19937& rng) {
+void check_sparse(Isa isa, int64_t m, int64_t k, int64_t n, double sparsity, Fill fill,
+                  int32_t zp_out, float lo, float hi, std::mt19937& rng) {
   std::uniform_int_distribution<int> a8(-128, 127), w8(-127, 127), ends(0, 1);
   std::uniform_real_distribution<double> u(0.0, 1.0);
   std::vector<int8_t> w(m * k, 0), x(k * n);
   for (auto& v : x) v = int8_t(fill == Fill::extremes ? (ends(rng) ? 127 : -128) : a8(rng));
   for (int64_t r = 0; r < m; ++r)
     for (int64_t q = 0; q < (k + 3) / 4; ++q) {
-      if (sparsity >= 1.0 || u(rng) < sparsity || r == m / 2) continue;  // pruned block; one empty row
+      if (sparsity >= 1.0 || u(rng) < sparsity || r == m / 2)
+        continue;  // pruned block; one empty row
       for (int64_t c = 4 * q; c < std::min(k, 4 * q + 4); ++c)
         w[r * k + c] = int8_t(fill == Fill::extremes ? (ends(rng) ? 127 : -127) : w8(rng));
     }
@@ -182,8 +189,10 @@ TEST(SpmmS8, EveryPathBitExact) {
   std::uniform_int_distribution<int> dim(1, 67);
   for (Isa isa : ep::test::runnable_isas())
     for (double s : {0.0, 0.5, 0.9, 0.99, 1.0}) {
-      for (int t = 0; t < 10; ++t) check_sparse(isa, dim(rng), dim(rng), dim(rng), s, Fill::random, 0, -128.f, 127.f, rng);
-      check_sparse(isa, 21, 130, 150, s, Fill::extremes, -128, 0.f, 255.f, rng);  // zp at the end, relu
+      for (int t = 0; t < 10; ++t)
+        check_sparse(isa, dim(rng), dim(rng), dim(rng), s, Fill::random, 0, -128.f, 127.f, rng);
+      check_sparse(isa, 21, 130, 150, s, Fill::extremes, -128, 0.f, 255.f,
+                   rng);  // zp at the end, relu
       check_sparse(isa, 9, 67, 83, s, Fill::extremes, 127, -255.f, 0.f, rng);
     }
 }
@@ -206,8 +215,10 @@ TEST(PackSparseS8, RandomMasksRoundTrip) {
         for (int tt = 0; tt < 4; ++tt) {
           const int64_t c = 4 * int64_t(p.quad[b]) + tt;
           const int8_t v = int8_t(uint32_t(p.w[b]) >> (8 * tt));
-          if (c < k) back[r * k + c] = v;
-          else ASSERT_EQ(v, 0) << "padding past K must be zero";
+          if (c < k)
+            back[r * k + c] = v;
+          else
+            ASSERT_EQ(v, 0) << "padding past K must be zero";
         }
       }
     ASSERT_EQ(b, p.quad.size());
@@ -229,9 +240,12 @@ TEST(QLinear, SparseAndDenseAgreeBitForBit) {
   std::vector<int8_t> x(n * k);
   for (auto& v : x) v = int8_t(a8(rng));
   for (Isa isa : ep::test::runnable_isas()) {
-    QLinear dense(w.data(), m, k, bias.data(), 0.03f, 5, 0.08f, -3, Act::relu6, SparseKernel::dense, isa);
-    QLinear sparse(w.data(), m, k, bias.data(), 0.03f, 5, 0.08f, -3, Act::relu6, SparseKernel::sparse, isa);
-    QLinear automatic(w.data(), m, k, bias.data(), 0.03f, 5, 0.08f, -3, Act::relu6, SparseKernel::automatic, isa);
+    QLinear dense(w.data(), m, k, bias.data(), 0.03f, 5, 0.08f, -3, Act::relu6, SparseKernel::dense,
+                  isa);
+    QLinear sparse(w.data(), m, k, bias.data(), 0.03f, 5, 0.08f, -3, Act::relu6,
+                   SparseKernel::sparse, isa);
+    QLinear automatic(w.data(), m, k, bias.data(), 0.03f, 5, 0.08f, -3, Act::relu6,
+                      SparseKernel::automatic, isa);
     EXPECT_TRUE(sparse.uses_sparse());
     EXPECT_FALSE(dense.uses_sparse());
     EXPECT_TRUE(automatic.uses_sparse()) << "20% of blocks stored is below the auto threshold";

@@ -17,9 +17,10 @@ TEST(Parallel, EveryTaskOnce) {
 }
 
 TEST(Parallel, RethrowsTaskError) {
-  EXPECT_THROW(ep::parallel_for(2, 10, [](int64_t i) {
-                 if (i == 5) throw std::runtime_error("task 5");
-               }),
+  EXPECT_THROW(ep::parallel_for(2, 10,
+                                [](int64_t i) {
+                                  if (i == 5) throw std::runtime_error("task 5");
+                                }),
                std::runtime_error);
   std::atomic<int> n{0};
   ep::parallel_for(2, 4, [&](int64_t) { n++; });  // the pool still works afterwards
@@ -37,7 +38,8 @@ TEST(Parallel, TasksRunConcurrently) {
   ep::parallel_for(2, 2, [&](int64_t) {
     started++;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (started.load() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    while (started.load() < 2 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
     if (started.load() == 2) met++;
   });
   EXPECT_EQ(met.load(), 2);

@@ -37,8 +37,10 @@ void unpack(const PackedSparseF32& p, std::vector<float>& w, std::vector<float>&
       ASSERT_GE(chan, 0);
       ASSERT_LT(chan, p.k);
       for (int r = 0; r < p.block; ++r) {
-        if (r0 + r < p.m) w[(r0 + r) * p.k + chan] = v[r];
-        else ASSERT_EQ(v[r], 0.0f) << "padding rows must be zero";
+        if (r0 + r < p.m)
+          w[(r0 + r) * p.k + chan] = v[r];
+        else
+          ASSERT_EQ(v[r], 0.0f) << "padding rows must be zero";
       }
       v += p.block;
     }
@@ -47,7 +49,8 @@ void unpack(const PackedSparseF32& p, std::vector<float>& w, std::vector<float>&
 }
 
 // Arguments for Y[m, n] = W X from a packed stream, X and Y with row strides ldx and ldy.
-SpmmF32Args stream_args(const PackedSparseF32& packed, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n) {
+SpmmF32Args stream_args(const PackedSparseF32& packed, const float* x, int64_t ldx, float* y,
+                        int64_t ldy, int64_t n) {
   SpmmF32Args p;
   p.x = x;
   p.ldx = ldx;
@@ -64,9 +67,10 @@ SpmmF32Args stream_args(const PackedSparseF32& packed, const float* x, int64_t l
 
 // y against the reference output ref (both [m, ldy], entries past n still `sentinel`), within
 // float rounding of the products |w| |x| summed per output.
-void expect_near_reference(const std::vector<float>& y, const std::vector<float>& ref, const std::vector<float>& w,
-                           const std::vector<float>& bias, const std::vector<float>& x, int64_t m, int64_t k,
-                           int64_t n, int64_t ldx, int64_t ldy, float sentinel) {
+void expect_near_reference(const std::vector<float>& y, const std::vector<float>& ref,
+                           const std::vector<float>& w, const std::vector<float>& bias,
+                           const std::vector<float>& x, int64_t m, int64_t k, int64_t n,
+                           int64_t ldx, int64_t ldy, float sentinel) {
   for (int64_t r = 0; r < m; ++r)
     for (int64_t c = 0; c < ldy; ++c) {
       const int64_t i = r * ldy + c;
@@ -76,13 +80,14 @@ void expect_near_reference(const std::vector<float>& y, const std::vector<float>
       }
       double mag = std::fabs(bias[r]);
       for (int64_t q = 0; q < k; ++q) mag += std::fabs(double(w[r * k + q]) * x[q * ldx + c]);
-      ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * mag + 1e-30) << "row " << r << " col " << c;
+      ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * mag + 1e-30)
+          << "row " << r << " col " << c;
     }
 }
 
 // With `tiled`, the path's kernel also gets plan_spmm_tiles for its lanes (b1; K tiles).
-void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double sparsity, Act act, std::mt19937& rng,
-                bool tiled = false) {
+void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double sparsity, Act act,
+                std::mt19937& rng, bool tiled = false) {
   const int64_t ldx = n + 3, ldy = n + 2;
   auto w = random_floats(rng, m * k);
   sparsify(rng, w, sparsity);
@@ -98,14 +103,16 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
   (block == 4 ? reference::spmm_f32_b4 : reference::spmm_f32_b1)(p);
   const auto& t = kernel_table(isa);
   p.y = y.data();
-  const SpmmTilePlan plan = tiled ? plan_spmm_tiles(packed, t.spmm_f32_b1.tile, 48 * 1024) : SpmmTilePlan{};
+  const SpmmTilePlan plan =
+      tiled ? plan_spmm_tiles(packed, t.spmm_f32_b1.tile, 48 * 1024) : SpmmTilePlan{};
   if (tiled) {
     ASSERT_GE(plan.tiles, 1) << isa_name(isa) << " k=" << k << " s=" << sparsity;
     p.tiles = &plan;
   }
   (block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1).fn(p);
-  SCOPED_TRACE(std::string(isa_name(isa)) + " block=" + std::to_string(block) + " m=" + std::to_string(m) +
-               " k=" + std::to_string(k) + " n=" + std::to_string(n) + " s=" + std::to_string(sparsity));
+  SCOPED_TRACE(std::string(isa_name(isa)) + " block=" + std::to_string(block) +
+               " m=" + std::to_string(m) + " k=" + std::to_string(k) + " n=" + std::to_string(n) +
+               " s=" + std::to_string(sparsity));
   expect_near_reference(y, ref, w, bias, x, m, k, n, ldx, ldy, sentinel);
 }
 
@@ -142,8 +149,10 @@ TEST(PackSparse, RandomMasksRoundTrip) {
     ASSERT_EQ(b2, bias);
     int64_t nz = 0;
     for (float v : w) nz += v != 0.0f;
-    if (block == 1) EXPECT_EQ(p.nonzeros(), nz);
-    else EXPECT_GE(p.nonzeros(), nz);
+    if (block == 1)
+      EXPECT_EQ(p.nonzeros(), nz);
+    else
+      EXPECT_GE(p.nonzeros(), nz);
     EXPECT_EQ(int64_t(p.nnz.size()), (m + block - 1) / block);
   }
   EXPECT_THROW(pack_sparse_f32(nullptr, 1, 1, nullptr, 2), std::invalid_argument);
@@ -155,7 +164,8 @@ TEST(SpmmF32, EveryPathMatchesReference) {
   for (Isa isa : ep::test::runnable_isas())
     for (int block : {1, 4})
       for (double s : {0.0, 0.5, 0.9, 0.99, 1.0}) {
-        for (int t = 0; t < 12; ++t) check_spmm(isa, block, dim(rng), dim(rng), dim(rng), s, Act(act(rng)), rng);
+        for (int t = 0; t < 12; ++t)
+          check_spmm(isa, block, dim(rng), dim(rng), dim(rng), s, Act(act(rng)), rng);
         check_spmm(isa, block, 97, 203, 300, s, Act::relu6, rng);  // every N pass and tail
       }
 }
@@ -167,42 +177,45 @@ TEST(SpmmTilePlan, RoundTripsTileMajor) {
   std::mt19937 rng(21);
   for (int lanes : {4, 8, 16})
     for (int64_t l1 : {int64_t(0), int64_t(48 * 1024), int64_t(64 * 1024)})
-    for (int64_t k : {int64_t(1100), int64_t(150)})
-    for (double s : {0.0, 0.6, 0.9, 0.97}) {
-      const int64_t m = 45;
-      auto w = random_floats(rng, m * k);
-      sparsify(rng, w, s);
-      std::fill(w.begin() + 3 * k, w.begin() + 4 * k, 0.0f);  // an empty row
-      auto bias = random_floats(rng, m);
-      const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
-      const SpmmTilePlan plan = plan_spmm_tiles(packed, lanes, l1);
-      const int64_t budget = (l1 > 0 ? l1 : kDefaultL1Bytes) / 4;  // floats of X a tile holds
-      // strips of 4 vectors, or of 3 with under 10 entries per row and 4-vector tile
-      const int64_t tiles4 = (k * 4 * lanes + budget - 1) / budget;
-      ASSERT_EQ(plan.strip, (packed.nonzeros() < 10 * m * tiles4 ? 3 : 4) * lanes) << "density " << s;
-      ASSERT_GE(plan.tiles, k * plan.strip > budget ? 2 : 1) << "lanes=" << lanes << " l1=" << l1 << " s=" << s;
-      const int64_t kt = (k + plan.tiles - 1) / plan.tiles;
-      ASSERT_EQ(plan.kt, kt) << "balanced tiles";
-      ASSERT_LE((kt - 1) * plan.strip, budget) << "a tile fits the budget";
-      ASSERT_EQ(plan.bias, bias);
-      std::vector<float> w2(m * k, 0.0f);
-      size_t e = 0, c = 0;
-      for (int64_t m0 = 0; m0 < m; m0 += plan.rows)
-        for (int64_t t = 0; t < plan.tiles; ++t)
-          for (int64_t r = m0; r < std::min(m, m0 + plan.rows); ++r, ++c)
-            for (int32_t j = 0; j < plan.counts.at(c); ++j, ++e) {
-              const int64_t chan = t * kt + plan.offsets.at(e) / plan.strip;  // offsets are tile-relative
-              ASSERT_EQ(plan.offsets[e] % plan.strip, 0);
-              ASSERT_GE(chan, t * kt);
-              ASSERT_LT(chan, std::min(k, (t + 1) * kt));
-              ASSERT_EQ(w2[r * k + chan], 0.0f) << "an entry twice";
-              w2[r * k + chan] = plan.values.at(e);
-            }
-      ASSERT_EQ(c, plan.counts.size());
-      ASSERT_EQ(e, plan.values.size());
-      ASSERT_EQ(plan.offsets.size(), e + 4) << "offsets are padded for the read-ahead";
-      ASSERT_EQ(w2, w);
-    }
+      for (int64_t k : {int64_t(1100), int64_t(150)})
+        for (double s : {0.0, 0.6, 0.9, 0.97}) {
+          const int64_t m = 45;
+          auto w = random_floats(rng, m * k);
+          sparsify(rng, w, s);
+          std::fill(w.begin() + 3 * k, w.begin() + 4 * k, 0.0f);  // an empty row
+          auto bias = random_floats(rng, m);
+          const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
+          const SpmmTilePlan plan = plan_spmm_tiles(packed, lanes, l1);
+          const int64_t budget = (l1 > 0 ? l1 : kDefaultL1Bytes) / 4;  // floats of X a tile holds
+          // strips of 4 vectors, or of 3 with under 10 entries per row and 4-vector tile
+          const int64_t tiles4 = (k * 4 * lanes + budget - 1) / budget;
+          ASSERT_EQ(plan.strip, (packed.nonzeros() < 10 * m * tiles4 ? 3 : 4) * lanes)
+              << "density " << s;
+          ASSERT_GE(plan.tiles, k * plan.strip > budget ? 2 : 1)
+              << "lanes=" << lanes << " l1=" << l1 << " s=" << s;
+          const int64_t kt = (k + plan.tiles - 1) / plan.tiles;
+          ASSERT_EQ(plan.kt, kt) << "balanced tiles";
+          ASSERT_LE((kt - 1) * plan.strip, budget) << "a tile fits the budget";
+          ASSERT_EQ(plan.bias, bias);
+          std::vector<float> w2(m * k, 0.0f);
+          size_t e = 0, c = 0;
+          for (int64_t m0 = 0; m0 < m; m0 += plan.rows)
+            for (int64_t t = 0; t < plan.tiles; ++t)
+              for (int64_t r = m0; r < std::min(m, m0 + plan.rows); ++r, ++c)
+                for (int32_t j = 0; j < plan.counts.at(c); ++j, ++e) {
+                  const int64_t chan =
+                      t * kt + plan.offsets.at(e) / plan.strip;  // offsets are tile-relative
+                  ASSERT_EQ(plan.offsets[e] % plan.strip, 0);
+                  ASSERT_GE(chan, t * kt);
+                  ASSERT_LT(chan, std::min(k, (t + 1) * kt));
+                  ASSERT_EQ(w2[r * k + chan], 0.0f) << "an entry twice";
+                  w2[r * k + chan] = plan.values.at(e);
+                }
+          ASSERT_EQ(c, plan.counts.size());
+          ASSERT_EQ(e, plan.values.size());
+          ASSERT_EQ(plan.offsets.size(), e + 4) << "offsets are padded for the read-ahead";
+          ASSERT_EQ(w2, w);
+        }
   // No plan for 4-channel blocks; one tile when K * strip fits the L1; more for a smaller L1.
   std::vector<float> w(8 * 1100, 1.0f);
   EXPECT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), 8, 1100, nullptr, 4), 16, 0).tiles, 0);
@@ -223,12 +236,14 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
   for (Isa isa : ep::test::runnable_isas()) {
     if (isa == Isa::reference) continue;  // the reference kernel ignores plans
     for (double s : {0.5, 0.9})
-      for (Act act : {Act::none, Act::relu6}) check_spmm(isa, 1, 400, 1100, 150, s, act, rng, /*tiled=*/true);
+      for (Act act : {Act::none, Act::relu6})
+        check_spmm(isa, 1, 400, 1100, 150, s, act, rng, /*tiled=*/true);
     // One tile. On AVX-512: n = 20 and 40 have no full strip, only 1 or 2 vectors; 117 ends in 3
     // vectors; in 80 and 150 one vector joins the last strip; most end in less than a vector.
     for (int64_t n : {20, 40, 67, 80, 117, 150, 200})
       check_spmm(isa, 1, 300, 150, n, 0.5, Act::relu, rng, /*tiled=*/true);
-    check_spmm(isa, 1, 400, 600, 150, 0.5, Act::none, rng, /*tiled=*/true);  // blocks x strips within kBlockMajorBytes
+    check_spmm(isa, 1, 400, 600, 150, 0.5, Act::none, rng,
+               /*tiled=*/true);  // blocks x strips within kBlockMajorBytes
   }
   for (Isa isa : ep::test::runnable_isas()) {
     if (isa == Isa::reference) continue;
@@ -245,12 +260,15 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
     SpmmF32Args p = stream_args(packed, x.data(), n, y.data(), n, n);
     p.tiles = &plan;
     t.spmm_f32_b1.fn(p);
-    const int64_t lanes = t.spmm_f32_b1.tile, planned = n / lanes * lanes;  // columns the tiled passes cover
+    const int64_t lanes = t.spmm_f32_b1.tile,
+                  planned = n / lanes * lanes;  // columns the tiled passes cover
     ASSERT_LT(planned, n);
-    ASSERT_GT(planned % spmm_plan_strip(plan, n, lanes), 0) << "whole vectors after the last full strip";
+    ASSERT_GT(planned % spmm_plan_strip(plan, n, lanes), 0)
+        << "whole vectors after the last full strip";
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t c = 0; c < planned; ++c) ASSERT_EQ(y[r * n + c], bias[r]) << isa_name(isa);
-      ASSERT_NE(y[r * n + planned], bias[r]) << "less than a vector of columns runs from the stream";
+      ASSERT_NE(y[r * n + planned], bias[r])
+          << "less than a vector of columns runs from the stream";
     }
   }
 }
@@ -271,10 +289,14 @@ TEST(SpmmF32, ThreeVectorStripsMatchReference) {
     // (k, blocks): one block; block-major (every full strip's copy within kBlockMajorBytes);
     // strip-major over several blocks (more than that)
     const int64_t k_major = kBlockMajorBytes / (2 * 4 * lanes * 4) * 4 / 5, k_strips = 2 * k_major;
-    for (auto [k, several] : {std::pair<int64_t, bool>{150, false}, {k_major, true}, {k_strips, true}}) {
-      const int64_t tiles4 = (k * 4 * lanes + budget - 1) / budget, tiles3 = (k * 3 * lanes + budget - 1) / budget;
-      const int64_t per_row = several ? 10 * tiles4 - 2 : 7 * tiles3;  // 5 * tiles3 <= per_row < 10 * tiles4
-      const int64_t rows = std::max<int64_t>(16, (int64_t(1) << 15) / per_row);  // the plan's block of rows
+    for (auto [k, several] :
+         {std::pair<int64_t, bool>{150, false}, {k_major, true}, {k_strips, true}}) {
+      const int64_t tiles4 = (k * 4 * lanes + budget - 1) / budget,
+                    tiles3 = (k * 3 * lanes + budget - 1) / budget;
+      const int64_t per_row =
+          several ? 10 * tiles4 - 2 : 7 * tiles3;  // 5 * tiles3 <= per_row < 10 * tiles4
+      const int64_t rows =
+          std::max<int64_t>(16, (int64_t(1) << 15) / per_row);  // the plan's block of rows
       const int64_t m = several ? 2 * rows + 5 : 300;
       std::vector<float> w = weight_with_rows_of(rng, m, k, per_row), bias = random_floats(rng, m);
       std::fill(w.begin() + 2 * k, w.begin() + 3 * k, 0.0f);  // an empty row
@@ -285,9 +307,10 @@ TEST(SpmmF32, ThreeVectorStripsMatchReference) {
       SpmmTilePlan zeroed = plan;
       std::fill(zeroed.values.begin(), zeroed.values.end(), 0.0f);
       const std::vector<int64_t> widths =
-          several ? std::vector<int64_t>{8 * lanes + 1, 7 * lanes + 5}  // 2 strips of 3+1 vectors; of 3, 1 vector
-                  : std::vector<int64_t>{lanes + 3, 2 * lanes, 3 * lanes, 4 * lanes + 5, 5 * lanes,
-                                         8 * lanes + 1, 11 * lanes + 2, 13 * lanes};
+          several ? std::vector<int64_t>{8 * lanes + 1, 7 * lanes + 5}
+                  // 2 strips of 3+1 vectors; of 3, 1 vector
+                  : std::vector<int64_t>{lanes + 3, 2 * lanes,     3 * lanes,      4 * lanes + 5,
+                                         5 * lanes, 8 * lanes + 1, 11 * lanes + 2, 13 * lanes};
       for (int64_t n : widths) {
         ASSERT_TRUE(spmm_plan_applies(&plan, m, k, n, packed.nonzeros(), lanes)) << n;
         const int64_t ldx = n + 3, ldy = n + 2;
@@ -300,14 +323,16 @@ TEST(SpmmF32, ThreeVectorStripsMatchReference) {
         p.tiles = &plan;
         t.spmm_f32_b1.fn(p);
         {
-          SCOPED_TRACE(std::string(isa_name(isa)) + " k=" + std::to_string(k) + " n=" + std::to_string(n));
+          SCOPED_TRACE(std::string(isa_name(isa)) + " k=" + std::to_string(k) +
+                       " n=" + std::to_string(n));
           expect_near_reference(y, ref, w, bias, x, m, k, n, ldx, ldy, sentinel);
         }
         p.tiles = &zeroed;
         t.spmm_f32_b1.fn(p);
         const int64_t planned = n / lanes * lanes;  // whole vectors come from the plan
         for (int64_t r = 0; r < m; ++r)
-          for (int64_t c = 0; c < planned; ++c) ASSERT_EQ(y[r * ldy + c], bias[r]) << isa_name(isa) << " n=" << n;
+          for (int64_t c = 0; c < planned; ++c)
+            ASSERT_EQ(y[r * ldy + c], bias[r]) << isa_name(isa) << " n=" << n;
       }
     }
   }
@@ -323,7 +348,8 @@ TEST(SpmmF32, PlanRunsOnlyWhereItPays) {
     if (isa == Isa::reference) continue;
     const auto& t = kernel_table(isa);
     for (double s : {0.9, 0.995}) {
-      auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, k * n);
+      auto w = random_floats(rng, m * k), bias = random_floats(rng, m),
+           x = random_floats(rng, k * n);
       sparsify(rng, w, s);
       const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
       SpmmTilePlan plan = plan_spmm_tiles(packed, t.spmm_f32_b1.tile, 48 * 1024);
@@ -353,13 +379,15 @@ TEST(SparseLinear, KTiledLayerMatchesDense) {
   // strips and what follows them; on AVX-512 n = 40 has no full strip
   for (int64_t n : {150, 40}) {
     for (Isa isa : ep::test::runnable_isas()) {
-      auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, n * k);
+      auto w = random_floats(rng, m * k), bias = random_floats(rng, m),
+           x = random_floats(rng, n * k);
       sparsify(rng, w, 0.8);
       SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::relu, SparseKernel::sparse, isa);
       DenseLinear de(w.data(), m, k, bias.data(), Act::relu, isa);
       if (isa != Isa::reference) {
-        const SpmmTilePlan plan = plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1),
-                                                  kernel_table(isa).spmm_f32_b1.tile, cpu_features().l1d_bytes);
+        const SpmmTilePlan plan =
+            plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1),
+                            kernel_table(isa).spmm_f32_b1.tile, cpu_features().l1d_bytes);
         ASSERT_GE(plan.block_entries.size(), 3u) << "two or more blocks of rows";
       }
       std::vector<float> y1(m * n), y2(m * n), yd(m * n);
@@ -381,29 +409,34 @@ TEST(SparseLinear, ThreeVectorStripsKeepTheirBitsOverThreads) {
   std::mt19937 rng(43);
   const int64_t l1 = cpu_features().l1d_bytes > 0 ? cpu_features().l1d_bytes : kDefaultL1Bytes;
   for (Isa isa : ep::test::runnable_isas())
-  for (bool several : {true, false}) {
-    if (isa == Isa::reference) continue;
-    const int64_t lanes = kernel_table(isa).spmm_f32_b1.tile, k = several ? 2000 : 150;
-    const int64_t tiles4 = (k * 4 * lanes * 4 + l1 - 1) / l1, tiles3 = (k * 3 * lanes * 4 + l1 - 1) / l1;
-    const int64_t per_row = several ? 10 * tiles4 - 2 : 7 * tiles3;
-    const int64_t m = several ? 2 * std::max<int64_t>(16, (int64_t(1) << 15) / per_row) + 7 : 300;  // 3 blocks or 1
-    auto w = weight_with_rows_of(rng, m, k, per_row), bias = random_floats(rng, m);
-    const SpmmTilePlan plan = plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1), int(lanes), l1);
-    ASSERT_EQ(plan.strip, 3 * lanes) << isa_name(isa);
-    ASSERT_EQ(plan.block_entries.size(), several ? 4u : 2u);
-    SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::none, SparseKernel::sparse, isa);
-    DenseLinear de(w.data(), m, k, bias.data(), Act::none, isa);
-    for (int64_t n : {7 * lanes + 5, 8 * lanes + 5}) {  // 3-vector strips and a vector; 3+1-vector strips
-      EXPECT_EQ(spmm_plan_strip(plan, n, lanes), (n < 8 * lanes ? 3 : 4) * lanes);
-      auto x = random_floats(rng, n * k);
-      std::vector<float> y1(m * n), y2(m * n), yd(m * n);
-      sp.forward_kn(x.data(), n, y1.data(), 1);
-      sp.forward_kn(x.data(), n, y2.data(), 2);
-      de.forward_kn(x.data(), n, yd.data(), 1);
-      EXPECT_EQ(y1, y2) << isa_name(isa) << " n=" << n << ": threads must not change any bit";
-      for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y1[i], yd[i], 1e-3f) << isa_name(isa) << " n=" << n;
+    for (bool several : {true, false}) {
+      if (isa == Isa::reference) continue;
+      const int64_t lanes = kernel_table(isa).spmm_f32_b1.tile, k = several ? 2000 : 150;
+      const int64_t tiles4 = (k * 4 * lanes * 4 + l1 - 1) / l1,
+                    tiles3 = (k * 3 * lanes * 4 + l1 - 1) / l1;
+      const int64_t per_row = several ? 10 * tiles4 - 2 : 7 * tiles3;
+      const int64_t m = several ? 2 * std::max<int64_t>(16, (int64_t(1) << 15) / per_row) + 7
+                                : 300;  // 3 blocks or 1
+      auto w = weight_with_rows_of(rng, m, k, per_row), bias = random_floats(rng, m);
+      const SpmmTilePlan plan =
+          plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1), int(lanes), l1);
+      ASSERT_EQ(plan.strip, 3 * lanes) << isa_name(isa);
+      ASSERT_EQ(plan.block_entries.size(), several ? 4u : 2u);
+      SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::none, SparseKernel::sparse, isa);
+      DenseLinear de(w.data(), m, k, bias.data(), Act::none, isa);
+      for (int64_t n :
+           {7 * lanes + 5, 8 * lanes + 5}) {  // 3-vector strips and a vector; 3+1-vector strips
+        EXPECT_EQ(spmm_plan_strip(plan, n, lanes), (n < 8 * lanes ? 3 : 4) * lanes);
+        auto x = random_floats(rng, n * k);
+        std::vector<float> y1(m * n), y2(m * n), yd(m * n);
+        sp.forward_kn(x.data(), n, y1.data(), 1);
+        sp.forward_kn(x.data(), n, y2.data(), 2);
+        de.forward_kn(x.data(), n, yd.data(), 1);
+        EXPECT_EQ(y1, y2) << isa_name(isa) << " n=" << n << ": threads must not change any bit";
+        for (int64_t i = 0; i < m * n; ++i)
+          ASSERT_NEAR(y1[i], yd[i], 1e-3f) << isa_name(isa) << " n=" << n;
+      }
     }
-  }
 }
 
 // One block of rows and one vector after the last full strip: one thread runs that vector as a
@@ -413,10 +446,12 @@ TEST(SparseLinear, VectorJoinedToLastStripKeepsItsBits) {
   const int64_t m = 96, k = 150;
   for (Isa isa : ep::test::runnable_isas()) {
     if (isa == Isa::reference) continue;
-    const int64_t lanes = kernel_table(isa).spmm_f32_b1.tile, n = 64 + lanes + 3;  // 2 threads: 64 + the rest
+    const int64_t lanes = kernel_table(isa).spmm_f32_b1.tile,
+                  n = 64 + lanes + 3;  // 2 threads: 64 + the rest
     auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, n * k);
     sparsify(rng, w, 0.5);
-    ASSERT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1), lanes, cpu_features().l1d_bytes)
+    ASSERT_EQ(plan_spmm_tiles(pack_sparse_f32(w.data(), m, k, bias.data(), 1), lanes,
+                              cpu_features().l1d_bytes)
                   .block_entries.size(),
               2u)
         << "one block of rows";
@@ -446,7 +481,8 @@ TEST(SparseLinear, PlansOnTheFirstWideCall) {
       sp.forward(x.data(), 1, y.data(), 1);
       EXPECT_FALSE(sp.planned()) << "N = 1 runs from the stream";
       sp.forward(x.data(), 200, y.data(), 2);
-      EXPECT_EQ(sp.planned(), block == 1 && isa != Isa::reference) << isa_name(isa) << " block " << block;
+      EXPECT_EQ(sp.planned(), block == 1 && isa != Isa::reference)
+          << isa_name(isa) << " block " << block;
     }
   // Two threads making the first wide call at once: one makes the plan, both get the same bits.
   for (Isa isa : ep::test::runnable_isas()) {
@@ -468,10 +504,12 @@ TEST(SparseLinear, MatchesDenseAndChoosesKernel) {
   for (Isa isa : ep::test::runnable_isas())
     for (int block : {1, 4})
       for (double s : {0.3, 0.9}) {
-        auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, n * k);
+        auto w = random_floats(rng, m * k), bias = random_floats(rng, m),
+             x = random_floats(rng, n * k);
         sparsify(rng, w, s);
         SparseLinear sp(w.data(), m, k, bias.data(), block, Act::relu, SparseKernel::sparse, isa);
-        SparseLinear au(w.data(), m, k, bias.data(), block, Act::relu, SparseKernel::automatic, isa);
+        SparseLinear au(w.data(), m, k, bias.data(), block, Act::relu, SparseKernel::automatic,
+                        isa);
         DenseLinear de(w.data(), m, k, bias.data(), Act::relu, isa);
         EXPECT_TRUE(sp.uses_sparse());
         EXPECT_EQ(au.uses_sparse(), s > 0.5);

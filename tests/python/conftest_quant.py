@@ -7,6 +7,7 @@ Produces: ``digits_xy`` (test split stacked as tensors), ``demo_fp32`` (the trai
 ``ort_logits(path, x)`` running an ONNX file in ONNX Runtime (1 thread).
 Import explicitly: ``from conftest_quant import *``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,7 @@ def ort_logits(path, x) -> np.ndarray:
     x = x.numpy() if isinstance(x, torch.Tensor) else x
     fixed = sess.get_inputs()[0].shape[0]
     if isinstance(fixed, int):  # static batch: run in chunks of that size
-        return np.concatenate([sess.run(None, {name: x[i:i + fixed]})[0] for i in range(0, len(x), fixed)])
+        return np.concatenate([sess.run(None, {name: x[i : i + fixed]})[0] for i in range(0, len(x), fixed)])
     return sess.run(None, {name: x})[0]
 
 
@@ -66,8 +67,7 @@ def quantized(demo_fp32, digits):
     def get(method="percentile", target=None, **kw):
         key = (method, target, tuple(sorted(kw.items())))
         if key not in cache:
-            cache[key] = ep.quantize(demo_fp32, digits, method=method, target=target, calib_n=512,
-                                     progress=False, **kw)
+            cache[key] = ep.quantize(demo_fp32, digits, method=method, target=target, calib_n=512, progress=False, **kw)
         return cache[key]
 
     return get

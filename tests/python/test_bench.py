@@ -3,6 +3,7 @@
 Consumes: a tiny CNN exported to ONNX in a temp dir. Produces: pass/fail. No assertion is
 about speed (this machine is shared): only about what the numbers are and how they relate.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,8 +21,15 @@ B = importlib.import_module("edgeprune.bench")
 
 def _tiny():
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2), nn.ReLU(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    m = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    ).eval()
     m.input_shape = (1, 12, 12)
     return m
 
@@ -29,8 +37,15 @@ def _tiny():
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
-    torch.onnx.export(_tiny(), (torch.zeros(1, 1, 12, 12),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    torch.onnx.export(
+        _tiny(),
+        (torch.zeros(1, 1, 12, 12),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "batch"}},
+    )
     return path
 
 
@@ -57,8 +72,15 @@ def test_onnxruntime_layer_profile_names_the_graph_nodes(onnx_path):
     r = B.bench(onnx_path, threads=1, warmup=0, runs=3)
     ops = {row["op_type"] for row in r.layers}
     graph_ops = {n.op_type for n in onnx.load(str(onnx_path)).graph.node}
-    assert "Conv" in ops and ops <= graph_ops | {"FusedConv", "MemcpyToHost", "MemcpyFromHost", "ReorderInput",
-                                                 "ReorderOutput", "NchwcConv", "FusedGemm"}
+    assert "Conv" in ops and ops <= graph_ops | {
+        "FusedConv",
+        "MemcpyToHost",
+        "MemcpyFromHost",
+        "ReorderInput",
+        "ReorderOutput",
+        "NchwcConv",
+        "FusedGemm",
+    }
     assert sum(row["share"] for row in r.layers) == pytest.approx(1.0, abs=0.01)
     assert [row["mean_ms"] for row in r.layers] == sorted((row["mean_ms"] for row in r.layers), reverse=True)
 
@@ -108,11 +130,14 @@ def test_noise_warning_only_above_the_threshold():
     assert B.noise_warnings([1.0, 5.0]) == []  # too few runs to judge
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"runtime": "tensorrt"}, "not one of"),
-    ({"runs": 0}, "runs >= 1"),
-    ({"threads": 0}, "threads >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"runtime": "tensorrt"}, "not one of"),
+        ({"runs": 0}, "runs >= 1"),
+        ({"threads": 0}, "threads >= 1"),
+    ],
+)
 def test_bad_arguments(onnx_path, kwargs, match):
     with pytest.raises(B.BenchError, match=match):
         B.bench(onnx_path, **kwargs)
@@ -152,8 +177,25 @@ def test_cli_bench_json_stdout(onnx_path, capsys):
 
 def test_cli_bench_json_file_and_target(onnx_path, tmp_path, capsys):
     dest = tmp_path / "r.json"
-    assert main(["bench", str(onnx_path), "--runs", "3", "--warmup", "0", "--threads", "2", "--target", "rpi4",
-                 "--json", str(dest)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(onnx_path),
+                "--runs",
+                "3",
+                "--warmup",
+                "0",
+                "--threads",
+                "2",
+                "--target",
+                "rpi4",
+                "--json",
+                str(dest),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "median ms" in printed and "estimate" in printed
     out = json.loads(dest.read_text())
@@ -162,14 +204,17 @@ def test_cli_bench_json_file_and_target(onnx_path, tmp_path, capsys):
     assert est["estimate"] is True and est["target"] == "rpi4" and est["threads"] == 2 and est["total_ms"] > 0
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["bench", "{missing}"], "does not exist"),
-    (["bench", "{onnx}", "--runs", "0"], "--runs"),
-    (["bench", "{onnx}", "--input-shape", "3,x"], "--input-shape"),
-    (["bench", "{onnx}", "--target", "no-such-board"], "--target no-such-board"),
-    (["bench", "{onnx}", "--runtime", "tensorrt"], "invalid choice"),
-    (["bench", "{onnx}", "--runtime", "torch"], "ep.save"),
-])
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["bench", "{missing}"], "does not exist"),
+        (["bench", "{onnx}", "--runs", "0"], "--runs"),
+        (["bench", "{onnx}", "--input-shape", "3,x"], "--input-shape"),
+        (["bench", "{onnx}", "--target", "no-such-board"], "--target no-such-board"),
+        (["bench", "{onnx}", "--runtime", "tensorrt"], "invalid choice"),
+        (["bench", "{onnx}", "--runtime", "torch"], "ep.save"),
+    ],
+)
 def test_cli_bench_bad_input_exits_2(onnx_path, tmp_path, capsys, argv, match):
     argv = [a.format(missing=tmp_path / "missing.onnx", onnx=onnx_path) for a in argv]
     assert _exit_code(argv) == 2
@@ -215,11 +260,33 @@ def test_device_entry_point_runs_without_torch(onnx_path, tmp_path):
     (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('no torch on this device')\n")
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}
-    proc = subprocess.run([sys.executable, "-m", "edgeprune.cli.bench", str(onnx_path), "--runs", "3", "--warmup", "0",
-                           "--target", "rpi4", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeprune.cli.bench",
+            str(onnx_path),
+            "--runs",
+            "3",
+            "--warmup",
+            "0",
+            "--target",
+            "rpi4",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["runs"] == 3 and out["layers"] and out["target_estimate"]["estimate"] is True
-    bad = subprocess.run([sys.executable, "-m", "edgeprune.cli.bench", str(tmp_path / "missing.onnx")], env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "edgeprune.cli.bench", str(tmp_path / "missing.onnx")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "does not exist" in bad.stderr

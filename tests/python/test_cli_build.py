@@ -5,6 +5,7 @@ Produces: pass/fail. Checks files against their contents (manifest hashes, chann
 the ONNX files, Q/DQ symmetry on Jetson Orin), reproducibility of two same-seed runs, the
 accuracy gate (exit 3), SIGINT leaving nothing under the final name, and exit 2 on bad input.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,18 @@ import pytest
 from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = ["model/model.json", "model/weights.pt", "model.onnx", "model.int8.onnx", "report.json", "report.md",
-         "plots/metric_vs_macs.png", "plots/metric_vs_latency.png", "plots/channels.png", "manifest.json"]
+FILES = [
+    "model/model.json",
+    "model/weights.pt",
+    "model.onnx",
+    "model.int8.onnx",
+    "report.json",
+    "report.md",
+    "plots/metric_vs_macs.png",
+    "plots/metric_vs_latency.png",
+    "plots/channels.png",
+    "manifest.json",
+]
 SMALL = ["--data", "digits", "--epochs", "1", "--bench-runs", "3"]
 
 
@@ -53,8 +64,9 @@ def rpi4_build(tmp_path_factory, trained_demo_cnn_dir):
     from edgeprune.cli.main import main
 
     out = tmp_path_factory.mktemp("b") / "rpi4"
-    code = main(["build", "--model", str(trained_demo_cnn_dir), "--target", "rpi4", "--ratio", "0.5", *SMALL,
-                 "--out", str(out)])
+    code = main(
+        ["build", "--model", str(trained_demo_cnn_dir), "--target", "rpi4", "--ratio", "0.5", *SMALL, "--out", str(out)]
+    )
     assert code == 0
     return out
 
@@ -83,8 +95,18 @@ def test_report_contents(rpi4_build):
     assert rep["format"] == "edgeprune-report" and rep["report_version"] == 1
     names = [s["name"] for s in rep["stages"]]
     assert names == ["baseline", "pruned", "recovered", "int8"]
-    assert rep["stages_ran"] == ["load", "baseline", "prune", "recover", "save", "quantize", "export", "bench",
-                                 "estimate", "report"]
+    assert rep["stages_ran"] == [
+        "load",
+        "baseline",
+        "prune",
+        "recover",
+        "save",
+        "quantize",
+        "export",
+        "bench",
+        "estimate",
+        "report",
+    ]
     base = rep["stages"][0]
     for s in rep["stages"]:
         assert s["estimate"]["estimate"] is True and s["estimate"]["target"] == "rpi4"
@@ -94,7 +116,11 @@ def test_report_contents(rpi4_build):
         if s["name"] == "pruned":  # before recovery: not an artifact, so not timed
             assert h is None
             continue
-        assert h["estimate"] is False and h["runs"] == 3 and h["artifact"] == s.get("artifact", "unpruned model.onnx (not kept)")
+        assert (
+            h["estimate"] is False
+            and h["runs"] == 3
+            and h["artifact"] == s.get("artifact", "unpruned model.onnx (not kept)")
+        )
         assert h["min_ms"] <= h["median_ms"] <= h["p99_ms"] <= h["max_ms"]
         assert h["peak_rss_mb"] > 0
     assert rep["stages"][1]["macs"] < base["macs"] and rep["stages"][1]["params"] < base["params"]
@@ -141,8 +167,24 @@ def test_same_seed_same_plan_accuracy_and_hashes(rpi4_build, trained_demo_cnn_di
 
 
 def test_json_output_and_orin_tensorrt_ready(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "jetson-orin-nano", "--ratio", "0.3",
-                "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", tmp_out, "--json")
+    r = run_cli(
+        "build",
+        "--model",
+        trained_demo_cnn_dir,
+        "--target",
+        "jetson-orin-nano",
+        "--ratio",
+        "0.3",
+        "--data",
+        "digits",
+        "--epochs",
+        "0",
+        "--bench-runs",
+        "0",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     assert r.code == 0, r.err
     summary = json.loads(r.out)
     assert summary["target"] == "jetson-orin-nano" and summary["deployed"]["artifact"] == "model.int8.onnx"
@@ -166,8 +208,23 @@ def test_json_output_and_orin_tensorrt_ready(trained_demo_cnn_dir, tmp_out, run_
 
 
 def test_jetson_nano_gets_fp16_and_no_int8(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "jetson-nano", "--ratio", "0.25",
-                "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", tmp_out)
+    r = run_cli(
+        "build",
+        "--model",
+        trained_demo_cnn_dir,
+        "--target",
+        "jetson-nano",
+        "--ratio",
+        "0.25",
+        "--data",
+        "digits",
+        "--epochs",
+        "0",
+        "--bench-runs",
+        "0",
+        "--out",
+        tmp_out,
+    )
     assert r.code == 0, r.err
     assert (tmp_out / "model.fp16.onnx").is_file() and not (tmp_out / "model.int8.onnx").exists()
     rep = json.loads((tmp_out / "report.json").read_text())
@@ -182,8 +239,25 @@ def test_jetson_nano_gets_fp16_and_no_int8(trained_demo_cnn_dir, tmp_out, run_cl
 
 
 def test_accuracy_gate_exits_3_and_still_writes(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--ratio", "0.9", "--data", "digits",
-                "--epochs", "0", "--bench-runs", "0", "--max-acc-drop", "0", "--out", tmp_out)
+    r = run_cli(
+        "build",
+        "--model",
+        trained_demo_cnn_dir,
+        "--target",
+        "rpi4",
+        "--ratio",
+        "0.9",
+        "--data",
+        "digits",
+        "--epochs",
+        "0",
+        "--bench-runs",
+        "0",
+        "--max-acc-drop",
+        "0",
+        "--out",
+        tmp_out,
+    )
     assert r.code == 3
     assert "accuracy gate failed" in r.err and "--max-acc-drop 0" in r.err
     rep = json.loads((tmp_out / "report.json").read_text())
@@ -193,8 +267,26 @@ def test_accuracy_gate_exits_3_and_still_writes(trained_demo_cnn_dir, tmp_out, r
 
 def test_budget_macs_fraction_and_latency(trained_demo_cnn_dir, tmp_path, run_cli):
     out = tmp_path / "macs"
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-macs", "0.5",
-                "--search", "bisect", "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", out, "--json")
+    r = run_cli(
+        "build",
+        "--model",
+        trained_demo_cnn_dir,
+        "--target",
+        "rpi4",
+        "--budget-macs",
+        "0.5",
+        "--search",
+        "bisect",
+        "--data",
+        "digits",
+        "--epochs",
+        "0",
+        "--bench-runs",
+        "0",
+        "--out",
+        out,
+        "--json",
+    )
     assert r.code == 0, r.err
     s = json.loads(r.out)
     base, pruned = s["stages"][0]["macs"], s["stages"][1]["macs"]
@@ -204,8 +296,26 @@ def test_budget_macs_fraction_and_latency(trained_demo_cnn_dir, tmp_path, run_cl
 
     budget = 0.95 * ep.estimate(ep.load(trained_demo_cnn_dir), "rpi4", precision="int8").total_ms
     out2 = tmp_path / "lat"
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-latency", f"{budget:.6f}",
-                "--search", "bisect", "--data", "digits", "--epochs", "0", "--bench-runs", "0", "--out", out2, "--json")
+    r = run_cli(
+        "build",
+        "--model",
+        trained_demo_cnn_dir,
+        "--target",
+        "rpi4",
+        "--budget-latency",
+        f"{budget:.6f}",
+        "--search",
+        "bisect",
+        "--data",
+        "digits",
+        "--epochs",
+        "0",
+        "--bench-runs",
+        "0",
+        "--out",
+        out2,
+        "--json",
+    )
     assert r.code == 0, r.err
     s = json.loads(r.out)
     assert s["budget"]["kind"] == "latency_ms" and s["budget"]["met"]
@@ -214,9 +324,28 @@ def test_budget_macs_fraction_and_latency(trained_demo_cnn_dir, tmp_path, run_cl
 
 
 def test_adaptive_search_meets_a_macs_budget_under_the_accuracy_limit(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-macs", "0.5",
-                "--max-acc-drop", "3", "--data", "digits", "--epochs", "1", "--search-steps", "2",
-                "--bench-runs", "0", "--out", tmp_out, "--json")
+    r = run_cli(
+        "build",
+        "--model",
+        trained_demo_cnn_dir,
+        "--target",
+        "rpi4",
+        "--budget-macs",
+        "0.5",
+        "--max-acc-drop",
+        "3",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--search-steps",
+        "2",
+        "--bench-runs",
+        "0",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     assert r.code == 0, r.err
     s = json.loads(r.out)
     assert [st["name"] for st in s["stages"]] == ["baseline", "recovered", "int8"]
@@ -234,8 +363,19 @@ def test_adaptive_search_meets_a_macs_budget_under_the_accuracy_limit(trained_de
 
 
 def test_unreachable_budget_exits_3(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-macs", "10",
-                "--bench-runs", "0", "--out", tmp_out)
+    r = run_cli(
+        "build",
+        "--model",
+        trained_demo_cnn_dir,
+        "--target",
+        "rpi4",
+        "--budget-macs",
+        "10",
+        "--bench-runs",
+        "0",
+        "--out",
+        tmp_out,
+    )
     assert r.code == 3 and "budget not met" in r.err
     assert json.loads((tmp_out / "report.json").read_text())["budget"]["met"] is False
 
@@ -252,8 +392,21 @@ def test_without_data_no_int8_and_says_why(trained_demo_cnn_dir, tmp_out, run_cl
 
 
 def test_calib_alone_gives_int8_without_accuracy(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--calib", "digits",
-                "--formats", "onnx-int8", "--bench-runs", "0", "--out", tmp_out)
+    r = run_cli(
+        "build",
+        "--model",
+        trained_demo_cnn_dir,
+        "--target",
+        "rpi4",
+        "--calib",
+        "digits",
+        "--formats",
+        "onnx-int8",
+        "--bench-runs",
+        "0",
+        "--out",
+        tmp_out,
+    )
     assert r.code == 0, r.err
     rep = json.loads((tmp_out / "report.json").read_text())
     assert (tmp_out / "model.int8.onnx").is_file() and not (tmp_out / "model.onnx").exists()
@@ -262,8 +415,25 @@ def test_calib_alone_gives_int8_without_accuracy(trained_demo_cnn_dir, tmp_out, 
 
 
 def test_scratch_comparison(rpi4_build, trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--ratio", "0.5", "--data", "digits",
-                "--epochs", "1", "--scratch-epochs", "1", "--bench-runs", "0", "--out", tmp_out)
+    r = run_cli(
+        "build",
+        "--model",
+        trained_demo_cnn_dir,
+        "--target",
+        "rpi4",
+        "--ratio",
+        "0.5",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--scratch-epochs",
+        "1",
+        "--bench-runs",
+        "0",
+        "--out",
+        tmp_out,
+    )
     assert r.code == 0, r.err
     rep = json.loads((tmp_out / "report.json").read_text())
     sc = rep["scratch"]
@@ -273,7 +443,8 @@ def test_scratch_comparison(rpi4_build, trained_demo_cnn_dir, tmp_out, run_cli):
     assert "scratch" in rep["stages_ran"] and "from scratch (1 epochs)" in (tmp_out / "report.md").read_text()
     # the comparison model is not an artifact: the same files as the same build without it
     assert sorted(json.loads((tmp_out / "manifest.json").read_text())["files"]) == sorted(
-        json.loads((rpi4_build / "manifest.json").read_text())["files"])
+        json.loads((rpi4_build / "manifest.json").read_text())["files"]
+    )
 
 
 def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cli):
@@ -282,36 +453,41 @@ def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cl
     r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--out", tmp_out)
     assert r.code == 2 and "--force" in r.err and (tmp_out / "old.txt").is_file()
     # --force with a build that fails on bad input: the old contents stay
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--data", "nope.npz", "--force",
-                "--out", tmp_out)
+    r = run_cli(
+        "build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--data", "nope.npz", "--force", "--out", tmp_out
+    )
     assert r.code == 2 and (tmp_out / "old.txt").read_text() == "keep me"
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--bench-runs", "0", "--force",
-                "--out", tmp_out)
+    r = run_cli(
+        "build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--bench-runs", "0", "--force", "--out", tmp_out
+    )
     assert r.code == 0 and not (tmp_out / "old.txt").exists() and (tmp_out / "manifest.json").is_file()
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--target", "no-such-board"], "no-such-board"),
-    (["--model", "edgeprune:no-such-model"], "no-such-model"),
-    (["--weights", "missing.pt"], "missing.pt"),
-    (["--data", "missing.npz"], "missing.npz"),
-    (["--calib", "missing.npz", "--data", "digits"], "missing.npz"),
-    (["--ratio", "1.5"], "--ratio 1.5"),
-    (["--ratio", "0.5", "--budget-macs", "0.5"], "not allowed with argument"),
-    (["--budget-macs", "lots"], "--budget-macs 'lots'"),
-    (["--budget-latency", "0"], "budget_latency_ms 0.0"),
-    (["--max-acc-drop", "1"], "--max-acc-drop needs --data"),
-    (["--formats", "onnx,pdf"], "formats pdf"),
-    (["--formats", ","], "--formats is empty"),
-    (["--formats", "onnx,onnx-int8"], "need calibration data"),
-    (["--target", "jetson-nano", "--formats", "onnx-int8", "--data", "digits"], "no int8 path"),
-    (["--epochs", "-1"], "--epochs"),
-    (["--search", "adaptive", "--budget-macs", "0.5"], "search 'adaptive' needs data"),
-    (["--search-steps", "0"], "--search-steps"),
-    (["--scratch-epochs", "-2"], "--scratch-epochs"),
-    (["--importance", "l7"], "importance 'l7' is unknown"),
-    (["--importance", "taylor"], "importance taylor scores channels on data"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--target", "no-such-board"], "no-such-board"),
+        (["--model", "edgeprune:no-such-model"], "no-such-model"),
+        (["--weights", "missing.pt"], "missing.pt"),
+        (["--data", "missing.npz"], "missing.npz"),
+        (["--calib", "missing.npz", "--data", "digits"], "missing.npz"),
+        (["--ratio", "1.5"], "--ratio 1.5"),
+        (["--ratio", "0.5", "--budget-macs", "0.5"], "not allowed with argument"),
+        (["--budget-macs", "lots"], "--budget-macs 'lots'"),
+        (["--budget-latency", "0"], "budget_latency_ms 0.0"),
+        (["--max-acc-drop", "1"], "--max-acc-drop needs --data"),
+        (["--formats", "onnx,pdf"], "formats pdf"),
+        (["--formats", ","], "--formats is empty"),
+        (["--formats", "onnx,onnx-int8"], "need calibration data"),
+        (["--target", "jetson-nano", "--formats", "onnx-int8", "--data", "digits"], "no int8 path"),
+        (["--epochs", "-1"], "--epochs"),
+        (["--search", "adaptive", "--budget-macs", "0.5"], "search 'adaptive' needs data"),
+        (["--search-steps", "0"], "--search-steps"),
+        (["--scratch-epochs", "-2"], "--scratch-epochs"),
+        (["--importance", "l7"], "importance 'l7' is unknown"),
+        (["--importance", "taylor"], "importance taylor scores channels on data"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(trained_demo_cnn_dir, tmp_out, run_cli, extra, match):
     args = {"--model": str(trained_demo_cnn_dir), "--target": "rpi4"}
     rest = []
@@ -342,9 +518,30 @@ def test_sigint_leaves_no_partial_artifact(trained_demo_cnn_dir, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # a long host benchmark keeps the build busy after the artifacts exist in the temp dir
-    proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli.main", "build", "--model", str(trained_demo_cnn_dir),
-                             "--target", "rpi4", "--data", "digits", "--epochs", "0", "--bench-runs", "10000000",
-                             "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgeprune.cli.main",
+            "build",
+            "--model",
+            str(trained_demo_cnn_dir),
+            "--target",
+            "rpi4",
+            "--data",
+            "digits",
+            "--epochs",
+            "0",
+            "--bench-runs",
+            "10000000",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
@@ -393,7 +590,8 @@ def test_bench_cli_on_the_build_outputs(rpi4_build, run_cli):
     # the estimate uses the bench's thread count (1 here), not all the target's cores
     assert out["target_estimate"]["threads"] == 1
     assert out["target_estimate"]["total_ms"] == pytest.approx(
-        ep.estimate(model, "rpi4", "int8", threads=1).total_ms, abs=1e-3)
+        ep.estimate(model, "rpi4", "int8", threads=1).total_ms, abs=1e-3
+    )
     assert any(row["op_type"] in ("QLinearConv", "Conv", "DequantizeLinear") for row in out["layers"])
     # the torch runtime on the saved model directory, with its estimate taken from the module
     r = run_cli("bench", rpi4_build / "model", "--runs", "3", "--warmup", "0", "--target", "rpi4", "--json")
@@ -402,12 +600,29 @@ def test_bench_cli_on_the_build_outputs(rpi4_build, run_cli):
     assert out["runtime"] == "torch" and out["inputs"] == {"input": [1, 1, 32, 32]}
     assert out["target_estimate"]["precision"] == "fp32"
     assert out["target_estimate"]["total_ms"] == pytest.approx(
-        ep.estimate(model, "rpi4", "fp32", threads=1).total_ms, abs=1e-3)
+        ep.estimate(model, "rpi4", "fp32", threads=1).total_ms, abs=1e-3
+    )
 
 
 def test_budget_already_met_prunes_nothing(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--budget-macs", "1.0",
-                "--data", "digits", "--epochs", "1", "--bench-runs", "0", "--out", tmp_out, "--json")
+    r = run_cli(
+        "build",
+        "--model",
+        trained_demo_cnn_dir,
+        "--target",
+        "rpi4",
+        "--budget-macs",
+        "1.0",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--bench-runs",
+        "0",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     assert r.code == 0, r.err
     s = json.loads(r.out)
     assert [st["name"] for st in s["stages"]] == ["baseline", "int8"]
@@ -429,8 +644,20 @@ def test_model_that_cannot_be_quantized_exits_2(tmp_path, tmp_out, run_cli):
         "    def forward(self, x):\n"
         "        return x.flatten(1)[:, :10] * 2\n"
         "def make():\n"
-        "    return M()\n")
-    r = run_cli("build", "--model", f"{factory}:make", "--target", "rpi4", "--data", "digits", "--bench-runs", "0",
-                "--out", tmp_out)
+        "    return M()\n"
+    )
+    r = run_cli(
+        "build",
+        "--model",
+        f"{factory}:make",
+        "--target",
+        "rpi4",
+        "--data",
+        "digits",
+        "--bench-runs",
+        "0",
+        "--out",
+        tmp_out,
+    )
     assert r.code == 2 and "int8 quantization: M has no Conv1d/Conv2d/Linear layer" in r.err
     assert not tmp_out.exists()

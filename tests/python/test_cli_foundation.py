@@ -1,4 +1,5 @@
 """CLI of the foundation: `targets list|show`, `train`, `doctor`, exit codes and messages."""
+
 from __future__ import annotations
 
 import json
@@ -66,7 +67,9 @@ def test_train_bad_model_and_flags(run_cli, tmp_out, tmp_path):
     assert r.code == 2 and "--epochs -1: must be >= 0" in r.err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
-    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "0", "--out", tmp_path / "full")
+    r = run_cli(
+        "train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "0", "--out", tmp_path / "full"
+    )
     assert r.code == 2 and "is not empty; pass --force" in r.err
     assert (tmp_path / "full" / "keep.txt").exists()
     r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits")
@@ -86,8 +89,20 @@ def test_train_weights_pickle_refused_then_trusted(run_cli, tmp_path):
 def test_train_reaches_97_and_repeats_the_fixture_run(run_cli, tmp_out, trained_demo_cnn_dir, digits):
     # The cached fixture trained with the same recipe (seed 0, 10 epochs) in another run:
     # the CLI must reproduce it exactly, weights included.
-    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "10", "--seed", "0",
-                "--out", tmp_out, "--json")
+    r = run_cli(
+        "train",
+        "--model",
+        "edgeprune:demo-cnn",
+        "--data",
+        "digits",
+        "--epochs",
+        "10",
+        "--seed",
+        "0",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     assert r.code == 0, r.err
     result = json.loads(r.out)
     assert result["test_top1"] >= 0.97
@@ -132,8 +147,13 @@ def test_doctor_reports_a_bad_isa_override_without_failing():
     import sys
 
     env = {**os.environ, "EDGEPRUNE_ISA": "no-such-isa", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "edgeprune.cli.main", "doctor", "--json"], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeprune.cli.main", "doctor", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["env"]["EDGEPRUNE_ISA"] == "no-such-isa"
@@ -152,8 +172,18 @@ def test_train_on_npz_adapts_the_demo_cnn(run_cli, tmp_path):
     x = rng.standard_normal((60, 3, 16, 16)).astype(np.float32) + y[:, None, None, None]  # separable
     np.savez(tmp_path / "three.npz", x=x, y=y)
     out = tmp_path / "m"
-    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", tmp_path / "three.npz", "--epochs", "3",
-                "--out", out, "--json")
+    r = run_cli(
+        "train",
+        "--model",
+        "edgeprune:demo-cnn",
+        "--data",
+        tmp_path / "three.npz",
+        "--epochs",
+        "3",
+        "--out",
+        out,
+        "--json",
+    )
     assert r.code == 0, r.err
     manifest = json.loads((out / "model.json").read_text())
     assert manifest["build_kwargs"] == {"num_classes": 3, "in_channels": 3}
@@ -164,11 +194,13 @@ def test_train_model_that_does_not_fit_the_data(run_cli, tmp_path):
     (tmp_path / "nets_h2.py").write_text(
         "import torch.nn as nn\n"
         "def five():\n    return nn.Sequential(nn.Flatten(), nn.Linear(1024, 5))\n"
-        "def wrong_input():\n    return nn.Sequential(nn.Flatten(), nn.Linear(7, 10))\n")
+        "def wrong_input():\n    return nn.Sequential(nn.Flatten(), nn.Linear(7, 10))\n"
+    )
     r = run_cli("train", "--model", f"{tmp_path / 'nets_h2.py'}:five", "--data", "digits", "--out", tmp_path / "a")
     assert r.code == 2 and "outputs shape (1, 5) but --data digits has 10 classes" in r.err
-    r = run_cli("train", "--model", f"{tmp_path / 'nets_h2.py'}:wrong_input", "--data", "digits",
-                "--out", tmp_path / "b")
+    r = run_cli(
+        "train", "--model", f"{tmp_path / 'nets_h2.py'}:wrong_input", "--data", "digits", "--out", tmp_path / "b"
+    )
     assert r.code == 2 and "does not accept --data digits samples of shape (1, 32, 32)" in r.err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -179,8 +211,20 @@ def test_train_continues_from_a_saved_pruned_model(run_cli, trained_demo_cnn, di
     p = plan(trained_demo_cnn, digits.test.tensors[0][:1], ratio=0.5, round_to=8)
     pruned = apply(trained_demo_cnn, p)
     ep.save(pruned, tmp_path / "pruned", plan=p)
-    r = run_cli("train", "--model", tmp_path / "pruned", "--data", "digits", "--epochs", "1", "--lr", "1e-3",
-                "--out", tmp_path / "tuned", "--json")
+    r = run_cli(
+        "train",
+        "--model",
+        tmp_path / "pruned",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-3",
+        "--out",
+        tmp_path / "tuned",
+        "--json",
+    )
     assert r.code == 0, r.err
     manifest = json.loads((tmp_path / "tuned" / "model.json").read_text())
     assert manifest["spec"] == "edgeprune:demo-cnn" and manifest["plan"] == json.loads(json.dumps(p.to_dict()))

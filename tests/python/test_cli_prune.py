@@ -4,6 +4,7 @@ Consumes: the built-in demo CNN (trained fixture), the zoo file as a `file.py:fa
 Produces: assertions on exit codes, JSON fields, the saved model (ep.load rebuilds the pruned
 shape from the stored plan) and one-line errors.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ def _one_line_error(res, *needles):
 
 
 def test_prune_trained_model_saves_a_reloadable_smaller_model(run_cli, trained_demo_cnn_dir, tmp_out, digits):
-    res = run_cli("prune", "--model", trained_demo_cnn_dir, "--ratio", "0.5", "--round-to", "8",
-                  "--out", tmp_out, "--json")
+    res = run_cli(
+        "prune", "--model", trained_demo_cnn_dir, "--ratio", "0.5", "--round-to", "8", "--out", tmp_out, "--json"
+    )
     assert res.code == 0, res.err
     r = json.loads(res.out)
     assert r["after"]["params"] < r["before"]["params"] and r["after"]["macs"] < r["before"]["macs"]
@@ -44,7 +46,9 @@ def test_prune_trained_model_saves_a_reloadable_smaller_model(run_cli, trained_d
 
 def test_prune_twice_stacks_plans(run_cli, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
-    assert run_cli("prune", "--model", "edgeprune:demo-cnn", "--ratio", "0.3", "--round-to", "4", "--out", first).code == 0
+    assert (
+        run_cli("prune", "--model", "edgeprune:demo-cnn", "--ratio", "0.3", "--round-to", "4", "--out", first).code == 0
+    )
     res = run_cli("prune", "--model", first / "model", "--ratio", "0.3", "--round-to", "4", "--out", second, "--json")
     assert res.code == 0, res.err
     r = json.loads(res.out)
@@ -55,8 +59,19 @@ def test_prune_twice_stacks_plans(run_cli, tmp_path):
 
 
 def test_prune_file_spec_with_target_macs_and_table(run_cli, tmp_out):
-    res = run_cli("prune", "--model", f"{ZOO}:ShuffleNetV2", "--input-shape", "3,16,16", "--target-macs", "0.5",
-                  "--round-to", "1", "--out", tmp_out)
+    res = run_cli(
+        "prune",
+        "--model",
+        f"{ZOO}:ShuffleNetV2",
+        "--input-shape",
+        "3,16,16",
+        "--target-macs",
+        "0.5",
+        "--round-to",
+        "1",
+        "--out",
+        tmp_out,
+    )
     assert res.code == 0, res.err
     assert "channels per layer" in res.out and "macs" in res.out
     plan = json.loads((tmp_out / "plan.json").read_text())
@@ -70,17 +85,40 @@ def test_prune_file_spec_with_target_macs_and_table(run_cli, tmp_out):
 def test_replay_plan_and_plan_for_another_model(run_cli, tmp_path):
     a = tmp_path / "a"
     assert run_cli("prune", "--model", "edgeprune:demo-cnn", "--ratio", "0.5", "--out", a).code == 0
-    res = run_cli("prune", "--model", "edgeprune:demo-cnn", "--plan", a / "plan.json", "--out", tmp_path / "b", "--json")
+    res = run_cli(
+        "prune", "--model", "edgeprune:demo-cnn", "--plan", a / "plan.json", "--out", tmp_path / "b", "--json"
+    )
     assert res.code == 0, res.err
     assert json.loads(res.out)["plan_hash"] == json.loads((a / "plan.json").read_text())["hash"]
-    res = run_cli("prune", "--model", f"{ZOO}:ResNetBasic", "--input-shape", "3,16,16", "--plan", a / "plan.json",
-                  "--out", tmp_path / "c")
+    res = run_cli(
+        "prune",
+        "--model",
+        f"{ZOO}:ResNetBasic",
+        "--input-shape",
+        "3,16,16",
+        "--plan",
+        a / "plan.json",
+        "--out",
+        tmp_path / "c",
+    )
     _one_line_error(res, "--plan", "made for another model")
 
 
 def test_data_driven_importance_uses_calib(run_cli, tmp_out):
-    res = run_cli("prune", "--model", "edgeprune:demo-cnn", "--ratio", "0.4", "--importance", "taylor",
-                  "--calib", "digits", "--out", tmp_out, "--json")
+    res = run_cli(
+        "prune",
+        "--model",
+        "edgeprune:demo-cnn",
+        "--ratio",
+        "0.4",
+        "--importance",
+        "taylor",
+        "--calib",
+        "digits",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     assert res.code == 0, res.err
     assert json.loads(res.out)["settings"]["importance"] == "taylor"
 
@@ -89,10 +127,12 @@ def test_bad_input_exits_2_with_one_line(run_cli, tmp_path):
     base = ("prune", "--model", "edgeprune:demo-cnn")
     _one_line_error(run_cli(*base, "--ratio", "1.5", "--out", tmp_path / "a"), "--ratio 1.5", "[0, 1)")
     _one_line_error(run_cli(*base, "--ratio", "-0.1", "--out", tmp_path / "a"), "--ratio")
-    _one_line_error(run_cli(*base, "--ratio", "0.5", "--importance", "magic", "--out", tmp_path / "a"),
-                    "--importance magic", "l2")
-    _one_line_error(run_cli("prune", "--model", "nosuch:thing", "--ratio", "0.5", "--out", tmp_path / "a"),
-                    "--model nosuch:thing")
+    _one_line_error(
+        run_cli(*base, "--ratio", "0.5", "--importance", "magic", "--out", tmp_path / "a"), "--importance magic", "l2"
+    )
+    _one_line_error(
+        run_cli("prune", "--model", "nosuch:thing", "--ratio", "0.5", "--out", tmp_path / "a"), "--model nosuch:thing"
+    )
     _one_line_error(run_cli(*base, "--ratio", "0.5", "--importance", "taylor", "--out", tmp_path / "a"), "--calib")
     _one_line_error(run_cli(*base, "--ratio", "0.5", "--ignore", "nolayer", "--out", tmp_path / "a"), "--ignore")
     _one_line_error(run_cli(*base, "--out", tmp_path / "a"), "--ratio")  # neither --ratio nor --target-macs

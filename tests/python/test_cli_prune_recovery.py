@@ -4,6 +4,7 @@ the accuracy gate (exit 3 with the best point), reproducibility, and one-line in
 Consumes: the cached trained demo CNN (tests/conftest.py) and the shipped digits data.
 Produces: assertions on exit codes, JSON results and the files written.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,23 @@ def _json(res):
 
 
 def test_adaptive_macs_budget_writes_model_log_and_plot(run_cli, trained_demo_cnn_dir, tmp_out):
-    res = run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", "--budget-macs", "0.5",
-                  "--round-to", "4", *FAST, "--max-acc-drop", "5", "--out", tmp_out, "--json")
+    res = run_cli(
+        "prune",
+        "--model",
+        trained_demo_cnn_dir,
+        "--data",
+        "digits",
+        "--budget-macs",
+        "0.5",
+        "--round-to",
+        "4",
+        *FAST,
+        "--max-acc-drop",
+        "5",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     r = _json(res)
     assert res.code == 0 and r["met"] and r["schedule"] == "adaptive"
     assert r["after"]["macs"] <= 0.5 * r["before"]["macs"]
@@ -42,9 +58,27 @@ def test_adaptive_macs_budget_writes_model_log_and_plot(run_cli, trained_demo_cn
 def test_same_command_twice_same_plan_and_accuracy(run_cli, trained_demo_cnn_dir, tmp_path):
     outs = []
     for i in range(2):
-        res = run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", "--ratio", "0.4",
-                      "--schedule", "agp", *FAST, "--round-to", "4", "--regularize", "bn-l1", "--reg-lambda", "1e-3",
-                      "--out", tmp_path / f"o{i}", "--json")
+        res = run_cli(
+            "prune",
+            "--model",
+            trained_demo_cnn_dir,
+            "--data",
+            "digits",
+            "--ratio",
+            "0.4",
+            "--schedule",
+            "agp",
+            *FAST,
+            "--round-to",
+            "4",
+            "--regularize",
+            "bn-l1",
+            "--reg-lambda",
+            "1e-3",
+            "--out",
+            tmp_path / f"o{i}",
+            "--json",
+        )
         outs.append(_json(res))
     sched = json.loads((tmp_path / "o0" / "schedule.json").read_text())
     assert sched["baseline"]["regularizers"][0]["name"] == "bn-l1" and len(sched["steps"]) == 2
@@ -55,8 +89,24 @@ def test_same_command_twice_same_plan_and_accuracy(run_cli, trained_demo_cnn_dir
 
 def test_gate_fails_with_exit_3_and_best_point(run_cli, trained_demo_cnn_dir, tmp_out):
     # a third of the MACs in one step, with no drop allowed and no recovery: cannot be met
-    res = run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", "--budget-macs", "0.3",
-                  "--max-acc-drop", "0", "--finetune-epochs", "0", "--steps", "1", "--out", tmp_out, "--json")
+    res = run_cli(
+        "prune",
+        "--model",
+        trained_demo_cnn_dir,
+        "--data",
+        "digits",
+        "--budget-macs",
+        "0.3",
+        "--max-acc-drop",
+        "0",
+        "--finetune-epochs",
+        "0",
+        "--steps",
+        "1",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     assert res.code == 3
     r = json.loads(res.out)
     assert not r["met"] and r["reason"]
@@ -65,8 +115,22 @@ def test_gate_fails_with_exit_3_and_best_point(run_cli, trained_demo_cnn_dir, tm
 
 
 def test_sparsity_2_4_and_report(run_cli, trained_demo_cnn_dir, tmp_out):
-    res = run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", "--sparsity", "0.5",
-                  "--sparsity-pattern", "2:4", "--finetune-epochs", "1", "--out", tmp_out, "--json")
+    res = run_cli(
+        "prune",
+        "--model",
+        trained_demo_cnn_dir,
+        "--data",
+        "digits",
+        "--sparsity",
+        "0.5",
+        "--sparsity-pattern",
+        "2:4",
+        "--finetune-epochs",
+        "1",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     r = _json(res)
     assert res.code == 0 and r["pattern"] == "2:4"
     m = ep.load(tmp_out / "model")
@@ -82,24 +146,43 @@ def test_sparsity_2_4_and_report(run_cli, trained_demo_cnn_dir, tmp_out):
 
 def test_latency_budget_on_rpi4(run_cli, trained_demo_cnn_dir, tmp_out):
     base = ep.estimate(ep.load(trained_demo_cnn_dir), "rpi4").total_ms
-    res = run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", "--budget-latency",
-                  f"{0.6 * base:.6f}", "--target", "rpi4", "--round-to", "4", *FAST, "--max-acc-drop", "10",
-                  "--out", tmp_out, "--json")
+    res = run_cli(
+        "prune",
+        "--model",
+        trained_demo_cnn_dir,
+        "--data",
+        "digits",
+        "--budget-latency",
+        f"{0.6 * base:.6f}",
+        "--target",
+        "rpi4",
+        "--round-to",
+        "4",
+        *FAST,
+        "--max-acc-drop",
+        "10",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     r = _json(res)
     assert res.code == 0, r["reason"]
     assert ep.estimate(ep.load(tmp_out / "model"), "rpi4").total_ms <= 0.6 * base
     assert r["budget"]["kind"] == "latency" and r["budget"]["target"] == "rpi4"
 
 
-@pytest.mark.parametrize("argv,message", [
-    (("--budget-macs", "0.5"), "--data is required"),
-    (("--data", "digits", "--budget-latency", "3"), "--target"),
-    (("--data", "digits", "--schedule", "adaptive", "--ratio", "0.5"), "needs a budget"),
-    (("--data", "digits", "--budget-macs", "0.5", "--schedule", "agp"), "--schedule adaptive"),
-    (("--data", "digits", "--sparsity", "0.7", "--sparsity-pattern", "2:4"), "2:4"),
-    (("--data", "nope-no-such-data", "--ratio", "0.5"), "--data nope-no-such-data"),
-    (("--data", "digits", "--budget-latency", "3", "--target", "no-such-board"), "--target no-such-board"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (("--budget-macs", "0.5"), "--data is required"),
+        (("--data", "digits", "--budget-latency", "3"), "--target"),
+        (("--data", "digits", "--schedule", "adaptive", "--ratio", "0.5"), "needs a budget"),
+        (("--data", "digits", "--budget-macs", "0.5", "--schedule", "agp"), "--schedule adaptive"),
+        (("--data", "digits", "--sparsity", "0.7", "--sparsity-pattern", "2:4"), "2:4"),
+        (("--data", "nope-no-such-data", "--ratio", "0.5"), "--data nope-no-such-data"),
+        (("--data", "digits", "--budget-latency", "3", "--target", "no-such-board"), "--target no-such-board"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(run_cli, trained_demo_cnn_dir, tmp_out, argv, message):
     res = run_cli("prune", "--model", trained_demo_cnn_dir, *argv, "--out", tmp_out)
     assert res.code == 2, res.err
@@ -111,9 +194,24 @@ def test_bad_input_is_one_line_exit_2(run_cli, trained_demo_cnn_dir, tmp_out, ar
 def test_dynamic_threshold_flags(run_cli, trained_demo_cnn_dir, tmp_out):
     from edgeprune.prune.sparsity import prunable_weights
 
-    res = run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", "--sparsity", "0.8",
-                  "--threshold", "relative", "--threshold-value", "0.05", "--finetune-epochs", "0",
-                  "--out", tmp_out, "--json")
+    res = run_cli(
+        "prune",
+        "--model",
+        trained_demo_cnn_dir,
+        "--data",
+        "digits",
+        "--sparsity",
+        "0.8",
+        "--threshold",
+        "relative",
+        "--threshold-value",
+        "0.05",
+        "--finetune-epochs",
+        "0",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     r = _json(res)
     m = ep.load(trained_demo_cnn_dir)
     params = dict(m.named_parameters())
@@ -121,6 +219,17 @@ def test_dynamic_threshold_flags(run_cli, trained_demo_cnn_dir, tmp_out):
     expected = float((w < 0.05 * w.max()).float().mean())
     assert expected < 0.8  # the cap does not bind here: the threshold alone decides
     assert r["sparsity"]["sparsity"] == pytest.approx(expected, abs=1e-4)
-    bad = run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", "--sparsity", "0.8",
-                  "--threshold", "percentile", "--out", tmp_out.parent / "o2")
+    bad = run_cli(
+        "prune",
+        "--model",
+        trained_demo_cnn_dir,
+        "--data",
+        "digits",
+        "--sparsity",
+        "0.8",
+        "--threshold",
+        "percentile",
+        "--out",
+        tmp_out.parent / "o2",
+    )
     assert bad.code == 2 and "--threshold-value" in bad.err

@@ -3,6 +3,7 @@
 Consumes: the cached trained demo CNN dir and the ``run_cli`` fixture (tests/conftest.py).
 Produces: pass/fail on files written, JSON printed, exit codes (0, 2 bad input, 3 gate) and messages.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from conftest_quant import *  # noqa: F401,F403
 from conftest_quant import ort_logits, stack
+
 from edgeprune.quant import QuantizedModel
 
 
@@ -23,8 +24,24 @@ def qdir(tmp_path_factory, trained_demo_cnn_dir):
     from edgeprune.cli.main import main
 
     out = tmp_path_factory.mktemp("cli") / "q"
-    code = main(["quantize", "--model", str(trained_demo_cnn_dir), "--calib", "digits", "--calib-n", "256",
-                 "--method", "mse", "--target", "rpi4", "--out", str(out), "--json"])
+    code = main(
+        [
+            "quantize",
+            "--model",
+            str(trained_demo_cnn_dir),
+            "--calib",
+            "digits",
+            "--calib-n",
+            "256",
+            "--method",
+            "mse",
+            "--target",
+            "rpi4",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     return out, code
 
 
@@ -40,8 +57,20 @@ def test_quantize_writes_model_and_scales(qdir, run_cli, tmp_out):
 
 
 def test_quantize_json_output(run_cli, trained_demo_cnn_dir, tmp_out):
-    r = run_cli("quantize", "--model", trained_demo_cnn_dir, "--calib", "digits", "--calib-n", "64",
-                "--method", "minmax", "--out", tmp_out, "--json")
+    r = run_cli(
+        "quantize",
+        "--model",
+        trained_demo_cnn_dir,
+        "--calib",
+        "digits",
+        "--calib-n",
+        "64",
+        "--method",
+        "minmax",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     assert r.code == 0, r.err
     d = json.loads(r.out)
     assert d["method"] == "minmax" and d["quantized_layers"] == 9 and d["calibration_samples"] == 64
@@ -51,8 +80,9 @@ def test_quantize_json_output(run_cli, trained_demo_cnn_dir, tmp_out):
 
 def test_export_and_inspect_cli(qdir, run_cli, tmp_out, digits):
     out, _ = qdir
-    r = run_cli("export", out, "--format", "onnx", "--format", "onnx-int8", "--out", tmp_out, "--dynamic-batch",
-                "--json")
+    r = run_cli(
+        "export", out, "--format", "onnx", "--format", "onnx-int8", "--out", tmp_out, "--dynamic-batch", "--json"
+    )
     assert r.code == 0, r.err
     files = {f["format"]: f for f in json.loads(r.out)["files"]}
     assert json.loads(r.out)["channel_alignment"] is None  # no --target given
@@ -91,15 +121,28 @@ def test_calibration_shape_mismatch_exits_2_naming_both_shapes(run_cli, trained_
 
 
 def test_jetson_nano_target_refused(run_cli, trained_demo_cnn_dir, tmp_out):
-    r = run_cli("quantize", "--model", trained_demo_cnn_dir, "--calib", "digits", "--target", "jetson-nano",
-                "--out", tmp_out)
+    r = run_cli(
+        "quantize", "--model", trained_demo_cnn_dir, "--calib", "digits", "--target", "jetson-nano", "--out", tmp_out
+    )
     assert r.code == 2 and "no int8 path" in r.err and "fp16" in r.err
 
 
 def test_quality_gate_exit_3(run_cli, trained_demo_cnn_dir, tmp_out):
     # a negative budget cannot be met: int8 is never better than fp32 by a whole point here
-    r = run_cli("quantize", "--model", trained_demo_cnn_dir, "--calib", "digits", "--calib-n", "64",
-                "--max-acc-drop", "-1", "--out", tmp_out, "--json")
+    r = run_cli(
+        "quantize",
+        "--model",
+        trained_demo_cnn_dir,
+        "--calib",
+        "digits",
+        "--calib-n",
+        "64",
+        "--max-acc-drop",
+        "-1",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     assert r.code == 3
     assert json.loads(r.out)["gate"] == {"max_acc_drop": -1.0, "passed": False}
 
@@ -141,8 +184,22 @@ def test_fp32_export_of_a_model_dir(run_cli, trained_demo_cnn_dir, tmp_out, digi
 
 
 def test_quantize_with_qat(run_cli, trained_demo_cnn_dir, tmp_out):
-    r = run_cli("quantize", "--model", trained_demo_cnn_dir, "--calib", "digits", "--calib-n", "64",
-                "--method", "percentile", "--qat-epochs", "1", "--out", tmp_out, "--json")
+    r = run_cli(
+        "quantize",
+        "--model",
+        trained_demo_cnn_dir,
+        "--calib",
+        "digits",
+        "--calib-n",
+        "64",
+        "--method",
+        "percentile",
+        "--qat-epochs",
+        "1",
+        "--out",
+        tmp_out,
+        "--json",
+    )
     assert r.code == 0, r.err
     q = json.loads((tmp_out / "quant.json").read_text())
     assert q["metadata"]["qat"]["epochs"] == 1

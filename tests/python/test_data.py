@@ -1,5 +1,6 @@
 """edgeprune.data: the shipped digits, seeded stratified splits, .npz / image-folder / callable specs
 and their error messages."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -84,17 +85,22 @@ def test_npz_with_and_without_split(tmp_path):
     assert np.bincount(d2.test.tensors[1].numpy()).tolist() == [3, 3, 3]
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"y": np.zeros(4, np.int64)}, "missing array 'x'"),
-    ({"x": np.zeros((4, 1, 2, 2), np.float32)}, "missing array 'y'"),
-    ({"x": np.zeros((4, 4), np.float32), "y": np.zeros(4, np.int64)}, "expected 4-D NCHW"),
-    ({"x": np.zeros((4, 1, 2, 2), np.int32), "y": np.zeros(4, np.int64)}, "dtype int32; expected float32"),
-    ({"x": np.zeros((4, 1, 2, 2), np.float32), "y": np.zeros(3, np.int64)}, "'x' has 4 samples but 'y' has 3"),
-    ({"x": np.zeros((4, 1, 2, 2), np.float32), "y": np.zeros(4, np.float32)}, "expected 1-D int64 labels"),
-    ({"x": np.zeros((4, 1, 2, 2), np.float32), "y": np.array([0, 1, -1, 0])}, "negative labels"),
-    ({"x": np.zeros((4, 1, 2, 2), np.float32), "y": np.zeros(4, np.int64), "split": np.array([0, 1, 5, 0])},
-     r"values \[5\]"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"y": np.zeros(4, np.int64)}, "missing array 'x'"),
+        ({"x": np.zeros((4, 1, 2, 2), np.float32)}, "missing array 'y'"),
+        ({"x": np.zeros((4, 4), np.float32), "y": np.zeros(4, np.int64)}, "expected 4-D NCHW"),
+        ({"x": np.zeros((4, 1, 2, 2), np.int32), "y": np.zeros(4, np.int64)}, "dtype int32; expected float32"),
+        ({"x": np.zeros((4, 1, 2, 2), np.float32), "y": np.zeros(3, np.int64)}, "'x' has 4 samples but 'y' has 3"),
+        ({"x": np.zeros((4, 1, 2, 2), np.float32), "y": np.zeros(4, np.float32)}, "expected 1-D int64 labels"),
+        ({"x": np.zeros((4, 1, 2, 2), np.float32), "y": np.array([0, 1, -1, 0])}, "negative labels"),
+        (
+            {"x": np.zeros((4, 1, 2, 2), np.float32), "y": np.zeros(4, np.int64), "split": np.array([0, 1, 5, 0])},
+            r"values \[5\]",
+        ),
+    ],
+)
 def test_npz_errors_name_the_file_and_problem(tmp_path, arrays, message):
     path = _write_npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=message) as e:
@@ -170,7 +176,8 @@ def test_callable_specs(tmp_path, monkeypatch):
         "    t = TensorDataset(torch.zeros(3, 1, 2, 2), torch.tensor([0, 1, 4]))\n"
         "    return t, t, t\n"
         "def bad():\n"
-        "    return 42\n")
+        "    return 42\n"
+    )
     d = ep.data.load(f"{src}:make")
     assert isinstance(d.train, TensorDataset) and len(d.train) == 12 and d.test is d.val
     assert d.num_classes == 3 and d.input_shape == (2, 4, 4)
@@ -193,7 +200,6 @@ def test_unknown_spec_lists_forms():
 def test_datasplits_work_with_dataloader(digits):
     xb, yb = next(iter(DataLoader(digits.val, batch_size=8)))
     assert xb.shape == (8, 1, 32, 32) and yb.dtype == torch.int64
-
 
 
 def test_image_folder_bad_image_and_missing_pillow(tmp_path, monkeypatch):

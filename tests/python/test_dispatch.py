@@ -4,6 +4,7 @@ per process).
 
 Consumes: edgeprune._core / edgeprune.kernels. Produces: assertions only.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,8 +75,10 @@ def test_kernel_listing_names_every_compiled_path():
 
 @pytest.mark.parametrize("isa", ["reference", "avx2", "avx512", "neon", "neon-dotprod"])
 def test_override_selects_or_explains(isa):
-    code = ("import numpy as np; from edgeprune import kernels as k; print(k.selected_isa());"
-            "print(k.Linear(np.ones((3, 2), np.float32)).isa)")
+    code = (
+        "import numpy as np; from edgeprune import kernels as k; print(k.selected_isa());"
+        "print(k.Linear(np.ones((3, 2), np.float32)).isa)"
+    )
     res = run_py(code, EDGEPRUNE_ISA=isa)
     if isa in kernels.supported_isas():
         assert res.returncode == 0, res.stderr
@@ -95,9 +98,11 @@ def test_unknown_override_is_a_clear_error():
 
 
 def test_bad_override_fails_every_call_not_just_the_first():
-    code = ("from edgeprune import kernels as k\n"
-            "for _ in range(2):\n"
-            "    try:\n        k.selected_isa()\n    except RuntimeError as e:\n        print('err', e)\n")
+    code = (
+        "from edgeprune import kernels as k\n"
+        "for _ in range(2):\n"
+        "    try:\n        k.selected_isa()\n    except RuntimeError as e:\n        print('err', e)\n"
+    )
     res = run_py(code, EDGEPRUNE_ISA="bogus")
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("err EDGEPRUNE_ISA=bogus") == 2
@@ -106,7 +111,8 @@ def test_bad_override_fails_every_call_not_just_the_first():
 def test_choice_is_logged_only_when_asked():
     quiet = run_py("from edgeprune import kernels as k; print(k.selected_isa())")
     assert quiet.returncode == 0 and quiet.stderr == ""
-    loud = run_py("from edgeprune import kernels as k; print(k.selected_isa())", EDGEPRUNE_LOG="1",
-                  EDGEPRUNE_ISA="reference")
+    loud = run_py(
+        "from edgeprune import kernels as k; print(k.selected_isa())", EDGEPRUNE_LOG="1", EDGEPRUNE_ISA="reference"
+    )
     assert loud.returncode == 0
     assert "edgeprune: kernel path reference (forced by EDGEPRUNE_ISA" in loud.stderr

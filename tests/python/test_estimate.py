@@ -3,6 +3,7 @@
 Consumes: the full-size MobileNets of zoo_full.py (shapes only, random weights), tiny CNNs,
 and the built-in target profiles. Produces: pass/fail.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,7 +20,7 @@ import zoo_full  # noqa: E402
 E = importlib.import_module("edgeprune.estimate")
 targets = importlib.import_module("edgeprune.targets")
 
-TOL = 0.35  # acceptance of issue 7: within +-35 % of the published points
+TOL = 0.35  # within +-35 % of the published points
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +41,12 @@ def test_published_rpi4_points_within_35_percent(mobilenets, model_name, precisi
 
 
 def test_published_points_are_the_design_figures():
-    # DESIGN.md section 6: the numbers we calibrate against, not ones we picked to pass
+    # docs/targets.md: the numbers we calibrate against, not ones we picked to pass
     assert E.CALIBRATION_POINTS == {
-        ("mobilenet_v2", "fp32"): (41.0, 41.0), ("mobilenet_v2", "int8"): (17.0, 20.0),
-        ("mobilenet_v1", "fp32"): (72.0, 72.0), ("mobilenet_v1", "int8"): (24.0, 29.0),
+        ("mobilenet_v2", "fp32"): (41.0, 41.0),
+        ("mobilenet_v2", "int8"): (17.0, 20.0),
+        ("mobilenet_v1", "fp32"): (72.0, 72.0),
+        ("mobilenet_v1", "int8"): (24.0, 29.0),
     }
 
 
@@ -121,8 +124,15 @@ def test_default_threads_is_all_cores():
 def test_onnx_path_matches_module_path(tmp_path):
     m = Tiny().eval()
     path = tmp_path / "tiny.onnx"
-    torch.onnx.export(m, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    torch.onnx.export(
+        m,
+        (torch.zeros(1, 3, 16, 16),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "batch"}},
+    )
     a = E.estimate(m, "rpi4", "fp32", threads=4)
     b = E.estimate(path, "rpi4", None, threads=4)
     assert b.precision == "fp32" and b.source == str(path)
@@ -147,8 +157,15 @@ def test_quantized_onnx_is_estimated_as_int8(tmp_path):
         def get_next(self):
             return {"x": self.left.pop()} if self.left else None
 
-    quantize_static(str(fp), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
+    quantize_static(
+        str(fp),
+        str(q),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QInt8,
+    )
     est = E.estimate(q, "rpi4", precision=None, threads=4)
     assert est.precision == "int8"
     assert est.macs == E.estimate(m, "rpi4").macs
@@ -162,11 +179,14 @@ def test_public_name_is_callable_even_after_the_module_import():
     assert ep.estimate(Tiny(), "rpi4").to_dict()["estimate"] is True
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"precision": "int4"}, "precision"),
-    ({"threads": 5}, "has 4 cores"),
-    ({"threads": 0}, "threads=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"precision": "int4"}, "precision"),
+        ({"threads": 5}, "has 4 cores"),
+        ({"threads": 0}, "threads=0"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         E.estimate(Tiny(), "rpi4", **kwargs)

@@ -4,6 +4,7 @@ with the torch fake-quant module in ONNX Runtime, per-target Q/DQ, fp16, metadat
 Consumes: the trained demo CNN and digits (tests/conftest.py), small models defined here and the
 full-size MobileNets of tests/python/zoo_full.py (at a small input). Produces: pass/fail.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest_quant import *  # noqa: F401,F403
+from conftest_quant import ort_logits
 from onnx import numpy_helper
 from torch import nn
 
 import edgeprune as ep
-from conftest_quant import *  # noqa: F401,F403
-from conftest_quant import ort_logits
 from edgeprune.export import export, inspect_onnx
 from edgeprune.quant import METHODS, Int8UnsupportedError
 
@@ -166,8 +167,11 @@ def test_int8_file_scales_equal_quantized_model(quantized, tmp_path):
     proto = onnx.load(str(export(qm, tmp_path, formats=["onnx-int8"])["onnx-int8"]))
     inits = _inits(proto)
     producer = {o: n for n in proto.graph.node for o in n.output}
-    layer_nodes = {n.input[1].removesuffix("_dequantized").removesuffix(".weight"): n
-                   for n in proto.graph.node if n.op_type in ("Conv", "Gemm")}
+    layer_nodes = {
+        n.input[1].removesuffix("_dequantized").removesuffix(".weight"): n
+        for n in proto.graph.node
+        if n.op_type in ("Conv", "Gemm")
+    }
     assert set(layer_nodes) == set(qm.layers)
     for target, info in qm.layers.items():
         node = layer_nodes[target]
@@ -195,12 +199,14 @@ def test_int8_file_scales_equal_quantized_model(quantized, tmp_path):
             out = node.output[0]
             if info["relu"]:
                 out = next(n for n in proto.graph.node if out in n.input).output[0]
-            q = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear" and
-                     n.input[0] in (out, f"{out}_prequant"))
+            q = next(
+                n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in (out, f"{out}_prequant")
+            )
             assert float(inits[q.input[1]]) == qm.points[info["output"]]["scale"]
     # and every activation scale in the file is one of ours
-    file_scales = {(float(inits[n.input[1]]), int(inits[n.input[2]])) for n in proto.graph.node
-                   if n.op_type == "QuantizeLinear"}
+    file_scales = {
+        (float(inits[n.input[1]]), int(inits[n.input[2]])) for n in proto.graph.node if n.op_type == "QuantizeLinear"
+    }
     assert file_scales == {(p["scale"], p["zero_point"]) for p in qm.points.values()}
     from edgeprune.export.onnx import read_qdq_scales
 
@@ -238,11 +244,16 @@ def test_x86_avx2_uint8_reduce_range_runs_in_ort(quantized, digits_xy, tmp_path)
 def test_jetson_nano_refuses_int8_and_exports_fp16(demo_fp32, quantized, digits_xy, tmp_path):
     with pytest.raises(Int8UnsupportedError, match="fp16"):
         export(quantized("percentile"), tmp_path / "i8", formats=["onnx-int8"], target="jetson-nano")
-    path = export(demo_fp32, tmp_path / "h", formats=["onnx-fp16"], target="jetson-nano", dynamic_batch=True)["onnx-fp16"]
+    path = export(demo_fp32, tmp_path / "h", formats=["onnx-fp16"], target="jetson-nano", dynamic_batch=True)[
+        "onnx-fp16"
+    ]
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
-    assert all(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer
-               if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16))
+    assert all(
+        i.data_type == onnx.TensorProto.FLOAT16
+        for i in proto.graph.initializer
+        if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    )
     x = digits_xy[0]
     with torch.no_grad():
         ref = demo_fp32(x).numpy()
@@ -316,8 +327,9 @@ def test_bias_that_would_overflow_int32_widens_the_weight_scale(tmp_path):
 def test_int8_small_models_match_fake_quant(name, per_channel, tmp_path):
     model = _small_models()[name]
     g = torch.Generator().manual_seed(4)
-    qm = ep.quantize(model, torch.randn(64, *model.input_shape, generator=g), method="mse",
-                     per_channel=per_channel, progress=False)
+    qm = ep.quantize(
+        model, torch.randn(64, *model.input_shape, generator=g), method="mse", per_channel=per_channel, progress=False
+    )
     path = export(qm, tmp_path, formats=["onnx-int8"], dynamic_batch=True)["onnx-int8"]
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
@@ -388,14 +400,16 @@ def test_channel_alignment_against_the_target(demo_fp32, tmp_path):
     paths = export(branchy, tmp_path / "b", formats=["onnx"], target="x86-avx2")
     meta = {p.key: p.value for p in onnx.load(str(paths["onnx"])).metadata_props}
     assert json.loads(meta["edgeprune_channel_alignment"]) == {
-        "multiple": 8, "misaligned": [{"layer": "a", "channels": 6}, {"layer": "b", "channels": 6},
-                                      {"layer": "gate", "channels": 12}]}
+        "multiple": 8,
+        "misaligned": [{"layer": "a", "channels": 6}, {"layer": "b", "channels": 6}, {"layer": "gate", "channels": 12}],
+    }
 
 
 def test_concat_of_quantized_branches_runs_int8(tmp_path):
     model = _small_models()["branchy"]
-    qm = ep.quantize(model, torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(6)),
-                     method="minmax", progress=False)
+    qm = ep.quantize(
+        model, torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(6)), method="minmax", progress=False
+    )
     cat = [op for op in qm.ops.values() if op["kind"] == "concat"]
     assert len(cat) == 1 and cat[0]["inputs"] == ["relu", "relu_1"]
     path = export(qm, tmp_path, formats=["onnx-int8"], dynamic_batch=True)["onnx-int8"]

@@ -5,6 +5,7 @@ Consumes: the 12 zoo architectures (residual, depthwise, SE, shuffle, concat, La
 tokens, GroupNorm, ConvTranspose) and the pruning engine (ep.plan / ep.apply, ratio 0.5).
 Produces: pass/fail per architecture.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,10 +16,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest_quant import one_torch_thread, ort_logits  # noqa: E402,F401
 from zoo import ZOO, build  # noqa: E402
 
 import edgeprune as ep  # noqa: E402
-from conftest_quant import one_torch_thread, ort_logits  # noqa: E402,F401
 from edgeprune.export import export, inspect_onnx  # noqa: E402
 
 

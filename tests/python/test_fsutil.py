@@ -1,4 +1,5 @@
 """fsutil: atomic writes leave either the whole file or nothing, with normal permissions."""
+
 import os
 import stat
 

@@ -3,6 +3,7 @@
 Consumes: small models (zoo and local). Produces: assertions on group membership, sizes,
 exactness, unknown-op handling and attribute fix-ups.
 """
+
 from __future__ import annotations
 
 import copy

@@ -2,14 +2,15 @@
 
 Consumes: small models defined here, exported with edgeprune.export. Produces: pass/fail.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest_quant import one_torch_thread  # noqa: F401  (autouse: torch on one thread)
 from torch import nn
 
 import edgeprune as ep
-from conftest_quant import one_torch_thread  # noqa: F401  (autouse: torch on one thread)
 from edgeprune.export import export, inspect_onnx
 
 
@@ -113,8 +114,15 @@ def test_inspects_a_third_party_qdq_file(tiny, tmp_path):
             return next(self.it, None)
 
     out = tmp_path / "ort.int8.onnx"
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     info = inspect_onnx(out)
     ref = inspect_onnx(fp32)
     assert info["macs"] == ref["macs"] and info["params"] == ref["params"]

@@ -1,4 +1,5 @@
 """edgeprune.io: ep.save / ep.load round trips, the on-disk format, refusals and atomicity."""
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,9 @@ def test_masks_round_trip_and_resave(tmp_path):
 
 
 def test_save_refuses_a_model_without_spec(tmp_path):
-    with pytest.raises(ValueError, match=r"ep.save needs a model built from a spec \(Sequential has no edgeprune_spec\)"):
+    with pytest.raises(
+        ValueError, match=r"ep.save needs a model built from a spec \(Sequential has no edgeprune_spec\)"
+    ):
         ep.save(nn.Sequential(nn.Linear(2, 2)), tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
@@ -62,8 +65,8 @@ def test_save_refuses_a_model_without_spec(tmp_path):
 def test_file_spec_saved_absolute_and_loads_elsewhere(tmp_path, monkeypatch):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "net_h2.py").write_text(
-        "import torch.nn as nn\n"
-        "def make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3))\n")
+        "import torch.nn as nn\ndef make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3))\n"
+    )
     monkeypatch.chdir(tmp_path / "src")
     plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     ep.save(plain, tmp_path / "m", spec="net_h2.py:make")  # explicit spec for a user-built module
@@ -89,7 +92,9 @@ def test_load_errors(tmp_path):
         ep.load(tmp_path / "m")
     # weights that do not fit the spec (e.g. a pruned model saved without its plan)
     mj.write_text(json.dumps({**d, "build_kwargs": {"num_classes": 3}}))
-    with pytest.raises(ValueError, match=r"does not fit the model built from 'edgeprune:demo-cnn' \(was the model pruned"):
+    with pytest.raises(
+        ValueError, match=r"does not fit the model built from 'edgeprune:demo-cnn' \(was the model pruned"
+    ):
         ep.load(tmp_path / "m")
 
 
@@ -105,8 +110,9 @@ def test_failed_save_leaves_previous_dir_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", exploding_save)
     with pytest.raises(KeyboardInterrupt):
-        ep.save(m, tmp_path / "m", masks={"stem.0.weight": torch.ones(16, 1, 3, 3, dtype=torch.bool)},
-                metadata={"v": 2})
+        ep.save(
+            m, tmp_path / "m", masks={"stem.0.weight": torch.ones(16, 1, 3, 3, dtype=torch.bool)}, metadata={"v": 2}
+        )
     monkeypatch.undo()
     assert ep.load(tmp_path / "m").edgeprune_metadata == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary left behind

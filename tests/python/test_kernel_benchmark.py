@@ -4,6 +4,7 @@ Consumes: the benchmark script, run as a subprocess on one small shape with a ti
 Produces: pass/fail. No assertion is about speed (this machine is shared): only about which rows
 the JSON holds and how their numbers relate.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,15 +18,15 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels.py"
 
 
 def run(*args, cwd):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("kbench") / "rows.json"
-    r = run("--quick", "--shape", "24x40x36", "--sparsity", "0.9", "--min-time", "0.001", "--json", str(out),
-            cwd=out.parent)
+    r = run(
+        "--quick", "--shape", "24x40x36", "--sparsity", "0.9", "--min-time", "0.001", "--json", str(out), cwd=out.parent
+    )
     assert r.returncode == 0, r.stderr
     assert not (out.parent / "rows.json.tmp").exists()
     return json.loads(out.read_text())
@@ -50,13 +51,16 @@ def test_row_numbers_agree(rows):
         assert r["baseline"].startswith("numpy sgemm") or r["kernel"] == "scipy_csr"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--shape", "24x40"], "is not MxKxN"),
-    (["--shape", "0x40x36"], "must be positive"),
-    (["--sparsity", "1.5"], "is not a sparsity in [0, 1)"),
-    (["--min-time", "0"], "--min-time must be positive"),
-    (["--isa", "sparc"], "--isa sparc is not supported here"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shape", "24x40"], "is not MxKxN"),
+        (["--shape", "0x40x36"], "must be positive"),
+        (["--sparsity", "1.5"], "is not a sparsity in [0, 1)"),
+        (["--min-time", "0"], "--min-time must be positive"),
+        (["--isa", "sparc"], "--isa sparc is not supported here"),
+    ],
+)
 def test_bad_arguments_exit_2_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "rows.json"
     r = run(*args, "--json", str(out), cwd=tmp_path)

@@ -4,6 +4,7 @@ every input validation error.
 Consumes: edgeprune.kernels. Produces: assertions only. Shapes are small (fast on 2 cores);
 tails of every tile (1..67) are covered. Passes with EDGEPRUNE_ISA unset, =reference, =avx2.
 """
+
 from __future__ import annotations
 
 import threading
@@ -109,8 +110,11 @@ def test_linear_concurrent_calls_from_threads():
 @pytest.mark.parametrize("layer", ["dense", "sparse"])
 def test_validation_errors_name_the_argument(layer):
     w = np.ones((8, 4), np.float32)
-    make = (lambda *a, **k: kernels.Linear(*a, **k)) if layer == "dense" else \
-        (lambda *a, **k: kernels.SparseLinear(*a, **k))
+    make = (
+        (lambda *a, **k: kernels.Linear(*a, **k))
+        if layer == "dense"
+        else (lambda *a, **k: kernels.SparseLinear(*a, **k))
+    )
     lin = make(w)
     good = np.ones((3, 4), np.float32)
     cases = [
@@ -193,12 +197,15 @@ def test_outputs_are_owned_writable_and_64_byte_aligned():
     rng = np.random.default_rng(8)
     w = sparse_weight(rng, 50, 40, 0.9)
     x = rng.standard_normal((33, 40)).astype(np.float32)
-    q = kernels.QLinear(w, input_scale=0.05, input_zero_point=0, output_scale=0.1, output_zero_point=0,
-                        sparse="sparse")
+    q = kernels.QLinear(w, input_scale=0.05, input_zero_point=0, output_scale=0.1, output_zero_point=0, sparse="sparse")
     xq = rng.integers(-128, 128, size=(33, 40), dtype=np.int8)
-    outs = [kernels.Linear(w)(x), kernels.SparseLinear(w, kernel="sparse")(x),
-            kernels.SparseLinear(w, kernel="sparse").spmm(np.ascontiguousarray(x.T)), q(xq),
-            q.gemm_kn(np.ascontiguousarray(xq.T))]
+    outs = [
+        kernels.Linear(w)(x),
+        kernels.SparseLinear(w, kernel="sparse")(x),
+        kernels.SparseLinear(w, kernel="sparse").spmm(np.ascontiguousarray(x.T)),
+        q(xq),
+        q.gemm_kn(np.ascontiguousarray(xq.T)),
+    ]
     for y in outs:
         assert y.ctypes.data % 64 == 0
         assert y.flags.c_contiguous and y.flags.writeable
@@ -217,8 +224,7 @@ def test_sparse_auto_choice_and_threads():
     sp = kernels.SparseLinear(sparse_ish, kernel="sparse")
     x_kn = np.ascontiguousarray(x.T)
     assert np.array_equal(sp.spmm(x_kn), sp.spmm(x_kn, threads=2))
-    assert_close(kernels.SparseLinear(dense_ish)(x), ref_linear(x, dense_ish, None, "none"),
-                 bound(x, dense_ish, None))
+    assert_close(kernels.SparseLinear(dense_ish)(x), ref_linear(x, dense_ish, None, "none"), bound(x, dense_ish, None))
 
 
 def test_sparse_argument_errors():
@@ -232,9 +238,13 @@ def test_sparse_argument_errors():
 @pytest.mark.parametrize("threads", [0, 257, 1.5])
 def test_threads_are_validated_at_construction(threads):
     w = np.ones((4, 4), np.float32)
-    for make in (lambda: kernels.Linear(w, threads=threads), lambda: kernels.SparseLinear(w, threads=threads),
-                 lambda: kernels.QLinear(w, input_scale=1.0, input_zero_point=0, output_scale=1.0,
-                                         output_zero_point=0, threads=threads)):
+    for make in (
+        lambda: kernels.Linear(w, threads=threads),
+        lambda: kernels.SparseLinear(w, threads=threads),
+        lambda: kernels.QLinear(
+            w, input_scale=1.0, input_zero_point=0, output_scale=1.0, output_zero_point=0, threads=threads
+        ),
+    ):
         with pytest.raises(ValueError, match="threads must be an integer in 1..256"):
             make()
 
@@ -251,5 +261,5 @@ def test_sparse_auto_threshold_matches_the_documented_constant(block):
         else:  # whole 4-row groups share each stored column
             for i in range(stored // 4):
                 g, c = divmod(i, k)
-                w[4 * g:4 * g + 4, c] = 1.0
+                w[4 * g : 4 * g + 4, c] = 1.0
         assert kernels.SparseLinear(w, block=block).kernel == kernel, stored

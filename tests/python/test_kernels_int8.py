@@ -3,6 +3,7 @@ the spec on every path, sparse == dense, extremes, and input validation.
 
 Consumes: edgeprune.kernels. Produces: assertions only (small shapes).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -99,8 +100,7 @@ def test_extremes_and_zero_points_at_the_ends():
     for zp_in in (-128, 127):
         for zp_out in (-128, 127):
             for sparse in ("dense", "sparse"):
-                q = make(w, None, input_zero_point=zp_in, output_zero_point=zp_out, output_scale=0.5,
-                         sparse=sparse)
+                q = make(w, None, input_zero_point=zp_in, output_zero_point=zp_out, output_scale=0.5, sparse=sparse)
                 assert set(np.unique(q.qweight)) == {-127, 127}
                 y = q(x)
                 np.testing.assert_array_equal(y, numpy_qlinear(q, x))

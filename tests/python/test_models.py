@@ -1,7 +1,7 @@
 """edgeprune.models: spec resolution, the demo CNN's structure, safe weight loading, training
 accuracy and determinism, evaluation."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import torch
@@ -59,12 +59,18 @@ def test_build_from_file_and_module(tmp_path, monkeypatch):
         ep.models.build("zoo_h2:not_a_model")
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("resnet-unknown", r"unknown model spec 'resnet-unknown'; accepted forms: 'edgeprune:demo-cnn', 'path/file.py:factory'"),
-    ("edgeprune:nope", r"unknown built-in model; built-ins: edgeprune:demo-cnn"),
-    ("no_such_pkg_h2:fn", r"cannot import module 'no_such_pkg_h2'"),
-    ("missing_file_h2.py:fn", r"file .*missing_file_h2.py not found"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (
+            "resnet-unknown",
+            r"unknown model spec 'resnet-unknown'; accepted forms: 'edgeprune:demo-cnn', 'path/file.py:factory'",
+        ),
+        ("edgeprune:nope", r"unknown built-in model; built-ins: edgeprune:demo-cnn"),
+        ("no_such_pkg_h2:fn", r"cannot import module 'no_such_pkg_h2'"),
+        ("missing_file_h2.py:fn", r"file .*missing_file_h2.py not found"),
+    ],
+)
 def test_unknown_specs(spec, message):
     with pytest.raises(ValueError, match=message):
         ep.models.build(spec)

@@ -3,6 +3,7 @@
 Consumes: target profiles, tiny fakes for the search, the cached demo CNN for the API call.
 Produces: pass/fail. The end-to-end builds are in test_cli_build.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,12 +27,15 @@ def test_trtexec_command_only_for_tensorrt_targets():
     orin = ep.targets.load("jetson-orin-nano")
     assert P.trtexec_command(orin, "model.int8.onnx", "input", (3, 224, 224)) == (
         "trtexec --onnx=model.int8.onnx --int8 --fp16 --saveEngine=model.int8.engine "
-        "--useSpinWait --warmUp=500 --iterations=200 --avgRuns=100")
+        "--useSpinWait --warmUp=500 --iterations=200 --avgRuns=100"
+    )
     assert P.trtexec_command(orin, "model.int8.onnx", "x", (3, 224, 224), dynamic_batch=True).startswith(
-        "trtexec --onnx=model.int8.onnx --int8 --fp16 --shapes=x:1x3x224x224 --saveEngine=model.int8.engine")
+        "trtexec --onnx=model.int8.onnx --int8 --fp16 --shapes=x:1x3x224x224 --saveEngine=model.int8.engine"
+    )
     nano = ep.targets.load("jetson-nano")
     assert P.trtexec_command(nano, "model.fp16.onnx", "input", (1, 32, 32)).startswith(
-        "trtexec --onnx=model.fp16.onnx --fp16 --saveEngine=model.fp16.engine")
+        "trtexec --onnx=model.fp16.onnx --fp16 --saveEngine=model.fp16.engine"
+    )
     assert P.trtexec_command(ep.targets.load("rpi4"), "model.onnx", "input", (1, 32, 32)) is None
 
 
@@ -56,7 +60,7 @@ def _cost(m):
 def test_search_ratio_finds_the_smallest_ratio_meeting_the_budget():
     r, plan, model, met, steps = P._search_ratio(_make, _cost, 40.0, _Fake(0.0), None, None, iters=10)
     assert met and _cost(model) <= 40.0 and plan == {"ratio": r}
-    assert 0.6 <= r <= 0.6 + 0.9 / 2 ** 10 + 1e-12
+    assert 0.6 <= r <= 0.6 + 0.9 / 2**10 + 1e-12
     assert steps[0] == {"ratio": 0.9, "cost": pytest.approx(10.0), "val_top1": None} and len(steps) == 11
 
 
@@ -67,14 +71,17 @@ def test_search_ratio_budget_already_met_and_unreachable():
     assert (r, met) == (0.9, False)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"ratio": 0.5, "budget_macs": 1e6}, "only one of"),
-    ({"ratio": -0.1}, "outside"),
-    ({"budget_macs": 0}, "budget_macs"),
-    ({"max_acc_drop": -1, "data": "digits"}, "max_acc_drop"),
-    ({"max_acc_drop": 1}, "needs data"),
-    ({"formats": ["tflite-int9"]}, "not available"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"ratio": 0.5, "budget_macs": 1e6}, "only one of"),
+        ({"ratio": -0.1}, "outside"),
+        ({"budget_macs": 0}, "budget_macs"),
+        ({"max_acc_drop": -1, "data": "digits"}, "max_acc_drop"),
+        ({"max_acc_drop": 1}, "needs data"),
+        ({"formats": ["tflite-int9"]}, "not available"),
+    ],
+)
 def test_build_rejects_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(P.BuildError, match=match):
         P.build("edgeprune:demo-cnn", "rpi4", tmp_path / "out", **kwargs)
@@ -83,8 +90,17 @@ def test_build_rejects_bad_arguments(tmp_path, kwargs, match):
 
 def test_build_api_returns_result_and_stage_callback(trained_demo_cnn, tmp_out):
     seen = []
-    res = P.build(trained_demo_cnn, "x86-avx2", tmp_out, data="digits", ratio=0.25, recover_epochs=0,
-                  bench_runs=2, max_acc_drop=100.0, on_stage=seen.append)
+    res = P.build(
+        trained_demo_cnn,
+        "x86-avx2",
+        tmp_out,
+        data="digits",
+        ratio=0.25,
+        recover_epochs=0,
+        bench_runs=2,
+        max_acc_drop=100.0,
+        on_stage=seen.append,
+    )
     assert res.out_dir == tmp_out and res.gate_passed is True
     assert seen == res.report["stages_ran"] and seen[0] == "load" and seen[-1] == "report"
     assert json.loads((tmp_out / "report.json").read_text()) == json.loads(json.dumps(res.report))

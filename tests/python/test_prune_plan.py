@@ -4,6 +4,7 @@ Consumes: zoo models and small local models. Produces: assertions on scores (vs 
 values), plans (round trip through JSON on a fresh instance), ratio/target_macs/max_layer_ratio
 semantics and one-line errors for bad input.
 """
+
 from __future__ import annotations
 
 import json
@@ -158,15 +159,18 @@ def test_damaged_plan_is_refused():
         PrunePlan.from_dict({"version": 99})
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"ratio": 1.0}, r"ratio=1.0 is outside \[0, 1\)"),
-    ({"ratio": -0.1}, "outside"),
-    ({"importance": "magic"}, "unknown importance 'magic'"),
-    ({"round_to": 0}, "round_to"),
-    ({"max_layer_ratio": 0}, "max_layer_ratio"),
-    ({"target_macs": -1}, "target_macs"),
-    ({"ratios": {"nope": 0.5}}, "unknown groups"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"ratio": 1.0}, r"ratio=1.0 is outside \[0, 1\)"),
+        ({"ratio": -0.1}, "outside"),
+        ({"importance": "magic"}, "unknown importance 'magic'"),
+        ({"round_to": 0}, "round_to"),
+        ({"max_layer_ratio": 0}, "max_layer_ratio"),
+        ({"target_macs": -1}, "target_macs"),
+        ({"ratios": {"nope": 0.5}}, "unknown groups"),
+    ],
+)
 def test_bad_plan_arguments(kw, match):
     model, x = build("resnet_basic")
     with pytest.raises(ValueError, match=match):

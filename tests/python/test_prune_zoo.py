@@ -1,10 +1,11 @@
-"""Acceptance of the pruning engine on every zoo architecture (issue 3).
+"""Acceptance of the pruning engine on every zoo architecture.
 
 Consumes: the models of tests/python/zoo.py. Produces: assertions that ratio 0 is the identity,
 that pruned models equal the original with the removed channels zeroed in their consumers
 (kept-channel equivalence, 0.3 and 0.6), that pruned models export to ONNX and match in ONNX
 Runtime, and that kept channel counts are multiples of round_to.
 """
+
 from __future__ import annotations
 
 import copy

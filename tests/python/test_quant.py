@@ -1,20 +1,19 @@
 """Quantization: observers, BN folding, int8 scales, per-target defaults, accuracy, QAT, save/load.
 
 Consumes: the trained demo CNN and digits (tests/conftest.py), small models defined here.
-Produces: pass/fail on the int8 scheme of DESIGN.md section 5 and issue 5's acceptance.
+Produces: pass/fail on the int8 scheme of docs/kernels.md and its acceptance bars.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest_quant import *  # noqa: F401,F403
 from torch import nn
 
 import edgeprune as ep
-from conftest_quant import *  # noqa: F401,F403
-from conftest_quant import stack
-from edgeprune.quant import (METHODS, CalibrationError, Int8UnsupportedError, QuantizedModel, fold_bn,
-                             make_config, qat)
+from edgeprune.quant import METHODS, CalibrationError, Int8UnsupportedError, QuantizedModel, fold_bn, make_config, qat
 from edgeprune.quant.observers import Observer, activation_qparams, weight_scales
 
 
@@ -208,8 +207,9 @@ def test_qat_trains_through_fake_quant_and_refreshes_scales(quantized, digits, d
     tuned = qat(qm, digits, epochs=1, lr=1e-4, max_batches=10, restore_best=False)
     assert tuned.metadata["qat"]["history"]["loop"] == "edgeprune.recover.finetune"
     assert tuned.metadata["qat"]["history"]["distill"] is True
-    changed = [t for t in qm.layers
-               if not torch.equal(qm.folded.get_submodule(t).weight, tuned.folded.get_submodule(t).weight)]
+    changed = [
+        t for t in qm.layers if not torch.equal(qm.folded.get_submodule(t).weight, tuned.folded.get_submodule(t).weight)
+    ]
     assert changed, "QAT did not update any weight"
     for t, info in tuned.layers.items():
         w = tuned.folded.get_submodule(t).weight.detach()
@@ -224,8 +224,9 @@ def test_qat_minimal_loop_on_a_bare_dataset(quantized, digits):
     tuned = qat(qm, digits.train, epochs=1, lr=1e-4, max_batches=5)
     hist = tuned.metadata["qat"]["history"]
     assert hist["loop"] == "minimal" and len(hist["train_loss"]) == 1 and hist["train_loss"][0] > 0
-    assert any(not torch.equal(qm.folded.get_submodule(t).weight, tuned.folded.get_submodule(t).weight)
-               for t in qm.layers)
+    assert any(
+        not torch.equal(qm.folded.get_submodule(t).weight, tuned.folded.get_submodule(t).weight) for t in qm.layers
+    )
 
 
 def test_save_load_roundtrip(quantized, digits_xy, tmp_path):
@@ -260,7 +261,6 @@ class _ConvTransposeNet(nn.Module):
 
 def test_pruned_model_quantize_save_load_export(demo_fp32, digits, digits_xy, tmp_path):
     import onnx
-
     from conftest_quant import ort_logits
 
     x1 = digits_xy[0][:1]

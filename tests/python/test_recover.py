@@ -3,6 +3,7 @@
 Consumes: a tiny synthetic dataset and a tiny CNN defined here (fast on 2 shared cores).
 Produces: assertions on what each method must do.
 """
+
 from __future__ import annotations
 
 import types
@@ -23,10 +24,15 @@ def tiny_data(n=512, classes=4, seed=0):
     x = 0.6 * torch.randn(n, 1, 8, 8, generator=g)
     for k in range(classes):
         r, c = divmod(k, 2)
-        x[y == k, :, r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] += 1.0
+        x[y == k, :, r * 4 : (r + 1) * 4, c * 4 : (c + 1) * 4] += 1.0
     split = int(n * 0.75)
-    return types.SimpleNamespace(train=TensorDataset(x[:split], y[:split]), val=TensorDataset(x[split:], y[split:]),
-                                 test=TensorDataset(x[split:], y[split:]), num_classes=classes, input_shape=(1, 8, 8))
+    return types.SimpleNamespace(
+        train=TensorDataset(x[:split], y[:split]),
+        val=TensorDataset(x[split:], y[split:]),
+        test=TensorDataset(x[split:], y[split:]),
+        num_classes=classes,
+        input_shape=(1, 8, 8),
+    )
 
 
 class TinyCNN(nn.Module):
@@ -124,8 +130,9 @@ def test_distillation_is_used_when_a_teacher_is_given(data, monkeypatch):
         return real(s, t, y, temperature, weight)
 
     monkeypatch.setattr(recover_loop, "distillation_loss", counting)
-    student, hist = recover.finetune(make_model(seed=2), (useless, data.val), epochs=3, lr=0.05,
-                                     teacher=teacher, distill_weight=1.0, temperature=2.0)
+    student, hist = recover.finetune(
+        make_model(seed=2), (useless, data.val), epochs=3, lr=0.05, teacher=teacher, distill_weight=1.0, temperature=2.0
+    )
     assert hist["distill"] and calls["teacher"] == calls["n"] > 0
     assert hist["epochs"][0]["kd"] > 0
     agree = recover.top1(student, TensorDataset(data.val.tensors[0], teacher(data.val.tensors[0]).argmax(1)))
@@ -138,8 +145,10 @@ def test_distillation_is_used_when_a_teacher_is_given(data, monkeypatch):
 def test_masks_stay_fixed_during_recovery(data):
     model = make_model()
     g = torch.Generator().manual_seed(0)
-    masks = {"conv2.weight": torch.rand(model.conv2.weight.shape, generator=g) > 0.8,
-             "fc.weight": torch.rand(model.fc.weight.shape, generator=g) > 0.5}
+    masks = {
+        "conv2.weight": torch.rand(model.conv2.weight.shape, generator=g) > 0.8,
+        "fc.weight": torch.rand(model.fc.weight.shape, generator=g) > 0.5,
+    }
     for opt in ("sgd", "adamw"):
         m, _ = recover.finetune(make_model(), data, epochs=2, lr=0.01, optimizer=opt, masks=masks)
         for name, mask in masks.items():
@@ -173,8 +182,9 @@ def test_group_lasso_drives_pruned_groups_to_zero(data, proximal):
     groups = [recover.ChannelGroupSpec((("conv1.weight", 0), ("bn1.weight", 0), ("bn1.bias", 0)), channels=pruned)]
     reg = recover.GroupLasso(groups, lam=1.0 if proximal else 0.3, proximal=proximal)
     start = _group_norms(base, list(pruned)).detach().clone()
-    model, hist = recover.finetune(base, data, epochs=4, lr=0.05, optimizer="sgd", weight_decay=0,
-                                   regularizers=[reg], restore_best=False)
+    model, hist = recover.finetune(
+        base, data, epochs=4, lr=0.05, optimizer="sgd", weight_decay=0, regularizers=[reg], restore_best=False
+    )
     end = _group_norms(model, list(pruned)).detach()
     assert end.max() < 0.01 * start.min(), (start, end)
     assert _group_norms(model, list(kept)).min() > 0.3  # the other channels are left to the task
@@ -194,13 +204,21 @@ def test_group_lasso_per_layer_pairs_conv_with_bn():
 def test_bn_l1_shrinks_gammas(data):
     plain, _ = recover.finetune(make_model(), data, epochs=3, lr=0.05, weight_decay=0, restore_best=False)
     g_plain = torch.cat([plain.bn1.weight, plain.bn2.weight]).detach().abs()
-    slim, h = recover.finetune(make_model(), data, epochs=3, lr=0.05, weight_decay=0, restore_best=False,
-                               regularizers=[recover.BNL1(lam=0.3)])
+    slim, h = recover.finetune(
+        make_model(), data, epochs=3, lr=0.05, weight_decay=0, restore_best=False, regularizers=[recover.BNL1(lam=0.3)]
+    )
     g_slim = torch.cat([slim.bn1.weight, slim.bn2.weight]).detach().abs()
     assert g_slim.sum() < 0.3 * g_plain.sum()
     assert h["epochs"][-1]["val"] > 0.9  # and the task is still solved
-    prox, h = recover.finetune(make_model(), data, epochs=3, lr=0.05, weight_decay=0, restore_best=False,
-                               regularizers=[recover.BNL1(lam=2.0, proximal=True)])
+    prox, h = recover.finetune(
+        make_model(),
+        data,
+        epochs=3,
+        lr=0.05,
+        weight_decay=0,
+        restore_best=False,
+        regularizers=[recover.BNL1(lam=2.0, proximal=True)],
+    )
     g_prox = torch.cat([prox.bn1.weight, prox.bn2.weight]).detach().abs()
     assert int((g_prox == 0).sum()) >= 8 and int((g_plain == 0).sum()) == 0  # soft threshold: exact zeros
     assert h["epochs"][-1]["val"] > 0.9
@@ -208,10 +226,24 @@ def test_bn_l1_shrinks_gammas(data):
 
 def test_weight_l1_and_l2(data):
     plain, _ = recover.finetune(make_model(), data, epochs=2, lr=0.05, weight_decay=0, restore_best=False)
-    l1, _ = recover.finetune(make_model(), data, epochs=2, lr=0.05, weight_decay=0, restore_best=False,
-                             regularizers=[recover.WeightNorm(1e-3, p=1)])
-    l2, _ = recover.finetune(make_model(), data, epochs=2, lr=0.05, weight_decay=0, restore_best=False,
-                             regularizers=[recover.WeightNorm(1e-2, p=2)])
+    l1, _ = recover.finetune(
+        make_model(),
+        data,
+        epochs=2,
+        lr=0.05,
+        weight_decay=0,
+        restore_best=False,
+        regularizers=[recover.WeightNorm(1e-3, p=1)],
+    )
+    l2, _ = recover.finetune(
+        make_model(),
+        data,
+        epochs=2,
+        lr=0.05,
+        weight_decay=0,
+        restore_best=False,
+        regularizers=[recover.WeightNorm(1e-2, p=2)],
+    )
     s = lambda m, p: sum(float(mod.weight.detach().norm(p)) for mod in (m.conv1, m.conv2, m.fc))  # noqa: E731
     assert s(l1, 1) < s(plain, 1)
     assert s(l2, 2) < s(plain, 2)
@@ -235,8 +267,9 @@ def test_admm_reaches_the_sparse_set_and_keeps_accuracy(data):
     model = make_model()
     model.load_state_dict(teacher.state_dict())
     names = ["conv2.weight", "fc.weight"]
-    model, masks, hist = recover.admm_prune(model, data, recover.magnitude_projection(0.75), names,
-                                            epochs=3, lr=0.02, rho=1.0, teacher=teacher)
+    model, masks, hist = recover.admm_prune(
+        model, data, recover.magnitude_projection(0.75), names, epochs=3, lr=0.02, rho=1.0, teacher=teacher
+    )
     for n in names:
         w = dict(model.named_parameters())[n]
         assert masks[n].float().mean() == pytest.approx(0.25, abs=0.01)
@@ -268,7 +301,9 @@ def test_recover_never_imports_prune():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 mod = node.module or ""
-                if (node.level == 0 and mod.startswith("edgeprune.prune")) or (node.level == 2 and mod.startswith("prune")):
+                if (node.level == 0 and mod.startswith("edgeprune.prune")) or (
+                    node.level == 2 and mod.startswith("prune")
+                ):
                     bad.append(f"{path.name}: from {'.' * node.level}{mod}")
             elif isinstance(node, ast.Import):
                 bad += [f"{path.name}: import {a.name}" for a in node.names if a.name.startswith("edgeprune.prune")]

@@ -3,15 +3,16 @@ recovery between steps (AGP hits its sparsity at every step, masks only grow, se
 
 Consumes: the tiny synthetic data and CNN of test_recover. Produces: assertions.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from test_recover import make_model, tiny_data
 
 from edgeprune import recover
 from edgeprune.prune import schedule as S
 from edgeprune.prune.sparsity import check_pattern, sparsity_report
-from test_recover import make_model, tiny_data
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_same_seed_same_masks_and_accuracy(trained, data):
     b = S.sparsify(trained, data, 0.6, schedule="agp", steps=2, finetune_epochs=1)
     assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks)
     assert [r["val_recovered"] for r in a.log] == [r["val_recovered"] for r in b.log]
-    for (na, pa), (nb, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+    for (na, pa), (_nb, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert torch.equal(pa, pb), na
 
 
@@ -101,8 +102,9 @@ def _channels(m):
 def test_structured_agp_steps_with_recovery_and_replay(trained, data):
     import edgeprune as ep
 
-    res = S.prune_structured(trained, data, X, ratio=0.5, schedule="agp", steps=3, round_to=1,
-                             finetune_epochs=1, global_ranking=False)
+    res = S.prune_structured(
+        trained, data, X, ratio=0.5, schedule="agp", steps=3, round_to=1, finetune_epochs=1, global_ranking=False
+    )
     assert len(res.log) == 3
     # AGP: the channel count follows s_t = 0.5 * (1 - (1 - t/3)^3) of the original 24
     kept_per_step = []
@@ -124,8 +126,9 @@ def test_structured_agp_steps_with_recovery_and_replay(trained, data):
 def test_structured_target_macs_linear(trained, data):
     import edgeprune as ep
 
-    res = S.prune_structured(trained, data, X, target_macs=0.5, schedule="linear", steps=2, round_to=2,
-                             finetune_epochs=1)
+    res = S.prune_structured(
+        trained, data, X, target_macs=0.5, schedule="linear", steps=2, round_to=2, finetune_epochs=1
+    )
     base = ep.prune.count_macs_params(trained, X)[0]
     ratios = [r["macs_ratio"] for r in res.log]
     assert ratios[-1] <= 0.5 and ratios[0] > ratios[-1]
@@ -136,26 +139,54 @@ def test_structured_target_macs_linear(trained, data):
 
 def test_structured_regularizer_acts_between_steps(trained, data):
     reg = recover.BNL1(lam=0.3)
-    with_reg = S.prune_structured(trained, data, X, ratio=0.25, schedule="linear", steps=2, round_to=1,
-                                  finetune_epochs=1, regularizers=[reg], importance="bn_scale")
-    plain = S.prune_structured(trained, data, X, ratio=0.25, schedule="linear", steps=2, round_to=1,
-                               finetune_epochs=1, importance="bn_scale")
+    with_reg = S.prune_structured(
+        trained,
+        data,
+        X,
+        ratio=0.25,
+        schedule="linear",
+        steps=2,
+        round_to=1,
+        finetune_epochs=1,
+        regularizers=[reg],
+        importance="bn_scale",
+    )
+    plain = S.prune_structured(
+        trained, data, X, ratio=0.25, schedule="linear", steps=2, round_to=1, finetune_epochs=1, importance="bn_scale"
+    )
     # the BN-L1 recovery after step 1 changes which channels step 2 removes or the weights it keeps
     assert any(a.hash != b.hash for a, b in zip(with_reg.plans, plain.plans)) or not torch.equal(
-        with_reg.model.bn2.weight, plain.model.bn2.weight)
+        with_reg.model.bn2.weight, plain.model.bn2.weight
+    )
 
 
 def test_structured_dynamic_threshold_solve_and_relative(trained, data):
     from edgeprune.prune.threshold import DynamicThreshold
 
-    solved = S.prune_structured(trained, data, X, ratio=0.5, schedule="linear", steps=2, round_to=1,
-                                finetune_epochs=1, threshold=DynamicThreshold("solve", scope="layer"))
+    solved = S.prune_structured(
+        trained,
+        data,
+        X,
+        ratio=0.5,
+        schedule="linear",
+        steps=2,
+        round_to=1,
+        finetune_epochs=1,
+        threshold=DynamicThreshold("solve", scope="layer"),
+    )
     assert _channels(solved.model) == 12  # per layer: half of 8 and half of 16
     assert solved.model.conv1.out_channels == 4 and solved.model.conv2.out_channels == 8
     assert solved.plans[0].settings["threshold"]["method"] == "solve"
     # relative: channels below 0.9 x the max score of their layer go, recomputed at every step
-    rel = S.prune_structured(trained, data, X, schedule="oneshot", round_to=1, finetune_epochs=0,
-                             threshold=DynamicThreshold("relative", 0.9, scope="layer"))
+    rel = S.prune_structured(
+        trained,
+        data,
+        X,
+        schedule="oneshot",
+        round_to=1,
+        finetune_epochs=0,
+        threshold=DynamicThreshold("relative", 0.9, scope="layer"),
+    )
     from edgeprune.graph import trace
     from edgeprune.prune.importance import score_groups
 
@@ -166,8 +197,16 @@ def test_structured_dynamic_threshold_solve_and_relative(trained, data):
 
 @pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.8), ("4x1", 0.5)])
 def test_admm_sparsify_per_layer(trained, data, pattern, sparsity):
-    res = S.sparsify_admm(trained, data, sparsity, pattern=pattern, rho=1.0, admm_epochs=2, retrain_epochs=1,
-                          recover=recover.RecoverConfig(lr=0.02))
+    res = S.sparsify_admm(
+        trained,
+        data,
+        sparsity,
+        pattern=pattern,
+        rho=1.0,
+        admm_epochs=2,
+        retrain_epochs=1,
+        recover=recover.RecoverConfig(lr=0.02),
+    )
     params = dict(res.model.named_parameters())
     for n, m in res.masks.items():
         assert m.float().mean() == pytest.approx(1 - sparsity, abs=0.05), n  # per layer

@@ -3,18 +3,19 @@ sensitivity scan, greedy allocation, back-off and the gate, reproducibility, and
 
 Consumes: the tiny synthetic data and CNN of test_recover. Produces: assertions.
 """
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from test_recover import make_model, tiny_data
 
 import edgeprune as ep
 from edgeprune import recover
-from edgeprune.prune import search as S
 from edgeprune.prune import PrunePlan
-from test_recover import make_model, tiny_data
+from edgeprune.prune import search as S
 
 X = torch.zeros(1, 1, 8, 8)
 
@@ -94,8 +95,9 @@ def test_unmeetable_drop_backs_off_and_reports_the_best_point(trained, data):
     def width_metric(model, dataset):
         return model.conv2.out_channels / 16
 
-    res = _run(trained, data, S.Budget("macs", 0.1), max_acc_drop=0.0, max_backoff=1, finetune_epochs=0,
-               metric=width_metric)
+    res = _run(
+        trained, data, S.Budget("macs", 0.1), max_acc_drop=0.0, max_backoff=1, finetune_epochs=0, metric=width_metric
+    )
     assert not res.met
     assert "max-acc-drop" in res.reason or "over the budget" in res.reason
     steps = [s for s in res.log["steps"] if "accepted" in s]
@@ -115,9 +117,15 @@ def test_allocation_takes_the_insensitive_group_first(trained, data):
     for gid, size in S._group_sizes(graph).items():
         for kept in (size * 3 // 4, size // 2):
             p = engine.plan(trained, graph, scores, {gid: 1 - kept / size})
-            scan.append({"group": gid, "kept": kept, "channels": size,
-                         "drop": 0.5 if gid == "conv2" else 0.0,  # conv2 declared very sensitive
-                         "cost": budget.cost(engine.apply(trained, p), X)})
+            scan.append(
+                {
+                    "group": gid,
+                    "kept": kept,
+                    "channels": size,
+                    "drop": 0.5 if gid == "conv2" else 0.0,  # conv2 declared very sensitive
+                    "cost": budget.cost(engine.apply(trained, p), X),
+                }
+            )
     kept, cost, moves = S.allocate(trained, engine, budget, scan, 0.9 * base, base, graph, scores)
     assert moves[0]["group"] == "conv1"
     assert cost <= 0.9 * base

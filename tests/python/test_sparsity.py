@@ -3,15 +3,16 @@ monotone re-masking, the per-layer report, and masks that survive recovery.
 
 Consumes: the tiny synthetic data and CNN of test_recover. Produces: assertions on the masks.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from test_recover import make_model, tiny_data
 from torch import nn
 
 from edgeprune import recover
 from edgeprune.prune import sparsity as S
-from test_recover import make_model, tiny_data
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""edgeprune.targets: the six built-in profiles carry DESIGN.md section 6's figures, and every kind
+"""edgeprune.targets: the six built-in profiles carry docs/targets.md's figures, and every kind
 of bad profile is refused with the file and the dotted field named."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +13,7 @@ import edgeprune as ep
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# DESIGN.md section 6: (cores, uarch, GHz, fp32 GFLOPS/core, int8 GOPS/core, DRAM GB/s, qemu cpu)
+# docs/targets.md: (cores, uarch, GHz, fp32 GFLOPS/core, int8 GOPS/core, DRAM GB/s, qemu cpu)
 VENDOR = {
     "rpi4": (4, "cortex-a72", 1.5, 12.0, 24.0, 12.8, "cortex-a72"),
     "rpi5": (4, "cortex-a76", 2.4, 38.4, 154.0, 17.1, "cortex-a76"),
@@ -23,7 +24,8 @@ VENDOR = {
 
 def test_names():
     assert ep.targets.names() == sorted(
-        ["rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "x86-avx2", "x86-avx512-vnni"])
+        ["rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "x86-avx2", "x86-avx512-vnni"]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(VENDOR))
@@ -90,20 +92,27 @@ def _mutated(tmp_path, old, new, name="x.toml"):
     return p
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("freq_ghz = 1.5", "frq_ghz = 1.5", "unknown field 'cpu.frq_ghz'"),
-    ("bandwidth_gbs = 68.0", "", "missing field 'memory.bandwidth_gbs'"),
-    ("cores = 6", 'cores = "6"', "field 'cpu.cores' must be a positive integer, got str '6'"),
-    ("cores = 6", "cores = 6.5", "field 'cpu.cores' must be a positive integer"),
-    ("freq_ghz = 1.5", "freq_ghz = 0", "field 'cpu.freq_ghz' must be a positive number, got 0"),
-    ("int8_tops = 20.0", "int8_tops = -1", "field 'gpu.int8_tops' must be a positive number, got -1"),
-    ("ram_gb = 8", "ram_gb = true", "field 'memory.ram_gb' must be a positive number, got bool"),
-    ('features = ["neon", "dotprod", "fp16"]', 'features = "neon"', "field 'cpu.features' must be a list of strings"),
-    ('precision = "int8"', 'precision = "int4"', "field 'deploy.precision' must be one of int8, fp16, fp32"),
-    ('name = "jetson-orin-nano"', 'name = "jetson-orin-nano"\nvendor = "nvidia"', "unknown field 'vendor'"),
-    ('tensorrt = "10.3"', "", "missing field 'gpu.tensorrt'"),
-    ("[peak]", "[peeks]", "unknown field 'peeks'"),
-])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("freq_ghz = 1.5", "frq_ghz = 1.5", "unknown field 'cpu.frq_ghz'"),
+        ("bandwidth_gbs = 68.0", "", "missing field 'memory.bandwidth_gbs'"),
+        ("cores = 6", 'cores = "6"', "field 'cpu.cores' must be a positive integer, got str '6'"),
+        ("cores = 6", "cores = 6.5", "field 'cpu.cores' must be a positive integer"),
+        ("freq_ghz = 1.5", "freq_ghz = 0", "field 'cpu.freq_ghz' must be a positive number, got 0"),
+        ("int8_tops = 20.0", "int8_tops = -1", "field 'gpu.int8_tops' must be a positive number, got -1"),
+        ("ram_gb = 8", "ram_gb = true", "field 'memory.ram_gb' must be a positive number, got bool"),
+        (
+            'features = ["neon", "dotprod", "fp16"]',
+            'features = "neon"',
+            "field 'cpu.features' must be a list of strings",
+        ),
+        ('precision = "int8"', 'precision = "int4"', "field 'deploy.precision' must be one of int8, fp16, fp32"),
+        ('name = "jetson-orin-nano"', 'name = "jetson-orin-nano"\nvendor = "nvidia"', "unknown field 'vendor'"),
+        ('tensorrt = "10.3"', "", "missing field 'gpu.tensorrt'"),
+        ("[peak]", "[peeks]", "unknown field 'peeks'"),
+    ],
+)
 def test_validation_names_file_and_field(tmp_path, old, new, message):
     p = _mutated(tmp_path, old, new)
     with pytest.raises(ValueError) as e:

@@ -3,6 +3,7 @@ global and per-layer scope, caps, and recomputation from the current scores at e
 
 Consumes: small hand-made score tensors. Produces: assertions on exactly which items go.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,7 +61,9 @@ def test_relative_and_percentile_and_absolute():
 
 
 def test_min_keep_never_empties_a_layer():
-    keep = T.select({"a": torch.tensor([1.0, 1.0]), "b": torch.tensor([9.0, 9.0])}, method="absolute", value=5.0, min_keep=1)
+    keep = T.select(
+        {"a": torch.tensor([1.0, 1.0]), "b": torch.tensor([9.0, 9.0])}, method="absolute", value=5.0, min_keep=1
+    )
     assert int(keep["a"].sum()) == 1 and keep["b"].all()
 
 

@@ -12,6 +12,7 @@ GroupNorm (ResNeXt), ConvTranspose2d (plain and depthwise) + skip concat (UNet),
 window attention through torch.einsum (unmodelled, pinned) viewed back with a size read from
 the residual's shape.
 """
+
 from __future__ import annotations
 
 import math
@@ -95,8 +96,12 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hid = cin * expand
         self.use_res = stride == 1 and cin == cout
-        self.conv = nn.Sequential(cbr(cin, hid, 1, act=nn.ReLU6), cbr(hid, hid, 3, stride, groups=hid, act=nn.ReLU6),
-                                  nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.conv = nn.Sequential(
+            cbr(cin, hid, 1, act=nn.ReLU6),
+            cbr(hid, hid, 3, stride, groups=hid, act=nn.ReLU6),
+            nn.Conv2d(hid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
 
     def forward(self, x):
         return x + self.conv(x) if self.use_res else self.conv(x)
@@ -105,9 +110,13 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     def __init__(self, classes=10):
         super().__init__()
-        self.features = nn.Sequential(cbr(3, 16, act=nn.ReLU6), InvertedResidual(16, 16, 1, 4),
-                                      InvertedResidual(16, 24, 2, 4), InvertedResidual(24, 24, 1, 4),
-                                      cbr(24, 64, 1, act=nn.ReLU6))
+        self.features = nn.Sequential(
+            cbr(3, 16, act=nn.ReLU6),
+            InvertedResidual(16, 16, 1, 4),
+            InvertedResidual(16, 24, 2, 4),
+            InvertedResidual(24, 24, 1, 4),
+            cbr(24, 64, 1, act=nn.ReLU6),
+        )
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(64, classes))
 
     def forward(self, x):
@@ -131,8 +140,13 @@ class MobileNetV3Block(nn.Module):
     def __init__(self, cin, hid, cout, stride=1):
         super().__init__()
         self.use_res = stride == 1 and cin == cout
-        self.block = nn.Sequential(cbr(cin, hid, 1, act=nn.Hardswish), cbr(hid, hid, 3, stride, groups=hid, act=nn.Hardswish),
-                                   SqueezeExcite(hid), nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.block = nn.Sequential(
+            cbr(cin, hid, 1, act=nn.Hardswish),
+            cbr(hid, hid, 3, stride, groups=hid, act=nn.Hardswish),
+            SqueezeExcite(hid),
+            nn.Conv2d(hid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
 
     def forward(self, x):
         y = self.block(x)
@@ -142,8 +156,12 @@ class MobileNetV3Block(nn.Module):
 class MobileNetV3(nn.Module):
     def __init__(self, classes=10):
         super().__init__()
-        self.features = nn.Sequential(cbr(3, 16, act=nn.Hardswish), MobileNetV3Block(16, 48, 16),
-                                      MobileNetV3Block(16, 64, 24, 2), MobileNetV3Block(24, 72, 24))
+        self.features = nn.Sequential(
+            cbr(3, 16, act=nn.Hardswish),
+            MobileNetV3Block(16, 48, 16),
+            MobileNetV3Block(16, 64, 24, 2),
+            MobileNetV3Block(24, 72, 24),
+        )
         self.head = nn.Sequential(nn.Linear(24, 64), nn.Hardswish(), nn.Linear(64, classes))
 
     def forward(self, x):
@@ -156,8 +174,12 @@ class MBConv(nn.Module):
         hid = cin * expand
         self.use_res = stride == 1 and cin == cout
         layers = [] if expand == 1 else [cbr(cin, hid, 1, act=nn.SiLU)]
-        layers += [cbr(hid, hid, 3, stride, groups=hid, act=nn.SiLU), SqueezeExcite(hid, 4, nn.SiLU, nn.Sigmoid),
-                   nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [
+            cbr(hid, hid, 3, stride, groups=hid, act=nn.SiLU),
+            SqueezeExcite(hid, 4, nn.SiLU, nn.Sigmoid),
+            nn.Conv2d(hid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -170,8 +192,13 @@ class MBConv(nn.Module):
 class EfficientNet(nn.Module):
     def __init__(self, classes=10):
         super().__init__()
-        self.features = nn.Sequential(cbr(3, 16, s=1, act=nn.SiLU), MBConv(16, 16, 1, 1), MBConv(16, 24, 4, 2),
-                                      MBConv(24, 24, 4, 1), cbr(24, 64, 1, act=nn.SiLU))
+        self.features = nn.Sequential(
+            cbr(3, 16, s=1, act=nn.SiLU),
+            MBConv(16, 16, 1, 1),
+            MBConv(16, 24, 4, 2),
+            MBConv(24, 24, 4, 1),
+            cbr(24, 64, 1, act=nn.SiLU),
+        )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(64, classes))
 
@@ -192,14 +219,26 @@ class ShuffleUnit(nn.Module):
         self.stride = stride
         bf = cout // 2
         if stride > 1:
-            self.branch1 = nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
-                                         nn.Conv2d(cin, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU())
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+                nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, bf, 1, bias=False),
+                nn.BatchNorm2d(bf),
+                nn.ReLU(),
+            )
         else:
             self.branch1 = nn.Sequential()
         c2 = cin if stride > 1 else bf
-        self.branch2 = nn.Sequential(nn.Conv2d(c2, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU(),
-                                     nn.Conv2d(bf, bf, 3, stride, 1, groups=bf, bias=False), nn.BatchNorm2d(bf),
-                                     nn.Conv2d(bf, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU())
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(c2, bf, 1, bias=False),
+            nn.BatchNorm2d(bf),
+            nn.ReLU(),
+            nn.Conv2d(bf, bf, 3, stride, 1, groups=bf, bias=False),
+            nn.BatchNorm2d(bf),
+            nn.Conv2d(bf, bf, 1, bias=False),
+            nn.BatchNorm2d(bf),
+            nn.ReLU(),
+        )
 
     def forward(self, x):
         if self.stride == 1:
@@ -242,8 +281,9 @@ class DenseNet(nn.Module):
         self.stem = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.layers = nn.ModuleList([DenseLayer(16 + i * growth, growth) for i in range(3)])
         c = 16 + 3 * growth
-        self.transition = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False),
-                                        nn.AvgPool2d(2))
+        self.transition = nn.Sequential(
+            nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2)
+        )
         self.norm = nn.BatchNorm2d(c // 2)
         self.fc = nn.Linear(c // 2, classes)
 
@@ -437,7 +477,7 @@ class TimmAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.fused_attn = fused_attn
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
@@ -504,7 +544,7 @@ class EinsumAttention(nn.Module):
         q = q.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
         k = k.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
         v = v.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
-        attn = F.softmax(torch.einsum("B G H I D, B G H J D -> B G H I J", q, k * DH ** -0.5), dim=-1)
+        attn = F.softmax(torch.einsum("B G H I D, B G H J D -> B G H I J", q, k * DH**-0.5), dim=-1)
         out = torch.einsum("B G H I J, B G H J D -> B G H I D", attn, v)
         return self.merge(out.permute(0, 1, 3, 2, 4).reshape(B, G, P, D))
 

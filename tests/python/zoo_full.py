@@ -9,6 +9,7 @@ MobileNetV2 follows Sandler et al. 2018 / torchvision's ``mobilenet_v2`` (width 
 parameters, ~300 M MACs); MobileNetV1 follows Howard et al. 2017 (width 1.0: 4.23 M parameters,
 ~569 M MACs). These are the models of the published XNNPACK Raspberry Pi 4 figures.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -41,7 +42,15 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     # (expansion t, output channels c, repeats n, first stride s), table 2 of the paper
-    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    SETTINGS = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()

@@ -47,17 +47,19 @@ inline void micro(const float* a, int64_t lda, const float* bp, int64_t kc, cons
   }
 }
 
-using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, const float*, int64_t, float*,
-                         int64_t, bool, __m256, __m256);
-constexpr MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, const float*, int64_t,
+                         float*, int64_t, bool, __m256, __m256);
+constexpr MicroFn kMicro[MR + 1] = {nullptr,  micro<1>, micro<2>, micro<3>,
+                                    micro<4>, micro<5>, micro<6>};
 
 struct K {
   using V = __m256;
   static constexpr int MR = avx2::MR, NR = avx2::NR, Align = 32;
   static constexpr int64_t KC = avx2::KC;
   static V set1(float f) { return _mm256_set1_ps(f); }
-  static void micro(int R, const float* a, int64_t lda, const float* bp, int64_t kc, const float* init,
-                    int64_t ldi, float* out, int64_t ldo, bool last, V lo, V hi) {
+  static void micro(int R, const float* a, int64_t lda, const float* bp, int64_t kc,
+                    const float* init, int64_t ldi, float* out, int64_t ldo, bool last, V lo,
+                    V hi) {
     kMicro[R](a, lda, bp, kc, init, ldi, out, ldo, last, lo, hi);
   }
 };

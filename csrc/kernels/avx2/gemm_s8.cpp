@@ -24,8 +24,10 @@ inline void tile(const int32_t* ap, const int8_t* bp, int64_t pairs, __m256i out
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   for (int64_t q = 0; q < pairs; ++q) {
-    const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bp + q * NR * KG)));
-    const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bp + q * NR * KG + 16)));
+    const __m256i b0 =
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bp + q * NR * KG)));
+    const __m256i b1 = _mm256_cvtepi8_epi16(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(bp + q * NR * KG + 16)));
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
       const __m256i a = _mm256_set1_epi32(ap[q * MR + r]);
@@ -67,7 +69,8 @@ void gemm_s8(const GemmS8Args& p) {
           continue;
         }
         for (int64_t q = 0; q < full; ++q)
-          ap[q * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * q]))) | (uint32_t(uint16_t(int16_t(x[2 * q + 1]))) << 16));
+          ap[q * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * q]))) |
+                                   (uint32_t(uint16_t(int16_t(x[2 * q + 1]))) << 16));
         if (full < pairs) ap[full * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * full]))));
       }
       for (int64_t j0 = jb; j0 < jend; j0 += NR) {
@@ -79,7 +82,8 @@ void gemm_s8(const GemmS8Args& p) {
         kTile[R](ap, p.bp + (j0 / NR) * NR * KG * pairs, pairs, acc);
         for (int r = 0; r < R; ++r) {
           for (int h = 0; h < 2; ++h) {
-            const __m256i v = _mm256_add_epi32(acc[r][h], _mm256_load_si256(reinterpret_cast<const __m256i*>(bias + 8 * h)));
+            const __m256i v = _mm256_add_epi32(
+                acc[r][h], _mm256_load_si256(reinterpret_cast<const __m256i*>(bias + 8 * h)));
             __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_load_ps(scale + 8 * h));
             f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
             const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);  // MXCSR: nearest even

@@ -18,7 +18,9 @@ struct O {
   using Q = __m256;  // 4 weights in each 128-bit lane; lane<L> broadcasts weight L in-lane
   static Q quad(const float* p) { return _mm256_broadcast_ps(reinterpret_cast<const __m128*>(p)); }
   template <int L>
-  static V lane(Q q) { return _mm256_permute_ps(q, L * 0x55); }
+  static V lane(Q q) {
+    return _mm256_permute_ps(q, L * 0x55);
+  }
   static V set1(float f) { return _mm256_set1_ps(f); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }

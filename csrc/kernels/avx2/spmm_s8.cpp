@@ -34,8 +34,10 @@ void pass(const SpmmS8Args& p, int64_t n0) {
 #pragma GCC unroll 4
       for (int j = 0; j < NV; ++j) {
         const __m128i* xv = reinterpret_cast<const __m128i*>(x + 32 * j);
-        acc[j][0] = _mm256_add_epi32(acc[j][0], _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(xv)), wv));
-        acc[j][1] = _mm256_add_epi32(acc[j][1], _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(xv + 1)), wv));
+        acc[j][0] = _mm256_add_epi32(
+            acc[j][0], _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(xv)), wv));
+        acc[j][1] = _mm256_add_epi32(
+            acc[j][1], _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(xv + 1)), wv));
       }
     }
     quad += count;
@@ -50,7 +52,8 @@ void pass(const SpmmS8Args& p, int64_t n0) {
       const __m256i s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[j][0], acc[j][1]), 0xD8);
       __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s, bias)), scale);
       f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(out), _mm256_add_epi32(_mm256_cvtps_epi32(f), zp));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out),
+                         _mm256_add_epi32(_mm256_cvtps_epi32(f), zp));
       for (int c = 0; c < 8; ++c) y[8 * j + c] = int8_t(out[c]);
     }
   }

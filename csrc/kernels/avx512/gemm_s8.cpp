@@ -43,7 +43,8 @@ inline void tile(const int32_t* ap, const int8_t* bp, int64_t quads, __m512i out
 }
 
 using TileFn = void (*)(const int32_t*, const int8_t*, int64_t, __m512i (*)[2]);
-constexpr TileFn kTile[MR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>, tile<7>, tile<8>};
+constexpr TileFn kTile[MR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>,
+                                  tile<5>, tile<6>, tile<7>, tile<8>};
 
 }  // namespace
 
@@ -84,7 +85,8 @@ void gemm_s8(const GemmS8Args& p) {
         }
         if (full < quads) {
           uint32_t v = 0;
-          for (int64_t k = full * KG; k < p.depth; ++k) v |= uint32_t(uint8_t(x[k])) << (8 * (k - full * KG));
+          for (int64_t k = full * KG; k < p.depth; ++k)
+            v |= uint32_t(uint8_t(x[k])) << (8 * (k - full * KG));
           ap[full * MR + r] = int32_t(v);
         }
       }
@@ -96,15 +98,19 @@ void gemm_s8(const GemmS8Args& p) {
         }
         kTile[R](ap, p.bp + (j0 / NR) * NR * KG * quads, quads, acc);
         const __mmask16 m0 = w >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << w) - 1);
-        const __mmask16 m1 = w >= 32 ? __mmask16(0xFFFF) : w <= 16 ? __mmask16(0) : __mmask16((1u << (w - 16)) - 1);
+        const __mmask16 m1 = w >= 32   ? __mmask16(0xFFFF)
+                             : w <= 16 ? __mmask16(0)
+                                       : __mmask16((1u << (w - 16)) - 1);
         for (int r = 0; r < R; ++r)
           for (int h = 0; h < 2; ++h) {
             const __m512i off = _mm512_set1_epi32(-128 * rowsum[r]);
-            const __m512i v = _mm512_add_epi32(_mm512_add_epi32(acc[r][h], off), _mm512_load_si512(badj + 16 * h));
+            const __m512i v = _mm512_add_epi32(_mm512_add_epi32(acc[r][h], off),
+                                               _mm512_load_si512(badj + 16 * h));
             __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_load_ps(scale + 16 * h));
             f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
             const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);  // MXCSR: nearest even
-            _mm_mask_storeu_epi8(p.y + (r0 + r) * p.ldy + j0 + 16 * h, h ? m1 : m0, _mm512_cvtepi32_epi8(q));
+            _mm_mask_storeu_epi8(p.y + (r0 + r) * p.ldy + j0 + 16 * h, h ? m1 : m0,
+                                 _mm512_cvtepi32_epi8(q));
           }
       }
     }

@@ -21,7 +21,9 @@ struct O {
   using Q = __m512;  // 4 weights in each 128-bit lane; lane<L> broadcasts weight L in-lane
   static Q quad(const float* p) { return _mm512_broadcast_f32x4(_mm_loadu_ps(p)); }
   template <int L>
-  static V lane(Q q) { return _mm512_permute_ps(q, L * 0x55); }
+  static V lane(Q q) {
+    return _mm512_permute_ps(q, L * 0x55);
+  }
   static V set1(float f) { return _mm512_set1_ps(f); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }

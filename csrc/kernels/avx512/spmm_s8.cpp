@@ -31,7 +31,8 @@ void pass(const SpmmS8Args& p, int64_t n0) {
       const __m512i wb = _mm512_set1_epi32(w[i]);
 #pragma GCC unroll 4
       for (int j = 0; j < NV; ++j)
-        acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_xor_si512(_mm512_loadu_si512(x + 64 * j), flip), wb);
+        acc[j] =
+            _mm512_dpbusd_epi32(acc[j], _mm512_xor_si512(_mm512_loadu_si512(x + 64 * j), flip), wb);
     }
     quad += count;
     w += count;

@@ -1,5 +1,6 @@
-// NEON dense fp32 kernel: register-blocked 6x16 micro-kernel (24 of the 32 q registers) over B packed in 16-column
-// panels; the cache-blocking driver around it is dense_f32_impl.h. Baseline AArch64, no extra flags.
+// NEON dense fp32 kernel: register-blocked 6x16 micro-kernel (24 of the 32 q registers) over B
+// packed in 16-column panels; the cache-blocking driver around it is dense_f32_impl.h. Baseline
+// AArch64, no extra flags.
 //
 // Consumes: DenseF32Args (a, bp with tile 16, bias). Produces: y.
 #include <arm_neon.h>
@@ -43,17 +44,19 @@ inline void micro(const float* a, int64_t lda, const float* bp, int64_t kc, cons
     }
 }
 
-using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, const float*, int64_t, float*,
-                         int64_t, bool, float32x4_t, float32x4_t);
-constexpr MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, const float*, int64_t,
+                         float*, int64_t, bool, float32x4_t, float32x4_t);
+constexpr MicroFn kMicro[MR + 1] = {nullptr,  micro<1>, micro<2>, micro<3>,
+                                    micro<4>, micro<5>, micro<6>};
 
 struct K {
   using V = float32x4_t;
   static constexpr int MR = neon::MR, NR = neon::NR, Align = 16;
   static constexpr int64_t KC = neon::KC;
   static V set1(float f) { return vdupq_n_f32(f); }
-  static void micro(int R, const float* a, int64_t lda, const float* bp, int64_t kc, const float* init,
-                    int64_t ldi, float* out, int64_t ldo, bool last, V lo, V hi) {
+  static void micro(int R, const float* a, int64_t lda, const float* bp, int64_t kc,
+                    const float* init, int64_t ldi, float* out, int64_t ldo, bool last, V lo,
+                    V hi) {
     kMicro[R](a, lda, bp, kc, init, ldi, out, ldo, last, lo, hi);
   }
 };

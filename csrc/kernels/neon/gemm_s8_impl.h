@@ -18,7 +18,8 @@ __attribute__((always_inline)) inline void gemm_s8_driver(const ep::GemmS8Args& 
   for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
     const int R = int(imin(MR, p.rows - r0));
     for (int r = 0; r < MR; ++r)
-      for (int64_t k = 0; k < kpad; ++k) ap[r * kpad + k] = r < R && k < p.depth ? p.a[(r0 + r) * p.lda + k] : 0;
+      for (int64_t k = 0; k < kpad; ++k)
+        ap[r * kpad + k] = r < R && k < p.depth ? p.a[(r0 + r) * p.lda + k] : 0;
     for (int64_t j0 = 0; j0 < p.cols; j0 += NR) {
       const int w = int(imin(NR, p.cols - j0));
       const int8_t* bp = p.bp + (j0 / NR) * NR * kpad;
@@ -34,8 +35,8 @@ __attribute__((always_inline)) inline void gemm_s8_driver(const ep::GemmS8Args& 
       }
       for (int r = 0; r < R; ++r)
         for (int j = 0; j < w; ++j)
-          p.y[(r0 + r) * p.ldy + j0 + j] =
-              ep::requant_s8(vaddvq_s32(acc[r][j]) + p.bias[j0 + j], p.scale[j0 + j], p.zp_out, p.lo, p.hi);
+          p.y[(r0 + r) * p.ldy + j0 + j] = ep::requant_s8(vaddvq_s32(acc[r][j]) + p.bias[j0 + j],
+                                                          p.scale[j0 + j], p.zp_out, p.lo, p.hi);
     }
   }
 }

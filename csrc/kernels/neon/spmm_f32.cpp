@@ -18,7 +18,9 @@ struct O {
   using Q = float32x4_t;  // 4 weights; lane<L> broadcasts weight L
   static Q quad(const float* p) { return vld1q_f32(p); }
   template <int L>
-  static V lane(Q q) { return vdupq_laneq_f32(q, L); }
+  static V lane(Q q) {
+    return vdupq_laneq_f32(q, L);
+  }
   static V set1(float f) { return vdupq_n_f32(f); }
   static V fma(V a, V b, V c) { return vfmaq_f32(c, a, b); }
   static V add(V a, V b) { return vaddq_f32(a, b); }

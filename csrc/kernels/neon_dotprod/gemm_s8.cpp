@@ -13,9 +13,7 @@ namespace ep::neon_dotprod {
 namespace {
 
 struct S {
-  static int32x4_t step(int32x4_t acc, int8x16_t a, int8x16_t b) {
-    return vdotq_s32(acc, a, b);
-  }
+  static int32x4_t step(int32x4_t acc, int8x16_t a, int8x16_t b) { return vdotq_s32(acc, a, b); }
 };
 #include "kernels/neon/gemm_s8_impl.h"
 
