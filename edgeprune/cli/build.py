@@ -13,6 +13,7 @@ import importlib
 import re
 import sys
 
+from ..pipeline import STAGES
 from .common import EXIT_GATE, EXIT_OK, UsageError, print_json
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
@@ -122,49 +123,121 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+# BuildSpec fields -> the flags that set them, so validation errors name what the user typed.
+# budget_latency_ms keeps its field name: its messages have always said "budget_latency_ms".
+_FLAGS = {
+    "model": "--model",
+    "target": "--target",
+    "out_dir": "--out",
+    "force": "--force",
+    "data": "--data",
+    "calib": "--calib",
+    "ratio": "--ratio",
+    "budget_macs": "--budget-macs",
+    "max_acc_drop": "--max-acc-drop",
+    "formats": "--formats",
+    "importance": "--importance",
+    "recover_epochs": "--epochs",
+    "search": "--search",
+    "search_steps": "--search-steps",
+    "scratch_epochs": "--scratch-epochs",
+    "bench_runs": "--bench-runs",
+    "bench_threads": "--threads",
+}
+
+
+class _Progress:
+    """Renders ``pipeline.BuildEvents`` on stderr: a rich bar on a terminal, one plain line per
+    stage otherwise (CI logs)."""
+
+    def __init__(self, rich: bool):
+        self._bar = None
+        self._task = None
+        if rich:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]build[/bold] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+
+    def __enter__(self):
+        if self._bar is not None:
+            self._bar.__enter__()
+            self._task = self._bar.add_task("", total=len(STAGES))
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def stage_started(self, name: str, detail: str, index: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=f"{name} {detail}".strip())
+        else:
+            print(f"build [{index}/{total}] {name} {detail}".rstrip(), file=sys.stderr, flush=True)
+
+    def stage_finished(self, name: str, seconds: float) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def stage_interrupted(self, name: str) -> None:
+        self.note(f"interrupted during {name}")
+
+    def note(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text.replace("warning:", "[yellow]warning:[/yellow]", 1), highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def _formats(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    if not formats:
+        raise UsageError("--formats is empty; e.g. --formats onnx,onnx-int8")
+    return formats
+
+
 def run(args: argparse.Namespace) -> int:
-    pipeline = importlib.import_module("edgeprune.pipeline")
-    if args.ratio is not None and not 0.0 <= args.ratio < 1.0:
-        raise UsageError(f"--ratio {args.ratio} is outside [0, 1); e.g. --ratio 0.5 removes half the channels")
-    if args.epochs < 0 or args.bench_runs < 0 or args.scratch_epochs < 0 or args.threads < 1 or args.search_steps < 1:
-        raise UsageError("--epochs, --bench-runs and --scratch-epochs must be >= 0, --threads and --search-steps >= 1")
-    formats = None
-    if args.formats is not None:
-        formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-        if not formats:
-            raise UsageError("--formats is empty; e.g. --formats onnx,onnx-int8")
-    if args.max_acc_drop is not None and args.data is None:
-        raise UsageError("--max-acc-drop needs --data to measure accuracy on; e.g. --data digits")
-    try:
-        result = pipeline.build(
-            args.model,
-            args.target,
-            args.out,
-            weights=args.weights,
-            trust_pickle=args.trust_pickle,
-            data=args.data,
-            calib=args.calib,
-            ratio=args.ratio,
-            budget_macs=args.budget_macs,
-            budget_latency_ms=args.budget_latency,
-            max_acc_drop=args.max_acc_drop,
-            formats=formats,
-            importance=args.importance,
-            recover_epochs=args.epochs,
-            search=args.search,
-            search_steps=args.search_steps,
-            scratch_epochs=args.scratch_epochs,
-            seed=args.seed,
-            bench_runs=args.bench_runs,
-            bench_threads=args.threads,
-            force=args.force,
-            command_line=["edgeprune", *sys.argv[1:]]
-            if sys.argv and sys.argv[0].endswith("edgeprune")
-            else ["edgeprune", "build", *_argv_of(args)],
-            progress="auto",
-        )
-    except pipeline.BuildError as e:
-        raise UsageError(str(e)) from None
+    from edgeprune import pipeline
+
+    spec = pipeline.BuildSpec(
+        args.model,
+        args.target,
+        args.out,
+        weights=args.weights,
+        trust_pickle=args.trust_pickle,
+        data=args.data,
+        calib=args.calib,
+        ratio=args.ratio,
+        budget_macs=args.budget_macs,
+        budget_latency_ms=args.budget_latency,
+        max_acc_drop=args.max_acc_drop,
+        formats=_formats(args.formats),
+        importance=args.importance,
+        recover_epochs=args.epochs,
+        search=args.search,
+        search_steps=args.search_steps,
+        scratch_epochs=args.scratch_epochs,
+        seed=args.seed,
+        bench_runs=args.bench_runs,
+        bench_threads=args.threads,
+        force=args.force,
+        command_line=["edgeprune", *sys.argv[1:]]
+        if sys.argv and sys.argv[0].endswith("edgeprune")
+        else ["edgeprune", "build", *_argv_of(args)],
+    )
+    spec.validate(_FLAGS)
+    tty = sys.stderr.isatty()
+    with _Progress(rich=tty) as progress:
+        result = pipeline.run(spec, progress, bars=tty)
     rep = result.report
     if args.json:
         print_json(_summary_json(result))
