@@ -19,8 +19,9 @@ EXIT_USAGE = 2
 EXIT_GATE = 3
 
 
-class UsageError(UserError):
-    """Bad input or usage. The message is one line: what, where, how to fix. Exit code 2."""
+# Kept for API compatibility: bad input or usage is a UserError (one line: what, where, how to
+# fix), which cli/main.py turns into exit code 2.
+UsageError = UserError
 
 
 def fail(message: str) -> None:

@@ -76,7 +76,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    from ..prune.search import add_arguments as add_recipe_arguments  # recovery, schedules, budgets, sparsity
+    from ._recipe import add_arguments as add_recipe_arguments  # recovery, schedules, budgets, sparsity
 
     add_recipe_arguments(p, how)
     p.set_defaults(run=run)
@@ -122,6 +122,7 @@ def run(args) -> int:
     from edgeprune.fsutil import write_json
     from edgeprune.prune import PrunePlan, count_macs_params
     from edgeprune.prune.importance import IMPORTANCES
+    from edgeprune.prune.plan import as_plan_list
 
     if args.ratio is not None and not 0 <= args.ratio < 1:
         raise UsageError(f"--ratio {args.ratio}: must be in [0, 1) (the fraction of channels to remove, e.g. 0.5)")
@@ -162,16 +163,10 @@ def run(args) -> int:
         raise UsageError(
             f"--input-shape {','.join(map(str, shape))}: the model does not run on it ({first_line(e)})"
         ) from None
-    from edgeprune.prune import search as recipe
+    from . import _recipe
 
-    if recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
-        try:
-            met = recipe.run_recipe(
-                args, model, x, prepare_out=lambda: prepare_out_dir(args.out, args.force), print_json=print_json
-            )
-        except recipe.RecipeInputError as e:
-            raise UsageError(str(e)) from None
-        return 0 if met else EXIT_GATE
+    if _recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
+        return 0 if _recipe.run_recipe(args, model, x) else EXIT_GATE
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if plan_obj is None:
@@ -212,8 +207,7 @@ def run(args) -> int:
                 {"name": name, "type": type(model.get_submodule(name)).__name__, "before": before, "after": after}
             )
     out = prepare_out_dir(args.out, args.force)
-    previous = getattr(model, "edgeprune_plan", None)
-    plans = ([*previous] if isinstance(previous, list) else [previous] if previous is not None else []) + [plan_obj]
+    plans = as_plan_list(getattr(model, "edgeprune_plan", None)) + [plan_obj]
     try:
         ep.save(
             pruned,

@@ -16,6 +16,7 @@ import torch.nn as nn
 from ..graph import model_signature
 from ..graph.groups import inputs_from_specs
 from ..graph.surgery import prune_module, slice_param
+from .plan import as_plan_list
 
 
 def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
@@ -49,7 +50,7 @@ def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
     new.edgeprune_plan_hash = plan.hash
     # the chain of plans that rebuilds this shape from the spec, so ep.save(new) needs no plan=
     prev = getattr(model, "edgeprune_plan", None)
-    chain = [*prev] if isinstance(prev, (list, tuple)) else ([prev] if prev is not None else [])
+    chain = as_plan_list(prev)
     new.edgeprune_plan = [*chain, plan] if chain else plan
     if verify and plan.inputs and not plan.empty:
         was = new.training

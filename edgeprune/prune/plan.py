@@ -28,6 +28,16 @@ from .importance import check_importance, score_groups
 PLAN_VERSION = 1
 
 
+def as_plan_list(plans) -> list:
+    """``None``, one ``PrunePlan`` or a sequence of them (a model's ``edgeprune_plan``, a saved
+    model's plan chain) as a list in replay order."""
+    if plans is None:
+        return []
+    if isinstance(plans, (list, tuple)):
+        return list(plans)
+    return [plans]
+
+
 @dataclass
 class PrunePlan:
     modules: dict = field(default_factory=dict)  # layer -> {role: kept indices}
