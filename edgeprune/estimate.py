@@ -48,6 +48,7 @@ barrier). Memory bandwidth is shared by all cores and does not scale with thread
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -437,6 +438,56 @@ _POOLS = {
 }
 
 
+def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    # (B, H, Lq, D) x (B, H, Lk, D) -> scores, then x (B, H, Lk, Dv): two matmuls, 2 flops per MAC
+    b, h, lq, d = q
+    lk, dv = k[-2], v[-1]
+    return 2 * b * h * lq * lk * (d + dv)
+
+
+def _flop_mapping() -> dict:
+    import torch
+
+    ops = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        ops[op] = _sdpa_cpu_flops
+    return ops
+
+
+@contextlib.contextmanager
+def counting_macs():
+    """Count the MACs of everything run inside (``with counting_macs() as macs: ...; macs()``).
+
+    The one MAC counter: ``torch.utils.flop_counter`` at the aten level (every conv, matmul and
+    attention op, hand-written attention included), halved from FLOPs. ``count_macs_params``
+    (both budget searches) and ``ops_from_module`` (for operators it has no closed form for)
+    count with it.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # the fused MultiheadAttention fast path is one opaque kernel the counter cannot see into
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter:
+            yield lambda: int(counter.get_total_flops()) // 2
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+
+
+# Functions whose MACs ops_from_module takes from counting_macs (no closed form here), and the
+# operator kind they become.
+_COUNTED = {
+    "conv_transpose1d": "conv",
+    "conv_transpose2d": "conv",
+    "conv_transpose3d": "conv",
+    "einsum": "fc",
+    "multi_head_attention_forward": "fc",
+}
+
+
 def ops_from_module(model, input_shape=None) -> list[Op]:
     """Run one batch-1 forward with zeros and record every operator's shapes.
 
@@ -467,8 +518,27 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            out = func(*args, **kwargs)
             fname = getattr(func, "__name__", "")
+            if fname in _COUNTED:
+                with counting_macs() as counted:
+                    out = func(*args, **kwargs)
+                out0 = out[0] if isinstance(out, tuple) else out
+                flat = [b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,))]
+                weights = sum(_numel(a) for a in flat if isinstance(a, torch.nn.Parameter))
+                ops.append(
+                    Op(
+                        _name(_COUNTED[fname]),
+                        _COUNTED[fname],
+                        macs=counted(),
+                        weight_elems=weights,
+                        in_elems=sum(_numel(a) for a in flat) - weights,
+                        out_elems=_numel(out0),
+                    )
+                )
+                fusable.add(id(out0))
+                keep.append(out0)
+                return out
+            out = func(*args, **kwargs)
             first = args[0] if args else None
             if fname in ("conv1d", "conv2d", "conv3d"):
                 x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]

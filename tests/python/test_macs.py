@@ -3,7 +3,8 @@
 Consumes: the models of tests/python/zoo.py (unpruned and pruned at ratio 0.5) and a hand-counted
 model. Produces: assertions that the build's bisecting search (``pipeline.macs_cost``) and the
 adaptive search (``prune.search.Budget("macs").cost``) count the same MACs on every zoo model,
-and that the count is right on a model whose MACs are known by hand.
+that the latency estimate (whose MACs fill the build report) counts them too, and that the count
+is right on a model whose MACs are known by hand.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from zoo import ZOO, build  # noqa: E402
 
 import edgeprune.prune as epp  # noqa: E402
 from edgeprune import pipeline  # noqa: E402
+from edgeprune.estimate import estimate  # noqa: E402
 from edgeprune.prune.search import Budget  # noqa: E402
 
 
@@ -32,6 +34,18 @@ def test_both_budget_searches_count_the_same_macs(name):
         bisect_macs = pipeline.macs_cost(m, x)
         assert bisect_macs == adaptive.cost(m, x) > 0
     assert pipeline.macs_cost(pruned, x) < pipeline.macs_cost(model, x)
+
+
+# the estimator runs a model on a float input of its shape (token models take integer ids)
+IMAGE_MODELS = sorted(n for n in ZOO if not n.startswith("bert"))
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_the_estimate_counts_the_same_macs(name):
+    model, x = build(name)
+    one = x[:1]
+    est = estimate(model, "rpi4", precision="fp32", input_shape=tuple(one.shape[1:]))
+    assert est.macs == pipeline.macs_cost(model, one)
 
 
 def test_the_mac_count_matches_a_hand_count():
