@@ -30,6 +30,9 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "export": ("edgeprune.export", "export"),
     "estimate": ("edgeprune.estimate", "estimate"),
     "bench": ("edgeprune.bench", "bench"),
+    # the whole job (edgeprune build)
+    "build": ("edgeprune.pipeline", "build"),
+    "BuildSpec": ("edgeprune.pipeline", "BuildSpec"),
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
