@@ -123,27 +123,34 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-# BuildSpec fields -> the flags that set them, so validation errors name what the user typed.
-# budget_latency_ms keeps its field name: its messages have always said "budget_latency_ms".
-_FLAGS = {
-    "model": "--model",
-    "target": "--target",
-    "out_dir": "--out",
-    "force": "--force",
-    "data": "--data",
-    "calib": "--calib",
-    "ratio": "--ratio",
-    "budget_macs": "--budget-macs",
-    "max_acc_drop": "--max-acc-drop",
-    "formats": "--formats",
-    "importance": "--importance",
-    "recover_epochs": "--epochs",
-    "search": "--search",
-    "search_steps": "--search-steps",
-    "scratch_epochs": "--scratch-epochs",
-    "bench_runs": "--bench-runs",
-    "bench_threads": "--threads",
+# BuildSpec field -> the argparse dest that sets it (its flag is --dest with dashes), in the
+# order the command line is rebuilt in.
+_SPEC_ARGS = {
+    "model": "model",
+    "target": "target",
+    "weights": "weights",
+    "data": "data",
+    "calib": "calib",
+    "ratio": "ratio",
+    "budget_macs": "budget_macs",
+    "budget_latency_ms": "budget_latency",
+    "max_acc_drop": "max_acc_drop",
+    "formats": "formats",
+    "importance": "importance",
+    "recover_epochs": "epochs",
+    "search": "search",
+    "search_steps": "search_steps",
+    "scratch_epochs": "scratch_epochs",
+    "seed": "seed",
+    "bench_runs": "bench_runs",
+    "bench_threads": "threads",
+    "out_dir": "out",
+    "trust_pickle": "trust_pickle",
+    "force": "force",
 }
+# Validation errors name the flag the user typed; budget_latency_ms keeps its field name, which
+# its messages have always said.
+_FLAGS = {f: "--" + d.replace("_", "-") for f, d in _SPEC_ARGS.items() if f != "budget_latency_ms"}
 
 
 class _Progress:
@@ -208,32 +215,11 @@ def _formats(text: str | None) -> list[str] | None:
 def run(args: argparse.Namespace) -> int:
     from edgeprune import pipeline
 
-    spec = pipeline.BuildSpec(
-        args.model,
-        args.target,
-        args.out,
-        weights=args.weights,
-        trust_pickle=args.trust_pickle,
-        data=args.data,
-        calib=args.calib,
-        ratio=args.ratio,
-        budget_macs=args.budget_macs,
-        budget_latency_ms=args.budget_latency,
-        max_acc_drop=args.max_acc_drop,
-        formats=_formats(args.formats),
-        importance=args.importance,
-        recover_epochs=args.epochs,
-        search=args.search,
-        search_steps=args.search_steps,
-        scratch_epochs=args.scratch_epochs,
-        seed=args.seed,
-        bench_runs=args.bench_runs,
-        bench_threads=args.threads,
-        force=args.force,
-        command_line=["edgeprune", *sys.argv[1:]]
-        if sys.argv and sys.argv[0].endswith("edgeprune")
-        else ["edgeprune", "build", *_argv_of(args)],
-    )
+    settings = {field: getattr(args, dest) for field, dest in _SPEC_ARGS.items()}
+    settings["formats"] = _formats(args.formats)
+    in_process = not (sys.argv and sys.argv[0].endswith("edgeprune"))
+    settings["command_line"] = ["edgeprune", "build", *_argv_of(args)] if in_process else ["edgeprune", *sys.argv[1:]]
+    spec = pipeline.BuildSpec(**settings)
     spec.validate(_FLAGS)
     tty = sys.stderr.isatty()
     with _Progress(rich=tty) as progress:
@@ -269,34 +255,13 @@ def run(args: argparse.Namespace) -> int:
 def _argv_of(args) -> list[str]:
     """Rebuild the command line from parsed args (when called in-process, sys.argv is not ours)."""
     out = []
-    for flag in (
-        "model",
-        "target",
-        "weights",
-        "data",
-        "calib",
-        "ratio",
-        "budget_macs",
-        "budget_latency",
-        "max_acc_drop",
-        "formats",
-        "importance",
-        "epochs",
-        "search",
-        "search_steps",
-        "scratch_epochs",
-        "seed",
-        "bench_runs",
-        "threads",
-        "out",
-    ):
-        v = getattr(args, flag)
-        if v is not None:
-            out += [f"--{flag.replace('_', '-')}", str(v)]
-    for flag in ("trust_pickle", "force", "json"):
-        if getattr(args, flag):
-            out.append(f"--{flag.replace('_', '-')}")
-    return out
+    for dest in _SPEC_ARGS.values():
+        v = getattr(args, dest)
+        if isinstance(v, bool):
+            out += [f"--{dest.replace('_', '-')}"] if v else []
+        elif v is not None:
+            out += [f"--{dest.replace('_', '-')}", str(v)]
+    return out + (["--json"] if args.json else [])
 
 
 def _summary_json(result) -> dict:
