@@ -37,6 +37,8 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install torch==2.13.0
 	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn \
 	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6
+	# TFLite: the schema builders our writer uses, and LiteRT that checks and benchmarks the files
+	$(PIP) install tflite==2.18.0 flatbuffers ai-edge-litert==2.3.0 transformers==5.25.0
 	touch $@
 
 venv: $(VENV)/.deps

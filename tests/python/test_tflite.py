@@ -1,0 +1,167 @@
+"""TFLite fp32 / fp16 export: every test-zoo model the writer can express matches torch in LiteRT.
+
+Consumes: the test zoo (tests/python/zoo.py), LiteRT (``ai-edge-litert``) in its default
+XNNPACK mode and with builtin kernels only. Produces: assertions on outputs (1e-4 relative to
+torch), on the files (op codes and versions, metadata, NHWC input), on the CLI (export, inspect,
+bench) and on the errors for what the writer cannot express and for corrupt files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from zoo import build  # noqa: E402
+
+from edgeprune.export import export, inspect_file  # noqa: E402
+from edgeprune.export.tflite_family import run  # noqa: E402
+from edgeprune.export.tflite_lower import TFLiteLoweringError  # noqa: E402
+
+# zoo models whose ONNX graph the writer lowers; the others raise TFLiteLoweringError (tested below)
+LOWERED = [
+    "resnet_basic",
+    "resnet_bottleneck",
+    "mobilenet_v2",
+    "mobilenet_v3",
+    "efficientnet",
+    "shufflenet_v2",
+    "densenet",
+    "convnext",
+    "vit",
+    "bert",
+    "bert_sdpa",
+    "vit_timm",
+    "resnext",
+    "unet",
+]
+NOT_LOWERED = {"maxvit_einsum": "Einsum"}
+
+
+def rel_err(y, ref) -> float:
+    return float(np.abs(np.asarray(y) - ref).max() / (np.abs(ref).max() + 1e-12))
+
+
+def torch_ref(model, x) -> np.ndarray:
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+@pytest.mark.parametrize("name", LOWERED)
+def test_zoo_fp32_matches_torch_xnnpack_and_builtin(name, tmp_path):
+    model, x = build(name)
+    x = x[:1]
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    ref = torch_ref(model, x)
+    for builtin in (False, True):
+        y = run(path, [x.numpy()], builtin=builtin)[0]
+        assert y.shape == ref.shape
+        assert rel_err(y, ref) < 1e-4, (name, builtin, rel_err(y, ref))
+
+
+def test_fp16_weights_and_file_contents(tmp_path):
+    model, x = build("mobilenet_v2")
+    x = x[:1]
+    paths = export(model, tmp_path, formats=["tflite", "tflite-fp16"], example_inputs=(x,))
+    ref = torch_ref(model, x)
+    y16 = run(paths["tflite-fp16"], [x.numpy()])[0]
+    assert rel_err(y16, ref) < 5e-3
+    info32, info16 = inspect_file(paths["tflite"]), inspect_file(paths["tflite-fp16"])
+    assert info16["size_bytes"] < 0.65 * info32["size_bytes"]
+    assert info16["ops"]["DEQUANTIZE"] > 0 and info16["op_versions"]["DEQUANTIZE"] == 3
+    assert (
+        info16["params"]
+        == info32["params"]
+        == sum(p.numel() for p in model.parameters() if p.dim() != 1)
+        + sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        + sum(m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    )
+    # NHWC input, float32; metadata names the format and the layout
+    assert info32["inputs"][0]["shape"] == [1, 16, 16, 3]
+    assert info32["metadata"]["edgeprune_format"] == "tflite"
+    assert info32["metadata"]["edgeprune_layout"] == "nhwc"
+    assert info32["xnnpack"]["builtin_only"] == {}
+
+
+def test_file_layout_invariants(tmp_path):
+    """TFL3 identifier, empty buffer 0, 16-byte aligned constant data, both builtin code fields."""
+    import tflite
+
+    model, x = build("resnet_basic")
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x[:1],))["tflite"]
+    data = path.read_bytes()
+    assert data[4:8] == b"TFL3"
+    m = tflite.Model.GetRootAs(data, 0)
+    assert m.Version() == 3 and m.Buffers(0).DataLength() == 0
+    for i in range(1, m.BuffersLength()):
+        b = m.Buffers(i)
+        if b.DataLength():
+            start = b._tab.Vector(b._tab.Offset(4))
+            assert start % 16 == 0
+    for i in range(m.OperatorCodesLength()):
+        oc = m.OperatorCodes(i)
+        assert oc.DeprecatedBuiltinCode() == min(oc.BuiltinCode(), 127)
+
+
+@pytest.mark.parametrize("name,op", sorted(NOT_LOWERED.items()))
+def test_unsupported_op_names_op_node_and_alternative_and_leaves_no_file(name, op, tmp_path):
+    model, x = build(name)
+    with pytest.raises(TFLiteLoweringError) as e:
+        export(model, tmp_path / "out", formats=["tflite"], example_inputs=(x[:1],))
+    msg = str(e.value)
+    assert f"ONNX op {op}" in msg and "at node '/" in msg and "use torch.matmul" in msg
+    assert "\n" not in msg
+    assert not list((tmp_path / "out").glob("*.tflite*"))
+
+
+def test_cli_export_inspect_bench(run_cli, tmp_path):
+    import edgeprune as ep
+
+    model = ep.models.build("edgeprune:demo-cnn", width=8)
+    ep.save(model, tmp_path / "m")
+    r = run_cli("export", tmp_path / "m", "--format", "tflite", "--out", tmp_path / "e", "--json")
+    assert r.code == 0, r.err
+    rows = json.loads(r.out)["files"]
+    assert rows[0]["format"] == "tflite" and rows[0]["path"].endswith("model.tflite") and rows[0]["macs"] > 0
+    path = tmp_path / "e" / "model.tflite"
+    x = torch.randn(1, *model.input_shape, generator=torch.Generator().manual_seed(3))
+    assert rel_err(run(path, [x.numpy()])[0], torch_ref(model.eval(), x)) < 1e-4
+    r = run_cli("inspect", path, "--json")
+    assert r.code == 0, r.err
+    info = json.loads(r.out)
+    n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert info["ops"]["CONV_2D"] + info["ops"].get("DEPTHWISE_CONV_2D", 0) == n_conv
+    assert info["ops"]["FULLY_CONNECTED"] == 1
+    assert info["inputs"][0]["shape"] == [1, *model.input_shape[1:], model.input_shape[0]]
+    r = run_cli("inspect", path)
+    assert r.code == 0 and "XNNPACK takes" in r.out
+    r = run_cli("bench", path, "--runs", "3", "--warmup", "1", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["runtime"] == "litert" and res["inputs"] == {"input": info["inputs"][0]["shape"]}
+    assert res["median_ms"] > 0
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not_tflite", "flipped"])
+def test_corrupt_file_one_line_exit_2(kind, run_cli, tmp_path):
+    model, x = build("resnet_basic")
+    good = export(model, tmp_path, formats=["tflite"], example_inputs=(x[:1],))["tflite"].read_bytes()
+    bad = tmp_path / "bad.tflite"
+    if kind == "truncated":
+        bad.write_bytes(good[: len(good) // 3])
+    elif kind == "not_tflite":
+        bad.write_bytes(b"\x00" * 64)
+    else:
+        data = bytearray(good)
+        data[0:4] = b"\xff\xff\xff\x7f"  # root table offset far past the end
+        bad.write_bytes(bytes(data))
+    for cmd in (("inspect", bad), ("bench", bad, "--runs", "2")):
+        r = run_cli(*cmd)
+        assert r.code == 2, (cmd, r.code, r.err)
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "bad.tflite" in lines[0]
