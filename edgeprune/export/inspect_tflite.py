@@ -9,6 +9,7 @@ ones left to the builtin kernels).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -137,6 +138,6 @@ def inspect_tflite(path: str | os.PathLike) -> dict:
         },
         "sparse_tensors": sparse,
         "xnnpack": {"delegated_ops": sum(ops.values()) - sum(xnn_no.values()), "builtin_only": xnn_no},
-        "metadata": {k: v if isinstance(v, str) else str(v) for k, v in metadata(p).items()},
+        "metadata": {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata(p).items()},
         "layers": layers,
     }

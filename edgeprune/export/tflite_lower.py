@@ -44,7 +44,7 @@ ALTERNATIVES = {
     "Einsum": "torch.matmul / the @ operator",
     "InstanceNormalization": "BatchNorm2d or LayerNorm over the last dimension",
     "GroupNormalization": "BatchNorm2d or LayerNorm over the last dimension",
-    "Resize": "a strided Conv2d or ConvTranspose-free upsampling by repeat_interleave",
+    "Resize": "ConvTranspose2d(stride=2) for upsampling",
     "LSTM": "a 1-D Conv or attention block",
     "GRU": "a 1-D Conv or attention block",
     "Erf": "F.gelu (exact or tanh) instead of a hand-written erf",

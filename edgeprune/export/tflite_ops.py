@@ -325,6 +325,67 @@ def batch_matmul(lw: Lowering, node) -> None:
     lw.bind(node.output[0], out)
 
 
+def _permute_reshape(lw: Lowering, name: str, src: int, shape, perm, new_shape) -> int:
+    """TRANSPOSE by ``perm`` (skipped when identity) then RESHAPE to ``new_shape`` (skipped when equal)."""
+    cur, cur_shape = src, list(shape)
+    if list(perm) != sorted(perm):
+        cur_shape = [cur_shape[p] for p in perm]
+        t = tmp(lw, f"{name}_t", cur_shape)
+        lw.m.op(OP.TRANSPOSE, [cur, lw.m.const("perm", np.array(perm, np.int32))], [t], None, 4 if len(perm) > 4 else 1)
+        cur = t
+    if list(new_shape) != cur_shape:
+        t = tmp(lw, f"{name}_r", new_shape)
+        lw.reshape_op(cur, t, new_shape)
+        cur = t
+    return cur
+
+
+def einsum(lw: Lowering, node) -> None:
+    """Two-operand einsum without repeated or ellipsis indices, as one BATCH_MATMUL:
+    A -> [batch, left, contracted], B -> [batch, contracted, right], then back to the output order."""
+    eq = _attr(node, "equation")
+    eq = (eq.decode() if isinstance(eq, bytes) else eq).replace(" ", "")
+    if "->" not in eq or "." in eq or len(node.input) != 2:
+        raise unsupported(node, f"equation {eq!r} (two operands with an explicit output only)")
+    lhs, out = eq.split("->")
+    a, b = lhs.split(",")
+    if len(set(a)) != len(a) or len(set(b)) != len(b) or any(c not in a + b for c in out):
+        raise unsupported(node, f"equation {eq!r} (repeated indices)")
+    batch = [c for c in out if c in a and c in b]
+    left = [c for c in out if c in a and c not in b]
+    right = [c for c in out if c in b and c not in a]
+    contr = [c for c in a if c in b and c not in out]
+    if any(c not in out and c not in contr for c in a + b):
+        raise unsupported(node, f"equation {eq!r} (an index summed over one operand only)")
+    sa, sb = lw.shape(node.input[0]), lw.shape(node.input[1])
+    dim = {**{c: sa[i] for i, c in enumerate(a)}, **{c: sb[i] for i, c in enumerate(b)}}
+    nb, nl, nr, nk = (int(np.prod([dim[c] for c in g])) for g in (batch, left, right, contr))
+    av = lw.get(node.input[0], nhwc=False, want_float=True)
+    bv = lw.get(node.input[1], nhwc=False, want_float=True)
+    name = node.output[0]
+    a3 = _permute_reshape(lw, f"{name}_a", av.index, sa, [a.index(c) for c in batch + left + contr], [nb, nl, nk])
+    b3 = _permute_reshape(lw, f"{name}_b", bv.index, sb, [b.index(c) for c in batch + contr + right], [nb, nk, nr])
+    mm = tmp(lw, f"{name}_mm", [nb, nl, nr])
+    lw.m.op(OP.BATCH_MATMUL, [a3, b3], [mm], ("BatchMatMulOptions", {"AdjX": False, "AdjY": False}), 1, node.name)
+    order = batch + left + right
+    full = [dim[c] for c in order]
+    outv = lw.new(name, False)
+    cur = _permute_reshape(lw, f"{name}_o", mm, [nb, nl, nr], [0, 1, 2], full)
+    perm = [order.index(c) for c in out]
+    src_shape = full
+    if perm != sorted(perm):
+        lw.m.op(
+            OP.TRANSPOSE,
+            [cur, lw.m.const("perm", np.array(perm, np.int32))],
+            [outv.index],
+            None,
+            4 if len(perm) > 4 else 1,
+        )
+    else:
+        lw.reshape_op(cur, outv.index, [src_shape[p] for p in perm])
+    lw.bind(name, outv)
+
+
 # ---- elementwise --------------------------------------------------------------------------------
 BINARY = {
     "Add": (OP.ADD, "AddOptions"),
@@ -470,6 +531,7 @@ HANDLERS = {
     "Conv": conv,
     "ConvTranspose": conv_transpose,
     "Gemm": fully_connected,
+    "Einsum": einsum,
     "MatMul": fully_connected,
     **{k: binary for k in BINARY},
     "Relu": relu_like,
