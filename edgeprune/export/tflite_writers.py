@@ -15,7 +15,8 @@ import numpy as np
 
 from .onnx import DEFAULT_OPSET, quantize_onnx, torch_to_onnx
 from .tflite_lower import lower
-from .tflite_schema import OP, Model
+from .tflite_schema import OP, Model, Operator
+from .tflite_sparse import sparsify
 
 
 def _batch1(example_inputs):
@@ -29,10 +30,8 @@ def _model_of(source):
 def write_fp32(source, example_inputs, options):
     proto = torch_to_onnx(_model_of(source), _batch1(example_inputs), False, options.get("opset", DEFAULT_OPSET))
     model = lower(proto)
-    if options.get("sparse"):
-        from .tflite_sparse import sparsify
-
-        sparsify(model)
+    if options.get("sparse") is not False:  # None: the weights at >= 70 % zeros; True: every candidate
+        sparsify(model, force=bool(options.get("sparse")))
     return model
 
 
@@ -63,12 +62,5 @@ def to_fp16(model: Model) -> Model:
         model.buffers[t.buffer] = b""
         t.buffer = 0
         first.append((half, idx))
-    ops = [_dequant(model, h, i) for h, i in first]
-    model.operators[:0] = ops
+    model.operators[:0] = [Operator(OP.DEQUANTIZE, [h], [i], None, 3) for h, i in first]
     return model
-
-
-def _dequant(model, src: int, dst: int):
-    from .tflite_schema import Operator
-
-    return Operator(OP.DEQUANTIZE, [src], [dst], None, 3)

@@ -157,3 +157,50 @@ def test_corrupt_file_one_line_exit_2(kind, run_cli, tmp_path):
         assert r.code == 2, (cmd, r.code, r.err)
         lines = r.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "bad.tflite" in lines[0]
+
+
+def _prune_1x1_and_fc(model, keep: float, block: int = 1, seed: int = 0):
+    """Zero all but ``keep`` of the 1x1-conv and linear weights (unstructured, or 1 x ``block`` along the input)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) or (isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)):
+                w = m.weight.view(m.weight.shape[0], -1)
+                if w.shape[1] % block:
+                    continue
+                mask = (torch.rand(w.shape[0], w.shape[1] // block, generator=g) < keep).float()
+                w.mul_(mask.repeat_interleave(block, dim=1))
+    return model
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_sparse_weights_smaller_and_same_outputs(block, tmp_path):
+    model, x = build("mobilenet_v2")
+    model = _prune_1x1_and_fc(model, keep=0.25, block=block)
+    x = x[:1]
+    dense = export(model, tmp_path / "d", formats=["tflite"], example_inputs=(x,), sparse=False)["tflite"]
+    sparse = export(model, tmp_path / "s", formats=["tflite"], example_inputs=(x,))["tflite"]  # default: >= 70 %
+    assert sparse.stat().st_size < 0.7 * dense.stat().st_size
+    info = inspect_file(sparse)
+    n_1x1 = sum(
+        isinstance(m, torch.nn.Linear) or (isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1))
+        for m in model.modules()
+    )
+    assert info["ops"]["DENSIFY"] == len(info["sparse_tensors"]) == n_1x1
+    assert all(t["block_map"] == ([] if block == 1 else [len(t["shape"]) - 1]) for t in info["sparse_tensors"])
+    assert info["params"] == inspect_file(dense)["params"]
+    ref = torch_ref(model, x)
+    y_builtin = run(sparse, [x.numpy()], builtin=True)[0]
+    assert np.array_equal(y_builtin, run(dense, [x.numpy()], builtin=True)[0])  # same values, same kernels
+    assert rel_err(run(sparse, [x.numpy()])[0], ref) < 1e-4 and rel_err(y_builtin, ref) < 1e-4
+
+
+def test_sparse_policy(tmp_path):
+    model, x = build("resnet_basic")  # dense weights: nothing at >= 70 % zeros
+    x = x[:1]
+    auto = export(model, tmp_path / "a", formats=["tflite"], example_inputs=(x,))["tflite"]
+    assert "DENSIFY" not in inspect_file(auto)["ops"]
+    forced = export(model, tmp_path / "f", formats=["tflite"], example_inputs=(x,), sparse=True)["tflite"]
+    info = inspect_file(forced)
+    assert info["ops"]["DENSIFY"] == len(info["sparse_tensors"]) > 0
+    assert rel_err(run(forced, [x.numpy()])[0], torch_ref(model, x)) < 1e-4
