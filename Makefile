@@ -43,6 +43,15 @@ $(VENV)/.deps: pyproject.toml
 
 venv: $(VENV)/.deps
 
+# tflite-runtime 2.14 (what many Pi images ship) needs numpy < 2, so it gets its own small venv;
+# tests/python/test_tflite_runtime.py runs our .tflite files in it. Wheels exist for CPython <= 3.11.
+TFLRT := build/tflite-runtime-venv
+$(TFLRT)/.deps:
+	test -x $(TFLRT)/bin/python || $(PYTHON) -m venv $(TFLRT)
+	$(TFLRT)/bin/python -m pip --disable-pip-version-check -q install numpy==1.26.4 tflite-runtime==2.14.0 \
+	  || echo "tflite-runtime 2.14.0 has no wheel for this Python/platform: its tests are skipped" >&2
+	touch $@
+
 # Editable install of the package and its compiled core; redone when C++ sources change.
 $(VENV)/.installed: $(VENV)/.deps $(CSRC)
 	$(PIP) install --no-build-isolation -e '.[test]'
@@ -61,7 +70,7 @@ KERNEL_TESTS := tests/python/test_kernels.py tests/python/test_kernels_int8.py t
 
 # The whole suite on the path the dispatcher picks, then the kernel tests again on each forced
 # x86 path, so reference and AVX2 stay correct on a host that would pick AVX-512.
-pytest: install
+pytest: install $(TFLRT)/.deps
 	$(PY) -m pytest -q tests
 	EDGEPRUNE_ISA=reference $(PY) -m pytest -q $(KERNEL_TESTS)
 	EDGEPRUNE_ISA=avx2 $(PY) -m pytest -q $(KERNEL_TESTS)

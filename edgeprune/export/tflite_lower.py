@@ -91,6 +91,7 @@ class Lowering:
         self.cache: dict[tuple, Val] = {}
         self.skip: set[str] = set()
         self.shapes = infer_shapes(proto)
+        self.dtypes: dict | None = None  # element types, inferred on first need (mask arithmetic)
         self.consumers: dict[str, list] = {}
         for i, n in enumerate(self.graph.node):
             n.name = n.name or f"{n.op_type}_{i}"  # patterns and skips go by node name
@@ -114,7 +115,8 @@ class Lowering:
     def new(self, name: str, nhwc: bool, dtype=np.float32, quant: Quant | None = None, label: str = "") -> Val:
         """A tensor for ONNX value ``name`` (its shape) stored NHWC or not, named ``label`` or ``name``."""
         shape = self.stored_shape(name, nhwc)
-        return Val(self.m.tensor(label or name, shape, dtype if quant is None else INT8, quant), nhwc)
+        dtype = INT8 if quant is not None else dtype
+        return Val(self.m.tensor(label or name, shape, dtype, quant), nhwc)
 
     def bind(self, name: str, val: Val) -> Val:
         self.vals[name] = val

@@ -12,6 +12,16 @@ import numpy as np
 import onnx
 
 
+def infer_dtypes(proto: onnx.ModelProto) -> dict[str, np.dtype]:
+    """{tensor name: numpy dtype} from ONNX type inference."""
+    g = onnx.shape_inference.infer_shapes(proto).graph
+    out = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.type.tensor_type.elem_type:
+            out[vi.name] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+    return out
+
+
 def infer_shapes(proto: onnx.ModelProto) -> dict[str, list[int]]:
     """{tensor name: static shape}: ONNX shape inference, completed by one ONNX Runtime run."""
     inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)

@@ -132,12 +132,6 @@ def _int8_params(lw: Lowering, w: str, bias: str | None, in_scale, cout: int, di
     return q, wq, bq.astype(np.int32), Quant(bs, np.zeros(bs.size, np.int64), 0)
 
 
-def _slice_quant(q: Quant | None, lo: int, hi: int) -> Quant | None:
-    if q is None or np.asarray(q.scale).size == 1:
-        return q
-    return Quant(q.scale[lo:hi], q.zero_point[lo:hi], q.dim)
-
-
 def conv(lw: Lowering, node) -> None:
     x, w = node.input[0], node.input[1]
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
@@ -163,50 +157,18 @@ def conv(lw: Lowering, node) -> None:
     out = lw.new(final, True, quant=q if int8 else None)
     common = {"Padding": mode, "StrideW": s[1], "StrideH": s[0], "FusedActivationFunction": act}
     dil = {"DilationWFactor": d[1], "DilationHFactor": d[0]}
-    if group == 1:
-        wa, wq, ba, bq = _conv_weights(lw, w, bias, int8, in_scale, False)
-        ins = [xv.index, lw.m.const(f"{w}", wa, wq), lw.m.const(f"{bias or w + '_bias'}", ba, bq)]
-        lw.m.op(OP.CONV_2D, ins, [out.index], ("Conv2DOptions", {**common, **dil}), 3 if int8 else 1, node.name)
-    elif group == cin and lw.consts[w].shape[1] == 1:
+    if group == cin and group > 1 and lw.consts[w].shape[1] == 1:
         wa, wq, ba, bq = _conv_weights(lw, w, bias, int8, in_scale, True)
         ins = [xv.index, lw.m.const(f"{w}", wa, wq), lw.m.const(f"{bias or w + '_bias'}", ba, bq)]
         opts = {**common, **dil, "DepthMultiplier": cout // cin}
         version = 3 if int8 else (2 if d != [1, 1] else 1)
         lw.m.op(OP.DEPTHWISE_CONV_2D, ins, [out.index], ("DepthwiseConv2DOptions", opts), version, node.name)
-    else:
-        _grouped_conv(lw, node, xv, out, group, (w, bias, int8, in_scale), {**common, **dil})
+    else:  # grouped convs too: the filter's input depth is C_in / groups (version 6)
+        wa, wq, ba, bq = _conv_weights(lw, w, bias, int8, in_scale, False)
+        ins = [xv.index, lw.m.const(f"{w}", wa, wq), lw.m.const(f"{bias or w + '_bias'}", ba, bq)]
+        version = 6 if group > 1 else (3 if int8 else 1)
+        lw.m.op(OP.CONV_2D, ins, [out.index], ("Conv2DOptions", {**common, **dil}), version, node.name)
     bind_all(lw, {node.output[0], final}, out)
-
-
-def _grouped_conv(lw: Lowering, node, xv: Val, out: Val, group: int, wb, opts: dict) -> None:
-    """A grouped conv as SPLIT -> one CONV_2D per group -> CONCATENATION (runs on every runtime)."""
-    w, bias, int8, in_scale = wb
-    wa, wq, ba, bq = _conv_weights(lw, w, bias, int8, in_scale, False)
-    xt = lw.m.tensors[xv.index]
-    ot = lw.m.tensors[out.index]
-    cin_g, cout_g = xt.shape[3] // group, ot.shape[3] // group
-    parts = [tmp(lw, f"{node.output[0]}_split{g}", xt.shape[:3] + [cin_g], quant=xt.quant) for g in range(group)]
-    axis = lw.m.const("axis", np.array(3, dtype=np.int32))
-    lw.m.op(OP.SPLIT, [axis, xv.index], parts, ("SplitOptions", {"NumSplits": group}), 2 if int8 else 1, node.name)
-    outs = []
-    for g in range(group):
-        lo, hi = g * cout_g, (g + 1) * cout_g
-        o = tmp(lw, f"{node.output[0]}_g{g}", ot.shape[:3] + [cout_g], quant=ot.quant)
-        ins = [
-            parts[g],
-            lw.m.const(f"{w}_g{g}", wa[lo:hi], _slice_quant(wq, lo, hi)),
-            lw.m.const(f"{w}_bias_g{g}", ba[lo:hi], _slice_quant(bq, lo, hi)),
-        ]
-        lw.m.op(OP.CONV_2D, ins, [o], ("Conv2DOptions", opts), 3 if int8 else 1, node.name)
-        outs.append(o)
-    lw.m.op(
-        OP.CONCATENATION,
-        outs,
-        [out.index],
-        ("ConcatenationOptions", {"Axis": 3, "FusedActivationFunction": 0}),
-        2 if int8 else 1,
-        node.name,
-    )
 
 
 def conv_transpose(lw: Lowering, node) -> None:

@@ -22,7 +22,8 @@ def _int8_in(lw: Lowering, name: str, nhwc=None) -> tuple[Val, bool]:
 
 
 def _passthrough_out(lw: Lowering, name: str, src: Val, nhwc: bool, int8: bool) -> Val:
-    return lw.new(name, nhwc, quant=lw.quant_of(src) if int8 else None)
+    """The output of an op that moves values without changing them: the input's type and scale."""
+    return lw.new(name, nhwc, dtype=lw.m.tensors[src.index].dtype, quant=lw.quant_of(src) if int8 else None)
 
 
 # ---- pools and means ----------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def slice_(lw: Lowering, node) -> None:
         e = min(max(e + dim if e < 0 else e, 0), dim)
         begin[a], end[a], stride[a] = s, e, int(st)
     xv = lw.get(x, nhwc=False, want_float=True)
-    out = lw.new(node.output[0], False)
+    out = _passthrough_out(lw, node.output[0], xv, False, False)
     ins = [xv.index] + [
         lw.m.const(n, np.array(v, np.int32)) for n, v in (("begin", begin), ("end", end), ("strides", stride))
     ]
@@ -198,7 +199,7 @@ def split(lw: Lowering, node) -> None:
     outs = [o for o in node.output]
     sizes = [lw.shape(o)[axis] for o in outs]
     xv = lw.get(x, nhwc=False, want_float=True)
-    vals = [lw.new(o, False) for o in outs]
+    vals = [_passthrough_out(lw, o, xv, False, False) for o in outs]
     ins = [xv.index, lw.m.const("sizes", np.array(sizes, np.int32)), lw.m.const("axis", np.array(axis, np.int32))]
     lw.m.op(OP.SPLIT_V, ins, [v.index for v in vals], ("SplitVOptions", {"NumSplits": len(outs)}), 1, node.name)
     for o, v in zip(outs, vals):
@@ -213,7 +214,7 @@ def gather(lw: Lowering, node) -> None:
         iv = lw.m.const("indices", lw.consts[idx].astype(np.int32))
     else:
         iv = lw.get(idx, nhwc=False).index
-    out = lw.new(node.output[0], False)
+    out = _passthrough_out(lw, node.output[0], dv, False, False)
     lw.m.op(OP.GATHER, [dv.index, iv], [out.index], ("GatherOptions", {"Axis": axis}), 1, node.name)
     lw.bind(node.output[0], out)
 
@@ -221,8 +222,43 @@ def gather(lw: Lowering, node) -> None:
 def expand(lw: Lowering, node) -> None:
     xv = lw.get(node.input[0], nhwc=False, want_float=True)
     shape = lw.shape(node.output[0])
-    out = lw.new(node.output[0], False)
+    out = _passthrough_out(lw, node.output[0], xv, False, False)
     lw.m.op(OP.BROADCAST_TO, [xv.index, lw.m.const("shape", np.array(shape, np.int32))], [out.index], None, 2)
+    lw.bind(node.output[0], out)
+
+
+LOGIC = {
+    "And": OP.LOGICAL_AND,
+    "Or": OP.LOGICAL_OR,
+    "Not": OP.LOGICAL_NOT,
+    "Equal": OP.EQUAL,
+    "Greater": OP.GREATER,
+    "GreaterOrEqual": OP.GREATER_EQUAL,
+    "Less": OP.LESS,
+    "LessOrEqual": OP.LESS_EQUAL,
+    "Where": OP.SELECT_V2,
+    "IsNaN": OP.NOT_EQUAL,
+    "Cast": OP.CAST,
+}
+
+
+def logic(lw: Lowering, node) -> None:
+    """Comparisons, logic, Where, Cast and IsNaN (x != x): the attention-mask arithmetic of
+    transformers models. Plain layout, numpy broadcasting (which TFLite shares), float inputs."""
+    from .tflite_lower_const import infer_dtypes
+
+    if lw.dtypes is None:
+        lw.dtypes = infer_dtypes(lw.proto)
+    ins = list(node.input) * 2 if node.op_type == "IsNaN" else list(node.input)
+    idx = []
+    for i in ins:
+        if i in lw.consts:
+            v = lw.consts[i]
+            idx.append(lw.m.const(i, v.astype(np.float32) if v.dtype == np.float64 else v))
+        else:
+            idx.append(lw.get(i, nhwc=False, want_float=True).index)
+    out = lw.new(node.output[0], False, dtype=lw.dtypes.get(node.output[0], np.float32))
+    lw.m.op(LOGIC[node.op_type], idx, [out.index], None, 1, node.name)
     lw.bind(node.output[0], out)
 
 
@@ -379,6 +415,7 @@ def match_patterns(lw: Lowering) -> dict:
 
 
 SHAPE_HANDLERS = {
+    **{k: logic for k in LOGIC},
     "MaxPool": pool,
     "AveragePool": pool,
     "GlobalAveragePool": global_average_pool,
