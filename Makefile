@@ -37,9 +37,20 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install torch==2.13.0
 	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn \
 	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6
+	# TFLite: the schema builders our writer uses, and LiteRT that checks and benchmarks the files
+	$(PIP) install tflite==2.18.0 flatbuffers ai-edge-litert==2.3.0 transformers==5.25.0
 	touch $@
 
 venv: $(VENV)/.deps
+
+# tflite-runtime 2.14 (what many Pi images ship) needs numpy < 2, so it gets its own small venv;
+# tests/python/test_tflite_runtime.py runs our .tflite files in it. Wheels exist for CPython <= 3.11.
+TFLRT := build/tflite-runtime-venv
+$(TFLRT)/.deps:
+	test -x $(TFLRT)/bin/python || $(PYTHON) -m venv $(TFLRT)
+	$(TFLRT)/bin/python -m pip --disable-pip-version-check -q install numpy==1.26.4 tflite-runtime==2.14.0 \
+	  || echo "tflite-runtime 2.14.0 has no wheel for this Python/platform: its tests are skipped" >&2
+	touch $@
 
 # Editable install of the package and its compiled core; redone when C++ sources change.
 $(VENV)/.installed: $(VENV)/.deps $(CSRC)
@@ -59,7 +70,7 @@ KERNEL_TESTS := tests/python/test_kernels.py tests/python/test_kernels_int8.py t
 
 # The whole suite on the path the dispatcher picks, then the kernel tests again on each forced
 # x86 path, so reference and AVX2 stay correct on a host that would pick AVX-512.
-pytest: install
+pytest: install $(TFLRT)/.deps
 	$(PY) -m pytest -q tests
 	EDGEPRUNE_ISA=reference $(PY) -m pytest -q $(KERNEL_TESTS)
 	EDGEPRUNE_ISA=avx2 $(PY) -m pytest -q $(KERNEL_TESTS)

@@ -26,7 +26,7 @@ from typing import Any
 from ._callable import make_module_callable
 from .errors import UserError
 
-RUNTIMES = ("onnxruntime", "torch", "litert")
+RUNTIMES = ("onnxruntime", "torch", "litert", "tflite-runtime")
 # Above this coefficient of variation (std / mean) the numbers are too noisy to compare:
 # another process is competing for the cores, or the CPU is throttling.
 CV_WARNING = 0.10
@@ -157,11 +157,11 @@ def default_runtime(artifact) -> str:
     if not isinstance(artifact, (str, os.PathLike)):
         return "torch"
     p = Path(artifact)
-    suffix = p.suffix.lower()
-    if suffix == ".onnx":
-        return "onnxruntime"
-    if suffix == ".tflite":
-        return "litert"
+    from .export.formats import family_of  # the table only: no exporter is imported
+
+    family = family_of(p)
+    if family is not None:
+        return family.runtime
     if p.is_dir() or not p.exists():
         return "torch"
     raise BenchError(f"cannot tell which runtime runs {p.name}; pass runtime= (--runtime) one of {', '.join(RUNTIMES)}")
@@ -200,7 +200,7 @@ def bench(
         raise BenchError(f"no artifact at {path_or_model}")
     if isolate and isinstance(path_or_model, (str, os.PathLike)):
         return _bench_in_subprocess(path_or_model, runtime, threads, warmup, runs, input_shape, layer_profile, seed)
-    make = {"onnxruntime": _onnxruntime, "torch": _torch, "litert": _litert}[runtime]
+    make = {"onnxruntime": _onnxruntime, "torch": _torch, "litert": _litert, "tflite-runtime": _tflite_runtime}[runtime]
     _preload(runtime)
     t0 = time.perf_counter()
     run_once, inputs, version, profiler = make(path_or_model, threads, input_shape, seed)
@@ -236,7 +236,12 @@ def bench(
 
 def _preload(runtime: str) -> None:
     """Import the runtime's module before the init timer starts (an import is not model init)."""
-    module = {"onnxruntime": "onnxruntime", "torch": "torch", "litert": "ai_edge_litert.interpreter"}.get(runtime)
+    module = {
+        "onnxruntime": "onnxruntime",
+        "torch": "torch",
+        "litert": "ai_edge_litert.interpreter",
+        "tflite-runtime": "tflite_runtime.interpreter",
+    }.get(runtime)
     if module:
         try:
             __import__(module)
@@ -438,31 +443,60 @@ def _litert(path, threads, input_shape, seed):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         raise BenchError("runtime litert needs the ai-edge-litert package: pip install ai-edge-litert") from None
+    import ai_edge_litert
+
+    version = f"litert {getattr(ai_edge_litert, '__version__', 'unknown')}"
+    return _tflite_interpreter(Interpreter, "litert", version, path, threads, seed)
+
+
+def _tflite_runtime(path, threads, input_shape, seed):
+    try:
+        import tflite_runtime
+        from tflite_runtime.interpreter import Interpreter
+    except ImportError:
+        raise BenchError(
+            "runtime tflite-runtime needs the tflite-runtime package (Python <= 3.11, numpy < 2): "
+            "pip install tflite-runtime, or use --runtime litert"
+        ) from None
+    version = f"tflite-runtime {getattr(tflite_runtime, '__version__', 'unknown')}"
+    return _tflite_interpreter(Interpreter, "tflite-runtime", version, path, threads, seed)
+
+
+def _tflite_interpreter(Interpreter, runtime, version, path, threads, seed):
+    """An interpreter on a checked .tflite file, fed seeded random inputs of its own types."""
     import numpy as np
 
     if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".tflite":
-        raise BenchError(f"litert needs a .tflite file, got {path}")
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
+        raise BenchError(
+            f"{runtime} needs a .tflite file, got {path}; export one with `edgeprune export --format tflite`"
+        )
+    from .export.tflite_family import read_model
+
+    try:
+        read_model(Path(path).read_bytes(), str(path))
+    except UserError as e:  # truncated or foreign file: one line, exit 2 (also from the isolated worker)
+        raise BenchError(str(e)) from None
+    try:
+        interp = Interpreter(model_path=str(path), num_threads=threads)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise BenchError(f"{runtime} cannot load {path}: {str(e).strip().splitlines()[0]}") from None
     rng = np.random.default_rng(seed)
     inputs = {}
+    types = {
+        np.dtype(np.float32): "tensor(float)",
+        np.dtype(np.int8): "tensor(int8)",
+        np.dtype(np.uint8): "tensor(uint8)",
+    }
+    types.update({np.dtype(np.int64): "tensor(int64)", np.dtype(np.int32): "tensor(int32)"})
     for d in interp.get_input_details():
         dtype = np.dtype(d["dtype"])
         shape = [int(s) if s > 0 else 1 for s in d["shape"]]
-        type_str = {
-            np.dtype(np.float32): "tensor(float)",
-            np.dtype(np.int8): "tensor(int8)",
-            np.dtype(np.uint8): "tensor(uint8)",
-        }.get(dtype, "tensor(float)")
-        value = _random(rng, type_str, shape)
-        interp.set_tensor(d["index"], value)
+        value = _random(rng, types.get(dtype, "tensor(float)"), shape)
+        if dtype.kind == "i" and dtype.itemsize > 1:
+            value = np.abs(value) % 2  # token ids: in range for any embedding table
+        interp.set_tensor(d["index"], value.astype(dtype))
         inputs[d["name"]] = shape
-    try:
-        import ai_edge_litert
-
-        version = f"litert {getattr(ai_edge_litert, '__version__', 'unknown')}"
-    except Exception:
-        version = "litert"
     return interp.invoke, inputs, version, None
 
 

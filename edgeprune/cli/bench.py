@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("artifact", help="model.onnx / model.int8.onnx, *.tflite, or a model directory (ep.save)")
     p.add_argument(
         "--runtime",
-        choices=["onnxruntime", "litert", "torch"],
+        choices=["onnxruntime", "litert", "tflite-runtime", "torch"],
         default=None,
         help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, directory -> torch)",
     )

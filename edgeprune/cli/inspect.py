@@ -1,7 +1,8 @@
-"""`edgeprune inspect FILE.onnx`: ops, params, MACs, size and int8 coverage of an ONNX file.
+"""`edgeprune inspect FILE`: ops, params, MACs, size and int8 coverage of an ONNX or TFLite file.
 
-Consumes: an ONNX file path and ``--json`` / ``--layers``. Produces: tables (summary, op counts,
-ops that stayed fp32 with the reason) or the ``edgeprune.export.inspect_onnx`` dict as JSON.
+Consumes: an ``.onnx`` or ``.tflite`` path and ``--json`` / ``--layers``. Produces: tables
+(summary, op counts, ops that stayed fp32 with the reason; for TFLite also sparse tensors and
+the ops XNNPACK leaves to the builtin kernels) or the ``edgeprune.export.inspect_file`` dict as JSON.
 """
 
 from __future__ import annotations
@@ -14,24 +15,26 @@ from .common import UsageError, print_json
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "inspect",
-        help="ops, params, MACs, size and int8 coverage of an ONNX file",
-        description="Inspect an ONNX file: ops, params, MACs, size, and which ops run "
+        help="ops, params, MACs, size and int8 coverage of an ONNX or TFLite file",
+        description="Inspect an ONNX or TFLite file: ops, params, MACs, size, and which ops run "
         "int8 (and why the others stayed fp32).",
     )
-    p.add_argument("file", metavar="FILE.onnx", help="the ONNX file")
+    p.add_argument("file", metavar="FILE", help="the .onnx or .tflite file")
     p.add_argument("--layers", action="store_true", help="list every compute op with its precision")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from edgeprune.export import inspect_onnx
+    from edgeprune.export import inspect_file
 
     path = Path(args.file)
     if not path.is_file():
-        raise UsageError(f"{path}: no such file; pass an .onnx file (e.g. one written by `edgeprune export`)")
+        raise UsageError(
+            f"{path}: no such file; pass an .onnx or .tflite file (e.g. one written by `edgeprune export`)"
+        )
     try:
-        info = inspect_onnx(path)
+        info = inspect_file(path)
     except ValueError as e:
         raise UsageError(str(e).splitlines()[0]) from None
     if args.json:
@@ -47,7 +50,7 @@ def run(args) -> int:
     q = info["int8"]
     for k, v in (
         ("size", f"{info['size_bytes'] / 1024:.1f} KiB"),
-        ("opset", str(info["opset"])),
+        *((("opset", str(info["opset"])),) if info.get("opset") is not None else ()),
         ("inputs", ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in info["inputs"])),
         ("outputs", ", ".join(f"{o['name']} {o['shape']} {o['dtype']}" for o in info["outputs"])),
         ("params", f"{info['params']:,}"),
@@ -77,6 +80,7 @@ def run(args) -> int:
         for o in q["fp32_ops"]:
             f.add_row(o["op"], o["name"], o["reason"])
         console.print(f)
+    _tflite_tables(console, info)
     if args.layers:
         lt = Table(title="compute ops")
         for c in ("name", "op", "MACs", "precision"):
@@ -85,3 +89,23 @@ def run(args) -> int:
             lt.add_row(l["name"], l["op"], f"{l['macs']:,}", l["precision"])
         console.print(lt)
     return 0
+
+
+def _tflite_tables(console, info: dict) -> None:
+    """Sparse weights and XNNPACK coverage (TFLite files only)."""
+    from rich.table import Table
+
+    if info.get("sparse_tensors"):
+        t = Table(title="sparse weights (DENSIFY)")
+        for c in ("tensor", "shape", "bytes", "blocks"):
+            t.add_column(c)
+        for s in info["sparse_tensors"]:
+            t.add_row(s["name"], str(s["shape"]), f"{s['bytes']:,}", "x".join(map(str, s["block_map"])) or "1x1")
+        console.print(t)
+    xnn = info.get("xnnpack")
+    if xnn is not None:
+        left = ", ".join(f"{k} x{v}" for k, v in xnn["builtin_only"].items())
+        console.print(
+            f"XNNPACK takes {xnn['delegated_ops']} of {sum(info['ops'].values())} ops"
+            + (f"; builtin kernels run: {left}" if left else "")
+        )
