@@ -112,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
 def _load_target(name):
     from edgeprune import targets
 
+    from .targets import announce
+
+    announce(name)
     try:
         return targets.load(name)
     except (FileNotFoundError, KeyError, ValueError) as e:

@@ -14,6 +14,7 @@ import re
 import sys
 
 from .common import EXIT_GATE, EXIT_OK, UsageError, print_json
+from .targets import announce as announce_target
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
 
@@ -47,7 +48,8 @@ def add_parser(subparsers) -> None:
         "--target",
         required=True,
         metavar="NAME",
-        help="device profile: rpi4, rpi5, jetson-nano, jetson-orin-nano, x86-avx2, x86-avx512-vnni, or a .toml path",
+        help="device profile: rpi4, rpi5, jetson-nano, jetson-orin-nano, x86-avx2, x86-avx512-vnni, an alias "
+        "(jetson, rpi, pi4, orin: `edgeprune targets list`), host, or a .toml path",
     )
     p.add_argument("--weights", metavar="F", help="state_dict file (loaded with weights_only=True)")
     p.add_argument("--trust-pickle", action="store_true", help="allow a pickled whole-model weights file")
@@ -135,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--formats is empty; e.g. --formats onnx,onnx-int8")
     if args.max_acc_drop is not None and args.data is None:
         raise UsageError("--max-acc-drop needs --data to measure accuracy on; e.g. --data digits")
+    announce_target(args.target)  # which profile an alias (`--target jetson`) chose, on stderr
     try:
         result = pipeline.build(
             args.model,

@@ -1,10 +1,15 @@
-"""`edgeprune targets list|show`: the built-in device profiles and user profile files.
+"""`edgeprune targets list|show`: the built-in device profiles, their aliases, user profile files.
 
-Consumes: a profile name or a path to a profile TOML. Produces: a rich table or the profile as
-JSON (``--json``) on stdout; a bad profile exits 2 with one line naming the file and field.
+Consumes: a profile name, an alias (any case), ``host``/``auto`` or a path to a profile TOML.
+Produces: a rich table or the profile as JSON (``--json``) on stdout, and on stderr one line
+saying which profile an alias chose; a bad profile exits 2 with one line naming the file and
+field, an unknown name with the closest names. ``announce()`` prints that alias line for the
+other subcommands that take ``--target``.
 """
 
 from __future__ import annotations
+
+import sys
 
 from .. import targets as targets_mod
 from .common import UsageError, print_json
@@ -25,7 +30,20 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def announce(name) -> None:
+    """One stderr line when ``name`` is an alias or ``host`` (say which profile it chose)."""
+    if name is None or str(name).endswith(".toml"):
+        return
+    try:
+        note = targets_mod.resolve(str(name)).note
+    except targets_mod.TargetError:
+        return  # the command that loads it reports the error
+    if note:
+        print(note, file=sys.stderr)
+
+
 def _load(name: str):
+    announce(name)
     try:
         return targets_mod.load(name)
     except ValueError as e:
@@ -64,6 +82,13 @@ def _list(as_json: bool) -> int:
             f"{p.deploy.precision}, x{p.deploy.channel_multiple}",
         )
     _console().print(table)
+    names = Table(title="names you can type for --target (any case; '_' or spaces count as '-')")
+    names.add_column("type")
+    names.add_column("profile")
+    for alias, canon in sorted(targets_mod.aliases().items(), key=lambda kv: (kv[1], kv[0])):
+        names.add_row(alias, canon)
+    names.add_row(" / ".join(targets_mod.HOST_NAMES), "this machine, detected from /proc (a Pi or Jetson: its profile)")
+    _console().print(names)
     return 0
 
 
@@ -78,8 +103,10 @@ def _show(name: str, as_json: bool) -> int:
     table = Table(title=f"{p.name}", caption=p.description, show_header=False)
     table.add_column("field")
     table.add_column("value")
-    for section in ("cpu", "memory", "peak", "gpu", "deploy"):
-        values = d[section]
+    for section in ("cpu", "memory", "peak", "gpu", "deploy", "cache"):
+        values = d.get(section)
+        if section == "cache" and values is None:
+            continue
         if values is None:
             table.add_row(section, "none")
             continue
