@@ -151,31 +151,49 @@ def make_onnxruntime(path, threads, input_shape, seed):
             psess = ort.InferenceSession(
                 str(path), options(os.path.join(tmp, "ort")), providers=["CPUExecutionProvider"]
             )
-            for _ in range(n):
+            for _ in range(n + 1):  # the first profiled run allocates and is dropped (skip_first)
                 psess.run(out_names, feeds)
-            return parse_ort_profile(psess.end_profiling(), n)
+            return parse_ort_profile(psess.end_profiling(), n, skip_first=True)
 
     return run_once, {k: list(v.shape) for k, v in feeds.items()}, f"onnxruntime {ort.__version__}", profiler
 
 
-def parse_ort_profile(path, runs: int) -> list[dict[str, Any]]:
-    """Per-node mean time from an ONNX Runtime profile (Chrome trace JSON), slowest first."""
+def parse_ort_profile(path, runs: int, skip_first: bool = False) -> list[dict[str, Any]]:
+    """Per-node time per run from an ONNX Runtime profile (Chrome trace JSON), slowest first.
+
+    ``skip_first``: ignore the node events of the first ``model_run`` (a cold run: allocations,
+    first-touch page faults), which can be longer than all the others together.
+    """
     events = json.loads(Path(path).read_text())
+    cutoff = None
+    if skip_first:
+        starts = sorted(
+            (float(e.get("ts", 0)), float(e.get("dur", 0)))
+            for e in events
+            if e.get("cat") == "Session" and e.get("name") == "model_run"
+        )
+        if len(starts) > 1:
+            cutoff = starts[0][0] + starts[0][1]
     totals: dict[str, dict[str, Any]] = {}
     for ev in events:
         if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
             continue
+        if cutoff is not None and float(ev.get("ts", 0)) < cutoff:
+            continue
         name = ev["name"][: -len("_kernel_time")]
         args = ev.get("args", {})
-        row = totals.setdefault(name, {"name": name, "op_type": args.get("op_name", ""), "us": 0.0})
-        row["us"] += float(ev.get("dur", 0))
-    grand = sum(r["us"] for r in totals.values()) or 1.0
+        row = totals.setdefault(name, {"name": name, "op_type": args.get("op_name", ""), "durs": []})
+        row["durs"].append(float(ev.get("dur", 0)))
+    # per node: the median event (a run preempted by another process cannot skew it) times the
+    # events per run
+    us = {name: statistics.median(r["durs"]) * len(r["durs"]) / runs for name, r in totals.items()}
+    grand = sum(us.values()) or 1.0
     rows = [
         {
             "name": r["name"],
             "op_type": r["op_type"],
-            "mean_ms": round(r["us"] / runs / 1000.0, 5),
-            "share": round(r["us"] / grand, 4),
+            "mean_ms": round(us[r["name"]] / 1000.0, 5),
+            "share": round(us[r["name"]] / grand, 4),
         }
         for r in totals.values()
     ]

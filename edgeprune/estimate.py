@@ -116,6 +116,9 @@ class Op:
     weight_elems: int = 0
     in_elems: int = 0
     out_elems: int = 0
+    # ONNX node and tensor names this op covers (its node, its outputs, fused followers): how a
+    # runtime's per-node profile is matched back to it (edgeprune.calibrate)
+    names: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -148,6 +151,9 @@ class Estimate:
     source: str  # "module" or the ONNX path
     assumptions: dict[str, Any]
     device: str = "cpu"
+    # "measured": the profile's efficiencies were fitted to measurements on the device
+    # (`edgeprune targets calibrate`); "published": fitted to published figures; "none": GPU guesses
+    calibration: str = "published"
 
     @property
     def by_kind(self) -> dict[str, float]:
@@ -160,6 +166,7 @@ class Estimate:
         return {
             "estimate": True,
             "calibrated": self.device == "cpu",
+            "calibration": self.calibration if self.device == "cpu" else "none",
             "device": self.device,
             "target": self.target,
             "precision": self.precision,
@@ -291,11 +298,13 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
     peak_core_gops = _peak_per_core(profile, precision)
     bandwidth = getattr(profile.memory, "bandwidth_gbs", None)
     speedup = threads / (1.0 + (1.0 - PARALLEL_FRACTION) * (threads - 1))
-    overhead_ms = (LAYER_OVERHEAD_US + LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)) / 1000.0
+    fitted = efficiency_for(profile, precision, threads)
+    eff = fitted["efficiency"]
+    bw_eff = fitted["bandwidth_efficiency"]
+    overhead_ms = (fitted["layer_overhead_us"] + LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)) / 1000.0
     act_bytes = _BYTES[precision]
     # int8 models keep fp32 bias and per-channel scales; small, ignored. fp16 weights are 2 bytes.
     w_bytes = _BYTES[precision]
-    eff = EFFICIENCY[precision]
 
     layers = []
     for op in ops:
@@ -304,7 +313,7 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
             compute_s = 2.0 * op.macs / (peak_core_gops * 1e9 * eff[op.kind] * speedup)
         else:
             compute_s = 0.0
-        memory_s = nbytes / (bandwidth * 1e9 * BW_EFFICIENCY) if bandwidth else 0.0
+        memory_s = nbytes / (bandwidth * 1e9 * bw_eff) if bandwidth else 0.0
         ms = max(compute_s, memory_s) * 1000.0 + overhead_ms
         layers.append(
             LayerEstimate(
@@ -325,10 +334,11 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
             "per-layer roofline: max(compute at peak x efficiency, bytes at bandwidth x efficiency)"
             " + per-layer overhead"
         ),
-        "calibration": CALIBRATION_SOURCE,
+        "calibration": fitted["source"],
+        "calibrated_threads": fitted["threads"],
         "peak_gops_per_core": peak_core_gops,
         "bandwidth_gbs": bandwidth,
-        "bandwidth_efficiency": BW_EFFICIENCY if bandwidth else None,
+        "bandwidth_efficiency": bw_eff if bandwidth else None,
         "efficiency": dict(eff),
         "thread_speedup": round(speedup, 4),
         "parallel_fraction": PARALLEL_FRACTION,
@@ -348,7 +358,41 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
         layers=layers,
         source=source,
         assumptions=assumptions,
+        calibration="measured" if fitted["measured"] else "published",
     )
+
+
+def efficiency_for(profile, precision: str, threads: int) -> dict[str, Any]:
+    """The efficiencies an estimate uses: the profile's own ``[efficiency]`` table when it has
+    one for ``precision`` (the fitted thread count nearest below ``threads``, else the smallest;
+    the Amdahl speedup covers the rest), otherwise the module's Raspberry Pi 4 fit.
+
+    Returns {"efficiency": {kind: fraction of peak}, "bandwidth_efficiency", "layer_overhead_us",
+    "source", "threads" (the fitted thread count used, None for the module fit), "measured"}.
+    """
+    table = getattr(profile, "efficiency", None) or {}
+    per_threads = table.get(precision) or {}
+    if per_threads:
+        counts = sorted(int(k[1:]) for k in per_threads)
+        pick = max((c for c in counts if c <= threads), default=counts[0])
+        fitted = per_threads[f"t{pick}"]
+        eff = {k: fitted.get(k, EFFICIENCY[precision][k]) for k in COMPUTE_KINDS}
+        return {
+            "efficiency": eff,
+            "bandwidth_efficiency": fitted.get("eltwise", BW_EFFICIENCY),
+            "layer_overhead_us": table.get("layer_overhead_us", LAYER_OVERHEAD_US),
+            "source": table["source"],
+            "threads": pick,
+            "measured": bool(getattr(profile, "calibrated", False)),
+        }
+    return {
+        "efficiency": dict(EFFICIENCY[precision]),
+        "bandwidth_efficiency": BW_EFFICIENCY,
+        "layer_overhead_us": LAYER_OVERHEAD_US,
+        "source": CALIBRATION_SOURCE,
+        "threads": None,
+        "measured": False,
+    }
 
 
 def _resolve_target(target):
@@ -692,7 +736,9 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
     file_precision = _onnx_precision(model)
     fusable: set[str] = set()
     ops: list[Op] = []
+    owner: dict[str, Op] = {}  # tensor name -> the op that produces it (fused followers included)
     for i, node in enumerate(graph.node):
+        n_before = len(ops)
         name = node.name or f"{node.op_type}_{i}"
         t = node.op_type
         if t in ("Conv", "QLinearConv", "ConvInteger"):
@@ -744,6 +790,9 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             fusable.add(out)
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
             fusable.update(node.output)
+            if node.input[0] in owner:
+                owner[node.input[0]].names += [name, *node.output]
+                owner.update(dict.fromkeys(node.output, owner[node.input[0]]))
         elif t in _ONNX_POOLS:
             ops.append(Op(name, "pool", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
         elif t in _ONNX_ELTWISE:
@@ -751,6 +800,9 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             ops.append(Op(name, "eltwise", in_elems=sum(_elems(n) for n in ins), out_elems=_elems(node.output[0])))
         # Shape plumbing (Reshape, Flatten, Shape, Gather, Q/DQ of activations) is free here:
         # runtimes fold it or it moves no more bytes than the op that consumes it.
+        if len(ops) > n_before:
+            ops[-1].names = [name, *node.output]
+            owner.update(dict.fromkeys(node.output, ops[-1]))
     return ops, file_precision
 
 

@@ -22,6 +22,7 @@ them) and else in the repository's ``targets/`` directory next to the package.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import sys
@@ -50,6 +51,7 @@ __all__ = [
     "resolve",
     "aliases",
     "detect_host",
+    "to_toml",
     "profile_dirs",
     "PRECISIONS",
     "OP_CLASSES",
@@ -126,7 +128,7 @@ class TargetProfile:
     cache: Cache | None = None
     # {"source": str, "layer_overhead_us"?: float, precision: {"t<threads>": {op class: fraction}}}
     efficiency: dict[str, Any] | None = None
-    # {precision: {"t<threads>": {op class: relative RMS error of the fit}}}
+    # {precision: {"t<threads>": {op class or "total": relative RMS error of the fit}}}
     residuals: dict[str, Any] | None = None
     calibrated: bool = False  # efficiencies fitted to measurements on the device itself
 
@@ -310,7 +312,7 @@ def _validate_table(table: Any, where: str, section: str) -> dict[str, Any]:
                 out[key][tkey] = {}
                 for cls, number in classes.items():
                     cfield = f"{field}.{tkey}.{cls}"
-                    if cls not in OP_CLASSES:
+                    if cls not in OP_CLASSES and not (section == "residuals" and cls == "total"):
                         raise TargetError(f"{where}: unknown field '{cfield}' (op classes: {', '.join(OP_CLASSES)})")
                     ok = isinstance(number, (int, float)) and not isinstance(number, bool)
                     if not ok or not (number > 0 if section == "efficiency" else number >= 0):
@@ -322,6 +324,43 @@ def _validate_table(table: Any, where: str, section: str) -> dict[str, Any]:
     if section == "efficiency" and "source" not in out:
         raise TargetError(f"{where}: missing field 'efficiency.source' (what the efficiencies were fitted to)")
     return out
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def to_toml(profile: TargetProfile) -> str:
+    """The profile as TOML text that ``load`` reads back to an equal profile."""
+    d = profile.to_dict()
+    lines = [f"name = {_toml_value(d['name'])}", f"description = {_toml_value(d['description'])}"]
+    if profile.calibrated:
+        lines.append("calibrated = true")
+    for section in ("cpu", "memory", "peak", "gpu", "deploy", "cache"):
+        values = d.get(section)
+        if values is None:
+            continue
+        lines += ["", f"[{section}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    for section in _NESTED:
+        table = d.get(section)
+        if not table:
+            continue
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        if scalars:
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+        for precision, per_threads in table.items():
+            if isinstance(per_threads, dict):
+                for tkey, classes in per_threads.items():
+                    lines += ["", f"[{section}.{precision}.{tkey}]"]
+                    lines += [f"{k} = {_toml_value(v)}" for k, v in classes.items()]
+    return "\n".join(lines) + "\n"
 
 
 def profile_dirs() -> list[Path]:

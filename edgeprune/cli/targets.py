@@ -27,6 +27,19 @@ def add_parser(subparsers) -> None:
     sp = sub.add_parser("show", help="show one profile")
     sp.add_argument("target", metavar="NAME|PATH", help="built-in profile name or path to a profile .toml")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cp = sub.add_parser(
+        "calibrate",
+        help="fit a profile's per-op-class efficiencies to bench measurements",
+        description="Fit conv / depthwise / 1x1 / fc / elementwise efficiencies (per precision and thread count) "
+        "to the per-op timings of `edgeprune bench --json` runs of .onnx models, local or --device, and write a "
+        "profile TOML with calibrated = true and the fit's residuals.",
+    )
+    cp.add_argument("target", metavar="PROFILE", help="the profile to start from (name, alias, host or .toml)")
+    cp.add_argument("bench", nargs="+", metavar="BENCH.json", help="bench JSON files (their .onnx next to them)")
+    cp.add_argument("--out", required=True, metavar="FILE.toml", help="the calibrated profile to write")
+    cp.add_argument("--name", default=None, help="profile name (default: the --out file's stem)")
+    cp.add_argument("--source", default=None, help="what the measurements are, recorded in the profile")
+    cp.add_argument("--json", action="store_true", help="print the per-model fit as JSON")
     p.set_defaults(run=run)
 
 
@@ -118,9 +131,49 @@ def _show(name: str, as_json: bool) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    import importlib
+    from pathlib import Path
+
+    from .. import fsutil
+
+    cal = importlib.import_module("edgeprune.calibrate")
+    base = _load(args.target)
+    out = Path(args.out)
+    if out.suffix != ".toml":
+        raise UsageError(f"--out {out}: a profile file must end in .toml")
+    try:
+        prof, rows = cal.fit(base, args.bench, source=args.source, name=args.name or out.stem)
+    except cal.CalibrationError as e:
+        raise UsageError(str(e)) from None
+    fsutil.write_text(out, targets_mod.to_toml(prof))
+    if args.json:
+        print_json({"profile": str(out), "rows": rows, "residuals": prof.residuals})
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{prof.name}: calibrated from {len(rows)} measurement(s) -> {out}")
+    for col in ("model", "precision", "threads", "measured ms", "estimate ms", "error", "profile matched"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(
+            r["model"],
+            r["precision"],
+            str(r["threads"]),
+            f"{r['measured_ms']:.3f}",
+            f"{r['estimate_ms']:.3f}",
+            f"{100 * r['rel_error']:+.1f}%",
+            f"{100 * r['profile_matched']:.0f}%",
+        )
+    _console().print(table)
+    return 0
+
+
 def run(args) -> int:
     if args.targets_command == "list":
         return _list(args.json)
+    if args.targets_command == "calibrate":
+        return _calibrate(args)
     return _show(args.target, args.json)
 
 

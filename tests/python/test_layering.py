@@ -25,6 +25,7 @@ RANK = {
     "_bench_runner": 0,
     "report": 0,
     "estimate": 1,
+    "calibrate": 1,
     "data": 1,
     "models": 2,
     "io": 2,

@@ -79,3 +79,18 @@ def test_no_tensorrt_here_is_one_line_exit_2(tmp_path, capsys):
     assert main(["bench", str(model), "--runtime", "tensorrt"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: bench {model}: runtime tensorrt needs trtexec")
+
+
+def test_ort_profile_drops_the_cold_first_run(tmp_path):
+    events = [
+        {"cat": "Session", "name": "model_run", "ts": 0, "dur": 1000},
+        {"cat": "Node", "name": "conv_kernel_time", "ts": 10, "dur": 900, "args": {"op_name": "Conv"}},
+        {"cat": "Session", "name": "model_run", "ts": 2000, "dur": 120},
+        {"cat": "Node", "name": "conv_kernel_time", "ts": 2010, "dur": 100, "args": {"op_name": "Conv"}},
+        {"cat": "Session", "name": "model_run", "ts": 3000, "dur": 120},
+        {"cat": "Node", "name": "conv_kernel_time", "ts": 3010, "dur": 110, "args": {"op_name": "Conv"}},
+    ]
+    p = tmp_path / "prof.json"
+    p.write_text(json.dumps(events))
+    assert R.parse_ort_profile(p, runs=2, skip_first=True)[0]["mean_ms"] == 0.105
+    assert R.parse_ort_profile(p, runs=3)[0]["mean_ms"] == 0.11  # the median run, not the cold one
