@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,12 @@ LAYER_OVERHEAD_PER_THREAD_US = 4.0
 GPU_EFFICIENCY = {"conv": 0.25, "pointwise": 0.25, "depthwise": 0.03, "fc": 0.05}
 GPU_LAYER_OVERHEAD_US = 6.0
 GPU_BW_EFFICIENCY = 0.6
+# Occupancy: a layer fills the GPU only when it has enough output elements to give every CUDA
+# core work; below that, a kernel's time stops shrinking with its MACs (it still takes one wave
+# of thread blocks). Modelled as efficiency x min(1, out_elems / (cuda_cores x this)), so
+# channel pruning speeds the narrow late layers of a CNN up far less than their MAC count says.
+# An assumption from CUDA's execution model (docs/targets.md, "GPU estimates"), not a fit.
+GPU_SATURATION_ELEMS_PER_CORE = 64
 
 # Published reference points (ms) the constants above are checked against.
 CALIBRATION_POINTS = {
@@ -246,10 +253,14 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
     bandwidth = getattr(profile.memory, "bandwidth_gbs", None)
     b = _BYTES[precision]
     overhead_ms = GPU_LAYER_OVERHEAD_US / 1000.0
+    saturation = gpu_cuda_cores(gpu) * GPU_SATURATION_ELEMS_PER_CORE
     layers = []
     for op in ops:
         nbytes = op.weight_elems * b + (op.in_elems + op.out_elems) * b
-        compute_s = 2.0 * op.macs / (peak * GPU_EFFICIENCY[op.kind]) if op.kind in GPU_EFFICIENCY and op.macs else 0.0
+        compute_s = 0.0
+        if op.kind in GPU_EFFICIENCY and op.macs:
+            occupancy = min(1.0, max(op.out_elems, 1) / saturation)
+            compute_s = 2.0 * op.macs / (peak * GPU_EFFICIENCY[op.kind] * occupancy)
         memory_s = nbytes / (bandwidth * 1e9 * GPU_BW_EFFICIENCY) if bandwidth else 0.0
         layers.append(
             LayerEstimate(
@@ -271,6 +282,8 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
         "bandwidth_gbs": bandwidth,
         "efficiency": dict(GPU_EFFICIENCY),
         "layer_overhead_us": GPU_LAYER_OVERHEAD_US,
+        "occupancy": f"efficiency x min(1, output elements / {saturation}) (CUDA cores x "
+        f"{GPU_SATURATION_ELEMS_PER_CORE})",
         "batch": 1,
     }
     return Estimate(
@@ -285,6 +298,12 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
         assumptions=assumptions,
         device="gpu",
     )
+
+
+def gpu_cuda_cores(gpu) -> int:
+    """CUDA cores from the profile's GPU name ("Ampere, 1024 CUDA cores, ..."); 128 if unnamed."""
+    m = re.search(r"(\d+)\s*CUDA cores", str(getattr(gpu, "name", "")))
+    return int(m.group(1)) if m else 128
 
 
 def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = None, source: str = "ops") -> Estimate:
