@@ -753,6 +753,10 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
         return int(math.prod(s)) if s else 0
 
     file_precision = _onnx_precision(model)
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     fusable: set[str] = set()
     ops: list[Op] = []
     owner: dict[str, Op] = {}  # tensor name -> the op that produces it (fused followers included)
@@ -807,6 +811,8 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
                 )
             )
             fusable.add(out)
+        elif _materialized_qdq(node, producer, consumers, consts):
+            ops.append(Op(name, "eltwise", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
             fusable.update(node.output)
             if node.input[0] in owner:
@@ -823,6 +829,38 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             ops[-1].names = [name, *node.output]
             owner.update(dict.fromkeys(node.output, ops[-1]))
     return ops, file_precision
+
+
+# Ops whose Q/DQ neighbours ONNX Runtime folds into a QLinear kernel (QLinearConv, QGemm,
+# QLinearAdd, QLinearConcat, the QLinear pools); a Q/DQ next to anything else (Sigmoid, Mul of
+# an SE block, HardSigmoid) stays a real pass over the tensor, int8 <-> fp32.
+# Data movement (Flatten, Reshape, Transpose, ...) passes int8 through, so its Q/DQ vanish too.
+_QDQ_FOLDED = {
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Concat",
+    "AveragePool",
+    "GlobalAveragePool",
+    "MaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+}
+
+
+def _materialized_qdq(node, producer, consumers, consts) -> bool:
+    """True for an activation Q or DQ the runtime cannot fold (it costs a memory pass)."""
+    if node.op_type == "DequantizeLinear" and node.input[0] not in consts:
+        users = list({id(u): u for u in consumers.get(node.output[0], [])}.values())
+        return len(users) > 1 or any(u.op_type not in _QDQ_FOLDED for u in users)
+    if node.op_type == "QuantizeLinear" and node.input[0] not in consts:
+        src = producer.get(node.input[0])
+        return src is None or src.op_type not in _QDQ_FOLDED
+    return False
 
 
 def _runtime_shapes(model, names: list[str]) -> dict[str, tuple[int, ...]]:
