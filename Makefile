@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 JOBS   ?= 2
 QEMU_CPUS := cortex-a57 cortex-a72 cortex-a76 neoverse-n1
-SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14
+SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14 openssh-server
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
 .PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm bench clean
@@ -35,7 +35,7 @@ $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned, so pip takes the CPU wheel and never a CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn \
+	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn ai-edge-litert==2.3.0 \
 	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6
 	# TFLite: the schema builders our writer uses, and LiteRT that checks and benchmarks the files
 	$(PIP) install tflite==2.18.0 flatbuffers ai-edge-litert==2.3.0 transformers==5.25.0

@@ -52,6 +52,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,12 @@ LAYER_OVERHEAD_PER_THREAD_US = 4.0
 GPU_EFFICIENCY = {"conv": 0.25, "pointwise": 0.25, "depthwise": 0.03, "fc": 0.05}
 GPU_LAYER_OVERHEAD_US = 6.0
 GPU_BW_EFFICIENCY = 0.6
+# Occupancy: a layer fills the GPU only when it has enough output elements to give every CUDA
+# core work; below that, a kernel's time stops shrinking with its MACs (it still takes one wave
+# of thread blocks). Modelled as efficiency x min(1, out_elems / (cuda_cores x this)), so
+# channel pruning speeds the narrow late layers of a CNN up far less than their MAC count says.
+# An assumption from CUDA's execution model (docs/targets.md, "GPU estimates"), not a fit.
+GPU_SATURATION_ELEMS_PER_CORE = 64
 
 # Published reference points (ms) the constants above are checked against.
 CALIBRATION_POINTS = {
@@ -117,6 +124,9 @@ class Op:
     weight_elems: int = 0
     in_elems: int = 0
     out_elems: int = 0
+    # ONNX node and tensor names this op covers (its node, its outputs, fused followers): how a
+    # runtime's per-node profile is matched back to it (edgeprune.calibrate)
+    names: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -149,6 +159,9 @@ class Estimate:
     source: str  # "module" or the ONNX path
     assumptions: dict[str, Any]
     device: str = "cpu"
+    # "measured": the profile's efficiencies were fitted to measurements on the device
+    # (`edgeprune targets calibrate`); "published": fitted to published figures; "none": GPU guesses
+    calibration: str = "published"
 
     @property
     def by_kind(self) -> dict[str, float]:
@@ -161,6 +174,7 @@ class Estimate:
         return {
             "estimate": True,
             "calibrated": self.device == "cpu",
+            "calibration": self.calibration if self.device == "cpu" else "none",
             "device": self.device,
             "target": self.target,
             "precision": self.precision,
@@ -240,10 +254,14 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
     bandwidth = getattr(profile.memory, "bandwidth_gbs", None)
     b = _BYTES[precision]
     overhead_ms = GPU_LAYER_OVERHEAD_US / 1000.0
+    saturation = gpu_cuda_cores(gpu) * GPU_SATURATION_ELEMS_PER_CORE
     layers = []
     for op in ops:
         nbytes = op.weight_elems * b + (op.in_elems + op.out_elems) * b
-        compute_s = 2.0 * op.macs / (peak * GPU_EFFICIENCY[op.kind]) if op.kind in GPU_EFFICIENCY and op.macs else 0.0
+        compute_s = 0.0
+        if op.kind in GPU_EFFICIENCY and op.macs:
+            occupancy = min(1.0, max(op.out_elems, 1) / saturation)
+            compute_s = 2.0 * op.macs / (peak * GPU_EFFICIENCY[op.kind] * occupancy)
         memory_s = nbytes / (bandwidth * 1e9 * GPU_BW_EFFICIENCY) if bandwidth else 0.0
         layers.append(
             LayerEstimate(
@@ -265,6 +283,8 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
         "bandwidth_gbs": bandwidth,
         "efficiency": dict(GPU_EFFICIENCY),
         "layer_overhead_us": GPU_LAYER_OVERHEAD_US,
+        "occupancy": f"efficiency x min(1, output elements / {saturation}) (CUDA cores x "
+        f"{GPU_SATURATION_ELEMS_PER_CORE})",
         "batch": 1,
     }
     return Estimate(
@@ -281,6 +301,12 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
     )
 
 
+def gpu_cuda_cores(gpu) -> int:
+    """CUDA cores from the profile's GPU name ("Ampere, 1024 CUDA cores, ..."); 128 if unnamed."""
+    m = re.search(r"(\d+)\s*CUDA cores", str(getattr(gpu, "name", "")))
+    return int(m.group(1)) if m else 128
+
+
 def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = None, source: str = "ops") -> Estimate:
     """The roofline itself, over a list of :class:`Op` (shared by the module and ONNX paths)."""
     cores = int(profile.cpu.cores)
@@ -292,11 +318,13 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
     peak_core_gops = _peak_per_core(profile, precision)
     bandwidth = getattr(profile.memory, "bandwidth_gbs", None)
     speedup = threads / (1.0 + (1.0 - PARALLEL_FRACTION) * (threads - 1))
-    overhead_ms = (LAYER_OVERHEAD_US + LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)) / 1000.0
+    fitted = efficiency_for(profile, precision, threads)
+    eff = fitted["efficiency"]
+    bw_eff = fitted["bandwidth_efficiency"]
+    overhead_ms = (fitted["layer_overhead_us"] + LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)) / 1000.0
     act_bytes = _BYTES[precision]
     # int8 models keep fp32 bias and per-channel scales; small, ignored. fp16 weights are 2 bytes.
     w_bytes = _BYTES[precision]
-    eff = EFFICIENCY[precision]
 
     layers = []
     for op in ops:
@@ -305,7 +333,7 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
             compute_s = 2.0 * op.macs / (peak_core_gops * 1e9 * eff[op.kind] * speedup)
         else:
             compute_s = 0.0
-        memory_s = nbytes / (bandwidth * 1e9 * BW_EFFICIENCY) if bandwidth else 0.0
+        memory_s = nbytes / (bandwidth * 1e9 * bw_eff) if bandwidth else 0.0
         ms = max(compute_s, memory_s) * 1000.0 + overhead_ms
         layers.append(
             LayerEstimate(
@@ -326,10 +354,11 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
             "per-layer roofline: max(compute at peak x efficiency, bytes at bandwidth x efficiency)"
             " + per-layer overhead"
         ),
-        "calibration": CALIBRATION_SOURCE,
+        "calibration": fitted["source"],
+        "calibrated_threads": fitted["threads"],
         "peak_gops_per_core": peak_core_gops,
         "bandwidth_gbs": bandwidth,
-        "bandwidth_efficiency": BW_EFFICIENCY if bandwidth else None,
+        "bandwidth_efficiency": bw_eff if bandwidth else None,
         "efficiency": dict(eff),
         "thread_speedup": round(speedup, 4),
         "parallel_fraction": PARALLEL_FRACTION,
@@ -349,7 +378,41 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
         layers=layers,
         source=source,
         assumptions=assumptions,
+        calibration="measured" if fitted["measured"] else "published",
     )
+
+
+def efficiency_for(profile, precision: str, threads: int) -> dict[str, Any]:
+    """The efficiencies an estimate uses: the profile's own ``[efficiency]`` table when it has
+    one for ``precision`` (the fitted thread count nearest below ``threads``, else the smallest;
+    the Amdahl speedup covers the rest), otherwise the module's Raspberry Pi 4 fit.
+
+    Returns {"efficiency": {kind: fraction of peak}, "bandwidth_efficiency", "layer_overhead_us",
+    "source", "threads" (the fitted thread count used, None for the module fit), "measured"}.
+    """
+    table = getattr(profile, "efficiency", None) or {}
+    per_threads = table.get(precision) or {}
+    if per_threads:
+        counts = sorted(int(k[1:]) for k in per_threads)
+        pick = max((c for c in counts if c <= threads), default=counts[0])
+        fitted = per_threads[f"t{pick}"]
+        eff = {k: fitted.get(k, EFFICIENCY[precision][k]) for k in COMPUTE_KINDS}
+        return {
+            "efficiency": eff,
+            "bandwidth_efficiency": fitted.get("eltwise", BW_EFFICIENCY),
+            "layer_overhead_us": table.get("layer_overhead_us", LAYER_OVERHEAD_US),
+            "source": table["source"],
+            "threads": pick,
+            "measured": bool(getattr(profile, "calibrated", False)),
+        }
+    return {
+        "efficiency": dict(EFFICIENCY[precision]),
+        "bandwidth_efficiency": BW_EFFICIENCY,
+        "layer_overhead_us": LAYER_OVERHEAD_US,
+        "source": CALIBRATION_SOURCE,
+        "threads": None,
+        "measured": False,
+    }
 
 
 def _resolve_target(target):
@@ -760,9 +823,15 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
         return int(math.prod(s)) if s else 0
 
     file_precision = _onnx_precision(model)
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     fusable: set[str] = set()
     ops: list[Op] = []
+    owner: dict[str, Op] = {}  # tensor name -> the op that produces it (fused followers included)
     for i, node in enumerate(graph.node):
+        n_before = len(ops)
         name = node.name or f"{node.op_type}_{i}"
         t = node.op_type
         if t in ("Conv", "QLinearConv", "ConvInteger"):
@@ -812,8 +881,13 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
                 )
             )
             fusable.add(out)
+        elif _materialized_qdq(node, producer, consumers, consts):
+            ops.append(Op(name, "eltwise", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
             fusable.update(node.output)
+            if node.input[0] in owner:
+                owner[node.input[0]].names += [name, *node.output]
+                owner.update(dict.fromkeys(node.output, owner[node.input[0]]))
         elif t in _ONNX_POOLS:
             ops.append(Op(name, "pool", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
         elif t in _ONNX_ELTWISE:
@@ -821,7 +895,42 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             ops.append(Op(name, "eltwise", in_elems=sum(_elems(n) for n in ins), out_elems=_elems(node.output[0])))
         # Shape plumbing (Reshape, Flatten, Shape, Gather, Q/DQ of activations) is free here:
         # runtimes fold it or it moves no more bytes than the op that consumes it.
+        if len(ops) > n_before:
+            ops[-1].names = [name, *node.output]
+            owner.update(dict.fromkeys(node.output, ops[-1]))
     return ops, file_precision
+
+
+# Ops whose Q/DQ neighbours ONNX Runtime folds into a QLinear kernel (QLinearConv, QGemm,
+# QLinearAdd, QLinearConcat, the QLinear pools); a Q/DQ next to anything else (Sigmoid, Mul of
+# an SE block, HardSigmoid) stays a real pass over the tensor, int8 <-> fp32.
+# Data movement (Flatten, Reshape, Transpose, ...) passes int8 through, so its Q/DQ vanish too.
+_QDQ_FOLDED = {
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Concat",
+    "AveragePool",
+    "GlobalAveragePool",
+    "MaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+}
+
+
+def _materialized_qdq(node, producer, consumers, consts) -> bool:
+    """True for an activation Q or DQ the runtime cannot fold (it costs a memory pass)."""
+    if node.op_type == "DequantizeLinear" and node.input[0] not in consts:
+        users = list({id(u): u for u in consumers.get(node.output[0], [])}.values())
+        return len(users) > 1 or any(u.op_type not in _QDQ_FOLDED for u in users)
+    if node.op_type == "QuantizeLinear" and node.input[0] not in consts:
+        src = producer.get(node.input[0])
+        return src is None or src.op_type not in _QDQ_FOLDED
+    return False
 
 
 def _runtime_shapes(model, names: list[str]) -> dict[str, tuple[int, ...]]:

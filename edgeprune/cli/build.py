@@ -15,6 +15,7 @@ import sys
 
 from ..pipeline import STAGES
 from .common import EXIT_GATE, EXIT_OK, UsageError, print_json
+from .targets import announce as announce_target
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
 
@@ -48,7 +49,8 @@ def add_parser(subparsers) -> None:
         "--target",
         required=True,
         metavar="NAME",
-        help="device profile: rpi4, rpi5, jetson-nano, jetson-orin-nano, x86-avx2, x86-avx512-vnni, or a .toml path",
+        help="device profile: rpi4, rpi5, jetson-nano, jetson-orin-nano, x86-avx2, x86-avx512-vnni, an alias "
+        "(jetson, rpi, pi4, orin: `edgeprune targets list`), host, or a .toml path",
     )
     p.add_argument("--weights", metavar="F", help="state_dict file (loaded with weights_only=True)")
     p.add_argument("--trust-pickle", action="store_true", help="allow a pickled whole-model weights file")
@@ -221,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
     settings["command_line"] = ["edgeprune", "build", *_argv_of(args)] if in_process else ["edgeprune", *sys.argv[1:]]
     spec = pipeline.BuildSpec(**settings)
     spec.validate(_FLAGS)
+    announce_target(args.target)  # which profile an alias (`--target jetson`) chose, on stderr
     tty = sys.stderr.isatty()
     with _Progress(rich=tty) as progress:
         result = pipeline.run(spec, progress, bars=tty)

@@ -133,7 +133,7 @@ def test_noise_warning_only_above_the_threshold():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"runtime": "tensorrt"}, "not one of"),
+        ({"runtime": "openvino"}, "not one of"),
         ({"runs": 0}, "runs >= 1"),
         ({"threads": 0}, "threads >= 1"),
     ],
@@ -211,7 +211,7 @@ def test_cli_bench_json_file_and_target(onnx_path, tmp_path, capsys):
         (["bench", "{onnx}", "--runs", "0"], "--runs"),
         (["bench", "{onnx}", "--input-shape", "3,x"], "--input-shape"),
         (["bench", "{onnx}", "--target", "no-such-board"], "--target no-such-board"),
-        (["bench", "{onnx}", "--runtime", "tensorrt"], "invalid choice"),
+        (["bench", "{onnx}", "--runtime", "openvino"], "invalid choice"),
         (["bench", "{onnx}", "--runtime", "torch"], "ep.save"),
     ],
 )
