@@ -37,6 +37,8 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install torch==2.13.0
 	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn \
 	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6
+	# transformers: the Hugging Face model tests (tiny configs built in code, nothing downloaded)
+	$(PIP) install transformers==5.25.0
 	touch $@
 
 venv: $(VENV)/.deps
