@@ -1095,8 +1095,8 @@ class Analyzer(fx.Interpreter):
     def _split(self, n, name, a, result):
         x = self.V(n.args[0])
         rank = x.dim()
-        default = 0
-        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", default)
+        pos = 1 if name == "unbind" else 2  # unbind(x, dim); split/chunk/tensor_split(x, sizes, dim)
+        dim = n.args[pos] if len(n.args) > pos else n.kwargs.get("dim", 0)
         dim = _norm_dim(dim, rank)
         k = len(result)
         if not isinstance(a, Ann):
@@ -1111,16 +1111,34 @@ class Analyzer(fx.Interpreter):
                 part = self._take_part(n, a, dim, i)
                 out.append(Ann(tuple(d - (d > dim) for d in part.dims), part.ids, part.split))
             return out
+        if name == "unbind" and a.ids.ndim == 2:  # reshape(B, 3, -1).unbind(1): one part per row
+            k_ax = a.dims.index(dim)
+            rest = tuple(d - (d > dim) for d in a.dims if d != dim)
+            return [Ann(rest, np.take(a.ids, i, axis=k_ax)) for i in range(k)]
         sizes = [r.shape[dim] for r in result]
-        literal_list = name in ("split", "tensor_split") and not isinstance(n.args[1], int)
-        if a.dims != (dim,) or len(set(sizes)) != 1 or name == "unbind" or literal_list:
-            self.fix_ann(a, f"{name} at {n.name} into unequal or single channels")
-            self.warn(f"{name} at {n.name} splits channels unevenly: kept whole")
+        arg = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size_or_sections", n.kwargs.get("split_size"))
+        literal_list = name in ("split", "tensor_split") and not isinstance(arg, int)
+        if a.dims != (dim,) or name == "unbind" or (name == "tensor_split" and literal_list):
+            self.fix_ann(a, f"{name} at {n.name} into single channels or along a split dim")
+            self.warn(f"{name} at {n.name} takes channels apart one by one or along a split dim: kept whole")
             return [Ann((dim,), a.ids[sum(sizes[:i]) : sum(sizes[: i + 1])]) for i in range(k)]
+        if len(set(sizes)) != 1:
+            # unequal parts: each part keeps its own channels; a literal size must be an attribute
+            parts = [a.ids[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(k)]
+            if literal_list:
+                for i, p in enumerate(parts):
+                    if sizes[i] > 1:
+                        self.an.reqs.append(SizeReq(self.owner(n), sizes[i], p.reshape(1, -1), 1, "split", n.name))
+            elif name == "split" and isinstance(arg, int):  # a remainder part: the sizes are fixed
+                self.fix_ann(a, f"{name} at {n.name} into unequal parts of a fixed size")
+                self.warn(f"{name} at {n.name} splits channels into unequal parts of size {arg}: kept whole")
+            return [Ann((dim,), p) for p in parts]
         ids2 = a.ids.reshape(k, -1)
         self.an.splits.append(Split(self.owner(n), ids2, n.name))
-        if name == "split" and isinstance(n.args[1], int) and n.args[1] > 1:
-            self.an.reqs.append(SizeReq(self.owner(n), int(n.args[1]), ids2, 1, "cols", n.name))
+        if name == "split" and literal_list and sizes[0] > 1:
+            self.an.reqs.append(SizeReq(self.owner(n), int(sizes[0]), ids2, 1, "split", n.name))
+        elif name == "split" and isinstance(arg, int) and arg > 1:
+            self.an.reqs.append(SizeReq(self.owner(n), int(arg), ids2, 1, "cols", n.name))
         return [Ann((dim,), ids2[i]) for i in range(k)]
 
     def _is_container(self, a) -> bool:
@@ -1324,7 +1342,7 @@ class Analyzer(fx.Interpreter):
     def _resolve(self, r: SizeReq) -> None:
         atoms = self.an.atoms
         roots = atoms.find(r.ids)
-        if r.role == "flat":
+        if r.role in ("flat", "split"):
             if (roots == FIXED).all():
                 return
         else:
@@ -1332,7 +1350,7 @@ class Analyzer(fx.Interpreter):
             if len(set(per)) == 1:
                 return  # every class spans every index of this axis: its size never changes
         m = self.mods.get(r.owner)
-        names = {"rows": _ROW_NAMES, "cols": _COL_NAMES, "flat": _FLAT_NAMES, "parts": ()}[r.role]
+        names = {"rows": _ROW_NAMES, "cols": _COL_NAMES, "flat": _FLAT_NAMES, "parts": (), "split": ()}[r.role]
         cands = []
         if m is not None:
             for k, v in vars(m).items():
@@ -1342,8 +1360,11 @@ class Analyzer(fx.Interpreter):
                     cands.append((0, names.index(k), k))
                 elif any(h in k.lower() for h in _NAME_HINTS):
                     cands.append((1, 0, k))
-        if cands:
-            attr = sorted(cands)[0][2]
+                elif r.role == "split":  # split sizes are often short names: x.split((self.c, self.c), 1)
+                    cands.append((2, 0, k))
+        cands.sort()
+        if cands and not (cands[0][0] == 2 and len(cands) > 1):  # two bare names: which one is it?
+            attr = cands[0][2]
             self.an.attr_fixes.append(AttrFix(r.owner, attr, r.ids, r.axis))
             return
         self.fix(r.ids, f"{r.node} hard-codes size {r.size}")
