@@ -180,6 +180,23 @@ class Graph:
         r = self._roots[ids]
         return self._root_group[r], self._root_class[r]
 
+    def pinned(self) -> list:
+        """Every group with channels that are never removed: group, layers, how many, and why."""
+        out = []
+        for g in self._groups:
+            if not g.fixed_channels:
+                continue
+            reasons = g.kept_reasons or ["tied to channels kept elsewhere (a residual stream or a pinned layer)"]
+            out.append(
+                {
+                    "group": g.id,
+                    "layers": sorted({t for _, t, _ in g.members} | set(g.sources)),
+                    "channels": g.fixed_channels,
+                    "reason": "; ".join(reasons),
+                }
+            )
+        return out
+
     def module(self, name: str) -> nn.Module:
         return self.model.get_submodule(name) if name else self.model
 

@@ -38,6 +38,7 @@ class PrunePlan:
     inputs: list = field(default_factory=list)  # [{"shape", "dtype"}]
     settings: dict = field(default_factory=dict)
     version: int = PLAN_VERSION
+    pinned: list = field(default_factory=list)  # {"group", "layers", "channels", "reason"}: never cut
 
     @property
     def hash(self) -> str:
@@ -59,6 +60,7 @@ class PrunePlan:
             "modules": self.modules,
             "params": self.params,
             "attrs": self.attrs,
+            "pinned": self.pinned,
         }
 
     def to_json(self, indent: int | None = None) -> str:
@@ -87,6 +89,7 @@ class PrunePlan:
             inputs=d.get("inputs", []),
             settings=d.get("settings", {}),
             version=d["version"],
+            pinned=d.get("pinned", []) if isinstance(d.get("pinned", []), list) else [],
         )
         if "hash" in d and d["hash"] != plan.hash:
             raise ValueError(
@@ -197,6 +200,7 @@ def plan_from_keep(graph: Graph, keep: dict, settings: dict | None = None) -> Pr
         signature=graph.signature,
         inputs=input_specs(graph.example_inputs, getattr(graph, "example_kwargs", None)),
         settings=dict(settings or {}),
+        pinned=graph.pinned(),
     )
 
 
