@@ -1363,6 +1363,11 @@ class Analyzer(fx.Interpreter):
                 elif r.role == "split":  # split sizes are often short names: x.split((self.c, self.c), 1)
                     cands.append((2, 0, k))
         cands.sort()
+        if cands and cands[0][0] == 2 and len(cands) > 1 and r.ids.shape[0] > 1:
+            # equal parts kept equal (x.split((self.c1, self.c2), 1) with c1 == c2): all sizes follow
+            for _, _, attr in cands:
+                self.an.attr_fixes.append(AttrFix(r.owner, attr, r.ids, r.axis))
+            return
         if cands and not (cands[0][0] == 2 and len(cands) > 1):  # two bare names: which one is it?
             attr = cands[0][2]
             self.an.attr_fixes.append(AttrFix(r.owner, attr, r.ids, r.axis))
