@@ -76,6 +76,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--explain", action="store_true", help="list the channels that are never pruned: group, layers, reason"
+    )
     from ._recipe import add_arguments as add_recipe_arguments  # recovery, schedules, budgets, sparsity
 
     add_recipe_arguments(p, how)
@@ -232,13 +235,30 @@ def run(args) -> int:
         "attributes": plan_obj.attrs,
         "warnings": notes,
     }
+    if getattr(args, "explain", False):
+        result["pinned"] = plan_obj.pinned
     if args.json:
         print_json(result)
     else:
         for n in notes:
             print(f"warning: {n}", file=sys.stderr)
         _print_table(result)
+        if "pinned" in result:
+            _print_pinned(result["pinned"])
     return 0
+
+
+def _print_pinned(pinned: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="channels never pruned (--explain)")
+    for col in ("group", "channels", "layers", "reason"):
+        t.add_column(col)
+    for p in pinned:
+        layers = ", ".join(p["layers"][:4]) + (f" (+{len(p['layers']) - 4})" if len(p["layers"]) > 4 else "")
+        t.add_row(p["group"], str(p["channels"]), layers, p["reason"])
+    Console().print(t if pinned else "every channel group can be pruned")
 
 
 def _print_table(r: dict) -> None:
