@@ -231,11 +231,26 @@ def estimate(
         source = "module"
     if precision is None:
         precision = file_precision
+    if source == "module" and precision == "int8":
+        ops = with_io_conversions(ops)
     if precision not in _BYTES:
         raise ValueError(f"estimate: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if device == "gpu":
         return estimate_gpu_ops(ops, profile, precision, source=source)
     return estimate_ops(ops, profile, precision, threads, source=source)
+
+
+def with_io_conversions(ops: list[Op]) -> list[Op]:
+    """An int8 model's float I/O: quantizing the input and dequantizing the output are a pass each
+    (the exported file's first Q and last DQ), so a module at int8 is estimated like its file."""
+    if not ops:
+        return ops
+    n_in, n_out = ops[0].in_elems, ops[-1].out_elems
+    return [
+        Op("input_QuantizeLinear", "eltwise", in_elems=n_in, out_elems=n_in),
+        *ops,
+        Op("output_DequantizeLinear", "eltwise", in_elems=n_out, out_elems=n_out),
+    ]
 
 
 def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops") -> Estimate:
@@ -904,8 +919,11 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
 # Ops whose Q/DQ neighbours ONNX Runtime folds into a QLinear kernel (QLinearConv, QGemm,
 # QLinearAdd, QLinearConcat, the QLinear pools); a Q/DQ next to anything else (Sigmoid, Mul of
 # an SE block, HardSigmoid) stays a real pass over the tensor, int8 <-> fp32.
-# Data movement (Flatten, Reshape, Transpose, ...) passes int8 through, so its Q/DQ vanish too.
+# Data movement (Flatten, Reshape, Transpose, ...) passes int8 through, so its Q/DQ vanish too,
+# and a Relu/Clip between a kernel and its Q becomes the kernel's output clamp.
 _QDQ_FOLDED = {
+    "Relu",
+    "Clip",
     "Conv",
     "Gemm",
     "MatMul",
@@ -925,8 +943,11 @@ _QDQ_FOLDED = {
 def _materialized_qdq(node, producer, consumers, consts) -> bool:
     """True for an activation Q or DQ the runtime cannot fold (it costs a memory pass)."""
     if node.op_type == "DequantizeLinear" and node.input[0] not in consts:
+        # ORT gives each consumer its own copy of a shared DQ (EnsureUniqueDQForNodeUnit), so only the
+        # consumers' kinds matter
+        # (no consumer: the graph's float output, a real pass)
         users = list({id(u): u for u in consumers.get(node.output[0], [])}.values())
-        return len(users) > 1 or any(u.op_type not in _QDQ_FOLDED for u in users)
+        return not users or any(u.op_type not in _QDQ_FOLDED for u in users)
     if node.op_type == "QuantizeLinear" and node.input[0] not in consts:
         src = producer.get(node.input[0])
         return src is None or src.op_type not in _QDQ_FOLDED

@@ -364,36 +364,6 @@ def _accuracy(model, dataset) -> float | None:
     return float(models.evaluate(model, dataset, metric="top1")["top1"])
 
 
-def _onnx_accuracy(path: Path, dataset, limit: int = 2000) -> float | None:
-    """Top-1 of an exported ONNX file under ONNX Runtime (the deployed artifact, not the torch twin)."""
-    import numpy as np
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else 64
-    n = min(len(dataset), limit)
-    correct = 0
-    for start in range(0, n, batch):
-        items = [dataset[i] for i in range(start, min(start + batch, n))]
-        x = np.stack([np.asarray(it[0], dtype=np.float32) for it in items])
-        y = np.array([int(it[1]) for it in items])
-        if len(items) < batch and isinstance(inp.shape[0], int) and inp.shape[0] > 0:
-            pad = np.zeros((batch - len(items), *x.shape[1:]), dtype=np.float32)
-            logits = sess.run(None, {inp.name: np.concatenate([x, pad])})[0][: len(items)]
-        else:
-            logits = sess.run(None, {inp.name: x})[0]
-        correct += int((logits.argmax(1) == y).sum())
-    return correct / max(n, 1)
-
-
-# family -> top-1 of a written file of that family; a family without an entry is skipped with a reason
-FILE_ACCURACY: dict[str, Callable[[Path, Any], float | None]] = {"onnx": _onnx_accuracy}
-
-
 def _onnx_input(path: Path) -> tuple[str, bool]:
     """(name of the first graph input, whether any of its dims is symbolic)."""
     import onnx
@@ -859,11 +829,12 @@ def _row_of(state: BuildState, fmt) -> dict[str, Any] | None:
 
 def _file_accuracy(state: BuildState, fmt, path: Path) -> float | None:
     """Top-1 of the written file itself, or None (with the reason in ``stages_skipped``)."""
-    check = FILE_ACCURACY.get(fmt.family)
-    if check is None:
-        state.skipped[f"accuracy {fmt.name}"] = f"no accuracy check for {fmt.family} files yet"
-        return None
-    return check(path, state.splits.test)
+    from .export import evaluate_file
+
+    acc = evaluate_file(path, state.splits.test)
+    if acc is None:
+        state.skipped[f"accuracy {fmt.name}"] = f"the {fmt.runtime} runtime is not installed here"
+    return acc
 
 
 def export_stage(state: BuildState) -> None:
