@@ -459,7 +459,7 @@ class BuildState:
 
 @contextlib.contextmanager
 def stage(state: BuildState, name: str, detail: str = ""):
-    """One step of the build: announce it, time it, and name it if an interrupt or error lands in it."""
+    """One step of the build: announce it to the listener, time it, and name it if an interrupt lands in it."""
     state.index += 1
     state.events.stage_started(name, detail, state.index, len(STAGES))
     t0 = time.perf_counter()
@@ -1086,7 +1086,7 @@ def _initial_report(spec: BuildSpec, profile, formats: list[str], state: BuildSt
 
 
 def _run_stages(state: BuildState) -> None:
-    spec, splits = state.spec, state.splits
+    spec = state.spec
     with stage(state, "load", "model and data"):
         load_stage(state)
     with stage(state, "baseline", "MACs, params, accuracy, estimate"):
