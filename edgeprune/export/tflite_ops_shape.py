@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .tflite_lower import NHWC, Lowering, Val, _attr, unsupported
-from .tflite_ops import _requant_to_next, bind_all, explicit_pad, fuse_act, pad_mode, tmp
+from .tflite_ops import _requant_to_next, bind_all, explicit_pad, fuse_act, int8_act, pad_mode, tmp
 from .tflite_schema import OP
 
 
@@ -64,6 +64,7 @@ def pool(lw: Lowering, node) -> None:
         else:
             raise unsupported(node, f"padding {pads} that TF's SAME does not reproduce (count_include_pad=0)")
     act, final = fuse_act(lw, node.output[0])
+    act = int8_act(act, lw.quant_of(xv) if int8 else None)
     out = _passthrough_out(lw, final, xv, True, int8)
     opts = {"Padding": mode, "StrideW": s[1], "StrideH": s[0], "FilterWidth": k[1], "FilterHeight": k[0]}
     opts["FusedActivationFunction"] = act
