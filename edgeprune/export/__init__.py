@@ -179,10 +179,11 @@ def export(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+    captures: dict = {}  # one ONNX capture per model for every format of this call
     for f in fmts:
         mod_name, fn_name = f.writer.split(":")
         writer = getattr(importlib.import_module(mod_name), fn_name)
-        options = {"dynamic_batch": dynamic_batch, "opset": opset, "io": io, "sparse": sparse}
+        options = {"dynamic_batch": dynamic_batch, "opset": opset, "io": io, "sparse": sparse, "captures": captures}
         artifact = writer(source, inputs, options)
         props = {
             "edgeprune_version": __version__,

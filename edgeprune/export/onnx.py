@@ -158,6 +158,9 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     model.CopyFrom(fp32)
     graph = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:  # the exporter shares equal initializers (e.g. zero biases) through Identity
+        if n.op_type == "Identity" and n.input[0] in inits:
+            inits[n.output[0]] = inits[n.input[0]]
     consumers = _consumers(graph)
     new_inits: list[onnx.TensorProto] = []
     pre_nodes: list = []  # QDQ of graph inputs (topologically first)

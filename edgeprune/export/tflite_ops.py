@@ -45,6 +45,15 @@ def fuse_act(lw: Lowering, name: str) -> tuple[int, str]:
     return 0, name
 
 
+def int8_act(act: int, q: Quant | None) -> int:
+    """The fused activation for an int8 output at ``q``: RELU6 whose upper bound lies beyond the
+    int8 range clamps nothing there, and TFLite rejects a bound that overflows int32 (tiny scales),
+    so it becomes RELU (the same int8 results)."""
+    if q is None or act != ACT["RELU6"]:
+        return act
+    return ACT["RELU"] if 6.0 / float(q.scale[0]) + float(q.zero_point[0]) >= 127 else act
+
+
 def bind_all(lw: Lowering, names, val: Val) -> Val:
     for n in names:
         lw.bind(n, val)
@@ -154,6 +163,7 @@ def conv(lw: Lowering, node) -> None:
     group = int(_attr(node, "group", 1))
     cin, cout = lw.shape(x)[1], lw.consts[w].shape[0]
     in_scale = lw.quant_of(xv).scale[0] if int8 else None
+    act = int8_act(act, q if int8 else None)
     out = lw.new(final, True, quant=q if int8 else None)
     common = {"Padding": mode, "StrideW": s[1], "StrideH": s[0], "FusedActivationFunction": act}
     dil = {"DilationWFactor": d[1], "DilationHFactor": d[0]}
@@ -269,6 +279,7 @@ def fully_connected(lw: Lowering, node) -> None:
         wa, wq = (wf if trans else wf.T), None
         ba = lw.consts[bias].astype(np.float32) if bias else np.zeros(cout, np.float32)
         bquant = None
+    act = int8_act(act, q if int8 else None)
     out = lw.new(final, False, quant=q if int8 else None)
     ins = [xv.index, lw.m.const(w, np.ascontiguousarray(wa), wq), lw.m.const(bias or f"{w}_bias", ba, bquant)]
     keep = rank > 2
@@ -377,6 +388,7 @@ def binary(lw: Lowering, node) -> None:
             ins.append(float_const(lw, x, lw.consts[x], rank, nhwc))
         else:
             ins.append(lw.get(x, nhwc=nhwc if len(lw.shape(x)) == 4 else None, want_float=not int8).index)
+    act = int8_act(act, q if int8 else None)
     out = lw.new(final, nhwc, quant=q if int8 else None)
     version = 1
     if int8:

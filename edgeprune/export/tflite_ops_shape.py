@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .tflite_lower import NHWC, Lowering, Val, _attr, unsupported
-from .tflite_ops import _requant_to_next, bind_all, explicit_pad, fuse_act, pad_mode, tmp
+from .tflite_ops import _requant_to_next, bind_all, explicit_pad, fuse_act, int8_act, pad_mode, tmp
 from .tflite_schema import OP
 
 
@@ -27,9 +27,19 @@ def _passthrough_out(lw: Lowering, name: str, src: Val, nhwc: bool, int8: bool) 
 
 
 # ---- pools and means ----------------------------------------------------------------------------
+def _max_pad(lw: Lowering, name: str, x: Val, pads: list[int]) -> Val:
+    """PADV2 with the lowest value, so padded pixels never win a max (PyTorch's max-pool padding)."""
+    t = lw.m.tensors[x.index]
+    n, h, w, c = t.shape
+    out = tmp(lw, f"{name}_pad", [n, h + pads[0] + pads[2], w + pads[1] + pads[3], c], quant=t.quant)
+    paddings = np.array([[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]], dtype=np.int32)
+    low = np.array(-128, np.int8) if t.quant is not None else np.array(np.finfo(np.float32).min, np.float32)
+    ins = [x.index, lw.m.const("paddings", paddings), lw.m.const("pad_value", low.reshape(()))]
+    lw.m.op(OP.PADV2, ins, [out], None, 2 if t.quant is not None else 1, name)
+    return Val(out, True)
+
+
 def pool(lw: Lowering, node) -> None:
-    if _attr(node, "ceil_mode", 0):
-        raise unsupported(node, "ceil_mode=1")
     if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         raise unsupported(node, "auto_pad")
     x = node.input[0]
@@ -40,13 +50,21 @@ def pool(lw: Lowering, node) -> None:
     if len(k) != 2 or d != [1, 1]:
         raise unsupported(node, "only 2-D pools without dilation")
     pads = list(_attr(node, "pads", [0, 0, 0, 0]))
-    mode, explicit = pad_mode(lw.shape(x)[2:], k, s, d, pads)
+    in_hw, out_hw = lw.shape(x)[2:], lw.shape(node.output[0])[2:]
+    floor_hw = [(in_hw[i] + pads[i] + pads[i + 2] - k[i]) // s[i] + 1 for i in range(2)]
+    if floor_hw != out_hw:  # ceil_mode=1 that adds a window: not expressible with TFLite paddings
+        raise unsupported(node, "ceil_mode=1 on a size where it adds an output row")
+    mode, explicit = pad_mode(in_hw, k, s, d, pads)
     avg = node.op_type == "AveragePool"
     if explicit is not None:
-        if not avg or not _attr(node, "count_include_pad", 0):
-            raise unsupported(node, f"padding {pads} that TF's SAME does not reproduce")
-        xv = explicit_pad(lw, node.output[0], xv, explicit)
+        if not avg:
+            xv = _max_pad(lw, node.output[0], xv, explicit)
+        elif _attr(node, "count_include_pad", 0):
+            xv = explicit_pad(lw, node.output[0], xv, explicit)
+        else:
+            raise unsupported(node, f"padding {pads} that TF's SAME does not reproduce (count_include_pad=0)")
     act, final = fuse_act(lw, node.output[0])
+    act = int8_act(act, lw.quant_of(xv) if int8 else None)
     out = _passthrough_out(lw, final, xv, True, int8)
     opts = {"Padding": mode, "StrideW": s[1], "StrideH": s[0], "FilterWidth": k[1], "FilterHeight": k[0]}
     opts["FusedActivationFunction"] = act

@@ -4,16 +4,17 @@ Consumes: the source (nn.Module or QuantizedModel), example inputs and options (
 "float" or "int8", ``sparse``: bool). Produces: an in-memory ``tflite_schema.Model`` that
 ``edgeprune.export`` stamps with metadata and serializes (``tflite_family.finish``).
 
-Route: the model is exported with our ONNX exporter (batch 1, static shapes, BN folded for int8)
-and that graph is lowered op by op (``tflite_lower``). For int8 the lowering reads the QDQ graph
-``quantize_onnx`` writes from the QuantizedModel, so both int8 formats carry the same scales.
+Route: the model is exported with our ONNX exporter (batch 1, static shapes, BN folded for int8;
+shared with the ONNX writers of the same ``export`` call) and that graph is lowered op by op
+(``tflite_lower``). For int8 the lowering reads the QDQ graph ``quantize_onnx`` writes from the
+QuantizedModel, so both int8 formats carry the same scales.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .onnx import DEFAULT_OPSET, quantize_onnx, torch_to_onnx
+from .onnx_writers import captured
 from .tflite_lower import lower
 from .tflite_schema import OP, Model, Operator
 from .tflite_sparse import sparsify
@@ -28,21 +29,19 @@ def _model_of(source):
 
 
 def write_fp32(source, example_inputs, options):
-    proto = torch_to_onnx(_model_of(source), _batch1(example_inputs), False, options.get("opset", DEFAULT_OPSET))
-    model = lower(proto)
+    model = lower(captured(options, _model_of(source), _batch1(example_inputs), False))
     if options.get("sparse") is not False:  # None: the weights at >= 70 % zeros; True: every candidate
         sparsify(model, force=bool(options.get("sparse")))
     return model
 
 
 def write_fp16(source, example_inputs, options):
-    proto = torch_to_onnx(_model_of(source), _batch1(example_inputs), False, options.get("opset", DEFAULT_OPSET))
-    return to_fp16(lower(proto))
+    return to_fp16(lower(captured(options, _model_of(source), _batch1(example_inputs), False)))
 
 
 def write_int8(source, example_inputs, options):
-    fp32 = torch_to_onnx(source.folded, _batch1(example_inputs), False, options.get("opset", DEFAULT_OPSET))
-    return lower(quantize_onnx(fp32, source), io_int8=options.get("io", "float") == "int8")
+    qdq = captured(options, source.folded, _batch1(example_inputs), False, qsource=source)
+    return lower(qdq, io_int8=options.get("io", "float") == "int8")
 
 
 def to_fp16(model: Model) -> Model:

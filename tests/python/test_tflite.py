@@ -204,3 +204,22 @@ def test_sparse_policy(tmp_path):
     info = inspect_file(forced)
     assert info["ops"]["DENSIFY"] == len(info["sparse_tensors"]) > 0
     assert rel_err(run(forced, [x.numpy()])[0], torch_ref(model, x)) < 1e-4
+
+
+def test_bench_tflite_on_a_device_without_torch_or_onnx(tmp_path):
+    """`edgeprune bench model.tflite` needs LiteRT and numpy only (a Pi image without torch and onnx)."""
+    import os
+    import subprocess
+
+    model, x = build("mobilenet_v2")
+    path = export(model, tmp_path / "e", formats=["tflite"], example_inputs=(x[:1],))["tflite"]
+    for blocked in ("torch", "onnx"):
+        (tmp_path / "site" / blocked).mkdir(parents=True)
+        (tmp_path / "site" / blocked / "__init__.py").write_text(f"raise ImportError('no {blocked} on this device')\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{root}"}
+    cmd = [sys.executable, "-m", "edgeprune.cli.bench", str(path), "--runs", "3", "--warmup", "0", "--json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["runtime"] == "litert" and out["runs"] == 3 and out["inputs"] == {"input": [1, 16, 16, 3]}

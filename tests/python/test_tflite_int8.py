@@ -145,3 +145,26 @@ def test_int8_io_takes_and_returns_int8(quantized, digits_xy, tmp_path):
     yb = np.concatenate([invoke(b, [x[i : i + 1]])[0] for i in range(len(x))])
     assert np.array_equal(ya.argmax(1), yb.argmax(1))
     assert np.abs(ya - yb).max() <= 2 * out["scale"][0]
+
+
+def test_zero_biases_shared_by_the_exporter_still_go_int32(tmp_path):
+    """Fresh BN folds to all-zero biases, which the ONNX exporter shares through Identity nodes:
+    every conv must still get its own int32 bias and run int8 (a float bias would break the int8 chain)."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU6(),
+        torch.nn.Conv2d(8, 8, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU6(),
+    ).eval()
+    calib = [torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(8)]
+    qm = ep.quantize(model, calib, method="minmax", calib_n=8, progress=False)
+    paths = export(qm, tmp_path, formats=["tflite-int8", "onnx-int8"], example_inputs=(calib[0],))
+    info = inspect_file(paths["tflite-int8"])
+    assert info["int8"]["coverage_macs"] == 1.0 and "QUANTIZE" in info["ops"] and info["ops"]["QUANTIZE"] == 1
+    import onnx
+
+    proto = onnx.load(str(paths["onnx-int8"]))
+    int32 = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT32}
+    assert sum(n.op_type == "DequantizeLinear" and n.input[0] in int32 for n in proto.graph.node) == 2
