@@ -35,8 +35,9 @@ precision, with the depthwise efficiency held at a third of it (depthwise 3x3 do
 per loaded input value against hundreds for a 1x1 GEMM, so it is load-bound; the four
 points alone cannot separate the two, the fit is flat along that direction). The fc
 efficiency does not matter for these models (a batch-1 fc is a GEMV, memory-bound).
-``tests/python/test_estimate.py`` checks all four points within +-35 %. Other profiles reuse
-the same efficiencies on their own peaks and bandwidth: an assumption (the fraction of peak
+``tests/python/test_estimate.py`` checks all four points within +-35 %. A profile with its own
+``[efficiency]`` table (``edgeprune targets calibrate``; the built-in x86 ones) uses that instead
+(``efficiency_for``). The others reuse these efficiencies on their own peaks and bandwidth: an assumption (the fraction of peak
 a microkernel reaches is mostly set by its loads per FLOP, which NEON and AVX2 designs
 share); a device measurement replaces it.
 
@@ -811,7 +812,7 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
                 )
             )
             fusable.add(out)
-        elif _materialized_qdq(node, producer, consumers, consts):
+        elif _materialized_qdq(node, producer, consumers, consts, fusable):
             ops.append(Op(name, "eltwise", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
             fusable.update(node.output)
@@ -832,11 +833,13 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
 
 
 # Ops whose Q/DQ neighbours ONNX Runtime folds into a QLinear kernel (QLinearConv, QGemm,
-# QLinearAdd, QLinearConcat, the QLinear pools); a Q/DQ next to anything else (Sigmoid, Mul of
-# an SE block, HardSigmoid) stays a real pass over the tensor, int8 <-> fp32.
+# QLinearAdd, QLinearConcat, the QLinear pools; an activation fused onto a conv goes with it); a
+# Q/DQ next to anything else (Sigmoid, the Mul of a squeeze-excite block, HardSigmoid) stays a
+# real pass over the tensor, int8 <-> fp32.
 # Data movement (Flatten, Reshape, Transpose, ...) passes int8 through, so its Q/DQ vanish too.
 _QDQ_FOLDED = {
     "Conv",
+    "ConvTranspose",
     "Gemm",
     "MatMul",
     "Add",
@@ -849,17 +852,23 @@ _QDQ_FOLDED = {
     "Transpose",
     "Squeeze",
     "Unsqueeze",
+    "Relu",  # a Q after Relu / Clip clamps to the same range: ONNX Runtime drops the pair
+    "Clip",
 }
 
 
-def _materialized_qdq(node, producer, consumers, consts) -> bool:
-    """True for an activation Q or DQ the runtime cannot fold (it costs a memory pass)."""
+def _materialized_qdq(node, producer, consumers, consts, fusable) -> bool:
+    """True for an activation Q or DQ the runtime cannot fold (it costs a memory pass).
+
+    Quantizing the graph input is left out like other plumbing (one pass over the input), so an
+    int8 file and its module estimate alike; a DQ with several users is fine (ONNX Runtime gives
+    each user its own copy before fusing).
+    """
     if node.op_type == "DequantizeLinear" and node.input[0] not in consts:
-        users = list({id(u): u for u in consumers.get(node.output[0], [])}.values())
-        return len(users) > 1 or any(u.op_type not in _QDQ_FOLDED for u in users)
+        return any(u.op_type not in _QDQ_FOLDED for u in consumers.get(node.output[0], []))
     if node.op_type == "QuantizeLinear" and node.input[0] not in consts:
         src = producer.get(node.input[0])
-        return src is None or src.op_type not in _QDQ_FOLDED
+        return src is not None and src.op_type not in _QDQ_FOLDED and node.input[0] not in fusable
     return False
 
 
