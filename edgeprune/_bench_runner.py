@@ -201,6 +201,8 @@ def parse_ort_profile(path, runs: int, skip_first: bool = False) -> list[dict[st
             "op_type": r["op_type"],
             "mean_ms": round(us[r["name"]] / 1000.0, 5),
             "share": round(us[r["name"]] / grand, 4),
+            # the fastest event times the events per run: the node's time with nothing competing
+            "min_ms": round(min(r["durs"]) * len(r["durs"]) / runs / 1000.0, 5),
         }
         for r in totals.values()
     ]
@@ -333,7 +335,12 @@ def trtexec_command(path, warmup_ms: int, runs: int, precision: str, times_json:
     ]
 
 
-def measure_tensorrt(path, warmup: int, runs: int, precision: str = "int8", timeout: float = 1800.0):
+def trt_precision(path) -> str:
+    """What to build an engine in: int8 for edgeprune's ``*.int8.onnx`` (Q/DQ), else fp16."""
+    return "int8" if ".int8." in Path(path).name else "fp16"
+
+
+def measure_tensorrt(path, warmup: int, runs: int, precision: str | None = None, timeout: float = 1800.0):
     """Build an engine with the board's ``trtexec`` and time it; the same dict as ``measure``.
 
     Samples are the per-iteration host latencies trtexec exports (``--exportTimes``); its GPU
@@ -344,6 +351,7 @@ def measure_tensorrt(path, warmup: int, runs: int, precision: str = "int8", time
             "runtime tensorrt needs trtexec (JetPack's /usr/src/tensorrt/bin/trtexec or on PATH); "
             "install TensorRT on the Jetson (sudo apt install tensorrt) or use --runtime onnxruntime"
         )
+    precision = precision or trt_precision(path)
     with tempfile.TemporaryDirectory(prefix="edgeprune-trt-") as tmp:
         times = os.path.join(tmp, "times.json")
         t0 = time.perf_counter()
@@ -434,7 +442,7 @@ def run_request(req: dict[str, Any]) -> dict[str, Any]:
     if not Path(req["path"]).is_file():
         raise RunnerError(f"no artifact at {req['path']}")
     if runtime == "tensorrt":
-        out = measure_tensorrt(req["path"], req["warmup"], req["runs"], req.get("precision") or "int8")
+        out = measure_tensorrt(req["path"], req["warmup"], req["runs"], req.get("precision"))
     else:
         # imported before the init timer (an import is not model init); numpy first, the runtime needs it
         _import("numpy", runtime)

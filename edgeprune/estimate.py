@@ -35,8 +35,9 @@ precision, with the depthwise efficiency held at a third of it (depthwise 3x3 do
 per loaded input value against hundreds for a 1x1 GEMM, so it is load-bound; the four
 points alone cannot separate the two, the fit is flat along that direction). The fc
 efficiency does not matter for these models (a batch-1 fc is a GEMV, memory-bound).
-``tests/python/test_estimate.py`` checks all four points within +-35 %. Other profiles reuse
-the same efficiencies on their own peaks and bandwidth: an assumption (the fraction of peak
+``tests/python/test_estimate.py`` checks all four points within +-35 %. A profile with its own
+``[efficiency]`` table (``edgeprune targets calibrate``; the built-in x86 ones) uses that instead
+(``efficiency_for``). The others reuse these efficiencies on their own peaks and bandwidth: an assumption (the fraction of peak
 a microkernel reaches is mostly set by its loads per FLOP, which NEON and AVX2 designs
 share); a device measurement replaces it.
 
@@ -48,7 +49,6 @@ barrier). Memory bandwidth is shared by all cores and does not scale with thread
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -231,26 +231,11 @@ def estimate(
         source = "module"
     if precision is None:
         precision = file_precision
-    if source == "module" and precision == "int8":
-        ops = with_io_conversions(ops)
     if precision not in _BYTES:
         raise ValueError(f"estimate: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if device == "gpu":
         return estimate_gpu_ops(ops, profile, precision, source=source)
     return estimate_ops(ops, profile, precision, threads, source=source)
-
-
-def with_io_conversions(ops: list[Op]) -> list[Op]:
-    """An int8 model's float I/O: quantizing the input and dequantizing the output are a pass each
-    (the exported file's first Q and last DQ), so a module at int8 is estimated like its file."""
-    if not ops:
-        return ops
-    n_in, n_out = ops[0].in_elems, ops[-1].out_elems
-    return [
-        Op("input_QuantizeLinear", "eltwise", in_elems=n_in, out_elems=n_in),
-        *ops,
-        Op("output_DequantizeLinear", "eltwise", in_elems=n_out, out_elems=n_out),
-    ]
 
 
 def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops") -> Estimate:
@@ -516,152 +501,6 @@ _POOLS = {
 }
 
 
-def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
-    # (B, H, Lq, D) x (B, H, Lk, D) -> scores, then x (B, H, Lk, Dv): two matmuls, 2 flops per MAC
-    b, h, lq, d = q
-    lk, dv = k[-2], v[-1]
-    return 2 * b * h * lq * lk * (d + dv)
-
-
-def _flop_mapping() -> dict:
-    import torch
-
-    ops = {}
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is not None:
-        ops[op] = _sdpa_cpu_flops
-    return ops
-
-
-@contextlib.contextmanager
-def counting_macs():
-    """Count the MACs of everything run inside (``with counting_macs() as macs: ...; macs()``).
-
-    The one MAC counter: ``torch.utils.flop_counter`` at the aten level (every conv, matmul and
-    attention op, hand-written attention included), halved from FLOPs. ``count_macs_params``
-    (both budget searches) and ``ops_from_module`` (for operators it has no closed form for)
-    count with it.
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    # the fused MultiheadAttention fast path is one opaque kernel the counter cannot see into
-    fast = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter:
-            yield lambda: int(counter.get_total_flops()) // 2
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fast)
-
-
-# Functions whose MACs ops_from_module takes from counting_macs (no closed form here), and the
-# operator kind they become.
-_COUNTED = {
-    "conv_transpose1d": "conv",
-    "conv_transpose2d": "conv",
-    "conv_transpose3d": "conv",
-    "einsum": "fc",
-    "multi_head_attention_forward": "fc",
-}
-
-
-def _numel(x) -> int:
-    import torch
-
-    return int(x.numel()) if isinstance(x, torch.Tensor) else 0
-
-
-class _OpTrace:
-    """What ``ops_from_module`` records while the model runs: one ``Op`` per operator, named
-    after the module it runs in."""
-
-    def __init__(self):
-        self.stack: list[str] = []  # names of the modules being run, innermost last
-        self.ops: list[Op] = []
-        self.fusable: set[int] = set()  # ids of tensors produced by conv/linear (or an op fused onto one)
-        self.keep: list = []  # keep outputs alive so their ids stay unique during the trace
-        self.counts: dict[str, int] = {}
-
-    def name(self, kind: str) -> str:
-        base = self.stack[-1] if self.stack and self.stack[-1] else "model"
-        key = f"{base}:{kind}"
-        self.counts[key] = self.counts.get(key, 0) + 1
-        return base if self.counts[key] == 1 and kind in COMPUTE_KINDS else f"{base}.{kind}{self.counts[key]}"
-
-    def add(self, kind: str, out, fused_onto: bool = False, **fields) -> None:
-        self.ops.append(Op(self.name(kind), kind, out_elems=_numel(out), **fields))
-        if fused_onto:
-            self.fusable.add(id(out))
-
-    def call(self, func, args, kwargs):
-        """Run ``func`` and record it (the body of the TorchFunctionMode)."""
-        import torch
-
-        fname = getattr(func, "__name__", "")
-        if fname in _COUNTED:
-            return self.counted(fname, func, args, kwargs)
-        out = func(*args, **kwargs)
-        first = args[0] if args else None
-        if fname in ("conv1d", "conv2d", "conv3d"):
-            self.conv(args, kwargs, out)
-        elif fname in ("linear", "matmul", "__matmul__", "mm", "bmm", "addmm"):
-            x, w = (args[1], args[2]) if fname == "addmm" else (args[0], args[1])
-            # a weight is read from memory as weights; an activation operand (attention's
-            # Q @ K^T) is one more input tensor
-            is_weight = isinstance(w, torch.nn.Parameter)
-            in_elems = _numel(x) + (0 if is_weight else _numel(w))
-            weight_elems = _numel(w) if is_weight else 0
-            macs = _numel(out) * int(x.shape[-1])
-            self.add("fc", out, True, macs=macs, weight_elems=weight_elems, in_elems=in_elems)
-        elif fname == "scaled_dot_product_attention":
-            q, k, v = args[0], args[1], args[2]
-            # Q @ K^T (L x S x E per head) and softmax(.) @ V (L x S x Ev per head)
-            lq, s_len = int(q.shape[-2]), int(k.shape[-2])
-            macs = int(math.prod(q.shape[:-2])) * lq * s_len * (int(q.shape[-1]) + int(v.shape[-1]))
-            self.add("fc", out, macs=macs, in_elems=_numel(q) + _numel(k) + _numel(v))
-        elif fname in _ACTIVATIONS:
-            if id(first) in self.fusable:
-                self.fusable.add(id(out))
-            elif isinstance(out, torch.Tensor) and fname not in ("dropout", "dropout_"):
-                self.add("eltwise", out, in_elems=_numel(first))
-        elif fname in _ELTWISE and isinstance(out, torch.Tensor):
-            ins = first if isinstance(first, (list, tuple)) else args
-            self.add("eltwise", out, in_elems=sum(_numel(a) for a in ins))
-        elif fname in _POOLS and isinstance(out, torch.Tensor):
-            self.add("pool", out, in_elems=_numel(first))
-        if isinstance(out, torch.Tensor):
-            self.keep.append(out)
-        return out
-
-    def conv(self, args, kwargs, out) -> None:
-        x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
-        groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
-        kernel = int(math.prod(w.shape[2:]))
-        per_out = int(w.shape[1]) * kernel  # MACs per output element
-        if groups > 1 and groups == x.shape[1] and int(w.shape[1]) == 1:
-            kind = "depthwise"
-        elif kernel == 1 and groups == 1:
-            kind = "pointwise"
-        else:
-            kind = "conv"
-        self.add(kind, out, True, macs=_numel(out) * per_out, weight_elems=_numel(w), in_elems=_numel(x))
-
-    def counted(self, fname, func, args, kwargs):
-        """An operator without a closed form here: its MACs from ``counting_macs``."""
-        import torch
-
-        with counting_macs() as counted:
-            out = func(*args, **kwargs)
-        out0 = out[0] if isinstance(out, tuple) else out
-        flat = [b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,))]
-        weights = sum(_numel(a) for a in flat if isinstance(a, torch.nn.Parameter))
-        in_elems = sum(_numel(a) for a in flat) - weights
-        self.add(_COUNTED[fname], out0, True, macs=counted(), weight_elems=weights, in_elems=in_elems)
-        self.keep.append(out0)
-        return out
-
-
 def ops_from_module(model, input_shape=None) -> list[Op]:
     """Run one batch-1 forward with zeros and record every operator's shapes.
 
@@ -674,20 +513,100 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
     if shape is None:
         raise ValueError("estimate: the model has no input_shape attribute; pass input_shape=(C, H, W)")
-    trace = _OpTrace()
+    stack: list[str] = []
+    ops: list[Op] = []
+    fusable: set[int] = set()  # ids of tensors produced by conv/linear (or an op fused onto one)
+    keep: list = []  # keep outputs alive so their ids stay unique during the trace
+    counts: dict[str, int] = {}
+
+    def _name(kind: str) -> str:
+        base = stack[-1] if stack and stack[-1] else "model"
+        key = f"{base}:{kind}"
+        counts[key] = counts.get(key, 0) + 1
+        return base if counts[key] == 1 and kind in COMPUTE_KINDS else f"{base}.{kind}{counts[key]}"
+
+    def _numel(x) -> int:
+        return int(x.numel()) if isinstance(x, torch.Tensor) else 0
 
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            return trace.call(func, args, kwargs or {})
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            fname = getattr(func, "__name__", "")
+            first = args[0] if args else None
+            if fname in ("conv1d", "conv2d", "conv3d"):
+                x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+                groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
+                kernel = int(math.prod(w.shape[2:]))
+                per_out = int(w.shape[1]) * kernel  # MACs per output element
+                if groups > 1 and groups == x.shape[1] and int(w.shape[1]) == 1:
+                    kind = "depthwise"
+                elif kernel == 1 and groups == 1:
+                    kind = "pointwise"
+                else:
+                    kind = "conv"
+                ops.append(
+                    Op(
+                        _name(kind),
+                        kind,
+                        macs=_numel(out) * per_out,
+                        weight_elems=_numel(w),
+                        in_elems=_numel(x),
+                        out_elems=_numel(out),
+                    )
+                )
+                fusable.add(id(out))
+            elif fname in ("linear", "matmul", "__matmul__", "mm", "bmm", "addmm"):
+                if fname == "addmm":
+                    x, w = args[1], args[2]
+                else:
+                    x, w = args[0], args[1]
+                macs = _numel(out) * int(x.shape[-1])
+                # a weight is read from memory as weights; an activation operand (attention's
+                # Q @ K^T) is one more input tensor
+                is_weight = isinstance(w, torch.nn.Parameter)
+                ops.append(
+                    Op(
+                        _name("fc"),
+                        "fc",
+                        macs=macs,
+                        weight_elems=_numel(w) if is_weight else 0,
+                        in_elems=_numel(x) + (0 if is_weight else _numel(w)),
+                        out_elems=_numel(out),
+                    )
+                )
+                fusable.add(id(out))
+            elif fname == "scaled_dot_product_attention":
+                q, k, v = args[0], args[1], args[2]
+                # Q @ K^T (L x S x E per head) and softmax(.) @ V (L x S x Ev per head)
+                lq, s_len = int(q.shape[-2]), int(k.shape[-2])
+                heads = int(math.prod(q.shape[:-2]))
+                macs = heads * lq * s_len * (int(q.shape[-1]) + int(v.shape[-1]))
+                ops.append(
+                    Op(_name("fc"), "fc", macs=macs, in_elems=_numel(q) + _numel(k) + _numel(v), out_elems=_numel(out))
+                )
+            elif fname in _ACTIVATIONS:
+                if id(first) in fusable:
+                    fusable.add(id(out))
+                elif isinstance(out, torch.Tensor) and fname not in ("dropout", "dropout_"):
+                    ops.append(Op(_name("eltwise"), "eltwise", in_elems=_numel(first), out_elems=_numel(out)))
+            elif fname in _ELTWISE and isinstance(out, torch.Tensor):
+                ins = first if isinstance(first, (list, tuple)) else args
+                ops.append(Op(_name("eltwise"), "eltwise", in_elems=sum(_numel(a) for a in ins), out_elems=_numel(out)))
+            elif fname in _POOLS and isinstance(out, torch.Tensor):
+                ops.append(Op(_name("pool"), "pool", in_elems=_numel(first), out_elems=_numel(out)))
+            if isinstance(out, torch.Tensor):
+                keep.append(out)
+            return out
 
     def _enter(name):
         def hook(module, args):
-            trace.stack.append(name)  # returns None: a hook's return value would replace the input
+            stack.append(name)  # returns None: a hook's return value would replace the input
 
         return hook
 
     def _leave(module, args, output):
-        trace.stack.pop()  # returns None: a value here would replace the module's output
+        stack.pop()  # returns None: a value here would replace the module's output
 
     handles = []
     for name, module in model.named_modules():
@@ -705,7 +624,7 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return trace.ops
+    return ops
 
 
 # ----------------------------------------------------------------------------- ONNX
@@ -893,7 +812,7 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
                 )
             )
             fusable.add(out)
-        elif _materialized_qdq(node, producer, consumers, consts):
+        elif _materialized_qdq(node, producer, consumers, consts, fusable):
             ops.append(Op(name, "eltwise", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
             fusable.update(node.output)
@@ -914,14 +833,13 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
 
 
 # Ops whose Q/DQ neighbours ONNX Runtime folds into a QLinear kernel (QLinearConv, QGemm,
-# QLinearAdd, QLinearConcat, the QLinear pools); a Q/DQ next to anything else (Sigmoid, Mul of
-# an SE block, HardSigmoid) stays a real pass over the tensor, int8 <-> fp32.
-# Data movement (Flatten, Reshape, Transpose, ...) passes int8 through, so its Q/DQ vanish too,
-# and a Relu/Clip between a kernel and its Q becomes the kernel's output clamp.
+# QLinearAdd, QLinearConcat, the QLinear pools; an activation fused onto a conv goes with it); a
+# Q/DQ next to anything else (Sigmoid, the Mul of a squeeze-excite block, HardSigmoid) stays a
+# real pass over the tensor, int8 <-> fp32.
+# Data movement (Flatten, Reshape, Transpose, ...) passes int8 through, so its Q/DQ vanish too.
 _QDQ_FOLDED = {
-    "Relu",
-    "Clip",
     "Conv",
+    "ConvTranspose",
     "Gemm",
     "MatMul",
     "Add",
@@ -934,20 +852,23 @@ _QDQ_FOLDED = {
     "Transpose",
     "Squeeze",
     "Unsqueeze",
+    "Relu",  # a Q after Relu / Clip clamps to the same range: ONNX Runtime drops the pair
+    "Clip",
 }
 
 
-def _materialized_qdq(node, producer, consumers, consts) -> bool:
-    """True for an activation Q or DQ the runtime cannot fold (it costs a memory pass)."""
+def _materialized_qdq(node, producer, consumers, consts, fusable) -> bool:
+    """True for an activation Q or DQ the runtime cannot fold (it costs a memory pass).
+
+    Quantizing the graph input is left out like other plumbing (one pass over the input), so an
+    int8 file and its module estimate alike; a DQ with several users is fine (ONNX Runtime gives
+    each user its own copy before fusing).
+    """
     if node.op_type == "DequantizeLinear" and node.input[0] not in consts:
-        # ORT gives each consumer its own copy of a shared DQ (EnsureUniqueDQForNodeUnit), so only the
-        # consumers' kinds matter
-        # (no consumer: the graph's float output, a real pass)
-        users = list({id(u): u for u in consumers.get(node.output[0], [])}.values())
-        return not users or any(u.op_type not in _QDQ_FOLDED for u in users)
+        return any(u.op_type not in _QDQ_FOLDED for u in consumers.get(node.output[0], []))
     if node.op_type == "QuantizeLinear" and node.input[0] not in consts:
         src = producer.get(node.input[0])
-        return src is None or src.op_type not in _QDQ_FOLDED
+        return src is not None and src.op_type not in _QDQ_FOLDED and node.input[0] not in fusable
     return False
 
 

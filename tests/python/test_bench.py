@@ -118,8 +118,8 @@ def test_parse_ort_profile(tmp_path):
     p.write_text(json.dumps(events))
     rows = B.parse_ort_profile(p, runs=2)
     assert rows == [
-        {"name": "conv1", "op_type": "Conv", "mean_ms": 0.2, "share": 0.6667},
-        {"name": "fc", "op_type": "Gemm", "mean_ms": 0.1, "share": 0.3333},
+        {"name": "conv1", "op_type": "Conv", "mean_ms": 0.2, "share": 0.6667, "min_ms": 0.1},
+        {"name": "fc", "op_type": "Gemm", "mean_ms": 0.1, "share": 0.3333, "min_ms": 0.1},
     ]
 
 

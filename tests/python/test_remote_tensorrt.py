@@ -93,4 +93,10 @@ def test_ort_profile_drops_the_cold_first_run(tmp_path):
     p = tmp_path / "prof.json"
     p.write_text(json.dumps(events))
     assert R.parse_ort_profile(p, runs=2, skip_first=True)[0]["mean_ms"] == 0.105
+    assert R.parse_ort_profile(p, runs=2, skip_first=True)[0]["min_ms"] == 0.1
     assert R.parse_ort_profile(p, runs=3)[0]["mean_ms"] == 0.11  # the median run, not the cold one
+
+
+def test_engine_precision_follows_the_file_name():
+    assert R.trt_precision("out/model.int8.onnx") == "int8"
+    assert R.trt_precision("out/model.onnx") == "fp16" and R.trt_precision("model.fp16.onnx") == "fp16"
