@@ -1463,16 +1463,27 @@ def _analyze_eager(model, args, kwargs, attention):
     return rec.graph, run
 
 
-def analyze(model: nn.Module, example_inputs, attention: str = "heads", ignore=(), kwargs=None) -> tuple:
+def analyze(
+    model: nn.Module, example_inputs, attention: str = "heads", ignore=(), kwargs=None, capture: str = "auto"
+) -> tuple:
     """Capture ``model`` and analyse its channels. Returns (fx.Graph, Analysis).
 
     Capture: symbolic ``torch.fx`` first (it also follows sizes read from shapes), then an eager
     recording of one run (``record.py``) when fx cannot trace the forward or the inputs are keyword
     arguments. When both fail the error names both stops and how to make the layer a leaf."""
+    if capture not in ("auto", "fx", "eager"):
+        raise UserError(f"capture={capture!r}: use 'auto', 'fx' or 'eager'")
     kwargs = dict(kwargs or {})
     fx_error = None
     graph = run = None
-    if not kwargs:
+    if capture == "fx" and kwargs:
+        raise UserError("capture='fx' takes positional example inputs only; use capture='auto' for keyword inputs")
+    if capture == "fx":
+        try:
+            graph, run = _analyze_fx(model, example_inputs, attention)
+        except Exception as e:
+            raise CaptureError(f"cannot capture {type(model).__name__} with torch.fx ({type(e).__name__}: {e})") from e
+    elif not kwargs and capture == "auto":
         try:
             graph, run = _analyze_fx(model, example_inputs, attention)
         except Exception as e:  # fx cannot follow data-dependent Python: record a real run instead
