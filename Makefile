@@ -10,7 +10,7 @@ QEMU_CPUS := cortex-a57 cortex-a72 cortex-a76 neoverse-n1
 SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14 openssh-server
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm bench clean
+.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm bench clean zoo
 
 test: setup lint pytest cpp
 	@echo "make test: lint, pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
@@ -110,3 +110,22 @@ demo: setup
 
 clean:
 	rm -rf build demo-out
+
+# `make zoo` (optional, not part of `make test`): a side environment with torch 2.14.1,
+# torchvision, timm, transformers and Torch-Pruning; runs the torchvision zoo test, the timm
+# classifiers and the side-by-side benchmark against Torch-Pruning.
+ZOO_VENV := .venv-zoo
+ZOO_PY   := $(ZOO_VENV)/bin/python
+ZOO_PIP  := $(ZOO_PY) -m pip --disable-pip-version-check -q
+
+$(ZOO_VENV)/.deps: pyproject.toml
+	test -x $(ZOO_PY) || $(PYTHON) -m venv $(ZOO_VENV)
+	$(ZOO_PIP) install torch==2.14.1 torchvision==0.29.1
+	$(ZOO_PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn numpy rich onnx \
+	  onnxruntime onnxscript matplotlib timm transformers==5.25.0 torch-pruning==1.6.1
+	$(ZOO_PIP) install --no-build-isolation --no-deps -e .
+	touch $@
+
+zoo: $(ZOO_VENV)/.deps
+	$(ZOO_PY) -m pytest -q -m "zoo or not zoo" tests/python/test_prune_zoo.py tests/python/test_graph_zoo.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(ZOO_PY) benchmarks/models.py --json build/bench-models-zoo.json

@@ -6,7 +6,8 @@ mobilenet_v3_large, efficientnet_b0, shufflenet_v2_x1_0, densenet121, convnext_t
 same layers and couplings, random weights: latency does not depend on their values). Produces: one JSON
 row per model with MACs, params, ONNX Runtime latency (1 thread; min and median of rounds timed in rotation) before and after pruning
 50% of channels with round_to 8 (l2 importance, per-layer ratio, the classifier's outputs kept),
-the seconds of graph + plan + apply, and the same for Torch-Pruning (when installed) measured in
+the seconds of graph + plan + apply and the extra peak memory they take (in a forked child), and
+the same for Torch-Pruning (when installed) measured in
 the same run; plus the speedup ratio ours / baseline. Rows with "section": "int8" come from
 benchmarks/int8.py: fp32 vs int8 ONNX Runtime latency and size per model, flagging int8 slower
 than fp32.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import tempfile
 import time
@@ -622,6 +624,39 @@ def interleaved_ms(sessions: dict, x: torch.Tensor, runs: int) -> dict:
     return {k: (float(np.min(v)), float(np.median(v))) for k, v in times.items()}
 
 
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def peak_mb(fn) -> float | None:
+    """Extra resident memory (MB) ``fn()`` needs at its peak, measured in a forked child (its
+    high-water mark reset at the start) so each pruner starts from the same process image; None
+    where fork or /proc is unavailable."""
+    if not hasattr(os, "fork") or not os.path.exists("/proc/self/clear_refs"):
+        return None
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: run, report, leave without the parent's exit handlers
+        os.close(r)
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+            start = _status_mb("VmRSS")
+            fn()
+            os.write(w, f"{_status_mb('VmHWM') - start:.1f}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return float(out) if out else None
+
+
 def _stats(model, x, seconds):
     macs, params = count_macs_params(model, x)
     return {"macs": macs, "params": params, "prune_seconds": seconds}
@@ -713,6 +748,7 @@ def prune_rows(args) -> list[dict]:
         try:
             pruned, sec = ours(model, x)
             row["ours"] = _stats(pruned, x, round(sec, 3))
+            row["ours"]["peak_mb"] = peak_mb(lambda: ours(model, x))
             sessions["ours"] = ort_session(pruned, x)
         except Exception as e:
             row["ours"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
@@ -720,6 +756,7 @@ def prune_rows(args) -> list[dict]:
             try:
                 pruned, sec = torch_pruning(model, x)
                 row["baseline"] = {"name": baseline_name, **_stats(pruned, x, round(sec, 3))}
+                row["baseline"]["peak_mb"] = peak_mb(lambda: torch_pruning(model, x))
                 sessions["baseline"] = ort_session(pruned, x)
             except Exception as e:
                 row["baseline"] = {

@@ -44,17 +44,18 @@ def as_inputs(example_inputs) -> tuple:
     return args
 
 
-def trace(model: nn.Module, example_inputs, attention: str = "heads", ignore=()) -> Graph:
+def trace(model: nn.Module, example_inputs, attention: str = "heads", ignore=(), capture: str = "auto") -> Graph:
     """Capture ``model`` and find its channel groups.
 
     example_inputs: a tensor, a tuple, or a dict / BatchEncoding of keyword inputs.
     attention: "heads" removes whole attention heads, "head_dims" shrinks every head equally.
     ignore: layer names (or prefixes), module objects or module types whose channels are never
-    removed; a name the traced forward never reaches only warns."""
+    removed; a name the traced forward never reaches only warns.
+    capture: "auto" (torch.fx, then an eager recording), "fx" or "eager" only."""
     args, kwargs = split_inputs(example_inputs)
     if isinstance(ignore, (str, nn.Module, type)):
         ignore = [ignore]
-    graph, an = analyze(model, args, attention=attention, ignore=tuple(ignore), kwargs=kwargs)
+    graph, an = analyze(model, args, attention=attention, ignore=tuple(ignore), kwargs=kwargs, capture=capture)
     return Graph(model, graph, an, args, attention, kwargs=kwargs)
 
 

@@ -61,7 +61,8 @@ _META_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "
 class _SizeInt(int):
     """A size read from a recorded tensor's shape; it remembers the node it came from, so a
     ``view(B, N, C)`` built from it is recorded with the read, not with a bare number (the
-    analysis ties such a view to the channels it was read from)."""
+    analysis ties such a view to the channels it was read from). Integer arithmetic on it is
+    recorded too (``C // groups`` in a channel shuffle stays a computed size, not a literal)."""
 
     node: fx.Node
 
@@ -70,6 +71,30 @@ def _size_int(v: int, node: fx.Node) -> _SizeInt:
     i = _SizeInt(v)
     i.node = node
     return i
+
+
+def _arith(op, swap: bool = False):
+    def f(self, other):
+        if type(other) is not int and not isinstance(other, _SizeInt):
+            return NotImplemented
+        a, b = (other, self) if swap else (self, other)
+        value = op(int(a), int(b))
+        args = tuple(x.node if isinstance(x, _SizeInt) else x for x in (a, b))
+        node = self.node.graph.call_function(op, args)
+        node.meta["nn_module_stack"] = dict(self.node.meta.get("nn_module_stack", {}))
+        return _size_int(value, node)
+
+    return f
+
+
+for _name, _op in (
+    ("add", operator.add),
+    ("sub", operator.sub),
+    ("mul", operator.mul),
+    ("floordiv", operator.floordiv),
+):
+    setattr(_SizeInt, f"__{_name}__", _arith(_op))
+    setattr(_SizeInt, f"__r{_name}__", _arith(_op, swap=True))
 
 
 @dataclass

@@ -556,6 +556,8 @@ class Analyzer(fx.Interpreter):
             return None
         if name == "getitem":
             return self._getitem(n, result)
+        if name == "setitem":
+            return self._setitem(n)
         if name == "add" and isinstance(result, tuple):  # shape tuples concatenated
             entries = []
             for v in n.args:
@@ -806,6 +808,46 @@ class Analyzer(fx.Interpreter):
         if "shape" in n.kwargs:
             walk(n.kwargs["shape"])
         return out
+
+    def _setitem(self, n):
+        """``x[idx] = v`` in place: harmless while idx takes every channel and v brings none."""
+        x, idx, val = (list(n.args) + [None, None])[:3]
+        a, xv = self.A(x), self.V(x)
+        va = self.A(val)
+        if not isinstance(a, Ann):
+            self.fix_ann(va, f"written into a tensor without channels at {n.name}")
+            return None
+        items = list(idx) if isinstance(idx, tuple) else [idx]
+        widths = []
+        for i in items:
+            v = self.V(i)
+            if i is None:
+                widths.append(0)
+            elif i is Ellipsis:
+                widths.append(-1)
+            elif isinstance(v, torch.Tensor) and v.dtype == torch.bool:
+                widths.append(v.dim())
+            else:
+                widths.append(1)
+        rest = xv.dim() - sum(w for w in widths if w > 0)
+        dim, ok = 0, True
+        for i, w in zip(items, widths):
+            w = rest if w == -1 else w
+            span = range(dim, dim + w)
+            if any(d in a.dims for d in span):
+                v = self.V(i)
+                full = isinstance(v, slice) and v.indices(xv.shape[dim]) == (0, xv.shape[dim], 1)
+                ok = ok and full
+            dim += w
+        vv = self.V(val)
+        if isinstance(va, Ann) or (isinstance(vv, torch.Tensor) and vv.numel() > 1 and vv.dim() >= 1):
+            # a written tensor must carry exactly these channels; we do not line them up
+            ok = ok and not isinstance(va, Ann) and all(vv.shape[k] == 1 for k in range(vv.dim()))
+        if not ok:
+            self.fix_ann(a, f"in-place write into channels at {n.name}")
+            self.fix_ann(va, f"in-place write into channels at {n.name}")
+            self.warn(f"in-place write at {n.name} touches single channels: kept whole")
+        return None
 
     def _getitem(self, n, result):
         src, idx = n.args[0], n.args[1]
@@ -1421,16 +1463,27 @@ def _analyze_eager(model, args, kwargs, attention):
     return rec.graph, run
 
 
-def analyze(model: nn.Module, example_inputs, attention: str = "heads", ignore=(), kwargs=None) -> tuple:
+def analyze(
+    model: nn.Module, example_inputs, attention: str = "heads", ignore=(), kwargs=None, capture: str = "auto"
+) -> tuple:
     """Capture ``model`` and analyse its channels. Returns (fx.Graph, Analysis).
 
     Capture: symbolic ``torch.fx`` first (it also follows sizes read from shapes), then an eager
     recording of one run (``record.py``) when fx cannot trace the forward or the inputs are keyword
     arguments. When both fail the error names both stops and how to make the layer a leaf."""
+    if capture not in ("auto", "fx", "eager"):
+        raise UserError(f"capture={capture!r}: use 'auto', 'fx' or 'eager'")
     kwargs = dict(kwargs or {})
     fx_error = None
     graph = run = None
-    if not kwargs:
+    if capture == "fx" and kwargs:
+        raise UserError("capture='fx' takes positional example inputs only; use capture='auto' for keyword inputs")
+    if capture == "fx":
+        try:
+            graph, run = _analyze_fx(model, example_inputs, attention)
+        except Exception as e:
+            raise CaptureError(f"cannot capture {type(model).__name__} with torch.fx ({type(e).__name__}: {e})") from e
+    elif not kwargs and capture == "auto":
         try:
             graph, run = _analyze_fx(model, example_inputs, attention)
         except Exception as e:  # fx cannot follow data-dependent Python: record a real run instead

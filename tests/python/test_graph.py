@@ -369,3 +369,20 @@ def test_parameter_viewed_with_a_channel_count_is_cut_with_those_channels_or_kep
         pruned = epp.apply(model, epp.plan(model, x, ratio=0.5, round_to=1, graph=g))
         with torch.no_grad():
             assert pruned(x).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2", "densenet", "bert", "vit_timm"])
+def test_eager_recording_finds_the_groups_torch_fx_finds(name):
+    model, x = build(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fx_graph = epg.trace(model, x, capture="fx")
+        eager = epg.trace(model, x, capture="eager")
+
+    def key(g):
+        return [(grp.id, grp.size, sorted(grp.members)) for grp in g.groups()]
+
+    assert key(eager) == key(fx_graph)
+    plan_fx = epp.plan(model, x, ratio=0.4, graph=fx_graph)
+    plan_eager = epp.plan(model, x, ratio=0.4, graph=eager)
+    assert plan_eager.modules == plan_fx.modules and plan_eager.attrs == plan_fx.attrs

@@ -8,6 +8,7 @@ ignore= takes names, module objects and types, warns on unreached names and reje
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -288,3 +289,56 @@ def test_round_to_none_means_no_rounding():
     model, x = Aux().eval(), torch.randn(2, 4)
     plan = epp.plan(model, x, ratio=0.25, round_to=None, global_ranking=False)
     assert len(plan.modules["a"]["out"]) == 6 and len(plan.modules["b"]["out"]) == 6
+
+
+# -- capture of code torch.fx cannot follow ------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Out:
+    logits: torch.Tensor
+    hidden: tuple
+
+
+class KeywordOnly(nn.Module):
+    """Keyword-only inputs, a **kwargs forward, mask code, in-place index assignment, a dataclass out."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.a = nn.Linear(8, 16)
+        self.b = nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, *, input_ids, attention_mask=None, **kwargs):
+        h = self.emb(input_ids)
+        if attention_mask is not None and bool((attention_mask == 0).any()):
+            h = h * attention_mask[..., None]
+        z = torch.relu(self.a(h))
+        z[:, 0] = 0.0  # in-place index assignment on the token dim
+        h = h + self.b(z)
+        return Out(logits=self.head(h.mean(1)), hidden=(h,))
+
+
+def test_keyword_inputs_mask_code_in_place_writes_and_dataclass_outputs_are_captured():
+    torch.manual_seed(0)
+    model = KeywordOnly().eval()
+    ids = torch.randint(0, 20, (2, 5))
+    mask = torch.ones(2, 5, dtype=torch.long)
+    mask[1, 3:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    g, _ = _trace(model, inputs)
+    a = _group(g, "a")
+    assert a.size == 16 and ("module", "b", "in") in a.members
+    assert not _group(g, "emb").prunable  # the residual is a model output (hidden)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        same = epp.apply(model, epp.plan(model, inputs, ratio=0.0, graph=g))
+        plan = epp.plan(model, inputs, ratio=0.5, round_to=None, graph=g)
+    small = epp.apply(model, plan)  # verified on keyword inputs built from the plan's input specs
+    assert [s.get("name") for s in plan.inputs] == ["input_ids", "attention_mask"]
+    with torch.no_grad():
+        ref = model(**inputs)
+        assert (same(**inputs).logits - ref.logits).abs().max() <= 1e-6
+        assert small(**inputs).logits.shape == ref.logits.shape
+    assert small.a.out_features == 8 and small.b.in_features == 8
