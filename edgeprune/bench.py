@@ -13,6 +13,7 @@ Raspberry Pi or a Jetson.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -177,6 +178,7 @@ def bench(
     layer_profile: bool = True,
     seed: int = 0,
     isolate: bool = False,
+    trust_code: bool = False,
 ) -> BenchResult:
     """Time ``path_or_model`` with ``runtime`` on this host.
 
@@ -188,7 +190,7 @@ def bench(
 
     ``isolate=True`` (artifact paths only) runs the measurement in a fresh Python process, so
     ``peak_rss_mb`` is what this runtime and model need, not the high-water mark of the
-    calling process (which may hold torch and other models).
+    calling process (which may hold torch and other models). ``trust_code`` as in ``ep.load``.
     """
     if runtime is None:
         runtime = default_runtime(path_or_model)
@@ -199,8 +201,11 @@ def bench(
     if isinstance(path_or_model, (str, os.PathLike)) and not Path(path_or_model).exists():
         raise BenchError(f"no artifact at {path_or_model}")
     if isolate and isinstance(path_or_model, (str, os.PathLike)):
-        return _bench_in_subprocess(path_or_model, runtime, threads, warmup, runs, input_shape, layer_profile, seed)
-    make = {"onnxruntime": _onnxruntime, "torch": _torch, "litert": _litert}[runtime]
+        return _bench_in_subprocess(
+            path_or_model, runtime, threads, warmup, runs, input_shape, layer_profile, seed, trust_code
+        )
+    make = {"onnxruntime": _onnxruntime, "torch": functools.partial(_torch, trust_code=trust_code), "litert": _litert}
+    make = make[runtime]
     _preload(runtime)
     t0 = time.perf_counter()
     run_once, inputs, version, profiler = make(path_or_model, threads, input_shape, seed)
@@ -244,7 +249,9 @@ def _preload(runtime: str) -> None:
             pass  # the runtime's own constructor raises the BenchError that says how to install it
 
 
-def _bench_in_subprocess(path, runtime, threads, warmup, runs, input_shape, layer_profile, seed) -> BenchResult:
+def _bench_in_subprocess(
+    path, runtime, threads, warmup, runs, input_shape, layer_profile, seed, trust_code=False
+) -> BenchResult:
     import subprocess
 
     request = {
@@ -256,6 +263,7 @@ def _bench_in_subprocess(path, runtime, threads, warmup, runs, input_shape, laye
         "input_shape": list(input_shape) if input_shape is not None else None,
         "layer_profile": layer_profile,
         "seed": seed,
+        "trust_code": trust_code,
     }
     env = dict(os.environ)
     # the worker must import this same edgeprune, installed or not
@@ -284,8 +292,9 @@ def _worker(argv: list[str]) -> int:
             input_shape=req["input_shape"],
             layer_profile=req["layer_profile"],
             seed=req["seed"],
+            trust_code=req.get("trust_code", False),
         )
-    except BenchError as e:
+    except UserError as e:
         print(str(e), file=sys.stderr)
         return 2
     json.dump(res.to_dict(samples=True), sys.stdout)
@@ -402,7 +411,7 @@ def _random(rng, type_str: str, shape):
     return rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
 
 
-def _torch(model, threads, input_shape, seed):
+def _torch(model, threads, input_shape, seed, trust_code=False):
     import torch
 
     if isinstance(model, (str, os.PathLike)):
@@ -411,7 +420,10 @@ def _torch(model, threads, input_shape, seed):
             raise BenchError(f"the torch runtime needs a model directory written by ep.save, got {path}")
         from edgeprune.io import load  # io sits below bench; imported here to keep bench light
 
-        model = load(path)
+        try:
+            model = load(path, trust_code=trust_code)
+        except UserError as e:
+            raise BenchError(str(e)) from None
     if not isinstance(model, torch.nn.Module):
         raise BenchError(f"the torch runtime needs an nn.Module or an ep.save directory, got {type(model).__name__}")
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)

@@ -277,7 +277,9 @@ class _Stages:
         if self._progress is not None:
             self._progress.console.print(text)
         elif self.mode == "plain":
-            print(text, file=sys.stderr, flush=True)
+            from rich.text import Text  # plain stderr (not a terminal): the text without its markup
+
+            print(Text.from_markup(text).plain, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- build

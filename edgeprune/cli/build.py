@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 
-from .common import EXIT_GATE, EXIT_OK, UsageError, print_json
+from .common import EXIT_GATE, EXIT_OK, UsageError, add_trust_flags, load_model, print_json
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
 
 
 def _number(flag: str):
     def parse(text: str) -> float:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgG]?)\s*", text)
+        m = re.fullmatch(r"\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgG]?)\s*", text)
         if not m:
             raise argparse.ArgumentTypeError(f"{flag} {text!r} is not a number (e.g. 0.5, 2e6, 2M)")
-        return float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+        value = float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{flag} {text}: must be > 0 (e.g. 0.5, 2e6, 2M)")
+        return value
 
     return parse
 
@@ -50,7 +54,7 @@ def add_parser(subparsers) -> None:
         help="device profile: rpi4, rpi5, jetson-nano, jetson-orin-nano, x86-avx2, x86-avx512-vnni, or a .toml path",
     )
     p.add_argument("--weights", metavar="F", help="state_dict file (loaded with weights_only=True)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow a pickled whole-model weights file")
+    add_trust_flags(p)
     p.add_argument(
         "--data", metavar="DATA", help="data spec for accuracy and recovery: digits, file.npz, image folder, module:fn"
     )
@@ -73,7 +77,8 @@ def add_parser(subparsers) -> None:
         "--max-acc-drop",
         type=float,
         metavar="PTS",
-        help="fail (exit 3) if top-1 drops by more than PTS percentage points (needs --data)",
+        help="fail (exit 3) if top-1 drops by more than PTS percentage points (needs --data); "
+        "with --budget-* and --data the adaptive search keeps the drop under 1.0 point unless this is given",
     )
     p.add_argument(
         "--formats", metavar="LIST", help="comma-separated export formats (default: the target's, plus onnx)"
@@ -135,9 +140,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--formats is empty; e.g. --formats onnx,onnx-int8")
     if args.max_acc_drop is not None and args.data is None:
         raise UsageError("--max-acc-drop needs --data to measure accuracy on; e.g. --data digits")
+    model = args.model
+    if args.trust_code and os.path.isdir(args.model):
+        model = load_model(args.model, trust_code=True)  # the pipeline loads directories without --trust-code
     try:
         result = pipeline.build(
-            args.model,
+            model,
             args.target,
             args.out,
             weights=args.weights,
@@ -220,7 +228,7 @@ def _argv_of(args) -> list[str]:
         v = getattr(args, flag)
         if v is not None:
             out += [f"--{flag.replace('_', '-')}", str(v)]
-    for flag in ("trust_pickle", "force", "json"):
+    for flag in ("trust_pickle", "trust_code", "force", "json"):
         if getattr(args, flag):
             out.append(f"--{flag.replace('_', '-')}")
     return out

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
-from .common import EXIT_GATE, UsageError, first_line, load_model, prepare_out_dir, print_json
+from .common import EXIT_GATE, UsageError, add_trust_flags, check_out, first_line, load_model, print_json, staged_out
 
 DATA_IMPORTANCES = ("taylor", "gradient", "activation")
 
@@ -33,7 +34,7 @@ def add_parser(subparsers) -> None:
         help="edgeprune:demo-cnn, file.py:factory, package.module:factory, torchvision:NAME, or an ep.save dir",
     )
     p.add_argument("--weights", metavar="FILE", help="state_dict to load into --model (weights_only)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model")
+    add_trust_flags(p)
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=float, metavar="R", help="fraction of prunable channels to remove, in [0, 1)")
     how.add_argument(
@@ -137,6 +138,7 @@ def run(args) -> int:
         raise UsageError(
             f"--importance {args.importance} needs calibration data: add --calib DATA (e.g. --calib digits)"
         )
+    check_out(args.out, args.force)
     plan_obj = None
     if args.plan:
         try:
@@ -146,7 +148,7 @@ def run(args) -> int:
             raise UsageError(f"--plan {args.plan}: cannot read it ({e.strerror})") from None
         except ValueError as e:
             raise UsageError(f"--plan {args.plan}: {first_line(e)}") from None
-    model = load_model(args.model, args.weights, args.trust_pickle)
+    model = load_model(args.model, args.weights, args.trust_pickle, args.trust_code)
     model.eval()
     shape = _input_shape(args, model)
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
@@ -166,9 +168,8 @@ def run(args) -> int:
 
     if recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
         try:
-            met = recipe.run_recipe(
-                args, model, x, prepare_out=lambda: prepare_out_dir(args.out, args.force), print_json=print_json
-            )
+            with staged_out(args.out, args.force) as tmp:
+                met = recipe.run_recipe(args, model, x, prepare_out=lambda: tmp, print_json=print_json)
         except recipe.RecipeInputError as e:
             raise UsageError(str(e)) from None
         return 0 if met else EXIT_GATE
@@ -211,19 +212,20 @@ def run(args) -> int:
             layers.append(
                 {"name": name, "type": type(model.get_submodule(name)).__name__, "before": before, "after": after}
             )
-    out = prepare_out_dir(args.out, args.force)
+    out = Path(args.out)
     previous = getattr(model, "edgeprune_plan", None)
     plans = ([*previous] if isinstance(previous, list) else [previous] if previous is not None else []) + [plan_obj]
-    try:
-        ep.save(
-            pruned,
-            out / "model",
-            plan=plans if len(plans) > 1 else plan_obj,
-            metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash},
-        )
-    except ValueError as e:
-        raise UsageError(f"--model {args.model}: {first_line(e)}") from None
-    write_json(out / "plan.json", plan_obj.to_dict())
+    with staged_out(out, args.force) as tmp:
+        try:
+            ep.save(
+                pruned,
+                tmp / "model",
+                plan=plans if len(plans) > 1 else plan_obj,
+                metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash},
+            )
+        except ValueError as e:
+            raise UsageError(f"--model {args.model}: {first_line(e)}") from None
+        write_json(tmp / "plan.json", plan_obj.to_dict())
     result = {
         "out": str(out),
         "model": args.model,

@@ -269,6 +269,28 @@ def _image_folder(root: Path, seed: int, image_size: int) -> DataSplits:
 # callables
 
 
+def exec_file(path: Path, source: bytes | None = None):
+    """Import the Python file ``path`` as a fresh module, running ``source`` (its bytes) if given.
+
+    Passing the bytes lets a caller that verified them (a hash) run exactly what it checked.
+    """
+    mod_name = f"_edgeprune_user_{abs(hash(str(path)))}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module  # dataclasses/pickling look the module up by name
+    try:
+        if source is None:
+            module_spec.loader.exec_module(module)
+        else:
+            exec(compile(source, str(path), "exec"), module.__dict__)
+    except BaseException:
+        sys.modules.pop(mod_name, None)
+        raise
+    return module
+
+
 def resolve_callable(spec: str, what: str = "spec"):
     """``package.module:fn`` or ``path/file.py:fn`` -> the callable (ValueError if missing)."""
     target, _, name = spec.rpartition(":")
@@ -278,17 +300,7 @@ def resolve_callable(spec: str, what: str = "spec"):
         path = Path(target).expanduser().resolve()
         if not path.is_file():
             raise ValueError(f"{what} {spec!r}: file {path} not found")
-        mod_name = f"_edgeprune_user_{abs(hash(str(path)))}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise ValueError(f"{what} {spec!r}: cannot import {path}")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[mod_name] = module  # dataclasses/pickling look the module up by name
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception:
-            sys.modules.pop(mod_name, None)
-            raise
+        module = exec_file(path)
     else:
         try:
             module = importlib.import_module(target)

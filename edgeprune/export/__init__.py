@@ -72,14 +72,17 @@ def channel_alignment(model, target) -> dict | None:
     return {"multiple": mult, "misaligned": misaligned}
 
 
-def load_source(path):
-    """A QuantizedModel (directory with quant.json) or a model (directory written by ep.save)."""
+def load_source(path, trust_code: bool = False):
+    """A QuantizedModel (directory with quant.json) or a model (directory written by ep.save).
+
+    ``trust_code`` as in ``ep.load``: a directory naming a factory outside the registry is refused without it.
+    """
     p = Path(path)
     if (p / "quant.json").is_file():
-        return QuantizedModel.load(p)
+        return QuantizedModel.load(p, trust_code=trust_code)
     from ..io import load
 
-    return load(p)
+    return load(p, trust_code=trust_code)
 
 
 def _example_inputs(source, example_inputs):

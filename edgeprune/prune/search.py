@@ -868,8 +868,11 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
         if len(new_plans) > 1:
             files["plans"] = str(write_json(out / "plans.json", [p.to_dict() for p in new_plans]))
     macs1, params1 = count_macs_params(pruned, example_inputs)
+    # prepare_out may return a staging directory that becomes --out on success: report --out
+    shown = Path(getattr(args, "out", None) or out)
+    files = {k: str(shown / Path(v).relative_to(out)) for k, v in files.items()}
     result = {
-        "out": str(out),
+        "out": str(shown),
         "model": args.model,
         "data": args.data,
         "schedule": schedule,
@@ -893,7 +896,7 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
     if not met:
         print(
             f"quality gate failed: {reason}; best point reached: val top-1 {val:.4f} "
-            f"({drop_val:+.2f} points), {macs1:,} MACs ({macs1 / macs0:.2f}x), saved in {out / 'model'}",
+            f"({drop_val:+.2f} points), {macs1:,} MACs ({macs1 / macs0:.2f}x), saved in {shown / 'model'}",
             file=sys.stderr,
         )
     return met
