@@ -192,10 +192,10 @@ def _factory_from_dir(root: Path, m: dict, mj: Path, trust_code: bool):
     from .models.spec import check_kwargs, check_spec, resolve_factory
 
     spec = check_spec(m["spec"], trust_code, where=str(mj))
+    kwargs = check_kwargs(spec, m.get("build_kwargs"), None, where=str(mj))  # before any import
     factory = resolve_factory(spec)
     if factory is not None:
-        return spec, factory, check_kwargs(spec, m.get("build_kwargs"), factory, where=str(mj))
-    kwargs = check_kwargs(spec, m.get("build_kwargs"), None, where=str(mj))
+        return spec, factory, check_kwargs(spec, kwargs, factory, where=str(mj))
     target, _, name = spec.rpartition(":")
     if not target.endswith(".py"):
         from .data import resolve_callable  # package.module:fn, trusted by the caller

@@ -13,7 +13,17 @@ import sys
 import warnings
 from pathlib import Path
 
-from .common import EXIT_GATE, UsageError, add_trust_flags, check_out, first_line, load_model, print_json, staged_out
+from .common import (
+    EXIT_GATE,
+    UsageError,
+    add_trust_flags,
+    check_model_fits_data,
+    check_out,
+    first_line,
+    load_model,
+    print_json,
+    staged_out,
+)
 
 DATA_IMPORTANCES = ("taylor", "gradient", "activation")
 
@@ -155,9 +165,11 @@ def run(args) -> int:
     calib = None
     if args.calib:
         try:
-            calib = ep.data.load(args.calib).train
+            calib_splits = ep.data.load(args.calib)
         except ValueError as e:
             raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
+        check_model_fits_data(model, calib_splits, f"--model {args.model}", f"--calib {args.calib}")
+        calib = calib_splits.train
     try:
         macs0, params0 = count_macs_params(model, x)
     except Exception as e:

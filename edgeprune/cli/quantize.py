@@ -79,6 +79,8 @@ def run(args) -> int:
 
     if args.calib_n < 1:
         raise UsageError(f"--calib-n {args.calib_n}: must be >= 1")
+    if not 50 < args.percentile <= 100:
+        raise UsageError(f"--percentile {args.percentile}: must be in (50, 100] (the kept percentage, e.g. 99.99)")
     if args.qat_epochs < 0:
         raise UsageError(f"--qat-epochs {args.qat_epochs}: must be >= 0")
     check_out(args.out, args.force)

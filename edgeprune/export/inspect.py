@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from ..errors import UserError
+
 # Ops that carry MACs (weights) and ops the QDQ scheme can run in int8 when fed by DQ.
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 QUANTIZABLE_BY_EDGEPRUNE = ("Conv", "Gemm", "MatMul")
@@ -58,12 +60,28 @@ def _num(dims) -> int:
     return n
 
 
-def inspect_onnx(path: str | os.PathLike) -> dict:
+def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Parse an ONNX file; an empty, truncated or non-ONNX file raises UserError naming it."""
     path = Path(path)
     try:
-        model = onnx.load(str(path))
+        size = path.stat().st_size
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if size == 0:
+        raise UserError(f"{path}: empty file (0 bytes), not an ONNX model; export it again")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable ONNX file (truncated or corrupt: {msg[:200]})") from None
+    if model.ir_version <= 0 or not model.graph.output or not model.opset_import:
+        raise UserError(f"{path}: not an ONNX model (no IR version, opset or graph outputs); export it again")
+    return model
+
+
+def inspect_onnx(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    model = read_onnx(path)
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:
