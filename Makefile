@@ -37,6 +37,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install torch==2.13.0
 	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn \
 	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6
+	$(PIP) install "hypothesis>=6.100,<7"
 	touch $@
 
 venv: $(VENV)/.deps

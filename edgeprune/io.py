@@ -237,7 +237,7 @@ def _replay_plans(model: nn.Module, plans, mj: Path) -> nn.Module:
 
 def load(path: str | os.PathLike, trust_code: bool = False) -> nn.Module:
     """Rebuild the model saved in ``path`` (see the module docstring); returns it in eval mode."""
-    from .models.spec import _call, _tag, check_finite, torch_load
+    from .models.spec import _call, _tag, check_finite, check_size, is_trusted, torch_load
 
     p = Path(path)
     m = read_manifest(p)
@@ -247,17 +247,19 @@ def load(path: str | os.PathLike, trust_code: bool = False) -> nn.Module:
     masks_file = files.get("masks")
     masks_path = inside(p, masks_file, mj, "masks file") if masks_file else None
     spec, factory, kwargs = _factory_from_dir(p, m, mj, trust_code)
-    model = _tag(_call(factory, m["spec"], kwargs), spec, kwargs)
-    plans = m.get("plan")
-    if plans is not None:
-        model = _replay_plans(model, plans, mj)
-    if m.get("input_shape") is not None:
-        model.input_shape = tuple(m["input_shape"])
     if not weights.is_file():
         raise UserError(f"{weights}: missing (the saved model directory is incomplete)")
     state = torch_load(weights)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{weights}: not a state_dict (a dict of tensors)")
+    # a pruned model's weights are smaller than the model its spec builds, but not 1000x
+    check_size(factory, m["spec"], kwargs, 1000 * sum(v.numel() for v in state.values()) + 10**7, mj)
+    model = _tag(_call(factory, m["spec"], kwargs, registered=is_trusted(m["spec"])), spec, kwargs)
+    plans = m.get("plan")
+    if plans is not None:
+        model = _replay_plans(model, plans, mj)
+    if m.get("input_shape") is not None:
+        model.input_shape = tuple(m["input_shape"])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -89,7 +89,7 @@ def _weights(weight, bias):
     # NaN/Inf would quantize to garbage (-127s) or poison every output: refuse them here
     for name, a in (("weight", weight), ("bias", bias)):
         if a is not None and not np.isfinite(a).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
+            raise ValueError(f"{name} must be finite (it contains NaN or infinite values)")
     return weight, bias
 
 

@@ -76,6 +76,11 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         raise UserError(f"{path}: not a readable ONNX file (truncated or corrupt: {msg[:200]})") from None
     if model.ir_version <= 0 or not model.graph.output or not model.opset_import:
         raise UserError(f"{path}: not an ONNX model (no IR version, opset or graph outputs); export it again")
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError, TypeError, UnicodeDecodeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a valid ONNX model ({msg[:200]})") from None
     return model
 
 

@@ -223,11 +223,15 @@ def resolve_factory(spec: str) -> Callable | None:
     return FACTORIES[prefix](name, spec)
 
 
-def _call(factory: Callable, spec: str, kwargs: dict) -> nn.Module:
+def _call(factory: Callable, spec: str, kwargs: dict, registered: bool = False) -> nn.Module:
     try:
         model = factory(**kwargs)
     except TypeError as e:
         raise SpecError(f"model spec {spec!r}: {str(e).splitlines()[0]}") from None
+    except (ValueError, RuntimeError, AssertionError, OverflowError) as e:
+        if not registered:
+            raise  # a user's factory failing is theirs to see in full
+        raise SpecError(f"model spec {spec!r}: cannot build it with {kwargs} ({type(e).__name__}: {e})") from None
     if not isinstance(model, nn.Module):
         raise SpecError(f"model spec {spec!r}: factory returned {type(model).__name__}, expected an nn.Module")
     return model
@@ -250,7 +254,7 @@ def build(spec: str, trust_code: bool = False, **kwargs: Any) -> nn.Module:
         return load(path, trust_code=trust_code)
     factory = resolve_factory(spec)
     if factory is not None:
-        return _tag(_call(factory, spec, kwargs), spec, kwargs)
+        return _tag(_call(factory, spec, kwargs, registered=True), spec, kwargs)
     if spec.rpartition(":")[0] and not path.exists():
         from ..data import resolve_callable
 
@@ -348,3 +352,17 @@ def load_weights(
     check_finite(state, p)
     model.load_state_dict(state, strict=strict)
     return model
+
+
+def check_size(factory: Callable, spec: str, kwargs: dict, limit: int, where) -> None:
+    """Refuse kwargs that build a model of more than ``limit`` values (built on the meta device: no memory)."""
+    try:
+        with torch.device("meta"):
+            probe = factory(**kwargs)
+        n = sum(t.numel() for t in probe.state_dict().values())
+    except Exception:
+        return  # a factory that cannot build on the meta device is checked by the real build
+    if n > limit:
+        raise SpecError(
+            f"{where}: {spec!r} with build_kwargs {kwargs} has {n:,} values, far more than its weights file; refused"
+        )

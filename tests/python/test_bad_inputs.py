@@ -397,3 +397,15 @@ def test_readme_snippet_reaches_inspect_onnx_through_ep_export(world):
     code = f"import edgeprune as ep; print(ep.export.inspect_onnx({str(world / 'onnx' / 'model.onnx')!r})['opset'])"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "17", res.stderr
+
+
+def test_qlinear_refuses_nan_weights():
+    from edgeprune import kernels
+
+    w = np.ones((4, 8), np.float32)
+    w[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"weight must be finite \(it contains NaN"):
+        kernels.QLinear(w, input_scale=0.1, input_zero_point=0, output_scale=0.1, output_zero_point=0)
+    with pytest.raises(ValueError, match=r"bias must be finite"):
+        kernels.QLinear(np.ones((4, 8), np.float32), np.array([0, np.nan, 0, 0], np.float32), input_scale=0.1,
+                        input_zero_point=0, output_scale=0.1, output_zero_point=0)  # fmt: skip
