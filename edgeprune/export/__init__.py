@@ -27,7 +27,7 @@ from .._version import __version__
 from ..quant import Int8UnsupportedError, QuantizedModel, target_defaults
 from . import formats as _formats
 from .inspect import inspect_onnx
-from .onnx import check, set_metadata
+from .onnx import check, file_activation_dtype, set_metadata
 
 __all__ = ["Int8UnsupportedError", "channel_alignment", "export", "inspect_onnx", "load_source", "plan_hash"]
 
@@ -167,7 +167,7 @@ def export(
             props["edgeprune_quant"] = {
                 "method": source.config.method,
                 "scales_hash": source.scales_hash(),
-                "activation_dtype": source.config.activation_dtype,
+                "activation_dtype": file_activation_dtype(source),
                 "symmetric_activations": source.config.symmetric_activations,
                 "placement": source.config.placement,
             }
