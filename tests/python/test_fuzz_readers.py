@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -109,47 +110,45 @@ KWARGS = st.dictionaries(
 )
 
 
-@settings(FUZZ, max_examples=40)
-@given(spec=SPECS, kwargs=KWARGS, edits=st.dictionaries(FIELDS, json_values, max_size=3))
-def test_model_json(saved, tmp_path, spec, kwargs, edits):
+MARKER = Path(tempfile.gettempdir()) / "edgeprune_fuzz_marker"
+HOSTILE = st.sampled_from(
+    [
+        ("os:system", {"command": f"touch {MARKER}"}),
+        ("subprocess:run", {"args": ["touch", str(MARKER)]}),
+        ("builtins:exec", {"source": f"open({str(MARKER)!r}, 'w')"}),
+    ]
+)
+
+
+def _model_dir(saved: Path, tmp_path: Path, name: str, content: bytes) -> Path:
+    """A copy of the saved model with file ``name`` replaced by ``content``."""
     d = tmp_path / "m"
     if d.exists():
         shutil.rmtree(d)
     shutil.copytree(saved / "model", d)
-    m = json.loads((d / "model.json").read_text())
-    m.update({"spec": spec, "build_kwargs": kwargs}, **edits)
-    (d / "model.json").write_text(json.dumps(m))
+    (d / name).write_bytes(content)
+    return d
+
+
+@settings(FUZZ, max_examples=40)
+@given(spec_kwargs=st.tuples(SPECS, KWARGS) | HOSTILE, edits=st.dictionaries(FIELDS, json_values, max_size=3))
+def test_model_json(saved, tmp_path, spec_kwargs, edits):
+    m = json.loads((saved / "model" / "model.json").read_text())
+    m.update({"spec": spec_kwargs[0], "build_kwargs": spec_kwargs[1]}, **edits)
+    d = _model_dir(saved, tmp_path, "model.json", json.dumps(m).encode())
     try:
         model = ep.load(d)
     except UserError:
         return
     finally:
-        assert not Path("x.py").exists()
+        assert not MARKER.exists(), "a spec from model.json ran code"
     assert isinstance(model, torch.nn.Module)
 
 
 @FUZZ
-@given(data=st.data())
-def test_model_json_bytes(saved, tmp_path, data):
-    d = tmp_path / "m"
-    if d.exists():
-        shutil.rmtree(d)
-    shutil.copytree(saved / "model", d)
-    (d / "model.json").write_bytes(data.draw(_mutations((saved / "model" / "model.json").read_bytes())))
-    try:
-        ep.load(d)
-    except UserError:
-        pass
-
-
-@FUZZ
-@given(data=st.data())
-def test_weights_bytes(saved, tmp_path, data):
-    d = tmp_path / "m"
-    if d.exists():
-        shutil.rmtree(d)
-    shutil.copytree(saved / "model", d)
-    (d / "weights.pt").write_bytes(data.draw(_mutations((saved / "model" / "weights.pt").read_bytes())))
+@given(data=st.data(), name=st.sampled_from(["model.json", "weights.pt"]))
+def test_model_dir_bytes(saved, tmp_path, data, name):
+    d = _model_dir(saved, tmp_path, name, data.draw(_mutations((saved / "model" / name).read_bytes())))
     try:
         ep.load(d)
     except UserError:
