@@ -113,6 +113,11 @@ def _build_world(w: Path) -> None:
     _hostile(w, "h_plan", "edgeprune:demo-cnn", plan={"groups": 5})
     d = _hostile(w, "h_badjson", "edgeprune:demo-cnn")
     (d / "model.json").write_text("{not json")
+    _build_broken_files(w)
+
+
+def _build_broken_files(w: Path) -> None:
+    """Damaged weights, data, quantized dirs and ONNX files next to the good ones."""
     weights = (w / "model" / "weights.pt").read_bytes()
     d = _hostile(w, "h_truncated", "edgeprune:demo-cnn")
     (d / "weights.pt").write_bytes(weights[: len(weights) // 2])
