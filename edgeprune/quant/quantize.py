@@ -654,12 +654,26 @@ def quantize(
         torch.set_num_threads(previous)
 
 
+def _check_finite_inputs(model: nn.Module, batches: list) -> None:
+    """Refuse NaN/Inf in the model's weights or in the calibration data, naming the tensor or sample."""
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise QuantizeError(f"model tensor {name!r} contains NaN or infinite values; fix the weights first")
+    seen = 0
+    for x in batches:
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            bad = seen + int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0, 0])
+            raise CalibrationError(f"calibration sample {bad} contains NaN or infinite values; clean the data")
+        seen += len(x)
+
+
 def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_size, progress, config_overrides):
     config = make_config(method, per_channel, target, **config_overrides)
     batches = list(_as_batches(calib_data, calib_n, batch_size))
     if not batches or batches[0].shape[0] == 0:
         raise CalibrationError("calibration data is empty; pass at least one sample")
     check_calibration(model, batches[0])
+    _check_finite_inputs(model, batches)
     folded = fold_bn(model)
     from torch.fx.passes.shape_prop import ShapeProp
 
@@ -715,6 +729,8 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
     for name, src in shared.items():
         points[name] = dict(points[src], min=points[name]["min"], max=points[name]["max"], shared_with=src)
     _layer_scales(folded, layers, points, config)
+    for name, p in points.items():  # a NaN/Inf activation range would quantize every value to garbage
+        _finite_scales("calibration", name, p["scale"])
     meta = {"calibration_samples": int(sum(b.shape[0] for b in batches))}
     for attr in ("edgeprune_spec", "edgeprune_plan_hash"):
         if getattr(model, attr, None) is not None:

@@ -414,3 +414,17 @@ def test_qlinear_refuses_nan_weights():
     with pytest.raises(ValueError, match=r"bias must be finite"):
         kernels.QLinear(np.ones((4, 8), np.float32), np.array([0, np.nan, 0, 0], np.float32), input_scale=0.1,
                         input_zero_point=0, output_scale=0.1, output_zero_point=0)  # fmt: skip
+
+
+def test_quantize_refuses_nan_calibration_data_and_weights():
+    from edgeprune.quant import CalibrationError, QuantizeError
+
+    model = ep.models.build("edgeprune:demo-cnn")
+    x = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    x[5, 0, 3, 3] = float("inf")
+    with pytest.raises(CalibrationError, match=r"calibration sample 5 contains NaN or infinite values"):
+        ep.quantize(model, x, progress=False)
+    with torch.no_grad():
+        model.stem[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(QuantizeError, match=r"model tensor 'stem\.0\.weight' contains NaN"):
+        ep.quantize(model, x[:4], progress=False)
