@@ -39,6 +39,7 @@ $(VENV)/.deps: pyproject.toml
 	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6
 	# TFLite: the schema builders our writer uses, and LiteRT that checks and benchmarks the files
 	$(PIP) install tflite==2.18.0 flatbuffers ai-edge-litert==2.3.0 transformers==5.25.0
+	$(PIP) install "hypothesis>=6.100,<7"
 	touch $@
 
 venv: $(VENV)/.deps

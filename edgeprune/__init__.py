@@ -27,7 +27,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "save": ("edgeprune.io", "save"),
     "load": ("edgeprune.io", "load"),
     "quantize": ("edgeprune.quant", "quantize"),
-    "export": ("edgeprune.export", "export"),
+    "export": ("edgeprune.export", None),  # the package: callable as export(), and ep.export.inspect_onnx works
     "estimate": ("edgeprune.estimate", "estimate"),
     "bench": ("edgeprune.bench", "bench"),
     # the whole job (edgeprune build)

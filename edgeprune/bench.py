@@ -15,6 +15,7 @@ from the same code. This module adds the torch runtime, process isolation and ``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -178,6 +179,7 @@ def bench(
     layer_profile: bool = True,
     seed: int = 0,
     isolate: bool = False,
+    trust_code: bool = False,
 ) -> BenchResult:
     """Time ``path_or_model`` with ``runtime`` on this host.
 
@@ -189,7 +191,7 @@ def bench(
 
     ``isolate=True`` (artifact paths only) runs the measurement in a fresh Python process, so
     ``peak_rss_mb`` is what this runtime and model need, not the high-water mark of the
-    calling process (which may hold torch and other models).
+    calling process (which may hold torch and other models). ``trust_code`` as in ``ep.load``.
     """
     if runtime is None:
         runtime = default_runtime(path_or_model)
@@ -202,7 +204,9 @@ def bench(
     if runtime in runner.INTERPRETERS and isinstance(path_or_model, (str, os.PathLike)):
         _check_tflite(path_or_model, runtime)
     if isolate and isinstance(path_or_model, (str, os.PathLike)):
-        return _bench_in_subprocess(path_or_model, runtime, threads, warmup, runs, input_shape, layer_profile, seed)
+        return _bench_in_subprocess(
+            path_or_model, runtime, threads, warmup, runs, input_shape, layer_profile, seed, trust_code
+        )
     artifact = str(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else type(path_or_model).__name__
     try:
         if runtime == "tensorrt":
@@ -210,7 +214,7 @@ def bench(
                 raise BenchError("runtime tensorrt needs an .onnx file")
             out = runner.measure_tensorrt(path_or_model, warmup, runs)
         else:
-            make = _torch if runtime == "torch" else runner.MAKERS[runtime]
+            make = functools.partial(_torch, trust_code=trust_code) if runtime == "torch" else runner.MAKERS[runtime]
             _preload(runtime)
             out = runner.measure(make, path_or_model, threads, warmup, runs, input_shape, layer_profile, seed)
     except runner.RunnerError as e:
@@ -240,12 +244,15 @@ def _preload(runtime: str) -> None:
             pass  # the runtime's own constructor raises the BenchError that says how to install it
 
 
-def _bench_in_subprocess(path, runtime, threads, warmup, runs, input_shape, layer_profile, seed) -> BenchResult:
+def _bench_in_subprocess(
+    path, runtime, threads, warmup, runs, input_shape, layer_profile, seed, trust_code=False
+) -> BenchResult:
     import subprocess
 
     request = runner.make_request(
         Path(path).resolve(), runtime, threads, warmup, runs, input_shape, layer_profile, seed
     )
+    request["trust_code"] = trust_code
     env = dict(os.environ)
     # the worker must import this same edgeprune, installed or not
     root = str(Path(__file__).resolve().parents[1])
@@ -273,8 +280,9 @@ def _worker(argv: list[str]) -> int:
             input_shape=req["input_shape"],
             layer_profile=req["layer_profile"],
             seed=req["seed"],
+            trust_code=req.get("trust_code", False),
         )
-    except BenchError as e:
+    except UserError as e:
         print(str(e), file=sys.stderr)
         return 2
     json.dump(res.to_dict(samples=True), sys.stdout)
@@ -282,7 +290,7 @@ def _worker(argv: list[str]) -> int:
 
 
 # ----------------------------------------------------------------------------- runtimes
-def _torch(model, threads, input_shape, seed):
+def _torch(model, threads, input_shape, seed, trust_code=False):
     import torch
 
     if isinstance(model, (str, os.PathLike)):
@@ -291,7 +299,10 @@ def _torch(model, threads, input_shape, seed):
             raise BenchError(f"the torch runtime needs a model directory written by ep.save, got {path}")
         from edgeprune.io import load  # io sits below bench; imported here to keep bench light
 
-        model = load(path)
+        try:
+            model = load(path, trust_code=trust_code)
+        except UserError as e:
+            raise BenchError(str(e)) from None
     if not isinstance(model, torch.nn.Module):
         raise BenchError(f"the torch runtime needs an nn.Module or an ep.save directory, got {type(model).__name__}")
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .common import prepare_out_dir, print_json
+from .common import print_json
 
 SCHEDULE_CHOICES = ("oneshot", "linear", "agp", "adaptive")
 REGULARIZE_CHOICES = ("bn-l1", "group-lasso", "l1")
@@ -351,8 +351,9 @@ def _run_structured(args, model, data, example_inputs, schedule, steps, out, com
     return res.model, res.plans, {"schedule": str(write_json(out / "schedule.json", res.to_dict()))}
 
 
-def run_recipe(args, model, example_inputs) -> bool:
-    """Run the prune recipe the flags describe, write ``--out``, print the result.
+def run_recipe(args, model, example_inputs, out: Path) -> bool:
+    """Run the prune recipe the flags describe, write into ``out`` (the staging directory that
+    becomes ``--out`` on success), print the result.
 
     Returns True when every gate passed (budget met and the drop within --max-acc-drop), False
     when the best point reached misses one (the CLI exits 3). Raises ``UserError`` for bad
@@ -370,7 +371,7 @@ def run_recipe(args, model, example_inputs) -> bool:
     macs0, params0 = count_macs_params(model, example_inputs)
     base = {"macs": macs0, "params": params0, "val_top1": rec.top1(model, data.val)}
     base["test_top1"] = rec.top1(model, data.test)
-    out = prepare_out_dir(args.out, args.force)
+    out = Path(out)
     met, reason, extra, masks = True, "", {}, None
     plans = as_plan_list(getattr(model, "edgeprune_plan", None))  # a model loaded from an ep.save dir keeps its plans
     if schedule == "adaptive":
@@ -396,7 +397,10 @@ def run_recipe(args, model, example_inputs) -> bool:
     result["macs_ratio"] = macs1 / macs0 if macs0 else None
     result["drop_points"] = {"val": drop_val, "test": 100 * (base["test_top1"] - test)}
     result["plan_hashes"] = [p.hash for p in new_plans]
-    result["files"] = files
+    # the files are written in the staging directory; the result names where they end up
+    shown = Path(args.out)
+    result["out"] = str(shown)
+    result["files"] = {k: str(shown / Path(v).relative_to(out)) for k, v in files.items()}
     result.update(extra)
     return _finish(args, result, out)
 
@@ -431,7 +435,7 @@ def _finish(args, result: dict, out) -> bool:
         print(
             f"quality gate failed: {result['reason']}; best point reached: val top-1 {a['val_top1']:.4f} "
             f"({result['drop_points']['val']:+.2f} points), {a['macs']:,} MACs ({a['macs'] / b['macs']:.2f}x), "
-            f"saved in {out / 'model'}",
+            f"saved in {Path(args.out) / 'model'}",
             file=sys.stderr,
         )
     return result["met"]

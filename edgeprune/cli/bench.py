@@ -71,6 +71,11 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="measure in this process (default: a fresh one, so peak RSS is the model's own)",
     )
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow a model directory whose model.json names a factory outside edgeprune's registry to run it",
+    )
     p.add_argument("--top", type=int, default=10, help="layers shown in the per-layer table (default 10)")
     p.add_argument(
         "--json",
@@ -113,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         result = _bench_here(args, artifact, shape, bench)
     out = result.to_dict()
     if profile is not None:
-        out["target_estimate"] = _estimate(artifact, result, profile, shape)
+        out["target_estimate"] = _estimate(artifact, result, profile, shape, args.trust_code)
 
     if args.json:
         if args.json == "-":
@@ -162,6 +167,7 @@ def _bench_here(args, artifact: Path, shape, bench):
             input_shape=shape,
             layer_profile=not args.no_layers,
             isolate=not args.in_process,
+            trust_code=args.trust_code,
         )
     except bench.BenchError as e:
         raise UsageError(f"bench {artifact}: {e}") from None
@@ -179,7 +185,7 @@ def _load_target(name):
         raise UsageError(f"--target {name}: {e}; see `edgeprune targets list`") from None
 
 
-def _estimate(artifact: Path, result, profile, shape):
+def _estimate(artifact: Path, result, profile, shape, trust_code: bool = False):
     estimate = importlib.import_module("edgeprune.estimate")
     threads = min(result.threads, int(profile.cpu.cores))
     if artifact.suffix.lower() == ".onnx":
@@ -187,7 +193,9 @@ def _estimate(artifact: Path, result, profile, shape):
     elif artifact.is_dir():
         from edgeprune.io import load
 
-        est = estimate.estimate(load(artifact), profile, precision="fp32", threads=threads, input_shape=shape)
+        est = estimate.estimate(
+            load(artifact, trust_code=trust_code), profile, precision="fp32", threads=threads, input_shape=shape
+        )
     else:
         return {"estimate": True, "error": f"no estimator for {artifact.suffix} files; estimate the .onnx instead"}
     d = est.to_dict()

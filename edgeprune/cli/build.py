@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 
 from ..pipeline import STAGES
-from .common import EXIT_GATE, EXIT_OK, UsageError, print_json
+from .common import EXIT_GATE, EXIT_OK, UsageError, add_trust_flags, load_model, print_json
 from .targets import announce as announce_target
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
@@ -22,10 +23,13 @@ _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
 
 def _number(flag: str):
     def parse(text: str) -> float:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgG]?)\s*", text)
+        m = re.fullmatch(r"\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgG]?)\s*", text)
         if not m:
             raise argparse.ArgumentTypeError(f"{flag} {text!r} is not a number (e.g. 0.5, 2e6, 2M)")
-        return float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+        value = float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{flag} {text}: must be > 0 (e.g. 0.5, 2e6, 2M)")
+        return value
 
     return parse
 
@@ -53,7 +57,7 @@ def add_parser(subparsers) -> None:
         "(jetson, rpi, pi4, orin: `edgeprune targets list`), host, or a .toml path",
     )
     p.add_argument("--weights", metavar="F", help="state_dict file (loaded with weights_only=True)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow a pickled whole-model weights file")
+    add_trust_flags(p)
     p.add_argument(
         "--data", metavar="DATA", help="data spec for accuracy and recovery: digits, file.npz, image folder, module:fn"
     )
@@ -76,7 +80,8 @@ def add_parser(subparsers) -> None:
         "--max-acc-drop",
         type=float,
         metavar="PTS",
-        help="fail (exit 3) if top-1 drops by more than PTS percentage points (needs --data)",
+        help="fail (exit 3) if top-1 drops by more than PTS percentage points (needs --data); "
+        "with --budget-* and --data the adaptive search keeps the drop under 1.0 point unless this is given",
     )
     p.add_argument(
         "--formats", metavar="LIST", help="comma-separated export formats (default: the target's, plus onnx)"
@@ -219,6 +224,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = {field: getattr(args, dest) for field, dest in _SPEC_ARGS.items()}
     settings["formats"] = _formats(args.formats)
+    if args.trust_code and os.path.isdir(args.model):
+        # a directory whose factory is outside the registry loads only with --trust-code, which the spec does not carry
+        settings["model"] = load_model(args.model, trust_code=True)
     in_process = not (sys.argv and sys.argv[0].endswith("edgeprune"))
     settings["command_line"] = ["edgeprune", "build", *_argv_of(args)] if in_process else ["edgeprune", *sys.argv[1:]]
     spec = pipeline.BuildSpec(**settings)
@@ -264,7 +272,7 @@ def _argv_of(args) -> list[str]:
             out += [f"--{dest.replace('_', '-')}"] if v else []
         elif v is not None:
             out += [f"--{dest.replace('_', '-')}", str(v)]
-    return out + (["--json"] if args.json else [])
+    return out + (["--trust-code"] if args.trust_code else []) + (["--json"] if args.json else [])
 
 
 def _summary_json(result) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UsageError, prepare_out_dir, print_json
+from .common import UsageError, add_trust_flags, check_out, print_json, staged_out
 
 
 def add_parser(subparsers) -> None:
@@ -51,6 +51,7 @@ def add_parser(subparsers) -> None:
     )
     sp.add_argument("--dense", dest="sparse", action="store_false", help="TFLite: never store weights sparse")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_trust_flags(p, pickle=False)
     p.set_defaults(run=run)
 
 
@@ -64,8 +65,9 @@ def run(args) -> int:
         raise UsageError(f"{src}: no such directory; pass a dir written by `edgeprune quantize` or ep.save")
     if args.opset < 17:
         raise UsageError(f"--opset {args.opset}: edgeprune writes opset >= 17")
+    check_out(args.out, args.force)
     try:
-        source = load_source(src)
+        source = load_source(src, trust_code=args.trust_code)
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
     quantized = isinstance(source, QuantizedModel)
@@ -83,22 +85,26 @@ def run(args) -> int:
             ep.targets.load(args.target)
         except (ValueError, FileNotFoundError) as e:
             raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
-    out = prepare_out_dir(args.out, args.force)
+    out = Path(args.out)
     try:
-        paths = export(
-            source,
-            out,
-            formats=formats,
-            target=args.target,
-            dynamic_batch=args.dynamic_batch,
-            opset=args.opset,
-            io=args.io,
-            sparse=args.sparse,
-        )
+        with staged_out(out, args.force) as tmp:
+            staged = export(
+                source,
+                tmp,
+                formats=formats,
+                target=args.target,
+                dynamic_batch=args.dynamic_batch,
+                opset=args.opset,
+                io=args.io,
+                sparse=args.sparse,
+            )
     except Int8UnsupportedError as e:
         raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
+    except UsageError:
+        raise
     except ValueError as e:
         raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
+    paths = {fmt: out / p.name for fmt, p in staged.items()}
     from edgeprune.export import channel_alignment
 
     model = source.original if quantized else source

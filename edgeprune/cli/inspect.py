@@ -1,12 +1,14 @@
 """`edgeprune inspect FILE`: ops, params, MACs, size and int8 coverage of an ONNX or TFLite file.
 
-Consumes: an ``.onnx`` or ``.tflite`` path and ``--json`` / ``--layers``. Produces: tables
-(summary, op counts, ops that stayed fp32 with the reason; for TFLite also sparse tensors and
+Consumes: an ``.onnx`` or ``.tflite`` path and ``--json`` / ``--layers`` / ``--no-runtime``. Produces:
+tables (summary, op counts, ops that stayed fp32 with the reason; for ONNX what ONNX Runtime really runs: the
+kernel of every Conv/Gemm/MatMul and why any quantized one fell back to float; for TFLite the sparse tensors and
 the ops XNNPACK leaves to the builtin kernels) or the ``edgeprune.export.inspect_file`` dict as JSON.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from .common import UsageError, print_json
@@ -22,6 +24,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("file", metavar="FILE", help="the .onnx or .tflite file")
     p.add_argument("--layers", action="store_true", help="list every compute op with its precision")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument(
+        "--no-runtime",
+        action="store_true",
+        help="skip asking ONNX Runtime which kernels it runs (report only what the file says)",
+    )
     p.set_defaults(run=run)
 
 
@@ -33,8 +40,9 @@ def run(args) -> int:
         raise UsageError(
             f"{path}: no such file; pass an .onnx or .tflite file (e.g. one written by `edgeprune export`)"
         )
+    runtime = not args.no_runtime and importlib.util.find_spec("onnxruntime") is not None
     try:
-        info = inspect_file(path)
+        info = inspect_file(path, runtime=runtime)
     except ValueError as e:
         raise UsageError(str(e).splitlines()[0]) from None
     if args.json:
@@ -60,7 +68,8 @@ def run(args) -> int:
             f"{q['int8_ops']} of {q['compute_ops']} compute ops "
             f"({q['weighted_int8_ops']} of {q['weighted_ops']} conv/gemm/matmul)",
         ),
-        ("int8 MAC coverage", f"{100 * q['coverage_macs']:.1f} %"),
+        ("int8 MAC coverage (file)", f"{100 * q['coverage_macs']:.1f} %"),
+        *(_runtime_rows(info["runtime"]) if "runtime" in info else ()),
         *((k.removeprefix("edgeprune_"), v) for k, v in info["metadata"].items()),
     ):
         s.add_row(k, v)
@@ -72,7 +81,7 @@ def run(args) -> int:
         ops.add_row(op, str(n))
     console.print(ops)
     if not q["fp32_ops"] and q["int8_ops"]:
-        console.print(f"every compute op ({q['int8_ops']}) runs int8")
+        console.print(f"every compute op ({q['int8_ops']}) is int8 in the file")
     if q["fp32_ops"]:
         f = Table(title="ops that stayed fp32")
         for c in ("op", "name", "reason"):
@@ -81,6 +90,14 @@ def run(args) -> int:
             f.add_row(o["op"], o["name"], o["reason"])
         console.print(f)
     _tflite_tables(console, info)
+    rt = info.get("runtime")
+    if rt and rt["float_fallbacks"]:
+        f = Table(title="quantized in the file, float in ONNX Runtime")
+        for c in ("name", "op", "kernel", "why"):
+            f.add_column(c)
+        for o in rt["float_fallbacks"]:
+            f.add_row(o["name"], o["op"], o["kernel"] or "-", o["reason"])
+        console.print(f)
     if args.layers:
         lt = Table(title="compute ops")
         for c in ("name", "op", "MACs", "precision"):
@@ -109,3 +126,14 @@ def _tflite_tables(console, info: dict) -> None:
             f"XNNPACK takes {xnn['delegated_ops']} of {sum(info['ops'].values())} ops"
             + (f"; builtin kernels run: {left}" if left else "")
         )
+
+
+def _runtime_rows(rt: dict) -> list[tuple[str, str]]:
+    return [
+        ("runtime", rt["engine"]),
+        (
+            "int8 kernels (runtime)",
+            f"{rt['int8_weighted_ops']} of {rt['weighted_ops']} conv/gemm/matmul, "
+            f"{100 * rt['coverage_macs']:.1f} % of MACs",
+        ),
+    ]

@@ -10,6 +10,7 @@ file free of a list that every new subcommand would have to edit.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
@@ -19,6 +20,7 @@ from ..errors import UserError
 from .common import EXIT_BUG, EXIT_USAGE, fail
 
 _NOT_SUBCOMMANDS = {"main", "common", "__init__"}
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
 
 def _subcommand_names() -> list[str]:
@@ -50,6 +52,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _subcommand_modules(only):
         module.add_parser(sub)
+    for subparser in sub.choices.values():  # `edgeprune build ... -v` works as well as `edgeprune -v build ...`
+        subparser.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of internal errors"
+        )
     return parser
 
 
@@ -71,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS or args.verbose:
+            raise
+        # the machine, not edgeprune: no permission, a full or read-only disk
+        print(
+            f"error: {e.filename or 'writing output'}: {e.strerror}; free space or choose another --out",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except Exception as e:  # a bug: one line, the traceback only with -v
         if args.verbose:
             raise

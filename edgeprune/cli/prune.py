@@ -11,8 +11,19 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
-from .common import EXIT_GATE, UsageError, first_line, load_model, prepare_out_dir, print_json
+from .common import (
+    EXIT_GATE,
+    UsageError,
+    add_trust_flags,
+    check_model_fits_data,
+    check_out,
+    first_line,
+    load_model,
+    print_json,
+    staged_out,
+)
 
 DATA_IMPORTANCES = ("taylor", "gradient", "activation")
 
@@ -33,7 +44,7 @@ def add_parser(subparsers) -> None:
         help="edgeprune:demo-cnn, file.py:factory, package.module:factory, torchvision:NAME, or an ep.save dir",
     )
     p.add_argument("--weights", metavar="FILE", help="state_dict to load into --model (weights_only)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model")
+    add_trust_flags(p)
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=float, metavar="R", help="fraction of prunable channels to remove, in [0, 1)")
     how.add_argument(
@@ -141,6 +152,7 @@ def run(args) -> int:
         raise UsageError(
             f"--importance {args.importance} needs calibration data: add --calib DATA (e.g. --calib digits)"
         )
+    check_out(args.out, args.force)
     plan_obj = None
     if args.plan:
         try:
@@ -150,16 +162,18 @@ def run(args) -> int:
             raise UsageError(f"--plan {args.plan}: cannot read it ({e.strerror})") from None
         except ValueError as e:
             raise UsageError(f"--plan {args.plan}: {first_line(e)}") from None
-    model = load_model(args.model, args.weights, args.trust_pickle)
+    model = load_model(args.model, args.weights, args.trust_pickle, args.trust_code)
     model.eval()
     shape = _input_shape(args, model)
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
     calib = None
     if args.calib:
         try:
-            calib = ep.data.load(args.calib).train
+            calib_splits = ep.data.load(args.calib)
         except ValueError as e:
             raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
+        check_model_fits_data(model, calib_splits, f"--model {args.model}", f"--calib {args.calib}")
+        calib = calib_splits.train
     try:
         macs0, params0 = count_macs_params(model, x)
     except Exception as e:
@@ -169,7 +183,9 @@ def run(args) -> int:
     from . import _recipe
 
     if _recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
-        return 0 if _recipe.run_recipe(args, model, x) else EXIT_GATE
+        with staged_out(args.out, args.force) as tmp:
+            met = _recipe.run_recipe(args, model, x, tmp)
+        return 0 if met else EXIT_GATE
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if plan_obj is None:
@@ -209,18 +225,19 @@ def run(args) -> int:
             layers.append(
                 {"name": name, "type": type(model.get_submodule(name)).__name__, "before": before, "after": after}
             )
-    out = prepare_out_dir(args.out, args.force)
+    out = Path(args.out)
     plans = as_plan_list(getattr(model, "edgeprune_plan", None)) + [plan_obj]
-    try:
-        ep.save(
-            pruned,
-            out / "model",
-            plan=plans if len(plans) > 1 else plan_obj,
-            metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash},
-        )
-    except ValueError as e:
-        raise UsageError(f"--model {args.model}: {first_line(e)}") from None
-    write_json(out / "plan.json", plan_obj.to_dict())
+    with staged_out(out, args.force) as tmp:
+        try:
+            ep.save(
+                pruned,
+                tmp / "model",
+                plan=plans if len(plans) > 1 else plan_obj,
+                metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash},
+            )
+        except ValueError as e:
+            raise UsageError(f"--model {args.model}: {first_line(e)}") from None
+        write_json(tmp / "plan.json", plan_obj.to_dict())
     result = {
         "out": str(out),
         "model": args.model,

@@ -10,8 +10,18 @@ Bad specs exit 2 with one line naming the flag and the problem.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from .common import UsageError, flag_error, load_model, prepare_out_dir, print_json
+from .common import (
+    UsageError,
+    add_trust_flags,
+    check_model_fits_data,
+    check_out,
+    flag_error,
+    load_model,
+    print_json,
+    staged_out,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -33,9 +43,7 @@ def add_parser(subparsers) -> None:
         "--image-size", type=int, default=32, metavar="PX", help="side length image folders are resized to (default 32)"
     )
     p.add_argument("--weights", metavar="FILE", help="initial weights: a state_dict file (loaded with weights_only)")
-    p.add_argument(
-        "--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model (runs code)"
-    )
+    add_trust_flags(p)
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed for init, split and shuffling (default 0)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, cosine-decayed (default 3e-3)")
@@ -69,6 +77,7 @@ def run(args) -> int:
             raise UsageError(f"{name} {value}: must be >= {low}")
     if not args.lr > 0:
         raise UsageError(f"--lr {args.lr}: must be > 0")
+    check_out(args.out, args.force)
     try:
         data = ep.data.load(args.data, seed=args.seed, image_size=args.image_size)
     except ValueError as e:
@@ -77,38 +86,25 @@ def run(args) -> int:
     kwargs = {}
     if args.model.startswith("edgeprune:"):
         kwargs = {"num_classes": data.num_classes, "in_channels": data.input_shape[0]}
-    model = load_model(args.model, args.weights, args.trust_pickle, **kwargs)
-    x0, _ = data.train[0]
-    try:
-        with torch.no_grad():
-            model.eval()
-            logits = model(torch.as_tensor(x0)[None])
-    except Exception as e:
-        raise UsageError(
-            f"--model {args.model}: does not accept --data {args.data} samples of shape "
-            f"{tuple(data.input_shape)} ({type(e).__name__}: {str(e).splitlines()[0]})"
-        ) from None
-    if logits.ndim != 2 or logits.shape[1] < data.num_classes:
-        raise UsageError(
-            f"--model {args.model}: outputs shape {tuple(logits.shape)} but --data {args.data} has "
-            f"{data.num_classes} classes; build the model with num_classes={data.num_classes}"
-        )
+    model = load_model(args.model, args.weights, args.trust_pickle, args.trust_code, **kwargs)
+    check_model_fits_data(model, data, f"--model {args.model}", f"--data {args.data}")
     if getattr(model, "input_shape", None) is None:
         model.input_shape = tuple(data.input_shape)
-    out = prepare_out_dir(args.out, args.force)
+    out = Path(args.out)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
-    model, metrics = ep.models.train(
-        model,
-        data,
-        epochs=args.epochs,
-        seed=args.seed,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        progress=progress,
-        threads=args.threads,
-    )
-    ep.save(model, out, metadata={"train": metrics, "data": args.data})
+    with staged_out(out, args.force) as tmp:
+        model, metrics = ep.models.train(
+            model,
+            data,
+            epochs=args.epochs,
+            seed=args.seed,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            progress=progress,
+            threads=args.threads,
+        )
+        ep.save(model, tmp, metadata={"train": metrics, "data": args.data})
     test_is_val = bool(data.info.get("test_is_val"))  # the data spec had no separate test split
     result = {
         "model": model.edgeprune_spec,

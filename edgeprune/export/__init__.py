@@ -90,16 +90,19 @@ def channel_alignment(model, target) -> dict | None:
     return {"multiple": mult, "misaligned": misaligned}
 
 
-def load_source(path):
-    """A QuantizedModel (directory with quant.json) or a model (directory written by ep.save)."""
+def load_source(path, trust_code: bool = False):
+    """A QuantizedModel (directory with quant.json) or a model (directory written by ep.save).
+
+    ``trust_code`` as in ``ep.load``: a directory naming a factory outside the registry is refused without it.
+    """
     from ..quant import QuantizedModel
 
     p = Path(path)
     if (p / "quant.json").is_file():
-        return QuantizedModel.load(p)
+        return QuantizedModel.load(p, trust_code=trust_code)
     from ..io import load
 
-    return load(p)
+    return load(p, trust_code=trust_code)
 
 
 def _example_inputs(source, example_inputs):
@@ -198,10 +201,14 @@ def export(
         if align is not None:
             props["edgeprune_channel_alignment"] = align
         if f.precision == "int8":
+            from .onnx import file_activation_dtype
+
             props["edgeprune_quant"] = {
                 "method": source.config.method,
                 "scales_hash": source.scales_hash(),
-                "activation_dtype": source.config.activation_dtype,
+                # ONNX files without a target carry uint8 activations (what ONNX Runtime fuses on x86);
+                # TFLite's full-integer files are int8 throughout
+                "activation_dtype": file_activation_dtype(source) if f.family == "onnx" else "int8",
                 "symmetric_activations": source.config.symmetric_activations,
                 "placement": source.config.placement,
             }
@@ -214,13 +221,14 @@ def export(
     return paths
 
 
-def inspect_file(path) -> dict:
-    """What is in an exported file (ops, params, size, int8 coverage), by its family."""
+def inspect_file(path, runtime: bool = False) -> dict:
+    """What is in an exported file (ops, params, size, int8 coverage), by its family; ``runtime``
+    also asks the family's runtime what it really runs (ONNX Runtime's kernels)."""
     family = _formats.family_of(path)
     if family is None:
         names = ", ".join(f.suffix for f in _formats.FAMILIES.values())
         raise ValueError(f"{path}: unknown file kind; pass one of {names}")
-    return family.impl().inspect(path)
+    return family.impl().inspect(path, runtime=runtime)
 
 
 def evaluate_file(path, dataset, limit: int = 2000) -> float | None:

@@ -29,8 +29,9 @@ def save(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
     onnx.save(proto, str(path))
 
 
-def inspect(path: str | os.PathLike) -> dict:
-    return inspect_onnx(path)
+def inspect(path: str | os.PathLike, runtime: bool = False) -> dict:
+    """The file's contents; with ``runtime=True`` also the kernels ONNX Runtime really runs."""
+    return inspect_onnx(path, runtime=runtime)
 
 
 def run(path: str | os.PathLike, inputs, threads: int = 1) -> list[np.ndarray]:

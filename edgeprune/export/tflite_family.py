@@ -91,7 +91,8 @@ def metadata(path: str | os.PathLike) -> dict:
     return {}
 
 
-def inspect(path: str | os.PathLike) -> dict:
+def inspect(path: str | os.PathLike, runtime: bool = False) -> dict:
+    """The file's contents, sparse tensors and XNNPACK coverage (``runtime``: no runtime is asked yet)."""
     from .inspect_tflite import inspect_tflite
 
     return inspect_tflite(path)

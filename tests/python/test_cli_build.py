@@ -480,7 +480,7 @@ def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cl
         (["--ratio", "1.5"], "--ratio 1.5"),
         (["--ratio", "0.5", "--budget-macs", "0.5"], "not allowed with argument"),
         (["--budget-macs", "lots"], "--budget-macs 'lots'"),
-        (["--budget-latency", "0"], "budget_latency_ms 0.0"),
+        (["--budget-latency", "0"], "--budget-latency 0: must be > 0"),
         (["--max-acc-drop", "1"], "--max-acc-drop needs --data"),
         (["--formats", "onnx,pdf"], "formats pdf"),
         (["--formats", ","], "--formats is empty"),
