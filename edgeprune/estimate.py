@@ -49,6 +49,7 @@ barrier). Memory bandwidth is shared by all cores and does not scale with thread
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -501,6 +502,152 @@ _POOLS = {
 }
 
 
+def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    # (B, H, Lq, D) x (B, H, Lk, D) -> scores, then x (B, H, Lk, Dv): two matmuls, 2 flops per MAC
+    b, h, lq, d = q
+    lk, dv = k[-2], v[-1]
+    return 2 * b * h * lq * lk * (d + dv)
+
+
+def _flop_mapping() -> dict:
+    import torch
+
+    ops = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        ops[op] = _sdpa_cpu_flops
+    return ops
+
+
+@contextlib.contextmanager
+def counting_macs():
+    """Count the MACs of everything run inside (``with counting_macs() as macs: ...; macs()``).
+
+    The one MAC counter: ``torch.utils.flop_counter`` at the aten level (every conv, matmul and
+    attention op, hand-written attention included), halved from FLOPs. ``count_macs_params``
+    (both budget searches) and ``ops_from_module`` (for operators it has no closed form for)
+    count with it.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # the fused MultiheadAttention fast path is one opaque kernel the counter cannot see into
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter:
+            yield lambda: int(counter.get_total_flops()) // 2
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+
+
+# Functions whose MACs ops_from_module takes from counting_macs (no closed form here), and the
+# operator kind they become.
+_COUNTED = {
+    "conv_transpose1d": "conv",
+    "conv_transpose2d": "conv",
+    "conv_transpose3d": "conv",
+    "einsum": "fc",
+    "multi_head_attention_forward": "fc",
+}
+
+
+def _numel(x) -> int:
+    import torch
+
+    return int(x.numel()) if isinstance(x, torch.Tensor) else 0
+
+
+class _OpTrace:
+    """What ``ops_from_module`` records while the model runs: one ``Op`` per operator, named
+    after the module it runs in."""
+
+    def __init__(self):
+        self.stack: list[str] = []  # names of the modules being run, innermost last
+        self.ops: list[Op] = []
+        self.fusable: set[int] = set()  # ids of tensors produced by conv/linear (or an op fused onto one)
+        self.keep: list = []  # keep outputs alive so their ids stay unique during the trace
+        self.counts: dict[str, int] = {}
+
+    def name(self, kind: str) -> str:
+        base = self.stack[-1] if self.stack and self.stack[-1] else "model"
+        key = f"{base}:{kind}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return base if self.counts[key] == 1 and kind in COMPUTE_KINDS else f"{base}.{kind}{self.counts[key]}"
+
+    def add(self, kind: str, out, fused_onto: bool = False, **fields) -> None:
+        self.ops.append(Op(self.name(kind), kind, out_elems=_numel(out), **fields))
+        if fused_onto:
+            self.fusable.add(id(out))
+
+    def call(self, func, args, kwargs):
+        """Run ``func`` and record it (the body of the TorchFunctionMode)."""
+        import torch
+
+        fname = getattr(func, "__name__", "")
+        if fname in _COUNTED:
+            return self.counted(fname, func, args, kwargs)
+        out = func(*args, **kwargs)
+        first = args[0] if args else None
+        if fname in ("conv1d", "conv2d", "conv3d"):
+            self.conv(args, kwargs, out)
+        elif fname in ("linear", "matmul", "__matmul__", "mm", "bmm", "addmm"):
+            x, w = (args[1], args[2]) if fname == "addmm" else (args[0], args[1])
+            # a weight is read from memory as weights; an activation operand (attention's
+            # Q @ K^T) is one more input tensor
+            is_weight = isinstance(w, torch.nn.Parameter)
+            in_elems = _numel(x) + (0 if is_weight else _numel(w))
+            weight_elems = _numel(w) if is_weight else 0
+            macs = _numel(out) * int(x.shape[-1])
+            self.add("fc", out, True, macs=macs, weight_elems=weight_elems, in_elems=in_elems)
+        elif fname == "scaled_dot_product_attention":
+            q, k, v = args[0], args[1], args[2]
+            # Q @ K^T (L x S x E per head) and softmax(.) @ V (L x S x Ev per head)
+            lq, s_len = int(q.shape[-2]), int(k.shape[-2])
+            macs = int(math.prod(q.shape[:-2])) * lq * s_len * (int(q.shape[-1]) + int(v.shape[-1]))
+            self.add("fc", out, macs=macs, in_elems=_numel(q) + _numel(k) + _numel(v))
+        elif fname in _ACTIVATIONS:
+            if id(first) in self.fusable:
+                self.fusable.add(id(out))
+            elif isinstance(out, torch.Tensor) and fname not in ("dropout", "dropout_"):
+                self.add("eltwise", out, in_elems=_numel(first))
+        elif fname in _ELTWISE and isinstance(out, torch.Tensor):
+            ins = first if isinstance(first, (list, tuple)) else args
+            self.add("eltwise", out, in_elems=sum(_numel(a) for a in ins))
+        elif fname in _POOLS and isinstance(out, torch.Tensor):
+            self.add("pool", out, in_elems=_numel(first))
+        if isinstance(out, torch.Tensor):
+            self.keep.append(out)
+        return out
+
+    def conv(self, args, kwargs, out) -> None:
+        x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+        groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
+        kernel = int(math.prod(w.shape[2:]))
+        per_out = int(w.shape[1]) * kernel  # MACs per output element
+        if groups > 1 and groups == x.shape[1] and int(w.shape[1]) == 1:
+            kind = "depthwise"
+        elif kernel == 1 and groups == 1:
+            kind = "pointwise"
+        else:
+            kind = "conv"
+        self.add(kind, out, True, macs=_numel(out) * per_out, weight_elems=_numel(w), in_elems=_numel(x))
+
+    def counted(self, fname, func, args, kwargs):
+        """An operator without a closed form here: its MACs from ``counting_macs``."""
+        import torch
+
+        with counting_macs() as counted:
+            out = func(*args, **kwargs)
+        out0 = out[0] if isinstance(out, tuple) else out
+        flat = [b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,))]
+        weights = sum(_numel(a) for a in flat if isinstance(a, torch.nn.Parameter))
+        in_elems = sum(_numel(a) for a in flat) - weights
+        self.add(_COUNTED[fname], out0, True, macs=counted(), weight_elems=weights, in_elems=in_elems)
+        self.keep.append(out0)
+        return out
+
+
 def ops_from_module(model, input_shape=None) -> list[Op]:
     """Run one batch-1 forward with zeros and record every operator's shapes.
 
@@ -513,100 +660,20 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
     if shape is None:
         raise ValueError("estimate: the model has no input_shape attribute; pass input_shape=(C, H, W)")
-    stack: list[str] = []
-    ops: list[Op] = []
-    fusable: set[int] = set()  # ids of tensors produced by conv/linear (or an op fused onto one)
-    keep: list = []  # keep outputs alive so their ids stay unique during the trace
-    counts: dict[str, int] = {}
-
-    def _name(kind: str) -> str:
-        base = stack[-1] if stack and stack[-1] else "model"
-        key = f"{base}:{kind}"
-        counts[key] = counts.get(key, 0) + 1
-        return base if counts[key] == 1 and kind in COMPUTE_KINDS else f"{base}.{kind}{counts[key]}"
-
-    def _numel(x) -> int:
-        return int(x.numel()) if isinstance(x, torch.Tensor) else 0
+    trace = _OpTrace()
 
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            fname = getattr(func, "__name__", "")
-            first = args[0] if args else None
-            if fname in ("conv1d", "conv2d", "conv3d"):
-                x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
-                groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
-                kernel = int(math.prod(w.shape[2:]))
-                per_out = int(w.shape[1]) * kernel  # MACs per output element
-                if groups > 1 and groups == x.shape[1] and int(w.shape[1]) == 1:
-                    kind = "depthwise"
-                elif kernel == 1 and groups == 1:
-                    kind = "pointwise"
-                else:
-                    kind = "conv"
-                ops.append(
-                    Op(
-                        _name(kind),
-                        kind,
-                        macs=_numel(out) * per_out,
-                        weight_elems=_numel(w),
-                        in_elems=_numel(x),
-                        out_elems=_numel(out),
-                    )
-                )
-                fusable.add(id(out))
-            elif fname in ("linear", "matmul", "__matmul__", "mm", "bmm", "addmm"):
-                if fname == "addmm":
-                    x, w = args[1], args[2]
-                else:
-                    x, w = args[0], args[1]
-                macs = _numel(out) * int(x.shape[-1])
-                # a weight is read from memory as weights; an activation operand (attention's
-                # Q @ K^T) is one more input tensor
-                is_weight = isinstance(w, torch.nn.Parameter)
-                ops.append(
-                    Op(
-                        _name("fc"),
-                        "fc",
-                        macs=macs,
-                        weight_elems=_numel(w) if is_weight else 0,
-                        in_elems=_numel(x) + (0 if is_weight else _numel(w)),
-                        out_elems=_numel(out),
-                    )
-                )
-                fusable.add(id(out))
-            elif fname == "scaled_dot_product_attention":
-                q, k, v = args[0], args[1], args[2]
-                # Q @ K^T (L x S x E per head) and softmax(.) @ V (L x S x Ev per head)
-                lq, s_len = int(q.shape[-2]), int(k.shape[-2])
-                heads = int(math.prod(q.shape[:-2]))
-                macs = heads * lq * s_len * (int(q.shape[-1]) + int(v.shape[-1]))
-                ops.append(
-                    Op(_name("fc"), "fc", macs=macs, in_elems=_numel(q) + _numel(k) + _numel(v), out_elems=_numel(out))
-                )
-            elif fname in _ACTIVATIONS:
-                if id(first) in fusable:
-                    fusable.add(id(out))
-                elif isinstance(out, torch.Tensor) and fname not in ("dropout", "dropout_"):
-                    ops.append(Op(_name("eltwise"), "eltwise", in_elems=_numel(first), out_elems=_numel(out)))
-            elif fname in _ELTWISE and isinstance(out, torch.Tensor):
-                ins = first if isinstance(first, (list, tuple)) else args
-                ops.append(Op(_name("eltwise"), "eltwise", in_elems=sum(_numel(a) for a in ins), out_elems=_numel(out)))
-            elif fname in _POOLS and isinstance(out, torch.Tensor):
-                ops.append(Op(_name("pool"), "pool", in_elems=_numel(first), out_elems=_numel(out)))
-            if isinstance(out, torch.Tensor):
-                keep.append(out)
-            return out
+            return trace.call(func, args, kwargs or {})
 
     def _enter(name):
         def hook(module, args):
-            stack.append(name)  # returns None: a hook's return value would replace the input
+            trace.stack.append(name)  # returns None: a hook's return value would replace the input
 
         return hook
 
     def _leave(module, args, output):
-        stack.pop()  # returns None: a value here would replace the module's output
+        trace.stack.pop()  # returns None: a value here would replace the module's output
 
     handles = []
     for name, module in model.named_modules():
@@ -624,7 +691,7 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return ops
+    return trace.ops
 
 
 # ----------------------------------------------------------------------------- ONNX
