@@ -159,11 +159,11 @@ def default_runtime(artifact) -> str:
     if not isinstance(artifact, (str, os.PathLike)):
         return "torch"
     p = Path(artifact)
-    suffix = p.suffix.lower()
-    if suffix == ".onnx":
-        return "onnxruntime"
-    if suffix == ".tflite":
-        return "litert"
+    from .export.formats import family_of  # the table only: no exporter is imported
+
+    family = family_of(p)
+    if family is not None:
+        return family.runtime
     if p.is_dir() or not p.exists():
         return "torch"
     raise BenchError(f"cannot tell which runtime runs {p.name}; pass runtime= (--runtime) one of {', '.join(RUNTIMES)}")
