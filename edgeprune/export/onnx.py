@@ -167,16 +167,23 @@ def file_activation_dtype(qmodel) -> str:
     return cfg.activation_dtype
 
 
+def _initializers(graph) -> dict[str, np.ndarray]:
+    """{name: value} of the initializers, and of Identity nodes of them: the exporter shares equal
+    initializers (e.g. the zero biases of freshly folded BN) through Identity nodes."""
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Identity" and n.input[0] in inits:
+            inits[n.output[0]] = inits[n.input[0]]
+    return inits
+
+
 def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     """Rewrite the BN-folded fp32 graph of ``qmodel`` into QDQ int8 with exactly its scales."""
     as_uint8 = file_activation_dtype(qmodel) == "uint8"
     model = onnx.ModelProto()
     model.CopyFrom(fp32)
     graph = model.graph
-    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for n in graph.node:  # the exporter shares equal initializers (e.g. zero biases) through Identity
-        if n.op_type == "Identity" and n.input[0] in inits:
-            inits[n.output[0]] = inits[n.input[0]]
+    inits = _initializers(graph)
     consumers = _consumers(graph)
     new_inits: list[onnx.TensorProto] = []
     pre_nodes: list = []  # QDQ of graph inputs (topologically first)

@@ -149,12 +149,15 @@ class Lowering:
             return self.cache[key]
         s = self.shape(name)
         q = self.quant_of(val)
-        out = self.new(name, nhwc, quant=q, label=f"{name}_{'nhwc' if nhwc else 'nchw'}")
+        dtype = self.m.tensors[val.index].dtype
+        out = self.new(name, nhwc, dtype=dtype, quant=q, label=f"{name}_{'nhwc' if nhwc else 'nchw'}")
         if s[2] * s[3] == 1 or s[1] == 1:  # same bytes in both layouts
             self.reshape_op(val.index, out.index, self.stored_shape(name, nhwc))
         else:
             perm = np.array(NHWC if nhwc else NCHW, dtype=np.int32)
-            self.m.op(OP.TRANSPOSE, [val.index, self.m.const("perm", perm)], [out.index], version=self._v8(q, 2))
+            self.m.op(
+                OP.TRANSPOSE, [val.index, self.m.const("perm", perm)], [out.index], version=2 if q is not None else 1
+            )
         self.cache[key] = out
         return out
 
@@ -167,10 +170,6 @@ class Lowering:
             self.m.op(OP.DEQUANTIZE, [val.index], [out.index], version=2)
             self.cache[key] = out
         return self.cache[key]
-
-    @staticmethod
-    def _v8(q, v_int8: int, v_float: int = 1) -> int:
-        return v_int8 if q is not None else v_float
 
     def reshape_op(self, src: int, dst: int, shape) -> None:
         self.m.op(OP.RESHAPE, [src, self.m.const("shape", np.array(shape, dtype=np.int32))], [dst])
@@ -244,7 +243,8 @@ class Lowering:
         if self.is_int8(val) and not self.io_int8:
             val = self._floatv(name, val, True)
         if val.index in self.m.inputs or val.index in self.m.outputs or self.m.tensors[val.index].buffer:
-            copy = self.new(name, val.nhwc, quant=self.quant_of(val), label=f"{name}_out")
+            dtype = self.m.tensors[val.index].dtype
+            copy = self.new(name, val.nhwc, dtype=dtype, quant=self.quant_of(val), label=f"{name}_out")
             self.reshape_op(val.index, copy.index, self.m.tensors[val.index].shape)
             val = copy
         self.m.tensors[val.index].name = name

@@ -374,7 +374,7 @@ def binary(lw: Lowering, node) -> None:
     rank = len(lw.shape(out_name))
     acts = [x for x in node.input[:2] if x not in lw.consts]
     nhwc = rank == 4 and all(len(lw.shape(x)) == 4 for x in acts) and any(lw.vals[x].nhwc for x in acts)
-    act, final = fuse_act(lw, out_name) if node.op_type in ("Add", "Sub", "Mul", "Div") else (0, out_name)
+    act, final = fuse_act(lw, out_name)
     q = lw.out_quant(final)
     int8 = (
         q is not None
@@ -396,10 +396,7 @@ def binary(lw: Lowering, node) -> None:
         if code == OP.MUL:
             s1, s2 = (lw.m.tensors[i].quant.scale[0] for i in ins)
             version = 3 if s1 * s2 / q.scale[0] >= 1.0 else 2
-    options = (opt, {"FusedActivationFunction": act}) if code != OP.DIV or act == 0 else (opt, {})
-    if code == OP.DIV and act:
-        raise unsupported(node, "activation after a division")
-    lw.m.op(code, ins, [out.index], options, version, node.name)
+    lw.m.op(code, ins, [out.index], (opt, {"FusedActivationFunction": act}), version, node.name)
     bind_all(lw, {out_name, final}, out)
 
 

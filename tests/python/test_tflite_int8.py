@@ -168,3 +168,17 @@ def test_zero_biases_shared_by_the_exporter_still_go_int32(tmp_path):
     proto = onnx.load(str(paths["onnx-int8"]))
     int32 = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT32}
     assert sum(n.op_type == "DequantizeLinear" and n.input[0] in int32 for n in proto.graph.node) == 2
+
+
+def test_evaluate_file_dispatches_by_family(quantized, digits, digits_xy, tmp_path):
+    qm = quantized("percentile")
+    paths = export(qm, tmp_path, formats=["onnx-int8", "tflite-int8"])
+    x, y = digits_xy
+    onnx_top1 = float((ort_logits(paths["onnx-int8"], x).argmax(1) == y.numpy()).mean())  # noqa: F405
+    assert evaluate_file(paths["onnx-int8"], digits.test) == pytest.approx(onnx_top1)
+    it = interpreter(paths["tflite-int8"])
+    tfl = np.concatenate([invoke(it, [x[i : i + 1].numpy()])[0] for i in range(len(x))])
+    assert evaluate_file(paths["tflite-int8"], digits.test) == pytest.approx(float((tfl.argmax(1) == y.numpy()).mean()))
+    assert evaluate_file(paths["tflite-int8"], None) is None
+    with pytest.raises(ValueError, match="unknown file kind"):
+        evaluate_file(tmp_path / "model.bin", digits.test)
