@@ -227,6 +227,9 @@ def allocate(
             saved = cur["cost"] - nxt["cost"]
             if saved <= 0:
                 saved = 1e-9 * max(base_cost, 1.0)
+            # savings past the target are worth nothing: near the target a small cut that just
+            # reaches it beats a big one that overshoots (and costs accuracy for no budget)
+            saved = min(saved, max(cost - limit, 1e-9 * max(base_cost, 1.0)))
             price = (max(nxt["drop"] - cur["drop"], 0.0) + 1e-3) / saved
             if best is None or price < best[0]:
                 best = (price, g)
@@ -437,10 +440,12 @@ def _progress_loop(st, fractions, max_backoff: int, final_epochs_factor: int) ->
             continue
         candidate = st.engine.apply(st.work, p)
         val_cut = st.metric(candidate, st.data.val)
-        last = not queue
+        # the step that reaches the budget is the final point (later steps are skipped): it
+        # recovers plain and ``final_epochs_factor`` times longer
+        last = not queue or row["allocation"]["cost"] <= st.limit * (1 + 1e-9)
         regs = () if last else st.regs
         cfg = st.cfg
-        if last and final_epochs_factor > 1:  # the final, tightest point gets a longer recovery
+        if last and final_epochs_factor > 1:
             cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": cfg.epochs * final_epochs_factor})
         candidate, hist = finetune(
             candidate,

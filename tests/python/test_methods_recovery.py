@@ -234,3 +234,42 @@ def test_cli_connection_on_a_conv_without_a_following_layer_exits_2(run_cli, fil
     )
     assert res.code == 2
     assert "no following layer" in res.err and "use another importance" in res.err and "l2" in res.err
+
+
+def test_adaptive_search_rescans_before_every_step_and_charges_failures(trained, data, tmp_path):
+    from edgeprune.prune import search as SE
+
+    res = SE.search(trained, data, X, SE.Budget("macs", 0.5), steps=3, round_to=1, finetune_epochs=1, max_acc_drop=50)
+    done = [s for s in res.log["steps"] if "accepted" in s]
+    assert len(done) >= 2
+    for s in done:  # every step: a scan of the model it was about to prune, with the drop per group
+        assert {r["group"] for r in s["sensitivity"]} <= {"conv1", "conv2"} and s["drop_per_group"]
+    # the second scan ran on the pruned, recovered model: its channel counts are the first step's kept ones
+    assert {r["group"]: r["channels"] for r in done[1]["sensitivity"]} == {
+        g: k for g, k in done[0]["kept"].items() if g in {r["group"] for r in done[1]["sensitivity"]}
+    }
+    assert res.met and ep.prune.count_macs_params(res.model, X)[0] <= 0.5 * ep.prune.count_macs_params(trained, X)[0]
+    paths = SE.write_log(res.log, tmp_path)
+    assert json.loads(paths["json"].read_text())["steps"][0]["drop_per_group"]
+
+    def pair_metric(model, dataset):  # each group alone is harmless, both together are not
+        return 1.0 - 0.1 * (model.conv1.out_channels < 8 and model.conv2.out_channels < 16)
+
+    moved = SE.search(
+        trained,
+        data,
+        X,
+        SE.Budget("macs", 0.6),
+        steps=2,
+        levels=(0.25,),
+        round_to=1,
+        finetune_epochs=0,
+        max_acc_drop=0.0,
+        max_backoff=1,
+        metric=pair_metric,
+    )
+    rows = [s for s in moved.log["steps"] if "allocation" in s]
+    i = next(i for i, r in enumerate(rows) if not r["accepted"])  # the first step that cut both
+    assert min(rows[i + 1]["allocation"]["penalty"].get(g, 0) for g in ("conv1", "conv2")) > 0
+    # ... and the search then found a way round it: only one group cut, the budget and the gate met
+    assert moved.met and moved.best["drop_points"] == 0 and moved.model.conv2.out_channels == 16
