@@ -132,7 +132,9 @@ def sparsify(
     """Unstructured / block sparsity by ``schedule`` with masked recovery after every step.
 
     Masks are recomputed at every step from the current (fine-tuned) weights with a dynamic
-    threshold, and only ever grow: a weight removed at step t stays removed. ``2:4`` is 50 %
+    threshold, and only ever grow: a weight removed at step t stays removed. ``regularizers`` act
+    in a sparsity-training phase before the first cut and in the recoveries between steps; the
+    last recovery is plain (a regulariser there would only fight the final masks). ``2:4`` is 50 %
     by definition and is applied in one shot. ``schedule="admm"`` runs ``sparsify_admm`` with its
     defaults (``steps`` and ``criterion`` do not apply: ADMM projects by magnitude).
     """
@@ -148,7 +150,7 @@ def sparsify(
     if regularizers and cfg.epochs < 1:
         raise UserError(_NO_EPOCHS)
     teacher = _frozen_teacher(model) if distill else None
-    work = _work_copy(model)
+    work, pre = regularised_training(_work_copy(model), data, cfg, teacher, regularizers, metric, progress)
     targets, schedule = _weight_targets(pattern, sparsity, threshold, schedule, steps)
     base_val = metric(work, data.val) if hasattr(data, "val") else None
     result = ScheduleResult(
@@ -164,6 +166,8 @@ def sparsify(
             "regularizers": [r.describe() for r in regularizers],
         },
     )
+    if pre is not None:
+        result.baseline["sparsity_training"] = pre
     masks = None
     for t, target in enumerate(targets, 1):
         t0 = time.perf_counter()
@@ -181,13 +185,14 @@ def sparsify(
         )
         apply_masks(work, masks)
         val_cut = metric(work, data.val)
+        regs = () if t == len(targets) else regularizers  # as structured: the last recovery is plain
         work, hist = finetune(
             work,
             data,
             cfg,
             teacher=teacher,
             masks=masks,
-            regularizers=regularizers,
+            regularizers=regs,
             metric=metric,
             progress=progress,
             description=f"step {t}/{len(targets)}",
