@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose2d)
 _NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -131,6 +133,13 @@ class BNL1(Regularizer):
             if isinstance(m, _NORM_LAYERS) and m.weight is not None and (self.names is None or name in self.names):
                 yield m.weight
 
+    def on_start(self, model):
+        if next(self._gammas(model), None) is None:  # nothing to act on: say so instead of a silent no-op
+            raise UserError(
+                "regulariser bn-l1: the model has no BatchNorm layer with a scale (gamma); "
+                "use l1, l1-prox, irls or group-lasso"
+            )
+
     def penalty(self, model):
         terms = [g.abs().sum() for g in self._gammas(model)]
         return torch.stack(terms).sum() if terms else torch.zeros(())
@@ -218,6 +227,8 @@ class GroupLasso(Regularizer):
 
     def on_start(self, model):
         self._params = dict(model.named_parameters())
+        if not self.groups:
+            raise UserError("regulariser group-lasso: no channel group to act on; use l1, l1-prox or irls")
         for g in self.groups:
             sizes = set()
             for name, dim in g.members:

@@ -274,3 +274,11 @@ def test_adaptive_search_rescans_before_every_step_and_charges_failures(trained,
     assert min(rows[i + 1]["allocation"]["penalty"].get(g, 0) for g in ("conv1", "conv2")) > 0
     # ... and the search then found a way round it: only one group cut, the budget and the gate met
     assert moved.met and moved.best["drop_points"] == 0 and moved.model.conv2.out_channels == 16
+
+
+def test_a_regulariser_with_nothing_to_act_on_says_so(data):
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    with pytest.raises(UserError, match="bn-l1: the model has no BatchNorm"):
+        recover.finetune(mlp, data, epochs=1, regularizers=[recover.make_regularizer("bn-l1", mlp)])
+    with pytest.raises(UserError, match="group-lasso: no channel group"):
+        recover.finetune(mlp, data, epochs=1, regularizers=[recover.GroupLasso([])])
