@@ -202,7 +202,8 @@ def run(kinds, only=None) -> list[dict]:
             try:
                 out = fn(copy.deepcopy(model), data, x)
             except Exception as e:  # a failing method is a row that says so, not a lost run
-                rows.append({"model": kind, "method": name, "error": f"{type(e).__name__}: {e}"})
+                label = "edgeprune:demo-cnn" if kind == "cnn" else "mlp-1024-256-128"
+                rows.append({"model": label, "method": name, "granularity": gran, "error": f"{type(e).__name__}: {e}"})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
                 continue
             pruned, masks = out if isinstance(out, tuple) else (out, None)
