@@ -191,7 +191,8 @@ class DynamicThreshold:
     """A threshold rule recomputed from the current scores at every step of a schedule.
 
     ``gamma`` / ``delta`` drive the ``iterative`` rule (multiplicative by default; additive when
-    ``delta`` is given). ``history`` records the coefficient used at each call."""
+    ``delta`` is given). ``history`` records the coefficient used at each call, and an iterative
+    rule continues from its last coefficient: give each run a fresh rule."""
 
     method: str = "solve"
     value: float | None = None
