@@ -46,7 +46,6 @@ from .errors import UserError
 
 # Files whose bytes depend on host timings; every other artifact must reproduce bit for bit.
 TIMING_FILES = ("report.json", "report.md")
-DATA_IMPORTANCES = ("taylor", "gradient", "activation")
 # Bumped when a key of report.json / manifest.json changes meaning or goes away.
 REPORT_VERSION = 1
 STAGES = ("load", "baseline", "prune", "recover", "save", "quantize", "export", "bench", "estimate", "report")
@@ -197,11 +196,14 @@ class BuildSpec:
             )
 
     def _check_importance(self, n) -> None:
-        from .prune.importance import IMPORTANCES
+        from .prune.importance import names as importance_names
+        from .prune.importance import needs_data
 
-        if self.importance not in IMPORTANCES:
-            raise UserError(f"{n('importance')} {self.importance!r} is unknown; choose one of {', '.join(IMPORTANCES)}")
-        if self.importance in DATA_IMPORTANCES and self.data is None and self.calib is None:
+        if self.importance not in importance_names():
+            raise UserError(
+                f"{n('importance')} {self.importance!r} is unknown; choose one of {', '.join(importance_names())}"
+            )
+        if needs_data(self.importance) and self.data is None and self.calib is None:
             raise UserError(
                 f"{n('importance')} {self.importance} scores channels on data; pass {n('data')} or {n('calib')}"
             )
@@ -571,7 +573,9 @@ def _make_pruner(state: BuildState):
     spec = state.spec
     round_to = int(state.profile.deploy.channel_multiple)
     # data-driven importances (taylor, gradient, activation) score on the calibration split
-    use_calib = spec.importance in DATA_IMPORTANCES and state.calib_splits is not None
+    from .prune.importance import needs_data
+
+    use_calib = needs_data(spec.importance) and state.calib_splits is not None
     imp_calib = state.calib_splits.train if use_calib else None
 
     def make(r):

@@ -1,10 +1,12 @@
 """`edgeprune prune`: structured pruning of a model to a ratio or a MAC budget.
 
 Consumes: ``--model SPEC|DIR`` (optionally ``--weights``), ``--ratio R`` or ``--target-macs F``
-(or ``--plan FILE`` to replay a saved plan), ``--importance``, ``--round-to``, ``--ignore``,
-``--calib DATA`` for data-driven importances, ``--out DIR``. Produces: ``DIR/model`` (ep.save of
-the pruned model with its plan, so ep.load rebuilds it), ``DIR/plan.json``, and a before/after
-table (params, MACs, per-layer channels) or the same as JSON.
+(or ``--plan FILE`` to replay a saved plan, or only a value ``--threshold``: a pure threshold
+run), ``--importance``, ``--round-to``, ``--ignore``, ``--calib DATA`` for data-driven importances,
+``--out DIR``. The method flags (``--importance``, ``--sparsity-criterion``, ``--threshold``,
+``--regularize``, ``--schedule``) take their choices from the registries (docs/methods.md).
+Produces: ``DIR/model`` (ep.save of the pruned model with its plan, so ep.load rebuilds it),
+``DIR/plan.json``, and a before/after table (params, MACs, per-layer channels) or the same as JSON.
 """
 
 from __future__ import annotations
@@ -25,11 +27,44 @@ from .common import (
     staged_out,
 )
 
-DATA_IMPORTANCES = ("taylor", "gradient", "activation")
+# value rules that decide alone: with one of these and no --ratio/--sparsity the run is uncapped
+VALUE_THRESHOLDS = ("relative", "percentile", "absolute", "mean", "iterative")
+
+
+def _method_choices(p) -> None:
+    """Take the choices of the recipe's method flags from the registries, so a criterion,
+    threshold rule or regulariser added there is accepted here without a second list."""
+    from ..prune.schedule import SCHEDULES
+    from ..prune.sparsity import criterion_names
+    from ..prune.threshold import METHODS
+    from ..recover import regularizer_names
+
+    choices = {
+        "schedule": (*SCHEDULES, "adaptive", "admm"),
+        "sparsity_criterion": criterion_names(),
+        "threshold": METHODS,
+        "regularize": regularizer_names(),
+    }
+    helps = {
+        "schedule": "oneshot, linear, agp (cubic), adaptive, or admm (weights: ADMM towards --sparsity, rho "
+        "rising 3e-2 -> 1) (default: adaptive with a --budget-*, else oneshot)",
+        "sparsity_criterion": "weight score for --sparsity: magnitude |w|, taylor |w*grad|, gradient |grad|, "
+        "activation |w|*||x|| (Wanda), random (default magnitude)",
+        "threshold": "dynamic threshold recomputed at every step: solve (meet the step's --ratio/--sparsity "
+        "share), or with --threshold-value: relative (coef x max score), percentile, absolute, mean "
+        "(coef x mean score), iterative (coef x max, raised x1.5 every step until the step's share goes); "
+        "capped by the step's share; without --ratio/--sparsity a value rule decides alone",
+        "regularize": "sparsity regulariser, applied in a sparsity-training phase before the first cut and in "
+        "the recoveries between steps: " + ", ".join(regularizer_names()),
+    }
+    for action in p._actions:
+        if action.dest in choices:
+            action.choices = choices[action.dest]
+            action.help = helps[action.dest]
 
 
 def add_parser(subparsers) -> None:
-    from ..prune.importance import IMPORTANCES
+    from ..prune.importance import names as importance_names
 
     p = subparsers.add_parser(
         "prune",
@@ -45,7 +80,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--weights", metavar="FILE", help="state_dict to load into --model (weights_only)")
     add_trust_flags(p)
-    how = p.add_mutually_exclusive_group(required=True)
+    how = p.add_mutually_exclusive_group(required=False)  # one of them, or a value --threshold alone
     how.add_argument("--ratio", type=float, metavar="R", help="fraction of prunable channels to remove, in [0, 1)")
     how.add_argument(
         "--target-macs",
@@ -55,7 +90,10 @@ def add_parser(subparsers) -> None:
     )
     how.add_argument("--plan", metavar="FILE", help="replay a plan.json written by an earlier prune")
     p.add_argument(
-        "--importance", default="l2", metavar="NAME", help=f"channel importance: {', '.join(IMPORTANCES)} (default l2)"
+        "--importance",
+        default="l2",
+        metavar="NAME",
+        help=f"channel importance: {', '.join(importance_names())} (default l2; docs/methods.md)",
     )
     p.add_argument(
         "--reduction",
@@ -81,7 +119,9 @@ def add_parser(subparsers) -> None:
         default="heads",
         help="prune whole attention heads (default) or shrink every head",
     )
-    p.add_argument("--calib", metavar="DATA", help="data spec for taylor/gradient/activation importance (e.g. digits)")
+    p.add_argument(
+        "--calib", metavar="DATA", help="data spec for the data-driven importances (taylor, activation...; e.g. digits)"
+    )
     p.add_argument("--input-shape", metavar="C,H,W", help="example input shape when the model does not carry one")
     p.add_argument("--seed", type=int, default=0, help="seed for --importance random (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -93,7 +133,62 @@ def add_parser(subparsers) -> None:
     from ._recipe import add_arguments as add_recipe_arguments  # recovery, schedules, budgets, sparsity
 
     add_recipe_arguments(p, how)
+    _method_choices(p)
     p.set_defaults(run=run)
+
+
+def _check_target(args) -> None:
+    """One target (--ratio, --target-macs, --plan, a --budget-*, --sparsity), or a pure threshold
+    run: a value --threshold alone, uncapped (ratio 1.0: only --max-layer-ratio bounds a group)."""
+    targets = ("ratio", "target_macs", "plan", "budget_macs", "budget_params", "budget_latency", "sparsity")
+    if getattr(args, "schedule", None) == "admm" and args.sparsity is None:
+        raise UsageError("--schedule admm prunes weights: give --sparsity S (for channels use oneshot, linear or agp)")
+    if any(getattr(args, t, None) is not None for t in targets):
+        return
+    if getattr(args, "threshold", None) in VALUE_THRESHOLDS:
+        args.ratio = 1.0
+        return
+    raise UsageError(
+        "give a target: --ratio R, --target-macs F, --plan FILE, --budget-macs/--budget-params/--budget-latency, "
+        "--sparsity S, or a value --threshold (relative, percentile, absolute, mean, iterative) alone"
+    )
+
+
+def _check_flags(args) -> None:
+    from edgeprune.prune.importance import names as importance_names
+    from edgeprune.prune.importance import needs_data
+
+    _check_target(args)
+    if args.ratio is not None and not 0 <= args.ratio < 1 and not _pure_threshold(args):
+        raise UsageError(f"--ratio {args.ratio}: must be in [0, 1) (the fraction of channels to remove, e.g. 0.5)")
+    if args.target_macs is not None and not args.target_macs > 0:
+        raise UsageError(f"--target-macs {args.target_macs}: must be > 0 (a fraction <= 1 or a MAC count)")
+    if args.importance not in importance_names():
+        raise UsageError(f"--importance {args.importance}: unknown; choose one of {', '.join(importance_names())}")
+    if args.round_to < 1:
+        raise UsageError(f"--round-to {args.round_to}: must be >= 1")
+    if not 0 < args.max_layer_ratio <= 1:
+        raise UsageError(f"--max-layer-ratio {args.max_layer_ratio}: must be in (0, 1]")
+    if needs_data(args.importance) and not args.calib and not args.data and args.plan is None:
+        raise UsageError(
+            f"--importance {args.importance} needs calibration data: add --calib DATA (e.g. --calib digits)"
+        )
+
+
+def _read_plan(path):
+    from edgeprune.prune import PrunePlan
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return PrunePlan.from_json(f.read())
+    except OSError as e:
+        raise UsageError(f"--plan {path}: cannot read it ({e.strerror})") from None
+    except ValueError as e:
+        raise UsageError(f"--plan {path}: {first_line(e)}") from None
+
+
+def _pure_threshold(args) -> bool:
+    return args.ratio == 1.0 and getattr(args, "threshold", None) in VALUE_THRESHOLDS
 
 
 def _input_shape(args, model) -> tuple:
@@ -134,34 +229,12 @@ def run(args) -> int:
 
     import edgeprune as ep
     from edgeprune.fsutil import write_json
-    from edgeprune.prune import PrunePlan, count_macs_params
-    from edgeprune.prune.importance import IMPORTANCES
+    from edgeprune.prune import count_macs_params
     from edgeprune.prune.plan import as_plan_list
 
-    if args.ratio is not None and not 0 <= args.ratio < 1:
-        raise UsageError(f"--ratio {args.ratio}: must be in [0, 1) (the fraction of channels to remove, e.g. 0.5)")
-    if args.target_macs is not None and not args.target_macs > 0:
-        raise UsageError(f"--target-macs {args.target_macs}: must be > 0 (a fraction <= 1 or a MAC count)")
-    if args.importance not in IMPORTANCES:
-        raise UsageError(f"--importance {args.importance}: unknown; choose one of {', '.join(IMPORTANCES)}")
-    if args.round_to < 1:
-        raise UsageError(f"--round-to {args.round_to}: must be >= 1")
-    if not 0 < args.max_layer_ratio <= 1:
-        raise UsageError(f"--max-layer-ratio {args.max_layer_ratio}: must be in (0, 1]")
-    if args.importance in DATA_IMPORTANCES and not args.calib and not args.data and args.plan is None:
-        raise UsageError(
-            f"--importance {args.importance} needs calibration data: add --calib DATA (e.g. --calib digits)"
-        )
+    _check_flags(args)
     check_out(args.out, args.force)
-    plan_obj = None
-    if args.plan:
-        try:
-            with open(args.plan, encoding="utf-8") as f:
-                plan_obj = PrunePlan.from_json(f.read())
-        except OSError as e:
-            raise UsageError(f"--plan {args.plan}: cannot read it ({e.strerror})") from None
-        except ValueError as e:
-            raise UsageError(f"--plan {args.plan}: {first_line(e)}") from None
+    plan_obj = _read_plan(args.plan) if args.plan else None
     model = load_model(args.model, args.weights, args.trust_pickle, args.trust_code)
     model.eval()
     shape = _input_shape(args, model)

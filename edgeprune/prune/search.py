@@ -8,19 +8,24 @@ drop in points. Produces: ``SearchResult`` with the pruned, recovered model (the
 untouched), the plans that made it (replayable in order), whether budget and accuracy were both
 met, the best point reached, and a log of every decision.
 
-Algorithm (docs/methods.md):
+Algorithm (docs/methods.md), performance-driven at every step:
 1. scan: each prunable channel group alone, at several ratios, without recovery: the validation
    metric drop and the cost (MACs / params / estimated ms) of each point;
 2. allocate: start from nothing removed and repeatedly take the move (one group, one level
    further) with the smallest drop per unit of cost saved, re-measuring the real cost of the
-   combined allocation after every move, until the budget is met;
-3. progress: reach the allocated channel counts in ``steps`` steps (AGP fractions by default),
-   each step planned on the current model with importance recomputed from its current weights,
-   then recovered (fine-tuning + distillation from the unpruned model) and evaluated; when the
-   drop exceeds the limit, the step is retried half-way between the last good point and the
-   planned one (at most ``max_backoff`` back-offs per run), and if it still fails the search
-   stops at the last good point (``met`` is False: the CLI exits 3 and names the best point reached).
-Decisions use the validation split; the test split is only reported.
+   combined allocation after every move, until the step's cost target is met;
+3. progress: the cost target moves from the baseline to the budget in ``steps`` steps (AGP
+   fractions by default). Before every step the current, recovered model is re-scanned and the
+   cuts re-allocated from the drops measured on it; the step is then pruned, recovered
+   (fine-tuning + distillation from the unpruned model; the last step recovers
+   ``final_epochs_factor`` times longer) and evaluated. When the drop exceeds the limit, the
+   excess is charged to the groups that step cut (so the next allocation moves away from them)
+   and the step is retried half-way between the last good point and the planned one (at most
+   ``max_backoff`` back-offs per run); if it still fails the search stops at the last good point
+   (``met`` is False: the CLI exits 3 and names the best point reached).
+The first scan checks the whole budget is reachable at all. Every step's scan, the measured drop
+per group and the allocation are kept in the log (and drawn by ``write_log``). Decisions use the
+validation split; the test split is only reported.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..recover import RecoverConfig, Regularizer, finetune, top1
-from .schedule import _copy_attrs, _frozen_teacher, step_targets
+from .importance import needs_data
+from .schedule import _config, _copy_attrs, _frozen_teacher, regularised_training, step_targets
 
 BUDGET_KINDS = ("macs", "params", "latency")
 DEFAULT_LEVELS = (0.25, 0.5, 0.75)
@@ -221,6 +227,9 @@ def allocate(
             saved = cur["cost"] - nxt["cost"]
             if saved <= 0:
                 saved = 1e-9 * max(base_cost, 1.0)
+            # savings past the target are worth nothing: near the target a small cut that just
+            # reaches it beats a big one that overshoots (and costs accuracy for no budget)
+            saved = min(saved, max(cost - limit, 1e-9 * max(base_cost, 1.0)))
             price = (max(nxt["drop"] - cur["drop"], 0.0) + 1e-3) / saved
             if best is None or price < best[0]:
                 best = (price, g)
@@ -277,6 +286,7 @@ def search(
     distill: bool = True,
     regularizers: Sequence[Regularizer] = (),
     max_backoff: int = 2,
+    final_epochs_factor: int = 2,
     metric: Callable = top1,
     seed: int = 0,
     progress: bool = False,
@@ -285,12 +295,8 @@ def search(
     if max_acc_drop < 0:
         raise ValueError(f"max_acc_drop must be >= 0 points, got {max_acc_drop}")
     t_start = time.perf_counter()
-    cfg = recover or RecoverConfig(seed=seed)
-    if finetune_epochs is not None:
-        cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": finetune_epochs})
-    max_drop = max_acc_drop / 100.0
-    calib = data.train if importance in ("taylor", "gradient", "activation") else None
-    engine = _Engine(example_inputs, importance, round_to, seed, calib, ignore)
+    cfg = _config(recover, finetune_epochs, seed)
+    engine = _Engine(example_inputs, importance, round_to, seed, data.train if needs_data(importance) else None, ignore)
     teacher = _frozen_teacher(model) if distill else None
     work = _copy_attrs(model, copy.deepcopy(model))
     base_val = metric(work, data.val)
@@ -309,6 +315,7 @@ def search(
             "round_to": round_to,
             "ignore": list(ignore),
             "recover": cfg.to_dict(),
+            "final_epochs_factor": final_epochs_factor,
             "distill": distill,
             "regularizers": [r.describe() for r in regularizers],
             "max_backoff": max_backoff,
@@ -318,107 +325,194 @@ def search(
         "allocation": {},
         "steps": [],
     }
-
-    graph, scores = engine.analyse(work)
-    sizes = _group_sizes(graph)
-    if base_cost <= limit:
-        final_kept, alloc_cost, moves = dict(sizes), base_cost, []
-    else:
-        log["sensitivity"] = sensitivity_scan(
-            work, data, engine, budget, levels, metric, base_val, graph, scores, progress
-        )
-        final_kept, alloc_cost, moves = allocate(
-            work, engine, budget, log["sensitivity"], limit, base_cost, graph, scores
-        )
-    log["allocation"] = {
-        "kept": final_kept,
-        "channels": sizes,
-        "cost": alloc_cost,
-        "moves": moves,
-        "feasible": alloc_cost <= limit,
-    }
-    if alloc_cost > limit:
-        reason = (
-            f"the budget {limit:.6g} {budget.unit} cannot be reached even removing every prunable "
-            f"channel the levels allow (smallest: {alloc_cost:.6g} {budget.unit})"
-        )
-    else:
-        reason = ""
-
+    work, row = regularised_training(work, data, cfg, teacher, regularizers, metric, progress)
+    if row is not None:
+        log["sparsity_training"] = row
+    st = _State(work, data, engine, budget, metric, cfg, teacher, regularizers, levels, progress, log)
+    st.base_val, st.base_cost, st.limit, st.max_drop = base_val, base_cost, limit, max_acc_drop / 100.0
+    reason = _feasibility(st)
     fractions = step_targets(progression, 1.0, steps) if progression != "oneshot" else [1.0]
-    plans: list = []
-    accepted = {"step": 0, "fraction": 0.0, "cost": base_cost, "val": base_val, "drop": 0.0}
-    current = dict(sizes)
+    if not reason:
+        reason = _progress_loop(st, fractions, max_backoff, final_epochs_factor)
+    return _finish(st, reason, base_test, example_inputs, t_start)
+
+
+class _State:
+    """The adaptive loop's working state: the current model and what was accepted so far."""
+
+    def __init__(self, work, data, engine, budget, metric, cfg, teacher, regs, levels, progress, log):
+        self.work, self.data, self.engine, self.budget, self.metric = work, data, engine, budget, metric
+        self.cfg, self.teacher, self.regs, self.levels, self.progress, self.log = (
+            cfg,
+            teacher,
+            regs,
+            levels,
+            progress,
+            log,
+        )
+        self.plans: list = []
+        self.penalty: dict[str, float] = {}  # group -> extra drop (per fraction removed) after a failed step
+        self.accepted: dict = {}
+        self.current: dict[str, int] = {}
+
+
+def _feasibility(st) -> str:
+    """Allocate the whole budget once on the unpruned model: the smallest reachable cost and the
+    first scan. Returns a reason when the budget cannot be reached at all."""
+    graph, scores = st.engine.analyse(st.work)
+    sizes = _group_sizes(graph)
+    st.current = dict(sizes)
+    st.accepted = {"step": 0, "fraction": 0.0, "cost": st.base_cost, "val": st.base_val, "drop": 0.0}
+    if st.base_cost <= st.limit:
+        st.log["allocation"] = {"kept": sizes, "channels": sizes, "cost": st.base_cost, "moves": [], "feasible": True}
+        return ""
+    scan = sensitivity_scan(
+        st.work, st.data, st.engine, st.budget, st.levels, st.metric, st.base_val, graph, scores, st.progress
+    )
+    st.log["sensitivity"] = scan
+    kept, cost, moves = allocate(st.work, st.engine, st.budget, scan, st.limit, st.base_cost, graph, scores)
+    feasible = cost <= st.limit
+    st.log["allocation"] = {"kept": kept, "channels": sizes, "cost": cost, "moves": moves, "feasible": feasible}
+    if feasible:
+        return ""
+    return (
+        f"the budget {st.limit:.6g} {st.budget.unit} cannot be reached even removing every prunable "
+        f"channel the levels allow (smallest: {cost:.6g} {st.budget.unit})"
+    )
+
+
+def _step_plan(st, step: int, f: float, first: bool):
+    """Re-scan the current (recovered) model, reallocate for the cost target of fraction ``f``,
+    and plan it. Returns ``(plan, step log row)``, plan None when nothing is to be removed."""
+    step_limit = st.base_cost - (st.base_cost - st.limit) * f
+    graph, scores = st.engine.analyse(st.work)
+    cur_cost = st.accepted["cost"]
+    row: dict = {"step": step, "fraction": f, "cost_target": step_limit}
+    if cur_cost <= step_limit * (1 + 1e-9):
+        row["skipped"] = "the current model already meets this step's cost"
+        return None, row
+    val_now = st.metric(st.work, st.data.val)
+    scan = (
+        st.log["sensitivity"]
+        if first
+        else sensitivity_scan(
+            st.work, st.data, st.engine, st.budget, st.levels, st.metric, val_now, graph, scores, st.progress
+        )
+    )
+    adjusted = [
+        {**r, "drop": r["drop"] + st.penalty.get(r["group"], 0.0) * (1 - r["kept"] / r["channels"])} for r in scan
+    ]
+    kept, alloc_cost, moves = allocate(st.work, st.engine, st.budget, adjusted, step_limit, cur_cost, graph, scores)
+    sizes = _group_sizes(graph)
+    row["sensitivity"] = [{k: r[k] for k in ("group", "channels", "kept", "drop", "cost")} for r in scan]
+    row["drop_per_group"] = _worst_drop_per_group(scan)
+    row["allocation"] = {"kept": kept, "cost": alloc_cost, "penalty": dict(st.penalty)}
+    ratios = {g: 1.0 - kept[g] / sizes[g] for g in kept if kept[g] < sizes[g]}
+    p = st.engine.plan(st.work, graph, scores, ratios)
+    if p.empty:
+        row["skipped"] = "nothing to remove at this fraction"
+        return None, row
+    return p, row
+
+
+def _worst_drop_per_group(scan) -> dict[str, float]:
+    """The measured validation drop (points) of each group at the deepest level scanned."""
+    out: dict[str, tuple] = {}
+    for r in scan:
+        if r["group"] not in out or r["kept"] < out[r["group"]][0]:
+            out[r["group"]] = (r["kept"], 100 * r["drop"])
+    return {g: v[1] for g, v in out.items()}
+
+
+def _progress_loop(st, fractions, max_backoff: int, final_epochs_factor: int) -> str:
+    """prune -> recover -> evaluate, re-scanning and reallocating before every step; back off
+    (half-way between the last good fraction and the failed one) when the drop exceeds the limit,
+    and charge the failed step's excess drop to the groups it cut. Returns the stop reason."""
     queue = list(fractions)
-    step = 0
-    failures = 0  # back-offs are counted over the whole run, so halving can never go on forever
+    step = failures = 0
     while queue:
         f = queue.pop(0)
         step += 1
         t0 = time.perf_counter()
-        want = {g: max(final_kept[g], int(round(sizes[g] - (sizes[g] - final_kept[g]) * f))) for g in sizes}
-        ratios = {g: 1.0 - want[g] / current[g] for g in sizes if want[g] < current[g]}
-        g_now, s_now = engine.analyse(work)
-        p = engine.plan(work, g_now, s_now, ratios)
-        if p.empty:
-            log["steps"].append({"step": step, "fraction": f, "skipped": "nothing to remove at this fraction"})
+        p, row = _step_plan(st, step, f, first=step == 1)
+        st.log["steps"].append(row)
+        if p is None:
             continue
-        candidate = engine.apply(work, p)
-        val_cut = metric(candidate, data.val)
-        last = not queue
-        regs = () if last else regularizers
+        candidate = st.engine.apply(st.work, p)
+        val_cut = st.metric(candidate, st.data.val)
+        # the step that reaches the budget is the final point (later steps are skipped): it
+        # recovers plain and ``final_epochs_factor`` times longer
+        last = not queue or row["allocation"]["cost"] <= st.limit * (1 + 1e-9)
+        regs = () if last else st.regs
+        cfg = st.cfg
+        if last and final_epochs_factor > 1:
+            cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": cfg.epochs * final_epochs_factor})
         candidate, hist = finetune(
             candidate,
-            data,
+            st.data,
             cfg,
-            teacher=teacher,
-            metric=metric,
-            progress=progress,
+            teacher=st.teacher,
+            metric=st.metric,
+            progress=st.progress,
             regularizers=regs,
             description=f"step {step}: recover",
             restore_best=cfg.restore_best and not regs,
         )
-        val = metric(candidate, data.val)
-        cost = budget.cost(candidate, example_inputs)
-        kept_now = _kept_from_plan(p, current)
-        drop = base_val - val
-        ok = drop <= max_drop + 1e-12
-        row = {
-            "step": step,
-            "fraction": f,
-            "kept": kept_now,
-            "cost": cost,
-            "cost_ratio": cost / base_cost,
-            "val_pruned": val_cut,
-            "val_recovered": val,
-            "drop_points": 100 * drop,
-            "accepted": ok,
-            "epochs": len(hist["epochs"]),
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        log["steps"].append(row)
+        val = st.metric(candidate, st.data.val)
+        cost = st.budget.cost(candidate, st.engine.x)
+        kept_now = _kept_from_plan(p, st.current)
+        drop = st.base_val - val
+        ok = drop <= st.max_drop + 1e-12
+        row.update(
+            kept=kept_now,
+            cost=cost,
+            cost_ratio=cost / st.base_cost,
+            val_pruned=val_cut,
+            val_recovered=val,
+            drop_points=100 * drop,
+            accepted=ok,
+            epochs=len(hist["epochs"]),
+            regularizers=hist["regularizers"],
+            seconds=round(time.perf_counter() - t0, 3),
+        )
         if ok:
-            work, current = candidate, kept_now
-            plans.append(p)
-            accepted = {"step": step, "fraction": f, "cost": cost, "val": val, "drop": drop}
+            st.work, st.current = candidate, kept_now
+            st.plans.append(p)
+            st.accepted = {"step": step, "fraction": f, "cost": cost, "val": val, "drop": drop}
             continue
+        _charge(st, kept_now, drop - st.max_drop)
         failures += 1
         if failures <= max_backoff:
-            back = (accepted["fraction"] + f) / 2.0
+            back = (st.accepted["fraction"] + f) / 2.0
             row["backoff_to"] = back
-            queue = [back, f] + [q for q in queue if q > f] if back > accepted["fraction"] + 1e-6 else queue
+            queue = [back, f] + [q for q in queue if q > f] if back > st.accepted["fraction"] + 1e-6 else queue
             continue
-        reason = (
-            f"the accuracy drop {100 * drop:.2f} points exceeds --max-acc-drop {max_acc_drop} at fraction "
-            f"{f:.3f} of the allocation after {max_backoff} back-offs"
+        return (
+            f"the accuracy drop {100 * drop:.2f} points exceeds --max-acc-drop "
+            f"{st.log['settings']['max_acc_drop_points']} at fraction {f:.3f} of the budget after "
+            f"{max_backoff} back-offs"
         )
-        break
+    return ""
 
-    met = accepted["cost"] <= limit * (1 + 1e-9) and accepted["drop"] <= max_drop + 1e-12 and not reason
+
+def _charge(st, kept_now: dict, excess: float) -> None:
+    """Move future cuts away from the groups a failed step cut: each gets the excess drop in
+    proportion to the share of the removed channels it lost."""
+    removed = {g: st.current[g] - kept_now.get(g, st.current[g]) for g in st.current}
+    total = sum(v for v in removed.values() if v > 0)
+    for g, v in removed.items():
+        if v > 0 and total:
+            st.penalty[g] = st.penalty.get(g, 0.0) + max(excess, 0.0) * v / total / max(v / st.current[g], 1e-6)
+
+
+def _finish(st, reason: str, base_test, example_inputs, t_start) -> SearchResult:
+    accepted, budget, metric, data = st.accepted, st.budget, st.metric, st.data
+    met = accepted["cost"] <= st.limit * (1 + 1e-9) and accepted["drop"] <= st.max_drop + 1e-12 and not reason
     if not met and not reason:
-        reason = f"the best point reached costs {accepted['cost']:.6g} {budget.unit}, over the budget {limit:.6g}"
+        reason = f"the best point reached costs {accepted['cost']:.6g} {budget.unit}, over the budget {st.limit:.6g}"
+    work = st.work
     work.eval()
-    work.edgeprune_plan = list(plans)
+    work.edgeprune_plan = list(st.plans)
     test = metric(work, data.test) if base_test is not None else None
     from .macs import count_macs_params
 
@@ -427,27 +521,42 @@ def search(
         "step": accepted["step"],
         "fraction": accepted["fraction"],
         "cost": accepted["cost"],
-        "cost_ratio": accepted["cost"] / base_cost,
+        "cost_ratio": accepted["cost"] / st.base_cost,
         "val": accepted["val"],
         "drop_points": 100 * accepted["drop"],
         "test": test,
         "test_drop_points": 100 * (base_test - test) if test is not None else None,
         "macs": int(macs),
         "params": int(params),
-        "kept": current,
+        "kept": st.current,
     }
-    log["result"] = {
+    st.log["result"] = {
         "met": met,
         "reason": reason,
         "best": best,
-        "plans": [p.hash for p in plans],
+        "plans": [p.hash for p in st.plans],
         "seconds": round(time.perf_counter() - t_start, 2),
     }
-    return SearchResult(model=work, plans=plans, met=met, log=log, reason=reason)
+    return SearchResult(model=work, plans=st.plans, met=met, log=st.log, reason=reason)
+
+
+def _plot_drop_per_group(ax, log: dict) -> None:
+    """The drop each group alone causes at its deepest scanned level, re-measured before every step."""
+    rows = [s for s in log.get("steps", []) if s.get("drop_per_group")]
+    groups = sorted({g for s in rows for g in s["drop_per_group"]})
+    for g in groups:
+        pts = [(s["step"], s["drop_per_group"][g]) for s in rows if g in s["drop_per_group"]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=g)
+    ax.set_xlabel("step (scan on the recovered model before it)")
+    ax.set_ylabel("validation drop, deepest level alone (points)")
+    ax.set_title("measured sensitivity per group")
+    if groups:
+        ax.legend(fontsize=7)
 
 
 def write_log(log: dict, out_dir: str | Path, stem: str = "search") -> dict[str, Path]:
-    """Write ``<stem>.json`` and ``<stem>.png`` (sensitivity curves and the step trajectory)."""
+    """Write ``<stem>.json`` and ``<stem>.png`` (first sensitivity scan, the step trajectory, and
+    the drop per group re-measured before every step)."""
     from ..fsutil import atomic_path, write_json
 
     out = Path(out_dir)
@@ -457,7 +566,7 @@ def write_log(log: dict, out_dir: str | Path, stem: str = "search") -> dict[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2, ax4) = plt.subplots(1, 3, figsize=(16, 4))
     by_group: dict[str, list] = {}
     for r in log.get("sensitivity", []):
         by_group.setdefault(r["group"], []).append(r)
@@ -490,6 +599,7 @@ def write_log(log: dict, out_dir: str | Path, stem: str = "search") -> dict[str,
     ax3.axhline(log["budget"]["limit"] / base["cost"], color="C1", linestyle="--", linewidth=1)
     ax3.set_ylabel(f"{log['budget']['kind']} / baseline (dashed: budget)", color="C1")
     ax2.set_title("prune -> recover -> evaluate (x: backed off)")
+    _plot_drop_per_group(ax4, log)
     fig.tight_layout()
     with atomic_path(out / f"{stem}.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})

@@ -163,6 +163,28 @@ def _finetune(model, train_set, val_set, cfg, teacher, masks, regs, metric, prog
     guard = MaskGuard(model, masks)
     if masks:
         apply_masks(model, masks)
+    # regularisers that reparametrise the model (L0 gates) start before the first evaluation, so
+    # every state_dict snapshot has one layout, and end (fold their state into the weights) last
+    started = cfg.epochs > 0
+    if started:
+        for r in regs:
+            r.on_start(model)
+    try:
+        return _train(model, train_set, val_set, cfg, teacher, guard, regs, metric, progress, description)
+    finally:
+        if started:
+            for r in regs:
+                r.on_end(model)
+
+
+def _optimizer_for(cfg, model, regs):
+    """The optimizer over the model's parameters, except those a regulariser owns and steps
+    itself (L0 gates: their own optimizer, no weight decay pulling them half-open)."""
+    skip = {id(p) for r in regs for p in r.extra_parameters()}
+    return _make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in skip])
+
+
+def _train(model, train_set, val_set, cfg, teacher, guard, regs, metric, progress, description):
     use_teacher = teacher is not None and cfg.distill and cfg.distill_weight > 0
     if use_teacher:
         teacher.eval()
@@ -183,9 +205,7 @@ def _finetune(model, train_set, val_set, cfg, teacher, masks, regs, metric, prog
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=False)
     per_epoch = len(loader) if cfg.max_batches_per_epoch is None else min(len(loader), cfg.max_batches_per_epoch)
     total = max(per_epoch * cfg.epochs, 1)
-    opt = _make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
-    for r in regs:
-        r.on_start(model)
+    opt = _optimizer_for(cfg, model, regs)
 
     step = 0
     bad_epochs = 0
@@ -261,8 +281,11 @@ def admm_prune(
     config: RecoverConfig | None = None,
     *,
     rho: float = 1e-3,
+    rho_growth: float = 1.0,
+    rho_max: float | None = None,
     teacher: nn.Module | None = None,
     retrain_epochs: int | None = None,
+    regularizers: Iterable[Regularizer] = (),
     progress: bool = False,
     threads: int | None = 1,
     **overrides,
@@ -270,18 +293,19 @@ def admm_prune(
     """ADMM sparsification then masked retraining; return ``(model, masks, history)``.
 
     Phase 1 trains with the ADMM penalty pulling the named weights towards the sparse set
-    ``project`` defines; phase 2 cuts to the hard masks and retrains with them fixed.
+    ``project`` defines (rho grows by ``rho_growth`` per epoch up to ``rho_max``); phase 2 cuts
+    to the hard masks and retrains with them fixed.
     """
     from .regularize import ADMM
 
     cfg = replace(config or RecoverConfig(), **overrides)
-    admm = ADMM(project, names, rho=rho)
+    admm = ADMM(project, names, rho=rho, rho_growth=rho_growth, rho_max=rho_max)
     model, h1 = finetune(
         model,
         data,
         cfg,
         teacher=teacher,
-        regularizers=[admm],
+        regularizers=[admm, *regularizers],
         progress=progress,
         description="admm",
         restore_best=False,
@@ -301,4 +325,4 @@ def admm_prune(
         epochs=epochs2,
         threads=threads,
     )
-    return model, masks, {"admm": h1, "retrain": h2, "primal_residual": residual}
+    return model, masks, {"admm": h1, "retrain": h2, "primal_residual": residual, "rhos": list(admm.rhos)}
