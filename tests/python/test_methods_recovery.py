@@ -183,8 +183,8 @@ def test_cli_regularize_l2_is_applied_and_recorded(run_cli, files, tmp_path):
         assert res.code == 0, res.err
     sched = json.loads((tmp_path / "l2" / "schedule.json").read_text())
     assert sched["baseline"]["sparsity_training"]["regularizers"][0]["name"] == "l2"
-    a = ep.load(tmp_path / "plain" / "model").state_dict()
-    b = ep.load(tmp_path / "l2" / "model").state_dict()
+    a = ep.load(tmp_path / "plain" / "model", trust_code=True).state_dict()
+    b = ep.load(tmp_path / "l2" / "model", trust_code=True).state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
     res = _prune(run_cli, files, tmp_path / "z", "--ratio", "0.25", "--regularize", "l1-prox", "--finetune-epochs", "0")
     assert res.code == 2 and "recovery has 0 epochs" in res.err
@@ -195,7 +195,7 @@ def test_cli_weight_criteria_and_mean_threshold(run_cli, files, tmp_path):
     for crit in ("gradient", "random", "magnitude"):
         res = _prune(run_cli, files, tmp_path / crit, "--sparsity", "0.5", "--sparsity-criterion", crit, *FAST)
         assert res.code == 0, res.err
-        masks[crit] = ep.load(tmp_path / crit / "model").state_dict()["conv2.weight"] == 0
+        masks[crit] = ep.load(tmp_path / crit / "model", trust_code=True).state_dict()["conv2.weight"] == 0
     assert not torch.equal(masks["gradient"], masks["magnitude"])
     assert not torch.equal(masks["random"], masks["magnitude"])
     res = _prune(
@@ -216,7 +216,7 @@ def test_cli_pure_relative_threshold_is_coef_times_max(run_cli, files, tmp_path)
     top = max(scores[g].max() for g in ("conv1", "conv2"))
     # channels at or above 0.8 x the max score stay; --max-layer-ratio 0.9 keeps at least 10 % of a group
     want = {g: max(int((scores[g] >= 0.8 * top).sum()), len(scores[g]) - int(0.9 * len(scores[g]))) for g in scores}
-    pruned = ep.load(tmp_path / "r" / "model")
+    pruned = ep.load(tmp_path / "r" / "model", trust_code=True)
     assert (pruned.conv1.out_channels, pruned.conv2.out_channels) == (want["conv1"], want["conv2"])
     assert want["conv1"] + want["conv2"] < 24
 
