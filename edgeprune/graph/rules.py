@@ -2,7 +2,8 @@
 
 Consumes: module types and ``LayerRule``s (built-in ones below, user ones through
 ``register_layer(type, rule)``). Produces: ``rule_for(module)``, the most specific rule of a module
-(its class, then its base classes in MRO order), used by the three places that need layer
+(its class, then its base classes in MRO order, up to the first class outside ``torch.nn`` that
+defines its own ``forward``), used by the three places that need layer
 knowledge:
 
 - ``trace(ctx, node, module, result)``: during the analysis run, turns the module call into channel
@@ -62,7 +63,9 @@ def rule_for(module: nn.Module) -> LayerRule | None:
         r = _RULES.get(cls)
         if r is not None:
             return r
-        if cls is nn.Module:
+        if cls is nn.Module or ("forward" in vars(cls) and not cls.__module__.startswith("torch.nn.")):
+            # a subclass outside torch.nn with its own forward (torchvision's LayerNorm2d permutes
+            # around the norm) is not the layer the base rule models: it is traced into instead
             return None
     return None
 
