@@ -2,8 +2,7 @@
 
 Consumes: module types and ``LayerRule``s (built-in ones below, user ones through
 ``register_layer(type, rule)``). Produces: ``rule_for(module)``, the most specific rule of a module
-(its class, then its base classes in MRO order, up to the first class outside ``torch.nn`` that
-defines its own ``forward``), used by the three places that need layer
+(its class, then its base classes in MRO order), used by the three places that need layer
 knowledge:
 
 - ``trace(ctx, node, module, result)``: during the analysis run, turns the module call into channel
@@ -63,9 +62,7 @@ def rule_for(module: nn.Module) -> LayerRule | None:
         r = _RULES.get(cls)
         if r is not None:
             return r
-        if cls is nn.Module or ("forward" in vars(cls) and not cls.__module__.startswith("torch.nn.")):
-            # a subclass outside torch.nn with its own forward (torchvision's LayerNorm2d permutes
-            # around the norm) is not the layer the base rule models: it is traced into instead
+        if cls is nn.Module:
             return None
     return None
 
@@ -103,6 +100,18 @@ def _trace_prelu(ctx, n, m, result):
 
 def _trace_layer_norm(ctx, n, m, result):
     a, rank, k = ctx.arg(n), result.dim(), len(m.normalized_shape)
+    x = ctx.value(n)
+    if (
+        type(m) is not nn.LayerNorm
+        and isinstance(a, ctx.Ann)
+        and a.dims == (1,)
+        and k == 1
+        and x.shape[1] == m.normalized_shape[0] != x.shape[-1]
+    ):
+        # a channels-first subclass (torchvision/timm LayerNorm2d) normalizes over dim 1
+        ctx.consume(n, a, 1, "channels")
+        ctx.inexact(a.ids, f"{n.target} (LayerNorm statistics)")
+        return a
     if not isinstance(a, ctx.Ann) or all(d < rank - k for d in a.dims):
         return a
     if k == 1 and ctx.consume(n, a, rank - 1, "channels"):
