@@ -100,6 +100,18 @@ def _trace_prelu(ctx, n, m, result):
 
 def _trace_layer_norm(ctx, n, m, result):
     a, rank, k = ctx.arg(n), result.dim(), len(m.normalized_shape)
+    x = ctx.value(n)
+    if (
+        type(m) is not nn.LayerNorm
+        and isinstance(a, ctx.Ann)
+        and a.dims == (1,)
+        and k == 1
+        and x.shape[1] == m.normalized_shape[0] != x.shape[-1]
+    ):
+        # a channels-first subclass (torchvision/timm LayerNorm2d) normalizes over dim 1
+        ctx.consume(n, a, 1, "channels")
+        ctx.inexact(a.ids, f"{n.target} (LayerNorm statistics)")
+        return a
     if not isinstance(a, ctx.Ann) or all(d < rank - k for d in a.dims):
         return a
     if k == 1 and ctx.consume(n, a, rank - 1, "channels"):

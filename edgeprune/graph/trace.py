@@ -865,6 +865,8 @@ class Analyzer(fx.Interpreter):
             return None
         if not isinstance(idx, tuple):
             idx = (idx,)
+        # slice bounds computed from sizes (x[..., : x.shape[-1] // 2]) are plain ints by now
+        idx = tuple(slice(self.V(i.start), self.V(i.stop), self.V(i.step)) if isinstance(i, slice) else i for i in idx)
         if any(isinstance(i, (torch.Tensor, list, fx.Node)) for i in idx):
             self.fix_ann(a, "advanced indexing") if isinstance(a, Ann) else None
             return None

@@ -3,7 +3,8 @@ of models a peer pruner's test suite uses).
 
 Consumes: models defined here: concat (also cascaded and along a non-channel dim), split, unbind,
 pixel shuffle, grouped and depthwise conv, several inputs and outputs, LSTM, embeddings with layer
-norm and attention, squeeze-excitation with a reduction, layer scale, flatten into a classifier.
+norm and attention, squeeze-excitation with a reduction, layer scale, flatten into a classifier,
+a channels-first LayerNorm subclass.
 Produces: for each, assertions that ratio 0 reproduces the outputs exactly, that ratio 0.5 (every
 group cut) leaves a smaller model with the same output shapes, and that every group that can be
 pruned lost channels (the expected number of prunable groups is stated per model).
@@ -175,6 +176,23 @@ class FlattenHead(nn.Module):
         return self.fc2(torch.relu(self.fc1(torch.flatten(nn.functional.adaptive_avg_pool2d(self.a(x), 4), 1))))
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """Channels-first LayerNorm as torchvision and timm write it: a subclass with its own forward."""
+
+    def forward(self, x):
+        y = nn.functional.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class ChannelsFirstNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.norm, self.b = nn.Conv2d(3, 16, 3, padding=1), LayerNorm2d(16), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.norm(self.a(x))))
+
+
 def _img():
     return torch.randn(2, 3, 8, 8)
 
@@ -197,6 +215,7 @@ MODELS = {
     "squeeze_excite": (SqueezeExcite, _img, 2),
     "layer_scale": (LayerScale, _img, 2),
     "flatten": (FlattenHead, _img, 2),
+    "layer_norm_2d": (ChannelsFirstNorm, _img, 1),
 }
 
 
