@@ -7,12 +7,13 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 JOBS   ?= 2
 QEMU_CPUS := cortex-a57 cortex-a72 cortex-a76 neoverse-n1
-SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14
+SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14 qemu-user-static mmdebstrap \
+  libpython3.11-dev:arm64
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm bench clean
+.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm bench clean wheels device-test
 
-test: setup lint pytest cpp
+test: setup lint pytest cpp device-test
 	@echo "make test: lint, pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
 
 setup: system-deps install
@@ -24,6 +25,7 @@ system-deps:
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
+	    dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64; \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
@@ -36,14 +38,14 @@ $(VENV)/.deps: pyproject.toml
 	# torch first and pinned, so pip takes the CPU wheel and never a CUDA build.
 	$(PIP) install torch==2.13.0
 	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn \
-	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6
+	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6 build
 	touch $@
 
 venv: $(VENV)/.deps
 
 # Editable install of the package and its compiled core; redone when C++ sources change.
 $(VENV)/.installed: $(VENV)/.deps $(CSRC)
-	$(PIP) install --no-build-isolation -e '.[test]'
+	$(PIP) install --no-build-isolation -e '.[host,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -99,3 +101,22 @@ demo: setup
 
 clean:
 	rm -rf build demo-out
+
+# Wheels for x86_64 and aarch64 (cross-compiled with g++-aarch64-linux-gnu against Debian's arm64 Python 3.11
+# headers) and an sdist, in dist/. Tags are linux_*: the compiled core links the toolchain's libstdc++ (see
+# README, "On the device").
+AARCH64_EXT := .cpython-311-aarch64-linux-gnu.so
+wheels: setup
+	rm -rf dist && mkdir -p dist
+	$(PIP) wheel --no-build-isolation --no-deps -w dist . -C build-dir=build/wheel-x86_64
+	SETUPTOOLS_EXT_SUFFIX=$(AARCH64_EXT) _PYTHON_HOST_PLATFORM=linux-aarch64 \
+	  $(PIP) wheel --no-build-isolation --no-deps -w dist . -C build-dir=build/wheel-aarch64 \
+	  -C cmake.define.CMAKE_TOOLCHAIN_FILE=$(CURDIR)/targets/toolchains/aarch64-linux-gnu.cmake \
+	  -C cmake.define.Python_INCLUDE_DIR=/usr/include/python3.11
+	$(PY) -m build --sdist --no-isolation --outdir dist . >/dev/null
+	$(PY) scripts/check_wheels.py dist
+
+# An emulated Raspberry Pi 4 (cortex-a72), Jetson Nano (cortex-a57) and Orin stand-in (neoverse-n1) install the
+# aarch64 wheel with [device] and run doctor, bench and the runtimes there (scripts/device-test.sh).
+device-test: wheels
+	EP=$(VENV)/bin/edgeprune PY=$(PY) scripts/device-test.sh
