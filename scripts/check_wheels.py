@@ -19,7 +19,8 @@ def check(dist: Path) -> list[str]:
     if not list(dist.glob("*.tar.gz")):
         problems.append(f"{dist}: no sdist")
     for whl in wheels:
-        arch = whl.name.rsplit("-", 1)[1].removesuffix(".whl").split("_", 1)[1]
+        platform = whl.name.rsplit("-", 1)[1].removesuffix(".whl")  # linux_aarch64, manylinux_2_35_x86_64
+        arch = next((a for a in ELF_MACHINE.values() if platform.endswith(a)), platform)
         with zipfile.ZipFile(whl) as z:
             mods = [n for n in z.namelist() if n.endswith(".so")]
             if not mods:

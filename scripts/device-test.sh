@@ -38,7 +38,7 @@ if [ ! -f "$SHARE/wheels/.complete" ]; then
   touch "$SHARE/wheels/.complete"
 fi
 
-wheel=$(ls -t dist/edgeprune-*-linux_aarch64.whl 2>/dev/null | head -1 || true)
+wheel=$(ls -t dist/edgeprune-*_aarch64.whl 2>/dev/null | head -1 || true)
 [ -n "$wheel" ] || { echo "device-test: no aarch64 wheel in dist/: run make wheels" >&2; exit 2; }
 cp "$wheel" "$SHARE/"
 cp tests/device/outputs.py "$SHARE/"
