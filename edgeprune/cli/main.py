@@ -21,6 +21,9 @@ from .common import EXIT_BUG, EXIT_USAGE, fail
 
 _NOT_SUBCOMMANDS = {"main", "common", "__init__"}
 _ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+# What a torch-free device install (`pip install edgeprune[device]`) lacks: the commands that need one of these
+# say so and exit 2 instead of failing with an import traceback.
+_HOST_PACKAGES = {n: n for n in ("torch", "onnx", "onnxscript", "matplotlib", "tflite")}
 
 
 def _subcommand_names() -> list[str]:
@@ -59,12 +62,30 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _host_package(e: ModuleNotFoundError) -> str | None:
+    return _HOST_PACKAGES.get((e.name or "").split(".")[0])
+
+
+def _needs_host_install(command: str | None, e: ModuleNotFoundError) -> int:
+    print(
+        f"error: edgeprune {command} needs the {_host_package(e)} package, which this install lacks: "
+        "pip install torch==2.13.0 'edgeprune[host]' (a device install runs bench, inspect, doctor and the runtime)",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # When the first word names a subcommand, import only that module: `edgeprune bench` must
     # start on a device without torch, and no command should pay for the others' imports.
     first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(first if first in _subcommand_names() else None)
+    try:
+        parser = build_parser(first if first in _subcommand_names() else None)
+    except ModuleNotFoundError as e:  # a subcommand's flags come from a module that needs torch
+        if _host_package(e) is None:
+            raise
+        return _needs_host_install(first, e)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
@@ -86,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    except ModuleNotFoundError as e:
+        if _host_package(e) is None or args.verbose:
+            raise
+        return _needs_host_install(args.command, e)
     except Exception as e:  # a bug: one line, the traceback only with -v
         if args.verbose:
             raise

@@ -54,7 +54,10 @@ def check(data: bytes) -> None:
 
 def read_model(data: bytes, where: str):
     """The root ``tflite.Model`` of ``data`` after the checks a reader needs before trusting it."""
-    import tflite
+    try:
+        import tflite
+    except ImportError:  # a device install: LiteRT ships the same generated schema classes
+        from ai_edge_litert import schema_py_generated as tflite
 
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise TFLiteFileError(f"{where}: not a TFLite file (no TFL3 identifier); pass a .tflite written by a converter")
