@@ -7,12 +7,13 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 JOBS   ?= 2
 QEMU_CPUS := cortex-a57 cortex-a72 cortex-a76 neoverse-n1
-SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14
+SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14 \
+  libflatbuffers-dev flatbuffers-compiler clang-14 libclang-rt-14-dev
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm bench clean
+.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm cpp-asan fuzz bench clean
 
-test: setup lint pytest cpp
+test: setup lint pytest cpp cpp-asan fuzz
 	@echo "make test: lint, pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
 
 setup: system-deps install
@@ -37,6 +38,8 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install torch==2.13.0
 	$(PIP) install scikit-build-core pybind11 cmake ninja pytest scipy scikit-learn \
 	  numpy rich onnx onnxruntime onnxscript matplotlib ruff==0.17.6
+	# LiteRT: the oracle the runtime tests compare with; tflite: schema bindings the tests write files with
+	$(PIP) install ai-edge-litert==2.3.0 tflite==2.18.0
 	touch $@
 
 venv: $(VENV)/.deps
@@ -80,6 +83,24 @@ cpp-arm: system-deps venv
 	  -DEDGEPRUNE_QEMU_CPUS="$(QEMU_CPUS)" >/dev/null
 	$(VENV)/bin/cmake --build build/aarch64 -j $(JOBS)
 	$(VENV)/bin/ctest --test-dir build/aarch64 --output-on-failure
+
+# Every C++ test again with AddressSanitizer + UndefinedBehaviorSanitizer (native, all x86 paths).
+cpp-asan: system-deps venv
+	$(VENV)/bin/cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGEPRUNE_SANITIZE=ON \
+	  -DEDGEPRUNE_BUILD_TESTS=ON -DEDGEPRUNE_BUILD_PYTHON=OFF >/dev/null
+	$(VENV)/bin/cmake --build build/asan -j $(JOBS) --target edgeprune_tests
+	$(VENV)/bin/ctest --test-dir build/asan --output-on-failure
+
+# The .tflite loader under libFuzzer (clang-14, ASan + UBSan) for FUZZ_SECONDS from the real files of
+# tests/data/runtime; any crash, sanitizer report or leak fails the target.
+FUZZ_SECONDS ?= 60
+fuzz: system-deps venv
+	CC=clang-14 CXX=clang++-14 $(VENV)/bin/cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DEDGEPRUNE_FUZZ=ON -DEDGEPRUNE_BUILD_TESTS=OFF -DEDGEPRUNE_BUILD_PYTHON=OFF >/dev/null
+	$(VENV)/bin/cmake --build build/fuzz -j $(JOBS) --target fuzz_loader
+	mkdir -p build/fuzz/corpus
+	build/fuzz/fuzz_loader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=131072 \
+	  -print_final_stats=1 build/fuzz/corpus tests/data/runtime
 
 # Speed and accuracy targets live here, never in timed tests. numpy is the kernels' baseline:
 # OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (set on some hosts) slow it, so they are unset for that run only.

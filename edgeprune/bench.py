@@ -26,7 +26,7 @@ from typing import Any
 from ._callable import make_module_callable
 from .errors import UserError
 
-RUNTIMES = ("onnxruntime", "torch", "litert")
+RUNTIMES = ("onnxruntime", "torch", "litert", "edgeprune")
 # Above this coefficient of variation (std / mean) the numbers are too noisy to compare:
 # another process is competing for the cores, or the CPU is throttling.
 CV_WARNING = 0.10
@@ -200,7 +200,7 @@ def bench(
         raise BenchError(f"no artifact at {path_or_model}")
     if isolate and isinstance(path_or_model, (str, os.PathLike)):
         return _bench_in_subprocess(path_or_model, runtime, threads, warmup, runs, input_shape, layer_profile, seed)
-    make = {"onnxruntime": _onnxruntime, "torch": _torch, "litert": _litert}[runtime]
+    make = {"onnxruntime": _onnxruntime, "torch": _torch, "litert": _litert, "edgeprune": _edgeprune}[runtime]
     _preload(runtime)
     t0 = time.perf_counter()
     run_once, inputs, version, profiler = make(path_or_model, threads, input_shape, seed)
@@ -490,6 +490,38 @@ def _peak_rss_mb() -> float | None:
 
 
 make_module_callable(__name__, bench)  # ep.bench is this module and its function: see edgeprune/_callable.py
+
+
+def _edgeprune(path, threads, input_shape, seed):
+    """edgeprune's own runtime on a .tflite file; its profiler times every operator."""
+    import numpy as np
+
+    from edgeprune import runtime as ep_runtime
+
+    if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".tflite":
+        raise BenchError(f"the edgeprune runtime needs a .tflite file, got {path}; export one with `edgeprune export`")
+    model = ep_runtime.load(path, threads=threads)
+    rng = np.random.default_rng(seed)
+    feeds = [rng.standard_normal(i["shape"]).astype(np.float32) for i in model.inputs]
+
+    def run_once():
+        model(*feeds)
+
+    def profiler(n):
+        rows = model.profile(runs=n, inputs=feeds)
+        grand = sum(ms for _, _, ms in rows) or 1.0
+        out = [
+            {"name": f"{i}: {label}", "op_type": kind, "mean_ms": round(ms, 5), "share": round(ms / grand, 4)}
+            for i, (kind, label, ms) in enumerate(rows)
+        ]
+        out.sort(key=lambda r: (-r["mean_ms"], r["name"]))
+        return out
+
+    from edgeprune import __version__
+
+    inputs = {i["name"]: list(i["shape"]) for i in model.inputs}
+    return run_once, inputs, f"edgeprune {__version__} ({model.isa})", profiler
+
 
 if __name__ == "__main__":
     sys.exit(_worker(sys.argv[1:]))
