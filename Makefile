@@ -8,12 +8,12 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 JOBS   ?= 2
 QEMU_CPUS := cortex-a57 cortex-a72 cortex-a76 neoverse-n1
 SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14 \
-  libflatbuffers-dev flatbuffers-compiler clang-14 libclang-rt-14-dev
+  libflatbuffers-dev flatbuffers-compiler clang-14 libclang-rt-14-dev pkg-config
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm cpp-asan fuzz bench clean
+.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm cpp-asan fuzz example bench clean
 
-test: setup lint pytest cpp cpp-asan fuzz
+test: setup lint pytest cpp cpp-asan fuzz example
 	@echo "make test: lint, pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
 
 setup: system-deps install
@@ -101,6 +101,36 @@ fuzz: system-deps venv
 	mkdir -p build/fuzz/corpus
 	build/fuzz/fuzz_loader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=131072 \
 	  -print_final_stats=1 build/fuzz/corpus tests/data/runtime
+
+# Embedding: install libedgeprune (cmake --install), build examples/classify against the installed
+# package (find_package, and pkg-config), run it natively; then the same for aarch64 under qemu.
+EXAMPLE_MODEL ?= tests/data/runtime/dense.tflite
+EXAMPLE_INPUT ?= tests/data/runtime/dense.in
+example: system-deps venv
+	$(VENV)/bin/cmake -S . -B build/pkg -DCMAKE_BUILD_TYPE=Release -DEDGEPRUNE_BUILD_PYTHON=OFF \
+	  -DCMAKE_INSTALL_PREFIX=$(CURDIR)/build/pkg/install >/dev/null
+	$(VENV)/bin/cmake --build build/pkg -j $(JOBS) --target edgeprune edgeprune_core
+	$(VENV)/bin/cmake --install build/pkg >/dev/null
+	$(VENV)/bin/cmake -S examples/classify -B build/classify -DCMAKE_PREFIX_PATH=$(CURDIR)/build/pkg/install >/dev/null
+	$(VENV)/bin/cmake --build build/classify
+	build/classify/classify $(EXAMPLE_MODEL) $(EXAMPLE_INPUT) | tee build/classify/out.txt
+	grep -q "^1\. class" build/classify/out.txt
+	PKG_CONFIG_PATH=$(CURDIR)/build/pkg/install/lib/pkgconfig; export PKG_CONFIG_PATH; \
+	  cc -o build/classify/classify-pc examples/classify/classify.c $$(pkg-config --cflags --libs edgeprune) \
+	  -Wl,-rpath,$$(pkg-config --variable=libdir edgeprune) && \
+	  build/classify/classify-pc $(EXAMPLE_MODEL) $(EXAMPLE_INPUT) | cmp - build/classify/out.txt
+	$(VENV)/bin/cmake -S . -B build/pkg-arm -DCMAKE_BUILD_TYPE=Release -DEDGEPRUNE_BUILD_PYTHON=OFF \
+	  -DCMAKE_TOOLCHAIN_FILE=targets/toolchains/aarch64-linux-gnu.cmake \
+	  -DCMAKE_INSTALL_PREFIX=$(CURDIR)/build/pkg-arm/install >/dev/null
+	$(VENV)/bin/cmake --build build/pkg-arm -j $(JOBS) --target edgeprune edgeprune_core
+	$(VENV)/bin/cmake --install build/pkg-arm >/dev/null
+	$(VENV)/bin/cmake -S examples/classify -B build/classify-arm \
+	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/targets/toolchains/aarch64-linux-gnu.cmake \
+	  -Dedgeprune_DIR=$(CURDIR)/build/pkg-arm/install/lib/cmake/edgeprune >/dev/null
+	$(VENV)/bin/cmake --build build/classify-arm
+	qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a72 build/classify-arm/classify \
+	  $(EXAMPLE_MODEL) $(EXAMPLE_INPUT) | tee build/classify-arm/out.txt
+	grep -q "on neon$$" build/classify-arm/out.txt && grep -q "^1\. class" build/classify-arm/out.txt
 
 # Speed and accuracy targets live here, never in timed tests. numpy is the kernels' baseline:
 # OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (set on some hosts) slow it, so they are unset for that run only.

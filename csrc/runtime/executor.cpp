@@ -54,13 +54,64 @@ int64_t place(std::vector<Item>& items) {
 
 }  // namespace
 
+namespace {
+
+// A PAD (or PADV2 with value 0) of only H and W of an NHWC tensor whose one reader is a VALID
+// CONV_2D / DEPTHWISE_CONV_2D becomes that convolution's explicit padding (the converters' form
+// of PyTorch's symmetric padding at stride 2): the padded copy is never made. The operator keeps
+// its validation: the convolution checks its output shape against the padded size.
+void fold_pads(Model& m) {
+  std::vector<int> readers(m.tensors.size(), 0);
+  for (const auto& d : m.ops)
+    for (int t : d.inputs)
+      if (t >= 0) ++readers[t];
+  for (int t : m.outputs) readers[t] += 2;  // a model output is never folded away
+  std::vector<bool> drop(m.ops.size(), false);
+  for (size_t k = 0; k < m.ops.size(); ++k) {
+    const OpDesc& p = m.ops[k];
+    if ((p.code != OpCode::pad && p.code != OpCode::padv2) || p.inputs.size() < 2) continue;
+    const Tensor &x = m.tensors[p.inputs[0]], &pads = m.tensors[p.inputs[1]];
+    const int out = p.outputs[0];
+    if (x.shape.size() != 4 || !pads.is_const() || pads.type != DType::i32 || pads.elems != 8 ||
+        readers[out] != 1 || x.is_const())
+      continue;
+    if (p.code == OpCode::padv2 && p.inputs.size() > 2 && p.inputs[2] >= 0) {
+      const Tensor& v = m.tensors[p.inputs[2]];
+      if (!v.is_const() || v.type != DType::f32 || v.elems != 1 || v.as<float>()[0] != 0.0f)
+        continue;
+    }
+    const int32_t* pv = pads.as<int32_t>();
+    if (pv[0] || pv[1] || pv[6] || pv[7] || pv[2] < 0 || pv[3] < 0 || pv[4] < 0 || pv[5] < 0)
+      continue;
+    for (size_t j = k + 1; j < m.ops.size(); ++j) {
+      OpDesc& c = m.ops[j];
+      if (c.inputs.empty() || c.inputs[0] != out) continue;
+      if ((c.code == OpCode::conv_2d || c.code == OpCode::depthwise_conv_2d) &&
+          c.padding == Padding::valid && !c.explicit_pad) {
+        c.inputs[0] = p.inputs[0];
+        c.explicit_pad = true;
+        c.pad[0] = pv[2], c.pad[1] = pv[3], c.pad[2] = pv[4], c.pad[3] = pv[5];
+        drop[k] = true;
+      }
+      break;
+    }
+  }
+  std::vector<OpDesc> kept;
+  for (size_t k = 0; k < m.ops.size(); ++k)
+    if (!drop[k]) kept.push_back(std::move(m.ops[k]));
+  m.ops = std::move(kept);
+}
+
+}  // namespace
+
 CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions& opts)
     : model_(std::move(model)), opts_(opts) {
+  fold_pads(*model_);
   OpOptions o;
   o.isa = opts.isa;
   o.sparse = opts.sparse;
   for (size_t k = 0; k < model_->ops.size(); ++k)
-    ops_.push_back(make_op(*model_, model_->ops[k], int(k), o));
+    ops_.push_back(make_op(*model_, model_->ops[k], o));
   for (int t : model_->outputs)
     if (model_->tensors[t].type != DType::f32)
       throw UnsupportedError("output tensor '" + model_->tensors[t].name + "' is " +

@@ -637,6 +637,7 @@ std::unique_ptr<Model> load_model(const uint8_t* bytes, size_t size) {
       throw UnsupportedError(where + ": operator " + op_name(code) + " is not supported");
     OpDesc d;
     d.code = OpCode(code);
+    d.index = k;
     if (!op->inputs() || !op->outputs() || op->outputs()->size() != 1)
       bad(where + ": needs inputs and exactly one output");
     for (int32_t i : *op->inputs()) d.inputs.push_back(tensor_index(i, true, where));

@@ -65,7 +65,7 @@ struct Tensor {
 };
 
 enum class Padding { same, valid };
-enum class FusedAct { none, relu, relu_n1_to_1, relu6, tanh };
+enum class FusedAct { none, relu, relu_n1_to_1, relu6 };  // fused TANH is refused at load
 
 // TFLite builtin operator codes we run.
 enum class OpCode : int32_t {
@@ -100,6 +100,7 @@ const char* op_name(int32_t code);  // "CONV_2D", ... or "BUILTIN_<n>"
 
 struct OpDesc {
   OpCode code;
+  int index = 0;                     // position in the file's operator list (messages name it)
   std::vector<int> inputs, outputs;  // -1: an omitted optional input
   // options (those of the op's table; defaults as in TFLite's schema)
   Padding padding = Padding::same;
@@ -110,6 +111,10 @@ struct OpDesc {
   int axis = 0;
   bool keep_dims = false;
   float beta = 1.0f;
+  // set by the planner when it folds a zero PAD of H and W into a VALID convolution: the
+  // explicit padding {top, bottom, left, right} replaces `padding`
+  bool explicit_pad = false;
+  int64_t pad[4] = {0, 0, 0, 0};
 };
 
 struct Model {

@@ -66,7 +66,8 @@ def mobilenet_block(sparse=None, seed=0, size=16) -> bytes:
 
 def conv_variants(seed=0) -> bytes:
     """Grouped, dilated, strided and VALID convolutions, depth multiplier 2, fused RELU_N1_TO_1,
-    SUB, standalone RELU/RELU6/LOGISTIC/TANH, two outputs."""
+    SUB, standalone RELU/RELU6/LOGISTIC/TANH, PAD folded into VALID convolutions and a PAD
+    of channels, two outputs."""
     rng = np.random.default_rng(seed)
     b = Builder()
     x = b.input([2, 13, 11, 8])
@@ -79,7 +80,14 @@ def conv_variants(seed=0) -> bytes:
     s = b.binary("sub", s, b.const(_w(rng, 5)))
     s = b.unary(19, s)
     g = b.unary(14, g)
-    out1 = b.reshape(b.concat([b.mean(g, [1, 2]), b.mean(d, [1, 2]), b.mean(s, [1, 2])], 3), [2, 23])
+    # PAD + VALID conv / depthwise (folded into the convolution's padding), and a PAD of channels
+    p = b.conv2d(b.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), _w(rng, 4, 3, 3, 8), _w(rng, 4), stride=2, padding="valid")
+    q = b.pad(
+        b.depthwise(b.pad(x, [[0, 0], [2, 1], [0, 1], [0, 0]]), _w(rng, 1, 3, 3, 8), _w(rng, 8), padding="valid"),
+        [[0, 0], [0, 0], [0, 0], [1, 2]],
+    )
+    means = [b.mean(t, [1, 2]) for t in (g, d, s, p, q)]
+    out1 = b.reshape(b.concat(means, 3), [2, 38])
     out2 = b.pool(dw, 3, 2, "same", "max")
     return b.finish([out1, out2])
 

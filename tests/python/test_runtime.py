@@ -73,8 +73,10 @@ def test_inputs_outputs_and_errors(tmp_path):
     p.write_bytes(data)
     m = ep.runtime.load(p)
     assert [i["shape"] for i in m.inputs] == [(2, 13, 11, 8)]
-    assert [o["shape"] for o in m.outputs] == [(2, 23), (2, 3, 3, 16)]
+    assert [o["shape"] for o in m.outputs] == [(2, 38), (2, 3, 3, 16)]
     assert m.arena_bytes > 0
+    kinds = [k for k, _, _ in m.profile(runs=1)]
+    assert kinds.count("PAD") == 1  # the two PADs before VALID convolutions are folded into them
     with pytest.raises(ep.errors.UserError, match="must have shape"):
         m(np.zeros((1, 13, 11, 8), np.float32))
     with pytest.raises(RuntimeModelError, match="cannot read"):
@@ -143,3 +145,15 @@ def test_truncated_and_bit_flipped_files_never_crash():
         m(*inputs_for(m))  # a file that loads must also run
     assert refused >= len(cuts)  # no truncated file passes the verifier
     assert loaded + refused == len(variants)
+
+
+def test_bench_runs_the_edgeprune_runtime_with_its_profiler(tmp_path):
+    p = tmp_path / "m.tflite"
+    p.write_bytes(mobilenet_block(1, size=8))
+    res = ep.bench(p, runtime="edgeprune", runs=3, warmup=1)
+    assert res.runtime == "edgeprune" and res.runtime_version.startswith("edgeprune ")
+    assert len(res.samples_ms) == 3 and min(res.samples_ms) > 0
+    kinds = {row["op_type"] for row in res.layers}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= kinds
+    assert [r["mean_ms"] for r in res.layers] == sorted((r["mean_ms"] for r in res.layers), reverse=True)
+    assert any("sparse" in r["name"] for r in res.layers)

@@ -79,11 +79,18 @@ void bounds(FusedAct a, float* lo, float* hi) {
   *hi = a == FusedAct::relu6 ? 6.0f : a == FusedAct::relu_n1_to_1 ? 1.0f : kInf;
 }
 
-// Output size and leading padding of one spatial dimension, as TFLite computes them.
+// Output size and leading padding of one spatial dimension, as TFLite computes them; with an
+// explicit padding (a folded PAD: dim 0 = H, 1 = W) the VALID size of the padded input.
 int64_t conv_dim(const Ctx& c, int64_t in, int64_t k, int64_t stride, int64_t dil, Padding p,
-                 int64_t* pad) {
+                 int64_t* pad, int dim = -1) {
   if (stride < 1 || dil < 1 || k < 1) c.bad("stride, dilation and kernel size must be positive");
   const int64_t ek = (k - 1) * dil + 1;
+  if (dim >= 0 && c.d.explicit_pad) {
+    const int64_t before = c.d.pad[2 * dim], total = before + c.d.pad[2 * dim + 1] + in;
+    if (total < ek) c.bad("the window is larger than the padded input");
+    *pad = before;
+    return (total - ek) / stride + 1;
+  }
   const int64_t out = p == Padding::same ? (in + stride - 1) / stride
                                          : (in - ek + stride) / stride;  // ceil((in-ek+1)/stride)
   if (out < 1) c.bad("the window is larger than the input");
@@ -134,9 +141,7 @@ Act linear_act(FusedAct a) {
 }
 // the part of a fused activation a Linear cannot clamp
 ActKind post_act(FusedAct a) {
-  return a == FusedAct::relu_n1_to_1 ? ActKind::relu_n1_to_1
-         : a == FusedAct::tanh       ? ActKind::tanh
-                                     : ActKind::none;
+  return a == FusedAct::relu_n1_to_1 ? ActKind::relu_n1_to_1 : ActKind::none;
 }
 
 std::string dims(const std::vector<int64_t>& s) {
@@ -154,13 +159,15 @@ class Conv2D : public Op {
     c.rank(w, 4);
     n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], cin_ = x.shape[3];
     cout_ = w.shape[0], kh_ = w.shape[1], kw_ = w.shape[2], cg_ = w.shape[3];
+    if (n_ < 1 || h_ < 1 || w_ < 1 || cout_ < 1 || kh_ < 1 || kw_ < 1)
+      c.bad("input and filter dimensions must be positive");
     if (cg_ < 1 || cin_ % cg_ || cout_ % (cin_ / cg_))
       c.bad("filter input channels " + std::to_string(cg_) + " do not divide the input's " +
             std::to_string(cin_) + " into groups that divide the output channels");
     groups_ = cin_ / cg_;
     sh_ = c.d.stride_h, sw_ = c.d.stride_w, dh_ = c.d.dilation_h, dw_ = c.d.dilation_w;
-    oh_ = conv_dim(c, h_, kh_, sh_, dh_, c.d.padding, &pt_);
-    ow_ = conv_dim(c, w_, kw_, sw_, dw_, c.d.padding, &pl_);
+    oh_ = conv_dim(c, h_, kh_, sh_, dh_, c.d.padding, &pt_, 0);
+    ow_ = conv_dim(c, w_, kw_, sw_, dw_, c.d.padding, &pl_, 1);
     c.shape_is(y, {n_, oh_, ow_, cout_});
     const float* bias = nullptr;
     if (c.has_in(2)) {
@@ -177,7 +184,8 @@ class Conv2D : public Op {
       lin_.push_back(std::make_unique<Linear>(wg.data(), og, kk, bias ? bias + g * og : nullptr,
                                               linear_act(c.d.act), o));
     }
-    direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && groups_ == 1;
+    direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && groups_ == 1 && pt_ == 0 &&
+              pl_ == 0 && oh_ == h_ && ow_ == w_;
     macs = double(n_) * oh_ * ow_ * cout_ * kk;
     kind = "CONV_2D";
     label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
@@ -253,6 +261,7 @@ class FullyConnected : public Op {
     m_ = w.shape[0], k_ = w.shape[1];
     if (k_ < 1 || m_ < 1 || x.elems % k_) c.bad("input size is not a multiple of the weight's K");
     n_ = x.elems / k_;
+    if (n_ < 1) c.bad("the input is empty");
     if (y.elems != n_ * m_) c.bad("output size is not N * M");
     const float* bias = nullptr;
     if (c.has_in(2)) {
@@ -290,13 +299,13 @@ class Depthwise : public Op {
     c.rank(w, 4);
     n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], cin_ = x.shape[3];
     kh_ = w.shape[1], kw_ = w.shape[2], cout_ = w.shape[3];
-    if (w.shape[0] != 1 || cin_ < 1 || cout_ % cin_)
+    if (w.shape[0] != 1 || cin_ < 1 || cout_ < 1 || kh_ < 1 || kw_ < 1 || cout_ % cin_)
       c.bad("filter must be [1, KH, KW, C * depth_multiplier]");
     dm_ = cout_ / cin_;
     a_.stride_h = c.d.stride_h, a_.stride_w = c.d.stride_w;
     a_.dil_h = c.d.dilation_h, a_.dil_w = c.d.dilation_w;
-    oh_ = conv_dim(c, h_, kh_, a_.stride_h, a_.dil_h, c.d.padding, &a_.pad_t);
-    a_.ow = conv_dim(c, w_, kw_, a_.stride_w, a_.dil_w, c.d.padding, &a_.pad_l);
+    oh_ = conv_dim(c, h_, kh_, a_.stride_h, a_.dil_h, c.d.padding, &a_.pad_t, 0);
+    a_.ow = conv_dim(c, w_, kw_, a_.stride_w, a_.dil_w, c.d.padding, &a_.pad_l, 1);
     c.shape_is(y, {n_, oh_, a_.ow, cout_});
     wt_ = w.as<float>();
     if (c.has_in(2)) {
@@ -306,7 +315,6 @@ class Depthwise : public Op {
     }
     a_.h = h_, a_.w = w_, a_.c = cout_, a_.kh = kh_, a_.kw = kw_, a_.wt = wt_;
     bounds(c.d.act, &a_.lo, &a_.hi);
-    post_ = c.d.act == FusedAct::tanh ? ActKind::tanh : ActKind::none;
     macs = double(n_) * oh_ * a_.ow * cout_ * kh_ * kw_;
     kind = "DEPTHWISE_CONV_2D";
     label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
@@ -335,7 +343,6 @@ class Depthwise : public Op {
         vec_.dw_row(a);
       });
     }
-    if (post_ != ActKind::none) vec_.activation(post_, y, y, n_ * oh_ * a_.ow * cout_);
   }
   int in_ = 0, out_ = 0;
 
@@ -344,7 +351,6 @@ class Depthwise : public Op {
   DwRowArgs a_;
   const float* wt_ = nullptr;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, dm_, oh_;
-  ActKind post_;
 };
 
 // ------------------------------------------------------------------------ pools
@@ -361,7 +367,6 @@ class Pool : public Op {
     c.shape_is(y, {n_, oh_, a_.ow, a_.c});
     a_.max = max;
     bounds(c.d.act, &a_.lo, &a_.hi);
-    if (c.d.act == FusedAct::tanh) throw UnsupportedError(c.where + ": fused TANH on a pool");
     macs = double(n_) * oh_ * a_.ow * a_.c * a_.fh * a_.fw;
     kind = max ? "MAX_POOL_2D" : "AVERAGE_POOL_2D";
     label = kind + " " + std::to_string(a_.fh) + "x" + std::to_string(a_.fw) + "/" +
@@ -425,7 +430,6 @@ class Binary : public Op {
     same_ = a.shape == y.shape && b.shape == y.shape;
     elems_ = y.elems;
     bounds(c.d.act, &lo_, &hi_);
-    if (c.d.act == FusedAct::tanh) throw UnsupportedError(c.where + ": fused TANH");
     static const char* names[] = {"ADD", "SUB", "MUL", "DIV"};
     kind = names[int(op)];
     label = kind + " " + dims(y.shape);
@@ -741,15 +745,20 @@ class Pad : public Op {
     std::vector<int64_t> ys(r);
     int64_t s = 1;
     for (int i = r - 1; i >= 0; --i) ys[i] = s, s *= yshape_[i];
-    const int64_t inner = xshape_[r - 1];
-    int64_t rows = 1;
-    for (int i = 0; i < r - 1; ++i) rows *= xshape_[i];
-    std::vector<int64_t> idx(r, 0);
+    // dims from the last padded one on are one contiguous block of the input and of the output
+    // (NHWC padded in H and W: rows of W * C floats)
+    int last = 0;
+    for (int i = 0; i < r; ++i)
+      if (xshape_[i] != yshape_[i]) last = i;
+    int64_t inner = 1, rows = 1;
+    for (int i = last; i < r; ++i) inner *= xshape_[i];
+    for (int i = 0; i < last; ++i) rows *= xshape_[i];
+    std::vector<int64_t> idx(size_t(std::max(last, 1)), 0);
     for (int64_t row = 0; row < rows && inner > 0; ++row) {
-      int64_t o = before_[r - 1];
-      for (int i = 0; i < r - 1; ++i) o += (idx[i] + before_[i]) * ys[i];
+      int64_t o = before_[last] * ys[last];
+      for (int i = 0; i < last; ++i) o += (idx[i] + before_[i]) * ys[i];
       std::memcpy(y + o, x + row * inner, size_t(inner) * 4);
-      for (int i = r - 2; i >= 0; --i) {
+      for (int i = last - 1; i >= 0; --i) {
         if (++idx[i] < xshape_[i]) break;
         idx[i] = 0;
       }
@@ -772,8 +781,8 @@ std::unique_ptr<Op> wire(std::unique_ptr<T> op, const OpDesc& d) {
 
 }  // namespace
 
-std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, int index, const OpOptions& o) {
-  Ctx c{model, d, "operator " + std::to_string(index) + " (" + op_name(int32_t(d.code)) + ")"};
+std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions& o) {
+  Ctx c{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"};
   switch (d.code) {
     case OpCode::conv_2d:
       return wire(std::make_unique<Conv2D>(c, o), d);

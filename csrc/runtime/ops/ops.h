@@ -42,8 +42,7 @@ class Op {
 };
 
 // Throws ModelError when shapes are inconsistent, UnsupportedError for unsupported variants.
-std::unique_ptr<Op> make_op(const Model& model, const OpDesc& desc, int index,
-                            const OpOptions& opts);
+std::unique_ptr<Op> make_op(const Model& model, const OpDesc& desc, const OpOptions& opts);
 
 }  // namespace rt
 }  // namespace ep
