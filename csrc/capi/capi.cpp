@@ -4,6 +4,7 @@
 // Consumes: C callers' pointers and sizes. Produces: handles, outputs, status codes.
 #include "edgeprune/edgeprune.h"
 
+#include <cstring>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -59,7 +60,18 @@ ep_status guard(F&& f) {
   }
 }
 
-ep::Act act_of(ep_activation a) {
+// A C caller may pass any int as an enum argument; reading it as the C++ enum type would be
+// undefined for values outside the enumerators (UBSan's -fsanitize=enum), so the argument's bytes
+// are read as the int a C enum is.
+template <class E>
+int raw(const E* e) {
+  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized on the supported ABIs");
+  int v;
+  std::memcpy(&v, e, sizeof v);
+  return v;
+}
+
+ep::Act act_of(int a) {
   switch (a) {
     case EP_ACT_NONE:
       return ep::Act::none;
@@ -71,7 +83,7 @@ ep::Act act_of(ep_activation a) {
   throw std::invalid_argument("activation must be EP_ACT_NONE, EP_ACT_RELU or EP_ACT_RELU6");
 }
 
-ep::SparseKernel kernel_of(ep_kernel k) {
+ep::SparseKernel kernel_of(int k) {
   switch (k) {
     case EP_KERNEL_AUTO:
       return ep::SparseKernel::automatic;
@@ -124,10 +136,11 @@ ep_status ep_linear_create(const float* weight, int64_t m, int64_t k, const floa
       throw std::invalid_argument("block must be 0 (dense), 1 or 4");
     auto layer = std::make_unique<ep_linear>();
     if (block == 0)
-      layer->dense = std::make_unique<ep::DenseLinear>(weight, m, k, bias, act_of(activation));
+      layer->dense =
+          std::make_unique<ep::DenseLinear>(weight, m, k, bias, act_of(raw(&activation)));
     else
-      layer->sparse = std::make_unique<ep::SparseLinear>(weight, m, k, bias, block,
-                                                         act_of(activation), kernel_of(kernel));
+      layer->sparse = std::make_unique<ep::SparseLinear>(
+          weight, m, k, bias, block, act_of(raw(&activation)), kernel_of(raw(&kernel)));
     *out = layer.release();
     return EP_OK;
   });
@@ -167,9 +180,9 @@ ep_status ep_qlinear_create(const float* weight, int64_t m, int64_t k, const flo
     *out = nullptr;
     check_shape(weight, m, k);
     auto layer = std::make_unique<ep_qlinear>();
-    layer->q = std::make_unique<ep::QLinear>(weight, m, k, bias, input_scale, input_zero_point,
-                                             output_scale, output_zero_point, act_of(activation),
-                                             kernel_of(kernel), ep::selected_isa());
+    layer->q = std::make_unique<ep::QLinear>(
+        weight, m, k, bias, input_scale, input_zero_point, output_scale, output_zero_point,
+        act_of(raw(&activation)), kernel_of(raw(&kernel)), ep::selected_isa());
     *out = layer.release();
     return EP_OK;
   });
