@@ -99,6 +99,8 @@ TEST(Runtime, MatchesLiteRtOnEveryPathWithTheSameBitsOverThreads) {
       float err = 0;
       for (size_t i = 0; i < got.size(); ++i) err = std::max(err, std::fabs(got[i] - want[i]));
       EXPECT_LT(err, 1e-4f * scale) << name << " on " << o.isa;
+      // (under qemu: the sparse fixture only, whose kernels split rows and columns over threads)
+      if (emulated() && std::string(name) != "sparse") continue;
       for (int threads : emulated() ? std::vector<int>{2} : std::vector<int>{2, 4})
         EXPECT_EQ(run(m.model, in, threads), got) << name << " " << o.isa << " " << threads;
     }
