@@ -8,12 +8,13 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 JOBS   ?= 2
 QEMU_CPUS := cortex-a57 cortex-a72 cortex-a76 neoverse-n1
 SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14 openssh-server qemu-user-static \
-  mmdebstrap libpython3.11-dev:arm64
+  mmdebstrap libpython3.11-dev:arm64 libflatbuffers-dev flatbuffers-compiler clang-14 libclang-rt-14-dev pkg-config
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm bench clean zoo wheels device-test
+.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm cpp-asan fuzz example bench clean \
+  zoo wheels device-test
 
-test: setup lint pytest cpp device-test
+test: setup lint pytest cpp cpp-asan fuzz example device-test
 	@echo "make test: lint, pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
 
 setup: system-deps install
@@ -94,6 +95,54 @@ cpp-arm: system-deps venv
 	  -DEDGEPRUNE_QEMU_CPUS="$(QEMU_CPUS)" >/dev/null
 	$(VENV)/bin/cmake --build build/aarch64 -j $(JOBS)
 	$(VENV)/bin/ctest --test-dir build/aarch64 --output-on-failure
+
+# Every C++ test again with AddressSanitizer + UndefinedBehaviorSanitizer (native, all x86 paths).
+cpp-asan: system-deps venv
+	$(VENV)/bin/cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGEPRUNE_SANITIZE=ON \
+	  -DEDGEPRUNE_BUILD_TESTS=ON -DEDGEPRUNE_BUILD_PYTHON=OFF >/dev/null
+	$(VENV)/bin/cmake --build build/asan -j $(JOBS) --target edgeprune_tests
+	$(VENV)/bin/ctest --test-dir build/asan --output-on-failure
+
+# The .tflite loader under libFuzzer (clang-14, ASan + UBSan) for FUZZ_SECONDS from the real files of
+# tests/data/runtime; any crash, sanitizer report or leak fails the target.
+FUZZ_SECONDS ?= 60
+fuzz: system-deps venv
+	CC=clang-14 CXX=clang++-14 $(VENV)/bin/cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DEDGEPRUNE_FUZZ=ON -DEDGEPRUNE_BUILD_TESTS=OFF -DEDGEPRUNE_BUILD_PYTHON=OFF >/dev/null
+	$(VENV)/bin/cmake --build build/fuzz -j $(JOBS) --target fuzz_loader
+	mkdir -p build/fuzz/corpus
+	build/fuzz/fuzz_loader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=131072 \
+	  -print_final_stats=1 build/fuzz/corpus tests/data/runtime
+
+# Embedding: install libedgeprune (cmake --install), build examples/classify against the installed
+# package (find_package, and pkg-config), run it natively; then the same for aarch64 under qemu.
+EXAMPLE_MODEL ?= tests/data/runtime/dense.tflite
+EXAMPLE_INPUT ?= tests/data/runtime/dense.in
+example: system-deps venv
+	$(VENV)/bin/cmake -S . -B build/pkg -DCMAKE_BUILD_TYPE=Release -DEDGEPRUNE_BUILD_PYTHON=OFF \
+	  -DCMAKE_INSTALL_PREFIX=$(CURDIR)/build/pkg/install >/dev/null
+	$(VENV)/bin/cmake --build build/pkg -j $(JOBS) --target edgeprune edgeprune_core
+	$(VENV)/bin/cmake --install build/pkg >/dev/null
+	$(VENV)/bin/cmake -S examples/classify -B build/classify -DCMAKE_PREFIX_PATH=$(CURDIR)/build/pkg/install >/dev/null
+	$(VENV)/bin/cmake --build build/classify
+	build/classify/classify $(EXAMPLE_MODEL) $(EXAMPLE_INPUT) | tee build/classify/out.txt
+	grep -q "^1\. class" build/classify/out.txt
+	PKG_CONFIG_PATH=$(CURDIR)/build/pkg/install/lib/pkgconfig; export PKG_CONFIG_PATH; \
+	  cc -o build/classify/classify-pc examples/classify/classify.c $$(pkg-config --cflags --libs edgeprune) \
+	  -Wl,-rpath,$$(pkg-config --variable=libdir edgeprune) && \
+	  build/classify/classify-pc $(EXAMPLE_MODEL) $(EXAMPLE_INPUT) | cmp - build/classify/out.txt
+	$(VENV)/bin/cmake -S . -B build/pkg-arm -DCMAKE_BUILD_TYPE=Release -DEDGEPRUNE_BUILD_PYTHON=OFF \
+	  -DCMAKE_TOOLCHAIN_FILE=targets/toolchains/aarch64-linux-gnu.cmake \
+	  -DCMAKE_INSTALL_PREFIX=$(CURDIR)/build/pkg-arm/install >/dev/null
+	$(VENV)/bin/cmake --build build/pkg-arm -j $(JOBS) --target edgeprune edgeprune_core
+	$(VENV)/bin/cmake --install build/pkg-arm >/dev/null
+	$(VENV)/bin/cmake -S examples/classify -B build/classify-arm \
+	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/targets/toolchains/aarch64-linux-gnu.cmake \
+	  -Dedgeprune_DIR=$(CURDIR)/build/pkg-arm/install/lib/cmake/edgeprune >/dev/null
+	$(VENV)/bin/cmake --build build/classify-arm
+	qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a72 build/classify-arm/classify \
+	  $(EXAMPLE_MODEL) $(EXAMPLE_INPUT) | tee build/classify-arm/out.txt
+	grep -q "on neon$$" build/classify-arm/out.txt && grep -q "^1\. class" build/classify-arm/out.txt
 
 # Speed and accuracy targets live here, never in timed tests. numpy is the kernels' baseline:
 # OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (set on some hosts) slow it, so they are unset for that run only.

@@ -20,6 +20,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "models": ("edgeprune.models", None),
     "targets": ("edgeprune.targets", None),
     "kernels": ("edgeprune.kernels", None),
+    "runtime": ("edgeprune.runtime", None),
     # functions, in data-flow order (docs/architecture.md)
     "trace": ("edgeprune.graph", "trace"),
     "plan": ("edgeprune.prune", "plan"),

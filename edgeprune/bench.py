@@ -28,7 +28,7 @@ from ._bench_runner import CV_WARNING, noise_warnings, parse_ort_profile  # noqa
 from ._callable import make_module_callable
 from .errors import UserError
 
-RUNTIMES = ("onnxruntime", "torch", "litert", "tflite-runtime", "tensorrt")
+RUNTIMES = ("onnxruntime", "torch", "litert", "tflite-runtime", "tensorrt", "edgeprune")
 
 
 class BenchError(UserError):
@@ -214,7 +214,8 @@ def bench(
                 raise BenchError("runtime tensorrt needs an .onnx file")
             out = runner.measure_tensorrt(path_or_model, warmup, runs)
         else:
-            make = functools.partial(_torch, trust_code=trust_code) if runtime == "torch" else runner.MAKERS[runtime]
+            local = {"torch": functools.partial(_torch, trust_code=trust_code), "edgeprune": _edgeprune}
+            make = local.get(runtime) or runner.MAKERS[runtime]
             _preload(runtime)
             out = runner.measure(make, path_or_model, threads, warmup, runs, input_shape, layer_profile, seed)
     except runner.RunnerError as e:
@@ -324,7 +325,39 @@ def _torch(model, threads, input_shape, seed, trust_code=False):
     return run_once, {"input": [1, *shape]}, f"torch {torch.__version__}", None
 
 
+def _edgeprune(path, threads, input_shape, seed):
+    """edgeprune's own runtime on a .tflite file; its profiler times every operator."""
+    import numpy as np
+
+    from edgeprune import runtime as ep_runtime
+
+    if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".tflite":
+        raise BenchError(f"the edgeprune runtime needs a .tflite file, got {path}; export one with `edgeprune export`")
+    model = ep_runtime.load(path, threads=threads)
+    rng = np.random.default_rng(seed)
+    feeds = [rng.standard_normal(i["shape"]).astype(np.float32) for i in model.inputs]
+
+    def run_once():
+        model(*feeds)
+
+    def profiler(n):
+        rows = model.profile(runs=n, inputs=feeds)
+        grand = sum(ms for _, _, ms in rows) or 1.0
+        out = [
+            {"name": f"{i}: {label}", "op_type": kind, "mean_ms": round(ms, 5), "share": round(ms / grand, 4)}
+            for i, (kind, label, ms) in enumerate(rows)
+        ]
+        out.sort(key=lambda r: (-r["mean_ms"], r["name"]))
+        return out
+
+    from edgeprune import __version__
+
+    inputs = {i["name"]: list(i["shape"]) for i in model.inputs}
+    return run_once, inputs, f"edgeprune {__version__} ({model.isa})", profiler
+
+
 make_module_callable(__name__, bench)  # ep.bench is this module and its function: see edgeprune/_callable.py
+
 
 if __name__ == "__main__":
     sys.exit(_worker(sys.argv[1:]))

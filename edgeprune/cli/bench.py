@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("artifact", help="model.onnx / model.int8.onnx, *.tflite, or a model directory (ep.save)")
     p.add_argument(
         "--runtime",
-        choices=["onnxruntime", "litert", "tflite-runtime", "torch", "tensorrt"],
+        choices=["onnxruntime", "litert", "tflite-runtime", "torch", "tensorrt", "edgeprune"],
         default=None,
         help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, directory -> torch); "
         "tensorrt builds an engine with the Jetson's trtexec",
@@ -221,7 +221,9 @@ def _print_human(out, top: int) -> None:
     t.add_row("peak RSS", "-" if out["peak_rss_mb"] is None else f"{out['peak_rss_mb']:.1f} MB")
     console.print(t)
     if out["layers"]:
-        lt = Table(title=f"slowest {min(top, len(out['layers']))} of {len(out['layers'])} nodes (ONNX Runtime profile)")
+        lt = Table(
+            title=f"slowest {min(top, len(out['layers']))} of {len(out['layers'])} nodes ({out['runtime']} profile)"
+        )
         lt.add_column("node")
         lt.add_column("op")
         lt.add_column("mean ms", justify="right")
