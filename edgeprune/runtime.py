@@ -82,6 +82,22 @@ class RuntimeModel:
             self._core.set_profiling(False)
 
 
+def core_module():
+    """The compiled core, or a UserError saying which wheel this machine needs (a wheel built for
+    another architecture installs its module under a name this Python never imports)."""
+    try:
+        from edgeprune import _core
+    except ImportError as e:
+        import platform
+
+        machine = platform.machine()
+        raise UserError(
+            f"edgeprune's compiled core does not load on this {machine} machine ({e}); install the wheel built "
+            f"for it: pip install edgeprune-*-manylinux_2_35_{machine}.whl (make wheels), or build the sdist here"
+        ) from None
+    return _core
+
+
 def load(path_or_bytes, threads: int = 1, isa: str | None = None, sparse: bool = True) -> RuntimeModel:
     """Load a .tflite file (path or bytes). ``isa`` forces a kernel path ("reference", "avx2",
     ...; default: the process choice), ``sparse=False`` runs every layer dense."""

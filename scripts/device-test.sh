@@ -116,6 +116,22 @@ for a in "${pairs[@]}"; do
 done
 $PY tests/device/outputs.py "$SHARE/input.npy" "$SHARE/host-" "${host_pairs[@]}"
 
+# a wheel for another machine: its compiled core does not load, and bench says which wheel to install
+x86=$(ls -t dist/edgeprune-*_x86_64.whl 2>/dev/null | head -1 || true)
+if [ -n "$x86" ]; then
+  rm -rf "$SHARE/x86" && $PY -m zipfile -e "$x86" "$SHARE/x86"
+  set +e
+  msg=$(dev cortex-a72 env PYTHONPATH=/mnt/share/x86 /opt/ep/bin/edgeprune bench /mnt/share/rpi4/model.tflite \
+    --runtime edgeprune 2>&1 >/dev/null)
+  rc=$?
+  set -e
+  if [ "$rc" != 2 ] || ! grep -q "install the wheel built for it" <<< "$msg"; then
+    echo "device-test: an x86_64 wheel on the device gave exit $rc: $msg" >&2
+    exit 1
+  fi
+  say "an x86_64 wheel on the device: exit 2, $msg"
+fi
+
 for cpu in $CPUS; do
   say "$cpu: edgeprune doctor"
   dev "$cpu" /opt/ep/bin/edgeprune doctor --json > "$SHARE/doctor-$cpu.json"

@@ -13,6 +13,13 @@ import sys
 import numpy as np
 
 
+def _to_layout(x: np.ndarray, shape) -> np.ndarray:
+    """The host's NCHW input in the layout of a file's input (TFLite files are NHWC)."""
+    if x.ndim == 4 and tuple(shape) != x.shape and tuple(shape) == x.transpose(0, 2, 3, 1).shape:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return x
+
+
 def run(path: str, runtime: str, x: np.ndarray) -> np.ndarray:
     if runtime == "onnxruntime":
         import onnxruntime as ort
@@ -28,16 +35,14 @@ def run(path: str, runtime: str, x: np.ndarray) -> np.ndarray:
         it = Interpreter(model_path=path, num_threads=1)
         it.allocate_tensors()
         inp = it.get_input_details()[0]
-        if x.ndim == 4 and tuple(inp["shape"]) != x.shape and tuple(inp["shape"]) == x.transpose(0, 2, 3, 1).shape:
-            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # the host's NCHW input for an NHWC file
-        it.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        it.set_tensor(inp["index"], _to_layout(x, inp["shape"]).astype(inp["dtype"]))
         it.invoke()
         return np.asarray(it.get_tensor(it.get_output_details()[0]["index"]), dtype=np.float32)
     if runtime == "edgeprune":
         from edgeprune import runtime as ep_runtime
 
         model = ep_runtime.load(path, threads=1)
-        out = model(x)
+        out = model(_to_layout(x, model.inputs[0]["shape"]))
         return np.asarray(out[0] if isinstance(out, (list, tuple)) else out, dtype=np.float32)
     raise SystemExit(f"unknown runtime {runtime!r}")
 
