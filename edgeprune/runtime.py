@@ -101,7 +101,7 @@ def core_module():
 def load(path_or_bytes, threads: int = 1, isa: str | None = None, sparse: bool = True) -> RuntimeModel:
     """Load a .tflite file (path or bytes). ``isa`` forces a kernel path ("reference", "avx2",
     ...; default: the process choice), ``sparse=False`` runs every layer dense."""
-    from edgeprune import _core
+    _core = core_module()
 
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data, source = bytes(path_or_bytes), "<bytes>"
