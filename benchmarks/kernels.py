@@ -384,7 +384,7 @@ def parse_args(argv):
     ap.add_argument(
         "--isa", action="append", help="kernel path(s) to measure (default: every supported one but reference)"
     )
-    ap.add_argument("--quick", action="store_true", help="first shape only, fewer sparsities, no thread rows")
+    ap.add_argument("--quick", action="store_true", help="fewer sparsities, no thread rows; the first tuned shape unless --model says")
     ap.add_argument(
         "--smoke",
         action="store_true",
@@ -435,7 +435,7 @@ def select_shapes(args):
         return list(dict.fromkeys(smallest.values())), tagged
     if args.shape:
         return args.shape, tagged
-    if args.quick:
+    if args.quick and not args.model:
         return SHAPES[:1], tagged
     tuned = SHAPES if "tuned" in names else []
     return list(dict.fromkeys([*tuned, *tagged])), tagged

@@ -80,6 +80,16 @@ TEST(GemmS8, EveryPathBitExact) {
   }
 }
 
+// K a multiple of 4 (the AVX-512 path reads A in place, rows lda apart) with output channels
+// filling at most half a 32-column panel, one and a half panels, and rows off the 8-row tile.
+TEST(GemmS8, InPlaceActivationsAndHalfPanels) {
+  std::mt19937 rng(22);
+  const int64_t shapes[][3] = {{17, 16, 64}, {9, 13, 8},  {8, 48, 4},   {3, 40, 1024},
+                               {25, 16, 32}, {70, 1, 12}, {1, 33, 2048}};
+  for (Isa isa : ep::test::runnable_isas())
+    for (const auto& s : shapes) check(isa, s[0], s[1], s[2], Fill::random, -128.f, 127.f, 4, rng);
+}
+
 TEST(QLinear, QuantizesPerChannelAndTracksFloat) {
   std::mt19937 rng(4);
   const int64_t m = 29, k = 70, n = 21;
