@@ -95,6 +95,22 @@ def test_sparse_equals_dense_across_sparsities(isa):
         np.testing.assert_array_equal(sparse.gemm_kn(np.ascontiguousarray(x.T)), want.T)
 
 
+@pytest.mark.parametrize("isa", PATHS)
+def test_sparse_on_narrow_inputs(isa):
+    """N below one 64-column quad strip (FC layers at N = 1, a strip's remainder) is packed compact."""
+    rng = np.random.default_rng(5)
+    m, k = 37, 150
+    w = block_sparse(rng, m, k, 0.9)
+    b = rng.standard_normal(m).astype(np.float32)
+    sparse = make(w, b, isa=isa, sparse="sparse", activation="relu")
+    for n in (1, 2, 15, 63, 64 + 5):
+        x = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        want = numpy_qlinear(sparse, x)
+        np.testing.assert_array_equal(sparse(x), want)
+        np.testing.assert_array_equal(sparse.gemm_kn(np.ascontiguousarray(x.T)), want.T)
+        np.testing.assert_array_equal(sparse(x, threads=2), want)
+
+
 def test_extremes_and_zero_points_at_the_ends():
     rng = np.random.default_rng(3)
     w = np.where(rng.random((24, 40)) < 0.5, 1.0, -1.0).astype(np.float32)  # quantizes to +-127
