@@ -210,6 +210,10 @@ PackedSparseS8 pack_sparse_s8(const int8_t* w, int64_t m, int64_t k);
 constexpr int64_t kQuadStrip = 64;
 static inline int64_t quad_strip_size(int64_t k) { return (k + 3) / 4 * kQuadStrip * 4; }
 void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool transposed, int8_t* xq);
+// X[K, N] with N < kQuadStrip as one compact block, ldx = N (no zero columns): kernels read only
+// columns below their n, and a 64-column strip for one column (an FC layer) cost 64x its packing.
+void pack_quads_s8_narrow(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool transposed,
+                          int8_t* xq);
 
 // The requantization of one accumulator, as every path must compute it. (static: each ISA file
 // gets its own copy, so the linker can never hand an AVX-512 build of it to generic code.)

@@ -109,6 +109,17 @@ void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool trans
   }
 }
 
+void pack_quads_s8_narrow(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool transposed,
+                          int8_t* xq) {
+  const int64_t quads = (k + 3) / 4;
+  for (int64_t q = 0; q < quads; ++q)
+    for (int64_t i = 0; i < n; ++i)
+      for (int t = 0; t < 4; ++t) {
+        const int64_t c = 4 * q + t;
+        xq[(q * n + i) * 4 + t] = c < k ? (transposed ? x[i * ld + c] : x[c * ld + i]) : int8_t(0);
+      }
+}
+
 int gemm_s8_kgroup(Isa provider) {
   switch (provider) {
     case Isa::avx2:

@@ -120,7 +120,9 @@ void spmm_b4_pass(const ep::SpmmF32Args& p, const Off* off, int64_t n0) {
   }
 }
 
-// Columns [n0, n): scalar, same stream walk.
+// Columns [n0, n): scalar, same stream walk. Four partial sums over alternate entries: with one,
+// each entry waited on the previous one's multiply-add (a 1000x1280 layer at N = 1, an FC layer,
+// ran at under half numpy's dense GEMV at 90 % sparsity).
 inline void spmm_tail(const ep::SpmmF32Args& p, int block, int64_t n0) {
   if (n0 >= p.n) return;
   const float* v = p.values;
@@ -130,12 +132,24 @@ inline void spmm_tail(const ep::SpmmF32Args& p, int block, int64_t n0) {
     const int32_t count = p.nnz[b];
     for (int r = 0; r < block && m + r < p.m; ++r)
       for (int64_t n = n0; n < p.n; ++n) {
-        float acc = v[r];
+        const float* x = p.x + n;
+        const float* w = v + block + r;
+        float a0 = v[r], a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
         int64_t c = chan;
-        for (int32_t i = 0; i < count; ++i) {
-          c += d[i];
-          acc += v[block + i * block + r] * p.x[c * p.ldx + n];
+        int32_t i = 0;
+        for (; i + 4 <= count; i += 4) {
+          const int64_t c0 = c + d[i], c1 = c0 + d[i + 1], c2 = c1 + d[i + 2];
+          c = c2 + d[i + 3];
+          a0 += w[i * block] * x[c0 * p.ldx];
+          a1 += w[(i + 1) * block] * x[c1 * p.ldx];
+          a2 += w[(i + 2) * block] * x[c2 * p.ldx];
+          a3 += w[(i + 3) * block] * x[c * p.ldx];
         }
+        for (; i < count; ++i) {
+          c += d[i];
+          a0 += w[i * block] * x[c * p.ldx];
+        }
+        float acc = (a0 + a1) + (a2 + a3);
         acc = acc < p.lo ? p.lo : acc;
         p.y[(m + r) * p.ldy + n] = acc > p.hi ? p.hi : acc;
       }

@@ -365,10 +365,13 @@ void QLinear::run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n
     int8_t* xq = static_cast<int8_t*>(thread_scratch(3, size_t(quad_strip_size(k_))));
     for (int64_t c0 = bound(t), end = bound(t + 1); c0 < end; c0 += kQuadStrip) {
       const int64_t cols = std::min(kQuadStrip, end - c0);
-      pack_quads_s8(transposed ? x + c0 * ld : x + c0, k_, cols, ld, transposed, xq);
+      // a partial strip (and a single column) packed compact: no zero columns to fill
+      const bool narrow = cols < kQuadStrip;
+      (narrow ? pack_quads_s8_narrow : pack_quads_s8)(transposed ? x + c0 * ld : x + c0, k_, cols,
+                                                      ld, transposed, xq);
       SpmmS8Args p;
       p.xq = xq;
-      p.ldx = kQuadStrip;
+      p.ldx = narrow ? cols : kQuadStrip;
       p.y = y + c0;
       p.ldy = ldy;
       p.n = cols;

@@ -80,6 +80,16 @@ TEST(GemmS8, EveryPathBitExact) {
   }
 }
 
+// K a multiple of 4 (the AVX-512 path reads A in place, rows lda apart) with output channels
+// filling at most half a 32-column panel, one and a half panels, and rows off the 8-row tile.
+TEST(GemmS8, InPlaceActivationsAndHalfPanels) {
+  std::mt19937 rng(22);
+  const int64_t shapes[][3] = {{17, 16, 64}, {9, 13, 8},  {8, 48, 4},   {3, 40, 1024},
+                               {25, 16, 32}, {70, 1, 12}, {1, 33, 2048}};
+  for (Isa isa : ep::test::runnable_isas())
+    for (const auto& s : shapes) check(isa, s[0], s[1], s[2], Fill::random, -128.f, 127.f, 4, rng);
+}
+
 TEST(QLinear, QuantizesPerChannelAndTracksFloat) {
   std::mt19937 rng(4);
   const int64_t m = 29, k = 70, n = 21;
@@ -294,4 +304,54 @@ TEST(PackQuads, StripLayout) {
             ASSERT_EQ(a[s * quad_strip_size(k) + (q * kQuadStrip + i) * 4 + tt], want);
           }
   }
+}
+
+TEST(PackQuads, NarrowLayoutAndKernelsOnIt) {
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> a8(-128, 127), w8(-127, 127), keep(0, 2);
+  for (int64_t n : {1, 3, 17, 63})
+    for (int64_t k : {1, 6, 8, 45}) {
+      std::vector<int8_t> x(k * n), xt(n * k);
+      for (auto& v : x) v = int8_t(a8(rng));
+      for (int64_t c = 0; c < k; ++c)
+        for (int64_t i = 0; i < n; ++i) xt[i * k + c] = x[c * n + i];
+      const int64_t quads = (k + 3) / 4;
+      std::vector<int8_t> a(quads * n * 4), b(a.size());
+      pack_quads_s8_narrow(x.data(), k, n, n, false, a.data());
+      pack_quads_s8_narrow(xt.data(), k, n, k, true, b.data());
+      ASSERT_EQ(a, b);
+      for (int64_t q = 0; q < quads; ++q)
+        for (int64_t i = 0; i < n; ++i)
+          for (int t = 0; t < 4; ++t)
+            ASSERT_EQ(a[(q * n + i) * 4 + t], 4 * q + t < k ? x[(4 * q + t) * n + i] : 0);
+      // every path on the compact block (ldx = n) equals the reference
+      const int64_t m = 11;
+      std::vector<int8_t> w(m * k);
+      for (auto& v : w) v = keep(rng) ? int8_t(0) : int8_t(w8(rng));
+      const PackedSparseS8 sp = pack_sparse_s8(w.data(), m, k);
+      std::vector<int32_t> bias(m, 1000), rowsum(m, 0);
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < k; ++c) rowsum[r] += w[r * k + c];
+      std::vector<float> scale(m, 0.01f);
+      SpmmS8Args p;
+      p.xq = a.data();
+      p.ldx = n;
+      p.n = n;
+      p.m = m;
+      p.ldy = n;
+      p.nnz = sp.nnz.data();
+      p.quad = sp.quad.data();
+      p.w = sp.w.data();
+      p.bias = bias.data();
+      p.rowsum = rowsum.data();
+      p.scale = scale.data();
+      std::vector<int8_t> ref(m * n), y(m * n);
+      p.y = ref.data();
+      reference::spmm_s8(p);
+      for (Isa isa : ep::test::runnable_isas()) {
+        p.y = y.data();
+        kernel_table(isa).spmm_s8.fn(p);
+        ASSERT_EQ(y, ref) << isa_name(isa) << " n=" << n << " k=" << k;
+      }
+    }
 }

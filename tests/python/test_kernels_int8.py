@@ -59,7 +59,10 @@ def test_weight_quantization_is_symmetric_per_channel():
 @pytest.mark.parametrize("act", ["none", "relu", "relu6"])
 def test_matches_numpy_spec_bit_for_bit(isa, act):
     rng = np.random.default_rng(1)
-    for m, k, n in [(1, 1, 1), (67, 66, 65), (16, 64, 6), (33, 9, 50), (5, 300, 13)]:
+    # K a multiple of 4 (activations read in place) and not; output channels filling half a
+    # 32-column panel or less, one and a half, several; rows not a multiple of the 8-row tile
+    shapes = [(1, 1, 1), (67, 66, 65), (16, 64, 6), (33, 9, 50), (5, 300, 13), (13, 8, 17), (40, 12, 9)]
+    for m, k, n in shapes + [(16, 1024, 3), (48, 4, 130)]:
         w = rng.standard_normal((m, k)).astype(np.float32)
         b = rng.standard_normal(m).astype(np.float32)
         x = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
@@ -90,6 +93,22 @@ def test_sparse_equals_dense_across_sparsities(isa):
         np.testing.assert_array_equal(sparse(x), want)
         np.testing.assert_array_equal(sparse(x, threads=2), want)
         np.testing.assert_array_equal(sparse.gemm_kn(np.ascontiguousarray(x.T)), want.T)
+
+
+@pytest.mark.parametrize("isa", PATHS)
+def test_sparse_on_narrow_inputs(isa):
+    """N below one 64-column quad strip (FC layers at N = 1, a strip's remainder) is packed compact."""
+    rng = np.random.default_rng(5)
+    m, k = 37, 150
+    w = block_sparse(rng, m, k, 0.9)
+    b = rng.standard_normal(m).astype(np.float32)
+    sparse = make(w, b, isa=isa, sparse="sparse", activation="relu")
+    for n in (1, 2, 15, 63, 64 + 5):
+        x = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        want = numpy_qlinear(sparse, x)
+        np.testing.assert_array_equal(sparse(x), want)
+        np.testing.assert_array_equal(sparse.gemm_kn(np.ascontiguousarray(x.T)), want.T)
+        np.testing.assert_array_equal(sparse(x, threads=2), want)
 
 
 def test_extremes_and_zero_points_at_the_ends():
