@@ -144,6 +144,11 @@ assert d["platform"].endswith("aarch64"), d["platform"]
 assert got == want, f"{sys.argv[2]}: selected ISA {got}, expected {want}"
 print(f"device-test: {sys.argv[2]}: machine aarch64, ISA {got}")
 PY
+  if [ "$cpu" = "${CPUS%% *}" ]; then
+    dev "$cpu" /opt/ep/bin/edgeprune inspect /mnt/share/rpi4/model.int8.tflite --json > "$SHARE/inspect.json"
+    $PY -c "import json, sys; d = json.load(open(sys.argv[1])); assert d['ops']['CONV_2D'] > 0, d['ops']; \
+print('device-test: inspect model.int8.tflite on the device:', d['ops'])" "$SHARE/inspect.json"
+  fi
   dev "$cpu" /opt/ep/bin/python /mnt/share/outputs.py /mnt/share/input.npy "/mnt/share/dev-$cpu-" "${dev_pairs[@]}"
   for a in "${pairs[@]}"; do
     f=${a%%:*} rt=${a##*:}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tflite_family import metadata, read_model
+from .tflite_family import metadata, read_model, schema_module
 
 # Builtin ops the XNNPACK delegate of LiteRT 2.x accepts (fp32, and int8 where marked in its
 # docs); DENSIFY and DEQUANTIZE of constant weights are folded by the delegate at load time.
@@ -61,7 +61,7 @@ def _macs(op_name: str, ins: list[dict], outs: list[dict]) -> int:
 
 
 def inspect_tflite(path: str | os.PathLike) -> dict:
-    import tflite
+    tflite = schema_module()
 
     p = Path(path)
     data = p.read_bytes()

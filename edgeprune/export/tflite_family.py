@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .tflite_schema import Model, serialize
 
 METADATA_KEY = "edgeprune"
 
@@ -28,10 +27,13 @@ class TFLiteFileError(UserError):
     """A file that is not a readable TFLite model."""
 
 
-def finish(model: Model, props: dict) -> bytes:
+def finish(model, props: dict) -> bytes:
     props = {k: v for k, v in props.items() if v is not None}
     props["edgeprune_layout"] = "nhwc"
     model.metadata[METADATA_KEY] = json.dumps(props, sort_keys=True).encode()
+    # the writer's schema (the `tflite` package) is needed only to write: a device reads without it
+    from .tflite_schema import serialize
+
     data = serialize(model)
     check(data)
     return data
@@ -52,12 +54,19 @@ def check(data: bytes) -> None:
     it.allocate_tensors()
 
 
-def read_model(data: bytes, where: str):
-    """The root ``tflite.Model`` of ``data`` after the checks a reader needs before trusting it."""
+def schema_module():
+    """The generated TFLite schema classes: the `tflite` package on a host, or the same classes that
+    LiteRT ships (a device install has LiteRT and not the writer's package)."""
     try:
         import tflite
-    except ImportError:  # a device install: LiteRT ships the same generated schema classes
+    except ImportError:
         from ai_edge_litert import schema_py_generated as tflite
+    return tflite
+
+
+def read_model(data: bytes, where: str):
+    """The root ``tflite.Model`` of ``data`` after the checks a reader needs before trusting it."""
+    tflite = schema_module()
 
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise TFLiteFileError(f"{where}: not a TFLite file (no TFL3 identifier); pass a .tflite written by a converter")
