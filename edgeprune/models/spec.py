@@ -129,12 +129,29 @@ def _transformers(name: str, spec: str) -> Callable:
     return make
 
 
+def _transformers_class(name: str, spec: str) -> Callable:
+    """A ``transformers`` model class by name, built from a config dict (random weights): how a pruned
+    Hugging Face model is saved (``edgeprune.prune.hf``); the name must be a PreTrainedModel class."""
+    tf = _need("transformers", spec)
+    cls = getattr(tf, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, tf.PreTrainedModel)):
+        raise SpecError(f"model spec {spec!r}: {name!r} is not a transformers model class")
+
+    def make(config: dict):
+        if not isinstance(config, dict):
+            raise SpecError(f"model spec {spec!r}: 'config' must be a JSON object")
+        return cls(cls.config_class.from_dict(dict(config))).eval()
+
+    return make
+
+
 # prefix -> resolver(name, spec) returning the factory; every entry is trusted (see module docstring)
 FACTORIES: dict[str, Callable[[str, str], Callable]] = {
     "edgeprune": _edgeprune,
     "torchvision": _torchvision,
     "timm": _timm,
     "transformers": _transformers,
+    "transformers_class": _transformers_class,
 }
 
 
@@ -156,6 +173,8 @@ def _json_value(v) -> bool:
         return not isinstance(v, float) or v == v and abs(v) != float("inf")
     if isinstance(v, list):
         return all(_json_value(x) for x in v)
+    if isinstance(v, dict):  # data such as a saved transformers config: string keys, JSON values
+        return all(isinstance(k, str) and _json_value(x) for k, x in v.items())
     return False
 
 

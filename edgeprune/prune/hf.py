@@ -10,7 +10,7 @@ so ``save_pretrained``/``from_pretrained`` round-trip wherever the config can st
 Config limits: a config that derives the head size from ``hidden_size / num_attention_heads``
 (BERT, DistilBERT, ViT, GPT-2) cannot state fewer heads of the same size, so for those the config
 keeps its head count and ``sync`` returns a note; ``ep.save``/``ep.load`` (spec
-``edgeprune.prune.hf:from_config``) rebuild any pruned shape from the original config and the plan.
+``transformers_class:NAME``, a registered factory) rebuild any pruned shape from the original config and the plan.
 All per-layer values must agree (a config holds one number): plan with ``global_ranking=False``.
 Never imports ``transformers`` unless the model already comes from it.
 """
@@ -20,8 +20,6 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import UserError
-
-SPEC = "edgeprune.prune.hf:from_config"
 
 _Q = ("query", "q_proj", "q_lin", "c_attn", "q")
 _K = ("key", "k_proj", "k_lin", "k")
@@ -137,20 +135,6 @@ def tag(model: nn.Module, source: nn.Module) -> None:
     """Give a pruned HF model the spec ``ep.save`` needs: rebuild ``source``'s config, then replay."""
     if getattr(model, "edgeprune_spec", None):
         return
-    model.edgeprune_spec = SPEC
-    model.edgeprune_build_kwargs = {"architecture": type(source).__name__, "config": source.config.to_dict()}
-
-
-def from_config(architecture: str, config: dict) -> nn.Module:
-    """Build a ``transformers`` model class by name from a config dict (random weights).
-
-    The name must be a model class exported by ``transformers``; nothing else is looked up."""
-    import transformers
-
-    cls = getattr(transformers, str(architecture), None)
-    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
-        raise UserError(f"{architecture!r} is not a transformers model class; the saved model.json is damaged")
-    if not isinstance(config, dict):
-        raise UserError("the saved transformers config is not a JSON object; the saved model.json is damaged")
-    cfg = cls.config_class.from_dict(dict(config))
-    return cls(cfg).eval()
+    # a registered factory (edgeprune.models.spec), so the saved directory loads without --trust-code
+    model.edgeprune_spec = f"transformers_class:{type(source).__name__}"
+    model.edgeprune_build_kwargs = {"config": source.config.to_dict()}
