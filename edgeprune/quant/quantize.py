@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .. import fsutil
 from .._version import __version__
+from ..data.batches import iter_batches
 from ..errors import UserError
 from .config import QuantConfig, make_config
 from .fakequant import QUANT_LAYER_TYPES, build_module, quant_layers, quant_points
@@ -291,46 +292,16 @@ def _is_passthrough(node: fx.Node, modules: dict) -> bool:
 
 # ---- calibration data ------------------------------------------------------------------------
 def _as_batches(calib_data, limit: int | None, batch_size: int):
-    """Yield float tensors N x ... from any supported calibration source, at most ``limit`` samples."""
-    if hasattr(calib_data, "train") and hasattr(calib_data, "num_classes"):
-        calib_data = calib_data.train
-    if isinstance(calib_data, np.ndarray):
-        calib_data = torch.from_numpy(calib_data)
-    seen = 0
+    """Yield input tensors N x ... from any source ``iter_batches`` reads, at most ``limit`` samples.
 
-    def cut(x):
-        nonlocal seen
-        if limit is not None and seen + x.shape[0] > limit:
-            x = x[: limit - seen]
-        seen += x.shape[0]
-        return x
-
-    if isinstance(calib_data, torch.Tensor):
-        for i in range(0, calib_data.shape[0], batch_size):
-            if limit is not None and seen >= limit:
-                return
-            yield cut(calib_data[i : i + batch_size])
-        return
-    if isinstance(calib_data, torch.utils.data.Dataset) and hasattr(calib_data, "__len__"):
-        n = len(calib_data) if limit is None else min(limit, len(calib_data))
-        for i in range(0, n, batch_size):
-            items = [calib_data[j] for j in range(i, min(i + batch_size, n))]
-            xs = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
-            xs = [torch.as_tensor(x) for x in xs]
-            shapes = {tuple(x.shape) for x in xs}
-            if len(shapes) > 1:
-                raise CalibrationError(
-                    f"calibration samples have different shapes {sorted(shapes)}; "
-                    "resize them to the model's input shape"
-                )
-            seen += len(xs)
-            yield torch.stack(xs)
-        return
-    for batch in calib_data:  # DataLoader or any iterable of batches
-        if limit is not None and seen >= limit:
-            return
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        yield cut(torch.as_tensor(x))
+    Labels are dropped; a source ``iter_batches`` refuses raises CalibrationError with its message."""
+    try:
+        for x, _ in iter_batches(calib_data, max_samples=limit, batch_size=batch_size):
+            yield x
+    except CalibrationError:
+        raise
+    except UserError as e:
+        raise CalibrationError(str(e)) from e
 
 
 def _shape(t) -> str:
