@@ -350,13 +350,20 @@ def _splice(edit: _QDQEdit) -> None:
 
 
 def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict) -> None:
-    """Locate a quantized add / average pool / concat in the ONNX graph from its input tensors."""
+    """Locate a quantized add / mul / average pool / concat / sigmoid / hard-swish in the ONNX graph
+    from its input tensors."""
     ins = []
     for p in op["inputs"]:
         if p not in point_tensors:
             raise RuntimeError(f"{op['kind']} {op_name}: its input {p} was not located in the ONNX graph")
         ins.append(point_tensors[p])
-    types = {"add": ("Add",), "concat": ("Concat",)}.get(op["kind"], ("GlobalAveragePool", "AveragePool"))
+    types = {
+        "add": ("Add",),
+        "mul": ("Mul",),
+        "concat": ("Concat",),
+        "sigmoid": ("Sigmoid",),
+        "hardswish": ("HardSwish",),
+    }.get(op["kind"], ("GlobalAveragePool", "AveragePool"))
     found = None
     for n in graph.node:
         if n.op_type not in types or len(n.input) < len(ins):
@@ -365,7 +372,7 @@ def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict) -> No
             if len(n.input) == len(ins) and all(t in tensors for t, tensors in zip(n.input, ins)):
                 found = n
                 break
-        elif op["kind"] == "add":
+        elif op["kind"] in ("add", "mul"):
             a, b = n.input[0], n.input[1]
             if (a in ins[0] and b in ins[1]) or (a in ins[1] and b in ins[0]):
                 found = n
