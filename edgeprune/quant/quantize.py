@@ -357,6 +357,11 @@ def _as_batches(calib_data, limit: int | None, batch_size: int):
         raise
     except UserError as e:
         raise CalibrationError(str(e)) from e
+    except (RuntimeError, TypeError, ValueError) as e:  # torch.as_tensor of a dict or a list of tensors
+        raise CalibrationError(
+            f"calibration batches must be tensors or (inputs, labels) pairs, not several or named inputs "
+            f"({first_line(e)}); quantize a model that takes one input tensor"
+        ) from e
 
 
 def _shape(t) -> str:

@@ -5,7 +5,8 @@ hard-swish, defined here; ONNX Runtime and LiteRT. Produces: assertions that the
 these ops int8 points (a sigmoid's output at TFLite's fixed 1/256, zero point -128), that the QDQ
 ONNX file puts QuantizeLinear/DequantizeLinear around Sigmoid, Mul and HardSwish and equals the
 fake-quant twin in ONNX Runtime, and that ``model.int8.tflite`` runs LOGISTIC, HARD_SWISH and MUL
-on int8 tensors in LiteRT within two output steps of the twin, with the same top-1.
+on int8 tensors in LiteRT within two output steps of the twin, with the same top-1; and that
+calibration batches of named inputs (dicts) are refused with a one-line CalibrationError.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 import torch.nn as nn
 
@@ -112,3 +114,11 @@ def test_int8_tflite_runs_logistic_hard_swish_mul_in_int8(tmp_path):
     step = qm.points[last.name]["scale"]
     assert np.abs(out - fq).max() <= 2 * step
     assert (out.argmax(1) == fq.argmax(1)).all()
+
+
+def test_dict_calibration_batches_are_refused_with_a_message():
+    from edgeprune.quant import CalibrationError
+
+    model, x = _model_and_data()
+    with pytest.raises(CalibrationError, match=r"calibration batches must be tensors .* not several or named inputs"):
+        ep.quantize(model, [{"input": x[:4]}], progress=False)
