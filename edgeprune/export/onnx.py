@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -177,117 +178,120 @@ def _initializers(graph) -> dict[str, np.ndarray]:
     return inits
 
 
+@dataclass
+class _QDQEdit:
+    """What ``quantize_onnx`` adds to a copied graph: built piece by piece, spliced in at the end."""
+
+    graph: onnx.GraphProto
+    inits: dict
+    consumers: dict
+    new_inits: list = field(default_factory=list)
+    pre_nodes: list = field(default_factory=list)  # QDQ of graph inputs and weights (topologically first)
+    after: dict = field(default_factory=dict)  # tensor -> QDQ nodes to place after its producer
+    point_tensors: dict = field(default_factory=dict)  # point -> ONNX tensors carrying it
+    drop_inits: set = field(default_factory=set)
+    renames: dict = field(default_factory=dict)  # producer output renames (tensor -> its fp32 name)
+    rewires: dict = field(default_factory=dict)  # consumer input rewires for graph inputs
+
+    def dequantized_const(self, name: str, q: np.ndarray, scale: np.ndarray, zero: np.ndarray, **attrs) -> str:
+        """Add ``q`` with its scale/zero point and a DequantizeLinear; return the dequantized tensor's name."""
+        self.new_inits += [
+            numpy_helper.from_array(np.ascontiguousarray(q), f"{name}_quantized"),
+            numpy_helper.from_array(scale, f"{name}_scale"),
+            numpy_helper.from_array(zero, f"{name}_zero_point"),
+        ]
+        self.pre_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
+                [f"{name}_dequantized"],
+                name=f"{name}_DequantizeLinear",
+                **attrs,
+            )
+        )
+        if len(self.consumers.get(name, [])) == 1:
+            self.drop_inits.add(name)
+        return f"{name}_dequantized"
+
+
 def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     """Rewrite the BN-folded fp32 graph of ``qmodel`` into QDQ int8 with exactly its scales."""
-    as_uint8 = file_activation_dtype(qmodel) == "uint8"
     model = onnx.ModelProto()
     model.CopyFrom(fp32)
     graph = model.graph
-    inits = _initializers(graph)
-    consumers = _consumers(graph)
-    new_inits: list[onnx.TensorProto] = []
-    pre_nodes: list = []  # QDQ of graph inputs (topologically first)
-    after: dict[str, list] = {}  # tensor -> QDQ nodes to place after its producer
-    point_tensors: dict[str, set[str]] = {}
-    drop_inits: set[str] = set()
-    folded = qmodel.folded
+    edit = _QDQEdit(graph, _initializers(graph), _consumers(graph))
     qm_module = qmodel.fake_quant_module()
-
     for target, info in qmodel.layers.items():
-        layer = folded.get_submodule(target)
-        w_np = layer.weight.detach().numpy()
-        node, axis = _find_layer_node(graph, inits, target, w_np)
-        if node is None:
-            raise RuntimeError(f"layer {target} not found in the exported ONNX graph; cannot place its int8 weights")
-        # weights: exactly the fake-quant module's int8 values
-        ql = qm_module.get_submodule(target)
-        wq_t, bq_t = ql.quantized_params()
-        ws = np.asarray(info["weight_scale"], dtype=np.float32)
-        shape = [-1] + [1] * (wq_t.dim() - 1)
-        q = torch.round(wq_t.detach() / torch.from_numpy(ws).reshape(shape)).to(torch.int8).numpy()
-        if axis == 1:
-            q = q.T
-        wname = node.input[1]
-        per_channel = qmodel.config.per_channel
-        scale_arr = ws if per_channel else ws[:1].reshape(())
-        new_inits += [
-            numpy_helper.from_array(np.ascontiguousarray(q), f"{wname}_quantized"),
-            numpy_helper.from_array(scale_arr, f"{wname}_scale"),
-            numpy_helper.from_array(np.zeros_like(scale_arr, dtype=np.int8), f"{wname}_zero_point"),
-        ]
-        dq_attrs = {"axis": axis} if per_channel else {}
-        pre_nodes.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{wname}_quantized", f"{wname}_scale", f"{wname}_zero_point"],
-                [f"{wname}_dequantized"],
-                name=f"{wname}_DequantizeLinear",
-                **dq_attrs,
-            )
-        )
-        if len(consumers.get(wname, [])) == 1:
-            drop_inits.add(wname)
-        node.input[1] = f"{wname}_dequantized"
-        # bias: int32 at s_in * s_w. Conv and Gemm carry it as input 2; a Linear on a 3-D input
-        # exports as MatMul followed by an Add of the bias, whose output is the layer's output.
-        out_node, bias_slot = node, 2
-        if node.op_type == "MatMul" and layer.bias is not None:
-            users = consumers.get(node.output[0], [])
-            if len(users) == 1 and users[0].op_type == "Add":
-                add = users[0]
-                slot = 1 if add.input[0] == node.output[0] else 0
-                if add.input[slot] in inits:
-                    out_node, bias_slot = add, slot
-        if (
-            info.get("bias_scale") is not None
-            and len(out_node.input) > bias_slot
-            and out_node.input[bias_slot] in inits
-        ):
-            bname = out_node.input[bias_slot]
-            bs = np.asarray(info["bias_scale"], dtype=np.float32)
-            bq = np.round(bq_t.detach().numpy().astype(np.float32) / bs).astype(np.int32)
-            new_inits += [
-                numpy_helper.from_array(bq, f"{bname}_quantized"),
-                numpy_helper.from_array(bs, f"{bname}_scale"),
-                numpy_helper.from_array(np.zeros_like(bq), f"{bname}_zero_point"),
-            ]
-            pre_nodes.append(
-                helper.make_node(
-                    "DequantizeLinear",
-                    [f"{bname}_quantized", f"{bname}_scale", f"{bname}_zero_point"],
-                    [f"{bname}_dequantized"],
-                    name=f"{bname}_DequantizeLinear",
-                    axis=0,
-                )
-            )
-            if len(consumers.get(bname, [])) == 1:
-                drop_inits.add(bname)
-            out_node.input[bias_slot] = f"{bname}_dequantized"
-        # activation points: the layer's input; its output (after a fused ReLU)
-        point_tensors.setdefault(info["input"], set()).add(node.input[0])
-        if info.get("output"):
-            out = out_node.output[0]
-            if info.get("relu"):
-                users = consumers.get(out, [])
-                if len(users) != 1 or users[0].op_type not in ("Relu", "Clip"):
-                    raise RuntimeError(f"layer {target}: expected one Relu/Clip after {node.name} in the ONNX graph")
-                out = users[0].output[0]
-            point_tensors.setdefault(info["output"], set()).add(out)
-
+        _quantize_layer(edit, qmodel, qm_module, target, info)
     # graph inputs by position: an add may read the model input directly
-    onnx_inputs = [i.name for i in graph.input if i.name not in inits]
-    placeholders = [n.name for n in folded.graph.nodes if n.op == "placeholder"]
+    onnx_inputs = [i.name for i in graph.input if i.name not in edit.inits]
+    placeholders = [n.name for n in qmodel.folded.graph.nodes if n.op == "placeholder"]
     for ph, gi in zip(placeholders, onnx_inputs):
         if ph in qmodel.points:
-            point_tensors.setdefault(ph, set()).add(gi)
+            edit.point_tensors.setdefault(ph, set()).add(gi)
     for op_name, op in qmodel.ops.items():
-        _map_op(graph, consumers, op_name, op, point_tensors)
+        _map_op(graph, edit.consumers, op_name, op, edit.point_tensors)
+    _place_activation_qdq(edit, qmodel)
+    _splice(edit)
+    del graph.value_info[:]  # names changed; shape inference recomputes them
+    return model
 
-    graph_inputs = {i.name for i in graph.input}
-    renames: dict[str, str] = {}  # producer output renames (tensor -> its fp32 name)
-    rewires: dict[str, str] = {}  # consumer input rewires for graph inputs
+
+def _quantize_layer(edit: _QDQEdit, qmodel, qm_module, target: str, info: dict) -> None:
+    """int8 weight and int32 bias of one layer as DequantizeLinear constants; record its activation points."""
+    layer = qmodel.folded.get_submodule(target)
+    node, axis = _find_layer_node(edit.graph, edit.inits, target, layer.weight.detach().numpy())
+    if node is None:
+        raise RuntimeError(f"layer {target} not found in the exported ONNX graph; cannot place its int8 weights")
+    # weights: exactly the fake-quant module's int8 values
+    wq_t, bq_t = qm_module.get_submodule(target).quantized_params()
+    ws = np.asarray(info["weight_scale"], dtype=np.float32)
+    shape = [-1] + [1] * (wq_t.dim() - 1)
+    q = torch.round(wq_t.detach() / torch.from_numpy(ws).reshape(shape)).to(torch.int8).numpy()
+    if axis == 1:
+        q = q.T
+    per_channel = qmodel.config.per_channel
+    scale_arr = ws if per_channel else ws[:1].reshape(())
+    dq_attrs = {"axis": axis} if per_channel else {}
+    zeros = np.zeros_like(scale_arr, dtype=np.int8)
+    node.input[1] = edit.dequantized_const(node.input[1], q, scale_arr, zeros, **dq_attrs)
+    # bias: int32 at s_in * s_w. Conv and Gemm carry it as input 2; a Linear on a 3-D input
+    # exports as MatMul followed by an Add of the bias, whose output is the layer's output.
+    out_node, bias_slot = node, 2
+    if node.op_type == "MatMul" and layer.bias is not None:
+        users = edit.consumers.get(node.output[0], [])
+        if len(users) == 1 and users[0].op_type == "Add":
+            add = users[0]
+            slot = 1 if add.input[0] == node.output[0] else 0
+            if add.input[slot] in edit.inits:
+                out_node, bias_slot = add, slot
+    if (
+        info.get("bias_scale") is not None
+        and len(out_node.input) > bias_slot
+        and out_node.input[bias_slot] in edit.inits
+    ):
+        bs = np.asarray(info["bias_scale"], dtype=np.float32)
+        bq = np.round(bq_t.detach().numpy().astype(np.float32) / bs).astype(np.int32)
+        bname = out_node.input[bias_slot]
+        out_node.input[bias_slot] = edit.dequantized_const(bname, bq, bs, np.zeros_like(bq), axis=0)
+    # activation points: the layer's input; its output (after a fused ReLU)
+    edit.point_tensors.setdefault(info["input"], set()).add(node.input[0])
+    if info.get("output"):
+        out = out_node.output[0]
+        if info.get("relu"):
+            users = edit.consumers.get(out, [])
+            if len(users) != 1 or users[0].op_type not in ("Relu", "Clip"):
+                raise RuntimeError(f"layer {target}: expected one Relu/Clip after {node.name} in the ONNX graph")
+            out = users[0].output[0]
+        edit.point_tensors.setdefault(info["output"], set()).add(out)
+
+
+def _place_activation_qdq(edit: _QDQEdit, qmodel) -> None:
+    """One QuantizeLinear/DequantizeLinear pair on every ONNX tensor that carries an activation point."""
+    as_uint8 = file_activation_dtype(qmodel) == "uint8"
+    graph_inputs = {i.name for i in edit.graph.input}
     owner: dict[str, tuple] = {}  # tensor -> (point, scale, zero point) already placed there
-    for pname, tensors in point_tensors.items():
+    for pname, tensors in edit.point_tensors.items():
         p = qmodel.points[pname]
         zdt = np.uint8 if p["dtype"] == "uint8" or as_uint8 else np.int8
         zp = p["zero_point"] + (128 if as_uint8 and p["dtype"] == "int8" else 0)  # same real values
@@ -302,55 +306,64 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
                 continue
             owner[t] = (pname, p["scale"], p["zero_point"])
             sname, zname = f"{t}_scale", f"{t}_zero_point"
-            new_inits += [
+            edit.new_inits += [
                 numpy_helper.from_array(np.array(p["scale"], dtype=np.float32), sname),
                 numpy_helper.from_array(np.array(zp, dtype=zdt), zname),
             ]
             if t in graph_inputs:
                 src, dst = t, f"{t}_dequantized"
-                rewires[t] = dst
+                edit.rewires[t] = dst
             else:
                 src, dst = f"{t}_prequant", t
-                renames[t] = src
+                edit.renames[t] = src
             q = helper.make_node("QuantizeLinear", [src, sname, zname], [f"{t}_quantized"], name=f"{t}_QuantizeLinear")
             dq = helper.make_node(
                 "DequantizeLinear", [f"{t}_quantized", sname, zname], [dst], name=f"{t}_DequantizeLinear"
             )
             if t in graph_inputs:
-                pre_nodes += [q, dq]
+                edit.pre_nodes += [q, dq]
             else:
-                after[t] = [q, dq]
+                edit.after[t] = [q, dq]
 
-    renamed_from = {v: k for k, v in renames.items()}
-    nodes = list(pre_nodes)
+
+def _splice(edit: _QDQEdit) -> None:
+    """Write the recorded renames, QDQ nodes and constants into the graph, in topological order."""
+    graph = edit.graph
+    renamed_from = {v: k for k, v in edit.renames.items()}
+    nodes = list(edit.pre_nodes)
     for n in graph.node:
         for i, name in enumerate(n.input):
-            if name in rewires:
-                n.input[i] = rewires[name]
+            if name in edit.rewires:
+                n.input[i] = edit.rewires[name]
         for i, name in enumerate(n.output):
-            if name in renames:
-                n.output[i] = renames[name]
+            if name in edit.renames:
+                n.output[i] = edit.renames[name]
         nodes.append(n)
         for name in list(n.output):
             if name in renamed_from:
-                nodes += after[renamed_from[name]]
+                nodes += edit.after[renamed_from[name]]
     del graph.node[:]
     graph.node.extend(nodes)
-    keep = [i for i in graph.initializer if i.name not in drop_inits]
+    keep = [i for i in graph.initializer if i.name not in edit.drop_inits]
     del graph.initializer[:]
-    graph.initializer.extend(keep + new_inits)
-    del graph.value_info[:]  # names changed; shape inference recomputes them
-    return model
+    graph.initializer.extend(keep + edit.new_inits)
 
 
 def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict) -> None:
-    """Locate a quantized add / average pool / concat in the ONNX graph from its input tensors."""
+    """Locate a quantized add / mul / average pool / concat / sigmoid / hard-swish in the ONNX graph
+    from its input tensors."""
     ins = []
     for p in op["inputs"]:
         if p not in point_tensors:
             raise RuntimeError(f"{op['kind']} {op_name}: its input {p} was not located in the ONNX graph")
         ins.append(point_tensors[p])
-    types = {"add": ("Add",), "concat": ("Concat",)}.get(op["kind"], ("GlobalAveragePool", "AveragePool"))
+    types = {
+        "add": ("Add",),
+        "mul": ("Mul",),
+        "concat": ("Concat",),
+        "sigmoid": ("Sigmoid",),
+        "hardswish": ("HardSwish",),
+    }.get(op["kind"], ("GlobalAveragePool", "AveragePool"))
     found = None
     for n in graph.node:
         if n.op_type not in types or len(n.input) < len(ins):
@@ -359,7 +372,7 @@ def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict) -> No
             if len(n.input) == len(ins) and all(t in tensors for t, tensors in zip(n.input, ins)):
                 found = n
                 break
-        elif op["kind"] == "add":
+        elif op["kind"] in ("add", "mul"):
             a, b = n.input[0], n.input[1]
             if (a in ins[0] and b in ins[1]) or (a in ins[1] and b in ins[0]):
                 found = n

@@ -413,6 +413,31 @@ def _unary(lw: Lowering, node, code: int, int8_ok: bool = False, version_int8: i
         _requant_to_next(lw, node.output[0], out)
 
 
+# int8 LOGISTIC requires this output quantization (TFLite's op constraints); the quantizer gives a
+# sigmoid output exactly these parameters, so no requantization follows it in our files.
+_LOGISTIC_OUT = (1.0 / 256.0, -128)
+
+
+def _int8_activation(lw: Lowering, node, code: int) -> None:
+    """LOGISTIC / HARD_SWISH: int8 in and out when the input is int8 and a QuantizeLinear follows the
+    output (the output takes that scale; LOGISTIC takes its fixed one and requantizes if they differ);
+    float otherwise."""
+    x = node.input[0]
+    xv = lw.vals[x] if x in lw.vals else lw.get(x)
+    q = lw.out_quant(node.output[0])
+    if q is None or not lw.is_int8(xv):
+        return _unary(lw, node, code)
+    if code == OP.LOGISTIC:
+        oq = Quant(np.array([_LOGISTIC_OUT[0]], dtype=np.float32), np.array([_LOGISTIC_OUT[1]], dtype=np.int64), 0)
+    else:
+        oq = q
+    out = lw.new(node.output[0], xv.nhwc, quant=oq)
+    # int8 is LOGISTIC's version 2; HARD_SWISH has one version for every type
+    lw.m.op(code, [xv.index], [out.index], None, 2 if code == OP.LOGISTIC else 1, node.name)
+    lw.bind(node.output[0], out)
+    _requant_to_next(lw, node.output[0], out)
+
+
 def _requant_to_next(lw: Lowering, name: str, val: Val) -> None:
     q = lw.out_quant(name)
     if q is not None:
@@ -507,8 +532,8 @@ HANDLERS = {
     **{k: binary for k in BINARY},
     "Relu": relu_like,
     "Clip": relu_like,
-    "HardSwish": lambda lw, n: _unary(lw, n, OP.HARD_SWISH),
-    "Sigmoid": lambda lw, n: _unary(lw, n, OP.LOGISTIC),
+    "HardSwish": lambda lw, n: _int8_activation(lw, n, OP.HARD_SWISH),
+    "Sigmoid": lambda lw, n: _int8_activation(lw, n, OP.LOGISTIC),
     "Tanh": lambda lw, n: _unary(lw, n, OP.TANH),
     "Sqrt": lambda lw, n: _unary(lw, n, OP.SQRT),
     "Neg": lambda lw, n: _unary(lw, n, OP.NEG),

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .. import fsutil
 from .._version import __version__
+from ..data.batches import iter_batches
 from ..errors import UserError
 from .config import QuantConfig, make_config
 from .fakequant import QUANT_LAYER_TYPES, build_module, quant_layers, quant_points
@@ -109,10 +110,32 @@ def fold_bn(model: nn.Module) -> fx.GraphModule:
         modules[prev.target] = fused
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
+    _split_silu(gm, modules)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm.eval()
+
+
+def _split_silu(gm: fx.GraphModule, modules: dict) -> None:
+    """Rewrite every SiLU as ``x * sigmoid(x)``: the sigmoid output then gets its own int8 point, so
+    runtimes run both halves in int8 (LOGISTIC + MUL) instead of dequantizing around a fused SiLU.
+    The ONNX exporter writes SiLU as Sigmoid and Mul anyway; this makes the twin match that graph."""
+    for node in list(gm.graph.nodes):
+        is_silu = (
+            node.op == "call_module"
+            and isinstance(modules.get(node.target), nn.SiLU)
+            or node.op == "call_function"
+            and node.target is F.silu
+        )
+        if not is_silu or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        with gm.graph.inserting_after(node):
+            sig = gm.graph.call_function(torch.sigmoid, (node.args[0],))
+        with gm.graph.inserting_after(sig):
+            mul = gm.graph.call_function(operator.mul, (node.args[0], sig))
+        node.replace_all_uses_with(mul)
+        gm.graph.erase_node(node)
 
 
 def _is_relu(node: fx.Node, modules: dict) -> bool:
@@ -194,7 +217,40 @@ _AVGPOOL_MODULES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn
 _AVGPOOL_FUNCS = {F.adaptive_avg_pool2d, F.avg_pool2d, F.adaptive_avg_pool1d, F.avg_pool1d}
 
 
+_SIGMOID_FUNCS = {torch.sigmoid, F.sigmoid}
+_HARDSWISH_FUNCS = {F.hardswish}
+_MUL_FUNCS = {operator.mul, torch.mul}
+
+
+def _float_meta(a) -> bool:
+    m = a.meta.get("tensor_meta") if isinstance(a, fx.Node) else None
+    return m is not None and hasattr(m, "shape") and m.dtype.is_floating_point
+
+
+def _activation_kind(node: fx.Node, modules: dict) -> str | None:
+    """ "sigmoid" / "hardswish" / "mul" (tensor x tensor, broadcasting allowed: squeeze-excite gates)."""
+    if node.op == "call_module":
+        mod = modules.get(node.target)
+        return "sigmoid" if isinstance(mod, nn.Sigmoid) else "hardswish" if isinstance(mod, nn.Hardswish) else None
+    if (
+        node.op == "call_function"
+        and node.target in _SIGMOID_FUNCS
+        or (node.op == "call_method" and node.target == "sigmoid")
+    ):
+        return "sigmoid" if _float_meta(node) and len(node.args) == 1 else None
+    if node.op == "call_function" and node.target in _HARDSWISH_FUNCS:
+        return "hardswish" if _float_meta(node) and len(node.args) == 1 and not node.kwargs else None
+    if node.op == "call_function" and node.target in _MUL_FUNCS or node.op == "call_method" and node.target == "mul":
+        args = node.args[:2]
+        if len(args) == 2 and not node.kwargs and all(_float_meta(a) for a in args) and _float_meta(node):
+            return "mul"
+    return None
+
+
 def _op_kind(node: fx.Node, modules: dict) -> str | None:
+    kind = _activation_kind(node, modules)
+    if kind is not None:
+        return kind
     if node.op == "call_function" and node.target in _ADD_FUNCS or node.op == "call_method" and node.target == "add":
         args = node.args[:2]
         metas = [a.meta.get("tensor_meta") if isinstance(a, fx.Node) else None for a in args]
@@ -231,7 +287,7 @@ def _op_kind(node: fx.Node, modules: dict) -> str | None:
 
 
 def _op_inputs(node: fx.Node, kind: str) -> list[fx.Node]:
-    if kind == "add":
+    if kind in ("add", "mul"):
         return list(node.args[:2])
     if kind == "concat":
         return list(node.args[0])
@@ -258,7 +314,7 @@ def _analyze_ops(gm: fx.GraphModule, modules: dict, layers: dict, wanted: set) -
             continue
         out, relu = node, False
         users = list(node.users)
-        if len(users) == 1 and _is_relu(users[0], modules):
+        if len(users) == 1 and _is_relu(users[0], modules) and kind not in ("sigmoid", "hardswish"):
             out, relu = users[0], True
         ops[node.name] = {"kind": kind, "inputs": ins, "output": out.name, "relu": relu}
         wanted.update(ins)
@@ -291,46 +347,21 @@ def _is_passthrough(node: fx.Node, modules: dict) -> bool:
 
 # ---- calibration data ------------------------------------------------------------------------
 def _as_batches(calib_data, limit: int | None, batch_size: int):
-    """Yield float tensors N x ... from any supported calibration source, at most ``limit`` samples."""
-    if hasattr(calib_data, "train") and hasattr(calib_data, "num_classes"):
-        calib_data = calib_data.train
-    if isinstance(calib_data, np.ndarray):
-        calib_data = torch.from_numpy(calib_data)
-    seen = 0
+    """Yield input tensors N x ... from any source ``iter_batches`` reads, at most ``limit`` samples.
 
-    def cut(x):
-        nonlocal seen
-        if limit is not None and seen + x.shape[0] > limit:
-            x = x[: limit - seen]
-        seen += x.shape[0]
-        return x
-
-    if isinstance(calib_data, torch.Tensor):
-        for i in range(0, calib_data.shape[0], batch_size):
-            if limit is not None and seen >= limit:
-                return
-            yield cut(calib_data[i : i + batch_size])
-        return
-    if isinstance(calib_data, torch.utils.data.Dataset) and hasattr(calib_data, "__len__"):
-        n = len(calib_data) if limit is None else min(limit, len(calib_data))
-        for i in range(0, n, batch_size):
-            items = [calib_data[j] for j in range(i, min(i + batch_size, n))]
-            xs = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
-            xs = [torch.as_tensor(x) for x in xs]
-            shapes = {tuple(x.shape) for x in xs}
-            if len(shapes) > 1:
-                raise CalibrationError(
-                    f"calibration samples have different shapes {sorted(shapes)}; "
-                    "resize them to the model's input shape"
-                )
-            seen += len(xs)
-            yield torch.stack(xs)
-        return
-    for batch in calib_data:  # DataLoader or any iterable of batches
-        if limit is not None and seen >= limit:
-            return
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        yield cut(torch.as_tensor(x))
+    Labels are dropped; a source ``iter_batches`` refuses raises CalibrationError with its message."""
+    try:
+        for x, _ in iter_batches(calib_data, max_samples=limit, batch_size=batch_size):
+            yield x
+    except CalibrationError:
+        raise
+    except UserError as e:
+        raise CalibrationError(str(e)) from e
+    except (RuntimeError, TypeError, ValueError) as e:  # torch.as_tensor of a dict or a list of tensors
+        raise CalibrationError(
+            f"calibration batches must be tensors or (inputs, labels) pairs, not several or named inputs "
+            f"({first_line(e)}); quantize a model that takes one input tensor"
+        ) from e
 
 
 def _shape(t) -> str:
@@ -606,6 +637,18 @@ def _layer_scales(gm: fx.GraphModule, layers: dict, points: dict, config: QuantC
         info["bias_scale"] = None if mod.bias is None else [f32(np.float32(s_in) * np.float32(s)) for s in ws]
 
 
+def _fix_sigmoid_points(points: dict, ops: dict, config: QuantConfig) -> None:
+    """A sigmoid's output takes TFLite's fixed LOGISTIC parameters (scale 1/256 over [0, 1)), whatever
+    calibration saw: int8 LOGISTIC kernels require them, and they lose nothing on a [0, 1] range."""
+    for op in ops.values():
+        if op["kind"] != "sigmoid":
+            continue
+        p = points[op["output"]]
+        if not config.symmetric_activations:
+            zp = 0 if config.activation_dtype == "uint8" else -128
+            p.update(scale=f32(1.0 / 256.0), zero_point=zp, qmin=zp, qmax=zp + 255)
+
+
 def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -726,6 +769,7 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
             "min": f32(obs.min),
             "max": f32(obs.max),
         }
+    _fix_sigmoid_points(points, ops, config)
     for name, src in shared.items():
         points[name] = dict(points[src], min=points[name]["min"], max=points[name]["max"], shared_with=src)
     _layer_scales(folded, layers, points, config)

@@ -1,0 +1,124 @@
+"""Sigmoid, SiLU, hard-swish and squeeze-excite gates run int8 end to end.
+
+Consumes: a small CNN with SiLU, a squeeze-excite block (sigmoid gate times features) and
+hard-swish, defined here; ONNX Runtime and LiteRT. Produces: assertions that the quantizer gives
+these ops int8 points (a sigmoid's output at TFLite's fixed 1/256, zero point -128), that the QDQ
+ONNX file puts QuantizeLinear/DequantizeLinear around Sigmoid, Mul and HardSwish and equals the
+fake-quant twin in ONNX Runtime, and that ``model.int8.tflite`` runs LOGISTIC, HARD_SWISH and MUL
+on int8 tensors in LiteRT within two output steps of the twin, with the same top-1; and that
+calibration batches of named inputs (dicts) are refused with a one-line CalibrationError.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn as nn
+
+import edgeprune as ep
+from edgeprune.export import export
+from edgeprune.export.tflite_family import interpreter, invoke
+
+
+class _SECNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.act = nn.SiLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.f1 = nn.Conv2d(16, 4, 1)
+        self.f2 = nn.Conv2d(4, 16, 1)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.hs = nn.Hardswish()
+        self.fc = nn.Linear(16, 10)
+        self.input_shape = (3, 16, 16)
+
+    def forward(self, x):
+        x = self.act(self.c1(x))
+        x = x * torch.sigmoid(self.f2(torch.relu(self.f1(self.pool(x)))))
+        x = self.hs(self.c2(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _model_and_data():
+    torch.manual_seed(0)
+    return _SECNN().eval(), torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def test_quantizer_gives_sigmoid_silu_hardswish_mul_int8_points():
+    model, x = _model_and_data()
+    qm = ep.quantize(model, x, progress=False)
+    kinds = sorted(op["kind"] for op in qm.ops.values())
+    # SiLU splits into sigmoid * x; the SE gate adds one more sigmoid and mul
+    assert kinds == ["avgpool", "avgpool", "hardswish", "mul", "mul", "sigmoid", "sigmoid"]
+    for op in qm.ops.values():
+        p = qm.points[op["output"]]
+        if op["kind"] == "sigmoid":
+            assert (p["scale"], p["zero_point"]) == (1.0 / 256.0, -128)
+        assert all(i in qm.points for i in op["inputs"])
+    with torch.no_grad():
+        ref, twin = model(x[:16]), qm(x[:16])
+    assert torch.allclose(ref, twin, atol=0.05 * float(ref.abs().max()))
+
+
+def test_int8_onnx_has_qdq_around_activations_and_equals_twin(tmp_path):
+    model, x = _model_and_data()
+    qm = ep.quantize(model, x, progress=False)
+    path = export(qm, tmp_path, formats=["onnx-int8"])["onnx-int8"]
+    g = onnx.load(str(path)).graph
+    producer = {o: n for n in g.node for o in n.output}
+    users = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    checked = 0
+    for n in g.node:
+        if n.op_type in ("Sigmoid", "HardSwish", "Mul"):
+            assert all(producer[i].op_type == "DequantizeLinear" for i in n.input), n.name
+            assert [u.op_type for u in users[n.output[0]]] == ["QuantizeLinear"], n.name
+            checked += 1
+    assert checked == 5
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    xs = x[:8]
+    out = np.concatenate([s.run(None, {s.get_inputs()[0].name: xs[i : i + 1].numpy()})[0] for i in range(8)])
+    with torch.no_grad():
+        np.testing.assert_allclose(out, qm(xs).numpy(), rtol=0, atol=1e-6)
+
+
+def test_int8_tflite_runs_logistic_hard_swish_mul_in_int8(tmp_path):
+    model, x = _model_and_data()
+    qm = ep.quantize(model, x, progress=False)
+    path = export(qm, tmp_path, formats=["tflite-int8"])["tflite-int8"]
+    it = interpreter(path)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    seen = {}
+    for op in it._get_ops_details():
+        if op["op_name"] in ("LOGISTIC", "HARD_SWISH", "MUL"):
+            dts = {tensors[i]["dtype"] for i in [*op["inputs"], *op["outputs"]] if i >= 0}
+            assert dts == {np.int8}, op["op_name"]
+            seen[op["op_name"]] = seen.get(op["op_name"], 0) + 1
+            if op["op_name"] == "LOGISTIC":
+                scale, zp = tensors[op["outputs"][0]]["quantization"]
+                assert (np.float32(scale), zp) == (np.float32(1 / 256), -128)
+    assert seen == {"LOGISTIC": 2, "MUL": 2, "HARD_SWISH": 1}
+    names = [op["op_name"] for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]
+    assert names.count("DEQUANTIZE") == 1 and names[-1] == "DEQUANTIZE"  # only the float output
+    xs = x[:16]
+    out = np.concatenate([invoke(it, [xs[i : i + 1].numpy()])[0] for i in range(len(xs))])
+    with torch.no_grad():
+        fq = qm(xs).numpy()
+    last = next(n for n in qm.folded.graph.nodes if n.op == "output").args[0]
+    step = qm.points[last.name]["scale"]
+    assert np.abs(out - fq).max() <= 2 * step
+    assert (out.argmax(1) == fq.argmax(1)).all()
+
+
+def test_dict_calibration_batches_are_refused_with_a_message():
+    from edgeprune.quant import CalibrationError
+
+    model, x = _model_and_data()
+    with pytest.raises(CalibrationError, match=r"calibration batches must be tensors .* not several or named inputs"):
+        ep.quantize(model, [{"input": x[:4]}], progress=False)
