@@ -138,6 +138,8 @@ CLI_MODULES = {"argparse", "rich"}
 CLI_USE_ALLOWED = {
     # a process entry point: the isolated benchmark worker reports to its parent on stdout
     "edgeprune/bench.py": {"print", "sys.exit"},
+    # the self-contained runner copied to a device: it prints its JSON for the SSH caller
+    "edgeprune/_bench_runner.py": {"print", "sys.exit"},
     # a maintainer script (python -m edgeprune.data.make_digits) that regenerates the shipped data
     "edgeprune/data/make_digits.py": {"argparse", "print", "sys.exit"},
     # a public function returning a rich Table (tests/python/test_report.py calls it)
