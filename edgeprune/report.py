@@ -471,20 +471,6 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------- terminal
-def summary_table(report: dict[str, Any]):
-    """A rich Table of :func:`summary_rows`, titled with the model and target."""
-    from rich.table import Table
-
-    target = (report.get("target") or {}).get("name", "?")
-    table = Table(title=f"edgeprune build: {report.get('model', '?')} → {target}")
-    for i, h in enumerate(summary_header(report)):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row in summary_rows(report):
-        table.add_row(*row)
-    return table
-
-
 def load_report(path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():

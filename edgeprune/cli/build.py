@@ -15,6 +15,7 @@ import re
 import sys
 
 from ..pipeline import STAGES
+from ._tables import summary_table
 from .common import EXIT_GATE, EXIT_OK, UsageError, add_trust_flags, load_model, print_json
 from .targets import announce as announce_target
 
@@ -344,7 +345,7 @@ def _print_human(result) -> None:
     report = importlib.import_module("edgeprune.report")
     rep = result.report
     console = Console(highlight=False)
-    console.print(report.summary_table(rep))
+    console.print(summary_table(rep))
     headline = report.headline_text(rep)
     if headline:
         console.print("  " + headline.replace("**", ""))
