@@ -767,17 +767,8 @@ def _onnx_precision(model) -> str:
     return "fp32"
 
 
-def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
-    """Read an ONNX file's operators and their shapes (via ONNX shape inference).
-
-    Returns the ops and the precision the file computes in (see :func:`onnx_precision`).
-    Dynamic input dims become 1 (batch) or come from ``input_shape`` (C, H, W).
-    """
-    import onnx
-    from onnx import shape_inference
-
-    model = onnx.load(str(path))
-    graph = model.graph
+def _fix_input_dims(graph, input_shape) -> None:
+    """Dynamic input dims become 1 (batch) or come from ``input_shape`` (C, H, W), in place."""
     init_names = {t.name for t in graph.initializer}
     for inp in graph.input:
         if inp.name in init_names:
@@ -791,7 +782,10 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             elif not d.dim_value:
                 d.ClearField("dim_param")
                 d.dim_value = 1
-    model = shape_inference.infer_shapes(model)
+
+
+def _onnx_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape: ONNX shape inference, one run of the model where that falls short."""
     graph = model.graph
     shapes: dict[str, tuple[int, ...]] = {}
     for vi in [*graph.input, *graph.value_info, *graph.output]:
@@ -805,26 +799,102 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
         # data-dependent shapes (Shape -> Slice chains, e.g. an exported attention) defeat static
         # inference; one run of the model gives the exact ones
         shapes.update(_runtime_shapes(model, outputs))
-    consts = {t.name: t for t in graph.initializer}
-    # Where a weight passes through DequantizeLinear (QDQ), follow it back to the initializer.
-    producer = {o: n for n in graph.node for o in n.output}
+    return shapes
 
-    def _weight_shape(name: str):
-        node = producer.get(name)
+
+@dataclasses.dataclass
+class _OnnxGraph:
+    """What the per-node readers of :func:`ops_from_onnx` look up."""
+
+    shapes: dict[str, tuple[int, ...]]
+    consts: dict[str, Any]
+    producer: dict[str, Any]
+    consumers: dict[str, list]
+
+    def weight_shape(self, name: str):
+        """Where a weight passes through DequantizeLinear (QDQ), follow it back to the initializer."""
+        node = self.producer.get(name)
         while node is not None and node.op_type in ("DequantizeLinear", "Identity", "Transpose", "Cast"):
             name = node.input[0]
-            node = producer.get(name)
-        return shapes.get(name), name in consts
+            node = self.producer.get(name)
+        return self.shapes.get(name), name in self.consts
 
-    def _elems(name: str) -> int:
-        s = shapes.get(name)
+    def elems(self, name: str) -> int:
+        s = self.shapes.get(name)
         return int(math.prod(s)) if s else 0
 
-    file_precision = _onnx_precision(model)
+
+def _conv_op(g: _OnnxGraph, node, name: str) -> Op | None:
+    t = node.op_type
+    x_name, w_name = (node.input[0], node.input[3]) if t == "QLinearConv" else (node.input[0], node.input[1])
+    w_shape, _ = g.weight_shape(w_name)
+    out = node.output[0]
+    groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+    if not w_shape:
+        return None
+    kernel = int(math.prod(w_shape[2:]))
+    cin = g.shapes.get(x_name, (0, 0))[1] if len(g.shapes.get(x_name, ())) > 1 else 0
+    if groups > 1 and groups == cin and w_shape[1] == 1:
+        kind = "depthwise"
+    elif kernel == 1 and groups == 1:
+        kind = "pointwise"
+    else:
+        kind = "conv"
+    return Op(
+        name,
+        kind,
+        macs=g.elems(out) * int(w_shape[1]) * kernel,
+        weight_elems=int(math.prod(w_shape)),
+        in_elems=g.elems(x_name),
+        out_elems=g.elems(out),
+    )
+
+
+def _matmul_op(g: _OnnxGraph, node, name: str) -> Op | None:
+    t = node.op_type
+    a_name, b_name = (node.input[0], node.input[3]) if t == "QLinearMatMul" else (node.input[0], node.input[1])
+    a_shape = g.shapes.get(a_name)
+    b_shape, b_const = g.weight_shape(b_name)
+    out = node.output[0]
+    if not a_shape or not b_shape:
+        return None
+    trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+    k = int(a_shape[0] if (t == "Gemm" and trans_a) else a_shape[-1])
+    b_elems = int(math.prod(b_shape))
+    return Op(
+        name,
+        "fc",
+        macs=g.elems(out) * k,
+        weight_elems=b_elems if b_const else 0,
+        in_elems=g.elems(a_name) + (0 if b_const else b_elems),
+        out_elems=g.elems(out),
+    )
+
+
+def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
+    """Read an ONNX file's operators and their shapes (via ONNX shape inference).
+
+    Returns the ops and the precision the file computes in (see :func:`onnx_precision`).
+    Dynamic input dims become 1 (batch) or come from ``input_shape`` (C, H, W).
+    """
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path))
+    _fix_input_dims(model.graph, input_shape)
+    model = shape_inference.infer_shapes(model)
+    graph = model.graph
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    g = _OnnxGraph(
+        _onnx_shapes(model),
+        {t.name: t for t in graph.initializer},
+        {o: n for n in graph.node for o in n.output},
+        consumers,
+    )
+    file_precision = _onnx_precision(model)
     fusable: set[str] = set()
     ops: list[Op] = []
     owner: dict[str, Op] = {}  # tensor name -> the op that produces it (fused followers included)
@@ -832,65 +902,24 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
         n_before = len(ops)
         name = node.name or f"{node.op_type}_{i}"
         t = node.op_type
-        if t in ("Conv", "QLinearConv", "ConvInteger"):
-            x_name, w_name = (node.input[0], node.input[3]) if t == "QLinearConv" else (node.input[0], node.input[1])
-            w_shape, _ = _weight_shape(w_name)
-            out = node.output[0]
-            groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-            if not w_shape:
+        if t in ("Conv", "QLinearConv", "ConvInteger", "Gemm", "MatMul", "QLinearMatMul", "MatMulInteger"):
+            op = (_conv_op if "Conv" in t else _matmul_op)(g, node, name)
+            if op is None:
                 continue
-            kernel = int(math.prod(w_shape[2:]))
-            cin = shapes.get(x_name, (0, 0))[1] if len(shapes.get(x_name, ())) > 1 else 0
-            if groups > 1 and groups == cin and w_shape[1] == 1:
-                kind = "depthwise"
-            elif kernel == 1 and groups == 1:
-                kind = "pointwise"
-            else:
-                kind = "conv"
-            ops.append(
-                Op(
-                    name,
-                    kind,
-                    macs=_elems(out) * int(w_shape[1]) * kernel,
-                    weight_elems=int(math.prod(w_shape)),
-                    in_elems=_elems(x_name),
-                    out_elems=_elems(out),
-                )
-            )
-            fusable.add(out)
-        elif t in ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger"):
-            a_name, b_name = (node.input[0], node.input[3]) if t == "QLinearMatMul" else (node.input[0], node.input[1])
-            a_shape = shapes.get(a_name)
-            b_shape, b_const = _weight_shape(b_name)
-            out = node.output[0]
-            if not a_shape or not b_shape:
-                continue
-            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
-            k = int(a_shape[0] if (t == "Gemm" and trans_a) else a_shape[-1])
-            b_elems = int(math.prod(b_shape))
-            ops.append(
-                Op(
-                    name,
-                    "fc",
-                    macs=_elems(out) * k,
-                    weight_elems=b_elems if b_const else 0,
-                    in_elems=_elems(a_name) + (0 if b_const else b_elems),
-                    out_elems=_elems(out),
-                )
-            )
-            fusable.add(out)
-        elif _materialized_qdq(node, producer, consumers, consts, fusable):
-            ops.append(Op(name, "eltwise", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
+            ops.append(op)
+            fusable.add(node.output[0])
+        elif _materialized_qdq(node, g.producer, g.consumers, g.consts, fusable):
+            ops.append(Op(name, "eltwise", in_elems=g.elems(node.input[0]), out_elems=g.elems(node.output[0])))
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
             fusable.update(node.output)
             if node.input[0] in owner:
                 owner[node.input[0]].names += [name, *node.output]
                 owner.update(dict.fromkeys(node.output, owner[node.input[0]]))
         elif t in _ONNX_POOLS:
-            ops.append(Op(name, "pool", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
+            ops.append(Op(name, "pool", in_elems=g.elems(node.input[0]), out_elems=g.elems(node.output[0])))
         elif t in _ONNX_ELTWISE:
-            ins = [n for n in node.input if n and n not in consts]
-            ops.append(Op(name, "eltwise", in_elems=sum(_elems(n) for n in ins), out_elems=_elems(node.output[0])))
+            ins = [n for n in node.input if n and n not in g.consts]
+            ops.append(Op(name, "eltwise", in_elems=sum(g.elems(n) for n in ins), out_elems=g.elems(node.output[0])))
         # Shape plumbing (Reshape, Flatten, Shape, Gather, Q/DQ of activations) is free here:
         # runtimes fold it or it moves no more bytes than the op that consumes it.
         if len(ops) > n_before:

@@ -135,6 +135,11 @@ class BuildSpec:
     train_threads: int | None = 1
     force: bool = False
     command_line: list[str] | None = None
+    # measure every artifact on this device over SSH too (edgeprune.remote): [user@]host[:port]
+    device: str | None = None
+    identity: Any = None
+    ssh_options: list[str] | None = None
+    remote_python: str = "python3"
 
     @property
     def goal_ratio(self) -> float | None:
@@ -152,6 +157,10 @@ class BuildSpec:
         self._check_numbers(n)
         self._check_out(n)
         self._check_importance(n)
+        if self.device is not None:
+            from .remote import parse_device
+
+            parse_device(self.device)  # a malformed --device fails before the build starts
         self.resolve_formats(self.load_target(n), n)
 
     def _check_numbers(self, n) -> None:
@@ -917,6 +926,29 @@ def bench_stage(state: BuildState) -> None:
         d["artifact"] = Path(path).name if entry is not base_row else "unpruned model.onnx (not kept)"
         entry["host_latency"] = d
         entry["peak_rss_mb"] = d["peak_rss_mb"]
+        if spec.device is not None:
+            entry["device_latency"] = _device_latency(spec, fmt, path, d["artifact"])
+
+
+def _device_latency(spec: BuildSpec, fmt, path: Path, name: str) -> dict[str, Any]:
+    """The same measurement as the host's, on ``spec.device`` (RemoteError, a UserError, if it fails)."""
+    from .remote import bench_remote
+
+    res = bench_remote(
+        path,
+        spec.device,
+        identity=spec.identity,
+        runtime=fmt.runtime,
+        threads=spec.bench_threads,
+        runs=spec.bench_runs,
+        warmup=spec.bench_warmup,
+        layer_profile=False,
+        remote_python=spec.remote_python,
+        ssh_options=tuple(spec.ssh_options or ()),
+    )
+    d = res.to_dict()
+    d["artifact"] = name
+    return d
 
 
 def _other(row: dict[str, Any], name: str) -> dict[str, Any]:
@@ -1116,7 +1148,8 @@ def _run_stages(state: BuildState) -> None:
         quantize_stage(state)
     with stage(state, "export", ", ".join(state.formats)):
         export_stage(state)
-    with stage(state, "bench", f"host, {spec.bench_runs} runs"):
+    where = f"host and {spec.device}" if spec.device else "host"
+    with stage(state, "bench", f"{where}, {spec.bench_runs} runs"):
         bench_stage(state)
     with stage(state, "estimate", state.profile.name):
         estimate_stage(state)

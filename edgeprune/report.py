@@ -25,7 +25,7 @@ def write_report(report: dict[str, Any], out_dir) -> dict[str, Path]:
 
     Keys read (all optional except ``stages``): ``model``, ``target`` (dict with ``name``),
     ``stages`` (list of dicts: ``name``, ``params``, ``macs``, ``size_bytes``, ``accuracy``
-    {metric, value, delta_pts}, ``host_latency`` (a bench dict), ``estimate`` (an estimate
+    {metric, value, delta_pts}, ``host_latency`` (a bench dict), ``device_latency`` (a bench dict from ``build --device``), ``estimate`` (an estimate
     summary with ``total_ms``), ``peak_rss_mb``), ``steps`` (search steps: ``step``, ``macs``,
     ``metric``, ``estimate_ms``), ``layers`` (``name``, ``before``, ``after``), ``deploy``
     (``trtexec`` command, ``notes``), ``gate``, ``stages_ran``, ``stages_skipped``,
@@ -97,25 +97,37 @@ def headline_text(report: dict[str, Any]) -> str | None:
 
 
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
-    """One row per stage: name, params, MACs, size, accuracy, delta, host ms, estimated ms."""
+    """One row per stage: name, params, MACs, size, accuracy, delta, host ms, estimated ms, and
+    device ms after host ms when the build measured on a device (see :func:`summary_header`)."""
+    on_device = _has_device(report)
     rows = []
     for s in report.get("stages", []):
         acc, delta = _acc(s)
         host = (s.get("host_latency") or {}).get("median_ms")
         est = (s.get("estimate") or {}).get("total_ms")
-        rows.append(
-            [
-                s.get("name", "?"),
-                _fmt_int(s.get("params")),
-                _fmt_int(s.get("macs")),
-                _fmt_bytes(s.get("size_bytes")),
-                acc,
-                delta,
-                _fmt_ms(host),
-                _fmt_ms(est),
-            ]
-        )
+        row = [
+            s.get("name", "?"),
+            _fmt_int(s.get("params")),
+            _fmt_int(s.get("macs")),
+            _fmt_bytes(s.get("size_bytes")),
+            acc,
+            delta,
+            _fmt_ms(host),
+            _fmt_ms(est),
+        ]
+        if on_device:
+            row.insert(7, _fmt_ms((s.get("device_latency") or {}).get("median_ms")))
+        rows.append(row)
     return rows
+
+
+def _has_device(report: dict[str, Any]) -> bool:
+    return any(s.get("device_latency") for s in report.get("stages", []))
+
+
+def summary_header(report: dict[str, Any]) -> list[str]:
+    """The column names of :func:`summary_rows` for this report."""
+    return SUMMARY_HEADER[:7] + ["device ms"] + SUMMARY_HEADER[7:] if _has_device(report) else list(SUMMARY_HEADER)
 
 
 SUMMARY_HEADER = ["stage", "params", "MACs", "size", "top-1", "Δ pts", "host ms", "target ms"]
@@ -124,7 +136,7 @@ SUMMARY_HEADER = ["stage", "params", "MACs", "size", "top-1", "Δ pts", "host ms
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md: summary, gate, pruning, host and target latency, channels, deploying, files, plots."""
     lines = _intro_section(report) + _gate_section(report) + _pruning_section(report)
-    lines += _host_section(report) + _estimate_section(report) + _layers_section(report)
+    lines += _host_section(report) + _device_section(report) + _estimate_section(report) + _layers_section(report)
     lines += _deploy_section(report) + _artifacts_section(report)
     return "\n".join(lines)
 
@@ -146,7 +158,8 @@ def _intro_section(report: dict[str, Any]) -> list[str]:
     headline = headline_text(report)
     if headline:
         lines += [headline, ""]
-    lines += ["## Summary", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
+    header = summary_header(report)
+    lines += ["## Summary", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
     lines += [
         "",
@@ -176,11 +189,28 @@ def _gate_section(report: dict[str, Any]) -> list[str]:
 
 def _host_section(report: dict[str, Any]) -> list[str]:
     """Host latency per stage (measured)."""
+    return _latency_section(report, "host_latency", "## Host latency (measured)")
+
+
+def _device_section(report: dict[str, Any]) -> list[str]:
+    """Latency per stage measured on the device over SSH (``build --device``), and what ran where."""
+    rows = [s["device_latency"] for s in report.get("stages", []) if s.get("device_latency")]
+    if not rows:
+        return []
+    host = rows[0].get("host") or {}
+    where = ", ".join(str(host[k]) for k in ("device", "system", "machine") if host.get(k))
+    if host.get("cpus"):
+        where += f", {host['cpus']} CPUs"
+    return _latency_section(report, "device_latency", f"## Device latency (measured on {where})")
+
+
+def _latency_section(report: dict[str, Any], key: str, title: str) -> list[str]:
+    """A table of one bench dict per stage (``key``), then its warnings."""
     lines: list[str] = []
-    host_rows = [(s["name"], s["host_latency"]) for s in report.get("stages", []) if s.get("host_latency")]
+    host_rows = [(s["name"], s[key]) for s in report.get("stages", []) if s.get(key)]
     if host_rows:
         lines += [
-            "## Host latency (measured)",
+            title,
             "",
             "| stage | runtime | threads | init | first | mean | median | p90 | p99 | std | runs |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -439,20 +469,6 @@ def _save(fig, path: Path) -> Path:
     with fsutil.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata=_PNG_METADATA)
     return path
-
-
-# ----------------------------------------------------------------------------- terminal
-def summary_table(report: dict[str, Any]):
-    """A rich Table of :func:`summary_rows`, titled with the model and target."""
-    from rich.table import Table
-
-    target = (report.get("target") or {}).get("name", "?")
-    table = Table(title=f"edgeprune build: {report.get('model', '?')} → {target}")
-    for i, h in enumerate(SUMMARY_HEADER):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row in summary_rows(report):
-        table.add_row(*row)
-    return table
 
 
 def load_report(path) -> dict[str, Any]:

@@ -296,7 +296,8 @@ def _run_sparsity(args, model, data, schedule, steps, out, common):
     """(pruned model, masks, files, extra) of a weight-sparsity schedule."""
     from ..fsutil import write_json
     from ..prune.schedule import sparsify
-    from ..prune.sparsity import report_table, sparsity_report
+    from ..prune.sparsity import sparsity_report
+    from ._tables import sparsity_table
 
     res = sparsify(
         model,
@@ -318,7 +319,7 @@ def _run_sparsity(args, model, data, schedule, steps, out, common):
     if not args.json:
         from rich.console import Console
 
-        Console().print(report_table(rep))
+        Console().print(sparsity_table(rep))
     return res.model, res.masks, files, {"sparsity": rep["total"], "pattern": args.sparsity_pattern}
 
 

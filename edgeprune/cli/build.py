@@ -15,6 +15,7 @@ import re
 import sys
 
 from ..pipeline import STAGES
+from ._tables import summary_table
 from .common import EXIT_GATE, EXIT_OK, UsageError, add_trust_flags, load_model, print_json
 from .targets import announce as announce_target
 
@@ -127,7 +128,48 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty or new unless --force)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out (only once the build succeeds)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    _add_device_flags(p)
     p.set_defaults(run=run)
+
+
+def _add_device_flags(p) -> None:
+    """``--device`` and its companions, as ``edgeprune bench --device`` spells them."""
+    p.add_argument(
+        "--device",
+        default=None,
+        metavar="USER@HOST[:PORT]",
+        help="also measure every artifact on this device over SSH (system ssh/scp, ~/.ssh/config honoured); "
+        "needs python3, numpy and the runtime there, not edgeprune",
+    )
+    p.add_argument("--identity", default=None, metavar="KEY", help="with --device: the SSH private key to use")
+    p.add_argument("--remote-python", default=None, metavar="PATH", help="with --device: the device's Python")
+    p.add_argument(
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="with --device: an extra ssh -o option, e.g. UserKnownHostsFile=known_hosts (repeatable)",
+    )
+
+
+def _device_settings(args) -> dict:
+    """The BuildSpec fields of the --device flags (none of them without --device)."""
+    if args.device is None:
+        return {}
+    return {
+        "device": args.device,
+        "identity": args.identity,
+        "ssh_options": list(args.ssh_option),
+        "remote_python": args.remote_python or "python3",
+    }
+
+
+def _device_argv(args) -> list[str]:
+    if args.device is None:
+        return []
+    out = ["--device", args.device] + (["--identity", args.identity] if args.identity else [])
+    out += ["--remote-python", args.remote_python] if args.remote_python else []
+    return out + [a for opt in args.ssh_option for a in ("--ssh-option", opt)]
 
 
 # BuildSpec field -> the argparse dest that sets it (its flag is --dest with dashes), in the
@@ -224,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = {field: getattr(args, dest) for field, dest in _SPEC_ARGS.items()}
     settings["formats"] = _formats(args.formats)
+    settings.update(_device_settings(args))
     if args.trust_code and os.path.isdir(args.model):
         # a directory whose factory is outside the registry loads only with --trust-code, which the spec does not carry
         settings["model"] = load_model(args.model, trust_code=True)
@@ -272,6 +315,7 @@ def _argv_of(args) -> list[str]:
             out += [f"--{dest.replace('_', '-')}"] if v else []
         elif v is not None:
             out += [f"--{dest.replace('_', '-')}", str(v)]
+    out += _device_argv(args)
     return out + (["--trust-code"] if args.trust_code else []) + (["--json"] if args.json else [])
 
 
@@ -301,7 +345,7 @@ def _print_human(result) -> None:
     report = importlib.import_module("edgeprune.report")
     rep = result.report
     console = Console(highlight=False)
-    console.print(report.summary_table(rep))
+    console.print(summary_table(rep))
     headline = report.headline_text(rep)
     if headline:
         console.print("  " + headline.replace("**", ""))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ._progress import renderer
 from .common import (
     UsageError,
     add_trust_flags,
@@ -101,7 +102,7 @@ def run(args) -> int:
             lr=args.lr,
             batch_size=args.batch_size,
             optimizer=args.optimizer,
-            progress=progress,
+            progress=renderer(progress),
             threads=args.threads,
         )
         ep.save(model, tmp, metadata={"train": metrics, "data": args.data})

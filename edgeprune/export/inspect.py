@@ -15,10 +15,12 @@ float Conv/FusedConv/Gemm) and, for every float fallback of an op the file quant
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -101,20 +103,63 @@ def inspect_onnx(path: str | os.PathLike, runtime: bool = False) -> dict:
     return info
 
 
-def _inspect_file(path: Path) -> dict:
-    model = read_onnx(path)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:
-        inferred = model
-    g = inferred.graph
-    shapes = {vi.name: _dims(vi) for vi in list(g.value_info) + list(g.input) + list(g.output)}
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input) + list(g.output)}
-    inits = {i.name: i for i in g.initializer}
-    for name, init in inits.items():
-        shapes[name] = list(init.dims)
-        types[name] = init.data_type
-    producer = {o: n for n in g.node for o in n.output}
+@dataclasses.dataclass
+class _Graph:
+    """Lookups over one shape-inferred graph that the per-node readers below share."""
+
+    shapes: dict[str, Any]
+    types: dict[str, int]
+    inits: dict[str, Any]
+    producer: dict[str, Any]
+    consumers: dict[str, list]
+    has_qdq: bool
+
+    @classmethod
+    def of(cls, g) -> _Graph:
+        vis = list(g.value_info) + list(g.input) + list(g.output)
+        shapes = {vi.name: _dims(vi) for vi in vis}
+        types = {vi.name: vi.type.tensor_type.elem_type for vi in vis}
+        inits = {i.name: i for i in g.initializer}
+        for name, init in inits.items():
+            shapes[name] = list(init.dims)
+            types[name] = init.data_type
+        consumers: dict[str, list] = {}
+        for n in g.node:
+            for t in n.input:
+                consumers.setdefault(t, []).append(n)
+        has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
+        return cls(shapes, types, inits, {o: n for n in g.node for o in n.output}, consumers, has_qdq)
+
+    def from_dq(self, t: str) -> bool:
+        p = self.producer.get(t)
+        return p is not None and p.op_type == "DequantizeLinear"
+
+    def weight_shape(self, t: str):
+        p = self.producer.get(t)
+        if p is not None and p.op_type == "DequantizeLinear":
+            t = p.input[0]
+        return self.shapes.get(t)
+
+    def requantized(self, t: str) -> bool:
+        """The tensor goes only into QuantizeLinear, directly or through one fusable Relu/Clip."""
+        users = self.consumers.get(t, [])
+        if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):
+            users = self.consumers.get(users[0].output[0], [])
+        return bool(users) and all(u.op_type == "QuantizeLinear" for u in users)
+
+    def fused_activation(self, n) -> bool:
+        """Relu/Clip between an int8 op (all inputs from DequantizeLinear) and a QuantizeLinear:
+        runtimes fuse it into that op (ONNX Runtime's Relu/Clip-Quantize fusion)."""
+        p = self.producer.get(n.input[0])
+        users = self.consumers.get(n.output[0], [])
+        if p is None or len(users) != 1 or users[0].op_type != "QuantizeLinear":
+            return False
+        data = [t for t in (p.input[:2] if p.op_type in WEIGHTED else p.input) if t and t not in self.inits]
+        return bool(data) and all(self.from_dq(t) for t in (p.input[:2] if p.op_type in WEIGHTED else data))
+
+
+def _params(g) -> int:
+    """Initializer elements, without the Q/DQ scales and zero points."""
     qparam_inputs = {
         n.input[k]
         for n in g.node
@@ -122,112 +167,109 @@ def _inspect_file(path: Path) -> dict:
         for k in (1, 2)
         if len(n.input) > k
     }
-    params = sum(int(np.prod(i.dims)) if i.dims else 1 for name, i in inits.items() if name not in qparam_inputs)
-    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
+    return sum(int(np.prod(i.dims)) if i.dims else 1 for i in g.initializer if i.name not in qparam_inputs)
 
-    def from_dq(t: str) -> bool:
-        p = producer.get(t)
-        return p is not None and p.op_type == "DequantizeLinear"
 
-    def weight_shape(t: str):
-        p = producer.get(t)
-        if p is not None and p.op_type == "DequantizeLinear":
-            t = p.input[0]
-        return shapes.get(t)
+def _node_macs(gr: _Graph, n) -> int:
+    macs = 0
+    out_shape = gr.shapes.get(n.output[0]) if n.output else None
+    w = gr.weight_shape(n.input[1]) if len(n.input) > 1 else None
+    if n.op_type == "Conv" and out_shape and w:
+        macs = _num(out_shape) * _num(w[1:])
+    elif n.op_type == "ConvTranspose" and w and gr.shapes.get(n.input[0]):
+        macs = _num(gr.shapes[n.input[0]]) * _num(w[1:])
+    elif n.op_type in ("Gemm", "MatMul") and out_shape and gr.shapes.get(n.input[0]):
+        a = gr.shapes[n.input[0]]
+        trans_a = next((x.i for x in n.attribute if x.name == "transA"), 0)
+        k = a[-2] if trans_a else a[-1]
+        macs = _num(out_shape) * (k if isinstance(k, int) and k > 0 else 1)
+    return macs
 
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
 
-    def requantized(t: str) -> bool:
-        """The tensor goes only into QuantizeLinear, directly or through one fusable Relu/Clip."""
-        users = consumers.get(t, [])
-        if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):
-            users = consumers.get(users[0].output[0], [])
-        return bool(users) and all(u.op_type == "QuantizeLinear" for u in users)
+_NO_QDQ = "fp32 model: no QuantizeLinear/DequantizeLinear in the graph"
 
-    def fused_activation(n) -> bool:
-        """Relu/Clip between an int8 op (all inputs from DequantizeLinear) and a QuantizeLinear:
-        runtimes fuse it into that op (ONNX Runtime's Relu/Clip-Quantize fusion)."""
-        p = producer.get(n.input[0])
-        users = consumers.get(n.output[0], [])
-        if p is None or len(users) != 1 or users[0].op_type != "QuantizeLinear":
-            return False
-        data = [t for t in (p.input[:2] if p.op_type in WEIGHTED else p.input) if t and t not in inits]
-        return bool(data) and all(from_dq(t) for t in (p.input[:2] if p.op_type in WEIGHTED else data))
 
+def _weighted_precision(gr: _Graph, n) -> tuple[str, str | None]:
+    act_q = gr.from_dq(n.input[0])
+    w_q = len(n.input) > 1 and gr.from_dq(n.input[1])
+    if act_q and w_q:
+        return "int8", None
+    if not gr.has_qdq:
+        return "fp32", _NO_QDQ
+    if n.op_type not in QUANTIZABLE_BY_EDGEPRUNE:
+        return "fp32", f"{n.op_type} has no int8 path in edgeprune's quantizer; kept fp32"
+    if not w_q:
+        return "fp32", "weight is an fp32 tensor (no DequantizeLinear): layer was not quantized"
+    return "fp32", "activation input is fp32 (no DequantizeLinear before it)"
+
+
+def _node_precision(gr: _Graph, n) -> tuple[str, str | None]:
+    """(precision, why it is not int8) of one compute node."""
+    float_inputs = [
+        t for t in n.input if t and gr.types.get(t, TensorProto.FLOAT) in (TensorProto.FLOAT, TensorProto.FLOAT16)
+    ]
+    if float_inputs and all(gr.types.get(t) == TensorProto.FLOAT16 for t in float_inputs):
+        return "fp16", None
+    if n.op_type in WEIGHTED:
+        return _weighted_precision(gr, n)
+    if n.op_type in ("Relu", "Clip") and gr.fused_activation(n):
+        return "int8", None  # folded into the int8 conv/gemm before it
+    dq = [gr.from_dq(t) for t in float_inputs]
+    if float_inputs and all(dq) and gr.requantized(n.output[0]):
+        return "int8", None
+    if float_inputs and all(dq):
+        return "fp32", (
+            f"{n.op_type} inputs are int8 but its output is not re-quantized (no QuantizeLinear "
+            "after it), so runtimes compute it in float"
+        )
+    if not gr.has_qdq:
+        return "fp32", _NO_QDQ
+    return "fp32", (
+        f"{n.op_type} inputs are fp32 (no DequantizeLinear before them); edgeprune quantizes "
+        "only Conv/Gemm inputs and outputs, so this op runs in float"
+    )
+
+
+def _int8_summary(layers: list[dict]) -> dict:
+    """Counts of int8 compute and weighted ops, MAC coverage and why the rest stayed fp32."""
+    total_macs = sum(l["macs"] for l in layers)
+    int8_macs = sum(l["macs"] for l in layers if l["precision"] == "int8")
+    weighted = [l for l in layers if l["op"] in WEIGHTED]
+    return {
+        "compute_ops": len(layers),
+        "int8_ops": sum(1 for l in layers if l["precision"] == "int8"),
+        "weighted_ops": len(weighted),
+        "weighted_int8_ops": sum(1 for l in weighted if l["precision"] == "int8"),
+        "coverage_macs": (int8_macs / total_macs) if total_macs else 0.0,
+        "fp32_ops": [
+            {"name": l["name"], "op": l["op"], "reason": l["reason"]} for l in layers if l["precision"] == "fp32"
+        ],
+    }
+
+
+def _inspect_file(path: Path) -> dict:
+    model = read_onnx(path)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    gr = _Graph.of(inferred.graph)
     ops: dict[str, int] = {}
     layers = []
-    total_macs = int8_macs = 0
-    for n in g.node:
+    for n in inferred.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
         if n.op_type not in COMPUTE:
             continue
-        macs = 0
-        out_shape = shapes.get(n.output[0]) if n.output else None
-        w = weight_shape(n.input[1]) if len(n.input) > 1 else None
-        if n.op_type == "Conv" and out_shape and w:
-            macs = _num(out_shape) * _num(w[1:])
-        elif n.op_type == "ConvTranspose" and w and shapes.get(n.input[0]):
-            macs = _num(shapes[n.input[0]]) * _num(w[1:])
-        elif n.op_type in ("Gemm", "MatMul") and out_shape and shapes.get(n.input[0]):
-            a = shapes[n.input[0]]
-            trans_a = next((x.i for x in n.attribute if x.name == "transA"), 0)
-            k = a[-2] if trans_a else a[-1]
-            macs = _num(out_shape) * (k if isinstance(k, int) and k > 0 else 1)
-        float_inputs = [
-            t for t in n.input if t and types.get(t, TensorProto.FLOAT) in (TensorProto.FLOAT, TensorProto.FLOAT16)
-        ]
-        precision, reason = "fp32", None
-        if float_inputs and all(types.get(t) == TensorProto.FLOAT16 for t in float_inputs):
-            precision = "fp16"
-        elif n.op_type in WEIGHTED:
-            act_q = from_dq(n.input[0])
-            w_q = len(n.input) > 1 and from_dq(n.input[1])
-            if act_q and w_q:
-                precision = "int8"
-            elif not has_qdq:
-                reason = "fp32 model: no QuantizeLinear/DequantizeLinear in the graph"
-            elif n.op_type not in QUANTIZABLE_BY_EDGEPRUNE:
-                reason = f"{n.op_type} has no int8 path in edgeprune's quantizer; kept fp32"
-            elif not w_q:
-                reason = "weight is an fp32 tensor (no DequantizeLinear): layer was not quantized"
-            else:
-                reason = "activation input is fp32 (no DequantizeLinear before it)"
-        elif n.op_type in ("Relu", "Clip") and fused_activation(n):
-            precision, reason = "int8", None  # folded into the int8 conv/gemm before it
-        else:
-            dq = [from_dq(t) for t in float_inputs]
-            if float_inputs and all(dq) and requantized(n.output[0]):
-                precision = "int8"
-            elif float_inputs and all(dq):
-                reason = (
-                    f"{n.op_type} inputs are int8 but its output is not re-quantized (no QuantizeLinear "
-                    "after it), so runtimes compute it in float"
-                )
-            elif not has_qdq:
-                reason = "fp32 model: no QuantizeLinear/DequantizeLinear in the graph"
-            else:
-                reason = (
-                    f"{n.op_type} inputs are fp32 (no DequantizeLinear before them); edgeprune quantizes "
-                    "only Conv/Gemm inputs and outputs, so this op runs in float"
-                )
-        total_macs += macs
-        if precision == "int8":
-            int8_macs += macs
+        precision, reason = _node_precision(gr, n)
         layers.append(
             {
                 "name": n.name or n.output[0],
                 "op": n.op_type,
-                "macs": int(macs),
+                "macs": int(_node_macs(gr, n)),
                 "precision": precision,
                 "reason": reason,
             }
         )
-    compute = layers
-    n_int8 = sum(1 for l in compute if l["precision"] == "int8")
-    weighted = [l for l in compute if l["op"] in WEIGHTED]
     return {
         "path": str(path),
         "size_bytes": path.stat().st_size,
@@ -237,25 +279,16 @@ def _inspect_file(path: Path) -> dict:
         "inputs": [
             {"name": i.name, "shape": _dims(i), "dtype": _DTYPES.get(i.type.tensor_type.elem_type, "?")}
             for i in model.graph.input
-            if i.name not in inits
+            if i.name not in gr.inits
         ],
         "outputs": [
             {"name": o.name, "shape": _dims(o), "dtype": _DTYPES.get(o.type.tensor_type.elem_type, "?")}
             for o in model.graph.output
         ],
         "ops": dict(sorted(ops.items())),
-        "params": int(params),
-        "macs": int(total_macs),
-        "int8": {
-            "compute_ops": len(compute),
-            "int8_ops": n_int8,
-            "weighted_ops": len(weighted),
-            "weighted_int8_ops": sum(1 for l in weighted if l["precision"] == "int8"),
-            "coverage_macs": (int8_macs / total_macs) if total_macs else 0.0,
-            "fp32_ops": [
-                {"name": l["name"], "op": l["op"], "reason": l["reason"]} for l in compute if l["precision"] == "fp32"
-            ],
-        },
+        "params": int(_params(inferred.graph)),
+        "macs": int(sum(l["macs"] for l in layers)),
+        "int8": _int8_summary(layers),
         "layers": layers,
     }
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import DataSplits
 from ..data import load as load_data
+from ..progress import Progress, as_progress
 
 
 def _loader(data, batch_size: int, shuffle: bool = False, generator=None) -> DataLoader:
@@ -96,23 +96,6 @@ def _threads(n: int | None):
         torch.set_num_threads(prev)
 
 
-def _progress(enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=Console(file=sys.stderr),
-        transient=True,
-    )
-
-
 def train(
     model: nn.Module,
     data: DataSplits | str,
@@ -122,7 +105,7 @@ def train(
     batch_size: int = 32,
     weight_decay: float = 1e-4,
     optimizer: str = "adamw",
-    progress: bool | None = None,
+    progress: Progress | bool | None = None,
     metric: str | Callable = "top1",
     loss_fn: Callable | None = None,
     threads: int | None = 1,
@@ -132,7 +115,7 @@ def train(
     Optimiser AdamW (or ``"sgd"``, momentum 0.9, nesterov) with a one-cycle-free cosine decay
     to 0 over ``epochs``; cross-entropy loss unless ``loss_fn(logits, y)`` is given. ``metrics``:
     ``train_loss`` and ``val_<metric>`` per epoch, ``test_<metric>`` and ``val_<metric>`` at the
-    end, ``epochs``, ``seed``, ``seconds``. ``progress=None`` shows a bar when stderr is a tty.
+    end, ``epochs``, ``seed``, ``seconds``. ``progress``: an ``edgeprune.progress.Progress`` told of every batch (a bool or None: no events).
     ``threads`` (default 1) fixes torch's intra-op thread count while training: the float sums
     inside conv kernels depend on it, so one thread gives the same numbers on every machine
     (and small models train no slower); pass None to keep torch's setting, or N for big models.
@@ -145,8 +128,7 @@ def train(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
-    if progress is None:
-        progress = sys.stderr.isatty()
+    bar = as_progress(progress)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     loader = _loader(data.train, batch_size, shuffle=True, generator=gen)
@@ -163,30 +145,27 @@ def train(
     mname = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
     history: dict[str, list[float]] = {"train_loss": [], f"val_{mname}": []}
     t0 = time.perf_counter()
-    with deterministic(), _threads(threads), _progress(progress) as bar:
-        task = bar.add_task("training", total=epochs * len(loader), status="") if bar else None
-        for epoch in range(epochs):
-            model.train()
-            total, count = 0.0, 0
-            for x, y in loader:
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * len(y)
-                count += len(y)
-                if bar:
-                    bar.advance(task)
-            history["train_loss"].append(total / max(count, 1))
-            val = evaluate(model, data.val, metric)[mname]
-            history[f"val_{mname}"].append(val)
-            if bar:
-                bar.update(
-                    task,
-                    description=f"epoch {epoch + 1}/{epochs}",
-                    status=f"loss {history['train_loss'][-1]:.3f} val {mname} {val:.3f}",
-                )
+    with deterministic(), _threads(threads):
+        bar.start(epochs * len(loader), "training")
+        try:
+            for epoch in range(epochs):
+                model.train()
+                total, count = 0.0, 0
+                for x, y in loader:
+                    opt.zero_grad(set_to_none=True)
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    total += float(loss.detach()) * len(y)
+                    count += len(y)
+                    bar.advance(1)
+                history["train_loss"].append(total / max(count, 1))
+                val = evaluate(model, data.val, metric)[mname]
+                history[f"val_{mname}"].append(val)
+                bar.advance(0, f"epoch {epoch + 1}/{epochs} loss {history['train_loss'][-1]:.3f} val {mname} {val:.3f}")
+        finally:
+            bar.close()
     model.eval()
     metrics: dict[str, Any] = dict(history)
     metrics[f"val_{mname}"] = history[f"val_{mname}"][-1] if epochs else evaluate(model, data.val, metric)[mname]

@@ -348,24 +348,21 @@ def sparsity_report(
     }
 
 
-def report_table(report: dict, title: str = "weight sparsity"):
-    """A rich Table of ``sparsity_report`` for humans."""
-    from rich.table import Table
+REPORT_HEADER = ("layer", "shape", "nonzero", "total", "sparsity")
 
-    t = Table(title=title)
-    for col in ("layer", "shape", "nonzero", "total", "sparsity"):
-        t.add_column(col, justify="left" if col == "layer" else "right")
-    for r in report["layers"]:
-        t.add_row(
-            r["layer"],
-            "x".join(map(str, r["shape"])),
-            str(r["nonzero"]),
-            str(r["total"]),
-            f"{100 * r['sparsity']:.1f} %",
-        )
+
+def report_rows(report: dict) -> list[list[str]]:
+    """``sparsity_report`` as text rows under ``REPORT_HEADER``: one per layer, then the total
+    (the CLI renders them with ``edgeprune.cli._tables.sparsity_table``)."""
+    rows = [
+        [r["layer"], "x".join(map(str, r["shape"])), str(r["nonzero"]), str(r["total"]), f"{100 * r['sparsity']:.1f} %"]
+        for r in report["layers"]
+    ]
     tot = report["total"]
-    t.add_row("total", "", str(tot["weights"] - tot["zeros"]), str(tot["weights"]), f"{100 * tot['sparsity']:.1f} %")
-    return t
+    rows.append(
+        ["total", "", str(tot["weights"] - tot["zeros"]), str(tot["weights"]), f"{100 * tot['sparsity']:.1f} %"]
+    )
+    return rows
 
 
 def projection(sparsity: float | None, pattern: str = "unstructured"):

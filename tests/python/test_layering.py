@@ -26,6 +26,7 @@ RANK = {
     "runtime": 0,
     "targets": 0,
     "_bench_runner": 0,
+    "progress": 0,
     "report": 0,
     "estimate": 1,
     "calibrate": 1,
@@ -142,11 +143,7 @@ CLI_USE_ALLOWED = {
     "edgeprune/_bench_runner.py": {"print", "sys.exit"},
     # a maintainer script (python -m edgeprune.data.make_digits) that regenerates the shipped data
     "edgeprune/data/make_digits.py": {"argparse", "print", "sys.exit"},
-    # a public function returning a rich Table (tests/python/test_report.py calls it)
-    "edgeprune/report.py": {"rich"},
-    "edgeprune/prune/sparsity.py": {"rich"},
-    # progress bars drawn by training loops; they move behind a progress callback like the build's
-    "edgeprune/models/training.py": {"rich"},
+    # progress bars drawn by training loops; they move behind edgeprune.progress.Progress
     "edgeprune/recover/loop.py": {"rich"},
     "edgeprune/quant/quantize.py": {"rich"},
     "edgeprune/prune/schedule.py": {"rich"},

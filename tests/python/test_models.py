@@ -177,3 +177,35 @@ def test_thread_setting_restored(digits):
     before = torch.get_num_threads()
     ep.models.train(ep.models.build("edgeprune:demo-cnn"), _subset(digits, 32), epochs=1, progress=False, threads=1)
     assert torch.get_num_threads() == before
+
+
+class _Recorder:
+    """A Progress that keeps every event (edgeprune.progress.Progress)."""
+
+    def __init__(self):
+        self.events = []
+
+    def start(self, total, description):
+        self.events.append(("start", total, description))
+
+    def advance(self, n=1, status=None):
+        self.events.append(("advance", n, status))
+
+    def close(self):
+        self.events.append(("close",))
+
+
+def test_training_reports_progress_events_and_draws_nothing(digits, capsys):
+    from edgeprune.cli._progress import RichProgress, renderer
+    from edgeprune.progress import NO_PROGRESS, Progress
+
+    rec = _Recorder()
+    ep.models.train(ep.models.build("edgeprune:demo-cnn"), _subset(digits, 64), epochs=2, batch_size=32, progress=rec)
+    assert rec.events[0] == ("start", 4, "training") and rec.events[-1] == ("close",)
+    steps = [e for e in rec.events if e[0] == "advance"]
+    assert sum(e[1] for e in steps) == 4 and [e[2].split(" loss")[0] for e in steps if e[2]] == [
+        "epoch 1/2",
+        "epoch 2/2",
+    ]
+    assert capsys.readouterr() == ("", "")  # the library itself never writes
+    assert isinstance(rec, Progress) and renderer(False) is NO_PROGRESS and isinstance(renderer(True), RichProgress)

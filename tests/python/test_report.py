@@ -11,6 +11,7 @@ import json
 from rich.console import Console
 
 from edgeprune import report as R
+from edgeprune.cli._tables import summary_table
 
 
 def _report(**over):
@@ -188,7 +189,7 @@ def test_no_data_no_plots(tmp_path):
 
 def test_summary_table_renders_every_stage():
     console = Console(width=200, record=True)
-    console.print(R.summary_table(_report()))
+    console.print(summary_table(_report()))
     text = console.export_text()
     assert "edgeprune:demo-cnn → rpi4" in text
     assert "baseline" in text and "int8" in text and "96.11%" in text and "-1.39" in text

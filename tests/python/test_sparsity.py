@@ -12,6 +12,7 @@ from test_recover import make_model, tiny_data
 from torch import nn
 
 from edgeprune import recover
+from edgeprune.cli._tables import sparsity_table
 from edgeprune.prune import sparsity as S
 
 
@@ -133,8 +134,16 @@ def test_masks_survive_recovery_and_report(trained, data):
     by = {r["layer"]: r for r in rep["layers"]}
     for n, m in masks.items():
         assert by[n]["nonzero"] == int(m.sum())
-    table = S.report_table(rep)
-    assert table.row_count == len(rep["layers"]) + 1
+    rows = S.report_rows(rep)
+    assert rows[-1] == [
+        "total",
+        "",
+        str(rep["total"]["weights"] - rep["total"]["zeros"]),
+        str(rep["total"]["weights"]),
+        "90.0 %",
+    ]
+    assert [r[0] for r in rows[:-1]] == [r["layer"] for r in rep["layers"]]
+    assert sparsity_table(rep).row_count == len(rep["layers"]) + 1
 
 
 def test_projection_per_layer_patterns():
