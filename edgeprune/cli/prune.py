@@ -79,6 +79,9 @@ def add_parser(subparsers) -> None:
     from ..prune.search import add_arguments as add_recipe_arguments  # recovery, schedules, budgets, sparsity
 
     add_recipe_arguments(p, how)
+    from . import _scale
+
+    _scale.add_arguments(p, checkpoints=True, batch_size=True)
     p.set_defaults(run=run)
 
 
@@ -123,6 +126,11 @@ def run(args) -> int:
     from edgeprune.prune import PrunePlan, count_macs_params
     from edgeprune.prune.importance import IMPORTANCES
 
+    from . import _scale
+
+    relaunched = _scale.relaunch(args)
+    if relaunched is not None:
+        return relaunched
     if args.ratio is not None and not 0 <= args.ratio < 1:
         raise UsageError(f"--ratio {args.ratio}: must be in [0, 1) (the fraction of channels to remove, e.g. 0.5)")
     if args.target_macs is not None and not args.target_macs > 0:
@@ -166,12 +174,12 @@ def run(args) -> int:
 
     if recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
         try:
-            met = recipe.run_recipe(
-                args, model, x, prepare_out=lambda: prepare_out_dir(args.out, args.force), print_json=print_json
-            )
+            met = _run_recipe_scaled(args, model, x, recipe)
         except recipe.RecipeInputError as e:
             raise UsageError(str(e)) from None
         return 0 if met else EXIT_GATE
+    if args.resume:
+        raise UsageError("--resume continues a run with recovery (--data and a --schedule); this one has none")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if plan_obj is None:
@@ -245,6 +253,30 @@ def run(args) -> int:
             print(f"warning: {n}", file=sys.stderr)
         _print_table(result)
     return 0
+
+
+def _run_recipe_scaled(args, model, x, recipe) -> bool:
+    """``run_recipe`` on this rank of a (possibly) data-parallel run, with checkpoints and --resume."""
+    from .. import checkpoint, distributed
+    from . import _scale
+
+    if args.resume and (args.sparsity is not None or any(getattr(args, f"budget_{k}") for k in recipe.BUDGET_KINDS)):
+        raise UsageError("--resume continues structured schedules (oneshot, linear, agp); drop --resume")
+    world = _scale.setup(args)
+    try:
+        _scale.check_out(args)
+        run = _scale.run_description(args)
+        ck = _scale.checkpointer(args, world, run)
+        lr = distributed.scaled_lr(args.lr, args.lr_scaling, world)
+        if world.distributed and world.main:
+            print(_scale.describe(world, args.batch_size, args.lr, lr, args.lr_scaling), file=sys.stderr)
+        args.lr = lr
+        args.recover_overrides = {"batch_size": args.batch_size, "workers": args.workers}
+        with _scale.rank_outputs(args, world, print_json) as (prepare, printer), checkpoint.use(ck):
+            met = recipe.run_recipe(args, model, x, prepare_out=prepare, print_json=printer)
+    finally:
+        _scale.finish(world)
+    return met
 
 
 def _print_table(r: dict) -> None:

@@ -727,7 +727,9 @@ def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_jso
             ep.targets.load(args.target)
         except (ValueError, FileNotFoundError) as e:
             _fail(f"--target {args.target}: {str(e).splitlines()[0]}")
-    cfg = rec.RecoverConfig(epochs=args.finetune_epochs, lr=args.lr, seed=args.seed)
+    cfg = rec.RecoverConfig(
+        epochs=args.finetune_epochs, lr=args.lr, seed=args.seed, **getattr(args, "recover_overrides", {})
+    )
     regs = []
     if args.regularize:
         regs = [rec.make_regularizer(args.regularize, model, args.reg_lambda)]

@@ -25,6 +25,8 @@ RANK = {
     "report": 0,
     "estimate": 1,
     "data": 1,
+    "distributed": 1,
+    "checkpoint": 1,
     "models": 2,
     "io": 2,
     "graph": 3,

@@ -1,0 +1,194 @@
+"""Scale-out flags of the commands that train (``prune``, ``train``, and ``build`` through the same calls).
+
+Consumes: parsed flags (``--nproc``, ``--device``, ``--lr-scaling``, ``--batch-size``, ``--workers``,
+``--resume``, ``--checkpoint-every``) and the command line. Produces: the re-launch of a command under
+``torch.distributed.run`` (``relaunch``), this process's ``World`` (``setup``), the learning rate and
+loop settings for it, the run's ``Checkpointer`` (resuming from ``--resume DIR``), and ``rank_outputs``:
+rank 0 writes ``--out`` and prints; other ranks write into a scratch directory that is deleted and print
+nothing, so one code path serves every rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .common import UsageError, prepare_out_dir
+
+# Flags that do not change the numbers a run produces (left out of the run a resume must match).
+_NOT_RESULT = {
+    "out",
+    "force",
+    "json",
+    "resume",
+    "nproc",
+    "device",
+    "checkpoint_every",
+    "workers",
+    "verbose",
+    "no_progress",
+    "run",
+    "argv",
+    "command",
+    "recover_overrides",
+}
+
+
+def add_arguments(p, *, checkpoints: bool, batch_size: bool) -> None:
+    """Add the scale-out flags to a subcommand parser."""
+    g = p.add_argument_group("scaling out (torchrun, devices, checkpoints)")
+    g.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run as N data-parallel processes on this machine (re-launches under torch.distributed.run)",
+    )
+    g.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where training runs: cuda (one GPU per process), cpu, or auto (cuda when available; default)",
+    )
+    g.add_argument(
+        "--lr-scaling",
+        choices=("linear", "none"),
+        default="linear",
+        help="learning rate with N processes: linear (x N, the effective batch grows N times; default) or none",
+    )
+    if batch_size:
+        g.add_argument("--batch-size", type=int, default=32, metavar="B", help="batch size per process (default 32)")
+    g.add_argument(
+        "--workers", type=int, default=0, metavar="W", help="DataLoader worker processes per process (default 0)"
+    )
+    if checkpoints:
+        g.add_argument(
+            "--resume",
+            metavar="DIR",
+            help="continue the run whose --out was DIR from its last complete checkpoint (DIR/checkpoints)",
+        )
+        g.add_argument(
+            "--checkpoint-every",
+            type=int,
+            default=1,
+            metavar="N",
+            help="checkpoint every N recovery epochs as well as after every step (0: steps only; default 1)",
+        )
+
+
+def relaunch(args) -> int | None:
+    """Exit code of the command re-run as ``--nproc`` processes, or None to run here."""
+    from .. import distributed
+
+    if args.nproc is not None and args.nproc < 1:
+        raise UsageError(f"--nproc {args.nproc}: must be >= 1")
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        argv = sys.argv[1:]
+    return distributed.launch_if_requested(distributed.strip_flag(argv, "--nproc"), args.nproc)
+
+
+def setup(args):
+    """Join the torchrun process group (if any) on ``--device``; check the loop flags; return the World."""
+    from .. import distributed
+
+    for flag, value, low in (("--batch-size", getattr(args, "batch_size", 1), 1), ("--workers", args.workers, 0)):
+        if value < low:
+            raise UsageError(f"{flag} {value}: must be >= {low}")
+    if getattr(args, "checkpoint_every", 0) < 0:
+        raise UsageError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0 epochs")
+    return distributed.setup(args.device)
+
+
+def describe(world, batch_size: int, lr: float, scaled: float, rule: str) -> str:
+    """The one line rank 0 prints about a data-parallel run."""
+    from .. import distributed
+
+    return (
+        f"data-parallel: {world.size} processes ({world.backend} on {world.device}); batch {batch_size} per process, "
+        f"effective batch {distributed.effective_batch(batch_size, world)}; lr {scaled:g} "
+        f"({lr:g} with --lr-scaling {rule})"
+    )
+
+
+def run_description(args) -> dict:
+    """The flags that determine a run's result (what a resumed run must repeat)."""
+    return {
+        k: v
+        for k, v in sorted(vars(args).items())
+        if k not in _NOT_RESULT and (v is None or isinstance(v, (str, int, float, bool, list, tuple)))
+    }
+
+
+def checkpointer(args, world, run: dict):
+    """The run's Checkpointer in ``--out/checkpoints``, loaded from ``--resume DIR`` when given."""
+    from .. import checkpoint
+
+    resume = None
+    if args.resume:
+        resume = checkpoint.load_latest(Path(args.resume) / "checkpoints", world.size, run, world.rank)
+    return checkpoint.Checkpointer(
+        Path(args.out) / "checkpoints", run=run, every_epochs=args.checkpoint_every, resume_from=resume
+    )
+
+
+def check_out(args) -> None:
+    """Fail early, on every rank, for an ``--out`` that rank 0 would refuse later."""
+    out = Path(args.out)
+    if _resuming_in_place(args) or args.force:
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        prepare_out_dir(out, False)  # raises its one-line error
+
+
+def _resuming_in_place(args) -> bool:
+    resume = getattr(args, "resume", None)
+    return bool(resume) and Path(resume).resolve() == Path(args.out).resolve()
+
+
+@contextlib.contextmanager
+def rank_outputs(args, world, print_json):
+    """``(prepare_out, print_json)`` for this rank; other ranks' stdout/stderr are muted for the block."""
+    if world.main:
+
+        def prepare():
+            if _resuming_in_place(args):
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                return Path(args.out)
+            return prepare_out_dir(args.out, args.force)
+
+        yield prepare, print_json
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=f"edgeprune-rank{world.rank}-"))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield (lambda: scratch), (lambda obj: None)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def finish(world) -> None:
+    """Leave the process group (after rank 0 has written everything: the others wait for it)."""
+    from .. import distributed
+
+    if world.distributed:
+        with contextlib.suppress(Exception):
+            distributed.barrier()
+    distributed.shutdown()
+
+
+__all__ = [
+    "add_arguments",
+    "relaunch",
+    "setup",
+    "describe",
+    "run_description",
+    "checkpointer",
+    "check_out",
+    "rank_outputs",
+    "finish",
+]
