@@ -153,14 +153,17 @@ def shutdown() -> None:
 
 
 @contextlib.contextmanager
-def translate_errors(what: str) -> Iterator[None]:
-    """Turn a failed or timed-out collective into one ``DistributedError`` line naming this rank."""
+def translate_errors(what: str, *, only_collective: bool = False) -> Iterator[None]:
+    """Turn a failed or timed-out collective into one ``DistributedError`` line naming this rank.
+
+    ``only_collective``: the block also runs other code (a training epoch), so translate only
+    errors that come from the process group and let the others through unchanged."""
     try:
         yield
     except DistributedError:
         raise
     except (RuntimeError, OSError, ValueError) as e:
-        if not _looks_distributed(e):
+        if only_collective and not (_world.distributed and _looks_distributed(e)):
             raise
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DistributedError(
@@ -175,20 +178,18 @@ def _looks_distributed(e: BaseException) -> bool:
     if isinstance(e, getattr(dist, "DistError", ())):
         return True
     text = f"{type(e).__name__} {e}".lower()
-    return any(k in text for k in ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "store", "socket"))
+    keys = ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "store", "socket", "barrier")
+    return any(k in text for k in keys)
 
 
 def barrier() -> None:
-    """Wait for every rank; with gloo a missing rank is named (monitored barrier)."""
+    """Wait for every rank (a dead one makes it fail at once: its connections close)."""
     if not _world.distributed:
         return
     import torch.distributed as dist
 
     with translate_errors("a barrier"):
-        if _world.backend == "gloo":
-            dist.monitored_barrier(timeout=datetime.timedelta(seconds=timeout_seconds()), wait_all_ranks=True)
-        else:
-            dist.barrier()
+        dist.barrier()
 
 
 def broadcast_object(obj, src: int = 0):

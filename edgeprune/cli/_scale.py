@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from .common import UsageError, prepare_out_dir
+from .common import EXIT_USAGE, UsageError, prepare_out_dir
 
 # Flags that do not change the numbers a run produces (left out of the run a resume must match).
 _NOT_RESULT = {
@@ -86,6 +87,7 @@ def relaunch(args) -> int | None:
 
     if args.nproc is not None and args.nproc < 1:
         raise UsageError(f"--nproc {args.nproc}: must be >= 1")
+    distributed.resolve_device(args.device)  # --device cuda without CUDA fails before anything starts
     argv = getattr(args, "argv", None)
     if argv is None:
         argv = sys.argv[1:]
@@ -171,13 +173,20 @@ def rank_outputs(args, world, print_json):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def finish(world) -> None:
-    """Leave the process group (after rank 0 has written everything: the others wait for it)."""
+def abort(error: Exception) -> None:
+    """Print the error and leave at once, skipping destructors: after a peer died, DDP's and the process
+    group's destructors wait for it, and this rank would hang instead of exiting with the message."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_USAGE)
+
+
+def finish(world, ok: bool) -> None:
+    """Leave the process group; after a success all ranks first wait until rank 0 has written everything."""
     from .. import distributed
 
-    if world.distributed:
-        with contextlib.suppress(Exception):
-            distributed.barrier()
+    if world.distributed and ok:
+        distributed.barrier()
     distributed.shutdown()
 
 
@@ -191,4 +200,5 @@ __all__ = [
     "check_out",
     "rank_outputs",
     "finish",
+    "abort",
 ]

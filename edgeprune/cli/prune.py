@@ -263,6 +263,7 @@ def _run_recipe_scaled(args, model, x, recipe) -> bool:
     if args.resume and (args.sparsity is not None or any(getattr(args, f"budget_{k}") for k in recipe.BUDGET_KINDS)):
         raise UsageError("--resume continues structured schedules (oneshot, linear, agp); drop --resume")
     world = _scale.setup(args)
+    ok = False
     try:
         _scale.check_out(args)
         run = _scale.run_description(args)
@@ -273,9 +274,17 @@ def _run_recipe_scaled(args, model, x, recipe) -> bool:
         args.lr = lr
         args.recover_overrides = {"batch_size": args.batch_size, "workers": args.workers}
         with _scale.rank_outputs(args, world, print_json) as (prepare, printer), checkpoint.use(ck):
-            met = recipe.run_recipe(args, model, x, prepare_out=prepare, print_json=printer)
+            try:
+                met = recipe.run_recipe(args, model, x, prepare_out=prepare, print_json=printer)
+            except recipe.RecipeInputError as e:  # it names --model; a checkpoint or a lost rank says more
+                if isinstance(e.__context__, (checkpoint.CheckpointError, distributed.DistributedError)):
+                    raise e.__context__ from None
+                raise
+        ok = True
+    except distributed.DistributedError as e:
+        _scale.abort(e)
     finally:
-        _scale.finish(world)
+        _scale.finish(world, ok)
     return met
 
 

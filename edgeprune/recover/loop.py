@@ -251,7 +251,8 @@ class _Run:
                     num_workers=cfg.workers,
                     generator=torch.Generator().manual_seed(cfg.seed * 1009 + epoch),
                 )
-                row = self._epoch(ddp, loader, opt, epoch, per_epoch, total, lambda s: bar.update(task, **s))
+                with distributed.translate_errors(f"training epoch {epoch}", only_collective=True):
+                    row = self._epoch(ddp, loader, opt, epoch, per_epoch, total, lambda s: bar.update(task, **s))
                 history["epochs"].append(row)
                 self.epoch = epoch
                 if cfg.patience is not None and self.bad_epochs >= cfg.patience:
@@ -297,8 +298,7 @@ class _Run:
                 reg = reg + r.loss_term(model, t)
             total_loss = loss + reg
             opt.zero_grad(set_to_none=True)
-            with distributed.translate_errors("averaging gradients"):
-                total_loss.backward()
+            total_loss.backward()
             self.guard.before_step()
             opt.step()
             for r in self.regs:

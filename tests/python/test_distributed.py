@@ -1,0 +1,273 @@
+"""Data-parallel recovery in real processes: torchrun (gloo, CPU) against one process, SIGKILL and
+--resume, a rank that dies, checkpoints killed mid-write, and the one-line errors of bad resumes.
+
+Consumes: the cached trained demo CNN (tests/conftest.py), the shipped digits data, torchrun.
+Produces: assertions on plans, accuracies, weights, files written and exit codes. Every process
+is bounded by a timeout: a hang fails the test instead of stalling the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeprune import checkpoint, distributed
+
+# A run whose plan does not depend on the world size: 2 ranks x 16 with the learning rate kept
+# equals one process with batches of 32 up to float rounding (batch norm sees the global batch),
+# and this small learning rate keeps the rounding from flipping near-tied channels.
+RECIPE = ("--data", "digits", "--ratio", "0.5", "--round-to", "4", "--schedule", "agp", "--steps", "2")
+RECIPE += ("--finetune-epochs", "2", "--lr", "0.01", "--lr-scaling", "none", "--json")
+RUN_TIMEOUT = 240
+
+
+def _env(tmp: Path) -> dict:
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _cli(*argv) -> list[str]:
+    return [sys.executable, "-m", "edgeprune.cli.main", *argv]
+
+
+def _torchrun(*argv) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"] + _cli(*argv)[1:]
+
+
+def _run(cmd, tmp: Path, timeout=RUN_TIMEOUT) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(tmp))
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def _kill_all(proc: subprocess.Popen) -> None:
+    for pid in _descendants(proc.pid):  # torchrun starts workers in sessions of their own
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = predicate()
+        if got:
+            return got
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (code {proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    _kill_all(proc)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _checkpoint_metas(out: Path) -> list[dict]:
+    metas = []
+    for d in sorted((out / "checkpoints").glob("ckpt-*")):
+        try:
+            metas.append(json.loads((d / "meta.json").read_text()))
+        except (OSError, ValueError):
+            pass
+    return metas
+
+
+@pytest.fixture(scope="module")
+def two_process_run(trained_demo_cnn_dir, tmp_path_factory):
+    """The recipe under a real `torchrun --nproc-per-node 2` (gloo, CPU): out dir, result, stdout, temp dir."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    scratch = tmp / "tmp"
+    scratch.mkdir()
+    out = tmp / "out"
+    res = _run(
+        _torchrun("prune", "--model", str(trained_demo_cnn_dir), *RECIPE, "--batch-size", "16", "--out", str(out)),
+        scratch,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out, json.loads(res.stdout), res, scratch
+
+
+def test_torchrun_two_processes_match_one_process(two_process_run, run_cli, trained_demo_cnn_dir, tmp_path):
+    out2, r2, res2, scratch = two_process_run
+    one = run_cli("prune", "--model", trained_demo_cnn_dir, *RECIPE, "--batch-size", "32", "--out", tmp_path / "one")
+    assert one.code == 0, one.err
+    r1 = json.loads(one.out)
+    assert len(r1["plan_hashes"]) == 2
+    assert r2["plan_hashes"] == r1["plan_hashes"]
+    assert abs(r2["after"]["test_top1"] - r1["after"]["test_top1"]) <= 0.01
+    assert r2["after"]["macs"] == r1["after"]["macs"]
+    # rank 0 alone printed (one JSON document on stdout) and said how the batch scales
+    assert "effective batch 32" in res2.stderr and res2.stderr.count("data-parallel: 2 processes") == 1
+    # rank 0 alone wrote: the outputs a single process writes, and rank 1's scratch dir is gone
+    names = {p.name for p in out2.iterdir()}
+    assert names == {p.name for p in (tmp_path / "one").iterdir()}
+    assert {"model", "plan.json", "plans.json", "result.json", "schedule.json", "checkpoints"} <= names
+    assert list(scratch.glob("edgeprune-rank*")) == []  # torch keeps its own caches there
+    saved = json.loads((out2 / "result.json").read_text())
+    assert saved["plan_hashes"] == r2["plan_hashes"]
+
+
+def test_sigkill_in_step_two_then_resume_gives_the_same_plan_and_weights(
+    two_process_run, trained_demo_cnn_dir, tmp_path
+):
+    ref_out, ref, _, _ = two_process_run
+    out = tmp_path / "out"
+    argv = ("prune", "--model", str(trained_demo_cnn_dir), *RECIPE, "--batch-size", "16", "--out", str(out))
+    proc = subprocess.Popen(
+        _cli(*argv, "--nproc", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path)
+    )
+    try:
+        _wait_for(
+            lambda: any(m["step"] == 2 and m["phase"] == "epoch" for m in _checkpoint_metas(out)),
+            proc,
+            RUN_TIMEOUT,
+            "a checkpoint inside step 2",
+        )
+    finally:
+        _kill_all(proc)
+    assert not (out / "result.json").exists()  # it really died before the end
+    res = _run(_cli(*argv, "--nproc", "2", "--resume", str(out)), tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(res.stdout)
+    assert r["plan_hashes"] == ref["plan_hashes"]
+    a = torch.load(out / "model" / "weights.pt", weights_only=True)
+    b = torch.load(ref_out / "model" / "weights.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_errors_name_the_sizes_and_files(two_process_run, run_cli, trained_demo_cnn_dir, tmp_path):
+    ref_out = two_process_run[0]
+    argv = ("prune", "--model", trained_demo_cnn_dir, *RECIPE, "--batch-size", "16")
+    res = run_cli(*argv, "--resume", ref_out, "--out", tmp_path / "a")
+    assert res.code == 2
+    assert "2 process(es), this run has 1" in res.err and "--nproc 2" in res.err
+    res = run_cli(*argv, "--resume", tmp_path / "nothing", "--out", tmp_path / "b")
+    assert res.code == 2 and str(tmp_path / "nothing" / "checkpoints") in res.err
+    # a damaged state file is named, not silently skipped
+    broken = tmp_path / "broken"
+    latest = sorted((ref_out / "checkpoints").glob("ckpt-*"))[-1]
+    target = broken / "checkpoints" / latest.name
+    target.mkdir(parents=True)
+    for f in latest.iterdir():
+        data = f.read_bytes()
+        (target / f.name).write_bytes(data[:-10] + b"x" * 10 if f.name == "state.pt" else data)
+    res = run_cli(*argv, "--resume", broken, "--out", tmp_path / "c")
+    assert res.code == 2 and str(target / "state.pt") in res.err and "corrupt" in res.err
+    res = run_cli(*argv, "--device", "cuda", "--out", tmp_path / "d")
+    if not torch.cuda.is_available():
+        assert res.code == 2 and "--device cuda" in res.err
+
+
+def test_a_dead_rank_stops_the_other_within_60s(trained_demo_cnn_dir, tmp_path):
+    """Ranks started by hand (no torchrun agent to clean up): SIGKILL rank 1, rank 0 must give up."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    argv = _cli("prune", "--model", str(trained_demo_cnn_dir), *RECIPE, "--batch-size", "16", "--out", str(out))
+    procs = []
+    for rank in (0, 1):
+        env = dict(_env(tmp_path), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    try:
+        _wait_for(lambda: _checkpoint_metas(out), procs[0], RUN_TIMEOUT, "the first checkpoint")
+        procs[1].kill()
+        t0 = time.monotonic()
+        try:
+            _, err = procs[0].communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            procs[0].kill()
+            pytest.fail(f"rank 0 still running 90 s after rank 1 died: {procs[0].communicate()[1][-3000:]}")
+        waited = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert waited < 60, waited
+    assert procs[0].returncode == 2, err[-2000:]
+    assert "rank 0 of 2" in err and "another rank stopped" in err and "--resume" in err
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path):
+    root = tmp_path / "ck"
+    small = {"model": {"w": torch.arange(4.0)}}
+    first = checkpoint.write(root, {"step": 1}, small, [torch.get_rng_state()], {"a": 1})
+    code = (
+        "import sys, torch\n"
+        "from edgeprune import checkpoint\n"
+        "big = {'model': {'w': torch.ones(48 * 2**20)}}\n"
+        "checkpoint.write(sys.argv[1], {'step': 2}, big, [torch.get_rng_state()], {'a': 1})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: list(root.glob(".ckpt-*.tmp/state.pt")), proc, 120, "the checkpoint write to start")
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert not (root / "ckpt-000002").exists()
+    ck = checkpoint.load_latest(root, world_size=1, run={"a": 1})
+    assert ck.path == first and ck.meta == {"step": 1}
+    assert torch.equal(ck.tensors["model"]["w"], torch.arange(4.0))
+    # the next write gets the next number and clears the interrupted one
+    checkpoint.write(root, {"step": 2}, small, [torch.get_rng_state()], {"a": 1})
+    assert checkpoint.load_latest(root, 1).meta == {"step": 2} and not list(root.glob(".ckpt-*.tmp"))
+
+
+def test_global_batches_are_the_same_samples_for_any_world_size():
+    def batches(size):
+        per_rank = []
+        for rank in range(size):
+            w = distributed.World(rank=rank, size=size)
+            per_rank.append(list(distributed.GlobalBatchSampler(37, 8 // size, torch.Generator().manual_seed(3), w)))
+        return [sorted(sum((r[i] for r in per_rank), [])) for i in range(len(per_rank[0]))]
+
+    one, two, four = batches(1), batches(2), batches(4)
+    assert len(one) == 5
+    assert one[:4] == two[:4] == four[:4]  # full global batches: the same samples
+    assert set(one[4]) <= set(two[4]) and set(one[4]) <= set(four[4])  # the short last one, padded by repeats
+    assert len(two[4]) == 6 and len(four[4]) == 8
+
+
+def test_device_and_launch_helpers():
+    assert distributed.resolve_device("cpu") == "cpu"
+    assert distributed.resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(distributed.UserError, match="--device gpu"):
+        distributed.resolve_device("gpu")
+    assert distributed.strip_flag(["prune", "--nproc", "2", "--out", "x", "--nproc=3"], "--nproc") == [
+        "prune",
+        "--out",
+        "x",
+    ]
+    assert distributed.launch_if_requested(["prune"], 1) is None
+    assert distributed.scaled_lr(0.05, "linear", distributed.World(size=4)) == pytest.approx(0.2)
+    assert distributed.scaled_lr(0.05, "none", distributed.World(size=4)) == 0.05
