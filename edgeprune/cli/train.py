@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from . import _scale
 from .common import UsageError, flag_error, load_model, prepare_out_dir, print_json
 
 
@@ -51,6 +52,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _scale.add_arguments(p, checkpoints=False, batch_size=False)
     p.set_defaults(run=run)
 
 
@@ -59,6 +61,9 @@ def run(args) -> int:
 
     import edgeprune as ep
 
+    relaunched = _scale.relaunch(args)
+    if relaunched is not None:
+        return relaunched
     for name, value, low in (
         ("--epochs", args.epochs, 0),
         ("--batch-size", args.batch_size, 1),
@@ -95,6 +100,9 @@ def run(args) -> int:
         )
     if getattr(model, "input_shape", None) is None:
         model.input_shape = tuple(data.input_shape)
+    world = _scale.setup(args)
+    if world.distributed or world.device != "cpu":
+        return _train_scaled(args, world, model, data)
     out = prepare_out_dir(args.out, args.force)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     model, metrics = ep.models.train(
@@ -108,6 +116,68 @@ def run(args) -> int:
         progress=progress,
         threads=args.threads,
     )
+    return _report(args, model, data, metrics, out)
+
+
+def _train_scaled(args, world, model, data) -> int:
+    """Train data-parallel (torchrun) or on a GPU with the recovery loop, which runs DDP on any device."""
+    import time
+
+    from .. import distributed
+    from ..recover import finetune, top1
+
+    ok = False
+    try:
+        _scale.check_out(args)
+        lr = distributed.scaled_lr(args.lr, args.lr_scaling, world)
+        if world.distributed and world.main:
+            print(_scale.describe(world, args.batch_size, args.lr, lr, args.lr_scaling), file=sys.stderr)
+        t0 = time.perf_counter()
+        progress = not args.no_progress and not args.json and sys.stderr.isatty()
+        model, hist = finetune(
+            model,
+            data,
+            epochs=args.epochs,
+            seed=args.seed,
+            lr=lr,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            weight_decay=1e-4,
+            workers=args.workers,
+            restore_best=False,
+            progress=progress,
+            threads=args.threads,
+        )
+        model.eval()
+        metrics = {
+            "train_loss": [row["loss"] for row in hist["epochs"]],
+            "val_history": [row.get("val") for row in hist["epochs"]],
+            "val_top1": top1(model, data.val),
+            "test_top1": top1(model, data.test),
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "lr": lr,
+            "batch_size": args.batch_size,
+            "effective_batch": distributed.effective_batch(args.batch_size, world),
+            "world_size": world.size,
+            "device": world.device,
+            "optimizer": args.optimizer,
+            "threads": args.threads,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        with _scale.rank_outputs(args, world, print_json) as (prepare, printer):
+            code = _report(args, model, data, metrics, prepare(), printer)
+        ok = True
+    except distributed.DistributedError as e:
+        _scale.abort(e)
+    finally:
+        _scale.finish(world, ok)
+    return code
+
+
+def _report(args, model, data, metrics, out, printer=print_json) -> int:
+    import edgeprune as ep
+
     ep.save(model, out, metadata={"train": metrics, "data": args.data})
     test_is_val = bool(data.info.get("test_is_val"))  # the data spec had no separate test split
     result = {
@@ -120,7 +190,7 @@ def run(args) -> int:
         "metrics": metrics,
     }
     if args.json:
-        print_json(result)
+        printer(result)
     else:
         label = "test (= val split) top-1" if test_is_val else "test top-1"
         print(

@@ -271,3 +271,39 @@ def test_device_and_launch_helpers():
     assert distributed.launch_if_requested(["prune"], 1) is None
     assert distributed.scaled_lr(0.05, "linear", distributed.World(size=4)) == pytest.approx(0.2)
     assert distributed.scaled_lr(0.05, "none", distributed.World(size=4)) == 0.05
+
+
+def test_train_nproc_two_trains_data_parallel_and_saves_once(run_cli, tmp_path):
+    out = tmp_path / "trained"
+    res = _run(
+        _cli(
+            "train",
+            "--model",
+            "edgeprune:demo-cnn",
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--nproc",
+            "2",
+            "--json",
+        ),
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(res.stdout)
+    m = r["metrics"]
+    assert m["world_size"] == 2 and m["effective_batch"] == 64 and m["lr"] == pytest.approx(2 * 3e-3)
+    assert "effective batch 64" in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.pt"]
+    import edgeprune as ep
+    from edgeprune.recover import top1
+
+    assert top1(ep.load(out), ep.data.load("digits").test) == pytest.approx(r["test_top1"])
+    bad = run_cli(
+        "train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--device", "cuda", "--out", tmp_path / "x"
+    )
+    if not torch.cuda.is_available():
+        assert bad.code == 2 and "--device cuda" in bad.err and not (tmp_path / "x").exists()
