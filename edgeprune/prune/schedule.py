@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from ..recover import RecoverConfig, Regularizer, apply_masks, finetune, top1
 from .sparsity import make_masks, projection, prunable_weights, sparsity_report
 from .threshold import DynamicThreshold
@@ -143,6 +143,7 @@ def sparsify(
             previous=masks,
             max_layer_sparsity=max_layer_sparsity,
         )
+        masks = distributed.broadcast_object(masks)  # rank 0's masks on every rank
         apply_masks(work, masks)
         val_cut = metric(work, data.val)
         work, hist = finetune(
@@ -374,6 +375,7 @@ def prune_structured(
                 p = make_plan(
                     work, example_inputs, ratios={g: 1.0 - want[g] / now[g] for g in want if want[g] < now[g]}, **kw
                 )
+        p = distributed.broadcast_object(p)  # under torchrun rank 0 decides: every rank cuts the same channels
         if not p.empty:
             work = _copy_attrs(model, apply(work, p))
             result.plans.append(p)

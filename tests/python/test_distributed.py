@@ -307,3 +307,46 @@ def test_train_nproc_two_trains_data_parallel_and_saves_once(run_cli, tmp_path):
     )
     if not torch.cuda.is_available():
         assert bad.code == 2 and "--device cuda" in bad.err and not (tmp_path / "x").exists()
+
+
+def _image_tree(root: Path, parts=("train", "val")) -> None:
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for part in parts:
+        for c, cls in enumerate(("a", "b", "c")):
+            for i in range(6 if part == "train" else 3):
+                px = (torch.rand(10, 12, generator=g) * 80 + 80 * c).to(torch.uint8).numpy()
+                (root / part / cls).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(px, mode="L").save(root / part / cls / f"{i}.png")
+
+
+def test_big_image_folders_stream_from_disk_with_the_same_samples_and_training(tmp_path, monkeypatch):
+    import edgeprune as ep
+    import edgeprune.data as data_mod
+    from edgeprune.recover import finetune
+
+    for parts in (("train", "val"), ("train", "val", "test")):
+        root = tmp_path / "-".join(parts)
+        _image_tree(root, parts)
+        memory = ep.data.load(str(root), image_size=8)
+        monkeypatch.setattr(data_mod, "STREAM_MIN_IMAGES", 0)
+        streamed = ep.data.load(str(root), image_size=8)
+        monkeypatch.undo()
+        assert isinstance(streamed.train, data_mod.ImageFiles) and streamed.info["streamed"]
+        assert streamed.info.get("test_is_val") == memory.info.get("test_is_val")
+        assert (streamed.num_classes, streamed.input_shape) == (memory.num_classes, memory.input_shape)
+        for part in ("train", "val", "test"):
+            a, b = getattr(memory, part), getattr(streamed, part)
+            assert len(a) == len(b)
+            for i in range(len(a)):
+                assert torch.equal(a[i][0], b[i][0]) and int(a[i][1]) == int(b[i][1])
+    # loader workers only read samples: the training is the same with 0 or 2 of them
+    weights = []
+    for workers in (0, 2):
+        torch.manual_seed(0)
+        m = ep.models.build("edgeprune:demo-cnn", width=8, num_classes=3)
+        finetune(m, streamed, epochs=2, batch_size=4, workers=workers, restore_best=False, distill=False)
+        weights.append(m.state_dict())
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
