@@ -350,3 +350,41 @@ def test_big_image_folders_stream_from_disk_with_the_same_samples_and_training(t
         weights.append(m.state_dict())
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+QAT_SCRIPT = """
+import sys, torch
+import edgeprune as ep
+from edgeprune import distributed
+from edgeprune.quant import qat
+
+world = distributed.setup("cpu")
+data = ep.data.load("digits")
+qm = ep.quantize(ep.load(sys.argv[1]), data, method="minmax", calib_n=256, progress=False)
+tuned = qat(qm, data.train, epochs=1, lr=1e-3, batch_size=32 // world.size, max_batches=4)
+if world.main:
+    sd = {t: tuned.folded.get_submodule(t).weight for t in tuned.layers}
+    w0 = {t: qm.folded.get_submodule(t).weight for t in qm.layers}
+    torch.save({"w": sd, "w0": w0, "loss": tuned.metadata["qat"]["history"]["train_loss"]}, sys.argv[2])
+distributed.shutdown()
+"""
+
+
+def test_qat_under_torchrun_matches_one_process_with_the_same_global_batch(trained_demo_cnn_dir, tmp_path):
+    script = tmp_path / "qat_run.py"
+    script.write_text(QAT_SCRIPT)
+    results = []
+    for launcher in (
+        [sys.executable],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+    ):
+        out = tmp_path / f"qat{len(launcher)}.pt"
+        res = _run([*launcher, str(script), str(trained_demo_cnn_dir), str(out)], tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:]
+        results.append(torch.load(out, weights_only=True))
+    one, two = results
+    assert one["loss"] == pytest.approx(two["loss"], rel=1e-4)
+    assert one["w"].keys() == two["w"].keys()
+    for k in one["w"]:
+        assert torch.allclose(one["w"][k], two["w"][k], atol=1e-5), k
+    assert any(not torch.equal(two["w"][k], two["w0"][k]) for k in two["w"])  # it did train
