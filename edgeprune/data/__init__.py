@@ -9,6 +9,7 @@ Consumes: a data spec string (docs/architecture.md, Specs):
                               optional ``test/`` subfolders, each with one subfolder per class);
   ``package.module:fn`` or ``path/file.py:fn``
                               a callable returning ``(train, val)`` or ``(train, val, test)`` datasets
+                              (map-style, or an ``IterableDataset`` stream with ``.num_classes``)
                               or DataLoaders, or a ``DataSplits``.
 Produces: ``DataSplits`` (``.train``, ``.val``, ``.test``, ``.num_classes``, ``.input_shape``).
 
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 __all__ = ["DataSplits", "load", "stratified_split", "DIGITS_PATH", "SPEC_FORMS"]
 
@@ -373,7 +374,12 @@ def _from_callable(spec: str) -> DataSplits:
     parts = [_as_dataset(o, spec, w) for o, w in zip(out, ("train", "val", "test"))]
     if len(parts) == 2:
         parts.append(parts[1])  # no separate test split: evaluate on val, and say so in info
-    x0 = parts[0][0][0]
+    if isinstance(parts[0], IterableDataset):  # a stream: no indexing, no length
+        if not isinstance(getattr(parts[0], "num_classes", None), int):
+            raise ValueError(f"data {spec!r}: the train part is an IterableDataset; give it an int .num_classes")
+        x0 = next(iter(parts[0]))[0]
+    else:
+        x0 = parts[0][0][0]
     return DataSplits(
         *parts,
         num_classes=_infer_num_classes(parts[0]),

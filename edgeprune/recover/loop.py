@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from .. import distributed
 from ..models.training import deterministic
@@ -201,6 +201,57 @@ def _lr_at(cfg: RecoverConfig, t: float) -> float:
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * t)) if cfg.lr_schedule == "cosine" else 1.0)
 
 
+def _loaders(train_set, cfg: RecoverConfig, gen: torch.Generator):
+    """``(epoch -> DataLoader, batches per epoch)`` for this rank.
+
+    A sized dataset goes through ``GlobalBatchSampler`` (the same global batches for any world size).
+    An ``IterableDataset`` is read as a stream split over ranks and loader workers (``RankStream``);
+    it has no length, so ``max_batches_per_epoch`` fixes the steps of an epoch on every rank."""
+    if isinstance(train_set, IterableDataset):
+        if cfg.max_batches_per_epoch is None:
+            raise ValueError("training on an IterableDataset needs max_batches_per_epoch (it has no length)")
+        stream = RankStream(train_set, cfg.max_batches_per_epoch * cfg.batch_size)
+        return (lambda epoch: DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers)), (
+            cfg.max_batches_per_epoch
+        )
+    sampler = distributed.GlobalBatchSampler(len(train_set), cfg.batch_size, gen)
+    per_epoch = len(sampler) if cfg.max_batches_per_epoch is None else min(len(sampler), cfg.max_batches_per_epoch)
+
+    def loader(epoch: int) -> DataLoader:
+        # the loader's own generator only seeds worker processes; batches come from ``sampler``
+        seeds = torch.Generator().manual_seed(cfg.seed * 1009 + epoch)
+        return DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.workers, generator=seeds)
+
+    return loader, per_epoch
+
+
+class RankStream(IterableDataset):
+    """Every ``(ranks x workers)``-th sample of a stream for this rank and loader worker, ``samples`` of
+    them per epoch; a shard that runs out starts its stream again, so every rank takes as many steps
+    (DDP needs that) and an epoch is the same whatever the stream's length."""
+
+    def __init__(self, stream: IterableDataset, samples: int, world: distributed.World | None = None):
+        self.stream, self.samples = stream, int(samples)
+        self.world = world or distributed.current()
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
+        shards, shard = self.world.size * workers, self.world.rank * workers + wid
+        quota = self.samples // workers + (1 if wid < self.samples % workers else 0)
+        given = 0
+        while given < quota:
+            before = given
+            for i, item in enumerate(self.stream):
+                if i % shards == shard:
+                    yield item
+                    given += 1
+                    if given == quota:
+                        return
+            if given == before:
+                raise ValueError(f"the training stream gave no sample to rank {self.world.rank}, worker {wid}")
+
+
 class _Run:
     """One fine-tuning run: its model (DDP-wrapped when distributed), optimiser, sampler and counters."""
 
@@ -232,8 +283,7 @@ class _Run:
             history.update(best_epoch=0, best_val=history["val_before"], stopped_early=False)
             return model, history
         gen = torch.Generator().manual_seed(cfg.seed)
-        sampler = distributed.GlobalBatchSampler(len(self.train_set), cfg.batch_size, gen)
-        per_epoch = len(sampler) if cfg.max_batches_per_epoch is None else min(len(sampler), cfg.max_batches_per_epoch)
+        loader_for, per_epoch = _loaders(self.train_set, cfg, gen)
         total = max(per_epoch * cfg.epochs, 1)
         opt = _make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
         for r in self.regs:
@@ -245,12 +295,7 @@ class _Run:
         with _progress(progress and distributed.is_main()) as bar, distributed.global_batchnorm(model):
             task = bar.add_task(description, total=total, completed=self.step, status="")
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
-                loader = DataLoader(
-                    self.train_set,
-                    batch_sampler=sampler,
-                    num_workers=cfg.workers,
-                    generator=torch.Generator().manual_seed(cfg.seed * 1009 + epoch),
-                )
+                loader = loader_for(epoch)
                 with distributed.translate_errors(f"training epoch {epoch}", only_collective=True):
                     row = self._epoch(ddp, loader, opt, epoch, per_epoch, total, lambda s: bar.update(task, **s))
                 history["epochs"].append(row)

@@ -388,3 +388,51 @@ def test_qat_under_torchrun_matches_one_process_with_the_same_global_batch(train
     for k in one["w"]:
         assert torch.allclose(one["w"][k], two["w"][k], atol=1e-5), k
     assert any(not torch.equal(two["w"][k], two["w0"][k]) for k in two["w"])  # it did train
+
+
+STREAM_SPEC = """
+import torch
+from torch.utils.data import IterableDataset, TensorDataset
+
+
+class Stream(IterableDataset):
+    num_classes = 3
+
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        for i in range(self.n):
+            yield torch.randn(1, 8, 8, generator=g) + i % 3, torch.tensor(i % 3)
+
+
+def make():
+    g = torch.Generator().manual_seed(1)
+    val = TensorDataset(torch.randn(9, 1, 8, 8, generator=g), torch.arange(9) % 3)
+    return Stream(50), val
+"""
+
+
+def test_a_data_callable_may_return_a_stream(tmp_path):
+    import edgeprune as ep
+    from edgeprune.recover import finetune
+    from edgeprune.recover.loop import RankStream
+
+    (tmp_path / "stream_spec.py").write_text(STREAM_SPEC)
+    data = ep.data.load(f"{tmp_path / 'stream_spec.py'}:make")
+    assert data.num_classes == 3 and data.input_shape == (1, 8, 8)
+    m = ep.models.build("edgeprune:demo-cnn", width=8, num_classes=3)
+    with pytest.raises(ValueError, match="max_batches_per_epoch"):
+        finetune(m, data, epochs=1)
+    _, hist = finetune(m, data, epochs=2, batch_size=8, max_batches_per_epoch=4, distill=False, workers=2)
+    assert len(hist["epochs"]) == 2 and all(r["loss"] > 0 for r in hist["epochs"])
+    # ranks read disjoint shards of the stream and each takes the same number of samples; a shard
+    # that runs out starts again
+    labels = [[int(y) for _, y in RankStream(data.train, 30, distributed.World(rank=r, size=2))] for r in (0, 1)]
+    assert len(labels[0]) == len(labels[1]) == 30
+    items = [list(RankStream(data.train, 25, distributed.World(rank=r, size=2))) for r in (0, 1)]
+    xs = [torch.stack([x for x, _ in part]) for part in items]
+    assert not any(torch.equal(a, b) for a in xs[0] for b in xs[1])  # disjoint shards
+    every = torch.stack([x for x, _ in data.train])
+    assert sorted(map(tuple, torch.cat(xs).flatten(1).tolist())) == sorted(map(tuple, every.flatten(1).tolist()))
