@@ -2,10 +2,18 @@
 
 Consumes: parsed flags (``--nproc``, ``--device``, ``--lr-scaling``, ``--batch-size``, ``--workers``,
 ``--resume``, ``--checkpoint-every``) and the command line. Produces: the re-launch of a command under
-``torch.distributed.run`` (``relaunch``), this process's ``World`` (``setup``), the learning rate and
-loop settings for it, the run's ``Checkpointer`` (resuming from ``--resume DIR``), and ``rank_outputs``:
-rank 0 writes ``--out`` and prints; other ranks write into a scratch directory that is deleted and print
-nothing, so one code path serves every rank.
+``torch.distributed.run`` (``relaunch``), and ``scaled``, the context a training command's body runs in:
+this process's ``World``, the learning rate for it, the run's active ``Checkpointer`` (resuming from
+``--resume DIR``), and outputs by rank: rank 0 writes ``--out`` and prints; other ranks write into a
+scratch directory that is deleted and print nothing, so one code path serves every rank.
+
+A command uses it as ``prune`` and ``train`` do::
+
+    code = _scale.relaunch(args)          # --nproc N: run N copies under torch.distributed.run
+    if code is not None:
+        return code
+    with _scale.scaled(args, print_json, batch_size=args.batch_size) as run:
+        ...  # train with lr=run.lr; write into run.prepare_out(); print with run.print_json
 """
 
 from __future__ import annotations
@@ -16,7 +24,10 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .common import EXIT_USAGE, UsageError, prepare_out_dir
 
@@ -173,6 +184,43 @@ def rank_outputs(args, world, print_json):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+@dataclass
+class Scaled:
+    """What a command's body needs on this rank: the world, its learning rate, and where to write/print."""
+
+    world: Any
+    lr: float
+    prepare_out: Callable[[], Path]
+    print_json: Callable[[Any], None]
+
+
+@contextlib.contextmanager
+def scaled(args, print_json, *, batch_size: int) -> Iterator[Scaled]:
+    """Run a training command's body on this rank of a (possibly) data-parallel run.
+
+    Joins the process group on ``--device``, checks ``--out`` on every rank, makes the run's
+    checkpointer active (commands with ``--resume``), scales ``--lr``, prints the batch line on rank 0,
+    routes outputs by rank (``rank_outputs``), turns a lost rank into one error line and exit 2, and
+    leaves the process group after rank 0 has written everything."""
+    from .. import checkpoint, distributed
+
+    world = setup(args)
+    ok = False
+    try:
+        check_out(args)
+        ck = checkpointer(args, world, run_description(args)) if hasattr(args, "resume") else None
+        lr = distributed.scaled_lr(args.lr, args.lr_scaling, world)
+        if world.distributed and world.main:
+            print(describe(world, batch_size, args.lr, lr, args.lr_scaling), file=sys.stderr)
+        with rank_outputs(args, world, print_json) as (prepare, printer), checkpoint.use(ck):
+            yield Scaled(world, lr, prepare, printer)
+        ok = True
+    except distributed.DistributedError as e:
+        abort(e)
+    finally:
+        finish(world, ok)
+
+
 def abort(error: Exception) -> None:
     """Print the error and leave at once, skipping destructors: after a peer died, DDP's and the process
     group's destructors wait for it, and this rank would hang instead of exiting with the message."""
@@ -191,6 +239,8 @@ def finish(world, ok: bool) -> None:
 
 
 __all__ = [
+    "scaled",
+    "Scaled",
     "add_arguments",
     "relaunch",
     "setup",

@@ -262,30 +262,15 @@ def _run_recipe_scaled(args, model, x, recipe) -> bool:
 
     if args.resume and (args.sparsity is not None or any(getattr(args, f"budget_{k}") for k in recipe.BUDGET_KINDS)):
         raise UsageError("--resume continues structured schedules (oneshot, linear, agp); drop --resume")
-    world = _scale.setup(args)
-    ok = False
-    try:
-        _scale.check_out(args)
-        run = _scale.run_description(args)
-        ck = _scale.checkpointer(args, world, run)
-        lr = distributed.scaled_lr(args.lr, args.lr_scaling, world)
-        if world.distributed and world.main:
-            print(_scale.describe(world, args.batch_size, args.lr, lr, args.lr_scaling), file=sys.stderr)
-        args.lr = lr
+    with _scale.scaled(args, print_json, batch_size=args.batch_size) as run:
+        args.lr = run.lr
         args.recover_overrides = {"batch_size": args.batch_size, "workers": args.workers}
-        with _scale.rank_outputs(args, world, print_json) as (prepare, printer), checkpoint.use(ck):
-            try:
-                met = recipe.run_recipe(args, model, x, prepare_out=prepare, print_json=printer)
-            except recipe.RecipeInputError as e:  # it names --model; a checkpoint or a lost rank says more
-                if isinstance(e.__context__, (checkpoint.CheckpointError, distributed.DistributedError)):
-                    raise e.__context__ from None
-                raise
-        ok = True
-    except distributed.DistributedError as e:
-        _scale.abort(e)
-    finally:
-        _scale.finish(world, ok)
-    return met
+        try:
+            return recipe.run_recipe(args, model, x, prepare_out=run.prepare_out, print_json=run.print_json)
+        except recipe.RecipeInputError as e:  # it names --model; a checkpoint or a lost rank says more
+            if isinstance(e.__context__, (checkpoint.CheckpointError, distributed.DistributedError)):
+                raise e.__context__ from None
+            raise
 
 
 def _print_table(r: dict) -> None:

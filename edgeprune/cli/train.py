@@ -126,12 +126,7 @@ def _train_scaled(args, world, model, data) -> int:
     from .. import distributed
     from ..recover import finetune, top1
 
-    ok = False
-    try:
-        _scale.check_out(args)
-        lr = distributed.scaled_lr(args.lr, args.lr_scaling, world)
-        if world.distributed and world.main:
-            print(_scale.describe(world, args.batch_size, args.lr, lr, args.lr_scaling), file=sys.stderr)
+    with _scale.scaled(args, print_json, batch_size=args.batch_size) as run:
         t0 = time.perf_counter()
         progress = not args.no_progress and not args.json and sys.stderr.isatty()
         model, hist = finetune(
@@ -139,7 +134,7 @@ def _train_scaled(args, world, model, data) -> int:
             data,
             epochs=args.epochs,
             seed=args.seed,
-            lr=lr,
+            lr=run.lr,
             batch_size=args.batch_size,
             optimizer=args.optimizer,
             weight_decay=1e-4,
@@ -156,7 +151,7 @@ def _train_scaled(args, world, model, data) -> int:
             "test_top1": top1(model, data.test),
             "epochs": args.epochs,
             "seed": args.seed,
-            "lr": lr,
+            "lr": run.lr,
             "batch_size": args.batch_size,
             "effective_batch": distributed.effective_batch(args.batch_size, world),
             "world_size": world.size,
@@ -165,14 +160,7 @@ def _train_scaled(args, world, model, data) -> int:
             "threads": args.threads,
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        with _scale.rank_outputs(args, world, print_json) as (prepare, printer):
-            code = _report(args, model, data, metrics, prepare(), printer)
-        ok = True
-    except distributed.DistributedError as e:
-        _scale.abort(e)
-    finally:
-        _scale.finish(world, ok)
-    return code
+        return _report(args, model, data, metrics, run.prepare_out(), run.print_json)
 
 
 def _report(args, model, data, metrics, out, printer=print_json) -> int:
