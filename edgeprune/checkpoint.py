@@ -23,7 +23,6 @@ import contextvars
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 from . import distributed
 from .errors import UserError
+from .fsutil import atomic_dir
 
 FORMAT = 1
 PREFIX = "ckpt-"
@@ -75,8 +75,7 @@ def write(root: str | Path, meta: dict, tensors: dict, rngs: list, run: dict, ke
     done = _complete(root)
     seq = int(done[-1].name[len(PREFIX) :]) + 1 if done else 1
     final = root / f"{PREFIX}{seq:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-    try:
+    with atomic_dir(final) as tmp:  # written beside it, renamed into place when complete
         torch.save({"tensors": tensors, "rng": list(rngs)}, tmp / "state.pt")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         manifest = {
@@ -86,11 +85,6 @@ def write(root: str | Path, meta: dict, tensors: dict, rngs: list, run: dict, ke
             "sha256": {name: _sha256(tmp / name) for name in FILES},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in _complete(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(f".{PREFIX}*.tmp"):  # an earlier run's interrupted write
