@@ -180,6 +180,10 @@ def run(args) -> int:
         return 0 if met else EXIT_GATE
     if args.resume:
         raise UsageError("--resume continues a run with recovery (--data and a --schedule); this one has none")
+    from ..distributed import env_world
+
+    if env_world()[0] != 0:  # under torchrun without recovery there is nothing to share: rank 0 alone prunes
+        return 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if plan_obj is None:
