@@ -1,15 +1,20 @@
 """fp32 vs int8 ONNX Runtime latency and file size per model, on this host, 1 thread.
 
-Consumes: models built in code (the demo CNN, MobileNetV1/V2 of tests/python/zoo_full.py),
-calibration data (digits for the demo CNN, seeded random images for the MobileNets: latency
-does not depend on the scale values).
-Produces: JSON rows, one per model:
-  {"model", "shape", "threads", "runs", "fp32_ms", "int8_ms", "speedup" (fp32_ms / int8_ms),
-   "ort_int8_ms" + "ort_speedup" (ONNX Runtime's own quantize_static QDQ, the baseline int8, same
-   run), "fp32_bytes", "int8_bytes", "size_ratio", "int8_slower" (flag: int8 slower than fp32)}
+Consumes: models built in code (the demo CNN, MobileNetV1/V2 of tests/python/zoo_full.py, and with
+``--models`` the ImageNet architectures of benchmarks/models.py), calibration data (digits for the
+demo CNN, seeded random images otherwise: latency does not depend on the scale values), and the
+quantization configs to compare (``--targets``: ``none`` = no target, the default export, and
+``x86-avx2``).
+Produces: JSON rows, one per model and config:
+  {"model", "shape", "threads", "runs", "target_config", "fp32_ms", "int8_ms", "speedup"
+   (fp32_ms / int8_ms), "ort_int8_ms" + "ort_speedup" (ONNX Runtime's own quantize_static QDQ, the
+   baseline int8, same run), "int8_kernels" ("8/9": convs/gemms/matmuls ONNX Runtime runs as int8
+   kernels, from ``edgeprune.export.inspect.ort_kernels``), "fp32_bytes", "int8_bytes",
+   "size_ratio", "int8_slower" (flag: int8 slower than fp32)}
 Medians over rounds that alternate fp32 / ours / ORT's, so machine noise hits all alike.
 
     python benchmarks/int8.py --json build/bench-int8.json [--runs 30] [--models demo-cnn,mobilenet_v2]
+                              [--targets none,x86-avx2]
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ import edgeprune as ep  # noqa: E402
 from edgeprune.export import export  # noqa: E402
 
 MODELS = ("demo-cnn", "mobilenet_v1", "mobilenet_v2")
+TARGETS = ("none", "x86-avx2")
+
+
+def _arch_names() -> list[str]:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import models as bench_models
+
+    return sorted(bench_models.LOCAL)
 
 
 def _model(name: str):
@@ -43,7 +56,13 @@ def _model(name: str):
         return model.eval(), calib
     import zoo_full
 
-    model = getattr(zoo_full, name)().eval()
+    if hasattr(zoo_full, name):
+        model = getattr(zoo_full, name)().eval()
+    else:  # an ImageNet architecture of benchmarks/models.py
+        import models as bench_models
+
+        model = bench_models.LOCAL[name]().eval()
+        model.input_shape = (3, 224, 224)
     calib = torch.rand(16, *model.input_shape, generator=torch.Generator().manual_seed(0))
     return model, calib
 
@@ -83,46 +102,60 @@ def _calib_tensor(calib, n=16) -> torch.Tensor:
     return torch.stack([torch.as_tensor(calib.train[i][0]) for i in range(n)])
 
 
-def int8_rows(models=MODELS, runs: int = 30, rounds: int = 3, threads: int = 1, target: str = "x86-avx2") -> list[dict]:
+def int8_rows(models=MODELS, runs: int = 30, rounds: int = 3, threads: int = 1, targets=TARGETS) -> list[dict]:
+    from edgeprune.export.inspect import ort_kernels
+
     rows = []
     for name in models:
         model, calib = _model(name)
-        qm = ep.quantize(model, calib, method="percentile", target=target, calib_n=64, progress=False)
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            paths = export(qm, tmp, formats=["onnx", "onnx-int8"], target=target)
-            ort_path = _ort_quantize_static(
-                paths["onnx"], tmp / "ort.int8.onnx", _calib_tensor(calib), qm.config.activation_dtype == "uint8"
-            )
-            samples = {"fp32": [], "int8": [], "ort": []}
-            for _ in range(rounds):
-                for key, path in (("fp32", paths["onnx"]), ("int8", paths["onnx-int8"]), ("ort", ort_path)):
-                    res = ep.bench(
-                        str(path), runtime="onnxruntime", threads=threads, warmup=3, runs=max(1, runs // rounds)
-                    )
-                    samples[key] += list(res.samples_ms)
-            med = {k: statistics.median(v) for k, v in samples.items()}
-            shape = [1, *model.input_shape]
-            rows.append(
-                {
-                    "model": name,
-                    "shape": shape,
-                    "threads": threads,
-                    "runs": len(samples["fp32"]),
-                    "target_config": target,
-                    "runtime": "onnxruntime " + __import__("onnxruntime").__version__,
-                    "fp32_ms": round(med["fp32"], 4),
-                    "int8_ms": round(med["int8"], 4),
-                    "speedup": round(med["fp32"] / med["int8"], 3),
-                    "ort_int8_ms": round(med["ort"], 4),
-                    "ort_speedup": round(med["fp32"] / med["ort"], 3),
-                    "fp32_bytes": paths["onnx"].stat().st_size,
-                    "int8_bytes": paths["onnx-int8"].stat().st_size,
-                    "size_ratio": round(paths["onnx"].stat().st_size / paths["onnx-int8"].stat().st_size, 3),
-                    "int8_slower": bool(med["int8"] > med["fp32"]),
-                }
-            )
+        for target in targets:
+            target = None if target in (None, "none") else target
+            qm = ep.quantize(model, calib, method="percentile", target=target, calib_n=64, progress=False)
+            with tempfile.TemporaryDirectory() as tmp:
+                tmp = Path(tmp)
+                paths = export(qm, tmp, formats=["onnx", "onnx-int8"], target=target)
+                ort_path = _ort_quantize_static(
+                    paths["onnx"], tmp / "ort.int8.onnx", _calib_tensor(calib), qm.config.activation_dtype == "uint8"
+                )
+                kernels = ort_kernels(paths["onnx-int8"])
+                med = _interleaved_medians(
+                    {"fp32": paths["onnx"], "int8": paths["onnx-int8"], "ort": ort_path}, runs, rounds, threads
+                )
+                rows.append(_row(name, model, target, threads, med, paths, kernels))
     return rows
+
+
+def _interleaved_medians(paths: dict, runs: int, rounds: int, threads: int) -> dict:
+    samples = {k: [] for k in paths}
+    for _ in range(rounds):
+        for key, path in paths.items():
+            res = ep.bench(str(path), runtime="onnxruntime", threads=threads, warmup=3, runs=max(1, runs // rounds))
+            samples[key] += list(res.samples_ms)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    med["runs"] = len(samples["fp32"])
+    return med
+
+
+def _row(name, model, target, threads, med, paths, kernels) -> dict:
+    fp32_bytes, int8_bytes = paths["onnx"].stat().st_size, paths["onnx-int8"].stat().st_size
+    return {
+        "model": name,
+        "shape": [1, *model.input_shape],
+        "threads": threads,
+        "runs": med["runs"],
+        "target_config": target or "none",
+        "runtime": "onnxruntime " + __import__("onnxruntime").__version__,
+        "fp32_ms": round(med["fp32"], 4),
+        "int8_ms": round(med["int8"], 4),
+        "speedup": round(med["fp32"] / med["int8"], 3),
+        "ort_int8_ms": round(med["ort"], 4),
+        "ort_speedup": round(med["fp32"] / med["ort"], 3),
+        "int8_kernels": f"{kernels['int8_weighted_ops']}/{kernels['weighted_ops']}",
+        "fp32_bytes": fp32_bytes,
+        "int8_bytes": int8_bytes,
+        "size_ratio": round(fp32_bytes / int8_bytes, 3),
+        "int8_slower": bool(med["int8"] > med["fp32"]),
+    }
 
 
 def main(argv=None) -> int:
@@ -131,18 +164,29 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="FILE", help="write the rows to FILE as JSON ('-' for stdout)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per format (default 30)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--target", default="x86-avx2", help="quantization defaults to use (default x86-avx2)")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    p.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"quantization configs, comma-separated: none (no target) or a target name (default {','.join(TARGETS)})",
+    )
+    p.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated subset of {','.join(MODELS)} and the benchmarks/models.py architectures",
+    )
     args = p.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
-    bad = [m for m in models if m not in MODELS]
+    known = set(MODELS) | set(_arch_names())
+    bad = [m for m in models if m not in known]
     if bad:
-        p.error(f"unknown model(s) {bad}; choose from {', '.join(MODELS)}")
-    rows = int8_rows(models, runs=args.runs, threads=args.threads, target=args.target)
+        p.error(f"unknown model(s) {bad}; choose from {', '.join(sorted(known))}")
+    targets = [t for t in args.targets.split(",") if t]
+    rows = int8_rows(models, runs=args.runs, threads=args.threads, targets=targets)
     for r in rows:
         flag = "  <-- int8 SLOWER than fp32" if r["int8_slower"] else ""
         print(
-            f"{r['model']:>14} fp32 {r['fp32_ms']:8.3f} ms  int8 {r['int8_ms']:8.3f} ms  x{r['speedup']:.2f}  "
+            f"{r['model']:>14} [{r['target_config']}] fp32 {r['fp32_ms']:8.3f} ms  int8 {r['int8_ms']:8.3f} ms  "
+            f"x{r['speedup']:.2f} int8 kernels {r['int8_kernels']}  "
             f"(ORT quantize_static x{r['ort_speedup']:.2f})  size x{r['size_ratio']:.2f}{flag}",
             file=sys.stderr,
         )

@@ -6,7 +6,8 @@ mobilenet_v3_large, efficientnet_b0, shufflenet_v2_x1_0, densenet121, convnext_t
 same layers and couplings, random weights: latency does not depend on their values). Produces: one JSON
 row per model with MACs, params, ONNX Runtime latency (1 thread; min and median of rounds timed in rotation) before and after pruning
 50% of channels with round_to 8 (l2 importance, per-layer ratio, the classifier's outputs kept),
-the seconds of graph + plan + apply, and the same for Torch-Pruning (when installed) measured in
+the seconds of graph + plan + apply and the extra peak memory they take (in a forked child), and
+the same for Torch-Pruning (when installed) measured in
 the same run; plus the speedup ratio ours / baseline. Rows with "section": "int8" come from
 benchmarks/int8.py: fp32 vs int8 ONNX Runtime latency and size per model, flagging int8 slower
 than fp32.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import tempfile
 import time
@@ -449,6 +451,109 @@ class ViTB16(nn.Module):
         return self.heads(x[:, 0])
 
 
+class _Fire(nn.Module):
+    def __init__(self, cin, squeeze, e1, e3):
+        super().__init__()
+        self.squeeze, self.squeeze_activation = nn.Conv2d(cin, squeeze, 1), nn.ReLU(inplace=True)
+        self.expand1x1, self.expand1x1_activation = nn.Conv2d(squeeze, e1, 1), nn.ReLU(inplace=True)
+        self.expand3x3, self.expand3x3_activation = nn.Conv2d(squeeze, e3, 3, padding=1), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat(
+            [self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1
+        )
+
+
+class SqueezeNet11(nn.Module):
+    def __init__(self, classes=1000):
+        super().__init__()
+        pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)  # noqa: E731
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 3, 2),
+            nn.ReLU(inplace=True),
+            pool(),
+            _Fire(64, 16, 64, 64),
+            _Fire(128, 16, 64, 64),
+            pool(),
+            _Fire(128, 32, 128, 128),
+            _Fire(256, 32, 128, 128),
+            pool(),
+            _Fire(256, 48, 192, 192),
+            _Fire(384, 48, 192, 192),
+            _Fire(384, 64, 256, 256),
+            _Fire(512, 64, 256, 256),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Conv2d(512, classes, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1))
+        )
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+class MNASNet10(nn.Module):
+    """torchvision mnasnet1_0: inverted residual stacks (3x3 / 5x5 depthwise, expansion 3 / 6)."""
+
+    def __init__(self, classes=1000):
+        super().__init__()
+        layers = [_cbr(3, 32, 3, 2), _cbr(32, 32, 3, 1, 32), nn.Conv2d(32, 16, 1, bias=False), nn.BatchNorm2d(16)]
+        cin = 16
+        for cout, k, s, t, n in (
+            (24, 3, 2, 3, 3),
+            (40, 5, 2, 3, 3),
+            (80, 5, 2, 6, 3),
+            (96, 3, 1, 6, 2),
+            (192, 5, 2, 6, 4),
+            (320, 3, 1, 6, 1),
+        ):
+            for i in range(n):
+                layers.append(_MB(cin, k, cin * t, cout, False, nn.ReLU, s if i == 0 else 1, 0))
+                cin = cout
+        layers.append(_cbr(cin, 1280, 1))
+        self.layers = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, classes))
+
+    def forward(self, x):
+        return self.classifier(self.layers(x).mean([2, 3]))
+
+
+class _RegBlock(nn.Module):
+    """RegNetY bottleneck: 1x1, grouped 3x3 (group width 8), SE, 1x1, projected residual."""
+
+    def __init__(self, cin, cout, stride, gw=8, se_ratio=0.25):
+        super().__init__()
+        self.proj = None
+        if stride != 1 or cin != cout:
+            self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.a = _cbr(cin, cout, 1)
+        self.b = _cbr(cout, cout, 3, stride, cout // gw)
+        self.se = _SE(cout, int(round(se_ratio * cin)), nn.ReLU, nn.Sigmoid)
+        self.c = nn.Sequential(nn.Conv2d(cout, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.c(self.se(self.b(self.a(x))))
+        return F.relu(y + (x if self.proj is None else self.proj(x)))
+
+
+class RegNetY400MF(nn.Module):
+    def __init__(self, classes=1000):
+        super().__init__()
+        layers, cin = [_cbr(3, 32, 3, 2)], 32
+        for w, d in zip((48, 104, 208, 440), (1, 3, 6, 6)):
+            for i in range(d):
+                layers.append(_RegBlock(cin, w, 2 if i == 0 else 1))
+                cin = w
+        self.trunk = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.trunk(x), 1), 1))
+
+
+# torchvision-shaped models outside the pruning benchmark's list (TFLite tests and benchmarks use them)
+EXTRA = {"squeezenet1_1": SqueezeNet11, "mnasnet1_0": MNASNet10, "regnet_y_400mf": RegNetY400MF}
+
 LOCAL = {
     "resnet18": lambda: ResNet(_Basic, [2, 2, 2, 2]),
     "resnet50": lambda: ResNet(_Bottle, [3, 4, 6, 3]),
@@ -517,6 +622,39 @@ def interleaved_ms(sessions: dict, x: torch.Tensor, runs: int) -> dict:
             sess.run(None, feed)
             times[k].append((time.perf_counter() - t) * 1e3)
     return {k: (float(np.min(v)), float(np.median(v))) for k, v in times.items()}
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def peak_mb(fn) -> float | None:
+    """Extra resident memory (MB) ``fn()`` needs at its peak, measured in a forked child (its
+    high-water mark reset at the start) so each pruner starts from the same process image; None
+    where fork or /proc is unavailable."""
+    if not hasattr(os, "fork") or not os.path.exists("/proc/self/clear_refs"):
+        return None
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: run, report, leave without the parent's exit handlers
+        os.close(r)
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+            start = _status_mb("VmRSS")
+            fn()
+            os.write(w, f"{_status_mb('VmHWM') - start:.1f}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return float(out) if out else None
 
 
 def _stats(model, x, seconds):
@@ -610,6 +748,7 @@ def prune_rows(args) -> list[dict]:
         try:
             pruned, sec = ours(model, x)
             row["ours"] = _stats(pruned, x, round(sec, 3))
+            row["ours"]["peak_mb"] = peak_mb(lambda: ours(model, x))
             sessions["ours"] = ort_session(pruned, x)
         except Exception as e:
             row["ours"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
@@ -617,6 +756,7 @@ def prune_rows(args) -> list[dict]:
             try:
                 pruned, sec = torch_pruning(model, x)
                 row["baseline"] = {"name": baseline_name, **_stats(pruned, x, round(sec, 3))}
+                row["baseline"]["peak_mb"] = peak_mb(lambda: torch_pruning(model, x))
                 sessions["baseline"] = ort_session(pruned, x)
             except Exception as e:
                 row["baseline"] = {

@@ -20,6 +20,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "models": ("edgeprune.models", None),
     "targets": ("edgeprune.targets", None),
     "kernels": ("edgeprune.kernels", None),
+    "runtime": ("edgeprune.runtime", None),
     # functions, in data-flow order (docs/architecture.md)
     "trace": ("edgeprune.graph", "trace"),
     "plan": ("edgeprune.prune", "plan"),
@@ -27,9 +28,12 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "save": ("edgeprune.io", "save"),
     "load": ("edgeprune.io", "load"),
     "quantize": ("edgeprune.quant", "quantize"),
-    "export": ("edgeprune.export", "export"),
+    "export": ("edgeprune.export", None),  # the package: callable as export(), and ep.export.inspect_onnx works
     "estimate": ("edgeprune.estimate", "estimate"),
     "bench": ("edgeprune.bench", "bench"),
+    # the whole job (edgeprune build)
+    "build": ("edgeprune.pipeline", "build"),
+    "BuildSpec": ("edgeprune.pipeline", "BuildSpec"),
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

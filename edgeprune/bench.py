@@ -6,30 +6,29 @@ warmup, runs). Produces: a :class:`BenchResult` with init, first-run, mean, medi
 std, p90, p99 (ms), the coefficient of variation, peak RSS and, for ONNX Runtime, a per-layer
 profile. A result is a measurement on *this* host: ``"estimate": false``.
 
-Pure Python over the runtimes' own Python APIs, so the same ``edgeprune bench`` runs on a
-Raspberry Pi or a Jetson.
+Pure Python over the runtimes' own Python APIs. The timing loop and the ONNX Runtime, LiteRT
+and TensorRT (``trtexec``) measurements live in ``edgeprune/_bench_runner.py``, a file with no
+edgeprune imports that ``edgeprune.remote`` copies to a device: local and remote numbers come
+from the same code. This module adds the torch runtime, process isolation and ``BenchResult``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-import platform
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from . import _bench_runner as runner
+from ._bench_runner import CV_WARNING, noise_warnings, parse_ort_profile  # noqa: F401  (public here)
 from ._callable import make_module_callable
 from .errors import UserError
 
-RUNTIMES = ("onnxruntime", "torch", "litert")
-# Above this coefficient of variation (std / mean) the numbers are too noisy to compare:
-# another process is competing for the cores, or the CPU is throttling.
-CV_WARNING = 0.10
+RUNTIMES = ("onnxruntime", "torch", "litert", "tflite-runtime", "tensorrt", "edgeprune")
 
 
 class BenchError(UserError):
@@ -51,6 +50,10 @@ class BenchResult:
     inputs: dict[str, list[int]]
     layers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    # where it ran (runner.host_info(), plus "device" for a remote run); None: this process's host
+    host: dict[str, Any] | None = None
+    # trtexec's own summary (throughput, GPU compute time) for runtime "tensorrt"
+    tensorrt: dict[str, Any] | None = None
 
     # statistics over the timed runs (warmup and the first run excluded)
     @property
@@ -114,6 +117,8 @@ class BenchResult:
             inputs=d["inputs"],
             layers=list(d.get("layers", [])),
             warnings=list(d.get("warnings", [])),
+            host=d.get("host"),
+            tensorrt=d.get("tensorrt"),
         )
 
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
@@ -122,12 +127,7 @@ class BenchResult:
             "artifact": self.artifact,
             "runtime": self.runtime,
             "runtime_version": self.runtime_version,
-            "host": {
-                "machine": platform.machine(),
-                "system": platform.system(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-            },
+            "host": self.host or runner.host_info(),
             "threads": self.threads,
             "warmup": self.warmup,
             "runs": self.runs,
@@ -146,6 +146,8 @@ class BenchResult:
             "layers": self.layers,
             "warnings": self.warnings,
         }
+        if self.tensorrt is not None:
+            d["tensorrt"] = self.tensorrt
         if samples:
             d["samples_ms"] = [round(s, 4) for s in self.samples_ms]
         return d
@@ -157,11 +159,11 @@ def default_runtime(artifact) -> str:
     if not isinstance(artifact, (str, os.PathLike)):
         return "torch"
     p = Path(artifact)
-    suffix = p.suffix.lower()
-    if suffix == ".onnx":
-        return "onnxruntime"
-    if suffix == ".tflite":
-        return "litert"
+    from .export.formats import family_of  # the table only: no exporter is imported
+
+    family = family_of(p)
+    if family is not None:
+        return family.runtime
     if p.is_dir() or not p.exists():
         return "torch"
     raise BenchError(f"cannot tell which runtime runs {p.name}; pass runtime= (--runtime) one of {', '.join(RUNTIMES)}")
@@ -177,6 +179,7 @@ def bench(
     layer_profile: bool = True,
     seed: int = 0,
     isolate: bool = False,
+    trust_code: bool = False,
 ) -> BenchResult:
     """Time ``path_or_model`` with ``runtime`` on this host.
 
@@ -188,7 +191,7 @@ def bench(
 
     ``isolate=True`` (artifact paths only) runs the measurement in a fresh Python process, so
     ``peak_rss_mb`` is what this runtime and model need, not the high-water mark of the
-    calling process (which may hold torch and other models).
+    calling process (which may hold torch and other models). ``trust_code`` as in ``ep.load``.
     """
     if runtime is None:
         runtime = default_runtime(path_or_model)
@@ -198,45 +201,43 @@ def bench(
         raise BenchError(f"need threads >= 1, warmup >= 0, runs >= 1 (got {threads}, {warmup}, {runs})")
     if isinstance(path_or_model, (str, os.PathLike)) and not Path(path_or_model).exists():
         raise BenchError(f"no artifact at {path_or_model}")
+    if runtime in runner.INTERPRETERS and isinstance(path_or_model, (str, os.PathLike)):
+        _check_tflite(path_or_model, runtime)
     if isolate and isinstance(path_or_model, (str, os.PathLike)):
-        return _bench_in_subprocess(path_or_model, runtime, threads, warmup, runs, input_shape, layer_profile, seed)
-    make = {"onnxruntime": _onnxruntime, "torch": _torch, "litert": _litert}[runtime]
-    _preload(runtime)
-    t0 = time.perf_counter()
-    run_once, inputs, version, profiler = make(path_or_model, threads, input_shape, seed)
-    init_ms = (time.perf_counter() - t0) * 1000.0
-    t0 = time.perf_counter()
-    run_once()
-    first_ms = (time.perf_counter() - t0) * 1000.0
-    for _ in range(warmup):
-        run_once()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run_once()
-        samples.append((time.perf_counter() - t0) * 1000.0)
-    result = BenchResult(
-        artifact=str(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else type(path_or_model).__name__,
-        runtime=runtime,
-        runtime_version=version,
-        threads=threads,
-        warmup=warmup,
-        runs=runs,
-        init_ms=init_ms,
-        first_ms=first_ms,
-        samples_ms=samples,
-        peak_rss_mb=_peak_rss_mb(),
-        inputs=inputs,
-    )
-    if layer_profile and profiler is not None:
-        result.layers = profiler(max(3, min(runs, 10)))
-    result.warnings.extend(noise_warnings(samples))
-    return result
+        return _bench_in_subprocess(
+            path_or_model, runtime, threads, warmup, runs, input_shape, layer_profile, seed, trust_code
+        )
+    artifact = str(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else type(path_or_model).__name__
+    try:
+        if runtime == "tensorrt":
+            if not isinstance(path_or_model, (str, os.PathLike)):
+                raise BenchError("runtime tensorrt needs an .onnx file")
+            out = runner.measure_tensorrt(path_or_model, warmup, runs)
+        else:
+            local = {"torch": functools.partial(_torch, trust_code=trust_code), "edgeprune": _edgeprune}
+            make = local.get(runtime) or runner.MAKERS[runtime]
+            _preload(runtime)
+            out = runner.measure(make, path_or_model, threads, warmup, runs, input_shape, layer_profile, seed)
+    except runner.RunnerError as e:
+        raise BenchError(str(e)) from None
+    out.pop("host", None)
+    return BenchResult.from_dict({**out, "artifact": artifact, "runtime": runtime})
+
+
+def _check_tflite(path, runtime: str) -> None:
+    """A truncated or foreign file gets one line from our reader before an interpreter sees it."""
+    if Path(path).suffix.lower() != ".tflite":
+        raise BenchError(
+            f"{runtime} needs a .tflite file, got {path}; export one with `edgeprune export --format tflite`"
+        )
+    from .export.tflite_family import read_model
+
+    read_model(Path(path).read_bytes(), str(path))  # raises UserError naming the file and what is wrong
 
 
 def _preload(runtime: str) -> None:
     """Import the runtime's module before the init timer starts (an import is not model init)."""
-    module = {"onnxruntime": "onnxruntime", "torch": "torch", "litert": "ai_edge_litert.interpreter"}.get(runtime)
+    module = {"onnxruntime": "onnxruntime", "torch": "torch", **runner.INTERPRETERS}.get(runtime)
     if module:
         try:
             __import__(module)
@@ -244,19 +245,15 @@ def _preload(runtime: str) -> None:
             pass  # the runtime's own constructor raises the BenchError that says how to install it
 
 
-def _bench_in_subprocess(path, runtime, threads, warmup, runs, input_shape, layer_profile, seed) -> BenchResult:
+def _bench_in_subprocess(
+    path, runtime, threads, warmup, runs, input_shape, layer_profile, seed, trust_code=False
+) -> BenchResult:
     import subprocess
 
-    request = {
-        "path": str(Path(path).resolve()),
-        "runtime": runtime,
-        "threads": threads,
-        "warmup": warmup,
-        "runs": runs,
-        "input_shape": list(input_shape) if input_shape is not None else None,
-        "layer_profile": layer_profile,
-        "seed": seed,
-    }
+    request = runner.make_request(
+        Path(path).resolve(), runtime, threads, warmup, runs, input_shape, layer_profile, seed
+    )
+    request["trust_code"] = trust_code
     env = dict(os.environ)
     # the worker must import this same edgeprune, installed or not
     root = str(Path(__file__).resolve().parents[1])
@@ -284,125 +281,17 @@ def _worker(argv: list[str]) -> int:
             input_shape=req["input_shape"],
             layer_profile=req["layer_profile"],
             seed=req["seed"],
+            trust_code=req.get("trust_code", False),
         )
-    except BenchError as e:
+    except UserError as e:
         print(str(e), file=sys.stderr)
         return 2
     json.dump(res.to_dict(samples=True), sys.stdout)
     return 0
 
 
-def noise_warnings(samples_ms: list[float]) -> list[str]:
-    """A warning when the timed runs vary too much to be compared (CV above ``CV_WARNING``)."""
-    if len(samples_ms) < 5:
-        return []  # too few runs for a meaningful spread
-    mean = statistics.fmean(samples_ms)
-    cv = statistics.pstdev(samples_ms) / mean if mean > 0 else 0.0
-    if cv <= CV_WARNING:
-        return []
-    return [
-        f"coefficient of variation {cv:.0%} > {CV_WARNING:.0%}: timings are noisy (other load on the "
-        "machine or thermal throttling); close other programs, use more --runs, or pin with taskset"
-    ]
-
-
 # ----------------------------------------------------------------------------- runtimes
-def _onnxruntime(path, threads, input_shape, seed):
-    import numpy as np
-    import onnxruntime as ort
-
-    if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".onnx":
-        raise BenchError(f"onnxruntime needs an .onnx file, got {path}; export one with `edgeprune export`")
-
-    def options(profile_prefix=None):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        if profile_prefix:
-            so.enable_profiling = True
-            so.profile_file_prefix = profile_prefix
-        return so
-
-    try:
-        sess = ort.InferenceSession(str(path), options(), providers=["CPUExecutionProvider"])
-    except Exception as e:  # ORT raises its own exception types for unreadable models
-        raise BenchError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for inp in sess.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-        if input_shape is not None and len(shape) == len(input_shape) + 1:
-            shape = [shape[0], *input_shape]
-        feeds[inp.name] = _random(rng, inp.type, shape)
-    out_names = [o.name for o in sess.get_outputs()]
-
-    def run_once():
-        sess.run(out_names, feeds)
-
-    def profiler(n):
-        with tempfile.TemporaryDirectory(prefix="edgeprune-prof-") as tmp:
-            psess = ort.InferenceSession(
-                str(path), options(os.path.join(tmp, "ort")), providers=["CPUExecutionProvider"]
-            )
-            for _ in range(n):
-                psess.run(out_names, feeds)
-            prof_file = psess.end_profiling()
-            return parse_ort_profile(prof_file, n)
-
-    return run_once, {k: list(v.shape) for k, v in feeds.items()}, f"onnxruntime {ort.__version__}", profiler
-
-
-def parse_ort_profile(path, runs: int) -> list[dict[str, Any]]:
-    """Per-node mean time from an ONNX Runtime profile (Chrome trace JSON), slowest first."""
-    events = json.loads(Path(path).read_text())
-    totals: dict[str, dict[str, Any]] = {}
-    for ev in events:
-        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
-            continue
-        name = ev["name"][: -len("_kernel_time")]
-        args = ev.get("args", {})
-        row = totals.setdefault(name, {"name": name, "op_type": args.get("op_name", ""), "us": 0.0})
-        row["us"] += float(ev.get("dur", 0))
-    grand = sum(r["us"] for r in totals.values()) or 1.0
-    rows = [
-        {
-            "name": r["name"],
-            "op_type": r["op_type"],
-            "mean_ms": round(r["us"] / runs / 1000.0, 5),
-            "share": round(r["us"] / grand, 4),
-        }
-        for r in totals.values()
-    ]
-    rows.sort(key=lambda r: (-r["mean_ms"], r["name"]))
-    return rows
-
-
-def _random(rng, type_str: str, shape):
-    import numpy as np
-
-    kinds = {
-        "tensor(float)": np.float32,
-        "tensor(float16)": np.float16,
-        "tensor(double)": np.float64,
-        "tensor(int8)": np.int8,
-        "tensor(uint8)": np.uint8,
-        "tensor(int32)": np.int32,
-        "tensor(int64)": np.int64,
-        "tensor(bool)": np.bool_,
-    }
-    dtype = kinds.get(type_str, np.float32)
-    if np.issubdtype(dtype, np.floating):
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype == np.bool_:
-        return rng.integers(0, 2, shape).astype(np.bool_)
-    info = np.iinfo(dtype)
-    return rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
-
-
-def _torch(model, threads, input_shape, seed):
+def _torch(model, threads, input_shape, seed, trust_code=False):
     import torch
 
     if isinstance(model, (str, os.PathLike)):
@@ -411,7 +300,10 @@ def _torch(model, threads, input_shape, seed):
             raise BenchError(f"the torch runtime needs a model directory written by ep.save, got {path}")
         from edgeprune.io import load  # io sits below bench; imported here to keep bench light
 
-        model = load(path)
+        try:
+            model = load(path, trust_code=trust_code)
+        except UserError as e:
+            raise BenchError(str(e)) from None
     if not isinstance(model, torch.nn.Module):
         raise BenchError(f"the torch runtime needs an nn.Module or an ep.save directory, got {type(model).__name__}")
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
@@ -433,63 +325,39 @@ def _torch(model, threads, input_shape, seed):
     return run_once, {"input": [1, *shape]}, f"torch {torch.__version__}", None
 
 
-def _litert(path, threads, input_shape, seed):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        raise BenchError("runtime litert needs the ai-edge-litert package: pip install ai-edge-litert") from None
+def _edgeprune(path, threads, input_shape, seed):
+    """edgeprune's own runtime on a .tflite file; its profiler times every operator."""
     import numpy as np
 
+    from edgeprune import runtime as ep_runtime
+
     if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".tflite":
-        raise BenchError(f"litert needs a .tflite file, got {path}")
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
+        raise BenchError(f"the edgeprune runtime needs a .tflite file, got {path}; export one with `edgeprune export`")
+    model = ep_runtime.load(path, threads=threads)
     rng = np.random.default_rng(seed)
-    inputs = {}
-    for d in interp.get_input_details():
-        dtype = np.dtype(d["dtype"])
-        shape = [int(s) if s > 0 else 1 for s in d["shape"]]
-        type_str = {
-            np.dtype(np.float32): "tensor(float)",
-            np.dtype(np.int8): "tensor(int8)",
-            np.dtype(np.uint8): "tensor(uint8)",
-        }.get(dtype, "tensor(float)")
-        value = _random(rng, type_str, shape)
-        interp.set_tensor(d["index"], value)
-        inputs[d["name"]] = shape
-    try:
-        import ai_edge_litert
+    feeds = [rng.standard_normal(i["shape"]).astype(np.float32) for i in model.inputs]
 
-        version = f"litert {getattr(ai_edge_litert, '__version__', 'unknown')}"
-    except Exception:
-        version = "litert"
-    return interp.invoke, inputs, version, None
+    def run_once():
+        model(*feeds)
 
+    def profiler(n):
+        rows = model.profile(runs=n, inputs=feeds)
+        grand = sum(ms for _, _, ms in rows) or 1.0
+        out = [
+            {"name": f"{i}: {label}", "op_type": kind, "mean_ms": round(ms, 5), "share": round(ms / grand, 4)}
+            for i, (kind, label, ms) in enumerate(rows)
+        ]
+        out.sort(key=lambda r: (-r["mean_ms"], r["name"]))
+        return out
 
-def _peak_rss_mb() -> float | None:
-    """Peak resident memory of this process in MiB.
+    from edgeprune import __version__
 
-    Linux: VmHWM from /proc/self/status, the high-water mark of the current address space. Not
-    getrusage's ru_maxrss: that one survives fork+exec, so a worker started from a big process
-    would report its parent's size.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+    inputs = {i["name"]: list(i["shape"]) for i in model.inputs}
+    return run_once, inputs, f"edgeprune {__version__} ({model.isa})", profiler
 
 
 make_module_callable(__name__, bench)  # ep.bench is this module and its function: see edgeprune/_callable.py
+
 
 if __name__ == "__main__":
     sys.exit(_worker(sys.argv[1:]))

@@ -35,8 +35,9 @@ precision, with the depthwise efficiency held at a third of it (depthwise 3x3 do
 per loaded input value against hundreds for a 1x1 GEMM, so it is load-bound; the four
 points alone cannot separate the two, the fit is flat along that direction). The fc
 efficiency does not matter for these models (a batch-1 fc is a GEMV, memory-bound).
-``tests/python/test_estimate.py`` checks all four points within +-35 %. Other profiles reuse
-the same efficiencies on their own peaks and bandwidth: an assumption (the fraction of peak
+``tests/python/test_estimate.py`` checks all four points within +-35 %. A profile with its own
+``[efficiency]`` table (``edgeprune targets calibrate``; the built-in x86 ones) uses that instead
+(``efficiency_for``). The others reuse these efficiencies on their own peaks and bandwidth: an assumption (the fraction of peak
 a microkernel reaches is mostly set by its loads per FLOP, which NEON and AVX2 designs
 share); a device measurement replaces it.
 
@@ -48,9 +49,11 @@ barrier). Memory bandwidth is shared by all cores and does not scale with thread
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,12 @@ LAYER_OVERHEAD_PER_THREAD_US = 4.0
 GPU_EFFICIENCY = {"conv": 0.25, "pointwise": 0.25, "depthwise": 0.03, "fc": 0.05}
 GPU_LAYER_OVERHEAD_US = 6.0
 GPU_BW_EFFICIENCY = 0.6
+# Occupancy: a layer fills the GPU only when it has enough output elements to give every CUDA
+# core work; below that, a kernel's time stops shrinking with its MACs (it still takes one wave
+# of thread blocks). Modelled as efficiency x min(1, out_elems / (cuda_cores x this)), so
+# channel pruning speeds the narrow late layers of a CNN up far less than their MAC count says.
+# An assumption from CUDA's execution model (docs/targets.md, "GPU estimates"), not a fit.
+GPU_SATURATION_ELEMS_PER_CORE = 64
 
 # Published reference points (ms) the constants above are checked against.
 CALIBRATION_POINTS = {
@@ -116,6 +125,9 @@ class Op:
     weight_elems: int = 0
     in_elems: int = 0
     out_elems: int = 0
+    # ONNX node and tensor names this op covers (its node, its outputs, fused followers): how a
+    # runtime's per-node profile is matched back to it (edgeprune.calibrate)
+    names: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -148,6 +160,9 @@ class Estimate:
     source: str  # "module" or the ONNX path
     assumptions: dict[str, Any]
     device: str = "cpu"
+    # "measured": the profile's efficiencies were fitted to measurements on the device
+    # (`edgeprune targets calibrate`); "published": fitted to published figures; "none": GPU guesses
+    calibration: str = "published"
 
     @property
     def by_kind(self) -> dict[str, float]:
@@ -160,6 +175,7 @@ class Estimate:
         return {
             "estimate": True,
             "calibrated": self.device == "cpu",
+            "calibration": self.calibration if self.device == "cpu" else "none",
             "device": self.device,
             "target": self.target,
             "precision": self.precision,
@@ -239,10 +255,14 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
     bandwidth = getattr(profile.memory, "bandwidth_gbs", None)
     b = _BYTES[precision]
     overhead_ms = GPU_LAYER_OVERHEAD_US / 1000.0
+    saturation = gpu_cuda_cores(gpu) * GPU_SATURATION_ELEMS_PER_CORE
     layers = []
     for op in ops:
         nbytes = op.weight_elems * b + (op.in_elems + op.out_elems) * b
-        compute_s = 2.0 * op.macs / (peak * GPU_EFFICIENCY[op.kind]) if op.kind in GPU_EFFICIENCY and op.macs else 0.0
+        compute_s = 0.0
+        if op.kind in GPU_EFFICIENCY and op.macs:
+            occupancy = min(1.0, max(op.out_elems, 1) / saturation)
+            compute_s = 2.0 * op.macs / (peak * GPU_EFFICIENCY[op.kind] * occupancy)
         memory_s = nbytes / (bandwidth * 1e9 * GPU_BW_EFFICIENCY) if bandwidth else 0.0
         layers.append(
             LayerEstimate(
@@ -264,6 +284,8 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
         "bandwidth_gbs": bandwidth,
         "efficiency": dict(GPU_EFFICIENCY),
         "layer_overhead_us": GPU_LAYER_OVERHEAD_US,
+        "occupancy": f"efficiency x min(1, output elements / {saturation}) (CUDA cores x "
+        f"{GPU_SATURATION_ELEMS_PER_CORE})",
         "batch": 1,
     }
     return Estimate(
@@ -280,6 +302,12 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
     )
 
 
+def gpu_cuda_cores(gpu) -> int:
+    """CUDA cores from the profile's GPU name ("Ampere, 1024 CUDA cores, ..."); 128 if unnamed."""
+    m = re.search(r"(\d+)\s*CUDA cores", str(getattr(gpu, "name", "")))
+    return int(m.group(1)) if m else 128
+
+
 def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = None, source: str = "ops") -> Estimate:
     """The roofline itself, over a list of :class:`Op` (shared by the module and ONNX paths)."""
     cores = int(profile.cpu.cores)
@@ -291,11 +319,13 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
     peak_core_gops = _peak_per_core(profile, precision)
     bandwidth = getattr(profile.memory, "bandwidth_gbs", None)
     speedup = threads / (1.0 + (1.0 - PARALLEL_FRACTION) * (threads - 1))
-    overhead_ms = (LAYER_OVERHEAD_US + LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)) / 1000.0
+    fitted = efficiency_for(profile, precision, threads)
+    eff = fitted["efficiency"]
+    bw_eff = fitted["bandwidth_efficiency"]
+    overhead_ms = (fitted["layer_overhead_us"] + LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)) / 1000.0
     act_bytes = _BYTES[precision]
     # int8 models keep fp32 bias and per-channel scales; small, ignored. fp16 weights are 2 bytes.
     w_bytes = _BYTES[precision]
-    eff = EFFICIENCY[precision]
 
     layers = []
     for op in ops:
@@ -304,7 +334,7 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
             compute_s = 2.0 * op.macs / (peak_core_gops * 1e9 * eff[op.kind] * speedup)
         else:
             compute_s = 0.0
-        memory_s = nbytes / (bandwidth * 1e9 * BW_EFFICIENCY) if bandwidth else 0.0
+        memory_s = nbytes / (bandwidth * 1e9 * bw_eff) if bandwidth else 0.0
         ms = max(compute_s, memory_s) * 1000.0 + overhead_ms
         layers.append(
             LayerEstimate(
@@ -325,10 +355,11 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
             "per-layer roofline: max(compute at peak x efficiency, bytes at bandwidth x efficiency)"
             " + per-layer overhead"
         ),
-        "calibration": CALIBRATION_SOURCE,
+        "calibration": fitted["source"],
+        "calibrated_threads": fitted["threads"],
         "peak_gops_per_core": peak_core_gops,
         "bandwidth_gbs": bandwidth,
-        "bandwidth_efficiency": BW_EFFICIENCY if bandwidth else None,
+        "bandwidth_efficiency": bw_eff if bandwidth else None,
         "efficiency": dict(eff),
         "thread_speedup": round(speedup, 4),
         "parallel_fraction": PARALLEL_FRACTION,
@@ -348,7 +379,41 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
         layers=layers,
         source=source,
         assumptions=assumptions,
+        calibration="measured" if fitted["measured"] else "published",
     )
+
+
+def efficiency_for(profile, precision: str, threads: int) -> dict[str, Any]:
+    """The efficiencies an estimate uses: the profile's own ``[efficiency]`` table when it has
+    one for ``precision`` (the fitted thread count nearest below ``threads``, else the smallest;
+    the Amdahl speedup covers the rest), otherwise the module's Raspberry Pi 4 fit.
+
+    Returns {"efficiency": {kind: fraction of peak}, "bandwidth_efficiency", "layer_overhead_us",
+    "source", "threads" (the fitted thread count used, None for the module fit), "measured"}.
+    """
+    table = getattr(profile, "efficiency", None) or {}
+    per_threads = table.get(precision) or {}
+    if per_threads:
+        counts = sorted(int(k[1:]) for k in per_threads)
+        pick = max((c for c in counts if c <= threads), default=counts[0])
+        fitted = per_threads[f"t{pick}"]
+        eff = {k: fitted.get(k, EFFICIENCY[precision][k]) for k in COMPUTE_KINDS}
+        return {
+            "efficiency": eff,
+            "bandwidth_efficiency": fitted.get("eltwise", BW_EFFICIENCY),
+            "layer_overhead_us": table.get("layer_overhead_us", LAYER_OVERHEAD_US),
+            "source": table["source"],
+            "threads": pick,
+            "measured": bool(getattr(profile, "calibrated", False)),
+        }
+    return {
+        "efficiency": dict(EFFICIENCY[precision]),
+        "bandwidth_efficiency": BW_EFFICIENCY,
+        "layer_overhead_us": LAYER_OVERHEAD_US,
+        "source": CALIBRATION_SOURCE,
+        "threads": None,
+        "measured": False,
+    }
 
 
 def _resolve_target(target):
@@ -437,6 +502,152 @@ _POOLS = {
 }
 
 
+def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    # (B, H, Lq, D) x (B, H, Lk, D) -> scores, then x (B, H, Lk, Dv): two matmuls, 2 flops per MAC
+    b, h, lq, d = q
+    lk, dv = k[-2], v[-1]
+    return 2 * b * h * lq * lk * (d + dv)
+
+
+def _flop_mapping() -> dict:
+    import torch
+
+    ops = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        ops[op] = _sdpa_cpu_flops
+    return ops
+
+
+@contextlib.contextmanager
+def counting_macs():
+    """Count the MACs of everything run inside (``with counting_macs() as macs: ...; macs()``).
+
+    The one MAC counter: ``torch.utils.flop_counter`` at the aten level (every conv, matmul and
+    attention op, hand-written attention included), halved from FLOPs. ``count_macs_params``
+    (both budget searches) and ``ops_from_module`` (for operators it has no closed form for)
+    count with it.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # the fused MultiheadAttention fast path is one opaque kernel the counter cannot see into
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter:
+            yield lambda: int(counter.get_total_flops()) // 2
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+
+
+# Functions whose MACs ops_from_module takes from counting_macs (no closed form here), and the
+# operator kind they become.
+_COUNTED = {
+    "conv_transpose1d": "conv",
+    "conv_transpose2d": "conv",
+    "conv_transpose3d": "conv",
+    "einsum": "fc",
+    "multi_head_attention_forward": "fc",
+}
+
+
+def _numel(x) -> int:
+    import torch
+
+    return int(x.numel()) if isinstance(x, torch.Tensor) else 0
+
+
+class _OpTrace:
+    """What ``ops_from_module`` records while the model runs: one ``Op`` per operator, named
+    after the module it runs in."""
+
+    def __init__(self):
+        self.stack: list[str] = []  # names of the modules being run, innermost last
+        self.ops: list[Op] = []
+        self.fusable: set[int] = set()  # ids of tensors produced by conv/linear (or an op fused onto one)
+        self.keep: list = []  # keep outputs alive so their ids stay unique during the trace
+        self.counts: dict[str, int] = {}
+
+    def name(self, kind: str) -> str:
+        base = self.stack[-1] if self.stack and self.stack[-1] else "model"
+        key = f"{base}:{kind}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return base if self.counts[key] == 1 and kind in COMPUTE_KINDS else f"{base}.{kind}{self.counts[key]}"
+
+    def add(self, kind: str, out, fused_onto: bool = False, **fields) -> None:
+        self.ops.append(Op(self.name(kind), kind, out_elems=_numel(out), **fields))
+        if fused_onto:
+            self.fusable.add(id(out))
+
+    def call(self, func, args, kwargs):
+        """Run ``func`` and record it (the body of the TorchFunctionMode)."""
+        import torch
+
+        fname = getattr(func, "__name__", "")
+        if fname in _COUNTED:
+            return self.counted(fname, func, args, kwargs)
+        out = func(*args, **kwargs)
+        first = args[0] if args else None
+        if fname in ("conv1d", "conv2d", "conv3d"):
+            self.conv(args, kwargs, out)
+        elif fname in ("linear", "matmul", "__matmul__", "mm", "bmm", "addmm"):
+            x, w = (args[1], args[2]) if fname == "addmm" else (args[0], args[1])
+            # a weight is read from memory as weights; an activation operand (attention's
+            # Q @ K^T) is one more input tensor
+            is_weight = isinstance(w, torch.nn.Parameter)
+            in_elems = _numel(x) + (0 if is_weight else _numel(w))
+            weight_elems = _numel(w) if is_weight else 0
+            macs = _numel(out) * int(x.shape[-1])
+            self.add("fc", out, True, macs=macs, weight_elems=weight_elems, in_elems=in_elems)
+        elif fname == "scaled_dot_product_attention":
+            q, k, v = args[0], args[1], args[2]
+            # Q @ K^T (L x S x E per head) and softmax(.) @ V (L x S x Ev per head)
+            lq, s_len = int(q.shape[-2]), int(k.shape[-2])
+            macs = int(math.prod(q.shape[:-2])) * lq * s_len * (int(q.shape[-1]) + int(v.shape[-1]))
+            self.add("fc", out, macs=macs, in_elems=_numel(q) + _numel(k) + _numel(v))
+        elif fname in _ACTIVATIONS:
+            if id(first) in self.fusable:
+                self.fusable.add(id(out))
+            elif isinstance(out, torch.Tensor) and fname not in ("dropout", "dropout_"):
+                self.add("eltwise", out, in_elems=_numel(first))
+        elif fname in _ELTWISE and isinstance(out, torch.Tensor):
+            ins = first if isinstance(first, (list, tuple)) else args
+            self.add("eltwise", out, in_elems=sum(_numel(a) for a in ins))
+        elif fname in _POOLS and isinstance(out, torch.Tensor):
+            self.add("pool", out, in_elems=_numel(first))
+        if isinstance(out, torch.Tensor):
+            self.keep.append(out)
+        return out
+
+    def conv(self, args, kwargs, out) -> None:
+        x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+        groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
+        kernel = int(math.prod(w.shape[2:]))
+        per_out = int(w.shape[1]) * kernel  # MACs per output element
+        if groups > 1 and groups == x.shape[1] and int(w.shape[1]) == 1:
+            kind = "depthwise"
+        elif kernel == 1 and groups == 1:
+            kind = "pointwise"
+        else:
+            kind = "conv"
+        self.add(kind, out, True, macs=_numel(out) * per_out, weight_elems=_numel(w), in_elems=_numel(x))
+
+    def counted(self, fname, func, args, kwargs):
+        """An operator without a closed form here: its MACs from ``counting_macs``."""
+        import torch
+
+        with counting_macs() as counted:
+            out = func(*args, **kwargs)
+        out0 = out[0] if isinstance(out, tuple) else out
+        flat = [b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,))]
+        weights = sum(_numel(a) for a in flat if isinstance(a, torch.nn.Parameter))
+        in_elems = sum(_numel(a) for a in flat) - weights
+        self.add(_COUNTED[fname], out0, True, macs=counted(), weight_elems=weights, in_elems=in_elems)
+        self.keep.append(out0)
+        return out
+
+
 def ops_from_module(model, input_shape=None) -> list[Op]:
     """Run one batch-1 forward with zeros and record every operator's shapes.
 
@@ -449,100 +660,20 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
     if shape is None:
         raise ValueError("estimate: the model has no input_shape attribute; pass input_shape=(C, H, W)")
-    stack: list[str] = []
-    ops: list[Op] = []
-    fusable: set[int] = set()  # ids of tensors produced by conv/linear (or an op fused onto one)
-    keep: list = []  # keep outputs alive so their ids stay unique during the trace
-    counts: dict[str, int] = {}
-
-    def _name(kind: str) -> str:
-        base = stack[-1] if stack and stack[-1] else "model"
-        key = f"{base}:{kind}"
-        counts[key] = counts.get(key, 0) + 1
-        return base if counts[key] == 1 and kind in COMPUTE_KINDS else f"{base}.{kind}{counts[key]}"
-
-    def _numel(x) -> int:
-        return int(x.numel()) if isinstance(x, torch.Tensor) else 0
+    trace = _OpTrace()
 
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            fname = getattr(func, "__name__", "")
-            first = args[0] if args else None
-            if fname in ("conv1d", "conv2d", "conv3d"):
-                x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
-                groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
-                kernel = int(math.prod(w.shape[2:]))
-                per_out = int(w.shape[1]) * kernel  # MACs per output element
-                if groups > 1 and groups == x.shape[1] and int(w.shape[1]) == 1:
-                    kind = "depthwise"
-                elif kernel == 1 and groups == 1:
-                    kind = "pointwise"
-                else:
-                    kind = "conv"
-                ops.append(
-                    Op(
-                        _name(kind),
-                        kind,
-                        macs=_numel(out) * per_out,
-                        weight_elems=_numel(w),
-                        in_elems=_numel(x),
-                        out_elems=_numel(out),
-                    )
-                )
-                fusable.add(id(out))
-            elif fname in ("linear", "matmul", "__matmul__", "mm", "bmm", "addmm"):
-                if fname == "addmm":
-                    x, w = args[1], args[2]
-                else:
-                    x, w = args[0], args[1]
-                macs = _numel(out) * int(x.shape[-1])
-                # a weight is read from memory as weights; an activation operand (attention's
-                # Q @ K^T) is one more input tensor
-                is_weight = isinstance(w, torch.nn.Parameter)
-                ops.append(
-                    Op(
-                        _name("fc"),
-                        "fc",
-                        macs=macs,
-                        weight_elems=_numel(w) if is_weight else 0,
-                        in_elems=_numel(x) + (0 if is_weight else _numel(w)),
-                        out_elems=_numel(out),
-                    )
-                )
-                fusable.add(id(out))
-            elif fname == "scaled_dot_product_attention":
-                q, k, v = args[0], args[1], args[2]
-                # Q @ K^T (L x S x E per head) and softmax(.) @ V (L x S x Ev per head)
-                lq, s_len = int(q.shape[-2]), int(k.shape[-2])
-                heads = int(math.prod(q.shape[:-2]))
-                macs = heads * lq * s_len * (int(q.shape[-1]) + int(v.shape[-1]))
-                ops.append(
-                    Op(_name("fc"), "fc", macs=macs, in_elems=_numel(q) + _numel(k) + _numel(v), out_elems=_numel(out))
-                )
-            elif fname in _ACTIVATIONS:
-                if id(first) in fusable:
-                    fusable.add(id(out))
-                elif isinstance(out, torch.Tensor) and fname not in ("dropout", "dropout_"):
-                    ops.append(Op(_name("eltwise"), "eltwise", in_elems=_numel(first), out_elems=_numel(out)))
-            elif fname in _ELTWISE and isinstance(out, torch.Tensor):
-                ins = first if isinstance(first, (list, tuple)) else args
-                ops.append(Op(_name("eltwise"), "eltwise", in_elems=sum(_numel(a) for a in ins), out_elems=_numel(out)))
-            elif fname in _POOLS and isinstance(out, torch.Tensor):
-                ops.append(Op(_name("pool"), "pool", in_elems=_numel(first), out_elems=_numel(out)))
-            if isinstance(out, torch.Tensor):
-                keep.append(out)
-            return out
+            return trace.call(func, args, kwargs or {})
 
     def _enter(name):
         def hook(module, args):
-            stack.append(name)  # returns None: a hook's return value would replace the input
+            trace.stack.append(name)  # returns None: a hook's return value would replace the input
 
         return hook
 
     def _leave(module, args, output):
-        stack.pop()  # returns None: a value here would replace the module's output
+        trace.stack.pop()  # returns None: a value here would replace the module's output
 
     handles = []
     for name, module in model.named_modules():
@@ -560,7 +691,7 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return ops
+    return trace.ops
 
 
 # ----------------------------------------------------------------------------- ONNX
@@ -690,9 +821,15 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
         return int(math.prod(s)) if s else 0
 
     file_precision = _onnx_precision(model)
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     fusable: set[str] = set()
     ops: list[Op] = []
+    owner: dict[str, Op] = {}  # tensor name -> the op that produces it (fused followers included)
     for i, node in enumerate(graph.node):
+        n_before = len(ops)
         name = node.name or f"{node.op_type}_{i}"
         t = node.op_type
         if t in ("Conv", "QLinearConv", "ConvInteger"):
@@ -742,8 +879,13 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
                 )
             )
             fusable.add(out)
+        elif _materialized_qdq(node, producer, consumers, consts, fusable):
+            ops.append(Op(name, "eltwise", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
             fusable.update(node.output)
+            if node.input[0] in owner:
+                owner[node.input[0]].names += [name, *node.output]
+                owner.update(dict.fromkeys(node.output, owner[node.input[0]]))
         elif t in _ONNX_POOLS:
             ops.append(Op(name, "pool", in_elems=_elems(node.input[0]), out_elems=_elems(node.output[0])))
         elif t in _ONNX_ELTWISE:
@@ -751,7 +893,50 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             ops.append(Op(name, "eltwise", in_elems=sum(_elems(n) for n in ins), out_elems=_elems(node.output[0])))
         # Shape plumbing (Reshape, Flatten, Shape, Gather, Q/DQ of activations) is free here:
         # runtimes fold it or it moves no more bytes than the op that consumes it.
+        if len(ops) > n_before:
+            ops[-1].names = [name, *node.output]
+            owner.update(dict.fromkeys(node.output, ops[-1]))
     return ops, file_precision
+
+
+# Ops whose Q/DQ neighbours ONNX Runtime folds into a QLinear kernel (QLinearConv, QGemm,
+# QLinearAdd, QLinearConcat, the QLinear pools; an activation fused onto a conv goes with it); a
+# Q/DQ next to anything else (Sigmoid, the Mul of a squeeze-excite block, HardSigmoid) stays a
+# real pass over the tensor, int8 <-> fp32.
+# Data movement (Flatten, Reshape, Transpose, ...) passes int8 through, so its Q/DQ vanish too.
+_QDQ_FOLDED = {
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Concat",
+    "AveragePool",
+    "GlobalAveragePool",
+    "MaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Relu",  # a Q after Relu / Clip clamps to the same range: ONNX Runtime drops the pair
+    "Clip",
+}
+
+
+def _materialized_qdq(node, producer, consumers, consts, fusable) -> bool:
+    """True for an activation Q or DQ the runtime cannot fold (it costs a memory pass).
+
+    Quantizing the graph input is left out like other plumbing (one pass over the input), so an
+    int8 file and its module estimate alike; a DQ with several users is fine (ONNX Runtime gives
+    each user its own copy before fusing).
+    """
+    if node.op_type == "DequantizeLinear" and node.input[0] not in consts:
+        return any(u.op_type not in _QDQ_FOLDED for u in consumers.get(node.output[0], []))
+    if node.op_type == "QuantizeLinear" and node.input[0] not in consts:
+        src = producer.get(node.input[0])
+        return src is not None and src.op_type not in _QDQ_FOLDED and node.input[0] not in fusable
+    return False
 
 
 def _runtime_shapes(model, names: list[str]) -> dict[str, tuple[int, ...]]:

@@ -2,6 +2,12 @@
 
 Consumes: bytes/text/JSON and a destination path. Produces: the file at that path, or
 nothing at all (an interrupted write never leaves a half file under the final name).
+
+``staged_dir(path, force)`` is the one way a command writes its output directory: it refuses a
+non-empty ``path`` without ``force`` before any work, yields an empty temporary sibling, and
+only when the block succeeds moves the old ``path`` aside, renames the sibling into place and
+deletes the old one. A failure or Ctrl-C leaves the old directory untouched and removes the
+sibling. Problems with the destination raise ``OutputError`` (a ``UserError``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import UserError
+
+
+class OutputError(UserError):
+    """The output path cannot be written (exists, not a directory, read-only...). CLI exit 2."""
 
 
 def _umask() -> int:
@@ -49,21 +61,64 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` over ``final``; an existing ``final`` is moved aside first and deleted after."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+    os.replace(final, old / final.name)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(old / final.name, final)  # put the old output back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _mkdtemp_next_to(final: Path) -> Path:
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except PermissionError:
+        raise OutputError(f"{final}: cannot write in {final.parent} (permission denied); choose another path") from None
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{final}: a parent of it is a file, not a directory; choose another path") from None
+    except OSError as e:
+        raise OutputError(f"{final}: cannot create it ({e.strerror or e}); choose another path") from None
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; on success it replaces ``path``."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = _mkdtemp_next_to(final)
     try:
         yield tmp
         _publishable(tmp, 0o777)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_out_dir(path: str | os.PathLike, force: bool) -> Path:
+    """Refuse ``path`` as an output directory if it is a file, or non-empty without ``force``."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a directory; choose another path")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputError(f"{out}: is not empty; pass --force (force=True) to replace it or choose another directory")
+    return out
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | os.PathLike, force: bool) -> Iterator[Path]:
+    """Check ``path`` (``check_out_dir``), yield an empty sibling, and publish it over ``path`` on success."""
+    final = check_out_dir(path, force)
+    with atomic_dir(final) as tmp:
+        yield tmp
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

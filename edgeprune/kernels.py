@@ -86,6 +86,10 @@ def _weights(weight, bias):
         if not np.issubdtype(bias.dtype, np.floating):
             raise ValueError(f"bias must be a floating-point array (got {bias.dtype})")
         bias = np.ascontiguousarray(bias, dtype=np.float32)
+    # NaN/Inf would quantize to garbage (-127s) or poison every output: refuse them here
+    for name, a in (("weight", weight), ("bias", bias)):
+        if a is not None and not np.isfinite(a).all():
+            raise ValueError(f"{name} must be finite (it contains NaN or infinite values)")
     return weight, bias
 
 

@@ -122,6 +122,15 @@ SUMMARY_HEADER = ["stage", "params", "MACs", "size", "top-1", "Δ pts", "host ms
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: summary, gate, pruning, host and target latency, channels, deploying, files, plots."""
+    lines = _intro_section(report) + _gate_section(report) + _pruning_section(report)
+    lines += _host_section(report) + _estimate_section(report) + _layers_section(report)
+    lines += _deploy_section(report) + _artifacts_section(report)
+    return "\n".join(lines)
+
+
+def _intro_section(report: dict[str, Any]) -> list[str]:
+    """Title, target, stages run and skipped, headline, summary table."""
     target = report.get("target") or {}
     tname = target.get("name", "?")
     lines = [f"# edgeprune build report: {report.get('model', '?')} for {tname}", ""]
@@ -148,7 +157,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Run `edgeprune bench` on the device for real numbers.",
         "",
     ]
+    return lines
 
+
+def _gate_section(report: dict[str, Any]) -> list[str]:
+    """The accuracy gate and whether it passed."""
+    lines: list[str] = []
     gate = report.get("gate")
     if gate:
         status = "passed" if gate.get("passed") else "FAILED"
@@ -157,9 +171,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{gate.get('max_acc_drop')} pts: **{status}**.",
             "",
         ]
+    return lines
 
-    lines += _pruning_section(report)
 
+def _host_section(report: dict[str, Any]) -> list[str]:
+    """Host latency per stage (measured)."""
+    lines: list[str] = []
     host_rows = [(s["name"], s["host_latency"]) for s in report.get("stages", []) if s.get("host_latency")]
     if host_rows:
         lines += [
@@ -179,7 +196,13 @@ def render_markdown(report: dict[str, Any]) -> str:
             for w in h.get("warnings", []):
                 lines.append(f"- {name}: {w}")
         lines.append("")
+    return lines
 
+
+def _estimate_section(report: dict[str, Any]) -> list[str]:
+    """Estimated latency per stage, the slowest layers, the GPU estimate."""
+    tname = (report.get("target") or {}).get("name", "?")
+    lines: list[str] = []
     est_rows = [(s["name"], s["estimate"]) for s in report.get("stages", []) if s.get("estimate")]
     if est_rows:
         lines += [
@@ -215,7 +238,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{_fmt_ms(gpu.get('total_ms'))} ms.",
             "",
         ]
+    return lines
 
+
+def _layers_section(report: dict[str, Any]) -> list[str]:
+    """Channels per layer before and after pruning."""
+    lines: list[str] = []
     layers = report.get("layers") or []
     if layers:
         lines += ["## Channels per layer", "", "| layer | before | after | kept |", "|---|---|---|---|"]
@@ -224,7 +252,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             kept = f"{100 * after / before:.0f}%" if before else "-"
             lines.append(f"| {layer.get('name')} | {before} | {after} | {kept} |")
         lines.append("")
+    return lines
 
+
+def _deploy_section(report: dict[str, Any]) -> list[str]:
+    """How to run and measure the shipped file on the device."""
+    lines: list[str] = []
     deploy = report.get("deploy") or {}
     if deploy:
         lines += ["## Deploying", ""]
@@ -235,7 +268,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         if deploy.get("bench"):
             lines += ["", "Measure on the device:", "", "```sh", *deploy["bench"], "```"]
         lines.append("")
+    return lines
 
+
+def _artifacts_section(report: dict[str, Any]) -> list[str]:
+    """The files written, and the plots."""
+    lines: list[str] = []
     artifacts = report.get("artifacts") or {}
     if artifacts:
         lines += ["## Artifacts", "", "| file | size |", "|---|---|"]
@@ -246,7 +284,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     plots = report.get("plots") or []
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
-    return "\n".join(lines)
+    return lines
 
 
 def _pruning_section(report: dict[str, Any]) -> list[str]:

@@ -62,31 +62,22 @@ struct PackedSparseF32 {
 PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block);
 
 // The tile plan of a b1 (unstructured) stream: the form the SIMD b1 kernels run from (every
-// whole vector of columns; spmm_plan_applies says when), made once per packed weight
-// (SparseLinear makes it on its first call at least one vector wide; made per call it took as
-// long as it saves on a 128-column input).
-// - K tiles. Each nonzero loads its X row from anywhere in the kernel's [K, strip] copy of X, so
-//   that copy must stay in L1: with a 64-column strip a 768-channel layer's copy is 192 KB and
-//   its loads come from L2. K is split into tiles of at most one L1 of strip floats (on this
-//   Zen 5, 48 KB: the best of 32..96 KB measured on AVX-512 at 80-90 % sparsity), and a block
-//   of output rows runs over one tile before the next, the rows' partial sums going through a
-//   contiguous per-thread buffer. A K that fits one tile gets a one-tile plan.
-// - Strips of 4 vectors; very sparse layers (under ~10 entries per row and tile) take strips of
-//   3 vectors and tiles of 4/3 as many channels (plan_spmm_tiles says why).
+// whole vector of columns; spmm_plan_applies says when), made once per packed weight. Why each
+// choice, and what it measured: docs/kernels.md, "The tile plan".
+// - K tiles of at most one L1 of strip floats (each nonzero loads its X row from anywhere in the
+//   tile's copy of X, so the copy must stay in L1); a block of output rows runs over one tile
+//   before the next, the rows' partial sums going through a contiguous per-thread buffer. A K
+//   that fits one tile gets a one-tile plan.
+// - Strips of 4 vectors; very sparse layers take strips of 3 vectors and tiles of 4/3 as many
+//   channels (plan_spmm_tiles).
 // - Tile-major order, read front to back: for each block of `rows` output rows (a block's
 //   stream and Y stay in L2 across its tiles), for each tile, for each row of the block,
 //   counts[] gives the row's entries in the tile and offsets[] / values[] the entries.
-// - 16-bit offsets ((channel - the tile's first channel) * strip: a tile is at most one L1;
-//   scaled so that a pass spends no instruction on an address: offsets in channels, scaled by
-//   the strip in the loop, lost half of what 3-vector strips gain). The loop is bound by loads
-//   (one per X vector, plus one per weight and per offset), so the kernel loads 4 offsets and 4
-//   weights at a time and broadcasts each weight from a register (NEON: by lane; x86: vpermilps
-//   within 128-bit lanes): 5 % to 12 % faster than one broadcast load per weight and a 32-bit
-//   offset each.
-// The cost is a second copy of the weights, 6 bytes a nonzero. offsets[] ends in 4 entries of
-// padding, since a pass reads each group of 4 offsets one group ahead.
-// The L1 size plans assume when the OS does not report one (the Cortex-A57/A72 of the Jetson
-// Nano and Pi 4, and most AVX2-only x86 cores, have 32 KB).
+// - 16-bit offsets: (channel - the tile's first channel) * strip, which fits since a tile is at
+//   most one L1. Kernels load 4 offsets and 4 weights at a time.
+// A second copy of the weights, 6 bytes a nonzero. offsets[] ends in 4 entries of padding, since
+// a pass reads each group of 4 offsets one group ahead.
+// The L1 size plans assume when the OS does not report one (Cortex-A57/A72, most AVX2-only x86).
 constexpr int64_t kDefaultL1Bytes = 32 * 1024;
 // With several blocks and at most this much X in full strips, a kernel copies all strips first
 // and runs each block over all of them (block-major), reading the stream once per call.
@@ -111,11 +102,7 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_byt
 // it walks the stream): the plan fits (made for this m, k and lanes: strips of 3 or 4 vectors),
 // there is at least one vector of columns, and the plan pays: at least 3 stream entries per
 // input channel (its copy of X) and 5 per row and tile (each row's start and end in every tile).
-// Measured on AVX2 and AVX-512 at 95-99 % on 256x256x784, 3072x768x128 and 64x512x3136 with X 16
-// bytes past a cache line, as numpy's large arrays are: the rule picks the faster side or one
-// within 5 %, where the earlier rule on entries per channel alone (8 at 64 columns, 16 at 32)
-// walked 1.3-1.5x slower at 95-97 % on 256x256x784 and tiled 1.3x slower at 99 % on 3072x768x128.
-// (With X on a cache line the walk's loads do not split lines, and it wins from about 97 %.)
+// The measurements behind the thresholds: docs/kernels.md, "When the plan pays".
 inline bool spmm_plan_applies(const SpmmTilePlan* plan, int64_t m, int64_t k, int64_t n,
                               int64_t entries, int64_t lanes) {
   return plan && plan->tiles >= 1 && (plan->strip == 3 * lanes || plan->strip == 4 * lanes) &&
@@ -125,9 +112,9 @@ inline bool spmm_plan_applies(const SpmmTilePlan* plan, int64_t m, int64_t k, in
 
 // The strip (floats) a SIMD b1 kernel with vectors of `lanes` floats runs n columns with, from a
 // plan that applies: 3 vectors where the plan's tiles are sized for them, unless n then needs
-// more than 4/3 as many passes over the rows as with 4 (N = 128 on AVX-512: 2 strips and 2
-// vectors, 3 passes against 2, 16 % slower on 3072x768x128 at 95 %); else 4. A single vector
-// left over may join the last strip, so it is not counted as a pass.
+// more than 4/3 as many passes over the rows as with 4 (docs/kernels.md, "Strip width per
+// call"); else 4. A single vector left over may join the last strip, so it is not counted as a
+// pass.
 inline int64_t spmm_plan_strip(const SpmmTilePlan& plan, int64_t n, int64_t lanes) {
   const int64_t vecs = n / lanes;
   const auto passes = [vecs](int64_t nv) { return vecs / nv + (vecs % nv > 1 ? 1 : 0); };

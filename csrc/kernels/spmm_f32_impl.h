@@ -163,7 +163,7 @@ const Off* spmm_offsets(const ep::SpmmF32Args& p, int block) {
 
 template <class O, class Off>
 void spmm_b1_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
-  // AVX-512 (WalkDeltas): twice the accumulator sets, 16 FMA chains (measured ~3% on large layers)
+  // AVX-512 (WalkDeltas): twice the accumulator sets, 16 FMA chains (docs/kernels.md)
   constexpr int X = spmm_walks<O>(0) ? 2 : 1;
   int64_t n0 = 0;
   if (fit >= 4 * O::W)
@@ -211,18 +211,16 @@ inline void spmm_tile_entry(typename O::V (&acc)[NV + E], const float* xt, const
 // (cnt, off and v advance past it). Tile 0 starts from the bias, later tiles from the partial
 // sums; only the last tile clamps and writes Y. Partial sums go to `part` (row m at
 // (m - m0) * (NV + E) vectors), contiguous and reused by every strip, not to Y, whose rows lie a
-// page or so apart (the round trip through Y cost 2.5 % of 256x256x784 at 90 %). Two
-// accumulator sets take alternate entries (8 FMA chains with NV = 4 hide the FMA latency; with
-// NV = 3, four sets were no faster than two, so the loop is not latency-bound there). Each
-// column's sums are made in the same order whatever NV and E, so a column gives the same bits
-// in any strip.
+// page or so apart. Two accumulator sets take alternate entries. Why both: docs/kernels.md,
+// "Inside a tile pass". Each column's sums are made in the same order whatever NV and E, so a
+// column gives the same bits in any strip.
 template <class O, int NV, int E, bool First, bool Last>
 void spmm_b1_tile_rows(const ep::SpmmF32Args& q, const float* xt, const float* xe,
                        const float* bias, int64_t m0, int64_t m1, float* part,
                        const int32_t*& cnt_at, const uint16_t*& off_at, const float*& v_at) {
   constexpr int NA = NV + E;
   using V = typename O::V;
-  // local cursors: through the references, every row stored and reloaded them (~3 %)
+  // local cursors: through the references, every row would store and reload them
   const int32_t* cnt = cnt_at;
   const uint16_t* off = off_at;
   const float* v = v_at;
@@ -239,9 +237,8 @@ void spmm_b1_tile_rows(const ep::SpmmF32Args& q, const float* xt, const float* x
     }
     const int32_t count = *cnt++;
     int32_t i = 0;
-    // Each group's offsets are loaded a group ahead (the plan pads its offsets by 4): the X loads
-    // then wait on no fresh load, 2-6 % at 70-95 % on both shapes (an isolated group of 12 FMAs
-    // went from 8.8 to 7.8 cycles). The weights' quad loaded ahead too was slower.
+    // Each group's offsets are loaded a group ahead (the plan pads its offsets by 4), so the X
+    // loads wait on no fresh load (docs/kernels.md, "Offsets a group ahead").
     uint64_t gn;
     __builtin_memcpy(&gn, off, sizeof gn);
     for (; i + 4 <= count; i += 4) {
@@ -272,8 +269,7 @@ void spmm_b1_tile_rows(const ep::SpmmF32Args& q, const float* xt, const float* x
 }
 
 // spmm_b1_tile_rows with `first` / `last` as template arguments: the row loop then holds no
-// test of them, and GCC keeps its pointers in registers instead of spilling them to xmm
-// registers and reloading Y's base and stride every row (4-5 % of 256x256x784 at 90 and 95 %).
+// test of them, and GCC keeps its pointers in registers instead of spilling them every row.
 template <class O, int NV, int E = 0>
 void spmm_b1_tile_pass(const ep::SpmmF32Args& q, const float* xt, const float* xe,
                        const float* bias, bool first, bool last, int64_t m0, int64_t m1,
@@ -298,8 +294,7 @@ int64_t spmm_tiles_scratch(const ep::SpmmTilePlan& plan, int64_t m) {
 // Output rows of plan blocks [b0, b1) over the NV (+ E) vectors of columns from n0: each K
 // tile of them is copied just before its pass into `buf` (spmm_tiles_scratch floats: the tile
 // with rows of the plan's strip, the E vector's tile, then partial sums), so the copies stay in
-// L1 through their copy and their pass (copying a whole strip first, 64 KB at K = 256, wrote it
-// through to L2: 2-4 % slower on 256x256x784).
+// L1 through their copy and their pass (a whole strip copied first goes through to L2).
 template <class O, int NV, int E = 0>
 void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& plan, int64_t b0,
                             int64_t b1, int64_t n0, float* buf) {
@@ -394,7 +389,7 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
     const int64_t floats = spmm_tiles_scratch<O>(*plan, p.m);
     float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(floats) * sizeof(float)));
     // With every row in range, one vector after the last strip joins it (one pass over the rows
-    // instead of two: 2 % of 256x256x784, whose last 16 columns are such a vector).
+    // instead of two).
     const bool join = vectors == 1 && !extra && b0 == 0 && b1 == blocks && full > 0 && p.rest;
     for (int64_t s = 0; s < full; ++s) {
       const bool wide = extra || (join && s == full - 1);  // a vector beside the plan's strip
@@ -424,8 +419,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   }
   if (!p.rest) return true;
   // The columns after the last full strip, for every row: whole vectors from the plan (their
-  // copy stays as narrow as they are; a walk of the stream cost 3-4 % of 256x256x784 for its
-  // last 16 columns, about twice this), then what is left of a vector from the stream.
+  // copy stays as narrow as they are; cheaper than walking the stream for them), then what is
+  // left of a vector from the stream.
   int64_t n0 = p.n / O::W * O::W;
   if (vectors > 0) {
     const int64_t floats = spmm_tiles_scratch<O>(*plan, p.m);
@@ -453,8 +448,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
 }
 
 // Columns per pass: the widest strip whose X block (K rows) stays within ~128 KB (L1 + the
-// near part of L2: measured faster than 32 KB strips, since wider passes amortise each row's
-// set-up and each nonzero's weight broadcast over more columns). When X is reused enough, it is
+// near part of L2: wider passes amortise each row's set-up and each nonzero's weight broadcast
+// over more columns; docs/kernels.md, "Without a plan"). When X is reused enough, it is
 // copied one strip at a time into a contiguous [K, strip] buffer first: a pass then touches
 // K * strip floats on a few pages instead of K rows spread over the whole input (a TLB miss per
 // nonzero once X spans more pages than the L1 TLB holds).
@@ -464,8 +459,8 @@ void spmm_driver(const ep::SpmmF32Args& p, int block) {
   const bool wide = fit >= 4 * O::W && (block == 1 || O::Regs >= 32);
   const int64_t widest = wide ? 4 * O::W : fit >= 2 * O::W ? 2 * O::W : O::W;
   // The copy costs K*N moves; it pays when each X element is loaded often enough (stream
-  // entries per input channel), and sooner with wide strips (measured on AVX2 and AVX-512:
-  // 16 entries per channel at 32 columns, 8 at 64).
+  // entries per input channel), and sooner with wide strips (the measured break-even:
+  // docs/kernels.md).
   int64_t entries = 0;
   for (int64_t b = 0; b < (p.m + block - 1) / block; ++b) entries += p.nnz[b];
   if (block == 1 && spmm_b1_tiled<O>(p, entries)) return;
@@ -490,7 +485,7 @@ void spmm_driver(const ep::SpmmF32Args& p, int block) {
   const int32_t* off = block == 4 || !spmm_walks<O>(0) ? spmm_offsets<int32_t>(q, block) : nullptr;
   for (int64_t n0 = 0; n0 < p.n; n0 += widest) {
     const int64_t w = p.n - n0 < widest ? p.n - n0 : widest;
-    if (w == widest) {  // vector copy: a memcpy call per 64..256-byte row costs as much again
+    if (w == widest) {  // vector copy: cheaper than a memcpy call per 64..256-byte row
       for (int64_t c = 0; c < p.k; ++c)
         for (int64_t j = 0; j < widest; j += O::W)
           O::store(strip + c * widest + j, O::load(p.x + c * p.ldx + n0 + j));

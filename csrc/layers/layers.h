@@ -68,8 +68,7 @@ class SparseLinear {
   bool planned() const { return planned_.load(); }  // whether the tile plan has been made
 
   // `auto` picks the sparse kernel when the stored weights (zeros inside a stored 4-channel block
-  // count) are at most this fraction of M*K; above it the dense kernel was as fast or faster in
-  // benchmarks/kernels.py (AVX2 and AVX-512, 256x256x784 and 3072x768x128).
+  // count) are at most this fraction of M*K (where sparse stops paying: docs/kernels.md).
   static constexpr double kAutoMaxDensityB1 = 0.3;
   static constexpr double kAutoMaxDensityB4 = 0.5;
 
@@ -97,9 +96,8 @@ class QLinear {
   // kAutoMaxBlockDensity of the 1x4 blocks hold a nonzero weight).
   QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in,
           float s_out, int32_t zp_out, Act act, SparseKernel mode, Isa isa);
-  // Sparse int8 overtook the dense GEMM below ~40 % stored blocks in benchmarks/kernels.py
-  // (AVX-512 VNNI; on AVX2 already below ~60 %); 0.35 leaves a margin for the transposes of the
-  // [N, K] layout.
+  // Below the measured break-even with the dense GEMM, with a margin for the transposes of the
+  // [N, K] layout (docs/kernels.md, "Choosing sparse or dense").
   static constexpr double kAutoMaxBlockDensity = 0.35;
   void forward(const int8_t* x, int64_t n, int8_t* y, int threads) const;
   void forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const;  // X[K,N] -> Y[M,N]

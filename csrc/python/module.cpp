@@ -10,13 +10,16 @@
 #include <algorithm>
 #include <cstdlib>
 #include <new>
+#include <mutex>
 #include <optional>
+#include <string_view>
 #include <string>
 #include <type_traits>
 
 #include "dispatch/isa.h"
 #include "kernels/kernels.h"
 #include "layers/layers.h"
+#include "runtime/executor.h"
 
 namespace py = pybind11;
 
@@ -164,6 +167,111 @@ py::array_t<T> run_kn(const Layer& layer, const py::array& x, int threads) {
   }
   return y;
 }
+
+// One loaded model with one execution context (the Python object is the context; a mutex keeps
+// two Python threads from running it at once while the GIL is released).
+class RuntimeModel {
+ public:
+  RuntimeModel(const py::bytes& data, int threads, const std::string& isa, bool sparse) {
+    ep::rt::RuntimeOptions o;
+    if (isa.empty()) {
+      o.isa = ep::selected_isa();
+    } else if (!ep::isa_from_name(isa, &o.isa) || !(ep::supported_isas() & ep::IsaSet(o.isa))) {
+      throw std::runtime_error("kernel path '" + isa + "' is unknown or not supported here");
+    }
+    o.sparse = sparse;
+    if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256");
+    const std::string_view bytes(data);
+    {
+      py::gil_scoped_release nogil;
+      auto model = ep::rt::load_model(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+      model_ = std::make_shared<const ep::rt::CompiledModel>(std::move(model), o);
+      ctx_ = std::make_unique<ep::rt::Context>(model_, threads);
+    }
+  }
+
+  static py::dict info(const ep::rt::Tensor& t) {
+    py::dict d;
+    d["name"] = t.name;
+    d["shape"] = py::tuple(py::cast(t.shape));
+    d["dtype"] = ep::rt::dtype_name(t.type);
+    d["scale"] = py::cast(t.scale);
+    d["zero_point"] = py::cast(t.zero_point);
+    return d;
+  }
+  py::list infos(bool inputs) const {
+    py::list out;
+    const auto& m = model_->model();
+    for (int t : inputs ? m.inputs : m.outputs) out.append(info(m.tensors[t]));
+    return out;
+  }
+
+  py::list run(const std::vector<py::array>& inputs) {
+    const auto& m = model_->model();
+    if (inputs.size() != m.inputs.size())
+      throw py::value_error("the model takes " + std::to_string(m.inputs.size()) + " inputs (got " +
+                            std::to_string(inputs.size()) + ")");
+    std::vector<const float*> in;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const auto& t = m.tensors[m.inputs[i]];
+      const py::array& a = inputs[i];
+      if (!a.dtype().is(py::dtype::of<float>()))
+        throw py::value_error("input " + std::to_string(i) + " ('" + t.name +
+                              "') must be float32 (got " + dtype_name(a) + ")");
+      if (!(a.flags() & py::array::c_style))
+        throw py::value_error("input " + std::to_string(i) + " must be C-contiguous");
+      std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+      if (shape != t.shape) {
+        std::string want;
+        for (auto d : t.shape) want += (want.empty() ? "" : ", ") + std::to_string(d);
+        throw py::value_error("input " + std::to_string(i) + " ('" + t.name +
+                              "') must have shape (" + want + ")");
+      }
+      in.push_back(static_cast<const float*>(a.data()));
+    }
+    std::vector<py::array_t<float>> outs;
+    std::vector<float*> out;
+    for (int t : m.outputs) {
+      outs.emplace_back(m.tensors[t].shape);
+      out.push_back(outs.back().mutable_data());
+    }
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lock(mu_);
+      ctx_->run(in.data(), out.data());
+    }
+    py::list r;
+    for (auto& o : outs) r.append(o);
+    return r;
+  }
+
+  void set_threads(int threads) {
+    if (threads < 1 || threads > 256) throw py::value_error("threads must be in 1..256");
+    std::lock_guard<std::mutex> lock(mu_);
+    ctx_->set_threads(threads);
+  }
+  void set_profiling(bool on) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ctx_->set_profiling(on);
+  }
+  // [(kind, label, mean ms per profiled run)] in execution order
+  py::list profile() {
+    std::lock_guard<std::mutex> lock(mu_);
+    py::list r;
+    const auto& ops = model_->ops();
+    const double runs = double(std::max<int64_t>(ctx_->profiled_runs(), 1));
+    for (size_t k = 0; k < ops.size(); ++k)
+      r.append(py::make_tuple(ops[k]->kind, ops[k]->label, ctx_->op_ns()[k] / 1e6 / runs));
+    return r;
+  }
+  std::string isa() const { return ep::isa_name(model_->isa()); }
+  int64_t arena_bytes() const { return model_->arena_bytes(); }
+
+ private:
+  std::shared_ptr<const ep::rt::CompiledModel> model_;
+  std::unique_ptr<ep::rt::Context> ctx_;
+  std::mutex mu_;
+};
 
 }  // namespace
 
@@ -316,4 +424,20 @@ PYBIND11_MODULE(_core, mod) {
           "output_range", [](const ep::QLinear& l) { return py::make_tuple(l.qmin(), l.qmax()); })
       .def_property_readonly(
           "isa", [](const ep::QLinear& l) { return std::string(ep::isa_name(l.isa())); });
+
+  // .tflite files on the runtime. Load errors: ValueError (ModelError: a corrupt or inconsistent
+  // file) or RuntimeError (UnsupportedError: an operator or type this runtime does not run).
+  py::class_<RuntimeModel>(mod, "RuntimeModel")
+      .def(py::init<const py::bytes&, int, const std::string&, bool>(), py::arg("data"),
+           py::arg("threads") = 1, py::arg("isa") = "", py::arg("sparse") = true)
+      .def_property_readonly("inputs", [](const RuntimeModel& m) { return m.infos(true); })
+      .def_property_readonly("outputs", [](const RuntimeModel& m) { return m.infos(false); })
+      .def("run", &RuntimeModel::run, py::arg("inputs"))
+      .def("set_threads", &RuntimeModel::set_threads)
+      .def("set_profiling", &RuntimeModel::set_profiling)
+      .def("profile", &RuntimeModel::profile)
+      .def_property_readonly("isa", &RuntimeModel::isa)
+      .def_property_readonly("arena_bytes", &RuntimeModel::arena_bytes);
+  py::register_exception<ep::rt::UnsupportedError>(mod, "UnsupportedModel", PyExc_RuntimeError);
+  py::register_exception<ep::rt::ModelError>(mod, "InvalidModel", PyExc_ValueError);
 }

@@ -4,8 +4,11 @@ Consumes: parsed flags (``--nproc``, ``--device``, ``--lr-scaling``, ``--batch-s
 ``--resume``, ``--checkpoint-every``) and the command line. Produces: the re-launch of a command under
 ``torch.distributed.run`` (``relaunch``), and ``scaled``, the context a training command's body runs in:
 this process's ``World``, the learning rate for it, the run's active ``Checkpointer`` (resuming from
-``--resume DIR``), and outputs by rank: rank 0 writes ``--out`` and prints; other ranks write into a
-scratch directory that is deleted and print nothing, so one code path serves every rank.
+``--resume DIR``), and outputs by rank: rank 0 writes into the staging directory that replaces ``--out``
+when the body succeeds (``common.staged_out``) and prints; other ranks write into a scratch directory
+that is deleted and print nothing, so one code path serves every rank. Checkpoints live in
+``--out/checkpoints`` while the run lasts (a killed run leaves them for ``--resume``) and are moved into
+the staging directory before it is published.
 
 A command uses it as ``prune`` and ``train`` do::
 
@@ -13,7 +16,7 @@ A command uses it as ``prune`` and ``train`` do::
     if code is not None:
         return code
     with _scale.scaled(args, print_json, batch_size=args.batch_size) as run:
-        ...  # train with lr=run.lr; write into run.prepare_out(); print with run.print_json
+        ...  # train with lr=run.lr; write into run.out; print with run.print_json
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_USAGE, UsageError, prepare_out_dir
+from .common import EXIT_USAGE, UsageError, staged_out
+from .common import check_out as check_out_dir
 
 # Flags that do not change the numbers a run produces (left out of the run a resume must match).
 _NOT_RESULT = {
@@ -151,11 +155,7 @@ def checkpointer(args, world, run: dict):
 
 def check_out(args) -> None:
     """Fail early, on every rank, for an ``--out`` that rank 0 would refuse later."""
-    out = Path(args.out)
-    if _resuming_in_place(args) or args.force:
-        return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        prepare_out_dir(out, False)  # raises its one-line error
+    check_out_dir(args.out, args.force or _resuming_in_place(args))
 
 
 def _resuming_in_place(args) -> bool:
@@ -165,23 +165,27 @@ def _resuming_in_place(args) -> bool:
 
 @contextlib.contextmanager
 def rank_outputs(args, world, print_json):
-    """``(prepare_out, print_json)`` for this rank; other ranks' stdout/stderr are muted for the block."""
+    """``(out dir, print_json)`` for this rank: rank 0 a staging directory published as ``--out`` when
+    the block succeeds; other ranks a scratch directory, deleted after, with stdout/stderr muted."""
     if world.main:
-
-        def prepare():
-            if _resuming_in_place(args):
-                Path(args.out).mkdir(parents=True, exist_ok=True)
-                return Path(args.out)
-            return prepare_out_dir(args.out, args.force)
-
-        yield prepare, print_json
+        # resuming in place replaces the run's own --out (its checkpoints are carried over)
+        with staged_out(args.out, args.force or _resuming_in_place(args)) as tmp:
+            yield tmp, print_json
+            _carry_checkpoints(Path(args.out), tmp)
         return
     scratch = Path(tempfile.mkdtemp(prefix=f"edgeprune-rank{world.rank}-"))
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield (lambda: scratch), (lambda obj: None)
+            yield scratch, (lambda obj: None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _carry_checkpoints(out: Path, staging: Path) -> None:
+    """Move the run's ``out/checkpoints`` into the staging directory that is about to replace ``out``."""
+    ckpts = out / "checkpoints"
+    if ckpts.is_dir() and not (staging / "checkpoints").exists():
+        os.replace(ckpts, staging / "checkpoints")
 
 
 @dataclass
@@ -190,7 +194,7 @@ class Scaled:
 
     world: Any
     lr: float
-    prepare_out: Callable[[], Path]
+    out: Path
     print_json: Callable[[Any], None]
 
 

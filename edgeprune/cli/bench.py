@@ -1,8 +1,10 @@
 """`edgeprune bench ARTIFACT`: measure latency on this machine (and optionally estimate a target).
 
-Consumes: an artifact path (.onnx, .tflite, or an ep.save directory) and run settings.
+Consumes: an artifact path (.onnx, .tflite, or an ep.save directory) and run settings; with
+``--device user@host[:port]`` the run happens on that device over SSH (edgeprune.remote).
 Produces: a table of timings on stdout (or JSON with ``--json``, to stdout or a file), exit 0;
-exit 2 on a missing artifact, an unknown runtime/target or a runtime that cannot load it.
+exit 2 on a missing artifact, an unknown runtime/target, a runtime that cannot load it, or a
+device that cannot be reached, refuses the key or lacks the runtime.
 """
 
 from __future__ import annotations
@@ -26,9 +28,37 @@ def add_parser(subparsers) -> None:
     p.add_argument("artifact", help="model.onnx / model.int8.onnx, *.tflite, or a model directory (ep.save)")
     p.add_argument(
         "--runtime",
-        choices=["onnxruntime", "litert", "torch"],
+        choices=["onnxruntime", "litert", "tflite-runtime", "torch", "tensorrt", "edgeprune"],
         default=None,
-        help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, directory -> torch)",
+        help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, directory -> torch); "
+        "tensorrt builds an engine with the Jetson's trtexec",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        metavar="USER@HOST[:PORT]",
+        help="run on this device over SSH (system ssh/scp, ~/.ssh/config honoured); needs python3, numpy "
+        "and the runtime there, not edgeprune",
+    )
+    p.add_argument("--identity", default=None, metavar="KEY", help="with --device: the SSH private key to use")
+    p.add_argument(
+        "--remote-python",
+        default="python3",
+        metavar="PATH",
+        help="with --device: the device's Python (default python3)",
+    )
+    p.add_argument(
+        "--remote-tmp",
+        default=None,
+        metavar="DIR",
+        help="with --device: where the temp dir goes on the device (default $TMPDIR or /tmp)",
+    )
+    p.add_argument(
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="with --device: an extra ssh -o option, e.g. UserKnownHostsFile=known_hosts (repeatable)",
     )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first (default 5)")
@@ -40,6 +70,11 @@ def add_parser(subparsers) -> None:
         "--in-process",
         action="store_true",
         help="measure in this process (default: a fresh one, so peak RSS is the model's own)",
+    )
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow a model directory whose model.json names a factory outside edgeprune's registry to run it",
     )
     p.add_argument("--top", type=int, default=10, help="layers shown in the per-layer table (default 10)")
     p.add_argument(
@@ -77,23 +112,13 @@ def run(args: argparse.Namespace) -> int:
     profile = None
     if args.target:
         profile = _load_target(args.target)
-    try:
-        runtime = args.runtime or bench.default_runtime(artifact)
-        result = bench.bench(
-            artifact,
-            runtime=runtime,
-            threads=args.threads,
-            warmup=args.warmup,
-            runs=args.runs,
-            input_shape=shape,
-            layer_profile=not args.no_layers,
-            isolate=not args.in_process,
-        )
-    except bench.BenchError as e:
-        raise UsageError(f"bench {artifact}: {e}") from None
+    if args.device:
+        result = _bench_on_device(args, artifact, shape)
+    else:
+        result = _bench_here(args, artifact, shape, bench)
     out = result.to_dict()
     if profile is not None:
-        out["target_estimate"] = _estimate(artifact, result, profile, shape)
+        out["target_estimate"] = _estimate(artifact, result, profile, shape, args.trust_code)
 
     if args.json:
         if args.json == "-":
@@ -109,16 +134,58 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_on_device(args, artifact: Path, shape):
+    remote = importlib.import_module("edgeprune.remote")
+    try:
+        return remote.bench_remote(
+            artifact,
+            args.device,
+            identity=args.identity,
+            runtime=args.runtime,
+            threads=args.threads,
+            runs=args.runs,
+            warmup=args.warmup,
+            input_shape=shape,
+            layer_profile=not args.no_layers,
+            remote_python=args.remote_python,
+            ssh_options=args.ssh_option,
+            remote_tmp=args.remote_tmp,
+        )
+    except remote.RemoteError as e:
+        raise UsageError(str(e)) from None  # it names the device already
+
+
+def _bench_here(args, artifact: Path, shape, bench):
+    try:
+        runtime = args.runtime or bench.default_runtime(artifact)
+        return bench.bench(
+            artifact,
+            runtime=runtime,
+            threads=args.threads,
+            warmup=args.warmup,
+            runs=args.runs,
+            input_shape=shape,
+            layer_profile=not args.no_layers,
+            isolate=not args.in_process,
+            trust_code=args.trust_code,
+        )
+    except bench.BenchError as e:
+        raise UsageError(f"bench {artifact}: {e}") from None
+
+
 def _load_target(name):
     from edgeprune import targets
 
+    from .targets import announce
+
+    announce(name)
     try:
         return targets.load(name)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise UsageError(f"--target {name}: {e}; see `edgeprune targets list`") from None
 
 
-def _estimate(artifact: Path, result, profile, shape):
+def _estimate(artifact: Path, result, profile, shape, trust_code: bool = False):
     estimate = importlib.import_module("edgeprune.estimate")
     threads = min(result.threads, int(profile.cpu.cores))
     if artifact.suffix.lower() == ".onnx":
@@ -126,7 +193,9 @@ def _estimate(artifact: Path, result, profile, shape):
     elif artifact.is_dir():
         from edgeprune.io import load
 
-        est = estimate.estimate(load(artifact), profile, precision="fp32", threads=threads, input_shape=shape)
+        est = estimate.estimate(
+            load(artifact, trust_code=trust_code), profile, precision="fp32", threads=threads, input_shape=shape
+        )
     else:
         return {"estimate": True, "error": f"no estimator for {artifact.suffix} files; estimate the .onnx instead"}
     d = est.to_dict()
@@ -140,7 +209,10 @@ def _print_human(out, top: int) -> None:
 
     # stdout unless the JSON went there
     console = Console(stderr=False, highlight=False)
-    t = Table(title=f"{out['artifact']} · {out['runtime_version']} · {out['threads']} thread(s) · {out['runs']} runs")
+    where = f" · on {out['host']['device']}" if out["host"].get("device") else ""
+    t = Table(
+        title=f"{out['artifact']}{where} · {out['runtime_version']} · {out['threads']} thread(s) · {out['runs']} runs"
+    )
     t.add_column("statistic")
     t.add_column("value", justify="right")
     for k in ("init", "first", "mean", "median", "min", "max", "std", "p90", "p99"):
@@ -149,7 +221,9 @@ def _print_human(out, top: int) -> None:
     t.add_row("peak RSS", "-" if out["peak_rss_mb"] is None else f"{out['peak_rss_mb']:.1f} MB")
     console.print(t)
     if out["layers"]:
-        lt = Table(title=f"slowest {min(top, len(out['layers']))} of {len(out['layers'])} nodes (ONNX Runtime profile)")
+        lt = Table(
+            title=f"slowest {min(top, len(out['layers']))} of {len(out['layers'])} nodes ({out['runtime']} profile)"
+        )
         lt.add_column("node")
         lt.add_column("op")
         lt.add_column("mean ms", justify="right")

@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 
-from .common import EXIT_GATE, EXIT_OK, UsageError, print_json
+from ..pipeline import STAGES
+from .common import EXIT_GATE, EXIT_OK, UsageError, add_trust_flags, load_model, print_json
+from .targets import announce as announce_target
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
 
 
 def _number(flag: str):
     def parse(text: str) -> float:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgG]?)\s*", text)
+        m = re.fullmatch(r"\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgG]?)\s*", text)
         if not m:
             raise argparse.ArgumentTypeError(f"{flag} {text!r} is not a number (e.g. 0.5, 2e6, 2M)")
-        return float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+        value = float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{flag} {text}: must be > 0 (e.g. 0.5, 2e6, 2M)")
+        return value
 
     return parse
 
@@ -47,10 +53,11 @@ def add_parser(subparsers) -> None:
         "--target",
         required=True,
         metavar="NAME",
-        help="device profile: rpi4, rpi5, jetson-nano, jetson-orin-nano, x86-avx2, x86-avx512-vnni, or a .toml path",
+        help="device profile: rpi4, rpi5, jetson-nano, jetson-orin-nano, x86-avx2, x86-avx512-vnni, an alias "
+        "(jetson, rpi, pi4, orin: `edgeprune targets list`), host, or a .toml path",
     )
     p.add_argument("--weights", metavar="F", help="state_dict file (loaded with weights_only=True)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow a pickled whole-model weights file")
+    add_trust_flags(p)
     p.add_argument(
         "--data", metavar="DATA", help="data spec for accuracy and recovery: digits, file.npz, image folder, module:fn"
     )
@@ -73,7 +80,8 @@ def add_parser(subparsers) -> None:
         "--max-acc-drop",
         type=float,
         metavar="PTS",
-        help="fail (exit 3) if top-1 drops by more than PTS percentage points (needs --data)",
+        help="fail (exit 3) if top-1 drops by more than PTS percentage points (needs --data); "
+        "with --budget-* and --data the adaptive search keeps the drop under 1.0 point unless this is given",
     )
     p.add_argument(
         "--formats", metavar="LIST", help="comma-separated export formats (default: the target's, plus onnx)"
@@ -122,49 +130,111 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+# BuildSpec field -> the argparse dest that sets it (its flag is --dest with dashes), in the
+# order the command line is rebuilt in.
+_SPEC_ARGS = {
+    "model": "model",
+    "target": "target",
+    "weights": "weights",
+    "data": "data",
+    "calib": "calib",
+    "ratio": "ratio",
+    "budget_macs": "budget_macs",
+    "budget_latency_ms": "budget_latency",
+    "max_acc_drop": "max_acc_drop",
+    "formats": "formats",
+    "importance": "importance",
+    "recover_epochs": "epochs",
+    "search": "search",
+    "search_steps": "search_steps",
+    "scratch_epochs": "scratch_epochs",
+    "seed": "seed",
+    "bench_runs": "bench_runs",
+    "bench_threads": "threads",
+    "out_dir": "out",
+    "trust_pickle": "trust_pickle",
+    "force": "force",
+}
+# Validation errors name the flag the user typed; budget_latency_ms keeps its field name, which
+# its messages have always said.
+_FLAGS = {f: "--" + d.replace("_", "-") for f, d in _SPEC_ARGS.items() if f != "budget_latency_ms"}
+
+
+class _Progress:
+    """Renders ``pipeline.BuildEvents`` on stderr: a rich bar on a terminal, one plain line per
+    stage otherwise (CI logs)."""
+
+    def __init__(self, rich: bool):
+        self._bar = None
+        self._task = None
+        if rich:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]build[/bold] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+
+    def __enter__(self):
+        if self._bar is not None:
+            self._bar.__enter__()
+            self._task = self._bar.add_task("", total=len(STAGES))
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def stage_started(self, name: str, detail: str, index: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=f"{name} {detail}".strip())
+        else:
+            print(f"build [{index}/{total}] {name} {detail}".rstrip(), file=sys.stderr, flush=True)
+
+    def stage_finished(self, name: str, seconds: float) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def stage_interrupted(self, name: str) -> None:
+        self.note(f"interrupted during {name}")
+
+    def note(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text.replace("warning:", "[yellow]warning:[/yellow]", 1), highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def _formats(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    if not formats:
+        raise UsageError("--formats is empty; e.g. --formats onnx,onnx-int8")
+    return formats
+
+
 def run(args: argparse.Namespace) -> int:
-    pipeline = importlib.import_module("edgeprune.pipeline")
-    if args.ratio is not None and not 0.0 <= args.ratio < 1.0:
-        raise UsageError(f"--ratio {args.ratio} is outside [0, 1); e.g. --ratio 0.5 removes half the channels")
-    if args.epochs < 0 or args.bench_runs < 0 or args.scratch_epochs < 0 or args.threads < 1 or args.search_steps < 1:
-        raise UsageError("--epochs, --bench-runs and --scratch-epochs must be >= 0, --threads and --search-steps >= 1")
-    formats = None
-    if args.formats is not None:
-        formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-        if not formats:
-            raise UsageError("--formats is empty; e.g. --formats onnx,onnx-int8")
-    if args.max_acc_drop is not None and args.data is None:
-        raise UsageError("--max-acc-drop needs --data to measure accuracy on; e.g. --data digits")
-    try:
-        result = pipeline.build(
-            args.model,
-            args.target,
-            args.out,
-            weights=args.weights,
-            trust_pickle=args.trust_pickle,
-            data=args.data,
-            calib=args.calib,
-            ratio=args.ratio,
-            budget_macs=args.budget_macs,
-            budget_latency_ms=args.budget_latency,
-            max_acc_drop=args.max_acc_drop,
-            formats=formats,
-            importance=args.importance,
-            recover_epochs=args.epochs,
-            search=args.search,
-            search_steps=args.search_steps,
-            scratch_epochs=args.scratch_epochs,
-            seed=args.seed,
-            bench_runs=args.bench_runs,
-            bench_threads=args.threads,
-            force=args.force,
-            command_line=["edgeprune", *sys.argv[1:]]
-            if sys.argv and sys.argv[0].endswith("edgeprune")
-            else ["edgeprune", "build", *_argv_of(args)],
-            progress="auto",
-        )
-    except pipeline.BuildError as e:
-        raise UsageError(str(e)) from None
+    from edgeprune import pipeline
+
+    settings = {field: getattr(args, dest) for field, dest in _SPEC_ARGS.items()}
+    settings["formats"] = _formats(args.formats)
+    if args.trust_code and os.path.isdir(args.model):
+        # a directory whose factory is outside the registry loads only with --trust-code, which the spec does not carry
+        settings["model"] = load_model(args.model, trust_code=True)
+    in_process = not (sys.argv and sys.argv[0].endswith("edgeprune"))
+    settings["command_line"] = ["edgeprune", "build", *_argv_of(args)] if in_process else ["edgeprune", *sys.argv[1:]]
+    spec = pipeline.BuildSpec(**settings)
+    spec.validate(_FLAGS)
+    announce_target(args.target)  # which profile an alias (`--target jetson`) chose, on stderr
+    tty = sys.stderr.isatty()
+    with _Progress(rich=tty) as progress:
+        result = pipeline.run(spec, progress, bars=tty)
     rep = result.report
     if args.json:
         print_json(_summary_json(result))
@@ -196,34 +266,13 @@ def run(args: argparse.Namespace) -> int:
 def _argv_of(args) -> list[str]:
     """Rebuild the command line from parsed args (when called in-process, sys.argv is not ours)."""
     out = []
-    for flag in (
-        "model",
-        "target",
-        "weights",
-        "data",
-        "calib",
-        "ratio",
-        "budget_macs",
-        "budget_latency",
-        "max_acc_drop",
-        "formats",
-        "importance",
-        "epochs",
-        "search",
-        "search_steps",
-        "scratch_epochs",
-        "seed",
-        "bench_runs",
-        "threads",
-        "out",
-    ):
-        v = getattr(args, flag)
-        if v is not None:
-            out += [f"--{flag.replace('_', '-')}", str(v)]
-    for flag in ("trust_pickle", "force", "json"):
-        if getattr(args, flag):
-            out.append(f"--{flag.replace('_', '-')}")
-    return out
+    for dest in _SPEC_ARGS.values():
+        v = getattr(args, dest)
+        if isinstance(v, bool):
+            out += [f"--{dest.replace('_', '-')}"] if v else []
+        elif v is not None:
+            out += [f"--{dest.replace('_', '-')}", str(v)]
+    return out + (["--trust-code"] if args.trust_code else []) + (["--json"] if args.json else [])
 
 
 def _summary_json(result) -> dict:

@@ -1,16 +1,20 @@
-"""Shared CLI plumbing: exit codes, the one-line usage error, JSON printing, output dirs.
+"""Shared CLI plumbing: exit codes, the one-line usage error, JSON printing, output dirs, model loading.
 
 Consumes: values from subcommands. Produces: text on stdout/stderr and exit codes.
+Every command writes its ``--out`` through ``staged_out`` (``edgeprune.fsutil.staged_dir``) and
+loads ``--model`` through ``load_model`` (which honours ``--trust-code`` / ``--trust-pickle``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+from .. import fsutil
 from ..errors import UserError
 
 EXIT_OK = 0
@@ -19,8 +23,9 @@ EXIT_USAGE = 2
 EXIT_GATE = 3
 
 
-class UsageError(UserError):
-    """Bad input or usage. The message is one line: what, where, how to fix. Exit code 2."""
+# Kept for API compatibility: bad input or usage is a UserError (one line: what, where, how to
+# fix), which cli/main.py turns into exit code 2.
+UsageError = UserError
 
 
 def fail(message: str) -> None:
@@ -33,17 +38,40 @@ def print_json(obj) -> None:
     sys.stdout.write("\n")
 
 
-def prepare_out_dir(path: str | os.PathLike, force: bool) -> Path:
-    """Return ``path`` as an empty-or-new directory; refuse a non-empty one without --force."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory; choose another path")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise UsageError(f"--out {out} is not empty; pass --force to replace it or choose another directory")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+@contextlib.contextmanager
+def staged_out(path: str | os.PathLike, force: bool, flag: str = "--out") -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``path`` that replaces it when the block succeeds.
+
+    A non-empty ``path`` without ``--force`` is refused before the block runs; a failure or
+    Ctrl-C inside it leaves the old ``path`` untouched (``edgeprune.fsutil.staged_dir``).
+    """
+    try:
+        with fsutil.staged_dir(path, force) as tmp:
+            yield tmp
+    except fsutil.OutputError as e:
+        raise UsageError(f"{flag} {e}") from None
+
+
+def check_out(path: str | os.PathLike, force: bool, flag: str = "--out") -> None:
+    """Fail fast on an unusable ``--out`` before any long work (``staged_out`` checks again)."""
+    try:
+        fsutil.check_out_dir(path, force)
+    except fsutil.OutputError as e:
+        raise UsageError(f"{flag} {e}") from None
+
+
+def add_trust_flags(p, pickle: bool = True) -> None:
+    """``--trust-code`` (and ``--trust-pickle``) for every subcommand that loads a model."""
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow a model directory whose model.json names a Python factory outside edgeprune's registry "
+        "(file.py:fn or package.module:fn) to run it",
+    )
+    if pickle:
+        p.add_argument(
+            "--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model (runs code)"
+        )
 
 
 def first_line(e: BaseException) -> str:
@@ -60,12 +88,14 @@ def flag_error(flag: str, value, e: BaseException) -> UsageError:
     return UsageError(f"{flag} {value}: {msg}")
 
 
-def load_model(spec: str, weights: str | None = None, trust_pickle: bool = False, **build_kwargs):
+def load_model(
+    spec: str, weights: str | None = None, trust_pickle: bool = False, trust_code: bool = False, **build_kwargs
+):
     """Build ``--model`` and load ``--weights`` into it; bad input becomes a one-line UsageError."""
     import edgeprune as ep  # imported here: `edgeprune bench` must start without torch
 
     try:
-        model = ep.models.build(spec, **build_kwargs)
+        model = ep.models.build(spec, trust_code=trust_code, **build_kwargs)
     except ValueError as e:
         raise flag_error("--model", spec, e) from None
     if weights:
@@ -74,3 +104,29 @@ def load_model(spec: str, weights: str | None = None, trust_pickle: bool = False
         except ValueError as e:
             raise flag_error("--weights", weights, e) from None
     return model
+
+
+def check_model_fits_data(model, data, model_flag: str, data_flag: str) -> None:
+    """Run one sample: the model must accept the data's shape and have an output per class."""
+    import torch
+
+    x0, _ = data.train[0]
+    try:
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            logits = model(torch.as_tensor(x0)[None])
+            model.train(was_training)
+    except Exception as e:
+        raise UsageError(
+            f"{model_flag}: does not accept {data_flag} samples of shape {tuple(data.input_shape)} "
+            f"({type(e).__name__}: {first_line(e)})"
+        ) from None
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] < data.num_classes:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise UsageError(
+            f"{model_flag}: outputs shape {shape} but {data_flag} has {data.num_classes} classes "
+            f"(labels 0..{data.num_classes - 1}); build the model with num_classes={data.num_classes} or fix the labels"
+        )
+    if not torch.isfinite(logits).all():
+        raise UsageError(f"{model_flag}: outputs NaN or infinite values on {data_flag}; check the weights")

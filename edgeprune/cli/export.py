@@ -1,16 +1,17 @@
-"""`edgeprune export`: write ONNX files (fp32, fp16, int8 QDQ) from a saved model or quantized dir.
+"""`edgeprune export`: write ONNX and TFLite files (fp32, fp16, int8) from a saved model or quantized dir.
 
 Consumes: ``DIR`` (written by ``edgeprune quantize`` / ``QuantizedModel.save``, or by ``ep.save``),
-``--format`` (repeatable), ``--out DIR``, ``--target``, ``--dynamic-batch``, ``--opset``.
-Produces: the files of ``edgeprune.export.formats`` in ``--out`` (each checked with the full ONNX
-checker, with metadata_props), and a table (or JSON) of format, path, size and int8 coverage.
+``--format`` (repeatable), ``--out DIR``, ``--target``, ``--dynamic-batch``, ``--opset``, ``--io``,
+``--sparse``/``--dense``. Produces: the files of ``edgeprune.export.formats`` in ``--out`` (each
+checked by its family: the full ONNX checker, or a LiteRT load), and a table (or JSON) of format,
+path, size and int8 coverage.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UsageError, prepare_out_dir, print_json
+from .common import UsageError, add_trust_flags, check_out, print_json, staged_out
 
 
 def add_parser(subparsers) -> None:
@@ -18,7 +19,7 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "export",
-        help="export ONNX (fp32 / fp16 / int8 QDQ) from a saved model",
+        help="export ONNX / TFLite (fp32 / fp16 / int8) from a saved model",
         description="Export a model dir (ep.save) or a quantized dir (edgeprune quantize) to the given formats.",
     )
     p.add_argument("dir", metavar="DIR", help="a quantized dir (with quant.json) or a model dir (ep.save)")
@@ -35,12 +36,28 @@ def add_parser(subparsers) -> None:
     p.add_argument("--target", metavar="T", help="device profile recorded in the files (and checked for int8)")
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch dimension symbolic")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    p.add_argument(
+        "--io",
+        choices=["float", "int8"],
+        default="float",
+        help="tflite-int8 input/output type (default float: QUANTIZE/DEQUANTIZE inside the file)",
+    )
+    sp = p.add_mutually_exclusive_group()
+    sp.add_argument(
+        "--sparse",
+        action="store_true",
+        default=None,
+        help="TFLite: store every 1x1-conv/FC fp32 weight sparse (default: those with >= 70%% zeros)",
+    )
+    sp.add_argument("--dense", dest="sparse", action="store_false", help="TFLite: never store weights sparse")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_trust_flags(p, pickle=False)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from edgeprune.export import export, inspect_onnx, load_source
+    from edgeprune.export import export, inspect_file, load_source
+    from edgeprune.export.formats import get as get_format
     from edgeprune.quant import Int8UnsupportedError, QuantizedModel
 
     src = Path(args.dir)
@@ -48,16 +65,18 @@ def run(args) -> int:
         raise UsageError(f"{src}: no such directory; pass a dir written by `edgeprune quantize` or ep.save")
     if args.opset < 17:
         raise UsageError(f"--opset {args.opset}: edgeprune writes opset >= 17")
+    check_out(args.out, args.force)
     try:
-        source = load_source(src)
+        source = load_source(src, trust_code=args.trust_code)
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
     quantized = isinstance(source, QuantizedModel)
     formats = args.formats or (["onnx", "onnx-int8"] if quantized else ["onnx"])
-    if "onnx-int8" in formats and not quantized:
+    needs_scales = [f for f in formats if get_format(f).needs_quantized]
+    if needs_scales and not quantized:
         raise UsageError(
-            f"{src}: onnx-int8 needs int8 scales; run `edgeprune quantize --model {src} --calib DATA "
-            "--out QDIR` and export QDIR"
+            f"{src}: {', '.join(needs_scales)} needs int8 scales; run `edgeprune quantize --model {src} "
+            "--calib DATA --out QDIR` and export QDIR"
         )
     if args.target:
         import edgeprune as ep
@@ -66,22 +85,33 @@ def run(args) -> int:
             ep.targets.load(args.target)
         except (ValueError, FileNotFoundError) as e:
             raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
-    out = prepare_out_dir(args.out, args.force)
+    out = Path(args.out)
     try:
-        paths = export(
-            source, out, formats=formats, target=args.target, dynamic_batch=args.dynamic_batch, opset=args.opset
-        )
+        with staged_out(out, args.force) as tmp:
+            staged = export(
+                source,
+                tmp,
+                formats=formats,
+                target=args.target,
+                dynamic_batch=args.dynamic_batch,
+                opset=args.opset,
+                io=args.io,
+                sparse=args.sparse,
+            )
     except Int8UnsupportedError as e:
         raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
+    except UsageError:
+        raise
     except ValueError as e:
         raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
+    paths = {fmt: out / p.name for fmt, p in staged.items()}
     from edgeprune.export import channel_alignment
 
     model = source.original if quantized else source
     align = channel_alignment(model, args.target) if args.target else None
     rows = []
     for fmt, path in paths.items():
-        info = inspect_onnx(path)
+        info = inspect_file(path)
         rows.append(
             {
                 "format": fmt,

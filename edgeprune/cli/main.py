@@ -10,6 +10,7 @@ file free of a list that every new subcommand would have to edit.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
@@ -19,6 +20,10 @@ from ..errors import UserError
 from .common import EXIT_BUG, EXIT_USAGE, fail
 
 _NOT_SUBCOMMANDS = {"main", "common", "__init__"}
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+# What a torch-free device install (`pip install edgeprune[device]`) lacks: the commands that need one of these
+# say so and exit 2 instead of failing with an import traceback.
+_HOST_PACKAGES = {n: n for n in ("torch", "onnx", "onnxscript", "matplotlib", "tflite")}
 
 
 def _subcommand_names() -> list[str]:
@@ -50,7 +55,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _subcommand_modules(only):
         module.add_parser(sub)
+    for subparser in sub.choices.values():  # `edgeprune build ... -v` works as well as `edgeprune -v build ...`
+        subparser.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of internal errors"
+        )
     return parser
+
+
+def _host_package(e: ModuleNotFoundError) -> str | None:
+    return _HOST_PACKAGES.get((e.name or "").split(".")[0])
+
+
+def _needs_host_install(command: str | None, e: ModuleNotFoundError) -> int:
+    print(
+        f"error: edgeprune {command} needs the {_host_package(e)} package, which this install lacks: "
+        "pip install torch==2.13.0 'edgeprune[host]' (a device install runs bench, inspect, doctor and the runtime)",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     # When the first word names a subcommand, import only that module: `edgeprune bench` must
     # start on a device without torch, and no command should pay for the others' imports.
     first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(first if first in _subcommand_names() else None)
+    try:
+        parser = build_parser(first if first in _subcommand_names() else None)
+    except ModuleNotFoundError as e:  # a subcommand's flags come from a module that needs torch
+        if _host_package(e) is None:
+            raise
+        return _needs_host_install(first, e)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
@@ -72,6 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS or args.verbose:
+            raise
+        # the machine, not edgeprune: no permission, a full or read-only disk
+        print(
+            f"error: {e.filename or 'writing output'}: {e.strerror}; free space or choose another --out",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except ModuleNotFoundError as e:
+        if _host_package(e) is None or args.verbose:
+            raise
+        return _needs_host_install(args.command, e)
     except Exception as e:  # a bug: one line, the traceback only with -v
         if args.verbose:
             raise

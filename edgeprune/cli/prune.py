@@ -1,24 +1,69 @@
 """`edgeprune prune`: structured pruning of a model to a ratio or a MAC budget.
 
 Consumes: ``--model SPEC|DIR`` (optionally ``--weights``), ``--ratio R`` or ``--target-macs F``
-(or ``--plan FILE`` to replay a saved plan), ``--importance``, ``--round-to``, ``--ignore``,
-``--calib DATA`` for data-driven importances, ``--out DIR``. Produces: ``DIR/model`` (ep.save of
-the pruned model with its plan, so ep.load rebuilds it), ``DIR/plan.json``, and a before/after
-table (params, MACs, per-layer channels) or the same as JSON.
+(or ``--plan FILE`` to replay a saved plan, or only a value ``--threshold``: a pure threshold
+run), ``--importance``, ``--round-to``, ``--ignore``, ``--calib DATA`` for data-driven importances,
+``--out DIR``. The method flags (``--importance``, ``--sparsity-criterion``, ``--threshold``,
+``--regularize``, ``--schedule``) take their choices from the registries (docs/methods.md).
+Produces: ``DIR/model`` (ep.save of the pruned model with its plan, so ep.load rebuilds it),
+``DIR/plan.json``, and a before/after table (params, MACs, per-layer channels) or the same as JSON.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
-from .common import EXIT_GATE, UsageError, first_line, load_model, prepare_out_dir, print_json
+from .common import (
+    EXIT_GATE,
+    UsageError,
+    add_trust_flags,
+    check_model_fits_data,
+    first_line,
+    load_model,
+    print_json,
+    staged_out,
+)
 
-DATA_IMPORTANCES = ("taylor", "gradient", "activation")
+# value rules that decide alone: with one of these and no --ratio/--sparsity the run is uncapped
+VALUE_THRESHOLDS = ("relative", "percentile", "absolute", "mean", "iterative")
+
+
+def _method_choices(p) -> None:
+    """Take the choices of the recipe's method flags from the registries, so a criterion,
+    threshold rule or regulariser added there is accepted here without a second list."""
+    from ..prune.schedule import SCHEDULES
+    from ..prune.sparsity import criterion_names
+    from ..prune.threshold import METHODS
+    from ..recover import regularizer_names
+
+    choices = {
+        "schedule": (*SCHEDULES, "adaptive", "admm"),
+        "sparsity_criterion": criterion_names(),
+        "threshold": METHODS,
+        "regularize": regularizer_names(),
+    }
+    helps = {
+        "schedule": "oneshot, linear, agp (cubic), adaptive, or admm (weights: ADMM towards --sparsity, rho "
+        "rising 3e-2 -> 1) (default: adaptive with a --budget-*, else oneshot)",
+        "sparsity_criterion": "weight score for --sparsity: magnitude |w|, taylor |w*grad|, gradient |grad|, "
+        "activation |w|*||x|| (Wanda), random (default magnitude)",
+        "threshold": "dynamic threshold recomputed at every step: solve (meet the step's --ratio/--sparsity "
+        "share), or with --threshold-value: relative (coef x max score), percentile, absolute, mean "
+        "(coef x mean score), iterative (coef x max, raised x1.5 every step until the step's share goes); "
+        "capped by the step's share; without --ratio/--sparsity a value rule decides alone",
+        "regularize": "sparsity regulariser, applied in a sparsity-training phase before the first cut and in "
+        "the recoveries between steps: " + ", ".join(regularizer_names()),
+    }
+    for action in p._actions:
+        if action.dest in choices:
+            action.choices = choices[action.dest]
+            action.help = helps[action.dest]
 
 
 def add_parser(subparsers) -> None:
-    from ..prune.importance import IMPORTANCES
+    from ..prune.importance import names as importance_names
 
     p = subparsers.add_parser(
         "prune",
@@ -33,8 +78,8 @@ def add_parser(subparsers) -> None:
         help="edgeprune:demo-cnn, file.py:factory, package.module:factory, torchvision:NAME, or an ep.save dir",
     )
     p.add_argument("--weights", metavar="FILE", help="state_dict to load into --model (weights_only)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model")
-    how = p.add_mutually_exclusive_group(required=True)
+    add_trust_flags(p)
+    how = p.add_mutually_exclusive_group(required=False)  # one of them, or a value --threshold alone
     how.add_argument("--ratio", type=float, metavar="R", help="fraction of prunable channels to remove, in [0, 1)")
     how.add_argument(
         "--target-macs",
@@ -44,7 +89,10 @@ def add_parser(subparsers) -> None:
     )
     how.add_argument("--plan", metavar="FILE", help="replay a plan.json written by an earlier prune")
     p.add_argument(
-        "--importance", default="l2", metavar="NAME", help=f"channel importance: {', '.join(IMPORTANCES)} (default l2)"
+        "--importance",
+        default="l2",
+        metavar="NAME",
+        help=f"channel importance: {', '.join(importance_names())} (default l2; docs/methods.md)",
     )
     p.add_argument(
         "--reduction",
@@ -70,19 +118,79 @@ def add_parser(subparsers) -> None:
         default="heads",
         help="prune whole attention heads (default) or shrink every head",
     )
-    p.add_argument("--calib", metavar="DATA", help="data spec for taylor/gradient/activation importance (e.g. digits)")
+    p.add_argument(
+        "--calib", metavar="DATA", help="data spec for the data-driven importances (taylor, activation...; e.g. digits)"
+    )
     p.add_argument("--input-shape", metavar="C,H,W", help="example input shape when the model does not carry one")
     p.add_argument("--seed", type=int, default=0, help="seed for --importance random (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    from ..prune.search import add_arguments as add_recipe_arguments  # recovery, schedules, budgets, sparsity
+    p.add_argument(
+        "--explain", action="store_true", help="list the channels that are never pruned: group, layers, reason"
+    )
+    from ._recipe import add_arguments as add_recipe_arguments  # recovery, schedules, budgets, sparsity
 
     add_recipe_arguments(p, how)
+    _method_choices(p)
     from . import _scale
 
     _scale.add_arguments(p, checkpoints=True, batch_size=True)
     p.set_defaults(run=run)
+
+
+def _check_target(args) -> None:
+    """One target (--ratio, --target-macs, --plan, a --budget-*, --sparsity), or a pure threshold
+    run: a value --threshold alone, uncapped (ratio 1.0: only --max-layer-ratio bounds a group)."""
+    targets = ("ratio", "target_macs", "plan", "budget_macs", "budget_params", "budget_latency", "sparsity")
+    if getattr(args, "schedule", None) == "admm" and args.sparsity is None:
+        raise UsageError("--schedule admm prunes weights: give --sparsity S (for channels use oneshot, linear or agp)")
+    if any(getattr(args, t, None) is not None for t in targets):
+        return
+    if getattr(args, "threshold", None) in VALUE_THRESHOLDS:
+        args.ratio = 1.0
+        return
+    raise UsageError(
+        "give a target: --ratio R, --target-macs F, --plan FILE, --budget-macs/--budget-params/--budget-latency, "
+        "--sparsity S, or a value --threshold (relative, percentile, absolute, mean, iterative) alone"
+    )
+
+
+def _check_flags(args) -> None:
+    from edgeprune.prune.importance import names as importance_names
+    from edgeprune.prune.importance import needs_data
+
+    _check_target(args)
+    if args.ratio is not None and not 0 <= args.ratio < 1 and not _pure_threshold(args):
+        raise UsageError(f"--ratio {args.ratio}: must be in [0, 1) (the fraction of channels to remove, e.g. 0.5)")
+    if args.target_macs is not None and not args.target_macs > 0:
+        raise UsageError(f"--target-macs {args.target_macs}: must be > 0 (a fraction <= 1 or a MAC count)")
+    if args.importance not in importance_names():
+        raise UsageError(f"--importance {args.importance}: unknown; choose one of {', '.join(importance_names())}")
+    if args.round_to < 1:
+        raise UsageError(f"--round-to {args.round_to}: must be >= 1")
+    if not 0 < args.max_layer_ratio <= 1:
+        raise UsageError(f"--max-layer-ratio {args.max_layer_ratio}: must be in (0, 1]")
+    if needs_data(args.importance) and not args.calib and not args.data and args.plan is None:
+        raise UsageError(
+            f"--importance {args.importance} needs calibration data: add --calib DATA (e.g. --calib digits)"
+        )
+
+
+def _read_plan(path):
+    from edgeprune.prune import PrunePlan
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return PrunePlan.from_json(f.read())
+    except OSError as e:
+        raise UsageError(f"--plan {path}: cannot read it ({e.strerror})") from None
+    except ValueError as e:
+        raise UsageError(f"--plan {path}: {first_line(e)}") from None
+
+
+def _pure_threshold(args) -> bool:
+    return args.ratio == 1.0 and getattr(args, "threshold", None) in VALUE_THRESHOLDS
 
 
 def _input_shape(args, model) -> tuple:
@@ -123,60 +231,39 @@ def run(args) -> int:
 
     import edgeprune as ep
     from edgeprune.fsutil import write_json
-    from edgeprune.prune import PrunePlan, count_macs_params
-    from edgeprune.prune.importance import IMPORTANCES
+    from edgeprune.prune import count_macs_params
+    from edgeprune.prune.plan import as_plan_list
 
     from . import _scale
 
-    relaunched = _scale.relaunch(args)
+    _check_flags(args)
+    _scale.check_out(args)  # a run resumed in place writes over its own --out
+    relaunched = _scale.relaunch(args)  # --nproc N: the same command line (--trust-code too) on N processes
     if relaunched is not None:
         return relaunched
-    if args.ratio is not None and not 0 <= args.ratio < 1:
-        raise UsageError(f"--ratio {args.ratio}: must be in [0, 1) (the fraction of channels to remove, e.g. 0.5)")
-    if args.target_macs is not None and not args.target_macs > 0:
-        raise UsageError(f"--target-macs {args.target_macs}: must be > 0 (a fraction <= 1 or a MAC count)")
-    if args.importance not in IMPORTANCES:
-        raise UsageError(f"--importance {args.importance}: unknown; choose one of {', '.join(IMPORTANCES)}")
-    if args.round_to < 1:
-        raise UsageError(f"--round-to {args.round_to}: must be >= 1")
-    if not 0 < args.max_layer_ratio <= 1:
-        raise UsageError(f"--max-layer-ratio {args.max_layer_ratio}: must be in (0, 1]")
-    if args.importance in DATA_IMPORTANCES and not args.calib and not args.data and args.plan is None:
-        raise UsageError(
-            f"--importance {args.importance} needs calibration data: add --calib DATA (e.g. --calib digits)"
-        )
-    plan_obj = None
-    if args.plan:
-        try:
-            with open(args.plan, encoding="utf-8") as f:
-                plan_obj = PrunePlan.from_json(f.read())
-        except OSError as e:
-            raise UsageError(f"--plan {args.plan}: cannot read it ({e.strerror})") from None
-        except ValueError as e:
-            raise UsageError(f"--plan {args.plan}: {first_line(e)}") from None
-    model = load_model(args.model, args.weights, args.trust_pickle)
+    plan_obj = _read_plan(args.plan) if args.plan else None
+    model = load_model(args.model, args.weights, args.trust_pickle, args.trust_code)
     model.eval()
     shape = _input_shape(args, model)
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
     calib = None
     if args.calib:
         try:
-            calib = ep.data.load(args.calib).train
+            calib_splits = ep.data.load(args.calib)
         except ValueError as e:
             raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
+        check_model_fits_data(model, calib_splits, f"--model {args.model}", f"--calib {args.calib}")
+        calib = calib_splits.train
     try:
         macs0, params0 = count_macs_params(model, x)
     except Exception as e:
         raise UsageError(
             f"--input-shape {','.join(map(str, shape))}: the model does not run on it ({first_line(e)})"
         ) from None
-    from edgeprune.prune import search as recipe
+    from . import _recipe
 
-    if recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
-        try:
-            met = _run_recipe_scaled(args, model, x, recipe)
-        except recipe.RecipeInputError as e:
-            raise UsageError(str(e)) from None
+    if _recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
+        met = _run_recipe_scaled(args, model, x, _recipe)
         return 0 if met else EXIT_GATE
     if args.resume:
         raise UsageError("--resume continues a run with recovery (--data and a --schedule); this one has none")
@@ -223,19 +310,19 @@ def run(args) -> int:
             layers.append(
                 {"name": name, "type": type(model.get_submodule(name)).__name__, "before": before, "after": after}
             )
-    out = prepare_out_dir(args.out, args.force)
-    previous = getattr(model, "edgeprune_plan", None)
-    plans = ([*previous] if isinstance(previous, list) else [previous] if previous is not None else []) + [plan_obj]
-    try:
-        ep.save(
-            pruned,
-            out / "model",
-            plan=plans if len(plans) > 1 else plan_obj,
-            metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash},
-        )
-    except ValueError as e:
-        raise UsageError(f"--model {args.model}: {first_line(e)}") from None
-    write_json(out / "plan.json", plan_obj.to_dict())
+    out = Path(args.out)
+    plans = as_plan_list(getattr(model, "edgeprune_plan", None)) + [plan_obj]
+    with staged_out(out, args.force) as tmp:
+        try:
+            ep.save(
+                pruned,
+                tmp / "model",
+                plan=plans if len(plans) > 1 else plan_obj,
+                metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash},
+            )
+        except ValueError as e:
+            raise UsageError(f"--model {args.model}: {first_line(e)}") from None
+        write_json(tmp / "plan.json", plan_obj.to_dict())
     result = {
         "out": str(out),
         "model": args.model,
@@ -250,31 +337,51 @@ def run(args) -> int:
         "attributes": plan_obj.attrs,
         "warnings": notes,
     }
+    if getattr(args, "explain", False):
+        result["pinned"] = plan_obj.pinned
     if args.json:
         print_json(result)
     else:
         for n in notes:
             print(f"warning: {n}", file=sys.stderr)
         _print_table(result)
+        if "pinned" in result:
+            _print_pinned(result["pinned"])
     return 0
 
 
 def _run_recipe_scaled(args, model, x, recipe) -> bool:
-    """``run_recipe`` on this rank of a (possibly) data-parallel run, with checkpoints and --resume."""
+    """``run_recipe`` on this rank of a (possibly) data-parallel run, with checkpoints and --resume:
+    rank 0 writes into the staging directory that becomes --out, other ranks into a scratch one."""
     from .. import checkpoint, distributed
+    from ..errors import UserError
+    from ..prune.search import BUDGET_KINDS
     from . import _scale
 
-    if args.resume and (args.sparsity is not None or any(getattr(args, f"budget_{k}") for k in recipe.BUDGET_KINDS)):
+    if args.resume and (args.sparsity is not None or any(getattr(args, f"budget_{k}") for k in BUDGET_KINDS)):
         raise UsageError("--resume continues structured schedules (oneshot, linear, agp); drop --resume")
     with _scale.scaled(args, print_json, batch_size=args.batch_size) as run:
         args.lr = run.lr
         args.recover_overrides = {"batch_size": args.batch_size, "workers": args.workers}
         try:
-            return recipe.run_recipe(args, model, x, prepare_out=run.prepare_out, print_json=run.print_json)
-        except recipe.RecipeInputError as e:  # it names --model; a checkpoint or a lost rank says more
+            return recipe.run_recipe(args, model, x, run.out)
+        except UserError as e:  # it names --model; a checkpoint or a lost rank says more
             if isinstance(e.__context__, (checkpoint.CheckpointError, distributed.DistributedError)):
                 raise e.__context__ from None
             raise
+
+
+def _print_pinned(pinned: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="channels never pruned (--explain)")
+    for col in ("group", "channels", "layers", "reason"):
+        t.add_column(col)
+    for p in pinned:
+        layers = ", ".join(p["layers"][:4]) + (f" (+{len(p['layers']) - 4})" if len(p["layers"]) > 4 else "")
+        t.add_row(p["group"], str(p["channels"]), layers, p["reason"])
+    Console().print(t if pinned else "every channel group can be pruned")
 
 
 def _print_table(r: dict) -> None:

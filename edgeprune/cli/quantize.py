@@ -10,8 +10,19 @@ top-1 printed as a table or JSON. ``--max-acc-drop`` turns the accuracy drop int
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from .common import EXIT_GATE, UsageError, first_line, load_model, prepare_out_dir, print_json
+from .common import (
+    EXIT_GATE,
+    UsageError,
+    add_trust_flags,
+    check_model_fits_data,
+    check_out,
+    first_line,
+    load_model,
+    print_json,
+    staged_out,
+)
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 
@@ -30,7 +41,7 @@ def add_parser(subparsers) -> None:
         help="a model spec (edgeprune:demo-cnn, file.py:factory, ...) or a dir written by ep.save",
     )
     p.add_argument("--weights", metavar="FILE", help="state_dict to load into --model (weights_only)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model")
+    add_trust_flags(p)
     p.add_argument("--calib", required=True, metavar="DATA", help="calibration data spec (digits, file.npz, ...)")
     p.add_argument("--calib-n", type=int, default=512, metavar="N", help="calibration samples (default 512)")
     p.add_argument("--method", choices=METHODS, default="percentile", help="range calibration (default percentile)")
@@ -68,8 +79,11 @@ def run(args) -> int:
 
     if args.calib_n < 1:
         raise UsageError(f"--calib-n {args.calib_n}: must be >= 1")
+    if not 50 < args.percentile <= 100:
+        raise UsageError(f"--percentile {args.percentile}: must be in (50, 100] (the kept percentage, e.g. 99.99)")
     if args.qat_epochs < 0:
         raise UsageError(f"--qat-epochs {args.qat_epochs}: must be >= 0")
+    check_out(args.out, args.force)
     if args.target:
         try:
             ep.targets.load(args.target)
@@ -79,7 +93,8 @@ def run(args) -> int:
         data = ep.data.load(args.calib)
     except ValueError as e:
         raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
-    model = load_model(args.model, args.weights, args.trust_pickle)
+    model = load_model(args.model, args.weights, args.trust_pickle, args.trust_code)
+    check_model_fits_data(model, data, f"--model {args.model}", f"--calib {args.calib}")
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     try:
         qm = ep.quantize(
@@ -100,14 +115,15 @@ def run(args) -> int:
         raise UsageError(f"--model {args.model}: {first_line(e)}") from None
     except ValueError as e:  # bad --percentile and the like
         raise UsageError(first_line(e)) from None
-    if args.qat_epochs:
-        qm = qat(qm, data, epochs=args.qat_epochs, progress=progress)
-    out = prepare_out_dir(args.out, args.force)
-    fp32 = ep.models.evaluate(model, data.test)["top1"]
-    int8 = ep.models.evaluate(qm.module, data.test)["top1"]
-    drop = 100.0 * (fp32 - int8)
-    qm.metadata.update({"calib": args.calib, "fp32_top1": fp32, "int8_top1": int8})
-    qm.save(out)
+    out = Path(args.out)
+    with staged_out(out, args.force) as tmp:
+        if args.qat_epochs:
+            qm = qat(qm, data, epochs=args.qat_epochs, progress=progress)
+        fp32 = ep.models.evaluate(model, data.test)["top1"]
+        int8 = ep.models.evaluate(qm.module, data.test)["top1"]
+        drop = 100.0 * (fp32 - int8)
+        qm.metadata.update({"calib": args.calib, "fp32_top1": fp32, "int8_top1": int8})
+        qm.save(tmp)
     result = {
         "out": str(out),
         "model": args.model,

@@ -10,9 +10,19 @@ Bad specs exit 2 with one line naming the flag and the problem.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from . import _scale
-from .common import UsageError, flag_error, load_model, prepare_out_dir, print_json
+from .common import (
+    UsageError,
+    add_trust_flags,
+    check_model_fits_data,
+    check_out,
+    flag_error,
+    load_model,
+    print_json,
+    staged_out,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -34,9 +44,7 @@ def add_parser(subparsers) -> None:
         "--image-size", type=int, default=32, metavar="PX", help="side length image folders are resized to (default 32)"
     )
     p.add_argument("--weights", metavar="FILE", help="initial weights: a state_dict file (loaded with weights_only)")
-    p.add_argument(
-        "--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model (runs code)"
-    )
+    add_trust_flags(p)
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed for init, split and shuffling (default 0)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, cosine-decayed (default 3e-3)")
@@ -61,9 +69,6 @@ def run(args) -> int:
 
     import edgeprune as ep
 
-    relaunched = _scale.relaunch(args)
-    if relaunched is not None:
-        return relaunched
     for name, value, low in (
         ("--epochs", args.epochs, 0),
         ("--batch-size", args.batch_size, 1),
@@ -74,6 +79,10 @@ def run(args) -> int:
             raise UsageError(f"{name} {value}: must be >= {low}")
     if not args.lr > 0:
         raise UsageError(f"--lr {args.lr}: must be > 0")
+    check_out(args.out, args.force)
+    relaunched = _scale.relaunch(args)  # --nproc N: the same command line (--trust-code too) on N processes
+    if relaunched is not None:
+        return relaunched
     try:
         data = ep.data.load(args.data, seed=args.seed, image_size=args.image_size)
     except ValueError as e:
@@ -82,46 +91,35 @@ def run(args) -> int:
     kwargs = {}
     if args.model.startswith("edgeprune:"):
         kwargs = {"num_classes": data.num_classes, "in_channels": data.input_shape[0]}
-    model = load_model(args.model, args.weights, args.trust_pickle, **kwargs)
-    x0, _ = data.train[0]
-    try:
-        with torch.no_grad():
-            model.eval()
-            logits = model(torch.as_tensor(x0)[None])
-    except Exception as e:
-        raise UsageError(
-            f"--model {args.model}: does not accept --data {args.data} samples of shape "
-            f"{tuple(data.input_shape)} ({type(e).__name__}: {str(e).splitlines()[0]})"
-        ) from None
-    if logits.ndim != 2 or logits.shape[1] < data.num_classes:
-        raise UsageError(
-            f"--model {args.model}: outputs shape {tuple(logits.shape)} but --data {args.data} has "
-            f"{data.num_classes} classes; build the model with num_classes={data.num_classes}"
-        )
+    model = load_model(args.model, args.weights, args.trust_pickle, args.trust_code, **kwargs)
+    check_model_fits_data(model, data, f"--model {args.model}", f"--data {args.data}")
     if getattr(model, "input_shape", None) is None:
         model.input_shape = tuple(data.input_shape)
     world = _scale.setup(args)
     if world.distributed or world.device != "cpu":
         return _train_scaled(args, world, model, data)
-    out = prepare_out_dir(args.out, args.force)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
-    model, metrics = ep.models.train(
-        model,
-        data,
-        epochs=args.epochs,
-        seed=args.seed,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        progress=progress,
-        threads=args.threads,
-    )
-    return _report(args, model, data, metrics, out)
+    with staged_out(args.out, args.force) as tmp:
+        model, metrics = ep.models.train(
+            model,
+            data,
+            epochs=args.epochs,
+            seed=args.seed,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            progress=progress,
+            threads=args.threads,
+        )
+        ep.save(model, tmp, metadata={"train": metrics, "data": args.data})
+    return _report(args, data, model.edgeprune_spec, metrics)
 
 
 def _train_scaled(args, world, model, data) -> int:
     """Train data-parallel (torchrun) or on a GPU with the recovery loop, which runs DDP on any device."""
     import time
+
+    import edgeprune as ep
 
     from .. import distributed
     from ..recover import finetune, top1
@@ -160,16 +158,16 @@ def _train_scaled(args, world, model, data) -> int:
             "threads": args.threads,
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        return _report(args, model, data, metrics, run.prepare_out(), run.print_json)
+        ep.save(model, run.out, metadata={"train": metrics, "data": args.data})  # rank 0: the staging dir
+        return _report(args, data, model.edgeprune_spec, metrics, run.print_json)
 
 
-def _report(args, model, data, metrics, out, printer=print_json) -> int:
-    import edgeprune as ep
-
-    ep.save(model, out, metadata={"train": metrics, "data": args.data})
+def _report(args, data, spec, metrics, printer=print_json) -> int:
+    """Print the result of a run saved to ``--out``."""
+    out = Path(args.out)
     test_is_val = bool(data.info.get("test_is_val"))  # the data spec had no separate test split
     result = {
-        "model": model.edgeprune_spec,
+        "model": spec,
         "data": args.data,
         "out": str(out),
         "test_top1": metrics["test_top1"],

@@ -13,8 +13,8 @@ Consumes: a data spec string (docs/architecture.md, Specs):
                               or DataLoaders, or a ``DataSplits``.
 Produces: ``DataSplits`` (``.train``, ``.val``, ``.test``, ``.num_classes``, ``.input_shape``).
 
-Bad specs raise ``ValueError`` with one line naming the file/spec and what is wrong; the CLI
-turns that into exit code 2.
+Bad specs and files raise ``DataError`` (a ``UserError``, so also a ``ValueError``) with one line
+naming the file/spec and what is wrong; the CLI turns that into exit code 2.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-__all__ = ["DataSplits", "load", "stratified_split", "DIGITS_PATH", "SPEC_FORMS"]
+from ..errors import UserError
+
+__all__ = ["DataError", "DataSplits", "load", "stratified_split", "DIGITS_PATH", "SPEC_FORMS"]
 
 DIGITS_PATH = Path(__file__).with_name("digits.npz")
 SPEC_FORMS = "'digits', 'file.npz', an image folder, 'package.module:fn' or 'path/file.py:fn'"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+
+
+class DataError(UserError):
+    """A data spec or file that cannot be read (one line naming it; CLI exit 2)."""
+
+
+def first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
 
 # Split fractions used whenever a source has no split of its own.
 VAL_FRACTION = 0.15
@@ -134,16 +146,18 @@ def _digits(seed: int) -> DataSplits:
 
 def _npz(path: Path, seed: int) -> DataSplits:
     if not path.is_file():
-        raise ValueError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found")
     try:
         f = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz archive ({e})") from None
+        raise DataError(f"{path}: not a readable .npz archive ({first_line(e)})") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array, not an .npz archive with arrays x and y")
     with f:
         names = set(getattr(f, "files", ()))
         for need in ("x", "y"):
             if need not in names:
-                raise ValueError(
+                raise DataError(
                     f"{path}: missing array '{need}' (found {sorted(names) or 'none'}); "
                     "expected x float32 NCHW, y int64 and optional split"
                 )
@@ -151,31 +165,33 @@ def _npz(path: Path, seed: int) -> DataSplits:
             x, y = f["x"], f["y"]
             split = f["split"] if "split" in names else None
         except ValueError as e:  # object arrays need pickle, which we refuse
-            raise ValueError(f"{path}: cannot read arrays without pickle ({e})") from None
+            raise DataError(f"{path}: cannot read arrays without pickle ({first_line(e)})") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:  # a damaged member
+            raise DataError(f"{path}: corrupt .npz archive ({type(e).__name__}: {first_line(e)})") from None
     if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{path}: array 'x' has dtype {x.dtype}; expected float32")
+        raise DataError(f"{path}: array 'x' has dtype {x.dtype}; expected float32")
     if x.ndim != 4:
-        raise ValueError(f"{path}: array 'x' has shape {x.shape}; expected 4-D NCHW")
+        raise DataError(f"{path}: array 'x' has shape {x.shape}; expected 4-D NCHW")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{path}: array 'y' has shape {y.shape} dtype {y.dtype}; expected 1-D int64 labels")
+        raise DataError(f"{path}: array 'y' has shape {y.shape} dtype {y.dtype}; expected 1-D int64 labels")
     if len(y) != len(x):
-        raise ValueError(f"{path}: 'x' has {len(x)} samples but 'y' has {len(y)}")
+        raise DataError(f"{path}: 'x' has {len(x)} samples but 'y' has {len(y)}")
     if len(y) == 0:
-        raise ValueError(f"{path}: no samples")
+        raise DataError(f"{path}: no samples")
     if y.min() < 0:
-        raise ValueError(f"{path}: array 'y' has negative labels; expected class indices 0..K-1")
+        raise DataError(f"{path}: array 'y' has negative labels; expected class indices 0..K-1")
     if not np.isfinite(x).all():
-        raise ValueError(f"{path}: array 'x' contains NaN or infinite values")
+        raise DataError(f"{path}: array 'x' contains NaN or infinite values")
     if split is None:
         split = stratified_split(y, seed=seed)
     else:
         if split.shape != y.shape or not np.issubdtype(split.dtype, np.integer):
-            raise ValueError(f"{path}: array 'split' must be 1-D integers with one entry per sample")
+            raise DataError(f"{path}: array 'split' must be 1-D integers with one entry per sample")
         bad = set(np.unique(split).tolist()) - {0, 1, 2}
         if bad:
-            raise ValueError(f"{path}: array 'split' has values {sorted(bad)}; expected 0 (train), 1 (val), 2 (test)")
+            raise DataError(f"{path}: array 'split' has values {sorted(bad)}; expected 0 (train), 1 (val), 2 (test)")
         if not (split == 0).any():
-            raise ValueError(f"{path}: array 'split' selects no training samples (value 0)")
+            raise DataError(f"{path}: array 'split' selects no training samples (value 0)")
     return _tensor_splits(x, y, np.asarray(split, dtype=np.int64), str(path), info={"seed": seed})
 
 
@@ -189,7 +205,7 @@ def _pil():
     try:
         from PIL import Image
     except ImportError:
-        raise ValueError("reading image folders needs Pillow: pip install pillow") from None
+        raise DataError("reading image folders needs Pillow: pip install pillow") from None
     return Image
 
 
@@ -200,7 +216,7 @@ def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
             im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
             a = np.asarray(im, dtype=np.float32) / 255.0
     except OSError as e:
-        raise ValueError(f"{path}: cannot read image ({e})") from None
+        raise DataError(f"{path}: cannot read image ({e})") from None
     return a[None] if channels == 1 else a.transpose(2, 0, 1)
 
 
@@ -210,7 +226,7 @@ def _image_mode_is_gray(path: Path) -> bool:
         with Image.open(path) as im:
             return im.mode in ("1", "L", "I", "I;16", "F", "LA")
     except OSError as e:
-        raise ValueError(f"{path}: cannot read image ({e})") from None
+        raise DataError(f"{path}: cannot read image ({e})") from None
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -229,18 +245,18 @@ def _image_folder(root: Path, seed: int, image_size: int) -> DataSplits:
         split_roots[2] = root / "test"
     classes = [p.name for p in _class_dirs(split_roots[0])]
     if not classes:
-        raise ValueError(f"{root}: no class subfolders; expected one subfolder of images per class")
+        raise DataError(f"{root}: no class subfolders; expected one subfolder of images per class")
     files: list[tuple[Path, int, int]] = []  # (path, label, split)
     for k, r in split_roots.items():
         for c in _class_dirs(r):
             if c.name not in classes:
-                raise ValueError(f"{c}: class '{c.name}' is not among the training classes {classes}")
+                raise DataError(f"{c}: class '{c.name}' is not among the training classes {classes}")
             files += [(p, classes.index(c.name), k) for p in _images_in(c)]
     if not files:
-        raise ValueError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DataError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     empty = [c for c in classes if not any(lbl == classes.index(c) and s == 0 for _, lbl, s in files)]
     if empty:
-        raise ValueError(f"{root}: class folders without training images: {empty}")
+        raise DataError(f"{root}: class folders without training images: {empty}")
     # Grayscale only if every image is; one colour image makes the whole set RGB.
     channels = 1 if all(_image_mode_is_gray(p) for p, _, _ in files) else 3
     if len(files) >= STREAM_MIN_IMAGES:
@@ -310,34 +326,46 @@ def _streamed_folder(root: Path, files, classes, presplit, seed, image_size, cha
 # callables
 
 
+def exec_file(path: Path, source: bytes | None = None):
+    """Import the Python file ``path`` as a fresh module, running ``source`` (its bytes) if given.
+
+    Passing the bytes lets a caller that verified them (a hash) run exactly what it checked.
+    """
+    mod_name = f"_edgeprune_user_{abs(hash(str(path)))}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise DataError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module  # dataclasses/pickling look the module up by name
+    try:
+        if source is None:
+            module_spec.loader.exec_module(module)
+        else:
+            exec(compile(source, str(path), "exec"), module.__dict__)
+    except BaseException:
+        sys.modules.pop(mod_name, None)
+        raise
+    return module
+
+
 def resolve_callable(spec: str, what: str = "spec"):
     """``package.module:fn`` or ``path/file.py:fn`` -> the callable (ValueError if missing)."""
     target, _, name = spec.rpartition(":")
     if not target or not name:
-        raise ValueError(f"{what} {spec!r}: expected 'package.module:fn' or 'path/file.py:fn'")
+        raise DataError(f"{what} {spec!r}: expected 'package.module:fn' or 'path/file.py:fn'")
     if target.endswith(".py"):
         path = Path(target).expanduser().resolve()
         if not path.is_file():
-            raise ValueError(f"{what} {spec!r}: file {path} not found")
-        mod_name = f"_edgeprune_user_{abs(hash(str(path)))}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise ValueError(f"{what} {spec!r}: cannot import {path}")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[mod_name] = module  # dataclasses/pickling look the module up by name
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception:
-            sys.modules.pop(mod_name, None)
-            raise
+            raise DataError(f"{what} {spec!r}: file {path} not found")
+        module = exec_file(path)
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as e:
-            raise ValueError(f"{what} {spec!r}: cannot import module '{target}' ({e})") from None
+            raise DataError(f"{what} {spec!r}: cannot import module '{target}' ({e})") from None
     fn = getattr(module, name, None)
     if fn is None or not callable(fn):
-        raise ValueError(f"{what} {spec!r}: '{target}' has no callable '{name}'")
+        raise DataError(f"{what} {spec!r}: '{target}' has no callable '{name}'")
     return fn
 
 
@@ -346,7 +374,7 @@ def _as_dataset(obj, spec: str, which: str) -> Dataset:
         return obj.dataset
     if isinstance(obj, Dataset) or (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
         return obj
-    raise ValueError(f"data {spec!r}: the {which} part is a {type(obj).__name__}, expected a Dataset or DataLoader")
+    raise DataError(f"data {spec!r}: the {which} part is a {type(obj).__name__}, expected a Dataset or DataLoader")
 
 
 def _infer_num_classes(ds: Dataset) -> int:
@@ -370,7 +398,7 @@ def _from_callable(spec: str) -> DataSplits:
         out.spec = out.spec or spec
         return out
     if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
-        raise ValueError(f"data {spec!r}: returned {type(out).__name__}; expected (train, val) or (train, val, test)")
+        raise DataError(f"data {spec!r}: returned {type(out).__name__}; expected (train, val) or (train, val, test)")
     parts = [_as_dataset(o, spec, w) for o, w in zip(out, ("train", "val", "test"))]
     if len(parts) == 2:
         parts.append(parts[1])  # no separate test split: evaluate on val, and say so in info
@@ -401,7 +429,7 @@ def load(spec: str | DataSplits, seed: int = 0, image_size: int = 32) -> DataSpl
     if isinstance(spec, DataSplits):
         return spec
     if not isinstance(spec, str) or not spec:
-        raise ValueError(f"data spec {spec!r}: expected {SPEC_FORMS}")
+        raise DataError(f"data spec {spec!r}: expected {SPEC_FORMS}")
     if spec == "digits":
         return _digits(seed)
     path = Path(spec).expanduser()
@@ -412,5 +440,5 @@ def load(spec: str | DataSplits, seed: int = 0, image_size: int = 32) -> DataSpl
     if ":" in spec and not path.exists():
         return _from_callable(spec)
     if path.exists():
-        raise ValueError(f"{path}: unsupported data file; expected {SPEC_FORMS}")
-    raise ValueError(f"data spec {spec!r}: no such file or directory and not a known dataset; expected {SPEC_FORMS}")
+        raise DataError(f"{path}: unsupported data file; expected {SPEC_FORMS}")
+    raise DataError(f"data spec {spec!r}: no such file or directory and not a known dataset; expected {SPEC_FORMS}")

@@ -1,11 +1,14 @@
-"""``export(model_or_quantized, out_dir, formats) -> {format: path}`` and ``inspect_onnx(path)``.
+"""``export(model_or_quantized, out_dir, formats) -> {format: path}``, ``inspect_file(path)``,
+``evaluate_file(path, dataset)``.
 
 Consumes: an ``nn.Module``, a ``QuantizedModel``, or a directory written by ``ep.save`` /
 ``QuantizedModel.save``; the formats of ``formats.FORMATS``; optional example inputs, target,
-dynamic batch. Produces: one checked file per format in ``out_dir`` (written atomically), each
-with ``metadata_props``: edgeprune version, format, precision, target, plan hash, input spec,
-for int8 the quantization method and a hash of the scales, and with a target the layers whose
-channel counts miss the target's SIMD multiple.
+dynamic batch, TFLite I/O precision and sparse weights. Produces: one checked file per format in
+``out_dir`` (written atomically), each with its family's metadata (ONNX ``metadata_props``, a
+TFLite ``edgeprune`` metadata entry): edgeprune version, format, precision, target, plan hash,
+input spec, for int8 the quantization method and a hash of the scales, and with a target the
+layers whose channel counts miss the target's SIMD multiple. Files are handled by family
+(``formats.FAMILIES``), never by format name.
 """
 
 from __future__ import annotations
@@ -16,20 +19,33 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
-# bound by name: importing our submodule edgeprune.export.onnx rebinds `onnx` in this namespace
-from onnx import save as _onnx_save
-
 from .. import fsutil
 from .._callable import make_module_callable
 from .._version import __version__
-from ..quant import Int8UnsupportedError, QuantizedModel, target_defaults
 from . import formats as _formats
-from .inspect import inspect_onnx
-from .onnx import check, set_metadata
 
-__all__ = ["Int8UnsupportedError", "channel_alignment", "export", "inspect_onnx", "load_source", "plan_hash"]
+# torch, the quantizer and onnx load on first use: `edgeprune bench model.tflite` on a device
+# without torch reads the format table and the TFLite family only.
+_LAZY = {"Int8UnsupportedError": ("..quant", "Int8UnsupportedError"), "inspect_onnx": (".inspect", "inspect_onnx")}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod, __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Int8UnsupportedError",
+    "channel_alignment",
+    "evaluate_file",
+    "export",
+    "inspect_file",
+    "inspect_onnx",
+    "load_source",
+    "plan_hash",
+]
 
 
 def plan_hash(model) -> str | None:
@@ -57,6 +73,8 @@ def channel_alignment(model, target) -> dict | None:
     """
     if target is None:
         return None
+    import torch
+
     from .. import targets
 
     prof = targets.load(target) if isinstance(target, (str, os.PathLike)) else target
@@ -72,14 +90,19 @@ def channel_alignment(model, target) -> dict | None:
     return {"multiple": mult, "misaligned": misaligned}
 
 
-def load_source(path):
-    """A QuantizedModel (directory with quant.json) or a model (directory written by ep.save)."""
+def load_source(path, trust_code: bool = False):
+    """A QuantizedModel (directory with quant.json) or a model (directory written by ep.save).
+
+    ``trust_code`` as in ``ep.load``: a directory naming a factory outside the registry is refused without it.
+    """
+    from ..quant import QuantizedModel
+
     p = Path(path)
     if (p / "quant.json").is_file():
-        return QuantizedModel.load(p)
+        return QuantizedModel.load(p, trust_code=trust_code)
     from ..io import load
 
-    return load(p)
+    return load(p, trust_code=trust_code)
 
 
 def _example_inputs(source, example_inputs):
@@ -88,6 +111,8 @@ def _example_inputs(source, example_inputs):
     shape = getattr(source, "input_shape", None) or getattr(getattr(source, "original", None), "input_shape", None)
     if not shape:
         raise ValueError("pass example_inputs: the model has no input_shape attribute to build one from")
+    import torch
+
     gen = torch.Generator().manual_seed(0)
     return (torch.randn(1, *shape, generator=gen),)
 
@@ -107,7 +132,18 @@ def export(
     target=None,
     dynamic_batch: bool = False,
     opset: int = 17,
+    io: str = "float",
+    sparse: bool | None = None,
 ) -> dict[str, Path]:
+    """Write one file per format; returns {format: path}.
+
+    ``io`` ("float" or "int8") is the I/O precision of the int8 TFLite file (float: a QUANTIZE
+    and DEQUANTIZE at the ends). ``sparse``: store the fp32 weights of 1x1 convs and FC layers of
+    TFLite files in TFLite's sparse encoding behind DENSIFY; None (default) does so for the
+    tensors at >= 70 % zeros (pruning masks), False never.
+    """
+    from ..quant import QuantizedModel, target_defaults
+
     source = model_or_quantized
     if isinstance(source, (str, os.PathLike)):
         source = load_source(source)
@@ -130,6 +166,8 @@ def export(
         )
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: edgeprune writes opset >= 17")
+    if io not in ("float", "int8"):
+        raise ValueError(f"io {io!r}: choose float or int8")
     inputs = _example_inputs(source, example_inputs)
     model = source.original if quantized else source
     target_name = _target_name(target, source)
@@ -144,10 +182,12 @@ def export(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+    captures: dict = {}  # one ONNX capture per model for every format of this call
     for f in fmts:
         mod_name, fn_name = f.writer.split(":")
         writer = getattr(importlib.import_module(mod_name), fn_name)
-        proto = writer(source, inputs, {"dynamic_batch": dynamic_batch, "opset": opset})
+        options = {"dynamic_batch": dynamic_batch, "opset": opset, "io": io, "sparse": sparse, "captures": captures}
+        artifact = writer(source, inputs, options)
         props = {
             "edgeprune_version": __version__,
             "edgeprune_format": f.name,
@@ -161,22 +201,62 @@ def export(
         if align is not None:
             props["edgeprune_channel_alignment"] = align
         if f.precision == "int8":
+            from .onnx import file_activation_dtype
+
             props["edgeprune_quant"] = {
                 "method": source.config.method,
                 "scales_hash": source.scales_hash(),
-                "activation_dtype": source.config.activation_dtype,
+                # ONNX files without a target carry uint8 activations (what ONNX Runtime fuses on x86);
+                # TFLite's full-integer files are int8 throughout
+                "activation_dtype": file_activation_dtype(source) if f.family == "onnx" else "int8",
                 "symmetric_activations": source.config.symmetric_activations,
                 "placement": source.config.placement,
             }
-        set_metadata(proto, props)
-        proto.producer_name = "edgeprune"
-        proto.producer_version = __version__
-        check(proto)
+        family = f.impl
+        artifact = family.finish(artifact, props)
         path = out / f.filename
         with fsutil.atomic_path(path) as tmp:
-            _onnx_save(proto, str(tmp))
+            family.save(artifact, tmp)
         paths[f.name] = path
     return paths
+
+
+def inspect_file(path, runtime: bool = False) -> dict:
+    """What is in an exported file (ops, params, size, int8 coverage), by its family; ``runtime``
+    also asks the family's runtime what it really runs (ONNX Runtime's kernels)."""
+    family = _formats.family_of(path)
+    if family is None:
+        names = ", ".join(f.suffix for f in _formats.FAMILIES.values())
+        raise ValueError(f"{path}: unknown file kind; pass one of {names}")
+    return family.impl().inspect(path, runtime=runtime)
+
+
+def evaluate_file(path, dataset, limit: int = 2000) -> float | None:
+    """Top-1 accuracy of an exported file on ``dataset`` (items ``(x, label)``) in its family's runtime.
+
+    None when there is no dataset or the family's runtime is not installed. ONNX files run in
+    batches of their batch size; TFLite files (batch 1, NHWC) one item at a time.
+    """
+    if dataset is None:
+        return None
+    import numpy as np
+
+    family = _formats.family_of(path)
+    if family is None:
+        raise ValueError(f"{path}: unknown file kind; cannot evaluate it")
+    impl = family.impl()
+    try:
+        runner = impl.runner(path)
+    except ImportError:
+        return None
+    n = min(len(dataset), limit)
+    correct = 0
+    for start in range(0, n, runner.batch):
+        items = [dataset[i] for i in range(start, min(start + runner.batch, n))]
+        x = np.stack([np.asarray(it[0], dtype=np.float32) for it in items])
+        y = np.array([int(it[1]) for it in items])
+        correct += int((runner(x).argmax(1) == y).sum())
+    return correct / max(n, 1)
 
 
 make_module_callable(__name__, export)  # ep.export is this package and its function: see edgeprune/_callable.py

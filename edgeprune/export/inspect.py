@@ -4,16 +4,27 @@ Consumes: an ONNX file (any producer). Produces: a JSON-ready dict: inputs/outpu
 parameter count, MACs (from shape inference, batch 1), file size, metadata_props, and per
 compute op its precision (int8 when its inputs arrive through DequantizeLinear, fp16, fp32)
 with the reason every op that stayed fp32 did so; int8 coverage by ops and by MACs.
+
+What the file says is not what a runtime runs: ONNX Runtime fuses a DequantizeLinear -> Conv ->
+QuantizeLinear group into an int8 kernel only when the pattern suits the CPU. ``ort_kernels``
+(``inspect_onnx(path, runtime=True)``) reads the graph ONNX Runtime really executes (its optimized
+model, ``SessionOptions.optimized_model_filepath``, CPU provider, all optimizations) and reports
+per Conv/Gemm/MatMul the kernel it runs (QLinearConv, QGemm, ConvInteger, MatMulInteger... or a
+float Conv/FusedConv/Gemm) and, for every float fallback of an op the file quantized, why.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto
+
+from ..errors import UserError
 
 # Ops that carry MACs (weights) and ops the QDQ scheme can run in int8 when fed by DQ.
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -58,12 +69,40 @@ def _num(dims) -> int:
     return n
 
 
-def inspect_onnx(path: str | os.PathLike) -> dict:
+def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Parse an ONNX file; an empty, truncated or non-ONNX file raises UserError naming it."""
     path = Path(path)
     try:
-        model = onnx.load(str(path))
+        size = path.stat().st_size
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if size == 0:
+        raise UserError(f"{path}: empty file (0 bytes), not an ONNX model; export it again")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable ONNX file (truncated or corrupt: {msg[:200]})") from None
+    if model.ir_version <= 0 or not model.graph.output or not model.opset_import:
+        raise UserError(f"{path}: not an ONNX model (no IR version, opset or graph outputs); export it again")
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError, TypeError, UnicodeDecodeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a valid ONNX model ({msg[:200]})") from None
+    return model
+
+
+def inspect_onnx(path: str | os.PathLike, runtime: bool = False) -> dict:
+    """The file's contents and int8 coverage; with ``runtime=True`` also ``"runtime"``: ``ort_kernels``."""
+    info = _inspect_file(Path(path))
+    if runtime:
+        info["runtime"] = ort_kernels(path, info["layers"])
+    return info
+
+
+def _inspect_file(path: Path) -> dict:
+    model = read_onnx(path)
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:
@@ -218,4 +257,152 @@ def inspect_onnx(path: str | os.PathLike) -> dict:
             ],
         },
         "layers": layers,
+    }
+
+
+# kernels ONNX Runtime runs for a Conv/Gemm/MatMul, by op type (any domain)
+INT8_KERNELS = frozenset(
+    {
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "QGemm",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "QAttention",
+        "QLinearConvTranspose",
+    }
+)
+FLOAT_KERNELS = frozenset(
+    {"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "NhwcFusedConv", "Attention"}
+)
+
+
+def _optimized_graph(path: Path, threads: int) -> tuple[onnx.ModelProto, str]:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opt_path = Path(tmp) / "optimized.onnx"
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(opt_path)
+        so.log_severity_level = 3  # ORT warns that an NCHWc-optimized file is host-specific: we only read it
+        so.intra_op_num_threads = threads
+        try:
+            ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{path}: ONNX Runtime cannot load it ({msg[:200]})") from None
+        return onnx.load(str(opt_path), load_external_data=False), ort.__version__
+
+
+def _zp_dtype(node, inits: dict):
+    """The zero point type of a Q/DQ node ('uint8', 'int8', ...) or None."""
+    if node is None or node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+        return None
+    zp = inits.get(node.input[2])
+    return None if zp is None else _DTYPES.get(zp.data_type, str(zp.data_type))
+
+
+def _fallback_reason(layer: dict, kernel, graph) -> str:
+    """Why ONNX Runtime runs ``kernel`` (a float node of its optimized graph) for ``layer``."""
+    if layer["precision"] != "int8":
+        return layer["reason"] or f"{layer['precision']} in the file"
+    if kernel is None:
+        return "ONNX Runtime removed or merged the node"
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    users = [n for n in graph.node if kernel.output and kernel.output[0] in n.input]
+    in_dt = _zp_dtype(producer.get(kernel.input[0]), inits)
+    out_dt = _zp_dtype(users[0], inits) if len(users) == 1 else None
+    if out_dt is None:
+        return f"the {layer['op']} output is not quantized right after it, so ONNX Runtime keeps a float kernel"
+    if in_dt != out_dt:
+        return (
+            f"activation types differ around it (input {in_dt}, output {out_dt}) after ONNX Runtime's "
+            "int8->uint8 rewrite; write uint8 activations (export without --target, or an x86 target)"
+        )
+    if in_dt == "int8":
+        return (
+            f"int8 activations: ONNX Runtime on this CPU fuses QDQ {layer['op']} only with uint8 activations "
+            "(export without --target, or with an x86 target)"
+        )
+    return f"ONNX Runtime has no int8 kernel for this {layer['op']} pattern (runs float {kernel.op_type})"
+
+
+_FUSABLE = ("Relu", "Clip", "Sigmoid", "HardSigmoid", "LeakyRelu", "Add", "Sum")
+
+
+def _origin(kernel, producer: dict, weighted: set[str]) -> str | None:
+    """The file's Conv/Gemm/MatMul a runtime kernel computes, or None (a node ONNX Runtime added).
+
+    ORT keeps a fused node's name (``_token_N`` or ``/SomethingFusion`` appended); its NCHWc
+    transformer names a conv after the tensor its fused chain (conv, activation, sum) outputs.
+    """
+    base = re.sub(r"_token_\d+$", "", kernel.name.removeprefix("fused "))
+    while base:  # fusions append "/MatMulAddFusion", "/MatmulTransposeFusion/"... to the node's name
+        if base in weighted:
+            return base
+        base = base.rsplit("/", 1)[0] if "/" in base else ""
+    todo = [producer.get(re.sub(r"_nchwc$", "", kernel.name))]
+    for _ in range(6):  # walk back through fused activations / sums to the conv
+        node = todo.pop(0) if todo else None
+        if node is None:
+            return None
+        name = node.name or node.output[0]
+        if name in weighted:
+            return name
+        if node.op_type in _FUSABLE:
+            todo += [producer.get(t) for t in node.input]
+    return None
+
+
+def ort_kernels(path: str | os.PathLike, layers: list[dict] | None = None, threads: int = 1) -> dict:
+    """The kernel ONNX Runtime (CPU) runs for every Conv/Gemm/MatMul of the file, int8 or float, and why.
+
+    ``layers`` are ``inspect_onnx(path)["layers"]`` (computed if omitted). ``extra_kernels`` lists
+    compute kernels ORT added that the file has no node for (e.g. a BatchNormalization run as a conv).
+    """
+    path = Path(path)
+    if layers is None:
+        layers = inspect_onnx(path)["layers"]
+    opt, version = _optimized_graph(path, threads)
+    producer = {o: n for n in read_onnx(path).graph.node for o in n.output}
+    weighted = [l for l in layers if l["op"] in WEIGHTED]
+    names = {l["name"] for l in weighted}
+    matched, extra = {}, []
+    for k in (n for n in opt.graph.node if n.op_type in INT8_KERNELS | FLOAT_KERNELS):
+        origin = _origin(k, producer, names)
+        if origin is None or origin in matched:
+            extra.append({"name": k.name, "kernel": f"{k.domain + '.' if k.domain else ''}{k.op_type}"})
+        else:
+            matched[origin] = k
+    rows = []
+    for l in weighted:
+        k = matched.get(l["name"])
+        int8 = k is not None and k.op_type in INT8_KERNELS
+        kernel = None if k is None else f"{k.domain + '.' if k.domain else ''}{k.op_type}"
+        reason = None if int8 else _fallback_reason(l, k, opt.graph)
+        rows.append(
+            {
+                "name": l["name"],
+                "op": l["op"],
+                "macs": l["macs"],
+                "file_precision": l["precision"],
+                "kernel": kernel,
+                "int8": int8,
+                "reason": reason,
+            }
+        )
+    total = sum(r["macs"] for r in rows)
+    return {
+        "engine": f"onnxruntime {version} CPUExecutionProvider (ORT_ENABLE_ALL)",
+        "weighted_ops": len(rows),
+        "int8_weighted_ops": sum(r["int8"] for r in rows),
+        "coverage_macs": (sum(r["macs"] for r in rows if r["int8"]) / total) if total else 0.0,
+        "layers": rows,
+        "extra_kernels": extra,
+        # quantized in the file, float in the runtime: the cases that cost speed
+        "float_fallbacks": [r for r in rows if r["file_precision"] == "int8" and not r["int8"]],
     }

@@ -152,12 +152,38 @@ def _weight_axis(node) -> int:
     return 1  # MatMul: weight is [in, out]
 
 
+def file_activation_dtype(qmodel) -> str:
+    """The activation type the int8 ONNX file carries for ``qmodel``.
+
+    Without a target, asymmetric int8 activations are written as uint8 (zero point + 128: the
+    same values). ONNX Runtime on x86 fuses QDQ Conv/MatMul/Add into int8 kernels only with uint8
+    activations; it rewrites int8 pairs to uint8 itself, but not all of them (a Conv whose input
+    was rewritten and whose output was not stays a float Conv), so a file meant for any host is
+    written in the form x86 wants. A target keeps its own scheme (ARM: int8; TensorRT: symmetric int8).
+    """
+    cfg = qmodel.config
+    if cfg.target is None and cfg.activation_dtype == "int8" and not cfg.symmetric_activations:
+        return "uint8"
+    return cfg.activation_dtype
+
+
+def _initializers(graph) -> dict[str, np.ndarray]:
+    """{name: value} of the initializers, and of Identity nodes of them: the exporter shares equal
+    initializers (e.g. the zero biases of freshly folded BN) through Identity nodes."""
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Identity" and n.input[0] in inits:
+            inits[n.output[0]] = inits[n.input[0]]
+    return inits
+
+
 def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     """Rewrite the BN-folded fp32 graph of ``qmodel`` into QDQ int8 with exactly its scales."""
+    as_uint8 = file_activation_dtype(qmodel) == "uint8"
     model = onnx.ModelProto()
     model.CopyFrom(fp32)
     graph = model.graph
-    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    inits = _initializers(graph)
     consumers = _consumers(graph)
     new_inits: list[onnx.TensorProto] = []
     pre_nodes: list = []  # QDQ of graph inputs (topologically first)
@@ -263,7 +289,8 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     owner: dict[str, tuple] = {}  # tensor -> (point, scale, zero point) already placed there
     for pname, tensors in point_tensors.items():
         p = qmodel.points[pname]
-        zdt = np.uint8 if p["dtype"] == "uint8" else np.int8
+        zdt = np.uint8 if p["dtype"] == "uint8" or as_uint8 else np.int8
+        zp = p["zero_point"] + (128 if as_uint8 and p["dtype"] == "int8" else 0)  # same real values
         for t in sorted(tensors):
             # Two points on one ONNX tensor (e.g. a dropout the exporter removed) must agree;
             # shared points do, and one Q/DQ pair then serves both.
@@ -277,7 +304,7 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
             sname, zname = f"{t}_scale", f"{t}_zero_point"
             new_inits += [
                 numpy_helper.from_array(np.array(p["scale"], dtype=np.float32), sname),
-                numpy_helper.from_array(np.array(p["zero_point"], dtype=zdt), zname),
+                numpy_helper.from_array(np.array(zp, dtype=zdt), zname),
             ]
             if t in graph_inputs:
                 src, dst = t, f"{t}_dequantized"

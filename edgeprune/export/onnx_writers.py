@@ -1,10 +1,14 @@
-"""The writers named in ``formats.FORMATS`` for the ONNX formats.
+"""The writers named in ``formats.FORMATS`` for the ONNX formats, and the capture they share.
 
 Consumes: the source (nn.Module or QuantizedModel), example inputs and options
-(``dynamic_batch``, ``opset``). Produces: a checked ``onnx.ModelProto``.
+(``dynamic_batch``, ``opset``, ``captures``: a dict ``export`` passes to every writer of one call).
+Produces: a checked ``onnx.ModelProto``; ``captured`` gives the fp32 or QDQ ONNX graph of a model,
+traced once per export call however many formats (ONNX and TFLite) are written from it.
 """
 
 from __future__ import annotations
+
+import onnx
 
 from .onnx import DEFAULT_OPSET, quantize_onnx, to_fp16, torch_to_onnx
 
@@ -13,10 +17,22 @@ def _model_of(source):
     return getattr(source, "original", source)
 
 
+def captured(options, model, example_inputs, dynamic: bool, qsource=None) -> onnx.ModelProto:
+    """A private copy of the ONNX graph of ``model`` (QDQ with ``qsource``'s scales when given)."""
+    cache = options.get("captures")
+    if cache is None:
+        cache = {}
+    key = (id(model), dynamic, id(qsource), tuple(tuple(x.shape) for x in example_inputs))
+    if key not in cache:
+        proto = torch_to_onnx(model, example_inputs, dynamic, options.get("opset", DEFAULT_OPSET))
+        cache[key] = quantize_onnx(proto, qsource) if qsource is not None else proto
+    out = onnx.ModelProto()
+    out.CopyFrom(cache[key])
+    return out
+
+
 def write_fp32(source, example_inputs, options):
-    return torch_to_onnx(
-        _model_of(source), example_inputs, options.get("dynamic_batch", False), options.get("opset", DEFAULT_OPSET)
-    )
+    return captured(options, _model_of(source), example_inputs, options.get("dynamic_batch", False))
 
 
 def write_fp16(source, example_inputs, options):
@@ -24,7 +40,4 @@ def write_fp16(source, example_inputs, options):
 
 
 def write_int8(source, example_inputs, options):
-    fp32 = torch_to_onnx(
-        source.folded, example_inputs, options.get("dynamic_batch", False), options.get("opset", DEFAULT_OPSET)
-    )
-    return quantize_onnx(fp32, source)
+    return captured(options, source.folded, example_inputs, options.get("dynamic_batch", False), qsource=source)

@@ -77,12 +77,13 @@ def model_signature(model: nn.Module) -> str:
 class Graph:
     """Channel dependency graph of a model (see ``edgeprune.graph.trace``)."""
 
-    def __init__(self, model: nn.Module, gm, analysis, example_inputs, attention: str):
+    def __init__(self, model: nn.Module, gm, analysis, example_inputs, attention: str, kwargs=None):
         self.model = model
-        self.gm = gm
+        self.gm = gm  # the captured fx.Graph
         self.analysis = analysis
         self.attention = attention
         self.example_inputs = tuple(example_inputs)
+        self.example_kwargs = dict(kwargs or {})
         self.warnings = list(analysis.warnings)
         self.signature = model_signature(model)
         self.slices = list(analysis.slices.values())
@@ -179,6 +180,23 @@ class Graph:
         r = self._roots[ids]
         return self._root_group[r], self._root_class[r]
 
+    def pinned(self) -> list:
+        """Every group with channels that are never removed: group, layers, how many, and why."""
+        out = []
+        for g in self._groups:
+            if not g.fixed_channels:
+                continue
+            reasons = g.kept_reasons or ["tied to channels kept elsewhere (a residual stream or a pinned layer)"]
+            out.append(
+                {
+                    "group": g.id,
+                    "layers": sorted({t for _, t, _ in g.members} | set(g.sources)),
+                    "channels": g.fixed_channels,
+                    "reason": "; ".join(reasons),
+                }
+            )
+        return out
+
     def module(self, name: str) -> nn.Module:
         return self.model.get_submodule(name) if name else self.model
 
@@ -226,13 +244,35 @@ class Graph:
         return modules, params, attrs, summary
 
 
-def input_specs(example_inputs) -> list:
-    return [{"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")} for t in example_inputs]
+def _spec(t: torch.Tensor, name: str | None = None) -> dict:
+    d = {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+    if name is not None:
+        d["name"] = name
+    return d
+
+
+def input_specs(example_inputs, kwargs=None) -> list:
+    """Shapes and dtypes of the tensor inputs; keyword inputs carry their name."""
+    specs = [_spec(t) for t in example_inputs if isinstance(t, torch.Tensor)]
+    return specs + [_spec(t, k) for k, t in (kwargs or {}).items() if isinstance(t, torch.Tensor)]
 
 
 def inputs_from_specs(specs) -> tuple:
-    out = []
+    """Positional inputs of zeros (ones for an integer mask: a zero mask hides every token)."""
+    return inputs_and_kwargs_from_specs(specs)[0]
+
+
+def inputs_and_kwargs_from_specs(specs) -> tuple:
+    args, kwargs = [], {}
     for s in specs:
-        dtype = getattr(torch, s["dtype"])
-        out.append(torch.zeros(s["shape"], dtype=dtype))
-    return tuple(out)
+        dtype = getattr(torch, str(s.get("dtype")), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"input spec dtype {s.get('dtype')!r} is not a torch dtype")
+        name = s.get("name")
+        fill = torch.ones if name and "mask" in name and not dtype.is_floating_point else torch.zeros
+        t = fill(s["shape"], dtype=dtype)
+        if name:
+            kwargs[name] = t
+        else:
+            args.append(t)
+    return tuple(args), kwargs

@@ -41,26 +41,13 @@ def _check(keep, size: int, where: str) -> None:
 
 
 def prune_module(module: nn.Module, roles: dict, where: str = "") -> None:
-    """Cut ``module`` in place to the kept indices of each role."""
+    """Cut ``module`` in place to the kept indices of each role (through its layer rule)."""
+    from .rules import rule_for
+
     where = where or type(module).__name__
-    if isinstance(module, nn.modules.conv._ConvNd):
-        _conv(module, roles, where)
-    elif isinstance(module, nn.Linear):
-        if "out" in roles:
-            _check(roles["out"], module.out_features, where)
-            _take(module, "weight", 0, roles["out"])
-            _take(module, "bias", 0, roles["out"])
-            module.out_features = len(roles["out"])
-        if "in" in roles:
-            _check(roles["in"], module.in_features, where)
-            _take(module, "weight", 1, roles["in"])
-            module.in_features = len(roles["in"])
-    elif isinstance(module, nn.Embedding):
-        _check(roles["dim"], module.embedding_dim, where)
-        _take(module, "weight", 1, roles["dim"])
-        module.embedding_dim = len(roles["dim"])
-    elif isinstance(module, nn.MultiheadAttention):
-        _mha(module, roles["embed"], where)
+    rule = rule_for(module)
+    if rule is not None and rule.prune is not None:
+        rule.prune(module, roles, where)
     elif "channels" in roles:
         _channels(module, roles["channels"], where)
     else:
@@ -88,7 +75,7 @@ def _channels(module: nn.Module, keep, where: str) -> None:
         module.normalized_shape = (len(keep),)
 
 
-def _conv(m: nn.modules.conv._ConvNd, roles: dict, where: str) -> None:
+def _conv_roles(m: nn.modules.conv._ConvNd, roles: dict, where: str) -> None:
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
     g, cin, cout = m.groups, m.in_channels, m.out_channels
     depthwise = g > 1 and g == cin
@@ -169,52 +156,119 @@ def slice_param(model: nn.Module, name: str, axis: int, keep) -> None:
 # per-position weight views for importance scoring
 
 
+def picked(p, pick):
+    """``pick(p)`` as float, or None when the parameter (or what pick takes from it) is absent."""
+    if p is None:
+        return None
+    t = pick(p)
+    return None if t is None else t.float()
+
+
 def position_matrix(module: nn.Module, role: str, pick=lambda p: p.detach()):
     """Rows = positions of ``role``; columns = every weight of ``module`` touching that position.
 
     ``pick`` maps a parameter to the tensor to view (the weights, or their gradients). Returns
     None when the role has no weights (e.g. a LayerNorm without affine parameters)."""
+    from .rules import rule_for
 
-    def P(p):
-        if p is None:
-            return None
-        t = pick(p)
-        return None if t is None else t.float()
-
-    if isinstance(module, nn.modules.conv._ConvNd):
-        w = P(module.weight)
-        if w is None:
-            return None
-        transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
-        g, cin, cout = module.groups, module.in_channels, module.out_channels
-        if g > 1 and g == cin:  # depthwise: rows are out channels
-            return w.reshape(cout, -1) if not transposed else w.reshape(cout, -1)
-        if role == "out":
-            return w.reshape(cout, -1) if not transposed else w.transpose(0, 1).reshape(cout, -1)
-        if transposed:
-            return w.reshape(cin, -1)
-        if g == 1:
-            return w.transpose(0, 1).reshape(cin, -1)
-        per_in, per_out = cin // g, cout // g
-        v = w.reshape(g, per_out, per_in, -1).permute(0, 2, 1, 3)
-        return v.reshape(cin, -1)
-    if isinstance(module, nn.Linear):
-        w = P(module.weight)
-        if w is None:
-            return None
-        return w if role == "out" else w.t()
-    if isinstance(module, nn.Embedding):
-        w = P(module.weight)
-        return None if w is None else w.t()
-    if isinstance(module, nn.MultiheadAttention):
-        wi, wo = P(module.in_proj_weight), P(module.out_proj.weight)
-        if wi is None or wo is None:
-            return None
-        E = module.embed_dim
-        rows = wi.reshape(3, E, E).permute(1, 0, 2).reshape(E, 3 * E)
-        return torch.cat([wi.t(), rows, wo, wo.t()], dim=1)
-    w = P(getattr(module, "weight", None)) if isinstance(getattr(module, "weight", None), torch.Tensor) else None
+    rule = rule_for(module)
+    if rule is not None and rule.positions is not None:
+        return rule.positions(module, role, pick)
+    w = getattr(module, "weight", None)
+    w = picked(w, pick) if isinstance(w, torch.Tensor) else None
     return None if w is None else w.reshape(w.shape[0], -1)
+
+
+def _conv_positions(module: nn.modules.conv._ConvNd, role: str, pick):
+    w = picked(module.weight, pick)
+    if w is None:
+        return None
+    transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+    g, cin, cout = module.groups, module.in_channels, module.out_channels
+    if g > 1 and g == cin:  # depthwise: rows are out channels
+        return w.reshape(cout, -1)
+    if role == "out":
+        return w.reshape(cout, -1) if not transposed else w.transpose(0, 1).reshape(cout, -1)
+    if transposed:
+        return w.reshape(cin, -1)
+    if g == 1:
+        return w.transpose(0, 1).reshape(cin, -1)
+    per_in, per_out = cin // g, cout // g
+    v = w.reshape(g, per_out, per_in, -1).permute(0, 2, 1, 3)
+    return v.reshape(cin, -1)
+
+
+def _mha_positions(module: nn.MultiheadAttention, role: str, pick):
+    wi, wo = picked(module.in_proj_weight, pick), picked(module.out_proj.weight, pick)
+    if wi is None or wo is None:
+        return None
+    E = module.embed_dim
+    rows = wi.reshape(3, E, E).permute(1, 0, 2).reshape(E, 3 * E)
+    return torch.cat([wi.t(), rows, wo, wo.t()], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# recurrent layers: every layer and direction keeps the same hidden units (nn.RNNBase has one
+# hidden_size), and the gate blocks of a unit (i, f, g, o / r, z, n) go together
+
+
+def rnn_gates(m: nn.modules.rnn.RNNBase) -> int:
+    return {"LSTM": 4, "GRU": 3}.get(m.mode, 1)
+
+
+def _rnn_weights(m: nn.modules.rnn.RNNBase):
+    sfx = ["", "_reverse"][: 2 if m.bidirectional else 1]
+    for layer in range(m.num_layers):
+        for s in sfx:
+            yield layer, s
+
+
+def _rnn(m: nn.modules.rnn.RNNBase, roles: dict, where: str) -> None:
+    H, G, dirs = m.hidden_size, rnn_gates(m), 2 if m.bidirectional else 1
+    keep_h, keep_in = roles.get("hidden"), roles.get("in")
+    if keep_h is not None:
+        _check(keep_h, H, where)
+    if keep_in is not None:
+        _check(keep_in, m.input_size, where)
+    rows = [g * H + k for g in range(G) for k in keep_h] if keep_h is not None else None
+    cols = [d * H + k for d in range(dirs) for k in keep_h] if keep_h is not None else None
+    for layer, s in _rnn_weights(m):
+        if rows is not None:
+            for name in (
+                f"weight_ih_l{layer}{s}",
+                f"weight_hh_l{layer}{s}",
+                f"bias_ih_l{layer}{s}",
+                f"bias_hh_l{layer}{s}",
+            ):
+                _take(m, name, 0, rows)
+            _take(m, f"weight_hh_l{layer}{s}", 1, keep_h)
+            if layer > 0:
+                _take(m, f"weight_ih_l{layer}{s}", 1, cols)
+        if layer == 0 and keep_in is not None:
+            _take(m, f"weight_ih_l{layer}{s}", 1, keep_in)
+    if keep_h is not None:
+        m.hidden_size = len(keep_h)
+    if keep_in is not None:
+        m.input_size = len(keep_in)
+    m._init_flat_weights()  # the cached list still points at the old parameters
+
+
+def _rnn_positions(m: nn.modules.rnn.RNNBase, role: str, pick):
+    H, G = m.hidden_size, rnn_gates(m)
+    parts = []
+    for layer, s in _rnn_weights(m):
+        if role == "in":
+            if layer == 0:
+                w = picked(getattr(m, f"weight_ih_l0{s}"), pick)
+                parts.append(None if w is None else w.t())
+            continue
+        for name in (f"weight_ih_l{layer}{s}", f"weight_hh_l{layer}{s}"):
+            w = picked(getattr(m, name), pick)
+            parts.append(None if w is None else w.reshape(G, H, -1).permute(1, 0, 2).reshape(H, -1))
+        w = picked(getattr(m, f"weight_hh_l{layer}{s}"), pick)
+        parts.append(None if w is None else w.t())
+    parts = [p for p in parts if p is not None]
+    return torch.cat(parts, dim=1) if parts else None
 
 
 def param_matrix(t: torch.Tensor, axis: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ FIXED) with a warning naming the op, so the result is never a broken model.
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 import warnings
@@ -27,7 +28,10 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..errors import UserError
 from .atoms import FIXED, Atoms
+from .record import record
+from .rules import cuts_own_params, rule_for
 
 # ---------------------------------------------------------------------------------------------
 # annotations
@@ -114,6 +118,7 @@ class Analysis:
     param_sizes: list = field(default_factory=list)  # (param, axis, ids, node): view of a param sized by ids
     fixed: list = field(default_factory=list)  # (ids, reason)
     inexact: list = field(default_factory=list)  # (ids, reason)
+    wholes: list = field(default_factory=list)  # (ids, axis, reason): no class may cut along axis
     warnings: list = field(default_factory=list)
 
 
@@ -218,68 +223,13 @@ _REDUCE = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "l
 _SOFTMAX = {"softmax", "log_softmax"}
 _INERT = {"getattr", "size", "dim", "numel", "_assert", "len", "ndimension", "is_contiguous", "eq", "ne", "int"}
 
-_PASS_MODULES = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.GELU,
-    nn.SiLU,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Hardtanh,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.Softplus,
-    nn.Mish,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-    nn.Upsample,
-    nn.UpsamplingNearest2d,
-    nn.UpsamplingBilinear2d,
-    nn.ZeroPad2d,
-    nn.ConstantPad1d,
-    nn.ConstantPad2d,
-    nn.ReflectionPad2d,
-    nn.ReplicationPad2d,
-    nn.LogSigmoid,
-    nn.Softsign,
-    nn.Tanhshrink,
-)
-_NORM_BATCH = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-
-_SLICED_BY_SURGERY = (
-    nn.modules.conv._ConvNd,
-    nn.Linear,
-    nn.Embedding,
-    nn.MultiheadAttention,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.PReLU,
-) + _NORM_BATCH
-
 _ROW_NAMES = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "nheads", "groups", "num_groups")
 _COL_NAMES = ("head_dim", "head_size", "attention_head_size", "d_head", "dim_head", "d_k", "head_dims")
 _FLAT_NAMES = ("all_head_size", "inner_dim", "inner_size", "proj_dim", "hidden_dim", "embed_dim", "hidden_size", "dim")
 _NAME_HINTS = ("head", "dim", "size", "channel", "group", "hidden", "embed", "inner", "feature", "width")
+
+
+_UNKNOWN = object()  # a shape entry whose length is not known any more
 
 
 def _op_name(node: fx.Node) -> str:
@@ -311,9 +261,9 @@ def _op_name(node: fx.Node) -> str:
 
 
 class _Tracer(fx.Tracer):
-    # nn.MultiheadAttention has data-dependent branches; we model it as one op (see _mha).
+    # Every module type with a layer rule is a leaf: the rule models it as one op.
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, nn.MultiheadAttention) or super().is_leaf_module(m, qualname)
+        return rule_for(m) is not None or super().is_leaf_module(m, qualname)
 
 
 def capture(model: nn.Module) -> fx.GraphModule:
@@ -338,9 +288,23 @@ def _orient(ann: Ann, first: int) -> np.ndarray:
     return np.moveaxis(ann.ids, k, 0)
 
 
+class CaptureError(UserError):
+    """Neither symbolic fx nor the eager recording could capture the model."""
+
+
+class IgnoreError(UserError):
+    """An ``ignore=`` entry names nothing in the model."""
+
+
 class Analyzer(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, model: nn.Module, attention: str = "heads"):
-        super().__init__(gm)
+    """Runs a captured graph node by node on the example inputs and annotates every value.
+
+    ``root`` holds the modules and attributes the graph's nodes name (a GraphModule, or the model
+    itself for an eager recording, whose extra constants come in ``consts``)."""
+
+    def __init__(self, root: nn.Module, model: nn.Module, attention: str = "heads", graph=None, consts=None):
+        super().__init__(root, graph=graph)
+        self.consts = dict(consts or {})
         if attention not in ("heads", "head_dims"):
             raise ValueError(f"attention={attention!r}: use 'heads' or 'head_dims'")
         self.attention = attention
@@ -348,6 +312,11 @@ class Analyzer(fx.Interpreter):
         self.ann: dict = {}
         # the original model's modules: fx containers drop plain attributes such as num_heads
         self.mods = dict(model.named_modules())
+
+    def fetch_attr(self, target: str):
+        if target in self.consts:
+            return self.consts[target]
+        return super().fetch_attr(target)
 
     # -- bookkeeping --------------------------------------------------------------------------
     def warn(self, msg: str) -> None:
@@ -367,6 +336,11 @@ class Analyzer(fx.Interpreter):
             for x in a:
                 self.fix_ann(x, reason)
 
+    def whole_along(self, ids, axis: int, reason: str) -> None:
+        """Positions along ``axis`` of ``ids`` may only go all together (checked in ``finish``,
+        when the classes are known: attention heads removed whole satisfy it)."""
+        self.an.wholes.append((np.array(ids), axis, reason))
+
     def inexact(self, ids, reason: str) -> None:
         self.an.inexact.append((np.asarray(ids, dtype=np.int64).ravel().copy(), reason))
 
@@ -385,7 +359,7 @@ class Analyzer(fx.Interpreter):
             self.an.atoms.union(old.ids, ids)
         return old.ids
 
-    def produce(self, target: str, n: int, op: str, role: str = "out") -> np.ndarray:
+    def new_source(self, target: str, n: int, op: str, role: str = "out") -> np.ndarray:
         key = ("module", target, role)
         if key in self.an.slices:  # shared module: same weights, same output channels
             return self.an.slices[key].ids
@@ -453,59 +427,39 @@ class Analyzer(fx.Interpreter):
 
     # -- modules ------------------------------------------------------------------------------
     def _module(self, n: fx.Node, m: nn.Module, result):
-        name = n.target
-        op = type(m).__name__
-        x = n.args[0] if n.args else None
-        a = self.A(x)
-        if isinstance(m, nn.modules.conv._ConvNd):
-            return self._conv(n, m, a, result)
-        if isinstance(m, nn.Linear):
-            rank = result.dim()
-            if isinstance(a, Ann) and a.dims == (rank - 1,):
-                self.record("module", name, "in", a.ids, op)
-            elif a is not None:
-                self.fix_ann(a, f"{name}: input channels not on the last dim")
-            return Ann((rank - 1,), self.produce(name, m.out_features, op))
-        if isinstance(m, nn.Embedding):
-            return Ann((result.dim() - 1,), self.produce(name, m.embedding_dim, op, role="dim"))
-        if isinstance(m, _NORM_BATCH) or (isinstance(m, nn.PReLU) and m.num_parameters > 1):
-            if isinstance(a, Ann) and a.dims == (1,):
-                self.record("module", name, "channels", a.ids, op)
-                return a
-            self.fix_ann(a, f"{name}: channels not on dim 1")
-            return None
-        if isinstance(m, nn.LayerNorm):
-            rank = result.dim()
-            k = len(m.normalized_shape)
-            if not isinstance(a, Ann) or all(d < rank - k for d in a.dims):
-                return a
-            if k == 1 and a.dims == (rank - 1,):
-                self.record("module", name, "channels", a.ids, op)
-                self.inexact(a.ids, f"{name} (LayerNorm statistics)")
-                return a
-            self.fix_ann(a, f"{name}: LayerNorm over several dims")
-            return None
-        if isinstance(m, nn.GroupNorm):
-            if isinstance(a, Ann) and a.dims == (1,) and len(a.ids) % m.num_groups == 0:
-                self.an.atoms.union_cols(a.ids.reshape(m.num_groups, -1))
-                self.record("module", name, "channels", a.ids, op)
-                self.inexact(a.ids, f"{name} (GroupNorm statistics)")
-                return a
-            self.fix_ann(a, f"{name}: channels not on dim 1")
-            return None
-        if isinstance(m, nn.MultiheadAttention):
-            return self._mha(n, m, result)
-        if isinstance(m, nn.Softmax):
-            return self._softmax(a, m.dim, result, name)
-        if isinstance(m, nn.PixelShuffle):
-            return self._pixel_shuffle(a, m.upscale_factor, True, f"{name}")
-        if isinstance(m, nn.PixelUnshuffle):
-            return self._pixel_shuffle(a, m.downscale_factor, False, f"{name}")
-        if isinstance(m, (nn.Flatten, nn.Unflatten)):
-            return self._reshape(n, a, self.V(x).shape, result.shape, literal=())
-        if isinstance(m, (nn.PReLU,) + _PASS_MODULES):
-            return self._same(a, result, op)
-        return self._unknown(n, f"{op} ({name})")
+        rule = rule_for(m)
+        if rule is None:
+            return self._unknown(n, f"{type(m).__name__} ({n.target})")
+        return rule.trace(self, n, m, result)
+
+    # -- rule API: what a LayerRule's trace may call ----------------------------------------------
+    Ann = Ann
+
+    def arg(self, n: fx.Node, i: int = 0):
+        """Annotation of the i-th input of node ``n`` (None: no channels we follow)."""
+        return self.A(n.args[i]) if i < len(n.args) else None
+
+    def value(self, n: fx.Node, i: int = 0):
+        return self.V(n.args[i]) if i < len(n.args) else None
+
+    def consume(self, n: fx.Node, a, dim: int, role: str) -> bool:
+        """Record that axis ``role`` of layer ``n`` holds the channels ``a`` carries on ``dim``.
+        Channels anywhere else are pinned; returns whether they were recorded."""
+        if isinstance(a, Ann) and a.dims == (dim,):
+            self.record("module", n.target, role, a.ids, type(self.mods[n.target]).__name__)
+            return True
+        self.pin(a, f"{n.target}: channels not on dim {dim}")
+        return False
+
+    def produce(self, n: fx.Node, count: int, dim: int, role: str = "out") -> Ann:
+        """``count`` fresh output channels of layer ``n`` on ``dim`` (shared if called twice)."""
+        return Ann((dim,), self.new_source(n.target, count, type(self.mods[n.target]).__name__, role))
+
+    def pin(self, a, reason: str) -> None:
+        self.fix_ann(a, reason)
+
+    def same(self, a, result, what: str):
+        return self._same(a, result, what)
 
     def _conv(self, n, m, a, result):
         name, op = n.target, type(m).__name__
@@ -525,7 +479,7 @@ class Analyzer(fx.Interpreter):
         if g > 1 and transposed:
             if ok:
                 self.fix_ann(a, f"{name}: grouped transposed conv")
-            ids = self.produce(name, cout, op)
+            ids = self.new_source(name, cout, op)
             self.fix(ids, f"{name}: grouped transposed conv")
             self.warn(f"grouped ConvTranspose {name} is kept whole")
             return Ann((1,), ids)
@@ -533,7 +487,7 @@ class Analyzer(fx.Interpreter):
             if g > 1:  # same in-group index kept in every group, so groups stay equal
                 self.an.atoms.union_cols(a.ids.reshape(g, -1))
             self.record("module", name, "in", a.ids, op)
-        out = self.produce(name, cout, op)
+        out = self.new_source(name, cout, op)
         if g > 1:
             self.an.atoms.union_cols(out.reshape(g, -1))
         return Ann((1,), out)
@@ -570,6 +524,27 @@ class Analyzer(fx.Interpreter):
             return [out0] + [None] * (len(result) - 1)
         return out0
 
+    def _rnn(self, n, m: nn.modules.rnn.RNNBase, result):
+        """nn.RNN/GRU/LSTM: one set of hidden units shared by every layer and direction (the
+        module has one hidden_size); the output concatenates the directions on the last dim."""
+        name, op = n.target, type(m).__name__
+        x, h0 = self.arg(n, 0), self.arg(n, 1)
+        out, hn = (result[0], result[1]) if isinstance(result, tuple) else (result, None)
+        if not isinstance(out, torch.Tensor) or getattr(m, "proj_size", 0) > 0:
+            self.fix_ann(x, f"{name}: packed sequence or projection")
+            self.warn(f"{op} {name} with a packed sequence or proj_size is kept whole")
+            return [None, None]
+        self.consume(n, x, self.V(n.args[0]).dim() - 1, "in")
+        ids = self.new_source(name, m.hidden_size, op, role="hidden")
+        if len(n.args) > 1 or n.kwargs.get("hx") is not None:
+            # a caller-built initial state has the old hidden size: the units must stay
+            self.fix(ids, f"{name}: initial hidden state passed in")
+            self.fix_ann(h0, f"{name}: initial hidden state passed in")
+        dirs = 2 if m.bidirectional else 1
+        out_ann = Ann((out.dim() - 1,), np.tile(ids, dirs))
+        state = Ann((2,), ids)
+        return [out_ann, [state, state] if isinstance(hn, tuple) else state]
+
     # -- functions / methods ------------------------------------------------------------------
     def _function(self, n: fx.Node, name: str, result):
         args = n.args
@@ -581,6 +556,8 @@ class Analyzer(fx.Interpreter):
             return None
         if name == "getitem":
             return self._getitem(n, result)
+        if name == "setitem":
+            return self._setitem(n)
         if name == "add" and isinstance(result, tuple):  # shape tuples concatenated
             entries = []
             for v in n.args:
@@ -616,7 +593,10 @@ class Analyzer(fx.Interpreter):
             return self._pixel_shuffle(a, int(factor), name == "pixel_shuffle", f"{name} at {n.name}")
         if name in _RESHAPE:
             # only view/reshape/unflatten take sizes; flatten/squeeze/unsqueeze take dim indices
-            lit = self._literal_ints(n) if name in ("view", "reshape", "unflatten") else ()
+            lit = ()
+            if name in ("view", "reshape", "unflatten"):
+                lit = self._literal_positions(n, result.dim()) if name != "unflatten" else None
+                lit = self._literal_ints(n) if lit is None else lit
             xs = self.V(x).shape
             if isinstance(a, ParamTag):
                 out = self._reshape_tag(a, xs, result.shape)
@@ -679,6 +659,35 @@ class Analyzer(fx.Interpreter):
             return Ann((1,), rows[:, 0].copy())
         return Ann((1,), np.repeat(a.ids, r * r))  # unshuffle spreads each channel over r*r
 
+    def _literal_positions(self, n: fx.Node, rank: int):
+        """{output dim: literal size} when the requested shape lines up with the output dims (so
+        a literal 4 for the head size is not mistaken for a head count that is also 4), else None."""
+        items: list = []
+
+        def walk(v):
+            if isinstance(v, (list, tuple)):
+                for e in v:
+                    walk(e)
+            elif isinstance(v, fx.Node) and v.op == "call_function" and v.target is operator.add:
+                for e in v.args:  # x.size()[:-1] + (heads, head_size)
+                    walk(e)
+            elif isinstance(v, fx.Node):
+                val = self.env.get(v)  # values of earlier nodes may be freed already
+                if val is None and v not in self.env:
+                    items.append(_UNKNOWN)
+                else:
+                    items.extend([None] * len(val) if isinstance(val, (tuple, list, torch.Size)) else [None])
+            else:
+                items.append(v if isinstance(v, int) and not isinstance(v, bool) else None)
+
+        for v in n.args[1:]:
+            walk(v)
+        if "shape" in n.kwargs:
+            walk(n.kwargs["shape"])
+        if len(items) != rank or _UNKNOWN in items:
+            return None
+        return {d: v for d, v in enumerate(items) if v is not None}
+
     def _literal_ints(self, n: fx.Node) -> set:
         out: set = set()
 
@@ -735,11 +744,16 @@ class Analyzer(fx.Interpreter):
             if isinstance(a, ParamTag) and len(dims) == 1:
                 axis = a.axes[dims[0] - o]
                 owner = self.mods.get(a.name.rpartition(".")[0])
-                if owner is not None and isinstance(owner, _SLICED_BY_SURGERY):
+                if owner is not None and cuts_own_params(owner):
                     axis = None  # layer surgery already cuts it: slicing it again would cut twice
                 if axis is not None:
                     self.record("param", a.name, f"axis{axis}", base.ids, "Parameter")
                     continue
+            if base.ids.ndim > 1:  # e.g. rotary cos/sin over (heads, head dim): heads may still go
+                for k in range(len(dims)):
+                    if sizes[k] > 1:
+                        self.whole_along(base.ids, k, f"{what} at {n.name} with a tensor of unknown channels")
+                continue
             self.fix_ann(base, f"{what} with a tensor of unknown channels")
             self.warn(f"{what} at {n.name} combines channels with a tensor of unknown origin: kept whole")
         return Ann(dims, base.ids, base.split)
@@ -795,6 +809,46 @@ class Analyzer(fx.Interpreter):
             walk(n.kwargs["shape"])
         return out
 
+    def _setitem(self, n):
+        """``x[idx] = v`` in place: harmless while idx takes every channel and v brings none."""
+        x, idx, val = (list(n.args) + [None, None])[:3]
+        a, xv = self.A(x), self.V(x)
+        va = self.A(val)
+        if not isinstance(a, Ann):
+            self.fix_ann(va, f"written into a tensor without channels at {n.name}")
+            return None
+        items = list(idx) if isinstance(idx, tuple) else [idx]
+        widths = []
+        for i in items:
+            v = self.V(i)
+            if i is None:
+                widths.append(0)
+            elif i is Ellipsis:
+                widths.append(-1)
+            elif isinstance(v, torch.Tensor) and v.dtype == torch.bool:
+                widths.append(v.dim())
+            else:
+                widths.append(1)
+        rest = xv.dim() - sum(w for w in widths if w > 0)
+        dim, ok = 0, True
+        for i, w in zip(items, widths):
+            w = rest if w == -1 else w
+            span = range(dim, dim + w)
+            if any(d in a.dims for d in span):
+                v = self.V(i)
+                full = isinstance(v, slice) and v.indices(xv.shape[dim]) == (0, xv.shape[dim], 1)
+                ok = ok and full
+            dim += w
+        vv = self.V(val)
+        if isinstance(va, Ann) or (isinstance(vv, torch.Tensor) and vv.numel() > 1 and vv.dim() >= 1):
+            # a written tensor must carry exactly these channels; we do not line them up
+            ok = ok and not isinstance(va, Ann) and all(vv.shape[k] == 1 for k in range(vv.dim()))
+        if not ok:
+            self.fix_ann(a, f"in-place write into channels at {n.name}")
+            self.fix_ann(va, f"in-place write into channels at {n.name}")
+            self.warn(f"in-place write at {n.name} touches single channels: kept whole")
+        return None
+
     def _getitem(self, n, result):
         src, idx = n.args[0], n.args[1]
         a = self.A(src)
@@ -811,6 +865,8 @@ class Analyzer(fx.Interpreter):
             return None
         if not isinstance(idx, tuple):
             idx = (idx,)
+        # slice bounds computed from sizes (x[..., : x.shape[-1] // 2]) are plain ints by now
+        idx = tuple(slice(self.V(i.start), self.V(i.stop), self.V(i.step)) if isinstance(i, slice) else i for i in idx)
         if any(isinstance(i, (torch.Tensor, list, fx.Node)) for i in idx):
             self.fix_ann(a, "advanced indexing") if isinstance(a, Ann) else None
             return None
@@ -862,7 +918,10 @@ class Analyzer(fx.Interpreter):
                 self.fix_ann(a, f"indexing one channel at {n.name}")
                 return None
             if i.indices(sv.shape[d]) != (0, sv.shape[d], 1):
-                self.fix_ann(a, f"slicing channels with fixed bounds at {n.name}")
+                if ids.ndim > 1:  # e.g. half of every head (rotary): fine while heads go whole
+                    self.whole_along(ids, k, f"slicing channels with fixed bounds at {n.name}")
+                else:
+                    self.fix_ann(a, f"slicing channels with fixed bounds at {n.name}")
                 ids = np.take(ids, np.arange(*i.indices(sv.shape[d])), axis=k)
             new_dims.append(mapping[d])
         return Ann(tuple(new_dims), ids, a.split)
@@ -902,7 +961,8 @@ class Analyzer(fx.Interpreter):
         roles = {1: ("flat",), 2: ("rows", "cols"), 3: ("parts", "rows", "cols")}[len(var)]
         for k, d in enumerate(var):
             size = out_shape[d]
-            if size in literal and size > 1:
+            hit = literal.get(d) == size if isinstance(literal, dict) else size in literal
+            if hit and size > 1:
                 role = roles[k]
                 ids2 = E.reshape(1, -1) if len(var) == 1 else np.array(E)
                 axis = 1 if len(var) == 1 else k
@@ -1038,6 +1098,13 @@ class Analyzer(fx.Interpreter):
         dim = _norm_dim(dim, rank)
         anns = [self.A(t) for t in tensors]
         vals = [self.V(t) for t in tensors]
+        multi = [a for a in anns if isinstance(a, Ann) and a.ids.ndim > 1 and dim in a.dims]
+        if multi and len(multi) == len(anns) and all(a.dims == multi[0].dims for a in multi):
+            k = multi[0].dims.index(dim)  # e.g. the two rotated halves of every head
+            try:
+                return Ann(multi[0].dims, np.concatenate([a.ids for a in multi], axis=k))
+            except ValueError:
+                pass
         if any(isinstance(a, Ann) and dim in a.dims for a in anns):
             parts = []
             for a, v in zip(anns, vals):
@@ -1072,8 +1139,8 @@ class Analyzer(fx.Interpreter):
     def _split(self, n, name, a, result):
         x = self.V(n.args[0])
         rank = x.dim()
-        default = 0
-        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", default)
+        pos = 1 if name == "unbind" else 2  # unbind(x, dim); split/chunk/tensor_split(x, sizes, dim)
+        dim = n.args[pos] if len(n.args) > pos else n.kwargs.get("dim", 0)
         dim = _norm_dim(dim, rank)
         k = len(result)
         if not isinstance(a, Ann):
@@ -1088,16 +1155,34 @@ class Analyzer(fx.Interpreter):
                 part = self._take_part(n, a, dim, i)
                 out.append(Ann(tuple(d - (d > dim) for d in part.dims), part.ids, part.split))
             return out
+        if name == "unbind" and a.ids.ndim == 2:  # reshape(B, 3, -1).unbind(1): one part per row
+            k_ax = a.dims.index(dim)
+            rest = tuple(d - (d > dim) for d in a.dims if d != dim)
+            return [Ann(rest, np.take(a.ids, i, axis=k_ax)) for i in range(k)]
         sizes = [r.shape[dim] for r in result]
-        literal_list = name in ("split", "tensor_split") and not isinstance(n.args[1], int)
-        if a.dims != (dim,) or len(set(sizes)) != 1 or name == "unbind" or literal_list:
-            self.fix_ann(a, f"{name} at {n.name} into unequal or single channels")
-            self.warn(f"{name} at {n.name} splits channels unevenly: kept whole")
+        arg = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size_or_sections", n.kwargs.get("split_size"))
+        literal_list = name in ("split", "tensor_split") and not isinstance(arg, int)
+        if a.dims != (dim,) or name == "unbind" or (name == "tensor_split" and literal_list):
+            self.fix_ann(a, f"{name} at {n.name} into single channels or along a split dim")
+            self.warn(f"{name} at {n.name} takes channels apart one by one or along a split dim: kept whole")
             return [Ann((dim,), a.ids[sum(sizes[:i]) : sum(sizes[: i + 1])]) for i in range(k)]
+        if len(set(sizes)) != 1:
+            # unequal parts: each part keeps its own channels; a literal size must be an attribute
+            parts = [a.ids[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(k)]
+            if literal_list:
+                for i, p in enumerate(parts):
+                    if sizes[i] > 1:
+                        self.an.reqs.append(SizeReq(self.owner(n), sizes[i], p.reshape(1, -1), 1, "split", n.name))
+            elif name == "split" and isinstance(arg, int):  # a remainder part: the sizes are fixed
+                self.fix_ann(a, f"{name} at {n.name} into unequal parts of a fixed size")
+                self.warn(f"{name} at {n.name} splits channels into unequal parts of size {arg}: kept whole")
+            return [Ann((dim,), p) for p in parts]
         ids2 = a.ids.reshape(k, -1)
         self.an.splits.append(Split(self.owner(n), ids2, n.name))
-        if name == "split" and isinstance(n.args[1], int) and n.args[1] > 1:
-            self.an.reqs.append(SizeReq(self.owner(n), int(n.args[1]), ids2, 1, "cols", n.name))
+        if name == "split" and literal_list and sizes[0] > 1:
+            self.an.reqs.append(SizeReq(self.owner(n), int(sizes[0]), ids2, 1, "split", n.name))
+        elif name == "split" and isinstance(arg, int) and arg > 1:
+            self.an.reqs.append(SizeReq(self.owner(n), int(arg), ids2, 1, "cols", n.name))
         return [Ann((dim,), ids2[i]) for i in range(k)]
 
     def _is_container(self, a) -> bool:
@@ -1229,6 +1314,10 @@ class Analyzer(fx.Interpreter):
         if all(a is None for a in anns):
             return None
         ok = all(isinstance(a, Ann) and a.dims == (hd, cd) for a in anns)
+        if ok and n.kwargs.get("enable_gqa") and anns[1].ids.shape[0] != anns[0].ids.shape[0]:
+            # grouped key/value heads: each serves a run of query heads, so a class is a kv group
+            rep = anns[0].ids.shape[0] // max(1, anns[1].ids.shape[0])
+            anns = [anns[0]] + [Ann(a.dims, np.repeat(a.ids, rep, axis=0), a.split) for a in anns[1:]]
         ok = ok and anns[0].ids.shape == anns[1].ids.shape and anns[0].ids.shape[0] == anns[2].ids.shape[0]
         if not ok:
             for a in anns:
@@ -1287,12 +1376,17 @@ class Analyzer(fx.Interpreter):
                 )
         for r in self.an.reqs:
             self._resolve(r)
+        for ids, axis, reason in self.an.wholes:
+            roots = atoms.find(ids)
+            if not (roots == np.take(roots, [0], axis=axis)).all():
+                self.fix(ids, reason)
+                self.warn(f"{reason}: those channels would be cut unevenly, kept whole")
         return self.an
 
     def _resolve(self, r: SizeReq) -> None:
         atoms = self.an.atoms
         roots = atoms.find(r.ids)
-        if r.role == "flat":
+        if r.role in ("flat", "split"):
             if (roots == FIXED).all():
                 return
         else:
@@ -1300,7 +1394,7 @@ class Analyzer(fx.Interpreter):
             if len(set(per)) == 1:
                 return  # every class spans every index of this axis: its size never changes
         m = self.mods.get(r.owner)
-        names = {"rows": _ROW_NAMES, "cols": _COL_NAMES, "flat": _FLAT_NAMES, "parts": ()}[r.role]
+        names = {"rows": _ROW_NAMES, "cols": _COL_NAMES, "flat": _FLAT_NAMES, "parts": (), "split": ()}[r.role]
         cands = []
         if m is not None:
             for k, v in vars(m).items():
@@ -1310,8 +1404,16 @@ class Analyzer(fx.Interpreter):
                     cands.append((0, names.index(k), k))
                 elif any(h in k.lower() for h in _NAME_HINTS):
                     cands.append((1, 0, k))
-        if cands:
-            attr = sorted(cands)[0][2]
+                elif r.role == "split":  # split sizes are often short names: x.split((self.c, self.c), 1)
+                    cands.append((2, 0, k))
+        cands.sort()
+        if cands and cands[0][0] == 2 and len(cands) > 1 and r.ids.shape[0] > 1:
+            # equal parts kept equal (x.split((self.c1, self.c2), 1) with c1 == c2): all sizes follow
+            for _, _, attr in cands:
+                self.an.attr_fixes.append(AttrFix(r.owner, attr, r.ids, r.axis))
+            return
+        if cands and not (cands[0][0] == 2 and len(cands) > 1):  # two bare names: which one is it?
+            attr = cands[0][2]
             self.an.attr_fixes.append(AttrFix(r.owner, attr, r.ids, r.axis))
             return
         self.fix(r.ids, f"{r.node} hard-codes size {r.size}")
@@ -1319,31 +1421,124 @@ class Analyzer(fx.Interpreter):
         self.warn(f"{r.node} in {where} hard-codes size {r.size} and no attribute holds it: kept whole")
 
 
-def analyze(model: nn.Module, example_inputs, attention: str = "heads", ignore=()) -> tuple:
-    """Capture ``model`` and analyse its channels. Returns (GraphModule, Analysis)."""
-    gm = capture(model)
-    run = Analyzer(gm, model, attention=attention)
-    modes = {m: m.training for m in model.modules()}  # restored one by one: users mix modes
+def _where(e: BaseException) -> str:
+    """file:line of the innermost frame of ``e`` outside torch and edgeprune: the user's line."""
+    tb, last = e.__traceback__, ""
+    while tb is not None:
+        f = tb.tb_frame.f_code.co_filename
+        if "/torch/" not in f and "/edgeprune/graph/" not in f:
+            last = f"{f}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return last or "?"
+
+
+def _run(model: nn.Module, fn):
+    """``fn()`` with the model in eval mode and no grad; each module's own flag restored after
+    (users mix modes, e.g. a frozen BatchNorm in a model being fine-tuned)."""
+    modes = {m: m.training for m in model.modules()}
+    cfg = getattr(model, "config", None)
+    cache = getattr(cfg, "use_cache", None)
     model.eval()
     try:
+        if cache:  # a fresh key/value cache only adds constants to the graph
+            cfg.use_cache = False
         with torch.no_grad():
-            run.run(*example_inputs)
+            return fn()
     finally:
+        if cache:
+            cfg.use_cache = cache
         for m, mode in modes.items():
             m.training = mode
+
+
+def _analyze_fx(model, args, attention):
+    gm = capture(model)
+    run = Analyzer(gm, model, attention=attention)
+    _run(model, lambda: run.run(*args))
+    return gm.graph, run
+
+
+def _analyze_eager(model, args, kwargs, attention):
+    rec = _run(model, lambda: record(model, args, kwargs))
+    run = Analyzer(model, model, attention=attention, graph=rec.graph, consts=rec.consts)
+    _run(model, lambda: run.run(*rec.inputs))
+    return rec.graph, run
+
+
+def analyze(
+    model: nn.Module, example_inputs, attention: str = "heads", ignore=(), kwargs=None, capture: str = "auto"
+) -> tuple:
+    """Capture ``model`` and analyse its channels. Returns (fx.Graph, Analysis).
+
+    Capture: symbolic ``torch.fx`` first (it also follows sizes read from shapes), then an eager
+    recording of one run (``record.py``) when fx cannot trace the forward or the inputs are keyword
+    arguments. When both fail the error names both stops and how to make the layer a leaf."""
+    if capture not in ("auto", "fx", "eager"):
+        raise UserError(f"capture={capture!r}: use 'auto', 'fx' or 'eager'")
+    kwargs = dict(kwargs or {})
+    fx_error = None
+    graph = run = None
+    if capture == "fx" and kwargs:
+        raise UserError("capture='fx' takes positional example inputs only; use capture='auto' for keyword inputs")
+    if capture == "fx":
+        try:
+            graph, run = _analyze_fx(model, example_inputs, attention)
+        except Exception as e:
+            raise CaptureError(f"cannot capture {type(model).__name__} with torch.fx ({type(e).__name__}: {e})") from e
+    elif not kwargs and capture == "auto":
+        try:
+            graph, run = _analyze_fx(model, example_inputs, attention)
+        except Exception as e:  # fx cannot follow data-dependent Python: record a real run instead
+            fx_error = e
+    if run is None:
+        try:
+            graph, run = _analyze_eager(model, example_inputs, kwargs, attention)
+        except Exception as e:
+            first = f"torch.fx stopped with {type(fx_error).__name__}: {fx_error}; " if fx_error else ""
+            raise CaptureError(
+                f"cannot capture {type(model).__name__}: {first}running it eagerly stopped at {_where(e)} with "
+                f"{type(e).__name__}: {e}; make that code a leaf with "
+                "edgeprune.graph.register_layer(TheModuleType, LayerRule(trace=...)), or fix the example inputs"
+            ) from e
     an = run.finish()
-    for pattern in ignore:
+    _apply_ignore(model, an, ignore)
+    for w in an.warnings:
+        warnings.warn(f"edgeprune.trace: {w}", stacklevel=3)
+    return graph, an
+
+
+def _ignore_targets(model: nn.Module, entry) -> tuple:
+    """(names the entry stands for, label for messages) for a name, a module object or a type."""
+    if isinstance(entry, str):
+        return (entry,), repr(entry)
+    if isinstance(entry, type) and issubclass(entry, nn.Module):
+        return tuple(n for n, m in model.named_modules() if isinstance(m, entry)), entry.__name__
+    if isinstance(entry, nn.Module):
+        names = tuple(n for n, m in model.named_modules() if m is entry)
+        if not names:
+            raise IgnoreError(f"ignore=[{type(entry).__name__}(...)]: that module is not part of the model")
+        return names, f"{type(entry).__name__} {names[0]!r}"
+    raise IgnoreError(f"ignore entry {entry!r}: pass layer names, module objects or module types")
+
+
+def _apply_ignore(model: nn.Module, an: Analysis, ignore) -> None:
+    modules = [n for n, _ in model.named_modules() if n]
+    for entry in ignore:
+        names, label = _ignore_targets(model, entry)
         hit = False
         for s in an.slices.values():
-            if s.kind == "module" and (s.target == pattern or s.target.startswith(pattern + ".")):
+            if s.kind == "module" and any(s.target == p or s.target.startswith(p + ".") for p in names):
                 an.atoms.fix(s.ids)
                 an.fixed.append((s.ids.copy(), f"{s.target} ignored by the user"))
                 hit = True
-        if not hit:
-            raise ValueError(
-                f"ignore={pattern!r} matches no prunable layer; names look like "
-                f"{', '.join(sorted({s.target for s in an.slices.values()})[:4])}"
-            )
-    for w in an.warnings:
-        warnings.warn(f"edgeprune.trace: {w}", stacklevel=3)
-    return gm, an
+        if hit:
+            continue
+        exists = [n for n in modules if any(n == p or n.startswith(p + ".") for p in names)]
+        if exists:
+            an.warnings.append(f"ignore={label}: {exists[0]} is never reached by the traced forward; nothing to keep")
+            continue
+        close = (
+            difflib.get_close_matches(str(entry), modules, n=4, cutoff=0.5)
+            or sorted({s.target for s in an.slices.values()})[:4]
+        )
+        raise IgnoreError(f"ignore={label} matches no prunable layer; close names: {', '.join(close)}")

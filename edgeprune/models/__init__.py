@@ -9,16 +9,19 @@ metrics, and ``{"top1": ...}`` scores.
 from __future__ import annotations
 
 from .demo_cnn import DemoCNN, demo_cnn
-from .spec import SPEC_FORMS, build, load_weights, normalize_spec
+from .spec import FACTORIES, SPEC_FORMS, SpecError, build, load_weights, normalize_spec, register_factory
 from .training import METRICS, evaluate, train
 
 __all__ = [
     "DemoCNN",
     "demo_cnn",
+    "FACTORIES",
     "SPEC_FORMS",
+    "SpecError",
     "build",
     "load_weights",
     "normalize_spec",
+    "register_factory",
     "METRICS",
     "evaluate",
     "train",

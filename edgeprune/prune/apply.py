@@ -2,8 +2,10 @@
 
 Consumes: an ``nn.Module`` of the architecture the plan was made for and the plan. Produces: a
 new, physically smaller module (the input is left untouched) carrying the input's
-``edgeprune_spec`` / ``input_shape`` attributes, ``edgeprune_plan_hash`` and ``edgeprune_plan``
-(the chain of plans from the spec to this shape, which ``ep.save`` stores by default).
+``edgeprune_spec`` / ``edgeprune_build_kwargs`` / ``input_shape`` attributes, ``edgeprune_plan_hash``
+and ``edgeprune_plan`` (the chain of plans from the spec to this shape, which ``ep.save`` stores by
+default). Tied parameters stay tied. A ``transformers`` model also gets its head attributes and
+config synced (``hf.py``; notes on what its config cannot state in ``edgeprune_notes``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,27 @@ import torch
 import torch.nn as nn
 
 from ..graph import model_signature
-from ..graph.groups import inputs_from_specs
+from ..graph.groups import inputs_and_kwargs_from_specs
 from ..graph.surgery import prune_module, slice_param
+from . import hf
+from .plan import as_plan_list
+
+
+def _retie(model: nn.Module, new: nn.Module) -> None:
+    """Parameters shared in ``model`` (tied embeddings) stay one parameter in ``new``: surgery
+    replaces a parameter per module, so every other owner gets the first owner's cut tensor."""
+    owners: dict = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(p), []).append(name)
+    for names in owners.values():
+        if len(names) < 2:
+            continue
+        first = new.get_parameter(names[0])
+        for name in names[1:]:
+            mod_name, _, attr = name.rpartition(".")
+            mod = new.get_submodule(mod_name) if mod_name else new
+            if getattr(mod, attr) is not first and getattr(mod, attr).shape == first.shape:
+                setattr(mod, attr, first)
 
 
 def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
@@ -43,20 +64,25 @@ def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
         if not hasattr(module, a["attr"]):
             raise ValueError(f"prune plan sets {a['module']}.{a['attr']}, which does not exist")
         setattr(module, a["attr"], int(a["value"]))
-    for attr in ("edgeprune_spec", "input_shape"):
+    _retie(model, new)
+    for attr in ("edgeprune_spec", "edgeprune_build_kwargs", "input_shape"):
         if hasattr(model, attr):
             setattr(new, attr, getattr(model, attr))
+    if hf.is_hf(new):
+        new.edgeprune_notes = hf.sync(new)
+        hf.tag(new, model)
     new.edgeprune_plan_hash = plan.hash
     # the chain of plans that rebuilds this shape from the spec, so ep.save(new) needs no plan=
     prev = getattr(model, "edgeprune_plan", None)
-    chain = [*prev] if isinstance(prev, (list, tuple)) else ([prev] if prev is not None else [])
+    chain = as_plan_list(prev)
     new.edgeprune_plan = [*chain, plan] if chain else plan
     if verify and plan.inputs and not plan.empty:
         was = new.training
         new.eval()
         try:
+            args, kwargs = inputs_and_kwargs_from_specs(plan.inputs)
             with torch.no_grad():
-                new(*inputs_from_specs(plan.inputs))
+                new(*args, **kwargs)
         except Exception as e:
             raise ValueError(
                 f"the pruned model fails on its example input ({type(e).__name__}: {e}); "

@@ -21,11 +21,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch.nn as nn
 
-from ..graph import Graph, as_inputs, trace
+from ..graph import Graph, split_inputs, trace
 from ..graph.groups import input_specs
 from .importance import check_importance, score_groups
 
 PLAN_VERSION = 1
+
+
+def as_plan_list(plans) -> list:
+    """``None``, one ``PrunePlan`` or a sequence of them (a model's ``edgeprune_plan``, a saved
+    model's plan chain) as a list in replay order."""
+    if plans is None:
+        return []
+    if isinstance(plans, (list, tuple)):
+        return list(plans)
+    return [plans]
 
 
 @dataclass
@@ -38,6 +48,7 @@ class PrunePlan:
     inputs: list = field(default_factory=list)  # [{"shape", "dtype"}]
     settings: dict = field(default_factory=dict)
     version: int = PLAN_VERSION
+    pinned: list = field(default_factory=list)  # {"group", "layers", "channels", "reason"}: never cut
 
     @property
     def hash(self) -> str:
@@ -59,6 +70,7 @@ class PrunePlan:
             "modules": self.modules,
             "params": self.params,
             "attrs": self.attrs,
+            "pinned": self.pinned,
         }
 
     def to_json(self, indent: int | None = None) -> str:
@@ -87,6 +99,7 @@ class PrunePlan:
             inputs=d.get("inputs", []),
             settings=d.get("settings", {}),
             version=d["version"],
+            pinned=d.get("pinned", []) if isinstance(d.get("pinned", []), list) else [],
         )
         if "hash" in d and d["hash"] != plan.hash:
             raise ValueError(
@@ -106,7 +119,7 @@ class PrunePlan:
 def _check_args(ratio, round_to, max_layer_ratio, target_macs):
     if not (isinstance(ratio, (int, float)) and 0 <= ratio < 1):
         raise ValueError(f"ratio={ratio!r} is outside [0, 1); pass the fraction of channels to remove, e.g. 0.5")
-    if not (isinstance(round_to, int) and round_to >= 1):
+    if not (round_to is None or (isinstance(round_to, int) and round_to >= 1)):
         raise ValueError(f"round_to={round_to!r} must be an integer >= 1")
     if not (0 < max_layer_ratio <= 1):
         raise ValueError(f"max_layer_ratio={max_layer_ratio!r} must be in (0, 1]")
@@ -131,6 +144,7 @@ def select_channels(
     never below the ``max_layer_ratio`` floor); a group that would round back to its full size is
     left whole."""
     groups = [g for g in graph.groups() if g.prunable]
+    round_to = round_to or 1
     if ratios is not None:
         unknown = sorted(set(ratios) - {g.id for g in graph.groups()})
         if unknown:
@@ -194,8 +208,9 @@ def plan_from_keep(graph: Graph, keep: dict, settings: dict | None = None) -> Pr
         attrs=attrs,
         groups=summary,
         signature=graph.signature,
-        inputs=input_specs(graph.example_inputs),
+        inputs=input_specs(graph.example_inputs, getattr(graph, "example_kwargs", None)),
         settings=dict(settings or {}),
+        pinned=graph.pinned(),
     )
 
 
@@ -223,10 +238,14 @@ def plan(
     target_macs: a fraction (<= 1) of the model's MACs or an absolute MAC count; the global ratio
     is searched (bisection) so the pruned model meets it."""
     _check_args(ratio, round_to, max_layer_ratio, target_macs)
+    round_to = round_to or 1  # None: no rounding
+    if isinstance(ignore, (str, nn.Module, type)):
+        ignore = [ignore]
     check_importance(importance)
-    inputs = as_inputs(example_inputs)
+    args, kwargs = split_inputs(example_inputs)
+    inputs = args
     if graph is None:
-        graph = trace(model, inputs, attention=attention, ignore=ignore)
+        graph = trace(model, kwargs or args, attention=attention, ignore=ignore)
     if scores is None:
         scores = score_groups(graph, importance, reduction=reduction, calib=calib, loss_fn=loss_fn, seed=seed)
     settings = {
@@ -234,7 +253,7 @@ def plan(
         "importance": importance,
         "round_to": round_to,
         "global_ranking": global_ranking,
-        "ignore": list(ignore),
+        "ignore": [i if isinstance(i, str) else getattr(i, "__name__", type(i).__name__) for i in ignore],
         "max_layer_ratio": max_layer_ratio,
         "target_macs": target_macs,
         "seed": seed,

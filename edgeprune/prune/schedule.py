@@ -22,6 +22,7 @@ by ratio, MAC target or a ``DynamicThreshold``); ``step_targets`` and ``incremen
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +32,19 @@ import torch
 from torch import nn
 
 from .. import checkpoint, distributed
+from ..errors import UserError
 from ..recover import RecoverConfig, Regularizer, apply_masks, finetune, top1
 from .sparsity import make_masks, projection, prunable_weights, sparsity_report
 from .threshold import DynamicThreshold
 
 SCHEDULES = ("oneshot", "linear", "agp")
+# ADMM defaults, measured on the digits demo CNN at 90 % sparsity (docs/methods.md)
+ADMM_RHO, ADMM_RHO_GROWTH, ADMM_RHO_MAX = 3e-2, 1.5, 1.0
+ADMM_EPOCHS, ADMM_RETRAIN_EPOCHS = 10, 5
+_NO_EPOCHS = (
+    "a regulariser acts during recovery, and recovery has 0 epochs: give recovery epochs "
+    "(e.g. --finetune-epochs 3) or drop the regulariser"
+)
 
 
 def step_targets(kind: str, final: float, steps: int = 1, initial: float = 0.0) -> list[float]:
@@ -77,6 +86,30 @@ class ScheduleResult:
         }
 
 
+def _config(recover: RecoverConfig | None, finetune_epochs: int | None, seed: int = 0) -> RecoverConfig:
+    cfg = recover or RecoverConfig(seed=seed)
+    if finetune_epochs is not None:
+        cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": finetune_epochs})
+    return cfg
+
+
+def _work_copy(model: nn.Module) -> nn.Module:
+    """A deep copy to prune (the input stays the teacher) that keeps the model's edgeprune attributes."""
+    work = copy.deepcopy(model)
+    for attr in ("edgeprune_spec", "input_shape", "edgeprune_build_kwargs", "edgeprune_plan"):
+        if hasattr(model, attr):
+            setattr(work, attr, getattr(model, attr))
+    return work
+
+
+def _weight_targets(pattern, sparsity, threshold, schedule, steps) -> tuple[list, str]:
+    if pattern == "2:4":
+        return [0.5], "oneshot"
+    if sparsity is None and threshold is not None and threshold.method != "solve":
+        return [None] * (1 if schedule == "oneshot" else steps), schedule  # a pure threshold run: the rule decides
+    return step_targets(schedule, sparsity, steps), schedule
+
+
 def sparsify(
     model: nn.Module,
     data,
@@ -94,27 +127,32 @@ def sparsify(
     regularizers: Sequence[Regularizer] = (),
     ignore: Iterable[str] = (),
     metric: Callable = top1,
+    seed: int = 0,
     progress: bool = False,
 ) -> ScheduleResult:
     """Unstructured / block sparsity by ``schedule`` with masked recovery after every step.
 
     Masks are recomputed at every step from the current (fine-tuned) weights with a dynamic
-    threshold, and only ever grow: a weight removed at step t stays removed. ``2:4`` is 50 %
-    by definition and is applied in one shot.
+    threshold, and only ever grow: a weight removed at step t stays removed. ``regularizers`` act
+    in a sparsity-training phase before the first cut and in the recoveries between steps; the
+    last recovery is plain (a regulariser there would only fight the final masks). ``2:4`` is 50 %
+    by definition and is applied in one shot. ``schedule="admm"`` runs ``sparsify_admm`` with its
+    defaults (``steps`` and ``criterion`` do not apply: ADMM projects by magnitude).
     """
-    cfg = recover or RecoverConfig()
-    if finetune_epochs is not None:
-        cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": finetune_epochs})
+    if schedule == "admm":
+        if criterion != "magnitude" or threshold is not None:
+            raise UserError(
+                "schedule admm projects onto the sparse set by magnitude; drop the criterion/threshold "
+                "or use schedule oneshot, linear or agp"
+            )
+        kw = dict(pattern=pattern, ignore=ignore, recover=recover, distill=distill, metric=metric, progress=progress)
+        return sparsify_admm(model, data, sparsity, regularizers=regularizers, **kw)
+    cfg = _config(recover, finetune_epochs)
+    if regularizers and cfg.epochs < 1:
+        raise UserError(_NO_EPOCHS)
     teacher = _frozen_teacher(model) if distill else None
-    work = copy.deepcopy(model)
-    for attr in ("edgeprune_spec", "input_shape", "edgeprune_build_kwargs", "edgeprune_plan"):
-        if hasattr(model, attr):
-            setattr(work, attr, getattr(model, attr))
-    if pattern == "2:4":
-        targets = [0.5]
-        schedule = "oneshot"
-    else:
-        targets = step_targets(schedule, sparsity, steps)
+    work, pre = regularised_training(_work_copy(model), data, cfg, teacher, regularizers, metric, progress)
+    targets, schedule = _weight_targets(pattern, sparsity, threshold, schedule, steps)
     base_val = metric(work, data.val) if hasattr(data, "val") else None
     result = ScheduleResult(
         model=work,
@@ -129,6 +167,8 @@ def sparsify(
             "regularizers": [r.describe() for r in regularizers],
         },
     )
+    if pre is not None:
+        result.baseline["sparsity_training"] = pre
     masks = None
     for t, target in enumerate(targets, 1):
         t0 = time.perf_counter()
@@ -142,17 +182,19 @@ def sparsify(
             threshold=threshold,
             previous=masks,
             max_layer_sparsity=max_layer_sparsity,
+            seed=seed + t,
         )
         masks = distributed.broadcast_object(masks)  # rank 0's masks on every rank
         apply_masks(work, masks)
         val_cut = metric(work, data.val)
+        regs = () if t == len(targets) else regularizers  # as structured: the last recovery is plain
         work, hist = finetune(
             work,
             data,
             cfg,
             teacher=teacher,
             masks=masks,
-            regularizers=regularizers,
+            regularizers=regs,
             metric=metric,
             progress=progress,
             description=f"step {t}/{len(targets)}",
@@ -166,9 +208,12 @@ def sparsify(
                 "val_pruned": val_cut,
                 "val_recovered": metric(work, data.val),
                 "epochs": len(hist["epochs"]),
+                "regularizers": hist["regularizers"],
                 "seconds": round(time.perf_counter() - t0, 3),
             }
         )
+        if threshold is not None and threshold.method == "iterative":
+            result.log[-1]["threshold_coefficient"] = threshold.history[-1]
     result.masks = masks
     work.edgeprune_masks = masks
     return result
@@ -180,25 +225,25 @@ def sparsify_admm(
     sparsity: float | None,
     *,
     pattern: str = "unstructured",
-    rho: float = 1e-2,
-    admm_epochs: int = 5,
-    retrain_epochs: int = 3,
+    rho: float = ADMM_RHO,
+    rho_growth: float = ADMM_RHO_GROWTH,
+    rho_max: float | None = ADMM_RHO_MAX,
+    admm_epochs: int = ADMM_EPOCHS,
+    retrain_epochs: int = ADMM_RETRAIN_EPOCHS,
     ignore: Iterable[str] = (),
     recover: RecoverConfig | None = None,
     distill: bool = True,
+    regularizers: Sequence[Regularizer] = (),
     metric: Callable = top1,
     progress: bool = False,
 ) -> ScheduleResult:
-    """Unstructured / block sparsity by ADMM: train towards the per-layer sparse set, cut to it,
-    then retrain with the masks fixed (``edgeprune.recover.admm_prune``)."""
+    """Unstructured / block sparsity by ADMM: train towards the per-layer sparse set with a rising
+    rho, cut to it, then retrain with the masks fixed (``edgeprune.recover.admm_prune``)."""
     from ..recover import admm_prune
 
     cfg = recover or RecoverConfig()
     teacher = _frozen_teacher(model) if distill else None
-    work = copy.deepcopy(model)
-    for attr in ("edgeprune_spec", "input_shape", "edgeprune_build_kwargs", "edgeprune_plan"):
-        if hasattr(model, attr):
-            setattr(work, attr, getattr(model, attr))
+    work = _work_copy(model)
     names = prunable_weights(work, ignore=ignore)
     if pattern == "2:4":
         names = [n for n in names if dict(work.named_parameters())[n][0].numel() % 4 == 0]
@@ -211,8 +256,11 @@ def sparsify_admm(
         names,
         cfg,
         rho=rho,
+        rho_growth=rho_growth,
+        rho_max=rho_max,
         teacher=teacher,
         retrain_epochs=retrain_epochs,
+        regularizers=regularizers,
         progress=progress,
         epochs=admm_epochs,
     )
@@ -225,6 +273,12 @@ def sparsify_admm(
             "schedule": "admm",
             "pattern": pattern,
             "rho": rho,
+            "rho_growth": rho_growth,
+            "rho_max": rho_max,
+            "rhos": hist["rhos"],
+            "admm_epochs": admm_epochs,
+            "retrain_epochs": retrain_epochs,
+            "regularizers": [r.describe() for r in regularizers],
             "recover": cfg.to_dict(),
             "distill": distill,
         },
@@ -241,6 +295,41 @@ def sparsify_admm(
     )
     work.edgeprune_masks = masks
     return result
+
+
+def regularised_training(work, data, cfg, teacher, regularizers, metric=top1, progress=False):
+    """Sparsity training before the first structured cut (network slimming's recipe, Liu et al.
+    2017): recover with the regularisers so the first importance already sees what they drove
+    down. Returns ``(model, log row)``; without regularisers, ``(model, None)``.
+
+    Structured schedules run their last recovery plain, so a one-shot run would otherwise never
+    apply a regulariser at all. A regulariser with no recovery epochs cannot act: that raises."""
+    if not regularizers:
+        return work, None
+    if cfg.epochs < 1:
+        raise UserError(_NO_EPOCHS)
+    t0 = time.perf_counter()
+    val0 = metric(work, data.val)
+    work, hist = finetune(
+        work,
+        data,
+        cfg,
+        teacher=teacher,
+        regularizers=regularizers,
+        metric=metric,
+        progress=progress,
+        description="sparsity training",
+        restore_best=False,
+    )
+    return work, {
+        "step": 0,
+        "phase": "regularised training",
+        "val_before": val0,
+        "val_after": metric(work, data.val),
+        "epochs": len(hist["epochs"]),
+        "regularizers": hist["regularizers"],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def incremental_ratio(previous: float, target: float) -> float:
@@ -285,26 +374,27 @@ def prune_structured(
     The final target is a channel ``ratio`` or ``target_macs`` (a fraction <= 1 of the MACs or
     an absolute count). Each step plans on the current, already smaller model for the step's
     cumulative target, applies the plan, and fine-tunes with distillation from the unpruned
-    model. ``regularizers`` (e.g. BN-L1, group lasso) act in the recovery *between* steps, so
-    the next step's importance sees what they drove down; the last recovery is plain.
+    model. ``regularizers`` (e.g. BN-L1, group lasso) act in a sparsity-training phase before the
+    first cut and in the recoveries *between* steps, so each importance sees what they drove
+    down; the last recovery is plain. The log records what ran at every step.
     The returned ``plans`` replay in order on a fresh model (``ep.save(model, dir, plan=plans)``).
 
     ``threshold`` (a ``DynamicThreshold``) replaces the ratio selection: at every step the
     channel scores of the current model are recomputed and the rule picks what goes (``solve``
-    to the step's share of ``ratio``; ``relative`` / ``percentile`` / ``absolute`` from the
-    current score distribution alone), then kept counts are rounded up to ``round_to``.
+    to the step's share of ``ratio``; the value rules from the current score distribution,
+    capped by the step's share of ``ratio``; ``ratio`` None or 1.0 leaves them uncapped), then
+    kept counts are rounded up to ``round_to``.
     """
     from .apply import apply
     from .macs import count_macs_params
-    from .plan import plan as make_plan
 
+    if schedule == "admm":
+        raise UserError("schedule admm prunes weights (sparsify); for channels use oneshot, linear, agp or adaptive")
     if (ratio is None) == (target_macs is None) and not (threshold is not None and threshold.method != "solve"):
         raise ValueError("give exactly one of ratio or target_macs")
     if threshold is not None and target_macs is not None:
         raise ValueError("a dynamic threshold selects by score; combine it with ratio, not target_macs")
-    cfg = recover or RecoverConfig(seed=seed)
-    if finetune_epochs is not None:
-        cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": finetune_epochs})
+    cfg = _config(recover, finetune_epochs, seed)
     teacher = _frozen_teacher(model) if distill else None
     fractions = step_targets(schedule, 1.0, steps)
     base_macs, base_params = count_macs_params(model, example_inputs)
@@ -330,21 +420,9 @@ def prune_structured(
             "threshold": threshold.to_dict() if threshold else None,
         },
     )
-    from ..graph import trace
-
-    def prunable_sizes(m):
-        return {g.id: g.size for g in trace(m, example_inputs, ignore=tuple(ignore)).groups() if g.prunable}
-
-    sizes0 = prunable_sizes(work)
-    total0 = sum(sizes0.values())
-    ck = checkpoint.active()
-    work, first, resume = _resume_structured(ck, model, work, result)
-    for t, f in enumerate(fractions, 1):
-        if t < first:
-            continue
-        t0 = time.perf_counter()
-        step_start = (copy.deepcopy(work.state_dict()), len(result.plans)) if ck else None
-        kw = dict(
+    planner = _StepPlanner(
+        example_inputs,
+        dict(
             importance=importance,
             round_to=round_to,
             global_ranking=global_ranking,
@@ -352,30 +430,25 @@ def prune_structured(
             max_layer_ratio=max_layer_ratio,
             seed=seed,
             calib=data.train,
-        )
-        if threshold is not None:
-            now = prunable_sizes(work)
-            step = None if ratio is None else max(0.0, 1.0 - total0 * (1 - ratio * f) / sum(now.values()))
-            p = _threshold_plan(
-                work, example_inputs, threshold, step, importance, round_to, ignore, max_layer_ratio, seed, data.train
-            )
-        elif goal_macs is not None:
-            step_goal = base_macs - (base_macs - goal_macs) * f
-            p = make_plan(work, example_inputs, target_macs=float(step_goal), **kw)
-        else:
-            # targets are recomputed from the channels actually left, so rounding at one step
-            # is made up at the next instead of compounding
-            now = prunable_sizes(work)
-            if global_ranking:
-                p = make_plan(
-                    work, example_inputs, ratio=max(0.0, 1.0 - total0 * (1 - ratio * f) / sum(now.values())), **kw
-                )
-            else:
-                want = {g: int(round(sizes0[g] * (1 - ratio * f))) for g in now if g in sizes0}
-                p = make_plan(
-                    work, example_inputs, ratios={g: 1.0 - want[g] / now[g] for g in want if want[g] < now[g]}, **kw
-                )
-        p = distributed.broadcast_object(p)  # under torchrun rank 0 decides: every rank cuts the same channels
+        ),
+        threshold,
+        ratio,
+        goal_macs,
+        base_macs,
+        work,
+    )
+    ck = checkpoint.active()
+    work, first, resume = _resume_structured(ck, model, work, result)
+    if first == 1 and resume is None:  # a resumed run's weights already went through this phase
+        work, row = regularised_training(work, data, cfg, teacher, regularizers, metric, progress)
+        if row is not None:
+            result.baseline["sparsity_training"] = row
+    for t, f in enumerate(fractions, 1):
+        if t < first:
+            continue
+        t0 = time.perf_counter()
+        step_start = (copy.deepcopy(work.state_dict()), len(result.plans)) if ck else None
+        p = distributed.broadcast_object(planner.plan(work, f))  # under torchrun rank 0 decides for every rank
         if not p.empty:
             work = _copy_attrs(model, apply(work, p))
             result.plans.append(p)
@@ -408,12 +481,15 @@ def prune_structured(
                 "val_pruned": val_cut,
                 "val_recovered": metric(work, data.val),
                 "epochs": len(hist["epochs"]),
+                "regularizers": hist["regularizers"],
                 "seconds": round(time.perf_counter() - t0, 3),
             }
         )
         if ck is not None:
             ck.save(_structured_meta("step", t, result), {"model": work.state_dict()})
     result.model = work
+    if threshold is not None:
+        result.baseline["threshold"] = threshold.to_dict()  # with the iterative rule's coefficients
     work.edgeprune_plan = list(result.plans)
     return result
 
@@ -485,6 +561,44 @@ def _check_replanned(resume, result):
     return resume
 
 
+class _StepPlanner:
+    """The plan of one structured step for the cumulative fraction ``f`` of the final target:
+    by threshold, by MAC goal, or by ratio. Ratio targets are recomputed from the channels
+    actually left, so rounding at one step is made up at the next instead of compounding."""
+
+    def __init__(self, example_inputs, kw, threshold, ratio, goal_macs, base_macs, model):
+        self.x, self.kw, self.threshold, self.ratio = example_inputs, kw, threshold, ratio
+        self.goal_macs, self.base_macs = goal_macs, base_macs
+        self.sizes0 = self.sizes(model)
+        self.total0 = sum(self.sizes0.values())
+
+    def sizes(self, m) -> dict:
+        from ..graph import trace
+
+        return {g.id: g.size for g in trace(m, self.x, ignore=tuple(self.kw["ignore"])).groups() if g.prunable}
+
+    def _share(self, now, f) -> float:
+        return max(0.0, 1.0 - self.total0 * (1 - self.ratio * f) / sum(now.values()))
+
+    def plan(self, work, f):
+        from .plan import plan as make_plan
+
+        kw, ratio, rule = self.kw, self.ratio, self.threshold
+        if rule is not None:
+            uncapped = ratio is None or (ratio >= 1.0 and rule.method != "solve")
+            step = None if uncapped else self._share(self.sizes(work), f)
+            names = ("importance", "round_to", "ignore", "max_layer_ratio", "seed", "calib")
+            return _threshold_plan(work, self.x, rule, step, *(kw[k] for k in names))
+        if self.goal_macs is not None:
+            step_goal = self.base_macs - (self.base_macs - self.goal_macs) * f
+            return make_plan(work, self.x, target_macs=float(step_goal), **kw)
+        now = self.sizes(work)
+        if kw["global_ranking"]:
+            return make_plan(work, self.x, ratio=self._share(now, f), **kw)
+        want = {g: int(round(self.sizes0[g] * (1 - ratio * f))) for g in now if g in self.sizes0}
+        return make_plan(work, self.x, ratios={g: 1.0 - want[g] / now[g] for g in want if want[g] < now[g]}, **kw)
+
+
 def _progress_bar(enabled: bool):
     """A transient rich bar on stderr (disabled: same calls, no output)."""
     import sys
@@ -517,29 +631,28 @@ def _threshold_plan(
 ):
     """A plan whose channels are chosen by a dynamic threshold over the current group scores.
 
-    Global rules compare groups after dividing each group's scores by their mean (as the ratio
-    selection does), so layers of different scale compete fairly."""
+    ``solve`` compares groups after dividing each group's scores by their mean (as the ratio
+    selection does), so layers of different scale compete fairly; the value rules (relative,
+    percentile, absolute, mean, iterative) read the raw scores, so ``relative`` is exactly
+    ``coef x max`` as documented."""
     import math
 
     import numpy as np
 
     from ..graph import trace
-    from .importance import score_groups
+    from .importance import needs_data, score_groups
     from .plan import plan_from_keep
 
     graph = trace(model, example_inputs, ignore=tuple(ignore))
     groups = [g for g in graph.groups() if g.prunable]
-    raw = score_groups(
-        graph, importance, calib=calib if importance in ("taylor", "gradient", "activation") else None, seed=seed
-    )
+    raw = score_groups(graph, importance, calib=calib if needs_data(importance) else None, seed=seed)
+    normalise = rule.scope == "global" and rule.method == "solve"
     scores = {}
     for g in groups:
         s = np.asarray(raw[g.id], dtype=np.float64)
         mean = s.mean() if s.size else 0.0
-        scores[g.id] = torch.from_numpy(s / mean if (rule.scope == "global" and mean > 0) else s)
-    rule = DynamicThreshold(
-        rule.method, rule.value, rule.scope, min(rule.max_layer_ratio, max_layer_ratio), rule.min_keep
-    )
+        scores[g.id] = torch.from_numpy(s / mean if (normalise and mean > 0) else s)
+    rule = dataclasses.replace(rule, max_layer_ratio=min(rule.max_layer_ratio, max_layer_ratio))
     keep = rule.masks(scores, step_target)
     out = {}
     for g in groups:

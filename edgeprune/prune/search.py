@@ -8,19 +8,24 @@ drop in points. Produces: ``SearchResult`` with the pruned, recovered model (the
 untouched), the plans that made it (replayable in order), whether budget and accuracy were both
 met, the best point reached, and a log of every decision.
 
-Algorithm (docs/methods.md):
+Algorithm (docs/methods.md), performance-driven at every step:
 1. scan: each prunable channel group alone, at several ratios, without recovery: the validation
    metric drop and the cost (MACs / params / estimated ms) of each point;
 2. allocate: start from nothing removed and repeatedly take the move (one group, one level
    further) with the smallest drop per unit of cost saved, re-measuring the real cost of the
-   combined allocation after every move, until the budget is met;
-3. progress: reach the allocated channel counts in ``steps`` steps (AGP fractions by default),
-   each step planned on the current model with importance recomputed from its current weights,
-   then recovered (fine-tuning + distillation from the unpruned model) and evaluated; when the
-   drop exceeds the limit, the step is retried half-way between the last good point and the
-   planned one (at most ``max_backoff`` back-offs per run), and if it still fails the search
-   stops at the last good point (``met`` is False: the CLI exits 3 and names the best point reached).
-Decisions use the validation split; the test split is only reported.
+   combined allocation after every move, until the step's cost target is met;
+3. progress: the cost target moves from the baseline to the budget in ``steps`` steps (AGP
+   fractions by default). Before every step the current, recovered model is re-scanned and the
+   cuts re-allocated from the drops measured on it; the step is then pruned, recovered
+   (fine-tuning + distillation from the unpruned model; the last step recovers
+   ``final_epochs_factor`` times longer) and evaluated. When the drop exceeds the limit, the
+   excess is charged to the groups that step cut (so the next allocation moves away from them)
+   and the step is retried half-way between the last good point and the planned one (at most
+   ``max_backoff`` back-offs per run); if it still fails the search stops at the last good point
+   (``met`` is False: the CLI exits 3 and names the best point reached).
+The first scan checks the whole budget is reachable at all. Every step's scan, the measured drop
+per group and the allocation are kept in the log (and drawn by ``write_log``). Decisions use the
+validation split; the test split is only reported.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..recover import RecoverConfig, Regularizer, finetune, top1
-from .schedule import _copy_attrs, _frozen_teacher, step_targets
+from .importance import needs_data
+from .schedule import _config, _copy_attrs, _frozen_teacher, regularised_training, step_targets
 
 BUDGET_KINDS = ("macs", "params", "latency")
 DEFAULT_LEVELS = (0.25, 0.5, 0.75)
@@ -221,6 +227,9 @@ def allocate(
             saved = cur["cost"] - nxt["cost"]
             if saved <= 0:
                 saved = 1e-9 * max(base_cost, 1.0)
+            # savings past the target are worth nothing: near the target a small cut that just
+            # reaches it beats a big one that overshoots (and costs accuracy for no budget)
+            saved = min(saved, max(cost - limit, 1e-9 * max(base_cost, 1.0)))
             price = (max(nxt["drop"] - cur["drop"], 0.0) + 1e-3) / saved
             if best is None or price < best[0]:
                 best = (price, g)
@@ -277,6 +286,7 @@ def search(
     distill: bool = True,
     regularizers: Sequence[Regularizer] = (),
     max_backoff: int = 2,
+    final_epochs_factor: int = 2,
     metric: Callable = top1,
     seed: int = 0,
     progress: bool = False,
@@ -285,12 +295,8 @@ def search(
     if max_acc_drop < 0:
         raise ValueError(f"max_acc_drop must be >= 0 points, got {max_acc_drop}")
     t_start = time.perf_counter()
-    cfg = recover or RecoverConfig(seed=seed)
-    if finetune_epochs is not None:
-        cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": finetune_epochs})
-    max_drop = max_acc_drop / 100.0
-    calib = data.train if importance in ("taylor", "gradient", "activation") else None
-    engine = _Engine(example_inputs, importance, round_to, seed, calib, ignore)
+    cfg = _config(recover, finetune_epochs, seed)
+    engine = _Engine(example_inputs, importance, round_to, seed, data.train if needs_data(importance) else None, ignore)
     teacher = _frozen_teacher(model) if distill else None
     work = _copy_attrs(model, copy.deepcopy(model))
     base_val = metric(work, data.val)
@@ -309,6 +315,7 @@ def search(
             "round_to": round_to,
             "ignore": list(ignore),
             "recover": cfg.to_dict(),
+            "final_epochs_factor": final_epochs_factor,
             "distill": distill,
             "regularizers": [r.describe() for r in regularizers],
             "max_backoff": max_backoff,
@@ -318,107 +325,194 @@ def search(
         "allocation": {},
         "steps": [],
     }
-
-    graph, scores = engine.analyse(work)
-    sizes = _group_sizes(graph)
-    if base_cost <= limit:
-        final_kept, alloc_cost, moves = dict(sizes), base_cost, []
-    else:
-        log["sensitivity"] = sensitivity_scan(
-            work, data, engine, budget, levels, metric, base_val, graph, scores, progress
-        )
-        final_kept, alloc_cost, moves = allocate(
-            work, engine, budget, log["sensitivity"], limit, base_cost, graph, scores
-        )
-    log["allocation"] = {
-        "kept": final_kept,
-        "channels": sizes,
-        "cost": alloc_cost,
-        "moves": moves,
-        "feasible": alloc_cost <= limit,
-    }
-    if alloc_cost > limit:
-        reason = (
-            f"the budget {limit:.6g} {budget.unit} cannot be reached even removing every prunable "
-            f"channel the levels allow (smallest: {alloc_cost:.6g} {budget.unit})"
-        )
-    else:
-        reason = ""
-
+    work, row = regularised_training(work, data, cfg, teacher, regularizers, metric, progress)
+    if row is not None:
+        log["sparsity_training"] = row
+    st = _State(work, data, engine, budget, metric, cfg, teacher, regularizers, levels, progress, log)
+    st.base_val, st.base_cost, st.limit, st.max_drop = base_val, base_cost, limit, max_acc_drop / 100.0
+    reason = _feasibility(st)
     fractions = step_targets(progression, 1.0, steps) if progression != "oneshot" else [1.0]
-    plans: list = []
-    accepted = {"step": 0, "fraction": 0.0, "cost": base_cost, "val": base_val, "drop": 0.0}
-    current = dict(sizes)
+    if not reason:
+        reason = _progress_loop(st, fractions, max_backoff, final_epochs_factor)
+    return _finish(st, reason, base_test, example_inputs, t_start)
+
+
+class _State:
+    """The adaptive loop's working state: the current model and what was accepted so far."""
+
+    def __init__(self, work, data, engine, budget, metric, cfg, teacher, regs, levels, progress, log):
+        self.work, self.data, self.engine, self.budget, self.metric = work, data, engine, budget, metric
+        self.cfg, self.teacher, self.regs, self.levels, self.progress, self.log = (
+            cfg,
+            teacher,
+            regs,
+            levels,
+            progress,
+            log,
+        )
+        self.plans: list = []
+        self.penalty: dict[str, float] = {}  # group -> extra drop (per fraction removed) after a failed step
+        self.accepted: dict = {}
+        self.current: dict[str, int] = {}
+
+
+def _feasibility(st) -> str:
+    """Allocate the whole budget once on the unpruned model: the smallest reachable cost and the
+    first scan. Returns a reason when the budget cannot be reached at all."""
+    graph, scores = st.engine.analyse(st.work)
+    sizes = _group_sizes(graph)
+    st.current = dict(sizes)
+    st.accepted = {"step": 0, "fraction": 0.0, "cost": st.base_cost, "val": st.base_val, "drop": 0.0}
+    if st.base_cost <= st.limit:
+        st.log["allocation"] = {"kept": sizes, "channels": sizes, "cost": st.base_cost, "moves": [], "feasible": True}
+        return ""
+    scan = sensitivity_scan(
+        st.work, st.data, st.engine, st.budget, st.levels, st.metric, st.base_val, graph, scores, st.progress
+    )
+    st.log["sensitivity"] = scan
+    kept, cost, moves = allocate(st.work, st.engine, st.budget, scan, st.limit, st.base_cost, graph, scores)
+    feasible = cost <= st.limit
+    st.log["allocation"] = {"kept": kept, "channels": sizes, "cost": cost, "moves": moves, "feasible": feasible}
+    if feasible:
+        return ""
+    return (
+        f"the budget {st.limit:.6g} {st.budget.unit} cannot be reached even removing every prunable "
+        f"channel the levels allow (smallest: {cost:.6g} {st.budget.unit})"
+    )
+
+
+def _step_plan(st, step: int, f: float, first: bool):
+    """Re-scan the current (recovered) model, reallocate for the cost target of fraction ``f``,
+    and plan it. Returns ``(plan, step log row)``, plan None when nothing is to be removed."""
+    step_limit = st.base_cost - (st.base_cost - st.limit) * f
+    graph, scores = st.engine.analyse(st.work)
+    cur_cost = st.accepted["cost"]
+    row: dict = {"step": step, "fraction": f, "cost_target": step_limit}
+    if cur_cost <= step_limit * (1 + 1e-9):
+        row["skipped"] = "the current model already meets this step's cost"
+        return None, row
+    val_now = st.metric(st.work, st.data.val)
+    scan = (
+        st.log["sensitivity"]
+        if first
+        else sensitivity_scan(
+            st.work, st.data, st.engine, st.budget, st.levels, st.metric, val_now, graph, scores, st.progress
+        )
+    )
+    adjusted = [
+        {**r, "drop": r["drop"] + st.penalty.get(r["group"], 0.0) * (1 - r["kept"] / r["channels"])} for r in scan
+    ]
+    kept, alloc_cost, moves = allocate(st.work, st.engine, st.budget, adjusted, step_limit, cur_cost, graph, scores)
+    sizes = _group_sizes(graph)
+    row["sensitivity"] = [{k: r[k] for k in ("group", "channels", "kept", "drop", "cost")} for r in scan]
+    row["drop_per_group"] = _worst_drop_per_group(scan)
+    row["allocation"] = {"kept": kept, "cost": alloc_cost, "penalty": dict(st.penalty)}
+    ratios = {g: 1.0 - kept[g] / sizes[g] for g in kept if kept[g] < sizes[g]}
+    p = st.engine.plan(st.work, graph, scores, ratios)
+    if p.empty:
+        row["skipped"] = "nothing to remove at this fraction"
+        return None, row
+    return p, row
+
+
+def _worst_drop_per_group(scan) -> dict[str, float]:
+    """The measured validation drop (points) of each group at the deepest level scanned."""
+    out: dict[str, tuple] = {}
+    for r in scan:
+        if r["group"] not in out or r["kept"] < out[r["group"]][0]:
+            out[r["group"]] = (r["kept"], 100 * r["drop"])
+    return {g: v[1] for g, v in out.items()}
+
+
+def _progress_loop(st, fractions, max_backoff: int, final_epochs_factor: int) -> str:
+    """prune -> recover -> evaluate, re-scanning and reallocating before every step; back off
+    (half-way between the last good fraction and the failed one) when the drop exceeds the limit,
+    and charge the failed step's excess drop to the groups it cut. Returns the stop reason."""
     queue = list(fractions)
-    step = 0
-    failures = 0  # back-offs are counted over the whole run, so halving can never go on forever
+    step = failures = 0
     while queue:
         f = queue.pop(0)
         step += 1
         t0 = time.perf_counter()
-        want = {g: max(final_kept[g], int(round(sizes[g] - (sizes[g] - final_kept[g]) * f))) for g in sizes}
-        ratios = {g: 1.0 - want[g] / current[g] for g in sizes if want[g] < current[g]}
-        g_now, s_now = engine.analyse(work)
-        p = engine.plan(work, g_now, s_now, ratios)
-        if p.empty:
-            log["steps"].append({"step": step, "fraction": f, "skipped": "nothing to remove at this fraction"})
+        p, row = _step_plan(st, step, f, first=step == 1)
+        st.log["steps"].append(row)
+        if p is None:
             continue
-        candidate = engine.apply(work, p)
-        val_cut = metric(candidate, data.val)
-        last = not queue
-        regs = () if last else regularizers
+        candidate = st.engine.apply(st.work, p)
+        val_cut = st.metric(candidate, st.data.val)
+        # the step that reaches the budget is the final point (later steps are skipped): it
+        # recovers plain and ``final_epochs_factor`` times longer
+        last = not queue or row["allocation"]["cost"] <= st.limit * (1 + 1e-9)
+        regs = () if last else st.regs
+        cfg = st.cfg
+        if last and final_epochs_factor > 1:
+            cfg = RecoverConfig(**{**cfg.to_dict(), "epochs": cfg.epochs * final_epochs_factor})
         candidate, hist = finetune(
             candidate,
-            data,
+            st.data,
             cfg,
-            teacher=teacher,
-            metric=metric,
-            progress=progress,
+            teacher=st.teacher,
+            metric=st.metric,
+            progress=st.progress,
             regularizers=regs,
             description=f"step {step}: recover",
             restore_best=cfg.restore_best and not regs,
         )
-        val = metric(candidate, data.val)
-        cost = budget.cost(candidate, example_inputs)
-        kept_now = _kept_from_plan(p, current)
-        drop = base_val - val
-        ok = drop <= max_drop + 1e-12
-        row = {
-            "step": step,
-            "fraction": f,
-            "kept": kept_now,
-            "cost": cost,
-            "cost_ratio": cost / base_cost,
-            "val_pruned": val_cut,
-            "val_recovered": val,
-            "drop_points": 100 * drop,
-            "accepted": ok,
-            "epochs": len(hist["epochs"]),
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        log["steps"].append(row)
+        val = st.metric(candidate, st.data.val)
+        cost = st.budget.cost(candidate, st.engine.x)
+        kept_now = _kept_from_plan(p, st.current)
+        drop = st.base_val - val
+        ok = drop <= st.max_drop + 1e-12
+        row.update(
+            kept=kept_now,
+            cost=cost,
+            cost_ratio=cost / st.base_cost,
+            val_pruned=val_cut,
+            val_recovered=val,
+            drop_points=100 * drop,
+            accepted=ok,
+            epochs=len(hist["epochs"]),
+            regularizers=hist["regularizers"],
+            seconds=round(time.perf_counter() - t0, 3),
+        )
         if ok:
-            work, current = candidate, kept_now
-            plans.append(p)
-            accepted = {"step": step, "fraction": f, "cost": cost, "val": val, "drop": drop}
+            st.work, st.current = candidate, kept_now
+            st.plans.append(p)
+            st.accepted = {"step": step, "fraction": f, "cost": cost, "val": val, "drop": drop}
             continue
+        _charge(st, kept_now, drop - st.max_drop)
         failures += 1
         if failures <= max_backoff:
-            back = (accepted["fraction"] + f) / 2.0
+            back = (st.accepted["fraction"] + f) / 2.0
             row["backoff_to"] = back
-            queue = [back, f] + [q for q in queue if q > f] if back > accepted["fraction"] + 1e-6 else queue
+            queue = [back, f] + [q for q in queue if q > f] if back > st.accepted["fraction"] + 1e-6 else queue
             continue
-        reason = (
-            f"the accuracy drop {100 * drop:.2f} points exceeds --max-acc-drop {max_acc_drop} at fraction "
-            f"{f:.3f} of the allocation after {max_backoff} back-offs"
+        return (
+            f"the accuracy drop {100 * drop:.2f} points exceeds --max-acc-drop "
+            f"{st.log['settings']['max_acc_drop_points']} at fraction {f:.3f} of the budget after "
+            f"{max_backoff} back-offs"
         )
-        break
+    return ""
 
-    met = accepted["cost"] <= limit * (1 + 1e-9) and accepted["drop"] <= max_drop + 1e-12 and not reason
+
+def _charge(st, kept_now: dict, excess: float) -> None:
+    """Move future cuts away from the groups a failed step cut: each gets the excess drop in
+    proportion to the share of the removed channels it lost."""
+    removed = {g: st.current[g] - kept_now.get(g, st.current[g]) for g in st.current}
+    total = sum(v for v in removed.values() if v > 0)
+    for g, v in removed.items():
+        if v > 0 and total:
+            st.penalty[g] = st.penalty.get(g, 0.0) + max(excess, 0.0) * v / total / max(v / st.current[g], 1e-6)
+
+
+def _finish(st, reason: str, base_test, example_inputs, t_start) -> SearchResult:
+    accepted, budget, metric, data = st.accepted, st.budget, st.metric, st.data
+    met = accepted["cost"] <= st.limit * (1 + 1e-9) and accepted["drop"] <= st.max_drop + 1e-12 and not reason
     if not met and not reason:
-        reason = f"the best point reached costs {accepted['cost']:.6g} {budget.unit}, over the budget {limit:.6g}"
+        reason = f"the best point reached costs {accepted['cost']:.6g} {budget.unit}, over the budget {st.limit:.6g}"
+    work = st.work
     work.eval()
-    work.edgeprune_plan = list(plans)
+    work.edgeprune_plan = list(st.plans)
     test = metric(work, data.test) if base_test is not None else None
     from .macs import count_macs_params
 
@@ -427,27 +521,42 @@ def search(
         "step": accepted["step"],
         "fraction": accepted["fraction"],
         "cost": accepted["cost"],
-        "cost_ratio": accepted["cost"] / base_cost,
+        "cost_ratio": accepted["cost"] / st.base_cost,
         "val": accepted["val"],
         "drop_points": 100 * accepted["drop"],
         "test": test,
         "test_drop_points": 100 * (base_test - test) if test is not None else None,
         "macs": int(macs),
         "params": int(params),
-        "kept": current,
+        "kept": st.current,
     }
-    log["result"] = {
+    st.log["result"] = {
         "met": met,
         "reason": reason,
         "best": best,
-        "plans": [p.hash for p in plans],
+        "plans": [p.hash for p in st.plans],
         "seconds": round(time.perf_counter() - t_start, 2),
     }
-    return SearchResult(model=work, plans=plans, met=met, log=log, reason=reason)
+    return SearchResult(model=work, plans=st.plans, met=met, log=st.log, reason=reason)
+
+
+def _plot_drop_per_group(ax, log: dict) -> None:
+    """The drop each group alone causes at its deepest scanned level, re-measured before every step."""
+    rows = [s for s in log.get("steps", []) if s.get("drop_per_group")]
+    groups = sorted({g for s in rows for g in s["drop_per_group"]})
+    for g in groups:
+        pts = [(s["step"], s["drop_per_group"][g]) for s in rows if g in s["drop_per_group"]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=g)
+    ax.set_xlabel("step (scan on the recovered model before it)")
+    ax.set_ylabel("validation drop, deepest level alone (points)")
+    ax.set_title("measured sensitivity per group")
+    if groups:
+        ax.legend(fontsize=7)
 
 
 def write_log(log: dict, out_dir: str | Path, stem: str = "search") -> dict[str, Path]:
-    """Write ``<stem>.json`` and ``<stem>.png`` (sensitivity curves and the step trajectory)."""
+    """Write ``<stem>.json`` and ``<stem>.png`` (first sensitivity scan, the step trajectory, and
+    the drop per group re-measured before every step)."""
     from ..fsutil import atomic_path, write_json
 
     out = Path(out_dir)
@@ -457,7 +566,7 @@ def write_log(log: dict, out_dir: str | Path, stem: str = "search") -> dict[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2, ax4) = plt.subplots(1, 3, figsize=(16, 4))
     by_group: dict[str, list] = {}
     for r in log.get("sensitivity", []):
         by_group.setdefault(r["group"], []).append(r)
@@ -490,6 +599,7 @@ def write_log(log: dict, out_dir: str | Path, stem: str = "search") -> dict[str,
     ax3.axhline(log["budget"]["limit"] / base["cost"], color="C1", linestyle="--", linewidth=1)
     ax3.set_ylabel(f"{log['budget']['kind']} / baseline (dashed: budget)", color="C1")
     ax2.set_title("prune -> recover -> evaluate (x: backed off)")
+    _plot_drop_per_group(ax4, log)
     fig.tight_layout()
     with atomic_path(out / f"{stem}.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
@@ -498,423 +608,5 @@ def write_log(log: dict, out_dir: str | Path, stem: str = "search") -> dict[str,
     return paths
 
 
-# ----------------------------------------------------------------------------- CLI recipe
-# `edgeprune prune` (edgeprune/cli/prune.py) adds these flags and hands a run that asks for
-# recovery, a schedule, a budget or sparsity to ``run_recipe``. The helpers that belong to the
-# CLI layer (output directory, JSON printing) are passed in, so this module stays below it.
-
-SCHEDULE_CHOICES = ("oneshot", "linear", "agp", "adaptive")
-REGULARIZE_CHOICES = ("bn-l1", "group-lasso", "l1")
-
-
-class RecipeInputError(UserError):
-    """Bad flags or data for the recipe (the CLI turns it into exit code 2)."""
-
-
-def add_arguments(p, how) -> None:
-    """Add the recovery / schedule / budget / sparsity flags to the ``prune`` parser.
-
-    ``how`` is the parser's mutually exclusive group of targets (--ratio, --target-macs, --plan):
-    a budget or a sparsity is one more kind of target."""
-    import argparse
-
-    how.add_argument(
-        "--budget-macs",
-        type=float,
-        metavar="F",
-        help="adaptive search to this MAC budget (fraction <= 1 or a count); implies --schedule adaptive",
-    )
-    how.add_argument(
-        "--budget-params",
-        type=float,
-        metavar="F",
-        help="adaptive search to this parameter budget (fraction <= 1 or a count)",
-    )
-    how.add_argument(
-        "--budget-latency", type=float, metavar="MS", help="adaptive search to this estimated latency in ms on --target"
-    )
-    how.add_argument(
-        "--sparsity",
-        type=float,
-        metavar="S",
-        help="unstructured/block weight sparsity in [0, 1) instead of removing channels",
-    )
-    g = p.add_argument_group("recovery and schedules")
-    g.add_argument(
-        "--data",
-        metavar="DATA",
-        help="data spec to fine-tune and evaluate on (e.g. digits); needed by every option of this group",
-    )
-    g.add_argument(
-        "--schedule",
-        choices=SCHEDULE_CHOICES,
-        default=None,
-        help="oneshot, linear, agp (cubic) or adaptive (default: adaptive with a --budget-*, else oneshot)",
-    )
-    g.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        metavar="N",
-        help="pruning steps, each followed by recovery (default 5; 1 for oneshot)",
-    )
-    g.add_argument("--finetune-epochs", type=int, default=3, metavar="N", help="recovery epochs per step (default 3)")
-    g.add_argument("--lr", type=float, default=0.05, metavar="LR", help="recovery learning rate (default 0.05, SGD)")
-    g.add_argument(
-        "--distill",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="distil from the unpruned model during recovery (default on)",
-    )
-    g.add_argument(
-        "--max-acc-drop",
-        type=float,
-        default=None,
-        metavar="POINTS",
-        help="largest allowed validation top-1 drop in points (default 1.0 for adaptive); "
-        "exit 3 with the best point reached when it cannot be met",
-    )
-    g.add_argument("--target", metavar="PROFILE", help="device profile for --budget-latency (e.g. rpi4)")
-    g.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "fp16", "int8"),
-        help="precision of the --budget-latency estimate (default fp32)",
-    )
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="threads of the --budget-latency estimate (default: all cores of the target)",
-    )
-    g.add_argument(
-        "--sparsity-pattern",
-        choices=("unstructured", "1x4", "4x1", "2:4"),
-        default="unstructured",
-        help="pattern of --sparsity (2:4 is 50 %% by definition)",
-    )
-    g.add_argument(
-        "--sparsity-criterion",
-        choices=("magnitude", "taylor", "activation"),
-        default="magnitude",
-        help="weight score for --sparsity: |w|, |w*grad| or |w|*||x|| (default magnitude)",
-    )
-    g.add_argument(
-        "--threshold",
-        choices=("solve", "relative", "percentile", "absolute"),
-        default=None,
-        help="dynamic threshold recomputed from the current scores at every step: solve (meet the "
-        "step's --ratio/--sparsity share), or relative (coef x max) / percentile / absolute "
-        "with --threshold-value, capped by the step's share",
-    )
-    g.add_argument(
-        "--threshold-value",
-        type=float,
-        default=None,
-        metavar="V",
-        help="coefficient (relative), quantile in [0, 1] (percentile) or score (absolute)",
-    )
-    g.add_argument(
-        "--threshold-scope",
-        choices=("global", "layer"),
-        default="global",
-        help="compare scores across all layers (global, default) or within each layer",
-    )
-    g.add_argument(
-        "--regularize",
-        choices=REGULARIZE_CHOICES,
-        default=None,
-        help="sparsity regulariser during the recoveries between steps",
-    )
-    g.add_argument("--reg-lambda", type=float, default=None, metavar="L", help="regulariser strength")
-
-
-def wants_recipe(args) -> bool:
-    """True when the run needs this module (recovery, a schedule, a budget or sparsity)."""
-    return any(
-        getattr(args, a, None) is not None
-        for a in (
-            "data",
-            "schedule",
-            "steps",
-            "budget_macs",
-            "budget_params",
-            "budget_latency",
-            "sparsity",
-            "regularize",
-            "max_acc_drop",
-            "threshold",
-        )
-    )
-
-
-def _fail(msg: str):
-    raise RecipeInputError(msg)
-
-
-def _check_recipe_args(args) -> str:
-    budget = [(k, getattr(args, f"budget_{k}")) for k in BUDGET_KINDS if getattr(args, f"budget_{k}") is not None]
-    schedule = args.schedule or ("adaptive" if budget else "oneshot")
-    if not args.data:
-        _fail("--data is required for recovery, schedules, budgets and --sparsity (e.g. --data digits)")
-    if args.plan:
-        _fail("--plan replays a plan as is; drop --data/--schedule/recovery flags, or prune with --ratio")
-    if schedule == "adaptive" and not budget:
-        _fail("--schedule adaptive needs a budget: --budget-macs F, --budget-params F or --budget-latency MS")
-    if budget and schedule != "adaptive":
-        _fail(f"--budget-{budget[0][0]} works with --schedule adaptive, not {schedule}")
-    if args.sparsity is not None and schedule == "adaptive":
-        _fail("--sparsity uses --schedule oneshot, linear or agp")
-    if args.budget_latency is not None and not args.target:
-        _fail("--budget-latency needs --target PROFILE (e.g. --target rpi4); see `edgeprune targets list`")
-    if args.sparsity is not None and not 0 <= args.sparsity < 1:
-        _fail(f"--sparsity {args.sparsity}: must be in [0, 1)")
-    if args.sparsity is not None and args.sparsity_pattern == "2:4" and args.sparsity != 0.5:
-        _fail(f"--sparsity {args.sparsity} with --sparsity-pattern 2:4: 2:4 keeps 2 of 4, pass --sparsity 0.5")
-    for flag, value in (("--steps", args.steps), ("--finetune-epochs", args.finetune_epochs)):
-        if value is not None and value < (1 if flag == "--steps" else 0):
-            _fail(f"{flag} {value}: must be >= {1 if flag == '--steps' else 0}")
-    if args.lr <= 0:
-        _fail(f"--lr {args.lr}: must be > 0")
-    if args.threshold is not None:
-        if schedule == "adaptive":
-            _fail(
-                "--threshold applies to --schedule oneshot, linear or agp (the adaptive search allocates ratios itself)"
-            )
-        if args.threshold != "solve" and args.threshold_value is None:
-            _fail(f"--threshold {args.threshold} needs --threshold-value V")
-        if args.target_macs is not None:
-            _fail("--threshold selects channels by score; combine it with --ratio, not --target-macs")
-    if args.max_acc_drop is not None and args.max_acc_drop < 0:
-        _fail(f"--max-acc-drop {args.max_acc_drop}: must be >= 0 points")
-    for k, v in budget:
-        if not v > 0:
-            _fail(f"--budget-{k} {v}: must be > 0")
-    return schedule
-
-
-def run_recipe(args, model: nn.Module, example_inputs, *, prepare_out, print_json) -> bool:
-    """Run the prune recipe the flags describe, write ``--out``, print the result.
-
-    Returns True when every gate passed (budget met and the drop within --max-acc-drop), False
-    when the best point reached misses one (the CLI exits 3). Raises ``RecipeInputError`` for
-    bad flags or data."""
-    import sys
-
-    import edgeprune as ep
-
-    from .. import recover as rec
-    from ..fsutil import write_json
-    from ..io import save
-    from .macs import count_macs_params
-    from .schedule import prune_structured, sparsify
-    from .sparsity import report_table, sparsity_report
-
-    schedule = _check_recipe_args(args)
-    try:
-        data = ep.data.load(args.data, seed=args.seed)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(f"--data {args.data}: {str(e).splitlines()[0]}")
-    if tuple(data.input_shape) != tuple(example_inputs.shape[1:]):
-        _fail(
-            f"--data {args.data}: samples are {tuple(data.input_shape)}, the model takes "
-            f"{tuple(example_inputs.shape[1:])}; pass matching --data or --input-shape"
-        )
-    steps = args.steps or (1 if schedule == "oneshot" else 5)
-    if args.budget_latency is not None:
-        try:
-            ep.targets.load(args.target)
-        except (ValueError, FileNotFoundError) as e:
-            _fail(f"--target {args.target}: {str(e).splitlines()[0]}")
-    cfg = rec.RecoverConfig(
-        epochs=args.finetune_epochs, lr=args.lr, seed=args.seed, **getattr(args, "recover_overrides", {})
-    )
-    regs = []
-    if args.regularize:
-        regs = [rec.make_regularizer(args.regularize, model, args.reg_lambda)]
-    progress = sys.stderr.isatty() and not args.json
-    rule = None
-    if args.threshold is not None:
-        from .threshold import DynamicThreshold
-
-        try:
-            rule = DynamicThreshold(
-                args.threshold,
-                args.threshold_value,
-                args.threshold_scope,
-                max_layer_ratio=0.99 if args.sparsity is not None else args.max_layer_ratio,
-            )
-        except ValueError as e:
-            _fail(f"--threshold {args.threshold}: {e}")
-    model.eval()
-    macs0, params0 = count_macs_params(model, example_inputs)
-    base_val = rec.top1(model, data.val)
-    base_test = rec.top1(model, data.test)
-    out = prepare_out()
-    files: dict[str, str] = {}
-    met, reason, extra = True, "", {}
-    masks = None
-    prev = getattr(model, "edgeprune_plan", None)  # a model loaded from an ep.save dir keeps its plans
-    plans: list = list(prev) if isinstance(prev, list) else ([prev] if prev is not None else [])
-    if schedule == "adaptive":
-        kind, value = next(
-            (k, getattr(args, f"budget_{k}")) for k in BUDGET_KINDS if getattr(args, f"budget_{k}") is not None
-        )
-        budget = Budget(
-            kind,
-            value,
-            target=args.target if kind == "latency" else None,
-            precision=args.precision,
-            threads=args.threads,
-        )
-        max_drop = 1.0 if args.max_acc_drop is None else args.max_acc_drop
-        try:
-            res = search(
-                model,
-                data,
-                example_inputs,
-                budget,
-                max_acc_drop=max_drop,
-                steps=steps,
-                importance=args.importance,
-                round_to=args.round_to,
-                ignore=tuple(args.ignore),
-                recover=cfg,
-                distill=args.distill,
-                regularizers=regs,
-                seed=args.seed,
-                progress=progress,
-            )
-        except ValueError as e:
-            _fail(f"--budget-{kind}: {str(e).splitlines()[0]}")
-        pruned, new_plans, met, reason = res.model, res.plans, res.met, res.reason
-        files.update({k: str(v) for k, v in write_log(res.log, out).items()})
-        extra = {"budget": res.log["budget"], "best": res.best}
-    elif args.sparsity is not None:
-        res = sparsify(
-            model,
-            data,
-            args.sparsity,
-            pattern=args.sparsity_pattern,
-            criterion=args.sparsity_criterion,
-            schedule=schedule,
-            steps=steps,
-            recover=cfg,
-            distill=args.distill,
-            regularizers=regs,
-            ignore=tuple(args.ignore),
-            threshold=rule,
-            progress=progress,
-        )
-        pruned, new_plans, masks = res.model, [], res.masks
-        rep = sparsity_report(pruned, masks, pattern=args.sparsity_pattern)
-        files["sparsity"] = str(write_json(out / "sparsity.json", rep))
-        files["schedule"] = str(write_json(out / "schedule.json", res.to_dict()))
-        extra = {"sparsity": rep["total"], "pattern": args.sparsity_pattern}
-        if not args.json:
-            from rich.console import Console
-
-            Console().print(report_table(rep))
-    else:
-        ratio = args.ratio if args.ratio is not None else (None if args.target_macs is not None else 0.5)
-        try:
-            res = prune_structured(
-                model,
-                data,
-                example_inputs,
-                ratio=ratio,
-                target_macs=args.target_macs,
-                schedule=schedule,
-                steps=steps,
-                importance=args.importance,
-                round_to=args.round_to,
-                global_ranking=not args.per_layer,
-                ignore=tuple(args.ignore),
-                max_layer_ratio=args.max_layer_ratio,
-                recover=cfg,
-                distill=args.distill,
-                regularizers=regs,
-                threshold=rule,
-                seed=args.seed,
-                progress=progress,
-            )
-        except ValueError as e:
-            _fail(f"--model {args.model}: {str(e).splitlines()[0]}")
-        pruned, new_plans = res.model, res.plans
-        files["schedule"] = str(write_json(out / "schedule.json", res.to_dict()))
-    pruned.eval()
-    val, test = rec.top1(pruned, data.val), rec.top1(pruned, data.test)
-    drop_val = 100 * (base_val - val)
-    if schedule != "adaptive" and args.max_acc_drop is not None and drop_val > args.max_acc_drop + 1e-9:
-        met = False
-        reason = f"the validation drop {drop_val:.2f} points exceeds --max-acc-drop {args.max_acc_drop}"
-    all_plans = plans + list(new_plans)
-    save(
-        pruned,
-        out / "model",
-        plan=(all_plans if len(all_plans) > 1 else (all_plans[0] if all_plans else None)),
-        masks=masks,
-        metadata={
-            "pruned_from": args.model,
-            "schedule": schedule,
-            "data": args.data,
-            "val_top1": val,
-            "test_top1": test,
-            "met": met,
-        },
-    )
-    files["model"] = str(out / "model")
-    if new_plans:
-        files["plan"] = str(write_json(out / "plan.json", new_plans[-1].to_dict()))
-        if len(new_plans) > 1:
-            files["plans"] = str(write_json(out / "plans.json", [p.to_dict() for p in new_plans]))
-    macs1, params1 = count_macs_params(pruned, example_inputs)
-    result = {
-        "out": str(out),
-        "model": args.model,
-        "data": args.data,
-        "schedule": schedule,
-        "steps": steps,
-        "seed": args.seed,
-        "met": met,
-        "reason": reason,
-        "before": {"macs": macs0, "params": params0, "val_top1": base_val, "test_top1": base_test},
-        "after": {"macs": macs1, "params": params1, "val_top1": val, "test_top1": test},
-        "macs_ratio": macs1 / macs0 if macs0 else None,
-        "drop_points": {"val": drop_val, "test": 100 * (base_test - test)},
-        "plan_hashes": [p.hash for p in new_plans],
-        "files": files,
-        **extra,
-    }
-    write_json(out / "result.json", result)
-    if args.json:
-        print_json(result)
-    else:
-        _print_recipe(result)
-    if not met:
-        print(
-            f"quality gate failed: {reason}; best point reached: val top-1 {val:.4f} "
-            f"({drop_val:+.2f} points), {macs1:,} MACs ({macs1 / macs0:.2f}x), saved in {out / 'model'}",
-            file=sys.stderr,
-        )
-    return met
-
-
-def _print_recipe(r: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"{r['schedule']} pruning of {r['model']} on {r['data']} -> {r['out']}")
-    for col in ("", "before", "after", "ratio / delta"):
-        t.add_column(col, justify="right" if col else "left")
-    b, a = r["before"], r["after"]
-    t.add_row("MACs", f"{b['macs']:,}", f"{a['macs']:,}", f"{a['macs'] / b['macs']:.2f}x" if b["macs"] else "-")
-    t.add_row(
-        "params", f"{b['params']:,}", f"{a['params']:,}", f"{a['params'] / b['params']:.2f}x" if b["params"] else "-"
-    )
-    t.add_row("val top-1", f"{b['val_top1']:.4f}", f"{a['val_top1']:.4f}", f"{-r['drop_points']['val']:+.2f} pt")
-    t.add_row("test top-1", f"{b['test_top1']:.4f}", f"{a['test_top1']:.4f}", f"{-r['drop_points']['test']:+.2f} pt")
-    if "sparsity" in r:
-        t.add_row("weight sparsity", "0.00", f"{r['sparsity']['sparsity']:.2f}", r["pattern"])
-    Console().print(t)
+# Kept for API compatibility: bad recipe input is a UserError like every other (the CLI exits 2).
+RecipeInputError = UserError

@@ -15,25 +15,30 @@ Patterns, matching the kernels of the C++ core (docs/kernels.md):
   layers whose K is not a multiple of 4 stay dense and the report says so.
 A partial block at the matrix edge is a smaller block; block scores are the mean element score.
 
-Criteria (docs/methods.md): ``magnitude`` |w|; ``taylor`` |w * dL/dw| (gradient of the
-cross-entropy over a few calibration batches); ``activation`` |w_ij| * ||x_j||_2 (Wanda, Sun et
-al. 2023: the input feature norms measured on calibration data).
+Criteria (docs/methods.md), a registry users extend with ``register_criterion``: ``magnitude``
+|w|; ``taylor`` |w * dL/dw| and ``gradient`` |dL/dw| (gradients of the cross-entropy averaged over
+a few calibration batches); ``activation`` |w_ij| * ||x_j||_2 (Wanda, Sun et al. 2023: the input
+feature norms measured on calibration data); ``random`` (seeded uniform scores, a baseline).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
+from ..data.batches import iter_batches
+from ..errors import UserError
+from . import _collect
+from ._registry import Registry
 from .threshold import DynamicThreshold, select
 
 PATTERNS = ("unstructured", "1x4", "4x1", "2:4")
-CRITERIA = ("magnitude", "taylor", "activation")
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -58,16 +63,65 @@ def _module_of(model: nn.Module, pname: str) -> nn.Module:
     return model.get_submodule(pname.rsplit(".", 1)[0]) if "." in pname else model
 
 
-def _calib_batches(data, batches: int, batch_size: int):
-    if data is None:
-        raise ValueError("this criterion needs calibration data (pass data=...)")
-    ds = data.train if hasattr(data, "train") else data
-    out = []
-    for i, (x, y) in enumerate(DataLoader(ds, batch_size=batch_size, shuffle=False)):
-        if i >= batches:
-            break
-        out.append((x, y))
-    return out
+class Criterion:
+    """A weight-level scorer: ``scores(view)`` returns one score per weight (the weight's shape)
+    for every name in ``view.names``; higher = more important. ``needs`` is a subset of
+    weights / gradients / activations."""
+
+    needs: frozenset = frozenset({"weights"})
+    description: str = ""
+
+    def scores(self, view: WeightView) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+@dataclass
+class WeightView:
+    """What a criterion sees: the model, the weight names to score, their parameters, the
+    calibration batches (``[((x,), y), ...]``, None without data), the summed calibration
+    gradients (``needs`` gradients) and a seed."""
+
+    model: nn.Module
+    names: list
+    params: dict
+    batches: list | None
+    grads: dict | None
+    seed: int = 0
+
+
+class _FnCriterion(Criterion):
+    def __init__(self, fn, needs=("weights",), description=""):
+        self.fn, self.needs, self.description = fn, frozenset(needs), description
+
+    def scores(self, view):
+        return self.fn(view)
+
+
+_CRITERIA = Registry("sparsity criterion", Criterion, lambda fn, needs: _FnCriterion(fn, needs))
+
+
+def register_criterion(name: str, obj, *, needs=None, replace: bool = False) -> Criterion:
+    """Add a weight-level criterion (a ``Criterion`` or a callable ``fn(WeightView) -> scores``)."""
+    return _CRITERIA.register(name, obj, needs, replace)
+
+
+def criterion_names() -> tuple[str, ...]:
+    return _CRITERIA.names()
+
+
+def get_criterion(name: str) -> Criterion:
+    return _CRITERIA.get(name)
+
+
+def criterion_needs_data(name: str) -> bool:
+    """True when the weight-level criterion ``name`` scores from calibration data."""
+    return _CRITERIA.needs_data(name)
+
+
+def __getattr__(attr):
+    if attr == "CRITERIA":  # the registered names, live
+        return criterion_names()
+    raise AttributeError(attr)
 
 
 def element_scores(
@@ -77,76 +131,74 @@ def element_scores(
     data=None,
     batches: int = 4,
     batch_size: int = 64,
+    seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Per-weight importance (shape of each weight) under ``criterion``."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown sparsity criterion {criterion!r}; use one of {', '.join(CRITERIA)}")
+    crit = get_criterion(criterion)
     names = prunable_weights(model) if names is None else list(names)
     params = dict(model.named_parameters())
-    if criterion == "magnitude":
-        return {n: params[n].detach().abs().clone() for n in names}
-    calib = _calib_batches(data, batches, batch_size)
-    was_training = model.training
-    model.eval()
-    try:
-        if criterion == "taylor":
-            return _taylor(model, params, names, calib)
-        return _activation(model, params, names, calib)
-    finally:
-        model.train(was_training)
+    calib = grads = None
+    if crit.needs & {"gradients", "activations"}:
+        if data is None:
+            raise UserError(f"sparsity criterion {criterion!r} needs calibration data (pass data=..., --data DATA)")
+        calib = [((x,), y) for x, y in iter_batches(data, max_batches=batches, batch_size=batch_size)]
+        if "gradients" in crit.needs:
+            summed, n = _collect.gradients(model, calib)
+            grads = {k: summed.get(k, torch.zeros_like(params[k])) / max(n, 1) for k in names}
+    return crit.scores(WeightView(model, names, params, calib, grads, seed))
 
 
-def _taylor(model, params, names, calib):
-    grads = {n: torch.zeros_like(params[n]) for n in names}
-    for x, y in calib:
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        for n in names:
-            if params[n].grad is not None:
-                grads[n] += params[n].grad.detach()
-    model.zero_grad(set_to_none=True)
-    return {n: (params[n].detach() * grads[n] / max(len(calib), 1)).abs() for n in names}
+def _taylor(view):
+    return {n: (view.params[n].detach() * view.grads[n]).abs() for n in view.names}
 
 
-@torch.no_grad()
-def _activation(model, params, names, calib):
+def _gradient(view):
+    return {n: view.grads[n].abs() for n in view.names}
+
+
+def _random(view):
+    g = torch.Generator().manual_seed(view.seed)
+    return {n: torch.rand(view.params[n].shape, generator=g) for n in view.names}
+
+
+def _activation(view):
+    """|w_ij| * ||x_j||_2 with x_j the j-th input entry of the layer over the calibration data."""
     sq: dict[str, torch.Tensor] = {}
-    hooks = []
+    by_module = {n: _module_of(view.model, n) for n in view.names}
+    pname = {id(m): n for n, m in by_module.items()}
 
-    def hook_for(pname, mod):
-        def hook(_m, inputs, _out):
-            x = inputs[0].detach()
-            if isinstance(mod, nn.Linear):
-                cols = x.reshape(-1, x.shape[-1])
-                s = cols.pow(2).sum(0)  # [K]
-                s = s.expand(mod.out_features, -1)
-            else:
-                if isinstance(mod, nn.Conv2d):
-                    u = F.unfold(x, mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # [N, C*kh*kw, L]
-                else:  # Conv1d / Conv3d: per input channel only, spread evenly over the kernel
-                    u = x.flatten(2).repeat_interleave(math.prod(mod.kernel_size), 1)
-                g = mod.groups
-                per = u.pow(2).sum((0, 2)).view(g, -1)  # [groups, K_g]
-                s = per.repeat_interleave(mod.out_channels // g, 0)  # [O, K_g]
-            sq[pname] = sq.get(pname, 0) + s
+    def fwd(_name, mod, x, _y):
+        x = x.detach()
+        if isinstance(mod, nn.Linear):
+            s = x.reshape(-1, x.shape[-1]).pow(2).sum(0).expand(mod.out_features, -1)  # [O, K]
+        else:
+            if isinstance(mod, nn.Conv2d):
+                u = F.unfold(x, mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # [N, C*kh*kw, L]
+            else:  # Conv1d / Conv3d: per input channel only, spread evenly over the kernel
+                u = x.flatten(2).repeat_interleave(math.prod(mod.kernel_size), 1)
+            g = mod.groups
+            per = u.pow(2).sum((0, 2)).view(g, -1)  # [groups, K_g]
+            s = per.repeat_interleave(mod.out_channels // g, 0)  # [O, K_g]
+        n = pname[id(mod)]
+        sq[n] = sq.get(n, 0) + s
 
-        return hook
-
-    for n in names:
-        mod = _module_of(model, n)
-        hooks.append(mod.register_forward_hook(hook_for(n, mod)))
-    try:
-        for x, _ in calib:
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    _collect.record(view.model, by_module, view.batches, on_forward=fwd)
     out = {}
-    for n in names:
-        w = params[n].detach()
+    for n in view.names:
+        w = view.params[n].detach()
         norms = sq[n].sqrt().reshape(w.shape[0], -1)
         out[n] = (w.reshape(w.shape[0], -1).abs() * norms).view_as(w)
     return out
+
+
+for _name, _fn, _needs, _desc in (
+    ("magnitude", lambda v: {n: v.params[n].detach().abs().clone() for n in v.names}, ("weights",), "|w|"),
+    ("taylor", _taylor, ("weights", "gradients"), "|w * dL/dw|"),
+    ("activation", _activation, ("weights", "activations"), "|w_ij| * ||x_j||_2 (Wanda)"),
+    ("gradient", _gradient, ("weights", "gradients"), "|dL/dw|"),
+    ("random", _random, ("weights",), "uniform random (a baseline)"),
+):
+    register_criterion(_name, _FnCriterion(_fn, _needs, _desc), replace=True)
 
 
 def _as_matrix(t: torch.Tensor) -> torch.Tensor:
@@ -199,6 +251,7 @@ def make_masks(
     previous: Mapping[str, torch.Tensor] | None = None,
     max_layer_sparsity: float = 0.99,
     batches: int = 4,
+    seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Masks (True = kept) removing ``sparsity`` of the selected weights in ``pattern``.
 
@@ -212,10 +265,12 @@ def make_masks(
     if pattern == "2:4":
         if sparsity not in (None, 0.5):
             raise ValueError(f"pattern 2:4 keeps exactly 2 of every 4 weights (sparsity 0.5), got sparsity {sparsity}")
+    elif sparsity is None and threshold is not None and threshold.method != "solve":
+        pass  # a pure threshold run: the rule alone decides (max_layer_sparsity still caps a layer)
     elif sparsity is None or not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     names = prunable_weights(model, names, ignore)
-    scores = element_scores(model, criterion, names, data, batches)
+    scores = element_scores(model, criterion, names, data, batches, seed=seed)
     if previous:
         for n in names:
             if n in previous:
@@ -234,6 +289,8 @@ def make_masks(
         shapes[n] = (tuple(scores[n].shape), s.shape)
         block_scores[n], block_w[n] = _to_blocks(s, bo, bk)
     rule = threshold or DynamicThreshold("solve", scope="global", max_layer_ratio=max_layer_sparsity)
+    if rule.max_layer_ratio > max_layer_sparsity:
+        rule = dataclasses.replace(rule, max_layer_ratio=max_layer_sparsity)
     keep = rule.masks(block_scores, sparsity, weights=block_w)
     return {n: _from_blocks(keep[n], bo, bk, *shapes[n][1]).reshape(shapes[n][0]) for n in names}
 

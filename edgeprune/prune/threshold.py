@@ -9,8 +9,13 @@ Rules (docs/methods.md):
   fraction (the threshold is solved from the current distribution, so it moves every step);
 - ``relative``: remove items scored below ``coef * max`` (max taken per scope);
 - ``percentile``: remove items below the ``q``-quantile (``q`` in [0, 1]) of the scores;
-- ``absolute``: remove items scored below a fixed value.
-The last three take the step's target as a cap when one is given (never remove more).
+- ``absolute``: remove items scored below a fixed value;
+- ``mean``: remove items scored below ``c * mean`` of the scores (per scope);
+- ``iterative``: a threshold that raises itself: ``relative`` with a coefficient t that starts at
+  ``value`` and grows at every step (``t <- t * gamma``, or ``t <- t + delta``), and keeps growing
+  within a step until the step's target is removed (the target says stop); without a target it
+  grows once per step. The coefficients used are kept in ``history``.
+All but ``solve`` take the step's target as a cap when one is given (never remove more).
 ``scope="global"`` compares all tensors together; ``"layer"`` applies the rule to each tensor
 alone. ``max_layer_ratio`` caps what any one tensor may lose (the excess is re-distributed to
 the other tensors under ``solve``), and at least ``min_keep`` items of every tensor survive.
@@ -20,11 +25,13 @@ Items scored ``-inf`` (already removed at an earlier step) are always removed fi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-METHODS = ("solve", "relative", "percentile", "absolute")
+from ..errors import UserError
+
+METHODS = ("solve", "relative", "percentile", "absolute", "mean", "iterative")
 SCOPES = ("global", "layer")
 
 
@@ -63,6 +70,8 @@ def _threshold(s: torch.Tensor, method: str, value: float) -> float:
         return value * float(finite.max())
     if method == "percentile":
         return float(torch.quantile(finite, value))
+    if method == "mean":
+        return value * float(finite.mean())
     return float(value)  # absolute
 
 
@@ -83,17 +92,19 @@ def select(
     quantile or absolute threshold for the other methods, for which ``target`` (optional) is a
     cap: the lowest-scored items under the threshold go, but never more than ``target``.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown threshold method {method!r}; use one of {', '.join(METHODS)}")
+    if method not in METHODS or method == "iterative":  # iterative keeps state: DynamicThreshold
+        raise UserError(f"unknown threshold method {method!r}; use one of {', '.join(METHODS[:-1])}")
     if scope not in SCOPES:
-        raise ValueError(f"unknown threshold scope {scope!r}; use global or layer")
+        raise UserError(f"unknown threshold scope {scope!r}; use global or layer")
     if method == "solve":
         if target is None or not 0.0 <= target <= 1.0:
             raise ValueError(f"threshold method 'solve' needs a target fraction in [0, 1], got {target}")
     elif value is None:
         raise ValueError(f"threshold method {method!r} needs a value")
     elif method in ("relative", "percentile") and not 0.0 <= value <= 1.0:
-        raise ValueError(f"{method} threshold value must be in [0, 1], got {value}")
+        raise UserError(f"{method} threshold value must be in [0, 1], got {value}")
+    elif method == "mean" and not value >= 0.0:
+        raise UserError(f"mean threshold coefficient must be >= 0, got {value}")
     if not 0.0 < max_layer_ratio <= 1.0:
         raise ValueError(f"max_layer_ratio must be in (0, 1], got {max_layer_ratio}")
 
@@ -177,40 +188,73 @@ def _solve_global(s, w, target, max_ratio, floor=False):
 
 @dataclass(frozen=True)
 class DynamicThreshold:
-    """A threshold rule recomputed from the current scores at every step of a schedule."""
+    """A threshold rule recomputed from the current scores at every step of a schedule.
+
+    ``gamma`` / ``delta`` drive the ``iterative`` rule (multiplicative by default; additive when
+    ``delta`` is given). ``history`` records the coefficient used at each call, and an iterative
+    rule continues from its last coefficient: give each run a fresh rule."""
 
     method: str = "solve"
     value: float | None = None
     scope: str = "global"
     max_layer_ratio: float = 1.0
     min_keep: int = 1
+    gamma: float = 1.5
+    delta: float | None = None
+    history: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"unknown threshold method {self.method!r}; use one of {', '.join(METHODS)}")
+            raise UserError(f"unknown threshold method {self.method!r}; use one of {', '.join(METHODS)}")
         if self.scope not in SCOPES:
-            raise ValueError(f"unknown threshold scope {self.scope!r}; use global or layer")
+            raise UserError(f"unknown threshold scope {self.scope!r}; use global or layer")
+        if self.method == "iterative":
+            if self.value is None or not 0.0 < self.value <= 1.0:
+                raise UserError(
+                    f"iterative threshold: the start coefficient (x max score) must be in (0, 1], got {self.value}"
+                )
+            if self.delta is None and not self.gamma > 1.0:
+                raise UserError(f"iterative threshold: gamma must be > 1 so the threshold rises, got {self.gamma}")
+            if self.delta is not None and not self.delta > 0.0:
+                raise UserError(f"iterative threshold: delta must be > 0 so the threshold rises, got {self.delta}")
 
-    def masks(self, scores, step_target: float | None = None, weights=None) -> dict[str, torch.Tensor]:
+    def _select(self, scores, target, method, value, weights):
         return select(
             scores,
-            step_target,
-            method=self.method,
-            value=self.value,
+            target,
+            method=method,
+            value=value,
             scope=self.scope,
             weights=weights,
             max_layer_ratio=self.max_layer_ratio,
             min_keep=self.min_keep,
         )
 
+    def _raise(self, t: float) -> float:
+        return t + self.delta if self.delta is not None else t * self.gamma
+
+    def masks(self, scores, step_target: float | None = None, weights=None) -> dict[str, torch.Tensor]:
+        if self.method != "iterative":
+            return self._select(scores, step_target, self.method, self.value, weights)
+        t = self.value if not self.history else self._raise(self.history[-1])
+        keep = self._select(scores, step_target, "relative", min(t, 1.0), weights)
+        while step_target is not None and t < 1.0 and removed_fraction(keep, weights) < step_target - 1e-9:
+            t = self._raise(t)
+            keep = self._select(scores, step_target, "relative", min(t, 1.0), weights)
+        self.history.append(t)
+        return keep
+
     def to_dict(self) -> dict:
-        return {
+        d = {
             "method": self.method,
             "value": self.value,
             "scope": self.scope,
             "max_layer_ratio": self.max_layer_ratio,
             "min_keep": self.min_keep,
         }
+        if self.method == "iterative":
+            d.update(gamma=self.gamma, delta=self.delta, history=list(self.history))
+        return d
 
 
 def removed_fraction(masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None) -> float:

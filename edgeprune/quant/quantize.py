@@ -374,6 +374,56 @@ def check_calibration(model: nn.Module, x: torch.Tensor) -> None:
 
 
 # ---- QuantizedModel ----------------------------------------------------------------------------
+def first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _finite_scales(where: str, name: str, values, positive: bool = True) -> None:
+    vals = values if isinstance(values, list) else [values]
+    for v in vals:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and (v > 0 or not positive)
+        if not ok:
+            raise QuantizeError(f"{where}: scale of {name!r} is {v!r}; scales must be finite and > 0 (re-quantize)")
+
+
+def read_quant_json(path) -> dict:
+    """Read and check ``quant.json``: its structure, and that every scale is finite and > 0 (QuantizeError)."""
+    where = str(path)
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise QuantizeError(f"{where}: invalid JSON ({first_line(e)})") from None
+    except OSError as e:
+        raise QuantizeError(f"{where}: cannot read it ({e.strerror or e})") from None
+    if not isinstance(d, dict) or d.get("format") != "edgeprune.quantized":
+        raise QuantizeError(f"{where}: not an edgeprune quant.json (format != 'edgeprune.quantized')")
+    for key, kind in (("config", dict), ("points", dict), ("layers", dict)):
+        if not isinstance(d.get(key), kind):
+            raise QuantizeError(f"{where}: field {key!r} is missing or not a JSON object")
+    if d.get("ops") is not None and not isinstance(d["ops"], dict):
+        raise QuantizeError(f"{where}: field 'ops' must be a JSON object")
+    if not isinstance(d.get("skipped", []), list) or not isinstance(d.get("metadata") or {}, dict):
+        raise QuantizeError(f"{where}: fields 'skipped'/'metadata' must be a list/object")
+    for name, p in d["points"].items():
+        if not isinstance(p, dict) or not all(k in p for k in ("scale", "zero_point", "qmin", "qmax")):
+            raise QuantizeError(f"{where}: point {name!r} needs scale, zero_point, qmin and qmax")
+        _finite_scales(where, name, p["scale"])
+        for k in ("zero_point", "qmin", "qmax"):
+            if not isinstance(p[k], int) or isinstance(p[k], bool) or not -(2**31) <= p[k] < 2**31:
+                raise QuantizeError(f"{where}: point {name!r} field {k!r} must be an integer")
+    for name, layer in d["layers"].items():
+        if not isinstance(layer, dict) or not isinstance(layer.get("weight_scale"), list):
+            raise QuantizeError(f"{where}: layer {name!r} needs a weight_scale list")
+        if layer.get("input") not in d["points"]:
+            raise QuantizeError(f"{where}: layer {name!r} reads point {layer.get('input')!r}, which is not in points")
+        if not isinstance(layer.get("weight_qmax"), int) or not 0 < layer["weight_qmax"] <= 127:
+            raise QuantizeError(f"{where}: layer {name!r} weight_qmax must be an integer in 1..127")
+        _finite_scales(where, f"{name}.weight", layer["weight_scale"])
+        if layer.get("bias_scale") is not None:
+            _finite_scales(where, f"{name}.bias", layer["bias_scale"])
+    return d
+
+
 class QuantizedModel:
     """The folded fp32 graph + scales. ``points`` and ``layers`` are plain JSON data.
 
@@ -477,30 +527,42 @@ class QuantizedModel:
         return path
 
     @classmethod
-    def load(cls, path) -> QuantizedModel:
+    def load(cls, path, trust_code: bool = False) -> QuantizedModel:
+        """Read a directory written by ``save``; ``trust_code`` as in ``ep.load``. Bad files raise UserError."""
+        from ..io import inside
         from ..io import load as load_model
+        from ..models.spec import check_finite, torch_load
 
         path = Path(path)
         qfile = path / "quant.json"
         if not qfile.is_file():
-            raise FileNotFoundError(
-                f"{path} has no quant.json; write it with `edgeprune quantize` or QuantizedModel.save"
-            )
-        d = json.loads(qfile.read_text())
-        original = load_model(path / "model")
+            raise QuantizeError(f"{path} has no quant.json; write it with `edgeprune quantize` or QuantizedModel.save")
+        d = read_quant_json(qfile)
+        original = load_model(inside(path, "model", qfile, "model directory"), trust_code=trust_code)
         folded = fold_bn(original)
-        folded.load_state_dict(torch.load(path / "folded.pt", weights_only=True))
-        return cls(
-            original,
-            folded,
-            QuantConfig.from_dict(d["config"]),
-            d["points"],
-            d["layers"],
-            d.get("skipped", []),
-            d.get("input_shape"),
-            d.get("metadata"),
-            d.get("ops"),
-        )
+        folded_file = inside(path, "folded.pt", qfile, "folded weights")
+        state = torch_load(folded_file)
+        if not isinstance(state, dict):
+            raise QuantizeError(f"{folded_file}: not a state_dict (a dict of tensors)")
+        try:
+            folded.load_state_dict(state)
+        except RuntimeError as e:
+            raise QuantizeError(f"{folded_file}: does not fit the model in {path / 'model'}: {first_line(e)}") from None
+        check_finite(state, folded_file)
+        try:
+            return cls(
+                original,
+                folded,
+                QuantConfig.from_dict(d["config"]),
+                d["points"],
+                d["layers"],
+                d.get("skipped", []),
+                d.get("input_shape"),
+                d.get("metadata"),
+                d.get("ops"),
+            )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise QuantizeError(f"{qfile}: malformed ({type(e).__name__}: {e})") from None
 
     def summary(self) -> dict:
         return {
@@ -592,12 +654,26 @@ def quantize(
         torch.set_num_threads(previous)
 
 
+def _check_finite_inputs(model: nn.Module, batches: list) -> None:
+    """Refuse NaN/Inf in the model's weights or in the calibration data, naming the tensor or sample."""
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise QuantizeError(f"model tensor {name!r} contains NaN or infinite values; fix the weights first")
+    seen = 0
+    for x in batches:
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            bad = seen + int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0, 0])
+            raise CalibrationError(f"calibration sample {bad} contains NaN or infinite values; clean the data")
+        seen += len(x)
+
+
 def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_size, progress, config_overrides):
     config = make_config(method, per_channel, target, **config_overrides)
     batches = list(_as_batches(calib_data, calib_n, batch_size))
     if not batches or batches[0].shape[0] == 0:
         raise CalibrationError("calibration data is empty; pass at least one sample")
     check_calibration(model, batches[0])
+    _check_finite_inputs(model, batches)
     folded = fold_bn(model)
     from torch.fx.passes.shape_prop import ShapeProp
 
@@ -653,6 +729,8 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
     for name, src in shared.items():
         points[name] = dict(points[src], min=points[name]["min"], max=points[name]["max"], shared_with=src)
     _layer_scales(folded, layers, points, config)
+    for name, p in points.items():  # a NaN/Inf activation range would quantize every value to garbage
+        _finite_scales("calibration", name, p["scale"])
     meta = {"calibration_samples": int(sum(b.shape[0] for b in batches))}
     for attr in ("edgeprune_spec", "edgeprune_plan_hash"):
         if getattr(model, attr, None) is not None:

@@ -13,12 +13,16 @@ from .masks import MaskGuard, apply_masks, check_masks, masks_from_zeros
 from .regularize import (
     ADMM,
     BNL1,
+    IRLS,
+    L0,
     ChannelGroupSpec,
     GroupLasso,
     LambdaSchedule,
     Regularizer,
     WeightNorm,
     magnitude_projection,
+    register_regularizer,
+    regularizer_names,
 )
 from .regularize import make as make_regularizer
 
@@ -26,6 +30,8 @@ __all__ = [
     "ADMM",
     "BNL1",
     "ChannelGroupSpec",
+    "IRLS",
+    "L0",
     "GroupLasso",
     "LambdaSchedule",
     "MaskGuard",
@@ -40,5 +46,7 @@ __all__ = [
     "magnitude_projection",
     "make_regularizer",
     "masks_from_zeros",
+    "register_regularizer",
+    "regularizer_names",
     "top1",
 ]

@@ -225,6 +225,13 @@ def _loaders(train_set, cfg: RecoverConfig, gen: torch.Generator):
     return loader, per_epoch
 
 
+def _optimizer_for(cfg, model, regs):
+    """The optimizer over the model's parameters, except those a regulariser owns and steps
+    itself (L0 gates: their own optimizer, no weight decay pulling them half-open)."""
+    skip = {id(p) for r in regs for p in r.extra_parameters()}
+    return _make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in skip])
+
+
 class RankStream(IterableDataset):
     """Every ``(ranks x workers)``-th sample of a stream for this rank and loader worker, ``samples`` of
     them per epoch; a shard that runs out starts its stream again, so every rank takes as many steps
@@ -274,6 +281,23 @@ class _Run:
         self.best: tuple = (-math.inf, 0, None)
 
     def fit(self, progress, description, on_epoch, resume):
+        # regularisers that reparametrise the model (L0 gates) start before the first evaluation and
+        # before DDP wraps the model, so every state_dict snapshot and checkpoint has one layout and
+        # DDP averages the gates' gradients too; they end (fold their state into the weights) last
+        started = self.cfg.epochs > 0
+        if started:
+            dev = _device_of(self.model)
+            for r in self.regs:
+                r.on_start(self.model)
+            self.model.to(dev)  # parameters a regulariser added live where the model does
+        try:
+            return self._fit(progress, description, on_epoch, resume)
+        finally:
+            if started:
+                for r in self.regs:
+                    r.on_end(self.model)
+
+    def _fit(self, progress, description, on_epoch, resume):
         cfg, model, history = self.cfg, self.model, self.history
         if resume is None:
             val0 = self.metric(model, self.val_set) if self.val_set is not None else None
@@ -285,9 +309,7 @@ class _Run:
         gen = torch.Generator().manual_seed(cfg.seed)
         loader_for, per_epoch = _loaders(self.train_set, cfg, gen)
         total = max(per_epoch * cfg.epochs, 1)
-        opt = _make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
-        for r in self.regs:
-            r.on_start(model)
+        opt = _optimizer_for(cfg, model, self.regs)
         if resume is not None:
             self._restore(resume, opt, gen)
         ddp = distributed.wrap(model)
@@ -410,8 +432,11 @@ def admm_prune(
     config: RecoverConfig | None = None,
     *,
     rho: float = 1e-3,
+    rho_growth: float = 1.0,
+    rho_max: float | None = None,
     teacher: nn.Module | None = None,
     retrain_epochs: int | None = None,
+    regularizers: Iterable[Regularizer] = (),
     progress: bool = False,
     threads: int | None = 1,
     **overrides,
@@ -419,18 +444,19 @@ def admm_prune(
     """ADMM sparsification then masked retraining; return ``(model, masks, history)``.
 
     Phase 1 trains with the ADMM penalty pulling the named weights towards the sparse set
-    ``project`` defines; phase 2 cuts to the hard masks and retrains with them fixed.
+    ``project`` defines (rho grows by ``rho_growth`` per epoch up to ``rho_max``); phase 2 cuts
+    to the hard masks and retrains with them fixed.
     """
     from .regularize import ADMM
 
     cfg = replace(config or RecoverConfig(), **overrides)
-    admm = ADMM(project, names, rho=rho)
+    admm = ADMM(project, names, rho=rho, rho_growth=rho_growth, rho_max=rho_max)
     model, h1 = finetune(
         model,
         data,
         cfg,
         teacher=teacher,
-        regularizers=[admm],
+        regularizers=[admm, *regularizers],
         progress=progress,
         description="admm",
         restore_best=False,
@@ -450,4 +476,4 @@ def admm_prune(
         epochs=epochs2,
         threads=threads,
     )
-    return model, masks, {"admm": h1, "retrain": h2, "primal_residual": residual}
+    return model, masks, {"admm": h1, "retrain": h2, "primal_residual": residual, "rhos": list(admm.rhos)}

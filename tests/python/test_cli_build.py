@@ -125,13 +125,19 @@ def test_report_contents(rpi4_build):
         assert h["peak_rss_mb"] > 0
     assert rep["stages"][1]["macs"] < base["macs"] and rep["stages"][1]["params"] < base["params"]
     assert rep["stages"][3]["estimate"]["precision"] == "int8"
-    assert rep["stages"][3]["size_bytes"] == (rpi4_build / "model.int8.onnx").stat().st_size
-    # the deployed int8 ONNX scores what the fake-quant twin scores (same scales), within 1 sample in 100
-    assert rep["stages"][3]["onnx_accuracy"] == pytest.approx(rep["stages"][3]["accuracy"]["value"], abs=0.01)
+    # rpi4 ships model.int8.tflite; the int8 ONNX is listed beside it
+    int8 = rep["stages"][3]
+    assert int8["artifact"] == "model.int8.tflite"
+    assert int8["size_bytes"] == (rpi4_build / "model.int8.tflite").stat().st_size
+    onnx_int8 = next(a for a in int8["other_artifacts"] if a["artifact"] == "model.int8.onnx")
+    assert onnx_int8["size_bytes"] == (rpi4_build / "model.int8.onnx").stat().st_size
+    # each deployed int8 file scores what the fake-quant twin scores (same scales), within 1 sample in 100
+    assert int8["file_accuracy"] == pytest.approx(int8["accuracy"]["value"], abs=0.01)
+    assert onnx_int8["onnx_accuracy"] == pytest.approx(int8["accuracy"]["value"], abs=0.01)
     assert rep["target_estimate"]["estimate"] is True and rep["target_estimate"]["layers"]
     assert "skipped" not in (rpi4_build / "report.md").read_text() or rep["stages_skipped"]
     md = (rpi4_build / "report.md").read_text()
-    assert "## Summary" in md and "**estimates**" in md and "edgeprune bench model.int8.onnx" in md
+    assert "## Summary" in md and "**estimates**" in md and "edgeprune bench model.int8.tflite" in md
 
 
 def test_channels_are_multiples_of_the_profile_and_match_the_artifacts(rpi4_build):
@@ -474,7 +480,7 @@ def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cl
         (["--ratio", "1.5"], "--ratio 1.5"),
         (["--ratio", "0.5", "--budget-macs", "0.5"], "not allowed with argument"),
         (["--budget-macs", "lots"], "--budget-macs 'lots'"),
-        (["--budget-latency", "0"], "budget_latency_ms 0.0"),
+        (["--budget-latency", "0"], "--budget-latency 0: must be > 0"),
         (["--max-acc-drop", "1"], "--max-acc-drop needs --data"),
         (["--formats", "onnx,pdf"], "formats pdf"),
         (["--formats", ","], "--formats is empty"),

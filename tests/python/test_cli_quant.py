@@ -106,7 +106,10 @@ def test_export_and_inspect_cli(qdir, run_cli, tmp_out, digits):
     assert all(f["reason"].startswith("fp32 model: no QuantizeLinear") for f in fp32["fp32_ops"])
     r = run_cli("inspect", files["onnx-int8"]["path"], "--layers")  # the human tables
     assert r.code == 0 and "int8 MAC coverage" in r.out and "100.0 %" in r.out
-    assert f"every compute op ({info['int8']['compute_ops']}) runs int8" in r.out
+    assert f"every compute op ({info['int8']['compute_ops']}) is int8 in the file" in r.out
+    rt = info["runtime"]  # what ONNX Runtime runs: every conv/gemm is an int8 kernel or a float fallback with a reason
+    assert rt["int8_weighted_ops"] + len(rt["float_fallbacks"]) == rt["weighted_ops"] == 9
+    assert f"{rt['int8_weighted_ops']} of 9 conv/gemm/matmul" in r.out
     r = run_cli("inspect", files["onnx"]["path"])
     assert r.code == 0 and "ops that stayed fp32" in r.out and "fp32 model" in r.out
 

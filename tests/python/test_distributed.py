@@ -436,3 +436,23 @@ def test_a_data_callable_may_return_a_stream(tmp_path):
     assert not any(torch.equal(a, b) for a in xs[0] for b in xs[1])  # disjoint shards
     every = torch.stack([x for x, _ in data.train])
     assert sorted(map(tuple, torch.cat(xs).flatten(1).tolist())) == sorted(map(tuple, every.flatten(1).tolist()))
+
+
+def test_l0_gates_train_under_torchrun_and_fold_into_plain_weights(trained_demo_cnn_dir, tmp_path):
+    # L0 reparametrises every conv/linear weight with a gate whose log-alphas its own Adam steps:
+    # under DDP the gates are added before the wrap (their gradients are averaged over ranks) and
+    # folded at the end of every recovery, so the saved model has plain weights and exact zeros.
+    out = tmp_path / "out"
+    argv = ("prune", "--model", str(trained_demo_cnn_dir), "--data", "digits", "--ratio", "0.5", "--round-to", "4")
+    argv += ("--schedule", "agp", "--steps", "2", "--finetune-epochs", "1", "--lr", "0.01", "--json")
+    argv += ("--regularize", "l0", "--batch-size", "16", "--out", str(out))
+    res = _run(_torchrun(*argv), tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(res.stdout)  # rank 0 alone printed one JSON document
+    assert len(r["plan_hashes"]) == 2 and r["after"]["macs"] < r["before"]["macs"]
+    sched = json.loads((out / "schedule.json").read_text())
+    assert sched["baseline"]["sparsity_training"]["regularizers"][0]["name"] == "l0"
+    assert [[g["name"] for g in s["regularizers"]] for s in sched["steps"]] == [["l0"], []]  # the last is plain
+    weights = torch.load(out / "model" / "weights.pt", weights_only=True)
+    assert weights and not [k for k in weights if "parametrizations" in k or "log_alpha" in k]
+    assert (out / "checkpoints").is_dir() and not list(tmp_path.glob("edgeprune-rank*"))

@@ -169,7 +169,38 @@ def test_quantized_onnx_is_estimated_as_int8(tmp_path):
     est = E.estimate(q, "rpi4", precision=None, threads=4)
     assert est.precision == "int8"
     assert est.macs == E.estimate(m, "rpi4").macs
+    # every Q/DQ of this net folds into a QLinear kernel (the input's quantization is plumbing)
     assert est.total_ms == pytest.approx(E.estimate(m, "rpi4", "int8", threads=4).total_ms, rel=1e-6)
+
+
+def test_qdq_around_unfoldable_ops_cost_a_memory_pass(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    # x -> Conv -> Q -> DQ -> Sigmoid: the DQ feeding a Sigmoid cannot fold into a QLinear kernel
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 1, 1], [0.1] * 12)
+    s = helper.make_tensor("s", TensorProto.FLOAT, [], [0.05])
+    z = helper.make_tensor("z", TensorProto.INT8, [], [0])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("QuantizeLinear", ["c", "s", "z"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq"),
+        helper.make_node("Sigmoid", ["dq"], ["y"], name="sig"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w, s, z],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp_path / "qdq.onnx"))
+    ops, precision = E.ops_from_onnx(tmp_path / "qdq.onnx")
+    assert precision == "int8"
+    assert [(o.name, o.kind) for o in ops] == [("conv", "pointwise"), ("dq", "eltwise"), ("sig", "eltwise")]
+    assert ops[1].in_elems == ops[1].out_elems == 4 * 8 * 8
 
 
 def test_public_name_is_callable_even_after_the_module_import():

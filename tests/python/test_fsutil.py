@@ -52,3 +52,34 @@ def test_atomic_dir_replaces_whole_directory(tmp_path):
             raise RuntimeError("boom")
     assert sorted(q.name for q in final.iterdir()) == ["new.txt"]
     assert sorted(q.name for q in tmp_path.iterdir()) == ["out"]
+
+
+def test_staged_dir_refuses_before_work_and_replaces_only_on_success(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with pytest.raises(fsutil.OutputError, match=r"out: is not empty; pass --force"):
+        with fsutil.staged_dir(final, force=False):
+            raise AssertionError("the block must not run")
+    with pytest.raises(KeyboardInterrupt):
+        with fsutil.staged_dir(final, force=True) as tmp:
+            assert tmp.parent == tmp_path and tmp != final and not any(tmp.iterdir())
+            (tmp / "new.txt").write_text("half")
+            raise KeyboardInterrupt
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["out"]
+    assert (final / "old.txt").read_text() == "old" and sorted(q.name for q in final.iterdir()) == ["old.txt"]
+    with fsutil.staged_dir(final, force=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert (final / "old.txt").exists()  # the old output stays until the block succeeds
+    assert sorted(q.name for q in final.iterdir()) == ["new.txt"]
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["out"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(fsutil.OutputError, match="exists and is not a directory"):
+        with fsutil.staged_dir(tmp_path / "file", force=True):
+            pass
+    with pytest.raises(fsutil.OutputError, match="a parent of it is a file"):
+        with fsutil.staged_dir(tmp_path / "file" / "sub", force=False):
+            pass
+    with fsutil.staged_dir(tmp_path / "new" / "deep", force=False) as tmp:  # parents are created
+        (tmp / "a").write_text("a")
+    assert (tmp_path / "new" / "deep" / "a").read_text() == "a"

@@ -192,17 +192,46 @@ def test_ignore_keeps_named_layers_and_rejects_unknown_names():
         epg.trace(model, x, ignore=["nope"])
 
 
-def test_untraceable_model_gives_a_clear_error():
+def test_data_dependent_branch_is_captured_by_an_eager_recording():
     class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 8)
+            self.b = nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h if h.sum() > -1e9 else -h)  # torch.fx cannot branch on a value
+
+    model, x = Branchy().eval(), torch.randn(3, 4)
+    g, _ = _trace(model, x)
+    assert _group_of(g, "a").size == 8 and ("module", "b", "in") in _group_of(g, "a").members
+    pruned = epp.apply(model, epp.plan(model, x, ratio=0.5, round_to=1, graph=g))
+    assert pruned.a.out_features == 4 and pruned.b.in_features == 4
+    with torch.no_grad():
+        exact = epp.apply(model, epp.plan(model, x, ratio=0.0, graph=g))
+        assert torch.allclose(exact(x), model(x), atol=1e-6)
+
+
+def test_model_no_capture_path_handles_names_the_line_and_the_fix():
+    class Broken(nn.Module):
         def __init__(self):
             super().__init__()
             self.a = nn.Linear(4, 4)
 
         def forward(self, x):
-            return self.a(x) if x.sum() > 0 else x
+            if x.sum() > 0:
+                return self.a(x)
+            return self.a(x.view(7, -1))  # fails on these inputs in every capture
 
-    with pytest.raises(ValueError, match="cannot capture Branchy with torch.fx"):
-        epg.trace(Branchy(), torch.randn(1, 4))
+    from edgeprune.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        epg.trace(Broken(), -torch.ones(1, 4))
+    msg = str(e.value)
+    assert "cannot capture Broken" in msg and "torch.fx stopped" in msg
+    assert f"test_graph.py:{Broken.forward.__code__.co_firstlineno + 3}" in msg
+    assert "register_layer" in msg and "\n" not in msg
 
 
 def test_literal_split_sizes_and_layer_weights_used_as_tensors_are_kept():
@@ -340,3 +369,20 @@ def test_parameter_viewed_with_a_channel_count_is_cut_with_those_channels_or_kep
         pruned = epp.apply(model, epp.plan(model, x, ratio=0.5, round_to=1, graph=g))
         with torch.no_grad():
             assert pruned(x).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2", "densenet", "bert", "vit_timm"])
+def test_eager_recording_finds_the_groups_torch_fx_finds(name):
+    model, x = build(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fx_graph = epg.trace(model, x, capture="fx")
+        eager = epg.trace(model, x, capture="eager")
+
+    def key(g):
+        return [(grp.id, grp.size, sorted(grp.members)) for grp in g.groups()]
+
+    assert key(eager) == key(fx_graph)
+    plan_fx = epp.plan(model, x, ratio=0.4, graph=fx_graph)
+    plan_eager = epp.plan(model, x, ratio=0.4, graph=eager)
+    assert plan_eager.modules == plan_fx.modules and plan_eager.attrs == plan_fx.attrs

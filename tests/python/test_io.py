@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 import edgeprune as ep
+import edgeprune.errors
 import edgeprune.io as epio
 
 
@@ -62,20 +64,30 @@ def test_save_refuses_a_model_without_spec(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_file_spec_saved_absolute_and_loads_elsewhere(tmp_path, monkeypatch):
+def test_file_spec_copied_into_the_dir_and_moves_with_it(tmp_path, monkeypatch):
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "net_h2.py").write_text(
-        "import torch.nn as nn\ndef make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3))\n"
-    )
+    source = "import torch.nn as nn\ndef make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3))\n"
+    (tmp_path / "src" / "net_h2.py").write_text(source)
     monkeypatch.chdir(tmp_path / "src")
     plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     ep.save(plain, tmp_path / "m", spec="net_h2.py:make")  # explicit spec for a user-built module
     monkeypatch.chdir(tmp_path)
-    manifest = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert manifest["spec"] == f"{tmp_path / 'src' / 'net_h2.py'}:make"
-    back = ep.load(tmp_path / "m")
+    (tmp_path / "src" / "net_h2.py").unlink()  # the copy inside the directory is what loads
+    (tmp_path / "m").rename(tmp_path / "moved")
+    manifest = json.loads((tmp_path / "moved" / "model.json").read_text())
+    assert manifest["spec"] == "code/net_h2.py:make"
+    assert manifest["code"] == {"code/net_h2.py": hashlib.sha256(source.encode()).hexdigest()}
+    assert (tmp_path / "moved" / "code" / "net_h2.py").read_text() == source
+    with pytest.raises(ep.errors.UserError, match=r"model spec 'code/net_h2.py:make' runs Python code .* --trust-code"):
+        ep.load(tmp_path / "moved")
+    back = ep.load(tmp_path / "moved", trust_code=True)
     x = torch.randn(2, 4)
     assert torch.equal(back(x), plain(x))
+    ep.save(back, tmp_path / "again")  # re-saving copies the file again
+    assert (tmp_path / "again" / "code" / "net_h2.py").read_text() == source
+    (tmp_path / "moved" / "code" / "net_h2.py").write_text(source + "print('changed')\n")
+    with pytest.raises(ep.errors.UserError, match=r"net_h2.py: sha256 differs from model.json"):
+        ep.load(tmp_path / "moved", trust_code=True)
 
 
 def test_load_errors(tmp_path):

@@ -1,7 +1,10 @@
-"""The import direction of docs/architecture.md, enforced.
+"""The import direction of docs/architecture.md, enforced, and a library free of CLI code.
 
 Consumes: the source of every module under edgeprune/. Produces: a failure naming each import
-that points upward (a lower layer importing a higher one), which is how cycles start.
+that points upward (a lower layer importing a higher one, also through
+``importlib.import_module("edgeprune....")`` strings), which is how cycles start, and each use of
+argparse, rich, ``print`` or ``sys.exit`` outside edgeprune/cli/ (library code returns values
+and raises; the CLI prints).
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ RANK = {
     "kernels": 0,
     "runtime": 0,
     "targets": 0,
+    "_bench_runner": 0,
     "report": 0,
     "estimate": 1,
+    "calibrate": 1,
     "data": 1,
     "distributed": 1,
     "checkpoint": 1,
@@ -35,6 +40,7 @@ RANK = {
     "quant": 5,
     "export": 6,
     "bench": 7,
+    "remote": 7,
     "pipeline": 8,
     "cli": 9,
     "__init__": 10,
@@ -49,16 +55,33 @@ ALLOWED_UPWARD = {
 }
 
 
-def _top(module: Path) -> str:
-    rel = module.relative_to(PACKAGE)
+def _top(module: Path, package: Path = PACKAGE) -> str:
+    rel = module.relative_to(package)
     return rel.parts[0].removesuffix(".py")
 
 
-def _imported_tops(tree: ast.AST, module: Path) -> set[str]:
+def _string_import(node: ast.AST) -> str | None:
+    """The module named by ``importlib.import_module("...")`` / ``import_module("...")``, if literal."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    arg = node.args[0]
+    if name == "import_module" and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
+    return None
+
+
+def _imported_tops(tree: ast.AST, module: Path, package: Path = PACKAGE) -> set[str]:
     tops = set()
-    rel_parts = module.relative_to(PACKAGE).parts
+    rel_parts = module.relative_to(package).parts
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        target = _string_import(node)
+        if target is not None:
+            parts = target.split(".")
+            if parts[0] == "edgeprune" and len(parts) > 1:
+                tops.add(parts[1])
+        elif isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
                 if parts[0] == "edgeprune" and len(parts) > 1:
@@ -91,17 +114,120 @@ def test_every_top_level_module_has_a_layer():
     assert not missing, f"add these to RANK in {__file__}: {missing}"
 
 
-def test_no_upward_imports():
+def upward_imports(package: Path = PACKAGE) -> list[str]:
     bad = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        me = _top(path)
+    for path in sorted(package.rglob("*.py")):
+        me = _top(path, package)
         tree = ast.parse(path.read_text(), filename=str(path))
-        for other in _imported_tops(tree, path):
+        for other in _imported_tops(tree, path, package):
             if other not in RANK or other == me or (me, other) in ALLOWED_UPWARD:
                 continue
             if RANK[other] > RANK[me]:
-                bad.append(f"{path.relative_to(PACKAGE.parent)} imports edgeprune.{other}")
+                bad.append(f"{path.relative_to(package.parent)} imports edgeprune.{other}")
+    return bad
+
+
+def test_no_upward_imports():
+    bad = upward_imports()
     assert not bad, "imports against the layer order of docs/architecture.md:\n" + "\n".join(bad)
+
+
+# CLI code: these modules (top-level names) and calls belong to edgeprune/cli/ only.
+CLI_MODULES = {"argparse", "rich"}
+
+# Library files that still draw on the terminal, each with its reason. The list only shrinks:
+# a file not named here fails on its first argparse / rich / print / sys.exit.
+CLI_USE_ALLOWED = {
+    # a process entry point: the isolated benchmark worker reports to its parent on stdout
+    "edgeprune/bench.py": {"print", "sys.exit"},
+    # a maintainer script (python -m edgeprune.data.make_digits) that regenerates the shipped data
+    "edgeprune/data/make_digits.py": {"argparse", "print", "sys.exit"},
+    # a public function returning a rich Table (tests/python/test_report.py calls it)
+    "edgeprune/report.py": {"rich"},
+    "edgeprune/prune/sparsity.py": {"rich"},
+    # progress bars drawn by training loops; they move behind a progress callback like the build's
+    "edgeprune/models/training.py": {"rich"},
+    "edgeprune/recover/loop.py": {"rich"},
+    "edgeprune/quant/quantize.py": {"rich"},
+    "edgeprune/prune/schedule.py": {"rich"},
+}
+
+
+def _cli_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) for each argparse/rich import, ``print(...)`` and ``sys.exit(...)`` in ``tree``."""
+    uses = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif _string_import(node) is not None:
+            names = [_string_import(node)]
+        for name in names:
+            if name.split(".")[0] in CLI_MODULES:
+                uses.append((node.lineno, name.split(".")[0]))
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id == "print":
+                uses.append((node.lineno, "print"))
+            elif isinstance(f, ast.Attribute) and f.attr == "exit" and getattr(f.value, "id", None) == "sys":
+                uses.append((node.lineno, "sys.exit"))
+    return uses
+
+
+def cli_code_outside_cli(package: Path = PACKAGE, allowed=None) -> list[str]:
+    allowed = CLI_USE_ALLOWED if allowed is None else allowed
+    bad = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package.parent).as_posix()
+        if _top(path, package) == "cli":
+            continue
+        for line, what in _cli_uses(ast.parse(path.read_text(), filename=str(path))):
+            if what not in allowed.get(rel, ()):
+                bad.append(f"{rel}:{line} uses {what}")
+    return bad
+
+
+def test_library_has_no_cli_code():
+    bad = cli_code_outside_cli()
+    assert not bad, "CLI code below edgeprune/cli/ (return values or raise UserError instead):\n" + "\n".join(bad)
+
+
+def test_the_allowed_cli_uses_are_still_there():
+    # an entry whose use is gone must leave the list, so the list cannot hide a new use later
+    stale = []
+    for rel, whats in CLI_USE_ALLOWED.items():
+        path = PACKAGE.parent / rel
+        found = {w for _, w in _cli_uses(ast.parse(path.read_text()))} if path.is_file() else set()
+        stale += [f"{rel}: {w}" for w in sorted(whats - found)]
+    assert not stale, f"remove from CLI_USE_ALLOWED: {stale}"
+
+
+def _fake_package(root: Path, files: dict[str, str]) -> Path:
+    pkg = root / "edgeprune"
+    for rel, text in files.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(text)
+    return pkg
+
+
+def test_the_checks_catch_cli_code_and_string_imports(tmp_path):
+    pkg = _fake_package(
+        tmp_path,
+        {
+            "prune/bad.py": '"""x"""\nimport argparse\n',
+            "prune/noisy.py": '"""x"""\nimport sys\n\n\ndef f():\n    print("hi")\n    sys.exit(1)\n',
+            "cli/ok.py": '"""x"""\nimport argparse\nprint("fine here")\n',
+            "graph/up.py": '"""x"""\nimport importlib\nimportlib.import_module("edgeprune.pipeline")\n',
+        },
+    )
+    assert cli_code_outside_cli(pkg, allowed={}) == [
+        "edgeprune/prune/bad.py:2 uses argparse",
+        "edgeprune/prune/noisy.py:6 uses print",
+        "edgeprune/prune/noisy.py:7 uses sys.exit",
+    ]
+    assert upward_imports(pkg) == ["edgeprune/graph/up.py imports edgeprune.pipeline"]
 
 
 def test_every_module_has_a_docstring():

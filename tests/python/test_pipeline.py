@@ -16,11 +16,14 @@ from edgeprune import pipeline as P
 
 def test_default_formats_follow_the_profile():
     avail = ["onnx", "onnx-fp16", "onnx-int8"]
-    assert P.default_formats(ep.targets.load("rpi4"), avail) == (["onnx", "onnx-int8"], ["tflite-int8", "epk"])
+    assert P.default_formats(ep.targets.load("rpi4"), avail) == (
+        ["onnx", "onnx-int8"],
+        ["tflite-int8", "tflite", "epk"],
+    )
     assert P.default_formats(ep.targets.load("jetson-orin-nano"), avail) == (["onnx", "onnx-int8"], [])
     assert P.default_formats(ep.targets.load("jetson-nano"), avail) == (["onnx", "onnx-fp16"], [])
     want, missing = P.default_formats(ep.targets.load("rpi4"), ["onnx"])
-    assert want == ["onnx"] and missing == ["tflite-int8", "onnx-int8", "epk"]
+    assert want == ["onnx"] and missing == ["tflite-int8", "tflite", "onnx-int8", "epk"]
 
 
 def test_trtexec_command_only_for_tensorrt_targets():

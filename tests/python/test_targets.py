@@ -80,7 +80,10 @@ def test_load_by_path_and_identity():
 
 
 def test_unknown_name_lists_builtins():
-    with pytest.raises(ValueError, match=r"unknown target 'rpi9'; built-in targets: jetson-nano, .*x86-avx512-vnni"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown target 'rpi9'; did you mean 'rpi' or 'rpi5' or 'rpi4'\? built-in targets: jetson-nano, .*x86-avx512-vnni",
+    ):
         ep.targets.load("rpi9")
 
 

@@ -1,4 +1,5 @@
-/* edgeprune C API: the compiled kernels as layers an application can embed.
+/* edgeprune C API: whole .tflite models on edgeprune's runtime, and the compiled kernels as
+ * layers an application can embed.
  *
  * Consumes: float weights (zeros = pruned), int8/float activations in caller memory.
  * Produces: outputs in caller memory, ep_status codes and a per-thread error message.
@@ -9,6 +10,7 @@
 #ifndef EDGEPRUNE_EDGEPRUNE_H
 #define EDGEPRUNE_EDGEPRUNE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -20,7 +22,8 @@ typedef enum ep_status {
   EP_INVALID_ARGUMENT = 1, /* a null pointer, a bad size or option; see ep_last_error() */
   EP_UNSUPPORTED = 2,      /* e.g. EDGEPRUNE_ISA names a path this build or CPU cannot run */
   EP_OUT_OF_MEMORY = 3,
-  EP_INTERNAL = 4 /* a bug: please report it with ep_last_error() */
+  EP_INTERNAL = 4,     /* a bug: please report it with ep_last_error() */
+  EP_INVALID_MODEL = 5 /* a corrupt or inconsistent model file; ep_last_error() says where */
 } ep_status;
 
 typedef enum ep_activation { EP_ACT_NONE = 0, EP_ACT_RELU = 1, EP_ACT_RELU6 = 2 } ep_activation;
@@ -63,6 +66,84 @@ ep_status ep_qlinear_run(const ep_qlinear* layer, const int8_t* x, int64_t n, in
 ep_status ep_qlinear_run_kn(const ep_qlinear* layer, const int8_t* x, int64_t n, int8_t* y,
                             int threads);
 void ep_qlinear_destroy(ep_qlinear* layer);
+
+/* ---------------------------------------------------------------------------------------------
+ * Models: a .tflite file run on edgeprune's runtime (float32 models; sparse weights in TFLite's
+ * sparse encoding run on the sparse kernels).
+ *
+ * Thread safety: an ep_model is immutable once loaded and may be shared by any number of threads.
+ * An ep_context holds the memory of one inference: use one context per thread (a context must not
+ * run on two threads at once). A model may be destroyed while contexts made from it still exist;
+ * it is freed with the last of them.
+ *
+ * Every load verifies the file (flatbuffers verifier, then indices, shapes and buffer sizes) before
+ * any of it is used: a corrupt file gives EP_INVALID_MODEL and a message naming what is wrong, a
+ * valid file using an operator or type this runtime does not run gives EP_UNSUPPORTED.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct ep_model ep_model;
+typedef struct ep_context ep_context;
+
+/* TFLite's tensor type codes */
+typedef enum ep_dtype {
+  EP_FLOAT32 = 0,
+  EP_FLOAT16 = 1,
+  EP_INT32 = 2,
+  EP_UINT8 = 3,
+  EP_INT64 = 4,
+  EP_BOOL = 6,
+  EP_INT16 = 7,
+  EP_INT8 = 9
+} ep_dtype;
+
+#define EP_MAX_RANK 6
+
+typedef struct ep_tensor_info {
+  const char* name; /* valid while the model lives */
+  ep_dtype type;
+  int32_t rank;
+  int64_t shape[EP_MAX_RANK];
+  int64_t elements;
+  /* quantization of the first channel (scale 0 and zero_point 0: not quantized) */
+  float scale;
+  int64_t zero_point;
+} ep_tensor_info;
+
+typedef struct ep_model_options {
+  /* the kernel path ("reference", "avx2", "avx512", "neon", "neon-dotprod"); NULL: the process
+   * choice (EDGEPRUNE_ISA or the best the CPU supports) */
+  const char* isa;
+  /* 1 (default): layers whose weights are mostly zeros run the sparse kernels; 0: all dense */
+  int32_t sparse;
+} ep_model_options;
+
+void ep_model_options_init(ep_model_options* options); /* the defaults */
+/* options may be NULL (the defaults). The file is read whole; the bytes of load_memory are copied.
+ */
+ep_status ep_model_load_file(const char* path, const ep_model_options* options, ep_model** out);
+ep_status ep_model_load_memory(const void* data, size_t size, const ep_model_options* options,
+                               ep_model** out);
+int32_t ep_model_input_count(const ep_model* model);  /* 0 for NULL */
+int32_t ep_model_output_count(const ep_model* model); /* 0 for NULL */
+ep_status ep_model_input_info(const ep_model* model, int32_t index, ep_tensor_info* out);
+ep_status ep_model_output_info(const ep_model* model, int32_t index, ep_tensor_info* out);
+/* the kernel path the model's operators run, or NULL for NULL */
+const char* ep_model_isa(const ep_model* model);
+void ep_model_destroy(ep_model* model);
+
+/* threads: 1..256, the most threads one run splits an operator over */
+ep_status ep_context_create(const ep_model* model, int32_t threads, ep_context** out);
+/* inputs[i]: the i-th input, densely packed in its shape and type (float32); outputs[i]: room for
+ * the i-th output. The counts must equal the model's. */
+ep_status ep_context_run(ep_context* context, const void* const* inputs, int32_t input_count,
+                         void* const* outputs, int32_t output_count);
+/* Per-operator timing: on (1) resets the counters and times each operator of later runs. */
+ep_status ep_context_set_profiling(ep_context* context, int32_t on);
+int32_t ep_context_op_count(const ep_context* context);
+/* label: e.g. "CONV_2D 3x3/2 3->32 112x112"; kind: the TFLite operator; ms: mean per profiled run.
+ * Strings are valid while the context lives. */
+ep_status ep_context_op_profile(const ep_context* context, int32_t index, const char** kind,
+                                const char** label, double* ms);
+void ep_context_destroy(ep_context* context);
 
 #ifdef __cplusplus
 }

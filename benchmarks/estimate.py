@@ -1,0 +1,248 @@
+"""Estimator accuracy: calibrate the x86 profiles on this host, check held-out models, check
+published device figures.
+
+Consumes: models built in code (tests/python/zoo.py's test zoo at its 16x16 shapes; the
+torchvision-shaped definitions of benchmarks/models.py; tests/python/zoo_full.py's MobileNets),
+exported here to fp32 ONNX and to int8 ONNX (edgeprune's quantizer, random calibration images:
+latency does not depend on the scale values), measured with ``edgeprune.bench`` (ONNX Runtime,
+1 thread, interleaved rounds, medians). Produces JSON rows (``--json FILE``, or stdout):
+
+  section "calibration": one row per model and precision the x86 fit used:
+      {"model", "precision", "threads", "measured_ms", "estimate_ms", "ratio" (estimate / measured),
+       "timed_median_ms", "timed_min_ms"}; measured_ms is edgeprune.calibrate.reference_ms: the
+      smaller of the timed median and the per-node profile sum (a shared machine stretches timed
+      runs; the per-node medians skip preempted runs)
+  section "held_out": MobileNetV3-Large, ResNet-18, EfficientNet-B0 (fp32 and int8), NOT in the
+      fit: the same fields plus "within_20pct"
+  section "published": device figures with their source; "use": "fit" for the points the ARM
+      efficiencies were fitted to, "validation" for points kept out of the fit; fields
+      {"target", "model", "precision", "threads", "published_ms" [lo, hi], "estimate_ms",
+       "rel_error" (to the nearest end of the range), "within_25pct", "source"}
+
+``--write-profiles`` also rewrites targets/x86-avx2.toml and targets/x86-avx512-vnni.toml with
+the fitted ``[efficiency]`` tables (that is how the built-in x86 efficiencies were made; see
+docs/targets.md). Run with ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``.
+
+    python benchmarks/estimate.py --json build/bench-estimate.json [--runs 20] [--rounds 3] [--write-profiles]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import edgeprune as ep  # noqa: E402
+from edgeprune.export import export  # noqa: E402
+
+E = importlib.import_module("edgeprune.estimate")
+C = importlib.import_module("edgeprune.calibrate")
+
+# the test zoo (16x16 inputs) plus three torchvision-shaped ImageNet models
+CAL_ZOO = ("resnet_basic", "resnet_bottleneck", "mobilenet_v2", "shufflenet_v2", "densenet", "resnext")
+CAL_TV = ("mobilenet_v2", "resnet50", "shufflenet_v2_x1_0")
+HELD_OUT = ("mobilenet_v3_large", "resnet18", "efficientnet_b0")
+X86 = ("x86-avx512-vnni", "x86-avx2")
+
+# Published device figures: docs/targets.md lists each with its source.
+XNNPACK_2022 = (
+    "XNNPACK README, Raspberry Pi table benchmarked Feb 8 2022 (end2end-bench, 4 threads; "
+    "range = 32-bit Raspbian and ARM64 columns), https://github.com/google/XNNPACK"
+)
+PUBLISHED = [
+    # (target, model, precision, threads, lo, hi, use, source)
+    ("rpi4", "mobilenet_v2", "fp32", 4, 41.0, 41.0, "fit", E.CALIBRATION_SOURCE),
+    ("rpi4", "mobilenet_v2", "int8", 4, 17.0, 20.0, "fit", E.CALIBRATION_SOURCE),
+    ("rpi4", "mobilenet_v1", "fp32", 4, 72.0, 72.0, "fit", E.CALIBRATION_SOURCE),
+    ("rpi4", "mobilenet_v1", "int8", 4, 24.0, 29.0, "fit", E.CALIBRATION_SOURCE),
+    ("rpi4", "mobilenet_v3_large", "fp32", 4, 38.0, 40.0, "validation", XNNPACK_2022),
+]
+
+
+def _tv(name):
+    import models  # benchmarks/models.py: torchvision-identical definitions
+
+    torch.manual_seed(0)
+    return models.LOCAL[name]().eval(), (3, 224, 224)
+
+
+def _zoo(name):
+    import zoo
+
+    model, x = zoo.build(name)
+    return model.eval(), tuple(x.shape[1:])
+
+
+def _export(model, shape, out: Path, want_int8: bool) -> dict[str, Path]:
+    """fp32 ONNX, and int8 ONNX from edgeprune's quantizer when ``want_int8``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    fp32 = out / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, *shape),), str(fp32), dynamo=False, opset_version=17)
+    paths["fp32"] = fp32
+    if want_int8:
+        calib = torch.rand(8, *shape, generator=torch.Generator().manual_seed(0))
+        qm = ep.quantize(model, calib, method="percentile", target="x86-avx512-vnni", calib_n=8, progress=False)
+        written = export(qm, out / "q", formats=["onnx-int8"], target="x86-avx512-vnni")
+        paths["int8"] = Path(written["onnx-int8"])
+    return paths
+
+
+def _measure(artifacts: dict[str, Path], workdir: Path, runs: int, rounds: int) -> dict[str, Path]:
+    """Bench every artifact in interleaved rounds; one JSON per artifact with the merged median."""
+    samples: dict[str, list[float]] = {k: [] for k in artifacts}
+    last: dict[str, dict] = {}
+    for _ in range(rounds):
+        for key, path in artifacts.items():
+            res = ep.bench(str(path), runtime="onnxruntime", threads=1, warmup=3, runs=runs)
+            samples[key] += res.samples_ms
+            last[key] = res.to_dict()
+    files = {}
+    for key, d in last.items():
+        d["median_ms"] = round(statistics.median(samples[key]), 4)
+        d["runs"] = len(samples[key])
+        files[key] = workdir / f"bench-{key}.json"
+        files[key].write_text(json.dumps(d, indent=1))
+    return files
+
+
+def _published_rows() -> list[dict]:
+    import zoo_full
+
+    models = {"mobilenet_v2": zoo_full.mobilenet_v2(), "mobilenet_v1": zoo_full.mobilenet_v1()}
+    models["mobilenet_v3_large"] = _tv("mobilenet_v3_large")[0]
+    models["mobilenet_v3_large"].input_shape = (3, 224, 224)
+    rows = []
+    for target, name, precision, threads, lo, hi, use, source in PUBLISHED:
+        ms = E.estimate(models[name], target, precision=precision, threads=threads).total_ms
+        ref = min(max(ms, lo), hi)
+        err = (ms - ref) / ref
+        rows.append(
+            {
+                "section": "published",
+                "use": use,
+                "target": target,
+                "model": name,
+                "precision": precision,
+                "threads": threads,
+                "published_ms": [lo, hi],
+                "estimate_ms": round(ms, 3),
+                "rel_error": round(err, 4),
+                "within_25pct": abs(err) <= 0.25,
+                "source": source,
+            }
+        )
+    return rows
+
+
+def _row(section: str, key: str, bench_file: Path, profile, extra=None) -> dict:
+    d = json.loads(bench_file.read_text())
+    est = E.estimate(d["artifact"], profile, None, threads=1)
+    row = {
+        "section": section,
+        "model": key.rsplit("-", 1)[0],
+        "precision": est.precision,
+        "threads": 1,
+        "target": profile.name,
+        "measured_ms": round(C.reference_ms(d), 4),
+        "timed_median_ms": d["median_ms"],
+        "timed_min_ms": d["min_ms"],
+        "estimate_ms": round(est.total_ms, 4),
+        "ratio": round(est.total_ms / C.reference_ms(d), 4),
+        "calibration": est.to_dict()["calibration"],
+    }
+    row.update(extra or {})
+    return row
+
+
+def run(runs: int, rounds: int, write_profiles: bool, workdir: Path) -> list[dict]:
+    cal_art: dict[str, Path] = {}
+    held_art: dict[str, Path] = {}
+    for name in CAL_ZOO:
+        model, shape = _zoo(name)
+        for prec, p in _export(model, shape, workdir / f"zoo_{name}", want_int8=True).items():
+            cal_art[f"zoo_{name}-{prec}"] = p
+    for name in CAL_TV:
+        model, shape = _tv(name)
+        for prec, p in _export(model, shape, workdir / name, want_int8=True).items():
+            cal_art[f"{name}-{prec}"] = p
+    for name in HELD_OUT:
+        model, shape = _tv(name)
+        for prec, p in _export(model, shape, workdir / name, want_int8=True).items():
+            held_art[f"{name}-{prec}"] = p
+    files = _measure({**cal_art, **held_art}, workdir, runs, rounds)
+    cal_files = [files[k] for k in cal_art]
+    rows = []
+    source = (
+        f"measured on this project's 2-core x86 CI host (AMD EPYC, AVX-512 + VNNI), ONNX Runtime "
+        f"{__import__('onnxruntime').__version__}, 1 thread: the test zoo + {', '.join(CAL_TV)}, fp32 and int8 "
+        "(benchmarks/estimate.py)"
+    )
+    for base in X86:
+        prof, _ = C.fit(base, cal_files, source=source, name=base)
+        prof = dataclasses.replace(prof, description=ep.targets.load(base).description)
+        if write_profiles:
+            (ROOT / "targets" / f"{base}.toml").write_text(ep.targets.to_toml(prof))
+        for key in cal_art:
+            rows.append(_row("calibration", key, files[key], prof))
+        for key in held_art:
+            r = _row("held_out", key, files[key], prof)
+            r["within_20pct"] = abs(r["ratio"] - 1.0) <= 0.20
+            rows.append(r)
+    return rows + _published_rows()
+
+
+def main(argv=None) -> int:
+    logging.getLogger().setLevel(logging.ERROR)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", default=None, help="write the rows here (default: stdout)")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--write-profiles", action="store_true", help="rewrite targets/x86-*.toml with the fit")
+    p.add_argument("--workdir", default=None, help="keep the models and bench JSON here (default: a temp dir)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="edgeprune-estimate-") as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        rows = run(args.runs, args.rounds, args.write_profiles, workdir)
+    text = json.dumps(rows, indent=1)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    else:
+        print(text)
+    for r in rows:
+        if r["section"] == "held_out":
+            flag = "ok" if r["within_20pct"] else "OUT OF +-20%"
+            print(
+                f"held-out {r['target']:16s} {r['model']:20s} {r['precision']}: measured {r['measured_ms']:.2f} ms, "
+                f"estimate {r['estimate_ms']:.2f} ms ({r['ratio']:.2f}x) {flag}",
+                file=sys.stderr,
+            )
+        elif r["section"] == "published":
+            print(
+                f"published [{r['use']}] {r['target']} {r['model']} {r['precision']}: {r['published_ms']} ms, "
+                f"estimate {r['estimate_ms']:.1f} ms ({100 * r['rel_error']:+.1f}%)",
+                file=sys.stderr,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Whole-model benchmark of edgeprune's runtime against ONNX Runtime and LiteRT on the same model.
+
+Consumes: nothing (MobileNetV2 at 224x224 with seeded random weights; BatchNorm folded, so each
+conv has a bias, as in an exported model). Produces: JSON rows, one per (model variant, runtime):
+median latency over interleaved rounds (1 thread), the ratio of every baseline to ours measured in
+the same run, load time and peak RSS (each runtime loads the file in a fresh process for RSS).
+
+Variants: "dense"; "sparse90" (every 1x1 conv at 90 % unstructured sparsity, stored in TFLite's
+sparse encoding + DENSIFY; ONNX Runtime gets the same weights dense with their zeros);
+"blocks80" (1x1 convs pruned in 4x1 blocks to 80 %, stored dense: our loader finds the blocks).
+The .tflite file is written by tests/python/tflite_builder.py (the test writer) and the ONNX file
+by torch.onnx.export of the identical torch model, so all three runtimes compute the same function;
+the script checks that their outputs agree before timing.
+
+Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/runtime.py [--json out.json]
+           [--rounds 7] [--runs 5] [--variants dense sparse90 blocks80]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+
+CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+
+
+def mobilenet_v2_spec(seed: int, variant: str) -> list[dict]:
+    """Layers in order: conv (weights OIHW, bias, stride, groups, relu6) and 'add' markers."""
+    rng = np.random.default_rng(seed)
+
+    def conv(cin, cout, k, stride=1, groups=1, relu6=True):
+        w = (rng.standard_normal((cout, cin // groups, k, k)) * np.sqrt(2.0 / (cin // groups * k * k))).astype(
+            np.float32
+        )
+        if k == 1 and groups == 1 and variant == "sparse90":
+            w[rng.random(w.shape) < 0.9] = 0
+        elif k == 1 and groups == 1 and variant == "blocks80" and cout % 4 == 0:
+            keep = rng.random((cout // 4, 1, cin)) >= 0.8
+            w = (w.reshape(cout // 4, 4, cin) * keep).reshape(w.shape)
+        b = (rng.standard_normal(cout) * 0.1).astype(np.float32)
+        return {"op": "conv", "w": w, "b": b, "stride": stride, "groups": groups, "relu6": relu6}
+
+    layers, cin = [conv(3, 32, 3, 2)], 32
+    for t, c, n, s in CFG:
+        for i in range(n):
+            stride, hid = (s if i == 0 else 1), cin * t
+            block = ([conv(cin, hid, 1)] if t != 1 else []) + [
+                conv(hid, hid, 3, stride, hid),
+                conv(hid, c, 1, relu6=False),
+            ]
+            layers.append({"op": "block", "layers": block, "residual": stride == 1 and cin == c})
+            cin = c
+    layers.append(conv(cin, 1280, 1))
+    fc_w = (rng.standard_normal((1000, 1280)) * 0.03).astype(np.float32)
+    layers.append({"op": "fc", "w": fc_w, "b": np.zeros(1000, np.float32)})
+    return layers
+
+
+def torch_model(spec):
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList()
+            for layer in self._convs(spec):
+                w = torch.from_numpy(layer["w"])
+                c = nn.Conv2d(
+                    w.shape[1] * layer["groups"],
+                    w.shape[0],
+                    w.shape[2],
+                    layer["stride"],
+                    w.shape[2] // 2,
+                    groups=layer["groups"],
+                )
+                c.weight.data, c.bias.data = w.clone(), torch.from_numpy(layer["b"]).clone()
+                self.convs.append(c)
+            self.fc = nn.Linear(1280, 1000)
+            self.fc.weight.data, self.fc.bias.data = torch.from_numpy(spec[-1]["w"]), torch.from_numpy(spec[-1]["b"])
+
+        @staticmethod
+        def _convs(sp):
+            for layer in sp:
+                if layer["op"] == "conv":
+                    yield layer
+                elif layer["op"] == "block":
+                    yield from layer["layers"]
+
+        def forward(self, x):
+            it = iter(self.convs)
+
+            def run(layer, x):
+                y = next(it)(x)
+                return torch.clamp(y, 0, 6) if layer["relu6"] else y
+
+            for layer in spec:
+                if layer["op"] == "conv":
+                    x = run(layer, x)
+                elif layer["op"] == "block":
+                    y = x
+                    for sub in layer["layers"]:
+                        y = run(sub, y)
+                    x = x + y if layer["residual"] else y
+            return self.fc(x.mean((2, 3)))
+
+    return Net().eval()
+
+
+def tflite_bytes(spec, variant: str) -> bytes:
+    from tflite_builder import Builder
+
+    b = Builder()
+    x = b.input([1, 224, 224, 3])
+
+    def conv(layer, x):
+        w, k, s, g = layer["w"], layer["w"].shape[2], layer["stride"], layer["groups"]
+        act = "relu6" if layer["relu6"] else None
+        if k > 1 and s > 1:  # torch pads 1 on both sides; SAME would pad (0, 1): explicit PAD + VALID
+            x, pad = b.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), "valid"
+        else:
+            pad = "same"
+        if g > 1:
+            return b.depthwise(x, w.transpose(1, 2, 3, 0), layer["b"], stride=s, padding=pad, act=act)
+        sparse = 1 if variant == "sparse90" and k == 1 else None
+        return b.conv2d(x, w.transpose(0, 2, 3, 1), layer["b"], stride=s, padding=pad, act=act, sparse=sparse)
+
+    for layer in spec:
+        if layer["op"] == "conv":
+            x = conv(layer, x)
+        elif layer["op"] == "block":
+            y = x
+            for sub in layer["layers"]:
+                y = conv(sub, y)
+            x = b.binary("add", x, y) if layer["residual"] else y
+        else:
+            x = b.fc(b.mean(x, [1, 2], keep_dims=False), layer["w"], layer["b"])
+    return b.finish([x])
+
+
+# ------------------------------------------------------------------------------------ runtimes
+def make_runner(runtime: str, path: Path):
+    """(run(x) -> output, load seconds)."""
+    t0 = time.perf_counter()
+    if runtime == "edgeprune":
+        import edgeprune as ep
+
+        m = ep.runtime.load(path, threads=1)
+        run = lambda x: m(x)[0]  # noqa: E731
+    elif runtime == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(path), num_threads=1)
+        it.allocate_tensors()
+        i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+
+        def run(x):
+            it.set_tensor(i, x)
+            it.invoke()
+            return it.get_tensor(o)
+    else:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        run = lambda x: sess.run(None, {name: x.transpose(0, 3, 1, 2).copy()})[0]  # noqa: E731
+    return run, time.perf_counter() - t0
+
+
+def child_rss(runtime: str, path: Path) -> float:
+    """Peak RSS (MB, VmHWM: ru_maxrss would inherit this process's high-water mark across fork)
+    of a fresh process that loads the model and runs it 3 times."""
+    code = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[3]); import runtime as r\n"
+        "run, _ = r.make_runner(sys.argv[1], r.Path(sys.argv[2]))\n"
+        "x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype(np.float32)\n"
+        "[run(x) for _ in range(3)]\n"
+        "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, runtime, str(path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
+    import torch
+
+    spec = mobilenet_v2_spec(0, variant)
+    tfl = tmp / f"mbv2_{variant}.tflite"
+    tfl.write_bytes(tflite_bytes(spec, variant))
+    onx = tmp / f"mbv2_{variant}.onnx"
+    torch.onnx.export(torch_model(spec), (torch.zeros(1, 3, 224, 224),), str(onx), dynamo=False, opset_version=17)
+    files = {"edgeprune": tfl, "litert": tfl, "onnxruntime": onx}
+    runners, load_s = {}, {}
+    for rt, f in files.items():
+        runners[rt], load_s[rt] = make_runner(rt, f)
+    x = np.random.default_rng(1).standard_normal((1, 224, 224, 3)).astype(np.float32)
+    ref = runners["litert"](x)
+    for rt, run in runners.items():  # same function everywhere, or the timing means nothing
+        err = float(np.abs(run(x) - ref).max() / np.abs(ref).max())
+        assert err < 1e-3, f"{variant}: {rt} differs from LiteRT by {err:.2e}"
+    times = {rt: [] for rt in runners}
+    for _ in range(rounds):  # interleaved: every runtime sees the same machine state
+        for rt, run in runners.items():
+            run(x)
+            t = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                run(x)
+                t.append(time.perf_counter() - t0)
+            times[rt].append(statistics.median(t) * 1e3)
+    med = {rt: statistics.median(v) for rt, v in times.items()}
+    rows = []
+    for rt in runners:
+        rows.append(
+            {
+                "model": f"mobilenet_v2_{variant}",
+                "runtime": rt,
+                "file": files[rt].suffix[1:],
+                "threads": 1,
+                "median_ms": round(med[rt], 3),
+                "rounds_ms": [round(v, 3) for v in times[rt]],
+                "ratio_vs_ours": round(med[rt] / med["edgeprune"], 3),
+                "load_ms": round(load_s[rt] * 1e3, 1),
+                "peak_rss_mb": round(child_rss(rt, files[rt]), 1),
+            }
+        )
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--variants", nargs="+", default=["dense", "sparse90", "blocks80"])
+    args = ap.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ep-rt-bench-") as tmp:
+        for v in args.variants:
+            for row in measure(v, args.rounds, args.runs, Path(tmp)):
+                print(json.dumps({k: v for k, v in row.items() if k != "rounds_ms"}), flush=True)
+                rows.append(row)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

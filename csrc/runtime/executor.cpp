@@ -1,0 +1,209 @@
+// CompiledModel / Context (executor.h): operator creation, the arena plan, and the run loop.
+//
+// Consumes: a validated Model. Produces: outputs, per-op timings.
+#include "runtime/executor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace ep {
+namespace rt {
+
+namespace {
+
+constexpr int64_t kAlign = 64;
+int64_t aligned(int64_t b) { return (b + kAlign - 1) / kAlign * kAlign; }
+
+struct Item {
+  int64_t bytes, first, last;
+  int64_t* offset;
+};
+
+// Greedy by size (largest first), each at the lowest offset clear of every placed item whose
+// lifetime overlaps: the planner TFLite's arena and XNNPACK's memory planner both use.
+int64_t place(std::vector<Item>& items) {
+  std::vector<size_t> order(items.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return items[a].bytes > items[b].bytes; });
+  std::vector<size_t> placed;
+  int64_t total = 0;
+  for (size_t i : order) {
+    Item& it = items[i];
+    std::vector<std::pair<int64_t, int64_t>> busy;
+    for (size_t j : placed) {
+      const Item& o = items[j];
+      if (o.first <= it.last && it.first <= o.last)
+        busy.push_back({*o.offset, *o.offset + o.bytes});
+    }
+    std::sort(busy.begin(), busy.end());
+    int64_t off = 0;
+    for (const auto& b : busy) {
+      if (off + it.bytes <= b.first) break;
+      off = std::max(off, aligned(b.second));
+    }
+    *it.offset = off;
+    total = std::max(total, off + it.bytes);
+    placed.push_back(i);
+  }
+  return total;
+}
+
+}  // namespace
+
+namespace {
+
+// A PAD (or PADV2 with value 0) of only H and W of an NHWC tensor whose one reader is a VALID
+// CONV_2D / DEPTHWISE_CONV_2D becomes that convolution's explicit padding (the converters' form
+// of PyTorch's symmetric padding at stride 2): the padded copy is never made. The operator keeps
+// its validation: the convolution checks its output shape against the padded size.
+void fold_pads(Model& m) {
+  std::vector<int> readers(m.tensors.size(), 0);
+  for (const auto& d : m.ops)
+    for (int t : d.inputs)
+      if (t >= 0) ++readers[t];
+  for (int t : m.outputs) readers[t] += 2;  // a model output is never folded away
+  std::vector<bool> drop(m.ops.size(), false);
+  for (size_t k = 0; k < m.ops.size(); ++k) {
+    const OpDesc& p = m.ops[k];
+    if ((p.code != OpCode::pad && p.code != OpCode::padv2) || p.inputs.size() < 2) continue;
+    const Tensor &x = m.tensors[p.inputs[0]], &pads = m.tensors[p.inputs[1]];
+    const int out = p.outputs[0];
+    if (x.shape.size() != 4 || !pads.is_const() || pads.type != DType::i32 || pads.elems != 8 ||
+        readers[out] != 1 || x.is_const())
+      continue;
+    if (p.code == OpCode::padv2 && p.inputs.size() > 2 && p.inputs[2] >= 0) {
+      const Tensor& v = m.tensors[p.inputs[2]];
+      if (!v.is_const() || v.type != DType::f32 || v.elems != 1 || v.as<float>()[0] != 0.0f)
+        continue;
+    }
+    const int32_t* pv = pads.as<int32_t>();
+    if (pv[0] || pv[1] || pv[6] || pv[7] || pv[2] < 0 || pv[3] < 0 || pv[4] < 0 || pv[5] < 0)
+      continue;
+    for (size_t j = k + 1; j < m.ops.size(); ++j) {
+      OpDesc& c = m.ops[j];
+      if (c.inputs.empty() || c.inputs[0] != out) continue;
+      if ((c.code == OpCode::conv_2d || c.code == OpCode::depthwise_conv_2d) &&
+          c.padding == Padding::valid && !c.explicit_pad) {
+        c.inputs[0] = p.inputs[0];
+        c.explicit_pad = true;
+        c.pad[0] = pv[2], c.pad[1] = pv[3], c.pad[2] = pv[4], c.pad[3] = pv[5];
+        drop[k] = true;
+      }
+      break;
+    }
+  }
+  std::vector<OpDesc> kept;
+  for (size_t k = 0; k < m.ops.size(); ++k)
+    if (!drop[k]) kept.push_back(std::move(m.ops[k]));
+  m.ops = std::move(kept);
+}
+
+}  // namespace
+
+CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions& opts)
+    : model_(std::move(model)), opts_(opts) {
+  fold_pads(*model_);
+  OpOptions o;
+  o.isa = opts.isa;
+  o.sparse = opts.sparse;
+  for (size_t k = 0; k < model_->ops.size(); ++k)
+    ops_.push_back(make_op(*model_, model_->ops[k], o));
+  for (int t : model_->outputs)
+    if (model_->tensors[t].type != DType::f32)
+      throw UnsupportedError("output tensor '" + model_->tensors[t].name + "' is " +
+                             dtype_name(model_->tensors[t].type) + ", not float32");
+  plan();
+}
+
+void CompiledModel::plan() {
+  const Model& m = *model_;
+  const int64_t nops = int64_t(m.ops.size());
+  std::vector<int64_t> first(m.tensors.size(), -2), last(m.tensors.size(), -2);
+  for (int t : m.inputs) first[t] = last[t] = -1;
+  for (int64_t k = 0; k < nops; ++k) {
+    for (int t : m.ops[k].inputs)
+      if (t >= 0 && !m.tensors[t].is_const()) last[t] = std::max(last[t], k);
+    const int o = m.ops[k].outputs[0];
+    first[o] = k;
+    last[o] = std::max(last[o], k);
+  }
+  for (int t : m.outputs)
+    if (first[t] != -2) last[t] = nops;
+  offset_.assign(m.tensors.size(), -1);
+  scratch_.assign(ops_.size(), -1);
+  std::vector<Item> items;
+  for (size_t t = 0; t < m.tensors.size(); ++t)
+    if (first[t] != -2 && !m.tensors[t].is_const())
+      items.push_back(
+          {aligned(std::max<int64_t>(m.tensors[t].bytes(), 1)), first[t], last[t], &offset_[t]});
+  for (size_t k = 0; k < ops_.size(); ++k)
+    if (ops_[k]->scratch_bytes() > 0)
+      items.push_back({aligned(ops_[k]->scratch_bytes()), int64_t(k), int64_t(k), &scratch_[k]});
+  arena_bytes_ = place(items);
+}
+
+void Context::Free::operator()(void* p) const { std::free(p); }
+
+Context::Context(std::shared_ptr<const CompiledModel> model, int threads)
+    : model_(std::move(model)), threads_(std::max(1, threads)) {
+  const Model& m = model_->model();
+  void* p =
+      std::aligned_alloc(kAlign, size_t(aligned(std::max<int64_t>(model_->arena_bytes(), 1))));
+  if (!p) throw std::bad_alloc();
+  arena_.reset(static_cast<uint8_t*>(p));
+  ptr_.assign(m.tensors.size(), nullptr);
+  for (size_t t = 0; t < m.tensors.size(); ++t) {
+    if (m.tensors[t].is_const())
+      ptr_[t] = const_cast<float*>(m.tensors[t].as<float>());  // ops never write their inputs
+    else if (model_->offset(int(t)) >= 0)
+      ptr_[t] = reinterpret_cast<float*>(arena_.get() + model_->offset(int(t)));
+  }
+  op_ns_.assign(model_->ops().size(), 0.0);
+}
+
+void Context::set_threads(int threads) { threads_ = std::max(1, threads); }
+
+void Context::set_profiling(bool on) {
+  profile_ = on;
+  if (on) {
+    std::fill(op_ns_.begin(), op_ns_.end(), 0.0);
+    runs_ = 0;
+  }
+}
+
+void Context::run(const float* const* inputs, float* const* outputs) {
+  const Model& m = model_->model();
+  for (size_t i = 0; i < m.inputs.size(); ++i) {
+    const Tensor& t = m.tensors[m.inputs[i]];
+    std::memcpy(ptr_[m.inputs[i]], inputs[i], size_t(t.bytes()));
+  }
+  const auto& ops = model_->ops();
+  RunCtx rc;
+  rc.ptr = ptr_.data();
+  rc.threads = threads_;
+  using Clock = std::chrono::steady_clock;
+  for (size_t k = 0; k < ops.size(); ++k) {
+    const int64_t so = model_->scratch_offset(k);
+    rc.scratch = so >= 0 ? arena_.get() + so : nullptr;
+    if (profile_) {
+      const auto t0 = Clock::now();
+      ops[k]->run(rc);
+      op_ns_[k] +=
+          double(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+    } else {
+      ops[k]->run(rc);
+    }
+  }
+  if (profile_) ++runs_;
+  for (size_t i = 0; i < m.outputs.size(); ++i) {
+    const Tensor& t = m.tensors[m.outputs[i]];
+    std::memcpy(outputs[i], ptr_[m.outputs[i]], size_t(t.bytes()));
+  }
+}
+
+}  // namespace rt
+}  // namespace ep

@@ -1,0 +1,73 @@
+// The executor: load -> plan -> run, as XNNPACK's create / reshape / run.
+//
+// CompiledModel (immutable once made, shared by any number of threads): the validated Model, one
+// operator object per op (weights packed), and the arena plan: every activation tensor and every
+// operator's scratch gets an offset in one block, two items sharing bytes only when their
+// lifetimes (first write .. last read, in op order) do not overlap.
+// Context (one per thread): that block, the tensor pointers, the thread budget and the profiler.
+//
+// Consumes: .tflite bytes and options. Produces: output tensors in caller memory.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/model.h"
+#include "runtime/ops/ops.h"
+
+namespace ep {
+namespace rt {
+
+struct RuntimeOptions {
+  Isa isa = Isa::reference;  // must be supported by this CPU (checked)
+  bool sparse = true;
+};
+
+class CompiledModel {
+ public:
+  CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions& opts);
+  const Model& model() const { return *model_; }
+  const std::vector<std::unique_ptr<Op>>& ops() const { return ops_; }
+  int64_t arena_bytes() const { return arena_bytes_; }
+  int64_t offset(int tensor) const { return offset_[tensor]; }  // -1: no arena slot
+  int64_t scratch_offset(size_t op) const { return scratch_[op]; }
+  Isa isa() const { return opts_.isa; }
+
+ private:
+  void plan();
+  std::unique_ptr<Model> model_;
+  RuntimeOptions opts_;
+  std::vector<std::unique_ptr<Op>> ops_;
+  std::vector<int64_t> offset_, scratch_;
+  int64_t arena_bytes_ = 0;
+};
+
+class Context {
+ public:
+  Context(std::shared_ptr<const CompiledModel> model, int threads);
+  // inputs[i] / outputs[i]: the model's i-th input / output, densely packed float32
+  void run(const float* const* inputs, float* const* outputs);
+  void set_threads(int threads);
+  void set_profiling(bool on);  // on: also resets the counters
+  // per op: total nanoseconds over the runs since profiling was switched on, and the run count
+  const std::vector<double>& op_ns() const { return op_ns_; }
+  int64_t profiled_runs() const { return runs_; }
+  const CompiledModel& compiled() const { return *model_; }
+
+ private:
+  std::shared_ptr<const CompiledModel> model_;
+  struct Free {
+    void operator()(void* p) const;
+  };
+  std::unique_ptr<uint8_t, Free> arena_;
+  std::vector<float*> ptr_;
+  int threads_ = 1;
+  bool profile_ = false;
+  std::vector<double> op_ns_;
+  int64_t runs_ = 0;
+};
+
+}  // namespace rt
+}  // namespace ep

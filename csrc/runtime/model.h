@@ -1,0 +1,134 @@
+// The loaded form of a .tflite file: tensors with shapes, types and (for constants) data, and the
+// operators of subgraph 0 in execution order, every index and size already validated.
+//
+// Consumes: the bytes of a .tflite file (untrusted). Produces: a Model whose every tensor index,
+// shape and buffer size has been checked, or a ModelError naming what is wrong and where.
+// Invariants after load_model returns: op inputs/outputs index existing tensors (optional inputs
+// are -1), constant tensors hold exactly elems * element size bytes, shapes have no negative
+// dimension and fewer than 2^31 elements, and op-specific input counts are right.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ep {
+namespace rt {
+
+// A file the runtime cannot load: the message says what is wrong and where ("tensor 5 'conv1':
+// ...").
+class ModelError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+// A valid file that uses something this runtime does not run (an op, a type).
+class UnsupportedError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// TFLite's TensorType values for the types we know.
+enum class DType : int8_t {
+  f32 = 0,
+  f16 = 1,
+  i32 = 2,
+  u8 = 3,
+  i64 = 4,
+  boolean = 6,
+  i16 = 7,
+  i8 = 9,
+  unknown = -1
+};
+int dtype_size(DType t);  // bytes per element; 0 for unknown
+const char* dtype_name(DType t);
+
+struct Tensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t elems = 1;
+  DType type = DType::unknown;
+  // constant data (little-endian, as in the file), or nullptr for an activation
+  const uint8_t* data = nullptr;
+  std::vector<uint8_t> owned;  // data made at load (densified sparse, fp16 -> fp32), if any
+  bool sparse_source = false;  // the data came from TFLite's sparse encoding
+  std::vector<float> scale;
+  std::vector<int64_t> zero_point;
+  int quantized_dimension = 0;
+  bool is_const() const { return data != nullptr; }
+  int64_t bytes() const { return elems * dtype_size(type); }
+  template <class T>
+  const T* as() const {
+    return reinterpret_cast<const T*>(data);
+  }
+};
+
+enum class Padding { same, valid };
+enum class FusedAct { none, relu, relu_n1_to_1, relu6 };  // fused TANH is refused at load
+
+// TFLite builtin operator codes we run.
+enum class OpCode : int32_t {
+  add = 0,
+  average_pool_2d = 1,
+  concatenation = 2,
+  conv_2d = 3,
+  depthwise_conv_2d = 4,
+  dequantize = 6,
+  fully_connected = 9,
+  logistic = 14,
+  max_pool_2d = 17,
+  mul = 18,
+  relu = 19,
+  relu_n1_to_1 = 20,
+  relu6 = 21,
+  reshape = 22,
+  softmax = 25,
+  tanh = 28,
+  pad = 34,
+  transpose = 39,
+  mean = 40,
+  sub = 41,
+  div = 42,
+  squeeze = 43,
+  padv2 = 60,
+  expand_dims = 70,
+  hard_swish = 117,
+  densify = 124,
+};
+const char* op_name(int32_t code);  // "CONV_2D", ... or "BUILTIN_<n>"
+
+struct OpDesc {
+  OpCode code;
+  int index = 0;                     // position in the file's operator list (messages name it)
+  std::vector<int> inputs, outputs;  // -1: an omitted optional input
+  // options (those of the op's table; defaults as in TFLite's schema)
+  Padding padding = Padding::same;
+  int stride_w = 1, stride_h = 1, dilation_w = 1, dilation_h = 1;
+  int filter_w = 1, filter_h = 1;
+  int depth_multiplier = 1;
+  FusedAct act = FusedAct::none;
+  int axis = 0;
+  bool keep_dims = false;
+  float beta = 1.0f;
+  // set by the planner when it folds a zero PAD of H and W into a VALID convolution: the
+  // explicit padding {top, bottom, left, right} replaces `padding`
+  bool explicit_pad = false;
+  int64_t pad[4] = {0, 0, 0, 0};
+};
+
+struct Model {
+  std::vector<uint8_t> file;  // the bytes every constant `data` points into
+  std::vector<Tensor> tensors;
+  std::vector<OpDesc> ops;
+  std::vector<int> inputs, outputs;
+};
+
+// Verifies the flatbuffer (before any offset is read), then the semantics above. DENSIFY and
+// DEQUANTIZE of constants are done here (their outputs become constants and the ops are dropped).
+// Throws ModelError (bad file) or UnsupportedError (valid, but not runnable here).
+std::unique_ptr<Model> load_model(const uint8_t* data, size_t size);
+std::unique_ptr<Model> load_model_file(const std::string& path);
+
+}  // namespace rt
+}  // namespace ep

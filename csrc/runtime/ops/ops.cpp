@@ -1,0 +1,850 @@
+// The operators (ops.h). Convolutions and FULLY_CONNECTED run on the GEMM / SpMM kernels
+// through the layer objects (layers.h: packed weights, thread split); everything else runs the
+// per-path loops of vec.h. Every constructor validates its shapes against the file before any
+// pointer arithmetic can depend on them.
+//
+// Consumes: a validated Model. Produces: Op objects.
+#include "runtime/ops/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "layers/layers.h"
+#include "layers/parallel.h"
+#include "runtime/ops/vec.h"
+
+namespace ep {
+namespace rt {
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+struct Ctx {
+  const Model& m;
+  const OpDesc& d;
+  std::string where;
+  [[noreturn]] void bad(const std::string& msg) const { throw ModelError(where + ": " + msg); }
+  const Tensor& in(size_t i) const {
+    if (i >= d.inputs.size() || d.inputs[i] < 0) bad("input " + std::to_string(i) + " is missing");
+    return m.tensors[d.inputs[i]];
+  }
+  const Tensor& out() const { return m.tensors[d.outputs[0]]; }
+  bool has_in(size_t i) const { return i < d.inputs.size() && d.inputs[i] >= 0; }
+  const Tensor& f32(const Tensor& t) const {
+    if (t.type != DType::f32)
+      throw UnsupportedError(where + ": tensor '" + t.name + "' is " + dtype_name(t.type) +
+                             " (this runtime runs float32 models)");
+    return t;
+  }
+  const Tensor& constant(size_t i) const {
+    const Tensor& t = in(i);
+    if (!t.is_const()) bad("input " + std::to_string(i) + " must be a constant");
+    return t;
+  }
+  void rank(const Tensor& t, size_t r) const {
+    if (t.shape.size() != r)
+      bad("tensor '" + t.name + "' has rank " + std::to_string(t.shape.size()) + ", expected " +
+          std::to_string(r));
+  }
+  void shape_is(const Tensor& t, const std::vector<int64_t>& s) const {
+    if (t.shape != s) {
+      std::string got, want;
+      for (auto v : t.shape) got += std::to_string(v) + ",";
+      for (auto v : s) want += std::to_string(v) + ",";
+      bad("tensor '" + t.name + "' has shape [" + got + "], the operator computes [" + want + "]");
+    }
+  }
+};
+
+// Reads an int32/int64 constant vector (axes, perm, paddings).
+std::vector<int64_t> int_values(const Ctx& c, size_t i) {
+  const Tensor& t = c.constant(i);
+  std::vector<int64_t> v(size_t(t.elems));
+  if (t.type == DType::i32)
+    for (int64_t k = 0; k < t.elems; ++k) v[k] = t.as<int32_t>()[k];
+  else if (t.type == DType::i64)
+    for (int64_t k = 0; k < t.elems; ++k) v[k] = t.as<int64_t>()[k];
+  else
+    c.bad("input " + std::to_string(i) + " must be int32 or int64");
+  return v;
+}
+
+void bounds(FusedAct a, float* lo, float* hi) {
+  *lo = a == FusedAct::relu || a == FusedAct::relu6 ? 0.0f
+        : a == FusedAct::relu_n1_to_1               ? -1.0f
+                                                    : -kInf;
+  *hi = a == FusedAct::relu6 ? 6.0f : a == FusedAct::relu_n1_to_1 ? 1.0f : kInf;
+}
+
+// Output size and leading padding of one spatial dimension, as TFLite computes them; with an
+// explicit padding (a folded PAD: dim 0 = H, 1 = W) the VALID size of the padded input.
+int64_t conv_dim(const Ctx& c, int64_t in, int64_t k, int64_t stride, int64_t dil, Padding p,
+                 int64_t* pad, int dim = -1) {
+  if (stride < 1 || dil < 1 || k < 1) c.bad("stride, dilation and kernel size must be positive");
+  const int64_t ek = (k - 1) * dil + 1;
+  if (dim >= 0 && c.d.explicit_pad) {
+    const int64_t before = c.d.pad[2 * dim], total = before + c.d.pad[2 * dim + 1] + in;
+    if (total < ek) c.bad("the window is larger than the padded input");
+    *pad = before;
+    return (total - ek) / stride + 1;
+  }
+  const int64_t out = p == Padding::same ? (in + stride - 1) / stride
+                                         : (in - ek + stride) / stride;  // ceil((in-ek+1)/stride)
+  if (out < 1) c.bad("the window is larger than the input");
+  const int64_t total = std::max<int64_t>((out - 1) * stride + ek - in, 0);
+  *pad = p == Padding::same ? total / 2 : 0;
+  return out;
+}
+
+// A GEMM over packed weights, dense or sparse: y[N, M] = act(x[N, K] W^T + b).
+class Linear {
+ public:
+  Linear(const float* w, int64_t m, int64_t k, const float* bias, Act act, const OpOptions& o) {
+    int64_t zeros = 0;
+    for (int64_t i = 0; i < m * k; ++i) zeros += w[i] == 0.0f;
+    if (o.sparse && zeros * 2 >= m * k) {
+      sparse_ = std::make_unique<SparseLinear>(w, m, k, bias, block4(w, m, k) ? 4 : 1, act,
+                                               SparseKernel::automatic, o.isa);
+      if (!sparse_->uses_sparse()) sparse_.reset();
+    }
+    if (!sparse_) dense_ = std::make_unique<DenseLinear>(w, m, k, bias, act, o.isa);
+  }
+  void forward(const float* x, int64_t n, float* y, int threads) const {
+    if (sparse_)
+      sparse_->forward(x, n, y, threads);
+    else
+      dense_->forward(x, n, y, threads);
+  }
+  bool sparse() const { return sparse_ != nullptr; }
+
+ private:
+  // 4 consecutive output channels share their pattern of zeros (a 4x1-block pruned layer)
+  static bool block4(const float* w, int64_t m, int64_t k) {
+    if (m % 4) return false;
+    for (int64_t r = 0; r < m; r += 4)
+      for (int64_t j = 0; j < k; ++j) {
+        const bool nz = w[r * k + j] != 0.0f;
+        for (int64_t t = 1; t < 4; ++t)
+          if ((w[(r + t) * k + j] != 0.0f) != nz) return false;
+      }
+    return true;
+  }
+  std::unique_ptr<DenseLinear> dense_;
+  std::unique_ptr<SparseLinear> sparse_;
+};
+
+Act linear_act(FusedAct a) {
+  return a == FusedAct::relu ? Act::relu : a == FusedAct::relu6 ? Act::relu6 : Act::none;
+}
+// the part of a fused activation a Linear cannot clamp
+ActKind post_act(FusedAct a) {
+  return a == FusedAct::relu_n1_to_1 ? ActKind::relu_n1_to_1 : ActKind::none;
+}
+
+std::string dims(const std::vector<int64_t>& s) {
+  std::string r;
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "x" : "") + std::to_string(s[i]);
+  return r;
+}
+
+// ------------------------------------------------------------------------ CONV_2D
+class Conv2D : public Op {
+ public:
+  Conv2D(const Ctx& c, const OpOptions& o) : vec_(vec_ops(o.isa)) {
+    const Tensor &x = c.f32(c.in(0)), &w = c.f32(c.constant(1)), &y = c.f32(c.out());
+    c.rank(x, 4);
+    c.rank(w, 4);
+    n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], cin_ = x.shape[3];
+    cout_ = w.shape[0], kh_ = w.shape[1], kw_ = w.shape[2], cg_ = w.shape[3];
+    if (n_ < 1 || h_ < 1 || w_ < 1 || cout_ < 1 || kh_ < 1 || kw_ < 1)
+      c.bad("input and filter dimensions must be positive");
+    if (cg_ < 1 || cin_ % cg_ || cout_ % (cin_ / cg_))
+      c.bad("filter input channels " + std::to_string(cg_) + " do not divide the input's " +
+            std::to_string(cin_) + " into groups that divide the output channels");
+    groups_ = cin_ / cg_;
+    sh_ = c.d.stride_h, sw_ = c.d.stride_w, dh_ = c.d.dilation_h, dw_ = c.d.dilation_w;
+    oh_ = conv_dim(c, h_, kh_, sh_, dh_, c.d.padding, &pt_, 0);
+    ow_ = conv_dim(c, w_, kw_, sw_, dw_, c.d.padding, &pl_, 1);
+    c.shape_is(y, {n_, oh_, ow_, cout_});
+    const float* bias = nullptr;
+    if (c.has_in(2)) {
+      const Tensor& b = c.f32(c.constant(2));
+      c.shape_is(b, {cout_});
+      bias = b.as<float>();
+    }
+    post_ = post_act(c.d.act);
+    const int64_t og = cout_ / groups_, kk = kh_ * kw_ * cg_;
+    std::vector<float> wg(size_t(og * kk));
+    for (int64_t g = 0; g < groups_; ++g) {
+      // rows g*og.. of W[Cout, KH, KW, Cg]: the im2col order (ky, kx, ci) already
+      std::memcpy(wg.data(), w.as<float>() + g * og * kk, wg.size() * 4);
+      lin_.push_back(std::make_unique<Linear>(wg.data(), og, kk, bias ? bias + g * og : nullptr,
+                                              linear_act(c.d.act), o));
+    }
+    direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && groups_ == 1 && pt_ == 0 &&
+              pl_ == 0 && oh_ == h_ && ow_ == w_;
+    macs = double(n_) * oh_ * ow_ * cout_ * kk;
+    kind = "CONV_2D";
+    label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
+            std::to_string(sh_) + " " + std::to_string(cin_) + "->" + std::to_string(cout_) +
+            (groups_ > 1 ? " g" + std::to_string(groups_) : "") +
+            (lin_[0]->sparse() ? " sparse" : "") + " " + std::to_string(oh_) + "x" +
+            std::to_string(ow_);
+  }
+  int64_t scratch_bytes() const override {
+    if (direct_) return 0;
+    const int64_t pix = oh_ * ow_;
+    return (pix * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0)) * 4;
+  }
+  void run(const RunCtx& r) const override {
+    const float* x = r.ptr[in_];
+    float* y = r.ptr[out_];
+    const int64_t pix = oh_ * ow_, og = cout_ / groups_, kk = kh_ * kw_ * cg_;
+    if (direct_) {
+      lin_[0]->forward(x, n_ * pix, y, r.threads);
+    } else {
+      float* col = static_cast<float*>(r.scratch);
+      float* tmp = col + pix * kk;
+      for (int64_t b = 0; b < n_; ++b) {
+        const float* xb = x + b * h_ * w_ * cin_;
+        float* yb = y + b * pix * cout_;
+        for (int64_t g = 0; g < groups_; ++g) {
+          im2col(xb, g, col);
+          if (groups_ == 1) {
+            lin_[0]->forward(col, pix, yb, r.threads);
+          } else {
+            lin_[g]->forward(col, pix, tmp, r.threads);
+            for (int64_t p = 0; p < pix; ++p)
+              std::memcpy(yb + p * cout_ + g * og, tmp + p * og, size_t(og) * 4);
+          }
+        }
+      }
+    }
+    if (post_ != ActKind::none) vec_.activation(post_, y, y, n_ * pix * cout_);
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  void im2col(const float* x, int64_t g, float* col) const {
+    const int64_t kk = kh_ * kw_ * cg_;
+    for (int64_t oy = 0; oy < oh_; ++oy)
+      for (int64_t ox = 0; ox < ow_; ++ox) {
+        float* dst = col + (oy * ow_ + ox) * kk;
+        for (int64_t ky = 0; ky < kh_; ++ky) {
+          const int64_t iy = oy * sh_ - pt_ + ky * dh_;
+          for (int64_t kx = 0; kx < kw_; ++kx, dst += cg_) {
+            const int64_t ix = ox * sw_ - pl_ + kx * dw_;
+            if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_)
+              std::memset(dst, 0, size_t(cg_) * 4);
+            else
+              std::memcpy(dst, x + (iy * w_ + ix) * cin_ + g * cg_, size_t(cg_) * 4);
+          }
+        }
+      }
+  }
+  const VecOps& vec_;
+  int64_t n_, h_, w_, cin_, cout_, kh_, kw_, cg_, groups_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
+  bool direct_ = false;
+  ActKind post_ = ActKind::none;
+  std::vector<std::unique_ptr<Linear>> lin_;
+};
+
+// ------------------------------------------------------------------------ FULLY_CONNECTED
+class FullyConnected : public Op {
+ public:
+  FullyConnected(const Ctx& c, const OpOptions& o) : vec_(vec_ops(o.isa)) {
+    const Tensor &x = c.f32(c.in(0)), &w = c.f32(c.constant(1)), &y = c.f32(c.out());
+    c.rank(w, 2);
+    m_ = w.shape[0], k_ = w.shape[1];
+    if (k_ < 1 || m_ < 1 || x.elems % k_) c.bad("input size is not a multiple of the weight's K");
+    n_ = x.elems / k_;
+    if (n_ < 1) c.bad("the input is empty");
+    if (y.elems != n_ * m_) c.bad("output size is not N * M");
+    const float* bias = nullptr;
+    if (c.has_in(2)) {
+      const Tensor& b = c.f32(c.constant(2));
+      c.shape_is(b, {m_});
+      bias = b.as<float>();
+    }
+    post_ = post_act(c.d.act);
+    lin_ = std::make_unique<Linear>(w.as<float>(), m_, k_, bias, linear_act(c.d.act), o);
+    macs = double(n_) * m_ * k_;
+    kind = "FULLY_CONNECTED";
+    label = kind + " " + std::to_string(k_) + "->" + std::to_string(m_) +
+            (lin_->sparse() ? " sparse" : "");
+  }
+  void run(const RunCtx& r) const override {
+    float* y = r.ptr[out_];
+    lin_->forward(r.ptr[in_], n_, y, r.threads);
+    if (post_ != ActKind::none) vec_.activation(post_, y, y, n_ * m_);
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  const VecOps& vec_;
+  int64_t n_, m_, k_;
+  ActKind post_;
+  std::unique_ptr<Linear> lin_;
+};
+
+// ------------------------------------------------------------------------ DEPTHWISE_CONV_2D
+class Depthwise : public Op {
+ public:
+  Depthwise(const Ctx& c, const OpOptions& o) : vec_(vec_ops(o.isa)) {
+    const Tensor &x = c.f32(c.in(0)), &w = c.f32(c.constant(1)), &y = c.f32(c.out());
+    c.rank(x, 4);
+    c.rank(w, 4);
+    n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], cin_ = x.shape[3];
+    kh_ = w.shape[1], kw_ = w.shape[2], cout_ = w.shape[3];
+    if (w.shape[0] != 1 || cin_ < 1 || cout_ < 1 || kh_ < 1 || kw_ < 1 || cout_ % cin_)
+      c.bad("filter must be [1, KH, KW, C * depth_multiplier]");
+    dm_ = cout_ / cin_;
+    a_.stride_h = c.d.stride_h, a_.stride_w = c.d.stride_w;
+    a_.dil_h = c.d.dilation_h, a_.dil_w = c.d.dilation_w;
+    oh_ = conv_dim(c, h_, kh_, a_.stride_h, a_.dil_h, c.d.padding, &a_.pad_t, 0);
+    a_.ow = conv_dim(c, w_, kw_, a_.stride_w, a_.dil_w, c.d.padding, &a_.pad_l, 1);
+    c.shape_is(y, {n_, oh_, a_.ow, cout_});
+    wt_ = w.as<float>();
+    if (c.has_in(2)) {
+      const Tensor& b = c.f32(c.constant(2));
+      c.shape_is(b, {cout_});
+      a_.bias = b.as<float>();
+    }
+    a_.h = h_, a_.w = w_, a_.c = cout_, a_.kh = kh_, a_.kw = kw_, a_.wt = wt_;
+    bounds(c.d.act, &a_.lo, &a_.hi);
+    macs = double(n_) * oh_ * a_.ow * cout_ * kh_ * kw_;
+    kind = "DEPTHWISE_CONV_2D";
+    label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
+            std::to_string(a_.stride_h) + " " + std::to_string(cout_) + " " + std::to_string(oh_) +
+            "x" + std::to_string(a_.ow);
+  }
+  int64_t scratch_bytes() const override { return dm_ > 1 ? h_ * w_ * cout_ * 4 : 0; }
+  void run(const RunCtx& r) const override {
+    const float* x = r.ptr[in_];
+    float* y = r.ptr[out_];
+    const int threads = threads_for(r.threads, macs);
+    for (int64_t b = 0; b < n_; ++b) {
+      const float* xb = x + b * h_ * w_ * cin_;
+      if (dm_ > 1) {  // repeat each channel dm times: then it is a multiplier-1 depthwise conv
+        float* e = static_cast<float*>(r.scratch);
+        for (int64_t p = 0; p < h_ * w_; ++p)
+          for (int64_t ch = 0; ch < cout_; ++ch) e[p * cout_ + ch] = xb[p * cin_ + ch / dm_];
+        xb = e;
+      }
+      float* yb = y + b * oh_ * a_.ow * cout_;
+      parallel_for(threads, oh_, [&](int64_t oy) {
+        DwRowArgs a = a_;
+        a.x = xb;
+        a.y = yb + oy * a_.ow * cout_;
+        a.oy = oy;
+        vec_.dw_row(a);
+      });
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  const VecOps& vec_;
+  DwRowArgs a_;
+  const float* wt_ = nullptr;
+  int64_t n_, h_, w_, cin_, cout_, kh_, kw_, dm_, oh_;
+};
+
+// ------------------------------------------------------------------------ pools
+class Pool : public Op {
+ public:
+  Pool(const Ctx& c, const OpOptions& o, bool max) : vec_(vec_ops(o.isa)) {
+    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    c.rank(x, 4);
+    n_ = x.shape[0], a_.h = x.shape[1], a_.w = x.shape[2], a_.c = x.shape[3];
+    a_.fh = c.d.filter_h, a_.fw = c.d.filter_w, a_.stride_h = c.d.stride_h,
+    a_.stride_w = c.d.stride_w;
+    oh_ = conv_dim(c, a_.h, a_.fh, a_.stride_h, 1, c.d.padding, &a_.pad_t);
+    a_.ow = conv_dim(c, a_.w, a_.fw, a_.stride_w, 1, c.d.padding, &a_.pad_l);
+    c.shape_is(y, {n_, oh_, a_.ow, a_.c});
+    a_.max = max;
+    bounds(c.d.act, &a_.lo, &a_.hi);
+    macs = double(n_) * oh_ * a_.ow * a_.c * a_.fh * a_.fw;
+    kind = max ? "MAX_POOL_2D" : "AVERAGE_POOL_2D";
+    label = kind + " " + std::to_string(a_.fh) + "x" + std::to_string(a_.fw) + "/" +
+            std::to_string(a_.stride_h);
+  }
+  void run(const RunCtx& r) const override {
+    const int threads = threads_for(r.threads, macs);
+    for (int64_t b = 0; b < n_; ++b) {
+      const float* xb = r.ptr[in_] + b * a_.h * a_.w * a_.c;
+      float* yb = r.ptr[out_] + b * oh_ * a_.ow * a_.c;
+      parallel_for(threads, oh_, [&](int64_t oy) {
+        PoolRowArgs a = a_;
+        a.x = xb;
+        a.y = yb + oy * a_.ow * a_.c;
+        a.oy = oy;
+        vec_.pool_row(a);
+      });
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  const VecOps& vec_;
+  PoolRowArgs a_;
+  int64_t n_, oh_;
+};
+
+// ------------------------------------------------------------------------ elementwise binary
+class Binary : public Op {
+ public:
+  Binary(const Ctx& c, const OpOptions& o, BinOp op) : vec_(vec_ops(o.isa)), op_(op) {
+    const Tensor &a = c.f32(c.in(0)), &b = c.f32(c.in(1)), &y = c.f32(c.out());
+    const size_t r = std::max(a.shape.size(), b.shape.size());
+    std::vector<int64_t> out(r);
+    auto dim = [&](const Tensor& t, size_t i) {  // right-aligned, 1 where t has no such dim
+      const size_t off = r - t.shape.size();
+      return i < off ? int64_t(1) : t.shape[i - off];
+    };
+    for (size_t i = 0; i < r; ++i) {
+      const int64_t da = dim(a, i), db = dim(b, i);
+      if (da != db && da != 1 && db != 1) c.bad("input shapes do not broadcast");
+      out[i] = da == 1 ? db : da;
+    }
+    c.shape_is(y, out);
+    // padded to kRank dims; strides 0 on broadcast dims
+    for (size_t i = 0; i < kRank; ++i) {
+      const bool have = i >= kRank - r;
+      const size_t j = have ? i - (kRank - r) : 0;
+      shape_[i] = have ? out[j] : 1;
+      sa_[i] = have && dim(a, j) != 1 ? 1 : 0;
+      sb_[i] = have && dim(b, j) != 1 ? 1 : 0;
+    }
+    int64_t st_a = 1, st_b = 1;
+    for (int i = kRank - 1; i >= 0; --i) {
+      const int64_t da = sa_[i] ? shape_[i] : 1, db = sb_[i] ? shape_[i] : 1;
+      sa_[i] = sa_[i] ? st_a : 0;
+      sb_[i] = sb_[i] ? st_b : 0;
+      st_a *= da;
+      st_b *= db;
+    }
+    same_ = a.shape == y.shape && b.shape == y.shape;
+    elems_ = y.elems;
+    bounds(c.d.act, &lo_, &hi_);
+    static const char* names[] = {"ADD", "SUB", "MUL", "DIV"};
+    kind = names[int(op)];
+    label = kind + " " + dims(y.shape);
+    macs = double(elems_);
+  }
+  void run(const RunCtx& r) const override {
+    const float *a = r.ptr[ia_], *b = r.ptr[ib_];
+    float* y = r.ptr[out_];
+    if (same_) return vec_.binary(op_, a, 1, b, 1, y, elems_, lo_, hi_);
+    const int64_t inner = shape_[kRank - 1];
+    const int64_t ia = sa_[kRank - 1] ? 1 : 0, ib = sb_[kRank - 1] ? 1 : 0;
+    int64_t idx[kRank] = {0};
+    for (int64_t row = 0; row < elems_ / std::max<int64_t>(inner, 1); ++row) {
+      int64_t oa = 0, ob = 0;
+      for (int i = 0; i < kRank - 1; ++i) oa += idx[i] * sa_[i], ob += idx[i] * sb_[i];
+      vec_.binary(op_, a + oa, ia, b + ob, ib, y + row * inner, inner, lo_, hi_);
+      for (int i = kRank - 2; i >= 0; --i) {
+        if (++idx[i] < shape_[i]) break;
+        idx[i] = 0;
+      }
+    }
+  }
+  int ia_ = 0, ib_ = 0, out_ = 0;
+
+ private:
+  static constexpr int kRank = 6;
+  const VecOps& vec_;
+  BinOp op_;
+  int64_t shape_[kRank], sa_[kRank], sb_[kRank];
+  bool same_ = false;
+  int64_t elems_ = 0;
+  float lo_, hi_;
+};
+
+// ------------------------------------------------------------------------ unary activations
+class Activation : public Op {
+ public:
+  Activation(const Ctx& c, const OpOptions& o, ActKind k, const char* name)
+      : vec_(vec_ops(o.isa)), k_(k) {
+    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    c.shape_is(y, x.shape);
+    elems_ = x.elems;
+    kind = name;
+    label = kind + " " + dims(x.shape);
+    macs = double(elems_);
+  }
+  void run(const RunCtx& r) const override { vec_.activation(k_, r.ptr[in_], r.ptr[out_], elems_); }
+  int in_ = 0, out_ = 0;
+
+ private:
+  const VecOps& vec_;
+  ActKind k_;
+  int64_t elems_;
+};
+
+// ------------------------------------------------------------------------ SOFTMAX
+class Softmax : public Op {
+ public:
+  Softmax(const Ctx& c) {
+    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    c.shape_is(y, x.shape);
+    if (x.shape.empty()) c.bad("softmax of a scalar");
+    inner_ = x.shape.back();
+    rows_ = inner_ ? x.elems / inner_ : 0;
+    beta_ = c.d.beta;
+    kind = "SOFTMAX";
+    label = kind + " " + dims(x.shape);
+  }
+  void run(const RunCtx& r) const override {
+    for (int64_t i = 0; i < rows_; ++i) {
+      const float* x = r.ptr[in_] + i * inner_;
+      float* y = r.ptr[out_] + i * inner_;
+      float mx = -kInf;
+      for (int64_t j = 0; j < inner_; ++j) mx = std::max(mx, x[j]);
+      float sum = 0;
+      for (int64_t j = 0; j < inner_; ++j) sum += (y[j] = std::exp((x[j] - mx) * beta_));
+      const float inv = 1.0f / sum;
+      for (int64_t j = 0; j < inner_; ++j) y[j] *= inv;
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  int64_t inner_, rows_;
+  float beta_;
+};
+
+// ------------------------------------------------------------------------ MEAN
+class Mean : public Op {
+ public:
+  Mean(const Ctx& c, const OpOptions& o) : vec_(vec_ops(o.isa)) {
+    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    const int r = int(x.shape.size());
+    std::vector<bool> red(r, false);
+    for (int64_t a : int_values(c, 1)) {
+      if (a < -r || a >= r) c.bad("axis " + std::to_string(a) + " is out of range");
+      red[size_t(a < 0 ? a + r : a)] = true;
+    }
+    std::vector<int64_t> out, kept;
+    for (int i = 0; i < r; ++i) {
+      if (!red[i]) out.push_back(x.shape[i]);
+      if (c.d.keep_dims || !red[i]) kept.push_back(red[i] ? 1 : x.shape[i]);
+    }
+    int64_t out_elems = 1;
+    for (auto v : out) out_elems *= v;
+    if (y.shape != kept && y.elems != out_elems) c.shape_is(y, kept);
+    shape_ = x.shape;
+    red_ = red;
+    count_ = 1;
+    for (int i = 0; i < r; ++i)
+      if (red[i]) count_ *= x.shape[i];
+    // the common case: [N, H, W, C] over H and W (global average pooling)
+    spatial_ = r == 4 && !red[0] && red[1] && red[2] && !red[3];
+    kind = "MEAN";
+    label = kind + " " + dims(x.shape);
+    macs = double(x.elems);
+  }
+  void run(const RunCtx& rc) const override {
+    const float* x = rc.ptr[in_];
+    float* y = rc.ptr[out_];
+    if (spatial_) {
+      const int64_t n = shape_[0], hw = shape_[1] * shape_[2], ch = shape_[3];
+      for (int64_t b = 0; b < n; ++b) {
+        float* yb = y + b * ch;
+        std::fill(yb, yb + ch, 0.0f);
+        for (int64_t p = 0; p < hw; ++p) vec_.accumulate(x + (b * hw + p) * ch, yb, ch);
+        for (int64_t i = 0; i < ch; ++i) yb[i] /= float(count_);
+      }
+      return;
+    }
+    // general: every input element adds into its output element
+    const int r = int(shape_.size());
+    std::vector<int64_t> ostride(r, 0);
+    int64_t s = 1, total = 1;
+    for (int i = r - 1; i >= 0; --i) {
+      if (!red_[i]) {
+        ostride[i] = s;
+        s *= shape_[i];
+      }
+      total *= shape_[i];
+    }
+    std::fill(y, y + s, 0.0f);
+    std::vector<int64_t> idx(r, 0);
+    for (int64_t e = 0; e < total; ++e) {
+      int64_t o = 0;
+      for (int i = 0; i < r; ++i) o += idx[i] * ostride[i];
+      y[o] += x[e];
+      for (int i = r - 1; i >= 0; --i) {
+        if (++idx[i] < shape_[i]) break;
+        idx[i] = 0;
+      }
+    }
+    for (int64_t i = 0; i < s; ++i) y[i] /= float(count_);
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  const VecOps& vec_;
+  std::vector<int64_t> shape_;
+  std::vector<bool> red_;
+  int64_t count_ = 1;
+  bool spatial_ = false;
+};
+
+// ------------------------------------------------------------------------ CONCATENATION
+class Concat : public Op {
+ public:
+  Concat(const Ctx& c) {
+    const Tensor& y = c.f32(c.out());
+    const int r = int(y.shape.size());
+    int axis = c.d.axis;
+    if (axis < -r || axis >= r) c.bad("axis " + std::to_string(axis) + " is out of range");
+    if (axis < 0) axis += r;
+    if (c.d.act != FusedAct::none) throw UnsupportedError(c.where + ": fused activation");
+    outer_ = 1;
+    for (int i = 0; i < axis; ++i) outer_ *= y.shape[i];
+    int64_t inner = 1;
+    for (int i = axis + 1; i < r; ++i) inner *= y.shape[i];
+    int64_t total = 0;
+    for (size_t i = 0; i < c.d.inputs.size(); ++i) {
+      const Tensor& x = c.f32(c.in(i));
+      if (int(x.shape.size()) != r) c.bad("inputs differ in rank");
+      for (int k = 0; k < r; ++k)
+        if (k != axis && x.shape[k] != y.shape[k]) c.bad("inputs differ outside the axis");
+      chunk_.push_back(x.shape[axis] * inner);
+      total += x.shape[axis];
+      ins_.push_back(c.d.inputs[i]);
+    }
+    if (total != y.shape[axis]) c.bad("the output's axis is not the sum of the inputs'");
+    out_row_ = total * inner;
+    kind = "CONCATENATION";
+    label = kind + " " + dims(y.shape);
+  }
+  void run(const RunCtx& r) const override {
+    float* y = r.ptr[out_];
+    int64_t off = 0;
+    for (size_t i = 0; i < ins_.size(); ++i) {
+      const float* x = r.ptr[ins_[i]];
+      for (int64_t o = 0; o < outer_; ++o)
+        std::memcpy(y + o * out_row_ + off, x + o * chunk_[i], size_t(chunk_[i]) * 4);
+      off += chunk_[i];
+    }
+  }
+  int out_ = 0;
+
+ private:
+  std::vector<int> ins_;
+  std::vector<int64_t> chunk_;
+  int64_t outer_ = 1, out_row_ = 0;
+};
+
+// ------------------------------------------------------------------------ RESHAPE & co.
+class Copy : public Op {
+ public:
+  Copy(const Ctx& c, const char* name) {
+    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    if (x.elems != y.elems) c.bad("input and output sizes differ");
+    elems_ = x.elems;
+    kind = name;
+    label = kind + " " + dims(x.shape) + "->" + dims(y.shape);
+  }
+  void run(const RunCtx& r) const override {
+    if (r.ptr[in_] != r.ptr[out_]) std::memmove(r.ptr[out_], r.ptr[in_], size_t(elems_) * 4);
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  int64_t elems_;
+};
+
+// ------------------------------------------------------------------------ TRANSPOSE
+class Transpose : public Op {
+ public:
+  Transpose(const Ctx& c) {
+    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    const auto perm = int_values(c, 1);
+    const int r = int(x.shape.size());
+    if (int(perm.size()) != r) c.bad("perm has the wrong length");
+    std::vector<bool> seen(r, false);
+    std::vector<int64_t> out(r), xs(r);
+    int64_t s = 1;
+    for (int i = r - 1; i >= 0; --i) xs[i] = s, s *= x.shape[i];
+    for (int i = 0; i < r; ++i) {
+      const int64_t p = perm[i];
+      if (p < 0 || p >= r || seen[p]) c.bad("perm is not a permutation");
+      seen[p] = true;
+      out[i] = x.shape[p];
+      stride_.push_back(xs[p]);  // input stride of output dim i
+    }
+    c.shape_is(y, out);
+    shape_ = out;
+    elems_ = y.elems;
+    kind = "TRANSPOSE";
+    label = kind + " " + dims(x.shape);
+  }
+  void run(const RunCtx& rc) const override {
+    const float* x = rc.ptr[in_];
+    float* y = rc.ptr[out_];
+    const int r = int(shape_.size());
+    std::vector<int64_t> idx(r, 0);
+    for (int64_t e = 0; e < elems_; ++e) {
+      int64_t o = 0;
+      for (int i = 0; i < r; ++i) o += idx[i] * stride_[i];
+      y[e] = x[o];
+      for (int i = r - 1; i >= 0; --i) {
+        if (++idx[i] < shape_[i]) break;
+        idx[i] = 0;
+      }
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  std::vector<int64_t> shape_, stride_;
+  int64_t elems_;
+};
+
+// ------------------------------------------------------------------------ PAD / PADV2
+class Pad : public Op {
+ public:
+  Pad(const Ctx& c, bool v2) {
+    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    const auto p = int_values(c, 1);
+    const int r = int(x.shape.size());
+    if (int(p.size()) != 2 * r) c.bad("paddings must be [rank, 2]");
+    std::vector<int64_t> out(r);
+    for (int i = 0; i < r; ++i) {
+      if (p[2 * i] < 0 || p[2 * i + 1] < 0) c.bad("negative padding");
+      before_.push_back(p[2 * i]);
+      out[i] = x.shape[i] + p[2 * i] + p[2 * i + 1];
+    }
+    c.shape_is(y, out);
+    if (v2 && c.has_in(2)) {
+      const Tensor& v = c.f32(c.constant(2));
+      if (v.elems != 1) c.bad("the pad value must be a scalar");
+      value_ = v.as<float>()[0];
+    }
+    xshape_ = x.shape;
+    yshape_ = out;
+    yelems_ = y.elems;
+    kind = v2 ? "PADV2" : "PAD";
+    label = kind + " " + dims(x.shape);
+  }
+  void run(const RunCtx& rc) const override {
+    const float* x = rc.ptr[in_];
+    float* y = rc.ptr[out_];
+    std::fill(y, y + yelems_, value_);
+    const int r = int(xshape_.size());
+    if (r == 0) {
+      y[0] = x[0];
+      return;
+    }
+    std::vector<int64_t> ys(r);
+    int64_t s = 1;
+    for (int i = r - 1; i >= 0; --i) ys[i] = s, s *= yshape_[i];
+    // dims from the last padded one on are one contiguous block of the input and of the output
+    // (NHWC padded in H and W: rows of W * C floats)
+    int last = 0;
+    for (int i = 0; i < r; ++i)
+      if (xshape_[i] != yshape_[i]) last = i;
+    int64_t inner = 1, rows = 1;
+    for (int i = last; i < r; ++i) inner *= xshape_[i];
+    for (int i = 0; i < last; ++i) rows *= xshape_[i];
+    std::vector<int64_t> idx(size_t(std::max(last, 1)), 0);
+    for (int64_t row = 0; row < rows && inner > 0; ++row) {
+      int64_t o = before_[last] * ys[last];
+      for (int i = 0; i < last; ++i) o += (idx[i] + before_[i]) * ys[i];
+      std::memcpy(y + o, x + row * inner, size_t(inner) * 4);
+      for (int i = last - 1; i >= 0; --i) {
+        if (++idx[i] < xshape_[i]) break;
+        idx[i] = 0;
+      }
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  std::vector<int64_t> before_, xshape_, yshape_;
+  int64_t yelems_;
+  float value_ = 0.0f;
+};
+
+template <class T>
+std::unique_ptr<Op> wire(std::unique_ptr<T> op, const OpDesc& d) {
+  op->in_ = d.inputs[0];
+  op->out_ = d.outputs[0];
+  return op;
+}
+
+}  // namespace
+
+std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions& o) {
+  Ctx c{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"};
+  switch (d.code) {
+    case OpCode::conv_2d:
+      return wire(std::make_unique<Conv2D>(c, o), d);
+    case OpCode::depthwise_conv_2d:
+      return wire(std::make_unique<Depthwise>(c, o), d);
+    case OpCode::fully_connected:
+      return wire(std::make_unique<FullyConnected>(c, o), d);
+    case OpCode::average_pool_2d:
+      return wire(std::make_unique<Pool>(c, o, false), d);
+    case OpCode::max_pool_2d:
+      return wire(std::make_unique<Pool>(c, o, true), d);
+    case OpCode::add:
+    case OpCode::sub:
+    case OpCode::mul:
+    case OpCode::div: {
+      const BinOp op = d.code == OpCode::add   ? BinOp::add
+                       : d.code == OpCode::sub ? BinOp::sub
+                       : d.code == OpCode::mul ? BinOp::mul
+                                               : BinOp::div;
+      auto b = std::make_unique<Binary>(c, o, op);
+      b->ia_ = d.inputs[0];
+      b->ib_ = d.inputs[1];
+      b->out_ = d.outputs[0];
+      return b;
+    }
+    case OpCode::relu:
+      return wire(std::make_unique<Activation>(c, o, ActKind::relu, "RELU"), d);
+    case OpCode::relu6:
+      return wire(std::make_unique<Activation>(c, o, ActKind::relu6, "RELU6"), d);
+    case OpCode::relu_n1_to_1:
+      return wire(std::make_unique<Activation>(c, o, ActKind::relu_n1_to_1, "RELU_N1_TO_1"), d);
+    case OpCode::tanh:
+      return wire(std::make_unique<Activation>(c, o, ActKind::tanh, "TANH"), d);
+    case OpCode::logistic:
+      return wire(std::make_unique<Activation>(c, o, ActKind::logistic, "LOGISTIC"), d);
+    case OpCode::hard_swish:
+      return wire(std::make_unique<Activation>(c, o, ActKind::hard_swish, "HARD_SWISH"), d);
+    case OpCode::softmax:
+      return wire(std::make_unique<Softmax>(c), d);
+    case OpCode::mean:
+      return wire(std::make_unique<Mean>(c, o), d);
+    case OpCode::concatenation: {
+      auto op = std::make_unique<Concat>(c);
+      op->out_ = d.outputs[0];
+      return op;
+    }
+    case OpCode::reshape:
+      return wire(std::make_unique<Copy>(c, "RESHAPE"), d);
+    case OpCode::squeeze:
+      return wire(std::make_unique<Copy>(c, "SQUEEZE"), d);
+    case OpCode::expand_dims:
+      return wire(std::make_unique<Copy>(c, "EXPAND_DIMS"), d);
+    case OpCode::transpose:
+      return wire(std::make_unique<Transpose>(c), d);
+    case OpCode::pad:
+      return wire(std::make_unique<Pad>(c, false), d);
+    case OpCode::padv2:
+      return wire(std::make_unique<Pad>(c, true), d);
+    default:
+      throw UnsupportedError(c.where + ": not supported as a runtime operator");
+  }
+}
+
+}  // namespace rt
+}  // namespace ep

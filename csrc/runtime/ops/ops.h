@@ -1,0 +1,48 @@
+// The operator tier: one object per graph operator, made at load from the validated Model. The
+// constructor checks the op's shapes and packs its weights (dense panels, or the sparse stream
+// and tile plans for 1x1 convolutions and FULLY_CONNECTED); strategy choices (im2col or direct,
+// dense or sparse, thread split) are made here and nowhere else. run() is const: one loaded
+// model serves many contexts at once, each with its own tensor memory.
+//
+// Consumes: Model tensors/ops (model.h). Produces: Op objects whose run() reads its inputs and
+// writes its output through the context's tensor pointers.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dispatch/isa.h"
+#include "runtime/model.h"
+
+namespace ep {
+namespace rt {
+
+struct OpOptions {
+  Isa isa = Isa::reference;
+  bool sparse = true;  // let 1x1 / FC layers with enough zeros run the sparse kernels
+};
+
+// What one call sees: a pointer per tensor (constants point into the model, activations into
+// the context's arena), scratch memory for this op, and the thread budget.
+struct RunCtx {
+  float* const* ptr = nullptr;
+  void* scratch = nullptr;
+  int threads = 1;
+};
+
+class Op {
+ public:
+  virtual ~Op() = default;
+  virtual void run(const RunCtx& ctx) const = 0;
+  virtual int64_t scratch_bytes() const { return 0; }
+  std::string label;  // "CONV_2D 3x3/2 3->32", shown by the profiler
+  std::string kind;   // "CONV_2D", ...
+  double macs = 0;
+};
+
+// Throws ModelError when shapes are inconsistent, UnsupportedError for unsupported variants.
+std::unique_ptr<Op> make_op(const Model& model, const OpDesc& desc, const OpOptions& opts);
+
+}  // namespace rt
+}  // namespace ep

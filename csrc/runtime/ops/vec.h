@@ -1,0 +1,56 @@
+// The inner loops of the runtime's own operators (everything the GEMM / SpMM kernels do not do),
+// compiled once per kernel path with that path's flags (isa/*.cpp include vec_impl.h), so the
+// compiler vectorises them for SSE2 (reference), AVX2, AVX-512 or NEON. Operators pick a table
+// with vec_ops(isa); each loop's result depends only on its own arguments, never on how an
+// operator splits work over threads.
+//
+// Consumes: NHWC float rows (channels contiguous). Produces: float rows in caller memory.
+#pragma once
+
+#include <cstdint>
+
+#include "dispatch/isa.h"
+
+namespace ep {
+namespace rt {
+
+enum class BinOp : int { add, sub, mul, div };
+enum class ActKind : int { none, relu, relu6, relu_n1_to_1, tanh, logistic, hard_swish };
+
+struct DwRowArgs {
+  const float* x = nullptr;  // input image [H, W, C] of one batch
+  int64_t h = 0, w = 0, c = 0;
+  const float* wt = nullptr;    // [KH, KW, C]
+  const float* bias = nullptr;  // [C] or nullptr
+  int64_t kh = 0, kw = 0, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1, pad_t = 0, pad_l = 0;
+  float* y = nullptr;  // output row oy: [OW, C]
+  int64_t oy = 0, ow = 0;
+  float lo = 0, hi = 0;
+};
+
+struct PoolRowArgs {
+  const float* x = nullptr;  // [H, W, C]
+  int64_t h = 0, w = 0, c = 0;
+  int64_t fh = 1, fw = 1, stride_h = 1, stride_w = 1, pad_t = 0, pad_l = 0;
+  float* y = nullptr;  // row oy: [OW, C]
+  int64_t oy = 0, ow = 0;
+  bool max = false;
+  float lo = 0, hi = 0;
+};
+
+struct VecOps {
+  // depthwise conv (depth multiplier 1), one output row
+  void (*dw_row)(const DwRowArgs&);
+  void (*pool_row)(const PoolRowArgs&);
+  // y[i] = clamp(a[i * sa] op b[i * sb], lo, hi), sa and sb 0 or 1
+  void (*binary)(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, float* y,
+                 int64_t n, float lo, float hi);
+  void (*activation)(ActKind kind, const float* x, float* y, int64_t n);
+  // acc[i] += x[i]
+  void (*accumulate)(const float* x, float* acc, int64_t n);
+};
+
+const VecOps& vec_ops(Isa isa);
+
+}  // namespace rt
+}  // namespace ep

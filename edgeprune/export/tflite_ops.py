@@ -1,0 +1,524 @@
+"""The per-op lowerings of ONNX nodes to TFLite builtin ops (the registry ``HANDLERS``).
+
+Consumes: a ``tflite_lower.Lowering`` (values, constants, layouts, quantization points) and one
+ONNX node. Produces: TFLite operators appended to the lowering's model and the node's outputs
+bound to TFLite tensors. Convs, FCs, adds, muls, means, pools, concats and reshapes run int8
+when the lowering's rules allow (see ``tflite_lower``); every other op runs in float.
+A new lowering is one function here plus its row in ``HANDLERS``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tflite_lower import ACT, NHWC, SAME, VALID, Lowering, Val, _attr, unsupported
+from .tflite_schema import OP, Quant
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def clip_bounds(lw: Lowering, node) -> tuple[float, float]:
+    lo, hi = _attr(node, "min", -np.inf), _attr(node, "max", np.inf)
+    if len(node.input) > 1 and node.input[1]:
+        lo = float(lw.consts[node.input[1]])
+    if len(node.input) > 2 and node.input[2]:
+        hi = float(lw.consts[node.input[2]])
+    return float(lo), float(hi)
+
+
+def act_of(lw: Lowering, node) -> str | None:
+    """The fused-activation name a Relu/Clip node stands for, or None."""
+    if node.op_type == "Relu":
+        return "RELU"
+    if node.op_type == "Clip":
+        return {(0.0, 6.0): "RELU6", (0.0, np.inf): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}.get(clip_bounds(lw, node))
+    return None
+
+
+def fuse_act(lw: Lowering, name: str) -> tuple[int, str]:
+    """(fused activation code, the tensor the op's result stands for) after an optional Relu/Clip."""
+    users = lw.consumers.get(name, [])
+    if len(users) == 1 and name not in lw.graph_outputs:
+        a = act_of(lw, users[0])
+        if a is not None:
+            lw.skip.add(users[0].name)
+            return ACT[a], users[0].output[0]
+    return 0, name
+
+
+def int8_act(act: int, q: Quant | None) -> int:
+    """The fused activation for an int8 output at ``q``: RELU6 whose upper bound lies beyond the
+    int8 range clamps nothing there, and TFLite rejects a bound that overflows int32 (tiny scales),
+    so it becomes RELU (the same int8 results)."""
+    if q is None or act != ACT["RELU6"]:
+        return act
+    return ACT["RELU"] if 6.0 / float(q.scale[0]) + float(q.zero_point[0]) >= 127 else act
+
+
+def bind_all(lw: Lowering, names, val: Val) -> Val:
+    for n in names:
+        lw.bind(n, val)
+    return val
+
+
+def tmp(lw: Lowering, name: str, shape, like: Val | None = None, quant: Quant | None = None, dtype=np.float32) -> int:
+    """A new intermediate tensor that has no ONNX name (explicit pads, decompositions)."""
+    return lw.m.tensor(name, shape, 9 if quant is not None else dtype, quant)
+
+
+def float_const(lw: Lowering, name: str, value, rank: int, nhwc: bool) -> int:
+    """A float constant broadcast-ready for a value of ``rank`` stored NHWC or not."""
+    v = np.asarray(value, dtype=np.float32)
+    if nhwc and v.ndim > 0:
+        v = v.reshape((1,) * (rank - v.ndim) + v.shape).transpose(NHWC)
+    return lw.m.const(name, v)
+
+
+def pad_mode(in_hw, k, s, d, pads) -> tuple[int, list[int] | None]:
+    """(SAME or VALID, explicit [top, left, bottom, right] pads to add first, or None).
+
+    TF's SAME puts the odd pixel at the end; PyTorch pads symmetrically. SAME is used only when it
+    pads exactly like the ONNX node, else an explicit PAD precedes a VALID op.
+    """
+    if not any(pads):
+        return VALID, None
+    same = True
+    for i in range(2):
+        eff = (k[i] - 1) * d[i] + 1
+        out = -(-in_hw[i] // s[i])
+        total = max((out - 1) * s[i] + eff - in_hw[i], 0)
+        onnx_out = (in_hw[i] + pads[i] + pads[i + 2] - eff) // s[i] + 1
+        if onnx_out != out or (pads[i], pads[i + 2]) != (total // 2, total - total // 2):
+            same = False
+    return (SAME, None) if same else (VALID, list(pads))
+
+
+def explicit_pad(lw: Lowering, name: str, x: Val, pads: list[int]) -> Val:
+    t = lw.m.tensors[x.index]
+    n, h, w, c = t.shape
+    shape = [n, h + pads[0] + pads[2], w + pads[1] + pads[3], c]
+    out = tmp(lw, f"{name}_pad", shape, quant=t.quant, dtype=np.float32)
+    paddings = np.array([[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]], dtype=np.int32)
+    lw.m.op(OP.PAD, [x.index, lw.m.const("paddings", paddings)], [out], version=2 if t.quant else 1)
+    return Val(out, True)
+
+
+# ---- conv / fc ----------------------------------------------------------------------------------
+def _conv_weights(lw: Lowering, w: str, bias: str | None, int8: bool, in_scale, depthwise: bool):
+    """(weight array, weight Quant, bias array, bias Quant) in TFLite layout."""
+    perm = (1, 2, 3, 0) if depthwise else (0, 2, 3, 1)
+    dim = 3 if depthwise else 0
+    cout = lw.consts[w].shape[0]
+    if not int8:
+        b = lw.consts[bias].astype(np.float32) if bias else np.zeros(cout, np.float32)
+        return lw.consts[w].astype(np.float32).transpose(perm), None, b, None
+    q, wq, bq, bquant = _int8_params(lw, w, bias, in_scale, cout, dim)
+    return q.transpose(perm), wq, bq, bquant
+
+
+def _weighted_int8(lw: Lowering, x: str, w: str, bias: str | None, q: Quant | None) -> bool:
+    """A conv/FC runs int8 when its input is int8, its weights and bias are quantized constants
+    (symmetric weights) and a quantization point follows it."""
+    return (
+        q is not None
+        and lw.is_int8(lw.vals[x])
+        and w in lw.qconsts
+        and (bias is None or bias in lw.qconsts)
+        and not np.any(lw.qconsts[w][2])
+    )
+
+
+def _int8_params(lw: Lowering, w: str, bias: str | None, in_scale, cout: int, dim: int):
+    """(int8 weights as stored in ONNX, their Quant, int32 bias, its Quant at s_in * s_w)."""
+    q, ws, _, _ = lw.qconsts[w]
+    ws = np.asarray(ws, np.float32).reshape(-1)
+    wq = Quant(ws, np.zeros(ws.size, np.int64), dim if ws.size > 1 else 0)
+    if bias:
+        bq, bs, _, _ = lw.qconsts[bias]
+        bs = np.asarray(bs, np.float32).reshape(-1)
+    else:
+        bq = np.zeros(cout, np.int32)
+        bs = (np.float32(in_scale) * ws).astype(np.float32)
+    return q, wq, bq.astype(np.int32), Quant(bs, np.zeros(bs.size, np.int64), 0)
+
+
+def conv(lw: Lowering, node) -> None:
+    x, w = node.input[0], node.input[1]
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if w not in lw.consts or lw.consts[w].ndim != 4:
+        raise unsupported(node, "only 2-D convolutions with constant weights")
+    act, final = fuse_act(lw, node.output[0])
+    q = lw.out_quant(final)
+    int8 = _weighted_int8(lw, x, w, bias, q)
+    xv = lw.get(x, nhwc=True, want_float=not int8)
+    k = list(lw.consts[w].shape[2:])
+    s = list(_attr(node, "strides", [1, 1]))
+    d = list(_attr(node, "dilations", [1, 1]))
+    if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise unsupported(node, "auto_pad")
+    pads = list(_attr(node, "pads", [0, 0, 0, 0]))
+    in_hw = lw.shape(x)[2:]
+    mode, explicit = pad_mode(in_hw, k, s, d, pads)
+    if explicit is not None:
+        xv = explicit_pad(lw, node.output[0], xv, explicit)
+    group = int(_attr(node, "group", 1))
+    cin, cout = lw.shape(x)[1], lw.consts[w].shape[0]
+    in_scale = lw.quant_of(xv).scale[0] if int8 else None
+    act = int8_act(act, q if int8 else None)
+    out = lw.new(final, True, quant=q if int8 else None)
+    common = {"Padding": mode, "StrideW": s[1], "StrideH": s[0], "FusedActivationFunction": act}
+    dil = {"DilationWFactor": d[1], "DilationHFactor": d[0]}
+    if group == cin and group > 1 and lw.consts[w].shape[1] == 1:
+        wa, wq, ba, bq = _conv_weights(lw, w, bias, int8, in_scale, True)
+        ins = [xv.index, lw.m.const(f"{w}", wa, wq), lw.m.const(f"{bias or w + '_bias'}", ba, bq)]
+        opts = {**common, **dil, "DepthMultiplier": cout // cin}
+        version = 3 if int8 else (2 if d != [1, 1] else 1)
+        lw.m.op(OP.DEPTHWISE_CONV_2D, ins, [out.index], ("DepthwiseConv2DOptions", opts), version, node.name)
+    else:  # grouped convs too: the filter's input depth is C_in / groups (version 6)
+        wa, wq, ba, bq = _conv_weights(lw, w, bias, int8, in_scale, False)
+        ins = [xv.index, lw.m.const(f"{w}", wa, wq), lw.m.const(f"{bias or w + '_bias'}", ba, bq)]
+        version = 6 if group > 1 else (3 if int8 else 1)
+        lw.m.op(OP.CONV_2D, ins, [out.index], ("Conv2DOptions", {**common, **dil}), version, node.name)
+    bind_all(lw, {node.output[0], final}, out)
+
+
+def conv_transpose(lw: Lowering, node) -> None:
+    """Stride 1: the equivalent conv (flipped kernel, in/out swapped per group, pad k-1-p);
+    otherwise TRANSPOSE_CONV (group 1, output padding 0, VALID or SAME-equivalent pads)."""
+    import onnx
+
+    x, w = node.input[0], node.input[1]
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if w not in lw.consts or lw.consts[w].ndim != 4:
+        raise unsupported(node, "only 2-D transposed convolutions with constant weights")
+    wt = lw.consts[w].astype(np.float32)
+    g = int(_attr(node, "group", 1))
+    k, s = list(wt.shape[2:]), list(_attr(node, "strides", [1, 1]))
+    d = list(_attr(node, "dilations", [1, 1]))
+    pads = list(_attr(node, "pads", [0, 0, 0, 0]))
+    if any(_attr(node, "output_padding", [0, 0])) or _attr(node, "output_shape", None):
+        raise unsupported(node, "output_padding / output_shape")
+    if s == [1, 1]:
+        cin, cout_g = wt.shape[0], wt.shape[1]
+        wc = wt.reshape(g, cin // g, cout_g, *k).transpose(0, 2, 1, 3, 4).reshape(g * cout_g, cin // g, *k)
+        name = f"{w}_as_conv"
+        lw.consts[name] = np.ascontiguousarray(wc[:, :, ::-1, ::-1])
+        cpads = [d[i % 2] * (k[i % 2] - 1) - pads[i] for i in range(4)]
+        if min(cpads) < 0:
+            raise unsupported(node, f"pads {pads} larger than the kernel")
+        attrs = {"group": g, "strides": [1, 1], "dilations": d, "pads": cpads}
+        conv_node = onnx.helper.make_node(
+            "Conv", [x, name] + ([bias] if bias else []), list(node.output), node.name, **attrs
+        )
+        return conv(lw, conv_node)
+    if g != 1 or d != [1, 1]:
+        raise unsupported(node, "grouped or dilated transposed convolution with stride > 1")
+    in_hw, out_hw = lw.shape(x)[2:], lw.shape(node.output[0])[2:]
+    if not any(pads):
+        mode = VALID
+    elif all(out_hw[i] == in_hw[i] * s[i] for i in range(2)):
+        mode = SAME
+        for i in range(2):
+            total = max((in_hw[i] - 1) * s[i] + k[i] - out_hw[i], 0)
+            if (pads[i], pads[i + 2]) != (total // 2, total - total // 2):
+                raise unsupported(node, f"pads {pads}")
+    else:
+        raise unsupported(node, f"pads {pads}")
+    xv = lw.get(x, nhwc=True, want_float=True)
+    act, final = fuse_act(lw, node.output[0])
+    out = lw.new(final, True)
+    oshape = lw.m.const("output_shape", np.array(lw.m.tensors[out.index].shape, np.int32))
+    ins = [oshape, lw.m.const(w, wt.transpose(1, 2, 3, 0)), xv.index]
+    b = lw.consts[bias].astype(np.float32) if bias else np.zeros(wt.shape[1], np.float32)
+    ins.append(lw.m.const(bias or f"{w}_bias", b))
+    opts = {"Padding": mode, "StrideW": s[1], "StrideH": s[0], "FusedActivationFunction": act}
+    lw.m.op(OP.TRANSPOSE_CONV, ins, [out.index], ("TransposeConvOptions", opts), 4 if act else 3, node.name)
+    bind_all(lw, {node.output[0], final}, out)
+
+
+def _bias_add(lw: Lowering, name: str, cout: int):
+    """The Add right after a MatMul that adds a constant [cout] bias: (add node, bias name) or None."""
+    users = lw.consumers.get(name, [])
+    if len(users) != 1 or users[0].op_type != "Add" or name in lw.graph_outputs:
+        return None
+    add = users[0]
+    other = add.input[1] if add.input[0] == name else add.input[0]
+    if other in lw.consts and lw.consts[other].shape == (cout,):
+        return add, other
+    return None
+
+
+def fully_connected(lw: Lowering, node) -> None:
+    """Gemm (transA = 0, alpha = beta = 1) and MatMul by a constant 2-D matrix."""
+    x, w = node.input[0], node.input[1]
+    if w not in lw.consts or lw.consts[w].ndim != 2:
+        return batch_matmul(lw, node)
+    if node.op_type == "Gemm":
+        if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
+            raise unsupported(node, "transA or alpha/beta != 1")
+        trans = bool(_attr(node, "transB", 0))
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        result = node.output[0]
+    else:
+        trans, bias, result = False, None, node.output[0]
+    cout = lw.consts[w].shape[0 if trans else 1]
+    if bias is None:
+        found = _bias_add(lw, result, cout)
+        if found is not None:
+            lw.skip.add(found[0].name)
+            bias, result = found[1], found[0].output[0]
+    act, final = fuse_act(lw, result)
+    q = lw.out_quant(final)
+    int8 = _weighted_int8(lw, x, w, bias, q)
+    xv = lw.get(x, nhwc=False, want_float=not int8)
+    rank = len(lw.shape(x))
+    if int8:
+        qw, wq, ba, bquant = _int8_params(lw, w, bias, lw.quant_of(xv).scale[0], cout, 0)
+        wa = qw if trans else qw.T  # [out, in]: per-channel scales stay on dimension 0
+    else:
+        wf = lw.consts[w].astype(np.float32)
+        wa, wq = (wf if trans else wf.T), None
+        ba = lw.consts[bias].astype(np.float32) if bias else np.zeros(cout, np.float32)
+        bquant = None
+    act = int8_act(act, q if int8 else None)
+    out = lw.new(final, False, quant=q if int8 else None)
+    ins = [xv.index, lw.m.const(w, np.ascontiguousarray(wa), wq), lw.m.const(bias or f"{w}_bias", ba, bquant)]
+    keep = rank > 2
+    opts = {"FusedActivationFunction": act, "KeepNumDims": keep}
+    version = 5 if keep else (4 if int8 else 1)
+    lw.m.op(OP.FULLY_CONNECTED, ins, [out.index], ("FullyConnectedOptions", opts), version, node.name)
+    bind_all(lw, {node.output[0], result, final}, out)
+
+
+def batch_matmul(lw: Lowering, node) -> None:
+    a = lw.get(node.input[0], nhwc=False, want_float=True)
+    b = lw.get(node.input[1], nhwc=False, want_float=True)
+    out = lw.new(node.output[0], False)
+    opts = ("BatchMatMulOptions", {"AdjX": False, "AdjY": False})
+    lw.m.op(OP.BATCH_MATMUL, [a.index, b.index], [out.index], opts, 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def _permute_reshape(lw: Lowering, name: str, src: int, shape, perm, new_shape) -> int:
+    """TRANSPOSE by ``perm`` (skipped when identity) then RESHAPE to ``new_shape`` (skipped when equal)."""
+    cur, cur_shape = src, list(shape)
+    if list(perm) != sorted(perm):
+        cur_shape = [cur_shape[p] for p in perm]
+        t = tmp(lw, f"{name}_t", cur_shape)
+        lw.m.op(OP.TRANSPOSE, [cur, lw.m.const("perm", np.array(perm, np.int32))], [t], None, 4 if len(perm) > 4 else 1)
+        cur = t
+    if list(new_shape) != cur_shape:
+        t = tmp(lw, f"{name}_r", new_shape)
+        lw.reshape_op(cur, t, new_shape)
+        cur = t
+    return cur
+
+
+def einsum(lw: Lowering, node) -> None:
+    """Two-operand einsum without repeated or ellipsis indices, as one BATCH_MATMUL:
+    A -> [batch, left, contracted], B -> [batch, contracted, right], then back to the output order."""
+    eq = _attr(node, "equation")
+    eq = (eq.decode() if isinstance(eq, bytes) else eq).replace(" ", "")
+    if "->" not in eq or "." in eq or len(node.input) != 2:
+        raise unsupported(node, f"equation {eq!r} (two operands with an explicit output only)")
+    lhs, out = eq.split("->")
+    a, b = lhs.split(",")
+    if len(set(a)) != len(a) or len(set(b)) != len(b) or any(c not in a + b for c in out):
+        raise unsupported(node, f"equation {eq!r} (repeated indices)")
+    batch = [c for c in out if c in a and c in b]
+    left = [c for c in out if c in a and c not in b]
+    right = [c for c in out if c in b and c not in a]
+    contr = [c for c in a if c in b and c not in out]
+    if any(c not in out and c not in contr for c in a + b):
+        raise unsupported(node, f"equation {eq!r} (an index summed over one operand only)")
+    sa, sb = lw.shape(node.input[0]), lw.shape(node.input[1])
+    dim = {**{c: sa[i] for i, c in enumerate(a)}, **{c: sb[i] for i, c in enumerate(b)}}
+    nb, nl, nr, nk = (int(np.prod([dim[c] for c in g])) for g in (batch, left, right, contr))
+    av = lw.get(node.input[0], nhwc=False, want_float=True)
+    bv = lw.get(node.input[1], nhwc=False, want_float=True)
+    name = node.output[0]
+    a3 = _permute_reshape(lw, f"{name}_a", av.index, sa, [a.index(c) for c in batch + left + contr], [nb, nl, nk])
+    b3 = _permute_reshape(lw, f"{name}_b", bv.index, sb, [b.index(c) for c in batch + contr + right], [nb, nk, nr])
+    mm = tmp(lw, f"{name}_mm", [nb, nl, nr])
+    lw.m.op(OP.BATCH_MATMUL, [a3, b3], [mm], ("BatchMatMulOptions", {"AdjX": False, "AdjY": False}), 1, node.name)
+    order = batch + left + right
+    full = [dim[c] for c in order]
+    outv = lw.new(name, False)
+    cur = _permute_reshape(lw, f"{name}_o", mm, [nb, nl, nr], [0, 1, 2], full)
+    perm = [order.index(c) for c in out]
+    src_shape = full
+    if perm != sorted(perm):
+        lw.m.op(
+            OP.TRANSPOSE,
+            [cur, lw.m.const("perm", np.array(perm, np.int32))],
+            [outv.index],
+            None,
+            4 if len(perm) > 4 else 1,
+        )
+    else:
+        lw.reshape_op(cur, outv.index, [src_shape[p] for p in perm])
+    lw.bind(name, outv)
+
+
+# ---- elementwise --------------------------------------------------------------------------------
+BINARY = {
+    "Add": (OP.ADD, "AddOptions"),
+    "Mul": (OP.MUL, "MulOptions"),
+    "Sub": (OP.SUB, "SubOptions"),
+    "Div": (OP.DIV, "DivOptions"),
+}
+
+
+def binary(lw: Lowering, node) -> None:
+    code, opt = BINARY[node.op_type]
+    out_name = node.output[0]
+    rank = len(lw.shape(out_name))
+    acts = [x for x in node.input[:2] if x not in lw.consts]
+    nhwc = rank == 4 and all(len(lw.shape(x)) == 4 for x in acts) and any(lw.vals[x].nhwc for x in acts)
+    act, final = fuse_act(lw, out_name)
+    q = lw.out_quant(final)
+    int8 = (
+        q is not None
+        and node.op_type in ("Add", "Mul")
+        and len(acts) == 2
+        and all(lw.is_int8(lw.vals[x]) for x in acts)
+    )
+    ins = []
+    for x in node.input[:2]:
+        if x in lw.consts:
+            ins.append(float_const(lw, x, lw.consts[x], rank, nhwc))
+        else:
+            ins.append(lw.get(x, nhwc=nhwc if len(lw.shape(x)) == 4 else None, want_float=not int8).index)
+    act = int8_act(act, q if int8 else None)
+    out = lw.new(final, nhwc, quant=q if int8 else None)
+    version = 1
+    if int8:
+        version = 2
+        if code == OP.MUL:
+            s1, s2 = (lw.m.tensors[i].quant.scale[0] for i in ins)
+            version = 3 if s1 * s2 / q.scale[0] >= 1.0 else 2
+    lw.m.op(code, ins, [out.index], (opt, {"FusedActivationFunction": act}), version, node.name)
+    bind_all(lw, {out_name, final}, out)
+
+
+def _unary(lw: Lowering, node, code: int, int8_ok: bool = False, version_int8: int = 2) -> None:
+    x = node.input[0]
+    xv = lw.vals[x] if x in lw.vals else lw.get(x)
+    int8 = int8_ok and lw.is_int8(xv)
+    if not int8:
+        xv = lw.get(x, want_float=True)
+    out = lw.new(node.output[0], xv.nhwc, quant=lw.quant_of(xv) if int8 else None)
+    lw.m.op(code, [xv.index], [out.index], None, version_int8 if int8 else 1, node.name)
+    lw.bind(node.output[0], out)
+    if int8:
+        _requant_to_next(lw, node.output[0], out)
+
+
+def _requant_to_next(lw: Lowering, name: str, val: Val) -> None:
+    q = lw.out_quant(name)
+    if q is not None:
+        lw.bind(name, lw.requant(name, val, q))
+
+
+def relu_like(lw: Lowering, node) -> None:
+    a = act_of(lw, node)
+    if a is not None:
+        code = {"RELU": OP.RELU, "RELU6": OP.RELU6, "RELU_N1_TO_1": OP.RELU_N1_TO_1}[a]
+        return _unary(lw, node, code, int8_ok=True)
+    lo, hi = clip_bounds(lw, node)
+    xv = lw.get(node.input[0], want_float=True)
+    rank = len(lw.shape(node.input[0]))
+    cur = xv
+    for bound, code, name in ((lo, OP.MAXIMUM, "lo"), (hi, OP.MINIMUM, "hi")):
+        if np.isfinite(bound):
+            nxt = lw.new(node.output[0], xv.nhwc, label=f"{node.output[0]}_{name}")
+            c = float_const(lw, f"{node.output[0]}_{name}_bound", np.float32(bound), rank, xv.nhwc)
+            lw.m.op(code, [cur.index, c], [nxt.index], None, 1, node.name)
+            cur = nxt
+    lw.bind(node.output[0], cur)
+
+
+def hard_sigmoid(lw: Lowering, node) -> None:
+    """relu6(x + 3) / 6 for PyTorch's Hardsigmoid; MUL, ADD, MAXIMUM, MINIMUM otherwise."""
+    alpha, beta = _attr(node, "alpha", 0.2), _attr(node, "beta", 0.5)
+    xv = lw.get(node.input[0], want_float=True)
+    shape = lw.m.tensors[xv.index].shape
+    out = lw.new(node.output[0], xv.nhwc)
+    if abs(alpha - 1 / 6) < 1e-6 and abs(beta - 0.5) < 1e-6:
+        t1, t2 = tmp(lw, f"{node.output[0]}_plus3", shape), tmp(lw, f"{node.output[0]}_relu6", shape)
+        lw.m.op(OP.ADD, [xv.index, lw.m.const("three", np.float32(3.0))], [t1], ("AddOptions", {}), 1, node.name)
+        lw.m.op(OP.RELU6, [t1], [t2], None, 1, node.name)
+        lw.m.op(OP.MUL, [t2, lw.m.const("sixth", np.float32(1 / 6))], [out.index], ("MulOptions", {}), 1, node.name)
+    else:
+        steps = [
+            (OP.MUL, np.float32(alpha), ("MulOptions", {})),
+            (OP.ADD, np.float32(beta), ("AddOptions", {})),
+            (OP.MAXIMUM, np.float32(0), None),
+            (OP.MINIMUM, np.float32(1), None),
+        ]
+        cur = xv.index
+        for i, (code, c, opts) in enumerate(steps):
+            nxt = out.index if i == len(steps) - 1 else tmp(lw, f"{node.output[0]}_{i}", shape)
+            lw.m.op(code, [cur, lw.m.const("c", c)], [nxt], opts, 1, node.name)
+            cur = nxt
+    lw.bind(node.output[0], out)
+
+
+def softmax(lw: Lowering, node) -> None:
+    rank = len(lw.shape(node.input[0]))
+    axis = _attr(node, "axis", -1) % rank
+    if axis != rank - 1:
+        raise unsupported(node, f"softmax over axis {axis} of a rank-{rank} tensor (only the last axis)")
+    xv = lw.get(node.input[0], nhwc=False, want_float=True)
+    out = lw.new(node.output[0], False)
+    lw.m.op(OP.SOFTMAX, [xv.index], [out.index], ("SoftmaxOptions", {"Beta": 1.0}), 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def alias(lw: Lowering, node) -> None:
+    lw.bind(node.output[0], lw.vals[node.input[0]] if node.input[0] in lw.vals else lw.get(node.input[0]))
+
+
+def quantize_linear(lw: Lowering, node) -> None:
+    qp = lw.q_params(node)
+    val = lw.vals[node.input[0]] if node.input[0] in lw.vals else lw.get(node.input[0])
+    if lw.is_int8(val):
+        lw.bind(node.output[0], lw.requant(node.input[0], val, qp))
+        return
+    out = lw.new(node.output[0], val.nhwc, quant=qp)
+    lw.m.op(OP.QUANTIZE, [val.index], [out.index], None, 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def dequantize_linear(lw: Lowering, node) -> None:
+    lw.bind(node.output[0], lw.vals[node.input[0]])
+
+
+from .tflite_ops_shape import (  # noqa: E402  (the shape ops share the helpers above)
+    SHAPE_HANDLERS,
+    match_patterns,
+)
+
+HANDLERS = {
+    "Conv": conv,
+    "ConvTranspose": conv_transpose,
+    "Gemm": fully_connected,
+    "Einsum": einsum,
+    "MatMul": fully_connected,
+    **{k: binary for k in BINARY},
+    "Relu": relu_like,
+    "Clip": relu_like,
+    "HardSwish": lambda lw, n: _unary(lw, n, OP.HARD_SWISH),
+    "Sigmoid": lambda lw, n: _unary(lw, n, OP.LOGISTIC),
+    "Tanh": lambda lw, n: _unary(lw, n, OP.TANH),
+    "Sqrt": lambda lw, n: _unary(lw, n, OP.SQRT),
+    "Neg": lambda lw, n: _unary(lw, n, OP.NEG),
+    "HardSigmoid": hard_sigmoid,
+    "Softmax": softmax,
+    "Identity": alias,
+    "Dropout": alias,
+    "QuantizeLinear": quantize_linear,
+    "DequantizeLinear": dequantize_linear,
+    **SHAPE_HANDLERS,
+}
+
+__all__ = ["HANDLERS", "match_patterns"]

@@ -1,0 +1,455 @@
+"""Lowerings of pools, reductions, shape ops, normalizations and the GELU pattern to TFLite.
+
+Consumes: a ``tflite_lower.Lowering`` and one ONNX node (or, for ``match_patterns``, the whole
+graph). Produces: TFLite operators and bound outputs, like ``tflite_ops``. Pools, means,
+reshapes, transposes, concats and pads keep int8 when their input is int8 (a QUANTIZE re-scales
+where the next quantization point differs); normalizations run in float.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tflite_lower import NHWC, Lowering, Val, _attr, unsupported
+from .tflite_ops import _requant_to_next, bind_all, explicit_pad, fuse_act, int8_act, pad_mode, tmp
+from .tflite_schema import OP
+
+
+def _int8_in(lw: Lowering, name: str, nhwc=None) -> tuple[Val, bool]:
+    v = lw.vals.get(name)
+    int8 = v is not None and lw.is_int8(v)
+    return lw.get(name, nhwc=nhwc, want_float=not int8), int8
+
+
+def _passthrough_out(lw: Lowering, name: str, src: Val, nhwc: bool, int8: bool) -> Val:
+    """The output of an op that moves values without changing them: the input's type and scale."""
+    return lw.new(name, nhwc, dtype=lw.m.tensors[src.index].dtype, quant=lw.quant_of(src) if int8 else None)
+
+
+# ---- pools and means ----------------------------------------------------------------------------
+def _max_pad(lw: Lowering, name: str, x: Val, pads: list[int]) -> Val:
+    """PADV2 with the lowest value, so padded pixels never win a max (PyTorch's max-pool padding)."""
+    t = lw.m.tensors[x.index]
+    n, h, w, c = t.shape
+    out = tmp(lw, f"{name}_pad", [n, h + pads[0] + pads[2], w + pads[1] + pads[3], c], quant=t.quant)
+    paddings = np.array([[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]], dtype=np.int32)
+    low = np.array(-128, np.int8) if t.quant is not None else np.array(np.finfo(np.float32).min, np.float32)
+    ins = [x.index, lw.m.const("paddings", paddings), lw.m.const("pad_value", low.reshape(()))]
+    lw.m.op(OP.PADV2, ins, [out], None, 2 if t.quant is not None else 1, name)
+    return Val(out, True)
+
+
+def pool(lw: Lowering, node) -> None:
+    if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise unsupported(node, "auto_pad")
+    x = node.input[0]
+    xv, int8 = _int8_in(lw, x, nhwc=True)
+    k = list(_attr(node, "kernel_shape"))
+    s = list(_attr(node, "strides", [1, 1]))
+    d = list(_attr(node, "dilations", [1, 1]))
+    if len(k) != 2 or d != [1, 1]:
+        raise unsupported(node, "only 2-D pools without dilation")
+    pads = list(_attr(node, "pads", [0, 0, 0, 0]))
+    in_hw, out_hw = lw.shape(x)[2:], lw.shape(node.output[0])[2:]
+    floor_hw = [(in_hw[i] + pads[i] + pads[i + 2] - k[i]) // s[i] + 1 for i in range(2)]
+    if floor_hw != out_hw:  # ceil_mode=1 that adds a window: not expressible with TFLite paddings
+        raise unsupported(node, "ceil_mode=1 on a size where it adds an output row")
+    mode, explicit = pad_mode(in_hw, k, s, d, pads)
+    avg = node.op_type == "AveragePool"
+    if explicit is not None:
+        if not avg:
+            xv = _max_pad(lw, node.output[0], xv, explicit)
+        elif _attr(node, "count_include_pad", 0):
+            xv = explicit_pad(lw, node.output[0], xv, explicit)
+        else:
+            raise unsupported(node, f"padding {pads} that TF's SAME does not reproduce (count_include_pad=0)")
+    act, final = fuse_act(lw, node.output[0])
+    act = int8_act(act, lw.quant_of(xv) if int8 else None)
+    out = _passthrough_out(lw, final, xv, True, int8)
+    opts = {"Padding": mode, "StrideW": s[1], "StrideH": s[0], "FilterWidth": k[1], "FilterHeight": k[0]}
+    opts["FusedActivationFunction"] = act
+    code = OP.AVERAGE_POOL_2D if avg else OP.MAX_POOL_2D
+    lw.m.op(code, [xv.index], [out.index], ("Pool2DOptions", opts), 2 if int8 else 1, node.name)
+    bind_all(lw, {node.output[0], final}, out)
+    if int8:
+        _requant_to_next(lw, final, out)
+
+
+def _mean(lw: Lowering, node, axes: list[int], keep: bool) -> None:
+    x = node.input[0]
+    rank = len(lw.shape(x))
+    axes = sorted(a % rank for a in axes)
+    v = lw.vals.get(x)
+    nhwc = v is not None and v.nhwc and rank == 4
+    if nhwc and not keep:
+        rest = [a for a in NHWC if a not in axes]
+        nhwc = rest == sorted(rest)
+    q = lw.out_quant(node.output[0])
+    xv, int8 = _int8_in(lw, x, nhwc=nhwc if rank == 4 else None)
+    int8 = int8 and q is not None
+    if not int8:
+        xv = lw.get(x, nhwc=nhwc if rank == 4 else None, want_float=True)
+    stored_axes = [NHWC.index(a) for a in axes] if nhwc else axes
+    out_nhwc = nhwc and keep
+    out = lw.new(node.output[0], out_nhwc, quant=q if int8 else None)
+    ax = lw.m.const("axes", np.array(stored_axes, dtype=np.int32))
+    lw.m.op(OP.MEAN, [xv.index, ax], [out.index], ("ReducerOptions", {"KeepDims": keep}), 2 if int8 else 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def global_average_pool(lw: Lowering, node) -> None:
+    _mean(lw, node, [2, 3], True)
+
+
+def reduce_mean(lw: Lowering, node) -> None:
+    axes = _attr(node, "axes", None)
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = [int(a) for a in lw.consts[node.input[1]]]
+    if axes is None:
+        axes = list(range(len(lw.shape(node.input[0]))))
+    _mean(lw, node, list(axes), bool(_attr(node, "keepdims", 1)))
+
+
+# ---- shape ops ----------------------------------------------------------------------------------
+def reshape(lw: Lowering, node) -> None:
+    """Reshape, Flatten, Squeeze, Unsqueeze: a RESHAPE of the ONNX-ordered value to the ONNX shape."""
+    x, out_name = node.input[0], node.output[0]
+    v, s = lw.vals.get(x), lw.shape(x)
+    same_bytes = v is not None and v.nhwc and (s[2] * s[3] == 1 or s[1] == 1)
+    xv, int8 = _int8_in(lw, x, nhwc=None if same_bytes else False)  # NHWC with H=W=1 is NCHW in memory
+    shape = lw.shape(out_name)
+    out = _passthrough_out(lw, out_name, xv, False, int8)
+    lw.reshape_op(xv.index, out.index, shape)
+    lw.bind(out_name, out)
+    if int8:
+        _requant_to_next(lw, out_name, out)
+
+
+def transpose(lw: Lowering, node) -> None:
+    x, out_name = node.input[0], node.output[0]
+    rank = len(lw.shape(x))
+    perm = list(_attr(node, "perm", list(range(rank))[::-1]))
+    v = lw.vals.get(x)
+    if v is not None and rank == 4 and v.nhwc and perm == list(NHWC):
+        lw.bind(out_name, Val(v.index, False))  # channels-last view of an NHWC value: same bytes
+        return
+    if v is not None and rank == 4 and not v.nhwc and perm == [0, 3, 1, 2]:
+        lw.bind(out_name, Val(v.index, True))
+        return
+    xv, int8 = _int8_in(lw, x, nhwc=False)
+    out = _passthrough_out(lw, out_name, xv, False, int8)
+    p = lw.m.const("perm", np.array(perm, dtype=np.int32))
+    version = 4 if rank > 4 else (2 if int8 else 1)
+    lw.m.op(OP.TRANSPOSE, [xv.index, p], [out.index], None, version, node.name)
+    lw.bind(out_name, out)
+    if int8:
+        _requant_to_next(lw, out_name, out)
+
+
+def concat(lw: Lowering, node) -> None:
+    out_name = node.output[0]
+    rank = len(lw.shape(out_name))
+    axis = _attr(node, "axis") % rank
+    ins = [i for i in node.input if i]
+    nhwc = rank == 4 and any(lw.vals.get(i) is not None and lw.vals[i].nhwc for i in ins)
+    q = lw.out_quant(out_name)
+    int8 = q is not None and all(lw.vals.get(i) is not None and lw.is_int8(lw.vals[i]) for i in ins)
+    vals = []
+    for i in ins:
+        v = lw.get(i, nhwc=nhwc if rank == 4 else None, want_float=not int8)
+        vals.append(lw.requant(i, v, q) if int8 else v)  # int8 concat needs one scale
+    out = lw.new(out_name, nhwc, quant=q if int8 else None)
+    stored = NHWC.index(axis) if nhwc else axis
+    opts = ("ConcatenationOptions", {"Axis": stored, "FusedActivationFunction": 0})
+    lw.m.op(OP.CONCATENATION, [v.index for v in vals], [out.index], opts, 2 if int8 else 1, node.name)
+    lw.bind(out_name, out)
+
+
+def pad(lw: Lowering, node) -> None:
+    mode = _attr(node, "mode", b"constant")
+    pads = [int(p) for p in lw.consts[node.input[1]]]
+    value = float(lw.consts[node.input[2]]) if len(node.input) > 2 and node.input[2] else 0.0
+    if mode not in (b"constant", "constant") or value != 0.0 or len(node.input) > 3 and node.input[3]:
+        raise unsupported(node, "only constant zero padding over all axes")
+    x = node.input[0]
+    rank = len(lw.shape(x))
+    v = lw.vals.get(x)
+    nhwc = v is not None and v.nhwc and rank == 4
+    xv, int8 = _int8_in(lw, x, nhwc=nhwc if rank == 4 else None)
+    pairs = np.array([[pads[i], pads[i + rank]] for i in range(rank)], dtype=np.int32)
+    if nhwc:
+        pairs = pairs[list(NHWC)]
+    out = _passthrough_out(lw, node.output[0], xv, nhwc, int8)
+    lw.m.op(OP.PAD, [xv.index, lw.m.const("paddings", pairs)], [out.index], None, 2 if int8 else 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def slice_(lw: Lowering, node) -> None:
+    x = node.input[0]
+    shape = lw.shape(x)
+    rank = len(shape)
+    starts, ends = lw.consts[node.input[1]], lw.consts[node.input[2]]
+    axes = lw.consts[node.input[3]] if len(node.input) > 3 and node.input[3] else np.arange(len(starts))
+    steps = lw.consts[node.input[4]] if len(node.input) > 4 and node.input[4] else np.ones(len(starts), np.int64)
+    begin, end, stride = [0] * rank, list(shape), [1] * rank
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        a = int(a) % rank
+        if st <= 0:
+            raise unsupported(node, "negative slice steps")
+        dim = shape[a]
+        s, e = int(s), int(e)
+        s = min(max(s + dim if s < 0 else s, 0), dim)
+        e = min(max(e + dim if e < 0 else e, 0), dim)
+        begin[a], end[a], stride[a] = s, e, int(st)
+    xv = lw.get(x, nhwc=False, want_float=True)
+    out = _passthrough_out(lw, node.output[0], xv, False, False)
+    ins = [xv.index] + [
+        lw.m.const(n, np.array(v, np.int32)) for n, v in (("begin", begin), ("end", end), ("strides", stride))
+    ]
+    lw.m.op(OP.STRIDED_SLICE, ins, [out.index], ("StridedSliceOptions", {}), 4 if rank > 4 else 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def split(lw: Lowering, node) -> None:
+    x = node.input[0]
+    rank = len(lw.shape(x))
+    axis = _attr(node, "axis", 0) % rank
+    outs = [o for o in node.output]
+    sizes = [lw.shape(o)[axis] for o in outs]
+    xv = lw.get(x, nhwc=False, want_float=True)
+    vals = [_passthrough_out(lw, o, xv, False, False) for o in outs]
+    ins = [xv.index, lw.m.const("sizes", np.array(sizes, np.int32)), lw.m.const("axis", np.array(axis, np.int32))]
+    lw.m.op(OP.SPLIT_V, ins, [v.index for v in vals], ("SplitVOptions", {"NumSplits": len(outs)}), 1, node.name)
+    for o, v in zip(outs, vals):
+        lw.bind(o, v)
+
+
+def gather(lw: Lowering, node) -> None:
+    data, idx = node.input[0], node.input[1]
+    axis = _attr(node, "axis", 0) % len(lw.shape(data))
+    dv = lw.get(data, nhwc=False, want_float=True)
+    if idx in lw.consts:
+        iv = lw.m.const("indices", lw.consts[idx].astype(np.int32))
+    else:
+        iv = lw.get(idx, nhwc=False).index
+    out = _passthrough_out(lw, node.output[0], dv, False, False)
+    lw.m.op(OP.GATHER, [dv.index, iv], [out.index], ("GatherOptions", {"Axis": axis}), 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def expand(lw: Lowering, node) -> None:
+    xv = lw.get(node.input[0], nhwc=False, want_float=True)
+    shape = lw.shape(node.output[0])
+    out = _passthrough_out(lw, node.output[0], xv, False, False)
+    lw.m.op(OP.BROADCAST_TO, [xv.index, lw.m.const("shape", np.array(shape, np.int32))], [out.index], None, 2)
+    lw.bind(node.output[0], out)
+
+
+LOGIC = {
+    "And": OP.LOGICAL_AND,
+    "Or": OP.LOGICAL_OR,
+    "Not": OP.LOGICAL_NOT,
+    "Equal": OP.EQUAL,
+    "Greater": OP.GREATER,
+    "GreaterOrEqual": OP.GREATER_EQUAL,
+    "Less": OP.LESS,
+    "LessOrEqual": OP.LESS_EQUAL,
+    "Where": OP.SELECT_V2,
+    "IsNaN": OP.NOT_EQUAL,
+    "Cast": OP.CAST,
+}
+
+
+def logic(lw: Lowering, node) -> None:
+    """Comparisons, logic, Where, Cast and IsNaN (x != x): the attention-mask arithmetic of
+    transformers models. Plain layout, numpy broadcasting (which TFLite shares), float inputs."""
+    from .tflite_lower_const import infer_dtypes
+
+    if lw.dtypes is None:
+        lw.dtypes = infer_dtypes(lw.proto)
+    ins = list(node.input) * 2 if node.op_type == "IsNaN" else list(node.input)
+    idx = []
+    for i in ins:
+        if i in lw.consts:
+            v = lw.consts[i]
+            idx.append(lw.m.const(i, v.astype(np.float32) if v.dtype == np.float64 else v))
+        else:
+            idx.append(lw.get(i, nhwc=False, want_float=True).index)
+    out = lw.new(node.output[0], False, dtype=lw.dtypes.get(node.output[0], np.float32))
+    lw.m.op(LOGIC[node.op_type], idx, [out.index], None, 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+# ---- normalizations -----------------------------------------------------------------------------
+def _chain(lw: Lowering, name: str, steps, x: int, shape, final: int) -> None:
+    """Emit ``steps`` = [(code, other input index or None, options, out shape or None)] from ``x``."""
+    cur = x
+    for i, (code, other, opts, oshape) in enumerate(steps):
+        nxt = final if i == len(steps) - 1 else tmp(lw, f"{name}_{i}", oshape or shape)
+        lw.m.op(code, [cur] + ([other] if other is not None else []), [nxt], opts, 1, name)
+        cur = nxt
+
+
+def _normalize(lw: Lowering, node, xv: Val, axes: list[int], gamma, beta, eps: float) -> None:
+    """(x - mean) * rsqrt(var + eps) * gamma + beta over the stored ``axes``: MEAN, SUB, MUL, MEAN, ADD,
+    RSQRT, MUL, MUL, ADD (``gamma``/``beta`` already shaped to broadcast, or None)."""
+    shape = lw.m.tensors[xv.index].shape
+    red = [1 if i in axes else d for i, d in enumerate(shape)]
+    name = node.output[0]
+    ax = lw.m.const("axes", np.array(axes, np.int32))
+    mean = tmp(lw, f"{name}_mean", red)
+    lw.m.op(OP.MEAN, [xv.index, ax], [mean], ("ReducerOptions", {"KeepDims": True}), 1, node.name)
+    d = tmp(lw, f"{name}_centered", shape)
+    lw.m.op(OP.SUB, [xv.index, mean], [d], ("SubOptions", {}), 1, node.name)
+    sq = tmp(lw, f"{name}_sq", shape)
+    lw.m.op(OP.MUL, [d, d], [sq], ("MulOptions", {}), 1, node.name)
+    var = tmp(lw, f"{name}_var", red)
+    lw.m.op(OP.MEAN, [sq, ax], [var], ("ReducerOptions", {"KeepDims": True}), 1, node.name)
+    out = lw.new(name, xv.nhwc)
+    steps = [
+        (OP.ADD, lw.m.const("eps", np.float32(eps)), ("AddOptions", {}), red),
+        (OP.RSQRT, None, None, red),
+        (OP.MUL, d, ("MulOptions", {}), shape),
+    ]
+    if gamma is not None:
+        steps.append((OP.MUL, lw.m.const("gamma", gamma.astype(np.float32)), ("MulOptions", {}), shape))
+    if beta is not None:
+        steps.append((OP.ADD, lw.m.const("beta", beta.astype(np.float32)), ("AddOptions", {}), shape))
+    _chain(lw, name, steps, var, shape, out.index)
+    lw.bind(name, out)
+
+
+def layer_norm(lw: Lowering, node) -> None:
+    """LayerNormalization over the last axis (decomposed: TFLite has no builtin layer norm)."""
+    x = node.input[0]
+    rank = len(lw.shape(x))
+    if _attr(node, "axis", -1) % rank != rank - 1:
+        raise unsupported(node, "layer norm over more than the last axis")
+    xv = lw.get(x, nhwc=False, want_float=True)
+    gamma = lw.consts[node.input[1]] if len(node.input) > 1 and node.input[1] else None
+    beta = lw.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
+    _normalize(lw, node, xv, [rank - 1], gamma, beta, float(_attr(node, "epsilon", 1e-5)))
+
+
+def instance_norm(lw: Lowering, node) -> None:
+    """InstanceNormalization (what GroupNorm exports to): per (sample, channel) over the rest."""
+    x = node.input[0]
+    rank = len(lw.shape(x))
+    gamma, beta = lw.consts[node.input[1]], lw.consts[node.input[2]]
+    eps = float(_attr(node, "epsilon", 1e-5))
+    if rank == 4:
+        xv = lw.get(x, nhwc=True, want_float=True)
+        return _normalize(lw, node, xv, [1, 2], gamma, beta, eps)
+    xv = lw.get(x, nhwc=False, want_float=True)
+    bshape = (-1,) + (1,) * (rank - 2)
+    _normalize(lw, node, xv, list(range(2, rank)), gamma.reshape(bshape), beta.reshape(bshape), eps)
+
+
+def batch_norm(lw: Lowering, node) -> None:
+    """An unfolded BatchNormalization (inference): MUL by scale, ADD shift, per channel."""
+    x = node.input[0]
+    rank = len(lw.shape(x))
+    if rank not in (2, 4):
+        raise unsupported(node, f"batch norm on a rank-{rank} tensor")
+    gamma, beta, mean, var = (lw.consts[i].astype(np.float64) for i in node.input[1:5])
+    eps = float(_attr(node, "epsilon", 1e-5))
+    scale = (gamma / np.sqrt(var + eps)).astype(np.float32)
+    shift = (beta - mean * gamma / np.sqrt(var + eps)).astype(np.float32)
+    xv = lw.get(x, nhwc=True if rank == 4 else None, want_float=True)
+    act, final = fuse_act(lw, node.output[0])
+    shape = lw.m.tensors[xv.index].shape
+    t = tmp(lw, f"{node.output[0]}_scaled", shape)
+    lw.m.op(OP.MUL, [xv.index, lw.m.const("bn_scale", scale)], [t], ("MulOptions", {}), 1, node.name)
+    out = lw.new(final, rank == 4)
+    opts = ("AddOptions", {"FusedActivationFunction": act})
+    lw.m.op(OP.ADD, [t, lw.m.const("bn_shift", shift)], [out.index], opts, 1, node.name)
+    bind_all(lw, {node.output[0], final}, out)
+
+
+# ---- patterns -----------------------------------------------------------------------------------
+def _only_user(lw: Lowering, name: str, op_type: str):
+    users = lw.consumers.get(name, [])
+    if len(users) == 1 and users[0].op_type == op_type and name not in lw.graph_outputs:
+        return users[0]
+    return None
+
+
+def _const_of(lw: Lowering, node, other_than: str):
+    c = [i for i in node.input if i != other_than]
+    if len(c) == 1 and c[0] in lw.consts and lw.consts[c[0]].size == 1:
+        return float(lw.consts[c[0]].reshape(-1)[0])
+    return None
+
+
+def _gelu_at(lw: Lowering, producers: dict, erf) -> tuple[str, list, str] | None:
+    """(x, the matched nodes, output) of x * 0.5 * (1 + erf(x / sqrt(2))) around ``erf``."""
+    scale = producers.get(erf.input[0])
+    if scale is None or scale.op_type not in ("Div", "Mul"):
+        return None
+    x = scale.input[0]
+    c = _const_of(lw, scale, x)
+    if c is None or not np.isclose(c if scale.op_type == "Div" else 1 / c, np.sqrt(2), rtol=1e-5):
+        return None
+    add = _only_user(lw, erf.output[0], "Add")
+    if add is None or _const_of(lw, add, erf.output[0]) != 1.0:
+        return None
+    nodes, cur, seen_x, seen_half = [scale, erf, add], add.output[0], False, False
+    for _ in range(2):
+        m = _only_user(lw, cur, "Mul")
+        if m is None:
+            return None
+        other = m.input[1] if m.input[0] == cur else m.input[0]
+        if other == x and not seen_x:
+            seen_x = True
+        elif _const_of(lw, m, cur) == 0.5 and not seen_half:
+            seen_half = True
+        else:
+            return None
+        nodes.append(m)
+        cur = m.output[0]
+    return x, nodes, cur
+
+
+def match_patterns(lw: Lowering) -> dict:
+    """{node name: emitter} for multi-node patterns with one TFLite op (exact GELU)."""
+    producers = {o: n for n in lw.graph.node for o in n.output}
+    found = {}
+    for erf in (n for n in lw.graph.node if n.op_type == "Erf"):
+        m = _gelu_at(lw, producers, erf)
+        if m is None:
+            continue
+        x, nodes, out = m
+        for n in nodes[1:]:
+            lw.skip.add(n.name)
+
+        def emit(x=x, out=out, name=nodes[0].name):
+            xv = lw.get(x, want_float=True)
+            o = lw.new(out, xv.nhwc)
+            lw.m.op(OP.GELU, [xv.index], [o.index], ("GeluOptions", {"Approximate": False}), 1, name)
+            lw.bind(out, o)
+
+        found[nodes[0].name] = emit
+    return found
+
+
+SHAPE_HANDLERS = {
+    **{k: logic for k in LOGIC},
+    "MaxPool": pool,
+    "AveragePool": pool,
+    "GlobalAveragePool": global_average_pool,
+    "ReduceMean": reduce_mean,
+    "Reshape": reshape,
+    "Flatten": reshape,
+    "Squeeze": reshape,
+    "Unsqueeze": reshape,
+    "Transpose": transpose,
+    "Concat": concat,
+    "Pad": pad,
+    "Slice": slice_,
+    "Split": split,
+    "Gather": gather,
+    "Expand": expand,
+    "LayerNormalization": layer_norm,
+    "InstanceNormalization": instance_norm,
+    "BatchNormalization": batch_norm,
+}

@@ -1,0 +1,94 @@
+"""Store the fp32 weights of 1x1 convs and FC layers in TFLite's sparse encoding, behind DENSIFY.
+
+Consumes: a lowered ``tflite_schema.Model`` and a policy (``force``: every candidate, or only
+those with >= ``MIN_ZEROS`` zeros). Produces: the same model where each chosen constant weight
+became a sparse tensor (``SparsityParameters``: CSR over the input dimension, or 1x4 blocks
+along it when that is smaller) feeding a DENSIFY op whose dense output the conv/FC reads.
+
+Runtimes: LiteRT's XNNPACK delegate densifies static sparse weights at load (and on ARM can run
+its sparse NCHW path); the builtin kernels run DENSIFY once; our runtime reads the encoding and
+packs it into its own sparse formats. Values are stored exactly, so outputs equal the dense file's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tflite_schema import OP, Model, Operator
+
+MIN_ZEROS = 0.70
+BLOCK = 4
+
+
+def _encode(w2: np.ndarray, block: int) -> tuple[np.ndarray, list[int], list[int]]:
+    """(values, row segments, column (or block-column) indices) of a [rows, cols] matrix."""
+    rows, cols = w2.shape
+    if block > 1:
+        blocks = w2.reshape(rows, cols // block, block)
+        nz = np.any(blocks != 0, axis=2)
+        values = blocks[nz].reshape(-1)
+    else:
+        nz = w2 != 0
+        values = w2[nz]
+    counts = nz.sum(axis=1)
+    segments = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    indices = np.nonzero(nz)[1]
+    return values.astype(np.float32), segments.tolist(), indices.tolist()
+
+
+def _sparsity_params(shape: list[int], segments, indices, block: int) -> dict:
+    dense_dims = [{"format": "dense", "dense_size": int(d)} for d in shape[:-1]]
+    csr = {"format": "csr", "segments": segments, "indices": indices}
+    n = len(shape)
+    if block == 1:
+        return {"traversal_order": list(range(n)), "block_map": [], "dim_metadata": dense_dims + [csr]}
+    return {
+        "traversal_order": list(range(n + 1)),
+        "block_map": [n - 1],
+        "dim_metadata": dense_dims + [csr, {"format": "dense", "dense_size": block}],
+    }
+
+
+def _candidates(model: Model) -> dict[int, list[int]]:
+    """{weight tensor: [ops reading it]} for float32 constant weights of FC and 1x1 CONV_2D."""
+    found: dict[int, list[int]] = {}
+    for j, op in enumerate(model.operators):
+        if op.code not in (OP.FULLY_CONNECTED, OP.CONV_2D) or len(op.inputs) < 2:
+            continue
+        t = model.tensors[op.inputs[1]]
+        if t.buffer == 0 or t.dtype != 0 or t.quant is not None or t.sparsity is not None:
+            continue
+        if op.code == OP.CONV_2D and t.shape[1:3] != [1, 1]:
+            continue
+        found.setdefault(op.inputs[1], []).append(j)
+    return found
+
+
+def sparsify(model: Model, force: bool = False) -> list[str]:
+    """Encode the chosen weights in place; returns the names of the tensors stored sparse."""
+    done, densify = [], []
+    for idx, users in _candidates(model).items():
+        t = model.tensors[idx]
+        w = model.value(idx)
+        zeros = float((w == 0).mean())
+        if not force and zeros < MIN_ZEROS:
+            continue
+        w2 = w.reshape(-1, w.shape[-1])
+        best = None
+        for block in (1, BLOCK) if w2.shape[1] % BLOCK == 0 else (1,):
+            values, seg, ind = _encode(w2, block)
+            size = values.nbytes + 4 * (len(seg) + len(ind))
+            if best is None or size < best[0]:
+                best = (size, values, seg, ind, block)
+        size, values, seg, ind, block = best
+        if size >= w.nbytes and not force:
+            continue
+        dense = model.tensor(f"{t.name}_densified", t.shape, np.float32)
+        model.buffers[t.buffer] = values.tobytes()
+        t.sparsity = _sparsity_params(t.shape, seg, ind, block)
+        for j in users:
+            model.operators[j].inputs[1] = dense
+        densify.append(Operator(OP.DENSIFY, [idx], [dense], None, 1, t.name))
+        done.append(t.name)
+    model.operators[:0] = densify
+    return done

@@ -1,0 +1,65 @@
+"""The writers named in ``formats.FORMATS`` for the TFLite formats.
+
+Consumes: the source (nn.Module or QuantizedModel), example inputs and options (``io``:
+"float" or "int8", ``sparse``: bool). Produces: an in-memory ``tflite_schema.Model`` that
+``edgeprune.export`` stamps with metadata and serializes (``tflite_family.finish``).
+
+Route: the model is exported with our ONNX exporter (batch 1, static shapes, BN folded for int8;
+shared with the ONNX writers of the same ``export`` call) and that graph is lowered op by op
+(``tflite_lower``). For int8 the lowering reads the QDQ graph ``quantize_onnx`` writes from the
+QuantizedModel, so both int8 formats carry the same scales.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .onnx_writers import captured
+from .tflite_lower import lower
+from .tflite_schema import OP, Model, Operator
+from .tflite_sparse import sparsify
+
+
+def _batch1(example_inputs):
+    return tuple(x[:1] for x in example_inputs)
+
+
+def _model_of(source):
+    return getattr(source, "original", source)
+
+
+def write_fp32(source, example_inputs, options):
+    model = lower(captured(options, _model_of(source), _batch1(example_inputs), False))
+    if options.get("sparse") is not False:  # None: the weights at >= 70 % zeros; True: every candidate
+        sparsify(model, force=bool(options.get("sparse")))
+    return model
+
+
+def write_fp16(source, example_inputs, options):
+    return to_fp16(lower(captured(options, _model_of(source), _batch1(example_inputs), False)))
+
+
+def write_int8(source, example_inputs, options):
+    qdq = captured(options, source.folded, _batch1(example_inputs), False, qsource=source)
+    return lower(qdq, io_int8=options.get("io", "float") == "int8")
+
+
+def to_fp16(model: Model) -> Model:
+    """fp16 copies of the float32 weights, each behind a DEQUANTIZE to float32 (compute stays fp32).
+
+    The form GPU delegates read as fp16 weights; CPU kernels dequantize once at load.
+    """
+    consumers = {i for op in model.operators for i in op.inputs}
+    first = []
+    for idx, t in enumerate(list(model.tensors)):
+        if t.buffer == 0 or t.dtype != 0 or idx not in consumers:  # float32 constants only
+            continue
+        value = model.value(idx)
+        if value.size < 16:
+            continue  # scalars and small vectors (eps, axes-like constants) stay fp32
+        half = model.const(f"{t.name}_fp16", value.astype(np.float16))
+        model.buffers[t.buffer] = b""
+        t.buffer = 0
+        first.append((half, idx))
+    model.operators[:0] = [Operator(OP.DEQUANTIZE, [h], [i], None, 3) for h, i in first]
+    return model

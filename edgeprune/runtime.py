@@ -1,0 +1,107 @@
+"""edgeprune's own model runtime from Python: load a float32 ``.tflite`` file and run it on the
+compiled kernels (dense GEMM, and the sparse kernels for layers whose weights are mostly zeros).
+
+Consumes: a ``.tflite`` path (or its bytes) and numpy float32 inputs in the model's shapes.
+Produces: a callable ``RuntimeModel``; calling it returns a list of numpy arrays, one per model
+output. A corrupt or inconsistent file raises ``RuntimeModelError`` (a ``UserError``) naming what is
+wrong; a valid file using an operator or type the runtime does not run raises
+``UnsupportedModelError`` (also a ``UserError``).
+
+    m = edgeprune.runtime.load("model.tflite", threads=1)
+    (logits,) = m(x)                      # x: numpy float32 in m.inputs[0]["shape"]
+    m.profile(runs=10)                    # [(kind, label, ms per run)] per operator
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.errors import UserError
+
+__all__ = ["RuntimeModel", "RuntimeModelError", "UnsupportedModelError", "load"]
+
+
+class RuntimeModelError(UserError):
+    """The file is not a valid .tflite model (the message names the tensor or operator)."""
+
+
+class UnsupportedModelError(UserError):
+    """A valid .tflite file that uses an operator or type this runtime does not run."""
+
+
+class RuntimeModel:
+    """One loaded model with one execution context (one per thread; see the README's C API notes)."""
+
+    def __init__(self, core, source: str):
+        self._core = core
+        self.source = source
+
+    @property
+    def inputs(self) -> list[dict]:
+        """Per input: name, shape, dtype, scale, zero_point."""
+        return list(self._core.inputs)
+
+    @property
+    def outputs(self) -> list[dict]:
+        return list(self._core.outputs)
+
+    @property
+    def isa(self) -> str:
+        """The kernel path the operators run ("avx512", "neon", ...)."""
+        return self._core.isa
+
+    @property
+    def arena_bytes(self) -> int:
+        """Bytes of the activation arena one context holds (lifetime-planned)."""
+        return int(self._core.arena_bytes)
+
+    def set_threads(self, threads: int) -> None:
+        self._core.set_threads(int(threads))
+
+    def __call__(self, *inputs) -> list[np.ndarray]:
+        arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
+        try:
+            return list(self._core.run(arrays))
+        except ValueError as e:
+            raise UserError(f"{self.source}: {e}") from None
+
+    def profile(self, runs: int = 10, inputs=None) -> list[tuple[str, str, float]]:
+        """Runs the model ``runs`` times with per-operator timers; returns (kind, label, mean ms)
+        per operator in execution order. ``inputs`` defaults to standard-normal arrays."""
+        if inputs is None:
+            rng = np.random.default_rng(0)
+            inputs = [rng.standard_normal(i["shape"]).astype(np.float32) for i in self.inputs]
+        self._core.set_profiling(True)
+        try:
+            for _ in range(max(1, int(runs))):
+                self(*inputs)
+            return [(k, lbl, float(ms)) for k, lbl, ms in self._core.profile()]
+        finally:
+            self._core.set_profiling(False)
+
+
+def load(path_or_bytes, threads: int = 1, isa: str | None = None, sparse: bool = True) -> RuntimeModel:
+    """Load a .tflite file (path or bytes). ``isa`` forces a kernel path ("reference", "avx2",
+    ...; default: the process choice), ``sparse=False`` runs every layer dense."""
+    from edgeprune import _core
+
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data, source = bytes(path_or_bytes), "<bytes>"
+    else:
+        p = Path(path_or_bytes)
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise RuntimeModelError(f"cannot read {p}: {e.strerror}; pass the path of a .tflite file") from None
+        source = str(p)
+    try:
+        core = _core.RuntimeModel(data, threads=int(threads), isa=isa or "", sparse=bool(sparse))
+    except _core.InvalidModel as e:
+        raise RuntimeModelError(f"{source}: {e}; re-export the model (edgeprune export)") from None
+    except _core.UnsupportedModel as e:
+        raise UnsupportedModelError(f"{source}: {e}; run it with LiteRT instead (--runtime litert)") from None
+    except ValueError as e:
+        raise UserError(f"{source}: {e}") from None
+    return RuntimeModel(core, source)

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# `make device-test`: install our aarch64 wheel with `[device]` into an emulated Debian arm64 userland and run
+# `edgeprune doctor`, `edgeprune bench` and the runtimes' outputs there, on each device CPU model.
+#
+# The userland (Debian bookworm arm64, Python 3.11) and the aarch64 wheels of numpy, onnxruntime and
+# ai-edge-litert are cached under build/device. Each command runs chrooted in the userland, in a private mount
+# namespace where /proc/cpuinfo is an ARM one (runtimes read it and some fail on the host's x86 text), under
+# qemu-aarch64-static with QEMU_CPU set. Timings under emulation mean nothing: this proves the path works.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=build/device
+ROOT=$B/rootfs
+SHARE=$B/share
+CPUS=${DEVICE_CPUS:-cortex-a72 cortex-a57 neoverse-n1}
+EP=${EP:-.venv/bin/edgeprune}
+PY=${PY:-.venv/bin/python}
+say() { printf 'device-test: %s\n' "$*"; }
+
+scripts/device-binfmt.sh
+
+if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
+  say "building the Debian arm64 userland in $ROOT (cached afterwards)"
+  rm -rf "$ROOT.tmp"
+  mmdebstrap --quiet --variant=apt --architectures=arm64 \
+    --include=python3.11,python3.11-venv,python3-pip-whl,python3-setuptools-whl,libgomp1,libstdc++6,ca-certificates \
+    bookworm "$ROOT.tmp" http://deb.debian.org/debian
+  mv "$ROOT.tmp" "$ROOT"
+fi
+
+mkdir -p "$SHARE/wheels"
+if [ ! -f "$SHARE/wheels/.complete" ]; then
+  say "fetching the aarch64 wheels of the device dependencies"
+  plats=""
+  for g in 17 27 28 31 34; do plats="$plats --platform manylinux_2_${g}_aarch64"; done
+  # shellcheck disable=SC2086
+  $PY -m pip download -q --dest "$SHARE/wheels" $plats --platform manylinux2014_aarch64 --python-version 3.11 \
+    --implementation cp --abi cp311 --only-binary=:all: numpy onnxruntime 'ai-edge-litert==2.3.0' rich
+  touch "$SHARE/wheels/.complete"
+fi
+
+wheel=$(ls -t dist/edgeprune-*_aarch64.whl 2>/dev/null | head -1 || true)
+[ -n "$wheel" ] || { echo "device-test: no aarch64 wheel in dist/: run make wheels" >&2; exit 2; }
+cp "$wheel" "$SHARE/"
+cp tests/device/outputs.py "$SHARE/"
+
+# dev CPU CMD...: run CMD in the userland as the device CPU would see it.
+dev() {
+  local cpu=$1
+  shift
+  unshare -m bash -c '
+    set -e
+    root=$1 cpu=$2 share=$3
+    shift 3
+    mount --bind /proc "$root/proc"
+    mount --bind "tests/device/cpuinfo/$cpu" "$root/proc/cpuinfo"
+    mount --bind /dev "$root/dev"
+    mount --bind /sys "$root/sys"
+    mkdir -p "$root/mnt/share"
+    mount --bind "$share" "$root/mnt/share"
+    # QEMU_CPU stays in the environment: every program the device starts runs on the same CPU model
+    exec chroot "$root" env -i QEMU_CPU="$cpu" PATH=/opt/ep/bin:/usr/bin:/bin HOME=/root "$@"
+  ' _ "$ROOT" "$cpu" "$PWD/$SHARE" "$@"
+}
+
+stamp=$(sha256sum "$wheel" | cut -c1-16)
+if [ "$(cat "$ROOT/opt/ep/.wheel" 2>/dev/null)" != "$stamp" ]; then
+  say "installing $(basename "$wheel") with [device] in the userland"
+  dev cortex-a72 /usr/bin/python3.11 -m venv --clear /opt/ep
+  dev cortex-a72 /opt/ep/bin/pip install -q --disable-pip-version-check --no-index --find-links /mnt/share/wheels \
+    "/mnt/share/$(basename "$wheel")[device]"
+  echo "$stamp" > "$ROOT/opt/ep/.wheel"
+fi
+# torch must not come with the device install
+if dev cortex-a72 /opt/ep/bin/python -c "import torch" 2>/dev/null; then
+  echo "device-test: torch was installed on the device" >&2
+  exit 1
+fi
+
+# host-only commands refuse in one line on a torch-free install
+for cmd in "build --model edgeprune:demo-cnn --target rpi4 --out /tmp/ep-build" \
+  "prune --model edgeprune:demo-cnn --ratio 0.5 --out /tmp/ep-prune"; do
+  set +e
+  # shellcheck disable=SC2086
+  msg=$(dev cortex-a72 /opt/ep/bin/edgeprune $cmd 2>&1 >/dev/null)
+  rc=$?
+  set -e
+  if [ "$rc" != 2 ] || ! grep -q "needs the torch package" <<< "$msg"; then
+    echo "device-test: 'edgeprune $cmd' on the device gave exit $rc: $msg" >&2
+    exit 1
+  fi
+  say "edgeprune ${cmd%% *} on the device: exit 2, $msg"
+done
+
+# Artifacts from the host, as a user would copy them to the board.
+if [ ! -f "$SHARE/rpi4/model.int8.onnx" ]; then
+  say "building the demo CNN for rpi4 on the host"
+  $EP train --model edgeprune:demo-cnn --data digits --epochs 3 --seed 0 --out "$SHARE/trained" --force >/dev/null
+  $EP build --model "$SHARE/trained" --target rpi4 --data digits --ratio 0.5 --out "$SHARE/rpi4" --force >/dev/null
+fi
+$PY - "$SHARE/input.npy" <<'PY'
+import sys
+import numpy as np
+np.save(sys.argv[1], np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32))
+PY
+
+# artifact runtime pairs the device runs; .tflite ones once the build writes them
+pairs=()
+for a in model.int8.tflite:litert model.tflite:litert model.int8.tflite:edgeprune model.tflite:edgeprune \
+  model.int8.onnx:onnxruntime model.onnx:onnxruntime; do
+  f=${a%%:*} rt=${a##*:}
+  [ -f "$SHARE/rpi4/$f" ] || continue
+  if [ "$rt" = edgeprune ] && ! $PY -c "import edgeprune.runtime" 2>/dev/null; then continue; fi
+  pairs+=("$a")
+done
+host_pairs=() dev_pairs=()
+for a in "${pairs[@]}"; do
+  host_pairs+=("$SHARE/rpi4/$a")
+  dev_pairs+=("/mnt/share/rpi4/$a")
+done
+$PY tests/device/outputs.py "$SHARE/input.npy" "$SHARE/host-" "${host_pairs[@]}"
+
+for cpu in $CPUS; do
+  say "$cpu: edgeprune doctor"
+  dev "$cpu" /opt/ep/bin/edgeprune doctor --json > "$SHARE/doctor-$cpu.json"
+  $PY - "$SHARE/doctor-$cpu.json" "$cpu" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+want = "neon-dotprod" if sys.argv[2] == "neoverse-n1" else "neon"
+got = d["core"]["selected_isa"]
+assert d["platform"].endswith("aarch64"), d["platform"]
+assert got == want, f"{sys.argv[2]}: selected ISA {got}, expected {want}"
+print(f"device-test: {sys.argv[2]}: machine aarch64, ISA {got}")
+PY
+  dev "$cpu" /opt/ep/bin/python /mnt/share/outputs.py /mnt/share/input.npy "/mnt/share/dev-$cpu-" "${dev_pairs[@]}"
+  for a in "${pairs[@]}"; do
+    f=${a%%:*} rt=${a##*:}
+    dev "$cpu" /opt/ep/bin/edgeprune bench "/mnt/share/rpi4/$f" --runtime "$rt" --runs 3 --warmup 1 --json \
+      > "$SHARE/bench-$cpu-$f-$rt.json"
+    $PY - "$SHARE" "$cpu" "$f" "$rt" <<'PY'
+import json, sys
+import numpy as np
+share, cpu, f, rt = sys.argv[1:5]
+b = json.load(open(f"{share}/bench-{cpu}-{f}-{rt}.json"))
+assert b["runtime"] == rt and b["runs"] == 3, b
+host = np.load(f"{share}/host-{f}-{rt}.npy")
+dev = np.load(f"{share}/dev-{cpu}-{f}-{rt}.npy")
+if "int8" in f and rt == "edgeprune":
+    assert np.array_equal(host, dev), f"{cpu} {f} {rt}: int8 outputs differ from the host's"
+else:
+    # fp32 within 1e-4 of the host; other runtimes' int8 kernels may round differently per ISA: one step
+    tol = 1e-4 if "int8" not in f else 1.0 / 8
+    err = float(np.max(np.abs(host - dev)) / max(1e-6, float(np.max(np.abs(host)))))
+    assert err <= tol, f"{cpu} {f} {rt}: relative difference {err:.2e} > {tol}"
+print(f"device-test: {cpu}: bench {f} on {rt}: median {b['median_ms']:.3f} ms under emulation, outputs match")
+PY
+  done
+done
+say "passed on: $CPUS"

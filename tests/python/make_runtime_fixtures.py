@@ -1,0 +1,41 @@
+"""Writes the .tflite fixtures of the C++ runtime tests (tests/data/runtime/): each model of
+runtime_models.py, a seeded input and LiteRT's outputs on it, so the native and qemu (aarch64)
+ctest runs compare our runtime with LiteRT without Python.
+
+Consumes: nothing (seeded). Produces: <name>.tflite, <name>.in (float32 input, raw little-endian),
+<name>.out (LiteRT's outputs, float32, concatenated). Run: python tests/python/make_runtime_fixtures.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runtime_models import conv_variants, litert_run, mobilenet_block  # noqa: E402
+
+OUT = Path(__file__).resolve().parents[1] / "data" / "runtime"
+MODELS = {
+    "dense": lambda: mobilenet_block(None, size=8),
+    "sparse": lambda: mobilenet_block(1, size=8),
+    "blocks4x1": lambda: mobilenet_block(4, size=8),
+    "conv_variants": conv_variants,
+}
+SHAPES = {"dense": (1, 8, 8, 3), "sparse": (1, 8, 8, 3), "blocks4x1": (1, 8, 8, 3), "conv_variants": (2, 13, 11, 8)}
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, make in MODELS.items():
+        data = make()
+        x = np.random.default_rng(7).standard_normal(SHAPES[name]).astype(np.float32)
+        outs = litert_run(data, [x])
+        (OUT / f"{name}.tflite").write_bytes(data)
+        (OUT / f"{name}.in").write_bytes(x.astype("<f4").tobytes())
+        (OUT / f"{name}.out").write_bytes(b"".join(o.astype("<f4").tobytes() for o in outs))
+
+
+if __name__ == "__main__":
+    main()

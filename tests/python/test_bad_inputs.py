@@ -1,0 +1,430 @@
+"""Bad inputs over the CLI: every one exits 2 (or 130) with one line naming what and where.
+
+Consumes: a world of small artifacts built once (an untrained demo CNN saved with ep.save, its
+quantized dir and ONNX exports, and a previous output directory), hostile copies of them, and
+the CLI in-process (``run_cli``); the Ctrl-C case runs a real ``edgeprune train`` subprocess.
+Each table row asserts the exit code, the message (regex), that the whole world (inputs, the
+previous output dir, the marker a hostile spec would create) is byte-identical afterwards, and
+that no temporary sibling is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgeprune as ep
+from edgeprune.errors import UserError
+
+MARKER = "PWNED"
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out
+
+
+def _hostile(world: Path, name: str, spec, kwargs=None, **manifest) -> Path:
+    """A copy of the saved model whose model.json says ``spec`` / ``build_kwargs`` / other fields."""
+    d = world / name
+    shutil.copytree(world / "model", d)
+    m = json.loads((d / "model.json").read_text())
+    m.update({"spec": spec, "build_kwargs": kwargs or {}}, **manifest)
+    (d / "model.json").write_text(json.dumps(m))
+    return d
+
+
+def _write_npz(path: Path, **arrays) -> str:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return str(path)
+
+
+def _build_world(w: Path) -> None:
+    digits = ep.data.load("digits")
+    model = ep.models.build("edgeprune:demo-cnn")
+    ep.save(model, w / "model")
+    qm = ep.quantize(model, digits, calib_n=16)
+    qm.save(w / "quant")
+    ep.export(qm, w / "onnx", formats=["onnx", "onnx-int8"])
+    (w / "old").mkdir()
+    (w / "old" / "keep.txt").write_text("previous output\n")
+    (w / "file.txt").write_text("a file, not a directory\n")
+    (w / "notmodel").mkdir()
+    (w / "notmodel" / "readme.txt").write_text("not a model\n")
+    (w / "pruned").mkdir()
+    shutil.copytree(w / "model", w / "pruned" / "model")
+    marker = w / MARKER
+    # hostile model.json specs: each would create the marker if anything were imported and called
+    _hostile(w, "h_system", "os:system", {"command": f"touch {marker}"})
+    _hostile(w, "h_subprocess", "subprocess:run", {"args": ["touch", str(marker)]})
+    _hostile(w, "h_exec", "builtins:exec", {"source": f"open({str(marker)!r}, 'w')"})
+    _hostile(w, "h_import", "importlib:import_module", {"name": "this"})
+    _hostile(w, "h_eval", "builtins:eval", {"source": "__import__('os').system('touch x')"})
+    evil = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\ndef make():\n    return None\n"
+    (w / "evil.py").write_text(evil)
+    sha = hashlib.sha256(evil.encode()).hexdigest()
+    _hostile(w, "h_outside", "../evil.py:make", code={"../evil.py": sha})
+    _hostile(w, "h_absolute", f"{w / 'evil.py'}:make", code={f"{w / 'evil.py'}": sha})
+    d = _hostile(w, "h_symlink", "code/net.py:make", code={"code/net.py": sha})
+    (d / "code").mkdir()
+    (d / "code" / "net.py").symlink_to(w / "evil.py")
+    d = _hostile(w, "h_hash", "code/net.py:make", code={"code/net.py": "0" * 64})
+    (d / "code").mkdir()
+    (d / "code" / "net.py").write_text(evil)
+    d = _hostile(w, "h_nohash", "code/net.py:make")
+    (d / "code").mkdir()
+    (d / "code" / "net.py").write_text(evil)
+    _hostile(w, "h_file_untrusted", "code/net.py:make", code={"code/net.py": sha})
+    _hostile(w, "h_tv_weights", "torchvision:resnet18", {"weights": "DEFAULT"})
+    _hostile(w, "h_kwarg", "edgeprune:demo-cnn", {"evil": 1})
+    _hostile(w, "h_kwarg_obj", "edgeprune:demo-cnn", {"num_classes": {"__class__": "x"}})
+    _hostile(w, "h_kwargs_list", "edgeprune:demo-cnn", None, build_kwargs=[1, 2])
+    _hostile(w, "h_weights_out", "edgeprune:demo-cnn", files={"weights": "../model/weights.pt"})
+    _hostile(w, "h_weights_abs", "edgeprune:demo-cnn", files={"weights": str(w / "model" / "weights.pt")})
+    d = _hostile(w, "h_weights_link", "edgeprune:demo-cnn")
+    (d / "weights.pt").unlink()
+    (d / "weights.pt").symlink_to(w / "model" / "weights.pt")
+    _hostile(w, "h_version", "edgeprune:demo-cnn", version=99)
+    _hostile(w, "h_format", "edgeprune:demo-cnn", format="something-else")
+    _hostile(w, "h_nospec", None)
+    _hostile(w, "h_unknown", "resnet")
+    _hostile(w, "h_builtin", "edgeprune:nope")
+    _hostile(w, "h_shape", "edgeprune:demo-cnn", input_shape=[-1, 32])
+    _hostile(w, "h_plan", "edgeprune:demo-cnn", plan={"groups": 5})
+    d = _hostile(w, "h_badjson", "edgeprune:demo-cnn")
+    (d / "model.json").write_text("{not json")
+    _build_broken_files(w)
+
+
+def _build_broken_files(w: Path) -> None:
+    """Damaged weights, data, quantized dirs and ONNX files next to the good ones."""
+    weights = (w / "model" / "weights.pt").read_bytes()
+    d = _hostile(w, "h_truncated", "edgeprune:demo-cnn")
+    (d / "weights.pt").write_bytes(weights[: len(weights) // 2])
+    d = _hostile(w, "h_noweights", "edgeprune:demo-cnn")
+    (d / "weights.pt").unlink()
+    state = torch.load(w / "model" / "weights.pt", weights_only=True)
+    nan_state = {k: v.clone() for k, v in state.items()}
+    nan_state["stem.0.weight"][0, 0, 0, 0] = float("nan")
+    d = _hostile(w, "h_nan", "edgeprune:demo-cnn")
+    torch.save(nan_state, d / "weights.pt")
+    # --weights files
+    torch.save(nan_state, w / "nan.pt")
+    (w / "truncated.pt").write_bytes(weights[: len(weights) // 3])
+    (w / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    (w / "empty.pt").write_bytes(b"")
+    torch.save(ep.models.build("edgeprune:demo-cnn"), w / "pickled.pt")
+    torch.save({"stem.0.weight": torch.zeros(3, 3)}, w / "shape.pt")
+    # data
+    x = np.random.default_rng(0).standard_normal((40, 1, 32, 32)).astype(np.float32)
+    y = np.arange(40) % 10
+    _write_npz(w / "labels56.npz", x=x, y=np.where(y == 9, 55, y))
+    xn = x.copy()
+    xn[3, 0, 0, 0] = np.nan
+    _write_npz(w / "nan.npz", x=xn, y=y)
+    _write_npz(w / "noy.npz", x=x)
+    _write_npz(w / "x3d.npz", x=x[:, 0], y=y)
+    _write_npz(w / "neg.npz", x=x, y=y - 1)
+    _write_npz(w / "obj.npz", x=x, y=np.array([object()] * 40, dtype=object))
+    good = (w / "labels56.npz").read_bytes()
+    (w / "truncated.npz").write_bytes(good[: len(good) // 2])
+    # quantized dirs
+    qj = json.loads((w / "quant" / "quant.json").read_text())
+    point = next(iter(qj["points"]))
+    layer = next(iter(qj["layers"]))
+    for name, edit in (
+        ("q_nan", lambda d: d["points"][point].update(scale=float("nan"))),
+        ("q_neg", lambda d: d["layers"][layer].update(weight_scale=[-1.0] * len(d["layers"][layer]["weight_scale"]))),
+        ("q_inf", lambda d: d["layers"][layer].update(bias_scale=[float("inf")])),
+        ("q_nopoints", lambda d: d.pop("points")),
+    ):
+        shutil.copytree(w / "quant", w / name)
+        d = json.loads(json.dumps(qj))
+        edit(d)
+        (w / name / "quant.json").write_text(json.dumps(d))
+    shutil.copytree(w / "quant", w / "q_badjson")
+    (w / "q_badjson" / "quant.json").write_text("[1, 2")
+    shutil.copytree(w / "quant", w / "q_folded")
+    folded = (w / "quant" / "folded.pt").read_bytes()
+    (w / "q_folded" / "folded.pt").write_bytes(folded[:100])
+    shutil.copytree(w / "quant", w / "q_hostile")
+    shutil.rmtree(w / "q_hostile" / "model")
+    shutil.copytree(w / "h_system", w / "q_hostile" / "model")
+    # onnx
+    onnx_bytes = (w / "onnx" / "model.onnx").read_bytes()
+    (w / "empty.onnx").write_bytes(b"")
+    (w / "truncated.onnx").write_bytes(onnx_bytes[: len(onnx_bytes) // 2])
+    (w / "random.onnx").write_bytes(np.random.default_rng(1).bytes(2048))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = tmp_path_factory.mktemp("world")
+    _build_world(w)
+    return w
+
+
+TRUST = (
+    r"model spec '{spec}' runs Python code from outside edgeprune; refused \(nothing was imported\); pass --trust-code"
+)
+OLD = ("--out", "{w}/old", "--force")
+PRUNE = ("prune", "--ratio", "0.5", *OLD, "--model")
+QUANT = ("quantize", "--calib", "digits", "--calib-n", "8", *OLD, "--model")
+TRAIN = ("train", "--data", "digits", "--epochs", "1", *OLD, "--model")
+
+
+def _trust(spec: str) -> str:
+    return TRUST.format(spec=spec.replace(".", r"\."))
+
+
+# (id, argv, exit code, message regex); "{w}" is the world directory
+CASES = [
+    # hostile model.json: nothing may be imported or called
+    ("system-prune", (*PRUNE, "{w}/h_system"), 2, r"--model {w}/h_system/model.json: " + _trust("os:system")),
+    ("system-quantize", (*QUANT, "{w}/h_system"), 2, _trust("os:system")),
+    ("system-train", (*TRAIN, "{w}/h_system"), 2, _trust("os:system")),
+    ("system-export", ("export", "{w}/h_system", *OLD), 2, _trust("os:system")),
+    ("system-bench", ("bench", "{w}/h_system", "--in-process", "--runs", "1"), 2, _trust("os:system")),
+    ("system-build", ("build", "--model", "{w}/h_system", "--target", "x86-avx2", *OLD), 2, _trust("os:system")),
+    ("subprocess-prune", (*PRUNE, "{w}/h_subprocess"), 2, _trust("subprocess:run")),
+    ("subprocess-export", ("export", "{w}/h_subprocess", *OLD), 2, _trust("subprocess:run")),
+    ("exec-prune", (*PRUNE, "{w}/h_exec"), 2, _trust("builtins:exec")),
+    ("exec-quantize", (*QUANT, "{w}/h_exec"), 2, _trust("builtins:exec")),
+    ("eval-train", (*TRAIN, "{w}/h_eval"), 2, _trust("builtins:eval")),
+    ("import-prune", (*PRUNE, "{w}/h_import"), 2, _trust("importlib:import_module")),
+    ("import-export", ("export", "{w}/h_import", *OLD), 2, _trust("importlib:import_module")),
+    ("quant-dir-hostile-model", ("export", "{w}/q_hostile", *OLD), 2, _trust("os:system")),
+    ("file-spec-untrusted", (*PRUNE, "{w}/h_file_untrusted"), 2, _trust("code/net.py:make")),
+    ("outside-untrusted", (*PRUNE, "{w}/h_outside"), 2, _trust("../evil.py:make")),
+    ("outside-trusted", (*PRUNE, "{w}/h_outside", "--trust-code"), 2, r"spec file '\.\./evil\.py' points outside"),
+    ("absolute-trusted", (*PRUNE, "{w}/h_absolute", "--trust-code"), 2, r"evil\.py' points outside the model dir"),
+    ("symlink-trusted", (*PRUNE, "{w}/h_symlink", "--trust-code"), 2, r"spec file 'code/net\.py' is a symlink"),
+    ("hash-trusted", (*PRUNE, "{w}/h_hash", "--trust-code"), 2, r"h_hash/code/net\.py: sha256 differs"),
+    ("nohash-trusted", (*PRUNE, "{w}/h_nohash", "--trust-code"), 2, r"'code/net\.py' has no sha256 under 'code'"),
+    ("torchvision-weights", (*PRUNE, "{w}/h_tv_weights"), 2, r"build_kwargs 'weights' is refused \(it would download or run code\)"),
+    ("kwarg-unknown", (*PRUNE, "{w}/h_kwarg"), 2, r"build_kwargs \['evil'\] are not parameters of 'edgeprune:demo"),
+    ("kwarg-object", (*PRUNE, "{w}/h_kwarg_obj"), 2, r"build_kwargs 'num_classes' must be a number"),
+    ("kwargs-list", (*PRUNE, "{w}/h_kwargs_list"), 2, r"build_kwargs must be an object, got list"),
+    ("weights-outside", (*PRUNE, "{w}/h_weights_out"), 2, r"weights file '\.\./model/weights\.pt' points outside"),
+    ("weights-absolute", (*PRUNE, "{w}/h_weights_abs"), 2, r"weights file '/.*' points outside"),
+    ("weights-symlink", (*PRUNE, "{w}/h_weights_link"), 2, r"weights file 'weights\.pt' is a symlink"),
+    # broken model directories
+    ("manifest-version", (*PRUNE, "{w}/h_version"), 2, r"format version 99 is newer"),
+    ("manifest-format", (*PRUNE, "{w}/h_format"), 2, r"not an edgeprune model manifest"),
+    ("manifest-nospec", (*PRUNE, "{w}/h_nospec"), 2, r"h_nospec/model\.json: missing field 'spec'"),
+    ("manifest-json", (*PRUNE, "{w}/h_badjson"), 2, r"h_badjson/model\.json: invalid JSON"),
+    ("manifest-unknown-spec", (*PRUNE, "{w}/h_unknown"), 2, r"unknown model spec 'resnet'"),
+    ("manifest-builtin", (*PRUNE, "{w}/h_builtin"), 2, r"unknown built-in model; built-ins: edgeprune:demo-cnn"),
+    ("manifest-shape", (*PRUNE, "{w}/h_shape"), 2, r"input_shape \[-1, 32\] must list positive integers"),
+    ("manifest-plan", (*PRUNE, "{w}/h_plan"), 2, r"the stored plan does not apply"),
+    ("dir-weights-truncated", (*PRUNE, "{w}/h_truncated"), 2, r"h_truncated/weights\.pt: not a readable torch file"),
+    ("dir-weights-missing", (*PRUNE, "{w}/h_noweights"), 2, r"h_noweights/weights\.pt: missing"),
+    ("dir-weights-nan", (*PRUNE, "{w}/h_nan"), 2, r"h_nan/weights\.pt: tensor 'stem\.0\.weight' contains NaN"),
+    ("not-a-model-dir", (*PRUNE, "{w}/notmodel"), 2, r"notmodel: no model\.json"),
+    ("prune-out-as-model", (*PRUNE, "{w}/pruned"), 2, r"no model\.json .*it holds a saved model in {w}/pruned/model"),
+    # --weights
+    ("weights-truncated", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/truncated.pt"), 2, r"truncated\.pt: not a"),
+    ("weights-random", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/random.pt"), 2, r"random\.pt: not a readable"),
+    ("weights-empty", (*TRAIN, "edgeprune:demo-cnn", "--weights", "{w}/empty.pt"), 2, r"empty\.pt: not a readable"),
+    ("weights-pickle", (*QUANT, "edgeprune:demo-cnn", "--weights", "{w}/pickled.pt"), 2, r"pickled Python objects"),
+    ("weights-nan", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/nan.pt"), 2, r"tensor 'stem\.0\.weight' .*NaN"),
+    ("weights-shape", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/shape.pt"), 2, r"shape mismatch for 1 tensors"),
+    ("weights-missing", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/nope.pt"), 2, r"nope\.pt: weights file not"),
+    # outputs
+    ("out-is-file", ("prune", "--model", "edgeprune:demo-cnn", "--ratio", "0.5", "--out", "{w}/file.txt"), 2, "exists"),
+    ("out-not-empty", ("prune", "--model", "edgeprune:demo-cnn", "--ratio", "0.5", "--out", "{w}/old"), 2, "--force"),
+    ("out-parent-file", (*TRAIN[:5], "--out", "{w}/file.txt/sub", "--model", "edgeprune:demo-cnn"), 2, r"is a file"),
+    ("out-read-only", (*TRAIN[:5], "--out", "/sys/kernel/ep_out", "--model", "edgeprune:demo-cnn"), 2, r"cannot"),
+    ("export-jetson-int8", ("export", "{w}/quant", "--target", "jetson-nano", *OLD), 2, r"--target jetson-nano: "),
+    # data
+    ("labels-out-of-range", (*TRAIN[:1], "--data", "{w}/labels56.npz", *OLD, "--model", "{w}/model"), 2, r"56 classes"),
+    ("calib-labels", (*QUANT[:1], "--calib", "{w}/labels56.npz", *OLD, "--model", "{w}/model"), 2, r"56 classes"),
+    ("data-nan", (*TRAIN[:1], "--data", "{w}/nan.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"'x' contains NaN"),
+    ("calib-nan", ("quantize", "--calib", "{w}/nan.npz", *OLD, "--model", "{w}/model"), 2, r"'x' contains NaN"),
+    ("data-no-y", (*TRAIN[:1], "--data", "{w}/noy.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"missing array 'y'"),
+    ("data-3d", (*TRAIN[:1], "--data", "{w}/x3d.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"expected 4-D NCHW"),
+    ("data-negative", (*TRAIN[:1], "--data", "{w}/neg.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"negative"),
+    ("data-object", (*TRAIN[:1], "--data", "{w}/obj.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"pickle"),
+    ("data-truncated", (*TRAIN[:1], "--data", "{w}/truncated.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, "npz"),
+    ("data-missing", (*TRAIN[:1], "--data", "{w}/none.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"not found"),
+    # quantized dirs
+    ("quant-nan-scale", ("export", "{w}/q_nan", *OLD), 2, r"q_nan/quant\.json: scale of '.*' is nan"),
+    ("quant-neg-scale", ("export", "{w}/q_neg", *OLD), 2, r"q_neg/quant\.json: scale of '.*\.weight' is -1\.0"),
+    ("quant-inf-scale", ("export", "{w}/q_inf", *OLD), 2, r"q_inf/quant\.json: scale of '.*\.bias' is inf"),
+    ("quant-no-points", ("export", "{w}/q_nopoints", *OLD), 2, r"field 'points' is missing"),
+    ("quant-bad-json", ("export", "{w}/q_badjson", *OLD), 2, r"q_badjson/quant\.json: invalid JSON"),
+    ("quant-folded", ("export", "{w}/q_folded", *OLD), 2, r"q_folded/folded\.pt: not a readable torch file"),
+    # onnx files
+    ("inspect-empty", ("inspect", "{w}/empty.onnx"), 2, r"empty\.onnx: empty file \(0 bytes\)"),
+    ("inspect-truncated", ("inspect", "{w}/truncated.onnx"), 2, r"truncated\.onnx: not a readable ONNX file"),
+    ("inspect-random", ("inspect", "{w}/random.onnx"), 2, r"random\.onnx: not a readable ONNX file"),
+    ("inspect-missing", ("inspect", "{w}/none.onnx"), 2, r"none\.onnx: no such file"),
+    ("bench-empty-onnx", ("bench", "{w}/empty.onnx", "--in-process"), 2, r"onnxruntime cannot load"),
+    ("bench-not-model", ("bench", "{w}/notmodel", "--runs", "1"), 2, r"notmodel: no model\.json"),
+    # flags
+    ("budget-negative", ("build", "--model", "edgeprune:demo-cnn", "--target", "rpi4", "--budget-macs", "-1", *OLD), 2,
+     r"--budget-macs -1: must be > 0"),
+    ("ratio-range", (*PRUNE[:1], "--ratio", "1.5", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"--ratio 1\.5: must be"),
+    ("verbose-after", (*PRUNE, "nosuch:thing", "-v"), 2, r"--model nosuch:thing"),
+    ("target-unknown", (*QUANT, "{w}/model", "--target", "nosuch"), 2, r"--target nosuch"),
+    ("train-epochs", (*TRAIN, "edgeprune:demo-cnn", "--epochs", "-1"), 2, r"--epochs -1: must be >= 0"),
+    ("export-opset", ("export", "{w}/quant", "--opset", "5", *OLD), 2, r"--opset 5"),
+    ("percentile", (*QUANT, "{w}/model", "--percentile", "200"), 2, r"--percentile 200\.0: must be in \(50, 100\]"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, code, pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(world, run_cli, monkeypatch, tmp_path, argv, code, pattern):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = _snapshot(world)
+    res = run_cli(*(a.format(w=world) for a in argv))
+    assert res.code == code, res.err
+    lines = [line for line in res.err.strip().splitlines() if not line.startswith("build [")]  # build's progress
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.err
+    assert "Traceback" not in res.err and "weights_only=False" not in res.err
+    import re
+
+    assert re.search(pattern.format(w=re.escape(str(world))), lines[0]), lines[0]
+    assert not (world / MARKER).exists(), "a hostile spec ran"
+    assert _snapshot(world) == before  # inputs and the previous --out untouched, no temp sibling left
+    assert list(cwd.iterdir()) == []
+
+
+def test_there_are_at_least_sixty_cases():
+    assert len({c[0] for c in CASES}) == len(CASES) >= 60
+
+
+@pytest.mark.parametrize("name", ["h_system", "h_subprocess", "h_exec", "h_import", "h_outside", "h_symlink"])
+def test_library_load_refuses_hostile_dirs(world, name):
+    with pytest.raises(UserError):
+        ep.load(world / name)
+    if name in ("h_outside", "h_symlink"):
+        with pytest.raises(UserError, match="outside|symlink"):
+            ep.load(world / name, trust_code=True)
+    assert not (world / MARKER).exists()
+
+
+def test_trusted_file_factory_runs_with_trust_code(world, run_cli, tmp_path):
+    src = tmp_path / "net_h18.py"
+    src.write_text("from edgeprune.models import demo_cnn\ndef make():\n    return demo_cnn(num_classes=10)\n")
+    m = ep.models.build(f"{src}:make")
+    ep.save(m, tmp_path / "m")
+    res = run_cli("export", tmp_path / "m", "--out", tmp_path / "e")
+    assert res.code == 2 and "pass --trust-code" in res.err
+    assert not (tmp_path / "e").exists()
+    res = run_cli("export", tmp_path / "m", "--out", tmp_path / "e", "--trust-code")
+    assert res.code == 0, res.err
+    assert (tmp_path / "e" / "model.onnx").is_file()
+
+
+def test_failed_export_with_force_keeps_the_old_dir(world, run_cli, tmp_path):
+    old = tmp_path / "out"
+    shutil.copytree(world / "old", old)
+    before = _snapshot(old)
+    # passes every early check, then fails inside the writer: the onnx-int8 writer needs scales
+    res = run_cli("export", world / "model", "--format", "onnx-int8", "--out", old, "--force")
+    assert res.code == 2 and "onnx-int8 needs int8 scales" in res.err
+    assert _snapshot(old) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    res = run_cli("export", world / "model", "--out", old, "--force")
+    assert res.code == 0, res.err
+    assert sorted(p.name for p in old.iterdir()) == ["model.onnx"]  # replaced only on success
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_ctrl_c_during_train_keeps_the_old_dir(world, tmp_path):
+    old = tmp_path / "out"
+    shutil.copytree(world / "old", old)
+    before = _snapshot(old)
+    exe = Path(sys.executable).with_name("edgeprune")
+    argv = [str(exe), "train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "50"]
+    proc = subprocess.Popen(
+        [*argv, "--out", str(old), "--force", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180  # torch import and data load on a busy machine
+        while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):  # the staging dir: training started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert _snapshot(old) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_registered_factory_loads_without_trust_code(tmp_path):
+    from edgeprune.models import FACTORIES, register_factory
+
+    register_factory("zoo18", lambda name, spec: {"tiny": lambda width=4: torch.nn.Linear(width, 2)}[name])
+    try:
+        m = ep.models.build("zoo18:tiny", width=3)
+        ep.save(m, tmp_path / "m")
+        back = ep.load(tmp_path / "m")  # no trust_code: the prefix is registered
+        x = torch.randn(2, 3)
+        assert torch.equal(back(x), m(x)) and back.edgeprune_build_kwargs == {"width": 3}
+    finally:
+        FACTORIES.pop("zoo18")
+    with pytest.raises(UserError, match=r"model spec 'zoo18:tiny' runs Python code"):
+        ep.load(tmp_path / "m")
+
+
+def test_readme_snippet_reaches_inspect_onnx_through_ep_export(world):
+    code = f"import edgeprune as ep; print(ep.export.inspect_onnx({str(world / 'onnx' / 'model.onnx')!r})['opset'])"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "17", res.stderr
+
+
+def test_qlinear_refuses_nan_weights():
+    from edgeprune import kernels
+
+    w = np.ones((4, 8), np.float32)
+    w[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"weight must be finite \(it contains NaN"):
+        kernels.QLinear(w, input_scale=0.1, input_zero_point=0, output_scale=0.1, output_zero_point=0)
+    with pytest.raises(ValueError, match=r"bias must be finite"):
+        kernels.QLinear(np.ones((4, 8), np.float32), np.array([0, np.nan, 0, 0], np.float32), input_scale=0.1,
+                        input_zero_point=0, output_scale=0.1, output_zero_point=0)  # fmt: skip
+
+
+def test_quantize_refuses_nan_calibration_data_and_weights():
+    from edgeprune.quant import CalibrationError, QuantizeError
+
+    model = ep.models.build("edgeprune:demo-cnn")
+    x = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    x[5, 0, 3, 3] = float("inf")
+    with pytest.raises(CalibrationError, match=r"calibration sample 5 contains NaN or infinite values"):
+        ep.quantize(model, x, progress=False)
+    with torch.no_grad():
+        model.stem[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(QuantizeError, match=r"model tensor 'stem\.0\.weight' contains NaN"):
+        ep.quantize(model, x[:4], progress=False)

@@ -1,0 +1,159 @@
+"""The runtime (edgeprune.runtime) against LiteRT on identical .tflite files: dense and sparse
+(unstructured and 4x1 blocks), every compiled x86 path, 1/2/4 threads with the same bits, and
+hostile files (truncated, bit-flipped, inconsistent) that must fail with a message, never crash.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from runtime_models import conv_variants, inputs_for, litert_run, mobilenet_block
+
+import edgeprune as ep
+from edgeprune import kernels
+from edgeprune.runtime import RuntimeModelError, UnsupportedModelError
+
+ISAS = [i for i in ("reference", "avx2", "avx512", "neon", "neon-dotprod") if i in kernels.supported_isas()]
+MODELS = {
+    "dense": lambda: mobilenet_block(None),
+    "sparse": lambda: mobilenet_block(1),
+    "blocks4x1": lambda: mobilenet_block(4),
+    "conv_variants": conv_variants,
+}
+
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def case(request):
+    data = MODELS[request.param]()
+    m = ep.runtime.load(data)
+    x = inputs_for(m)
+    return request.param, data, x, litert_run(data, x)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_matches_litert_on_every_path(case, isa):
+    name, data, x, want = case
+    m = ep.runtime.load(data, isa=isa)
+    assert m.isa == isa
+    got = m(*x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        assert _rel(g, w) < 1e-4, (name, isa, _rel(g, w))
+
+
+def test_sparse_layers_run_sparse_kernels(case):
+    name, data, x, want = case
+    labels = [lbl for _, lbl, _ in ep.runtime.load(data).profile(runs=1)]
+    n_sparse = sum("sparse" in lbl for lbl in labels)
+    if name in ("sparse", "blocks4x1"):
+        assert n_sparse >= 2, labels
+    else:
+        assert n_sparse == 0, labels
+    dense = ep.runtime.load(data, sparse=False)
+    assert not any("sparse" in lbl for _, lbl, _ in dense.profile(runs=1))
+    assert _rel(dense(*x)[0], want[0]) < 1e-4
+
+
+def test_same_bits_for_1_2_4_threads(case):
+    _, data, x, _ = case
+    outs = [ep.runtime.load(data, threads=t)(*x) for t in (1, 2, 4)]
+    for o in outs[1:]:
+        for a, b in zip(outs[0], o):
+            assert np.array_equal(a, b)
+
+
+def test_inputs_outputs_and_errors(tmp_path):
+    data = conv_variants()
+    p = tmp_path / "m.tflite"
+    p.write_bytes(data)
+    m = ep.runtime.load(p)
+    assert [i["shape"] for i in m.inputs] == [(2, 13, 11, 8)]
+    assert [o["shape"] for o in m.outputs] == [(2, 38), (2, 3, 3, 16)]
+    assert m.arena_bytes > 0
+    kinds = [k for k, _, _ in m.profile(runs=1)]
+    assert kinds.count("PAD") == 1  # the two PADs before VALID convolutions are folded into them
+    with pytest.raises(ep.errors.UserError, match="must have shape"):
+        m(np.zeros((1, 13, 11, 8), np.float32))
+    with pytest.raises(RuntimeModelError, match="cannot read"):
+        ep.runtime.load(tmp_path / "missing.tflite")
+
+
+def test_unsupported_operator_is_named():
+    from tflite_builder import Builder
+
+    b = Builder()
+    x = b.input([1, 4])
+    y = b.op(47, [x], [1, 4])  # EXP
+    with pytest.raises(UnsupportedModelError, match=r"operator 0 \(BUILTIN_47\).*not supported"):
+        ep.runtime.load(b.finish([y]))
+
+
+def test_fused_tanh_is_refused():
+    from tflite_builder import Builder
+
+    b = Builder()
+    x = b.input([1, 4, 4, 2])
+    y = b.conv2d(x, np.ones((2, 1, 1, 2), np.float32), np.zeros(2), act="tanh")
+    with pytest.raises(UnsupportedModelError, match="fused TANH"):
+        ep.runtime.load(b.finish([y]))
+
+
+def test_inconsistent_files_are_refused_with_a_message():
+    from tflite_builder import Builder
+
+    rng = np.random.default_rng(0)
+    b = Builder()
+    x = b.input([1, 8, 8, 4])
+    y = b.conv2d(x, rng.standard_normal((6, 3, 3, 4)).astype(np.float32), np.zeros(6))
+    b.tensors[y]["shape"] = [1, 8, 8, 7]  # the output shape the operator cannot produce
+    with pytest.raises(RuntimeModelError, match=r"operator 0 \(CONV_2D\).*shape"):
+        ep.runtime.load(b.finish([y]))
+    b = Builder()
+    x = b.input([1, 8])
+    y = b.fc(x, np.ones((3, 8), np.float32), np.ones(3))
+    b.tensors[y - 1]["data"] = b.tensors[y - 1]["data"][:-4]  # bias buffer one float short
+    with pytest.raises(RuntimeModelError, match="buffer holds 8 bytes, shape and type need 12"):
+        ep.runtime.load(b.finish([y]))
+    with pytest.raises(RuntimeModelError, match="identifier"):
+        ep.runtime.load(b"\x00" * 64)
+
+
+def test_truncated_and_bit_flipped_files_never_crash():
+    data = mobilenet_block(1, size=8)
+    rng = np.random.default_rng(0)
+    loaded = refused = 0
+    cuts = sorted({int(c) for c in rng.integers(1, len(data), 60)})
+    variants = [data[:c] for c in cuts]
+    for _ in range(300):
+        buf = bytearray(data)
+        for pos in rng.integers(0, len(buf), rng.integers(1, 4)):
+            buf[pos] ^= 1 << int(rng.integers(0, 8))
+        variants.append(bytes(buf))
+    for v in variants:
+        try:
+            m = ep.runtime.load(v)
+        except (RuntimeModelError, UnsupportedModelError) as e:
+            assert str(e) and "\n" not in str(e)
+            refused += 1
+            continue
+        loaded += 1
+        m(*inputs_for(m))  # a file that loads must also run
+    assert refused >= len(cuts)  # no truncated file passes the verifier
+    assert loaded + refused == len(variants)
+
+
+def test_bench_runs_the_edgeprune_runtime_with_its_profiler(tmp_path):
+    p = tmp_path / "m.tflite"
+    p.write_bytes(mobilenet_block(1, size=8))
+    res = ep.bench(p, runtime="edgeprune", runs=3, warmup=1)
+    assert res.runtime == "edgeprune" and res.runtime_version.startswith("edgeprune ")
+    assert len(res.samples_ms) == 3 and min(res.samples_ms) > 0
+    kinds = {row["op_type"] for row in res.layers}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= kinds
+    assert [r["mean_ms"] for r in res.layers] == sorted((r["mean_ms"] for r in res.layers), reverse=True)
+    assert any("sparse" in r["name"] for r in res.layers)

@@ -1,0 +1,225 @@
+"""TFLite fp32 / fp16 export: every test-zoo model the writer can express matches torch in LiteRT.
+
+Consumes: the test zoo (tests/python/zoo.py), LiteRT (``ai-edge-litert``) in its default
+XNNPACK mode and with builtin kernels only. Produces: assertions on outputs (1e-4 relative to
+torch), on the files (op codes and versions, metadata, NHWC input), on the CLI (export, inspect,
+bench) and on the errors for what the writer cannot express and for corrupt files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from zoo import ZOO, build  # noqa: E402
+
+from edgeprune.export import export, inspect_file  # noqa: E402
+from edgeprune.export.tflite_family import run  # noqa: E402
+from edgeprune.export.tflite_lower import TFLiteLoweringError  # noqa: E402
+
+
+class Upsampler(torch.nn.Module):
+    """nn.Upsample exports as ONNX Resize, which the writer does not lower."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.up = torch.nn.Upsample(scale_factor=2, mode="bilinear")
+
+    def forward(self, x):
+        return self.up(self.conv(x))
+
+
+def rel_err(y, ref) -> float:
+    return float(np.abs(np.asarray(y) - ref).max() / (np.abs(ref).max() + 1e-12))
+
+
+def torch_ref(model, x) -> np.ndarray:
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_fp32_matches_torch_xnnpack_and_builtin(name, tmp_path):
+    model, x = build(name)
+    x = x[:1]
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    ref = torch_ref(model, x)
+    for builtin in (False, True):
+        y = run(path, [x.numpy()], builtin=builtin)[0]
+        assert y.shape == ref.shape
+        assert rel_err(y, ref) < 1e-4, (name, builtin, rel_err(y, ref))
+
+
+def test_fp16_weights_and_file_contents(tmp_path):
+    model, x = build("mobilenet_v2")
+    x = x[:1]
+    paths = export(model, tmp_path, formats=["tflite", "tflite-fp16"], example_inputs=(x,))
+    ref = torch_ref(model, x)
+    y16 = run(paths["tflite-fp16"], [x.numpy()])[0]
+    assert rel_err(y16, ref) < 5e-3
+    info32, info16 = inspect_file(paths["tflite"]), inspect_file(paths["tflite-fp16"])
+    assert info16["size_bytes"] < 0.65 * info32["size_bytes"]
+    assert info16["ops"]["DEQUANTIZE"] > 0 and info16["op_versions"]["DEQUANTIZE"] == 3
+    assert (
+        info16["params"]
+        == info32["params"]
+        == sum(p.numel() for p in model.parameters() if p.dim() != 1)
+        + sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        + sum(m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    )
+    # NHWC input, float32; metadata names the format and the layout
+    assert info32["inputs"][0]["shape"] == [1, 16, 16, 3]
+    assert info32["metadata"]["edgeprune_format"] == "tflite"
+    assert info32["metadata"]["edgeprune_layout"] == "nhwc"
+    assert info32["xnnpack"]["builtin_only"] == {}
+
+
+def test_file_layout_invariants(tmp_path):
+    """TFL3 identifier, empty buffer 0, 16-byte aligned constant data, both builtin code fields."""
+    import tflite
+
+    model, x = build("resnet_basic")
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x[:1],))["tflite"]
+    data = path.read_bytes()
+    assert data[4:8] == b"TFL3"
+    m = tflite.Model.GetRootAs(data, 0)
+    assert m.Version() == 3 and m.Buffers(0).DataLength() == 0
+    for i in range(1, m.BuffersLength()):
+        b = m.Buffers(i)
+        if b.DataLength():
+            start = b._tab.Vector(b._tab.Offset(4))
+            assert start % 16 == 0
+    for i in range(m.OperatorCodesLength()):
+        oc = m.OperatorCodes(i)
+        assert oc.DeprecatedBuiltinCode() == min(oc.BuiltinCode(), 127)
+
+
+def test_unsupported_op_names_op_node_and_alternative_and_leaves_no_file(tmp_path):
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(TFLiteLoweringError) as e:
+        export(Upsampler().eval(), tmp_path / "out", formats=["tflite"], example_inputs=(x,))
+    msg = str(e.value)
+    assert msg.startswith("ONNX op Resize at node '/up/Resize' has no TFLite lowering; use ConvTranspose2d")
+    assert "\n" not in msg
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_cli_export_inspect_bench(run_cli, tmp_path):
+    import edgeprune as ep
+
+    model = ep.models.build("edgeprune:demo-cnn", width=8)
+    ep.save(model, tmp_path / "m")
+    r = run_cli("export", tmp_path / "m", "--format", "tflite", "--out", tmp_path / "e", "--json")
+    assert r.code == 0, r.err
+    rows = json.loads(r.out)["files"]
+    assert rows[0]["format"] == "tflite" and rows[0]["path"].endswith("model.tflite") and rows[0]["macs"] > 0
+    path = tmp_path / "e" / "model.tflite"
+    x = torch.randn(1, *model.input_shape, generator=torch.Generator().manual_seed(3))
+    assert rel_err(run(path, [x.numpy()])[0], torch_ref(model.eval(), x)) < 1e-4
+    r = run_cli("inspect", path, "--json")
+    assert r.code == 0, r.err
+    info = json.loads(r.out)
+    n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert info["ops"]["CONV_2D"] + info["ops"].get("DEPTHWISE_CONV_2D", 0) == n_conv
+    assert info["ops"]["FULLY_CONNECTED"] == 1
+    assert info["inputs"][0]["shape"] == [1, *model.input_shape[1:], model.input_shape[0]]
+    r = run_cli("inspect", path)
+    assert r.code == 0 and "XNNPACK takes" in r.out
+    r = run_cli("bench", path, "--runs", "3", "--warmup", "1", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["runtime"] == "litert" and res["inputs"] == {"input": info["inputs"][0]["shape"]}
+    assert res["median_ms"] > 0
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not_tflite", "flipped"])
+def test_corrupt_file_one_line_exit_2(kind, run_cli, tmp_path):
+    model, x = build("resnet_basic")
+    good = export(model, tmp_path, formats=["tflite"], example_inputs=(x[:1],))["tflite"].read_bytes()
+    bad = tmp_path / "bad.tflite"
+    if kind == "truncated":
+        bad.write_bytes(good[: len(good) // 3])
+    elif kind == "not_tflite":
+        bad.write_bytes(b"\x00" * 64)
+    else:
+        data = bytearray(good)
+        data[0:4] = b"\xff\xff\xff\x7f"  # root table offset far past the end
+        bad.write_bytes(bytes(data))
+    for cmd in (("inspect", bad), ("bench", bad, "--runs", "2")):
+        r = run_cli(*cmd)
+        assert r.code == 2, (cmd, r.code, r.err)
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "bad.tflite" in lines[0]
+
+
+def _prune_1x1_and_fc(model, keep: float, block: int = 1, seed: int = 0):
+    """Zero all but ``keep`` of the 1x1-conv and linear weights (unstructured, or 1 x ``block`` along the input)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) or (isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)):
+                w = m.weight.view(m.weight.shape[0], -1)
+                if w.shape[1] % block:
+                    continue
+                mask = (torch.rand(w.shape[0], w.shape[1] // block, generator=g) < keep).float()
+                w.mul_(mask.repeat_interleave(block, dim=1))
+    return model
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_sparse_weights_smaller_and_same_outputs(block, tmp_path):
+    model, x = build("mobilenet_v2")
+    model = _prune_1x1_and_fc(model, keep=0.25, block=block)
+    x = x[:1]
+    dense = export(model, tmp_path / "d", formats=["tflite"], example_inputs=(x,), sparse=False)["tflite"]
+    sparse = export(model, tmp_path / "s", formats=["tflite"], example_inputs=(x,))["tflite"]  # default: >= 70 %
+    assert sparse.stat().st_size < 0.7 * dense.stat().st_size
+    info = inspect_file(sparse)
+    n_1x1 = sum(
+        isinstance(m, torch.nn.Linear) or (isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1))
+        for m in model.modules()
+    )
+    assert info["ops"]["DENSIFY"] == len(info["sparse_tensors"]) == n_1x1
+    assert all(t["block_map"] == ([] if block == 1 else [len(t["shape"]) - 1]) for t in info["sparse_tensors"])
+    assert info["params"] == inspect_file(dense)["params"]
+    ref = torch_ref(model, x)
+    y_builtin = run(sparse, [x.numpy()], builtin=True)[0]
+    assert np.array_equal(y_builtin, run(dense, [x.numpy()], builtin=True)[0])  # same values, same kernels
+    assert rel_err(run(sparse, [x.numpy()])[0], ref) < 1e-4 and rel_err(y_builtin, ref) < 1e-4
+
+
+def test_sparse_policy(tmp_path):
+    model, x = build("resnet_basic")  # dense weights: nothing at >= 70 % zeros
+    x = x[:1]
+    auto = export(model, tmp_path / "a", formats=["tflite"], example_inputs=(x,))["tflite"]
+    assert "DENSIFY" not in inspect_file(auto)["ops"]
+    forced = export(model, tmp_path / "f", formats=["tflite"], example_inputs=(x,), sparse=True)["tflite"]
+    info = inspect_file(forced)
+    assert info["ops"]["DENSIFY"] == len(info["sparse_tensors"]) > 0
+    assert rel_err(run(forced, [x.numpy()])[0], torch_ref(model, x)) < 1e-4
+
+
+def test_bench_tflite_on_a_device_without_torch_or_onnx(tmp_path):
+    """`edgeprune bench model.tflite` needs LiteRT and numpy only (a Pi image without torch and onnx)."""
+    import os
+    import subprocess
+
+    model, x = build("mobilenet_v2")
+    path = export(model, tmp_path / "e", formats=["tflite"], example_inputs=(x[:1],))["tflite"]
+    for blocked in ("torch", "onnx"):
+        (tmp_path / "site" / blocked).mkdir(parents=True)
+        (tmp_path / "site" / blocked / "__init__.py").write_text(f"raise ImportError('no {blocked} on this device')\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{root}"}
+    cmd = [sys.executable, "-m", "edgeprune.cli.bench", str(path), "--runs", "3", "--warmup", "0", "--json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["runtime"] == "litert" and out["runs"] == 3 and out["inputs"] == {"input": [1, 16, 16, 3]}

@@ -1,0 +1,354 @@
+"""Test helper: writes small float32 .tflite files from a list of operators, with the flatbuffers
+builder and the schema bindings of pip ``tflite``, so runtime tests can compare our runtime with
+LiteRT on identical files before edgeprune's own TFLite writer exists.
+
+Consumes: numpy weights and operator calls (conv2d, depthwise, fc, add, ...). Produces: the bytes
+of a .tflite file (schema version 3), dense or with TFLite's sparse weight encoding + DENSIFY.
+Not a product API: tests only.
+"""
+
+from __future__ import annotations
+
+import flatbuffers
+import numpy as np
+import tflite
+
+_DTYPES = {np.float32: 0, np.float16: 1, np.int32: 2, np.int64: 4, np.int8: 9}
+_ACT = {None: 0, "relu": 1, "relu_n1_to_1": 2, "relu6": 3, "tanh": 4}
+_OPTS = {  # builtin options union values (TFLite's schema)
+    "conv": 1,
+    "dw": 2,
+    "pool": 5,
+    "fc": 8,
+    "softmax": 9,
+    "concat": 10,
+    "add": 11,
+    "reshape": 17,
+    "mul": 21,
+    "reducer": 27,
+    "sub": 28,
+}
+
+
+def _out_dim(n, k, stride, dilation, padding):
+    ek = (k - 1) * dilation + 1
+    return -(-n // stride) if padding == "same" else -(-(n - ek + 1) // stride)
+
+
+def sparse_encoding(w: np.ndarray, block: int = 1):
+    """TFLite's sparsity parameters for a weight whose last dim is the sparse one: all leading dims
+    DENSE, the last SPARSE_CSR; block=4 groups 4 rows of the first dim (4x1 blocks)."""
+    w = np.asarray(w, np.float32)
+    lead = w.reshape(-1, w.shape[-1]) if block == 1 else w.reshape(w.shape[0] // block, block, -1)
+    segments, indices, values = [0], [], []
+    if block == 1:
+        for row in lead:
+            nz = np.flatnonzero(row)
+            indices += nz.tolist()
+            values += row[nz].tolist()
+            segments.append(len(indices))
+        dims = [("dense", s) for s in w.shape[:-1]] + [("csr", segments, indices)]
+        return {"order": list(range(w.ndim)), "block_map": None, "dims": dims, "values": values}
+    assert w.ndim == 2, "4x1 blocks: 2-D weights"
+    for rows in lead:  # rows [4, K]
+        nz = np.flatnonzero(np.any(rows != 0, axis=0))
+        indices += nz.tolist()
+        values += rows[:, nz].T.reshape(-1).tolist()
+        segments.append(len(indices))
+    dims = [("dense", w.shape[0] // 4), ("csr", segments, indices), ("dense", 4)]
+    return {"order": [0, 1, 2], "block_map": [0], "dims": dims, "values": values}
+
+
+class Builder:
+    """Collects tensors and operators of one subgraph; ``finish()`` returns the file bytes."""
+
+    def __init__(self):
+        self.tensors: list[dict] = []
+        self.ops: list[tuple] = []
+        self.codes: list[int] = []
+        self.inputs: list[int] = []
+        self.outputs: list[int] = []
+
+    # ------------------------------------------------------------------ tensors
+    def tensor(self, shape, dtype=np.float32, data=None, sparsity=None, name=None) -> int:
+        self.tensors.append(
+            {
+                "shape": [int(s) for s in shape],
+                "dtype": dtype,
+                "data": None if data is None else np.ascontiguousarray(data, dtype).tobytes(),
+                "sparsity": sparsity,
+                "name": name or f"t{len(self.tensors)}",
+            }
+        )
+        return len(self.tensors) - 1
+
+    def const(self, arr, dtype=np.float32) -> int:
+        arr = np.asarray(arr, dtype)
+        return self.tensor(arr.shape, dtype, arr)
+
+    def input(self, shape) -> int:
+        t = self.tensor(shape)
+        self.inputs.append(t)
+        return t
+
+    def shape(self, t):
+        return self.tensors[t]["shape"]
+
+    def op(self, code, inputs, out_shape, options=None, out_dtype=np.float32) -> int:
+        out = self.tensor(out_shape, out_dtype)
+        if code not in self.codes:
+            self.codes.append(code)
+        self.ops.append((self.codes.index(code), list(inputs), out, options))
+        return out
+
+    def weight(self, w, sparse=None) -> int:
+        """A float32 constant; sparse=1 or 4 stores it in TFLite's sparse encoding + DENSIFY."""
+        if not sparse:
+            return self.const(w)
+        enc = sparse_encoding(w, sparse)
+        t = self.tensor(w.shape, np.float32, np.asarray(enc["values"], np.float32), sparsity=enc)
+        return self.op(124, [t], list(w.shape))
+
+    # ------------------------------------------------------------------ operators
+    def conv2d(self, x, w, b=None, stride=1, padding="same", act=None, dilation=1, sparse=None):
+        n, h, wd, _ = self.shape(x)
+        oh, ow = (_out_dim(s, k, stride, dilation, padding) for s, k in ((h, w.shape[1]), (wd, w.shape[2])))
+        ins = [x, self.weight(w, sparse)] + ([self.const(b)] if b is not None else [-1])
+        opt = ("conv", dict(padding=padding, stride=stride, act=act, dilation=dilation))
+        return self.op(3, ins, [n, oh, ow, w.shape[0]], opt)
+
+    def depthwise(self, x, w, b=None, stride=1, padding="same", act=None, dilation=1):
+        n, h, wd, c = self.shape(x)
+        oh, ow = (_out_dim(s, k, stride, dilation, padding) for s, k in ((h, w.shape[1]), (wd, w.shape[2])))
+        ins = [x, self.const(w)] + ([self.const(b)] if b is not None else [-1])
+        opt = ("dw", dict(padding=padding, stride=stride, act=act, dilation=dilation, mult=w.shape[3] // c))
+        return self.op(4, ins, [n, oh, ow, w.shape[3]], opt)
+
+    def fc(self, x, w, b=None, act=None, sparse=None):
+        rows = int(np.prod(self.shape(x))) // w.shape[1]
+        ins = [x, self.weight(w, sparse)] + ([self.const(b)] if b is not None else [-1])
+        return self.op(9, ins, [rows, w.shape[0]], ("fc", dict(act=act)))
+
+    def binary(self, kind, a, b, act=None):
+        sa, sb = self.shape(a), self.shape(b)
+        out = list(np.broadcast_shapes(tuple(sa), tuple(sb)))
+        code = {"add": 0, "mul": 18, "sub": 41}[kind]
+        return self.op(code, [a, b], out, (kind, dict(act=act)))
+
+    def unary(self, code, x):
+        return self.op(code, [x], self.shape(x))
+
+    def pool(self, x, size, stride, padding="valid", kind="avg", act=None):
+        n, h, w, c = self.shape(x)
+        oh, ow = _out_dim(h, size, stride, 1, padding), _out_dim(w, size, stride, 1, padding)
+        opt = ("pool", dict(padding=padding, stride=stride, size=size, act=act))
+        return self.op(1 if kind == "avg" else 17, [x], [n, oh, ow, c], opt)
+
+    def mean(self, x, axes, keep_dims=True):
+        s = self.shape(x)
+        out = (
+            [1 if i in axes else d for i, d in enumerate(s)]
+            if keep_dims
+            else [d for i, d in enumerate(s) if i not in axes]
+        )
+        return self.op(40, [x, self.const(np.array(axes), np.int32)], out, ("reducer", dict(keep=keep_dims)))
+
+    def concat(self, xs, axis):
+        out = list(self.shape(xs[0]))
+        out[axis] = sum(self.shape(x)[axis] for x in xs)
+        return self.op(2, xs, out, ("concat", dict(axis=axis)))
+
+    def reshape(self, x, shape):
+        return self.op(22, [x, self.const(np.array(shape), np.int32)], shape, ("reshape", dict(shape=shape)))
+
+    def transpose(self, x, perm):
+        out = [self.shape(x)[p] for p in perm]
+        return self.op(39, [x, self.const(np.array(perm), np.int32)], out)
+
+    def pad(self, x, pads):
+        out = [d + a + b for d, (a, b) in zip(self.shape(x), pads)]
+        return self.op(34, [x, self.const(np.array(pads), np.int32)], out)
+
+    def softmax(self, x, beta=1.0):
+        return self.op(25, [x], self.shape(x), ("softmax", dict(beta=beta)))
+
+    # ------------------------------------------------------------------ serialization
+    def finish(self, outputs) -> bytes:
+        self.outputs = list(outputs)
+        b = flatbuffers.Builder(1024)
+        buffers = [self._buffer(b, None)] + [self._buffer(b, t["data"]) for t in self.tensors]
+        tensors = [self._tensor(b, i, t) for i, t in enumerate(self.tensors)]
+        ops = [self._operator(b, *o) for o in self.ops]
+        tflite.SubGraphStartTensorsVector(b, len(tensors))
+        for t in reversed(tensors):
+            b.PrependUOffsetTRelative(t)
+        tv = b.EndVector()
+        iv, ov = self._ints(b, self.inputs), self._ints(b, self.outputs)
+        tflite.SubGraphStartOperatorsVector(b, len(ops))
+        for o in reversed(ops):
+            b.PrependUOffsetTRelative(o)
+        opv = b.EndVector()
+        tflite.SubGraphStart(b)
+        tflite.SubGraphAddTensors(b, tv)
+        tflite.SubGraphAddInputs(b, iv)
+        tflite.SubGraphAddOutputs(b, ov)
+        tflite.SubGraphAddOperators(b, opv)
+        sg = b.EndObject()
+        codes = []
+        for c in self.codes:
+            tflite.OperatorCodeStart(b)
+            tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(c, 127))
+            tflite.OperatorCodeAddBuiltinCode(b, c)
+            tflite.OperatorCodeAddVersion(b, 1)
+            codes.append(tflite.OperatorCodeEnd(b))
+        model_vecs = []
+        for items in (codes, [sg], buffers):
+            b.StartVector(4, len(items), 4)
+            for it in reversed(items):
+                b.PrependUOffsetTRelative(it)
+            model_vecs.append(b.EndVector())
+        tflite.ModelStart(b)
+        tflite.ModelAddVersion(b, 3)
+        tflite.ModelAddOperatorCodes(b, model_vecs[0])
+        tflite.ModelAddSubgraphs(b, model_vecs[1])
+        tflite.ModelAddBuffers(b, model_vecs[2])
+        b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+    @staticmethod
+    def _ints(b, values, dtype=np.int32):
+        return b.CreateNumpyVector(np.asarray(values, dtype))
+
+    @staticmethod
+    def _buffer(b, data):
+        vec = None
+        if data:
+            b.StartVector(1, len(data), 16)
+            b.head = b.head - len(data)
+            b.Bytes[b.head : b.head + len(data)] = data
+            vec = b.EndVector()
+        tflite.BufferStart(b)
+        if vec is not None:
+            tflite.BufferAddData(b, vec)
+        return tflite.BufferEnd(b)
+
+    def _index_vec(self, b, values):
+        vec = self._ints(b, values)
+        tflite.Int32VectorStart(b)
+        tflite.Int32VectorAddValues(b, vec)
+        return tflite.Int32VectorEnd(b)
+
+    def _sparsity(self, b, enc):
+        dims = []
+        for d in enc["dims"]:
+            if d[0] == "dense":
+                tflite.DimensionMetadataStart(b)
+                tflite.DimensionMetadataAddFormat(b, 0)
+                tflite.DimensionMetadataAddDenseSize(b, d[1])
+            else:
+                seg, idx = self._index_vec(b, d[1]), self._index_vec(b, d[2])
+                tflite.DimensionMetadataStart(b)
+                tflite.DimensionMetadataAddFormat(b, 1)
+                tflite.DimensionMetadataAddArraySegmentsType(b, 1)
+                tflite.DimensionMetadataAddArraySegments(b, seg)
+                tflite.DimensionMetadataAddArrayIndicesType(b, 1)
+                tflite.DimensionMetadataAddArrayIndices(b, idx)
+            dims.append(tflite.DimensionMetadataEnd(b))
+        tflite.SparsityParametersStartDimMetadataVector(b, len(dims))
+        for d in reversed(dims):
+            b.PrependUOffsetTRelative(d)
+        dv = b.EndVector()
+        order = self._ints(b, enc["order"])
+        bmap = self._ints(b, enc["block_map"]) if enc["block_map"] else None
+        tflite.SparsityParametersStart(b)
+        tflite.SparsityParametersAddTraversalOrder(b, order)
+        if bmap is not None:
+            tflite.SparsityParametersAddBlockMap(b, bmap)
+        tflite.SparsityParametersAddDimMetadata(b, dv)
+        return tflite.SparsityParametersEnd(b)
+
+    def _tensor(self, b, i, t):
+        name = b.CreateString(t["name"])
+        shape = self._ints(b, t["shape"])
+        sp = self._sparsity(b, t["sparsity"]) if t["sparsity"] else None
+        tflite.TensorStart(b)
+        tflite.TensorAddShape(b, shape)
+        tflite.TensorAddType(b, _DTYPES[t["dtype"]])
+        tflite.TensorAddBuffer(b, i + 1 if t["data"] else 0)
+        tflite.TensorAddName(b, name)
+        if sp is not None:
+            tflite.TensorAddSparsity(b, sp)
+        return tflite.TensorEnd(b)
+
+    def _operator(self, b, code_index, inputs, out, options):
+        iv, ov = self._ints(b, inputs), self._ints(b, [out])
+        opt = _options(b, *options) if options else None
+        tflite.OperatorStart(b)
+        tflite.OperatorAddOpcodeIndex(b, code_index)
+        tflite.OperatorAddInputs(b, iv)
+        tflite.OperatorAddOutputs(b, ov)
+        if opt is not None:
+            tflite.OperatorAddBuiltinOptionsType(b, _OPTS[options[0]])
+            tflite.OperatorAddBuiltinOptions(b, opt)
+        return tflite.OperatorEnd(b)
+
+
+def _options(b, kind, o):  # noqa: C901 - one branch per options table
+    pad = {"same": 0, "valid": 1}
+    if kind == "reshape":
+        shape = b.CreateNumpyVector(np.asarray(o["shape"], np.int32))
+        tflite.ReshapeOptionsStart(b)
+        tflite.ReshapeOptionsAddNewShape(b, shape)
+        return tflite.ReshapeOptionsEnd(b)
+    if kind == "conv":
+        tflite.Conv2DOptionsStart(b)
+        tflite.Conv2DOptionsAddPadding(b, pad[o["padding"]])
+        tflite.Conv2DOptionsAddStrideW(b, o["stride"])
+        tflite.Conv2DOptionsAddStrideH(b, o["stride"])
+        tflite.Conv2DOptionsAddDilationWFactor(b, o["dilation"])
+        tflite.Conv2DOptionsAddDilationHFactor(b, o["dilation"])
+        tflite.Conv2DOptionsAddFusedActivationFunction(b, _ACT[o["act"]])
+        return tflite.Conv2DOptionsEnd(b)
+    if kind == "dw":
+        tflite.DepthwiseConv2DOptionsStart(b)
+        tflite.DepthwiseConv2DOptionsAddPadding(b, pad[o["padding"]])
+        tflite.DepthwiseConv2DOptionsAddStrideW(b, o["stride"])
+        tflite.DepthwiseConv2DOptionsAddStrideH(b, o["stride"])
+        tflite.DepthwiseConv2DOptionsAddDepthMultiplier(b, o["mult"])
+        tflite.DepthwiseConv2DOptionsAddDilationWFactor(b, o["dilation"])
+        tflite.DepthwiseConv2DOptionsAddDilationHFactor(b, o["dilation"])
+        tflite.DepthwiseConv2DOptionsAddFusedActivationFunction(b, _ACT[o["act"]])
+        return tflite.DepthwiseConv2DOptionsEnd(b)
+    if kind == "pool":
+        tflite.Pool2DOptionsStart(b)
+        tflite.Pool2DOptionsAddPadding(b, pad[o["padding"]])
+        tflite.Pool2DOptionsAddStrideW(b, o["stride"])
+        tflite.Pool2DOptionsAddStrideH(b, o["stride"])
+        tflite.Pool2DOptionsAddFilterWidth(b, o["size"])
+        tflite.Pool2DOptionsAddFilterHeight(b, o["size"])
+        tflite.Pool2DOptionsAddFusedActivationFunction(b, _ACT[o["act"]])
+        return tflite.Pool2DOptionsEnd(b)
+    if kind == "fc":
+        tflite.FullyConnectedOptionsStart(b)
+        tflite.FullyConnectedOptionsAddFusedActivationFunction(b, _ACT[o["act"]])
+        return tflite.FullyConnectedOptionsEnd(b)
+    if kind == "softmax":
+        tflite.SoftmaxOptionsStart(b)
+        tflite.SoftmaxOptionsAddBeta(b, o["beta"])
+        return tflite.SoftmaxOptionsEnd(b)
+    if kind == "concat":
+        tflite.ConcatenationOptionsStart(b)
+        tflite.ConcatenationOptionsAddAxis(b, o["axis"])
+        return tflite.ConcatenationOptionsEnd(b)
+    if kind == "reducer":
+        tflite.ReducerOptionsStart(b)
+        tflite.ReducerOptionsAddKeepDims(b, o["keep"])
+        return tflite.ReducerOptionsEnd(b)
+    start, act, end = {
+        "add": (tflite.AddOptionsStart, tflite.AddOptionsAddFusedActivationFunction, tflite.AddOptionsEnd),
+        "mul": (tflite.MulOptionsStart, tflite.MulOptionsAddFusedActivationFunction, tflite.MulOptionsEnd),
+        "sub": (tflite.SubOptionsStart, tflite.SubOptionsAddFusedActivationFunction, tflite.SubOptionsEnd),
+    }[kind]
+    start(b)
+    act(b, _ACT[o["act"]])
+    return end(b)
