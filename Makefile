@@ -150,6 +150,7 @@ bench: install
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/kernels.py --json build/bench-kernels.json
 	$(PY) benchmarks/models.py --json build/bench-models.json
 	$(PY) benchmarks/accuracy.py --json build/bench-accuracy.json
+	$(PY) benchmarks/scale.py --json build/bench-scale.json
 	$(PY) benchmarks/methods.py --json build/bench-methods.json
 
 # The main job on built-in defaults: train the demo CNN on digits, then build it for a Raspberry Pi 4

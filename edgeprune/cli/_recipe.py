@@ -256,7 +256,9 @@ def _common(args, model) -> dict:
 
     regs = [rec.make_regularizer(args.regularize, model, args.reg_lambda)] if args.regularize else []
     return {
-        "recover": rec.RecoverConfig(epochs=args.finetune_epochs, lr=args.lr, seed=args.seed),
+        "recover": rec.RecoverConfig(
+            epochs=args.finetune_epochs, lr=args.lr, seed=args.seed, **getattr(args, "recover_overrides", {})
+        ),
         "distill": args.distill,
         "regularizers": regs,
         "progress": sys.stderr.isatty() and not args.json,

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_USAGE
+    args.argv = argv  # the command line as given, for commands that re-launch themselves (--nproc)
     try:
         return int(args.run(args) or 0)
     except UserError as e:  # the user's files, flags or environment: one line, exit 2

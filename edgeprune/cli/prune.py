@@ -20,7 +20,6 @@ from .common import (
     UsageError,
     add_trust_flags,
     check_model_fits_data,
-    check_out,
     first_line,
     load_model,
     print_json,
@@ -134,6 +133,9 @@ def add_parser(subparsers) -> None:
 
     add_recipe_arguments(p, how)
     _method_choices(p)
+    from . import _scale
+
+    _scale.add_arguments(p, checkpoints=True, batch_size=True)
     p.set_defaults(run=run)
 
 
@@ -232,8 +234,13 @@ def run(args) -> int:
     from edgeprune.prune import count_macs_params
     from edgeprune.prune.plan import as_plan_list
 
+    from . import _scale
+
     _check_flags(args)
-    check_out(args.out, args.force)
+    _scale.check_out(args)  # a run resumed in place writes over its own --out
+    relaunched = _scale.relaunch(args)  # --nproc N: the same command line (--trust-code too) on N processes
+    if relaunched is not None:
+        return relaunched
     plan_obj = _read_plan(args.plan) if args.plan else None
     model = load_model(args.model, args.weights, args.trust_pickle, args.trust_code)
     model.eval()
@@ -256,9 +263,14 @@ def run(args) -> int:
     from . import _recipe
 
     if _recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
-        with staged_out(args.out, args.force) as tmp:
-            met = _recipe.run_recipe(args, model, x, tmp)
+        met = _run_recipe_scaled(args, model, x, _recipe)
         return 0 if met else EXIT_GATE
+    if args.resume:
+        raise UsageError("--resume continues a run with recovery (--data and a --schedule); this one has none")
+    from ..distributed import env_world
+
+    if env_world()[0] != 0:  # under torchrun without recovery there is nothing to share: rank 0 alone prunes
+        return 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if plan_obj is None:
@@ -336,6 +348,27 @@ def run(args) -> int:
         if "pinned" in result:
             _print_pinned(result["pinned"])
     return 0
+
+
+def _run_recipe_scaled(args, model, x, recipe) -> bool:
+    """``run_recipe`` on this rank of a (possibly) data-parallel run, with checkpoints and --resume:
+    rank 0 writes into the staging directory that becomes --out, other ranks into a scratch one."""
+    from .. import checkpoint, distributed
+    from ..errors import UserError
+    from ..prune.search import BUDGET_KINDS
+    from . import _scale
+
+    if args.resume and (args.sparsity is not None or any(getattr(args, f"budget_{k}") for k in BUDGET_KINDS)):
+        raise UsageError("--resume continues structured schedules (oneshot, linear, agp); drop --resume")
+    with _scale.scaled(args, print_json, batch_size=args.batch_size) as run:
+        args.lr = run.lr
+        args.recover_overrides = {"batch_size": args.batch_size, "workers": args.workers}
+        try:
+            return recipe.run_recipe(args, model, x, run.out)
+        except UserError as e:  # it names --model; a checkpoint or a lost rank says more
+            if isinstance(e.__context__, (checkpoint.CheckpointError, distributed.DistributedError)):
+                raise e.__context__ from None
+            raise
 
 
 def _print_pinned(pinned: list) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from . import _scale
 from ._progress import renderer
 from .common import (
     UsageError,
@@ -60,6 +61,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _scale.add_arguments(p, checkpoints=False, batch_size=False)
     p.set_defaults(run=run)
 
 
@@ -79,6 +81,9 @@ def run(args) -> int:
     if not args.lr > 0:
         raise UsageError(f"--lr {args.lr}: must be > 0")
     check_out(args.out, args.force)
+    relaunched = _scale.relaunch(args)  # --nproc N: the same command line (--trust-code too) on N processes
+    if relaunched is not None:
+        return relaunched
     try:
         data = ep.data.load(args.data, seed=args.seed, image_size=args.image_size)
     except ValueError as e:
@@ -91,9 +96,11 @@ def run(args) -> int:
     check_model_fits_data(model, data, f"--model {args.model}", f"--data {args.data}")
     if getattr(model, "input_shape", None) is None:
         model.input_shape = tuple(data.input_shape)
-    out = Path(args.out)
+    world = _scale.setup(args)
+    if world.distributed or world.device != "cpu":
+        return _train_scaled(args, world, model, data)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
-    with staged_out(out, args.force) as tmp:
+    with staged_out(args.out, args.force) as tmp:
         model, metrics = ep.models.train(
             model,
             data,
@@ -106,9 +113,62 @@ def run(args) -> int:
             threads=args.threads,
         )
         ep.save(model, tmp, metadata={"train": metrics, "data": args.data})
+    return _report(args, data, model.edgeprune_spec, metrics)
+
+
+def _train_scaled(args, world, model, data) -> int:
+    """Train data-parallel (torchrun) or on a GPU with the recovery loop, which runs DDP on any device."""
+    import time
+
+    import edgeprune as ep
+
+    from .. import distributed
+    from ..recover import finetune, top1
+
+    with _scale.scaled(args, print_json, batch_size=args.batch_size) as run:
+        t0 = time.perf_counter()
+        progress = not args.no_progress and not args.json and sys.stderr.isatty()
+        model, hist = finetune(
+            model,
+            data,
+            epochs=args.epochs,
+            seed=args.seed,
+            lr=run.lr,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            weight_decay=1e-4,
+            workers=args.workers,
+            restore_best=False,
+            progress=progress,
+            threads=args.threads,
+        )
+        model.eval()
+        metrics = {
+            "train_loss": [row["loss"] for row in hist["epochs"]],
+            "val_history": [row.get("val") for row in hist["epochs"]],
+            "val_top1": top1(model, data.val),
+            "test_top1": top1(model, data.test),
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "lr": run.lr,
+            "batch_size": args.batch_size,
+            "effective_batch": distributed.effective_batch(args.batch_size, world),
+            "world_size": world.size,
+            "device": world.device,
+            "optimizer": args.optimizer,
+            "threads": args.threads,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        ep.save(model, run.out, metadata={"train": metrics, "data": args.data})  # rank 0: the staging dir
+        return _report(args, data, model.edgeprune_spec, metrics, run.print_json)
+
+
+def _report(args, data, spec, metrics, printer=print_json) -> int:
+    """Print the result of a run saved to ``--out``."""
+    out = Path(args.out)
     test_is_val = bool(data.info.get("test_is_val"))  # the data spec had no separate test split
     result = {
-        "model": model.edgeprune_spec,
+        "model": spec,
         "data": args.data,
         "out": str(out),
         "test_top1": metrics["test_top1"],
@@ -117,7 +177,7 @@ def run(args) -> int:
         "metrics": metrics,
     }
     if args.json:
-        print_json(result)
+        printer(result)
     else:
         label = "test (= val split) top-1" if test_is_val else "test top-1"
         print(

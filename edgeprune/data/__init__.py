@@ -9,6 +9,7 @@ Consumes: a data spec string (docs/architecture.md, Specs):
                               optional ``test/`` subfolders, each with one subfolder per class);
   ``package.module:fn`` or ``path/file.py:fn``
                               a callable returning ``(train, val)`` or ``(train, val, test)`` datasets
+                              (map-style, or an ``IterableDataset`` stream with ``.num_classes``)
                               or DataLoaders, or a ``DataSplits``.
 Produces: ``DataSplits`` (``.train``, ``.val``, ``.test``, ``.num_classes``, ``.input_shape``).
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from ..errors import UserError
 
@@ -258,6 +259,8 @@ def _image_folder(root: Path, seed: int, image_size: int) -> DataSplits:
         raise DataError(f"{root}: class folders without training images: {empty}")
     # Grayscale only if every image is; one colour image makes the whole set RGB.
     channels = 1 if all(_image_mode_is_gray(p) for p, _, _ in files) else 3
+    if len(files) >= STREAM_MIN_IMAGES:
+        return _streamed_folder(root, files, classes, presplit, seed, image_size, channels)
     x = np.stack([_read_image(p, image_size, channels) for p, _, _ in files]).astype(np.float32)
     x = (x - 0.5) / 0.5
     y = np.array([lbl for _, lbl, _ in files], dtype=np.int64)
@@ -279,6 +282,44 @@ def _image_folder(root: Path, seed: int, image_size: int) -> DataSplits:
     else:
         split = stratified_split(y, seed=seed)
     return _tensor_splits(x, y, split, str(root), num_classes=len(classes), info={"classes": classes, "seed": seed})
+
+
+# Folders with at least this many images are read from disk when a sample is indexed (DataLoader
+# workers decode in parallel, sharded by rank; the set need not fit in memory); smaller ones are
+# decoded once into tensors.
+STREAM_MIN_IMAGES = 4096
+
+
+class ImageFiles(Dataset):
+    """Image files decoded on access into ``(x float32 CHW in [-1, 1], y int64)``, as the in-memory path does."""
+
+    def __init__(self, paths: list[Path], labels: list[int], image_size: int, channels: int):
+        self.paths, self.image_size, self.channels = list(paths), int(image_size), int(channels)
+        self.targets = torch.tensor(labels, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        a = _read_image(self.paths[i], self.image_size, self.channels)
+        return torch.from_numpy((a.astype(np.float32) - 0.5) / 0.5), self.targets[i]
+
+
+def _streamed_folder(root: Path, files, classes, presplit, seed, image_size, channels) -> DataSplits:
+    labels = np.array([lbl for _, lbl, _ in files], dtype=np.int64)
+    split = np.array([s for _, _, s in files]) if presplit else stratified_split(labels, seed=seed)
+    test_is_val = presplit and not (split == 2).any()  # no test/ folder: evaluate on val
+    parts = []
+    for k in (0, 1, 1 if test_is_val else 2):
+        idx = np.flatnonzero(split == k)
+        parts.append(ImageFiles([files[i][0] for i in idx], labels[idx].tolist(), image_size, channels))
+    return DataSplits(
+        *parts,
+        num_classes=len(classes),
+        input_shape=(channels, image_size, image_size),
+        spec=str(root),
+        info={"classes": classes, "streamed": True, **({"test_is_val": True} if test_is_val else {"seed": seed})},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +402,12 @@ def _from_callable(spec: str) -> DataSplits:
     parts = [_as_dataset(o, spec, w) for o, w in zip(out, ("train", "val", "test"))]
     if len(parts) == 2:
         parts.append(parts[1])  # no separate test split: evaluate on val, and say so in info
-    x0 = parts[0][0][0]
+    if isinstance(parts[0], IterableDataset):  # a stream: no indexing, no length
+        if not isinstance(getattr(parts[0], "num_classes", None), int):
+            raise ValueError(f"data {spec!r}: the train part is an IterableDataset; give it an int .num_classes")
+        x0 = next(iter(parts[0]))[0]
+    else:
+        x0 = parts[0][0][0]
     return DataSplits(
         *parts,
         num_classes=_infer_num_classes(parts[0]),

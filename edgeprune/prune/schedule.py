@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import checkpoint, distributed
 from ..errors import UserError
 from ..recover import RecoverConfig, Regularizer, apply_masks, finetune, top1
 from .sparsity import make_masks, projection, prunable_weights, sparsity_report
@@ -183,6 +184,7 @@ def sparsify(
             max_layer_sparsity=max_layer_sparsity,
             seed=seed + t,
         )
+        masks = distributed.broadcast_object(masks)  # rank 0's masks on every rank
         apply_masks(work, masks)
         val_cut = metric(work, data.val)
         regs = () if t == len(targets) else regularizers  # as structured: the last recovery is plain
@@ -418,9 +420,6 @@ def prune_structured(
             "threshold": threshold.to_dict() if threshold else None,
         },
     )
-    work, row = regularised_training(work, data, cfg, teacher, regularizers, metric, progress)
-    if row is not None:
-        result.baseline["sparsity_training"] = row
     planner = _StepPlanner(
         example_inputs,
         dict(
@@ -438,9 +437,18 @@ def prune_structured(
         base_macs,
         work,
     )
+    ck = checkpoint.active()
+    work, first, resume = _resume_structured(ck, model, work, result)
+    if first == 1 and resume is None:  # a resumed run's weights already went through this phase
+        work, row = regularised_training(work, data, cfg, teacher, regularizers, metric, progress)
+        if row is not None:
+            result.baseline["sparsity_training"] = row
     for t, f in enumerate(fractions, 1):
+        if t < first:
+            continue
         t0 = time.perf_counter()
-        p = planner.plan(work, f)
+        step_start = (copy.deepcopy(work.state_dict()), len(result.plans)) if ck else None
+        p = distributed.broadcast_object(planner.plan(work, f))  # under torchrun rank 0 decides for every rank
         if not p.empty:
             work = _copy_attrs(model, apply(work, p))
             result.plans.append(p)
@@ -459,6 +467,8 @@ def prune_structured(
             progress=progress,
             description=f"step {t}/{len(fractions)}",
             restore_best=cfg.restore_best and not regs,
+            on_epoch=_epoch_saver(ck, t, result, step_start),
+            resume=_check_replanned(resume, result) if t == first else None,
         )
         macs, params = count_macs_params(work, example_inputs)
         result.log.append(
@@ -475,11 +485,80 @@ def prune_structured(
                 "seconds": round(time.perf_counter() - t0, 3),
             }
         )
+        if ck is not None:
+            ck.save(_structured_meta("step", t, result), {"model": work.state_dict()})
     result.model = work
     if threshold is not None:
         result.baseline["threshold"] = threshold.to_dict()  # with the iterative rule's coefficients
     work.edgeprune_plan = list(result.plans)
     return result
+
+
+# Checkpoints of ``prune_structured`` (``edgeprune.checkpoint``): after every step the pruned model,
+# the plan chain and the log; after every N recovery epochs also the weights at the start of the
+# step and the recovery loop's state. A mid-step resume restores the step-start weights, plans the
+# step again (planning is deterministic; the plan hash is checked) and continues the recovery.
+
+
+def _structured_meta(phase: str, t: int, result: ScheduleResult, **extra) -> dict:
+    return {
+        "kind": "structured",
+        "phase": phase,
+        "step": t,
+        "plans": [p.to_dict() for p in result.plans],
+        "log": copy.deepcopy(result.log),
+        **extra,
+    }
+
+
+def _epoch_saver(ck, t, result, step_start):
+    if ck is None:
+        return None
+
+    def save(state: dict) -> None:
+        if ck.wants_epoch(state["meta"]["epoch"]):
+            sd, n_before = step_start
+            meta = _structured_meta("epoch", t, result, plans_before_step=n_before, finetune=state["meta"])
+            ck.save(meta, {"step_start": sd, "finetune": state["tensors"]})
+
+    return save
+
+
+def _resume_structured(ck, model, work, result):
+    """``(work, first step to run, recovery state to resume or None)`` from the run's checkpoint."""
+    from .apply import apply
+    from .plan import PrunePlan
+
+    ck_state = ck.take_resume() if ck is not None else None
+    if ck_state is None:
+        return work, 1, None
+    meta = ck_state.meta
+    if meta.get("kind") != "structured":
+        raise checkpoint.CheckpointError(f"{ck_state.path}: not a checkpoint of a structured schedule")
+    plans = [PrunePlan.from_dict(d) for d in meta["plans"]]
+    mid = meta["phase"] == "epoch"
+    keep = plans[: meta["plans_before_step"]] if mid else plans
+    for p in keep:
+        work = _copy_attrs(model, apply(work, p))
+    work.load_state_dict(ck_state.tensors["step_start" if mid else "model"])
+    result.plans, result.log = list(keep), list(meta["log"])
+    if not mid:
+        if ck_state.rng is not None:
+            torch.set_rng_state(ck_state.rng)
+        return work, meta["step"] + 1, None
+    resume = {"meta": meta["finetune"], "tensors": ck_state.tensors["finetune"], "rng": ck_state.rng}
+    resume["plan_hashes"] = [p.hash for p in plans]
+    resume["path"] = str(ck_state.path)
+    return work, meta["step"], resume
+
+
+def _check_replanned(resume, result):
+    """The recovery state to resume, after checking the step was planned again exactly as before."""
+    if resume is not None and [p.hash for p in result.plans] != resume["plan_hashes"]:
+        raise checkpoint.CheckpointError(
+            f"{resume['path']}: planning the step again gave a different plan; the model, data or flags changed"
+        )
+    return resume
 
 
 class _StepPlanner:

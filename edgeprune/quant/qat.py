@@ -7,6 +7,7 @@ best epoch kept), or a bare Dataset / DataLoader of (x, y), which runs a minimal
 Produces: a new QuantizedModel whose folded weights were trained with int8 weight/bias
 fake-quantization in the loop (straight-through gradients) and whose weight/bias scales are
 recomputed from the trained weights; the training history is in ``metadata["qat"]``.
+Under torchrun both loops run data-parallel (DDP, the same global batches sharded by rank).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import copy
 import torch
 import torch.nn as nn
 
+from .. import distributed
 from .fakequant import quant_layers
 from .quantize import QuantizedModel, _layer_scales
 
 
 def _minimal_loop(gm, loader, epochs, lr, max_batches):
     opt = torch.optim.Adam([p for p in gm.parameters() if p.requires_grad], lr=lr)
+    net = distributed.wrap(gm)  # DDP under torchrun: gradients averaged over ranks
     loss_fn = nn.CrossEntropyLoss()
     losses = []
     for _ in range(epochs):
@@ -30,10 +33,11 @@ def _minimal_loop(gm, loader, epochs, lr, max_batches):
             if max_batches is not None and i >= max_batches:
                 break
             opt.zero_grad()
-            loss = loss_fn(gm(x.float() if torch.is_floating_point(x) else x), y)
+            loss = loss_fn(net(x.float() if torch.is_floating_point(x) else x), y)
             loss.backward()
             opt.step()
             total, n = total + float(loss.detach()) * len(y), n + len(y)
+        total, n = distributed.all_reduce_sum([total, n])
         losses.append(total / max(n, 1))
     return {"loop": "minimal", "train_loss": losses}
 
@@ -79,8 +83,10 @@ def qat(
         history = {"loop": "edgeprune.recover.finetune", **history}
     else:
         if isinstance(train_data, torch.utils.data.Dataset):
+            # every rank takes its slice of the same seeded global batches (one process: all of each)
             gen = torch.Generator().manual_seed(seed)
-            train_data = torch.utils.data.DataLoader(train_data, batch_size=batch_size, shuffle=True, generator=gen)
+            sampler = distributed.GlobalBatchSampler(len(train_data), batch_size, gen)
+            train_data = torch.utils.data.DataLoader(train_data, batch_sampler=sampler)
         gm.train()
         history = _minimal_loop(gm, train_data, epochs, lr, max_batches)
     gm.eval()

@@ -31,6 +31,8 @@ RANK = {
     "estimate": 1,
     "calibrate": 1,
     "data": 1,
+    "distributed": 1,
+    "checkpoint": 1,
     "models": 2,
     "io": 2,
     "graph": 3,
