@@ -384,7 +384,11 @@ def parse_args(argv):
     ap.add_argument(
         "--isa", action="append", help="kernel path(s) to measure (default: every supported one but reference)"
     )
-    ap.add_argument("--quick", action="store_true", help="fewer sparsities, no thread rows; the first tuned shape unless --model says")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer sparsities, no thread rows; the first tuned shape unless --model says",
+    )
     ap.add_argument(
         "--smoke",
         action="store_true",
