@@ -173,9 +173,20 @@ def _json_value(v) -> bool:
         return not isinstance(v, float) or v == v and abs(v) != float("inf")
     if isinstance(v, list):
         return all(_json_value(x) for x in v)
-    if isinstance(v, dict):  # data such as a saved transformers config: string keys, JSON values
-        return all(isinstance(k, str) and _json_value(x) for k, x in v.items())
     return False
+
+
+def _json_object(v) -> bool:
+    """A JSON object of JSON values (a saved transformers config): data, never code."""
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _json_object(x) for k, x in v.items())
+    if isinstance(v, list):
+        return all(_json_object(x) for x in v)
+    return _json_value(v)
+
+
+# (prefix, kwarg) pairs that take a JSON object: a transformers config is rebuilt from its dict
+_OBJECT_KWARGS = {("transformers_class", "config")}
 
 
 def check_kwargs(spec: str, kwargs: Any, factory: Callable | None = None, where: str = "model.json") -> dict:
@@ -189,6 +200,10 @@ def check_kwargs(spec: str, kwargs: Any, factory: Callable | None = None, where:
             raise SpecError(f"{where}: build_kwargs key {k!r} is not a parameter name")
         if k in _NETWORK_KWARGS:
             raise SpecError(f"{where}: build_kwargs {k!r} is refused (it would download or run code)")
+        if (spec.partition(":")[0], k) in _OBJECT_KWARGS:
+            if not (isinstance(v, dict) and _json_object(v)):
+                raise SpecError(f"{where}: build_kwargs {k!r} must be a JSON object")
+            continue
         if not _json_value(v):
             raise SpecError(f"{where}: build_kwargs {k!r} must be a number, string, bool, null or a list of them")
     if factory is not None:
