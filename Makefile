@@ -140,7 +140,8 @@ example: system-deps venv
 	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/targets/toolchains/aarch64-linux-gnu.cmake \
 	  -Dedgeprune_DIR=$(CURDIR)/build/pkg-arm/install/lib/cmake/edgeprune >/dev/null
 	$(VENV)/bin/cmake --build build/classify-arm
-	qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a72 build/classify-arm/classify \
+	qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib -cpu cortex-a72 \
+	  build/classify-arm/classify \
 	  $(EXAMPLE_MODEL) $(EXAMPLE_INPUT) | tee build/classify-arm/out.txt
 	grep -q "on neon$$" build/classify-arm/out.txt && grep -q "^1\. class" build/classify-arm/out.txt
 
