@@ -161,7 +161,8 @@ class Conv2D : public Op {
     cout_ = w.shape[0], kh_ = w.shape[1], kw_ = w.shape[2], cg_ = w.shape[3];
     if (n_ < 1 || h_ < 1 || w_ < 1 || cout_ < 1 || kh_ < 1 || kw_ < 1)
       c.bad("input and filter dimensions must be positive");
-    if (cg_ < 1 || cin_ % cg_ || cout_ % (cin_ / cg_))
+    // cin_ >= cg_ before dividing: a hostile file's filter may claim more channels than the input
+    if (cg_ < 1 || cin_ < cg_ || cin_ % cg_ || cout_ % (cin_ / cg_))
       c.bad("filter input channels " + std::to_string(cg_) + " do not divide the input's " +
             std::to_string(cin_) + " into groups that divide the output channels");
     groups_ = cin_ / cg_;
