@@ -21,9 +21,10 @@ scripts/device-binfmt.sh
 if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
   say "building the Debian arm64 userland in $ROOT (cached afterwards)"
   rm -rf "$ROOT.tmp"
+  mkdir -p "$B"  # mmdebstrap wants the parent of its target to exist (a fresh clone has no build/)
   mmdebstrap --quiet --variant=apt --architectures=arm64 \
     --include=python3.11,python3.11-venv,python3-pip-whl,python3-setuptools-whl,libgomp1,libstdc++6,ca-certificates \
-    bookworm "$ROOT.tmp" http://deb.debian.org/debian
+    bookworm "$PWD/$ROOT.tmp" http://deb.debian.org/debian
   mv "$ROOT.tmp" "$ROOT"
 fi
 
