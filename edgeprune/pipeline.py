@@ -43,6 +43,7 @@ from typing import Any
 from . import fsutil
 from ._version import __version__
 from .errors import UserError
+from .progress import Progress
 
 # Files whose bytes depend on host timings; every other artifact must reproduce bit for bit.
 TIMING_FILES = ("report.json", "report.md")
@@ -401,7 +402,7 @@ class BuildState:
     formats: list[str]
     events: BuildEvents
     on_stage: Callable[[str], None] | None = None
-    bars: bool = False  # inner progress bars (recovery, calibration) of the lower layers
+    bars: Progress | bool = False  # told of the lower layers' loops (training, recovery, calibration)
     tmp: Path | None = None  # the output directory being written
     scratch: Path | None = None  # files that are not artifacts
     report: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -1161,7 +1162,7 @@ def run(
     spec: BuildSpec,
     events: BuildEvents | None = None,
     *,
-    bars: bool = False,
+    bars: Progress | bool = False,
     on_stage: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Validate ``spec``, run every stage and publish ``spec.out_dir``; see ``build`` for the meaning."""
@@ -1191,7 +1192,7 @@ def build(
     out_dir,
     *,
     progress: BuildEvents | None = None,
-    bars: bool = False,
+    bars: Progress | bool = False,
     on_stage: Callable[[str], None] | None = None,
     **settings,
 ) -> BuildResult:
@@ -1209,8 +1210,9 @@ def build(
     weights for comparison. ``max_acc_drop`` (percentage points, deployed model vs the unpruned
     one) makes ``result.gate_passed`` False when exceeded (the CLI exits 3); the artifacts are
     still written, so the report shows what happened. ``progress``: a ``BuildEvents`` that
-    hears each stage start and finish; ``bars``: let recovery and calibration draw their own
-    bars; ``on_stage(name)``: called as each stage that does work starts it.
+    hears each stage start and finish; ``bars``: an ``edgeprune.progress.Progress`` told of the
+    training, recovery and calibration loops (a bool: no events); ``on_stage(name)``: called as
+    each stage that does work starts it.
     """
     return run(BuildSpec(model, target, out_dir, **settings), progress, bars=bars, on_stage=on_stage)
 

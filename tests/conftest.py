@@ -129,3 +129,25 @@ def run_cli(capsys):
 @pytest.fixture
 def tmp_out(tmp_path) -> Path:
     return tmp_path / "out"
+
+
+class ProgressEvents:
+    """An ``edgeprune.progress.Progress`` that keeps every event: ``("start", total, description)``,
+    ``("advance", n, status)``, ``("close",)``."""
+
+    def __init__(self):
+        self.events = []
+
+    def start(self, total, description):
+        self.events.append(("start", total, description))
+
+    def advance(self, n=1, status=None):
+        self.events.append(("advance", n, status))
+
+    def close(self):
+        self.events.append(("close",))
+
+
+@pytest.fixture
+def progress_events() -> ProgressEvents:
+    return ProgressEvents()

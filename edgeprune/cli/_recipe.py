@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from ._progress import renderer
 from .common import print_json
 
 SCHEDULE_CHOICES = ("oneshot", "linear", "agp", "adaptive")
@@ -261,7 +262,7 @@ def _common(args, model) -> dict:
         ),
         "distill": args.distill,
         "regularizers": regs,
-        "progress": sys.stderr.isatty() and not args.json,
+        "progress": renderer(not args.json and sys.stderr.isatty()),
     }
 
 

@@ -15,6 +15,7 @@ import re
 import sys
 
 from ..pipeline import STAGES
+from ._progress import renderer
 from ._tables import summary_table
 from .common import EXIT_GATE, EXIT_OK, UsageError, add_trust_flags, load_model, print_json
 from .targets import announce as announce_target
@@ -277,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     announce_target(args.target)  # which profile an alias (`--target jetson`) chose, on stderr
     tty = sys.stderr.isatty()
     with _Progress(rich=tty) as progress:
-        result = pipeline.run(spec, progress, bars=tty)
+        result = pipeline.run(spec, progress, bars=renderer(tty))
     rep = result.report
     if args.json:
         print_json(_summary_json(result))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ._progress import renderer
 from .common import (
     EXIT_GATE,
     UsageError,
@@ -104,7 +105,7 @@ def run(args) -> int:
             per_channel=not args.per_tensor,
             target=args.target,
             calib_n=args.calib_n,
-            progress=progress,
+            progress=renderer(progress),
             percentile=args.percentile,
         )
     except CalibrationError as e:
@@ -118,7 +119,7 @@ def run(args) -> int:
     out = Path(args.out)
     with staged_out(out, args.force) as tmp:
         if args.qat_epochs:
-            qm = qat(qm, data, epochs=args.qat_epochs, progress=progress)
+            qm = qat(qm, data, epochs=args.qat_epochs, progress=renderer(progress))
         fp32 = ep.models.evaluate(model, data.test)["top1"]
         int8 = ep.models.evaluate(qm.module, data.test)["top1"]
         drop = 100.0 * (fp32 - int8)

@@ -139,7 +139,7 @@ def _train_scaled(args, world, model, data) -> int:
             weight_decay=1e-4,
             workers=args.workers,
             restore_best=False,
-            progress=progress,
+            progress=renderer(progress),
             threads=args.threads,
         )
         model.eval()

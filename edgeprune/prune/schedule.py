@@ -33,6 +33,7 @@ from torch import nn
 
 from .. import checkpoint, distributed
 from ..errors import UserError
+from ..progress import Progress
 from ..recover import RecoverConfig, Regularizer, apply_masks, finetune, top1
 from .sparsity import make_masks, projection, prunable_weights, sparsity_report
 from .threshold import DynamicThreshold
@@ -128,7 +129,7 @@ def sparsify(
     ignore: Iterable[str] = (),
     metric: Callable = top1,
     seed: int = 0,
-    progress: bool = False,
+    progress: Progress | bool | None = None,
 ) -> ScheduleResult:
     """Unstructured / block sparsity by ``schedule`` with masked recovery after every step.
 
@@ -235,7 +236,7 @@ def sparsify_admm(
     distill: bool = True,
     regularizers: Sequence[Regularizer] = (),
     metric: Callable = top1,
-    progress: bool = False,
+    progress: Progress | bool | None = None,
 ) -> ScheduleResult:
     """Unstructured / block sparsity by ADMM: train towards the per-layer sparse set with a rising
     rho, cut to it, then retrain with the masks fixed (``edgeprune.recover.admm_prune``)."""
@@ -297,7 +298,7 @@ def sparsify_admm(
     return result
 
 
-def regularised_training(work, data, cfg, teacher, regularizers, metric=top1, progress=False):
+def regularised_training(work, data, cfg, teacher, regularizers, metric=top1, progress=None):
     """Sparsity training before the first structured cut (network slimming's recipe, Liu et al.
     2017): recover with the regularisers so the first importance already sees what they drove
     down. Returns ``(model, log row)``; without regularisers, ``(model, None)``.
@@ -367,7 +368,7 @@ def prune_structured(
     threshold: DynamicThreshold | None = None,
     metric: Callable = top1,
     seed: int = 0,
-    progress: bool = False,
+    progress: Progress | bool | None = None,
 ) -> ScheduleResult:
     """Structured (channel) pruning by ``schedule`` with recovery after every step.
 
@@ -597,24 +598,6 @@ class _StepPlanner:
             return make_plan(work, self.x, ratio=self._share(now, f), **kw)
         want = {g: int(round(self.sizes0[g] * (1 - ratio * f))) for g in now if g in self.sizes0}
         return make_plan(work, self.x, ratios={g: 1.0 - want[g] / now[g] for g in want if want[g] < now[g]}, **kw)
-
-
-def _progress_bar(enabled: bool):
-    """A transient rich bar on stderr (disabled: same calls, no output)."""
-    import sys
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=Console(file=sys.stderr),
-        transient=True,
-        disable=not enabled,
-    )
 
 
 def _threshold_plan(

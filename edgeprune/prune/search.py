@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..progress import Progress, as_progress
 from ..recover import RecoverConfig, Regularizer, finetune, top1
 from .importance import needs_data
 from .schedule import _config, _copy_attrs, _frozen_teacher, regularised_training, step_targets
@@ -166,21 +167,20 @@ def sensitivity_scan(
     base_val,
     graph=None,
     scores=None,
-    progress=False,
+    progress: Progress | bool | None = None,
 ) -> list[dict]:
     """Each prunable group alone at each level, no recovery: one row per distinct kept count."""
     if graph is None:
         graph, scores = engine.analyse(model)
     sizes = _group_sizes(graph)
     rows = []
-    from .schedule import _progress_bar
-
-    with _progress_bar(progress) as bar:
-        task = bar.add_task("sensitivity scan", total=len(sizes) * len(levels), status="")
+    bar = as_progress(progress)
+    bar.start(len(sizes) * len(levels), "sensitivity scan")
+    try:
         for gid, size in sizes.items():
             seen = {size}
             for r in levels:
-                bar.update(task, advance=1, status=gid)
+                bar.advance(1, gid)
                 p = engine.plan(model, graph, scores, {gid: r})
                 kept = _kept_from_plan(p, sizes)[gid]
                 if kept in seen or p.empty:
@@ -199,6 +199,8 @@ def sensitivity_scan(
                         "cost": budget.cost(pruned, engine.x),
                     }
                 )
+    finally:
+        bar.close()
     return rows
 
 
@@ -289,7 +291,7 @@ def search(
     final_epochs_factor: int = 2,
     metric: Callable = top1,
     seed: int = 0,
-    progress: bool = False,
+    progress: Progress | bool | None = None,
 ) -> SearchResult:
     """Adaptive pruning to ``budget`` under ``max_acc_drop`` points; see the module docstring."""
     if max_acc_drop < 0:

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
+from ..progress import Progress
 from .fakequant import quant_layers
 from .quantize import QuantizedModel, _layer_scales
 
@@ -51,7 +52,7 @@ def qat(
     seed: int = 0,
     max_batches: int | None = None,
     distill: bool = True,
-    progress: bool = False,
+    progress: Progress | bool | None = None,
     **recover_overrides,
 ) -> QuantizedModel:
     """Fine-tune ``qmodel`` through fake quantization; see the module docstring.

@@ -25,7 +25,6 @@ import copy
 import hashlib
 import json
 import operator
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ from .. import fsutil
 from .._version import __version__
 from ..data.batches import iter_batches
 from ..errors import UserError
+from ..progress import Progress, as_progress
 from .config import QuantConfig, make_config
 from .fakequant import QUANT_LAYER_TYPES, build_module, quant_layers, quant_points
 from .observers import activation_qparams, f32, weight_scales
@@ -649,22 +649,6 @@ def _fix_sigmoid_points(points: dict, ops: dict, config: QuantConfig) -> None:
             p.update(scale=f32(1.0 / 256.0), zero_point=zp, qmin=zp, qmax=zp + 255)
 
 
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not enabled,
-    )
-    return progress
-
-
 def quantize(
     model: nn.Module,
     calib_data,
@@ -673,7 +657,7 @@ def quantize(
     target=None,
     calib_n: int | None = 512,
     batch_size: int = 64,
-    progress: bool | None = None,
+    progress: Progress | bool | None = None,
     threads: int | None = 1,
     **config_overrides,
 ) -> QuantizedModel:
@@ -683,8 +667,9 @@ def quantize(
     placement; ``config_overrides`` (e.g. ``percentile=99.9``, ``symmetric_activations=True``)
     win over the target. ``threads`` (default 1) pins torch's intra-op threads while calibrating:
     conv float sums depend on the thread count, so one thread gives the same scales on every
-    machine (and a shared, loaded machine does not thrash). Raises CalibrationError,
-    QuantizeError or Int8UnsupportedError.
+    machine (and a shared, loaded machine does not thrash). ``progress``: an ``edgeprune.progress.Progress``
+    told of every calibration batch (a bool or None: no events). Raises CalibrationError, QuantizeError or
+    Int8UnsupportedError.
     """
     previous = torch.get_num_threads()
     if threads:
@@ -735,18 +720,20 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
     )
     qps = quant_points(cal)
     passes = ["minmax"] + ([] if config.method == "minmax" else ["histogram"])
-    if progress is None:
-        progress = sys.stderr.isatty()
-    with _progress(progress) as bar, torch.no_grad():
-        task = bar.add_task("calibrating", total=len(batches) * len(passes))
-        for mode in passes:
-            for qp in qps.values():
-                qp.mode = mode
-                if mode == "histogram":
-                    qp.observer.start_histogram()
-            for x in batches:
-                cal(_as_input(x))
-                bar.advance(task)
+    bar = as_progress(progress)
+    bar.start(len(batches) * len(passes), "calibrating")
+    try:
+        with torch.no_grad():
+            for mode in passes:
+                for qp in qps.values():
+                    qp.mode = mode
+                    if mode == "histogram":
+                        qp.observer.start_histogram()
+                for x in batches:
+                    cal(_as_input(x))
+                    bar.advance(1)
+    finally:
+        bar.close()
     levels = 256 if config.activation_dtype == "uint8" and not config.symmetric_activations else 128
     points: dict[str, dict] = {}
     inputs = {n.name for n in folded.graph.nodes if n.op == "placeholder"}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from .. import distributed
 from ..models.training import deterministic
+from ..progress import NO_PROGRESS, Progress, as_progress
 from .distill import distillation_loss
 from .masks import MaskGuard, apply_masks
 from .regularize import Regularizer
@@ -108,22 +108,6 @@ def top1(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float:
     return correct / max(total, 1)
 
 
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-        console=Console(file=sys.stderr),
-        transient=True,
-        disable=not enabled,
-    )
-
-
 def _make_optimizer(cfg: RecoverConfig, params):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
@@ -141,7 +125,7 @@ def finetune(
     masks: Mapping[str, torch.Tensor] | None = None,
     regularizers: Iterable[Regularizer] = (),
     metric: Callable[[nn.Module, Dataset], float] = top1,
-    progress: bool = False,
+    progress: Progress | bool | None = None,
     description: str = "recover",
     threads: int | None = 1,
     on_epoch: Callable[[dict], None] | None = None,
@@ -156,7 +140,8 @@ def finetune(
     Early stopping watches ``metric`` on the validation split; the best epoch's weights are
     restored when ``restore_best``. With ``epochs=0`` only the masks are applied and the model
     evaluated. ``threads`` (default 1) pins torch's intra-op threads for the run, because conv
-    float sums depend on it: one thread gives the same numbers on every machine.
+    float sums depend on it: one thread gives the same numbers on every machine. ``progress``: an
+    ``edgeprune.progress.Progress`` told of every batch on the main rank (a bool or None: no events).
 
     Under torchrun (``edgeprune.distributed.setup``) the model trains in DDP on the world's device:
     ``batch_size`` is per rank and every step sees the same global batch whatever the world size.
@@ -314,19 +299,25 @@ class _Run:
             self._restore(resume, opt, gen)
         ddp = distributed.wrap(model)
         stopped_early = False
-        with _progress(progress and distributed.is_main()) as bar, distributed.global_batchnorm(model):
-            task = bar.add_task(description, total=total, completed=self.step, status="")
-            for epoch in range(self.epoch + 1, cfg.epochs + 1):
-                loader = loader_for(epoch)
-                with distributed.translate_errors(f"training epoch {epoch}", only_collective=True):
-                    row = self._epoch(ddp, loader, opt, epoch, per_epoch, total, lambda s: bar.update(task, **s))
-                history["epochs"].append(row)
-                self.epoch = epoch
-                if cfg.patience is not None and self.bad_epochs >= cfg.patience:
-                    stopped_early = epoch < cfg.epochs
-                    break
-                if on_epoch is not None and epoch < cfg.epochs:
-                    on_epoch(self._state(opt, gen))
+        bar = as_progress(progress) if distributed.is_main() else NO_PROGRESS
+        bar.start(total, description)
+        try:
+            if self.step:
+                bar.advance(self.step)  # a resumed run's bar starts where the saved one stopped
+            with distributed.global_batchnorm(model):
+                for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                    loader = loader_for(epoch)
+                    with distributed.translate_errors(f"training epoch {epoch}", only_collective=True):
+                        row = self._epoch(ddp, loader, opt, epoch, per_epoch, total, bar)
+                    history["epochs"].append(row)
+                    self.epoch = epoch
+                    if cfg.patience is not None and self.bad_epochs >= cfg.patience:
+                        stopped_early = epoch < cfg.epochs
+                        break
+                    if on_epoch is not None and epoch < cfg.epochs:
+                        on_epoch(self._state(opt, gen))
+        finally:
+            bar.close()
         if self.val_set is not None and cfg.restore_best and self.best[1] != len(history["epochs"]):
             model.load_state_dict(self.best[2])
         history.update(
@@ -336,7 +327,7 @@ class _Run:
         )
         return model, history
 
-    def _epoch(self, ddp, loader, opt, epoch, per_epoch, total, report) -> dict:
+    def _epoch(self, ddp, loader, opt, epoch, per_epoch, total, bar: Progress) -> dict:
         cfg, model = self.cfg, self.model
         dev = _device_of(model)
         model.train()
@@ -376,7 +367,7 @@ class _Run:
             for k, v in (("loss", total_loss), ("ce", ce), ("kd", kd), ("reg", reg)):
                 sums[k] += float(v.detach()) * n
             self.step += 1
-            report({"advance": 1, "status": f"epoch {epoch}/{cfg.epochs} loss {float(total_loss.detach()):.3f}"})
+            bar.advance(1, f"epoch {epoch}/{cfg.epochs} loss {float(total_loss.detach()):.3f}")
         for r in self.regs:
             r.on_epoch_end(model, epoch)
         self.guard.after_step()
@@ -437,7 +428,7 @@ def admm_prune(
     teacher: nn.Module | None = None,
     retrain_epochs: int | None = None,
     regularizers: Iterable[Regularizer] = (),
-    progress: bool = False,
+    progress: Progress | bool | None = None,
     threads: int | None = 1,
     **overrides,
 ) -> tuple[nn.Module, dict, dict]:

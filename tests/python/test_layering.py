@@ -145,10 +145,6 @@ CLI_USE_ALLOWED = {
     "edgeprune/_bench_runner.py": {"print", "sys.exit"},
     # a maintainer script (python -m edgeprune.data.make_digits) that regenerates the shipped data
     "edgeprune/data/make_digits.py": {"argparse", "print", "sys.exit"},
-    # progress bars drawn by training loops; they move behind edgeprune.progress.Progress
-    "edgeprune/recover/loop.py": {"rich"},
-    "edgeprune/quant/quantize.py": {"rich"},
-    "edgeprune/prune/schedule.py": {"rich"},
 }
 
 

@@ -179,27 +179,11 @@ def test_thread_setting_restored(digits):
     assert torch.get_num_threads() == before
 
 
-class _Recorder:
-    """A Progress that keeps every event (edgeprune.progress.Progress)."""
-
-    def __init__(self):
-        self.events = []
-
-    def start(self, total, description):
-        self.events.append(("start", total, description))
-
-    def advance(self, n=1, status=None):
-        self.events.append(("advance", n, status))
-
-    def close(self):
-        self.events.append(("close",))
-
-
-def test_training_reports_progress_events_and_draws_nothing(digits, capsys):
+def test_training_reports_progress_events_and_draws_nothing(digits, capsys, progress_events):
     from edgeprune.cli._progress import RichProgress, renderer
     from edgeprune.progress import NO_PROGRESS, Progress
 
-    rec = _Recorder()
+    rec = progress_events
     ep.models.train(ep.models.build("edgeprune:demo-cnn"), _subset(digits, 64), epochs=2, batch_size=32, progress=rec)
     assert rec.events[0] == ("start", 4, "training") and rec.events[-1] == ("close",)
     steps = [e for e in rec.events if e[0] == "advance"]
