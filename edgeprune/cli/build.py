@@ -44,6 +44,26 @@ def add_parser(subparsers) -> None:
         "SIMD width), recovery by distillation when --data is given, int8 per the target, ONNX exports, "
         "host benchmark, target latency estimate, report.json/report.md/plots and manifest.json.",
     )
+    _add_input_flags(p)
+    _add_goal_flags(p)
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of every random choice (default 0)")
+    p.add_argument(
+        "--bench-runs",
+        type=int,
+        default=20,
+        metavar="N",
+        help="host benchmark runs per artifact (default 20; 0 = skip)",
+    )
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="host benchmark threads (default 1)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty or new unless --force)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out (only once the build succeeds)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    _add_device_flags(p)
+    p.set_defaults(run=run)
+
+
+def _add_input_flags(p) -> None:
+    """The model, the target and the data."""
     p.add_argument(
         "--model",
         required=True,
@@ -64,6 +84,10 @@ def add_parser(subparsers) -> None:
         "--data", metavar="DATA", help="data spec for accuracy and recovery: digits, file.npz, image folder, module:fn"
     )
     p.add_argument("--calib", metavar="DATA", help="calibration data spec for int8 (default: --data)")
+
+
+def _add_goal_flags(p) -> None:
+    """What the build aims at (a ratio or a budget, the accuracy gate) and how it gets there."""
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--ratio", type=float, metavar="R", help="fraction of channels to remove (default 0.5)")
     goal.add_argument(
@@ -117,20 +141,6 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="also train the pruned shape from scratch for N epochs and report it next to prune+recover",
     )
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of every random choice (default 0)")
-    p.add_argument(
-        "--bench-runs",
-        type=int,
-        default=20,
-        metavar="N",
-        help="host benchmark runs per artifact (default 20; 0 = skip)",
-    )
-    p.add_argument("--threads", type=int, default=1, metavar="N", help="host benchmark threads (default 1)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty or new unless --force)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out (only once the build succeeds)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    _add_device_flags(p)
-    p.set_defaults(run=run)
 
 
 def _add_device_flags(p) -> None:

@@ -56,11 +56,47 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from edgeprune.export import export, inspect_file, load_source
-    from edgeprune.export.formats import get as get_format
-    from edgeprune.quant import Int8UnsupportedError, QuantizedModel
+    from edgeprune.export import channel_alignment, export, inspect_file
+    from edgeprune.quant import Int8UnsupportedError
 
     src = Path(args.dir)
+    source, formats, quantized = _source_and_formats(args, src)
+    out = Path(args.out)
+    try:
+        with staged_out(out, args.force) as tmp:
+            staged = export(
+                source,
+                tmp,
+                formats=formats,
+                target=args.target,
+                dynamic_batch=args.dynamic_batch,
+                opset=args.opset,
+                io=args.io,
+                sparse=args.sparse,
+            )
+    except Int8UnsupportedError as e:
+        raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
+    except UsageError:
+        raise
+    except ValueError as e:
+        raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
+    paths = {fmt: out / p.name for fmt, p in staged.items()}
+    model = source.original if quantized else source
+    align = channel_alignment(model, args.target) if args.target else None
+    rows = [_row(fmt, path, inspect_file(path)) for fmt, path in paths.items()]
+    if args.json:
+        print_json({"source": str(src), "out": str(out), "files": rows, "channel_alignment": align})
+    else:
+        _print_table(src, out, rows, align, args.target)
+    return 0
+
+
+def _source_and_formats(args, src: Path):
+    """``(source, formats, quantized)`` after checking the flags, the source directory and the target."""
+    from edgeprune.export import load_source
+    from edgeprune.export.formats import get as get_format
+    from edgeprune.quant import QuantizedModel
+
     if not src.is_dir():
         raise UsageError(f"{src}: no such directory; pass a dir written by `edgeprune quantize` or ep.save")
     if args.opset < 17:
@@ -85,69 +121,43 @@ def run(args) -> int:
             ep.targets.load(args.target)
         except (ValueError, FileNotFoundError) as e:
             raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
-    out = Path(args.out)
-    try:
-        with staged_out(out, args.force) as tmp:
-            staged = export(
-                source,
-                tmp,
-                formats=formats,
-                target=args.target,
-                dynamic_batch=args.dynamic_batch,
-                opset=args.opset,
-                io=args.io,
-                sparse=args.sparse,
-            )
-    except Int8UnsupportedError as e:
-        raise UsageError(f"--target {args.target}: {str(e).splitlines()[0]}") from None
-    except UsageError:
-        raise
-    except ValueError as e:
-        raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
-    paths = {fmt: out / p.name for fmt, p in staged.items()}
-    from edgeprune.export import channel_alignment
+    return source, formats, quantized
 
-    model = source.original if quantized else source
-    align = channel_alignment(model, args.target) if args.target else None
-    rows = []
-    for fmt, path in paths.items():
-        info = inspect_file(path)
-        rows.append(
-            {
-                "format": fmt,
-                "path": str(path),
-                "size_bytes": info["size_bytes"],
-                "params": info["params"],
-                "macs": info["macs"],
-                "int8_mac_coverage": info["int8"]["coverage_macs"],
-                "opset": info["opset"],
-            }
+
+def _row(fmt: str, path: Path, info: dict) -> dict:
+    return {
+        "format": fmt,
+        "path": str(path),
+        "size_bytes": info["size_bytes"],
+        "params": info["params"],
+        "macs": info["macs"],
+        "int8_mac_coverage": info["int8"]["coverage_macs"],
+        "opset": info["opset"],
+    }
+
+
+def _print_table(src: Path, out: Path, rows: list[dict], align: dict | None, target: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"exported {src} -> {out}")
+    for c in ("format", "file", "size", "MACs", "int8 MACs"):
+        t.add_column(c, justify="right" if c in ("size", "MACs", "int8 MACs") else "left")
+    for r in rows:
+        t.add_row(
+            r["format"],
+            r["path"],
+            f"{r['size_bytes'] / 1024:.1f} KiB",
+            f"{r['macs']:,}",
+            f"{100 * r['int8_mac_coverage']:.0f} %",
         )
-    if args.json:
-        print_json({"source": str(src), "out": str(out), "files": rows, "channel_alignment": align})
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table(title=f"exported {src} -> {out}")
-        for c in ("format", "file", "size", "MACs", "int8 MACs"):
-            t.add_column(c, justify="right" if c in ("size", "MACs", "int8 MACs") else "left")
-        for r in rows:
-            t.add_row(
-                r["format"],
-                r["path"],
-                f"{r['size_bytes'] / 1024:.1f} KiB",
-                f"{r['macs']:,}",
-                f"{100 * r['int8_mac_coverage']:.0f} %",
-            )
-        console = Console()
-        console.print(t)
-        if align and align["misaligned"]:
-            names = ", ".join(f"{m['layer']} ({m['channels']})" for m in align["misaligned"])
-            console.print(
-                f"note: {args.target} runs channels in multiples of {align['multiple']}; "
-                f"these layers are padded: {names} (prune with --round-to {align['multiple']})",
-                style="yellow",
-                highlight=False,
-            )
-    return 0
+    console = Console()
+    console.print(t)
+    if align and align["misaligned"]:
+        names = ", ".join(f"{m['layer']} ({m['channels']})" for m in align["misaligned"])
+        console.print(
+            f"note: {target} runs channels in multiples of {align['multiple']}; "
+            f"these layers are padded: {names} (prune with --round-to {align['multiple']})",
+            style="yellow",
+            highlight=False,
+        )

@@ -229,12 +229,9 @@ def _channels(module):
 def run(args) -> int:
     import torch
 
-    import edgeprune as ep
-    from edgeprune.fsutil import write_json
     from edgeprune.prune import count_macs_params
-    from edgeprune.prune.plan import as_plan_list
 
-    from . import _scale
+    from . import _recipe, _scale
 
     _check_flags(args)
     _scale.check_out(args)  # a run resumed in place writes over its own --out
@@ -246,22 +243,13 @@ def run(args) -> int:
     model.eval()
     shape = _input_shape(args, model)
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
-    calib = None
-    if args.calib:
-        try:
-            calib_splits = ep.data.load(args.calib)
-        except ValueError as e:
-            raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
-        check_model_fits_data(model, calib_splits, f"--model {args.model}", f"--calib {args.calib}")
-        calib = calib_splits.train
+    calib = _calib(args, model)
     try:
         macs0, params0 = count_macs_params(model, x)
     except Exception as e:
         raise UsageError(
             f"--input-shape {','.join(map(str, shape))}: the model does not run on it ({first_line(e)})"
         ) from None
-    from . import _recipe
-
     if _recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
         met = _run_recipe_scaled(args, model, x, _recipe)
         return 0 if met else EXIT_GATE
@@ -271,58 +259,10 @@ def run(args) -> int:
 
     if env_world()[0] != 0:  # under torchrun without recovery there is nothing to share: rank 0 alone prunes
         return 0
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if plan_obj is None:
-            try:
-                plan_obj = ep.plan(
-                    model,
-                    x,
-                    ratio=args.ratio if args.ratio is not None else 0.5,
-                    importance=args.importance,
-                    round_to=args.round_to,
-                    global_ranking=not args.per_layer,
-                    ignore=tuple(args.ignore),
-                    max_layer_ratio=args.max_layer_ratio,
-                    target_macs=args.target_macs,
-                    seed=args.seed,
-                    reduction=args.reduction,
-                    calib=calib,
-                    attention=args.attention,
-                )
-            except ValueError as e:
-                msg = first_line(e)
-                if "ignore=" in msg:
-                    raise UsageError(f"--ignore: {msg}") from None
-                raise UsageError(f"--model {args.model}: {msg}") from None
-        try:
-            pruned = ep.apply(model, plan_obj)
-        except ValueError as e:
-            raise UsageError(f"--plan {args.plan or '(computed)'}: {first_line(e)}") from None
-    notes = [str(w.message) for w in caught if "edgeprune" in str(w.message)]
+    plan_obj, pruned, notes = _plan_and_apply(args, model, x, calib, plan_obj)
     macs1, params1 = count_macs_params(pruned, x)
-    layers = []
-    for name, roles in plan_obj.modules.items():
-        if not ({"out", "channels", "dim", "embed"} & set(roles)):
-            continue
-        before, after = _channels(model.get_submodule(name)), _channels(pruned.get_submodule(name))
-        if before is not None and before != after:
-            layers.append(
-                {"name": name, "type": type(model.get_submodule(name)).__name__, "before": before, "after": after}
-            )
-    out = Path(args.out)
-    plans = as_plan_list(getattr(model, "edgeprune_plan", None)) + [plan_obj]
-    with staged_out(out, args.force) as tmp:
-        try:
-            ep.save(
-                pruned,
-                tmp / "model",
-                plan=plans if len(plans) > 1 else plan_obj,
-                metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash},
-            )
-        except ValueError as e:
-            raise UsageError(f"--model {args.model}: {first_line(e)}") from None
-        write_json(tmp / "plan.json", plan_obj.to_dict())
+    layers = _changed_layers(model, pruned, plan_obj)
+    out = _save(args, model, pruned, plan_obj)
     result = {
         "out": str(out),
         "model": args.model,
@@ -339,15 +279,112 @@ def run(args) -> int:
     }
     if getattr(args, "explain", False):
         result["pinned"] = plan_obj.pinned
+    _show(args, result)
+    return 0
+
+
+def _calib(args, model):
+    """The training split of ``--calib`` (for data-driven importances), checked against the model; or None."""
+    if not args.calib:
+        return None
+    import edgeprune as ep
+
+    try:
+        calib_splits = ep.data.load(args.calib)
+    except ValueError as e:
+        raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
+    check_model_fits_data(model, calib_splits, f"--model {args.model}", f"--calib {args.calib}")
+    return calib_splits.train
+
+
+def _plan_and_apply(args, model, x, calib, plan_obj):
+    """``(plan, pruned model, edgeprune warnings)``: the given plan (``--plan``) or one computed from
+    the flags, applied to ``model``."""
+    import edgeprune as ep
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if plan_obj is None:
+            plan_obj = _plan(args, model, x, calib)
+        try:
+            pruned = ep.apply(model, plan_obj)
+        except ValueError as e:
+            raise UsageError(f"--plan {args.plan or '(computed)'}: {first_line(e)}") from None
+    notes = [str(w.message) for w in caught if "edgeprune" in str(w.message)]
+    return plan_obj, pruned, notes
+
+
+def _plan(args, model, x, calib):
+    import edgeprune as ep
+
+    try:
+        return ep.plan(
+            model,
+            x,
+            ratio=args.ratio if args.ratio is not None else 0.5,
+            importance=args.importance,
+            round_to=args.round_to,
+            global_ranking=not args.per_layer,
+            ignore=tuple(args.ignore),
+            max_layer_ratio=args.max_layer_ratio,
+            target_macs=args.target_macs,
+            seed=args.seed,
+            reduction=args.reduction,
+            calib=calib,
+            attention=args.attention,
+        )
+    except ValueError as e:
+        msg = first_line(e)
+        if "ignore=" in msg:
+            raise UsageError(f"--ignore: {msg}") from None
+        raise UsageError(f"--model {args.model}: {msg}") from None
+
+
+def _changed_layers(model, pruned, plan_obj) -> list[dict]:
+    """One row per layer whose channel count the plan changed: name, type, before, after."""
+    layers = []
+    for name, roles in plan_obj.modules.items():
+        if not ({"out", "channels", "dim", "embed"} & set(roles)):
+            continue
+        before, after = _channels(model.get_submodule(name)), _channels(pruned.get_submodule(name))
+        if before is not None and before != after:
+            layers.append(
+                {"name": name, "type": type(model.get_submodule(name)).__name__, "before": before, "after": after}
+            )
+    return layers
+
+
+def _save(args, model, pruned, plan_obj) -> Path:
+    """Write ``--out``: the pruned model with its whole plan chain, and plan.json (this run's plan)."""
+    import edgeprune as ep
+    from edgeprune.fsutil import write_json
+    from edgeprune.prune.plan import as_plan_list
+
+    out = Path(args.out)
+    plans = as_plan_list(getattr(model, "edgeprune_plan", None)) + [plan_obj]
+    with staged_out(out, args.force) as tmp:
+        try:
+            ep.save(
+                pruned,
+                tmp / "model",
+                plan=plans if len(plans) > 1 else plan_obj,
+                metadata={"pruned_from": args.model, "plan_hash": plan_obj.hash},
+            )
+        except ValueError as e:
+            raise UsageError(f"--model {args.model}: {first_line(e)}") from None
+        write_json(tmp / "plan.json", plan_obj.to_dict())
+    return out
+
+
+def _show(args, result: dict) -> None:
     if args.json:
         print_json(result)
-    else:
-        for n in notes:
-            print(f"warning: {n}", file=sys.stderr)
-        _print_table(result)
-        if "pinned" in result:
-            _print_pinned(result["pinned"])
-    return 0
+        return
+    for n in result["warnings"]:
+        print(f"warning: {n}", file=sys.stderr)
+    _print_table(result)
+    if "pinned" in result:
+        _print_pinned(result["pinned"])
 
 
 def _run_recipe_scaled(args, model, x, recipe) -> bool:

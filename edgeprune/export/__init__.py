@@ -142,7 +142,7 @@ def export(
     TFLite files in TFLite's sparse encoding behind DENSIFY; None (default) does so for the
     tensors at >= 70 % zeros (pruning masks), False never.
     """
-    from ..quant import QuantizedModel, target_defaults
+    from ..quant import QuantizedModel
 
     source = model_or_quantized
     if isinstance(source, (str, os.PathLike)):
@@ -151,6 +151,33 @@ def export(
         formats = [formats]
     fmts = [_formats.get(f) for f in formats]
     quantized = isinstance(source, QuantizedModel)
+    _check_request(source, fmts, quantized, target, opset, io)
+    inputs = _example_inputs(source, example_inputs)
+    model = source.original if quantized else source
+    input_spec = _input_spec(inputs, dynamic_batch)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    captures: dict = {}  # one ONNX capture per model for every format of this call
+    for f in fmts:
+        mod_name, fn_name = f.writer.split(":")
+        writer = getattr(importlib.import_module(mod_name), fn_name)
+        options = {"dynamic_batch": dynamic_batch, "opset": opset, "io": io, "sparse": sparse, "captures": captures}
+        artifact = writer(source, inputs, options)
+        props = _file_props(f, source, model, target, _target_name(target, source), input_spec)
+        family = f.impl
+        artifact = family.finish(artifact, props)
+        path = out / f.filename
+        with fsutil.atomic_path(path) as tmp:
+            family.save(artifact, tmp)
+        paths[f.name] = path
+    return paths
+
+
+def _check_request(source, fmts, quantized: bool, target, opset: int, io: str) -> None:
+    """Raise before writing anything when a format, the target, the opset or ``io`` cannot be honoured."""
+    from ..quant import target_defaults
+
     for f in fmts:
         if f.needs_quantized and not quantized:
             raise ValueError(
@@ -168,10 +195,11 @@ def export(
         raise ValueError(f"opset {opset} is too old: edgeprune writes opset >= 17")
     if io not in ("float", "int8"):
         raise ValueError(f"io {io!r}: choose float or int8")
-    inputs = _example_inputs(source, example_inputs)
-    model = source.original if quantized else source
-    target_name = _target_name(target, source)
-    input_spec = [
+
+
+def _input_spec(inputs, dynamic_batch: bool) -> list[dict]:
+    """Name, shape (a symbolic ``batch`` when dynamic) and dtype of each input, as the files record them."""
+    return [
         {
             "name": "input" if len(inputs) == 1 else f"input_{i}",
             "shape": (["batch"] if dynamic_batch else [int(x.shape[0])]) + [int(s) for s in x.shape[1:]],
@@ -179,46 +207,35 @@ def export(
         }
         for i, x in enumerate(inputs)
     ]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    captures: dict = {}  # one ONNX capture per model for every format of this call
-    for f in fmts:
-        mod_name, fn_name = f.writer.split(":")
-        writer = getattr(importlib.import_module(mod_name), fn_name)
-        options = {"dynamic_batch": dynamic_batch, "opset": opset, "io": io, "sparse": sparse, "captures": captures}
-        artifact = writer(source, inputs, options)
-        props = {
-            "edgeprune_version": __version__,
-            "edgeprune_format": f.name,
-            "edgeprune_precision": f.precision,
-            "edgeprune_target": target_name,
-            "edgeprune_plan_hash": plan_hash(model),
-            "edgeprune_spec": getattr(model, "edgeprune_spec", None),
-            "edgeprune_input": input_spec,
-        }
-        align = channel_alignment(model, target)
-        if align is not None:
-            props["edgeprune_channel_alignment"] = align
-        if f.precision == "int8":
-            from .onnx import file_activation_dtype
 
-            props["edgeprune_quant"] = {
-                "method": source.config.method,
-                "scales_hash": source.scales_hash(),
-                # ONNX files without a target carry uint8 activations (what ONNX Runtime fuses on x86);
-                # TFLite's full-integer files are int8 throughout
-                "activation_dtype": file_activation_dtype(source) if f.family == "onnx" else "int8",
-                "symmetric_activations": source.config.symmetric_activations,
-                "placement": source.config.placement,
-            }
-        family = f.impl
-        artifact = family.finish(artifact, props)
-        path = out / f.filename
-        with fsutil.atomic_path(path) as tmp:
-            family.save(artifact, tmp)
-        paths[f.name] = path
-    return paths
+
+def _file_props(f, source, model, target, target_name, input_spec) -> dict:
+    """The ``edgeprune_*`` metadata written into a file of format ``f``."""
+    props = {
+        "edgeprune_version": __version__,
+        "edgeprune_format": f.name,
+        "edgeprune_precision": f.precision,
+        "edgeprune_target": target_name,
+        "edgeprune_plan_hash": plan_hash(model),
+        "edgeprune_spec": getattr(model, "edgeprune_spec", None),
+        "edgeprune_input": input_spec,
+    }
+    align = channel_alignment(model, target)
+    if align is not None:
+        props["edgeprune_channel_alignment"] = align
+    if f.precision == "int8":
+        from .onnx import file_activation_dtype
+
+        props["edgeprune_quant"] = {
+            "method": source.config.method,
+            "scales_hash": source.scales_hash(),
+            # ONNX files without a target carry uint8 activations (what ONNX Runtime fuses on x86);
+            # TFLite's full-integer files are int8 throughout
+            "activation_dtype": file_activation_dtype(source) if f.family == "onnx" else "int8",
+            "symmetric_activations": source.config.symmetric_activations,
+            "placement": source.config.placement,
+        }
+    return props
 
 
 def inspect_file(path, runtime: bool = False) -> dict:

@@ -259,9 +259,8 @@ def plan(
         "seed": seed,
         "reduction": reduction,
         "attention": attention,
+        **({"ratios": dict(ratios)} if ratios is not None else {}),
     }
-    if ratios is not None:
-        settings["ratios"] = dict(ratios)
 
     def make(r):
         keep = select_channels(
@@ -277,6 +276,12 @@ def plan(
 
     if target_macs is None:
         return make(ratio)
+    return _bisect_for_macs(model, inputs, make, target_macs, max_layer_ratio)
+
+
+def _bisect_for_macs(model, inputs, make, target_macs, max_layer_ratio) -> PrunePlan:
+    """The plan ``make(ratio)`` of the smallest global ratio whose pruned model meets ``target_macs``
+    (ten bisection steps over [0, 0.95]); the ratio found is recorded in its settings."""
     from .apply import apply
     from .macs import count_macs_params
 
@@ -292,7 +297,7 @@ def plan(
         warnings.warn(
             f"target_macs={target_macs} not reachable with max_layer_ratio={max_layer_ratio}; "
             "returning the smallest model found",
-            stacklevel=2,
+            stacklevel=3,  # the caller of plan()
         )
         best.settings["ratio"] = hi
         return best

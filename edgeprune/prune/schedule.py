@@ -171,20 +171,11 @@ def sparsify(
     if pre is not None:
         result.baseline["sparsity_training"] = pre
     masks = None
+    mask_kw = dict(data=data, ignore=ignore, threshold=threshold, max_layer_sparsity=max_layer_sparsity)
     for t, target in enumerate(targets, 1):
         t0 = time.perf_counter()
-        masks = make_masks(
-            work,
-            None if pattern == "2:4" else target,
-            pattern,
-            criterion,
-            data=data,
-            ignore=ignore,
-            threshold=threshold,
-            previous=masks,
-            max_layer_sparsity=max_layer_sparsity,
-            seed=seed + t,
-        )
+        cut = None if pattern == "2:4" else target
+        masks = make_masks(work, cut, pattern, criterion, previous=masks, seed=seed + t, **mask_kw)
         masks = distributed.broadcast_object(masks)  # rank 0's masks on every rank
         apply_masks(work, masks)
         val_cut = metric(work, data.val)
@@ -200,24 +191,27 @@ def sparsify(
             progress=progress,
             description=f"step {t}/{len(targets)}",
         )
-        rep = sparsity_report(work, masks)
-        result.log.append(
-            {
-                "step": t,
-                "target": target,
-                "sparsity": rep["total"]["sparsity"],
-                "val_pruned": val_cut,
-                "val_recovered": metric(work, data.val),
-                "epochs": len(hist["epochs"]),
-                "regularizers": hist["regularizers"],
-                "seconds": round(time.perf_counter() - t0, 3),
-            }
-        )
+        result.log.append(_weight_step_row(t, target, work, masks, val_cut, metric(work, data.val), hist, t0))
         if threshold is not None and threshold.method == "iterative":
             result.log[-1]["threshold_coefficient"] = threshold.history[-1]
     result.masks = masks
     work.edgeprune_masks = masks
     return result
+
+
+def _weight_step_row(t: int, target, work, masks, val_cut, val_recovered, hist: dict, t0: float) -> dict:
+    """The log row of one ``sparsify`` step."""
+    rep = sparsity_report(work, masks)
+    return {
+        "step": t,
+        "target": target,
+        "sparsity": rep["total"]["sparsity"],
+        "val_pruned": val_cut,
+        "val_recovered": val_recovered,
+        "epochs": len(hist["epochs"]),
+        "regularizers": hist["regularizers"],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def sparsify_admm(
@@ -386,15 +380,9 @@ def prune_structured(
     capped by the step's share of ``ratio``; ``ratio`` None or 1.0 leaves them uncapped), then
     kept counts are rounded up to ``round_to``.
     """
-    from .apply import apply
     from .macs import count_macs_params
 
-    if schedule == "admm":
-        raise UserError("schedule admm prunes weights (sparsify); for channels use oneshot, linear, agp or adaptive")
-    if (ratio is None) == (target_macs is None) and not (threshold is not None and threshold.method != "solve"):
-        raise ValueError("give exactly one of ratio or target_macs")
-    if threshold is not None and target_macs is not None:
-        raise ValueError("a dynamic threshold selects by score; combine it with ratio, not target_macs")
+    _check_structured(schedule, ratio, target_macs, threshold)
     cfg = _config(recover, finetune_epochs, seed)
     teacher = _frozen_teacher(model) if distill else None
     fractions = step_targets(schedule, 1.0, steps)
@@ -421,64 +409,80 @@ def prune_structured(
             "threshold": threshold.to_dict() if threshold else None,
         },
     )
-    planner = _StepPlanner(
-        example_inputs,
-        dict(
-            importance=importance,
-            round_to=round_to,
-            global_ranking=global_ranking,
-            ignore=ignore,
-            max_layer_ratio=max_layer_ratio,
-            seed=seed,
-            calib=data.train,
-        ),
-        threshold,
-        ratio,
-        goal_macs,
-        base_macs,
-        work,
-    )
+    plan_kw = {"importance": importance, "round_to": round_to, "global_ranking": global_ranking, "ignore": ignore}
+    plan_kw.update(max_layer_ratio=max_layer_ratio, seed=seed, calib=data.train)
+    planner = _StepPlanner(example_inputs, plan_kw, threshold, ratio, goal_macs, base_macs, work)
     ck = checkpoint.active()
     work, first, resume = _resume_structured(ck, model, work, result)
     if first == 1 and resume is None:  # a resumed run's weights already went through this phase
         work, row = regularised_training(work, data, cfg, teacher, regularizers, metric, progress)
         if row is not None:
             result.baseline["sparsity_training"] = row
+    step = _StructuredStep(model, data, example_inputs, cfg, teacher, regularizers, metric, progress, planner, ck)
     for t, f in enumerate(fractions, 1):
-        if t < first:
-            continue
+        if t >= first:
+            work = step.run(work, result, t, f, len(fractions), resume if t == first else None)
+    result.model = work
+    if threshold is not None:
+        result.baseline["threshold"] = threshold.to_dict()  # with the iterative rule's coefficients
+    work.edgeprune_plan = list(result.plans)
+    return result
+
+
+def _check_structured(schedule: str, ratio, target_macs, threshold) -> None:
+    if schedule == "admm":
+        raise UserError("schedule admm prunes weights (sparsify); for channels use oneshot, linear, agp or adaptive")
+    if (ratio is None) == (target_macs is None) and not (threshold is not None and threshold.method != "solve"):
+        raise ValueError("give exactly one of ratio or target_macs")
+    if threshold is not None and target_macs is not None:
+        raise ValueError("a dynamic threshold selects by score; combine it with ratio, not target_macs")
+
+
+class _StructuredStep:
+    """One step of ``prune_structured``: plan on the current model, cut, recover, log, checkpoint."""
+
+    def __init__(self, model, data, example_inputs, cfg, teacher, regularizers, metric, progress, planner, ck):
+        self.model, self.data, self.x, self.cfg, self.teacher = model, data, example_inputs, cfg, teacher
+        self.regularizers, self.metric, self.progress = regularizers, metric, progress
+        self.planner, self.ck = planner, ck
+
+    def run(self, work, result: ScheduleResult, t: int, f: float, steps: int, resume) -> nn.Module:
+        """Step ``t`` of ``steps`` towards the cumulative fraction ``f``; returns the recovered model."""
+        from .apply import apply
+        from .macs import count_macs_params
+
+        data, cfg, metric, ck = self.data, self.cfg, self.metric, self.ck
         t0 = time.perf_counter()
         step_start = (copy.deepcopy(work.state_dict()), len(result.plans)) if ck else None
-        p = distributed.broadcast_object(planner.plan(work, f))  # under torchrun rank 0 decides for every rank
+        p = distributed.broadcast_object(self.planner.plan(work, f))  # under torchrun rank 0 decides for every rank
         if not p.empty:
-            work = _copy_attrs(model, apply(work, p))
+            work = _copy_attrs(self.model, apply(work, p))
             result.plans.append(p)
         val_cut = metric(work, data.val)
-        last = t == len(fractions)
-        regs = () if last else regularizers
+        regs = () if t == steps else self.regularizers
         # a regularised recovery may trade a little validation accuracy for sparsity on purpose:
         # keep its weights rather than restoring the best (least regularised) epoch
         work, hist = finetune(
             work,
             data,
             cfg,
-            teacher=teacher,
+            teacher=self.teacher,
             regularizers=regs,
             metric=metric,
-            progress=progress,
-            description=f"step {t}/{len(fractions)}",
+            progress=self.progress,
+            description=f"step {t}/{steps}",
             restore_best=cfg.restore_best and not regs,
             on_epoch=_epoch_saver(ck, t, result, step_start),
-            resume=_check_replanned(resume, result) if t == first else None,
+            resume=_check_replanned(resume, result),
         )
-        macs, params = count_macs_params(work, example_inputs)
+        macs, params = count_macs_params(work, self.x)
         result.log.append(
             {
                 "step": t,
                 "fraction": f,
                 "macs": int(macs),
                 "params": int(params),
-                "macs_ratio": macs / base_macs,
+                "macs_ratio": macs / self.planner.base_macs,
                 "val_pruned": val_cut,
                 "val_recovered": metric(work, data.val),
                 "epochs": len(hist["epochs"]),
@@ -488,11 +492,7 @@ def prune_structured(
         )
         if ck is not None:
             ck.save(_structured_meta("step", t, result), {"model": work.state_dict()})
-    result.model = work
-    if threshold is not None:
-        result.baseline["threshold"] = threshold.to_dict()  # with the iterative rule's coefficients
-    work.edgeprune_plan = list(result.plans)
-    return result
+        return work
 
 
 # Checkpoints of ``prune_structured`` (``edgeprune.checkpoint``): after every step the pruned model,

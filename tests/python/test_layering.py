@@ -4,7 +4,8 @@ Consumes: the source of every module under edgeprune/. Produces: a failure namin
 that points upward (a lower layer importing a higher one, also through
 ``importlib.import_module("edgeprune....")`` strings), which is how cycles start, and each use of
 argparse, rich, ``print`` or ``sys.exit`` outside edgeprune/cli/ (library code returns values
-and raises; the CLI prints).
+and raises; the CLI prints), and each function longer than the house limits (100 lines anywhere,
+80 in pipeline.py, whose build is a chain of small stages).
 """
 
 from __future__ import annotations
@@ -232,3 +233,49 @@ def test_every_module_has_a_docstring():
         if not ast.get_docstring(ast.parse(p.read_text()))
     ]
     assert not missing, f"modules without a docstring saying what they consume and produce: {missing}"
+
+
+# Function length, counted from ``def`` to the last line of the body (docstring included).
+MAX_FUNCTION_LINES = 100
+MAX_PIPELINE_FUNCTION_LINES = 80
+
+
+def long_functions(package: Path = PACKAGE, limit: int = MAX_FUNCTION_LINES, only: str | None = None) -> list[str]:
+    """``path:line name (N lines)`` for each function (or method) of ``package`` over ``limit`` lines;
+    ``only``: just that file (relative to the package)."""
+    paths = [package / only] if only else sorted(package.rglob("*.py"))
+    bad = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > limit:
+                    bad.append(f"{path.relative_to(package.parent).as_posix()}:{node.lineno} {node.name} ({n} lines)")
+    return bad
+
+
+def test_no_function_over_100_lines():
+    bad = long_functions()
+    assert not bad, f"split these into smaller functions (at most {MAX_FUNCTION_LINES} lines):\n" + "\n".join(bad)
+
+
+def test_pipeline_functions_stay_small():
+    bad = long_functions(limit=MAX_PIPELINE_FUNCTION_LINES, only="pipeline.py")
+    assert not bad, f"pipeline.py stages are at most {MAX_PIPELINE_FUNCTION_LINES} lines:\n" + "\n".join(bad)
+
+
+def _function_source(header: str, lines: int, indent: str = "") -> str:
+    """``header`` (``def f():``) and a body making the function ``lines`` long."""
+    return f"{indent}{header}\n" + "".join(f"{indent}    x{i} = {i}\n" for i in range(lines - 1))
+
+
+def test_the_length_check_counts_every_function(tmp_path):
+    pkg = _fake_package(
+        tmp_path,
+        {
+            "fits.py": _function_source("def f():", 100),
+            "long.py": "class C:\n" + _function_source("async def m(self):", 101, indent="    "),
+        },
+    )
+    assert long_functions(pkg) == ["edgeprune/long.py:2 m (101 lines)"]
+    assert long_functions(pkg, limit=99) == ["edgeprune/fits.py:1 f (100 lines)", "edgeprune/long.py:2 m (101 lines)"]
