@@ -434,6 +434,20 @@ def make_request(path, runtime, threads, warmup, runs, input_shape=None, layer_p
     }
 
 
+def request_settings(req: dict[str, Any]) -> dict[str, Any]:
+    """``measure``'s run settings from a ``make_request`` dict, with ``measure``'s defaults. The one
+    reader of a request: this file's command line and ``python -m edgeprune.bench`` (the isolated
+    local worker, which adds ``trust_code``) both take their settings from here."""
+    return {
+        "threads": req["threads"],
+        "warmup": req["warmup"],
+        "runs": req["runs"],
+        "input_shape": req.get("input_shape"),
+        "layer_profile": req.get("layer_profile", True),
+        "seed": req.get("seed", 0),
+    }
+
+
 def run_request(req: dict[str, Any]) -> dict[str, Any]:
     """One measurement from a request dict (path, runtime, threads, warmup, runs, ...)."""
     runtime = req["runtime"]
@@ -447,16 +461,7 @@ def run_request(req: dict[str, Any]) -> dict[str, Any]:
         # imported before the init timer (an import is not model init); numpy first, the runtime needs it
         _import("numpy", runtime)
         _import(INTERPRETERS.get(runtime, "onnxruntime"), runtime)
-        out = measure(
-            MAKERS[runtime],
-            req["path"],
-            req["threads"],
-            req["warmup"],
-            req["runs"],
-            req.get("input_shape"),
-            req.get("layer_profile", True),
-            req.get("seed", 0),
-        )
+        out = measure(MAKERS[runtime], req["path"], **request_settings(req))
     out["runtime"] = runtime
     out["host"] = host_info()
     return out

@@ -100,26 +100,13 @@ class BenchResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchResult:
-        """Inverse of ``to_dict(samples=True)``."""
+        """Inverse of ``to_dict(samples=True)``: its fields; the statistics it adds are derived again."""
         if "samples_ms" not in d:
             raise ValueError("BenchResult.from_dict needs the samples (to_dict(samples=True))")
-        return cls(
-            artifact=d["artifact"],
-            runtime=d["runtime"],
-            runtime_version=d["runtime_version"],
-            threads=d["threads"],
-            warmup=d["warmup"],
-            runs=d["runs"],
-            init_ms=d["init_ms"],
-            first_ms=d["first_ms"],
-            samples_ms=list(d["samples_ms"]),
-            peak_rss_mb=d["peak_rss_mb"],
-            inputs=d["inputs"],
-            layers=list(d.get("layers", [])),
-            warnings=list(d.get("warnings", [])),
-            host=d.get("host"),
-            tensorrt=d.get("tensorrt"),
-        )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in fields}
+        lists = {k: list(d.get(k, [])) for k in ("samples_ms", "layers", "warnings")}  # copies, not views
+        return cls(**{**kw, **lists})
 
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
         d = {
@@ -272,17 +259,8 @@ def _worker(argv: list[str]) -> int:
     """``python -m edgeprune.bench REQUEST_JSON``: one isolated measurement, JSON on stdout."""
     req = json.loads(argv[0])
     try:
-        res = bench(
-            req["path"],
-            runtime=req["runtime"],
-            threads=req["threads"],
-            warmup=req["warmup"],
-            runs=req["runs"],
-            input_shape=req["input_shape"],
-            layer_profile=req["layer_profile"],
-            seed=req["seed"],
-            trust_code=req.get("trust_code", False),
-        )
+        settings = runner.request_settings(req)
+        res = bench(req["path"], runtime=req["runtime"], trust_code=req.get("trust_code", False), **settings)
     except UserError as e:
         print(str(e), file=sys.stderr)
         return 2

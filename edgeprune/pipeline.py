@@ -324,23 +324,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    # Float sums inside conv kernels depend on the thread count; fixing it makes recovery and
-    # calibration give the same bits on every run (and these small models gain nothing from more).
-    import torch
-
-    if n is None:
-        yield
-        return
-    prev = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
-
-
 def _params(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
@@ -1166,6 +1149,8 @@ def run(
     on_stage: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Validate ``spec``, run every stage and publish ``spec.out_dir``; see ``build`` for the meaning."""
+    from .models.training import torch_threads
+
     spec.validate()
     profile = spec.load_target()
     formats, missing = spec.resolve_formats(profile)
@@ -1178,7 +1163,7 @@ def run(
     out.parent.mkdir(parents=True, exist_ok=True)
     with (
         fsutil.atomic_dir(out) as tmp,
-        _torch_threads(spec.train_threads),
+        torch_threads(spec.train_threads),  # recovery and calibration give the same bits on every run
         tempfile.TemporaryDirectory(prefix="edgeprune-scratch-") as scratch,
     ):
         state.tmp, state.scratch = Path(tmp), Path(scratch)

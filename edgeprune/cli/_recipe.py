@@ -16,10 +16,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ._progress import renderer
-from .common import print_json
+from .common import check_at_least, print_json
 
-SCHEDULE_CHOICES = ("oneshot", "linear", "agp", "adaptive")
-REGULARIZE_CHOICES = ("bn-l1", "group-lasso", "l1")
 _RECIPE_FLAGS = (
     "data",
     "schedule",
@@ -66,6 +64,9 @@ def add_arguments(p, how) -> None:
 
 
 def _add_recovery_arguments(g) -> None:
+    from ..prune.schedule import SCHEDULES
+    from ..recover import regularizer_names
+
     g.add_argument(
         "--data",
         metavar="DATA",
@@ -73,9 +74,10 @@ def _add_recovery_arguments(g) -> None:
     )
     g.add_argument(
         "--schedule",
-        choices=SCHEDULE_CHOICES,
+        choices=(*SCHEDULES, "adaptive", "admm"),
         default=None,
-        help="oneshot, linear, agp (cubic) or adaptive (default: adaptive with a --budget-*, else oneshot)",
+        help="oneshot, linear, agp (cubic), adaptive, or admm (weights: ADMM towards --sparsity, rho "
+        "rising 3e-2 -> 1) (default: adaptive with a --budget-*, else oneshot)",
     )
     g.add_argument(
         "--steps",
@@ -116,33 +118,41 @@ def _add_recovery_arguments(g) -> None:
     )
     g.add_argument(
         "--regularize",
-        choices=REGULARIZE_CHOICES,
+        choices=regularizer_names(),
         default=None,
-        help="sparsity regulariser during the recoveries between steps",
+        help="sparsity regulariser, applied in a sparsity-training phase before the first cut and in "
+        "the recoveries between steps: " + ", ".join(regularizer_names()),
     )
     g.add_argument("--reg-lambda", type=float, default=None, metavar="L", help="regulariser strength")
 
 
 def _add_sparsity_arguments(g) -> None:
+    """The weight-sparsity flags; their choices are the registries' and tables' names, so a criterion or
+    threshold rule added there is accepted here without a second list."""
+    from ..prune.sparsity import PATTERNS, criterion_names
+    from ..prune.threshold import METHODS
+
     g.add_argument(
         "--sparsity-pattern",
-        choices=("unstructured", "1x4", "4x1", "2:4"),
+        choices=PATTERNS,
         default="unstructured",
         help="pattern of --sparsity (2:4 is 50 %% by definition)",
     )
     g.add_argument(
         "--sparsity-criterion",
-        choices=("magnitude", "taylor", "activation"),
+        choices=criterion_names(),
         default="magnitude",
-        help="weight score for --sparsity: |w|, |w*grad| or |w|*||x|| (default magnitude)",
+        help="weight score for --sparsity: magnitude |w|, taylor |w*grad|, gradient |grad|, "
+        "activation |w|*||x|| (Wanda), random (default magnitude)",
     )
     g.add_argument(
         "--threshold",
-        choices=("solve", "relative", "percentile", "absolute"),
+        choices=METHODS,
         default=None,
-        help="dynamic threshold recomputed from the current scores at every step: solve (meet the "
-        "step's --ratio/--sparsity share), or relative (coef x max) / percentile / absolute "
-        "with --threshold-value, capped by the step's share",
+        help="dynamic threshold recomputed at every step: solve (meet the step's --ratio/--sparsity "
+        "share), or with --threshold-value: relative (coef x max score), percentile, absolute, mean "
+        "(coef x mean score), iterative (coef x max, raised x1.5 every step until the step's share goes); "
+        "capped by the step's share; without --ratio/--sparsity a value rule decides alone",
     )
     g.add_argument(
         "--threshold-value",
@@ -193,9 +203,7 @@ def _check_recipe_args(args) -> str:
         _fail(f"--sparsity {args.sparsity}: must be in [0, 1)")
     if args.sparsity is not None and args.sparsity_pattern == "2:4" and args.sparsity != 0.5:
         _fail(f"--sparsity {args.sparsity} with --sparsity-pattern 2:4: 2:4 keeps 2 of 4, pass --sparsity 0.5")
-    for flag, value in (("--steps", args.steps), ("--finetune-epochs", args.finetune_epochs)):
-        if value is not None and value < (1 if flag == "--steps" else 0):
-            _fail(f"{flag} {value}: must be >= {1 if flag == '--steps' else 0}")
+    check_at_least(("--steps", args.steps, 1), ("--finetune-epochs", args.finetune_epochs, 0))
     if args.lr <= 0:
         _fail(f"--lr {args.lr}: must be > 0")
     if args.threshold is not None:
@@ -207,8 +215,7 @@ def _check_recipe_args(args) -> str:
             _fail(f"--threshold {args.threshold} needs --threshold-value V")
         if args.target_macs is not None:
             _fail("--threshold selects channels by score; combine it with --ratio, not --target-macs")
-    if args.max_acc_drop is not None and args.max_acc_drop < 0:
-        _fail(f"--max-acc-drop {args.max_acc_drop}: must be >= 0 points")
+    check_at_least(("--max-acc-drop", args.max_acc_drop, 0), unit="points")
     for k, v in budget:
         if not v > 0:
             _fail(f"--budget-{k} {v}: must be > 0")

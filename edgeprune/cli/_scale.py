@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_USAGE, UsageError, staged_out
+from .common import EXIT_USAGE, check_at_least, staged_out
 from .common import check_out as check_out_dir
 
 # Flags that do not change the numbers a run produces (left out of the run a resume must match).
@@ -100,8 +100,7 @@ def relaunch(args) -> int | None:
     """Exit code of the command re-run as ``--nproc`` processes, or None to run here."""
     from .. import distributed
 
-    if args.nproc is not None and args.nproc < 1:
-        raise UsageError(f"--nproc {args.nproc}: must be >= 1")
+    check_at_least(("--nproc", args.nproc, 1))
     distributed.resolve_device(args.device)  # --device cuda without CUDA fails before anything starts
     argv = getattr(args, "argv", None)
     if argv is None:
@@ -113,11 +112,8 @@ def setup(args):
     """Join the torchrun process group (if any) on ``--device``; check the loop flags; return the World."""
     from .. import distributed
 
-    for flag, value, low in (("--batch-size", getattr(args, "batch_size", 1), 1), ("--workers", args.workers, 0)):
-        if value < low:
-            raise UsageError(f"{flag} {value}: must be >= {low}")
-    if getattr(args, "checkpoint_every", 0) < 0:
-        raise UsageError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0 epochs")
+    check_at_least(("--batch-size", getattr(args, "batch_size", 1), 1), ("--workers", args.workers, 0))
+    check_at_least(("--checkpoint-every", getattr(args, "checkpoint_every", 0), 0), unit="epochs")
     return distributed.setup(args.device)
 
 

@@ -79,6 +79,14 @@ def first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+def check_at_least(*checks: tuple[str, int | float | None, int | float], unit: str = "") -> None:
+    """Each ``(flag, value, low)``: a given value below ``low`` is a UsageError
+    ``--steps 0: must be >= 1`` (``unit`` appended: ``>= 0 points``). None means the flag was not given."""
+    for flag, value, low in checks:
+        if value is not None and value < low:
+            raise UsageError(f"{flag} {value}: must be >= {low}" + (f" {unit}" if unit else ""))
+
+
 def flag_error(flag: str, value, e: BaseException) -> UsageError:
     """A UsageError naming the flag and the value it got: `--data missing.npz: file not found`."""
     msg = first_line(e)

@@ -19,6 +19,7 @@ from .common import (
     EXIT_GATE,
     UsageError,
     add_trust_flags,
+    check_at_least,
     check_model_fits_data,
     first_line,
     load_model,
@@ -26,40 +27,13 @@ from .common import (
     staged_out,
 )
 
-# value rules that decide alone: with one of these and no --ratio/--sparsity the run is uncapped
-VALUE_THRESHOLDS = ("relative", "percentile", "absolute", "mean", "iterative")
 
-
-def _method_choices(p) -> None:
-    """Take the choices of the recipe's method flags from the registries, so a criterion,
-    threshold rule or regulariser added there is accepted here without a second list."""
-    from ..prune.schedule import SCHEDULES
-    from ..prune.sparsity import criterion_names
+def _value_thresholds() -> tuple[str, ...]:
+    """The threshold rules that decide alone (every rule but solve): with one of these and no
+    --ratio/--sparsity the run is uncapped."""
     from ..prune.threshold import METHODS
-    from ..recover import regularizer_names
 
-    choices = {
-        "schedule": (*SCHEDULES, "adaptive", "admm"),
-        "sparsity_criterion": criterion_names(),
-        "threshold": METHODS,
-        "regularize": regularizer_names(),
-    }
-    helps = {
-        "schedule": "oneshot, linear, agp (cubic), adaptive, or admm (weights: ADMM towards --sparsity, rho "
-        "rising 3e-2 -> 1) (default: adaptive with a --budget-*, else oneshot)",
-        "sparsity_criterion": "weight score for --sparsity: magnitude |w|, taylor |w*grad|, gradient |grad|, "
-        "activation |w|*||x|| (Wanda), random (default magnitude)",
-        "threshold": "dynamic threshold recomputed at every step: solve (meet the step's --ratio/--sparsity "
-        "share), or with --threshold-value: relative (coef x max score), percentile, absolute, mean "
-        "(coef x mean score), iterative (coef x max, raised x1.5 every step until the step's share goes); "
-        "capped by the step's share; without --ratio/--sparsity a value rule decides alone",
-        "regularize": "sparsity regulariser, applied in a sparsity-training phase before the first cut and in "
-        "the recoveries between steps: " + ", ".join(regularizer_names()),
-    }
-    for action in p._actions:
-        if action.dest in choices:
-            action.choices = choices[action.dest]
-            action.help = helps[action.dest]
+    return tuple(m for m in METHODS if m != "solve")
 
 
 def add_parser(subparsers) -> None:
@@ -132,7 +106,6 @@ def add_parser(subparsers) -> None:
     from ._recipe import add_arguments as add_recipe_arguments  # recovery, schedules, budgets, sparsity
 
     add_recipe_arguments(p, how)
-    _method_choices(p)
     from . import _scale
 
     _scale.add_arguments(p, checkpoints=True, batch_size=True)
@@ -147,12 +120,12 @@ def _check_target(args) -> None:
         raise UsageError("--schedule admm prunes weights: give --sparsity S (for channels use oneshot, linear or agp)")
     if any(getattr(args, t, None) is not None for t in targets):
         return
-    if getattr(args, "threshold", None) in VALUE_THRESHOLDS:
+    if getattr(args, "threshold", None) in _value_thresholds():
         args.ratio = 1.0
         return
     raise UsageError(
         "give a target: --ratio R, --target-macs F, --plan FILE, --budget-macs/--budget-params/--budget-latency, "
-        "--sparsity S, or a value --threshold (relative, percentile, absolute, mean, iterative) alone"
+        f"--sparsity S, or a value --threshold ({', '.join(_value_thresholds())}) alone"
     )
 
 
@@ -167,8 +140,7 @@ def _check_flags(args) -> None:
         raise UsageError(f"--target-macs {args.target_macs}: must be > 0 (a fraction <= 1 or a MAC count)")
     if args.importance not in importance_names():
         raise UsageError(f"--importance {args.importance}: unknown; choose one of {', '.join(importance_names())}")
-    if args.round_to < 1:
-        raise UsageError(f"--round-to {args.round_to}: must be >= 1")
+    check_at_least(("--round-to", args.round_to, 1))
     if not 0 < args.max_layer_ratio <= 1:
         raise UsageError(f"--max-layer-ratio {args.max_layer_ratio}: must be in (0, 1]")
     if needs_data(args.importance) and not args.calib and not args.data and args.plan is None:
@@ -190,7 +162,7 @@ def _read_plan(path):
 
 
 def _pure_threshold(args) -> bool:
-    return args.ratio == 1.0 and getattr(args, "threshold", None) in VALUE_THRESHOLDS
+    return args.ratio == 1.0 and getattr(args, "threshold", None) in _value_thresholds()
 
 
 def _input_shape(args, model) -> tuple:

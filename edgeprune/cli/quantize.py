@@ -17,6 +17,7 @@ from .common import (
     EXIT_GATE,
     UsageError,
     add_trust_flags,
+    check_at_least,
     check_model_fits_data,
     check_out,
     first_line,
@@ -25,10 +26,10 @@ from .common import (
     staged_out,
 )
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
-
 
 def add_parser(subparsers) -> None:
+    from ..quant.config import METHODS
+
     p = subparsers.add_parser(
         "quantize",
         help="calibrate int8 scales (PTQ, optional QAT) and save them",
@@ -78,12 +79,10 @@ def run(args) -> int:
     import edgeprune as ep
     from edgeprune.quant import CalibrationError, Int8UnsupportedError, QuantizeError, qat
 
-    if args.calib_n < 1:
-        raise UsageError(f"--calib-n {args.calib_n}: must be >= 1")
+    check_at_least(("--calib-n", args.calib_n, 1))
     if not 50 < args.percentile <= 100:
         raise UsageError(f"--percentile {args.percentile}: must be in (50, 100] (the kept percentage, e.g. 99.99)")
-    if args.qat_epochs < 0:
-        raise UsageError(f"--qat-epochs {args.qat_epochs}: must be >= 0")
+    check_at_least(("--qat-epochs", args.qat_epochs, 0))
     check_out(args.out, args.force)
     if args.target:
         try:

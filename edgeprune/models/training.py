@@ -86,7 +86,10 @@ def deterministic():
 
 
 @contextlib.contextmanager
-def _threads(n: int | None):
+def torch_threads(n: int | None):
+    """Pin torch's intra-op thread count to ``n`` for the block (None or 0: leave it), restoring it
+    after. Float sums inside conv kernels depend on the count, so a fixed one gives the same bits
+    on every machine; training, recovery, calibration and the build all pin it through here."""
     prev = torch.get_num_threads()
     if n:
         torch.set_num_threads(int(n))
@@ -145,7 +148,7 @@ def train(
     mname = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
     history: dict[str, list[float]] = {"train_loss": [], f"val_{mname}": []}
     t0 = time.perf_counter()
-    with deterministic(), _threads(threads):
+    with deterministic(), torch_threads(threads):
         bar.start(epochs * len(loader), "training")
         try:
             for epoch in range(epochs):

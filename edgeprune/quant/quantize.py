@@ -37,6 +37,7 @@ from .. import fsutil
 from .._version import __version__
 from ..data.batches import iter_batches
 from ..errors import UserError
+from ..models.training import torch_threads
 from ..progress import Progress, as_progress
 from .config import QuantConfig, make_config
 from .fakequant import QUANT_LAYER_TYPES, build_module, quant_layers, quant_points
@@ -671,15 +672,10 @@ def quantize(
     told of every calibration batch (a bool or None: no events). Raises CalibrationError, QuantizeError or
     Int8UnsupportedError.
     """
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _quantize(
             model, calib_data, method, per_channel, target, calib_n, batch_size, progress, config_overrides
         )
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _check_finite_inputs(model: nn.Module, batches: list) -> None:

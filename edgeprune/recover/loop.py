@@ -16,7 +16,6 @@ loop's state after an epoch can be handed out and resumed (checkpoints).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -28,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from .. import distributed
-from ..models.training import deterministic
+from ..models.training import deterministic, torch_threads
 from ..progress import NO_PROGRESS, Progress, as_progress
 from .distill import distillation_loss
 from .masks import MaskGuard, apply_masks
@@ -160,7 +159,7 @@ def finetune(
     if masks and dev.type != "cpu":
         masks = {k: v.to(dev) for k, v in masks.items()}
     try:
-        with deterministic(), _threads(threads):
+        with deterministic(), torch_threads(threads):
             for m, _ in homes:
                 m.to(dev)
             run = _Run(model, train_set, val_set, cfg, teacher, masks, regs, metric)
@@ -169,17 +168,6 @@ def finetune(
         for m, home in homes:
             m.to(home)
         torch.set_rng_state(rng_state)
-
-
-@contextlib.contextmanager
-def _threads(n: int | None):
-    prev = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def _lr_at(cfg: RecoverConfig, t: float) -> float:
