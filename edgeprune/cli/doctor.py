@@ -40,7 +40,7 @@ def _version(dist: str) -> str | None:
 
 def _core() -> dict:
     try:
-        from .. import _core  # compiled pybind11 module (H1)
+        from .. import _core  # the compiled pybind11 module (csrc/)
     except ImportError as e:
         return {"built": False, "error": f"not built ({e}); build it with `pip install -e .` or `make install`"}
     info: dict = {"built": True}

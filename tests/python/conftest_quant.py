@@ -1,4 +1,4 @@
-"""Fixtures and helpers shared by the quantization / export / inspect tests (H4).
+"""Fixtures and helpers shared by the quantization / export / inspect tests.
 
 Consumes: the suite's ``digits`` and ``trained_demo_cnn_dir`` fixtures (tests/conftest.py).
 Produces: ``digits_xy`` (test split stacked as tensors), ``demo_fp32`` (the trained demo CNN),
