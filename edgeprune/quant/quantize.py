@@ -413,10 +413,18 @@ def first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+def _finite(v) -> bool:
+    """A JSON number that is finite as a float (an integer past float range is not)."""
+    try:
+        return bool(np.isfinite(float(v)))
+    except OverflowError:
+        return False
+
+
 def _finite_scales(where: str, name: str, values, positive: bool = True) -> None:
     vals = values if isinstance(values, list) else [values]
     for v in vals:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and (v > 0 or not positive)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) and (v > 0 or not positive)
         if not ok:
             raise QuantizeError(f"{where}: scale of {name!r} is {v!r}; scales must be finite and > 0 (re-quantize)")
 

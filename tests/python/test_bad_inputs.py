@@ -133,6 +133,7 @@ def _build_broken_files(w: Path) -> None:
     (w / "truncated.pt").write_bytes(weights[: len(weights) // 3])
     (w / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     (w / "empty.pt").write_bytes(b"")
+    (w / "onebyte.pt").write_bytes(b"J")  # found by the reader fuzzer: the unpickler's struct.error
     torch.save(ep.models.build("edgeprune:demo-cnn"), w / "pickled.pt")
     torch.save({"stem.0.weight": torch.zeros(3, 3)}, w / "shape.pt")
     # data
@@ -157,6 +158,7 @@ def _build_broken_files(w: Path) -> None:
         ("q_neg", lambda d: d["layers"][layer].update(weight_scale=[-1.0] * len(d["layers"][layer]["weight_scale"]))),
         ("q_inf", lambda d: d["layers"][layer].update(bias_scale=[float("inf")])),
         ("q_nopoints", lambda d: d.pop("points")),
+        ("q_bigint", lambda d: d["points"][point].update(scale=-(2**63) - 1)),  # found by the reader fuzzer
     ):
         shutil.copytree(w / "quant", w / name)
         d = json.loads(json.dumps(qj))
@@ -226,6 +228,10 @@ def _build_more_broken_files(w: Path) -> None:
     (w / "truncated.tflite").write_bytes(tfl[: len(tfl) // 2])
     (w / "random.tflite").write_bytes(np.random.default_rng(2).bytes(4096))
     (w / "offset.tflite").write_bytes((10**9).to_bytes(4, "little") + tfl[4:])  # root table far past the end
+    # found by the reader fuzzer: one flipped byte sends a tensor's table offset past the end
+    conv = bytearray((Path(__file__).resolve().parents[1] / "data" / "runtime" / "conv_variants.tflite").read_bytes())
+    conv[464] ^= 3
+    (w / "tensor_offset.tflite").write_bytes(bytes(conv))
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +303,7 @@ CASES = [
     ("weights-truncated", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/truncated.pt"), 2, r"truncated\.pt: not a"),
     ("weights-random", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/random.pt"), 2, r"random\.pt: not a readable"),
     ("weights-empty", (*TRAIN, "edgeprune:demo-cnn", "--weights", "{w}/empty.pt"), 2, r"empty\.pt: not a readable"),
+    ("weights-one-byte", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/onebyte.pt"), 2, r"onebyte\.pt: not a readable"),
     ("weights-pickle", (*QUANT, "edgeprune:demo-cnn", "--weights", "{w}/pickled.pt"), 2, r"pickled Python objects"),
     ("weights-nan", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/nan.pt"), 2, r"tensor 'stem\.0\.weight' .*NaN"),
     ("weights-shape", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/shape.pt"), 2, r"shape mismatch for 1 tensors"),
@@ -322,6 +329,7 @@ CASES = [
     ("quant-nan-scale", ("export", "{w}/q_nan", *OLD), 2, r"q_nan/quant\.json: scale of '.*' is nan"),
     ("quant-neg-scale", ("export", "{w}/q_neg", *OLD), 2, r"q_neg/quant\.json: scale of '.*\.weight' is -1\.0"),
     ("quant-inf-scale", ("export", "{w}/q_inf", *OLD), 2, r"q_inf/quant\.json: scale of '.*\.bias' is inf"),
+    ("quant-huge-int-scale", ("export", "{w}/q_bigint", *OLD), 2, r"q_bigint/quant\.json: scale of '.*' is -9223372036854775809"),
     ("quant-no-points", ("export", "{w}/q_nopoints", *OLD), 2, r"field 'points' is missing"),
     ("quant-bad-json", ("export", "{w}/q_badjson", *OLD), 2, r"q_badjson/quant\.json: invalid JSON"),
     ("quant-folded", ("export", "{w}/q_folded", *OLD), 2, r"q_folded/folded\.pt: not a readable torch file"),
@@ -387,6 +395,8 @@ CASES = [
     ("inspect-tflite-truncated", ("inspect", "{w}/truncated.tflite"), 2,
      r"truncated\.tflite: truncated or corrupt TFLite file"),
     ("inspect-tflite-offset", ("inspect", "{w}/offset.tflite"), 2, r"offset\.tflite: truncated or corrupt"),
+    ("inspect-tflite-tensor-offset", ("inspect", "{w}/tensor_offset.tflite"), 2,
+     r"tensor_offset\.tflite: truncated or corrupt TFLite file \(unpack_from requires"),
     ("bench-tflite-random", ("bench", "{w}/random.tflite", "--in-process", "--runs", "1"), 2,
      r"random\.tflite: not a TFLite file"),
     ("bench-tflite-truncated", ("bench", "{w}/truncated.tflite", "--in-process", "--runs", "1"), 2,
