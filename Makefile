@@ -104,7 +104,9 @@ cpp-asan: system-deps venv
 	$(VENV)/bin/ctest --test-dir build/asan --output-on-failure
 
 # The .tflite loader under libFuzzer (clang-14, ASan + UBSan) for FUZZ_SECONDS from the real files of
-# tests/data/runtime; any crash, sanitizer report or leak fails the target.
+# tests/data/runtime; any crash, sanitizer report or leak fails the target. Then the Python readers of
+# user files (model.json, weights, quant.json, .npz, plans, target TOML, .onnx, .tflite) under
+# hypothesis, taken in turn, for FUZZ_SECONDS of random examples in all; any other exception fails.
 FUZZ_SECONDS ?= 60
 fuzz: system-deps venv
 	CC=clang-14 CXX=clang++-14 $(VENV)/bin/cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -113,6 +115,7 @@ fuzz: system-deps venv
 	mkdir -p build/fuzz/corpus
 	build/fuzz/fuzz_loader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=131072 \
 	  -print_final_stats=1 build/fuzz/corpus tests/data/runtime
+	$(PY) tests/python/test_fuzz_readers.py --seconds $(FUZZ_SECONDS)
 
 # Embedding: install libedgeprune (cmake --install), build examples/classify against the installed
 # package (find_package, and pkg-config), run it natively; then the same for aarch64 under qemu.

@@ -12,7 +12,8 @@ efficiencies fitted by ``edgeprune targets calibrate``, with ``.calibrated``) an
 ``.to_dict()``; ``names()`` lists the built-ins, ``resolve()`` says what a typed name means.
 
 Validation is strict because a typo in a profile silently skews every latency estimate:
-an unknown field, a missing field, a wrong type or a non-positive figure raises ValueError
+an unknown field, a missing field, a wrong type, a non-positive, infinite or out-of-range figure
+(``_MAX``) raises TargetError (a UserError and ValueError)
 naming the file and the dotted field, e.g. ``targets/x.toml: unknown field 'cpu.frq_ghz'``.
 
 Built-in profiles are looked up in ``edgeprune/profiles/`` (where an installed wheel keeps
@@ -198,6 +199,21 @@ _KIND_TEXT = {
 }
 
 
+# Upper bounds of the figures: a value past them is a typo (GHz for MHz, an extra digit), not a device.
+_MAX = {
+    "cpu.cores": 1024,
+    "cpu.freq_ghz": 10.0,
+    "deploy.channel_multiple": 1024,
+    "memory.ram_gb": 65536.0,
+    "memory.bandwidth_gbs": 100000.0,
+    "peak.fp32_gflops_per_core": 10000.0,
+    "peak.int8_gops_per_core": 100000.0,
+    "gpu.fp16_tflops": 10000.0,
+    "gpu.int8_tops": 100000.0,
+}
+_MAX_KB = 1 << 30  # cache sizes
+
+
 def _check(value: Any, kind: str, where: str, field: str) -> Any:
     def bad(got: str = ""):
         got = got or f"{type(value).__name__} {value!r}"
@@ -216,6 +232,8 @@ def _check(value: Any, kind: str, where: str, field: str) -> Any:
     if kind == "int0":
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise bad()
+        if value > _MAX_KB:
+            raise bad(f"{value!r} (out of range: at most {_MAX_KB})")
         return value
     if kind == "strlist":
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -228,6 +246,9 @@ def _check(value: Any, kind: str, where: str, field: str) -> Any:
         raise bad()
     if not value > 0:
         raise bad(f"{value!r} (figures must be > 0)")
+    limit = _MAX.get(field, 1e9)
+    if not value <= limit:  # also inf
+        raise bad(f"{value!r} (out of range: at most {limit:g})")
     return float(value) if kind == "num+" else int(value)
 
 
@@ -236,7 +257,8 @@ def _validate(raw: dict[str, Any], where: str) -> TargetProfile:
         if key in _SCHEMA[""]:
             continue
         if key not in _SCHEMA and key not in _NESTED:
-            raise TargetError(f"{where}: unknown field '{key}'")
+            known = ", ".join(sorted([*_SCHEMA[""], *(k for k in _SCHEMA if k), *_NESTED]))
+            raise TargetError(f"{where}: unknown field '{key}' (fields and tables: {known})")
         if not isinstance(value, dict):
             raise TargetError(f"{where}: field '{key}' must be a table ([{key}]), got {type(value).__name__}")
     sections: dict[str, dict[str, Any]] = {}
@@ -250,7 +272,9 @@ def _validate(raw: dict[str, Any], where: str) -> TargetProfile:
         if section:
             unknown = [k for k in table if k not in fields]
             if unknown:
-                raise TargetError(f"{where}: unknown field '{prefix}{unknown[0]}'")
+                raise TargetError(
+                    f"{where}: unknown field '{prefix}{unknown[0]}' (fields of [{section}]: {', '.join(fields)})"
+                )
         out: dict[str, Any] = {}
         for fname, (kind, required) in fields.items():
             if fname not in table:
@@ -315,7 +339,7 @@ def _validate_table(table: Any, where: str, section: str) -> dict[str, Any]:
                     if cls not in OP_CLASSES and not (section == "residuals" and cls == "total"):
                         raise TargetError(f"{where}: unknown field '{cfield}' (op classes: {', '.join(OP_CLASSES)})")
                     ok = isinstance(number, (int, float)) and not isinstance(number, bool)
-                    if not ok or not (number > 0 if section == "efficiency" else number >= 0):
+                    if not ok or not (number > 0 if section == "efficiency" else number >= 0) or number > 1e6:
                         bound = "> 0" if section == "efficiency" else ">= 0"
                         raise TargetError(f"{where}: field '{cfield}' must be a number {bound}, got {number!r}")
                     out[key][tkey][cls] = float(number)
@@ -385,8 +409,15 @@ def load_file(path: str | os.PathLike) -> TargetProfile:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TargetError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TargetError(f"{p}: cannot read ({e})") from None
+    except UnicodeDecodeError:
+        raise TargetError(f"{p}: not UTF-8 text; a target profile is a TOML text file (docs/targets.md)") from None
+    except OSError as e:
+        raise TargetError(f"{p}: cannot read ({e.strerror or e})") from None
+    if not text.strip():
+        raise TargetError(
+            f"{p}: empty file; a target profile needs name, description and [cpu], [memory], [peak], [deploy] "
+            "tables (start from `edgeprune targets show rpi4`)"
+        )
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

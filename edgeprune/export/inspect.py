@@ -134,6 +134,16 @@ class _Graph:
         p = self.producer.get(t)
         return p is not None and p.op_type == "DequantizeLinear"
 
+    def from_dq_through(self, t: str) -> bool:
+        """Produced by a DequantizeLinear, directly or through value-preserving ops that ONNX
+        Runtime moves a DequantizeLinear across (its QDQ propagation: Transpose, Reshape...)."""
+        for _ in range(8):
+            p = self.producer.get(t)
+            if p is None or p.op_type not in _DQ_PROPAGATES:
+                return p is not None and p.op_type == "DequantizeLinear"
+            t = p.input[0]
+        return False
+
     def weight_shape(self, t: str):
         p = self.producer.get(t)
         if p is not None and p.op_type == "DequantizeLinear":
@@ -156,6 +166,10 @@ class _Graph:
             return False
         data = [t for t in (p.input[:2] if p.op_type in WEIGHTED else p.input) if t and t not in self.inits]
         return bool(data) and all(self.from_dq(t) for t in (p.input[:2] if p.op_type in WEIGHTED else data))
+
+
+# single-input ops whose output values are their input's, which ONNX Runtime moves a DQ across
+_DQ_PROPAGATES = ("Transpose", "Reshape", "Squeeze", "Unsqueeze")
 
 
 def _params(g) -> int:
@@ -192,6 +206,16 @@ _NO_QDQ = "fp32 model: no QuantizeLinear/DequantizeLinear in the graph"
 def _weighted_precision(gr: _Graph, n) -> tuple[str, str | None]:
     act_q = gr.from_dq(n.input[0])
     w_q = len(n.input) > 1 and gr.from_dq(n.input[1])
+    if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] not in gr.inits:
+        # activation x activation (attention scores): int8 when both arrive dequantized; ONNX
+        # Runtime runs MatMulIntegerToFloat (float out) or QLinearMatMul (re-quantized out)
+        if gr.from_dq_through(n.input[0]) and gr.from_dq_through(n.input[1]):
+            return "int8", None
+        if gr.has_qdq:
+            return "fp32", (
+                "MatMul of two activations (e.g. attention) with an fp32 input (no DequantizeLinear "
+                "before it, e.g. a softmax output): runs in float"
+            )
     if act_q and w_q:
         return "int8", None
     if not gr.has_qdq:

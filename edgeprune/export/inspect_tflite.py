@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .tflite_family import metadata, read_model, schema_module
+from ..errors import UserError
+from .tflite_family import TFLiteFileError, metadata, read_model, schema_module
 
 # Builtin ops the XNNPACK delegate of LiteRT 2.x accepts (fp32, and int8 where marked in its
 # docs); DENSIFY and DEQUANTIZE of constant weights are folded by the delegate at load time.
@@ -61,11 +62,23 @@ def _macs(op_name: str, ins: list[dict], outs: list[dict]) -> int:
 
 
 def inspect_tflite(path: str | os.PathLike) -> dict:
-    tflite = schema_module()
-
+    """The report of ``path``; a file whose tables point outside it (truncated, corrupt) raises
+    TFLiteFileError (a UserError) naming it: ``read_model`` checks the root, the rest is checked here
+    as it is read."""
     p = Path(path)
     data = p.read_bytes()
     m = read_model(data, str(p))
+    try:
+        return _inspect(p, data, m)
+    except UserError:
+        raise
+    except Exception as e:  # a flatbuffer offset or length past the end, an index out of its table
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TFLiteFileError(f"{p}: truncated or corrupt TFLite file ({msg[:200]}); re-export it") from None
+
+
+def _inspect(p: Path, data: bytes, m) -> dict:
+    tflite = schema_module()
     op_names = _names(tflite.BuiltinOperator)
     codes = []
     for i in range(m.OperatorCodesLength()):

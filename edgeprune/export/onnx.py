@@ -350,7 +350,8 @@ def _splice(edit: _QDQEdit) -> None:
 
 
 def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict) -> None:
-    """Locate a quantized add / mul / average pool / concat / sigmoid / hard-swish in the ONNX graph
+    """Locate a quantized add / mul / average pool / concat / sigmoid / hard sigmoid / hard-swish in the
+    ONNX graph
     from its input tensors."""
     ins = []
     for p in op["inputs"]:
@@ -362,6 +363,7 @@ def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict) -> No
         "mul": ("Mul",),
         "concat": ("Concat",),
         "sigmoid": ("Sigmoid",),
+        "hardsigmoid": ("HardSigmoid",),
         "hardswish": ("HardSwish",),
     }.get(op["kind"], ("GlobalAveragePool", "AveragePool"))
     found = None

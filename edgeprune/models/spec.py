@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -345,7 +346,10 @@ def torch_load(p: Path, trust_pickle: bool = False) -> Any:
         raise UserError(f"{p}: is a directory, expected a torch file") from None
     except PermissionError:
         raise UserError(f"{p}: permission denied") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError, TypeError):
+    except (
+        RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError, TypeError,
+        struct.error, OverflowError, AttributeError,
+    ):  # fmt: skip
         raise UserError(f"{p}: not a readable torch file (truncated, corrupt or not written by torch.save)") from None
     try:
         return torch.load(p, map_location="cpu", weights_only=False)

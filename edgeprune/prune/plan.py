@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch.nn as nn
 
+from ..errors import UserError
 from ..graph import Graph, split_inputs, trace
 from ..graph.groups import input_specs
 from .importance import check_importance, score_groups
@@ -78,18 +79,8 @@ class PrunePlan:
 
     @classmethod
     def from_dict(cls, d) -> PrunePlan:
-        if not isinstance(d, dict):
-            raise ValueError("a prune plan must be a JSON object")
-        if d.get("version") != PLAN_VERSION:
-            raise ValueError(f"prune plan version {d.get('version')!r} is not supported (expected {PLAN_VERSION})")
-        for key, typ in (("modules", dict), ("params", list), ("attrs", list), ("signature", str)):
-            if not isinstance(d.get(key), typ):
-                raise ValueError(f"prune plan field {key!r} is missing or not a {typ.__name__}")
-        for name, roles in d["modules"].items():
-            if not isinstance(roles, dict) or not all(
-                isinstance(v, list) and all(isinstance(i, int) for i in v) for v in roles.values()
-            ):
-                raise ValueError(f"prune plan entry for layer {name!r} must map roles to lists of ints")
+        """A plan from its JSON object; any malformed field raises PlanError (a UserError) naming it."""
+        check_plan_dict(d)
         plan = cls(
             modules=d["modules"],
             params=d["params"],
@@ -99,10 +90,10 @@ class PrunePlan:
             inputs=d.get("inputs", []),
             settings=d.get("settings", {}),
             version=d["version"],
-            pinned=d.get("pinned", []) if isinstance(d.get("pinned", []), list) else [],
+            pinned=d.get("pinned", []),
         )
         if "hash" in d and d["hash"] != plan.hash:
-            raise ValueError(
+            raise PlanError(
                 f"prune plan hash {d['hash']} does not match its content ({plan.hash}); the file was edited or damaged"
             )
         return plan
@@ -112,8 +103,71 @@ class PrunePlan:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"prune plan is not valid JSON: {e}") from None
+            raise PlanError(f"prune plan is not valid JSON: {e}; write it again with `edgeprune prune`") from None
         return cls.from_dict(d)
+
+
+class PlanError(UserError):
+    """A prune plan file that is not a plan: the message names the field and what it must be."""
+
+
+# field -> (JSON type, what each element must be: None, or a checker of one element)
+def _is_index_list(v) -> bool:
+    return isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_PLAN_FIELDS = {
+    "version": (int, None),
+    "hash": (str, None),
+    "signature": (str, None),
+    "modules": (dict, None),
+    "params": (list, ("an object {name: str, axis: int, keep: [int >= 0]}", lambda e: (
+        isinstance(e, dict) and isinstance(e.get("name"), str) and _is_int(e.get("axis")) and _is_index_list(e.get("keep"))
+    ))),
+    "attrs": (list, ("an object {module: str, attr: str, value: int}", lambda e: (
+        isinstance(e, dict) and isinstance(e.get("module"), str) and isinstance(e.get("attr"), str)
+        and _is_int(e.get("value"))
+    ))),
+    "groups": (list, ("an object", lambda e: isinstance(e, dict))),
+    "inputs": (list, ("an object {shape: [int > 0], dtype: str}", lambda e: (
+        isinstance(e, dict) and isinstance(e.get("dtype", ""), str) and isinstance(e.get("shape"), list)
+        and all(_is_int(x) and x > 0 for x in e["shape"])
+    ))),
+    "settings": (dict, None),
+    "pinned": (list, ("an object", lambda e: isinstance(e, dict))),
+}  # fmt: skip
+_PLAN_REQUIRED = ("version", "signature", "modules", "params", "attrs")
+
+
+def check_plan_dict(d) -> None:
+    """Raise PlanError unless ``d`` has the shape ``PrunePlan.to_dict`` writes (unknown keys refused)."""
+    fix = "write the plan again with `edgeprune prune`"
+    if not isinstance(d, dict):
+        raise PlanError(f"a prune plan must be a JSON object, got {type(d).__name__}; {fix}")
+    unknown = sorted(set(d) - set(_PLAN_FIELDS))
+    if unknown:
+        raise PlanError(f"prune plan has unknown field {unknown[0]!r} (fields: {', '.join(_PLAN_FIELDS)}); {fix}")
+    if d.get("version") != PLAN_VERSION:
+        raise PlanError(f"prune plan version {d.get('version')!r} is not supported (expected {PLAN_VERSION})")
+    for key, (typ, item) in _PLAN_FIELDS.items():
+        if key not in d:
+            if key in _PLAN_REQUIRED:
+                raise PlanError(f"prune plan field {key!r} is missing or not a {typ.__name__}; {fix}")
+            continue
+        if not isinstance(d[key], typ) or isinstance(d[key], bool):
+            raise PlanError(f"prune plan field {key!r} is missing or not a {typ.__name__}; {fix}")
+        if item is not None:
+            what, ok = item
+            bad = next((i for i, e in enumerate(d[key]) if not ok(e)), None)
+            if bad is not None:
+                raise PlanError(f"prune plan field {key!r}: entry {bad} must be {what}, got {d[key][bad]!r:.80}")
+    for name, roles in d["modules"].items():
+        if not isinstance(roles, dict) or not all(_is_index_list(v) for v in roles.values()):
+            raise PlanError(f"prune plan entry for layer {name!r} must map roles to lists of ints >= 0; {fix}")
 
 
 def _check_args(ratio, round_to, max_layer_ratio, target_macs):

@@ -221,6 +221,7 @@ _AVGPOOL_FUNCS = {F.adaptive_avg_pool2d, F.avg_pool2d, F.adaptive_avg_pool1d, F.
 _SIGMOID_FUNCS = {torch.sigmoid, F.sigmoid}
 _HARDSWISH_FUNCS = {F.hardswish}
 _MUL_FUNCS = {operator.mul, torch.mul}
+_UNARY_MODULES = {nn.Sigmoid: "sigmoid", nn.Hardsigmoid: "hardsigmoid", nn.Hardswish: "hardswish"}
 
 
 def _float_meta(a) -> bool:
@@ -229,10 +230,13 @@ def _float_meta(a) -> bool:
 
 
 def _activation_kind(node: fx.Node, modules: dict) -> str | None:
-    """ "sigmoid" / "hardswish" / "mul" (tensor x tensor, broadcasting allowed: squeeze-excite gates)."""
+    """ "sigmoid" / "hardsigmoid" / "hardswish" / "mul" (tensor x tensor, broadcasting allowed:
+    squeeze-excite gates)."""
     if node.op == "call_module":
-        mod = modules.get(node.target)
-        return "sigmoid" if isinstance(mod, nn.Sigmoid) else "hardswish" if isinstance(mod, nn.Hardswish) else None
+        return _UNARY_MODULES.get(type(modules.get(node.target)))
+    if node.op == "call_function" and node.target is F.hardsigmoid:
+        plain = len(node.args) == 1 and not node.kwargs.get("inplace", False)
+        return "hardsigmoid" if _float_meta(node) and plain else None
     if (
         node.op == "call_function"
         and node.target in _SIGMOID_FUNCS
@@ -315,7 +319,7 @@ def _analyze_ops(gm: fx.GraphModule, modules: dict, layers: dict, wanted: set) -
             continue
         out, relu = node, False
         users = list(node.users)
-        if len(users) == 1 and _is_relu(users[0], modules) and kind not in ("sigmoid", "hardswish"):
+        if len(users) == 1 and _is_relu(users[0], modules) and kind not in _UNARY_MODULES.values():
             out, relu = users[0], True
         ops[node.name] = {"kind": kind, "inputs": ins, "output": out.name, "relu": relu}
         wanted.update(ins)
@@ -410,10 +414,18 @@ def first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+def _finite(v) -> bool:
+    """A JSON number that is finite as a float (an integer past float range is not)."""
+    try:
+        return bool(np.isfinite(float(v)))
+    except OverflowError:
+        return False
+
+
 def _finite_scales(where: str, name: str, values, positive: bool = True) -> None:
     vals = values if isinstance(values, list) else [values]
     for v in vals:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and (v > 0 or not positive)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) and (v > 0 or not positive)
         if not ok:
             raise QuantizeError(f"{where}: scale of {name!r} is {v!r}; scales must be finite and > 0 (re-quantize)")
 
@@ -640,14 +652,17 @@ def _layer_scales(gm: fx.GraphModule, layers: dict, points: dict, config: QuantC
 
 def _fix_sigmoid_points(points: dict, ops: dict, config: QuantConfig) -> None:
     """A sigmoid's output takes TFLite's fixed LOGISTIC parameters (scale 1/256 over [0, 1)), whatever
-    calibration saw: int8 LOGISTIC kernels require them, and they lose nothing on a [0, 1] range."""
+    calibration saw: int8 LOGISTIC kernels require them, and they lose nothing on a [0, 1] range.
+    A hard sigmoid's output (a squeeze-excite gate) spans exactly [0, 1]: scale 1/255 over it, so a
+    gate calibrated on few samples still holds every value the model can produce."""
     for op in ops.values():
-        if op["kind"] != "sigmoid":
+        if op["kind"] not in ("sigmoid", "hardsigmoid"):
             continue
         p = points[op["output"]]
         if not config.symmetric_activations:
             zp = 0 if config.activation_dtype == "uint8" else -128
-            p.update(scale=f32(1.0 / 256.0), zero_point=zp, qmin=zp, qmax=zp + 255)
+            levels = 256.0 if op["kind"] == "sigmoid" else 255.0
+            p.update(scale=f32(1.0 / levels), zero_point=zp, qmin=zp, qmax=zp + 255)
 
 
 def quantize(

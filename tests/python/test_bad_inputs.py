@@ -133,6 +133,7 @@ def _build_broken_files(w: Path) -> None:
     (w / "truncated.pt").write_bytes(weights[: len(weights) // 3])
     (w / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     (w / "empty.pt").write_bytes(b"")
+    (w / "onebyte.pt").write_bytes(b"J")  # found by the reader fuzzer: the unpickler's struct.error
     torch.save(ep.models.build("edgeprune:demo-cnn"), w / "pickled.pt")
     torch.save({"stem.0.weight": torch.zeros(3, 3)}, w / "shape.pt")
     # data
@@ -157,6 +158,7 @@ def _build_broken_files(w: Path) -> None:
         ("q_neg", lambda d: d["layers"][layer].update(weight_scale=[-1.0] * len(d["layers"][layer]["weight_scale"]))),
         ("q_inf", lambda d: d["layers"][layer].update(bias_scale=[float("inf")])),
         ("q_nopoints", lambda d: d.pop("points")),
+        ("q_bigint", lambda d: d["points"][point].update(scale=-(2**63) - 1)),  # found by the reader fuzzer
     ):
         shutil.copytree(w / "quant", w / name)
         d = json.loads(json.dumps(qj))
@@ -175,6 +177,61 @@ def _build_broken_files(w: Path) -> None:
     (w / "empty.onnx").write_bytes(b"")
     (w / "truncated.onnx").write_bytes(onnx_bytes[: len(onnx_bytes) // 2])
     (w / "random.onnx").write_bytes(np.random.default_rng(1).bytes(2048))
+    _build_more_broken_files(w)
+
+
+def _build_more_broken_files(w: Path) -> None:
+    """Target profiles, prune plans, empty files of every kind and damaged .tflite files."""
+    import re
+
+    good = (Path(__file__).resolve().parents[2] / "targets" / "rpi4.toml").read_text()
+    (w / "t_empty.toml").write_text("")
+    (w / "t_malformed.toml").write_text(good.replace("[cpu]", "[cpu", 1))
+    (w / "t_type.toml").write_text(re.sub(r"cores = \d+", 'cores = "four"', good, count=1))
+    (w / "t_unknown.toml").write_text(good.replace("[cpu]", "[cpu]\nfrq_ghz = 2", 1))
+    (w / "t_neg.toml").write_text(re.sub(r"freq_ghz = [\d.]+", "freq_ghz = -1.5", good, count=1))
+    (w / "t_inf.toml").write_text(re.sub(r"freq_ghz = [\d.]+", "freq_ghz = inf", good, count=1))
+    (w / "t_huge.toml").write_text(re.sub(r"cores = \d+", "cores = 4000000", good, count=1))
+    (w / "t_section.toml").write_text(good.replace("[peak]", "[peaks]", 1))
+    (w / "t_binary.toml").write_bytes(b"\xff\xfe\x00not text")
+    # prune plans: a good one for the demo CNN, then damaged copies (hash dropped so the shape check speaks)
+    plan = json.loads(ep.plan(ep.models.build("edgeprune:demo-cnn"), torch.randn(1, 1, 32, 32)).to_json())
+    (w / "p_good.json").write_text(json.dumps(plan))
+    (w / "p_empty.json").write_text("")
+    (w / "p_truncated.json").write_text(json.dumps(plan)[:150])
+    (w / "p_list.json").write_text("[1, 2]")
+    first = next(iter(plan["modules"]))
+    role = next(iter(plan["modules"][first]))
+    for name, edit in (
+        ("p_unknown", lambda d: d.update(evil=1)),
+        ("p_params", lambda d: d.update(params=[1])),
+        ("p_attrs", lambda d: d.update(attrs=[{"module": "x"}])),
+        ("p_groups", lambda d: d.update(groups="all")),
+        ("p_negative", lambda d: d["modules"][first].update({role: [-1, 0]})),
+        ("p_version", lambda d: d.update(version="1")),
+        ("p_signature", lambda d: d.update(signature="0123456789abcdef")),
+    ):
+        d = json.loads(json.dumps(plan))
+        edit(d)
+        d.pop("hash")
+        (w / f"{name}.json").write_text(json.dumps(d))
+    # empty files of the other kinds
+    d = _hostile(w, "h_empty", "edgeprune:demo-cnn")
+    (d / "model.json").write_text("")
+    shutil.copytree(w / "quant", w / "q_empty")
+    (w / "q_empty" / "quant.json").write_text("")
+    (w / "empty.npz").write_bytes(b"")
+    # .tflite
+    ep.export(ep.models.build("edgeprune:demo-cnn"), w / "tfl", formats=["tflite"])
+    tfl = (w / "tfl" / "model.tflite").read_bytes()
+    (w / "empty.tflite").write_bytes(b"")
+    (w / "truncated.tflite").write_bytes(tfl[: len(tfl) // 2])
+    (w / "random.tflite").write_bytes(np.random.default_rng(2).bytes(4096))
+    (w / "offset.tflite").write_bytes((10**9).to_bytes(4, "little") + tfl[4:])  # root table far past the end
+    # found by the reader fuzzer: one flipped byte sends a tensor's table offset past the end
+    conv = bytearray((Path(__file__).resolve().parents[1] / "data" / "runtime" / "conv_variants.tflite").read_bytes())
+    conv[464] ^= 3
+    (w / "tensor_offset.tflite").write_bytes(bytes(conv))
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +303,7 @@ CASES = [
     ("weights-truncated", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/truncated.pt"), 2, r"truncated\.pt: not a"),
     ("weights-random", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/random.pt"), 2, r"random\.pt: not a readable"),
     ("weights-empty", (*TRAIN, "edgeprune:demo-cnn", "--weights", "{w}/empty.pt"), 2, r"empty\.pt: not a readable"),
+    ("weights-one-byte", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/onebyte.pt"), 2, r"onebyte\.pt: not a readable"),
     ("weights-pickle", (*QUANT, "edgeprune:demo-cnn", "--weights", "{w}/pickled.pt"), 2, r"pickled Python objects"),
     ("weights-nan", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/nan.pt"), 2, r"tensor 'stem\.0\.weight' .*NaN"),
     ("weights-shape", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/shape.pt"), 2, r"shape mismatch for 1 tensors"),
@@ -271,6 +329,7 @@ CASES = [
     ("quant-nan-scale", ("export", "{w}/q_nan", *OLD), 2, r"q_nan/quant\.json: scale of '.*' is nan"),
     ("quant-neg-scale", ("export", "{w}/q_neg", *OLD), 2, r"q_neg/quant\.json: scale of '.*\.weight' is -1\.0"),
     ("quant-inf-scale", ("export", "{w}/q_inf", *OLD), 2, r"q_inf/quant\.json: scale of '.*\.bias' is inf"),
+    ("quant-huge-int-scale", ("export", "{w}/q_bigint", *OLD), 2, r"q_bigint/quant\.json: scale of '.*' is -9223372036854775809"),
     ("quant-no-points", ("export", "{w}/q_nopoints", *OLD), 2, r"field 'points' is missing"),
     ("quant-bad-json", ("export", "{w}/q_badjson", *OLD), 2, r"q_badjson/quant\.json: invalid JSON"),
     ("quant-folded", ("export", "{w}/q_folded", *OLD), 2, r"q_folded/folded\.pt: not a readable torch file"),
@@ -290,6 +349,58 @@ CASES = [
     ("train-epochs", (*TRAIN, "edgeprune:demo-cnn", "--epochs", "-1"), 2, r"--epochs -1: must be >= 0"),
     ("export-opset", ("export", "{w}/quant", "--opset", "5", *OLD), 2, r"--opset 5"),
     ("percentile", (*QUANT, "{w}/model", "--percentile", "200"), 2, r"--percentile 200\.0: must be in \(50, 100\]"),
+    # target profiles (TOML): as a --target path and through `targets show`
+    ("target-empty", ("targets", "show", "{w}/t_empty.toml"), 2, r"t_empty\.toml: empty file; a target profile needs"),
+    ("target-malformed", (*QUANT, "{w}/model", "--target", "{w}/t_malformed.toml"), 2, r"t_malformed\.toml: invalid TOML"),
+    ("target-wrong-type", ("targets", "show", "{w}/t_type.toml"), 2,
+     r"t_type\.toml: field 'cpu\.cores' must be a positive integer, got str 'four'"),
+    ("target-unknown-key", ("targets", "show", "{w}/t_unknown.toml"), 2,
+     r"unknown field 'cpu\.frq_ghz' \(fields of \[cpu\]: arch, uarch, cores, freq_ghz"),
+    ("target-unknown-table", ("targets", "show", "{w}/t_section.toml"), 2, r"unknown field 'peaks' \(fields and tables"),
+    ("target-negative", ("export", "{w}/quant", "--target", "{w}/t_neg.toml", *OLD), 2,
+     r"field 'cpu\.freq_ghz' must be a positive number, got -1\.5 \(figures must be > 0\)"),
+    ("target-inf", ("targets", "show", "{w}/t_inf.toml"), 2, r"'cpu\.freq_ghz' .*got inf \(out of range: at most 10\)"),
+    ("target-out-of-range", ("build", "--model", "edgeprune:demo-cnn", "--target", "{w}/t_huge.toml", *OLD), 2,
+     r"t_huge\.toml: field 'cpu\.cores' .*4000000 \(out of range: at most 1024\)"),
+    ("target-binary", ("targets", "show", "{w}/t_binary.toml"), 2, r"t_binary\.toml: not UTF-8 text"),
+    ("target-missing", ("targets", "show", "{w}/none.toml"), 2, r"none\.toml: file not found"),
+    # prune plans (--plan)
+    ("plan-empty", (*PRUNE[:1], "--plan", "{w}/p_empty.json", *OLD, "--model", "{w}/model"), 2,
+     r"--plan {w}/p_empty\.json: prune plan is not valid JSON"),
+    ("plan-truncated", (*PRUNE[:1], "--plan", "{w}/p_truncated.json", *OLD, "--model", "{w}/model"), 2, r"not valid JSON"),
+    ("plan-not-object", (*PRUNE[:1], "--plan", "{w}/p_list.json", *OLD, "--model", "{w}/model"), 2,
+     r"must be a JSON object, got list"),
+    ("plan-unknown-field", (*PRUNE[:1], "--plan", "{w}/p_unknown.json", *OLD, "--model", "{w}/model"), 2,
+     r"p_unknown\.json: prune plan has unknown field 'evil' \(fields: version"),
+    ("plan-params-type", (*PRUNE[:1], "--plan", "{w}/p_params.json", *OLD, "--model", "{w}/model"), 2,
+     r"field 'params': entry 0 must be an object .name: str, axis: int, keep: \[int >= 0\]., got 1$"),
+    ("plan-attrs-type", (*PRUNE[:1], "--plan", "{w}/p_attrs.json", *OLD, "--model", "{w}/model"), 2,
+     r"field 'attrs': entry 0 must be an object .module: str, attr: str, value: int."),
+    ("plan-groups-type", (*PRUNE[:1], "--plan", "{w}/p_groups.json", *OLD, "--model", "{w}/model"), 2,
+     r"field 'groups' is missing or not a list"),
+    ("plan-negative-index", (*PRUNE[:1], "--plan", "{w}/p_negative.json", *OLD, "--model", "{w}/model"), 2,
+     r"must map roles to lists of ints >= 0"),
+    ("plan-version-type", (*PRUNE[:1], "--plan", "{w}/p_version.json", *OLD, "--model", "{w}/model"), 2,
+     r"prune plan version '1' is not supported"),
+    ("plan-other-model", (*PRUNE[:1], "--plan", "{w}/p_signature.json", *OLD, "--model", "{w}/model"), 2,
+     r"was made for another model"),
+    ("plan-missing", (*PRUNE[:1], "--plan", "{w}/none.json", *OLD, "--model", "{w}/model"), 2, r"none\.json: cannot read"),
+    # empty files of every kind
+    ("manifest-empty", (*PRUNE, "{w}/h_empty"), 2, r"h_empty/model\.json: invalid JSON"),
+    ("quant-empty-json", ("export", "{w}/q_empty", *OLD), 2, r"q_empty/quant\.json: invalid JSON"),
+    ("data-empty", (*TRAIN[:1], "--data", "{w}/empty.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"empty\.npz: not a readable \.npz archive"),
+    ("calib-empty", ("quantize", "--calib", "{w}/empty.npz", *OLD, "--model", "{w}/model"), 2, r"empty\.npz: not a readable \.npz archive"),
+    # .tflite files for inspect and bench
+    ("inspect-tflite-empty", ("inspect", "{w}/empty.tflite"), 2, r"empty\.tflite: not a TFLite file"),
+    ("inspect-tflite-truncated", ("inspect", "{w}/truncated.tflite"), 2,
+     r"truncated\.tflite: truncated or corrupt TFLite file"),
+    ("inspect-tflite-offset", ("inspect", "{w}/offset.tflite"), 2, r"offset\.tflite: truncated or corrupt"),
+    ("inspect-tflite-tensor-offset", ("inspect", "{w}/tensor_offset.tflite"), 2,
+     r"tensor_offset\.tflite: truncated or corrupt TFLite file \(unpack_from requires"),
+    ("bench-tflite-random", ("bench", "{w}/random.tflite", "--in-process", "--runs", "1"), 2,
+     r"random\.tflite: not a TFLite file"),
+    ("bench-tflite-truncated", ("bench", "{w}/truncated.tflite", "--in-process", "--runs", "1"), 2,
+     r"truncated\.tflite: truncated or corrupt"),
 ]  # fmt: skip
 
 

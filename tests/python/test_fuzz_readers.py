@@ -4,7 +4,11 @@ Consumes: generated and mutated model.json manifests, quant.json files, .npz arc
 target TOML and .onnx bytes. Produces: assertions that every input gives a valid result or the
 reader's own error (UserError; ValueError for the plan and TOML readers, which the CLI maps to
 exit 2), never another exception, and that no hostile spec ran (a marker file stays absent).
-Derandomized with bounded examples, so the run is the same every time and takes well under a minute.
+Two modes. Under pytest: derandomized with bounded examples, so the run is the same every time and
+takes well under a minute. As a script (``python tests/python/test_fuzz_readers.py --seconds 60``,
+run by ``make fuzz``): random seeds, the reader groups taken in turn, a batch of examples each,
+until the wall-clock budget is spent; any other exception fails the run (exit 1) with the
+shrunk example hypothesis prints.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import io
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +33,11 @@ from hypothesis import strategies as st  # noqa: E402
 import edgeprune as ep  # noqa: E402
 from edgeprune.errors import UserError  # noqa: E402
 
+# the time-budgeted script mode (bottom): fresh random examples on every call, in small batches
+BUDGETED = __name__ == "__main__"
 FUZZ = settings(
-    derandomize=True,
-    max_examples=60,
+    derandomize=not BUDGETED,
+    max_examples=20 if BUDGETED else 60,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -57,7 +64,11 @@ def _mutations(base: bytes):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fuzz")
+    return _make_saved(tmp_path_factory.mktemp("fuzz"))
+
+
+def _make_saved(d: Path) -> Path:
+    """The good files every mutation starts from: a saved model, its quantized dir, an ONNX file."""
     model = ep.models.build("edgeprune:demo-cnn", width=8)
     ep.save(model, d / "model")
     qm = ep.quantize(model, ep.data.load("digits"), calib_n=8)
@@ -267,3 +278,73 @@ def test_onnx_bytes(saved, tmp_path, data):
         inspect_onnx(f)
     except UserError:
         pass
+
+
+TFLITE = Path(__file__).resolve().parents[1] / "data" / "runtime" / "conv_variants.tflite"
+
+
+@FUZZ
+@given(data=st.data())
+def test_tflite_bytes(tmp_path, data):
+    from edgeprune.export.inspect_tflite import inspect_tflite
+
+    f = tmp_path / "m.tflite"
+    f.write_bytes(data.draw(_mutations(TFLITE.read_bytes())))
+    try:
+        inspect_tflite(f)
+    except UserError:
+        pass
+
+
+# ---- time-budgeted mode (make fuzz) ---------------------------------------------------------------
+GROUPS = (
+    test_model_json,
+    test_model_dir_bytes,
+    test_quant_json,
+    test_quant_json_bytes,
+    test_npz_arrays,
+    test_npz_bytes,
+    test_plan_json,
+    test_target_toml,
+    test_onnx_bytes,
+    test_tflite_bytes,
+)
+
+
+def fuzz_for(seconds: float) -> dict:
+    """Run every reader group in turn, a batch of random examples at a time (``FUZZ.max_examples``,
+    the model.json group its own), until ``seconds`` have passed (the batch in flight finishes).
+    Returns {group: batches run}; a failing example raises."""
+    import inspect as pyinspect
+
+    root = Path(tempfile.mkdtemp(prefix="edgeprune-fuzz-"))
+    try:
+        saved = _make_saved(root / "saved")
+        counts = {g.__name__: 0 for g in GROUPS}
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for group in GROUPS:
+                tmp = root / group.__name__
+                tmp.mkdir(exist_ok=True)
+                args = {"saved": saved, "tmp_path": tmp}
+                wanted = pyinspect.signature(group.hypothesis.inner_test).parameters
+                group(**{k: v for k, v in args.items() if k in wanted})
+                counts[group.__name__] += 1
+                if time.monotonic() >= deadline:
+                    break
+        return counts
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        MARKER.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Fuzz the Python readers of user files for a fixed time.")
+    parser.add_argument("--seconds", type=float, default=60.0, help="wall-clock budget (default 60)")
+    args = parser.parse_args()
+    start = time.monotonic()
+    counts = fuzz_for(args.seconds)
+    took = time.monotonic() - start
+    print(f"python reader fuzz: {sum(counts.values())} batches in {took:.0f} s, 0 failures: {counts}")

@@ -3,7 +3,8 @@
 Consumes: the 12 zoo architectures (tests/python/zoo.py), quantized without a target and exported to
 int8 ONNX, and the demo CNN quantized for an ARM target (int8 activations). Produces: pass/fail.
 The reference is ONNX Runtime's profile of a real run (``ep.bench``): the Conv/Gemm/MatMul kernels
-it executed must be exactly the ones ``inspect_onnx(path, runtime=True)`` names, int8 or float.
+it executed must be exactly the ones ``inspect_onnx(path, runtime=True)`` names, int8 or float, and
+the int8 coverage ``inspect_onnx(path)`` reads from the file alone (ops and MACs) must equal it.
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ def test_inspect_agrees_with_the_ort_profile(name, tmp_path):
     qm = ep.quantize(model, _calib(x), method="minmax", progress=False)
     paths = export(qm, tmp_path, formats=["onnx", "onnx-int8"], example_inputs=x[:1])
     for fmt, path in paths.items():
-        rt = inspect_onnx(path, runtime=True)["runtime"]
-        assert _reported_kernels(rt) == _profiled_kernels(path, x[:1]), (name, fmt)
+        info = inspect_onnx(path, runtime=True)
+        rt, profiled = info["runtime"], _profiled_kernels(path, x[:1])
+        assert _reported_kernels(rt) == profiled, (name, fmt)
         assert all(r["kernel"] for r in rt["layers"]), rt["layers"]  # every conv/gemm/matmul found in ORT's graph
+        # the file-level int8 coverage (no runtime) is what ONNX Runtime really runs as int8
+        assert info["int8"]["weighted_int8_ops"] == sum(profiled[k] for k in INT8_KERNELS), (name, fmt)
+        assert info["int8"]["coverage_macs"] == pytest.approx(rt["coverage_macs"]), (name, fmt)
     rt = inspect_onnx(paths["onnx-int8"], runtime=True)["runtime"]
     # every layer the file quantized runs an int8 kernel in ONNX Runtime on this host
     assert rt["float_fallbacks"] == [] and rt["int8_weighted_ops"] >= len(qm.layers), rt["float_fallbacks"]

@@ -122,3 +122,54 @@ def test_dict_calibration_batches_are_refused_with_a_message():
     model, x = _model_and_data()
     with pytest.raises(CalibrationError, match=r"calibration batches must be tensors .* not several or named inputs"):
         ep.quantize(model, [{"input": x[:4]}], progress=False)
+
+
+class _HardSECNN(nn.Module):
+    """MobileNetV3's squeeze-excite: a hard-sigmoid gate (nn.Hardsigmoid and F.hardsigmoid) times features."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.hs = nn.Hardswish()
+        self.f1, self.f2 = nn.Conv2d(16, 8, 1), nn.Conv2d(8, 16, 1)
+        self.gate = nn.Hardsigmoid()
+        self.g1, self.g2 = nn.Conv2d(16, 8, 1), nn.Conv2d(8, 16, 1)
+        self.fc = nn.Linear(16, 10)
+        self.input_shape = (3, 16, 16)
+
+    def forward(self, x):
+        x = self.hs(self.c1(x))
+        x = x * self.gate(self.f2(torch.relu(self.f1(x.mean((2, 3), keepdim=True)))))
+        s = torch.nn.functional.adaptive_avg_pool2d(x, 1)
+        x = torch.nn.functional.hardsigmoid(self.g2(torch.relu(self.g1(s)))) * x
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_hard_sigmoid_gates_are_int8_and_their_mul_runs_qlinear_in_ort(tmp_path):
+    """A hard sigmoid gets an int8 point at 1/255 over [0, 1], so the gate's Mul is an int8 op:
+    ONNX Runtime runs it as QLinearMul (not float Mul between DequantizeLinear and QuantizeLinear),
+    ORT and LiteRT agree with the fake-quant twin."""
+    torch.manual_seed(0)
+    model, x = _HardSECNN().eval(), torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    qm = ep.quantize(model, x, progress=False)
+    gates = [op for op in qm.ops.values() if op["kind"] == "hardsigmoid"]
+    assert len(gates) == 2 and sum(op["kind"] == "mul" for op in qm.ops.values()) == 2
+    for op in gates:
+        p = qm.points[op["output"]]
+        assert (p["scale"], p["zero_point"], p["qmin"], p["qmax"]) == (np.float32(1 / 255), -128, -128, 127)
+    paths = export(qm, tmp_path, formats=["onnx-int8", "tflite-int8"])
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    s = ort.InferenceSession(str(paths["onnx-int8"]), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("QLinearMul") == 2 and "Mul" in ops  # the float Mul left is HardSwish's half
+    assert ops.count("Mul") == ops.count("HardSigmoid") - 2  # every HardSigmoid but the gates is HardSwish's
+    xs = x[:8]
+    out = np.concatenate([s.run(None, {s.get_inputs()[0].name: xs[i : i + 1].numpy()})[0] for i in range(8)])
+    with torch.no_grad():
+        fq = qm(xs).numpy()
+    np.testing.assert_allclose(out, fq, rtol=0, atol=1e-6)
+    it = interpreter(paths["tflite-int8"])
+    lite = np.concatenate([invoke(it, [xs[i : i + 1].numpy()])[0] for i in range(len(xs))])
+    last = next(n for n in qm.folded.graph.nodes if n.op == "output").args[0]
+    assert np.abs(lite - fq).max() <= 2 * qm.points[last.name]["scale"]
