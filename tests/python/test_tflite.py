@@ -111,6 +111,93 @@ def test_unsupported_op_names_op_node_and_alternative_and_leaves_no_file(tmp_pat
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+class Padded(torch.nn.Module):
+    """A conv behind an F.pad of the given mode (reflect: MIRROR_PAD; others: refused)."""
+
+    def __init__(self, mode: str, value: float = 0.0):
+        super().__init__()
+        self.mode, self.value = mode, value
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        kw = {"value": self.value} if self.mode == "constant" else {}
+        return self.conv(torch.nn.functional.pad(x, (1, 2, 2, 1), mode=self.mode, **kw))
+
+
+def test_reflect_padding_is_mirror_pad_and_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    model = Padded("reflect").eval()
+    x = torch.randn(1, 3, 8, 8)
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    info = inspect_file(path)
+    assert info["ops"]["MIRROR_PAD"] == 1 and "PAD" not in info["ops"]
+    ref = torch_ref(model, x)
+    assert rel_err(run(path, [x.numpy()])[0], ref) < 1e-5
+    assert rel_err(run(path, [x.numpy()], builtin=True)[0], ref) < 1e-5
+
+
+NETS = """
+import torch
+import torch.nn.functional as F
+
+
+class Padded(torch.nn.Module):
+    input_shape = (3, 8, 8)
+
+    def __init__(self, mode, value=0.0):
+        super().__init__()
+        self.mode, self.value = mode, value
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        kw = {"value": self.value} if self.mode == "constant" else {}
+        return self.conv(F.pad(x, (1, 2, 2, 1), mode=self.mode, **kw))
+
+
+class Sampler(torch.nn.Module):
+    input_shape = (3, 8, 8)
+
+    def forward(self, x):
+        theta = torch.tensor([[[1.0, 0.1, 0.0], [0.0, 1.0, 0.0]]])
+        return F.grid_sample(x, F.affine_grid(theta, [1, 3, 8, 8], align_corners=False), align_corners=False)
+
+
+def replicate():
+    return Padded("replicate")
+
+
+def constant1():
+    return Padded("constant", 1.0)
+
+
+def grid_sample():
+    return Sampler()
+"""
+
+
+@pytest.mark.parametrize(
+    "factory, start",
+    [
+        ("replicate", "ONNX op Pad (edge (replicate) padding) at node '/Pad' has no TFLite lowering; use zero"),
+        ("constant1", "ONNX op Pad (constant padding with 1) at node '/Pad' has no TFLite lowering; use zero"),
+        ("grid_sample", "ONNX op GridSample at node '/GridSample' has no TFLite lowering; use a fixed resampling"),
+    ],
+)
+def test_cli_refuses_what_tflite_cannot_express(factory, start, run_cli, tmp_path):
+    """A user's model (file factory, saved with ep.save) whose op has no TFLite form: one line, exit 2, no file."""
+    import edgeprune as ep
+
+    (tmp_path / "nets.py").write_text(NETS)
+    model = ep.models.build(f"{tmp_path / 'nets.py'}:{factory}", trust_code=True)
+    ep.save(model, tmp_path / "m")
+    r = run_cli("export", tmp_path / "m", "--trust-code", "--format", "tflite", "--out", tmp_path / "e")
+    assert r.code == 2, r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {start}"), lines
+    assert lines[0].endswith("or export --format onnx")
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
+
+
 def test_cli_export_inspect_bench(run_cli, tmp_path):
     import edgeprune as ep
 
