@@ -310,3 +310,44 @@ def test_bench_tflite_on_a_device_without_torch_or_onnx(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["runtime"] == "litert" and out["runs"] == 3 and out["inputs"] == {"input": [1, 16, 16, 3]}
+
+
+def test_inspect_of_mutated_files_is_a_result_or_one_line_error(tmp_path):
+    """Bytes flipped in the tables (the first and last KiB of a small file) or splices: inspect returns its dict
+    or raises TFLiteFileError with one line, never another exception (the reader walks offsets from the file)."""
+    hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test extra (make venv installs it)")
+    from hypothesis import strategies as st
+
+    from edgeprune.export.tflite_family import TFLiteFileError
+
+    model, x = build("resnet_basic")
+    base = export(model, tmp_path, formats=["tflite"], example_inputs=(x[:1],))["tflite"].read_bytes()
+    n = len(base)
+    where = st.integers(0, 1023) | st.integers(n - 1024, n - 1)
+
+    def flipped(fl):
+        data = bytearray(base)
+        for i, v in fl:
+            data[i] ^= v
+        return bytes(data)
+
+    flips = st.lists(st.tuples(where, st.integers(1, 255)), min_size=1, max_size=8).map(flipped)
+    splice = st.tuples(st.integers(0, n), st.binary(max_size=64)).map(lambda t: base[: t[0]] + t[1] + base[t[0] :])
+    path = tmp_path / "fuzzed.tflite"
+    outcomes = []
+
+    @hypothesis.settings(derandomize=True, max_examples=50, deadline=None, database=None)
+    @hypothesis.given(data=flips | splice)
+    def check(data):
+        path.write_bytes(data)
+        try:
+            info = inspect_file(path)
+        except TFLiteFileError as e:
+            assert "\n" not in str(e) and str(e).startswith(f"{path}: ")
+            outcomes.append("error")
+        else:
+            assert info["size_bytes"] == len(data)
+            outcomes.append("ok")
+
+    check()
+    assert "error" in outcomes  # the mutations do reach the checks
