@@ -11,7 +11,8 @@ seeded random calibration images: latency does not depend on the scale values), 
   {"section": "writer", "model", "format", "runs", "write_s" (median ``ep.export`` call from the
    model or QuantizedModel to the file on disk, the ONNX capture included), "baseline_s" (the
    same source's ONNX format written by ``ep.export``, interleaved with ours), "ratio"
-   (baseline_s / write_s), "target_s": 1.0}
+   (baseline_s / write_s), "write_cpu_s" / "baseline_cpu_s" (process CPU seconds, the same medians: on a
+   shared host the wall time is these times the oversubscription), "load_avg_1min", "target_s": 1.0}
 Latencies are medians over interleaved rounds (each round runs every file ``runs`` times), so
 machine noise hits all four alike.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -103,12 +105,14 @@ def _write_rows(qm, model, x, tmp: Path, rounds: int) -> list[dict]:
     """Each TFLite format's ``ep.export`` time against the same source's ONNX format, interleaved."""
     pairs = (("tflite-int8", "onnx-int8", qm), ("tflite", "onnx", model))
     times = {f: [] for pair in pairs for f in pair[:2]}
+    cpu = {f: [] for f in times}
     for i in range(max(rounds, 3)):
         for fmt, base, src in pairs:
             for f in (fmt, base):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 export(src, tmp / f"w{i}", formats=[f], example_inputs=x)
                 times[f].append(time.perf_counter() - t0)
+                cpu[f].append(time.process_time() - c0)
     out = []
     for fmt, base, _ in pairs:
         ours, theirs = statistics.median(times[fmt]), statistics.median(times[base])
@@ -122,6 +126,10 @@ def _write_rows(qm, model, x, tmp: Path, rounds: int) -> list[dict]:
                 "baseline": f"{base} export of the same source",
                 "baseline_s": round(theirs, 3),
                 "ratio": round(theirs / ours, 3),
+                # CPU seconds of this process: what the write costs whatever else shares the machine
+                "write_cpu_s": round(statistics.median(cpu[fmt]), 3),
+                "baseline_cpu_s": round(statistics.median(cpu[base]), 3),
+                "load_avg_1min": round(os.getloadavg()[0], 1),
                 "target_s": 1.0,
             }
         )
