@@ -8,8 +8,11 @@ seeded random calibration images: latency does not depend on the scale values), 
    file, ORT's fastest int8 on this host), "litert_fp32_ms", "ort_fp32_ms",
    "int8_vs_ort" / "int8_vs_ort_x86" (ORT int8 / LiteRT int8, >= 1 is the target),
    "int8_vs_fp32" (litert_fp32 / litert_int8, >= 2 is the target), sizes}
-  {"section": "writer", "model", "format", "write_s" (median of 3 ``ep.export`` calls, the
-   ONNX capture included), "target_s": 1.0}
+  {"section": "writer", "model", "format", "runs", "write_s" (median ``ep.export`` call from the
+   model or QuantizedModel to the file on disk, the ONNX capture included), "baseline_s" (the
+   same source's ONNX format written by ``ep.export``, interleaved with ours), "ratio"
+   (baseline_s / write_s), "write_cpu_s" / "baseline_cpu_s" (process CPU seconds, the same medians: on a
+   shared host the wall time is these times the oversubscription), "load_avg_1min", "target_s": 1.0}
 Latencies are medians over interleaved rounds (each round runs every file ``runs`` times), so
 machine noise hits all four alike.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -97,6 +101,41 @@ def _interleaved(runners: dict, runs: int, rounds: int) -> dict:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def _write_rows(qm, model, x, tmp: Path, rounds: int) -> list[dict]:
+    """Each TFLite format's ``ep.export`` time against the same source's ONNX format, interleaved."""
+    pairs = (("tflite-int8", "onnx-int8", qm), ("tflite", "onnx", model))
+    times = {f: [] for pair in pairs for f in pair[:2]}
+    cpu = {f: [] for f in times}
+    for i in range(max(rounds, 3)):
+        for fmt, base, src in pairs:
+            for f in (fmt, base):
+                t0, c0 = time.perf_counter(), time.process_time()
+                export(src, tmp / f"w{i}", formats=[f], example_inputs=x)
+                times[f].append(time.perf_counter() - t0)
+                cpu[f].append(time.process_time() - c0)
+    out = []
+    for fmt, base, _ in pairs:
+        ours, theirs = statistics.median(times[fmt]), statistics.median(times[base])
+        out.append(
+            {
+                "section": "writer",
+                "model": "mobilenet_v2",
+                "format": fmt,
+                "runs": len(times[fmt]),
+                "write_s": round(ours, 3),
+                "baseline": f"{base} export of the same source",
+                "baseline_s": round(theirs, 3),
+                "ratio": round(theirs / ours, 3),
+                # CPU seconds of this process: what the write costs whatever else shares the machine
+                "write_cpu_s": round(statistics.median(cpu[fmt]), 3),
+                "baseline_cpu_s": round(statistics.median(cpu[base]), 3),
+                "load_avg_1min": round(os.getloadavg()[0], 1),
+                "target_s": 1.0,
+            }
+        )
+    return out
+
+
 def rows(runs: int = 20, rounds: int = 5, threads: int = 1) -> list[dict]:
     torch.set_num_threads(1)
     model = _mobilenet_v2()
@@ -136,21 +175,7 @@ def rows(runs: int = 20, rounds: int = 5, threads: int = 1) -> list[dict]:
                 "tflite_fp32_bytes": paths["tflite"].stat().st_size,
             }
         )
-        for fmt, src in (("tflite-int8", qm), ("tflite", model)):
-            times = []
-            for i in range(3):
-                t0 = time.perf_counter()
-                export(src, tmp / f"w{i}", formats=[fmt], example_inputs=x)
-                times.append(time.perf_counter() - t0)
-            out.append(
-                {
-                    "section": "writer",
-                    "model": "mobilenet_v2",
-                    "format": fmt,
-                    "write_s": round(statistics.median(times), 3),
-                    "target_s": 1.0,
-                }
-            )
+        out += _write_rows(qm, model, x, tmp, rounds)
     return out
 
 

@@ -220,9 +220,8 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     model.CopyFrom(fp32)
     graph = model.graph
     edit = _QDQEdit(graph, _initializers(graph), _consumers(graph))
-    qm_module = qmodel.fake_quant_module()
     for target, info in qmodel.layers.items():
-        _quantize_layer(edit, qmodel, qm_module, target, info)
+        _quantize_layer(edit, qmodel, target, info)
     # graph inputs by position: an add may read the model input directly
     onnx_inputs = [i.name for i in graph.input if i.name not in edit.inits]
     placeholders = [n.name for n in qmodel.folded.graph.nodes if n.op == "placeholder"]
@@ -237,14 +236,32 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     return model
 
 
-def _quantize_layer(edit: _QDQEdit, qmodel, qm_module, target: str, info: dict) -> None:
+def _twin_params(qmodel, layer, info: dict):
+    """The fake-quant twin's weight and bias of one layer (int8 and int32 grid values times their scales).
+
+    Only this layer's QuantLayer is built, with the input point's parameters: building the whole
+    twin (``fake_quant_module``) deep-copies the folded graph, the largest cost of an int8 export.
+    """
+    from ..quant.fakequant import QuantLayer, QuantPoint
+
+    point = None
+    p = qmodel.points.get(info["input"])
+    if p is not None:
+        point = QuantPoint(info["input"])
+        point.set_qparams(p["scale"], p["zero_point"], p["qmin"], p["qmax"])
+    twin = QuantLayer(layer, info["weight_scale"], info["weight_qmax"], qmodel.config.per_channel, point)
+    twin.training = False  # the stored scales (not .eval(): that would also flip the folded layer's mode)
+    return twin.quantized_params()
+
+
+def _quantize_layer(edit: _QDQEdit, qmodel, target: str, info: dict) -> None:
     """int8 weight and int32 bias of one layer as DequantizeLinear constants; record its activation points."""
     layer = qmodel.folded.get_submodule(target)
     node, axis = _find_layer_node(edit.graph, edit.inits, target, layer.weight.detach().numpy())
     if node is None:
         raise RuntimeError(f"layer {target} not found in the exported ONNX graph; cannot place its int8 weights")
     # weights: exactly the fake-quant module's int8 values
-    wq_t, bq_t = qm_module.get_submodule(target).quantized_params()
+    wq_t, bq_t = _twin_params(qmodel, layer, info)
     ws = np.asarray(info["weight_scale"], dtype=np.float32)
     shape = [-1] + [1] * (wq_t.dim() - 1)
     q = torch.round(wq_t.detach() / torch.from_numpy(ws).reshape(shape)).to(torch.int8).numpy()

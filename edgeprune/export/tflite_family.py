@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -85,10 +86,18 @@ def read_model(data: bytes, where: str):
     except TFLiteFileError:
         raise
     except Exception as e:
-        raise TFLiteFileError(
-            f"{where}: truncated or corrupt TFLite file ({str(e).splitlines()[0] if str(e) else type(e).__name__}); re-export it"
-        ) from None
+        raise corrupt(where, e) from None
     return m
+
+
+# what the flatbuffers reader raises on offsets and lengths that do not fit the bytes, and json on bad metadata
+READ_ERRORS = (struct.error, TypeError, IndexError, ValueError, OverflowError, UnicodeDecodeError, MemoryError)
+
+
+def corrupt(where: str, e: Exception) -> TFLiteFileError:
+    """The one-line error for a file whose tables do not hold together."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return TFLiteFileError(f"{where}: truncated or corrupt TFLite file ({text[:120]}); re-export it")
 
 
 def metadata(path: str | os.PathLike) -> dict:
@@ -107,7 +116,10 @@ def inspect(path: str | os.PathLike, runtime: bool = False) -> dict:
     """The file's contents, sparse tensors and XNNPACK coverage (``runtime``: no runtime is asked yet)."""
     from .inspect_tflite import inspect_tflite
 
-    return inspect_tflite(path)
+    try:
+        return inspect_tflite(path)
+    except READ_ERRORS as e:  # read_model checked the root; a deeper table can still point outside the file
+        raise corrupt(str(path), e) from None
 
 
 def interpreter(path: str | os.PathLike, threads: int = 1, runtime: str = "litert", builtin: bool = False):

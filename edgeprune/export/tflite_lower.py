@@ -48,6 +48,14 @@ ALTERNATIVES = {
     "LSTM": "a 1-D Conv or attention block",
     "GRU": "a 1-D Conv or attention block",
     "Erf": "F.gelu (exact or tanh) instead of a hand-written erf",
+    "Pad": "zero padding (padding_mode='zeros') or reflect padding",
+    "GridSample": "a fixed resampling written as strided Conv2d / AvgPool2d / slicing",
+    "TopK": "the full output, with top-k taken by the caller",
+    "ArgMax": "the full output, with argmax taken by the caller",
+    "ReduceMax": "MaxPool2d (spatial) or the full output",
+    "CumSum": "a matmul by a constant triangular matrix",
+    "ScatterND": "torch.cat of slices",
+    "NonZero": "a mask multiply (static shapes)",
 }
 
 
@@ -62,7 +70,7 @@ class Val:
 
 
 def unsupported(node, what: str = "") -> TFLiteLoweringError:
-    alt = ALTERNATIVES.get(node.op_type, "the ops listed in docs/tflite.md")
+    alt = ALTERNATIVES.get(node.op_type, "ops of the README's TFLite section (Ops list)")
     detail = f" ({what})" if what else ""
     return TFLiteLoweringError(
         f"ONNX op {node.op_type}{detail} at node {node.name or node.output[0]!r} has no TFLite lowering; "

@@ -167,10 +167,17 @@ def concat(lw: Lowering, node) -> None:
 
 def pad(lw: Lowering, node) -> None:
     mode = _attr(node, "mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
     pads = [int(p) for p in lw.consts[node.input[1]]]
     value = float(lw.consts[node.input[2]]) if len(node.input) > 2 and node.input[2] else 0.0
-    if mode not in (b"constant", "constant") or value != 0.0 or len(node.input) > 3 and node.input[3]:
-        raise unsupported(node, "only constant zero padding over all axes")
+    if len(node.input) > 3 and node.input[3]:
+        raise unsupported(node, "padding over a subset of axes")
+    if mode == "edge":
+        raise unsupported(node, "edge (replicate) padding")
+    if mode == "constant" and value != 0.0:
+        raise unsupported(node, f"constant padding with {value:g}")
+    if mode not in ("constant", "reflect"):
+        raise unsupported(node, f"{mode} padding")
     x = node.input[0]
     rank = len(lw.shape(x))
     v = lw.vals.get(x)
@@ -180,7 +187,14 @@ def pad(lw: Lowering, node) -> None:
     if nhwc:
         pairs = pairs[list(NHWC)]
     out = _passthrough_out(lw, node.output[0], xv, nhwc, int8)
-    lw.m.op(OP.PAD, [xv.index, lw.m.const("paddings", pairs)], [out.index], None, 2 if int8 else 1, node.name)
+    paddings = lw.m.const("paddings", pairs)
+    if mode == "reflect":  # ONNX reflect = TF REFLECT: the edge value is not repeated
+        if any(p >= d for p, d in zip(pads, list(lw.shape(x)) * 2)):
+            raise unsupported(node, "reflect padding as wide as the tensor")
+        opts = ("MirrorPadOptions", {"Mode": 0})
+        lw.m.op(OP.MIRROR_PAD, [xv.index, paddings], [out.index], opts, 2 if int8 else 1, node.name)
+    else:
+        lw.m.op(OP.PAD, [xv.index, paddings], [out.index], None, 2 if int8 else 1, node.name)
     lw.bind(node.output[0], out)
 
 

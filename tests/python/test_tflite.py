@@ -111,6 +111,93 @@ def test_unsupported_op_names_op_node_and_alternative_and_leaves_no_file(tmp_pat
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+class Padded(torch.nn.Module):
+    """A conv behind an F.pad of the given mode (reflect: MIRROR_PAD; others: refused)."""
+
+    def __init__(self, mode: str, value: float = 0.0):
+        super().__init__()
+        self.mode, self.value = mode, value
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        kw = {"value": self.value} if self.mode == "constant" else {}
+        return self.conv(torch.nn.functional.pad(x, (1, 2, 2, 1), mode=self.mode, **kw))
+
+
+def test_reflect_padding_is_mirror_pad_and_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    model = Padded("reflect").eval()
+    x = torch.randn(1, 3, 8, 8)
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    info = inspect_file(path)
+    assert info["ops"]["MIRROR_PAD"] == 1 and "PAD" not in info["ops"]
+    ref = torch_ref(model, x)
+    assert rel_err(run(path, [x.numpy()])[0], ref) < 1e-5
+    assert rel_err(run(path, [x.numpy()], builtin=True)[0], ref) < 1e-5
+
+
+NETS = """
+import torch
+import torch.nn.functional as F
+
+
+class Padded(torch.nn.Module):
+    input_shape = (3, 8, 8)
+
+    def __init__(self, mode, value=0.0):
+        super().__init__()
+        self.mode, self.value = mode, value
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        kw = {"value": self.value} if self.mode == "constant" else {}
+        return self.conv(F.pad(x, (1, 2, 2, 1), mode=self.mode, **kw))
+
+
+class Sampler(torch.nn.Module):
+    input_shape = (3, 8, 8)
+
+    def forward(self, x):
+        theta = torch.tensor([[[1.0, 0.1, 0.0], [0.0, 1.0, 0.0]]])
+        return F.grid_sample(x, F.affine_grid(theta, [1, 3, 8, 8], align_corners=False), align_corners=False)
+
+
+def replicate():
+    return Padded("replicate")
+
+
+def constant1():
+    return Padded("constant", 1.0)
+
+
+def grid_sample():
+    return Sampler()
+"""
+
+
+@pytest.mark.parametrize(
+    "factory, start",
+    [
+        ("replicate", "ONNX op Pad (edge (replicate) padding) at node '/Pad' has no TFLite lowering; use zero"),
+        ("constant1", "ONNX op Pad (constant padding with 1) at node '/Pad' has no TFLite lowering; use zero"),
+        ("grid_sample", "ONNX op GridSample at node '/GridSample' has no TFLite lowering; use a fixed resampling"),
+    ],
+)
+def test_cli_refuses_what_tflite_cannot_express(factory, start, run_cli, tmp_path):
+    """A user's model (file factory, saved with ep.save) whose op has no TFLite form: one line, exit 2, no file."""
+    import edgeprune as ep
+
+    (tmp_path / "nets.py").write_text(NETS)
+    model = ep.models.build(f"{tmp_path / 'nets.py'}:{factory}", trust_code=True)
+    ep.save(model, tmp_path / "m")
+    r = run_cli("export", tmp_path / "m", "--trust-code", "--format", "tflite", "--out", tmp_path / "e")
+    assert r.code == 2, r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {start}"), lines
+    assert lines[0].endswith("or export --format onnx")
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
+
+
 def test_cli_export_inspect_bench(run_cli, tmp_path):
     import edgeprune as ep
 
@@ -223,3 +310,44 @@ def test_bench_tflite_on_a_device_without_torch_or_onnx(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["runtime"] == "litert" and out["runs"] == 3 and out["inputs"] == {"input": [1, 16, 16, 3]}
+
+
+def test_inspect_of_mutated_files_is_a_result_or_one_line_error(tmp_path):
+    """Bytes flipped in the tables (the first and last KiB of a small file) or splices: inspect returns its dict
+    or raises TFLiteFileError with one line, never another exception (the reader walks offsets from the file)."""
+    hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test extra (make venv installs it)")
+    from hypothesis import strategies as st
+
+    from edgeprune.export.tflite_family import TFLiteFileError
+
+    model, x = build("resnet_basic")
+    base = export(model, tmp_path, formats=["tflite"], example_inputs=(x[:1],))["tflite"].read_bytes()
+    n = len(base)
+    where = st.integers(0, 1023) | st.integers(n - 1024, n - 1)
+
+    def flipped(fl):
+        data = bytearray(base)
+        for i, v in fl:
+            data[i] ^= v
+        return bytes(data)
+
+    flips = st.lists(st.tuples(where, st.integers(1, 255)), min_size=1, max_size=8).map(flipped)
+    splice = st.tuples(st.integers(0, n), st.binary(max_size=64)).map(lambda t: base[: t[0]] + t[1] + base[t[0] :])
+    path = tmp_path / "fuzzed.tflite"
+    outcomes = []
+
+    @hypothesis.settings(derandomize=True, max_examples=50, deadline=None, database=None)
+    @hypothesis.given(data=flips | splice)
+    def check(data):
+        path.write_bytes(data)
+        try:
+            info = inspect_file(path)
+        except TFLiteFileError as e:
+            assert "\n" not in str(e) and str(e).startswith(f"{path}: ")
+            outcomes.append("error")
+        else:
+            assert info["size_bytes"] == len(data)
+            outcomes.append("ok")
+
+    check()
+    assert "error" in outcomes  # the mutations do reach the checks

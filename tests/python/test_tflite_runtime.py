@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest_quant import *  # noqa: E402,F403
-from test_tflite import _prune_1x1_and_fc  # noqa: E402
+from test_tflite import Padded, _prune_1x1_and_fc  # noqa: E402
 from zoo import build  # noqa: E402
 
 from edgeprune.export import export  # noqa: E402
@@ -93,3 +93,19 @@ def test_sparse_and_int8_same_in_tflite_runtime(quantized, digits_xy, tmp_path):
         diff = np.abs(got[0].astype(np.float32) - ref[0].astype(np.float32)).max()
         assert diff <= (1 if io == "int8" else 1.001 * step), io
         assert got[0].argmax() == ref[0].argmax()
+
+
+def test_mirror_pad_fp32_and_int8_same_in_tflite_runtime(tmp_path):
+    import edgeprune as ep
+
+    torch.manual_seed(0)
+    model = Padded("reflect").eval()
+    x = torch.randn(1, 3, 8, 8)
+    path = export(model, tmp_path / "f", formats=["tflite"], example_inputs=(x,))["tflite"]
+    ref, got = _both(path, [_nhwc(x)])
+    assert np.abs(got[0] - ref[0]).max() <= 1e-5 * np.abs(ref[0]).max()
+    qm = ep.quantize(model, torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(1)), progress=False)
+    path = export(qm, tmp_path / "q", formats=["tflite-int8"], example_inputs=(x,))["tflite-int8"]
+    step = qm.points[qm.layers["conv"]["output"]]["scale"]  # the conv's int8 output, dequantized at the end
+    ref, got = _both(path, [_nhwc(x)])  # the quantizer's first point follows the pad: MIRROR_PAD runs in float
+    assert np.abs(got[0] - ref[0]).max() <= 1.001 * step
