@@ -708,7 +708,9 @@ def torch_pruning(model, x):
 
     model = copy.deepcopy(model)
     t = time.perf_counter()
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
+    # the classifier keeps its outputs, as ours does: the last Linear, or the last conv where the
+    # head is a conv (SqueezeNet); otherwise Torch-Pruning halves the class count
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1:]
     pruner = tp.pruner.MetaPruner(
         model, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.5, round_to=8, ignored_layers=last
     )
@@ -795,6 +797,8 @@ def prune_rows(args) -> list[dict]:
                 pruned, sec = torch_pruning(model, x)
                 row["baseline"] = {"name": baseline_name, **_stats(pruned, x, round(sec, 3))}
                 row["baseline"]["peak_mb"] = peak_mb(lambda: torch_pruning(model, x))
+                with torch.no_grad():  # a comparison only holds when both keep the model's outputs
+                    row["baseline"]["same_output_shape"] = pruned(x).shape == model(x).shape
                 sessions["baseline"] = ort_session(pruned, x)
             except Exception as e:
                 row["baseline"] = {
