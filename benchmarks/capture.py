@@ -78,7 +78,7 @@ def _timm():
     return {
         f"timm/{n}": (
             lambda n=n: timm.create_model(n, pretrained=False, num_classes=10),
-            lambda n=n: torch.randn(1, 3, 224 if "patch" in n or "vit" in n else 64, 224 if "vit" in n else 64),
+            lambda n=n: torch.randn(1, 3, *(2 * (224 if "patch" in n else 64,))),  # ViTs fix their size
         )
         for n in TIMM
     }
