@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from .atoms import FIXED, Atoms
+from .export import export_graph
 from .record import record
 from .rules import cuts_own_params, rule_for
 
@@ -234,6 +235,8 @@ _UNKNOWN = object()  # a shape entry whose length is not known any more
 
 def _op_name(node: fx.Node) -> str:
     t = node.target
+    if isinstance(t, torch._ops.OpOverload):  # an exported ATen op: aten.add.Tensor reads as "add"
+        t = t._opname
     name = t if isinstance(t, str) else getattr(t, "__name__", str(t))
     if name.startswith("__") and name.endswith("__"):
         name = name[2:-2]
@@ -1458,6 +1461,16 @@ def _analyze_fx(model, args, attention):
     return gm.graph, run
 
 
+def _analyze_recording(model, rec, attention):
+    run = Analyzer(model, model, attention=attention, graph=rec.graph, consts=rec.consts)
+    _run(model, lambda: run.run(*rec.inputs))
+    return rec.graph, run
+
+
+def _analyze_export(model, args, kwargs, attention):
+    return _analyze_recording(model, _run(model, lambda: export_graph(model, args, kwargs)), attention)
+
+
 def _analyze_eager(model, args, kwargs, attention):
     rec = _run(model, lambda: record(model, args, kwargs))
     run = Analyzer(model, model, attention=attention, graph=rec.graph, consts=rec.consts)
@@ -1465,41 +1478,56 @@ def _analyze_eager(model, args, kwargs, attention):
     return rec.graph, run
 
 
+# Capture paths tried by capture="auto", in order: the order with the most coverage measured on
+# the zoo, transformers and peer test models (docs/capture.md has the table).
+AUTO_ORDER = ("fx", "eager", "export")
+_PATHS = {"fx": "torch.fx", "export": "torch.export", "eager": "the eager recording"}
+
+
+def _capture_path(path: str, model, args, kwargs, attention):
+    if path == "fx":
+        if kwargs:
+            raise UserError("symbolic torch.fx takes positional example inputs only")
+        return _analyze_fx(model, args, attention)
+    if path == "export":
+        return _analyze_export(model, args, kwargs, attention)
+    return _analyze_eager(model, args, kwargs, attention)
+
+
+def _stop(path: str, e: BaseException) -> str:
+    e = e.__cause__ or e  # the error the tracer hit, not our wrapper of it
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return f"{_PATHS[path]} stopped at {_where(e)} with {type(e).__name__}: {first}"
+
+
 def analyze(
     model: nn.Module, example_inputs, attention: str = "heads", ignore=(), kwargs=None, capture: str = "auto"
 ) -> tuple:
     """Capture ``model`` and analyse its channels. Returns (fx.Graph, Analysis).
 
-    Capture: symbolic ``torch.fx`` first (it also follows sizes read from shapes), then an eager
-    recording of one run (``record.py``) when fx cannot trace the forward or the inputs are keyword
-    arguments. When both fail the error names both stops and how to make the layer a leaf."""
-    if capture not in ("auto", "fx", "eager"):
-        raise UserError(f"capture={capture!r}: use 'auto', 'fx' or 'eager'")
+    Capture ("auto" tries ``AUTO_ORDER``, first success wins): symbolic ``torch.fx`` (it also
+    follows sizes read from shapes), non-strict ``torch.export`` (``export.py``), or an eager
+    recording of one run (``record.py``); symbolic fx is skipped for keyword inputs. When every
+    path fails the error names where each stopped and how to make the layer a leaf."""
+    if capture not in ("auto", *_PATHS):
+        raise UserError(f"capture={capture!r}: use 'auto', 'fx', 'export' or 'eager'")
     kwargs = dict(kwargs or {})
-    fx_error = None
-    graph = run = None
     if capture == "fx" and kwargs:
         raise UserError("capture='fx' takes positional example inputs only; use capture='auto' for keyword inputs")
-    if capture == "fx":
+    order = [capture] if capture != "auto" else [p for p in AUTO_ORDER if not (p == "fx" and kwargs)]
+    stops, run = [], None
+    for path in order:
         try:
-            graph, run = _analyze_fx(model, example_inputs, attention)
-        except Exception as e:
-            raise CaptureError(f"cannot capture {type(model).__name__} with torch.fx ({type(e).__name__}: {e})") from e
-    elif not kwargs and capture == "auto":
-        try:
-            graph, run = _analyze_fx(model, example_inputs, attention)
-        except Exception as e:  # fx cannot follow data-dependent Python: record a real run instead
-            fx_error = e
+            graph, run = _capture_path(path, model, example_inputs, kwargs, attention)
+            break
+        except Exception as e:  # this path cannot follow the forward: try the next one
+            stops.append(_stop(path, e))
+            last = e
     if run is None:
-        try:
-            graph, run = _analyze_eager(model, example_inputs, kwargs, attention)
-        except Exception as e:
-            first = f"torch.fx stopped with {type(fx_error).__name__}: {fx_error}; " if fx_error else ""
-            raise CaptureError(
-                f"cannot capture {type(model).__name__}: {first}running it eagerly stopped at {_where(e)} with "
-                f"{type(e).__name__}: {e}; make that code a leaf with "
-                "edgeprune.graph.register_layer(TheModuleType, LayerRule(trace=...)), or fix the example inputs"
-            ) from e
+        raise CaptureError(
+            f"cannot capture {type(model).__name__}: {'; '.join(stops)}; make that code a leaf with "
+            "edgeprune.graph.register_layer(TheModuleType, LayerRule(trace=...)), or fix the example inputs"
+        ) from last
     an = run.finish()
     _apply_ignore(model, an, ignore)
     for w in an.warnings:

@@ -7,16 +7,24 @@ Produces: the same model with every attention module's head attributes (``num_at
 ``num_key_value_heads``, ``intermediate_size`` or the model's name for it) matching the weights,
 so ``save_pretrained``/``from_pretrained`` round-trip wherever the config can state the shape.
 
-Config limits: a config that derives the head size from ``hidden_size / num_attention_heads``
-(BERT, DistilBERT, ViT, GPT-2) cannot state fewer heads of the same size, so for those the config
-keeps its head count and ``sync`` returns a note; ``ep.save``/``ep.load`` (spec
-``transformers_class:NAME``, a registered factory) rebuild any pruned shape from the original config and the plan.
+Config limits: a head count is written to the config only when a model built from it has exactly
+the pruned shapes (checked by building it on the meta device). Llama-style configs (explicit
+``head_dim``) and ViT (whose attention reads ``config.head_dim`` when set) state pruned heads that way.
+BERT, DistilBERT and GPT-2 compute the head size as ``hidden_size / heads``, so no config of theirs
+states fewer heads of the same size, and pruning head dims instead changes the same quotient: for
+those the config keeps its head count and ``sync`` returns a note. Their feed-forward width always
+round-trips (prune only the feed-forward layers for a checkpoint ``from_pretrained`` reads);
+``ep.save``/``ep.load`` (spec ``transformers_class:NAME``, a registered factory) rebuild any pruned
+shape from the original config and the plan.
 All per-layer values must agree (a config holds one number): plan with ``global_ranking=False``.
 Never imports ``transformers`` unless the model already comes from it.
 """
 
 from __future__ import annotations
 
+import copy
+
+import torch
 import torch.nn as nn
 
 from ..errors import UserError
@@ -88,8 +96,34 @@ def _one(values: set, what: str):
     return next(iter(values)) if values else None
 
 
-def _head_size_is_explicit(cfg) -> bool:
-    return isinstance(getattr(cfg, "head_dim", None), int)
+def _reloads(model: nn.Module, cfg) -> bool:
+    """Whether ``type(model)(cfg)`` (what from_pretrained builds) has exactly the model's tensor shapes.
+    Built on the meta device: no memory, no init cost."""
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(cfg)
+    except Exception:  # the config's own checks refuse it (hidden_size not a multiple of the heads)
+        return False
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return {k: tuple(v.shape) for k, v in fresh.state_dict().items()} == want
+
+
+def _sync_heads(model: nn.Module, heads: int, kv, head_dim: int) -> list:
+    """State ``heads`` heads of ``head_dim`` in the config when a model built from it has the pruned
+    shapes (configs that read ``head_dim``: Llama, ViT); otherwise keep the config and return a note."""
+    cfg = model.config
+    trial = copy.deepcopy(cfg)
+    trial.num_attention_heads, trial.head_dim = heads, head_dim
+    if kv is not None and isinstance(getattr(cfg, "num_key_value_heads", None), int):
+        trial.num_key_value_heads = kv
+    if _reloads(model, trial):
+        cfg.num_attention_heads, cfg.head_dim = heads, head_dim
+        return []
+    return [
+        f"{type(cfg).__name__} derives the head size from hidden_size / num_attention_heads, so from_pretrained "
+        f"cannot rebuild {heads} heads of size {head_dim}: reload with ep.load, or prune only the feed-forward "
+        "layers (ignore the attention modules) for a checkpoint from_pretrained reads"
+    ]
 
 
 def sync(model: nn.Module) -> list:
@@ -102,20 +136,7 @@ def sync(model: nn.Module) -> list:
         _set_attention_attrs(m, heads, kv, width)
     heads = _one({s[1] for s in shapes}, "head counts")
     kv = _one({s[2] for s in shapes}, "key/value head counts")
-    if heads is not None and heads != getattr(cfg, "num_attention_heads", heads):
-        hidden = getattr(cfg, "hidden_size", None)
-        if _head_size_is_explicit(cfg) and isinstance(hidden, int) and hidden % heads == 0:
-            cfg.num_attention_heads = heads
-        elif _head_size_is_explicit(cfg):
-            notes.append(
-                f"{type(cfg).__name__} requires hidden_size ({hidden}) to be a multiple of the head count, so it "
-                f"cannot state {heads} heads: reload with ep.load, or prune to a head count that divides it"
-            )
-        else:
-            notes.append(
-                f"{type(cfg).__name__} derives the head size from hidden_size / num_attention_heads, so it "
-                f"cannot state {heads} heads: reload with ep.load (the modules hold the pruned head count)"
-            )
+    head_dim = _one({s[3] for s in shapes}, "head sizes")
     if kv is not None and isinstance(getattr(cfg, "num_key_value_heads", None), int):
         cfg.num_key_value_heads = kv
     widths = set()
@@ -128,6 +149,8 @@ def sync(model: nn.Module) -> list:
             if isinstance(getattr(cfg, attr, None), int) or (attr == "n_inner" and hasattr(cfg, "n_inner")):
                 setattr(cfg, attr, width)
                 break
+    if heads is not None and heads != getattr(cfg, "num_attention_heads", heads):
+        notes += _sync_heads(model, heads, kv, head_dim)  # after the width: the trial build checks all shapes
     return notes
 
 

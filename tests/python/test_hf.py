@@ -164,10 +164,23 @@ def test_config_round_trips_through_save_pretrained(pruned, tmp_path):
         # head_dim is explicit in the config: heads and grouped key/value heads round-trip too
         # one of four key/value groups goes: 12 heads still divide hidden_size 48, as the config demands
         assert small.config.num_attention_heads == 12 and small.config.num_key_value_heads == 3
-        assert small.config.intermediate_size == 45
+        assert small.config.intermediate_size == 45 and small.config.head_dim == 4
+        assert not small.edgeprune_notes
         small.save_pretrained(tmp_path)
         back = type(small).from_pretrained(tmp_path).eval()
+    elif name == "vit":
+        # ViT's attention reads config.head_dim when it is there: 3 heads of 8 are stated that way
+        assert small.config.num_attention_heads == 3 and small.config.head_dim == 8
+        assert small.config.intermediate_size == 45 and not small.edgeprune_notes
+        small.save_pretrained(tmp_path)
+        back = type(small).from_pretrained(tmp_path).eval()
+        q = [m.out_features for n, m in back.named_modules() if n.endswith("q_proj")]
+        assert back.config.num_attention_heads == 3 and q and set(q) == {24}
     else:
+        # BERT, DistilBERT and GPT-2 compute the head size as hidden_size / heads: no config states
+        # 3 heads of 8 in a 32-wide model, so sync says so and keeps the head count
+        assert small.config.to_dict()[{"distilbert": "n_heads", "gpt2": "n_head"}.get(name, "num_attention_heads")] == 4
+        assert len(small.edgeprune_notes) == 1 and "cannot rebuild 3 heads of size 8" in small.edgeprune_notes[0]
         # these configs derive the head size from hidden_size, so only the feed-forward width can
         # be stated: reload a copy pruned in its feed-forward layers only
         ffn_only = _ffn_only(name)
