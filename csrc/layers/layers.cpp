@@ -145,6 +145,9 @@ void DenseLinear::forward(const float* x, int64_t n, float* y, int threads) cons
 }
 
 void DenseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
+  // One column: X[K, 1] and Y[M, 1] are x[1, K] and y[1, M] in memory, and the Linear layout
+  // streams the packed W^T once, where this layout would pad X to a whole panel of columns.
+  if (n == 1) return forward(x, 1, y, threads);
   // Y[M, N] = W X: A = W, B = X. X changes every call, so it is packed here (K*N copies against
   // M*K*N multiply-adds).
   auto xp = scratch<float>(packed_dense_size(k_, n, kern_.tile));
@@ -201,6 +204,7 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
   const KernelTable& t = runnable_table(isa);
   kern_ = block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1;
   plannable_ = block == 1 && kern_.isa != Isa::reference;  // the reference kernel reads the stream
+  if (plannable_) chans_ = spmm_channels(packed_);
 }
 
 const SpmmTilePlan* SparseLinear::plan_for(int64_t n) const {
@@ -232,6 +236,7 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
     p.nnz = packed_.nnz.data();
     p.deltas = packed_.deltas.data();
     p.tiles = plan;
+    p.chans = chans_.empty() ? nullptr : chans_.data();
     p.lo = lo_;
     p.hi = hi_;
     return p;

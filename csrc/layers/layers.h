@@ -82,6 +82,9 @@ class SparseLinear {
   mutable std::once_flag plan_once_;
   mutable SpmmTilePlan tiles_;
   mutable std::atomic<bool> planned_{false};
+  // b1 on a SIMD path: the stream's absolute channels (kernels.h, SpmmF32Args::chans), made at
+  // construction so every call computes its narrow columns the same way, whatever ran before
+  std::vector<int32_t> chans_;
   float lo_, hi_;
   KernelEntry<spmm_f32_b1_fn> kern_;  // b1 or b4 (same signature)
   std::unique_ptr<DenseLinear> dense_;

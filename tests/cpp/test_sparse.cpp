@@ -85,9 +85,10 @@ void expect_near_reference(const std::vector<float>& y, const std::vector<float>
     }
 }
 
-// With `tiled`, the path's kernel also gets plan_spmm_tiles for its lanes (b1; K tiles).
+// With `tiled`, the path's kernel also gets plan_spmm_tiles for its lanes (b1; K tiles); with
+// `chans`, the stream's channel table (b1; columns narrower than a vector as dot products).
 void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double sparsity, Act act,
-                std::mt19937& rng, bool tiled = false) {
+                std::mt19937& rng, bool tiled = false, bool chans = false) {
   const int64_t ldx = n + 3, ldy = n + 2;
   auto w = random_floats(rng, m * k);
   sparsify(rng, w, sparsity);
@@ -109,6 +110,9 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
     ASSERT_GE(plan.tiles, 1) << isa_name(isa) << " k=" << k << " s=" << sparsity;
     p.tiles = &plan;
   }
+  const std::vector<int32_t> table = chans ? spmm_channels(packed) : std::vector<int32_t>{};
+  ASSERT_EQ(table.size(), chans ? packed.deltas.size() : 0);
+  if (chans) p.chans = table.data();
   (block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1).fn(p);
   SCOPED_TRACE(std::string(isa_name(isa)) + " block=" + std::to_string(block) +
                " m=" + std::to_string(m) + " k=" + std::to_string(k) + " n=" + std::to_string(n) +
@@ -168,6 +172,25 @@ TEST(SpmmF32, EveryPathMatchesReference) {
           check_spmm(isa, block, dim(rng), dim(rng), dim(rng), s, Act(act(rng)), rng);
         check_spmm(isa, block, 97, 203, 300, s, Act::relu6, rng);  // every N pass and tail
       }
+}
+
+// Columns narrower than a vector from the channel table (rows of 0 to ~300 entries: every
+// gather width and remainder), alone (N < a vector) and after the vector passes.
+TEST(SpmmF32, ChannelTableMatchesReference) {
+  std::mt19937 rng(6);
+  std::uniform_int_distribution<int> dim(1, 67), wide(1, 320), narrow(1, 19);
+  for (Isa isa : ep::test::runnable_isas())
+    for (double s : {0.0, 0.5, 0.9, 0.99, 1.0}) {
+      for (int t = 0; t < 8; ++t)
+        check_spmm(isa, 1, dim(rng), wide(rng), narrow(rng), s, Act::relu, rng, false, true);
+      check_spmm(isa, 1, 37, 301, 1, s, Act::none, rng, false, true);
+      check_spmm(isa, 1, 29, 203, 87, s, Act::relu6, rng, false, true);
+    }
+  // a table is only made for a stream of this K
+  PackedSparseF32 p;
+  p.k = 4;
+  p.deltas = {1, 5};
+  EXPECT_TRUE(spmm_channels(p).empty());
 }
 
 // The tile plan holds exactly the stream's entries, tile-major: rebuilt from it, the weight and
