@@ -203,6 +203,10 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
   }
   const KernelTable& t = runnable_table(isa);
   kern_ = block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1;
+  if (kernel == SparseKernel::automatic && kern_.tile > 1 &&
+      (double(packed_.nonzeros()) > kAutoMaxDensityNarrow * double(m * k) ||
+       m * k < kAutoNarrowMinWeights))
+    narrow_ = std::make_unique<DenseLinear>(w, m, k, bias, act, isa);
   plannable_ = block == 1 && kern_.isa != Isa::reference;  // the reference kernel reads the stream
   if (plannable_) chans_ = spmm_channels(packed_);
 }
@@ -222,6 +226,7 @@ Isa SparseLinear::isa() const { return dense_ ? dense_->isa() : kern_.isa; }
 
 void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
   if (dense_) return dense_->forward_kn(x, n, y, threads);
+  if (narrow_ && n < kern_.tile) return narrow_->forward_kn(x, n, y, threads);
   const SpmmTilePlan* plan = plan_for(n);
   auto args = [&](int64_t n0, int64_t cols) {
     SpmmF32Args p;
@@ -280,6 +285,7 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
 
 void SparseLinear::forward(const float* x, int64_t n, float* y, int threads) const {
   if (dense_) return dense_->forward(x, n, y, threads);
+  if (narrow_ && n < kern_.tile) return narrow_->forward(x, n, y, threads);
   // The sparse kernels vectorise over N, which needs the channel-major layout: transpose in,
   // multiply, transpose out (O(N(K+M)) moves against O(nnz N) multiply-adds).
   auto xt = scratch<float>(k_ * n), yt = scratch<float>(m_ * n);

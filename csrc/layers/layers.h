@@ -63,14 +63,22 @@ class SparseLinear {
   int64_t k() const { return k_; }
   int64_t nnz() const { return nnz_; }                   // nonzero weights of W
   int64_t stored() const { return packed_.nonzeros(); }  // weights the sparse stream holds
-  bool uses_sparse() const { return dense_ == nullptr; }
+  bool uses_sparse() const { return dense_ == nullptr; }  // for calls at least a vector wide
+  // whether calls narrower than a vector (N = 1) run a dense copy of the weight (auto only)
+  bool narrow_dense() const { return narrow_ != nullptr; }
   Isa isa() const;
   bool planned() const { return planned_.load(); }  // whether the tile plan has been made
 
   // `auto` picks the sparse kernel when the stored weights (zeros inside a stored 4-channel block
   // count) are at most this fraction of M*K (where sparse stops paying: docs/kernels.md).
-  static constexpr double kAutoMaxDensityB1 = 0.3;
+  static constexpr double kAutoMaxDensityB1 = 0.5;
   static constexpr double kAutoMaxDensityB4 = 0.5;
+  // Calls narrower than a vector (N = 1: an FC layer at batch 1) are a GEMV, where the sparse
+  // kernels only beat the dense one on large, very sparse weights: an `auto` layer chosen sparse
+  // also keeps the dense kernel for them unless it stores at most kAutoMaxDensityNarrow of M*K
+  // and M*K is at least kAutoNarrowMinWeights (docs/kernels.md, "Choosing sparse or dense").
+  static constexpr double kAutoMaxDensityNarrow = 0.1;
+  static constexpr int64_t kAutoNarrowMinWeights = int64_t(1) << 18;
 
  private:
   int64_t m_, k_, nnz_ = 0;
@@ -88,6 +96,7 @@ class SparseLinear {
   float lo_, hi_;
   KernelEntry<spmm_f32_b1_fn> kern_;  // b1 or b4 (same signature)
   std::unique_ptr<DenseLinear> dense_;
+  std::unique_ptr<DenseLinear> narrow_;  // auto: the dense kernel for calls narrower than a vector
 };
 
 // int8 linear layer per the TFLite spec (kernels.h, GemmS8Args): quantizes the float weight

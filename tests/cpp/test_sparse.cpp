@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "kernels/kernels.h"
 #include "layers/layers.h"
@@ -547,4 +548,35 @@ TEST(SparseLinear, MatchesDenseAndChoosesKernel) {
           ASSERT_NEAR(ya[i], yd[i], 1e-4f) << isa_name(isa);
         }
       }
+}
+
+// `auto` keeps the dense kernel for calls narrower than a vector unless the weight is large and
+// at most kAutoMaxDensityNarrow stored; a narrow call then gives the dense layer's bits, a wide
+// one the sparse kernel's.
+TEST(SparseLinear, AutoRunsNarrowCallsDenseUnlessLargeAndVerySparse) {
+  std::mt19937 rng(12);
+  const int64_t big = 520;  // 520 * 520 >= kAutoNarrowMinWeights
+  ASSERT_GE(big * big, SparseLinear::kAutoNarrowMinWeights);
+  for (Isa isa : ep::test::runnable_isas()) {
+    const bool simd = kernel_table(isa).spmm_f32_b1.tile > 1;
+    for (auto [m, k, s, narrow] : {std::tuple{big, big, 0.95, false},
+                                   {big, big, 0.7, true},
+                                   {int64_t(48), int64_t(64), 0.95, true}}) {
+      auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, k);
+      sparsify(rng, w, s);
+      SparseLinear au(w.data(), m, k, bias.data(), 1, Act::none, SparseKernel::automatic, isa);
+      SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::none, SparseKernel::sparse, isa);
+      DenseLinear de(w.data(), m, k, bias.data(), Act::none, isa);
+      SCOPED_TRACE(std::string(isa_name(isa)) + " m=" + std::to_string(m) +
+                   " s=" + std::to_string(s));
+      ASSERT_TRUE(au.uses_sparse());
+      EXPECT_EQ(au.narrow_dense(), narrow && simd);
+      EXPECT_FALSE(sp.narrow_dense());
+      std::vector<float> ya(m), ys(m), yd(m);
+      au.forward_kn(x.data(), 1, ya.data(), 1);
+      sp.forward_kn(x.data(), 1, ys.data(), 1);
+      de.forward_kn(x.data(), 1, yd.data(), 1);
+      EXPECT_EQ(ya, au.narrow_dense() ? yd : ys);
+    }
+  }
 }

@@ -260,6 +260,11 @@ def test_sparse_auto_choice_and_threads():
     x_kn = np.ascontiguousarray(x.T)
     assert np.array_equal(sp.spmm(x_kn), sp.spmm(x_kn, threads=2))
     assert_close(kernels.SparseLinear(dense_ish)(x), ref_linear(x, dense_ish, None, "none"), bound(x, dense_ish, None))
+    # a batch-1 call of an auto layer (small: the dense kernel serves it) still matches numpy
+    x1 = x[:1]
+    auto = kernels.SparseLinear(sparse_ish)
+    assert_close(auto(x1), ref_linear(x1, sparse_ish, None, "none"), bound(x1, sparse_ish, None))
+    assert_close(auto.spmm(x1.T.copy()), ref_linear(x1, sparse_ish, None, "none").T, bound(x1, sparse_ish, None).T)
 
 
 def test_sparse_argument_errors():
