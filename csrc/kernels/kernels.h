@@ -29,7 +29,9 @@ struct DenseF32Args {
   int64_t lda = 0;
   const float* b = nullptr;  // unpacked B(k, j) = b[k * b_sk + j * b_sm] (read by the reference)
   int64_t b_sk = 0, b_sm = 0;
-  const float* bp = nullptr;  // B packed by pack_dense_f32 with the kernel's tile (optimised paths)
+  // B packed by pack_dense_f32 with the kernel's tile (optimised paths); null: they read B in
+  // place, which then must have contiguous rows (b_sm = 1)
+  const float* bp = nullptr;
   const float* bias = nullptr;
   bool bias_per_row = false;
   float* y = nullptr;

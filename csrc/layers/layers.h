@@ -30,6 +30,9 @@ void set_min_macs_per_thread(double macs);
 int threads_for(int threads, double macs, double min_macs);
 int threads_for(int threads, double macs);
 
+// DenseLinear::forward_kn reads X in place from this many columns on, else packs it first.
+constexpr int64_t kDenseInPlaceMinCols = 512;
+
 class DenseLinear {
  public:
   // isa: the path to use; defaults to selected_isa().
@@ -61,8 +64,8 @@ class SparseLinear {
   void forward_kn(const float* x, int64_t n, float* y, int threads) const;
   int64_t m() const { return m_; }
   int64_t k() const { return k_; }
-  int64_t nnz() const { return nnz_; }                   // nonzero weights of W
-  int64_t stored() const { return packed_.nonzeros(); }  // weights the sparse stream holds
+  int64_t nnz() const { return nnz_; }                    // nonzero weights of W
+  int64_t stored() const { return packed_.nonzeros(); }   // weights the sparse stream holds
   bool uses_sparse() const { return dense_ == nullptr; }  // for calls at least a vector wide
   // whether calls narrower than a vector (N = 1) run a dense copy of the weight (auto only)
   bool narrow_dense() const { return narrow_ != nullptr; }
