@@ -146,7 +146,7 @@ class SparseLinear:
     exceed ``AUTO_MAX_DENSITY[block]`` of M*K (sparse does not pay there, as measured by
     benchmarks/kernels.py); an ``auto`` layer that runs sparse also keeps the dense kernel for
     inputs narrower than a vector (batch 1), unless its weight is large (2**18 or more) and at
-    most 10 % stored: a GEMV reads dense weights faster than it gathers sparse ones.
+    most 12 % stored: a GEMV reads dense weights faster than it gathers sparse ones.
     ``"sparse"`` or ``"dense"`` force one. Calling maps
     ``x[N, K] -> y[N, M]``; ``.spmm(x_kn)`` maps the channel-major ``[K, N] -> [M, N]`` without
     the two transposes.

@@ -145,10 +145,11 @@ struct SpmmF32Args {
   // walks the stream above)
   const SpmmTilePlan* tiles = nullptr;
   // optional, b1 only: per stream entry its absolute input channel (spmm_channels of this
-  // stream). With it, the columns no vector pass covers (all of them at N = 1: FC layers at batch
-  // 1) are computed as one dot product per output of the row's weights with X gathered at its
-  // channels, free of the delta stream's pointer chain. Needs (k + 1) * ldx < 2^31 (else the
-  // stream is walked). docs/kernels.md, "SpMM fp32 at N = 1".
+  // stream). With it, the columns no vector pass covers are computed as one dot product per
+  // output of the row's weights with X gathered at its channels, free of the delta stream's
+  // pointer chain. Meant for inputs narrower than a vector (N = 1: FC layers at batch 1), whose X
+  // is a few compact rows: on wide X every lane of a gather misses L1. Needs (k + 1) * ldx <
+  // 2^31 (else the stream is walked). docs/kernels.md, "SpMM fp32 and int8 at N = 1".
   const int32_t* chans = nullptr;
   // with a plan that applies (spmm_plan_applies): compute the full strips (spmm_plan_strip
   // columns each) only for output rows of plan blocks [block0, block1) (-1: to the last), so

@@ -211,7 +211,6 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
        m * k < kAutoNarrowMinWeights))
     narrow_ = std::make_unique<DenseLinear>(w, m, k, bias, act, isa);
   plannable_ = block == 1 && kern_.isa != Isa::reference;  // the reference kernel reads the stream
-  if (plannable_) chans_ = spmm_channels(packed_);
 }
 
 const SpmmTilePlan* SparseLinear::plan_for(int64_t n) const {
@@ -225,12 +224,19 @@ const SpmmTilePlan* SparseLinear::plan_for(int64_t n) const {
   return tiles_.tiles > 0 ? &tiles_ : nullptr;
 }
 
+const int32_t* SparseLinear::chans_for(int64_t n) const {
+  if (!plannable_ || n >= int64_t(kern_.tile)) return nullptr;
+  std::call_once(chans_once_, [this] { chans_ = spmm_channels(packed_); });
+  return chans_.empty() ? nullptr : chans_.data();
+}
+
 Isa SparseLinear::isa() const { return dense_ ? dense_->isa() : kern_.isa; }
 
 void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
   if (dense_) return dense_->forward_kn(x, n, y, threads);
   if (narrow_ && n < kern_.tile) return narrow_->forward_kn(x, n, y, threads);
   const SpmmTilePlan* plan = plan_for(n);
+  const int32_t* chans = chans_for(n);
   auto args = [&](int64_t n0, int64_t cols) {
     SpmmF32Args p;
     p.x = x + n0;
@@ -244,7 +250,9 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
     p.nnz = packed_.nnz.data();
     p.deltas = packed_.deltas.data();
     p.tiles = plan;
-    p.chans = chans_.empty() ? nullptr : chans_.data();
+    // narrow calls only: on a wider X (a strip's leftover column, rows 64+ floats apart) every
+    // lane of a gather misses L1
+    p.chans = chans;
     p.lo = lo_;
     p.hi = hi_;
     return p;

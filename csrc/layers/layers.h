@@ -80,7 +80,7 @@ class SparseLinear {
   // kernels only beat the dense one on large, very sparse weights: an `auto` layer chosen sparse
   // also keeps the dense kernel for them unless it stores at most kAutoMaxDensityNarrow of M*K
   // and M*K is at least kAutoNarrowMinWeights (docs/kernels.md, "Choosing sparse or dense").
-  static constexpr double kAutoMaxDensityNarrow = 0.1;
+  static constexpr double kAutoMaxDensityNarrow = 0.12;
   static constexpr int64_t kAutoNarrowMinWeights = int64_t(1) << 18;
 
  private:
@@ -93,9 +93,12 @@ class SparseLinear {
   mutable std::once_flag plan_once_;
   mutable SpmmTilePlan tiles_;
   mutable std::atomic<bool> planned_{false};
-  // b1 on a SIMD path: the stream's absolute channels (kernels.h, SpmmF32Args::chans), made at
-  // construction so every call computes its narrow columns the same way, whatever ran before
-  std::vector<int32_t> chans_;
+  // b1 on a SIMD path: the stream's absolute channels (kernels.h, SpmmF32Args::chans), made by
+  // the first call narrower than a vector (every such call uses them; wider ones never do, so a
+  // conv layer never holds them)
+  const int32_t* chans_for(int64_t n) const;
+  mutable std::once_flag chans_once_;
+  mutable std::vector<int32_t> chans_;
   float lo_, hi_;
   KernelEntry<spmm_f32_b1_fn> kern_;  // b1 or b4 (same signature)
   std::unique_ptr<DenseLinear> dense_;

@@ -93,7 +93,13 @@ void spmm_s8(const SpmmS8Args& p) {
   int64_t n0 = 0;
   for (; n0 + 16 <= p.n; n0 += 16) pass<2>(p, n0);
   for (; n0 + 8 <= p.n; n0 += 8) pass<1>(p, n0);
-  spmm_s8_tail(p, n0, dot_gather);
+  // gathers only where no vector pass ran (N < 8: FC layers at batch 1, X a few compact rows);
+  // a wide X's leftover columns sit 64+ bytes apart and every lane would miss L1. Integer sums
+  // are exact, so the choice changes no bit.
+  if (p.n < 8)
+    spmm_s8_tail(p, n0, dot_gather);
+  else
+    spmm_s8_tail(p, n0);
 }
 
 }  // namespace ep::avx2
