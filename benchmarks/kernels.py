@@ -42,7 +42,7 @@ from edgeprune import kernels  # noqa: E402
 # (M, K, N): the two shapes the kernels were first tuned on (a 1x1 conv, a transformer MLP layer)
 SHAPES = [(256, 256, 784), (3072, 768, 128)]
 SPARSITIES = [0.5, 0.7, 0.8, 0.9, 0.95]
-KERNELS = ("dense_f32", "gemm_s8", "spmm_f32_b1", "spmm_f32_b4", "spmm_s8", "scipy_csr")
+KERNELS = ("dense_f32", "gemm_s8", "spmm_f32_b1", "spmm_f32_b4", "spmm_s8", "scipy_csr", "auto_f32")
 
 
 # --- Shapes of real models (batch 1, 224x224 input): every 1x1 conv and FC layer as (M, K, N) with
@@ -207,8 +207,8 @@ def bench(isas, shapes, sparsities, s8_sparsities, threads_rows=True, min_time=0
     # implements that kernel itself (an inherited entry would just repeat its parent's row).
     listed = {(name, isa) for name, isa, _ in kernels.kernel_listing()}
 
-    def paths(kind):
-        return [i for i in isas if (kind, i) in listed] if kind in kinds else []
+    def paths(kind, asked=None):
+        return [i for i in isas if (kind, i) in listed] if (asked or kind) in kinds else []
 
     try:
         import scipy.sparse as sps
@@ -280,9 +280,13 @@ def _sparse_f32_rows(c, paths, best, sparsities, threads_rows, sps):
                 csr = sps.csr_matrix(ws)
                 c.add("scipy_csr", "scipy", lambda: csr @ c.x_kn, "numpy sgemm W@X", c.np_kn, sparsity=s, threads=1)
             extra = dict(sparsity=s, block=block, threads=1)
+            if block == 1 and paths("spmm_f32_b1", "auto_f32"):
+                # what a user gets with kernel="auto" (dense where sparse does not pay), best path
+                sa = kernels.SparseLinear(ws, c.b, isa=best, kernel="auto")
+                c.add("auto_f32", sa.isa, lambda: sa.spmm(c.x_kn), "numpy sgemm W@X", c.np_kn, **extra,
+                      choice=sa.kernel)  # fmt: skip
             for isa in paths(f"spmm_f32_b{block}"):
-                choice = "auto" if s <= 0.5 else "sparse"
-                sp = kernels.SparseLinear(ws, c.b, block=(block, 1), isa=isa, kernel=choice)
+                sp = kernels.SparseLinear(ws, c.b, block=(block, 1), isa=isa, kernel="sparse")
                 c.add(f"spmm_f32_b{block}", isa, lambda: sp.spmm(c.x_kn), "numpy sgemm W@X", c.np_kn, **extra,
                       choice=sp.kernel)  # fmt: skip
             if threads_rows and s == 0.9 and paths(f"spmm_f32_b{block}"):

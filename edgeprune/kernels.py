@@ -144,12 +144,15 @@ class SparseLinear:
     format is XNNPACK's: bias first, nonzero counts per output channel, input-channel deltas;
     the kernels vectorise over N. ``kernel="auto"`` runs the dense kernel when the stored weights
     exceed ``AUTO_MAX_DENSITY[block]`` of M*K (sparse does not pay there, as measured by
-    benchmarks/kernels.py); ``"sparse"`` or ``"dense"`` force one. Calling maps
+    benchmarks/kernels.py); an ``auto`` layer that runs sparse also keeps the dense kernel for
+    inputs narrower than a vector (batch 1), unless its weight is large (2**18 or more) and at
+    most 12 % stored: a GEMV reads dense weights faster than it gathers sparse ones.
+    ``"sparse"`` or ``"dense"`` force one. Calling maps
     ``x[N, K] -> y[N, M]``; ``.spmm(x_kn)`` maps the channel-major ``[K, N] -> [M, N]`` without
     the two transposes.
     """
 
-    AUTO_MAX_DENSITY = {(1, 1): 0.3, (4, 1): 0.5}  # mirrors SparseLinear::kAutoMaxDensityB1/B4
+    AUTO_MAX_DENSITY = {(1, 1): 0.5, (4, 1): 0.5}  # mirrors SparseLinear::kAutoMaxDensityB1/B4
 
     def __init__(
         self,

@@ -4,12 +4,15 @@
 //
 // K provides: V (vector type), MR (rows per strip), NR (packed panel width), KC (depth block),
 // Align (bytes), set1(float) -> V, and
-//   micro(R, a, lda, bp, kc, init, ldi, out, ldo, last, lo, hi):
-//   C[R x NR] (+)= A[R x kc] * Bpanel[kc x NR] for 1 <= R <= MR; `init` is the starting tile
-//   (bias or y), written back clamped to [lo, hi] when `last`.
+//   micro(R, a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi):
+//   C[R x NR] (+)= A[R x kc] * Bpanel[kc x NR] (rows of the panel ldb floats apart) for
+//   1 <= R <= MR; `init` is the starting tile (bias or y), written back clamped to [lo, hi] when
+//   `last`.
 //
 // B is packed in NR-column panels, cache-blocked over depth (KC) so an MR-row strip of A stays in
-// L1 while the packed panels stream from L2.
+// L1 while the packed panels stream from L2. Without a packed B (bp null; B(k, j) = b[k * b_sk +
+// j]: its rows contiguous), whole panels are read where they lie and only the last partial panel
+// of each depth block is copied (zero padded).
 // (no includes: this file is included inside a namespace)
 
 template <class K>
@@ -21,9 +24,16 @@ void dense_driver(const ep::DenseF32Args& p) {
   const V lo = K::set1(p.lo), hi = K::set1(p.hi);
   alignas(K::Align) float tmp[MR * NR];   // staging for a partial panel (cols tail)
   alignas(K::Align) float init[MR * NR];  // starting tile when it comes from the bias
+  alignas(K::Align) float edge[KC * NR];  // unpacked B: its last partial panel, packed
+  const bool inplace = p.bp == nullptr;
+  const int64_t edge0 = p.cols / NR * NR;  // the first column of that panel
   for (int64_t k0 = 0; k0 < p.depth || k0 == 0; k0 += KC) {
     const int64_t kc = imin(KC, p.depth - k0);
     const bool first = k0 == 0, last = k0 + KC >= p.depth;
+    if (inplace && edge0 < p.cols)
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t j = 0; j < NR; ++j)
+          edge[k * NR + j] = edge0 + j < p.cols ? p.b[(k0 + k) * p.b_sk + edge0 + j] : 0.0f;
     // Panels in blocks of at most ~256 KB of packed B, so a block stays in L2 while every row
     // strip passes over it (a B as large as L2, as in the 1x1-conv layout, would thrash).
     const int64_t block_cols = imin(p.cols, (65536 / (kc > 0 ? kc : 1) / NR + 1) * NR);
@@ -37,7 +47,9 @@ void dense_driver(const ep::DenseF32Args& p) {
             for (int j = 0; j < NR; ++j) init[r * NR + j] = p.bias ? p.bias[r0 + r] : 0.0f;
         for (int64_t j0 = jb; j0 < jend; j0 += NR) {
           const int w = int(imin(NR, p.cols - j0));
-          const float* bp = p.bp + (j0 / NR) * NR * p.depth + k0 * NR;
+          const float* bp = inplace ? (w == NR ? p.b + k0 * p.b_sk + j0 : edge)
+                                    : p.bp + (j0 / NR) * NR * p.depth + k0 * NR;
+          const int64_t ldb = inplace && w == NR ? p.b_sk : NR;
           float* y = p.y + r0 * p.ldy + j0;
           const float* src;
           int64_t lds;
@@ -63,9 +75,9 @@ void dense_driver(const ep::DenseF32Args& p) {
             lds = NR;
           }
           if (w == NR) {
-            K::micro(R, a, p.lda, bp, kc, src, lds, y, p.ldy, last, lo, hi);
+            K::micro(R, a, p.lda, bp, ldb, kc, src, lds, y, p.ldy, last, lo, hi);
           } else {
-            K::micro(R, a, p.lda, bp, kc, src, lds, tmp, NR, last, lo, hi);
+            K::micro(R, a, p.lda, bp, ldb, kc, src, lds, tmp, NR, last, lo, hi);
             for (int r = 0; r < R; ++r)
               for (int j = 0; j < w; ++j) y[r * p.ldy + j] = tmp[r * NR + j];
           }

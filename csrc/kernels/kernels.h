@@ -29,7 +29,9 @@ struct DenseF32Args {
   int64_t lda = 0;
   const float* b = nullptr;  // unpacked B(k, j) = b[k * b_sk + j * b_sm] (read by the reference)
   int64_t b_sk = 0, b_sm = 0;
-  const float* bp = nullptr;  // B packed by pack_dense_f32 with the kernel's tile (optimised paths)
+  // B packed by pack_dense_f32 with the kernel's tile (optimised paths); null: they read B in
+  // place, which then must have contiguous rows (b_sm = 1)
+  const float* bp = nullptr;
   const float* bias = nullptr;
   bool bias_per_row = false;
   float* y = nullptr;
@@ -60,6 +62,9 @@ struct PackedSparseF32 {
 };
 // Throws std::invalid_argument when block is not 1 or 4.
 PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block);
+// The absolute input channel of every entry of a stream (the running sum of its deltas): the
+// table SpmmF32Args::chans reads. One int32 per entry.
+std::vector<int32_t> spmm_channels(const PackedSparseF32& p);
 
 // The tile plan of a b1 (unstructured) stream: the form the SIMD b1 kernels run from (every
 // whole vector of columns; spmm_plan_applies says when), made once per packed weight. Why each
@@ -139,6 +144,13 @@ struct SpmmF32Args {
   // optional, b1 only: plan_spmm_tiles of this stream for this kernel's lanes (else the kernel
   // walks the stream above)
   const SpmmTilePlan* tiles = nullptr;
+  // optional, b1 only: per stream entry its absolute input channel (spmm_channels of this
+  // stream). With it, the columns no vector pass covers are computed as one dot product per
+  // output of the row's weights with X gathered at its channels, free of the delta stream's
+  // pointer chain. Meant for inputs narrower than a vector (N = 1: FC layers at batch 1), whose X
+  // is a few compact rows: on wide X every lane of a gather misses L1. Needs (k + 1) * ldx <
+  // 2^31 (else the stream is walked). docs/kernels.md, "SpMM fp32 and int8 at N = 1".
+  const int32_t* chans = nullptr;
   // with a plan that applies (spmm_plan_applies): compute the full strips (spmm_plan_strip
   // columns each) only for output rows of plan blocks [block0, block1) (-1: to the last), so
   // threads can split rows; the columns after the last full strip are computed for every row
@@ -180,6 +192,7 @@ int gemm_s8_kgroup(Isa provider);
 // over N. A block is 4 consecutive input channels 4q..4q+3 of one output channel; X comes packed
 // in the same quads, column-interleaved: xq[(q * ldx + n) * 4 + t] = X[4q + t, n] (zero padded),
 // so one 32-bit lane holds the 4 activations a block multiplies (vpdpbusd / sdot shape).
+// Quads are addressed by 32-bit word index (q * ldx + n < 2^31: the packed X under 8 GiB).
 struct SpmmS8Args {
   const int8_t* xq = nullptr;
   int64_t ldx = 0;  // columns of the packed X

@@ -163,6 +163,17 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
   return p;
 }
 
+std::vector<int32_t> spmm_channels(const PackedSparseF32& p) {
+  std::vector<int32_t> out(p.deltas.size());
+  int64_t chan = 0;
+  for (size_t i = 0; i < p.deltas.size(); ++i) {
+    chan += p.deltas[i];
+    if (chan < 0 || chan >= p.k) return {};  // not a stream of this K: no table, walk it
+    out[i] = int32_t(chan);
+  }
+  return out;
+}
+
 SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_bytes) {
   const int64_t vec = lanes > 0 ? lanes : 1;
   int64_t strip = 4 * vec;

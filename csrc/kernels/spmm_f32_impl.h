@@ -2,7 +2,8 @@
 // namespace (so every instantiation is compiled with that file's flags and has its own symbols).
 //
 // O provides: V (vector type), W (floats per vector), Regs (vector registers), load, bcast(const
-// float*), fma(a, b, c) = a*b + c, add, clamp(v, lo, hi), store, set1.
+// float*), fma(a, b, c) = a*b + c, add, clamp(v, lo, hi), store, set1; optionally dot (a gathered
+// dot product for the channel table, spmm_dot). spmm_f32_dot.h must be included first.
 //
 // b1 (one output channel per stream entry): V vectors across N with U independent accumulator
 // sets over alternate nonzeros, so V*U FMA chains hide the FMA latency. b4 (4 output channels
@@ -159,6 +160,43 @@ inline void spmm_tail(const ep::SpmmF32Args& p, int block, int64_t n0) {
   }
 }
 
+// One output of a b1 row from absolute channels: ISAs with a gather provide O::dot (O::W entries
+// per instruction); the others take spmm_dot_scalar (spmm_f32_dot.h).
+template <class O>
+auto spmm_dot(int, const float* w, const int32_t* ch, int32_t count, const float* x, int64_t ldx)
+    -> decltype(O::dot(w, ch, count, x, ldx)) {
+  return O::dot(w, ch, count, x, ldx);
+}
+template <class O>
+float spmm_dot(long, const float* w, const int32_t* ch, int32_t count, const float* x,
+               int64_t ldx) {
+  return spmm_dot_scalar(w, ch, count, x, ldx);
+}
+
+// Whether a b1 call's channel table can be used (kernels.h, SpmmF32Args::chans).
+inline bool spmm_chans_apply(const ep::SpmmF32Args& p) {
+  return p.chans && p.k > 0 && p.ldx > 0 && (p.k + 1) * p.ldx < (int64_t(1) << 31);
+}
+
+// Columns [n0, n) of a b1 call from its channel table (p.chans): each output one dot product.
+// The summation order depends only on the row, so a column gives the same bits whichever call
+// or thread computes it.
+template <class O>
+void spmm_b1_tail_chans(const ep::SpmmF32Args& p, int64_t n0) {
+  const float* v = p.values;
+  const int32_t* ch = p.chans;
+  for (int64_t m = 0; m < p.m; ++m) {
+    const int32_t count = p.nnz[m];
+    for (int64_t n = n0; n < p.n; ++n) {
+      float acc = v[0] + spmm_dot<O>(0, v + 1, ch, count, p.x + n, p.ldx);
+      acc = acc < p.lo ? p.lo : acc;
+      p.y[m * p.ldy + n] = acc > p.hi ? p.hi : acc;
+    }
+    v += 1 + int64_t(count);
+    ch += count;
+  }
+}
+
 // The delta stream turned into absolute X offsets (channel * ldx) for this call: the kernel's
 // loads then carry no pointer-chasing dependency from one nonzero to the next (a serial
 // multiply-add per nonzero would cap a pass at one nonzero per ~4 cycles).
@@ -185,7 +223,10 @@ void spmm_b1_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
   if (fit >= 2 * O::W)
     for (; n0 + 2 * O::W <= p.n; n0 += 2 * O::W) spmm_b1_pass<O, 2, 4 * X>(p, off, n0);
   for (; n0 + O::W <= p.n; n0 += O::W) spmm_b1_pass<O, 1, 8>(p, off, n0);
-  spmm_tail(p, 1, n0);
+  if (spmm_chans_apply(p))
+    spmm_b1_tail_chans<O>(p, n0);
+  else
+    spmm_tail(p, 1, n0);
 }
 
 template <class O, class Off>
@@ -469,6 +510,8 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
 // nonzero once X spans more pages than the L1 TLB holds).
 template <class O>
 void spmm_driver(const ep::SpmmF32Args& p, int block) {
+  // narrower than a vector (an FC layer at batch 1): dot products, nothing to set up per call
+  if (block == 1 && p.n < O::W && spmm_chans_apply(p)) return spmm_b1_tail_chans<O>(p, 0);
   const int64_t fit = 32768 / (p.k > 0 ? p.k : 1);  // floats per X row that fit
   const bool wide = fit >= 4 * O::W && (block == 1 || O::Regs >= 32);
   const int64_t widest = wide ? 4 * O::W : fit >= 2 * O::W ? 2 * O::W : O::W;

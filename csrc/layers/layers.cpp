@@ -145,10 +145,16 @@ void DenseLinear::forward(const float* x, int64_t n, float* y, int threads) cons
 }
 
 void DenseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
-  // Y[M, N] = W X: A = W, B = X. X changes every call, so it is packed here (K*N copies against
-  // M*K*N multiply-adds).
-  auto xp = scratch<float>(packed_dense_size(k_, n, kern_.tile));
-  pack_dense_f32(x, n, 1, k_, n, kern_.tile, xp.get());
+  // One column: X[K, 1] and Y[M, 1] are x[1, K] and y[1, M] in memory, and the Linear layout
+  // streams the packed W^T once, where this layout would pad X to a whole panel of columns.
+  if (n == 1) return forward(x, 1, y, threads);
+  // Y[M, N] = W X: A = W, B = X. X changes every call: K*N copies to pack it against M*K*N
+  // multiply-adds, a large share when M is small, so wide inputs are read in place (their rows
+  // are contiguous); narrower ones are packed, their short rows being slower to read where they
+  // lie (docs/kernels.md, "Dense fp32").
+  const bool pack = n < kDenseInPlaceMinCols;
+  auto xp = scratch<float>(pack ? packed_dense_size(k_, n, kern_.tile) : 1);
+  if (pack) pack_dense_f32(x, n, 1, k_, n, kern_.tile, xp.get());
   const Split s = split(m_, threads, 8, double(n) * double(m_) * double(k_));
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t r0 = t * s.chunk, rows = std::min(s.chunk, m_ - r0);
@@ -158,7 +164,7 @@ void DenseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) c
     p.b = x;
     p.b_sk = n;
     p.b_sm = 1;
-    p.bp = xp.get();
+    p.bp = pack ? xp.get() : nullptr;
     p.bias = has_bias_ ? bias_.data() + r0 : nullptr;
     p.bias_per_row = true;
     p.y = y + r0 * n;
@@ -200,6 +206,10 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
   }
   const KernelTable& t = runnable_table(isa);
   kern_ = block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1;
+  if (kernel == SparseKernel::automatic && kern_.tile > 1 &&
+      (double(packed_.nonzeros()) > kAutoMaxDensityNarrow * double(m * k) ||
+       m * k < kAutoNarrowMinWeights))
+    narrow_ = std::make_unique<DenseLinear>(w, m, k, bias, act, isa);
   plannable_ = block == 1 && kern_.isa != Isa::reference;  // the reference kernel reads the stream
 }
 
@@ -214,11 +224,19 @@ const SpmmTilePlan* SparseLinear::plan_for(int64_t n) const {
   return tiles_.tiles > 0 ? &tiles_ : nullptr;
 }
 
+const int32_t* SparseLinear::chans_for(int64_t n) const {
+  if (!plannable_ || n >= int64_t(kern_.tile)) return nullptr;
+  std::call_once(chans_once_, [this] { chans_ = spmm_channels(packed_); });
+  return chans_.empty() ? nullptr : chans_.data();
+}
+
 Isa SparseLinear::isa() const { return dense_ ? dense_->isa() : kern_.isa; }
 
 void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
   if (dense_) return dense_->forward_kn(x, n, y, threads);
+  if (narrow_ && n < kern_.tile) return narrow_->forward_kn(x, n, y, threads);
   const SpmmTilePlan* plan = plan_for(n);
+  const int32_t* chans = chans_for(n);
   auto args = [&](int64_t n0, int64_t cols) {
     SpmmF32Args p;
     p.x = x + n0;
@@ -232,6 +250,9 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
     p.nnz = packed_.nnz.data();
     p.deltas = packed_.deltas.data();
     p.tiles = plan;
+    // narrow calls only: on a wider X (a strip's leftover column, rows 64+ floats apart) every
+    // lane of a gather misses L1
+    p.chans = chans;
     p.lo = lo_;
     p.hi = hi_;
     return p;
@@ -275,6 +296,9 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
 
 void SparseLinear::forward(const float* x, int64_t n, float* y, int threads) const {
   if (dense_) return dense_->forward(x, n, y, threads);
+  if (narrow_ && n < kern_.tile) return narrow_->forward(x, n, y, threads);
+  // One row: x[1, K] and y[1, M] are X[K, 1] and Y[M, 1] in memory, no transposes.
+  if (n == 1) return forward_kn(x, 1, y, threads);
   // The sparse kernels vectorise over N, which needs the channel-major layout: transpose in,
   // multiply, transpose out (O(N(K+M)) moves against O(nnz N) multiply-adds).
   auto xt = scratch<float>(k_ * n), yt = scratch<float>(m_ * n);
@@ -391,6 +415,7 @@ void QLinear::run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n
 }
 
 void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const {
+  if (sparse_ && n == 1) return run_sparse(x, 1, false, 1, y, 1, threads);  // x[1, K] is X[K, 1]
   if (sparse_) {
     // vectorised over N: quads of the transposed input in, [M, N] out, transposed back
     auto yt = scratch<int8_t>(m_ * n);
@@ -428,6 +453,7 @@ void QLinear::forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) con
     run_sparse(x, n, false, n, y, n, threads);
     return;
   }
+  if (n == 1) return forward(x, 1, y, threads);  // X[K, 1] is x[1, K]: no transposes
   auto xt = scratch<int8_t>(k_ * n), yt = scratch<int8_t>(n * m_);
   for (int64_t q = 0; q < k_; ++q)
     for (int64_t i = 0; i < n; ++i) xt[i * k_ + q] = x[q * n + i];

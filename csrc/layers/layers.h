@@ -30,6 +30,9 @@ void set_min_macs_per_thread(double macs);
 int threads_for(int threads, double macs, double min_macs);
 int threads_for(int threads, double macs);
 
+// DenseLinear::forward_kn reads X in place from this many columns on, else packs it first.
+constexpr int64_t kDenseInPlaceMinCols = 512;
+
 class DenseLinear {
  public:
   // isa: the path to use; defaults to selected_isa().
@@ -61,16 +64,24 @@ class SparseLinear {
   void forward_kn(const float* x, int64_t n, float* y, int threads) const;
   int64_t m() const { return m_; }
   int64_t k() const { return k_; }
-  int64_t nnz() const { return nnz_; }                   // nonzero weights of W
-  int64_t stored() const { return packed_.nonzeros(); }  // weights the sparse stream holds
-  bool uses_sparse() const { return dense_ == nullptr; }
+  int64_t nnz() const { return nnz_; }                    // nonzero weights of W
+  int64_t stored() const { return packed_.nonzeros(); }   // weights the sparse stream holds
+  bool uses_sparse() const { return dense_ == nullptr; }  // for calls at least a vector wide
+  // whether calls narrower than a vector (N = 1) run a dense copy of the weight (auto only)
+  bool narrow_dense() const { return narrow_ != nullptr; }
   Isa isa() const;
   bool planned() const { return planned_.load(); }  // whether the tile plan has been made
 
   // `auto` picks the sparse kernel when the stored weights (zeros inside a stored 4-channel block
   // count) are at most this fraction of M*K (where sparse stops paying: docs/kernels.md).
-  static constexpr double kAutoMaxDensityB1 = 0.3;
+  static constexpr double kAutoMaxDensityB1 = 0.5;
   static constexpr double kAutoMaxDensityB4 = 0.5;
+  // Calls narrower than a vector (N = 1: an FC layer at batch 1) are a GEMV, where the sparse
+  // kernels only beat the dense one on large, very sparse weights: an `auto` layer chosen sparse
+  // also keeps the dense kernel for them unless it stores at most kAutoMaxDensityNarrow of M*K
+  // and M*K is at least kAutoNarrowMinWeights (docs/kernels.md, "Choosing sparse or dense").
+  static constexpr double kAutoMaxDensityNarrow = 0.12;
+  static constexpr int64_t kAutoNarrowMinWeights = int64_t(1) << 18;
 
  private:
   int64_t m_, k_, nnz_ = 0;
@@ -82,9 +93,16 @@ class SparseLinear {
   mutable std::once_flag plan_once_;
   mutable SpmmTilePlan tiles_;
   mutable std::atomic<bool> planned_{false};
+  // b1 on a SIMD path: the stream's absolute channels (kernels.h, SpmmF32Args::chans), made by
+  // the first call narrower than a vector (every such call uses them; wider ones never do, so a
+  // conv layer never holds them)
+  const int32_t* chans_for(int64_t n) const;
+  mutable std::once_flag chans_once_;
+  mutable std::vector<int32_t> chans_;
   float lo_, hi_;
   KernelEntry<spmm_f32_b1_fn> kern_;  // b1 or b4 (same signature)
   std::unique_ptr<DenseLinear> dense_;
+  std::unique_ptr<DenseLinear> narrow_;  // auto: the dense kernel for calls narrower than a vector
 };
 
 // int8 linear layer per the TFLite spec (kernels.h, GemmS8Args): quantizes the float weight

@@ -20,22 +20,23 @@ struct Case {
   bool per_row;
 };
 
-// |y - ref| <= 1e-5 * (sum_k |a b| + |bias|): the relative error bound of a dot product.
-void check(Isa isa, const Case& c, std::mt19937& rng) {
-  const int64_t lda = c.depth + 3, ldy = c.cols + 5;
+// |y - ref| <= 1e-5 * (sum_k |a b| + |bias|): the relative error bound of a dot product. With
+// `inplace` the optimised path gets no packed B and reads b (rows padded to cols + 7) in place.
+void check(Isa isa, const Case& c, std::mt19937& rng, bool inplace = false) {
+  const int64_t lda = c.depth + 3, ldy = c.cols + 5, ldb = inplace ? c.cols + 7 : c.cols;
   auto a = random_floats(rng, c.rows * lda);
-  auto b = random_floats(rng, c.depth * c.cols);  // B(k, j) = b[k * cols + j]
+  auto b = random_floats(rng, c.depth * ldb);  // B(k, j) = b[k * ldb + j]
   auto bias = random_floats(rng, std::max(c.rows, c.cols), -2.f, 2.f);
   const auto& entry = kernel_table(isa).dense_f32;
   std::vector<float> bp(packed_dense_size(c.depth, c.cols, entry.tile));
-  pack_dense_f32(b.data(), c.cols, 1, c.depth, c.cols, entry.tile, bp.data());
+  pack_dense_f32(b.data(), ldb, 1, c.depth, c.cols, entry.tile, bp.data());
   DenseF32Args p;
   p.a = a.data();
   p.lda = lda;
   p.b = b.data();
-  p.b_sk = c.cols;
+  p.b_sk = ldb;
   p.b_sm = 1;
-  p.bp = bp.data();
+  p.bp = inplace ? nullptr : bp.data();
   p.bias = bias.data();
   p.bias_per_row = c.per_row;
   p.ldy = ldy;
@@ -58,7 +59,7 @@ void check(Isa isa, const Case& c, std::mt19937& rng) {
       }
       double mag = std::fabs(bias[c.per_row ? r : j]);
       for (int64_t k = 0; k < c.depth; ++k)
-        mag += std::fabs(double(a[r * lda + k]) * b[k * c.cols + j]);
+        mag += std::fabs(double(a[r * lda + k]) * b[k * ldb + j]);
       ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * mag + 1e-30)
           << isa_name(isa) << " rows=" << c.rows << " cols=" << c.cols << " depth=" << c.depth
           << " at " << r << "," << j << " got " << y[i] << " want " << ref[i];
@@ -83,6 +84,21 @@ TEST(DenseF32, EveryPathMatchesReferenceOnRandomShapes) {
   }
 }
 
+// Without a packed B the optimised paths read whole panels in place and pack only the last
+// partial one, per depth block (KC = 256 or 384: depths 257, 390 and 900 span several).
+TEST(DenseF32, EveryPathReadsUnpackedBInPlace) {
+  std::mt19937 rng(43);
+  std::uniform_int_distribution<int> dim(1, 67), act(0, 2);
+  for (Isa isa : ep::test::runnable_isas()) {
+    for (int t = 0; t < 60; ++t)
+      check(isa, {dim(rng), dim(rng), dim(rng), Act(act(rng)), t % 2 == 1}, rng, true);
+    for (int64_t cols : {1, 16, 17, 32, 33, 70})
+      check(isa, {13, cols, 390, Act::relu6, true}, rng, true);
+    check(isa, {131, 97, 900, Act::none, true}, rng, true);
+    check(isa, {40, 600, 257, Act::relu, true}, rng, true);
+  }
+}
+
 TEST(DenseF32, ClampsImplementActivations) {
   std::mt19937 rng(7);
   for (Isa isa : ep::test::runnable_isas()) {
@@ -103,24 +119,28 @@ TEST(DenseF32, ClampsImplementActivations) {
   }
 }
 
+// n = 133: X packed; n = 600 (>= kDenseInPlaceMinCols): X read in place.
 TEST(DenseLinear, ThreadsAndLayoutsAgree) {
   std::mt19937 rng(3);
-  const int64_t m = 70, k = 45, n = 133;
-  auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, n * k);
-  for (Isa isa : ep::test::runnable_isas()) {
-    DenseLinear l(w.data(), m, k, bias.data(), Act::relu, isa);
-    std::vector<float> y1(n * m), y2(n * m), xt(k * n), ykn(m * n);
-    l.forward(x.data(), n, y1.data(), 1);
-    l.forward(x.data(), n, y2.data(), 3);
-    EXPECT_EQ(y1, y2) << "splitting rows over threads must not change any bit";
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < k; ++j) xt[j * n + i] = x[i * k + j];
-    l.forward_kn(xt.data(), n, ykn.data(), 2);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < m; ++j) {
-        double mag = std::fabs(bias[j]);
-        for (int64_t q = 0; q < k; ++q) mag += std::fabs(double(w[j * k + q]) * x[i * k + q]);
-        ASSERT_NEAR(ykn[j * n + i], y1[i * m + j], 2e-5 * mag) << isa_name(isa);
-      }
+  static_assert(600 >= kDenseInPlaceMinCols && 133 < kDenseInPlaceMinCols);
+  for (const int64_t n : {int64_t(133), int64_t(600)}) {
+    const int64_t m = 70, k = 45;
+    auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, n * k);
+    for (Isa isa : ep::test::runnable_isas()) {
+      DenseLinear l(w.data(), m, k, bias.data(), Act::relu, isa);
+      std::vector<float> y1(n * m), y2(n * m), xt(k * n), ykn(m * n);
+      l.forward(x.data(), n, y1.data(), 1);
+      l.forward(x.data(), n, y2.data(), 3);
+      EXPECT_EQ(y1, y2) << "splitting rows over threads must not change any bit";
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < k; ++j) xt[j * n + i] = x[i * k + j];
+      l.forward_kn(xt.data(), n, ykn.data(), 2);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < m; ++j) {
+          double mag = std::fabs(bias[j]);
+          for (int64_t q = 0; q < k; ++q) mag += std::fabs(double(w[j * k + q]) * x[i * k + q]);
+          ASSERT_NEAR(ykn[j * n + i], y1[i * m + j], 2e-5 * mag) << isa_name(isa);
+        }
+    }
   }
 }

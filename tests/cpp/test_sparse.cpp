@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "kernels/kernels.h"
 #include "layers/layers.h"
@@ -85,9 +86,10 @@ void expect_near_reference(const std::vector<float>& y, const std::vector<float>
     }
 }
 
-// With `tiled`, the path's kernel also gets plan_spmm_tiles for its lanes (b1; K tiles).
+// With `tiled`, the path's kernel also gets plan_spmm_tiles for its lanes (b1; K tiles); with
+// `chans`, the stream's channel table (b1; columns narrower than a vector as dot products).
 void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double sparsity, Act act,
-                std::mt19937& rng, bool tiled = false) {
+                std::mt19937& rng, bool tiled = false, bool chans = false) {
   const int64_t ldx = n + 3, ldy = n + 2;
   auto w = random_floats(rng, m * k);
   sparsify(rng, w, sparsity);
@@ -109,6 +111,9 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
     ASSERT_GE(plan.tiles, 1) << isa_name(isa) << " k=" << k << " s=" << sparsity;
     p.tiles = &plan;
   }
+  const std::vector<int32_t> table = chans ? spmm_channels(packed) : std::vector<int32_t>{};
+  ASSERT_EQ(table.size(), chans ? packed.deltas.size() : 0);
+  if (chans) p.chans = table.data();
   (block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1).fn(p);
   SCOPED_TRACE(std::string(isa_name(isa)) + " block=" + std::to_string(block) +
                " m=" + std::to_string(m) + " k=" + std::to_string(k) + " n=" + std::to_string(n) +
@@ -168,6 +173,25 @@ TEST(SpmmF32, EveryPathMatchesReference) {
           check_spmm(isa, block, dim(rng), dim(rng), dim(rng), s, Act(act(rng)), rng);
         check_spmm(isa, block, 97, 203, 300, s, Act::relu6, rng);  // every N pass and tail
       }
+}
+
+// Columns narrower than a vector from the channel table (rows of 0 to ~300 entries: every
+// gather width and remainder), alone (N < a vector) and after the vector passes.
+TEST(SpmmF32, ChannelTableMatchesReference) {
+  std::mt19937 rng(6);
+  std::uniform_int_distribution<int> dim(1, 67), wide(1, 320), narrow(1, 19);
+  for (Isa isa : ep::test::runnable_isas())
+    for (double s : {0.0, 0.5, 0.9, 0.99, 1.0}) {
+      for (int t = 0; t < 8; ++t)
+        check_spmm(isa, 1, dim(rng), wide(rng), narrow(rng), s, Act::relu, rng, false, true);
+      check_spmm(isa, 1, 37, 301, 1, s, Act::none, rng, false, true);
+      check_spmm(isa, 1, 29, 203, 87, s, Act::relu6, rng, false, true);
+    }
+  // a table is only made for a stream of this K
+  PackedSparseF32 p;
+  p.k = 4;
+  p.deltas = {1, 5};
+  EXPECT_TRUE(spmm_channels(p).empty());
 }
 
 // The tile plan holds exactly the stream's entries, tile-major: rebuilt from it, the weight and
@@ -524,4 +548,35 @@ TEST(SparseLinear, MatchesDenseAndChoosesKernel) {
           ASSERT_NEAR(ya[i], yd[i], 1e-4f) << isa_name(isa);
         }
       }
+}
+
+// `auto` keeps the dense kernel for calls narrower than a vector unless the weight is large and
+// at most kAutoMaxDensityNarrow stored; a narrow call then gives the dense layer's bits, a wide
+// one the sparse kernel's.
+TEST(SparseLinear, AutoRunsNarrowCallsDenseUnlessLargeAndVerySparse) {
+  std::mt19937 rng(12);
+  const int64_t big = 520;  // 520 * 520 >= kAutoNarrowMinWeights
+  ASSERT_GE(big * big, SparseLinear::kAutoNarrowMinWeights);
+  for (Isa isa : ep::test::runnable_isas()) {
+    const bool simd = kernel_table(isa).spmm_f32_b1.tile > 1;
+    for (auto [m, k, s, narrow] : {std::tuple{big, big, 0.95, false},
+                                   {big, big, 0.7, true},
+                                   {int64_t(48), int64_t(64), 0.95, true}}) {
+      auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, k);
+      sparsify(rng, w, s);
+      SparseLinear au(w.data(), m, k, bias.data(), 1, Act::none, SparseKernel::automatic, isa);
+      SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::none, SparseKernel::sparse, isa);
+      DenseLinear de(w.data(), m, k, bias.data(), Act::none, isa);
+      SCOPED_TRACE(std::string(isa_name(isa)) + " m=" + std::to_string(m) +
+                   " s=" + std::to_string(s));
+      ASSERT_TRUE(au.uses_sparse());
+      EXPECT_EQ(au.narrow_dense(), narrow && simd);
+      EXPECT_FALSE(sp.narrow_dense());
+      std::vector<float> ya(m), ys(m), yd(m);
+      au.forward_kn(x.data(), 1, ya.data(), 1);
+      sp.forward_kn(x.data(), 1, ys.data(), 1);
+      de.forward_kn(x.data(), 1, yd.data(), 1);
+      EXPECT_EQ(ya, au.narrow_dense() ? yd : ys);
+    }
+  }
 }

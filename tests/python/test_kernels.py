@@ -191,6 +191,41 @@ def test_sparse_wide_layer_in_k_tiles_matches_numpy(isa):
         assert np.array_equal(y_kn, sp.spmm(x_kn, threads=2))
 
 
+@pytest.mark.parametrize("isa", PATHS)
+def test_sparse_narrow_columns_from_the_channel_table_match_numpy(isa):
+    """Columns narrower than a vector (all of them at N = 1) are dot products over X gathered at
+    each row's channels: rows of 0 to ~700 entries (every gather width and remainder), X with a
+    column stride (N = 2..5) and a strip's remainder; 1 and 2 threads agree bit for bit."""
+    rng = np.random.default_rng(11)
+    for sparsity in (0.0, 0.5, 0.9, 0.97):
+        m, k = 41, 703
+        w = sparse_weight(rng, m, k, sparsity)
+        w[3] = 0
+        w[5, : k - 17] = 0  # a row of at most 17 entries: one vector and a remainder
+        b = rng.standard_normal(m).astype(np.float32)
+        sp = kernels.SparseLinear(w, b, activation="relu6", kernel="sparse", isa=isa)
+        for n in (1, 2, 5, 19, 70):
+            x = rng.standard_normal((n, k)).astype(np.float32)
+            ref = ref_linear(x, w, b, "relu6")
+            x_kn = np.ascontiguousarray(x.T)
+            y_kn = sp.spmm(x_kn)
+            assert_close(y_kn, ref.T, bound(x, w, b).T)
+            assert_close(sp(x), ref, bound(x, w, b))
+            assert np.array_equal(y_kn, sp.spmm(x_kn, threads=2))
+
+
+@pytest.mark.parametrize("isa", PATHS)
+def test_dense_single_column_matches_numpy(isa):
+    """A dense layer called channel-major on one column (an FC layer at batch 1) runs as x[1, K]."""
+    rng = np.random.default_rng(12)
+    for m, k in [(1, 1), (67, 45), (1000, 300)]:
+        w = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal(m).astype(np.float32)
+        x = rng.standard_normal((1, k)).astype(np.float32)
+        sp = kernels.SparseLinear(w, b, activation="relu", kernel="dense", isa=isa)
+        assert_close(sp.spmm(np.ascontiguousarray(x.T)), ref_linear(x, w, b, "relu").T, bound(x, w, b).T)
+
+
 def test_outputs_are_owned_writable_and_64_byte_aligned():
     """Every layer returns a fresh C-contiguous array whose data starts on a 64-byte boundary
     (threads splitting its rows at 64-byte columns never share a cache line)."""
@@ -225,6 +260,11 @@ def test_sparse_auto_choice_and_threads():
     x_kn = np.ascontiguousarray(x.T)
     assert np.array_equal(sp.spmm(x_kn), sp.spmm(x_kn, threads=2))
     assert_close(kernels.SparseLinear(dense_ish)(x), ref_linear(x, dense_ish, None, "none"), bound(x, dense_ish, None))
+    # a batch-1 call of an auto layer (small: the dense kernel serves it) still matches numpy
+    x1 = x[:1]
+    auto = kernels.SparseLinear(sparse_ish)
+    assert_close(auto(x1), ref_linear(x1, sparse_ish, None, "none"), bound(x1, sparse_ish, None))
+    assert_close(auto.spmm(x1.T.copy()), ref_linear(x1, sparse_ish, None, "none").T, bound(x1, sparse_ish, None).T)
 
 
 def test_sparse_argument_errors():

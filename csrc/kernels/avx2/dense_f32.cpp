@@ -18,8 +18,9 @@ constexpr int64_t KC = 384;
 // C[MR x 16] (+)= A[MR x kc] * Bpanel[kc x 16]; `init` is the starting tile (bias or y),
 // written back clamped when `last`.
 template <int R>
-inline void micro(const float* a, int64_t lda, const float* bp, int64_t kc, const float* init,
-                  int64_t ldi, float* out, int64_t ldo, bool last, __m256 lo, __m256 hi) {
+inline void micro(const float* a, int64_t lda, const float* bp, int64_t ldb, int64_t kc,
+                  const float* init, int64_t ldi, float* out, int64_t ldo, bool last, __m256 lo,
+                  __m256 hi) {
   __m256 c0[R], c1[R];
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
@@ -27,8 +28,8 @@ inline void micro(const float* a, int64_t lda, const float* bp, int64_t kc, cons
     c1[r] = _mm256_loadu_ps(init + r * ldi + 8);
   }
   for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(bp + k * NR);
-    const __m256 b1 = _mm256_loadu_ps(bp + k * NR + 8);
+    const __m256 b0 = _mm256_loadu_ps(bp + k * ldb);
+    const __m256 b1 = _mm256_loadu_ps(bp + k * ldb + 8);
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
       const __m256 av = _mm256_broadcast_ss(a + r * lda + k);
@@ -47,8 +48,8 @@ inline void micro(const float* a, int64_t lda, const float* bp, int64_t kc, cons
   }
 }
 
-using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, const float*, int64_t,
-                         float*, int64_t, bool, __m256, __m256);
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, const float*,
+                         int64_t, float*, int64_t, bool, __m256, __m256);
 constexpr MicroFn kMicro[MR + 1] = {nullptr,  micro<1>, micro<2>, micro<3>,
                                     micro<4>, micro<5>, micro<6>};
 
@@ -57,10 +58,10 @@ struct K {
   static constexpr int MR = avx2::MR, NR = avx2::NR, Align = 32;
   static constexpr int64_t KC = avx2::KC;
   static V set1(float f) { return _mm256_set1_ps(f); }
-  static void micro(int R, const float* a, int64_t lda, const float* bp, int64_t kc,
+  static void micro(int R, const float* a, int64_t lda, const float* bp, int64_t ldb, int64_t kc,
                     const float* init, int64_t ldi, float* out, int64_t ldo, bool last, V lo,
                     V hi) {
-    kMicro[R](a, lda, bp, kc, init, ldi, out, ldo, last, lo, hi);
+    kMicro[R](a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi);
   }
 };
 #include "kernels/dense_f32_impl.h"

@@ -9,6 +9,8 @@
 namespace ep::avx2 {
 
 namespace {
+#include "kernels/spmm_f32_dot.h"
+
 struct O {
   using V = __m256;
   static constexpr int Regs = 16;
@@ -26,6 +28,32 @@ struct O {
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V clamp(V v, V lo, V hi) { return _mm256_min_ps(_mm256_max_ps(v, lo), hi); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  // sum_i w[i] * x[ch[i] * ldx] with 8-lane gathers (spmm_f32_impl.h, spmm_dot); rows shorter
+  // than a vector, and the last count % 8 entries, take the scalar loop
+  static float dot(const float* w, const int32_t* ch, int32_t count, const float* x, int64_t ldx) {
+    if (count < W) return spmm_dot_scalar(w, ch, count, x, ldx);
+    const __m256i s = _mm256_set1_epi32(int32_t(ldx));
+    const auto idx = [&](const int32_t* c) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c));
+      return ldx == 1 ? v : _mm256_mullo_epi32(v, s);
+    };
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int32_t i = 0;
+    for (; i + 2 * W <= count; i += 2 * W) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_i32gather_ps(x, idx(ch + i), 4), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + W), _mm256_i32gather_ps(x, idx(ch + i + W), 4),
+                           a1);
+    }
+    if (i + W <= count) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_i32gather_ps(x, idx(ch + i), 4), a0);
+      i += W;
+    }
+    const __m256 a = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h) + spmm_dot_scalar(w + i, ch + i, count - i, x, ldx);
+  }
 };
 #include "kernels/spmm_f32_impl.h"
 }  // namespace

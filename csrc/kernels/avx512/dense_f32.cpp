@@ -18,8 +18,9 @@ constexpr int64_t KC = 256;
 // C[MR x 32] (+)= A[MR x kc] * Bpanel[kc x 32]; `init` is the starting tile (bias or y),
 // written back clamped when `last`.
 template <int R>
-inline void micro(const float* a, int64_t lda, const float* bp, int64_t kc, const float* init,
-                  int64_t ldi, float* out, int64_t ldo, bool last, __m512 lo, __m512 hi) {
+inline void micro(const float* a, int64_t lda, const float* bp, int64_t ldb, int64_t kc,
+                  const float* init, int64_t ldi, float* out, int64_t ldo, bool last, __m512 lo,
+                  __m512 hi) {
   __m512 c0[R], c1[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -27,8 +28,8 @@ inline void micro(const float* a, int64_t lda, const float* bp, int64_t kc, cons
     c1[r] = _mm512_loadu_ps(init + r * ldi + 16);
   }
   for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(bp + k * NR);
-    const __m512 b1 = _mm512_loadu_ps(bp + k * NR + 16);
+    const __m512 b0 = _mm512_loadu_ps(bp + k * ldb);
+    const __m512 b1 = _mm512_loadu_ps(bp + k * ldb + 16);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m512 av = _mm512_set1_ps(a[r * lda + k]);
@@ -47,8 +48,8 @@ inline void micro(const float* a, int64_t lda, const float* bp, int64_t kc, cons
   }
 }
 
-using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, const float*, int64_t,
-                         float*, int64_t, bool, __m512, __m512);
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, const float*,
+                         int64_t, float*, int64_t, bool, __m512, __m512);
 constexpr MicroFn kMicro[MR + 1] = {nullptr,  micro<1>, micro<2>, micro<3>, micro<4>,
                                     micro<5>, micro<6>, micro<7>, micro<8>};
 
@@ -57,10 +58,10 @@ struct K {
   static constexpr int MR = avx512::MR, NR = avx512::NR, Align = 64;
   static constexpr int64_t KC = avx512::KC;
   static V set1(float f) { return _mm512_set1_ps(f); }
-  static void micro(int R, const float* a, int64_t lda, const float* bp, int64_t kc,
+  static void micro(int R, const float* a, int64_t lda, const float* bp, int64_t ldb, int64_t kc,
                     const float* init, int64_t ldi, float* out, int64_t ldo, bool last, V lo,
                     V hi) {
-    kMicro[R](a, lda, bp, kc, init, ldi, out, ldo, last, lo, hi);
+    kMicro[R](a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi);
   }
 };
 #include "kernels/dense_f32_impl.h"

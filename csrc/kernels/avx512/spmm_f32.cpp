@@ -9,6 +9,8 @@
 namespace ep::avx512 {
 
 namespace {
+#include "kernels/spmm_f32_dot.h"
+
 struct O {
   using V = __m512;
   static constexpr int Regs = 32;
@@ -29,6 +31,32 @@ struct O {
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V clamp(V v, V lo, V hi) { return _mm512_min_ps(_mm512_max_ps(v, lo), hi); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  // sum_i w[i] * x[ch[i] * ldx] with 16-lane gathers (spmm_f32_impl.h, spmm_dot); rows shorter
+  // than a vector take the scalar loop, which costs less than a masked gather and a reduction
+  static float dot(const float* w, const int32_t* ch, int32_t count, const float* x, int64_t ldx) {
+    if (count < W) return spmm_dot_scalar(w, ch, count, x, ldx);
+    const __m512i s = _mm512_set1_epi32(int32_t(ldx));
+    const auto idx = [&](__m512i c) { return ldx == 1 ? c : _mm512_mullo_epi32(c, s); };
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int32_t i = 0;
+    for (; i + 2 * W <= count; i += 2 * W) {
+      const __m512i c0 = idx(_mm512_loadu_si512(ch + i)), c1 = idx(_mm512_loadu_si512(ch + i + W));
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_i32gather_ps(c0, x, 4), a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + W), _mm512_i32gather_ps(c1, x, 4), a1);
+    }
+    if (i + W <= count) {
+      const __m512i c0 = idx(_mm512_loadu_si512(ch + i));
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_i32gather_ps(c0, x, 4), a0);
+      i += W;
+    }
+    if (i < count) {
+      const __mmask16 k = __mmask16((1u << (count - i)) - 1);
+      const __m512i c0 = idx(_mm512_maskz_loadu_epi32(k, ch + i));
+      const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, c0, x, 4);
+      a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, w + i), g, a1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  }
 };
 #include "kernels/spmm_f32_impl.h"
 }  // namespace

@@ -18,15 +18,16 @@ constexpr int64_t KC = 384;
 // C[MR x 16] (+)= A[MR x kc] * Bpanel[kc x 16]; `init` is the starting tile (bias or y),
 // written back clamped when `last`.
 template <int R>
-inline void micro(const float* a, int64_t lda, const float* bp, int64_t kc, const float* init,
-                  int64_t ldi, float* out, int64_t ldo, bool last, float32x4_t lo, float32x4_t hi) {
+inline void micro(const float* a, int64_t lda, const float* bp, int64_t ldb, int64_t kc,
+                  const float* init, int64_t ldi, float* out, int64_t ldo, bool last,
+                  float32x4_t lo, float32x4_t hi) {
   float32x4_t c[R][4];
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < 4; ++q) c[r][q] = vld1q_f32(init + r * ldi + 4 * q);
   for (int64_t k = 0; k < kc; ++k) {
-    const float32x4_t b0 = vld1q_f32(bp + k * NR), b1 = vld1q_f32(bp + k * NR + 4),
-                      b2 = vld1q_f32(bp + k * NR + 8), b3 = vld1q_f32(bp + k * NR + 12);
+    const float32x4_t b0 = vld1q_f32(bp + k * ldb), b1 = vld1q_f32(bp + k * ldb + 4),
+                      b2 = vld1q_f32(bp + k * ldb + 8), b3 = vld1q_f32(bp + k * ldb + 12);
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
       const float av = a[r * lda + k];
@@ -44,8 +45,8 @@ inline void micro(const float* a, int64_t lda, const float* bp, int64_t kc, cons
     }
 }
 
-using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, const float*, int64_t,
-                         float*, int64_t, bool, float32x4_t, float32x4_t);
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, const float*,
+                         int64_t, float*, int64_t, bool, float32x4_t, float32x4_t);
 constexpr MicroFn kMicro[MR + 1] = {nullptr,  micro<1>, micro<2>, micro<3>,
                                     micro<4>, micro<5>, micro<6>};
 
@@ -54,10 +55,10 @@ struct K {
   static constexpr int MR = neon::MR, NR = neon::NR, Align = 16;
   static constexpr int64_t KC = neon::KC;
   static V set1(float f) { return vdupq_n_f32(f); }
-  static void micro(int R, const float* a, int64_t lda, const float* bp, int64_t kc,
+  static void micro(int R, const float* a, int64_t lda, const float* bp, int64_t ldb, int64_t kc,
                     const float* init, int64_t ldi, float* out, int64_t ldo, bool last, V lo,
                     V hi) {
-    kMicro[R](a, lda, bp, kc, init, ldi, out, ldo, last, lo, hi);
+    kMicro[R](a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi);
   }
 };
 #include "kernels/dense_f32_impl.h"

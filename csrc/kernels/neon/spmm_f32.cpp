@@ -9,6 +9,8 @@
 namespace ep::neon {
 
 namespace {
+#include "kernels/spmm_f32_dot.h"
+
 struct O {
   using V = float32x4_t;
   static constexpr int Regs = 32;
