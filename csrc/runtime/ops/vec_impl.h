@@ -3,6 +3,7 @@
 // source for every path.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "runtime/ops/vec.h"
 
@@ -35,6 +36,116 @@ void dw_row(const DwRowArgs& a) {
     }
     const float lo = a.lo, hi = a.hi;
     for (int64_t i = 0; i < c; ++i) y[i] = std::min(std::max(y[i], lo), hi);
+  }
+}
+
+// The same taps for the columns whose window crosses the row's edge (checked one by one).
+void dw_row_edge(const float* xr, const float* wk, float* y, int64_t ox0, int64_t ox1, int64_t k,
+                 int64_t s, int64_t dil, int64_t pad_l, int64_t w) {
+  for (int64_t ox = ox0; ox < ox1; ++ox) {
+    float acc = y[ox];
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t ix = ox * s - pad_l + j * dil;
+      if (ix >= 0 && ix < w) acc += wk[j] * xr[ix];
+    }
+    y[ox] = acc;
+  }
+}
+
+// The phase planes of dw_plane_k: plane (py, px) row r column c holds the input at row
+// r * S + py - pad_t, column c * S + px - pad_l, or 0 outside the input. Each input row is read
+// once and split over the S column phases.
+template <int S>
+void fill_phases(const DwPlaneArgs& a, int64_t ws, int64_t hs, float* ph) {
+  static_assert(S == 1 || S == 2, "column phases are split for strides 1 and 2");
+  const int64_t plane = hs * ws;
+  // columns c whose input column c * S - pad_l (phase 0) to c * S + S - 1 - pad_l all lie in
+  // [0, w): copied without checks; the rest one by one
+  const int64_t c0 = std::min(ws, (a.pad_l + S - 1) / S);
+  const int64_t c1 = std::max(c0, std::min(ws, (a.w + a.pad_l) / S));
+  for (int64_t rp = 0; rp < hs * S; ++rp) {
+    const int64_t iy = rp - a.pad_t, r = rp / S;
+    float* rows[S];
+    for (int px = 0; px < S; ++px) rows[px] = ph + ((rp % S) * S + px) * plane + r * ws;
+    if (iy < 0 || iy >= a.h) {
+      for (int px = 0; px < S; ++px)
+        for (int64_t c = 0; c < ws; ++c) rows[px][c] = 0.0f;
+      continue;
+    }
+    const float* xr = a.x + iy * a.w;
+    auto edge = [&](int64_t c) {
+      for (int px = 0; px < S; ++px) {
+        const int64_t ix = c * S + px - a.pad_l;
+        rows[px][c] = ix >= 0 && ix < a.w ? xr[ix] : 0.0f;
+      }
+    };
+    for (int64_t c = 0; c < c0; ++c) edge(c);
+    if (S == 1) {
+      std::copy(xr + c0 - a.pad_l, xr + c1 - a.pad_l, rows[0] + c0);
+    } else if (c1 > c0) {
+      const float* __restrict__ src = xr + c0 * S - a.pad_l;
+      float* __restrict__ r0 = rows[0] + c0;
+      float* __restrict__ r1 = rows[S - 1] + c0;
+      for (int64_t c = 0; c < c1 - c0; ++c) {
+        r0[c] = src[c * S];
+        r1[c] = src[c * S + S - 1];
+      }
+    }
+    for (int64_t c = c1; c < ws; ++c) edge(c);
+  }
+}
+
+// KxK, stride S, dilation 1, on phase planes: the zero-padded input split by (row % S, col % S)
+// into S*S planes of row stride ws, so tap (ky, kx) of output i = oy * ws + ox reads plane
+// (ky % S, kx % S) at i + (ky / S) * ws + kx / S. The whole plane is then one contiguous loop of
+// K*K multiply-adds per output, vectorised over i however small the image (7x7 planes included);
+// the ws - ow columns past each row's end are computed and dropped.
+template <int K, int S>
+void dw_plane_k(const DwPlaneArgs& a) {
+  constexpr int64_t R = (K - 1) / S;  // rows / columns a tap reaches past its phase origin
+  const int64_t ws = ((a.ow - 1) * S + K + S - 1) / S, hs = a.oh + R + 1;
+  const int64_t plane = hs * ws, outs = a.oh * ws;
+  thread_local std::vector<float> buf;  // per thread: planes, then the outputs
+  if (int64_t(buf.size()) < S * S * plane + outs) buf.resize(size_t(S * S * plane + outs));
+  float* ph = buf.data();
+  fill_phases<S>(a, ws, hs, ph);
+  float w[K * K];
+  for (int j = 0; j < K * K; ++j) w[j] = a.wt[j];
+  const float* src[K * K];
+  for (int ky = 0; ky < K; ++ky)
+    for (int kx = 0; kx < K; ++kx)
+      src[ky * K + kx] = ph + ((ky % S) * S + kx % S) * plane + (ky / S) * ws + kx / S;
+  float* __restrict__ t = ph + S * S * plane;
+  const float bias = a.bias;
+  for (int64_t i = 0; i < outs; ++i) {
+    float acc = bias;
+    for (int j = 0; j < K * K; ++j) acc += w[j] * src[j][i];
+    t[i] = acc;
+  }
+  const float lo = a.lo, hi = a.hi;
+  for (int64_t oy = 0; oy < a.oh; ++oy) {
+    float* __restrict__ y = a.y + oy * a.ow;
+    const float* __restrict__ tr = t + oy * ws;
+    for (int64_t ox = 0; ox < a.ow; ++ox) y[ox] = std::min(std::max(tr[ox], lo), hi);
+  }
+}
+
+void dw_plane(const DwPlaneArgs& a) {
+  const bool square = a.kh == a.kw && a.dil_h == 1 && a.dil_w == 1 && a.stride_h == a.stride_w;
+  if (square && a.kh == 3 && a.stride_w == 1) return dw_plane_k<3, 1>(a);
+  if (square && a.kh == 3 && a.stride_w == 2) return dw_plane_k<3, 2>(a);
+  if (square && a.kh == 5 && a.stride_w == 1) return dw_plane_k<5, 1>(a);
+  if (square && a.kh == 5 && a.stride_w == 2) return dw_plane_k<5, 2>(a);
+  for (int64_t oy = 0; oy < a.oh; ++oy) {  // any kernel, stride and dilation
+    float* y = a.y + oy * a.ow;
+    for (int64_t ox = 0; ox < a.ow; ++ox) y[ox] = a.bias;
+    for (int64_t ky = 0; ky < a.kh; ++ky) {
+      const int64_t iy = oy * a.stride_h - a.pad_t + ky * a.dil_h;
+      if (iy < 0 || iy >= a.h) continue;
+      dw_row_edge(a.x + iy * a.w, a.wt + ky * a.kw, y, 0, a.ow, a.kw, a.stride_w, a.dil_w, a.pad_l,
+                  a.w);
+    }
+    for (int64_t ox = 0; ox < a.ow; ++ox) y[ox] = std::min(std::max(y[ox], a.lo), a.hi);
   }
 }
 
@@ -130,10 +241,20 @@ void accumulate(const float* __restrict__ x, float* __restrict__ acc, int64_t n)
   for (int64_t i = 0; i < n; ++i) acc[i] += x[i];
 }
 
+void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
+  constexpr int64_t T = 16;  // 16x16 tiles: both sides stay in L1
+  for (int64_t r0 = 0; r0 < rows; r0 += T)
+    for (int64_t c0 = 0; c0 < cols; c0 += T) {
+      const int64_t r1 = std::min(rows, r0 + T), c1 = std::min(cols, c0 + T);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = src[r * cols + c];
+    }
+}
+
 }  // namespace
 
 extern const VecOps table;
-const VecOps table = {dw_row, pool_row, binary, activation, accumulate};
+const VecOps table = {dw_row, dw_plane, pool_row, binary, activation, accumulate, transpose};
 
 }  // namespace EP_VEC_NS
 }  // namespace rt
