@@ -195,6 +195,14 @@ class Conv2D : public Op {
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && groups_ == 1 && pt_ == 0 &&
               pl_ == 0 && oh_ == h_ && ow_ == w_;
     const_in_ = x.is_const();
+    // im2col in blocks of pixels that stay in L2 with the packed weight, where the weight is
+    // small enough to be read again per block (a full-image column buffer of a 56x56 layer is
+    // megabytes, written and read back through memory)
+    chunk_ = oh_ * ow_;
+    if (groups_ == 1 && !lin_[0]->sparse()) {
+      const int64_t rows = std::max<int64_t>(64, (kColBytes / (kk * 4) + 7) / 8 * 8);
+      if (cout_ * kk * 4 <= kColBytes && chunk_ > rows + rows / 2) chunk_ = rows;
+    }
     macs = double(n_) * oh_ * ow_ * cout_ * kk;
     kind = "CONV_2D";
     label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
@@ -208,7 +216,7 @@ class Conv2D : public Op {
   int64_t scratch_bytes() const override {
     if (direct_) return 0;
     const int64_t pix = oh_ * ow_;
-    return (pix * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0)) * 4;
+    return (chunk_ * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0)) * 4;
   }
   void run(const RunCtx& r) const override {
     const float* x = r.ptr[in_];
@@ -221,15 +229,19 @@ class Conv2D : public Op {
       lin_[0]->forward(x, n_ * pix, y, r.threads);
     } else {
       float* col = static_cast<float*>(r.scratch);
-      float* tmp = col + pix * kk;
+      float* tmp = col + chunk_ * kk;
       for (int64_t b = 0; b < n_; ++b) {
         const float* xb = x + b * h_ * w_ * cin_;
         float* yb = y + b * pix * cout_;
         for (int64_t g = 0; g < groups_; ++g) {
-          im2col(xb, g, col);
           if (groups_ == 1) {
-            lin_[0]->forward(col, pix, yb, r.threads);
+            for (int64_t p0 = 0; p0 < pix; p0 += chunk_) {
+              const int64_t p1 = std::min(pix, p0 + chunk_);
+              im2col(xb, 0, p0, p1, col);
+              lin_[0]->forward(col, p1 - p0, yb + p0 * cout_, r.threads);
+            }
           } else {
+            im2col(xb, g, 0, pix, col);
             lin_[g]->forward(col, pix, tmp, r.threads);
             for (int64_t p = 0; p < pix; ++p)
               std::memcpy(yb + p * cout_ + g * og, tmp + p * og, size_t(og) * 4);
@@ -242,25 +254,37 @@ class Conv2D : public Op {
   int in_ = 0, out_ = 0;
 
  private:
-  void im2col(const float* x, int64_t g, float* col) const {
+  // the rows of output pixels [p0, p1) of group g
+  void im2col(const float* x, int64_t g, int64_t p0, int64_t p1, float* col) const {
     const int64_t kk = kh_ * kw_ * cg_;
-    for (int64_t oy = 0; oy < oh_; ++oy)
-      for (int64_t ox = 0; ox < ow_; ++ox) {
-        float* dst = col + (oy * ow_ + ox) * kk;
-        for (int64_t ky = 0; ky < kh_; ++ky) {
-          const int64_t iy = oy * sh_ - pt_ + ky * dh_;
-          for (int64_t kx = 0; kx < kw_; ++kx, dst += cg_) {
-            const int64_t ix = ox * sw_ - pl_ + kx * dw_;
-            if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_)
-              std::memset(dst, 0, size_t(cg_) * 4);
-            else
-              std::memcpy(dst, x + (iy * w_ + ix) * cin_ + g * cg_, size_t(cg_) * 4);
-          }
+    // without groups or dilation, a filter row inside the image is kw * cin contiguous floats
+    const bool rows = groups_ == 1 && dw_ == 1;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t oy = p / ow_, ox = p % ow_;
+      float* dst = col + (p - p0) * kk;
+      const int64_t ix0 = ox * sw_ - pl_;
+      for (int64_t ky = 0; ky < kh_; ++ky) {
+        const int64_t iy = oy * sh_ - pt_ + ky * dh_;
+        if (rows && iy >= 0 && iy < h_ && ix0 >= 0 && ix0 + kw_ <= w_) {
+          const float* src = x + (iy * w_ + ix0) * cin_;
+          std::copy(src, src + kw_ * cin_, dst);
+          dst += kw_ * cin_;
+          continue;
+        }
+        for (int64_t kx = 0; kx < kw_; ++kx, dst += cg_) {
+          const int64_t ix = ox * sw_ - pl_ + kx * dw_;
+          if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_)
+            std::memset(dst, 0, size_t(cg_) * 4);
+          else
+            std::memcpy(dst, x + (iy * w_ + ix) * cin_ + g * cg_, size_t(cg_) * 4);
         }
       }
+    }
   }
   const VecOps& vec_;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, cg_, groups_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
+  static constexpr int64_t kColBytes = 256 * 1024;
+  int64_t chunk_ = 1;  // output pixels per im2col block
   bool direct_ = false, const_in_ = false;
   ActKind post_ = ActKind::none;
   std::vector<std::unique_ptr<Linear>> lin_;
