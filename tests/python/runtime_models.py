@@ -129,7 +129,9 @@ def sparse_chw_chain(seed=0, block=1) -> bytes:
     y = b.depthwise(y1, _w(rng, 1, 5, 5, 24), _w(rng, 24), act="relu")
     y = b.binary("add", y1, sparse(y, 24, 24))
     y = b.unary(21, y)  # RELU6
-    p = b.depthwise(b.pad(y, [[0, 0], [2, 2], [2, 2], [0, 0]]), _w(rng, 1, 5, 5, 24), _w(rng, 24), stride=2, padding="valid")
+    p = b.depthwise(
+        b.pad(y, [[0, 0], [2, 2], [2, 2], [0, 0]]), _w(rng, 1, 5, 5, 24), _w(rng, 24), stride=2, padding="valid"
+    )
     p = b.depthwise(p, _w(rng, 1, 3, 3, 24), _w(rng, 24), dilation=2)
     p = b.unary(117, sparse(p, 24, 40))  # HARD_SWISH
     gate = b.unary(14, b.mean(p, [1, 2]))  # LOGISTIC

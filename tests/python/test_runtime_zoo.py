@@ -1,6 +1,7 @@
 """The runtime on torchvision-shaped classifiers exported by edgeprune's own TFLite writer.
 
-Consumes: MobileNetV2/V3-Large, ResNet-18, EfficientNet-B0, SqueezeNet 1.1 and MNASNet 1.0 as defined in benchmarks/models.py (random weights and BatchNorm statistics, 48x48
+Consumes: MobileNetV2/V3-Large, ResNet-18, EfficientNet-B0, ShuffleNetV2, SqueezeNet 1.1 and
+MNASNet 1.0 as defined in benchmarks/models.py (random weights and BatchNorm statistics, 48x48
 inputs), dense and with their 1x1 convs and FC layers pruned to 90 % unstructured (the writer
 stores those in TFLite's sparse encoding). Produces: assertions that edgeprune.runtime matches
 LiteRT on the same file within 1e-4 relative on every compiled path, gives the same bits for 1, 2
@@ -37,6 +38,7 @@ ZOO = {
     "mobilenet_v3_large": bench_models.MobileNetV3Large,
     "resnet18": bench_models.LOCAL["resnet18"],
     "efficientnet_b0": bench_models.EfficientNetB0,
+    "shufflenet_v2_x1_0": bench_models.ShuffleNetV2,
     "squeezenet1_1": bench_models.EXTRA["squeezenet1_1"],
     "mnasnet1_0": bench_models.EXTRA["mnasnet1_0"],
 }
