@@ -7,13 +7,15 @@ the same run, load time and peak RSS (each runtime loads the file in a fresh pro
 
 Variants: "dense"; "sparse90" (every 1x1 conv at 90 % unstructured sparsity, stored in TFLite's
 sparse encoding + DENSIFY; ONNX Runtime gets the same weights dense with their zeros);
-"blocks80" (1x1 convs pruned in 4x1 blocks to 80 %, stored dense: our loader finds the blocks).
+"blocks80" (1x1 convs pruned in 4x1 blocks to 80 %, stored dense: our loader finds the blocks);
+"resnet18_half": ResNet-18 with every layer's channels halved (the shape a 50 % channel prune
+leaves: 32-64-128-256), dense.
 The .tflite file is written by tests/python/tflite_builder.py (the test writer) and the ONNX file
 by torch.onnx.export of the identical torch model, so all three runtimes compute the same function;
 the script checks that their outputs agree before timing.
 
 Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/runtime.py [--json out.json]
-           [--rounds 7] [--runs 5] [--variants dense sparse90 blocks80]
+           [--rounds 7] [--runs 5] [--variants dense sparse90 blocks80 resnet18_half]
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/tflite.py would shadow the pip ``tflite`` schema package the test writer imports
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 
@@ -50,7 +54,7 @@ def mobilenet_v2_spec(seed: int, variant: str) -> list[dict]:
             keep = rng.random((cout // 4, 1, cin)) >= 0.8
             w = (w.reshape(cout // 4, 4, cin) * keep).reshape(w.shape)
         b = (rng.standard_normal(cout) * 0.1).astype(np.float32)
-        return {"op": "conv", "w": w, "b": b, "stride": stride, "groups": groups, "relu6": relu6}
+        return {"op": "conv", "w": w, "b": b, "stride": stride, "groups": groups, "act": "relu6" if relu6 else None}
 
     layers, cin = [conv(3, 32, 3, 2)], 32
     for t, c, n, s in CFG:
@@ -68,6 +72,44 @@ def mobilenet_v2_spec(seed: int, variant: str) -> list[dict]:
     return layers
 
 
+def resnet18_spec(seed: int, width: float = 0.5) -> list[dict]:
+    """ResNet-18 (basic blocks; BatchNorm folded) with every layer's channels scaled by width."""
+    rng = np.random.default_rng(seed)
+
+    def conv(cin, cout, k, stride=1, act="relu"):
+        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
+        b = (rng.standard_normal(cout) * 0.1).astype(np.float32)
+        return {"op": "conv", "w": w, "b": b, "stride": stride, "groups": 1, "act": act}
+
+    c0 = int(64 * width)
+    layers, cin = [conv(3, c0, 7, 2), {"op": "maxpool"}], c0
+    for i, c in enumerate(int(v * width) for v in (64, 128, 256, 512)):
+        for j in range(2):
+            stride = 2 if i > 0 and j == 0 else 1
+            short = conv(cin, c, 1, stride, act=None) if stride > 1 or cin != c else None
+            block = [conv(cin, c, 3, stride), conv(c, c, 3, 1, act=None)]
+            layers.append({"op": "res", "layers": block, "short": short})
+            cin = c
+    fc_w = (rng.standard_normal((1000, cin)) * 0.03).astype(np.float32)
+    layers.append({"op": "fc", "w": fc_w, "b": np.zeros(1000, np.float32)})
+    return layers
+
+
+def model_spec(variant: str) -> list[dict]:
+    return resnet18_spec(0) if variant == "resnet18_half" else mobilenet_v2_spec(0, variant)
+
+
+def _convs(spec):
+    """Every conv layer in forward order (a residual block: its convs, then its shortcut)."""
+    for layer in spec:
+        if layer["op"] == "conv":
+            yield layer
+        elif layer["op"] in ("block", "res"):
+            yield from layer["layers"]
+            if layer.get("short"):
+                yield layer["short"]
+
+
 def torch_model(spec):
     import torch
     import torch.nn as nn
@@ -76,44 +118,37 @@ def torch_model(spec):
         def __init__(self):
             super().__init__()
             self.convs = nn.ModuleList()
-            for layer in self._convs(spec):
+            for layer in _convs(spec):
                 w = torch.from_numpy(layer["w"])
-                c = nn.Conv2d(
-                    w.shape[1] * layer["groups"],
-                    w.shape[0],
-                    w.shape[2],
-                    layer["stride"],
-                    w.shape[2] // 2,
-                    groups=layer["groups"],
-                )
+                k, g = w.shape[2], layer["groups"]
+                c = nn.Conv2d(w.shape[1] * g, w.shape[0], k, layer["stride"], k // 2, groups=g)
                 c.weight.data, c.bias.data = w.clone(), torch.from_numpy(layer["b"]).clone()
                 self.convs.append(c)
-            self.fc = nn.Linear(1280, 1000)
-            self.fc.weight.data, self.fc.bias.data = torch.from_numpy(spec[-1]["w"]), torch.from_numpy(spec[-1]["b"])
-
-        @staticmethod
-        def _convs(sp):
-            for layer in sp:
-                if layer["op"] == "conv":
-                    yield layer
-                elif layer["op"] == "block":
-                    yield from layer["layers"]
+            fc = spec[-1]["w"]
+            self.fc = nn.Linear(fc.shape[1], fc.shape[0])
+            self.fc.weight.data, self.fc.bias.data = torch.from_numpy(fc), torch.from_numpy(spec[-1]["b"])
 
         def forward(self, x):
             it = iter(self.convs)
 
             def run(layer, x):
                 y = next(it)(x)
-                return torch.clamp(y, 0, 6) if layer["relu6"] else y
+                act = layer["act"]
+                return torch.clamp(y, 0, 6) if act == "relu6" else torch.relu(y) if act == "relu" else y
 
             for layer in spec:
                 if layer["op"] == "conv":
                     x = run(layer, x)
-                elif layer["op"] == "block":
+                elif layer["op"] == "maxpool":
+                    x = torch.nn.functional.max_pool2d(x, 3, 2, 1)
+                elif layer["op"] in ("block", "res"):
                     y = x
                     for sub in layer["layers"]:
                         y = run(sub, y)
-                    x = x + y if layer["residual"] else y
+                    if layer["op"] == "res":
+                        x = torch.relu((run(layer["short"], x) if layer["short"] else x) + y)
+                    else:
+                        x = x + y if layer["residual"] else y
             return self.fc(x.mean((2, 3)))
 
     return Net().eval()
@@ -127,24 +162,29 @@ def tflite_bytes(spec, variant: str) -> bytes:
 
     def conv(layer, x):
         w, k, s, g = layer["w"], layer["w"].shape[2], layer["stride"], layer["groups"]
-        act = "relu6" if layer["relu6"] else None
-        if k > 1 and s > 1:  # torch pads 1 on both sides; SAME would pad (0, 1): explicit PAD + VALID
-            x, pad = b.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), "valid"
+        if k > 1 and s > 1:  # torch pads k//2 on both sides; SAME would not: explicit PAD + VALID
+            x, pad = b.pad(x, [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]]), "valid"
         else:
             pad = "same"
         if g > 1:
-            return b.depthwise(x, w.transpose(1, 2, 3, 0), layer["b"], stride=s, padding=pad, act=act)
+            return b.depthwise(x, w.transpose(1, 2, 3, 0), layer["b"], stride=s, padding=pad, act=layer["act"])
         sparse = 1 if variant == "sparse90" and k == 1 else None
-        return b.conv2d(x, w.transpose(0, 2, 3, 1), layer["b"], stride=s, padding=pad, act=act, sparse=sparse)
+        w = w.transpose(0, 2, 3, 1)
+        return b.conv2d(x, w, layer["b"], stride=s, padding=pad, act=layer["act"], sparse=sparse)
 
     for layer in spec:
         if layer["op"] == "conv":
             x = conv(layer, x)
-        elif layer["op"] == "block":
+        elif layer["op"] == "maxpool":  # after a ReLU, zero padding equals torch's -inf padding
+            x = b.pool(b.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 2, "valid", "max")
+        elif layer["op"] in ("block", "res"):
             y = x
             for sub in layer["layers"]:
                 y = conv(sub, y)
-            x = b.binary("add", x, y) if layer["residual"] else y
+            if layer["op"] == "res":
+                x = b.binary("add", conv(layer["short"], x) if layer["short"] else x, y, act="relu")
+            else:
+                x = b.binary("add", x, y) if layer["residual"] else y
         else:
             x = b.fc(b.mean(x, [1, 2], keep_dims=False), layer["w"], layer["b"])
     return b.finish([x])
@@ -185,7 +225,7 @@ def child_rss(runtime: str, path: Path) -> float:
     """Peak RSS (MB, VmHWM: ru_maxrss would inherit this process's high-water mark across fork)
     of a fresh process that loads the model and runs it 3 times."""
     code = (
-        "import sys, numpy as np; sys.path.insert(0, sys.argv[3]); import runtime as r\n"
+        "import sys, numpy as np; sys.path.append(sys.argv[3]); import runtime as r\n"
         "run, _ = r.make_runner(sys.argv[1], r.Path(sys.argv[2]))\n"
         "x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype(np.float32)\n"
         "[run(x) for _ in range(3)]\n"
@@ -203,10 +243,11 @@ def child_rss(runtime: str, path: Path) -> float:
 def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     import torch
 
-    spec = mobilenet_v2_spec(0, variant)
-    tfl = tmp / f"mbv2_{variant}.tflite"
+    spec = model_spec(variant)
+    name = variant if variant.startswith("resnet") else f"mobilenet_v2_{variant}"
+    tfl = tmp / f"{name}.tflite"
     tfl.write_bytes(tflite_bytes(spec, variant))
-    onx = tmp / f"mbv2_{variant}.onnx"
+    onx = tmp / f"{name}.onnx"
     torch.onnx.export(torch_model(spec), (torch.zeros(1, 3, 224, 224),), str(onx), dynamo=False, opset_version=17)
     files = {"edgeprune": tfl, "litert": tfl, "onnxruntime": onx}
     runners, load_s = {}, {}
@@ -232,7 +273,7 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     for rt in runners:
         rows.append(
             {
-                "model": f"mobilenet_v2_{variant}",
+                "model": name,
                 "runtime": rt,
                 "file": files[rt].suffix[1:],
                 "threads": 1,
@@ -251,7 +292,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--variants", nargs="+", default=["dense", "sparse90", "blocks80"])
+    ap.add_argument("--variants", nargs="+", default=["dense", "sparse90", "blocks80", "resnet18_half"])
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ep-rt-bench-") as tmp:

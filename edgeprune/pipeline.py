@@ -877,7 +877,6 @@ def export_stage(state: BuildState) -> None:
 
 def bench_stage(state: BuildState) -> None:
     """Host latency and peak RSS of every written file and of the unpruned model (fp32 ONNX)."""
-    from .bench import bench
     from .export import export
     from .export import formats as table
 
@@ -889,29 +888,71 @@ def bench_stage(state: BuildState) -> None:
     fp32 = _onnx_format("fp32")
     base_file = export(state.base, state.scratch, formats=[fp32], example_inputs=(state.example,))[fp32]
     base_row = state.row("baseline")
-    to_time = [(base_row, table.get(fp32), base_file)]
+    to_time, timed_onnx = [(base_row, table.get(fp32), base_file)], None
     for name in state.artifacts:
         row = _row_of(state, table.get(name))
         if row is not None:
             entry = row if row.get("artifact") == state.artifacts[name].name else _other(row, name)
             to_time.append((entry, table.get(name), state.artifacts[name]))
     for entry, fmt, path in to_time:
-        # isolated: each artifact's peak RSS is its own, not this torch-laden process's
-        res = bench(
-            path,
-            runtime=fmt.runtime,
-            threads=spec.bench_threads,
-            warmup=spec.bench_warmup,
-            runs=spec.bench_runs,
-            layer_profile=False,
-            isolate=True,
-        )
-        d = res.to_dict()
+        d = _host_bench(spec, path, fmt.runtime)
         d["artifact"] = Path(path).name if entry is not base_row else "unpruned model.onnx (not kept)"
         entry["host_latency"] = d
         entry["peak_rss_mb"] = d["peak_rss_mb"]
         if spec.device is not None:
             entry["device_latency"] = _device_latency(spec, fmt, path, d["artifact"])
+        if fmt.name == fp32 and entry is not base_row:
+            timed_onnx = d
+    if getattr(state.profile, "gpu", None) is None:  # a CPU target: which runtime runs it fastest
+        state.report["host_runtimes"] = _host_runtimes(state, timed_onnx)
+
+
+def _host_bench(spec: BuildSpec, path: Path, runtime: str) -> dict[str, Any]:
+    """One host measurement, isolated: each artifact's peak RSS is its own, not this torch-laden
+    process's."""
+    from .bench import bench
+
+    res = bench(
+        path,
+        runtime=runtime,
+        threads=spec.bench_threads,
+        warmup=spec.bench_warmup,
+        runs=spec.bench_runs,
+        layer_profile=False,
+        isolate=True,
+    )
+    return res.to_dict()
+
+
+def _host_runtimes(state: BuildState, timed_onnx: dict[str, Any] | None) -> dict[str, Any]:
+    """The shipped fp32 model on every CPU runtime of this host: its fp32 ONNX file in ONNX Runtime
+    (``timed_onnx``, measured by the bench stage), and one fp32 .tflite file (the build's, else one
+    written to scratch) in LiteRT and in the edgeprune runtime; ``fastest`` names the runtime with
+    the lowest median."""
+    from .export import export
+
+    tfl = state.artifacts.get("tflite")
+    if tfl is None:
+        tfl = export(state.pruned, state.scratch, formats=["tflite"], example_inputs=(state.example,))["tflite"]
+    measured, notes = [("onnxruntime", timed_onnx)] if timed_onnx else [], {}
+    for runtime in ("litert", "edgeprune"):
+        try:
+            measured.append((runtime, _host_bench(state.spec, tfl, runtime)))
+        except UserError as e:  # e.g. an operator the runtime does not run, or LiteRT not installed
+            notes[runtime] = str(e)
+    rows = []
+    for runtime, d in measured:
+        rows.append(
+            {
+                "runtime": runtime,
+                "artifact": Path(str(d["artifact"])).name,
+                "median_ms": d["median_ms"],
+                "peak_rss_mb": d["peak_rss_mb"],
+                "init_ms": d["init_ms"],
+            }
+        )
+    fastest = min(rows, key=lambda r: r["median_ms"])["runtime"] if rows else None
+    return {"rows": rows, "fastest": fastest, "not_run": notes, "threads": state.spec.bench_threads}
 
 
 def _device_latency(spec: BuildSpec, fmt, path: Path, name: str) -> dict[str, Any]:

@@ -27,7 +27,9 @@ def write_report(report: dict[str, Any], out_dir) -> dict[str, Path]:
     ``stages`` (list of dicts: ``name``, ``params``, ``macs``, ``size_bytes``, ``accuracy``
     {metric, value, delta_pts}, ``host_latency`` (a bench dict), ``device_latency`` (a bench dict from ``build --device``), ``estimate`` (an estimate
     summary with ``total_ms``), ``peak_rss_mb``), ``steps`` (search steps: ``step``, ``macs``,
-    ``metric``, ``estimate_ms``), ``layers`` (``name``, ``before``, ``after``), ``deploy``
+    ``metric``, ``estimate_ms``), ``host_runtimes`` (``rows`` of ``runtime``, ``artifact``,
+    ``median_ms``, ``init_ms``, ``peak_rss_mb``; ``fastest``; ``not_run`` {runtime: why}; ``threads``),
+    ``layers`` (``name``, ``before``, ``after``), ``deploy``
     (``trtexec`` command, ``notes``), ``gate``, ``stages_ran``, ``stages_skipped``,
     ``artifacts``. Returns {kind: path}.
     """
@@ -136,7 +138,8 @@ SUMMARY_HEADER = ["stage", "params", "MACs", "size", "top-1", "Δ pts", "host ms
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md: summary, gate, pruning, host and target latency, channels, deploying, files, plots."""
     lines = _intro_section(report) + _gate_section(report) + _pruning_section(report)
-    lines += _host_section(report) + _device_section(report) + _estimate_section(report) + _layers_section(report)
+    lines += _host_section(report) + _host_runtimes_section(report) + _device_section(report)
+    lines += _estimate_section(report) + _layers_section(report)
     lines += _deploy_section(report) + _artifacts_section(report)
     return "\n".join(lines)
 
@@ -190,6 +193,27 @@ def _gate_section(report: dict[str, Any]) -> list[str]:
 def _host_section(report: dict[str, Any]) -> list[str]:
     """Host latency per stage (measured)."""
     return _latency_section(report, "host_latency", "## Host latency (measured)")
+
+
+def _host_runtimes_section(report: dict[str, Any]) -> list[str]:
+    """The shipped fp32 model on each CPU runtime of the build machine, and the fastest."""
+    hr = report.get("host_runtimes") or {}
+    if not hr.get("rows"):
+        return []
+    lines = [
+        f"## Host runtimes (measured, fp32, {hr.get('threads')} thread(s))",
+        "",
+        "| runtime | file | median ms | init ms | peak RSS MB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in hr["rows"]:
+        lines.append(
+            f"| {r['runtime']} | {r['artifact']} | {_fmt_ms(r['median_ms'])} | {_fmt_ms(r.get('init_ms'))} | "
+            f"{r.get('peak_rss_mb', '-')} |"
+        )
+    lines += ["", f"Fastest on this host: **{hr['fastest']}**."]
+    lines += [f"- {rt} did not run: {why}" for rt, why in (hr.get("not_run") or {}).items()]
+    return lines + [""]
 
 
 def _device_section(report: dict[str, Any]) -> list[str]:

@@ -110,24 +110,113 @@ CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions&
   OpOptions o;
   o.isa = opts.isa;
   o.sparse = opts.sparse;
-  for (size_t k = 0; k < model_->ops.size(); ++k)
+  for (size_t k = 0; k < model_->ops.size(); ++k) {
     ops_.push_back(make_op(*model_, model_->ops[k], o));
+    io_.push_back({model_->ops[k].inputs, model_->ops[k].outputs[0], {}});
+  }
   for (int t : model_->outputs)
     if (model_->tensors[t].type != DType::f32)
       throw UnsupportedError("output tensor '" + model_->tensors[t].name + "' is " +
                              dtype_name(model_->tensors[t].type) + ", not float32");
+  choose_layouts();
   plan();
+}
+
+namespace {
+
+// Whether a tensor's bytes differ between NHWC and NCHW: an activation [N, H, W, C] with more
+// than one pixel and more than one channel.
+bool layout_sensitive(const Tensor& t) {
+  return !t.is_const() && t.shape.size() == 4 && t.shape[1] * t.shape[2] > 1 && t.shape[3] > 1;
+}
+
+int find_root(std::vector<size_t>& parent, size_t k) {
+  while (parent[k] != k) k = parent[k] = parent[parent[k]];
+  return int(k);
+}
+
+}  // namespace
+
+void CompiledModel::choose_layouts() {
+  Model& m = *model_;
+  const size_t nops = ops_.size();
+  std::vector<int> producer(m.tensors.size(), -1);
+  for (size_t k = 0; k < nops; ++k) producer[io_[k].output] = int(k);
+  std::vector<bool> capable(nops);
+  for (size_t k = 0; k < nops; ++k) capable[k] = opts_.sparse && ops_[k]->chw_capable();
+  for (int t : m.outputs)  // model outputs are NHWC
+    if (producer[t] >= 0 && layout_sensitive(m.tensors[t])) capable[producer[t]] = false;
+  // subgraphs: capable ops joined by the layout-sensitive tensors between them
+  std::vector<size_t> parent(nops);
+  for (size_t k = 0; k < nops; ++k) parent[k] = k;
+  for (size_t k = 0; k < nops; ++k)
+    for (int t : io_[k].inputs)
+      if (t >= 0 && producer[t] >= 0 && capable[k] && capable[producer[t]] &&
+          layout_sensitive(m.tensors[t]))
+        parent[find_root(parent, k)] = size_t(find_root(parent, size_t(producer[t])));
+  std::vector<bool> seeded(nops, false);
+  for (size_t k = 0; k < nops; ++k)
+    if (capable[k] && ops_[k]->chw_seed()) seeded[find_root(parent, k)] = true;
+  for (size_t k = 0; k < nops; ++k) ops_[k]->set_chw(capable[k] && seeded[find_root(parent, k)]);
+
+  // every reader in the other layout than the producer's reads one converted copy, written by a
+  // layout operator placed right after the producer (model inputs: before the first op)
+  std::vector<int> copy(m.tensors.size(), -1);
+  struct Convert {
+    std::unique_ptr<Op> op;
+    int in, out;
+  };
+  std::vector<std::vector<Convert>> after(nops + 1);  // [0]: before op 0
+  for (size_t k = 0; k < nops; ++k)
+    for (int& t : io_[k].inputs) {
+      if (t < 0 || !layout_sensitive(m.tensors[t])) continue;
+      const bool stored_chw = producer[t] >= 0 && ops_[producer[t]]->chw();
+      if (stored_chw == ops_[k]->chw()) continue;
+      if (copy[t] < 0) {
+        Tensor c;
+        c.name = m.tensors[t].name + (stored_chw ? " (NHWC)" : " (NCHW)");
+        c.shape = m.tensors[t].shape;
+        c.elems = m.tensors[t].elems;
+        c.type = m.tensors[t].type;
+        copy[t] = int(m.tensors.size());
+        const auto& sh = c.shape;
+        after[size_t(producer[t] + 1)].push_back(
+            {make_layout_op(t, copy[t], sh[0], sh[1] * sh[2], sh[3], !stored_chw, opts_.isa), t,
+             copy[t]});
+        m.tensors.push_back(std::move(c));
+      }
+      const std::pair<int, int> sub{t, copy[t]};
+      auto& subst = io_[k].subst;
+      if (std::find(subst.begin(), subst.end(), sub) == subst.end()) subst.push_back(sub);
+      t = copy[t];
+    }
+  std::vector<std::unique_ptr<Op>> ops;
+  std::vector<OpIO> io;
+  auto add_layout_ops = [&](size_t slot) {
+    for (auto& cv : after[slot]) {
+      io.push_back({{cv.in}, cv.out, {}});
+      ops.push_back(std::move(cv.op));
+    }
+  };
+  add_layout_ops(0);
+  for (size_t k = 0; k < nops; ++k) {
+    ops.push_back(std::move(ops_[k]));
+    io.push_back(std::move(io_[k]));
+    add_layout_ops(k + 1);
+  }
+  ops_ = std::move(ops);
+  io_ = std::move(io);
 }
 
 void CompiledModel::plan() {
   const Model& m = *model_;
-  const int64_t nops = int64_t(m.ops.size());
+  const int64_t nops = int64_t(ops_.size());
   std::vector<int64_t> first(m.tensors.size(), -2), last(m.tensors.size(), -2);
   for (int t : m.inputs) first[t] = last[t] = -1;
   for (int64_t k = 0; k < nops; ++k) {
-    for (int t : m.ops[k].inputs)
+    for (int t : io_[k].inputs)
       if (t >= 0 && !m.tensors[t].is_const()) last[t] = std::max(last[t], k);
-    const int o = m.ops[k].outputs[0];
+    const int o = io_[k].output;
     first[o] = k;
     last[o] = std::max(last[o], k);
   }
@@ -189,6 +278,10 @@ void Context::run(const float* const* inputs, float* const* outputs) {
   for (size_t k = 0; k < ops.size(); ++k) {
     const int64_t so = model_->scratch_offset(k);
     rc.scratch = so >= 0 ? arena_.get() + so : nullptr;
+    // a reader of a converted copy finds it under the original tensor's index for this call
+    // (substituted tensors are activations, so each has its arena slot to return to)
+    const auto& subst = model_->substitutions(k);
+    for (const auto& sub : subst) ptr_[sub.first] = ptr_[sub.second];
     if (profile_) {
       const auto t0 = Clock::now();
       ops[k]->run(rc);
@@ -197,6 +290,8 @@ void Context::run(const float* const* inputs, float* const* outputs) {
     } else {
       ops[k]->run(rc);
     }
+    for (const auto& sub : subst)
+      ptr_[sub.first] = reinterpret_cast<float*>(arena_.get() + model_->offset(sub.first));
   }
   if (profile_) ++runs_;
   for (size_t i = 0; i < m.outputs.size(); ++i) {

@@ -4,6 +4,10 @@
 // operator object per op (weights packed), and the arena plan: every activation tensor and every
 // operator's scratch gets an offset in one block, two items sharing bytes only when their
 // lifetimes (first write .. last read, in op order) do not overlap.
+// Layouts: activations are NHWC, except in subgraphs of channel-major-capable operators that
+// hold a sparse 1x1 convolution (Op::chw_seed), which run NCHW (Elsen et al., "Fast Sparse
+// ConvNets"; XNNPACK's NCHW path). Where a tensor's producer and a reader differ in layout, a
+// layout operator writes a converted copy (an extra tensor) that the reader reads instead.
 // Context (one per thread): that block, the tensor pointers, the thread budget and the profiler.
 //
 // Consumes: .tflite bytes and options. Produces: output tensors in caller memory.
@@ -33,13 +37,22 @@ class CompiledModel {
   int64_t arena_bytes() const { return arena_bytes_; }
   int64_t offset(int tensor) const { return offset_[tensor]; }  // -1: no arena slot
   int64_t scratch_offset(size_t op) const { return scratch_[op]; }
+  // Tensors op `k` reads from a converted copy: (tensor, copy) pairs
+  const std::vector<std::pair<int, int>>& substitutions(size_t op) const { return io_[op].subst; }
   Isa isa() const { return opts_.isa; }
 
  private:
+  void choose_layouts();
   void plan();
+  struct OpIO {
+    std::vector<int> inputs;  // after substitution
+    int output = -1;
+    std::vector<std::pair<int, int>> subst;
+  };
   std::unique_ptr<Model> model_;
   RuntimeOptions opts_;
   std::vector<std::unique_ptr<Op>> ops_;
+  std::vector<OpIO> io_;  // per entry of ops_
   std::vector<int64_t> offset_, scratch_;
   int64_t arena_bytes_ = 0;
 };

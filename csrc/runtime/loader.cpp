@@ -84,6 +84,7 @@ const char* op_name(int32_t code) {
     EP_OPNAME(sub, "SUB")
     EP_OPNAME(div, "DIV")
     EP_OPNAME(squeeze, "SQUEEZE")
+    EP_OPNAME(strided_slice, "STRIDED_SLICE")
     EP_OPNAME(padv2, "PADV2")
     EP_OPNAME(expand_dims, "EXPAND_DIMS")
     EP_OPNAME(hard_swish, "HARD_SWISH")
@@ -433,6 +434,8 @@ int min_inputs(OpCode c) {
       return 2;
     case OpCode::concatenation:
       return 1;
+    case OpCode::strided_slice:
+      return 4;
     default:
       return 1;
   }
@@ -513,6 +516,16 @@ void read_options(const eptfl::Operator* op, OpDesc& d, const std::string& where
       break;
     case OpCode::mean:
       if (const auto* o = op->builtin_options_as_ReducerOptions()) d.keep_dims = o->keep_dims();
+      break;
+    case OpCode::strided_slice:
+      if (const auto* o = op->builtin_options_as_StridedSliceOptions()) {
+        d.begin_mask = o->begin_mask();
+        d.end_mask = o->end_mask();
+        d.ellipsis_mask = o->ellipsis_mask();
+        d.new_axis_mask = o->new_axis_mask();
+        d.shrink_axis_mask = o->shrink_axis_mask();
+        d.slice_offset = o->offset();
+      }
       break;
     default:
       break;

@@ -91,6 +91,7 @@ enum class OpCode : int32_t {
   sub = 41,
   div = 42,
   squeeze = 43,
+  strided_slice = 45,
   padv2 = 60,
   expand_dims = 70,
   hard_swish = 117,
@@ -111,6 +112,9 @@ struct OpDesc {
   int axis = 0;
   bool keep_dims = false;
   float beta = 1.0f;
+  // STRIDED_SLICE (bit i: dimension i)
+  int32_t begin_mask = 0, end_mask = 0, ellipsis_mask = 0, new_axis_mask = 0, shrink_axis_mask = 0;
+  bool slice_offset = false;
   // set by the planner when it folds a zero PAD of H and W into a VALID convolution: the
   // explicit padding {top, bottom, left, right} replaces `padding`
   bool explicit_pad = false;

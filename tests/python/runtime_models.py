@@ -106,3 +106,36 @@ def litert_run(data: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
 def inputs_for(model, seed=1) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(i["shape"]).astype(np.float32) for i in model.inputs]
+
+
+def sparse_chw_chain(seed=0, block=1) -> bytes:
+    """A chain the runtime runs channel-major (NCHW) around sparse 1x1 convs (block=1: 90 %
+    unstructured in TFLite's sparse encoding; 4: 4x1 blocks at 80 %, stored dense): depthwise
+    3x3 and 5x5 at strides 1 and 2 (SAME and PAD + VALID, an odd-sized batch of 2), a dilated
+    depthwise, residual ADD, standalone RELU6 and HARD_SWISH, a tensor read in both layouts (by
+    the chain and by a broadcast MUL), MEAN, and an NHWC model output fed from the chain."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+
+    def sparse(x, cin, cout, act=None):
+        w = _block_zeros(rng, _w(rng, cout, 1, 1, cin), 0.8) if block == 4 else _w(rng, cout, 1, 1, cin, zeros=0.9)
+        return b.conv2d(x, w, _w(rng, cout), act=act, sparse=1 if block == 1 else None)
+
+    x = b.input([2, 13, 11, 3])
+    y = b.conv2d(x, _w(rng, 16, 3, 3, 3), _w(rng, 16), act="relu6")
+    y = sparse(y, 16, 32, act="relu6")
+    y = b.depthwise(y, _w(rng, 1, 3, 3, 32), _w(rng, 32), stride=2, act="relu6")
+    y1 = sparse(y, 32, 24)
+    y = b.depthwise(y1, _w(rng, 1, 5, 5, 24), _w(rng, 24), act="relu")
+    y = b.binary("add", y1, sparse(y, 24, 24))
+    y = b.unary(21, y)  # RELU6
+    p = b.depthwise(
+        b.pad(y, [[0, 0], [2, 2], [2, 2], [0, 0]]), _w(rng, 1, 5, 5, 24), _w(rng, 24), stride=2, padding="valid"
+    )
+    p = b.depthwise(p, _w(rng, 1, 3, 3, 24), _w(rng, 24), dilation=2)
+    p = b.unary(117, sparse(p, 24, 40))  # HARD_SWISH
+    gate = b.unary(14, b.mean(p, [1, 2]))  # LOGISTIC
+    q = sparse(b.binary("mul", p, gate), 40, 16)  # the broadcast MUL reads p in NHWC
+    r = b.depthwise(p, _w(rng, 1, 3, 3, 40), _w(rng, 40))  # the chain reads p in NCHW
+    head = b.fc(b.mean(sparse(r, 40, 64), [1, 2], keep_dims=False), _w(rng, 10, 64), _w(rng, 10))
+    return b.finish([head, q])

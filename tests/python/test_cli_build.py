@@ -667,3 +667,16 @@ def test_model_that_cannot_be_quantized_exits_2(tmp_path, tmp_out, run_cli):
     )
     assert r.code == 2 and "int8 quantization: M has no Conv1d/Conv2d/Linear layer" in r.err
     assert not tmp_out.exists()
+
+
+def test_build_reports_the_host_runtimes_of_the_shipped_fp32_model(rpi4_build):
+    rep = json.loads((rpi4_build / "report.json").read_text())
+    hr = rep["host_runtimes"]
+    rows = {r["runtime"]: r for r in hr["rows"]}
+    assert set(rows) == {"onnxruntime", "litert", "edgeprune"}, hr
+    assert rows["onnxruntime"]["artifact"] == "model.onnx" and rows["edgeprune"]["artifact"] == "model.tflite"
+    assert all(r["median_ms"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
+    assert hr["fastest"] == min(rows.values(), key=lambda r: r["median_ms"])["runtime"]
+    md = (rpi4_build / "report.md").read_text()
+    assert "## Host runtimes (measured, fp32" in md and f"Fastest on this host: **{hr['fastest']}**." in md
+    assert f"| edgeprune | model.tflite | {rows['edgeprune']['median_ms']:.3f} |" in md

@@ -157,3 +157,54 @@ def test_bench_runs_the_edgeprune_runtime_with_its_profiler(tmp_path):
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= kinds
     assert [r["mean_ms"] for r in res.layers] == sorted((r["mean_ms"] for r in res.layers), reverse=True)
     assert any("sparse" in r["name"] for r in res.layers)
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_sparse_chains_run_channel_major_and_match_litert(block):
+    from runtime_models import sparse_chw_chain
+
+    data = sparse_chw_chain(block=block)
+    m = ep.runtime.load(data)
+    x = inputs_for(m)
+    want = litert_run(data, x)
+    labels = [lbl for _, lbl, _ in m.profile(runs=1)]
+    to_chw = [lbl for lbl in labels if lbl.startswith("layout NHWC->NCHW")]
+    to_nhwc = [lbl for lbl in labels if lbl.startswith("layout NCHW->NHWC")]
+    # into the chain after the stem conv; out for the broadcast MUL and for the sparse conv that
+    # writes the NHWC model output (an op feeding a model output stays NHWC)
+    assert len(to_chw) >= 1 and len(to_nhwc) >= 1, labels
+    assert sum("sparse" in lbl for lbl in labels) >= 5, labels
+    for isa in ISAS:
+        outs = [ep.runtime.load(data, isa=isa, threads=t)(*x) for t in (1, 2, 4)]
+        for got in outs:
+            for g, w in zip(got, want):
+                assert g.shape == w.shape
+                assert _rel(g, w) < 1e-4, (isa, _rel(g, w))
+        for got in outs[1:]:
+            assert all(np.array_equal(a, c) for a, c in zip(outs[0], got)), isa
+    dense = ep.runtime.load(data, sparse=False)  # no sparse layer: everything stays NHWC
+    assert not any(lbl.startswith("layout") for _, lbl, _ in dense.profile(runs=1))
+    assert all(_rel(g, w) < 1e-4 for g, w in zip(dense(*x), want))
+
+
+def test_strided_slice_matches_litert():
+    from tflite_builder import Builder
+
+    b = Builder()
+    x = b.input([2, 7, 6, 10])
+    outs = [
+        b.strided_slice(x, [0, 0, 0, 5], [2, 7, 6, 10], [1, 1, 1, 1]),  # a channel split
+        b.strided_slice(x, [0, -2, 1, 0], [0, 0, 6, 9], [1, -1, 2, 3], begin_mask=1, end_mask=1),
+        b.strided_slice(x, [1, 0, -1, 2], [2, 7, 0, 8], [1, 2, 1, 2], end_mask=2, shrink_axis_mask=5),
+        b.strided_slice(x, [0, 9, 0, 0], [2, -9, 6, 10], [1, -2, 1, 1]),  # clamped to the ends
+    ]
+    data = b.finish(outs)
+    m = ep.runtime.load(data)
+    xs = inputs_for(m)
+    want = litert_run(data, xs)
+    got = m(*xs)
+    assert [g.shape for g in got] == [w.shape for w in want]
+    assert [g.shape for g in got] == [(2, 7, 6, 5), (2, 5, 3, 3), (4, 3), (2, 4, 6, 10)]
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
+    assert np.array_equal(got[1], xs[0][:, -2:0:-1, 1:6:2, 0:9:3])

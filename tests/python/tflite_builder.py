@@ -27,6 +27,7 @@ _OPTS = {  # builtin options union values (TFLite's schema)
     "mul": 21,
     "reducer": 27,
     "sub": 28,
+    "slice": 32,
 }
 
 
@@ -168,6 +169,19 @@ class Builder:
     def pad(self, x, pads):
         out = [d + a + b for d, (a, b) in zip(self.shape(x), pads)]
         return self.op(34, [x, self.const(np.array(pads), np.int32)], out)
+
+    def strided_slice(self, x, begin, end, strides, begin_mask=0, end_mask=0, shrink_axis_mask=0):
+        """numpy's view of the same slice gives the output shape (TFLite's rules match it)."""
+        idx = []
+        for i, (b, e, s) in enumerate(zip(begin, end, strides)):
+            if (shrink_axis_mask >> i) & 1:
+                idx.append(b)
+            else:
+                idx.append(slice(None if (begin_mask >> i) & 1 else b, None if (end_mask >> i) & 1 else e, s))
+        out = list(np.empty(self.shape(x))[tuple(idx)].shape)
+        ins = [x] + [self.const(np.array(v), np.int32) for v in (begin, end, strides)]
+        opt = ("slice", dict(begin_mask=begin_mask, end_mask=end_mask, shrink=shrink_axis_mask))
+        return self.op(45, ins, out, opt)
 
     def softmax(self, x, beta=1.0):
         return self.op(25, [x], self.shape(x), ("softmax", dict(beta=beta)))
@@ -340,6 +354,12 @@ def _options(b, kind, o):  # noqa: C901 - one branch per options table
         tflite.ConcatenationOptionsStart(b)
         tflite.ConcatenationOptionsAddAxis(b, o["axis"])
         return tflite.ConcatenationOptionsEnd(b)
+    if kind == "slice":
+        tflite.StridedSliceOptionsStart(b)
+        tflite.StridedSliceOptionsAddBeginMask(b, o["begin_mask"])
+        tflite.StridedSliceOptionsAddEndMask(b, o["end_mask"])
+        tflite.StridedSliceOptionsAddShrinkAxisMask(b, o["shrink"])
+        return tflite.StridedSliceOptionsEnd(b)
     if kind == "reducer":
         tflite.ReducerOptionsStart(b)
         tflite.ReducerOptionsAddKeepDims(b, o["keep"])

@@ -118,6 +118,13 @@ class Linear {
     else
       dense_->forward(x, n, y, threads);
   }
+  // the channel-major form: Y[M, N] = act(W X[K, N] + b)
+  void forward_kn(const float* x, int64_t n, float* y, int threads) const {
+    if (sparse_)
+      sparse_->forward_kn(x, n, y, threads);
+    else
+      dense_->forward_kn(x, n, y, threads);
+  }
   bool sparse() const { return sparse_ != nullptr; }
 
  private:
@@ -187,6 +194,15 @@ class Conv2D : public Op {
     }
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && groups_ == 1 && pt_ == 0 &&
               pl_ == 0 && oh_ == h_ && ow_ == w_;
+    const_in_ = x.is_const();
+    // im2col in blocks of pixels that stay in L2 with the packed weight, where the weight is
+    // small enough to be read again per block (a full-image column buffer of a 56x56 layer is
+    // megabytes, written and read back through memory)
+    chunk_ = oh_ * ow_;
+    if (groups_ == 1 && !lin_[0]->sparse()) {
+      const int64_t rows = std::max<int64_t>(64, (kColBytes / (kk * 4) + 7) / 8 * 8);
+      if (cout_ * kk * 4 <= kColBytes && chunk_ > rows + rows / 2) chunk_ = rows;
+    }
     macs = double(n_) * oh_ * ow_ * cout_ * kk;
     kind = "CONV_2D";
     label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
@@ -195,28 +211,37 @@ class Conv2D : public Op {
             (lin_[0]->sparse() ? " sparse" : "") + " " + std::to_string(oh_) + "x" +
             std::to_string(ow_);
   }
+  bool chw_capable() const override { return direct_ && !const_in_; }
+  bool chw_seed() const override { return chw_capable() && lin_[0]->sparse(); }
   int64_t scratch_bytes() const override {
     if (direct_) return 0;
     const int64_t pix = oh_ * ow_;
-    return (pix * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0)) * 4;
+    return (chunk_ * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0)) * 4;
   }
   void run(const RunCtx& r) const override {
     const float* x = r.ptr[in_];
     float* y = r.ptr[out_];
     const int64_t pix = oh_ * ow_, og = cout_ / groups_, kk = kh_ * kw_ * cg_;
-    if (direct_) {
+    if (chw_) {  // per image: Y[Cout, HW] = W X[Cin, HW]
+      for (int64_t b = 0; b < n_; ++b)
+        lin_[0]->forward_kn(x + b * cin_ * pix, pix, y + b * cout_ * pix, r.threads);
+    } else if (direct_) {
       lin_[0]->forward(x, n_ * pix, y, r.threads);
     } else {
       float* col = static_cast<float*>(r.scratch);
-      float* tmp = col + pix * kk;
+      float* tmp = col + chunk_ * kk;
       for (int64_t b = 0; b < n_; ++b) {
         const float* xb = x + b * h_ * w_ * cin_;
         float* yb = y + b * pix * cout_;
         for (int64_t g = 0; g < groups_; ++g) {
-          im2col(xb, g, col);
           if (groups_ == 1) {
-            lin_[0]->forward(col, pix, yb, r.threads);
+            for (int64_t p0 = 0; p0 < pix; p0 += chunk_) {
+              const int64_t p1 = std::min(pix, p0 + chunk_);
+              im2col(xb, 0, p0, p1, col);
+              lin_[0]->forward(col, p1 - p0, yb + p0 * cout_, r.threads);
+            }
           } else {
+            im2col(xb, g, 0, pix, col);
             lin_[g]->forward(col, pix, tmp, r.threads);
             for (int64_t p = 0; p < pix; ++p)
               std::memcpy(yb + p * cout_ + g * og, tmp + p * og, size_t(og) * 4);
@@ -229,26 +254,38 @@ class Conv2D : public Op {
   int in_ = 0, out_ = 0;
 
  private:
-  void im2col(const float* x, int64_t g, float* col) const {
+  // the rows of output pixels [p0, p1) of group g
+  void im2col(const float* x, int64_t g, int64_t p0, int64_t p1, float* col) const {
     const int64_t kk = kh_ * kw_ * cg_;
-    for (int64_t oy = 0; oy < oh_; ++oy)
-      for (int64_t ox = 0; ox < ow_; ++ox) {
-        float* dst = col + (oy * ow_ + ox) * kk;
-        for (int64_t ky = 0; ky < kh_; ++ky) {
-          const int64_t iy = oy * sh_ - pt_ + ky * dh_;
-          for (int64_t kx = 0; kx < kw_; ++kx, dst += cg_) {
-            const int64_t ix = ox * sw_ - pl_ + kx * dw_;
-            if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_)
-              std::memset(dst, 0, size_t(cg_) * 4);
-            else
-              std::memcpy(dst, x + (iy * w_ + ix) * cin_ + g * cg_, size_t(cg_) * 4);
-          }
+    // without groups or dilation, a filter row inside the image is kw * cin contiguous floats
+    const bool rows = groups_ == 1 && dw_ == 1;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t oy = p / ow_, ox = p % ow_;
+      float* dst = col + (p - p0) * kk;
+      const int64_t ix0 = ox * sw_ - pl_;
+      for (int64_t ky = 0; ky < kh_; ++ky) {
+        const int64_t iy = oy * sh_ - pt_ + ky * dh_;
+        if (rows && iy >= 0 && iy < h_ && ix0 >= 0 && ix0 + kw_ <= w_) {
+          const float* src = x + (iy * w_ + ix0) * cin_;
+          std::copy(src, src + kw_ * cin_, dst);
+          dst += kw_ * cin_;
+          continue;
+        }
+        for (int64_t kx = 0; kx < kw_; ++kx, dst += cg_) {
+          const int64_t ix = ox * sw_ - pl_ + kx * dw_;
+          if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_)
+            std::memset(dst, 0, size_t(cg_) * 4);
+          else
+            std::memcpy(dst, x + (iy * w_ + ix) * cin_ + g * cg_, size_t(cg_) * 4);
         }
       }
+    }
   }
   const VecOps& vec_;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, cg_, groups_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
-  bool direct_ = false;
+  static constexpr int64_t kColBytes = 256 * 1024;
+  int64_t chunk_ = 1;  // output pixels per im2col block
+  bool direct_ = false, const_in_ = false;
   ActKind post_ = ActKind::none;
   std::vector<std::unique_ptr<Linear>> lin_;
 };
@@ -316,17 +353,25 @@ class Depthwise : public Op {
     }
     a_.h = h_, a_.w = w_, a_.c = cout_, a_.kh = kh_, a_.kw = kw_, a_.wt = wt_;
     bounds(c.d.act, &a_.lo, &a_.hi);
+    const_in_ = x.is_const();
+    if (dm_ == 1) {  // the taps per channel, for the channel-major form
+      taps_.resize(size_t(cout_ * kh_ * kw_));
+      for (int64_t ch = 0; ch < cout_; ++ch)
+        for (int64_t t = 0; t < kh_ * kw_; ++t) taps_[ch * kh_ * kw_ + t] = wt_[t * cout_ + ch];
+    }
     macs = double(n_) * oh_ * a_.ow * cout_ * kh_ * kw_;
     kind = "DEPTHWISE_CONV_2D";
     label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
             std::to_string(a_.stride_h) + " " + std::to_string(cout_) + " " + std::to_string(oh_) +
             "x" + std::to_string(a_.ow);
   }
+  bool chw_capable() const override { return dm_ == 1 && !const_in_; }
   int64_t scratch_bytes() const override { return dm_ > 1 ? h_ * w_ * cout_ * 4 : 0; }
   void run(const RunCtx& r) const override {
     const float* x = r.ptr[in_];
     float* y = r.ptr[out_];
     const int threads = threads_for(r.threads, macs);
+    if (chw_) return run_chw(x, y, threads);
     for (int64_t b = 0; b < n_; ++b) {
       const float* xb = x + b * h_ * w_ * cin_;
       if (dm_ > 1) {  // repeat each channel dm times: then it is a multiplier-1 depthwise conv
@@ -348,7 +393,26 @@ class Depthwise : public Op {
   int in_ = 0, out_ = 0;
 
  private:
+  // one task per channel plane: each plane is computed whole by one thread, in one order
+  void run_chw(const float* x, float* y, int threads) const {
+    const int64_t in_plane = h_ * w_, out_plane = oh_ * a_.ow, kk = kh_ * kw_;
+    parallel_for(threads, n_ * cout_, [&](int64_t p) {
+      const int64_t ch = p % cout_;
+      DwPlaneArgs a;
+      a.x = x + p * in_plane;
+      a.h = h_, a.w = w_;
+      a.wt = taps_.data() + ch * kk;
+      a.bias = a_.bias ? a_.bias[ch] : 0.0f;
+      a.kh = kh_, a.kw = kw_, a.stride_h = a_.stride_h, a.stride_w = a_.stride_w;
+      a.dil_h = a_.dil_h, a.dil_w = a_.dil_w, a.pad_t = a_.pad_t, a.pad_l = a_.pad_l;
+      a.y = y + p * out_plane;
+      a.oh = oh_, a.ow = a_.ow, a.lo = a_.lo, a.hi = a_.hi;
+      vec_.dw_plane(a);
+    });
+  }
   const VecOps& vec_;
+  std::vector<float> taps_;  // [C, KH, KW] (depth multiplier 1)
+  bool const_in_ = false;
   DwRowArgs a_;
   const float* wt_ = nullptr;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, dm_, oh_;
@@ -429,6 +493,7 @@ class Binary : public Op {
       st_b *= db;
     }
     same_ = a.shape == y.shape && b.shape == y.shape;
+    const_operand_ = a.is_const() || b.is_const();  // stored NHWC: no channel-major form
     elems_ = y.elems;
     bounds(c.d.act, &lo_, &hi_);
     static const char* names[] = {"ADD", "SUB", "MUL", "DIV"};
@@ -436,6 +501,8 @@ class Binary : public Op {
     label = kind + " " + dims(y.shape);
     macs = double(elems_);
   }
+  // elementwise: any layout both operands share
+  bool chw_capable() const override { return same_ && !const_operand_; }
   void run(const RunCtx& r) const override {
     const float *a = r.ptr[ia_], *b = r.ptr[ib_];
     float* y = r.ptr[out_];
@@ -460,7 +527,7 @@ class Binary : public Op {
   const VecOps& vec_;
   BinOp op_;
   int64_t shape_[kRank], sa_[kRank], sb_[kRank];
-  bool same_ = false;
+  bool same_ = false, const_operand_ = false;
   int64_t elems_ = 0;
   float lo_, hi_;
 };
@@ -473,10 +540,12 @@ class Activation : public Op {
     const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
     c.shape_is(y, x.shape);
     elems_ = x.elems;
+    const_in_ = x.is_const();
     kind = name;
     label = kind + " " + dims(x.shape);
     macs = double(elems_);
   }
+  bool chw_capable() const override { return !const_in_; }  // elementwise
   void run(const RunCtx& r) const override { vec_.activation(k_, r.ptr[in_], r.ptr[out_], elems_); }
   int in_ = 0, out_ = 0;
 
@@ -484,6 +553,7 @@ class Activation : public Op {
   const VecOps& vec_;
   ActKind k_;
   int64_t elems_;
+  bool const_in_ = false;
 };
 
 // ------------------------------------------------------------------------ SOFTMAX
@@ -544,13 +614,25 @@ class Mean : public Op {
       if (red[i]) count_ *= x.shape[i];
     // the common case: [N, H, W, C] over H and W (global average pooling)
     spatial_ = r == 4 && !red[0] && red[1] && red[2] && !red[3];
+    const_in_ = x.is_const();
     kind = "MEAN";
     label = kind + " " + dims(x.shape);
     macs = double(x.elems);
   }
+  // its output ([N, C], or [N, 1, 1, C]) is the same in both layouts
+  bool chw_capable() const override { return spatial_ && !const_in_; }
   void run(const RunCtx& rc) const override {
     const float* x = rc.ptr[in_];
     float* y = rc.ptr[out_];
+    if (chw_) {
+      const int64_t planes = shape_[0] * shape_[3], hw = shape_[1] * shape_[2];
+      for (int64_t p = 0; p < planes; ++p) {
+        float sum = 0.0f;
+        for (int64_t i = 0; i < hw; ++i) sum += x[p * hw + i];
+        y[p] = sum / float(count_);
+      }
+      return;
+    }
     if (spatial_) {
       const int64_t n = shape_[0], hw = shape_[1] * shape_[2], ch = shape_[3];
       for (int64_t b = 0; b < n; ++b) {
@@ -592,7 +674,7 @@ class Mean : public Op {
   std::vector<int64_t> shape_;
   std::vector<bool> red_;
   int64_t count_ = 1;
-  bool spatial_ = false;
+  bool spatial_ = false, const_in_ = false;
 };
 
 // ------------------------------------------------------------------------ CONCATENATION
@@ -708,6 +790,82 @@ class Transpose : public Op {
   int64_t elems_;
 };
 
+// ------------------------------------------------------------------------ STRIDED_SLICE
+// begin / end / strides constant, per TFLite: a begin_mask / end_mask bit takes the whole
+// dimension from that side, negative indices count from the end and are clamped, offset makes
+// end relative to begin, a shrink_axis bit keeps the one element at begin and drops the dimension.
+class StridedSlice : public Op {
+ public:
+  StridedSlice(const Ctx& c) {
+    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    const auto b = int_values(c, 1), e = int_values(c, 2), s = int_values(c, 3);
+    const int r = int(x.shape.size());
+    if (int(b.size()) != r || int(e.size()) != r || int(s.size()) != r)
+      c.bad("begin, end and strides must have one value per input dimension");
+    if (c.d.ellipsis_mask || c.d.new_axis_mask)
+      throw UnsupportedError(c.where + ": ellipsis and new-axis masks are not supported");
+    std::vector<int64_t> out;
+    int64_t st = 1;
+    stride_.assign(size_t(r), 0);
+    for (int i = r - 1; i >= 0; --i) stride_[i] = st, st *= x.shape[i];
+    for (int i = 0; i < r; ++i) {
+      const int64_t dim = x.shape[i], step = s[i];
+      if (step == 0) c.bad("stride 0 in dimension " + std::to_string(i));
+      const bool shrink = (c.d.shrink_axis_mask >> i) & 1;
+      auto index = [&](int64_t v, int64_t lo, int64_t hi) {
+        v = v < 0 ? v + dim : v;
+        return std::min(std::max(v, lo), hi);
+      };
+      int64_t first, stop;
+      if (shrink) {
+        first = b[i] < 0 ? b[i] + dim : b[i];
+        if (first < 0 || first >= dim)
+          c.bad("shrink index out of range in dimension " + std::to_string(i));
+        stop = first + 1;
+      } else {
+        first = ((c.d.begin_mask >> i) & 1)
+                    ? (step > 0 ? 0 : dim - 1)
+                    : index(b[i], step > 0 ? 0 : -1, step > 0 ? dim : dim - 1);
+        const int64_t end = c.d.slice_offset ? b[i] + e[i] : e[i];
+        stop = ((c.d.end_mask >> i) & 1) ? (step > 0 ? dim : -1)
+                                         : index(end, step > 0 ? 0 : -1, step > 0 ? dim : dim - 1);
+      }
+      const int64_t n = shrink     ? 1
+                        : step > 0 ? std::max<int64_t>(0, (stop - first + step - 1) / step)
+                                   : std::max<int64_t>(0, (first - stop - step - 1) / -step);
+      first_.push_back(first);
+      step_.push_back(shrink ? 1 : step);
+      count_.push_back(n);
+      if (!shrink) out.push_back(n);
+    }
+    c.shape_is(y, out);
+    elems_ = y.elems;
+    kind = "STRIDED_SLICE";
+    label = kind + " " + dims(x.shape) + "->" + dims(y.shape);
+  }
+  void run(const RunCtx& rc) const override {
+    const float* x = rc.ptr[in_];
+    float* y = rc.ptr[out_];
+    const int r = int(count_.size());
+    if (elems_ == 0) return;
+    std::vector<int64_t> idx(size_t(r), 0);
+    for (int64_t e = 0; e < elems_; ++e) {
+      int64_t o = 0;
+      for (int i = 0; i < r; ++i) o += (first_[i] + idx[i] * step_[i]) * stride_[i];
+      y[e] = x[o];
+      for (int i = r - 1; i >= 0; --i) {
+        if (++idx[i] < count_[i]) break;
+        idx[i] = 0;
+      }
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  std::vector<int64_t> first_, step_, count_, stride_;
+  int64_t elems_ = 0;
+};
+
 // ------------------------------------------------------------------------ PAD / PADV2
 class Pad : public Op {
  public:
@@ -773,6 +931,34 @@ class Pad : public Op {
   float value_ = 0.0f;
 };
 
+// ------------------------------------------------------------------------ layout changes
+class Layout : public Op {
+ public:
+  Layout(int64_t n, int64_t hw, int64_t c, bool to_chw, Isa isa)
+      : vec_(vec_ops(isa)), n_(n), hw_(hw), c_(c), to_chw_(to_chw) {
+    kind = "TRANSPOSE";
+    label = std::string(to_chw ? "layout NHWC->NCHW " : "layout NCHW->NHWC ") + std::to_string(n) +
+            "x" + std::to_string(hw) + "x" + std::to_string(c);
+    macs = double(n) * hw * c;
+  }
+  void run(const RunCtx& r) const override {
+    for (int64_t b = 0; b < n_; ++b) {
+      const float* x = r.ptr[in_] + b * hw_ * c_;
+      float* y = r.ptr[out_] + b * hw_ * c_;
+      if (to_chw_)
+        vec_.transpose(x, hw_, c_, y);
+      else
+        vec_.transpose(x, c_, hw_, y);
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  const VecOps& vec_;
+  int64_t n_, hw_, c_;
+  bool to_chw_;
+};
+
 template <class T>
 std::unique_ptr<Op> wire(std::unique_ptr<T> op, const OpDesc& d) {
   op->in_ = d.inputs[0];
@@ -781,6 +967,14 @@ std::unique_ptr<Op> wire(std::unique_ptr<T> op, const OpDesc& d) {
 }
 
 }  // namespace
+
+std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64_t c, bool to_chw,
+                                   Isa isa) {
+  auto op = std::make_unique<Layout>(n, hw, c, to_chw, isa);
+  op->in_ = in;
+  op->out_ = out;
+  return op;
+}
 
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions& o) {
   Ctx c{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"};
@@ -838,6 +1032,8 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
       return wire(std::make_unique<Copy>(c, "EXPAND_DIMS"), d);
     case OpCode::transpose:
       return wire(std::make_unique<Transpose>(c), d);
+    case OpCode::strided_slice:
+      return wire(std::make_unique<StridedSlice>(c), d);
     case OpCode::pad:
       return wire(std::make_unique<Pad>(c, false), d);
     case OpCode::padv2:

@@ -36,13 +36,32 @@ class Op {
   virtual ~Op() = default;
   virtual void run(const RunCtx& ctx) const = 0;
   virtual int64_t scratch_bytes() const { return 0; }
+  // Channel-major (NCHW: per image, C planes of H*W) execution, decided per subgraph at plan
+  // time (executor.cpp). chw_capable: run() can read and write its 4-D activations as planes
+  // once set_chw(true); chw_seed: the op is why a subgraph is worth running so (a sparse 1x1
+  // convolution: the SpMM kernels compute W[Cout, Cin] X[Cin, HW] straight on planes).
+  virtual bool chw_capable() const { return false; }
+  virtual bool chw_seed() const { return false; }
+  void set_chw(bool on) {
+    chw_ = on && chw_capable();
+    if (chw_) label += " nchw";  // the profiler shows the layout
+  }
+  bool chw() const { return chw_; }
   std::string label;  // "CONV_2D 3x3/2 3->32", shown by the profiler
   std::string kind;   // "CONV_2D", ...
   double macs = 0;
+
+ protected:
+  bool chw_ = false;
 };
 
 // Throws ModelError when shapes are inconsistent, UnsupportedError for unsupported variants.
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& desc, const OpOptions& opts);
+
+// The layout conversion the executor puts at a channel-major subgraph's edge: tensor `in`
+// [n, hw, c] (NHWC) to `out` [n, c, hw] when to_chw, else back.
+std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64_t c, bool to_chw,
+                                   Isa isa);
 
 }  // namespace rt
 }  // namespace ep

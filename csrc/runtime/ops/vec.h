@@ -28,6 +28,19 @@ struct DwRowArgs {
   float lo = 0, hi = 0;
 };
 
+// One channel plane of a depthwise conv in the channel-major layout: the spatial row is the
+// vector axis (XNNPACK's CHW depthwise kernels do the same).
+struct DwPlaneArgs {
+  const float* x = nullptr;  // input plane [H, W]
+  int64_t h = 0, w = 0;
+  const float* wt = nullptr;  // this channel's taps [KH, KW]
+  float bias = 0;
+  int64_t kh = 0, kw = 0, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1, pad_t = 0, pad_l = 0;
+  float* y = nullptr;  // output plane [OH, OW]
+  int64_t oh = 0, ow = 0;
+  float lo = 0, hi = 0;
+};
+
 struct PoolRowArgs {
   const float* x = nullptr;  // [H, W, C]
   int64_t h = 0, w = 0, c = 0;
@@ -41,6 +54,7 @@ struct PoolRowArgs {
 struct VecOps {
   // depthwise conv (depth multiplier 1), one output row
   void (*dw_row)(const DwRowArgs&);
+  void (*dw_plane)(const DwPlaneArgs&);
   void (*pool_row)(const PoolRowArgs&);
   // y[i] = clamp(a[i * sa] op b[i * sb], lo, hi), sa and sb 0 or 1
   void (*binary)(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, float* y,
@@ -48,6 +62,8 @@ struct VecOps {
   void (*activation)(ActKind kind, const float* x, float* y, int64_t n);
   // acc[i] += x[i]
   void (*accumulate)(const float* x, float* acc, int64_t n);
+  // dst[c, r] = src[r, c] for a [rows, cols] matrix (layout changes at NCHW subgraph edges)
+  void (*transpose)(const float* src, int64_t rows, int64_t cols, float* dst);
 };
 
 const VecOps& vec_ops(Isa isa);

@@ -3,6 +3,7 @@
 // source for every path.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "runtime/ops/vec.h"
 
@@ -14,27 +15,206 @@ namespace {
 
 inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-void dw_row(const DwRowArgs& a) {
+// Channels [c0, c1) of one output pixel of a depthwise row, every tap checked against the image.
+void dw_pixel_channels(const DwRowArgs& a, int64_t ox, int64_t c0, int64_t c1) {
   const int64_t c = a.c;
-  for (int64_t ox = 0; ox < a.ow; ++ox) {
-    float* __restrict__ y = a.y + ox * c;
-    if (a.bias)
-      for (int64_t i = 0; i < c; ++i) y[i] = a.bias[i];
-    else
-      for (int64_t i = 0; i < c; ++i) y[i] = 0.0f;
-    for (int64_t ky = 0; ky < a.kh; ++ky) {
-      const int64_t iy = a.oy * a.stride_h - a.pad_t + ky * a.dil_h;
-      if (iy < 0 || iy >= a.h) continue;
-      for (int64_t kx = 0; kx < a.kw; ++kx) {
-        const int64_t ix = ox * a.stride_w - a.pad_l + kx * a.dil_w;
-        if (ix < 0 || ix >= a.w) continue;
-        const float* __restrict__ x = a.x + (iy * a.w + ix) * c;
-        const float* __restrict__ w = a.wt + (ky * a.kw + kx) * c;
-        for (int64_t i = 0; i < c; ++i) y[i] += x[i] * w[i];
+  float* __restrict__ y = a.y + ox * c;
+  if (a.bias)
+    for (int64_t i = c0; i < c1; ++i) y[i] = a.bias[i];
+  else
+    for (int64_t i = c0; i < c1; ++i) y[i] = 0.0f;
+  for (int64_t ky = 0; ky < a.kh; ++ky) {
+    const int64_t iy = a.oy * a.stride_h - a.pad_t + ky * a.dil_h;
+    if (iy < 0 || iy >= a.h) continue;
+    for (int64_t kx = 0; kx < a.kw; ++kx) {
+      const int64_t ix = ox * a.stride_w - a.pad_l + kx * a.dil_w;
+      if (ix < 0 || ix >= a.w) continue;
+      const float* __restrict__ x = a.x + (iy * a.w + ix) * c;
+      const float* __restrict__ w = a.wt + (ky * a.kw + kx) * c;
+      for (int64_t i = c0; i < c1; ++i) y[i] += x[i] * w[i];
+    }
+  }
+  const float lo = a.lo, hi = a.hi;
+  for (int64_t i = c0; i < c1; ++i) y[i] = std::min(std::max(y[i], lo), hi);
+}
+
+void dw_pixel(const DwRowArgs& a, int64_t ox) { dw_pixel_channels(a, ox, 0, a.c); }
+
+// KxK (dilation 1) pixels [ox0, ox1) of a row whose every tap lies inside the image, register
+// blocked: per block of CB channels the K*K weights and the accumulator stay in registers, so
+// each multiply-add loads one input value (the plain loop loads the output and weight too).
+// 16 floats in the path's vector registers (GCC / clang vector extension: one zmm, two ymm, four
+// xmm or four NEON q registers), loaded and stored unaligned.
+typedef float V16 __attribute__((vector_size(64)));
+typedef float V16u __attribute__((vector_size(64), aligned(4)));
+inline V16 load16(const float* p) { return *reinterpret_cast<const V16u*>(p); }
+inline void store16(float* p, V16 v) { *reinterpret_cast<V16u*>(p) = v; }
+
+template <int K>
+void dw_row_interior(const DwRowArgs& a, int64_t ox0, int64_t ox1) {
+  constexpr int64_t CB = 16;
+  constexpr int P = 4;  // pixels at a time: independent accumulator chains hide FMA latency
+  const int64_t c = a.c, cfull = c / CB * CB, px = a.stride_w * c;
+  const int64_t iy0 = a.oy * a.stride_h - a.pad_t;
+  // pixel-block outer, channel-block inner: a block's K rows of input stay in L1
+  int64_t ox = ox0;
+  for (; ox + P <= ox1; ox += P) {
+    const float* x0 = a.x + (iy0 * a.w + ox * a.stride_w - a.pad_l) * c;
+    float* y0 = a.y + ox * c;
+    for (int64_t c0 = 0; c0 < cfull; c0 += CB) {
+      const V16 b = a.bias ? load16(a.bias + c0) : V16{};
+      V16 acc0 = b, acc1 = b, acc2 = b, acc3 = b;
+      for (int ky = 0; ky < K; ++ky)
+        for (int kx = 0; kx < K; ++kx) {
+          const V16 w = load16(a.wt + (ky * K + kx) * c + c0);
+          const float* xp = x0 + (ky * a.w + kx) * c + c0;
+          acc0 += w * load16(xp);
+          acc1 += w * load16(xp + px);
+          acc2 += w * load16(xp + 2 * px);
+          acc3 += w * load16(xp + 3 * px);
+        }
+      store16(y0 + c0, acc0);
+      store16(y0 + c + c0, acc1);
+      store16(y0 + 2 * c + c0, acc2);
+      store16(y0 + 3 * c + c0, acc3);
+    }
+    for (int p = 0; p < P; ++p) {
+      float* __restrict__ y = y0 + p * c;
+      for (int64_t i = 0; i < cfull; ++i) y[i] = std::min(std::max(y[i], a.lo), a.hi);
+      dw_pixel_channels(a, ox + p, cfull, c);
+    }
+  }
+  for (; ox < ox1; ++ox) dw_pixel_channels(a, ox, 0, c);
+}
+
+template <int K>
+bool dw_row_k(const DwRowArgs& a) {
+  const int64_t iy0 = a.oy * a.stride_h - a.pad_t;
+  if (iy0 < 0 || iy0 + K > a.h) return false;  // a row crossing the top or bottom edge
+  const int64_t s = a.stride_w;
+  const int64_t lo = std::min<int64_t>((a.pad_l + s - 1) / s, a.ow);
+  const int64_t last = a.w - K + a.pad_l;  // the largest ox * s with every tap inside
+  const int64_t hi = std::max(lo, last < 0 ? 0 : std::min<int64_t>(a.ow, last / s + 1));
+  for (int64_t ox = 0; ox < lo; ++ox) dw_pixel(a, ox);
+  dw_row_interior<K>(a, lo, hi);
+  for (int64_t ox = hi; ox < a.ow; ++ox) dw_pixel(a, ox);
+  return true;
+}
+
+void dw_row(const DwRowArgs& a) {
+  const bool square = a.kh == a.kw && a.dil_h == 1 && a.dil_w == 1;
+  if (square && a.kh == 3 && dw_row_k<3>(a)) return;
+  if (square && a.kh == 5 && dw_row_k<5>(a)) return;
+  for (int64_t ox = 0; ox < a.ow; ++ox) dw_pixel(a, ox);
+}
+
+// The same taps for the columns whose window crosses the row's edge (checked one by one).
+void dw_row_edge(const float* xr, const float* wk, float* y, int64_t ox0, int64_t ox1, int64_t k,
+                 int64_t s, int64_t dil, int64_t pad_l, int64_t w) {
+  for (int64_t ox = ox0; ox < ox1; ++ox) {
+    float acc = y[ox];
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t ix = ox * s - pad_l + j * dil;
+      if (ix >= 0 && ix < w) acc += wk[j] * xr[ix];
+    }
+    y[ox] = acc;
+  }
+}
+
+// The phase planes of dw_plane_k: plane (py, px) row r column c holds the input at row
+// r * S + py - pad_t, column c * S + px - pad_l, or 0 outside the input. Each input row is read
+// once and split over the S column phases.
+template <int S>
+void fill_phases(const DwPlaneArgs& a, int64_t ws, int64_t hs, float* ph) {
+  static_assert(S == 1 || S == 2, "column phases are split for strides 1 and 2");
+  const int64_t plane = hs * ws;
+  // columns c whose input column c * S - pad_l (phase 0) to c * S + S - 1 - pad_l all lie in
+  // [0, w): copied without checks; the rest one by one
+  const int64_t c0 = std::min(ws, (a.pad_l + S - 1) / S);
+  const int64_t c1 = std::max(c0, std::min(ws, (a.w + a.pad_l) / S));
+  for (int64_t rp = 0; rp < hs * S; ++rp) {
+    const int64_t iy = rp - a.pad_t, r = rp / S;
+    float* rows[S];
+    for (int px = 0; px < S; ++px) rows[px] = ph + ((rp % S) * S + px) * plane + r * ws;
+    if (iy < 0 || iy >= a.h) {
+      for (int px = 0; px < S; ++px)
+        for (int64_t c = 0; c < ws; ++c) rows[px][c] = 0.0f;
+      continue;
+    }
+    const float* xr = a.x + iy * a.w;
+    auto edge = [&](int64_t c) {
+      for (int px = 0; px < S; ++px) {
+        const int64_t ix = c * S + px - a.pad_l;
+        rows[px][c] = ix >= 0 && ix < a.w ? xr[ix] : 0.0f;
+      }
+    };
+    for (int64_t c = 0; c < c0; ++c) edge(c);
+    if (S == 1) {
+      std::copy(xr + c0 - a.pad_l, xr + c1 - a.pad_l, rows[0] + c0);
+    } else if (c1 > c0) {
+      const float* __restrict__ src = xr + c0 * S - a.pad_l;
+      float* __restrict__ r0 = rows[0] + c0;
+      float* __restrict__ r1 = rows[S - 1] + c0;
+      for (int64_t c = 0; c < c1 - c0; ++c) {
+        r0[c] = src[c * S];
+        r1[c] = src[c * S + S - 1];
       }
     }
-    const float lo = a.lo, hi = a.hi;
-    for (int64_t i = 0; i < c; ++i) y[i] = std::min(std::max(y[i], lo), hi);
+    for (int64_t c = c1; c < ws; ++c) edge(c);
+  }
+}
+
+// KxK, stride S, dilation 1, on phase planes: the zero-padded input split by (row % S, col % S)
+// into S*S planes of row stride ws, so tap (ky, kx) of output i = oy * ws + ox reads plane
+// (ky % S, kx % S) at i + (ky / S) * ws + kx / S. The whole plane is then one contiguous loop of
+// K*K multiply-adds per output, vectorised over i however small the image (7x7 planes included);
+// the ws - ow columns past each row's end are computed and dropped.
+template <int K, int S>
+void dw_plane_k(const DwPlaneArgs& a) {
+  constexpr int64_t R = (K - 1) / S;  // rows / columns a tap reaches past its phase origin
+  const int64_t ws = ((a.ow - 1) * S + K + S - 1) / S, hs = a.oh + R + 1;
+  const int64_t plane = hs * ws, outs = a.oh * ws;
+  thread_local std::vector<float> buf;  // per thread: planes, then the outputs
+  if (int64_t(buf.size()) < S * S * plane + outs) buf.resize(size_t(S * S * plane + outs));
+  float* ph = buf.data();
+  fill_phases<S>(a, ws, hs, ph);
+  float w[K * K];
+  for (int j = 0; j < K * K; ++j) w[j] = a.wt[j];
+  const float* src[K * K];
+  for (int ky = 0; ky < K; ++ky)
+    for (int kx = 0; kx < K; ++kx)
+      src[ky * K + kx] = ph + ((ky % S) * S + kx % S) * plane + (ky / S) * ws + kx / S;
+  float* __restrict__ t = ph + S * S * plane;
+  const float bias = a.bias;
+  for (int64_t i = 0; i < outs; ++i) {
+    float acc = bias;
+    for (int j = 0; j < K * K; ++j) acc += w[j] * src[j][i];
+    t[i] = acc;
+  }
+  const float lo = a.lo, hi = a.hi;
+  for (int64_t oy = 0; oy < a.oh; ++oy) {
+    float* __restrict__ y = a.y + oy * a.ow;
+    const float* __restrict__ tr = t + oy * ws;
+    for (int64_t ox = 0; ox < a.ow; ++ox) y[ox] = std::min(std::max(tr[ox], lo), hi);
+  }
+}
+
+void dw_plane(const DwPlaneArgs& a) {
+  const bool square = a.kh == a.kw && a.dil_h == 1 && a.dil_w == 1 && a.stride_h == a.stride_w;
+  if (square && a.kh == 3 && a.stride_w == 1) return dw_plane_k<3, 1>(a);
+  if (square && a.kh == 3 && a.stride_w == 2) return dw_plane_k<3, 2>(a);
+  if (square && a.kh == 5 && a.stride_w == 1) return dw_plane_k<5, 1>(a);
+  if (square && a.kh == 5 && a.stride_w == 2) return dw_plane_k<5, 2>(a);
+  for (int64_t oy = 0; oy < a.oh; ++oy) {  // any kernel, stride and dilation
+    float* y = a.y + oy * a.ow;
+    for (int64_t ox = 0; ox < a.ow; ++ox) y[ox] = a.bias;
+    for (int64_t ky = 0; ky < a.kh; ++ky) {
+      const int64_t iy = oy * a.stride_h - a.pad_t + ky * a.dil_h;
+      if (iy < 0 || iy >= a.h) continue;
+      dw_row_edge(a.x + iy * a.w, a.wt + ky * a.kw, y, 0, a.ow, a.kw, a.stride_w, a.dil_w, a.pad_l,
+                  a.w);
+    }
+    for (int64_t ox = 0; ox < a.ow; ++ox) y[ox] = std::min(std::max(y[ox], a.lo), a.hi);
   }
 }
 
@@ -130,10 +310,20 @@ void accumulate(const float* __restrict__ x, float* __restrict__ acc, int64_t n)
   for (int64_t i = 0; i < n; ++i) acc[i] += x[i];
 }
 
+void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
+  constexpr int64_t T = 16;  // 16x16 tiles: both sides stay in L1
+  for (int64_t r0 = 0; r0 < rows; r0 += T)
+    for (int64_t c0 = 0; c0 < cols; c0 += T) {
+      const int64_t r1 = std::min(rows, r0 + T), c1 = std::min(cols, c0 + T);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = src[r * cols + c];
+    }
+}
+
 }  // namespace
 
 extern const VecOps table;
-const VecOps table = {dw_row, pool_row, binary, activation, accumulate};
+const VecOps table = {dw_row, dw_plane, pool_row, binary, activation, accumulate, transpose};
 
 }  // namespace EP_VEC_NS
 }  // namespace rt
