@@ -3,8 +3,8 @@
 // Prepare step (multipliers from float or double scales exactly as TFLite computes them), so a
 // result is a function of the file alone. Convolutions and FULLY_CONNECTED accumulate in int32
 // (the input zero point folded into the bias), then requantize per output channel with the Q31
-// multiplier and TFLite's double rounding. HARD_SWISH and LOGISTIC are 256-entry tables filled
-// at load with TFLite's own fixed-point / float formulas.
+// multiplier and TFLite's double rounding. HARD_SWISH, LOGISTIC and the standalone ReLU family
+// are 256-entry tables filled at load with TFLite's own fixed-point / float formulas.
 //
 // Consumes: a validated Model. Produces: Op objects.
 #include "runtime/ops/ops_int8.h"
@@ -14,9 +14,11 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 
 #include "layers/layers.h"
 #include "layers/parallel.h"
+#include "runtime/ops/ops_int8_isa.h"
 
 namespace ep {
 namespace rt {
@@ -86,6 +88,14 @@ int32_t multiply_by_quantized_multiplier(int32_t x, int32_t significand, int shi
   return rounding_divide_by_pot(rounding_doubling_high_mul(shifted, significand), right);
 }
 
+void pack_qgemm_vnni(const int8_t* w, int64_t m, int64_t k, int64_t kp, int8_t* out) {
+  const int64_t groups = kp / 4;
+  for (int64_t j = 0; j < (m + 15) / 16 * 16; ++j)
+    for (int64_t c = 0; c < kp; ++c)
+      out[(((j / 16) * groups + c / 4) * 16 + j % 16) * 4 + c % 4] =
+          j < m && c < k ? w[j * k + c] : int8_t(0);
+}
+
 namespace {
 
 using MulFn = int32_t (*)(int32_t, int32_t, int);
@@ -135,6 +145,16 @@ struct QCtx {
 };
 
 int32_t zp(const Tensor& t) { return int32_t(t.zero_point[0]); }
+
+// y[i] = lut[uint8(x[i])]: byte permutes where the CPU has AVX-512 VBMI
+void apply_lut(const int8_t* lut, const int8_t* x, int64_t n, int8_t* y, Isa isa) {
+#if defined(EP_HAVE_AVX512)
+  static const bool vbmi = __builtin_cpu_supports("avx512vbmi");
+  if (isa == Isa::avx512 && vbmi) return avx512::lut_s8_vbmi(x, n, lut, y);
+#endif
+  (void)isa;
+  for (int64_t i = 0; i < n; ++i) y[i] = lut[uint8_t(x[i])];
+}
 
 std::string dims(const std::vector<int64_t>& s) {
   std::string r;
@@ -243,6 +263,12 @@ class QGemm {
     int64_t zeros = 0;
     for (int64_t i = 0; i < m * k; ++i) zeros += w[i] == 0;
     sparse_ = o.sparse && zeros * 2 >= m * k;
+#if defined(EP_HAVE_AVX512)
+    if (!sparse_ && o.isa == Isa::avx512 && cpu_features().avx512vnni) {
+      pack_vnni(w);
+      return;
+    }
+#endif
     if (sparse_) {
       row_.push_back(0);
       for (int64_t i = 0; i < m; ++i) {
@@ -260,10 +286,55 @@ class QGemm {
   bool sparse() const { return sparse_; }
   void forward(const int8_t* x, int64_t n, int8_t* y, int threads) const {
     const int t = threads_for(threads, double(n) * double(m_) * double(k_));
+#if defined(EP_HAVE_AVX512)
+    if (!vnni_w_.empty()) {
+      const int64_t chunks = (n + kChunk - 1) / kChunk;
+      parallel_for(t, chunks, [&](int64_t ch) { vnni_chunk(x, n, y, ch); });
+      return;
+    }
+#endif
     parallel_for(t, n, [&](int64_t r) { row(x + r * k_, y + r * m_); });
   }
 
  private:
+#if defined(EP_HAVE_AVX512)
+  static constexpr int64_t kChunk = 64;  // rows per task: their uint8 copy stays in L1 / L2
+  void pack_vnni(const int8_t* w) {
+    kp_ = (k_ + 3) / 4 * 4;
+    const int64_t mp = (m_ + 15) / 16 * 16;
+    vnni_w_.assign(size_t(mp * kp_), 0);
+    pack_qgemm_vnni(w, m_, k_, kp_, vnni_w_.data());
+    vbias_.assign(size_t(mp), 0);
+    vmult_.assign(size_t(mp), 0);
+    vshift_.assign(size_t(mp), 0);
+    for (int64_t i = 0; i < m_; ++i) {
+      int32_t sum = 0;
+      for (int64_t j = 0; j < k_; ++j) sum += w[i * k_ + j];
+      vbias_[size_t(i)] = bias_[size_t(i)] - 128 * sum;  // x + 128 as uint8
+      vmult_[size_t(i)] = rq_.mult[size_t(i)];
+      vshift_[size_t(i)] = rq_.shift[size_t(i)];
+    }
+  }
+  void vnni_chunk(const int8_t* x, int64_t n, int8_t* y, int64_t ch) const {
+    const int64_t r0 = ch * kChunk, rows = std::min(kChunk, n - r0);
+    uint8_t* xu = static_cast<uint8_t*>(thread_scratch(3, size_t(rows * kp_)));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int8_t* src = x + (r0 + r) * k_;
+      uint8_t* dst = xu + r * kp_;
+      for (int64_t j = 0; j < k_; ++j) dst[j] = uint8_t(src[j]) ^ 0x80u;
+      for (int64_t j = k_; j < kp_; ++j) dst[j] = 0;
+    }
+    QGemmVnniArgs a;
+    a.x = xu, a.n = rows, a.kp = kp_, a.m = m_, a.w = vnni_w_.data();
+    a.bias = vbias_.data(), a.mult = vmult_.data(), a.shift = vshift_.data();
+    a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
+    a.y = y + r0 * m_, a.ldy = m_;
+    avx512::qgemm_vnni(a);
+  }
+  int64_t kp_ = 0;
+  std::vector<int8_t> vnni_w_;
+  std::vector<int32_t> vbias_, vmult_, vshift_;
+#endif
   void row(const int8_t* x, int8_t* y) const {
     if (sparse_) {
       for (int64_t i = 0; i < m_; ++i) {
@@ -417,7 +488,7 @@ class QFullyConnected : public Op {
 // ------------------------------------------------------------------------ DEPTHWISE_CONV_2D
 class QDepthwise : public Op {
  public:
-  QDepthwise(const QCtx& c, const OpOptions&) {
+  QDepthwise(const QCtx& c, const OpOptions& o) : isa_(o.isa) {
     const Tensor &x = c.act(c.in(0)), &w = c.typed(c.constant(1), DType::i8), &y = c.act(c.out());
     c.rank(x, 4);
     c.rank(w, 4);
@@ -462,6 +533,16 @@ class QDepthwise : public Op {
 
  private:
   void row(const int8_t* x, int8_t* y, int64_t oy) const {
+#if defined(EP_HAVE_AVX512)
+    if (isa_ == Isa::avx512 && dm_ == 1) {
+      QDwRowArgs a;
+      a.x = x, a.h = h_, a.w = w_, a.c = cout_, a.kh = kh_, a.kw = kw_, a.sh = sh_, a.sw = sw_;
+      a.dh = dh_, a.dw = dw_, a.pt = pt_, a.pl = pl_, a.oy = oy, a.ow = ow_, a.wt = wt_;
+      a.bias = bias_.data(), a.mult = rq_.mult.data(), a.shift = rq_.shift.data();
+      a.zp_in = zp_in_, a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi, a.y = y;
+      return avx512::qdw_row(a);
+    }
+#endif
     std::vector<int32_t> acc(static_cast<size_t>(cout_));
     for (int64_t ox = 0; ox < ow_; ++ox) {
       std::fill(acc.begin(), acc.end(), 0);
@@ -487,6 +568,7 @@ class QDepthwise : public Op {
         yp[ch] = rq_.apply(acc[size_t(ch)] + bias_[size_t(ch)], ch);
     }
   }
+  Isa isa_;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, dm_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
   int32_t zp_in_ = 0;
   const int8_t* wt_ = nullptr;
@@ -549,8 +631,10 @@ class Broadcast {
 // ------------------------------------------------------------------------ ADD / MUL
 class QBinary : public Op {
  public:
-  QBinary(const QCtx& c, bool mul)
+  QBinary(const QCtx& c, const OpOptions& o, bool mul)
       : mul_(mul), bc_(c, c.act(c.in(0)), c.act(c.in(1)), c.act(c.out())) {
+    vec_ = !mul && o.isa == Isa::avx512 && c.in(0).shape == c.out().shape &&
+           c.in(1).shape == c.out().shape;
     const Tensor &a = c.in(0), &b = c.in(1), &y = c.out();
     za_ = zp(a), zb_ = zp(b), zy_ = zp(y);
     act_range(c.d.act, y, &lo_, &hi_);
@@ -563,6 +647,7 @@ class QBinary : public Op {
       quantize_multiplier(double(sb) / twice, &m2_, &s2_);
       quantize_multiplier(twice / double(float(1 << 20) * sy), &om_, &os_);
     }
+    elems_ = y.elems;
     kind = mul ? "MUL" : "ADD";
     label = kind + " int8 " + dims(y.shape);
     macs = double(y.elems);
@@ -576,6 +661,13 @@ class QBinary : public Op {
         const int32_t v = zy_ + mbqm((a[i] - za_) * (b[j] - zb_), om_, os_);
         y[e] = int8_t(std::min(hi_, std::max(lo_, v)));
       });
+    } else if (vec_) {
+#if defined(EP_HAVE_AVX512)
+      QAddArgs q;
+      q.a = a, q.b = b, q.y = y, q.n = elems_, q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_;
+      q.hi = hi_, q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
+      avx512::qadd(q);
+#endif
     } else {
       bc_.each([&](int64_t e, int64_t i, int64_t j) {
         const int32_t x1 = mbqm((a[i] - za_) * (1 << 20), m1_, s1_);
@@ -588,7 +680,8 @@ class QBinary : public Op {
   int ia_ = 0, ib_ = 0, out_ = 0;
 
  private:
-  bool mul_;
+  bool mul_, vec_ = false;
+  int64_t elems_ = 0;
   Broadcast bc_;
   int32_t za_, zb_, zy_, lo_, hi_, m1_ = 0, m2_ = 0, om_ = 0;
   int s1_ = 0, s2_ = 0, os_ = 0;
@@ -729,7 +822,7 @@ class QPool : public Op {
 // ------------------------------------------------------------------------ QUANTIZE / DEQUANTIZE
 class QQuantize : public Op {
  public:
-  QQuantize(const QCtx& c) {
+  QQuantize(const QCtx& c, const OpOptions& o) : isa_(o.isa) {
     const Tensor &x = c.in(0), &y = c.act(c.out());
     if (x.elems != y.elems) c.bad("input and output sizes differ");
     elems_ = y.elems;
@@ -739,7 +832,12 @@ class QQuantize : public Op {
       c.act(x);
       zin_ = zp(x);
       requant_ = true;
-      quantize_multiplier(double(x.scale[0]) / double(y.scale[0]), &mult_, &shift_);
+      int32_t mult;
+      int shift;
+      quantize_multiplier(double(x.scale[0]) / double(y.scale[0]), &mult, &shift);
+      for (int v = -128; v < 128; ++v)  // a function of one byte: a table
+        lut_[uint8_t(int8_t(v))] =
+            int8_t(std::min(127, std::max(-128, mbqm(v - zin_, mult, shift) + zout_)));
     } else {
       c.typed(x, DType::f32);
     }
@@ -751,11 +849,7 @@ class QQuantize : public Op {
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
     if (requant_) {
       const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
-      for (int64_t i = 0; i < elems_; ++i) {
-        const int32_t v = mbqm(x[i] - zin_, mult_, shift_) + zout_;
-        y[i] = int8_t(std::min(127, std::max(-128, v)));
-      }
-      return;
+      return apply_lut(lut_, x, elems_, y, isa_);
     }
     const float* x = r.ptr[in_];
     for (int64_t i = 0; i < elems_; ++i) {
@@ -770,8 +864,9 @@ class QQuantize : public Op {
 
  private:
   int64_t elems_;
-  int32_t zin_ = 0, zout_ = 0, mult_ = 0;
-  int shift_ = 0;
+  Isa isa_;
+  int32_t zin_ = 0, zout_ = 0;
+  int8_t lut_[256] = {};
   float scale_ = 1.0f;
   bool requant_ = false;
 };
@@ -804,22 +899,36 @@ class QDequantize : public Op {
 // ------------------------------------------------------------------------ lookup tables
 class QTable : public Op {
  public:
-  QTable(const QCtx& c, bool hard_swish) {
+  QTable(const QCtx& c, const OpOptions& o) : isa_(o.isa) {
     const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
     if (x.elems != y.elems) c.bad("input and output sizes differ");
     elems_ = x.elems;
-    if (hard_swish)
-      hard_swish_table(c, x, y);
-    else
-      logistic_table(c, x, y);
-    kind = hard_swish ? "HARD_SWISH" : "LOGISTIC";
+    const float inf = std::numeric_limits<float>::infinity();
+    switch (c.d.code) {
+      case OpCode::hard_swish:
+        hard_swish_table(c, x, y);
+        break;
+      case OpCode::logistic:
+        logistic_table(c, x, y);
+        break;
+      case OpCode::relu:
+        relu_table(x, y, 0.0f, inf);
+        break;
+      case OpCode::relu6:
+        relu_table(x, y, 0.0f, 6.0f);
+        break;
+      default:  // RELU_N1_TO_1
+        relu_table(x, y, -1.0f, 1.0f);
+        break;
+    }
+    kind = op_name(int32_t(c.d.code));
     label = kind + " int8 " + dims(x.shape);
     macs = double(elems_);
   }
   void run(const RunCtx& r) const override {
     const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
-    for (int64_t i = 0; i < elems_; ++i) y[i] = lut_[uint8_t(x[i])];
+    apply_lut(lut_, x, elems_, y, isa_);
   }
   int in_ = 0, out_ = 0;
 
@@ -859,6 +968,21 @@ class QTable : public Op {
       lut_[uint8_t(int8_t(v))] = int8_t(std::min(127, std::max(-128, o)));
     }
   }
+  // TFLite's QuantizedReluX: rescale to the output (float ratio of the scales), then clamp to
+  // the bounds rounded onto the output's grid
+  void relu_table(const Tensor& x, const Tensor& y, float lo, float hi) {
+    int32_t mult;
+    int shift;
+    quantize_multiplier(double(x.scale[0] / y.scale[0]), &mult, &shift);
+    const int32_t qlo = std::max(-128, zp(y) + int32_t(std::round(lo / y.scale[0])));
+    const int32_t qhi =
+        std::isinf(hi) ? 127 : std::min(127, zp(y) + int32_t(std::round(hi / y.scale[0])));
+    for (int v = -128; v < 128; ++v) {
+      const int32_t o = zp(y) + mbqm(v - zp(x), mult, shift);
+      lut_[uint8_t(int8_t(v))] = int8_t(std::min(qhi, std::max(qlo, o)));
+    }
+  }
+  Isa isa_;
   int64_t elems_;
   int8_t lut_[256];
 };
@@ -1111,7 +1235,7 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
       return wire(std::make_unique<QFullyConnected>(c, o), d);
     case OpCode::add:
     case OpCode::mul: {
-      auto b = std::make_unique<QBinary>(c, d.code == OpCode::mul);
+      auto b = std::make_unique<QBinary>(c, o, d.code == OpCode::mul);
       b->ia_ = d.inputs[0];
       b->ib_ = d.inputs[1];
       b->out_ = d.outputs[0];
@@ -1124,13 +1248,15 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
     case OpCode::max_pool_2d:
       return wire(std::make_unique<QPool>(c, true), d);
     case OpCode::quantize:
-      return wire(std::make_unique<QQuantize>(c), d);
+      return wire(std::make_unique<QQuantize>(c, o), d);
     case OpCode::dequantize:
       return wire(std::make_unique<QDequantize>(c), d);
     case OpCode::hard_swish:
-      return wire(std::make_unique<QTable>(c, true), d);
     case OpCode::logistic:
-      return wire(std::make_unique<QTable>(c, false), d);
+    case OpCode::relu:
+    case OpCode::relu6:
+    case OpCode::relu_n1_to_1:
+      return wire(std::make_unique<QTable>(c, o), d);
     case OpCode::reshape:
       return wire(std::make_unique<QCopy>(c, "RESHAPE"), d);
     case OpCode::squeeze:
