@@ -264,7 +264,7 @@ class QGemm {
     for (int64_t i = 0; i < m * k; ++i) zeros += w[i] == 0;
     sparse_ = o.sparse && zeros * 2 >= m * k;
 #if defined(EP_HAVE_AVX512)
-    if (!sparse_ && o.isa == Isa::avx512 && cpu_features().avx512vnni) {
+    if (o.isa == Isa::avx512 && cpu_features().avx512vnni) {
       pack_vnni(w);
       return;
     }
@@ -287,7 +287,7 @@ class QGemm {
   void forward(const int8_t* x, int64_t n, int8_t* y, int threads) const {
     const int t = threads_for(threads, double(n) * double(m_) * double(k_));
 #if defined(EP_HAVE_AVX512)
-    if (!vnni_w_.empty()) {
+    if (vnni_) {
       const int64_t chunks = (n + kChunk - 1) / kChunk;
       parallel_for(t, chunks, [&](int64_t ch) { vnni_chunk(x, n, y, ch); });
       return;
@@ -300,10 +300,27 @@ class QGemm {
 #if defined(EP_HAVE_AVX512)
   static constexpr int64_t kChunk = 64;  // rows per task: their uint8 copy stays in L1 / L2
   void pack_vnni(const int8_t* w) {
+    vnni_ = true;
     kp_ = (k_ + 3) / 4 * 4;
     const int64_t mp = (m_ + 15) / 16 * 16;
-    vnni_w_.assign(size_t(mp * kp_), 0);
-    pack_qgemm_vnni(w, m_, k_, kp_, vnni_w_.data());
+    if (sparse_) {  // the 1x4 block stream: blocks with any nonzero weight
+      for (int64_t i = 0; i < m_; ++i) {
+        int32_t count = 0;
+        for (int64_t q = 0; q < kp_ / 4; ++q) {
+          uint32_t packed = 0;
+          for (int64_t t = 0; t < 4; ++t)
+            if (4 * q + t < k_) packed |= uint32_t(uint8_t(w[i * k_ + 4 * q + t])) << (8 * t);
+          if (!packed) continue;
+          quad_.push_back(int32_t(q));
+          block_.push_back(int32_t(packed));
+          ++count;
+        }
+        nnz_.push_back(count);
+      }
+    } else {
+      vnni_w_.assign(size_t(mp * kp_), 0);
+      pack_qgemm_vnni(w, m_, k_, kp_, vnni_w_.data());
+    }
     vbias_.assign(size_t(mp), 0);
     vmult_.assign(size_t(mp), 0);
     vshift_.assign(size_t(mp), 0);
@@ -317,6 +334,33 @@ class QGemm {
   }
   void vnni_chunk(const int8_t* x, int64_t n, int8_t* y, int64_t ch) const {
     const int64_t r0 = ch * kChunk, rows = std::min(kChunk, n - r0);
+    if (sparse_) {  // quads of the chunk's rows, 16-row aligned
+      const int64_t ldn = (rows + 15) / 16 * 16;
+      uint8_t* xq = static_cast<uint8_t*>(thread_scratch(3, size_t(kp_ * ldn)));
+      // a transpose of 32-bit words (rows past `rows` are never stored, so left as they are)
+      uint32_t* xq32 = reinterpret_cast<uint32_t*>(xq);
+      const int64_t full = k_ / 4;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int8_t* src = x + (r0 + r) * k_;
+        for (int64_t q = 0; q < full; ++q) {
+          uint32_t v;
+          std::memcpy(&v, src + 4 * q, 4);
+          xq32[q * ldn + r] = v ^ 0x80808080u;
+        }
+        if (full * 4 < k_) {
+          uint32_t v = 0;
+          std::memcpy(&v, src + 4 * full, size_t(k_ - 4 * full));
+          xq32[full * ldn + r] = v ^ (0x80808080u >> (8 * (4 - (k_ - 4 * full))));
+        }
+      }
+      QSpmmVnniArgs a;
+      a.xq = xq, a.n = rows, a.ldn = ldn, a.m = m_;
+      a.nnz = nnz_.data(), a.quad = quad_.data(), a.w = block_.data();
+      a.bias = vbias_.data(), a.mult = vmult_.data(), a.shift = vshift_.data();
+      a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
+      a.y = y + r0 * m_, a.ldy = m_;
+      return avx512::qspmm_vnni(a);
+    }
     uint8_t* xu = static_cast<uint8_t*>(thread_scratch(3, size_t(rows * kp_)));
     for (int64_t r = 0; r < rows; ++r) {
       const int8_t* src = x + (r0 + r) * k_;
@@ -331,8 +375,10 @@ class QGemm {
     a.y = y + r0 * m_, a.ldy = m_;
     avx512::qgemm_vnni(a);
   }
+  bool vnni_ = false;
   int64_t kp_ = 0;
   std::vector<int8_t> vnni_w_;
+  std::vector<int32_t> nnz_, quad_, block_;
   std::vector<int32_t> vbias_, vmult_, vshift_;
 #endif
   void row(const int8_t* x, int8_t* y) const {

@@ -51,8 +51,24 @@ struct QAddArgs {
   int s1 = 0, s2 = 0, os = 0;
 };
 
+// Sparse weights in 1x4 blocks (4 consecutive input channels of one output channel), rows
+// vectorised 16 at a time: xq holds the uint8 rows (int8 ^ 0x80) as quads, xq[(q * ldn + r) * 4
+// + t] = x[r, 4q + t] (0 past K), ldn >= n a multiple of 16, n <= 64. Per output channel j its
+// nnz[j] blocks follow in stream order: quad[e] the quad index, w[e] the 4 weights (byte t =
+// weight of input channel 4q + t). bias / mult / shift as QGemmVnniArgs.
+struct QSpmmVnniArgs {
+  const uint8_t* xq = nullptr;
+  int64_t n = 0, ldn = 0, m = 0;
+  const int32_t *nnz = nullptr, *quad = nullptr, *w = nullptr;
+  const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  int32_t zp_out = 0, lo = -128, hi = 127;
+  int8_t* y = nullptr;
+  int64_t ldy = 0;
+};
+
 #if defined(EP_HAVE_AVX512)
 namespace avx512 {
+void qspmm_vnni(const QSpmmVnniArgs& a);
 void qdw_row(const QDwRowArgs& a);
 void qadd(const QAddArgs& a);
 // y[i] = lut[uint8(x[i])] with AVX-512 VBMI byte permutes (check the CPU has VBMI first)

@@ -110,6 +110,64 @@ void requant_s32(const int32_t* acc, int64_t n, const int32_t* mult, const int32
   }
 }
 
+namespace {
+
+// The requantized int8 results of output channel j for the chunk's rows, as int32 lanes
+inline void spmm_channel(const QSpmmVnniArgs& a, int64_t j, int nv, const int32_t*& quad,
+                         const int32_t*& w, __m512i* res) {
+  __m512i acc[4];
+  const __m512i bias = _mm512_set1_epi32(a.bias[j]);
+  for (int t = 0; t < 4; ++t) acc[t] = bias;
+  for (int32_t e = 0; e < a.nnz[j]; ++e, ++quad, ++w) {
+    const __m512i wb = _mm512_set1_epi32(*w);
+    const uint8_t* base = a.xq + int64_t(*quad) * a.ldn * 4;
+    for (int t = 0; t < nv; ++t)
+      acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_loadu_si512(base + 64 * t), wb);
+  }
+  const __m512i mult = _mm512_set1_epi32(a.mult[j]), shift = _mm512_set1_epi32(a.shift[j]);
+  const __m512i zp = _mm512_set1_epi32(a.zp_out), lo = _mm512_set1_epi32(a.lo),
+                hi = _mm512_set1_epi32(a.hi);
+  for (int t = 0; t < nv; ++t) {
+    const __m512i v = mbqm(acc[t], mult, shift);
+    res[t] = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+  }
+}
+
+}  // namespace
+
+void qspmm_vnni(const QSpmmVnniArgs& a) {
+  const int nv = int((a.n + 15) / 16);
+  const int32_t* quad = a.quad;
+  const int32_t* w = a.w;
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i byte = _mm512_set1_epi32(0xFF);
+  int64_t j = 0;
+  // 4 channels at a time: their 4 bytes of one row are one 32-bit store (a scatter of 16 rows)
+  for (; j + 4 <= a.m; j += 4) {
+    __m512i r[4][4];
+    for (int c = 0; c < 4; ++c) spmm_channel(a, j + c, nv, quad, w, r[c]);
+    for (int t = 0; t < nv; ++t) {
+      __m512i v = _mm512_and_si512(r[0][t], byte);
+      v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(r[1][t], byte), 8));
+      v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(r[2][t], byte), 16));
+      v = _mm512_or_si512(v, _mm512_slli_epi32(r[3][t], 24));
+      const int64_t left = a.n - 16 * t;
+      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      const __m512i rows = _mm512_add_epi32(lane, _mm512_set1_epi32(16 * t));
+      const __m512i off = _mm512_mullo_epi32(rows, _mm512_set1_epi32(int32_t(a.ldy)));
+      _mm512_mask_i32scatter_epi32(a.y + j, m, off, v, 1);
+    }
+  }
+  alignas(64) int8_t out[64];
+  for (; j < a.m; ++j) {
+    __m512i r[4];
+    spmm_channel(a, j, nv, quad, w, r);
+    for (int t = 0; t < nv; ++t)
+      _mm_store_si128(reinterpret_cast<__m128i*>(out + 16 * t), _mm512_cvtepi32_epi8(r[t]));
+    for (int64_t row = 0; row < a.n; ++row) a.y[row * a.ldy + j] = out[row];
+  }
+}
+
 void qdw_row(const QDwRowArgs& a) {
   const __m512i zin = _mm512_set1_epi32(a.zp_in), zp = _mm512_set1_epi32(a.zp_out),
                 lo = _mm512_set1_epi32(a.lo), hi = _mm512_set1_epi32(a.hi);
