@@ -9,8 +9,9 @@ runtime), with the same fields as benchmarks/runtime.py: median latency over int
 
 Variants: "dense"; "sparse90_1x4" (every 1x1 conv pruned to 90 % in 1x4 blocks, 4 consecutive
 input channels of one output channel, stored dense in the file). Rows ``litert`` run LiteRT's
-default (XNNPACK) on the identical file; before timing, the script checks that our outputs equal
-LiteRT's builtin reference kernels bit for bit on that file.
+default (XNNPACK) on the identical file, ``litert_dense`` (sparse variant) LiteRT on the dense
+file; before timing, the script checks that our outputs equal LiteRT's builtin reference kernels
+bit for bit on that file.
 
 Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/runtime_int8.py [--json out.json]
            [--rounds 7] [--runs 5] [--variants dense sparse90_1x4]
@@ -41,6 +42,43 @@ fp32_bench = importlib.util.module_from_spec(_spec)  # benchmarks/runtime.py: th
 _spec.loader.exec_module(fp32_bench)
 
 
+def relu6_model(spec):
+    """benchmarks/runtime.py's MobileNetV2 with nn.ReLU6 modules (torchvision's form, which the
+    quantizer fuses into the convolutions) instead of torch.clamp, the same weights."""
+    import torch
+    from torch import nn
+
+    base = fp32_bench.torch_model(spec)
+    convs = iter(base.convs)
+
+    def unit(layer):
+        conv = next(convs)
+        return nn.Sequential(conv, nn.ReLU6()) if layer["relu6"] else conv
+
+    class Block(nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.body, self.residual = nn.Sequential(*[unit(sub) for sub in layer["layers"]]), layer["residual"]
+
+        def forward(self, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(*[unit(lay) if lay["op"] == "conv" else Block(lay) for lay in spec[:-1]])
+            self.fc = base.fc
+
+        def forward(self, x):
+            return self.fc(self.features(x).mean((2, 3)))
+
+    with torch.no_grad():
+        net = Net().eval()
+        x = torch.randn(1, 3, 224, 224)
+        assert torch.allclose(net(x), base(x), atol=1e-4)  # the same function as the fp32 benchmark's
+    return net
+
+
 def int8_file(variant: str, tmp: Path) -> Path:
     """The MobileNetV2 of benchmarks/runtime.py quantized and exported as model.int8.tflite."""
     import torch
@@ -57,7 +95,7 @@ def int8_file(variant: str, tmp: Path) -> Path:
                 if w.shape[2] == 1 and conv["groups"] == 1 and w.shape[1] % 4 == 0:
                     keep = rng.random((w.shape[0], w.shape[1] // 4, 1)) >= 0.9
                     conv["w"] = (w.reshape(w.shape[0], -1, 4) * keep).reshape(w.shape).astype(np.float32)
-    model = fp32_bench.torch_model(spec)
+    model = relu6_model(spec)
     calib = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     qm = ep.quantize(model, calib, progress=False)
     out = export(qm, tmp / variant, formats=["tflite-int8"], example_inputs=(calib[:1],))
@@ -68,9 +106,12 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     from runtime_models import litert_reference_run
 
     path = int8_file(variant, tmp)
+    files = {"edgeprune": path, "litert": path}
+    if variant != "dense":  # the target: ours on the sparse file against LiteRT on the dense one
+        files["litert_dense"] = int8_file("dense", tmp)
     runners, load_s = {}, {}
-    for rt in ("edgeprune", "litert"):
-        runners[rt], load_s[rt] = fp32_bench.make_runner(rt, path)
+    for rt, f in files.items():
+        runners[rt], load_s[rt] = fp32_bench.make_runner(rt.split("_")[0], f)
     x = np.random.default_rng(1).standard_normal((1, 224, 224, 3)).astype(np.float32)
     ref = litert_reference_run(path.read_bytes(), [x])[0]
     assert np.array_equal(runners["edgeprune"](x), ref), f"{variant}: ours differs from LiteRT's reference kernels"
@@ -90,13 +131,13 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
         {
             "model": f"mobilenet_v2_int8_{variant}",
             "runtime": rt,
-            "file": "int8.tflite",
+            "file": files[rt].parent.name + "/model.int8.tflite",
             "threads": 1,
             "median_ms": round(med[rt], 3),
             "rounds_ms": [round(v, 3) for v in times[rt]],
             "ratio_vs_ours": round(med[rt] / med["edgeprune"], 3),
             "load_ms": round(load_s[rt] * 1e3, 1),
-            "peak_rss_mb": round(fp32_bench.child_rss(rt, path), 1),
+            "peak_rss_mb": round(fp32_bench.child_rss(rt.split("_")[0], files[rt]), 1),
         }
         for rt in runners
     ]
