@@ -1,4 +1,5 @@
-"""edgeprune's own model runtime from Python: load a float32 ``.tflite`` file and run it on the
+"""edgeprune's own model runtime from Python: load a float32 ``.tflite`` file, or a
+``model.int8.tflite`` with float I/O (int8 inside, TFLite's integer arithmetic), and run it on the
 compiled kernels (dense GEMM, and the sparse kernels for layers whose weights are mostly zeros).
 
 Consumes: a ``.tflite`` path (or its bytes) and numpy float32 inputs in the model's shapes.

@@ -4,6 +4,7 @@
 // segment and index bounds-checked; fp16 constants feeding DEQUANTIZE become fp32.
 //
 // Consumes: untrusted bytes. Produces: a Model, or a ModelError / UnsupportedError.
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -87,6 +88,7 @@ const char* op_name(int32_t code) {
     EP_OPNAME(strided_slice, "STRIDED_SLICE")
     EP_OPNAME(padv2, "PADV2")
     EP_OPNAME(expand_dims, "EXPAND_DIMS")
+    EP_OPNAME(quantize, "QUANTIZE")
     EP_OPNAME(hard_swish, "HARD_SWISH")
     EP_OPNAME(densify, "DENSIFY")
 #undef EP_OPNAME
@@ -343,6 +345,52 @@ float half_to_float(uint16_t h) {
   return f;
 }
 
+// Affine quantization parameters must be usable as they stand: as many zero points as scales,
+// scales positive and finite, zero points inside the integer type, and a per-channel set sized
+// by its quantized dimension. A file breaking this would make every kernel's arithmetic wrong.
+void check_quantization(const Tensor& t, const std::string& where) {
+  if (t.scale.empty() && t.zero_point.empty()) return;
+  if (t.scale.size() != t.zero_point.size())
+    bad(where + ": quantization has " + std::to_string(t.scale.size()) + " scales but " +
+        std::to_string(t.zero_point.size()) + " zero points");
+  for (float s : t.scale)
+    if (!(std::isfinite(s) && s > 0.0f)) {
+      std::ostringstream v;
+      v << s;
+      bad(where + ": quantization scale " + v.str() + " is not a positive finite number");
+    }
+  int64_t lo = 0, hi = -1;
+  switch (t.type) {
+    case DType::i8:
+      lo = -128, hi = 127;
+      break;
+    case DType::u8:
+      lo = 0, hi = 255;
+      break;
+    case DType::i16:
+      lo = -32768, hi = 32767;
+      break;
+    case DType::i32:
+      lo = INT32_MIN, hi = INT32_MAX;
+      break;
+    default:
+      break;
+  }
+  for (int64_t z : t.zero_point)
+    if (hi >= lo && (z < lo || z > hi))
+      bad(where + ": quantization zero point " + std::to_string(z) + " is outside the " +
+          dtype_name(t.type) + " range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  if (t.scale.size() > 1) {
+    const int qd = t.quantized_dimension;
+    if (qd < 0 || qd >= int(t.shape.size()))
+      bad(where + ": quantized_dimension " + std::to_string(qd) + " is outside the tensor's rank " +
+          std::to_string(t.shape.size()));
+    if (int64_t(t.scale.size()) != t.shape[qd])
+      bad(where + ": " + std::to_string(t.scale.size()) +
+          " per-channel scales for a quantized dimension of size " + std::to_string(t.shape[qd]));
+  }
+}
+
 void read_tensor(const eptfl::Tensor* t, int index, const eptfl::Model* m, size_t file_size,
                  Tensor& out) {
   if (!t) bad("tensor " + std::to_string(index) + " is null");
@@ -369,6 +417,7 @@ void read_tensor(const eptfl::Tensor* t, int index, const eptfl::Model* m, size_
     if (q->scale()) out.scale.assign(q->scale()->begin(), q->scale()->end());
     if (q->zero_point()) out.zero_point.assign(q->zero_point()->begin(), q->zero_point()->end());
     out.quantized_dimension = q->quantized_dimension();
+    check_quantization(out, where);
   }
   const uint32_t b = t->buffer();
   const auto* buffers = m->buffers();

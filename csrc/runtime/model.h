@@ -53,9 +53,13 @@ struct Tensor {
   const uint8_t* data = nullptr;
   std::vector<uint8_t> owned;  // data made at load (densified sparse, fp16 -> fp32), if any
   bool sparse_source = false;  // the data came from TFLite's sparse encoding
+  // affine quantization, checked at load: real = scale * (q - zero_point); empty when the tensor
+  // has none; one entry per tensor, or one per index of quantized_dimension (per channel). Every
+  // scale is positive and finite, every zero point fits the tensor's integer type.
   std::vector<float> scale;
   std::vector<int64_t> zero_point;
   int quantized_dimension = 0;
+  bool quantized() const { return !scale.empty(); }
   bool is_const() const { return data != nullptr; }
   int64_t bytes() const { return elems * dtype_size(type); }
   template <class T>
@@ -94,6 +98,7 @@ enum class OpCode : int32_t {
   strided_slice = 45,
   padv2 = 60,
   expand_dims = 70,
+  quantize = 114,
   hard_swish = 117,
   densify = 124,
 };

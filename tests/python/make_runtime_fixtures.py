@@ -1,6 +1,8 @@
 """Writes the .tflite fixtures of the C++ runtime tests (tests/data/runtime/): each model of
 runtime_models.py, a seeded input and LiteRT's outputs on it, so the native and qemu (aarch64)
-ctest runs compare our runtime with LiteRT without Python.
+ctest runs compare our runtime with LiteRT without Python. The int8 files (edgeprune's own
+quantizer and exporter) carry the outputs of LiteRT's builtin reference kernels, which our runtime
+must equal bit for bit; they also seed the loader fuzzer with quantization parameters.
 
 Consumes: nothing (seeded). Produces: <name>.tflite, <name>.in (float32 input, raw little-endian),
 <name>.out (LiteRT's outputs, float32, concatenated). Run: python tests/python/make_runtime_fixtures.py
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_models import conv_variants, litert_run, mobilenet_block  # noqa: E402
+from runtime_models import conv_variants, int8_cnn, litert_reference_run, litert_run, mobilenet_block  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "runtime"
 MODELS = {
@@ -22,8 +24,17 @@ MODELS = {
     "sparse": lambda: mobilenet_block(1, size=8),
     "blocks4x1": lambda: mobilenet_block(4, size=8),
     "conv_variants": conv_variants,
+    "int8": int8_cnn,
+    "int8_sparse": lambda: int8_cnn(sparse=True),
 }
-SHAPES = {"dense": (1, 8, 8, 3), "sparse": (1, 8, 8, 3), "blocks4x1": (1, 8, 8, 3), "conv_variants": (2, 13, 11, 8)}
+SHAPES = {
+    "dense": (1, 8, 8, 3),
+    "sparse": (1, 8, 8, 3),
+    "blocks4x1": (1, 8, 8, 3),
+    "conv_variants": (2, 13, 11, 8),
+    "int8": (1, 16, 16, 3),
+    "int8_sparse": (1, 16, 16, 3),
+}
 
 
 def main() -> None:
@@ -31,7 +42,7 @@ def main() -> None:
     for name, make in MODELS.items():
         data = make()
         x = np.random.default_rng(7).standard_normal(SHAPES[name]).astype(np.float32)
-        outs = litert_run(data, [x])
+        outs = (litert_reference_run if name.startswith("int8") else litert_run)(data, [x])
         (OUT / f"{name}.tflite").write_bytes(data)
         (OUT / f"{name}.in").write_bytes(x.astype("<f4").tobytes())
         (OUT / f"{name}.out").write_bytes(b"".join(o.astype("<f4").tobytes() for o in outs))

@@ -139,3 +139,92 @@ def sparse_chw_chain(seed=0, block=1) -> bytes:
     r = b.depthwise(p, _w(rng, 1, 3, 3, 40), _w(rng, 40))  # the chain reads p in NCHW
     head = b.fc(b.mean(sparse(r, 40, 64), [1, 2], keep_dims=False), _w(rng, 10, 64), _w(rng, 10))
     return b.finish([head, q])
+def int8_cnn(sparse=False, seed=0) -> bytes:
+    """A model.int8.tflite from edgeprune's own quantizer and exporter (float I/O, QUANTIZE and
+    DEQUANTIZE at the edges): stem conv 3x3/2 + ReLU6, depthwise + ReLU, 1x1 convs (sparse: 90 %
+    of the 1x1 weights zero), HARD_SWISH, squeeze-excite (MEAN, LOGISTIC, MUL), residual ADD, max
+    and average pools, CONCATENATION of differently scaled branches and the FC head."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from torch import nn
+
+    import edgeprune as ep
+    from edgeprune.export import export
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU6())
+            self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.ReLU())
+            self.pw = nn.Conv2d(16, 24, 1)
+            self.pw2 = nn.Conv2d(24, 24, 1)
+            self.act = nn.Hardswish()
+            self.se1, self.se2 = nn.Conv2d(24, 8, 1), nn.Conv2d(8, 24, 1)
+            self.fc = nn.Linear(48, 10)
+
+        def forward(self, x):
+            y = self.pw(self.dw(self.stem(x)))
+            y = self.act(y + self.pw2(y))
+            s = torch.sigmoid(self.se2(torch.relu(self.se1(y.mean((2, 3), keepdim=True)))))
+            y = y * s
+            a = nn.functional.max_pool2d(y, 2)
+            b = nn.functional.avg_pool2d(y, 3, 2, 1) * 2.0
+            y = torch.cat([a, b], 1).mean((2, 3))
+            return self.fc(y)
+
+    torch.manual_seed(seed)
+    model = Net().eval()
+    if sparse:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for conv in (model.pw, model.pw2):
+                conv.weight[torch.rand(conv.weight.shape, generator=g) < 0.9] = 0
+    x = torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(seed + 1))
+    qm = ep.quantize(model, x, progress=False)
+    with tempfile.TemporaryDirectory() as d:
+        path = export(qm, d, formats=["tflite-int8"], example_inputs=(x[:1],))["tflite-int8"]
+        return Path(path).read_bytes()
+
+
+def litert_reference(data: bytes):
+    """A callable running LiteRT's builtin reference kernels (no XNNPACK) on ``data``, one
+    interpreter for every call: the oracle of int8 bit parity."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        for d, x in zip(it.get_input_details(), inputs):
+            it.set_tensor(d["index"], x)
+        it.invoke()
+        return [it.get_tensor(d["index"]).copy() for d in it.get_output_details()]
+
+    return run
+
+
+def litert_reference_run(data: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """LiteRT's builtin reference kernels on ``data`` for one call."""
+    return litert_reference(data)(inputs)
+
+
+def int8_fc(x_quant=None, w_quant=None, seed=0) -> bytes:
+    """Hand-made QUANTIZE -> int8 FULLY_CONNECTED (per-channel weights, int32 bias, fused ReLU)
+    -> DEQUANTIZE. x_quant / w_quant replace the (scales, zero points, dimension) of the int8
+    input / the weights, so tests can write inconsistent ones."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    x = b.input([2, 8])
+    sx, zx = 0.05, 3
+    sw = (rng.uniform(0.005, 0.02, 4)).astype(np.float32)
+    q = b.op(114, [x], [2, 8], out_dtype=np.int8)
+    b.tensors[q]["quant"] = x_quant or ([sx], [zx], 0)
+    w = b.tensor([4, 8], np.int8, rng.integers(-127, 128, (4, 8)), name="fc_weight")
+    b.tensors[w]["quant"] = w_quant or (sw, [0] * 4, 0)
+    bias = b.tensor([4], np.int32, rng.integers(-500, 500, 4), name="fc_bias")
+    b.tensors[bias]["quant"] = ((np.float32(sx) * sw).astype(np.float32), [0] * 4, 0)
+    y = b.op(9, [q, w, bias], [2, 4], ("fc", dict(act="relu")), out_dtype=np.int8)
+    b.tensors[y]["quant"] = ([0.1], [-2], 0)
+    return b.finish([b.op(6, [y], [2, 4])])

@@ -71,7 +71,9 @@ class Builder:
         self.outputs: list[int] = []
 
     # ------------------------------------------------------------------ tensors
-    def tensor(self, shape, dtype=np.float32, data=None, sparsity=None, name=None) -> int:
+    def tensor(self, shape, dtype=np.float32, data=None, sparsity=None, name=None, quant=None) -> int:
+        """quant: (scales, zero points, quantized dimension) written as the tensor's
+        QuantizationParameters as given (tests of hostile files write inconsistent ones)."""
         self.tensors.append(
             {
                 "shape": [int(s) for s in shape],
@@ -79,6 +81,7 @@ class Builder:
                 "data": None if data is None else np.ascontiguousarray(data, dtype).tobytes(),
                 "sparsity": sparsity,
                 "name": name or f"t{len(self.tensors)}",
+                "quant": quant,
             }
         )
         return len(self.tensors) - 1
@@ -285,6 +288,7 @@ class Builder:
         name = b.CreateString(t["name"])
         shape = self._ints(b, t["shape"])
         sp = self._sparsity(b, t["sparsity"]) if t["sparsity"] else None
+        q = self._quant(b, *t["quant"]) if t.get("quant") else None
         tflite.TensorStart(b)
         tflite.TensorAddShape(b, shape)
         tflite.TensorAddType(b, _DTYPES[t["dtype"]])
@@ -292,7 +296,19 @@ class Builder:
         tflite.TensorAddName(b, name)
         if sp is not None:
             tflite.TensorAddSparsity(b, sp)
+        if q is not None:
+            tflite.TensorAddQuantization(b, q)
         return tflite.TensorEnd(b)
+
+    @staticmethod
+    def _quant(b, scales, zero_points, dim=0):
+        sv = b.CreateNumpyVector(np.asarray(scales, np.float32))
+        zv = b.CreateNumpyVector(np.asarray(zero_points, np.int64))
+        tflite.QuantizationParametersStart(b)
+        tflite.QuantizationParametersAddScale(b, sv)
+        tflite.QuantizationParametersAddZeroPoint(b, zv)
+        tflite.QuantizationParametersAddQuantizedDimension(b, dim)
+        return tflite.QuantizationParametersEnd(b)
 
     def _operator(self, b, code_index, inputs, out, options):
         iv, ov = self._ints(b, inputs), self._ints(b, [out])

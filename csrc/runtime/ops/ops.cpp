@@ -13,6 +13,7 @@
 
 #include "layers/layers.h"
 #include "layers/parallel.h"
+#include "runtime/ops/ops_int8.h"
 #include "runtime/ops/vec.h"
 
 namespace ep {
@@ -977,6 +978,7 @@ std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64
 }
 
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions& o) {
+  if (is_int8_op(model, d)) return make_int8_op(model, d, o);  // int8 data: ops_int8.cpp
   Ctx c{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"};
   switch (d.code) {
     case OpCode::conv_2d:

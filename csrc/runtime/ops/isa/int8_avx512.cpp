@@ -1,0 +1,238 @@
+// AVX-512 (VNNI) loops of the int8 operators (ops_int8_isa.h): vpdpbusd on uint8 activations
+// (int8 ^ 0x80; the 128 * row sum is folded into the bias) and int8 weights, then TFLite's
+// requantization 16 channels at a time with 64-bit products, so the bits equal the portable loop.
+//
+// Consumes: packed weights and uint8 rows. Produces: int8 rows.
+#include <immintrin.h>
+
+#include "runtime/ops/ops_int8_isa.h"
+
+namespace ep {
+namespace rt {
+namespace avx512 {
+
+namespace {
+
+// TFLite's MultiplyByQuantizedMultiplier on 16 lanes: x << max(shift, 0), the rounding doubling
+// high multiply (64-bit products, nudged, truncated towards zero), then the rounding division by
+// 2^max(-shift, 0). The multiplier is never INT32_MIN (it is positive), so no lane saturates.
+inline __m512i mbqm(__m512i x, __m512i mult, __m512i shift) {
+  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
+  const __m512i left = _mm512_max_epi32(shift, zero);
+  const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
+  x = _mm512_sllv_epi32(x, left);
+  const __m512i pos = _mm512_set1_epi64(int64_t(1) << 30),
+                neg = _mm512_set1_epi64(1 - (int64_t(1) << 30));
+  const __m512i low31 = _mm512_set1_epi64((int64_t(1) << 31) - 1);
+  auto high = [&](__m512i p) {  // (p + nudge) / 2^31, truncated
+    const __mmask8 negative = _mm512_cmplt_epi64_mask(p, _mm512_setzero_si512());
+    __m512i v = _mm512_add_epi64(p, _mm512_mask_blend_epi64(negative, pos, neg));
+    const __mmask8 vneg = _mm512_cmplt_epi64_mask(v, _mm512_setzero_si512());
+    v = _mm512_mask_add_epi64(v, vneg, v, low31);
+    return _mm512_srai_epi64(v, 31);
+  };
+  const __m512i even = high(_mm512_mul_epi32(x, mult));
+  const __m512i odd = high(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32)));
+  const __m512i h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+  const __m512i rem = _mm512_and_si512(h, mask);
+  const __m512i thr = _mm512_add_epi32(_mm512_srai_epi32(mask, 1), _mm512_srli_epi32(h, 31));
+  const __m512i q = _mm512_srav_epi32(h, right);
+  return _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, one);
+}
+
+inline void store_requant(__m512i acc, const int32_t* mult, const int32_t* shift, __m512i zp,
+                          __m512i lo, __m512i hi, int8_t* y, __mmask16 m) {
+  __m512i v = mbqm(acc, _mm512_loadu_si512(mult), _mm512_loadu_si512(shift));
+  v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+  _mm_mask_storeu_epi8(y, m, _mm512_cvtepi32_epi8(v));
+}
+
+// R rows x 2 blocks of 16 channels (the second only when `two`)
+template <int R>
+void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b, bool two) {
+  __m512i acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  const int64_t groups = a.kp / 4;
+  const int8_t* w0 = a.w + b * groups * 64;
+  const int8_t* w1 = w0 + groups * 64;
+  const uint8_t* x = a.x + r0 * a.kp;
+  for (int64_t q = 0; q < groups; ++q) {
+    const __m512i wa = _mm512_loadu_si512(w0 + q * 64);
+    const __m512i wb = two ? _mm512_loadu_si512(w1 + q * 64) : _mm512_setzero_si512();
+    for (int r = 0; r < R; ++r) {
+      int32_t v;
+      __builtin_memcpy(&v, x + r * a.kp + q * 4, 4);
+      const __m512i xb = _mm512_set1_epi32(v);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], xb, wa);
+      if (two) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], xb, wb);
+    }
+  }
+  const __m512i zp = _mm512_set1_epi32(a.zp_out), lo = _mm512_set1_epi32(a.lo),
+                hi = _mm512_set1_epi32(a.hi);
+  for (int h = 0; h < (two ? 2 : 1); ++h) {
+    const int64_t c0 = (b + h) * 16;
+    const int64_t left = a.m - c0;
+    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    const __m512i bias = _mm512_loadu_si512(a.bias + c0);
+    for (int r = 0; r < R; ++r)
+      store_requant(_mm512_add_epi32(acc[r][h], bias), a.mult + c0, a.shift + c0, zp, lo, hi,
+                    a.y + (r0 + r) * a.ldy + c0, m);
+  }
+}
+
+}  // namespace
+
+void qgemm_vnni(const QGemmVnniArgs& a) {
+  const int64_t blocks = (a.m + 15) / 16;
+  int64_t r = 0;
+  for (; r + 4 <= a.n; r += 4)
+    for (int64_t b = 0; b < blocks; b += 2) tile<4>(a, r, b, b + 1 < blocks);
+  for (; r < a.n; ++r)
+    for (int64_t b = 0; b < blocks; b += 2) tile<1>(a, r, b, b + 1 < blocks);
+}
+
+void requant_s32(const int32_t* acc, int64_t n, const int32_t* mult, const int32_t* shift,
+                 int32_t zp_out, int32_t lo, int32_t hi, int8_t* y) {
+  const __m512i zp = _mm512_set1_epi32(zp_out), vlo = _mm512_set1_epi32(lo),
+                vhi = _mm512_set1_epi32(hi);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    store_requant(_mm512_loadu_si512(acc + i), mult + i, shift + i, zp, vlo, vhi, y + i, 0xFFFF);
+  if (i < n) {
+    const __mmask16 m = __mmask16((1u << (n - i)) - 1);
+    const __m512i v = _mm512_maskz_loadu_epi32(m, acc + i);
+    const __m512i mu = _mm512_maskz_loadu_epi32(m, mult + i),
+                  sh = _mm512_maskz_loadu_epi32(m, shift + i);
+    __m512i r = mbqm(v, mu, sh);
+    r = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, zp), vlo), vhi);
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(r));
+  }
+}
+
+namespace {
+
+// The requantized int8 results of output channel j for the chunk's rows, as int32 lanes
+inline void spmm_channel(const QSpmmVnniArgs& a, int64_t j, int nv, const int32_t*& quad,
+                         const int32_t*& w, __m512i* res) {
+  __m512i acc[4];
+  const __m512i bias = _mm512_set1_epi32(a.bias[j]);
+  for (int t = 0; t < 4; ++t) acc[t] = bias;
+  for (int32_t e = 0; e < a.nnz[j]; ++e, ++quad, ++w) {
+    const __m512i wb = _mm512_set1_epi32(*w);
+    const uint8_t* base = a.xq + int64_t(*quad) * a.ldn * 4;
+    for (int t = 0; t < nv; ++t)
+      acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_loadu_si512(base + 64 * t), wb);
+  }
+  const __m512i mult = _mm512_set1_epi32(a.mult[j]), shift = _mm512_set1_epi32(a.shift[j]);
+  const __m512i zp = _mm512_set1_epi32(a.zp_out), lo = _mm512_set1_epi32(a.lo),
+                hi = _mm512_set1_epi32(a.hi);
+  for (int t = 0; t < nv; ++t) {
+    const __m512i v = mbqm(acc[t], mult, shift);
+    res[t] = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+  }
+}
+
+}  // namespace
+
+void qspmm_vnni(const QSpmmVnniArgs& a) {
+  const int nv = int((a.n + 15) / 16);
+  const int32_t* quad = a.quad;
+  const int32_t* w = a.w;
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i byte = _mm512_set1_epi32(0xFF);
+  int64_t j = 0;
+  // 4 channels at a time: their 4 bytes of one row are one 32-bit store (a scatter of 16 rows)
+  for (; j + 4 <= a.m; j += 4) {
+    __m512i r[4][4];
+    for (int c = 0; c < 4; ++c) spmm_channel(a, j + c, nv, quad, w, r[c]);
+    for (int t = 0; t < nv; ++t) {
+      __m512i v = _mm512_and_si512(r[0][t], byte);
+      v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(r[1][t], byte), 8));
+      v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(r[2][t], byte), 16));
+      v = _mm512_or_si512(v, _mm512_slli_epi32(r[3][t], 24));
+      const int64_t left = a.n - 16 * t;
+      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      const __m512i rows = _mm512_add_epi32(lane, _mm512_set1_epi32(16 * t));
+      const __m512i off = _mm512_mullo_epi32(rows, _mm512_set1_epi32(int32_t(a.ldy)));
+      _mm512_mask_i32scatter_epi32(a.y + j, m, off, v, 1);
+    }
+  }
+  alignas(64) int8_t out[64];
+  for (; j < a.m; ++j) {
+    __m512i r[4];
+    spmm_channel(a, j, nv, quad, w, r);
+    for (int t = 0; t < nv; ++t)
+      _mm_store_si128(reinterpret_cast<__m128i*>(out + 16 * t), _mm512_cvtepi32_epi8(r[t]));
+    for (int64_t row = 0; row < a.n; ++row) a.y[row * a.ldy + j] = out[row];
+  }
+}
+
+void qdw_row(const QDwRowArgs& a) {
+  const __m512i zin = _mm512_set1_epi32(a.zp_in), zp = _mm512_set1_epi32(a.zp_out),
+                lo = _mm512_set1_epi32(a.lo), hi = _mm512_set1_epi32(a.hi);
+  for (int64_t ox = 0; ox < a.ow; ++ox) {
+    for (int64_t c0 = 0; c0 < a.c; c0 += 16) {
+      const int64_t left = a.c - c0;
+      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      __m512i acc = _mm512_maskz_loadu_epi32(m, a.bias + c0);
+      for (int64_t ky = 0; ky < a.kh; ++ky) {
+        const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
+        if (iy < 0 || iy >= a.h) continue;
+        for (int64_t kx = 0; kx < a.kw; ++kx) {
+          const int64_t ix = ox * a.sw - a.pl + kx * a.dw;
+          if (ix < 0 || ix >= a.w) continue;
+          const __m512i xv =
+              _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.x + (iy * a.w + ix) * a.c + c0));
+          const __m512i wv =
+              _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.wt + (ky * a.kw + kx) * a.c + c0));
+          acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_sub_epi32(xv, zin), wv));
+        }
+      }
+      __m512i v = mbqm(acc, _mm512_maskz_loadu_epi32(m, a.mult + c0),
+                       _mm512_maskz_loadu_epi32(m, a.shift + c0));
+      v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+      _mm_mask_storeu_epi8(a.y + ox * a.c + c0, m, _mm512_cvtepi32_epi8(v));
+    }
+  }
+}
+
+void qadd(const QAddArgs& a) {
+  const __m512i za = _mm512_set1_epi32(a.za), zb = _mm512_set1_epi32(a.zb),
+                zy = _mm512_set1_epi32(a.zy), lo = _mm512_set1_epi32(a.lo),
+                hi = _mm512_set1_epi32(a.hi);
+  const __m512i m1 = _mm512_set1_epi32(a.m1), m2 = _mm512_set1_epi32(a.m2),
+                om = _mm512_set1_epi32(a.om), s1 = _mm512_set1_epi32(a.s1),
+                s2 = _mm512_set1_epi32(a.s2), os = _mm512_set1_epi32(a.os);
+  for (int64_t i = 0; i < a.n; i += 16) {
+    const int64_t left = a.n - i;
+    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    const __m512i x1 = _mm512_slli_epi32(
+        _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.a + i)), za), 20);
+    const __m512i x2 = _mm512_slli_epi32(
+        _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.b + i)), zb), 20);
+    __m512i v = mbqm(_mm512_add_epi32(mbqm(x1, m1, s1), mbqm(x2, m2, s2)), om, os);
+    v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zy), lo), hi);
+    _mm_mask_storeu_epi8(a.y + i, m, _mm512_cvtepi32_epi8(v));
+  }
+}
+
+__attribute__((target("avx512vbmi"))) void lut_s8_vbmi(const int8_t* x, int64_t n,
+                                                       const int8_t* lut, int8_t* y) {
+  // the table by uint8 index: entries 0..127 (x >= 0) and 128..255 (x < 0)
+  const __m512i t0 = _mm512_loadu_si512(lut), t1 = _mm512_loadu_si512(lut + 64),
+                t2 = _mm512_loadu_si512(lut + 128), t3 = _mm512_loadu_si512(lut + 192);
+  for (int64_t i = 0; i < n; i += 64) {
+    const int64_t left = n - i;
+    const __mmask64 m = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
+    const __m512i idx = _mm512_maskz_loadu_epi8(m, x + i);
+    const __m512i low = _mm512_permutex2var_epi8(t0, idx, t1);
+    const __m512i high = _mm512_permutex2var_epi8(t2, idx, t3);
+    const __m512i r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), low, high);
+    _mm512_mask_storeu_epi8(y + i, m, r);
+  }
+}
+
+}  // namespace avx512
+}  // namespace rt
+}  // namespace ep

@@ -1,0 +1,1329 @@
+// The int8 operators (ops_int8.h). Each follows the arithmetic of TFLite's reference kernels
+// (tflite/kernels/internal/reference, integer_ops) and the parameter preparation of their
+// Prepare step (multipliers from float or double scales exactly as TFLite computes them), so a
+// result is a function of the file alone. Convolutions and FULLY_CONNECTED accumulate in int32
+// (the input zero point folded into the bias), then requantize per output channel with the Q31
+// multiplier and TFLite's double rounding. HARD_SWISH, LOGISTIC and the standalone ReLU family
+// are 256-entry tables filled at load with TFLite's own fixed-point / float formulas.
+//
+// Consumes: a validated Model. Produces: Op objects.
+#include "runtime/ops/ops_int8.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+
+#include "layers/layers.h"
+#include "layers/parallel.h"
+#include "runtime/ops/ops_int8_isa.h"
+
+namespace ep {
+namespace rt {
+
+// ------------------------------------------------------------------------ fixed-point helpers
+namespace {
+
+int32_t rounding_doubling_high_mul(int32_t a, int32_t b) {
+  if (a == b && a == INT32_MIN) return INT32_MAX;
+  const int64_t ab = int64_t(a) * int64_t(b);
+  const int64_t nudge = ab >= 0 ? (int64_t(1) << 30) : (1 - (int64_t(1) << 30));
+  return int32_t((ab + nudge) / (int64_t(1) << 31));
+}
+
+int32_t rounding_divide_by_pot(int32_t x, int e) {
+  const int32_t mask = int32_t((int64_t(1) << e) - 1);
+  const int32_t rem = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> e) + (rem > threshold ? 1 : 0);
+}
+
+// the int16 forms gemmlowp uses in HARD_SWISH
+int16_t rounding_doubling_high_mul16(int16_t a, int16_t b) {
+  if (a == b && a == INT16_MIN) return INT16_MAX;
+  const int32_t ab = int32_t(a) * int32_t(b);
+  const int32_t nudge = ab >= 0 ? (1 << 14) : (1 - (1 << 14));
+  return int16_t((ab + nudge) / (1 << 15));
+}
+int16_t doubling_high_mul16(int16_t a, int16_t b) {  // truncating, no rounding nudge
+  if (a == b && a == INT16_MIN) return INT16_MAX;
+  return int16_t((int32_t(a) * int32_t(b)) / (1 << 15));
+}
+int16_t saturating_left_shift16(int16_t v, int amount) {
+  const int64_t r = int64_t(v) * (int64_t(1) << amount);
+  return int16_t(std::max<int64_t>(INT16_MIN, std::min<int64_t>(INT16_MAX, r)));
+}
+int16_t down_scale_to_int16(int32_t m) {
+  if (m >= INT32_MAX - (1 << 15)) return INT16_MAX;
+  return int16_t((m + (1 << 15)) >> 16);
+}
+
+}  // namespace
+
+void quantize_multiplier(double m, int32_t* significand, int* shift) {
+  if (m == 0.0) {
+    *significand = 0;
+    *shift = 0;
+    return;
+  }
+  const double q = std::frexp(m, shift);
+  int64_t fixed = int64_t(std::round(q * double(int64_t(1) << 31)));
+  if (fixed == (int64_t(1) << 31)) {
+    fixed /= 2;
+    ++*shift;
+  }
+  if (*shift < -31) {
+    *shift = 0;
+    fixed = 0;
+  }
+  *significand = int32_t(fixed);
+}
+
+int32_t multiply_by_quantized_multiplier(int32_t x, int32_t significand, int shift) {
+  const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  // TFLite multiplies in wrapping int32 here; shifts above 0 only come with tiny accumulators
+  const int32_t shifted = int32_t(uint32_t(x) * (uint32_t(1) << left));
+  return rounding_divide_by_pot(rounding_doubling_high_mul(shifted, significand), right);
+}
+
+void pack_qgemm_vnni(const int8_t* w, int64_t m, int64_t k, int64_t kp, int8_t* out) {
+  const int64_t groups = kp / 4;
+  for (int64_t j = 0; j < (m + 15) / 16 * 16; ++j)
+    for (int64_t c = 0; c < kp; ++c)
+      out[(((j / 16) * groups + c / 4) * 16 + j % 16) * 4 + c % 4] =
+          j < m && c < k ? w[j * k + c] : int8_t(0);
+}
+
+namespace {
+
+using MulFn = int32_t (*)(int32_t, int32_t, int);
+constexpr MulFn mbqm = multiply_by_quantized_multiplier;
+
+struct QCtx {
+  const Model& m;
+  const OpDesc& d;
+  std::string where;
+  [[noreturn]] void bad(const std::string& msg) const { throw ModelError(where + ": " + msg); }
+  [[noreturn]] void unsupported(const std::string& msg) const {
+    throw UnsupportedError(where + ": " + msg);
+  }
+  bool has_in(size_t i) const { return i < d.inputs.size() && d.inputs[i] >= 0; }
+  const Tensor& in(size_t i) const {
+    if (!has_in(i)) bad("input " + std::to_string(i) + " is missing");
+    return m.tensors[d.inputs[i]];
+  }
+  const Tensor& out() const { return m.tensors[d.outputs[0]]; }
+  const Tensor& typed(const Tensor& t, DType type) const {
+    if (t.type != type)
+      unsupported("tensor '" + t.name + "' is " + dtype_name(t.type) + ", this int8 op needs " +
+                  dtype_name(type));
+    return t;
+  }
+  // an int8 activation: one scale and zero point for the whole tensor
+  const Tensor& act(const Tensor& t) const {
+    typed(t, DType::i8);
+    if (t.scale.size() != 1)
+      unsupported("int8 tensor '" + t.name + "' needs one scale (has " +
+                  std::to_string(t.scale.size()) + ")");
+    return t;
+  }
+  const Tensor& constant(size_t i) const {
+    const Tensor& t = in(i);
+    if (!t.is_const()) bad("input " + std::to_string(i) + " must be a constant");
+    return t;
+  }
+  void rank(const Tensor& t, size_t r) const {
+    if (t.shape.size() != r)
+      bad("tensor '" + t.name + "' has rank " + std::to_string(t.shape.size()) + ", expected " +
+          std::to_string(r));
+  }
+  void shape_is(const Tensor& t, const std::vector<int64_t>& s) const {
+    if (t.shape != s) bad("tensor '" + t.name + "' does not have the shape the operator computes");
+  }
+};
+
+int32_t zp(const Tensor& t) { return int32_t(t.zero_point[0]); }
+
+// y[i] = lut[uint8(x[i])]: byte permutes where the CPU has AVX-512 VBMI
+void apply_lut(const int8_t* lut, const int8_t* x, int64_t n, int8_t* y, Isa isa) {
+#if defined(EP_HAVE_AVX512)
+  static const bool vbmi = __builtin_cpu_supports("avx512vbmi");
+  if (isa == Isa::avx512 && vbmi) return avx512::lut_s8_vbmi(x, n, lut, y);
+#endif
+  (void)isa;
+  for (int64_t i = 0; i < n; ++i) y[i] = lut[uint8_t(x[i])];
+}
+
+std::string dims(const std::vector<int64_t>& s) {
+  std::string r;
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "x" : "") + std::to_string(s[i]);
+  return r;
+}
+
+// TFLite's CalculateActivationRangeQuantized for int8: the fused activation as a clamp of the
+// quantized output (f / scale in float, rounded half away from zero).
+void act_range(FusedAct a, const Tensor& y, int32_t* lo, int32_t* hi) {
+  const float s = y.scale[0];
+  const int32_t z = zp(y);
+  auto q = [&](float f) { return z + int32_t(std::round(f / s)); };
+  *lo = -128, *hi = 127;
+  if (a == FusedAct::relu || a == FusedAct::relu6) *lo = std::max(*lo, q(0.0f));
+  if (a == FusedAct::relu6) *hi = std::min(*hi, q(6.0f));
+  if (a == FusedAct::relu_n1_to_1) *lo = std::max(*lo, q(-1.0f)), *hi = std::min(*hi, q(1.0f));
+}
+
+// Output size and leading padding of one spatial dimension, as TFLite computes them; a folded
+// PAD (explicit padding, dim 0 = H, 1 = W) gives the VALID size of the padded input.
+int64_t out_dim(const QCtx& c, int64_t in, int64_t k, int64_t stride, int64_t dil, int64_t* pad,
+                int dim) {
+  if (stride < 1 || dil < 1 || k < 1) c.bad("stride, dilation and kernel size must be positive");
+  const int64_t ek = (k - 1) * dil + 1;
+  if (dim >= 0 && c.d.explicit_pad) {
+    const int64_t before = c.d.pad[2 * dim], total = before + c.d.pad[2 * dim + 1] + in;
+    if (total < ek) c.bad("the window is larger than the padded input");
+    *pad = before;
+    return (total - ek) / stride + 1;
+  }
+  const bool same = c.d.padding == Padding::same;
+  const int64_t out = same ? (in + stride - 1) / stride : (in - ek + stride) / stride;
+  if (out < 1) c.bad("the window is larger than the input");
+  *pad = same ? std::max<int64_t>((out - 1) * stride + ek - in, 0) / 2 : 0;
+  return out;
+}
+
+// Per output channel requantization of a convolution / FULLY_CONNECTED: TFLite computes
+// input_scale * filter_scale / output_scale in double per channel (a per-tensor FULLY_CONNECTED
+// multiplies the two float scales in float first).
+struct Requant {
+  std::vector<int32_t> mult;
+  std::vector<int> shift;
+  int32_t zp_out = 0, lo = -128, hi = 127;
+  int8_t apply(int32_t acc, int64_t ch) const {
+    const int32_t v = mbqm(acc, mult[size_t(ch)], shift[size_t(ch)]) + zp_out;
+    return int8_t(std::min(hi, std::max(lo, v)));
+  }
+};
+
+Requant make_requant(const QCtx& c, const Tensor& x, const Tensor& w, const Tensor& y,
+                     int64_t channels, bool fc) {
+  if (w.scale.empty()) c.unsupported("int8 weights without quantization parameters");
+  if (w.scale.size() != 1 && int64_t(w.scale.size()) != channels)
+    c.bad("the weights have " + std::to_string(w.scale.size()) + " scales for " +
+          std::to_string(channels) + " output channels");
+  for (int64_t z : w.zero_point)
+    if (z != 0) c.unsupported("int8 weights with a nonzero zero point");
+  Requant r;
+  r.mult.resize(size_t(channels));
+  r.shift.resize(size_t(channels));
+  for (int64_t i = 0; i < channels; ++i) {
+    const bool per = w.scale.size() > 1;
+    const float ws = w.scale[per ? size_t(i) : 0];
+    const double m = fc && !per ? double(x.scale[0] * ws) / double(y.scale[0])
+                                : double(x.scale[0]) * double(ws) / double(y.scale[0]);
+    quantize_multiplier(m, &r.mult[size_t(i)], &r.shift[size_t(i)]);
+  }
+  r.zp_out = zp(y);
+  act_range(c.d.act, y, &r.lo, &r.hi);
+  return r;
+}
+
+// int32 biases with the input zero point folded in: bias[m] - zp_in * sum_k W[m, k]
+std::vector<int32_t> folded_bias(const QCtx& c, const int8_t* w, int64_t m, int64_t k,
+                                 int32_t zp_in) {
+  std::vector<int32_t> b(size_t(m), 0);
+  if (c.has_in(2)) {
+    const Tensor& bt = c.typed(c.constant(2), DType::i32);
+    if (bt.elems != m)
+      c.bad("the bias has " + std::to_string(bt.elems) + " values, needs " + std::to_string(m));
+    for (int64_t i = 0; i < m; ++i) b[size_t(i)] = bt.as<int32_t>()[i];
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    int32_t s = 0;
+    for (int64_t j = 0; j < k; ++j) s += w[i * k + j];
+    b[size_t(i)] -= zp_in * s;
+  }
+  return b;
+}
+
+int32_t dot_s8(const int8_t* __restrict a, const int8_t* __restrict b, int64_t k) {
+  int32_t s = 0;
+  for (int64_t j = 0; j < k; ++j) s += int32_t(a[j]) * int32_t(b[j]);
+  return s;
+}
+
+// y[N, M] = requant(x[N, K] W[M, K]^T + bias'): dense rows, or for weights at least half zero
+// each row's nonzeros (index, value) only. Integer sums: both give the same bits.
+class QGemm {
+ public:
+  QGemm(const int8_t* w, int64_t m, int64_t k, std::vector<int32_t> bias, Requant rq,
+        const OpOptions& o)
+      : m_(m), k_(k), bias_(std::move(bias)), rq_(std::move(rq)) {
+    int64_t zeros = 0;
+    for (int64_t i = 0; i < m * k; ++i) zeros += w[i] == 0;
+    sparse_ = o.sparse && zeros * 2 >= m * k;
+#if defined(EP_HAVE_AVX512)
+    if (o.isa == Isa::avx512 && cpu_features().avx512vnni) {
+      pack_vnni(w);
+      return;
+    }
+#endif
+    if (sparse_) {
+      row_.push_back(0);
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < k; ++j)
+          if (w[i * k + j]) {
+            idx_.push_back(int32_t(j));
+            val_.push_back(w[i * k + j]);
+          }
+        row_.push_back(int64_t(idx_.size()));
+      }
+    } else {
+      w_.assign(w, w + m * k);
+    }
+  }
+  bool sparse() const { return sparse_; }
+  void forward(const int8_t* x, int64_t n, int8_t* y, int threads) const {
+    const int t = threads_for(threads, double(n) * double(m_) * double(k_));
+#if defined(EP_HAVE_AVX512)
+    if (vnni_) {
+      const int64_t chunks = (n + kChunk - 1) / kChunk;
+      parallel_for(t, chunks, [&](int64_t ch) { vnni_chunk(x, n, y, ch); });
+      return;
+    }
+#endif
+    parallel_for(t, n, [&](int64_t r) { row(x + r * k_, y + r * m_); });
+  }
+
+ private:
+#if defined(EP_HAVE_AVX512)
+  static constexpr int64_t kChunk = 64;  // rows per task: their uint8 copy stays in L1 / L2
+  void pack_vnni(const int8_t* w) {
+    vnni_ = true;
+    kp_ = (k_ + 3) / 4 * 4;
+    const int64_t mp = (m_ + 15) / 16 * 16;
+    if (sparse_) {  // the 1x4 block stream: blocks with any nonzero weight
+      for (int64_t i = 0; i < m_; ++i) {
+        int32_t count = 0;
+        for (int64_t q = 0; q < kp_ / 4; ++q) {
+          uint32_t packed = 0;
+          for (int64_t t = 0; t < 4; ++t)
+            if (4 * q + t < k_) packed |= uint32_t(uint8_t(w[i * k_ + 4 * q + t])) << (8 * t);
+          if (!packed) continue;
+          quad_.push_back(int32_t(q));
+          block_.push_back(int32_t(packed));
+          ++count;
+        }
+        nnz_.push_back(count);
+      }
+    } else {
+      vnni_w_.assign(size_t(mp * kp_), 0);
+      pack_qgemm_vnni(w, m_, k_, kp_, vnni_w_.data());
+    }
+    vbias_.assign(size_t(mp), 0);
+    vmult_.assign(size_t(mp), 0);
+    vshift_.assign(size_t(mp), 0);
+    for (int64_t i = 0; i < m_; ++i) {
+      int32_t sum = 0;
+      for (int64_t j = 0; j < k_; ++j) sum += w[i * k_ + j];
+      vbias_[size_t(i)] = bias_[size_t(i)] - 128 * sum;  // x + 128 as uint8
+      vmult_[size_t(i)] = rq_.mult[size_t(i)];
+      vshift_[size_t(i)] = rq_.shift[size_t(i)];
+    }
+  }
+  void vnni_chunk(const int8_t* x, int64_t n, int8_t* y, int64_t ch) const {
+    const int64_t r0 = ch * kChunk, rows = std::min(kChunk, n - r0);
+    if (sparse_) {  // quads of the chunk's rows, 16-row aligned
+      const int64_t ldn = (rows + 15) / 16 * 16;
+      uint8_t* xq = static_cast<uint8_t*>(thread_scratch(3, size_t(kp_ * ldn)));
+      // a transpose of 32-bit words (rows past `rows` are never stored, so left as they are)
+      uint32_t* xq32 = reinterpret_cast<uint32_t*>(xq);
+      const int64_t full = k_ / 4;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int8_t* src = x + (r0 + r) * k_;
+        for (int64_t q = 0; q < full; ++q) {
+          uint32_t v;
+          std::memcpy(&v, src + 4 * q, 4);
+          xq32[q * ldn + r] = v ^ 0x80808080u;
+        }
+        if (full * 4 < k_) {
+          uint32_t v = 0;
+          std::memcpy(&v, src + 4 * full, size_t(k_ - 4 * full));
+          xq32[full * ldn + r] = v ^ (0x80808080u >> (8 * (4 - (k_ - 4 * full))));
+        }
+      }
+      QSpmmVnniArgs a;
+      a.xq = xq, a.n = rows, a.ldn = ldn, a.m = m_;
+      a.nnz = nnz_.data(), a.quad = quad_.data(), a.w = block_.data();
+      a.bias = vbias_.data(), a.mult = vmult_.data(), a.shift = vshift_.data();
+      a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
+      a.y = y + r0 * m_, a.ldy = m_;
+      return avx512::qspmm_vnni(a);
+    }
+    uint8_t* xu = static_cast<uint8_t*>(thread_scratch(3, size_t(rows * kp_)));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int8_t* src = x + (r0 + r) * k_;
+      uint8_t* dst = xu + r * kp_;
+      for (int64_t j = 0; j < k_; ++j) dst[j] = uint8_t(src[j]) ^ 0x80u;
+      for (int64_t j = k_; j < kp_; ++j) dst[j] = 0;
+    }
+    QGemmVnniArgs a;
+    a.x = xu, a.n = rows, a.kp = kp_, a.m = m_, a.w = vnni_w_.data();
+    a.bias = vbias_.data(), a.mult = vmult_.data(), a.shift = vshift_.data();
+    a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
+    a.y = y + r0 * m_, a.ldy = m_;
+    avx512::qgemm_vnni(a);
+  }
+  bool vnni_ = false;
+  int64_t kp_ = 0;
+  std::vector<int8_t> vnni_w_;
+  std::vector<int32_t> nnz_, quad_, block_;
+  std::vector<int32_t> vbias_, vmult_, vshift_;
+#endif
+  void row(const int8_t* x, int8_t* y) const {
+    if (sparse_) {
+      for (int64_t i = 0; i < m_; ++i) {
+        int32_t s = bias_[size_t(i)];
+        for (int64_t e = row_[size_t(i)]; e < row_[size_t(i) + 1]; ++e)
+          s += int32_t(x[idx_[size_t(e)]]) * int32_t(val_[size_t(e)]);
+        y[i] = rq_.apply(s, i);
+      }
+      return;
+    }
+    for (int64_t i = 0; i < m_; ++i)
+      y[i] = rq_.apply(dot_s8(x, w_.data() + i * k_, k_) + bias_[size_t(i)], i);
+  }
+  int64_t m_, k_;
+  std::vector<int32_t> bias_;
+  Requant rq_;
+  bool sparse_ = false;
+  std::vector<int8_t> w_, val_;
+  std::vector<int32_t> idx_;
+  std::vector<int64_t> row_;
+};
+
+// ------------------------------------------------------------------------ CONV_2D
+class QConv2D : public Op {
+ public:
+  QConv2D(const QCtx& c, const OpOptions& o) {
+    const Tensor &x = c.act(c.in(0)), &w = c.typed(c.constant(1), DType::i8), &y = c.act(c.out());
+    c.rank(x, 4);
+    c.rank(w, 4);
+    n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], cin_ = x.shape[3];
+    cout_ = w.shape[0], kh_ = w.shape[1], kw_ = w.shape[2], cg_ = w.shape[3];
+    if (n_ < 1 || h_ < 1 || w_ < 1 || cout_ < 1 || kh_ < 1 || kw_ < 1 || cg_ < 1 || cin_ < cg_ ||
+        cin_ % cg_ || cout_ % (cin_ / cg_))
+      c.bad("filter and input channels do not form groups that divide the output channels");
+    if (w.scale.size() > 1 && w.quantized_dimension != 0)
+      c.bad("per-channel weight scales must be on dimension 0");
+    groups_ = cin_ / cg_;
+    sh_ = c.d.stride_h, sw_ = c.d.stride_w, dh_ = c.d.dilation_h, dw_ = c.d.dilation_w;
+    oh_ = out_dim(c, h_, kh_, sh_, dh_, &pt_, 0);
+    ow_ = out_dim(c, w_, kw_, sw_, dw_, &pl_, 1);
+    c.shape_is(y, {n_, oh_, ow_, cout_});
+    zp_in_ = zp(x);
+    const Requant rq = make_requant(c, x, w, y, cout_, false);
+    const int64_t og = cout_ / groups_, kk = kh_ * kw_ * cg_;
+    const std::vector<int32_t> bias = folded_bias(c, w.as<int8_t>(), cout_, kk, zp_in_);
+    for (int64_t g = 0; g < groups_; ++g) {
+      Requant rg = rq;
+      rg.mult.assign(rq.mult.begin() + g * og, rq.mult.begin() + (g + 1) * og);
+      rg.shift.assign(rq.shift.begin() + g * og, rq.shift.begin() + (g + 1) * og);
+      gemm_.push_back(std::make_unique<QGemm>(
+          w.as<int8_t>() + g * og * kk, og, kk,
+          std::vector<int32_t>(bias.begin() + g * og, bias.begin() + (g + 1) * og), rg, o));
+    }
+    direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && groups_ == 1 && pt_ == 0 &&
+              pl_ == 0 && oh_ == h_ && ow_ == w_;
+    macs = double(n_) * oh_ * ow_ * cout_ * kk;
+    kind = "CONV_2D";
+    label = kind + " int8 " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
+            std::to_string(sh_) + " " + std::to_string(cin_) + "->" + std::to_string(cout_) +
+            (groups_ > 1 ? " g" + std::to_string(groups_) : "") +
+            (gemm_[0]->sparse() ? " sparse" : "") + " " + std::to_string(oh_) + "x" +
+            std::to_string(ow_);
+  }
+  int64_t scratch_bytes() const override {
+    if (direct_) return 0;
+    const int64_t pix = oh_ * ow_;
+    return pix * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0);
+  }
+  void run(const RunCtx& r) const override {
+    const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
+    int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+    const int64_t pix = oh_ * ow_, og = cout_ / groups_, kk = kh_ * kw_ * cg_;
+    if (direct_) return gemm_[0]->forward(x, n_ * pix, y, r.threads);
+    int8_t* col = static_cast<int8_t*>(r.scratch);
+    int8_t* tmp = col + pix * kk;
+    for (int64_t b = 0; b < n_; ++b) {
+      const int8_t* xb = x + b * h_ * w_ * cin_;
+      int8_t* yb = y + b * pix * cout_;
+      for (int64_t g = 0; g < groups_; ++g) {
+        im2col(xb, g, col);
+        if (groups_ == 1) {
+          gemm_[0]->forward(col, pix, yb, r.threads);
+        } else {
+          gemm_[size_t(g)]->forward(col, pix, tmp, r.threads);
+          for (int64_t p = 0; p < pix; ++p)
+            std::memcpy(yb + p * cout_ + g * og, tmp + p * og, size_t(og));
+        }
+      }
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  // outside the input the im2col holds the input zero point: (x - zp) * w adds nothing there,
+  // as TFLite skips those taps
+  void im2col(const int8_t* x, int64_t g, int8_t* col) const {
+    const int64_t kk = kh_ * kw_ * cg_;
+    for (int64_t oy = 0; oy < oh_; ++oy)
+      for (int64_t ox = 0; ox < ow_; ++ox) {
+        int8_t* dst = col + (oy * ow_ + ox) * kk;
+        for (int64_t ky = 0; ky < kh_; ++ky) {
+          const int64_t iy = oy * sh_ - pt_ + ky * dh_;
+          for (int64_t kx = 0; kx < kw_; ++kx, dst += cg_) {
+            const int64_t ix = ox * sw_ - pl_ + kx * dw_;
+            if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_)
+              std::memset(dst, zp_in_, size_t(cg_));
+            else
+              std::memcpy(dst, x + (iy * w_ + ix) * cin_ + g * cg_, size_t(cg_));
+          }
+        }
+      }
+  }
+  int64_t n_, h_, w_, cin_, cout_, kh_, kw_, cg_, groups_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
+  int32_t zp_in_ = 0;
+  bool direct_ = false;
+  std::vector<std::unique_ptr<QGemm>> gemm_;
+};
+
+// ------------------------------------------------------------------------ FULLY_CONNECTED
+class QFullyConnected : public Op {
+ public:
+  QFullyConnected(const QCtx& c, const OpOptions& o) {
+    const Tensor &x = c.act(c.in(0)), &w = c.typed(c.constant(1), DType::i8), &y = c.act(c.out());
+    c.rank(w, 2);
+    m_ = w.shape[0], k_ = w.shape[1];
+    if (k_ < 1 || m_ < 1 || x.elems % k_) c.bad("input size is not a multiple of the weight's K");
+    n_ = x.elems / k_;
+    if (n_ < 1 || y.elems != n_ * m_) c.bad("output size is not N * M");
+    if (w.scale.size() > 1 && w.quantized_dimension != 0)
+      c.bad("per-channel weight scales must be on dimension 0");
+    const int32_t zin = zp(x);
+    gemm_ =
+        std::make_unique<QGemm>(w.as<int8_t>(), m_, k_, folded_bias(c, w.as<int8_t>(), m_, k_, zin),
+                                make_requant(c, x, w, y, m_, true), o);
+    macs = double(n_) * m_ * k_;
+    kind = "FULLY_CONNECTED";
+    label = kind + " int8 " + std::to_string(k_) + "->" + std::to_string(m_) +
+            (gemm_->sparse() ? " sparse" : "");
+  }
+  void run(const RunCtx& r) const override {
+    gemm_->forward(reinterpret_cast<const int8_t*>(r.ptr[in_]), n_,
+                   reinterpret_cast<int8_t*>(r.ptr[out_]), r.threads);
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  int64_t n_, m_, k_;
+  std::unique_ptr<QGemm> gemm_;
+};
+
+// ------------------------------------------------------------------------ DEPTHWISE_CONV_2D
+class QDepthwise : public Op {
+ public:
+  QDepthwise(const QCtx& c, const OpOptions& o) : isa_(o.isa) {
+    const Tensor &x = c.act(c.in(0)), &w = c.typed(c.constant(1), DType::i8), &y = c.act(c.out());
+    c.rank(x, 4);
+    c.rank(w, 4);
+    n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], cin_ = x.shape[3];
+    kh_ = w.shape[1], kw_ = w.shape[2], cout_ = w.shape[3];
+    if (n_ < 1 || h_ < 1 || w_ < 1 || w.shape[0] != 1 || cin_ < 1 || cout_ < 1 || kh_ < 1 ||
+        kw_ < 1 || cout_ % cin_)
+      c.bad("filter must be [1, KH, KW, C * depth_multiplier]");
+    if (w.scale.size() > 1 && w.quantized_dimension != 3)
+      c.bad("per-channel weight scales must be on dimension 3");
+    dm_ = cout_ / cin_;
+    sh_ = c.d.stride_h, sw_ = c.d.stride_w, dh_ = c.d.dilation_h, dw_ = c.d.dilation_w;
+    oh_ = out_dim(c, h_, kh_, sh_, dh_, &pt_, 0);
+    ow_ = out_dim(c, w_, kw_, sw_, dw_, &pl_, 1);
+    c.shape_is(y, {n_, oh_, ow_, cout_});
+    zp_in_ = zp(x);
+    rq_ = make_requant(c, x, w, y, cout_, false);
+    wt_ = w.as<int8_t>();
+    bias_.assign(size_t(cout_), 0);
+    if (c.has_in(2)) {
+      const Tensor& b = c.typed(c.constant(2), DType::i32);
+      if (b.elems != cout_) c.bad("the bias does not have one value per output channel");
+      for (int64_t i = 0; i < cout_; ++i) bias_[size_t(i)] = b.as<int32_t>()[i];
+    }
+    macs = double(n_) * oh_ * ow_ * cout_ * kh_ * kw_;
+    kind = "DEPTHWISE_CONV_2D";
+    label = kind + " int8 " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
+            std::to_string(sh_) + " " + std::to_string(cout_) + " " + std::to_string(oh_) + "x" +
+            std::to_string(ow_);
+  }
+  void run(const RunCtx& r) const override {
+    const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
+    int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+    const int t = threads_for(r.threads, macs);
+    for (int64_t b = 0; b < n_; ++b) {
+      const int8_t* xb = x + b * h_ * w_ * cin_;
+      int8_t* yb = y + b * oh_ * ow_ * cout_;
+      parallel_for(t, oh_, [&](int64_t oy) { row(xb, yb + oy * ow_ * cout_, oy); });
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  void row(const int8_t* x, int8_t* y, int64_t oy) const {
+#if defined(EP_HAVE_AVX512)
+    if (isa_ == Isa::avx512 && dm_ == 1) {
+      QDwRowArgs a;
+      a.x = x, a.h = h_, a.w = w_, a.c = cout_, a.kh = kh_, a.kw = kw_, a.sh = sh_, a.sw = sw_;
+      a.dh = dh_, a.dw = dw_, a.pt = pt_, a.pl = pl_, a.oy = oy, a.ow = ow_, a.wt = wt_;
+      a.bias = bias_.data(), a.mult = rq_.mult.data(), a.shift = rq_.shift.data();
+      a.zp_in = zp_in_, a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi, a.y = y;
+      return avx512::qdw_row(a);
+    }
+#endif
+    std::vector<int32_t> acc(static_cast<size_t>(cout_));
+    for (int64_t ox = 0; ox < ow_; ++ox) {
+      std::fill(acc.begin(), acc.end(), 0);
+      for (int64_t ky = 0; ky < kh_; ++ky) {
+        const int64_t iy = oy * sh_ - pt_ + ky * dh_;
+        if (iy < 0 || iy >= h_) continue;
+        for (int64_t kx = 0; kx < kw_; ++kx) {
+          const int64_t ix = ox * sw_ - pl_ + kx * dw_;
+          if (ix < 0 || ix >= w_) continue;
+          const int8_t* xp = x + (iy * w_ + ix) * cin_;
+          const int8_t* wp = wt_ + (ky * kw_ + kx) * cout_;
+          if (dm_ == 1) {
+            for (int64_t ch = 0; ch < cout_; ++ch)
+              acc[size_t(ch)] += (int32_t(xp[ch]) - zp_in_) * int32_t(wp[ch]);
+          } else {
+            for (int64_t ch = 0; ch < cout_; ++ch)
+              acc[size_t(ch)] += (int32_t(xp[ch / dm_]) - zp_in_) * int32_t(wp[ch]);
+          }
+        }
+      }
+      int8_t* yp = y + ox * cout_;
+      for (int64_t ch = 0; ch < cout_; ++ch)
+        yp[ch] = rq_.apply(acc[size_t(ch)] + bias_[size_t(ch)], ch);
+    }
+  }
+  Isa isa_;
+  int64_t n_, h_, w_, cin_, cout_, kh_, kw_, dm_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
+  int32_t zp_in_ = 0;
+  const int8_t* wt_ = nullptr;
+  std::vector<int32_t> bias_;
+  Requant rq_;
+};
+
+// ------------------------------------------------------------------------ broadcasting
+// Offsets of both inputs for every output element in order (numpy broadcasting, rank <= 6).
+class Broadcast {
+ public:
+  Broadcast(const QCtx& c, const Tensor& a, const Tensor& b, const Tensor& y) {
+    const size_t r = y.shape.size();
+    if (a.shape.size() > r || b.shape.size() > r || r > 6) c.bad("inputs do not broadcast");
+    shape_ = y.shape;
+    sa_.assign(r, 0);
+    sb_.assign(r, 0);
+    int64_t st_a = 1, st_b = 1;
+    for (size_t k = 0; k < r; ++k) {
+      const size_t i = r - 1 - k;
+      const int64_t da = k < a.shape.size() ? a.shape[a.shape.size() - 1 - k] : 1;
+      const int64_t db = k < b.shape.size() ? b.shape[b.shape.size() - 1 - k] : 1;
+      if ((da != 1 && da != y.shape[i]) || (db != 1 && db != y.shape[i]))
+        c.bad("inputs do not broadcast to the output shape");
+      sa_[i] = da == 1 ? 0 : st_a;
+      sb_[i] = db == 1 ? 0 : st_b;
+      st_a *= da;
+      st_b *= db;
+    }
+    same_ = a.shape == y.shape && b.shape == y.shape;
+    elems_ = y.elems;
+  }
+  template <class F>
+  void each(F f) const {
+    if (same_) {
+      for (int64_t e = 0; e < elems_; ++e) f(e, e, e);
+      return;
+    }
+    const size_t r = shape_.size();
+    std::vector<int64_t> idx(r, 0);
+    int64_t oa = 0, ob = 0;
+    for (int64_t e = 0; e < elems_; ++e) {
+      f(e, oa, ob);
+      for (size_t k = 0; k < r; ++k) {
+        const size_t i = r - 1 - k;
+        oa += sa_[i], ob += sb_[i];
+        if (++idx[i] < shape_[i]) break;
+        oa -= sa_[i] * shape_[i], ob -= sb_[i] * shape_[i];
+        idx[i] = 0;
+      }
+    }
+  }
+
+ private:
+  std::vector<int64_t> shape_, sa_, sb_;
+  bool same_ = false;
+  int64_t elems_ = 0;
+};
+
+// ------------------------------------------------------------------------ ADD / MUL
+class QBinary : public Op {
+ public:
+  QBinary(const QCtx& c, const OpOptions& o, bool mul)
+      : mul_(mul), bc_(c, c.act(c.in(0)), c.act(c.in(1)), c.act(c.out())) {
+    vec_ = !mul && o.isa == Isa::avx512 && c.in(0).shape == c.out().shape &&
+           c.in(1).shape == c.out().shape;
+    const Tensor &a = c.in(0), &b = c.in(1), &y = c.out();
+    za_ = zp(a), zb_ = zp(b), zy_ = zp(y);
+    act_range(c.d.act, y, &lo_, &hi_);
+    const float sa = a.scale[0], sb = b.scale[0], sy = y.scale[0];
+    if (mul) {
+      quantize_multiplier(double(sa * sb / sy), &om_, &os_);  // float product, as TFLite
+    } else {
+      const double twice = 2.0 * double(std::max(sa, sb));
+      quantize_multiplier(double(sa) / twice, &m1_, &s1_);
+      quantize_multiplier(double(sb) / twice, &m2_, &s2_);
+      quantize_multiplier(twice / double(float(1 << 20) * sy), &om_, &os_);
+    }
+    elems_ = y.elems;
+    kind = mul ? "MUL" : "ADD";
+    label = kind + " int8 " + dims(y.shape);
+    macs = double(y.elems);
+  }
+  void run(const RunCtx& r) const override {
+    const int8_t* a = reinterpret_cast<const int8_t*>(r.ptr[ia_]);
+    const int8_t* b = reinterpret_cast<const int8_t*>(r.ptr[ib_]);
+    int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+    if (mul_) {
+      bc_.each([&](int64_t e, int64_t i, int64_t j) {
+        const int32_t v = zy_ + mbqm((a[i] - za_) * (b[j] - zb_), om_, os_);
+        y[e] = int8_t(std::min(hi_, std::max(lo_, v)));
+      });
+    } else if (vec_) {
+#if defined(EP_HAVE_AVX512)
+      QAddArgs q;
+      q.a = a, q.b = b, q.y = y, q.n = elems_, q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_;
+      q.hi = hi_, q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
+      avx512::qadd(q);
+#endif
+    } else {
+      bc_.each([&](int64_t e, int64_t i, int64_t j) {
+        const int32_t x1 = mbqm((a[i] - za_) * (1 << 20), m1_, s1_);
+        const int32_t x2 = mbqm((b[j] - zb_) * (1 << 20), m2_, s2_);
+        const int32_t v = mbqm(x1 + x2, om_, os_) + zy_;
+        y[e] = int8_t(std::min(hi_, std::max(lo_, v)));
+      });
+    }
+  }
+  int ia_ = 0, ib_ = 0, out_ = 0;
+
+ private:
+  bool mul_, vec_ = false;
+  int64_t elems_ = 0;
+  Broadcast bc_;
+  int32_t za_, zb_, zy_, lo_, hi_, m1_ = 0, m2_ = 0, om_ = 0;
+  int s1_ = 0, s2_ = 0, os_ = 0;
+};
+
+// ------------------------------------------------------------------------ MEAN
+class QMean : public Op {
+ public:
+  QMean(const QCtx& c) {
+    const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
+    const Tensor& ax = c.constant(1);
+    if (ax.type != DType::i32) c.bad("axes must be int32");
+    const int r = int(x.shape.size());
+    red_.assign(size_t(r), false);
+    for (int64_t i = 0; i < ax.elems; ++i) {
+      const int64_t a = ax.as<int32_t>()[i];
+      if (a < -r || a >= r) c.bad("axis " + std::to_string(a) + " is out of range");
+      red_[size_t(a < 0 ? a + r : a)] = true;
+    }
+    count_ = 1;
+    int64_t outs = 1;
+    for (int i = 0; i < r; ++i) (red_[size_t(i)] ? count_ : outs) *= x.shape[i];
+    if (y.elems != outs) c.bad("the output size is not the input's without the reduced axes");
+    if (count_ < 1) c.bad("mean over an empty axis");
+    shape_ = x.shape;
+    zin_ = zp(x), zout_ = zp(y);
+    int32_t mult;
+    int shift;
+    quantize_multiplier(double(x.scale[0]) / double(y.scale[0]), &mult, &shift);
+    // TFLite divides the multiplier by the element count in fixed point
+    int s = 63 - __builtin_clzll(uint64_t(count_));
+    s = std::min(s, 32);
+    s = std::min(s, 31 + shift);
+    mult_ = int32_t((int64_t(mult) << s) / count_);
+    shift_ = shift - s;
+    kind = "MEAN";
+    label = kind + " int8 " + dims(x.shape);
+    macs = double(x.elems);
+  }
+  int64_t scratch_bytes() const override {
+    int64_t outs = 1;
+    for (size_t i = 0; i < shape_.size(); ++i)
+      if (!red_[i]) outs *= shape_[i];
+    return outs * 4;
+  }
+  void run(const RunCtx& rc) const override {
+    const int8_t* x = reinterpret_cast<const int8_t*>(rc.ptr[in_]);
+    int8_t* y = reinterpret_cast<int8_t*>(rc.ptr[out_]);
+    int32_t* sum = static_cast<int32_t*>(rc.scratch);
+    const int r = int(shape_.size());
+    std::vector<int64_t> ostride(size_t(r), 0);
+    int64_t s = 1, total = 1;
+    for (int i = r - 1; i >= 0; --i) {
+      if (!red_[size_t(i)]) ostride[size_t(i)] = s, s *= shape_[size_t(i)];
+      total *= shape_[size_t(i)];
+    }
+    std::fill(sum, sum + s, 0);
+    std::vector<int64_t> idx(size_t(r), 0);
+    int64_t o = 0;
+    for (int64_t e = 0; e < total; ++e) {
+      sum[o] += x[e];
+      for (int i = r - 1; i >= 0; --i) {
+        o += ostride[size_t(i)];
+        if (++idx[size_t(i)] < shape_[size_t(i)]) break;
+        o -= ostride[size_t(i)] * shape_[size_t(i)];
+        idx[size_t(i)] = 0;
+      }
+    }
+    for (int64_t i = 0; i < s; ++i) {
+      const int32_t v = mbqm(int32_t(sum[i] - int64_t(zin_) * count_), mult_, shift_) + zout_;
+      y[i] = int8_t(std::min(127, std::max(-128, v)));
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  std::vector<int64_t> shape_;
+  std::vector<bool> red_;
+  int64_t count_ = 1;
+  int32_t zin_ = 0, zout_ = 0, mult_ = 0;
+  int shift_ = 0;
+};
+
+// ------------------------------------------------------------------------ pools
+class QPool : public Op {
+ public:
+  QPool(const QCtx& c, bool max) : max_(max) {
+    const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
+    c.rank(x, 4);
+    if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
+      c.unsupported("an int8 pool whose input and output quantization differ");
+    n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], ch_ = x.shape[3];
+    fh_ = c.d.filter_h, fw_ = c.d.filter_w, sh_ = c.d.stride_h, sw_ = c.d.stride_w;
+    oh_ = out_dim(c, h_, fh_, sh_, 1, &pt_, -1);
+    ow_ = out_dim(c, w_, fw_, sw_, 1, &pl_, -1);
+    c.shape_is(y, {n_, oh_, ow_, ch_});
+    act_range(c.d.act, y, &lo_, &hi_);
+    kind = max ? "MAX_POOL_2D" : "AVERAGE_POOL_2D";
+    label = kind + " int8 " + std::to_string(fh_) + "x" + std::to_string(fw_) + "/" +
+            std::to_string(sh_) + " " + dims(y.shape);
+    macs = double(y.elems) * fh_ * fw_;
+  }
+  void run(const RunCtx& r) const override {
+    const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
+    int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+    std::vector<int32_t> acc(static_cast<size_t>(ch_));
+    for (int64_t b = 0; b < n_; ++b)
+      for (int64_t oy = 0; oy < oh_; ++oy)
+        for (int64_t ox = 0; ox < ow_; ++ox) {
+          const int64_t y0 = oy * sh_ - pt_, x0 = ox * sw_ - pl_;
+          const int64_t ky0 = std::max<int64_t>(0, -y0), ky1 = std::min(fh_, h_ - y0);
+          const int64_t kx0 = std::max<int64_t>(0, -x0), kx1 = std::min(fw_, w_ - x0);
+          std::fill(acc.begin(), acc.end(), max_ ? -128 : 0);
+          int32_t count = 0;
+          for (int64_t ky = ky0; ky < ky1; ++ky)
+            for (int64_t kx = kx0; kx < kx1; ++kx, ++count) {
+              const int8_t* xp = x + ((b * h_ + y0 + ky) * w_ + x0 + kx) * ch_;
+              for (int64_t ch = 0; ch < ch_; ++ch)
+                acc[size_t(ch)] =
+                    max_ ? std::max<int32_t>(acc[size_t(ch)], xp[ch]) : acc[size_t(ch)] + xp[ch];
+            }
+          int8_t* yp = y + ((b * oh_ + oy) * ow_ + ox) * ch_;
+          for (int64_t ch = 0; ch < ch_; ++ch) {
+            int32_t v = acc[size_t(ch)];
+            if (!max_ && count > 0) v = v > 0 ? (v + count / 2) / count : (v - count / 2) / count;
+            yp[ch] = int8_t(std::min(hi_, std::max(lo_, v)));
+          }
+        }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  bool max_;
+  int64_t n_, h_, w_, ch_, fh_, fw_, sh_, sw_, oh_, ow_, pt_, pl_;
+  int32_t lo_, hi_;
+};
+
+// ------------------------------------------------------------------------ QUANTIZE / DEQUANTIZE
+class QQuantize : public Op {
+ public:
+  QQuantize(const QCtx& c, const OpOptions& o) : isa_(o.isa) {
+    const Tensor &x = c.in(0), &y = c.act(c.out());
+    if (x.elems != y.elems) c.bad("input and output sizes differ");
+    elems_ = y.elems;
+    zout_ = zp(y);
+    scale_ = y.scale[0];
+    if (x.type == DType::i8) {  // requantize int8 -> int8
+      c.act(x);
+      zin_ = zp(x);
+      requant_ = true;
+      int32_t mult;
+      int shift;
+      quantize_multiplier(double(x.scale[0]) / double(y.scale[0]), &mult, &shift);
+      for (int v = -128; v < 128; ++v)  // a function of one byte: a table
+        lut_[uint8_t(int8_t(v))] =
+            int8_t(std::min(127, std::max(-128, mbqm(v - zin_, mult, shift) + zout_)));
+    } else {
+      c.typed(x, DType::f32);
+    }
+    kind = "QUANTIZE";
+    label = kind + (requant_ ? " int8->int8 " : " float->int8 ") + dims(y.shape);
+    macs = double(elems_);
+  }
+  void run(const RunCtx& r) const override {
+    int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+    if (requant_) {
+      const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
+      return apply_lut(lut_, x, elems_, y, isa_);
+    }
+    const float* x = r.ptr[in_];
+    for (int64_t i = 0; i < elems_; ++i) {
+      // TFLite's AffineQuantize: x / scale in float, rounded half away from zero; a NaN or
+      // huge input saturates instead of overflowing the cast
+      const float q = std::round(x[i] / scale_);
+      const float c = std::isnan(q) ? 0.0f : std::min(1e9f, std::max(-1e9f, q));
+      y[i] = int8_t(std::min(127, std::max(-128, int32_t(c) + zout_)));
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  int64_t elems_;
+  Isa isa_;
+  int32_t zin_ = 0, zout_ = 0;
+  int8_t lut_[256] = {};
+  float scale_ = 1.0f;
+  bool requant_ = false;
+};
+
+class QDequantize : public Op {
+ public:
+  QDequantize(const QCtx& c) {
+    const Tensor &x = c.act(c.in(0)), &y = c.typed(c.out(), DType::f32);
+    if (x.elems != y.elems) c.bad("input and output sizes differ");
+    elems_ = y.elems;
+    zin_ = zp(x);
+    scale_ = x.scale[0];
+    kind = "DEQUANTIZE";
+    label = kind + " " + dims(y.shape);
+    macs = double(elems_);
+  }
+  void run(const RunCtx& r) const override {
+    const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
+    float* y = r.ptr[out_];
+    for (int64_t i = 0; i < elems_; ++i) y[i] = float(double(scale_) * double(x[i] - zin_));
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  int64_t elems_;
+  int32_t zin_;
+  float scale_;
+};
+
+// ------------------------------------------------------------------------ lookup tables
+class QTable : public Op {
+ public:
+  QTable(const QCtx& c, const OpOptions& o) : isa_(o.isa) {
+    const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
+    if (x.elems != y.elems) c.bad("input and output sizes differ");
+    elems_ = x.elems;
+    const float inf = std::numeric_limits<float>::infinity();
+    switch (c.d.code) {
+      case OpCode::hard_swish:
+        hard_swish_table(c, x, y);
+        break;
+      case OpCode::logistic:
+        logistic_table(c, x, y);
+        break;
+      case OpCode::relu:
+        relu_table(x, y, 0.0f, inf);
+        break;
+      case OpCode::relu6:
+        relu_table(x, y, 0.0f, 6.0f);
+        break;
+      default:  // RELU_N1_TO_1
+        relu_table(x, y, -1.0f, 1.0f);
+        break;
+    }
+    kind = op_name(int32_t(c.d.code));
+    label = kind + " int8 " + dims(x.shape);
+    macs = double(elems_);
+  }
+  void run(const RunCtx& r) const override {
+    const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
+    int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+    apply_lut(lut_, x, elems_, y, isa_);
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  // TFLite's reference HardSwish for int8 (16-bit fixed point), evaluated for every input
+  void hard_swish_table(const QCtx& c, const Tensor& x, const Tensor& y) {
+    const float hires = (1.0f / 128.0f) * x.scale[0];
+    int32_t om32, rm32;
+    int oexp, rexp;
+    quantize_multiplier(double(hires / y.scale[0]), &om32, &oexp);
+    quantize_multiplier(double(hires / (3.0f / 32768.0f)), &rm32, &rexp);
+    if (oexp > 0) c.unsupported("HARD_SWISH whose output scale is below its input scale / 128");
+    const int16_t om = down_scale_to_int16(om32), rm = down_scale_to_int16(rm32);
+    for (int v = -128; v < 128; ++v) {
+      const int16_t in = int16_t(v - zp(x));
+      const int16_t hi_in = int16_t(in * (1 << 7));
+      const int16_t pre_out = rounding_doubling_high_mul16(hi_in, om);
+      int16_t relu = hi_in;
+      if (rexp > 0) relu = saturating_left_shift16(relu, rexp - 1);
+      relu = rounding_doubling_high_mul16(relu, rm);
+      if (rexp > 0) relu = saturating_left_shift16(relu, 1);
+      if (rexp < 0) relu = int16_t(rounding_divide_by_pot(relu, -rexp));
+      relu = int16_t((int32_t(relu) + (1 << 15)) >> 1);
+      const int16_t pre = doubling_high_mul16(relu, pre_out);
+      int32_t o = rounding_divide_by_pot(pre, -oexp) + zp(y);
+      lut_[uint8_t(int8_t(v))] = int8_t(std::min(127, std::max(-128, o)));
+    }
+  }
+  // TFLite's LUTPopulate with the float sigmoid
+  void logistic_table(const QCtx&, const Tensor& x, const Tensor& y) {
+    const float inv = 1.0f / y.scale[0];
+    for (int v = -128; v < 128; ++v) {
+      const float d = x.scale[0] * float(v - zp(x));
+      const float t = 1.0f / (1.0f + std::exp(-d));
+      const float q = std::round(t * inv);
+      const int32_t o = int32_t(q + float(zp(y)));
+      lut_[uint8_t(int8_t(v))] = int8_t(std::min(127, std::max(-128, o)));
+    }
+  }
+  // TFLite's QuantizedReluX: rescale to the output (float ratio of the scales), then clamp to
+  // the bounds rounded onto the output's grid
+  void relu_table(const Tensor& x, const Tensor& y, float lo, float hi) {
+    int32_t mult;
+    int shift;
+    quantize_multiplier(double(x.scale[0] / y.scale[0]), &mult, &shift);
+    const int32_t qlo = std::max(-128, zp(y) + int32_t(std::round(lo / y.scale[0])));
+    const int32_t qhi =
+        std::isinf(hi) ? 127 : std::min(127, zp(y) + int32_t(std::round(hi / y.scale[0])));
+    for (int v = -128; v < 128; ++v) {
+      const int32_t o = zp(y) + mbqm(v - zp(x), mult, shift);
+      lut_[uint8_t(int8_t(v))] = int8_t(std::min(qhi, std::max(qlo, o)));
+    }
+  }
+  Isa isa_;
+  int64_t elems_;
+  int8_t lut_[256];
+};
+
+// ------------------------------------------------------------------------ layout ops
+// RESHAPE / SQUEEZE / EXPAND_DIMS of int8 data: the bytes stay, the quantization must too.
+class QCopy : public Op {
+ public:
+  QCopy(const QCtx& c, const char* name) {
+    const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
+    if (x.elems != y.elems) c.bad("input and output sizes differ");
+    if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
+      c.unsupported("input and output quantization differ");
+    elems_ = x.elems;
+    kind = name;
+    label = kind + " int8 " + dims(x.shape) + "->" + dims(y.shape);
+  }
+  void run(const RunCtx& r) const override {
+    if (r.ptr[in_] != r.ptr[out_]) std::memmove(r.ptr[out_], r.ptr[in_], size_t(elems_));
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  int64_t elems_;
+};
+
+std::vector<int64_t> int_values(const QCtx& c, size_t i) {
+  const Tensor& t = c.constant(i);
+  std::vector<int64_t> v(size_t(t.elems));
+  if (t.type == DType::i32)
+    for (int64_t k = 0; k < t.elems; ++k) v[size_t(k)] = t.as<int32_t>()[k];
+  else if (t.type == DType::i64)
+    for (int64_t k = 0; k < t.elems; ++k) v[size_t(k)] = t.as<int64_t>()[k];
+  else
+    c.bad("input " + std::to_string(i) + " must be int32 or int64");
+  return v;
+}
+
+class QTranspose : public Op {
+ public:
+  QTranspose(const QCtx& c) {
+    const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
+    if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
+      c.unsupported("input and output quantization differ");
+    const auto perm = int_values(c, 1);
+    const int r = int(x.shape.size());
+    if (int(perm.size()) != r) c.bad("perm has the wrong length");
+    std::vector<bool> seen(size_t(r), false);
+    std::vector<int64_t> out(static_cast<size_t>(r)), xs(static_cast<size_t>(r));
+    int64_t s = 1;
+    for (int i = r - 1; i >= 0; --i) xs[size_t(i)] = s, s *= x.shape[size_t(i)];
+    for (int i = 0; i < r; ++i) {
+      const int64_t p = perm[size_t(i)];
+      if (p < 0 || p >= r || seen[size_t(p)]) c.bad("perm is not a permutation");
+      seen[size_t(p)] = true;
+      out[size_t(i)] = x.shape[size_t(p)];
+      stride_.push_back(xs[size_t(p)]);
+    }
+    c.shape_is(y, out);
+    shape_ = out;
+    elems_ = y.elems;
+    kind = "TRANSPOSE";
+    label = kind + " int8 " + dims(x.shape);
+  }
+  void run(const RunCtx& rc) const override {
+    const int8_t* x = reinterpret_cast<const int8_t*>(rc.ptr[in_]);
+    int8_t* y = reinterpret_cast<int8_t*>(rc.ptr[out_]);
+    const int r = int(shape_.size());
+    std::vector<int64_t> idx(size_t(r), 0);
+    int64_t o = 0;
+    for (int64_t e = 0; e < elems_; ++e) {
+      y[e] = x[o];
+      for (int i = r - 1; i >= 0; --i) {
+        o += stride_[size_t(i)];
+        if (++idx[size_t(i)] < shape_[size_t(i)]) break;
+        o -= stride_[size_t(i)] * shape_[size_t(i)];
+        idx[size_t(i)] = 0;
+      }
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  std::vector<int64_t> shape_, stride_;
+  int64_t elems_;
+};
+
+// PAD / PADV2: the pad value is the output zero point (PADV2: its int8 constant).
+class QPad : public Op {
+ public:
+  QPad(const QCtx& c, bool v2) {
+    const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
+    if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
+      c.unsupported("input and output quantization differ");
+    const auto p = int_values(c, 1);
+    const int r = int(x.shape.size());
+    if (int(p.size()) != 2 * r) c.bad("paddings must be [rank, 2]");
+    std::vector<int64_t> out(static_cast<size_t>(r));
+    for (int i = 0; i < r; ++i) {
+      if (p[size_t(2 * i)] < 0 || p[size_t(2 * i + 1)] < 0) c.bad("negative padding");
+      before_.push_back(p[size_t(2 * i)]);
+      out[size_t(i)] = x.shape[size_t(i)] + p[size_t(2 * i)] + p[size_t(2 * i + 1)];
+    }
+    c.shape_is(y, out);
+    value_ = int8_t(zp(y));
+    if (v2 && c.has_in(2)) {
+      // TFLite requires a quantized pad value to share the output's zero point; one without
+      // quantization parameters is taken as already on the output's scale
+      const Tensor& v = c.typed(c.constant(2), DType::i8);
+      if (v.elems != 1) c.bad("the pad value must be a scalar");
+      if (v.quantized() && zp(v) != zp(y))
+        c.bad("the pad value's zero point differs from the output's");
+      value_ = v.as<int8_t>()[0];
+    }
+    xshape_ = x.shape;
+    yshape_ = out;
+    yelems_ = y.elems;
+    kind = v2 ? "PADV2" : "PAD";
+    label = kind + " int8 " + dims(x.shape);
+  }
+  void run(const RunCtx& rc) const override {
+    const int8_t* x = reinterpret_cast<const int8_t*>(rc.ptr[in_]);
+    int8_t* y = reinterpret_cast<int8_t*>(rc.ptr[out_]);
+    std::memset(y, value_, size_t(yelems_));
+    const int r = int(xshape_.size());
+    if (r == 0) {
+      y[0] = x[0];
+      return;
+    }
+    std::vector<int64_t> ys(static_cast<size_t>(r));
+    int64_t s = 1;
+    for (int i = r - 1; i >= 0; --i) ys[size_t(i)] = s, s *= yshape_[size_t(i)];
+    // rows of the last dimension: contiguous in the input and in the output
+    const int64_t inner = xshape_[size_t(r - 1)];
+    int64_t total_rows = inner ? 1 : 0;
+    for (int i = 0; i < r - 1; ++i) total_rows *= xshape_[size_t(i)];
+    std::vector<int64_t> idx(size_t(std::max(r - 1, 1)), 0);
+    for (int64_t row = 0; row < total_rows; ++row) {
+      int64_t o = before_[size_t(r - 1)];
+      for (int i = 0; i < r - 1; ++i) o += (idx[size_t(i)] + before_[size_t(i)]) * ys[size_t(i)];
+      std::memcpy(y + o, x + row * inner, size_t(inner));
+      for (int i = r - 2; i >= 0; --i) {
+        if (++idx[size_t(i)] < xshape_[size_t(i)]) break;
+        idx[size_t(i)] = 0;
+      }
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  std::vector<int64_t> before_, xshape_, yshape_;
+  int64_t yelems_;
+  int8_t value_ = 0;
+};
+
+// CONCATENATION: inputs quantized as the output are copied; any other input is requantized as
+// TFLite's int8 QUANTIZE does (LiteRT itself refuses int8 inputs of differing scales).
+class QConcat : public Op {
+ public:
+  QConcat(const QCtx& c) {
+    const Tensor& y = c.act(c.out());
+    const int r = int(y.shape.size());
+    int axis = c.d.axis;
+    if (axis < -r || axis >= r) c.bad("axis " + std::to_string(axis) + " is out of range");
+    if (axis < 0) axis += r;
+    if (c.d.act != FusedAct::none) c.unsupported("fused activation on CONCATENATION");
+    for (int i = 0; i < axis; ++i) outer_ *= y.shape[size_t(i)];
+    int64_t inner = 1;
+    for (int i = axis + 1; i < r; ++i) inner *= y.shape[size_t(i)];
+    int64_t total = 0;
+    for (size_t i = 0; i < c.d.inputs.size(); ++i) {
+      const Tensor& x = c.act(c.in(i));
+      if (int(x.shape.size()) != r) c.bad("inputs differ in rank");
+      for (int k = 0; k < r; ++k)
+        if (k != axis && x.shape[size_t(k)] != y.shape[size_t(k)])
+          c.bad("inputs differ outside the axis");
+      Part p;
+      p.tensor = c.d.inputs[i];
+      p.chunk = x.shape[size_t(axis)] * inner;
+      p.same = x.scale[0] == y.scale[0] && zp(x) == zp(y);
+      p.zin = zp(x);
+      quantize_multiplier(double(x.scale[0]) / double(y.scale[0]), &p.mult, &p.shift);
+      parts_.push_back(p);
+      total += x.shape[size_t(axis)];
+    }
+    if (total != y.shape[size_t(axis)]) c.bad("the output's axis is not the sum of the inputs'");
+    out_row_ = total * inner;
+    zout_ = zp(y);
+    kind = "CONCATENATION";
+    label = kind + " int8 " + dims(y.shape);
+  }
+  void run(const RunCtx& r) const override {
+    int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+    int64_t off = 0;
+    for (const Part& p : parts_) {
+      const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[p.tensor]);
+      for (int64_t o = 0; o < outer_; ++o) {
+        int8_t* dst = y + o * out_row_ + off;
+        const int8_t* src = x + o * p.chunk;
+        if (p.same) {
+          std::memcpy(dst, src, size_t(p.chunk));
+          continue;
+        }
+        for (int64_t i = 0; i < p.chunk; ++i) {
+          const int32_t v = mbqm(src[i] - p.zin, p.mult, p.shift) + zout_;
+          dst[i] = int8_t(std::min(127, std::max(-128, v)));
+        }
+      }
+      off += p.chunk;
+    }
+  }
+  int out_ = 0;
+
+ private:
+  struct Part {
+    int tensor = 0;
+    int64_t chunk = 0;
+    bool same = true;
+    int32_t zin = 0, mult = 0;
+    int shift = 0;
+  };
+  std::vector<Part> parts_;
+  int64_t outer_ = 1, out_row_ = 0;
+  int32_t zout_ = 0;
+};
+
+template <class T>
+std::unique_ptr<Op> wire(std::unique_ptr<T> op, const OpDesc& d) {
+  op->in_ = d.inputs[0];
+  op->out_ = d.outputs[0];
+  return op;
+}
+
+}  // namespace
+
+bool is_int8_op(const Model& model, const OpDesc& d) {
+  if (d.code == OpCode::quantize) return true;
+  if (model.tensors[d.outputs[0]].type == DType::i8) return true;
+  return !d.inputs.empty() && d.inputs[0] >= 0 && model.tensors[d.inputs[0]].type == DType::i8;
+}
+
+std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOptions& o) {
+  QCtx c{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"};
+  switch (d.code) {
+    case OpCode::conv_2d:
+      return wire(std::make_unique<QConv2D>(c, o), d);
+    case OpCode::depthwise_conv_2d:
+      return wire(std::make_unique<QDepthwise>(c, o), d);
+    case OpCode::fully_connected:
+      return wire(std::make_unique<QFullyConnected>(c, o), d);
+    case OpCode::add:
+    case OpCode::mul: {
+      auto b = std::make_unique<QBinary>(c, o, d.code == OpCode::mul);
+      b->ia_ = d.inputs[0];
+      b->ib_ = d.inputs[1];
+      b->out_ = d.outputs[0];
+      return b;
+    }
+    case OpCode::mean:
+      return wire(std::make_unique<QMean>(c), d);
+    case OpCode::average_pool_2d:
+      return wire(std::make_unique<QPool>(c, false), d);
+    case OpCode::max_pool_2d:
+      return wire(std::make_unique<QPool>(c, true), d);
+    case OpCode::quantize:
+      return wire(std::make_unique<QQuantize>(c, o), d);
+    case OpCode::dequantize:
+      return wire(std::make_unique<QDequantize>(c), d);
+    case OpCode::hard_swish:
+    case OpCode::logistic:
+    case OpCode::relu:
+    case OpCode::relu6:
+    case OpCode::relu_n1_to_1:
+      return wire(std::make_unique<QTable>(c, o), d);
+    case OpCode::reshape:
+      return wire(std::make_unique<QCopy>(c, "RESHAPE"), d);
+    case OpCode::squeeze:
+      return wire(std::make_unique<QCopy>(c, "SQUEEZE"), d);
+    case OpCode::expand_dims:
+      return wire(std::make_unique<QCopy>(c, "EXPAND_DIMS"), d);
+    case OpCode::transpose:
+      return wire(std::make_unique<QTranspose>(c), d);
+    case OpCode::pad:
+      return wire(std::make_unique<QPad>(c, false), d);
+    case OpCode::padv2:
+      return wire(std::make_unique<QPad>(c, true), d);
+    case OpCode::concatenation: {
+      auto op = std::make_unique<QConcat>(c);
+      op->out_ = d.outputs[0];
+      return op;
+    }
+    default:
+      throw UnsupportedError(c.where + ": not supported with int8 data");
+  }
+}
+
+}  // namespace rt
+}  // namespace ep

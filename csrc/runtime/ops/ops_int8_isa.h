@@ -1,0 +1,84 @@
+// Vectorised loops of the int8 operators (ops_int8.cpp), one build per path with that path's
+// compiler flags (ops/isa/int8_<path>.cpp). Each computes exactly what the portable loop in
+// ops_int8.cpp computes: int32 sums, then TFLite's requantization (Q31 multiplier, double
+// rounding), so every path gives the same bits.
+//
+// Consumes: packed weights and int8 rows. Produces: int8 rows.
+#pragma once
+
+#include <cstdint>
+
+namespace ep {
+namespace rt {
+
+// y[r, j] = clamp(zp_out + mbqm(sum_k (x[r, k] + 128) * W[j, k] + bias[j], mult[j], shift[j]))
+// for rows r < n: x holds uint8 rows (int8 ^ 0x80) of `kp` bytes (K rounded up to 4, zero
+// padded), W is packed by pack_qgemm_vnni, bias[j] = bias_q[j] - (zp_in + 128) * sum_k W[j, k].
+// Per-channel arrays are padded to a multiple of 16 channels.
+struct QGemmVnniArgs {
+  const uint8_t* x = nullptr;
+  int64_t n = 0, kp = 0, m = 0;
+  const int8_t* w = nullptr;
+  const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  int32_t zp_out = 0, lo = -128, hi = 127;
+  int8_t* y = nullptr;
+  int64_t ldy = 0;
+};
+// W[M, K] -> blocks of 16 channels, K in groups of 4: out[((b * kp/4 + q) * 16 + j) * 4 + t] =
+// W[16 b + j, 4 q + t] (zero outside W). Size: round16(M) * kp bytes.
+void pack_qgemm_vnni(const int8_t* w, int64_t m, int64_t k, int64_t kp, int8_t* out);
+
+// One output row of a depthwise convolution with depth multiplier 1 (NHWC, C channels):
+// y[ox, c] = requant(sum over the taps inside the input of (x - zp_in) * w + bias[c]).
+struct QDwRowArgs {
+  const int8_t* x = nullptr;  // the image [H, W, C]
+  int64_t h = 0, w = 0, c = 0, kh = 0, kw = 0, sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
+  int64_t oy = 0, ow = 0;
+  const int8_t* wt = nullptr;  // [KH, KW, C]
+  const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  int32_t zp_in = 0, zp_out = 0, lo = -128, hi = 127;
+  int8_t* y = nullptr;  // the output row [OW, C]
+};
+
+// Elementwise int8 ADD of equal shapes, TFLite's arithmetic: both inputs (x - zp) << 20 scaled
+// by their multipliers, summed, scaled by the output multiplier.
+struct QAddArgs {
+  const int8_t *a = nullptr, *b = nullptr;
+  int8_t* y = nullptr;
+  int64_t n = 0;
+  int32_t za = 0, zb = 0, zy = 0, lo = -128, hi = 127;
+  int32_t m1 = 0, m2 = 0, om = 0;
+  int s1 = 0, s2 = 0, os = 0;
+};
+
+// Sparse weights in 1x4 blocks (4 consecutive input channels of one output channel), rows
+// vectorised 16 at a time: xq holds the uint8 rows (int8 ^ 0x80) as quads, xq[(q * ldn + r) * 4
+// + t] = x[r, 4q + t] (0 past K), ldn >= n a multiple of 16, n <= 64. Per output channel j its
+// nnz[j] blocks follow in stream order: quad[e] the quad index, w[e] the 4 weights (byte t =
+// weight of input channel 4q + t). bias / mult / shift as QGemmVnniArgs.
+struct QSpmmVnniArgs {
+  const uint8_t* xq = nullptr;
+  int64_t n = 0, ldn = 0, m = 0;
+  const int32_t *nnz = nullptr, *quad = nullptr, *w = nullptr;
+  const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  int32_t zp_out = 0, lo = -128, hi = 127;
+  int8_t* y = nullptr;
+  int64_t ldy = 0;
+};
+
+#if defined(EP_HAVE_AVX512)
+namespace avx512 {
+void qspmm_vnni(const QSpmmVnniArgs& a);
+void qdw_row(const QDwRowArgs& a);
+void qadd(const QAddArgs& a);
+// y[i] = lut[uint8(x[i])] with AVX-512 VBMI byte permutes (check the CPU has VBMI first)
+void lut_s8_vbmi(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y);
+void qgemm_vnni(const QGemmVnniArgs& a);
+// y[i] = clamp(zp_out + mbqm(acc[i], mult[i], shift[i])), i < n
+void requant_s32(const int32_t* acc, int64_t n, const int32_t* mult, const int32_t* shift,
+                 int32_t zp_out, int32_t lo, int32_t hi, int8_t* y);
+}  // namespace avx512
+#endif
+
+}  // namespace rt
+}  // namespace ep

@@ -1,0 +1,161 @@
+"""The runtime on int8 files (model.int8.tflite from edgeprune's quantizer and TFLite exporter)
+against LiteRT's builtin reference kernels on identical bytes: bit for bit on every test-zoo CNN
+the runtime runs, the torchvision-shaped classifiers, the runtime fixtures (dense and sparse 1x1
+convolutions) and the demo CNN on digits, on every compiled path and thread count. Also: float
+in and float out at the edges, files with inconsistent quantization parameters refused at load
+with a message naming the tensor, and ``bench --runtime edgeprune`` on an int8 file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest_quant import *  # noqa: E402,F403
+from runtime_models import int8_cnn, int8_fc, litert_reference, litert_reference_run  # noqa: E402
+from zoo import build  # noqa: E402
+
+import edgeprune as ep  # noqa: E402
+from edgeprune import kernels  # noqa: E402
+from edgeprune.cli.main import main  # noqa: E402
+from edgeprune.export import export  # noqa: E402
+from edgeprune.runtime import RuntimeModelError, UnsupportedModelError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ISAS = [i for i in ("reference", "avx2", "avx512", "neon", "neon-dotprod") if i in kernels.supported_isas()]
+# test-zoo CNNs whose int8 files hold only operators the runtime runs (shufflenet_v2 needs
+# STRIDED_SLICE, convnext / resnext RSQRT (layer and group norm), unet TRANSPOSE_CONV)
+ZOO_CNNS = ["resnet_basic", "resnet_bottleneck", "mobilenet_v2", "mobilenet_v3", "efficientnet", "densenet"]
+
+_spec = importlib.util.spec_from_file_location("bench_models", ROOT / "benchmarks" / "models.py")
+bench_models = importlib.util.module_from_spec(_spec)
+_saved_path = list(sys.path)
+_spec.loader.exec_module(bench_models)
+sys.path[:] = _saved_path  # the benchmark puts benchmarks/ first; its kernels.py would shadow a package
+
+TV = {
+    "mobilenet_v2": bench_models.MobileNetV2,
+    "mobilenet_v3_large": bench_models.MobileNetV3Large,
+    "efficientnet_b0": bench_models.EfficientNetB0,
+    "squeezenet1_1": bench_models.SqueezeNet11,
+    "mnasnet1_0": bench_models.MNASNet10,
+}
+
+
+def _int8_file(model, x, tmp_path) -> bytes:
+    calib = torch.randn(16, *x.shape[1:], generator=torch.Generator().manual_seed(5))
+    qm = ep.quantize(model, calib, method="percentile", progress=False)
+    return Path(export(qm, tmp_path, formats=["tflite-int8"], example_inputs=(x[:1],))["tflite-int8"]).read_bytes()
+
+
+def _assert_bit_parity(data: bytes, n_inputs: int = 2, threads=(1,)):
+    m = ep.runtime.load(data)
+    assert [i["dtype"] for i in m.inputs] == ["float32"]
+    rng = np.random.default_rng(3)
+    for _ in range(n_inputs):
+        x = rng.standard_normal(m.inputs[0]["shape"]).astype(np.float32)
+        want = litert_reference_run(data, [x])
+        for isa in ISAS:
+            for t in threads:
+                got = ep.runtime.load(data, isa=isa, threads=t)(x)
+                assert len(got) == len(want)
+                for g, w in zip(got, want):
+                    assert g.dtype == np.float32 and g.shape == w.shape
+                    assert np.array_equal(g, w), (isa, t, float(np.abs(g - w).max()))
+
+
+@pytest.mark.parametrize("name", ZOO_CNNS)
+def test_zoo_cnn_int8_equals_litert_reference(name, tmp_path):
+    model, x = build(name)
+    data = _int8_file(model, x, tmp_path)
+    labels = [lbl for _, lbl, _ in ep.runtime.load(data).profile(runs=1)]
+    assert any(lbl.startswith("CONV_2D int8") for lbl in labels), labels  # the convolutions run int8
+    _assert_bit_parity(data)
+
+
+@pytest.mark.parametrize("name", sorted(TV))
+def test_torchvision_shaped_int8_equals_litert_reference(name, tmp_path):
+    torch.manual_seed(0)
+    model = TV[name]().eval()
+    x = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    _assert_bit_parity(_int8_file(model, x, tmp_path), n_inputs=1)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fixture_model_dense_and_sparse_every_thread_count(sparse):
+    data = int8_cnn(sparse=sparse)
+    labels = [lbl for _, lbl, _ in ep.runtime.load(data).profile(runs=1)]
+    int8_ops = {lbl.split(" ")[0] for lbl in labels if " int8" in lbl}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH", "LOGISTIC", "MUL", "ADD", "MEAN"} <= int8_ops
+    assert {"MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD", "FULLY_CONNECTED"} <= int8_ops
+    assert sum("sparse" in lbl for lbl in labels) == (2 if sparse else 0), labels
+    _assert_bit_parity(data, threads=(1, 2, 4))
+    if sparse:  # the sparse path gives the same bits as the dense one
+        x = np.random.default_rng(0).standard_normal((1, 16, 16, 3)).astype(np.float32)
+        assert np.array_equal(ep.runtime.load(data, sparse=False)(x)[0], ep.runtime.load(data)(x)[0])
+
+
+def test_hand_made_per_channel_fc_equals_litert_reference():
+    data = int8_fc()
+    x = (np.random.default_rng(1).standard_normal((2, 8)) * 3).astype(np.float32)
+    got, want = ep.runtime.load(data)(x)[0], litert_reference_run(data, [x])[0]
+    assert np.array_equal(got, want) and np.any(want > 0) and np.any(want == 0)  # fused ReLU clamps
+
+
+def test_demo_cnn_on_digits_same_top1_as_litert(quantized, digits_xy, tmp_path):
+    path = export(quantized("percentile"), tmp_path, formats=["tflite-int8"])["tflite-int8"]
+    data = Path(path).read_bytes()
+    m = ep.runtime.load(data)
+    x = digits_xy[0].numpy().transpose(0, 2, 3, 1)
+    n = 200
+    ours = np.concatenate([m(x[i : i + 1])[0] for i in range(n)])
+    oracle = litert_reference(data)
+    ref = np.concatenate([oracle([x[i : i + 1]])[0] for i in range(n)])
+    assert np.array_equal(ours.argmax(1), ref.argmax(1))
+    assert np.array_equal(ours, ref)
+    assert float((ours.argmax(1) == digits_xy[1][:n].numpy()).mean()) > 0.9
+
+
+def test_int8_io_file_is_refused_with_a_message(quantized, tmp_path):
+    path = export(quantized("percentile"), tmp_path, formats=["tflite-int8"], io="int8")["tflite-int8"]
+    with pytest.raises(UnsupportedModelError, match=r"input of type int8 .*float32"):
+        ep.runtime.load(path)
+
+
+BAD_QUANT = [
+    (dict(w_quant=([0.01] * 3, [0] * 3, 0)), r"'fc_weight': 3 per-channel scales for a quantized dimension of size 4"),
+    (
+        dict(w_quant=([0.01, 0.0, 0.01, 0.01], [0] * 4, 0)),
+        r"'fc_weight': quantization scale 0 is not a positive finite",
+    ),
+    (dict(w_quant=([0.01, np.nan, 0.01, 0.01], [0] * 4, 0)), r"'fc_weight': quantization scale nan is not a positive"),
+    (dict(x_quant=([-0.05], [0], 0)), r"tensor 1 't1': quantization scale -0.05 is not a positive finite"),
+    (dict(x_quant=([np.inf], [0], 0)), r"tensor 1 't1': quantization scale inf is not a positive finite"),
+    (dict(x_quant=([0.05], [200], 0)), r"'t1': quantization zero point 200 is outside the int8 range \[-128, 127\]"),
+    (dict(w_quant=([0.01] * 4, [0] * 4, 2)), r"'fc_weight': quantized_dimension 2 is outside the tensor's rank 2"),
+    (dict(w_quant=([0.01] * 4, [0] * 3, 0)), r"'fc_weight': quantization has 4 scales but 3 zero points"),
+]
+
+
+@pytest.mark.parametrize("kw,msg", BAD_QUANT)
+def test_inconsistent_quantization_is_refused_at_load(kw, msg, tmp_path):
+    with pytest.raises(RuntimeModelError, match=msg) as e:
+        ep.runtime.load(int8_fc(**kw))
+    assert "\n" not in str(e.value)
+    p = tmp_path / "bad.tflite"
+    p.write_bytes(int8_fc(**kw))
+    assert main(["bench", str(p), "--runtime", "edgeprune", "--runs", "1"]) == 2
+
+
+def test_bench_runs_an_int8_file_on_the_runtime(tmp_path, capsys):
+    path = ROOT / "tests" / "data" / "runtime" / "int8.tflite"
+    assert main(["bench", str(path), "--runtime", "edgeprune", "--runs", "3", "--warmup", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["runtime"] == "edgeprune" and out["median_ms"] > 0
