@@ -341,7 +341,11 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
     fitted = efficiency_for(profile, precision, threads)
     eff = fitted["efficiency"]
     bw_eff = fitted["bandwidth_efficiency"]
-    overhead_ms = (fitted["layer_overhead_us"] + LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)) / 1000.0
+    per_thread_us = LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)
+    overhead_ms = (fitted["layer_overhead_us"] + per_thread_us) / 1000.0
+    # a memory-bound node (element-wise, pooling, an unfolded Q/DQ) packs no weights and tiles no
+    # GEMM: its fixed cost is fitted separately where a profile has it
+    eltwise_overhead_ms = (fitted["eltwise_overhead_us"] + per_thread_us) / 1000.0
     act_bytes = _BYTES[precision]
     # int8 models keep fp32 bias and per-channel scales; small, ignored. fp16 weights are 2 bytes.
     w_bytes = _BYTES[precision]
@@ -354,7 +358,8 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
         else:
             compute_s = 0.0
         memory_s = nbytes / (bandwidth * 1e9 * bw_eff) if bandwidth else 0.0
-        ms = max(compute_s, memory_s) * 1000.0 + overhead_ms
+        op_overhead_ms = overhead_ms if op.kind in COMPUTE_KINDS else eltwise_overhead_ms
+        ms = max(compute_s, memory_s) * 1000.0 + op_overhead_ms
         layers.append(
             LayerEstimate(
                 name=op.name,
@@ -363,7 +368,7 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
                 bytes=int(nbytes),
                 compute_ms=compute_s * 1000.0,
                 memory_ms=memory_s * 1000.0,
-                overhead_ms=overhead_ms,
+                overhead_ms=op_overhead_ms,
                 ms=ms,
                 bound="compute" if compute_s >= memory_s else "memory",
             )
@@ -383,6 +388,7 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
         "thread_speedup": round(speedup, 4),
         "parallel_fraction": PARALLEL_FRACTION,
         "layer_overhead_us": round(overhead_ms * 1000.0, 3),
+        "eltwise_overhead_us": round(eltwise_overhead_ms * 1000.0, 3),
         "batch": 1,
         "fused": "BatchNorm and activations after conv/linear are fused (cost 0)",
     }
@@ -408,6 +414,7 @@ def efficiency_for(profile, precision: str, threads: int) -> dict[str, Any]:
     the Amdahl speedup covers the rest), otherwise the module's Raspberry Pi 4 fit.
 
     Returns {"efficiency": {kind: fraction of peak}, "bandwidth_efficiency", "layer_overhead_us",
+    "eltwise_overhead_us" (memory-bound ops; the profile's, else its layer_overhead_us),
     "source", "threads" (the fitted thread count used, None for the module fit), "measured"}.
     """
     table = getattr(profile, "efficiency", None) or {}
@@ -421,6 +428,7 @@ def efficiency_for(profile, precision: str, threads: int) -> dict[str, Any]:
             "efficiency": eff,
             "bandwidth_efficiency": fitted.get("eltwise", BW_EFFICIENCY),
             "layer_overhead_us": table.get("layer_overhead_us", LAYER_OVERHEAD_US),
+            "eltwise_overhead_us": table.get("eltwise_overhead_us", table.get("layer_overhead_us", LAYER_OVERHEAD_US)),
             "source": table["source"],
             "threads": pick,
             "measured": bool(getattr(profile, "calibrated", False)),
@@ -429,6 +437,7 @@ def efficiency_for(profile, precision: str, threads: int) -> dict[str, Any]:
         "efficiency": dict(EFFICIENCY[precision]),
         "bandwidth_efficiency": BW_EFFICIENCY,
         "layer_overhead_us": LAYER_OVERHEAD_US,
+        "eltwise_overhead_us": LAYER_OVERHEAD_US,
         "source": CALIBRATION_SOURCE,
         "threads": None,
         "measured": False,
