@@ -14,16 +14,18 @@ latency does not depend on the scale values), measured with ``edgeprune.bench`` 
       runs; the per-node medians skip preempted runs)
   section "held_out": MobileNetV3-Large, ResNet-18, EfficientNet-B0 (fp32 and int8), NOT in the
       fit: the same fields plus "within_20pct"
-  section "published": device figures with their source; "use": "fit" for the points the ARM
-      efficiencies were fitted to, "validation" for points kept out of the fit; fields
-      {"target", "model", "precision", "threads", "published_ms" [lo, hi], "estimate_ms",
-       "rel_error" (to the nearest end of the range), "within_25pct", "source"}
+  section "published": device figures with their source; "use": "fit" for the points the ARM CPU
+      and the CUDA-core GPU efficiencies were fitted to, "validation" for points kept out of the
+      fit; fields {"target", "device" (cpu/gpu), "model", "precision", "threads", "published_ms"
+      [lo, hi], "estimate_ms", "rel_error" (to the nearest end of the range), "within_25pct",
+      "source"}. ``--published-only`` prints just this section (no host measurement).
 
 ``--write-profiles`` also rewrites targets/x86-avx2.toml and targets/x86-avx512-vnni.toml with
 the fitted ``[efficiency]`` tables (that is how the built-in x86 efficiencies were made; see
 docs/targets.md). Run with ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``.
 
     python benchmarks/estimate.py --json build/bench-estimate.json [--runs 20] [--rounds 3] [--write-profiles]
+    python benchmarks/estimate.py --published-only --json build/bench-published.json
 """
 
 from __future__ import annotations
@@ -63,13 +65,45 @@ XNNPACK_2022 = (
     "XNNPACK README, Raspberry Pi table benchmarked Feb 8 2022 (end2end-bench, 4 threads; "
     "range = 32-bit Raspbian and ARM64 columns), https://github.com/google/XNNPACK"
 )
+# ncnn's benchncnn runs with Winograd 3x3 convolutions and, on ARMv8.2 cores (A76, A78AE), fp16
+# arithmetic (src/option.cpp defaults; benchmark/benchncnn.cpp sets both): those rows are compared
+# with the fp16 estimate there, fp32 on the A57.
+NCNN = (
+    "ncnn benchmark/README.md (commit 070dac9, Dec 12 2023), benchncnn 'avg' column, CPU (gpu_device -1), "
+    "https://github.com/Tencent/ncnn/blob/master/benchmark/README.md, section "
+)
+NCNN_RPI5 = NCNN + "'Raspberry Pi 5 Broadcom BCM2712, Cortex-A76 (ARMv8) (2.4GHz x 4)'"
+NCNN_ORIN = NCNN + "'NVIDIA Jetson Orin Nano'"
+NCNN_NANO = NCNN + "'NVIDIA Jetson Nano'"
+TORCH2TRT_NANO = (
+    "torch2trt docs/benchmarks/jetson_nano.md, 'Latency (TensorRT)' column, fp16_mode, batch 1, "
+    "https://github.com/NVIDIA-AI-IOT/torch2trt/blob/master/docs/benchmarks/jetson_nano.md"
+)
 PUBLISHED = [
-    # (target, model, precision, threads, lo, hi, use, source)
-    ("rpi4", "mobilenet_v2", "fp32", 4, 41.0, 41.0, "fit", E.CALIBRATION_SOURCE),
-    ("rpi4", "mobilenet_v2", "int8", 4, 17.0, 20.0, "fit", E.CALIBRATION_SOURCE),
-    ("rpi4", "mobilenet_v1", "fp32", 4, 72.0, 72.0, "fit", E.CALIBRATION_SOURCE),
-    ("rpi4", "mobilenet_v1", "int8", 4, 24.0, 29.0, "fit", E.CALIBRATION_SOURCE),
-    ("rpi4", "mobilenet_v3_large", "fp32", 4, 38.0, 40.0, "validation", XNNPACK_2022),
+    # (target, device, model, precision, threads, lo, hi, use, source)
+    ("rpi4", "cpu", "mobilenet_v2", "fp32", 4, 41.0, 41.0, "fit", E.CALIBRATION_SOURCE),
+    ("rpi4", "cpu", "mobilenet_v2", "int8", 4, 17.0, 20.0, "fit", E.CALIBRATION_SOURCE),
+    ("rpi4", "cpu", "mobilenet_v1", "fp32", 4, 72.0, 72.0, "fit", E.CALIBRATION_SOURCE),
+    ("rpi4", "cpu", "mobilenet_v1", "int8", 4, 24.0, 29.0, "fit", E.CALIBRATION_SOURCE),
+    ("rpi4", "cpu", "mobilenet_v3_large", "fp32", 4, 38.0, 40.0, "validation", XNNPACK_2022),
+    ("rpi5", "cpu", "mobilenet_v2", "fp16", 4, 10.52, 10.52, "validation", NCNN_RPI5),
+    ("rpi5", "cpu", "mobilenet_v2", "fp16", 1, 16.38, 16.38, "validation", NCNN_RPI5),
+    ("rpi5", "cpu", "resnet18", "fp16", 4, 19.96, 19.96, "validation", NCNN_RPI5),
+    ("rpi5", "cpu", "resnet50", "fp16", 4, 46.21, 46.21, "validation", NCNN_RPI5),
+    ("rpi5", "cpu", "resnet50", "fp16", 1, 89.43, 89.43, "validation", NCNN_RPI5),
+    ("jetson-nano", "cpu", "mobilenet_v2", "fp32", 4, 33.83, 33.83, "validation", NCNN_NANO),
+    ("jetson-nano", "cpu", "mobilenet_v2", "fp32", 1, 93.99, 93.99, "validation", NCNN_NANO),
+    ("jetson-nano", "cpu", "resnet18", "fp32", 4, 83.44, 83.44, "validation", NCNN_NANO),
+    ("jetson-nano", "cpu", "resnet50", "fp32", 4, 204.08, 204.08, "validation", NCNN_NANO),
+    ("jetson-orin-nano", "cpu", "mobilenet_v2", "fp16", 6, 6.51, 6.51, "validation", NCNN_ORIN),
+    ("jetson-orin-nano", "cpu", "mobilenet_v2", "fp16", 1, 19.37, 19.37, "validation", NCNN_ORIN),
+    ("jetson-orin-nano", "cpu", "resnet18", "fp16", 6, 15.13, 15.13, "validation", NCNN_ORIN),
+    ("jetson-orin-nano", "cpu", "resnet50", "fp16", 6, 39.26, 39.26, "validation", NCNN_ORIN),
+    ("jetson-orin-nano", "cpu", "resnet50", "fp16", 1, 138.48, 138.48, "validation", NCNN_ORIN),
+    ("jetson-nano", "gpu", "resnet50", "fp16", 1, 29.8, 29.8, "fit", TORCH2TRT_NANO),
+    ("jetson-nano", "gpu", "resnet18", "fp16", 1, 11.4, 11.4, "validation", TORCH2TRT_NANO),
+    ("jetson-nano", "gpu", "resnet34", "fp16", 1, 20.2, 20.2, "validation", TORCH2TRT_NANO),
+    ("jetson-nano", "gpu", "densenet121", "fp16", 1, 24.8, 24.8, "validation", TORCH2TRT_NANO),
 ]
 
 
@@ -122,15 +156,27 @@ def _measure(artifacts: dict[str, Path], workdir: Path, runs: int, rounds: int) 
     return files
 
 
-def _published_rows() -> list[dict]:
+def _published_models() -> dict:
+    import models as tv
     import zoo_full
 
-    models = {"mobilenet_v2": zoo_full.mobilenet_v2(), "mobilenet_v1": zoo_full.mobilenet_v1()}
-    models["mobilenet_v3_large"] = _tv("mobilenet_v3_large")[0]
-    models["mobilenet_v3_large"].input_shape = (3, 224, 224)
+    out = {"mobilenet_v1": zoo_full.mobilenet_v1()}
+    for name in ("mobilenet_v2", "mobilenet_v3_large", "resnet18", "resnet50", "densenet121"):
+        out[name] = _tv(name)[0]
+    out["resnet34"] = tv.ResNet(tv._Basic, [3, 4, 6, 3]).eval()
+    # the XNNPACK fit points keep the MobileNetV2 they were fitted with (tests/python/zoo_full.py)
+    out["mobilenet_v2_fit"] = zoo_full.mobilenet_v2()
+    for m in out.values():
+        m.input_shape = (3, 224, 224)
+    return out
+
+
+def _published_rows() -> list[dict]:
+    models = _published_models()
     rows = []
-    for target, name, precision, threads, lo, hi, use, source in PUBLISHED:
-        ms = E.estimate(models[name], target, precision=precision, threads=threads).total_ms
+    for target, device, name, precision, threads, lo, hi, use, source in PUBLISHED:
+        model = models["mobilenet_v2_fit" if use == "fit" and name == "mobilenet_v2" else name]
+        ms = E.estimate(model, target, precision=precision, threads=threads, device=device).total_ms
         ref = min(max(ms, lo), hi)
         err = (ms - ref) / ref
         rows.append(
@@ -138,6 +184,7 @@ def _published_rows() -> list[dict]:
                 "section": "published",
                 "use": use,
                 "target": target,
+                "device": device,
                 "model": name,
                 "precision": precision,
                 "threads": threads,
@@ -216,11 +263,15 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--write-profiles", action="store_true", help="rewrite targets/x86-*.toml with the fit")
     p.add_argument("--workdir", default=None, help="keep the models and bench JSON here (default: a temp dir)")
+    p.add_argument("--published-only", action="store_true", help="only the published-figures section")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgeprune-estimate-") as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        rows = run(args.runs, args.rounds, args.write_profiles, workdir)
+        if args.published_only:
+            rows = _published_rows()
+        else:
+            rows = run(args.runs, args.rounds, args.write_profiles, workdir)
     text = json.dumps(rows, indent=1)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +288,8 @@ def main(argv=None) -> int:
             )
         elif r["section"] == "published":
             print(
-                f"published [{r['use']}] {r['target']} {r['model']} {r['precision']}: {r['published_ms']} ms, "
+                f"published [{r['use']}] {r['target']} {r['device']} {r['model']} {r['precision']} "
+                f"t{r['threads']}: {r['published_ms']} ms, "
                 f"estimate {r['estimate_ms']:.1f} ms ({100 * r['rel_error']:+.1f}%)",
                 file=sys.stderr,
             )

@@ -13,10 +13,11 @@ The fit (docs/targets.md, "Calibrating from measurements"): every profile row is
 the estimator's op by ONNX node or tensor name (ONNX Runtime renames fused nodes after their last
 output, ``..._nchwc`` or ``..._token_N``); rows that match no op (layout reorders, input
 quantization) are spread over the model by scaling its matched times so they sum to the measured
-median. The reference time is :func:`reference_ms`, robust to a busy machine. Then, per (precision, threads) and for each candidate per-op overhead, the memory-bound
-ops fix the bandwidth efficiency and each compute class's efficiency is solved (bisection) so the
-class's estimated time equals its measured time over all models; the overhead with the smallest
-time-weighted log error over the ops wins.
+median. The reference time is :func:`reference_ms`, robust to a busy machine. Then, per (precision, threads):
+the memory-bound ops alone fix the bandwidth efficiency and their own per-op overhead (the candidate with
+the smallest time-weighted log error over them); then, for each candidate compute per-op overhead, each
+compute class's efficiency is solved (bisection) so the class's estimated time equals its measured time
+over all models, and the overhead with the smallest time-weighted log error over all ops wins.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def load_sample(json_path) -> Sample:
     measured = [0.0] * len(ops)
     matched = total = 0.0
     for row in d["layers"]:
-        ms = float(row["mean_ms"])
+        # each node's fastest profiled run where the profile has it: on a busy host the mean of a
+        # node takes the preemptions that hit it, which would move time between op classes
+        ms = float(row.get("min_ms", row["mean_ms"]))
         total += ms
         key = str(row["name"])
         while key not in index and _SUFFIX.search(key):
@@ -122,12 +125,13 @@ def load_sample(json_path) -> Sample:
 
 
 def _predict(op, eff: dict[str, float], peak_gops: float, bandwidth: float, speedup: float, bytes_per: int, ovh):
+    """``ovh``: (compute op overhead, memory-bound op overhead) in ms, as ``estimate_ops`` applies them."""
     nbytes = (op.weight_elems + op.in_elems + op.out_elems) * bytes_per
     memory = nbytes / (bandwidth * 1e9 * eff["eltwise"]) * 1000.0
     compute = 0.0
     if op.kind in _estimate.COMPUTE_KINDS and op.macs:
         compute = 2.0 * op.macs / (peak_gops * 1e9 * eff[op.kind] * speedup) * 1000.0
-    return max(compute, memory) + ovh
+    return max(compute, memory) + (ovh[0] if op.kind in _estimate.COMPUTE_KINDS else ovh[1])
 
 
 def _solve(cls: str, pairs, eff, args) -> float:
@@ -142,25 +146,41 @@ def _solve(cls: str, pairs, eff, args) -> float:
     return round(math.exp((lo + hi) / 2), 4)
 
 
-def _fit_group(samples: list[Sample], profile) -> tuple[dict[str, float], float, dict[str, float]]:
+def _fit_group(samples: list[Sample], profile) -> tuple[dict[str, float], tuple[float, float], dict[str, float]]:
     precision, threads = samples[0].precision, samples[0].threads
     peak = _estimate._peak_per_core(profile, precision)
     speedup = threads / (1.0 + (1.0 - _estimate.PARALLEL_FRACTION) * (threads - 1))
     bytes_per = _estimate._BYTES[precision]
     pairs = [(op, m) for s in samples for op, m in zip(s.ops, s.measured_ms)]
     by_class = {c: [(op, m) for op, m in pairs if _op_class(op) == c] for c in targets_mod.OP_CLASSES}
+    per_thread = _estimate.LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)
+    eff = dict(_estimate.efficiency_for(profile, precision, threads)["efficiency"])
+    # The memory-bound ops' predictions depend only on their own overhead and the bandwidth
+    # efficiency, so those two are fitted first on them alone; then the compute classes and the
+    # compute ops' overhead (the criterion is a sum over ops, so the two fits separate).
+    best = None
+    for elt_us in OVERHEAD_GRID_US:
+        args = (peak, profile.memory.bandwidth_gbs, speedup, bytes_per, (0.0, (elt_us + per_thread) / 1000.0))
+        trial = {**eff, "eltwise": _estimate.BW_EFFICIENCY}
+        if by_class["eltwise"]:
+            trial["eltwise"] = _solve("eltwise", by_class["eltwise"], trial, args)
+        # each op counts once here: an overhead is what every small op pays, and the bandwidth
+        # efficiency solved above already makes the class's total match
+        err = sum(math.log(_predict(op, trial, *args) / m) ** 2 for op, m in by_class["eltwise"] if m > 0)
+        if best is None or err < best[0]:
+            best = (err, elt_us, trial["eltwise"])
+    _, elt_us, eff["eltwise"] = best
     best = None
     for ovh_us in OVERHEAD_GRID_US:
-        ovh = (ovh_us + _estimate.LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)) / 1000.0
+        ovh = ((ovh_us + per_thread) / 1000.0, (elt_us + per_thread) / 1000.0)
         args = (peak, profile.memory.bandwidth_gbs, speedup, bytes_per, ovh)
-        eff = dict(_estimate.efficiency_for(profile, precision, threads)["efficiency"])
-        eff["eltwise"] = _estimate.BW_EFFICIENCY
-        for cls in ("eltwise", *_estimate.COMPUTE_KINDS):  # memory first: compute ops' memory term needs it
+        trial = dict(eff)
+        for cls in _estimate.COMPUTE_KINDS:
             if by_class[cls]:
-                eff[cls] = _solve(cls, by_class[cls], eff, args)
-        err = _criterion(samples, pairs, eff, args)
+                trial[cls] = _solve(cls, by_class[cls], trial, args)
+        err = _criterion(samples, pairs, trial, args)
         if best is None or err < best[0]:
-            best = (err, ovh_us, eff, args)
+            best = (err, ovh_us, trial, args)
     _, ovh_us, eff, args = best
     residuals = {}
     for cls, rows in by_class.items():
@@ -170,7 +190,7 @@ def _fit_group(samples: list[Sample], profile) -> tuple[dict[str, float], float,
             residuals[cls] = round(
                 math.sqrt(sum(m * ((_predict(op, eff, *args) - m) / m) ** 2 for op, m in rows) / w), 4
             )
-    return eff, ovh_us, residuals
+    return eff, (ovh_us, elt_us), residuals
 
 
 def _criterion(samples, pairs, eff, args) -> float:
@@ -208,8 +228,9 @@ def fit(profile, bench_files, source: str | None = None, name: str | None = None
         efficiency.setdefault(precision, {})[f"t{threads}"] = eff
         residuals.setdefault(precision, {})[f"t{threads}"] = res
         overheads.append(ovh_us)
-    # one per-operator overhead per profile: the median of the groups' fits
-    efficiency["layer_overhead_us"] = sorted(overheads)[len(overheads) // 2]
+    # one pair of per-operator overheads per profile: the medians of the groups' fits
+    efficiency["layer_overhead_us"] = sorted(o for o, _ in overheads)[len(overheads) // 2]
+    efficiency["eltwise_overhead_us"] = sorted(e for _, e in overheads)[len(overheads) // 2]
     out = replace(
         profile,
         name=name or profile.name,

@@ -82,12 +82,19 @@ PARALLEL_FRACTION = 0.95
 LAYER_OVERHEAD_US = 8.0
 LAYER_OVERHEAD_PER_THREAD_US = 4.0
 
-# GPU (Jetson, TensorRT) figures: NOT calibrated (no published per-model points were found);
-# assumptions from NVIDIA's guidance that small batch-1 convolutions reach a few tens of
-# percent of tensor-core peak, depthwise far less, and each TensorRT layer costs a kernel
-# launch of a few microseconds. Reported with "calibrated": false; trtexec on the device is
-# the number to trust.
+# GPU (Jetson, TensorRT) figures. A GPU whose peak is its CUDA cores' fp16 rate (the Jetson Nano's
+# Maxwell, no tensor cores) uses GPU_EFFICIENCY_CUDA_CORES: conv and 1x1 fitted to ONE published
+# TensorRT point, torch2trt's Jetson Nano table (ResNet-50 fp16, 29.8 ms; docs/targets.md), where
+# cuDNN's large implicit GEMMs reach about two thirds of the fp16 FMA rate. Depthwise and fc keep
+# the assumptions. A tensor-core peak (Orin's int8/fp16 TOPS) is reached far less at batch 1, and no
+# published per-model TensorRT figure for the Orin Nano was found: GPU_EFFICIENCY stays an
+# assumption (small batch-1 convolutions reach a few tens of percent of tensor-core peak), reported
+# with "calibrated": false; trtexec on the device is the number to trust.
 GPU_EFFICIENCY = {"conv": 0.25, "pointwise": 0.25, "depthwise": 0.03, "fc": 0.05}
+GPU_EFFICIENCY_CUDA_CORES = {"conv": 0.67, "pointwise": 0.67, "depthwise": 0.03, "fc": 0.05}
+GPU_CALIBRATION_SOURCE = (
+    "torch2trt docs/benchmarks/jetson_nano.md (Jetson Nano, TensorRT fp16, batch 1): ResNet-50 29.8 ms"
+)
 GPU_LAYER_OVERHEAD_US = 6.0
 GPU_BW_EFFICIENCY = 0.6
 # Occupancy: a layer fills the GPU only when it has enough output elements to give every CUDA
@@ -161,7 +168,8 @@ class Estimate:
     assumptions: dict[str, Any]
     device: str = "cpu"
     # "measured": the profile's efficiencies were fitted to measurements on the device
-    # (`edgeprune targets calibrate`); "published": fitted to published figures; "none": GPU guesses
+    # (`edgeprune targets calibrate`); "published": fitted to published figures; "none": assumptions
+    # (tensor-core GPU estimates)
     calibration: str = "published"
 
     @property
@@ -174,8 +182,8 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         return {
             "estimate": True,
-            "calibrated": self.device == "cpu",
-            "calibration": self.calibration if self.device == "cpu" else "none",
+            "calibrated": self.calibration != "none",
+            "calibration": self.calibration,
             "device": self.device,
             "target": self.target,
             "precision": self.precision,
@@ -256,13 +264,15 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
     b = _BYTES[precision]
     overhead_ms = GPU_LAYER_OVERHEAD_US / 1000.0
     saturation = gpu_cuda_cores(gpu) * GPU_SATURATION_ELEMS_PER_CORE
+    fitted = not gpu_tensor_cores(gpu)
+    efficiency = GPU_EFFICIENCY_CUDA_CORES if fitted else GPU_EFFICIENCY
     layers = []
     for op in ops:
         nbytes = op.weight_elems * b + (op.in_elems + op.out_elems) * b
         compute_s = 0.0
-        if op.kind in GPU_EFFICIENCY and op.macs:
+        if op.kind in efficiency and op.macs:
             occupancy = min(1.0, max(op.out_elems, 1) / saturation)
-            compute_s = 2.0 * op.macs / (peak * GPU_EFFICIENCY[op.kind] * occupancy)
+            compute_s = 2.0 * op.macs / (peak * efficiency[op.kind] * occupancy)
         memory_s = nbytes / (bandwidth * 1e9 * GPU_BW_EFFICIENCY) if bandwidth else 0.0
         layers.append(
             LayerEstimate(
@@ -279,10 +289,12 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
         )
     assumptions = {
         "model": "per-layer roofline on the GPU peak (TensorRT-style), plus a kernel launch per layer",
-        "calibration": "none: GPU efficiencies are assumptions; measure with trtexec on the device",
+        "calibration": GPU_CALIBRATION_SOURCE
+        if fitted
+        else "none: tensor-core GPU efficiencies are assumptions; measure with trtexec on the device",
         "peak_tops": peak / 1e12,
         "bandwidth_gbs": bandwidth,
-        "efficiency": dict(GPU_EFFICIENCY),
+        "efficiency": dict(efficiency),
         "layer_overhead_us": GPU_LAYER_OVERHEAD_US,
         "occupancy": f"efficiency x min(1, output elements / {saturation}) (CUDA cores x "
         f"{GPU_SATURATION_ELEMS_PER_CORE})",
@@ -299,7 +311,14 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
         source=source,
         assumptions=assumptions,
         device="gpu",
+        calibration="published" if fitted else "none",
     )
+
+
+def gpu_tensor_cores(gpu) -> int:
+    """Tensor cores from the profile's GPU name ("..., 32 tensor cores"); 0 when it names none."""
+    m = re.search(r"(\d+)\s*tensor cores", str(getattr(gpu, "name", "")), re.IGNORECASE)
+    return int(m.group(1)) if m else 0
 
 
 def gpu_cuda_cores(gpu) -> int:
@@ -322,7 +341,11 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
     fitted = efficiency_for(profile, precision, threads)
     eff = fitted["efficiency"]
     bw_eff = fitted["bandwidth_efficiency"]
-    overhead_ms = (fitted["layer_overhead_us"] + LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)) / 1000.0
+    per_thread_us = LAYER_OVERHEAD_PER_THREAD_US * (threads - 1)
+    overhead_ms = (fitted["layer_overhead_us"] + per_thread_us) / 1000.0
+    # a memory-bound node (element-wise, pooling, an unfolded Q/DQ) packs no weights and tiles no
+    # GEMM: its fixed cost is fitted separately where a profile has it
+    eltwise_overhead_ms = (fitted["eltwise_overhead_us"] + per_thread_us) / 1000.0
     act_bytes = _BYTES[precision]
     # int8 models keep fp32 bias and per-channel scales; small, ignored. fp16 weights are 2 bytes.
     w_bytes = _BYTES[precision]
@@ -335,7 +358,8 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
         else:
             compute_s = 0.0
         memory_s = nbytes / (bandwidth * 1e9 * bw_eff) if bandwidth else 0.0
-        ms = max(compute_s, memory_s) * 1000.0 + overhead_ms
+        op_overhead_ms = overhead_ms if op.kind in COMPUTE_KINDS else eltwise_overhead_ms
+        ms = max(compute_s, memory_s) * 1000.0 + op_overhead_ms
         layers.append(
             LayerEstimate(
                 name=op.name,
@@ -344,7 +368,7 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
                 bytes=int(nbytes),
                 compute_ms=compute_s * 1000.0,
                 memory_ms=memory_s * 1000.0,
-                overhead_ms=overhead_ms,
+                overhead_ms=op_overhead_ms,
                 ms=ms,
                 bound="compute" if compute_s >= memory_s else "memory",
             )
@@ -364,6 +388,7 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
         "thread_speedup": round(speedup, 4),
         "parallel_fraction": PARALLEL_FRACTION,
         "layer_overhead_us": round(overhead_ms * 1000.0, 3),
+        "eltwise_overhead_us": round(eltwise_overhead_ms * 1000.0, 3),
         "batch": 1,
         "fused": "BatchNorm and activations after conv/linear are fused (cost 0)",
     }
@@ -389,6 +414,7 @@ def efficiency_for(profile, precision: str, threads: int) -> dict[str, Any]:
     the Amdahl speedup covers the rest), otherwise the module's Raspberry Pi 4 fit.
 
     Returns {"efficiency": {kind: fraction of peak}, "bandwidth_efficiency", "layer_overhead_us",
+    "eltwise_overhead_us" (memory-bound ops; the profile's, else its layer_overhead_us),
     "source", "threads" (the fitted thread count used, None for the module fit), "measured"}.
     """
     table = getattr(profile, "efficiency", None) or {}
@@ -402,6 +428,7 @@ def efficiency_for(profile, precision: str, threads: int) -> dict[str, Any]:
             "efficiency": eff,
             "bandwidth_efficiency": fitted.get("eltwise", BW_EFFICIENCY),
             "layer_overhead_us": table.get("layer_overhead_us", LAYER_OVERHEAD_US),
+            "eltwise_overhead_us": table.get("eltwise_overhead_us", table.get("layer_overhead_us", LAYER_OVERHEAD_US)),
             "source": table["source"],
             "threads": pick,
             "measured": bool(getattr(profile, "calibrated", False)),
@@ -410,6 +437,7 @@ def efficiency_for(profile, precision: str, threads: int) -> dict[str, Any]:
         "efficiency": dict(EFFICIENCY[precision]),
         "bandwidth_efficiency": BW_EFFICIENCY,
         "layer_overhead_us": LAYER_OVERHEAD_US,
+        "eltwise_overhead_us": LAYER_OVERHEAD_US,
         "source": CALIBRATION_SOURCE,
         "threads": None,
         "measured": False,

@@ -315,7 +315,8 @@ def _validate_table(table: Any, where: str, section: str) -> dict[str, Any]:
     (an efficiency > 0, a residual >= 0).
 
     ``[efficiency]`` also holds ``source`` (what the figures were fitted to) and may hold
-    ``layer_overhead_us`` (the fitted per-operator cost).
+    ``layer_overhead_us`` and ``eltwise_overhead_us`` (the fitted per-operator costs of compute and
+    of memory-bound operators).
     """
     if not isinstance(table, dict):
         raise TargetError(f"{where}: field '{section}' must be a table ([{section}]), got {type(table).__name__}")
@@ -324,7 +325,7 @@ def _validate_table(table: Any, where: str, section: str) -> dict[str, Any]:
         field = f"{section}.{key}"
         if section == "efficiency" and key == "source":
             out[key] = _check(value, "str", where, field)
-        elif section == "efficiency" and key == "layer_overhead_us":
+        elif section == "efficiency" and key in ("layer_overhead_us", "eltwise_overhead_us"):
             out[key] = _check(value, "num+", where, field)
         elif key in PRECISIONS:
             if not isinstance(value, dict):

@@ -71,3 +71,18 @@ def test_occupancy_is_reported_and_follows_the_cuda_cores():
     wide = [o for o in est.layers if o.name == "s0b1.conv2"][0]
     assert narrow.macs == wide.macs  # ResNet keeps MACs per block roughly equal across stages
     assert narrow.compute_ms > 2 * wide.compute_ms
+
+
+def test_cuda_core_gpu_is_fitted_to_the_published_nano_point_and_labelled():
+    """Jetson Nano (no tensor cores): conv/1x1 efficiency fitted to torch2trt's ResNet-50 fp16 29.8 ms."""
+    nano, orin = ep.targets.load("jetson-nano"), ep.targets.load("jetson-orin-nano")
+    assert E.gpu_tensor_cores(nano.gpu) == 0 and E.gpu_tensor_cores(orin.gpu) == 32
+    est = E.estimate_gpu_ops(resnet50_ops(), nano, "fp16")
+    assert est.total_ms == pytest.approx(29.8, rel=0.05)
+    d = est.to_dict()
+    assert d["calibrated"] is True and d["calibration"] == "published"
+    assert "torch2trt" in d["assumptions"]["calibration"]
+    # Orin's tensor-core peak keeps the assumed efficiencies and says so
+    o = E.estimate_gpu_ops(resnet50_ops(), orin, "int8").to_dict()
+    assert o["calibrated"] is False and o["calibration"] == "none"
+    assert o["assumptions"]["efficiency"]["conv"] == E.GPU_EFFICIENCY["conv"]
