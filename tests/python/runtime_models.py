@@ -139,6 +139,8 @@ def sparse_chw_chain(seed=0, block=1) -> bytes:
     r = b.depthwise(p, _w(rng, 1, 3, 3, 40), _w(rng, 40))  # the chain reads p in NCHW
     head = b.fc(b.mean(sparse(r, 40, 64), [1, 2], keep_dims=False), _w(rng, 10, 64), _w(rng, 10))
     return b.finish([head, q])
+
+
 def int8_cnn(sparse=False, seed=0) -> bytes:
     """A model.int8.tflite from edgeprune's own quantizer and exporter (float I/O, QUANTIZE and
     DEQUANTIZE at the edges): stem conv 3x3/2 + ReLU6, depthwise + ReLU, 1x1 convs (sparse: 90 %
