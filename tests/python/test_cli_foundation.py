@@ -38,12 +38,15 @@ def test_targets_show_json_has_every_field(run_cli):
     assert human.code == 0 and "cpu.qemu_cpu" in human.out and "cortex-a72" in human.out
 
 
+CPU_FIELDS = ("arch", "uarch", "cores", "freq_ghz", "features", "qemu_cpu")
+
+
 def test_targets_show_bad_profile_exits_2_naming_the_field(run_cli, tmp_path):
     bad = tmp_path / "typo.toml"
     bad.write_text((ROOT / "targets" / "rpi4.toml").read_text().replace("freq_ghz", "frq_ghz"))
     r = run_cli("targets", "show", str(bad))
     assert r.code == 2 and r.out == ""
-    assert r.err == f"error: {bad}: unknown field 'cpu.frq_ghz'\n"
+    assert r.err == f"error: {bad}: unknown field 'cpu.frq_ghz' (fields of [cpu]: {', '.join(CPU_FIELDS)})\n"
     r2 = run_cli("targets", "show", "rpi9")
     assert r2.code == 2 and "unknown target 'rpi9'" in r2.err and r2.err.count("\n") == 1
 
