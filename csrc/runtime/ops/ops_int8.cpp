@@ -146,6 +146,23 @@ struct QCtx {
 
 int32_t zp(const Tensor& t) { return int32_t(t.zero_point[0]); }
 
+// quantize_multiplier for a multiplier made from the file's scales: a hostile file's scales can
+// make it infinite or huge, and a left shift past 30 bits has no meaning in int32 arithmetic
+void multiplier(const QCtx& c, double m, int32_t* q, int* shift) {
+  if (!(std::isfinite(m) && m >= 0.0))
+    c.bad("the quantization scales give a requantization multiplier that is not finite");
+  quantize_multiplier(m, q, shift);
+  if (*shift > 30)
+    c.bad("the quantization scales give a requantization multiplier of 2^" +
+          std::to_string(*shift) + " or more; re-export the model");
+}
+
+// round(f / scale) + zero point as TFLite's activation bounds, saturated instead of overflowing
+int32_t quantized_bound(float f, float scale, int32_t z) {
+  const double q = std::round(double(f / scale));
+  return z + int32_t(std::max(-1e6, std::min(1e6, q)));
+}
+
 // y[i] = lut[uint8(x[i])]: byte permutes where the CPU has AVX-512 VBMI
 void apply_lut(const int8_t* lut, const int8_t* x, int64_t n, int8_t* y, Isa isa) {
 #if defined(EP_HAVE_AVX512)
@@ -167,7 +184,7 @@ std::string dims(const std::vector<int64_t>& s) {
 void act_range(FusedAct a, const Tensor& y, int32_t* lo, int32_t* hi) {
   const float s = y.scale[0];
   const int32_t z = zp(y);
-  auto q = [&](float f) { return z + int32_t(std::round(f / s)); };
+  auto q = [&](float f) { return quantized_bound(f, s, z); };
   *lo = -128, *hi = 127;
   if (a == FusedAct::relu || a == FusedAct::relu6) *lo = std::max(*lo, q(0.0f));
   if (a == FusedAct::relu6) *hi = std::min(*hi, q(6.0f));
@@ -222,12 +239,15 @@ Requant make_requant(const QCtx& c, const Tensor& x, const Tensor& w, const Tens
     const float ws = w.scale[per ? size_t(i) : 0];
     const double m = fc && !per ? double(x.scale[0] * ws) / double(y.scale[0])
                                 : double(x.scale[0]) * double(ws) / double(y.scale[0]);
-    quantize_multiplier(m, &r.mult[size_t(i)], &r.shift[size_t(i)]);
+    multiplier(c, m, &r.mult[size_t(i)], &r.shift[size_t(i)]);
   }
   r.zp_out = zp(y);
   act_range(c.d.act, y, &r.lo, &r.hi);
   return r;
 }
+
+// int32 wraparound of a sum, as TFLite's int32 arithmetic does in practice (no signed overflow)
+int32_t wrap(int64_t v) { return int32_t(uint32_t(uint64_t(v))); }
 
 // int32 biases with the input zero point folded in: bias[m] - zp_in * sum_k W[m, k]
 std::vector<int32_t> folded_bias(const QCtx& c, const int8_t* w, int64_t m, int64_t k,
@@ -242,10 +262,13 @@ std::vector<int32_t> folded_bias(const QCtx& c, const int8_t* w, int64_t m, int6
   for (int64_t i = 0; i < m; ++i) {
     int32_t s = 0;
     for (int64_t j = 0; j < k; ++j) s += w[i * k + j];
-    b[size_t(i)] -= zp_in * s;
+    b[size_t(i)] = wrap(int64_t(b[size_t(i)]) - int64_t(zp_in) * s);
   }
   return b;
 }
+
+// Sums of int8 products stay inside int32 up to this many terms (255 * 127 each)
+constexpr int64_t kMaxTerms = 65536;
 
 int32_t dot_s8(const int8_t* __restrict a, const int8_t* __restrict b, int64_t k) {
   int32_t s = 0;
@@ -327,7 +350,7 @@ class QGemm {
     for (int64_t i = 0; i < m_; ++i) {
       int32_t sum = 0;
       for (int64_t j = 0; j < k_; ++j) sum += w[i * k_ + j];
-      vbias_[size_t(i)] = bias_[size_t(i)] - 128 * sum;  // x + 128 as uint8
+      vbias_[size_t(i)] = wrap(int64_t(bias_[size_t(i)]) - 128 * int64_t(sum));  // x + 128 as uint8
       vmult_[size_t(i)] = rq_.mult[size_t(i)];
       vshift_[size_t(i)] = rq_.shift[size_t(i)];
     }
@@ -384,15 +407,15 @@ class QGemm {
   void row(const int8_t* x, int8_t* y) const {
     if (sparse_) {
       for (int64_t i = 0; i < m_; ++i) {
-        int32_t s = bias_[size_t(i)];
+        int32_t s = 0;
         for (int64_t e = row_[size_t(i)]; e < row_[size_t(i) + 1]; ++e)
           s += int32_t(x[idx_[size_t(e)]]) * int32_t(val_[size_t(e)]);
-        y[i] = rq_.apply(s, i);
+        y[i] = rq_.apply(wrap(int64_t(s) + bias_[size_t(i)]), i);
       }
       return;
     }
     for (int64_t i = 0; i < m_; ++i)
-      y[i] = rq_.apply(dot_s8(x, w_.data() + i * k_, k_) + bias_[size_t(i)], i);
+      y[i] = rq_.apply(wrap(int64_t(dot_s8(x, w_.data() + i * k_, k_)) + bias_[size_t(i)]), i);
   }
   int64_t m_, k_;
   std::vector<int32_t> bias_;
@@ -425,6 +448,8 @@ class QConv2D : public Op {
     zp_in_ = zp(x);
     const Requant rq = make_requant(c, x, w, y, cout_, false);
     const int64_t og = cout_ / groups_, kk = kh_ * kw_ * cg_;
+    if (kk > kMaxTerms)
+      c.unsupported("more than 65536 products per output (int32 sums could overflow)");
     const std::vector<int32_t> bias = folded_bias(c, w.as<int8_t>(), cout_, kk, zp_in_);
     for (int64_t g = 0; g < groups_; ++g) {
       Requant rg = rq;
@@ -509,6 +534,8 @@ class QFullyConnected : public Op {
     if (k_ < 1 || m_ < 1 || x.elems % k_) c.bad("input size is not a multiple of the weight's K");
     n_ = x.elems / k_;
     if (n_ < 1 || y.elems != n_ * m_) c.bad("output size is not N * M");
+    if (k_ > kMaxTerms)
+      c.unsupported("more than 65536 products per output (int32 sums could overflow)");
     if (w.scale.size() > 1 && w.quantized_dimension != 0)
       c.bad("per-channel weight scales must be on dimension 0");
     const int32_t zin = zp(x);
@@ -546,6 +573,7 @@ class QDepthwise : public Op {
     if (w.scale.size() > 1 && w.quantized_dimension != 3)
       c.bad("per-channel weight scales must be on dimension 3");
     dm_ = cout_ / cin_;
+    if (kh_ * kw_ > kMaxTerms) c.unsupported("more than 65536 taps (int32 sums could overflow)");
     sh_ = c.d.stride_h, sw_ = c.d.stride_w, dh_ = c.d.dilation_h, dw_ = c.d.dilation_w;
     oh_ = out_dim(c, h_, kh_, sh_, dh_, &pt_, 0);
     ow_ = out_dim(c, w_, kw_, sw_, dw_, &pl_, 1);
@@ -553,6 +581,7 @@ class QDepthwise : public Op {
     zp_in_ = zp(x);
     rq_ = make_requant(c, x, w, y, cout_, false);
     wt_ = w.as<int8_t>();
+    for (int64_t i = 0; i < kh_ * kw_ * cout_; ++i) wide_.push_back(int32_t(uint16_t(wt_[i])));
     bias_.assign(size_t(cout_), 0);
     if (c.has_in(2)) {
       const Tensor& b = c.typed(c.constant(2), DType::i32);
@@ -583,7 +612,7 @@ class QDepthwise : public Op {
     if (isa_ == Isa::avx512 && dm_ == 1) {
       QDwRowArgs a;
       a.x = x, a.h = h_, a.w = w_, a.c = cout_, a.kh = kh_, a.kw = kw_, a.sh = sh_, a.sw = sw_;
-      a.dh = dh_, a.dw = dw_, a.pt = pt_, a.pl = pl_, a.oy = oy, a.ow = ow_, a.wt = wt_;
+      a.dh = dh_, a.dw = dw_, a.pt = pt_, a.pl = pl_, a.oy = oy, a.ow = ow_, a.wt = wide_.data();
       a.bias = bias_.data(), a.mult = rq_.mult.data(), a.shift = rq_.shift.data();
       a.zp_in = zp_in_, a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi, a.y = y;
       return avx512::qdw_row(a);
@@ -611,13 +640,14 @@ class QDepthwise : public Op {
       }
       int8_t* yp = y + ox * cout_;
       for (int64_t ch = 0; ch < cout_; ++ch)
-        yp[ch] = rq_.apply(acc[size_t(ch)] + bias_[size_t(ch)], ch);
+        yp[ch] = rq_.apply(wrap(int64_t(acc[size_t(ch)]) + bias_[size_t(ch)]), ch);
     }
   }
   Isa isa_;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, dm_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
   int32_t zp_in_ = 0;
   const int8_t* wt_ = nullptr;
+  std::vector<int32_t> wide_;  // the weights as int16 in 32-bit lanes (the AVX-512 row)
   std::vector<int32_t> bias_;
   Requant rq_;
 };
@@ -686,12 +716,12 @@ class QBinary : public Op {
     act_range(c.d.act, y, &lo_, &hi_);
     const float sa = a.scale[0], sb = b.scale[0], sy = y.scale[0];
     if (mul) {
-      quantize_multiplier(double(sa * sb / sy), &om_, &os_);  // float product, as TFLite
+      multiplier(c, double(sa * sb / sy), &om_, &os_);  // float product, as TFLite
     } else {
       const double twice = 2.0 * double(std::max(sa, sb));
-      quantize_multiplier(double(sa) / twice, &m1_, &s1_);
-      quantize_multiplier(double(sb) / twice, &m2_, &s2_);
-      quantize_multiplier(twice / double(float(1 << 20) * sy), &om_, &os_);
+      multiplier(c, double(sa) / twice, &m1_, &s1_);
+      multiplier(c, double(sb) / twice, &m2_, &s2_);
+      multiplier(c, twice / double(float(1 << 20) * sy), &om_, &os_);
     }
     elems_ = y.elems;
     kind = mul ? "MUL" : "ADD";
@@ -756,7 +786,7 @@ class QMean : public Op {
     zin_ = zp(x), zout_ = zp(y);
     int32_t mult;
     int shift;
-    quantize_multiplier(double(x.scale[0]) / double(y.scale[0]), &mult, &shift);
+    multiplier(c, double(x.scale[0]) / double(y.scale[0]), &mult, &shift);
     // TFLite divides the multiplier by the element count in fixed point
     int s = 63 - __builtin_clzll(uint64_t(count_));
     s = std::min(s, 32);
@@ -771,12 +801,12 @@ class QMean : public Op {
     int64_t outs = 1;
     for (size_t i = 0; i < shape_.size(); ++i)
       if (!red_[i]) outs *= shape_[i];
-    return outs * 4;
+    return outs * 8;
   }
   void run(const RunCtx& rc) const override {
     const int8_t* x = reinterpret_cast<const int8_t*>(rc.ptr[in_]);
     int8_t* y = reinterpret_cast<int8_t*>(rc.ptr[out_]);
-    int32_t* sum = static_cast<int32_t*>(rc.scratch);
+    int64_t* sum = static_cast<int64_t*>(rc.scratch);
     const int r = int(shape_.size());
     std::vector<int64_t> ostride(size_t(r), 0);
     int64_t s = 1, total = 1;
@@ -797,7 +827,7 @@ class QMean : public Op {
       }
     }
     for (int64_t i = 0; i < s; ++i) {
-      const int32_t v = mbqm(int32_t(sum[i] - int64_t(zin_) * count_), mult_, shift_) + zout_;
+      const int32_t v = mbqm(wrap(sum[i] - int64_t(zin_) * count_), mult_, shift_) + zout_;
       y[i] = int8_t(std::min(127, std::max(-128, v)));
     }
   }
@@ -833,7 +863,7 @@ class QPool : public Op {
   void run(const RunCtx& r) const override {
     const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
-    std::vector<int32_t> acc(static_cast<size_t>(ch_));
+    std::vector<int64_t> acc(static_cast<size_t>(ch_));
     for (int64_t b = 0; b < n_; ++b)
       for (int64_t oy = 0; oy < oh_; ++oy)
         for (int64_t ox = 0; ox < ow_; ++ox) {
@@ -841,19 +871,19 @@ class QPool : public Op {
           const int64_t ky0 = std::max<int64_t>(0, -y0), ky1 = std::min(fh_, h_ - y0);
           const int64_t kx0 = std::max<int64_t>(0, -x0), kx1 = std::min(fw_, w_ - x0);
           std::fill(acc.begin(), acc.end(), max_ ? -128 : 0);
-          int32_t count = 0;
+          int64_t count = 0;
           for (int64_t ky = ky0; ky < ky1; ++ky)
             for (int64_t kx = kx0; kx < kx1; ++kx, ++count) {
               const int8_t* xp = x + ((b * h_ + y0 + ky) * w_ + x0 + kx) * ch_;
               for (int64_t ch = 0; ch < ch_; ++ch)
                 acc[size_t(ch)] =
-                    max_ ? std::max<int32_t>(acc[size_t(ch)], xp[ch]) : acc[size_t(ch)] + xp[ch];
+                    max_ ? std::max<int64_t>(acc[size_t(ch)], xp[ch]) : acc[size_t(ch)] + xp[ch];
             }
           int8_t* yp = y + ((b * oh_ + oy) * ow_ + ox) * ch_;
           for (int64_t ch = 0; ch < ch_; ++ch) {
-            int32_t v = acc[size_t(ch)];
+            int64_t v = acc[size_t(ch)];
             if (!max_ && count > 0) v = v > 0 ? (v + count / 2) / count : (v - count / 2) / count;
-            yp[ch] = int8_t(std::min(hi_, std::max(lo_, v)));
+            yp[ch] = int8_t(std::min<int64_t>(hi_, std::max<int64_t>(lo_, v)));
           }
         }
   }
@@ -880,7 +910,7 @@ class QQuantize : public Op {
       requant_ = true;
       int32_t mult;
       int shift;
-      quantize_multiplier(double(x.scale[0]) / double(y.scale[0]), &mult, &shift);
+      multiplier(c, double(x.scale[0]) / double(y.scale[0]), &mult, &shift);
       for (int v = -128; v < 128; ++v)  // a function of one byte: a table
         lut_[uint8_t(int8_t(v))] =
             int8_t(std::min(127, std::max(-128, mbqm(v - zin_, mult, shift) + zout_)));
@@ -958,13 +988,13 @@ class QTable : public Op {
         logistic_table(c, x, y);
         break;
       case OpCode::relu:
-        relu_table(x, y, 0.0f, inf);
+        relu_table(c, x, y, 0.0f, inf);
         break;
       case OpCode::relu6:
-        relu_table(x, y, 0.0f, 6.0f);
+        relu_table(c, x, y, 0.0f, 6.0f);
         break;
       default:  // RELU_N1_TO_1
-        relu_table(x, y, -1.0f, 1.0f);
+        relu_table(c, x, y, -1.0f, 1.0f);
         break;
     }
     kind = op_name(int32_t(c.d.code));
@@ -984,8 +1014,9 @@ class QTable : public Op {
     const float hires = (1.0f / 128.0f) * x.scale[0];
     int32_t om32, rm32;
     int oexp, rexp;
-    quantize_multiplier(double(hires / y.scale[0]), &om32, &oexp);
-    quantize_multiplier(double(hires / (3.0f / 32768.0f)), &rm32, &rexp);
+    multiplier(c, double(hires / y.scale[0]), &om32, &oexp);
+    multiplier(c, double(hires / (3.0f / 32768.0f)), &rm32, &rexp);
+    if (rexp > 15) c.bad("HARD_SWISH input scale too large for TFLite's 16-bit arithmetic");
     if (oexp > 0) c.unsupported("HARD_SWISH whose output scale is below its input scale / 128");
     const int16_t om = down_scale_to_int16(om32), rm = down_scale_to_int16(rm32);
     for (int v = -128; v < 128; ++v) {
@@ -1016,13 +1047,13 @@ class QTable : public Op {
   }
   // TFLite's QuantizedReluX: rescale to the output (float ratio of the scales), then clamp to
   // the bounds rounded onto the output's grid
-  void relu_table(const Tensor& x, const Tensor& y, float lo, float hi) {
+  void relu_table(const QCtx& c, const Tensor& x, const Tensor& y, float lo, float hi) {
     int32_t mult;
     int shift;
-    quantize_multiplier(double(x.scale[0] / y.scale[0]), &mult, &shift);
-    const int32_t qlo = std::max(-128, zp(y) + int32_t(std::round(lo / y.scale[0])));
+    multiplier(c, double(x.scale[0] / y.scale[0]), &mult, &shift);
+    const int32_t qlo = std::max(-128, quantized_bound(lo, y.scale[0], zp(y)));
     const int32_t qhi =
-        std::isinf(hi) ? 127 : std::min(127, zp(y) + int32_t(std::round(hi / y.scale[0])));
+        std::isinf(hi) ? 127 : std::min(127, quantized_bound(hi, y.scale[0], zp(y)));
     for (int v = -128; v < 128; ++v) {
       const int32_t o = zp(y) + mbqm(v - zp(x), mult, shift);
       lut_[uint8_t(int8_t(v))] = int8_t(std::min(qhi, std::max(qlo, o)));
@@ -1210,7 +1241,7 @@ class QConcat : public Op {
       p.chunk = x.shape[size_t(axis)] * inner;
       p.same = x.scale[0] == y.scale[0] && zp(x) == zp(y);
       p.zin = zp(x);
-      quantize_multiplier(double(x.scale[0]) / double(y.scale[0]), &p.mult, &p.shift);
+      multiplier(c, double(x.scale[0]) / double(y.scale[0]), &p.mult, &p.shift);
       parts_.push_back(p);
       total += x.shape[size_t(axis)];
     }

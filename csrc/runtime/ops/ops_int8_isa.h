@@ -34,7 +34,7 @@ struct QDwRowArgs {
   const int8_t* x = nullptr;  // the image [H, W, C]
   int64_t h = 0, w = 0, c = 0, kh = 0, kw = 0, sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
   int64_t oy = 0, ow = 0;
-  const int8_t* wt = nullptr;  // [KH, KW, C]
+  const int32_t* wt = nullptr;  // [KH, KW, C]: each weight as int16 in the low half, 0 above
   const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
   int32_t zp_in = 0, zp_out = 0, lo = -128, hi = 127;
   int8_t* y = nullptr;  // the output row [OW, C]
@@ -74,9 +74,6 @@ void qadd(const QAddArgs& a);
 // y[i] = lut[uint8(x[i])] with AVX-512 VBMI byte permutes (check the CPU has VBMI first)
 void lut_s8_vbmi(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y);
 void qgemm_vnni(const QGemmVnniArgs& a);
-// y[i] = clamp(zp_out + mbqm(acc[i], mult[i], shift[i])), i < n
-void requant_s32(const int32_t* acc, int64_t n, const int32_t* mult, const int32_t* shift,
-                 int32_t zp_out, int32_t lo, int32_t hi, int8_t* y);
 }  // namespace avx512
 #endif
 
