@@ -34,7 +34,9 @@ def _max_pad(lw: Lowering, name: str, x: Val, pads: list[int]) -> Val:
     out = tmp(lw, f"{name}_pad", [n, h + pads[0] + pads[2], w + pads[1] + pads[3], c], quant=t.quant)
     paddings = np.array([[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]], dtype=np.int32)
     low = np.array(-128, np.int8) if t.quant is not None else np.array(np.finfo(np.float32).min, np.float32)
-    ins = [x.index, lw.m.const("paddings", paddings), lw.m.const("pad_value", low.reshape(()))]
+    # an int8 pad value carries the input's quantization: TFLite's PADV2 refuses a value whose zero point
+    # differs from the output's
+    ins = [x.index, lw.m.const("paddings", paddings), lw.m.const("pad_value", low.reshape(()), quant=t.quant)]
     lw.m.op(OP.PADV2, ins, [out], None, 2 if t.quant is not None else 1, name)
     return Val(out, True)
 

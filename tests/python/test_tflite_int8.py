@@ -182,3 +182,26 @@ def test_evaluate_file_dispatches_by_family(quantized, digits, digits_xy, tmp_pa
     assert evaluate_file(paths["tflite-int8"], None) is None
     with pytest.raises(ValueError, match="unknown file kind"):
         evaluate_file(tmp_path / "model.bin", digits.test)
+
+
+def test_padded_max_pool_runs_in_the_reference_kernels(tmp_path):
+    """A max pool with padding lowers to PADV2 whose int8 pad value carries the input's quantization: LiteRT's
+    reference kernels refuse a pad value whose zero point differs from the output's, and XNNPACK agrees with them."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1), torch.nn.Conv2d(8, 4, 1)
+    ).eval()
+    x = torch.randn(16, 3, 16, 16)
+    path = export(ep.quantize(model, x, progress=False), tmp_path, formats=["tflite-int8"], example_inputs=(x[:1],))
+    outs = []
+    for resolver in (OpResolverType.BUILTIN_REF, OpResolverType.AUTO):
+        it = Interpreter(model_path=str(path["tflite-int8"]), experimental_op_resolver_type=resolver)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x[:1].permute(0, 2, 3, 1).numpy())
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]).copy())
+    assert outs[0].shape == (1, 4, 4, 4)
+    step = float(np.max(np.abs(outs[0]))) / 127
+    assert np.max(np.abs(outs[0] - outs[1])) <= step + 1e-6
