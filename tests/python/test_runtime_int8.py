@@ -46,6 +46,7 @@ TV = {
     "efficientnet_b0": bench_models.EfficientNetB0,
     "squeezenet1_1": bench_models.SqueezeNet11,
     "mnasnet1_0": bench_models.MNASNet10,
+    "resnet18": bench_models.LOCAL["resnet18"],
 }
 
 
