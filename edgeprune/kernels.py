@@ -152,7 +152,7 @@ class SparseLinear:
     the two transposes.
     """
 
-    AUTO_MAX_DENSITY = {(1, 1): 0.5, (4, 1): 0.5}  # mirrors SparseLinear::kAutoMaxDensityB1/B4
+    AUTO_MAX_DENSITY = {(1, 1): 0.35, (4, 1): 0.5}  # mirrors SparseLinear::kAutoMaxDensityB1/B4
 
     def __init__(
         self,

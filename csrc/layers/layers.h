@@ -74,7 +74,7 @@ class SparseLinear {
 
   // `auto` picks the sparse kernel when the stored weights (zeros inside a stored 4-channel block
   // count) are at most this fraction of M*K (where sparse stops paying: docs/kernels.md).
-  static constexpr double kAutoMaxDensityB1 = 0.5;
+  static constexpr double kAutoMaxDensityB1 = 0.35;
   static constexpr double kAutoMaxDensityB4 = 0.5;
   // Calls narrower than a vector (N = 1: an FC layer at batch 1) are a GEMV, where the sparse
   // kernels only beat the dense one on large, very sparse weights: an `auto` layer chosen sparse
