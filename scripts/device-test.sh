@@ -64,22 +64,33 @@ dev() {
   ' _ "$ROOT" "$cpu" "$PWD/$SHARE" "$@"
 }
 
-# The wheel's contents, not its bytes: `make wheels` rebuilds it on every run with new zip timestamps, and
-# reinstalling under emulation costs minutes when nothing changed.
-stamp=$($PY - "$wheel" <<'PY'
-import hashlib, sys, zipfile
-h = hashlib.sha256()
+# The wheel's contents, not its bytes (`make wheels` rebuilds it on every run with new zip timestamps), and
+# separately what it requires plus the dependency wheels on offer: when only edgeprune's own files changed, it
+# is reinstalled alone (seconds) instead of a fresh venv with numpy, onnxruntime and LiteRT (minutes under qemu).
+read -r stamp deps < <($PY - "$wheel" "$SHARE/wheels" <<'PY'
+import hashlib, os, sys, zipfile
+files, deps = hashlib.sha256(), hashlib.sha256()
 with zipfile.ZipFile(sys.argv[1]) as z:
     for name in sorted(z.namelist()):
-        h.update(name.encode() + b"\0" + z.read(name))
-print(h.hexdigest()[:16])
+        data = z.read(name)
+        files.update(name.encode() + b"\0" + data)
+        if name.endswith(".dist-info/METADATA"):
+            deps.update(b"".join(l for l in data.splitlines(True) if l.startswith(b"Requires-Dist")))
+deps.update("\n".join(sorted(os.listdir(sys.argv[2]))).encode())
+print(files.hexdigest()[:16], deps.hexdigest()[:16])
 PY
 )
 if [ "$(cat "$ROOT/opt/ep/.wheel" 2>/dev/null)" != "$stamp" ]; then
-  say "installing $(basename "$wheel") with [device] in the userland"
-  dev cortex-a72 /usr/bin/python3.11 -m venv --clear /opt/ep
-  dev cortex-a72 /opt/ep/bin/pip install -q --disable-pip-version-check --no-index --find-links /mnt/share/wheels \
-    "/mnt/share/$(basename "$wheel")[device]"
+  pip_dev=(/opt/ep/bin/pip install -q --disable-pip-version-check --no-index --find-links /mnt/share/wheels)
+  if [ "$(cat "$ROOT/opt/ep/.deps" 2>/dev/null)" = "$deps" ]; then
+    say "reinstalling $(basename "$wheel") alone in the userland (its dependencies are unchanged)"
+    dev cortex-a72 "${pip_dev[@]}" --no-deps --force-reinstall "/mnt/share/$(basename "$wheel")"
+  else
+    say "installing $(basename "$wheel") with [device] in the userland"
+    dev cortex-a72 /usr/bin/python3.11 -m venv --clear /opt/ep
+    dev cortex-a72 "${pip_dev[@]}" "/mnt/share/$(basename "$wheel")[device]"
+    echo "$deps" > "$ROOT/opt/ep/.deps"
+  fi
   echo "$stamp" > "$ROOT/opt/ep/.wheel"
 fi
 # torch must not come with the device install
