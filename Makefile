@@ -208,6 +208,7 @@ wheels: setup
 	$(PY) scripts/check_wheels.py dist
 
 # An emulated Raspberry Pi 4 (cortex-a72), Jetson Nano (cortex-a57) and Orin stand-in (neoverse-n1) install the
-# aarch64 wheel with [device] and run doctor, bench and the runtimes there (scripts/device-test.sh).
-device-test: wheels
+# aarch64 wheel with [device] and run doctor, bench, the runtimes and the cross-built C example there
+# (scripts/device-test.sh).
+device-test: wheels example
 	EP=$(VENV)/bin/edgeprune PY=$(PY) scripts/device-test.sh

@@ -222,8 +222,9 @@ def estimate(
     ``threads``: default all cores of the target; more than the target has is an error.
     ``input_shape``: (C, H, W) for a module without an ``input_shape`` attribute, or to
     override an ONNX file's dynamic dims.
-    ``device="gpu"``: a TensorRT-style roofline on the profile's GPU (Jetson); uncalibrated,
-    labelled ``"calibrated": false``.
+    ``device="gpu"``: a TensorRT-style roofline on the profile's GPU (Jetson): fitted to a published
+    point for a CUDA-core GPU (``"calibration": "published"``), assumed for a tensor-core one
+    (``"calibrated": false``).
     """
     profile = _resolve_target(target)
     if device not in ("cpu", "gpu"):
@@ -248,7 +249,7 @@ def estimate(
 
 
 def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops") -> Estimate:
-    """The same roofline on the profile's GPU (TensorRT on a Jetson); uncalibrated."""
+    """The same roofline on the profile's GPU (TensorRT on a Jetson); see GPU_EFFICIENCY_CUDA_CORES."""
     gpu = getattr(profile, "gpu", None)
     if gpu is None:
         raise ValueError(f"estimate: target {profile.name} has no GPU; use device='cpu'")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make device-test`: install our aarch64 wheel with `[device]` into an emulated Debian arm64 userland and run
-# `edgeprune doctor`, `edgeprune bench` and the runtimes' outputs there, on each device CPU model.
+# `edgeprune doctor`, `edgeprune bench` and the runtimes' outputs there, and the C example app (examples/classify,
+# cross-built by `make example` against the installed aarch64 package), on each device CPU model.
 #
 # The userland (Debian bookworm arm64, Python 3.11) and the aarch64 wheels of numpy, onnxruntime and
 # ai-edge-litert are cached under build/device. Each command runs chrooted in the userland, in a private mount
@@ -63,12 +64,33 @@ dev() {
   ' _ "$ROOT" "$cpu" "$PWD/$SHARE" "$@"
 }
 
-stamp=$(sha256sum "$wheel" | cut -c1-16)
+# The wheel's contents, not its bytes (`make wheels` rebuilds it on every run with new zip timestamps), and
+# separately what it requires plus the dependency wheels on offer: when only edgeprune's own files changed, it
+# is reinstalled alone (seconds) instead of a fresh venv with numpy, onnxruntime and LiteRT (minutes under qemu).
+read -r stamp deps < <($PY - "$wheel" "$SHARE/wheels" <<'PY'
+import hashlib, os, sys, zipfile
+files, deps = hashlib.sha256(), hashlib.sha256()
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for name in sorted(z.namelist()):
+        data = z.read(name)
+        files.update(name.encode() + b"\0" + data)
+        if name.endswith(".dist-info/METADATA"):
+            deps.update(b"".join(l for l in data.splitlines(True) if l.startswith(b"Requires-Dist")))
+deps.update("\n".join(sorted(os.listdir(sys.argv[2]))).encode())
+print(files.hexdigest()[:16], deps.hexdigest()[:16])
+PY
+)
 if [ "$(cat "$ROOT/opt/ep/.wheel" 2>/dev/null)" != "$stamp" ]; then
-  say "installing $(basename "$wheel") with [device] in the userland"
-  dev cortex-a72 /usr/bin/python3.11 -m venv --clear /opt/ep
-  dev cortex-a72 /opt/ep/bin/pip install -q --disable-pip-version-check --no-index --find-links /mnt/share/wheels \
-    "/mnt/share/$(basename "$wheel")[device]"
+  pip_dev=(/opt/ep/bin/pip install -q --disable-pip-version-check --no-index --find-links /mnt/share/wheels)
+  if [ "$(cat "$ROOT/opt/ep/.deps" 2>/dev/null)" = "$deps" ]; then
+    say "reinstalling $(basename "$wheel") alone in the userland (its dependencies are unchanged)"
+    dev cortex-a72 "${pip_dev[@]}" --no-deps --force-reinstall "/mnt/share/$(basename "$wheel")"
+  else
+    say "installing $(basename "$wheel") with [device] in the userland"
+    dev cortex-a72 /usr/bin/python3.11 -m venv --clear /opt/ep
+    dev cortex-a72 "${pip_dev[@]}" "/mnt/share/$(basename "$wheel")[device]"
+    echo "$deps" > "$ROOT/opt/ep/.deps"
+  fi
   echo "$stamp" > "$ROOT/opt/ep/.wheel"
 fi
 # torch must not come with the device install
@@ -104,9 +126,29 @@ import numpy as np
 np.save(sys.argv[1], np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32))
 PY
 
-# artifact:runtime pairs the device runs (our runtime runs fp32 files; its int8 ops are not written yet)
+# artifact:runtime pairs the device runs
 pairs=(model.int8.tflite:litert model.tflite:litert model.tflite:edgeprune model.int8.onnx:onnxruntime
   model.onnx:onnxruntime)
+# The int8 file on our runtime joins (and must then equal the host bit for bit) once the runtime loads it: a
+# capability probe on the host. EP_RUNTIME_INT8=required turns "not supported" into a failure.
+set +e
+probe=$($PY -c "import sys
+from edgeprune import runtime
+try:
+    runtime.load(sys.argv[1])
+except runtime.UnsupportedModelError as e:
+    print(e)
+    sys.exit(3)" "$SHARE/rpi4/model.int8.tflite" 2>&1)
+rc=$?
+set -e
+if [ "$rc" = 0 ]; then
+  pairs+=(model.int8.tflite:edgeprune)
+elif [ "$rc" = 3 ] && [ "${EP_RUNTIME_INT8:-auto}" != required ]; then
+  say "model.int8.tflite on the edgeprune runtime: not run, the runtime says: $probe"
+else
+  echo "device-test: the edgeprune runtime cannot load model.int8.tflite (exit $rc): $probe" >&2
+  exit 1
+fi
 for a in "${pairs[@]}"; do
   [ -f "$SHARE/rpi4/${a%%:*}" ] || { echo "device-test: the rpi4 build wrote no ${a%%:*}" >&2; exit 1; }
 done
@@ -116,6 +158,16 @@ for a in "${pairs[@]}"; do
   dev_pairs+=("/mnt/share/rpi4/$a")
 done
 $PY tests/device/outputs.py "$SHARE/input.npy" "$SHARE/host-" "${host_pairs[@]}"
+
+# The C example app: `make example` built it natively and cross-built it for aarch64 against the installed
+# package (build/pkg-arm/install); the device gets the binary and libedgeprune.so, as a user would copy them.
+for f in build/classify/classify build/classify-arm/classify; do
+  [ -x "$f" ] || { echo "device-test: no $f: run make example" >&2; exit 2; }
+done
+rm -rf "$SHARE/classify" && mkdir -p "$SHARE/classify/lib"
+cp build/classify-arm/classify "$SHARE/classify/"
+cp -P build/pkg-arm/install/lib/libedgeprune.so* "$SHARE/classify/lib/"
+build/classify/classify "$SHARE/rpi4/model.tflite" "$SHARE/input.npy" > "$SHARE/classify-host.txt"
 
 # a wheel for another machine: its compiled core does not load, and bench says which wheel to install
 x86=$(ls -t dist/edgeprune-*_x86_64.whl 2>/dev/null | head -1 || true)
@@ -151,6 +203,9 @@ PY
 print('device-test: inspect model.int8.tflite on the device:', d['ops'])" "$SHARE/inspect.json"
   fi
   dev "$cpu" /opt/ep/bin/python /mnt/share/outputs.py /mnt/share/input.npy "/mnt/share/dev-$cpu-" "${dev_pairs[@]}"
+  dev "$cpu" env LD_LIBRARY_PATH=/mnt/share/classify/lib /mnt/share/classify/classify /mnt/share/rpi4/model.tflite \
+    /mnt/share/input.npy > "$SHARE/classify-$cpu.txt"
+  $PY tests/device/top5.py "$SHARE/classify-host.txt" "$SHARE/classify-$cpu.txt" "$cpu"
   for a in "${pairs[@]}"; do
     f=${a%%:*} rt=${a##*:}
     dev "$cpu" /opt/ep/bin/edgeprune bench "/mnt/share/rpi4/$f" --runtime "$rt" --runs 3 --warmup 1 --json \
@@ -174,4 +229,6 @@ print(f"device-test: {cpu}: bench {f} on {rt}: median {b['median_ms']:.3f} ms un
 PY
   done
 done
+# tflite-runtime's aarch64 wheel in the same userland, when that script is present
+if [ -x scripts/device-tflite-runtime.sh ]; then ROOT=$ROOT SHARE=$SHARE CPUS=$CPUS PY=$PY scripts/device-tflite-runtime.sh; fi
 say "passed on: $CPUS"
