@@ -287,9 +287,10 @@ def _estimate_section(report: dict[str, Any]) -> list[str]:
         lines.append("")
     gpu = report.get("target_estimate_gpu")
     if gpu:
+        cal = gpu.get("calibration") or "none"
+        label = "**uncalibrated**" if cal == "none" else f"calibrated ({cal})"
         lines += [
-            f"GPU ({gpu.get('precision')}, TensorRT-style roofline, **uncalibrated**): "
-            f"{_fmt_ms(gpu.get('total_ms'))} ms.",
+            f"GPU ({gpu.get('precision')}, TensorRT-style roofline, {label}): {_fmt_ms(gpu.get('total_ms'))} ms.",
             "",
         ]
     return lines

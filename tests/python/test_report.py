@@ -163,6 +163,9 @@ def test_slowest_layers_and_gpu_estimate_listed():
     assert [r.split(" | ")[0] for r in rows] == ["| l9", "| l8", "| l7", "| l6", "| l5", "| l4", "| l3", "| l2"]
     assert "| l9 | conv | 9k | 0.0900 | compute |" in md
     assert "GPU (int8, TensorRT-style roofline, **uncalibrated**): 0.080 ms." in md
+    gpu = {"precision": "fp16", "total_ms": 0.08, "calibration": "published"}
+    md = R.render_markdown(_report(target_estimate={"layers": []}, target_estimate_gpu=gpu))
+    assert "GPU (fp16, TensorRT-style roofline, calibrated (published)): 0.080 ms." in md
 
 
 def test_plots_are_byte_deterministic(tmp_path):
