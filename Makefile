@@ -198,7 +198,9 @@ WHEEL_PIP := $(CURDIR)/$(PY) -m pip --disable-pip-version-check -q wheel --no-bu
 wheels: setup
 	rm -rf dist build/wheels-raw $(SDIST_SRC) && mkdir -p dist build/wheels-raw $(SDIST_SRC)
 	$(PY) -m build --sdist --no-isolation --outdir dist . >/dev/null
-	tar -xzf dist/edgeprune-*.tar.gz -C $(SDIST_SRC)
+	# -m: the sdist stamps every file with one fixed date, so the reused build dirs would see no change and keep
+	# stale objects; extraction time makes every file newer than them
+	tar -xzmf dist/edgeprune-*.tar.gz -C $(SDIST_SRC)
 	cd $(SDIST_SRC)/edgeprune-* && $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-x86_64
 	cd $(SDIST_SRC)/edgeprune-* && SETUPTOOLS_EXT_SUFFIX=$(AARCH64_EXT) _PYTHON_HOST_PLATFORM=linux-aarch64 \
 	  $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-aarch64 \
