@@ -13,6 +13,7 @@
 
 #include "layers/layers.h"
 #include "layers/parallel.h"
+#include "runtime/ops/op_context.h"
 #include "runtime/ops/ops_int8.h"
 #include "runtime/ops/vec.h"
 
@@ -23,55 +24,17 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-struct Ctx {
-  const Model& m;
-  const OpDesc& d;
-  std::string where;
-  [[noreturn]] void bad(const std::string& msg) const { throw ModelError(where + ": " + msg); }
-  const Tensor& in(size_t i) const {
-    if (i >= d.inputs.size() || d.inputs[i] < 0) bad("input " + std::to_string(i) + " is missing");
-    return m.tensors[d.inputs[i]];
-  }
-  const Tensor& out() const { return m.tensors[d.outputs[0]]; }
-  bool has_in(size_t i) const { return i < d.inputs.size() && d.inputs[i] >= 0; }
+// The fp32 tier's construction context: the shared checks plus "this tensor is float32".
+struct Ctx : OpContext {
   const Tensor& f32(const Tensor& t) const {
     if (t.type != DType::f32)
       throw UnsupportedError(where + ": tensor '" + t.name + "' is " + dtype_name(t.type) +
                              " (this runtime runs float32 models)");
     return t;
   }
-  const Tensor& constant(size_t i) const {
-    const Tensor& t = in(i);
-    if (!t.is_const()) bad("input " + std::to_string(i) + " must be a constant");
-    return t;
-  }
-  void rank(const Tensor& t, size_t r) const {
-    if (t.shape.size() != r)
-      bad("tensor '" + t.name + "' has rank " + std::to_string(t.shape.size()) + ", expected " +
-          std::to_string(r));
-  }
-  void shape_is(const Tensor& t, const std::vector<int64_t>& s) const {
-    if (t.shape != s) {
-      std::string got, want;
-      for (auto v : t.shape) got += std::to_string(v) + ",";
-      for (auto v : s) want += std::to_string(v) + ",";
-      bad("tensor '" + t.name + "' has shape [" + got + "], the operator computes [" + want + "]");
-    }
-  }
 };
 
-// Reads an int32/int64 constant vector (axes, perm, paddings).
-std::vector<int64_t> int_values(const Ctx& c, size_t i) {
-  const Tensor& t = c.constant(i);
-  std::vector<int64_t> v(size_t(t.elems));
-  if (t.type == DType::i32)
-    for (int64_t k = 0; k < t.elems; ++k) v[k] = t.as<int32_t>()[k];
-  else if (t.type == DType::i64)
-    for (int64_t k = 0; k < t.elems; ++k) v[k] = t.as<int64_t>()[k];
-  else
-    c.bad("input " + std::to_string(i) + " must be int32 or int64");
-  return v;
-}
+std::vector<int64_t> int_values(const Ctx& c, size_t i) { return c.int_values(i); }
 
 void bounds(FusedAct a, float* lo, float* hi) {
   *lo = a == FusedAct::relu || a == FusedAct::relu6 ? 0.0f
@@ -979,7 +942,7 @@ std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64
 
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions& o) {
   if (is_int8_op(model, d)) return make_int8_op(model, d, o);  // int8 data: ops_int8.cpp
-  Ctx c{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"};
+  Ctx c{{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"}};
   switch (d.code) {
     case OpCode::conv_2d:
       return wire(std::make_unique<Conv2D>(c, o), d);

@@ -18,6 +18,7 @@
 
 #include "layers/layers.h"
 #include "layers/parallel.h"
+#include "runtime/ops/op_context.h"
 #include "runtime/ops/ops_int8_isa.h"
 
 namespace ep {
@@ -101,20 +102,8 @@ namespace {
 using MulFn = int32_t (*)(int32_t, int32_t, int);
 constexpr MulFn mbqm = multiply_by_quantized_multiplier;
 
-struct QCtx {
-  const Model& m;
-  const OpDesc& d;
-  std::string where;
-  [[noreturn]] void bad(const std::string& msg) const { throw ModelError(where + ": " + msg); }
-  [[noreturn]] void unsupported(const std::string& msg) const {
-    throw UnsupportedError(where + ": " + msg);
-  }
-  bool has_in(size_t i) const { return i < d.inputs.size() && d.inputs[i] >= 0; }
-  const Tensor& in(size_t i) const {
-    if (!has_in(i)) bad("input " + std::to_string(i) + " is missing");
-    return m.tensors[d.inputs[i]];
-  }
-  const Tensor& out() const { return m.tensors[d.outputs[0]]; }
+// The int8 tier's construction context: the shared checks plus the int8 typing rules.
+struct QCtx : OpContext {
   const Tensor& typed(const Tensor& t, DType type) const {
     if (t.type != type)
       unsupported("tensor '" + t.name + "' is " + dtype_name(t.type) + ", this int8 op needs " +
@@ -128,19 +117,6 @@ struct QCtx {
       unsupported("int8 tensor '" + t.name + "' needs one scale (has " +
                   std::to_string(t.scale.size()) + ")");
     return t;
-  }
-  const Tensor& constant(size_t i) const {
-    const Tensor& t = in(i);
-    if (!t.is_const()) bad("input " + std::to_string(i) + " must be a constant");
-    return t;
-  }
-  void rank(const Tensor& t, size_t r) const {
-    if (t.shape.size() != r)
-      bad("tensor '" + t.name + "' has rank " + std::to_string(t.shape.size()) + ", expected " +
-          std::to_string(r));
-  }
-  void shape_is(const Tensor& t, const std::vector<int64_t>& s) const {
-    if (t.shape != s) bad("tensor '" + t.name + "' does not have the shape the operator computes");
   }
 };
 
@@ -1086,17 +1062,7 @@ class QCopy : public Op {
   int64_t elems_;
 };
 
-std::vector<int64_t> int_values(const QCtx& c, size_t i) {
-  const Tensor& t = c.constant(i);
-  std::vector<int64_t> v(size_t(t.elems));
-  if (t.type == DType::i32)
-    for (int64_t k = 0; k < t.elems; ++k) v[size_t(k)] = t.as<int32_t>()[k];
-  else if (t.type == DType::i64)
-    for (int64_t k = 0; k < t.elems; ++k) v[size_t(k)] = t.as<int64_t>()[k];
-  else
-    c.bad("input " + std::to_string(i) + " must be int32 or int64");
-  return v;
-}
+std::vector<int64_t> int_values(const QCtx& c, size_t i) { return c.int_values(i); }
 
 class QTranspose : public Op {
  public:
@@ -1302,7 +1268,7 @@ bool is_int8_op(const Model& model, const OpDesc& d) {
 }
 
 std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOptions& o) {
-  QCtx c{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"};
+  QCtx c{{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"}};
   switch (d.code) {
     case OpCode::conv_2d:
       return wire(std::make_unique<QConv2D>(c, o), d);
