@@ -13,6 +13,7 @@
 
 #include "layers/layers.h"
 #include "layers/parallel.h"
+#include "runtime/ops/movement.h"
 #include "runtime/ops/op_context.h"
 #include "runtime/ops/ops_int8.h"
 #include "runtime/ops/vec.h"
@@ -646,27 +647,9 @@ class Concat : public Op {
  public:
   Concat(const Ctx& c) {
     const Tensor& y = c.f32(c.out());
-    const int r = int(y.shape.size());
-    int axis = c.d.axis;
-    if (axis < -r || axis >= r) c.bad("axis " + std::to_string(axis) + " is out of range");
-    if (axis < 0) axis += r;
-    if (c.d.act != FusedAct::none) throw UnsupportedError(c.where + ": fused activation");
-    outer_ = 1;
-    for (int i = 0; i < axis; ++i) outer_ *= y.shape[i];
-    int64_t inner = 1;
-    for (int i = axis + 1; i < r; ++i) inner *= y.shape[i];
-    int64_t total = 0;
-    for (size_t i = 0; i < c.d.inputs.size(); ++i) {
-      const Tensor& x = c.f32(c.in(i));
-      if (int(x.shape.size()) != r) c.bad("inputs differ in rank");
-      for (int k = 0; k < r; ++k)
-        if (k != axis && x.shape[k] != y.shape[k]) c.bad("inputs differ outside the axis");
-      chunk_.push_back(x.shape[axis] * inner);
-      total += x.shape[axis];
-      ins_.push_back(c.d.inputs[i]);
-    }
-    if (total != y.shape[axis]) c.bad("the output's axis is not the sum of the inputs'");
-    out_row_ = total * inner;
+    for (size_t i = 0; i < c.d.inputs.size(); ++i) c.f32(c.in(i));
+    g_ = concat_geometry(c, y);
+    ins_.assign(c.d.inputs.begin(), c.d.inputs.end());
     kind = "CONCATENATION";
     label = kind + " " + dims(y.shape);
   }
@@ -675,17 +658,17 @@ class Concat : public Op {
     int64_t off = 0;
     for (size_t i = 0; i < ins_.size(); ++i) {
       const float* x = r.ptr[ins_[i]];
-      for (int64_t o = 0; o < outer_; ++o)
-        std::memcpy(y + o * out_row_ + off, x + o * chunk_[i], size_t(chunk_[i]) * 4);
-      off += chunk_[i];
+      const int64_t chunk = g_.chunk[i];
+      for (int64_t o = 0; o < g_.outer; ++o)
+        std::memcpy(y + o * g_.out_row + off, x + o * chunk, size_t(chunk) * 4);
+      off += chunk;
     }
   }
   int out_ = 0;
 
  private:
   std::vector<int> ins_;
-  std::vector<int64_t> chunk_;
-  int64_t outer_ = 1, out_row_ = 0;
+  ConcatGeometry g_;
 };
 
 // ------------------------------------------------------------------------ RESHAPE & co.
@@ -712,40 +695,14 @@ class Transpose : public Op {
  public:
   Transpose(const Ctx& c) {
     const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
-    const auto perm = int_values(c, 1);
-    const int r = int(x.shape.size());
-    if (int(perm.size()) != r) c.bad("perm has the wrong length");
-    std::vector<bool> seen(r, false);
-    std::vector<int64_t> out(r), xs(r);
-    int64_t s = 1;
-    for (int i = r - 1; i >= 0; --i) xs[i] = s, s *= x.shape[i];
-    for (int i = 0; i < r; ++i) {
-      const int64_t p = perm[i];
-      if (p < 0 || p >= r || seen[p]) c.bad("perm is not a permutation");
-      seen[p] = true;
-      out[i] = x.shape[p];
-      stride_.push_back(xs[p]);  // input stride of output dim i
-    }
-    c.shape_is(y, out);
-    shape_ = out;
+    shape_ = transpose_geometry(c, x, &stride_);
+    c.shape_is(y, shape_);
     elems_ = y.elems;
     kind = "TRANSPOSE";
     label = kind + " " + dims(x.shape);
   }
   void run(const RunCtx& rc) const override {
-    const float* x = rc.ptr[in_];
-    float* y = rc.ptr[out_];
-    const int r = int(shape_.size());
-    std::vector<int64_t> idx(r, 0);
-    for (int64_t e = 0; e < elems_; ++e) {
-      int64_t o = 0;
-      for (int i = 0; i < r; ++i) o += idx[i] * stride_[i];
-      y[e] = x[o];
-      for (int i = r - 1; i >= 0; --i) {
-        if (++idx[i] < shape_[i]) break;
-        idx[i] = 0;
-      }
-    }
+    transpose_copy(rc.ptr[in_], rc.ptr[out_], shape_, stride_, elems_);
   }
   int in_ = 0, out_ = 0;
 
@@ -835,57 +792,22 @@ class Pad : public Op {
  public:
   Pad(const Ctx& c, bool v2) {
     const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
-    const auto p = int_values(c, 1);
-    const int r = int(x.shape.size());
-    if (int(p.size()) != 2 * r) c.bad("paddings must be [rank, 2]");
-    std::vector<int64_t> out(r);
-    for (int i = 0; i < r; ++i) {
-      if (p[2 * i] < 0 || p[2 * i + 1] < 0) c.bad("negative padding");
-      before_.push_back(p[2 * i]);
-      out[i] = x.shape[i] + p[2 * i] + p[2 * i + 1];
-    }
-    c.shape_is(y, out);
+    yshape_ = pad_geometry(c, x, &before_);
+    c.shape_is(y, yshape_);
     if (v2 && c.has_in(2)) {
       const Tensor& v = c.f32(c.constant(2));
       if (v.elems != 1) c.bad("the pad value must be a scalar");
       value_ = v.as<float>()[0];
     }
     xshape_ = x.shape;
-    yshape_ = out;
     yelems_ = y.elems;
     kind = v2 ? "PADV2" : "PAD";
     label = kind + " " + dims(x.shape);
   }
   void run(const RunCtx& rc) const override {
-    const float* x = rc.ptr[in_];
     float* y = rc.ptr[out_];
     std::fill(y, y + yelems_, value_);
-    const int r = int(xshape_.size());
-    if (r == 0) {
-      y[0] = x[0];
-      return;
-    }
-    std::vector<int64_t> ys(r);
-    int64_t s = 1;
-    for (int i = r - 1; i >= 0; --i) ys[i] = s, s *= yshape_[i];
-    // dims from the last padded one on are one contiguous block of the input and of the output
-    // (NHWC padded in H and W: rows of W * C floats)
-    int last = 0;
-    for (int i = 0; i < r; ++i)
-      if (xshape_[i] != yshape_[i]) last = i;
-    int64_t inner = 1, rows = 1;
-    for (int i = last; i < r; ++i) inner *= xshape_[i];
-    for (int i = 0; i < last; ++i) rows *= xshape_[i];
-    std::vector<int64_t> idx(size_t(std::max(last, 1)), 0);
-    for (int64_t row = 0; row < rows && inner > 0; ++row) {
-      int64_t o = before_[last] * ys[last];
-      for (int i = 0; i < last; ++i) o += (idx[i] + before_[i]) * ys[i];
-      std::memcpy(y + o, x + row * inner, size_t(inner) * 4);
-      for (int i = last - 1; i >= 0; --i) {
-        if (++idx[i] < xshape_[i]) break;
-        idx[i] = 0;
-      }
-    }
+    pad_copy(rc.ptr[in_], y, xshape_, yshape_, before_);
   }
   int in_ = 0, out_ = 0;
 

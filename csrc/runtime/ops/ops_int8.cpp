@@ -18,6 +18,7 @@
 
 #include "layers/layers.h"
 #include "layers/parallel.h"
+#include "runtime/ops/movement.h"
 #include "runtime/ops/op_context.h"
 #include "runtime/ops/ops_int8_isa.h"
 
@@ -1070,41 +1071,15 @@ class QTranspose : public Op {
     const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
     if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
       c.unsupported("input and output quantization differ");
-    const auto perm = int_values(c, 1);
-    const int r = int(x.shape.size());
-    if (int(perm.size()) != r) c.bad("perm has the wrong length");
-    std::vector<bool> seen(size_t(r), false);
-    std::vector<int64_t> out(static_cast<size_t>(r)), xs(static_cast<size_t>(r));
-    int64_t s = 1;
-    for (int i = r - 1; i >= 0; --i) xs[size_t(i)] = s, s *= x.shape[size_t(i)];
-    for (int i = 0; i < r; ++i) {
-      const int64_t p = perm[size_t(i)];
-      if (p < 0 || p >= r || seen[size_t(p)]) c.bad("perm is not a permutation");
-      seen[size_t(p)] = true;
-      out[size_t(i)] = x.shape[size_t(p)];
-      stride_.push_back(xs[size_t(p)]);
-    }
-    c.shape_is(y, out);
-    shape_ = out;
+    shape_ = transpose_geometry(c, x, &stride_);
+    c.shape_is(y, shape_);
     elems_ = y.elems;
     kind = "TRANSPOSE";
     label = kind + " int8 " + dims(x.shape);
   }
   void run(const RunCtx& rc) const override {
-    const int8_t* x = reinterpret_cast<const int8_t*>(rc.ptr[in_]);
-    int8_t* y = reinterpret_cast<int8_t*>(rc.ptr[out_]);
-    const int r = int(shape_.size());
-    std::vector<int64_t> idx(size_t(r), 0);
-    int64_t o = 0;
-    for (int64_t e = 0; e < elems_; ++e) {
-      y[e] = x[o];
-      for (int i = r - 1; i >= 0; --i) {
-        o += stride_[size_t(i)];
-        if (++idx[size_t(i)] < shape_[size_t(i)]) break;
-        o -= stride_[size_t(i)] * shape_[size_t(i)];
-        idx[size_t(i)] = 0;
-      }
-    }
+    transpose_copy(reinterpret_cast<const int8_t*>(rc.ptr[in_]),
+                   reinterpret_cast<int8_t*>(rc.ptr[out_]), shape_, stride_, elems_);
   }
   int in_ = 0, out_ = 0;
 
@@ -1120,16 +1095,8 @@ class QPad : public Op {
     const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
     if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
       c.unsupported("input and output quantization differ");
-    const auto p = int_values(c, 1);
-    const int r = int(x.shape.size());
-    if (int(p.size()) != 2 * r) c.bad("paddings must be [rank, 2]");
-    std::vector<int64_t> out(static_cast<size_t>(r));
-    for (int i = 0; i < r; ++i) {
-      if (p[size_t(2 * i)] < 0 || p[size_t(2 * i + 1)] < 0) c.bad("negative padding");
-      before_.push_back(p[size_t(2 * i)]);
-      out[size_t(i)] = x.shape[size_t(i)] + p[size_t(2 * i)] + p[size_t(2 * i + 1)];
-    }
-    c.shape_is(y, out);
+    yshape_ = pad_geometry(c, x, &before_);
+    c.shape_is(y, yshape_);
     value_ = int8_t(zp(y));
     if (v2 && c.has_in(2)) {
       // TFLite requires a quantized pad value to share the output's zero point; one without
@@ -1141,37 +1108,14 @@ class QPad : public Op {
       value_ = v.as<int8_t>()[0];
     }
     xshape_ = x.shape;
-    yshape_ = out;
     yelems_ = y.elems;
     kind = v2 ? "PADV2" : "PAD";
     label = kind + " int8 " + dims(x.shape);
   }
   void run(const RunCtx& rc) const override {
-    const int8_t* x = reinterpret_cast<const int8_t*>(rc.ptr[in_]);
     int8_t* y = reinterpret_cast<int8_t*>(rc.ptr[out_]);
     std::memset(y, value_, size_t(yelems_));
-    const int r = int(xshape_.size());
-    if (r == 0) {
-      y[0] = x[0];
-      return;
-    }
-    std::vector<int64_t> ys(static_cast<size_t>(r));
-    int64_t s = 1;
-    for (int i = r - 1; i >= 0; --i) ys[size_t(i)] = s, s *= yshape_[size_t(i)];
-    // rows of the last dimension: contiguous in the input and in the output
-    const int64_t inner = xshape_[size_t(r - 1)];
-    int64_t total_rows = inner ? 1 : 0;
-    for (int i = 0; i < r - 1; ++i) total_rows *= xshape_[size_t(i)];
-    std::vector<int64_t> idx(size_t(std::max(r - 1, 1)), 0);
-    for (int64_t row = 0; row < total_rows; ++row) {
-      int64_t o = before_[size_t(r - 1)];
-      for (int i = 0; i < r - 1; ++i) o += (idx[size_t(i)] + before_[size_t(i)]) * ys[size_t(i)];
-      std::memcpy(y + o, x + row * inner, size_t(inner));
-      for (int i = r - 2; i >= 0; --i) {
-        if (++idx[size_t(i)] < xshape_[size_t(i)]) break;
-        idx[size_t(i)] = 0;
-      }
-    }
+    pad_copy(reinterpret_cast<const int8_t*>(rc.ptr[in_]), y, xshape_, yshape_, before_);
   }
   int in_ = 0, out_ = 0;
 
@@ -1187,32 +1131,20 @@ class QConcat : public Op {
  public:
   QConcat(const QCtx& c) {
     const Tensor& y = c.act(c.out());
-    const int r = int(y.shape.size());
-    int axis = c.d.axis;
-    if (axis < -r || axis >= r) c.bad("axis " + std::to_string(axis) + " is out of range");
-    if (axis < 0) axis += r;
-    if (c.d.act != FusedAct::none) c.unsupported("fused activation on CONCATENATION");
-    for (int i = 0; i < axis; ++i) outer_ *= y.shape[size_t(i)];
-    int64_t inner = 1;
-    for (int i = axis + 1; i < r; ++i) inner *= y.shape[size_t(i)];
-    int64_t total = 0;
+    for (size_t i = 0; i < c.d.inputs.size(); ++i) c.act(c.in(i));
+    const ConcatGeometry g = concat_geometry(c, y);
+    outer_ = g.outer;
+    out_row_ = g.out_row;
     for (size_t i = 0; i < c.d.inputs.size(); ++i) {
-      const Tensor& x = c.act(c.in(i));
-      if (int(x.shape.size()) != r) c.bad("inputs differ in rank");
-      for (int k = 0; k < r; ++k)
-        if (k != axis && x.shape[size_t(k)] != y.shape[size_t(k)])
-          c.bad("inputs differ outside the axis");
+      const Tensor& x = c.in(i);
       Part p;
       p.tensor = c.d.inputs[i];
-      p.chunk = x.shape[size_t(axis)] * inner;
+      p.chunk = g.chunk[i];
       p.same = x.scale[0] == y.scale[0] && zp(x) == zp(y);
       p.zin = zp(x);
       multiplier(c, double(x.scale[0]) / double(y.scale[0]), &p.mult, &p.shift);
       parts_.push_back(p);
-      total += x.shape[size_t(axis)];
     }
-    if (total != y.shape[size_t(axis)]) c.bad("the output's axis is not the sum of the inputs'");
-    out_row_ = total * inner;
     zout_ = zp(y);
     kind = "CONCATENATION";
     label = kind + " int8 " + dims(y.shape);

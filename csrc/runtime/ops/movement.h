@@ -1,0 +1,139 @@
+// Shape checks and byte movement shared by the fp32 and int8 tiers for the operators that only
+// move elements (PAD, TRANSPOSE, CONCATENATION): the geometry is checked against the file once,
+// and the copy loops are templates over the element type, so both tiers run the same code.
+//
+// Consumes: an OpContext and its tensors. Produces: checked shapes / strides, or copied elements.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "runtime/ops/op_context.h"
+
+namespace ep {
+namespace rt {
+
+// PAD / PADV2: the paddings input (constant [rank, 2], non-negative) against x; returns the padded
+// shape and the leading padding of every dimension in *before.
+inline std::vector<int64_t> pad_geometry(const OpContext& c, const Tensor& x,
+                                         std::vector<int64_t>* before) {
+  const auto p = c.int_values(1);
+  const size_t r = x.shape.size();
+  if (p.size() != 2 * r) c.bad("paddings must be [rank, 2]");
+  std::vector<int64_t> out(r);
+  before->clear();
+  for (size_t i = 0; i < r; ++i) {
+    if (p[2 * i] < 0 || p[2 * i + 1] < 0) c.bad("negative padding");
+    before->push_back(p[2 * i]);
+    out[i] = x.shape[i] + p[2 * i] + p[2 * i + 1];
+  }
+  return out;
+}
+
+// Copies x (shape xs) into the already filled y (shape ys) at offset `before` per dimension. The
+// dimensions from the last padded one on are one contiguous block of the input and of the output
+// (NHWC padded in H and W: rows of W * C elements), so each block is one memcpy.
+template <class T>
+void pad_copy(const T* x, T* y, const std::vector<int64_t>& xs, const std::vector<int64_t>& ys,
+              const std::vector<int64_t>& before) {
+  const int r = int(xs.size());
+  if (r == 0) {
+    y[0] = x[0];
+    return;
+  }
+  std::vector<int64_t> ystride(static_cast<size_t>(r));
+  int64_t s = 1;
+  for (int i = r - 1; i >= 0; --i) ystride[size_t(i)] = s, s *= ys[size_t(i)];
+  int last = 0;
+  for (int i = 0; i < r; ++i)
+    if (xs[size_t(i)] != ys[size_t(i)]) last = i;
+  int64_t inner = 1, rows = 1;
+  for (int i = last; i < r; ++i) inner *= xs[size_t(i)];
+  for (int i = 0; i < last; ++i) rows *= xs[size_t(i)];
+  std::vector<int64_t> idx(size_t(std::max(last, 1)), 0);
+  for (int64_t row = 0; row < rows && inner > 0; ++row) {
+    int64_t o = before[size_t(last)] * ystride[size_t(last)];
+    for (int i = 0; i < last; ++i) o += (idx[size_t(i)] + before[size_t(i)]) * ystride[size_t(i)];
+    std::memcpy(y + o, x + row * inner, size_t(inner) * sizeof(T));
+    for (int i = last - 1; i >= 0; --i) {
+      if (++idx[size_t(i)] < xs[size_t(i)]) break;
+      idx[size_t(i)] = 0;
+    }
+  }
+}
+
+// TRANSPOSE: the perm input (a permutation of x's dimensions); returns the output shape and the
+// input stride of every output dimension in *stride.
+inline std::vector<int64_t> transpose_geometry(const OpContext& c, const Tensor& x,
+                                               std::vector<int64_t>* stride) {
+  const auto perm = c.int_values(1);
+  const size_t r = x.shape.size();
+  if (perm.size() != r) c.bad("perm has the wrong length");
+  std::vector<bool> seen(r, false);
+  std::vector<int64_t> out(r), xs(r);
+  int64_t s = 1;
+  for (size_t i = r; i-- > 0;) xs[i] = s, s *= x.shape[i];
+  stride->clear();
+  for (size_t i = 0; i < r; ++i) {
+    const int64_t p = perm[i];
+    if (p < 0 || p >= int64_t(r) || seen[size_t(p)]) c.bad("perm is not a permutation");
+    seen[size_t(p)] = true;
+    out[i] = x.shape[size_t(p)];
+    stride->push_back(xs[size_t(p)]);
+  }
+  return out;
+}
+
+// Writes the `elems` elements of the output (shape `shape`) in order, reading the input through
+// `stride` (input stride per output dimension), with a running input offset.
+template <class T>
+void transpose_copy(const T* x, T* y, const std::vector<int64_t>& shape,
+                    const std::vector<int64_t>& stride, int64_t elems) {
+  const int r = int(shape.size());
+  std::vector<int64_t> idx(size_t(r), 0);
+  int64_t o = 0;
+  for (int64_t e = 0; e < elems; ++e) {
+    y[e] = x[o];
+    for (int i = r - 1; i >= 0; --i) {
+      o += stride[size_t(i)];
+      if (++idx[size_t(i)] < shape[size_t(i)]) break;
+      o -= stride[size_t(i)] * shape[size_t(i)];
+      idx[size_t(i)] = 0;
+    }
+  }
+}
+
+// CONCATENATION along the op's axis: every input has y's rank and y's sizes outside the axis, and
+// the axis sizes add up to y's. chunk[i] is input i's elements per outer index; out_row is y's.
+struct ConcatGeometry {
+  int64_t outer = 1, out_row = 0;
+  std::vector<int64_t> chunk;
+};
+
+inline ConcatGeometry concat_geometry(const OpContext& c, const Tensor& y) {
+  const int r = int(y.shape.size());
+  int axis = c.d.axis;
+  if (axis < -r || axis >= r) c.bad("axis " + std::to_string(axis) + " is out of range");
+  if (axis < 0) axis += r;
+  if (c.d.act != FusedAct::none) c.unsupported("fused activation on CONCATENATION");
+  ConcatGeometry g;
+  for (int i = 0; i < axis; ++i) g.outer *= y.shape[size_t(i)];
+  int64_t inner = 1, total = 0;
+  for (int i = axis + 1; i < r; ++i) inner *= y.shape[size_t(i)];
+  for (size_t i = 0; i < c.d.inputs.size(); ++i) {
+    const Tensor& x = c.in(i);
+    if (int(x.shape.size()) != r) c.bad("inputs differ in rank");
+    for (int k = 0; k < r; ++k)
+      if (k != axis && x.shape[size_t(k)] != y.shape[size_t(k)])
+        c.bad("inputs differ outside the axis");
+    g.chunk.push_back(x.shape[size_t(axis)] * inner);
+    total += x.shape[size_t(axis)];
+  }
+  if (total != y.shape[size_t(axis)]) c.bad("the output's axis is not the sum of the inputs'");
+  g.out_row = total * inner;
+  return g;
+}
+
+}  // namespace rt
+}  // namespace ep
