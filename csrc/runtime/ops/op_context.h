@@ -6,6 +6,7 @@
 // ModelError (the file is inconsistent) / UnsupportedError (valid, but not something we run).
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,26 @@ struct OpContext {
     return v;
   }
 };
+
+// Output size and leading padding of one spatial dimension, as TFLite computes them; with an
+// explicit padding (a folded PAD: dim 0 = H, 1 = W) the VALID size of the padded input.
+inline int64_t conv_dim(const OpContext& c, int64_t in, int64_t k, int64_t stride, int64_t dil,
+                        Padding p, int64_t* pad, int dim = -1) {
+  if (stride < 1 || dil < 1 || k < 1) c.bad("stride, dilation and kernel size must be positive");
+  const int64_t ek = (k - 1) * dil + 1;
+  if (dim >= 0 && c.d.explicit_pad) {
+    const int64_t before = c.d.pad[2 * dim], total = before + c.d.pad[2 * dim + 1] + in;
+    if (total < ek) c.bad("the window is larger than the padded input");
+    *pad = before;
+    return (total - ek) / stride + 1;
+  }
+  const int64_t out = p == Padding::same ? (in + stride - 1) / stride
+                                         : (in - ek + stride) / stride;  // ceil((in-ek+1)/stride)
+  if (out < 1) c.bad("the window is larger than the input");
+  const int64_t total = std::max<int64_t>((out - 1) * stride + ek - in, 0);
+  *pad = p == Padding::same ? total / 2 : 0;
+  return out;
+}
 
 }  // namespace rt
 }  // namespace ep

@@ -168,23 +168,10 @@ void act_range(FusedAct a, const Tensor& y, int32_t* lo, int32_t* hi) {
   if (a == FusedAct::relu_n1_to_1) *lo = std::max(*lo, q(-1.0f)), *hi = std::min(*hi, q(1.0f));
 }
 
-// Output size and leading padding of one spatial dimension, as TFLite computes them; a folded
-// PAD (explicit padding, dim 0 = H, 1 = W) gives the VALID size of the padded input.
+// Output size and leading padding of one spatial dimension (conv_dim, with the op's padding).
 int64_t out_dim(const QCtx& c, int64_t in, int64_t k, int64_t stride, int64_t dil, int64_t* pad,
                 int dim) {
-  if (stride < 1 || dil < 1 || k < 1) c.bad("stride, dilation and kernel size must be positive");
-  const int64_t ek = (k - 1) * dil + 1;
-  if (dim >= 0 && c.d.explicit_pad) {
-    const int64_t before = c.d.pad[2 * dim], total = before + c.d.pad[2 * dim + 1] + in;
-    if (total < ek) c.bad("the window is larger than the padded input");
-    *pad = before;
-    return (total - ek) / stride + 1;
-  }
-  const bool same = c.d.padding == Padding::same;
-  const int64_t out = same ? (in + stride - 1) / stride : (in - ek + stride) / stride;
-  if (out < 1) c.bad("the window is larger than the input");
-  *pad = same ? std::max<int64_t>((out - 1) * stride + ek - in, 0) / 2 : 0;
-  return out;
+  return conv_dim(c, in, k, stride, dil, c.d.padding, pad, dim);
 }
 
 // Per output channel requantization of a convolution / FULLY_CONNECTED: TFLite computes
