@@ -51,6 +51,8 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from edgeprune.export.onnx_align import METADATA_KEY as PADDING_KEY
+
     console = Console()
     s = Table(title=str(path), show_header=False)
     s.add_column("k")
@@ -69,8 +71,9 @@ def run(args) -> int:
             f"({q['weighted_int8_ops']} of {q['weighted_ops']} conv/gemm/matmul)",
         ),
         ("int8 MAC coverage (file)", f"{100 * q['coverage_macs']:.1f} %"),
+        *(_padding_rows(info["padding"]) if "padding" in info else ()),
         *(_runtime_rows(info["runtime"]) if "runtime" in info else ()),
-        *((k.removeprefix("edgeprune_"), v) for k, v in info["metadata"].items()),
+        *((k.removeprefix("edgeprune_"), v) for k, v in info["metadata"].items() if k != PADDING_KEY),
     ):
         s.add_row(k, v)
     console.print(s)
@@ -126,6 +129,17 @@ def _tflite_tables(console, info: dict) -> None:
             f"XNNPACK takes {xnn['delegated_ops']} of {sum(info['ops'].values())} ops"
             + (f"; builtin kernels run: {left}" if left else "")
         )
+
+
+def _padding_rows(p: dict) -> tuple:
+    widths = ", ".join(f"{c}->{padded}" for c, padded in sorted(p["groups"].values()))
+    return (
+        (
+            "zero channels",
+            f"{widths} for ONNX Runtime's int8 kernels: +{p['macs']:,} MACs, +{p['params']:,} params "
+            "(not counted above)",
+        ),
+    )
 
 
 def _runtime_rows(rt: dict) -> list[tuple[str, str]]:

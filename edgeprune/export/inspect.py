@@ -27,6 +27,7 @@ import onnx
 from onnx import TensorProto
 
 from ..errors import UserError
+from .onnx_align import padding_of
 
 # Ops that carry MACs (weights) and ops the QDQ scheme can run in int8 when fed by DQ.
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -173,21 +174,27 @@ _DQ_PROPAGATES = ("Transpose", "Reshape", "Squeeze", "Unsqueeze")
 
 
 def _params(g) -> int:
-    """Initializer elements, without the Q/DQ scales and zero points."""
+    """Initializer elements, without the Q/DQ scales and zero points, a Pad's pad widths and the
+    quantized scalar constants of rewritten ops (HardSwish's 3)."""
     qparam_inputs = {
         n.input[k]
         for n in g.node
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear", "Pad")
         for k in (1, 2)
         if len(n.input) > k
     }
+    scalars = {i.name for i in g.initializer if not i.dims}
+    qparam_inputs |= {n.input[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in scalars}
     return sum(int(np.prod(i.dims)) if i.dims else 1 for i in g.initializer if i.name not in qparam_inputs)
 
 
-def _node_macs(gr: _Graph, n) -> int:
+def _node_macs(gr: _Graph, n, real_w=None) -> int:
+    """Multiply-accumulates of one compute node; ``real_w``: a padded Conv's weight shape before padding."""
     macs = 0
     out_shape = gr.shapes.get(n.output[0]) if n.output else None
     w = gr.weight_shape(n.input[1]) if len(n.input) > 1 else None
+    if real_w and out_shape and len(out_shape) > 1:
+        out_shape, w = [out_shape[0], real_w[0], *out_shape[2:]], real_w
     if n.op_type == "Conv" and out_shape and w:
         macs = _num(out_shape) * _num(w[1:])
     elif n.op_type == "ConvTranspose" and w and gr.shapes.get(n.input[0]):
@@ -278,23 +285,33 @@ def _inspect_file(path: Path) -> dict:
     except Exception:
         inferred = model
     gr = _Graph.of(inferred.graph)
+    padded = padding_of(model).get("layers", {})
     ops: dict[str, int] = {}
     layers = []
+    pad_macs = pad_params = 0
     for n in inferred.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
         if n.op_type not in COMPUTE:
             continue
         precision, reason = _node_precision(gr, n)
+        real_w = padded.get(n.name) if n.op_type == "Conv" else None
         layers.append(
             {
                 "name": n.name or n.output[0],
                 "op": n.op_type,
-                "macs": int(_node_macs(gr, n)),
+                "macs": int(_node_macs(gr, n, real_w)),
                 "precision": precision,
                 "reason": reason,
             }
         )
-    return {
+        if real_w:  # the zero channels apart: parameters and MACs are the model's
+            layers[-1]["padded_macs"] = int(_node_macs(gr, n))
+            pad_macs += layers[-1]["padded_macs"] - layers[-1]["macs"]
+            w = gr.weight_shape(n.input[1]) or real_w
+            pad_params += _num(w) - _num(real_w)
+            if len(n.input) > 2 and n.input[2]:
+                pad_params += w[0] - real_w[0]
+    info = {
         "path": str(path),
         "size_bytes": path.stat().st_size,
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
@@ -310,11 +327,15 @@ def _inspect_file(path: Path) -> dict:
             for o in model.graph.output
         ],
         "ops": dict(sorted(ops.items())),
-        "params": int(_params(inferred.graph)),
+        "params": int(_params(inferred.graph)) - pad_params,
         "macs": int(sum(l["macs"] for l in layers)),
         "int8": _int8_summary(layers),
         "layers": layers,
     }
+    if padded:
+        groups = padding_of(model)["groups"]
+        info["padding"] = {"groups": groups, "params": pad_params, "macs": pad_macs}
+    return info
 
 
 # kernels ONNX Runtime runs for a Conv/Gemm/MatMul, by op type (any domain)

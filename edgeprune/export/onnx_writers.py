@@ -11,6 +11,8 @@ from __future__ import annotations
 import onnx
 
 from .onnx import DEFAULT_OPSET, quantize_onnx, to_fp16, torch_to_onnx
+from .onnx_align import align_channels
+from .onnx_hardswish import split_hardswish
 
 
 def _model_of(source):
@@ -40,4 +42,27 @@ def write_fp16(source, example_inputs, options):
 
 
 def write_int8(source, example_inputs, options):
-    return captured(options, source.folded, example_inputs, options.get("dynamic_batch", False), qsource=source)
+    proto = captured(options, source.folded, example_inputs, options.get("dynamic_batch", False), qsource=source)
+    if for_ort_on_x86(source.config):
+        proto = align_channels(proto)
+    if source.gated_hardswish_nodes():  # the twin's HardSwish arithmetic, as int8 kernels ORT has
+        proto = split_hardswish(proto)
+    return proto
+
+
+def for_ort_on_x86(config) -> bool:
+    """Whether an int8 file is meant for ONNX Runtime on x86, whose int8 kernels want aligned widths
+    (``onnx_align``): the ONNX Runtime placement, for no target (a file for any host is written in
+    the form x86 wants, as ``onnx.file_activation_dtype`` does) or an x86 target. ARM64's kernels
+    have other widths and were not measured here, so ARM files keep the model's own."""
+    if config.placement != "inputs_outputs":
+        return False
+    if config.target is None:
+        return True
+    from .. import targets
+    from ..errors import UserError
+
+    try:
+        return targets.load(config.target).cpu.arch == "x86_64"
+    except UserError:  # a custom profile that is not on this machine: keep the model's widths
+        return False

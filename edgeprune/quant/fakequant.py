@@ -112,10 +112,35 @@ def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     setattr(parent, attr, module)
 
 
-def build_module(folded: fx.GraphModule, points: list[str], layers: dict, bins: int = 2048) -> fx.GraphModule:
+class GatedHardswish(nn.Module):
+    """HardSwish as ``x * g / 6`` with the gate ``g = relu6(x + 3)`` rounded to 255 steps of 6/255.
+
+    This is the arithmetic of the int8 ONNX file for ONNX Runtime, which has no int8 HardSwish and
+    runs it as QLinearAdd (the gate; its saturation is the relu6) and QLinearMul
+    (``export.onnx_hardswish``). The grid is fixed, so there is nothing to calibrate; while
+    ``active`` is False (calibration) this is the plain HardSwish.
+    """
+
+    GATE_SCALE = 6.0 / 255.0
+
+    def __init__(self):
+        super().__init__()
+        self.active = False
+
+    def forward(self, x):
+        if not self.active:
+            return F.hardswish(x)
+        g = torch.fake_quantize_per_tensor_affine(torch.clamp(x + 3.0, 0.0, 6.0), self.GATE_SCALE, 0, 0, 255)
+        return x * (g / 6.0)
+
+
+def build_module(
+    folded: fx.GraphModule, points: list[str], layers: dict, bins: int = 2048, gates: tuple = ()
+) -> fx.GraphModule:
     """A copy of ``folded`` with a QuantPoint after each point node and QuantLayers in place.
 
     ``layers`` maps a layer target to {"input": point, "weight_scale": [...], "qmax", "per_channel"}.
+    ``gates`` names HardSwish nodes computed as ``GatedHardswish`` (inactive until switched on).
     Points start in mode "off" and layers with ``quantize_weights`` False, ready for calibration.
     """
     gm = copy.deepcopy(folded)
@@ -136,6 +161,14 @@ def build_module(folded: fx.GraphModule, points: list[str], layers: dict, bins: 
         ql = QuantLayer(layer, info["weight_scale"], info["qmax"], info["per_channel"], qpoints.get(info["input"]))
         ql.quantize_weights = False
         _set_submodule(gm, target, ql)
+    for i, name in enumerate(gates):
+        node = by_name[name]
+        attr = f"edgeprune_gate_{i}"
+        gm.add_module(attr, GatedHardswish())
+        with graph.inserting_before(node):
+            new = graph.call_module(attr, (node.args[0],))
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
     graph.lint()
     gm.recompile()
     gm.eval()
@@ -144,6 +177,10 @@ def build_module(folded: fx.GraphModule, points: list[str], layers: dict, bins: 
 
 def quant_points(gm: nn.Module) -> dict[str, QuantPoint]:
     return {m.point_name: m for m in gm.modules() if isinstance(m, QuantPoint)}
+
+
+def gated_hardswishes(gm: nn.Module) -> list[GatedHardswish]:
+    return [m for m in gm.modules() if isinstance(m, GatedHardswish)]
 
 
 def quant_layers(gm: nn.Module) -> dict[str, QuantLayer]:

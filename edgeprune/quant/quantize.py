@@ -13,6 +13,8 @@ adds, average pools and concats fed by quantized tensors get an output point too
 QLinearAveragePool, QLinearConcat). A point right after a value-preserving op (flatten, reshape, max pool,
 dropout) reuses its source's scale. TensorRT placement ("inputs") quantizes layer inputs only.
 Every other op stays fp32, and ``skipped`` says which weighted ops were not quantized and why.
+In that placement a HardSwish computes ``x * q(relu6(x + 3)) / 6`` with the gate on a fixed 6/255
+grid (``fakequant.GatedHardswish``): the form the ONNX Runtime file runs as int8 kernels.
 The graph input is always calibrated min/max (its range is the data's range); the method
 applies to every other tensor. Weights: symmetric int8 per output channel ([-127, 127], or
 [-63, 63] with ``reduce_range``); biases int32 at s_in * s_w (a channel's weight scale is widened
@@ -40,7 +42,7 @@ from ..errors import UserError
 from ..models.training import torch_threads
 from ..progress import Progress, as_progress
 from .config import QuantConfig, make_config
-from .fakequant import QUANT_LAYER_TYPES, build_module, quant_layers, quant_points
+from .fakequant import QUANT_LAYER_TYPES, build_module, gated_hardswishes, quant_layers, quant_points
 from .observers import activation_qparams, f32, weight_scales
 
 _RELU_FUNCS = {torch.relu, F.relu, F.relu6, torch.relu_}
@@ -521,13 +523,23 @@ class QuantizedModel:
                 for t, l in self.layers.items()
             },
             self.config.bins,
+            gates=self.gated_hardswish_nodes(),
         )
         for name, qp in quant_points(gm).items():
             p = self.points[name]
             qp.set_qparams(p["scale"], p["zero_point"], p["qmin"], p["qmax"])
         for ql in quant_layers(gm).values():
             ql.quantize_weights = True
+        for gate in gated_hardswishes(gm):
+            gate.active = True
         return gm.eval()
+
+    def gated_hardswish_nodes(self) -> list[str]:
+        """The HardSwish nodes whose int8 form is ``x * q(relu6(x + 3)) / 6``: all of them in the ONNX
+        Runtime placement, which has no int8 HardSwish (``export.onnx_hardswish`` writes that form)."""
+        if self.config.placement != "inputs_outputs":
+            return []
+        return [name for name, op in self.ops.items() if op["kind"] == "hardswish"]
 
     def __call__(self, x):
         with torch.no_grad():

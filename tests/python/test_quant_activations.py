@@ -147,8 +147,8 @@ class _HardSECNN(nn.Module):
 
 def test_hard_sigmoid_gates_are_int8_and_their_mul_runs_qlinear_in_ort(tmp_path):
     """A hard sigmoid gets an int8 point at 1/255 over [0, 1], so the gate's Mul is an int8 op:
-    ONNX Runtime runs it as QLinearMul (not float Mul between DequantizeLinear and QuantizeLinear),
-    ORT and LiteRT agree with the fake-quant twin."""
+    ONNX Runtime runs it as QLinearMul (not float Mul between DequantizeLinear and QuantizeLinear);
+    HardSwish runs as QLinearAdd + QLinearMul; ORT and LiteRT agree with the fake-quant twin."""
     torch.manual_seed(0)
     model, x = _HardSECNN().eval(), torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     qm = ep.quantize(model, x, progress=False)
@@ -162,8 +162,10 @@ def test_hard_sigmoid_gates_are_int8_and_their_mul_runs_qlinear_in_ort(tmp_path)
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     s = ort.InferenceSession(str(paths["onnx-int8"]), so, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
-    assert ops.count("QLinearMul") == 2 and "Mul" in ops  # the float Mul left is HardSwish's half
-    assert ops.count("Mul") == ops.count("HardSigmoid") - 2  # every HardSigmoid but the gates is HardSwish's
+    # the gates' hard sigmoids become QLinearAdd(x, 3) at 6/255, their Muls QLinearMul, and each
+    # HardSwish QLinearAdd (its gate) + QLinearMul: no float HardSwish, HardSigmoid or Mul is left
+    assert ops.count("QLinearMul") == 2 + 1 and ops.count("QLinearAdd") == 2 + 1  # two gates, one HardSwish
+    assert not {"Mul", "HardSigmoid", "HardSwish"} & set(ops)
     xs = x[:8]
     out = np.concatenate([s.run(None, {s.get_inputs()[0].name: xs[i : i + 1].numpy()})[0] for i in range(8)])
     with torch.no_grad():
