@@ -93,6 +93,8 @@ std::unique_ptr<T[], AlignedFree> scratch(int64_t count) {
   return std::unique_ptr<T[], AlignedFree>(static_cast<T*>(p));
 }
 
+// Its own copy on purpose: the layer tier transposes weights once, at construction; the
+// runtime's transpose (runtime/ops/vec_impl.h) is compiled per ISA for every inference call.
 void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
   // dst[c, r] = src[r, c], in 32x32 tiles so both sides stay in cache
   constexpr int64_t T = 32;
@@ -158,6 +160,8 @@ void DenseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) c
   const Split s = split(m_, threads, 8, double(n) * double(m_) * double(k_));
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t r0 = t * s.chunk, rows = std::min(s.chunk, m_ - r0);
+    // Filled field by field like DenseLinear::forward on purpose: the two layouts swap A and B,
+    // their strides and the bias direction, so only the field names are common.
     DenseF32Args p;
     p.a = w_.data() + r0 * k_;
     p.lda = k_;

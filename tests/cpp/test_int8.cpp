@@ -162,6 +162,8 @@ void check_sparse(Isa isa, int64_t m, int64_t k, int64_t n, double sparsity, Fil
   for (int64_t c = 0; c < k; ++c)
     for (int64_t i = 0; i < n; ++i) xq[((c / 4) * n + i) * 4 + c % 4] = x[c * n + i];
   const int64_t ldy = n + 3;
+  // Filled by hand on purpose, in each test: these tests drive the kernel directly, with
+  // arguments (strides, zero points, clamps) that SparseQLinear in layers.cpp would not produce.
   SpmmS8Args p;
   p.xq = xq.data();
   p.ldx = n;
@@ -333,6 +335,9 @@ TEST(PackQuads, NarrowLayoutAndKernelsOnIt) {
       for (int64_t r = 0; r < m; ++r)
         for (int64_t c = 0; c < k; ++c) rowsum[r] += w[r * k + c];
       std::vector<float> scale(m, 0.01f);
+      // Filled by hand on purpose, in each test: these tests drive the kernel directly, with
+      // arguments (strides, zero points, clamps) that SparseQLinear in layers.cpp would not
+      // produce.
       SpmmS8Args p;
       p.xq = a.data();
       p.ldx = n;

@@ -18,19 +18,6 @@
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-std::vector<float> floats(const std::string& bytes) {
-  std::vector<float> v(bytes.size() / 4);
-  std::memcpy(v.data(), bytes.data(), v.size() * 4);
-  return v;
-}
-
 const char* kFixtures[] = {"dense", "sparse", "blocks4x1", "conv_variants"};
 
 // Under qemu (the aarch64 ctest) every path is still checked against LiteRT, but thread counts and
@@ -75,10 +62,10 @@ std::vector<float> run(const ep_model* model, const std::vector<float>& in, int 
 
 TEST(Runtime, MatchesLiteRtOnEveryPathWithTheSameBitsOverThreads) {
   for (const char* name : kFixtures) {
-    const std::string file = read_file(fixture(name, ".tflite"));
+    const std::string file = ep::test::read_file(fixture(name, ".tflite"));
     ASSERT_FALSE(file.empty()) << "missing fixture " << fixture(name, ".tflite");
-    const auto in = floats(read_file(fixture(name, ".in")));
-    const auto want = floats(read_file(fixture(name, ".out")));
+    const auto in = ep::test::floats(ep::test::read_file(fixture(name, ".in")));
+    const auto want = ep::test::floats(ep::test::read_file(fixture(name, ".out")));
     float scale = 0;
     for (float v : want) scale = std::max(scale, std::fabs(v));
     for (ep::Isa isa : ep::test::runnable_isas()) {
@@ -108,13 +95,13 @@ TEST(Runtime, MatchesLiteRtOnEveryPathWithTheSameBitsOverThreads) {
 }
 
 TEST(Runtime, ProfilerNamesEveryOperator) {
-  const std::string file = read_file(fixture("sparse", ".tflite"));
+  const std::string file = ep::test::read_file(fixture("sparse", ".tflite"));
   Loaded m;
   ASSERT_EQ(ep_model_load_memory(file.data(), file.size(), nullptr, &m.model), EP_OK);
   ep_context* ctx = nullptr;
   ASSERT_EQ(ep_context_create(m.model, 1, &ctx), EP_OK);
   ASSERT_EQ(ep_context_set_profiling(ctx, 1), EP_OK);
-  const auto in = floats(read_file(fixture("sparse", ".in")));
+  const auto in = ep::test::floats(ep::test::read_file(fixture("sparse", ".in")));
   std::vector<float> out(12);
   const void* ip[1] = {in.data()};
   void* op[1] = {out.data()};
@@ -153,7 +140,7 @@ void load_or_refuse(const std::string& bytes, int* refused) {
 }
 
 TEST(Runtime, TruncatedAndBitFlippedFilesNeverCrash) {
-  const std::string file = read_file(fixture("conv_variants", ".tflite"));
+  const std::string file = ep::test::read_file(fixture("conv_variants", ".tflite"));
   int refused = 0, truncated = 0;
   const size_t step = emulated() ? 397 : 61;
   for (size_t cut = 0; cut < file.size(); cut += step, ++truncated)
@@ -180,7 +167,7 @@ TEST(Runtime, HandMadeFilesGetMessages) {
   ep_model_options o;
   ep_model_options_init(&o);
   o.isa = "sse9";
-  const std::string file = read_file(fixture("dense", ".tflite"));
+  const std::string file = ep::test::read_file(fixture("dense", ".tflite"));
   EXPECT_EQ(ep_model_load_memory(file.data(), file.size(), &o, &m), EP_UNSUPPORTED);
   EXPECT_NE(std::string(ep_last_error()).find("sse9"), std::string::npos);
   EXPECT_EQ(m, nullptr);

@@ -18,19 +18,6 @@
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-std::vector<float> as_floats(const std::string& bytes) {
-  std::vector<float> v(bytes.size() / 4);
-  std::memcpy(v.data(), bytes.data(), v.size() * 4);
-  return v;
-}
-
 std::vector<float> run_once(const ep_model* model, const std::vector<float>& in, int threads) {
   ep_context* ctx = nullptr;
   EXPECT_EQ(ep_context_create(model, threads, &ctx), EP_OK) << ep_last_error();
@@ -47,10 +34,10 @@ std::vector<float> run_once(const ep_model* model, const std::vector<float>& in,
 TEST(RuntimeInt8, EqualsLiteRtReferenceBitForBitOnEveryPath) {
   for (const char* name : {"int8", "int8_sparse"}) {
     const std::string dir = std::string(EP_TEST_DATA_DIR) + "/runtime/" + name;
-    const std::string file = slurp(dir + ".tflite");
+    const std::string file = ep::test::read_file(dir + ".tflite");
     ASSERT_FALSE(file.empty()) << "missing fixture " << dir << ".tflite";
-    const auto in = as_floats(slurp(dir + ".in"));
-    const auto want = as_floats(slurp(dir + ".out"));
+    const auto in = ep::test::floats(ep::test::read_file(dir + ".in"));
+    const auto want = ep::test::floats(ep::test::read_file(dir + ".out"));
     for (ep::Isa isa : ep::test::runnable_isas()) {
       ep_model_options o;
       ep_model_options_init(&o);

@@ -3,7 +3,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <fstream>
 #include <random>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "dispatch/isa.h"
@@ -15,7 +19,8 @@ namespace ep::test {
 // the tests' small shapes still check that thread splits change no bit.
 inline const bool kSplitEveryCall = (ep::set_min_macs_per_thread(0.0), true);
 
-inline std::vector<float> random_floats(std::mt19937& rng, int64_t count, float lo = -1.f, float hi = 1.f) {
+inline std::vector<float> random_floats(std::mt19937& rng, int64_t count, float lo = -1.f,
+                                        float hi = 1.f) {
   std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(count);
   for (auto& x : v) x = d(rng);
@@ -35,6 +40,21 @@ inline std::vector<Isa> runnable_isas() {
   for (Isa isa : kAllIsas)
     if (supported_isas() & IsaSet(isa)) out.push_back(isa);
   return out;
+}
+
+// A whole file's bytes (the runtime tests' fixtures: .tflite, .in, .out).
+inline std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// Raw little-endian float32 bytes as floats.
+inline std::vector<float> floats(const std::string& bytes) {
+  std::vector<float> v(bytes.size() / 4);
+  std::memcpy(v.data(), bytes.data(), v.size() * 4);
+  return v;
 }
 
 }  // namespace ep::test

@@ -7,6 +7,9 @@
 
 #include "kernels/kernels.h"
 
+// Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+// intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+// shared through the *_impl.h / *_dot.h headers.
 namespace ep::avx2 {
 
 namespace {
@@ -48,6 +51,9 @@ inline void micro(const float* a, int64_t lda, const float* bp, int64_t ldb, int
   }
 }
 
+// Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+// intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+// shared through the *_impl.h / *_dot.h headers.
 using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, const float*,
                          int64_t, float*, int64_t, bool, __m256, __m256);
 constexpr MicroFn kMicro[MR + 1] = {nullptr,  micro<1>, micro<2>, micro<3>,

@@ -54,6 +54,9 @@ void gemm_s8(const GemmS8Args& p) {
   __m256i acc[MR][2];
   // Panels are taken in blocks of at most ~256 KB of packed weights, so a block stays in L2
   // while every row strip streams past it (the A strip is re-packed per block: cheap).
+  // Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+  // intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+  // shared through the *_impl.h / *_dot.h headers.
   const int64_t panel_bytes = int64_t(NR) * KG * pairs;
   const int64_t block_cols = imin(p.cols, (262144 / (panel_bytes > 0 ? panel_bytes : 1) + 1) * NR);
   for (int64_t jb = 0; jb < p.cols; jb += block_cols) {

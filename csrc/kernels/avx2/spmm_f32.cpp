@@ -6,6 +6,9 @@
 
 #include "kernels/kernels.h"
 
+// Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+// intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+// shared through the *_impl.h / *_dot.h headers.
 namespace ep::avx2 {
 
 namespace {
@@ -19,6 +22,9 @@ struct O {
   static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
   using Q = __m256;  // 4 weights in each 128-bit lane; lane<L> broadcasts weight L in-lane
   static Q quad(const float* p) { return _mm256_broadcast_ps(reinterpret_cast<const __m128*>(p)); }
+  // Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+  // intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+  // shared through the *_impl.h / *_dot.h headers.
   template <int L>
   static V lane(Q q) {
     return _mm256_permute_ps(q, L * 0x55);

@@ -7,6 +7,9 @@
 
 #include "kernels/kernels.h"
 
+// Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+// intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+// shared through the *_impl.h / *_dot.h headers.
 namespace ep::avx512 {
 
 namespace {
@@ -53,6 +56,9 @@ using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, 
 constexpr MicroFn kMicro[MR + 1] = {nullptr,  micro<1>, micro<2>, micro<3>, micro<4>,
                                     micro<5>, micro<6>, micro<7>, micro<8>};
 
+// Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+// intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+// shared through the *_impl.h / *_dot.h headers.
 struct K {
   using V = __m512;
   static constexpr int MR = avx512::MR, NR = avx512::NR, Align = 64;

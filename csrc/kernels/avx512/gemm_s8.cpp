@@ -164,6 +164,9 @@ void gemm_s8(const GemmS8Args& p) {
   const char* rows[MR];
   // Panels are taken in blocks of at most ~256 KB of packed weights, so a block stays in L2
   // while every row strip streams past it (A is read in place, or its strip re-packed per block).
+  // Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+  // intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+  // shared through the *_impl.h / *_dot.h headers.
   const int64_t panel_bytes = int64_t(NR) * KG * quads;
   const int64_t block_cols = imin(p.cols, (262144 / (panel_bytes > 0 ? panel_bytes : 1) + 1) * NR);
   for (int64_t jb = 0; jb < p.cols; jb += block_cols) {

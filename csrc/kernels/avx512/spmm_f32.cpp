@@ -6,6 +6,9 @@
 
 #include "kernels/kernels.h"
 
+// Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+// intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+// shared through the *_impl.h / *_dot.h headers.
 namespace ep::avx512 {
 
 namespace {
@@ -22,6 +25,9 @@ struct O {
   static V bcast(const float* p) { return _mm512_set1_ps(*p); }
   using Q = __m512;  // 4 weights in each 128-bit lane; lane<L> broadcasts weight L in-lane
   static Q quad(const float* p) { return _mm512_broadcast_f32x4(_mm_loadu_ps(p)); }
+  // Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+  // intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+  // shared through the *_impl.h / *_dot.h headers.
   template <int L>
   static V lane(Q q) {
     return _mm512_permute_ps(q, L * 0x55);

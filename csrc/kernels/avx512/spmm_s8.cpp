@@ -84,6 +84,9 @@ int32_t dot_gather(const int32_t* quad, const int32_t* w, int32_t count, const i
 
 void spmm_s8(const SpmmS8Args& p) {
   int64_t n0 = 0;
+  // Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+  // intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+  // shared through the *_impl.h / *_dot.h headers.
   for (; n0 + 64 <= p.n; n0 += 64) pass<4>(p, n0);
   for (; n0 + 16 <= p.n; n0 += 16) pass<1>(p, n0);
   // gathers only where no vector pass ran (N < 16: FC layers at batch 1, X a few compact rows);

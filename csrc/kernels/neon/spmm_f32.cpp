@@ -6,6 +6,9 @@
 
 #include "kernels/kernels.h"
 
+// Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
+// intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
+// shared through the *_impl.h / *_dot.h headers.
 namespace ep::neon {
 
 namespace {

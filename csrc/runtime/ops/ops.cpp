@@ -652,6 +652,10 @@ class Concat : public Op {
 };
 
 // ------------------------------------------------------------------------ RESHAPE & co.
+// The fp32 and int8 tiers keep their own operator classes on purpose (as XNNPACK keeps an
+// operator per datatype): the int8 constructors also check that input and output share one
+// quantization, and run() moves 1-byte elements; shape rules and copy loops are shared through
+// movement.h and op_context.h.
 class Copy : public Op {
  public:
   Copy(const Ctx& c, const char* name) {
@@ -825,13 +829,6 @@ class Layout : public Op {
   bool to_chw_;
 };
 
-template <class T>
-std::unique_ptr<Op> wire(std::unique_ptr<T> op, const OpDesc& d) {
-  op->in_ = d.inputs[0];
-  op->out_ = d.outputs[0];
-  return op;
-}
-
 }  // namespace
 
 std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64_t c, bool to_chw,
@@ -842,6 +839,9 @@ std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64
   return op;
 }
 
+// One switch per tier on purpose: each tier accepts its own set of ops and types (make_op in
+// ops.cpp for fp32, make_int8_op in ops_int8.cpp for int8), and the executor asks is_int8_op
+// which of the two to call.
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions& o) {
   if (is_int8_op(model, d)) return make_int8_op(model, d, o);  // int8 data: ops_int8.cpp
   Ctx c{{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"}};

@@ -55,6 +55,15 @@ class Op {
   bool chw_ = false;
 };
 
+// A single-input operator pointed at its input and output tensors: how both tiers' factories
+// (make_op, make_int8_op) finish most operators.
+template <class T>
+std::unique_ptr<Op> wire(std::unique_ptr<T> op, const OpDesc& d) {
+  op->in_ = d.inputs[0];
+  op->out_ = d.outputs[0];
+  return op;
+}
+
 // Throws ModelError when shapes are inconsistent, UnsupportedError for unsupported variants.
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& desc, const OpOptions& opts);
 

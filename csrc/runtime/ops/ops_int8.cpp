@@ -1030,6 +1030,10 @@ class QTable : public Op {
 
 // ------------------------------------------------------------------------ layout ops
 // RESHAPE / SQUEEZE / EXPAND_DIMS of int8 data: the bytes stay, the quantization must too.
+// The fp32 and int8 tiers keep their own operator classes on purpose (as XNNPACK keeps an
+// operator per datatype): the int8 constructors also check that input and output share one
+// quantization, and run() moves 1-byte elements; shape rules and copy loops are shared through
+// movement.h and op_context.h.
 class QCopy : public Op {
  public:
   QCopy(const QCtx& c, const char* name) {
@@ -1171,13 +1175,6 @@ class QConcat : public Op {
   int32_t zout_ = 0;
 };
 
-template <class T>
-std::unique_ptr<Op> wire(std::unique_ptr<T> op, const OpDesc& d) {
-  op->in_ = d.inputs[0];
-  op->out_ = d.outputs[0];
-  return op;
-}
-
 }  // namespace
 
 bool is_int8_op(const Model& model, const OpDesc& d) {
@@ -1186,6 +1183,9 @@ bool is_int8_op(const Model& model, const OpDesc& d) {
   return !d.inputs.empty() && d.inputs[0] >= 0 && model.tensors[d.inputs[0]].type == DType::i8;
 }
 
+// One switch per tier on purpose: each tier accepts its own set of ops and types (make_op in
+// ops.cpp for fp32, make_int8_op in ops_int8.cpp for int8), and the executor asks is_int8_op
+// which of the two to call.
 std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOptions& o) {
   QCtx c{{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"}};
   switch (d.code) {

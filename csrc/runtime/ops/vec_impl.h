@@ -16,6 +16,8 @@ namespace {
 inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 // Channels [c0, c1) of one output pixel of a depthwise row, every tap checked against the image.
+// The int8 twin (qdw_row in isa/int8_avx512.cpp) walks the same taps on purpose: its body
+// accumulates in int32 with zero points and requantizes.
 void dw_pixel_channels(const DwRowArgs& a, int64_t ox, int64_t c0, int64_t c1) {
   const int64_t c = a.c;
   float* __restrict__ y = a.y + ox * c;
@@ -310,6 +312,8 @@ void accumulate(const float* __restrict__ x, float* __restrict__ acc, int64_t n)
   for (int64_t i = 0; i < n; ++i) acc[i] += x[i];
 }
 
+// Its own copy on purpose: compiled once per ISA for the per-call layout changes; layers.cpp keeps
+// a plain one for weight packing at construction.
 void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
   constexpr int64_t T = 16;  // 16x16 tiles: both sides stay in L1
   for (int64_t r0 = 0; r0 < rows; r0 += T)
