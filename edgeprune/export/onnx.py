@@ -23,7 +23,6 @@ Every test compares the result in ONNX Runtime with the QuantizedModel's torch f
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from dataclasses import dataclass, field
 
@@ -99,22 +98,6 @@ def _first_line(e: Exception) -> str:
 
 def check(proto: onnx.ModelProto) -> None:
     onnx.checker.check_model(proto, full_check=True)
-
-
-def set_metadata(proto: onnx.ModelProto, props: dict) -> None:
-    existing = {p.key: p for p in proto.metadata_props}
-    for k, v in props.items():
-        if v is None:
-            continue
-        v = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-        if k in existing:
-            existing[k].value = v
-        else:
-            proto.metadata_props.add(key=k, value=v)
-
-
-def metadata(proto: onnx.ModelProto) -> dict:
-    return {p.key: p.value for p in proto.metadata_props}
 
 
 # ---- int8 QDQ ----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Consumes: the QDQ ``onnx.ModelProto`` that ``onnx.quantize_onnx`` writes (NCHW; weights and biases
 are DequantizeLinear nodes of int8/int32 initializers, or float initializers for layers left fp32).
 Produces: the same function with some channel groups widened by zero channels, and what changed in
-the metadata key ``edgeprune.channel_padding``: {"groups": {first tensor of a group: [channels,
+the metadata key ``edgeprune_channel_padding``: {"groups": {first tensor of a group: [channels,
 padded]}, "layers": {Conv node: its weight's shape before padding}} (``inspect`` reports a padded
 file's parameters and MACs without the zero channels, and the padding apart: ``padding_of``).
 
@@ -33,9 +33,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .onnx_meta import set_metadata
+
 DEPTHWISE_ALIGN = 16  # x86 MLAS; ARM64 needs 8, which 16 also satisfies
 INPUT_ALIGN = 4
-METADATA_KEY = "edgeprune.channel_padding"
+METADATA_KEY = "edgeprune_channel_padding"
 
 # ops that map each channel to itself (and finite values to finite values)
 _CHANNELWISE = {
@@ -321,7 +323,7 @@ class _Padder:
 
 
 def padding_of(model: onnx.ModelProto) -> dict:
-    """The ``edgeprune.channel_padding`` record of a file ({} when it has none or it is malformed)."""
+    """The ``edgeprune_channel_padding`` record of a file ({} when it has none or it is malformed)."""
     raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
     try:
         rec = json.loads(raw) if raw else {}
@@ -364,9 +366,5 @@ def align_channels(model: onnx.ModelProto) -> onnx.ModelProto:
     padder.splice()
     if record:
         del model.graph.value_info[:]
-        props = {p.key: p.value for p in model.metadata_props}
-        props[METADATA_KEY] = json.dumps({"groups": record, "layers": padder.shapes}, sort_keys=True)
-        del model.metadata_props[:]
-        for k, v in props.items():
-            model.metadata_props.add(key=k, value=v)
+        set_metadata(model, {METADATA_KEY: {"groups": record, "layers": padder.shapes}})
     return model

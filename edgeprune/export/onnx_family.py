@@ -14,7 +14,8 @@ import onnx
 
 from .._version import __version__
 from .inspect import inspect_onnx
-from .onnx import check, set_metadata
+from .onnx import check
+from .onnx_meta import set_metadata
 
 
 def finish(proto: onnx.ModelProto, props: dict) -> onnx.ModelProto:

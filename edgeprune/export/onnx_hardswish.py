@@ -10,7 +10,7 @@ ONNX Runtime fuses the Add into QLinearAdd (its uint8/int8 saturation is the rel
 covers exactly [0, 6]) and the Mul into QLinearMul, and reading the gate's codes at 1/255 instead
 of 6/255 is the division by 6. A squeeze-excite gate's hard sigmoid quantized at 1/255 over [0, 1]
 has the same codes as relu6(x + 3) at 6/255, so it becomes the Add and its QuantizeLinear alone
-(exact). The metadata key ``edgeprune.hardswish`` counts the rewrites.
+(exact). The metadata key ``edgeprune_hardswish_gates`` counts the rewrites.
 
 Why: ONNX Runtime has no int8 HardSwish, so the plain form runs as DequantizeLinear, HardSigmoid,
 Mul and QuantizeLinear in float, four passes over four times the bytes: on MobileNetV3-Small that
@@ -27,7 +27,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-METADATA_KEY = "edgeprune.hardswish"
+from .onnx_meta import set_metadata
+
+METADATA_KEY = "edgeprune_hardswish_gates"
 
 
 def split_hardswish(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -65,11 +67,7 @@ def split_hardswish(model: onnx.ModelProto) -> onnx.ModelProto:
                 nodes += rewrites.get(n.name, [n])
         del g.node[:]
         g.node.extend(nodes)
-        props = {p.key: p.value for p in model.metadata_props}
-        props[METADATA_KEY] = str(len(rewrites))
-        del model.metadata_props[:]
-        for k, v in props.items():
-            model.metadata_props.add(key=k, value=v)
+        set_metadata(model, {METADATA_KEY: str(len(rewrites))})
     return model
 
 
