@@ -96,10 +96,6 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def check(proto: onnx.ModelProto) -> None:
-    onnx.checker.check_model(proto, full_check=True)
-
-
 # ---- int8 QDQ ----------------------------------------------------------------------------------
 def _consumers(graph) -> dict[str, list]:
     out: dict[str, list] = {}

@@ -143,3 +143,26 @@ def test_aligned_widths_are_left_alone():
     assert meta["groups"] == {"input_dequantized": [3, 4]}
     dims = dict((i.name, tuple(i.dims)) for i in aligned.graph.initializer if i.name in dict(before))
     assert sum(dims[n] != d for n, d in before) == 1  # only the stem's weights grew
+
+
+def test_inspect_reads_a_padded_file_without_torch(tmp_path):
+    # `edgeprune inspect` runs on devices without torch: the padding record must not need it
+    import subprocess
+    import sys
+
+    qm, calib = _quantized(Net())
+    path = export(qm, tmp_path / "out", formats=["onnx-int8"])["onnx-int8"]
+    code = (
+        "import sys\n"
+        "class _NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('no torch on this device')\n"
+        "sys.meta_path.insert(0, _NoTorch())\n"
+        "from edgeprune.cli.main import main\n"
+        f"sys.exit(main(['inspect', {str(path)!r}, '--json']))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert sorted(info["padding"]["groups"].values()) == [[3, 4], [72, 80]] and info["padding"]["params"] == 944
