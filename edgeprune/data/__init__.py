@@ -149,7 +149,9 @@ def _npz(path: Path, seed: int) -> DataSplits:
         raise DataError(f"{path}: file not found")
     try:
         f = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    # zipfile raises NotImplementedError (an unknown compression or zip version) and RuntimeError
+    # (an encrypted member) for archives it cannot read: the file's fault, not ours
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as e:
         raise DataError(f"{path}: not a readable .npz archive ({first_line(e)})") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single .npy array, not an .npz archive with arrays x and y")
@@ -166,7 +168,7 @@ def _npz(path: Path, seed: int) -> DataSplits:
             split = f["split"] if "split" in names else None
         except ValueError as e:  # object arrays need pickle, which we refuse
             raise DataError(f"{path}: cannot read arrays without pickle ({first_line(e)})") from None
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:  # a damaged member
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError, RuntimeError) as e:
             raise DataError(f"{path}: corrupt .npz archive ({type(e).__name__}: {first_line(e)})") from None
     if not np.issubdtype(x.dtype, np.floating):
         raise DataError(f"{path}: array 'x' has dtype {x.dtype}; expected float32")

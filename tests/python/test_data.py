@@ -117,6 +117,34 @@ def test_npz_missing_or_corrupt(tmp_path):
         ep.data.load(str(bad))
 
 
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ("encrypted", "is encrypted"),  # general-purpose flag bit 0 on every member
+        ("version", "zip file version"),  # "version needed to extract" 8.4, beyond zipfile's 6.3
+        ("method", "compression method"),  # an unknown compression method (99)
+    ],
+)
+def test_npz_zip_features_we_cannot_read_are_user_errors(tmp_path, patch, message):
+    import struct
+
+    path = _write_npz(tmp_path / "in.npz", x=np.zeros((4, 1, 2, 2), np.float32), y=np.zeros(4, np.int64))
+    data = bytearray(open(path, "rb").read())
+    for sig, ver, flag, method in ((b"PK\x03\x04", 4, 6, 8), (b"PK\x01\x02", 6, 8, 10)):  # local, central
+        at = data.find(sig)
+        while at >= 0:
+            if patch == "encrypted":
+                data[at + flag] |= 1
+            elif patch == "version":
+                struct.pack_into("<H", data, at + ver, 84)
+            else:
+                struct.pack_into("<H", data, at + method, 99)
+            at = data.find(sig, at + 4)
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(ValueError, match=f"{path}: (not a readable|corrupt) .npz archive .*{message}"):
+        ep.data.load(path)
+
+
 def _png(path, size=(10, 12), color=None, value=0):
     from PIL import Image
 
