@@ -244,6 +244,8 @@ class Builder:
         tflite.Int32VectorAddValues(b, vec)
         return tflite.Int32VectorEnd(b)
 
+    # written like _sparsity in edgeprune/export/tflite_schema.py on purpose: this builder shares no
+    # code with edgeprune's writer, whose output the runtime tests check against these files
     def _sparsity(self, b, enc):
         dims = []
         for d in enc["dims"]:
