@@ -38,6 +38,7 @@ FILES = [
 SMALL = ["--data", "digits", "--epochs", "1", "--bench-runs", "3"]
 # no recovery epochs and no host benchmark: the quickest build that still has data
 QUICK = ["--data", "digits", "--epochs", "0", "--bench-runs", "0"]
+ONE_EPOCH = ["--data", "digits", "--epochs", "1"]
 
 
 def _build(run_cli, model, target, *flags):
@@ -250,26 +251,8 @@ def test_budget_macs_fraction_and_latency(trained_demo_cnn_dir, tmp_path, run_cl
 
 
 def test_adaptive_search_meets_a_macs_budget_under_the_accuracy_limit(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = _build(
-        run_cli,
-        trained_demo_cnn_dir,
-        "rpi4",
-        "--budget-macs",
-        "0.5",
-        "--max-acc-drop",
-        "3",
-        "--data",
-        "digits",
-        "--epochs",
-        "1",
-        "--search-steps",
-        "2",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+    flags = ["--budget-macs", "0.5", "--max-acc-drop", "3", *ONE_EPOCH, "--search-steps", "2", "--bench-runs", "0"]
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", *flags, "--out", tmp_out, "--json")
     assert r.code == 0, r.err
     s = json.loads(r.out)
     assert [st["name"] for st in s["stages"]] == ["baseline", "recovered", "int8"]
@@ -304,19 +287,8 @@ def test_without_data_no_int8_and_says_why(trained_demo_cnn_dir, tmp_out, run_cl
 
 
 def test_calib_alone_gives_int8_without_accuracy(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = _build(
-        run_cli,
-        trained_demo_cnn_dir,
-        "rpi4",
-        "--calib",
-        "digits",
-        "--formats",
-        "onnx-int8",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-    )
+    flags = ["--calib", "digits", "--formats", "onnx-int8", "--bench-runs", "0"]
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", *flags, "--out", tmp_out)
     assert r.code == 0, r.err
     rep = json.loads((tmp_out / "report.json").read_text())
     assert (tmp_out / "model.int8.onnx").is_file() and not (tmp_out / "model.onnx").exists()
@@ -325,23 +297,8 @@ def test_calib_alone_gives_int8_without_accuracy(trained_demo_cnn_dir, tmp_out, 
 
 
 def test_scratch_comparison(rpi4_build, trained_demo_cnn_dir, tmp_out, run_cli):
-    r = _build(
-        run_cli,
-        trained_demo_cnn_dir,
-        "rpi4",
-        "--ratio",
-        "0.5",
-        "--data",
-        "digits",
-        "--epochs",
-        "1",
-        "--scratch-epochs",
-        "1",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-    )
+    flags = ["--ratio", "0.5", *ONE_EPOCH, "--scratch-epochs", "1", "--bench-runs", "0"]
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", *flags, "--out", tmp_out)
     assert r.code == 0, r.err
     rep = json.loads((tmp_out / "report.json").read_text())
     sc = rep["scratch"]
@@ -367,6 +324,8 @@ def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cl
     assert r.code == 0 and not (tmp_out / "old.txt").exists() and (tmp_out / "manifest.json").is_file()
 
 
+# a (flags, message) table like the bad-argument one of test_kernel_benchmark.py on purpose: each
+# lists the inputs of its own command line, so neither can share the other's rows
 @pytest.mark.parametrize(
     "extra,match",
     [
@@ -509,22 +468,8 @@ def test_bench_cli_on_the_build_outputs(rpi4_build, run_cli):
 
 
 def test_budget_already_met_prunes_nothing(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = _build(
-        run_cli,
-        trained_demo_cnn_dir,
-        "rpi4",
-        "--budget-macs",
-        "1.0",
-        "--data",
-        "digits",
-        "--epochs",
-        "1",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+    flags = ["--budget-macs", "1.0", *ONE_EPOCH, "--bench-runs", "0"]
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", *flags, "--out", tmp_out, "--json")
     assert r.code == 0, r.err
     s = json.loads(r.out)
     assert [st["name"] for st in s["stages"]] == ["baseline", "int8"]

@@ -253,6 +253,8 @@ def test_literal_split_sizes_and_layer_weights_used_as_tensors_are_kept():
 
 
 def test_expand_with_literal_channel_count_is_kept():
+    # two 1x1 convs like Literal in test_graph_rules.py on purpose: the forward between them is the
+    # case (a literal expand here, a literal split there)
     class Expand(nn.Module):
         def __init__(self):
             super().__init__()

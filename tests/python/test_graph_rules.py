@@ -205,6 +205,7 @@ def test_split_with_a_list_of_sizes_held_by_attributes_is_pruned():
 
 
 def test_split_with_equal_literal_sizes_names_the_hard_coded_size():
+    # two 1x1 convs like Expand in test_graph.py on purpose: the forward between them is the case
     class Literal(nn.Module):
         def __init__(self):
             super().__init__()
