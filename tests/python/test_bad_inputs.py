@@ -254,6 +254,11 @@ def _trust(spec: str) -> str:
     return TRUST.format(spec=spec.replace(".", r"\."))
 
 
+def _plan_argv(plan_file: str) -> tuple:
+    """``edgeprune prune --plan {w}/PLAN_FILE`` of the world's saved model (the --plan cases)."""
+    return (*PRUNE[:1], "--plan", "{w}/" + plan_file, *OLD, "--model", "{w}/model")
+
+
 # (id, argv, exit code, message regex); "{w}" is the world directory
 CASES = [
     # hostile model.json: nothing may be imported or called
@@ -365,26 +370,20 @@ CASES = [
     ("target-binary", ("targets", "show", "{w}/t_binary.toml"), 2, r"t_binary\.toml: not UTF-8 text"),
     ("target-missing", ("targets", "show", "{w}/none.toml"), 2, r"none\.toml: file not found"),
     # prune plans (--plan)
-    ("plan-empty", (*PRUNE[:1], "--plan", "{w}/p_empty.json", *OLD, "--model", "{w}/model"), 2,
-     r"--plan {w}/p_empty\.json: prune plan is not valid JSON"),
-    ("plan-truncated", (*PRUNE[:1], "--plan", "{w}/p_truncated.json", *OLD, "--model", "{w}/model"), 2, r"not valid JSON"),
-    ("plan-not-object", (*PRUNE[:1], "--plan", "{w}/p_list.json", *OLD, "--model", "{w}/model"), 2,
-     r"must be a JSON object, got list"),
-    ("plan-unknown-field", (*PRUNE[:1], "--plan", "{w}/p_unknown.json", *OLD, "--model", "{w}/model"), 2,
+    ("plan-empty", _plan_argv("p_empty.json"), 2, r"--plan {w}/p_empty\.json: prune plan is not valid JSON"),
+    ("plan-truncated", _plan_argv("p_truncated.json"), 2, r"not valid JSON"),
+    ("plan-not-object", _plan_argv("p_list.json"), 2, r"must be a JSON object, got list"),
+    ("plan-unknown-field", _plan_argv("p_unknown.json"), 2,
      r"p_unknown\.json: prune plan has unknown field 'evil' \(fields: version"),
-    ("plan-params-type", (*PRUNE[:1], "--plan", "{w}/p_params.json", *OLD, "--model", "{w}/model"), 2,
+    ("plan-params-type", _plan_argv("p_params.json"), 2,
      r"field 'params': entry 0 must be an object .name: str, axis: int, keep: \[int >= 0\]., got 1$"),
-    ("plan-attrs-type", (*PRUNE[:1], "--plan", "{w}/p_attrs.json", *OLD, "--model", "{w}/model"), 2,
+    ("plan-attrs-type", _plan_argv("p_attrs.json"), 2,
      r"field 'attrs': entry 0 must be an object .module: str, attr: str, value: int."),
-    ("plan-groups-type", (*PRUNE[:1], "--plan", "{w}/p_groups.json", *OLD, "--model", "{w}/model"), 2,
-     r"field 'groups' is missing or not a list"),
-    ("plan-negative-index", (*PRUNE[:1], "--plan", "{w}/p_negative.json", *OLD, "--model", "{w}/model"), 2,
-     r"must map roles to lists of ints >= 0"),
-    ("plan-version-type", (*PRUNE[:1], "--plan", "{w}/p_version.json", *OLD, "--model", "{w}/model"), 2,
-     r"prune plan version '1' is not supported"),
-    ("plan-other-model", (*PRUNE[:1], "--plan", "{w}/p_signature.json", *OLD, "--model", "{w}/model"), 2,
-     r"was made for another model"),
-    ("plan-missing", (*PRUNE[:1], "--plan", "{w}/none.json", *OLD, "--model", "{w}/model"), 2, r"none\.json: cannot read"),
+    ("plan-groups-type", _plan_argv("p_groups.json"), 2, r"field 'groups' is missing or not a list"),
+    ("plan-negative-index", _plan_argv("p_negative.json"), 2, r"must map roles to lists of ints >= 0"),
+    ("plan-version-type", _plan_argv("p_version.json"), 2, r"prune plan version '1' is not supported"),
+    ("plan-other-model", _plan_argv("p_signature.json"), 2, r"was made for another model"),
+    ("plan-missing", _plan_argv("none.json"), 2, r"none\.json: cannot read"),
     # empty files of every kind
     ("manifest-empty", (*PRUNE, "{w}/h_empty"), 2, r"h_empty/model\.json: invalid JSON"),
     ("quant-empty-json", ("export", "{w}/q_empty", *OLD), 2, r"q_empty/quant\.json: invalid JSON"),

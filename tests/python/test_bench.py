@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from onnx_files import torch_onnx
 from torch import nn
 
 from edgeprune.cli.main import main
@@ -37,16 +38,7 @@ def _tiny():
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
-    torch.onnx.export(
-        _tiny(),
-        (torch.zeros(1, 1, 12, 12),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["x"],
-        dynamic_axes={"x": {0: "batch"}},
-    )
-    return path
+    return torch_onnx(_tiny(), torch.zeros(1, 1, 12, 12), path, dynamic_batch=True)
 
 
 def test_onnxruntime_statistics_are_consistent(onnx_path):
@@ -260,33 +252,14 @@ def test_device_entry_point_runs_without_torch(onnx_path, tmp_path):
     (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('no torch on this device')\n")
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgeprune.cli.bench",
-            str(onnx_path),
-            "--runs",
-            "3",
-            "--warmup",
-            "0",
-            "--target",
-            "rpi4",
-            "--json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def bench(*args):
+        argv = [sys.executable, "-m", "edgeprune.cli.bench", *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+    proc = bench(str(onnx_path), "--runs", "3", "--warmup", "0", "--target", "rpi4", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["runs"] == 3 and out["layers"] and out["target_estimate"]["estimate"] is True
-    bad = subprocess.run(
-        [sys.executable, "-m", "edgeprune.cli.bench", str(tmp_path / "missing.onnx")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = bench(str(tmp_path / "missing.onnx"))
     assert bad.returncode == 2 and "does not exist" in bad.stderr

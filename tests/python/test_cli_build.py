@@ -36,6 +36,14 @@ FILES = [
     "manifest.json",
 ]
 SMALL = ["--data", "digits", "--epochs", "1", "--bench-runs", "3"]
+# no recovery epochs and no host benchmark: the quickest build that still has data
+QUICK = ["--data", "digits", "--epochs", "0", "--bench-runs", "0"]
+ONE_EPOCH = ["--data", "digits", "--epochs", "1"]
+
+
+def _build(run_cli, model, target, *flags):
+    """``edgeprune build --model MODEL --target TARGET FLAGS...`` in-process (``run_cli`` fixture)."""
+    return run_cli("build", "--model", model, "--target", target, *flags)
 
 
 def _sha(p: Path) -> str:
@@ -158,7 +166,7 @@ def test_channels_are_multiples_of_the_profile_and_match_the_artifacts(rpi4_buil
 
 def test_same_seed_same_plan_accuracy_and_hashes(rpi4_build, trained_demo_cnn_dir, tmp_path, run_cli):
     again = tmp_path / "again"
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--ratio", "0.5", *SMALL, "--out", again)
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", "--ratio", "0.5", *SMALL, "--out", again)
     assert r.code == 0, r.err
     m1 = json.loads((rpi4_build / "manifest.json").read_text())["files"]
     m2 = json.loads((again / "manifest.json").read_text())["files"]
@@ -173,24 +181,7 @@ def test_same_seed_same_plan_accuracy_and_hashes(rpi4_build, trained_demo_cnn_di
 
 
 def test_json_output_and_orin_tensorrt_ready(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli(
-        "build",
-        "--model",
-        trained_demo_cnn_dir,
-        "--target",
-        "jetson-orin-nano",
-        "--ratio",
-        "0.3",
-        "--data",
-        "digits",
-        "--epochs",
-        "0",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+    r = _build(run_cli, trained_demo_cnn_dir, "jetson-orin-nano", "--ratio", "0.3", *QUICK, "--out", tmp_out, "--json")
     assert r.code == 0, r.err
     summary = json.loads(r.out)
     assert summary["target"] == "jetson-orin-nano" and summary["deployed"]["artifact"] == "model.int8.onnx"
@@ -214,23 +205,7 @@ def test_json_output_and_orin_tensorrt_ready(trained_demo_cnn_dir, tmp_out, run_
 
 
 def test_jetson_nano_gets_fp16_and_no_int8(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli(
-        "build",
-        "--model",
-        trained_demo_cnn_dir,
-        "--target",
-        "jetson-nano",
-        "--ratio",
-        "0.25",
-        "--data",
-        "digits",
-        "--epochs",
-        "0",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-    )
+    r = _build(run_cli, trained_demo_cnn_dir, "jetson-nano", "--ratio", "0.25", *QUICK, "--out", tmp_out)
     assert r.code == 0, r.err
     assert (tmp_out / "model.fp16.onnx").is_file() and not (tmp_out / "model.int8.onnx").exists()
     rep = json.loads((tmp_out / "report.json").read_text())
@@ -245,25 +220,7 @@ def test_jetson_nano_gets_fp16_and_no_int8(trained_demo_cnn_dir, tmp_out, run_cl
 
 
 def test_accuracy_gate_exits_3_and_still_writes(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli(
-        "build",
-        "--model",
-        trained_demo_cnn_dir,
-        "--target",
-        "rpi4",
-        "--ratio",
-        "0.9",
-        "--data",
-        "digits",
-        "--epochs",
-        "0",
-        "--bench-runs",
-        "0",
-        "--max-acc-drop",
-        "0",
-        "--out",
-        tmp_out,
-    )
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", "--ratio", "0.9", *QUICK, "--max-acc-drop", "0", "--out", tmp_out)
     assert r.code == 3
     assert "accuracy gate failed" in r.err and "--max-acc-drop 0" in r.err
     rep = json.loads((tmp_out / "report.json").read_text())
@@ -272,27 +229,8 @@ def test_accuracy_gate_exits_3_and_still_writes(trained_demo_cnn_dir, tmp_out, r
 
 
 def test_budget_macs_fraction_and_latency(trained_demo_cnn_dir, tmp_path, run_cli):
-    out = tmp_path / "macs"
-    r = run_cli(
-        "build",
-        "--model",
-        trained_demo_cnn_dir,
-        "--target",
-        "rpi4",
-        "--budget-macs",
-        "0.5",
-        "--search",
-        "bisect",
-        "--data",
-        "digits",
-        "--epochs",
-        "0",
-        "--bench-runs",
-        "0",
-        "--out",
-        out,
-        "--json",
-    )
+    out, bisect = tmp_path / "macs", ["--search", "bisect", *QUICK]
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", "--budget-macs", "0.5", *bisect, "--out", out, "--json")
     assert r.code == 0, r.err
     s = json.loads(r.out)
     base, pruned = s["stages"][0]["macs"], s["stages"][1]["macs"]
@@ -302,25 +240,8 @@ def test_budget_macs_fraction_and_latency(trained_demo_cnn_dir, tmp_path, run_cl
 
     budget = 0.95 * ep.estimate(ep.load(trained_demo_cnn_dir), "rpi4", precision="int8").total_ms
     out2 = tmp_path / "lat"
-    r = run_cli(
-        "build",
-        "--model",
-        trained_demo_cnn_dir,
-        "--target",
-        "rpi4",
-        "--budget-latency",
-        f"{budget:.6f}",
-        "--search",
-        "bisect",
-        "--data",
-        "digits",
-        "--epochs",
-        "0",
-        "--bench-runs",
-        "0",
-        "--out",
-        out2,
-        "--json",
+    r = _build(
+        run_cli, trained_demo_cnn_dir, "rpi4", "--budget-latency", f"{budget:.6f}", *bisect, "--out", out2, "--json"
     )
     assert r.code == 0, r.err
     s = json.loads(r.out)
@@ -330,28 +251,8 @@ def test_budget_macs_fraction_and_latency(trained_demo_cnn_dir, tmp_path, run_cl
 
 
 def test_adaptive_search_meets_a_macs_budget_under_the_accuracy_limit(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli(
-        "build",
-        "--model",
-        trained_demo_cnn_dir,
-        "--target",
-        "rpi4",
-        "--budget-macs",
-        "0.5",
-        "--max-acc-drop",
-        "3",
-        "--data",
-        "digits",
-        "--epochs",
-        "1",
-        "--search-steps",
-        "2",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+    flags = ["--budget-macs", "0.5", "--max-acc-drop", "3", *ONE_EPOCH, "--search-steps", "2", "--bench-runs", "0"]
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", *flags, "--out", tmp_out, "--json")
     assert r.code == 0, r.err
     s = json.loads(r.out)
     assert [st["name"] for st in s["stages"]] == ["baseline", "recovered", "int8"]
@@ -369,25 +270,13 @@ def test_adaptive_search_meets_a_macs_budget_under_the_accuracy_limit(trained_de
 
 
 def test_unreachable_budget_exits_3(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli(
-        "build",
-        "--model",
-        trained_demo_cnn_dir,
-        "--target",
-        "rpi4",
-        "--budget-macs",
-        "10",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-    )
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", "--budget-macs", "10", "--bench-runs", "0", "--out", tmp_out)
     assert r.code == 3 and "budget not met" in r.err
     assert json.loads((tmp_out / "report.json").read_text())["budget"]["met"] is False
 
 
 def test_without_data_no_int8_and_says_why(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--bench-runs", "0", "--out", tmp_out)
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", "--bench-runs", "0", "--out", tmp_out)
     assert r.code == 0, r.err
     rep = json.loads((tmp_out / "report.json").read_text())
     assert "no calibration data" in rep["stages_skipped"]["quantize"]
@@ -398,21 +287,8 @@ def test_without_data_no_int8_and_says_why(trained_demo_cnn_dir, tmp_out, run_cl
 
 
 def test_calib_alone_gives_int8_without_accuracy(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli(
-        "build",
-        "--model",
-        trained_demo_cnn_dir,
-        "--target",
-        "rpi4",
-        "--calib",
-        "digits",
-        "--formats",
-        "onnx-int8",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-    )
+    flags = ["--calib", "digits", "--formats", "onnx-int8", "--bench-runs", "0"]
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", *flags, "--out", tmp_out)
     assert r.code == 0, r.err
     rep = json.loads((tmp_out / "report.json").read_text())
     assert (tmp_out / "model.int8.onnx").is_file() and not (tmp_out / "model.onnx").exists()
@@ -421,25 +297,8 @@ def test_calib_alone_gives_int8_without_accuracy(trained_demo_cnn_dir, tmp_out, 
 
 
 def test_scratch_comparison(rpi4_build, trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli(
-        "build",
-        "--model",
-        trained_demo_cnn_dir,
-        "--target",
-        "rpi4",
-        "--ratio",
-        "0.5",
-        "--data",
-        "digits",
-        "--epochs",
-        "1",
-        "--scratch-epochs",
-        "1",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-    )
+    flags = ["--ratio", "0.5", *ONE_EPOCH, "--scratch-epochs", "1", "--bench-runs", "0"]
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", *flags, "--out", tmp_out)
     assert r.code == 0, r.err
     rep = json.loads((tmp_out / "report.json").read_text())
     sc = rep["scratch"]
@@ -456,19 +315,17 @@ def test_scratch_comparison(rpi4_build, trained_demo_cnn_dir, tmp_out, run_cli):
 def test_force_replaces_only_after_success(trained_demo_cnn_dir, tmp_out, run_cli):
     tmp_out.mkdir()
     (tmp_out / "old.txt").write_text("keep me")
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--out", tmp_out)
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", "--out", tmp_out)
     assert r.code == 2 and "--force" in r.err and (tmp_out / "old.txt").is_file()
     # --force with a build that fails on bad input: the old contents stay
-    r = run_cli(
-        "build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--data", "nope.npz", "--force", "--out", tmp_out
-    )
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", "--data", "nope.npz", "--force", "--out", tmp_out)
     assert r.code == 2 and (tmp_out / "old.txt").read_text() == "keep me"
-    r = run_cli(
-        "build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--bench-runs", "0", "--force", "--out", tmp_out
-    )
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", "--bench-runs", "0", "--force", "--out", tmp_out)
     assert r.code == 0 and not (tmp_out / "old.txt").exists() and (tmp_out / "manifest.json").is_file()
 
 
+# a (flags, message) table like the bad-argument one of test_kernel_benchmark.py on purpose: each
+# lists the inputs of its own command line, so neither can share the other's rows
 @pytest.mark.parametrize(
     "extra,match",
     [
@@ -514,7 +371,7 @@ def test_bad_input_exits_2_with_one_line(trained_demo_cnn_dir, tmp_out, run_cli,
 def test_out_is_a_file_exits_2(trained_demo_cnn_dir, tmp_path, run_cli):
     f = tmp_path / "file"
     f.write_text("x")
-    r = run_cli("build", "--model", trained_demo_cnn_dir, "--target", "rpi4", "--out", f)
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", "--out", f)
     assert r.code == 2 and "not a directory" in r.err
 
 
@@ -611,24 +468,8 @@ def test_bench_cli_on_the_build_outputs(rpi4_build, run_cli):
 
 
 def test_budget_already_met_prunes_nothing(trained_demo_cnn_dir, tmp_out, run_cli):
-    r = run_cli(
-        "build",
-        "--model",
-        trained_demo_cnn_dir,
-        "--target",
-        "rpi4",
-        "--budget-macs",
-        "1.0",
-        "--data",
-        "digits",
-        "--epochs",
-        "1",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+    flags = ["--budget-macs", "1.0", *ONE_EPOCH, "--bench-runs", "0"]
+    r = _build(run_cli, trained_demo_cnn_dir, "rpi4", *flags, "--out", tmp_out, "--json")
     assert r.code == 0, r.err
     s = json.loads(r.out)
     assert [st["name"] for st in s["stages"]] == ["baseline", "int8"]
@@ -652,19 +493,7 @@ def test_model_that_cannot_be_quantized_exits_2(tmp_path, tmp_out, run_cli):
         "def make():\n"
         "    return M()\n"
     )
-    r = run_cli(
-        "build",
-        "--model",
-        f"{factory}:make",
-        "--target",
-        "rpi4",
-        "--data",
-        "digits",
-        "--bench-runs",
-        "0",
-        "--out",
-        tmp_out,
-    )
+    r = _build(run_cli, f"{factory}:make", "rpi4", "--data", "digits", "--bench-runs", "0", "--out", tmp_out)
     assert r.code == 2 and "int8 quantization: M has no Conv1d/Conv2d/Linear layer" in r.err
     assert not tmp_out.exists()
 

@@ -12,6 +12,8 @@ import edgeprune as ep
 from edgeprune import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
+# `edgeprune train` of the demo CNN on the shipped digits data: the start of most train command lines here
+TRAIN_DEMO = ("train", "--model", "edgeprune:demo-cnn", "--data", "digits")
 
 
 def test_version(run_cli):
@@ -66,23 +68,21 @@ def test_train_missing_npz_exits_2(run_cli, tmp_out):
 def test_train_bad_model_and_flags(run_cli, tmp_out, tmp_path):
     r = run_cli("train", "--model", "nonsense", "--data", "digits", "--out", tmp_out)
     assert r.code == 2 and r.err.startswith("error: --model nonsense: unknown model spec") and "accepted forms" in r.err
-    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "-1", "--out", tmp_out)
+    r = run_cli(*TRAIN_DEMO, "--epochs", "-1", "--out", tmp_out)
     assert r.code == 2 and "--epochs -1: must be >= 0" in r.err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
-    r = run_cli(
-        "train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "0", "--out", tmp_path / "full"
-    )
+    r = run_cli(*TRAIN_DEMO, "--epochs", "0", "--out", tmp_path / "full")
     assert r.code == 2 and "is not empty; pass --force" in r.err
     assert (tmp_path / "full" / "keep.txt").exists()
-    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits")
+    r = run_cli(*TRAIN_DEMO)
     assert r.code == 2 and "--out" in r.err
 
 
 def test_train_weights_pickle_refused_then_trusted(run_cli, tmp_path):
     whole = tmp_path / "whole.pt"
     torch.save(ep.models.build("edgeprune:demo-cnn"), whole)
-    args = ["train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "0", "--weights", str(whole)]
+    args = [*TRAIN_DEMO, "--epochs", "0", "--weights", str(whole)]
     r = run_cli(*args, "--out", tmp_path / "a")
     assert r.code == 2 and f"--weights {whole}: contains pickled Python objects" in r.err
     r = run_cli(*args, "--trust-pickle", "--out", tmp_path / "b", "--json")
@@ -92,20 +92,7 @@ def test_train_weights_pickle_refused_then_trusted(run_cli, tmp_path):
 def test_train_reaches_97_and_repeats_the_fixture_run(run_cli, tmp_out, trained_demo_cnn_dir, digits):
     # The cached fixture trained with the same recipe (seed 0, 10 epochs) in another run:
     # the CLI must reproduce it exactly, weights included.
-    r = run_cli(
-        "train",
-        "--model",
-        "edgeprune:demo-cnn",
-        "--data",
-        "digits",
-        "--epochs",
-        "10",
-        "--seed",
-        "0",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+    r = run_cli(*TRAIN_DEMO, "--epochs", "10", "--seed", "0", "--out", tmp_out, "--json")
     assert r.code == 0, r.err
     result = json.loads(r.out)
     assert result["test_top1"] >= 0.97
@@ -119,7 +106,7 @@ def test_train_reaches_97_and_repeats_the_fixture_run(run_cli, tmp_out, trained_
 
 
 def test_train_human_output(run_cli, tmp_out):
-    r = run_cli("train", "--model", "edgeprune:demo-cnn", "--data", "digits", "--epochs", "1", "--out", tmp_out)
+    r = run_cli(*TRAIN_DEMO, "--epochs", "1", "--out", tmp_out)
     assert r.code == 0
     assert r.out.startswith("test top-1 ") and f"saved to {tmp_out}" in r.out
     assert (tmp_out / "model.json").is_file()

@@ -17,29 +17,25 @@ import edgeprune as ep
 FAST = ("--finetune-epochs", "1", "--steps", "2")
 
 
+@pytest.fixture
+def prune_cli(run_cli, trained_demo_cnn_dir):
+    """``prune_cli(*flags, out=, as_json=True)``: ``edgeprune prune --model <the demo CNN> --data digits
+    FLAGS... --out OUT [--json]`` in-process."""
+
+    def run(*flags, out, as_json=True):
+        tail = ["--out", out, *(["--json"] if as_json else [])]
+        return run_cli("prune", "--model", trained_demo_cnn_dir, "--data", "digits", *flags, *tail)
+
+    return run
+
+
 def _json(res):
     assert res.code in (0, 3), res.err
     return json.loads(res.out)
 
 
-def test_adaptive_macs_budget_writes_model_log_and_plot(run_cli, trained_demo_cnn_dir, tmp_out):
-    res = run_cli(
-        "prune",
-        "--model",
-        trained_demo_cnn_dir,
-        "--data",
-        "digits",
-        "--budget-macs",
-        "0.5",
-        "--round-to",
-        "4",
-        *FAST,
-        "--max-acc-drop",
-        "5",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+def test_adaptive_macs_budget_writes_model_log_and_plot(prune_cli, tmp_out):
+    res = prune_cli("--budget-macs", "0.5", "--round-to", "4", *FAST, "--max-acc-drop", "5", out=tmp_out)
     r = _json(res)
     assert res.code == 0 and r["met"] and r["schedule"] == "adaptive"
     assert r["after"]["macs"] <= 0.5 * r["before"]["macs"]
@@ -55,15 +51,10 @@ def test_adaptive_macs_budget_writes_model_log_and_plot(run_cli, trained_demo_cn
     assert ep.prune.count_macs_params(m, torch.zeros(1, 1, 32, 32))[0] == r["after"]["macs"]
 
 
-def test_same_command_twice_same_plan_and_accuracy(run_cli, trained_demo_cnn_dir, tmp_path):
+def test_same_command_twice_same_plan_and_accuracy(prune_cli, tmp_path):
     outs = []
     for i in range(2):
-        res = run_cli(
-            "prune",
-            "--model",
-            trained_demo_cnn_dir,
-            "--data",
-            "digits",
+        res = prune_cli(
             "--ratio",
             "0.4",
             "--schedule",
@@ -75,9 +66,7 @@ def test_same_command_twice_same_plan_and_accuracy(run_cli, trained_demo_cnn_dir
             "bn-l1",
             "--reg-lambda",
             "1e-3",
-            "--out",
-            tmp_path / f"o{i}",
-            "--json",
+            out=tmp_path / f"o{i}",
         )
         outs.append(_json(res))
     sched = json.loads((tmp_path / "o0" / "schedule.json").read_text())
@@ -87,25 +76,10 @@ def test_same_command_twice_same_plan_and_accuracy(run_cli, trained_demo_cnn_dir
     assert (tmp_path / "o0" / "plans.json").read_text() == (tmp_path / "o1" / "plans.json").read_text()
 
 
-def test_gate_fails_with_exit_3_and_best_point(run_cli, trained_demo_cnn_dir, tmp_out):
+def test_gate_fails_with_exit_3_and_best_point(prune_cli, tmp_out):
     # a third of the MACs in one step, with no drop allowed and no recovery: cannot be met
-    res = run_cli(
-        "prune",
-        "--model",
-        trained_demo_cnn_dir,
-        "--data",
-        "digits",
-        "--budget-macs",
-        "0.3",
-        "--max-acc-drop",
-        "0",
-        "--finetune-epochs",
-        "0",
-        "--steps",
-        "1",
-        "--out",
-        tmp_out,
-        "--json",
+    res = prune_cli(
+        "--budget-macs", "0.3", "--max-acc-drop", "0", "--finetune-epochs", "0", "--steps", "1", out=tmp_out
     )
     assert res.code == 3
     r = json.loads(res.out)
@@ -114,23 +88,8 @@ def test_gate_fails_with_exit_3_and_best_point(run_cli, trained_demo_cnn_dir, tm
     assert (tmp_out / "model" / "model.json").is_file()  # the best point is saved
 
 
-def test_sparsity_2_4_and_report(run_cli, trained_demo_cnn_dir, tmp_out):
-    res = run_cli(
-        "prune",
-        "--model",
-        trained_demo_cnn_dir,
-        "--data",
-        "digits",
-        "--sparsity",
-        "0.5",
-        "--sparsity-pattern",
-        "2:4",
-        "--finetune-epochs",
-        "1",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+def test_sparsity_2_4_and_report(prune_cli, tmp_out):
+    res = prune_cli("--sparsity", "0.5", "--sparsity-pattern", "2:4", "--finetune-epochs", "1", out=tmp_out)
     r = _json(res)
     assert res.code == 0 and r["pattern"] == "2:4"
     m = ep.load(tmp_out / "model")
@@ -144,14 +103,9 @@ def test_sparsity_2_4_and_report(run_cli, trained_demo_cnn_dir, tmp_out):
     assert {row["layer"] for row in rep["layers"] if row["masked"]} == set(m.edgeprune_masks)
 
 
-def test_latency_budget_on_rpi4(run_cli, trained_demo_cnn_dir, tmp_out):
+def test_latency_budget_on_rpi4(prune_cli, trained_demo_cnn_dir, tmp_out):
     base = ep.estimate(ep.load(trained_demo_cnn_dir), "rpi4").total_ms
-    res = run_cli(
-        "prune",
-        "--model",
-        trained_demo_cnn_dir,
-        "--data",
-        "digits",
+    res = prune_cli(
         "--budget-latency",
         f"{0.6 * base:.6f}",
         "--target",
@@ -161,9 +115,7 @@ def test_latency_budget_on_rpi4(run_cli, trained_demo_cnn_dir, tmp_out):
         *FAST,
         "--max-acc-drop",
         "10",
-        "--out",
-        tmp_out,
-        "--json",
+        out=tmp_out,
     )
     r = _json(res)
     assert res.code == 0, r["reason"]
@@ -191,15 +143,10 @@ def test_bad_input_is_one_line_exit_2(run_cli, trained_demo_cnn_dir, tmp_out, ar
     assert not tmp_out.exists()  # nothing written on bad input
 
 
-def test_dynamic_threshold_flags(run_cli, trained_demo_cnn_dir, tmp_out):
+def test_dynamic_threshold_flags(prune_cli, trained_demo_cnn_dir, tmp_out):
     from edgeprune.prune.sparsity import prunable_weights
 
-    res = run_cli(
-        "prune",
-        "--model",
-        trained_demo_cnn_dir,
-        "--data",
-        "digits",
+    res = prune_cli(
         "--sparsity",
         "0.8",
         "--threshold",
@@ -208,9 +155,7 @@ def test_dynamic_threshold_flags(run_cli, trained_demo_cnn_dir, tmp_out):
         "0.05",
         "--finetune-epochs",
         "0",
-        "--out",
-        tmp_out,
-        "--json",
+        out=tmp_out,
     )
     r = _json(res)
     m = ep.load(trained_demo_cnn_dir)
@@ -219,17 +164,5 @@ def test_dynamic_threshold_flags(run_cli, trained_demo_cnn_dir, tmp_out):
     expected = float((w < 0.05 * w.max()).float().mean())
     assert expected < 0.8  # the cap does not bind here: the threshold alone decides
     assert r["sparsity"]["sparsity"] == pytest.approx(expected, abs=1e-4)
-    bad = run_cli(
-        "prune",
-        "--model",
-        trained_demo_cnn_dir,
-        "--data",
-        "digits",
-        "--sparsity",
-        "0.8",
-        "--threshold",
-        "percentile",
-        "--out",
-        tmp_out.parent / "o2",
-    )
+    bad = prune_cli("--sparsity", "0.8", "--threshold", "percentile", out=tmp_out.parent / "o2", as_json=False)
     assert bad.code == 2 and "--threshold-value" in bad.err

@@ -18,6 +18,11 @@ from conftest_quant import ort_logits, stack
 from edgeprune.quant import QuantizedModel
 
 
+def _quantize_json(run_cli, model, out, *flags):
+    """``edgeprune quantize --model MODEL --calib digits --calib-n 64 FLAGS... --out OUT --json`` in-process."""
+    return run_cli("quantize", "--model", model, "--calib", "digits", "--calib-n", "64", *flags, "--out", out, "--json")
+
+
 @pytest.fixture(scope="module")
 def qdir(tmp_path_factory, trained_demo_cnn_dir):
     """A quantized dir written by the CLI once for this module (exit code and JSON checked in a test)."""
@@ -57,20 +62,7 @@ def test_quantize_writes_model_and_scales(qdir, run_cli, tmp_out):
 
 
 def test_quantize_json_output(run_cli, trained_demo_cnn_dir, tmp_out):
-    r = run_cli(
-        "quantize",
-        "--model",
-        trained_demo_cnn_dir,
-        "--calib",
-        "digits",
-        "--calib-n",
-        "64",
-        "--method",
-        "minmax",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+    r = _quantize_json(run_cli, trained_demo_cnn_dir, tmp_out, "--method", "minmax")
     assert r.code == 0, r.err
     d = json.loads(r.out)
     assert d["method"] == "minmax" and d["quantized_layers"] == 9 and d["calibration_samples"] == 64
@@ -132,20 +124,7 @@ def test_jetson_nano_target_refused(run_cli, trained_demo_cnn_dir, tmp_out):
 
 def test_quality_gate_exit_3(run_cli, trained_demo_cnn_dir, tmp_out):
     # a negative budget cannot be met: int8 is never better than fp32 by a whole point here
-    r = run_cli(
-        "quantize",
-        "--model",
-        trained_demo_cnn_dir,
-        "--calib",
-        "digits",
-        "--calib-n",
-        "64",
-        "--max-acc-drop",
-        "-1",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+    r = _quantize_json(run_cli, trained_demo_cnn_dir, tmp_out, "--max-acc-drop", "-1")
     assert r.code == 3
     assert json.loads(r.out)["gate"] == {"max_acc_drop": -1.0, "passed": False}
 
@@ -187,22 +166,7 @@ def test_fp32_export_of_a_model_dir(run_cli, trained_demo_cnn_dir, tmp_out, digi
 
 
 def test_quantize_with_qat(run_cli, trained_demo_cnn_dir, tmp_out):
-    r = run_cli(
-        "quantize",
-        "--model",
-        trained_demo_cnn_dir,
-        "--calib",
-        "digits",
-        "--calib-n",
-        "64",
-        "--method",
-        "percentile",
-        "--qat-epochs",
-        "1",
-        "--out",
-        tmp_out,
-        "--json",
-    )
+    r = _quantize_json(run_cli, trained_demo_cnn_dir, tmp_out, "--method", "percentile", "--qat-epochs", "1")
     assert r.code == 0, r.err
     q = json.loads((tmp_out / "quant.json").read_text())
     assert q["metadata"]["qat"]["epochs"] == 1

@@ -16,6 +16,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo_full  # noqa: E402
+from onnx_files import ort_int8_qdq, torch_onnx  # noqa: E402
 
 E = importlib.import_module("edgeprune.estimate")
 targets = importlib.import_module("edgeprune.targets")
@@ -123,16 +124,7 @@ def test_default_threads_is_all_cores():
 
 def test_onnx_path_matches_module_path(tmp_path):
     m = Tiny().eval()
-    path = tmp_path / "tiny.onnx"
-    torch.onnx.export(
-        m,
-        (torch.zeros(1, 3, 16, 16),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["x"],
-        dynamic_axes={"x": {0: "batch"}},
-    )
+    path = torch_onnx(m, torch.zeros(1, 3, 16, 16), tmp_path / "tiny.onnx", dynamic_batch=True)
     a = E.estimate(m, "rpi4", "fp32", threads=4)
     b = E.estimate(path, "rpi4", None, threads=4)
     assert b.precision == "fp32" and b.source == str(path)
@@ -143,29 +135,12 @@ def test_onnx_path_matches_module_path(tmp_path):
 
 def test_quantized_onnx_is_estimated_as_int8(tmp_path):
     import numpy as np
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantType
 
     m = Tiny().eval()
-    fp = tmp_path / "tiny.onnx"
-    q = tmp_path / "tiny.int8.onnx"
-    torch.onnx.export(m, (torch.zeros(1, 3, 16, 16),), str(fp), dynamo=False, opset_version=17, input_names=["x"])
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.left = [np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32) for i in range(2)]
-
-        def get_next(self):
-            return {"x": self.left.pop()} if self.left else None
-
-    quantize_static(
-        str(fp),
-        str(q),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QInt8,
-    )
+    fp = torch_onnx(m, torch.zeros(1, 3, 16, 16), tmp_path / "tiny.onnx")
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)} for i in (1, 0)]
+    q = ort_int8_qdq(fp, tmp_path / "tiny.int8.onnx", feeds, QuantType.QInt8)
     est = E.estimate(q, "rpi4", precision=None, threads=4)
     assert est.precision == "int8"
     assert est.macs == E.estimate(m, "rpi4").macs

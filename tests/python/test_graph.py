@@ -16,40 +16,30 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).parent))
+from graph_trace import group_of, trace_warnings  # noqa: E402
 from zoo import build  # noqa: E402
 
 import edgeprune.graph as epg  # noqa: E402
 import edgeprune.prune as epp  # noqa: E402
 
 
-def _trace(model, x, **kw):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        g = epg.trace(model, x, **kw)
-    return g, [str(w.message) for w in caught]
-
-
-def _group_of(graph, source):
-    return next(g for g in graph.groups() if source in g.sources)
-
-
 def test_residual_add_couples_block_outputs():
     model, x = build("resnet_basic")
-    g, _ = _trace(model, x)
-    stem = _group_of(g, "stem.0")
+    g, _ = trace_warnings(model, x)
+    stem = group_of(g, "stem.0")
     # the stem feeds the identity shortcuts of layer1: one group, 16 channels
     assert {"stem.0", "layer1.0.conv2", "layer1.1.conv2"} <= set(stem.sources)
     assert stem.size == 16 and stem.exact
     assert ("module", "layer2.0.downsample.0", "in") in stem.members
     # the classifier's outputs are model outputs: never pruned
-    fc = _group_of(g, "fc")
+    fc = group_of(g, "fc")
     assert not fc.prunable and "model output" in fc.kept_reasons
 
 
 def test_depthwise_follows_its_input_and_se_couples_with_main_branch():
     model, x = build("mobilenet_v3")
-    g, _ = _trace(model, x)
-    exp = _group_of(g, "features.1.block.0.0")
+    g, _ = trace_warnings(model, x)
+    exp = group_of(g, "features.1.block.0.0")
     members = {(t, r) for _, t, r in exp.members}
     assert ("features.1.block.1.0", "out") in members  # depthwise conv rides along
     assert "features.1.block.2.fc2" in exp.sources  # SE expand is multiplied into the branch
@@ -59,7 +49,7 @@ def test_depthwise_follows_its_input_and_se_couples_with_main_branch():
 
 def test_shufflenet_split_and_shuffle_keep_equal_halves():
     model, x = build("shufflenet_v2")
-    g, _ = _trace(model, x)
+    g, _ = trace_warnings(model, x)
     plan = epp.plan(model, x, ratio=0.5, round_to=1, graph=g)
     pruned = epp.apply(model, plan)
     for unit in pruned.stage2:
@@ -72,7 +62,7 @@ def test_shufflenet_split_and_shuffle_keep_equal_halves():
 
 def test_concat_maps_positions_to_each_producer():
     model, x = build("densenet")
-    g, _ = _trace(model, x)
+    g, _ = trace_warnings(model, x)
     trans = next(s for s in g.slices if s.target == "transition.2" and s.role == "in")
     gi, _ = g.class_of_positions(trans.ids)
     owners = [g.groups()[i].id for i in gi.tolist()]
@@ -83,8 +73,8 @@ def test_concat_maps_positions_to_each_producer():
 def test_flatten_into_linear_repeats_channel_positions():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
     x = torch.randn(1, 3, 6, 6)
-    g, _ = _trace(model, x)
-    grp = _group_of(g, "0")
+    g, _ = trace_warnings(model, x)
+    grp = group_of(g, "0")
     assert grp.size == 8
     plan = epp.plan(model, x, ratio=0.5, round_to=1, graph=g)
     pruned = epp.apply(model, plan)
@@ -93,10 +83,10 @@ def test_flatten_into_linear_repeats_channel_positions():
 
 def test_layernorm_groups_are_marked_inexact():
     model, x = build("convnext")
-    g, _ = _trace(model, x)
-    stem = _group_of(g, "stem")
+    g, _ = trace_warnings(model, x)
+    stem = group_of(g, "stem")
     assert not stem.exact and any("LayerNorm" in r for r in stem.inexact_reasons)
-    assert _group_of(g, "blocks.0.pwconv1").exact
+    assert group_of(g, "blocks.0.pwconv1").exact
     # the layer scale parameter is cut along with the residual channels
     plan = epp.plan(model, x, ratio=0.5, round_to=1, graph=g)
     assert {p["name"] for p in plan.params} >= {"blocks.0.gamma", "blocks.1.gamma"}
@@ -106,9 +96,9 @@ def test_layernorm_groups_are_marked_inexact():
 
 def test_bert_heads_update_attributes():
     model, x = build("bert")
-    g, warns = _trace(model, x)
+    g, warns = trace_warnings(model, x)
     assert not [w for w in warns if "hard-codes" in w]
-    heads = _group_of(g, "layers.0.attention.query")
+    heads = group_of(g, "layers.0.attention.query")
     assert heads.size == 4 and heads.exact
     assert {"layers.0.attention.key", "layers.0.attention.value"} <= set(heads.sources)
     keep = {heads.id: [True, False, True, False]}
@@ -121,8 +111,8 @@ def test_bert_heads_update_attributes():
 
 def test_head_dims_mode_shrinks_every_head():
     model, x = build("bert")
-    g, _ = _trace(model, x, attention="head_dims")
-    grp = _group_of(g, "layers.0.attention.query")
+    g, _ = trace_warnings(model, x, attention="head_dims")
+    grp = group_of(g, "layers.0.attention.query")
     assert grp.size == 8 and not grp.exact
     plan = epp.plan(model, x, ratio=0.5, ratios={grp.id: 0.5}, round_to=1, graph=g)
     pruned = epp.apply(model, plan)
@@ -132,8 +122,8 @@ def test_head_dims_mode_shrinks_every_head():
 
 def test_multihead_attention_heads_and_embed_dim():
     model, x = build("vit")
-    g, _ = _trace(model, x)
-    grp = _group_of(g, "conv_proj")
+    g, _ = trace_warnings(model, x)
+    grp = group_of(g, "conv_proj")
     assert grp.size == 4  # four heads of 8 dims tie the residual stream
     plan = epp.plan_from_keep(g, {grp.id: [True, True, False, True]})
     pruned = epp.apply(model, plan)
@@ -156,10 +146,10 @@ class _Odd(nn.Module):
 
 def test_unknown_op_pins_its_channels_with_a_warning():
     model, x = _Odd().eval(), torch.randn(1, 3, 8, 8)
-    g, warns = _trace(model, x)
+    g, warns = trace_warnings(model, x)
     assert any("cumsum" in w for w in warns)
-    assert not _group_of(g, "a").prunable
-    assert _group_of(g, "b").prunable
+    assert not group_of(g, "a").prunable
+    assert group_of(g, "b").prunable
     plan = epp.plan(model, x, ratio=0.5, round_to=1, graph=g)
     pruned = epp.apply(model, plan)
     assert pruned.a.out_channels == 8 and pruned.b.out_channels < 8
@@ -168,6 +158,8 @@ def test_unknown_op_pins_its_channels_with_a_warning():
 
 
 def test_hard_coded_view_size_is_kept_whole():
+    # the same two-Linear skeleton as Branchy below on purpose: each test's forward is its case
+    # (here a hard-coded view size, there a data-dependent branch), so each spells its model out
     class Fixed(nn.Module):
         def __init__(self):
             super().__init__()
@@ -179,20 +171,21 @@ def test_hard_coded_view_size_is_kept_whole():
             return self.out(h.reshape(x.shape[0], 8))
 
     model, x = Fixed().eval(), torch.randn(2, 8)
-    g, warns = _trace(model, x)
+    g, warns = trace_warnings(model, x)
     assert any("hard-codes size" in w for w in warns)
-    assert not _group_of(g, "q").prunable
+    assert not group_of(g, "q").prunable
 
 
 def test_ignore_keeps_named_layers_and_rejects_unknown_names():
     model, x = build("resnet_basic")
-    g, _ = _trace(model, x, ignore=["layer1.0.conv1"])
-    assert not _group_of(g, "layer1.0.conv1").prunable
+    g, _ = trace_warnings(model, x, ignore=["layer1.0.conv1"])
+    assert not group_of(g, "layer1.0.conv1").prunable
     with pytest.raises(ValueError, match="matches no prunable layer"):
         epg.trace(model, x, ignore=["nope"])
 
 
 def test_data_dependent_branch_is_captured_by_an_eager_recording():
+    # the same two-Linear skeleton as Fixed above on purpose: the forward is the case under test
     class Branchy(nn.Module):
         def __init__(self):
             super().__init__()
@@ -204,8 +197,8 @@ def test_data_dependent_branch_is_captured_by_an_eager_recording():
             return self.b(h if h.sum() > -1e9 else -h)  # torch.fx cannot branch on a value
 
     model, x = Branchy().eval(), torch.randn(3, 4)
-    g, _ = _trace(model, x)
-    assert _group_of(g, "a").size == 8 and ("module", "b", "in") in _group_of(g, "a").members
+    g, _ = trace_warnings(model, x)
+    assert group_of(g, "a").size == 8 and ("module", "b", "in") in group_of(g, "a").members
     pruned = epp.apply(model, epp.plan(model, x, ratio=0.5, round_to=1, graph=g))
     assert pruned.a.out_features == 4 and pruned.b.in_features == 4
     with torch.no_grad():
@@ -250,16 +243,18 @@ def test_literal_split_sizes_and_layer_weights_used_as_tensors_are_kept():
             return z * self.bn.weight.view(1, -1, 1, 1)  # a BN weight used as a plain tensor
 
     model, x = Literal().eval(), torch.randn(1, 3, 4, 4)
-    g, warns = _trace(model, x)
-    assert not _group_of(g, "a").prunable and any("split" in w for w in warns)
-    assert not _group_of(g, "b").prunable  # coupled to bn.weight, which only the BN surgery may cut
-    assert _group_of(g, "c").prunable
+    g, warns = trace_warnings(model, x)
+    assert not group_of(g, "a").prunable and any("split" in w for w in warns)
+    assert not group_of(g, "b").prunable  # coupled to bn.weight, which only the BN surgery may cut
+    assert group_of(g, "c").prunable
     plan = epp.plan(model, x, ratio=0.5, round_to=1, graph=g)
     with torch.no_grad():
         assert epp.apply(model, plan)(x).shape == (1, 8, 4, 4)
 
 
 def test_expand_with_literal_channel_count_is_kept():
+    # two 1x1 convs like Literal in test_graph_rules.py on purpose: the forward between them is the
+    # case (a literal expand here, a literal split there)
     class Expand(nn.Module):
         def __init__(self):
             super().__init__()
@@ -271,8 +266,8 @@ def test_expand_with_literal_channel_count_is_kept():
             return self.b(s.expand(1, 8, 4, 4))
 
     model, x = Expand().eval(), torch.randn(1, 3, 4, 4)
-    g, warns = _trace(model, x)
-    assert not _group_of(g, "a").prunable and any("hard-codes size 8" in w for w in warns)
+    g, warns = trace_warnings(model, x)
+    assert not group_of(g, "a").prunable and any("hard-codes size 8" in w for w in warns)
 
 
 def test_trace_keeps_each_module_training_flag():
@@ -285,8 +280,8 @@ def test_trace_keeps_each_module_training_flag():
 
 def test_timm_fused_qkv_attention_ties_heads_to_the_residual_width():
     model, x = build("vit_timm")
-    g, warns = _trace(model, x)
-    grp = _group_of(g, "patch_embed")
+    g, warns = trace_warnings(model, x)
+    grp = group_of(g, "patch_embed")
     # reshape(B, N, C) with C read from the residual stream ties heads to residual channels
     assert grp.size == 4 and "blocks.0.attn.qkv" in grp.sources and not [w for w in warns if "kept whole" in w]
     plan = epp.plan_from_keep(g, {grp.id: [True, False, True, True]})
@@ -311,11 +306,11 @@ def test_pixel_shuffle_and_normalize_are_followed():
             return self.out(nn.functional.pixel_shuffle(self.b(y), 2))
 
     model, x = SuperRes().eval(), torch.randn(1, 3, 8, 8)
-    g, warns = _trace(model, x)
+    g, warns = trace_warnings(model, x)
     assert not warns
-    b = _group_of(g, "b")
+    b = group_of(g, "b")
     assert b.size == 8 and b.atoms_per_class == {"b": 4}  # one output channel = 4 input channels
-    assert not _group_of(g, "a").exact  # normalize divides by a norm over the channels
+    assert not group_of(g, "a").exact  # normalize divides by a norm over the channels
     plan = epp.plan_from_keep(g, {"b": [True, False] * 4})
     pruned = epp.apply(model, plan)
     assert pruned.b.out_channels == 16 and pruned.out.in_channels == 4
@@ -329,13 +324,13 @@ def test_view_sized_by_channels_after_an_unfollowed_op_pins_those_channels():
     # MaxViT: q/k/v go through torch.einsum (pinned), then out.reshape(B, G, P, D) with D read from
     # the block input's shape; the residual channels D must stay, or the view no longer fits
     model, x = build("maxvit_einsum")
-    g, warns = _trace(model, x)
+    g, warns = trace_warnings(model, x)
     assert any("einsum" in w for w in warns)
     assert any("reshape" in w and "sized by a channel count" in w for w in warns)
-    stem = _group_of(g, "stem")
+    stem = group_of(g, "stem")
     assert not stem.prunable and any("reshape" in r for r in stem.kept_reasons)
-    assert not _group_of(g, "attn.to_qkv").prunable
-    assert _group_of(g, "mlp.1").prunable  # channels away from the view are still pruned
+    assert not group_of(g, "attn.to_qkv").prunable
+    assert group_of(g, "mlp.1").prunable  # channels away from the view are still pruned
     plan = epp.plan(model, x, ratio=0.5, round_to=4, graph=g)
     pruned = epp.apply(model, plan)
     assert pruned.stem.out_channels == 16 and pruned.mlp[1].out_features < 32
@@ -363,8 +358,8 @@ def test_parameter_viewed_with_a_channel_count_is_cut_with_those_channels_or_kep
     x = torch.randn(2, 8)
     for couple in (True, False):
         model = Scaled(couple).eval()
-        g, warns = _trace(model, x)
-        assert _group_of(g, "a").prunable == couple
+        g, warns = trace_warnings(model, x)
+        assert group_of(g, "a").prunable == couple
         assert couple or any("gamma" in w for w in warns)
         pruned = epp.apply(model, epp.plan(model, x, ratio=0.5, round_to=1, graph=g))
         with torch.no_grad():

@@ -62,6 +62,8 @@ class Split(nn.Module):
         return self.head(torch.cat([self.b(y1), self.c(y2)], 1))
 
 
+# shaped like Fused in test_graph_rules.py on purpose: this one checks the peer graph, that one the
+# plan and the pruned sizes, each with its own widths and gate
 class Unbind(nn.Module):
     def __init__(self):
         super().__init__()

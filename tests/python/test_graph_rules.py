@@ -14,22 +14,12 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+from graph_trace import group_of, trace_warnings
 
 import edgeprune.graph as epg
 import edgeprune.prune as epp
 from edgeprune.graph import surgery
 from edgeprune.graph.rules import LayerRule, register_layer, unregister_layer
-
-
-def _trace(model, x, **kw):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        g = epg.trace(model, x, **kw)
-    return g, [str(w.message) for w in caught]
-
-
-def _group(graph, source):
-    return next(g for g in graph.groups() if source in g.sources)
 
 
 def _exact_and_smaller(model, x, **kw):
@@ -105,18 +95,18 @@ def mix_rule():
 
 
 def test_unregistered_layer_is_kept_whole_with_a_warning():
-    g, warns = _trace(MixNet().eval(), torch.randn(4, 6))
-    assert not _group(g, "a").prunable
+    g, warns = trace_warnings(MixNet().eval(), torch.randn(4, 6))
+    assert not group_of(g, "a").prunable
     assert any("einsum" in w for w in warns)
 
 
 def test_registered_layer_is_traced_cut_and_scored(mix_rule):
     torch.manual_seed(0)
     model, x = MixNet().eval(), torch.randn(4, 6)
-    g, _ = _trace(model, x)
-    a = _group(g, "a")
+    g, _ = trace_warnings(model, x)
+    a = group_of(g, "a")
     assert a.size == 16 and ("module", "mix", "in") in a.members
-    assert _group(g, "mix").size == 12 and ("module", "b", "in") in _group(g, "mix").members
+    assert group_of(g, "mix").size == 12 and ("module", "b", "in") in group_of(g, "mix").members
     small, _ = _exact_and_smaller(model, x)
     assert (small.mix.cin, small.mix.cout) == (8, 6) and small.mix.scale.shape == (8,)
     assert small.a.out_features == 8 and small.b.in_features == 6
@@ -162,10 +152,10 @@ def test_recurrent_hidden_units_are_pruned_with_their_gates(kind, bidirectional,
     torch.manual_seed(0)
     model = Recurrent(kind, bidirectional, batch_first).eval()
     x = torch.randint(0, 20, (3, 5))
-    g, _ = _trace(model, x)
-    hid = _group(g, "rnn")
+    g, _ = trace_warnings(model, x)
+    hid = group_of(g, "rnn")
     assert hid.size == 16 and ("module", "head", "in") in hid.members
-    assert ("module", "rnn", "in") in _group(g, "pre").members
+    assert ("module", "rnn", "in") in group_of(g, "pre").members
     small, _ = _exact_and_smaller(model, x)
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
     assert small.rnn.hidden_size == 8 and small.rnn.input_size == 5
@@ -183,8 +173,8 @@ def test_recurrent_layer_with_a_caller_state_keeps_its_units():
         def forward(self, x, h0):
             return self.head(self.rnn(x, h0)[0])
 
-    g, _ = _trace(WithState().eval(), (torch.randn(2, 3, 4), torch.zeros(1, 2, 8)))
-    assert not _group(g, "rnn").prunable
+    g, _ = trace_warnings(WithState().eval(), (torch.randn(2, 3, 4), torch.zeros(1, 2, 8)))
+    assert not group_of(g, "rnn").prunable
 
 
 # -- split / unbind -----------------------------------------------------------------------------
@@ -206,15 +196,16 @@ class SplitSizes(nn.Module):
 def test_split_with_a_list_of_sizes_held_by_attributes_is_pruned():
     torch.manual_seed(0)
     model, x = SplitSizes().eval(), torch.randn(1, 3, 4, 4)
-    g, warns = _trace(model, x)
+    g, warns = trace_warnings(model, x)
     assert not [w for w in warns if "unevenly" in w]
-    assert _group(g, "a").prunable
+    assert group_of(g, "a").prunable
     small, plan = _exact_and_smaller(model, x)
     assert small.b.in_channels == small.c1 and small.c.in_channels == small.c2
     assert small.a.out_channels == small.c1 + small.c2 < 16
 
 
 def test_split_with_equal_literal_sizes_names_the_hard_coded_size():
+    # two 1x1 convs like Expand in test_graph.py on purpose: the forward between them is the case
     class Literal(nn.Module):
         def __init__(self):
             super().__init__()
@@ -225,12 +216,14 @@ def test_split_with_equal_literal_sizes_names_the_hard_coded_size():
             y1, y2 = torch.split(self.a(x), [4, 4], dim=1)
             return self.b(y1 * y2)
 
-    g, warns = _trace(Literal().eval(), torch.randn(1, 3, 4, 4))
-    assert not _group(g, "a").prunable
+    g, warns = trace_warnings(Literal().eval(), torch.randn(1, 3, 4, 4))
+    assert not group_of(g, "a").prunable
     assert any("hard-codes size 4" in w for w in warns) and not any("unevenly" in w for w in warns)
 
 
 def test_unbind_on_dim_one_splits_a_fused_projection():
+    # shaped like Unbind in test_graph_peer.py on purpose: that one checks the peer graph, this one
+    # the plan and the pruned sizes, each with its own widths and gate
     class Fused(nn.Module):
         def __init__(self):
             super().__init__()
@@ -243,8 +236,8 @@ def test_unbind_on_dim_one_splits_a_fused_projection():
 
     torch.manual_seed(0)
     model, x = Fused().eval(), torch.randn(5, 8)
-    g, warns = _trace(model, x)
-    grp = _group(g, "qkv")
+    g, warns = trace_warnings(model, x)
+    grp = group_of(g, "qkv")
     assert grp.size == 12 and ("module", "out", "in") in grp.members, warns
     small, _ = _exact_and_smaller(model, x)
     assert small.qkv.out_features == 18 and small.out.in_features == 6
@@ -253,6 +246,8 @@ def test_unbind_on_dim_one_splits_a_fused_projection():
 # -- ignore= ------------------------------------------------------------------------------------
 
 
+# the same Linear-stack skeleton as KeywordOnly below on purpose: each model is its own case (an
+# unused auxiliary head here, keyword-only inputs and mask code there)
 class Aux(nn.Module):
     def __init__(self):
         super().__init__()
@@ -267,15 +262,15 @@ class Aux(nn.Module):
 
 def test_ignore_takes_module_objects_and_types():
     model, x = Aux().eval(), torch.randn(2, 4)
-    g, _ = _trace(model, x, ignore=[model.a])
-    assert not _group(g, "a").prunable and _group(g, "b").prunable
-    g, _ = _trace(model, x, ignore=nn.Linear)
+    g, _ = trace_warnings(model, x, ignore=[model.a])
+    assert not group_of(g, "a").prunable and group_of(g, "b").prunable
+    g, _ = trace_warnings(model, x, ignore=nn.Linear)
     assert not any(grp.prunable for grp in g.groups())
 
 
 def test_ignore_of_an_unreached_layer_warns_and_of_an_unknown_name_lists_close_names():
     model, x = Aux().eval(), torch.randn(2, 4)
-    g, warns = _trace(model, x, ignore=["aux"])
+    g, warns = trace_warnings(model, x, ignore=["aux"])
     assert any("aux is never reached by the traced forward" in w for w in warns)
     from edgeprune.errors import UserError
 
@@ -300,6 +295,7 @@ class Out:
     hidden: tuple
 
 
+# the same Linear-stack skeleton as Aux above on purpose: the forward is the case under test
 class KeywordOnly(nn.Module):
     """Keyword-only inputs, a **kwargs forward, mask code, in-place index assignment, a dataclass out."""
 
@@ -327,10 +323,10 @@ def test_keyword_inputs_mask_code_in_place_writes_and_dataclass_outputs_are_capt
     mask = torch.ones(2, 5, dtype=torch.long)
     mask[1, 3:] = 0
     inputs = {"input_ids": ids, "attention_mask": mask}
-    g, _ = _trace(model, inputs)
-    a = _group(g, "a")
+    g, _ = trace_warnings(model, inputs)
+    a = group_of(g, "a")
     assert a.size == 16 and ("module", "b", "in") in a.members
-    assert not _group(g, "emb").prunable  # the residual is a model output (hidden)
+    assert not group_of(g, "emb").prunable  # the residual is a model output (hidden)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         same = epp.apply(model, epp.plan(model, inputs, ratio=0.0, graph=g))

@@ -25,17 +25,12 @@ import edgeprune.prune as epp  # noqa: E402
 from edgeprune.export.onnx import torch_to_onnx  # noqa: E402
 
 V, T = 64, 8
+# the size of the tiny BERT and ViT encoders: two layers of four 8-wide heads and a 64-neuron feed-forward
+ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
 
 def _bert():
-    cfg = transformers.BertConfig(
-        vocab_size=V,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=16,
-    )
+    cfg = transformers.BertConfig(vocab_size=V, max_position_embeddings=16, **ENCODER)
     return transformers.BertModel(cfg)
 
 
@@ -47,15 +42,7 @@ def _distilbert():
 
 
 def _vit():
-    cfg = transformers.ViTConfig(
-        image_size=16,
-        patch_size=4,
-        num_channels=3,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-    )
+    cfg = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, **ENCODER)
     return transformers.ViTModel(cfg)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest_quant import one_torch_thread  # noqa: F401  (autouse: torch on one thread)
+from onnx_files import ort_int8_qdq
 from torch import nn
 
 import edgeprune as ep
@@ -101,28 +102,11 @@ def test_unreadable_file(tmp_path):
 
 def test_inspects_a_third_party_qdq_file(tiny, tmp_path):
     """A file quantized by ONNX Runtime's own quantize_static: same counts, int8 coverage seen."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantType
 
     fp32 = export(tiny, tmp_path, formats=["onnx"])["onnx"]
     data = [{"input": torch.rand(1, 1, 8, 8).numpy()} for _ in range(8)]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(data)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    out = tmp_path / "ort.int8.onnx"
-    quantize_static(
-        str(fp32),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+    out = ort_int8_qdq(fp32, tmp_path / "ort.int8.onnx", data, QuantType.QUInt8)
     info = inspect_onnx(out)
     ref = inspect_onnx(fp32)
     assert info["macs"] == ref["macs"] and info["params"] == ref["params"]

@@ -54,6 +54,8 @@ def test_row_numbers_agree(rows):
         assert r["baseline"].startswith("numpy sgemm") or r["kernel"] == "scipy_csr"
 
 
+# a (flags, message) table like test_bad_input_exits_2_with_one_line in test_cli_build.py on
+# purpose: each lists the inputs of its own command line, so neither can share the other's rows
 @pytest.mark.parametrize(
     "args, message",
     [

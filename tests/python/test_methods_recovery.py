@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from test_recover import make_model, tiny_data
+from conftest_tiny import *  # noqa: F403  (module-scoped fixtures: data, trained)
 
 import edgeprune as ep
 from edgeprune import recover
@@ -21,17 +21,6 @@ from edgeprune.errors import UserError
 from edgeprune.prune import schedule as S
 
 X = torch.zeros(1, 1, 8, 8)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return tiny_data()
-
-
-@pytest.fixture(scope="module")
-def trained(data):
-    model, _ = recover.finetune(make_model(), data, epochs=2, lr=0.05)
-    return model
 
 
 def _zeros(model) -> int:
@@ -104,6 +93,8 @@ def test_sparse_methods_reach_the_target_with_exact_zeros(trained, data, method)
 
 # -- the CLI ----------------------------------------------------------------------------------
 
+# source text on purpose (NoConsumer is also a class in test_methods.py, Tiny mirrors test_recover's
+# TinyCNN): the CLI imports this file as a user's model file, which cannot import the test modules
 MODEL_FILE = textwrap.dedent(
     """
     import torch

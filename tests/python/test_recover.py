@@ -201,23 +201,19 @@ def test_group_lasso_per_layer_pairs_conv_with_bn():
     ]  # the classifier is not a prunable group
 
 
+# lr 0.05, no weight decay and the last epoch kept: only the regularizer under test moves the weights
+PLAIN = dict(lr=0.05, weight_decay=0, restore_best=False)
+
+
 def test_bn_l1_shrinks_gammas(data):
-    plain, _ = recover.finetune(make_model(), data, epochs=3, lr=0.05, weight_decay=0, restore_best=False)
+    plain, _ = recover.finetune(make_model(), data, epochs=3, **PLAIN)
     g_plain = torch.cat([plain.bn1.weight, plain.bn2.weight]).detach().abs()
-    slim, h = recover.finetune(
-        make_model(), data, epochs=3, lr=0.05, weight_decay=0, restore_best=False, regularizers=[recover.BNL1(lam=0.3)]
-    )
+    slim, h = recover.finetune(make_model(), data, epochs=3, **PLAIN, regularizers=[recover.BNL1(lam=0.3)])
     g_slim = torch.cat([slim.bn1.weight, slim.bn2.weight]).detach().abs()
     assert g_slim.sum() < 0.3 * g_plain.sum()
     assert h["epochs"][-1]["val"] > 0.9  # and the task is still solved
     prox, h = recover.finetune(
-        make_model(),
-        data,
-        epochs=3,
-        lr=0.05,
-        weight_decay=0,
-        restore_best=False,
-        regularizers=[recover.BNL1(lam=2.0, proximal=True)],
+        make_model(), data, epochs=3, **PLAIN, regularizers=[recover.BNL1(lam=2.0, proximal=True)]
     )
     g_prox = torch.cat([prox.bn1.weight, prox.bn2.weight]).detach().abs()
     assert int((g_prox == 0).sum()) >= 8 and int((g_plain == 0).sum()) == 0  # soft threshold: exact zeros
@@ -225,25 +221,9 @@ def test_bn_l1_shrinks_gammas(data):
 
 
 def test_weight_l1_and_l2(data):
-    plain, _ = recover.finetune(make_model(), data, epochs=2, lr=0.05, weight_decay=0, restore_best=False)
-    l1, _ = recover.finetune(
-        make_model(),
-        data,
-        epochs=2,
-        lr=0.05,
-        weight_decay=0,
-        restore_best=False,
-        regularizers=[recover.WeightNorm(1e-3, p=1)],
-    )
-    l2, _ = recover.finetune(
-        make_model(),
-        data,
-        epochs=2,
-        lr=0.05,
-        weight_decay=0,
-        restore_best=False,
-        regularizers=[recover.WeightNorm(1e-2, p=2)],
-    )
+    plain, _ = recover.finetune(make_model(), data, epochs=2, **PLAIN)
+    l1, _ = recover.finetune(make_model(), data, epochs=2, **PLAIN, regularizers=[recover.WeightNorm(1e-3, p=1)])
+    l2, _ = recover.finetune(make_model(), data, epochs=2, **PLAIN, regularizers=[recover.WeightNorm(1e-2, p=2)])
     s = lambda m, p: sum(float(mod.weight.detach().norm(p)) for mod in (m.conv1, m.conv2, m.fc))  # noqa: E731
     assert s(l1, 1) < s(plain, 1)
     assert s(l2, 2) < s(plain, 2)

@@ -8,7 +8,6 @@ with a message naming the tensor, and ``bench --runtime edgeprune`` on an int8 f
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_zoo import bench_models  # noqa: E402
 from conftest_quant import *  # noqa: E402,F403
 from runtime_models import int8_cnn, int8_fc, litert_reference, litert_reference_run  # noqa: E402
 from zoo import build  # noqa: E402
@@ -34,11 +34,6 @@ ISAS = [i for i in ("reference", "avx2", "avx512", "neon", "neon-dotprod") if i 
 # STRIDED_SLICE, convnext / resnext RSQRT (layer and group norm), unet TRANSPOSE_CONV)
 ZOO_CNNS = ["resnet_basic", "resnet_bottleneck", "mobilenet_v2", "mobilenet_v3", "efficientnet", "densenet"]
 
-_spec = importlib.util.spec_from_file_location("bench_models", ROOT / "benchmarks" / "models.py")
-bench_models = importlib.util.module_from_spec(_spec)
-_saved_path = list(sys.path)
-_spec.loader.exec_module(bench_models)
-sys.path[:] = _saved_path  # the benchmark puts benchmarks/ first; its kernels.py would shadow a package
 
 TV = {
     "mobilenet_v2": bench_models.MobileNetV2,

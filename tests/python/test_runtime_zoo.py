@@ -10,7 +10,6 @@ and 4 threads, and runs the pruned files' sparse 1x1 convs on the sparse kernels
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -24,14 +23,8 @@ from edgeprune.export import export
 from edgeprune.export.tflite_family import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_zoo import bench_models  # noqa: E402
 from conftest_quant import one_torch_thread  # noqa: E402,F401  (torch on one thread here)
-
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("bench_models", ROOT / "benchmarks" / "models.py")
-bench_models = importlib.util.module_from_spec(_spec)
-_saved_path = list(sys.path)
-_spec.loader.exec_module(bench_models)
-sys.path[:] = _saved_path  # the benchmark puts benchmarks/ first; its kernels.py would shadow a package
 
 ZOO = {
     "mobilenet_v2": bench_models.MobileNetV2,

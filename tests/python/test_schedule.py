@@ -8,22 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_recover import make_model, tiny_data
+from conftest_tiny import *  # noqa: F403  (module-scoped fixtures: data, trained)
+from test_recover import make_model
 
 from edgeprune import recover
 from edgeprune.prune import schedule as S
 from edgeprune.prune.sparsity import check_pattern, sparsity_report
-
-
-@pytest.fixture(scope="module")
-def data():
-    return tiny_data()
-
-
-@pytest.fixture(scope="module")
-def trained(data):
-    model, _ = recover.finetune(make_model(), data, epochs=2, lr=0.05)
-    return model
 
 
 def test_step_targets():

@@ -10,7 +10,8 @@ import json
 
 import pytest
 import torch
-from test_recover import make_model, tiny_data
+from conftest_tiny import *  # noqa: F403  (module-scoped fixture data; trained is its own below)
+from test_recover import make_model
 
 import edgeprune as ep
 from edgeprune import recover
@@ -20,11 +21,7 @@ from edgeprune.prune import search as S
 X = torch.zeros(1, 1, 8, 8)
 
 
-@pytest.fixture(scope="module")
-def data():
-    return tiny_data()
-
-
+# not conftest_tiny's trained: a third epoch, and an input shape for the latency budget's estimate
 @pytest.fixture(scope="module")
 def trained(data):
     model, _ = recover.finetune(make_model(), data, epochs=3, lr=0.05)

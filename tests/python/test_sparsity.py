@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_recover import make_model, tiny_data
+from conftest_tiny import *  # noqa: F403  (module-scoped fixtures: data, trained)
+from test_recover import make_model
 from torch import nn
 
 from edgeprune import recover
 from edgeprune.cli._tables import sparsity_table
 from edgeprune.prune import sparsity as S
-
-
-@pytest.fixture(scope="module")
-def data():
-    return tiny_data()
-
-
-@pytest.fixture(scope="module")
-def trained(data):
-    model, _ = recover.finetune(make_model(), data, epochs=2, lr=0.05)
-    return model
 
 
 def test_prunable_weights_are_conv_and_linear(trained):

@@ -196,15 +196,9 @@ class Builder:
         buffers = [self._buffer(b, None)] + [self._buffer(b, t["data"]) for t in self.tensors]
         tensors = [self._tensor(b, i, t) for i, t in enumerate(self.tensors)]
         ops = [self._operator(b, *o) for o in self.ops]
-        tflite.SubGraphStartTensorsVector(b, len(tensors))
-        for t in reversed(tensors):
-            b.PrependUOffsetTRelative(t)
-        tv = b.EndVector()
+        tv = _offsets(b, tensors)
         iv, ov = self._ints(b, self.inputs), self._ints(b, self.outputs)
-        tflite.SubGraphStartOperatorsVector(b, len(ops))
-        for o in reversed(ops):
-            b.PrependUOffsetTRelative(o)
-        opv = b.EndVector()
+        opv = _offsets(b, ops)
         tflite.SubGraphStart(b)
         tflite.SubGraphAddTensors(b, tv)
         tflite.SubGraphAddInputs(b, iv)
@@ -218,12 +212,7 @@ class Builder:
             tflite.OperatorCodeAddBuiltinCode(b, c)
             tflite.OperatorCodeAddVersion(b, 1)
             codes.append(tflite.OperatorCodeEnd(b))
-        model_vecs = []
-        for items in (codes, [sg], buffers):
-            b.StartVector(4, len(items), 4)
-            for it in reversed(items):
-                b.PrependUOffsetTRelative(it)
-            model_vecs.append(b.EndVector())
+        model_vecs = [_offsets(b, items) for items in (codes, [sg], buffers)]
         tflite.ModelStart(b)
         tflite.ModelAddVersion(b, 3)
         tflite.ModelAddOperatorCodes(b, model_vecs[0])
@@ -255,6 +244,8 @@ class Builder:
         tflite.Int32VectorAddValues(b, vec)
         return tflite.Int32VectorEnd(b)
 
+    # written like _sparsity in edgeprune/export/tflite_schema.py on purpose: this builder shares no
+    # code with edgeprune's writer, whose output the runtime tests check against these files
     def _sparsity(self, b, enc):
         dims = []
         for d in enc["dims"]:
@@ -271,10 +262,7 @@ class Builder:
                 tflite.DimensionMetadataAddArrayIndicesType(b, 1)
                 tflite.DimensionMetadataAddArrayIndices(b, idx)
             dims.append(tflite.DimensionMetadataEnd(b))
-        tflite.SparsityParametersStartDimMetadataVector(b, len(dims))
-        for d in reversed(dims):
-            b.PrependUOffsetTRelative(d)
-        dv = b.EndVector()
+        dv = _offsets(b, dims)
         order = self._ints(b, enc["order"])
         bmap = self._ints(b, enc["block_map"]) if enc["block_map"] else None
         tflite.SparsityParametersStart(b)
@@ -323,68 +311,48 @@ class Builder:
         return tflite.OperatorEnd(b)
 
 
-def _options(b, kind, o):  # noqa: C901 - one branch per options table
+# The same loop as _offsets in edgeprune/export/tflite_schema.py on purpose: this builder writes the
+# reference files that edgeprune's TFLite reader and runtime are checked against, so it shares no
+# code with edgeprune's own writer.
+def _offsets(b, items):
+    """A vector of the table offsets ``items`` (every such vector in the schema: 4-byte elements,
+    4-byte aligned, written back to front)."""
+    b.StartVector(4, len(items), 4)
+    for it in reversed(items):
+        b.PrependUOffsetTRelative(it)
+    return b.EndVector()
+
+
+def _table(b, name, **fields):
+    """One options table of the ``tflite`` bindings: ``{name}Start``, then ``{name}Add{field}`` for
+    each field in the order given, then ``{name}End`` (its offset)."""
+    getattr(tflite, f"{name}Start")(b)
+    for field, value in fields.items():
+        getattr(tflite, f"{name}Add{field}")(b, value)
+    return getattr(tflite, f"{name}End")(b)
+
+
+def _options(b, kind, o):
     pad = {"same": 0, "valid": 1}
+    act = {"FusedActivationFunction": _ACT[o["act"]]} if "act" in o else {}
     if kind == "reshape":
-        shape = b.CreateNumpyVector(np.asarray(o["shape"], np.int32))
-        tflite.ReshapeOptionsStart(b)
-        tflite.ReshapeOptionsAddNewShape(b, shape)
-        return tflite.ReshapeOptionsEnd(b)
-    if kind == "conv":
-        tflite.Conv2DOptionsStart(b)
-        tflite.Conv2DOptionsAddPadding(b, pad[o["padding"]])
-        tflite.Conv2DOptionsAddStrideW(b, o["stride"])
-        tflite.Conv2DOptionsAddStrideH(b, o["stride"])
-        tflite.Conv2DOptionsAddDilationWFactor(b, o["dilation"])
-        tflite.Conv2DOptionsAddDilationHFactor(b, o["dilation"])
-        tflite.Conv2DOptionsAddFusedActivationFunction(b, _ACT[o["act"]])
-        return tflite.Conv2DOptionsEnd(b)
-    if kind == "dw":
-        tflite.DepthwiseConv2DOptionsStart(b)
-        tflite.DepthwiseConv2DOptionsAddPadding(b, pad[o["padding"]])
-        tflite.DepthwiseConv2DOptionsAddStrideW(b, o["stride"])
-        tflite.DepthwiseConv2DOptionsAddStrideH(b, o["stride"])
-        tflite.DepthwiseConv2DOptionsAddDepthMultiplier(b, o["mult"])
-        tflite.DepthwiseConv2DOptionsAddDilationWFactor(b, o["dilation"])
-        tflite.DepthwiseConv2DOptionsAddDilationHFactor(b, o["dilation"])
-        tflite.DepthwiseConv2DOptionsAddFusedActivationFunction(b, _ACT[o["act"]])
-        return tflite.DepthwiseConv2DOptionsEnd(b)
-    if kind == "pool":
-        tflite.Pool2DOptionsStart(b)
-        tflite.Pool2DOptionsAddPadding(b, pad[o["padding"]])
-        tflite.Pool2DOptionsAddStrideW(b, o["stride"])
-        tflite.Pool2DOptionsAddStrideH(b, o["stride"])
-        tflite.Pool2DOptionsAddFilterWidth(b, o["size"])
-        tflite.Pool2DOptionsAddFilterHeight(b, o["size"])
-        tflite.Pool2DOptionsAddFusedActivationFunction(b, _ACT[o["act"]])
-        return tflite.Pool2DOptionsEnd(b)
-    if kind == "fc":
-        tflite.FullyConnectedOptionsStart(b)
-        tflite.FullyConnectedOptionsAddFusedActivationFunction(b, _ACT[o["act"]])
-        return tflite.FullyConnectedOptionsEnd(b)
+        return _table(b, "ReshapeOptions", NewShape=b.CreateNumpyVector(np.asarray(o["shape"], np.int32)))
+    if kind in ("conv", "dw", "pool"):
+        geometry = {"Padding": pad[o["padding"]], "StrideW": o["stride"], "StrideH": o["stride"]}
+        if kind == "pool":
+            return _table(b, "Pool2DOptions", **geometry, FilterWidth=o["size"], FilterHeight=o["size"], **act)
+        dilation = {"DilationWFactor": o["dilation"], "DilationHFactor": o["dilation"]}
+        if kind == "conv":
+            return _table(b, "Conv2DOptions", **geometry, **dilation, **act)
+        return _table(b, "DepthwiseConv2DOptions", **geometry, DepthMultiplier=o["mult"], **dilation, **act)
     if kind == "softmax":
-        tflite.SoftmaxOptionsStart(b)
-        tflite.SoftmaxOptionsAddBeta(b, o["beta"])
-        return tflite.SoftmaxOptionsEnd(b)
+        return _table(b, "SoftmaxOptions", Beta=o["beta"])
     if kind == "concat":
-        tflite.ConcatenationOptionsStart(b)
-        tflite.ConcatenationOptionsAddAxis(b, o["axis"])
-        return tflite.ConcatenationOptionsEnd(b)
+        return _table(b, "ConcatenationOptions", Axis=o["axis"])
     if kind == "slice":
-        tflite.StridedSliceOptionsStart(b)
-        tflite.StridedSliceOptionsAddBeginMask(b, o["begin_mask"])
-        tflite.StridedSliceOptionsAddEndMask(b, o["end_mask"])
-        tflite.StridedSliceOptionsAddShrinkAxisMask(b, o["shrink"])
-        return tflite.StridedSliceOptionsEnd(b)
+        masks = {"BeginMask": o["begin_mask"], "EndMask": o["end_mask"], "ShrinkAxisMask": o["shrink"]}
+        return _table(b, "StridedSliceOptions", **masks)
     if kind == "reducer":
-        tflite.ReducerOptionsStart(b)
-        tflite.ReducerOptionsAddKeepDims(b, o["keep"])
-        return tflite.ReducerOptionsEnd(b)
-    start, act, end = {
-        "add": (tflite.AddOptionsStart, tflite.AddOptionsAddFusedActivationFunction, tflite.AddOptionsEnd),
-        "mul": (tflite.MulOptionsStart, tflite.MulOptionsAddFusedActivationFunction, tflite.MulOptionsEnd),
-        "sub": (tflite.SubOptionsStart, tflite.SubOptionsAddFusedActivationFunction, tflite.SubOptionsEnd),
-    }[kind]
-    start(b)
-    act(b, _ACT[o["act"]])
-    return end(b)
+        return _table(b, "ReducerOptions", KeepDims=o["keep"])
+    name = {"fc": "FullyConnectedOptions", "add": "AddOptions", "mul": "MulOptions", "sub": "SubOptions"}[kind]
+    return _table(b, name, **act)

@@ -26,6 +26,13 @@ def cbr(cin, cout, k=3, s=1, groups=1, act=nn.ReLU):
     return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), act())
 
 
+def _downsample(cin, cout, stride):
+    """The 1x1 conv + BN shortcut of a residual block that changes width or stride; None otherwise."""
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin, cout, stride=1):
         super().__init__()
@@ -33,9 +40,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.downsample = _downsample(cin, cout, stride)
 
     def forward(self, x):
         idt = x if self.downsample is None else self.downsample(x)
@@ -44,6 +49,8 @@ class BasicBlock(nn.Module):
         return F.relu(out + idt)
 
 
+# the same block as Bottleneck in benchmarks/models.py on purpose: tests do not import benchmarks/,
+# and this one takes any widths (the zoo's are tiny) where that one follows torchvision's 4x expansion
 class Bottleneck(nn.Module):
     def __init__(self, cin, mid, cout, stride=1):
         super().__init__()
@@ -51,9 +58,7 @@ class Bottleneck(nn.Module):
         self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
         self.conv3, self.bn3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
         self.relu = nn.ReLU()
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.downsample = _downsample(cin, cout, stride)
 
     def forward(self, x):
         idt = x if self.downsample is None else self.downsample(x)

@@ -40,6 +40,8 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_res else self.conv(x)
 
 
+# the same table as MobileNetV2 in benchmarks/models.py on purpose: tests do not import benchmarks/,
+# and this copy pins the estimator's acceptance figures to the paper whatever the benchmark changes
 class MobileNetV2(nn.Module):
     # (expansion t, output channels c, repeats n, first stride s), table 2 of the paper
     SETTINGS = [
