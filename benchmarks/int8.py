@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import logging
 import statistics
 import sys
@@ -45,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 
 import models as bench_models  # noqa: E402
+from rows_json import write_rows  # noqa: E402
 
 import edgeprune as ep  # noqa: E402
 from edgeprune.export import export  # noqa: E402
@@ -303,12 +303,7 @@ def main(argv=None) -> int:
                 flush=True,
             )
     if args.json:
-        text = json.dumps(rows, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(text + "\n")
+        write_rows(rows, args.json, indent=2)
     return 0
 
 
