@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import UsageError, print_json
+from .common import UsageError, add_device_flags, print_json
 
 
 def add_parser(subparsers) -> None:
@@ -33,32 +33,13 @@ def add_parser(subparsers) -> None:
         help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, directory -> torch); "
         "tensorrt builds an engine with the Jetson's trtexec",
     )
-    p.add_argument(
-        "--device",
-        default=None,
-        metavar="USER@HOST[:PORT]",
-        help="run on this device over SSH (system ssh/scp, ~/.ssh/config honoured); needs python3, numpy "
+    add_device_flags(
+        p,
+        "run on this device over SSH (system ssh/scp, ~/.ssh/config honoured); needs python3, numpy "
         "and the runtime there, not edgeprune",
-    )
-    p.add_argument("--identity", default=None, metavar="KEY", help="with --device: the SSH private key to use")
-    p.add_argument(
-        "--remote-python",
-        default="python3",
-        metavar="PATH",
-        help="with --device: the device's Python (default python3)",
-    )
-    p.add_argument(
-        "--remote-tmp",
-        default=None,
-        metavar="DIR",
-        help="with --device: where the temp dir goes on the device (default $TMPDIR or /tmp)",
-    )
-    p.add_argument(
-        "--ssh-option",
-        action="append",
-        default=[],
-        metavar="OPT",
-        help="with --device: an extra ssh -o option, e.g. UserKnownHostsFile=known_hosts (repeatable)",
+        "python3",
+        "with --device: the device's Python (default python3)",
+        remote_tmp=True,
     )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first (default 5)")
