@@ -240,6 +240,22 @@ def child_rss(runtime: str, path: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def interleaved_ms(runners: dict, x: np.ndarray, rounds: int, runs: int) -> dict[str, list[float]]:
+    """Per runtime, the median ms of ``runs`` timed calls (after one untimed) in each of ``rounds``
+    rounds; also benchmarks/runtime_int8.py's timing."""
+    times = {rt: [] for rt in runners}
+    for _ in range(rounds):  # interleaved: every runtime sees the same machine state
+        for rt, run in runners.items():
+            run(x)
+            t = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                run(x)
+                t.append(time.perf_counter() - t0)
+            times[rt].append(statistics.median(t) * 1e3)
+    return times
+
+
 def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     import torch
 
@@ -258,16 +274,7 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     for rt, run in runners.items():  # same function everywhere, or the timing means nothing
         err = float(np.abs(run(x) - ref).max() / np.abs(ref).max())
         assert err < 1e-3, f"{variant}: {rt} differs from LiteRT by {err:.2e}"
-    times = {rt: [] for rt in runners}
-    for _ in range(rounds):  # interleaved: every runtime sees the same machine state
-        for rt, run in runners.items():
-            run(x)
-            t = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                run(x)
-                t.append(time.perf_counter() - t0)
-            times[rt].append(statistics.median(t) * 1e3)
+    times = interleaved_ms(runners, x, rounds, runs)
     med = {rt: statistics.median(v) for rt, v in times.items()}
     rows = []
     for rt in runners:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib.util
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -113,16 +112,7 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     ref = litert_reference_run(path.read_bytes(), [x])[0]
     assert np.array_equal(runners["edgeprune"](x), ref), f"{variant}: ours differs from LiteRT's reference kernels"
     assert runners["litert"](x).argmax() == ref.argmax(), f"{variant}: XNNPACK's top-1 differs"
-    times = {rt: [] for rt in runners}
-    for _ in range(rounds):  # interleaved: both runtimes see the same machine state
-        for rt, run in runners.items():
-            run(x)
-            t = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                run(x)
-                t.append(time.perf_counter() - t0)
-            times[rt].append(statistics.median(t) * 1e3)
+    times = fp32_bench.interleaved_ms(runners, x, rounds, runs)
     med = {rt: statistics.median(v) for rt, v in times.items()}
     return [
         {
