@@ -86,17 +86,7 @@ class MobileNetV3Small(bench_models.MobileNetV3Large):
         (96, 5, 576, 96, 1, "HS", 1),
         (96, 5, 576, 96, 1, "HS", 1),
     ]
-
-    def __init__(self, classes=1000):
-        nn.Module.__init__(self)  # the large model's layers are not built, only its forward reused
-        feats = [bench_models._cbr(3, 16, 3, 2, act=nn.Hardswish)]
-        for cin, k, exp, cout, se, a, s in self.CFG:
-            act = nn.Hardswish if a == "HS" else nn.ReLU
-            feats.append(bench_models._MB(cin, k, exp, cout, se, act, s, bench_models._div(exp // 4)))
-        feats.append(bench_models._cbr(96, 576, 1, act=nn.Hardswish))
-        self.features = nn.Sequential(*feats)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(576, 1024), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(1024, classes))
+    HEAD = (576, 1024)
 
 
 def _factories() -> dict:
