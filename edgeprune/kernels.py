@@ -132,6 +132,8 @@ class Linear(_Layer):
         self.activation = activation
         self.threads = _threads(threads)
 
+    # like SparseLinear.spmm and QLinear.gemm_kn on purpose: each keeps its _core method's public name
+    # (callers and docs use them), and each __repr__ shows that layer's own settings
     def forward_kn(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major ``X[K, N] -> Y[M, N]`` (the 1x1-convolution layout)."""
         return self._impl.forward_kn(x_kn, self._n(threads))
@@ -187,6 +189,8 @@ class SparseLinear(_Layer):
     density = property(lambda self: self._impl.nnz / (self.in_features * self.out_features))
     kernel = property(lambda self: self._impl.kernel, doc="'sparse' or 'dense': the kernel in use")
 
+    # like Linear.forward_kn and QLinear.gemm_kn on purpose: each keeps its _core method's public name
+    # (callers and docs use them), and each __repr__ shows that layer's own settings
     def spmm(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major ``X[K, N] -> Y[M, N]``."""
         return self._impl.spmm(x_kn, self._n(threads))

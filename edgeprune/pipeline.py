@@ -950,6 +950,8 @@ def _device_latency(spec: BuildSpec, fmt, path: Path, name: str) -> dict[str, An
     """The same measurement as the host's, on ``spec.device`` (RemoteError, a UserError, if it fails)."""
     from .remote import bench_remote
 
+    # every argument by keyword, like the CLI's long calls (cli/bench.py's bench_remote, cli/prune.py's
+    # ep.plan) on purpose: the values come from the BuildSpec here, from flags there
     res = bench_remote(
         path,
         spec.device,

@@ -18,6 +18,8 @@ from pathlib import Path
 from .common import UsageError, add_device_flags, print_json
 
 
+# the add_parser shape of every command module on purpose: main.py registers each one, and each
+# spells its own name, help, description and flags (a shared wrapper would only rename add_parser)
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
@@ -118,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
 def _bench_on_device(args, artifact: Path, shape):
     remote = importlib.import_module("edgeprune.remote")
     try:
+        # every argument by keyword, as pipeline._device_latency's call too, on purpose: here they come
+        # from this command's flags, there from a BuildSpec (bench_remote itself is the shared code)
         return remote.bench_remote(
             artifact,
             args.device,
