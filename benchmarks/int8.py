@@ -73,6 +73,7 @@ class MobileNetV3Small(bench_models.MobileNetV3Large):
     """torchvision mobilenet_v3_small: the blocks and forward of benchmarks/models.py's
     MobileNetV3Large with the small config and head."""
 
+    # a table like MobileNetV3Large's on purpose: torchvision's small config, other rows and widths
     CFG = [
         (16, 3, 16, 16, 1, "RE", 2),
         (16, 3, 72, 24, 0, "RE", 2),

@@ -267,6 +267,8 @@ class _MB(nn.Module):
 
 
 class MobileNetV3Large(nn.Module):
+    # torchvision's large config; benchmarks/int8.py's MobileNetV3Small has a table of the same shape on
+    # purpose (its own rows, this __init__)
     CFG = [
         (16, 3, 16, 16, 0, "RE", 1),
         (16, 3, 64, 24, 0, "RE", 2),
