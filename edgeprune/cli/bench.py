@@ -37,10 +37,10 @@ def add_parser(subparsers) -> None:
     )
     add_device_flags(
         p,
-        "run on this device over SSH (system ssh/scp, ~/.ssh/config honoured); needs python3, numpy "
+        device_help="run on this device over SSH (system ssh/scp, ~/.ssh/config honoured); needs python3, numpy "
         "and the runtime there, not edgeprune",
-        "python3",
-        "with --device: the device's Python (default python3)",
+        remote_python_default="python3",
+        remote_python_help="with --device: the device's Python (default python3)",
         remote_tmp=True,
     )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")

@@ -147,10 +147,10 @@ def _add_device_flags(p) -> None:
     """``--device`` and its companions, as ``edgeprune bench --device`` spells them."""
     add_device_flags(
         p,
-        "also measure every artifact on this device over SSH (system ssh/scp, ~/.ssh/config honoured); "
+        device_help="also measure every artifact on this device over SSH (system ssh/scp, ~/.ssh/config honoured); "
         "needs python3, numpy and the runtime there, not edgeprune",
-        None,
-        "with --device: the device's Python",
+        remote_python_default=None,
+        remote_python_help="with --device: the device's Python",
         remote_tmp=False,
     )
 

@@ -76,7 +76,7 @@ def add_trust_flags(p, pickle: bool = True) -> None:
 
 
 def add_device_flags(
-    p, device_help: str, remote_python_default: str | None, remote_python_help: str, remote_tmp: bool
+    p, *, device_help: str, remote_python_default: str | None, remote_python_help: str, remote_tmp: bool
 ) -> None:
     """``--device`` and its SSH companions, spelled alike for ``bench`` and ``build``."""
     p.add_argument("--device", default=None, metavar="USER@HOST[:PORT]", help=device_help)
