@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import logging
 import statistics
 import sys
@@ -45,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 
 import models as bench_models  # noqa: E402
+from rows_json import write_rows  # noqa: E402
 
 import edgeprune as ep  # noqa: E402
 from edgeprune.export import export  # noqa: E402
@@ -73,6 +73,7 @@ class MobileNetV3Small(bench_models.MobileNetV3Large):
     """torchvision mobilenet_v3_small: the blocks and forward of benchmarks/models.py's
     MobileNetV3Large with the small config and head."""
 
+    # a table like MobileNetV3Large's on purpose: torchvision's small config, other rows and widths
     CFG = [
         (16, 3, 16, 16, 1, "RE", 2),
         (16, 3, 72, 24, 0, "RE", 2),
@@ -86,17 +87,7 @@ class MobileNetV3Small(bench_models.MobileNetV3Large):
         (96, 5, 576, 96, 1, "HS", 1),
         (96, 5, 576, 96, 1, "HS", 1),
     ]
-
-    def __init__(self, classes=1000):
-        nn.Module.__init__(self)  # the large model's layers are not built, only its forward reused
-        feats = [bench_models._cbr(3, 16, 3, 2, act=nn.Hardswish)]
-        for cin, k, exp, cout, se, a, s in self.CFG:
-            act = nn.Hardswish if a == "HS" else nn.ReLU
-            feats.append(bench_models._MB(cin, k, exp, cout, se, act, s, bench_models._div(exp // 4)))
-        feats.append(bench_models._cbr(96, 576, 1, act=nn.Hardswish))
-        self.features = nn.Sequential(*feats)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(576, 1024), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(1024, classes))
+    HEAD = (576, 1024)
 
 
 def _factories() -> dict:
@@ -303,12 +294,7 @@ def main(argv=None) -> int:
                 flush=True,
             )
     if args.json:
-        text = json.dumps(rows, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(text + "\n")
+        write_rows(rows, args.json, indent=2)
     return 0
 
 

@@ -33,6 +33,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.append(str(Path(__file__).resolve().parent))  # rows_json, also when imported by path (last: tflite.py)
+
+from rows_json import write_rows  # noqa: E402
 
 import edgeprune as ep  # noqa: E402
 from edgeprune import recover  # noqa: E402
@@ -270,12 +273,7 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(1)
     rows = run(args.models, args.only)
-    text = json.dumps(rows, indent=1)
-    if args.json == "-":
-        print(text)
-    else:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    write_rows(rows, args.json, indent=1)
     return 0
 
 

@@ -267,6 +267,8 @@ class _MB(nn.Module):
 
 
 class MobileNetV3Large(nn.Module):
+    # torchvision's large config; benchmarks/int8.py's MobileNetV3Small has a table of the same shape on
+    # purpose (its own rows, this __init__)
     CFG = [
         (16, 3, 16, 16, 0, "RE", 1),
         (16, 3, 64, 24, 0, "RE", 2),
@@ -284,16 +286,20 @@ class MobileNetV3Large(nn.Module):
         (160, 5, 960, 160, 1, "HS", 1),
         (160, 5, 960, 160, 1, "HS", 1),
     ]
+    HEAD = (960, 1280)  # the last 1x1 conv's width and the classifier's hidden width
 
     def __init__(self, classes=1000):
         super().__init__()
         feats = [_cbr(3, 16, 3, 2, act=nn.Hardswish)]
         for cin, k, exp, cout, se, a, s in self.CFG:
             feats.append(_MB(cin, k, exp, cout, se, nn.Hardswish if a == "HS" else nn.ReLU, s, _div(exp // 4)))
-        feats.append(_cbr(160, 960, 1, act=nn.Hardswish))
+        last, hidden = self.HEAD
+        feats.append(_cbr(self.CFG[-1][3], last, 1, act=nn.Hardswish))
         self.features = nn.Sequential(*feats)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(960, 1280), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(1280, classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(last, hidden), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(hidden, classes)
+        )
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))

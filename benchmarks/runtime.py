@@ -240,6 +240,22 @@ def child_rss(runtime: str, path: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def interleaved_ms(runners: dict, x: np.ndarray, rounds: int, runs: int) -> dict[str, list[float]]:
+    """Per runtime, the median ms of ``runs`` timed calls (after one untimed) in each of ``rounds``
+    rounds; also benchmarks/runtime_int8.py's timing."""
+    times = {rt: [] for rt in runners}
+    for _ in range(rounds):  # interleaved: every runtime sees the same machine state
+        for rt, run in runners.items():
+            run(x)
+            t = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                run(x)
+                t.append(time.perf_counter() - t0)
+            times[rt].append(statistics.median(t) * 1e3)
+    return times
+
+
 def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     import torch
 
@@ -258,16 +274,7 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     for rt, run in runners.items():  # same function everywhere, or the timing means nothing
         err = float(np.abs(run(x) - ref).max() / np.abs(ref).max())
         assert err < 1e-3, f"{variant}: {rt} differs from LiteRT by {err:.2e}"
-    times = {rt: [] for rt in runners}
-    for _ in range(rounds):  # interleaved: every runtime sees the same machine state
-        for rt, run in runners.items():
-            run(x)
-            t = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                run(x)
-                t.append(time.perf_counter() - t0)
-            times[rt].append(statistics.median(t) * 1e3)
+    times = interleaved_ms(runners, x, rounds, runs)
     med = {rt: statistics.median(v) for rt, v in times.items()}
     rows = []
     for rt in runners:
@@ -287,15 +294,17 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_cli(argv, doc: str, measure, variants: list[str], tmp_prefix: str) -> int:
+    """The command line of this benchmark and of benchmarks/runtime_int8.py: ``measure(variant,
+    rounds, runs, tmp)`` per variant, one JSON line per row on stdout, all rows to ``--json``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--variants", nargs="+", default=["dense", "sparse90", "blocks80", "resnet18_half"])
+    ap.add_argument("--variants", nargs="+", default=variants)
     args = ap.parse_args(argv)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="ep-rt-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix) as tmp:
         for v in args.variants:
             for row in measure(v, args.rounds, args.runs, Path(tmp)):
                 print(json.dumps({k: v for k, v in row.items() if k != "rounds_ms"}), flush=True)
@@ -304,6 +313,10 @@ def main(argv=None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(argv, __doc__, measure, ["dense", "sparse90", "blocks80", "resnet18_half"], "ep-rt-bench-")
 
 
 if __name__ == "__main__":

@@ -19,13 +19,9 @@ Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/runtime_in
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -116,16 +112,7 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     ref = litert_reference_run(path.read_bytes(), [x])[0]
     assert np.array_equal(runners["edgeprune"](x), ref), f"{variant}: ours differs from LiteRT's reference kernels"
     assert runners["litert"](x).argmax() == ref.argmax(), f"{variant}: XNNPACK's top-1 differs"
-    times = {rt: [] for rt in runners}
-    for _ in range(rounds):  # interleaved: both runtimes see the same machine state
-        for rt, run in runners.items():
-            run(x)
-            t = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                run(x)
-                t.append(time.perf_counter() - t0)
-            times[rt].append(statistics.median(t) * 1e3)
+    times = fp32_bench.interleaved_ms(runners, x, rounds, runs)
     med = {rt: statistics.median(v) for rt, v in times.items()}
     return [
         {
@@ -144,22 +131,7 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--variants", nargs="+", default=["dense", "sparse90_1x4"])
-    args = ap.parse_args(argv)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="ep-rt8-bench-") as tmp:
-        for v in args.variants:
-            for row in measure(v, args.rounds, args.runs, Path(tmp)):
-                print(json.dumps({k: v for k, v in row.items() if k != "rounds_ms"}), flush=True)
-                rows.append(row)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
+    return fp32_bench.run_cli(argv, __doc__, measure, ["dense", "sparse90_1x4"], "ep-rt8-bench-")
 
 
 if __name__ == "__main__":

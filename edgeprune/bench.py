@@ -156,6 +156,8 @@ def default_runtime(artifact) -> str:
     raise BenchError(f"cannot tell which runtime runs {p.name}; pass runtime= (--runtime) one of {', '.join(RUNTIMES)}")
 
 
+# the same knobs as remote.bench_remote's signature on purpose: that one runs this function on
+# the device, so the names and defaults match for the user; the lists differ (isolate, ssh ...)
 def bench(
     path_or_model,
     runtime: str | None = "onnxruntime",

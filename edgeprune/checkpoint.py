@@ -53,7 +53,8 @@ class Checkpoint:
     world_size: int = 1
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (also the build manifest's file hashes)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -82,7 +83,7 @@ def write(root: str | Path, meta: dict, tensors: dict, rngs: list, run: dict, ke
             "format": FORMAT,
             "world_size": len(rngs),
             "run": run,
-            "sha256": {name: _sha256(tmp / name) for name in FILES},
+            "sha256": {name: sha256_file(tmp / name) for name in FILES},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     for old in _complete(root)[:-keep]:
@@ -124,7 +125,7 @@ def load_latest(root: str | Path, world_size: int, run: dict | None = None, rank
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"{f}: missing; the checkpoint is incomplete, delete {path}")
-        if _sha256(f) != manifest.get("sha256", {}).get(name):
+        if sha256_file(f) != manifest.get("sha256", {}).get(name):
             raise CheckpointError(f"{f}: contents do not match the manifest checksum (corrupt); delete {path}")
     stored = int(manifest.get("world_size", 0))
     if stored != world_size:

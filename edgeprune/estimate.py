@@ -152,6 +152,21 @@ class LayerEstimate:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def roofline(cls, op: Op, nbytes: float, compute_s: float, memory_s: float, overhead_ms: float) -> LayerEstimate:
+        """One layer's row from its compute and memory times (seconds) and its fixed cost (ms)."""
+        return cls(
+            name=op.name,
+            kind=op.kind,
+            macs=int(op.macs),
+            bytes=int(nbytes),
+            compute_ms=compute_s * 1000.0,
+            memory_ms=memory_s * 1000.0,
+            overhead_ms=overhead_ms,
+            ms=max(compute_s, memory_s) * 1000.0 + overhead_ms,
+            bound="compute" if compute_s >= memory_s else "memory",
+        )
+
 
 @dataclasses.dataclass
 class Estimate:
@@ -275,19 +290,7 @@ def estimate_gpu_ops(ops: list[Op], profile, precision: str, source: str = "ops"
             occupancy = min(1.0, max(op.out_elems, 1) / saturation)
             compute_s = 2.0 * op.macs / (peak * efficiency[op.kind] * occupancy)
         memory_s = nbytes / (bandwidth * 1e9 * GPU_BW_EFFICIENCY) if bandwidth else 0.0
-        layers.append(
-            LayerEstimate(
-                name=op.name,
-                kind=op.kind,
-                macs=int(op.macs),
-                bytes=int(nbytes),
-                compute_ms=compute_s * 1000.0,
-                memory_ms=memory_s * 1000.0,
-                overhead_ms=overhead_ms,
-                ms=max(compute_s, memory_s) * 1000.0 + overhead_ms,
-                bound="compute" if compute_s >= memory_s else "memory",
-            )
-        )
+        layers.append(LayerEstimate.roofline(op, nbytes, compute_s, memory_s, overhead_ms))
     assumptions = {
         "model": "per-layer roofline on the GPU peak (TensorRT-style), plus a kernel launch per layer",
         "calibration": GPU_CALIBRATION_SOURCE
@@ -360,20 +363,7 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
             compute_s = 0.0
         memory_s = nbytes / (bandwidth * 1e9 * bw_eff) if bandwidth else 0.0
         op_overhead_ms = overhead_ms if op.kind in COMPUTE_KINDS else eltwise_overhead_ms
-        ms = max(compute_s, memory_s) * 1000.0 + op_overhead_ms
-        layers.append(
-            LayerEstimate(
-                name=op.name,
-                kind=op.kind,
-                macs=int(op.macs),
-                bytes=int(nbytes),
-                compute_ms=compute_s * 1000.0,
-                memory_ms=memory_s * 1000.0,
-                overhead_ms=op_overhead_ms,
-                ms=ms,
-                bound="compute" if compute_s >= memory_s else "memory",
-            )
-        )
+        layers.append(LayerEstimate.roofline(op, nbytes, compute_s, memory_s, op_overhead_ms))
     total = sum(layer.ms for layer in layers)
     assumptions = {
         "model": (

@@ -105,7 +105,21 @@ def _activation(activation: str) -> str:
     return activation
 
 
-class Linear:
+class _Layer:
+    """What the three layers share: the compiled ``_impl`` and the per-call ``threads`` override."""
+
+    in_features = property(lambda self: self._impl.in_features)
+    out_features = property(lambda self: self._impl.out_features)
+    isa = property(lambda self: self._impl.isa, doc="the path this layer runs")
+
+    def _n(self, threads: int | None) -> int:
+        return self.threads if threads is None else threads
+
+    def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+        return self._impl(x, self._n(threads))
+
+
+class Linear(_Layer):
     """Dense fp32 ``y = act(x @ weight.T + bias)``; ``x[N, K] -> y[N, M]`` like ``torch.nn.Linear``.
 
     ``threads`` splits each call over that many threads. ``isa`` forces a path for this layer
@@ -118,16 +132,11 @@ class Linear:
         self.activation = activation
         self.threads = _threads(threads)
 
-    in_features = property(lambda self: self._impl.in_features)
-    out_features = property(lambda self: self._impl.out_features)
-    isa = property(lambda self: self._impl.isa, doc="the path this layer runs")
-
-    def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
-        return self._impl(x, self.threads if threads is None else threads)
-
+    # like SparseLinear.spmm and QLinear.gemm_kn on purpose: each keeps its _core method's public name
+    # (callers and docs use them), and each __repr__ shows that layer's own settings
     def forward_kn(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major ``X[K, N] -> Y[M, N]`` (the 1x1-convolution layout)."""
-        return self._impl.forward_kn(x_kn, self.threads if threads is None else threads)
+        return self._impl.forward_kn(x_kn, self._n(threads))
 
     def __repr__(self) -> str:
         return (
@@ -136,7 +145,7 @@ class Linear:
         )
 
 
-class SparseLinear:
+class SparseLinear(_Layer):
     """Sparse fp32 linear layer: zeros in ``weight[M, K]`` are pruned weights.
 
     ``block=(1, 1)`` packs single weights (unstructured); ``block=(4, 1)`` packs groups of 4
@@ -176,19 +185,15 @@ class SparseLinear:
         self.activation = activation
         self.threads = _threads(threads)
 
-    in_features = property(lambda self: self._impl.in_features)
-    out_features = property(lambda self: self._impl.out_features)
     nnz = property(lambda self: self._impl.nnz, doc="nonzero weights")
     density = property(lambda self: self._impl.nnz / (self.in_features * self.out_features))
     kernel = property(lambda self: self._impl.kernel, doc="'sparse' or 'dense': the kernel in use")
-    isa = property(lambda self: self._impl.isa, doc="the path this layer runs")
 
-    def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
-        return self._impl(x, self.threads if threads is None else threads)
-
+    # like Linear.forward_kn and QLinear.gemm_kn on purpose: each keeps its _core method's public name
+    # (callers and docs use them), and each __repr__ shows that layer's own settings
     def spmm(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major ``X[K, N] -> Y[M, N]``."""
-        return self._impl.spmm(x_kn, self.threads if threads is None else threads)
+        return self._impl.spmm(x_kn, self._n(threads))
 
     def __repr__(self) -> str:
         return (
@@ -197,7 +202,7 @@ class SparseLinear:
         )
 
 
-class QLinear:
+class QLinear(_Layer):
     """int8 linear layer with TFLite arithmetic: int8 ``x[N, K] -> y[N, M]`` int8.
 
     The float ``weight[M, K]`` is quantized here, symmetric per output channel to [-127, 127]
@@ -258,8 +263,6 @@ class QLinear:
         self.activation = activation
         self.threads = _threads(threads)
 
-    in_features = property(lambda self: self._impl.in_features)
-    out_features = property(lambda self: self._impl.out_features)
     qweight = property(lambda self: self._impl.qweight, doc="int8 [M, K] quantized weight")
     weight_scales = property(lambda self: self._impl.weight_scales, doc="float32 [M] per-channel scales")
     qbias = property(lambda self: self._impl.qbias, doc="int32 [M] quantized bias")
@@ -267,14 +270,10 @@ class QLinear:
     kernel = property(lambda self: self._impl.kernel, doc="'sparse' or 'dense': the kernel in use")
     nnz = property(lambda self: self._impl.nnz, doc="nonzero quantized weights")
     density = property(lambda self: self._impl.nnz / (self.in_features * self.out_features))
-    isa = property(lambda self: self._impl.isa, doc="the path this layer runs")
-
-    def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
-        return self._impl(x, self.threads if threads is None else threads)
 
     def gemm_kn(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major int8 ``X[K, N] -> Y[M, N]``."""
-        return self._impl.gemm_kn(x_kn, self.threads if threads is None else threads)
+        return self._impl.gemm_kn(x_kn, self._n(threads))
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """float -> int8 with this layer's input scale and zero point (round half to even)."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import importlib
 import json
 import os
@@ -314,14 +313,6 @@ def _publishable(root: Path) -> None:
     os.umask(umask)
     for p in [root, *root.rglob("*")]:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _params(model) -> int:
@@ -959,6 +950,8 @@ def _device_latency(spec: BuildSpec, fmt, path: Path, name: str) -> dict[str, An
     """The same measurement as the host's, on ``spec.device`` (RemoteError, a UserError, if it fails)."""
     from .remote import bench_remote
 
+    # every argument by keyword, like the CLI's long calls (cli/bench.py's bench_remote, cli/prune.py's
+    # ep.plan) on purpose: the values come from the BuildSpec here, from flags there
     res = bench_remote(
         path,
         spec.device,
@@ -1062,6 +1055,8 @@ def _deploy(state: BuildState, deployed: str | None) -> dict[str, Any]:
 
 
 def _manifest(state: BuildState) -> dict[str, Any]:
+    from .checkpoint import sha256_file  # local: checkpoint imports torch, this module does not
+
     spec, tmp = state.spec, state.tmp
     manifest = {
         "format": "edgeprune-build",
@@ -1078,7 +1073,11 @@ def _manifest(state: BuildState) -> dict[str, Any]:
     }
     for p in sorted(q for q in tmp.rglob("*") if q.is_file()):
         rel = str(p.relative_to(tmp))
-        manifest["files"][rel] = {"sha256": _sha256(p), "size_bytes": p.stat().st_size, "timings": rel in TIMING_FILES}
+        manifest["files"][rel] = {
+            "sha256": sha256_file(p),
+            "size_bytes": p.stat().st_size,
+            "timings": rel in TIMING_FILES,
+        }
     return manifest
 
 

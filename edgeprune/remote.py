@@ -156,6 +156,8 @@ def _prepare(session: _Session, python: str, remote_tmp: str | None) -> tuple[st
     return lines[0], free
 
 
+# the knobs of bench.bench repeated on purpose: the device runs that function with them, so
+# names and defaults match; the SSH ones are added here
 def bench_remote(
     artifact,
     device: str | Device,

@@ -310,6 +310,8 @@ def _layers_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+# the skeleton of every *_section on purpose (lines, empty without the key, a trailing blank):
+# the headers and rows are each section's own
 def _deploy_section(report: dict[str, Any]) -> list[str]:
     """How to run and measure the shipped file on the device."""
     lines: list[str] = []
@@ -326,6 +328,8 @@ def _deploy_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+# the skeleton of every *_section on purpose (lines, empty without the key, a trailing blank):
+# the headers and rows are each section's own
 def _artifacts_section(report: dict[str, Any]) -> list[str]:
     """The files written, and the plots."""
     lines: list[str] = []

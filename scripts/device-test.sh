@@ -64,6 +64,21 @@ dev() {
   ' _ "$ROOT" "$cpu" "$PWD/$SHARE" "$@"
 }
 
+# expect_refusal FAIL_LABEL OK_LABEL PATTERN CMD...: CMD on the device must exit 2 with PATTERN in its stderr
+expect_refusal() {
+  local fail_label=$1 ok_label=$2 pattern=$3 msg rc
+  shift 3
+  set +e
+  msg=$(dev cortex-a72 "$@" 2>&1 >/dev/null)
+  rc=$?
+  set -e
+  if [ "$rc" != 2 ] || ! grep -q "$pattern" <<< "$msg"; then
+    echo "device-test: $fail_label on the device gave exit $rc: $msg" >&2
+    exit 1
+  fi
+  say "$ok_label on the device: exit 2, $msg"
+}
+
 # The wheel's contents, not its bytes (`make wheels` rebuilds it on every run with new zip timestamps), and
 # separately what it requires plus the dependency wheels on offer: when only edgeprune's own files changed, it
 # is reinstalled alone (seconds) instead of a fresh venv with numpy, onnxruntime and LiteRT (minutes under qemu).
@@ -102,16 +117,8 @@ fi
 # host-only commands refuse in one line on a torch-free install
 for cmd in "build --model edgeprune:demo-cnn --target rpi4 --out /tmp/ep-build" \
   "prune --model edgeprune:demo-cnn --ratio 0.5 --out /tmp/ep-prune"; do
-  set +e
   # shellcheck disable=SC2086
-  msg=$(dev cortex-a72 /opt/ep/bin/edgeprune $cmd 2>&1 >/dev/null)
-  rc=$?
-  set -e
-  if [ "$rc" != 2 ] || ! grep -q "needs the torch package" <<< "$msg"; then
-    echo "device-test: 'edgeprune $cmd' on the device gave exit $rc: $msg" >&2
-    exit 1
-  fi
-  say "edgeprune ${cmd%% *} on the device: exit 2, $msg"
+  expect_refusal "'edgeprune $cmd'" "edgeprune ${cmd%% *}" "needs the torch package" /opt/ep/bin/edgeprune $cmd
 done
 
 # Artifacts from the host, as a user would copy them to the board.
@@ -154,16 +161,8 @@ build/classify/classify "$SHARE/rpi4/model.tflite" "$SHARE/input.npy" > "$SHARE/
 x86=$(ls -t dist/edgeprune-*_x86_64.whl 2>/dev/null | head -1 || true)
 if [ -n "$x86" ]; then
   rm -rf "$SHARE/x86" && $PY -m zipfile -e "$x86" "$SHARE/x86"
-  set +e
-  msg=$(dev cortex-a72 env PYTHONPATH=/mnt/share/x86 /opt/ep/bin/edgeprune bench /mnt/share/rpi4/model.tflite \
-    --runtime edgeprune 2>&1 >/dev/null)
-  rc=$?
-  set -e
-  if [ "$rc" != 2 ] || ! grep -q "install the wheel built for it" <<< "$msg"; then
-    echo "device-test: an x86_64 wheel on the device gave exit $rc: $msg" >&2
-    exit 1
-  fi
-  say "an x86_64 wheel on the device: exit 2, $msg"
+  expect_refusal "an x86_64 wheel" "an x86_64 wheel" "install the wheel built for it" \
+    env PYTHONPATH=/mnt/share/x86 /opt/ep/bin/edgeprune bench /mnt/share/rpi4/model.tflite --runtime edgeprune
 fi
 
 for cpu in $CPUS; do

@@ -43,6 +43,7 @@ def add_arguments(p, how) -> None:
         metavar="F",
         help="adaptive search to this MAC budget (fraction <= 1 or a count); implies --schedule adaptive",
     )
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     how.add_argument(
         "--budget-params",
         type=float,
@@ -102,6 +103,7 @@ def _add_recovery_arguments(g) -> None:
         help="largest allowed validation top-1 drop in points (default 1.0 for adaptive); "
         "exit 3 with the best point reached when it cannot be met",
     )
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     g.add_argument("--target", metavar="PROFILE", help="device profile for --budget-latency (e.g. rpi4)")
     g.add_argument(
         "--precision",
@@ -109,6 +111,7 @@ def _add_recovery_arguments(g) -> None:
         choices=("fp32", "fp16", "int8"),
         help="precision of the --budget-latency estimate (default fp32)",
     )
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     g.add_argument(
         "--threads",
         type=int,
@@ -132,6 +135,7 @@ def _add_sparsity_arguments(g) -> None:
     from ..prune.sparsity import PATTERNS, criterion_names
     from ..prune.threshold import METHODS
 
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     g.add_argument(
         "--sparsity-pattern",
         choices=PATTERNS,
@@ -161,6 +165,7 @@ def _add_sparsity_arguments(g) -> None:
         metavar="V",
         help="coefficient (relative), quantile in [0, 1] (percentile) or score (absolute)",
     )
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     g.add_argument(
         "--threshold-scope",
         choices=("global", "layer"),

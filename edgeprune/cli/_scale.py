@@ -70,6 +70,7 @@ def add_arguments(p, *, checkpoints: bool, batch_size: bool) -> None:
         default="auto",
         help="where training runs: cuda (one GPU per process), cpu, or auto (cuda when available; default)",
     )
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     g.add_argument(
         "--lr-scaling",
         choices=("linear", "none"),

@@ -15,9 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-from .common import UsageError, print_json
+from .common import UsageError, add_device_flags, print_json
 
 
+# the add_parser shape of every command module on purpose: main.py registers each one, and each
+# spells its own name, help, description and flags (a shared wrapper would only rename add_parser)
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
@@ -33,32 +35,13 @@ def add_parser(subparsers) -> None:
         help="default: from the artifact (.onnx -> onnxruntime, .tflite -> litert, directory -> torch); "
         "tensorrt builds an engine with the Jetson's trtexec",
     )
-    p.add_argument(
-        "--device",
-        default=None,
-        metavar="USER@HOST[:PORT]",
-        help="run on this device over SSH (system ssh/scp, ~/.ssh/config honoured); needs python3, numpy "
+    add_device_flags(
+        p,
+        device_help="run on this device over SSH (system ssh/scp, ~/.ssh/config honoured); needs python3, numpy "
         "and the runtime there, not edgeprune",
-    )
-    p.add_argument("--identity", default=None, metavar="KEY", help="with --device: the SSH private key to use")
-    p.add_argument(
-        "--remote-python",
-        default="python3",
-        metavar="PATH",
-        help="with --device: the device's Python (default python3)",
-    )
-    p.add_argument(
-        "--remote-tmp",
-        default=None,
-        metavar="DIR",
-        help="with --device: where the temp dir goes on the device (default $TMPDIR or /tmp)",
-    )
-    p.add_argument(
-        "--ssh-option",
-        action="append",
-        default=[],
-        metavar="OPT",
-        help="with --device: an extra ssh -o option, e.g. UserKnownHostsFile=known_hosts (repeatable)",
+        remote_python_default="python3",
+        remote_python_help="with --device: the device's Python (default python3)",
+        remote_tmp=True,
     )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first (default 5)")
@@ -137,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
 def _bench_on_device(args, artifact: Path, shape):
     remote = importlib.import_module("edgeprune.remote")
     try:
+        # every argument by keyword, as pipeline._device_latency's call too, on purpose: here they come
+        # from this command's flags, there from a BuildSpec (bench_remote itself is the shared code)
         return remote.bench_remote(
             artifact,
             args.device,

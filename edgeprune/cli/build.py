@@ -17,7 +17,7 @@ import sys
 from ..pipeline import STAGES
 from ._progress import renderer
 from ._tables import summary_table
-from .common import EXIT_GATE, EXIT_OK, UsageError, add_trust_flags, load_model, print_json
+from .common import EXIT_GATE, EXIT_OK, UsageError, add_device_flags, add_trust_flags, load_model, print_json
 from .targets import announce as announce_target
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
@@ -145,21 +145,13 @@ def _add_goal_flags(p) -> None:
 
 def _add_device_flags(p) -> None:
     """``--device`` and its companions, as ``edgeprune bench --device`` spells them."""
-    p.add_argument(
-        "--device",
-        default=None,
-        metavar="USER@HOST[:PORT]",
-        help="also measure every artifact on this device over SSH (system ssh/scp, ~/.ssh/config honoured); "
+    add_device_flags(
+        p,
+        device_help="also measure every artifact on this device over SSH (system ssh/scp, ~/.ssh/config honoured); "
         "needs python3, numpy and the runtime there, not edgeprune",
-    )
-    p.add_argument("--identity", default=None, metavar="KEY", help="with --device: the SSH private key to use")
-    p.add_argument("--remote-python", default=None, metavar="PATH", help="with --device: the device's Python")
-    p.add_argument(
-        "--ssh-option",
-        action="append",
-        default=[],
-        metavar="OPT",
-        help="with --device: an extra ssh -o option, e.g. UserKnownHostsFile=known_hosts (repeatable)",
+        remote_python_default=None,
+        remote_python_help="with --device: the device's Python",
+        remote_tmp=False,
     )
 
 

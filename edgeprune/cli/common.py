@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: exit codes, the one-line usage error, JSON printing, output dirs, model loading.
+"""Shared CLI plumbing: exit codes, the one-line usage error, JSON printing, output dirs, model loading,
+and the flags several commands spell alike (--trust-code, --device and its SSH companions).
 
 Consumes: values from subcommands. Produces: text on stdout/stderr and exit codes.
 Every command writes its ``--out`` through ``staged_out`` (``edgeprune.fsutil.staged_dir``) and
@@ -72,6 +73,29 @@ def add_trust_flags(p, pickle: bool = True) -> None:
         p.add_argument(
             "--trust-pickle", action="store_true", help="allow --weights to be a pickled whole model (runs code)"
         )
+
+
+def add_device_flags(
+    p, *, device_help: str, remote_python_default: str | None, remote_python_help: str, remote_tmp: bool
+) -> None:
+    """``--device`` and its SSH companions, spelled alike for ``bench`` and ``build``."""
+    p.add_argument("--device", default=None, metavar="USER@HOST[:PORT]", help=device_help)
+    p.add_argument("--identity", default=None, metavar="KEY", help="with --device: the SSH private key to use")
+    p.add_argument("--remote-python", default=remote_python_default, metavar="PATH", help=remote_python_help)
+    if remote_tmp:
+        p.add_argument(
+            "--remote-tmp",
+            default=None,
+            metavar="DIR",
+            help="with --device: where the temp dir goes on the device (default $TMPDIR or /tmp)",
+        )
+    p.add_argument(
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="with --device: an extra ssh -o option, e.g. UserKnownHostsFile=known_hosts (repeatable)",
+    )
 
 
 def first_line(e: BaseException) -> str:

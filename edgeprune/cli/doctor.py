@@ -21,6 +21,8 @@ PACKAGES = ("torch", "numpy", "onnx", "onnxruntime", "onnxscript", "ai-edge-lite
 TOOLS = ("aarch64-linux-gnu-g++", "qemu-aarch64", "cmake")
 
 
+# the add_parser shape of every command module on purpose: main.py registers each one, and each
+# spells its own name, help, description and flags (a shared wrapper would only rename add_parser)
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "doctor",

@@ -14,6 +14,8 @@ from pathlib import Path
 from .common import UsageError, add_trust_flags, check_out, print_json, staged_out
 
 
+# the add_parser shape of every command module on purpose: main.py registers each one, and each
+# spells its own name, help, description and flags (a shared wrapper would only rename add_parser)
 def add_parser(subparsers) -> None:
     from edgeprune.export.formats import FORMATS
 

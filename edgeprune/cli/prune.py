@@ -36,6 +36,8 @@ def _value_thresholds() -> tuple[str, ...]:
     return tuple(m for m in METHODS if m != "solve")
 
 
+# the add_parser shape of every command module on purpose: main.py registers each one, and each
+# spells its own name, help, description and flags (a shared wrapper would only rename add_parser)
 def add_parser(subparsers) -> None:
     from ..prune.importance import names as importance_names
 
@@ -45,6 +47,7 @@ def add_parser(subparsers) -> None:
         description="Prune --model to --ratio (fraction of channels removed) or --target-macs, "
         "and write the pruned model and its plan to --out.",
     )
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     p.add_argument(
         "--model",
         required=True,
@@ -55,6 +58,7 @@ def add_parser(subparsers) -> None:
     add_trust_flags(p)
     how = p.add_mutually_exclusive_group(required=False)  # one of them, or a value --threshold alone
     how.add_argument("--ratio", type=float, metavar="R", help="fraction of prunable channels to remove, in [0, 1)")
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     how.add_argument(
         "--target-macs",
         type=float,
@@ -86,6 +90,7 @@ def add_parser(subparsers) -> None:
         metavar="R",
         help="never remove more than this fraction of one group (default 0.9)",
     )
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     p.add_argument(
         "--attention",
         choices=("heads", "head_dims"),
@@ -290,6 +295,8 @@ def _plan(args, model, x, calib):
     import edgeprune as ep
 
     try:
+        # every argument by keyword on purpose (the same shape as pipeline's bench_remote call, another
+        # function): each value is one of this command's flags
         return ep.plan(
             model,
             x,

@@ -27,6 +27,8 @@ from .common import (
 )
 
 
+# the add_parser shape of every command module on purpose: main.py registers each one, and each
+# spells its own name, help, description and flags (a shared wrapper would only rename add_parser)
 def add_parser(subparsers) -> None:
     from ..quant.config import METHODS
 
@@ -48,6 +50,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--calib-n", type=int, default=512, metavar="N", help="calibration samples (default 512)")
     p.add_argument("--method", choices=METHODS, default="percentile", help="range calibration (default percentile)")
     p.add_argument("--percentile", type=float, default=99.99, help="kept percentage for --method percentile")
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     p.add_argument(
         "--target",
         metavar="T",

@@ -26,12 +26,15 @@ from .common import (
 )
 
 
+# the add_parser shape of every command module on purpose: main.py registers each one, and each
+# spells its own name, help, description and flags (a shared wrapper would only rename add_parser)
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model on a dataset and save it",
         description="Train --model on --data and save it to --out with ep.save.",
     )
+    # one add_argument per flag on purpose: each flag's name, type, default and help are its own
     p.add_argument(
         "--model",
         required=True,
@@ -101,6 +104,8 @@ def run(args) -> int:
         return _train_scaled(args, world, model, data)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     with staged_out(args.out, args.force) as tmp:
+        # alike in shape to _train_scaled's finetune call on purpose: one process trains with
+        # ep.models.train, the scaled path needs the recovery loop's DDP and restore_best=False
         model, metrics = ep.models.train(
             model,
             data,
@@ -128,6 +133,8 @@ def _train_scaled(args, world, model, data) -> int:
     with _scale.scaled(args, print_json, batch_size=args.batch_size) as run:
         t0 = time.perf_counter()
         progress = not args.no_progress and not args.json and sys.stderr.isatty()
+        # alike in shape to run's ep.models.train call on purpose: another loop (DDP, a GPU,
+        # weight decay), fed the same flags
         model, hist = finetune(
             model,
             data,

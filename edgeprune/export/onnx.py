@@ -400,6 +400,16 @@ def read_qdq_scales(proto: onnx.ModelProto) -> dict:
 
 
 # ---- fp16 --------------------------------------------------------------------------------------
+def _rename_tensor(g: onnx.GraphProto, old: str, new: str, fields: tuple[str, ...]) -> None:
+    """Every mention of tensor ``old`` in the nodes' ``fields`` ("input" / "output") becomes ``new``."""
+    for n in g.node:
+        for which in fields:
+            names = getattr(n, which)
+            for k, name in enumerate(names):
+                if name == old:
+                    names[k] = new
+
+
 def to_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
     """fp16 weights and compute with fp32 inputs/outputs (a Cast at each end), for fp16-only GPUs."""
     model = onnx.ModelProto()
@@ -419,10 +429,7 @@ def to_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
     for inp in g.input:
         if inp.type.tensor_type.elem_type == TensorProto.FLOAT:
             new = f"{inp.name}_fp16"
-            for n in g.node:
-                for k, name in enumerate(n.input):
-                    if name == inp.name:
-                        n.input[k] = new
+            _rename_tensor(g, inp.name, new, ("input",))
             casts_in.append(
                 helper.make_node("Cast", [inp.name], [new], name=f"{inp.name}_to_fp16", to=TensorProto.FLOAT16)
             )
@@ -430,13 +437,7 @@ def to_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
     for out in g.output:
         if out.type.tensor_type.elem_type == TensorProto.FLOAT:
             new = f"{out.name}_fp16"
-            for n in g.node:
-                for k, name in enumerate(n.output):
-                    if name == out.name:
-                        n.output[k] = new
-                for k, name in enumerate(n.input):
-                    if name == out.name:
-                        n.input[k] = new
+            _rename_tensor(g, out.name, new, ("output", "input"))
             casts_out.append(
                 helper.make_node("Cast", [new], [out.name], name=f"{out.name}_to_fp32", to=TensorProto.FLOAT)
             )

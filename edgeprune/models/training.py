@@ -174,6 +174,8 @@ def train(
     metrics[f"val_{mname}"] = history[f"val_{mname}"][-1] if epochs else evaluate(model, data.val, metric)[mname]
     metrics["val_history"] = history[f"val_{mname}"]
     metrics[f"test_{mname}"] = evaluate(model, data.test, metric)[mname]
+    # the settings echoed by keyword on purpose (alike in shape to prune/schedule.py's admm_prune
+    # call, unrelated code): the metrics record what this run used
     metrics.update(
         epochs=epochs,
         seed=seed,

@@ -88,6 +88,8 @@ def register_importance(name: str, obj, *, needs=None, replace: bool = False) ->
     return _REGISTRY.register(name, obj, needs, replace)
 
 
+# the same thin accessors as prune/sparsity.py's criteria on purpose: each registry has its own
+# public names (Registry holds the shared logic)
 def names() -> tuple[str, ...]:
     return _REGISTRY.names()
 

@@ -244,6 +244,8 @@ def sparsify_admm(
         names = [n for n in names if dict(work.named_parameters())[n][0].numel() % 4 == 0]
     base_val = metric(work, data.val)
     t0 = time.perf_counter()
+    # keyword arguments on purpose (alike in shape to models/training.py's metrics.update, unrelated
+    # code): admm_prune takes many same-typed knobs
     work, masks, hist = admm_prune(
         work,
         data,

@@ -105,6 +105,8 @@ def register_criterion(name: str, obj, *, needs=None, replace: bool = False) -> 
     return _CRITERIA.register(name, obj, needs, replace)
 
 
+# the same thin accessors as prune/importance.py's on purpose: each registry has its own public
+# names (Registry holds the shared logic)
 def criterion_names() -> tuple[str, ...]:
     return _CRITERIA.names()
 
