@@ -129,6 +129,8 @@ def _normalized(model: nn.Module, x: torch.Tensor) -> nn.Module:
     return model.eval()
 
 
+# The benchmark's own ONNX Runtime baseline on purpose (tests/python/onnx_files.py has a test copy):
+# benchmarks and tests do not import each other.
 def _ort_quantize_static(fp32_path: Path, out: Path, calib: torch.Tensor, activation_uint8: bool) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -65,6 +65,8 @@ class _Basic(nn.Module):
         return self.relu(self.bn2(self.conv2(out)) + idt)
 
 
+# Mirrors the Bottleneck of tests/python/zoo.py on purpose: the tests do not import benchmarks/, and
+# this copy follows torchvision's layer names so real torchvision weights and plans line up.
 class _Bottle(nn.Module):
     expansion = 4
 
@@ -132,6 +134,8 @@ class _IR(nn.Module):
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
+# The same inverted-residual table as tests/python/zoo_full.py on purpose: that copy pins the
+# estimator's figures to the paper's MobileNetV2, this one is the benchmark's torchvision twin.
 class MobileNetV2(nn.Module):
     def __init__(self, classes=1000):
         super().__init__()

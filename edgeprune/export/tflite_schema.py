@@ -155,6 +155,8 @@ def _index_vector(b: flatbuffers.Builder, values) -> tuple[int, int]:
     return 1, m.End(b)  # SparseIndexVector.Int32Vector
 
 
+# tests/python/tflite_builder.py writes the same tables with its own code on purpose: it builds the
+# reference files the writer and the runtime are checked against, so it must not share this code.
 def _sparsity(b: flatbuffers.Builder, sp: dict) -> int:
     dm = _mod("DimensionMetadata")
     dims = []
