@@ -114,7 +114,7 @@ fuzz: system-deps venv
 	$(VENV)/bin/cmake --build build/fuzz -j $(JOBS) --target fuzz_loader
 	mkdir -p build/fuzz/corpus
 	build/fuzz/fuzz_loader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=131072 \
-	  -print_final_stats=1 build/fuzz/corpus tests/data/runtime
+	  -print_final_stats=1 build/fuzz/corpus tests/data/runtime tests/data/fuzz
 	$(PY) tests/python/test_fuzz_readers.py --seconds $(FUZZ_SECONDS)
 
 # Embedding: install libedgeprune (cmake --install), build examples/classify against the installed

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <type_traits>
+#include <vector>
 
 #include "runtime/model.h"
 #include "tflite_subset_generated.h"
@@ -99,6 +101,19 @@ const char* op_name(int32_t code) {
 }
 
 namespace {
+
+// The elements of a verified vector, copied byte-wise. The flatbuffers verifier checks a
+// vector's alignment only to its 4-byte length, and the accessors read each element in place: a
+// crafted file can put a [long] vector (zero points) at an address that is not 8-byte aligned,
+// where an in-place int64 read is undefined behaviour. memcpy reads any address; flatbuffers
+// stores little-endian, which is every host we build for (x86-64, aarch64).
+template <class T>
+std::vector<T> copy_elements(const flatbuffers::Vector<T>& v) {
+  static_assert(std::is_arithmetic<T>::value, "scalars only");
+  std::vector<T> out(v.size());
+  if (!out.empty()) std::memcpy(out.data(), v.Data(), out.size() * sizeof(T));
+  return out;
+}
 
 constexpr int kMaxRank = 6;
 constexpr int64_t kMaxElems = int64_t(1) << 31;
@@ -415,7 +430,7 @@ void read_tensor(const eptfl::Tensor* t, int index, const eptfl::Model* m, size_
   }
   if (const auto* q = t->quantization()) {
     if (q->scale()) out.scale.assign(q->scale()->begin(), q->scale()->end());
-    if (q->zero_point()) out.zero_point.assign(q->zero_point()->begin(), q->zero_point()->end());
+    if (q->zero_point()) out.zero_point = copy_elements(*q->zero_point());
     out.quantized_dimension = q->quantized_dimension();
     check_quantization(out, where);
   }

@@ -154,6 +154,17 @@ TEST(Runtime, TruncatedAndBitFlippedFilesNeverCrash) {
   }
 }
 
+// Inputs the loader fuzzer once failed on (tests/data/fuzz/README.md): under the sanitizer build
+// they must load or be refused, nothing else.
+TEST(Runtime, FuzzerRegressionsLoadOrAreRefused) {
+  for (const char* name : {"misaligned-int64-zero-points.tflite"}) {
+    const std::string file = ep::test::read_file(std::string(EP_TEST_DATA_DIR) + "/fuzz/" + name);
+    ASSERT_FALSE(file.empty()) << name;
+    int refused = 0;
+    load_or_refuse(file, &refused);
+  }
+}
+
 TEST(Runtime, HandMadeFilesGetMessages) {
   ep_model* m = nullptr;
   EXPECT_EQ(ep_model_load_memory("TFL3", 4, nullptr, &m), EP_INVALID_MODEL);
