@@ -98,7 +98,7 @@ class _Graph:
         return s[1] if s is not None and len(s) == 4 else None
 
     def weight_shape(self, conv) -> tuple:
-        return tuple(numpy_helper.to_array(self._weight_init(conv.input[1])).shape)
+        return tuple(self._weight_init(conv.input[1]).dims)  # from the proto: no copy of the weights
 
     def _weight_init(self, name: str):
         """The initializer behind a weight input: itself, or the quantized values of its DequantizeLinear."""
