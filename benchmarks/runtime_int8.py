@@ -49,7 +49,8 @@ def relu6_model(spec):
 
     def unit(layer):
         conv = next(convs)
-        return nn.Sequential(conv, nn.ReLU6()) if layer["relu6"] else conv
+        act = {"relu6": nn.ReLU6, "relu": nn.ReLU}.get(layer["act"])
+        return nn.Sequential(conv, act()) if act else conv
 
     class Block(nn.Module):
         def __init__(self, layer):

@@ -3,17 +3,24 @@
 // convolutions; tests/python/make_runtime_fixtures.py) the outputs equal those of LiteRT's
 // builtin reference kernels bit for bit on every path, for 1 and 2 threads. The integer
 // arithmetic is the same on every path, so this also checks it compiles to the same bits on ARM.
-// Also: TFLite's fixed-point multiplier against values worked out by hand.
+// Also: TFLite's fixed-point multiplier against values worked out by hand, and the AVX-512 loops
+// (requantization inside the VNNI GEMM, float QUANTIZE) against the scalar arithmetic on
+// random and edge values, where the CPU has AVX-512 VNNI.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "edgeprune/edgeprune.h"
+#include "dispatch/isa.h"
 #include "runtime/ops/ops_int8.h"
+#include "runtime/ops/ops_int8_isa.h"
 #include "test_util.h"
 
 namespace {
@@ -85,5 +92,90 @@ TEST(RuntimeInt8, FixedPointMultiplierMatchesTfliteRounding) {
   // the one saturating case of the doubling high multiply
   EXPECT_EQ(ep::rt::multiply_by_quantized_multiplier(INT32_MIN, INT32_MIN, 0), INT32_MAX);
 }
+
+#if defined(EP_HAVE_AVX512)
+// One input channel (K = 1, padded to 4) with weight 1 and a bias: the GEMM's int32 sum is
+// x + 128 + bias, so random biases drive the requantization over the whole int32 range.
+TEST(RuntimeInt8, Avx512RequantizationEqualsTheScalarArithmetic) {
+  if (!ep::cpu_features().avx512vnni) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  std::mt19937 rng(7);
+  const int64_t m = 16;
+  std::vector<int8_t> w(size_t(m), 1), packed(static_cast<size_t>(m * 4));
+  ep::rt::pack_qgemm_vnni(w.data(), m, 1, 4, packed.data());
+  for (int trial = 0; trial < 4000; ++trial) {
+    std::vector<int32_t> bias(static_cast<size_t>(m)), mult(static_cast<size_t>(m)),
+        shift(static_cast<size_t>(m));
+    for (int64_t j = 0; j < m; ++j) {
+      // sums from tiny to 2^30, multipliers from 2^-40 to 8 (left shifts only on small sums)
+      const int bits = int(rng() % 31);
+      bias[size_t(j)] = int32_t(int64_t(rng() % (uint32_t(1) << bits)) - (int64_t(1) << bits) / 2);
+      ep::rt::quantize_multiplier(std::ldexp(1.0 + (rng() % 1000) / 1000.0, -int(rng() % 41)),
+                                  &mult[size_t(j)], &shift[size_t(j)]);
+      if (j % 4 == 0) {
+        bias[size_t(j)] = int32_t(rng() % 512) - 256;
+        ep::rt::quantize_multiplier(1.0 + (rng() % 7000) / 1000.0, &mult[size_t(j)],
+                                    &shift[size_t(j)]);
+      }
+    }
+    const uint8_t x[4] = {uint8_t(rng() % 256), 0, 0, 0};
+    const int32_t zp = int32_t(rng() % 256) - 128;
+    std::vector<int8_t> y(static_cast<size_t>(m));
+    ep::rt::QGemmVnniArgs a;
+    a.x = x, a.n = 1, a.kp = 4, a.m = m, a.w = packed.data();
+    a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data();
+    a.zp_out = zp, a.y = y.data(), a.ldy = m;
+    ep::rt::avx512::qgemm_vnni(a);
+    for (int64_t j = 0; j < m; ++j) {
+      const int32_t acc = int32_t(x[0]) + bias[size_t(j)];
+      const int32_t v =
+          ep::rt::multiply_by_quantized_multiplier(acc, mult[size_t(j)], shift[size_t(j)]) + zp;
+      ASSERT_EQ(int32_t(y[size_t(j)]), std::min(127, std::max(-128, v)))
+          << "sum " << acc << " multiplier " << mult[size_t(j)] << " shift " << shift[size_t(j)];
+    }
+  }
+}
+
+TEST(RuntimeInt8, Avx512QuantizeEqualsTfliteRounding) {
+  if (!ep::cpu_features().avx512f) GTEST_SKIP() << "this CPU has no AVX-512";
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x = {0.0f,
+                          -0.0f,
+                          0.5f,
+                          -0.5f,
+                          1.5f,
+                          -1.5f,
+                          2.5f,
+                          -2.5f,
+                          0.49999997f,
+                          -0.49999997f,
+                          126.5f,
+                          -127.5f,
+                          1e30f,
+                          -1e30f,
+                          inf,
+                          -inf,
+                          std::numeric_limits<float>::quiet_NaN(),
+                          8388609.0f,
+                          3e-39f};
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-300.0f, 300.0f);
+  for (int i = 0; i < 4000; ++i) x.push_back(i % 2 ? u(rng) : std::round(u(rng) * 2) / 2);
+  for (float scale : {1.0f, 0.5f, 0.0235294f, 3.7f}) {
+    for (int32_t zp : {-128, -3, 0, 17}) {
+      std::vector<int8_t> y(x.size());
+      ep::rt::avx512::quantize_f32(x.data(), int64_t(x.size()), scale, zp, y.data());
+      for (size_t i = 0; i < x.size(); ++i) {
+        // TFLite's AffineQuantize: round(x / scale) half away from zero, plus the zero point
+        const float q = std::round(x[i] / scale);
+        const int32_t want = std::isnan(q) ? zp
+                             : q > 1e9f    ? 127
+                             : q < -1e9f   ? -128
+                                           : std::min(127, std::max(-128, int32_t(q) + zp));
+        ASSERT_EQ(int32_t(y[i]), want) << x[i] << " / " << scale << " + " << zp;
+      }
+    }
+  }
+}
+#endif
 
 }  // namespace

@@ -467,20 +467,33 @@ class QConv2D : public Op {
   // as TFLite skips those taps
   void im2col(const int8_t* x, int64_t g, int8_t* col) const {
     const int64_t kk = kh_ * kw_ * cg_;
+    // with one group and no column dilation a kernel row's taps are adjacent in the input
+    const bool rows = groups_ == 1 && dw_ == 1;
     for (int64_t oy = 0; oy < oh_; ++oy)
       for (int64_t ox = 0; ox < ow_; ++ox) {
         int8_t* dst = col + (oy * ow_ + ox) * kk;
+        const int64_t ix0 = ox * sw_ - pl_;
         for (int64_t ky = 0; ky < kh_; ++ky) {
           const int64_t iy = oy * sh_ - pt_ + ky * dh_;
+          if (rows && iy >= 0 && iy < h_ && ix0 >= 0 && ix0 + kw_ <= w_) {
+            copy_bytes(dst, x + (iy * w_ + ix0) * cin_, kw_ * cin_);
+            dst += kw_ * cin_;
+            continue;
+          }
           for (int64_t kx = 0; kx < kw_; ++kx, dst += cg_) {
-            const int64_t ix = ox * sw_ - pl_ + kx * dw_;
+            const int64_t ix = ix0 + kx * dw_;
             if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_)
               std::memset(dst, zp_in_, size_t(cg_));
             else
-              std::memcpy(dst, x + (iy * w_ + ix) * cin_ + g * cg_, size_t(cg_));
+              copy_bytes(dst, x + (iy * w_ + ix) * cin_ + g * cg_, cg_);
           }
         }
       }
+  }
+  // a stem's few channels make short copies, where a library call per copy would dominate
+  static void copy_bytes(int8_t* dst, const int8_t* src, int64_t n) {
+    if (n > 64) return (void)std::memcpy(dst, src, size_t(n));
+    for (int64_t c = 0; c < n; ++c) dst[c] = src[c];
   }
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, cg_, groups_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
   int32_t zp_in_ = 0;
@@ -891,13 +904,23 @@ class QQuantize : public Op {
       const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
       return apply_lut(lut_, x, elems_, y, isa_);
     }
-    const float* x = r.ptr[in_];
-    for (int64_t i = 0; i < elems_; ++i) {
-      // TFLite's AffineQuantize: x / scale in float, rounded half away from zero; a NaN or
-      // huge input saturates instead of overflowing the cast
-      const float q = std::round(x[i] / scale_);
-      const float c = std::isnan(q) ? 0.0f : std::min(1e9f, std::max(-1e9f, q));
-      y[i] = int8_t(std::min(127, std::max(-128, int32_t(c) + zout_)));
+#if defined(EP_HAVE_AVX512)
+    if (isa_ == Isa::avx512) return avx512::quantize_f32(r.ptr[in_], elems_, scale_, zout_, y);
+#endif
+    quantize_row(r.ptr[in_], elems_, scale_, zout_, y);
+  }
+  // TFLite's AffineQuantize: x / scale in float, rounded half away from zero; a NaN gives the
+  // zero point and a huge input saturates instead of overflowing the cast. The rounding is
+  // spelled with a truncating cast (exact below 1e9, where floats of 2^23 and more are integers
+  // already) rather than std::round, a libm call that keeps the loop scalar.
+  static void quantize_row(const float* x, int64_t n, float scale, int32_t zout, int8_t* y) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = x[i] / scale;
+      const float c = v == v ? std::min(1e9f, std::max(-1e9f, v)) : 0.0f;
+      const int32_t t = int32_t(c);
+      const float frac = c - float(t);
+      const int32_t q = t + (frac >= 0.5f ? 1 : 0) - (frac <= -0.5f ? 1 : 0);
+      y[i] = int8_t(std::min(127, std::max(-128, q + zout)));
     }
   }
   int in_ = 0, out_ = 0;

@@ -74,6 +74,8 @@ void qadd(const QAddArgs& a);
 // y[i] = lut[uint8(x[i])] with AVX-512 VBMI byte permutes (check the CPU has VBMI first)
 void lut_s8_vbmi(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y);
 void qgemm_vnni(const QGemmVnniArgs& a);
+// float -> int8 QUANTIZE, the same bits as QQuantize's portable loop (TFLite's AffineQuantize)
+void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* y);
 }  // namespace avx512
 #endif
 

@@ -5,6 +5,8 @@
 // Consumes: packed weights and uint8 rows. Produces: int8 rows.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "runtime/ops/ops_int8_isa.h"
 
 namespace ep {
@@ -14,26 +16,23 @@ namespace avx512 {
 namespace {
 
 // TFLite's MultiplyByQuantizedMultiplier on 16 lanes: x << max(shift, 0), the rounding doubling
-// high multiply (64-bit products, nudged, truncated towards zero), then the rounding division by
-// 2^max(-shift, 0). The multiplier is never INT32_MIN (it is positive), so no lane saturates.
+// high multiply, then the rounding division by 2^max(-shift, 0). The high multiply's nudge
+// (2^30 for a product >= 0, 1 - 2^30 below) followed by a division truncating towards zero
+// equals floor((p + 2^30) / 2^31) for every product p, so each half is an add and a shift. The
+// multiplier is never INT32_MIN (it is positive), so no lane saturates and every result fits
+// 32 bits: the odd lanes keep theirs in the high half of (p + 2^30) << 1.
 inline __m512i mbqm(__m512i x, __m512i mult, __m512i shift) {
   const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
   const __m512i left = _mm512_max_epi32(shift, zero);
   const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
   x = _mm512_sllv_epi32(x, left);
-  const __m512i pos = _mm512_set1_epi64(int64_t(1) << 30),
-                neg = _mm512_set1_epi64(1 - (int64_t(1) << 30));
-  const __m512i low31 = _mm512_set1_epi64((int64_t(1) << 31) - 1);
-  auto high = [&](__m512i p) {  // (p + nudge) / 2^31, truncated
-    const __mmask8 negative = _mm512_cmplt_epi64_mask(p, _mm512_setzero_si512());
-    __m512i v = _mm512_add_epi64(p, _mm512_mask_blend_epi64(negative, pos, neg));
-    const __mmask8 vneg = _mm512_cmplt_epi64_mask(v, _mm512_setzero_si512());
-    v = _mm512_mask_add_epi64(v, vneg, v, low31);
-    return _mm512_srai_epi64(v, 31);
-  };
-  const __m512i even = high(_mm512_mul_epi32(x, mult));
-  const __m512i odd = high(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32)));
-  const __m512i h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  const __m512i half = _mm512_set1_epi64(int64_t(1) << 30);
+  const __m512i even = _mm512_srai_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, mult), half), 31);
+  const __m512i odd = _mm512_slli_epi64(
+      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32)),
+                       half),
+      1);
+  const __m512i h = _mm512_mask_blend_epi32(0xAAAA, even, odd);
   const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
   const __m512i rem = _mm512_and_si512(h, mask);
   const __m512i thr = _mm512_add_epi32(_mm512_srai_epi32(mask, 1), _mm512_srli_epi32(h, 31));
@@ -150,35 +149,95 @@ void qspmm_vnni(const QSpmmVnniArgs& a) {
   }
 }
 
+namespace {
+
+struct DwLanes {  // one block of 16 channels: its mask and per-channel constants
+  __mmask16 m;
+  __m512i bias, mult, shift;
+};
+
+inline void dw_store(const QDwRowArgs& a, const DwLanes& l, __m512i acc, int8_t* y) {
+  const __m512i zp = _mm512_set1_epi32(a.zp_out), lo = _mm512_set1_epi32(a.lo),
+                hi = _mm512_set1_epi32(a.hi);
+  __m512i v = mbqm(acc, l.mult, l.shift);
+  v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+  _mm_mask_storeu_epi8(y, l.m, _mm512_cvtepi32_epi8(v));
+}
+
+// (x - zp) * w + acc: |x - zp| <= 255 fits the low int16 half and the weight's high half is 0,
+// so the pair multiply-add is the exact 32-bit product (one uop, unlike vpmulld)
+inline __m512i dw_tap(__m512i acc, const int8_t* x, __mmask16 m, __m512i zin, __m512i w) {
+  const __m512i xv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x));
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_sub_epi32(xv, zin), w));
+}
+
 // The same tap walk as the fp32 dw_pixel_channels in vec_impl.h on purpose: int8 accumulates in
 // int32 lanes with zero points and requantizes, so the loop bodies share nothing but the bounds.
-void qdw_row(const QDwRowArgs& a) {
-  const __m512i zin = _mm512_set1_epi32(a.zp_in), zp = _mm512_set1_epi32(a.zp_out),
-                lo = _mm512_set1_epi32(a.lo), hi = _mm512_set1_epi32(a.hi);
-  for (int64_t ox = 0; ox < a.ow; ++ox) {
-    for (int64_t c0 = 0; c0 < a.c; c0 += 16) {
-      const int64_t left = a.c - c0;
-      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-      __m512i acc = _mm512_maskz_loadu_epi32(m, a.bias + c0);
-      for (int64_t ky = 0; ky < a.kh; ++ky) {
-        const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
-        if (iy < 0 || iy >= a.h) continue;
-        for (int64_t kx = 0; kx < a.kw; ++kx) {
-          const int64_t ix = ox * a.sw - a.pl + kx * a.dw;
-          if (ix < 0 || ix >= a.w) continue;
-          const __m512i xv =
-              _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.x + (iy * a.w + ix) * a.c + c0));
-          const __m512i wv = _mm512_maskz_loadu_epi32(m, a.wt + (ky * a.kw + kx) * a.c + c0);
-          // |x - zp| <= 255 fits the low int16 half; the weight's high half is 0, so the pair
-          // multiply-add is the exact 32-bit product (one uop, unlike vpmulld)
-          acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_sub_epi32(xv, zin), wv));
-        }
-      }
-      __m512i v = mbqm(acc, _mm512_maskz_loadu_epi32(m, a.mult + c0),
-                       _mm512_maskz_loadu_epi32(m, a.shift + c0));
-      v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
-      _mm_mask_storeu_epi8(a.y + ox * a.c + c0, m, _mm512_cvtepi32_epi8(v));
+// Pixels whose taps may leave the input check every tap.
+inline void dw_pixel_checked(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t ox) {
+  const __m512i zin = _mm512_set1_epi32(a.zp_in);
+  __m512i acc = l.bias;
+  for (int64_t ky = 0; ky < a.kh; ++ky) {
+    const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
+    if (iy < 0 || iy >= a.h) continue;
+    for (int64_t kx = 0; kx < a.kw; ++kx) {
+      const int64_t ix = ox * a.sw - a.pl + kx * a.dw;
+      if (ix < 0 || ix >= a.w) continue;
+      const __m512i wv = _mm512_maskz_loadu_epi32(l.m, a.wt + (ky * a.kw + kx) * a.c + c0);
+      acc = dw_tap(acc, a.x + (iy * a.w + ix) * a.c + c0, l.m, zin, wv);
     }
+  }
+  dw_store(a, l, acc, a.y + ox * a.c + c0);
+}
+
+// Pixels [x0, x1) whose taps all lie inside the row range: no column checks, and with the
+// kernel size known at compile time (KH > 0) the weights stay in registers across the pixels.
+template <int KH, int KW>
+void dw_interior(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, int64_t x1) {
+  const int64_t kh = KH > 0 ? KH : a.kh, kw = KH > 0 ? KW : a.kw;
+  const __m512i zin = _mm512_set1_epi32(a.zp_in);
+  __m512i w[KH > 0 ? KH * KW : 1];
+  if (KH > 0)
+    for (int t = 0; t < KH * KW; ++t) w[t] = _mm512_maskz_loadu_epi32(l.m, a.wt + t * a.c + c0);
+  for (int64_t ox = x0; ox < x1; ++ox) {
+    __m512i acc = l.bias;
+    const int8_t* base = a.x + (ox * a.sw - a.pl) * a.c + c0;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
+      if (iy < 0 || iy >= a.h) continue;
+      const int8_t* row = base + iy * a.w * a.c;
+      for (int64_t kx = 0; kx < kw; ++kx) {
+        const __m512i wv = KH > 0 ? w[ky * kw + kx]
+                                  : _mm512_maskz_loadu_epi32(l.m, a.wt + (ky * kw + kx) * a.c + c0);
+        acc = dw_tap(acc, row + kx * a.dw * a.c, l.m, zin, wv);
+      }
+    }
+    dw_store(a, l, acc, a.y + ox * a.c + c0);
+  }
+}
+
+}  // namespace
+
+void qdw_row(const QDwRowArgs& a) {
+  // output columns whose taps ox * sw - pl + kx * dw all lie in [0, w)
+  const int64_t reach = a.w - 1 + a.pl - (a.kw - 1) * a.dw;
+  const int64_t x0 = std::min(a.ow, (a.pl + a.sw - 1) / a.sw);
+  const int64_t x1 = std::max(x0, std::min(a.ow, reach < 0 ? 0 : reach / a.sw + 1));
+  for (int64_t c0 = 0; c0 < a.c; c0 += 16) {
+    const int64_t left = a.c - c0;
+    DwLanes l;
+    l.m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    l.bias = _mm512_maskz_loadu_epi32(l.m, a.bias + c0);
+    l.mult = _mm512_maskz_loadu_epi32(l.m, a.mult + c0);
+    l.shift = _mm512_maskz_loadu_epi32(l.m, a.shift + c0);
+    for (int64_t ox = 0; ox < x0; ++ox) dw_pixel_checked(a, l, c0, ox);
+    if (a.kh == 3 && a.kw == 3)
+      dw_interior<3, 3>(a, l, c0, x0, x1);
+    else if (a.kh == 5 && a.kw == 5)
+      dw_interior<5, 5>(a, l, c0, x0, x1);
+    else
+      dw_interior<0, 0>(a, l, c0, x0, x1);
+    for (int64_t ox = x1; ox < a.ow; ++ox) dw_pixel_checked(a, l, c0, ox);
   }
 }
 
@@ -215,6 +274,28 @@ __attribute__((target("avx512vbmi"))) void lut_s8_vbmi(const int8_t* x, int64_t 
     const __m512i high = _mm512_permutex2var_epi8(t2, idx, t3);
     const __m512i r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), low, high);
     _mm512_mask_storeu_epi8(y + i, m, r);
+  }
+}
+
+// x / scale (an IEEE division, as the scalar loop), NaN to 0, clamped to +-1e9, truncated, then
+// one step away from zero where the dropped fraction is at least a half: std::round's result
+void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* y) {
+  const __m512 s = _mm512_set1_ps(scale), big = _mm512_set1_ps(1e9f), half = _mm512_set1_ps(0.5f);
+  const __m512 nbig = _mm512_set1_ps(-1e9f), nhalf = _mm512_set1_ps(-0.5f);
+  const __m512i one = _mm512_set1_epi32(1), zp = _mm512_set1_epi32(zout),
+                lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127);
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t left = n - i;
+    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), s);
+    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+    v = _mm512_min_ps(_mm512_max_ps(v, nbig), big);
+    __m512i t = _mm512_cvttps_epi32(v);
+    const __m512 frac = _mm512_sub_ps(v, _mm512_cvtepi32_ps(t));
+    t = _mm512_mask_add_epi32(t, _mm512_cmp_ps_mask(frac, half, _CMP_GE_OQ), t, one);
+    t = _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(frac, nhalf, _CMP_LE_OQ), t, one);
+    t = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(t, zp), lo), hi);
+    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(t));
   }
 }
 
