@@ -348,12 +348,15 @@ class QGemm {
       a.y = y + r0 * m_, a.ldy = m_;
       return avx512::qspmm_vnni(a);
     }
-    uint8_t* xu = static_cast<uint8_t*>(thread_scratch(3, size_t(rows * kp_)));
-    for (int64_t r = 0; r < rows; ++r) {
-      const int8_t* src = x + (r0 + r) * k_;
-      uint8_t* dst = xu + r * kp_;
-      for (int64_t j = 0; j < k_; ++j) dst[j] = uint8_t(src[j]) ^ 0x80u;
-      for (int64_t j = k_; j < kp_; ++j) dst[j] = 0;
+    const int64_t k = k_, kp = kp_;
+    uint8_t* xu = static_cast<uint8_t*>(thread_scratch(3, size_t(rows * kp)));
+    if (k == kp) {  // rows already padded: one flat pass
+      flip_sign_bits(x + r0 * k, rows * k, xu);
+    } else {
+      for (int64_t r = 0; r < rows; ++r) {
+        flip_sign_bits(x + (r0 + r) * k, k, xu + r * kp);
+        std::memset(xu + r * kp + k, 0, size_t(kp - k));
+      }
     }
     QGemmVnniArgs a;
     a.x = xu, a.n = rows, a.kp = kp_, a.m = m_, a.w = vnni_w_.data();
@@ -361,6 +364,11 @@ class QGemm {
     a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
     a.y = y + r0 * m_, a.ldy = m_;
     avx512::qgemm_vnni(a);
+  }
+  // int8 -> uint8 (x + 128). The count and pointers are locals: byte stores may alias any member,
+  // and a member bound would be reloaded after every store, keeping the loop scalar.
+  static void flip_sign_bits(const int8_t* src, int64_t n, uint8_t* dst) {
+    for (int64_t j = 0; j < n; ++j) dst[j] = uint8_t(src[j]) ^ 0x80u;
   }
   bool vnni_ = false;
   int64_t kp_ = 0;
@@ -592,6 +600,7 @@ class QDepthwise : public Op {
       a.dh = dh_, a.dw = dw_, a.pt = pt_, a.pl = pl_, a.oy = oy, a.ow = ow_, a.wt = wide_.data();
       a.bias = bias_.data(), a.mult = rq_.mult.data(), a.shift = rq_.shift.data();
       a.zp_in = zp_in_, a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi, a.y = y;
+      a.vnni = cpu_features().avx512vnni;
       return avx512::qdw_row(a);
     }
 #endif

@@ -37,6 +37,7 @@ struct QDwRowArgs {
   const int32_t* wt = nullptr;  // [KH, KW, C]: each weight as int16 in the low half, 0 above
   const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
   int32_t zp_in = 0, zp_out = 0, lo = -128, hi = 127;
+  bool vnni = false;    // the CPU has AVX-512 VNNI (vpdpwssd)
   int8_t* y = nullptr;  // the output row [OW, C]
 };
 

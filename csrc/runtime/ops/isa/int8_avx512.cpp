@@ -192,28 +192,49 @@ inline void dw_pixel_checked(const QDwRowArgs& a, const DwLanes& l, int64_t c0, 
 
 // Pixels [x0, x1) whose taps all lie inside the row range: no column checks, and with the
 // kernel size known at compile time (KH > 0) the weights stay in registers across the pixels.
-template <int KH, int KW>
+// Every tap of the row's valid kernel rows is inside, so the zero point's share, zp * sum(w),
+// comes off the bias once and each tap is x * w: with VNNI one vpdpwssd (the high int16 half of
+// the weight lane is 0, so the pair sum is the single product).
+template <int KH, int KW, bool VNNI>
 void dw_interior(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, int64_t x1) {
   const int64_t kh = KH > 0 ? KH : a.kh, kw = KH > 0 ? KW : a.kw;
   const __m512i zin = _mm512_set1_epi32(a.zp_in);
   __m512i w[KH > 0 ? KH * KW : 1];
   if (KH > 0)
     for (int t = 0; t < KH * KW; ++t) w[t] = _mm512_maskz_loadu_epi32(l.m, a.wt + t * a.c + c0);
+  auto weight = [&](int64_t ky, int64_t kx) {
+    return KH > 0 ? w[ky * kw + kx]
+                  : _mm512_maskz_loadu_epi32(l.m, a.wt + (ky * kw + kx) * a.c + c0);
+  };
+  __m512i bias = l.bias;
+  for (int64_t ky = 0; ky < kh; ++ky) {
+    const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
+    if (iy < 0 || iy >= a.h) continue;
+    for (int64_t kx = 0; kx < kw; ++kx)
+      bias = _mm512_sub_epi32(bias, _mm512_madd_epi16(zin, weight(ky, kx)));
+  }
   for (int64_t ox = x0; ox < x1; ++ox) {
-    __m512i acc = l.bias;
+    __m512i acc = bias;
     const int8_t* base = a.x + (ox * a.sw - a.pl) * a.c + c0;
     for (int64_t ky = 0; ky < kh; ++ky) {
       const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
       if (iy < 0 || iy >= a.h) continue;
       const int8_t* row = base + iy * a.w * a.c;
       for (int64_t kx = 0; kx < kw; ++kx) {
-        const __m512i wv = KH > 0 ? w[ky * kw + kx]
-                                  : _mm512_maskz_loadu_epi32(l.m, a.wt + (ky * kw + kx) * a.c + c0);
-        acc = dw_tap(acc, row + kx * a.dw * a.c, l.m, zin, wv);
+        const __m512i xv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(l.m, row + kx * a.dw * a.c));
+        acc = VNNI ? _mm512_dpwssd_epi32(acc, xv, weight(ky, kx))
+                   : _mm512_add_epi32(acc, _mm512_madd_epi16(xv, weight(ky, kx)));
       }
     }
     dw_store(a, l, acc, a.y + ox * a.c + c0);
   }
+}
+
+template <bool VNNI>
+void dw_interior_any(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, int64_t x1) {
+  if (a.kh == 3 && a.kw == 3) return dw_interior<3, 3, VNNI>(a, l, c0, x0, x1);
+  if (a.kh == 5 && a.kw == 5) return dw_interior<5, 5, VNNI>(a, l, c0, x0, x1);
+  dw_interior<0, 0, VNNI>(a, l, c0, x0, x1);
 }
 
 }  // namespace
@@ -231,12 +252,10 @@ void qdw_row(const QDwRowArgs& a) {
     l.mult = _mm512_maskz_loadu_epi32(l.m, a.mult + c0);
     l.shift = _mm512_maskz_loadu_epi32(l.m, a.shift + c0);
     for (int64_t ox = 0; ox < x0; ++ox) dw_pixel_checked(a, l, c0, ox);
-    if (a.kh == 3 && a.kw == 3)
-      dw_interior<3, 3>(a, l, c0, x0, x1);
-    else if (a.kh == 5 && a.kw == 5)
-      dw_interior<5, 5>(a, l, c0, x0, x1);
+    if (a.vnni)
+      dw_interior_any<true>(a, l, c0, x0, x1);
     else
-      dw_interior<0, 0>(a, l, c0, x0, x1);
+      dw_interior_any<false>(a, l, c0, x0, x1);
     for (int64_t ox = x1; ox < a.ow; ++ox) dw_pixel_checked(a, l, c0, ox);
   }
 }
