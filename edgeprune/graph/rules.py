@@ -37,6 +37,9 @@ class LayerRule:
     trace: Callable
     prune: Callable | None = None
     positions: Callable | None = None
+    # the role names ``prune`` accepts; a plan naming any other role for this layer is refused
+    # (None: the rule does not say, and ``prune`` sees every role the plan gives)
+    roles: tuple | None = None
 
 
 _RULES: dict = {}
@@ -269,17 +272,19 @@ _PASS = (
 
 
 def _builtins() -> None:
-    norm = LayerRule(_trace_channels_dim1, _prune_channels, _pos_first_axis)
+    norm = LayerRule(_trace_channels_dim1, _prune_channels, _pos_first_axis, ("channels",))
     for t in (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm):
         _RULES[t] = norm
-    _RULES[nn.PReLU] = LayerRule(_trace_prelu, _prune_channels, _pos_first_axis)
-    _RULES[nn.LayerNorm] = LayerRule(_trace_layer_norm, _prune_channels, _pos_first_axis)
-    _RULES[nn.GroupNorm] = LayerRule(_trace_group_norm, _prune_channels, _pos_first_axis)
-    _RULES[nn.modules.conv._ConvNd] = LayerRule(_trace_conv, S._conv_roles, S._conv_positions)
-    _RULES[nn.Linear] = LayerRule(_trace_linear, _dense("out_features", "in_features", 0), _pos_weight("weight"))
-    _RULES[nn.Embedding] = LayerRule(_trace_embedding, _prune_embedding, _pos_embedding)
-    _RULES[nn.MultiheadAttention] = LayerRule(_trace_mha, _prune_mha, S._mha_positions)
-    _RULES[nn.modules.rnn.RNNBase] = LayerRule(_trace_rnn, S._rnn, S._rnn_positions)
+    _RULES[nn.PReLU] = LayerRule(_trace_prelu, _prune_channels, _pos_first_axis, ("channels",))
+    _RULES[nn.LayerNorm] = LayerRule(_trace_layer_norm, _prune_channels, _pos_first_axis, ("channels",))
+    _RULES[nn.GroupNorm] = LayerRule(_trace_group_norm, _prune_channels, _pos_first_axis, ("channels",))
+    _RULES[nn.modules.conv._ConvNd] = LayerRule(_trace_conv, S._conv_roles, S._conv_positions, ("out", "in"))
+    _RULES[nn.Linear] = LayerRule(
+        _trace_linear, _dense("out_features", "in_features", 0), _pos_weight("weight"), ("out", "in")
+    )
+    _RULES[nn.Embedding] = LayerRule(_trace_embedding, _prune_embedding, _pos_embedding, ("dim",))
+    _RULES[nn.MultiheadAttention] = LayerRule(_trace_mha, _prune_mha, S._mha_positions, ("embed",))
+    _RULES[nn.modules.rnn.RNNBase] = LayerRule(_trace_rnn, S._rnn, S._rnn_positions, ("hidden", "in"))
     _RULES[nn.Softmax] = LayerRule(_trace_softmax)
     _RULES[nn.PixelShuffle] = LayerRule(_trace_pixel_shuffle)
     _RULES[nn.PixelUnshuffle] = LayerRule(_trace_pixel_unshuffle)
@@ -318,7 +323,7 @@ def _third_party() -> None:
     pu = sys.modules.get("transformers.pytorch_utils")
     if pu is None:
         import transformers.pytorch_utils as pu  # transformers is imported: its utils are cheap
-    _RULES.setdefault(pu.Conv1D, LayerRule(_trace_hf_conv1d, _dense("nf", "nx", 1), _pos_hf_conv1d))
+    _RULES.setdefault(pu.Conv1D, LayerRule(_trace_hf_conv1d, _dense("nf", "nx", 1), _pos_hf_conv1d, ("out", "in")))
 
 
 __all__ = ["LayerRule", "register_layer", "unregister_layer", "rule_for", "cuts_own_params"]

@@ -46,6 +46,12 @@ def prune_module(module: nn.Module, roles: dict, where: str = "") -> None:
 
     where = where or type(module).__name__
     rule = rule_for(module)
+    known = rule.roles if rule is not None and rule.roles is not None else None
+    if known is None and rule is None:
+        known = ("channels",)  # the generic norm-like surgery below
+    unknown = sorted(set(roles) - set(known)) if known is not None else []
+    if unknown:
+        raise ValueError(f"{where}: {type(module).__name__} has no role {unknown[0]!r} (its roles: {', '.join(known)})")
     if rule is not None and rule.prune is not None:
         rule.prune(module, roles, where)
     elif "channels" in roles:

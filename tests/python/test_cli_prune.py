@@ -102,6 +102,15 @@ def test_replay_plan_and_plan_for_another_model(run_cli, tmp_path):
         tmp_path / "c",
     )
     _one_line_error(res, "--plan", "made for another model")
+    # a hand-edited plan (no hash) with a misspelt role: one line, exit 2, nothing written
+    d = json.loads((a / "plan.json").read_text())
+    del d["hash"]
+    layer = next(n for n, roles in d["modules"].items() if "out" in roles)
+    d["modules"][layer]["outputs"] = d["modules"][layer].pop("out")
+    (tmp_path / "edited.json").write_text(json.dumps(d))
+    res = run_cli("prune", "--model", "edgeprune:demo-cnn", "--plan", tmp_path / "edited.json", "--out", tmp_path / "d")
+    _one_line_error(res, "--plan", f"{layer}: Conv2d has no role 'outputs' (its roles: out, in)")
+    assert not (tmp_path / "d").exists()
 
 
 def test_data_driven_importance_uses_calib(run_cli, tmp_out):

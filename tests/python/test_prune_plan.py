@@ -159,6 +159,22 @@ def test_damaged_plan_is_refused():
         PrunePlan.from_dict({"version": 99})
 
 
+def test_plan_with_an_unknown_role_is_refused():
+    # a hand-edited plan (no hash) that misspells a role: refused, never silently left uncut
+    model, x = build("resnet_basic")
+    d = epp.plan(model, x, ratio=0.5, round_to=1).to_dict()
+    del d["hash"]
+    d["modules"]["stem.0"]["outs"] = d["modules"]["stem.0"].pop("out")
+    with pytest.raises(ValueError, match=r"stem\.0: Conv2d has no role 'outs' \(its roles: out, in\)"):
+        epp.apply(model, PrunePlan.from_dict(d))
+    bn = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and n in d["modules"])
+    d = epp.plan(model, x, ratio=0.5, round_to=1).to_dict()
+    del d["hash"]
+    d["modules"][bn]["out"] = d["modules"][bn].pop("channels")
+    with pytest.raises(ValueError, match=f"{bn}: BatchNorm2d has no role 'out' \\(its roles: channels\\)"):
+        epp.apply(model, PrunePlan.from_dict(d))
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [
