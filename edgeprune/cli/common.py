@@ -120,6 +120,12 @@ def flag_error(flag: str, value, e: BaseException) -> UsageError:
     return UsageError(f"{flag} {value}: {msg}")
 
 
+def path_error(path, e: BaseException) -> UsageError:
+    """A UsageError for a file or directory argument: `mdl: no model.json ...`, the path said once."""
+    msg = first_line(e)
+    return UsageError(msg if msg.startswith(str(path)) else f"{path}: {msg}")
+
+
 def load_model(
     spec: str, weights: str | None = None, trust_pickle: bool = False, trust_code: bool = False, **build_kwargs
 ):

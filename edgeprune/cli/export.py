@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UsageError, add_trust_flags, check_out, print_json, staged_out
+from .common import UsageError, add_trust_flags, check_out, path_error, print_json, staged_out
 
 
 # the add_parser shape of every command module on purpose: main.py registers each one, and each
@@ -81,7 +81,7 @@ def run(args) -> int:
     except UsageError:
         raise
     except ValueError as e:
-        raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
+        raise path_error(src, e) from None
     paths = {fmt: out / p.name for fmt, p in staged.items()}
     model = source.original if quantized else source
     align = channel_alignment(model, args.target) if args.target else None
@@ -107,7 +107,7 @@ def _source_and_formats(args, src: Path):
     try:
         source = load_source(src, trust_code=args.trust_code)
     except (ValueError, FileNotFoundError) as e:
-        raise UsageError(f"{src}: {str(e).splitlines()[0]}") from None
+        raise path_error(src, e) from None
     quantized = isinstance(source, QuantizedModel)
     formats = args.formats or (["onnx", "onnx-int8"] if quantized else ["onnx"])
     needs_scales = [f for f in formats if get_format(f).needs_quantized]

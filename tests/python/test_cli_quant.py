@@ -140,6 +140,13 @@ def test_export_bad_inputs(run_cli, trained_demo_cnn_dir, tmp_path, qdir):
     assert r.code == 2 and "--force" in r.err and (tmp_path / "full" / "x").read_text() == "keep"
     r = run_cli("export", qdir[0], "--format", "onnx-int8", "--target", "jetson-nano", "--out", tmp_path / "n")
     assert r.code == 2 and "fp16" in r.err
+    # a prune output dir holds the saved model one level down: the message names the dir once
+    (tmp_path / "pruned" / "model").mkdir(parents=True)
+    (tmp_path / "pruned" / "model" / "model.json").write_text("{}")
+    r = run_cli("export", tmp_path / "pruned", "--out", tmp_path / "p")
+    want = f"error: {tmp_path / 'pruned'}: no model.json (not a directory written by ep.save)"
+    assert r.code == 2 and r.err.startswith(want) and r.err.count(str(tmp_path / "pruned") + ":") == 1, r.err
+    assert "pass that" in r.err and not (tmp_path / "p").exists()
 
 
 def test_inspect_bad_file(run_cli, tmp_path):
