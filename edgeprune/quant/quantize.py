@@ -141,12 +141,41 @@ def _split_silu(gm: fx.GraphModule, modules: dict) -> None:
         gm.graph.erase_node(node)
 
 
+_CLAMP_FUNCS = {torch.clamp, torch.clip, torch.clamp_min, F.hardtanh}
+_CLAMP_METHODS = ("clamp", "clip", "clamp_min", "clamp_", "clip_", "clamp_min_")
+
+
+def _clamp_bounds(node: fx.Node) -> tuple | None:
+    """(min, max) of a clamp written as a function or method call (torch.clamp(x, 0, 6),
+    x.clamp(min=0), F.hardtanh(x, 0.0, 6.0)), when both are numbers or absent; else None."""
+    names = ("min_val", "max_val") if node.target is F.hardtanh else ("min", "max")
+    if node.target in (torch.clamp_min, "clamp_min", "clamp_min_"):
+        names = ("min",)
+    bounds = list(node.args[1:]) + [None] * (len(names) - len(node.args[1:]))
+    bounds = [node.kwargs.get(n, b) for n, b in zip(names, bounds)]
+    if node.target is F.hardtanh:
+        bounds = [-1.0 if b is None else b for b in bounds]  # hardtanh's defaults
+    if len(bounds) == 1:
+        bounds.append(None)
+    if not all(b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in bounds):
+        return None
+    return tuple(bounds)
+
+
 def _is_relu(node: fx.Node, modules: dict) -> bool:
-    """ReLU or ReLU6: exported as Relu / Clip(0, 6), both fused by runtimes into the conv before them."""
+    """ReLU or ReLU6, as a module, a function or a clamp to [0, 6] or [0, inf): exported as Relu /
+    Clip(0, 6), both fused by runtimes into the conv before them."""
     if node.op == "call_module":
-        return type(modules.get(node.target)) in (nn.ReLU, nn.ReLU6)
-    if node.op == "call_function":
-        return node.target in _RELU_FUNCS
+        m = modules.get(node.target)
+        if type(m) is nn.Hardtanh:
+            return (m.min_val, m.max_val) == (0.0, 6.0)
+        return type(m) in (nn.ReLU, nn.ReLU6)
+    if node.op == "call_function" and node.target in _RELU_FUNCS:
+        return True
+    if (node.op == "call_function" and node.target in _CLAMP_FUNCS) or (
+        node.op == "call_method" and node.target in _CLAMP_METHODS
+    ):
+        return _clamp_bounds(node) in ((0, 6), (0, None))
     return node.op == "call_method" and node.target in ("relu", "relu_")
 
 

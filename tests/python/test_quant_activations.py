@@ -7,6 +7,8 @@ ONNX file puts QuantizeLinear/DequantizeLinear around Sigmoid, Mul and HardSwish
 fake-quant twin in ONNX Runtime, and that ``model.int8.tflite`` runs LOGISTIC, HARD_SWISH and MUL
 on int8 tensors in LiteRT within two output steps of the twin, with the same top-1; and that
 calibration batches of named inputs (dicts) are refused with a one-line CalibrationError.
+ReLU6 and ReLU written as clamps (torch.clamp, Tensor.clamp, F.hardtanh, nn.Hardtanh) fuse into
+the conv before them as the modules do: the same int8 file ops and the same LiteRT outputs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import edgeprune as ep
 from edgeprune.export import export
@@ -175,3 +178,51 @@ def test_hard_sigmoid_gates_are_int8_and_their_mul_runs_qlinear_in_ort(tmp_path)
     lite = np.concatenate([invoke(it, [xs[i : i + 1].numpy()])[0] for i in range(len(xs))])
     last = next(n for n in qm.folded.graph.nodes if n.op == "output").args[0]
     assert np.abs(lite - fq).max() <= 2 * qm.points[last.name]["scale"]
+
+
+class _ClampCNN(nn.Module):
+    def __init__(self, act):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 16, 1)
+        self.fc = nn.Linear(16, 10)
+        self.act = act
+
+    def forward(self, x):
+        x = self.act(self.c2(self.act(self.c1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+_RELU6 = {
+    "nn.ReLU6": nn.ReLU6(),
+    "F.relu6": F.relu6,
+    "torch.clamp": lambda x: torch.clamp(x, 0, 6),
+    "Tensor.clamp": lambda x: x.clamp(min=0.0, max=6.0),
+    "F.hardtanh": lambda x: F.hardtanh(x, 0.0, 6.0),
+    "nn.Hardtanh": nn.Hardtanh(0.0, 6.0),
+}
+_RELU = {
+    "nn.ReLU": nn.ReLU(),
+    "torch.clamp(min=0)": lambda x: torch.clamp(x, min=0),
+    "Tensor.clamp_min": lambda x: x.clamp_min(0),
+}
+
+
+def _int8_ops_and_outputs(act, tmp_path, name):
+    x = torch.randn(32, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    qm = ep.quantize(_ClampCNN(act).eval(), x, progress=False)
+    path = export(qm, tmp_path / name, formats=["tflite-int8"], example_inputs=(x[:1],))["tflite-int8"]
+    it = interpreter(path, builtin=True)  # no delegate: the file's own ops, the reference kernels
+    ops = sorted(d["op_name"] for d in it._get_ops_details())
+    return ops, invoke(it, [x[:4].numpy()])[0]
+
+
+@pytest.mark.parametrize("table,reference", [(_RELU6, "nn.ReLU6"), (_RELU, "nn.ReLU")])
+def test_clamp_spellings_of_relu_fuse_into_the_conv_like_the_modules(table, reference, tmp_path):
+    want_ops, want = _int8_ops_and_outputs(table[reference], tmp_path, "ref")
+    assert want_ops == ["CONV_2D", "CONV_2D", "DEQUANTIZE", "FULLY_CONNECTED", "MEAN", "QUANTIZE"]
+    for name, act in table.items():
+        ops, got = _int8_ops_and_outputs(act, tmp_path, name.replace("(", "_").replace(")", ""))
+        assert ops == want_ops, name  # no standalone RELU / RELU6 and no requantizing QUANTIZE
+        np.testing.assert_array_equal(got, want, err_msg=name)
