@@ -191,18 +191,18 @@ def tflite_bytes(spec, variant: str) -> bytes:
 
 
 # ------------------------------------------------------------------------------------ runtimes
-def make_runner(runtime: str, path: Path):
+def make_runner(runtime: str, path: Path, threads: int = 1):
     """(run(x) -> output, load seconds)."""
     t0 = time.perf_counter()
     if runtime == "edgeprune":
         import edgeprune as ep
 
-        m = ep.runtime.load(path, threads=1)
+        m = ep.runtime.load(path, threads=threads)
         run = lambda x: m(x)[0]  # noqa: E731
     elif runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
-        it = Interpreter(model_path=str(path), num_threads=1)
+        it = Interpreter(model_path=str(path), num_threads=threads)
         it.allocate_tensors()
         i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
 
@@ -214,7 +214,7 @@ def make_runner(runtime: str, path: Path):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         run = lambda x: sess.run(None, {name: x.transpose(0, 3, 1, 2).copy()})[0]  # noqa: E731

@@ -275,8 +275,11 @@ class QGemm {
     const int t = threads_for(threads, double(n) * double(m_) * double(k_));
 #if defined(EP_HAVE_AVX512)
     if (vnni_) {
-      const int64_t chunks = (n + kChunk - 1) / kChunk;
-      parallel_for(t, chunks, [&](int64_t ch) { vnni_chunk(x, n, y, ch); });
+      const Split sp = split(n, t);
+      parallel_for(t, sp.row_chunks * sp.parts, [&](int64_t task) {
+        const int64_t r0 = (task / sp.parts) * sp.rows, b0 = (task % sp.parts) * sp.blocks;
+        vnni_chunk(x, y, r0, std::min(sp.rows, n - r0), b0, sp.blocks);
+      });
       return;
     }
 #endif
@@ -286,6 +289,26 @@ class QGemm {
  private:
 #if defined(EP_HAVE_AVX512)
   static constexpr int64_t kChunk = 64;  // rows per task: their uint8 copy stays in L1 / L2
+  struct Split {
+    int64_t rows, row_chunks, blocks, parts;  // rows per task; channel blocks of 16 per task
+  };
+  // Tasks of at most kChunk rows. With threads and few rows (a 7x7 or 14x14 layer makes one to
+  // four chunks of 64), rows are cut into equal chunks and dense weights also into channel
+  // ranges, about 4 tasks per thread, so no thread idles while another finishes a long chunk.
+  Split split(int64_t n, int t) const {
+    const int64_t blocks = (m_ + 15) / 16;
+    Split sp{kChunk, (n + kChunk - 1) / kChunk, blocks, 1};
+    const int64_t want = 4 * int64_t(t);
+    if (t <= 1 || sp.row_chunks >= want) return sp;
+    sp.rows = std::max<int64_t>(4, ((n + want - 1) / want + 3) / 4 * 4);
+    sp.row_chunks = (n + sp.rows - 1) / sp.rows;
+    if (!sparse_ && sp.row_chunks < want) {  // channel ranges of an even number of blocks
+      const int64_t parts = std::min((want + sp.row_chunks - 1) / sp.row_chunks, (blocks + 1) / 2);
+      sp.blocks = ((blocks + parts - 1) / parts + 1) / 2 * 2;
+      sp.parts = (blocks + sp.blocks - 1) / sp.blocks;
+    }
+    return sp;
+  }
   void pack_vnni(const int8_t* w) {
     vnni_ = true;
     kp_ = (k_ + 3) / 4 * 4;
@@ -319,8 +342,9 @@ class QGemm {
       vshift_[size_t(i)] = rq_.shift[size_t(i)];
     }
   }
-  void vnni_chunk(const int8_t* x, int64_t n, int8_t* y, int64_t ch) const {
-    const int64_t r0 = ch * kChunk, rows = std::min(kChunk, n - r0);
+  // rows [r0, r0 + rows) of output channel blocks [b0, b0 + nb) (all of them when sparse)
+  void vnni_chunk(const int8_t* x, int8_t* y, int64_t r0, int64_t rows, int64_t b0,
+                  int64_t nb) const {
     if (sparse_) {  // quads of the chunk's rows, 16-row aligned
       const int64_t ldn = (rows + 15) / 16 * 16;
       uint8_t* xq = static_cast<uint8_t*>(thread_scratch(3, size_t(kp_ * ldn)));
@@ -359,10 +383,12 @@ class QGemm {
       }
     }
     QGemmVnniArgs a;
-    a.x = xu, a.n = rows, a.kp = kp_, a.m = m_, a.w = vnni_w_.data();
-    a.bias = vbias_.data(), a.mult = vmult_.data(), a.shift = vshift_.data();
+    const int64_t c0 = b0 * 16;  // a block of 16 channels is 16 * kp packed bytes
+    a.x = xu, a.n = rows, a.kp = kp, a.m = std::min(m_ - c0, nb * 16);
+    a.w = vnni_w_.data() + c0 * kp;
+    a.bias = vbias_.data() + c0, a.mult = vmult_.data() + c0, a.shift = vshift_.data() + c0;
     a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
-    a.y = y + r0 * m_, a.ldy = m_;
+    a.y = y + r0 * m_ + c0, a.ldy = m_;
     avx512::qgemm_vnni(a);
   }
   // int8 -> uint8 (x + 128). The count and pointers are locals: byte stores may alias any member,
@@ -457,7 +483,8 @@ class QConv2D : public Op {
       const int8_t* xb = x + b * h_ * w_ * cin_;
       int8_t* yb = y + b * pix * cout_;
       for (int64_t g = 0; g < groups_; ++g) {
-        im2col(xb, g, col);
+        parallel_for(threads_for(r.threads, double(pix * kk)), oh_,
+                     [&](int64_t oy) { im2col(xb, g, col, oy); });
         if (groups_ == 1) {
           gemm_[0]->forward(col, pix, yb, r.threads);
         } else {
@@ -473,30 +500,29 @@ class QConv2D : public Op {
  private:
   // outside the input the im2col holds the input zero point: (x - zp) * w adds nothing there,
   // as TFLite skips those taps
-  void im2col(const int8_t* x, int64_t g, int8_t* col) const {
+  void im2col(const int8_t* x, int64_t g, int8_t* col, int64_t oy) const {  // one output row
     const int64_t kk = kh_ * kw_ * cg_;
     // with one group and no column dilation a kernel row's taps are adjacent in the input
     const bool rows = groups_ == 1 && dw_ == 1;
-    for (int64_t oy = 0; oy < oh_; ++oy)
-      for (int64_t ox = 0; ox < ow_; ++ox) {
-        int8_t* dst = col + (oy * ow_ + ox) * kk;
-        const int64_t ix0 = ox * sw_ - pl_;
-        for (int64_t ky = 0; ky < kh_; ++ky) {
-          const int64_t iy = oy * sh_ - pt_ + ky * dh_;
-          if (rows && iy >= 0 && iy < h_ && ix0 >= 0 && ix0 + kw_ <= w_) {
-            copy_bytes(dst, x + (iy * w_ + ix0) * cin_, kw_ * cin_);
-            dst += kw_ * cin_;
-            continue;
-          }
-          for (int64_t kx = 0; kx < kw_; ++kx, dst += cg_) {
-            const int64_t ix = ix0 + kx * dw_;
-            if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_)
-              std::memset(dst, zp_in_, size_t(cg_));
-            else
-              copy_bytes(dst, x + (iy * w_ + ix) * cin_ + g * cg_, cg_);
-          }
+    for (int64_t ox = 0; ox < ow_; ++ox) {
+      int8_t* dst = col + (oy * ow_ + ox) * kk;
+      const int64_t ix0 = ox * sw_ - pl_;
+      for (int64_t ky = 0; ky < kh_; ++ky) {
+        const int64_t iy = oy * sh_ - pt_ + ky * dh_;
+        if (rows && iy >= 0 && iy < h_ && ix0 >= 0 && ix0 + kw_ <= w_) {
+          copy_bytes(dst, x + (iy * w_ + ix0) * cin_, kw_ * cin_);
+          dst += kw_ * cin_;
+          continue;
+        }
+        for (int64_t kx = 0; kx < kw_; ++kx, dst += cg_) {
+          const int64_t ix = ix0 + kx * dw_;
+          if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_)
+            std::memset(dst, zp_in_, size_t(cg_));
+          else
+            copy_bytes(dst, x + (iy * w_ + ix) * cin_ + g * cg_, cg_);
         }
       }
+    }
   }
   // a stem's few channels make short copies, where a library call per copy would dominate
   static void copy_bytes(int8_t* dst, const int8_t* src, int64_t n) {
@@ -582,7 +608,9 @@ class QDepthwise : public Op {
   void run(const RunCtx& r) const override {
     const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
-    const int t = threads_for(r.threads, macs);
+    // a depthwise multiply-add costs about 5 of the GEMM's (no input reuse across channels, a
+    // requantization per KH * KW of them): weigh it so, or mid-sized layers never split
+    const int t = threads_for(r.threads, macs * 5.0);
     for (int64_t b = 0; b < n_; ++b) {
       const int8_t* xb = x + b * h_ * w_ * cin_;
       int8_t* yb = y + b * oh_ * ow_ * cout_;
@@ -725,10 +753,16 @@ class QBinary : public Op {
       });
     } else if (vec_) {
 #if defined(EP_HAVE_AVX512)
-      QAddArgs q;
-      q.a = a, q.b = b, q.y = y, q.n = elems_, q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_;
-      q.hi = hi_, q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
-      avx512::qadd(q);
+      // three requantizations per element: about the work of 16 GEMM multiply-adds
+      const int64_t chunk = int64_t(1) << 14, tasks = (elems_ + chunk - 1) / chunk;
+      parallel_for(threads_for(r.threads, double(elems_) * 16.0), tasks, [&](int64_t t) {
+        const int64_t e0 = t * chunk;
+        QAddArgs q;
+        q.a = a + e0, q.b = b + e0, q.y = y + e0, q.n = std::min(chunk, elems_ - e0);
+        q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_, q.hi = hi_;
+        q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
+        avx512::qadd(q);
+      });
 #endif
     } else {
       bc_.each([&](int64_t e, int64_t i, int64_t j) {
