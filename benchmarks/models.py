@@ -8,7 +8,8 @@ classifier families (``TIMM``) when timm imports. Produces: one JSON
 row per model with MACs, params, ONNX Runtime latency (1 thread; min and median of rounds timed in rotation) before and after pruning
 50% of channels with round_to 8 (l2 importance, per-layer ratio, the classifier's outputs kept),
 the seconds of graph + plan + apply and the extra peak memory they take (in a forked child), and
-the same for Torch-Pruning (when installed) measured in
+the same for Torch-Pruning (when installed; run in a forked child capped at 8 GB more memory and
+15 minutes, so a runaway fails its row) measured in
 the same run; plus ratios ours / baseline of speedup, MACs and median latency. Rows with "section": "int8" come from
 benchmarks/int8.py: fp32 vs int8 ONNX Runtime latency and size per model, flagging int8 slower
 than fp32.
@@ -699,6 +700,56 @@ def peak_mb(fn) -> float | None:
     return float(out) if out else None
 
 
+def in_child(fn, limit_gb: float = 8.0, timeout_s: float = 900.0):
+    """``(result, seconds, peak MB)`` of ``fn() -> (result, seconds)`` run in a forked child whose
+    address space may grow by at most ``limit_gb`` and which is killed after ``timeout_s``: a
+    pruner that runs away (Torch-Pruning took 19 GB on MaxViT here) fails its row instead of the
+    machine. The result comes back through torch.save into a private temporary file."""
+    import resource
+    import signal
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "result.pt"
+        pid = os.fork()
+        if pid == 0:  # child: leave without the parent's exit handlers
+            code = 1
+            try:
+                vm = _status_mb("VmSize")
+                cap = int((vm + limit_gb * 1024) * 2**20)
+                resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")  # reset VmHWM to the current RSS
+                start = _status_mb("VmRSS")
+                result, sec = fn()
+                torch.save({"result": result, "sec": sec, "peak": _status_mb("VmHWM") - start}, out)
+                code = 0
+            except MemoryError:
+                code = 3
+            except BaseException as e:  # noqa: BLE001 - reported to the parent by the exit code
+                code = 3 if "memory" in str(e).lower() or "alloc" in str(e).lower() else 1
+                (Path(d) / "error.txt").write_text(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise RuntimeError(f"did not finish in {timeout_s:.0f} s")
+            time.sleep(0.2)
+        code = os.waitstatus_to_exitcode(status)
+        if code == 3:
+            raise MemoryError(f"needs more than {limit_gb:.0f} GB")
+        if code != 0:
+            err = Path(d) / "error.txt"
+            raise RuntimeError(err.read_text() if err.exists() else f"exit status {code}")
+        got = torch.load(out, weights_only=False)  # written by our own child just now
+        return got["result"], got["sec"], got["peak"]
+
+
 def _stats(model, x, seconds):
     macs, params = count_macs_params(model, x)
     return {"macs": macs, "params": params, "prune_seconds": seconds}
@@ -804,9 +855,9 @@ def prune_rows(args) -> list[dict]:
             row["ours"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
         if baseline_name:
             try:
-                pruned, sec = torch_pruning(model, x)
+                pruned, sec, peak = in_child(lambda: torch_pruning(model, x))
                 row["baseline"] = {"name": baseline_name, **_stats(pruned, x, round(sec, 3))}
-                row["baseline"]["peak_mb"] = peak_mb(lambda: torch_pruning(model, x))
+                row["baseline"]["peak_mb"] = round(peak, 1)
                 with torch.no_grad():  # a comparison only holds when both keep the model's outputs
                     row["baseline"]["same_output_shape"] = pruned(x).shape == model(x).shape
                 sessions["baseline"] = ort_session(pruned, x)
