@@ -152,3 +152,40 @@ def test_bad_input_exits_2_with_one_line(run_cli, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     _one_line_error(run_cli(*base, "--plan", bad, "--out", tmp_path / "b"), "--plan", "not valid JSON")
+
+
+_DATA_DEPENDENT = """
+import torch, torch.nn as nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+    def forward(self, x):
+        y = self.a(x)
+        if x.mean() > -1e9:  # data-dependent: symbolic fx and torch.export stop here
+            y = torch.relu(y)
+        return self.head(self.b(y).view({view}).mean((2, 3)))
+def make():
+    return Net()
+"""
+
+
+def test_capture_falls_back_to_the_eager_recording_and_a_model_that_cannot_run_exits_2(run_cli, tmp_path):
+    # the branch stops symbolic capture; the eager recording still follows the run and prunes
+    (tmp_path / "dd.py").write_text(_DATA_DEPENDENT.format(view="-1, 8, 16, 16"))
+    res = run_cli(
+        "prune", "--model", f"{tmp_path / 'dd.py'}:make", "--trust-code", "--input-shape", "3,16,16",
+        "--ratio", "0.5", "--out", tmp_path / "o", "--json",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["after"]["params"] < out["before"]["params"], out
+    # a forward that cannot run on the given shape stops every capture path: one line, exit 2
+    (tmp_path / "bad.py").write_text(_DATA_DEPENDENT.format(view="7, -1"))
+    res = run_cli(
+        "prune", "--model", f"{tmp_path / 'bad.py'}:make", "--trust-code", "--input-shape", "3,16,16",
+        "--ratio", "0.5", "--out", tmp_path / "o2",
+    )  # fmt: skip
+    _one_line_error(res, "--input-shape 3,16,16: the model does not run on it", "shape '[7, -1]' is invalid")
+    assert not (tmp_path / "o2").exists()
