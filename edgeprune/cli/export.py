@@ -49,7 +49,7 @@ def add_parser(subparsers) -> None:
         "--sparse",
         action="store_true",
         default=None,
-        help="TFLite: store every 1x1-conv/FC fp32 weight sparse (default: those with >= 70%% zeros)",
+        help="TFLite: store every 1x1-conv/FC fp32 and 1x1-conv int8 weight sparse (default: those with >= 70%% zeros)",
     )
     sp.add_argument("--dense", dest="sparse", action="store_false", help="TFLite: never store weights sparse")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -1,13 +1,15 @@
-"""Store the fp32 weights of 1x1 convs and FC layers in TFLite's sparse encoding, behind DENSIFY.
+"""Store the constant weights of 1x1 convs and FC layers in TFLite's sparse encoding, behind DENSIFY.
 
-Consumes: a lowered ``tflite_schema.Model`` and a policy (``force``: every candidate, or only
-those with >= ``MIN_ZEROS`` zeros). Produces: the same model where each chosen constant weight
-became a sparse tensor (``SparsityParameters``: CSR over the input dimension, or 1x4 blocks
-along it when that is smaller) feeding a DENSIFY op whose dense output the conv/FC reads.
+Consumes: a lowered ``tflite_schema.Model`` (fp32 weights, or int8 weights with their per-channel
+quantization) and a policy (``force``: every candidate, or only those with >= ``MIN_ZEROS``
+zeros). Produces: the same model where each chosen constant weight became a sparse tensor
+(``SparsityParameters``: CSR over the input dimension, or 1x4 blocks along it when that is
+smaller) feeding a DENSIFY op whose dense output (same type and quantization) the conv/FC reads.
 
-Runtimes: LiteRT's XNNPACK delegate densifies static sparse weights at load (and on ARM can run
-its sparse NCHW path); the builtin kernels run DENSIFY once; our runtime reads the encoding and
-packs it into its own sparse formats. Values are stored exactly, so outputs equal the dense file's.
+Runtimes: LiteRT's XNNPACK delegate densifies static sparse weights at load, fp32 and int8 conv
+weights alike (and on ARM can run its sparse NCHW path for fp32); the builtin kernels run DENSIFY once; our
+runtime reads the encoding and packs it into its own sparse formats. Values are stored exactly,
+so outputs equal the dense file's.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def _encode(w2: np.ndarray, block: int) -> tuple[np.ndarray, list[int], list[int
     counts = nz.sum(axis=1)
     segments = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     indices = np.nonzero(nz)[1]
-    return values.astype(np.float32), segments.tolist(), indices.tolist()
+    return values.astype(w2.dtype), segments.tolist(), indices.tolist()
 
 
 def _sparsity_params(shape: list[int], segments, indices, block: int) -> dict:
@@ -49,14 +51,25 @@ def _sparsity_params(shape: list[int], segments, indices, block: int) -> dict:
     }
 
 
+_FLOAT32, _INT8 = 0, 9  # TFLite tensor types
+
+
 def _candidates(model: Model) -> dict[int, list[int]]:
-    """{weight tensor: [ops reading it]} for float32 constant weights of FC and 1x1 CONV_2D."""
+    """{weight tensor: [ops reading it]} for the constant weights of FC and 1x1 CONV_2D: float32
+    ones, and int8 ones of CONV_2D quantized per tensor or per output channel (dimension 0, which
+    the encoding keeps dense). int8 FULLY_CONNECTED weights stay dense: LiteRT 2.3's XNNPACK
+    delegate fails to prepare an int8 FULLY_CONNECTED whose weights come from DENSIFY (the whole
+    interpreter then refuses the file), in CSR and in blocks alike."""
     found: dict[int, list[int]] = {}
     for j, op in enumerate(model.operators):
         if op.code not in (OP.FULLY_CONNECTED, OP.CONV_2D) or len(op.inputs) < 2:
             continue
         t = model.tensors[op.inputs[1]]
-        if t.buffer == 0 or t.dtype != 0 or t.quant is not None or t.sparsity is not None:
+        if t.buffer == 0 or t.sparsity is not None:
+            continue
+        if not (t.dtype == _FLOAT32 and t.quant is None) and not (
+            t.dtype == _INT8 and t.quant is not None and t.quant.dim == 0 and op.code == OP.CONV_2D
+        ):
             continue
         if op.code == OP.CONV_2D and t.shape[1:3] != [1, 1]:
             continue
@@ -83,7 +96,7 @@ def sparsify(model: Model, force: bool = False) -> list[str]:
         size, values, seg, ind, block = best
         if size >= w.nbytes and not force:
             continue
-        dense = model.tensor(f"{t.name}_densified", t.shape, np.float32)
+        dense = model.tensor(f"{t.name}_densified", t.shape, t.dtype, t.quant)
         model.buffers[t.buffer] = values.tobytes()
         t.sparsity = _sparsity_params(t.shape, seg, ind, block)
         for j in users:

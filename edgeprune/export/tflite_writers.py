@@ -41,7 +41,10 @@ def write_fp16(source, example_inputs, options):
 
 def write_int8(source, example_inputs, options):
     qdq = captured(options, source.folded, _batch1(example_inputs), False, qsource=source)
-    return lower(qdq, io_int8=options.get("io", "float") == "int8")
+    model = lower(qdq, io_int8=options.get("io", "float") == "int8")
+    if options.get("sparse") is not False:  # as write_fp32: int8 weights stored sparse the same way
+        sparsify(model, force=bool(options.get("sparse")))
+    return model
 
 
 def to_fp16(model: Model) -> Model:

@@ -282,6 +282,48 @@ def test_sparse_weights_smaller_and_same_outputs(block, tmp_path):
     assert rel_err(run(sparse, [x.numpy()])[0], ref) < 1e-4 and rel_err(y_builtin, ref) < 1e-4
 
 
+def test_int8_sparse_weights_smaller_and_the_same_bits_in_every_runtime(tmp_path):
+    # int8 weights at 90 % zeros in 1x4 blocks: stored sparse with their per-channel scales, and
+    # LiteRT (XNNPACK and builtin), tflite's reference kernels and our runtime give the dense
+    # file's bits
+    from runtime_models import litert_reference_run
+
+    import edgeprune as ep
+    from edgeprune.export.tflite_family import interpreter
+
+    model, x = build("mobilenet_v2")
+    model = _prune_1x1_and_fc(model, keep=0.1, block=4)
+    calib = torch.randn(16, *x.shape[1:], generator=torch.Generator().manual_seed(4))
+    qm = ep.quantize(model, calib, progress=False)
+    x = x[:1]
+    dense = export(qm, tmp_path / "d", formats=["tflite-int8"], example_inputs=(x,), sparse=False)["tflite-int8"]
+    sparse = export(qm, tmp_path / "s", formats=["tflite-int8"], example_inputs=(x,))["tflite-int8"]
+    info = inspect_file(sparse)
+    # every 1x1 conv; the classifier's int8 FULLY_CONNECTED stays dense (XNNPACK cannot take it)
+    n_1x1 = sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) for m in model.modules())
+    assert info["ops"]["DENSIFY"] == len(info["sparse_tensors"]) == n_1x1
+    assert not any(t["name"].startswith("classifier") for t in info["sparse_tensors"])
+    assert "DENSIFY" not in inspect_file(dense)["ops"]
+    stored = sum(t["bytes"] for t in info["sparse_tensors"])
+    assert stored < 0.5 * sum(int(np.prod(t["shape"])) for t in info["sparse_tensors"])  # int8: 1 byte each
+    assert sparse.stat().st_size < dense.stat().st_size
+    details = {n: {t["name"]: t for t in interpreter(p, builtin=True).get_tensor_details()} for n, p in
+               (("d", dense), ("s", sparse))}  # fmt: skip
+    for t in info["sparse_tensors"]:  # the same int8 scales on the sparse weight as on the dense one
+        got, want = details["s"][t["name"]], details["d"][t["name"]]
+        assert got["dtype"] == want["dtype"] == np.int8
+        np.testing.assert_array_equal(
+            got["quantization_parameters"]["scales"], want["quantization_parameters"]["scales"]
+        )
+    xs = [x.numpy()]
+    for builtin in (False, True):
+        np.testing.assert_array_equal(run(sparse, xs, builtin=builtin)[0], run(dense, xs, builtin=builtin)[0])
+    nhwc = [x.numpy().transpose(0, 2, 3, 1).copy()]
+    ref = litert_reference_run(sparse.read_bytes(), nhwc)[0]
+    np.testing.assert_array_equal(ref, litert_reference_run(dense.read_bytes(), nhwc)[0])
+    np.testing.assert_array_equal(ep.runtime.load(sparse)(nhwc[0])[0], ref)
+
+
 def test_sparse_policy(tmp_path):
     model, x = build("resnet_basic")  # dense weights: nothing at >= 70 % zeros
     x = x[:1]
