@@ -94,6 +94,8 @@ def sparsify(model: Model, force: bool = False) -> list[str]:
             if best is None or size < best[0]:
                 best = (size, values, seg, ind, block)
         size, values, seg, ind, block = best
+        if not values.size:  # an all-zero weight would get an empty buffer, which TFLite reads as
+            continue  # "not a constant" (DENSIFY then fails to prepare): it stays dense
         if size >= w.nbytes and not force:
             continue
         dense = model.tensor(f"{t.name}_densified", t.shape, t.dtype, t.quant)

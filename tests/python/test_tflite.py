@@ -324,6 +324,24 @@ def test_int8_sparse_weights_smaller_and_the_same_bits_in_every_runtime(tmp_path
     np.testing.assert_array_equal(ep.runtime.load(sparse)(nhwc[0])[0], ref)
 
 
+def test_all_zero_weights_stay_dense_and_load(tmp_path):
+    # an empty sparse buffer is no constant to TFLite (DENSIFY fails to prepare): such weights stay dense
+    from runtime_models import litert_reference_run
+
+    import edgeprune as ep
+
+    model, x = build("mobilenet_v2")
+    model = _prune_1x1_and_fc(model, keep=0.0)
+    x = x[:1]
+    qm = ep.quantize(model, torch.randn(8, *x.shape[1:], generator=torch.Generator().manual_seed(5)), progress=False)
+    for fmt, src in (("tflite", model), ("tflite-int8", qm)):
+        path = export(src, tmp_path / fmt, formats=[fmt], example_inputs=(x,), sparse=True)[fmt]
+        assert "DENSIFY" not in inspect_file(path)["ops"], fmt
+        nhwc = [x.numpy().transpose(0, 2, 3, 1).copy()]
+        ref, got = litert_reference_run(path.read_bytes(), nhwc)[0], run(path, [x.numpy()], builtin=True)[0]
+        assert np.abs(ref - got).max() <= 0.02 * np.abs(ref).max(), fmt  # both kernel sets load and agree
+
+
 def test_sparse_policy(tmp_path):
     model, x = build("resnet_basic")  # dense weights: nothing at >= 70 % zeros
     x = x[:1]
