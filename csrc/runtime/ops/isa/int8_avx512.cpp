@@ -15,34 +15,47 @@ namespace avx512 {
 
 namespace {
 
+// The per-channel constants of mbqm, derived once per block of 16 channels: the loops below
+// store int8 results between requantizations, and a byte store may alias the multiplier arrays,
+// so without this the compiler reloads and re-derives them for every vector.
+struct Rq16 {
+  __m512i mult, mult_odd, left, right, mask, half_mask;
+};
+
+inline Rq16 rq16(__m512i mult, __m512i shift) {
+  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
+  Rq16 r;
+  r.mult = mult;
+  r.mult_odd = _mm512_srli_epi64(mult, 32);
+  r.left = _mm512_max_epi32(shift, zero);
+  r.right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
+  r.mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, r.right), one);
+  r.half_mask = _mm512_srai_epi32(r.mask, 1);
+  return r;
+}
+
 // TFLite's MultiplyByQuantizedMultiplier on 16 lanes: x << max(shift, 0), the rounding doubling
 // high multiply, then the rounding division by 2^max(-shift, 0). The high multiply's nudge
 // (2^30 for a product >= 0, 1 - 2^30 below) followed by a division truncating towards zero
 // equals floor((p + 2^30) / 2^31) for every product p, so each half is an add and a shift. The
 // multiplier is never INT32_MIN (it is positive), so no lane saturates and every result fits
 // 32 bits: the odd lanes keep theirs in the high half of (p + 2^30) << 1.
-inline __m512i mbqm(__m512i x, __m512i mult, __m512i shift) {
-  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
-  const __m512i left = _mm512_max_epi32(shift, zero);
-  const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
-  x = _mm512_sllv_epi32(x, left);
+inline __m512i mbqm(__m512i x, const Rq16& r) {
+  x = _mm512_sllv_epi32(x, r.left);
   const __m512i half = _mm512_set1_epi64(int64_t(1) << 30);
-  const __m512i even = _mm512_srai_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, mult), half), 31);
+  const __m512i even = _mm512_srai_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, r.mult), half), 31);
   const __m512i odd = _mm512_slli_epi64(
-      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32)),
-                       half),
-      1);
+      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), r.mult_odd), half), 1);
   const __m512i h = _mm512_mask_blend_epi32(0xAAAA, even, odd);
-  const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
-  const __m512i rem = _mm512_and_si512(h, mask);
-  const __m512i thr = _mm512_add_epi32(_mm512_srai_epi32(mask, 1), _mm512_srli_epi32(h, 31));
-  const __m512i q = _mm512_srav_epi32(h, right);
-  return _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, one);
+  const __m512i rem = _mm512_and_si512(h, r.mask);
+  const __m512i thr = _mm512_add_epi32(r.half_mask, _mm512_srli_epi32(h, 31));
+  const __m512i q = _mm512_srav_epi32(h, r.right);
+  return _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, _mm512_set1_epi32(1));
 }
 
-inline void store_requant(__m512i acc, const int32_t* mult, const int32_t* shift, __m512i zp,
-                          __m512i lo, __m512i hi, int8_t* y, __mmask16 m) {
-  __m512i v = mbqm(acc, _mm512_loadu_si512(mult), _mm512_loadu_si512(shift));
+inline void store_requant(__m512i acc, const Rq16& rq, __m512i zp, __m512i lo, __m512i hi,
+                          int8_t* y, __mmask16 m) {
+  __m512i v = mbqm(acc, rq);
   v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
   _mm_mask_storeu_epi8(y, m, _mm512_cvtepi32_epi8(v));
 }
@@ -74,9 +87,10 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b, bool two) {
     const int64_t left = a.m - c0;
     const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
     const __m512i bias = _mm512_loadu_si512(a.bias + c0);
+    const Rq16 rq = rq16(_mm512_loadu_si512(a.mult + c0), _mm512_loadu_si512(a.shift + c0));
     for (int r = 0; r < R; ++r)
-      store_requant(_mm512_add_epi32(acc[r][h], bias), a.mult + c0, a.shift + c0, zp, lo, hi,
-                    a.y + (r0 + r) * a.ldy + c0, m);
+      store_requant(_mm512_add_epi32(acc[r][h], bias), rq, zp, lo, hi, a.y + (r0 + r) * a.ldy + c0,
+                    m);
   }
 }
 
@@ -105,11 +119,11 @@ inline void spmm_channel(const QSpmmVnniArgs& a, int64_t j, int nv, const int32_
     for (int t = 0; t < nv; ++t)
       acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_loadu_si512(base + 64 * t), wb);
   }
-  const __m512i mult = _mm512_set1_epi32(a.mult[j]), shift = _mm512_set1_epi32(a.shift[j]);
+  const Rq16 rq = rq16(_mm512_set1_epi32(a.mult[j]), _mm512_set1_epi32(a.shift[j]));
   const __m512i zp = _mm512_set1_epi32(a.zp_out), lo = _mm512_set1_epi32(a.lo),
                 hi = _mm512_set1_epi32(a.hi);
   for (int t = 0; t < nv; ++t) {
-    const __m512i v = mbqm(acc[t], mult, shift);
+    const __m512i v = mbqm(acc[t], rq);
     res[t] = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
   }
 }
@@ -153,13 +167,14 @@ namespace {
 
 struct DwLanes {  // one block of 16 channels: its mask and per-channel constants
   __mmask16 m;
-  __m512i bias, mult, shift;
+  __m512i bias;
+  Rq16 rq;
 };
 
 inline void dw_store(const QDwRowArgs& a, const DwLanes& l, __m512i acc, int8_t* y) {
   const __m512i zp = _mm512_set1_epi32(a.zp_out), lo = _mm512_set1_epi32(a.lo),
                 hi = _mm512_set1_epi32(a.hi);
-  __m512i v = mbqm(acc, l.mult, l.shift);
+  __m512i v = mbqm(acc, l.rq);
   v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
   _mm_mask_storeu_epi8(y, l.m, _mm512_cvtepi32_epi8(v));
 }
@@ -249,8 +264,8 @@ void qdw_row(const QDwRowArgs& a) {
     DwLanes l;
     l.m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
     l.bias = _mm512_maskz_loadu_epi32(l.m, a.bias + c0);
-    l.mult = _mm512_maskz_loadu_epi32(l.m, a.mult + c0);
-    l.shift = _mm512_maskz_loadu_epi32(l.m, a.shift + c0);
+    l.rq = rq16(_mm512_maskz_loadu_epi32(l.m, a.mult + c0),
+                _mm512_maskz_loadu_epi32(l.m, a.shift + c0));
     for (int64_t ox = 0; ox < x0; ++ox) dw_pixel_checked(a, l, c0, ox);
     if (a.vnni)
       dw_interior_any<true>(a, l, c0, x0, x1);
@@ -264,9 +279,9 @@ void qadd(const QAddArgs& a) {
   const __m512i za = _mm512_set1_epi32(a.za), zb = _mm512_set1_epi32(a.zb),
                 zy = _mm512_set1_epi32(a.zy), lo = _mm512_set1_epi32(a.lo),
                 hi = _mm512_set1_epi32(a.hi);
-  const __m512i m1 = _mm512_set1_epi32(a.m1), m2 = _mm512_set1_epi32(a.m2),
-                om = _mm512_set1_epi32(a.om), s1 = _mm512_set1_epi32(a.s1),
-                s2 = _mm512_set1_epi32(a.s2), os = _mm512_set1_epi32(a.os);
+  const Rq16 r1 = rq16(_mm512_set1_epi32(a.m1), _mm512_set1_epi32(a.s1));
+  const Rq16 r2 = rq16(_mm512_set1_epi32(a.m2), _mm512_set1_epi32(a.s2));
+  const Rq16 ro = rq16(_mm512_set1_epi32(a.om), _mm512_set1_epi32(a.os));
   for (int64_t i = 0; i < a.n; i += 16) {
     const int64_t left = a.n - i;
     const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
@@ -274,7 +289,7 @@ void qadd(const QAddArgs& a) {
         _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.a + i)), za), 20);
     const __m512i x2 = _mm512_slli_epi32(
         _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.b + i)), zb), 20);
-    __m512i v = mbqm(_mm512_add_epi32(mbqm(x1, m1, s1), mbqm(x2, m2, s2)), om, os);
+    __m512i v = mbqm(_mm512_add_epi32(mbqm(x1, r1), mbqm(x2, r2)), ro);
     v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zy), lo), hi);
     _mm_mask_storeu_epi8(a.y + i, m, _mm512_cvtepi32_epi8(v));
   }
