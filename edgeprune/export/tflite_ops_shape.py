@@ -2,7 +2,7 @@
 
 Consumes: a ``tflite_lower.Lowering`` and one ONNX node (or, for ``match_patterns``, the whole
 graph). Produces: TFLite operators and bound outputs, like ``tflite_ops``. Pools, means,
-reshapes, transposes, concats and pads keep int8 when their input is int8 (a QUANTIZE re-scales
+reshapes, transposes, slices, concats and pads keep int8 when their input is int8 (a QUANTIZE re-scales
 where the next quantization point differs); normalizations run in float.
 """
 
@@ -217,13 +217,16 @@ def slice_(lw: Lowering, node) -> None:
         s = min(max(s + dim if s < 0 else s, 0), dim)
         e = min(max(e + dim if e < 0 else e, 0), dim)
         begin[a], end[a], stride[a] = s, e, int(st)
-    xv = lw.get(x, nhwc=False, want_float=True)
-    out = _passthrough_out(lw, node.output[0], xv, False, False)
+    xv, int8 = _int8_in(lw, x, nhwc=False)  # a slice moves elements: int8 stays int8, same scale
+    out = _passthrough_out(lw, node.output[0], xv, False, int8)
     ins = [xv.index] + [
         lw.m.const(n, np.array(v, np.int32)) for n, v in (("begin", begin), ("end", end), ("strides", stride))
     ]
-    lw.m.op(OP.STRIDED_SLICE, ins, [out.index], ("StridedSliceOptions", {}), 4 if rank > 4 else 1, node.name)
+    version = 4 if rank > 4 else (2 if int8 else 1)
+    lw.m.op(OP.STRIDED_SLICE, ins, [out.index], ("StridedSliceOptions", {}), version, node.name)
     lw.bind(node.output[0], out)
+    if int8:
+        _requant_to_next(lw, node.output[0], out)
 
 
 def split(lw: Lowering, node) -> None:

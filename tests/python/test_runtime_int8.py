@@ -30,9 +30,17 @@ from edgeprune.runtime import RuntimeModelError, UnsupportedModelError  # noqa: 
 
 ROOT = Path(__file__).resolve().parents[2]
 ISAS = [i for i in ("reference", "avx2", "avx512", "neon", "neon-dotprod") if i in kernels.supported_isas()]
-# test-zoo CNNs whose int8 files hold only operators the runtime runs (shufflenet_v2 needs
-# STRIDED_SLICE, convnext / resnext RSQRT (layer and group norm), unet TRANSPOSE_CONV)
-ZOO_CNNS = ["resnet_basic", "resnet_bottleneck", "mobilenet_v2", "mobilenet_v3", "efficientnet", "densenet"]
+# test-zoo CNNs whose int8 files hold only operators the runtime runs (convnext / resnext need
+# RSQRT (layer and group norm), unet TRANSPOSE_CONV)
+ZOO_CNNS = [
+    "resnet_basic",
+    "resnet_bottleneck",
+    "mobilenet_v2",
+    "mobilenet_v3",
+    "efficientnet",
+    "densenet",
+    "shufflenet_v2",
+]
 
 
 TV = {
@@ -73,6 +81,8 @@ def test_zoo_cnn_int8_equals_litert_reference(name, tmp_path):
     data = _int8_file(model, x, tmp_path)
     labels = [lbl for _, lbl, _ in ep.runtime.load(data).profile(runs=1)]
     assert any(lbl.startswith("CONV_2D int8") for lbl in labels), labels  # the convolutions run int8
+    if name == "shufflenet_v2":  # the channel split of an int8 tensor is an int8 slice
+        assert any(lbl.startswith("STRIDED_SLICE int8") for lbl in labels), labels
     _assert_bit_parity(data)
 
 

@@ -1,6 +1,7 @@
 // Shape checks and byte movement shared by the fp32 and int8 tiers for the operators that only
-// move elements (PAD, TRANSPOSE, CONCATENATION): the geometry is checked against the file once,
-// and the copy loops are templates over the element type, so both tiers run the same code.
+// move elements (PAD, TRANSPOSE, CONCATENATION, STRIDED_SLICE): the geometry is checked against the
+// file once, and the copy loops are templates over the element type, so both tiers run the same
+// code.
 //
 // Consumes: an OpContext and its tensors. Produces: checked shapes / strides, or copied elements.
 #pragma once
@@ -134,6 +135,74 @@ inline ConcatGeometry concat_geometry(const OpContext& c, const Tensor& y) {
   g.out_row = total * inner;
   return g;
 }
+
+// STRIDED_SLICE: begin / end / strides constant (inputs 1-3), per TFLite: a begin_mask / end_mask
+// bit takes the whole dimension from that side, negative indices count from the end and are
+// clamped, offset makes end relative to begin, a shrink_axis bit keeps the one element at begin
+// and drops the dimension. init returns the output shape; copy writes the output in order.
+struct SliceGeometry {
+  std::vector<int64_t> first, step, count, stride;
+
+  std::vector<int64_t> init(const OpContext& c, const Tensor& x) {
+    const auto b = c.int_values(1), e = c.int_values(2), s = c.int_values(3);
+    const int r = int(x.shape.size());
+    if (int(b.size()) != r || int(e.size()) != r || int(s.size()) != r)
+      c.bad("begin, end and strides must have one value per input dimension");
+    if (c.d.ellipsis_mask || c.d.new_axis_mask)
+      c.unsupported("ellipsis and new-axis masks are not supported");
+    std::vector<int64_t> out;
+    int64_t st = 1;
+    stride.assign(size_t(r), 0);
+    for (int i = r - 1; i >= 0; --i) stride[size_t(i)] = st, st *= x.shape[size_t(i)];
+    for (int i = 0; i < r; ++i) {
+      const int64_t dim = x.shape[size_t(i)], stp = s[size_t(i)];
+      if (stp == 0) c.bad("stride 0 in dimension " + std::to_string(i));
+      const bool shrink = (c.d.shrink_axis_mask >> i) & 1;
+      auto index = [&](int64_t v, int64_t lo, int64_t hi) {
+        v = v < 0 ? v + dim : v;
+        return std::min(std::max(v, lo), hi);
+      };
+      int64_t f, stop;
+      if (shrink) {
+        f = b[size_t(i)] < 0 ? b[size_t(i)] + dim : b[size_t(i)];
+        if (f < 0 || f >= dim) c.bad("shrink index out of range in dimension " + std::to_string(i));
+        stop = f + 1;
+      } else {
+        f = ((c.d.begin_mask >> i) & 1)
+                ? (stp > 0 ? 0 : dim - 1)
+                : index(b[size_t(i)], stp > 0 ? 0 : -1, stp > 0 ? dim : dim - 1);
+        const int64_t end = c.d.slice_offset ? b[size_t(i)] + e[size_t(i)] : e[size_t(i)];
+        stop = ((c.d.end_mask >> i) & 1) ? (stp > 0 ? dim : -1)
+                                         : index(end, stp > 0 ? 0 : -1, stp > 0 ? dim : dim - 1);
+      }
+      const int64_t n = shrink    ? 1
+                        : stp > 0 ? std::max<int64_t>(0, (stop - f + stp - 1) / stp)
+                                  : std::max<int64_t>(0, (f - stop - stp - 1) / -stp);
+      first.push_back(f);
+      step.push_back(shrink ? 1 : stp);
+      count.push_back(n);
+      if (!shrink) out.push_back(n);
+    }
+    return out;
+  }
+
+  template <class T>
+  void copy(const T* x, T* y, int64_t elems) const {
+    const int r = int(count.size());
+    if (elems == 0) return;
+    std::vector<int64_t> idx(size_t(r), 0);
+    for (int64_t e = 0; e < elems; ++e) {
+      int64_t o = 0;
+      for (int i = 0; i < r; ++i)
+        o += (first[size_t(i)] + idx[size_t(i)] * step[size_t(i)]) * stride[size_t(i)];
+      y[e] = x[o];
+      for (int i = r - 1; i >= 0; --i) {
+        if (++idx[size_t(i)] < count[size_t(i)]) break;
+        idx[size_t(i)] = 0;
+      }
+    }
+  }
+};
 
 }  // namespace rt
 }  // namespace ep

@@ -696,78 +696,20 @@ class Transpose : public Op {
 };
 
 // ------------------------------------------------------------------------ STRIDED_SLICE
-// begin / end / strides constant, per TFLite: a begin_mask / end_mask bit takes the whole
-// dimension from that side, negative indices count from the end and are clamped, offset makes
-// end relative to begin, a shrink_axis bit keeps the one element at begin and drops the dimension.
 class StridedSlice : public Op {
  public:
   StridedSlice(const Ctx& c) {
     const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
-    const auto b = int_values(c, 1), e = int_values(c, 2), s = int_values(c, 3);
-    const int r = int(x.shape.size());
-    if (int(b.size()) != r || int(e.size()) != r || int(s.size()) != r)
-      c.bad("begin, end and strides must have one value per input dimension");
-    if (c.d.ellipsis_mask || c.d.new_axis_mask)
-      throw UnsupportedError(c.where + ": ellipsis and new-axis masks are not supported");
-    std::vector<int64_t> out;
-    int64_t st = 1;
-    stride_.assign(size_t(r), 0);
-    for (int i = r - 1; i >= 0; --i) stride_[i] = st, st *= x.shape[i];
-    for (int i = 0; i < r; ++i) {
-      const int64_t dim = x.shape[i], step = s[i];
-      if (step == 0) c.bad("stride 0 in dimension " + std::to_string(i));
-      const bool shrink = (c.d.shrink_axis_mask >> i) & 1;
-      auto index = [&](int64_t v, int64_t lo, int64_t hi) {
-        v = v < 0 ? v + dim : v;
-        return std::min(std::max(v, lo), hi);
-      };
-      int64_t first, stop;
-      if (shrink) {
-        first = b[i] < 0 ? b[i] + dim : b[i];
-        if (first < 0 || first >= dim)
-          c.bad("shrink index out of range in dimension " + std::to_string(i));
-        stop = first + 1;
-      } else {
-        first = ((c.d.begin_mask >> i) & 1)
-                    ? (step > 0 ? 0 : dim - 1)
-                    : index(b[i], step > 0 ? 0 : -1, step > 0 ? dim : dim - 1);
-        const int64_t end = c.d.slice_offset ? b[i] + e[i] : e[i];
-        stop = ((c.d.end_mask >> i) & 1) ? (step > 0 ? dim : -1)
-                                         : index(end, step > 0 ? 0 : -1, step > 0 ? dim : dim - 1);
-      }
-      const int64_t n = shrink     ? 1
-                        : step > 0 ? std::max<int64_t>(0, (stop - first + step - 1) / step)
-                                   : std::max<int64_t>(0, (first - stop - step - 1) / -step);
-      first_.push_back(first);
-      step_.push_back(shrink ? 1 : step);
-      count_.push_back(n);
-      if (!shrink) out.push_back(n);
-    }
-    c.shape_is(y, out);
+    c.shape_is(y, g_.init(c, x));
     elems_ = y.elems;
     kind = "STRIDED_SLICE";
     label = kind + " " + dims(x.shape) + "->" + dims(y.shape);
   }
-  void run(const RunCtx& rc) const override {
-    const float* x = rc.ptr[in_];
-    float* y = rc.ptr[out_];
-    const int r = int(count_.size());
-    if (elems_ == 0) return;
-    std::vector<int64_t> idx(size_t(r), 0);
-    for (int64_t e = 0; e < elems_; ++e) {
-      int64_t o = 0;
-      for (int i = 0; i < r; ++i) o += (first_[i] + idx[i] * step_[i]) * stride_[i];
-      y[e] = x[o];
-      for (int i = r - 1; i >= 0; --i) {
-        if (++idx[i] < count_[i]) break;
-        idx[i] = 0;
-      }
-    }
-  }
+  void run(const RunCtx& rc) const override { g_.copy(rc.ptr[in_], rc.ptr[out_], elems_); }
   int in_ = 0, out_ = 0;
 
  private:
-  std::vector<int64_t> first_, step_, count_, stride_;
+  SliceGeometry g_;
   int64_t elems_ = 0;
 };
 

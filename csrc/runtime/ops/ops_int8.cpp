@@ -1176,6 +1176,28 @@ class QTranspose : public Op {
 };
 
 // PAD / PADV2: the pad value is the output zero point (PADV2: its int8 constant).
+class QStridedSlice : public Op {
+ public:
+  QStridedSlice(const QCtx& c) {
+    const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
+    if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
+      c.unsupported("input and output quantization differ");
+    c.shape_is(y, g_.init(c, x));
+    elems_ = y.elems;
+    kind = "STRIDED_SLICE";
+    label = kind + " int8 " + dims(x.shape) + "->" + dims(y.shape);
+  }
+  void run(const RunCtx& rc) const override {
+    g_.copy(reinterpret_cast<const int8_t*>(rc.ptr[in_]), reinterpret_cast<int8_t*>(rc.ptr[out_]),
+            elems_);
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  SliceGeometry g_;
+  int64_t elems_ = 0;
+};
+
 class QPad : public Op {
  public:
   QPad(const QCtx& c, bool v2) {
@@ -1323,6 +1345,8 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
       return wire(std::make_unique<QCopy>(c, "EXPAND_DIMS"), d);
     case OpCode::transpose:
       return wire(std::make_unique<QTranspose>(c), d);
+    case OpCode::strided_slice:
+      return wire(std::make_unique<QStridedSlice>(c), d);
     case OpCode::pad:
       return wire(std::make_unique<QPad>(c, false), d);
     case OpCode::padv2:
