@@ -154,7 +154,7 @@ def _clamp_bounds(node: fx.Node) -> tuple | None:
     bounds = list(node.args[1:]) + [None] * (len(names) - len(node.args[1:]))
     bounds = [node.kwargs.get(n, b) for n, b in zip(names, bounds)]
     if node.target is F.hardtanh:
-        bounds = [-1.0 if b is None else b for b in bounds]  # hardtanh's defaults
+        bounds = [d if b is None else b for b, d in zip(bounds, (-1.0, 1.0))]  # hardtanh's defaults
     if len(bounds) == 1:
         bounds.append(None)
     if not all(b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in bounds):
