@@ -1124,6 +1124,13 @@ class QTable : public Op {
   int8_t lut_[256];
 };
 
+// The byte-moving operators copy int8 values unchanged, so their input and output must share one
+// quantization (a converter that wanted a rescale writes a QUANTIZE).
+void same_quantization(const QCtx& c, const Tensor& x, const Tensor& y) {
+  if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
+    c.unsupported("input and output quantization differ");
+}
+
 // ------------------------------------------------------------------------ layout ops
 // RESHAPE / SQUEEZE / EXPAND_DIMS of int8 data: the bytes stay, the quantization must too.
 // The fp32 and int8 tiers keep their own operator classes on purpose (as XNNPACK keeps an
@@ -1135,8 +1142,7 @@ class QCopy : public Op {
   QCopy(const QCtx& c, const char* name) {
     const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
     if (x.elems != y.elems) c.bad("input and output sizes differ");
-    if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
-      c.unsupported("input and output quantization differ");
+    same_quantization(c, x, y);
     elems_ = x.elems;
     kind = name;
     label = kind + " int8 " + dims(x.shape) + "->" + dims(y.shape);
@@ -1150,14 +1156,11 @@ class QCopy : public Op {
   int64_t elems_;
 };
 
-std::vector<int64_t> int_values(const QCtx& c, size_t i) { return c.int_values(i); }
-
 class QTranspose : public Op {
  public:
   QTranspose(const QCtx& c) {
     const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
-    if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
-      c.unsupported("input and output quantization differ");
+    same_quantization(c, x, y);
     shape_ = transpose_geometry(c, x, &stride_);
     c.shape_is(y, shape_);
     elems_ = y.elems;
@@ -1175,13 +1178,12 @@ class QTranspose : public Op {
   int64_t elems_;
 };
 
-// PAD / PADV2: the pad value is the output zero point (PADV2: its int8 constant).
+// STRIDED_SLICE: a byte gather through the geometry the fp32 op uses (movement.h).
 class QStridedSlice : public Op {
  public:
   QStridedSlice(const QCtx& c) {
     const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
-    if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
-      c.unsupported("input and output quantization differ");
+    same_quantization(c, x, y);
     c.shape_is(y, g_.init(c, x));
     elems_ = y.elems;
     kind = "STRIDED_SLICE";
@@ -1198,12 +1200,12 @@ class QStridedSlice : public Op {
   int64_t elems_ = 0;
 };
 
+// PAD / PADV2: the pad value is the output zero point (PADV2: its int8 constant).
 class QPad : public Op {
  public:
   QPad(const QCtx& c, bool v2) {
     const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
-    if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
-      c.unsupported("input and output quantization differ");
+    same_quantization(c, x, y);
     yshape_ = pad_geometry(c, x, &before_);
     c.shape_is(y, yshape_);
     value_ = int8_t(zp(y));
