@@ -349,6 +349,7 @@ def torch_load(p: Path, trust_pickle: bool = False) -> Any:
     except (
         RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError, TypeError,
         struct.error, OverflowError, AttributeError,
+        AssertionError,  # torch's loader asserts on a malformed storage reference ("saved_id must be a tuple")
     ):  # fmt: skip
         raise UserError(f"{p}: not a readable torch file (truncated, corrupt or not written by torch.save)") from None
     try:

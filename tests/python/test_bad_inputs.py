@@ -11,6 +11,7 @@ that no temporary sibling is left.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +134,16 @@ def _build_broken_files(w: Path) -> None:
     torch.save(nan_state, w / "nan.pt")
     (w / "truncated.pt").write_bytes(weights[: len(weights) // 3])
     (w / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    # a torch zip whose pickle names a storage by a bare int (one flipped byte did this; torch asserts)
+    bad_ref = io.BytesIO()
+    with zipfile.ZipFile(w / "model" / "weights.pt") as src:
+        with zipfile.ZipFile(bad_ref, "w") as dst:
+            for item in src.infolist():
+                data = src.read(item)
+                if item.filename.endswith("data.pkl"):
+                    data = b"\x80\x02K\x05Q."  # PROTO 2, BININT1 5, BINPERSID, STOP
+                dst.writestr(item, data)
+    (w / "bad_ref.pt").write_bytes(bad_ref.getvalue())
     (w / "empty.pt").write_bytes(b"")
     (w / "onebyte.pt").write_bytes(b"J")  # found by the reader fuzzer: the unpickler's struct.error
     torch.save(ep.models.build("edgeprune:demo-cnn"), w / "pickled.pt")
@@ -307,6 +319,7 @@ CASES = [
     # --weights
     ("weights-truncated", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/truncated.pt"), 2, r"truncated\.pt: not a"),
     ("weights-random", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/random.pt"), 2, r"random\.pt: not a readable"),
+    ("weights-bad-storage-ref", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/bad_ref.pt"), 2, r"bad_ref\.pt: not a readable"),
     ("weights-empty", (*TRAIN, "edgeprune:demo-cnn", "--weights", "{w}/empty.pt"), 2, r"empty\.pt: not a readable"),
     ("weights-one-byte", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/onebyte.pt"), 2, r"onebyte\.pt: not a readable"),
     ("weights-pickle", (*QUANT, "edgeprune:demo-cnn", "--weights", "{w}/pickled.pt"), 2, r"pickled Python objects"),
