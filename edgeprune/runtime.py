@@ -2,7 +2,8 @@
 ``model.int8.tflite`` with float I/O (int8 inside, TFLite's integer arithmetic), and run it on the
 compiled kernels (dense GEMM, and the sparse kernels for layers whose weights are mostly zeros).
 
-Consumes: a ``.tflite`` path (or its bytes) and numpy float32 inputs in the model's shapes.
+Consumes: a ``.tflite`` path (or its bytes) and numpy inputs in the model's shapes and types (float32
+data; int32/int64 token ids and bool masks for transformer encoders).
 Produces: a callable ``RuntimeModel``; calling it returns a list of numpy arrays, one per model
 output. A corrupt or inconsistent file raises ``RuntimeModelError`` (a ``UserError``) naming what is
 wrong; a valid file using an operator or type the runtime does not run raises
@@ -62,7 +63,9 @@ class RuntimeModel:
         self._core.set_threads(int(threads))
 
     def __call__(self, *inputs) -> list[np.ndarray]:
-        arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
+        if len(inputs) != len(self.inputs):
+            raise UserError(f"{self.source}: the model takes {len(self.inputs)} inputs (got {len(inputs)})")
+        arrays = [np.ascontiguousarray(x, dtype=np.dtype(i["dtype"])) for x, i in zip(inputs, self.inputs)]
         try:
             return list(self._core.run(arrays))
         except ValueError as e:
@@ -73,7 +76,7 @@ class RuntimeModel:
         per operator in execution order. ``inputs`` defaults to standard-normal arrays."""
         if inputs is None:
             rng = np.random.default_rng(0)
-            inputs = [rng.standard_normal(i["shape"]).astype(np.float32) for i in self.inputs]
+            inputs = [_example(rng, i) for i in self.inputs]
         self._core.set_profiling(True)
         try:
             for _ in range(max(1, int(runs))):
@@ -122,3 +125,12 @@ def load(path_or_bytes, threads: int = 1, isa: str | None = None, sparse: bool =
     except ValueError as e:
         raise UserError(f"{source}: {e}") from None
     return RuntimeModel(core, source)
+
+
+def _example(rng, info: dict) -> np.ndarray:
+    """A profiling input: standard normal floats; zeros for integer inputs (token ids, masks),
+    which index any embedding table; True for bool masks."""
+    dtype = np.dtype(info["dtype"])
+    if dtype == np.float32:
+        return rng.standard_normal(info["shape"]).astype(np.float32)
+    return np.ones(info["shape"], dtype) if dtype == np.bool_ else np.zeros(info["shape"], dtype)

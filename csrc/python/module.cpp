@@ -190,6 +190,20 @@ class RuntimeModel {
     }
   }
 
+  // the numpy type of a model input or output (io_type: float32, int32, int64, bool)
+  static py::dtype numpy_dtype(ep::rt::DType t) {
+    switch (t) {
+      case ep::rt::DType::i32:
+        return py::dtype::of<int32_t>();
+      case ep::rt::DType::i64:
+        return py::dtype::of<int64_t>();
+      case ep::rt::DType::boolean:
+        return py::dtype::of<bool>();
+      default:
+        return py::dtype::of<float>();
+    }
+  }
+
   static py::dict info(const ep::rt::Tensor& t) {
     py::dict d;
     d["name"] = t.name;
@@ -215,9 +229,9 @@ class RuntimeModel {
     for (size_t i = 0; i < inputs.size(); ++i) {
       const auto& t = m.tensors[m.inputs[i]];
       const py::array& a = inputs[i];
-      if (!a.dtype().is(py::dtype::of<float>()))
-        throw py::value_error("input " + std::to_string(i) + " ('" + t.name +
-                              "') must be float32 (got " + dtype_name(a) + ")");
+      if (!a.dtype().is(numpy_dtype(t.type)))
+        throw py::value_error("input " + std::to_string(i) + " ('" + t.name + "') must be " +
+                              ep::rt::dtype_name(t.type) + " (got " + dtype_name(a) + ")");
       if (!(a.flags() & py::array::c_style))
         throw py::value_error("input " + std::to_string(i) + " must be C-contiguous");
       std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
@@ -229,11 +243,11 @@ class RuntimeModel {
       }
       in.push_back(static_cast<const float*>(a.data()));
     }
-    std::vector<py::array_t<float>> outs;
+    std::vector<py::array> outs;
     std::vector<float*> out;
     for (int t : m.outputs) {
-      outs.emplace_back(m.tensors[t].shape);
-      out.push_back(outs.back().mutable_data());
+      outs.emplace_back(numpy_dtype(m.tensors[t].type), m.tensors[t].shape);
+      out.push_back(static_cast<float*>(outs.back().mutable_data()));
     }
     {
       py::gil_scoped_release nogil;

@@ -115,9 +115,10 @@ CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions&
     io_.push_back({model_->ops[k].inputs, model_->ops[k].outputs[0], {}});
   }
   for (int t : model_->outputs)
-    if (model_->tensors[t].type != DType::f32)
+    if (!io_type(model_->tensors[t].type))
       throw UnsupportedError("output tensor '" + model_->tensors[t].name + "' is " +
-                             dtype_name(model_->tensors[t].type) + ", not float32");
+                             dtype_name(model_->tensors[t].type) +
+                             " (model outputs are float32, int32, int64 or bool)");
   choose_layouts();
   plan();
 }

@@ -60,6 +60,10 @@ const char* dtype_name(DType t) {
   }
 }
 
+bool io_type(DType t) {
+  return t == DType::f32 || t == DType::i32 || t == DType::i64 || t == DType::boolean;
+}
+
 const char* op_name(int32_t code) {
   switch (OpCode(code)) {
 #define EP_OPNAME(c, s) \
@@ -93,6 +97,26 @@ const char* op_name(int32_t code) {
     EP_OPNAME(quantize, "QUANTIZE")
     EP_OPNAME(hard_swish, "HARD_SWISH")
     EP_OPNAME(densify, "DENSIFY")
+    EP_OPNAME(gather, "GATHER")
+    EP_OPNAME(cast, "CAST")
+    EP_OPNAME(maximum, "MAXIMUM")
+    EP_OPNAME(minimum, "MINIMUM")
+    EP_OPNAME(less, "LESS")
+    EP_OPNAME(neg, "NEG")
+    EP_OPNAME(greater, "GREATER")
+    EP_OPNAME(greater_equal, "GREATER_EQUAL")
+    EP_OPNAME(less_equal, "LESS_EQUAL")
+    EP_OPNAME(equal, "EQUAL")
+    EP_OPNAME(not_equal, "NOT_EQUAL")
+    EP_OPNAME(sqrt, "SQRT")
+    EP_OPNAME(rsqrt, "RSQRT")
+    EP_OPNAME(logical_or, "LOGICAL_OR")
+    EP_OPNAME(logical_and, "LOGICAL_AND")
+    EP_OPNAME(logical_not, "LOGICAL_NOT")
+    EP_OPNAME(select_v2, "SELECT_V2")
+    EP_OPNAME(batch_matmul, "BATCH_MATMUL")
+    EP_OPNAME(broadcast_to, "BROADCAST_TO")
+    EP_OPNAME(gelu, "GELU")
 #undef EP_OPNAME
   }
   static thread_local char buf[32];
@@ -495,7 +519,22 @@ int min_inputs(OpCode c) {
     case OpCode::padv2:
     case OpCode::transpose:
     case OpCode::mean:
+    case OpCode::gather:
+    case OpCode::maximum:
+    case OpCode::minimum:
+    case OpCode::less:
+    case OpCode::less_equal:
+    case OpCode::greater:
+    case OpCode::greater_equal:
+    case OpCode::equal:
+    case OpCode::not_equal:
+    case OpCode::logical_or:
+    case OpCode::logical_and:
+    case OpCode::batch_matmul:
+    case OpCode::broadcast_to:
       return 2;
+    case OpCode::select_v2:
+      return 3;
     case OpCode::concatenation:
       return 1;
     case OpCode::strided_slice:
@@ -590,6 +629,21 @@ void read_options(const eptfl::Operator* op, OpDesc& d, const std::string& where
         d.shrink_axis_mask = o->shrink_axis_mask();
         d.slice_offset = o->offset();
       }
+      break;
+    case OpCode::gather:
+      if (const auto* o = op->builtin_options_as_GatherOptions()) {
+        d.axis = o->axis();
+        d.batch_dims = o->batch_dims();
+      }
+      break;
+    case OpCode::batch_matmul:
+      if (const auto* o = op->builtin_options_as_BatchMatMulOptions()) {
+        d.adj_x = o->adj_x();
+        d.adj_y = o->adj_y();
+      }
+      break;
+    case OpCode::gelu:
+      if (const auto* o = op->builtin_options_as_GeluOptions()) d.approximate = o->approximate();
       break;
     default:
       break;
@@ -688,9 +742,10 @@ std::unique_ptr<Model> load_model(const uint8_t* bytes, size_t size) {
     const int t = tensor_index(i, false, "subgraph input");
     if (model->tensors[t].is_const())
       bad(tensor_where(t, model->tensors[t].name) + ": an input holds data");
-    if (model->tensors[t].type != DType::f32)
+    if (!io_type(model->tensors[t].type))
       throw UnsupportedError(tensor_where(t, model->tensors[t].name) + ": input of type " +
-                             dtype_name(model->tensors[t].type) + " (this runtime runs float32)");
+                             dtype_name(model->tensors[t].type) +
+                             " (model inputs are float32, int32, int64 or bool)");
     written[t] = true;
     model->inputs.push_back(t);
   }

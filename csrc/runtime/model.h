@@ -43,6 +43,9 @@ enum class DType : int8_t {
 };
 int dtype_size(DType t);  // bytes per element; 0 for unknown
 const char* dtype_name(DType t);
+// the types a model's inputs and outputs may have: float32 data, int32/int64 token ids and masks,
+// bool masks (int8 I/O files are refused: their QUANTIZE/DEQUANTIZE live outside the graph)
+bool io_type(DType t);
 
 struct Tensor {
   std::string name;
@@ -90,17 +93,37 @@ enum class OpCode : int32_t {
   softmax = 25,
   tanh = 28,
   pad = 34,
+  gather = 36,
   transpose = 39,
   mean = 40,
   sub = 41,
   div = 42,
   squeeze = 43,
   strided_slice = 45,
+  cast = 53,
+  maximum = 55,
+  minimum = 57,
+  less = 58,
+  neg = 59,
   padv2 = 60,
+  greater = 61,
+  greater_equal = 62,
+  less_equal = 63,
   expand_dims = 70,
+  equal = 71,
+  not_equal = 72,
+  sqrt = 75,
+  rsqrt = 76,
+  logical_or = 84,
+  logical_and = 86,
+  logical_not = 87,
   quantize = 114,
   hard_swish = 117,
+  select_v2 = 123,
   densify = 124,
+  batch_matmul = 126,
+  broadcast_to = 130,
+  gelu = 150,
 };
 const char* op_name(int32_t code);  // "CONV_2D", ... or "BUILTIN_<n>"
 
@@ -120,6 +143,10 @@ struct OpDesc {
   // STRIDED_SLICE (bit i: dimension i)
   int32_t begin_mask = 0, end_mask = 0, ellipsis_mask = 0, new_axis_mask = 0, shrink_axis_mask = 0;
   bool slice_offset = false;
+  // BATCH_MATMUL: use A / B transposed (their last two dimensions); GATHER: leading dimensions
+  // params and indices share; GELU: the tanh form instead of erf
+  bool adj_x = false, adj_y = false, approximate = false;
+  int batch_dims = 0;
   // set by the planner when it folds a zero PAD of H and W into a VALID convolution: the
   // explicit padding {top, bottom, left, right} replaces `padding`
   bool explicit_pad = false;

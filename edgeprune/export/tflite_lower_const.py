@@ -86,6 +86,15 @@ def fold_node(lw, node) -> bool:
     ins = [i for i in node.input if i]
     if not ins or any(i not in consts for i in ins):
         return False
+    if node.op_type == "GatherElements":
+        # onnx's reference GatherElements goes through np.choose, which takes at most 32/64
+        # choices and falls back to a wrong loop beyond that (BERT's token-type buffer gathered
+        # by 128 positions)
+        data, idx = consts[node.input[0]], consts[node.input[1]].astype(np.int64)
+        axis = _attr(node, "axis", 0) % data.ndim
+        idx = np.where(idx < 0, idx + data.shape[axis], idx)
+        consts[node.output[0]] = np.take_along_axis(data, idx, axis=axis)
+        return True
     from onnx.reference import ReferenceEvaluator
 
     g = onnx.helper.make_graph(

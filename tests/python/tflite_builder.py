@@ -13,7 +13,7 @@ import flatbuffers
 import numpy as np
 import tflite
 
-_DTYPES = {np.float32: 0, np.float16: 1, np.int32: 2, np.int64: 4, np.int8: 9}
+_DTYPES = {np.float32: 0, np.float16: 1, np.int32: 2, np.int64: 4, np.bool_: 6, np.int8: 9}
 _ACT = {None: 0, "relu": 1, "relu_n1_to_1": 2, "relu6": 3, "tanh": 4}
 _OPTS = {  # builtin options union values (TFLite's schema)
     "conv": 1,
@@ -28,7 +28,14 @@ _OPTS = {  # builtin options union values (TFLite's schema)
     "reducer": 27,
     "sub": 28,
     "slice": 32,
+    "gather": 23,
+    "bmm": 101,
+    "gelu": 116,
 }
+
+
+# operators whose first TFLite version is not 1 (BROADCAST_TO starts at 2)
+_VERSIONS = {130: 2}
 
 
 def _out_dim(n, k, stride, dilation, padding):
@@ -90,8 +97,8 @@ class Builder:
         arr = np.asarray(arr, dtype)
         return self.tensor(arr.shape, dtype, arr)
 
-    def input(self, shape) -> int:
-        t = self.tensor(shape)
+    def input(self, shape, dtype=np.float32) -> int:
+        t = self.tensor(shape, dtype)
         self.inputs.append(t)
         return t
 
@@ -141,6 +148,35 @@ class Builder:
 
     def unary(self, code, x):
         return self.op(code, [x], self.shape(x))
+
+    # ------------------------------------------------------------ transformer / typed operators
+    def elementwise(self, code, ins, out_dtype=np.float32):
+        """An operator without options whose output is its inputs' broadcast shape (MAXIMUM,
+        comparisons, LOGICAL_*, SELECT_V2)."""
+        out = list(np.broadcast_shapes(*[tuple(self.shape(i)) for i in ins]))
+        return self.op(code, ins, out, None, out_dtype)
+
+    def batch_matmul(self, a, b, adj_x=False, adj_y=False):
+        sa, sb = self.shape(a), self.shape(b)
+        m = sa[-1] if adj_x else sa[-2]
+        n = sb[-2] if adj_y else sb[-1]
+        out = list(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2]))) + [m, n]
+        return self.op(126, [a, b], out, ("bmm", dict(adj_x=adj_x, adj_y=adj_y)))
+
+    def gather(self, params, indices, axis=0, dtype=np.float32):
+        sp, si = self.shape(params), self.shape(indices)
+        axis %= len(sp)
+        out = sp[:axis] + si + sp[axis + 1 :]
+        return self.op(36, [params, indices], out, ("gather", dict(axis=axis)), dtype)
+
+    def gelu(self, x, approximate=False):
+        return self.op(150, [x], self.shape(x), ("gelu", dict(approximate=approximate)))
+
+    def cast(self, x, dtype):
+        return self.op(53, [x], self.shape(x), None, dtype)
+
+    def broadcast_to(self, x, shape, dtype=np.float32):
+        return self.op(130, [x, self.const(shape, np.int32)], list(shape), None, dtype)
 
     def pool(self, x, size, stride, padding="valid", kind="avg", act=None):
         n, h, w, c = self.shape(x)
@@ -210,7 +246,7 @@ class Builder:
             tflite.OperatorCodeStart(b)
             tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(c, 127))
             tflite.OperatorCodeAddBuiltinCode(b, c)
-            tflite.OperatorCodeAddVersion(b, 1)
+            tflite.OperatorCodeAddVersion(b, _VERSIONS.get(c, 1))
             codes.append(tflite.OperatorCodeEnd(b))
         model_vecs = [_offsets(b, items) for items in (codes, [sg], buffers)]
         tflite.ModelStart(b)
@@ -354,5 +390,11 @@ def _options(b, kind, o):
         return _table(b, "StridedSliceOptions", **masks)
     if kind == "reducer":
         return _table(b, "ReducerOptions", KeepDims=o["keep"])
+    if kind == "gather":
+        return _table(b, "GatherOptions", Axis=o["axis"])
+    if kind == "bmm":
+        return _table(b, "BatchMatMulOptions", AdjX=o["adj_x"], AdjY=o["adj_y"])
+    if kind == "gelu":
+        return _table(b, "GeluOptions", Approximate=o["approximate"])
     name = {"fc": "FullyConnectedOptions", "add": "AddOptions", "mul": "MulOptions", "sub": "SubOptions"}[kind]
     return _table(b, name, **act)

@@ -88,15 +88,26 @@ inline std::vector<int64_t> transpose_geometry(const OpContext& c, const Tensor&
 
 // Writes the `elems` elements of the output (shape `shape`) in order, reading the input through
 // `stride` (input stride per output dimension), with a running input offset.
+// The last output dimension is one tight loop (a block copy when the permutation keeps it last,
+// as attention's head split [B, S, H, D] -> [B, H, S, D] does).
 template <class T>
 void transpose_copy(const T* x, T* y, const std::vector<int64_t>& shape,
                     const std::vector<int64_t>& stride, int64_t elems) {
   const int r = int(shape.size());
+  if (r == 0) {
+    if (elems > 0) y[0] = x[0];
+    return;
+  }
+  const int64_t inner = shape[size_t(r - 1)], is = stride[size_t(r - 1)];
+  if (inner == 0) return;
   std::vector<int64_t> idx(size_t(r), 0);
   int64_t o = 0;
-  for (int64_t e = 0; e < elems; ++e) {
-    y[e] = x[o];
-    for (int i = r - 1; i >= 0; --i) {
+  for (int64_t e = 0; e < elems; e += inner) {
+    if (is == 1)
+      std::copy(x + o, x + o + inner, y + e);
+    else
+      for (int64_t j = 0; j < inner; ++j) y[e + j] = x[o + j * is];
+    for (int i = r - 2; i >= 0; --i) {
       o += stride[size_t(i)];
       if (++idx[size_t(i)] < shape[size_t(i)]) break;
       o -= stride[size_t(i)] * shape[size_t(i)];

@@ -16,6 +16,7 @@
 #include "runtime/ops/movement.h"
 #include "runtime/ops/op_context.h"
 #include "runtime/ops/ops_int8.h"
+#include "runtime/ops/ops_tensor.h"
 #include "runtime/ops/vec.h"
 
 namespace ep {
@@ -441,7 +442,7 @@ class Binary : public Op {
     const_operand_ = a.is_const() || b.is_const();  // stored NHWC: no channel-major form
     elems_ = y.elems;
     bounds(c.d.act, &lo_, &hi_);
-    static const char* names[] = {"ADD", "SUB", "MUL", "DIV"};
+    static const char* names[] = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"};
     kind = names[int(op)];
     label = kind + " " + dims(y.shape);
     macs = double(elems_);
@@ -504,7 +505,7 @@ class Activation : public Op {
 // ------------------------------------------------------------------------ SOFTMAX
 class Softmax : public Op {
  public:
-  Softmax(const Ctx& c) {
+  Softmax(const Ctx& c, const OpOptions& o) : vec_(vec_ops(o.isa)) {
     const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
     c.shape_is(y, x.shape);
     if (x.shape.empty()) c.bad("softmax of a scalar");
@@ -514,21 +515,18 @@ class Softmax : public Op {
     kind = "SOFTMAX";
     label = kind + " " + dims(x.shape);
   }
+  // rows in parallel: each row is computed whole by one thread, so threads do not change bits
   void run(const RunCtx& r) const override {
-    for (int64_t i = 0; i < rows_; ++i) {
-      const float* x = r.ptr[in_] + i * inner_;
-      float* y = r.ptr[out_] + i * inner_;
-      float mx = -kInf;
-      for (int64_t j = 0; j < inner_; ++j) mx = std::max(mx, x[j]);
-      float sum = 0;
-      for (int64_t j = 0; j < inner_; ++j) sum += (y[j] = std::exp((x[j] - mx) * beta_));
-      const float inv = 1.0f / sum;
-      for (int64_t j = 0; j < inner_; ++j) y[j] *= inv;
-    }
+    const float* x = r.ptr[in_];
+    float* y = r.ptr[out_];
+    parallel_for(threads_for(r.threads, 8.0 * rows_ * inner_), rows_, [&](int64_t i) {
+      vec_.softmax_row(x + i * inner_, y + i * inner_, inner_, beta_);
+    });
   }
   int in_ = 0, out_ = 0;
 
  private:
+  const VecOps& vec_;
   int64_t inner_, rows_;
   float beta_;
 };
@@ -559,7 +557,14 @@ class Mean : public Op {
       if (red[i]) count_ *= x.shape[i];
     // the common case: [N, H, W, C] over H and W (global average pooling)
     spatial_ = r == 4 && !red[0] && red[1] && red[2] && !red[3];
+    // the trailing axes (layer norm's statistics over the hidden size): one sum per row
+    trailing_ = 0;
+    while (trailing_ < r && red[size_t(r - 1 - trailing_)]) ++trailing_;
+    bool leading_kept = true;
+    for (int i = 0; i < r - trailing_; ++i) leading_kept = leading_kept && !red[size_t(i)];
+    if (!leading_kept || trailing_ == 0) trailing_ = -1;
     const_in_ = x.is_const();
+    x_elems_ = x.elems;
     kind = "MEAN";
     label = kind + " " + dims(x.shape);
     macs = double(x.elems);
@@ -576,6 +581,11 @@ class Mean : public Op {
         for (int64_t i = 0; i < hw; ++i) sum += x[p * hw + i];
         y[p] = sum / float(count_);
       }
+      return;
+    }
+    if (trailing_ > 0 && !spatial_) {
+      const int64_t rows = count_ ? int64_t(x_elems_ / count_) : 0;
+      for (int64_t i = 0; i < rows; ++i) y[i] = vec_.sum(x + i * count_, count_) / float(count_);
       return;
     }
     if (spatial_) {
@@ -618,7 +628,8 @@ class Mean : public Op {
   const VecOps& vec_;
   std::vector<int64_t> shape_;
   std::vector<bool> red_;
-  int64_t count_ = 1;
+  int64_t count_ = 1, x_elems_ = 0;
+  int trailing_ = -1;  // > 0: the reduced axes are exactly the last `trailing_`
   bool spatial_ = false, const_in_ = false;
 };
 
@@ -659,19 +670,21 @@ class Concat : public Op {
 class Copy : public Op {
  public:
   Copy(const Ctx& c, const char* name) {
-    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    const Tensor &x = c.in(0), &y = c.out();
     if (x.elems != y.elems) c.bad("input and output sizes differ");
-    elems_ = x.elems;
+    if (x.type != y.type || x.quantized() || dtype_size(x.type) == 0)
+      c.f32(x.type != DType::f32 ? x : y);  // says which tensor is not float32
+    bytes_ = x.bytes();
     kind = name;
     label = kind + " " + dims(x.shape) + "->" + dims(y.shape);
   }
   void run(const RunCtx& r) const override {
-    if (r.ptr[in_] != r.ptr[out_]) std::memmove(r.ptr[out_], r.ptr[in_], size_t(elems_) * 4);
+    if (r.ptr[in_] != r.ptr[out_]) std::memmove(r.ptr[out_], r.ptr[in_], size_t(bytes_));
   }
   int in_ = 0, out_ = 0;
 
  private:
-  int64_t elems_;
+  int64_t bytes_;
 };
 
 // ------------------------------------------------------------------------ TRANSPOSE
@@ -801,11 +814,15 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
     case OpCode::add:
     case OpCode::sub:
     case OpCode::mul:
-    case OpCode::div: {
-      const BinOp op = d.code == OpCode::add   ? BinOp::add
-                       : d.code == OpCode::sub ? BinOp::sub
-                       : d.code == OpCode::mul ? BinOp::mul
-                                               : BinOp::div;
+    case OpCode::div:
+    case OpCode::maximum:
+    case OpCode::minimum: {
+      const BinOp op = d.code == OpCode::add       ? BinOp::add
+                       : d.code == OpCode::sub     ? BinOp::sub
+                       : d.code == OpCode::mul     ? BinOp::mul
+                       : d.code == OpCode::div     ? BinOp::div
+                       : d.code == OpCode::maximum ? BinOp::max
+                                                   : BinOp::min;
       auto b = std::make_unique<Binary>(c, o, op);
       b->ia_ = d.inputs[0];
       b->ib_ = d.inputs[1];
@@ -824,8 +841,18 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
       return wire(std::make_unique<Activation>(c, o, ActKind::logistic, "LOGISTIC"), d);
     case OpCode::hard_swish:
       return wire(std::make_unique<Activation>(c, o, ActKind::hard_swish, "HARD_SWISH"), d);
+    case OpCode::gelu:
+      return wire(std::make_unique<Activation>(
+                      c, o, c.d.approximate ? ActKind::gelu_tanh : ActKind::gelu, "GELU"),
+                  d);
+    case OpCode::sqrt:
+      return wire(std::make_unique<Activation>(c, o, ActKind::sqrt, "SQRT"), d);
+    case OpCode::rsqrt:
+      return wire(std::make_unique<Activation>(c, o, ActKind::rsqrt, "RSQRT"), d);
+    case OpCode::neg:
+      return wire(std::make_unique<Activation>(c, o, ActKind::neg, "NEG"), d);
     case OpCode::softmax:
-      return wire(std::make_unique<Softmax>(c), d);
+      return wire(std::make_unique<Softmax>(c, o), d);
     case OpCode::mean:
       return wire(std::make_unique<Mean>(c, o), d);
     case OpCode::concatenation: {
@@ -847,8 +874,8 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
       return wire(std::make_unique<Pad>(c, false), d);
     case OpCode::padv2:
       return wire(std::make_unique<Pad>(c, true), d);
-    default:
-      throw UnsupportedError(c.where + ": not supported as a runtime operator");
+    default:  // BATCH_MATMUL and the typed operators: ops_tensor.cpp
+      return make_tensor_op(model, d, o);
   }
 }
 

@@ -14,8 +14,21 @@
 namespace ep {
 namespace rt {
 
-enum class BinOp : int { add, sub, mul, div };
-enum class ActKind : int { none, relu, relu6, relu_n1_to_1, tanh, logistic, hard_swish };
+enum class BinOp : int { add, sub, mul, div, max, min };
+enum class ActKind : int {
+  none,
+  relu,
+  relu6,
+  relu_n1_to_1,
+  tanh,
+  logistic,
+  hard_swish,
+  gelu,       // x/2 (1 + erf(x/sqrt 2))
+  gelu_tanh,  // x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  sqrt,
+  rsqrt,
+  neg,
+};
 
 struct DwRowArgs {
   const float* x = nullptr;  // input image [H, W, C] of one batch
@@ -64,6 +77,14 @@ struct VecOps {
   void (*accumulate)(const float* x, float* acc, int64_t n);
   // dst[c, r] = src[r, c] for a [rows, cols] matrix (layout changes at NCHW subgraph edges)
   void (*transpose)(const float* src, int64_t rows, int64_t cols, float* dst);
+  // y = softmax(beta * x) over one row of n
+  void (*softmax_row)(const float* x, float* y, int64_t n, float beta);
+  // Y[m, n] = A B: A's element (i, k) at a[i * a_row + k * a_k] (a transposed A is a_row = 1),
+  // B [k, n] row-major; every output element sums over k in order
+  void (*matmul)(const float* a, int64_t a_row, int64_t a_k, const float* b, float* y, int64_t m,
+                 int64_t k, int64_t n);
+  // the sum of a row, in a fixed order
+  float (*sum)(const float* x, int64_t n);
 };
 
 const VecOps& vec_ops(Isa isa);

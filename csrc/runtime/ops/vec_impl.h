@@ -278,7 +278,68 @@ void binary(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, fl
       return binary_loop([](float p, float q) { return p * q; }, a, sa, b, sb, y, n, lo, hi);
     case BinOp::div:
       return binary_loop([](float p, float q) { return p / q; }, a, sa, b, sb, y, n, lo, hi);
+    case BinOp::max:
+      return binary_loop([](float p, float q) { return p > q ? p : q; }, a, sa, b, sb, y, n, lo,
+                         hi);
+    case BinOp::min:  // TFLite's NaN behaviour: MAXIMUM(NaN, q) = q, MINIMUM(NaN, q) = NaN
+      return binary_loop([](float p, float q) { return q < p ? q : p; }, a, sa, b, sb, y, n, lo,
+                         hi);
   }
+}
+
+// exp(x) for the float range, branch-free so the loops that call it vectorise: x = k ln2 + r
+// with |r| <= ln2/2 (k rounded by the 1.5 * 2^23 trick, ln2 split in two so k ln2 is exact),
+// e^r by its degree-6 Taylor polynomial (error below 2^-23 relative), 2^k built in the exponent
+// bits. Inputs below -87.3 give 2^-126 e^r (not 0); softmax and erfc never need less.
+inline float exp_approx(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  const float k = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+  const float r = (x - k * 0.693145752f) - k * 1.42860677e-6f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (int32_t(k) + 127) << 23;
+  float scale;
+  __builtin_memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+// 1 + erf(z), to 2.1e-6 relative where it exceeds 1e-7 (tests/python/test_runtime_transformer.py
+// checks GELU against float64 erf): for |z| < 1, 1 + z P(z^2); for 1 <= |z| < 4, erfc(|z|) =
+// exp(Q(|z| - 2.5)) with Q fitted to log erfc on [1, 4]; beyond 4, erfc (< 1.5e-8) is taken as 0.
+// P and Q are least-squares fits in float64, rounded to float.
+inline float one_plus_erf(float z) {
+  const float a = std::min(std::fabs(z), 4.0f), s = z * z;
+  float p = 7.898097828729078e-05f;
+  p = p * s - 0.0008024320704862475f;
+  p = p * s + 0.005190049763768911f;
+  p = p * s - 0.026854805648326874f;
+  p = p * s + 0.11283612251281738f;
+  p = p * s - 0.3761262893676758f;
+  p = p * s + 1.128379225730896f;
+  const float u = a - 2.5f;
+  float q = -6.582514799902128e-08f;
+  q = q * u + 1.6140534171427134e-06f;
+  q = q * u - 1.2976148354937322e-05f;
+  q = q * u + 7.739445572951809e-05f;
+  q = q * u - 0.00042070692870765924f;
+  q = q * u + 0.0021651603747159243f;
+  q = q * u - 0.010858165100216866f;
+  q = q * u - 0.9438936114311218f;
+  q = q * u - 5.352680683135986f;
+  q = q * u - 7.806815147399902f;
+  const float e = std::fabs(z) < 4.0f ? exp_approx(q) : 0.0f;
+  const float far = z > 0.0f ? 2.0f - e : e;
+  return std::fabs(z) < 1.0f ? 1.0f + z * p : far;
+}
+
+inline float tanh_approx(float x) {  // 1 - 2 / (e^2x + 1), saturating
+  const float e = exp_approx(2.0f * std::min(std::max(x, -9.0f), 9.0f));
+  return 1.0f - 2.0f / (e + 1.0f);
 }
 
 void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y, int64_t n) {
@@ -305,7 +366,101 @@ void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y
     case ActKind::logistic:
       for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
       return;
+    case ActKind::gelu:
+      for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * x[i] * one_plus_erf(x[i] * 0.707106781f);
+      return;
+    case ActKind::gelu_tanh:
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        y[i] = 0.5f * v * (1.0f + tanh_approx(0.797884561f * (v + 0.044715f * v * v * v)));
+      }
+      return;
+    case ActKind::sqrt:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]);
+      return;
+    case ActKind::rsqrt:
+      for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / std::sqrt(x[i]);
+      return;
+    case ActKind::neg:
+      for (int64_t i = 0; i < n; ++i) y[i] = -x[i];
+      return;
   }
+}
+
+// Row reductions keep 16 partial results (one vector), so the compiler vectorises them without
+// reassociating on its own; the order is fixed, so results do not depend on threads.
+float row_max(const float* __restrict__ x, int64_t n) {
+  V16 m = {};
+  const float inf = __builtin_inff();
+  for (int i = 0; i < 16; ++i) m[i] = -inf;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const V16 v = load16(x + j);
+    m = v > m ? v : m;
+  }
+  float r = -inf;
+  for (int i = 0; i < 16; ++i) r = std::max(r, m[i]);
+  for (; j < n; ++j) r = std::max(r, x[j]);
+  return r;
+}
+
+float row_sum(const float* __restrict__ x, int64_t n) {
+  V16 s = {};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) s += load16(x + j);
+  float r = 0.0f;
+  for (int i = 0; i < 16; ++i) r += s[i];
+  for (; j < n; ++j) r += x[j];
+  return r;
+}
+
+void softmax_row(const float* __restrict__ x, float* __restrict__ y, int64_t n, float beta) {
+  const float mx = row_max(x, n);
+  for (int64_t j = 0; j < n; ++j) y[j] = exp_approx((x[j] - mx) * beta);
+  const float inv = 1.0f / row_sum(y, n);
+  for (int64_t j = 0; j < n; ++j) y[j] *= inv;
+}
+
+// R rows x 16 C columns of Y at once, the accumulators in registers: per k, C loads of B and R
+// broadcasts of A feed R * C multiply-adds.
+template <int R, int C>
+void matmul_tile(const float* a, int64_t a_row, int64_t a_k, const float* b, float* y, int64_t k,
+                 int64_t n) {
+  V16 acc[R][C] = {};
+  for (int64_t kk = 0; kk < k; ++kk) {
+    V16 bv[C];
+    for (int c = 0; c < C; ++c) bv[c] = load16(b + kk * n + 16 * c);
+    for (int r = 0; r < R; ++r) {
+      const float av = a[r * a_row + kk * a_k];
+      for (int c = 0; c < C; ++c) acc[r][c] += av * bv[c];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) store16(y + r * n + 16 * c, acc[r][c]);
+}
+
+template <int R>
+void matmul_rows(const float* a, int64_t a_row, int64_t a_k, const float* b, float* y, int64_t k,
+                 int64_t n) {
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32) matmul_tile<R, 2>(a, a_row, a_k, b + j, y + j, k, n);
+  for (; j + 16 <= n; j += 16) matmul_tile<R, 1>(a, a_row, a_k, b + j, y + j, k, n);
+  if (j == n) return;
+  for (int r = 0; r < R; ++r) {  // the last n % 16 columns
+    float* yr = y + r * n;
+    for (int64_t jj = j; jj < n; ++jj) yr[jj] = 0.0f;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const float av = a[r * a_row + kk * a_k];
+      for (int64_t jj = j; jj < n; ++jj) yr[jj] += av * b[kk * n + jj];
+    }
+  }
+}
+
+void matmul(const float* a, int64_t a_row, int64_t a_k, const float* b, float* y, int64_t m,
+            int64_t k, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) matmul_rows<4>(a + i * a_row, a_row, a_k, b, y + i * n, k, n);
+  for (; i < m; ++i) matmul_rows<1>(a + i * a_row, a_row, a_k, b, y + i * n, k, n);
 }
 
 void accumulate(const float* __restrict__ x, float* __restrict__ acc, int64_t n) {
@@ -327,7 +482,8 @@ void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float*
 }  // namespace
 
 extern const VecOps table;
-const VecOps table = {dw_row, dw_plane, pool_row, binary, activation, accumulate, transpose};
+const VecOps table = {dw_row,     dw_plane,  pool_row,    binary, activation,
+                      accumulate, transpose, softmax_row, matmul, row_sum};
 
 }  // namespace EP_VEC_NS
 }  // namespace rt

@@ -1,0 +1,470 @@
+// The operators of transformer graphs that are not convolutions: BATCH_MATMUL of two
+// activations, and the typed tensor operators attention masks and embeddings lower to (GATHER,
+// CAST, comparisons, LOGICAL_*, SELECT_V2, BROADCAST_TO). Unlike the fp32 tier these take int32,
+// int64 and bool tensors as well; they move or compare elements and never do float arithmetic
+// on them, except BATCH_MATMUL (float32 only).
+//
+// Consumes: a validated Model and one OpDesc. Produces: Op objects (ops.h).
+#include "runtime/ops/ops_tensor.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <type_traits>
+
+#include "layers/layers.h"
+#include "layers/parallel.h"
+#include "runtime/ops/broadcast.h"
+#include "runtime/ops/op_context.h"
+#include "runtime/ops/vec.h"
+
+namespace ep {
+namespace rt {
+
+namespace {
+
+std::string dims(const std::vector<int64_t>& s) {
+  std::string r;
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "x" : "") + std::to_string(s[i]);
+  return r;
+}
+
+bool plain_type(DType t) {
+  return t == DType::f32 || t == DType::i32 || t == DType::i64 || t == DType::boolean;
+}
+
+const Tensor& typed(const OpContext& c, const Tensor& t) {
+  if (!plain_type(t.type) || t.quantized())
+    c.unsupported("tensor '" + t.name + "' is " + dtype_name(t.type) +
+                  (t.quantized() ? " with quantization" : "") +
+                  " (this operator takes float32, int32, int64 or bool)");
+  return t;
+}
+
+template <class T>
+const T* at(const RunCtx& r, int t) {
+  return reinterpret_cast<const T*>(r.ptr[t]);
+}
+template <class T>
+T* out_at(const RunCtx& r, int t) {
+  return reinterpret_cast<T*>(r.ptr[t]);
+}
+
+// Calls f with a value of the C++ type TFLite's type t stores (bool as uint8_t).
+template <class F>
+void with_type(DType t, F f) {
+  switch (t) {
+    case DType::f32:
+      return f(float());
+    case DType::i32:
+      return f(int32_t());
+    case DType::i64:
+      return f(int64_t());
+    default:
+      return f(uint8_t());
+  }
+}
+
+// ------------------------------------------------------------------------ BATCH_MATMUL
+// Y[b] = op(A[b]) op(B[b]) with numpy broadcasting of the batch dimensions, on the path's
+// register-tiled matmul. Tasks are fixed blocks of rows and every output element sums over K in
+// order, so threads do not change the bits. A transposed B (adj_y) is first transposed into
+// scratch, so the kernel always runs along N.
+class BatchMatMul : public Op {
+ public:
+  BatchMatMul(const OpContext& c, const OpOptions& o) : vec_(vec_ops(o.isa)) {
+    const Tensor &a = c.in(0), &b = c.in(1), &y = c.out();
+    for (const Tensor* t : {&a, &b, &y})
+      if (t->type != DType::f32 || t->quantized())
+        c.unsupported("tensor '" + t->name + "' is not float32 (int8 BATCH_MATMUL is not run)");
+    if (a.shape.size() < 2 || b.shape.size() < 2) c.bad("operands must have rank 2 or more");
+    adj_x_ = c.d.adj_x, adj_y_ = c.d.adj_y;
+    const size_t ra = a.shape.size(), rb = b.shape.size();
+    m_ = a.shape[ra - (adj_x_ ? 1 : 2)], k_ = a.shape[ra - (adj_x_ ? 2 : 1)];
+    const int64_t kb = b.shape[rb - (adj_y_ ? 1 : 2)];
+    n_ = b.shape[rb - (adj_y_ ? 2 : 1)];
+    if (kb != k_)
+      c.bad("inner dimensions differ: " + std::to_string(k_) + " and " + std::to_string(kb));
+    if (m_ < 1 || k_ < 1 || n_ < 1) c.bad("empty matrices");
+    const std::vector<int64_t> ba(a.shape.begin(), a.shape.end() - 2),
+        bb(b.shape.begin(), b.shape.end() - 2);
+    std::vector<int64_t> batch = Broadcast::result(c, {ba, bb}), want = batch;
+    want.push_back(m_);
+    want.push_back(n_);
+    c.shape_is(y, want);
+    Broadcast g;
+    g.init(c, {ba, bb}, batch);
+    // one (A, B) matrix offset per output matrix, in output order
+    for (int64_t i = 0; i < g.elems; ++i) {
+      int64_t rest = i, oa = 0, ob = 0;
+      for (int d = Broadcast::kRank - 1; d >= 0; --d) {
+        const int64_t v = rest % g.shape[d];
+        rest /= g.shape[d];
+        oa += v * g.stride[0][d];
+        ob += v * g.stride[1][d];
+      }
+      pairs_.push_back({oa * m_ * k_, ob * k_ * n_});
+    }
+    bmats_ = 1;
+    for (int64_t v : bb) bmats_ *= v;
+    kind = "BATCH_MATMUL";
+    macs = double(pairs_.size()) * m_ * k_ * n_;
+    label = kind + " " + dims(a.shape) + (adj_x_ ? "T" : "") + " x " + dims(b.shape) +
+            (adj_y_ ? "T" : "");
+  }
+  int64_t scratch_bytes() const override { return adj_y_ ? bmats_ * k_ * n_ * 4 : 0; }
+  void run(const RunCtx& r) const override {
+    const float *a = r.ptr[ia_], *b = r.ptr[ib_];
+    float* y = r.ptr[out_];
+    if (adj_y_) {  // B[n, k] -> [k, n], per stored matrix
+      float* t = static_cast<float*>(r.scratch);
+      for (int64_t i = 0; i < bmats_; ++i) vec_.transpose(b + i * n_ * k_, n_, k_, t + i * k_ * n_);
+      b = t;
+    }
+    // tasks of kRows rows (a multiple of the kernel's 4-row tile), fixed whatever the threads
+    const int64_t blocks = (m_ + kRows - 1) / kRows;
+    const int64_t a_row = adj_x_ ? 1 : k_, a_k = adj_x_ ? m_ : 1;
+    parallel_for(threads_for(r.threads, macs), int64_t(pairs_.size()) * blocks, [&](int64_t t) {
+      const int64_t mat = t / blocks, i0 = t % blocks * kRows, rows = std::min(kRows, m_ - i0);
+      const float* am = a + pairs_[size_t(mat)].first + i0 * a_row;
+      const float* bm = b + pairs_[size_t(mat)].second;
+      vec_.matmul(am, a_row, a_k, bm, y + (mat * m_ + i0) * n_, rows, k_, n_);
+    });
+  }
+  int ia_ = 0, ib_ = 0, out_ = 0;
+
+ private:
+  static constexpr int64_t kRows = 16;
+  const VecOps& vec_;
+  bool adj_x_ = false, adj_y_ = false;
+  int64_t m_ = 0, k_ = 0, n_ = 0, bmats_ = 1;
+  std::vector<std::pair<int64_t, int64_t>> pairs_;
+};
+
+// ------------------------------------------------------------------------ element-wise, typed
+enum class Cmp { eq, ne, lt, le, gt, ge, land, lor };
+
+template <class T>
+bool compare(Cmp op, T a, T b) {
+  switch (op) {
+    case Cmp::eq:
+      return a == b;
+    case Cmp::ne:
+      return a != b;
+    case Cmp::lt:
+      return a < b;
+    case Cmp::le:
+      return a <= b;
+    case Cmp::gt:
+      return a > b;
+    case Cmp::ge:
+      return a >= b;
+    case Cmp::land:
+      return a && b;
+    case Cmp::lor:
+      return a || b;
+  }
+  return false;
+}
+
+template <class T>
+void compare_rows(Cmp op, const T* __restrict__ a, const T* __restrict__ b, uint8_t* __restrict__ y,
+                  int64_t n) {
+  switch (op) {
+    case Cmp::eq:
+      for (int64_t i = 0; i < n; ++i) y[i] = a[i] == b[i];
+      return;
+    case Cmp::ne:
+      for (int64_t i = 0; i < n; ++i) y[i] = a[i] != b[i];
+      return;
+    default:
+      for (int64_t i = 0; i < n; ++i) y[i] = compare(op, a[i], b[i]);
+  }
+}
+
+// EQUAL ... GREATER_EQUAL (any plain type), LOGICAL_AND / LOGICAL_OR (bool): a bool output.
+class Compare : public Op {
+ public:
+  Compare(const OpContext& c, Cmp op, const char* name) : op_(op) {
+    const Tensor &a = typed(c, c.in(0)), &b = typed(c, c.in(1)), &y = c.out();
+    if (a.type != b.type) c.bad("the operands' types differ");
+    if (y.type != DType::boolean) c.bad("the output must be bool");
+    if ((op == Cmp::land || op == Cmp::lor) && a.type != DType::boolean)
+      c.bad("logical operators take bool operands");
+    c.shape_is(y, Broadcast::result(c, {a.shape, b.shape}));
+    g_.init(c, {a.shape, b.shape}, y.shape);
+    type_ = a.type;
+    kind = name;
+    label = kind + " " + dims(y.shape);
+  }
+  void run(const RunCtx& r) const override {
+    uint8_t* y = out_at<uint8_t>(r, out_);
+    with_type(type_, [&](auto tag) {
+      using T = decltype(tag);
+      const T *a = at<T>(r, ia_), *b = at<T>(r, ib_);
+      int64_t o = 0;
+      g_.rows([&](const int64_t* off, int64_t n, const int64_t* is) {
+        const T *pa = a + off[0], *pb = b + off[1];
+        if (is[0] && is[1])  // the common same-shape case, a loop the compiler vectorises
+          compare_rows(op_, pa, pb, y + o, n);
+        else
+          for (int64_t i = 0; i < n; ++i) y[o + i] = compare(op_, pa[i * is[0]], pb[i * is[1]]);
+        o += n;
+      });
+    });
+  }
+  int ia_ = 0, ib_ = 0, out_ = 0;
+
+ private:
+  Cmp op_;
+  DType type_ = DType::f32;
+  Broadcast g_;
+};
+
+class LogicalNot : public Op {
+ public:
+  explicit LogicalNot(const OpContext& c) {
+    const Tensor &x = c.in(0), &y = c.out();
+    if (x.type != DType::boolean || y.type != DType::boolean) c.bad("LOGICAL_NOT takes bool");
+    c.shape_is(y, x.shape);
+    elems_ = x.elems;
+    kind = "LOGICAL_NOT";
+    label = kind + " " + dims(x.shape);
+  }
+  void run(const RunCtx& r) const override {
+    const uint8_t* x = at<uint8_t>(r, in_);
+    uint8_t* y = out_at<uint8_t>(r, out_);
+    for (int64_t i = 0; i < elems_; ++i) y[i] = !x[i];
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  int64_t elems_ = 0;
+};
+
+// SELECT_V2: y = cond ? a : b, broadcast. The values are copied as bytes of their size.
+class SelectV2 : public Op {
+ public:
+  explicit SelectV2(const OpContext& c) {
+    const Tensor &k = c.in(0), &a = typed(c, c.in(1)), &b = typed(c, c.in(2)), &y = c.out();
+    if (k.type != DType::boolean) c.bad("the condition must be bool");
+    if (a.type != b.type || y.type != a.type) c.bad("the values' and output's types differ");
+    c.shape_is(y, Broadcast::result(c, {k.shape, a.shape, b.shape}));
+    g_.init(c, {k.shape, a.shape, b.shape}, y.shape);
+    type_ = a.type;
+    kind = "SELECT_V2";
+    label = kind + " " + dims(y.shape);
+  }
+  void run(const RunCtx& r) const override {
+    const uint8_t* k = at<uint8_t>(r, ik_);
+    with_type(type_, [&](auto tag) {
+      using T = decltype(tag);
+      const T *a = at<T>(r, ia_), *b = at<T>(r, ib_);
+      T* y = out_at<T>(r, out_);
+      g_.rows([&](const int64_t* off, int64_t n, const int64_t* is) {
+        const uint8_t* pk = k + off[0];
+        const T *pa = a + off[1], *pb = b + off[2];
+        if (is[0] == 1 && is[1] == 0 && is[2] == 1) {  // where(mask, constant, x)
+          const T va = pa[0];
+          for (int64_t i = 0; i < n; ++i) y[i] = pk[i] ? va : pb[i];
+        } else {
+          for (int64_t i = 0; i < n; ++i) y[i] = pk[i * is[0]] ? pa[i * is[1]] : pb[i * is[2]];
+        }
+        y += n;
+      });
+    });
+  }
+  int ik_ = 0, ia_ = 0, ib_ = 0, out_ = 0;
+
+ private:
+  DType type_ = DType::f32;
+  Broadcast g_;
+};
+
+// BROADCAST_TO: the output shape is the file's (checked against the shape input when constant).
+class BroadcastTo : public Op {
+ public:
+  explicit BroadcastTo(const OpContext& c) {
+    const Tensor &x = typed(c, c.in(0)), &y = c.out();
+    if (y.type != x.type) c.bad("input and output types differ");
+    if (c.in(1).is_const() && c.int_values(1) != y.shape)
+      c.bad("the output shape is not the shape input");
+    g_.init(c, {x.shape}, y.shape);
+    size_ = dtype_size(x.type);
+    kind = "BROADCAST_TO";
+    label = kind + " " + dims(x.shape) + "->" + dims(y.shape);
+  }
+  void run(const RunCtx& r) const override {
+    const uint8_t* x = at<uint8_t>(r, in_);
+    uint8_t* y = out_at<uint8_t>(r, out_);
+    const int64_t es = size_;
+    g_.rows([&](const int64_t* off, int64_t n, const int64_t* is) {
+      if (is[0])
+        std::memcpy(y, x + off[0] * es, size_t(n * es));
+      else
+        for (int64_t i = 0; i < n; ++i) std::memcpy(y + i * es, x + off[0] * es, size_t(es));
+      y += n * es;
+    });
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  Broadcast g_;
+  int64_t size_ = 4;
+};
+
+// CAST between float32, int32, int64 and bool, as TFLite: float to int truncates, anything to
+// bool is "!= 0".
+class Cast : public Op {
+ public:
+  explicit Cast(const OpContext& c) {
+    const Tensor &x = typed(c, c.in(0)), &y = typed(c, c.out());
+    c.shape_is(y, x.shape);
+    from_ = x.type, to_ = y.type, elems_ = x.elems;
+    kind = "CAST";
+    label = kind + " " + dims(x.shape) + " " + dtype_name(from_) + "->" + dtype_name(to_);
+  }
+  void run(const RunCtx& r) const override {
+    with_type(from_, [&](auto ftag) {
+      using F = decltype(ftag);
+      const F* x = at<F>(r, in_);
+      with_type(to_, [&](auto ttag) {
+        using T = decltype(ttag);
+        T* y = out_at<T>(r, out_);
+        for (int64_t i = 0; i < elems_; ++i)
+          y[i] = to_ == DType::boolean ? T(x[i] != F(0)) : convert<T>(x[i]);
+      });
+    });
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  // float to integer: truncation; out-of-range values saturate and NaN gives the largest
+  // value, as LiteRT 2.3's kernel does (a plain cast would be undefined behaviour)
+  template <class T, class F>
+  static T convert(F v) {
+    if constexpr (std::is_floating_point<F>::value && !std::is_floating_point<T>::value) {
+      if (!(v == v)) return std::numeric_limits<T>::max();
+      if (v <= F(std::numeric_limits<T>::lowest())) return std::numeric_limits<T>::lowest();
+      if (v >= F(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
+    }
+    return T(v);
+  }
+  DType from_ = DType::f32, to_ = DType::f32;
+  int64_t elems_ = 0;
+};
+
+// GATHER (batch_dims 0): y = params indexed along `axis` by every index. Out-of-range indices
+// (token ids past the vocabulary in a caller's input) stop the run with a message, as TFLite's
+// kernel does; nothing is read outside params.
+class Gather : public Op {
+ public:
+  explicit Gather(const OpContext& c) {
+    const Tensor &p = typed(c, c.in(0)), &ix = c.in(1), &y = c.out();
+    if (ix.type != DType::i32 && ix.type != DType::i64) c.bad("indices must be int32 or int64");
+    if (y.type != p.type) c.bad("params and output types differ");
+    if (c.d.batch_dims != 0) c.unsupported("batch_dims " + std::to_string(c.d.batch_dims));
+    const int r = int(p.shape.size());
+    int axis = c.d.axis < 0 ? c.d.axis + r : c.d.axis;
+    if (r < 1 || axis < 0 || axis >= r)
+      c.bad("axis " + std::to_string(c.d.axis) + " is out of range");
+    std::vector<int64_t> want(p.shape.begin(), p.shape.begin() + axis);
+    want.insert(want.end(), ix.shape.begin(), ix.shape.end());
+    want.insert(want.end(), p.shape.begin() + axis + 1, p.shape.end());
+    c.shape_is(y, want);
+    outer_ = 1, inner_ = 1;
+    for (int i = 0; i < axis; ++i) outer_ *= p.shape[size_t(i)];
+    for (int i = axis + 1; i < r; ++i) inner_ *= p.shape[size_t(i)];
+    dim_ = p.shape[size_t(axis)];
+    count_ = ix.elems;
+    wide_ = ix.type == DType::i64;
+    es_ = dtype_size(p.type);
+    where_ = c.where;
+    kind = "GATHER";
+    label = kind + " " + dims(p.shape) + " by " + dims(ix.shape);
+  }
+  void run(const RunCtx& r) const override {
+    const uint8_t* p = at<uint8_t>(r, ip_);
+    uint8_t* y = out_at<uint8_t>(r, out_);
+    const int64_t row = inner_ * es_;
+    for (int64_t j = 0; j < count_; ++j) {
+      const int64_t v = wide_ ? at<int64_t>(r, ix_)[j] : at<int32_t>(r, ix_)[j];
+      if (v < 0 || v >= dim_)
+        throw std::invalid_argument(where_ + ": index " + std::to_string(v) + " is outside [0, " +
+                                    std::to_string(dim_) + ")");
+    }
+    for (int64_t o = 0; o < outer_; ++o)
+      for (int64_t j = 0; j < count_; ++j) {
+        const int64_t v = wide_ ? at<int64_t>(r, ix_)[j] : at<int32_t>(r, ix_)[j];
+        std::memcpy(y + (o * count_ + j) * row, p + (o * dim_ + v) * row, size_t(row));
+      }
+  }
+  int ip_ = 0, ix_ = 0, out_ = 0;
+
+ private:
+  int64_t outer_ = 1, inner_ = 1, dim_ = 1, count_ = 0, es_ = 4;
+  bool wide_ = false;
+  std::string where_;
+};
+
+template <class T>
+std::unique_ptr<Op> two(std::unique_ptr<T> op, const OpDesc& d) {
+  op->ia_ = d.inputs[0];
+  op->ib_ = d.inputs[1];
+  op->out_ = d.outputs[0];
+  return op;
+}
+
+}  // namespace
+
+std::unique_ptr<Op> make_tensor_op(const Model& model, const OpDesc& d, const OpOptions& o) {
+  OpContext c{model, d,
+              "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"};
+  switch (d.code) {
+    case OpCode::batch_matmul:
+      return two(std::make_unique<BatchMatMul>(c, o), d);
+    case OpCode::equal:
+      return two(std::make_unique<Compare>(c, Cmp::eq, "EQUAL"), d);
+    case OpCode::not_equal:
+      return two(std::make_unique<Compare>(c, Cmp::ne, "NOT_EQUAL"), d);
+    case OpCode::less:
+      return two(std::make_unique<Compare>(c, Cmp::lt, "LESS"), d);
+    case OpCode::less_equal:
+      return two(std::make_unique<Compare>(c, Cmp::le, "LESS_EQUAL"), d);
+    case OpCode::greater:
+      return two(std::make_unique<Compare>(c, Cmp::gt, "GREATER"), d);
+    case OpCode::greater_equal:
+      return two(std::make_unique<Compare>(c, Cmp::ge, "GREATER_EQUAL"), d);
+    case OpCode::logical_and:
+      return two(std::make_unique<Compare>(c, Cmp::land, "LOGICAL_AND"), d);
+    case OpCode::logical_or:
+      return two(std::make_unique<Compare>(c, Cmp::lor, "LOGICAL_OR"), d);
+    case OpCode::logical_not:
+      return wire(std::make_unique<LogicalNot>(c), d);
+    case OpCode::select_v2: {
+      auto op = std::make_unique<SelectV2>(c);
+      op->ik_ = d.inputs[0];
+      op->ia_ = d.inputs[1];
+      op->ib_ = d.inputs[2];
+      op->out_ = d.outputs[0];
+      return op;
+    }
+    case OpCode::broadcast_to:
+      return wire(std::make_unique<BroadcastTo>(c), d);
+    case OpCode::cast:
+      return wire(std::make_unique<Cast>(c), d);
+    case OpCode::gather: {
+      auto op = std::make_unique<Gather>(c);
+      op->ip_ = d.inputs[0];
+      op->ix_ = d.inputs[1];
+      op->out_ = d.outputs[0];
+      return op;
+    }
+    default:
+      throw UnsupportedError(c.where + ": not supported as a runtime operator");
+  }
+}
+
+}  // namespace rt
+}  // namespace ep

@@ -1,0 +1,212 @@
+"""Transformer encoders on edgeprune's runtime: BATCH_MATMUL, GELU, GATHER, the attention-mask
+operators (CAST, comparisons, LOGICAL_*, SELECT_V2, BROADCAST_TO), MAXIMUM/MINIMUM, SQRT/RSQRT/NEG,
+and int32/int64/bool model inputs, against LiteRT's builtin kernels on identical files (every
+compiled path, same bits for 1/2/4 threads), GELU against float64 erf, a `transformers` BERT
+encoder exported by edgeprune, and token ids outside the vocabulary (an error, never a read past
+the table).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from tflite_builder import Builder
+
+import edgeprune as ep
+from edgeprune import kernels
+from edgeprune.errors import UserError
+from edgeprune.export import export
+
+ISAS = [i for i in ("reference", "avx2", "avx512", "neon", "neon-dotprod") if i in kernels.supported_isas()]
+
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def _litert_builtin(data: bytes, inputs):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN)
+    it.allocate_tensors()
+    for d, x in zip(it.get_input_details(), inputs):
+        it.set_tensor(d["index"], x)
+    it.invoke()
+    return [it.get_tensor(d["index"]).copy() for d in it.get_output_details()]
+
+
+def _ops_file() -> tuple[bytes, list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    b = Builder()
+    x = b.input([2, 3, 5, 8])
+    ids = b.input([2, 4], np.int32)
+    keep = b.input([2, 1, 1, 8], np.bool_)
+    outs = []
+    # attention: Q K^T with broadcast batch dimensions, then P V, and a transposed A
+    kt = b.const(rng.standard_normal((1, 3, 6, 8)))
+    scores = b.batch_matmul(x, kt, adj_y=True)  # [2, 3, 5, 6]
+    outs.append(scores)
+    v = b.const(rng.standard_normal((3, 6, 37)))
+    outs.append(b.batch_matmul(scores, v))  # [2, 3, 5, 37]: 37 = a 32 tile, no 16 tile, a tail of 5
+    at = b.const(rng.standard_normal((2, 1, 8, 5)))
+    outs.append(b.batch_matmul(at, x, adj_x=True, adj_y=True))  # [2, 3, 5, 5]
+    # embeddings: rows of a table by int32 ids, and a gather along axis 1
+    table = b.const(rng.standard_normal((11, 8)))
+    outs.append(b.gather(table, ids))  # [2, 4, 8]
+    outs.append(b.gather(x, b.const([2, 0, 2], np.int32), axis=1))  # [2, 3, 5, 8]
+    # element-wise
+    outs.append(b.gelu(x))
+    outs.append(b.gelu(x, approximate=True))
+    sq = b.binary("add", b.binary("mul", x, x), b.const(np.float32(0.5)))
+    outs.append(b.unary(76, sq))  # RSQRT
+    outs.append(b.unary(75, sq))  # SQRT
+    outs.append(b.unary(59, x))  # NEG
+    outs.append(b.elementwise(55, [x, b.const(np.full(8, -0.3, np.float32))]))  # MAXIMUM
+    outs.append(b.elementwise(57, [x, b.const(np.float32(0.4))]))  # MINIMUM
+    outs.append(b.softmax(b.reshape(x, [6, 40])))  # rows of 40: two 16-lane blocks and a tail
+    # an attention mask as the exporter writes it
+    lt = b.elementwise(58, [x, b.const(np.float32(0.1))], np.bool_)  # LESS
+    ne = b.elementwise(72, [x, x], np.bool_)  # NOT_EQUAL (x != x: NaN)
+    both = b.elementwise(86, [lt, keep], np.bool_)  # LOGICAL_AND, broadcast
+    either = b.elementwise(84, [both, ne], np.bool_)  # LOGICAL_OR
+    inv = b.op(87, [either], b.shape(either), None, np.bool_)  # LOGICAL_NOT
+    outs.append(b.elementwise(123, [inv, b.const(np.float32(-1e4)), x]))  # SELECT_V2
+    outs.append(b.cast(inv, np.float32))
+    outs.append(b.cast(ids, np.float32))
+    outs.append(b.cast(b.binary("mul", x, b.const(np.float32(3.0))), np.int32))
+    mask = b.broadcast_to(keep, [2, 3, 5, 8], np.bool_)
+    outs.append(b.elementwise(123, [mask, b.const(np.float32(0.0)), b.const(np.float32(-1e9))]))
+    data = b.finish(outs)
+    inputs = [
+        rng.standard_normal((2, 3, 5, 8)).astype(np.float32),
+        rng.integers(0, 11, (2, 4)).astype(np.int32),
+        rng.random((2, 1, 1, 8)) < 0.6,
+    ]
+    inputs[0][0, 0, 0, 0] = np.nan  # the NaN path of the mask
+    return data, inputs
+
+
+@pytest.fixture(scope="module")
+def ops_case():
+    data, inputs = _ops_file()
+    return data, inputs, _litert_builtin(data, inputs)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_transformer_operators_match_litert_on_every_path(ops_case, isa):
+    data, inputs, want = ops_case
+    got = ep.runtime.load(data, isa=isa)(*inputs)
+    assert len(got) == len(want)
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype and g.shape == w.shape, (k, g.dtype, w.dtype, g.shape, w.shape)
+        if g.dtype == np.float32:
+            fin = np.isfinite(w)
+            assert np.array_equal(np.isnan(g), np.isnan(w)), k
+            assert _rel(g[fin], w[fin]) < 1e-4, (k, isa, _rel(g[fin], w[fin]))
+        else:
+            assert np.array_equal(g, w), (k, isa)
+
+
+def test_transformer_operators_give_the_same_bits_for_1_2_4_threads(ops_case):
+    data, inputs, _ = ops_case
+    for isa in ISAS:
+        outs = [ep.runtime.load(data, isa=isa, threads=t)(*inputs) for t in (1, 2, 4)]
+        for other in outs[1:]:
+            assert all(np.array_equal(a, c, equal_nan=a.dtype == np.float32) for a, c in zip(outs[0], other))
+
+
+def test_gelu_matches_float64_erf():
+    b = Builder()
+    x = b.input([200001])
+    data = b.finish([b.gelu(x)])
+    v = np.linspace(-20, 20, 200001).astype(np.float32)
+    ref = np.array([0.5 * t * (1 + math.erf(t / math.sqrt(2))) for t in v.astype(np.float64)])
+    for isa in ISAS:
+        (y,) = ep.runtime.load(data, isa=isa)(v)
+        assert np.all(np.abs(y - ref) <= 3e-6 * np.abs(ref) + 1e-7), isa
+
+
+def _bert(seq: int, vocab: int = 120):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=seq,
+    )
+    torch.manual_seed(0)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = transformers.BertModel(cfg, add_pooling_layer=False)
+
+        def forward(self, ids, mask):
+            return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    model = Encoder().eval()
+    ids = torch.randint(0, vocab, (1, seq), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(1, seq, dtype=torch.int64)
+    mask[0, seq - seq // 4 :] = 0  # padding tokens
+    return model, ids, mask
+
+
+@pytest.fixture(scope="module")
+def bert_file(tmp_path_factory):
+    # 80 positions: past 64, where onnx's reference GatherElements (once used to fold BERT's
+    # token-type buffer) gave a wrong shape and the export failed
+    model, ids, mask = _bert(80)
+    path = export(model, tmp_path_factory.mktemp("bert"), formats=["tflite"], example_inputs=(ids, mask))["tflite"]
+    with torch.no_grad():
+        ref = model(ids, mask).numpy()
+    return path, ids.numpy(), mask.numpy(), ref
+
+
+def test_bert_encoder_matches_torch_and_litert_on_every_path(bert_file):
+    path, ids, mask, ref = bert_file
+    want = _litert_builtin(path.read_bytes(), [ids, mask])[0]
+    assert _rel(want, ref) < 1e-4
+    m = ep.runtime.load(path)
+    assert [(i["dtype"], tuple(i["shape"])) for i in m.inputs] == [("int64", (1, 80)), ("int64", (1, 80))]
+    for isa in ISAS:
+        outs = [ep.runtime.load(path, isa=isa, threads=t)(ids, mask)[0] for t in (1, 2)]
+        assert _rel(outs[0], ref) < 1e-4 and _rel(outs[0], want) < 1e-4, isa
+        assert np.array_equal(outs[0], outs[1]), isa
+    # the padding tokens change nothing but themselves: the mask is honoured
+    mask2 = mask.copy()
+    ids2 = ids.copy()
+    ids2[0, -1] = (ids2[0, -1] + 1) % 120
+    a, b2 = m(ids, mask)[0], m(ids2, mask2)[0]
+    assert np.array_equal(a[0, :60], b2[0, :60])
+
+
+def test_bert_profile_names_the_transformer_operators(bert_file):
+    path, ids, mask, _ = bert_file
+    prof = ep.runtime.load(path).profile(runs=2)
+    kinds = {k for k, _, _ in prof}
+    assert {"BATCH_MATMUL", "GELU", "GATHER", "SOFTMAX", "FULLY_CONNECTED"} <= kinds
+    assert all(ms >= 0 for _, _, ms in prof)
+
+
+def test_token_ids_outside_the_vocabulary_are_an_error(bert_file):
+    path, ids, mask, _ = bert_file
+    m = ep.runtime.load(path)
+    bad = ids.copy()
+    bad[0, 3] = 120
+    with pytest.raises(UserError, match=r"GATHER.*index 120 is outside \[0, 120\)"):
+        m(bad, mask)
+    bad[0, 3] = -1
+    with pytest.raises(UserError, match=r"index -1 is outside"):
+        m(bad, mask)
+    assert np.isfinite(m(ids, mask)[0]).all()  # the model still runs afterwards
+
+
+def test_wrong_input_count_is_a_user_error(bert_file):
+    path, ids, _, _ = bert_file
+    with pytest.raises(UserError, match="takes 2 inputs"):
+        ep.runtime.load(path)(ids)
