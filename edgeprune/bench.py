@@ -315,7 +315,7 @@ def _edgeprune(path, threads, input_shape, seed):
         raise BenchError(f"the edgeprune runtime needs a .tflite file, got {path}; export one with `edgeprune export`")
     model = ep_runtime.load(path, threads=threads)
     rng = np.random.default_rng(seed)
-    feeds = [rng.standard_normal(i["shape"]).astype(np.float32) for i in model.inputs]
+    feeds = [ep_runtime.example_input(rng, i) for i in model.inputs]
 
     def run_once():
         model(*feeds)

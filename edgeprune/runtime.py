@@ -76,7 +76,7 @@ class RuntimeModel:
         per operator in execution order. ``inputs`` defaults to standard-normal arrays."""
         if inputs is None:
             rng = np.random.default_rng(0)
-            inputs = [_example(rng, i) for i in self.inputs]
+            inputs = [example_input(rng, i) for i in self.inputs]
         self._core.set_profiling(True)
         try:
             for _ in range(max(1, int(runs))):
@@ -127,10 +127,11 @@ def load(path_or_bytes, threads: int = 1, isa: str | None = None, sparse: bool =
     return RuntimeModel(core, source)
 
 
-def _example(rng, info: dict) -> np.ndarray:
-    """A profiling input: standard normal floats; zeros for integer inputs (token ids, masks),
-    which index any embedding table; True for bool masks."""
+def example_input(rng, info: dict) -> np.ndarray:
+    """An input for timing and profiling, for one entry of ``RuntimeModel.inputs``: standard normal
+    floats; ones for integer and bool inputs (token id 1 exists in any vocabulary, and a mask of
+    ones attends to every token)."""
     dtype = np.dtype(info["dtype"])
     if dtype == np.float32:
         return rng.standard_normal(info["shape"]).astype(np.float32)
-    return np.ones(info["shape"], dtype) if dtype == np.bool_ else np.zeros(info["shape"], dtype)
+    return np.ones(info["shape"], dtype)

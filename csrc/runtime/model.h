@@ -28,6 +28,12 @@ class UnsupportedError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+// A run whose input data the model cannot take (a token id outside the embedding table): the
+// run stops before any out-of-range read; the message names the operator and the value.
+class InputError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
 
 // TFLite's TensorType values for the types we know.
 enum class DType : int8_t {

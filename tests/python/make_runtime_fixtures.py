@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_models import conv_variants, int8_cnn, litert_reference_run, litert_run, mobilenet_block  # noqa: E402
+from runtime_models import (  # noqa: E402
+    conv_variants,
+    encoder_block,
+    int8_cnn,
+    litert_reference_run,
+    litert_run,
+    mobilenet_block,
+)
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "runtime"
 MODELS = {
@@ -26,6 +33,8 @@ MODELS = {
     "conv_variants": conv_variants,
     "int8": int8_cnn,
     "int8_sparse": lambda: int8_cnn(sparse=True),
+    "encoder": encoder_block,
+    "encoder_sparse": lambda: encoder_block(sparse=1),
 }
 SHAPES = {
     "dense": (1, 8, 8, 3),
@@ -34,6 +43,8 @@ SHAPES = {
     "conv_variants": (2, 13, 11, 8),
     "int8": (1, 16, 16, 3),
     "int8_sparse": (1, 16, 16, 3),
+    "encoder": (12, 32),
+    "encoder_sparse": (12, 32),
 }
 
 

@@ -230,3 +230,47 @@ def int8_fc(x_quant=None, w_quant=None, seed=0) -> bytes:
     y = b.op(9, [q, w, bias], [2, 4], ("fc", dict(act="relu")), out_dtype=np.int8)
     b.tensors[y]["quant"] = ([0.1], [-2], 0)
     return b.finish([b.op(6, [y], [2, 4])])
+
+
+def encoder_block(seed=0, seq=12, hidden=32, heads=4, ffn=64, sparse=None) -> bytes:
+    """One transformer encoder layer on float hidden states [seq, hidden], as edgeprune's TFLite
+    writer lowers one: position embeddings by GATHER of constant ids, q/k/v FULLY_CONNECTED,
+    heads by RESHAPE + TRANSPOSE, scores by BATCH_MATMUL (adj_y), a padding mask built from a
+    constant length (LESS, CAST, LOGICAL_AND, SELECT_V2), SOFTMAX, the NaN clean-up (NOT_EQUAL +
+    SELECT_V2), P V, the output projection, residual ADD, decomposed layer norm (MEAN, SUB, MUL,
+    RSQRT) and a GELU feed-forward (sparse=1: its weights 90 % zeros in TFLite's sparse encoding)."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    d = hidden // heads
+    x = b.input([seq, hidden])
+    pos = b.gather(b.const(rng.standard_normal((seq + 3, hidden)) * 0.1), b.const(np.arange(seq), np.int32))
+    h = b.binary("add", x, pos)
+
+    def lin(v, m, k, zeros=0.0):
+        return b.fc(v, _w(rng, m, k, zeros=zeros) * np.float32(np.sqrt(2.0 / k)), rng.standard_normal(m) * 0.1)
+
+    def split(v):  # [seq, hidden] -> [heads, seq, d]
+        return b.transpose(b.reshape(v, [seq, heads, d]), [1, 0, 2])
+
+    q, k, v = (split(lin(h, hidden, hidden)) for _ in range(3))
+    scores = b.binary("mul", b.batch_matmul(q, k, adj_y=True), b.const(np.float32(d**-0.5)))
+    valid = b.elementwise(58, [b.const(np.arange(seq), np.int32), b.const(np.int32(seq - 3), np.int32)], np.bool_)
+    keep = b.elementwise(86, [valid, b.cast(b.const(np.ones(seq, np.int32)), np.bool_)], np.bool_)
+    bias = b.elementwise(123, [keep, b.const(np.float32(0.0)), b.const(np.float32(-1e9))])
+    p = b.softmax(b.binary("add", scores, bias))
+    nan = b.elementwise(72, [p, p], np.bool_)
+    p = b.elementwise(123, [nan, b.const(np.float32(0.0)), p])
+    ctx = b.reshape(b.transpose(b.batch_matmul(p, v), [1, 0, 2]), [seq, hidden])
+    h = b.binary("add", h, lin(ctx, hidden, hidden))
+
+    def norm(v):
+        mu = b.mean(v, [1])
+        c = b.binary("sub", v, mu)
+        var = b.binary("add", b.mean(b.binary("mul", c, c), [1]), b.const(np.float32(1e-12)))
+        return b.binary("mul", b.binary("mul", c, b.unary(76, var)), b.const(1 + rng.standard_normal(hidden) * 0.1))
+
+    h = norm(h)
+    z = 0.9 if sparse else 0.0
+    f = b.gelu(b.fc(h, _w(rng, ffn, hidden, zeros=z) * np.float32(0.3), None, sparse=sparse))
+    out = norm(b.binary("add", h, b.fc(f, _w(rng, hidden, ffn, zeros=z) * np.float32(0.2), None, sparse=sparse)))
+    return b.finish([out])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from runtime_models import conv_variants, inputs_for, litert_run, mobilenet_block
+from runtime_models import conv_variants, encoder_block, inputs_for, litert_run, mobilenet_block
 
 import edgeprune as ep
 from edgeprune import kernels
@@ -19,6 +19,8 @@ MODELS = {
     "sparse": lambda: mobilenet_block(1),
     "blocks4x1": lambda: mobilenet_block(4),
     "conv_variants": conv_variants,
+    "encoder": encoder_block,
+    "encoder_sparse": lambda: encoder_block(sparse=1),
 }
 
 
@@ -50,7 +52,7 @@ def test_sparse_layers_run_sparse_kernels(case):
     name, data, x, want = case
     labels = [lbl for _, lbl, _ in ep.runtime.load(data).profile(runs=1)]
     n_sparse = sum("sparse" in lbl for lbl in labels)
-    if name in ("sparse", "blocks4x1"):
+    if name in ("sparse", "blocks4x1", "encoder_sparse"):
         assert n_sparse >= 2, labels
     else:
         assert n_sparse == 0, labels

@@ -210,3 +210,17 @@ def test_wrong_input_count_is_a_user_error(bert_file):
     path, ids, _, _ = bert_file
     with pytest.raises(UserError, match="takes 2 inputs"):
         ep.runtime.load(path)(ids)
+
+
+def test_bench_cli_times_the_encoder_on_every_tflite_runtime(bert_file, capsys):
+    import json
+
+    from edgeprune.cli.main import main
+
+    path = bert_file[0]
+    for runtime in ("edgeprune", "litert"):
+        assert main(["bench", str(path), "--runtime", runtime, "--runs", "3", "--warmup", "1", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["runtime"] == runtime and out["runs"] == 3 and out["median_ms"] > 0
+        if runtime == "edgeprune":
+            assert {"BATCH_MATMUL", "GELU", "GATHER"} <= {r["op_type"] for r in out["layers"]}

@@ -132,8 +132,11 @@ void ep_model_destroy(ep_model* model);
 
 /* threads: 1..256, the most threads one run splits an operator over */
 ep_status ep_context_create(const ep_model* model, int32_t threads, ep_context** out);
-/* inputs[i]: the i-th input, densely packed in its shape and type (float32); outputs[i]: room for
- * the i-th output. The counts must equal the model's. */
+/* inputs[i]: the i-th input, densely packed in its shape and type (float32; int32/int64 token ids
+ * and bool masks of transformer encoders); outputs[i]: room for the i-th output. The counts must
+ * equal the model's. An input value the model cannot take (a token id outside the embedding
+ * table) gives EP_INVALID_ARGUMENT naming the operator and the value; nothing is read out of
+ * range. */
 ep_status ep_context_run(ep_context* context, const void* const* inputs, int32_t input_count,
                          void* const* outputs, int32_t output_count);
 /* Per-operator timing: on (1) resets the counters and times each operator of later runs. */

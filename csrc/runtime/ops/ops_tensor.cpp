@@ -391,8 +391,8 @@ class Gather : public Op {
     for (int64_t j = 0; j < count_; ++j) {
       const int64_t v = wide_ ? at<int64_t>(r, ix_)[j] : at<int32_t>(r, ix_)[j];
       if (v < 0 || v >= dim_)
-        throw std::invalid_argument(where_ + ": index " + std::to_string(v) + " is outside [0, " +
-                                    std::to_string(dim_) + ")");
+        throw InputError(where_ + ": index " + std::to_string(v) + " is outside [0, " +
+                         std::to_string(dim_) + ")");
     }
     for (int64_t o = 0; o < outer_; ++o)
       for (int64_t j = 0; j < count_; ++j) {

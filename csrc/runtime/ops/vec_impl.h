@@ -290,11 +290,12 @@ void binary(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, fl
 // exp(x) for the float range, branch-free so the loops that call it vectorise: x = k ln2 + r
 // with |r| <= ln2/2 (k rounded by the 1.5 * 2^23 trick, ln2 split in two so k ln2 is exact),
 // e^r by its degree-6 Taylor polynomial (error below 2^-23 relative), 2^k built in the exponent
-// bits. Inputs below -87.3 give 2^-126 e^r (not 0); softmax and erfc never need less.
+// bits. Inputs below -87.3 give 2^-126 e^r (not 0); softmax and erfc never need less. The clamp
+// sends NaN to -87.3, so the integer conversion is always defined, and NaN is returned as is.
 inline float exp_approx(float x) {
-  x = std::min(std::max(x, -87.3f), 88.3f);
-  const float k = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
-  const float r = (x - k * 0.693145752f) - k * 1.42860677e-6f;
+  const float xc = x > -87.3f ? (x < 88.3f ? x : 88.3f) : -87.3f;
+  const float k = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
+  const float r = (xc - k * 0.693145752f) - k * 1.42860677e-6f;
   float p = 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
@@ -305,7 +306,7 @@ inline float exp_approx(float x) {
   const int32_t bits = (int32_t(k) + 127) << 23;
   float scale;
   __builtin_memcpy(&scale, &bits, 4);
-  return p * scale;
+  return x == x ? p * scale : x;
 }
 
 // 1 + erf(z), to 2.1e-6 relative where it exceeds 1e-7 (tests/python/test_runtime_transformer.py
