@@ -55,6 +55,12 @@ class RuntimeModel:
         return self._core.isa
 
     @property
+    def operators(self) -> list[tuple[str, str]]:
+        """(kind, label) per operator in execution order, as planned at load: the label says
+        ``int8`` for the integer tier, ``sparse`` for sparse kernels, ``nchw`` for channel-major."""
+        return [tuple(o) for o in self._core.operators]
+
+    @property
     def arena_bytes(self) -> int:
         """Bytes of the activation arena one context holds (lifetime-planned)."""
         return int(self._core.arena_bytes)

@@ -278,6 +278,12 @@ class RuntimeModel {
       r.append(py::make_tuple(ops[k]->kind, ops[k]->label, ctx_->op_ns()[k] / 1e6 / runs));
     return r;
   }
+  // (kind, label) per operator in execution order, as planned at load (no run needed)
+  py::list operators() const {
+    py::list r;
+    for (const auto& op : model_->ops()) r.append(py::make_tuple(op->kind, op->label));
+    return r;
+  }
   std::string isa() const { return ep::isa_name(model_->isa()); }
   int64_t arena_bytes() const { return model_->arena_bytes(); }
 
@@ -450,6 +456,7 @@ PYBIND11_MODULE(_core, mod) {
       .def("set_threads", &RuntimeModel::set_threads)
       .def("set_profiling", &RuntimeModel::set_profiling)
       .def("profile", &RuntimeModel::profile)
+      .def_property_readonly("operators", &RuntimeModel::operators)
       .def_property_readonly("isa", &RuntimeModel::isa)
       .def_property_readonly("arena_bytes", &RuntimeModel::arena_bytes);
   py::register_exception<ep::rt::UnsupportedError>(mod, "UnsupportedModel", PyExc_RuntimeError);

@@ -131,6 +131,16 @@ def _tflite_tables(console, info: dict) -> None:
             f"XNNPACK takes {xnn['delegated_ops']} of {sum(info['ops'].values())} ops"
             + (f"; builtin kernels run: {left}" if left else "")
         )
+    ours = info.get("edgeprune_runtime")
+    if ours is not None and not ours["runs"]:
+        console.print(f"edgeprune runtime: does not run this file: {ours['reason']}")
+    elif ours is not None:
+        t = Table(title=f"edgeprune runtime ({ours['isa']}, arena {ours['arena_bytes'] / 2**20:.1f} MiB)")
+        for c in ("op", "count", "int8", "sparse"):
+            t.add_column(c, justify="left" if c == "op" else "right")
+        for kind, k in sorted(ours["operators"].items(), key=lambda kv: (-kv[1]["ops"], kv[0])):
+            t.add_row(kind, str(k["ops"]), str(k["int8"]), str(k["sparse"]))
+        console.print(t)
 
 
 def _padding_rows(p: dict) -> tuple:

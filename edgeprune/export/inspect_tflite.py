@@ -3,8 +3,10 @@
 Consumes: a ``.tflite`` file (any converter; read with the ``tflite`` flatbuffer accessors after
 the checks of ``tflite_family.read_model``). Produces: a JSON-ready dict with the same top-level
 keys as ``inspect_onnx`` (size_bytes, params, macs, ops, int8, inputs, outputs, metadata, layers)
-plus ``sparse_tensors`` and ``xnnpack`` (the ops LiteRT's default XNNPACK delegate takes and the
-ones left to the builtin kernels).
+plus ``sparse_tensors``, ``xnnpack`` (the ops LiteRT's default XNNPACK delegate takes and the
+ones left to the builtin kernels) and ``edgeprune_runtime`` (whether edgeprune's runtime runs the
+file, and per operator kind how many run int8 and how many on sparse kernels, from a load of the
+file by the runtime itself).
 """
 
 from __future__ import annotations
@@ -151,6 +153,29 @@ def _inspect(p: Path, data: bytes, m) -> dict:
         },
         "sparse_tensors": sparse,
         "xnnpack": {"delegated_ops": sum(ops.values()) - sum(xnn_no.values()), "builtin_only": xnn_no},
+        "edgeprune_runtime": edgeprune_runtime(data),
         "metadata": {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata(p).items()},
         "layers": layers,
     }
+
+
+def edgeprune_runtime(data: bytes) -> dict:
+    """Whether edgeprune's runtime runs the file, asked of the runtime itself (a load, no run): the
+    kernel path, the activation arena, and per operator kind how many run int8 and how many on
+    sparse kernels; or, when it does not, its one-line reason (the first operator or type it
+    does not run)."""
+    try:
+        from .. import runtime as ep_runtime
+
+        m = ep_runtime.load(data)
+    except ImportError as e:  # the compiled extension is not built in this install
+        return {"runs": False, "reason": f"edgeprune's runtime is not built here ({e})"}
+    except UserError as e:
+        return {"runs": False, "reason": str(e).removeprefix("<bytes>: ")}
+    kinds: dict[str, dict] = {}
+    for kind, label in m.operators:
+        k = kinds.setdefault(kind, {"ops": 0, "int8": 0, "sparse": 0})
+        k["ops"] += 1
+        k["int8"] += " int8 " in f" {label} "
+        k["sparse"] += " sparse" in label
+    return {"runs": True, "isa": m.isa, "arena_bytes": m.arena_bytes, "operators": kinds}

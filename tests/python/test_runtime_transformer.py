@@ -224,3 +224,30 @@ def test_bench_cli_times_the_encoder_on_every_tflite_runtime(bert_file, capsys):
         assert out["runtime"] == runtime and out["runs"] == 3 and out["median_ms"] > 0
         if runtime == "edgeprune":
             assert {"BATCH_MATMUL", "GELU", "GATHER"} <= {r["op_type"] for r in out["layers"]}
+
+
+def test_inspect_reports_what_edgeprune_runtime_runs(ops_case, tmp_path, capsys):
+    from pathlib import Path
+
+    from edgeprune.cli.main import main
+    from edgeprune.export.inspect_tflite import inspect_tflite
+
+    data = ops_case[0]
+    p = tmp_path / "ops.tflite"
+    p.write_bytes(data)
+    ours = inspect_tflite(p)["edgeprune_runtime"]
+    assert ours["runs"] and ours["arena_bytes"] > 0
+    assert ours["operators"]["BATCH_MATMUL"] == {"ops": 3, "int8": 0, "sparse": 0}
+    assert ours["operators"]["GATHER"]["ops"] == 2 and ours["operators"]["SELECT_V2"]["ops"] == 2
+    data_dir = Path(__file__).resolve().parents[1] / "data" / "runtime"
+    q = inspect_tflite(data_dir / "int8_sparse.tflite")["edgeprune_runtime"]["operators"]
+    assert q["CONV_2D"]["int8"] == q["CONV_2D"]["ops"] and q["CONV_2D"]["sparse"] >= 1
+    s = inspect_tflite(data_dir / "encoder_sparse.tflite")["edgeprune_runtime"]["operators"]
+    assert s["FULLY_CONNECTED"] == {"ops": 6, "int8": 0, "sparse": 2}
+    b = Builder()
+    x = b.input([1, 4])
+    (tmp_path / "exp.tflite").write_bytes(b.finish([b.op(47, [x], [1, 4])]))  # EXP
+    no = inspect_tflite(tmp_path / "exp.tflite")["edgeprune_runtime"]
+    assert not no["runs"] and "operator 0 (BUILTIN_47)" in no["reason"]
+    assert main(["inspect", str(tmp_path / "exp.tflite")]) == 0
+    assert "edgeprune runtime: does not run this file: operator 0 (BUILTIN_47)" in capsys.readouterr().out
