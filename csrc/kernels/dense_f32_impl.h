@@ -7,13 +7,24 @@
 //   micro(R, a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi):
 //   C[R x NR] (+)= A[R x kc] * Bpanel[kc x NR] (rows of the panel ldb floats apart) for
 //   1 <= R <= MR; `init` is the starting tile (bias or y), written back clamped to [lo, hi] when
-//   `last`.
+//   `last`. Optionally kHasMasked = true and micro_masked(R, w, ...): the same for a partial panel
+//   of w < NR columns, reading init and writing out through lane masks.
 //
 // B is packed in NR-column panels, cache-blocked over depth (KC) so an MR-row strip of A stays in
 // L1 while the packed panels stream from L2. Without a packed B (bp null; B(k, j) = b[k * b_sk +
 // j]: its rows contiguous), whole panels are read where they lie and only the last partial panel
 // of each depth block is copied (zero padded).
 // (no includes: this file is included inside a namespace)
+
+// Whether K has micro_masked(R, w, ...) for partial panels (kHasMasked): the trait is optional.
+template <class K>
+constexpr bool has_masked(decltype(K::kHasMasked)) {
+  return K::kHasMasked;
+}
+template <class K>
+constexpr bool has_masked(...) {
+  return false;
+}
 
 template <class K>
 void dense_driver(const ep::DenseF32Args& p) {
@@ -53,8 +64,9 @@ void dense_driver(const ep::DenseF32Args& p) {
           float* y = p.y + r0 * p.ldy + j0;
           const float* src;
           int64_t lds;
-          if (first && w == NR && !p.bias_per_row) {
-            // every row starts from the same NR values: read them with a zero row stride
+          if (first && !p.bias_per_row && (w == NR || has_masked<K>(0))) {
+            // every row starts from the same NR values: read them with a zero row stride (a
+            // partial panel reads only its w columns, through the lane masks)
             static const float zeros[NR] = {};
             src = p.bias ? p.bias + j0 : zeros;
             lds = 0;
@@ -65,7 +77,7 @@ void dense_driver(const ep::DenseF32Args& p) {
                   init[r * NR + j] = !p.bias || j >= w ? 0.0f : p.bias[j0 + j];
             src = init;
             lds = NR;
-          } else if (w == NR) {
+          } else if (w == NR || has_masked<K>(0)) {
             src = y;
             lds = p.ldy;
           } else {
@@ -76,6 +88,11 @@ void dense_driver(const ep::DenseF32Args& p) {
           }
           if (w == NR) {
             K::micro(R, a, p.lda, bp, ldb, kc, src, lds, y, p.ldy, last, lo, hi);
+          } else if constexpr (has_masked<K>(0)) {
+            // lane masks read and write y in place: after the first depth block, y itself is
+            // the starting tile (the staging copy into tmp above is then not needed either)
+            K::micro_masked(R, w, a, p.lda, bp, ldb, kc, first ? src : y, first ? lds : p.ldy, y,
+                            p.ldy, last, lo, hi);
           } else {
             K::micro(R, a, p.lda, bp, ldb, kc, src, lds, tmp, NR, last, lo, hi);
             for (int r = 0; r < R; ++r)

@@ -56,35 +56,44 @@ template <int K>
 void dw_row_interior(const DwRowArgs& a, int64_t ox0, int64_t ox1) {
   constexpr int64_t CB = 16;
   constexpr int P = 4;  // pixels at a time: independent accumulator chains hide FMA latency
-  const int64_t c = a.c, cfull = c / CB * CB, px = a.stride_w * c;
+  const int64_t c = a.c, cfull = c / CB * CB, px = a.stride_w * c, row = a.w * c;
   const int64_t iy0 = a.oy * a.stride_h - a.pad_t;
+  // the arguments in locals: the output stores are floats, and could otherwise alias a.lo / a.hi
+  // for the compiler, which would reload them (and the pointers) after every store
+  const float* __restrict__ xin = a.x;
+  const float* __restrict__ wt = a.wt;
+  const float* __restrict__ bias = a.bias;
+  float* __restrict__ yout = a.y;
+  V16 lo, hi;
+  for (int i = 0; i < 16; ++i) lo[i] = a.lo, hi[i] = a.hi;
+  auto clamp = [&](V16 v) {
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+  };
   // pixel-block outer, channel-block inner: a block's K rows of input stay in L1
   int64_t ox = ox0;
   for (; ox + P <= ox1; ox += P) {
-    const float* x0 = a.x + (iy0 * a.w + ox * a.stride_w - a.pad_l) * c;
-    float* y0 = a.y + ox * c;
+    const float* x0 = xin + (iy0 * a.w + ox * a.stride_w - a.pad_l) * c;
+    float* y0 = yout + ox * c;
     for (int64_t c0 = 0; c0 < cfull; c0 += CB) {
-      const V16 b = a.bias ? load16(a.bias + c0) : V16{};
+      const V16 b = bias ? load16(bias + c0) : V16{};
       V16 acc0 = b, acc1 = b, acc2 = b, acc3 = b;
       for (int ky = 0; ky < K; ++ky)
         for (int kx = 0; kx < K; ++kx) {
-          const V16 w = load16(a.wt + (ky * K + kx) * c + c0);
-          const float* xp = x0 + (ky * a.w + kx) * c + c0;
+          const V16 w = load16(wt + (ky * K + kx) * c + c0);
+          const float* xp = x0 + ky * row + kx * c + c0;
           acc0 += w * load16(xp);
           acc1 += w * load16(xp + px);
           acc2 += w * load16(xp + 2 * px);
           acc3 += w * load16(xp + 3 * px);
         }
-      store16(y0 + c0, acc0);
-      store16(y0 + c + c0, acc1);
-      store16(y0 + 2 * c + c0, acc2);
-      store16(y0 + 3 * c + c0, acc3);
+      store16(y0 + c0, clamp(acc0));
+      store16(y0 + c + c0, clamp(acc1));
+      store16(y0 + 2 * c + c0, clamp(acc2));
+      store16(y0 + 3 * c + c0, clamp(acc3));
     }
-    for (int p = 0; p < P; ++p) {
-      float* __restrict__ y = y0 + p * c;
-      for (int64_t i = 0; i < cfull; ++i) y[i] = std::min(std::max(y[i], a.lo), a.hi);
-      dw_pixel_channels(a, ox + p, cfull, c);
-    }
+    if (cfull < c)  // the last c % 16 channels
+      for (int p = 0; p < P; ++p) dw_pixel_channels(a, ox + p, cfull, c);
   }
   for (; ox < ox1; ++ox) dw_pixel_channels(a, ox, 0, c);
 }
