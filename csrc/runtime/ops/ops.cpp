@@ -31,7 +31,7 @@ struct Ctx : OpContext {
   const Tensor& f32(const Tensor& t) const {
     if (t.type != DType::f32)
       throw UnsupportedError(where + ": tensor '" + t.name + "' is " + dtype_name(t.type) +
-                             " (this runtime runs float32 models)");
+                             " (this operator runs on float32 tensors here)");
     return t;
   }
 };
