@@ -117,6 +117,9 @@ const char* op_name(int32_t code) {
     EP_OPNAME(batch_matmul, "BATCH_MATMUL")
     EP_OPNAME(broadcast_to, "BROADCAST_TO")
     EP_OPNAME(gelu, "GELU")
+    EP_OPNAME(pow, "POW")
+    EP_OPNAME(split_v, "SPLIT_V")
+    EP_OPNAME(abs, "ABS")
 #undef EP_OPNAME
   }
   static thread_local char buf[32];
@@ -532,8 +535,10 @@ int min_inputs(OpCode c) {
     case OpCode::logical_and:
     case OpCode::batch_matmul:
     case OpCode::broadcast_to:
+    case OpCode::pow:
       return 2;
     case OpCode::select_v2:
+    case OpCode::split_v:
       return 3;
     case OpCode::concatenation:
       return 1;
@@ -645,6 +650,13 @@ void read_options(const eptfl::Operator* op, OpDesc& d, const std::string& where
     case OpCode::gelu:
       if (const auto* o = op->builtin_options_as_GeluOptions()) d.approximate = o->approximate();
       break;
+    case OpCode::split_v: {  // TFLite refuses a count that differs from the outputs too
+      const auto* o = op->builtin_options_as_SplitVOptions();
+      if (!o || o->num_splits() != d.split_parts)
+        bad(where + ": num_splits " + std::to_string(o ? o->num_splits() : 0) + " is not the " +
+            std::to_string(d.split_parts) + " outputs");
+      break;
+    }
     default:
       break;
   }
@@ -770,10 +782,15 @@ std::unique_ptr<Model> load_model(const uint8_t* bytes, size_t size) {
     OpDesc d;
     d.code = OpCode(code);
     d.index = k;
-    if (!op->inputs() || !op->outputs() || op->outputs()->size() != 1)
-      bad(where + ": needs inputs and exactly one output");
+    // SPLIT_V is the one operator with several outputs: it becomes one single-output part per
+    // output (OpDesc::split_part), so every later stage keeps one output per operator
+    const bool split = d.code == OpCode::split_v;
+    if (!op->inputs() || !op->outputs() || op->outputs()->size() == 0 ||
+        (!split && op->outputs()->size() != 1) || op->outputs()->size() > 4096)
+      bad(where + (split ? ": needs inputs and outputs" : ": needs inputs and exactly one output"));
     for (int32_t i : *op->inputs()) d.inputs.push_back(tensor_index(i, true, where));
     d.outputs.push_back(tensor_index(op->outputs()->Get(0), false, where));
+    d.split_parts = int(op->outputs()->size());
     if (int(d.inputs.size()) < min_inputs(d.code) || d.inputs.empty() || d.inputs[0] < 0)
       bad(where + ": has " + std::to_string(d.inputs.size()) + " inputs, needs at least " +
           std::to_string(min_inputs(d.code)));
@@ -784,13 +801,18 @@ std::unique_ptr<Model> load_model(const uint8_t* bytes, size_t size) {
         bad(where + ": reads " + tensor_where(t, model->tensors[t].name) +
             " before any operator writes it");
     }
-    const int o = d.outputs[0];
-    if (written[o] || model->tensors[o].is_const())
-      bad(where + ": writes " + tensor_where(o, model->tensors[o].name) +
-          ", which is an input, a constant or written twice");
-    if (fold_constant(*model, d, where)) continue;
-    written[o] = true;
-    model->ops.push_back(std::move(d));
+    for (int j = 0; j < d.split_parts; ++j) {
+      OpDesc part = d;
+      part.split_part = j;
+      part.outputs = {tensor_index(op->outputs()->Get(flatbuffers::uoffset_t(j)), false, where)};
+      const int o = part.outputs[0];
+      if (written[o] || model->tensors[o].is_const())
+        bad(where + ": writes " + tensor_where(o, model->tensors[o].name) +
+            ", which is an input, a constant or written twice");
+      if (fold_constant(*model, part, where)) continue;
+      written[o] = true;
+      model->ops.push_back(std::move(part));
+    }
   }
   for (int t : model->outputs)
     if (!written[t] && !model->tensors[t].is_const())

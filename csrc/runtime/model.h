@@ -120,6 +120,9 @@ enum class OpCode : int32_t {
   not_equal = 72,
   sqrt = 75,
   rsqrt = 76,
+  pow = 78,
+  abs = 101,
+  split_v = 102,
   logical_or = 84,
   logical_and = 86,
   logical_not = 87,
@@ -153,6 +156,8 @@ struct OpDesc {
   // params and indices share; GELU: the tanh form instead of erf
   bool adj_x = false, adj_y = false, approximate = false;
   int batch_dims = 0;
+  // SPLIT_V: the file's operator has split_parts outputs; this part writes output split_part
+  int split_parts = 1, split_part = 0;
   // set by the planner when it folds a zero PAD of H and W into a VALID convolution: the
   // explicit padding {top, bottom, left, right} replaces `padding`
   bool explicit_pad = false;

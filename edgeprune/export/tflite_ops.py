@@ -413,6 +413,50 @@ def _unary(lw: Lowering, node, code: int, int8_ok: bool = False, version_int8: i
         _requant_to_next(lw, node.output[0], out)
 
 
+def power(lw: Lowering, node) -> None:
+    """Pow (float). A constant scalar exponent becomes the ops it is: x*x for 2 (RMSNorm's
+    ``x.pow(2)``), x*x*x for 3 (GPT-2's tanh GELU), SQRT for 0.5, RSQRT for -0.5, 1/x for -1, the
+    input itself for 1. Any other exponent is TFLite's POW, broadcast like MUL."""
+    x, e = node.input[0], node.input[1]
+    xv = lw.get(x, want_float=True)
+    shape = lw.m.tensors[xv.index].shape
+    rank = len(lw.shape(x))
+    ev = lw.consts.get(e)
+    k = float(np.asarray(ev).reshape(())) if ev is not None and np.size(ev) == 1 else None
+    if k == 1.0:
+        return lw.bind(node.output[0], xv)
+    out = lw.new(node.output[0], xv.nhwc)
+    mul = ("MulOptions", {})
+    if k == 2.0:
+        lw.m.op(OP.MUL, [xv.index, xv.index], [out.index], mul, 1, node.name)
+    elif k == 3.0:
+        sq = tmp(lw, f"{node.output[0]}_sq", shape)
+        lw.m.op(OP.MUL, [xv.index, xv.index], [sq], mul, 1, node.name)
+        lw.m.op(OP.MUL, [sq, xv.index], [out.index], mul, 1, node.name)
+    elif k in (0.5, -0.5):
+        lw.m.op(OP.SQRT if k == 0.5 else OP.RSQRT, [xv.index], [out.index], None, 1, node.name)
+    elif k == -1.0:
+        one = lw.m.const(f"{node.output[0]}_one", np.float32(1.0))
+        lw.m.op(OP.DIV, [one, xv.index], [out.index], ("DivOptions", {}), 1, node.name)
+    else:  # (k is None: a tensor exponent)
+        ex = (
+            float_const(lw, e, ev, rank, xv.nhwc)
+            if ev is not None
+            else lw.get(e, nhwc=xv.nhwc if len(lw.shape(e)) == 4 else None, want_float=True).index
+        )
+        lw.m.op(OP.POW, [xv.index, ex], [out.index], None, 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def reciprocal(lw: Lowering, node) -> None:
+    """1 / x as DIV (TFLite has no reciprocal op); ``torch.rsqrt`` exports as Sqrt + Reciprocal."""
+    xv = lw.get(node.input[0], want_float=True)
+    out = lw.new(node.output[0], xv.nhwc)
+    one = lw.m.const(f"{node.output[0]}_one", np.float32(1.0))
+    lw.m.op(OP.DIV, [one, xv.index], [out.index], ("DivOptions", {}), 1, node.name)
+    lw.bind(node.output[0], out)
+
+
 # int8 LOGISTIC requires this output quantization (TFLite's op constraints); the quantizer gives a
 # sigmoid output exactly these parameters, so no requantization follows it in our files.
 _LOGISTIC_OUT = (1.0 / 256.0, -128)
@@ -537,6 +581,9 @@ HANDLERS = {
     "Tanh": lambda lw, n: _unary(lw, n, OP.TANH),
     "Sqrt": lambda lw, n: _unary(lw, n, OP.SQRT),
     "Neg": lambda lw, n: _unary(lw, n, OP.NEG),
+    "Abs": lambda lw, n: _unary(lw, n, OP.ABS),
+    "Pow": power,
+    "Reciprocal": reciprocal,
     "HardSigmoid": hard_sigmoid,
     "Softmax": softmax,
     "Identity": alias,

@@ -67,6 +67,9 @@ def _ops_file() -> tuple[bytes, list[np.ndarray]]:
     outs.append(b.elementwise(55, [x, b.const(np.full(8, -0.3, np.float32))]))  # MAXIMUM
     outs.append(b.elementwise(57, [x, b.const(np.float32(0.4))]))  # MINIMUM
     outs.append(b.softmax(b.reshape(x, [6, 40])))  # rows of 40: two 16-lane blocks and a tail
+    outs += b.split_v(x, [3, -1, 1], axis=-1)  # SPLIT_V: a qkv-style split with a "rest" part
+    outs += b.split_v(x, [2, 1], axis=1)
+    outs.append(b.elementwise(78, [b.unary(76, sq), b.const(np.float32(1.7))]))  # POW
     # an attention mask as the exporter writes it
     lt = b.elementwise(58, [x, b.const(np.float32(0.1))], np.bool_)  # LESS
     ne = b.elementwise(72, [x, x], np.bool_)  # NOT_EQUAL (x != x: NaN)
@@ -251,3 +254,84 @@ def test_inspect_reports_what_edgeprune_runtime_runs(ops_case, tmp_path, capsys)
     assert not no["runs"] and "operator 0 (BUILTIN_47)" in no["reason"]
     assert main(["inspect", str(tmp_path / "exp.tflite")]) == 0
     assert "edgeprune runtime: does not run this file: operator 0 (BUILTIN_47)" in capsys.readouterr().out
+
+
+def _hf(name):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if name == "gpt2":  # tanh GELU written with x**3, qkv by split
+        m = transformers.GPT2Model(
+            transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32)
+        )
+    elif name == "llama":  # RMSNorm (pow 2, rsqrt), rotary, SwiGLU, 2 key/value heads for 4 query heads
+        cfg = transformers.LlamaConfig(
+            vocab_size=100,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+        )
+        m = transformers.LlamaModel(cfg)
+    elif name == "distilbert":
+        cfg = transformers.DistilBertConfig(
+            vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=32
+        )
+        m = transformers.DistilBertModel(cfg)
+    else:
+        cfg = transformers.ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+        )
+        m = transformers.ViTModel(cfg, add_pooling_layer=False)
+
+    class Hidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = m.eval()
+
+        def forward(self, x):
+            return self.m(x).last_hidden_state
+
+    x = torch.randn(1, 3, 32, 32) if name == "vit" else torch.randint(0, 100, (1, 12))
+    return Hidden().eval(), x
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "distilbert", "vit"])
+def test_decoders_and_vit_export_to_tflite_and_run_on_the_runtime(name, tmp_path):
+    import warnings
+
+    model, x = _hf(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    xin = x.numpy().transpose(0, 2, 3, 1).copy() if x.dim() == 4 else x.numpy()
+    want = _litert_builtin(path.read_bytes(), [xin])[0]
+    assert _rel(want, ref) < 1e-4
+    got = ep.runtime.load(path)(xin)[0]
+    assert _rel(got, ref) < 1e-4 and _rel(got, want) < 1e-4
+
+
+def test_pow_exports_as_the_ops_it_is(tmp_path):
+    from edgeprune.export.inspect_tflite import inspect_tflite
+
+    class Powers(torch.nn.Module):
+        def forward(self, x):
+            y = x.abs() + 0.5
+            return torch.cat([y**2, y**3, y**0.5, y**-0.5, y**-1, y**1.7, torch.rsqrt(y)], dim=-1)
+
+    x = torch.rand(1, 6, 8)
+    path = export(Powers().eval(), tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    ops = inspect_tflite(path)["ops"]
+    assert ops.get("POW") == 1 and ops.get("SQRT") and ops.get("RSQRT") and ops.get("DIV")
+    with torch.no_grad():
+        ref = Powers()(x).numpy()
+    for got in (_litert_builtin(path.read_bytes(), [x.numpy()])[0], ep.runtime.load(path)(x.numpy())[0]):
+        assert _rel(got, ref) < 1e-5

@@ -31,6 +31,7 @@ _OPTS = {  # builtin options union values (TFLite's schema)
     "gather": 23,
     "bmm": 101,
     "gelu": 116,
+    "splitv": 79,
 }
 
 
@@ -174,6 +175,22 @@ class Builder:
 
     def cast(self, x, dtype):
         return self.op(53, [x], self.shape(x), None, dtype)
+
+    def split_v(self, x, sizes, axis):
+        """SPLIT_V: one output per entry of ``sizes`` (one entry may be -1: the rest)."""
+        shape = self.shape(x)
+        ax = axis % len(shape)
+        rest = shape[ax] - sum(s for s in sizes if s >= 0)
+        outs = []
+        for s in sizes:
+            part = list(shape)
+            part[ax] = rest if s < 0 else s
+            outs.append(self.tensor(part))
+        if 102 not in self.codes:
+            self.codes.append(102)
+        ins = [x, self.const(np.array(sizes), np.int32), self.const(np.array([axis]), np.int32)]
+        self.ops.append((self.codes.index(102), ins, outs, ("splitv", dict(n=len(sizes)))))
+        return outs
 
     def broadcast_to(self, x, shape, dtype=np.float32):
         return self.op(130, [x, self.const(shape, np.int32)], list(shape), None, dtype)
@@ -335,7 +352,7 @@ class Builder:
         return tflite.QuantizationParametersEnd(b)
 
     def _operator(self, b, code_index, inputs, out, options):
-        iv, ov = self._ints(b, inputs), self._ints(b, [out])
+        iv, ov = self._ints(b, inputs), self._ints(b, out if isinstance(out, list) else [out])
         opt = _options(b, *options) if options else None
         tflite.OperatorStart(b)
         tflite.OperatorAddOpcodeIndex(b, code_index)
@@ -394,6 +411,8 @@ def _options(b, kind, o):
         return _table(b, "GatherOptions", Axis=o["axis"])
     if kind == "bmm":
         return _table(b, "BatchMatMulOptions", AdjX=o["adj_x"], AdjY=o["adj_y"])
+    if kind == "splitv":
+        return _table(b, "SplitVOptions", NumSplits=o["n"])
     if kind == "gelu":
         return _table(b, "GeluOptions", Approximate=o["approximate"])
     name = {"fc": "FullyConnectedOptions", "add": "AddOptions", "mul": "MulOptions", "sub": "SubOptions"}[kind]

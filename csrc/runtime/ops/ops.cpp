@@ -442,7 +442,7 @@ class Binary : public Op {
     const_operand_ = a.is_const() || b.is_const();  // stored NHWC: no channel-major form
     elems_ = y.elems;
     bounds(c.d.act, &lo_, &hi_);
-    static const char* names[] = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"};
+    static const char* names[] = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "POW"};
     kind = names[int(op)];
     label = kind + " " + dims(y.shape);
     macs = double(elems_);
@@ -816,13 +816,15 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
     case OpCode::mul:
     case OpCode::div:
     case OpCode::maximum:
-    case OpCode::minimum: {
+    case OpCode::minimum:
+    case OpCode::pow: {
       const BinOp op = d.code == OpCode::add       ? BinOp::add
                        : d.code == OpCode::sub     ? BinOp::sub
                        : d.code == OpCode::mul     ? BinOp::mul
                        : d.code == OpCode::div     ? BinOp::div
                        : d.code == OpCode::maximum ? BinOp::max
-                                                   : BinOp::min;
+                       : d.code == OpCode::minimum ? BinOp::min
+                                                   : BinOp::pow;
       auto b = std::make_unique<Binary>(c, o, op);
       b->ia_ = d.inputs[0];
       b->ib_ = d.inputs[1];
@@ -851,6 +853,8 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
       return wire(std::make_unique<Activation>(c, o, ActKind::rsqrt, "RSQRT"), d);
     case OpCode::neg:
       return wire(std::make_unique<Activation>(c, o, ActKind::neg, "NEG"), d);
+    case OpCode::abs:
+      return wire(std::make_unique<Activation>(c, o, ActKind::abs, "ABS"), d);
     case OpCode::softmax:
       return wire(std::make_unique<Softmax>(c, o), d);
     case OpCode::mean:

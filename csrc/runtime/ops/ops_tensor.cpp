@@ -408,6 +408,60 @@ class Gather : public Op {
   std::string where_;
 };
 
+// One output of SPLIT_V (the loader makes one part per output): the slice [offset, offset +
+// size) of the axis, where size_splits holds one size per output and at most one -1 (the rest).
+class SplitPart : public Op {
+ public:
+  explicit SplitPart(const OpContext& c) {
+    const Tensor &x = typed(c, c.in(0)), &y = c.out();
+    if (y.type != x.type) c.bad("input and output types differ");
+    const auto sizes = c.int_values(1), axes = c.int_values(2);
+    const int r = int(x.shape.size());
+    if (axes.size() != 1 || axes[0] < -r || axes[0] >= r)
+      c.bad("the axis must be one value in range");
+    const int axis = int(axes[0] < 0 ? axes[0] + r : axes[0]);
+    if (int64_t(sizes.size()) != c.d.split_parts)
+      c.bad("size_splits has " + std::to_string(sizes.size()) + " entries for " +
+            std::to_string(c.d.split_parts) + " outputs");
+    const int64_t dim = x.shape[size_t(axis)];
+    int64_t known = 0, rest = -1;
+    for (size_t j = 0; j < sizes.size(); ++j) {
+      if (sizes[j] == -1 && rest < 0)
+        rest = int64_t(j);
+      else if (sizes[j] < 0)
+        c.bad("size_splits holds a negative size");
+      else
+        known += sizes[j];
+    }
+    if (known > dim || (rest < 0 && known != dim)) c.bad("size_splits does not add up to the axis");
+    offset_ = 0;
+    for (int j = 0; j < c.d.split_part; ++j)
+      offset_ += sizes[size_t(j)] < 0 ? dim - known : sizes[size_t(j)];
+    size_ = sizes[size_t(c.d.split_part)] < 0 ? dim - known : sizes[size_t(c.d.split_part)];
+    std::vector<int64_t> want = x.shape;
+    want[size_t(axis)] = size_;
+    c.shape_is(y, want);
+    outer_ = 1, inner_ = int64_t(dtype_size(x.type));
+    for (int i = 0; i < axis; ++i) outer_ *= x.shape[size_t(i)];
+    for (int i = axis + 1; i < r; ++i) inner_ *= x.shape[size_t(i)];
+    dim_ = dim;
+    kind = "SPLIT_V";
+    label = kind + " " + dims(x.shape) + " [" + std::to_string(offset_) + ", " +
+            std::to_string(offset_ + size_) + ")";
+  }
+  void run(const RunCtx& r) const override {
+    const uint8_t* x = at<uint8_t>(r, in_);
+    uint8_t* y = out_at<uint8_t>(r, out_);
+    for (int64_t o = 0; o < outer_; ++o)
+      std::memcpy(y + o * size_ * inner_, x + (o * dim_ + offset_) * inner_,
+                  size_t(size_ * inner_));
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  int64_t outer_ = 1, inner_ = 4, dim_ = 1, offset_ = 0, size_ = 0;  // inner_ in bytes
+};
+
 template <class T>
 std::unique_ptr<Op> two(std::unique_ptr<T> op, const OpDesc& d) {
   op->ia_ = d.inputs[0];
@@ -452,6 +506,8 @@ std::unique_ptr<Op> make_tensor_op(const Model& model, const OpDesc& d, const Op
     }
     case OpCode::broadcast_to:
       return wire(std::make_unique<BroadcastTo>(c), d);
+    case OpCode::split_v:
+      return wire(std::make_unique<SplitPart>(c), d);
     case OpCode::cast:
       return wire(std::make_unique<Cast>(c), d);
     case OpCode::gather: {

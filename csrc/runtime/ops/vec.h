@@ -14,7 +14,7 @@
 namespace ep {
 namespace rt {
 
-enum class BinOp : int { add, sub, mul, div, max, min };
+enum class BinOp : int { add, sub, mul, div, max, min, pow };
 enum class ActKind : int {
   none,
   relu,
@@ -28,6 +28,7 @@ enum class ActKind : int {
   sqrt,
   rsqrt,
   neg,
+  abs,
 };
 
 struct DwRowArgs {

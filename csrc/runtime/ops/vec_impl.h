@@ -290,6 +290,9 @@ void binary(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, fl
     case BinOp::max:
       return binary_loop([](float p, float q) { return p > q ? p : q; }, a, sa, b, sb, y, n, lo,
                          hi);
+    case BinOp::pow:
+      return binary_loop([](float p, float q) { return std::pow(p, q); }, a, sa, b, sb, y, n, lo,
+                         hi);
     case BinOp::min:  // TFLite's NaN behaviour: MAXIMUM(NaN, q) = q, MINIMUM(NaN, q) = NaN
       return binary_loop([](float p, float q) { return q < p ? q : p; }, a, sa, b, sb, y, n, lo,
                          hi);
@@ -393,6 +396,9 @@ void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y
       return;
     case ActKind::neg:
       for (int64_t i = 0; i < n; ++i) y[i] = -x[i];
+      return;
+    case ActKind::abs:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::fabs(x[i]);
       return;
   }
 }
