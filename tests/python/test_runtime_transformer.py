@@ -335,3 +335,21 @@ def test_pow_exports_as_the_ops_it_is(tmp_path):
         ref = Powers()(x).numpy()
     for got in (_litert_builtin(path.read_bytes(), [x.numpy()])[0], ep.runtime.load(path)(x.numpy())[0]):
         assert _rel(got, ref) < 1e-5
+
+
+def test_inconsistent_split_v_is_refused_with_a_message():
+    from edgeprune.runtime import RuntimeModelError
+
+    b = Builder()
+    x = b.input([2, 6])
+    outs = b.split_v(x, [2, 4], axis=1)
+    code, ins, o, _ = b.ops[-1]
+    b.ops[-1] = (code, ins, o, ("splitv", dict(n=3)))
+    with pytest.raises(RuntimeModelError, match=r"operator 0 \(SPLIT_V\): num_splits 3 is not the 2 outputs"):
+        ep.runtime.load(b.finish(outs))
+    b = Builder()
+    x = b.input([2, 6])
+    outs = b.split_v(x, [2, 4], axis=1)
+    b.tensors[b.ops[-1][1][1]]["data"] = np.array([2, 5], np.int32).tobytes()  # 7 of 6 columns
+    with pytest.raises(RuntimeModelError, match=r"SPLIT_V\): size_splits does not add up to the axis"):
+        ep.runtime.load(b.finish(outs))
