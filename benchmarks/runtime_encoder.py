@@ -40,31 +40,13 @@ from runtime import interleaved_ms, run_cli  # noqa: E402
 SEQ, PAD = 128, 32
 
 
-def encoder(seed: int = 0):
-    import torch
-    import transformers
+def encoder():
+    """(model, ids, mask): the MiniLM-L6-shaped BERT with random weights; the last PAD tokens
+    are padding."""
+    from bert_encoder import bert_encoder
 
-    cfg = transformers.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
-    torch.manual_seed(seed)
-
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = transformers.BertModel(cfg, add_pooling_layer=False)
-
-        def forward(self, ids, mask):
-            return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-
-    return Encoder().eval()
-
-
-def inputs():
-    import torch
-
-    ids = torch.randint(0, 30522, (1, SEQ), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones(1, SEQ, dtype=torch.int64)
-    mask[0, SEQ - PAD :] = 0
-    return ids, mask
+    shape = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    return bert_encoder(SEQ, PAD, input_seed=1, **shape)
 
 
 def prune_half(model, example):
@@ -119,7 +101,7 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
 
     from edgeprune.export import export
 
-    model, (ids, mask) = encoder(), inputs()
+    model, ids, mask = encoder()
     base = export(model, tmp / "base", formats=["tflite", "onnx"], example_inputs=(ids, mask))
     files = {"edgeprune": base["tflite"], "litert": base["tflite"], "onnxruntime": base["onnx"]}
     params = sum(p.numel() for p in model.parameters())

@@ -132,31 +132,12 @@ def test_gelu_matches_float64_erf():
         assert np.all(np.abs(y - ref) <= 3e-6 * np.abs(ref) + 1e-7), isa
 
 
-def _bert(seq: int, vocab: int = 120):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=seq,
-    )
-    torch.manual_seed(0)
+def _bert(seq: int):
+    pytest.importorskip("transformers")
+    from bert_encoder import bert_encoder
 
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = transformers.BertModel(cfg, add_pooling_layer=False)
-
-        def forward(self, ids, mask):
-            return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-
-    model = Encoder().eval()
-    ids = torch.randint(0, vocab, (1, seq), generator=torch.Generator().manual_seed(2))
-    mask = torch.ones(1, seq, dtype=torch.int64)
-    mask[0, seq - seq // 4 :] = 0  # padding tokens
-    return model, ids, mask
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    return bert_encoder(seq, seq // 4, vocab_size=120, max_position_embeddings=seq, **small)
 
 
 @pytest.fixture(scope="module")

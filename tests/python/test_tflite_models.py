@@ -59,29 +59,11 @@ def test_torchvision_shaped_fp32(name, tmp_path):
 
 
 def test_transformers_bert_encoder_with_attention_mask(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(
-        vocab_size=120,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
+    pytest.importorskip("transformers")
+    from bert_encoder import bert_encoder
 
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = transformers.BertModel(cfg, add_pooling_layer=False)
-
-        def forward(self, ids, mask):
-            return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-
-    model = Encoder().eval()
-    ids = torch.randint(0, 120, (1, 12), generator=torch.Generator().manual_seed(2))
-    mask = torch.ones(1, 12, dtype=torch.int64)
-    mask[0, 9:] = 0  # padding tokens
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    model, ids, mask = bert_encoder(12, 3, vocab_size=120, max_position_embeddings=32, **small)
     path = export(model, tmp_path, formats=["tflite"], example_inputs=(ids, mask))["tflite"]
     with torch.no_grad():
         ref = model(ids, mask).numpy()

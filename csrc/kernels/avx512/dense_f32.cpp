@@ -18,90 +18,59 @@ constexpr int NR = 32;
 constexpr int MR = 8;
 constexpr int64_t KC = 256;
 
-// C[MR x 32] (+)= A[MR x kc] * Bpanel[kc x 32]; `init` is the starting tile (bias or y),
-// written back clamped when `last`.
+// C[R x 16V] (+)= A[R x kc] * Bpanel[kc x 16V]; `init` is the starting tile (bias or y), written
+// back clamped when `last`. With Partial, the last of the V vectors of every row is read from
+// `init` and written to `out` through the lane mask `tail`: the last panel of a layer whose width
+// is not a multiple of 32 (16- and 24-channel layers, a 1000-class head) computes only the
+// vectors that hold columns and needs no staging copy.
+template <int R, int V, bool Partial>
+inline void tile(const float* a, int64_t lda, const float* bp, int64_t ldb, int64_t kc,
+                 const float* init, int64_t ldi, float* out, int64_t ldo, bool last, __m512 lo,
+                 __m512 hi, __mmask16 tail) {
+  __m512 c[R][V];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v)
+      c[r][v] = Partial && v == V - 1 ? _mm512_maskz_loadu_ps(tail, init + r * ldi + 16 * v)
+                                      : _mm512_loadu_ps(init + r * ldi + 16 * v);
+  for (int64_t k = 0; k < kc; ++k) {
+    __m512 b[V];
+    for (int v = 0; v < V; ++v) b[v] = _mm512_loadu_ps(bp + k * ldb + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+      for (int v = 0; v < V; ++v) c[r][v] = _mm512_fmadd_ps(av, b[v], c[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) {
+      if (last) c[r][v] = _mm512_min_ps(_mm512_max_ps(c[r][v], lo), hi);
+      if (Partial && v == V - 1)
+        _mm512_mask_storeu_ps(out + r * ldo + 16 * v, tail, c[r][v]);
+      else
+        _mm512_storeu_ps(out + r * ldo + 16 * v, c[r][v]);
+    }
+}
+
 template <int R>
 inline void micro(const float* a, int64_t lda, const float* bp, int64_t ldb, int64_t kc,
                   const float* init, int64_t ldi, float* out, int64_t ldo, bool last, __m512 lo,
                   __m512 hi) {
-  __m512 c0[R], c1[R];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    c0[r] = _mm512_loadu_ps(init + r * ldi);
-    c1[r] = _mm512_loadu_ps(init + r * ldi + 16);
-  }
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(bp + k * ldb);
-    const __m512 b1 = _mm512_loadu_ps(bp + k * ldb + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
-      c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
-      c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    if (last) {
-      c0[r] = _mm512_min_ps(_mm512_max_ps(c0[r], lo), hi);
-      c1[r] = _mm512_min_ps(_mm512_max_ps(c1[r], lo), hi);
-    }
-    _mm512_storeu_ps(out + r * ldo, c0[r]);
-    _mm512_storeu_ps(out + r * ldo + 16, c1[r]);
-  }
+  tile<R, 2, false>(a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi, 0xFFFF);
 }
 
-// The last, partial panel (w < 32 columns: 16- and 24-channel layers, a 1000-class head's tail):
-// only the vectors that hold columns are computed, and init / out are read and written through
-// lane masks, so no padded columns are multiplied and no staging copy is made.
+// A partial panel of 1 <= w < 32 columns: one vector per row up to 16 columns, else two.
 template <int R>
 inline void micro_masked(int w, const float* a, int64_t lda, const float* bp, int64_t ldb,
                          int64_t kc, const float* init, int64_t ldi, float* out, int64_t ldo,
                          bool last, __m512 lo, __m512 hi) {
-  const __mmask16 m0 = w >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << w) - 1);
-  if (w <= 16) {
-    __m512 c0[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) c0[r] = _mm512_maskz_loadu_ps(m0, init + r * ldi);
-    for (int64_t k = 0; k < kc; ++k) {
-      const __m512 b0 = _mm512_loadu_ps(bp + k * ldb);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r)
-        c0[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * lda + k]), b0, c0[r]);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      if (last) c0[r] = _mm512_min_ps(_mm512_max_ps(c0[r], lo), hi);
-      _mm512_mask_storeu_ps(out + r * ldo, m0, c0[r]);
-    }
-    return;
-  }
-  const __mmask16 m1 = __mmask16((1u << (w - 16)) - 1);
-  __m512 c0[R], c1[R];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    c0[r] = _mm512_loadu_ps(init + r * ldi);
-    c1[r] = _mm512_maskz_loadu_ps(m1, init + r * ldi + 16);
-  }
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(bp + k * ldb);
-    const __m512 b1 = _mm512_loadu_ps(bp + k * ldb + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
-      c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
-      c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    if (last) {
-      c0[r] = _mm512_min_ps(_mm512_max_ps(c0[r], lo), hi);
-      c1[r] = _mm512_min_ps(_mm512_max_ps(c1[r], lo), hi);
-    }
-    _mm512_storeu_ps(out + r * ldo, c0[r]);
-    _mm512_mask_storeu_ps(out + r * ldo + 16, m1, c1[r]);
-  }
+  const int rest = w > 16 ? w - 16 : w;
+  const __mmask16 tail = rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1);
+  if (w <= 16)
+    tile<R, 1, true>(a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi, tail);
+  else
+    tile<R, 2, true>(a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi, tail);
 }
 
 using MaskedFn = void (*)(int, const float*, int64_t, const float*, int64_t, int64_t, const float*,
