@@ -85,7 +85,7 @@ cpp-native: system-deps venv
 	$(VENV)/bin/cmake -S . -B build/native -DCMAKE_BUILD_TYPE=Release \
 	  -DEDGEPRUNE_BUILD_TESTS=ON -DEDGEPRUNE_BUILD_PYTHON=OFF >/dev/null
 	$(VENV)/bin/cmake --build build/native -j $(JOBS)
-	$(VENV)/bin/ctest --test-dir build/native --output-on-failure
+	$(VENV)/bin/ctest --test-dir build/native -j $(JOBS) --output-on-failure
 
 # aarch64 cross build, then the same tests under qemu-aarch64 for each device CPU.
 cpp-arm: system-deps venv
@@ -94,14 +94,14 @@ cpp-arm: system-deps venv
 	  -DEDGEPRUNE_BUILD_TESTS=ON -DEDGEPRUNE_BUILD_PYTHON=OFF \
 	  -DEDGEPRUNE_QEMU_CPUS="$(QEMU_CPUS)" >/dev/null
 	$(VENV)/bin/cmake --build build/aarch64 -j $(JOBS)
-	$(VENV)/bin/ctest --test-dir build/aarch64 --output-on-failure
+	$(VENV)/bin/ctest --test-dir build/aarch64 -j $(JOBS) --output-on-failure
 
 # Every C++ test again with AddressSanitizer + UndefinedBehaviorSanitizer (native, all x86 paths).
 cpp-asan: system-deps venv
 	$(VENV)/bin/cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGEPRUNE_SANITIZE=ON \
 	  -DEDGEPRUNE_BUILD_TESTS=ON -DEDGEPRUNE_BUILD_PYTHON=OFF >/dev/null
 	$(VENV)/bin/cmake --build build/asan -j $(JOBS) --target edgeprune_tests
-	$(VENV)/bin/ctest --test-dir build/asan --output-on-failure
+	$(VENV)/bin/ctest --test-dir build/asan -j $(JOBS) --output-on-failure
 
 # The .tflite loader under libFuzzer (clang-14, ASan + UBSan) for FUZZ_SECONDS from the real files of
 # tests/data/runtime; any crash, sanitizer report or leak fails the target. Then the Python readers of
