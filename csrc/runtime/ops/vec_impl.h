@@ -183,24 +183,45 @@ void fill_phases(const DwPlaneArgs& a, int64_t ws, int64_t hs, float* ph) {
 template <int K, int S>
 void dw_plane_k(const DwPlaneArgs& a) {
   constexpr int64_t R = (K - 1) / S;  // rows / columns a tap reaches past its phase origin
+  constexpr int64_t L = 16, P = 4;    // lanes of V16; vectors per step (independent FMA chains)
   const int64_t ws = ((a.ow - 1) * S + K + S - 1) / S, hs = a.oh + R + 1;
-  const int64_t plane = hs * ws, outs = a.oh * ws;
-  thread_local std::vector<float> buf;  // per thread: planes, then the outputs
-  if (int64_t(buf.size()) < S * S * plane + outs) buf.resize(size_t(S * S * plane + outs));
+  const int64_t plane = hs * ws, outs = a.oh * ws, outs_r = (outs + L - 1) / L * L;
+  // per thread: the phase planes, L zeros (what the last vector's taps read past the planes),
+  // then the outputs rounded up to whole vectors
+  thread_local std::vector<float> buf;
+  const int64_t need = S * S * plane + L + outs_r;
+  if (int64_t(buf.size()) < need) buf.resize(size_t(need));
   float* ph = buf.data();
   fill_phases<S>(a, ws, hs, ph);
+  std::fill(ph + S * S * plane, ph + S * S * plane + L, 0.0f);
+  // Every tap reads the one buffer at a fixed offset; the accumulators are explicit vectors,
+  // P of them, so each tap's multiply-adds form P independent chains (a 25-tap 5x5 is one long
+  // dependency chain per vector otherwise).
   float w[K * K];
-  for (int j = 0; j < K * K; ++j) w[j] = a.wt[j];
-  const float* src[K * K];
+  int64_t off[K * K];
   for (int ky = 0; ky < K; ++ky)
-    for (int kx = 0; kx < K; ++kx)
-      src[ky * K + kx] = ph + ((ky % S) * S + kx % S) * plane + (ky / S) * ws + kx / S;
-  float* __restrict__ t = ph + S * S * plane;
+    for (int kx = 0; kx < K; ++kx) {
+      w[ky * K + kx] = a.wt[ky * K + kx];
+      off[ky * K + kx] = ((ky % S) * S + kx % S) * plane + (ky / S) * ws + kx / S;
+    }
+  float* t = ph + S * S * plane + L;
   const float bias = a.bias;
-  for (int64_t i = 0; i < outs; ++i) {
-    float acc = bias;
-    for (int j = 0; j < K * K; ++j) acc += w[j] * src[j][i];
-    t[i] = acc;
+  int64_t i = 0;
+  for (; i + P * L <= outs_r; i += P * L) {
+    V16 acc[P];
+    for (int v = 0; v < P; ++v) acc[v] = V16{} + bias;
+#pragma GCC unroll 25
+    for (int j = 0; j < K * K; ++j) {
+      const float* src = ph + off[j] + i;
+      for (int v = 0; v < P; ++v) acc[v] += w[j] * load16(src + v * L);
+    }
+    for (int v = 0; v < P; ++v) store16(t + i + v * L, acc[v]);
+  }
+  for (; i < outs_r; i += L) {
+    V16 acc = V16{} + bias;
+#pragma GCC unroll 25
+    for (int j = 0; j < K * K; ++j) acc += w[j] * load16(ph + off[j] + i);
+    store16(t + i, acc);
   }
   const float lo = a.lo, hi = a.hi;
   for (int64_t oy = 0; oy < a.oh; ++oy) {
