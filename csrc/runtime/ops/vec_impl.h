@@ -3,6 +3,7 @@
 // source for every path.
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "runtime/ops/vec.h"
@@ -506,14 +507,56 @@ void accumulate(const float* __restrict__ x, float* __restrict__ acc, int64_t n)
 
 // Its own copy on purpose: compiled once per ISA for the per-call layout changes; layers.cpp keeps
 // a plain one for weight packing at construction.
+// Transpose tiles of TW x TW floats, TW the path's register width in floats (a shuffle across
+// several registers would be split into scalar moves).
+#if defined(__AVX512F__)
+constexpr int TW = 16;
+#elif defined(__AVX2__)
+constexpr int TW = 8;
+#else
+constexpr int TW = 4;
+#endif
+typedef float VT __attribute__((vector_size(TW * 4)));
+typedef float VTu __attribute__((vector_size(TW * 4), aligned(4)));
+
+// One butterfly stage: rows i and i + 2^B (bit B of i clear) exchange the halves that swap bit B
+// of the row index with bit B of the column index; log2(TW) stages transpose the tile.
+constexpr int lo_lane(int c, int b) { return c & (1 << b) ? TW + (c ^ (1 << b)) : c; }
+constexpr int hi_lane(int c, int b) { return c & (1 << b) ? TW + c : c | (1 << b); }
+template <int B, size_t... C>
+inline void swap_bit(VT& a, VT& b, std::index_sequence<C...>) {
+  const VT lo = __builtin_shufflevector(a, b, lo_lane(int(C), B)...);
+  const VT hi = __builtin_shufflevector(a, b, hi_lane(int(C), B)...);
+  a = lo, b = hi;
+}
+template <int B>
+inline void swap_stage(VT* v) {
+  if constexpr (B >= 0) {
+    for (int i = 0; i < TW; ++i)
+      if (!(i & (1 << B))) swap_bit<B>(v[i], v[i | (1 << B)], std::make_index_sequence<TW>());
+    swap_stage<B - 1>(v);
+  }
+}
+
+// Whole tiles go through registers (TW loads, TW log2(TW) shuffles, TW stores); the ragged edges
+// are copied element by element. Tiles are walked along src's rows, so src is read in order.
 void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
-  constexpr int64_t T = 16;  // 16x16 tiles: both sides stay in L1
-  for (int64_t r0 = 0; r0 < rows; r0 += T)
-    for (int64_t c0 = 0; c0 < cols; c0 += T) {
-      const int64_t r1 = std::min(rows, r0 + T), c1 = std::min(cols, c0 + T);
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = src[r * cols + c];
+  constexpr int64_t T = TW;
+  constexpr int top = TW == 16 ? 3 : TW == 8 ? 2 : 1;
+  const int64_t rf = rows / T * T, cf = cols / T * T;
+  for (int64_t r0 = 0; r0 < rf; r0 += T) {
+    for (int64_t c0 = 0; c0 < cf; c0 += T) {
+      VT v[T];
+      for (int64_t i = 0; i < T; ++i)
+        v[i] = *reinterpret_cast<const VTu*>(src + (r0 + i) * cols + c0);
+      swap_stage<top>(v);
+      for (int64_t i = 0; i < T; ++i) *reinterpret_cast<VTu*>(dst + (c0 + i) * rows + r0) = v[i];
     }
+    for (int64_t c = cf; c < cols; ++c)
+      for (int64_t r = r0; r < r0 + T; ++r) dst[c * rows + r] = src[r * cols + c];
+  }
+  for (int64_t r = rf; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
 }
 
 }  // namespace
