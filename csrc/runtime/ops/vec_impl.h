@@ -133,6 +133,42 @@ void dw_row_edge(const float* xr, const float* wk, float* y, int64_t ox0, int64_
   }
 }
 
+// TW: the path's register width in floats, for shuffles (a shuffle across several registers
+// would be split into scalar moves).
+#if defined(__AVX512F__)
+constexpr int TW = 16;
+#elif defined(__AVX2__)
+constexpr int TW = 8;
+#else
+constexpr int TW = 4;
+#endif
+typedef float VT __attribute__((vector_size(TW * 4)));
+typedef float VTu __attribute__((vector_size(TW * 4), aligned(4)));
+
+template <size_t... C>
+inline VT even_lanes(VT a, VT b, std::index_sequence<C...>) {
+  return __builtin_shufflevector(a, b, int(2 * C)...);
+}
+template <size_t... C>
+inline VT odd_lanes(VT a, VT b, std::index_sequence<C...>) {
+  return __builtin_shufflevector(a, b, int(2 * C + 1)...);
+}
+
+// r0[c] = src[2c], r1[c] = src[2c + 1] for c < n (n >= TW): whole registers split by two
+// shuffles; the last register is placed to end at n (overlapping the one before), so no scalar
+// tail.
+inline void deinterleave(const float* __restrict__ src, int64_t n, float* __restrict__ r0,
+                         float* __restrict__ r1) {
+  auto step = [&](int64_t c) {
+    const VT a = *reinterpret_cast<const VTu*>(src + 2 * c);
+    const VT b = *reinterpret_cast<const VTu*>(src + 2 * c + TW);
+    *reinterpret_cast<VTu*>(r0 + c) = even_lanes(a, b, std::make_index_sequence<TW>());
+    *reinterpret_cast<VTu*>(r1 + c) = odd_lanes(a, b, std::make_index_sequence<TW>());
+  };
+  for (int64_t c = 0; c + TW <= n; c += TW) step(c);
+  if (n % TW) step(n - TW);
+}
+
 // The phase planes of dw_plane_k: plane (py, px) row r column c holds the input at row
 // r * S + py - pad_t, column c * S + px - pad_l, or 0 outside the input. Each input row is read
 // once and split over the S column phases.
@@ -163,14 +199,13 @@ void fill_phases(const DwPlaneArgs& a, int64_t ws, int64_t hs, float* ph) {
     for (int64_t c = 0; c < c0; ++c) edge(c);
     if (S == 1) {
       std::copy(xr + c0 - a.pad_l, xr + c1 - a.pad_l, rows[0] + c0);
-    } else if (c1 > c0) {
+    } else if (c1 - c0 >= TW) {
+      deinterleave(xr + c0 * S - a.pad_l, c1 - c0, rows[0] + c0, rows[S - 1] + c0);
+    } else {
       const float* __restrict__ src = xr + c0 * S - a.pad_l;
       float* __restrict__ r0 = rows[0] + c0;
       float* __restrict__ r1 = rows[S - 1] + c0;
-      for (int64_t c = 0; c < c1 - c0; ++c) {
-        r0[c] = src[c * S];
-        r1[c] = src[c * S + S - 1];
-      }
+      for (int64_t c = 0; c < c1 - c0; ++c) r0[c] = src[c * S], r1[c] = src[c * S + S - 1];
     }
     for (int64_t c = c1; c < ws; ++c) edge(c);
   }
@@ -507,18 +542,6 @@ void accumulate(const float* __restrict__ x, float* __restrict__ acc, int64_t n)
 
 // Its own copy on purpose: compiled once per ISA for the per-call layout changes; layers.cpp keeps
 // a plain one for weight packing at construction.
-// Transpose tiles of TW x TW floats, TW the path's register width in floats (a shuffle across
-// several registers would be split into scalar moves).
-#if defined(__AVX512F__)
-constexpr int TW = 16;
-#elif defined(__AVX2__)
-constexpr int TW = 8;
-#else
-constexpr int TW = 4;
-#endif
-typedef float VT __attribute__((vector_size(TW * 4)));
-typedef float VTu __attribute__((vector_size(TW * 4), aligned(4)));
-
 // One butterfly stage: rows i and i + 2^B (bit B of i clear) exchange the halves that swap bit B
 // of the row index with bit B of the column index; log2(TW) stages transpose the tile.
 constexpr int lo_lane(int c, int b) { return c & (1 << b) ? TW + (c ^ (1 << b)) : c; }
