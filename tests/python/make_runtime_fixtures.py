@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_models import (  # noqa: E402
     conv_variants,
     encoder_block,
+    int8_attention_scores,
     int8_cnn,
     litert_reference_run,
     litert_run,
@@ -33,6 +34,7 @@ MODELS = {
     "conv_variants": conv_variants,
     "int8": int8_cnn,
     "int8_sparse": lambda: int8_cnn(sparse=True),
+    "int8_attention": int8_attention_scores,
     "encoder": encoder_block,
     "encoder_sparse": lambda: encoder_block(sparse=1),
 }
@@ -43,6 +45,7 @@ SHAPES = {
     "conv_variants": (2, 13, 11, 8),
     "int8": (1, 16, 16, 3),
     "int8_sparse": (1, 16, 16, 3),
+    "int8_attention": (2, 12, 16),
     "encoder": (12, 32),
     "encoder_sparse": (12, 32),
 }

@@ -232,6 +232,46 @@ def int8_fc(x_quant=None, w_quant=None, seed=0) -> bytes:
     return b.finish([b.op(6, [y], [2, 4])])
 
 
+BMM_IN_SCALES = (0.05, 0.04)
+
+
+def bmm_out_scale(k: int) -> float:
+    """int8_batch_matmul's default output scale for inner dimension k."""
+    return 24 * float(np.sqrt(k)) / 255
+
+
+def int8_batch_matmul(sa, sb, adj_x=False, adj_y=False, zps=(3, -5, 7), out_scale=None) -> bytes:
+    """QUANTIZE both float inputs -> int8 BATCH_MATMUL (per-tensor scales, zero points ``zps`` of
+    A, B and the output) -> DEQUANTIZE. The output scale covers about 3 sigma of products of
+    inputs of standard deviation 2 unless ``out_scale`` says."""
+    b = Builder()
+    qs = []
+    for shape, scale, z in ((sa, BMM_IN_SCALES[0], zps[0]), (sb, BMM_IN_SCALES[1], zps[1])):
+        q = b.op(114, [b.input(list(shape))], list(shape), out_dtype=np.int8)
+        b.tensors[q]["quant"] = ([scale], [z], 0)
+        qs.append(q)
+    m = sa[-1] if adj_x else sa[-2]
+    k = sa[-2] if adj_x else sa[-1]
+    n = sb[-2] if adj_y else sb[-1]
+    out = list(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2]))) + [m, n]
+    y = b.op(126, qs, out, ("bmm", dict(adj_x=adj_x, adj_y=adj_y)), out_dtype=np.int8)
+    b.tensors[y]["quant"] = ([out_scale or bmm_out_scale(k)], [zps[2]], 0)
+    return b.finish([b.op(6, [y], out)])
+
+
+def int8_attention_scores(heads=2, seq=12, d=16, seed=0) -> bytes:
+    """One float input [heads, seq, d] -> QUANTIZE -> int8 BATCH_MATMUL of the tensor with itself
+    transposed (adj_y: the scores Q K^T of attention when Q = K) -> DEQUANTIZE: an int8 matmul of
+    two activations in a single-input file (the C++ fixtures feed one input)."""
+    del seed  # the file has no weights; the signature matches the other fixture builders
+    b = Builder()
+    q = b.op(114, [b.input([heads, seq, d])], [heads, seq, d], out_dtype=np.int8)
+    b.tensors[q]["quant"] = ([BMM_IN_SCALES[0]], [-3], 0)
+    y = b.op(126, [q, q], [heads, seq, seq], ("bmm", dict(adj_x=False, adj_y=True)), out_dtype=np.int8)
+    b.tensors[y]["quant"] = ([bmm_out_scale(d) / 2], [5], 0)
+    return b.finish([b.op(6, [y], [heads, seq, seq])])
+
+
 def encoder_block(seed=0, seq=12, hidden=32, heads=4, ffn=64, sparse=None) -> bytes:
     """One transformer encoder layer on float hidden states [seq, hidden], as edgeprune's TFLite
     writer lowers one: position embeddings by GATHER of constant ids, q/k/v FULLY_CONNECTED,

@@ -19,7 +19,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_zoo import bench_models  # noqa: E402
 from conftest_quant import *  # noqa: E402,F403
-from runtime_models import int8_cnn, int8_fc, litert_reference, litert_reference_run  # noqa: E402
+from runtime_models import (  # noqa: E402
+    BMM_IN_SCALES,
+    bmm_out_scale,
+    int8_batch_matmul,
+    int8_cnn,
+    int8_fc,
+    litert_reference,
+    litert_reference_run,
+)
 from zoo import build  # noqa: E402
 
 import edgeprune as ep  # noqa: E402
@@ -113,6 +121,63 @@ def test_hand_made_per_channel_fc_equals_litert_reference():
     x = (np.random.default_rng(1).standard_normal((2, 8)) * 3).astype(np.float32)
     got, want = ep.runtime.load(data)(x)[0], litert_reference_run(data, [x])[0]
     assert np.array_equal(got, want) and np.any(want > 0) and np.any(want == 0)  # fused ReLU clamps
+
+
+BMM_CASES = [
+    dict(sa=(2, 1, 5, 8), sb=(1, 3, 8, 6)),  # broadcast batch dimensions
+    dict(sa=(2, 1, 8, 5), sb=(1, 3, 8, 6), adj_x=True),
+    dict(sa=(2, 1, 5, 8), sb=(1, 3, 6, 8), adj_y=True),
+    dict(sa=(3, 8, 5), sb=(6, 8), adj_x=True, adj_y=True),  # rank 3 against rank 2
+    dict(sa=(4, 16, 40), sb=(4, 40, 33), zps=(-128, 127, 0)),
+    dict(sa=(12, 128, 32), sb=(12, 32, 128), out_scale=0.2),  # attention scores; saturates
+]
+
+
+@pytest.mark.parametrize("case", BMM_CASES)
+def test_int8_batch_matmul_equals_litert_reference(case):
+    data = int8_batch_matmul(**case)
+    labels = [lbl for _, lbl in ep.runtime.load(data).operators]
+    assert any(lbl.startswith("BATCH_MATMUL int8") for lbl in labels), labels
+    rng = np.random.default_rng(len(case["sa"]) + case["sb"][-1])
+    xs = [(rng.standard_normal(case[k]) * 2).astype(np.float32) for k in ("sa", "sb")]
+    want = litert_reference_run(data, xs)[0]
+    assert np.any(want > want.min()) and np.any(want < want.max())  # not all saturated
+    for isa in ISAS:
+        for threads in (1, 2, 4):
+            got = ep.runtime.load(data, threads=threads, isa=isa)(*xs)[0]
+            assert np.array_equal(got, want), (isa, threads, float(np.abs(got - want).max()))
+    # against the float product of the quantized inputs: within half an output step wherever the
+    # output is not saturated
+    zps = case.get("zps", (3, -5, 7))
+
+    def fake_quant(v, scale, z):
+        return (np.clip(np.round(v / scale) + z, -128, 127) - z) * scale
+
+    qa, qb = (fake_quant(v, s, z) for v, s, z in zip(xs, BMM_IN_SCALES, zps))
+    exact = np.matmul(
+        qa.swapaxes(-1, -2) if case.get("adj_x") else qa, qb.swapaxes(-1, -2) if case.get("adj_y") else qb
+    )
+    k = case["sa"][-2] if case.get("adj_x") else case["sa"][-1]
+    sy = case.get("out_scale") or bmm_out_scale(k)
+    inside = (want > (-128 - zps[2]) * sy * 0.999) & (want < (127 - zps[2]) * sy * 0.999)
+    assert inside.mean() > 0.5
+    assert np.abs(want - exact)[inside].max() <= sy * 0.51  # float32 scales: a hair over half
+
+
+def test_int8_batch_matmul_with_a_float_operand_is_refused():
+    b_data = int8_batch_matmul((2, 5, 8), (2, 8, 6))
+    from tflite_builder import Builder
+
+    b = Builder()
+    x, w = b.input([2, 5, 8]), b.input([2, 8, 6])
+    q = b.op(114, [x], [2, 5, 8], out_dtype=np.int8)
+    b.tensors[q]["quant"] = ([0.05], [0], 0)
+    y = b.op(126, [q, w], [2, 5, 6], ("bmm", dict(adj_x=False, adj_y=False)), out_dtype=np.int8)
+    b.tensors[y]["quant"] = ([0.1], [0], 0)
+    mixed = b.finish([b.op(6, [y], [2, 5, 6])])
+    assert ep.runtime.load(b_data).operators  # the all-int8 form loads
+    with pytest.raises(UnsupportedModelError, match=r"BATCH_MATMUL.*'t1' is float32, this int8 op needs int8"):
+        ep.runtime.load(mixed)
 
 
 def test_demo_cnn_on_digits_same_top1_as_litert(quantized, digits_xy, tmp_path):

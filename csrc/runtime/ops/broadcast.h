@@ -1,12 +1,14 @@
 // Numpy broadcasting for operators of up to three operands (SELECT_V2, comparisons, BROADCAST_TO,
-// BATCH_MATMUL's batch dimensions): the shapes are checked against the file once, at load, and
-// become element strides (0 on a broadcast dimension) over an output padded to rank 6.
+// the batch dimensions of BATCH_MATMUL in float32 and int8): the shapes are checked against the
+// file once, at load, and become element strides (0 on a broadcast dimension) over an output padded
+// to rank 6.
 //
 // Consumes: an OpContext and the operand shapes. Produces: a Broadcast whose rows() visits every
 // innermost output row with the element offset of each operand in it.
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/ops/op_context.h"
@@ -83,6 +85,30 @@ struct Broadcast {
     }
   }
 };
+
+// BATCH_MATMUL's batch dimensions: the broadcast batch shape of operand batch shapes ba and bb
+// (into *batch), and for every output matrix in order the index of its A and its B matrix among
+// the stored ones.
+inline std::vector<std::pair<int64_t, int64_t>> matmul_pairs(const OpContext& c,
+                                                             const std::vector<int64_t>& ba,
+                                                             const std::vector<int64_t>& bb,
+                                                             std::vector<int64_t>* batch) {
+  *batch = Broadcast::result(c, {ba, bb});
+  Broadcast g;
+  g.init(c, {ba, bb}, *batch);
+  std::vector<std::pair<int64_t, int64_t>> pairs;
+  for (int64_t i = 0; i < g.elems; ++i) {
+    int64_t rest = i, oa = 0, ob = 0;
+    for (int d = Broadcast::kRank - 1; d >= 0; --d) {
+      const int64_t v = rest % g.shape[d];
+      rest /= g.shape[d];
+      oa += v * g.stride[0][d];
+      ob += v * g.stride[1][d];
+    }
+    pairs.push_back({oa, ob});
+  }
+  return pairs;
+}
 
 }  // namespace rt
 }  // namespace ep

@@ -18,6 +18,7 @@
 
 #include "layers/layers.h"
 #include "layers/parallel.h"
+#include "runtime/ops/broadcast.h"
 #include "runtime/ops/movement.h"
 #include "runtime/ops/op_context.h"
 #include "runtime/ops/ops_int8_isa.h"
@@ -668,9 +669,9 @@ class QDepthwise : public Op {
 
 // ------------------------------------------------------------------------ broadcasting
 // Offsets of both inputs for every output element in order (numpy broadcasting, rank <= 6).
-class Broadcast {
+class ElementPairs {
  public:
-  Broadcast(const QCtx& c, const Tensor& a, const Tensor& b, const Tensor& y) {
+  ElementPairs(const QCtx& c, const Tensor& a, const Tensor& b, const Tensor& y) {
     const size_t r = y.shape.size();
     if (a.shape.size() > r || b.shape.size() > r || r > 6) c.bad("inputs do not broadcast");
     shape_ = y.shape;
@@ -778,9 +779,98 @@ class QBinary : public Op {
  private:
   bool mul_, vec_ = false;
   int64_t elems_ = 0;
-  Broadcast bc_;
+  ElementPairs bc_;
   int32_t za_, zb_, zy_, lo_, hi_, m1_ = 0, m2_ = 0, om_ = 0;
   int s1_ = 0, s2_ = 0, os_ = 0;
+};
+
+// ------------------------------------------------------------------------ BATCH_MATMUL
+// Y = requant(sum_k (A[i, k] - za) (B[k, j] - zb)) with both operands int8 activations, as
+// TFLite's int8 BATCH_MATMUL: one multiplier float(sa * sb) / sy, no fused activation. Both
+// operands are widened to int16 with their zero points removed, A by rows and B by columns (a
+// transpose unless adj_y), so each output is one int16 dot product over k (vpmaddwd / smlal).
+class QBatchMatMul : public Op {
+ public:
+  explicit QBatchMatMul(const QCtx& c) {
+    const Tensor &a = c.act(c.in(0)), &b = c.act(c.in(1)), &y = c.act(c.out());
+    if (a.shape.size() < 2 || b.shape.size() < 2) c.bad("operands must have rank 2 or more");
+    adj_x_ = c.d.adj_x, adj_y_ = c.d.adj_y;
+    const size_t ra = a.shape.size(), rb = b.shape.size();
+    m_ = a.shape[ra - (adj_x_ ? 1 : 2)], k_ = a.shape[ra - (adj_x_ ? 2 : 1)];
+    const int64_t kb = b.shape[rb - (adj_y_ ? 1 : 2)];
+    n_ = b.shape[rb - (adj_y_ ? 2 : 1)];
+    if (kb != k_)
+      c.bad("inner dimensions differ: " + std::to_string(k_) + " and " + std::to_string(kb));
+    if (m_ < 1 || k_ < 1 || n_ < 1) c.bad("empty matrices");
+    // |(a - za)(b - zb)| <= 255 * 255: int32 sums stay exact up to this depth
+    if (k_ > kMaxDepth)
+      c.unsupported("an inner dimension of " + std::to_string(k_) + " (int32 sums hold " +
+                    std::to_string(kMaxDepth) + ")");
+    const std::vector<int64_t> ba(a.shape.begin(), a.shape.end() - 2),
+        bb(b.shape.begin(), b.shape.end() - 2);
+    std::vector<int64_t> want;
+    pairs_ = matmul_pairs(c, ba, bb, &want);
+    want.push_back(m_);
+    want.push_back(n_);
+    c.shape_is(y, want);
+    amats_ = a.elems / (m_ * k_), bmats_ = b.elems / (k_ * n_);
+    za_ = zp(a), zb_ = zp(b), zy_ = zp(y);
+    multiplier(c, double(a.scale[0] * b.scale[0]) / double(y.scale[0]), &mult_, &shift_);
+    kind = "BATCH_MATMUL";
+    macs = double(pairs_.size()) * m_ * k_ * n_;
+    label = kind + " int8 " + dims(a.shape) + (adj_x_ ? "T" : "") + " x " + dims(b.shape) +
+            (adj_y_ ? "T" : "");
+  }
+  int64_t scratch_bytes() const override { return (amats_ * m_ + bmats_ * n_) * k_ * 2; }
+  void run(const RunCtx& r) const override {
+    const int8_t* a = reinterpret_cast<const int8_t*>(r.ptr[ia_]);
+    const int8_t* b = reinterpret_cast<const int8_t*>(r.ptr[ib_]);
+    int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+    int16_t* aw = static_cast<int16_t*>(r.scratch);  // [amats, m, k]
+    int16_t* bw = aw + amats_ * m_ * k_;             // [bmats, n, k]
+    widen(a, amats_, m_, k_, adj_x_, za_, aw);
+    widen(b, bmats_, n_, k_, !adj_y_, zb_, bw);
+    const int64_t blocks = (m_ + kRows - 1) / kRows;
+    parallel_for(threads_for(r.threads, macs), int64_t(pairs_.size()) * blocks, [&](int64_t t) {
+      const int64_t mat = t / blocks, i0 = t % blocks * kRows, i1 = std::min(m_, i0 + kRows);
+      const int16_t* am = aw + pairs_[size_t(mat)].first * m_ * k_;
+      const int16_t* bm = bw + pairs_[size_t(mat)].second * n_ * k_;
+      int8_t* ym = y + mat * m_ * n_;
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = 0; j < n_; ++j) {
+          const int32_t v = mbqm(dot16(am + i * k_, bm + j * k_, k_), mult_, shift_) + zy_;
+          ym[i * n_ + j] = int8_t(std::min(127, std::max(-128, v)));
+        }
+    });
+  }
+  int ia_ = 0, ib_ = 0, out_ = 0;
+
+ private:
+  static constexpr int64_t kRows = 16, kMaxDepth = 33025;  // 33025 * 65025 < 2^31
+  // mats matrices of [rows, k] (or [k, rows] when transposed) to int16 [rows, k] minus z
+  static void widen(const int8_t* x, int64_t mats, int64_t rows, int64_t k, bool transposed,
+                    int32_t z, int16_t* out) {
+    for (int64_t mt = 0; mt < mats; ++mt) {
+      const int8_t* xm = x + mt * rows * k;
+      int16_t* om = out + mt * rows * k;
+      if (!transposed) {
+        for (int64_t i = 0; i < rows * k; ++i) om[i] = int16_t(xm[i] - z);
+      } else {
+        for (int64_t kk = 0; kk < k; ++kk)
+          for (int64_t i = 0; i < rows; ++i) om[i * k + kk] = int16_t(xm[kk * rows + i] - z);
+      }
+    }
+  }
+  static int32_t dot16(const int16_t* __restrict a, const int16_t* __restrict b, int64_t k) {
+    int32_t s = 0;
+    for (int64_t j = 0; j < k; ++j) s += int32_t(a[j]) * int32_t(b[j]);
+    return s;
+  }
+  bool adj_x_ = false, adj_y_ = false;
+  int64_t m_ = 0, k_ = 0, n_ = 0, amats_ = 1, bmats_ = 1;
+  int32_t za_ = 0, zb_ = 0, zy_ = 0, mult_ = 0;
+  int shift_ = 0;
+  std::vector<std::pair<int64_t, int64_t>> pairs_;  // (A matrix, B matrix) per output matrix
 };
 
 // ------------------------------------------------------------------------ MEAN
@@ -1322,6 +1412,13 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
       b->ib_ = d.inputs[1];
       b->out_ = d.outputs[0];
       return b;
+    }
+    case OpCode::batch_matmul: {
+      auto op = std::make_unique<QBatchMatMul>(c);
+      op->ia_ = d.inputs[0];
+      op->ib_ = d.inputs[1];
+      op->out_ = d.outputs[0];
+      return op;
     }
     case OpCode::mean:
       return wire(std::make_unique<QMean>(c), d);

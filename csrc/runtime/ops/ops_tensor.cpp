@@ -2,7 +2,7 @@
 // activations, and the typed tensor operators attention masks and embeddings lower to (GATHER,
 // CAST, comparisons, LOGICAL_*, SELECT_V2, BROADCAST_TO). Unlike the fp32 tier these take int32,
 // int64 and bool tensors as well; they move or compare elements and never do float arithmetic
-// on them, except BATCH_MATMUL (float32 only).
+// on them, except BATCH_MATMUL (float32 here; int8 in ops_int8.cpp).
 //
 // Consumes: a validated Model and one OpDesc. Produces: Op objects (ops.h).
 #include "runtime/ops/ops_tensor.h"
@@ -77,7 +77,8 @@ class BatchMatMul : public Op {
     const Tensor &a = c.in(0), &b = c.in(1), &y = c.out();
     for (const Tensor* t : {&a, &b, &y})
       if (t->type != DType::f32 || t->quantized())
-        c.unsupported("tensor '" + t->name + "' is not float32 (int8 BATCH_MATMUL is not run)");
+        c.unsupported("tensor '" + t->name +
+                      "' is not float32 (BATCH_MATMUL takes float32, or int8 in all three)");
     if (a.shape.size() < 2 || b.shape.size() < 2) c.bad("operands must have rank 2 or more");
     adj_x_ = c.d.adj_x, adj_y_ = c.d.adj_y;
     const size_t ra = a.shape.size(), rb = b.shape.size();
@@ -89,23 +90,12 @@ class BatchMatMul : public Op {
     if (m_ < 1 || k_ < 1 || n_ < 1) c.bad("empty matrices");
     const std::vector<int64_t> ba(a.shape.begin(), a.shape.end() - 2),
         bb(b.shape.begin(), b.shape.end() - 2);
-    std::vector<int64_t> batch = Broadcast::result(c, {ba, bb}), want = batch;
+    std::vector<int64_t> want;
+    for (const auto& [ia, ib] : matmul_pairs(c, ba, bb, &want))
+      pairs_.push_back({ia * m_ * k_, ib * k_ * n_});  // element offsets
     want.push_back(m_);
     want.push_back(n_);
     c.shape_is(y, want);
-    Broadcast g;
-    g.init(c, {ba, bb}, batch);
-    // one (A, B) matrix offset per output matrix, in output order
-    for (int64_t i = 0; i < g.elems; ++i) {
-      int64_t rest = i, oa = 0, ob = 0;
-      for (int d = Broadcast::kRank - 1; d >= 0; --d) {
-        const int64_t v = rest % g.shape[d];
-        rest /= g.shape[d];
-        oa += v * g.stride[0][d];
-        ob += v * g.stride[1][d];
-      }
-      pairs_.push_back({oa * m_ * k_, ob * k_ * n_});
-    }
     bmats_ = 1;
     for (int64_t v : bb) bmats_ *= v;
     kind = "BATCH_MATMUL";
