@@ -53,11 +53,21 @@ inline __m512i mbqm(__m512i x, const Rq16& r) {
   return _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, _mm512_set1_epi32(1));
 }
 
+// int32 lanes (already inside [-128, 127]) to 16 int8 at y, under mask m. Compilers fuse the
+// conversion and the store into vpmovdb with a memory operand, which AMD Zen 4/5 run as a slow
+// microcoded sequence (most of a depthwise row's time went there); the empty asm keeps the
+// conversion in a register, and the store is a plain (masked) vmovdqu8.
+inline void store_s8(int8_t* y, __mmask16 m, __m512i v) {
+  __m128i b = _mm512_cvtepi32_epi8(v);
+  __asm__("" : "+v"(b));
+  _mm_mask_storeu_epi8(y, m, b);
+}
+
 inline void store_requant(__m512i acc, const Rq16& rq, __m512i zp, __m512i lo, __m512i hi,
                           int8_t* y, __mmask16 m) {
   __m512i v = mbqm(acc, rq);
   v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
-  _mm_mask_storeu_epi8(y, m, _mm512_cvtepi32_epi8(v));
+  store_s8(y, m, v);
 }
 
 // R rows x 2 blocks of 16 channels (the second only when `two`)
@@ -157,8 +167,7 @@ void qspmm_vnni(const QSpmmVnniArgs& a) {
   for (; j < a.m; ++j) {
     __m512i r[4];
     spmm_channel(a, j, nv, quad, w, r);
-    for (int t = 0; t < nv; ++t)
-      _mm_store_si128(reinterpret_cast<__m128i*>(out + 16 * t), _mm512_cvtepi32_epi8(r[t]));
+    for (int t = 0; t < nv; ++t) store_s8(out + 16 * t, __mmask16(0xFFFF), r[t]);
     for (int64_t row = 0; row < a.n; ++row) a.y[row * a.ldy + j] = out[row];
   }
 }
@@ -176,7 +185,7 @@ inline void dw_store(const QDwRowArgs& a, const DwLanes& l, __m512i acc, int8_t*
                 hi = _mm512_set1_epi32(a.hi);
   __m512i v = mbqm(acc, l.rq);
   v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
-  _mm_mask_storeu_epi8(y, l.m, _mm512_cvtepi32_epi8(v));
+  store_s8(y, l.m, v);
 }
 
 // (x - zp) * w + acc: |x - zp| <= 255 fits the low int16 half and the weight's high half is 0,
@@ -228,20 +237,54 @@ void dw_interior(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, 
     for (int64_t kx = 0; kx < kw; ++kx)
       bias = _mm512_sub_epi32(bias, _mm512_madd_epi16(zin, weight(ky, kx)));
   }
-  for (int64_t ox = x0; ox < x1; ++ox) {
+  // The valid kernel rows once (row offsets from the pixel's column), then P pixels at a time:
+  // P independent accumulator chains, each tap's weight loaded once for all of them. Fields of
+  // `a` are copied to locals first: the int8 output stores may alias anything, and the compiler
+  // would reload them after every store.
+  const int64_t c = a.c, step = a.sw * c, tap = a.dw * c;
+  const int8_t* const x = a.x;
+  int8_t* const y = a.y;
+  const __mmask16 m = l.m;
+  int64_t rows[KH > 0 ? KH : 16];
+  int64_t nrows = 0;
+  for (int64_t ky = 0; ky < kh && ky < 16; ++ky) {
+    const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
+    if (iy >= 0 && iy < a.h) rows[nrows++] = ky;
+  }
+  auto row_base = [&](int64_t ky) { return (a.oy * a.sh - a.pt + ky * a.dh) * a.w * c; };
+  auto tap_in = [&](const int8_t* p) { return _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)); };
+  auto madd = [&](__m512i acc, __m512i xv, __m512i wv) {
+    return VNNI ? _mm512_dpwssd_epi32(acc, xv, wv)
+                : _mm512_add_epi32(acc, _mm512_madd_epi16(xv, wv));
+  };
+  constexpr int P = 4;
+  int64_t ox = x0;
+  if (kh <= 16) {
+    for (; ox + P <= x1; ox += P) {
+      __m512i acc[P];
+      for (int p = 0; p < P; ++p) acc[p] = bias;
+      const int8_t* base = x + (ox * a.sw - a.pl) * c + c0;
+      for (int64_t r = 0; r < nrows; ++r) {
+        const int64_t ky = rows[r];
+        const int8_t* row = base + row_base(ky);
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const __m512i wv = weight(ky, kx);
+          for (int p = 0; p < P; ++p) acc[p] = madd(acc[p], tap_in(row + p * step + kx * tap), wv);
+        }
+      }
+      for (int p = 0; p < P; ++p) dw_store(a, l, acc[p], y + (ox + p) * c + c0);
+    }
+  }
+  for (; ox < x1; ++ox) {
     __m512i acc = bias;
-    const int8_t* base = a.x + (ox * a.sw - a.pl) * a.c + c0;
+    const int8_t* base = x + (ox * a.sw - a.pl) * c + c0;
     for (int64_t ky = 0; ky < kh; ++ky) {
       const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
       if (iy < 0 || iy >= a.h) continue;
-      const int8_t* row = base + iy * a.w * a.c;
-      for (int64_t kx = 0; kx < kw; ++kx) {
-        const __m512i xv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(l.m, row + kx * a.dw * a.c));
-        acc = VNNI ? _mm512_dpwssd_epi32(acc, xv, weight(ky, kx))
-                   : _mm512_add_epi32(acc, _mm512_madd_epi16(xv, weight(ky, kx)));
-      }
+      const int8_t* row = base + iy * a.w * c;
+      for (int64_t kx = 0; kx < kw; ++kx) acc = madd(acc, tap_in(row + kx * tap), weight(ky, kx));
     }
-    dw_store(a, l, acc, a.y + ox * a.c + c0);
+    dw_store(a, l, acc, y + ox * c + c0);
   }
 }
 
@@ -291,7 +334,7 @@ void qadd(const QAddArgs& a) {
         _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.b + i)), zb), 20);
     __m512i v = mbqm(_mm512_add_epi32(mbqm(x1, r1), mbqm(x2, r2)), ro);
     v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zy), lo), hi);
-    _mm_mask_storeu_epi8(a.y + i, m, _mm512_cvtepi32_epi8(v));
+    store_s8(a.y + i, m, v);
   }
 }
 
@@ -329,7 +372,7 @@ void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* 
     t = _mm512_mask_add_epi32(t, _mm512_cmp_ps_mask(frac, half, _CMP_GE_OQ), t, one);
     t = _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(frac, nhalf, _CMP_LE_OQ), t, one);
     t = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(t, zp), lo), hi);
-    _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(t));
+    store_s8(y + i, m, t);
   }
 }
 
