@@ -120,6 +120,7 @@ const char* op_name(int32_t code) {
     EP_OPNAME(pow, "POW")
     EP_OPNAME(split_v, "SPLIT_V")
     EP_OPNAME(abs, "ABS")
+    EP_OPNAME(transpose_conv, "TRANSPOSE_CONV")
 #undef EP_OPNAME
   }
   static thread_local char buf[32];
@@ -539,6 +540,7 @@ int min_inputs(OpCode c) {
       return 2;
     case OpCode::select_v2:
     case OpCode::split_v:
+    case OpCode::transpose_conv:  // output_shape, weights, input; bias optional
       return 3;
     case OpCode::concatenation:
       return 1;
@@ -574,6 +576,16 @@ void read_options(const eptfl::Operator* op, OpDesc& d, const std::string& where
         d.act = fused(o->fused_activation_function(), where);
       } else {
         bad(where + ": DEPTHWISE_CONV_2D has no DepthwiseConv2DOptions");
+      }
+      break;
+    case OpCode::transpose_conv:
+      if (const auto* o = op->builtin_options_as_TransposeConvOptions()) {
+        d.padding = padding_of(o->padding(), where);
+        d.stride_w = o->stride_w();
+        d.stride_h = o->stride_h();
+        d.act = fused(o->fused_activation_function(), where);
+      } else {
+        bad(where + ": TRANSPOSE_CONV has no TransposeConvOptions");
       }
       break;
     case OpCode::average_pool_2d:

@@ -126,6 +126,7 @@ enum class OpCode : int32_t {
   logical_or = 84,
   logical_and = 86,
   logical_not = 87,
+  transpose_conv = 67,
   quantize = 114,
   hard_swish = 117,
   select_v2 = 123,

@@ -24,6 +24,7 @@ from runtime_models import (  # noqa: E402
     litert_reference_run,
     litert_run,
     mobilenet_block,
+    upsample_block,
 )
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "runtime"
@@ -37,6 +38,7 @@ MODELS = {
     "int8_attention": int8_attention_scores,
     "encoder": encoder_block,
     "encoder_sparse": lambda: encoder_block(sparse=1),
+    "upsample": upsample_block,
 }
 SHAPES = {
     "dense": (1, 8, 8, 3),
@@ -48,6 +50,7 @@ SHAPES = {
     "int8_attention": (2, 12, 16),
     "encoder": (12, 32),
     "encoder_sparse": (12, 32),
+    "upsample": (1, 6, 5, 8),
 }
 
 

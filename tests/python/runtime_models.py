@@ -92,6 +92,17 @@ def conv_variants(seed=0) -> bytes:
     return b.finish([out1, out2])
 
 
+def upsample_block(seed=0) -> bytes:
+    """A decoder's upsampling: TRANSPOSE_CONV 2x2/2 VALID with bias, then 3x3/2 SAME with a fused
+    RELU6 and no bias, then a 1x1 conv."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    x = b.input([1, 6, 5, 8])
+    y = b.transpose_conv(x, _w(rng, 12, 2, 2, 8), _w(rng, 12), stride=2, padding="valid")
+    y = b.transpose_conv(y, _w(rng, 6, 3, 3, 12), None, stride=2, padding="same", act="relu6")
+    return b.finish([b.conv2d(y, _w(rng, 4, 1, 1, 6), _w(rng, 4))])
+
+
 def litert_run(data: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 

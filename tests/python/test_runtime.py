@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from runtime_models import conv_variants, encoder_block, inputs_for, litert_run, mobilenet_block
+from runtime_models import conv_variants, encoder_block, inputs_for, litert_run, mobilenet_block, upsample_block
 
 import edgeprune as ep
 from edgeprune import kernels
@@ -21,6 +21,7 @@ MODELS = {
     "conv_variants": conv_variants,
     "encoder": encoder_block,
     "encoder_sparse": lambda: encoder_block(sparse=1),
+    "upsample": upsample_block,
 }
 
 
@@ -187,6 +188,53 @@ def test_sparse_chains_run_channel_major_and_match_litert(block):
     dense = ep.runtime.load(data, sparse=False)  # no sparse layer: everything stays NHWC
     assert not any(lbl.startswith("layout") for _, lbl, _ in dense.profile(runs=1))
     assert all(_rel(g, w) < 1e-4 for g, w in zip(dense(*x), want))
+
+
+TCONV_CASES = [
+    dict(k=2, stride=2, padding="valid", bias=True),  # the UNet upsampling form
+    dict(k=3, stride=2, padding="same", bias=True, act="relu6"),
+    dict(k=4, stride=2, padding="same", bias=False, act="relu"),
+    dict(k=3, stride=1, padding="valid", bias=True),
+    dict(k=5, stride=3, padding="valid", bias=False, shape=(2, 5, 4, 6)),  # batch 2, non-square
+    dict(k=3, stride=2, padding="same", bias=True, out_hw=(9, 7)),  # odd output inside the stride
+]
+
+
+@pytest.mark.parametrize("case", TCONV_CASES)
+def test_transpose_conv_matches_litert(case):
+    from tflite_builder import Builder
+
+    rng = np.random.default_rng(case["k"] * 10 + case["stride"])
+    b = Builder()
+    shape = case.get("shape", (1, 5, 4, 8))
+    x = b.input(list(shape))
+    w = rng.standard_normal((6, case["k"], case["k"], shape[3])).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32) if case["bias"] else None
+    y = b.transpose_conv(x, w, bias, case["stride"], case["padding"], case.get("act"), case.get("out_hw"))
+    data = b.finish([y])
+    m = ep.runtime.load(data)
+    assert [lbl.split(" ")[0] for _, lbl in m.operators] == ["TRANSPOSE_CONV"]
+    xs = inputs_for(m)
+    want = litert_run(data, xs)[0]
+    if case.get("act"):
+        assert want.min() >= 0 and np.any(want == 0)  # the fused activation clamps
+    for isa in ISAS:
+        outs = [ep.runtime.load(data, isa=isa, threads=t)(*xs)[0] for t in (1, 2, 4)]
+        assert outs[0].shape == want.shape
+        assert _rel(outs[0], want) < 1e-5, isa
+        assert all(np.array_equal(outs[0], o) for o in outs[1:]), isa
+
+
+def test_transpose_conv_with_a_mismatched_output_shape_is_refused():
+    from tflite_builder import Builder
+
+    b = Builder()
+    x = b.input([1, 4, 4, 8])
+    w = np.ones((6, 2, 2, 8), np.float32)
+    b.transpose_conv(x, w, out_hw=(8, 8))
+    b.tensors[1]["data"] = np.array([1, 8, 8, 5], np.int32).tobytes()  # output_shape says 5 channels
+    with pytest.raises(RuntimeModelError, match=r"TRANSPOSE_CONV.*output"):
+        ep.runtime.load(b.finish([b.ops[-1][2]]))
 
 
 def test_strided_slice_matches_litert():

@@ -38,8 +38,9 @@ from edgeprune.runtime import RuntimeModelError, UnsupportedModelError  # noqa: 
 
 ROOT = Path(__file__).resolve().parents[2]
 ISAS = [i for i in ("reference", "avx2", "avx512", "neon", "neon-dotprod") if i in kernels.supported_isas()]
-# test-zoo CNNs whose int8 files hold only operators the runtime runs (convnext / resnext need
-# RSQRT (layer and group norm), unet TRANSPOSE_CONV)
+# test-zoo CNNs whose int8 files hold only operators the int8 tier runs (convnext / resnext need
+# RSQRT (layer and group norm), unet TRANSPOSE_CONV, in int8; in float32 all of them run:
+# test_runtime_zoo.py)
 ZOO_CNNS = [
     "resnet_basic",
     "resnet_bottleneck",

@@ -1,4 +1,5 @@
-"""The runtime on torchvision-shaped classifiers exported by edgeprune's own TFLite writer.
+"""The runtime on torchvision-shaped classifiers and on every test-zoo model, exported by
+edgeprune's own TFLite writer.
 
 Consumes: MobileNetV2/V3-Large, ResNet-18, EfficientNet-B0, ShuffleNetV2, SqueezeNet 1.1 and
 MNASNet 1.0 as defined in benchmarks/models.py (random weights and BatchNorm statistics, 48x48
@@ -6,6 +7,9 @@ inputs), dense and with their 1x1 convs and FC layers pruned to 90 % unstructure
 stores those in TFLite's sparse encoding). Produces: assertions that edgeprune.runtime matches
 LiteRT on the same file within 1e-4 relative on every compiled path, gives the same bits for 1, 2
 and 4 threads, and runs the pruned files' sparse 1x1 convs on the sparse kernels, channel-major.
+Every model of the test zoo (tests/python/zoo.py: ResNets, MobileNets, EfficientNet, ShuffleNet,
+DenseNet, ConvNeXt, ResNeXt, a UNet with transposed convolutions, ViTs, BERT) runs too, matching
+LiteRT on the same file with the same inputs (token ids for BERT).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from edgeprune.export.tflite_family import run
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_zoo import bench_models  # noqa: E402
 from conftest_quant import one_torch_thread  # noqa: E402,F401  (torch on one thread here)
+from runtime_models import litert_run  # noqa: E402
+from zoo import ZOO as TEST_ZOO  # noqa: E402
+from zoo import build  # noqa: E402
 
 ZOO = {
     "mobilenet_v2": bench_models.MobileNetV2,
@@ -77,3 +84,26 @@ def test_runtime_matches_litert_on_our_tflite_files(name, sparse, tmp_path):
         assert n_sparse >= 3, labels
         if name in ("mobilenet_v2", "mnasnet1_0", "efficientnet_b0"):  # 1x1 / depthwise chains
             assert sum(lbl.endswith(" nchw") for lbl in labels) >= 10, labels
+
+
+@pytest.mark.parametrize("name", list(TEST_ZOO))
+def test_runtime_matches_litert_on_every_test_zoo_model(name, tmp_path):
+    model, x = build(name)
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x[:1],))["tflite"]
+    data = Path(path).read_bytes()
+    m = ep.runtime.load(data)
+    rng = np.random.default_rng(3)
+    xs = [
+        rng.standard_normal(i["shape"]).astype(np.float32)
+        if np.dtype(i["dtype"]) == np.float32
+        else rng.integers(0, 50, i["shape"]).astype(i["dtype"])  # token ids inside the zoo's vocabulary
+        for i in m.inputs
+    ]
+    want = litert_run(data, xs)
+    for isa in ISAS:
+        got = ep.runtime.load(data, isa=isa)(*xs)
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == w.shape, (name, isa)
+            assert float(np.abs(g - w).max()) <= 1e-4 * float(np.abs(w).max()), (name, isa)
+    outs = [ep.runtime.load(data, threads=t)(*xs)[0] for t in (1, 2, 4)]
+    assert all(np.array_equal(outs[0], o) for o in outs[1:]), name

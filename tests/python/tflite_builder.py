@@ -32,11 +32,13 @@ _OPTS = {  # builtin options union values (TFLite's schema)
     "bmm": 101,
     "gelu": 116,
     "splitv": 79,
+    "tconv": 49,
 }
 
 
-# operators whose first TFLite version is not 1 (BROADCAST_TO starts at 2)
-_VERSIONS = {130: 2}
+# operators whose first TFLite version is not 1 (BROADCAST_TO starts at 2), or whose options
+# used here need a later one
+_VERSIONS = {130: 2, 67: 4}  # TRANSPOSE_CONV 4: a fused activation
 
 
 def _out_dim(n, k, stride, dilation, padding):
@@ -128,6 +130,19 @@ class Builder:
         ins = [x, self.weight(w, sparse)] + ([self.const(b)] if b is not None else [-1])
         opt = ("conv", dict(padding=padding, stride=stride, act=act, dilation=dilation))
         return self.op(3, ins, [n, oh, ow, w.shape[0]], opt)
+
+    def transpose_conv(self, x, w, b=None, stride=2, padding="valid", act=None, out_hw=None):
+        """TRANSPOSE_CONV with weights w [O, KH, KW, I]. The output size defaults to the one the
+        padding implies ((n - 1) * stride + k for VALID, n * stride for SAME)."""
+        n, h, wd, _ = self.shape(x)
+        if out_hw is None:
+            out_hw = [
+                (s - 1) * stride + k if padding == "valid" else s * stride
+                for s, k in ((h, w.shape[1]), (wd, w.shape[2]))
+            ]
+        out = [n, *out_hw, w.shape[0]]
+        ins = [self.const(out, np.int32), self.const(w), x] + ([self.const(b)] if b is not None else [])
+        return self.op(67, ins, out, ("tconv", dict(padding=padding, stride=stride, act=act)))
 
     def depthwise(self, x, w, b=None, stride=1, padding="same", act=None, dilation=1):
         n, h, wd, c = self.shape(x)
@@ -398,6 +413,9 @@ def _options(b, kind, o):
         if kind == "conv":
             return _table(b, "Conv2DOptions", **geometry, **dilation, **act)
         return _table(b, "DepthwiseConv2DOptions", **geometry, DepthMultiplier=o["mult"], **dilation, **act)
+    if kind == "tconv":
+        geometry = {"Padding": pad[o["padding"]], "StrideW": o["stride"], "StrideH": o["stride"]}
+        return _table(b, "TransposeConvOptions", **geometry, **act)
     if kind == "softmax":
         return _table(b, "SoftmaxOptions", Beta=o["beta"])
     if kind == "concat":
