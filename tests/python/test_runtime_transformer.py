@@ -334,3 +334,20 @@ def test_inconsistent_split_v_is_refused_with_a_message():
     b.tensors[b.ops[-1][1][1]]["data"] = np.array([2, 5], np.int32).tobytes()  # 7 of 6 columns
     with pytest.raises(RuntimeModelError, match=r"SPLIT_V\): size_splits does not add up to the axis"):
         ep.runtime.load(b.finish(outs))
+
+
+def test_batch_matmul_whose_batches_disagree_with_its_output_is_refused_at_once():
+    """A file whose operand declares millions of batch matrices while the output declares six is
+    refused by the shape check, in a line naming the operator. (Found by the loader fuzzer: the
+    operator once tabulated every batch matrix before that check, 1 GB for the fuzzer's file,
+    tests/data/fuzz/bmm-huge-batch.tflite, which now seeds the fuzzer.)"""
+    b = Builder()
+    a = b.input([16_000_000, 1, 5, 8])
+    w = b.input([1, 3, 8, 6])
+    y = b.op(126, [a, w], [2, 3, 5, 6], ("bmm", dict(adj_x=False, adj_y=False)))
+    with pytest.raises(
+        ep.runtime.RuntimeModelError,
+        match=r"BATCH_MATMUL.*has shape \[2, 3, 5, 6\], the operator computes \[16000000, 3, 5, 6\]",
+    ) as e:
+        ep.runtime.load(b.finish([y]))
+    assert "\n" not in str(e.value)

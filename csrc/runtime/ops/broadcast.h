@@ -86,29 +86,32 @@ struct Broadcast {
   }
 };
 
-// BATCH_MATMUL's batch dimensions: the broadcast batch shape of operand batch shapes ba and bb
-// (into *batch), and for every output matrix in order the index of its A and its B matrix among
-// the stored ones.
-inline std::vector<std::pair<int64_t, int64_t>> matmul_pairs(const OpContext& c,
-                                                             const std::vector<int64_t>& ba,
-                                                             const std::vector<int64_t>& bb,
-                                                             std::vector<int64_t>* batch) {
-  *batch = Broadcast::result(c, {ba, bb});
+// BATCH_MATMUL's batch dimensions: output matrix i reads A matrix a_of(i) and B matrix b_of(i)
+// (indices among the stored ones). Computed per call, not tabulated: a file may declare more
+// batch matrices than a table should hold (its output tensor is then checked against the arena
+// limits, after construction).
+struct MatmulBatches {
   Broadcast g;
-  g.init(c, {ba, bb}, *batch);
-  std::vector<std::pair<int64_t, int64_t>> pairs;
-  for (int64_t i = 0; i < g.elems; ++i) {
-    int64_t rest = i, oa = 0, ob = 0;
+  int64_t count = 1;  // output matrices
+
+  // The broadcast batch shape of operand batch shapes ba and bb, into *batch.
+  void init(const OpContext& c, const std::vector<int64_t>& ba, const std::vector<int64_t>& bb,
+            std::vector<int64_t>* batch) {
+    *batch = Broadcast::result(c, {ba, bb});
+    g.init(c, {ba, bb}, *batch);
+    count = g.elems;
+  }
+  std::pair<int64_t, int64_t> operator()(int64_t i) const {
+    int64_t oa = 0, ob = 0;
     for (int d = Broadcast::kRank - 1; d >= 0; --d) {
-      const int64_t v = rest % g.shape[d];
-      rest /= g.shape[d];
+      const int64_t v = i % g.shape[d];
+      i /= g.shape[d];
       oa += v * g.stride[0][d];
       ob += v * g.stride[1][d];
     }
-    pairs.push_back({oa, ob});
+    return {oa, ob};
   }
-  return pairs;
-}
+};
 
 }  // namespace rt
 }  // namespace ep

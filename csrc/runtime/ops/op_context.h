@@ -43,8 +43,8 @@ struct OpContext {
   void shape_is(const Tensor& t, const std::vector<int64_t>& s) const {
     if (t.shape != s) {
       std::string got, want;
-      for (auto v : t.shape) got += std::to_string(v) + ",";
-      for (auto v : s) want += std::to_string(v) + ",";
+      for (auto v : t.shape) got += (got.empty() ? "" : ", ") + std::to_string(v);
+      for (auto v : s) want += (want.empty() ? "" : ", ") + std::to_string(v);
       bad("tensor '" + t.name + "' has shape [" + got + "], the operator computes [" + want + "]");
     }
   }

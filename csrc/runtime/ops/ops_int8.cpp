@@ -809,7 +809,7 @@ class QBatchMatMul : public Op {
     const std::vector<int64_t> ba(a.shape.begin(), a.shape.end() - 2),
         bb(b.shape.begin(), b.shape.end() - 2);
     std::vector<int64_t> want;
-    pairs_ = matmul_pairs(c, ba, bb, &want);
+    mats_.init(c, ba, bb, &want);
     want.push_back(m_);
     want.push_back(n_);
     c.shape_is(y, want);
@@ -817,7 +817,7 @@ class QBatchMatMul : public Op {
     za_ = zp(a), zb_ = zp(b), zy_ = zp(y);
     multiplier(c, double(a.scale[0] * b.scale[0]) / double(y.scale[0]), &mult_, &shift_);
     kind = "BATCH_MATMUL";
-    macs = double(pairs_.size()) * m_ * k_ * n_;
+    macs = double(mats_.count) * m_ * k_ * n_;
     label = kind + " int8 " + dims(a.shape) + (adj_x_ ? "T" : "") + " x " + dims(b.shape) +
             (adj_y_ ? "T" : "");
   }
@@ -831,10 +831,11 @@ class QBatchMatMul : public Op {
     widen(a, amats_, m_, k_, adj_x_, za_, aw);
     widen(b, bmats_, n_, k_, !adj_y_, zb_, bw);
     const int64_t blocks = (m_ + kRows - 1) / kRows;
-    parallel_for(threads_for(r.threads, macs), int64_t(pairs_.size()) * blocks, [&](int64_t t) {
+    parallel_for(threads_for(r.threads, macs), mats_.count * blocks, [&](int64_t t) {
       const int64_t mat = t / blocks, i0 = t % blocks * kRows, i1 = std::min(m_, i0 + kRows);
-      const int16_t* am = aw + pairs_[size_t(mat)].first * m_ * k_;
-      const int16_t* bm = bw + pairs_[size_t(mat)].second * n_ * k_;
+      const auto [ia, ib] = mats_(mat);
+      const int16_t* am = aw + ia * m_ * k_;
+      const int16_t* bm = bw + ib * n_ * k_;
       int8_t* ym = y + mat * m_ * n_;
       for (int64_t i = i0; i < i1; ++i)
         for (int64_t j = 0; j < n_; ++j) {
@@ -870,7 +871,7 @@ class QBatchMatMul : public Op {
   int64_t m_ = 0, k_ = 0, n_ = 0, amats_ = 1, bmats_ = 1;
   int32_t za_ = 0, zb_ = 0, zy_ = 0, mult_ = 0;
   int shift_ = 0;
-  std::vector<std::pair<int64_t, int64_t>> pairs_;  // (A matrix, B matrix) per output matrix
+  MatmulBatches mats_;
 };
 
 // ------------------------------------------------------------------------ MEAN

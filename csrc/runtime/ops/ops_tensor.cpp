@@ -91,15 +91,14 @@ class BatchMatMul : public Op {
     const std::vector<int64_t> ba(a.shape.begin(), a.shape.end() - 2),
         bb(b.shape.begin(), b.shape.end() - 2);
     std::vector<int64_t> want;
-    for (const auto& [ia, ib] : matmul_pairs(c, ba, bb, &want))
-      pairs_.push_back({ia * m_ * k_, ib * k_ * n_});  // element offsets
+    mats_.init(c, ba, bb, &want);
     want.push_back(m_);
     want.push_back(n_);
     c.shape_is(y, want);
     bmats_ = 1;
     for (int64_t v : bb) bmats_ *= v;
     kind = "BATCH_MATMUL";
-    macs = double(pairs_.size()) * m_ * k_ * n_;
+    macs = double(mats_.count) * m_ * k_ * n_;
     label = kind + " " + dims(a.shape) + (adj_x_ ? "T" : "") + " x " + dims(b.shape) +
             (adj_y_ ? "T" : "");
   }
@@ -115,10 +114,11 @@ class BatchMatMul : public Op {
     // tasks of kRows rows (a multiple of the kernel's 4-row tile), fixed whatever the threads
     const int64_t blocks = (m_ + kRows - 1) / kRows;
     const int64_t a_row = adj_x_ ? 1 : k_, a_k = adj_x_ ? m_ : 1;
-    parallel_for(threads_for(r.threads, macs), int64_t(pairs_.size()) * blocks, [&](int64_t t) {
+    parallel_for(threads_for(r.threads, macs), mats_.count * blocks, [&](int64_t t) {
       const int64_t mat = t / blocks, i0 = t % blocks * kRows, rows = std::min(kRows, m_ - i0);
-      const float* am = a + pairs_[size_t(mat)].first + i0 * a_row;
-      const float* bm = b + pairs_[size_t(mat)].second;
+      const auto [ia, ib] = mats_(mat);
+      const float* am = a + ia * m_ * k_ + i0 * a_row;
+      const float* bm = b + ib * k_ * n_;
       vec_.matmul(am, a_row, a_k, bm, y + (mat * m_ + i0) * n_, rows, k_, n_);
     });
   }
@@ -129,7 +129,7 @@ class BatchMatMul : public Op {
   const VecOps& vec_;
   bool adj_x_ = false, adj_y_ = false;
   int64_t m_ = 0, k_ = 0, n_ = 0, bmats_ = 1;
-  std::vector<std::pair<int64_t, int64_t>> pairs_;
+  MatmulBatches mats_;
 };
 
 // ------------------------------------------------------------------------ element-wise, typed
