@@ -540,8 +540,6 @@ void accumulate(const float* __restrict__ x, float* __restrict__ acc, int64_t n)
   for (int64_t i = 0; i < n; ++i) acc[i] += x[i];
 }
 
-// Its own copy on purpose: compiled once per ISA for the per-call layout changes; layers.cpp keeps
-// a plain one for weight packing at construction.
 // One butterfly stage: rows i and i + 2^B (bit B of i clear) exchange the halves that swap bit B
 // of the row index with bit B of the column index; log2(TW) stages transpose the tile.
 constexpr int lo_lane(int c, int b) { return c & (1 << b) ? TW + (c ^ (1 << b)) : c; }
@@ -561,8 +559,10 @@ inline void swap_stage(VT* v) {
   }
 }
 
-// Whole tiles go through registers (TW loads, TW log2(TW) shuffles, TW stores); the ragged edges
-// are copied element by element. Tiles are walked along src's rows, so src is read in order.
+// Its own copy on purpose: compiled once per ISA for the per-call layout changes; layers.cpp keeps
+// a plain one for weight packing at construction. Whole tiles go through registers (TW loads,
+// TW log2(TW) shuffles, TW stores); the ragged edges are copied element by element. Tiles are
+// walked along src's rows, so src is read in order.
 void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
   constexpr int64_t T = TW;
   constexpr int top = TW == 16 ? 3 : TW == 8 ? 2 : 1;
