@@ -270,6 +270,31 @@ def int8_batch_matmul(sa, sb, adj_x=False, adj_y=False, zps=(3, -5, 7), out_scal
     return b.finish([b.op(6, [y], out)])
 
 
+def int8_transpose_conv(k=3, stride=2, padding="same", act=None, bias=True, shape=(1, 5, 4, 8), cout=6, out_hw=None):
+    """QUANTIZE -> int8 TRANSPOSE_CONV (per-channel int8 weights [O, K, K, I], int32 bias at
+    s_in * s_w, nonzero input and output zero points) -> DEQUANTIZE."""
+    rng = np.random.default_rng(k * 10 + stride)
+    b = Builder()
+    x = b.input(list(shape))
+    sx, zx = 0.05, 3
+    q = b.op(114, [x], list(shape), out_dtype=np.int8)
+    b.tensors[q]["quant"] = ([sx], [zx], 0)
+    sw = rng.uniform(0.005, 0.02, cout).astype(np.float32)
+    w = b.tensor([cout, k, k, shape[3]], np.int8, rng.integers(-127, 128, (cout, k, k, shape[3])), name="tc_weight")
+    b.tensors[w]["quant"] = (sw, [0] * cout, 0)
+    if out_hw is None:
+        out_hw = [(s - 1) * stride + k if padding == "valid" else s * stride for s in shape[1:3]]
+    out = [shape[0], *out_hw, cout]
+    ins = [b.const(out, np.int32), w, q]
+    if bias:
+        bt = b.tensor([cout], np.int32, rng.integers(-500, 500, cout), name="tc_bias")
+        b.tensors[bt]["quant"] = ((np.float32(sx) * sw).astype(np.float32), [0] * cout, 0)
+        ins.append(bt)
+    y = b.op(67, ins, out, ("tconv", dict(padding=padding, stride=stride, act=act)), out_dtype=np.int8)
+    b.tensors[y]["quant"] = ([0.08], [-4], 0)
+    return b.finish([b.op(6, [y], out)])
+
+
 def int8_attention_scores(heads=2, seq=12, d=16, seed=0) -> bytes:
     """One float input [heads, seq, d] -> QUANTIZE -> int8 BATCH_MATMUL of the tensor with itself
     transposed (adj_y: the scores Q K^T of attention when Q = K) -> DEQUANTIZE: an int8 matmul of

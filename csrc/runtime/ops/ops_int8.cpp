@@ -570,6 +570,103 @@ class QFullyConnected : public Op {
   std::unique_ptr<QGemm> gemm_;
 };
 
+// ------------------------------------------------------------------------ TRANSPOSE_CONV
+// TFLite's integer transposed convolution: every input pixel adds (x - zp_in) * W[o, ky, kx, :]
+// into an int32 sum per output element (output pixel y * stride - pad + ky, x * stride - pad +
+// kx, as the float operator), then bias, per-channel requantization and the fused activation's
+// clamp. The input is widened to int16 with its zero point removed, so each contribution is one
+// int16 dot product over the input channels.
+class QTransposeConv : public Op {
+ public:
+  QTransposeConv(const QCtx& c) {
+    const Tensor &shape = c.typed(c.constant(0), DType::i32),
+                 &w = c.typed(c.constant(1), DType::i8);
+    const Tensor &x = c.act(c.in(2)), &y = c.act(c.out());
+    if (shape.elems != 4) c.bad("output_shape must be int32 [4]");
+    c.rank(w, 4);
+    c.rank(x, 4);
+    n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], cin_ = x.shape[3];
+    cout_ = w.shape[0], kh_ = w.shape[1], kw_ = w.shape[2];
+    if (w.shape[3] != cin_)
+      c.bad("filter input channels " + std::to_string(w.shape[3]) + " differ from the input's " +
+            std::to_string(cin_));
+    if (w.scale.size() > 1 && w.quantized_dimension != 0)
+      c.bad("per-channel weight scales must be on dimension 0");
+    const int32_t* os = shape.as<int32_t>();
+    c.shape_is(y, {n_, int64_t(os[1]), int64_t(os[2]), cout_});
+    oh_ = os[1], ow_ = os[2];
+    sh_ = c.d.stride_h, sw_ = c.d.stride_w;
+    conv_dim(c, oh_, kh_, sh_, 1, c.d.padding, &pt_);
+    conv_dim(c, ow_, kw_, sw_, 1, c.d.padding, &pl_);
+    // every output sums at most ceil(KH / stride) * ceil(KW / stride) * I products of 255 * 127
+    if (((kh_ + sh_ - 1) / sh_) * ((kw_ + sw_ - 1) / sw_) * cin_ > kMaxTerms)
+      c.unsupported("more than 65536 products per output (int32 sums could overflow)");
+    rq_ = make_requant(c, x, w, y, cout_, false);
+    zp_in_ = zp(x);
+    bias_.assign(size_t(cout_), 0);
+    if (c.has_in(3)) {
+      const Tensor& bt = c.typed(c.constant(3), DType::i32);
+      if (bt.elems != cout_)
+        c.bad("the bias has " + std::to_string(bt.elems) + " values, needs " +
+              std::to_string(cout_));
+      std::copy(bt.as<int32_t>(), bt.as<int32_t>() + cout_, bias_.begin());
+    }
+    const int8_t* wv = w.as<int8_t>();
+    wide_.assign(wv, wv + w.elems);  // [O, KH, KW, I] as int16
+    macs = double(n_) * h_ * w_ * kh_ * kw_ * cout_ * cin_;
+    kind = "TRANSPOSE_CONV";
+    label = kind + " int8 " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
+            std::to_string(sh_) + " " + std::to_string(cin_) + "->" + std::to_string(cout_) + " " +
+            std::to_string(oh_) + "x" + std::to_string(ow_);
+  }
+  int64_t scratch_bytes() const override { return oh_ * ow_ * cout_ * 4 + h_ * w_ * cin_ * 2; }
+  void run(const RunCtx& r) const override {
+    const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
+    int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+    int32_t* acc = static_cast<int32_t*>(r.scratch);
+    int16_t* xw = reinterpret_cast<int16_t*>(acc + oh_ * ow_ * cout_);
+    for (int64_t b = 0; b < n_; ++b) {
+      const int8_t* xb = x + b * h_ * w_ * cin_;
+      for (int64_t i = 0; i < h_ * w_ * cin_; ++i) xw[i] = int16_t(xb[i] - zp_in_);
+      for (int64_t p = 0; p < oh_ * ow_; ++p)
+        std::copy(bias_.begin(), bias_.end(), acc + p * cout_);
+      for (int64_t iy = 0; iy < h_; ++iy)
+        for (int64_t ix = 0; ix < w_; ++ix) {
+          const int16_t* xp = xw + (iy * w_ + ix) * cin_;
+          for (int64_t ky = 0; ky < kh_; ++ky) {
+            const int64_t oy = iy * sh_ - pt_ + ky;
+            if (oy < 0 || oy >= oh_) continue;
+            for (int64_t kx = 0; kx < kw_; ++kx) {
+              const int64_t ox = ix * sw_ - pl_ + kx;
+              if (ox < 0 || ox >= ow_) continue;
+              int32_t* ap = acc + (oy * ow_ + ox) * cout_;
+              for (int64_t oc = 0; oc < cout_; ++oc)  // int32 wraparound, as TFLite in practice
+                ap[oc] = wrap(int64_t(ap[oc]) +
+                              dot16(xp, wide_.data() + ((oc * kh_ + ky) * kw_ + kx) * cin_, cin_));
+            }
+          }
+        }
+      int8_t* yb = y + b * oh_ * ow_ * cout_;
+      for (int64_t p = 0; p < oh_ * ow_; ++p)
+        for (int64_t oc = 0; oc < cout_; ++oc)
+          yb[p * cout_ + oc] = rq_.apply(acc[p * cout_ + oc], oc);
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  static int32_t dot16(const int16_t* __restrict a, const int16_t* __restrict b, int64_t k) {
+    int32_t s = 0;
+    for (int64_t j = 0; j < k; ++j) s += int32_t(a[j]) * int32_t(b[j]);
+    return s;
+  }
+  int64_t n_, h_, w_, cin_, cout_, kh_, kw_, oh_, ow_, sh_, sw_, pt_ = 0, pl_ = 0;
+  int32_t zp_in_ = 0;
+  std::vector<int32_t> bias_;
+  std::vector<int16_t> wide_;
+  Requant rq_;
+};
+
 // ------------------------------------------------------------------------ DEPTHWISE_CONV_2D
 class QDepthwise : public Op {
  public:
@@ -1406,6 +1503,12 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
       return wire(std::make_unique<QDepthwise>(c, o), d);
     case OpCode::fully_connected:
       return wire(std::make_unique<QFullyConnected>(c, o), d);
+    case OpCode::transpose_conv: {  // the data is input 2 (0: output_shape, 1: weights)
+      auto op = std::make_unique<QTransposeConv>(c);
+      op->in_ = d.inputs[2];
+      op->out_ = d.outputs[0];
+      return op;
+    }
     case OpCode::add:
     case OpCode::mul: {
       auto b = std::make_unique<QBinary>(c, o, d.code == OpCode::mul);
