@@ -1,11 +1,12 @@
 // The int8 runtime through the C API, natively and under qemu (aarch64): on the int8 fixtures of
 // tests/data/runtime (edgeprune's own model.int8.tflite files, dense and with 90 % sparse 1x1
-// convolutions, and an int8 BATCH_MATMUL of two activations; tests/python/make_runtime_fixtures.py)
-// the outputs equal those of LiteRT's builtin reference kernels bit for bit on every path, for 1
-// and 2 threads. The integer arithmetic is the same on every path, so this also checks it compiles
-// to the same bits on ARM. Also: TFLite's fixed-point multiplier against values worked out by hand,
-// and the AVX-512 loops (requantization inside the VNNI GEMM, float QUANTIZE) against the scalar
-// arithmetic on random and edge values, where the CPU has AVX-512 VNNI.
+// convolutions; an int8 BATCH_MATMUL of two activations; an int8 TRANSPOSE_CONV; written by
+// tests/python/make_runtime_fixtures.py) the outputs equal those of LiteRT's builtin reference
+// kernels bit for bit on every path, for 1 and 2 threads. The integer arithmetic is the same on
+// every path, so this also checks it compiles to the same bits on ARM. Also: TFLite's fixed-point
+// multiplier against values worked out by hand, and the AVX-512 loops (requantization inside the
+// VNNI GEMM, float QUANTIZE) against the scalar arithmetic on random and edge values, where the
+// CPU has AVX-512 VNNI.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -39,7 +40,7 @@ std::vector<float> run_once(const ep_model* model, const std::vector<float>& in,
 }
 
 TEST(RuntimeInt8, EqualsLiteRtReferenceBitForBitOnEveryPath) {
-  for (const char* name : {"int8", "int8_sparse", "int8_attention"}) {
+  for (const char* name : {"int8", "int8_sparse", "int8_attention", "int8_upsample"}) {
     const std::string dir = std::string(EP_TEST_DATA_DIR) + "/runtime/" + name;
     const std::string file = ep::test::read_file(dir + ".tflite");
     ASSERT_FALSE(file.empty()) << "missing fixture " << dir << ".tflite";
