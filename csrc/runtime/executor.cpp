@@ -159,6 +159,22 @@ void CompiledModel::choose_layouts() {
   for (size_t k = 0; k < nops; ++k)
     if (capable[k] && ops_[k]->chw_seed()) seeded[find_root(parent, k)] = true;
   for (size_t k = 0; k < nops; ++k) ops_[k]->set_chw(capable[k] && seeded[find_root(parent, k)]);
+  // an NHWC op whose output only channel-major ops read writes that output as planes itself
+  std::vector<std::vector<size_t>> readers(m.tensors.size());
+  for (size_t k = 0; k < nops; ++k)
+    for (int t : io_[k].inputs)
+      if (t >= 0) readers[size_t(t)].push_back(k);
+  std::vector<bool> is_output(m.tensors.size(), false);
+  for (int t : m.outputs) is_output[size_t(t)] = true;
+  for (size_t k = 0; k < nops; ++k) {
+    const int t = io_[k].output;
+    if (ops_[k]->chw() || !ops_[k]->chw_out_capable() || is_output[size_t(t)] ||
+        !layout_sensitive(m.tensors[t]) || readers[size_t(t)].empty())
+      continue;
+    bool all = true;
+    for (size_t r : readers[size_t(t)]) all = all && ops_[r]->chw();
+    ops_[k]->set_chw_out(all);
+  }
 
   // every reader in the other layout than the producer's reads one converted copy, written by a
   // layout operator placed right after the producer (model inputs: before the first op)
@@ -171,7 +187,7 @@ void CompiledModel::choose_layouts() {
   for (size_t k = 0; k < nops; ++k)
     for (int& t : io_[k].inputs) {
       if (t < 0 || !layout_sensitive(m.tensors[t])) continue;
-      const bool stored_chw = producer[t] >= 0 && ops_[producer[t]]->chw();
+      const bool stored_chw = producer[t] >= 0 && ops_[producer[t]]->stores_chw();
       if (stored_chw == ops_[k]->chw()) continue;
       if (copy[t] < 0) {
         Tensor c;

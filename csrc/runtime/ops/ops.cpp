@@ -159,9 +159,11 @@ class Conv2D : public Op {
   }
   bool chw_capable() const override { return direct_ && !const_in_; }
   bool chw_seed() const override { return chw_capable() && lin_[0]->sparse(); }
+  bool chw_out_capable() const override { return !direct_ && groups_ == 1 && !const_in_; }
   int64_t scratch_bytes() const override {
     if (direct_) return 0;
     const int64_t pix = oh_ * ow_;
+    if (chw_out_) return kh_ * kw_ * cg_ * pix * 4;  // the transposed im2col
     return (chunk_ * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0)) * 4;
   }
   void run(const RunCtx& r) const override {
@@ -171,6 +173,12 @@ class Conv2D : public Op {
     if (chw_) {  // per image: Y[Cout, HW] = W X[Cin, HW]
       for (int64_t b = 0; b < n_; ++b)
         lin_[0]->forward_kn(x + b * cin_ * pix, pix, y + b * cout_ * pix, r.threads);
+    } else if (chw_out_) {  // NHWC in, planes out: Y[Cout, HW] = W col[KK, HW]
+      float* col = static_cast<float*>(r.scratch);
+      for (int64_t b = 0; b < n_; ++b) {
+        im2col_kn(x + b * h_ * w_ * cin_, col);
+        lin_[0]->forward_kn(col, pix, y + b * cout_ * pix, r.threads);
+      }
     } else if (direct_) {
       lin_[0]->forward(x, n_ * pix, y, r.threads);
     } else {
@@ -226,6 +234,27 @@ class Conv2D : public Op {
         }
       }
     }
+  }
+  // The im2col transposed, one group: row (ky, kx, ci) holds that tap's input value for every
+  // output pixel in order (0 outside the input), so W[Cout, KK] col gives the output planes.
+  void im2col_kn(const float* x, float* col) const {
+    const int64_t pix = oh_ * ow_;
+    for (int64_t ky = 0; ky < kh_; ++ky)
+      for (int64_t kx = 0; kx < kw_; ++kx) {
+        float* rows = col + (ky * kw_ + kx) * cin_ * pix;
+        for (int64_t oy = 0; oy < oh_; ++oy) {
+          const int64_t iy = oy * sh_ - pt_ + ky * dh_;
+          for (int64_t ox = 0; ox < ow_; ++ox) {
+            const int64_t ix = ox * sw_ - pl_ + kx * dw_, p = oy * ow_ + ox;
+            if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_) {
+              for (int64_t ci = 0; ci < cin_; ++ci) rows[ci * pix + p] = 0.0f;
+              continue;
+            }
+            const float* src = x + (iy * w_ + ix) * cin_;
+            for (int64_t ci = 0; ci < cin_; ++ci) rows[ci * pix + p] = src[ci];
+          }
+        }
+      }
   }
   const VecOps& vec_;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, cg_, groups_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;

@@ -47,12 +47,22 @@ class Op {
     if (chw_) label += " nchw";  // the profiler shows the layout
   }
   bool chw() const { return chw_; }
+  // chw_out_capable: reads its input NHWC but can write its output as planes, for an op whose
+  // every reader runs channel-major (a stem convolution in front of a sparse chain): the layout
+  // change is then part of its own output writes instead of a separate transpose.
+  virtual bool chw_out_capable() const { return false; }
+  void set_chw_out(bool on) {
+    chw_out_ = on && !chw_ && chw_out_capable();
+    if (chw_out_) label += " ->nchw";
+  }
+  // the layout of the output this op writes
+  bool stores_chw() const { return chw_ || chw_out_; }
   std::string label;  // "CONV_2D 3x3/2 3->32", shown by the profiler
   std::string kind;   // "CONV_2D", ...
   double macs = 0;
 
  protected:
-  bool chw_ = false;
+  bool chw_ = false, chw_out_ = false;
 };
 
 // A single-input operator pointed at its input and output tensors: how both tiers' factories
