@@ -86,10 +86,10 @@ struct Broadcast {
   }
 };
 
-// BATCH_MATMUL's batch dimensions: output matrix i reads A matrix a_of(i) and B matrix b_of(i)
-// (indices among the stored ones). Computed per call, not tabulated: a file may declare more
-// batch matrices than a table should hold (its output tensor is then checked against the arena
-// limits, after construction).
+// BATCH_MATMUL's batch dimensions: (*this)(i) is the pair (A matrix, B matrix) that output
+// matrix i reads, as indices among the stored matrices. Computed per call, not tabulated at load:
+// a hostile file can declare millions of batch matrices, and the operator must reach its
+// output-shape check without allocating for them.
 struct MatmulBatches {
   Broadcast g;
   int64_t count = 1;  // output matrices

@@ -235,6 +235,13 @@ std::vector<int32_t> folded_bias(const QCtx& c, const int8_t* w, int64_t m, int6
 // Sums of int8 products stay inside int32 up to this many terms (255 * 127 each)
 constexpr int64_t kMaxTerms = 65536;
 
+// the int16 operands of BATCH_MATMUL and TRANSPOSE_CONV (int8 values less their zero point)
+int32_t dot16(const int16_t* __restrict a, const int16_t* __restrict b, int64_t k) {
+  int32_t s = 0;
+  for (int64_t j = 0; j < k; ++j) s += int32_t(a[j]) * int32_t(b[j]);
+  return s;
+}
+
 int32_t dot_s8(const int8_t* __restrict a, const int8_t* __restrict b, int64_t k) {
   int32_t s = 0;
   for (int64_t j = 0; j < k; ++j) s += int32_t(a[j]) * int32_t(b[j]);
@@ -655,11 +662,6 @@ class QTransposeConv : public Op {
   int in_ = 0, out_ = 0;
 
  private:
-  static int32_t dot16(const int16_t* __restrict a, const int16_t* __restrict b, int64_t k) {
-    int32_t s = 0;
-    for (int64_t j = 0; j < k; ++j) s += int32_t(a[j]) * int32_t(b[j]);
-    return s;
-  }
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, oh_, ow_, sh_, sw_, pt_ = 0, pl_ = 0;
   int32_t zp_in_ = 0;
   std::vector<int32_t> bias_;
@@ -958,11 +960,6 @@ class QBatchMatMul : public Op {
           for (int64_t i = 0; i < rows; ++i) om[i * k + kk] = int16_t(xm[kk * rows + i] - z);
       }
     }
-  }
-  static int32_t dot16(const int16_t* __restrict a, const int16_t* __restrict b, int64_t k) {
-    int32_t s = 0;
-    for (int64_t j = 0; j < k; ++j) s += int32_t(a[j]) * int32_t(b[j]);
-    return s;
   }
   bool adj_x_ = false, adj_y_ = false;
   int64_t m_ = 0, k_ = 0, n_ = 0, amats_ = 1, bmats_ = 1;
