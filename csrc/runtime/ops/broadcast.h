@@ -4,7 +4,7 @@
 // to rank 6.
 //
 // Consumes: an OpContext and the operand shapes. Produces: a Broadcast whose rows() visits every
-// innermost output row with the element offset of each operand in it.
+// innermost output row with the element offset of each operand in it; a MatmulGeometry.
 #pragma once
 
 #include <string>
@@ -86,20 +86,36 @@ struct Broadcast {
   }
 };
 
-// BATCH_MATMUL's batch dimensions: (*this)(i) is the pair (A matrix, B matrix) that output
-// matrix i reads, as indices among the stored matrices. Computed per call, not tabulated at load:
-// a hostile file can declare millions of batch matrices, and the operator must reach its
-// output-shape check without allocating for them.
-struct MatmulBatches {
+// BATCH_MATMUL's geometry, the same for float32 and int8: Y[..., m, n] = A[..., m, k] B[..., k, n]
+// with A or B read transposed under adj_x / adj_y, and batch dimensions broadcast. init checks
+// the file's shapes (operand ranks, inner dimensions, the output shape); (*this)(i) is the pair
+// (A matrix, B matrix) that output matrix i reads, as indices among the stored matrices.
+// Computed per call, not tabulated at load: a hostile file can declare millions of batch
+// matrices, and the operator must reach the output-shape check without allocating for them.
+struct MatmulGeometry {
   Broadcast g;
+  int64_t m = 0, k = 0, n = 0;
   int64_t count = 1;  // output matrices
+  bool adj_x = false, adj_y = false;
 
-  // The broadcast batch shape of operand batch shapes ba and bb, into *batch.
-  void init(const OpContext& c, const std::vector<int64_t>& ba, const std::vector<int64_t>& bb,
-            std::vector<int64_t>* batch) {
-    *batch = Broadcast::result(c, {ba, bb});
-    g.init(c, {ba, bb}, *batch);
+  void init(const OpContext& c, const Tensor& a, const Tensor& b, const Tensor& y) {
+    if (a.shape.size() < 2 || b.shape.size() < 2) c.bad("operands must have rank 2 or more");
+    adj_x = c.d.adj_x, adj_y = c.d.adj_y;
+    const size_t ra = a.shape.size(), rb = b.shape.size();
+    m = a.shape[ra - (adj_x ? 1 : 2)], k = a.shape[ra - (adj_x ? 2 : 1)];
+    const int64_t kb = b.shape[rb - (adj_y ? 1 : 2)];
+    n = b.shape[rb - (adj_y ? 2 : 1)];
+    if (kb != k)
+      c.bad("inner dimensions differ: " + std::to_string(k) + " and " + std::to_string(kb));
+    if (m < 1 || k < 1 || n < 1) c.bad("empty matrices");
+    const std::vector<int64_t> ba(a.shape.begin(), a.shape.end() - 2),
+        bb(b.shape.begin(), b.shape.end() - 2);
+    std::vector<int64_t> want = Broadcast::result(c, {ba, bb});
+    g.init(c, {ba, bb}, want);
     count = g.elems;
+    want.push_back(m);
+    want.push_back(n);
+    c.shape_is(y, want);
   }
   std::pair<int64_t, int64_t> operator()(int64_t i) const {
     int64_t oa = 0, ob = 0;

@@ -82,5 +82,33 @@ inline int64_t conv_dim(const OpContext& c, int64_t in, int64_t k, int64_t strid
   return out;
 }
 
+// TRANSPOSE_CONV's geometry, the same for float32 and int8. Inputs: output_shape (constant
+// int32 [4]), weights [O, KH, KW, I], the input [N, H, W, I]. Input pixel (y, x) adds into output
+// pixel (y * stride - pad_t + ky, x * stride - pad_l + kx), as TFLite's reference kernel; the
+// padding is TFLite's: that of a forward convolution from the output's size.
+struct TransposeConvGeometry {
+  int64_t n = 0, h = 0, w = 0, cin = 0, cout = 0, kh = 0, kw = 0, oh = 0, ow = 0;
+  int64_t sh = 1, sw = 1, pt = 0, pl = 0;
+
+  void init(const OpContext& c, const Tensor& shape, const Tensor& wt, const Tensor& x,
+            const Tensor& y) {
+    if (shape.type != DType::i32 || shape.elems != 4) c.bad("output_shape must be int32 [4]");
+    c.rank(wt, 4);
+    c.rank(x, 4);
+    n = x.shape[0], h = x.shape[1], w = x.shape[2], cin = x.shape[3];
+    cout = wt.shape[0], kh = wt.shape[1], kw = wt.shape[2];
+    if (wt.shape[3] != cin)
+      c.bad("filter input channels " + std::to_string(wt.shape[3]) + " differ from the input's " +
+            std::to_string(cin));
+    const int32_t* os = shape.as<int32_t>();
+    c.shape_is(y, {n, int64_t(os[1]), int64_t(os[2]), cout});
+    if (os[0] != n || os[3] != cout) c.bad("output_shape disagrees with the input and filter");
+    oh = os[1], ow = os[2];
+    sh = c.d.stride_h, sw = c.d.stride_w;
+    conv_dim(c, oh, kh, sh, 1, c.d.padding, &pt);
+    conv_dim(c, ow, kw, sw, 1, c.d.padding, &pl);
+  }
+};
+
 }  // namespace rt
 }  // namespace ep

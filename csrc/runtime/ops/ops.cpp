@@ -266,81 +266,65 @@ class Conv2D : public Op {
 };
 
 // ------------------------------------------------------------------------ TRANSPOSE_CONV
-// Inputs: output_shape (constant int32 [4]), weights [O, KH, KW, I], the input [N, H, W, I],
-// an optional bias [O]; stride and SAME / VALID padding, a fused ReLU family activation. Input
-// pixel (y, x) adds W[:, ky, kx, :] x into output pixel (y * stride - pad + ky, x * stride - pad
-// + kx), as TFLite's reference kernel; the padding is TFLite's: that of a forward convolution
-// from the output's size. One GEMM gives every pixel's KH * KW * O contributions (col2im then
-// adds them in a fixed order, so threads change no bit).
+// The geometry is TransposeConvGeometry's (op_context.h); an optional bias [O] and a fused ReLU
+// family activation follow. One GEMM gives every input pixel's KH * KW * O contributions (col2im
+// then adds them in a fixed order, so threads change no bit).
 class TransposeConv : public Op {
  public:
   TransposeConv(const Ctx& c, const OpOptions& o) : vec_(vec_ops(o.isa)) {
-    const Tensor &shape = c.constant(0), &w = c.f32(c.constant(1)), &x = c.f32(c.in(2));
-    const Tensor& y = c.f32(c.out());
-    if (shape.type != DType::i32 || shape.elems != 4) c.bad("output_shape must be int32 [4]");
-    c.rank(w, 4);
-    c.rank(x, 4);
-    n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], cin_ = x.shape[3];
-    cout_ = w.shape[0], kh_ = w.shape[1], kw_ = w.shape[2];
-    if (w.shape[3] != cin_)
-      c.bad("filter input channels " + std::to_string(w.shape[3]) + " differ from the input's " +
-            std::to_string(cin_));
-    const int32_t* os = shape.as<int32_t>();
-    c.shape_is(y, {n_, int64_t(os[1]), int64_t(os[2]), cout_});
-    if (os[0] != n_ || os[3] != cout_) c.bad("output_shape disagrees with the input and filter");
-    oh_ = os[1], ow_ = os[2];
-    sh_ = c.d.stride_h, sw_ = c.d.stride_w;
-    conv_dim(c, oh_, kh_, sh_, 1, c.d.padding, &pt_);
-    conv_dim(c, ow_, kw_, sw_, 1, c.d.padding, &pl_);
+    const Tensor &w = c.f32(c.constant(1)), &x = c.f32(c.in(2)), &y = c.f32(c.out());
+    g_.init(c, c.constant(0), w, x, y);
     const float* bias = nullptr;
     if (c.has_in(3)) {
       const Tensor& b = c.f32(c.constant(3));
-      c.shape_is(b, {cout_});
+      c.shape_is(b, {g_.cout});
       bias = b.as<float>();
     }
-    bias_.assign(size_t(cout_), 0.0f);
-    if (bias) std::copy(bias, bias + cout_, bias_.begin());
+    bias_.assign(size_t(g_.cout), 0.0f);
+    if (bias) std::copy(bias, bias + g_.cout, bias_.begin());
     bounds(c.d.act, &lo_, &hi_);
     // GEMM rows (ky, kx, o) of K = I: the filter [O, KH, KW, I] reordered
-    const int64_t taps = kh_ * kw_;
-    std::vector<float> wt(size_t(taps * cout_ * cin_));
+    const int64_t taps = g_.kh * g_.kw;
+    std::vector<float> wt(size_t(taps * g_.cout * g_.cin));
     const float* src = w.as<float>();
-    for (int64_t oc = 0; oc < cout_; ++oc)
+    for (int64_t oc = 0; oc < g_.cout; ++oc)
       for (int64_t t = 0; t < taps; ++t)
-        std::copy(src + (oc * taps + t) * cin_, src + (oc * taps + t + 1) * cin_,
-                  wt.begin() + (t * cout_ + oc) * cin_);
-    lin_ = std::make_unique<Linear>(wt.data(), taps * cout_, cin_, nullptr, Act::none, o);
-    macs = double(n_) * h_ * w_ * taps * cout_ * cin_;
+        std::copy(src + (oc * taps + t) * g_.cin, src + (oc * taps + t + 1) * g_.cin,
+                  wt.begin() + (t * g_.cout + oc) * g_.cin);
+    lin_ = std::make_unique<Linear>(wt.data(), taps * g_.cout, g_.cin, nullptr, Act::none, o);
+    macs = double(g_.n) * g_.h * g_.w * taps * g_.cout * g_.cin;
     kind = "TRANSPOSE_CONV";
-    label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
-            std::to_string(sh_) + " " + std::to_string(cin_) + "->" + std::to_string(cout_) + " " +
-            std::to_string(oh_) + "x" + std::to_string(ow_);
+    label = kind + " " + std::to_string(g_.kh) + "x" + std::to_string(g_.kw) + "/" +
+            std::to_string(g_.sh) + " " + std::to_string(g_.cin) + "->" + std::to_string(g_.cout) +
+            " " + std::to_string(g_.oh) + "x" + std::to_string(g_.ow);
   }
-  int64_t scratch_bytes() const override { return h_ * w_ * kh_ * kw_ * cout_ * 4; }
+  int64_t scratch_bytes() const override { return g_.h * g_.w * g_.kh * g_.kw * g_.cout * 4; }
   void run(const RunCtx& r) const override {
     const float* x = r.ptr[in_];
     float* y = r.ptr[out_];
     float* col = static_cast<float*>(r.scratch);
-    const int64_t taps = kh_ * kw_;
-    for (int64_t b = 0; b < n_; ++b) {
-      float* yb = y + b * oh_ * ow_ * cout_;
-      for (int64_t p = 0; p < oh_ * ow_; ++p) std::copy(bias_.begin(), bias_.end(), yb + p * cout_);
-      lin_->forward(x + b * h_ * w_ * cin_, h_ * w_, col, r.threads);
-      for (int64_t iy = 0; iy < h_; ++iy)
-        for (int64_t ix = 0; ix < w_; ++ix) {
-          const float* cp = col + (iy * w_ + ix) * taps * cout_;
-          for (int64_t ky = 0; ky < kh_; ++ky) {
-            const int64_t oy = iy * sh_ - pt_ + ky;
-            if (oy < 0 || oy >= oh_) continue;
-            for (int64_t kx = 0; kx < kw_; ++kx) {
-              const int64_t ox = ix * sw_ - pl_ + kx;
-              if (ox < 0 || ox >= ow_) continue;
-              vec_.accumulate(cp + (ky * kw_ + kx) * cout_, yb + (oy * ow_ + ox) * cout_, cout_);
+    const int64_t taps = g_.kh * g_.kw;
+    for (int64_t b = 0; b < g_.n; ++b) {
+      float* yb = y + b * g_.oh * g_.ow * g_.cout;
+      for (int64_t p = 0; p < g_.oh * g_.ow; ++p)
+        std::copy(bias_.begin(), bias_.end(), yb + p * g_.cout);
+      lin_->forward(x + b * g_.h * g_.w * g_.cin, g_.h * g_.w, col, r.threads);
+      for (int64_t iy = 0; iy < g_.h; ++iy)
+        for (int64_t ix = 0; ix < g_.w; ++ix) {
+          const float* cp = col + (iy * g_.w + ix) * taps * g_.cout;
+          for (int64_t ky = 0; ky < g_.kh; ++ky) {
+            const int64_t oy = iy * g_.sh - g_.pt + ky;
+            if (oy < 0 || oy >= g_.oh) continue;
+            for (int64_t kx = 0; kx < g_.kw; ++kx) {
+              const int64_t ox = ix * g_.sw - g_.pl + kx;
+              if (ox < 0 || ox >= g_.ow) continue;
+              vec_.accumulate(cp + (ky * g_.kw + kx) * g_.cout, yb + (oy * g_.ow + ox) * g_.cout,
+                              g_.cout);
             }
           }
         }
     }
-    const int64_t n = n_ * oh_ * ow_ * cout_;
+    const int64_t n = g_.n * g_.oh * g_.ow * g_.cout;
     if (lo_ > -INFINITY || hi_ < INFINITY)
       for (int64_t i = 0; i < n; ++i) y[i] = std::min(std::max(y[i], lo_), hi_);
   }
@@ -348,7 +332,7 @@ class TransposeConv : public Op {
 
  private:
   const VecOps& vec_;
-  int64_t n_, h_, w_, cin_, cout_, kh_, kw_, oh_, ow_, sh_, sw_, pt_ = 0, pl_ = 0;
+  TransposeConvGeometry g_;
   float lo_ = -INFINITY, hi_ = INFINITY;
   std::vector<float> bias_;
   std::unique_ptr<Linear> lin_;

@@ -578,91 +578,79 @@ class QFullyConnected : public Op {
 };
 
 // ------------------------------------------------------------------------ TRANSPOSE_CONV
-// TFLite's integer transposed convolution: every input pixel adds (x - zp_in) * W[o, ky, kx, :]
-// into an int32 sum per output element (output pixel y * stride - pad + ky, x * stride - pad +
-// kx, as the float operator), then bias, per-channel requantization and the fused activation's
-// clamp. The input is widened to int16 with its zero point removed, so each contribution is one
-// int16 dot product over the input channels.
+// TFLite's integer transposed convolution (geometry: TransposeConvGeometry in op_context.h):
+// every input pixel adds (x - zp_in) * W[o, ky, kx, :] into an int32 sum per output element,
+// then bias, per-channel requantization and the fused activation's clamp. The input is widened to
+// int16 with its zero point removed, so each contribution is one int16 dot product over the input
+// channels.
 class QTransposeConv : public Op {
  public:
   QTransposeConv(const QCtx& c) {
-    const Tensor &shape = c.typed(c.constant(0), DType::i32),
-                 &w = c.typed(c.constant(1), DType::i8);
-    const Tensor &x = c.act(c.in(2)), &y = c.act(c.out());
-    if (shape.elems != 4) c.bad("output_shape must be int32 [4]");
-    c.rank(w, 4);
-    c.rank(x, 4);
-    n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], cin_ = x.shape[3];
-    cout_ = w.shape[0], kh_ = w.shape[1], kw_ = w.shape[2];
-    if (w.shape[3] != cin_)
-      c.bad("filter input channels " + std::to_string(w.shape[3]) + " differ from the input's " +
-            std::to_string(cin_));
+    const Tensor &w = c.typed(c.constant(1), DType::i8), &x = c.act(c.in(2)), &y = c.act(c.out());
+    g_.init(c, c.constant(0), w, x, y);
     if (w.scale.size() > 1 && w.quantized_dimension != 0)
       c.bad("per-channel weight scales must be on dimension 0");
-    const int32_t* os = shape.as<int32_t>();
-    c.shape_is(y, {n_, int64_t(os[1]), int64_t(os[2]), cout_});
-    oh_ = os[1], ow_ = os[2];
-    sh_ = c.d.stride_h, sw_ = c.d.stride_w;
-    conv_dim(c, oh_, kh_, sh_, 1, c.d.padding, &pt_);
-    conv_dim(c, ow_, kw_, sw_, 1, c.d.padding, &pl_);
     // every output sums at most ceil(KH / stride) * ceil(KW / stride) * I products of 255 * 127
-    if (((kh_ + sh_ - 1) / sh_) * ((kw_ + sw_ - 1) / sw_) * cin_ > kMaxTerms)
+    if (((g_.kh + g_.sh - 1) / g_.sh) * ((g_.kw + g_.sw - 1) / g_.sw) * g_.cin > kMaxTerms)
       c.unsupported("more than 65536 products per output (int32 sums could overflow)");
-    rq_ = make_requant(c, x, w, y, cout_, false);
+    rq_ = make_requant(c, x, w, y, g_.cout, false);
     zp_in_ = zp(x);
-    bias_.assign(size_t(cout_), 0);
+    bias_.assign(size_t(g_.cout), 0);
     if (c.has_in(3)) {
       const Tensor& bt = c.typed(c.constant(3), DType::i32);
-      if (bt.elems != cout_)
+      if (bt.elems != g_.cout)
         c.bad("the bias has " + std::to_string(bt.elems) + " values, needs " +
-              std::to_string(cout_));
-      std::copy(bt.as<int32_t>(), bt.as<int32_t>() + cout_, bias_.begin());
+              std::to_string(g_.cout));
+      std::copy(bt.as<int32_t>(), bt.as<int32_t>() + g_.cout, bias_.begin());
     }
     const int8_t* wv = w.as<int8_t>();
     wide_.assign(wv, wv + w.elems);  // [O, KH, KW, I] as int16
-    macs = double(n_) * h_ * w_ * kh_ * kw_ * cout_ * cin_;
+    macs = double(g_.n) * g_.h * g_.w * g_.kh * g_.kw * g_.cout * g_.cin;
     kind = "TRANSPOSE_CONV";
-    label = kind + " int8 " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
-            std::to_string(sh_) + " " + std::to_string(cin_) + "->" + std::to_string(cout_) + " " +
-            std::to_string(oh_) + "x" + std::to_string(ow_);
+    label = kind + " int8 " + std::to_string(g_.kh) + "x" + std::to_string(g_.kw) + "/" +
+            std::to_string(g_.sh) + " " + std::to_string(g_.cin) + "->" + std::to_string(g_.cout) +
+            " " + std::to_string(g_.oh) + "x" + std::to_string(g_.ow);
   }
-  int64_t scratch_bytes() const override { return oh_ * ow_ * cout_ * 4 + h_ * w_ * cin_ * 2; }
+  int64_t scratch_bytes() const override {
+    return g_.oh * g_.ow * g_.cout * 4 + g_.h * g_.w * g_.cin * 2;
+  }
   void run(const RunCtx& r) const override {
     const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
     int32_t* acc = static_cast<int32_t*>(r.scratch);
-    int16_t* xw = reinterpret_cast<int16_t*>(acc + oh_ * ow_ * cout_);
-    for (int64_t b = 0; b < n_; ++b) {
-      const int8_t* xb = x + b * h_ * w_ * cin_;
-      for (int64_t i = 0; i < h_ * w_ * cin_; ++i) xw[i] = int16_t(xb[i] - zp_in_);
-      for (int64_t p = 0; p < oh_ * ow_; ++p)
-        std::copy(bias_.begin(), bias_.end(), acc + p * cout_);
-      for (int64_t iy = 0; iy < h_; ++iy)
-        for (int64_t ix = 0; ix < w_; ++ix) {
-          const int16_t* xp = xw + (iy * w_ + ix) * cin_;
-          for (int64_t ky = 0; ky < kh_; ++ky) {
-            const int64_t oy = iy * sh_ - pt_ + ky;
-            if (oy < 0 || oy >= oh_) continue;
-            for (int64_t kx = 0; kx < kw_; ++kx) {
-              const int64_t ox = ix * sw_ - pl_ + kx;
-              if (ox < 0 || ox >= ow_) continue;
-              int32_t* ap = acc + (oy * ow_ + ox) * cout_;
-              for (int64_t oc = 0; oc < cout_; ++oc)  // int32 wraparound, as TFLite in practice
-                ap[oc] = wrap(int64_t(ap[oc]) +
-                              dot16(xp, wide_.data() + ((oc * kh_ + ky) * kw_ + kx) * cin_, cin_));
+    int16_t* xw = reinterpret_cast<int16_t*>(acc + g_.oh * g_.ow * g_.cout);
+    for (int64_t b = 0; b < g_.n; ++b) {
+      const int8_t* xb = x + b * g_.h * g_.w * g_.cin;
+      for (int64_t i = 0; i < g_.h * g_.w * g_.cin; ++i) xw[i] = int16_t(xb[i] - zp_in_);
+      for (int64_t p = 0; p < g_.oh * g_.ow; ++p)
+        std::copy(bias_.begin(), bias_.end(), acc + p * g_.cout);
+      for (int64_t iy = 0; iy < g_.h; ++iy)
+        for (int64_t ix = 0; ix < g_.w; ++ix) {
+          const int16_t* xp = xw + (iy * g_.w + ix) * g_.cin;
+          for (int64_t ky = 0; ky < g_.kh; ++ky) {
+            const int64_t oy = iy * g_.sh - g_.pt + ky;
+            if (oy < 0 || oy >= g_.oh) continue;
+            for (int64_t kx = 0; kx < g_.kw; ++kx) {
+              const int64_t ox = ix * g_.sw - g_.pl + kx;
+              if (ox < 0 || ox >= g_.ow) continue;
+              int32_t* ap = acc + (oy * g_.ow + ox) * g_.cout;
+              for (int64_t oc = 0; oc < g_.cout; ++oc)  // int32 wraparound, as TFLite in practice
+                ap[oc] = wrap(
+                    int64_t(ap[oc]) +
+                    dot16(xp, wide_.data() + ((oc * g_.kh + ky) * g_.kw + kx) * g_.cin, g_.cin));
             }
           }
         }
-      int8_t* yb = y + b * oh_ * ow_ * cout_;
-      for (int64_t p = 0; p < oh_ * ow_; ++p)
-        for (int64_t oc = 0; oc < cout_; ++oc)
-          yb[p * cout_ + oc] = rq_.apply(acc[p * cout_ + oc], oc);
+      int8_t* yb = y + b * g_.oh * g_.ow * g_.cout;
+      for (int64_t p = 0; p < g_.oh * g_.ow; ++p)
+        for (int64_t oc = 0; oc < g_.cout; ++oc)
+          yb[p * g_.cout + oc] = rq_.apply(acc[p * g_.cout + oc], oc);
     }
   }
   int in_ = 0, out_ = 0;
 
  private:
-  int64_t n_, h_, w_, cin_, cout_, kh_, kw_, oh_, ow_, sh_, sw_, pt_ = 0, pl_ = 0;
+  TransposeConvGeometry g_;
   int32_t zp_in_ = 0;
   std::vector<int32_t> bias_;
   std::vector<int16_t> wide_;
@@ -892,31 +880,17 @@ class QBatchMatMul : public Op {
  public:
   explicit QBatchMatMul(const QCtx& c) {
     const Tensor &a = c.act(c.in(0)), &b = c.act(c.in(1)), &y = c.act(c.out());
-    if (a.shape.size() < 2 || b.shape.size() < 2) c.bad("operands must have rank 2 or more");
-    adj_x_ = c.d.adj_x, adj_y_ = c.d.adj_y;
-    const size_t ra = a.shape.size(), rb = b.shape.size();
-    m_ = a.shape[ra - (adj_x_ ? 1 : 2)], k_ = a.shape[ra - (adj_x_ ? 2 : 1)];
-    const int64_t kb = b.shape[rb - (adj_y_ ? 1 : 2)];
-    n_ = b.shape[rb - (adj_y_ ? 2 : 1)];
-    if (kb != k_)
-      c.bad("inner dimensions differ: " + std::to_string(k_) + " and " + std::to_string(kb));
-    if (m_ < 1 || k_ < 1 || n_ < 1) c.bad("empty matrices");
+    mm_.init(c, a, b, y);
+    adj_x_ = mm_.adj_x, adj_y_ = mm_.adj_y, m_ = mm_.m, k_ = mm_.k, n_ = mm_.n;
     // |(a - za)(b - zb)| <= 255 * 255: int32 sums stay exact up to this depth
     if (k_ > kMaxDepth)
       c.unsupported("an inner dimension of " + std::to_string(k_) + " (int32 sums hold " +
                     std::to_string(kMaxDepth) + ")");
-    const std::vector<int64_t> ba(a.shape.begin(), a.shape.end() - 2),
-        bb(b.shape.begin(), b.shape.end() - 2);
-    std::vector<int64_t> want;
-    mats_.init(c, ba, bb, &want);
-    want.push_back(m_);
-    want.push_back(n_);
-    c.shape_is(y, want);
     amats_ = a.elems / (m_ * k_), bmats_ = b.elems / (k_ * n_);
     za_ = zp(a), zb_ = zp(b), zy_ = zp(y);
     multiplier(c, double(a.scale[0] * b.scale[0]) / double(y.scale[0]), &mult_, &shift_);
     kind = "BATCH_MATMUL";
-    macs = double(mats_.count) * m_ * k_ * n_;
+    macs = double(mm_.count) * m_ * k_ * n_;
     label = kind + " int8 " + dims(a.shape) + (adj_x_ ? "T" : "") + " x " + dims(b.shape) +
             (adj_y_ ? "T" : "");
   }
@@ -930,9 +904,9 @@ class QBatchMatMul : public Op {
     widen(a, amats_, m_, k_, adj_x_, za_, aw);
     widen(b, bmats_, n_, k_, !adj_y_, zb_, bw);
     const int64_t blocks = (m_ + kRows - 1) / kRows;
-    parallel_for(threads_for(r.threads, macs), mats_.count * blocks, [&](int64_t t) {
+    parallel_for(threads_for(r.threads, macs), mm_.count * blocks, [&](int64_t t) {
       const int64_t mat = t / blocks, i0 = t % blocks * kRows, i1 = std::min(m_, i0 + kRows);
-      const auto [ia, ib] = mats_(mat);
+      const auto [ia, ib] = mm_(mat);
       const int16_t* am = aw + ia * m_ * k_;
       const int16_t* bm = bw + ib * n_ * k_;
       int8_t* ym = y + mat * m_ * n_;
@@ -965,7 +939,7 @@ class QBatchMatMul : public Op {
   int64_t m_ = 0, k_ = 0, n_ = 0, amats_ = 1, bmats_ = 1;
   int32_t za_ = 0, zb_ = 0, zy_ = 0, mult_ = 0;
   int shift_ = 0;
-  MatmulBatches mats_;
+  MatmulGeometry mm_;
 };
 
 // ------------------------------------------------------------------------ MEAN

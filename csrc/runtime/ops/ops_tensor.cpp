@@ -79,26 +79,11 @@ class BatchMatMul : public Op {
       if (t->type != DType::f32 || t->quantized())
         c.unsupported("tensor '" + t->name +
                       "' is not float32 (BATCH_MATMUL takes float32, or int8 in all three)");
-    if (a.shape.size() < 2 || b.shape.size() < 2) c.bad("operands must have rank 2 or more");
-    adj_x_ = c.d.adj_x, adj_y_ = c.d.adj_y;
-    const size_t ra = a.shape.size(), rb = b.shape.size();
-    m_ = a.shape[ra - (adj_x_ ? 1 : 2)], k_ = a.shape[ra - (adj_x_ ? 2 : 1)];
-    const int64_t kb = b.shape[rb - (adj_y_ ? 1 : 2)];
-    n_ = b.shape[rb - (adj_y_ ? 2 : 1)];
-    if (kb != k_)
-      c.bad("inner dimensions differ: " + std::to_string(k_) + " and " + std::to_string(kb));
-    if (m_ < 1 || k_ < 1 || n_ < 1) c.bad("empty matrices");
-    const std::vector<int64_t> ba(a.shape.begin(), a.shape.end() - 2),
-        bb(b.shape.begin(), b.shape.end() - 2);
-    std::vector<int64_t> want;
-    mats_.init(c, ba, bb, &want);
-    want.push_back(m_);
-    want.push_back(n_);
-    c.shape_is(y, want);
-    bmats_ = 1;
-    for (int64_t v : bb) bmats_ *= v;
+    mm_.init(c, a, b, y);
+    adj_x_ = mm_.adj_x, adj_y_ = mm_.adj_y, m_ = mm_.m, k_ = mm_.k, n_ = mm_.n;
+    bmats_ = b.elems / (k_ * n_);
     kind = "BATCH_MATMUL";
-    macs = double(mats_.count) * m_ * k_ * n_;
+    macs = double(mm_.count) * m_ * k_ * n_;
     label = kind + " " + dims(a.shape) + (adj_x_ ? "T" : "") + " x " + dims(b.shape) +
             (adj_y_ ? "T" : "");
   }
@@ -114,9 +99,9 @@ class BatchMatMul : public Op {
     // tasks of kRows rows (a multiple of the kernel's 4-row tile), fixed whatever the threads
     const int64_t blocks = (m_ + kRows - 1) / kRows;
     const int64_t a_row = adj_x_ ? 1 : k_, a_k = adj_x_ ? m_ : 1;
-    parallel_for(threads_for(r.threads, macs), mats_.count * blocks, [&](int64_t t) {
+    parallel_for(threads_for(r.threads, macs), mm_.count * blocks, [&](int64_t t) {
       const int64_t mat = t / blocks, i0 = t % blocks * kRows, rows = std::min(kRows, m_ - i0);
-      const auto [ia, ib] = mats_(mat);
+      const auto [ia, ib] = mm_(mat);
       const float* am = a + ia * m_ * k_ + i0 * a_row;
       const float* bm = b + ib * k_ * n_;
       vec_.matmul(am, a_row, a_k, bm, y + (mat * m_ + i0) * n_, rows, k_, n_);
@@ -129,7 +114,7 @@ class BatchMatMul : public Op {
   const VecOps& vec_;
   bool adj_x_ = false, adj_y_ = false;
   int64_t m_ = 0, k_ = 0, n_ = 0, bmats_ = 1;
-  MatmulBatches mats_;
+  MatmulGeometry mm_;
 };
 
 // ------------------------------------------------------------------------ element-wise, typed
