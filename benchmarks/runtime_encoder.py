@@ -12,12 +12,21 @@ Variants:
   LiteRT, ``model.onnx`` for ONNX Runtime;
 - "bert6_h384_pruned50": half of every layer's attention heads and feed-forward neurons removed by
   ``edgeprune.prune`` (ratio 0.5, the residual width kept), exported the same way. Its rows add
-  ``onnxruntime_unpruned``: the unpruned ONNX file in ONNX Runtime, timed in the same rounds.
+  ``onnxruntime_unpruned``: the unpruned ONNX file in ONNX Runtime, timed in the same rounds;
+- "bert6_h384_int8": the encoder quantized by ``edgeprune.quantize`` (every Linear int8; embeddings,
+  layer norm, softmax and GELU float) on 64 random token sequences with the same padding,
+  ``model.int8.tflite`` for ours and LiteRT, ``model.int8.onnx`` in ONNX Runtime, and the fp32
+  ``model.onnx`` in ONNX Runtime (``onnxruntime_fp32``: the baseline the int8 file must beat by
+  2x). Its rows add ``sentence_cosine``: the mean-pooled embedding of the unpadded tokens against
+  the fp32 PyTorch model's.
 
-Every runtime's output is checked against LiteRT's on the same input before anything is timed.
+Every runtime's output is checked against LiteRT's on the same input before anything is timed
+(int8: cosine >= 0.999 to LiteRT, whose XNNPACK kernels round int8 products their own way and
+whose float parts may put a value one int8 step away; the fp32 file is not compared with the int8
+one).
 
 Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/runtime_encoder.py
-           [--json out.json] [--rounds 7] [--runs 5] [--variants bert6_h384 bert6_h384_pruned50]
+           [--json out.json] [--rounds 7] [--runs 5] [--variants bert6_h384 bert6_h384_pruned50 bert6_h384_int8]
 """
 
 from __future__ import annotations
@@ -63,6 +72,25 @@ def prune_half(model, example):
             ignore=[model.bert.get_input_embeddings()],
         )
         return epp.apply(model, plan)
+
+
+def quantize_int8(model):
+    """The encoder quantized on 64 random sequences of the benchmark's length and padding."""
+    import torch
+
+    import edgeprune as ep
+
+    g = torch.Generator().manual_seed(3)
+    mask = torch.ones(8, SEQ, dtype=torch.int64)
+    mask[:, SEQ - PAD :] = 0
+    vocab = model.bert.config.vocab_size
+    calib = [(torch.randint(0, vocab, (8, SEQ), generator=g), mask) for _ in range(8)]
+    return ep.quantize(model, calib, progress=False)
+
+
+def _cos(a, b) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
 def make_runner(runtime: str, path: Path):
@@ -117,6 +145,16 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
             "onnxruntime": pruned["onnx"],
             "onnxruntime_unpruned": base["onnx"],
         }
+    extra: dict = {}
+    if variant.endswith("int8"):
+        q = quantize_int8(model)
+        int8 = export(q, tmp / "int8", formats=["tflite-int8", "onnx-int8"], example_inputs=(ids, mask))
+        files = {
+            "edgeprune": int8["tflite-int8"],
+            "litert": int8["tflite-int8"],
+            "onnxruntime_int8": int8["onnx-int8"],
+            "onnxruntime_fp32": base["onnx"],
+        }
     counts = {rt: params for rt in files}
     counts["onnxruntime_unpruned"] = sum(p.numel() for p in model.parameters())
     x = (ids.numpy(), mask.numpy())
@@ -125,10 +163,21 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
         runners[rt], load_s[rt] = make_runner(rt.split("_")[0], f)
     ref = runners["litert"](*x)
     for rt, run in runners.items():  # same function everywhere, or the timing means nothing
-        if rt.endswith("unpruned"):
+        if rt.endswith("unpruned") or rt.endswith("fp32"):
+            continue
+        if variant.endswith("int8"):
+            cos = _cos(run(*x), ref)
+            assert cos > 0.999, f"{variant}: {rt} cosine to LiteRT {cos:.6f}"
             continue
         err = float(np.abs(run(*x) - ref).max() / np.abs(ref).max())
         assert err < 1e-3, f"{variant}: {rt} differs from LiteRT by {err:.2e}"
+    if variant.endswith("int8"):
+        with torch.no_grad():
+            fp32 = model(ids, mask).numpy()[0, : SEQ - PAD].mean(0)
+        extra = {
+            rt: {"sentence_cosine": round(_cos(run(*x)[0, : SEQ - PAD].mean(0), fp32), 5)}
+            for rt, run in runners.items()
+        }
     times = interleaved_ms({rt: (lambda xs, r=run: r(*xs)) for rt, run in runners.items()}, x, rounds, runs)
     med = {rt: statistics.median(v) for rt, v in times.items()}
     return [
@@ -142,13 +191,14 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
             "rounds_ms": [round(v, 3) for v in times[rt]],
             "ratio_vs_ours": round(med[rt] / med["edgeprune"], 3),
             "load_ms": round(load_s[rt] * 1e3, 1),
+            **extra.get(rt, {}),
         }
         for rt in runners
     ]
 
 
 def main(argv=None) -> int:
-    return run_cli(argv, __doc__, measure, ["bert6_h384", "bert6_h384_pruned50"], "ep-enc-bench-")
+    return run_cli(argv, __doc__, measure, ["bert6_h384", "bert6_h384_pruned50", "bert6_h384_int8"], "ep-enc-bench-")
 
 
 if __name__ == "__main__":

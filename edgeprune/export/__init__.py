@@ -106,6 +106,14 @@ def load_source(path, trust_code: bool = False):
 
 
 def _example_inputs(source, example_inputs):
+    names = getattr(source, "input_names", None)
+    if names:  # a quantized model of named inputs: its forward order, or the calibration sample
+        if example_inputs is None:
+            return source.example_inputs()
+        from ..quant.inputs import bind
+
+        args = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        return bind(names, tuple(args), {}, "example_inputs")
     if example_inputs is not None:
         return example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     shape = getattr(source, "input_shape", None) or getattr(getattr(source, "original", None), "input_shape", None)
@@ -151,7 +159,7 @@ def export(
         formats = [formats]
     fmts = [_formats.get(f) for f in formats]
     quantized = isinstance(source, QuantizedModel)
-    _check_request(source, fmts, quantized, target, opset, io)
+    _check_request(source, fmts, quantized, target, opset, io, dynamic_batch)
     inputs = _example_inputs(source, example_inputs)
     model = source.original if quantized else source
     input_spec = _input_spec(inputs, dynamic_batch)
@@ -174,7 +182,7 @@ def export(
     return paths
 
 
-def _check_request(source, fmts, quantized: bool, target, opset: int, io: str) -> None:
+def _check_request(source, fmts, quantized: bool, target, opset: int, io: str, dynamic_batch: bool = False) -> None:
     """Raise before writing anything when a format, the target, the opset or ``io`` cannot be honoured."""
     from ..quant import target_defaults
 
@@ -190,6 +198,11 @@ def _check_request(source, fmts, quantized: bool, target, opset: int, io: str) -
         raise ValueError(
             f"the QuantizedModel was calibrated for target {source.config.target}, not "
             f"{_target_name(target, None)}; quantize again with --target {_target_name(target, None)}"
+        )
+    if quantized and source.folded.meta.get("edgeprune_capture") == "export" and dynamic_batch:
+        raise ValueError(
+            "dynamic_batch: this QuantizedModel's graph was captured by torch.export at batch 1 "
+            "(its forward is not fx-traceable), so its int8 files have batch 1; export without dynamic_batch"
         )
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: edgeprune writes opset >= 17")

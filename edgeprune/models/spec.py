@@ -138,10 +138,16 @@ def _transformers_class(name: str, spec: str) -> Callable:
     if not (isinstance(cls, type) and issubclass(cls, tf.PreTrainedModel)):
         raise SpecError(f"model spec {spec!r}: {name!r} is not a transformers model class")
 
-    def make(config: dict):
+    def make(config: dict, add_pooling_layer: bool | None = None):
         if not isinstance(config, dict):
             raise SpecError(f"model spec {spec!r}: 'config' must be a JSON object")
-        return cls(cls.config_class.from_dict(dict(config))).eval()
+        cfg = cls.config_class.from_dict(dict(config))
+        if add_pooling_layer is None:
+            return cls(cfg).eval()
+        if not isinstance(add_pooling_layer, bool):
+            raise SpecError(f"model spec {spec!r}: 'add_pooling_layer' must be true or false")
+        # BERT-family encoders built without their pooler (sentence embedders) say so here
+        return cls(cfg, add_pooling_layer=add_pooling_layer).eval()
 
     return make
 

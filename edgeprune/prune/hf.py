@@ -161,3 +161,5 @@ def tag(model: nn.Module, source: nn.Module) -> None:
     # a registered factory (edgeprune.models.spec), so the saved directory loads without --trust-code
     model.edgeprune_spec = f"transformers_class:{type(source).__name__}"
     model.edgeprune_build_kwargs = {"config": source.config.to_dict()}
+    if hasattr(source, "pooler") and source.pooler is None:  # built with add_pooling_layer=False
+        model.edgeprune_build_kwargs["add_pooling_layer"] = False

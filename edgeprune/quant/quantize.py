@@ -1,8 +1,12 @@
 """Post-training int8 quantization: BN folding, quant-point analysis, calibration, QuantizedModel.
 
-Consumes: an ``nn.Module`` (pruned or not; traceable by ``torch.fx``), calibration data (a torch
-Dataset of (x, y) or x, a DataLoader or iterable of batches, a tensor/array N x C x H x W, or a
-DataSplits whose ``.train`` is used), a method and a target.
+Consumes: an ``nn.Module`` (pruned or not), calibration data (a torch Dataset of (x, y) or x, a
+DataLoader or iterable of batches, a tensor/array N x C x H x W, or a DataSplits whose ``.train``
+is used; for models of several or named inputs, such as ``transformers`` encoders, dicts or
+``BatchEncoding`` s of token ids and masks: ``inputs.py``), a method and a target.
+Capture: symbolic ``torch.fx``, or ``torch.export`` (``graph.export``) where fx cannot follow the
+forward; an export capture holds the example's batch size of 1, so calibration feeds it one sample
+at a time.
 Produces: a ``QuantizedModel``: the BN-folded fp32 graph plus JSON-serializable scales, which are
 the one source of truth that the fake-quant torch module and every exporter use unchanged.
 
@@ -41,6 +45,7 @@ from ..data.batches import iter_batches
 from ..errors import UserError
 from ..models.training import torch_threads
 from ..progress import Progress, as_progress
+from . import inputs as model_inputs
 from .config import QuantConfig, make_config
 from .fakequant import QUANT_LAYER_TYPES, build_module, gated_hardswishes, quant_layers, quant_points
 from .observers import activation_qparams, f32, weight_scales
@@ -66,7 +71,7 @@ class CalibrationError(UserError):
 
 
 class QuantizeError(UserError):
-    """A model that cannot be quantized as given (e.g. not traceable by torch.fx)."""
+    """A model that cannot be quantized as given (e.g. captured by neither torch.fx nor torch.export)."""
 
 
 # ---- BN folding and analysis -----------------------------------------------------------------
@@ -78,27 +83,79 @@ _FOLD_PATTERNS = (
 )
 
 
-def fold_bn(model: nn.Module) -> fx.GraphModule:
-    """A traced copy of ``model`` (eval mode) with every Conv/Linear -> BatchNorm pair folded.
+def _fx_capture(model: nn.Module) -> fx.GraphModule:
+    was_training = model.training
+    model.eval()
+    try:
+        return fx.symbolic_trace(copy.deepcopy(model))
+    finally:
+        model.train(was_training)
 
-    The same rewrite as ``torch.fx.experimental.optimization.fuse``, written out here because
+
+def _export_capture(model: nn.Module, example: tuple, names: list | None) -> fx.GraphModule:
+    """The ``graph.export`` recording of ``model`` on ``example`` as a runnable GraphModule whose
+    positional inputs are the example's tensors, in order, and whose output is the flat tuple of
+    the model's output tensors (one tensor when there is one)."""
+    from ..graph.export import export_graph
+
+    root = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        if names:
+            rec = export_graph(root, (), dict(zip(names, example)))
+        else:
+            rec = export_graph(root, tuple(example), {})
+    for target, value in rec.consts.items():
+        root.register_buffer(target, value)
+    gm = fx.GraphModule(root, rec.graph)
+    if sum(1 for n in gm.graph.nodes if n.op == "placeholder") != len(example):
+        raise ValueError(f"the export has {len(rec.inputs)} tensor inputs where {len(example)} were given")
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    if isinstance(out.args[0], tuple) and len(out.args[0]) == 1:
+        out.args = (out.args[0][0],)
+    gm.recompile()
+    gm.meta["edgeprune_capture"] = "export"
+    return gm.eval()
+
+
+def capture(model: nn.Module, example: tuple | None = None, names: list | None = None) -> fx.GraphModule:
+    """The graph the quantizer works on (see ``fold_bn``); QuantizeError when neither capture works."""
+    if not names or model_inputs.leading(model, names):
+        try:
+            return _fx_capture(model)
+        except Exception as e:  # symbolic tracing failed: fall back to export, or say what to do
+            fx_error = f"torch.fx: {type(e).__name__}: {first_line(e)}"
+            if example is None:
+                raise QuantizeError(
+                    f"cannot quantize {type(model).__name__}: torch.fx could not trace it ({fx_error}); "
+                    "make its forward free of data-dependent control flow, or pass calibration data so "
+                    "torch.export can capture it"
+                ) from e
+    else:
+        fx_error = "torch.fx: named inputs"
+    try:
+        return _export_capture(model, example, names)
+    except Exception as e:
+        raise QuantizeError(
+            f"cannot quantize {type(model).__name__}: neither torch.fx ({fx_error}) nor torch.export "
+            f"({type(e).__name__}: {first_line(e)}) could capture it; make its forward free of "
+            "data-dependent control flow"
+        ) from e
+
+
+def fold_bn(model: nn.Module, example: tuple | None = None, names: list | None = None) -> fx.GraphModule:
+    """A captured copy of ``model`` (eval mode) with every Conv/Linear -> BatchNorm pair folded.
+
+    Capture: symbolic ``torch.fx`` when it can follow the forward and the inputs (``names``:
+    keyword inputs in forward order) are its leading parameters; otherwise ``torch.export`` on
+    ``example`` (data-dependent code, as in ``transformers`` models, or inputs given by name out of
+    order). The folding is
+    the same rewrite as ``torch.fx.experimental.optimization.fuse``, written out here because
     importing that module drags in torch.utils.mkldnn and its deprecated TorchScript decorators.
     A pair folds only when the BN is the conv's sole user and tracks running statistics.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-    was_training = model.training
-    model.eval()
-    try:
-        gm = fx.symbolic_trace(copy.deepcopy(model))
-    except Exception as e:  # symbolic tracing failed: say what to do instead of a trace dump
-        raise QuantizeError(
-            f"cannot quantize {type(model).__name__}: torch.fx could not trace it "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-            "make its forward free of data-dependent control flow"
-        ) from e
-    finally:
-        model.train(was_training)
+    gm = capture(model, example, names)
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         prev = node.args[0] if node.op == "call_module" and node.args else None
@@ -409,6 +466,27 @@ def _as_input(x: torch.Tensor) -> torch.Tensor:
     return x.float() if torch.is_floating_point(x) else x
 
 
+def _runnable(gm: fx.GraphModule, xs: tuple):
+    """The calls that feed batch ``xs`` to ``gm``: the whole batch, or one sample at a time for a
+    torch.export capture, whose reshapes hold the example's batch size of 1."""
+    if gm.meta.get("edgeprune_capture") != "export":
+        return [xs]
+    return [tuple(t[i : i + 1] for t in xs) for i in range(len(xs[0]))]
+
+
+def _check_named_calibration(model: nn.Module, names: list, xs: tuple) -> None:
+    """Refuse named calibration inputs the model does not run on, naming them and the model's error."""
+    try:
+        with torch.no_grad():
+            model.eval()(**{n: _as_input(x[:1]) for n, x in zip(names, xs)})
+    except Exception as e:
+        shapes = ", ".join(f"{n} {_shape(x.shape[1:])} {str(x.dtype).replace('torch.', '')}" for n, x in zip(names, xs))
+        raise CalibrationError(
+            f"the model rejects calibration inputs {shapes} per sample: {first_line(e)}; "
+            "pass the inputs its forward takes"
+        ) from e
+
+
 def check_calibration(model: nn.Module, x: torch.Tensor) -> None:
     """Refuse calibration data whose shape or dtype does not match the model, naming both.
 
@@ -519,8 +597,14 @@ class QuantizedModel:
         input_shape=None,
         metadata=None,
         ops=None,
+        input_names=None,
+        example=None,
     ):
         self.original = original
+        self.input_names = list(input_names) if input_names else None
+        # one calibration sample (models of named inputs, or captured by torch.export): saved, so
+        # that a load captures the same graph again and exporters have inputs of the right types
+        self.example = tuple(example) if example is not None else None
         self.ops = dict(ops or {})
         self.folded = folded
         self.config = config
@@ -570,9 +654,21 @@ class QuantizedModel:
             return []
         return [name for name, op in self.ops.items() if op["kind"] == "hardswish"]
 
-    def __call__(self, x):
+    def __call__(self, *args, **kwargs):
+        """Run the fake-quant twin: one input tensor, or the named inputs it was calibrated with
+        (positional in forward order, by name, or one dict). Integer inputs stay integers."""
+        if self.input_names:
+            xs = model_inputs.bind(self.input_names, args, kwargs)
+        else:
+            xs = args
+        xs = tuple(_as_input(torch.as_tensor(x)) for x in xs)
         with torch.no_grad():
-            return self.module(x)
+            outs = [self.module(*sample) for sample in _runnable(self.folded, xs)]
+        if len(outs) == 1:
+            return outs[0]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*outs))
+        return torch.cat(outs)
 
     def to_dict(self) -> dict:
         return {
@@ -580,6 +676,8 @@ class QuantizedModel:
             "version": __version__,
             "config": self.config.to_dict(),
             "input_shape": list(self.input_shape) if self.input_shape else None,
+            "inputs": self.input_names,
+            "capture": self.folded.meta.get("edgeprune_capture", "fx"),
             "points": self.points,
             "layers": self.layers,
             "ops": self.ops,
@@ -598,7 +696,10 @@ class QuantizedModel:
         (a model loaded with ``ep.load`` carries its own).
         """
         from ..io import save as save_model  # io is a lower layer
+        from ..prune.hf import is_hf, tag
 
+        if is_hf(self.original):  # a transformers model saves as its class and config (no pickle)
+            tag(self.original, self.original)
         path = Path(path)
         with fsutil.atomic_dir(path) as tmp:
             save_model(
@@ -608,6 +709,8 @@ class QuantizedModel:
                 metadata={**(getattr(self.original, "edgeprune_metadata", None) or {}), "quantized": True},
             )
             torch.save(self.folded.state_dict(), tmp / "folded.pt")
+            if self.example is not None:
+                torch.save({f"input_{i}": x for i, x in enumerate(self.example)}, tmp / "example.pt")
             fsutil.write_json(tmp / "quant.json", self.to_dict())
         return path
 
@@ -624,7 +727,13 @@ class QuantizedModel:
             raise QuantizeError(f"{path} has no quant.json; write it with `edgeprune quantize` or QuantizedModel.save")
         d = read_quant_json(qfile)
         original = load_model(inside(path, "model", qfile, "model directory"), trust_code=trust_code)
-        folded = fold_bn(original)
+        names = d.get("inputs")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise QuantizeError(f"{qfile}: field 'inputs' must be a list of input names")
+        example = None
+        if d.get("capture") == "export" or names:
+            example = _load_example(inside(path, "example.pt", qfile, "example inputs"), names)
+        folded = fold_bn(original, example, names)
         folded_file = inside(path, "folded.pt", qfile, "folded weights")
         state = torch_load(folded_file)
         if not isinstance(state, dict):
@@ -645,9 +754,15 @@ class QuantizedModel:
                 d.get("input_shape"),
                 d.get("metadata"),
                 d.get("ops"),
+                input_names=names,
+                example=example,
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise QuantizeError(f"{qfile}: malformed ({type(e).__name__}: {e})") from None
+
+    def example_inputs(self) -> tuple | None:
+        """One sample of the calibration inputs (named-input models), for exporters."""
+        return self.example
 
     def summary(self) -> dict:
         return {
@@ -662,6 +777,18 @@ class QuantizedModel:
             "activation_points": len(self.points),
             "skipped": self.skipped,
         }
+
+
+def _load_example(p: Path, names: list | None) -> tuple:
+    """The saved example inputs of an export-captured model (tensors only; no code runs)."""
+    from ..models.spec import torch_load
+
+    d = torch_load(p)
+    n = len(names) if names else 1
+    keys = [f"input_{i}" for i in range(n)]
+    if not isinstance(d, dict) or list(d) != keys or not all(isinstance(v, torch.Tensor) for v in d.values()):
+        raise QuantizeError(f"{p}: expected tensors {keys}; write it with QuantizedModel.save")
+    return tuple(d[k] for k in keys)
 
 
 _BIAS_LIMIT = 2.0**30  # headroom below int32's 2**31 - 1 for accumulation
@@ -740,24 +867,37 @@ def _check_finite_inputs(model: nn.Module, batches: list) -> None:
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise QuantizeError(f"model tensor {name!r} contains NaN or infinite values; fix the weights first")
     seen = 0
-    for x in batches:
-        if x.is_floating_point() and not torch.isfinite(x).all():
-            bad = seen + int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0, 0])
-            raise CalibrationError(f"calibration sample {bad} contains NaN or infinite values; clean the data")
-        seen += len(x)
+    for xs in batches:
+        for x in xs:
+            if x.is_floating_point() and not torch.isfinite(x).all():
+                bad = seen + int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0, 0])
+                raise CalibrationError(f"calibration sample {bad} contains NaN or infinite values; clean the data")
+        seen += len(xs[0])
 
 
 def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_size, progress, config_overrides):
     config = make_config(method, per_channel, target, **config_overrides)
-    batches = list(_as_batches(calib_data, calib_n, batch_size))
-    if not batches or batches[0].shape[0] == 0:
+    names = None
+    if model_inputs.structured(model, calib_data):
+        try:
+            got = model_inputs.collect(model, calib_data, calib_n)
+        except UserError as e:
+            raise CalibrationError(str(e)) from None
+        names, batches = got.names, got.batches
+    else:
+        batches = [(x,) for x in _as_batches(calib_data, calib_n, batch_size)]
+    if not batches or batches[0][0].shape[0] == 0:
         raise CalibrationError("calibration data is empty; pass at least one sample")
-    check_calibration(model, batches[0])
+    if names is None:
+        check_calibration(model, batches[0][0])
+    else:
+        _check_named_calibration(model, names, batches[0])
     _check_finite_inputs(model, batches)
-    folded = fold_bn(model)
+    example = tuple(_as_input(x[:1]) for x in batches[0])
+    folded = fold_bn(model, example, names)
     from torch.fx.passes.shape_prop import ShapeProp
 
-    ShapeProp(folded).propagate(_as_input(batches[0][:1]))  # shapes tell a tensor add from size arithmetic
+    ShapeProp(folded).propagate(*example)  # shapes tell a tensor add from size arithmetic
     point_names, layers, ops, skipped, shared = analyze(folded, config)
     if not layers:
         raise QuantizeError(f"{type(model).__name__} has no Conv1d/Conv2d/Linear layer to quantize")
@@ -782,7 +922,8 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
                     if mode == "histogram":
                         qp.observer.start_histogram()
                 for x in batches:
-                    cal(_as_input(x))
+                    for sample in _runnable(folded, x):
+                        cal(*(_as_input(t) for t in sample))
                     bar.advance(1)
     finally:
         bar.close()
@@ -814,7 +955,7 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
     _layer_scales(folded, layers, points, config)
     for name, p in points.items():  # a NaN/Inf activation range would quantize every value to garbage
         _finite_scales("calibration", name, p["scale"])
-    meta = {"calibration_samples": int(sum(b.shape[0] for b in batches))}
+    meta = {"calibration_samples": int(sum(b[0].shape[0] for b in batches))}
     for attr in ("edgeprune_spec", "edgeprune_plan_hash"):
         if getattr(model, attr, None) is not None:
             meta[attr] = getattr(model, attr)
@@ -825,8 +966,10 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
         points,
         layers,
         skipped,
-        getattr(model, "input_shape", None) or tuple(batches[0].shape[1:]),
+        getattr(model, "input_shape", None) or (None if names else tuple(batches[0][0].shape[1:])),
         meta,
         ops,
+        input_names=names,
+        example=example if names or folded.meta.get("edgeprune_capture") == "export" else None,
     )
     return qm

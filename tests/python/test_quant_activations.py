@@ -119,12 +119,16 @@ def test_int8_tflite_runs_logistic_hard_swish_mul_in_int8(tmp_path):
     assert (out.argmax(1) == fq.argmax(1)).all()
 
 
-def test_dict_calibration_batches_are_refused_with_a_message():
+def test_dict_calibration_batches_name_the_forward_parameters():
     from edgeprune.quant import CalibrationError
 
     model, x = _model_and_data()
-    with pytest.raises(CalibrationError, match=r"calibration batches must be tensors .* not several or named inputs"):
+    with pytest.raises(CalibrationError, match=r"input 'input' is not a parameter of _SECNN.forward \(it takes x\)"):
         ep.quantize(model, [{"input": x[:4]}], progress=False)
+    named = ep.quantize(model, [{"x": x[:32]}, {"x": x[32:]}], progress=False)
+    plain = ep.quantize(model, x, progress=False)
+    assert named.points == plain.points and named.layers == plain.layers and named.ops == plain.ops
+    assert named.input_names == ["x"] and torch.equal(named(x=x[:3]), plain(x[:3]))
 
 
 class _HardSECNN(nn.Module):
