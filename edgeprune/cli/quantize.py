@@ -5,6 +5,9 @@ split is the calibration set, its test split measures accuracy), ``--calib-n``, 
 ``--target`` and ``--out DIR``. Produces: ``DIR/model`` (ep.save of the model as given, pruned or
 not), ``DIR/folded.pt`` and ``DIR/quant.json`` (every scale, JSON), and fp32 vs int8 (fake-quant)
 top-1 printed as a table or JSON. ``--max-acc-drop`` turns the accuracy drop into a gate (exit 3).
+``--calib FILE.npz`` of named inputs without labels (``input_ids``, ``attention_mask``: a
+transformer's calibration set) calibrates on them all and reports the cosine of int8 to fp32
+outputs instead of top-1 (``DIR/example.pt`` keeps one sample for the exporters).
 """
 
 from __future__ import annotations
@@ -46,7 +49,12 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--weights", metavar="FILE", help="state_dict to load into --model (weights_only)")
     add_trust_flags(p)
-    p.add_argument("--calib", required=True, metavar="DATA", help="calibration data spec (digits, file.npz, ...)")
+    p.add_argument(
+        "--calib",
+        required=True,
+        metavar="DATA",
+        help="calibration data spec (digits, file.npz, ...), or an .npz of named model inputs (input_ids, attention_mask, ...)",
+    )
     p.add_argument("--calib-n", type=int, default=512, metavar="N", help="calibration samples (default 512)")
     p.add_argument("--method", choices=METHODS, default="percentile", help="range calibration (default percentile)")
     p.add_argument("--percentile", type=float, default=99.99, help="kept percentage for --method percentile")
@@ -81,6 +89,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import edgeprune as ep
     from edgeprune.quant import CalibrationError, Int8UnsupportedError, QuantizeError, qat
+    from edgeprune.quant import inputs as model_inputs
 
     check_at_least(("--calib-n", args.calib_n, 1))
     if not 50 < args.percentile <= 100:
@@ -93,11 +102,22 @@ def run(args) -> int:
         except (ValueError, FileNotFoundError) as e:
             raise UsageError(f"--target {args.target}: {first_line(e)}") from None
     try:
-        data = ep.data.load(args.calib)
+        named = ep.data.is_named_inputs(args.calib)
+        if named:
+            if args.qat_epochs or args.max_acc_drop is not None:
+                raise UsageError(
+                    f"--calib {args.calib} holds named model inputs without labels; --qat-epochs and "
+                    "--max-acc-drop need labelled data (an .npz with x and y, or a dataset spec)"
+                )
+            inputs = ep.data.load_inputs(args.calib)
+            data = model_inputs.split(inputs, 32)
+        else:
+            data = ep.data.load(args.calib)
     except ValueError as e:
         raise UsageError(f"--calib {args.calib}: {first_line(e)}") from None
     model = load_model(args.model, args.weights, args.trust_pickle, args.trust_code)
-    check_model_fits_data(model, data, f"--model {args.model}", f"--calib {args.calib}")
+    if not named:
+        check_model_fits_data(model, data, f"--model {args.model}", f"--calib {args.calib}")
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     try:
         qm = ep.quantize(
@@ -119,13 +139,18 @@ def run(args) -> int:
     except ValueError as e:  # bad --percentile and the like
         raise UsageError(first_line(e)) from None
     out = Path(args.out)
+    agreement = fp32 = int8 = drop = None
     with staged_out(out, args.force) as tmp:
         if args.qat_epochs:
             qm = qat(qm, data, epochs=args.qat_epochs, progress=renderer(progress))
-        fp32 = ep.models.evaluate(model, data.test)["top1"]
-        int8 = ep.models.evaluate(qm.module, data.test)["top1"]
-        drop = 100.0 * (fp32 - int8)
-        qm.metadata.update({"calib": args.calib, "fp32_top1": fp32, "int8_top1": int8})
+        if named:  # no labels: how closely the int8 outputs follow the fp32 ones
+            agreement = model_inputs.output_cosine(model, qm, inputs)
+            qm.metadata.update({"calib": args.calib, "output_cosine": agreement})
+        else:
+            fp32 = ep.models.evaluate(model, data.test)["top1"]
+            int8 = ep.models.evaluate(qm.module, data.test)["top1"]
+            drop = 100.0 * (fp32 - int8)
+            qm.metadata.update({"calib": args.calib, "fp32_top1": fp32, "int8_top1": int8})
         qm.save(tmp)
     result = {
         "out": str(out),
@@ -135,9 +160,11 @@ def run(args) -> int:
         "fp32_top1": fp32,
         "int8_top1": int8,
         "acc_drop_points": drop,
+        "output_cosine": agreement,
+        "inputs": qm.input_names,
         "calibration_samples": qm.metadata.get("calibration_samples"),
     }
-    gate_failed = args.max_acc_drop is not None and drop > args.max_acc_drop
+    gate_failed = args.max_acc_drop is not None and drop is not None and drop > args.max_acc_drop
     result["gate"] = (
         None if args.max_acc_drop is None else {"max_acc_drop": args.max_acc_drop, "passed": not gate_failed}
     )
@@ -178,11 +205,22 @@ def _print_table(r: dict) -> None:
         ("quantized layers", str(r["quantized_layers"])),
         ("activation points", str(r["activation_points"])),
         ("calibration samples", str(r["calibration_samples"])),
-        (
-            "top-1 fp32 / int8",
-            f"{100 * r['fp32_top1']:.2f} % / {100 * r['int8_top1']:.2f} % ({r['acc_drop_points']:+.2f} points drop)",
-        ),
     ]
+    if r["inputs"]:
+        rows.append(("inputs", ", ".join(r["inputs"])))
+    if r["output_cosine"] is not None:
+        c = r["output_cosine"]
+        rows.append(
+            ("int8 vs fp32 output cosine", f"mean {c['mean']:.5f}, min {c['min']:.5f} over {c['samples']} samples")
+        )
+    else:
+        rows.append(
+            (
+                "top-1 fp32 / int8",
+                f"{100 * r['fp32_top1']:.2f} % / {100 * r['int8_top1']:.2f} % "
+                f"({r['acc_drop_points']:+.2f} points drop)",
+            )
+        )
     for s in r["skipped"]:
         rows.append((f"kept fp32: {s['name']}", s["reason"]))
     for k, v in rows:

@@ -13,6 +13,9 @@ Consumes: a data spec string (docs/architecture.md, Specs):
                               or DataLoaders, or a ``DataSplits``.
 Produces: ``DataSplits`` (``.train``, ``.val``, ``.test``, ``.num_classes``, ``.input_shape``).
 
+``load_inputs`` reads the other kind of ``.npz``: unlabelled named model inputs (``input_ids``,
+``attention_mask``, ... with no ``x``), the calibration set of a transformer, as {name: tensor}.
+
 Bad specs and files raise ``DataError`` (a ``UserError``, so also a ``ValueError``) with one line
 naming the file/spec and what is wrong; the CLI turns that into exit code 2.
 """
@@ -34,7 +37,16 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from ..errors import UserError
 
-__all__ = ["DataError", "DataSplits", "load", "stratified_split", "DIGITS_PATH", "SPEC_FORMS"]
+__all__ = [
+    "DataError",
+    "DataSplits",
+    "load",
+    "load_inputs",
+    "is_named_inputs",
+    "stratified_split",
+    "DIGITS_PATH",
+    "SPEC_FORMS",
+]
 
 DIGITS_PATH = Path(__file__).with_name("digits.npz")
 SPEC_FORMS = "'digits', 'file.npz', an image folder, 'package.module:fn' or 'path/file.py:fn'"
@@ -144,7 +156,7 @@ def _digits(seed: int) -> DataSplits:
 # .npz
 
 
-def _npz(path: Path, seed: int) -> DataSplits:
+def _open_npz(path: Path):
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -155,6 +167,57 @@ def _npz(path: Path, seed: int) -> DataSplits:
         raise DataError(f"{path}: not a readable .npz archive ({first_line(e)})") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single .npy array, not an .npz archive with arrays x and y")
+    return f
+
+
+def is_named_inputs(spec) -> bool:
+    """Whether ``spec`` is an ``.npz`` of named model inputs (arrays, none called ``x``)."""
+    if not isinstance(spec, str) or not spec.lower().endswith(".npz"):
+        return False
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        return False
+    with _open_npz(path) as f:
+        names = list(getattr(f, "files", ()))
+    return bool(names) and "x" not in names
+
+
+def load_inputs(spec: str) -> dict[str, torch.Tensor]:
+    """{name: tensor} of an ``.npz`` of named model inputs: every array numeric, at least 1-D, with
+    one first dimension (the samples); integers become int64 (token ids), floats float32."""
+    path = Path(spec).expanduser()
+    out: dict[str, torch.Tensor] = {}
+    with _open_npz(path) as f:
+        for name in f.files:
+            try:
+                a = f[name]
+            except ValueError as e:
+                raise DataError(f"{path}: cannot read array {name!r} without pickle ({first_line(e)})") from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
+                raise DataError(f"{path}: corrupt .npz archive ({type(e).__name__}: {first_line(e)})") from None
+            if a.ndim == 0 or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+                raise DataError(
+                    f"{path}: array {name!r} has shape {a.shape} dtype {a.dtype}; "
+                    "expected numbers with the samples on the first axis"
+                )
+            if np.issubdtype(a.dtype, np.floating):
+                if not np.isfinite(a).all():
+                    raise DataError(f"{path}: array {name!r} contains NaN or infinite values")
+                out[name] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+            else:
+                out[name] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+    if not out:
+        raise DataError(f"{path}: no arrays")
+    counts = {n: int(t.shape[0]) for n, t in out.items()}
+    if len(set(counts.values())) != 1:
+        raise DataError(f"{path}: arrays have different sample counts {counts}; give every input the same first axis")
+    if next(iter(counts.values())) == 0:
+        raise DataError(f"{path}: no samples")
+    return out
+
+
+def _npz(path: Path, seed: int) -> DataSplits:
+    f = _open_npz(path)
     with f:
         names = set(getattr(f, "files", ()))
         for need in ("x", "y"):

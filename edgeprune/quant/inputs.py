@@ -159,3 +159,34 @@ def bind(names: list, args: tuple, kwargs: dict, what: str = "the quantized mode
     if missing or len(args) > len(names):
         raise UserError(f"{what} takes inputs {names}; got {len(args)} positional and {sorted(kwargs)} named")
     return tuple(bound[n] for n in names)
+
+
+def split(inputs: Mapping, batch_size: int) -> list[dict]:
+    """{name: tensor of N samples} as a list of dict batches of at most ``batch_size`` samples."""
+    n = int(next(iter(inputs.values())).shape[0])
+    return [{k: v[i : i + batch_size] for k, v in inputs.items()} for i in range(0, n, batch_size)]
+
+
+def first_tensor(out) -> torch.Tensor:
+    """The first tensor of a model output: a tensor, a tuple/list, a dict or a ``ModelOutput``."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)) and out:
+        return first_tensor(out[0])
+    raise TypeError(f"model output {type(out).__name__} holds no tensor")
+
+
+def output_cosine(model: nn.Module, quantized, inputs: Mapping, limit: int = 64) -> dict:
+    """How closely the int8 twin follows the fp32 model on named inputs, for data without labels:
+    the cosine of their first outputs per sample, over at most ``limit`` samples: {"mean", "min", "samples"}."""
+    n = min(limit, int(next(iter(inputs.values())).shape[0]))
+    cos = []
+    with torch.no_grad():
+        for i in range(n):
+            sample = {k: v[i : i + 1] for k, v in inputs.items()}
+            a = first_tensor(model.eval()(**sample)).double().flatten()
+            b = first_tensor(quantized(**sample)).double().flatten()
+            cos.append(float(a @ b / (a.norm() * b.norm()).clamp_min(1e-30)))
+    return {"mean": sum(cos) / n, "min": min(cos), "samples": n}

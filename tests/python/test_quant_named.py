@@ -162,3 +162,65 @@ def test_one_input_model_fx_cannot_trace_falls_back_to_export():
     out = q(x[:5])
     assert out.shape == (5, 4) and _cos(out, ref) > 0.999
     assert torch.allclose(out, ref, atol=0.1) and not torch.equal(out, ref)
+
+
+# ---- the CLI: an .npz of named inputs as --calib ------------------------------------------------
+def _token_npz(path, n: int = 12, **override):
+    g = torch.Generator().manual_seed(4)
+    mask = np.ones((n, SEQ), np.int64)
+    mask[:, SEQ - 3 :] = 0
+    arrays = {
+        "input_ids": torch.randint(0, VOCAB, (n, SEQ), generator=g).numpy().astype(np.int32),
+        "attention_mask": mask,
+    }
+    arrays.update(override)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture
+def bert_dir(tmp_path):
+    from edgeprune.prune.hf import tag
+
+    model = _bert()
+    tag(model, model)
+    return ep.save(model, tmp_path / "bert")
+
+
+def test_cli_quantize_on_named_inputs_then_export_and_run(run_cli, bert_dir, tmp_path):
+    import json
+
+    tokens = _token_npz(tmp_path / "tokens.npz")
+    r = run_cli("quantize", "--model", bert_dir, "--calib", tokens, "--out", tmp_path / "q", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["quantized_layers"] == 12 and res["calibration_samples"] == 12
+    assert res["inputs"] == ["input_ids", "attention_mask"] and res["fp32_top1"] is None
+    assert (
+        res["output_cosine"]["samples"] == 12
+        and 0.999 < res["output_cosine"]["min"] <= res["output_cosine"]["mean"] < 1
+    )
+    assert (tmp_path / "q" / "example.pt").is_file()
+    r = run_cli("export", tmp_path / "q", "--format", "tflite-int8", "--out", tmp_path / "e", "--json")
+    assert r.code == 0, r.err
+    data = (tmp_path / "e" / "model.int8.tflite").read_bytes()
+    feeds = [np.arange(SEQ, dtype=np.int64)[None] % VOCAB, np.ones((1, SEQ), np.int64)]
+    lite = litert_reference(data)(feeds)[0]
+    ours = ep.runtime.load(data)(*feeds)[0]
+    assert ours.shape == (1, SEQ, 32) and _cos(ours, lite) > 0.9999
+    r = run_cli("quantize", "--model", bert_dir, "--calib", tokens, "--out", tmp_path / "q2")  # the table
+    assert r.code == 0 and "int8 vs fp32 output cosine" in r.out and "input_ids, attention_mask" in r.out
+
+
+def test_cli_named_inputs_refusals(run_cli, bert_dir, tmp_path):
+    bad = _token_npz(tmp_path / "bad.npz", attention_mask=np.ones((5, SEQ), np.int64))
+    r = run_cli("quantize", "--model", bert_dir, "--calib", bad, "--out", tmp_path / "q")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    assert "arrays have different sample counts {'input_ids': 12, 'attention_mask': 5}" in r.err
+    tokens = _token_npz(tmp_path / "tokens.npz")
+    r = run_cli("quantize", "--model", bert_dir, "--calib", tokens, "--out", tmp_path / "q", "--max-acc-drop", "1")
+    assert r.code == 2 and "holds named model inputs without labels; --qat-epochs and --max-acc-drop need" in r.err
+    strs = _token_npz(tmp_path / "strs.npz", attention_mask=np.array(["a"] * 12))
+    r = run_cli("quantize", "--model", bert_dir, "--calib", strs, "--out", tmp_path / "q")
+    assert r.code == 2 and "array 'attention_mask' has shape (12,) dtype <U1; expected numbers" in r.err
+    assert not (tmp_path / "q").exists()
