@@ -36,6 +36,11 @@ def _params(model: nn.Module) -> list[inspect.Parameter]:
     return [p for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+def parameter_names(model: nn.Module) -> list[str]:
+    """The named parameters of ``model.forward`` (no ``*args`` / ``**kwargs``)."""
+    return [p.name for p in _params(model)]
+
+
 def _takes_kwargs(model: nn.Module) -> bool:
     try:
         return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(model.forward).parameters.values())

@@ -83,11 +83,31 @@ _FOLD_PATTERNS = (
 )
 
 
+def _canonical(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every ``transformers`` ``Conv1D`` (GPT-2's projections: ``x @ W + b``
+    with W stored input-major) replaced by the ``nn.Linear`` it computes (weight ``W.T``), so the
+    quantizer, the fake-quant twin and the exporters see one kind of fully connected layer."""
+    out = copy.deepcopy(model)
+    for name, m in list(out.named_modules()):
+        if type(m).__name__ != "Conv1D" or not hasattr(m, "nf") or getattr(m, "weight", None) is None:
+            continue
+        if m.weight.dim() != 2 or m.weight.shape[1] != m.nf:
+            continue
+        lin = nn.Linear(m.weight.shape[0], m.nf, bias=m.bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(m.weight.t())
+            if m.bias is not None:
+                lin.bias.copy_(m.bias)
+        parent, _, attr = name.rpartition(".")
+        setattr(out.get_submodule(parent) if parent else out, attr, lin)
+    return out
+
+
 def _fx_capture(model: nn.Module) -> fx.GraphModule:
     was_training = model.training
     model.eval()
     try:
-        return fx.symbolic_trace(copy.deepcopy(model))
+        return fx.symbolic_trace(_canonical(model))
     finally:
         model.train(was_training)
 
@@ -98,14 +118,19 @@ def _export_capture(model: nn.Module, example: tuple, names: list | None) -> fx.
     the model's output tensors (one tensor when there is one)."""
     from ..graph.export import export_graph
 
-    root = copy.deepcopy(model).eval()
+    root = _canonical(model).eval()
+    # a decoder's key/value cache is an output for generation, not part of the function quantized
+    fixed = {"use_cache": False} if "use_cache" in model_inputs.parameter_names(model) else {}
     with torch.no_grad():
         if names:
-            rec = export_graph(root, (), dict(zip(names, example)))
+            rec = export_graph(root, (), {**dict(zip(names, example)), **fixed})
         else:
-            rec = export_graph(root, tuple(example), {})
+            rec = export_graph(root, tuple(example), fixed)
     for target, value in rec.consts.items():
         root.register_buffer(target, value)
+    for n in list(rec.graph.nodes):  # the fixed flags are constants of the export, unused inputs here
+        if n.op == "placeholder" and n.name in fixed and not n.users:
+            rec.graph.erase_node(n)
     gm = fx.GraphModule(root, rec.graph)
     if sum(1 for n in gm.graph.nodes if n.op == "placeholder") != len(example):
         raise ValueError(f"the export has {len(rec.inputs)} tensor inputs where {len(example)} were given")

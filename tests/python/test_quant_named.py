@@ -224,3 +224,42 @@ def test_cli_named_inputs_refusals(run_cli, bert_dir, tmp_path):
     r = run_cli("quantize", "--model", bert_dir, "--calib", strs, "--out", tmp_path / "q")
     assert r.code == 2 and "array 'attention_mask' has shape (12,) dtype <U1; expected numbers" in r.err
     assert not (tmp_path / "q").exists()
+
+
+# ---- every tiny transformers family of the pruning tests ---------------------------------------
+@pytest.mark.parametrize("name", ["bert", "distilbert", "vit", "gpt2", "llama"])
+def test_transformers_families_quantize_export_and_run(name, tmp_path):
+    """BERT (BatchEncoding), DistilBERT, ViT (one pixel input fx cannot trace), GPT-2 (Conv1D
+    projections, read as the Linear they compute) and a Llama with GQA and RMSNorm (its key/value
+    cache left out of the capture): every projection int8, the twin close to fp32, the QDQ ONNX
+    equal to the twin, our runtime equal to LiteRT on the int8 TFLite file."""
+    import onnxruntime as ort
+    from test_hf import _build, _inputs, _main
+
+    model, inputs = _build(name), dict(_inputs(name))
+    projections = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) or type(m).__name__ == "Conv1D"
+    ]
+    q = ep.quantize(model, [inputs], progress=False)
+    assert sorted(q.layers) == sorted(projections)
+    assert q.input_names == list(inputs)
+    with torch.no_grad():
+        ref = _main(model(**inputs))
+    out = q(**inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    assert out.shape == ref.shape and _cos(out, ref) > 0.999
+    paths = export(q, tmp_path, formats=["onnx-int8", "tflite-int8"])
+    feeds = [x.numpy() for x in q.example]
+    sess = ort.InferenceSession(str(paths["onnx-int8"]), providers=["CPUExecutionProvider"])
+    o = sess.run(None, {i.name: v for i, v in zip(sess.get_inputs(), feeds)})[0]
+    twin = q(*q.example)
+    twin = (twin[0] if isinstance(twin, tuple) else twin).numpy()
+    np.testing.assert_allclose(o, twin, atol=1e-4 * max(1.0, float(np.abs(twin).max())))
+    data = paths["tflite-int8"].read_bytes()
+    if name == "vit":  # a rank-4 input is NHWC in TFLite
+        feeds = [feeds[0].transpose(0, 2, 3, 1).copy()]
+    lite = litert_reference(data)(feeds)[0]
+    ours = ep.runtime.load(data)(*feeds)[0]
+    assert ours.shape == lite.shape and _cos(ours, lite) > 0.9999
