@@ -77,6 +77,8 @@ void lut_s8_vbmi(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y);
 void qgemm_vnni(const QGemmVnniArgs& a);
 // float -> int8 QUANTIZE, the same bits as QQuantize's portable loop (TFLite's AffineQuantize)
 void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* y);
+// int8 -> float DEQUANTIZE, the same bits as QDequantize's portable loop
+void dequantize_s8(const int8_t* x, int64_t n, float scale, int32_t zin, float* y);
 }  // namespace avx512
 #endif
 

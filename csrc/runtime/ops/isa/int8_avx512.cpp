@@ -376,6 +376,17 @@ void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* 
   }
 }
 
+void dequantize_s8(const int8_t* x, int64_t n, float scale, int32_t zin, float* y) {
+  const __m512 s = _mm512_set1_ps(scale);
+  const __m512i zp = _mm512_set1_epi32(zin);
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t left = n - i;
+    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    const __m512i v = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x + i)), zp);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_cvtepi32_ps(v), s));
+  }
+}
+
 }  // namespace avx512
 }  // namespace rt
 }  // namespace ep
