@@ -185,6 +185,7 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
             "model": variant,
             "runtime": rt,
             "file": files[rt].name,
+            "file_mb": round(files[rt].stat().st_size / 2**20, 1),
             "threads": 1,
             "params": counts[rt],
             "median_ms": round(med[rt], 3),

@@ -171,26 +171,33 @@ class _QDQEdit:
     drop_inits: set = field(default_factory=set)
     renames: dict = field(default_factory=dict)  # producer output renames (tensor -> its fp32 name)
     rewires: dict = field(default_factory=dict)  # consumer input rewires for graph inputs
+    replaced: dict = field(default_factory=dict)  # initializer -> consumers now reading a DQ of it
 
-    def dequantized_const(self, name: str, q: np.ndarray, scale: np.ndarray, zero: np.ndarray, **attrs) -> str:
-        """Add ``q`` with its scale/zero point and a DequantizeLinear; return the dequantized tensor's name."""
+    def dequantized_const(
+        self, name: str, q: np.ndarray, scale: np.ndarray, zero: np.ndarray, label: str = "", **attrs
+    ) -> str:
+        """Add ``q`` with its scale/zero point and a DequantizeLinear (tensors named after ``label``,
+        default ``name``); return the dequantized tensor's name. The float initializer ``name`` goes
+        once every consumer reads a dequantized copy (a tied table feeds a lookup and a layer)."""
+        base = label or name
         self.new_inits += [
-            numpy_helper.from_array(np.ascontiguousarray(q), f"{name}_quantized"),
-            numpy_helper.from_array(scale, f"{name}_scale"),
-            numpy_helper.from_array(zero, f"{name}_zero_point"),
+            numpy_helper.from_array(np.ascontiguousarray(q), f"{base}_quantized"),
+            numpy_helper.from_array(scale, f"{base}_scale"),
+            numpy_helper.from_array(zero, f"{base}_zero_point"),
         ]
         self.pre_nodes.append(
             helper.make_node(
                 "DequantizeLinear",
-                [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
-                [f"{name}_dequantized"],
-                name=f"{name}_DequantizeLinear",
+                [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                [f"{base}_dequantized"],
+                name=f"{base}_DequantizeLinear",
                 **attrs,
             )
         )
-        if len(self.consumers.get(name, [])) == 1:
+        self.replaced[name] = self.replaced.get(name, 0) + 1
+        if self.replaced[name] >= len(self.consumers.get(name, [])):
             self.drop_inits.add(name)
-        return f"{name}_dequantized"
+        return f"{base}_dequantized"
 
 
 def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
@@ -201,6 +208,8 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     edit = _QDQEdit(graph, _initializers(graph), _consumers(graph))
     for target, info in qmodel.layers.items():
         _quantize_layer(edit, qmodel, target, info)
+    for target, e in getattr(qmodel, "embeddings", {}).items():
+        _quantize_embedding(edit, qmodel, target, e)
     # graph inputs by position: an add may read the model input directly
     onnx_inputs = [i.name for i in graph.input if i.name not in edit.inits]
     placeholders = [n.name for n in qmodel.folded.graph.nodes if n.op == "placeholder"]
@@ -231,6 +240,51 @@ def _twin_params(qmodel, layer, info: dict):
     twin = QuantLayer(layer, info["weight_scale"], info["weight_qmax"], qmodel.config.per_channel, point)
     twin.training = False  # the stored scales (not .eval(): that would also flip the folded layer's mode)
     return twin.quantized_params()
+
+
+def _quantize_embedding(edit: _QDQEdit, qmodel, target: str, e: dict) -> None:
+    """An int8 embedding table (one scale, zero point 0): its Gather reads int8 rows and a
+    DequantizeLinear follows."""
+    from ..quant.quantize import embedding_int8
+
+    weight = qmodel.folded.get_submodule(target).weight
+    w = weight.detach().numpy()
+    node = next(
+        (
+            n
+            for n in edit.graph.node
+            if n.op_type == "Gather"
+            and n.input[0] in edit.inits
+            and edit.inits[n.input[0]].shape == w.shape
+            and np.array_equal(edit.inits[n.input[0]], w)
+        ),
+        None,
+    )
+    if node is None:
+        raise RuntimeError(f"embedding {target} not found in the exported ONNX graph; cannot place its int8 table")
+    # Gather the int8 rows, then dequantize them: a DequantizeLinear of the whole table would run
+    # on every call in ONNX Runtime (it keeps Q/DQ of constants for its QDQ fusions: 4 ms for a
+    # 30522 x 384 table), while the rows of one sequence take microseconds. Same values: one scale.
+    table = f"{node.input[0]}_int8"
+    out = node.output[0]
+    edit.new_inits += [
+        numpy_helper.from_array(embedding_int8(weight, e), table),
+        numpy_helper.from_array(np.array(e["scale"], dtype=np.float32), f"{out}_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), f"{out}_zero_point"),
+    ]
+    edit.replaced[node.input[0]] = edit.replaced.get(node.input[0], 0) + 1
+    if edit.replaced[node.input[0]] >= len(edit.consumers.get(node.input[0], [])):
+        edit.drop_inits.add(node.input[0])
+    node.input[0] = table
+    node.output[0] = f"{out}_int8"
+    dq = helper.make_node(
+        "DequantizeLinear", [f"{out}_int8", f"{out}_scale", f"{out}_zero_point"], [out], name=f"{out}_DequantizeLinear"
+    )
+    # right after the Gather, as a node of the graph: an activation point on ``out`` then finds
+    # the DequantizeLinear as the producer it places its Q/DQ after
+    nodes = list(edit.graph.node)
+    at = next(i for i, n in enumerate(nodes) if n.output and n.output[0] == f"{out}_int8")
+    edit.graph.node.insert(at + 1, dq)
 
 
 def _quantize_layer(edit: _QDQEdit, qmodel, target: str, info: dict) -> None:

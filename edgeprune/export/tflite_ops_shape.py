@@ -12,7 +12,7 @@ import numpy as np
 
 from .tflite_lower import NHWC, Lowering, Val, _attr, unsupported
 from .tflite_ops import _requant_to_next, bind_all, explicit_pad, fuse_act, int8_act, pad_mode, tmp
-from .tflite_schema import OP
+from .tflite_schema import OP, Quant
 
 
 def _int8_in(lw: Lowering, name: str, nhwc=None) -> tuple[Val, bool]:
@@ -243,14 +243,34 @@ def split(lw: Lowering, node) -> None:
         lw.bind(o, v)
 
 
+def _int8_table(lw: Lowering, data: str, out: str) -> Quant | None:
+    """The Quant of an int8 table's rows: a Gather of an int8 constant whose one consumer is a
+    DequantizeLinear of one scale (how ``quantize_onnx`` writes an int8 embedding), or None."""
+    users = lw.consumers.get(out, [])
+    if data not in lw.consts or lw.consts[data].dtype != np.int8 or len(users) != 1:
+        return None
+    dq = users[0]
+    if dq.op_type != "DequantizeLinear" or any(i not in lw.consts for i in dq.input[1:]):
+        return None
+    quant = lw.q_params(dq)
+    return quant if quant.scale.size == 1 else None
+
+
 def gather(lw: Lowering, node) -> None:
     data, idx = node.input[0], node.input[1]
     axis = _attr(node, "axis", 0) % len(lw.shape(data))
-    dv = lw.get(data, nhwc=False, want_float=True)
     if idx in lw.consts:
         iv = lw.m.const("indices", lw.consts[idx].astype(np.int32))
     else:
         iv = lw.get(idx, nhwc=False).index
+    table = _int8_table(lw, data, node.output[0])
+    if table is not None:  # an int8 embedding table: int8 rows, dequantized where float is wanted
+        tv = lw.m.const(data, lw.consts[data], table)
+        out = lw.new(node.output[0], False, quant=table)
+        lw.m.op(OP.GATHER, [tv, iv], [out.index], ("GatherOptions", {"Axis": axis}), 2, node.name)
+        lw.bind(node.output[0], out)
+        return
+    dv = lw.get(data, nhwc=False, want_float=True)
     out = _passthrough_out(lw, node.output[0], dv, False, False)
     lw.m.op(OP.GATHER, [dv.index, iv], [out.index], ("GatherOptions", {"Axis": axis}), 1, node.name)
     lw.bind(node.output[0], out)

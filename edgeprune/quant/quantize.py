@@ -580,6 +580,13 @@ def read_quant_json(path) -> dict:
             raise QuantizeError(f"{where}: field {key!r} is missing or not a JSON object")
     if d.get("ops") is not None and not isinstance(d["ops"], dict):
         raise QuantizeError(f"{where}: field 'ops' must be a JSON object")
+    emb = d.get("embeddings") or {}
+    if not isinstance(emb, dict):
+        raise QuantizeError(f"{where}: field 'embeddings' must be a JSON object")
+    for name, e in emb.items():
+        if not isinstance(e, dict) or not isinstance(e.get("qmax"), int) or not 0 < e["qmax"] <= 127:
+            raise QuantizeError(f"{where}: embedding {name!r} needs a scale and a qmax in 1..127")
+        _finite_scales(where, name, e.get("scale"))
     if not isinstance(d.get("skipped", []), list) or not isinstance(d.get("metadata") or {}, dict):
         raise QuantizeError(f"{where}: fields 'skipped'/'metadata' must be a list/object")
     for name, p in d["points"].items():
@@ -624,8 +631,10 @@ class QuantizedModel:
         ops=None,
         input_names=None,
         example=None,
+        embeddings=None,
     ):
         self.original = original
+        self.embeddings = dict(embeddings or {})
         self.input_names = list(input_names) if input_names else None
         # one calibration sample (models of named inputs, or captured by torch.export): saved, so
         # that a load captures the same graph again and exporters have inputs of the right types
@@ -670,6 +679,12 @@ class QuantizedModel:
             ql.quantize_weights = True
         for gate in gated_hardswishes(gm):
             gate.active = True
+        for target, e in self.embeddings.items():
+            # a new parameter, not an in-place copy: a table tied to an output layer (GPT-2's
+            # lm_head) is a separate tensor in the files, quantized per channel as a layer
+            emb = gm.get_submodule(target)
+            table = torch.from_numpy(embedding_int8(emb.weight, e)).float() * torch.tensor(e["scale"])
+            emb.weight = nn.Parameter(table, requires_grad=False)
         return gm.eval()
 
     def gated_hardswish_nodes(self) -> list[str]:
@@ -706,12 +721,16 @@ class QuantizedModel:
             "points": self.points,
             "layers": self.layers,
             "ops": self.ops,
+            "embeddings": self.embeddings,
             "skipped": self.skipped,
             "metadata": self.metadata,
         }
 
     def scales_hash(self) -> str:
-        blob = json.dumps({"points": self.points, "layers": self.layers, "ops": self.ops}, sort_keys=True).encode()
+        blob = {"points": self.points, "layers": self.layers, "ops": self.ops}
+        if self.embeddings:  # files written before int8 embeddings keep their hash
+            blob["embeddings"] = self.embeddings
+        blob = json.dumps(blob, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def save(self, path, plan=None) -> Path:
@@ -768,6 +787,10 @@ class QuantizedModel:
         except RuntimeError as e:
             raise QuantizeError(f"{folded_file}: does not fit the model in {path / 'model'}: {first_line(e)}") from None
         check_finite(state, folded_file)
+        for target in d.get("embeddings") or {}:
+            mod = dict(folded.named_modules()).get(target)
+            if type(mod) is not nn.Embedding:
+                raise QuantizeError(f"{qfile}: embedding {target!r} is not an nn.Embedding of the model")
         try:
             return cls(
                 original,
@@ -781,6 +804,7 @@ class QuantizedModel:
                 d.get("ops"),
                 input_names=names,
                 example=example,
+                embeddings=d.get("embeddings"),
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise QuantizeError(f"{qfile}: malformed ({type(e).__name__}: {e})") from None
@@ -799,6 +823,7 @@ class QuantizedModel:
             "placement": self.config.placement,
             "per_channel": self.config.per_channel,
             "quantized_layers": len(self.layers),
+            "quantized_embeddings": len(self.embeddings),
             "activation_points": len(self.points),
             "skipped": self.skipped,
         }
@@ -814,6 +839,32 @@ def _load_example(p: Path, names: list | None) -> tuple:
     if not isinstance(d, dict) or list(d) != keys or not all(isinstance(v, torch.Tensor) for v in d.values()):
         raise QuantizeError(f"{p}: expected tensors {keys}; write it with QuantizedModel.save")
     return tuple(d[k] for k in keys)
+
+
+def embedding_scales(gm: fx.GraphModule, config: QuantConfig) -> dict:
+    """{target: {"scale", "qmax"}}: one symmetric int8 scale per ``nn.Embedding`` table the graph
+    calls (weight-only: a lookup copies rows, so the rows stay int8 until the first arithmetic).
+
+    Why per tensor: TFLite's int8 GATHER copies bytes, so its output carries the table's one
+    scale. Only in the ONNX Runtime / TFLite placement; a TensorRT graph keeps its tables float.
+    A table with ``max_norm`` (rewritten on every lookup) stays float too.
+    """
+    if config.placement != "inputs_outputs":
+        return {}
+    modules = dict(gm.named_modules())
+    out: dict = {}
+    for node in gm.graph.nodes:
+        mod = modules.get(node.target) if node.op == "call_module" else None
+        if type(mod) is nn.Embedding and mod.max_norm is None and node.target not in out:
+            out[node.target] = {"scale": weight_scales(mod.weight, 127, False)[0], "qmax": 127}
+    return out
+
+
+def embedding_int8(weight: torch.Tensor, e: dict) -> np.ndarray:
+    """The int8 table of an embedding quantized at ``e`` (round half to even, as torch and numpy do)."""
+    s = np.float32(e["scale"])
+    q = np.round(weight.detach().float().numpy() / s)
+    return np.clip(q, -e["qmax"], e["qmax"]).astype(np.int8)
 
 
 _BIAS_LIMIT = 2.0**30  # headroom below int32's 2**31 - 1 for accumulation
@@ -924,6 +975,8 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
 
     ShapeProp(folded).propagate(*example)  # shapes tell a tensor add from size arithmetic
     point_names, layers, ops, skipped, shared = analyze(folded, config)
+    embeddings = embedding_scales(folded, config)
+    skipped = [s for s in skipped if s["name"] not in embeddings]
     if not layers:
         raise QuantizeError(f"{type(model).__name__} has no Conv1d/Conv2d/Linear layer to quantize")
     cal = build_module(
@@ -995,6 +1048,7 @@ def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_siz
         meta,
         ops,
         input_names=names,
+        embeddings=embeddings,
         example=example if names or folded.meta.get("edgeprune_capture") == "export" else None,
     )
     return qm

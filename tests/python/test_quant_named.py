@@ -55,7 +55,12 @@ def test_bert_dict_calibration_quantizes_every_linear(bert_q):
     assert sorted(q.layers) == sorted(linears) and len(linears) == 12
     assert q.input_names == ["input_ids", "attention_mask"]
     assert q.metadata["calibration_samples"] == 8
-    assert {s["op"] for s in q.skipped} == {"Embedding"}
+    assert q.skipped == []
+    tables = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)]
+    assert sorted(q.embeddings) == sorted(tables) and len(tables) == 3
+    for name, e in q.embeddings.items():  # one symmetric scale: the table's largest magnitude at 127
+        w = model.get_submodule(name).weight
+        assert e["qmax"] == 127 and e["scale"] == pytest.approx(float(w.abs().max()) / 127, rel=1e-6)
     x = _batch(7, n=3)
     with torch.no_grad():
         ref = model(**x).last_hidden_state
@@ -100,6 +105,52 @@ def test_bert_int8_files_match_the_twin_in_onnxruntime_litert_and_our_runtime(be
     assert _cos(ours, lite) > 0.9999
     step = max(p["scale"] for p in q.points.values())
     assert float(np.abs(ours - lite).max()) < 4 * step
+
+
+def test_embedding_tables_are_int8_in_both_files(bert_q, tmp_path):
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, q = bert_q
+    paths = export(q, tmp_path, formats=["onnx-int8", "tflite-int8"])
+    proto = onnx.load(str(paths["onnx-int8"]))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    users = {i: n for n in proto.graph.node for i in n.input}
+    # each table is int8: its Gather reads int8 rows, a DequantizeLinear at the table's scale follows
+    gathers = [n for n in proto.graph.node if n.op_type == "Gather" and n.input[0] in inits]
+    assert len(gathers) == 3 and all(inits[g.input[0]].dtype == np.int8 for g in gathers)
+    for g in gathers:
+        dq = users[g.output[0]]
+        assert dq.op_type == "DequantizeLinear" and inits[dq.input[2]] == 0 and inits[dq.input[1]].size == 1
+    word = model.embeddings.word_embeddings.weight.detach().numpy()
+    assert not any(v.shape == word.shape and v.dtype == np.float32 for v in inits.values())  # no float copy
+    it = Interpreter(model_content=paths["tflite-int8"].read_bytes())
+    it.allocate_tensors()
+    td = {t["index"]: t for t in it.get_tensor_details()}
+    gather_tables = [td[o["inputs"][0]] for o in it._get_ops_details() if o["op_name"] == "GATHER"]
+    int8_tables = [t for t in gather_tables if t["dtype"] == np.int8]
+    # the word table; lookups of constant ids (positions, token types) fold to constants at export
+    assert len(int8_tables) == 1
+    e = q.embeddings["embeddings.word_embeddings"]
+    word_t = next(t for t in int8_tables if tuple(t["shape"]) == word.shape)
+    assert word_t["quantization"] == (pytest.approx(e["scale"]), 0)
+
+
+def test_quant_json_embedding_refusals(bert_q, tmp_path):
+    import json
+
+    _, q = bert_q
+    q.save(tmp_path / "q")
+    qfile = tmp_path / "q" / "quant.json"
+    d = json.loads(qfile.read_text())
+    d["embeddings"]["embeddings.word_embeddings"]["scale"] = 0
+    qfile.write_text(json.dumps(d))
+    with pytest.raises(QuantizeError, match=r"scale of 'embeddings.word_embeddings' is 0; scales must be finite"):
+        QuantizedModel.load(tmp_path / "q")
+    d["embeddings"] = {"encoder.layer.0.attention.self.query": {"scale": 0.1, "qmax": 127}}
+    qfile.write_text(json.dumps(d))
+    with pytest.raises(QuantizeError, match=r"embedding 'encoder.layer.0.attention.self.query' is not an nn.Embedding"):
+        QuantizedModel.load(tmp_path / "q")
 
 
 def test_save_load_round_trip_and_tampered_example(bert_q, tmp_path):

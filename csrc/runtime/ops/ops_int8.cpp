@@ -19,6 +19,7 @@
 #include "layers/layers.h"
 #include "layers/parallel.h"
 #include "runtime/ops/broadcast.h"
+#include "runtime/ops/ops_tensor.h"
 #include "runtime/ops/movement.h"
 #include "runtime/ops/op_context.h"
 #include "runtime/ops/ops_int8_isa.h"
@@ -1540,6 +1541,8 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
       op->out_ = d.outputs[0];
       return op;
     }
+    case OpCode::gather:  // an int8 embedding table: rows copied as bytes (ops_tensor.cpp)
+      return make_tensor_op(model, d, o);
     default:
       throw UnsupportedError(c.where + ": not supported with int8 data");
   }

@@ -336,7 +336,16 @@ class Cast : public Op {
 class Gather : public Op {
  public:
   explicit Gather(const OpContext& c) {
-    const Tensor &p = typed(c, c.in(0)), &ix = c.in(1), &y = c.out();
+    const Tensor &p = c.in(0), &ix = c.in(1), &y = c.out();
+    if (p.type == DType::i8) {
+      // an int8 table (embeddings) gives int8 rows: TFLite's GATHER copies bytes, so the output
+      // must carry the table's quantization, which a DEQUANTIZE after it then reads
+      if (!p.quantized() || p.scale.size() != 1 || y.scale != p.scale ||
+          y.zero_point != p.zero_point)
+        c.bad("an int8 table needs one scale and zero point, and the output the same ones");
+    } else {
+      typed(c, p);
+    }
     if (ix.type != DType::i32 && ix.type != DType::i64) c.bad("indices must be int32 or int64");
     if (y.type != p.type) c.bad("params and output types differ");
     if (c.d.batch_dims != 0) c.unsupported("batch_dims " + std::to_string(c.d.batch_dims));
