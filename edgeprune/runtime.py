@@ -71,6 +71,13 @@ class RuntimeModel:
     def __call__(self, *inputs) -> list[np.ndarray]:
         if len(inputs) != len(self.inputs):
             raise UserError(f"{self.source}: the model takes {len(self.inputs)} inputs (got {len(inputs)})")
+        for k, (x, i) in enumerate(zip(inputs, self.inputs)):
+            if i["dtype"] == "int8" and np.issubdtype(np.asarray(x).dtype, np.floating):
+                s, z = (i["scale"] or [1.0])[0], (i["zero_point"] or [0])[0]
+                raise UserError(
+                    f"{self.source}: input {k} ('{i['name']}') is int8 at scale {s:g}, zero point {z}; "
+                    f"quantize the data first: clip(round(x / {s:g}) + {z}, -128, 127) as int8"
+                )
         arrays = [np.ascontiguousarray(x, dtype=np.dtype(i["dtype"])) for x, i in zip(inputs, self.inputs)]
         try:
             return list(self._core.run(arrays))
@@ -135,9 +142,12 @@ def load(path_or_bytes, threads: int = 1, isa: str | None = None, sparse: bool =
 
 def example_input(rng, info: dict) -> np.ndarray:
     """An input for timing and profiling, for one entry of ``RuntimeModel.inputs``: standard normal
-    floats; ones for integer and bool inputs (token id 1 exists in any vocabulary, and a mask of
-    ones attends to every token)."""
+    floats (for an int8 input, quantized at its scale); ones for integer and bool inputs (token id
+    1 exists in any vocabulary, and a mask of ones attends to every token)."""
     dtype = np.dtype(info["dtype"])
     if dtype == np.float32:
         return rng.standard_normal(info["shape"]).astype(np.float32)
+    if dtype == np.int8 and info.get("scale"):
+        x = rng.standard_normal(info["shape"]) / info["scale"][0] + info["zero_point"][0]
+        return np.clip(np.round(x), -128, 127).astype(np.int8)
     return np.ones(info["shape"], dtype)

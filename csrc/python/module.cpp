@@ -190,9 +190,11 @@ class RuntimeModel {
     }
   }
 
-  // the numpy type of a model input or output (io_type: float32, int32, int64, bool)
+  // the numpy type of a model input or output (io_type: float32, int8, int32, int64, bool)
   static py::dtype numpy_dtype(ep::rt::DType t) {
     switch (t) {
+      case ep::rt::DType::i8:
+        return py::dtype::of<int8_t>();
       case ep::rt::DType::i32:
         return py::dtype::of<int32_t>();
       case ep::rt::DType::i64:

@@ -118,7 +118,7 @@ CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions&
     if (!io_type(model_->tensors[t].type))
       throw UnsupportedError("output tensor '" + model_->tensors[t].name + "' is " +
                              dtype_name(model_->tensors[t].type) +
-                             " (model outputs are float32, int32, int64 or bool)");
+                             " (model outputs are float32, int8, int32, int64 or bool)");
   choose_layouts();
   plan();
 }

@@ -61,7 +61,9 @@ const char* dtype_name(DType t) {
 }
 
 bool io_type(DType t) {
-  return t == DType::f32 || t == DType::i32 || t == DType::i64 || t == DType::boolean;
+  // int8: the integer I/O of a full-int8 file (`export --io int8`), quantized as the file says
+  return t == DType::f32 || t == DType::i8 || t == DType::i32 || t == DType::i64 ||
+         t == DType::boolean;
 }
 
 const char* op_name(int32_t code) {
@@ -769,7 +771,7 @@ std::unique_ptr<Model> load_model(const uint8_t* bytes, size_t size) {
     if (!io_type(model->tensors[t].type))
       throw UnsupportedError(tensor_where(t, model->tensors[t].name) + ": input of type " +
                              dtype_name(model->tensors[t].type) +
-                             " (model inputs are float32, int32, int64 or bool)");
+                             " (model inputs are float32, int8, int32, int64 or bool)");
     written[t] = true;
     model->inputs.push_back(t);
   }

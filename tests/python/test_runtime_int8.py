@@ -34,6 +34,7 @@ from zoo import build  # noqa: E402
 import edgeprune as ep  # noqa: E402
 from edgeprune import kernels  # noqa: E402
 from edgeprune.cli.main import main  # noqa: E402
+from edgeprune.errors import UserError  # noqa: E402
 from edgeprune.export import export  # noqa: E402
 from edgeprune.runtime import RuntimeModelError, UnsupportedModelError  # noqa: E402
 
@@ -236,10 +237,25 @@ def test_demo_cnn_on_digits_same_top1_as_litert(quantized, digits_xy, tmp_path):
     assert float((ours.argmax(1) == digits_xy[1][:n].numpy()).mean()) > 0.9
 
 
-def test_int8_io_file_is_refused_with_a_message(quantized, tmp_path):
+def test_int8_io_file_runs_bit_for_bit_with_litert(quantized, digits_xy, tmp_path):
+    """`export --io int8`: the file takes and gives int8 (no QUANTIZE / DEQUANTIZE at its ends);
+    the inputs and outputs report their quantization, and the integer outputs equal LiteRT's."""
     path = export(quantized("percentile"), tmp_path, formats=["tflite-int8"], io="int8")["tflite-int8"]
-    with pytest.raises(UnsupportedModelError, match=r"input of type int8 .*float32"):
-        ep.runtime.load(path)
+    data = Path(path).read_bytes()
+    m = ep.runtime.load(data)
+    (inp,), (out,) = m.inputs, m.outputs
+    assert inp["dtype"] == "int8" and out["dtype"] == "int8"
+    assert len(inp["scale"]) == 1 and inp["scale"][0] > 0 and len(out["scale"]) == 1
+    assert "QUANTIZE" not in [k for k, _ in m.operators] and "DEQUANTIZE" not in [k for k, _ in m.operators]
+    x = digits_xy[0].numpy().transpose(0, 2, 3, 1)[:64]
+    xq = np.clip(np.round(x / inp["scale"][0]) + inp["zero_point"][0], -128, 127).astype(np.int8)
+    oracle = litert_reference(data)
+    ours = np.concatenate([m(xq[i : i + 1])[0] for i in range(len(xq))])
+    ref = np.concatenate([oracle([xq[i : i + 1]])[0] for i in range(len(xq))])
+    assert ours.dtype == np.int8 and np.array_equal(ours, ref)
+    assert float((ours.argmax(1) == digits_xy[1][:64].numpy()).mean()) > 0.85
+    with pytest.raises(UserError, match=r"input 0 \('.*'\) is int8 at scale .*; quantize the data first"):
+        m(x[:1])  # float data for an int8 input
 
 
 BAD_QUANT = [

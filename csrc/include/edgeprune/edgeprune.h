@@ -132,8 +132,9 @@ void ep_model_destroy(ep_model* model);
 
 /* threads: 1..256, the most threads one run splits an operator over */
 ep_status ep_context_create(const ep_model* model, int32_t threads, ep_context** out);
-/* inputs[i]: the i-th input, densely packed in its shape and type (float32; int32/int64 token ids
- * and bool masks of transformer encoders); outputs[i]: room for the i-th output. The counts must
+/* inputs[i]: the i-th input, densely packed in its shape and type (float32; int8 quantized as
+ * ep_model_input_info says, for files with integer I/O; int32/int64 token ids and bool masks of
+ * transformer encoders); outputs[i]: room for the i-th output. The counts must
  * equal the model's. An input value the model cannot take (a token id outside the embedding
  * table) gives EP_INVALID_ARGUMENT naming the operator and the value; nothing is read out of
  * range. */
