@@ -777,7 +777,13 @@ class QuantizedModel:
         example = None
         if d.get("capture") == "export" or names:
             example = _load_example(inside(path, "example.pt", qfile, "example inputs"), names)
-        folded = fold_bn(original, example, names)
+        try:
+            folded = fold_bn(original, example, names)
+        except QuantizeError as e:
+            raise QuantizeError(
+                f"{path}: the model cannot be captured again from its inputs {names or ['input']} and "
+                f"example.pt ({first_line(e)}); quantize it again"
+            ) from None
         folded_file = inside(path, "folded.pt", qfile, "folded weights")
         state = torch_load(folded_file)
         if not isinstance(state, dict):

@@ -163,6 +163,12 @@ def test_save_load_round_trip_and_tampered_example(bert_q, tmp_path):
     torch.save({"input_0": torch.zeros(1, SEQ, dtype=torch.int64)}, tmp_path / "q" / "example.pt")
     with pytest.raises(QuantizeError, match=r"example\.pt: expected tensors \['input_0', 'input_1'\]"):
         QuantizedModel.load(tmp_path / "q")
+    ids = torch.zeros(1, SEQ, dtype=torch.float32)  # float token ids: no embedding lookup takes them
+    torch.save({"input_0": ids, "input_1": torch.ones(1, SEQ, dtype=torch.int64)}, tmp_path / "q" / "example.pt")
+    with pytest.raises(
+        QuantizeError, match=r"cannot be captured again from its inputs \['input_ids', 'attention_mask'\]"
+    ):
+        QuantizedModel.load(tmp_path / "q")
 
 
 def test_named_input_refusals(bert_q, tmp_path):
