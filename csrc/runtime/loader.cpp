@@ -100,6 +100,7 @@ const char* op_name(int32_t code) {
     EP_OPNAME(hard_swish, "HARD_SWISH")
     EP_OPNAME(densify, "DENSIFY")
     EP_OPNAME(gather, "GATHER")
+    EP_OPNAME(cumsum, "CUMSUM")
     EP_OPNAME(cast, "CAST")
     EP_OPNAME(maximum, "MAXIMUM")
     EP_OPNAME(minimum, "MINIMUM")
@@ -526,6 +527,7 @@ int min_inputs(OpCode c) {
     case OpCode::transpose:
     case OpCode::mean:
     case OpCode::gather:
+    case OpCode::cumsum:
     case OpCode::maximum:
     case OpCode::minimum:
     case OpCode::less:
@@ -653,6 +655,12 @@ void read_options(const eptfl::Operator* op, OpDesc& d, const std::string& where
       if (const auto* o = op->builtin_options_as_GatherOptions()) {
         d.axis = o->axis();
         d.batch_dims = o->batch_dims();
+      }
+      break;
+    case OpCode::cumsum:
+      if (const auto* o = op->builtin_options_as_CumsumOptions()) {
+        d.exclusive = o->exclusive();
+        d.reverse = o->reverse();
       }
       break;
     case OpCode::batch_matmul:

@@ -127,6 +127,7 @@ enum class OpCode : int32_t {
   logical_and = 86,
   logical_not = 87,
   transpose_conv = 67,
+  cumsum = 128,
   quantize = 114,
   hard_swish = 117,
   select_v2 = 123,
@@ -156,6 +157,8 @@ struct OpDesc {
   // BATCH_MATMUL: use A / B transposed (their last two dimensions); GATHER: leading dimensions
   // params and indices share; GELU: the tanh form instead of erf
   bool adj_x = false, adj_y = false, approximate = false;
+  // CUMSUM: the first sum leaves out its own element / the sums run from the end
+  bool exclusive = false, reverse = false;
   int batch_dims = 0;
   // SPLIT_V: the file's operator has split_parts outputs; this part writes output split_part
   int split_parts = 1, split_part = 0;

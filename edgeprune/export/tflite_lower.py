@@ -53,7 +53,6 @@ ALTERNATIVES = {
     "TopK": "the full output, with top-k taken by the caller",
     "ArgMax": "the full output, with argmax taken by the caller",
     "ReduceMax": "MaxPool2d (spatial) or the full output",
-    "CumSum": "a matmul by a constant triangular matrix",
     "ScatterND": "torch.cat of slices",
     "NonZero": "a mask multiply (static shapes)",
 }

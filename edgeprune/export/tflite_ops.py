@@ -368,7 +368,48 @@ BINARY = {
 }
 
 
+def _integer_binary(lw: Lowering, node) -> bool:
+    """Add / Sub / Mul of integer tensors (RoBERTa's position ids: a cumulative sum of the padding
+    mask, times the mask, plus the padding index) as TFLite's int32 op, version 1, which every
+    runtime has; int64 operands are CAST to int32 and the result back when ONNX says int64 (token
+    ids and positions are far below 2^31). False when an operand is not an integer tensor."""
+    acts = [x for x in node.input[:2] if x not in lw.consts]
+    if node.op_type not in ("Add", "Sub", "Mul") or not acts:
+        return False
+    if any(x not in lw.vals or lw.m.tensors[lw.vals[x].index].dtype not in (2, 4) for x in acts):
+        return False  # TensorType INT32 = 2, INT64 = 4
+    from .tflite_lower_const import infer_dtypes
+
+    if lw.dtypes is None:
+        lw.dtypes = infer_dtypes(lw.proto)
+    code, opt = BINARY[node.op_type]
+    ins = []
+    for x in node.input[:2]:
+        if x in lw.consts:
+            ins.append(lw.m.const(x, np.asarray(lw.consts[x]).astype(np.int32)))
+            continue
+        v = lw.get(x, nhwc=False)
+        if lw.m.tensors[v.index].dtype == 4:
+            t = tmp(lw, f"{x}_int32", lw.m.tensors[v.index].shape, dtype=np.int32)
+            lw.m.op(OP.CAST, [v.index], [t], None, 1, node.name)
+            ins.append(t)
+        else:
+            ins.append(v.index)
+    out_name = node.output[0]
+    wide = np.dtype(lw.dtypes.get(out_name, np.int32)) == np.int64
+    out = lw.new(out_name, False, dtype=np.int32, label=f"{out_name}_int32" if wide else "")
+    lw.m.op(code, ins, [out.index], (opt, {}), 1, node.name)
+    if wide:
+        out64 = lw.new(out_name, False, dtype=np.int64)
+        lw.m.op(OP.CAST, [out.index], [out64.index], None, 1, node.name)
+        out = out64
+    lw.bind(out_name, out)
+    return True
+
+
 def binary(lw: Lowering, node) -> None:
+    if _integer_binary(lw, node):
+        return
     code, opt = BINARY[node.op_type]
     out_name = node.output[0]
     rank = len(lw.shape(out_name))

@@ -319,6 +319,36 @@ def logic(lw: Lowering, node) -> None:
     lw.bind(node.output[0], out)
 
 
+def cumsum(lw: Lowering, node) -> None:
+    """CumSum along a constant axis (RoBERTa's position ids from the padding mask), in the value's
+    own type (float32, int32 or int64) and plain layout; TFLite's CUMSUM takes the same options."""
+    if node.input[1] not in lw.consts:
+        raise unsupported(node, "a cumulative sum along an axis computed at run time")
+    rank = len(lw.shape(node.input[0]))
+    axis = int(np.asarray(lw.consts[node.input[1]]).reshape(-1)[0]) % rank
+    xv = lw.get(node.input[0], nhwc=False, want_float=True)
+    out = _passthrough_out(lw, node.output[0], xv, False, False)
+    opts = {"Exclusive": bool(_attr(node, "exclusive", 0)), "Reverse": bool(_attr(node, "reverse", 0))}
+    ins = [xv.index, lw.m.const("axis", np.array(axis, np.int32))]
+    lw.m.op(OP.CUMSUM, ins, [out.index], ("CumsumOptions", opts), 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def gather_elements(lw: Lowering, node) -> None:
+    """GatherElements of a uniform constant (RoBERTa's token types: a zeros buffer expanded, then
+    gathered at the position ids): every index picks the same value, so the result is that value
+    in the output's shape, a constant. Any other GatherElements has no TFLite lowering."""
+    data = node.input[0]
+    src = lw.consts.get(data)
+    if src is None:
+        prod = next((n for n in lw.graph.node if data in n.output), None)
+        if prod is not None and prod.op_type == "Expand" and prod.input[0] in lw.consts:
+            src = lw.consts[prod.input[0]]
+    if src is None or src.size == 0 or not np.all(src == src.reshape(-1)[0]):
+        raise unsupported(node, "a gather of elements from values that differ")
+    lw.consts[node.output[0]] = np.full(lw.shape(node.output[0]), src.reshape(-1)[0], dtype=src.dtype)
+
+
 # ---- normalizations -----------------------------------------------------------------------------
 def _chain(lw: Lowering, name: str, steps, x: int, shape, final: int) -> None:
     """Emit ``steps`` = [(code, other input index or None, options, out shape or None)] from ``x``."""
@@ -487,6 +517,8 @@ SHAPE_HANDLERS = {
     "Slice": slice_,
     "Split": split,
     "Gather": gather,
+    "CumSum": cumsum,
+    "GatherElements": gather_elements,
     "Expand": expand,
     "LayerNormalization": layer_norm,
     "InstanceNormalization": instance_norm,

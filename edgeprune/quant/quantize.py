@@ -268,10 +268,25 @@ def analyze(gm: fx.GraphModule, config: QuantConfig):
     layers: dict[str, dict] = {}
     skipped: list[dict] = []
     wanted: set[str] = set()
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
     for node in gm.graph.nodes:
         if node.op == "call_module":
             mod = modules[node.target]
-            if type(mod) in QUANT_LAYER_TYPES and isinstance(node.args[0], fx.Node):
+            if type(mod) in QUANT_LAYER_TYPES and calls[node.target] > 1:
+                # one module, several calls (ALBERT's shared layers): each call would need its own
+                # input and output scales, which one entry per layer cannot hold
+                if node.target not in {s["name"] for s in skipped}:
+                    skipped.append(
+                        {
+                            "name": node.target,
+                            "op": type(mod).__name__,
+                            "reason": f"called {calls[node.target]} times (shared weights); kept fp32",
+                        }
+                    )
+            elif type(mod) in QUANT_LAYER_TYPES and isinstance(node.args[0], fx.Node):
                 inp = node.args[0]
                 out = node
                 relu = False
@@ -489,6 +504,27 @@ def _shape(t) -> str:
 def _as_input(x: torch.Tensor) -> torch.Tensor:
     """Float data as float32; integer data (token ids) unchanged."""
     return x.float() if torch.is_floating_point(x) else x
+
+
+def _calibration_batches(model: nn.Module, calib_data, calib_n, batch_size) -> tuple:
+    """(input names or None, batches as tuples of tensors), checked against the model."""
+    names = None
+    if model_inputs.structured(model, calib_data):
+        try:
+            got = model_inputs.collect(model, calib_data, calib_n)
+        except UserError as e:
+            raise CalibrationError(str(e)) from None
+        names, batches = got.names, got.batches
+    else:
+        batches = [(x,) for x in _as_batches(calib_data, calib_n, batch_size)]
+    if not batches or batches[0][0].shape[0] == 0:
+        raise CalibrationError("calibration data is empty; pass at least one sample")
+    if names is None:
+        check_calibration(model, batches[0][0])
+    else:
+        _check_named_calibration(model, names, batches[0])
+    _check_finite_inputs(model, batches)
+    return names, batches
 
 
 def _runnable(gm: fx.GraphModule, xs: tuple):
@@ -959,22 +995,7 @@ def _check_finite_inputs(model: nn.Module, batches: list) -> None:
 
 def _quantize(model, calib_data, method, per_channel, target, calib_n, batch_size, progress, config_overrides):
     config = make_config(method, per_channel, target, **config_overrides)
-    names = None
-    if model_inputs.structured(model, calib_data):
-        try:
-            got = model_inputs.collect(model, calib_data, calib_n)
-        except UserError as e:
-            raise CalibrationError(str(e)) from None
-        names, batches = got.names, got.batches
-    else:
-        batches = [(x,) for x in _as_batches(calib_data, calib_n, batch_size)]
-    if not batches or batches[0][0].shape[0] == 0:
-        raise CalibrationError("calibration data is empty; pass at least one sample")
-    if names is None:
-        check_calibration(model, batches[0][0])
-    else:
-        _check_named_calibration(model, names, batches[0])
-    _check_finite_inputs(model, batches)
+    names, batches = _calibration_batches(model, calib_data, calib_n, batch_size)
     example = tuple(_as_input(x[:1]) for x in batches[0])
     folded = fold_bn(model, example, names)
     from torch.fx.passes.shape_prop import ShapeProp

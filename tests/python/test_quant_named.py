@@ -283,25 +283,57 @@ def test_cli_named_inputs_refusals(run_cli, bert_dir, tmp_path):
     assert not (tmp_path / "q").exists()
 
 
-# ---- every tiny transformers family of the pruning tests ---------------------------------------
-@pytest.mark.parametrize("name", ["bert", "distilbert", "vit", "gpt2", "llama"])
+# ---- every tiny transformers family of the pruning tests, and three more ------------------------
+_SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
+
+def _more(name):
+    torch.manual_seed(0)
+    if name == "roberta":  # position ids from a cumulative sum of the padding mask
+        cfg = transformers.RobertaConfig(vocab_size=64, max_position_embeddings=20, **_SMALL)
+        return transformers.RobertaModel(cfg, add_pooling_layer=False).eval()
+    if name == "albert":  # one layer shared by every block
+        cfg = transformers.AlbertConfig(vocab_size=64, embedding_size=16, max_position_embeddings=16, **_SMALL)
+        return transformers.AlbertModel(cfg, add_pooling_layer=False).eval()
+    cfg = transformers.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    return transformers.T5EncoderModel(cfg).eval()  # relative position buckets, RMS norm
+
+
+@pytest.mark.parametrize("name", ["bert", "distilbert", "vit", "gpt2", "llama", "roberta", "albert", "t5"])
 def test_transformers_families_quantize_export_and_run(name, tmp_path):
     """BERT (BatchEncoding), DistilBERT, ViT (one pixel input fx cannot trace), GPT-2 (Conv1D
-    projections, read as the Linear they compute) and a Llama with GQA and RMSNorm (its key/value
-    cache left out of the capture): every projection int8, the twin close to fp32, the QDQ ONNX
-    equal to the twin, our runtime equal to LiteRT on the int8 TFLite file."""
+    projections, read as the Linear they compute), a Llama with GQA and RMSNorm (its key/value
+    cache left out of the capture), RoBERTa (integer position arithmetic and CUMSUM in the file),
+    ALBERT (shared layers stay float, said in ``skipped``) and a T5 encoder: the twin close to
+    fp32, the QDQ ONNX equal to the twin, our runtime equal to LiteRT on the int8 TFLite file."""
     import onnxruntime as ort
     from test_hf import _build, _inputs, _main
 
-    model, inputs = _build(name), dict(_inputs(name))
-    projections = [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) or type(m).__name__ == "Conv1D"
-    ]
+    if name in ("roberta", "albert", "t5"):
+        model = _more(name)
+        g = torch.Generator().manual_seed(1)
+        inputs = {
+            "input_ids": torch.randint(2, 64, (2, 8), generator=g),
+            "attention_mask": torch.ones(2, 8, dtype=torch.long),
+        }
+    else:
+        model, inputs = _build(name), dict(_inputs(name))
+    kinds = (torch.nn.Linear, torch.nn.Conv2d)
+    projections = [n for n, m in model.named_modules() if isinstance(m, kinds) or type(m).__name__ == "Conv1D"]
     q = ep.quantize(model, [inputs], progress=False)
-    assert sorted(q.layers) == sorted(projections)
-    assert q.input_names == list(inputs)
+    if name == "albert":
+        shared = {s["name"] for s in q.skipped if "times (shared weights); kept fp32" in s["reason"]}
+        assert sorted(q.layers) == ["encoder.embedding_hidden_mapping_in"]
+        assert shared == set(projections) - set(q.layers) and len(shared) == 6
+    else:
+        assert sorted(q.layers) == sorted(projections)
+    # every table the graph looks up is int8 (T5 shares its word table under two names; its
+    # relative position table is read at constant buckets, folded to a float constant)
+    tables = [m for m in model.modules() if type(m) is torch.nn.Embedding]
+    got = {model.get_submodule(n).weight.data_ptr() for n in q.embeddings}
+    assert q.input_names == list(inputs) and got <= {m.weight.data_ptr() for m in tables}
+    if tables:
+        assert max(tables, key=lambda m: m.num_embeddings).weight.data_ptr() in got
     with torch.no_grad():
         ref = _main(model(**inputs))
     out = q(**inputs)
@@ -320,3 +352,33 @@ def test_transformers_families_quantize_export_and_run(name, tmp_path):
     lite = litert_reference(data)(feeds)[0]
     ours = ep.runtime.load(data)(*feeds)[0]
     assert ours.shape == lite.shape and _cos(ours, lite) > 0.9999
+    assert _cos(lite, twin) > 0.9999
+
+
+def test_roberta_fp32_tflite_matches_torch(tmp_path):
+    """RoBERTa's position ids (padding mask, CUMSUM, integer ADD/MUL) in the fp32 file: LiteRT and
+    our runtime against torch, with padding, on ids where the padding index changes positions."""
+    model = _more("roberta")
+    ids = torch.tensor([[0, 5, 9, 33, 12, 7, 1, 1]])  # RoBERTa pads with id 1
+    mask = (ids != 1).long()
+
+    class Enc(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, i, a):
+            return self.m(input_ids=i, attention_mask=a).last_hidden_state
+
+    enc = Enc(model).eval()
+    path = export(enc, tmp_path, formats=["tflite"], example_inputs=(ids, mask))["tflite"]
+    data = path.read_bytes()
+    with torch.no_grad():
+        ref = enc(ids, mask).numpy()
+    feeds = [ids.numpy(), mask.numpy()]
+    lite = litert_reference(data)(feeds)[0]
+    ours = ep.runtime.load(data)(*feeds)[0]
+    np.testing.assert_allclose(lite, ref, atol=1e-4)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    kinds = [k for k, _ in ep.runtime.load(data).operators]
+    assert "CUMSUM" in kinds

@@ -80,6 +80,17 @@ def _ops_file() -> tuple[bytes, list[np.ndarray]]:
     outs.append(b.cast(inv, np.float32))
     outs.append(b.cast(ids, np.float32))
     outs.append(b.cast(b.binary("mul", x, b.const(np.float32(3.0))), np.int32))
+    # position ids as RoBERTa computes them: integer arithmetic and cumulative sums
+    i32 = np.int32
+    outs.append(b.binary("add", ids, b.const([1, -2, 3, 2**31 - 1], i32), dtype=i32))  # wraps
+    outs.append(b.binary("sub", b.const([[7], [9]], i32), ids, dtype=i32))  # broadcast
+    outs.append(b.binary("mul", ids, ids, dtype=i32))
+    outs.append(b.cumsum(ids, 1, dtype=i32))
+    outs.append(b.cumsum(ids, 0, exclusive=True, reverse=True, dtype=i32))
+    ids64 = b.cast(ids, np.int64)
+    outs.append(b.binary("add", b.cumsum(ids64, -1, reverse=True, dtype=np.int64), ids64, dtype=np.int64))
+    outs.append(b.cumsum(x, -1))
+    outs.append(b.cumsum(x, 1, exclusive=True))
     mask = b.broadcast_to(keep, [2, 3, 5, 8], np.bool_)
     outs.append(b.elementwise(123, [mask, b.const(np.float32(0.0)), b.const(np.float32(-1e9))]))
     data = b.finish(outs)

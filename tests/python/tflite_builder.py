@@ -33,6 +33,7 @@ _OPTS = {  # builtin options union values (TFLite's schema)
     "gelu": 116,
     "splitv": 79,
     "tconv": 49,
+    "cumsum": 102,
 }
 
 
@@ -156,11 +157,15 @@ class Builder:
         ins = [x, self.weight(w, sparse)] + ([self.const(b)] if b is not None else [-1])
         return self.op(9, ins, [rows, w.shape[0]], ("fc", dict(act=act)))
 
-    def binary(self, kind, a, b, act=None):
+    def binary(self, kind, a, b, act=None, dtype=np.float32):
         sa, sb = self.shape(a), self.shape(b)
         out = list(np.broadcast_shapes(tuple(sa), tuple(sb)))
         code = {"add": 0, "mul": 18, "sub": 41}[kind]
-        return self.op(code, [a, b], out, (kind, dict(act=act)))
+        return self.op(code, [a, b], out, (kind, dict(act=act)), dtype)
+
+    def cumsum(self, x, axis, exclusive=False, reverse=False, dtype=np.float32):
+        ax = self.const(axis, np.int32)
+        return self.op(128, [x, ax], self.shape(x), ("cumsum", dict(exclusive=exclusive, reverse=reverse)), dtype)
 
     def unary(self, code, x):
         return self.op(code, [x], self.shape(x))
@@ -433,5 +438,7 @@ def _options(b, kind, o):
         return _table(b, "SplitVOptions", NumSplits=o["n"])
     if kind == "gelu":
         return _table(b, "GeluOptions", Approximate=o["approximate"])
+    if kind == "cumsum":
+        return _table(b, "CumsumOptions", Exclusive=o["exclusive"], Reverse=o["reverse"])
     name = {"fc": "FullyConnectedOptions", "add": "AddOptions", "mul": "MulOptions", "sub": "SubOptions"}[kind]
     return _table(b, name, **act)

@@ -901,6 +901,12 @@ std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64
 // which of the two to call.
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions& o) {
   if (is_int8_op(model, d)) return make_int8_op(model, d, o);  // int8 data: ops_int8.cpp
+  // integer ADD / SUB / MUL (position ids computed from a padding mask): ops_tensor.cpp
+  const bool integer = !d.inputs.empty() && d.inputs[0] >= 0 &&
+                       (model.tensors[size_t(d.inputs[0])].type == DType::i32 ||
+                        model.tensors[size_t(d.inputs[0])].type == DType::i64);
+  if (integer && (d.code == OpCode::add || d.code == OpCode::sub || d.code == OpCode::mul))
+    return make_tensor_op(model, d, o);
   Ctx c{{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"}};
   switch (d.code) {
     case OpCode::conv_2d:

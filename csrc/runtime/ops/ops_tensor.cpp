@@ -257,6 +257,107 @@ class SelectV2 : public Op {
   Broadcast g_;
 };
 
+// ADD / SUB / MUL of int32 or int64 tensors, numpy broadcasting: the index arithmetic of
+// transformers models (RoBERTa's position ids). Results wrap (two's complement) like TFLite's
+// kernels on overflow, through unsigned arithmetic; no fused activation.
+class IntBinary : public Op {
+ public:
+  IntBinary(const OpContext& c, OpCode code) : code_(code) {
+    const Tensor &a = typed(c, c.in(0)), &b = typed(c, c.in(1)), &y = c.out();
+    if (a.type != DType::i32 && a.type != DType::i64)
+      c.bad("integer arithmetic takes int32 or int64");
+    if (b.type != a.type || y.type != a.type) c.bad("the operands' and output's types differ");
+    if (c.d.act != FusedAct::none) c.unsupported("a fused activation on integer arithmetic");
+    c.shape_is(y, Broadcast::result(c, {a.shape, b.shape}));
+    g_.init(c, {a.shape, b.shape}, y.shape);
+    type_ = a.type;
+    kind = op_name(int32_t(code));
+    label = kind + " " + dtype_name(a.type) + " " + dims(y.shape);
+  }
+  void run(const RunCtx& r) const override {
+    if (type_ == DType::i32) return run_as<int32_t>(r);
+    run_as<int64_t>(r);
+  }
+  int ia_ = 0, ib_ = 0, out_ = 0;
+
+ private:
+  template <class T>
+  void run_as(const RunCtx& r) const {
+    using U = std::make_unsigned_t<T>;
+    const T *a = at<T>(r, ia_), *b = at<T>(r, ib_);
+    T* y = out_at<T>(r, out_);
+    g_.rows([&](const int64_t* off, int64_t n, const int64_t* is) {
+      const T *pa = a + off[0], *pb = b + off[1];
+      for (int64_t i = 0; i < n; ++i) {
+        const U p = U(pa[i * is[0]]), q = U(pb[i * is[1]]);
+        y[i] = T(code_ == OpCode::add ? p + q : code_ == OpCode::sub ? p - q : U(p * q));
+      }
+      y += n;
+    });
+  }
+  OpCode code_;
+  DType type_ = DType::i32;
+  Broadcast g_;
+};
+
+// CUMSUM along a constant axis (float32, int32, int64), TFLite's options: exclusive (each sum
+// leaves out its own element) and reverse (sums run from the end). RoBERTa builds its position
+// ids with one. Integer sums wrap (two's complement) instead of overflowing as signed values.
+class Cumsum : public Op {
+ public:
+  explicit Cumsum(const OpContext& c) : exclusive_(c.d.exclusive), reverse_(c.d.reverse) {
+    const Tensor &x = typed(c, c.in(0)), &y = c.out();
+    if (x.type == DType::boolean) c.bad("CUMSUM takes float32, int32 or int64");
+    if (y.type != x.type) c.bad("input and output types differ");
+    c.shape_is(y, x.shape);
+    const auto axis = c.int_values(1);
+    const int r = int(x.shape.size());
+    if (axis.size() != 1 || axis[0] < -r || axis[0] >= r)
+      c.bad("the axis must be one value in [-rank, rank)");
+    const int a = int(axis[0] < 0 ? axis[0] + r : axis[0]);
+    for (int i = 0; i < a; ++i) outer_ *= x.shape[size_t(i)];
+    dim_ = x.shape[size_t(a)];
+    for (int i = a + 1; i < r; ++i) inner_ *= x.shape[size_t(i)];
+    type_ = x.type;
+    kind = "CUMSUM";
+    label = kind + " " + dims(x.shape) + " axis " + std::to_string(a);
+  }
+  void run(const RunCtx& r) const override {
+    with_type(type_, [&](auto tag) {
+      using T = decltype(tag);
+      const T* x = at<T>(r, in_);
+      T* y = out_at<T>(r, out_);
+      for (int64_t o = 0; o < outer_; ++o)
+        for (int64_t i = 0; i < inner_; ++i) {
+          T acc = T(0);
+          for (int64_t s = 0; s < dim_; ++s) {
+            const int64_t j = reverse_ ? dim_ - 1 - s : s;
+            const int64_t at = (o * dim_ + j) * inner_ + i;
+            const T v = x[at];
+            if (exclusive_) y[at] = acc;
+            acc = add(acc, v);
+            if (!exclusive_) y[at] = acc;
+          }
+        }
+    });
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  template <class T>
+  static T add(T a, T b) {
+    if constexpr (std::is_integral_v<T>) {
+      using U = std::make_unsigned_t<T>;
+      return T(U(a) + U(b));
+    } else {
+      return a + b;
+    }
+  }
+  bool exclusive_, reverse_;
+  DType type_ = DType::f32;
+  int64_t outer_ = 1, dim_ = 1, inner_ = 1;
+};
+
 // BROADCAST_TO: the output shape is the file's (checked against the shape input when constant).
 class BroadcastTo : public Op {
  public:
@@ -494,6 +595,12 @@ std::unique_ptr<Op> make_tensor_op(const Model& model, const OpDesc& d, const Op
       return wire(std::make_unique<SplitPart>(c), d);
     case OpCode::cast:
       return wire(std::make_unique<Cast>(c), d);
+    case OpCode::cumsum:
+      return wire(std::make_unique<Cumsum>(c), d);
+    case OpCode::add:
+    case OpCode::sub:
+    case OpCode::mul:
+      return two(std::make_unique<IntBinary>(c, d.code), d);
     case OpCode::gather: {
       auto op = std::make_unique<Gather>(c);
       op->ip_ = d.inputs[0];
