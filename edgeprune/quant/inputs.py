@@ -121,11 +121,17 @@ def collect(model: nn.Module, source, limit: int | None) -> Inputs:
             raise UserError(f"{where} is a {type(item).__name__}; give every batch as a dict of input tensors")
         got, xs = _ordered(model, item, where)
         if names is None:
-            names = got
+            names, first = got, [tuple(x.shape[1:]) for x in xs]
         elif got != names:
             raise UserError(
                 f"{where} has inputs {got} but the first batch has {names}; give every batch the same inputs"
             )
+        for name, x, want in zip(names, xs, first):
+            if tuple(x.shape[1:]) != want:
+                raise UserError(
+                    f"{where}: input {name!r} has shape {tuple(x.shape[1:])} per sample but the first batch has "
+                    f"{want}; pad or cut every batch to one length (the int8 graph has fixed shapes)"
+                )
         n = {int(x.shape[0]) if x.dim() else 1 for x in xs}
         if len(n) != 1 or any(x.dim() == 0 for x in xs):
             raise UserError(

@@ -738,6 +738,14 @@ class QuantizedModel:
         else:
             xs = args
         xs = tuple(_as_input(torch.as_tensor(x)) for x in xs)
+        if self.example is not None and self.folded.meta.get("edgeprune_capture") == "export":
+            names = self.input_names or ["input"]
+            for name, x, e in zip(names, xs, self.example):
+                if tuple(x.shape[1:]) != tuple(e.shape[1:]):
+                    raise UserError(
+                        f"the quantized model's graph was captured with {name} of shape {tuple(e.shape[1:])} "
+                        f"per sample, not {tuple(x.shape[1:])}; pad or cut the input to that length"
+                    )
         with torch.no_grad():
             outs = [self.module(*sample) for sample in _runnable(self.folded, xs)]
         if len(outs) == 1:

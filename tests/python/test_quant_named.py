@@ -186,6 +186,16 @@ def test_named_input_refusals(bert_q, tmp_path):
         ep.quantize(_Masked(), [{"pixel_values": torch.zeros(2, 8)}], progress=False)
     with pytest.raises(CalibrationError, match=r"batch sizes \[2, 4\]"):
         ep.quantize(model, [{"input_ids": b["input_ids"], "attention_mask": b["attention_mask"][:2]}], progress=False)
+    longer = {k: torch.cat([v, v], 1) for k, v in _batch(3).items()}
+    with pytest.raises(
+        CalibrationError,
+        match=r"batch 1: input 'input_ids' has shape \(32,\) per sample but the first batch has \(16,\); pad or cut",
+    ):
+        ep.quantize(model, [b, longer], progress=False)
+    with pytest.raises(
+        UserError, match=r"captured with input_ids of shape \(16,\) per sample, not \(32,\); pad or cut"
+    ):
+        q(**longer)
     with pytest.raises(ValueError, match="captured by torch.export at batch 1"):
         export(q, tmp_path, formats=["onnx-int8"], dynamic_batch=True)
     with pytest.raises(UserError, match=r"takes inputs \['input_ids', 'attention_mask'\], not 'pixel_values'"):
