@@ -102,11 +102,45 @@ void fold_pads(Model& m) {
   m.ops = std::move(kept);
 }
 
+// SELECT_V2(NOT_EQUAL(x, x), c, x) with a float32 scalar constant c: "NaN -> c", how exported
+// attention clears the rows a mask empties. When the NOT_EQUAL's bool output has no other reader,
+// the pair becomes one pass over x (OpDesc::nan_fill, inputs {x, c}): the mask is never written.
+void fuse_nan_fills(Model& m) {
+  std::vector<int> readers(m.tensors.size(), 0), producer(m.tensors.size(), -1);
+  for (size_t k = 0; k < m.ops.size(); ++k) {
+    for (int t : m.ops[k].inputs)
+      if (t >= 0) ++readers[t];
+    producer[size_t(m.ops[k].outputs[0])] = int(k);
+  }
+  for (int t : m.outputs) readers[t] += 2;
+  std::vector<bool> drop(m.ops.size(), false);
+  for (auto& d : m.ops) {
+    if (d.code != OpCode::select_v2 || d.inputs.size() != 3) continue;
+    const int cond = d.inputs[0], c = d.inputs[1], x = d.inputs[2];
+    if (cond < 0 || c < 0 || x < 0 || producer[size_t(cond)] < 0 || readers[cond] != 1) continue;
+    const OpDesc& ne = m.ops[size_t(producer[size_t(cond)])];
+    const Tensor &tc = m.tensors[size_t(c)], &tx = m.tensors[size_t(x)];
+    if (ne.code != OpCode::not_equal || ne.inputs.size() != 2 || ne.inputs[0] != x ||
+        ne.inputs[1] != x || !tc.is_const() || tc.type != DType::f32 || tc.elems != 1 ||
+        tx.type != DType::f32 || tx.quantized() ||
+        m.tensors[size_t(d.outputs[0])].shape != tx.shape)
+      continue;
+    drop[size_t(producer[size_t(cond)])] = true;
+    d.nan_fill = true;
+    d.inputs = {x, c};
+  }
+  std::vector<OpDesc> kept;
+  for (size_t k = 0; k < m.ops.size(); ++k)
+    if (!drop[k]) kept.push_back(std::move(m.ops[k]));
+  m.ops = std::move(kept);
+}
+
 }  // namespace
 
 CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions& opts)
     : model_(std::move(model)), opts_(opts) {
   fold_pads(*model_);
+  fuse_nan_fills(*model_);
   OpOptions o;
   o.isa = opts.isa;
   o.sparse = opts.sparse;

@@ -159,6 +159,9 @@ struct OpDesc {
   bool adj_x = false, adj_y = false, approximate = false;
   // CUMSUM: the first sum leaves out its own element / the sums run from the end
   bool exclusive = false, reverse = false;
+  // set by the planner: a SELECT_V2 fused with its NOT_EQUAL(x, x) into "NaN -> constant",
+  // inputs {x, constant}
+  bool nan_fill = false;
   int batch_dims = 0;
   // SPLIT_V: the file's operator has split_parts outputs; this part writes output split_part
   int split_parts = 1, split_part = 0;

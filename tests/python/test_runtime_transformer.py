@@ -91,6 +91,8 @@ def _ops_file() -> tuple[bytes, list[np.ndarray]]:
     outs.append(b.binary("add", b.cumsum(ids64, -1, reverse=True, dtype=np.int64), ids64, dtype=np.int64))
     outs.append(b.cumsum(x, -1))
     outs.append(b.cumsum(x, 1, exclusive=True))
+    # attention's NaN clean-up, SELECT_V2(NOT_EQUAL(s, s), 0, s): one fused pass at load
+    outs.append(b.elementwise(123, [b.elementwise(72, [x, x], np.bool_), b.const(np.float32(0.0)), x]))
     mask = b.broadcast_to(keep, [2, 3, 5, 8], np.bool_)
     outs.append(b.elementwise(123, [mask, b.const(np.float32(0.0)), b.const(np.float32(-1e9))]))
     data = b.finish(outs)
@@ -122,6 +124,17 @@ def test_transformer_operators_match_litert_on_every_path(ops_case, isa):
             assert _rel(g[fin], w[fin]) < 1e-4, (k, isa, _rel(g[fin], w[fin]))
         else:
             assert np.array_equal(g, w), (k, isa)
+
+
+def test_nan_clean_up_is_fused_and_keeps_the_values(ops_case):
+    data, inputs, want = ops_case
+    m = ep.runtime.load(data)
+    labels = [label for _, label in m.operators]
+    assert sum("nan->const" in label for label in labels) == 1  # the LOGICAL_OR reader keeps its NOT_EQUAL
+    assert [k for k, _ in m.operators].count("NOT_EQUAL") == 1
+    k = len(want) - 2  # the fused output: NaN -> 0, every other value as it was
+    assert np.isnan(inputs[0]).any() and not np.isnan(want[k]).any()
+    assert np.array_equal(m(*inputs)[k], want[k])
 
 
 def test_transformer_operators_give_the_same_bits_for_1_2_4_threads(ops_case):
@@ -233,7 +246,7 @@ def test_inspect_reports_what_edgeprune_runtime_runs(ops_case, tmp_path, capsys)
     ours = inspect_tflite(p)["edgeprune_runtime"]
     assert ours["runs"] and ours["arena_bytes"] > 0
     assert ours["operators"]["BATCH_MATMUL"] == {"ops": 3, "int8": 0, "sparse": 0}
-    assert ours["operators"]["GATHER"]["ops"] == 2 and ours["operators"]["SELECT_V2"]["ops"] == 2
+    assert ours["operators"]["GATHER"]["ops"] == 2 and ours["operators"]["SELECT_V2"]["ops"] == 3
     data_dir = Path(__file__).resolve().parents[1] / "data" / "runtime"
     q = inspect_tflite(data_dir / "int8_sparse.tflite")["edgeprune_runtime"]["operators"]
     assert q["CONV_2D"]["int8"] == q["CONV_2D"]["ops"] and q["CONV_2D"]["sparse"] >= 1

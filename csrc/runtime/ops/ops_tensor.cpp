@@ -358,6 +358,33 @@ class Cumsum : public Op {
   int64_t outer_ = 1, dim_ = 1, inner_ = 1;
 };
 
+// SELECT_V2(NOT_EQUAL(x, x), c, x) fused by the planner (executor.cpp fuse_nan_fills): every NaN
+// of x becomes the constant c. The same values as the two operators, in one pass without the mask.
+class NanFill : public Op {
+ public:
+  explicit NanFill(const OpContext& c) {
+    const Tensor &x = c.in(0), &v = c.in(1), &y = c.out();
+    if (x.type != DType::f32 || !v.is_const() || v.elems != 1 || y.type != DType::f32)
+      c.bad("a fused NaN fill takes float32 and a constant");
+    c.shape_is(y, x.shape);
+    value_ = v.as<float>()[0];
+    elems_ = x.elems;
+    kind = "SELECT_V2";
+    label = kind + " nan->const " + dims(x.shape);
+  }
+  void run(const RunCtx& r) const override {
+    const float* __restrict__ x = at<float>(r, in_);
+    float* __restrict__ y = out_at<float>(r, out_);
+    const float v = value_;
+    for (int64_t i = 0; i < elems_; ++i) y[i] = x[i] != x[i] ? v : x[i];
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  float value_ = 0.0f;
+  int64_t elems_ = 0;
+};
+
 // BROADCAST_TO: the output shape is the file's (checked against the shape input when constant).
 class BroadcastTo : public Op {
  public:
@@ -582,6 +609,7 @@ std::unique_ptr<Op> make_tensor_op(const Model& model, const OpDesc& d, const Op
     case OpCode::logical_not:
       return wire(std::make_unique<LogicalNot>(c), d);
     case OpCode::select_v2: {
+      if (d.nan_fill) return wire(std::make_unique<NanFill>(c), d);
       auto op = std::make_unique<SelectV2>(c);
       op->ik_ = d.inputs[0];
       op->ia_ = d.inputs[1];
