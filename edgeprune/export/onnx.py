@@ -173,31 +173,32 @@ class _QDQEdit:
     rewires: dict = field(default_factory=dict)  # consumer input rewires for graph inputs
     replaced: dict = field(default_factory=dict)  # initializer -> consumers now reading a DQ of it
 
-    def dequantized_const(
-        self, name: str, q: np.ndarray, scale: np.ndarray, zero: np.ndarray, label: str = "", **attrs
-    ) -> str:
-        """Add ``q`` with its scale/zero point and a DequantizeLinear (tensors named after ``label``,
-        default ``name``); return the dequantized tensor's name. The float initializer ``name`` goes
-        once every consumer reads a dequantized copy (a tied table feeds a lookup and a layer)."""
-        base = label or name
+    def dequantized_const(self, name: str, q: np.ndarray, scale: np.ndarray, zero: np.ndarray, **attrs) -> str:
+        """Add ``q`` with its scale/zero point and a DequantizeLinear; return the dequantized tensor's
+        name. The float initializer ``name`` goes once every consumer reads a dequantized copy."""
         self.new_inits += [
-            numpy_helper.from_array(np.ascontiguousarray(q), f"{base}_quantized"),
-            numpy_helper.from_array(scale, f"{base}_scale"),
-            numpy_helper.from_array(zero, f"{base}_zero_point"),
+            numpy_helper.from_array(np.ascontiguousarray(q), f"{name}_quantized"),
+            numpy_helper.from_array(scale, f"{name}_scale"),
+            numpy_helper.from_array(zero, f"{name}_zero_point"),
         ]
         self.pre_nodes.append(
             helper.make_node(
                 "DequantizeLinear",
-                [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
-                [f"{base}_dequantized"],
-                name=f"{base}_DequantizeLinear",
+                [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
+                [f"{name}_dequantized"],
+                name=f"{name}_DequantizeLinear",
                 **attrs,
             )
         )
+        self.release(name)
+        return f"{name}_dequantized"
+
+    def release(self, name: str) -> None:
+        """One more consumer of initializer ``name`` reads a quantized copy instead; the float one
+        goes once none reads it (a table tied to an output layer feeds a lookup and a layer)."""
         self.replaced[name] = self.replaced.get(name, 0) + 1
         if self.replaced[name] >= len(self.consumers.get(name, [])):
             self.drop_inits.add(name)
-        return f"{base}_dequantized"
 
 
 def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
@@ -272,9 +273,7 @@ def _quantize_embedding(edit: _QDQEdit, qmodel, target: str, e: dict) -> None:
         numpy_helper.from_array(np.array(e["scale"], dtype=np.float32), f"{out}_scale"),
         numpy_helper.from_array(np.array(0, np.int8), f"{out}_zero_point"),
     ]
-    edit.replaced[node.input[0]] = edit.replaced.get(node.input[0], 0) + 1
-    if edit.replaced[node.input[0]] >= len(edit.consumers.get(node.input[0], [])):
-        edit.drop_inits.add(node.input[0])
+    edit.release(node.input[0])
     node.input[0] = table
     node.output[0] = f"{out}_int8"
     dq = helper.make_node(

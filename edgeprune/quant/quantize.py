@@ -173,10 +173,10 @@ def fold_bn(model: nn.Module, example: tuple | None = None, names: list | None =
     Capture: symbolic ``torch.fx`` when it can follow the forward and the inputs (``names``:
     keyword inputs in forward order) are its leading parameters; otherwise ``torch.export`` on
     ``example`` (data-dependent code, as in ``transformers`` models, or inputs given by name out of
-    order). The folding is
-    the same rewrite as ``torch.fx.experimental.optimization.fuse``, written out here because
-    importing that module drags in torch.utils.mkldnn and its deprecated TorchScript decorators.
-    A pair folds only when the BN is the conv's sole user and tracks running statistics.
+    order). The folding is the same rewrite as ``torch.fx.experimental.optimization.fuse``, written
+    out here because importing that module drags in torch.utils.mkldnn and its deprecated
+    TorchScript decorators. A pair folds only when the BN is the conv's sole user and tracks
+    running statistics.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
