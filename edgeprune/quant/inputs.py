@@ -64,11 +64,40 @@ def _is_mapping(item) -> bool:
     return isinstance(item, Mapping)  # a BatchEncoding is a UserDict, hence a Mapping
 
 
+class Peeked:
+    """A one-pass iterable (a DataLoader, a generator) whose first batch is read ahead, so the
+    kind of batch can be told without losing it."""
+
+    def __init__(self, source):
+        self._it = iter(source)
+        self.first = next(self._it, None)
+        self._used = False
+
+    def __iter__(self):
+        if self._used:
+            raise UserError("calibration data can be read once here; pass a list or a DataLoader")
+        self._used = True
+        if self.first is not None:
+            yield self.first
+        yield from self._it
+
+
+def peekable(source):
+    """``source`` itself, or a ``Peeked`` of it when it is an iterable of batches other than a
+    list, a tuple, a mapping, a tensor, an array, a Dataset or DataSplits."""
+    plain = (list, tuple, Mapping, torch.Tensor, torch.utils.data.Dataset, str, bytes)
+    if isinstance(source, plain) or hasattr(source, "num_classes") or hasattr(source, "__array__"):
+        return source
+    return Peeked(source) if hasattr(source, "__iter__") else source
+
+
 def _first(source):
     if _is_mapping(source) or isinstance(source, (tuple, torch.Tensor)):
         return source, [source]
     if isinstance(source, list) and source:
         return source[0], source
+    if isinstance(source, Peeked) and source.first is not None:
+        return source.first, source
     return None, None
 
 

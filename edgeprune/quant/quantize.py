@@ -509,6 +509,7 @@ def _as_input(x: torch.Tensor) -> torch.Tensor:
 def _calibration_batches(model: nn.Module, calib_data, calib_n, batch_size) -> tuple:
     """(input names or None, batches as tuples of tensors), checked against the model."""
     names = None
+    calib_data = model_inputs.peekable(calib_data)  # a DataLoader of dicts: look at one batch first
     if model_inputs.structured(model, calib_data):
         try:
             got = model_inputs.collect(model, calib_data, calib_n)

@@ -71,6 +71,15 @@ def test_bert_dict_calibration_quantizes_every_linear(bert_q):
     assert torch.equal(q(x), out) and torch.equal(q(x["input_ids"], x["attention_mask"]), out)
 
 
+def test_dataloader_of_dicts_and_a_generator_calibrate_alike(bert_q):
+    model, q = bert_q
+    samples = [{k: v[i] for k, v in b.items()} for b in (_batch(1), _batch(2)) for i in range(4)]
+    loader = torch.utils.data.DataLoader(samples, batch_size=4)  # default collate: dict batches
+    assert ep.quantize(model, loader, progress=False).points == q.points
+    gen = (b for b in (_batch(1), _batch(2)))
+    assert ep.quantize(model, gen, progress=False).points == q.points
+
+
 def test_batch_encoding_and_positional_tuples_calibrate_alike(bert_q):
     model, q = bert_q
     enc = transformers.BatchEncoding({**_batch(1)})
