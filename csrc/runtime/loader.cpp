@@ -90,6 +90,7 @@ const char* op_name(int32_t code) {
     EP_OPNAME(pad, "PAD")
     EP_OPNAME(transpose, "TRANSPOSE")
     EP_OPNAME(mean, "MEAN")
+    EP_OPNAME(sum, "SUM")
     EP_OPNAME(sub, "SUB")
     EP_OPNAME(div, "DIV")
     EP_OPNAME(squeeze, "SQUEEZE")
@@ -526,6 +527,7 @@ int min_inputs(OpCode c) {
     case OpCode::padv2:
     case OpCode::transpose:
     case OpCode::mean:
+    case OpCode::sum:
     case OpCode::gather:
     case OpCode::cumsum:
     case OpCode::maximum:
@@ -639,6 +641,7 @@ void read_options(const eptfl::Operator* op, OpDesc& d, const std::string& where
         d.act = fused(o->fused_activation_function(), where);
       break;
     case OpCode::mean:
+    case OpCode::sum:
       if (const auto* o = op->builtin_options_as_ReducerOptions()) d.keep_dims = o->keep_dims();
       break;
     case OpCode::strided_slice:

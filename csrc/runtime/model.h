@@ -102,6 +102,7 @@ enum class OpCode : int32_t {
   gather = 36,
   transpose = 39,
   mean = 40,
+  sum = 74,
   sub = 41,
   div = 42,
   squeeze = 43,

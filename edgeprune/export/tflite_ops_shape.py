@@ -103,13 +103,44 @@ def global_average_pool(lw: Lowering, node) -> None:
     _mean(lw, node, [2, 3], True)
 
 
-def reduce_mean(lw: Lowering, node) -> None:
+def _reduce_axes(lw: Lowering, node) -> list[int]:
+    """A Reduce* node's axes: the attribute (opset < 18) or a constant input; none = all."""
     axes = _attr(node, "axes", None)
     if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = [int(a) for a in lw.consts[node.input[1]]]
-    if axes is None:
+        if node.input[1] not in lw.consts:
+            raise unsupported(node, "reduction axes computed at run time")
+        axes = [int(a) for a in np.asarray(lw.consts[node.input[1]]).reshape(-1)]
+    if axes is None or (not axes and not _attr(node, "noop_with_empty_axes", 0)):
         axes = list(range(len(lw.shape(node.input[0]))))
-    _mean(lw, node, list(axes), bool(_attr(node, "keepdims", 1)))
+    return list(axes)
+
+
+def reduce_mean(lw: Lowering, node) -> None:
+    _mean(lw, node, _reduce_axes(lw, node), bool(_attr(node, "keepdims", 1)))
+
+
+def reduce_sum(lw: Lowering, node) -> None:
+    """ReduceSum (mean pooling over a mask: SUM of masked tokens over the mask's SUM) and ReduceL2
+    (``F.normalize``: SQRT of the SUM of squares), float32, plain layout."""
+    rank = len(lw.shape(node.input[0]))
+    if not node.output[0] or rank == 0:
+        raise unsupported(node, "a reduction of a scalar")
+    axes = sorted(a % rank for a in _reduce_axes(lw, node))
+    keep = bool(_attr(node, "keepdims", 1))
+    xv = lw.get(node.input[0], nhwc=False, want_float=True)
+    src = xv.index
+    if node.op_type == "ReduceL2":
+        src = tmp(lw, f"{node.output[0]}_squares", lw.m.tensors[xv.index].shape)
+        lw.m.op(OP.MUL, [xv.index, xv.index], [src], ("MulOptions", {}), 1, node.name)
+    ax = lw.m.const("axes", np.array(axes, dtype=np.int32))
+    out = lw.new(node.output[0], False)
+    if node.op_type == "ReduceL2":
+        total = tmp(lw, f"{node.output[0]}_sum", lw.shape(node.output[0]))
+        lw.m.op(OP.SUM, [src, ax], [total], ("ReducerOptions", {"KeepDims": keep}), 1, node.name)
+        lw.m.op(OP.SQRT, [total], [out.index], None, 1, node.name)
+    else:
+        lw.m.op(OP.SUM, [src, ax], [out.index], ("ReducerOptions", {"KeepDims": keep}), 1, node.name)
+    lw.bind(node.output[0], out)
 
 
 # ---- shape ops ----------------------------------------------------------------------------------
@@ -507,6 +538,8 @@ SHAPE_HANDLERS = {
     "AveragePool": pool,
     "GlobalAveragePool": global_average_pool,
     "ReduceMean": reduce_mean,
+    "ReduceSum": reduce_sum,
+    "ReduceL2": reduce_sum,
     "Reshape": reshape,
     "Flatten": reshape,
     "Squeeze": reshape,

@@ -401,3 +401,39 @@ def test_roberta_fp32_tflite_matches_torch(tmp_path):
     np.testing.assert_allclose(ours, ref, atol=1e-4)
     kinds = [k for k, _ in ep.runtime.load(data).operators]
     assert "CUMSUM" in kinds
+
+
+class _SentenceEmbedder(torch.nn.Module):
+    """A sentence-transformers style embedder: BERT, mean pooling over the attention mask
+    (ReduceSum of masked tokens over the mask's sum), L2 normalisation (ReduceL2)."""
+
+    def __init__(self):
+        super().__init__()
+        cfg = transformers.BertConfig(vocab_size=VOCAB, max_position_embeddings=SEQ, **_SMALL)
+        self.bert = transformers.BertModel(cfg, add_pooling_layer=False)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).float()
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+
+def test_sentence_embedder_exports_to_tflite_in_fp32_and_int8(tmp_path):
+    torch.manual_seed(0)
+    model = _SentenceEmbedder().eval()
+    b = _batch(5)
+    q = ep.quantize(model, [b], progress=False)
+    with torch.no_grad():
+        ref = model(**b).numpy()
+    assert float(torch.nn.functional.cosine_similarity(q(**b), torch.from_numpy(ref)).min()) > 0.999
+    one = (b["input_ids"][:1], b["attention_mask"][:1])
+    feeds = [t.numpy() for t in one]
+    fp32 = export(model, tmp_path / "fp32", formats=["tflite"], example_inputs=one)["tflite"].read_bytes()
+    m = ep.runtime.load(fp32)
+    assert {"SUM", "SQRT"} <= {k for k, _ in m.operators}
+    np.testing.assert_allclose(m(*feeds)[0], ref[:1], atol=1e-5)
+    np.testing.assert_allclose(litert_reference(fp32)(feeds)[0], ref[:1], atol=1e-5)
+    int8 = export(q, tmp_path / "int8", formats=["tflite-int8"])["tflite-int8"].read_bytes()
+    ours, lite = ep.runtime.load(int8)(*feeds)[0], litert_reference(int8)(feeds)[0]
+    assert _cos(ours, lite) > 0.9999 and _cos(ours, ref[:1]) > 0.999

@@ -91,6 +91,10 @@ def _ops_file() -> tuple[bytes, list[np.ndarray]]:
     outs.append(b.binary("add", b.cumsum(ids64, -1, reverse=True, dtype=np.int64), ids64, dtype=np.int64))
     outs.append(b.cumsum(x, -1))
     outs.append(b.cumsum(x, 1, exclusive=True))
+    # SUM (a sentence embedder's masked mean pooling and its L2 norm): inner, outer and several axes
+    outs.append(b.mean(x, [2], keep_dims=False, code=74))
+    outs.append(b.mean(x, [3], keep_dims=True, code=74))
+    outs.append(b.mean(x, [0, 3], keep_dims=False, code=74))
     # attention's NaN clean-up, SELECT_V2(NOT_EQUAL(s, s), 0, s): one fused pass at load
     outs.append(b.elementwise(123, [b.elementwise(72, [x, x], np.bool_), b.const(np.float32(0.0)), x]))
     mask = b.broadcast_to(keep, [2, 3, 5, 8], np.bool_)

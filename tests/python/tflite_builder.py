@@ -221,14 +221,14 @@ class Builder:
         opt = ("pool", dict(padding=padding, stride=stride, size=size, act=act))
         return self.op(1 if kind == "avg" else 17, [x], [n, oh, ow, c], opt)
 
-    def mean(self, x, axes, keep_dims=True):
+    def mean(self, x, axes, keep_dims=True, code=40):
         s = self.shape(x)
         out = (
             [1 if i in axes else d for i, d in enumerate(s)]
             if keep_dims
             else [d for i, d in enumerate(s) if i not in axes]
         )
-        return self.op(40, [x, self.const(np.array(axes), np.int32)], out, ("reducer", dict(keep=keep_dims)))
+        return self.op(code, [x, self.const(np.array(axes), np.int32)], out, ("reducer", dict(keep=keep_dims)))
 
     def concat(self, xs, axis):
         out = list(self.shape(xs[0]))

@@ -633,10 +633,12 @@ class Softmax : public Op {
   float beta_;
 };
 
-// ------------------------------------------------------------------------ MEAN
+// ------------------------------------------------------------------------ MEAN, SUM
+// One reduction; SUM divides by 1 (exact) where MEAN divides by the count (sentence embedders
+// mean-pool with SUM over the masked tokens divided by the mask's SUM).
 class Mean : public Op {
  public:
-  Mean(const Ctx& c, const OpOptions& o) : vec_(vec_ops(o.isa)) {
+  Mean(const Ctx& c, const OpOptions& o, bool sum = false) : vec_(vec_ops(o.isa)) {
     const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
     const int r = int(x.shape.size());
     std::vector<bool> red(r, false);
@@ -667,7 +669,8 @@ class Mean : public Op {
     if (!leading_kept || trailing_ == 0) trailing_ = -1;
     const_in_ = x.is_const();
     x_elems_ = x.elems;
-    kind = "MEAN";
+    div_ = sum ? 1.0f : float(count_);
+    kind = sum ? "SUM" : "MEAN";
     label = kind + " " + dims(x.shape);
     macs = double(x.elems);
   }
@@ -681,13 +684,13 @@ class Mean : public Op {
       for (int64_t p = 0; p < planes; ++p) {
         float sum = 0.0f;
         for (int64_t i = 0; i < hw; ++i) sum += x[p * hw + i];
-        y[p] = sum / float(count_);
+        y[p] = sum / div_;
       }
       return;
     }
     if (trailing_ > 0 && !spatial_) {
       const int64_t rows = count_ ? int64_t(x_elems_ / count_) : 0;
-      for (int64_t i = 0; i < rows; ++i) y[i] = vec_.sum(x + i * count_, count_) / float(count_);
+      for (int64_t i = 0; i < rows; ++i) y[i] = vec_.sum(x + i * count_, count_) / div_;
       return;
     }
     if (spatial_) {
@@ -696,7 +699,7 @@ class Mean : public Op {
         float* yb = y + b * ch;
         std::fill(yb, yb + ch, 0.0f);
         for (int64_t p = 0; p < hw; ++p) vec_.accumulate(x + (b * hw + p) * ch, yb, ch);
-        for (int64_t i = 0; i < ch; ++i) yb[i] /= float(count_);
+        for (int64_t i = 0; i < ch; ++i) yb[i] /= div_;
       }
       return;
     }
@@ -722,7 +725,7 @@ class Mean : public Op {
         idx[i] = 0;
       }
     }
-    for (int64_t i = 0; i < s; ++i) y[i] /= float(count_);
+    for (int64_t i = 0; i < s; ++i) y[i] /= div_;
   }
   int in_ = 0, out_ = 0;
 
@@ -731,6 +734,7 @@ class Mean : public Op {
   std::vector<int64_t> shape_;
   std::vector<bool> red_;
   int64_t count_ = 1, x_elems_ = 0;
+  float div_ = 1.0f;
   int trailing_ = -1;  // > 0: the reduced axes are exactly the last `trailing_`
   bool spatial_ = false, const_in_ = false;
 };
@@ -973,6 +977,8 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
       return wire(std::make_unique<Softmax>(c, o), d);
     case OpCode::mean:
       return wire(std::make_unique<Mean>(c, o), d);
+    case OpCode::sum:
+      return wire(std::make_unique<Mean>(c, o, true), d);
     case OpCode::concatenation: {
       auto op = std::make_unique<Concat>(c);
       op->out_ = d.outputs[0];
