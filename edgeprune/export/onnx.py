@@ -172,26 +172,34 @@ class _QDQEdit:
     renames: dict = field(default_factory=dict)  # producer output renames (tensor -> its fp32 name)
     rewires: dict = field(default_factory=dict)  # consumer input rewires for graph inputs
     replaced: dict = field(default_factory=dict)  # initializer -> consumers now reading a DQ of it
+    names: set = field(default_factory=set)  # quantized copies made so far
 
     def dequantized_const(self, name: str, q: np.ndarray, scale: np.ndarray, zero: np.ndarray, **attrs) -> str:
         """Add ``q`` with its scale/zero point and a DequantizeLinear; return the dequantized tensor's
-        name. The float initializer ``name`` goes once every consumer reads a dequantized copy."""
+        name. The float initializer ``name`` goes once every consumer reads a dequantized copy.
+        The exporter shares equal initializers (the zero biases of freshly initialised layers), so
+        one name may be quantized for several layers: each copy gets its own suffix."""
+        base = name
+        k = 1
+        while f"{base}_quantized" in self.names:
+            base, k = f"{name}_{k}", k + 1
+        self.names.add(f"{base}_quantized")
         self.new_inits += [
-            numpy_helper.from_array(np.ascontiguousarray(q), f"{name}_quantized"),
-            numpy_helper.from_array(scale, f"{name}_scale"),
-            numpy_helper.from_array(zero, f"{name}_zero_point"),
+            numpy_helper.from_array(np.ascontiguousarray(q), f"{base}_quantized"),
+            numpy_helper.from_array(scale, f"{base}_scale"),
+            numpy_helper.from_array(zero, f"{base}_zero_point"),
         ]
         self.pre_nodes.append(
             helper.make_node(
                 "DequantizeLinear",
-                [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
-                [f"{name}_dequantized"],
-                name=f"{name}_DequantizeLinear",
+                [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                [f"{base}_dequantized"],
+                name=f"{base}_DequantizeLinear",
                 **attrs,
             )
         )
         self.release(name)
-        return f"{name}_dequantized"
+        return f"{base}_dequantized"
 
     def release(self, name: str) -> None:
         """One more consumer of initializer ``name`` reads a quantized copy instead; the float one
@@ -246,10 +254,10 @@ def _twin_params(qmodel, layer, info: dict):
 def _quantize_embedding(edit: _QDQEdit, qmodel, target: str, e: dict) -> None:
     """An int8 embedding table (one scale, zero point 0): its Gather reads int8 rows and a
     DequantizeLinear follows."""
-    from ..quant.quantize import embedding_int8
+    from ..quant.quantize import dequantized_table, embedding_int8
 
     weight = qmodel.folded.get_submodule(target).weight
-    w = weight.detach().numpy()
+    w = dequantized_table(weight, e)  # the graph was traced from QuantizedModel.export_module
     node = next(
         (
             n
@@ -261,8 +269,8 @@ def _quantize_embedding(edit: _QDQEdit, qmodel, target: str, e: dict) -> None:
         ),
         None,
     )
-    if node is None:
-        raise RuntimeError(f"embedding {target} not found in the exported ONNX graph; cannot place its int8 table")
+    if node is None:  # every lookup was at constant positions: folded, from the same int8 values
+        return
     # Gather the int8 rows, then dequantize them: a DequantizeLinear of the whole table would run
     # on every call in ONNX Runtime (it keeps Q/DQ of constants for its QDQ fusions: 4 ms for a
     # 30522 x 384 table), while the rows of one sequence take microseconds. Same values: one scale.

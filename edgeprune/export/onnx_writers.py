@@ -42,7 +42,9 @@ def write_fp16(source, example_inputs, options):
 
 
 def write_int8(source, example_inputs, options):
-    proto = captured(options, source.folded, example_inputs, options.get("dynamic_batch", False), qsource=source)
+    proto = captured(
+        options, source.export_module(), example_inputs, options.get("dynamic_batch", False), qsource=source
+    )
     if for_ort_on_x86(source.config):
         proto = align_channels(proto)
     if source.gated_hardswish_nodes():  # the twin's HardSwish arithmetic, as int8 kernels ORT has

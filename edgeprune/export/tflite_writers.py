@@ -40,7 +40,7 @@ def write_fp16(source, example_inputs, options):
 
 
 def write_int8(source, example_inputs, options):
-    qdq = captured(options, source.folded, _batch1(example_inputs), False, qsource=source)
+    qdq = captured(options, source.export_module(), _batch1(example_inputs), False, qsource=source)
     model = lower(qdq, io_int8=options.get("io", "float") == "int8")
     if options.get("sparse") is not False:  # as write_fp32: int8 weights stored sparse the same way
         sparsify(model, force=bool(options.get("sparse")))

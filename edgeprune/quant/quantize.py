@@ -676,6 +676,7 @@ class QuantizedModel:
         # one calibration sample (models of named inputs, or captured by torch.export): saved, so
         # that a load captures the same graph again and exporters have inputs of the right types
         self.example = tuple(example) if example is not None else None
+        self._export_module = None
         self.ops = dict(ops or {})
         self.folded = folded
         self.config = config
@@ -716,13 +717,20 @@ class QuantizedModel:
             ql.quantize_weights = True
         for gate in gated_hardswishes(gm):
             gate.active = True
-        for target, e in self.embeddings.items():
-            # a new parameter, not an in-place copy: a table tied to an output layer (GPT-2's
-            # lm_head) is a separate tensor in the files, quantized per channel as a layer
-            emb = gm.get_submodule(target)
-            table = torch.from_numpy(embedding_int8(emb.weight, e)).float() * torch.tensor(e["scale"])
-            emb.weight = nn.Parameter(table, requires_grad=False)
+        _dequantized_tables(gm, self.embeddings)
         return gm.eval()
+
+    def export_module(self) -> fx.GraphModule:
+        """The folded graph the int8 exporters trace: ``folded`` with each int8 embedding table's
+        values (int8 times its scale). An exporter that folds a lookup at constant positions
+        (DeBERTa's, T5's) then folds the same values the twin uses; the lookups it keeps get the
+        int8 table itself (``export.onnx``)."""
+        if not self.embeddings:
+            return self.folded
+        if self._export_module is None:
+            self._export_module = copy.deepcopy(self.folded)
+            _dequantized_tables(self._export_module, self.embeddings)
+        return self._export_module
 
     def gated_hardswish_nodes(self) -> list[str]:
         """The HardSwish nodes whose int8 form is ``x * q(relu6(x + 3)) / 6``: all of them in the ONNX
@@ -909,6 +917,20 @@ def embedding_scales(gm: fx.GraphModule, config: QuantConfig) -> dict:
         if type(mod) is nn.Embedding and mod.max_norm is None and node.target not in out:
             out[node.target] = {"scale": weight_scales(mod.weight, 127, False)[0], "qmax": 127}
     return out
+
+
+def _dequantized_tables(gm: nn.Module, embeddings: dict) -> None:
+    """Give each int8 embedding of ``gm`` its int8 values times its scale, as a new parameter: a
+    table tied to an output layer (GPT-2's lm_head) is a separate tensor in the files, quantized
+    per channel as a layer, so the layer keeps the float weights."""
+    for target, e in embeddings.items():
+        emb = gm.get_submodule(target)
+        emb.weight = nn.Parameter(torch.from_numpy(dequantized_table(emb.weight, e)), requires_grad=False)
+
+
+def dequantized_table(weight: torch.Tensor, e: dict) -> np.ndarray:
+    """The float32 values an int8 table stands for (what DequantizeLinear and DEQUANTIZE compute)."""
+    return embedding_int8(weight, e).astype(np.float32) * np.float32(e["scale"])
 
 
 def embedding_int8(weight: torch.Tensor, e: dict) -> np.ndarray:

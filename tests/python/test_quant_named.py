@@ -311,6 +311,11 @@ def _more(name):
     if name == "roberta":  # position ids from a cumulative sum of the padding mask
         cfg = transformers.RobertaConfig(vocab_size=64, max_position_embeddings=20, **_SMALL)
         return transformers.RobertaModel(cfg, add_pooling_layer=False).eval()
+    if name == "mpnet":  # relative position buckets (all-mpnet-base-v2's architecture)
+        cfg = transformers.MPNetConfig(vocab_size=64, max_position_embeddings=20, **_SMALL)
+        return transformers.MPNetModel(cfg, add_pooling_layer=False).eval()
+    if name == "deberta":  # disentangled attention; its position table is read at constant positions
+        return transformers.DebertaV2Model(transformers.DebertaV2Config(vocab_size=64, **_SMALL)).eval()
     if name == "albert":  # one layer shared by every block
         cfg = transformers.AlbertConfig(vocab_size=64, embedding_size=16, max_position_embeddings=16, **_SMALL)
         return transformers.AlbertModel(cfg, add_pooling_layer=False).eval()
@@ -318,17 +323,20 @@ def _more(name):
     return transformers.T5EncoderModel(cfg).eval()  # relative position buckets, RMS norm
 
 
-@pytest.mark.parametrize("name", ["bert", "distilbert", "vit", "gpt2", "llama", "roberta", "albert", "t5"])
+@pytest.mark.parametrize(
+    "name", ["bert", "distilbert", "vit", "gpt2", "llama", "roberta", "albert", "t5", "mpnet", "deberta"]
+)
 def test_transformers_families_quantize_export_and_run(name, tmp_path):
     """BERT (BatchEncoding), DistilBERT, ViT (one pixel input fx cannot trace), GPT-2 (Conv1D
     projections, read as the Linear they compute), a Llama with GQA and RMSNorm (its key/value
     cache left out of the capture), RoBERTa (integer position arithmetic and CUMSUM in the file),
-    ALBERT (shared layers stay float, said in ``skipped``) and a T5 encoder: the twin close to
+    ALBERT (shared layers stay float, said in ``skipped``), a T5 encoder, MPNet and DeBERTa-v2
+    (a table looked up at constant positions, folded by the exporter): the twin close to
     fp32, the QDQ ONNX equal to the twin, our runtime equal to LiteRT on the int8 TFLite file."""
     import onnxruntime as ort
     from test_hf import _build, _inputs, _main
 
-    if name in ("roberta", "albert", "t5"):
+    if name in ("roberta", "albert", "t5", "mpnet", "deberta"):
         model = _more(name)
         g = torch.Generator().manual_seed(1)
         inputs = {
