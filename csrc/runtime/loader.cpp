@@ -102,6 +102,7 @@ const char* op_name(int32_t code) {
     EP_OPNAME(densify, "DENSIFY")
     EP_OPNAME(gather, "GATHER")
     EP_OPNAME(cumsum, "CUMSUM")
+    EP_OPNAME(arg_max, "ARG_MAX")
     EP_OPNAME(cast, "CAST")
     EP_OPNAME(maximum, "MAXIMUM")
     EP_OPNAME(minimum, "MINIMUM")
@@ -530,6 +531,7 @@ int min_inputs(OpCode c) {
     case OpCode::sum:
     case OpCode::gather:
     case OpCode::cumsum:
+    case OpCode::arg_max:
     case OpCode::maximum:
     case OpCode::minimum:
     case OpCode::less:

@@ -129,6 +129,7 @@ enum class OpCode : int32_t {
   logical_not = 87,
   transpose_conv = 67,
   cumsum = 128,
+  arg_max = 56,
   quantize = 114,
   hard_swish = 117,
   select_v2 = 123,

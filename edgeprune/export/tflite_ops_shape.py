@@ -365,6 +365,30 @@ def cumsum(lw: Lowering, node) -> None:
     lw.bind(node.output[0], out)
 
 
+def arg_max(lw: Lowering, node) -> None:
+    """ArgMax (CLIP pools its text at the argmax of the ids): ARG_MAX, which drops the axis (a
+    RESHAPE restores it for keepdims), with ONNX's int64 indices; the first maximum, as ONNX's
+    default ``select_last_index=0``."""
+    if _attr(node, "select_last_index", 0):
+        raise unsupported(node, "ArgMax with select_last_index=1")
+    x = node.input[0]
+    rank = len(lw.shape(x))
+    axis = _attr(node, "axis", 0) % rank
+    xv = lw.get(x, nhwc=False, want_float=True)
+    dropped = [d for i, d in enumerate(lw.shape(x)) if i != axis]
+    ax = lw.m.const("axis", np.array([axis], np.int32))
+    out_name = node.output[0]
+    if _attr(node, "keepdims", 1):
+        t = tmp(lw, f"{out_name}_dropped", dropped, dtype=np.int64)
+        lw.m.op(OP.ARG_MAX, [xv.index, ax], [t], ("ArgMaxOptions", {"OutputType": 4}), 1, node.name)
+        out = lw.new(out_name, False, dtype=np.int64)
+        lw.reshape_op(t, out.index, lw.shape(out_name))
+    else:
+        out = lw.new(out_name, False, dtype=np.int64)
+        lw.m.op(OP.ARG_MAX, [xv.index, ax], [out.index], ("ArgMaxOptions", {"OutputType": 4}), 1, node.name)
+    lw.bind(out_name, out)
+
+
 def gather_elements(lw: Lowering, node) -> None:
     """GatherElements of a uniform constant (RoBERTa's token types: a zeros buffer expanded, then
     gathered at the position ids): every index picks the same value, so the result is that value
@@ -552,6 +576,7 @@ SHAPE_HANDLERS = {
     "Gather": gather,
     "CumSum": cumsum,
     "GatherElements": gather_elements,
+    "ArgMax": arg_max,
     "Expand": expand,
     "LayerNormalization": layer_norm,
     "InstanceNormalization": instance_norm,

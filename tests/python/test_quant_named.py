@@ -316,6 +316,11 @@ def _more(name):
         return transformers.MPNetModel(cfg, add_pooling_layer=False).eval()
     if name == "deberta":  # disentangled attention; its position table is read at constant positions
         return transformers.DebertaV2Model(transformers.DebertaV2Config(vocab_size=64, **_SMALL)).eval()
+    if name == "clip":  # causal mask, pooled at the argmax of the ids (ARG_MAX in the file)
+        cfg = transformers.CLIPTextConfig(
+            vocab_size=64, max_position_embeddings=16, eos_token_id=2, bos_token_id=1, pad_token_id=1, **_SMALL
+        )
+        return transformers.CLIPTextModel(cfg).eval()
     if name == "albert":  # one layer shared by every block
         cfg = transformers.AlbertConfig(vocab_size=64, embedding_size=16, max_position_embeddings=16, **_SMALL)
         return transformers.AlbertModel(cfg, add_pooling_layer=False).eval()
@@ -324,19 +329,20 @@ def _more(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["bert", "distilbert", "vit", "gpt2", "llama", "roberta", "albert", "t5", "mpnet", "deberta"]
+    "name", ["bert", "distilbert", "vit", "gpt2", "llama", "roberta", "albert", "t5", "mpnet", "deberta", "clip"]
 )
 def test_transformers_families_quantize_export_and_run(name, tmp_path):
     """BERT (BatchEncoding), DistilBERT, ViT (one pixel input fx cannot trace), GPT-2 (Conv1D
     projections, read as the Linear they compute), a Llama with GQA and RMSNorm (its key/value
     cache left out of the capture), RoBERTa (integer position arithmetic and CUMSUM in the file),
     ALBERT (shared layers stay float, said in ``skipped``), a T5 encoder, MPNet and DeBERTa-v2
-    (a table looked up at constant positions, folded by the exporter): the twin close to
+    (a table looked up at constant positions, folded by the exporter) and CLIP's text encoder
+    (ARG_MAX): the twin close to
     fp32, the QDQ ONNX equal to the twin, our runtime equal to LiteRT on the int8 TFLite file."""
     import onnxruntime as ort
     from test_hf import _build, _inputs, _main
 
-    if name in ("roberta", "albert", "t5", "mpnet", "deberta"):
+    if name in ("roberta", "albert", "t5", "mpnet", "deberta", "clip"):
         model = _more(name)
         g = torch.Generator().manual_seed(1)
         inputs = {
@@ -376,10 +382,13 @@ def test_transformers_families_quantize_export_and_run(name, tmp_path):
     data = paths["tflite-int8"].read_bytes()
     if name == "vit":  # a rank-4 input is NHWC in TFLite
         feeds = [feeds[0].transpose(0, 2, 3, 1).copy()]
-    lite = litert_reference(data)(feeds)[0]
-    ours = ep.runtime.load(data)(*feeds)[0]
+    lite_all, ours_all = litert_reference(data)(feeds), ep.runtime.load(data)(*feeds)
+    lite, ours = lite_all[0], ours_all[0]
     assert ours.shape == lite.shape and _cos(ours, lite) > 0.9999
     assert _cos(lite, twin) > 0.9999
+    if name == "clip":  # the pooled output, gathered at the argmax of the ids
+        assert "ARG_MAX" in {k for k, _ in ep.runtime.load(data).operators}
+        assert len(ours_all) == 2 and _cos(ours_all[1], lite_all[1]) > 0.9999
 
 
 def test_roberta_fp32_tflite_matches_torch(tmp_path):

@@ -95,6 +95,10 @@ def _ops_file() -> tuple[bytes, list[np.ndarray]]:
     outs.append(b.mean(x, [2], keep_dims=False, code=74))
     outs.append(b.mean(x, [3], keep_dims=True, code=74))
     outs.append(b.mean(x, [0, 3], keep_dims=False, code=74))
+    # ARG_MAX (CLIP pools at the argmax of its ids): float and int values, ties pick the first
+    outs.append(b.arg_max(x, -1))
+    outs.append(b.arg_max(x, 1, dtype=np.int32))
+    outs.append(b.arg_max(b.binary("mul", ids, b.const([[0], [1]], np.int32), dtype=np.int32), 1))
     # attention's NaN clean-up, SELECT_V2(NOT_EQUAL(s, s), 0, s): one fused pass at load
     outs.append(b.elementwise(123, [b.elementwise(72, [x, x], np.bool_), b.const(np.float32(0.0)), x]))
     mask = b.broadcast_to(keep, [2, 3, 5, 8], np.bool_)

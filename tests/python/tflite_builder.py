@@ -34,6 +34,7 @@ _OPTS = {  # builtin options union values (TFLite's schema)
     "splitv": 79,
     "tconv": 49,
     "cumsum": 102,
+    "argmax": 40,
 }
 
 
@@ -162,6 +163,12 @@ class Builder:
         out = list(np.broadcast_shapes(tuple(sa), tuple(sb)))
         code = {"add": 0, "mul": 18, "sub": 41}[kind]
         return self.op(code, [a, b], out, (kind, dict(act=act)), dtype)
+
+    def arg_max(self, x, axis, dtype=np.int64):
+        s = self.shape(x)
+        out = [d for i, d in enumerate(s) if i != axis % len(s)]
+        ax = self.const([axis], np.int32)
+        return self.op(56, [x, ax], out, ("argmax", dict(type=4 if dtype == np.int64 else 2)), dtype)
 
     def cumsum(self, x, axis, exclusive=False, reverse=False, dtype=np.float32):
         ax = self.const(axis, np.int32)
@@ -438,6 +445,8 @@ def _options(b, kind, o):
         return _table(b, "SplitVOptions", NumSplits=o["n"])
     if kind == "gelu":
         return _table(b, "GeluOptions", Approximate=o["approximate"])
+    if kind == "argmax":
+        return _table(b, "ArgMaxOptions", OutputType=o["type"])
     if kind == "cumsum":
         return _table(b, "CumsumOptions", Exclusive=o["exclusive"], Reverse=o["reverse"])
     name = {"fc": "FullyConnectedOptions", "add": "AddOptions", "mul": "MulOptions", "sub": "SubOptions"}[kind]

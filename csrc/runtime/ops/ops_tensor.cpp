@@ -300,6 +300,67 @@ class IntBinary : public Op {
   Broadcast g_;
 };
 
+// ARG_MAX along a constant axis (float32, int32, int64 values; int32 or int64 indices, the
+// output's type, which is what ArgMaxOptions.output_type says): the first index of the largest
+// value, as TFLite's kernel compares strictly, NaN ignored unless the row is all NaN (index 0).
+// CLIP's text encoder pools at the argmax of its ids.
+class ArgMax : public Op {
+ public:
+  explicit ArgMax(const OpContext& c) {
+    const Tensor &x = typed(c, c.in(0)), &y = c.out();
+    if (x.type == DType::boolean) c.bad("ARG_MAX takes float32, int32 or int64 values");
+    if (y.type != DType::i32 && y.type != DType::i64) c.bad("the output must be int32 or int64");
+    const auto axis = c.int_values(1);
+    const int r = int(x.shape.size());
+    if (axis.size() != 1 || axis[0] < -r || axis[0] >= r)
+      c.bad("the axis must be one value in [-rank, rank)");
+    const int a = int(axis[0] < 0 ? axis[0] + r : axis[0]);
+    std::vector<int64_t> want;
+    for (int i = 0; i < r; ++i) {
+      if (i == a) continue;
+      want.push_back(x.shape[size_t(i)]);
+      if (i < a)
+        outer_ *= x.shape[size_t(i)];
+      else
+        inner_ *= x.shape[size_t(i)];
+    }
+    c.shape_is(y, want);
+    dim_ = x.shape[size_t(a)];
+    if (dim_ < 1) c.bad("the axis has no elements");
+    type_ = x.type;
+    wide_ = y.type == DType::i64;
+    kind = "ARG_MAX";
+    label = kind + " " + dims(x.shape) + " axis " + std::to_string(a);
+  }
+  void run(const RunCtx& r) const override {
+    with_type(type_, [&](auto tag) {
+      using T = decltype(tag);
+      const T* x = at<T>(r, in_);
+      for (int64_t o = 0; o < outer_; ++o)
+        for (int64_t i = 0; i < inner_; ++i) {
+          int64_t best = 0;
+          for (int64_t s = 1; s < dim_; ++s) {
+            const T v = x[(o * dim_ + s) * inner_ + i], m = x[(o * dim_ + best) * inner_ + i];
+            // a NaN never wins (LiteRT's kernel starts from the lowest value): a number after a
+            // leading NaN replaces it
+            if (v > m || (m != m && v == v)) best = s;
+          }
+          const int64_t at_out = o * inner_ + i;
+          if (wide_)
+            out_at<int64_t>(r, out_)[at_out] = best;
+          else
+            out_at<int32_t>(r, out_)[at_out] = int32_t(best);
+        }
+    });
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  DType type_ = DType::f32;
+  bool wide_ = false;
+  int64_t outer_ = 1, dim_ = 1, inner_ = 1;
+};
+
 // CUMSUM along a constant axis (float32, int32, int64), TFLite's options: exclusive (each sum
 // leaves out its own element) and reverse (sums run from the end). RoBERTa builds its position
 // ids with one. Integer sums wrap (two's complement) instead of overflowing as signed values.
@@ -625,6 +686,8 @@ std::unique_ptr<Op> make_tensor_op(const Model& model, const OpDesc& d, const Op
       return wire(std::make_unique<Cast>(c), d);
     case OpCode::cumsum:
       return wire(std::make_unique<Cumsum>(c), d);
+    case OpCode::arg_max:
+      return wire(std::make_unique<ArgMax>(c), d);
     case OpCode::add:
     case OpCode::sub:
     case OpCode::mul:
