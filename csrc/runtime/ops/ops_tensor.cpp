@@ -393,11 +393,11 @@ class Cumsum : public Op {
           T acc = T(0);
           for (int64_t s = 0; s < dim_; ++s) {
             const int64_t j = reverse_ ? dim_ - 1 - s : s;
-            const int64_t at = (o * dim_ + j) * inner_ + i;
-            const T v = x[at];
-            if (exclusive_) y[at] = acc;
+            const int64_t k = (o * dim_ + j) * inner_ + i;
+            const T v = x[k];
+            if (exclusive_) y[k] = acc;
             acc = add(acc, v);
-            if (!exclusive_) y[at] = acc;
+            if (!exclusive_) y[k] = acc;
           }
         }
     });
