@@ -111,21 +111,33 @@ class _Builder:
         else:
             self.env[n] = self.graph.placeholder(n.name)
 
-    def module_call(self, key: str, region: list) -> None:
-        """One ``call_module`` for the leaf call whose recorded outputs lie in ``region``."""
+    def _entry(self, key: str, region: list):
+        """The recorded call signature whose outputs lie in ``region``: the region's own module's
+        first, since an identity module called on that output (SegFormer's ``drop_path``) records
+        the same output name."""
         names = {n.name for n in region}
-        entry = next(
-            (
-                e
-                for e in self.calls
-                if id(e) not in self.done
-                and _tensor_names(e.signature.outputs)
-                and all(o in names for o in _tensor_names(e.signature.outputs))
-            ),
-            None,
-        )
+        path = region[0].meta["nn_module_stack"][key][0]
+        found = [
+            e
+            for e in self.calls
+            if id(e) not in self.done
+            and _tensor_names(e.signature.outputs)
+            and all(o in names for o in _tensor_names(e.signature.outputs))
+        ]
+        entry = next((e for e in found if e.fqn == path), found[0] if found else None)
         if entry is None:
             raise ValueError(f"no recorded call signature for module {key} ({region[0].format_node()})")
+        return entry
+
+    def ready(self, key: str, region: list) -> bool:
+        """Whether every graph value the call reads is built: a region's first ATen node may come
+        before an input of the call (a parameter read first, then the dropout whose output it takes)."""
+        entry = self._entry(key, region)
+        return all(self.by_name[n] in self.env for n in _tensor_names(entry.signature.inputs) if n in self.by_name)
+
+    def module_call(self, key: str, region: list) -> None:
+        """One ``call_module`` for the leaf call whose recorded outputs lie in ``region``."""
+        entry = self._entry(key, region)
         self.done.add(id(entry))
         sig = entry.signature
         flat = [_arg_value(a, self.env, self.by_name) for a in sig.inputs]
@@ -168,7 +180,7 @@ class _Builder:
                 self.graph.output(tuple(outs) if isinstance(outs, (list, tuple)) else (outs,))
             elif keys.get(n) is not None:
                 key = keys[n]
-                if key not in emitted:
+                if key not in emitted and (n is regions[key][-1] or self.ready(key, regions[key])):
                     emitted.add(key)
                     self.module_call(key, regions[key])
             elif n.op == "call_function":

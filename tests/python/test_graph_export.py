@@ -142,3 +142,31 @@ def test_no_capture_path_names_where_each_stopped_and_the_leaf_fix():
     export = next(p for p in msg.split("; ") if p.startswith("torch.export stopped"))
     assert f"test_graph_export.py:{line + 1}" in export
     assert "register_layer(TheModuleType, LayerRule(trace=...))" in msg
+
+
+class _Residual(nn.Module):
+    """``x + drop(mix(x))`` where ``drop`` is an identity module called on the output of another
+    leaf (SegFormer's ``drop_path`` after its ``hidden_dropout``): both recorded calls name the same
+    output, and the region of ``hidden_dropout`` must get its own call signature."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Linear(8, 8)
+        self.drop_path = nn.Identity()  # registered first, as in SegFormer: its call is listed first
+        self.hidden_dropout = nn.Dropout(0.0)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(x + self.drop_path(self.hidden_dropout(self.mix(x))))
+
+
+def test_export_capture_matches_an_identity_call_to_its_own_module():
+    torch.manual_seed(0)
+    model, x = _Residual().eval(), torch.randn(2, 8)
+    graph = epg.trace(model, (x,), capture="export")
+    calls = [n.target for n in graph.gm.nodes if n.op == "call_module"]
+    assert {"mix", "head"} <= set(calls)
+    _, plan0 = _prune(model, (x,), 0.0)
+    same = epp.apply(model, plan0)
+    with torch.no_grad():
+        assert (same(x) - model(x)).abs().max().item() <= 1e-6

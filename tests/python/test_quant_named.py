@@ -321,6 +321,23 @@ def _more(name):
             vocab_size=64, max_position_embeddings=16, eos_token_id=2, bos_token_id=1, pad_token_id=1, **_SMALL
         )
         return transformers.CLIPTextModel(cfg).eval()
+    if name == "swin":  # shifted windows: roll, window partition reshapes
+        cfg = transformers.SwinConfig(
+            image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4
+        )
+        return transformers.SwinModel(cfg).eval()
+    if name == "segformer":  # overlapping patch embeddings, reduced-sequence attention, an identity drop_path
+        cfg = transformers.SegformerConfig(
+            num_encoder_blocks=2,
+            depths=[1, 1],
+            sr_ratios=[2, 1],
+            hidden_sizes=[16, 32],
+            num_attention_heads=[1, 2],
+            patch_sizes=[7, 3],
+            strides=[4, 2],
+            mlp_ratios=[2, 2],
+        )
+        return transformers.SegformerModel(cfg).eval()
     if name == "albert":  # one layer shared by every block
         cfg = transformers.AlbertConfig(vocab_size=64, embedding_size=16, max_position_embeddings=16, **_SMALL)
         return transformers.AlbertModel(cfg, add_pooling_layer=False).eval()
@@ -329,7 +346,22 @@ def _more(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["bert", "distilbert", "vit", "gpt2", "llama", "roberta", "albert", "t5", "mpnet", "deberta", "clip"]
+    "name",
+    [
+        "bert",
+        "distilbert",
+        "vit",
+        "gpt2",
+        "llama",
+        "roberta",
+        "albert",
+        "t5",
+        "mpnet",
+        "deberta",
+        "clip",
+        "swin",
+        "segformer",
+    ],
 )
 def test_transformers_families_quantize_export_and_run(name, tmp_path):
     """BERT (BatchEncoding), DistilBERT, ViT (one pixel input fx cannot trace), GPT-2 (Conv1D
@@ -337,12 +369,15 @@ def test_transformers_families_quantize_export_and_run(name, tmp_path):
     cache left out of the capture), RoBERTa (integer position arithmetic and CUMSUM in the file),
     ALBERT (shared layers stay float, said in ``skipped``), a T5 encoder, MPNet and DeBERTa-v2
     (a table looked up at constant positions, folded by the exporter) and CLIP's text encoder
-    (ARG_MAX): the twin close to
+    (ARG_MAX), Swin and SegFormer: the twin close to
     fp32, the QDQ ONNX equal to the twin, our runtime equal to LiteRT on the int8 TFLite file."""
     import onnxruntime as ort
     from test_hf import _build, _inputs, _main
 
-    if name in ("roberta", "albert", "t5", "mpnet", "deberta", "clip"):
+    if name in ("swin", "segformer"):
+        model = _more(name)
+        inputs = {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))}
+    elif name in ("roberta", "albert", "t5", "mpnet", "deberta", "clip"):
         model = _more(name)
         g = torch.Generator().manual_seed(1)
         inputs = {
@@ -380,11 +415,13 @@ def test_transformers_families_quantize_export_and_run(name, tmp_path):
     twin = (twin[0] if isinstance(twin, tuple) else twin).numpy()
     np.testing.assert_allclose(o, twin, atol=1e-4 * max(1.0, float(np.abs(twin).max())))
     data = paths["tflite-int8"].read_bytes()
-    if name == "vit":  # a rank-4 input is NHWC in TFLite
+    if name in ("vit", "swin", "segformer"):  # a rank-4 input is NHWC in TFLite
         feeds = [feeds[0].transpose(0, 2, 3, 1).copy()]
     lite_all, ours_all = litert_reference(data)(feeds), ep.runtime.load(data)(*feeds)
     lite, ours = lite_all[0], ours_all[0]
     assert ours.shape == lite.shape and _cos(ours, lite) > 0.9999
+    if lite.ndim == 4:  # a rank-4 output is NHWC in TFLite (SegFormer's feature map)
+        lite = lite.transpose(0, 3, 1, 2)
     assert _cos(lite, twin) > 0.9999
     if name == "clip":  # the pooled output, gathered at the argmax of the ids
         assert "ARG_MAX" in {k for k, _ in ep.runtime.load(data).operators}
