@@ -267,4 +267,104 @@ def _same_quant(a: Quant, b: Quant) -> bool:
 
 def lower(proto: onnx.ModelProto, io_int8: bool = False) -> Model:
     """The TFLite model of ``proto`` (see the module docstring for layouts and int8)."""
-    return Lowering(proto, io_int8=io_int8).run()
+    return Lowering(conv1d_as_conv2d(proto), io_int8=io_int8).run()
+
+
+_ELEMENTWISE_AFTER_CONV = ("Relu", "Clip", "QuantizeLinear", "DequantizeLinear")
+
+
+def conv1d_as_conv2d(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Each 1-D Conv (audio front ends, keyword spotting, sensor models) as the 2-D Conv over a
+    height of 1 that TFLite's CONV_2D runs: Unsqueeze the input at axis 2, weights [O, I/g, K] as
+    [O, I/g, 1, K] (an int8 weight's DequantizeLinear keeps its per-channel axis 0), the geometry
+    with a height of 1, and one Squeeze back. The Squeeze goes after the Relu/Clip and Q/DQ pair
+    that follow the conv, so an int8 conv still sees its output quantization. Returns ``proto``
+    itself when it has no 1-D Conv, else a rewritten copy."""
+    inits = {i.name: i for i in proto.graph.initializer}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    convs = []
+    for n in proto.graph.node:
+        if n.op_type != "Conv" or len(n.input) < 2:
+            continue
+        w = n.input[1]
+        if w in producers and producers[w].op_type == "DequantizeLinear":
+            w = producers[w].input[0]
+        if w in inits and len(inits[w].dims) == 3:
+            convs.append(n)
+    if not convs:
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    for i, n in enumerate(g.node):  # the insertions below go by node name
+        n.name = n.name or f"{n.op_type}_{i}"
+    inits = {i.name: i for i in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    consumers: dict = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in g.output}
+    axes = numpy_helper.from_array(np.array([2], np.int64), "edgeprune_conv1d_axes")
+    g.initializer.append(axes)
+    before: dict = {}  # node name -> nodes to insert before it
+    after: dict = {}  # node name -> nodes to insert after it
+    done_w: set = set()
+    for k, n in enumerate(n for n in g.node if n.op_type == "Conv"):
+        w = n.input[1]
+        wq = producers[w].input[0] if w in producers and producers[w].op_type == "DequantizeLinear" else w
+        if wq not in inits or len(inits[wq].dims) != 3:
+            continue
+        if wq not in done_w:  # [O, I/g, K] -> [O, I/g, 1, K], the same bytes
+            t = inits[wq]
+            t.dims[:] = [t.dims[0], t.dims[1], 1, t.dims[2]]
+            done_w.add(wq)
+        x4 = f"{n.input[0]}_conv1d_{k}"
+        before[n.name] = [onnx.helper.make_node("Unsqueeze", [n.input[0], axes.name], [x4])]
+        n.input[0] = x4
+        attrs = {a.name: a for a in n.attribute}
+        for name, pad in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+            if name in attrs:
+                vals = list(attrs[name].ints)
+                del attrs[name].ints[:]
+                attrs[name].ints.extend([pad] + vals)
+        if "pads" in attrs:
+            a, b = list(attrs["pads"].ints)
+            del attrs["pads"].ints[:]
+            attrs["pads"].ints.extend([0, a, 0, b])
+        # follow the one-reader chain of element-wise ops after the conv, then squeeze at its end
+        last = n
+        while True:
+            users = consumers.get(last.output[0], [])
+            if len(users) != 1 or users[0].op_type not in _ELEMENTWISE_AFTER_CONV or last.output[0] in graph_outputs:
+                break
+            last = users[0]
+        y = last.output[0]
+        y4 = f"{y}_conv1d_{k}"
+        last.output[0] = y4
+        after[last.name] = [onnx.helper.make_node("Squeeze", [y4, axes.name], [y])]
+    nodes = []
+    for n in g.node:
+        nodes += before.get(n.name, [])
+        nodes.append(n)
+        nodes += after.get(n.name, [])
+    # a Squeeze whose one reader is the next conv's Unsqueeze cancels with it: consecutive 1-D
+    # convs stay 4-D (NHWC) between them, with no TRANSPOSE pair
+    readers: dict = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    squeezed = {n.output[0]: n for n in nodes if n.op_type == "Squeeze" and n.input[1] == axes.name}
+    drop: set = set()
+    for n in nodes:
+        sq = squeezed.get(n.input[0]) if n.op_type == "Unsqueeze" and n.input[1] == axes.name else None
+        if sq is None or len(readers.get(sq.output[0], [])) != 1 or sq.output[0] in graph_outputs:
+            continue
+        for r in readers.get(n.output[0], []):
+            r.input[:] = [sq.input[0] if i == n.output[0] else i for i in r.input]
+        drop.update({id(sq), id(n)})
+    nodes = [n for n in nodes if id(n) not in drop]
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]  # shapes changed: inferred again
+    return out

@@ -491,3 +491,75 @@ def test_sentence_embedder_exports_to_tflite_in_fp32_and_int8(tmp_path):
     int8 = export(q, tmp_path / "int8", formats=["tflite-int8"])["tflite-int8"].read_bytes()
     ours, lite = ep.runtime.load(int8)(*feeds)[0], litert_reference(int8)(feeds)[0]
     assert _cos(ours, lite) > 0.9999 and _cos(ours, ref[:1]) > 0.999
+
+
+class _KeywordSpotter(torch.nn.Module):
+    """A keyword-spotting style 1-D CNN: strided, depthwise, pointwise and dilated Conv1d layers."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.f = nn.Sequential(
+            nn.Conv1d(8, 16, 5, stride=2, padding=2),
+            nn.BatchNorm1d(16),
+            nn.ReLU(),
+            nn.Conv1d(16, 16, 3, padding=1, groups=16),
+            nn.ReLU(),
+            nn.Conv1d(16, 24, 1),
+            nn.ReLU6(),
+            nn.Conv1d(24, 24, 3, dilation=2, padding=2),
+            nn.ReLU(),
+        )
+        self.fc = nn.Linear(24, 5)
+
+    def forward(self, x):
+        return self.fc(self.f(x).mean(-1))
+
+
+def test_conv1d_models_export_to_tflite_with_int8_convolutions(tmp_path):
+    """1-D convolutions become CONV_2D / DEPTHWISE_CONV_2D over a height of 1 (int8 in the int8
+    file), consecutive ones without a TRANSPOSE between them; a Whisper encoder (two Conv1d
+    front-end layers, then attention) exports too."""
+    torch.manual_seed(0)
+    model = _KeywordSpotter().eval()
+    x = torch.randn(64, 8, 40, generator=torch.Generator().manual_seed(1))
+    q = ep.quantize(model, x, progress=False)
+    paths = export(q, tmp_path, formats=["tflite", "tflite-int8"], example_inputs=(x[:1],))
+    feeds = [x[:1].numpy()]
+    for fmt, ref in (("tflite", model), ("tflite-int8", q)):
+        data = paths[fmt].read_bytes()
+        m = ep.runtime.load(data)
+        kinds = [k for k, _ in m.operators]
+        assert kinds.count("CONV_2D") == 3 and kinds.count("DEPTHWISE_CONV_2D") == 1 and kinds.count("TRANSPOSE") == 2
+        convs = [label for k, label in m.operators if k in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+        assert all(("int8" in label) == (fmt == "tflite-int8") for label in convs)
+        with torch.no_grad():
+            want = ref(x[:1]).numpy()
+        ours, lite = m(*feeds)[0], litert_reference(data)(feeds)[0]
+        np.testing.assert_allclose(ours, lite, atol=1e-5)
+        np.testing.assert_allclose(lite, want, atol=1e-5)
+    cfg = transformers.WhisperConfig(
+        vocab_size=64,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_mel_bins=8,
+        max_source_positions=16,
+        max_target_positions=8,
+        pad_token_id=1,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
+    encoder = transformers.WhisperModel(cfg).get_encoder().eval()
+    mel = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(2))
+    qe = ep.quantize(encoder, [{"input_features": mel}], progress=False)
+    data = export(qe, tmp_path / "whisper", formats=["tflite-int8"])["tflite-int8"].read_bytes()
+    ours, lite = ep.runtime.load(data)(mel[:1].numpy())[0], litert_reference(data)([mel[:1].numpy()])[0]
+    assert _cos(ours, lite) > 0.9999
+    with torch.no_grad():
+        assert _cos(lite, encoder(input_features=mel[:1]).last_hidden_state) > 0.999
