@@ -3,7 +3,8 @@
 its twin against ONNX Runtime and LiteRT on the files we write, our runtime on the int8 TFLite
 file, save/load, and the refusals (mismatched batches, unknown inputs, dynamic batch, a tampered
 example file). A one-input model with in-place index assignment quantizes through the same
-torch.export capture.
+torch.export capture. Also the TFLite operators these models brought (1-D convolutions, mean
+pooling, ARG_MAX, position-id arithmetic), on eleven more transformers families and a 1-D CNN.
 """
 
 from __future__ import annotations
