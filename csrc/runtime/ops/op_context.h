@@ -108,6 +108,22 @@ struct TransposeConvGeometry {
     conv_dim(c, oh, kh, sh, 1, c.d.padding, &pt);
     conv_dim(c, ow, kw, sw, 1, c.d.padding, &pl);
   }
+  // Calls f(input pixel, tap, output pixel) for every tap of every input pixel that lands inside
+  // the output, in one fixed order (input rows, columns, then taps): the col2im scatter both
+  // TRANSPOSE_CONV operators share, so float sums and int32 wraparound happen in the same order.
+  template <class F>
+  void scatter(F f) const {
+    for (int64_t iy = 0; iy < h; ++iy)
+      for (int64_t ix = 0; ix < w; ++ix)
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const int64_t oy = iy * sh - pt + ky;
+          if (oy < 0 || oy >= oh) continue;
+          for (int64_t kx = 0; kx < kw; ++kx) {
+            const int64_t ox = ix * sw - pl + kx;
+            if (ox >= 0 && ox < ow) f(iy * w + ix, ky * kw + kx, oy * ow + ox);
+          }
+        }
+  }
 };
 
 }  // namespace rt

@@ -309,20 +309,9 @@ class TransposeConv : public Op {
       for (int64_t p = 0; p < g_.oh * g_.ow; ++p)
         std::copy(bias_.begin(), bias_.end(), yb + p * g_.cout);
       lin_->forward(x + b * g_.h * g_.w * g_.cin, g_.h * g_.w, col, r.threads);
-      for (int64_t iy = 0; iy < g_.h; ++iy)
-        for (int64_t ix = 0; ix < g_.w; ++ix) {
-          const float* cp = col + (iy * g_.w + ix) * taps * g_.cout;
-          for (int64_t ky = 0; ky < g_.kh; ++ky) {
-            const int64_t oy = iy * g_.sh - g_.pt + ky;
-            if (oy < 0 || oy >= g_.oh) continue;
-            for (int64_t kx = 0; kx < g_.kw; ++kx) {
-              const int64_t ox = ix * g_.sw - g_.pl + kx;
-              if (ox < 0 || ox >= g_.ow) continue;
-              vec_.accumulate(cp + (ky * g_.kw + kx) * g_.cout, yb + (oy * g_.ow + ox) * g_.cout,
-                              g_.cout);
-            }
-          }
-        }
+      g_.scatter([&](int64_t in, int64_t tap, int64_t out) {
+        vec_.accumulate(col + (in * taps + tap) * g_.cout, yb + out * g_.cout, g_.cout);
+      });
     }
     const int64_t n = g_.n * g_.oh * g_.ow * g_.cout;
     if (lo_ > -INFINITY || hi_ < INFINITY)

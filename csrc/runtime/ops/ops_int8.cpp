@@ -625,23 +625,14 @@ class QTransposeConv : public Op {
       for (int64_t i = 0; i < g_.h * g_.w * g_.cin; ++i) xw[i] = int16_t(xb[i] - zp_in_);
       for (int64_t p = 0; p < g_.oh * g_.ow; ++p)
         std::copy(bias_.begin(), bias_.end(), acc + p * g_.cout);
-      for (int64_t iy = 0; iy < g_.h; ++iy)
-        for (int64_t ix = 0; ix < g_.w; ++ix) {
-          const int16_t* xp = xw + (iy * g_.w + ix) * g_.cin;
-          for (int64_t ky = 0; ky < g_.kh; ++ky) {
-            const int64_t oy = iy * g_.sh - g_.pt + ky;
-            if (oy < 0 || oy >= g_.oh) continue;
-            for (int64_t kx = 0; kx < g_.kw; ++kx) {
-              const int64_t ox = ix * g_.sw - g_.pl + kx;
-              if (ox < 0 || ox >= g_.ow) continue;
-              int32_t* ap = acc + (oy * g_.ow + ox) * g_.cout;
-              for (int64_t oc = 0; oc < g_.cout; ++oc)  // int32 wraparound, as TFLite in practice
-                ap[oc] = wrap(
-                    int64_t(ap[oc]) +
-                    dot16(xp, wide_.data() + ((oc * g_.kh + ky) * g_.kw + kx) * g_.cin, g_.cin));
-            }
-          }
-        }
+      const int64_t taps = g_.kh * g_.kw;
+      g_.scatter([&](int64_t in, int64_t tap, int64_t out) {
+        const int16_t* xp = xw + in * g_.cin;
+        int32_t* ap = acc + out * g_.cout;
+        for (int64_t oc = 0; oc < g_.cout; ++oc)  // int32 wraparound, as TFLite in practice
+          ap[oc] =
+              wrap(int64_t(ap[oc]) + dot16(xp, wide_.data() + (oc * taps + tap) * g_.cin, g_.cin));
+      });
       int8_t* yb = y + b * g_.oh * g_.ow * g_.cout;
       for (int64_t p = 0; p < g_.oh * g_.ow; ++p)
         for (int64_t oc = 0; oc < g_.cout; ++oc)
