@@ -355,7 +355,7 @@ def _run_structured(args, model, data, example_inputs, schedule, steps, out, com
             steps=steps,
             importance=args.importance,
             round_to=args.round_to,
-            global_ranking=not args.per_layer,
+            global_ranking=False if args.per_layer else None,
             ignore=tuple(args.ignore),
             max_layer_ratio=args.max_layer_ratio,
             threshold=_threshold(args),

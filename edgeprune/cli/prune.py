@@ -82,7 +82,11 @@ def add_parser(subparsers) -> None:
         "--round-to", type=int, default=8, metavar="N", help="kept channels are multiples of N (default 8; 1 disables)"
     )
     p.add_argument("--ignore", nargs="+", default=[], metavar="NAME", help="layers (or prefixes) never pruned")
-    p.add_argument("--per-layer", action="store_true", help="remove --ratio of every group instead of ranking globally")
+    p.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="remove --ratio of every group instead of ranking globally (the default for transformers models)",
+    )
     p.add_argument(
         "--max-layer-ratio",
         type=float,
@@ -303,7 +307,7 @@ def _plan(args, model, x, calib):
             ratio=args.ratio if args.ratio is not None else 0.5,
             importance=args.importance,
             round_to=args.round_to,
-            global_ranking=not args.per_layer,
+            global_ranking=False if args.per_layer else None,
             ignore=tuple(args.ignore),
             max_layer_ratio=args.max_layer_ratio,
             target_macs=args.target_macs,

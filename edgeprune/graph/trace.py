@@ -1381,6 +1381,8 @@ class Analyzer(fx.Interpreter):
             self._resolve(r)
         for ids, axis, reason in self.an.wholes:
             roots = atoms.find(ids)
+            if roots.size == 0:  # an empty slice (a rotary share of 0 head dims) has nothing to cut
+                continue
             if not (roots == np.take(roots, [0], axis=axis)).all():
                 self.fix(ids, reason)
                 self.warn(f"{reason}: those channels would be cut unevenly, kept whole")

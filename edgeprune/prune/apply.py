@@ -11,6 +11,7 @@ config synced (``hf.py``; notes on what its config cannot state in ``edgeprune_n
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn as nn
@@ -70,6 +71,8 @@ def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
             setattr(new, attr, getattr(model, attr))
     if hf.is_hf(new):
         new.edgeprune_notes = hf.sync(new)
+        for note in new.edgeprune_notes:  # a save_pretrained checkpoint of this model will not reload
+            warnings.warn(note, stacklevel=2)
         hf.tag(new, model)
     new.edgeprune_plan_hash = plan.hash
     # the chain of plans that rebuilds this shape from the spec, so ep.save(new) needs no plan=

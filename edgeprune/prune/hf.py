@@ -4,7 +4,8 @@ Consumes: a pruned ``transformers`` ``PreTrainedModel`` (its layers already cut 
 Produces: the same model with every attention module's head attributes (``num_attention_heads`` /
 ``num_heads`` / ``n_heads``, ``attention_head_size`` / ``head_dim``, ``all_head_size``,
 ``split_size``, ``num_key_value_groups``) and its ``config`` (``num_attention_heads``,
-``num_key_value_heads``, ``intermediate_size`` or the model's name for it) matching the weights,
+``num_key_value_heads``, ``intermediate_size`` or the model's name for it, and ``hidden_size`` or
+its name when the residual stream was pruned) matching the weights,
 so ``save_pretrained``/``from_pretrained`` round-trip wherever the config can state the shape.
 
 Config limits: a head count is written to the config only when a model built from it has exactly
@@ -16,7 +17,8 @@ those the config keeps its head count and ``sync`` returns a note. Their feed-fo
 round-trips (prune only the feed-forward layers for a checkpoint ``from_pretrained`` reads);
 ``ep.save``/``ep.load`` (spec ``transformers_class:NAME``, a registered factory) rebuild any pruned
 shape from the original config and the plan.
-All per-layer values must agree (a config holds one number): plan with ``global_ranking=False``.
+All per-layer values must agree (a config holds one number): ``plan`` ranks per layer by default
+for these models (``global_ranking=False``) so they do.
 Never imports ``transformers`` unless the model already comes from it.
 """
 
@@ -27,19 +29,41 @@ import copy
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
-
 _Q = ("query", "q_proj", "q_lin", "c_attn", "q")
 _K = ("key", "k_proj", "k_lin", "k")
 _HEADS = ("num_attention_heads", "num_heads", "n_heads", "n_head")
 _HEAD_DIM = ("attention_head_size", "head_dim", "head_size", "dim_per_head")
 # first layer of the feed-forward block -> config names of its width
-_FFN = ("intermediate.dense", "mlp.gate_proj", "mlp.c_fc", "ffn.lin1", "mlp.fc1", "mlp.up_proj")
+_FFN = (
+    "intermediate.dense",
+    "mlp.gate_proj",
+    "mlp.c_fc",
+    "ffn.lin1",
+    "mlp.fc1",
+    "mlp.up_proj",
+    "mlp.dense_h_to_4h",
+    "mlp.fc_in",
+    "fc1",
+)
+# fused gate and up projections (Phi-3): twice the feed-forward width
+_FFN_FUSED = ("mlp.gate_up_proj",)
 _FFN_CONFIG = ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim")
+# config names of the residual stream's width (the input embeddings' width)
+_HIDDEN_CONFIG = ("hidden_size", "n_embd", "d_model", "dim")
 
 
 def is_hf(model: nn.Module) -> bool:
     return type(model).__module__.startswith("transformers.") and hasattr(model, "config")
+
+
+def one_shape_per_config(model: nn.Module) -> bool:
+    """Whether ``model`` is a ``transformers`` model whose config states one head count and one
+    feed-forward width for every layer (BERT, Llama, ViT, ...), so only equal cuts per layer can be
+    written back to it. Staged models (Swin, MobileViT) and CNNs (ResNet, ConvNeXt) are not."""
+    heads = [getattr(model.config, a, None) for a in _HEADS] if is_hf(model) else []
+    if any(isinstance(h, (list, tuple)) for h in heads):
+        return False
+    return any(isinstance(h, int) for h in heads) or bool(_attention_shapes(model))
 
 
 def _out(m: nn.Module) -> int | None:
@@ -87,12 +111,14 @@ def _set_attention_attrs(m, heads, kv, width) -> None:
         m.num_key_value_groups = heads // kv
 
 
-def _one(values: set, what: str):
+def _one(values: set, what: str, notes: list):
+    """The one value all layers share, or None with a note when they differ."""
     if len(values) > 1:
-        raise UserError(
-            f"the pruned layers keep different {what} ({sorted(values)}); a transformers config holds one "
-            "value: plan with global_ranking=False so every layer keeps the same count"
+        notes.append(
+            f"the pruned layers keep different {what} ({sorted(values)}), where the config holds one value: "
+            "reload with ep.load, or plan with global_ranking=False so every layer keeps the same count"
         )
+        return None
     return next(iter(values)) if values else None
 
 
@@ -110,7 +136,8 @@ def _reloads(model: nn.Module, cfg) -> bool:
 
 def _sync_heads(model: nn.Module, heads: int, kv, head_dim: int) -> list:
     """State ``heads`` heads of ``head_dim`` in the config when a model built from it has the pruned
-    shapes (configs that read ``head_dim``: Llama, ViT); otherwise keep the config and return a note."""
+    shapes (configs that read ``head_dim``: Llama, Qwen, Mistral, ViT); otherwise keep the config and
+    return a note."""
     cfg = model.config
     trial = copy.deepcopy(cfg)
     trial.num_attention_heads, trial.head_dim = heads, head_dim
@@ -121,9 +148,20 @@ def _sync_heads(model: nn.Module, heads: int, kv, head_dim: int) -> list:
         return []
     return [
         f"{type(cfg).__name__} derives the head size from hidden_size / num_attention_heads, so from_pretrained "
-        f"cannot rebuild {heads} heads of size {head_dim}: reload with ep.load, or prune only the feed-forward "
-        "layers (ignore the attention modules) for a checkpoint from_pretrained reads"
+        f"cannot rebuild {heads} heads of size {head_dim} at hidden size {_hidden(model)}: reload with ep.load, "
+        "or keep the embeddings and prune only heads of a config that states head_dim, or the feed-forward "
+        "layers, for a checkpoint from_pretrained reads"
     ]
+
+
+def _hidden(model: nn.Module) -> int | None:
+    """The residual stream's width: the input embeddings' width, when the model has them."""
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        emb = get() if callable(get) else None
+    except (NotImplementedError, AttributeError):
+        return None
+    return getattr(emb, "embedding_dim", None) if isinstance(emb, nn.Embedding) else None
 
 
 def sync(model: nn.Module) -> list:
@@ -134,23 +172,45 @@ def sync(model: nn.Module) -> list:
     shapes = _attention_shapes(model)
     for m, heads, kv, _hd, width in shapes:
         _set_attention_attrs(m, heads, kv, width)
-    heads = _one({s[1] for s in shapes}, "head counts")
-    kv = _one({s[2] for s in shapes}, "key/value head counts")
-    head_dim = _one({s[3] for s in shapes}, "head sizes")
+    if any(isinstance(getattr(cfg, a, None), (list, tuple)) for a in _HEADS):
+        return [  # stages of different head counts from the start (Swin, MobileViT): a config list
+            f"{type(cfg).__name__} gives its stages different head counts, which this module does not "
+            "restate: reload with ep.load (ep.save writes the plan)"
+        ]
+    heads = _one({s[1] for s in shapes}, "head counts", notes)
+    kv = _one({s[2] for s in shapes}, "key/value head counts", notes)
+    head_dim = _one({s[3] for s in shapes}, "head sizes", notes)
     if kv is not None and isinstance(getattr(cfg, "num_key_value_heads", None), int):
         cfg.num_key_value_heads = kv
     widths = set()
     for name, m in model.named_modules():
         if any(name == f or name.endswith("." + f) for f in _FFN):
             widths.add(_out(m))
-    width = _one(widths, "feed-forward widths")
+        elif any(name == f or name.endswith("." + f) for f in _FFN_FUSED) and _out(m) is not None:
+            widths.add(_out(m) // 2)
+    width = _one(widths, "feed-forward widths", notes)
     if width is not None:
         for attr in _FFN_CONFIG:
             if isinstance(getattr(cfg, attr, None), int) or (attr == "n_inner" and hasattr(cfg, "n_inner")):
                 setattr(cfg, attr, width)
                 break
-    if heads is not None and heads != getattr(cfg, "num_attention_heads", heads):
-        notes += _sync_heads(model, heads, kv, head_dim)  # after the width: the trial build checks all shapes
+    hidden = _hidden(model)
+    if hidden is not None:
+        for attr in _HIDDEN_CONFIG:
+            if isinstance(getattr(cfg, attr, None), int):
+                if getattr(cfg, attr) != hidden:
+                    setattr(cfg, attr, hidden)
+                break
+    # after the widths: the trial build checks all shapes. A pruned residual stream also changes the
+    # head size a config derives as hidden_size / heads, so the head_dim is stated then too.
+    changed = heads is not None and heads != getattr(cfg, "num_attention_heads", heads)
+    if heads is not None and (changed or not _reloads(model, cfg)):
+        notes += _sync_heads(model, heads, kv, head_dim)
+    if not notes and not _reloads(model, cfg):  # shapes this module does not know how to state
+        notes.append(
+            f"from_pretrained cannot rebuild the pruned shapes from a {type(cfg).__name__}: reload with ep.load "
+            "(ep.save writes the plan), or ignore the layers whose widths the config cannot state"
+        )
     return notes
 
 

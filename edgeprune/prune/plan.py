@@ -268,13 +268,25 @@ def plan_from_keep(graph: Graph, keep: dict, settings: dict | None = None) -> Pr
     )
 
 
+def default_global_ranking(model: nn.Module, global_ranking: bool | None) -> bool:
+    """``global_ranking`` as given, or when None: per layer for a Hugging Face ``transformers``
+    transformer (its config holds one head count and one feed-forward width for all layers, so only
+    equal cuts per layer save and reload with ``save_pretrained``/``from_pretrained``), global
+    otherwise (CNNs and staged models, whose configs cannot state any cut)."""
+    if global_ranking is not None:
+        return bool(global_ranking)
+    from .hf import one_shape_per_config
+
+    return not one_shape_per_config(model)
+
+
 def plan(
     model: nn.Module,
     example_inputs,
     ratio: float = 0.5,
     importance: str = "l2",
     round_to: int = 8,
-    global_ranking: bool = True,
+    global_ranking: bool | None = None,
     ignore=(),
     max_layer_ratio: float = 0.9,
     target_macs=None,
@@ -290,8 +302,11 @@ def plan(
     """Decide which channels to remove. See the module docstring; returns a ``PrunePlan``.
 
     target_macs: a fraction (<= 1) of the model's MACs or an absolute MAC count; the global ratio
-    is searched (bisection) so the pruned model meets it."""
+    is searched (bisection) so the pruned model meets it. ``global_ranking`` None (default) ranks
+    across layers, except for ``transformers`` transformers: there every layer loses the same share
+    (``default_global_ranking``)."""
     _check_args(ratio, round_to, max_layer_ratio, target_macs)
+    global_ranking = default_global_ranking(model, global_ranking)
     round_to = round_to or 1  # None: no rounding
     if isinstance(ignore, (str, nn.Module, type)):
         ignore = [ignore]

@@ -354,7 +354,7 @@ def prune_structured(
     steps: int = 3,
     importance: str = "l2",
     round_to: int = 8,
-    global_ranking: bool = True,
+    global_ranking: bool | None = None,
     ignore: Iterable[str] = (),
     max_layer_ratio: float = 0.9,
     recover: RecoverConfig | None = None,
@@ -411,6 +411,9 @@ def prune_structured(
             "threshold": threshold.to_dict() if threshold else None,
         },
     )
+    from .plan import default_global_ranking
+
+    global_ranking = default_global_ranking(model, global_ranking)
     plan_kw = {"importance": importance, "round_to": round_to, "global_ranking": global_ranking, "ignore": ignore}
     plan_kw.update(max_layer_ratio=max_layer_ratio, seed=seed, calib=data.train)
     planner = _StepPlanner(example_inputs, plan_kw, threshold, ratio, goal_macs, base_macs, work)

@@ -250,3 +250,81 @@ def test_gqa_prunes_whole_key_value_groups():
         # 4 key/value heads serving 4 query heads each: one whole group goes
         assert a.q_proj.out_features == 12 * 4 and a.k_proj.out_features == a.v_proj.out_features == 3 * 4
         assert a.num_key_value_groups == 4
+
+
+def _qwen2():
+    cfg = transformers.Qwen2Config(
+        vocab_size=V,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    return transformers.Qwen2ForCausalLM(cfg).eval()
+
+
+def test_default_plan_of_a_decoder_saves_and_reloads_with_from_pretrained(tmp_path):
+    # no flags: a transformers decoder is cut by the same share in every layer, so its config can
+    # state the result, the residual width and the head size (hidden / heads no longer) included
+    model, inputs = _qwen2(), _inputs("gpt2")
+    small = epp.apply(model, ep.plan(model, inputs, ratio=0.3))
+    assert small.edgeprune_notes == []
+    cfg = small.config
+    assert cfg.hidden_size == 24 and cfg.intermediate_size == 48 and cfg.head_dim == 8
+    assert small.model.embed_tokens.embedding_dim == 24
+    small.save_pretrained(tmp_path)
+    back = type(small).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(back(**inputs).logits, small(**inputs).logits)
+    assert back.generate(**inputs, max_new_tokens=2, do_sample=False).shape == (2, T + 2)
+
+
+def test_a_cut_the_config_cannot_state_warns_and_still_runs(tmp_path):
+    # global ranking cuts the layers unevenly: a config holds one head count, so the pruned model
+    # says it will not reload with from_pretrained (a warning, not an error) and ep.save/ep.load do
+    model, inputs = _qwen2(), _inputs("gpt2")
+    plan = ep.plan(model, inputs, ratio=0.3, global_ranking=True, round_to=None)
+    with pytest.warns(UserWarning, match="reload with ep.load"):
+        small = epp.apply(model, plan)
+    assert small.edgeprune_notes
+    ep.save(small, tmp_path / "m")
+    back = ep.load(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(back(**inputs).logits, small(**inputs).logits)
+
+
+def test_fused_projections_are_reported_when_the_config_cannot_state_them():
+    # Phi-3 fuses gate and up projections: the width is stated, the head size (hidden / heads) is not
+    cfg = transformers.Phi3Config(
+        vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=16, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model, inputs = transformers.Phi3ForCausalLM(cfg).eval(), _inputs("gpt2")
+    with pytest.warns(UserWarning, match="from_pretrained cannot rebuild the pruned shapes from a Phi3Config"):
+        small = epp.apply(model, ep.plan(model, inputs, ratio=0.3))
+    assert small.config.intermediate_size == small.model.layers[0].mlp.gate_up_proj.out_features // 2 == 44
+    with torch.no_grad():
+        assert small(**inputs).logits.shape == (2, T, V)
+
+
+def test_partial_rotary_models_prune():
+    # GPT-NeoX rotates a quarter of each head: the untouched share of a 8-wide head is a slice the
+    # tracer must not choke on when it is empty elsewhere
+    cfg = transformers.GPTNeoXConfig(
+        vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=16, bos_token_id=0, eos_token_id=0, rotary_pct=0.25,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model, inputs = transformers.GPTNeoXForCausalLM(cfg).eval(), _inputs("gpt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = epp.apply(model, ep.plan(model, inputs, ratio=0.3))
+    assert _nparams(small) < 0.8 * _nparams(model)
+    assert small.generate(**inputs, max_new_tokens=2, do_sample=False).shape == (2, T + 2)
