@@ -105,24 +105,83 @@ def load_source(path, trust_code: bool = False):
     return load(p, trust_code=trust_code)
 
 
-def _example_inputs(source, example_inputs):
+def _example_inputs(source, example_inputs) -> tuple[tuple, list | None]:
+    """(the example tensors in the order the files take them, their names or None). Names come from
+    a QuantizedModel of named inputs, or from a dict / ``BatchEncoding`` given for a plain model
+    (ordered as its ``forward`` declares them)."""
     names = getattr(source, "input_names", None)
     if names:  # a quantized model of named inputs: its forward order, or the calibration sample
         if example_inputs is None:
-            return source.example_inputs()
+            return source.example_inputs(), names
         from ..quant.inputs import bind
 
         args = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        return bind(names, tuple(args), {}, "example_inputs")
+        return bind(names, tuple(args), {}, "example_inputs"), names
+    if example_inputs is not None and hasattr(example_inputs, "keys") and hasattr(example_inputs, "items"):
+        return _named_example(source, example_inputs)
     if example_inputs is not None:
-        return example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        return inputs, None
     shape = getattr(source, "input_shape", None) or getattr(getattr(source, "original", None), "input_shape", None)
     if not shape:
         raise ValueError("pass example_inputs: the model has no input_shape attribute to build one from")
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    return (torch.randn(1, *shape, generator=gen),)
+    return (torch.randn(1, *shape, generator=gen),), None
+
+
+def _named_example(model, example: dict) -> tuple[tuple, list]:
+    """A dict of example tensors for a plain model: its tensors in ``forward``'s parameter order
+    (names it does not declare, taken by ``**kwargs``, after them in the dict's order)."""
+    import torch
+
+    from ..quant.inputs import parameter_names
+
+    items = {k: v for k, v in example.items() if v is not None}
+    bad = [k for k, v in items.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"example_inputs[{bad[0]!r}] is a {type(items[bad[0]]).__name__}; pass tensors")
+    params = parameter_names(model)
+    names = [p for p in params if p in items] + [k for k in items if k not in params]
+    return tuple(items[n] for n in names), names
+
+
+class NamedInputs:
+    """Marks a plain model whose files take named inputs: ``model(**dict(zip(names, xs)))`` as a
+    module of positional tensors (``module``), what the exporters trace. ``model`` is the user's."""
+
+    def __init__(self, model, names: list):
+        import torch.nn as nn
+
+        from ..quant.inputs import parameter_names
+
+        self.model, self.names = model, list(names)
+        fixed = {"use_cache": False} if "use_cache" in parameter_names(model) else {}
+
+        class _Positional(nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, *xs):
+                return self.inner(**dict(zip(names, xs)), **fixed)
+
+        self.module = _Positional(model)
+        # the wrapper's own flag follows the model: exporters restore the mode they found, and a
+        # new module is in training mode, which would put the user's model in it
+        self.module.training = model.training
+        self._graphs: dict = {}
+
+    def graph(self, example: tuple):
+        """The model recorded on ``example`` (torch.export, mask code run on the example's shapes) as a
+        GraphModule of positional inputs, once per shape: the fp32 graph TFLite files hold."""
+        from ..quant.quantize import _export_capture
+
+        key = tuple(tuple(x.shape) for x in example)
+        if key not in self._graphs:
+            self._graphs[key] = _export_capture(self.model, example, self.names)
+        return self._graphs[key]
 
 
 def _target_name(target, source):
@@ -160,9 +219,10 @@ def export(
     fmts = [_formats.get(f) for f in formats]
     quantized = isinstance(source, QuantizedModel)
     _check_request(source, fmts, quantized, target, opset, io, dynamic_batch)
-    inputs = _example_inputs(source, example_inputs)
+    inputs, names = _example_inputs(source, example_inputs)
     model = source.original if quantized else source
-    input_spec = _input_spec(inputs, dynamic_batch)
+    input_spec = _input_spec(inputs, dynamic_batch, names)
+    writer_source = NamedInputs(source, names) if names and not quantized else source
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -170,8 +230,15 @@ def export(
     for f in fmts:
         mod_name, fn_name = f.writer.split(":")
         writer = getattr(importlib.import_module(mod_name), fn_name)
-        options = {"dynamic_batch": dynamic_batch, "opset": opset, "io": io, "sparse": sparse, "captures": captures}
-        artifact = writer(source, inputs, options)
+        options = {
+            "dynamic_batch": dynamic_batch,
+            "opset": opset,
+            "io": io,
+            "sparse": sparse,
+            "captures": captures,
+            "input_names": names,
+        }
+        artifact = writer(writer_source, inputs, options)
         props = _file_props(f, source, model, target, _target_name(target, source), input_spec)
         family = f.impl
         artifact = family.finish(artifact, props)
@@ -210,11 +277,11 @@ def _check_request(source, fmts, quantized: bool, target, opset: int, io: str, d
         raise ValueError(f"io {io!r}: choose float or int8")
 
 
-def _input_spec(inputs, dynamic_batch: bool) -> list[dict]:
+def _input_spec(inputs, dynamic_batch: bool, names: list | None = None) -> list[dict]:
     """Name, shape (a symbolic ``batch`` when dynamic) and dtype of each input, as the files record them."""
     return [
         {
-            "name": "input" if len(inputs) == 1 else f"input_{i}",
+            "name": names[i] if names else "input" if len(inputs) == 1 else f"input_{i}",
             "shape": (["batch"] if dynamic_batch else [int(x.shape[0])]) + [int(s) for s in x.shape[1:]],
             "dtype": str(x.dtype).replace("torch.", ""),
         }

@@ -35,13 +35,22 @@ DEFAULT_OPSET = 17
 
 
 def torch_to_onnx(
-    model: torch.nn.Module, example_inputs, dynamic_batch: bool = False, opset: int = DEFAULT_OPSET
+    model: torch.nn.Module,
+    example_inputs,
+    dynamic_batch: bool = False,
+    opset: int = DEFAULT_OPSET,
+    input_names: list | None = None,
 ) -> onnx.ModelProto:
-    """Export ``model`` (eval mode) to an in-memory ModelProto with input 'input', output 'output'."""
+    """Export ``model`` (eval mode) to an in-memory ModelProto. Inputs are ``input_names`` (a model
+    of named inputs: ``input_ids``, ``attention_mask``, ...), else 'input' or 'input_0', 'input_1', ...;
+    outputs are named by ``output_names``."""
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
-    in_names = ["input"] if len(example_inputs) == 1 else [f"input_{i}" for i in range(len(example_inputs))]
+    if input_names and len(input_names) == len(example_inputs):
+        in_names = list(input_names)
+    else:
+        in_names = ["input"] if len(example_inputs) == 1 else [f"input_{i}" for i in range(len(example_inputs))]
     dyn = {n: {0: "batch"} for n in in_names + ["output"]} if dynamic_batch else None
     was_training = model.training
     model.eval()
@@ -53,6 +62,7 @@ def torch_to_onnx(
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
+            out_names = output_names(model, example_inputs)
             try:
                 torch.onnx.export(
                     model,
@@ -88,7 +98,65 @@ def torch_to_onnx(
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
-    return onnx.load_from_string(buf.getvalue())
+    proto = onnx.load_from_string(buf.getvalue())
+    _name_outputs(proto, out_names)
+    return proto
+
+
+def output_names(model: torch.nn.Module, example_inputs) -> list:
+    """Names of the model's output tensors in the order exporters flatten them: the fields of a
+    ``ModelOutput`` or dict (``last_hidden_state``, ``pooler_output``; a tuple field as ``name_0``,
+    ``name_1``, ...), else 'output', 'output_1', ... A captured GraphModule carries its model's names
+    in ``meta["edgeprune_output_names"]``; other modules are run once on the example (in eval mode:
+    the caller's)."""
+    names = getattr(model, "meta", {}).get("edgeprune_output_names") if hasattr(model, "meta") else None
+    if names:
+        return list(names)
+    try:
+        with torch.no_grad():
+            out = model(*example_inputs)
+    except Exception:  # the exporter ran it; a failure here only costs the names
+        return []
+    return flat_output_names(out)
+
+
+def flat_output_names(out, prefix: str = "") -> list:
+    """The names ``output_names`` gives to the tensors of one model output, flattened."""
+    if isinstance(out, torch.Tensor):
+        return [prefix or "output"]
+    if hasattr(out, "items"):
+        names = []
+        for k, v in out.items():
+            if v is not None:
+                names += flat_output_names(v, f"{prefix}_{k}" if prefix else str(k))
+        return names
+    if isinstance(out, (tuple, list)):
+        names = []
+        for i, v in enumerate(out):
+            base = f"{prefix}_{i}" if prefix else ("output" if i == 0 else f"output_{i}")
+            names += flat_output_names(v, base)
+        return names
+    return []
+
+
+def _name_outputs(proto: onnx.ModelProto, names: list) -> None:
+    """Rename the graph outputs to ``names`` when there is one name per output; an output that is
+    also a graph input, or whose new name the graph already uses, keeps its name."""
+    g = proto.graph
+    if len(names) != len(g.output) or len(set(names)) != len(names):
+        return
+    used = {t for n in g.node for t in (*n.input, *n.output)} | {i.name for i in g.input}
+    used |= {i.name for i in g.initializer}
+    inputs = {i.name for i in g.input}
+    for out, new in zip(g.output, names):
+        if out.name == new or out.name in inputs or new in used:
+            continue
+        _rename_tensor(g, out.name, new, ("output", "input"))
+        for vi in g.value_info:
+            if vi.name == out.name:
+                vi.name = new
+        out.name = new
+        used.add(new)
 
 
 def _first_line(e: Exception) -> str:

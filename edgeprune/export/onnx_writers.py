@@ -1,7 +1,8 @@
 """The writers named in ``formats.FORMATS`` for the ONNX formats, and the capture they share.
 
 Consumes: the source (nn.Module or QuantizedModel), example inputs and options
-(``dynamic_batch``, ``opset``, ``captures``: a dict ``export`` passes to every writer of one call).
+(``dynamic_batch``, ``opset``, ``input_names`` of a model of named inputs, ``captures``: a dict
+``export`` passes to every writer of one call).
 Produces: a checked ``onnx.ModelProto``; ``captured`` gives the fp32 or QDQ ONNX graph of a model,
 traced once per export call however many formats (ONNX and TFLite) are written from it.
 """
@@ -16,7 +17,14 @@ from .onnx_hardswish import split_hardswish
 
 
 def _model_of(source):
-    return getattr(source, "original", source)
+    """The float module a source's files are traced from: a QuantizedModel's original, the
+    positional wrapper of a model of named inputs (``export.NamedInputs``), or the model."""
+    from ..quant import QuantizedModel
+    from . import NamedInputs
+
+    if isinstance(source, NamedInputs):
+        return source.module
+    return source.original if isinstance(source, QuantizedModel) else source
 
 
 def captured(options, model, example_inputs, dynamic: bool, qsource=None) -> onnx.ModelProto:
@@ -24,9 +32,10 @@ def captured(options, model, example_inputs, dynamic: bool, qsource=None) -> onn
     cache = options.get("captures")
     if cache is None:
         cache = {}
-    key = (id(model), dynamic, id(qsource), tuple(tuple(x.shape) for x in example_inputs))
+    names = options.get("input_names")
+    key = (id(model), dynamic, id(qsource), tuple(tuple(x.shape) for x in example_inputs), tuple(names or ()))
     if key not in cache:
-        proto = torch_to_onnx(model, example_inputs, dynamic, options.get("opset", DEFAULT_OPSET))
+        proto = torch_to_onnx(model, example_inputs, dynamic, options.get("opset", DEFAULT_OPSET), names)
         cache[key] = quantize_onnx(proto, qsource) if qsource is not None else proto
     out = onnx.ModelProto()
     out.CopyFrom(cache[key])

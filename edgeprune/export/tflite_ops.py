@@ -141,6 +141,27 @@ def _int8_params(lw: Lowering, w: str, bias: str | None, in_scale, cout: int, di
     return q, wq, bq.astype(np.int32), Quant(bs, np.zeros(bs.size, np.int64), 0)
 
 
+def onnx_pads(node, in_hw, k, s, d) -> list:
+    """The explicit [top, left, bottom, right] pads of a Conv or pool: its ``pads``, or what its
+    ``auto_pad`` means (VALID: none; SAME_UPPER / SAME_LOWER: output = ceil(input / stride), the odd
+    pixel at the end / the start; SigLIP's patch embedding is written with VALID)."""
+    mode = _attr(node, "auto_pad", b"NOTSET")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode == "NOTSET":
+        return list(_attr(node, "pads", [0, 0, 0, 0]))
+    if mode == "VALID":
+        return [0, 0, 0, 0]
+    if mode not in ("SAME_UPPER", "SAME_LOWER"):
+        raise unsupported(node, f"auto_pad {mode}")
+    begin, end = [], []
+    for n, kk, ss, dd in zip(in_hw, k, s, d):
+        total = max(0, (-(-n // ss) - 1) * ss + (kk - 1) * dd + 1 - n)
+        small = total // 2
+        begin.append(small if mode == "SAME_UPPER" else total - small)
+        end.append(total - begin[-1])
+    return begin + end
+
+
 def conv(lw: Lowering, node) -> None:
     x, w = node.input[0], node.input[1]
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
@@ -153,10 +174,8 @@ def conv(lw: Lowering, node) -> None:
     k = list(lw.consts[w].shape[2:])
     s = list(_attr(node, "strides", [1, 1]))
     d = list(_attr(node, "dilations", [1, 1]))
-    if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise unsupported(node, "auto_pad")
-    pads = list(_attr(node, "pads", [0, 0, 0, 0]))
     in_hw = lw.shape(x)[2:]
+    pads = onnx_pads(node, in_hw, k, s, d)
     mode, explicit = pad_mode(in_hw, k, s, d, pads)
     if explicit is not None:
         xv = explicit_pad(lw, node.output[0], xv, explicit)
@@ -574,13 +593,27 @@ def hard_sigmoid(lw: Lowering, node) -> None:
 
 
 def softmax(lw: Lowering, node) -> None:
-    rank = len(lw.shape(node.input[0]))
+    """SOFTMAX normalises the last axis; another axis (ConvBERT's span attention) is moved there by
+    a TRANSPOSE and back."""
+    shape = list(lw.shape(node.input[0]))
+    rank = len(shape)
     axis = _attr(node, "axis", -1) % rank
-    if axis != rank - 1:
-        raise unsupported(node, f"softmax over axis {axis} of a rank-{rank} tensor (only the last axis)")
+    if rank > 5 and axis != rank - 1:
+        raise unsupported(node, f"softmax over axis {axis} of a rank-{rank} tensor (TRANSPOSE takes rank <= 5)")
     xv = lw.get(node.input[0], nhwc=False, want_float=True)
     out = lw.new(node.output[0], False)
-    lw.m.op(OP.SOFTMAX, [xv.index], [out.index], ("SoftmaxOptions", {"Beta": 1.0}), 1, node.name)
+    opts = ("SoftmaxOptions", {"Beta": 1.0})
+    if axis == rank - 1:
+        lw.m.op(OP.SOFTMAX, [xv.index], [out.index], opts, 1, node.name)
+    else:
+        perm = [d for d in range(rank) if d != axis] + [axis]  # its own inverse is argsort(perm)
+        moved = tmp(lw, f"{node.output[0]}_t", [shape[p] for p in perm])
+        soft = tmp(lw, f"{node.output[0]}_s", [shape[p] for p in perm])
+        version = 4 if rank > 4 else 1
+        lw.m.op(OP.TRANSPOSE, [xv.index, lw.m.const("perm", np.array(perm, np.int32))], [moved], None, version)
+        lw.m.op(OP.SOFTMAX, [moved], [soft], opts, 1, node.name)
+        back = np.argsort(perm).astype(np.int32)
+        lw.m.op(OP.TRANSPOSE, [soft, lw.m.const("perm", back)], [out.index], None, version)
     lw.bind(node.output[0], out)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .tflite_lower import NHWC, Lowering, Val, _attr, unsupported
-from .tflite_ops import _requant_to_next, bind_all, explicit_pad, fuse_act, int8_act, pad_mode, tmp
+from .tflite_ops import _requant_to_next, bind_all, explicit_pad, fuse_act, int8_act, onnx_pads, pad_mode, tmp
 from .tflite_schema import OP, Quant
 
 
@@ -42,8 +42,6 @@ def _max_pad(lw: Lowering, name: str, x: Val, pads: list[int]) -> Val:
 
 
 def pool(lw: Lowering, node) -> None:
-    if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise unsupported(node, "auto_pad")
     x = node.input[0]
     xv, int8 = _int8_in(lw, x, nhwc=True)
     k = list(_attr(node, "kernel_shape"))
@@ -51,8 +49,8 @@ def pool(lw: Lowering, node) -> None:
     d = list(_attr(node, "dilations", [1, 1]))
     if len(k) != 2 or d != [1, 1]:
         raise unsupported(node, "only 2-D pools without dilation")
-    pads = list(_attr(node, "pads", [0, 0, 0, 0]))
     in_hw, out_hw = lw.shape(x)[2:], lw.shape(node.output[0])[2:]
+    pads = onnx_pads(node, in_hw, k, s, d)
     floor_hw = [(in_hw[i] + pads[i] + pads[i + 2] - k[i]) // s[i] + 1 for i in range(2)]
     if floor_hw != out_hw:  # ceil_mode=1 that adds a window: not expressible with TFLite paddings
         raise unsupported(node, "ceil_mode=1 on a size where it adds an output row")
@@ -304,6 +302,33 @@ def gather(lw: Lowering, node) -> None:
     dv = lw.get(data, nhwc=False, want_float=True)
     out = _passthrough_out(lw, node.output[0], dv, False, False)
     lw.m.op(OP.GATHER, [dv.index, iv], [out.index], ("GatherOptions", {"Axis": axis}), 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def gather_nd(lw: Lowering, node) -> None:
+    """GatherND at constant indices (GPT-Neo's mask picked at fixed positions, static shapes) as one
+    GATHER: the first q dims of the data flattened into one, the index tuples into flat positions.
+    Computed indices or batch_dims have no lowering."""
+    data, idx = node.input[0], node.input[1]
+    if idx not in lw.consts or _attr(node, "batch_dims", 0) != 0:
+        raise unsupported(node, "indices computed at run time, or batch_dims")
+    shape = [int(d) for d in lw.shape(data)]
+    ind = lw.consts[idx].astype(np.int64)
+    q = int(ind.shape[-1]) if ind.ndim else 0
+    lead = np.array(shape[:q], dtype=np.int64)
+    if q < 1 or q > len(shape) or np.any(ind < -lead) or np.any(ind >= lead):
+        raise unsupported(node, "index tuples outside the data")
+    ind = np.where(ind < 0, ind + lead, ind)
+    strides = np.array([int(np.prod(shape[k + 1 : q])) for k in range(q)], dtype=np.int64)
+    flat = (ind * strides).sum(axis=-1).astype(np.int32)
+    dv = lw.get(data, nhwc=False, want_float=True)
+    src = dv.index
+    if q > 1:  # [S0 * ... * Sq-1, Sq, ...]
+        merged = [int(np.prod(shape[:q]))] + shape[q:]
+        src = lw.m.tensor(f"{node.output[0]}_flat", merged, lw.m.tensors[dv.index].dtype, lw.quant_of(dv))
+        lw.reshape_op(dv.index, src, merged)
+    out = _passthrough_out(lw, node.output[0], dv, False, lw.quant_of(dv) is not None)
+    lw.m.op(OP.GATHER, [src, lw.m.const("indices", flat)], [out.index], ("GatherOptions", {"Axis": 0}), 1, node.name)
     lw.bind(node.output[0], out)
 
 
@@ -576,6 +601,7 @@ SHAPE_HANDLERS = {
     "Gather": gather,
     "CumSum": cumsum,
     "GatherElements": gather_elements,
+    "GatherND": gather_nd,
     "ArgMax": arg_max,
     "Expand": expand,
     "LayerNormalization": layer_norm,

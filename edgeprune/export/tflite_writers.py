@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .onnx_writers import captured
+from .onnx_writers import _model_of, captured
 from .tflite_lower import lower
 from .tflite_schema import OP, Model, Operator
 from .tflite_sparse import sparsify
@@ -24,19 +24,35 @@ def _batch1(example_inputs):
     return tuple(x[:1] for x in example_inputs)
 
 
-def _model_of(source):
-    return getattr(source, "original", source)
+def _float_module(source, example_inputs):
+    """The module whose fp32 graph a TFLite file holds. Models of named inputs (transformers) are
+    recorded with torch.export on the batch-1 example, as the quantizer captures them: their mask
+    code then runs on static shapes instead of exporting as gathers and scatters TFLite lacks. A
+    QuantizedModel captured that way gives its folded float graph."""
+    from ..quant import QuantizedModel
+    from . import NamedInputs
+
+    if isinstance(source, NamedInputs):
+        try:
+            return source.graph(example_inputs)
+        except Exception:  # not recordable: the exporters trace the forward itself
+            return source.module
+    if isinstance(source, QuantizedModel) and source.folded.meta.get("edgeprune_capture") == "export":
+        return source.folded
+    return _model_of(source)
 
 
 def write_fp32(source, example_inputs, options):
-    model = lower(captured(options, _model_of(source), _batch1(example_inputs), False))
+    x = _batch1(example_inputs)
+    model = lower(captured(options, _float_module(source, x), x, False))
     if options.get("sparse") is not False:  # None: the weights at >= 70 % zeros; True: every candidate
         sparsify(model, force=bool(options.get("sparse")))
     return model
 
 
 def write_fp16(source, example_inputs, options):
-    return to_fp16(lower(captured(options, _model_of(source), _batch1(example_inputs), False)))
+    x = _batch1(example_inputs)
+    return to_fp16(lower(captured(options, _float_module(source, x), x, False)))
 
 
 def write_int8(source, example_inputs, options):

@@ -222,4 +222,4 @@ def export_graph(model: nn.Module, args: tuple, kwargs: dict) -> Recording:
     if len(users) != len(flat):
         flat = [v for v in flat if isinstance(v, torch.Tensor)]
     builder = _Builder(ep, leaves)
-    return Recording(builder.build(), builder.consts, flat)
+    return Recording(builder.build(), builder.consts, flat, ep.call_spec.out_spec)

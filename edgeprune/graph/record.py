@@ -102,6 +102,7 @@ class Recording:
     graph: fx.Graph
     consts: dict = field(default_factory=dict)  # get_attr target -> tensor for non-parameters
     inputs: list = field(default_factory=list)  # flat input tensors, in placeholder order
+    out_spec: object = None  # the pytree spec of the model's output (torch.export's), when known
 
 
 class _Mode(TorchFunctionMode):

@@ -167,13 +167,15 @@ def activation_qparams(lo: float, hi: float, dtype: str, symmetric: bool) -> tup
     """(scale, zero_point, qmin, qmax) for a per-tensor activation range [lo, hi]."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     qmin, qmax = (0, 255) if dtype == "uint8" else (-128, 127)
+    # a range so small its float32 scale underflows to 0 (a tensor of denormals, exact zeros up to
+    # rounding) is a constant zero to int8: scale 1 represents it exactly
     if symmetric:
         amax = max(abs(lo), abs(hi))
         scale = f32(amax / 127.0) if amax > 0 else 1.0
-        return scale, 0, qmin, qmax
-    if hi <= lo:
+        return scale if scale > 0 else 1.0, 0, qmin, qmax
+    scale = f32((hi - lo) / (qmax - qmin)) if hi > lo else 0.0
+    if not scale > 0:
         return 1.0, (0 if dtype == "int8" else 0), qmin, qmax
-    scale = f32((hi - lo) / (qmax - qmin))
     zp = int(round(qmin - lo / scale))
     return scale, min(max(zp, qmin), qmax), qmin, qmax
 

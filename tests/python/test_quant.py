@@ -92,6 +92,14 @@ def test_activation_qparams_asymmetric_and_symmetric():
     assert zp == 0 and scale == np.float32(2.0 / 127)
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_a_range_of_denormals_quantizes_as_zero(symmetric):
+    # MobileViT's calibration saw a tensor of denormals: its float32 scale underflows to 0, which
+    # once divided by zero; such a tensor is zero to int8, and scale 1 holds that exactly
+    scale, zp, qmin, qmax = activation_qparams(-1e-44, 2e-44, "int8", symmetric)
+    assert scale == 1.0 and zp == 0 and (qmin, qmax) == (-128, 127)
+
+
 def test_weight_scales_per_channel_symmetric_and_float32_exact():
     w = torch.tensor([[1.0, -3.0], [0.5, 0.25], [0.0, 0.0]])
     s = weight_scales(w, 127, per_channel=True)
