@@ -124,11 +124,38 @@ def _example_inputs(source, example_inputs) -> tuple[tuple, list | None]:
         return inputs, None
     shape = getattr(source, "input_shape", None) or getattr(getattr(source, "original", None), "input_shape", None)
     if not shape:
-        raise ValueError("pass example_inputs: the model has no input_shape attribute to build one from")
+        recorded = _plan_example(getattr(source, "original", source))
+        if recorded is not None:
+            return recorded
+        raise ValueError(
+            "the model records no input shape (no input_shape attribute, no prune plan): pass example_inputs "
+            "to ep.export, or save the model with ep.save after pruning it with a plan (which records its inputs)"
+        )
     import torch
 
     gen = torch.Generator().manual_seed(0)
     return (torch.randn(1, *shape, generator=gen),), None
+
+
+def _plan_example(model):
+    """Example inputs rebuilt from the input specs a pruned model's last plan recorded (shapes,
+    dtypes and names of the inputs it was traced with; batch 1): a model directory of ``ep.save``
+    exports with no example. None when the model carries no plan or the plan no inputs."""
+    import torch.nn as nn
+
+    from ..graph.groups import inputs_and_kwargs_from_specs
+
+    plans = getattr(model, "edgeprune_plan", None) if isinstance(model, nn.Module) else None
+    plan = plans[-1] if isinstance(plans, (list, tuple)) and plans else plans
+    specs = getattr(plan, "inputs", None)
+    if not specs:
+        return None
+    args, kwargs = inputs_and_kwargs_from_specs(specs)
+    if args and kwargs:
+        return None
+    if kwargs:
+        return _named_example(model, {k: v[:1] for k, v in kwargs.items()})
+    return tuple(a[:1] for a in args), None
 
 
 def _named_example(model, example: dict) -> tuple[tuple, list]:

@@ -216,3 +216,33 @@ def test_auto_pad_lowers_to_the_pads_it_means(op, auto_pad, tmp_path):
     for builtin in (False, True):
         _close(run(path, [x], builtin=builtin)[0], ref)  # run() takes and gives PyTorch's layout
     _close(ep.runtime.load(path)(x.transpose(0, 2, 3, 1))[0].transpose(0, 3, 1, 2), ref)
+
+
+def test_a_pruned_transformers_directory_exports_from_the_cli_with_no_example(tmp_path):
+    # the plan recorded the inputs it was traced with: `edgeprune export DIR` needs nothing else
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+
+    cfg = transformers.Qwen2Config(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=16, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.Qwen2ForCausalLM(cfg).eval()
+    ids = torch.randint(1, 64, (2, SEQ), generator=torch.Generator().manual_seed(1))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones(2, SEQ, dtype=torch.int64)}
+    small = ep.apply(model, ep.plan(model, inputs, ratio=0.3))
+    ep.save(small, tmp_path / "m")
+    cli = [sys.executable, "-m", "edgeprune.cli.main", "export", str(tmp_path / "m"), "--out", str(tmp_path / "out")]
+    r = subprocess.run([*cli, "--format", "onnx", "--format", "tflite"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    sess = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
+    assert sess.get_outputs()[0].name == "logits"
+    x = {"input_ids": ids[:1].numpy(), "attention_mask": np.ones((1, SEQ), np.int64)}
+    with torch.no_grad():
+        ref = small(input_ids=ids[:1]).logits.numpy()
+    _close(sess.run(None, x)[0], ref)
+    _close(ep.runtime.load(tmp_path / "out" / "model.tflite")(*x.values())[0], ref)
