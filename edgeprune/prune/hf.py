@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -60,10 +61,55 @@ def one_shape_per_config(model: nn.Module) -> bool:
     """Whether ``model`` is a ``transformers`` model whose config states one head count and one
     feed-forward width for every layer (BERT, Llama, ViT, ...), so only equal cuts per layer can be
     written back to it. Staged models (Swin, MobileViT) and CNNs (ResNet, ConvNeXt) are not."""
-    heads = [getattr(model.config, a, None) for a in _HEADS] if is_hf(model) else []
+    if not is_hf(model):
+        return False
+    heads = [getattr(model.config, a, None) for a in _HEADS]
     if any(isinstance(h, (list, tuple)) for h in heads):
         return False
     return any(isinstance(h, int) for h in heads) or bool(_attention_shapes(model))
+
+
+def couple_residual(model: nn.Module, graph, scores: dict, keep: dict) -> dict:
+    """For a config that derives the head size as ``hidden_size / heads`` (BERT, DistilBERT, GPT-2,
+    RoBERTa, ...): cut the residual stream to exactly kept heads x head size, the only width whose
+    config states the pruned heads, so ``from_pretrained`` reloads the model. Its channels go by
+    their scores, as the planner's would. ``keep`` ({group id: keep mask}) is returned changed, or
+    as it was when the model is not such a model, its residual stream is not prunable (ignored
+    embeddings) or its layers keep different head counts."""
+    if not one_shape_per_config(model):
+        return keep
+    cfg = model.config
+    heads0 = next((getattr(cfg, a) for a in _HEADS if isinstance(getattr(cfg, a, None), int)), None)
+    hidden0 = next((getattr(cfg, a) for a in _HIDDEN_CONFIG if isinstance(getattr(cfg, a, None), int)), None)
+    if getattr(cfg, "head_dim", None) is not None or not heads0 or not hidden0 or hidden0 % heads0:
+        return keep
+    emb = _input_embeddings(model)
+    names = {m: n for n, m in model.named_modules()}
+    groups = [g for g in graph.groups() if g.prunable]
+    residual = next((g for g in groups if emb in names and names[emb] in g.sources and g.size == hidden0), None)
+    heads = [g for g in groups if g.size == heads0 and any(src.rsplit(".", 1)[-1] in _Q for src in g.sources)]
+    if residual is None or not heads:
+        return keep
+    kept = {int(keep[g.id].sum()) if g.id in keep else g.size for g in heads}
+    if len(kept) != 1:
+        return keep
+    want = kept.pop() * (hidden0 // heads0)
+    out = dict(keep)
+    out.pop(residual.id, None)
+    if want < hidden0:
+        order = np.argsort(np.asarray(scores[residual.id], dtype=np.float64), kind="stable")
+        mask = np.ones(hidden0, dtype=bool)
+        mask[order[: hidden0 - want]] = False
+        out[residual.id] = mask
+    return out
+
+
+def _input_embeddings(model: nn.Module):
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        return get() if callable(get) else None
+    except (NotImplementedError, AttributeError):
+        return None
 
 
 def _out(m: nn.Module) -> int | None:
@@ -156,11 +202,7 @@ def _sync_heads(model: nn.Module, heads: int, kv, head_dim: int) -> list:
 
 def _hidden(model: nn.Module) -> int | None:
     """The residual stream's width: the input embeddings' width, when the model has them."""
-    get = getattr(model, "get_input_embeddings", None)
-    try:
-        emb = get() if callable(get) else None
-    except (NotImplementedError, AttributeError):
-        return None
+    emb = _input_embeddings(model)
     return getattr(emb, "embedding_dim", None) if isinstance(emb, nn.Embedding) else None
 
 

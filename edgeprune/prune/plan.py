@@ -341,6 +341,10 @@ def plan(
             global_ranking=global_ranking,
             max_layer_ratio=max_layer_ratio,
         )
+        if ratios is None:  # a config that derives the head size: the residual width follows the heads
+            from .hf import couple_residual
+
+            keep = couple_residual(model, graph, scores, keep)
         return plan_from_keep(graph, keep, settings)
 
     if target_macs is None:

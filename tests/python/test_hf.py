@@ -328,3 +328,34 @@ def test_partial_rotary_models_prune():
         small = epp.apply(model, ep.plan(model, inputs, ratio=0.3))
     assert _nparams(small) < 0.8 * _nparams(model)
     assert small.generate(**inputs, max_new_tokens=2, do_sample=False).shape == (2, T + 2)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert_classifier"])
+def test_configs_that_derive_the_head_size_reload_when_the_residual_follows_the_heads(name, tmp_path):
+    # GPT-2 and BERT state only hidden_size and the head count (head size = hidden / heads): at the
+    # defaults the residual stream is cut to kept heads x head size, so from_pretrained reloads it
+    if name == "gpt2":
+        model, inputs = _build("gpt2"), _inputs("gpt2")
+    else:
+        cfg = transformers.BertConfig(vocab_size=V, max_position_embeddings=16, num_labels=3, **ENCODER)
+        torch.manual_seed(0)
+        model, inputs = transformers.BertForSequenceClassification(cfg).eval(), _inputs("bert")
+    small = epp.apply(model, ep.plan(model, inputs, ratio=0.5))
+    cfg = small.config.to_dict()
+    hidden, heads = (
+        (cfg["n_embd"], cfg["n_head"]) if name == "gpt2" else (cfg["hidden_size"], cfg["num_attention_heads"])
+    )
+    assert heads == 2 and hidden == heads * 8 and not small.edgeprune_notes
+    small.save_pretrained(tmp_path)
+    back = type(small).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(back(**inputs).logits, small(**inputs).logits)
+
+
+def test_a_base_encoder_keeps_its_residual_and_says_why_heads_do_not_reload():
+    # BertModel's output is the residual stream itself, so its width stays; 2 heads of 8 in a
+    # 32-wide BERT is a shape no BertConfig states: a note, and ep.save/ep.load rebuild it
+    model, inputs = _build("bert"), _inputs("bert")
+    with pytest.warns(UserWarning, match="cannot rebuild 2 heads of size 8 at hidden size 32"):
+        small = epp.apply(model, ep.plan(model, inputs, ratio=0.5))
+    assert small.config.hidden_size == 32
