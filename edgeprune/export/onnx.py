@@ -31,6 +31,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from ..graph.record import flat_output_names
+
 DEFAULT_OPSET = 17
 
 
@@ -118,25 +120,6 @@ def output_names(model: torch.nn.Module, example_inputs) -> list:
     except Exception:  # the exporter ran it; a failure here only costs the names
         return []
     return flat_output_names(out)
-
-
-def flat_output_names(out, prefix: str = "") -> list:
-    """The names ``output_names`` gives to the tensors of one model output, flattened."""
-    if isinstance(out, torch.Tensor):
-        return [prefix or "output"]
-    if hasattr(out, "items"):
-        names = []
-        for k, v in out.items():
-            if v is not None:
-                names += flat_output_names(v, f"{prefix}_{k}" if prefix else str(k))
-        return names
-    if isinstance(out, (tuple, list)):
-        names = []
-        for i, v in enumerate(out):
-            base = f"{prefix}_{i}" if prefix else ("output" if i == 0 else f"output_{i}")
-            names += flat_output_names(v, base)
-        return names
-    return []
 
 
 def _name_outputs(proto: onnx.ModelProto, names: list) -> None:

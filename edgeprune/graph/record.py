@@ -17,6 +17,9 @@ wrapped for the run, so their own ops stay inside one ``call_module`` node. A te
 not seen is a parameter or buffer (``get_attr`` by name) or a constant. Calls that return no tensor
 and only read metadata (shape, dtype, device) are left out; any other call on a recorded tensor is
 kept, so an op we do not model pins its channels instead of silently disconnecting them.
+
+Also the names exported files give a model's outputs (``flat_output_names``, ``spec_output_names``:
+a ``ModelOutput``'s fields), shared by the quantizer's capture and the exporters.
 """
 
 from __future__ import annotations
@@ -284,3 +287,39 @@ def record(model: nn.Module, args: tuple, kwargs: dict) -> Recording:
     _flatten(out, results)
     rec.graph.output(tuple(rec.node_of(t) for t in results))
     return Recording(rec.graph, rec.consts, flat)
+
+
+def flat_output_names(out, prefix: str = "") -> list:
+    """Names for the tensors of one model output, in the order exporters flatten them: the fields
+    of a ``ModelOutput`` or dict (``last_hidden_state``, ``pooler_output``; a tuple field as
+    ``name_0``, ``name_1``, ...), else 'output', 'output_1', ... (the names files give them)."""
+    if isinstance(out, torch.Tensor):
+        return [prefix or "output"]
+    if hasattr(out, "items"):
+        names = []
+        for k, v in out.items():
+            if v is not None:
+                names += flat_output_names(v, f"{prefix}_{k}" if prefix else str(k))
+        return names
+    if isinstance(out, (tuple, list)):
+        names = []
+        for i, v in enumerate(out):
+            base = f"{prefix}_{i}" if prefix else ("output" if i == 0 else f"output_{i}")
+            names += flat_output_names(v, base)
+        return names
+    return []
+
+
+def spec_output_names(out_spec) -> list:
+    """``flat_output_names`` of the output a pytree spec describes (torch.export's ``out_spec``),
+    or [] when torch cannot rebuild the container or the names do not cover its leaves."""
+    if out_spec is None:
+        return []
+    from torch.utils import _pytree as pytree
+
+    try:
+        dummy = pytree.tree_unflatten([torch.empty(0)] * out_spec.num_leaves, out_spec)
+    except Exception:  # a container torch cannot rebuild: the file keeps generic names
+        return []
+    names = flat_output_names(dummy)
+    return names if len(names) == out_spec.num_leaves else []

@@ -117,6 +117,7 @@ def _export_capture(model: nn.Module, example: tuple, names: list | None) -> fx.
     positional inputs are the example's tensors, in order, and whose output is the flat tuple of
     the model's output tensors (one tensor when there is one)."""
     from ..graph.export import export_graph
+    from ..graph.record import spec_output_names
 
     root = _canonical(model).eval()
     # a decoder's key/value cache is an output for generation, not part of the function quantized
@@ -139,26 +140,10 @@ def _export_capture(model: nn.Module, example: tuple, names: list | None) -> fx.
         out.args = (out.args[0][0],)
     gm.recompile()
     gm.meta["edgeprune_capture"] = "export"
-    names = _output_names(rec.out_spec)
+    names = spec_output_names(rec.out_spec)
     if names:  # what the exporters name the file's outputs (last_hidden_state, pooler_output, ...)
         gm.meta["edgeprune_output_names"] = names
     return gm.eval()
-
-
-def _output_names(out_spec) -> list:
-    """The names ``export.onnx.flat_output_names`` gives the outputs of a pytree spec."""
-    if out_spec is None:
-        return []
-    from torch.utils import _pytree as pytree
-
-    from ..export.onnx import flat_output_names
-
-    try:
-        dummy = pytree.tree_unflatten([torch.empty(0)] * out_spec.num_leaves, out_spec)
-    except Exception:  # a container torch cannot rebuild: the file keeps generic names
-        return []
-    names = flat_output_names(dummy)
-    return names if len(names) == out_spec.num_leaves else []
 
 
 def capture(model: nn.Module, example: tuple | None = None, names: list | None = None) -> fx.GraphModule:
