@@ -342,6 +342,18 @@ def _more(name):
     if name == "albert":  # one layer shared by every block
         cfg = transformers.AlbertConfig(vocab_size=64, embedding_size=16, max_position_embeddings=16, **_SMALL)
         return transformers.AlbertModel(cfg, add_pooling_layer=False).eval()
+    if name == "gptneo":  # local attention: the mask picked at fixed positions (GatherND in the graph)
+        cfg = transformers.GPTNeoConfig(
+            vocab_size=64, max_position_embeddings=32, hidden_size=32, num_layers=2, num_heads=4,
+            attention_types=[[["global", "local"], 1]], intermediate_size=64,
+        )  # fmt: skip
+        return transformers.GPTNeoModel(cfg).eval()
+    if name == "convbert":  # span-based dynamic convolution: a softmax over the middle axis
+        cfg = transformers.ConvBertConfig(vocab_size=64, max_position_embeddings=32, embedding_size=32, **_SMALL)
+        return transformers.ConvBertModel(cfg).eval()
+    if name == "siglip":  # a patch embedding written with auto_pad=VALID
+        cfg = transformers.SiglipVisionConfig(image_size=32, patch_size=8, **_SMALL)
+        return transformers.SiglipVisionModel(cfg).eval()
     cfg = transformers.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
     return transformers.T5EncoderModel(cfg).eval()  # relative position buckets, RMS norm
 
@@ -362,6 +374,9 @@ def _more(name):
         "clip",
         "swin",
         "segformer",
+        "gptneo",
+        "convbert",
+        "siglip",
     ],
 )
 def test_transformers_families_quantize_export_and_run(name, tmp_path):
@@ -370,15 +385,16 @@ def test_transformers_families_quantize_export_and_run(name, tmp_path):
     cache left out of the capture), RoBERTa (integer position arithmetic and CUMSUM in the file),
     ALBERT (shared layers stay float, said in ``skipped``), a T5 encoder, MPNet and DeBERTa-v2
     (a table looked up at constant positions, folded by the exporter) and CLIP's text encoder
-    (ARG_MAX), Swin and SegFormer: the twin close to
+    (ARG_MAX), Swin and SegFormer, GPT-Neo (GatherND at constant positions), ConvBERT (a softmax
+    over the middle axis) and SigLIP (auto_pad): the twin close to
     fp32, the QDQ ONNX equal to the twin, our runtime equal to LiteRT on the int8 TFLite file."""
     import onnxruntime as ort
     from test_hf import _build, _inputs, _main
 
-    if name in ("swin", "segformer"):
+    if name in ("swin", "segformer", "siglip"):
         model = _more(name)
         inputs = {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))}
-    elif name in ("roberta", "albert", "t5", "mpnet", "deberta", "clip"):
+    elif name in ("roberta", "albert", "t5", "mpnet", "deberta", "clip", "gptneo", "convbert"):
         model = _more(name)
         g = torch.Generator().manual_seed(1)
         inputs = {
@@ -387,8 +403,14 @@ def test_transformers_families_quantize_export_and_run(name, tmp_path):
         }
     else:
         model, inputs = _build(name), dict(_inputs(name))
-    kinds = (torch.nn.Linear, torch.nn.Conv2d)
-    projections = [n for n, m in model.named_modules() if isinstance(m, kinds) or type(m).__name__ == "Conv1D"]
+    kinds = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv1d)
+    # nn.MultiheadAttention (SigLIP's pooling head) reads its out_proj functionally: it stays float
+    mha = [n + "." for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    projections = [
+        n
+        for n, m in model.named_modules()
+        if (isinstance(m, kinds) or type(m).__name__ == "Conv1D") and not any(n.startswith(p) for p in mha)
+    ]
     q = ep.quantize(model, [inputs], progress=False)
     if name == "albert":
         shared = {s["name"] for s in q.skipped if "times (shared weights); kept fp32" in s["reason"]}
@@ -416,7 +438,7 @@ def test_transformers_families_quantize_export_and_run(name, tmp_path):
     twin = (twin[0] if isinstance(twin, tuple) else twin).numpy()
     np.testing.assert_allclose(o, twin, atol=1e-4 * max(1.0, float(np.abs(twin).max())))
     data = paths["tflite-int8"].read_bytes()
-    if name in ("vit", "swin", "segformer"):  # a rank-4 input is NHWC in TFLite
+    if name in ("vit", "swin", "segformer", "siglip"):  # a rank-4 input is NHWC in TFLite
         feeds = [feeds[0].transpose(0, 2, 3, 1).copy()]
     lite_all, ours_all = litert_reference(data)(feeds), ep.runtime.load(data)(*feeds)
     lite, ours = lite_all[0], ours_all[0]
