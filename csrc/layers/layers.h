@@ -45,6 +45,8 @@ class DenseLinear {
   Isa isa() const { return kern_.isa; }
 
  private:
+  // forward with rows of x `ldx` floats apart (>= K)
+  void forward_rows(const float* x, int64_t ldx, int64_t n, float* y, int threads) const;
   int64_t m_, k_;
   std::vector<float> w_, bias_, packed_;
   bool has_bias_;

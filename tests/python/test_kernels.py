@@ -64,6 +64,23 @@ def test_linear_matches_numpy_on_tails(isa, act):
         assert_close(y_kn, ref_linear(x, w, b, act).T, bound(x, w, b).T)
 
 
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("m, k, n", [(160, 96, 49), (64, 1024, 17), (40, 30, 9)])
+def test_channel_major_few_columns_gives_the_linear_layouts_bits(isa, m, k, n):
+    # 49 columns fill the panels badly and M well: forward_kn runs the Linear layout on X^T (K a
+    # multiple of 1024 with its rows padded apart); the same products in the same order, so the
+    # same bits as lin(x) transposed, on every thread count
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    lin = kernels.Linear(w, b, activation="relu", isa=isa)
+    want = lin(x).T
+    for threads in (1, 2):
+        assert np.array_equal(lin.forward_kn(np.ascontiguousarray(x.T), threads=threads), want)
+    assert_close(want.T, ref_linear(x, w, b, "relu"), bound(x, w, b))
+
+
 def test_linear_default_path_threads_and_no_bias():
     rng = np.random.default_rng(2)
     w = rng.standard_normal((40, 30)).astype(np.float32)
