@@ -163,13 +163,21 @@ def _named_example(model, example: dict) -> tuple[tuple, list]:
     (names it does not declare, taken by ``**kwargs``, after them in the dict's order)."""
     import torch
 
-    from ..quant.inputs import parameter_names
+    from ..quant.inputs import _takes_kwargs, parameter_names
 
     items = {k: v for k, v in example.items() if v is not None}
     bad = [k for k, v in items.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ValueError(f"example_inputs[{bad[0]!r}] is a {type(items[bad[0]]).__name__}; pass tensors")
     params = parameter_names(model)
+    unknown = [k for k in items if k not in params]
+    # transformers' **kwargs carry flags, never tensors: a tensor by another name is a typo there
+    hf = type(model).__module__.startswith("transformers.")
+    if unknown and (hf or not _takes_kwargs(model)):
+        raise ValueError(
+            f"example_inputs[{unknown[0]!r}]: {type(model).__name__}.forward takes no such input; "
+            f"its inputs are {', '.join(params)}"
+        )
     names = [p for p in params if p in items] + [k for k in items if k not in params]
     return tuple(items[n] for n in names), names
 

@@ -106,10 +106,16 @@ def test_a_quantized_model_keeps_the_names_in_every_format(tmp_path):
             assert cos > 0.99, cos
 
 
-def test_a_dict_example_needs_tensors():
+def test_a_dict_example_needs_tensors_the_model_takes(tmp_path):
     model, ids, _ = _bert()
     with pytest.raises(ValueError, match=r"example_inputs\['attention_mask'\] is a list; pass tensors"):
-        export(model, "unused", formats=["onnx"], example_inputs={"input_ids": ids, "attention_mask": [1] * SEQ})
+        export(model, tmp_path, formats=["onnx"], example_inputs={"input_ids": ids, "attention_mask": [1] * SEQ})
+    with pytest.raises(
+        ValueError,
+        match=r"example_inputs\['input_idz'\]: BertModel.forward takes no such input; its inputs are input_ids, attention_mask",
+    ):
+        export(model, tmp_path, formats=["onnx"], example_inputs={"input_idz": ids})
+    assert not any(tmp_path.iterdir())  # refused before anything is written
 
 
 class _SpanSoftmax(nn.Module):
