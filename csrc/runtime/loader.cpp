@@ -102,6 +102,8 @@ const char* op_name(int32_t code) {
     EP_OPNAME(densify, "DENSIFY")
     EP_OPNAME(gather, "GATHER")
     EP_OPNAME(cumsum, "CUMSUM")
+    EP_OPNAME(resize_bilinear, "RESIZE_BILINEAR")
+    EP_OPNAME(resize_nearest_neighbor, "RESIZE_NEAREST_NEIGHBOR")
     EP_OPNAME(arg_max, "ARG_MAX")
     EP_OPNAME(cast, "CAST")
     EP_OPNAME(maximum, "MAXIMUM")
@@ -531,6 +533,8 @@ int min_inputs(OpCode c) {
     case OpCode::sum:
     case OpCode::gather:
     case OpCode::cumsum:
+    case OpCode::resize_bilinear:
+    case OpCode::resize_nearest_neighbor:
     case OpCode::arg_max:
     case OpCode::maximum:
     case OpCode::minimum:
@@ -666,6 +670,18 @@ void read_options(const eptfl::Operator* op, OpDesc& d, const std::string& where
       if (const auto* o = op->builtin_options_as_CumsumOptions()) {
         d.exclusive = o->exclusive();
         d.reverse = o->reverse();
+      }
+      break;
+    case OpCode::resize_bilinear:
+      if (const auto* o = op->builtin_options_as_ResizeBilinearOptions()) {
+        d.align_corners = o->align_corners();
+        d.half_pixel_centers = o->half_pixel_centers();
+      }
+      break;
+    case OpCode::resize_nearest_neighbor:
+      if (const auto* o = op->builtin_options_as_ResizeNearestNeighborOptions()) {
+        d.align_corners = o->align_corners();
+        d.half_pixel_centers = o->half_pixel_centers();
       }
       break;
     case OpCode::batch_matmul:

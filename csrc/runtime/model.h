@@ -129,6 +129,8 @@ enum class OpCode : int32_t {
   logical_not = 87,
   transpose_conv = 67,
   cumsum = 128,
+  resize_bilinear = 23,
+  resize_nearest_neighbor = 97,
   arg_max = 56,
   quantize = 114,
   hard_swish = 117,
@@ -161,6 +163,8 @@ struct OpDesc {
   bool adj_x = false, adj_y = false, approximate = false;
   // CUMSUM: the first sum leaves out its own element / the sums run from the end
   bool exclusive = false, reverse = false;
+  // RESIZE_*: corner pixels aligned / pixel centres at +0.5
+  bool align_corners = false, half_pixel_centers = false;
   // set by the planner: a SELECT_V2 fused with its NOT_EQUAL(x, x) into "NaN -> constant",
   // inputs {x, constant}
   bool nan_fill = false;

@@ -44,7 +44,7 @@ ALTERNATIVES = {
     "Einsum": "torch.matmul / the @ operator",
     "InstanceNormalization": "BatchNorm2d or LayerNorm over the last dimension",
     "GroupNormalization": "BatchNorm2d or LayerNorm over the last dimension",
-    "Resize": "ConvTranspose2d(stride=2) for upsampling",
+    "Resize": "nn.Upsample / F.interpolate with mode nearest, nearest-exact or bilinear on NCHW images",
     "LSTM": "a 1-D Conv or attention block",
     "GRU": "a 1-D Conv or attention block",
     "Erf": "F.gelu (exact or tanh) instead of a hand-written erf",

@@ -332,6 +332,54 @@ def gather_nd(lw: Lowering, node) -> None:
     lw.bind(node.output[0], out)
 
 
+# ONNX Resize (coordinate mode, nearest rounding) -> TFLite (align_corners, half_pixel_centers): the
+# pairs that compute the same source pixel. PyTorch exports nn.Upsample(mode="nearest") as
+# asymmetric + floor, mode="nearest-exact" as half_pixel + round_prefer_ceil ...
+_NEAREST = {
+    ("asymmetric", "floor"): (False, False),
+    ("half_pixel", "round_prefer_ceil"): (False, True),
+    ("pytorch_half_pixel", "round_prefer_ceil"): (False, True),
+    ("align_corners", "round_prefer_ceil"): (True, False),
+}
+# ... and bilinear as pytorch_half_pixel (align_corners=False) or align_corners
+_LINEAR = {"half_pixel": (False, True), "pytorch_half_pixel": (False, True), "align_corners": (True, False),
+           "asymmetric": (False, False)}  # fmt: skip
+
+
+def resize(lw: Lowering, node) -> None:
+    """Resize of the two spatial dims of a rank-4 tensor, nearest or linear, to a static size:
+    RESIZE_NEAREST_NEIGHBOR (int8 stays int8, same scale) or RESIZE_BILINEAR (float)."""
+    x = node.input[0]
+    shape, out_shape = list(lw.shape(x)), list(lw.shape(node.output[0]))
+    mode = _attr(node, "mode", b"nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    coord = _attr(node, "coordinate_transformation_mode", b"half_pixel")
+    coord = coord.decode() if isinstance(coord, bytes) else str(coord)
+    rounding = _attr(node, "nearest_mode", b"round_prefer_floor")
+    rounding = rounding.decode() if isinstance(rounding, bytes) else str(rounding)
+    if len(shape) != 4 or len(out_shape) != 4 or shape[:2] != out_shape[:2]:
+        raise unsupported(node, "a resize other than of the two spatial dims of an NCHW tensor")
+    if mode == "nearest":
+        flags, code, table = _NEAREST.get((coord, rounding)), OP.RESIZE_NEAREST_NEIGHBOR, "ResizeNearestNeighborOptions"
+    elif mode == "linear":
+        flags, code, table = _LINEAR.get(coord), OP.RESIZE_BILINEAR, "ResizeBilinearOptions"
+    else:
+        flags = None
+    if flags is None:
+        raise unsupported(node, f"mode {mode}, coordinate_transformation_mode {coord}, nearest_mode {rounding}")
+    align, half = flags
+    if mode == "nearest":
+        xv, int8 = _int8_in(lw, x, nhwc=True)
+    else:
+        xv, int8 = lw.get(x, nhwc=True, want_float=True), False
+    out = _passthrough_out(lw, node.output[0], xv, True, int8)
+    size = lw.m.const("size", np.array(out_shape[2:], np.int32))
+    opts = (table, {"AlignCorners": align, "HalfPixelCenters": half})
+    # TFLite's versions: 2 for int8, 3 for half_pixel_centers
+    lw.m.op(code, [xv.index, size], [out.index], opts, 3 if half else (2 if int8 else 1), node.name)
+    lw.bind(node.output[0], out)
+
+
 def expand(lw: Lowering, node) -> None:
     xv = lw.get(node.input[0], nhwc=False, want_float=True)
     shape = lw.shape(node.output[0])
@@ -602,6 +650,7 @@ SHAPE_HANDLERS = {
     "CumSum": cumsum,
     "GatherElements": gather_elements,
     "GatherND": gather_nd,
+    "Resize": resize,
     "ArgMax": arg_max,
     "Expand": expand,
     "LayerNormalization": layer_norm,

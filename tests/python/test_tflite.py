@@ -25,12 +25,12 @@ from edgeprune.export.tflite_lower import TFLiteLoweringError  # noqa: E402
 
 
 class Upsampler(torch.nn.Module):
-    """nn.Upsample exports as ONNX Resize, which the writer does not lower."""
+    """nn.Upsample(mode="bicubic") exports as ONNX Resize in cubic mode, which TFLite has no op for."""
 
     def __init__(self):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.up = torch.nn.Upsample(scale_factor=2, mode="bilinear")
+        self.up = torch.nn.Upsample(scale_factor=2, mode="bicubic")
 
     def forward(self, x):
         return self.up(self.conv(x))
@@ -106,7 +106,8 @@ def test_unsupported_op_names_op_node_and_alternative_and_leaves_no_file(tmp_pat
     with pytest.raises(TFLiteLoweringError) as e:
         export(Upsampler().eval(), tmp_path / "out", formats=["tflite"], example_inputs=(x,))
     msg = str(e.value)
-    assert msg.startswith("ONNX op Resize at node '/up/Resize' has no TFLite lowering; use ConvTranspose2d")
+    assert msg.startswith("ONNX op Resize (mode cubic, coordinate_transformation_mode half_pixel, nearest_mode floor)")
+    assert "at node '/up/Resize' has no TFLite lowering; use nn.Upsample / F.interpolate with mode nearest" in msg
     assert "\n" not in msg
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

@@ -8,6 +8,7 @@
 #include "runtime/ops/ops_tensor.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -361,6 +362,105 @@ class ArgMax : public Op {
   int64_t outer_ = 1, dim_ = 1, inner_ = 1;
 };
 
+// RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR of an NHWC image to the constant size [H', W'] of
+// input 1, TFLite's reference arithmetic: scale = in / out in float (align_corners: (in - 1) /
+// (out - 1)); nearest picks floor((o + offset) * scale) (align_corners: rounded half away from
+// zero) clamped to the input, offset 0.5 with half_pixel_centers; bilinear weighs the two
+// neighbours floor / ceil of o * scale (half pixel: (o + 0.5) * scale - 0.5), clamped. Nearest
+// copies values of any type (an int8 tensor keeps its scale: the output must have the same);
+// bilinear is float32. Upsampling in segmentation heads, FPN / YOLO necks, MobileViT.
+class Resize : public Op {
+ public:
+  Resize(const OpContext& c, bool bilinear)
+      : bilinear_(bilinear), align_(c.d.align_corners), half_(c.d.half_pixel_centers) {
+    const Tensor &x = c.in(0), &y = c.out();
+    c.rank(x, 4);
+    if (y.type != x.type) c.bad("input and output types differ");
+    if (bilinear && x.type != DType::f32)
+      c.unsupported(std::string("RESIZE_BILINEAR of ") + dtype_name(x.type));
+    if (x.quantized() || y.quantized()) {
+      if (bilinear) c.unsupported("RESIZE_BILINEAR of a quantized tensor");
+      if (x.scale != y.scale || x.zero_point != y.zero_point)
+        c.bad("a nearest-neighbour resize must keep the input's quantization");
+    }
+    const auto size = c.int_values(1);
+    if (size.size() != 2 || size[0] < 1 || size[1] < 1 || size[0] > (1 << 16) ||
+        size[1] > (1 << 16))
+      c.bad("the size must be two values in [1, 65536]");
+    if (align_ && half_) c.bad("align_corners and half_pixel_centers together");
+    n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], ch_ = x.shape[3];
+    if (n_ < 1 || h_ < 1 || w_ < 1 || ch_ < 1) c.bad("the input is empty");
+    oh_ = size[0], ow_ = size[1];
+    c.shape_is(y, {n_, oh_, ow_, ch_});
+    esize_ = dtype_size(x.type);
+    rows_ = axis(h_, oh_);
+    cols_ = axis(w_, ow_);
+    kind = bilinear ? "RESIZE_BILINEAR" : "RESIZE_NEAREST_NEIGHBOR";
+    label = kind + " " + std::to_string(h_) + "x" + std::to_string(w_) + "->" +
+            std::to_string(oh_) + "x" + std::to_string(ow_) + " " + std::to_string(ch_);
+  }
+  void run(const RunCtx& r) const override {
+    const uint8_t* x = reinterpret_cast<const uint8_t*>(r.ptr[in_]);
+    uint8_t* y = reinterpret_cast<uint8_t*>(r.ptr[out_]);
+    const int64_t px = ch_ * esize_;  // bytes per pixel
+    for (int64_t b = 0; b < n_; ++b) {
+      const uint8_t* xb = x + b * h_ * w_ * px;
+      uint8_t* yb = y + b * oh_ * ow_ * px;
+      for (int64_t oy = 0; oy < oh_; ++oy) {
+        const Tap& ty = rows_[size_t(oy)];
+        for (int64_t ox = 0; ox < ow_; ++ox) {
+          const Tap& tx = cols_[size_t(ox)];
+          uint8_t* out = yb + (oy * ow_ + ox) * px;
+          if (!bilinear_) {
+            std::memcpy(out, xb + (ty.lo * w_ + tx.lo) * px, size_t(px));
+            continue;
+          }
+          const float* p00 = reinterpret_cast<const float*>(xb + (ty.lo * w_ + tx.lo) * px);
+          const float* p10 = reinterpret_cast<const float*>(xb + (ty.hi * w_ + tx.lo) * px);
+          const float* p01 = reinterpret_cast<const float*>(xb + (ty.lo * w_ + tx.hi) * px);
+          const float* p11 = reinterpret_cast<const float*>(xb + (ty.hi * w_ + tx.hi) * px);
+          float* o = reinterpret_cast<float*>(out);
+          const float dy = ty.frac, dx = tx.frac;
+          for (int64_t k = 0; k < ch_; ++k)  // TFLite's order of the four terms
+            o[k] = p00[k] * (1 - dy) * (1 - dx) + p10[k] * dy * (1 - dx) + p01[k] * (1 - dy) * dx +
+                   p11[k] * dy * dx;
+        }
+      }
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  struct Tap {
+    int64_t lo = 0, hi = 0;  // nearest: lo is the pick
+    float frac = 0.0f;       // bilinear: position - lo
+  };
+  std::vector<Tap> axis(int64_t in, int64_t out) const {
+    float scale = float(in) / float(out);
+    if (align_ && out > 1) scale = float(in - 1) / float(out - 1);
+    std::vector<Tap> taps(static_cast<size_t>(out));
+    for (int64_t o = 0; o < out; ++o) {
+      Tap& t = taps[size_t(o)];
+      if (!bilinear_) {
+        const float v = (float(o) + (half_ ? 0.5f : 0.0f)) * scale;
+        int64_t i = align_ ? int64_t(std::round(v)) : int64_t(std::floor(v));
+        i = std::min<int64_t>(i, in - 1);
+        if (half_) i = std::max<int64_t>(i, 0);
+        t.lo = t.hi = i;
+        continue;
+      }
+      const float v = half_ ? (float(o) + 0.5f) * scale - 0.5f : float(o) * scale;
+      t.lo = std::max<int64_t>(int64_t(std::floor(v)), 0);
+      t.hi = std::min<int64_t>(int64_t(std::ceil(v)), in - 1);
+      t.frac = v - float(t.lo);
+    }
+    return taps;
+  }
+  bool bilinear_, align_, half_;
+  int64_t n_ = 1, h_ = 1, w_ = 1, ch_ = 1, oh_ = 1, ow_ = 1, esize_ = 4;
+  std::vector<Tap> rows_, cols_;
+};
+
 // CUMSUM along a constant axis (float32, int32, int64), TFLite's options: exclusive (each sum
 // leaves out its own element) and reverse (sums run from the end). RoBERTa builds its position
 // ids with one. Integer sums wrap (two's complement) instead of overflowing as signed values.
@@ -686,6 +786,10 @@ std::unique_ptr<Op> make_tensor_op(const Model& model, const OpDesc& d, const Op
       return wire(std::make_unique<Cast>(c), d);
     case OpCode::cumsum:
       return wire(std::make_unique<Cumsum>(c), d);
+    case OpCode::resize_nearest_neighbor:
+      return wire(std::make_unique<Resize>(c, false), d);
+    case OpCode::resize_bilinear:
+      return wire(std::make_unique<Resize>(c, true), d);
     case OpCode::arg_max:
       return wire(std::make_unique<ArgMax>(c), d);
     case OpCode::add:
