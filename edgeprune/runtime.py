@@ -132,7 +132,8 @@ def load(path_or_bytes, threads: int = 1, isa: str | None = None, sparse: bool =
     try:
         core = _core.RuntimeModel(data, threads=int(threads), isa=isa or "", sparse=bool(sparse))
     except _core.InvalidModel as e:
-        raise RuntimeModelError(f"{source}: {e}; re-export the model (edgeprune export)") from None
+        hint = "" if "re-export the model" in str(e) else "; re-export the model (edgeprune export)"
+        raise RuntimeModelError(f"{source}: {e}{hint}") from None
     except _core.UnsupportedModel as e:
         raise UnsupportedModelError(f"{source}: {e}; run it with LiteRT instead (--runtime litert)") from None
     except ValueError as e:

@@ -45,7 +45,11 @@ def save(data: bytes, path: str | os.PathLike) -> None:
 
 
 def check(data: bytes) -> None:
-    """Load the bytes in LiteRT's builtin kernels (when installed) so a broken file is never written."""
+    """Load the bytes in our runtime's validating reader, then in LiteRT's builtin kernels (when
+    installed), so a broken file is never written. Ours goes first: where LiteRT's Prepare meets
+    scales it cannot requantize with (a model whose activations vanish, so one int8 ADD input has a
+    scale 2^50 times the other's), it aborts the whole process instead of returning an error."""
+    _check_with_our_reader(data)
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
@@ -53,6 +57,30 @@ def check(data: bytes) -> None:
         return
     it = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     it.allocate_tensors()
+
+
+def _check_with_our_reader(data: bytes) -> None:
+    """A UserError naming what our runtime's reader refuses in the file (ops it does not run are
+    LiteRT's to judge). Without the compiled core (a wheel for another machine) there is no check."""
+    try:
+        from ..runtime import RuntimeModelError, UnsupportedModelError, core_module, load
+
+        core_module()
+    except Exception:  # the core does not load here: LiteRT still checks
+        return
+    try:
+        load(data)
+    except UnsupportedModelError:
+        return
+    except RuntimeModelError as e:
+        what = str(e).removeprefix("<bytes>: ")
+        if "requantization multiplier" in what:  # the model's scales, not the writer
+            raise UserError(
+                f"the int8 TFLite file of this model would be invalid ({what}); nothing was written. Scales that "
+                "far apart come from activations that vanish (an untrained or degenerate model): calibrate on "
+                "real data, or export fp32"
+            ) from None
+        raise RuntimeError(f"edgeprune wrote a TFLite file its own reader refuses: {what}") from None
 
 
 def schema_module():

@@ -163,18 +163,23 @@ def _asym(lo: float, hi: float, levels: int):
     return scale, min(max(zp, qmin), qmax), qmin, qmax
 
 
+# the smallest activation scale kept: times a weight scale (>= 1e-8 in practice) it stays a normal float32
+_MIN_SCALE = 1e-30
+
+
 def activation_qparams(lo: float, hi: float, dtype: str, symmetric: bool) -> tuple[float, int, int, int]:
     """(scale, zero_point, qmin, qmax) for a per-tensor activation range [lo, hi]."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     qmin, qmax = (0, 255) if dtype == "uint8" else (-128, 127)
-    # a range so small its float32 scale underflows to 0 (a tensor of denormals, exact zeros up to
-    # rounding) is a constant zero to int8: scale 1 represents it exactly
+    # a range so small its scale is under _MIN_SCALE (a tensor of denormals, zeros up to rounding)
+    # is a constant zero to int8: scale 1 represents it exactly, where a tiny scale would make the
+    # int32 bias scale s_in * s_w of the next layer underflow float32 to 0
     if symmetric:
         amax = max(abs(lo), abs(hi))
         scale = f32(amax / 127.0) if amax > 0 else 1.0
-        return scale if scale > 0 else 1.0, 0, qmin, qmax
+        return scale if scale >= _MIN_SCALE else 1.0, 0, qmin, qmax
     scale = f32((hi - lo) / (qmax - qmin)) if hi > lo else 0.0
-    if not scale > 0:
+    if not scale >= _MIN_SCALE:
         return 1.0, (0 if dtype == "int8" else 0), qmin, qmax
     zp = int(round(qmin - lo / scale))
     return scale, min(max(zp, qmin), qmax), qmin, qmax

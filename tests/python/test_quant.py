@@ -93,11 +93,14 @@ def test_activation_qparams_asymmetric_and_symmetric():
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_a_range_of_denormals_quantizes_as_zero(symmetric):
-    # MobileViT's calibration saw a tensor of denormals: its float32 scale underflows to 0, which
-    # once divided by zero; such a tensor is zero to int8, and scale 1 holds that exactly
-    scale, zp, qmin, qmax = activation_qparams(-1e-44, 2e-44, "int8", symmetric)
+@pytest.mark.parametrize("hi", [2e-44, 1e-35])
+def test_a_range_of_denormals_quantizes_as_zero(symmetric, hi):
+    # MobileViT's calibration saw tensors of denormals: a float32 scale that underflows to 0 once
+    # divided by zero, and a merely tiny one made the next layer's bias scale s_in * s_w 0; such a
+    # tensor is zero to int8, and scale 1 holds that exactly
+    scale, zp, qmin, qmax = activation_qparams(-hi / 2, hi, "int8", symmetric)
     assert scale == 1.0 and zp == 0 and (qmin, qmax) == (-128, 127)
+    assert activation_qparams(-1e-6, 1e-6, "int8", symmetric)[0] < 1e-7  # a small range keeps its scale
 
 
 def test_weight_scales_per_channel_symmetric_and_float32_exact():

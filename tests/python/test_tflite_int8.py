@@ -205,3 +205,32 @@ def test_padded_max_pool_runs_in_the_reference_kernels(tmp_path):
     assert outs[0].shape == (1, 4, 4, 4)
     step = float(np.max(np.abs(outs[0]))) / 127
     assert np.max(np.abs(outs[0] - outs[1])) <= step + 1e-6
+
+
+def test_scales_that_cannot_be_requantized_are_refused_before_litert_sees_them(tmp_path):
+    # activations that vanish (as in an untrained MobileViT): one branch exactly 0 (scale 1), the
+    # other ~1e-25, so the int8 ADD would need a multiplier of 2^80, which makes LiteRT's Prepare
+    # abort the process; our reader sees it first and the export says what to do instead
+    import torch.nn as nn
+
+    from edgeprune.errors import UserError
+
+    class TwoBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+            with torch.no_grad():
+                self.a.weight.zero_()
+                self.a.bias.zero_()
+                self.b.weight.mul_(1e-25)
+                self.b.bias.mul_(1e-25)
+
+        def forward(self, x):
+            return self.a(x) + self.b(x)
+
+    torch.manual_seed(0)
+    calib = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    q = ep.quantize(TwoBranches().eval(), calib, progress=False)
+    with pytest.raises(UserError, match=r"would be invalid \(operator \d+ \(ADD\): .*requantization multiplier"):
+        export(q, tmp_path, formats=["tflite-int8"], example_inputs=(calib[:1],))
+    assert not list(tmp_path.glob("*.tflite"))
