@@ -170,7 +170,8 @@ TEST(Runtime, FuzzerRegressionsLoadOrAreRefused) {
 // operator, and an int8 BERT (int8 GATHER, int8 FULLY_CONNECTED on 3-D inputs) load and run on
 // zero inputs of each input's type, natively, under the sanitizers and under qemu.
 TEST(Runtime, TransformerSeedsLoadAndRun) {
-  for (const char* name : {"transformer-ops.tflite", "bert-tiny.tflite", "bert-tiny-int8.tflite"}) {
+  for (const char* name : {"transformer-ops.tflite", "bert-tiny.tflite", "bert-tiny-int8.tflite",
+                           "resize-ops.tflite", "resize-int8.tflite"}) {
     const std::string file = ep::test::read_file(std::string(EP_TEST_DATA_DIR) + "/fuzz/" + name);
     ASSERT_FALSE(file.empty()) << name;
     ep_model* m = nullptr;
