@@ -163,6 +163,7 @@ def _named_example(model, example: dict) -> tuple[tuple, list]:
     (names it does not declare, taken by ``**kwargs``, after them in the dict's order)."""
     import torch
 
+    from ..prune.hf import is_hf
     from ..quant.inputs import _takes_kwargs, parameter_names
 
     items = {k: v for k, v in example.items() if v is not None}
@@ -172,8 +173,7 @@ def _named_example(model, example: dict) -> tuple[tuple, list]:
     params = parameter_names(model)
     unknown = [k for k in items if k not in params]
     # transformers' **kwargs carry flags, never tensors: a tensor by another name is a typo there
-    hf = type(model).__module__.startswith("transformers.")
-    if unknown and (hf or not _takes_kwargs(model)):
+    if unknown and (is_hf(model) or not _takes_kwargs(model)):
         raise ValueError(
             f"example_inputs[{unknown[0]!r}]: {type(model).__name__}.forward takes no such input; "
             f"its inputs are {', '.join(params)}"
@@ -189,10 +189,10 @@ class NamedInputs:
     def __init__(self, model, names: list):
         import torch.nn as nn
 
-        from ..quant.inputs import parameter_names
+        from ..quant.inputs import fixed_flags
 
         self.model, self.names = model, list(names)
-        fixed = {"use_cache": False} if "use_cache" in parameter_names(model) else {}
+        fixed = fixed_flags(model)
 
         class _Positional(nn.Module):
             def __init__(self, inner):

@@ -41,6 +41,12 @@ def parameter_names(model: nn.Module) -> list[str]:
     return [p.name for p in _params(model)]
 
 
+def fixed_flags(model: nn.Module) -> dict:
+    """Keyword flags every capture of ``model`` passes: ``use_cache=False`` where forward takes it (a
+    decoder's key/value cache is an output for generation, not part of the function exported)."""
+    return {"use_cache": False} if "use_cache" in parameter_names(model) else {}
+
+
 def _takes_kwargs(model: nn.Module) -> bool:
     try:
         return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(model.forward).parameters.values())

@@ -180,7 +180,7 @@ def activation_qparams(lo: float, hi: float, dtype: str, symmetric: bool) -> tup
         return scale if scale >= _MIN_SCALE else 1.0, 0, qmin, qmax
     scale = f32((hi - lo) / (qmax - qmin)) if hi > lo else 0.0
     if not scale >= _MIN_SCALE:
-        return 1.0, (0 if dtype == "int8" else 0), qmin, qmax
+        return 1.0, 0, qmin, qmax
     zp = int(round(qmin - lo / scale))
     return scale, min(max(zp, qmin), qmax), qmin, qmax
 

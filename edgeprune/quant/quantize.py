@@ -120,8 +120,7 @@ def _export_capture(model: nn.Module, example: tuple, names: list | None) -> fx.
     from ..graph.record import spec_output_names
 
     root = _canonical(model).eval()
-    # a decoder's key/value cache is an output for generation, not part of the function quantized
-    fixed = {"use_cache": False} if "use_cache" in model_inputs.parameter_names(model) else {}
+    fixed = model_inputs.fixed_flags(model)
     with torch.no_grad():
         if names:
             rec = export_graph(root, (), {**dict(zip(names, example)), **fixed})
