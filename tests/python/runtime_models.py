@@ -124,7 +124,9 @@ def sparse_chw_chain(seed=0, block=1) -> bytes:
     unstructured in TFLite's sparse encoding; 4: 4x1 blocks at 80 %, stored dense): depthwise
     3x3 and 5x5 at strides 1 and 2 (SAME and PAD + VALID, an odd-sized batch of 2), a dilated
     depthwise, residual ADD, standalone RELU6 and HARD_SWISH, a tensor read in both layouts (by
-    the chain and by a broadcast MUL), MEAN, and an NHWC model output fed from the chain."""
+    the chain and by a broadcast MUL), MEAN, and an NHWC model output fed from the chain. The
+    first depthwise layers have 23x22 outputs (the plane kernel), the later ones 12x11 (the
+    channel-minor row kernel the runtime picks for small planes)."""
     rng = np.random.default_rng(seed)
     b = Builder()
 
@@ -132,7 +134,7 @@ def sparse_chw_chain(seed=0, block=1) -> bytes:
         w = _block_zeros(rng, _w(rng, cout, 1, 1, cin), 0.8) if block == 4 else _w(rng, cout, 1, 1, cin, zeros=0.9)
         return b.conv2d(x, w, _w(rng, cout), act=act, sparse=1 if block == 1 else None)
 
-    x = b.input([2, 13, 11, 3])
+    x = b.input([2, 45, 43, 3])
     y = b.conv2d(x, _w(rng, 16, 3, 3, 3), _w(rng, 16), act="relu6")
     y = sparse(y, 16, 32, act="relu6")
     y = b.depthwise(y, _w(rng, 1, 3, 3, 32), _w(rng, 32), stride=2, act="relu6")

@@ -179,6 +179,9 @@ def test_sparse_chains_run_channel_major_and_match_litert(block):
     assert labels[0].startswith("CONV_2D 3x3/1 3->16") and labels[0].endswith(" ->nchw"), labels
     assert not to_chw and len(to_nhwc) >= 1, labels
     assert sum("sparse" in lbl for lbl in labels) >= 5, labels
+    dw = [lbl for lbl in labels if lbl.startswith("DEPTHWISE")]
+    assert [lbl.endswith(" 23x22 nchw") for lbl in dw] == [True, True, False, False, False], dw
+    assert all(lbl.endswith(" 12x11 nchw (rows)") for lbl in dw[2:]), dw
     for isa in ISAS:
         outs = [ep.runtime.load(data, isa=isa, threads=t)(*x) for t in (1, 2, 4)]
         for got in outs:

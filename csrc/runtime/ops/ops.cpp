@@ -403,11 +403,15 @@ class Depthwise : public Op {
             "x" + std::to_string(a_.ow);
   }
   bool chw_capable() const override { return dm_ == 1 && !const_in_; }
-  int64_t scratch_bytes() const override { return dm_ > 1 ? h_ * w_ * cout_ * 4 : 0; }
+  int64_t scratch_bytes() const override {
+    if (chw_) return via_rows() ? (h_ * w_ + oh_ * a_.ow) * cout_ * 4 : 0;
+    return dm_ > 1 ? h_ * w_ * cout_ * 4 : 0;
+  }
   void run(const RunCtx& r) const override {
     const float* x = r.ptr[in_];
     float* y = r.ptr[out_];
     const int threads = threads_for(r.threads, macs);
+    if (chw_ && via_rows()) return run_chw_rows(x, y, threads, static_cast<float*>(r.scratch));
     if (chw_) return run_chw(x, y, threads);
     for (int64_t b = 0; b < n_; ++b) {
       const float* xb = x + b * h_ * w_ * cin_;
@@ -430,6 +434,33 @@ class Depthwise : public Op {
   int in_ = 0, out_ = 0;
 
  private:
+  // Small output planes (MobileNet's and EfficientNet's 14x14 and 7x7 layers, and the stride-2
+  // layers that produce them) run channel-minor in scratch: dw_plane pays a fixed cost per plane
+  // (filling its phase planes, dropping the padded columns) that a 7x7 plane cannot amortise,
+  // while dw_row's vectors run over channels whatever the plane size. Two transposes (one
+  // register tile at a time) are cheaper than that cost up to about 20x20 outputs; on 28x28 and
+  // larger planes the plane kernel wins (docs/runtime.md has the measurements). The choice
+  // depends on the shape only, so the bits do not depend on the thread count.
+  static constexpr int64_t kRowsMaxPlane = 400;
+  bool via_rows() const { return oh_ * a_.ow <= kRowsMaxPlane; }
+  std::string chw_strategy() const override { return via_rows() ? " (rows)" : ""; }
+  // NCHW in and out: transpose to [HW, C], dw_row per output row, transpose back.
+  void run_chw_rows(const float* x, float* y, int threads, float* s) const {
+    const int64_t in_plane = h_ * w_, out_plane = oh_ * a_.ow;
+    float* xs = s;
+    float* ys = s + in_plane * cout_;
+    for (int64_t b = 0; b < n_; ++b) {
+      vec_.transpose(x + b * in_plane * cout_, cout_, in_plane, xs);
+      parallel_for(threads, oh_, [&](int64_t oy) {
+        DwRowArgs a = a_;
+        a.x = xs;
+        a.y = ys + oy * a_.ow * cout_;
+        a.oy = oy;
+        vec_.dw_row(a);
+      });
+      vec_.transpose(ys, out_plane, cout_, y + b * out_plane * cout_);
+    }
+  }
   // one task per channel plane: each plane is computed whole by one thread, in one order
   void run_chw(const float* x, float* y, int threads) const {
     const int64_t in_plane = h_ * w_, out_plane = oh_ * a_.ow, kk = kh_ * kw_;

@@ -44,8 +44,10 @@ class Op {
   virtual bool chw_seed() const { return false; }
   void set_chw(bool on) {
     chw_ = on && chw_capable();
-    if (chw_) label += " nchw";  // the profiler shows the layout
+    if (chw_) label += " nchw" + chw_strategy();  // the profiler shows the layout
   }
+  // how a channel-major op computes, when it has more than one way (shown after "nchw")
+  virtual std::string chw_strategy() const { return ""; }
   bool chw() const { return chw_; }
   // chw_out_capable: reads its input NHWC but can write its output as planes, for an op whose
   // every reader runs channel-major (a stem convolution in front of a sparse chain): the layout

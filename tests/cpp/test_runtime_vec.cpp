@@ -1,0 +1,79 @@
+// The runtime's per-ISA inner loops (runtime/ops/vec.h) against a scalar double-precision
+// reference, on every path this CPU runs (and neon under qemu). The depthwise plane kernel gets
+// its own test because whole-model fixtures are small: their planes take the row kernel (planes
+// of up to 20x20 outputs run channel-minor), so without this the plane kernel's vector, phase
+// and edge code would go unchecked on some paths.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "runtime/ops/vec.h"
+#include "test_util.h"
+
+namespace {
+
+struct DwCase {
+  int64_t h, w, k, stride, dil, pad_t, pad_l;
+};
+
+int64_t out_dim(int64_t in, int64_t k, int64_t s, int64_t d, int64_t pad_before) {
+  // the TFLite SAME size for pad_before = (total) / 2, VALID for pad_before = 0
+  const int64_t ek = (k - 1) * d + 1;
+  return pad_before > 0 ? (in + s - 1) / s : (in - ek) / s + 1;
+}
+
+TEST(RuntimeVec, DepthwisePlaneMatchesReferenceOnEveryPath) {
+  const DwCase cases[] = {
+      {56, 56, 3, 1, 1, 1, 1},  // MobileNet's large planes
+      {57, 55, 3, 2, 1, 0, 0},  // stride 2 after an explicit PAD (VALID), odd sizes
+      {30, 29, 5, 1, 1, 2, 2}, {33, 31, 5, 2, 1, 0, 0}, {28, 28, 3, 2, 1, 1, 1},
+      {14, 14, 3, 1, 1, 1, 1}, {7, 7, 5, 1, 1, 2, 2},   {7, 7, 3, 2, 1, 1, 1},
+      {25, 23, 3, 1, 2, 2, 2},  // dilated: the generic loop
+      {5, 40, 3, 1, 1, 1, 1},   // wide and short
+      {40, 5, 5, 1, 1, 2, 2},   // narrower than a register
+  };
+  std::mt19937 rng(7);
+  for (const DwCase& c : cases) {
+    const int64_t oh = out_dim(c.h, c.k, c.stride, c.dil, c.pad_t);
+    const int64_t ow = out_dim(c.w, c.k, c.stride, c.dil, c.pad_l);
+    ASSERT_GT(oh, 0);
+    ASSERT_GT(ow, 0);
+    const auto x = ep::test::random_floats(rng, c.h * c.w);
+    const auto taps = ep::test::random_floats(rng, c.k * c.k);
+    const float bias = 0.25f, lo = -0.75f, hi = 1.5f;
+    std::vector<double> want(size_t(oh * ow));
+    for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t ox = 0; ox < ow; ++ox) {
+        double s = bias;
+        for (int64_t ky = 0; ky < c.k; ++ky)
+          for (int64_t kx = 0; kx < c.k; ++kx) {
+            const int64_t iy = oy * c.stride - c.pad_t + ky * c.dil;
+            const int64_t ix = ox * c.stride - c.pad_l + kx * c.dil;
+            if (iy >= 0 && iy < c.h && ix >= 0 && ix < c.w)
+              s += double(x[iy * c.w + ix]) * taps[ky * c.k + kx];
+          }
+        want[oy * ow + ox] = std::min(std::max(s, double(lo)), double(hi));
+      }
+    for (ep::Isa isa : ep::test::runnable_isas()) {
+      // one plane past the output is a canary: the kernel writes exactly oh * ow floats
+      std::vector<float> y(size_t(oh * ow + 64), 123.0f);
+      ep::rt::DwPlaneArgs a;
+      a.x = x.data(), a.h = c.h, a.w = c.w, a.wt = taps.data(), a.bias = bias;
+      a.kh = a.kw = c.k, a.stride_h = a.stride_w = c.stride, a.dil_h = a.dil_w = c.dil;
+      a.pad_t = c.pad_t, a.pad_l = c.pad_l, a.y = y.data(), a.oh = oh, a.ow = ow;
+      a.lo = lo, a.hi = hi;
+      ep::rt::vec_ops(isa).dw_plane(a);
+      double err = 0;
+      for (int64_t i = 0; i < oh * ow; ++i) err = std::max(err, std::fabs(y[i] - want[i]));
+      EXPECT_LT(err, 1e-5) << ep::isa_name(isa) << " " << c.h << "x" << c.w << " k" << c.k << "/"
+                           << c.stride << " d" << c.dil;
+      for (int64_t i = oh * ow; i < int64_t(y.size()); ++i)
+        ASSERT_EQ(y[i], 123.0f) << ep::isa_name(isa) << " wrote past the plane";
+    }
+  }
+}
+
+}  // namespace
