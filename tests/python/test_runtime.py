@@ -266,3 +266,42 @@ def test_strided_slice_matches_litert():
     for g, w in zip(got, want):
         assert np.array_equal(g, w)
     assert np.array_equal(got[1], xs[0][:, -2:0:-1, 1:6:2, 0:9:3])
+
+
+@pytest.mark.parametrize(
+    "k,stride,padding,dilation,hw",
+    [
+        (3, 2, "same", 1, (31, 29)),
+        (3, 2, "valid", 1, (30, 33)),
+        (5, 2, "same", 1, (27, 26)),
+        (3, 1, "same", 2, (17, 19)),
+    ],
+)
+def test_stems_that_write_planes_match_litert(k, stride, padding, dilation, hw):
+    """A stem conv whose only reader is a sparse 1x1 conv writes its output as planes itself (the
+    transposed im2col): strides, SAME and VALID edges, a 5x5 and a dilated filter, odd sizes."""
+    from tflite_builder import Builder
+
+    rng = np.random.default_rng(k * 10 + stride)
+    b = Builder()
+    x = b.input([2, *hw, 3])
+    y = b.conv2d(
+        x,
+        rng.standard_normal((16, k, k, 3)).astype(np.float32),
+        rng.standard_normal(16).astype(np.float32),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        act="relu6",
+    )
+    w = rng.standard_normal((24, 1, 1, 16)).astype(np.float32)
+    w[rng.random(w.shape) < 0.9] = 0
+    y = b.conv2d(y, w, np.zeros(24, np.float32), sparse=1)
+    data = b.finish([b.mean(y, [1, 2], keep_dims=False)])
+    m = ep.runtime.load(data)
+    labels = [lbl for _, lbl, _ in m.profile(runs=1)]
+    assert labels[0].endswith(" ->nchw") and "layout" not in " ".join(labels), labels
+    xs = inputs_for(m)
+    want = litert_run(data, xs)[0]
+    for isa in ISAS:
+        assert _rel(ep.runtime.load(data, isa=isa)(*xs)[0], want) < 1e-4, isa

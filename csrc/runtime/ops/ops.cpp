@@ -208,20 +208,33 @@ class Conv2D : public Op {
   int in_ = 0, out_ = 0;
 
  private:
+  // dst[0, n) = src[0, n). A stem's filter row is a few floats (3x3 on RGB: 9), where a memmove
+  // call per row costs more than the copy: runs of 4 to 16 are two overlapping fixed-size copies
+  // the compiler turns into vector moves.
+  static void copy_run(const float* __restrict__ src, int64_t n, float* __restrict__ dst) {
+    if (n >= 8 && n <= 16) {
+      std::memcpy(dst, src, 32);
+      std::memcpy(dst + n - 8, src + n - 8, 32);
+    } else if (n >= 4 && n < 8) {
+      std::memcpy(dst, src, 16);
+      std::memcpy(dst + n - 4, src + n - 4, 16);
+    } else {
+      std::copy(src, src + n, dst);
+    }
+  }
   // the rows of output pixels [p0, p1) of group g
   void im2col(const float* x, int64_t g, int64_t p0, int64_t p1, float* col) const {
     const int64_t kk = kh_ * kw_ * cg_;
     // without groups or dilation, a filter row inside the image is kw * cin contiguous floats
     const bool rows = groups_ == 1 && dw_ == 1;
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t oy = p / ow_, ox = p % ow_;
+    int64_t oy = p0 / ow_, ox = p0 % ow_;  // stepped, not divided, per pixel
+    for (int64_t p = p0; p < p1; ++p, ox = ox + 1 == ow_ ? (++oy, 0) : ox + 1) {
       float* dst = col + (p - p0) * kk;
       const int64_t ix0 = ox * sw_ - pl_;
       for (int64_t ky = 0; ky < kh_; ++ky) {
         const int64_t iy = oy * sh_ - pt_ + ky * dh_;
         if (rows && iy >= 0 && iy < h_ && ix0 >= 0 && ix0 + kw_ <= w_) {
-          const float* src = x + (iy * w_ + ix0) * cin_;
-          std::copy(src, src + kw_ * cin_, dst);
+          copy_run(x + (iy * w_ + ix0) * cin_, kw_ * cin_, dst);
           dst += kw_ * cin_;
           continue;
         }
@@ -242,16 +255,24 @@ class Conv2D : public Op {
     for (int64_t ky = 0; ky < kh_; ++ky)
       for (int64_t kx = 0; kx < kw_; ++kx) {
         float* rows = col + (ky * kw_ + kx) * cin_ * pix;
+        // output columns [ox0, ox1) read inside the input; the ones outside are zeros
+        const int64_t off = kx * dw_ - pl_;
+        const int64_t ox0 = std::min(ow_, off >= 0 ? 0 : (-off + sw_ - 1) / sw_);
+        const int64_t ox1 =
+            std::max(ox0, std::min(ow_, w_ - off > 0 ? (w_ - off + sw_ - 1) / sw_ : 0));
         for (int64_t oy = 0; oy < oh_; ++oy) {
           const int64_t iy = oy * sh_ - pt_ + ky * dh_;
-          for (int64_t ox = 0; ox < ow_; ++ox) {
-            const int64_t ix = ox * sw_ - pl_ + kx * dw_, p = oy * ow_ + ox;
-            if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_) {
-              for (int64_t ci = 0; ci < cin_; ++ci) rows[ci * pix + p] = 0.0f;
+          for (int64_t ci = 0; ci < cin_; ++ci) {
+            float* __restrict__ d = rows + ci * pix + oy * ow_;
+            if (iy < 0 || iy >= h_) {
+              std::fill(d, d + ow_, 0.0f);
               continue;
             }
-            const float* src = x + (iy * w_ + ix) * cin_;
-            for (int64_t ci = 0; ci < cin_; ++ci) rows[ci * pix + p] = src[ci];
+            std::fill(d, d + ox0, 0.0f);
+            const float* __restrict__ s = x + (iy * w_ + off) * cin_ + ci;
+            const int64_t step = sw_ * cin_;
+            for (int64_t ox = ox0; ox < ox1; ++ox) d[ox] = s[ox * step];
+            std::fill(d + ox1, d + ow_, 0.0f);
           }
         }
       }
