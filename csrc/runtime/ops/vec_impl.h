@@ -240,8 +240,41 @@ void dw_plane_k(const DwPlaneArgs& a) {
       w[ky * K + kx] = a.wt[ky * K + kx];
       off[ky * K + kx] = ((ky % S) * S + kx % S) * plane + (ky / S) * ws + kx / S;
     }
-  float* t = ph + S * S * plane + L;
   const float bias = a.bias;
+  if (K == 3 && a.ow >= L) {
+    // 3x3 on rows of at least one vector: each output row is computed in place, whole vectors
+    // from the left and one last vector ending at the row's end (overlapping the one before: the
+    // same values written twice), clamped and stored straight into y; no padded columns
+    // computed, no second pass. (A 5x5 keeps the flat loop below: a row of 28 is two vectors,
+    // and two chains of 25 dependent multiply-adds are slower than the flat loop's four.)
+    const V16 vlo = V16{} + a.lo, vhi = V16{} + a.hi;
+    auto out = [&](float* y, V16 v) {
+      v = v < vlo ? vlo : v;
+      store16(y, v > vhi ? vhi : v);
+    };
+    for (int64_t oy = 0; oy < a.oh; ++oy) {
+      const float* row = ph + oy * ws;
+      float* y = a.y + oy * a.ow;
+      int64_t ox = 0;
+      for (; ox + P * L <= a.ow; ox += P * L) {
+        V16 acc[P];
+        for (int v = 0; v < P; ++v) acc[v] = V16{} + bias;
+        for (int j = 0; j < K * K; ++j) {
+          const float* src = row + off[j] + ox;
+          for (int v = 0; v < P; ++v) acc[v] += w[j] * load16(src + v * L);
+        }
+        for (int v = 0; v < P; ++v) out(y + ox + v * L, acc[v]);
+      }
+      for (; ox < a.ow; ox += L) {
+        const int64_t o = std::min(ox, a.ow - L);
+        V16 acc = V16{} + bias;
+        for (int j = 0; j < K * K; ++j) acc += w[j] * load16(row + off[j] + o);
+        out(y + o, acc);
+      }
+    }
+    return;
+  }
+  float* t = ph + S * S * plane + L;
   int64_t i = 0;
   for (; i + P * L <= outs_r; i += P * L) {
     V16 acc[P];
