@@ -40,7 +40,8 @@ std::vector<float> run_once(const ep_model* model, const std::vector<float>& in,
 }
 
 TEST(RuntimeInt8, EqualsLiteRtReferenceBitForBitOnEveryPath) {
-  for (const char* name : {"int8", "int8_sparse", "int8_attention", "int8_upsample"}) {
+  for (const char* name :
+       {"int8", "int8_sparse", "int8_sparse_wide", "int8_attention", "int8_upsample"}) {
     const std::string dir = std::string(EP_TEST_DATA_DIR) + "/runtime/" + name;
     const std::string file = ep::test::read_file(dir + ".tflite");
     ASSERT_FALSE(file.empty()) << "missing fixture " << dir << ".tflite";

@@ -5,7 +5,7 @@ quantizer and exporter) carry the outputs of LiteRT's builtin reference kernels,
 must equal bit for bit; they also seed the loader fuzzer with quantization parameters.
 
 Consumes: nothing (seeded). Produces: <name>.tflite, <name>.in (float32 input, raw little-endian),
-<name>.out (LiteRT's outputs, float32, concatenated). Run: python tests/python/make_runtime_fixtures.py
+<name>.out (LiteRT's outputs, float32, concatenated). Run: python tests/python/make_runtime_fixtures.py [NAME ...]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from runtime_models import (  # noqa: E402
     encoder_block,
     int8_attention_scores,
     int8_cnn,
+    int8_sparse_wide,
     int8_transpose_conv,
     litert_reference_run,
     litert_run,
@@ -36,6 +37,7 @@ MODELS = {
     "conv_variants": conv_variants,
     "int8": int8_cnn,
     "int8_sparse": lambda: int8_cnn(sparse=True),
+    "int8_sparse_wide": int8_sparse_wide,
     "int8_attention": int8_attention_scores,
     "int8_upsample": int8_transpose_conv,
     "encoder": encoder_block,
@@ -49,6 +51,7 @@ SHAPES = {
     "conv_variants": (2, 13, 11, 8),
     "int8": (1, 16, 16, 3),
     "int8_sparse": (1, 16, 16, 3),
+    "int8_sparse_wide": (1, 16, 16, 3),
     "int8_attention": (2, 12, 16),
     "int8_upsample": (1, 5, 4, 8),
     "encoder": (12, 32),
@@ -57,9 +60,12 @@ SHAPES = {
 }
 
 
-def main() -> None:
+def main(names=None) -> None:
+    """Every fixture, or those named on the command line."""
     OUT.mkdir(parents=True, exist_ok=True)
     for name, make in MODELS.items():
+        if names and name not in names:
+            continue
         data = make()
         x = np.random.default_rng(7).standard_normal(SHAPES[name]).astype(np.float32)
         outs = (litert_reference_run if name.startswith("int8") else litert_run)(data, [x])
@@ -69,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

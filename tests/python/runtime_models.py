@@ -203,6 +203,43 @@ def int8_cnn(sparse=False, seed=0) -> bytes:
         return Path(path).read_bytes()
 
 
+def int8_sparse_wide(seed=0) -> bytes:
+    """A model.int8.tflite whose two 1x1 convs (128 -> 128) are pruned in 1x4 blocks (4
+    consecutive input channels of one output channel) to 90 %: wide enough that every path's
+    sparse int8 kernel beats its dense one, so the runtime picks it (narrow layers, or 90 %
+    unstructured zeros that leave a third of the 1x4 blocks nonzero, run dense on AVX-512 VNNI)."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from torch import nn
+
+    import edgeprune as ep
+    from edgeprune.export import export
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 128, 3, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(128, 128, 1),
+        nn.ReLU6(),
+        nn.Conv2d(128, 128, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, 10),
+    ).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in (model[2], model[4]):
+            keep = torch.rand(128, 32, generator=g) >= 0.9
+            conv.weight *= keep.repeat_interleave(4, 1)[:, :, None, None]
+    x = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(seed + 1))
+    qm = ep.quantize(model, x, progress=False)
+    with tempfile.TemporaryDirectory() as d:
+        path = export(qm, d, formats=["tflite-int8"], example_inputs=(x[:1],))["tflite-int8"]
+        return Path(path).read_bytes()
+
+
 def litert_reference(data: bytes):
     """A callable running LiteRT's builtin reference kernels (no XNNPACK) on ``data``, one
     interpreter for every call: the oracle of int8 bit parity."""

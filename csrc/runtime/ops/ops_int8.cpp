@@ -261,6 +261,7 @@ class QGemm {
     sparse_ = o.sparse && zeros * 2 >= m * k;
 #if defined(EP_HAVE_AVX512)
     if (o.isa == Isa::avx512 && cpu_features().avx512vnni) {
+      if (sparse_) sparse_ = vnni_sparse_pays(m, k, nonzero_quads(w, m, k));
       pack_vnni(w);
       return;
     }
@@ -298,6 +299,30 @@ class QGemm {
  private:
 #if defined(EP_HAVE_AVX512)
   static constexpr int64_t kChunk = 64;  // rows per task: their uint8 copy stays in L1 / L2
+  // 1x4 blocks (one output channel, four consecutive input channels) holding a nonzero weight
+  static int64_t nonzero_quads(const int8_t* w, int64_t m, int64_t k) {
+    int64_t quads = 0;
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t q = 0; q < k; q += 4) {
+        bool any = false;
+        for (int64_t t = q; t < std::min(k, q + 4); ++t) any = any || w[i * k + t] != 0;
+        quads += any;
+      }
+    return quads;
+  }
+  // Whether the sparse VNNI kernel beats the dense one on an M x K layer with `quads` nonzero
+  // blocks. Per output row, the dense kernel pays per multiply-add and per output (the
+  // requantization); the sparse one per nonzero block, per output (requantized for 16 rows of one
+  // channel, then stored across rows) and per input (every row re-laid as quads). The
+  // coefficients (ns per row) are a least-squares fit to MobileNetV2's 1x1 layers at 90 % 1x4
+  // sparsity on an AVX-512 VNNI host (docs/runtime.md). The row count cancels, so the choice
+  // depends on the weights only; both kernels give the same bits (exact int32 sums).
+  static bool vnni_sparse_pays(int64_t m, int64_t k, int64_t quads) {
+    const double kp = double((k + 3) / 4 * 4);
+    const double dense = 0.00312 * double(m) * kp + 0.130 * double(m);
+    const double sparse = 0.0343 * double(quads) + 0.187 * double(m) + 0.099 * double(k);
+    return sparse < dense;
+  }
   struct Split {
     int64_t rows, row_chunks, blocks, parts;  // rows per task; channel blocks of 16 per task
   };
