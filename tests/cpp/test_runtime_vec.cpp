@@ -1,8 +1,8 @@
-// The runtime's per-ISA inner loops (runtime/ops/vec.h) against a scalar double-precision
-// reference, on every path this CPU runs (and neon under qemu). The depthwise plane kernel gets
-// its own test because whole-model fixtures are small: their planes take the row kernel (planes
-// of up to 20x20 outputs run channel-minor), so without this the plane kernel's vector, phase
-// and edge code would go unchecked on some paths.
+// The runtime's per-ISA depthwise loops (runtime/ops/vec.h) against a scalar double-precision
+// reference, on every path this CPU runs (and neon under qemu). Whole-model fixtures are small
+// and their channel counts few, so these tests reach the code they would miss: the plane kernel
+// (the fixtures' planes take the row kernel: planes of up to 20x20 outputs run channel-minor),
+// and the row kernel's channel tails (counts that are not a multiple of 16) and edge pixels.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -72,6 +72,52 @@ TEST(RuntimeVec, DepthwisePlaneMatchesReferenceOnEveryPath) {
                            << c.stride << " d" << c.dil;
       for (int64_t i = oh * ow; i < int64_t(y.size()); ++i)
         ASSERT_EQ(y[i], 123.0f) << ep::isa_name(isa) << " wrote past the plane";
+    }
+  }
+}
+
+TEST(RuntimeVec, DepthwiseRowMatchesReferenceOnEveryPath) {
+  struct Case {
+    int64_t h, w, c, k, stride, pad;
+  };
+  const Case cases[] = {
+      {9, 11, 72, 3, 1, 1}, {9, 11, 24, 3, 2, 1}, {8, 8, 16, 3, 1, 1},  {7, 9, 8, 3, 1, 1},
+      {9, 9, 40, 5, 1, 2},  {10, 9, 33, 5, 2, 2}, {6, 7, 200, 3, 1, 1}, {6, 6, 20, 3, 2, 0},
+  };
+  std::mt19937 rng(11);
+  for (const Case& c : cases) {
+    const int64_t oh = (c.h + 2 * c.pad - c.k) / c.stride + 1;
+    const int64_t ow = (c.w + 2 * c.pad - c.k) / c.stride + 1;
+    const auto x = ep::test::random_floats(rng, c.h * c.w * c.c);
+    const auto taps = ep::test::random_floats(rng, c.k * c.k * c.c);
+    const auto bias = ep::test::random_floats(rng, c.c);
+    const float lo = -0.5f, hi = 2.0f;
+    for (ep::Isa isa : ep::test::runnable_isas()) {
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        std::vector<float> y(size_t(ow * c.c + 32), 123.0f);
+        ep::rt::DwRowArgs a;
+        a.x = x.data(), a.h = c.h, a.w = c.w, a.c = c.c, a.wt = taps.data(), a.bias = bias.data();
+        a.kh = a.kw = c.k, a.stride_h = a.stride_w = c.stride, a.pad_t = a.pad_l = c.pad;
+        a.y = y.data(), a.oy = oy, a.ow = ow, a.lo = lo, a.hi = hi;
+        ep::rt::vec_ops(isa).dw_row(a);
+        double err = 0;
+        for (int64_t ox = 0; ox < ow; ++ox)
+          for (int64_t ch = 0; ch < c.c; ++ch) {
+            double s = bias[ch];
+            for (int64_t ky = 0; ky < c.k; ++ky)
+              for (int64_t kx = 0; kx < c.k; ++kx) {
+                const int64_t iy = oy * c.stride - c.pad + ky, ix = ox * c.stride - c.pad + kx;
+                if (iy >= 0 && iy < c.h && ix >= 0 && ix < c.w)
+                  s += double(x[(iy * c.w + ix) * c.c + ch]) * taps[(ky * c.k + kx) * c.c + ch];
+              }
+            s = std::min(std::max(s, double(lo)), double(hi));
+            err = std::max(err, std::fabs(y[ox * c.c + ch] - s));
+          }
+        EXPECT_LT(err, 1e-5) << ep::isa_name(isa) << " c" << c.c << " k" << c.k << "/" << c.stride
+                             << " row " << oy;
+        for (size_t i = size_t(ow * c.c); i < y.size(); ++i)
+          ASSERT_EQ(y[i], 123.0f) << ep::isa_name(isa) << " wrote past the row";
+      }
     }
   }
 }
