@@ -21,6 +21,16 @@ static inline void act_bounds(Act act, float* lo, float* hi) {
   *hi = act == Act::relu6 ? 6.0f : std::numeric_limits<float>::infinity();
 }
 
+// dst[c * ld + r] = src[r * cols + c] for r < rows, c < cols (ld >= rows): the layer tier's
+// activation transposes around a dense kernel (a channel-major call run in the Linear layout).
+// Whole register tiles go through shuffles; the ragged edges are copied one by one.
+struct TransposeF32Args {
+  const float* src = nullptr;
+  int64_t rows = 0, cols = 0;
+  float* dst = nullptr;
+  int64_t ld = 0;
+};
+
 // Dense fp32: Y[r, j] = clamp(sum_k A[r, k] * B(k, j) + bias, lo, hi) for r < rows, j < cols.
 // torch.nn.Linear is A = x[N, K], B(k, j) = W[j, k], bias per column. The 1x1-conv layout
 // Y[M, N] = W[M, K] X[K, N] is A = W, B(k, j) = X[k, j], bias per row.

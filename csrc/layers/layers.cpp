@@ -93,23 +93,6 @@ std::unique_ptr<T[], AlignedFree> scratch(int64_t count) {
   return std::unique_ptr<T[], AlignedFree>(static_cast<T*>(p));
 }
 
-// Its own copy on purpose: the layer tier transposes weights at construction and small activations
-// around a kernel; the runtime's transpose (runtime/ops/vec_impl.h) is compiled per ISA.
-// dst[c, r] = src[r, c] with dst rows `ld` floats apart, in 32x32 tiles so both sides stay in cache
-void transpose_to(const float* src, int64_t rows, int64_t cols, float* dst, int64_t ld) {
-  constexpr int64_t T = 32;
-  for (int64_t r0 = 0; r0 < rows; r0 += T)
-    for (int64_t c0 = 0; c0 < cols; c0 += T) {
-      const int64_t r1 = std::min(rows, r0 + T), c1 = std::min(cols, c0 + T);
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = c0; c < c1; ++c) dst[c * ld + r] = src[r * cols + c];
-    }
-}
-
-void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
-  transpose_to(src, rows, cols, dst, rows);
-}
-
 }  // namespace
 
 DenseLinear::DenseLinear(const float* w, int64_t m, int64_t k, const float* bias, Act act)
@@ -122,6 +105,7 @@ DenseLinear::DenseLinear(const float* w, int64_t m, int64_t k, const float* bias
   if (bias) std::copy(bias, bias + m, bias_.begin());
   act_bounds(act, &lo_, &hi_);
   kern_ = runnable_table(isa).dense_f32;
+  transpose_ = runnable_table(isa).transpose_f32.fn;
   packed_.resize(packed_dense_size(k, m, kern_.tile));
   // B(k, j) = W[j, k]: the Linear layout packs W^T once, here.
   pack_dense_f32(w_.data(), 1, k, k, m, kern_.tile, packed_.data());
@@ -167,17 +151,22 @@ void DenseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) c
   // streams the packed W^T once, where this layout would pad X to a whole panel of columns.
   if (n == 1) return forward(x, 1, y, threads);
   // Few columns that fill the panels badly (a 7x7 layer: 49 = 32 + 17 of 64 lanes) while M fills
-  // them well: Y^T = X^T W^T in the Linear layout vectorises over M instead. The transposes move
-  // N (K + M) floats against M K N multiply-adds, and each output sums the same products in the
-  // same order (depth blocks of KC, bias first), so the bits are the same. A small gain does not
-  // pay: 196 columns (94 % of the lanes) measured 10 % slower the other way round with M = 64.
-  if (n < kDenseInPlaceMinCols && lane_use(m_, kern_.tile) > lane_use(n, kern_.tile) + 0.1) {
+  // them well: Y^T = X^T W^T in the Linear layout vectorises over M instead. The transposes (the
+  // path's register-tile kernel) move N (K + M) floats against M K N multiply-adds, and each
+  // output sums the same products in the same order (depth blocks of KC, bias first), so the
+  // bits are the same. Reduction-heavy layers with up to 256 columns (K >= 2M, M >= 64: the
+  // 14x14 projections of MobileNet and EfficientNet) also measured 7-14 % faster that way,
+  // transposes included; expanding layers (M > K), narrow ones (M < 64) and 392 columns were
+  // slower (docs/kernels.md, "Few columns").
+  const bool lanes = lane_use(m_, kern_.tile) > lane_use(n, kern_.tile) + 0.1;
+  const bool reduction = n <= 256 && k_ >= 2 * m_ && m_ >= 64;
+  if (n < kDenseInPlaceMinCols && (lanes || reduction)) {
     // rows 4 KB apart would share the same L1 sets (a row strip reads 8 of them at once)
     const int64_t ld = k_ % 1024 == 0 ? k_ + 16 : k_;
     auto xt = scratch<float>(ld * n), yt = scratch<float>(m_ * n);
-    transpose_to(x, k_, n, xt.get(), ld);
+    transpose_({x, k_, n, xt.get(), ld});
     forward_rows(xt.get(), ld, n, yt.get(), threads);
-    transpose(yt.get(), n, m_, y);
+    transpose_({yt.get(), n, m_, y, n});
     return;
   }
   // Y[M, N] = W X: A = W, B = X. X changes every call: K*N copies to pack it against M*K*N
@@ -240,6 +229,7 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
   }
   const KernelTable& t = runnable_table(isa);
   kern_ = block == 4 ? t.spmm_f32_b4 : t.spmm_f32_b1;
+  transpose_ = t.transpose_f32.fn;
   if (kernel == SparseKernel::automatic && kern_.tile > 1 &&
       (double(packed_.nonzeros()) > kAutoMaxDensityNarrow * double(m * k) ||
        m * k < kAutoNarrowMinWeights))
@@ -336,9 +326,9 @@ void SparseLinear::forward(const float* x, int64_t n, float* y, int threads) con
   // The sparse kernels vectorise over N, which needs the channel-major layout: transpose in,
   // multiply, transpose out (O(N(K+M)) moves against O(nnz N) multiply-adds).
   auto xt = scratch<float>(k_ * n), yt = scratch<float>(m_ * n);
-  transpose(x, n, k_, xt.get());
+  transpose_({x, n, k_, xt.get(), n});
   forward_kn(xt.get(), n, yt.get(), threads);
-  transpose(yt.get(), m_, n, y);
+  transpose_({yt.get(), m_, n, y, m_});
 }
 
 QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float s_in, int32_t zp_in,

@@ -52,6 +52,7 @@ class DenseLinear {
   bool has_bias_;
   float lo_, hi_;
   KernelEntry<dense_f32_fn> kern_;
+  transpose_f32_fn transpose_ = nullptr;  // the same path's register-tile transpose
 };
 
 enum class SparseKernel { automatic, sparse, dense };
@@ -102,7 +103,8 @@ class SparseLinear {
   mutable std::once_flag chans_once_;
   mutable std::vector<int32_t> chans_;
   float lo_, hi_;
-  KernelEntry<spmm_f32_b1_fn> kern_;  // b1 or b4 (same signature)
+  KernelEntry<spmm_f32_b1_fn> kern_;      // b1 or b4 (same signature)
+  transpose_f32_fn transpose_ = nullptr;  // the same path's register-tile transpose
   std::unique_ptr<DenseLinear> dense_;
   std::unique_ptr<DenseLinear> narrow_;  // auto: the dense kernel for calls narrower than a vector
 };

@@ -65,11 +65,12 @@ def test_linear_matches_numpy_on_tails(isa, act):
 
 
 @pytest.mark.parametrize("isa", PATHS)
-@pytest.mark.parametrize("m, k, n", [(160, 96, 49), (64, 1024, 17), (40, 30, 9)])
+@pytest.mark.parametrize("m, k, n", [(160, 96, 49), (64, 1024, 17), (40, 30, 9), (64, 384, 196), (96, 576, 203)])
 def test_channel_major_few_columns_gives_the_linear_layouts_bits(isa, m, k, n):
-    # 49 columns fill the panels badly and M well: forward_kn runs the Linear layout on X^T (K a
-    # multiple of 1024 with its rows padded apart); the same products in the same order, so the
-    # same bits as lin(x) transposed, on every thread count
+    # 49 columns fill the panels badly and M well, and reduction-heavy layers with up to 256
+    # columns (K >= 2M): forward_kn runs the Linear layout on X^T (K a multiple of 1024 with its
+    # rows padded apart; the path's register-tile transposes, ragged edges included); the same
+    # products in the same order, so the same bits as lin(x) transposed, on every thread count
     rng = np.random.default_rng(3)
     w = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
