@@ -25,6 +25,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kWorkerSpin = std::chrono::microseconds(300);
+// ParallelHold objects alive: while above 0, idle workers spin past kWorkerSpin
+std::atomic<int> g_holds{0};
 constexpr auto kCallerSpin = std::chrono::milliseconds(5);
 
 inline void cpu_relax() {
@@ -100,9 +102,11 @@ class Pool {
   void loop() {
     uint64_t seen = 0;
     for (;;) {
-      spin_until(
-          [&] { return generation_.load(std::memory_order_acquire) != seen || stop_.load(); },
-          kWorkerSpin);
+      const auto called = [&] {
+        return generation_.load(std::memory_order_acquire) != seen || stop_.load();
+      };
+      while (!spin_until(called, kWorkerSpin) && g_holds.load(std::memory_order_relaxed) > 0) {
+      }
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
@@ -140,6 +144,13 @@ Pool& pool() {
 }
 
 }  // namespace
+
+ParallelHold::ParallelHold(bool on) : on_(on) {
+  if (on_) g_holds.fetch_add(1, std::memory_order_relaxed);
+}
+ParallelHold::~ParallelHold() {
+  if (on_) g_holds.fetch_sub(1, std::memory_order_relaxed);
+}
 
 void parallel_for(int threads, int64_t tasks, const std::function<void(int64_t)>& fn) {
   if (tasks <= 0) return;

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <new>
 
+#include "layers/parallel.h"
+
 namespace ep {
 namespace rt {
 
@@ -326,6 +328,8 @@ void Context::run(const float* const* inputs, float* const* outputs) {
   rc.ptr = ptr_.data();
   rc.threads = threads_;
   using Clock = std::chrono::steady_clock;
+  // the pool's helpers stay awake between this run's split operators
+  const ParallelHold hold(threads_ > 1);
   for (size_t k = 0; k < ops.size(); ++k) {
     const int64_t so = model_->scratch_offset(k);
     rc.scratch = so >= 0 ? arena_.get() + so : nullptr;

@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "layers/parallel.h"
@@ -63,4 +65,35 @@ TEST(Parallel, ThreadsForCapsSmallCalls) {
   ep::set_min_macs_per_thread(100.0);
   EXPECT_EQ(ep::threads_for(4, 250.0), 2);
   ep::set_min_macs_per_thread(before);
+}
+
+// A held pool (a model run) keeps its helpers spinning across gaps longer than their own spin;
+// calls made under nested holds, across such gaps and after the holds end must still run every
+// task once on more than one thread.
+TEST(Parallel, HeldPoolRunsCallsAcrossGaps) {
+  auto concurrent_call = [] {
+    std::atomic<int> inside{0}, most{0};
+    std::vector<std::atomic<int>> hits(64);
+    ep::parallel_for(2, 64, [&](int64_t i) {
+      const int now = ++inside;
+      for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      hits[i]++;
+      --inside;
+    });
+    for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+    return most.load();
+  };
+  {
+    const ep::ParallelHold outer(true);
+    for (int call = 0; call < 3; ++call) {
+      const ep::ParallelHold inner(call % 2 == 0);
+      EXPECT_EQ(concurrent_call(), 2) << "call " << call;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // past the workers' own spin
+    }
+  }
+  const ep::ParallelHold off(false);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_EQ(concurrent_call(), 2);
 }
