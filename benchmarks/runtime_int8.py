@@ -22,9 +22,7 @@ Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/runtime_in
 from __future__ import annotations
 
 import importlib.util
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -135,7 +133,7 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
         for rt in runners
     ]
     if variant == "dense":  # what a second core buys each runtime on the same file
-        two = {rt: thread_scaling(rt, path, rounds, runs) for rt in ("edgeprune", "litert")}
+        two = {rt: fp32_bench.thread_scaling(rt, path, rounds, runs) for rt in ("edgeprune", "litert")}
         for rt, (one_ms, two_ms, rounds_ms) in two.items():
             rows.append(
                 {
@@ -151,26 +149,6 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
                 }
             )
     return rows
-
-
-def thread_scaling(runtime: str, path: Path, rounds: int, runs: int) -> tuple[float, float, list]:
-    """(1-thread median ms, 2-thread median ms, 2-thread per-round ms) of one runtime, measured
-    in a fresh process that holds that runtime only, 1 and 2 threads interleaved: on a 2-core host
-    another runtime's worker threads, spinning after their last call, would take the second core."""
-    code = (
-        "import sys, json, numpy as np; sys.path.append(sys.argv[3]); import runtime as r\n"
-        "runners = {t: r.make_runner(sys.argv[1], r.Path(sys.argv[2]), threads=t)[0] for t in (1, 2)}\n"
-        "x = np.random.default_rng(1).standard_normal((1, 224, 224, 3)).astype(np.float32)\n"
-        "print(json.dumps(r.interleaved_ms(runners, x, int(sys.argv[4]), int(sys.argv[5]))))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, runtime, str(path), str(BENCH), str(rounds), str(runs)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    t = json.loads(out.stdout.strip().splitlines()[-1])
-    return statistics.median(t["1"]), statistics.median(t["2"]), t["2"]
 
 
 def main(argv=None) -> int:
