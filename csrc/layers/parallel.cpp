@@ -6,7 +6,8 @@
 // and the host rescheduling the idle vCPU), as long as a whole 0.1 ms kernel call. So both
 // sides spin before they sleep: a worker spins for kWorkerSpin after its last task, which
 // covers the gap to the next layer's call, and the caller spins while its helpers finish. Only
-// a pool idle for longer pays the wake-up, once.
+// a pool idle for longer pays the wake-up, once. While a ParallelHold exists (a model run),
+// workers spin past kWorkerSpin, since a run's gaps between split operators can be longer.
 //
 // Consumes: tasks. Produces: their side effects, and the first exception.
 #include "layers/parallel.h"
