@@ -444,14 +444,7 @@ class Depthwise : public Op {
           for (int64_t ch = 0; ch < cout_; ++ch) e[p * cout_ + ch] = xb[p * cin_ + ch / dm_];
         xb = e;
       }
-      float* yb = y + b * oh_ * a_.ow * cout_;
-      parallel_for(threads, oh_, [&](int64_t oy) {
-        DwRowArgs a = a_;
-        a.x = xb;
-        a.y = yb + oy * a_.ow * cout_;
-        a.oy = oy;
-        vec_.dw_row(a);
-      });
+      run_rows(xb, y + b * oh_ * a_.ow * cout_, threads);
     }
   }
   int in_ = 0, out_ = 0;
@@ -467,6 +460,16 @@ class Depthwise : public Op {
   static constexpr int64_t kRowsMaxPlane = 400;
   bool via_rows() const { return oh_ * a_.ow <= kRowsMaxPlane; }
   std::string chw_strategy() const override { return via_rows() ? " (rows)" : ""; }
+  // one image [H, W, C] -> its output [OH, OW, C], a task per output row
+  void run_rows(const float* x, float* y, int threads) const {
+    parallel_for(threads, oh_, [&](int64_t oy) {
+      DwRowArgs a = a_;
+      a.x = x;
+      a.y = y + oy * a_.ow * cout_;
+      a.oy = oy;
+      vec_.dw_row(a);
+    });
+  }
   // NCHW in and out: transpose to [HW, C], dw_row per output row, transpose back.
   void run_chw_rows(const float* x, float* y, int threads, float* s) const {
     const int64_t in_plane = h_ * w_, out_plane = oh_ * a_.ow;
@@ -474,13 +477,7 @@ class Depthwise : public Op {
     float* ys = s + in_plane * cout_;
     for (int64_t b = 0; b < n_; ++b) {
       vec_.transpose(x + b * in_plane * cout_, cout_, in_plane, xs);
-      parallel_for(threads, oh_, [&](int64_t oy) {
-        DwRowArgs a = a_;
-        a.x = xs;
-        a.y = ys + oy * a_.ow * cout_;
-        a.oy = oy;
-        vec_.dw_row(a);
-      });
+      run_rows(xs, ys, threads);
       vec_.transpose(ys, out_plane, cout_, y + b * out_plane * cout_);
     }
   }

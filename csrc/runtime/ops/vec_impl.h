@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/kernels.h"
 #include "runtime/ops/vec.h"
 
 namespace ep {
@@ -29,6 +30,17 @@ inline void store16(float* p, V16 v) { *reinterpret_cast<V16u*>(p) = v; }
 void dw_pixel_channels(const DwRowArgs& a, int64_t ox, int64_t c0, int64_t c1) {
   const int64_t c = a.c;
   float* __restrict__ y = a.y + ox * c;
+  // fn(input offset, weight offset) for each tap inside the image, in (ky, kx) order
+  auto each_tap = [&](auto&& fn) {
+    for (int64_t ky = 0; ky < a.kh; ++ky) {
+      const int64_t iy = a.oy * a.stride_h - a.pad_t + ky * a.dil_h;
+      if (iy < 0 || iy >= a.h) continue;
+      for (int64_t kx = 0; kx < a.kw; ++kx) {
+        const int64_t ix = ox * a.stride_w - a.pad_l + kx * a.dil_w;
+        if (ix >= 0 && ix < a.w) fn((iy * a.w + ix) * c, (ky * a.kw + kx) * c);
+      }
+    }
+  };
   if (c1 - c0 >= 16 && a.kh * a.kw <= 9) {
     // Blocks of 16 channels in registers, the last one ending at c1 (overlapping the block
     // before it: those channels are computed again, to the same bits); the taps inside the
@@ -37,15 +49,7 @@ void dw_pixel_channels(const DwRowArgs& a, int64_t ox, int64_t c0, int64_t c1) {
     // 480-1152 channels.
     int64_t xo[9], wo[9];
     int n = 0;
-    for (int64_t ky = 0; ky < a.kh; ++ky) {
-      const int64_t iy = a.oy * a.stride_h - a.pad_t + ky * a.dil_h;
-      if (iy < 0 || iy >= a.h) continue;
-      for (int64_t kx = 0; kx < a.kw; ++kx) {
-        const int64_t ix = ox * a.stride_w - a.pad_l + kx * a.dil_w;
-        if (ix < 0 || ix >= a.w) continue;
-        xo[n] = (iy * a.w + ix) * c, wo[n++] = (ky * a.kw + kx) * c;
-      }
-    }
+    each_tap([&](int64_t xi, int64_t wi) { xo[n] = xi, wo[n++] = wi; });
     const float* __restrict__ x = a.x;
     const float* __restrict__ wt = a.wt;
     V16 lo, hi;
@@ -75,17 +79,11 @@ void dw_pixel_channels(const DwRowArgs& a, int64_t ox, int64_t c0, int64_t c1) {
     for (int64_t i = c0; i < c1; ++i) y[i] = a.bias[i];
   else
     for (int64_t i = c0; i < c1; ++i) y[i] = 0.0f;
-  for (int64_t ky = 0; ky < a.kh; ++ky) {
-    const int64_t iy = a.oy * a.stride_h - a.pad_t + ky * a.dil_h;
-    if (iy < 0 || iy >= a.h) continue;
-    for (int64_t kx = 0; kx < a.kw; ++kx) {
-      const int64_t ix = ox * a.stride_w - a.pad_l + kx * a.dil_w;
-      if (ix < 0 || ix >= a.w) continue;
-      const float* __restrict__ x = a.x + (iy * a.w + ix) * c;
-      const float* __restrict__ w = a.wt + (ky * a.kw + kx) * c;
-      for (int64_t i = c0; i < c1; ++i) y[i] += x[i] * w[i];
-    }
-  }
+  each_tap([&](int64_t xi, int64_t wi) {
+    const float* __restrict__ x = a.x + xi;
+    const float* __restrict__ w = a.wt + wi;
+    for (int64_t i = c0; i < c1; ++i) y[i] += x[i] * w[i];
+  });
   const float lo = a.lo, hi = a.hi;
   for (int64_t i = c0; i < c1; ++i) y[i] = std::min(std::max(y[i], lo), hi);
 }
@@ -119,7 +117,8 @@ void dw_row_interior(const DwRowArgs& a, int64_t ox0, int64_t ox1) {
   for (; ox + P <= ox1; ox += P) {
     const float* x0 = xin + (iy0 * a.w + ox * a.stride_w - a.pad_l) * c;
     float* y0 = yout + ox * c;
-    for (int64_t c0 = 0; c0 < cfull; c0 += CB) {
+    // channels [c0, c0 + 16) of the P pixels
+    auto block = [&](int64_t c0) {
       const V16 b = bias ? load16(bias + c0) : V16{};
       V16 acc0 = b, acc1 = b, acc2 = b, acc3 = b;
       for (int ky = 0; ky < K; ++ky)
@@ -135,29 +134,13 @@ void dw_row_interior(const DwRowArgs& a, int64_t ox0, int64_t ox1) {
       store16(y0 + c + c0, clamp(acc1));
       store16(y0 + 2 * c + c0, clamp(acc2));
       store16(y0 + 3 * c + c0, clamp(acc3));
-    }
-    if (cfull < c && c > CB) {
-      // the last c % 16 channels: one more block ending at c, overlapping the block before it
-      // (its channels are computed again, to the same bits); reads stay inside the pixel
-      const int64_t c0 = c - CB;
-      const V16 b = bias ? load16(bias + c0) : V16{};
-      V16 acc0 = b, acc1 = b, acc2 = b, acc3 = b;
-      for (int ky = 0; ky < K; ++ky)
-        for (int kx = 0; kx < K; ++kx) {
-          const V16 w = load16(wt + (ky * K + kx) * c + c0);
-          const float* xp = x0 + ky * row + kx * c + c0;
-          acc0 += w * load16(xp);
-          acc1 += w * load16(xp + px);
-          acc2 += w * load16(xp + 2 * px);
-          acc3 += w * load16(xp + 3 * px);
-        }
-      store16(y0 + c0, clamp(acc0));
-      store16(y0 + c + c0, clamp(acc1));
-      store16(y0 + 2 * c + c0, clamp(acc2));
-      store16(y0 + 3 * c + c0, clamp(acc3));
-    } else if (cfull < c) {  // fewer than 16 channels
+    };
+    for (int64_t c0 = 0; c0 < cfull; c0 += CB) block(c0);
+    // the last c % 16 channels: one more block ending at c, overlapping the block before it
+    // (its channels are computed again, to the same bits); reads stay inside the pixel
+    if (cfull < c && c > CB) block(c - CB);
+    if (cfull < c && c < CB)  // fewer than 16 channels
       for (int p = 0; p < P; ++p) dw_pixel_channels(a, ox + p, cfull, c);
-    }
   }
   for (; ox < ox1; ++ox) dw_pixel_channels(a, ox, 0, c);
 }
@@ -636,46 +619,11 @@ void accumulate(const float* __restrict__ x, float* __restrict__ acc, int64_t n)
   for (int64_t i = 0; i < n; ++i) acc[i] += x[i];
 }
 
-// One butterfly stage: rows i and i + 2^B (bit B of i clear) exchange the halves that swap bit B
-// of the row index with bit B of the column index; log2(TW) stages transpose the tile.
-constexpr int lo_lane(int c, int b) { return c & (1 << b) ? TW + (c ^ (1 << b)) : c; }
-constexpr int hi_lane(int c, int b) { return c & (1 << b) ? TW + c : c | (1 << b); }
-template <int B, size_t... C>
-inline void swap_bit(VT& a, VT& b, std::index_sequence<C...>) {
-  const VT lo = __builtin_shufflevector(a, b, lo_lane(int(C), B)...);
-  const VT hi = __builtin_shufflevector(a, b, hi_lane(int(C), B)...);
-  a = lo, b = hi;
-}
-template <int B>
-inline void swap_stage(VT* v) {
-  if constexpr (B >= 0) {
-    for (int i = 0; i < TW; ++i)
-      if (!(i & (1 << B))) swap_bit<B>(v[i], v[i | (1 << B)], std::make_index_sequence<TW>());
-    swap_stage<B - 1>(v);
-  }
-}
-
-// Its own copy on purpose: compiled once per ISA for the per-call layout changes; layers.cpp keeps
-// a plain one for weight packing at construction. Whole tiles go through registers (TW loads,
-// TW log2(TW) shuffles, TW stores); the ragged edges are copied element by element. Tiles are
-// walked along src's rows, so src is read in order.
+// The layout changes use the kernel tier's transpose of this path (kernels.inc transpose_f32:
+// register tiles through shuffles); the NEON build uses the baseline one, whose 4-float tiles
+// are NEON registers already.
 void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
-  constexpr int64_t T = TW;
-  constexpr int top = TW == 16 ? 3 : TW == 8 ? 2 : 1;
-  const int64_t rf = rows / T * T, cf = cols / T * T;
-  for (int64_t r0 = 0; r0 < rf; r0 += T) {
-    for (int64_t c0 = 0; c0 < cf; c0 += T) {
-      VT v[T];
-      for (int64_t i = 0; i < T; ++i)
-        v[i] = *reinterpret_cast<const VTu*>(src + (r0 + i) * cols + c0);
-      swap_stage<top>(v);
-      for (int64_t i = 0; i < T; ++i) *reinterpret_cast<VTu*>(dst + (c0 + i) * rows + r0) = v[i];
-    }
-    for (int64_t c = cf; c < cols; ++c)
-      for (int64_t r = r0; r < r0 + T; ++r) dst[c * rows + r] = src[r * cols + c];
-  }
-  for (int64_t r = rf; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  kernel_table(EP_VEC_ISA).transpose_f32.fn({src, rows, cols, dst, rows});
 }
 
 }  // namespace
