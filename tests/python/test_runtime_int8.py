@@ -136,9 +136,15 @@ def test_fixture_model_dense_and_sparse_every_thread_count(sparse):
     int8_ops = {lbl.split(" ")[0] for lbl in labels if " int8" in lbl}
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH", "LOGISTIC", "MUL", "ADD", "MEAN"} <= int8_ops
     assert {"MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD", "FULLY_CONNECTED"} <= int8_ops
-    # (with sparse weights, whether these 16- and 24-channel layers run sparse is each path's
-    # cost choice: AVX-512 VNNI keeps them dense)
-    assert sparse or not any("sparse" in lbl for lbl in labels), labels
+    # With sparse weights (90 % unstructured: about a third of the 1x4 blocks nonzero), the 16- and
+    # 24-channel 1x1 layers run sparse on the portable paths (at least half zeros), and AVX-512
+    # VNNI's cost model keeps them dense: its sparse kernel's per-output and per-input costs
+    # outweigh the multiply-adds it saves on layers this narrow
+    vnni = "avx512vnni" in kernels.cpu_features()
+    for isa in ISAS:
+        isa_labels = [lbl for _, lbl, _ in ep.runtime.load(data, isa=isa).profile(runs=1)]
+        want = 2 if sparse and not (isa == "avx512" and vnni) else 0
+        assert sum("sparse" in lbl for lbl in isa_labels) == want, (isa, isa_labels)
     _assert_bit_parity(data, threads=(1, 2, 4))
     if sparse:  # the sparse path gives the same bits as the dense one
         x = np.random.default_rng(0).standard_normal((1, 16, 16, 3)).astype(np.float32)
