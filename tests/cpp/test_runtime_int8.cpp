@@ -9,6 +9,7 @@
 // CPU has AVX-512 VNNI.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -133,6 +134,56 @@ TEST(RuntimeInt8, Avx512RequantizationEqualsTheScalarArithmetic) {
           ep::rt::multiply_by_quantized_multiplier(acc, mult[size_t(j)], shift[size_t(j)]) + zp;
       ASSERT_EQ(int32_t(y[size_t(j)]), std::min(127, std::max(-128, v)))
           << "sum " << acc << " multiplier " << mult[size_t(j)] << " shift " << shift[size_t(j)];
+    }
+  }
+}
+
+// The AVX-512 GEMM on shapes that exercise every tile: row counts that leave tiles of 8, 4 and 1
+// rows, channel counts that leave 1, 2 and 3 blocks of 16 after the groups of 4 and a partial last
+// block, K not a multiple of 4, against the scalar sums and requantization.
+TEST(RuntimeInt8, Avx512GemmTilesEqualTheScalarLoop) {
+  if (!ep::cpu_features().avx512vnni) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  std::mt19937 rng(5);
+  for (const auto& [n, m, k] : std::vector<std::array<int64_t, 3>>{{7, 72, 20},
+                                                                   {5, 40, 3},
+                                                                   {9, 24, 33},
+                                                                   {1, 100, 64},
+                                                                   {13, 16, 8},
+                                                                   {4, 130, 27},
+                                                                   {11, 112, 12},
+                                                                   {16, 200, 40}}) {
+    const int64_t kp = (k + 3) / 4 * 4, mp = (m + 15) / 16 * 16;
+    std::vector<int8_t> w(static_cast<size_t>(m * k)), packed(static_cast<size_t>(mp * kp), 0);
+    for (auto& v : w) v = int8_t(int(rng() % 255) - 127);
+    ep::rt::pack_qgemm_vnni(w.data(), m, k, kp, packed.data());
+    std::vector<uint8_t> xu(static_cast<size_t>(n * kp), 0);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < k; ++j) xu[size_t(r * kp + j)] = uint8_t(rng() % 256);
+    std::vector<int32_t> bias(size_t(mp), 0), mult(size_t(mp), 0), shift(size_t(mp), 0);
+    for (size_t j = 0; j < size_t(m); ++j) {
+      bias[j] = int32_t(rng() % 20001) - 10000;
+      ep::rt::quantize_multiplier(std::ldexp(1.0 + (rng() % 1000) / 1000.0, -6 - int(rng() % 8)),
+                                  &mult[j], &shift[j]);
+    }
+    const int32_t zp = int32_t(rng() % 256) - 128, lo = zp, hi = 120;
+    std::vector<int8_t> y(static_cast<size_t>(n * (m + 3)), 77);
+    ep::rt::QGemmVnniArgs a;
+    a.x = xu.data(), a.n = n, a.kp = kp, a.m = m, a.w = packed.data();
+    a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data();
+    a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.ldy = m + 3;
+    ep::rt::avx512::qgemm_vnni(a);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t j = 0; j < m; ++j) {
+        int32_t acc = bias[size_t(j)];
+        for (int64_t t = 0; t < k; ++t)
+          acc += int32_t(xu[size_t(r * kp + t)]) * int32_t(w[size_t(j * k + t)]);
+        const int32_t v =
+            ep::rt::multiply_by_quantized_multiplier(acc, mult[size_t(j)], shift[size_t(j)]) + zp;
+        ASSERT_EQ(int32_t(y[size_t(r * (m + 3) + j)]), std::min(hi, std::max(lo, v)))
+            << n << "x" << m << "x" << k << " row " << r << " channel " << j;
+      }
+      for (int64_t j = m; j < m + 3; ++j)  // the row's tail past m is not written
+        ASSERT_EQ(int32_t(y[size_t(r * (m + 3) + j)]), 77) << n << "x" << m << "x" << k;
     }
   }
 }

@@ -63,44 +63,81 @@ inline void store_s8(int8_t* y, __mmask16 m, __m512i v) {
   _mm_mask_storeu_epi8(y, m, b);
 }
 
-inline void store_requant(__m512i acc, const Rq16& rq, __m512i zp, __m512i lo, __m512i hi,
-                          int8_t* y, __mmask16 m) {
-  __m512i v = mbqm(acc, rq);
-  v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
-  store_s8(y, m, v);
+// acc += the 4-byte dot products of u8 x and s8 w per lane. As inline asm the accumulator is
+// one register across the loop: with the intrinsic, GCC copies every accumulator of a tile
+// through another register on each iteration, which costs dispatch slots in the GEMM's inner loop.
+inline __m512i dpbusd(__m512i acc, __m512i x, __m512i w) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+  return acc;
 }
 
-// R rows x 2 blocks of 16 channels (the second only when `two`)
-template <int R>
-void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b, bool two) {
-  __m512i acc[R][2];
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-  const int64_t groups = a.kp / 4;
-  const int8_t* w0 = a.w + b * groups * 64;
-  const int8_t* w1 = w0 + groups * 64;
-  const uint8_t* x = a.x + r0 * a.kp;
+// R rows x B blocks of 16 channels (B <= 4), the blocks starting at channel block b. Each row's
+// B * 16 results are packed to bytes together (saturating packs, then one dword permute) and
+// stored as one run, masked past channel m.
+template <int R, int B>
+void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
+  const int64_t groups = a.kp / 4, kp = a.kp, c0 = b * 16;
+  const int8_t* const w = a.w + b * groups * 64;
+  const uint8_t* const x = a.x + r0 * kp;
+  __m512i acc[R][B];
+  for (int h = 0; h < B; ++h) {
+    const __m512i bias = _mm512_loadu_si512(a.bias + c0 + 16 * h);
+    for (int r = 0; r < R; ++r) acc[r][h] = bias;
+  }
   for (int64_t q = 0; q < groups; ++q) {
-    const __m512i wa = _mm512_loadu_si512(w0 + q * 64);
-    const __m512i wb = two ? _mm512_loadu_si512(w1 + q * 64) : _mm512_setzero_si512();
+    __m512i wv[B];
+    for (int h = 0; h < B; ++h) wv[h] = _mm512_loadu_si512(w + (h * groups + q) * 64);
     for (int r = 0; r < R; ++r) {
       int32_t v;
-      __builtin_memcpy(&v, x + r * a.kp + q * 4, 4);
+      __builtin_memcpy(&v, x + r * kp + q * 4, 4);
       const __m512i xb = _mm512_set1_epi32(v);
-      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], xb, wa);
-      if (two) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], xb, wb);
+      for (int h = 0; h < B; ++h) acc[r][h] = dpbusd(acc[r][h], xb, wv[h]);
     }
   }
-  const __m512i zp = _mm512_set1_epi32(a.zp_out), lo = _mm512_set1_epi32(a.lo),
-                hi = _mm512_set1_epi32(a.hi);
-  for (int h = 0; h < (two ? 2 : 1); ++h) {
-    const int64_t c0 = (b + h) * 16;
-    const int64_t left = a.m - c0;
-    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-    const __m512i bias = _mm512_loadu_si512(a.bias + c0);
-    const Rq16 rq = rq16(_mm512_loadu_si512(a.mult + c0), _mm512_loadu_si512(a.shift + c0));
-    for (int r = 0; r < R; ++r)
-      store_requant(_mm512_add_epi32(acc[r][h], bias), rq, zp, lo, hi, a.y + (r0 + r) * a.ldy + c0,
-                    m);
+  const __m512i zp = _mm512_set1_epi32(a.zp_out);
+  const __m512i lo = _mm512_set1_epi8(int8_t(a.lo)), hi = _mm512_set1_epi8(int8_t(a.hi));
+  const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+  const int64_t left = a.m - c0;
+  const __mmask64 m = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
+  Rq16 rq[B];
+  for (int h = 0; h < B; ++h)
+    rq[h] =
+        rq16(_mm512_loadu_si512(a.mult + c0 + 16 * h), _mm512_loadu_si512(a.shift + c0 + 16 * h));
+  int8_t* const y = a.y + r0 * a.ldy + c0;
+  const int64_t ldy = a.ldy;
+  for (int r = 0; r < R; ++r) {
+    __m512i v[4];
+    for (int h = 0; h < 4; ++h)
+      v[h] = h < B ? _mm512_add_epi32(mbqm(acc[r][h], rq[h]), zp) : _mm512_setzero_si512();
+    // lane i of the packed bytes holds dwords [v0_i, v1_i, v2_i, v3_i]; `order` makes v0 | v1 |
+    // v2 | v3. The packs saturate to [-128, 127] as the clamp would.
+    __m512i bytes =
+        _mm512_packs_epi16(_mm512_packs_epi32(v[0], v[1]), _mm512_packs_epi32(v[2], v[3]));
+    bytes = _mm512_permutexvar_epi32(order, bytes);
+    bytes = _mm512_min_epi8(_mm512_max_epi8(bytes, lo), hi);
+    _mm512_mask_storeu_epi8(y + r * ldy, m, bytes);
+  }
+}
+
+// One tile of R rows across every channel block. vpdpbusd's latency is several cycles, so a tile
+// keeps 8 to 16 independent sums in flight where the rows allow: 8 rows of 1 or 2 blocks, 4 rows
+// of 3 or 4 (the wide tiles also load each weight vector once for more rows).
+template <int R>
+void tile_row(const QGemmVnniArgs& a, int64_t r0, int64_t blocks) {
+  constexpr int Rw = R > 4 ? 4 : R;  // rows of the 3- and 4-block tiles
+  int64_t b = 0;
+  for (; b + 4 <= blocks; b += 4)
+    for (int r = 0; r < R; r += Rw) tile<Rw, 4>(a, r0 + r, b);
+  switch (blocks - b) {
+    case 3:
+      for (int r = 0; r < R; r += Rw) tile<Rw, 3>(a, r0 + r, b);
+      return;
+    case 2:
+      return tile<R, 2>(a, r0, b);
+    case 1:
+      return tile<R, 1>(a, r0, b);
+    default:
+      return;
   }
 }
 
@@ -109,10 +146,9 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b, bool two) {
 void qgemm_vnni(const QGemmVnniArgs& a) {
   const int64_t blocks = (a.m + 15) / 16;
   int64_t r = 0;
-  for (; r + 4 <= a.n; r += 4)
-    for (int64_t b = 0; b < blocks; b += 2) tile<4>(a, r, b, b + 1 < blocks);
-  for (; r < a.n; ++r)
-    for (int64_t b = 0; b < blocks; b += 2) tile<1>(a, r, b, b + 1 < blocks);
+  for (; r + 8 <= a.n; r += 8) tile_row<8>(a, r, blocks);
+  for (; r + 4 <= a.n; r += 4) tile_row<4>(a, r, blocks);
+  for (; r < a.n; ++r) tile_row<1>(a, r, blocks);
 }
 
 namespace {
