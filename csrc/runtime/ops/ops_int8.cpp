@@ -281,19 +281,22 @@ class QGemm {
     }
   }
   bool sparse() const { return sparse_; }
-  void forward(const int8_t* x, int64_t n, int8_t* y, int threads) const {
+  // n rows of K int8 values at a stride of ldx >= K (0: K). Rows whose stride is K rounded up to
+  // 4 (an im2col's) feed the VNNI kernel with one flat pass; the bytes past K are never used.
+  void forward(const int8_t* x, int64_t n, int8_t* y, int threads, int64_t ldx = 0) const {
+    if (ldx == 0) ldx = k_;
     const int t = threads_for(threads, double(n) * double(m_) * double(k_));
 #if defined(EP_HAVE_AVX512)
     if (vnni_) {
       const Split sp = split(n, t);
       parallel_for(t, sp.row_chunks * sp.parts, [&](int64_t task) {
         const int64_t r0 = (task / sp.parts) * sp.rows, b0 = (task % sp.parts) * sp.blocks;
-        vnni_chunk(x, y, r0, std::min(sp.rows, n - r0), b0, sp.blocks);
+        vnni_chunk(x, ldx, y, r0, std::min(sp.rows, n - r0), b0, sp.blocks);
       });
       return;
     }
 #endif
-    parallel_for(t, n, [&](int64_t r) { row(x + r * k_, y + r * m_); });
+    parallel_for(t, n, [&](int64_t r) { row(x + r * ldx, y + r * m_); });
   }
 
  private:
@@ -377,7 +380,7 @@ class QGemm {
     }
   }
   // rows [r0, r0 + rows) of output channel blocks [b0, b0 + nb) (all of them when sparse)
-  void vnni_chunk(const int8_t* x, int8_t* y, int64_t r0, int64_t rows, int64_t b0,
+  void vnni_chunk(const int8_t* x, int64_t ldx, int8_t* y, int64_t r0, int64_t rows, int64_t b0,
                   int64_t nb) const {
     if (sparse_) {  // quads of the chunk's rows, 16-row aligned
       const int64_t ldn = (rows + 15) / 16 * 16;
@@ -386,7 +389,7 @@ class QGemm {
       uint32_t* xq32 = reinterpret_cast<uint32_t*>(xq);
       const int64_t full = k_ / 4;
       for (int64_t r = 0; r < rows; ++r) {
-        const int8_t* src = x + (r0 + r) * k_;
+        const int8_t* src = x + (r0 + r) * ldx;
         for (int64_t q = 0; q < full; ++q) {
           uint32_t v;
           std::memcpy(&v, src + 4 * q, 4);
@@ -408,11 +411,11 @@ class QGemm {
     }
     const int64_t k = k_, kp = kp_;
     uint8_t* xu = static_cast<uint8_t*>(thread_scratch(3, size_t(rows * kp)));
-    if (k == kp) {  // rows already padded: one flat pass
-      flip_sign_bits(x + r0 * k, rows * k, xu);
+    if (ldx == kp) {  // rows already padded: one flat pass
+      flip_sign_bits(x + r0 * kp, rows * kp, xu);
     } else {
       for (int64_t r = 0; r < rows; ++r) {
-        flip_sign_bits(x + (r0 + r) * k, k, xu + r * kp);
+        flip_sign_bits(x + (r0 + r) * ldx, k, xu + r * kp);
         std::memset(xu + r * kp + k, 0, size_t(kp - k));
       }
     }
@@ -504,15 +507,15 @@ class QConv2D : public Op {
   int64_t scratch_bytes() const override {
     if (direct_) return 0;
     const int64_t pix = oh_ * ow_;
-    return pix * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0);
+    return pix * col_stride() + (groups_ > 1 ? pix * (cout_ / groups_) : 0);
   }
   void run(const RunCtx& r) const override {
     const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
-    const int64_t pix = oh_ * ow_, og = cout_ / groups_, kk = kh_ * kw_ * cg_;
+    const int64_t pix = oh_ * ow_, og = cout_ / groups_, kk = kh_ * kw_ * cg_, ldc = col_stride();
     if (direct_) return gemm_[0]->forward(x, n_ * pix, y, r.threads);
     int8_t* col = static_cast<int8_t*>(r.scratch);
-    int8_t* tmp = col + pix * kk;
+    int8_t* tmp = col + pix * ldc;
     for (int64_t b = 0; b < n_; ++b) {
       const int8_t* xb = x + b * h_ * w_ * cin_;
       int8_t* yb = y + b * pix * cout_;
@@ -520,9 +523,9 @@ class QConv2D : public Op {
         parallel_for(threads_for(r.threads, double(pix * kk)), oh_,
                      [&](int64_t oy) { im2col(xb, g, col, oy); });
         if (groups_ == 1) {
-          gemm_[0]->forward(col, pix, yb, r.threads);
+          gemm_[0]->forward(col, pix, yb, r.threads, ldc);
         } else {
-          gemm_[size_t(g)]->forward(col, pix, tmp, r.threads);
+          gemm_[size_t(g)]->forward(col, pix, tmp, r.threads, ldc);
           for (int64_t p = 0; p < pix; ++p)
             std::memcpy(yb + p * cout_ + g * og, tmp + p * og, size_t(og));
         }
@@ -532,32 +535,43 @@ class QConv2D : public Op {
   int in_ = 0, out_ = 0;
 
  private:
+  // im2col rows are KH * KW * CG bytes rounded up to 4, the VNNI kernel's row length
+  int64_t col_stride() const { return (kh_ * kw_ * cg_ + 3) / 4 * 4; }
   // outside the input the im2col holds the input zero point: (x - zp) * w adds nothing there,
   // as TFLite skips those taps
   void im2col(const int8_t* x, int64_t g, int8_t* col, int64_t oy) const {  // one output row
-    const int64_t kk = kh_ * kw_ * cg_;
+    // the geometry as locals: every byte store may alias a member, and the compiler would reload
+    // each one after every copy
+    const int64_t kh = kh_, kw = kw_, cin = cin_, cg = cg_, h = h_, w = w_, sw = sw_, dh = dh_,
+                  dwx = dw_, pl = pl_, ow = ow_, ldc = col_stride(), iy0 = oy * sh_ - pt_;
+    const int zp = zp_in_;
+    const int8_t* const xg = x + g * cg;
     // with one group and no column dilation a kernel row's taps are adjacent in the input
-    const bool rows = groups_ == 1 && dw_ == 1;
-    for (int64_t ox = 0; ox < ow_; ++ox) {
-      int8_t* dst = col + (oy * ow_ + ox) * kk;
-      const int64_t ix0 = ox * sw_ - pl_;
-      for (int64_t ky = 0; ky < kh_; ++ky) {
-        const int64_t iy = oy * sh_ - pt_ + ky * dh_;
-        if (rows && iy >= 0 && iy < h_ && ix0 >= 0 && ix0 + kw_ <= w_) {
-          copy_bytes(dst, x + (iy * w_ + ix0) * cin_, kw_ * cin_);
-          dst += kw_ * cin_;
+    const bool rows = groups_ == 1 && dwx == 1;
+    for (int64_t ox = 0; ox < ow; ++ox) {
+      int8_t* dst = col + (oy * ow + ox) * ldc;
+      const uint32_t zero = 0;  // the row's last 4 bytes first: past K they are read by no weight
+      std::memcpy(dst + ldc - 4, &zero, 4);
+      const int64_t ix0 = ox * sw - pl;
+      const bool inside = rows && ix0 >= 0 && ix0 + kw <= w;
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        const int64_t iy = iy0 + ky * dh;
+        if (inside && iy >= 0 && iy < h) {
+          copy_bytes(dst, x + (iy * w + ix0) * cin, kw * cin);
+          dst += kw * cin;
           continue;
         }
-        for (int64_t kx = 0; kx < kw_; ++kx, dst += cg_) {
-          const int64_t ix = ix0 + kx * dw_;
-          if (iy < 0 || iy >= h_ || ix < 0 || ix >= w_)
-            std::memset(dst, zp_in_, size_t(cg_));
+        for (int64_t kx = 0; kx < kw; ++kx, dst += cg) {
+          const int64_t ix = ix0 + kx * dwx;
+          if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+            std::memset(dst, zp, size_t(cg));
           else
-            copy_bytes(dst, x + (iy * w_ + ix) * cin_ + g * cg_, cg_);
+            copy_bytes(dst, xg + (iy * w + ix) * cin, cg);
         }
       }
     }
   }
+
   // A stem's few channels make short copies (3x3 on RGB: 9 bytes per kernel row), where a
   // library call per copy would dominate and a byte loop makes a store per byte: runs of 4 to 32
   // bytes are two overlapping fixed-size moves.
