@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -45,6 +46,33 @@ TEST(Parallel, TasksRunConcurrently) {
     if (started.load() == 2) met++;
   });
   EXPECT_EQ(met.load(), 2);
+}
+
+// Each thread starts on its own contiguous range of the tasks (the caller on the first): the
+// caller's first task is 0, and the helper's first lies in the second half (its start, unless the
+// helper was late and the caller took it).
+TEST(Parallel, ThreadsStartOnTheirOwnRanges) {
+  const auto caller = std::this_thread::get_id();
+  std::vector<std::thread::id> who(8);
+  std::vector<int64_t> order;
+  std::mutex mu;
+  ep::parallel_for(2, 8, [&](int64_t i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      who[size_t(i)] = std::this_thread::get_id();
+      order.push_back(i);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  });
+  ASSERT_EQ(order.size(), 8u);
+  int64_t first_caller = -1, first_helper = -1;
+  for (int64_t i : order) {
+    if (who[size_t(i)] == caller && first_caller < 0) first_caller = i;
+    if (who[size_t(i)] != caller && first_helper < 0) first_helper = i;
+  }
+  EXPECT_EQ(first_caller, 0);
+  ASSERT_GE(first_helper, 0) << "the helper ran nothing in 160 ms of tasks";
+  EXPECT_GE(first_helper, 4);
 }
 
 #include "layers/layers.h"
