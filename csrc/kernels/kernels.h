@@ -21,9 +21,10 @@ static inline void act_bounds(Act act, float* lo, float* hi) {
   *hi = act == Act::relu6 ? 6.0f : std::numeric_limits<float>::infinity();
 }
 
-// dst[c * ld + r] = src[r * cols + c] for r < rows, c < cols (ld >= rows): the layer tier's
-// activation transposes around a dense kernel (a channel-major call run in the Linear layout).
-// Whole register tiles go through shuffles; the ragged edges are copied one by one.
+// dst[c * ld + r] = src[r * cols + c] for r < rows, c < cols (ld >= rows): the activation
+// transposes of the layer tier (a channel-major call run in the Linear layout, and back) and of
+// the runtime's layout changes (vec.h transpose). Whole register tiles go through shuffles; the
+// ragged edges are copied one by one.
 struct TransposeF32Args {
   const float* src = nullptr;
   int64_t rows = 0, cols = 0;
