@@ -105,17 +105,45 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
         rq16(_mm512_loadu_si512(a.mult + c0 + 16 * h), _mm512_loadu_si512(a.shift + c0 + 16 * h));
   int8_t* const y = a.y + r0 * a.ldy + c0;
   const int64_t ldy = a.ldy;
-  for (int r = 0; r < R; ++r) {
-    __m512i v[4];
-    for (int h = 0; h < 4; ++h)
-      v[h] = h < B ? _mm512_add_epi32(mbqm(acc[r][h], rq[h]), zp) : _mm512_setzero_si512();
-    // lane i of the packed bytes holds dwords [v0_i, v1_i, v2_i, v3_i]; `order` makes v0 | v1 |
-    // v2 | v3. The packs saturate to [-128, 127] as the clamp would.
-    __m512i bytes =
-        _mm512_packs_epi16(_mm512_packs_epi32(v[0], v[1]), _mm512_packs_epi32(v[2], v[3]));
+  // Four vectors of 16 int32 results become one vector of 64 bytes: lane i of the packs holds
+  // dwords [v0_i, v1_i, v2_i, v3_i]; `order` makes v0 | v1 | v2 | v3. The packs saturate to
+  // [-128, 127] as the clamp would. The four are one row's blocks (3-4 blocks; a missing fourth
+  // is zero), two rows' (2 blocks) or four rows' (1 block), so no pack works on filler.
+  const auto pack = [&](__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+    __m512i bytes = _mm512_packs_epi16(_mm512_packs_epi32(v0, v1), _mm512_packs_epi32(v2, v3));
     bytes = _mm512_permutexvar_epi32(order, bytes);
-    bytes = _mm512_min_epi8(_mm512_max_epi8(bytes, lo), hi);
-    _mm512_mask_storeu_epi8(y + r * ldy, m, bytes);
+    return _mm512_min_epi8(_mm512_max_epi8(bytes, lo), hi);
+  };
+  const auto out = [&](int r, int h) { return _mm512_add_epi32(mbqm(acc[r][h], rq[h]), zp); };
+  if constexpr (B == 1 && R % 4 == 0) {
+    const __mmask16 m16 = __mmask16(m);
+    for (int r = 0; r < R; r += 4) {
+      const __m512i bytes = pack(out(r, 0), out(r + 1, 0), out(r + 2, 0), out(r + 3, 0));
+      int8_t* const yr = y + r * ldy;
+      if (ldy == 16 && m16 == 0xFFFF) {  // four whole rows back to back
+        _mm512_storeu_si512(yr, bytes);
+        continue;
+      }
+      _mm_mask_storeu_epi8(yr, m16, _mm512_castsi512_si128(bytes));
+      _mm_mask_storeu_epi8(yr + ldy, m16, _mm512_extracti32x4_epi32(bytes, 1));
+      _mm_mask_storeu_epi8(yr + 2 * ldy, m16, _mm512_extracti32x4_epi32(bytes, 2));
+      _mm_mask_storeu_epi8(yr + 3 * ldy, m16, _mm512_extracti32x4_epi32(bytes, 3));
+    }
+  } else if constexpr (B == 2 && R % 2 == 0) {
+    const __mmask32 m32 = __mmask32(m);
+    for (int r = 0; r < R; r += 2) {
+      const __m512i bytes = pack(out(r, 0), out(r, 1), out(r + 1, 0), out(r + 1, 1));
+      int8_t* const yr = y + r * ldy;
+      _mm256_mask_storeu_epi8(yr, m32, _mm512_castsi512_si256(bytes));
+      _mm256_mask_storeu_epi8(yr + ldy, m32, _mm512_extracti64x4_epi64(bytes, 1));
+    }
+  } else {
+    const __m512i none = _mm512_setzero_si512();
+    const auto block = [&](int r, int h) { return h < B ? out(r, std::min(h, B - 1)) : none; };
+    for (int r = 0; r < R; ++r) {
+      const __m512i bytes = pack(block(r, 0), block(r, 1), block(r, 2), block(r, 3));
+      _mm512_mask_storeu_epi8(y + r * ldy, m, bytes);
+    }
   }
 }
 
