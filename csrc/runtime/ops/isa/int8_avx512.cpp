@@ -252,6 +252,14 @@ inline void dw_store(const QDwRowArgs& a, const DwLanes& l, __m512i acc, int8_t*
   store_s8(y, l.m, v);
 }
 
+// 16 int8 as int32 lanes; a whole block of 16 channels (FULL) loads without a mask, which lets
+// the load fold into the sign extension
+template <bool FULL>
+inline __m512i load_s8x16(const int8_t* p, __mmask16 m) {
+  return _mm512_cvtepi8_epi32(FULL ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
+                                   : _mm_maskz_loadu_epi8(m, p));
+}
+
 // (x - zp) * w + acc: |x - zp| <= 255 fits the low int16 half and the weight's high half is 0,
 // so the pair multiply-add is the exact 32-bit product (one uop, unlike vpmulld)
 inline __m512i dw_tap(__m512i acc, const int8_t* x, __mmask16 m, __m512i zin, __m512i w) {
@@ -283,7 +291,7 @@ inline void dw_pixel_checked(const QDwRowArgs& a, const DwLanes& l, int64_t c0, 
 // Every tap of the row's valid kernel rows is inside, so the zero point's share, zp * sum(w),
 // comes off the bias once and each tap is x * w: with VNNI one vpdpwssd (the high int16 half of
 // the weight lane is 0, so the pair sum is the single product).
-template <int KH, int KW, bool VNNI>
+template <int KH, int KW, bool VNNI, bool FULL>
 void dw_interior(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, int64_t x1) {
   const int64_t kh = KH > 0 ? KH : a.kh, kw = KH > 0 ? KW : a.kw;
   const __m512i zin = _mm512_set1_epi32(a.zp_in);
@@ -316,7 +324,7 @@ void dw_interior(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, 
     if (iy >= 0 && iy < a.h) rows[nrows++] = ky;
   }
   auto row_base = [&](int64_t ky) { return (a.oy * a.sh - a.pt + ky * a.dh) * a.w * c; };
-  auto tap_in = [&](const int8_t* p) { return _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)); };
+  auto tap_in = [&](const int8_t* p) { return load_s8x16<FULL>(p, m); };
   auto madd = [&](__m512i acc, __m512i xv, __m512i wv) {
     return VNNI ? _mm512_dpwssd_epi32(acc, xv, wv)
                 : _mm512_add_epi32(acc, _mm512_madd_epi16(xv, wv));
@@ -352,11 +360,63 @@ void dw_interior(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, 
   }
 }
 
-template <bool VNNI>
-void dw_interior_any(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, int64_t x1) {
-  if (a.kh == 3 && a.kw == 3) return dw_interior<3, 3, VNNI>(a, l, c0, x0, x1);
-  if (a.kh == 5 && a.kw == 5) return dw_interior<5, 5, VNNI>(a, l, c0, x0, x1);
-  dw_interior<0, 0, VNNI>(a, l, c0, x0, x1);
+// The edge columns [0, x0) and [x1, ow) of a KH x KW kernel, with its weights in registers:
+// a tap left or right of the input takes the zero point as its value, so zp * w cancels that
+// tap's share of the bias correction (TFLite's padding, an offset-free zero). A function of its
+// own, so the interior loop keeps its registers.
+template <int KH, int KW, bool VNNI, bool FULL>
+__attribute__((noinline)) void dw_edges(const QDwRowArgs& a, const DwLanes& l, int64_t c0,
+                                        int64_t x0, int64_t x1) {
+  const __mmask16 m = l.m;
+  const __m512i zin = _mm512_set1_epi32(a.zp_in);
+  const int64_t c = a.c;
+  __m512i w[KH * KW];
+  bool valid[KH];
+  __m512i bias = l.bias;
+  for (int ky = 0; ky < KH; ++ky) {
+    const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
+    valid[ky] = iy >= 0 && iy < a.h;
+    for (int kx = 0; kx < KW; ++kx) {
+      w[ky * KW + kx] = _mm512_maskz_loadu_epi32(m, a.wt + (ky * KW + kx) * c + c0);
+      if (valid[ky]) bias = _mm512_sub_epi32(bias, _mm512_madd_epi16(zin, w[ky * KW + kx]));
+    }
+  }
+  const auto pixel = [&](int64_t px) {
+    __m512i acc = bias;
+    const int64_t ix0 = px * a.sw - a.pl;
+    for (int ky = 0; ky < KH; ++ky) {
+      if (!valid[ky]) continue;
+      const int8_t* row = a.x + (a.oy * a.sh - a.pt + ky * a.dh) * a.w * c + c0;
+      for (int kx = 0; kx < KW; ++kx) {
+        const int64_t ix = ix0 + kx * a.dw;
+        const __m512i xv = ix >= 0 && ix < a.w ? load_s8x16<FULL>(row + ix * c, m) : zin;
+        acc = VNNI ? _mm512_dpwssd_epi32(acc, xv, w[ky * KW + kx])
+                   : _mm512_add_epi32(acc, _mm512_madd_epi16(xv, w[ky * KW + kx]));
+      }
+    }
+    dw_store(a, l, acc, a.y + px * c + c0);
+  };
+  for (int64_t px = 0; px < x0; ++px) pixel(px);
+  for (int64_t px = x1; px < a.ow; ++px) pixel(px);
+}
+
+// One block of 16 channels of the row: interior, then edges
+template <bool VNNI, bool FULL>
+void dw_block(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, int64_t x1) {
+  const bool edges = x0 > 0 || x1 < a.ow;
+  if (a.kh == 3 && a.kw == 3) {
+    dw_interior<3, 3, VNNI, FULL>(a, l, c0, x0, x1);
+    if (edges) dw_edges<3, 3, VNNI, FULL>(a, l, c0, x0, x1);
+    return;
+  }
+  if (a.kh == 5 && a.kw == 5) {
+    dw_interior<5, 5, VNNI, FULL>(a, l, c0, x0, x1);
+    if (edges) dw_edges<5, 5, VNNI, FULL>(a, l, c0, x0, x1);
+    return;
+  }
+  dw_interior<0, 0, VNNI, false>(a, l, c0, x0, x1);
+  for (int64_t ox = 0; ox < x0; ++ox) dw_pixel_checked(a, l, c0, ox);
+  for (int64_t ox = x1; ox < a.ow; ++ox) dw_pixel_checked(a, l, c0, ox);
 }
 
 }  // namespace
@@ -373,12 +433,11 @@ void qdw_row(const QDwRowArgs& a) {
     l.bias = _mm512_maskz_loadu_epi32(l.m, a.bias + c0);
     l.rq = rq16(_mm512_maskz_loadu_epi32(l.m, a.mult + c0),
                 _mm512_maskz_loadu_epi32(l.m, a.shift + c0));
-    for (int64_t ox = 0; ox < x0; ++ox) dw_pixel_checked(a, l, c0, ox);
+    const bool full = l.m == 0xFFFF;
     if (a.vnni)
-      dw_interior_any<true>(a, l, c0, x0, x1);
+      full ? dw_block<true, true>(a, l, c0, x0, x1) : dw_block<true, false>(a, l, c0, x0, x1);
     else
-      dw_interior_any<false>(a, l, c0, x0, x1);
-    for (int64_t ox = x1; ox < a.ow; ++ox) dw_pixel_checked(a, l, c0, ox);
+      full ? dw_block<false, true>(a, l, c0, x0, x1) : dw_block<false, false>(a, l, c0, x0, x1);
   }
 }
 
