@@ -192,6 +192,60 @@ TEST(RuntimeInt8, Avx512GemmTilesEqualTheScalarLoop) {
   }
 }
 
+// The float form of the requantization (FloatRequant) against TFLite's integer steps, with
+// power-of-two multipliers among the others: their products land exactly on the roundings' ties,
+// which only the fall-back to the integer steps gets right.
+TEST(RuntimeInt8, Avx512GemmFloatRequantizationKeepsTfliteBits) {
+  if (!ep::cpu_features().avx512vnni) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  std::mt19937 rng(11);
+  for (const int64_t m : {16, 32, 56}) {  // tiles of 1, 2, and 4 + 1 blocks
+    const int64_t n = 512, k = 8, kp = 8, mp = (m + 15) / 16 * 16;
+    std::vector<int8_t> w(static_cast<size_t>(m * k)), packed(static_cast<size_t>(mp * kp), 0);
+    for (auto& v : w) v = int8_t(int(rng() % 17) - 8);
+    ep::rt::pack_qgemm_vnni(w.data(), m, k, kp, packed.data());
+    std::vector<uint8_t> xu(static_cast<size_t>(n * kp));
+    for (auto& v : xu) v = uint8_t(rng() % 256);
+    std::vector<int32_t> bias(size_t(mp), 0), mult(size_t(mp), 0), shift(size_t(mp), 0);
+    for (size_t j = 0; j < size_t(m); ++j) {
+      bias[j] = int32_t(rng() % 4001) - 2000;
+      const double frac = j % 2 ? (rng() % 1000) / 1000.0 : 0.0;
+      ep::rt::quantize_multiplier(std::ldexp(1.0 + frac, -2 - int(j % 11)), &mult[j], &shift[j]);
+    }
+    std::vector<float> scale(static_cast<size_t>(mp)), pos(scale), neg(scale);
+    ASSERT_TRUE(ep::rt::float_requant(mult.data(), shift.data(), m, mp, scale.data(), pos.data(),
+                                      neg.data()));
+    const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
+    const int32_t zp = int32_t(rng() % 256) - 128;
+    std::vector<int8_t> y(static_cast<size_t>(n * m), 77);
+    ep::rt::QGemmVnniArgs a;
+    a.x = xu.data(), a.n = n, a.kp = kp, a.m = m, a.w = packed.data();
+    a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data(), a.fr = &fr;
+    a.zp_out = zp, a.y = y.data(), a.ldy = m;
+    ep::rt::avx512::qgemm_vnni(a);
+    int64_t inside = 0;  // results the clamp leaves alone, where the rounding shows
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < m; ++j) {
+        int32_t acc = bias[size_t(j)];
+        for (int64_t t = 0; t < k; ++t)
+          acc += int32_t(xu[size_t(r * kp + t)]) * int32_t(w[size_t(j * k + t)]);
+        const int32_t v =
+            ep::rt::multiply_by_quantized_multiplier(acc, mult[size_t(j)], shift[size_t(j)]) + zp;
+        inside += v > -128 && v < 127;
+        ASSERT_EQ(int32_t(y[size_t(r * m + j)]), std::min(127, std::max(-128, v)))
+            << "m " << m << " row " << r << " channel " << j << " sum " << acc;
+      }
+    EXPECT_GT(inside, n * m / 2);
+  }
+  // a left shift or a right shift past 22 keeps the integer steps
+  int32_t mult[16] = {1 << 30}, shift[16] = {1};
+  float scale[16], pos[16], neg[16];
+  EXPECT_FALSE(ep::rt::float_requant(mult, shift, 1, 16, scale, pos, neg));
+  shift[0] = -23;
+  EXPECT_FALSE(ep::rt::float_requant(mult, shift, 1, 16, scale, pos, neg));
+  shift[0] = -22;
+  EXPECT_TRUE(ep::rt::float_requant(mult, shift, 1, 16, scale, pos, neg));
+}
+
 TEST(RuntimeInt8, Avx512QuantizeEqualsTfliteRounding) {
   if (!ep::cpu_features().avx512f) GTEST_SKIP() << "this CPU has no AVX-512";
   const float inf = std::numeric_limits<float>::infinity();

@@ -92,6 +92,20 @@ int32_t multiply_by_quantized_multiplier(int32_t x, int32_t significand, int shi
   return rounding_divide_by_pot(rounding_doubling_high_mul(shifted, significand), right);
 }
 
+bool float_requant(const int32_t* mult, const int32_t* shift, int64_t n, int64_t padded,
+                   float* scale, float* pos, float* neg) {
+  for (int64_t j = 0; j < padded; ++j) {
+    scale[j] = 0.0f, pos[j] = 0.5f, neg[j] = 0.5f;  // padding lanes: 0, never stored
+    if (j >= n) continue;
+    if (shift[j] > -1 || shift[j] < -22 || mult[j] < 0) return false;
+    const int e = -shift[j];
+    scale[j] = float(std::ldexp(double(mult[j]), -(31 + e)));
+    pos[j] = float(0.5 + std::ldexp(1.0, -(e + 1)));
+    neg[j] = float(0.5 - std::ldexp(1.0, -(e + 1)));
+  }
+  return true;
+}
+
 void pack_qgemm_vnni(const int8_t* w, int64_t m, int64_t k, int64_t kp, int8_t* out) {
   const int64_t groups = kp / 4;
   for (int64_t j = 0; j < (m + 15) / 16 * 16; ++j)
@@ -378,6 +392,9 @@ class QGemm {
       vmult_[size_t(i)] = rq_.mult[size_t(i)];
       vshift_[size_t(i)] = rq_.shift[size_t(i)];
     }
+    fscale_.resize(size_t(mp)), fpos_.resize(size_t(mp)), fneg_.resize(size_t(mp));
+    float_rq_ = float_requant(vmult_.data(), vshift_.data(), m_, mp, fscale_.data(), fpos_.data(),
+                              fneg_.data());
   }
   // rows [r0, r0 + rows) of output channel blocks [b0, b0 + nb) (all of them when sparse)
   void vnni_chunk(const int8_t* x, int64_t ldx, int8_t* y, int64_t r0, int64_t rows, int64_t b0,
@@ -424,6 +441,11 @@ class QGemm {
     a.x = xu, a.n = rows, a.kp = kp, a.m = std::min(m_ - c0, nb * 16);
     a.w = vnni_w_.data() + c0 * kp;
     a.bias = vbias_.data() + c0, a.mult = vmult_.data() + c0, a.shift = vshift_.data() + c0;
+    FloatRequant fr;
+    if (float_rq_) {
+      fr = FloatRequant{fscale_.data() + c0, fpos_.data() + c0, fneg_.data() + c0};
+      a.fr = &fr;
+    }
     a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
     a.y = y + r0 * m_ + c0, a.ldy = m_;
     avx512::qgemm_vnni(a);
@@ -438,6 +460,8 @@ class QGemm {
   std::vector<int8_t> vnni_w_;
   std::vector<int32_t> nnz_, quad_, block_;
   std::vector<int32_t> vbias_, vmult_, vshift_;
+  std::vector<float> fscale_, fpos_, fneg_;
+  bool float_rq_ = false;  // every channel's requantization has the float form
 #endif
   void row(const int8_t* x, int8_t* y) const {
     if (sparse_) {

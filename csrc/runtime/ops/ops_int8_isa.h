@@ -11,6 +11,22 @@
 namespace ep {
 namespace rt {
 
+// TFLite's requantization of a channel with a right shift e in [1, 22] (multiplier below 1/2),
+// in float: with y = acc * mult / 2^(31 + e) and d = 2^-(e + 1), its two roundings (the doubling
+// high multiply's, then the division by 2^e rounding half away from zero) give exactly
+// floor(y + 1/2 + d) for y >= 0 and floor(y + 1/2 - d) below 0. In float, float(acc) * scale
+// + (1/2 +- d) is within about 2^-13 of that sum while |y| < 512 (at or beyond, y + zp_out
+// saturates either way), so its floor is TFLite's result wherever the float sum lies at least 2^-12
+// from an integer; the other vectors (about one lane in 2000 is that close) take the integer steps.
+// Per-channel arrays as the multipliers, padded to a multiple of 16 channels.
+struct FloatRequant {
+  const float *scale = nullptr, *pos = nullptr, *neg = nullptr;  // mult / 2^(31+e), 1/2 +- d
+};
+// Fills scale / pos / neg (each `padded` long) for channels [0, n) and returns true when every
+// channel's shift is in [-22, -1] (no left shift, and 1/2 +- d exact in float); else false.
+bool float_requant(const int32_t* mult, const int32_t* shift, int64_t n, int64_t padded,
+                   float* scale, float* pos, float* neg);
+
 // y[r, j] = clamp(zp_out + mbqm(sum_k (x[r, k] + 128) * W[j, k] + bias[j], mult[j], shift[j]))
 // for rows r < n: x holds uint8 rows (int8 ^ 0x80) of `kp` bytes (K rounded up to 4, zero
 // padded), W is packed by pack_qgemm_vnni, bias[j] = bias_q[j] - (zp_in + 128) * sum_k W[j, k].
@@ -20,6 +36,7 @@ struct QGemmVnniArgs {
   int64_t n = 0, kp = 0, m = 0;
   const int8_t* w = nullptr;
   const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  const FloatRequant* fr = nullptr;  // when set, the float form of the same requantization
   int32_t zp_out = 0, lo = -128, hi = 127;
   int8_t* y = nullptr;
   int64_t ldy = 0;

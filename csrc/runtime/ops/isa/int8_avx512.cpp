@@ -53,6 +53,24 @@ inline __m512i mbqm(__m512i x, const Rq16& r) {
   return _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, _mm512_set1_epi32(1));
 }
 
+// The float form of mbqm (FloatRequant in ops_int8_isa.h) on 16 lanes: floor(float(x) * scale
+// + (1/2 +- d)), with the sign of x choosing +- d. Lanes whose float sum lies within 2^-12 of an
+// integer, where float rounding could decide, are flagged in *near; the caller redoes those
+// vectors with mbqm.
+struct Rqf16 {
+  __m512 scale, pos, neg;
+};
+inline __m512i rq_float(__m512i x, const Rqf16& f, __mmask16* near) {
+  const __m512 eps = _mm512_set1_ps(1.0f / 4096), top = _mm512_set1_ps(1.0f - 1.0f / 4096);
+  const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(x), f.scale);
+  const __mmask16 negative = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
+  const __m512 t = _mm512_add_ps(y, _mm512_mask_blend_ps(negative, f.pos, f.neg));
+  const __m512 frac =
+      _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+  *near |= _mm512_cmp_ps_mask(frac, eps, _CMP_LT_OQ) | _mm512_cmp_ps_mask(frac, top, _CMP_GT_OQ);
+  return _mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+}
+
 // int32 lanes (already inside [-128, 127]) to 16 int8 at y, under mask m. Compilers fuse the
 // conversion and the store into vpmovdb with a memory operand, which AMD Zen 4/5 run as a slow
 // microcoded sequence (most of a depthwise row's time went there); the empty asm keeps the
@@ -74,7 +92,7 @@ inline __m512i dpbusd(__m512i acc, __m512i x, __m512i w) {
 // R rows x B blocks of 16 channels (B <= 4), the blocks starting at channel block b. Each row's
 // B * 16 results are packed to bytes together (saturating packs, then one dword permute) and
 // stored as one run, masked past channel m.
-template <int R, int B>
+template <int R, int B, bool F>
 void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
   const int64_t groups = a.kp / 4, kp = a.kp, c0 = b * 16;
   const int8_t* const w = a.w + b * groups * 64;
@@ -99,10 +117,21 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
   const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
   const int64_t left = a.m - c0;
   const __mmask64 m = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
-  Rq16 rq[B];
-  for (int h = 0; h < B; ++h)
-    rq[h] =
-        rq16(_mm512_loadu_si512(a.mult + c0 + 16 * h), _mm512_loadu_si512(a.shift + c0 + 16 * h));
+  // F: the float requantization (a.fr), the integer steps for the rare vectors it flags
+  Rq16 rq[F ? 1 : B];
+  Rqf16 rf[F ? B : 1];
+  const auto integer = [&](int h) {
+    return rq16(_mm512_loadu_si512(a.mult + c0 + 16 * h),
+                _mm512_loadu_si512(a.shift + c0 + 16 * h));
+  };
+  for (int h = 0; h < B; ++h) {
+    if constexpr (F)
+      rf[h] =
+          Rqf16{_mm512_loadu_ps(a.fr->scale + c0 + 16 * h),
+                _mm512_loadu_ps(a.fr->pos + c0 + 16 * h), _mm512_loadu_ps(a.fr->neg + c0 + 16 * h)};
+    else
+      rq[h] = integer(h);
+  }
   int8_t* const y = a.y + r0 * a.ldy + c0;
   const int64_t ldy = a.ldy;
   // Four vectors of 16 int32 results become one vector of 64 bytes: lane i of the packs holds
@@ -114,7 +143,16 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
     bytes = _mm512_permutexvar_epi32(order, bytes);
     return _mm512_min_epi8(_mm512_max_epi8(bytes, lo), hi);
   };
-  const auto out = [&](int r, int h) { return _mm512_add_epi32(mbqm(acc[r][h], rq[h]), zp); };
+  const auto out = [&](int r, int h) {
+    if constexpr (F) {
+      __mmask16 near = 0;
+      __m512i v = rq_float(acc[r][h], rf[h], &near);
+      if (__builtin_expect(near != 0, 0)) v = mbqm(acc[r][h], integer(h));
+      return _mm512_add_epi32(v, zp);
+    } else {
+      return _mm512_add_epi32(mbqm(acc[r][h], rq[h]), zp);
+    }
+  };
   if constexpr (B == 1 && R % 4 == 0) {
     const __mmask16 m16 = __mmask16(m);
     for (int r = 0; r < R; r += 4) {
@@ -150,34 +188,37 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
 // One tile of R rows across every channel block. vpdpbusd's latency is several cycles, so a tile
 // keeps 8 to 16 independent sums in flight where the rows allow: 8 rows of 1 or 2 blocks, 4 rows
 // of 3 or 4 (the wide tiles also load each weight vector once for more rows).
-template <int R>
+template <int R, bool F>
 void tile_row(const QGemmVnniArgs& a, int64_t r0, int64_t blocks) {
   constexpr int Rw = R > 4 ? 4 : R;  // rows of the 3- and 4-block tiles
   int64_t b = 0;
   for (; b + 4 <= blocks; b += 4)
-    for (int r = 0; r < R; r += Rw) tile<Rw, 4>(a, r0 + r, b);
+    for (int r = 0; r < R; r += Rw) tile<Rw, 4, F>(a, r0 + r, b);
   switch (blocks - b) {
     case 3:
-      for (int r = 0; r < R; r += Rw) tile<Rw, 3>(a, r0 + r, b);
+      for (int r = 0; r < R; r += Rw) tile<Rw, 3, F>(a, r0 + r, b);
       return;
     case 2:
-      return tile<R, 2>(a, r0, b);
+      return tile<R, 2, F>(a, r0, b);
     case 1:
-      return tile<R, 1>(a, r0, b);
+      return tile<R, 1, F>(a, r0, b);
     default:
       return;
   }
 }
 
-}  // namespace
-
-void qgemm_vnni(const QGemmVnniArgs& a) {
+template <bool F>
+void qgemm_rows(const QGemmVnniArgs& a) {
   const int64_t blocks = (a.m + 15) / 16;
   int64_t r = 0;
-  for (; r + 8 <= a.n; r += 8) tile_row<8>(a, r, blocks);
-  for (; r + 4 <= a.n; r += 4) tile_row<4>(a, r, blocks);
-  for (; r < a.n; ++r) tile_row<1>(a, r, blocks);
+  for (; r + 8 <= a.n; r += 8) tile_row<8, F>(a, r, blocks);
+  for (; r + 4 <= a.n; r += 4) tile_row<4, F>(a, r, blocks);
+  for (; r < a.n; ++r) tile_row<1, F>(a, r, blocks);
 }
+
+}  // namespace
+
+void qgemm_vnni(const QGemmVnniArgs& a) { a.fr ? qgemm_rows<true>(a) : qgemm_rows<false>(a); }
 
 namespace {
 
