@@ -129,6 +129,36 @@ def test_torchvision_shaped_int8_equals_litert_reference(name, tmp_path):
     _assert_bit_parity(_int8_file(model, x, tmp_path), n_inputs=1)
 
 
+# depthwise geometries: (channels, kernel, stride, dilation, padding, height, width). Partial
+# channel blocks, 5x5 / 7x7 and a 17-row kernel, dilation, no padding, a single pixel, rows too
+# narrow for an interior, and rows wide enough that one call runs several bands of rows.
+DW_CASES = [
+    (5, 3, 1, 1, 1, 9, 7),
+    (16, 5, 2, 1, 2, 11, 6),
+    (40, 3, 1, 2, 2, 10, 10),
+    (24, 7, 1, 1, 3, 8, 8),
+    (8, 17, 1, 1, 8, 20, 18),
+    (33, 3, 2, 1, 0, 7, 9),
+    (16, 3, 1, 1, 1, 1, 1),
+    (48, 5, 1, 1, 2, 3, 2),
+    (64, 3, 1, 1, 1, 20, 160),
+    (96, 3, 2, 1, 1, 19, 130),
+]
+
+
+@pytest.mark.parametrize("case", DW_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_int8_depthwise_geometries_equal_litert_reference(case, tmp_path):
+    c, k, s, d, p, h, w = case
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(c, c, k, stride=s, padding=p, dilation=d, groups=c), torch.nn.ReLU6()
+    ).eval()
+    data = _int8_file(model, torch.randn(1, c, h, w), tmp_path)
+    labels = [lbl for _, lbl in ep.runtime.load(data).operators]
+    assert any(lbl.startswith("DEPTHWISE_CONV_2D int8") for lbl in labels), labels
+    _assert_bit_parity(data, n_inputs=1, threads=(1, 2, 3))
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_fixture_model_dense_and_sparse_every_thread_count(sparse):
     data = int8_cnn(sparse=sparse)

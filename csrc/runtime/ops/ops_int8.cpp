@@ -768,27 +768,41 @@ class QDepthwise : public Op {
     // a depthwise multiply-add costs about 5 of the GEMM's (no input reuse across channels, a
     // requantization per KH * KW of them): weigh it so, or mid-sized layers never split
     const int t = threads_for(r.threads, macs * 5.0);
+    // Bands of output rows whose input rows span about 64 KiB (the rows of a band share each
+    // channel block's weights and constants, and the band's input stays in L2 across blocks),
+    // about 4 per thread when split.
+    int64_t band = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, sh_ * w_ * cin_));
+    if (t > 1) band = std::min(band, (oh_ + 4 * t - 1) / (4 * t));
+    band = std::max<int64_t>(1, std::min(band, oh_));
+    const int64_t tasks = (oh_ + band - 1) / band;
     for (int64_t b = 0; b < n_; ++b) {
       const int8_t* xb = x + b * h_ * w_ * cin_;
       int8_t* yb = y + b * oh_ * ow_ * cout_;
-      parallel_for(t, oh_, [&](int64_t oy) { row(xb, yb + oy * ow_ * cout_, oy); });
+      parallel_for(t, tasks, [&](int64_t i) {
+        const int64_t oy = i * band;
+        rows(xb, yb + oy * ow_ * cout_, oy, std::min(band, oh_ - oy));
+      });
     }
   }
   int in_ = 0, out_ = 0;
 
  private:
-  void row(const int8_t* x, int8_t* y, int64_t oy) const {
+  // output rows [oy, oy + n), y at row oy
+  void rows(const int8_t* x, int8_t* y, int64_t oy, int64_t n) const {
 #if defined(EP_HAVE_AVX512)
     if (isa_ == Isa::avx512 && dm_ == 1) {
       QDwRowArgs a;
       a.x = x, a.h = h_, a.w = w_, a.c = cout_, a.kh = kh_, a.kw = kw_, a.sh = sh_, a.sw = sw_;
-      a.dh = dh_, a.dw = dw_, a.pt = pt_, a.pl = pl_, a.oy = oy, a.ow = ow_, a.wt = wide_.data();
-      a.bias = bias_.data(), a.mult = rq_.mult.data(), a.shift = rq_.shift.data();
-      a.zp_in = zp_in_, a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi, a.y = y;
-      a.vnni = cpu_features().avx512vnni;
-      return avx512::qdw_row(a);
+      a.dh = dh_, a.dw = dw_, a.pt = pt_, a.pl = pl_, a.oy = oy, a.rows = n, a.ow = ow_;
+      a.wt = wide_.data(), a.bias = bias_.data(), a.mult = rq_.mult.data();
+      a.shift = rq_.shift.data(), a.zp_in = zp_in_, a.zp_out = rq_.zp_out, a.lo = rq_.lo;
+      a.hi = rq_.hi, a.y = y, a.vnni = cpu_features().avx512vnni;
+      return avx512::qdw_rows(a);
     }
 #endif
+    for (int64_t i = 0; i < n; ++i) row(x, y + i * ow_ * cout_, oy + i);
+  }
+  void row(const int8_t* x, int8_t* y, int64_t oy) const {
     std::vector<int32_t> acc(static_cast<size_t>(cout_));
     for (int64_t ox = 0; ox < ow_; ++ox) {
       std::fill(acc.begin(), acc.end(), 0);

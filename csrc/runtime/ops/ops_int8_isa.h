@@ -45,17 +45,18 @@ struct QGemmVnniArgs {
 // W[16 b + j, 4 q + t] (zero outside W). Size: round16(M) * kp bytes.
 void pack_qgemm_vnni(const int8_t* w, int64_t m, int64_t k, int64_t kp, int8_t* out);
 
-// One output row of a depthwise convolution with depth multiplier 1 (NHWC, C channels):
-// y[ox, c] = requant(sum over the taps inside the input of (x - zp_in) * w + bias[c]).
+// Output rows [oy, oy + rows) of a depthwise convolution with depth multiplier 1 (NHWC, C
+// channels): y[oy, ox, c] = requant(sum over the taps inside the input of (x - zp_in) * w +
+// bias[c]). The rows of one call share each block of 16 channels' weights and constants.
 struct QDwRowArgs {
   const int8_t* x = nullptr;  // the image [H, W, C]
   int64_t h = 0, w = 0, c = 0, kh = 0, kw = 0, sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
-  int64_t oy = 0, ow = 0;
+  int64_t oy = 0, rows = 1, ow = 0;
   const int32_t* wt = nullptr;  // [KH, KW, C]: each weight as int16 in the low half, 0 above
   const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
   int32_t zp_in = 0, zp_out = 0, lo = -128, hi = 127;
   bool vnni = false;    // the CPU has AVX-512 VNNI (vpdpwssd)
-  int8_t* y = nullptr;  // the output row [OW, C]
+  int8_t* y = nullptr;  // output row oy [OW, C], the next rows after it
 };
 
 // Elementwise int8 ADD of equal shapes, TFLite's arithmetic: both inputs (x - zp) << 20 scaled
@@ -87,7 +88,7 @@ struct QSpmmVnniArgs {
 #if defined(EP_HAVE_AVX512)
 namespace avx512 {
 void qspmm_vnni(const QSpmmVnniArgs& a);
-void qdw_row(const QDwRowArgs& a);
+void qdw_rows(const QDwRowArgs& a);
 void qadd(const QAddArgs& a);
 // y[i] = lut[uint8(x[i])] with AVX-512 VBMI byte permutes (check the CPU has VBMI first)
 void lut_s8_vbmi(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y);

@@ -327,13 +327,17 @@ inline void dw_pixel_checked(const QDwRowArgs& a, const DwLanes& l, int64_t c0, 
   dw_store(a, l, acc, a.y + ox * a.c + c0);
 }
 
-// Pixels [x0, x1) whose taps all lie inside the row range: no column checks, and with the
-// kernel size known at compile time (KH > 0) the weights stay in registers across the pixels.
-// Every tap of the row's valid kernel rows is inside, so the zero point's share, zp * sum(w),
-// comes off the bias once and each tap is x * w: with VNNI one vpdpwssd (the high int16 half of
-// the weight lane is 0, so the pair sum is the single product).
+// Pixels [x0, x1) of rows [oy, oy + rows) whose taps all lie inside the row range: no column
+// checks, and with the kernel size known at compile time (KH > 0) the weights stay in registers
+// across the pixels and rows. Every tap of the row's valid kernel rows is inside, so the zero
+// point's share, zp * sum(w), comes off the bias once per row pattern and each tap is x * w: with
+// VNNI one vpdpwssd (the high int16 half of the weight lane is 0, so the pair sum is the single
+// product).
 template <int KH, int KW, bool VNNI, bool FULL>
-void dw_interior(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, int64_t x1) {
+void dw_interior(const QDwRowArgs& a, const DwLanes& lanes, int64_t c0, int64_t x0, int64_t x1) {
+  // A copy whose address never escapes: through the reference, the compiler would reload the
+  // mask and constants after every int8 store (a byte store may alias them).
+  const DwLanes l = lanes;
   const int64_t kh = KH > 0 ? KH : a.kh, kw = KH > 0 ? KW : a.kw;
   const __m512i zin = _mm512_set1_epi32(a.zp_in);
   __m512i w[KH > 0 ? KH * KW : 1];
@@ -343,105 +347,125 @@ void dw_interior(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, 
     return KH > 0 ? w[ky * kw + kx]
                   : _mm512_maskz_loadu_epi32(l.m, a.wt + (ky * kw + kx) * a.c + c0);
   };
-  __m512i bias = l.bias;
-  for (int64_t ky = 0; ky < kh; ++ky) {
-    const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
-    if (iy < 0 || iy >= a.h) continue;
-    for (int64_t kx = 0; kx < kw; ++kx)
-      bias = _mm512_sub_epi32(bias, _mm512_madd_epi16(zin, weight(ky, kx)));
-  }
-  // The valid kernel rows once (row offsets from the pixel's column), then P pixels at a time:
-  // P independent accumulator chains, each tap's weight loaded once for all of them. Fields of
-  // `a` are copied to locals first: the int8 output stores may alias anything, and the compiler
-  // would reload them after every store.
-  const int64_t c = a.c, step = a.sw * c, tap = a.dw * c;
+  // Fields of `a` are copied to locals first: the int8 output stores may alias anything, and the
+  // compiler would reload them after every store.
+  const int64_t c = a.c, step = a.sw * c, tap = a.dw * c, oy0 = a.oy, oy1 = a.oy + a.rows;
+  const int64_t sh = a.sh, pt = a.pt, dh = a.dh, h = a.h, wc = a.w * c, yrow = a.ow * c;
+  const int64_t sw = a.sw, pl = a.pl;
   const int8_t* const x = a.x;
-  int8_t* const y = a.y;
+  int8_t* const y0 = a.y;
   const __mmask16 m = l.m;
-  int64_t rows[KH > 0 ? KH : 16];
-  int64_t nrows = 0;
-  for (int64_t ky = 0; ky < kh && ky < 16; ++ky) {
-    const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
-    if (iy >= 0 && iy < a.h) rows[nrows++] = ky;
-  }
-  auto row_base = [&](int64_t ky) { return (a.oy * a.sh - a.pt + ky * a.dh) * a.w * c; };
+  // the bias less the zero point's share of the kernel rows inside: all of them (most rows), or
+  // those of one row near the top or bottom
+  const auto bias_of = [&](auto inside) {
+    __m512i b = l.bias;
+    for (int64_t ky = 0; ky < kh; ++ky)
+      if (inside(ky))
+        for (int64_t kx = 0; kx < kw; ++kx)
+          b = _mm512_sub_epi32(b, _mm512_madd_epi16(zin, weight(ky, kx)));
+    return b;
+  };
+  const __m512i bias_all = bias_of([](int64_t) { return true; });
   auto tap_in = [&](const int8_t* p) { return load_s8x16<FULL>(p, m); };
   auto madd = [&](__m512i acc, __m512i xv, __m512i wv) {
     return VNNI ? _mm512_dpwssd_epi32(acc, xv, wv)
                 : _mm512_add_epi32(acc, _mm512_madd_epi16(xv, wv));
   };
   constexpr int P = 4;
-  int64_t ox = x0;
-  if (kh <= 16) {
-    for (; ox + P <= x1; ox += P) {
-      __m512i acc[P];
-      for (int p = 0; p < P; ++p) acc[p] = bias;
-      const int8_t* base = x + (ox * a.sw - a.pl) * c + c0;
-      for (int64_t r = 0; r < nrows; ++r) {
-        const int64_t ky = rows[r];
-        const int8_t* row = base + row_base(ky);
-        for (int64_t kx = 0; kx < kw; ++kx) {
-          const __m512i wv = weight(ky, kx);
-          for (int p = 0; p < P; ++p) acc[p] = madd(acc[p], tap_in(row + p * step + kx * tap), wv);
-        }
-      }
-      for (int p = 0; p < P; ++p) dw_store(a, l, acc[p], y + (ox + p) * c + c0);
-    }
-  }
-  for (; ox < x1; ++ox) {
-    __m512i acc = bias;
-    const int8_t* base = x + (ox * a.sw - a.pl) * c + c0;
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    int8_t* const y = y0 + (oy - oy0) * yrow;
+    // The valid kernel rows once (row offsets from the pixel's column), then P pixels at a
+    // time: P independent accumulator chains, each tap's weight loaded once for all of them.
+    const auto inside = [&](int64_t ky) {
+      const int64_t iy = oy * sh - pt + ky * dh;
+      return iy >= 0 && iy < h;
+    };
+    int64_t rows[KH > 0 ? KH : 16];
+    int64_t nrows = 0;
+    bool every = true;
     for (int64_t ky = 0; ky < kh; ++ky) {
-      const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
-      if (iy < 0 || iy >= a.h) continue;
-      const int8_t* row = base + iy * a.w * c;
-      for (int64_t kx = 0; kx < kw; ++kx) acc = madd(acc, tap_in(row + kx * tap), weight(ky, kx));
+      every = every && inside(ky);
+      if (ky < 16 && inside(ky)) rows[nrows++] = ky;
     }
-    dw_store(a, l, acc, y + ox * c + c0);
+    const __m512i bias = every ? bias_all : bias_of(inside);
+    auto row_base = [&](int64_t ky) { return (oy * sh - pt + ky * dh) * wc; };
+    int64_t ox = x0;
+    if (kh <= 16) {
+      for (; ox + P <= x1; ox += P) {
+        __m512i acc[P];
+        for (int p = 0; p < P; ++p) acc[p] = bias;
+        const int8_t* base = x + (ox * sw - pl) * c + c0;
+        for (int64_t r = 0; r < nrows; ++r) {
+          const int64_t ky = rows[r];
+          const int8_t* row = base + row_base(ky);
+          for (int64_t kx = 0; kx < kw; ++kx) {
+            const __m512i wv = weight(ky, kx);
+            for (int p = 0; p < P; ++p)
+              acc[p] = madd(acc[p], tap_in(row + p * step + kx * tap), wv);
+          }
+        }
+        for (int p = 0; p < P; ++p) dw_store(a, l, acc[p], y + (ox + p) * c + c0);
+      }
+    }
+    for (; ox < x1; ++ox) {
+      __m512i acc = bias;
+      const int8_t* base = x + (ox * sw - pl) * c + c0;
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        const int64_t iy = oy * sh - pt + ky * dh;
+        if (iy < 0 || iy >= h) continue;
+        const int8_t* row = base + iy * wc;
+        for (int64_t kx = 0; kx < kw; ++kx) acc = madd(acc, tap_in(row + kx * tap), weight(ky, kx));
+      }
+      dw_store(a, l, acc, y + ox * c + c0);
+    }
   }
 }
 
-// The edge columns [0, x0) and [x1, ow) of a KH x KW kernel, with its weights in registers:
-// a tap left or right of the input takes the zero point as its value, so zp * w cancels that
-// tap's share of the bias correction (TFLite's padding, an offset-free zero). A function of its
-// own, so the interior loop keeps its registers.
+// The edge columns [0, x0) and [x1, ow) of rows [oy, oy + rows) of a KH x KW kernel, with its
+// weights in registers: a tap left or right of the input takes the zero point as its value, so
+// zp * w cancels that tap's share of the bias correction (TFLite's padding, an offset-free zero).
+// A function of its own, so the interior loop keeps its registers.
 template <int KH, int KW, bool VNNI, bool FULL>
-__attribute__((noinline)) void dw_edges(const QDwRowArgs& a, const DwLanes& l, int64_t c0,
+__attribute__((noinline)) void dw_edges(const QDwRowArgs& a, const DwLanes& lanes, int64_t c0,
                                         int64_t x0, int64_t x1) {
+  const DwLanes l = lanes;  // as in dw_interior
   const __mmask16 m = l.m;
   const __m512i zin = _mm512_set1_epi32(a.zp_in);
   const int64_t c = a.c;
   __m512i w[KH * KW];
-  bool valid[KH];
-  __m512i bias = l.bias;
-  for (int ky = 0; ky < KH; ++ky) {
-    const int64_t iy = a.oy * a.sh - a.pt + ky * a.dh;
-    valid[ky] = iy >= 0 && iy < a.h;
-    for (int kx = 0; kx < KW; ++kx) {
-      w[ky * KW + kx] = _mm512_maskz_loadu_epi32(m, a.wt + (ky * KW + kx) * c + c0);
-      if (valid[ky]) bias = _mm512_sub_epi32(bias, _mm512_madd_epi16(zin, w[ky * KW + kx]));
-    }
-  }
-  const auto pixel = [&](int64_t px) {
-    __m512i acc = bias;
-    const int64_t ix0 = px * a.sw - a.pl;
+  for (int t = 0; t < KH * KW; ++t) w[t] = _mm512_maskz_loadu_epi32(m, a.wt + t * c + c0);
+  for (int64_t oy = a.oy; oy < a.oy + a.rows; ++oy) {
+    int8_t* const y = a.y + (oy - a.oy) * a.ow * c;
+    bool valid[KH];
+    __m512i bias = l.bias;
     for (int ky = 0; ky < KH; ++ky) {
-      if (!valid[ky]) continue;
-      const int8_t* row = a.x + (a.oy * a.sh - a.pt + ky * a.dh) * a.w * c + c0;
-      for (int kx = 0; kx < KW; ++kx) {
-        const int64_t ix = ix0 + kx * a.dw;
-        const __m512i xv = ix >= 0 && ix < a.w ? load_s8x16<FULL>(row + ix * c, m) : zin;
-        acc = VNNI ? _mm512_dpwssd_epi32(acc, xv, w[ky * KW + kx])
-                   : _mm512_add_epi32(acc, _mm512_madd_epi16(xv, w[ky * KW + kx]));
-      }
+      const int64_t iy = oy * a.sh - a.pt + ky * a.dh;
+      valid[ky] = iy >= 0 && iy < a.h;
+      if (valid[ky])
+        for (int kx = 0; kx < KW; ++kx)
+          bias = _mm512_sub_epi32(bias, _mm512_madd_epi16(zin, w[ky * KW + kx]));
     }
-    dw_store(a, l, acc, a.y + px * c + c0);
-  };
-  for (int64_t px = 0; px < x0; ++px) pixel(px);
-  for (int64_t px = x1; px < a.ow; ++px) pixel(px);
+    const auto pixel = [&](int64_t px) {
+      __m512i acc = bias;
+      const int64_t ix0 = px * a.sw - a.pl;
+      for (int ky = 0; ky < KH; ++ky) {
+        if (!valid[ky]) continue;
+        const int8_t* row = a.x + (oy * a.sh - a.pt + ky * a.dh) * a.w * c + c0;
+        for (int kx = 0; kx < KW; ++kx) {
+          const int64_t ix = ix0 + kx * a.dw;
+          const __m512i xv = ix >= 0 && ix < a.w ? load_s8x16<FULL>(row + ix * c, m) : zin;
+          acc = VNNI ? _mm512_dpwssd_epi32(acc, xv, w[ky * KW + kx])
+                     : _mm512_add_epi32(acc, _mm512_madd_epi16(xv, w[ky * KW + kx]));
+        }
+      }
+      dw_store(a, l, acc, y + px * c + c0);
+    };
+    for (int64_t px = 0; px < x0; ++px) pixel(px);
+    for (int64_t px = x1; px < a.ow; ++px) pixel(px);
+  }
 }
 
-// One block of 16 channels of the row: interior, then edges
+// One block of 16 channels of the rows: interior, then edges
 template <bool VNNI, bool FULL>
 void dw_block(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, int64_t x1) {
   const bool edges = x0 > 0 || x1 < a.ow;
@@ -456,13 +480,17 @@ void dw_block(const QDwRowArgs& a, const DwLanes& l, int64_t c0, int64_t x0, int
     return;
   }
   dw_interior<0, 0, VNNI, false>(a, l, c0, x0, x1);
-  for (int64_t ox = 0; ox < x0; ++ox) dw_pixel_checked(a, l, c0, ox);
-  for (int64_t ox = x1; ox < a.ow; ++ox) dw_pixel_checked(a, l, c0, ox);
+  for (int64_t oy = a.oy; oy < a.oy + a.rows; ++oy) {
+    QDwRowArgs row = a;
+    row.oy = oy, row.rows = 1, row.y = a.y + (oy - a.oy) * a.ow * a.c;
+    for (int64_t ox = 0; ox < x0; ++ox) dw_pixel_checked(row, l, c0, ox);
+    for (int64_t ox = x1; ox < a.ow; ++ox) dw_pixel_checked(row, l, c0, ox);
+  }
 }
 
 }  // namespace
 
-void qdw_row(const QDwRowArgs& a) {
+void qdw_rows(const QDwRowArgs& a) {
   // output columns whose taps ox * sw - pl + kx * dw all lie in [0, w)
   const int64_t reach = a.w - 1 + a.pl - (a.kw - 1) * a.dw;
   const int64_t x0 = std::min(a.ow, (a.pl + a.sw - 1) / a.sw);
