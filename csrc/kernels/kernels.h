@@ -76,6 +76,10 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
 // The absolute input channel of every entry of a stream (the running sum of its deltas): the
 // table SpmmF32Args::chans reads. One int32 per entry.
 std::vector<int32_t> spmm_channels(const PackedSparseF32& p);
+// Output rows [m0, m1) of a b1 stream as a stream of their own (the first delta made absolute),
+// so threads can each run a part of the rows through the kernels. Empty for a b4 stream or a
+// range outside [0, m).
+PackedSparseF32 sparse_rows(const PackedSparseF32& p, int64_t m0, int64_t m1);
 
 // The tile plan of a b1 (unstructured) stream: the form the SIMD b1 kernels run from (every
 // whole vector of columns; spmm_plan_applies says when), made once per packed weight. Why each
@@ -114,6 +118,10 @@ struct SpmmTilePlan {
 // when the stream is not a valid b1 stream with increasing channels per row (the packer never
 // writes one that is not).
 SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_bytes);
+// The plan of a part of a stream's rows (sparse_rows) with the strip and tiles of the whole
+// stream's plan `like`: each row's sums then fall into the same tiles in the same order, so a
+// part gives the bits the whole does. No plan (tiles = 0) when `like` has none or another K.
+SpmmTilePlan plan_spmm_tiles_like(const PackedSparseF32& p, const SpmmTilePlan& like);
 // Whether a SIMD b1 kernel with vectors of `lanes` floats runs an [K, n] input from `plan` (else
 // it walks the stream): the plan fits (made for this m, k and lanes: strips of 3 or 4 vectors),
 // there is at least one vector of columns, and the plan pays: at least 3 stream entries per

@@ -174,9 +174,31 @@ std::vector<int32_t> spmm_channels(const PackedSparseF32& p) {
   return out;
 }
 
-SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_bytes) {
+PackedSparseF32 sparse_rows(const PackedSparseF32& p, int64_t m0, int64_t m1) {
+  PackedSparseF32 out;
+  if (p.block != 1 || m0 < 0 || m1 > p.m || m0 >= m1 || int64_t(p.nnz.size()) != p.m) return out;
+  int64_t e0 = 0, chan = 0;  // the first entry of row m0, and the channel before it
+  for (int64_t r = 0; r < m0; ++r) e0 += p.nnz[size_t(r)];
+  for (int64_t e = 0; e < e0; ++e) chan += p.deltas[size_t(e)];
+  int64_t e1 = e0;
+  for (int64_t r = m0; r < m1; ++r) e1 += p.nnz[size_t(r)];
+  out.m = m1 - m0, out.k = p.k, out.block = 1;
+  out.nnz.assign(p.nnz.begin() + m0, p.nnz.begin() + m1);
+  out.deltas.assign(p.deltas.begin() + e0, p.deltas.begin() + e1);
+  if (!out.deltas.empty()) out.deltas[0] = int32_t(chan + out.deltas[0]);  // from channel 0
+  // values: per row its bias, then its weights (m0 biases precede row m0's)
+  out.values.assign(p.values.begin() + (m0 + e0), p.values.begin() + (m1 + e1));
+  return out;
+}
+
+namespace {
+
+// The plan of a checked-shape stream with the given strip (floats) and tile count; `like` (or
+// null) is the plan whose strip and tiles a part of its rows must share.
+SpmmTilePlan build_plan(const PackedSparseF32& p, int lanes, int64_t l1_bytes,
+                        const SpmmTilePlan* like) {
   const int64_t vec = lanes > 0 ? lanes : 1;
-  int64_t strip = 4 * vec;
+  int64_t strip = like ? like->strip : 4 * vec;
   if (p.block != 1 || p.k <= 0 || p.k * strip >= (int64_t(1) << 31) || int64_t(p.nnz.size()) != p.m)
     return {};
   // Where each row's entries and channels start in the delta stream, checking it on the way.
@@ -205,11 +227,12 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_byt
   const int64_t budget = std::min<int64_t>(
       (l1_bytes > 0 ? l1_bytes : kDefaultL1Bytes) / int64_t(sizeof(float)), 0xffff - strip);
   int64_t tiles = (p.k * strip + budget - 1) / budget;
-  if (i < 10 * p.m * tiles) {
+  if (!like && i < 10 * p.m * tiles) {
     strip = 3 * vec;
     tiles = (p.k * strip + budget - 1) / budget;
   }
-  tiles = std::max<int64_t>(tiles, 1);
+  tiles = like ? like->tiles : std::max<int64_t>(tiles, 1);
+  if (tiles < 1) return {};
   const int64_t kt = (p.k + tiles - 1) / tiles;  // balanced tiles
   if ((kt - 1) * strip > 0xffff) return {};      // offsets within a tile are 16-bit
   SpmmTilePlan plan;
@@ -247,6 +270,17 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_byt
   plan.offsets.insert(plan.offsets.end(), 4,
                       0);  // a pass reads each row's offsets a group of 4 ahead
   return plan;
+}
+
+}  // namespace
+
+SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_bytes) {
+  return build_plan(p, lanes, l1_bytes, nullptr);
+}
+
+SpmmTilePlan plan_spmm_tiles_like(const PackedSparseF32& p, const SpmmTilePlan& like) {
+  if (like.tiles < 1 || like.k != p.k) return {};
+  return build_plan(p, 1, 0, &like);
 }
 
 }  // namespace ep

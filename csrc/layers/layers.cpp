@@ -117,7 +117,37 @@ void DenseLinear::forward(const float* x, int64_t n, float* y, int threads) cons
 
 void DenseLinear::forward_rows(const float* x, int64_t ldx, int64_t n, float* y,
                                int threads) const {
-  const Split s = split(n, threads, 8, double(n) * double(m_) * double(k_));
+  const double macs = double(n) * double(m_) * double(k_);
+  if (n < 8) {
+    // Too few rows to split (an FC layer at batch 1): threads take ranges of output columns, at
+    // panel multiples, so each column is computed as alone. Each weight is read once per row
+    // from memory or L3 (1280x1000: about 60 us for 1.3 M multiply-adds, 6x the cached rate),
+    // so weigh the work by 6.
+    const int use = threads_for(threads, 6.0 * macs);
+    const int64_t tile = kern_.tile, panels = (m_ + tile - 1) / tile;
+    const int64_t per = (panels + use - 1) / use;
+    parallel_for(use, (panels + per - 1) / per, [&](int64_t t) {
+      const int64_t c0 = t * per * tile, c1 = std::min(m_, c0 + per * tile);
+      DenseF32Args p;
+      p.a = x;
+      p.lda = ldx;
+      p.b = w_.data() + c0 * k_;
+      p.b_sk = 1;
+      p.b_sm = k_;
+      p.bp = packed_.data() + (c0 / tile) * k_ * tile;
+      p.bias = has_bias_ ? bias_.data() + c0 : nullptr;
+      p.y = y + c0;
+      p.ldy = m_;
+      p.rows = n;
+      p.cols = c1 - c0;
+      p.depth = k_;
+      p.lo = lo_;
+      p.hi = hi_;
+      kern_.fn(p);
+    });
+    return;
+  }
+  const Split s = split(n, threads, 8, macs);
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t r0 = t * s.chunk, rows = std::min(s.chunk, n - r0);
     DenseF32Args p;
@@ -237,6 +267,34 @@ SparseLinear::SparseLinear(const float* w, int64_t m, int64_t k, const float* bi
   plannable_ = block == 1 && kern_.isa != Isa::reference;  // the reference kernel reads the stream
 }
 
+const std::vector<SparseLinear::RowPart>& SparseLinear::row_parts(int parts,
+                                                                  const SpmmTilePlan& whole) const {
+  std::lock_guard<std::mutex> lock(parts_mu_);
+  if (parts_.size() <= size_t(parts)) parts_.resize(size_t(parts) + 1);
+  auto& slot = parts_[size_t(parts)];
+  if (!slot) {
+    auto made = std::make_unique<std::vector<RowPart>>();
+    for (int t = 0; t < parts; ++t) {
+      RowPart part;
+      // rows in multiples of 8, so every part's rows start on the same kind of boundary
+      part.m0 = std::min(m_, (m_ * t / parts + 4) / 8 * 8);
+      part.m1 = t + 1 == parts ? m_ : std::min(m_, (m_ * (t + 1) / parts + 4) / 8 * 8);
+      if (part.m1 <= part.m0) continue;
+      part.packed = sparse_rows(packed_, part.m0, part.m1);
+      part.tiles = plan_spmm_tiles_like(part.packed, whole);
+      // every part must run from its plan, as the whole does (else its bits could differ)
+      if (!spmm_plan_applies(&part.tiles, part.m1 - part.m0, k_, kern_.tile, part.packed.nonzeros(),
+                             kern_.tile)) {
+        made->clear();
+        break;
+      }
+      made->push_back(std::move(part));
+    }
+    slot = std::move(made);
+  }
+  return *slot;
+}
+
 const SpmmTilePlan* SparseLinear::plan_for(int64_t n) const {
   if (!plannable_ || n < int64_t(kern_.tile))
     return nullptr;  // narrower than a vector: the stream serves
@@ -284,9 +342,29 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   // a stored weight's multiply-add (an indexed load per weight, no reuse across output rows)
   // runs at 25-75 GMAC/s against the dense kernel's 134: about 4 of threads_for's unit, so
   // 56x56 layers of 30 us split too
-  const double macs = 4.0 * double(n) * double(packed_.nonzeros());
+  const double macs = 8.0 * double(n) * double(packed_.nonzeros());
   const int use = threads_for(threads, macs);
   const int64_t blocks = plan ? int64_t(plan->block_entries.size()) - 1 : 0;
+  if (use > 1 && m_ >= 16 * use &&
+      spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile) &&
+      n < spmm_plan_strip(*plan, n, kern_.tile)) {
+    // one row part per thread: each computes all columns of its rows (the same code per row as
+    // the whole stream, so the same bits)
+    const std::vector<RowPart>& parts = row_parts(use, *plan);
+    if (!parts.empty())
+      return parallel_for(use, int64_t(parts.size()), [&](int64_t t) {
+        const RowPart& part = parts[size_t(t)];
+        SpmmF32Args p = args(0, n);
+        p.y = y + part.m0 * n;
+        p.m = part.m1 - part.m0;
+        p.values = part.packed.values.data();
+        p.nnz = part.packed.nnz.data();
+        p.deltas = part.packed.deltas.data();
+        p.tiles = &part.tiles;
+        p.chans = nullptr;
+        kern_.fn(p);
+      });
+  }
   if (use > 1 && blocks >= use &&
       spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile)) {
     // Threads split the plan's blocks of output rows: each reads its part of the stream once,

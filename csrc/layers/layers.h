@@ -102,6 +102,18 @@ class SparseLinear {
   const int32_t* chans_for(int64_t n) const;
   mutable std::once_flag chans_once_;
   mutable std::vector<int32_t> chans_;
+  // b1 with a plan, inputs narrower than the plan's strip (a 7x7 layer's 49 columns): all
+  // columns are one kernel call, so threads split the output rows instead, each part a stream
+  // and plan of its own. Made by the first such call per part count and kept.
+  struct RowPart {
+    int64_t m0 = 0, m1 = 0;
+    PackedSparseF32 packed;
+    SpmmTilePlan tiles;
+  };
+  // (empty where a part's plan would not pay: those calls stay one task)
+  const std::vector<RowPart>& row_parts(int parts, const SpmmTilePlan& whole) const;
+  mutable std::mutex parts_mu_;
+  mutable std::vector<std::unique_ptr<std::vector<RowPart>>> parts_;  // index: part count
   float lo_, hi_;
   KernelEntry<spmm_f32_b1_fn> kern_;      // b1 or b4 (same signature)
   transpose_f32_fn transpose_ = nullptr;  // the same path's register-tile transpose

@@ -119,6 +119,42 @@ TEST(DenseF32, ClampsImplementActivations) {
   }
 }
 
+// Fewer than 8 rows (an FC layer at batch 1): threads split the output columns at panel
+// multiples, with the bits of one thread, a partial last panel included.
+TEST(DenseLinear, FewRowsSplitColumnsWithTheSameBits) {
+  std::mt19937 rng(9);
+  const double before = ep::min_macs_per_thread();
+  ep::set_min_macs_per_thread(1000.0);  // every thread count asked for is used
+  for (const int64_t m : {int64_t(1000), int64_t(77), int64_t(5)}) {
+    const int64_t k = 130;
+    auto w = random_floats(rng, m * k), bias = random_floats(rng, m);
+    for (Isa isa : ep::test::runnable_isas()) {
+      DenseLinear l(w.data(), m, k, bias.data(), Act::relu6, isa);
+      for (const int64_t n : {int64_t(1), int64_t(3)}) {
+        auto x = random_floats(rng, n * k);
+        std::vector<float> y1(n * m);
+        l.forward(x.data(), n, y1.data(), 1);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < m; ++j) {
+            double want = bias[j], mag = std::fabs(bias[j]);
+            for (int64_t q = 0; q < k; ++q) {
+              want += double(w[j * k + q]) * x[i * k + q];
+              mag += std::fabs(double(w[j * k + q]) * x[i * k + q]);
+            }
+            ASSERT_NEAR(y1[i * m + j], std::min(6.0, std::max(0.0, want)), 2e-5 * mag)
+                << isa_name(isa) << " m=" << m << " n=" << n;
+          }
+        for (int threads : {2, 3, 4}) {
+          std::vector<float> yt(n * m, -1.0f);
+          l.forward(x.data(), n, yt.data(), threads);
+          EXPECT_EQ(y1, yt) << isa_name(isa) << " m=" << m << " n=" << n << " threads " << threads;
+        }
+      }
+    }
+  }
+  ep::set_min_macs_per_thread(before);
+}
+
 // n = 133: X packed; n = 600 (>= kDenseInPlaceMinCols): X read in place.
 TEST(DenseLinear, ThreadsAndLayoutsAgree) {
   std::mt19937 rng(3);

@@ -424,6 +424,62 @@ TEST(SparseLinear, KTiledLayerMatchesDense) {
   }
 }
 
+// Rows [m0, m1) of a stream are the stream of those rows packed alone: the threads' row parts.
+TEST(PackSparse, RowsOfAStreamEqualTheRowsPackedAlone) {
+  std::mt19937 rng(47);
+  const int64_t m = 37, k = 29;
+  auto w = random_floats(rng, m * k), bias = random_floats(rng, m);
+  sparsify(rng, w, 0.7);
+  for (int64_t j = 0; j < k; ++j) w[size_t(5 * k + j)] = 0.0f;  // an empty row
+  const PackedSparseF32 all = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
+  for (const auto& [m0, m1] :
+       std::vector<std::pair<int64_t, int64_t>>{{0, m}, {0, 5}, {5, 6}, {6, 20}, {20, m}}) {
+    const PackedSparseF32 part = sparse_rows(all, m0, m1);
+    const PackedSparseF32 alone =
+        pack_sparse_f32(w.data() + m0 * k, m1 - m0, k, bias.data() + m0, 1);
+    EXPECT_EQ(part.m, m1 - m0);
+    EXPECT_EQ(part.k, k);
+    EXPECT_EQ(part.nnz, alone.nnz) << m0 << ".." << m1;
+    EXPECT_EQ(part.deltas, alone.deltas) << m0 << ".." << m1;
+    EXPECT_EQ(part.values, alone.values) << m0 << ".." << m1;
+  }
+  EXPECT_TRUE(sparse_rows(all, 3, 3).nnz.empty());
+  EXPECT_TRUE(sparse_rows(all, 0, m + 1).nnz.empty());
+  EXPECT_TRUE(sparse_rows(pack_sparse_f32(w.data(), 36, k, bias.data(), 4), 0, 4).nnz.empty());
+}
+
+// Inputs narrower than the plan's strip (a 7x7 layer's 49 columns) are one kernel call over all
+// columns; threads split its output rows into parts instead, with the bits of one thread for
+// every thread count (rows that split evenly and not).
+TEST(SparseLinear, RowPartsOfNarrowInputsKeepTheirBits) {
+  std::mt19937 rng(53);
+  const int64_t k = 480;
+  for (Isa isa : ep::test::runnable_isas()) {
+    if (isa == Isa::reference) continue;
+    const int64_t lanes = kernel_table(isa).spmm_f32_b1.tile;
+    for (int64_t m : {160, 203}) {
+      auto w = random_floats(rng, m * k), bias = random_floats(rng, m);
+      sparsify(rng, w, 0.9);
+      SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::relu6, SparseKernel::sparse, isa);
+      DenseLinear de(w.data(), m, k, bias.data(), Act::relu6, isa);
+      for (int64_t n : {3 * lanes + 1, 2 * lanes}) {
+        auto x = random_floats(rng, n * k);
+        std::vector<float> y1(m * n), yd(m * n);
+        sp.forward_kn(x.data(), n, y1.data(), 1);
+        de.forward_kn(x.data(), n, yd.data(), 1);
+        for (int64_t i = 0; i < m * n; ++i)
+          ASSERT_NEAR(y1[i], yd[i], 1e-3f) << isa_name(isa) << " m=" << m << " n=" << n;
+        for (int threads : {2, 3, 4}) {
+          std::vector<float> yt(m * n, -7.0f);
+          sp.forward_kn(x.data(), n, yt.data(), threads);
+          EXPECT_EQ(y1, yt) << isa_name(isa) << " m=" << m << " n=" << n << " threads " << threads
+                            << ": threads must not change any bit";
+        }
+      }
+    }
+  }
+}
+
 // A layer whose plan takes 3-vector strips gives the bits of one thread with two: with several
 // blocks of rows, the threads split the blocks (full strips of spmm_plan_strip columns; the
 // columns after them as one more task); with one block, they split the columns at multiples of

@@ -38,6 +38,19 @@ struct Ctx : OpContext {
 
 std::vector<int64_t> int_values(const Ctx& c, size_t i) { return c.int_values(i); }
 
+// dst = src^T for a [rows, cols] matrix, source rows split over threads in runs of 16 (a move:
+// any split gives the same result). Each float goes through a shuffle network: weighed as 8
+// multiply-adds, as the transposed im2col's gather.
+void transpose_rows(const VecOps& vec, const float* src, int64_t rows, int64_t cols, float* dst,
+                    int threads) {
+  const int use = threads_for(threads, 8.0 * double(rows) * double(cols));
+  const int64_t per = std::max<int64_t>(16, (rows + use - 1) / use + 15) / 16 * 16;
+  parallel_for(use, (rows + per - 1) / per, [&](int64_t t) {
+    const int64_t r0 = t * per, r1 = std::min(rows, r0 + per);
+    vec.transpose(src + r0 * cols, r1 - r0, cols, dst + r0, rows);
+  });
+}
+
 void bounds(FusedAct a, float* lo, float* hi) {
   *lo = a == FusedAct::relu || a == FusedAct::relu6 ? 0.0f
         : a == FusedAct::relu_n1_to_1               ? -1.0f
@@ -176,7 +189,11 @@ class Conv2D : public Op {
     } else if (chw_out_) {  // NHWC in, planes out: Y[Cout, HW] = W col[KK, HW]
       float* col = static_cast<float*>(r.scratch);
       for (int64_t b = 0; b < n_; ++b) {
-        im2col_kn(x + b * h_ * w_ * cin_, col);
+        // a strided scalar gather per element (the stem's 27 x 12544 take about 100 us): weigh
+        // each as 8 multiply-adds, so it splits over threads like the GEMM after it
+        const double moves = double(kh_ * kw_ * cin_) * double(pix);
+        parallel_for(threads_for(r.threads, 8.0 * moves), oh_,
+                     [&](int64_t oy) { im2col_kn(x + b * h_ * w_ * cin_, col, oy); });
         lin_[0]->forward_kn(col, pix, y + b * cout_ * pix, r.threads);
       }
     } else if (direct_) {
@@ -248,11 +265,13 @@ class Conv2D : public Op {
       }
     }
   }
-  // The im2col transposed, one group: row (ky, kx, ci) holds that tap's input value for every
-  // output pixel in order (0 outside the input), so W[Cout, KK] col gives the output planes.
-  void im2col_kn(const float* x, float* col) const {
+  // The im2col transposed, one group, output row oy: row (ky, kx, ci) holds that tap's input
+  // value for every output pixel in order (0 outside the input), so W[Cout, KK] col gives the
+  // output planes.
+  void im2col_kn(const float* x, float* col, int64_t oy) const {
     const int64_t pix = oh_ * ow_;
-    for (int64_t ky = 0; ky < kh_; ++ky)
+    for (int64_t ky = 0; ky < kh_; ++ky) {
+      const int64_t iy = oy * sh_ - pt_ + ky * dh_;
       for (int64_t kx = 0; kx < kw_; ++kx) {
         float* rows = col + (ky * kw_ + kx) * cin_ * pix;
         // output columns [ox0, ox1) read inside the input; the ones outside are zeros
@@ -260,22 +279,20 @@ class Conv2D : public Op {
         const int64_t ox0 = std::min(ow_, off >= 0 ? 0 : (-off + sw_ - 1) / sw_);
         const int64_t ox1 =
             std::max(ox0, std::min(ow_, w_ - off > 0 ? (w_ - off + sw_ - 1) / sw_ : 0));
-        for (int64_t oy = 0; oy < oh_; ++oy) {
-          const int64_t iy = oy * sh_ - pt_ + ky * dh_;
-          for (int64_t ci = 0; ci < cin_; ++ci) {
-            float* __restrict__ d = rows + ci * pix + oy * ow_;
-            if (iy < 0 || iy >= h_) {
-              std::fill(d, d + ow_, 0.0f);
-              continue;
-            }
-            std::fill(d, d + ox0, 0.0f);
-            const float* __restrict__ s = x + (iy * w_ + off) * cin_ + ci;
-            const int64_t step = sw_ * cin_;
-            for (int64_t ox = ox0; ox < ox1; ++ox) d[ox] = s[ox * step];
-            std::fill(d + ox1, d + ow_, 0.0f);
+        for (int64_t ci = 0; ci < cin_; ++ci) {
+          float* __restrict__ d = rows + ci * pix + oy * ow_;
+          if (iy < 0 || iy >= h_) {
+            std::fill(d, d + ow_, 0.0f);
+            continue;
           }
+          std::fill(d, d + ox0, 0.0f);
+          const float* __restrict__ s = x + (iy * w_ + off) * cin_ + ci;
+          const int64_t step = sw_ * cin_;
+          for (int64_t ox = ox0; ox < ox1; ++ox) d[ox] = s[ox * step];
+          std::fill(d + ox1, d + ow_, 0.0f);
         }
       }
+    }
   }
   const VecOps& vec_;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, cg_, groups_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
@@ -432,8 +449,9 @@ class Depthwise : public Op {
     const float* x = r.ptr[in_];
     float* y = r.ptr[out_];
     // A depthwise multiply-add reuses no input across channels: 20-40 GMAC/s here against the
-    // GEMM's 134, so about 4 of threads_for's unit, and 28x28 and 14x14 layers of 30-50 us split
-    const int threads = threads_for(r.threads, 4.0 * macs);
+    // GEMM's 134, and a 7x7 layer of 960 channels (0.4 M multiply-adds) takes 23 us: weighed as 8
+    // of threads_for's unit, the 28x28, 14x14 and 7x7 layers of MobileNets split
+    const int threads = threads_for(r.threads, 8.0 * macs);
     if (chw_ && via_rows()) return run_chw_rows(x, y, threads, static_cast<float*>(r.scratch));
     if (chw_) return run_chw(x, y, threads);
     for (int64_t b = 0; b < n_; ++b) {
@@ -476,9 +494,9 @@ class Depthwise : public Op {
     float* xs = s;
     float* ys = s + in_plane * cout_;
     for (int64_t b = 0; b < n_; ++b) {
-      vec_.transpose(x + b * in_plane * cout_, cout_, in_plane, xs);
+      transpose_rows(vec_, x + b * in_plane * cout_, cout_, in_plane, xs, threads);
       run_rows(xs, ys, threads);
-      vec_.transpose(ys, out_plane, cout_, y + b * out_plane * cout_);
+      transpose_rows(vec_, ys, out_plane, cout_, y + b * out_plane * cout_, threads);
     }
   }
   // one task per channel plane: each plane is computed whole by one thread, in one order
@@ -917,9 +935,9 @@ class Layout : public Op {
       const float* x = r.ptr[in_] + b * hw_ * c_;
       float* y = r.ptr[out_] + b * hw_ * c_;
       if (to_chw_)
-        vec_.transpose(x, hw_, c_, y);
+        transpose_rows(vec_, x, hw_, c_, y, r.threads);
       else
-        vec_.transpose(x, c_, hw_, y);
+        transpose_rows(vec_, x, c_, hw_, y, r.threads);
     }
   }
   int in_ = 0, out_ = 0;

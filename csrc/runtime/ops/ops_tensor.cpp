@@ -94,7 +94,8 @@ class BatchMatMul : public Op {
     float* y = r.ptr[out_];
     if (adj_y_) {  // B[n, k] -> [k, n], per stored matrix
       float* t = static_cast<float*>(r.scratch);
-      for (int64_t i = 0; i < bmats_; ++i) vec_.transpose(b + i * n_ * k_, n_, k_, t + i * k_ * n_);
+      for (int64_t i = 0; i < bmats_; ++i)
+        vec_.transpose(b + i * n_ * k_, n_, k_, t + i * k_ * n_, 0);
       b = t;
     }
     // tasks of kRows rows (a multiple of the kernel's 4-row tile), fixed whatever the threads

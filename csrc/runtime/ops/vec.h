@@ -76,8 +76,10 @@ struct VecOps {
   void (*activation)(ActKind kind, const float* x, float* y, int64_t n);
   // acc[i] += x[i]
   void (*accumulate)(const float* x, float* acc, int64_t n);
-  // dst[c, r] = src[r, c] for a [rows, cols] matrix (layout changes at NCHW subgraph edges)
-  void (*transpose)(const float* src, int64_t rows, int64_t cols, float* dst);
+  // dst[c * ld + r] = src[r, c] for a [rows, cols] matrix (layout changes at NCHW subgraph
+  // edges); ld = 0 means rows, a whole transpose. With ld, rows [r0, r1) of a larger matrix
+  // transpose alone: src + r0 * cols, r1 - r0 rows, dst + r0, ld = all rows.
+  void (*transpose)(const float* src, int64_t rows, int64_t cols, float* dst, int64_t ld);
   // y = softmax(beta * x) over one row of n
   void (*softmax_row)(const float* x, float* y, int64_t n, float beta);
   // Y[m, n] = A B: A's element (i, k) at a[i * a_row + k * a_k] (a transposed A is a_row = 1),

@@ -622,8 +622,9 @@ void accumulate(const float* __restrict__ x, float* __restrict__ acc, int64_t n)
 // The layout changes use the kernel tier's transpose of this path (kernels.inc transpose_f32:
 // register tiles through shuffles); the NEON build uses the baseline one, whose 4-float tiles
 // are NEON registers already.
-void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
-  kernel_table(EP_VEC_ISA).transpose_f32.fn({src, rows, cols, dst, rows});
+void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst,
+               int64_t ld) {
+  kernel_table(EP_VEC_ISA).transpose_f32.fn({src, rows, cols, dst, ld > 0 ? ld : rows});
 }
 
 }  // namespace
