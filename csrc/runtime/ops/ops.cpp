@@ -38,12 +38,11 @@ struct Ctx : OpContext {
 
 std::vector<int64_t> int_values(const Ctx& c, size_t i) { return c.int_values(i); }
 
-// dst = src^T for a [rows, cols] matrix, source rows split over threads in runs of 16 (a move:
-// any split gives the same result). Each float goes through a shuffle network: weighed as 8
-// multiply-adds, as the transposed im2col's gather.
+// dst = src^T for a [rows, cols] matrix, source rows split over `use` threads (already decided:
+// the caller's own op splits, or the moves are enough work) in runs of 16 (a move: any split
+// gives the same result).
 void transpose_rows(const VecOps& vec, const float* src, int64_t rows, int64_t cols, float* dst,
-                    int threads) {
-  const int use = threads_for(threads, 8.0 * double(rows) * double(cols));
+                    int use) {
   const int64_t per = std::max<int64_t>(16, (rows + use - 1) / use + 15) / 16 * 16;
   parallel_for(use, (rows + per - 1) / per, [&](int64_t t) {
     const int64_t r0 = t * per, r1 = std::min(rows, r0 + per);
@@ -934,10 +933,13 @@ class Layout : public Op {
     for (int64_t b = 0; b < n_; ++b) {
       const float* x = r.ptr[in_] + b * hw_ * c_;
       float* y = r.ptr[out_] + b * hw_ * c_;
+      // a float through the shuffle network costs about 12 multiply-adds (a 14x14x576 plane:
+      // about 9 us): weighed as 16
+      const int use = threads_for(r.threads, 16.0 * double(hw_) * double(c_));
       if (to_chw_)
-        transpose_rows(vec_, x, hw_, c_, y, r.threads);
+        transpose_rows(vec_, x, hw_, c_, y, use);
       else
-        transpose_rows(vec_, x, c_, hw_, y, r.threads);
+        transpose_rows(vec_, x, c_, hw_, y, use);
     }
   }
   int in_ = 0, out_ = 0;
