@@ -346,7 +346,8 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   const int use = threads_for(threads, macs);
   const int64_t blocks = plan ? int64_t(plan->block_entries.size()) - 1 : 0;
   if (use > 1 && m_ >= 16 * use &&
-      spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile)) {
+      spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile) &&
+      n < spmm_plan_strip(*plan, n, kern_.tile)) {
     // one row part per thread: each computes all columns of its rows (the same code per row as
     // the whole stream, so the same bits)
     const std::vector<RowPart>& parts = row_parts(use, *plan);
