@@ -89,9 +89,9 @@ inline __m512i dpbusd(__m512i acc, __m512i x, __m512i w) {
   return acc;
 }
 
-// R rows x B blocks of 16 channels (B <= 4), the blocks starting at channel block b. Each row's
-// B * 16 results are packed to bytes together (saturating packs, then one dword permute) and
-// stored as one run, masked past channel m.
+// R rows x B blocks of 16 channels (B <= 4), the blocks starting at channel block b, requantized
+// with the integer steps or (F) in float. The results are packed to bytes four vectors at a time
+// (saturating packs, then one dword permute) and stored row by row, masked past channel m.
 template <int R, int B, bool F>
 void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
   const int64_t groups = a.kp / 4, kp = a.kp, c0 = b * 16;
