@@ -167,26 +167,36 @@ TEST(RuntimeInt8, Avx512GemmTilesEqualTheScalarLoop) {
                                   &mult[j], &shift[j]);
     }
     const int32_t zp = int32_t(rng() % 256) - 128, lo = zp, hi = 120;
+    // the same rows as int8 (x - 128), which the kernel makes uint8 itself when K is a
+    // multiple of 4
+    std::vector<uint8_t> xs(xu.size());
+    for (size_t i = 0; i < xu.size(); ++i) xs[i] = xu[i] ^ 0x80u;
     for (const int64_t pad : {3, 0}) {  // rows with a tail that must stay untouched, and without
-      const int64_t ldy = m + pad;
-      std::vector<int8_t> y(static_cast<size_t>(n * ldy), 77);
-      ep::rt::QGemmVnniArgs a;
-      a.x = xu.data(), a.n = n, a.kp = kp, a.m = m, a.w = packed.data();
-      a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data();
-      a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.ldy = ldy;
-      ep::rt::avx512::qgemm_vnni(a);
-      for (int64_t r = 0; r < n; ++r) {
-        for (int64_t j = 0; j < m; ++j) {
-          int32_t acc = bias[size_t(j)];
-          for (int64_t t = 0; t < k; ++t)
-            acc += int32_t(xu[size_t(r * kp + t)]) * int32_t(w[size_t(j * k + t)]);
-          const int32_t v =
-              ep::rt::multiply_by_quantized_multiplier(acc, mult[size_t(j)], shift[size_t(j)]) + zp;
-          ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]), std::min(hi, std::max(lo, v)))
-              << n << "x" << m << "x" << k << " row " << r << " channel " << j << " ldy " << ldy;
+      for (const bool signed_x : {false, true}) {
+        if (signed_x && k != kp) continue;
+        const int64_t ldy = m + pad;
+        std::vector<int8_t> y(static_cast<size_t>(n * ldy), 77);
+        ep::rt::QGemmVnniArgs a;
+        a.x = signed_x ? xs.data() : xu.data(), a.signed_x = signed_x;
+        a.n = n, a.kp = kp, a.m = m, a.w = packed.data();
+        a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data();
+        a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.ldy = ldy;
+        ep::rt::avx512::qgemm_vnni(a);
+        for (int64_t r = 0; r < n; ++r) {
+          for (int64_t j = 0; j < m; ++j) {
+            int32_t acc = bias[size_t(j)];
+            for (int64_t t = 0; t < k; ++t)
+              acc += int32_t(xu[size_t(r * kp + t)]) * int32_t(w[size_t(j * k + t)]);
+            const int32_t v =
+                ep::rt::multiply_by_quantized_multiplier(acc, mult[size_t(j)], shift[size_t(j)]) +
+                zp;
+            ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]), std::min(hi, std::max(lo, v)))
+                << n << "x" << m << "x" << k << " row " << r << " channel " << j << " ldy " << ldy
+                << (signed_x ? " int8 rows" : "");
+          }
+          for (int64_t j = m; j < ldy; ++j)  // the row's tail past m is not written
+            ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]), 77) << n << "x" << m << "x" << k;
         }
-        for (int64_t j = m; j < ldy; ++j)  // the row's tail past m is not written
-          ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]), 77) << n << "x" << m << "x" << k;
       }
     }
   }

@@ -427,16 +427,16 @@ class QGemm {
       return avx512::qspmm_vnni(a);
     }
     const int64_t k = k_, kp = kp_;
-    uint8_t* xu = static_cast<uint8_t*>(thread_scratch(3, size_t(rows * kp)));
-    if (ldx == kp) {  // rows already padded: one flat pass
-      flip_sign_bits(x + r0 * kp, rows * kp, xu);
-    } else {
-      for (int64_t r = 0; r < rows; ++r) {
-        flip_sign_bits(x + (r0 + r) * ldx, k, xu + r * kp);
-        std::memset(xu + r * kp + k, 0, size_t(kp - k));
-      }
-    }
     QGemmVnniArgs a;
+    const uint8_t* xu = nullptr;
+    if (ldx == k && k == kp) {  // whole 4-byte groups in place: the kernel flips them as it reads
+      xu = reinterpret_cast<const uint8_t*>(x + r0 * k);
+      a.signed_x = true;
+    } else {
+      uint8_t* copy = static_cast<uint8_t*>(thread_scratch(3, size_t(rows * kp)));
+      copy_rows_as_uint8(x, ldx, r0, rows, copy);
+      xu = copy;
+    }
     const int64_t c0 = b0 * 16;  // a block of 16 channels is 16 * kp packed bytes
     a.x = xu, a.n = rows, a.kp = kp, a.m = std::min(m_ - c0, nb * 16);
     a.w = vnni_w_.data() + c0 * kp;
@@ -449,6 +449,17 @@ class QGemm {
     a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
     a.y = y + r0 * m_ + c0, a.ldy = m_;
     avx512::qgemm_vnni(a);
+  }
+  // Rows [r0, r0 + rows) of x (stride ldx) as uint8 (x + 128) rows of kp bytes, zero past K. Rows
+  // already at the VNNI row length (an im2col's) are one flat pass.
+  void copy_rows_as_uint8(const int8_t* x, int64_t ldx, int64_t r0, int64_t rows,
+                          uint8_t* xu) const {
+    const int64_t k = k_, kp = kp_;
+    if (ldx == kp) return flip_sign_bits(x + r0 * kp, rows * kp, xu);
+    for (int64_t r = 0; r < rows; ++r) {
+      flip_sign_bits(x + (r0 + r) * ldx, k, xu + r * kp);
+      std::memset(xu + r * kp + k, 0, size_t(kp - k));
+    }
   }
   // int8 -> uint8 (x + 128). The count and pointers are locals: byte stores may alias any member,
   // and a member bound would be reloaded after every store, keeping the loop scalar.

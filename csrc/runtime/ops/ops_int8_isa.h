@@ -37,6 +37,9 @@ struct QGemmVnniArgs {
   const int8_t* w = nullptr;
   const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
   const FloatRequant* fr = nullptr;  // when set, the float form of the same requantization
+  // x holds int8 rows instead (K a multiple of 4, so every 4-byte group is inside its row), made
+  // uint8 as they are read
+  bool signed_x = false;
   int32_t zp_out = 0, lo = -128, hi = 127;
   int8_t* y = nullptr;
   int64_t ldy = 0;

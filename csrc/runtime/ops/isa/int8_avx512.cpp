@@ -92,7 +92,7 @@ inline __m512i dpbusd(__m512i acc, __m512i x, __m512i w) {
 // R rows x B blocks of 16 channels (B <= 4), the blocks starting at channel block b, requantized
 // with the integer steps or (F) in float. The results are packed to bytes four vectors at a time
 // (saturating packs, then one dword permute) and stored row by row, masked past channel m.
-template <int R, int B, bool F>
+template <int R, int B, bool F, bool S>
 void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
   const int64_t groups = a.kp / 4, kp = a.kp, c0 = b * 16;
   const int8_t* const w = a.w + b * groups * 64;
@@ -102,13 +102,15 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
     const __m512i bias = _mm512_loadu_si512(a.bias + c0 + 16 * h);
     for (int r = 0; r < R; ++r) acc[r][h] = bias;
   }
+  const __m512i sign = _mm512_set1_epi32(int32_t(0x80808080u));
   for (int64_t q = 0; q < groups; ++q) {
     __m512i wv[B];
     for (int h = 0; h < B; ++h) wv[h] = _mm512_loadu_si512(w + (h * groups + q) * 64);
     for (int r = 0; r < R; ++r) {
       int32_t v;
       __builtin_memcpy(&v, x + r * kp + q * 4, 4);
-      const __m512i xb = _mm512_set1_epi32(v);
+      // S: int8 rows, made uint8 here (4 bytes ^ 0x80 each) instead of in a copy
+      const __m512i xb = S ? _mm512_xor_si512(_mm512_set1_epi32(v), sign) : _mm512_set1_epi32(v);
       for (int h = 0; h < B; ++h) acc[r][h] = dpbusd(acc[r][h], xb, wv[h]);
     }
   }
@@ -188,37 +190,42 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
 // One tile of R rows across every channel block. vpdpbusd's latency is several cycles, so a tile
 // keeps 8 to 16 independent sums in flight where the rows allow: 8 rows of 1 or 2 blocks, 4 rows
 // of 3 or 4 (the wide tiles also load each weight vector once for more rows).
-template <int R, bool F>
+template <int R, bool F, bool S>
 void tile_row(const QGemmVnniArgs& a, int64_t r0, int64_t blocks) {
   constexpr int Rw = R > 4 ? 4 : R;  // rows of the 3- and 4-block tiles
   int64_t b = 0;
   for (; b + 4 <= blocks; b += 4)
-    for (int r = 0; r < R; r += Rw) tile<Rw, 4, F>(a, r0 + r, b);
+    for (int r = 0; r < R; r += Rw) tile<Rw, 4, F, S>(a, r0 + r, b);
   switch (blocks - b) {
     case 3:
-      for (int r = 0; r < R; r += Rw) tile<Rw, 3, F>(a, r0 + r, b);
+      for (int r = 0; r < R; r += Rw) tile<Rw, 3, F, S>(a, r0 + r, b);
       return;
     case 2:
-      return tile<R, 2, F>(a, r0, b);
+      return tile<R, 2, F, S>(a, r0, b);
     case 1:
-      return tile<R, 1, F>(a, r0, b);
+      return tile<R, 1, F, S>(a, r0, b);
     default:
       return;
   }
 }
 
-template <bool F>
+template <bool F, bool S>
 void qgemm_rows(const QGemmVnniArgs& a) {
   const int64_t blocks = (a.m + 15) / 16;
   int64_t r = 0;
-  for (; r + 8 <= a.n; r += 8) tile_row<8, F>(a, r, blocks);
-  for (; r + 4 <= a.n; r += 4) tile_row<4, F>(a, r, blocks);
-  for (; r < a.n; ++r) tile_row<1, F>(a, r, blocks);
+  for (; r + 8 <= a.n; r += 8) tile_row<8, F, S>(a, r, blocks);
+  for (; r + 4 <= a.n; r += 4) tile_row<4, F, S>(a, r, blocks);
+  for (; r < a.n; ++r) tile_row<1, F, S>(a, r, blocks);
 }
 
 }  // namespace
 
-void qgemm_vnni(const QGemmVnniArgs& a) { a.fr ? qgemm_rows<true>(a) : qgemm_rows<false>(a); }
+void qgemm_vnni(const QGemmVnniArgs& a) {
+  if (a.signed_x)
+    a.fr ? qgemm_rows<true, true>(a) : qgemm_rows<false, true>(a);
+  else
+    a.fr ? qgemm_rows<true, false>(a) : qgemm_rows<false, false>(a);
+}
 
 namespace {
 
