@@ -158,7 +158,8 @@ TEST(Runtime, TruncatedAndBitFlippedFilesNeverCrash) {
 // Inputs the loader fuzzer once failed on (tests/data/fuzz/README.md): under the sanitizer build
 // they must load or be refused, nothing else.
 TEST(Runtime, FuzzerRegressionsLoadOrAreRefused) {
-  for (const char* name : {"misaligned-int64-zero-points.tflite"}) {
+  for (const char* name :
+       {"misaligned-int64-zero-points.tflite", "logistic-tiny-output-scale.tflite"}) {
     const std::string file = ep::test::read_file(std::string(EP_TEST_DATA_DIR) + "/fuzz/" + name);
     ASSERT_FALSE(file.empty()) << name;
     int refused = 0;

@@ -1367,15 +1367,17 @@ class QTable : public Op {
       lut_[uint8_t(int8_t(v))] = int8_t(std::min(127, std::max(-128, o)));
     }
   }
-  // TFLite's LUTPopulate with the float sigmoid
+  // TFLite's LUTPopulate with the float sigmoid. The sum is clamped in float before the
+  // conversion: a hostile output scale makes it larger than any int32 (undefined to convert);
+  // inside the int8 range the result is TFLite's.
   void logistic_table(const QCtx&, const Tensor& x, const Tensor& y) {
     const float inv = 1.0f / y.scale[0];
     for (int v = -128; v < 128; ++v) {
       const float d = x.scale[0] * float(v - zp(x));
       const float t = 1.0f / (1.0f + std::exp(-d));
-      const float q = std::round(t * inv);
-      const int32_t o = int32_t(q + float(zp(y)));
-      lut_[uint8_t(int8_t(v))] = int8_t(std::min(127, std::max(-128, o)));
+      const float q = std::round(t * inv) + float(zp(y));
+      const float o = q > 127.0f ? 127.0f : q >= -128.0f ? q : -128.0f;  // NaN -> -128
+      lut_[uint8_t(int8_t(v))] = int8_t(int32_t(o));
     }
   }
   // TFLite's QuantizedReluX: rescale to the output (float ratio of the scales), then clamp to
