@@ -295,8 +295,9 @@ class QGemm {
     }
   }
   bool sparse() const { return sparse_; }
-  // n rows of K int8 values at a stride of ldx >= K (0: K). Rows whose stride is K rounded up to
-  // 4 (an im2col's) feed the VNNI kernel with one flat pass; the bytes past K are never used.
+  // n rows of K int8 values at a stride of ldx >= K (0: K). On the VNNI path, rows with K a
+  // multiple of 4 at stride K are read in place; other rows are copied as uint8 first, in one flat
+  // pass when their stride is K rounded up to 4 (an im2col's; the bytes past K are never used).
   void forward(const int8_t* x, int64_t n, int8_t* y, int threads, int64_t ldx = 0) const {
     if (ldx == 0) ldx = k_;
     const int t = threads_for(threads, double(n) * double(m_) * double(k_));
