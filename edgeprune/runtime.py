@@ -39,6 +39,10 @@ class RuntimeModel:
     def __init__(self, core, source: str):
         self._core = core
         self.source = source
+        # Read once: the compiled side builds new dicts on every read of ``inputs``, which cost
+        # more than running a small model.
+        self._inputs = list(core.inputs)
+        self._dtypes = tuple(np.dtype(i["dtype"]) for i in self._inputs)
 
     @property
     def inputs(self) -> list[dict]:
@@ -69,20 +73,33 @@ class RuntimeModel:
         self._core.set_threads(int(threads))
 
     def __call__(self, *inputs) -> list[np.ndarray]:
-        if len(inputs) != len(self.inputs):
-            raise UserError(f"{self.source}: the model takes {len(self.inputs)} inputs (got {len(inputs)})")
-        for k, (x, i) in enumerate(zip(inputs, self.inputs)):
+        # Arrays already in the model's types go to the compiled side as they are (it checks
+        # their shapes); anything else is checked and converted here first.
+        arrays = inputs
+        if len(inputs) != len(self._dtypes):
+            arrays = self._converted(inputs)
+        else:
+            for x, want in zip(inputs, self._dtypes):
+                if type(x) is not np.ndarray or x.dtype != want or not x.flags.c_contiguous:
+                    arrays = self._converted(inputs)
+                    break
+        try:
+            return list(self._core.run(arrays))
+        except ValueError as e:
+            raise UserError(f"{self.source}: {e}") from None
+
+    def _converted(self, inputs) -> list[np.ndarray]:
+        """The inputs as C-contiguous arrays of the model's types, or a UserError saying what to fix."""
+        if len(inputs) != len(self._inputs):
+            raise UserError(f"{self.source}: the model takes {len(self._inputs)} inputs (got {len(inputs)})")
+        for k, (x, i) in enumerate(zip(inputs, self._inputs)):
             if i["dtype"] == "int8" and np.issubdtype(np.asarray(x).dtype, np.floating):
                 s, z = (i["scale"] or [1.0])[0], (i["zero_point"] or [0])[0]
                 raise UserError(
                     f"{self.source}: input {k} ('{i['name']}') is int8 at scale {s:g}, zero point {z}; "
                     f"quantize the data first: clip(round(x / {s:g}) + {z}, -128, 127) as int8"
                 )
-        arrays = [np.ascontiguousarray(x, dtype=np.dtype(i["dtype"])) for x, i in zip(inputs, self.inputs)]
-        try:
-            return list(self._core.run(arrays))
-        except ValueError as e:
-            raise UserError(f"{self.source}: {e}") from None
+        return [np.ascontiguousarray(x, dtype=d) for x, d in zip(inputs, self._dtypes)]
 
     def profile(self, runs: int = 10, inputs=None) -> list[tuple[str, str, float]]:
         """Runs the model ``runs`` times with per-operator timers; returns (kind, label, mean ms)

@@ -188,6 +188,11 @@ class RuntimeModel {
       model_ = std::make_shared<const ep::rt::CompiledModel>(std::move(model), o);
       ctx_ = std::make_unique<ep::rt::Context>(model_, threads);
     }
+    // numpy types made once at load rather than on every run
+    for (int t : model_->model().inputs)
+      in_types_.push_back(numpy_dtype(model_->model().tensors[t].type));
+    for (int t : model_->model().outputs)
+      out_types_.push_back(numpy_dtype(model_->model().tensors[t].type));
   }
 
   // the numpy type of a model input or output (io_type: float32, int8, int32, int64, bool)
@@ -231,7 +236,7 @@ class RuntimeModel {
     for (size_t i = 0; i < inputs.size(); ++i) {
       const auto& t = m.tensors[m.inputs[i]];
       const py::array& a = inputs[i];
-      if (!a.dtype().is(numpy_dtype(t.type)))
+      if (!a.dtype().is(in_types_[i]))
         throw py::value_error("input " + std::to_string(i) + " ('" + t.name + "') must be " +
                               ep::rt::dtype_name(t.type) + " (got " + dtype_name(a) + ")");
       if (!(a.flags() & py::array::c_style))
@@ -247,8 +252,8 @@ class RuntimeModel {
     }
     std::vector<py::array> outs;
     std::vector<float*> out;
-    for (int t : m.outputs) {
-      outs.emplace_back(numpy_dtype(m.tensors[t].type), m.tensors[t].shape);
+    for (size_t o = 0; o < m.outputs.size(); ++o) {
+      outs.emplace_back(out_types_[o], m.tensors[m.outputs[o]].shape);
       out.push_back(static_cast<float*>(outs.back().mutable_data()));
     }
     {
@@ -293,6 +298,7 @@ class RuntimeModel {
   std::shared_ptr<const ep::rt::CompiledModel> model_;
   std::unique_ptr<ep::rt::Context> ctx_;
   std::mutex mu_;
+  std::vector<py::dtype> in_types_, out_types_;  // per model input / output
 };
 
 }  // namespace

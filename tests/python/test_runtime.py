@@ -80,8 +80,24 @@ def test_inputs_outputs_and_errors(tmp_path):
     assert m.arena_bytes > 0
     kinds = [k for k, _, _ in m.profile(runs=1)]
     assert kinds.count("PAD") == 1  # the two PADs before VALID convolutions are folded into them
-    with pytest.raises(ep.errors.UserError, match="must have shape"):
+    with pytest.raises(ep.errors.UserError, match=r"input 0 \('.*'\) must have shape \(2, 13, 11, 8\)"):
         m(np.zeros((1, 13, 11, 8), np.float32))
+    with pytest.raises(ep.errors.UserError, match=r"the model takes 1 inputs \(got 2\)"):
+        m(np.zeros((2, 13, 11, 8), np.float32), np.zeros((2, 13, 11, 8), np.float32))
+    # Arrays that are not C-contiguous float32 (float64, a strided view, a nested list) are
+    # converted first and give the bits of the float32 array; a wrong shape is named either way.
+    x = np.random.default_rng(1).standard_normal((2, 13, 11, 8)).astype(np.float32)
+    want = m(x)
+    wide = np.zeros((2, 13, 11, 16), np.float32)
+    wide[..., ::2] = x
+    for other in (x.astype(np.float64), wide[..., ::2], x.tolist()):
+        for a, b in zip(m(other), want):
+            assert np.array_equal(a, b)
+    with pytest.raises(ep.errors.UserError, match="must have shape"):
+        m(np.zeros((2, 13, 11, 8), np.float64)[:1])
+    assert m.inputs[0]["dtype"] == "float32"
+    m.inputs[0]["shape"] = (1,)  # the caller's copy; the model's own stays as loaded
+    assert m(x)[0].shape == want[0].shape
     with pytest.raises(RuntimeModelError, match="cannot read"):
         ep.runtime.load(tmp_path / "missing.tflite")
 
