@@ -112,6 +112,34 @@ def test_unsupported_operator_is_named():
         ep.runtime.load(b.finish([y]))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_tanh_and_logistic_against_float64(isa):
+    """TANH and LOGISTIC to a few float steps of the float64 functions over their whole range:
+    the polynomial / exponential branches and their joins, tiny and huge inputs, +-inf and NaN."""
+    from tflite_builder import Builder
+
+    special = [0.0, -0.0, 1e-30, -1e-30, 1e-6, -1e-4, 0.6249, 0.625, 0.6251, -0.625, 8.99, 9.0, 9.01]
+    special += [30.0, -30.0, 87.0, -87.0, 88.5, -88.5, 100.0, -100.0, np.inf, -np.inf]
+    x = np.concatenate([np.linspace(-12, 12, 24001), special, [np.nan]]).astype(np.float32)
+    b = Builder()
+    xin = b.input([x.size])
+    data = b.finish([b.op(28, [xin], [x.size]), b.op(14, [xin], [x.size])])  # TANH, LOGISTIC
+    tanh, logistic = ep.runtime.load(data, isa=isa)(x)
+    ref = x[:-1].astype(np.float64)
+    for got, want, tol in ((tanh, np.tanh(ref), 2e-7), (logistic, 1.0 / (1.0 + np.exp(-ref)), 4e-7)):
+        assert np.isnan(got[-1])
+        got = got[:-1].astype(np.float64)
+        # relative where the result is a normal float; below (e^-100 is 4e-44), within 2^-126
+        normal = np.abs(want) >= 2.0**-126
+        err = np.abs(got - want) / np.where(normal, np.abs(want), 1.0)
+        assert err[normal].max() < tol, (isa, float(x[normal][err[normal].argmax()]), float(err[normal].max()))
+        assert err[~normal].max() <= 2.0**-126, (isa, float(err[~normal].max()))
+    first = 24001  # the special values: tanh keeps zeros' signs and tiny inputs exactly
+    assert np.array_equal(tanh[first : first + 4], x[first : first + 4]) and np.signbit(tanh[first + 1])
+    for got, want in zip((tanh, logistic), litert_run(data, [x])):
+        assert np.allclose(got, want, rtol=1e-6, atol=1e-38, equal_nan=True)
+
+
 def test_fused_tanh_is_refused():
     from tflite_builder import Builder
 
