@@ -438,11 +438,14 @@ void binary(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, fl
 // exp(x) for the float range, branch-free so the loops that call it vectorise: x = k ln2 + r
 // with |r| <= ln2/2 (k rounded by the 1.5 * 2^23 trick, ln2 split in two so k ln2 is exact),
 // e^r by its degree-6 Taylor polynomial (error below 2^-23 relative), 2^k built in the exponent
-// bits. Inputs below -87.3 give 2^-126 e^r (not 0); softmax and erfc never need less. The clamp
-// sends NaN to -87.3, so the integer conversion is always defined, and NaN is returned as is.
+// bits. Inputs below -87.3 give 2^-126 e^r (not 0); softmax and erfc never need less. 2^k comes
+// from the bits of the rounding sum itself (its low mantissa bits hold k), never from a float
+// to int conversion, so a NaN, which the clamps let through, needs no test: it runs the
+// polynomial as NaN and comes out NaN (1.4x faster than converting k after a NaN select).
 inline float exp_approx(float x) {
-  const float xc = x > -87.3f ? (x < 88.3f ? x : 88.3f) : -87.3f;
-  const float k = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
+  const float xc = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  const float t = xc * 1.44269504f + 12582912.0f;
+  const float k = t - 12582912.0f;
   const float r = (xc - k * 0.693145752f) - k * 1.42860677e-6f;
   float p = 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
@@ -451,10 +454,13 @@ inline float exp_approx(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t bits = (int32_t(k) + 127) << 23;
+  // t = 1.5 * 2^23 + k: its bits are 0x4B400000 + k, and shifted left by 23 only k + 127 stays
+  uint32_t tb;
+  __builtin_memcpy(&tb, &t, 4);
+  const uint32_t bits = (tb + 127u) << 23;
   float scale;
   __builtin_memcpy(&scale, &bits, 4);
-  return x == x ? p * scale : x;
+  return p * scale;
 }
 
 // 1 + erf(z), to 2.1e-6 relative where it exceeds 1e-7 (tests/python/test_runtime_transformer.py
@@ -498,10 +504,10 @@ inline float tanh_approx(float x) {
   p = p * s - 0.053744640201330185f;
   p = p * s + 0.13331513106822968f;
   p = p * s - 0.3333328664302826f;
-  const float small = std::copysign(x + x * s * p, x);  // -0 stays -0
-  const float e = exp_approx(2.0f * (a < 9.0f ? a : 9.0f));
+  const float small = std::copysign(x + x * s * p, x);       // -0 stays -0
+  const float e = exp_approx(2.0f * (a > 9.0f ? 9.0f : a));  // NaN passes, and stays NaN
   const float big = std::copysign(1.0f - 2.0f / (e + 1.0f), x);
-  return a < 0.625f ? small : (a == a ? big : x);
+  return a < 0.625f ? small : big;
 }
 
 // 1 / (1 + e^-x) from e = e^-|x| (at most 1, so nothing overflows): 1 / (1 + e) for x >= 0,
@@ -511,7 +517,7 @@ inline float tanh_approx(float x) {
 inline float logistic_approx(float x) {
   const float e = exp_approx(-std::fabs(x));
   const float r = 1.0f / (1.0f + e);
-  return x >= 0.0f ? r : (x < 0.0f ? (x > -87.3f ? e * r : 0.0f) : x);
+  return x < -87.3f ? 0.0f : (x >= 0.0f ? r : e * r);  // NaN: e * r is NaN
 }
 
 void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y, int64_t n) {
