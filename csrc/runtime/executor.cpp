@@ -137,12 +137,53 @@ void fuse_nan_fills(Model& m) {
   m.ops = std::move(kept);
 }
 
+// MUL(x, LOGISTIC(x)) with float32 x, no broadcast and no fused activation: SiLU (swish) as the
+// converters write it (EfficientNet, YOLO, MobileViT). When the LOGISTIC's output has no other
+// reader, the MUL becomes one pass computing x * logistic(x) (OpDesc::silu, input {x}) and the
+// LOGISTIC is dropped: the gate is never written or read back. The product is the one the MUL
+// computed, so the outputs keep their bits.
+void fuse_silus(Model& m) {
+  std::vector<int> readers(m.tensors.size(), 0), producer(m.tensors.size(), -1);
+  for (size_t k = 0; k < m.ops.size(); ++k) {
+    for (int t : m.ops[k].inputs)
+      if (t >= 0) ++readers[t];
+    producer[size_t(m.ops[k].outputs[0])] = int(k);
+  }
+  for (int t : m.outputs) readers[t] += 2;
+  std::vector<bool> drop(m.ops.size(), false);
+  for (auto& d : m.ops) {
+    if (d.code != OpCode::mul || d.inputs.size() != 2 || d.act != FusedAct::none) continue;
+    for (int side = 0; side < 2; ++side) {
+      const int g = d.inputs[size_t(side)], x = d.inputs[size_t(1 - side)];
+      if (g < 0 || x < 0 || producer[size_t(g)] < 0 || readers[size_t(g)] != 1) continue;
+      const OpDesc& lg = m.ops[size_t(producer[size_t(g)])];
+      if (lg.code != OpCode::logistic || lg.inputs.size() != 1 || lg.inputs[0] != x) continue;
+      const Tensor &tx = m.tensors[size_t(x)], &tg = m.tensors[size_t(g)],
+                   &ty = m.tensors[size_t(d.outputs[0])];
+      if (tx.type != DType::f32 || tg.type != DType::f32 || ty.type != DType::f32 ||
+          tx.quantized() || tg.quantized() || ty.quantized() || tg.shape != tx.shape ||
+          ty.shape != tx.shape)
+        continue;
+      drop[size_t(producer[size_t(g)])] = true;
+      d.code = OpCode::logistic;
+      d.silu = true;
+      d.inputs = {x};
+      break;
+    }
+  }
+  std::vector<OpDesc> kept;
+  for (size_t k = 0; k < m.ops.size(); ++k)
+    if (!drop[k]) kept.push_back(std::move(m.ops[k]));
+  m.ops = std::move(kept);
+}
+
 }  // namespace
 
 CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions& opts)
     : model_(std::move(model)), opts_(opts) {
   fold_pads(*model_);
   fuse_nan_fills(*model_);
+  fuse_silus(*model_);
   OpOptions o;
   o.isa = opts.isa;
   o.sparse = opts.sparse;

@@ -168,6 +168,9 @@ struct OpDesc {
   // set by the planner: a SELECT_V2 fused with its NOT_EQUAL(x, x) into "NaN -> constant",
   // inputs {x, constant}
   bool nan_fill = false;
+  // set by the planner: a MUL(x, LOGISTIC(x)) fused into one pass (SiLU); the op becomes a
+  // LOGISTIC with this flag and input {x}, at the MUL's place
+  bool silu = false;
   int batch_dims = 0;
   // SPLIT_V: the file's operator has split_parts outputs; this part writes output split_part
   int split_parts = 1, split_part = 0;

@@ -120,11 +120,15 @@ def test_tanh_and_logistic_against_float64(isa):
 
     special = [0.0, -0.0, 1e-30, -1e-30, 1e-6, -1e-4, 0.6249, 0.625, 0.6251, -0.625, 8.99, 9.0, 9.01]
     special += [30.0, -30.0, 87.0, -87.0, 88.5, -88.5, 100.0, -100.0, np.inf, -np.inf]
-    x = np.concatenate([np.linspace(-12, 12, 24001), special, [np.nan]]).astype(np.float32)
+    # (enough values that 2 and 3 threads split them, in parts that are not all equal)
+    x = np.concatenate([np.linspace(-12, 12, 240001), special, [np.nan]]).astype(np.float32)
     b = Builder()
     xin = b.input([x.size])
     data = b.finish([b.op(28, [xin], [x.size]), b.op(14, [xin], [x.size])])  # TANH, LOGISTIC
     tanh, logistic = ep.runtime.load(data, isa=isa)(x)
+    for threads in (2, 3):
+        for a, b in zip(ep.runtime.load(data, isa=isa, threads=threads)(x), (tanh, logistic)):
+            assert np.array_equal(a, b, equal_nan=True)
     ref = x[:-1].astype(np.float64)
     for got, want, tol in ((tanh, np.tanh(ref), 2e-7), (logistic, 1.0 / (1.0 + np.exp(-ref)), 4e-7)):
         assert np.isnan(got[-1])
@@ -134,10 +138,56 @@ def test_tanh_and_logistic_against_float64(isa):
         err = np.abs(got - want) / np.where(normal, np.abs(want), 1.0)
         assert err[normal].max() < tol, (isa, float(x[normal][err[normal].argmax()]), float(err[normal].max()))
         assert err[~normal].max() <= 2.0**-126, (isa, float(err[~normal].max()))
-    first = 24001  # the special values: tanh keeps zeros' signs and tiny inputs exactly
+    first = 240001  # the special values: tanh keeps zeros' signs and tiny inputs exactly
     assert np.array_equal(tanh[first : first + 4], x[first : first + 4]) and np.signbit(tanh[first + 1])
     for got, want in zip((tanh, logistic), litert_run(data, [x])):
         assert np.allclose(got, want, rtol=1e-6, atol=1e-38, equal_nan=True)
+
+
+def test_silu_pairs_run_as_one_pass_with_the_same_bits():
+    """MUL(x, LOGISTIC(x)) runs as one operator (either operand order); a gate that is read
+    elsewhere, a MUL that broadcasts or clamps, or a LOGISTIC of another tensor stays two. Every
+    variant gives the bits of the unfused pair and LiteRT's values."""
+    from tflite_builder import Builder
+
+    def model(variant):
+        b = Builder()
+        x = b.input([1, 6, 5, 32])
+        s = b.input([1, 1, 1, 32])
+        g = b.op(14, [x], [1, 6, 5, 32])  # LOGISTIC
+        outs = []
+        if variant == "x*g":
+            outs.append(b.binary("mul", x, g))
+        elif variant == "g*x":
+            outs.append(b.binary("mul", g, x))
+        elif variant == "gate read twice":
+            outs += [b.binary("mul", x, g), g]
+        elif variant == "relu6 on the mul":
+            outs.append(b.binary("mul", x, g, act="relu6"))
+        elif variant == "broadcast":  # a squeeze-excite gate: x * sigmoid(s)
+            gs = b.op(14, [s], [1, 1, 1, 32])
+            outs.append(b.binary("mul", x, gs))
+            outs.append(b.binary("mul", x, g))
+        return b.finish(outs)
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((1, 6, 5, 32)) * 5).astype(np.float32)
+    s = rng.standard_normal((1, 1, 1, 32)).astype(np.float32)
+    unfused = ep.runtime.load(model("gate read twice"))(x, s)[0]
+    for variant, fused in (("x*g", 1), ("g*x", 1), ("gate read twice", 0), ("relu6 on the mul", 0), ("broadcast", 1)):
+        data = model(variant)
+        m = ep.runtime.load(data)
+        labels = [lbl for _, lbl in m.operators]
+        assert sum("(SiLU)" in lbl for lbl in labels) == fused, (variant, labels)
+        assert sum(lbl.startswith("MUL") for lbl in labels) == {"broadcast": 1}.get(variant, 1 - fused), labels
+        got = m(x, s)
+        want = litert_run(data, [x, s])
+        for g_, w_ in zip(got, want):
+            np.testing.assert_allclose(g_, w_, rtol=1e-6, atol=1e-7)
+        if variant == "relu6 on the mul":
+            assert np.array_equal(got[0], np.minimum(np.maximum(unfused, 0), 6))
+        else:
+            assert np.array_equal(got[-1] if variant == "broadcast" else got[0], unfused), variant
 
 
 def test_fused_tanh_is_refused():

@@ -25,6 +25,7 @@ enum class ActKind : int {
   hard_swish,
   gelu,       // x/2 (1 + erf(x/sqrt 2))
   gelu_tanh,  // x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  silu,       // x * logistic(x): LOGISTIC and its MUL fused by the planner
   sqrt,
   rsqrt,
   neg,

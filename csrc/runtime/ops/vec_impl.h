@@ -544,6 +544,9 @@ void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y
     case ActKind::logistic:
       for (int64_t i = 0; i < n; ++i) y[i] = logistic_approx(x[i]);
       return;
+    case ActKind::silu:  // the product MUL(x, LOGISTIC(x)) computed, so the same bits
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] * logistic_approx(x[i]);
+      return;
     case ActKind::gelu:
       for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * x[i] * one_plus_erf(x[i] * 0.707106781f);
       return;
