@@ -61,7 +61,10 @@ namespace {
 // A PAD (or PADV2 with value 0) of only H and W of an NHWC tensor whose one reader is a VALID
 // CONV_2D / DEPTHWISE_CONV_2D becomes that convolution's explicit padding (the converters' form
 // of PyTorch's symmetric padding at stride 2): the padded copy is never made. The operator keeps
-// its validation: the convolution checks its output shape against the padded size.
+// its validation: the convolution checks its output shape against the padded size. A float32
+// PAD / PADV2 (any constant) before a VALID MAX_POOL_2D (PyTorch's padded max pool: PADV2 with
+// the lowest float) folds the same way, the constant kept as OpDesc::pad_value: a window that
+// reaches the padding takes the max with it, which is what the padded copy gave.
 void fold_pads(Model& m) {
   std::vector<int> readers(m.tensors.size(), 0);
   for (const auto& d : m.ops)
@@ -77,10 +80,11 @@ void fold_pads(Model& m) {
     if (x.shape.size() != 4 || !pads.is_const() || pads.type != DType::i32 || pads.elems != 8 ||
         readers[out] != 1 || x.is_const())
       continue;
+    float value = 0.0f;
     if (p.code == OpCode::padv2 && p.inputs.size() > 2 && p.inputs[2] >= 0) {
       const Tensor& v = m.tensors[p.inputs[2]];
-      if (!v.is_const() || v.type != DType::f32 || v.elems != 1 || v.as<float>()[0] != 0.0f)
-        continue;
+      if (!v.is_const() || v.type != DType::f32 || v.elems != 1) continue;
+      value = v.as<float>()[0];
     }
     const int32_t* pv = pads.as<int32_t>();
     if (pv[0] || pv[1] || pv[6] || pv[7] || pv[2] < 0 || pv[3] < 0 || pv[4] < 0 || pv[5] < 0)
@@ -88,11 +92,16 @@ void fold_pads(Model& m) {
     for (size_t j = k + 1; j < m.ops.size(); ++j) {
       OpDesc& c = m.ops[j];
       if (c.inputs.empty() || c.inputs[0] != out) continue;
-      if ((c.code == OpCode::conv_2d || c.code == OpCode::depthwise_conv_2d) &&
-          c.padding == Padding::valid && !c.explicit_pad) {
+      const bool conv =
+          (c.code == OpCode::conv_2d || c.code == OpCode::depthwise_conv_2d) && value == 0.0f;
+      const bool max_pool = c.code == OpCode::max_pool_2d && x.type == DType::f32 &&
+                            !x.quantized() && m.tensors[out].type == DType::f32 &&
+                            !m.tensors[out].quantized() && value == value;
+      if ((conv || max_pool) && c.padding == Padding::valid && !c.explicit_pad) {
         c.inputs[0] = p.inputs[0];
         c.explicit_pad = true;
         c.pad[0] = pv[2], c.pad[1] = pv[3], c.pad[2] = pv[4], c.pad[3] = pv[5];
+        c.pad_value = value;
         drop[k] = true;
       }
       break;

@@ -178,6 +178,7 @@ struct OpDesc {
   // explicit padding {top, bottom, left, right} replaces `padding`
   bool explicit_pad = false;
   int64_t pad[4] = {0, 0, 0, 0};
+  float pad_value = 0.0f;  // what the folded PAD wrote (a MAX_POOL_2D's may be any constant)
 };
 
 struct Model {

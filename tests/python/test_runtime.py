@@ -190,6 +190,37 @@ def test_silu_pairs_run_as_one_pass_with_the_same_bits():
             assert np.array_equal(got[-1] if variant == "broadcast" else got[0], unfused), variant
 
 
+@pytest.mark.parametrize(
+    "value,pads",
+    [(None, [1, 1, 1, 1]), (-3.4028235e38, [1, 1, 1, 1]), (0.5, [0, 2, 1, 0]), (-np.inf, [2, 1, 0, 2])],
+)
+def test_pads_fold_into_max_pools_with_the_same_bits(value, pads):
+    """A PAD (zeros) or PADV2 (any constant: PyTorch's padded max pool writes the lowest float)
+    before a VALID MAX_POOL_2D is folded into the pool: no PAD runs, and every window that reaches
+    the padding takes the constant into its max, as LiteRT's padded copy does, bit for bit (with
+    -inf, NaN and values below the constant in the input)."""
+    from tflite_builder import Builder
+
+    t, bt, left, r = pads
+    b = Builder()
+    x = b.input([1, 9, 10, 20])
+    shape = [1, 9 + t + bt, 10 + left + r, 20]
+    pad_arr = b.const(np.array([[0, 0], [t, bt], [left, r], [0, 0]]), np.int32)
+    if value is None:
+        padded = b.op(34, [x, pad_arr], shape)  # PAD
+    else:
+        padded = b.op(60, [x, pad_arr, b.const(np.float32(value))], shape)  # PADV2
+    data = b.finish([b.pool(padded, 3, 2, "valid", kind="max")])
+    m = ep.runtime.load(data)
+    assert [k for k, _ in m.operators] == ["MAX_POOL_2D"], m.operators
+    xv = np.random.default_rng(5).standard_normal((1, 9, 10, 20)).astype(np.float32) - 1.0
+    xv[0, :, :, 3] = -np.inf  # windows of only -inf: the lowest-float padding decides
+    xv[0, :, 0, 4] = np.nan
+    xv[0, -1, -1, 5] = np.inf
+    got, want = m(xv)[0], litert_run(data, [xv])[0]
+    assert np.array_equal(got, want, equal_nan=True)
+
+
 def test_fused_tanh_is_refused():
     from tflite_builder import Builder
 

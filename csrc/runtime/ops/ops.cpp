@@ -532,10 +532,12 @@ class Pool : public Op {
     n_ = x.shape[0], a_.h = x.shape[1], a_.w = x.shape[2], a_.c = x.shape[3];
     a_.fh = c.d.filter_h, a_.fw = c.d.filter_w, a_.stride_h = c.d.stride_h,
     a_.stride_w = c.d.stride_w;
-    oh_ = conv_dim(c, a_.h, a_.fh, a_.stride_h, 1, c.d.padding, &a_.pad_t);
-    a_.ow = conv_dim(c, a_.w, a_.fw, a_.stride_w, 1, c.d.padding, &a_.pad_l);
+    oh_ = conv_dim(c, a_.h, a_.fh, a_.stride_h, 1, c.d.padding, &a_.pad_t, 0);
+    a_.ow = conv_dim(c, a_.w, a_.fw, a_.stride_w, 1, c.d.padding, &a_.pad_l, 1);
     c.shape_is(y, {n_, oh_, a_.ow, a_.c});
     a_.max = max;
+    a_.pad_max = max && c.d.explicit_pad;  // the planner folds PADs only into max pools
+    a_.pad_value = c.d.pad_value;
     bounds(c.d.act, &a_.lo, &a_.hi);
     macs = double(n_) * oh_ * a_.ow * a_.c * a_.fh * a_.fw;
     kind = max ? "MAX_POOL_2D" : "AVERAGE_POOL_2D";

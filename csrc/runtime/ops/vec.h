@@ -64,6 +64,9 @@ struct PoolRowArgs {
   int64_t oy = 0, ow = 0;
   bool max = false;
   float lo = 0, hi = 0;
+  // max: a folded PAD's constant, which every window reaching past the input includes
+  bool pad_max = false;
+  float pad_value = 0;
 };
 
 struct VecOps {
