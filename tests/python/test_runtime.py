@@ -221,6 +221,40 @@ def test_pads_fold_into_max_pools_with_the_same_bits(value, pads):
     assert np.array_equal(got, want, equal_nan=True)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,dilation,padding,act,hw,batch",
+    [
+        (3, 32, 3, 2, 1, "same", "relu6", (37, 30), 1),  # MobileNet's stem
+        (3, 64, 7, 2, 1, "same", "relu", (45, 41), 1),  # ResNet's
+        (3, 24, 3, 1, 2, "valid", None, (20, 26), 2),  # dilated, a partial block of 16
+        (1, 8, 5, 1, 1, "same", None, (11, 9), 1),  # grayscale, fewer outputs than a block
+        (4, 40, 3, 3, 1, "valid", "relu", (16, 17), 1),  # RGBA, 32 + 8 outputs
+        (2, 16, 1, 2, 1, "valid", None, (9, 9), 1),  # a strided 1x1
+        (3, 48, 9, 1, 1, "same", None, (5, 6), 1),  # a kernel wider than the image: every pixel an edge
+    ],
+)
+def test_convolutions_of_few_input_channels(isa, cin, cout, k, stride, dilation, padding, act, hw, batch):
+    """CONV_2D on up to 4 input channels runs a direct loop (no im2col): LiteRT's values on every
+    path for stems, dilation, partial channel blocks, edges and batches, and the same bits on 1, 2
+    and 3 threads."""
+    from tflite_builder import Builder
+
+    rng = np.random.default_rng(cin * 100 + cout)
+    b = Builder()
+    x = b.input([batch, hw[0], hw[1], cin])
+    w = rng.standard_normal((cout, k, k, cin)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    data = b.finish([b.conv2d(x, w, bias, stride=stride, padding=padding, act=act, dilation=dilation)])
+    xv = rng.standard_normal((batch, hw[0], hw[1], cin)).astype(np.float32)
+    got = ep.runtime.load(data, isa=isa)(xv)[0]
+    want = litert_run(data, [xv])[0]
+    assert got.shape == want.shape
+    assert _rel(got, want) < 1e-5, _rel(got, want)
+    for threads in (2, 3):
+        assert np.array_equal(ep.runtime.load(data, isa=isa, threads=threads)(xv)[0], got)
+
+
 def test_fused_tanh_is_refused():
     from tflite_builder import Builder
 

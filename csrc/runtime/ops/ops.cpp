@@ -153,6 +153,20 @@ class Conv2D : public Op {
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && groups_ == 1 && pt_ == 0 &&
               pl_ == 0 && oh_ == h_ && ow_ == w_;
     const_in_ = x.is_const();
+    // Up to 4 input channels (RGB stems, grayscale or RGBA inputs) a direct loop beats the
+    // im2col + GEMM, whose column buffer is kh * kw * cin floats per output pixel and whose GEMM
+    // has a short K (docs/runtime.md, "Speed")
+    small_ = groups_ == 1 && cin_ <= 4 && !direct_ && !lin_[0]->sparse();
+    if (small_) {
+      co16_ = (cout_ + 15) / 16 * 16;
+      wt16_.assign(size_t(kk * co16_), 0.0f);
+      bias16_.assign(size_t(co16_), 0.0f);
+      const float* wsrc = w.as<float>();
+      for (int64_t co = 0; co < cout_; ++co)
+        for (int64_t k = 0; k < kk; ++k) wt16_[size_t(k * co16_ + co)] = wsrc[co * kk + k];
+      if (bias) std::copy(bias, bias + cout_, bias16_.begin());
+      bounds(c.d.act, &lo_, &hi_);
+    }
     // im2col in blocks of pixels that stay in L2 with the packed weight, where the weight is
     // small enough to be read again per block (a full-image column buffer of a 56x56 layer is
     // megabytes, written and read back through memory)
@@ -173,7 +187,7 @@ class Conv2D : public Op {
   bool chw_seed() const override { return chw_capable() && lin_[0]->sparse(); }
   bool chw_out_capable() const override { return !direct_ && groups_ == 1 && !const_in_; }
   int64_t scratch_bytes() const override {
-    if (direct_) return 0;
+    if (direct_ || (small_ && !chw_out_)) return 0;
     const int64_t pix = oh_ * ow_;
     if (chw_out_) return kh_ * kw_ * cg_ * pix * 4;  // the transposed im2col
     return (chunk_ * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0)) * 4;
@@ -197,6 +211,18 @@ class Conv2D : public Op {
       }
     } else if (direct_) {
       lin_[0]->forward(x, n_ * pix, y, r.threads);
+    } else if (small_) {
+      for (int64_t b = 0; b < n_; ++b)
+        parallel_for(threads_for(r.threads, macs / double(n_)), oh_, [&](int64_t oy) {
+          ConvRowArgs a;
+          a.x = x + b * h_ * w_ * cin_, a.h = h_, a.w = w_, a.c = cin_;
+          a.wt = wt16_.data(), a.bias = bias16_.data();
+          a.kh = kh_, a.kw = kw_, a.stride_h = sh_, a.stride_w = sw_, a.dil_h = dh_, a.dil_w = dw_;
+          a.pad_t = pt_, a.pad_l = pl_, a.cout = cout_, a.co16 = co16_;
+          a.y = y + (b * oh_ + oy) * ow_ * cout_, a.oy = oy, a.ow = ow_;
+          a.lo = lo_, a.hi = hi_;
+          vec_.conv_row(a);
+        });
     } else {
       float* col = static_cast<float*>(r.scratch);
       float* tmp = col + chunk_ * kk;
@@ -298,6 +324,11 @@ class Conv2D : public Op {
   static constexpr int64_t kColBytes = 256 * 1024;
   int64_t chunk_ = 1;  // output pixels per im2col block
   bool direct_ = false, const_in_ = false;
+  // the direct loop for few input channels (vec.h, ConvRowArgs) and its packed weight
+  bool small_ = false;
+  int64_t co16_ = 0;
+  std::vector<float> wt16_, bias16_;
+  float lo_ = 0, hi_ = 0;
   ActKind post_ = ActKind::none;
   std::vector<std::unique_ptr<Linear>> lin_;
 };

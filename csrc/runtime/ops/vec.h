@@ -69,6 +69,21 @@ struct PoolRowArgs {
   float pad_value = 0;
 };
 
+// A direct convolution for few input channels (the RGB stems: 3x3/2 or 7x7/2 on 3 channels),
+// one output row: each input value broadcast against a row of the packed weight, so no im2col
+// is written (for a 7x7 stem that column buffer is 147 floats per output pixel).
+struct ConvRowArgs {
+  const float* x = nullptr;  // input image [H, W, C] of one batch
+  int64_t h = 0, w = 0, c = 0;
+  const float* wt = nullptr;    // [KH, KW, C, CO16]: output channels padded with zeros to 16s
+  const float* bias = nullptr;  // [CO16]
+  int64_t kh = 1, kw = 1, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1, pad_t = 0, pad_l = 0;
+  int64_t cout = 0, co16 = 0;
+  float* y = nullptr;  // output row oy: [OW, cout]
+  int64_t oy = 0, ow = 0;
+  float lo = 0, hi = 0;
+};
+
 struct VecOps {
   // depthwise conv (depth multiplier 1), one output row
   void (*dw_row)(const DwRowArgs&);
@@ -92,6 +107,7 @@ struct VecOps {
                  int64_t k, int64_t n);
   // the sum of a row, in a fixed order
   float (*sum)(const float* x, int64_t n);
+  void (*conv_row)(const ConvRowArgs&);
 };
 
 const VecOps& vec_ops(Isa isa);

@@ -674,11 +674,92 @@ void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float*
   kernel_table(EP_VEC_ISA).transpose_f32.fn({src, rows, cols, dst, ld > 0 ? ld : rows});
 }
 
+// P output pixels from ox times NB blocks of 16 channels from cb, the sums in registers across
+// every tap (ky, kx, ci in order, the im2col GEMM's order). CHECK: some taps of these pixels
+// fall outside the image in x (the edge pixels, one at a time); rows outside are skipped for all.
+template <int P, int NB, bool CHECK, int C>
+void conv_tile(const ConvRowArgs& a, int64_t ox, int64_t cb) {
+  const int64_t c = C > 0 ? C : a.c, co16 = a.co16;
+  V16 acc[P][NB];
+  for (int b = 0; b < NB; ++b) {
+    const V16 bv = load16(a.bias + cb + 16 * b);
+    for (int p = 0; p < P; ++p) acc[p][b] = bv;
+  }
+  for (int64_t ky = 0; ky < a.kh; ++ky) {
+    const int64_t iy = a.oy * a.stride_h - a.pad_t + ky * a.dil_h;
+    if (iy < 0 || iy >= a.h) continue;
+    const float* __restrict__ row = a.x + iy * a.w * c;
+    for (int64_t kx = 0; kx < a.kw; ++kx) {
+      const float* __restrict__ wk = a.wt + (ky * a.kw + kx) * c * co16 + cb;
+      int64_t ix[P];
+      bool in[P];
+      for (int p = 0; p < P; ++p) {
+        ix[p] = (ox + p) * a.stride_w - a.pad_l + kx * a.dil_w;
+        in[p] = !CHECK || (ix[p] >= 0 && ix[p] < a.w);
+      }
+      for (int64_t ci = 0; ci < c; ++ci) {
+        V16 wv[NB];
+        for (int b = 0; b < NB; ++b) wv[b] = load16(wk + ci * co16 + 16 * b);
+        for (int p = 0; p < P; ++p) {
+          if (!in[p]) continue;
+          const float xs = row[ix[p] * c + ci];
+          for (int b = 0; b < NB; ++b) acc[p][b] += wv[b] * xs;
+        }
+      }
+    }
+  }
+  const V16 lo = V16{} + a.lo, hi = V16{} + a.hi;
+  for (int p = 0; p < P; ++p)
+    for (int b = 0; b < NB; ++b) {
+      V16 r = acc[p][b] < lo ? lo : acc[p][b];
+      r = r > hi ? hi : r;
+      float* y = a.y + (ox + p) * a.cout + cb + 16 * b;
+      const int64_t left = a.cout - (cb + 16 * b);
+      if (left >= 16) {
+        store16(y, r);
+      } else {
+        float tmp[16];
+        store16(tmp, r);
+        for (int64_t i = 0; i < left; ++i) y[i] = tmp[i];
+      }
+    }
+}
+
+template <int NB, int C>
+void conv_blocks(const ConvRowArgs& a, int64_t cb, int64_t x0, int64_t x1) {
+  // 8 pixels x 2 blocks is 16 accumulators, half the zmm registers; the other paths hold a V16
+  // in 2 or 4 registers, so fewer pixels
+#if defined(__AVX512F__)
+  constexpr int P = 8;
+#else
+  constexpr int P = 2;
+#endif
+  for (int64_t ox = 0; ox < x0; ++ox) conv_tile<1, NB, true, C>(a, ox, cb);
+  int64_t ox = x0;
+  for (; ox + P <= x1; ox += P) conv_tile<P, NB, false, C>(a, ox, cb);
+  for (; ox < x1; ++ox) conv_tile<1, NB, false, C>(a, ox, cb);
+  for (ox = std::max(x0, x1); ox < a.ow; ++ox) conv_tile<1, NB, true, C>(a, ox, cb);
+}
+
+void conv_row(const ConvRowArgs& a) {
+  // output columns [x0, x1) whose taps all lie inside the image
+  const int64_t span = (a.kw - 1) * a.dil_w, last = a.w - 1 - span + a.pad_l;
+  const int64_t x1 = std::min(a.ow, last >= 0 ? last / a.stride_w + 1 : 0);
+  const int64_t x0 = std::min(x1, (a.pad_l + a.stride_w - 1) / a.stride_w);
+  // the channel count known at compile time for RGB, so the innermost loop is unrolled
+  for (int64_t cb = 0; cb < a.co16; cb += 32) {
+    if (a.co16 - cb >= 32)
+      a.c == 3 ? conv_blocks<2, 3>(a, cb, x0, x1) : conv_blocks<2, 0>(a, cb, x0, x1);
+    else
+      a.c == 3 ? conv_blocks<1, 3>(a, cb, x0, x1) : conv_blocks<1, 0>(a, cb, x0, x1);
+  }
+}
+
 }  // namespace
 
 extern const VecOps table;
-const VecOps table = {dw_row,     dw_plane,  pool_row,    binary, activation,
-                      accumulate, transpose, softmax_row, matmul, row_sum};
+const VecOps table = {dw_row,    dw_plane,    pool_row, binary,  activation, accumulate,
+                      transpose, softmax_row, matmul,   row_sum, conv_row};
 
 }  // namespace EP_VEC_NS
 }  // namespace rt
