@@ -60,7 +60,8 @@ class CompiledModel {
 class Context {
  public:
   Context(std::shared_ptr<const CompiledModel> model, int threads);
-  // inputs[i] / outputs[i]: the model's i-th input / output, densely packed float32
+  // inputs[i] / outputs[i]: the model's i-th input / output, densely packed; read and written
+  // in place during the run (overlapping buffers are allowed: those outputs are copied)
   void run(const float* const* inputs, float* const* outputs);
   void set_threads(int threads);
   void set_profiling(bool on);  // on: also resets the counters
@@ -75,7 +76,10 @@ class Context {
     void operator()(void* p) const;
   };
   std::unique_ptr<uint8_t, Free> arena_;
-  std::vector<float*> ptr_;
+  // Per tensor: where it lives between runs (its arena slot, or the model's constant data), and
+  // where it lives in the current run (the caller's buffers for inputs and most outputs).
+  std::vector<float*> base_, ptr_, home_;
+  std::vector<bool> direct_;  // per output, this run: written straight into the caller's buffer
   int threads_ = 1;
   bool profile_ = false;
   std::vector<double> op_ns_;

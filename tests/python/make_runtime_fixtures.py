@@ -26,6 +26,7 @@ from runtime_models import (  # noqa: E402
     litert_reference_run,
     litert_run,
     mobilenet_block,
+    read_after_output,
     upsample_block,
 )
 
@@ -43,6 +44,7 @@ MODELS = {
     "encoder": encoder_block,
     "encoder_sparse": lambda: encoder_block(sparse=1),
     "upsample": upsample_block,
+    "read_after_output": read_after_output,
 }
 SHAPES = {
     "dense": (1, 8, 8, 3),
@@ -57,6 +59,7 @@ SHAPES = {
     "encoder": (12, 32),
     "encoder_sparse": (12, 32),
     "upsample": (1, 6, 5, 8),
+    "read_after_output": (1, 6, 40),
 }
 
 

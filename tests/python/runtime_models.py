@@ -103,6 +103,15 @@ def upsample_block(seed=0) -> bytes:
     return b.finish([b.conv2d(y, _w(rng, 4, 1, 1, 6), _w(rng, 4))])
 
 
+def read_after_output() -> bytes:
+    """Two outputs, TANH(x) and TANH(x) + x: the input is read again after the first output is
+    written, so a runtime that wrote that output over the input's buffer would read it back wrong."""
+    b = Builder()
+    x = b.input([1, 6, 40])
+    y = b.unary(28, x)
+    return b.finish([y, b.binary("add", y, x)])
+
+
 def litert_run(data: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 

@@ -255,6 +255,26 @@ def test_convolutions_of_few_input_channels(isa, cin, cout, k, stride, dilation,
         assert np.array_equal(ep.runtime.load(data, isa=isa, threads=threads)(xv)[0], got)
 
 
+def test_outputs_that_repeat_or_pass_an_input_through():
+    """Outputs go straight into the caller's arrays where they can: an output listed twice, an
+    input that is also an output and consecutive calls on other data all give LiteRT's values."""
+    from tflite_builder import Builder
+
+    b = Builder()
+    x = b.input([2, 3, 40])
+    y = b.unary(28, x)  # TANH
+    data = b.finish([y, x, y, b.binary("add", y, x)])
+    m = ep.runtime.load(data)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        xv = rng.standard_normal((2, 3, 40)).astype(np.float32)
+        got = m(xv)
+        want = litert_run(data, [xv])
+        assert np.array_equal(got[1], xv) and np.array_equal(got[0], got[2])
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+
+
 def test_fused_tanh_is_refused():
     from tflite_builder import Builder
 

@@ -135,9 +135,11 @@ ep_status ep_context_create(const ep_model* model, int32_t threads, ep_context**
 /* inputs[i]: the i-th input, densely packed in its shape and type (float32; int8 quantized as
  * ep_model_input_info says, for files with integer I/O; int32/int64 token ids and bool masks of
  * transformer encoders); outputs[i]: room for the i-th output. The counts must
- * equal the model's. An input value the model cannot take (a token id outside the embedding
- * table) gives EP_INVALID_ARGUMENT naming the operator and the value; nothing is read out of
- * range. */
+ * equal the model's. The run reads the inputs in place and writes most outputs straight into
+ * their buffers (no copies); buffers may overlap (an output over its own input), which costs a
+ * copy. An input value the model cannot take (a token id outside the embedding table) gives
+ * EP_INVALID_ARGUMENT naming the operator and the value; nothing is read out of range, and the
+ * output buffers then hold unspecified values. */
 ep_status ep_context_run(ep_context* context, const void* const* inputs, int32_t input_count,
                          void* const* outputs, int32_t output_count);
 /* Per-operator timing: on (1) resets the counters and times each operator of later runs. */
