@@ -607,25 +607,105 @@ def _gelu_at(lw: Lowering, producers: dict, erf) -> tuple[str, list, str] | None
     return x, nodes, cur
 
 
+def _single(lw: Lowering, name: str) -> bool:
+    return len(lw.consumers.get(name, [])) == 1 and name not in lw.graph_outputs
+
+
+def _mul_by_const(lw: Lowering, producers: dict, name: str, value: float):
+    """(the Mul node, its other input) where ``name`` is a single-use Mul by a scalar constant
+    close to ``value``, else None."""
+    n = producers.get(name)
+    if n is None or n.op_type != "Mul" or not _single(lw, name):
+        return None
+    other = [i for i in n.input if i not in lw.consts]
+    if len(other) != 1:
+        return None
+    c = _const_of(lw, n, other[0])
+    return (n, other[0]) if c is not None and np.isclose(c, value, rtol=1e-4) else None
+
+
+def _cube_nodes(lw: Lowering, producers: dict, name: str, x: str) -> list | None:
+    """The nodes computing ``name`` = x**3: Pow(x, 3), or x * (x * x) in either order."""
+    n = producers.get(name)
+    if n is None or not _single(lw, name):
+        return None
+    if n.op_type == "Pow" and n.input[0] == x and _const_of(lw, n, x) == 3.0:
+        return [n]
+    if n.op_type == "Mul" and x in n.input:
+        sq = n.input[1] if n.input[0] == x else n.input[0]
+        p = producers.get(sq)
+        if p is not None and p.op_type == "Mul" and list(p.input) == [x, x] and _single(lw, sq):
+            return [p, n]
+    return None
+
+
+def _gelu_tanh_at(lw: Lowering, producers: dict, tanh) -> tuple[str, list, str] | None:
+    """(x, the matched nodes, output) of x * 0.5 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    around ``tanh``, in the orders torch's decomposition of F.gelu(approximate="tanh") and GPT-2's
+    hand-written form (x**3 as Pow) give."""
+    inner = _mul_by_const(lw, producers, tanh.input[0], float(np.sqrt(2 / np.pi)))
+    if inner is None:
+        return None
+    s = producers.get(inner[1])
+    if s is None or s.op_type != "Add" or not _single(lw, inner[1]):
+        return None
+    for x, v in ((s.input[0], s.input[1]), (s.input[1], s.input[0])):
+        scaled = _mul_by_const(lw, producers, v, 0.044715)
+        cube = scaled and _cube_nodes(lw, producers, scaled[1], x)
+        if cube:
+            break
+    else:
+        return None
+    add = _only_user(lw, tanh.output[0], "Add")
+    if add is None or _const_of(lw, add, tanh.output[0]) != 1.0:
+        return None
+    nodes = [*cube, scaled[0], s, inner[0], tanh, add]
+    # 0.5 * x * (1 + t) in any association: (x * (1 + t)) * 0.5, (0.5 * (1 + t)) * x, or
+    # (x * 0.5) * (1 + t)
+    m1 = _only_user(lw, add.output[0], "Mul")
+    if m1 is None:
+        return None
+    other = m1.input[1] if m1.input[0] == add.output[0] else m1.input[0]
+    half = _mul_by_const(lw, producers, other, 0.5)
+    if half is not None and half[1] == x:
+        return x, [half[0], *nodes, m1], m1.output[0]
+    m2 = _only_user(lw, m1.output[0], "Mul")
+    if m2 is None:
+        return None
+    last = m2.input[1] if m2.input[0] == m1.output[0] else m2.input[0]
+    if (other == x and _const_of(lw, m2, m1.output[0]) == 0.5) or (
+        _const_of(lw, m1, add.output[0]) == 0.5 and last == x
+    ):
+        return x, [*nodes, m1, m2], m2.output[0]
+    return None
+
+
 def match_patterns(lw: Lowering) -> dict:
-    """{node name: emitter} for multi-node patterns with one TFLite op (exact GELU)."""
+    """{node name: emitter} for multi-node patterns with one TFLite op: GELU, exact (the erf form)
+    and approximate (the tanh form). The op is written where the pattern's first node stood."""
     producers = {o: n for n in lw.graph.node for o in n.output}
+    order = {n.name: i for i, n in enumerate(lw.graph.node)}
     found = {}
-    for erf in (n for n in lw.graph.node if n.op_type == "Erf"):
-        m = _gelu_at(lw, producers, erf)
+    candidates = [(n, _gelu_at, False) for n in lw.graph.node if n.op_type == "Erf"]
+    candidates += [(n, _gelu_tanh_at, True) for n in lw.graph.node if n.op_type == "Tanh"]
+    for anchor, match, approximate in candidates:
+        m = match(lw, producers, anchor)
         if m is None:
             continue
         x, nodes, out = m
-        for n in nodes[1:]:
-            lw.skip.add(n.name)
+        first = min(nodes, key=lambda n: order[n.name])
+        for n in nodes:
+            if n is not first:
+                lw.skip.add(n.name)
 
-        def emit(x=x, out=out, name=nodes[0].name):
+        def emit(x=x, out=out, name=first.name, approximate=approximate):
             xv = lw.get(x, want_float=True)
             o = lw.new(out, xv.nhwc)
-            lw.m.op(OP.GELU, [xv.index], [o.index], ("GeluOptions", {"Approximate": False}), 1, name)
+            opts = ("GeluOptions", {"Approximate": approximate})
+            lw.m.op(OP.GELU, [xv.index], [o.index], opts, 1, name)
             lw.bind(out, o)
 
-        found[nodes[0].name] = emit
+        found[first.name] = emit
     return found
 
 

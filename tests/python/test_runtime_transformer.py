@@ -328,8 +328,44 @@ def test_decoders_and_vit_export_to_tflite_and_run_on_the_runtime(name, tmp_path
     xin = x.numpy().transpose(0, 2, 3, 1).copy() if x.dim() == 4 else x.numpy()
     want = _litert_builtin(path.read_bytes(), [xin])[0]
     assert _rel(want, ref) < 1e-4
-    got = ep.runtime.load(path)(xin)[0]
+    m = ep.runtime.load(path)
+    got = m(xin)[0]
     assert _rel(got, ref) < 1e-4 and _rel(got, want) < 1e-4
+    if name == "gpt2":  # each block's hand-written tanh GELU is one GELU operator in the file
+        kinds = [k for k, _ in m.operators]
+        assert kinds.count("GELU") == 2 and "TANH" not in kinds, kinds
+
+
+def test_tanh_gelu_patterns_export_as_one_gelu(tmp_path):
+    """F.gelu(approximate="tanh") and the hand-written form (x**3 or x*x*x, any association of
+    the 0.5 and x) export as one approximate GELU; a different constant, or an intermediate that
+    is read elsewhere, keeps the operators as they are. Every file gives torch's values."""
+    c = math.sqrt(2.0 / math.pi)
+    forms = {
+        "torch": (lambda x: torch.nn.functional.gelu(x, approximate="tanh"), True),
+        "gpt2": (lambda x: 0.5 * x * (1.0 + torch.tanh(c * (x + 0.044715 * torch.pow(x, 3.0)))), True),
+        "x*x*x, 0.5 last": (lambda x: (x * (1 + torch.tanh(c * (x + 0.044715 * (x * x * x))))) * 0.5, True),
+        "0.5 first": (lambda x: (0.5 * (1 + torch.tanh((x + x * x * x * 0.044715) * c))) * x, True),
+        "another constant": (lambda x: 0.5 * x * (1.0 + torch.tanh(c * (x + 0.04 * torch.pow(x, 3.0)))), False),
+        "tanh read twice": (
+            lambda x: torch.cat([0.5 * x * (1 + (t := torch.tanh(c * (x + 0.044715 * x**3)))), t], -1),
+            False,
+        ),
+    }
+    x = torch.randn(1, 7, 24) * 3
+    for i, (name, (f, fused)) in enumerate(forms.items()):
+
+        class M(torch.nn.Module):
+            def forward(self, x, f=f):
+                return f(x)
+
+        path = export(M().eval(), tmp_path / str(i), formats=["tflite"], example_inputs=(x,))["tflite"]
+        m = ep.runtime.load(path)
+        kinds = [k for k, _ in m.operators]
+        assert (kinds == ["GELU"]) == fused and ("TANH" in kinds) == (not fused), (name, kinds)
+        ref = M()(x).numpy()
+        assert _rel(m(x.numpy())[0], ref) < 1e-6, name
+        assert _rel(_litert_builtin(path.read_bytes(), [x.numpy()])[0], ref) < 1e-6, name
 
 
 def test_pow_exports_as_the_ops_it_is(tmp_path):
