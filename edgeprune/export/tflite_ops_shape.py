@@ -229,6 +229,11 @@ def pad(lw: Lowering, node) -> None:
     lw.bind(node.output[0], out)
 
 
+def _stored_nhwc(lw: Lowering, name: str) -> bool:
+    v = lw.vals.get(name)
+    return len(lw.shape(name)) == 4 and v is not None and v.nhwc
+
+
 def slice_(lw: Lowering, node) -> None:
     x = node.input[0]
     shape = lw.shape(x)
@@ -246,8 +251,12 @@ def slice_(lw: Lowering, node) -> None:
         s = min(max(s + dim if s < 0 else s, 0), dim)
         e = min(max(e + dim if e < 0 else e, 0), dim)
         begin[a], end[a], stride[a] = s, e, int(st)
-    xv, int8 = _int8_in(lw, x, nhwc=False)  # a slice moves elements: int8 stays int8, same scale
-    out = _passthrough_out(lw, node.output[0], xv, False, int8)
+    # a value stored NHWC is sliced where it is (ShuffleNet's channel halves), not moved to NCHW
+    nhwc = _stored_nhwc(lw, x)
+    if nhwc:
+        begin, end, stride = ([v[i] for i in NHWC] for v in (begin, end, stride))
+    xv, int8 = _int8_in(lw, x, nhwc=nhwc)  # a slice moves elements: int8 stays int8, same scale
+    out = _passthrough_out(lw, node.output[0], xv, nhwc, int8)
     ins = [xv.index] + [
         lw.m.const(n, np.array(v, np.int32)) for n, v in (("begin", begin), ("end", end), ("strides", stride))
     ]
@@ -264,9 +273,11 @@ def split(lw: Lowering, node) -> None:
     axis = _attr(node, "axis", 0) % rank
     outs = [o for o in node.output]
     sizes = [lw.shape(o)[axis] for o in outs]
-    xv = lw.get(x, nhwc=False, want_float=True)
-    vals = [_passthrough_out(lw, o, xv, False, False) for o in outs]
-    ins = [xv.index, lw.m.const("sizes", np.array(sizes, np.int32)), lw.m.const("axis", np.array(axis, np.int32))]
+    nhwc = _stored_nhwc(lw, x)  # split where the value is stored, as Slice
+    xv = lw.get(x, nhwc=nhwc, want_float=True)
+    vals = [_passthrough_out(lw, o, xv, nhwc, False) for o in outs]
+    stored = NHWC.index(axis) if nhwc else axis
+    ins = [xv.index, lw.m.const("sizes", np.array(sizes, np.int32)), lw.m.const("axis", np.array(stored, np.int32))]
     lw.m.op(OP.SPLIT_V, ins, [v.index for v in vals], ("SplitVOptions", {"NumSplits": len(outs)}), 1, node.name)
     for o, v in zip(outs, vals):
         lw.bind(o, v)
@@ -680,9 +691,59 @@ def _gelu_tanh_at(lw: Lowering, producers: dict, tanh) -> tuple[str, list, str] 
     return None
 
 
+def _shuffle_at(lw: Lowering, producers: dict, tr) -> tuple[str, list, str] | None:
+    """(x, the matched nodes, output) of a channel shuffle around its Transpose: Reshape
+    [N, C, H, W] -> [N, g, C/g, H, W], Transpose (0, 2, 1, 3, 4), Reshape back to [N, C, H, W]
+    (ShuffleNet)."""
+    if list(_attr(tr, "perm", [])) != [0, 2, 1, 3, 4]:
+        return None
+    r1 = producers.get(tr.input[0])
+    if r1 is None or r1.op_type != "Reshape" or not _single(lw, tr.input[0]):
+        return None
+    r2 = _only_user(lw, tr.output[0], "Reshape")
+    if r2 is None:
+        return None
+    x = r1.input[0]
+    xs, s1 = list(lw.shape(x)), list(lw.shape(r1.output[0]))
+    if len(xs) != 4 or len(s1) != 5 or list(lw.shape(r2.output[0])) != xs:
+        return None
+    n, c, h, w = xs
+    if s1[0] != n or s1[1] * s1[2] != c or s1[3:] != [h, w]:
+        return None
+    return x, [r1, tr, r2], r2.output[0]
+
+
+def _emit_shuffle(lw: Lowering, x: str, nodes: list, out_name: str) -> None:
+    """A channel shuffle of an NHWC value as one small TRANSPOSE of its channels: [N, H, W, g, C/g]
+    -> [N, H, W, C/g, g] between two free RESHAPEs, where the ONNX form would move the whole
+    tensor to NCHW and back (three full transposes). Values not stored NHWC take the ONNX ops."""
+    v = lw.vals.get(x)
+    if v is None or not v.nhwc:
+        for node in nodes:
+            SHAPE_HANDLERS[node.op_type](lw, node)
+        return
+    xv, int8 = _int8_in(lw, x)
+    n, c, h, w = lw.shape(x)
+    g = int(lw.shape(nodes[0].output[0])[1])
+    q = lw.quant_of(xv) if int8 else None
+    dtype = lw.m.tensors[xv.index].dtype
+    name = nodes[1].name
+    grouped = tmp(lw, f"{name}_groups", [n, h, w, g, c // g], quant=q, dtype=dtype)
+    lw.reshape_op(xv.index, grouped, [n, h, w, g, c // g])
+    shuffled = tmp(lw, f"{name}_shuffled", [n, h, w, c // g, g], quant=q, dtype=dtype)
+    perm = lw.m.const("perm", np.array([0, 1, 2, 4, 3], dtype=np.int32))
+    lw.m.op(OP.TRANSPOSE, [grouped, perm], [shuffled], None, 4, name)
+    out = _passthrough_out(lw, out_name, xv, True, int8)
+    lw.reshape_op(shuffled, out.index, [n, h, w, c])
+    lw.bind(out_name, out)
+    if int8:
+        _requant_to_next(lw, out_name, out)
+
+
 def match_patterns(lw: Lowering) -> dict:
-    """{node name: emitter} for multi-node patterns with one TFLite op: GELU, exact (the erf form)
-    and approximate (the tanh form). The op is written where the pattern's first node stood."""
+    """{node name: emitter} for multi-node patterns written as fewer TFLite ops: GELU, exact (the
+    erf form) and approximate (the tanh form), and channel shuffles. The ops are written where the
+    pattern's first node stood."""
     producers = {o: n for n in lw.graph.node for o in n.output}
     order = {n.name: i for i, n in enumerate(lw.graph.node)}
     found = {}
@@ -706,6 +767,14 @@ def match_patterns(lw: Lowering) -> dict:
             lw.bind(out, o)
 
         found[first.name] = emit
+    for tr in (n for n in lw.graph.node if n.op_type == "Transpose"):
+        m = _shuffle_at(lw, producers, tr)
+        if m is None:
+            continue
+        x, nodes, out = m
+        for n in nodes[1:]:
+            lw.skip.add(n.name)
+        found[nodes[0].name] = lambda x=x, nodes=nodes, out=out: _emit_shuffle(lw, x, nodes, out)
     return found
 
 

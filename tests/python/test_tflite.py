@@ -57,6 +57,28 @@ def test_zoo_fp32_matches_torch_xnnpack_and_builtin(name, tmp_path):
         assert rel_err(y, ref) < 1e-4, (name, builtin, rel_err(y, ref))
 
 
+@pytest.mark.parametrize("fmt", ["tflite", "tflite-int8"])
+def test_channel_shuffles_stay_channels_last(fmt, tmp_path):
+    """ShuffleNetV2's channel shuffle (view, transpose(1, 2), view) lowers to one small TRANSPOSE of
+    the channels, [N, H, W, g, C/g] -> [N, H, W, C/g, g], between two RESHAPEs, instead of moving
+    the whole tensor to NCHW and back; the file gives torch's values (int8: the fake-quant twin's)."""
+    import edgeprune as ep
+    from edgeprune.export.inspect_tflite import inspect_tflite
+
+    model, x = build("shufflenet_v2")
+    n_shuffles = sum(1 for m in model.modules() if type(m).__name__ == "ShuffleUnit")
+    src = ep.quantize(model, x, progress=False) if fmt == "tflite-int8" else model
+    path = export(src, tmp_path, formats=[fmt], example_inputs=(x[:1],))[fmt]
+    assert inspect_tflite(path)["ops"].get("TRANSPOSE") == n_shuffles
+    m = ep.runtime.load(path)
+    shuffles = [lbl for k, lbl in m.operators if k == "TRANSPOSE"]
+    assert len(shuffles) == n_shuffles and all(lbl.count("x") == 4 for lbl in shuffles), shuffles
+    ref = torch_ref(src, x[:1])
+    y = run(path, [x[:1].numpy()], builtin=True)[0]
+    assert rel_err(y, ref) < (1e-4 if fmt == "tflite" else 0.05), rel_err(y, ref)
+    assert rel_err(m(x[:1].permute(0, 2, 3, 1).numpy())[0], ref) < (1e-4 if fmt == "tflite" else 0.05)
+
+
 def test_fp16_weights_and_file_contents(tmp_path):
     model, x = build("mobilenet_v2")
     x = x[:1]

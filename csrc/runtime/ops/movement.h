@@ -102,6 +102,26 @@ void transpose_copy(const T* x, T* y, const std::vector<int64_t>& shape,
   if (inner == 0) return;
   std::vector<int64_t> idx(size_t(r), 0);
   int64_t o = 0;
+  if (r >= 2 && is != 1 && stride[size_t(r - 2)] == 1 && shape[size_t(r - 2)] >= 2 * inner) {
+    // The last two output dimensions are a transposed block of input rows (a channel shuffle's
+    // [.., 58, 2] from [.., 2, 58]): the tight loop walks an input row and writes every
+    // inner-th output, instead of a loop of `inner` (2) strided reads per output row.
+    const int64_t a = shape[size_t(r - 2)], block = a * inner;
+    for (int64_t e = 0; e < elems; e += block) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const T* __restrict__ xs = x + o + i * is;
+        T* __restrict__ yd = y + e + i;
+        for (int64_t j = 0; j < a; ++j) yd[j * inner] = xs[j];
+      }
+      for (int i = r - 3; i >= 0; --i) {
+        o += stride[size_t(i)];
+        if (++idx[size_t(i)] < shape[size_t(i)]) break;
+        o -= stride[size_t(i)] * shape[size_t(i)];
+        idx[size_t(i)] = 0;
+      }
+    }
+    return;
+  }
   for (int64_t e = 0; e < elems; e += inner) {
     if (is == 1)
       std::copy(x + o, x + o + inner, y + e);
