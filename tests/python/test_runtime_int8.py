@@ -201,6 +201,82 @@ def test_hand_made_per_channel_fc_equals_litert_reference():
     assert np.array_equal(got, want) and np.any(want > 0) and np.any(want == 0)  # fused ReLU clamps
 
 
+# int8 ADD and MUL of two same-shape tensors (the AVX-512 loops: SiLU's MUL, residual ADDs):
+# (kind, input scales and zero points, output scale and zero point, fused activation). A MUL
+# multiplier above 1 (a left shift), saturation, ReLU / ReLU6, and sizes with a tail of a vector
+# and several thread chunks.
+ELTWISE8_CASES = [
+    ("mul", (0.05, 3), (0.04, -7), (0.001, 2), None),
+    ("mul", (0.1, 0), (0.02, 5), (0.05, -10), "relu"),
+    ("add", (0.03, -2), (0.2, 9), (0.1, 4), "relu6"),
+    ("add", (0.5, 0), (0.001, 1), (0.02, 0), None),
+]
+
+
+@pytest.mark.parametrize("case", ELTWISE8_CASES)
+def test_int8_add_and_mul_of_same_shapes_equal_litert_reference(case):
+    from tflite_builder import Builder
+
+    kind, qa, qb, qy, act = case
+    shape = [1, 37, 29, 23]  # 24679 values: one full 16384-value chunk, then a partial one
+    b = Builder()
+    xs = []
+    for s, z in (qa, qb):
+        q = b.op(114, [b.input(shape)], shape, out_dtype=np.int8)  # QUANTIZE
+        b.tensors[q]["quant"] = ([s], [z], 0)
+        xs.append(q)
+    y = b.binary(kind, xs[0], xs[1], act=act, dtype=np.int8)
+    b.tensors[y]["quant"] = ([qy[0]], [qy[1]], 0)
+    data = b.finish([b.op(6, [y], shape)])  # DEQUANTIZE
+    labels = [lbl for _, lbl in ep.runtime.load(data).operators]
+    assert any(lbl.startswith(kind.upper() + " int8") for lbl in labels), labels
+    rng = np.random.default_rng(7)
+    inputs = [(rng.standard_normal(shape) * 4).astype(np.float32) for _ in range(2)]
+    want = litert_reference_run(data, inputs)[0]
+    assert len(np.unique(want)) > 20
+    for isa in ISAS:
+        for threads in (1, 2, 3):
+            got = ep.runtime.load(data, isa=isa, threads=threads)(*inputs)[0]
+            assert np.array_equal(got, want), (isa, threads, float(np.abs(got - want).max()))
+
+
+# int8 pools: (kind, size, stride, padding, fused activation, input shape). Edge windows (SAME),
+# the mean's rounding of negative and positive sums, ReLU / ReLU6 clamps, channel counts off a
+# vector, and a window of more than 65536 taps (the mean's integer fallback).
+POOL8_CASES = [
+    ("avg", 3, 1, "same", None, (1, 13, 11, 37)),
+    ("avg", 3, 2, "valid", "relu6", (2, 9, 10, 16)),
+    ("avg", 7, 7, "valid", None, (1, 7, 7, 200)),
+    ("max", 3, 2, "same", None, (1, 15, 12, 24)),
+    ("max", 2, 2, "valid", "relu", (1, 8, 9, 70)),
+    ("avg", 257, 1, "valid", None, (1, 257, 257, 2)),
+]
+
+
+@pytest.mark.parametrize("case", POOL8_CASES, ids=lambda c: "-".join(map(str, c[:5])))
+def test_int8_pools_equal_litert_reference(case):
+    from tflite_builder import Builder, _out_dim
+
+    kind, k, stride, padding, act, shape = case
+    b = Builder()
+    q = b.op(114, [b.input(list(shape))], list(shape), out_dtype=np.int8)  # QUANTIZE
+    b.tensors[q]["quant"] = ([0.037], [-4], 0)
+    n, h, w, c = shape
+    out = [n, _out_dim(h, k, stride, 1, padding), _out_dim(w, k, stride, 1, padding), c]
+    opts = ("pool", dict(padding=padding, stride=stride, size=k, act=act))
+    y = b.op(1 if kind == "avg" else 17, [q], out, opts, out_dtype=np.int8)
+    b.tensors[y]["quant"] = ([0.037], [-4], 0)
+    data = b.finish([b.op(6, [y], out)])  # DEQUANTIZE
+    labels = [lbl for _, lbl in ep.runtime.load(data).operators]
+    assert any("POOL_2D int8" in lbl for lbl in labels), labels
+    x = (np.random.default_rng(k).standard_normal(shape) * 3).astype(np.float32)
+    want = litert_reference_run(data, [x])[0]
+    for isa in ISAS:
+        for threads in (1, 3):
+            got = ep.runtime.load(data, isa=isa, threads=threads)(x)[0]
+            assert np.array_equal(got, want), (isa, threads, float(np.abs(got - want).max()))
+
+
 BMM_CASES = [
     dict(sa=(2, 1, 5, 8), sb=(1, 3, 8, 6)),  # broadcast batch dimensions
     dict(sa=(2, 1, 8, 5), sb=(1, 3, 8, 6), adj_x=True),

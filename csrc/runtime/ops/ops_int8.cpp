@@ -906,8 +906,7 @@ class QBinary : public Op {
  public:
   QBinary(const QCtx& c, const OpOptions& o, bool mul)
       : mul_(mul), bc_(c, c.act(c.in(0)), c.act(c.in(1)), c.act(c.out())) {
-    vec_ = !mul && o.isa == Isa::avx512 && c.in(0).shape == c.out().shape &&
-           c.in(1).shape == c.out().shape;
+    vec_ = o.isa == Isa::avx512 && c.in(0).shape == c.out().shape && c.in(1).shape == c.out().shape;
     const Tensor &a = c.in(0), &b = c.in(1), &y = c.out();
     za_ = zp(a), zb_ = zp(b), zy_ = zp(y);
     act_range(c.d.act, y, &lo_, &hi_);
@@ -929,26 +928,27 @@ class QBinary : public Op {
     const int8_t* a = reinterpret_cast<const int8_t*>(r.ptr[ia_]);
     const int8_t* b = reinterpret_cast<const int8_t*>(r.ptr[ib_]);
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
-    if (mul_) {
+    if (vec_) {
+#if defined(EP_HAVE_AVX512)
+      // ADD: three requantizations per element (64-bit products), measured at about the time of
+      // 100 int8 GEMM multiply-adds (threads_for's unit), so MobileNetV2's 56x56x24 ADD (28 us)
+      // splits; MUL: one, weighed a third of that
+      const int64_t chunk = int64_t(1) << 14, tasks = (elems_ + chunk - 1) / chunk;
+      parallel_for(threads_for(r.threads, double(elems_) * (mul_ ? 35.0 : 100.0)), tasks,
+                   [&](int64_t t) {
+                     const int64_t e0 = t * chunk;
+                     QAddArgs q;
+                     q.a = a + e0, q.b = b + e0, q.y = y + e0, q.n = std::min(chunk, elems_ - e0);
+                     q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_, q.hi = hi_;
+                     q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
+                     mul_ ? avx512::qmul(q) : avx512::qadd(q);
+                   });
+#endif
+    } else if (mul_) {
       bc_.each([&](int64_t e, int64_t i, int64_t j) {
         const int32_t v = zy_ + mbqm((a[i] - za_) * (b[j] - zb_), om_, os_);
         y[e] = int8_t(std::min(hi_, std::max(lo_, v)));
       });
-    } else if (vec_) {
-#if defined(EP_HAVE_AVX512)
-      // three requantizations per element (64-bit products): measured at about the time of 100
-      // int8 GEMM multiply-adds (threads_for's unit), so MobileNetV2's 56x56x24 ADD (28 us)
-      // splits
-      const int64_t chunk = int64_t(1) << 14, tasks = (elems_ + chunk - 1) / chunk;
-      parallel_for(threads_for(r.threads, double(elems_) * 100.0), tasks, [&](int64_t t) {
-        const int64_t e0 = t * chunk;
-        QAddArgs q;
-        q.a = a + e0, q.b = b + e0, q.y = y + e0, q.n = std::min(chunk, elems_ - e0);
-        q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_, q.hi = hi_;
-        q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
-        avx512::qadd(q);
-      });
-#endif
     } else {
       bc_.each([&](int64_t e, int64_t i, int64_t j) {
         const int32_t x1 = mbqm((a[i] - za_) * (1 << 20), m1_, s1_);
@@ -1166,32 +1166,75 @@ class QPool : public Op {
             std::to_string(sh_) + " " + dims(y.shape);
     macs = double(y.elems) * fh_ * fw_;
   }
+  // Output rows on threads; per pixel the channel loops vectorise: a max of int8 lanes, or int32
+  // sums whose mean TFLite rounds half away from zero in integers. That rounding is one float
+  // division: with count <= 65536 taps, n = sum +- count / 2 is exact in float and n / count is
+  // within 2^-17 of the true quotient (|n / count| <= 128.5), nearer than any non-integer
+  // quotient comes to an integer (1 / count), so truncating it gives the integer division's result.
   void run(const RunCtx& r) const override {
     const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
-    std::vector<int64_t> acc(static_cast<size_t>(ch_));
-    for (int64_t b = 0; b < n_; ++b)
-      for (int64_t oy = 0; oy < oh_; ++oy)
-        for (int64_t ox = 0; ox < ow_; ++ox) {
-          const int64_t y0 = oy * sh_ - pt_, x0 = ox * sw_ - pl_;
-          const int64_t ky0 = std::max<int64_t>(0, -y0), ky1 = std::min(fh_, h_ - y0);
-          const int64_t kx0 = std::max<int64_t>(0, -x0), kx1 = std::min(fw_, w_ - x0);
-          std::fill(acc.begin(), acc.end(), max_ ? -128 : 0);
-          int64_t count = 0;
+    parallel_for(threads_for(r.threads, 4.0 * macs), n_ * oh_, [&](int64_t row) {
+      // the fields as locals of this call: a byte store may alias `this` or the lambda's
+      // captures, and the compiler would reload the channel count after every one (no loop
+      // below vectorised)
+      const int64_t C = ch_, H = h_, W = w_, OH = oh_, OW = ow_, FH = fh_, FW = fw_;
+      const int64_t SH = sh_, SW = sw_, PT = pt_, PL = pl_;
+      const int32_t lo = lo_, hi = hi_;
+      const int8_t* const xin = x;
+      int8_t* const yout = y;
+      const int64_t b = row / OH, oy = row % OH;
+      std::vector<int32_t> acc(static_cast<size_t>(C));
+      std::vector<uint8_t> top(static_cast<size_t>(C));
+      for (int64_t ox = 0; ox < OW; ++ox) {
+        const int64_t y0 = oy * SH - PT, x0 = ox * SW - PL;
+        const int64_t ky0 = std::max<int64_t>(0, -y0), ky1 = std::min(FH, H - y0);
+        const int64_t kx0 = std::max<int64_t>(0, -x0), kx1 = std::min(FW, W - x0);
+        const int64_t count = std::max<int64_t>(0, ky1 - ky0) * std::max<int64_t>(0, kx1 - kx0);
+        int8_t* __restrict__ yp = yout + ((b * OH + oy) * OW + ox) * C;
+        const auto tap = [&](int64_t ky, int64_t kx) {
+          return xin + ((b * H + y0 + ky) * W + x0 + kx) * C;
+        };
+        if (max_) {
+          // as uint8 (x ^ 0x80 keeps the order): this file is built for the baseline ISA, whose
+          // SSE2 has an unsigned byte max but no signed one
+          uint8_t* __restrict__ m = top.data();
+          std::fill(m, m + C, uint8_t(0));
           for (int64_t ky = ky0; ky < ky1; ++ky)
-            for (int64_t kx = kx0; kx < kx1; ++kx, ++count) {
-              const int8_t* xp = x + ((b * h_ + y0 + ky) * w_ + x0 + kx) * ch_;
-              for (int64_t ch = 0; ch < ch_; ++ch)
-                acc[size_t(ch)] =
-                    max_ ? std::max<int64_t>(acc[size_t(ch)], xp[ch]) : acc[size_t(ch)] + xp[ch];
+            for (int64_t kx = kx0; kx < kx1; ++kx) {
+              const uint8_t* __restrict__ xp = reinterpret_cast<const uint8_t*>(tap(ky, kx));
+              for (int64_t ch = 0; ch < C; ++ch) m[ch] = std::max(m[ch], uint8_t(xp[ch] ^ 0x80));
             }
-          int8_t* yp = y + ((b * oh_ + oy) * ow_ + ox) * ch_;
-          for (int64_t ch = 0; ch < ch_; ++ch) {
-            int64_t v = acc[size_t(ch)];
-            if (!max_ && count > 0) v = v > 0 ? (v + count / 2) / count : (v - count / 2) / count;
-            yp[ch] = int8_t(std::min<int64_t>(hi_, std::max<int64_t>(lo_, v)));
+          for (int64_t ch = 0; ch < C; ++ch)
+            yp[ch] = int8_t(std::min<int32_t>(hi, std::max<int32_t>(lo, int32_t(m[ch]) - 128)));
+          continue;
+        }
+        int32_t* __restrict__ a = acc.data();
+        std::fill(a, a + C, 0);
+        for (int64_t ky = ky0; ky < ky1; ++ky)
+          for (int64_t kx = kx0; kx < kx1; ++kx) {
+            const int8_t* __restrict__ xp = tap(ky, kx);
+            for (int64_t ch = 0; ch < C; ++ch) a[ch] += xp[ch];
+          }
+        if (count == 0) {
+          for (int64_t ch = 0; ch < C; ++ch) yp[ch] = int8_t(std::min(hi, std::max(lo, 0)));
+        } else if (count <= 65536) {
+          const float d = float(count);
+          const int32_t half = int32_t(count / 2);
+          for (int64_t ch = 0; ch < C; ++ch) {
+            const int32_t n = a[ch] > 0 ? a[ch] + half : a[ch] - half;
+            const int32_t v = int32_t(float(n) / d);
+            yp[ch] = int8_t(std::min(hi, std::max(lo, v)));
+          }
+        } else {
+          for (int64_t ch = 0; ch < C; ++ch) {
+            const int64_t v = a[ch] > 0 ? (int64_t(a[ch]) + count / 2) / count
+                                        : (int64_t(a[ch]) - count / 2) / count;
+            yp[ch] = int8_t(std::min<int64_t>(hi, std::max<int64_t>(lo, v)));
           }
         }
+      }
+    });
   }
   int in_ = 0, out_ = 0;
 

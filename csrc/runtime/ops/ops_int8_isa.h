@@ -93,6 +93,8 @@ namespace avx512 {
 void qspmm_vnni(const QSpmmVnniArgs& a);
 void qdw_rows(const QDwRowArgs& a);
 void qadd(const QAddArgs& a);
+// y = clamp(zy + mbqm((a - za) * (b - zb), om, os)): TFLite's int8 MUL (reads om / os only)
+void qmul(const QAddArgs& a);
 // y[i] = lut[uint8(x[i])] with AVX-512 VBMI byte permutes (check the CPU has VBMI first)
 void lut_s8_vbmi(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y);
 void qgemm_vnni(const QGemmVnniArgs& a);

@@ -537,6 +537,23 @@ void qadd(const QAddArgs& a) {
   }
 }
 
+void qmul(const QAddArgs& a) {
+  const __m512i za = _mm512_set1_epi32(a.za), zb = _mm512_set1_epi32(a.zb),
+                zy = _mm512_set1_epi32(a.zy), lo = _mm512_set1_epi32(a.lo),
+                hi = _mm512_set1_epi32(a.hi);
+  const Rq16 ro = rq16(_mm512_set1_epi32(a.om), _mm512_set1_epi32(a.os));
+  for (int64_t i = 0; i < a.n; i += 16) {
+    const int64_t left = a.n - i;
+    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    const __m512i x1 = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.a + i)), za);
+    const __m512i x2 = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.b + i)), zb);
+    // |x1 x2| <= 255 * 255: the 32-bit product is exact
+    __m512i v = mbqm(_mm512_mullo_epi32(x1, x2), ro);
+    v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zy), lo), hi);
+    store_s8(a.y + i, m, v);
+  }
+}
+
 __attribute__((target("avx512vbmi"))) void lut_s8_vbmi(const int8_t* x, int64_t n,
                                                        const int8_t* lut, int8_t* y) {
   // the table by uint8 index: entries 0..127 (x >= 0) and 128..255 (x < 0)
