@@ -907,6 +907,26 @@ class QBinary : public Op {
   QBinary(const QCtx& c, const OpOptions& o, bool mul)
       : mul_(mul), bc_(c, c.act(c.in(0)), c.act(c.in(1)), c.act(c.out())) {
     vec_ = o.isa == Isa::avx512 && c.in(0).shape == c.out().shape && c.in(1).shape == c.out().shape;
+    // One operand the output's shape and the other its trailing dimensions (a squeeze-excite
+    // scale [1, 1, 1, C], a bias [C], a scalar): the small one repeats every `period_` values,
+    // so the AVX-512 loops run row by row against it.
+    if (o.isa == Isa::avx512 && !vec_) {
+      const auto repeats = [&](const Tensor& small) {
+        const auto& ys = c.out().shape;
+        if (small.shape.size() > ys.size()) return false;
+        const size_t off = ys.size() - small.shape.size();
+        size_t i = 0;
+        while (i < small.shape.size() && small.shape[i] == 1) ++i;
+        for (size_t k = i; k < small.shape.size(); ++k)
+          if (small.shape[k] != ys[off + k]) return false;
+        return small.elems > 0;
+      };
+      if (c.in(0).shape == c.out().shape && repeats(c.in(1))) {
+        period_ = c.in(1).elems, small_a_ = false;
+      } else if (c.in(1).shape == c.out().shape && repeats(c.in(0))) {
+        period_ = c.in(0).elems, small_a_ = true;
+      }
+    }
     const Tensor &a = c.in(0), &b = c.in(1), &y = c.out();
     za_ = zp(a), zb_ = zp(b), zy_ = zp(y);
     act_range(c.d.act, y, &lo_, &hi_);
@@ -944,6 +964,30 @@ class QBinary : public Op {
                      mul_ ? avx512::qmul(q) : avx512::qadd(q);
                    });
 #endif
+    } else if (period_ > 0) {
+#if defined(EP_HAVE_AVX512)
+      // rows of at least 256 values: a short period (a scalar, a few channels) is tiled first
+      const int64_t reps = period_ >= 256 ? 1 : (256 + period_ - 1) / period_;
+      const int64_t row = period_ * reps, rows = (elems_ + row - 1) / row;
+      std::vector<int8_t> tiled;
+      const int8_t* small = small_a_ ? a : b;
+      if (reps > 1) {
+        tiled.resize(size_t(row));
+        for (int64_t k = 0; k < reps; ++k)
+          std::copy(small, small + period_, tiled.data() + k * period_);
+        small = tiled.data();
+      }
+      parallel_for(threads_for(r.threads, double(elems_) * (mul_ ? 35.0 : 100.0)), rows,
+                   [&](int64_t t) {
+                     const int64_t e0 = t * row;
+                     QAddArgs q;
+                     q.a = small_a_ ? small : a + e0, q.b = small_a_ ? b + e0 : small;
+                     q.y = y + e0, q.n = std::min(row, elems_ - e0);
+                     q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_, q.hi = hi_;
+                     q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
+                     mul_ ? avx512::qmul(q) : avx512::qadd(q);
+                   });
+#endif
     } else if (mul_) {
       bc_.each([&](int64_t e, int64_t i, int64_t j) {
         const int32_t v = zy_ + mbqm((a[i] - za_) * (b[j] - zb_), om_, os_);
@@ -961,8 +1005,8 @@ class QBinary : public Op {
   int ia_ = 0, ib_ = 0, out_ = 0;
 
  private:
-  bool mul_, vec_ = false;
-  int64_t elems_ = 0;
+  bool mul_, vec_ = false, small_a_ = false;
+  int64_t elems_ = 0, period_ = 0;
   ElementPairs bc_;
   int32_t za_, zb_, zy_, lo_, hi_, m1_ = 0, m2_ = 0, om_ = 0;
   int s1_ = 0, s2_ = 0, os_ = 0;
