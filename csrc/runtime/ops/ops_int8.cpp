@@ -988,18 +988,24 @@ class QBinary : public Op {
                      mul_ ? avx512::qmul(q) : avx512::qadd(q);
                    });
 #endif
-    } else if (mul_) {
-      bc_.each([&](int64_t e, int64_t i, int64_t j) {
-        const int32_t v = zy_ + mbqm((a[i] - za_) * (b[j] - zb_), om_, os_);
-        y[e] = int8_t(std::min(hi_, std::max(lo_, v)));
-      });
     } else {
-      bc_.each([&](int64_t e, int64_t i, int64_t j) {
-        const int32_t x1 = mbqm((a[i] - za_) * (1 << 20), m1_, s1_);
-        const int32_t x2 = mbqm((b[j] - zb_) * (1 << 20), m2_, s2_);
-        const int32_t v = mbqm(x1 + x2, om_, os_) + zy_;
-        y[e] = int8_t(std::min(hi_, std::max(lo_, v)));
-      });
+      // the portable loops: the constants as locals, so the int8 stores (which may alias the
+      // operator's fields) do not reload them for every value
+      const int32_t za = za_, zb = zb_, zy = zy_, lo = lo_, hi = hi_, om = om_, m1 = m1_, m2 = m2_;
+      const int os = os_, s1 = s1_, s2 = s2_;
+      if (mul_) {
+        bc_.each([&](int64_t e, int64_t i, int64_t j) {
+          const int32_t v = zy + mbqm((a[i] - za) * (b[j] - zb), om, os);
+          y[e] = int8_t(std::min(hi, std::max(lo, v)));
+        });
+      } else {
+        bc_.each([&](int64_t e, int64_t i, int64_t j) {
+          const int32_t x1 = mbqm((a[i] - za) * (1 << 20), m1, s1);
+          const int32_t x2 = mbqm((b[j] - zb) * (1 << 20), m2, s2);
+          const int32_t v = mbqm(x1 + x2, om, os) + zy;
+          y[e] = int8_t(std::min(hi, std::max(lo, v)));
+        });
+      }
     }
   }
   int ia_ = 0, ib_ = 0, out_ = 0;
