@@ -146,11 +146,12 @@ void fuse_nan_fills(Model& m) {
   m.ops = std::move(kept);
 }
 
-// MUL(x, LOGISTIC(x)) with float32 x, no broadcast and no fused activation: SiLU (swish) as the
-// converters write it (EfficientNet, YOLO, MobileViT). When the LOGISTIC's output has no other
-// reader, the MUL becomes one pass computing x * logistic(x) (OpDesc::silu, input {x}) and the
-// LOGISTIC is dropped: the gate is never written or read back. The product is the one the MUL
-// computed, so the outputs keep their bits.
+// MUL(x, LOGISTIC(x)) with no broadcast and no fused activation: SiLU (swish) as the converters
+// write it (EfficientNet, YOLO, MobileViT). When the LOGISTIC's output has no other reader, the
+// MUL becomes one pass (OpDesc::silu, input {x}) and the LOGISTIC is dropped: the gate is never
+// written or read back. float32: x * logistic(x), the product the MUL computed, so the same
+// bits. int8 (every tensor per-tensor quantized): the output is a function of the input byte
+// alone, so the pass is one 256-entry table made from TFLite's own LOGISTIC and MUL arithmetic.
 void fuse_silus(Model& m) {
   std::vector<int> readers(m.tensors.size(), 0), producer(m.tensors.size(), -1);
   for (size_t k = 0; k < m.ops.size(); ++k) {
@@ -169,13 +170,16 @@ void fuse_silus(Model& m) {
       if (lg.code != OpCode::logistic || lg.inputs.size() != 1 || lg.inputs[0] != x) continue;
       const Tensor &tx = m.tensors[size_t(x)], &tg = m.tensors[size_t(g)],
                    &ty = m.tensors[size_t(d.outputs[0])];
-      if (tx.type != DType::f32 || tg.type != DType::f32 || ty.type != DType::f32 ||
-          tx.quantized() || tg.quantized() || ty.quantized() || tg.shape != tx.shape ||
-          ty.shape != tx.shape)
-        continue;
+      const auto f32 = [](const Tensor& t) { return t.type == DType::f32 && !t.quantized(); };
+      const auto i8 = [](const Tensor& t) {
+        return t.type == DType::i8 && t.scale.size() == 1 && t.zero_point.size() == 1;
+      };
+      const bool types = (f32(tx) && f32(tg) && f32(ty)) || (i8(tx) && i8(tg) && i8(ty));
+      if (!types || tg.shape != tx.shape || ty.shape != tx.shape) continue;
       drop[size_t(producer[size_t(g)])] = true;
       d.code = OpCode::logistic;
       d.silu = true;
+      d.silu_gate = g;
       d.inputs = {x};
       break;
     }

@@ -169,8 +169,10 @@ struct OpDesc {
   // inputs {x, constant}
   bool nan_fill = false;
   // set by the planner: a MUL(x, LOGISTIC(x)) fused into one pass (SiLU); the op becomes a
-  // LOGISTIC with this flag and input {x}, at the MUL's place
+  // LOGISTIC with this flag and input {x}, at the MUL's place. silu_gate: the dropped LOGISTIC's
+  // output tensor, never written, kept for its quantization (int8 files)
   bool silu = false;
+  int silu_gate = -1;
   int batch_dims = 0;
   // SPLIT_V: the file's operator has split_parts outputs; this part writes output split_part
   int split_parts = 1, split_part = 0;

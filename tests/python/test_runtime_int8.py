@@ -290,6 +290,31 @@ def test_int8_pools_equal_litert_reference(case):
             assert np.array_equal(got, want), (isa, threads, float(np.abs(got - want).max()))
 
 
+@pytest.mark.parametrize("gate_read_twice", [False, True])
+def test_int8_silu_pairs_run_as_one_table_with_the_reference_bits(gate_read_twice):
+    """MUL(x, LOGISTIC(x)) in int8 becomes one 256-entry table made from TFLite's LOGISTIC and
+    MUL arithmetic (a gate read elsewhere keeps the pair): LiteRT's reference bits either way."""
+    from tflite_builder import Builder
+
+    shape = [1, 9, 11, 40]
+    b = Builder()
+    x = b.op(114, [b.input(shape)], shape, out_dtype=np.int8)  # QUANTIZE
+    b.tensors[x]["quant"] = ([0.06], [-9], 0)
+    g = b.op(14, [x], shape, out_dtype=np.int8)  # LOGISTIC
+    b.tensors[g]["quant"] = ([1.0 / 256], [-128], 0)
+    y = b.binary("mul", x, g, dtype=np.int8)
+    b.tensors[y]["quant"] = ([0.035], [-60], 0)
+    outs = [b.op(6, [y], shape)] + ([b.op(6, [g], shape)] if gate_read_twice else [])  # DEQUANTIZE
+    data = b.finish(outs)
+    labels = [lbl for _, lbl in ep.runtime.load(data).operators]
+    assert any("(SiLU) int8" in lbl for lbl in labels) != gate_read_twice, labels
+    xv = (np.random.default_rng(2).standard_normal(shape) * 4).astype(np.float32)
+    want = litert_reference_run(data, [xv])
+    for isa in ISAS:
+        got = ep.runtime.load(data, isa=isa)(xv)
+        assert all(np.array_equal(a, w) for a, w in zip(got, want)), isa
+
+
 BMM_CASES = [
     dict(sa=(2, 1, 5, 8), sb=(1, 3, 8, 6)),  # broadcast batch dimensions
     dict(sa=(2, 1, 8, 5), sb=(1, 3, 8, 6), adj_x=True),

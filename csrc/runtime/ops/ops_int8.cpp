@@ -1412,6 +1412,10 @@ class QTable : public Op {
         hard_swish_table(c, x, y);
         break;
       case OpCode::logistic:
+        if (c.d.silu) {
+          silu_table(c, x, c.act(c.m.tensors[size_t(c.d.silu_gate)]), y);
+          break;
+        }
         logistic_table(c, x, y);
         break;
       case OpCode::relu:
@@ -1425,7 +1429,7 @@ class QTable : public Op {
         break;
     }
     kind = op_name(int32_t(c.d.code));
-    label = kind + " int8 " + dims(x.shape);
+    label = kind + (c.d.silu ? " x MUL (SiLU) int8 " : " int8 ") + dims(x.shape);
     macs = double(elems_);
   }
   void run(const RunCtx& r) const override {
@@ -1464,6 +1468,23 @@ class QTable : public Op {
   // TFLite's LUTPopulate with the float sigmoid. The sum is clamped in float before the
   // conversion: a hostile output scale makes it larger than any int32 (undefined to convert);
   // inside the int8 range the result is TFLite's.
+  // MUL(x, LOGISTIC(x)) for every input byte: the LOGISTIC table into the gate's quantization,
+  // then TFLite's int8 MUL of x and that gate (one multiplier float(s_x * s_g) / s_y) and the
+  // output's clamp: the pair's bits, one lookup
+  void silu_table(const QCtx& c, const Tensor& x, const Tensor& g, const Tensor& y) {
+    logistic_table(c, x, g);
+    int32_t om;
+    int os;
+    multiplier(c, double(x.scale[0] * g.scale[0] / y.scale[0]), &om, &os);
+    const int32_t zx = zp(x), zg = zp(g), zy = zp(y);
+    int8_t out[256];
+    for (int v = -128; v < 128; ++v) {
+      const int32_t t = lut_[uint8_t(int8_t(v))];
+      const int32_t q = zy + multiply_by_quantized_multiplier((v - zx) * (t - zg), om, os);
+      out[uint8_t(int8_t(v))] = int8_t(std::min(127, std::max(-128, q)));
+    }
+    std::copy(out, out + 256, lut_);
+  }
   void logistic_table(const QCtx&, const Tensor& x, const Tensor& y) {
     const float inv = 1.0f / y.scale[0];
     for (int v = -128; v < 128; ++v) {
