@@ -136,7 +136,7 @@ def test_tanh_and_logistic_against_float64(isa):
         # relative where the result is a normal float; below (e^-100 is 4e-44), within 2^-126
         normal = np.abs(want) >= 2.0**-126
         err = np.abs(got - want) / np.where(normal, np.abs(want), 1.0)
-        assert err[normal].max() < tol, (isa, float(x[normal][err[normal].argmax()]), float(err[normal].max()))
+        assert err[normal].max() < tol, (isa, float(x[:-1][normal][err[normal].argmax()]), float(err[normal].max()))
         assert err[~normal].max() <= 2.0**-126, (isa, float(err[~normal].max()))
     first = 240001  # the special values: tanh keeps zeros' signs and tiny inputs exactly
     assert np.array_equal(tanh[first : first + 4], x[first : first + 4]) and np.signbit(tanh[first + 1])

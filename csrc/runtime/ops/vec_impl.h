@@ -1,6 +1,10 @@
 // The loops of vec.h, written so the compiler vectorises the channel loop with the flags of the
-// file that includes this header (EP_VEC_NS names that file's namespace). No intrinsics: one
-// source for every path.
+// file that includes this header (EP_VEC_NS names that file's namespace). No intrinsics, one
+// source for every path, except LOGISTIC and TANH on AVX-512, whose rcp14 and scalef have no
+// portable spelling (logistic16, tanh16).
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <algorithm>
 #include <cmath>
 #include <utility>
@@ -535,7 +539,80 @@ inline float logistic_approx(float x) {
   return x < -87.3f ? 0.0f : (x >= 0.0f ? r : e * r);  // NaN: e * r is NaN
 }
 
+#if defined(__AVX512F__)
+// e^z on 16 lanes: z clamped to [-88, 88] (NaN passes: vmaxps and vminps keep their second
+// operand), the reduction and polynomial of exp_approx, 2^k applied by vscalefps (no exponent
+// arithmetic; below 2^-126 it gives the subnormal)
+inline __m512 exp16(__m512 z) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  z = _mm512_max_ps(_mm512_set1_ps(-88.0f), _mm512_min_ps(_mm512_set1_ps(88.0f), z));
+  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145752f), z);
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.42860677e-6f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, one);
+  p = _mm512_fmadd_ps(p, r, one);
+  return _mm512_scalef_ps(p, k);
+}
+
+// 1 / d as rcp14 and one Newton step (relative error about 2^-27)
+inline __m512 recip16(__m512 d) {
+  const __m512 q = _mm512_rcp14_ps(d);
+  return _mm512_mul_ps(q, _mm512_fnmadd_ps(d, q, _mm512_set1_ps(2.0f)));
+}
+
+// logistic_approx on 16 lanes, 2x faster (LOGISTIC of 196608 values 57 -> 30 us): e = e^-|x|,
+// 1 / (1 + e), times e where x < 0. Where -|x| < -88 the result is within 2^-126 of the true one.
+inline __m512 logistic16(__m512 x) {
+  const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
+  const __m512 q = recip16(_mm512_add_ps(_mm512_set1_ps(1.0f), e));
+  return _mm512_mask_mul_ps(q, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), e, q);
+}
+
+// tanh_approx on 16 lanes: the same odd polynomial below 0.625; above, 1 - 2 / (e^2|x| + 1) with
+// the sign of x (as tanh_approx: (1 - e) / (1 + e) from e^-2|x| measured 2.0e-7 relative)
+inline __m512 tanh16(__m512 x) {
+  const __m512 a = _mm512_abs_ps(x), s = _mm512_mul_ps(x, x), one = _mm512_set1_ps(1.0f);
+  __m512 p = _mm512_set1_ps(-0.005718891508877277f);
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(0.02065306343138218f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-0.053744640201330185f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(0.13331513106822968f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-0.3333328664302826f));
+  const __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(x, s), p, x);
+  const __m512 e = exp16(_mm512_add_ps(a, a));
+  const __m512 t = _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), recip16(_mm512_add_ps(one, e)), one);
+  // the sign of x put on both (AVX-512F has the bitwise operations for integers only): big takes
+  // it, and small's -0 stays -0
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN));
+  const __mmask16 lo = _mm512_cmp_ps_mask(a, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
+  const __m512 res = _mm512_mask_blend_ps(lo, t, small);
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(res), sign));
+}
+
+// y = f(x) 16 values at a time, the tail under a mask
+template <class F>
+void map16(const float* x, float* y, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, f(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    const __mmask16 m = __mmask16((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, f(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+#endif
+
 void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y, int64_t n) {
+#if defined(__AVX512F__)
+  if (kind == ActKind::logistic) return map16(x, y, n, logistic16);
+  if (kind == ActKind::tanh) return map16(x, y, n, tanh16);
+  if (kind == ActKind::silu)
+    return map16(x, y, n, [](__m512 v) { return _mm512_mul_ps(v, logistic16(v)); });
+#endif
   switch (kind) {
     case ActKind::none:
       for (int64_t i = 0; i < n; ++i) y[i] = x[i];
