@@ -156,6 +156,10 @@ bench: install
 	$(PY) benchmarks/accuracy.py --json build/bench-accuracy.json
 	$(PY) benchmarks/scale.py --json build/bench-scale.json
 	$(PY) benchmarks/methods.py --json build/bench-methods.json
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/runtime.py --json build/bench-runtime.json
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/runtime_int8.py --json build/bench-runtime-int8.json
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/runtime_zoo.py --json build/bench-runtime-zoo.json
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/runtime_encoder.py --json build/bench-encoder.json
 
 # The main job on built-in defaults: train the demo CNN on digits, then build it for a Raspberry Pi 4
 # (50 % of channels) and a Jetson Orin Nano (a MAC budget met by the adaptive search).
