@@ -332,14 +332,17 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     return rows
 
 
-def run_cli(argv, doc: str, measure, variants: list[str], tmp_prefix: str) -> int:
-    """The command line of this benchmark and of benchmarks/runtime_int8.py: ``measure(variant,
-    rounds, runs, tmp)`` per variant, one JSON line per row on stdout, all rows to ``--json``."""
+def run_cli(
+    argv, doc: str, measure, variants: list[str], tmp_prefix: str, option: str = "--variants", choices=None
+) -> int:
+    """The command line of this benchmark and of benchmarks/runtime_int8.py and runtime_zoo.py:
+    ``measure(variant, rounds, runs, tmp)`` per variant (named by ``option``, limited to
+    ``choices`` when given), one JSON line per row on stdout, all rows to ``--json``."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--variants", nargs="+", default=variants)
+    ap.add_argument(option, dest="variants", nargs="+", default=variants, choices=choices)
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix=tmp_prefix) as tmp:

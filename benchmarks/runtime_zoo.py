@@ -18,12 +18,9 @@ Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/runtime_zo
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +44,7 @@ def _load(name: str):
 
 
 models = _load("models")  # the classifiers
+fp32_bench = _load("runtime")  # benchmarks/runtime.py: its interleaved timing
 DEFAULT = [
     "efficientnet_b0",
     "mobilenet_v3_large",
@@ -113,21 +111,6 @@ def runners(files: dict[str, Path]) -> tuple[dict, dict]:
     return out, load
 
 
-def interleaved_ms(run: dict, x: np.ndarray, rounds: int, runs: int) -> dict[str, list[float]]:
-    """Per runtime, the median ms of ``runs`` timed calls (after one untimed) in each round."""
-    times = {rt: [] for rt in run}
-    for _ in range(rounds):
-        for rt, fn in run.items():
-            fn(x)
-            t = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                fn(x)
-                t.append(time.perf_counter() - t0)
-            times[rt].append(statistics.median(t) * 1e3)
-    return times
-
-
 def measure(name: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     rows = []
     x = np.random.default_rng(3).standard_normal((1, 224, 224, 3)).astype(np.float32)
@@ -141,7 +124,7 @@ def measure(name: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
                 assert err < 1e-3, f"{name} {precision}: {rt} differs from LiteRT by {err:.2e}"
             else:
                 assert int(got.argmax()) == int(ref.argmax()), f"{name} int8: {rt}'s top-1 differs from LiteRT's"
-        times = interleaved_ms(run, x, rounds, runs)
+        times = fp32_bench.interleaved_ms(run, x, rounds, runs)
         med = {rt: statistics.median(v) for rt, v in times.items()}
         for rt in run:
             rows.append(
@@ -161,22 +144,8 @@ def measure(name: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--models", nargs="+", default=DEFAULT, choices=sorted({**models.LOCAL, **models.EXTRA}))
-    args = ap.parse_args(argv)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="ep-rt-zoo-") as tmp:
-        for name in args.models:
-            for row in measure(name, args.rounds, args.runs, Path(tmp)):
-                print(json.dumps({k: v for k, v in row.items() if k != "rounds_ms"}), flush=True)
-                rows.append(row)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
+    table = sorted({**models.LOCAL, **models.EXTRA})
+    return fp32_bench.run_cli(argv, __doc__, measure, DEFAULT, "ep-rt-zoo-", option="--models", choices=table)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,28 @@ int64_t place(std::vector<Item>& items) {
 
 namespace {
 
+// Per tensor, how many operators read it (a model output counts as two readers, so it is never
+// fused or folded away) and which operator writes it (-1: none).
+struct Uses {
+  std::vector<int> readers, producer;
+  explicit Uses(const Model& m) : readers(m.tensors.size(), 0), producer(m.tensors.size(), -1) {
+    for (size_t k = 0; k < m.ops.size(); ++k) {
+      for (int t : m.ops[k].inputs)
+        if (t >= 0) ++readers[size_t(t)];
+      producer[size_t(m.ops[k].outputs[0])] = int(k);
+    }
+    for (int t : m.outputs) readers[size_t(t)] += 2;
+  }
+};
+
+// m.ops without the operators marked in `drop`, in order
+void drop_ops(Model& m, const std::vector<bool>& drop) {
+  std::vector<OpDesc> kept;
+  for (size_t k = 0; k < m.ops.size(); ++k)
+    if (!drop[k]) kept.push_back(std::move(m.ops[k]));
+  m.ops = std::move(kept);
+}
+
 // A PAD (or PADV2 with value 0) of only H and W of an NHWC tensor whose one reader is a VALID
 // CONV_2D / DEPTHWISE_CONV_2D becomes that convolution's explicit padding (the converters' form
 // of PyTorch's symmetric padding at stride 2): the padded copy is never made. The operator keeps
@@ -66,11 +88,7 @@ namespace {
 // the lowest float) folds the same way, the constant kept as OpDesc::pad_value: a window that
 // reaches the padding takes the max with it, which is what the padded copy gave.
 void fold_pads(Model& m) {
-  std::vector<int> readers(m.tensors.size(), 0);
-  for (const auto& d : m.ops)
-    for (int t : d.inputs)
-      if (t >= 0) ++readers[t];
-  for (int t : m.outputs) readers[t] += 2;  // a model output is never folded away
+  const std::vector<int> readers = Uses(m).readers;
   std::vector<bool> drop(m.ops.size(), false);
   for (size_t k = 0; k < m.ops.size(); ++k) {
     const OpDesc& p = m.ops[k];
@@ -107,23 +125,15 @@ void fold_pads(Model& m) {
       break;
     }
   }
-  std::vector<OpDesc> kept;
-  for (size_t k = 0; k < m.ops.size(); ++k)
-    if (!drop[k]) kept.push_back(std::move(m.ops[k]));
-  m.ops = std::move(kept);
+  drop_ops(m, drop);
 }
 
 // SELECT_V2(NOT_EQUAL(x, x), c, x) with a float32 scalar constant c: "NaN -> c", how exported
 // attention clears the rows a mask empties. When the NOT_EQUAL's bool output has no other reader,
 // the pair becomes one pass over x (OpDesc::nan_fill, inputs {x, c}): the mask is never written.
 void fuse_nan_fills(Model& m) {
-  std::vector<int> readers(m.tensors.size(), 0), producer(m.tensors.size(), -1);
-  for (size_t k = 0; k < m.ops.size(); ++k) {
-    for (int t : m.ops[k].inputs)
-      if (t >= 0) ++readers[t];
-    producer[size_t(m.ops[k].outputs[0])] = int(k);
-  }
-  for (int t : m.outputs) readers[t] += 2;
+  const Uses u(m);
+  const std::vector<int>&readers = u.readers, &producer = u.producer;
   std::vector<bool> drop(m.ops.size(), false);
   for (auto& d : m.ops) {
     if (d.code != OpCode::select_v2 || d.inputs.size() != 3) continue;
@@ -140,10 +150,7 @@ void fuse_nan_fills(Model& m) {
     d.nan_fill = true;
     d.inputs = {x, c};
   }
-  std::vector<OpDesc> kept;
-  for (size_t k = 0; k < m.ops.size(); ++k)
-    if (!drop[k]) kept.push_back(std::move(m.ops[k]));
-  m.ops = std::move(kept);
+  drop_ops(m, drop);
 }
 
 // MUL(x, LOGISTIC(x)) with no broadcast and no fused activation: SiLU (swish) as the converters
@@ -153,13 +160,8 @@ void fuse_nan_fills(Model& m) {
 // bits. int8 (every tensor per-tensor quantized): the output is a function of the input byte
 // alone, so the pass is one 256-entry table made from TFLite's own LOGISTIC and MUL arithmetic.
 void fuse_silus(Model& m) {
-  std::vector<int> readers(m.tensors.size(), 0), producer(m.tensors.size(), -1);
-  for (size_t k = 0; k < m.ops.size(); ++k) {
-    for (int t : m.ops[k].inputs)
-      if (t >= 0) ++readers[t];
-    producer[size_t(m.ops[k].outputs[0])] = int(k);
-  }
-  for (int t : m.outputs) readers[t] += 2;
+  const Uses u(m);
+  const std::vector<int>&readers = u.readers, &producer = u.producer;
   std::vector<bool> drop(m.ops.size(), false);
   for (auto& d : m.ops) {
     if (d.code != OpCode::mul || d.inputs.size() != 2 || d.act != FusedAct::none) continue;
@@ -184,10 +186,7 @@ void fuse_silus(Model& m) {
       break;
     }
   }
-  std::vector<OpDesc> kept;
-  for (size_t k = 0; k < m.ops.size(); ++k)
-    if (!drop[k]) kept.push_back(std::move(m.ops[k]));
-  m.ops = std::move(kept);
+  drop_ops(m, drop);
 }
 
 }  // namespace

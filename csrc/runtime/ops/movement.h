@@ -86,6 +86,34 @@ inline std::vector<int64_t> transpose_geometry(const OpContext& c, const Tensor&
   return out;
 }
 
+// Steps the multi-index `idx` over dimensions [0, last] as an odometer (the last fastest) and
+// keeps `o`, the input offset, in step: dimension i moves the offset by step[i].
+inline void advance(std::vector<int64_t>& idx, int64_t& o, const std::vector<int64_t>& count,
+                    const std::vector<int64_t>& step, int last) {
+  for (int i = last; i >= 0; --i) {
+    o += step[size_t(i)];
+    if (++idx[size_t(i)] < count[size_t(i)]) return;
+    o -= step[size_t(i)] * count[size_t(i)];
+    idx[size_t(i)] = 0;
+  }
+}
+
+// Writes `elems` outputs in rows of `inner`, row r read from x + o_r with stride `is` (a block
+// copy at stride 1), o_0 = `o` and the next row's offset stepped by advance() over the
+// dimensions [0, last] of `count` / `step`.
+template <class T>
+void copy_rows(const T* x, T* y, int64_t elems, int64_t inner, int64_t is, int64_t o,
+               const std::vector<int64_t>& count, const std::vector<int64_t>& step, int last) {
+  std::vector<int64_t> idx(count.size(), 0);
+  for (int64_t e = 0; e < elems; e += inner) {
+    if (is == 1)
+      std::copy(x + o, x + o + inner, y + e);
+    else
+      for (int64_t j = 0; j < inner; ++j) y[e + j] = x[o + j * is];
+    advance(idx, o, count, step, last);
+  }
+}
+
 // Writes the `elems` elements of the output (shape `shape`) in order, reading the input through
 // `stride` (input stride per output dimension), with a running input offset.
 // The last output dimension is one tight loop (a block copy when the permutation keeps it last,
@@ -113,27 +141,11 @@ void transpose_copy(const T* x, T* y, const std::vector<int64_t>& shape,
         T* __restrict__ yd = y + e + i;
         for (int64_t j = 0; j < a; ++j) yd[j * inner] = xs[j];
       }
-      for (int i = r - 3; i >= 0; --i) {
-        o += stride[size_t(i)];
-        if (++idx[size_t(i)] < shape[size_t(i)]) break;
-        o -= stride[size_t(i)] * shape[size_t(i)];
-        idx[size_t(i)] = 0;
-      }
+      advance(idx, o, shape, stride, r - 3);
     }
     return;
   }
-  for (int64_t e = 0; e < elems; e += inner) {
-    if (is == 1)
-      std::copy(x + o, x + o + inner, y + e);
-    else
-      for (int64_t j = 0; j < inner; ++j) y[e + j] = x[o + j * is];
-    for (int i = r - 2; i >= 0; --i) {
-      o += stride[size_t(i)];
-      if (++idx[size_t(i)] < shape[size_t(i)]) break;
-      o -= stride[size_t(i)] * shape[size_t(i)];
-      idx[size_t(i)] = 0;
-    }
-  }
+  copy_rows(x, y, elems, inner, is, 0, shape, stride, r - 2);
 }
 
 // CONCATENATION along the op's axis: every input has y's rank and y's sizes outside the axis, and
@@ -231,20 +243,9 @@ struct SliceGeometry {
       return;
     }
     const int64_t inner = count[size_t(r - 1)], is = step[size_t(r - 1)] * stride[size_t(r - 1)];
-    std::vector<int64_t> idx(size_t(r), 0);
-    for (int64_t e = 0; e < elems; e += inner) {
-      if (is == 1)
-        std::copy(x + o, x + o + inner, y + e);
-      else
-        for (int64_t j = 0; j < inner; ++j) y[e + j] = x[o + j * is];
-      for (int i = r - 2; i >= 0; --i) {
-        const int64_t d = step[size_t(i)] * stride[size_t(i)];
-        o += d;
-        if (++idx[size_t(i)] < count[size_t(i)]) break;
-        o -= d * count[size_t(i)];
-        idx[size_t(i)] = 0;
-      }
-    }
+    std::vector<int64_t> moves(static_cast<size_t>(r));  // input offset per index step
+    for (int i = 0; i < r; ++i) moves[size_t(i)] = step[size_t(i)] * stride[size_t(i)];
+    copy_rows(x, y, elems, inner, is, o, count, moves, r - 2);
   }
 };
 
