@@ -378,8 +378,26 @@ void Context::run(const float* const* inputs, float* const* outputs) {
   // image model the input copy was about 15 us a call). An output whose buffer overlaps an input
   // or another output, or that is itself an input or a constant, is written in the arena and
   // copied after the run, as every output used to be.
-  home_ = base_;
-  for (size_t i = 0; i < m.inputs.size(); ++i) home_[m.inputs[i]] = const_cast<float*>(inputs[i]);
+  // Only the patched entries change (not a copy of every tensor's pointer per run). The guard
+  // puts them back when the run ends; if an operator threw, its substitutions may still be in
+  // place, so it resets every entry.
+  struct Restore {
+    Context& c;
+    bool done = false;
+    ~Restore() {
+      if (done) {
+        for (int t : c.patched_) c.ptr_[size_t(t)] = c.home_[size_t(t)] = c.base_[size_t(t)];
+      } else {
+        c.ptr_ = c.home_ = c.base_;
+      }
+      c.patched_.clear();
+    }
+  } restore{*this};
+  const auto patch = [&](int t, const void* p) {
+    ptr_[size_t(t)] = home_[size_t(t)] = static_cast<float*>(const_cast<void*>(p));
+    patched_.push_back(t);
+  };
+  for (size_t i = 0; i < m.inputs.size(); ++i) patch(m.inputs[i], inputs[i]);
   const auto overlaps = [](const void* a, int64_t na, const void* b, int64_t nb) {
     const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
     return na > 0 && nb > 0 && pa < pb + uintptr_t(nb) && pb < pa + uintptr_t(na);
@@ -395,10 +413,9 @@ void Context::run(const float* const* inputs, float* const* outputs) {
     for (size_t j = 0; ok && j < m.outputs.size(); ++j)
       ok = j == i || (m.outputs[j] != t && !overlaps(outputs[i], tt.bytes(), outputs[j],
                                                      m.tensors[m.outputs[j]].bytes()));
-    if (ok) home_[t] = outputs[i];
+    if (ok) patch(t, outputs[i]);
     direct_[i] = ok;
   }
-  ptr_ = home_;
   const auto& ops = model_->ops();
   RunCtx rc;
   rc.ptr = ptr_.data();
@@ -427,7 +444,7 @@ void Context::run(const float* const* inputs, float* const* outputs) {
   for (size_t i = 0; i < m.outputs.size(); ++i)
     if (!direct_[i])
       std::memcpy(outputs[i], ptr_[m.outputs[i]], size_t(m.tensors[m.outputs[i]].bytes()));
-  ptr_ = base_;  // nothing keeps the caller's pointers after the run
+  restore.done = true;  // nothing keeps the caller's pointers after the run
 }
 
 }  // namespace rt

@@ -76,10 +76,12 @@ class Context {
     void operator()(void* p) const;
   };
   std::unique_ptr<uint8_t, Free> arena_;
-  // Per tensor: where it lives between runs (its arena slot, or the model's constant data), and
-  // where it lives in the current run (the caller's buffers for inputs and most outputs).
+  // Per tensor: where it lives between runs (base_: its arena slot, or the model's constant
+  // data), where it lives in the current run (home_: the caller's buffers for inputs and most
+  // outputs), and where this operator reads it (ptr_: home_, or a converted copy).
   std::vector<float*> base_, ptr_, home_;
   std::vector<bool> direct_;  // per output, this run: written straight into the caller's buffer
+  std::vector<int> patched_;  // this run: the tensors whose home_ / ptr_ are caller buffers
   int threads_ = 1;
   bool profile_ = false;
   std::vector<double> op_ns_;
