@@ -1,4 +1,4 @@
-"""Lowerings of pools, reductions, shape ops, normalizations and the GELU pattern to TFLite.
+"""Lowerings of pools, reductions, shape ops, normalizations and two patterns (GELU, channel shuffle) to TFLite.
 
 Consumes: a ``tflite_lower.Lowering`` and one ONNX node (or, for ``match_patterns``, the whole
 graph). Produces: TFLite operators and bound outputs, like ``tflite_ops``. Pools, means,
