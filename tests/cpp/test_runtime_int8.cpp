@@ -138,6 +138,46 @@ TEST(RuntimeInt8, Avx512RequantizationEqualsTheScalarArithmetic) {
   }
 }
 
+// The same with the float form of the requantization: every right shift it takes (1 to 22) and
+// sums over the whole int32 range, whose products pass 2^31 in the float form (the cap keeps them
+// saturating to 127).
+TEST(RuntimeInt8, Avx512FloatRequantizationOverTheWholeRange) {
+  if (!ep::cpu_features().avx512vnni) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  std::mt19937 rng(9);
+  const int64_t m = 16;
+  std::vector<int8_t> w(size_t(m), 1), packed(static_cast<size_t>(m * 4));
+  ep::rt::pack_qgemm_vnni(w.data(), m, 1, 4, packed.data());
+  for (int trial = 0; trial < 4000; ++trial) {
+    std::vector<int32_t> bias(static_cast<size_t>(m)), mult(bias), shift(bias);
+    for (int64_t j = 0; j < m; ++j) {
+      const int bits = int(rng() % 32);
+      bias[size_t(j)] = int32_t(int64_t(rng() % (uint64_t(1) << bits)) - (int64_t(1) << bits) / 2);
+      const double frac = j % 3 ? (rng() % 1000) / 1000.0 : 0.0;
+      ep::rt::quantize_multiplier(std::ldexp(1.0 + frac, -2 - int(rng() % 22)), &mult[size_t(j)],
+                                  &shift[size_t(j)]);
+    }
+    const int32_t zp = int32_t(rng() % 256) - 128;
+    std::vector<float> scale(static_cast<size_t>(m)), pos(scale), neg(scale);
+    ASSERT_TRUE(ep::rt::float_requant(mult.data(), shift.data(), m, m, zp, scale.data(), pos.data(),
+                                      neg.data()));
+    const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
+    const uint8_t x[4] = {uint8_t(rng() % 256), 0, 0, 0};
+    std::vector<int8_t> y(static_cast<size_t>(m));
+    ep::rt::QGemmVnniArgs a;
+    a.x = x, a.n = 1, a.kp = 4, a.m = m, a.w = packed.data();
+    a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data(), a.fr = &fr;
+    a.zp_out = zp, a.y = y.data(), a.ldy = m;
+    ep::rt::avx512::qgemm_vnni(a);
+    for (int64_t j = 0; j < m; ++j) {
+      const int32_t acc = int32_t(uint32_t(x[0]) + uint32_t(bias[size_t(j)]));
+      const int32_t v =
+          ep::rt::multiply_by_quantized_multiplier(acc, mult[size_t(j)], shift[size_t(j)]) + zp;
+      ASSERT_EQ(int32_t(y[size_t(j)]), std::min(127, std::max(-128, v)))
+          << "sum " << acc << " multiplier " << mult[size_t(j)] << " shift " << shift[size_t(j)];
+    }
+  }
+}
+
 // The AVX-512 GEMM on shapes that exercise every tile: row counts that leave tiles of 8, 4 and 1
 // rows, channel counts that leave 1, 2 and 3 blocks of 16 after the groups of 4 and a partial last
 // block, K not a multiple of 4, against the scalar sums and requantization.
@@ -221,39 +261,212 @@ TEST(RuntimeInt8, Avx512GemmFloatRequantizationKeepsTfliteBits) {
       const double frac = j % 2 ? (rng() % 1000) / 1000.0 : 0.0;
       ep::rt::quantize_multiplier(std::ldexp(1.0 + frac, -2 - int(j % 11)), &mult[j], &shift[j]);
     }
-    std::vector<float> scale(static_cast<size_t>(mp)), pos(scale), neg(scale);
-    ASSERT_TRUE(ep::rt::float_requant(mult.data(), shift.data(), m, mp, scale.data(), pos.data(),
-                                      neg.data()));
-    const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
     const int32_t zp = int32_t(rng() % 256) - 128;
-    std::vector<int8_t> y(static_cast<size_t>(n * m), 77);
-    ep::rt::QGemmVnniArgs a;
-    a.x = xu.data(), a.n = n, a.kp = kp, a.m = m, a.w = packed.data();
-    a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data(), a.fr = &fr;
-    a.zp_out = zp, a.y = y.data(), a.ldy = m;
-    ep::rt::avx512::qgemm_vnni(a);
-    int64_t inside = 0;  // results the clamp leaves alone, where the rounding shows
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t j = 0; j < m; ++j) {
-        int32_t acc = bias[size_t(j)];
-        for (int64_t t = 0; t < k; ++t)
-          acc += int32_t(xu[size_t(r * kp + t)]) * int32_t(w[size_t(j * k + t)]);
-        const int32_t v =
-            ep::rt::multiply_by_quantized_multiplier(acc, mult[size_t(j)], shift[size_t(j)]) + zp;
-        inside += v > -128 && v < 127;
-        ASSERT_EQ(int32_t(y[size_t(r * m + j)]), std::min(127, std::max(-128, v)))
-            << "m " << m << " row " << r << " channel " << j << " sum " << acc;
-      }
-    EXPECT_GT(inside, n * m / 2);
+    std::vector<float> scale(static_cast<size_t>(mp)), pos(scale), neg(scale);
+    ASSERT_TRUE(ep::rt::float_requant(mult.data(), shift.data(), m, mp, zp, scale.data(),
+                                      pos.data(), neg.data()));
+    const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
+    // no activation, and a ReLU6-like range (the clamps apply after the packs)
+    for (const auto& [lo, hi] : {std::pair{-128, 127}, std::pair{zp, std::min(127, zp + 60)}}) {
+      std::vector<int8_t> y(static_cast<size_t>(n * m), 77);
+      ep::rt::QGemmVnniArgs a;
+      a.x = xu.data(), a.n = n, a.kp = kp, a.m = m, a.w = packed.data();
+      a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data(), a.fr = &fr;
+      a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.ldy = m;
+      ep::rt::avx512::qgemm_vnni(a);
+      int64_t inside = 0;  // results the clamp leaves alone, where the rounding shows
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t j = 0; j < m; ++j) {
+          int32_t acc = bias[size_t(j)];
+          for (int64_t t = 0; t < k; ++t)
+            acc += int32_t(xu[size_t(r * kp + t)]) * int32_t(w[size_t(j * k + t)]);
+          const int32_t v =
+              ep::rt::multiply_by_quantized_multiplier(acc, mult[size_t(j)], shift[size_t(j)]) + zp;
+          inside += v > lo && v < hi;
+          ASSERT_EQ(int32_t(y[size_t(r * m + j)]), std::min(hi, std::max(lo, v)))
+              << "m " << m << " row " << r << " channel " << j << " sum " << acc << " range " << lo
+              << ".." << hi;
+        }
+      EXPECT_GT(inside, n * m / 4);
+    }
   }
   // a left shift or a right shift past 22 keeps the integer steps
   int32_t mult[16] = {1 << 30}, shift[16] = {1};
   float scale[16], pos[16], neg[16];
-  EXPECT_FALSE(ep::rt::float_requant(mult, shift, 1, 16, scale, pos, neg));
+  EXPECT_FALSE(ep::rt::float_requant(mult, shift, 1, 16, 0, scale, pos, neg));
   shift[0] = -23;
-  EXPECT_FALSE(ep::rt::float_requant(mult, shift, 1, 16, scale, pos, neg));
+  EXPECT_FALSE(ep::rt::float_requant(mult, shift, 1, 16, 0, scale, pos, neg));
   shift[0] = -22;
-  EXPECT_TRUE(ep::rt::float_requant(mult, shift, 1, 16, scale, pos, neg));
+  EXPECT_TRUE(ep::rt::float_requant(mult, shift, 1, 16, 0, scale, pos, neg));
+}
+
+// Multipliers for the kernels below: power-of-two ones, whose products land exactly on the
+// roundings' ties, among others, with right shifts of 2 to 12 (the float form) or, when `integer`,
+// a left shift (the integer steps only).
+void random_requant(std::mt19937& rng, int64_t m, bool integer, std::vector<int32_t>* mult,
+                    std::vector<int32_t>* shift) {
+  mult->assign(size_t((m + 15) / 16 * 16), 0);
+  shift->assign(mult->size(), 0);
+  for (int64_t j = 0; j < m; ++j) {
+    const double frac = j % 2 ? (rng() % 1000) / 1000.0 : 0.0;
+    const int exponent = integer ? 1 : -2 - int(rng() % 11);
+    ep::rt::quantize_multiplier(std::ldexp(1.0 + frac, exponent), &(*mult)[size_t(j)],
+                                &(*shift)[size_t(j)]);
+  }
+}
+
+// TFLite's requantization of one sum, clamped to [lo, hi]
+int32_t requantized(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
+  const int32_t v = ep::rt::multiply_by_quantized_multiplier(acc, mult, shift) + zp;
+  return std::min(hi, std::max(lo, v));
+}
+
+// The sparse kernel (1x4 blocks, rows 16 per vector, channels transposed into rows 16 at a time)
+// and its quad re-layout against the scalar sums and requantization: row counts of 1 to 64 that
+// leave partial row vectors, channel counts that leave partial blocks of 16, K not a multiple of 4
+// or of 64, the float requantization and the integer steps, with and without an activation range.
+TEST(RuntimeInt8, Avx512SparseKernelEqualsTheScalarLoop) {
+  if (!ep::cpu_features().avx512vnni) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  std::mt19937 rng(13);
+  std::vector<std::array<int64_t, 3>> shapes = {{1, 16, 8},    {17, 5, 20},  {33, 40, 3},
+                                                {64, 37, 100}, {48, 16, 64}, {29, 70, 130}};
+  // and many outputs, so values within the float form's error of a rounding boundary occur (a
+  // kernel without the fall-back to the integer steps fails here)
+  for (int i = 0; i < 24; ++i) shapes.push_back({64, 64, 16});
+  for (const auto& [n, m, k] : shapes) {
+    std::vector<int8_t> w(static_cast<size_t>(m * k), 0);
+    for (int64_t j = 0; j < m; ++j)
+      for (int64_t q = 0; q < (k + 3) / 4; ++q)
+        if (rng() % 3 == 0)  // a third of the blocks nonzero
+          for (int64_t t = 4 * q; t < std::min(k, 4 * q + 4); ++t)
+            w[size_t(j * k + t)] = int8_t(int(rng() % 255) - 127);
+    // the block stream as the operator builds it
+    std::vector<int32_t> nnz, quad, block, bias(size_t((m + 15) / 16 * 16), 0);
+    for (int64_t j = 0; j < m; ++j) {
+      int32_t count = 0;
+      for (int64_t q = 0; q < (k + 3) / 4; ++q) {
+        uint32_t packed = 0;
+        for (int64_t t = 0; t < 4 && 4 * q + t < k; ++t)
+          packed |= uint32_t(uint8_t(w[size_t(j * k + 4 * q + t)])) << (8 * t);
+        if (!packed) continue;
+        quad.push_back(int32_t(q)), block.push_back(int32_t(packed)), ++count;
+      }
+      nnz.push_back(count);
+    }
+    const int64_t ldx = k + 5;  // rows with a gap after them, as a strided view
+    std::vector<int8_t> x(static_cast<size_t>(n * ldx));
+    for (auto& v : x) v = int8_t(int(rng() % 256) - 128);
+    const int64_t ldn = (n + 15) / 16 * 16, kp = (k + 3) / 4 * 4;
+    std::vector<uint32_t> xq(static_cast<size_t>(kp / 4 * ldn), 0);
+    ep::rt::avx512::quad_rows(x.data(), ldx, n, k, ldn, xq.data());
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t t = 0; t < kp; ++t) {
+        const uint8_t want = t < k ? uint8_t(x[size_t(r * ldx + t)]) ^ 0x80u : 0x80u;
+        ASSERT_EQ((xq[size_t(t / 4 * ldn + r)] >> (8 * (t % 4))) & 0xFF, want)
+            << "quads of row " << r << " byte " << t;
+      }
+    for (int64_t j = 0; j < m; ++j) {  // the bias the kernel sees carries the + 128 of x
+      int32_t sum = 0;
+      for (int64_t t = 0; t < k; ++t) sum += w[size_t(j * k + t)];
+      bias[size_t(j)] = int32_t(rng() % 4001) - 2000 - 128 * sum;
+    }
+    for (const bool integer : {false, true}) {
+      std::vector<int32_t> mult, shift;
+      random_requant(rng, m, integer, &mult, &shift);
+      const int32_t zp = int32_t(rng() % 256) - 128;
+      std::vector<float> scale(mult.size()), pos(scale), neg(scale);
+      const bool fl = ep::rt::float_requant(mult.data(), shift.data(), m, int64_t(mult.size()), zp,
+                                            scale.data(), pos.data(), neg.data());
+      ASSERT_EQ(fl, !integer);
+      const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
+      for (const auto& [lo, hi] : {std::pair{-128, 127}, std::pair{zp, std::min(127, zp + 60)}}) {
+        const int64_t ldy = m + 3;
+        std::vector<int8_t> y(static_cast<size_t>(n * ldy), 77);
+        ep::rt::QSpmmVnniArgs a;
+        a.xq = reinterpret_cast<const uint8_t*>(xq.data()), a.n = n, a.ldn = ldn, a.m = m;
+        a.nnz = nnz.data(), a.quad = quad.data(), a.w = block.data();
+        a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data();
+        a.fr = fl ? &fr : nullptr;
+        a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.ldy = ldy;
+        ep::rt::avx512::qspmm_vnni(a);
+        for (int64_t r = 0; r < n; ++r) {
+          for (int64_t j = 0; j < m; ++j) {
+            int32_t acc = bias[size_t(j)];
+            for (int64_t t = 0; t < k; ++t)
+              acc += (int32_t(x[size_t(r * ldx + t)]) + 128) * int32_t(w[size_t(j * k + t)]);
+            ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]),
+                      requantized(acc, mult[size_t(j)], shift[size_t(j)], zp, lo, hi))
+                << n << "x" << m << "x" << k << " row " << r << " channel " << j
+                << (fl ? " float" : " integer") << " range " << lo << ".." << hi;
+          }
+          for (int64_t j = m; j < ldy; ++j)  // the row's tail past m is not written
+            ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]), 77) << n << "x" << m << "x" << k;
+        }
+      }
+    }
+  }
+}
+
+// The depthwise rows (3x3, 5x5 and a 2x4 kernel of the generic path; strides 1 and 2; padding;
+// channel counts that leave partial blocks of 16) with the float requantization and the integer
+// steps, against the scalar loop.
+TEST(RuntimeInt8, Avx512DepthwiseRowsEqualTheScalarLoop) {
+  if (!ep::cpu_features().avx512vnni) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  std::mt19937 rng(17);
+  struct Case {
+    int64_t h, w, c, kh, kw, s, pad;
+  };
+  // the last has many outputs, so values within the float form's error of a rounding boundary
+  // occur (a kernel without the fall-back to the integer steps fails there)
+  for (const Case& cs :
+       {Case{9, 11, 16, 3, 3, 1, 1}, Case{10, 13, 40, 3, 3, 2, 1}, Case{8, 9, 7, 5, 5, 1, 2},
+        Case{7, 12, 33, 2, 4, 1, 0}, Case{60, 60, 64, 3, 3, 1, 1}}) {
+    const int64_t oh = (cs.h + 2 * cs.pad - cs.kh) / cs.s + 1;
+    const int64_t ow = (cs.w + 2 * cs.pad - cs.kw) / cs.s + 1;
+    std::vector<int8_t> x(static_cast<size_t>(cs.h * cs.w * cs.c)),
+        wt(static_cast<size_t>(cs.kh * cs.kw * cs.c));
+    for (auto& v : x) v = int8_t(int(rng() % 256) - 128);
+    for (auto& v : wt) v = int8_t(int(rng() % 255) - 127);
+    std::vector<int32_t> wide(wt.size()), bias(size_t((cs.c + 15) / 16 * 16), 0);
+    for (size_t i = 0; i < wt.size(); ++i) wide[i] = int32_t(uint16_t(wt[i]));
+    for (int64_t ch = 0; ch < cs.c; ++ch) bias[size_t(ch)] = int32_t(rng() % 4001) - 2000;
+    const int32_t zin = int32_t(rng() % 256) - 128;
+    for (const bool integer : {false, true}) {
+      std::vector<int32_t> mult, shift;
+      random_requant(rng, cs.c, integer, &mult, &shift);
+      const int32_t zp = int32_t(rng() % 256) - 128, lo = std::max(-128, zp - 100),
+                    hi = std::min(127, zp + 90);
+      std::vector<float> scale(mult.size()), pos(scale), neg(scale);
+      const bool fl = ep::rt::float_requant(mult.data(), shift.data(), cs.c, int64_t(mult.size()),
+                                            zp, scale.data(), pos.data(), neg.data());
+      ASSERT_EQ(fl, !integer);
+      const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
+      std::vector<int8_t> y(static_cast<size_t>(oh * ow * cs.c), 77);
+      ep::rt::QDwRowArgs a;
+      a.x = x.data(), a.h = cs.h, a.w = cs.w, a.c = cs.c, a.kh = cs.kh, a.kw = cs.kw;
+      a.sh = cs.s, a.sw = cs.s, a.pt = cs.pad, a.pl = cs.pad, a.oy = 0, a.rows = oh, a.ow = ow;
+      a.wt = wide.data(), a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data();
+      a.fr = fl ? &fr : nullptr;
+      a.zp_in = zin, a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.vnni = true;
+      ep::rt::avx512::qdw_rows(a);
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox)
+          for (int64_t ch = 0; ch < cs.c; ++ch) {
+            int32_t acc = bias[size_t(ch)];
+            for (int64_t ky = 0; ky < cs.kh; ++ky)
+              for (int64_t kx = 0; kx < cs.kw; ++kx) {
+                const int64_t iy = oy * cs.s - cs.pad + ky, ix = ox * cs.s - cs.pad + kx;
+                if (iy < 0 || iy >= cs.h || ix < 0 || ix >= cs.w) continue;
+                acc += (int32_t(x[size_t((iy * cs.w + ix) * cs.c + ch)]) - zin) *
+                       int32_t(wt[size_t((ky * cs.kw + kx) * cs.c + ch)]);
+              }
+            ASSERT_EQ(int32_t(y[size_t((oy * ow + ox) * cs.c + ch)]),
+                      requantized(acc, mult[size_t(ch)], shift[size_t(ch)], zp, lo, hi))
+                << cs.kh << "x" << cs.kw << "/" << cs.s << " c " << cs.c << " at " << oy << ","
+                << ox << "," << ch << (fl ? " float" : " integer");
+          }
+    }
+  }
 }
 
 TEST(RuntimeInt8, Avx512QuantizeEqualsTfliteRounding) {

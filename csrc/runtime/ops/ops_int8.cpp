@@ -93,15 +93,15 @@ int32_t multiply_by_quantized_multiplier(int32_t x, int32_t significand, int shi
 }
 
 bool float_requant(const int32_t* mult, const int32_t* shift, int64_t n, int64_t padded,
-                   float* scale, float* pos, float* neg) {
+                   int32_t zp_out, float* scale, float* pos, float* neg) {
   for (int64_t j = 0; j < padded; ++j) {
-    scale[j] = 0.0f, pos[j] = 0.5f, neg[j] = 0.5f;  // padding lanes: 0, never stored
+    scale[j] = 0.0f, pos[j] = 32768.0f, neg[j] = 32768.0f;  // padding lanes: 0, never stored
     if (j >= n) continue;
     if (shift[j] > -1 || shift[j] < -22 || mult[j] < 0) return false;
     const int e = -shift[j];
-    scale[j] = float(std::ldexp(double(mult[j]), -(31 + e)));
-    pos[j] = float(0.5 + std::ldexp(1.0, -(e + 1)));
-    neg[j] = float(0.5 - std::ldexp(1.0, -(e + 1)));
+    scale[j] = float(std::ldexp(double(mult[j]), 16 - (31 + e)));
+    pos[j] = float(65536.0 * (zp_out + 0.5 + std::ldexp(1.0, -(e + 1))) + 8.0);
+    neg[j] = float(65536.0 * (zp_out + 0.5 - std::ldexp(1.0, -(e + 1))) + 8.0);
   }
   return true;
 }
@@ -331,14 +331,14 @@ class QGemm {
   // Whether the sparse VNNI kernel beats the dense one on an M x K layer with `quads` nonzero
   // blocks. Per output row, the dense kernel pays per multiply-add and per output (the
   // requantization); the sparse one per nonzero block, per output (requantized for 16 rows of one
-  // channel, then stored across rows) and per input (every row re-laid as quads). The
-  // coefficients (ns per row) are a least-squares fit to MobileNetV2's 1x1 layers at 90 % 1x4
+  // channel, then transposed into rows) and per input (every row re-laid as quads). The
+  // coefficients (ns per row) are a least-squares fit to MobileNetV2's 1x1 layers at 50-95 % 1x4
   // sparsity on an AVX-512 VNNI host (docs/runtime.md). The row count cancels, so the choice
   // depends on the weights only; both kernels give the same bits (exact int32 sums).
   static bool vnni_sparse_pays(int64_t m, int64_t k, int64_t quads) {
     const double kp = double((k + 3) / 4 * 4);
-    const double dense = 0.00312 * double(m) * kp + 0.130 * double(m);
-    const double sparse = 0.0343 * double(quads) + 0.187 * double(m) + 0.099 * double(k);
+    const double dense = 0.00182 * double(m) * kp + 0.0570 * double(m);
+    const double sparse = 0.0178 * double(quads) + 0.0797 * double(m) + 0.0140 * double(k);
     return sparse < dense;
   }
   struct Split {
@@ -394,8 +394,8 @@ class QGemm {
       vshift_[size_t(i)] = rq_.shift[size_t(i)];
     }
     fscale_.resize(size_t(mp)), fpos_.resize(size_t(mp)), fneg_.resize(size_t(mp));
-    float_rq_ = float_requant(vmult_.data(), vshift_.data(), m_, mp, fscale_.data(), fpos_.data(),
-                              fneg_.data());
+    float_rq_ = float_requant(vmult_.data(), vshift_.data(), m_, mp, rq_.zp_out, fscale_.data(),
+                              fpos_.data(), fneg_.data());
   }
   // rows [r0, r0 + rows) of output channel blocks [b0, b0 + nb) (all of them when sparse)
   void vnni_chunk(const int8_t* x, int64_t ldx, int8_t* y, int64_t r0, int64_t rows, int64_t b0,
@@ -403,28 +403,15 @@ class QGemm {
     if (sparse_) {  // quads of the chunk's rows, 16-row aligned
       const int64_t ldn = (rows + 15) / 16 * 16;
       uint8_t* xq = static_cast<uint8_t*>(thread_scratch(3, size_t(kp_ * ldn)));
-      // a transpose of 32-bit words (rows past `rows` are never stored, so left as they are)
-      uint32_t* xq32 = reinterpret_cast<uint32_t*>(xq);
-      const int64_t full = k_ / 4;
-      for (int64_t r = 0; r < rows; ++r) {
-        const int8_t* src = x + (r0 + r) * ldx;
-        for (int64_t q = 0; q < full; ++q) {
-          uint32_t v;
-          std::memcpy(&v, src + 4 * q, 4);
-          xq32[q * ldn + r] = v ^ 0x80808080u;
-        }
-        if (full * 4 < k_) {
-          uint32_t v = 0;
-          std::memcpy(&v, src + 4 * full, size_t(k_ - 4 * full));
-          xq32[full * ldn + r] = v ^ (0x80808080u >> (8 * (4 - (k_ - 4 * full))));
-        }
-      }
+      avx512::quad_rows(x + r0 * ldx, ldx, rows, k_, ldn, reinterpret_cast<uint32_t*>(xq));
       QSpmmVnniArgs a;
       a.xq = xq, a.n = rows, a.ldn = ldn, a.m = m_;
       a.nnz = nnz_.data(), a.quad = quad_.data(), a.w = block_.data();
       a.bias = vbias_.data(), a.mult = vmult_.data(), a.shift = vshift_.data();
       a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
       a.y = y + r0 * m_, a.ldy = m_;
+      const FloatRequant fr{fscale_.data(), fpos_.data(), fneg_.data()};
+      if (float_rq_) a.fr = &fr;
       return avx512::qspmm_vnni(a);
     }
     const int64_t k = k_, kp = kp_;
@@ -760,6 +747,10 @@ class QDepthwise : public Op {
     c.shape_is(y, {n_, oh_, ow_, cout_});
     zp_in_ = zp(x);
     rq_ = make_requant(c, x, w, y, cout_, false);
+    const int64_t cp = (cout_ + 15) / 16 * 16;
+    fscale_.resize(size_t(cp)), fpos_.resize(size_t(cp)), fneg_.resize(size_t(cp));
+    float_rq_ = float_requant(rq_.mult.data(), rq_.shift.data(), cout_, cp, rq_.zp_out,
+                              fscale_.data(), fpos_.data(), fneg_.data());
     wt_ = w.as<int8_t>();
     for (int64_t i = 0; i < kh_ * kw_ * cout_; ++i) wide_.push_back(int32_t(uint16_t(wt_[i])));
     bias_.assign(size_t(cout_), 0);
@@ -809,6 +800,8 @@ class QDepthwise : public Op {
       a.wt = wide_.data(), a.bias = bias_.data(), a.mult = rq_.mult.data();
       a.shift = rq_.shift.data(), a.zp_in = zp_in_, a.zp_out = rq_.zp_out, a.lo = rq_.lo;
       a.hi = rq_.hi, a.y = y, a.vnni = cpu_features().avx512vnni;
+      const FloatRequant fr{fscale_.data(), fpos_.data(), fneg_.data()};
+      if (float_rq_) a.fr = &fr;
       return avx512::qdw_rows(a);
     }
 #endif
@@ -847,6 +840,8 @@ class QDepthwise : public Op {
   std::vector<int32_t> wide_;  // the weights as int16 in 32-bit lanes (the AVX-512 row)
   std::vector<int32_t> bias_;
   Requant rq_;
+  std::vector<float> fscale_, fpos_, fneg_;  // the float requantization, padded to 16 channels
+  bool float_rq_ = false;                    // every channel's requantization has the float form
 };
 
 // ------------------------------------------------------------------------ broadcasting

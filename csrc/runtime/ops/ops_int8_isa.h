@@ -14,18 +14,22 @@ namespace rt {
 // TFLite's requantization of a channel with a right shift e in [1, 22] (multiplier below 1/2),
 // in float: with y = acc * mult / 2^(31 + e) and d = 2^-(e + 1), its two roundings (the doubling
 // high multiply's, then the division by 2^e rounding half away from zero) give exactly
-// floor(y + 1/2 + d) for y >= 0 and floor(y + 1/2 - d) below 0. In float, float(acc) * scale
-// + (1/2 +- d) is within about 2^-13 of that sum while |y| < 512 (at or beyond, y + zp_out
-// saturates either way), so its floor is TFLite's result wherever the float sum lies at least 2^-12
-// from an integer; the other vectors (about one lane in 2000 is that close) take the integer steps.
+// floor(y + 1/2 + d) for y >= 0 and floor(y + 1/2 - d) below 0. The vector loops compute
+// W = 65536 * (y + 1/2 +- d + zp_out) + 8 as one fused multiply-add, float(acc) * scale + pos (or
+// neg), and round it to the integer V. While |y| < 256, |V - W| <= 4 (the product's input
+// roundings cost at most 2, the constant's 0.5, the add's 1, the conversion's 0.5), so wherever
+// V mod 65536 >= 16, V >> 16 is floor(y + 1/2 +- d) + zp_out, TFLite's result; at |y| >= 256 the
+// result saturates to -128 or 127 either way. Lanes with V mod 65536 < 16 (about one in 4000)
+// take the integer steps. The result in V's high half is taken by a word permute, and the zero
+// point inside the constant saves an add.
 // Per-channel arrays as the multipliers, padded to a multiple of 16 channels.
 struct FloatRequant {
-  const float *scale = nullptr, *pos = nullptr, *neg = nullptr;  // mult / 2^(31+e), 1/2 +- d
+  const float *scale = nullptr, *pos = nullptr, *neg = nullptr;  // 4096 mult / 2^(31+e), W's rest
 };
-// Fills scale / pos / neg (each `padded` long) for channels [0, n) and returns true when every
-// channel's shift is in [-22, -1] (no left shift, and 1/2 +- d exact in float); else false.
+// Fills scale / pos / neg (each `padded` long) for channels [0, n) and output zero point zp_out,
+// and returns true when every channel's shift is in [-22, -1] (no left shift); else false.
 bool float_requant(const int32_t* mult, const int32_t* shift, int64_t n, int64_t padded,
-                   float* scale, float* pos, float* neg);
+                   int32_t zp_out, float* scale, float* pos, float* neg);
 
 // y[r, j] = clamp(zp_out + mbqm(sum_k (x[r, k] + 128) * W[j, k] + bias[j], mult[j], shift[j]))
 // for rows r < n: x holds uint8 rows (int8 ^ 0x80) of `kp` bytes (K rounded up to 4, zero
@@ -57,6 +61,7 @@ struct QDwRowArgs {
   int64_t oy = 0, rows = 1, ow = 0;
   const int32_t* wt = nullptr;  // [KH, KW, C]: each weight as int16 in the low half, 0 above
   const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  const FloatRequant* fr = nullptr;  // when set, the float form of the same requantization
   int32_t zp_in = 0, zp_out = 0, lo = -128, hi = 127;
   bool vnni = false;    // the CPU has AVX-512 VNNI (vpdpwssd)
   int8_t* y = nullptr;  // output row oy [OW, C], the next rows after it
@@ -83,6 +88,7 @@ struct QSpmmVnniArgs {
   int64_t n = 0, ldn = 0, m = 0;
   const int32_t *nnz = nullptr, *quad = nullptr, *w = nullptr;
   const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  const FloatRequant* fr = nullptr;  // when set, the float form of the same requantization
   int32_t zp_out = 0, lo = -128, hi = 127;
   int8_t* y = nullptr;
   int64_t ldy = 0;
@@ -91,6 +97,10 @@ struct QSpmmVnniArgs {
 #if defined(EP_HAVE_AVX512)
 namespace avx512 {
 void qspmm_vnni(const QSpmmVnniArgs& a);
+// The quads of rows [0, n) of x (K bytes each, stride ldx) as QSpmmVnniArgs::xq wants them:
+// xq[q * ldn + r] = the 4 bytes of x[r, 4q..4q+3] ^ 0x80 each (bytes past K: 0x80, which meet zero
+// weights). Rows n .. round16(n) get the 0x80 bytes too; ldn >= round16(n).
+void quad_rows(const int8_t* x, int64_t ldx, int64_t n, int64_t k, int64_t ldn, uint32_t* xq);
 void qdw_rows(const QDwRowArgs& a);
 void qadd(const QAddArgs& a);
 // y = clamp(zy + mbqm((a - za) * (b - zb), om, os)): TFLite's int8 MUL (reads om / os only)

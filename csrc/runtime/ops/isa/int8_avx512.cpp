@@ -1,6 +1,7 @@
 // AVX-512 (VNNI) loops of the int8 operators (ops_int8_isa.h): vpdpbusd on uint8 activations
 // (int8 ^ 0x80; the 128 * row sum is folded into the bias) and int8 weights, then TFLite's
-// requantization 16 channels at a time with 64-bit products, so the bits equal the portable loop.
+// requantization 16 channels at a time: in float where that provably gives its bits, else with
+// 64-bit products, so the bits equal the portable loop.
 //
 // Consumes: packed weights and uint8 rows. Produces: int8 rows.
 #include <immintrin.h>
@@ -53,22 +54,47 @@ inline __m512i mbqm(__m512i x, const Rq16& r) {
   return _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, _mm512_set1_epi32(1));
 }
 
-// The float form of mbqm (FloatRequant in ops_int8_isa.h) on 16 lanes: floor(float(x) * scale
-// + (1/2 +- d)), with the sign of x choosing +- d. Lanes whose float sum lies within 2^-12 of an
-// integer, where float rounding could decide, are flagged in *near; the caller redoes those
-// vectors with mbqm.
+// The float form of mbqm plus the zero point (FloatRequant in ops_int8_isa.h) on 16 lanes: V from
+// one fused multiply-add and a rounding conversion, whose high 16 bits are the result (the caller
+// takes them with a word permute). Lanes with V mod 65536 below 16 are cleared in *ok; the
+// caller redoes those vectors with mbqm. A W past int32 converts to INT32_MIN, whose low half is
+// 0, so such lanes (outputs far beyond the int8 range) are redone too and need no cap.
 struct Rqf16 {
   __m512 scale, pos, neg;
 };
-inline __m512i rq_float(__m512i x, const Rqf16& f, __mmask16* near) {
-  const __m512 eps = _mm512_set1_ps(1.0f / 4096), top = _mm512_set1_ps(1.0f - 1.0f / 4096);
-  const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(x), f.scale);
+inline __m512i rq_wide(__m512i x, const Rqf16& f, __mmask16* ok) {
   const __mmask16 negative = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-  const __m512 t = _mm512_add_ps(y, _mm512_mask_blend_ps(negative, f.pos, f.neg));
-  const __m512 frac =
-      _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
-  *near |= _mm512_cmp_ps_mask(frac, eps, _CMP_LT_OQ) | _mm512_cmp_ps_mask(frac, top, _CMP_GT_OQ);
-  return _mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 w =
+      _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), f.scale, _mm512_mask_blend_ps(negative, f.pos, f.neg));
+  const __m512i v = _mm512_cvt_roundps_epi32(w, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  *ok = _mm512_mask_test_epi32_mask(*ok, v, _mm512_set1_epi32(0xFFF0));
+  return v;
+}
+// The same with W clamped to [vlo, vhi] (65536 * lo or hi + 32768: high halves lo and hi, never
+// flagged), so V's high half is already inside the activation's range.
+inline __m512i rq_wide(__m512i x, const Rqf16& f, __m512 vlo, __m512 vhi, __mmask16* ok) {
+  const __mmask16 negative = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
+  const __m512 w =
+      _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), f.scale, _mm512_mask_blend_ps(negative, f.pos, f.neg));
+  const __m512i v = _mm512_cvt_roundps_epi32(_mm512_max_ps(_mm512_min_ps(w, vhi), vlo),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  *ok = _mm512_mask_test_epi32_mask(*ok, v, _mm512_set1_epi32(0xFFF0));
+  return v;
+}
+inline Rqf16 rqf16(const FloatRequant& fr, int64_t c0) {
+  return Rqf16{_mm512_loadu_ps(fr.scale + c0), _mm512_loadu_ps(fr.pos + c0),
+               _mm512_loadu_ps(fr.neg + c0)};
+}
+// The high halves of four V vectors as 64 saturated bytes, in order v0 | v1 | v2 | v3: a word
+// permute takes the high halves of two vectors in order, the byte pack interleaves the two word
+// vectors by 128-bit lanes, and a qword permute restores the order.
+inline __m512i high_bytes(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const __m512i odd =
+      _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27,
+                       25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  const __m512i bytes = _mm512_packs_epi16(_mm512_permutex2var_epi16(v0, odd, v1),
+                                           _mm512_permutex2var_epi16(v2, odd, v3));
+  return _mm512_permutexvar_epi64(_mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0), bytes);
 }
 
 // int32 lanes (already inside [-128, 127]) to 16 int8 at y, under mask m. Compilers fuse the
@@ -98,19 +124,24 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
   const int8_t* const w = a.w + b * groups * 64;
   const uint8_t* const x = a.x + r0 * kp;
   __m512i acc[R][B];
+#pragma GCC unroll 4
   for (int h = 0; h < B; ++h) {
     const __m512i bias = _mm512_loadu_si512(a.bias + c0 + 16 * h);
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[r][h] = bias;
   }
   const __m512i sign = _mm512_set1_epi32(int32_t(0x80808080u));
   for (int64_t q = 0; q < groups; ++q) {
     __m512i wv[B];
+#pragma GCC unroll 4
     for (int h = 0; h < B; ++h) wv[h] = _mm512_loadu_si512(w + (h * groups + q) * 64);
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       int32_t v;
       __builtin_memcpy(&v, x + r * kp + q * 4, 4);
       // S: int8 rows, made uint8 here (4 bytes ^ 0x80 each) instead of in a copy
       const __m512i xb = S ? _mm512_xor_si512(_mm512_set1_epi32(v), sign) : _mm512_set1_epi32(v);
+#pragma GCC unroll 4
       for (int h = 0; h < B; ++h) acc[r][h] = dpbusd(acc[r][h], xb, wv[h]);
     }
   }
@@ -119,7 +150,7 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
   const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
   const int64_t left = a.m - c0;
   const __mmask64 m = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
-  // F: the float requantization (a.fr), the integer steps for the rare vectors it flags
+  // F: the float requantization (a.fr), the integer steps for the rare groups it flags
   Rq16 rq[F ? 1 : B];
   Rqf16 rf[F ? B : 1];
   const auto integer = [&](int h) {
@@ -128,37 +159,56 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
   };
   for (int h = 0; h < B; ++h) {
     if constexpr (F)
-      rf[h] =
-          Rqf16{_mm512_loadu_ps(a.fr->scale + c0 + 16 * h),
-                _mm512_loadu_ps(a.fr->pos + c0 + 16 * h), _mm512_loadu_ps(a.fr->neg + c0 + 16 * h)};
+      rf[h] = rqf16(*a.fr, c0 + 16 * h);
     else
       rq[h] = integer(h);
   }
   int8_t* const y = a.y + r0 * a.ldy + c0;
   const int64_t ldy = a.ldy;
-  // Four vectors of 16 int32 results become one vector of 64 bytes: lane i of the packs holds
-  // dwords [v0_i, v1_i, v2_i, v3_i]; `order` makes v0 | v1 | v2 | v3. The packs saturate to
-  // [-128, 127] as the clamp would. The four are one row's blocks (3-4 blocks; a missing fourth
-  // is zero), two rows' (2 blocks) or four rows' (1 block), so no pack works on filler.
-  const auto pack = [&](__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
-    __m512i bytes = _mm512_packs_epi16(_mm512_packs_epi32(v0, v1), _mm512_packs_epi32(v2, v3));
-    bytes = _mm512_permutexvar_epi32(order, bytes);
-    return _mm512_min_epi8(_mm512_max_epi8(bytes, lo), hi);
+  // Four vectors of results become one vector of 64 bytes, v0 | v1 | v2 | v3, clamped to the
+  // activation's range. The four are one row's blocks (3-4 blocks; a missing fourth, h < 0, is
+  // filler), two rows' (2 blocks) or four rows' (1 block), so no pack works on filler.
+  // Integer steps: lane i of the saturating packs holds dwords [v0_i, v1_i, v2_i, v3_i], and
+  // `order` restores v0 | v1 | v2 | v3.
+  const auto rq_of = [&](int h) {
+    if constexpr (F)
+      return integer(h);
+    else
+      return rq[h];
   };
-  const auto out = [&](int r, int h) {
+  // the accumulators come by value and the blocks h as constants once the loops below unroll,
+  // so the accumulators stay in registers
+  const auto integer_bytes = [&](__m512i a0, __m512i a1, __m512i a2, __m512i a3, int h0, int h1,
+                                 int h2, int h3) {
+    const auto one = [&](__m512i v, int h) {
+      return h < 0 ? zp : _mm512_add_epi32(mbqm(v, rq_of(h)), zp);
+    };
+    const __m512i bytes = _mm512_packs_epi16(_mm512_packs_epi32(one(a0, h0), one(a1, h1)),
+                                             _mm512_packs_epi32(one(a2, h2), one(a3, h3)));
+    return _mm512_permutexvar_epi32(order, bytes);
+  };
+  const auto group = [&](__m512i a0, __m512i a1, __m512i a2, __m512i a3, int h0, int h1, int h2,
+                         int h3) {
+    __m512i bytes;
     if constexpr (F) {
-      __mmask16 near = 0;
-      __m512i v = rq_float(acc[r][h], rf[h], &near);
-      if (__builtin_expect(near != 0, 0)) v = mbqm(acc[r][h], integer(h));
-      return _mm512_add_epi32(v, zp);
+      __mmask16 ok = 0xFFFF;
+      const auto wide = [&](__m512i v, int h) {
+        return h < 0 ? _mm512_set1_epi32(0x8000) : rq_wide(v, rf[h], &ok);
+      };
+      const __m512i v0 = wide(a0, h0), v1 = wide(a1, h1), v2 = wide(a2, h2), v3 = wide(a3, h3);
+      bytes = __builtin_expect(ok == 0xFFFF, 1) ? high_bytes(v0, v1, v2, v3)
+                                                : integer_bytes(a0, a1, a2, a3, h0, h1, h2, h3);
     } else {
-      return _mm512_add_epi32(mbqm(acc[r][h], rq[h]), zp);
+      bytes = integer_bytes(a0, a1, a2, a3, h0, h1, h2, h3);
     }
+    return _mm512_min_epi8(_mm512_max_epi8(bytes, lo), hi);
   };
   if constexpr (B == 1 && R % 4 == 0) {
     const __mmask16 m16 = __mmask16(m);
+#pragma GCC unroll 8
     for (int r = 0; r < R; r += 4) {
-      const __m512i bytes = pack(out(r, 0), out(r + 1, 0), out(r + 2, 0), out(r + 3, 0));
+      const __m512i bytes =
+          group(acc[r][0], acc[r + 1][0], acc[r + 2][0], acc[r + 3][0], 0, 0, 0, 0);
       int8_t* const yr = y + r * ldy;
       if (ldy == 16 && m16 == 0xFFFF) {  // four whole rows back to back
         _mm512_storeu_si512(yr, bytes);
@@ -171,17 +221,19 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
     }
   } else if constexpr (B == 2 && R % 2 == 0) {
     const __mmask32 m32 = __mmask32(m);
+#pragma GCC unroll 8
     for (int r = 0; r < R; r += 2) {
-      const __m512i bytes = pack(out(r, 0), out(r, 1), out(r + 1, 0), out(r + 1, 1));
+      const __m512i bytes = group(acc[r][0], acc[r][1], acc[r + 1][0], acc[r + 1][1], 0, 1, 0, 1);
       int8_t* const yr = y + r * ldy;
       _mm256_mask_storeu_epi8(yr, m32, _mm512_castsi512_si256(bytes));
       _mm256_mask_storeu_epi8(yr + ldy, m32, _mm512_extracti64x4_epi64(bytes, 1));
     }
   } else {
-    const __m512i none = _mm512_setzero_si512();
-    const auto block = [&](int r, int h) { return h < B ? out(r, std::min(h, B - 1)) : none; };
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m512i bytes = pack(block(r, 0), block(r, 1), block(r, 2), block(r, 3));
+      constexpr int h1 = B > 1 ? 1 : -1, h2 = B > 2 ? 2 : -1, h3 = B > 3 ? 3 : -1;
+      const __m512i bytes = group(acc[r][0], acc[r][std::max(h1, 0)], acc[r][std::max(h2, 0)],
+                                  acc[r][std::max(h3, 0)], 0, h1, h2, h3);
       _mm512_mask_storeu_epi8(y + r * ldy, m, bytes);
     }
   }
@@ -229,58 +281,163 @@ void qgemm_vnni(const QGemmVnniArgs& a) {
 
 namespace {
 
-// The requantized int8 results of output channel j for the chunk's rows, as int32 lanes
-inline void spmm_channel(const QSpmmVnniArgs& a, int64_t j, int nv, const int32_t*& quad,
-                         const int32_t*& w, __m512i* res) {
-  __m512i acc[4];
+// Output channel j's results for the chunk's rows, NV vectors of 16 rows, each lane with its int8
+// result in byte 2 and already inside [lo, hi] (the float form clamped at vlo / vhi = 65536 * lo
+// or hi + 32768, whose high halves are lo and hi and which no lane flags; the integer steps' result
+// q is put there as q << 16 | 0x8000).
+template <int NV>
+inline void spmm_channel(const QSpmmVnniArgs& a, int64_t j, const int32_t*& quad, const int32_t*& w,
+                         __m512 vlo, __m512 vhi, __m512i* res) {
+  __m512i acc[NV];
   const __m512i bias = _mm512_set1_epi32(a.bias[j]);
-  for (int t = 0; t < 4; ++t) acc[t] = bias;
+  for (int t = 0; t < NV; ++t) acc[t] = bias;
   for (int32_t e = 0; e < a.nnz[j]; ++e, ++quad, ++w) {
     const __m512i wb = _mm512_set1_epi32(*w);
     const uint8_t* base = a.xq + int64_t(*quad) * a.ldn * 4;
-    for (int t = 0; t < nv; ++t)
+#pragma GCC unroll 4
+    for (int t = 0; t < NV; ++t)
       acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_loadu_si512(base + 64 * t), wb);
+  }
+  if (a.fr) {
+    const Rqf16 f{_mm512_set1_ps(a.fr->scale[j]), _mm512_set1_ps(a.fr->pos[j]),
+                  _mm512_set1_ps(a.fr->neg[j])};
+    __mmask16 ok = 0xFFFF;
+#pragma GCC unroll 4
+    for (int t = 0; t < NV; ++t) res[t] = rq_wide(acc[t], f, vlo, vhi, &ok);
+    if (__builtin_expect(ok == 0xFFFF, 1)) return;
   }
   const Rq16 rq = rq16(_mm512_set1_epi32(a.mult[j]), _mm512_set1_epi32(a.shift[j]));
   const __m512i zp = _mm512_set1_epi32(a.zp_out), lo = _mm512_set1_epi32(a.lo),
                 hi = _mm512_set1_epi32(a.hi);
-  for (int t = 0; t < nv; ++t) {
+  for (int t = 0; t < NV; ++t) {
     const __m512i v = mbqm(acc[t], rq);
-    res[t] = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+    const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+    res[t] = _mm512_or_si512(_mm512_slli_epi32(q, 16), _mm512_set1_epi32(0x8000));
+  }
+}
+
+// Byte 2 of each lane of v0..v3 as bytes 0..3 of one lane: four channels' results per row
+inline __m512i byte2_of_four(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const __m512i lo = _mm512_mask_blend_epi8(__mmask64(0x2222222222222222ull),
+                                            _mm512_srli_epi32(v0, 16), _mm512_srli_epi32(v1, 8));
+  const __m512i hi =
+      _mm512_mask_blend_epi8(__mmask64(0x8888888888888888ull), v2, _mm512_slli_epi32(v3, 8));
+  return _mm512_mask_blend_epi16(__mmask32(0xAAAAAAAAu), lo, hi);
+}
+
+// Blocks of 16 output channels: each channel's results come with rows as lanes; four channels
+// make one dword per row, and a 4x4 dword transpose inside each 128-bit lane turns the four
+// groups into rows of 16 channels, stored 16 bytes at a time.
+template <int NV>
+void spmm_rows(const QSpmmVnniArgs& a) {
+  const int32_t* quad = a.quad;
+  const int32_t* w = a.w;
+  const __m512 vlo = _mm512_set1_ps(65536.0f * float(a.lo) + 32768.0f);
+  const __m512 vhi = _mm512_set1_ps(65536.0f * float(a.hi) + 32768.0f);
+  const __m512i none = _mm512_set1_epi32(0x8000);
+  for (int64_t j0 = 0; j0 < a.m; j0 += 16) {
+    const int64_t left = a.m - j0;
+    const __mmask16 cm = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    __m512i d[4][NV];  // [group of 4 channels][vector of 16 rows]
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      __m512i v[4][NV];
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) {
+        if (j0 + 4 * g + c < a.m) {
+          spmm_channel<NV>(a, j0 + 4 * g + c, quad, w, vlo, vhi, v[c]);
+        } else {
+          for (int t = 0; t < NV; ++t) v[c][t] = none;
+        }
+      }
+#pragma GCC unroll 4
+      for (int t = 0; t < NV; ++t) d[g][t] = byte2_of_four(v[0][t], v[1][t], v[2][t], v[3][t]);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NV; ++t) {
+      const __m512i t0 = _mm512_unpacklo_epi32(d[0][t], d[1][t]);
+      const __m512i t1 = _mm512_unpackhi_epi32(d[0][t], d[1][t]);
+      const __m512i t2 = _mm512_unpacklo_epi32(d[2][t], d[3][t]);
+      const __m512i t3 = _mm512_unpackhi_epi32(d[2][t], d[3][t]);
+      // r[k] holds rows 16 t + 4 l + k in its 128-bit lanes l
+      const __m512i r[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2),
+                            _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
+      int8_t* const y = a.y + j0 + 16 * t * a.ldy;
+      const int64_t rows = a.n - 16 * t;
+      const auto put = [&](int l, int k, __m128i v) {
+        if (4 * l + k < rows) _mm_mask_storeu_epi8(y + (4 * l + k) * a.ldy, cm, v);
+      };
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        put(0, k, _mm512_castsi512_si128(r[k]));
+        put(1, k, _mm512_extracti32x4_epi32(r[k], 1));
+        put(2, k, _mm512_extracti32x4_epi32(r[k], 2));
+        put(3, k, _mm512_extracti32x4_epi32(r[k], 3));
+      }
+    }
   }
 }
 
 }  // namespace
 
-void qspmm_vnni(const QSpmmVnniArgs& a) {
-  const int nv = int((a.n + 15) / 16);
-  const int32_t* quad = a.quad;
-  const int32_t* w = a.w;
-  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  const __m512i byte = _mm512_set1_epi32(0xFF);
-  int64_t j = 0;
-  // 4 channels at a time: their 4 bytes of one row are one 32-bit store (a scatter of 16 rows)
-  for (; j + 4 <= a.m; j += 4) {
-    __m512i r[4][4];
-    for (int c = 0; c < 4; ++c) spmm_channel(a, j + c, nv, quad, w, r[c]);
-    for (int t = 0; t < nv; ++t) {
-      __m512i v = _mm512_and_si512(r[0][t], byte);
-      v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(r[1][t], byte), 8));
-      v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(r[2][t], byte), 16));
-      v = _mm512_or_si512(v, _mm512_slli_epi32(r[3][t], 24));
-      const int64_t left = a.n - 16 * t;
-      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-      const __m512i rows = _mm512_add_epi32(lane, _mm512_set1_epi32(16 * t));
-      const __m512i off = _mm512_mullo_epi32(rows, _mm512_set1_epi32(int32_t(a.ldy)));
-      _mm512_mask_i32scatter_epi32(a.y + j, m, off, v, 1);
+namespace {
+// v[i] lane j -> v[j] lane i for 16 vectors of 16 dwords: pairs of dwords, pairs of qwords, then a
+// 4x4 transpose of the 128-bit lanes
+inline void transpose16x16_epi32(__m512i* v) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4 i + c] lane L: column 4 L + c of rows 4 i .. 4 i + 3
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i a = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i b = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i e = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i f = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+    v[c] = _mm512_shuffle_i32x4(a, e, _MM_SHUFFLE(2, 0, 2, 0));
+    v[4 + c] = _mm512_shuffle_i32x4(a, e, _MM_SHUFFLE(3, 1, 3, 1));
+    v[8 + c] = _mm512_shuffle_i32x4(b, f, _MM_SHUFFLE(2, 0, 2, 0));
+    v[12 + c] = _mm512_shuffle_i32x4(b, f, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+}  // namespace
+
+void quad_rows(const int8_t* x, int64_t ldx, int64_t n, int64_t k, int64_t ldn, uint32_t* xq) {
+  const int64_t quads = (k + 3) / 4;
+  const __m512i sign = _mm512_set1_epi32(int32_t(0x80808080u));
+  for (int64_t r0 = 0; r0 < n; r0 += 16) {
+    const int64_t rows = std::min<int64_t>(16, n - r0);
+    for (int64_t q0 = 0; q0 < quads; q0 += 16) {
+      const int64_t bytes = k - 4 * q0;
+      const __mmask64 bm = bytes >= 64 ? ~__mmask64(0) : (__mmask64(1) << bytes) - 1;
+      __m512i v[16];
+      for (int i = 0; i < 16; ++i)
+        v[i] = i < rows ? _mm512_maskz_loadu_epi8(bm, x + (r0 + i) * ldx + 4 * q0)
+                        : _mm512_setzero_si512();
+      transpose16x16_epi32(v);
+      const int64_t count = std::min<int64_t>(16, quads - q0);
+      for (int i = 0; i < count; ++i)
+        _mm512_storeu_si512(xq + (q0 + i) * ldn + r0, _mm512_xor_si512(v[i], sign));
     }
   }
-  alignas(64) int8_t out[64];
-  for (; j < a.m; ++j) {
-    __m512i r[4];
-    spmm_channel(a, j, nv, quad, w, r);
-    for (int t = 0; t < nv; ++t) store_s8(out + 16 * t, __mmask16(0xFFFF), r[t]);
-    for (int64_t row = 0; row < a.n; ++row) a.y[row * a.ldy + j] = out[row];
+}
+
+void qspmm_vnni(const QSpmmVnniArgs& a) {
+  switch ((a.n + 15) / 16) {
+    case 1:
+      return spmm_rows<1>(a);
+    case 2:
+      return spmm_rows<2>(a);
+    case 3:
+      return spmm_rows<3>(a);
+    default:
+      return spmm_rows<4>(a);
   }
 }
 
@@ -288,16 +445,49 @@ namespace {
 
 struct DwLanes {  // one block of 16 channels: its mask and per-channel constants
   __mmask16 m;
+  bool fl;  // the float requantization (rf), else the integer steps
   __m512i bias;
   Rq16 rq;
+  Rqf16 rf;
 };
 
+// The 16 results of one vector as int32 lanes inside [lo, hi]
+inline __m512i dw_result(const QDwRowArgs& a, const DwLanes& l, __m512i acc) {
+  const __m512i lo = _mm512_set1_epi32(a.lo), hi = _mm512_set1_epi32(a.hi);
+  if (l.fl) {
+    __mmask16 ok = 0xFFFF;
+    const __m512i v = rq_wide(acc, l.rf, &ok);
+    if (__builtin_expect(ok == 0xFFFF, 1))
+      return _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(v, 16), lo), hi);
+  }
+  const __m512i v = _mm512_add_epi32(mbqm(acc, l.rq), _mm512_set1_epi32(a.zp_out));
+  return _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+}
+
 inline void dw_store(const QDwRowArgs& a, const DwLanes& l, __m512i acc, int8_t* y) {
-  const __m512i zp = _mm512_set1_epi32(a.zp_out), lo = _mm512_set1_epi32(a.lo),
-                hi = _mm512_set1_epi32(a.hi);
-  __m512i v = mbqm(acc, l.rq);
-  v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
-  store_s8(y, l.m, v);
+  store_s8(y, l.m, dw_result(a, l, acc));
+}
+
+// Four vectors of results at y0, y0 + step, y0 + 2 step, y0 + 3 step: with the float
+// requantization and no lane flagged, packed to bytes together and stored as four 16-byte pieces.
+inline void dw_store4(const QDwRowArgs& a, const DwLanes& l, const __m512i* acc, int8_t* y0,
+                      int64_t step) {
+  if (l.fl) {
+    __mmask16 ok = 0xFFFF;
+    const __m512i v0 = rq_wide(acc[0], l.rf, &ok), v1 = rq_wide(acc[1], l.rf, &ok);
+    const __m512i v2 = rq_wide(acc[2], l.rf, &ok), v3 = rq_wide(acc[3], l.rf, &ok);
+    if (__builtin_expect(ok == 0xFFFF, 1)) {
+      const __m512i bytes = _mm512_min_epi8(
+          _mm512_max_epi8(high_bytes(v0, v1, v2, v3), _mm512_set1_epi8(int8_t(a.lo))),
+          _mm512_set1_epi8(int8_t(a.hi)));
+      _mm_mask_storeu_epi8(y0, l.m, _mm512_castsi512_si128(bytes));
+      _mm_mask_storeu_epi8(y0 + step, l.m, _mm512_extracti32x4_epi32(bytes, 1));
+      _mm_mask_storeu_epi8(y0 + 2 * step, l.m, _mm512_extracti32x4_epi32(bytes, 2));
+      _mm_mask_storeu_epi8(y0 + 3 * step, l.m, _mm512_extracti32x4_epi32(bytes, 3));
+      return;
+    }
+  }
+  for (int p = 0; p < 4; ++p) dw_store(a, l, acc[p], y0 + p * step);
 }
 
 // 16 int8 as int32 lanes; a whole block of 16 channels (FULL) loads without a mask, which lets
@@ -411,7 +601,8 @@ void dw_interior(const QDwRowArgs& a, const DwLanes& lanes, int64_t c0, int64_t 
               acc[p] = madd(acc[p], tap_in(row + p * step + kx * tap), wv);
           }
         }
-        for (int p = 0; p < P; ++p) dw_store(a, l, acc[p], y + (ox + p) * c + c0);
+        static_assert(P == 4, "dw_store4 stores four pixels");
+        dw_store4(a, l, acc, y + ox * c + c0, c);
       }
     }
     for (; ox < x1; ++ox) {
@@ -509,6 +700,8 @@ void qdw_rows(const QDwRowArgs& a) {
     l.bias = _mm512_maskz_loadu_epi32(l.m, a.bias + c0);
     l.rq = rq16(_mm512_maskz_loadu_epi32(l.m, a.mult + c0),
                 _mm512_maskz_loadu_epi32(l.m, a.shift + c0));
+    l.fl = a.fr != nullptr;
+    if (l.fl) l.rf = rqf16(*a.fr, c0);
     const bool full = l.m == 0xFFFF;
     if (a.vnni)
       full ? dw_block<true, true>(a, l, c0, x0, x1) : dw_block<true, false>(a, l, c0, x0, x1);
