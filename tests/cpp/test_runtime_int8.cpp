@@ -420,7 +420,10 @@ TEST(RuntimeInt8, Avx512DepthwiseRowsEqualTheScalarLoop) {
   // occur (a kernel without the fall-back to the integer steps fails there)
   for (const Case& cs :
        {Case{9, 11, 16, 3, 3, 1, 1}, Case{10, 13, 40, 3, 3, 2, 1}, Case{8, 9, 7, 5, 5, 1, 2},
-        Case{7, 12, 33, 2, 4, 1, 0}, Case{60, 60, 64, 3, 3, 1, 1}}) {
+        Case{7, 12, 33, 2, 4, 1, 0},
+        // narrow planes (at stride 1 copied into a padded tile first)
+        Case{7, 7, 40, 3, 3, 1, 1}, Case{9, 8, 24, 5, 5, 2, 2}, Case{14, 14, 20, 3, 3, 2, 1},
+        Case{5, 3, 16, 5, 5, 1, 2}, Case{60, 60, 64, 3, 3, 1, 1}}) {
     const int64_t oh = (cs.h + 2 * cs.pad - cs.kh) / cs.s + 1;
     const int64_t ow = (cs.w + 2 * cs.pad - cs.kw) / cs.s + 1;
     std::vector<int8_t> x(static_cast<size_t>(cs.h * cs.w * cs.c)),
@@ -467,6 +470,51 @@ TEST(RuntimeInt8, Avx512DepthwiseRowsEqualTheScalarLoop) {
           }
     }
   }
+}
+
+// int8 ADD from the inputs' tables (qadd_tables) against TFLite's arithmetic, on every pair of
+// int8 inputs, for scales and zero points drawn at random, with and without an activation range,
+// lengths that leave a partial vector of 64
+TEST(RuntimeInt8, Avx512AddTablesEqualTfliteArithmetic) {
+  if (!ep::cpu_features().avx512vnni || !__builtin_cpu_supports("avx512vbmi"))
+    GTEST_SKIP() << "this CPU has no AVX-512 VBMI";
+  std::mt19937 rng(21);
+  std::vector<int8_t> xa(65536 + 37), xb(xa.size());
+  for (size_t i = 0; i < xa.size(); ++i) xa[i] = int8_t(i), xb[i] = int8_t(i >> 8);
+  int tables = 0;
+  for (int trial = 0; trial < 12; ++trial) {
+    const double sa = std::ldexp(1.0 + (rng() % 1000) / 1000.0, -int(rng() % 8) - 2);
+    const double sb = sa * (0.2 + (rng() % 1000) / 250.0), sy = sa * (0.5 + (rng() % 1000) / 400.0);
+    ep::rt::QAddArgs q;
+    q.za = int32_t(rng() % 256) - 128, q.zb = int32_t(rng() % 256) - 128;
+    q.zy = int32_t(rng() % 256) - 128;
+    if (trial % 2) q.lo = std::max(-128, q.zy), q.hi = std::min(127, q.zy + 80);
+    const double twice = 2.0 * std::max(float(sa), float(sb));
+    ep::rt::quantize_multiplier(double(float(sa)) / twice, &q.m1, &q.s1);
+    ep::rt::quantize_multiplier(double(float(sb)) / twice, &q.m2, &q.s2);
+    ep::rt::quantize_multiplier(twice / (double(1 << 20) * double(float(sy))), &q.om, &q.os);
+    float fo[3];
+    if (!ep::rt::float_requant(&q.om, &q.os, 1, 1, q.zy, &fo[0], &fo[1], &fo[2])) continue;
+    ++tables;
+    std::vector<uint8_t> planes(2048);
+    ep::rt::qadd_planes(q.za, q.m1, q.s1, planes.data());
+    ep::rt::qadd_planes(q.zb, q.m2, q.s2, planes.data() + 1024);
+    std::vector<int8_t> y(xa.size() + 5, 77);
+    q.a = xa.data(), q.b = xb.data(), q.y = y.data(), q.n = int64_t(xa.size());
+    q.ta = planes.data(), q.tb = planes.data() + 1024, q.fo = fo;
+    ep::rt::avx512::qadd_tables(q);
+    for (size_t i = 0; i < xa.size(); ++i) {
+      const int32_t x1 =
+          ep::rt::multiply_by_quantized_multiplier((xa[i] - q.za) * (1 << 20), q.m1, q.s1);
+      const int32_t x2 =
+          ep::rt::multiply_by_quantized_multiplier((xb[i] - q.zb) * (1 << 20), q.m2, q.s2);
+      const int32_t v = ep::rt::multiply_by_quantized_multiplier(x1 + x2, q.om, q.os) + q.zy;
+      ASSERT_EQ(int32_t(y[i]), std::min(q.hi, std::max(q.lo, v)))
+          << "inputs " << int(xa[i]) << ", " << int(xb[i]) << " trial " << trial;
+    }
+    for (size_t i = xa.size(); i < y.size(); ++i) ASSERT_EQ(y[i], 77) << "past the end";
+  }
+  EXPECT_GT(tables, 8);
 }
 
 TEST(RuntimeInt8, Avx512QuantizeEqualsTfliteRounding) {

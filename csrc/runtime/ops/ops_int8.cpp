@@ -106,6 +106,13 @@ bool float_requant(const int32_t* mult, const int32_t* shift, int64_t n, int64_t
   return true;
 }
 
+void qadd_planes(int32_t z, int32_t m, int s, uint8_t* planes) {
+  for (int i = 0; i < 256; ++i) {
+    const int32_t v = multiply_by_quantized_multiplier((int32_t(int8_t(i)) - z) * (1 << 20), m, s);
+    for (int k = 0; k < 4; ++k) planes[256 * k + i] = uint8_t(uint32_t(v) >> (8 * k));
+  }
+}
+
 void pack_qgemm_vnni(const int8_t* w, int64_t m, int64_t k, int64_t kp, int8_t* out) {
   const int64_t groups = kp / 4;
   for (int64_t j = 0; j < (m + 15) / 16 * 16; ++j)
@@ -543,7 +550,9 @@ class QConv2D : public Op {
       const int8_t* xb = x + b * h_ * w_ * cin_;
       int8_t* yb = y + b * pix * cout_;
       for (int64_t g = 0; g < groups_; ++g) {
-        parallel_for(threads_for(r.threads, double(pix * kk)), oh_,
+        // a copied byte weighs about 40 GEMM multiply-adds (a stem's 27-byte rows take about
+        // 4 ns a pixel), or the stem's im2col (half its time) never splits
+        parallel_for(threads_for(r.threads, 40.0 * double(pix * kk)), oh_,
                      [&](int64_t oy) { im2col(xb, g, col, oy); });
         if (groups_ == 1) {
           gemm_[0]->forward(col, pix, yb, r.threads, ldc);
@@ -935,6 +944,17 @@ class QBinary : public Op {
       multiplier(c, twice / double(float(1 << 20) * sy), &om_, &os_);
     }
     elems_ = y.elems;
+#if defined(EP_HAVE_AVX512)
+    // ADD on AVX-512 VBMI: each input's scaled value is one of 256, looked up from byte planes,
+    // and the output's requantization runs in float where that keeps TFLite's bits
+    static const bool vbmi = __builtin_cpu_supports("avx512vbmi");
+    if (!mul && o.isa == Isa::avx512 && vbmi &&
+        float_requant(&om_, &os_, 1, 1, zy_, &fo_[0], &fo_[1], &fo_[2])) {
+      planes_.resize(2 * 1024);
+      qadd_planes(za_, m1_, s1_, planes_.data());
+      qadd_planes(zb_, m2_, s2_, planes_.data() + 1024);
+    }
+#endif
     kind = mul ? "MUL" : "ADD";
     label = kind + " int8 " + dims(y.shape);
     macs = double(y.elems);
@@ -947,17 +967,16 @@ class QBinary : public Op {
 #if defined(EP_HAVE_AVX512)
       // ADD: three requantizations per element (64-bit products), measured at about the time of
       // 100 int8 GEMM multiply-adds (threads_for's unit), so MobileNetV2's 56x56x24 ADD (28 us)
-      // splits; MUL: one, weighed a third of that
+      // splits; from the tables about 50 (15.5 us); MUL: one, weighed a third of ADD's
       const int64_t chunk = int64_t(1) << 14, tasks = (elems_ + chunk - 1) / chunk;
-      parallel_for(threads_for(r.threads, double(elems_) * (mul_ ? 35.0 : 100.0)), tasks,
-                   [&](int64_t t) {
-                     const int64_t e0 = t * chunk;
-                     QAddArgs q;
-                     q.a = a + e0, q.b = b + e0, q.y = y + e0, q.n = std::min(chunk, elems_ - e0);
-                     q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_, q.hi = hi_;
-                     q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
-                     mul_ ? avx512::qmul(q) : avx512::qadd(q);
-                   });
+      parallel_for(threads_for(r.threads, double(elems_) * weight()), tasks, [&](int64_t t) {
+        const int64_t e0 = t * chunk;
+        QAddArgs q;
+        q.a = a + e0, q.b = b + e0, q.y = y + e0, q.n = std::min(chunk, elems_ - e0);
+        q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_, q.hi = hi_;
+        q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
+        binary(q);
+      });
 #endif
     } else if (period_ > 0) {
 #if defined(EP_HAVE_AVX512)
@@ -972,16 +991,15 @@ class QBinary : public Op {
           std::copy(small, small + period_, tiled.data() + k * period_);
         small = tiled.data();
       }
-      parallel_for(threads_for(r.threads, double(elems_) * (mul_ ? 35.0 : 100.0)), rows,
-                   [&](int64_t t) {
-                     const int64_t e0 = t * row;
-                     QAddArgs q;
-                     q.a = small_a_ ? small : a + e0, q.b = small_a_ ? b + e0 : small;
-                     q.y = y + e0, q.n = std::min(row, elems_ - e0);
-                     q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_, q.hi = hi_;
-                     q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
-                     mul_ ? avx512::qmul(q) : avx512::qadd(q);
-                   });
+      parallel_for(threads_for(r.threads, double(elems_) * weight()), rows, [&](int64_t t) {
+        const int64_t e0 = t * row;
+        QAddArgs q;
+        q.a = small_a_ ? small : a + e0, q.b = small_a_ ? b + e0 : small;
+        q.y = y + e0, q.n = std::min(row, elems_ - e0);
+        q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_, q.hi = hi_;
+        q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
+        binary(q);
+      });
 #endif
     } else {
       // the portable loops: the constants as locals, so the int8 stores (which may alias the
@@ -1006,9 +1024,20 @@ class QBinary : public Op {
   int ia_ = 0, ib_ = 0, out_ = 0;
 
  private:
+  double weight() const { return mul_ ? 35.0 : planes_.empty() ? 100.0 : 50.0; }
+#if defined(EP_HAVE_AVX512)
+  void binary(QAddArgs& q) const {
+    if (mul_) return avx512::qmul(q);
+    if (planes_.empty()) return avx512::qadd(q);
+    q.ta = planes_.data(), q.tb = planes_.data() + 1024, q.fo = fo_;
+    avx512::qadd_tables(q);
+  }
+#endif
   bool mul_, vec_ = false, small_a_ = false;
   int64_t elems_ = 0, period_ = 0;
   ElementPairs bc_;
+  std::vector<uint8_t> planes_;  // ADD's input tables (qadd_tables), when used
+  float fo_[3] = {0, 0, 0};      // the output requantization's float form
   int32_t za_, zb_, zy_, lo_, hi_, m1_ = 0, m2_ = 0, om_ = 0;
   int s1_ = 0, s2_ = 0, os_ = 0;
 };

@@ -76,7 +76,14 @@ struct QAddArgs {
   int32_t za = 0, zb = 0, zy = 0, lo = -128, hi = 127;
   int32_t m1 = 0, m2 = 0, om = 0;
   int s1 = 0, s2 = 0, os = 0;
+  // qadd_tables: each input's scaled value, mbqm((x - z) << 20, m, s), for every int8 x, as four
+  // byte planes of 256 entries by uint8(x) (plane k holds byte k of the int32); and the output
+  // requantization's float form for one channel (scale, pos, neg of FloatRequant)
+  const uint8_t *ta = nullptr, *tb = nullptr;
+  const float* fo = nullptr;
 };
+// The [4][256] byte planes of an ADD input's scaled values (QAddArgs::ta / tb)
+void qadd_planes(int32_t z, int32_t m, int s, uint8_t* planes);
 
 // Sparse weights in 1x4 blocks (4 consecutive input channels of one output channel), rows
 // vectorised 16 at a time: xq holds the uint8 rows (int8 ^ 0x80) as quads, xq[(q * ldn + r) * 4
@@ -103,6 +110,10 @@ void qspmm_vnni(const QSpmmVnniArgs& a);
 void quad_rows(const int8_t* x, int64_t ldx, int64_t n, int64_t k, int64_t ldn, uint32_t* xq);
 void qdw_rows(const QDwRowArgs& a);
 void qadd(const QAddArgs& a);
+// The same bits from the inputs' tables (a.ta, a.tb) and the float form of the output's
+// requantization (a.fo): byte permutes instead of two of the three requantizations per value
+// (check the CPU has VBMI first)
+void qadd_tables(const QAddArgs& a);
 // y = clamp(zy + mbqm((a - za) * (b - zb), om, os)): TFLite's int8 MUL (reads om / os only)
 void qmul(const QAddArgs& a);
 // y[i] = lut[uint8(x[i])] with AVX-512 VBMI byte permutes (check the CPU has VBMI first)
