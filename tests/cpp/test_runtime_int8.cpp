@@ -517,6 +517,61 @@ TEST(RuntimeInt8, Avx512AddTablesEqualTfliteArithmetic) {
   EXPECT_GT(tables, 8);
 }
 
+// int8 MUL with the float form of its requantization against TFLite's arithmetic, on every pair
+// of int8 inputs (a length that leaves a tail for the integer loop), for random scales and zero
+// points, with and without an activation range
+TEST(RuntimeInt8, Avx512MulFloatFormEqualsTfliteArithmetic) {
+  if (!ep::cpu_features().avx512vnni) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  std::mt19937 rng(23);
+  std::vector<int8_t> xa(65536 + 53), xb(xa.size());
+  for (size_t i = 0; i < xa.size(); ++i) xa[i] = int8_t(i), xb[i] = int8_t(i >> 8);
+  int floats = 0;
+  for (int trial = 0; trial < 12; ++trial) {
+    ep::rt::QAddArgs q;
+    q.za = int32_t(rng() % 256) - 128, q.zb = int32_t(rng() % 256) - 128;
+    q.zy = int32_t(rng() % 256) - 128;
+    if (trial % 2) q.lo = std::max(-128, q.zy), q.hi = std::min(127, q.zy + 80);
+    const double frac = trial % 3 ? (rng() % 1000) / 1000.0 : 0.0;
+    ep::rt::quantize_multiplier(std::ldexp(1.0 + frac, -3 - int(rng() % 10)), &q.om, &q.os);
+    float fo[3];
+    if (!ep::rt::float_requant(&q.om, &q.os, 1, 1, q.zy, &fo[0], &fo[1], &fo[2])) continue;
+    ++floats;
+    std::vector<int8_t> y(xa.size() + 5, 77);
+    q.a = xa.data(), q.b = xb.data(), q.y = y.data(), q.n = int64_t(xa.size()), q.fo = fo;
+    ep::rt::avx512::qmul(q);
+    for (size_t i = 0; i < xa.size(); ++i) {
+      const int32_t v =
+          ep::rt::multiply_by_quantized_multiplier((xa[i] - q.za) * (xb[i] - q.zb), q.om, q.os) +
+          q.zy;
+      ASSERT_EQ(int32_t(y[i]), std::min(q.hi, std::max(q.lo, v)))
+          << "inputs " << int(xa[i]) << ", " << int(xb[i]) << " trial " << trial;
+    }
+    for (size_t i = xa.size(); i < y.size(); ++i) ASSERT_EQ(y[i], 77) << "past the end";
+  }
+  EXPECT_EQ(floats, 12);
+}
+
+// MEAN's column sums against a scalar loop: row counts around the int16 stretch of 256, column
+// counts around the vector of 64, random bytes and the extremes (256 rows of -128 fill int16)
+TEST(RuntimeInt8, Avx512ColumnSumsEqualTheScalarLoop) {
+  if (!ep::cpu_features().avx512vnni) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  std::mt19937 rng(29);
+  for (const int64_t n : {1, 255, 256, 257, 1000})
+    for (const int64_t cols : {1, 16, 32, 63, 64, 65, 130})
+      for (const int fill : {0, -128, 127}) {
+        std::vector<int8_t> x(static_cast<size_t>(n * cols));
+        for (auto& v : x) v = fill ? int8_t(fill) : int8_t(int(rng() % 256) - 128);
+        std::vector<int32_t> out(static_cast<size_t>(cols) + 3, 77);
+        ep::rt::avx512::column_sums_s8(x.data(), n, cols, out.data());
+        for (int64_t j = 0; j < cols; ++j) {
+          int32_t want = 0;
+          for (int64_t r = 0; r < n; ++r) want += x[size_t(r * cols + j)];
+          ASSERT_EQ(out[size_t(j)], want) << n << " rows x " << cols << " column " << j;
+        }
+        for (size_t j = size_t(cols); j < out.size(); ++j) ASSERT_EQ(out[j], 77) << "past cols";
+      }
+}
+
 TEST(RuntimeInt8, Avx512QuantizeEqualsTfliteRounding) {
   if (!ep::cpu_features().avx512f) GTEST_SKIP() << "this CPU has no AVX-512";
   const float inf = std::numeric_limits<float>::infinity();

@@ -945,11 +945,12 @@ class QBinary : public Op {
     }
     elems_ = y.elems;
 #if defined(EP_HAVE_AVX512)
-    // ADD on AVX-512 VBMI: each input's scaled value is one of 256, looked up from byte planes,
-    // and the output's requantization runs in float where that keeps TFLite's bits
+    // On AVX-512 the output's requantization runs in float where that keeps TFLite's bits; ADD
+    // on VBMI also looks each input's scaled value (one of 256) up from byte planes
     static const bool vbmi = __builtin_cpu_supports("avx512vbmi");
-    if (!mul && o.isa == Isa::avx512 && vbmi &&
-        float_requant(&om_, &os_, 1, 1, zy_, &fo_[0], &fo_[1], &fo_[2])) {
+    float_out_ =
+        o.isa == Isa::avx512 && float_requant(&om_, &os_, 1, 1, zy_, &fo_[0], &fo_[1], &fo_[2]);
+    if (!mul && vbmi && float_out_) {
       planes_.resize(2 * 1024);
       qadd_planes(za_, m1_, s1_, planes_.data());
       qadd_planes(zb_, m2_, s2_, planes_.data() + 1024);
@@ -1027,7 +1028,10 @@ class QBinary : public Op {
   double weight() const { return mul_ ? 35.0 : planes_.empty() ? 100.0 : 50.0; }
 #if defined(EP_HAVE_AVX512)
   void binary(QAddArgs& q) const {
-    if (mul_) return avx512::qmul(q);
+    if (mul_) {
+      if (float_out_) q.fo = fo_;
+      return avx512::qmul(q);
+    }
     if (planes_.empty()) return avx512::qadd(q);
     q.ta = planes_.data(), q.tb = planes_.data() + 1024, q.fo = fo_;
     avx512::qadd_tables(q);
@@ -1038,6 +1042,7 @@ class QBinary : public Op {
   ElementPairs bc_;
   std::vector<uint8_t> planes_;  // ADD's input tables (qadd_tables), when used
   float fo_[3] = {0, 0, 0};      // the output requantization's float form
+  bool float_out_ = false;       // fo_ is set
   int32_t za_, zb_, zy_, lo_, hi_, m1_ = 0, m2_ = 0, om_ = 0;
   int s1_ = 0, s2_ = 0, os_ = 0;
 };
@@ -1116,7 +1121,7 @@ class QBatchMatMul : public Op {
 // ------------------------------------------------------------------------ MEAN
 class QMean : public Op {
  public:
-  QMean(const QCtx& c) {
+  QMean(const QCtx& c, const OpOptions& o) : isa_(o.isa) {
     const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
     const Tensor& ax = c.constant(1);
     if (ax.type != DType::i32) c.bad("axes must be int32");
@@ -1205,6 +1210,13 @@ class QMean : public Op {
     if (mid >= (int64_t(1) << 24)) return false;
     int32_t* ap = reinterpret_cast<int32_t*>(sum + outer * inner);  // scratch past the sums
     for (int64_t o = 0; o < outer; ++o) {
+#if defined(EP_HAVE_AVX512)
+      if (isa_ == Isa::avx512) {
+        avx512::column_sums_s8(x + o * mid * inner, mid, inner, ap);
+        for (int64_t i = 0; i < inner; ++i) sum[o * inner + i] = ap[i];
+        continue;
+      }
+#endif
       std::fill(ap, ap + inner, 0);
       for (int64_t m = 0; m < mid; ++m) {
         const int8_t* xp = x + (o * mid + m) * inner;
@@ -1214,6 +1226,7 @@ class QMean : public Op {
     }
     return true;
   }
+  Isa isa_;
   std::vector<int64_t> shape_;
   std::vector<bool> red_;
   int64_t count_ = 1;
@@ -1751,7 +1764,7 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
       return op;
     }
     case OpCode::mean:
-      return wire(std::make_unique<QMean>(c), d);
+      return wire(std::make_unique<QMean>(c, o), d);
     case OpCode::average_pool_2d:
       return wire(std::make_unique<QPool>(c, false), d);
     case OpCode::max_pool_2d:

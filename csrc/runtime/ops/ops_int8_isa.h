@@ -114,8 +114,12 @@ void qadd(const QAddArgs& a);
 // requantization (a.fo): byte permutes instead of two of the three requantizations per value
 // (check the CPU has VBMI first)
 void qadd_tables(const QAddArgs& a);
-// y = clamp(zy + mbqm((a - za) * (b - zb), om, os)): TFLite's int8 MUL (reads om / os only)
+// y = clamp(zy + mbqm((a - za) * (b - zb), om, os)): TFLite's int8 MUL (reads om / os, and fo
+// when set: the float form of that requantization)
 void qmul(const QAddArgs& a);
+// out[j] = sum over rows r < n of x[r * cols + j], j < cols (n < 2^24, so int32 holds it): the
+// sums of a global pool over H and W in NHWC, 64 columns at a time in int16 for up to 256 rows
+void column_sums_s8(const int8_t* x, int64_t n, int64_t cols, int32_t* out);
 // y[i] = lut[uint8(x[i])] with AVX-512 VBMI byte permutes (check the CPU has VBMI first)
 void lut_s8_vbmi(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y);
 void qgemm_vnni(const QGemmVnniArgs& a);

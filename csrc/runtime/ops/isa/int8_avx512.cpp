@@ -772,14 +772,15 @@ void dw_tile(const QDwRowArgs& a, const DwLanes& lanes, int64_t c0, int8_t* tile
 }
 
 // The tile's width in 16-byte columns for dw_tile, or 0 where the layer does not take that path:
-// a 3x3 or 5x5 kernel, stride 1, no dilation, output rows of at most 8 pixels, and the band's tile
-// within kTileBytes. At 14 pixels the copy already cost more than the two edge pixels (22.6 ->
-// 26.5 us, 576 channels), and at stride 2 more than the edges of a 7x7 output (9.4 -> 12.8 us);
-// a 7x7 output at stride 1 went from 14.1 to 11.7 us (960 channels).
+// a 3x3 or 5x5 kernel, stride 1, no dilation, output rows of at most 8 (3x3) or 32 (5x5) pixels,
+// and the band's tile within kTileBytes. For 3x3 at 14 pixels the copy already cost more than the
+// two edge pixels (22.6 -> 26.5 us, 576 channels), and at stride 2 more than the edges of a 7x7
+// output (9.4 -> 12.8 us); a 7x7 output went from 14.1 to 11.7 us (960 channels). A 5x5 kernel
+// has twice the edge columns: 672 channels at 14x14 103 -> 65 us, 240 at 28x28 95 -> 81.
 constexpr int64_t kTileBytes = 16384;
 int64_t tile_width(const QDwRowArgs& a) {
   if (a.kh != a.kw || (a.kh != 3 && a.kh != 5) || a.sh != 1 || a.sw != 1 || a.dh != 1 ||
-      a.dw != 1 || a.ow > 8)
+      a.dw != 1 || a.ow > (a.kh == 5 ? 32 : 8))
     return 0;
   const int64_t tw = (a.ow + 3) / 4 * 4 - 1 + a.kw;
   const int64_t rows_in = a.rows + a.kh - 1;
@@ -896,18 +897,72 @@ __attribute__((target("avx512vbmi"))) void qadd_tables(const QAddArgs& a) {
   }
 }
 
+void column_sums_s8(const int8_t* x, int64_t n, int64_t cols, int32_t* out) {
+  for (int64_t j = 0; j < cols; j += 64) {
+    const int64_t left = cols - j;
+    const __mmask64 m = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
+    __m512i total[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                        _mm512_setzero_si512()};
+    for (int64_t r0 = 0; r0 < n; r0 += 256) {  // 256 values of |x| <= 128 fit int16
+      __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+      const int64_t r1 = std::min(n, r0 + 256);
+      for (int64_t r = r0; r < r1; ++r) {
+        const __m512i v = _mm512_maskz_loadu_epi8(m, x + r * cols + j);
+        lo = _mm512_add_epi16(lo, _mm512_cvtepi8_epi16(_mm512_castsi512_si256(v)));
+        hi = _mm512_add_epi16(hi, _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(v, 1)));
+      }
+      total[0] = _mm512_add_epi32(total[0], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(lo)));
+      total[1] =
+          _mm512_add_epi32(total[1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(lo, 1)));
+      total[2] = _mm512_add_epi32(total[2], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(hi)));
+      total[3] =
+          _mm512_add_epi32(total[3], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(hi, 1)));
+    }
+    for (int k = 0; k < 4; ++k) {
+      const int64_t c = left - 16 * k;
+      if (c <= 0) break;
+      _mm512_mask_storeu_epi32(out + j + 16 * k,
+                               c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << c) - 1), total[k]);
+    }
+  }
+}
+
 void qmul(const QAddArgs& a) {
   const __m512i za = _mm512_set1_epi32(a.za), zb = _mm512_set1_epi32(a.zb),
                 zy = _mm512_set1_epi32(a.zy), lo = _mm512_set1_epi32(a.lo),
                 hi = _mm512_set1_epi32(a.hi);
   const Rq16 ro = rq16(_mm512_set1_epi32(a.om), _mm512_set1_epi32(a.os));
-  for (int64_t i = 0; i < a.n; i += 16) {
+  // |x1 x2| <= 255 * 255: the 32-bit product is exact
+  const auto product = [&](const int8_t* pa, const int8_t* pb, __mmask16 m) {
+    const __m512i x1 = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, pa)), za);
+    const __m512i x2 = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, pb)), zb);
+    return _mm512_mullo_epi32(x1, x2);
+  };
+  int64_t i = 0;
+  if (a.fo) {  // 64 values at a time in the float form, a flagged group with the integer steps
+    const Rqf16 f{_mm512_set1_ps(a.fo[0]), _mm512_set1_ps(a.fo[1]), _mm512_set1_ps(a.fo[2])};
+    const __m512i lo8 = _mm512_set1_epi8(int8_t(a.lo)), hi8 = _mm512_set1_epi8(int8_t(a.hi));
+    for (; i + 64 <= a.n; i += 64) {
+      __m512i p[4], v[4];
+      __mmask16 ok = 0xFFFF;
+      for (int k = 0; k < 4; ++k) {
+        p[k] = product(a.a + i + 16 * k, a.b + i + 16 * k, __mmask16(0xFFFF));
+        v[k] = rq_wide(p[k], f, &ok);
+      }
+      if (__builtin_expect(ok != 0xFFFF, 0))
+        for (int k = 0; k < 4; ++k) {
+          const __m512i q =
+              _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(mbqm(p[k], ro), zy), lo), hi);
+          v[k] = _mm512_or_si512(_mm512_slli_epi32(q, 16), _mm512_set1_epi32(0x8000));
+        }
+      const __m512i bytes = high_bytes(v[0], v[1], v[2], v[3]);
+      _mm512_storeu_si512(a.y + i, _mm512_min_epi8(_mm512_max_epi8(bytes, lo8), hi8));
+    }
+  }
+  for (; i < a.n; i += 16) {
     const int64_t left = a.n - i;
     const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-    const __m512i x1 = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.a + i)), za);
-    const __m512i x2 = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.b + i)), zb);
-    // |x1 x2| <= 255 * 255: the 32-bit product is exact
-    __m512i v = mbqm(_mm512_mullo_epi32(x1, x2), ro);
+    __m512i v = mbqm(product(a.a + i, a.b + i, m), ro);
     v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zy), lo), hi);
     store_s8(a.y + i, m, v);
   }
