@@ -143,6 +143,10 @@ DW_CASES = [
     (48, 5, 1, 1, 2, 3, 2),
     (64, 3, 1, 1, 1, 20, 160),
     (96, 3, 2, 1, 1, 19, 130),
+    # narrow stride-1 planes, which the AVX-512 path copies into a zero-point-padded tile first
+    (20, 3, 1, 1, 1, 7, 7),
+    (40, 5, 1, 1, 2, 14, 14),
+    (24, 5, 1, 1, 2, 28, 28),
 ]
 
 
@@ -156,6 +160,31 @@ def test_int8_depthwise_geometries_equal_litert_reference(case, tmp_path):
     data = _int8_file(model, torch.randn(1, c, h, w), tmp_path)
     labels = [lbl for _, lbl in ep.runtime.load(data).operators]
     assert any(lbl.startswith("DEPTHWISE_CONV_2D int8") for lbl in labels), labels
+    _assert_bit_parity(data, n_inputs=1, threads=(1, 2, 3))
+
+
+# convolutions of few input channels: (in, out, kernel, stride, dilation, padding, height, width).
+# Stems (the AVX-512 im2col moves whole kernel rows of at most 64 bytes for pixels inside the
+# input), row dilation, no padding, and kernel rows past 64 bytes (the per-tap copy).
+CONV8_CASES = [
+    (3, 32, 3, 2, 1, 1, 33, 40),
+    (1, 8, 3, 1, 1, 1, 9, 9),
+    (4, 16, 5, 2, 1, 2, 17, 23),
+    (3, 8, 3, 1, (2, 1), (2, 1), 12, 15),
+    (7, 24, 3, 1, 1, 0, 10, 12),
+    (8, 16, 7, 2, 1, 3, 30, 30),
+    (10, 8, 7, 1, 1, 3, 9, 9),
+]
+
+
+@pytest.mark.parametrize("case", CONV8_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_int8_convolution_geometries_equal_litert_reference(case, tmp_path):
+    cin, cout, k, s, d, p, h, w = case
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, k, stride=s, padding=p, dilation=d), torch.nn.ReLU6()).eval()
+    data = _int8_file(model, torch.randn(1, cin, h, w), tmp_path)
+    labels = [lbl for _, lbl in ep.runtime.load(data).operators]
+    assert any(lbl.startswith("CONV_2D int8") for lbl in labels), labels
     _assert_bit_parity(data, n_inputs=1, threads=(1, 2, 3))
 
 

@@ -494,7 +494,7 @@ class QGemm {
 // ------------------------------------------------------------------------ CONV_2D
 class QConv2D : public Op {
  public:
-  QConv2D(const QCtx& c, const OpOptions& o) {
+  QConv2D(const QCtx& c, const OpOptions& o) : isa_(o.isa) {
     const Tensor &x = c.act(c.in(0)), &w = c.typed(c.constant(1), DType::i8), &y = c.act(c.out());
     c.rank(x, 4);
     c.rank(w, 4);
@@ -550,9 +550,9 @@ class QConv2D : public Op {
       const int8_t* xb = x + b * h_ * w_ * cin_;
       int8_t* yb = y + b * pix * cout_;
       for (int64_t g = 0; g < groups_; ++g) {
-        // a copied byte weighs about 40 GEMM multiply-adds (a stem's 27-byte rows take about
-        // 4 ns a pixel), or the stem's im2col (half its time) never splits
-        parallel_for(threads_for(r.threads, 40.0 * double(pix * kk)), oh_,
+        // a copied byte weighs about 15 GEMM multiply-adds (a stem's 27-byte rows take about
+        // 1.5 ns a pixel), or the stem's im2col (a third of its time) never splits
+        parallel_for(threads_for(r.threads, 15.0 * double(pix * kk)), oh_,
                      [&](int64_t oy) { im2col(xb, g, col, oy); });
         if (groups_ == 1) {
           gemm_[0]->forward(col, pix, yb, r.threads, ldc);
@@ -572,34 +572,56 @@ class QConv2D : public Op {
   // outside the input the im2col holds the input zero point: (x - zp) * w adds nothing there,
   // as TFLite skips those taps
   void im2col(const int8_t* x, int64_t g, int8_t* col, int64_t oy) const {  // one output row
-    // the geometry as locals: every byte store may alias a member, and the compiler would reload
-    // each one after every copy
+    const int8_t* const xg = x + g * cg_;
+    int64_t ox = 0;
+#if defined(EP_HAVE_AVX512)
+    // every kernel row inside and one group without column dilation: the pixels whose columns
+    // are inside too take masked moves of whole kernel rows (a stem's 9-byte kernel rows as two
+    // overlapping 8-byte copies each spent half the stem's time)
+    const int64_t kw = kw_, cin = cin_, w = w_, sw = sw_, pl = pl_, ow = ow_;
+    const int64_t iy0 = oy * sh_ - pt_;
+    if (isa_ == Isa::avx512 && groups_ == 1 && dw_ == 1 && kw * cin <= 64 && iy0 >= 0 &&
+        iy0 + (kh_ - 1) * dh_ < h_) {
+      const int64_t first = std::min(ow, (pl + sw - 1) / sw);  // ix0 >= 0 from here
+      const int64_t last = w - kw + pl < 0 ? first : std::min(ow, (w - kw + pl) / sw + 1);
+      for (; ox < first; ++ox) pixel(x, xg, col, oy, ox);
+      if (last > first) {
+        const int64_t ldc = col_stride();
+        avx512::im2col_pixels_s8(x + (iy0 * w + first * sw - pl) * cin, dh_ * w * cin, kh_,
+                                 kw * cin, sw * cin, last - first, col + (oy * ow + first) * ldc,
+                                 ldc);
+        ox = last;
+      }
+    }
+#endif
+    for (; ox < ow_; ++ox) pixel(x, xg, col, oy, ox);
+  }
+  // One pixel's im2col row. The geometry as locals: every byte store may alias a member, and the
+  // compiler would reload each one after every copy.
+  void pixel(const int8_t* x, const int8_t* xg, int8_t* col, int64_t oy, int64_t ox) const {
     const int64_t kh = kh_, kw = kw_, cin = cin_, cg = cg_, h = h_, w = w_, sw = sw_, dh = dh_,
-                  dwx = dw_, pl = pl_, ow = ow_, ldc = col_stride(), iy0 = oy * sh_ - pt_;
+                  dwx = dw_, pl = pl_, ldc = col_stride(), iy0 = oy * sh_ - pt_;
     const int zp = zp_in_;
-    const int8_t* const xg = x + g * cg;
     // with one group and no column dilation a kernel row's taps are adjacent in the input
     const bool rows = groups_ == 1 && dwx == 1;
-    for (int64_t ox = 0; ox < ow; ++ox) {
-      int8_t* dst = col + (oy * ow + ox) * ldc;
-      const uint32_t zero = 0;  // the row's last 4 bytes first: past K they are read by no weight
-      std::memcpy(dst + ldc - 4, &zero, 4);
-      const int64_t ix0 = ox * sw - pl;
-      const bool inside = rows && ix0 >= 0 && ix0 + kw <= w;
-      for (int64_t ky = 0; ky < kh; ++ky) {
-        const int64_t iy = iy0 + ky * dh;
-        if (inside && iy >= 0 && iy < h) {
-          copy_bytes(dst, x + (iy * w + ix0) * cin, kw * cin);
-          dst += kw * cin;
-          continue;
-        }
-        for (int64_t kx = 0; kx < kw; ++kx, dst += cg) {
-          const int64_t ix = ix0 + kx * dwx;
-          if (iy < 0 || iy >= h || ix < 0 || ix >= w)
-            std::memset(dst, zp, size_t(cg));
-          else
-            copy_bytes(dst, xg + (iy * w + ix) * cin, cg);
-        }
+    int8_t* dst = col + (oy * ow_ + ox) * ldc;
+    const uint32_t zero = 0;  // the row's last 4 bytes first: past K they are read by no weight
+    std::memcpy(dst + ldc - 4, &zero, 4);
+    const int64_t ix0 = ox * sw - pl;
+    const bool inside = rows && ix0 >= 0 && ix0 + kw <= w;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const int64_t iy = iy0 + ky * dh;
+      if (inside && iy >= 0 && iy < h) {
+        copy_bytes(dst, x + (iy * w + ix0) * cin, kw * cin);
+        dst += kw * cin;
+        continue;
+      }
+      for (int64_t kx = 0; kx < kw; ++kx, dst += cg) {
+        const int64_t ix = ix0 + kx * dwx;
+        if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+          std::memset(dst, zp, size_t(cg));
+        else
+          copy_bytes(dst, xg + (iy * w + ix) * cin, cg);
       }
     }
   }
@@ -626,6 +648,7 @@ class QConv2D : public Op {
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, cg_, groups_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
   int32_t zp_in_ = 0;
   bool direct_ = false;
+  Isa isa_;
   std::vector<std::unique_ptr<QGemm>> gemm_;
 };
 

@@ -117,6 +117,11 @@ void qadd_tables(const QAddArgs& a);
 // y = clamp(zy + mbqm((a - za) * (b - zb), om, os)): TFLite's int8 MUL (reads om / os, and fo
 // when set: the float form of that requantization)
 void qmul(const QAddArgs& a);
+// The im2col rows of n pixels whose taps all lie inside the input, one group, no dilation: pixel p
+// takes kh runs of len (<= 64) bytes, run ky at x + p * step + ky * row_bytes, into dst + p * ldc,
+// and zeros in its last 4 bytes first (past K they meet zero weights)
+void im2col_pixels_s8(const int8_t* x, int64_t row_bytes, int64_t kh, int64_t len, int64_t step,
+                      int64_t n, int8_t* dst, int64_t ldc);
 // out[j] = sum over rows r < n of x[r * cols + j], j < cols (n < 2^24, so int32 holds it): the
 // sums of a global pool over H and W in NHWC, 64 columns at a time in int16 for up to 256 rows
 void column_sums_s8(const int8_t* x, int64_t n, int64_t cols, int32_t* out);

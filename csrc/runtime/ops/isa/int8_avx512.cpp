@@ -897,6 +897,17 @@ __attribute__((target("avx512vbmi"))) void qadd_tables(const QAddArgs& a) {
   }
 }
 
+void im2col_pixels_s8(const int8_t* x, int64_t row_bytes, int64_t kh, int64_t len, int64_t step,
+                      int64_t n, int8_t* dst, int64_t ldc) {
+  const __mmask64 m = (len >= 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1);
+  for (int64_t p = 0; p < n; ++p, x += step, dst += ldc) {
+    const uint32_t zero = 0;
+    __builtin_memcpy(dst + ldc - 4, &zero, 4);
+    for (int64_t ky = 0; ky < kh; ++ky)
+      _mm512_mask_storeu_epi8(dst + ky * len, m, _mm512_maskz_loadu_epi8(m, x + ky * row_bytes));
+  }
+}
+
 void column_sums_s8(const int8_t* x, int64_t n, int64_t cols, int32_t* out) {
   for (int64_t j = 0; j < cols; j += 64) {
     const int64_t left = cols - j;
