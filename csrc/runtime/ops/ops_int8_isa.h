@@ -24,7 +24,7 @@ namespace rt {
 // point inside the constant saves an add.
 // Per-channel arrays as the multipliers, padded to a multiple of 16 channels.
 struct FloatRequant {
-  const float *scale = nullptr, *pos = nullptr, *neg = nullptr;  // 4096 mult / 2^(31+e), W's rest
+  const float *scale = nullptr, *pos = nullptr, *neg = nullptr;  // 65536 mult / 2^(31+e), W's rest
 };
 // Fills scale / pos / neg (each `padded` long) for channels [0, n) and output zero point zp_out,
 // and returns true when every channel's shift is in [-22, -1] (no left shift); else false.
@@ -117,9 +117,10 @@ void qadd_tables(const QAddArgs& a);
 // y = clamp(zy + mbqm((a - za) * (b - zb), om, os)): TFLite's int8 MUL (reads om / os, and fo
 // when set: the float form of that requantization)
 void qmul(const QAddArgs& a);
-// The im2col rows of n pixels whose taps all lie inside the input, one group, no dilation: pixel p
-// takes kh runs of len (<= 64) bytes, run ky at x + p * step + ky * row_bytes, into dst + p * ldc,
-// and zeros in its last 4 bytes first (past K they meet zero weights)
+// The im2col rows of n pixels whose taps all lie inside the input (one group, no column dilation;
+// kernel rows row_bytes apart): pixel p takes kh runs of len (<= 64) bytes, run ky at
+// x + p * step + ky * row_bytes, into dst + p * ldc, and zeros in its last 4 bytes first (past K
+// they meet zero weights)
 void im2col_pixels_s8(const int8_t* x, int64_t row_bytes, int64_t kh, int64_t len, int64_t step,
                       int64_t n, int8_t* dst, int64_t ldc);
 // out[j] = sum over rows r < n of x[r * cols + j], j < cols (n < 2^24, so int32 holds it): the
