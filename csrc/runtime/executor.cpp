@@ -189,6 +189,62 @@ void fuse_silus(Model& m) {
   drop_ops(m, drop);
 }
 
+// DEQUANTIZE(x) -> F -> QUANTIZE with x int8 per tensor, F one of the float elementwise
+// activations (GELU, TANH, LOGISTIC, HARD_SWISH, the ReLUs, SQRT, RSQRT, NEG, ABS) and the two
+// float tensors read once: how an int8 file keeps an op in float (a transformer's GELU between
+// its int8 FULLY_CONNECTEDs). The output is a function of the input byte alone, so the QUANTIZE
+// becomes one table lookup per value (OpDesc::via_float), the table made by running the three
+// operators' own loops on the 256 bytes: the same bits, and neither float tensor is written.
+void fuse_float_tables(Model& m) {
+  const Uses u(m);
+  const std::vector<int>&readers = u.readers, &producer = u.producer;
+  std::vector<bool> drop(m.ops.size(), false);
+  const auto per_tensor_i8 = [](const Tensor& t) {
+    return t.type == DType::i8 && t.scale.size() == 1 && t.zero_point.size() == 1;
+  };
+  const auto plain_f32 = [](const Tensor& t) { return t.type == DType::f32 && !t.quantized(); };
+  for (auto& q : m.ops) {
+    if (q.code != OpCode::quantize || q.inputs.size() != 1 || q.inputs[0] < 0) continue;
+    const int t1 = q.inputs[0];
+    if (producer[size_t(t1)] < 0 || readers[size_t(t1)] != 1) continue;
+    const size_t fi = size_t(producer[size_t(t1)]);
+    const OpDesc& f = m.ops[fi];
+    switch (f.code) {
+      case OpCode::gelu:
+      case OpCode::tanh:
+      case OpCode::logistic:
+      case OpCode::hard_swish:
+      case OpCode::relu:
+      case OpCode::relu6:
+      case OpCode::relu_n1_to_1:
+      case OpCode::sqrt:
+      case OpCode::rsqrt:
+      case OpCode::neg:
+      case OpCode::abs:
+        break;
+      default:
+        continue;
+    }
+    if (f.silu || f.inputs.size() != 1 || f.inputs[0] < 0) continue;
+    const int t0 = f.inputs[0];
+    if (producer[size_t(t0)] < 0 || readers[size_t(t0)] != 1) continue;
+    const size_t di = size_t(producer[size_t(t0)]);
+    const OpDesc& d = m.ops[di];
+    if (d.code != OpCode::dequantize || d.inputs.size() != 1 || d.inputs[0] < 0) continue;
+    const Tensor &x = m.tensors[size_t(d.inputs[0])], &y = m.tensors[size_t(q.outputs[0])];
+    const Tensor &a = m.tensors[size_t(t0)], &b = m.tensors[size_t(t1)];
+    if (!per_tensor_i8(x) || !per_tensor_i8(y) || !plain_f32(a) || !plain_f32(b) ||
+        a.shape != x.shape || b.shape != x.shape || y.shape != x.shape)
+      continue;
+    q.via_float = true;
+    q.via_op = f.code;
+    q.approximate = f.approximate;
+    q.inputs = {d.inputs[0]};
+    drop[fi] = drop[di] = true;
+  }
+  drop_ops(m, drop);
+}
+
 }  // namespace
 
 CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions& opts)
@@ -196,6 +252,7 @@ CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions&
   fold_pads(*model_);
   fuse_nan_fills(*model_);
   fuse_silus(*model_);
+  fuse_float_tables(*model_);
   OpOptions o;
   o.isa = opts.isa;
   o.sparse = opts.sparse;

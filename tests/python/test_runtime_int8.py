@@ -188,6 +188,47 @@ def test_int8_convolution_geometries_equal_litert_reference(case, tmp_path):
     _assert_bit_parity(data, n_inputs=1, threads=(1, 2, 3))
 
 
+class _FloatMiddle(torch.nn.Module):
+    """Linear -> a float activation -> Linear: the int8 file keeps the activation in float between
+    a DEQUANTIZE and a QUANTIZE."""
+
+    def __init__(self, act):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.act, self.fc2 = torch.nn.Linear(24, 48), act, torch.nn.Linear(48, 16)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+@pytest.mark.parametrize(
+    "act", [torch.nn.GELU(), torch.nn.GELU(approximate="tanh"), torch.nn.Tanh()], ids=["gelu", "gelu_tanh", "tanh"]
+)
+def test_float_activation_between_int8_layers_runs_as_one_table(act, tmp_path):
+    # The planner fuses DEQUANTIZE -> F -> QUANTIZE into the QUANTIZE's table, made by the same
+    # three loops, so on every path the result is the unfused chain's; against LiteRT's reference
+    # kernels, whose float GELU / TANH round differently from ours, within one output step.
+    data = _int8_file(_FloatMiddle(act).eval(), torch.randn(1, 24), tmp_path)
+    labels = [lbl for _, lbl in ep.runtime.load(data).operators]
+    assert len([lbl for lbl in labels if "(table)" in lbl]) == 1, labels
+    assert not any(lbl.startswith(("GELU", "TANH")) for lbl in labels), labels
+    from ai_edge_litert.interpreter import Interpreter
+
+    # the output's step: the scale of the int8 tensor the last DEQUANTIZE reads
+    (step,) = [
+        t["quantization"][0]
+        for t in Interpreter(model_content=data).get_tensor_details()
+        if t["dtype"] == np.int8 and tuple(t["shape"]) == (1, 16)
+    ]
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        x = (rng.standard_normal((1, 24)) * 3).astype(np.float32)
+        want = litert_reference_run(data, [x])[0]
+        for isa in ISAS:
+            got = ep.runtime.load(data, isa=isa)(x)[0]
+            assert np.abs(got - want).max() <= step * 1.001, (isa, float(np.abs(got - want).max()), step)
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_fixture_model_dense_and_sparse_every_thread_count(sparse):
     data = int8_cnn(sparse=sparse)

@@ -19,6 +19,7 @@
 #include "layers/layers.h"
 #include "layers/parallel.h"
 #include "runtime/ops/broadcast.h"
+#include "runtime/ops/vec.h"
 #include "runtime/ops/ops_tensor.h"
 #include "runtime/ops/movement.h"
 #include "runtime/ops/op_context.h"
@@ -1355,6 +1356,17 @@ class QPool : public Op {
 };
 
 // ------------------------------------------------------------------------ QUANTIZE / DEQUANTIZE
+// TFLite computes scale * (x - zero point) in double and rounds once to float. x - zp is an
+// integer of at most 9 bits, so that double product is exact and its rounding to float is the
+// float product's: the same bits from float arithmetic, which vectorises.
+void dequantize(const int8_t* x, int64_t n, float scale, int32_t zin, float* y, Isa isa) {
+#if defined(EP_HAVE_AVX512)
+  if (isa == Isa::avx512) return avx512::dequantize_s8(x, n, scale, zin, y);
+#endif
+  (void)isa;
+  for (int64_t i = 0; i < n; ++i) y[i] = scale * float(int32_t(x[i]) - zin);
+}
+
 class QQuantize : public Op {
  public:
   QQuantize(const QCtx& c, const OpOptions& o) : isa_(o.isa) {
@@ -1363,7 +1375,9 @@ class QQuantize : public Op {
     elems_ = y.elems;
     zout_ = zp(y);
     scale_ = y.scale[0];
-    if (x.type == DType::i8) {  // requantize int8 -> int8
+    if (c.d.via_float) {  // DEQUANTIZE -> F -> QUANTIZE fused by the planner: a table
+      via_table(c, c.act(x), o);
+    } else if (x.type == DType::i8) {  // requantize int8 -> int8
       c.act(x);
       zin_ = zp(x);
       requant_ = true;
@@ -1377,7 +1391,12 @@ class QQuantize : public Op {
       c.typed(x, DType::f32);
     }
     kind = "QUANTIZE";
-    label = kind + (requant_ ? " int8->int8 " : " float->int8 ") + dims(y.shape);
+    label =
+        kind +
+        (c.d.via_float ? " int8->" + std::string(op_name(int32_t(c.d.via_op))) + "->int8 (table) "
+         : requant_    ? " int8->int8 "
+                       : " float->int8 ") +
+        dims(y.shape);
     macs = double(elems_);
   }
   void run(const RunCtx& r) const override {
@@ -1398,6 +1417,62 @@ class QQuantize : public Op {
 #endif
       quantize_row(r.ptr[in_] + e0, n, scale_, zout_, y + e0);
     });
+  }
+  // The fused chain's table: the 256 bytes through this path's own DEQUANTIZE, float op and
+  // QUANTIZE loops (each value computed alone in all three), so the bits are the unfused chain's
+  void via_table(const QCtx& c, const Tensor& x, const OpOptions& o) {
+    ActKind k = ActKind::none;
+    switch (c.d.via_op) {
+      case OpCode::gelu:
+        k = c.d.approximate ? ActKind::gelu_tanh : ActKind::gelu;
+        break;
+      case OpCode::tanh:
+        k = ActKind::tanh;
+        break;
+      case OpCode::logistic:
+        k = ActKind::logistic;
+        break;
+      case OpCode::hard_swish:
+        k = ActKind::hard_swish;
+        break;
+      case OpCode::relu:
+        k = ActKind::relu;
+        break;
+      case OpCode::relu6:
+        k = ActKind::relu6;
+        break;
+      case OpCode::relu_n1_to_1:
+        k = ActKind::relu_n1_to_1;
+        break;
+      case OpCode::sqrt:
+        k = ActKind::sqrt;
+        break;
+      case OpCode::rsqrt:
+        k = ActKind::rsqrt;
+        break;
+      case OpCode::neg:
+        k = ActKind::neg;
+        break;
+      case OpCode::abs:
+        k = ActKind::abs;
+        break;
+      default:
+        c.bad("no float table for this operator");
+    }
+    int8_t bytes[256];
+    float f[256], g[256];
+    for (int i = 0; i < 256; ++i) bytes[i] = int8_t(i);
+    dequantize(bytes, 256, x.scale[0], zp(x), f, isa_);
+    vec_ops(o.isa).activation(k, f, g, 256);
+    quantize(g, 256, scale_, zout_, lut_, isa_);
+    requant_ = true;  // run() maps bytes through lut_
+  }
+  static void quantize(const float* x, int64_t n, float scale, int32_t zout, int8_t* y, Isa isa) {
+#if defined(EP_HAVE_AVX512)
+    if (isa == Isa::avx512) return avx512::quantize_f32(x, n, scale, zout, y);
+#endif
+    (void)isa;
+    quantize_row(x, n, scale, zout, y);
   }
   // TFLite's AffineQuantize: x / scale in float, rounded half away from zero; a NaN gives the
   // zero point and a huge input saturates instead of overflowing the cast. The rounding is
@@ -1438,17 +1513,7 @@ class QDequantize : public Op {
   }
   void run(const RunCtx& r) const override {
     const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
-    float* y = r.ptr[out_];
-#if defined(EP_HAVE_AVX512)
-    if (isa_ == Isa::avx512) return avx512::dequantize_s8(x, elems_, scale_, zin_, y);
-#endif
-    dequantize_row(x, elems_, scale_, zin_, y);
-  }
-  // TFLite computes scale * (x - zero point) in double and rounds once to float. x - zp is an
-  // integer of at most 9 bits, so that double product is exact and its rounding to float is
-  // the float product's: the same bits from float arithmetic, which vectorises.
-  static void dequantize_row(const int8_t* x, int64_t n, float scale, int32_t zin, float* y) {
-    for (int64_t i = 0; i < n; ++i) y[i] = scale * float(int32_t(x[i]) - zin);
+    dequantize(x, elems_, scale_, zin_, r.ptr[out_], isa_);
   }
   int in_ = 0, out_ = 0;
 
