@@ -193,7 +193,7 @@ void fuse_silus(Model& m) {
 // activations (GELU, TANH, LOGISTIC, HARD_SWISH, the ReLUs, SQRT, RSQRT, NEG, ABS) and the two
 // float tensors read once: how an int8 file keeps an op in float (a transformer's GELU between
 // its int8 FULLY_CONNECTEDs). The output is a function of the input byte alone, so the QUANTIZE
-// becomes one table lookup per value (OpDesc::via_float), the table made by running the three
+// becomes one table lookup per value (OpDesc::float_table), the table made by running the three
 // operators' own loops on the 256 bytes: the same bits, and neither float tensor is written.
 void fuse_float_tables(Model& m) {
   const Uses u(m);
@@ -209,22 +209,7 @@ void fuse_float_tables(Model& m) {
     if (producer[size_t(t1)] < 0 || readers[size_t(t1)] != 1) continue;
     const size_t fi = size_t(producer[size_t(t1)]);
     const OpDesc& f = m.ops[fi];
-    switch (f.code) {
-      case OpCode::gelu:
-      case OpCode::tanh:
-      case OpCode::logistic:
-      case OpCode::hard_swish:
-      case OpCode::relu:
-      case OpCode::relu6:
-      case OpCode::relu_n1_to_1:
-      case OpCode::sqrt:
-      case OpCode::rsqrt:
-      case OpCode::neg:
-      case OpCode::abs:
-        break;
-      default:
-        continue;
-    }
+    if (activation_kind(f.code, f.approximate) == ActKind::none) continue;
     if (f.silu || f.inputs.size() != 1 || f.inputs[0] < 0) continue;
     const int t0 = f.inputs[0];
     if (producer[size_t(t0)] < 0 || readers[size_t(t0)] != 1) continue;
@@ -236,8 +221,8 @@ void fuse_float_tables(Model& m) {
     if (!per_tensor_i8(x) || !per_tensor_i8(y) || !plain_f32(a) || !plain_f32(b) ||
         a.shape != x.shape || b.shape != x.shape || y.shape != x.shape)
       continue;
-    q.via_float = true;
-    q.via_op = f.code;
+    q.float_table = true;
+    q.table_op = f.code;
     q.approximate = f.approximate;
     q.inputs = {d.inputs[0]};
     drop[fi] = drop[di] = true;

@@ -175,10 +175,10 @@ struct OpDesc {
   int silu_gate = -1;
   // set by the planner: DEQUANTIZE -> a float elementwise op -> QUANTIZE, each middle tensor read
   // once, fused into the QUANTIZE, which then reads the DEQUANTIZE's int8 input (inputs {x}) and
-  // maps each byte through a 256-entry table made by the three operators' own code; via_op is the
-  // middle operator (GELU keeps `approximate`)
-  bool via_float = false;
-  OpCode via_op = OpCode::quantize;
+  // maps each byte through a 256-entry table made by the three operators' own code; table_op is
+  // the middle operator (GELU keeps `approximate`)
+  bool float_table = false;
+  OpCode table_op = OpCode::quantize;
   int batch_dims = 0;
   // SPLIT_V: the file's operator has split_parts outputs; this part writes output split_part
   int split_parts = 1, split_part = 0;

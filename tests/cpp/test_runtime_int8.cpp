@@ -472,6 +472,12 @@ TEST(RuntimeInt8, Avx512DepthwiseRowsEqualTheScalarLoop) {
   }
 }
 
+// Inputs a and b holding every pair of int8 values, then `extra` more (a tail past whole vectors)
+void every_int8_pair(size_t extra, std::vector<int8_t>* a, std::vector<int8_t>* b) {
+  a->resize(65536 + extra), b->resize(a->size());
+  for (size_t i = 0; i < a->size(); ++i) (*a)[i] = int8_t(i), (*b)[i] = int8_t(i >> 8);
+}
+
 // int8 ADD from the inputs' tables (qadd_tables) against TFLite's arithmetic, on every pair of
 // int8 inputs, for scales and zero points drawn at random, with and without an activation range,
 // lengths that leave a partial vector of 64
@@ -479,8 +485,8 @@ TEST(RuntimeInt8, Avx512AddTablesEqualTfliteArithmetic) {
   if (!ep::cpu_features().avx512vnni || !__builtin_cpu_supports("avx512vbmi"))
     GTEST_SKIP() << "this CPU has no AVX-512 VBMI";
   std::mt19937 rng(21);
-  std::vector<int8_t> xa(65536 + 37), xb(xa.size());
-  for (size_t i = 0; i < xa.size(); ++i) xa[i] = int8_t(i), xb[i] = int8_t(i >> 8);
+  std::vector<int8_t> xa, xb;
+  every_int8_pair(37, &xa, &xb);
   int tables = 0;
   for (int trial = 0; trial < 12; ++trial) {
     const double sa = std::ldexp(1.0 + (rng() % 1000) / 1000.0, -int(rng() % 8) - 2);
@@ -523,8 +529,8 @@ TEST(RuntimeInt8, Avx512AddTablesEqualTfliteArithmetic) {
 TEST(RuntimeInt8, Avx512MulFloatFormEqualsTfliteArithmetic) {
   if (!ep::cpu_features().avx512vnni) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
   std::mt19937 rng(23);
-  std::vector<int8_t> xa(65536 + 53), xb(xa.size());
-  for (size_t i = 0; i < xa.size(); ++i) xa[i] = int8_t(i), xb[i] = int8_t(i >> 8);
+  std::vector<int8_t> xa, xb;
+  every_int8_pair(53, &xa, &xb);
   int floats = 0;
   for (int trial = 0; trial < 12; ++trial) {
     ep::rt::QAddArgs q;

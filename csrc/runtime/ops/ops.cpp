@@ -1010,6 +1010,35 @@ std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64
 // One switch per tier on purpose: each tier accepts its own set of ops and types (make_op in
 // ops.cpp for fp32, make_int8_op in ops_int8.cpp for int8), and the executor asks is_int8_op
 // which of the two to call.
+ActKind activation_kind(OpCode code, bool approximate) {
+  switch (code) {
+    case OpCode::relu:
+      return ActKind::relu;
+    case OpCode::relu6:
+      return ActKind::relu6;
+    case OpCode::relu_n1_to_1:
+      return ActKind::relu_n1_to_1;
+    case OpCode::tanh:
+      return ActKind::tanh;
+    case OpCode::logistic:
+      return ActKind::logistic;
+    case OpCode::hard_swish:
+      return ActKind::hard_swish;
+    case OpCode::gelu:
+      return approximate ? ActKind::gelu_tanh : ActKind::gelu;
+    case OpCode::sqrt:
+      return ActKind::sqrt;
+    case OpCode::rsqrt:
+      return ActKind::rsqrt;
+    case OpCode::neg:
+      return ActKind::neg;
+    case OpCode::abs:
+      return ActKind::abs;
+    default:
+      return ActKind::none;
+  }
+}
+
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions& o) {
   if (is_int8_op(model, d)) return make_int8_op(model, d, o);  // int8 data: ops_int8.cpp
   // integer ADD / SUB / MUL (position ids computed from a padding mask): ops_tensor.cpp
@@ -1019,6 +1048,8 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
   if (integer && (d.code == OpCode::add || d.code == OpCode::sub || d.code == OpCode::mul))
     return make_tensor_op(model, d, o);
   Ctx c{{model, d, "operator " + std::to_string(d.index) + " (" + op_name(int32_t(d.code)) + ")"}};
+  if (const ActKind k = activation_kind(d.code, d.approximate); k != ActKind::none && !d.silu)
+    return wire(std::make_unique<Activation>(c, o, k, op_name(int32_t(d.code))), d);
   switch (d.code) {
     case OpCode::conv_2d:
       return wire(std::make_unique<Conv2D>(c, o), d);
@@ -1056,31 +1087,8 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
       b->out_ = d.outputs[0];
       return b;
     }
-    case OpCode::relu:
-      return wire(std::make_unique<Activation>(c, o, ActKind::relu, "RELU"), d);
-    case OpCode::relu6:
-      return wire(std::make_unique<Activation>(c, o, ActKind::relu6, "RELU6"), d);
-    case OpCode::relu_n1_to_1:
-      return wire(std::make_unique<Activation>(c, o, ActKind::relu_n1_to_1, "RELU_N1_TO_1"), d);
-    case OpCode::tanh:
-      return wire(std::make_unique<Activation>(c, o, ActKind::tanh, "TANH"), d);
-    case OpCode::logistic:
-      if (d.silu) return wire(std::make_unique<Activation>(c, o, ActKind::silu, "LOGISTIC"), d);
-      return wire(std::make_unique<Activation>(c, o, ActKind::logistic, "LOGISTIC"), d);
-    case OpCode::hard_swish:
-      return wire(std::make_unique<Activation>(c, o, ActKind::hard_swish, "HARD_SWISH"), d);
-    case OpCode::gelu:
-      return wire(std::make_unique<Activation>(
-                      c, o, c.d.approximate ? ActKind::gelu_tanh : ActKind::gelu, "GELU"),
-                  d);
-    case OpCode::sqrt:
-      return wire(std::make_unique<Activation>(c, o, ActKind::sqrt, "SQRT"), d);
-    case OpCode::rsqrt:
-      return wire(std::make_unique<Activation>(c, o, ActKind::rsqrt, "RSQRT"), d);
-    case OpCode::neg:
-      return wire(std::make_unique<Activation>(c, o, ActKind::neg, "NEG"), d);
-    case OpCode::abs:
-      return wire(std::make_unique<Activation>(c, o, ActKind::abs, "ABS"), d);
+    case OpCode::logistic:  // the planner's SiLU (a plain LOGISTIC returned above)
+      return wire(std::make_unique<Activation>(c, o, ActKind::silu, "LOGISTIC"), d);
     case OpCode::softmax:
       return wire(std::make_unique<Softmax>(c, o), d);
     case OpCode::mean:

@@ -14,6 +14,7 @@
 
 #include "dispatch/isa.h"
 #include "runtime/model.h"
+#include "runtime/ops/vec.h"
 
 namespace ep {
 namespace rt {
@@ -75,6 +76,11 @@ std::unique_ptr<Op> wire(std::unique_ptr<T> op, const OpDesc& d) {
   op->out_ = d.outputs[0];
   return op;
 }
+
+// The elementwise activation an operator computes on its one float input (GELU with
+// `approximate`: the tanh form), ActKind::none for any other operator. One list for the float
+// tier's factory, the planner's fusions and the int8 tier's tables.
+ActKind activation_kind(OpCode code, bool approximate);
 
 // Throws ModelError when shapes are inconsistent, UnsupportedError for unsupported variants.
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& desc, const OpOptions& opts);

@@ -994,14 +994,15 @@ class QBinary : public Op {
       // 100 int8 GEMM multiply-adds (threads_for's unit), so MobileNetV2's 56x56x24 ADD (28 us)
       // splits; from the tables about 50 (15.5 us); MUL: one, weighed a third of ADD's
       const int64_t chunk = int64_t(1) << 14, tasks = (elems_ + chunk - 1) / chunk;
-      parallel_for(threads_for(r.threads, double(elems_) * weight()), tasks, [&](int64_t t) {
-        const int64_t e0 = t * chunk;
-        QAddArgs q;
-        q.a = a + e0, q.b = b + e0, q.y = y + e0, q.n = std::min(chunk, elems_ - e0);
-        q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_, q.hi = hi_;
-        q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
-        binary(q);
-      });
+      parallel_for(threads_for(r.threads, double(elems_) * cost_per_value()), tasks,
+                   [&](int64_t t) {
+                     const int64_t e0 = t * chunk;
+                     QAddArgs q;
+                     q.a = a + e0, q.b = b + e0, q.y = y + e0, q.n = std::min(chunk, elems_ - e0);
+                     q.za = za_, q.zb = zb_, q.zy = zy_, q.lo = lo_, q.hi = hi_;
+                     q.m1 = m1_, q.m2 = m2_, q.om = om_, q.s1 = s1_, q.s2 = s2_, q.os = os_;
+                     binary(q);
+                   });
 #endif
     } else if (period_ > 0) {
 #if defined(EP_HAVE_AVX512)
@@ -1016,7 +1017,7 @@ class QBinary : public Op {
           std::copy(small, small + period_, tiled.data() + k * period_);
         small = tiled.data();
       }
-      parallel_for(threads_for(r.threads, double(elems_) * weight()), rows, [&](int64_t t) {
+      parallel_for(threads_for(r.threads, double(elems_) * cost_per_value()), rows, [&](int64_t t) {
         const int64_t e0 = t * row;
         QAddArgs q;
         q.a = small_a_ ? small : a + e0, q.b = small_a_ ? b + e0 : small;
@@ -1049,7 +1050,8 @@ class QBinary : public Op {
   int ia_ = 0, ib_ = 0, out_ = 0;
 
  private:
-  double weight() const { return mul_ ? 35.0 : planes_.empty() ? 100.0 : 50.0; }
+  // threads_for's weight of one value (in int8 GEMM multiply-adds; see run())
+  double cost_per_value() const { return mul_ ? 35.0 : planes_.empty() ? 100.0 : 50.0; }
 #if defined(EP_HAVE_AVX512)
   void binary(QAddArgs& q) const {
     if (mul_) {
@@ -1375,12 +1377,12 @@ class QQuantize : public Op {
     elems_ = y.elems;
     zout_ = zp(y);
     scale_ = y.scale[0];
-    if (c.d.via_float) {  // DEQUANTIZE -> F -> QUANTIZE fused by the planner: a table
-      via_table(c, c.act(x), o);
+    if (c.d.float_table) {  // DEQUANTIZE -> F -> QUANTIZE fused by the planner: a table
+      build_float_table(c, c.act(x), o);
     } else if (x.type == DType::i8) {  // requantize int8 -> int8
       c.act(x);
       zin_ = zp(x);
-      requant_ = true;
+      by_table_ = true;
       int32_t mult;
       int shift;
       multiplier(c, double(x.scale[0]) / double(y.scale[0]), &mult, &shift);
@@ -1391,17 +1393,17 @@ class QQuantize : public Op {
       c.typed(x, DType::f32);
     }
     kind = "QUANTIZE";
-    label =
-        kind +
-        (c.d.via_float ? " int8->" + std::string(op_name(int32_t(c.d.via_op))) + "->int8 (table) "
-         : requant_    ? " int8->int8 "
-                       : " float->int8 ") +
-        dims(y.shape);
+    label = kind +
+            (c.d.float_table
+                 ? " int8->" + std::string(op_name(int32_t(c.d.table_op))) + "->int8 (table) "
+             : by_table_ ? " int8->int8 "
+                         : " float->int8 ") +
+            dims(y.shape);
     macs = double(elems_);
   }
   void run(const RunCtx& r) const override {
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
-    if (requant_) {
+    if (by_table_) {  // int8 input: requantization or a fused float chain, a table either way
       const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
       return apply_lut(lut_, x, elems_, y, isa_);
     }
@@ -1410,62 +1412,22 @@ class QQuantize : public Op {
     // per element weigh about 40 int8 GEMM multiply-adds (threads_for's unit).
     const int64_t chunk = int64_t(1) << 14, tasks = (elems_ + chunk - 1) / chunk;
     parallel_for(threads_for(r.threads, double(elems_) * 40.0), tasks, [&](int64_t t) {
-      const int64_t e0 = t * chunk, n = std::min(chunk, elems_ - e0);
-#if defined(EP_HAVE_AVX512)
-      if (isa_ == Isa::avx512)
-        return avx512::quantize_f32(r.ptr[in_] + e0, n, scale_, zout_, y + e0);
-#endif
-      quantize_row(r.ptr[in_] + e0, n, scale_, zout_, y + e0);
+      const int64_t e0 = t * chunk;
+      quantize(r.ptr[in_] + e0, std::min(chunk, elems_ - e0), scale_, zout_, y + e0, isa_);
     });
   }
   // The fused chain's table: the 256 bytes through this path's own DEQUANTIZE, float op and
   // QUANTIZE loops (each value computed alone in all three), so the bits are the unfused chain's
-  void via_table(const QCtx& c, const Tensor& x, const OpOptions& o) {
-    ActKind k = ActKind::none;
-    switch (c.d.via_op) {
-      case OpCode::gelu:
-        k = c.d.approximate ? ActKind::gelu_tanh : ActKind::gelu;
-        break;
-      case OpCode::tanh:
-        k = ActKind::tanh;
-        break;
-      case OpCode::logistic:
-        k = ActKind::logistic;
-        break;
-      case OpCode::hard_swish:
-        k = ActKind::hard_swish;
-        break;
-      case OpCode::relu:
-        k = ActKind::relu;
-        break;
-      case OpCode::relu6:
-        k = ActKind::relu6;
-        break;
-      case OpCode::relu_n1_to_1:
-        k = ActKind::relu_n1_to_1;
-        break;
-      case OpCode::sqrt:
-        k = ActKind::sqrt;
-        break;
-      case OpCode::rsqrt:
-        k = ActKind::rsqrt;
-        break;
-      case OpCode::neg:
-        k = ActKind::neg;
-        break;
-      case OpCode::abs:
-        k = ActKind::abs;
-        break;
-      default:
-        c.bad("no float table for this operator");
-    }
+  void build_float_table(const QCtx& c, const Tensor& x, const OpOptions& o) {
+    const ActKind k = activation_kind(c.d.table_op, c.d.approximate);
+    if (k == ActKind::none) c.bad("no float table for this operator");
     int8_t bytes[256];
     float f[256], g[256];
     for (int i = 0; i < 256; ++i) bytes[i] = int8_t(i);
     dequantize(bytes, 256, x.scale[0], zp(x), f, isa_);
     vec_ops(o.isa).activation(k, f, g, 256);
     quantize(g, 256, scale_, zout_, lut_, isa_);
-    requant_ = true;  // run() maps bytes through lut_
+    by_table_ = true;
   }
   static void quantize(const float* x, int64_t n, float scale, int32_t zout, int8_t* y, Isa isa) {
 #if defined(EP_HAVE_AVX512)
@@ -1496,7 +1458,7 @@ class QQuantize : public Op {
   int32_t zin_ = 0, zout_ = 0;
   int8_t lut_[256] = {};
   float scale_ = 1.0f;
-  bool requant_ = false;
+  bool by_table_ = false;  // run() maps bytes through lut_
 };
 
 class QDequantize : public Op {

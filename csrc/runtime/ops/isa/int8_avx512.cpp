@@ -63,24 +63,25 @@ inline __m512i mbqm(__m512i x, const Rq16& r) {
 struct Rqf16 {
   __m512 scale, pos, neg;
 };
-inline __m512i rq_wide(__m512i x, const Rqf16& f, __mmask16* ok) {
+// W (float) for 16 sums: the fused multiply-add with pos or neg by the sum's sign
+inline __m512 rq_sum(__m512i x, const Rqf16& f) {
   const __mmask16 negative = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-  const __m512 w =
-      _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), f.scale, _mm512_mask_blend_ps(negative, f.pos, f.neg));
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), f.scale,
+                         _mm512_mask_blend_ps(negative, f.pos, f.neg));
+}
+// V from W, rounded to nearest; lanes with V mod 65536 below 16 cleared in *ok
+inline __m512i rq_round(__m512 w, __mmask16* ok) {
   const __m512i v = _mm512_cvt_roundps_epi32(w, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   *ok = _mm512_mask_test_epi32_mask(*ok, v, _mm512_set1_epi32(0xFFF0));
   return v;
 }
+inline __m512i rq_float_v(__m512i x, const Rqf16& f, __mmask16* ok) {
+  return rq_round(rq_sum(x, f), ok);
+}
 // The same with W clamped to [vlo, vhi] (65536 * lo or hi + 32768: high halves lo and hi, never
 // flagged), so V's high half is already inside the activation's range.
-inline __m512i rq_wide(__m512i x, const Rqf16& f, __m512 vlo, __m512 vhi, __mmask16* ok) {
-  const __mmask16 negative = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-  const __m512 w =
-      _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), f.scale, _mm512_mask_blend_ps(negative, f.pos, f.neg));
-  const __m512i v = _mm512_cvt_roundps_epi32(_mm512_max_ps(_mm512_min_ps(w, vhi), vlo),
-                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  *ok = _mm512_mask_test_epi32_mask(*ok, v, _mm512_set1_epi32(0xFFF0));
-  return v;
+inline __m512i rq_float_v(__m512i x, const Rqf16& f, __m512 vlo, __m512 vhi, __mmask16* ok) {
+  return rq_round(_mm512_max_ps(_mm512_min_ps(rq_sum(x, f), vhi), vlo), ok);
 }
 inline Rqf16 rqf16(const FloatRequant& fr, int64_t c0) {
   return Rqf16{_mm512_loadu_ps(fr.scale + c0), _mm512_loadu_ps(fr.pos + c0),
@@ -194,7 +195,7 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
     if constexpr (F) {
       __mmask16 ok = 0xFFFF;
       const auto wide = [&](__m512i v, int h) {
-        return h < 0 ? _mm512_set1_epi32(0x8000) : rq_wide(v, rf[h], &ok);
+        return h < 0 ? _mm512_set1_epi32(0x8000) : rq_float_v(v, rf[h], &ok);
       };
       const __m512i v0 = wide(a0, h0), v1 = wide(a1, h1), v2 = wide(a2, h2), v3 = wide(a3, h3);
       bytes = __builtin_expect(ok == 0xFFFF, 1) ? high_bytes(v0, v1, v2, v3)
@@ -304,7 +305,7 @@ inline void spmm_channel(const QSpmmVnniArgs& a, int64_t j, const int32_t*& quad
                   _mm512_set1_ps(a.fr->neg[j])};
     __mmask16 ok = 0xFFFF;
 #pragma GCC unroll 4
-    for (int t = 0; t < NV; ++t) res[t] = rq_wide(acc[t], f, vlo, vhi, &ok);
+    for (int t = 0; t < NV; ++t) res[t] = rq_float_v(acc[t], f, vlo, vhi, &ok);
     if (__builtin_expect(ok == 0xFFFF, 1)) return;
   }
   const Rq16 rq = rq16(_mm512_set1_epi32(a.mult[j]), _mm512_set1_epi32(a.shift[j]));
@@ -457,7 +458,7 @@ inline __m512i dw_result(const QDwRowArgs& a, const DwLanes& l, __m512i acc) {
   const __m512i lo = _mm512_set1_epi32(a.lo), hi = _mm512_set1_epi32(a.hi);
   if (l.fl) {
     __mmask16 ok = 0xFFFF;
-    const __m512i v = rq_wide(acc, l.rf, &ok);
+    const __m512i v = rq_float_v(acc, l.rf, &ok);
     if (__builtin_expect(ok == 0xFFFF, 1))
       return _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(v, 16), lo), hi);
   }
@@ -475,8 +476,8 @@ inline void dw_store4(const QDwRowArgs& a, const DwLanes& l, const __m512i* acc,
                       int64_t step) {
   if (l.fl) {
     __mmask16 ok = 0xFFFF;
-    const __m512i v0 = rq_wide(acc[0], l.rf, &ok), v1 = rq_wide(acc[1], l.rf, &ok);
-    const __m512i v2 = rq_wide(acc[2], l.rf, &ok), v3 = rq_wide(acc[3], l.rf, &ok);
+    const __m512i v0 = rq_float_v(acc[0], l.rf, &ok), v1 = rq_float_v(acc[1], l.rf, &ok);
+    const __m512i v2 = rq_float_v(acc[2], l.rf, &ok), v3 = rq_float_v(acc[3], l.rf, &ok);
     if (__builtin_expect(ok == 0xFFFF, 1)) {
       const __m512i bytes = _mm512_min_epi8(
           _mm512_max_epi8(high_bytes(v0, v1, v2, v3), _mm512_set1_epi8(int8_t(a.lo))),
@@ -873,10 +874,15 @@ __attribute__((target("avx512vbmi"))) void qadd_tables(const QAddArgs& a) {
   const __m512i zy = _mm512_set1_epi32(a.zy), lo = _mm512_set1_epi8(int8_t(a.lo)),
                 hi = _mm512_set1_epi8(int8_t(a.hi));
   const __m512i int16_min = _mm512_set1_epi32(-32768), int16_max = _mm512_set1_epi32(32767);
-  // high_bytes puts out[k] lane l's elements 16 l + 4 k + t at byte 16 k + 4 l + t
-  alignas(64) uint8_t order[64];
-  for (int e = 0; e < 64; ++e) order[e] = uint8_t(16 * ((e % 16) / 4) + 4 * (e / 16) + e % 4);
-  const __m512i back = _mm512_load_si512(order);
+  // high_bytes puts out[k] lane l's elements 16 l + 4 k + t at byte 16 k + 4 l + t; byte e of
+  // `back` names where element e went
+  static const struct Order {
+    alignas(64) uint8_t at[64];
+    Order() {
+      for (int e = 0; e < 64; ++e) at[e] = uint8_t(16 * ((e % 16) / 4) + 4 * (e / 16) + e % 4);
+    }
+  } order;
+  const __m512i back = _mm512_load_si512(order.at);
   for (int64_t i = 0; i < a.n; i += 64) {
     const int64_t left = a.n - i;
     const __mmask64 m = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
@@ -884,7 +890,7 @@ __attribute__((target("avx512vbmi"))) void qadd_tables(const QAddArgs& a) {
     plane_lookup(_mm512_maskz_loadu_epi8(m, a.a + i), a.ta, fa);
     plane_lookup(_mm512_maskz_loadu_epi8(m, a.b + i), a.tb, fb);
     __mmask16 ok = 0xFFFF;
-    for (int k = 0; k < 4; ++k) v[k] = rq_wide(_mm512_add_epi32(fa[k], fb[k]), f, &ok);
+    for (int k = 0; k < 4; ++k) v[k] = rq_float_v(_mm512_add_epi32(fa[k], fb[k]), f, &ok);
     if (__builtin_expect(ok != 0xFFFF, 0))
       for (int k = 0; k < 4; ++k) {  // the integer steps, put in V's high half
         const __m512i q = _mm512_add_epi32(mbqm(_mm512_add_epi32(fa[k], fb[k]), ro), zy);
@@ -958,7 +964,7 @@ void qmul(const QAddArgs& a) {
       __mmask16 ok = 0xFFFF;
       for (int k = 0; k < 4; ++k) {
         p[k] = product(a.a + i + 16 * k, a.b + i + 16 * k, __mmask16(0xFFFF));
-        v[k] = rq_wide(p[k], f, &ok);
+        v[k] = rq_float_v(p[k], f, &ok);
       }
       if (__builtin_expect(ok != 0xFFFF, 0))
         for (int k = 0; k < 4; ++k) {
