@@ -392,6 +392,8 @@ BMM_CASES = [
     dict(sa=(3, 8, 5), sb=(6, 8), adj_x=True, adj_y=True),  # rank 3 against rank 2
     dict(sa=(4, 16, 40), sb=(4, 40, 33), zps=(-128, 127, 0)),
     dict(sa=(12, 128, 32), sb=(12, 32, 128), out_scale=0.2),  # attention scores; saturates
+    dict(sa=(4, 128, 128), sb=(4, 128, 32), zps=(-128, 3, -9)),  # probabilities @ values
+    dict(sa=(2, 70, 7), sb=(1, 7, 19), zps=(120, -120, 5)),  # K not a multiple of 4, rows past 64
 ]
 
 

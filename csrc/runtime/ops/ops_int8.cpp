@@ -1075,12 +1075,17 @@ class QBinary : public Op {
 
 // ------------------------------------------------------------------------ BATCH_MATMUL
 // Y = requant(sum_k (A[i, k] - za) (B[k, j] - zb)) with both operands int8 activations, as
-// TFLite's int8 BATCH_MATMUL: one multiplier float(sa * sb) / sy, no fused activation. Both
-// operands are widened to int16 with their zero points removed, A by rows and B by columns (a
-// transpose unless adj_y), so each output is one int16 dot product over k (vpmaddwd / smlal).
+// TFLite's int8 BATCH_MATMUL: one multiplier float(sa * sb) / sy, no fused activation.
+// AVX-512 VNNI: each call packs B's matrices as the GEMM's weights (columns as channels, raw
+// int8) and A's rows as its uint8 rows (a + 128); the zero points become a per-column bias,
+// -(128 + za) sum_k B[k, j] + (128 + za) zb K, and a per-row one, -zb sum_k (A[i, k] + 128).
+// Packing costs O((M + N) K) per matrix against the product's O(M N K).
+// Elsewhere both operands are widened to int16 with their zero points removed, A by rows and B
+// by columns (a transpose unless adj_y), so each output is one int16 dot product over k
+// (vpmaddwd / smlal). Both give the exact int32 sum, so the same bits.
 class QBatchMatMul : public Op {
  public:
-  explicit QBatchMatMul(const QCtx& c) {
+  QBatchMatMul(const QCtx& c, const OpOptions& o) {
     const Tensor &a = c.act(c.in(0)), &b = c.act(c.in(1)), &y = c.act(c.out());
     mm_.init(c, a, b, y);
     adj_x_ = mm_.adj_x, adj_y_ = mm_.adj_y, m_ = mm_.m, k_ = mm_.k, n_ = mm_.n;
@@ -1095,12 +1100,33 @@ class QBatchMatMul : public Op {
     macs = double(mm_.count) * m_ * k_ * n_;
     label = kind + " int8 " + dims(a.shape) + (adj_x_ ? "T" : "") + " x " + dims(b.shape) +
             (adj_y_ ? "T" : "");
+#if defined(EP_HAVE_AVX512)
+    vnni_ = o.isa == Isa::avx512 && cpu_features().avx512vnni;
+    if (vnni_) {
+      kp_ = (k_ + 3) / 4 * 4, np_ = (n_ + 15) / 16 * 16;
+      in_place_ = !adj_x_ && k_ == kp_;
+      vmult_.assign(size_t(np_), mult_), vshift_.assign(size_t(np_), shift_);
+      fscale_.resize(size_t(np_)), fpos_.resize(size_t(np_)), fneg_.resize(size_t(np_));
+      float_rq_ = float_requant(vmult_.data(), vshift_.data(), n_, np_, zy_, fscale_.data(),
+                                fpos_.data(), fneg_.data());
+    }
+#else
+    (void)o;
+#endif
   }
-  int64_t scratch_bytes() const override { return (amats_ * m_ + bmats_ * n_) * k_ * 2; }
+  int64_t scratch_bytes() const override {
+    if (vnni_)  // column and row biases, packed B, one B of adj_y made [k, n], A as uint8 rows
+      return (bmats_ * np_ + amats_ * m_) * 4 + bmats_ * np_ * kp_ + n_ * k_ +
+             (in_place_ ? 0 : amats_ * m_ * kp_);
+    return (amats_ * m_ + bmats_ * n_) * k_ * 2;
+  }
   void run(const RunCtx& r) const override {
     const int8_t* a = reinterpret_cast<const int8_t*>(r.ptr[ia_]);
     const int8_t* b = reinterpret_cast<const int8_t*>(r.ptr[ib_]);
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+#if defined(EP_HAVE_AVX512)
+    if (vnni_) return run_vnni(a, b, y, r);
+#endif
     int16_t* aw = static_cast<int16_t*>(r.scratch);  // [amats, m, k]
     int16_t* bw = aw + amats_ * m_ * k_;             // [bmats, n, k]
     widen(a, amats_, m_, k_, adj_x_, za_, aw);
@@ -1137,10 +1163,73 @@ class QBatchMatMul : public Op {
       }
     }
   }
-  bool adj_x_ = false, adj_y_ = false;
-  int64_t m_ = 0, k_ = 0, n_ = 0, amats_ = 1, bmats_ = 1;
+#if defined(EP_HAVE_AVX512)
+  static constexpr int64_t kVnniRows = 64;  // rows per task
+  void run_vnni(const int8_t* a, const int8_t* b, int8_t* y, const RunCtx& r) const {
+    const int64_t m = m_, k = k_, n = n_, kp = kp_, np = np_;
+    int32_t* bias = static_cast<int32_t*>(r.scratch);               // [bmats, np]
+    int32_t* rows = bias + bmats_ * np;                             // [amats, m]
+    int8_t* packed = reinterpret_cast<int8_t*>(rows + amats_ * m);  // [bmats, np * kp]
+    int8_t* bt = packed + bmats_ * np * kp;                         // [k, n]
+    uint8_t* au = reinterpret_cast<uint8_t*>(bt + n * k);           // [amats, m, kp]
+    const int64_t cz = 128 + int64_t(za_);
+    for (int64_t bm = 0; bm < bmats_; ++bm) {  // W[j, kk] = B[kk, j]; adj_y: B[j, kk]
+      const int8_t* src = b + bm * k * n;
+      if (adj_y_) {
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t kk = 0; kk < k; ++kk) bt[kk * n + j] = src[j * k + kk];
+        src = bt;
+      }
+      int32_t* bb = bias + bm * np;
+      avx512::pack_kn_vnni(src, k, n, kp, packed + bm * np * kp, bb);
+      for (int64_t j = 0; j < n; ++j) bb[j] = wrap(-cz * bb[j] + cz * zb_ * k);
+      std::fill(bb + n, bb + np, 0);
+    }
+    for (int64_t am = 0; am < amats_; ++am) {  // A as uint8 rows (unless read in place)
+      const int8_t* src = a + am * m * k;
+      if (in_place_) {
+        avx512::row_sums_u8(src, m, k, k, rows + am * m);
+      } else {
+        uint8_t* dst = au + am * m * kp;
+        for (int64_t i = 0; i < m; ++i) {
+          int64_t sum = 0;
+          for (int64_t kk = 0; kk < k; ++kk) {
+            const int8_t v = adj_x_ ? src[kk * m + i] : src[i * k + kk];
+            dst[i * kp + kk] = uint8_t(v + 128);
+            sum += v + 128;
+          }
+          std::fill(dst + i * kp + k, dst + (i + 1) * kp, uint8_t(0));
+          rows[am * m + i] = int32_t(sum);
+        }
+      }
+      for (int64_t i = 0; i < m; ++i) rows[am * m + i] = wrap(-int64_t(zb_) * rows[am * m + i]);
+    }
+    const FloatRequant fr{fscale_.data(), fpos_.data(), fneg_.data()};
+    const int64_t blocks = (m + kVnniRows - 1) / kVnniRows;
+    parallel_for(threads_for(r.threads, macs), mm_.count * blocks, [&](int64_t t) {
+      const int64_t mat = t / blocks, i0 = t % blocks * kVnniRows;
+      const auto [ia, ib] = mm_(mat);
+      QGemmVnniArgs g;
+      g.signed_x = in_place_;
+      g.x = in_place_ ? reinterpret_cast<const uint8_t*>(a + (ia * m + i0) * k)
+                      : au + (ia * m + i0) * kp;
+      g.n = std::min(kVnniRows, m - i0), g.kp = kp, g.m = n;
+      g.w = packed + ib * np * kp;
+      g.bias = bias + ib * np, g.row_bias = rows + ia * m + i0;
+      g.mult = vmult_.data(), g.shift = vshift_.data();
+      if (float_rq_) g.fr = &fr;
+      g.zp_out = zy_, g.lo = -128, g.hi = 127;
+      g.y = y + mat * m * n + i0 * n, g.ldy = n;
+      avx512::qgemm_vnni(g);
+    });
+  }
+#endif
+  bool adj_x_ = false, adj_y_ = false, vnni_ = false, in_place_ = false, float_rq_ = false;
+  int64_t m_ = 0, k_ = 0, n_ = 0, amats_ = 1, bmats_ = 1, kp_ = 0, np_ = 0;
   int32_t za_ = 0, zb_ = 0, zy_ = 0, mult_ = 0;
   int shift_ = 0;
+  std::vector<int32_t> vmult_, vshift_;
+  std::vector<float> fscale_, fpos_, fneg_;
   MatmulGeometry mm_;
 };
 
@@ -1807,7 +1896,7 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
       return b;
     }
     case OpCode::batch_matmul: {
-      auto op = std::make_unique<QBatchMatMul>(c);
+      auto op = std::make_unique<QBatchMatMul>(c, o);
       op->ia_ = d.inputs[0];
       op->ib_ = d.inputs[1];
       op->out_ = d.outputs[0];

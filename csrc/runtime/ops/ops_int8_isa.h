@@ -31,16 +31,19 @@ struct FloatRequant {
 bool float_requant(const int32_t* mult, const int32_t* shift, int64_t n, int64_t padded,
                    int32_t zp_out, float* scale, float* pos, float* neg);
 
-// y[r, j] = clamp(zp_out + mbqm(sum_k (x[r, k] + 128) * W[j, k] + bias[j], mult[j], shift[j]))
-// for rows r < n: x holds uint8 rows (int8 ^ 0x80) of `kp` bytes (K rounded up to 4, zero
-// padded), W is packed by pack_qgemm_vnni, bias[j] = bias_q[j] - (zp_in + 128) * sum_k W[j, k].
-// Per-channel arrays are padded to a multiple of 16 channels.
+// y[r, j] = clamp(zp_out + mbqm(sum_k (x[r, k] + 128) * W[j, k] + bias[j] + row_bias[r],
+// mult[j], shift[j])) for rows r < n: x holds uint8 rows (int8 ^ 0x80) of `kp` bytes (K rounded
+// up to 4, zero padded), W is packed by pack_qgemm_vnni, bias[j] = bias_q[j] - (zp_in + 128) *
+// sum_k W[j, k]. row_bias (optional) carries a per-row term: the other operand's zero point
+// times the row's sum when W is an activation (BATCH_MATMUL). Sums wrap modulo 2^32, so only
+// the final value must fit int32. Per-channel arrays are padded to a multiple of 16 channels.
 struct QGemmVnniArgs {
   const uint8_t* x = nullptr;
   int64_t n = 0, kp = 0, m = 0;
   const int8_t* w = nullptr;
   const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
-  const FloatRequant* fr = nullptr;  // when set, the float form of the same requantization
+  const int32_t* row_bias = nullptr;  // [n], or none
+  const FloatRequant* fr = nullptr;   // when set, the float form of the same requantization
   // x holds int8 rows instead (K a multiple of 4, so every 4-byte group is inside its row), made
   // uint8 as they are read
   bool signed_x = false;
@@ -128,6 +131,12 @@ void im2col_pixels_s8(const int8_t* x, int64_t row_bytes, int64_t kh, int64_t le
 void column_sums_s8(const int8_t* x, int64_t n, int64_t cols, int32_t* out);
 // y[i] = lut[uint8(x[i])] with AVX-512 VBMI byte permutes (check the CPU has VBMI first)
 void lut_s8_vbmi(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y);
+// An activation B[K, N] (row stride N) as GEMM weights: out is pack_qgemm_vnni's layout of
+// W[j, k] = B[k, j] (round16(N) * kp bytes), and col_sums[j] = sum_k B[k, j] for j < N
+void pack_kn_vnni(const int8_t* b, int64_t k, int64_t n, int64_t kp, int8_t* out,
+                  int32_t* col_sums);
+// out[r] = sum_k (x[r * ld + k] + 128), k < K: the row sums of int8 rows read as uint8
+void row_sums_u8(const int8_t* x, int64_t rows, int64_t k, int64_t ld, int32_t* out);
 void qgemm_vnni(const QGemmVnniArgs& a);
 // float -> int8 QUANTIZE, the same bits as QQuantize's portable loop (TFLite's AffineQuantize)
 void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* y);

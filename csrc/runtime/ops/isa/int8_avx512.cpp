@@ -130,7 +130,8 @@ void tile(const QGemmVnniArgs& a, int64_t r0, int64_t b) {
   for (int h = 0; h < B; ++h) {
     const __m512i bias = _mm512_loadu_si512(a.bias + c0 + 16 * h);
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) acc[r][h] = bias;
+    for (int r = 0; r < R; ++r)
+      acc[r][h] = a.row_bias ? _mm512_add_epi32(bias, _mm512_set1_epi32(a.row_bias[r0 + r])) : bias;
   }
   const __m512i sign = _mm512_set1_epi32(int32_t(0x80808080u));
   for (int64_t q = 0; q < groups; ++q) {
@@ -941,6 +942,56 @@ void column_sums_s8(const int8_t* x, int64_t n, int64_t cols, int32_t* out) {
       _mm512_mask_storeu_epi32(out + j + 16 * k,
                                c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << c) - 1), total[k]);
     }
+  }
+}
+
+void pack_kn_vnni(const int8_t* b, int64_t k, int64_t n, int64_t kp, int8_t* out,
+                  int32_t* col_sums) {
+  const int64_t groups = kp / 4;
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t j0 = 0; j0 < n; j0 += 16) {
+    const int64_t cols = std::min<int64_t>(16, n - j0);
+    const __mmask16 m = cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1);
+    int8_t* const blk = out + j0 / 16 * groups * 64;
+    __m512i sum = _mm512_setzero_si512();
+    for (int64_t q = 0; q < groups; ++q) {
+      __m128i r[4];
+      for (int t = 0; t < 4; ++t) {
+        const int64_t kk = 4 * q + t;
+        r[t] = kk < k ? _mm_maskz_loadu_epi8(m, b + kk * n + j0) : _mm_setzero_si128();
+      }
+      // dword j of the block = B[4q .. 4q + 3, j0 + j]: bytes of rows 0|1 and 2|3 interleaved,
+      // then their byte pairs
+      const __m128i lo01 = _mm_unpacklo_epi8(r[0], r[1]), hi01 = _mm_unpackhi_epi8(r[0], r[1]);
+      const __m128i lo23 = _mm_unpacklo_epi8(r[2], r[3]), hi23 = _mm_unpackhi_epi8(r[2], r[3]);
+      __m512i v = _mm512_castsi128_si512(_mm_unpacklo_epi16(lo01, lo23));
+      v = _mm512_inserti32x4(v, _mm_unpackhi_epi16(lo01, lo23), 1);
+      v = _mm512_inserti32x4(v, _mm_unpacklo_epi16(hi01, hi23), 2);
+      v = _mm512_inserti32x4(v, _mm_unpackhi_epi16(hi01, hi23), 3);
+      _mm512_storeu_si512(blk + q * 64, v);
+      sum = dpbusd(sum, ones, v);  // 1 * each signed byte: the four values' sum per column
+    }
+    _mm512_mask_storeu_epi32(col_sums + j0, m, sum);
+  }
+}
+
+void row_sums_u8(const int8_t* x, int64_t rows, int64_t k, int64_t ld, int32_t* out) {
+  const __m512i sign = _mm512_set1_epi8(int8_t(0x80)), zero = _mm512_setzero_si512();
+  const int64_t tail = k % 64;
+  const __mmask64 mt = tail ? (__mmask64(1) << tail) - 1 : 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int8_t* xr = x + r * ld;
+    __m512i acc = zero;  // sums of eight bytes per 64-bit lane
+    int64_t kk = 0;
+    for (; kk + 64 <= k; kk += 64)
+      acc = _mm512_add_epi64(
+          acc, _mm512_sad_epu8(_mm512_xor_si512(_mm512_loadu_si512(xr + kk), sign), zero));
+    if (tail) {
+      const __m512i v =
+          _mm512_maskz_mov_epi8(mt, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mt, xr + kk), sign));
+      acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, zero));
+    }
+    out[r] = int32_t(_mm512_reduce_add_epi64(acc));
   }
 }
 
