@@ -457,10 +457,48 @@ def _splice(edit: _QDQEdit) -> None:
     graph.initializer.extend(keep + edit.new_inits)
 
 
+# ops that move values without changing them: a matmul operand reached through them from a
+# located point reads that point's int8 bytes
+_VIEW_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten")
+
+
+def _views_back(producers: dict, tensor: str):
+    """``tensor`` and each tensor it is a view of, walking back through ``_VIEW_OPS``."""
+    yield tensor
+    while tensor in producers and producers[tensor].op_type in _VIEW_OPS:
+        tensor = producers[tensor].input[0]
+        yield tensor
+
+
+def _map_matmul(graph, op_name: str, op: dict, point_tensors: dict) -> None:
+    """Locate an int8 matmul of two activations: the MatMul whose operands are views of the located
+    input points (at least one is located; the other operand's point, if not located yet, is the
+    MatMul's input itself)."""
+    found = None
+    producers = {o: n for n in graph.node for o in n.output}
+    for n in graph.node:
+        if n.op_type != "MatMul" or len(n.input) != 2:
+            continue
+        ok = True
+        for p, t in zip(op["inputs"], n.input):
+            if p in point_tensors and not any(v in point_tensors[p] for v in _views_back(producers, t)):
+                ok = False
+        if ok:
+            found = n
+            break
+    if found is None:
+        raise RuntimeError(f"matmul {op_name} not found in the exported ONNX graph")
+    for p, t in zip(op["inputs"], found.input):
+        if p not in point_tensors:
+            point_tensors[p] = {t}
+    point_tensors.setdefault(op["output"], set()).add(found.output[0])
+
+
 def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict) -> None:
-    """Locate a quantized add / mul / average pool / concat / sigmoid / hard sigmoid / hard-swish in the
-    ONNX graph
-    from its input tensors."""
+    """Locate a quantized add / mul / average pool / concat / sigmoid / hard sigmoid / hard-swish /
+    matmul in the ONNX graph from its input tensors."""
+    if op["kind"] == "matmul":
+        return _map_matmul(graph, op_name, op, point_tensors)
     ins = []
     for p in op["inputs"]:
         if p not in point_tensors:

@@ -309,11 +309,18 @@ def fully_connected(lw: Lowering, node) -> None:
 
 
 def batch_matmul(lw: Lowering, node) -> None:
-    a = lw.get(node.input[0], nhwc=False, want_float=True)
-    b = lw.get(node.input[1], nhwc=False, want_float=True)
-    out = lw.new(node.output[0], False)
+    """BATCH_MATMUL of two activations: int8 (version 2) when both are int8 and a QuantizeLinear
+    follows the output, whose scale the output takes; float otherwise."""
+    a = lw.get(node.input[0], nhwc=False)
+    b = lw.get(node.input[1], nhwc=False)
+    q = lw.out_quant(node.output[0])
+    int8 = q is not None and lw.is_int8(a) and lw.is_int8(b)
+    if not int8:
+        a = lw.get(node.input[0], nhwc=False, want_float=True)
+        b = lw.get(node.input[1], nhwc=False, want_float=True)
+    out = lw.new(node.output[0], False, quant=q if int8 else None)
     opts = ("BatchMatMulOptions", {"AdjX": False, "AdjY": False})
-    lw.m.op(OP.BATCH_MATMUL, [a.index, b.index], [out.index], opts, 1, node.name)
+    lw.m.op(OP.BATCH_MATMUL, [a.index, b.index], [out.index], opts, 2 if int8 else 1, node.name)
     lw.bind(node.output[0], out)
 
 

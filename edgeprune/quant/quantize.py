@@ -14,8 +14,11 @@ Where activations are quantized: the input of every Conv1d/Conv2d/Linear, and (p
 "inputs_outputs", the ONNX Runtime scheme) its output, taken after a directly following ReLU or
 ReLU6 so that ONNX Runtime can fuse Conv+ReLU into one QLinearConv; in that placement residual
 adds, average pools and concats fed by quantized tensors get an output point too (QLinearAdd,
-QLinearAveragePool, QLinearConcat). A point right after a value-preserving op (flatten, reshape, max pool,
-dropout) reuses its source's scale. TensorRT placement ("inputs") quantizes layer inputs only.
+QLinearAveragePool, QLinearConcat). Attention's matmuls of two activations (``q @ k^T`` and
+probabilities ``@ v``; ``scaled_dot_product_attention`` is first rewritten into them, softmax and
+the mask, by ``_split_attention``) get points on both operands and their result, so they run as
+int8 matmuls while softmax and layer norm stay float. A point right after a value-preserving op
+(flatten, reshape, transpose, max pool, dropout) reuses its source's scale. TensorRT placement ("inputs") quantizes layer inputs only.
 Every other op stays fp32, and ``skipped`` says which weighted ops were not quantized and why.
 In that placement a HardSwish computes ``x * q(relu6(x + 3)) / 6`` with the gate on a fixed 6/255
 grid (``fakequant.GatedHardswish``): the form the ONNX Runtime file runs as int8 kernels.
@@ -199,6 +202,7 @@ def fold_bn(model: nn.Module, example: tuple | None = None, names: list | None =
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
     _split_silu(gm, modules)
+    _split_attention(gm)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
@@ -224,6 +228,54 @@ def _split_silu(gm: fx.GraphModule, modules: dict) -> None:
             mul = gm.graph.call_function(operator.mul, (node.args[0], sig))
         node.replace_all_uses_with(mul)
         gm.graph.erase_node(node)
+
+
+_SDPA_FUNCS = {F.scaled_dot_product_attention, torch.ops.aten.scaled_dot_product_attention.default}
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def _mask_bias(mask: torch.Tensor) -> torch.Tensor:
+    """An ``scaled_dot_product_attention`` mask as the bias added to the scores: a boolean mask
+    keeps the True positions and gives the others float32's lowest value (a finite value, as
+    ``transformers``' eager attention uses, so softmax never meets -inf - -inf and needs no NaN
+    clean-up; a row masked everywhere then attends evenly instead of giving zeros); a float mask
+    is the bias itself."""
+    if mask.dtype == torch.bool:
+        return torch.where(mask, 0.0, torch.finfo(torch.float32).min)
+    return mask
+
+
+def _split_attention(gm: fx.GraphModule) -> None:
+    """Rewrite every ``scaled_dot_product_attention`` (eval: no dropout) as the ops it computes,
+    ``softmax(q @ k^T * scale + mask bias) @ v`` (``_mask_bias``), so each of its two matmuls gets
+    int8 points on its operands and its result (``analyze``): runtimes then run them as int8
+    matmuls, and softmax and the mask stay float. Causal and grouped-query calls stay whole
+    (float)."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in _SDPA_FUNCS:
+            continue
+        a = dict(zip(_SDPA_ARGS, node.args))
+        a.update(node.kwargs)
+        q, k, v, mask = a["query"], a["key"], a["value"], a.get("attn_mask")
+        if a.get("dropout_p", 0.0) or a.get("is_causal", False) or a.get("enable_gqa", False):
+            continue
+        if not all(isinstance(t, fx.Node) for t in (q, k, v)) or not (mask is None or isinstance(mask, fx.Node)):
+            continue
+        scale = a.get("scale")
+        g = gm.graph
+        with g.inserting_before(node):
+            kt = g.call_function(torch.transpose, (k, -2, -1))
+            scores = g.call_function(torch.matmul, (q, kt))
+            if scale is None:  # the default, 1 / sqrt(head size), read when the graph runs
+                size = g.call_method("size", (q, -1))
+                scale = g.call_function(operator.pow, (size, -0.5))
+            scores = g.call_function(operator.mul, (scores, scale))
+            if mask is not None:
+                scores = g.call_function(operator.add, (scores, g.call_function(_mask_bias, (mask,))))
+            probs = g.call_function(torch.softmax, (scores, -1))
+            out = g.call_function(torch.matmul, (probs, v))
+        node.replace_all_uses_with(out)
+        g.erase_node(node)
 
 
 _CLAMP_FUNCS = {torch.clamp, torch.clip, torch.clamp_min, F.hardtanh}
@@ -317,7 +369,7 @@ def analyze(gm: fx.GraphModule, config: QuantConfig):
                         "reason": f"{type(mod).__name__} has no int8 implementation here; kept fp32",
                     }
                 )
-        elif node.op == "call_function" and node.target in _WEIGHTED_FUNCS:
+        elif node.op == "call_function" and node.target in _WEIGHTED_FUNCS and not _is_activation_matmul(node):
             skipped.append(
                 {
                     "name": node.name,
@@ -383,10 +435,35 @@ def _activation_kind(node: fx.Node, modules: dict) -> str | None:
     return None
 
 
+_MATMUL_FUNCS = {
+    torch.matmul,
+    torch.bmm,
+    operator.matmul,
+    torch.ops.aten.matmul.default,
+    torch.ops.aten.bmm.default,
+}
+
+
+def _is_activation_matmul(node: fx.Node) -> bool:
+    """A matmul of two float activations of rank >= 2 (attention's q @ k^T and probabilities @ v),
+    not of a weight (a parameter read by ``get_attr``)."""
+    is_mm = (node.op == "call_function" and node.target in _MATMUL_FUNCS) or (
+        node.op == "call_method" and node.target in ("matmul", "bmm")
+    )
+    if not is_mm or len(node.args) != 2 or node.kwargs or not _float_meta(node):
+        return False
+    for a in node.args:
+        if not _float_meta(a) or len(a.meta["tensor_meta"].shape) < 2 or a.op == "get_attr":
+            return False
+    return True
+
+
 def _op_kind(node: fx.Node, modules: dict) -> str | None:
     kind = _activation_kind(node, modules)
     if kind is not None:
         return kind
+    if _is_activation_matmul(node):
+        return "matmul"
     if node.op == "call_function" and node.target in _ADD_FUNCS or node.op == "call_method" and node.target == "add":
         args = node.args[:2]
         metas = [a.meta.get("tensor_meta") if isinstance(a, fx.Node) else None for a in args]
@@ -423,7 +500,7 @@ def _op_kind(node: fx.Node, modules: dict) -> str | None:
 
 
 def _op_inputs(node: fx.Node, kind: str) -> list[fx.Node]:
-    if kind in ("add", "mul"):
+    if kind in ("add", "mul", "matmul"):
         return list(node.args[:2])
     if kind == "concat":
         return list(node.args[0])
@@ -445,9 +522,14 @@ def _analyze_ops(gm: fx.GraphModule, modules: dict, layers: dict, wanted: set) -
         kind = _op_kind(node, modules)
         if kind is None:
             continue
-        ins = [a.name for a in _op_inputs(node, kind)]
-        if not all(i in locatable for i in ins):
-            continue
+        if kind == "matmul":
+            ins = _matmul_inputs(node, modules, locatable)
+            if ins is None:
+                continue
+        else:
+            ins = [a.name for a in _op_inputs(node, kind)]
+            if not all(i in locatable for i in ins):
+                continue
         out, relu = node, False
         users = list(node.users)
         if len(users) == 1 and _is_relu(users[0], modules) and kind not in _UNARY_MODULES.values():
@@ -459,6 +541,25 @@ def _analyze_ops(gm: fx.GraphModule, modules: dict, layers: dict, wanted: set) -
     return ops
 
 
+def _matmul_inputs(node: fx.Node, modules: dict, locatable: set) -> list[str] | None:
+    """The points a matmul of two activations reads: an operand that is a view (reshape,
+    transpose, ...) of a locatable point reads that point (a view changes no value, so its int8
+    bytes are the point's); any other operand gets a point of its own, on the operand itself,
+    which the exporter finds as the matmul's input. None when neither operand leads to a
+    locatable point (the exporter could not find the matmul)."""
+    ins, found = [], False
+    for a in node.args:
+        src = a
+        while src.name not in locatable and _is_passthrough(src, modules) and isinstance(src.args[0], fx.Node):
+            src = src.args[0]
+        if src.name in locatable:
+            ins.append(src.name)
+            found = True
+        else:
+            ins.append(a.name)
+    return ins if found and ins[0] != ins[1] else None
+
+
 _PASSTHROUGH_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.MaxPool1d, nn.MaxPool2d, nn.Unflatten)
 _PASSTHROUGH_FUNCS = {
     torch.flatten,
@@ -468,8 +569,27 @@ _PASSTHROUGH_FUNCS = {
     F.dropout,
     torch.squeeze,
     torch.unsqueeze,
+    torch.transpose,
+    torch.permute,
+    # the same moves in a torch.export capture
+    torch.ops.aten.view.default,
+    torch.ops.aten.reshape.default,
+    torch.ops.aten.transpose.int,
+    torch.ops.aten.permute.default,
+    torch.ops.aten.unsqueeze.default,
+    torch.ops.aten.squeeze.dim,
+    torch.ops.aten.flatten.using_ints,
 }
-_PASSTHROUGH_METHODS = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous"}
+_PASSTHROUGH_METHODS = {
+    "flatten",
+    "view",
+    "reshape",
+    "squeeze",
+    "unsqueeze",
+    "contiguous",
+    "transpose",
+    "permute",
+}
 
 
 def _is_passthrough(node: fx.Node, modules: dict) -> bool:
