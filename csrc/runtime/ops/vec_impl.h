@@ -724,12 +724,44 @@ float row_sum(const float* __restrict__ x, int64_t n) {
   return r;
 }
 
+#if defined(__AVX512F__)
+// AVX-512: exp16 and the sum in one pass, the last partial vector masked (attention's rows of
+// 128 made the per-row setup and the separate passes most of SOFTMAX's time). The order of the
+// sum is fixed by n alone, so threads do not change bits.
+void softmax_row(const float* __restrict__ x, float* __restrict__ y, int64_t n, float beta) {
+  const int64_t full = n / 16 * 16;
+  const __mmask16 tail = __mmask16((1u << (n - full)) - 1);
+  __m512 m = _mm512_set1_ps(-__builtin_inff());
+  for (int64_t j = 0; j < full; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + j));
+  if (tail) m = _mm512_mask_max_ps(m, tail, m, _mm512_maskz_loadu_ps(tail, x + full));
+  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(m)), b = _mm512_set1_ps(beta);
+  __m512 s = _mm512_setzero_ps();
+  for (int64_t j = 0; j < full; j += 16) {
+    const __m512 e = exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), mx), b));
+    _mm512_storeu_ps(y + j, e);
+    s = _mm512_add_ps(s, e);
+  }
+  if (tail) {
+    const __m512 e =
+        exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + full), mx), b));
+    _mm512_mask_storeu_ps(y + full, tail, e);
+    s = _mm512_mask_add_ps(s, tail, s, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(s));
+  for (int64_t j = 0; j < full; j += 16)
+    _mm512_storeu_ps(y + j, _mm512_mul_ps(_mm512_loadu_ps(y + j), inv));
+  if (tail)
+    _mm512_mask_storeu_ps(y + full, tail,
+                          _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, y + full), inv));
+}
+#else
 void softmax_row(const float* __restrict__ x, float* __restrict__ y, int64_t n, float beta) {
   const float mx = row_max(x, n);
   for (int64_t j = 0; j < n; ++j) y[j] = exp_approx((x[j] - mx) * beta);
   const float inv = 1.0f / row_sum(y, n);
   for (int64_t j = 0; j < n; ++j) y[j] *= inv;
 }
+#endif
 
 // R rows x 16 C columns of Y at once, the accumulators in registers: per k, C loads of B and R
 // broadcasts of A feed R * C multiply-adds.
