@@ -230,6 +230,78 @@ void fuse_float_tables(Model& m) {
   drop_ops(m, drop);
 }
 
+// DEQUANTIZE -> [MUL by a scalar constant] -> [ADD] -> SOFTMAX -> QUANTIZE, every middle
+// tensor plain float32 of the input's shape and read once, no fused activation: the QUANTIZE
+// runs the chain a row at a time (OpDesc::softmax_rows), so the 4 float tensors between int8
+// attention's two matmuls are never written whole.
+void fuse_int8_softmax(Model& m) {
+  const Uses u(m);
+  std::vector<bool> drop(m.ops.size(), false);
+  const auto per_tensor_i8 = [](const Tensor& t) {
+    return t.type == DType::i8 && t.scale.size() == 1 && t.zero_point.size() == 1;
+  };
+  // the producer of t when t is plain float32 of `shape`, read once, made by `code` without a
+  // fused activation; else -1
+  const auto single = [&](int t, OpCode code, const std::vector<int64_t>& shape) -> int {
+    if (t < 0 || u.readers[size_t(t)] != 1 || u.producer[size_t(t)] < 0) return -1;
+    const Tensor& v = m.tensors[size_t(t)];
+    const OpDesc& d = m.ops[size_t(u.producer[size_t(t)])];
+    if (v.type != DType::f32 || v.quantized() || v.shape != shape || d.code != code ||
+        d.act != FusedAct::none)
+      return -1;
+    return u.producer[size_t(t)];
+  };
+  for (auto& q : m.ops) {
+    if (q.code != OpCode::quantize || q.inputs.size() != 1 || q.inputs[0] < 0) continue;
+    const Tensor& y = m.tensors[size_t(q.outputs[0])];
+    const std::vector<int64_t>& shape = y.shape;
+    if (!per_tensor_i8(y) || shape.empty()) continue;
+    const int si = single(q.inputs[0], OpCode::softmax, shape);
+    if (si < 0 || m.ops[size_t(si)].inputs.size() != 1) continue;
+    int t = m.ops[size_t(si)].inputs[0];
+    std::vector<size_t> chain = {size_t(si)};
+    int bias = -1;
+    if (const int ai = single(t, OpCode::add, shape); ai >= 0) {  // the mask's bias
+      const OpDesc& a = m.ops[size_t(ai)];
+      if (a.inputs.size() != 2 || a.inputs[0] < 0 || a.inputs[1] < 0) continue;
+      // the operand made by the MUL or the DEQUANTIZE continues the chain; the other is the bias
+      int pick = -1;
+      for (int k = 0; k < 2 && pick < 0; ++k)
+        if (single(a.inputs[size_t(k)], OpCode::mul, shape) >= 0 ||
+            single(a.inputs[size_t(k)], OpCode::dequantize, shape) >= 0)
+          pick = k;
+      if (pick < 0) continue;
+      t = a.inputs[size_t(pick)], bias = a.inputs[size_t(1 - pick)];
+      const Tensor& b = m.tensors[size_t(bias)];
+      if (b.type != DType::f32 || b.quantized() || b.shape.size() > shape.size()) continue;
+      chain.push_back(size_t(ai));
+    }
+    bool scaled = false;
+    float scale = 1.0f;
+    if (const int mi = single(t, OpCode::mul, shape); mi >= 0) {  // 1 / sqrt(head size)
+      const OpDesc& mu = m.ops[size_t(mi)];
+      if (mu.inputs.size() != 2 || mu.inputs[0] < 0 || mu.inputs[1] < 0) continue;
+      const int k = m.tensors[size_t(mu.inputs[1])].is_const() ? 1 : 0;
+      const Tensor& c = m.tensors[size_t(mu.inputs[k])];
+      if (!c.is_const() || c.type != DType::f32 || c.quantized() || c.elems != 1) continue;
+      scaled = true;
+      std::memcpy(&scale, c.data, sizeof scale);
+      t = mu.inputs[1 - k];
+      chain.push_back(size_t(mi));
+    }
+    const int di = single(t, OpCode::dequantize, shape);
+    if (di < 0 || m.ops[size_t(di)].inputs.size() != 1 || m.ops[size_t(di)].inputs[0] < 0) continue;
+    const int x = m.ops[size_t(di)].inputs[0];
+    if (!per_tensor_i8(m.tensors[size_t(x)]) || m.tensors[size_t(x)].shape != shape) continue;
+    chain.push_back(size_t(di));
+    q.softmax_rows = true, q.softmax_scaled = scaled, q.softmax_scale = scale;
+    q.beta = m.ops[size_t(si)].beta;
+    q.inputs = bias >= 0 ? std::vector<int>{x, bias} : std::vector<int>{x};
+    for (size_t k : chain) drop[k] = true;
+  }
+  drop_ops(m, drop);
+}
+
 }  // namespace
 
 CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions& opts)
@@ -238,6 +310,7 @@ CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions&
   fuse_nan_fills(*model_);
   fuse_silus(*model_);
   fuse_float_tables(*model_);
+  fuse_int8_softmax(*model_);
   OpOptions o;
   o.isa = opts.isa;
   o.sparse = opts.sparse;

@@ -179,6 +179,13 @@ struct OpDesc {
   // the middle operator (GELU keeps `approximate`)
   bool float_table = false;
   OpCode table_op = OpCode::quantize;
+  // set by the planner: DEQUANTIZE -> [MUL by a scalar constant] -> [ADD of a float tensor] ->
+  // SOFTMAX -> QUANTIZE, each middle tensor read once (the probabilities of int8 attention),
+  // fused into the QUANTIZE, which then reads {x} or {x, the ADD's other operand} and runs the
+  // five operators' own float steps one row at a time; softmax_scale is the MUL's constant
+  // (softmax_scaled) and `beta` the SOFTMAX's
+  bool softmax_rows = false, softmax_scaled = false;
+  float softmax_scale = 1.0f;
   int batch_dims = 0;
   // SPLIT_V: the file's operator has split_parts outputs; this part writes output split_part
   int split_parts = 1, split_part = 0;

@@ -318,6 +318,27 @@ def int8_batch_matmul(sa, sb, adj_x=False, adj_y=False, zps=(3, -5, 7), out_scal
     return b.finish([b.op(6, [y], out)])
 
 
+def int8_attention_softmax(shape=(1, 4, 9, 24), bias_shape=(1, 1, 9, 24), scale=0.125, beta=1.0, expose=False):
+    """int8 attention scores -> DEQUANTIZE -> MUL by ``scale`` -> ADD a constant bias (``bias_shape``,
+    broadcast; None: no ADD) -> SOFTMAX -> QUANTIZE (1/256, -128) -> DEQUANTIZE: the probabilities of
+    an int8 attention block. The float input is quantized first (scale 0.1, zero point 5).
+    ``expose``: the SOFTMAX's output is a model output too, which keeps the chain unfused."""
+    rng = np.random.default_rng(len(shape) + shape[-1])
+    b = Builder()
+    q = b.op(114, [b.input(list(shape))], list(shape), out_dtype=np.int8)
+    b.tensors[q]["quant"] = ([0.1], [5], 0)
+    t = b.op(6, [q], list(shape))
+    if scale is not None:
+        t = b.binary("mul", t, b.const(np.float32(scale)))
+    if bias_shape is not None:
+        bias = np.where(rng.random(bias_shape) < 0.3, np.finfo(np.float32).min, rng.standard_normal(bias_shape))
+        t = b.binary("add", b.const(bias.astype(np.float32)), t)
+    p = b.softmax(t, beta)
+    y = b.op(114, [p], list(shape), out_dtype=np.int8)
+    b.tensors[y]["quant"] = ([1.0 / 256], [-128], 0)
+    return b.finish([b.op(6, [y], list(shape))] + ([p] if expose else []))
+
+
 def int8_transpose_conv(k=3, stride=2, padding="same", act=None, bias=True, shape=(1, 5, 4, 8), cout=6, out_hw=None):
     """QUANTIZE -> int8 TRANSPOSE_CONV (per-channel int8 weights [O, K, K, I], int32 bias at
     s_in * s_w, nonzero input and output zero points) -> DEQUANTIZE."""

@@ -22,6 +22,7 @@ from conftest_quant import *  # noqa: E402,F403
 from runtime_models import (  # noqa: E402
     BMM_IN_SCALES,
     bmm_out_scale,
+    int8_attention_softmax,
     int8_batch_matmul,
     int8_cnn,
     int8_fc,
@@ -426,6 +427,40 @@ def test_int8_batch_matmul_equals_litert_reference(case):
     inside = (want > (-128 - zps[2]) * sy * 0.999) & (want < (127 - zps[2]) * sy * 0.999)
     assert inside.mean() > 0.5
     assert np.abs(want - exact)[inside].max() <= sy * 0.51  # float32 scales: a hair over half
+
+
+SOFTMAX8_CASES = [
+    dict(),  # scale, a [1, 1, L, L] mask bias over four heads
+    dict(bias_shape=(1, 1, 1, 24), beta=0.5),  # a key-padding bias, one row for all
+    dict(bias_shape=(24,)),  # rank 1
+    dict(bias_shape=None),
+    dict(scale=None, shape=(2, 3, 130), bias_shape=(3, 1)),  # no MUL; a per-row bias; long rows
+]
+
+
+@pytest.mark.parametrize("case", SOFTMAX8_CASES)
+def test_int8_attention_softmax_runs_fused_with_the_unfused_bits(case):
+    # The planner runs DEQUANTIZE -> MUL -> ADD -> SOFTMAX -> QUANTIZE a row at a time with each
+    # operator's own loop: its bits are the unfused chain's (the same file with the SOFTMAX's
+    # output exposed, which stops the fusion). Against LiteRT's reference kernels, whose float
+    # exp differs from ours, within one output step.
+    data, plain = int8_attention_softmax(**case), int8_attention_softmax(**case, expose=True)
+    fused = [lbl for _, lbl in ep.runtime.load(data).operators]
+    assert len(fused) == 3 and fused[1].startswith("SOFTMAX int8->int8"), fused
+    assert any(
+        lbl.startswith("SOFTMAX 1") or lbl.startswith("SOFTMAX 2") for _, lbl in ep.runtime.load(plain).operators
+    )
+    shape = case.get("shape", (1, 4, 9, 24))
+    rng = np.random.default_rng(9)
+    for _ in range(3):
+        x = (rng.standard_normal(shape) * 4).astype(np.float32)
+        want = litert_reference_run(data, [x])[0]
+        for isa in ISAS:
+            for threads in (1, 3):
+                got = ep.runtime.load(data, isa=isa, threads=threads)(x)[0]
+                ref = ep.runtime.load(plain, isa=isa, threads=threads)(x)[0]
+                assert np.array_equal(got, ref), (isa, threads)
+                assert np.abs(got - want).max() <= 1.001 / 256, (isa, float(np.abs(got - want).max()))
 
 
 TCONV8_CASES = [

@@ -1575,6 +1575,85 @@ class QDequantize : public Op {
   float scale_;
 };
 
+// The planner's fused int8 softmax (OpDesc::softmax_rows): int8 scores -> DEQUANTIZE -> [MUL by
+// a scalar] -> [ADD a bias, broadcast] -> SOFTMAX -> QUANTIZE, one row at a time in a buffer
+// that stays in L1. Each step is the unfused operator's own loop (the DEQUANTIZE and QUANTIZE
+// functions, the float tier's binary and softmax_row) on the same row, so the bits are the
+// unfused chain's; rows go to threads whole.
+class QSoftmaxRows : public Op {
+ public:
+  QSoftmaxRows(const QCtx& c, const OpOptions& o) : vec_(vec_ops(o.isa)), isa_(o.isa) {
+    const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
+    c.shape_is(y, x.shape);
+    inner_ = x.shape.back();
+    rows_ = inner_ ? x.elems / inner_ : 0;
+    zin_ = zp(x), zout_ = zp(y), sin_ = x.scale[0], sout_ = y.scale[0];
+    scaled_ = c.d.softmax_scaled, scale_ = c.d.softmax_scale, beta_ = c.d.beta;
+    shape_ = x.shape;
+    if (c.d.inputs.size() > 1) {  // bias strides over the input's dimensions, 0 where broadcast
+      const Tensor& b = c.typed(c.in(1), DType::f32);
+      const size_t r = x.shape.size(), off = r - b.shape.size();
+      if (b.shape.size() > r) c.bad("the bias has more dimensions than the scores");
+      bstride_.assign(r, 0);
+      int64_t st = 1;
+      for (size_t i = r; i-- > off;) {
+        const int64_t d = b.shape[i - off];
+        if (d != 1 && d != x.shape[i]) c.bad("the bias does not broadcast to the scores");
+        bstride_[i] = d == 1 ? 0 : st;
+        st *= d;
+      }
+      has_bias_ = true;
+    }
+    kind = "SOFTMAX";
+    label = kind + " int8->int8 (" + (scaled_ ? "scaled, " : "") + (has_bias_ ? "bias, " : "") +
+            "rows) " + dims(x.shape);
+    macs = 24.0 * double(x.elems);
+  }
+  void run(const RunCtx& r) const override {
+    const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
+    const float* bias = has_bias_ ? r.ptr[ib_] : nullptr;
+    int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
+    const int64_t n = inner_, rank = int64_t(bstride_.size());
+    const int64_t inner_step = has_bias_ ? bstride_.back() : 0;
+    // blocks of rows of about 4096 values: the two buffers stay in L1, and the whole-block steps
+    // (DEQUANTIZE, MUL, QUANTIZE) run long loops
+    const int64_t per = std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1));
+    const int64_t blocks = (rows_ + per - 1) / per;
+    parallel_for(threads_for(r.threads, macs), blocks, [&](int64_t blk) {
+      const int64_t i0 = blk * per, cnt = std::min(per, rows_ - i0), len = cnt * n;
+      float* buf = static_cast<float*>(thread_scratch(3, size_t(2 * per * n) * sizeof(float)));
+      float* p = buf + per * n;
+      dequantize(x + i0 * n, len, sin_, zin_, buf, isa_);
+      if (scaled_) vec_.binary(BinOp::mul, buf, 1, &scale_, 0, buf, len, -kInf, kInf);
+      for (int64_t i = i0; i < i0 + cnt; ++i) {
+        float* row = buf + (i - i0) * n;
+        if (has_bias_) {
+          int64_t off = 0, rest = i;  // row i's offset into the bias
+          for (int64_t d = rank - 2; d >= 0; --d) {
+            const int64_t dim = shape_[size_t(d)];
+            off += (rest % dim) * bstride_[size_t(d)];
+            rest /= dim;
+          }
+          vec_.binary(BinOp::add, row, 1, bias + off, inner_step, row, n, -kInf, kInf);
+        }
+        vec_.softmax_row(row, p + (i - i0) * n, n, beta_);
+      }
+      QQuantize::quantize(p, len, sout_, zout_, y + i0 * n, isa_);
+    });
+  }
+  int in_ = 0, ib_ = 0, out_ = 0;
+
+ private:
+  static constexpr float kInf = std::numeric_limits<float>::infinity();
+  const VecOps& vec_;
+  Isa isa_;
+  int64_t inner_ = 0, rows_ = 0;
+  int32_t zin_ = 0, zout_ = 0;
+  float sin_ = 1, sout_ = 1, scale_ = 1, beta_ = 1;
+  bool scaled_ = false, has_bias_ = false;
+  std::vector<int64_t> shape_, bstride_;
+};
+
 // ------------------------------------------------------------------------ lookup tables
 class QTable : public Op {
  public:
@@ -1908,8 +1987,14 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
       return wire(std::make_unique<QPool>(c, false), d);
     case OpCode::max_pool_2d:
       return wire(std::make_unique<QPool>(c, true), d);
-    case OpCode::quantize:
-      return wire(std::make_unique<QQuantize>(c, o), d);
+    case OpCode::quantize: {
+      if (!d.softmax_rows) return wire(std::make_unique<QQuantize>(c, o), d);
+      auto op = std::make_unique<QSoftmaxRows>(c, o);
+      op->in_ = d.inputs[0];
+      op->ib_ = d.inputs.size() > 1 ? d.inputs[1] : 0;
+      op->out_ = d.outputs[0];
+      return op;
+    }
     case OpCode::dequantize:
       return wire(std::make_unique<QDequantize>(c, o), d);
     case OpCode::hard_swish:
