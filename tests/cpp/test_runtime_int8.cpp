@@ -2,7 +2,8 @@
 // tests/data/runtime (edgeprune's own model.int8.tflite files, dense and with 90 % sparse 1x1
 // convolutions; an int8 BATCH_MATMUL of two activations; an int8 TRANSPOSE_CONV; written by
 // tests/python/make_runtime_fixtures.py) the outputs equal those of LiteRT's builtin reference
-// kernels bit for bit on every path, for 1 and 2 threads. The integer arithmetic is the same on
+// kernels bit for bit on every path, for 1 and 2 threads; the fused int8 softmax equals its
+// unfused chain. The integer arithmetic is the same on
 // every path, so this also checks it compiles to the same bits on ARM. Also: TFLite's fixed-point
 // multiplier against values worked out by hand, and the AVX-512 loops (requantization inside the
 // VNNI GEMM, float QUANTIZE) against the scalar arithmetic on random and edge values, where the
@@ -40,6 +41,25 @@ std::vector<float> run_once(const ep_model* model, const std::vector<float>& in,
   return out;
 }
 
+// The first output of a model of one input and any number of outputs
+std::vector<float> first_output(const ep_model* model, const std::vector<float>& in, int threads) {
+  ep_context* ctx = nullptr;
+  EXPECT_EQ(ep_context_create(model, threads, &ctx), EP_OK) << ep_last_error();
+  const int32_t n = ep_model_output_count(model);
+  std::vector<std::vector<float>> outs(static_cast<size_t>(n));
+  std::vector<void*> optr;
+  for (int32_t i = 0; i < n; ++i) {
+    ep_tensor_info info;
+    EXPECT_EQ(ep_model_output_info(model, i, &info), EP_OK);
+    outs[size_t(i)].resize(size_t(info.elements));
+    optr.push_back(outs[size_t(i)].data());
+  }
+  const void* iptr[1] = {in.data()};
+  EXPECT_EQ(ep_context_run(ctx, iptr, 1, optr.data(), n), EP_OK) << ep_last_error();
+  ep_context_destroy(ctx);
+  return outs[0];
+}
+
 TEST(RuntimeInt8, EqualsLiteRtReferenceBitForBitOnEveryPath) {
   for (const char* name :
        {"int8", "int8_sparse", "int8_sparse_wide", "int8_attention", "int8_upsample"}) {
@@ -64,6 +84,39 @@ TEST(RuntimeInt8, EqualsLiteRtReferenceBitForBitOnEveryPath) {
       }
       ep_model_destroy(model);
     }
+  }
+}
+
+// The planner's fused int8 softmax (DEQUANTIZE -> MUL -> ADD -> SOFTMAX -> QUANTIZE a block of
+// rows at a time) gives the bits of the same chain unfused (the fixture with the SOFTMAX's output
+// exposed as a second model output, which keeps the chain apart) on every path; the float
+// softmax differs between paths and from LiteRT's, so against LiteRT's reference kernels the
+// probabilities are within one output step (1/256).
+TEST(RuntimeInt8, FusedSoftmaxEqualsTheUnfusedChainOnEveryPath) {
+  const std::string dir = std::string(EP_TEST_DATA_DIR) + "/runtime/";
+  const std::string fused = ep::test::read_file(dir + "int8_softmax.tflite");
+  const std::string plain = ep::test::read_file(dir + "int8_softmax_unfused.tflite");
+  ASSERT_FALSE(fused.empty() || plain.empty()) << "missing int8_softmax fixtures";
+  const auto in = ep::test::floats(ep::test::read_file(dir + "int8_softmax.in"));
+  const auto lite = ep::test::floats(ep::test::read_file(dir + "int8_softmax.out"));
+  for (ep::Isa isa : ep::test::runnable_isas()) {
+    ep_model_options o;
+    ep_model_options_init(&o);
+    o.isa = ep::isa_name(isa);
+    ep_model *a = nullptr, *b = nullptr;
+    ASSERT_EQ(ep_model_load_memory(fused.data(), fused.size(), &o, &a), EP_OK) << ep_last_error();
+    ASSERT_EQ(ep_model_load_memory(plain.data(), plain.size(), &o, &b), EP_OK) << ep_last_error();
+    for (int threads : {1, 2}) {
+      const auto got = first_output(a, in, threads), want = first_output(b, in, threads);
+      ASSERT_EQ(got.size(), lite.size());
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i], want[i]) << o.isa << " threads " << threads << " [" << i << "]";
+        EXPECT_LE(std::fabs(got[i] - lite[i]), 1.001f / 256) << o.isa << " [" << i << "]";
+      }
+    }
+    ep_model_destroy(a);
+    ep_model_destroy(b);
   }
 }
 
