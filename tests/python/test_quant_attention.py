@@ -1,8 +1,9 @@
 """int8 attention: the quantizer rewrites ``scaled_dot_product_attention`` into its two matmuls
 and softmax, and gives both matmuls (and any matmul of two activations written out by hand,
 ``q @ k.transpose(-2, -1)``) int8 points on their operands and results. The int8 ONNX file
-carries them as QDQ MatMuls, the int8 TFLite file as int8 BATCH_MATMULs, and ONNX Runtime,
-LiteRT's reference kernels and our runtime agree with the fake-quant twin. Causal and
+carries them as QDQ MatMuls, the int8 TFLite file as int8 BATCH_MATMULs (``inspect``: int8 on our
+runtime, LiteRT's builtin kernel rather than XNNPACK), and ONNX Runtime, LiteRT's reference
+kernels and our runtime agree with the fake-quant twin. Causal and
 grouped-query attention stay float, and a matmul of two activations is not reported as a
 skipped weighted layer.
 """
@@ -21,6 +22,7 @@ from runtime_models import litert_reference
 
 import edgeprune as ep
 from edgeprune.export import export
+from edgeprune.export.inspect_tflite import inspect_tflite
 
 D, HEADS, SEQ = 32, 4, 12
 
@@ -105,6 +107,10 @@ def test_attention_matmuls_run_int8_in_every_file(style, tmp_path):
 
     data = paths["tflite-int8"].read_bytes()
     assert _int8_kinds(data).count("BATCH_MATMUL") == 2
+    # inspect: our runtime runs both in int8; LiteRT's XNNPACK leaves them to its builtin kernel
+    info = inspect_tflite(paths["tflite-int8"])
+    assert info["edgeprune_runtime"]["operators"]["BATCH_MATMUL"] == {"ops": 2, "int8": 2, "sparse": 0}
+    assert info["xnnpack"]["builtin_only"] == {"BATCH_MATMUL": 2}
     lite = litert_reference(data)([x.numpy()])[0]
     # TFLite rounds each requantization twice (a doubling high multiply, then a shift): a product
     # within a hair of a half step can land one step away from the twin's single rounding
