@@ -579,6 +579,8 @@ _PASSTHROUGH_FUNCS = {
     torch.ops.aten.unsqueeze.default,
     torch.ops.aten.squeeze.dim,
     torch.ops.aten.flatten.using_ints,
+    torch.ops.aten.contiguous.default,
+    torch.ops.aten.clone.default,
 }
 _PASSTHROUGH_METHODS = {
     "flatten",
@@ -593,9 +595,15 @@ _PASSTHROUGH_METHODS = {
 
 
 def _is_passthrough(node: fx.Node, modules: dict) -> bool:
-    """Ops whose output values are a subset/rearrangement of their input's (no new values)."""
+    """Ops whose output values are a subset/rearrangement of their input's (no new values); a
+    conversion to the dtype the tensor already has (``aten.to.dtype``, as GPT-Neo's attention
+    writes it) is one too."""
     if node.op == "call_module":
         return isinstance(modules.get(node.target), _PASSTHROUGH_MODULES)
+    if node.op == "call_function" and node.target is torch.ops.aten.to.dtype:
+        src, out = node.args[0], node.meta.get("tensor_meta")
+        before = src.meta.get("tensor_meta") if isinstance(src, fx.Node) else None
+        return out is not None and before is not None and out.dtype == before.dtype
     if node.op == "call_function":
         return node.target in _PASSTHROUGH_FUNCS
     return node.op == "call_method" and node.target in _PASSTHROUGH_METHODS
