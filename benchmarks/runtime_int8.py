@@ -7,7 +7,7 @@ quantized by ``ep.quantize`` on seeded random images and written by ``ep.export`
 runtime), with the same fields as benchmarks/runtime.py: median latency over interleaved rounds
 (1 thread), the ratio of every runtime to ours measured in the same run, load time and peak RSS.
 
-Variants: "dense"; "sparse90_1x4" (every 1x1 conv pruned to 90 % in 1x4 blocks, 4 consecutive
+Variants: "dense"; "sparse90_1x4" (every 1x1 conv, the last one too, pruned to 90 % in 1x4 blocks, 4 consecutive
 input channels of one output channel, stored dense in the file). Rows ``litert`` run LiteRT's
 default (XNNPACK) on the identical file, ``litert_dense`` (sparse variant) LiteRT on the dense
 file; before timing, the script checks that our outputs equal LiteRT's builtin reference kernels
@@ -87,13 +87,16 @@ def int8_file(variant: str, tmp: Path) -> Path:
 
     spec = fp32_bench.mobilenet_v2_spec(0, "dense")
     if variant == "sparse90_1x4":
+        # every 1x1 conv, inside the blocks and the last one (320 -> 1280), as the fp32 benchmark's
+        # sparse90 variant prunes them
         rng = np.random.default_rng(1)
-        for block in (layer for layer in spec if layer["op"] == "block"):
-            for conv in block["layers"]:
-                w = conv["w"]
-                if w.shape[2] == 1 and conv["groups"] == 1 and w.shape[1] % 4 == 0:
-                    keep = rng.random((w.shape[0], w.shape[1] // 4, 1)) >= 0.9
-                    conv["w"] = (w.reshape(w.shape[0], -1, 4) * keep).reshape(w.shape).astype(np.float32)
+        convs = [c for layer in spec if layer["op"] == "block" for c in layer["layers"]]
+        convs += [layer for layer in spec if layer["op"] == "conv"]
+        for conv in convs:
+            w = conv["w"]
+            if w.shape[2] == 1 and conv["groups"] == 1 and w.shape[1] % 4 == 0:
+                keep = rng.random((w.shape[0], w.shape[1] // 4, 1)) >= 0.9
+                conv["w"] = (w.reshape(w.shape[0], -1, 4) * keep).reshape(w.shape).astype(np.float32)
     model = relu6_model(spec)
     calib = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     qm = ep.quantize(model, calib, progress=False)
