@@ -18,7 +18,8 @@ QLinearAveragePool, QLinearConcat). Attention's matmuls of two activations (``q 
 probabilities ``@ v``; ``scaled_dot_product_attention`` is first rewritten into them, softmax and
 the mask, by ``_split_attention``) get points on both operands and their result, so they run as
 int8 matmuls while softmax and layer norm stay float. A point right after a value-preserving op
-(flatten, reshape, transpose, max pool, dropout) reuses its source's scale. TensorRT placement ("inputs") quantizes layer inputs only.
+(flatten, reshape, transpose, max pool, dropout) reuses its source's scale. TensorRT placement
+("inputs") quantizes layer inputs only.
 Every other op stays fp32, and ``skipped`` says which weighted ops were not quantized and why.
 In that placement a HardSwish computes ``x * q(relu6(x + 3)) / 6`` with the gate on a fixed 6/255
 grid (``fakequant.GatedHardswish``): the form the ONNX Runtime file runs as int8 kernels.

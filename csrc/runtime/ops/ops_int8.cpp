@@ -1592,8 +1592,8 @@ class QSoftmaxRows : public Op {
     shape_ = x.shape;
     if (c.d.inputs.size() > 1) {  // bias strides over the input's dimensions, 0 where broadcast
       const Tensor& b = c.typed(c.in(1), DType::f32);
+      if (b.shape.size() > x.shape.size()) c.bad("the bias has more dimensions than the scores");
       const size_t r = x.shape.size(), off = r - b.shape.size();
-      if (b.shape.size() > r) c.bad("the bias has more dimensions than the scores");
       bstride_.assign(r, 0);
       int64_t st = 1;
       for (size_t i = r; i-- > off;) {
