@@ -81,6 +81,10 @@ def test_attention_matmuls_run_int8_in_every_file(style, tmp_path):
     assert set(matmuls[0]["inputs"]) <= layer_out
     assert matmuls[1]["inputs"][1] in layer_out and matmuls[1]["inputs"][0] not in layer_out
     assert not any(s["op"] in ("matmul", "bmm") for s in q.skipped)
+    # the right operands (keys, values) are symmetric int8, the left ones (queries, probabilities)
+    # keep the config's asymmetric ranges
+    assert all(q.points[op["inputs"][1]]["zero_point"] == 0 for op in matmuls)
+    assert q.points[matmuls[1]["inputs"][0]]["zero_point"] == -128  # probabilities: [0, 1]
 
     x = torch.randn(1, SEQ, D, generator=torch.Generator().manual_seed(5))
     twin = q(x).numpy()
@@ -107,10 +111,11 @@ def test_attention_matmuls_run_int8_in_every_file(style, tmp_path):
 
     data = paths["tflite-int8"].read_bytes()
     assert _int8_kinds(data).count("BATCH_MATMUL") == 2
-    # inspect: our runtime runs both in int8; LiteRT's XNNPACK leaves them to its builtin kernel
+    # inspect: our runtime and LiteRT's XNNPACK both run them in int8 (XNNPACK only takes an int8
+    # BATCH_MATMUL whose right operand has zero point 0, which the quantizer gives keys and values)
     info = inspect_tflite(paths["tflite-int8"])
     assert info["edgeprune_runtime"]["operators"]["BATCH_MATMUL"] == {"ops": 2, "int8": 2, "sparse": 0}
-    assert info["xnnpack"]["builtin_only"] == {"BATCH_MATMUL": 2}
+    assert info["xnnpack"]["builtin_only"] == {}
     lite = litert_reference(data)([x.numpy()])[0]
     # TFLite rounds each requantization twice (a doubling high multiply, then a shift): a product
     # within a hair of a half step can land one step away from the twin's single rounding
@@ -145,3 +150,12 @@ def test_a_boolean_mask_becomes_a_finite_bias():
         got = q.folded(x)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert not any(n.target is F.scaled_dot_product_attention for n in q.folded.graph.nodes)
+
+
+@pytest.mark.parametrize("zps, builtin_only", [((3, -5, 7), {"BATCH_MATMUL": 1}), ((3, 0, 7), {})])
+def test_inspect_says_when_xnnpack_leaves_an_int8_batch_matmul(zps, builtin_only, tmp_path):
+    from runtime_models import int8_batch_matmul
+
+    path = tmp_path / "bmm.tflite"
+    path.write_bytes(int8_batch_matmul((2, 8, 16), (2, 16, 8), zps=zps))
+    assert inspect_tflite(path)["xnnpack"]["builtin_only"] == builtin_only

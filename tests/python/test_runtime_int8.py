@@ -395,6 +395,8 @@ BMM_CASES = [
     dict(sa=(12, 128, 32), sb=(12, 32, 128), out_scale=0.2),  # attention scores; saturates
     dict(sa=(4, 128, 128), sb=(4, 128, 32), zps=(-128, 3, -9)),  # probabilities @ values
     dict(sa=(2, 70, 7), sb=(1, 7, 19), zps=(120, -120, 5)),  # K not a multiple of 4, rows past 64
+    dict(sa=(12, 128, 32), sb=(12, 32, 128), zps=(5, 0, -3)),  # B symmetric (our quantizer's keys)
+    dict(sa=(2, 9, 70), sb=(1, 9, 19), adj_x=True, zps=(-7, 0, 2)),  # B symmetric, A copied
 ]
 
 

@@ -1185,10 +1185,12 @@ class QBatchMatMul : public Op {
       for (int64_t j = 0; j < n; ++j) bb[j] = wrap(-cz * bb[j] + cz * zb_ * k);
       std::fill(bb + n, bb + np, 0);
     }
-    for (int64_t am = 0; am < amats_; ++am) {  // A as uint8 rows (unless read in place)
+    // A as uint8 rows (unless read in place), and its row sums when B has a zero point (our
+    // quantizer gives B zero point 0: keys and values, symmetric)
+    for (int64_t am = 0; am < amats_; ++am) {
       const int8_t* src = a + am * m * k;
       if (in_place_) {
-        avx512::row_sums_u8(src, m, k, k, rows + am * m);
+        if (zb_ != 0) avx512::row_sums_u8(src, m, k, k, rows + am * m);
       } else {
         uint8_t* dst = au + am * m * kp;
         for (int64_t i = 0; i < m; ++i) {
@@ -1202,7 +1204,8 @@ class QBatchMatMul : public Op {
           rows[am * m + i] = int32_t(sum);
         }
       }
-      for (int64_t i = 0; i < m; ++i) rows[am * m + i] = wrap(-int64_t(zb_) * rows[am * m + i]);
+      if (zb_ != 0)
+        for (int64_t i = 0; i < m; ++i) rows[am * m + i] = wrap(-int64_t(zb_) * rows[am * m + i]);
     }
     const FloatRequant fr{fscale_.data(), fpos_.data(), fneg_.data()};
     const int64_t blocks = (m + kVnniRows - 1) / kVnniRows;
@@ -1215,7 +1218,7 @@ class QBatchMatMul : public Op {
                       : au + (ia * m + i0) * kp;
       g.n = std::min(kVnniRows, m - i0), g.kp = kp, g.m = n;
       g.w = packed + ib * np * kp;
-      g.bias = bias + ib * np, g.row_bias = rows + ia * m + i0;
+      g.bias = bias + ib * np, g.row_bias = zb_ != 0 ? rows + ia * m + i0 : nullptr;
       g.mult = vmult_.data(), g.shift = vshift_.data();
       if (float_rq_) g.fr = &fr;
       g.zp_out = zy_, g.lo = -128, g.hi = 127;
