@@ -91,7 +91,7 @@ TEST(RuntimeInt8, EqualsLiteRtReferenceBitForBitOnEveryPath) {
 // rows at a time) gives the bits of the same chain unfused (the fixture with the SOFTMAX's output
 // exposed as a second model output, which keeps the chain apart) on every path; the float
 // softmax differs between paths and from LiteRT's, so against LiteRT's reference kernels the
-// probabilities are within one output step (1/256).
+// probabilities are within one output step (0.0029, the fixture's scale).
 TEST(RuntimeInt8, FusedSoftmaxEqualsTheUnfusedChainOnEveryPath) {
   const std::string dir = std::string(EP_TEST_DATA_DIR) + "/runtime/";
   const std::string fused = ep::test::read_file(dir + "int8_softmax.tflite");
@@ -112,7 +112,7 @@ TEST(RuntimeInt8, FusedSoftmaxEqualsTheUnfusedChainOnEveryPath) {
       ASSERT_EQ(got.size(), want.size());
       for (size_t i = 0; i < got.size(); ++i) {
         EXPECT_EQ(got[i], want[i]) << o.isa << " threads " << threads << " [" << i << "]";
-        EXPECT_LE(std::fabs(got[i] - lite[i]), 1.001f / 256) << o.isa << " [" << i << "]";
+        EXPECT_LE(std::fabs(got[i] - lite[i]), 1.001f * 0.0029f) << o.isa << " [" << i << "]";
       }
     }
     ep_model_destroy(a);

@@ -318,10 +318,13 @@ def int8_batch_matmul(sa, sb, adj_x=False, adj_y=False, zps=(3, -5, 7), out_scal
     return b.finish([b.op(6, [y], out)])
 
 
-def int8_attention_softmax(shape=(1, 4, 9, 24), bias_shape=(1, 1, 9, 24), scale=0.125, beta=1.0, expose=False):
+def int8_attention_softmax(
+    shape=(1, 4, 9, 24), bias_shape=(1, 1, 9, 24), scale=0.125, beta=1.0, out_scale=0.0029, expose=False
+):
     """int8 attention scores -> DEQUANTIZE -> MUL by ``scale`` -> ADD a constant bias (``bias_shape``,
-    broadcast; None: no ADD) -> SOFTMAX -> QUANTIZE (1/256, -128) -> DEQUANTIZE: the probabilities of
-    an int8 attention block. The float input is quantized first (scale 0.1, zero point 5).
+    broadcast; None: no ADD) -> SOFTMAX -> QUANTIZE (``out_scale``, -128; a calibrated scale, not a
+    power of two, so QUANTIZE's division rounds) -> DEQUANTIZE: the probabilities of an int8
+    attention block. The float input is quantized first (scale 0.1, zero point 5).
     ``expose``: the SOFTMAX's output is a model output too, which keeps the chain unfused."""
     rng = np.random.default_rng(len(shape) + shape[-1])
     b = Builder()
@@ -335,7 +338,7 @@ def int8_attention_softmax(shape=(1, 4, 9, 24), bias_shape=(1, 1, 9, 24), scale=
         t = b.binary("add", b.const(bias.astype(np.float32)), t)
     p = b.softmax(t, beta)
     y = b.op(114, [p], list(shape), out_dtype=np.int8)
-    b.tensors[y]["quant"] = ([1.0 / 256], [-128], 0)
+    b.tensors[y]["quant"] = ([out_scale], [-128], 0)
     return b.finish([b.op(6, [y], list(shape))] + ([p] if expose else []))
 
 

@@ -1579,10 +1579,11 @@ class QDequantize : public Op {
 };
 
 // The planner's fused int8 softmax (OpDesc::softmax_rows): int8 scores -> DEQUANTIZE -> [MUL by
-// a scalar] -> [ADD a bias, broadcast] -> SOFTMAX -> QUANTIZE, one row at a time in a buffer
-// that stays in L1. Each step is the unfused operator's own loop (the DEQUANTIZE and QUANTIZE
-// functions, the float tier's binary and softmax_row) on the same row, so the bits are the
-// unfused chain's; rows go to threads whole.
+// a scalar] -> [ADD a bias, broadcast] -> SOFTMAX -> QUANTIZE, blocks of rows in buffers that
+// stay in L1. Each step is the unfused operator's own loop (the DEQUANTIZE and QUANTIZE
+// functions, the float tier's binary and softmax_row) on the same rows, so the bits are the
+// unfused chain's; on AVX-512 one kernel (softmax_rows_s8) does the same float operations a row
+// at a time in registers. Rows go to threads whole.
 class QSoftmaxRows : public Op {
  public:
   QSoftmaxRows(const QCtx& c, const OpOptions& o) : vec_(vec_ops(o.isa)), isa_(o.isa) {
@@ -1622,23 +1623,41 @@ class QSoftmaxRows : public Op {
     // (DEQUANTIZE, MUL, QUANTIZE) run long loops
     const int64_t per = std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1));
     const int64_t blocks = (rows_ + per - 1) / per;
+    const auto bias_offset = [&](int64_t i) {  // row i's offset into the bias
+      int64_t off = 0, rest = i;
+      for (int64_t d = rank - 2; d >= 0; --d) {
+        const int64_t dim = shape_[size_t(d)];
+        off += (rest % dim) * bstride_[size_t(d)];
+        rest /= dim;
+      }
+      return off;
+    };
     parallel_for(threads_for(r.threads, macs), blocks, [&](int64_t blk) {
       const int64_t i0 = blk * per, cnt = std::min(per, rows_ - i0), len = cnt * n;
+#if defined(EP_HAVE_AVX512)
+      if (isa_ == Isa::avx512) {  // one row at a time in registers and one row of buffer
+        float* buf =
+            static_cast<float*>(thread_scratch(3, size_t(4 * n + 1 + per * 2) * sizeof(float)));
+        int64_t* offs = reinterpret_cast<int64_t*>(buf + 4 * n + (n & 1));
+        avx512::QSoftmaxRowsArgs a;
+        a.x = x + i0 * n, a.y = y + i0 * n, a.n = n, a.rows = cnt;
+        a.s_in = sin_, a.z_in = zin_, a.scaled = scaled_, a.scale = scale_, a.beta = beta_;
+        a.s_out = sout_, a.z_out = zout_, a.buf = buf;
+        if (has_bias_) {
+          for (int64_t i = 0; i < cnt; ++i) offs[i] = bias_offset(i0 + i);
+          a.bias = bias, a.bias_off = offs, a.bias_step = inner_step;
+        }
+        return avx512::softmax_rows_s8(a);
+      }
+#endif
       float* buf = static_cast<float*>(thread_scratch(3, size_t(2 * per * n) * sizeof(float)));
       float* p = buf + per * n;
       dequantize(x + i0 * n, len, sin_, zin_, buf, isa_);
       if (scaled_) vec_.binary(BinOp::mul, buf, 1, &scale_, 0, buf, len, -kInf, kInf);
       for (int64_t i = i0; i < i0 + cnt; ++i) {
         float* row = buf + (i - i0) * n;
-        if (has_bias_) {
-          int64_t off = 0, rest = i;  // row i's offset into the bias
-          for (int64_t d = rank - 2; d >= 0; --d) {
-            const int64_t dim = shape_[size_t(d)];
-            off += (rest % dim) * bstride_[size_t(d)];
-            rest /= dim;
-          }
-          vec_.binary(BinOp::add, row, 1, bias + off, inner_step, row, n, -kInf, kInf);
-        }
+        if (has_bias_)
+          vec_.binary(BinOp::add, row, 1, bias + bias_offset(i), inner_step, row, n, -kInf, kInf);
         vec_.softmax_row(row, p + (i - i0) * n, n, beta_);
       }
       QQuantize::quantize(p, len, sout_, zout_, y + i0 * n, isa_);

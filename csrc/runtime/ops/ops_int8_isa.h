@@ -137,6 +137,24 @@ void pack_kn_vnni(const int8_t* b, int64_t k, int64_t n, int64_t kp, int8_t* out
                   int32_t* col_sums);
 // out[r] = sum_k (x[r * ld + k] + 128), k < K: the row sums of int8 rows read as uint8
 void row_sums_u8(const int8_t* x, int64_t rows, int64_t k, int64_t ld, int32_t* out);
+// The fused int8 softmax of `rows` rows of n (QSoftmaxRows): per row, t = float(x - z_in) * s_in,
+// times `scale` (when scaled), plus bias[bias_off[r] + j * bias_step] (when bias), then the float
+// softmax_row's steps (vec_impl.h) and QUANTIZE's (quantize_f32) in registers and a buffer
+// `buf` of 4 rows: each value the same float operations in the same order as the unfused
+// operators, so the same bits.
+struct QSoftmaxRowsArgs {
+  const int8_t* x = nullptr;
+  int8_t* y = nullptr;
+  int64_t n = 0, rows = 0;
+  float s_in = 1, scale = 1, beta = 1, s_out = 1;
+  int32_t z_in = 0, z_out = 0;
+  bool scaled = false;
+  const float* bias = nullptr;  // or none
+  const int64_t* bias_off = nullptr;
+  int64_t bias_step = 0;
+  float* buf = nullptr;
+};
+void softmax_rows_s8(const QSoftmaxRowsArgs& a);
 void qgemm_vnni(const QGemmVnniArgs& a);
 // float -> int8 QUANTIZE, the same bits as QQuantize's portable loop (TFLite's AffineQuantize)
 void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* y);

@@ -4,6 +4,8 @@
 // have no portable spelling (logistic16, tanh16, gelu16).
 #if defined(__AVX512F__)
 #include <immintrin.h>
+
+#include "runtime/ops/isa/exp_avx512.h"
 #endif
 #include <algorithm>
 #include <cmath>
@@ -540,25 +542,7 @@ inline float logistic_approx(float x) {
 }
 
 #if defined(__AVX512F__)
-// e^z on 16 lanes: z clamped to [-88, 88] (NaN passes: vmaxps and vminps keep their second
-// operand), the reduction and polynomial of exp_approx, 2^k applied by vscalefps (no exponent
-// arithmetic; below 2^-126 it gives the subnormal)
-inline __m512 exp16(__m512 z) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  z = _mm512_max_ps(_mm512_set1_ps(-88.0f), _mm512_min_ps(_mm512_set1_ps(88.0f), z));
-  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(1.44269504f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145752f), z);
-  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.42860677e-6f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, one);
-  p = _mm512_fmadd_ps(p, r, one);
-  return _mm512_scalef_ps(p, k);
-}
+// exp16 and exp16_normal: isa/exp_avx512.h
 
 // 1 / d as rcp14 and one Newton step (relative error about 2^-27)
 inline __m512 recip16(__m512 d) {
@@ -727,13 +711,9 @@ float row_sum(const float* __restrict__ x, int64_t n) {
 #if defined(__AVX512F__)
 // AVX-512: exp16 and the sum in one pass, the last partial vector masked (attention's rows of
 // 128 made the per-row setup and the separate passes most of SOFTMAX's time). The order of the
-// sum is fixed by n alone, so threads do not change bits. Terms of e^z below float's smallest
-// normal (z < -87.33: masked positions, whose score is the lowest float or -inf) are exactly 0:
-// exp16 would give subnormals there, and arithmetic on subnormals doubled the time of a padded
-// sequence's attention on AMD Zen. NaN passes.
-inline __m512 exp16_normal(__m512 z) {
-  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(z, _mm512_set1_ps(-87.33f), _CMP_NLT_UQ), exp16(z));
-}
+// sum is fixed by n alone, so threads do not change bits. exp16_normal gives 0 below float's
+// smallest normal (masked positions). The int8 tier's fused softmax (softmax_rows_s8 in
+// isa/int8_avx512.cpp) repeats these steps in this order: keep the two in step.
 void softmax_row(const float* __restrict__ x, float* __restrict__ y, int64_t n, float beta) {
   const int64_t full = n / 16 * 16;
   const __mmask16 tail = __mmask16((1u << (n - full)) - 1);

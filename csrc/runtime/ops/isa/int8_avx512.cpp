@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "runtime/ops/ops_int8_isa.h"
+#include "runtime/ops/isa/exp_avx512.h"
 
 namespace ep {
 namespace rt {
@@ -993,6 +994,107 @@ void row_sums_u8(const int8_t* x, int64_t rows, int64_t k, int64_t ld, int32_t* 
     }
     out[r] = int32_t(_mm512_reduce_add_epi64(acc));
   }
+}
+
+namespace {
+
+// R rows of the fused softmax at once: each row's maximum and sum is one chain of dependent
+// operations in j order (the order softmax_row uses), so R rows interleaved keep R chains in
+// flight instead of waiting on one (a row of 128 values is 8 vectors, too few to hide a chain).
+template <int R>
+void softmax_rows_block(const QSoftmaxRowsArgs& a, int64_t r0) {
+  const int64_t n = a.n, full = n / 16 * 16;
+  const __mmask16 tail = __mmask16((1u << (n - full)) - 1);
+  const __m512 s_in = _mm512_set1_ps(a.s_in), scale = _mm512_set1_ps(a.scale);
+  const __m512 beta = _mm512_set1_ps(a.beta), s_out = _mm512_set1_ps(a.s_out);
+  const __m512i z_in = _mm512_set1_epi32(a.z_in);
+  const int8_t* x[R];
+  const float* b[R];
+  float* buf[R];
+  __m512 mx[R], m[R], sum[R], inv[R];
+#pragma GCC unroll 4
+  for (int k = 0; k < R; ++k) {
+    x[k] = a.x + (r0 + k) * n;
+    b[k] = a.bias ? a.bias + a.bias_off[r0 + k] : nullptr;
+    buf[k] = a.buf + k * n;
+    mx[k] = _mm512_set1_ps(-__builtin_inff());
+    sum[k] = _mm512_setzero_ps();
+  }
+  // DEQUANTIZE, MUL, ADD
+  const auto scores = [&](int k, int64_t j, __mmask16 mk) {
+    const __m512i q =
+        _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mk, x[k] + j)), z_in);
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(q), s_in);
+    if (a.scaled) v = _mm512_mul_ps(v, scale);
+    if (b[k])
+      v = _mm512_add_ps(
+          v, a.bias_step ? _mm512_maskz_loadu_ps(mk, b[k] + j) : _mm512_set1_ps(b[k][0]));
+    return v;
+  };
+  for (int64_t j = 0; j < full; j += 16)
+#pragma GCC unroll 4
+    for (int k = 0; k < R; ++k) {
+      const __m512 v = scores(k, j, 0xFFFF);
+      _mm512_storeu_ps(buf[k] + j, v);
+      mx[k] = _mm512_max_ps(mx[k], v);
+    }
+  if (tail)
+#pragma GCC unroll 4
+    for (int k = 0; k < R; ++k) {
+      const __m512 v = _mm512_maskz_mov_ps(tail, scores(k, full, tail));
+      _mm512_mask_storeu_ps(buf[k] + full, tail, v);
+      mx[k] = _mm512_mask_max_ps(mx[k], tail, mx[k], v);
+    }
+    // SOFTMAX as softmax_row: the exponentials and their sum, then the normalisation
+#pragma GCC unroll 4
+  for (int k = 0; k < R; ++k) m[k] = _mm512_set1_ps(_mm512_reduce_max_ps(mx[k]));
+  for (int64_t j = 0; j < full; j += 16)
+#pragma GCC unroll 4
+    for (int k = 0; k < R; ++k) {
+      const __m512 e =
+          exp16_normal(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(buf[k] + j), m[k]), beta));
+      _mm512_storeu_ps(buf[k] + j, e);
+      sum[k] = _mm512_add_ps(sum[k], e);
+    }
+  if (tail)
+#pragma GCC unroll 4
+    for (int k = 0; k < R; ++k) {
+      const __m512 z = _mm512_sub_ps(_mm512_maskz_loadu_ps(tail, buf[k] + full), m[k]);
+      const __m512 e = exp16_normal(_mm512_mul_ps(z, beta));
+      _mm512_mask_storeu_ps(buf[k] + full, tail, e);
+      sum[k] = _mm512_mask_add_ps(sum[k], tail, sum[k], e);
+    }
+#pragma GCC unroll 4
+  for (int k = 0; k < R; ++k) inv[k] = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum[k]));
+  // QUANTIZE's steps (quantize_f32) on each probability
+  const __m512 big = _mm512_set1_ps(1e9f), nbig = _mm512_set1_ps(-1e9f);
+  const __m512 half = _mm512_set1_ps(0.5f), nhalf = _mm512_set1_ps(-0.5f);
+  const __m512i one = _mm512_set1_epi32(1), zp = _mm512_set1_epi32(a.z_out),
+                lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 mk = j < full ? __mmask16(0xFFFF) : tail;
+#pragma GCC unroll 4
+    for (int k = 0; k < R; ++k) {
+      const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, buf[k] + j), inv[k]);
+      __m512 v = _mm512_div_ps(p, s_out);
+      v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+      v = _mm512_min_ps(_mm512_max_ps(v, nbig), big);
+      __m512i t = _mm512_cvttps_epi32(v);
+      const __m512 frac = _mm512_sub_ps(v, _mm512_cvtepi32_ps(t));
+      t = _mm512_mask_add_epi32(t, _mm512_cmp_ps_mask(frac, half, _CMP_GE_OQ), t, one);
+      t = _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(frac, nhalf, _CMP_LE_OQ), t, one);
+      t = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(t, zp), lo), hi);
+      store_s8(a.y + (r0 + k) * n + j, mk, t);
+    }
+  }
+}
+
+}  // namespace
+
+void softmax_rows_s8(const QSoftmaxRowsArgs& a) {
+  int64_t r = 0;
+  for (; r + 4 <= a.rows; r += 4) softmax_rows_block<4>(a, r);
+  for (; r < a.rows; ++r) softmax_rows_block<1>(a, r);
 }
 
 void qmul(const QAddArgs& a) {
