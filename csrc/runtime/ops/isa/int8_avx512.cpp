@@ -998,6 +998,26 @@ void row_sums_u8(const int8_t* x, int64_t rows, int64_t k, int64_t ld, int32_t* 
 
 namespace {
 
+// QUANTIZE's float -> int8 steps on 16 lanes (TFLite's AffineQuantize, as QQuantize's portable
+// loop): x / scale, NaN to 0, clamped to +-1e9, rounded half away from zero by truncation and
+// the fraction, plus the zero point, saturated to int8 (the int32 lanes, for store_s8)
+struct Quantize16 {
+  __m512 s, big = _mm512_set1_ps(1e9f), nbig = _mm512_set1_ps(-1e9f);
+  __m512 half = _mm512_set1_ps(0.5f), nhalf = _mm512_set1_ps(-0.5f);
+  __m512i one = _mm512_set1_epi32(1), zp, lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127);
+  Quantize16(float scale, int32_t zout) : s(_mm512_set1_ps(scale)), zp(_mm512_set1_epi32(zout)) {}
+  __m512i operator()(__m512 x) const {
+    __m512 v = _mm512_div_ps(x, s);
+    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+    v = _mm512_min_ps(_mm512_max_ps(v, nbig), big);
+    __m512i t = _mm512_cvttps_epi32(v);
+    const __m512 frac = _mm512_sub_ps(v, _mm512_cvtepi32_ps(t));
+    t = _mm512_mask_add_epi32(t, _mm512_cmp_ps_mask(frac, half, _CMP_GE_OQ), t, one);
+    t = _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(frac, nhalf, _CMP_LE_OQ), t, one);
+    return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(t, zp), lo), hi);
+  }
+};
+
 // R rows of the fused softmax at once: each row's maximum and sum is one chain of dependent
 // operations in j order (the order softmax_row uses), so R rows interleaved keep R chains in
 // flight instead of waiting on one (a row of 128 values is 8 vectors, too few to hide a chain).
@@ -1006,7 +1026,7 @@ void softmax_rows_block(const QSoftmaxRowsArgs& a, int64_t r0) {
   const int64_t n = a.n, full = n / 16 * 16;
   const __mmask16 tail = __mmask16((1u << (n - full)) - 1);
   const __m512 s_in = _mm512_set1_ps(a.s_in), scale = _mm512_set1_ps(a.scale);
-  const __m512 beta = _mm512_set1_ps(a.beta), s_out = _mm512_set1_ps(a.s_out);
+  const __m512 beta = _mm512_set1_ps(a.beta);
   const __m512i z_in = _mm512_set1_epi32(a.z_in);
   const int8_t* x[R];
   const float* b[R];
@@ -1067,24 +1087,13 @@ void softmax_rows_block(const QSoftmaxRowsArgs& a, int64_t r0) {
 #pragma GCC unroll 4
   for (int k = 0; k < R; ++k) inv[k] = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum[k]));
   // QUANTIZE's steps (quantize_f32) on each probability
-  const __m512 big = _mm512_set1_ps(1e9f), nbig = _mm512_set1_ps(-1e9f);
-  const __m512 half = _mm512_set1_ps(0.5f), nhalf = _mm512_set1_ps(-0.5f);
-  const __m512i one = _mm512_set1_epi32(1), zp = _mm512_set1_epi32(a.z_out),
-                lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127);
+  const Quantize16 quantize(a.s_out, a.z_out);
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 mk = j < full ? __mmask16(0xFFFF) : tail;
 #pragma GCC unroll 4
     for (int k = 0; k < R; ++k) {
       const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, buf[k] + j), inv[k]);
-      __m512 v = _mm512_div_ps(p, s_out);
-      v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
-      v = _mm512_min_ps(_mm512_max_ps(v, nbig), big);
-      __m512i t = _mm512_cvttps_epi32(v);
-      const __m512 frac = _mm512_sub_ps(v, _mm512_cvtepi32_ps(t));
-      t = _mm512_mask_add_epi32(t, _mm512_cmp_ps_mask(frac, half, _CMP_GE_OQ), t, one);
-      t = _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(frac, nhalf, _CMP_LE_OQ), t, one);
-      t = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(t, zp), lo), hi);
-      store_s8(a.y + (r0 + k) * n + j, mk, t);
+      store_s8(a.y + (r0 + k) * n + j, mk, quantize(p));
     }
   }
 }
@@ -1157,22 +1166,11 @@ __attribute__((target("avx512vbmi"))) void lut_s8_vbmi(const int8_t* x, int64_t 
 // x / scale (an IEEE division, as the scalar loop), NaN to 0, clamped to +-1e9, truncated, then
 // one step away from zero where the dropped fraction is at least a half: std::round's result
 void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* y) {
-  const __m512 s = _mm512_set1_ps(scale), big = _mm512_set1_ps(1e9f), half = _mm512_set1_ps(0.5f);
-  const __m512 nbig = _mm512_set1_ps(-1e9f), nhalf = _mm512_set1_ps(-0.5f);
-  const __m512i one = _mm512_set1_epi32(1), zp = _mm512_set1_epi32(zout),
-                lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127);
+  const Quantize16 quantize(scale, zout);
   for (int64_t i = 0; i < n; i += 16) {
     const int64_t left = n - i;
     const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-    __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), s);
-    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
-    v = _mm512_min_ps(_mm512_max_ps(v, nbig), big);
-    __m512i t = _mm512_cvttps_epi32(v);
-    const __m512 frac = _mm512_sub_ps(v, _mm512_cvtepi32_ps(t));
-    t = _mm512_mask_add_epi32(t, _mm512_cmp_ps_mask(frac, half, _CMP_GE_OQ), t, one);
-    t = _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(frac, nhalf, _CMP_LE_OQ), t, one);
-    t = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(t, zp), lo), hi);
-    store_s8(y + i, m, t);
+    store_s8(y + i, m, quantize(_mm512_maskz_loadu_ps(m, x + i)));
   }
 }
 
