@@ -457,9 +457,9 @@ def _splice(edit: _QDQEdit) -> None:
     graph.initializer.extend(keep + edit.new_inits)
 
 
-# ops that move values without changing them: a matmul operand reached through them from a
-# located point reads that point's int8 bytes
-_VIEW_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten")
+# ops that move, repeat or cut out values without changing them (the data is their first input):
+# a matmul operand reached through them from a located point reads that point's int8 bytes
+_VIEW_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Expand", "Split", "Slice")
 
 
 def _views_back(producers: dict, tensor: str):
@@ -471,13 +471,14 @@ def _views_back(producers: dict, tensor: str):
 
 
 def _map_matmul(graph, op_name: str, op: dict, point_tensors: dict) -> None:
-    """Locate an int8 matmul of two activations: the MatMul whose operands are views of the located
-    input points (at least one is located; the other operand's point, if not located yet, is the
-    MatMul's input itself)."""
+    """Locate an int8 matmul of two activations: the first MatMul not claimed by an earlier one
+    whose operands are views of the located input points (at least one is located; the other
+    operand's point, if not located yet, is the MatMul's input itself)."""
     found = None
     producers = {o: n for n in graph.node for o in n.output}
+    claimed = {t for tensors in point_tensors.values() for t in tensors}  # earlier matmuls' outputs
     for n in graph.node:
-        if n.op_type != "MatMul" or len(n.input) != 2:
+        if n.op_type != "MatMul" or len(n.input) != 2 or n.output[0] in claimed:
             continue
         ok = True
         for p, t in zip(op["inputs"], n.input):

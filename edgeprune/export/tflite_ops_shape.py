@@ -274,11 +274,15 @@ def split(lw: Lowering, node) -> None:
     outs = [o for o in node.output]
     sizes = [lw.shape(o)[axis] for o in outs]
     nhwc = _stored_nhwc(lw, x)  # split where the value is stored, as Slice
-    xv = lw.get(x, nhwc=nhwc, want_float=True)
-    vals = [_passthrough_out(lw, o, xv, nhwc, False) for o in outs]
+    xv = lw.get(x, nhwc=nhwc)
+    int8 = lw.is_int8(xv)  # int8 parts keep the scale (GPT-2's query, key and value)
+    if not int8:
+        xv = lw.get(x, nhwc=nhwc, want_float=True)
+    vals = [_passthrough_out(lw, o, xv, nhwc, int8) for o in outs]
     stored = NHWC.index(axis) if nhwc else axis
     ins = [xv.index, lw.m.const("sizes", np.array(sizes, np.int32)), lw.m.const("axis", np.array(stored, np.int32))]
-    lw.m.op(OP.SPLIT_V, ins, [v.index for v in vals], ("SplitVOptions", {"NumSplits": len(outs)}), 1, node.name)
+    opts = ("SplitVOptions", {"NumSplits": len(outs)})
+    lw.m.op(OP.SPLIT_V, ins, [v.index for v in vals], opts, 2 if int8 else 1, node.name)
     for o, v in zip(outs, vals):
         lw.bind(o, v)
 
@@ -392,9 +396,12 @@ def resize(lw: Lowering, node) -> None:
 
 
 def expand(lw: Lowering, node) -> None:
-    xv = lw.get(node.input[0], nhwc=False, want_float=True)
+    xv = lw.get(node.input[0], nhwc=False)
+    int8 = lw.is_int8(xv)  # int8 repeats keep the scale (grouped-query keys and values)
+    if not int8:
+        xv = lw.get(node.input[0], nhwc=False, want_float=True)
     shape = lw.shape(node.output[0])
-    out = _passthrough_out(lw, node.output[0], xv, False, False)
+    out = _passthrough_out(lw, node.output[0], xv, False, int8)
     lw.m.op(OP.BROADCAST_TO, [xv.index, lw.m.const("shape", np.array(shape, np.int32))], [out.index], None, 2)
     lw.bind(node.output[0], out)
 

@@ -558,7 +558,7 @@ def _matmul_inputs(node: fx.Node, modules: dict, locatable: set) -> list[str] | 
             found = True
         else:
             ins.append(a.name)
-    return ins if found and ins[0] != ins[1] else None
+    return ins if found else None
 
 
 _PASSTHROUGH_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.MaxPool1d, nn.MaxPool2d, nn.Unflatten)
@@ -582,7 +582,11 @@ _PASSTHROUGH_FUNCS = {
     torch.ops.aten.flatten.using_ints,
     torch.ops.aten.contiguous.default,
     torch.ops.aten.clone.default,
+    torch.ops.aten.expand.default,  # repeats values (grouped-query attention's keys and values)
 }
+# ops whose outputs are pieces of their input, read through operator.getitem (GPT-2's fused
+# query/key/value projection split in three)
+_SPLIT_FUNCS = {torch.split, torch.chunk, torch.ops.aten.split.Tensor, torch.ops.aten.split_with_sizes.default}
 _PASSTHROUGH_METHODS = {
     "flatten",
     "view",
@@ -596,11 +600,16 @@ _PASSTHROUGH_METHODS = {
 
 
 def _is_passthrough(node: fx.Node, modules: dict) -> bool:
-    """Ops whose output values are a subset/rearrangement of their input's (no new values); a
-    conversion to the dtype the tensor already has (``aten.to.dtype``, as GPT-Neo's attention
-    writes it) is one too."""
+    """Ops whose output values are a subset/rearrangement of their input's (no new values): views,
+    repeats, the pieces of a split; a conversion to the dtype the tensor already has
+    (``aten.to.dtype``, as GPT-Neo's attention writes it) is one too."""
     if node.op == "call_module":
         return isinstance(modules.get(node.target), _PASSTHROUGH_MODULES)
+    if node.op == "call_function" and node.target is operator.getitem:
+        src = node.args[0]
+        return isinstance(src, fx.Node) and src.op == "call_function" and src.target in _SPLIT_FUNCS
+    if node.op == "call_function" and node.target in _SPLIT_FUNCS:
+        return True
     if node.op == "call_function" and node.target is torch.ops.aten.to.dtype:
         src, out = node.args[0], node.meta.get("tensor_meta")
         before = src.meta.get("tensor_meta") if isinstance(src, fx.Node) else None

@@ -342,6 +342,23 @@ def int8_attention_softmax(
     return b.finish([b.op(6, [y], list(shape))] + ([p] if expose else []))
 
 
+def int8_moves(out_quant=None) -> bytes:
+    """QUANTIZE [2, 6, 8] -> int8 SPLIT_V along the middle axis (2, 4) and BROADCAST_TO of the
+    first part to [3, 2, 2, 8] -> DEQUANTIZE of the second part and of the repeats: the byte moves
+    int8 attention uses (GPT-2's split projection, grouped-query repeats). The outputs carry the
+    input's quantization, or ``out_quant`` (a file with mismatched scales)."""
+    b = Builder()
+    q = b.op(114, [b.input([2, 6, 8])], [2, 6, 8], out_dtype=np.int8)
+    b.tensors[q]["quant"] = ([0.05], [3], 0)
+    parts = b.split_v(q, [2, -1], 1)
+    for t in parts:
+        b.tensors[t]["dtype"] = np.int8
+        b.tensors[t]["quant"] = out_quant or ([0.05], [3], 0)
+    rep = b.broadcast_to(parts[0], [3, 2, 2, 8], dtype=np.int8)
+    b.tensors[rep]["quant"] = out_quant or ([0.05], [3], 0)
+    return b.finish([b.op(6, [parts[1]], [2, 4, 8]), b.op(6, [rep], [3, 2, 2, 8])])
+
+
 def int8_transpose_conv(k=3, stride=2, padding="same", act=None, bias=True, shape=(1, 5, 4, 8), cout=6, out_hw=None):
     """QUANTIZE -> int8 TRANSPOSE_CONV (per-channel int8 weights [O, K, K, I], int32 bias at
     s_in * s_w, nonzero input and output zero points) -> DEQUANTIZE."""

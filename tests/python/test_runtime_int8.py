@@ -26,6 +26,7 @@ from runtime_models import (  # noqa: E402
     int8_batch_matmul,
     int8_cnn,
     int8_fc,
+    int8_moves,
     int8_sparse_wide,
     int8_transpose_conv,
     litert_reference,
@@ -464,6 +465,15 @@ def test_int8_attention_softmax_runs_fused_with_the_unfused_bits(case):
                 assert np.array_equal(got, ref), (isa, threads)
                 step = case.get("out_scale", 0.0029)
                 assert np.abs(got - want).max() <= step * 1.001, (isa, float(np.abs(got - want).max()))
+
+
+def test_int8_split_and_broadcast_move_bytes_as_litert():
+    data = int8_moves()
+    labels = [lbl for _, lbl in ep.runtime.load(data).operators]
+    assert any(lbl.startswith("SPLIT_V") for lbl in labels) and any(lbl.startswith("BROADCAST_TO") for lbl in labels)
+    _assert_bit_parity(data, n_inputs=1, threads=(1, 2))
+    with pytest.raises(UnsupportedModelError, match=r"int8 tensor '.*' needs one scale and zero point, and the output"):
+        ep.runtime.load(int8_moves(out_quant=([0.1], [3], 0)))
 
 
 TCONV8_CASES = [

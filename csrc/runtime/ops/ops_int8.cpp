@@ -2046,6 +2046,8 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
     }
     case OpCode::gather:  // an int8 embedding table: rows copied as bytes (ops_tensor.cpp)
     case OpCode::resize_nearest_neighbor:  // pixels copied as bytes, the scale kept
+    case OpCode::split_v:                  // parts and repeats copied as bytes, the scale kept
+    case OpCode::broadcast_to:
       return make_tensor_op(model, d, o);
     default:
       throw UnsupportedError(c.where + ": not supported with int8 data");

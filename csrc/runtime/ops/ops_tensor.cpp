@@ -43,6 +43,18 @@ const Tensor& typed(const OpContext& c, const Tensor& t) {
   return t;
 }
 
+// The input of an operator that moves elements without changing them (BROADCAST_TO, SPLIT_V):
+// a plain type, or int8 with one scale and zero point that the output carries too (the bytes
+// keep their meaning; attention's int8 keys and values split from one projection or repeated
+// for grouped-query heads)
+const Tensor& moved(const OpContext& c, const Tensor& x, const Tensor& y) {
+  if (x.type != DType::i8) return typed(c, x);
+  if (!x.quantized() || x.scale.size() != 1 || y.scale != x.scale || y.zero_point != x.zero_point)
+    c.unsupported("int8 tensor '" + x.name +
+                  "' needs one scale and zero point, and the output the same ones");
+  return x;
+}
+
 template <class T>
 const T* at(const RunCtx& r, int t) {
   return reinterpret_cast<const T*>(r.ptr[t]);
@@ -551,7 +563,7 @@ class NanFill : public Op {
 class BroadcastTo : public Op {
  public:
   explicit BroadcastTo(const OpContext& c) {
-    const Tensor &x = typed(c, c.in(0)), &y = c.out();
+    const Tensor &x = moved(c, c.in(0), c.out()), &y = c.out();
     if (y.type != x.type) c.bad("input and output types differ");
     if (c.in(1).is_const() && c.int_values(1) != y.shape)
       c.bad("the output shape is not the shape input");
@@ -687,7 +699,7 @@ class Gather : public Op {
 class SplitPart : public Op {
  public:
   explicit SplitPart(const OpContext& c) {
-    const Tensor &x = typed(c, c.in(0)), &y = c.out();
+    const Tensor &x = moved(c, c.in(0), c.out()), &y = c.out();
     if (y.type != x.type) c.bad("input and output types differ");
     const auto sizes = c.int_values(1), axes = c.int_values(2);
     const int r = int(x.shape.size());
