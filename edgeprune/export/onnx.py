@@ -276,8 +276,9 @@ def quantize_onnx(fp32: onnx.ModelProto, qmodel) -> onnx.ModelProto:
     for ph, gi in zip(placeholders, onnx_inputs):
         if ph in qmodel.points:
             edit.point_tensors.setdefault(ph, set()).add(gi)
+    matmuls: set = set()  # outputs of the MatMul nodes already given to an int8 matmul
     for op_name, op in qmodel.ops.items():
-        _map_op(graph, edit.consumers, op_name, op, edit.point_tensors)
+        _map_op(graph, edit.consumers, op_name, op, edit.point_tensors, matmuls)
     _place_activation_qdq(edit, qmodel)
     _splice(edit)
     del graph.value_info[:]  # names changed; shape inference recomputes them
@@ -470,13 +471,12 @@ def _views_back(producers: dict, tensor: str):
         yield tensor
 
 
-def _map_matmul(graph, op_name: str, op: dict, point_tensors: dict) -> None:
+def _map_matmul(graph, op_name: str, op: dict, point_tensors: dict, claimed: set) -> None:
     """Locate an int8 matmul of two activations: the first MatMul not claimed by an earlier one
     whose operands are views of the located input points (at least one is located; the other
     operand's point, if not located yet, is the MatMul's input itself)."""
     found = None
     producers = {o: n for n in graph.node for o in n.output}
-    claimed = {t for tensors in point_tensors.values() for t in tensors}  # earlier matmuls' outputs
     for n in graph.node:
         if n.op_type != "MatMul" or len(n.input) != 2 or n.output[0] in claimed:
             continue
@@ -489,17 +489,19 @@ def _map_matmul(graph, op_name: str, op: dict, point_tensors: dict) -> None:
             break
     if found is None:
         raise RuntimeError(f"matmul {op_name} not found in the exported ONNX graph")
+    claimed.add(found.output[0])
     for p, t in zip(op["inputs"], found.input):
         if p not in point_tensors:
             point_tensors[p] = {t}
     point_tensors.setdefault(op["output"], set()).add(found.output[0])
 
 
-def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict) -> None:
+def _map_op(graph, consumers, op_name: str, op: dict, point_tensors: dict, matmuls: set) -> None:
     """Locate a quantized add / mul / average pool / concat / sigmoid / hard sigmoid / hard-swish /
-    matmul in the ONNX graph from its input tensors."""
+    matmul in the ONNX graph from its input tensors; ``matmuls`` holds the outputs of the MatMuls located
+    so far (each is one op's)."""
     if op["kind"] == "matmul":
-        return _map_matmul(graph, op_name, op, point_tensors)
+        return _map_matmul(graph, op_name, op, point_tensors, matmuls)
     ins = []
     for p in op["inputs"]:
         if p not in point_tensors:

@@ -30,7 +30,8 @@ D, HEADS, SEQ = 32, 4, 12
 class Attention(nn.Module):
     """One self-attention block over [1, SEQ, D]: projections, heads, attention, output projection.
     ``style``: "sdpa" (a boolean key-padding mask), "sdpa_float_mask", "sdpa_nomask", "causal",
-    or "eager" (the matmuls written out, scaled by a division, no mask)."""
+    "eager" (the matmuls written out, scaled by a division, no mask) or "single" (one head, no
+    reshapes: the second matmul's output is the output projection's input)."""
 
     def __init__(self, style: str):
         super().__init__()
@@ -46,6 +47,9 @@ class Attention(nn.Module):
 
     def forward(self, x):
         q, k, v = self.heads(self.q(x)), self.heads(self.k(x)), self.heads(self.v(x))
+        if self.style == "single":  # one head, the matmul's output read by the projection as it is
+            qs, ks, vs = self.q(x), self.k(x), self.v(x)
+            return self.o(torch.softmax(qs @ ks.transpose(-2, -1) / math.sqrt(D), dim=-1) @ vs)
         if self.style == "eager":
             p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(D // HEADS), dim=-1)
             a = p @ v
@@ -68,7 +72,7 @@ def _int8_kinds(data: bytes) -> list[str]:
     return [k for k, label in ep.runtime.load(data).operators if "int8" in label]
 
 
-@pytest.mark.parametrize("style", ["sdpa", "sdpa_float_mask", "sdpa_nomask", "eager"])
+@pytest.mark.parametrize("style", ["sdpa", "sdpa_float_mask", "sdpa_nomask", "eager", "single"])
 def test_attention_matmuls_run_int8_in_every_file(style, tmp_path):
     import onnxruntime as ort
 
