@@ -13,8 +13,9 @@ Variants:
 - "bert6_h384_pruned50": half of every layer's attention heads and feed-forward neurons removed by
   ``edgeprune.prune`` (ratio 0.5, the residual width kept), exported the same way. Its rows add
   ``onnxruntime_unpruned``: the unpruned ONNX file in ONNX Runtime, timed in the same rounds;
-- "bert6_h384_int8": the encoder quantized by ``edgeprune.quantize`` (every Linear int8; embeddings,
-  layer norm, softmax and GELU float) on 64 random token sequences with the same padding,
+- "bert6_h384_int8": the encoder quantized by ``edgeprune.quantize`` (every Linear and attention's
+  two matmuls int8, the embedding tables int8; layer norm, softmax and GELU float) on 64 random
+  token sequences with the same padding,
   ``model.int8.tflite`` for ours and LiteRT, ``model.int8.onnx`` in ONNX Runtime, and the fp32
   ``model.onnx`` in ONNX Runtime (``onnxruntime_fp32``: the baseline the int8 file must beat by
   2x). Its rows add ``sentence_cosine``: the mean-pooled embedding of the unpadded tokens against
