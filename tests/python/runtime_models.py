@@ -342,6 +342,17 @@ def int8_attention_softmax(
     return b.finish([b.op(6, [y], list(shape))] + ([p] if expose else []))
 
 
+def int8_max_pool(shape=(1, 9, 9, 70), size=3, stride=2, padding="same", act=None) -> bytes:
+    """QUANTIZE -> int8 MAX_POOL_2D (input and output quantized alike) -> DEQUANTIZE."""
+    b = Builder()
+    q = b.op(114, [b.input(list(shape))], list(shape), out_dtype=np.int8)
+    b.tensors[q]["quant"] = ([0.04], [-7], 0)
+    y = b.pool(q, size, stride, padding, kind="max", act=act)
+    b.tensors[y]["dtype"] = np.int8
+    b.tensors[y]["quant"] = ([0.04], [-7], 0)
+    return b.finish([b.op(6, [y], b.shape(y))])
+
+
 def int8_moves(out_quant=None) -> bytes:
     """QUANTIZE [2, 6, 8] -> int8 SPLIT_V along the middle axis (2, 4) and BROADCAST_TO of the
     first part to [3, 2, 2, 8] -> DEQUANTIZE of the second part and of the repeats: the byte moves

@@ -26,6 +26,7 @@ from runtime_models import (  # noqa: E402
     int8_batch_matmul,
     int8_cnn,
     int8_fc,
+    int8_max_pool,
     int8_moves,
     int8_sparse_wide,
     int8_transpose_conv,
@@ -465,6 +466,21 @@ def test_int8_attention_softmax_runs_fused_with_the_unfused_bits(case):
                 assert np.array_equal(got, ref), (isa, threads)
                 step = case.get("out_scale", 0.0029)
                 assert np.abs(got - want).max() <= step * 1.001, (isa, float(np.abs(got - want).max()))
+
+
+MAXPOOL8_CASES = [
+    dict(),  # 3x3/2 SAME, 70 channels (a 64-lane block and a tail)
+    dict(shape=(2, 8, 7, 3), size=2, stride=2, padding="valid"),  # batch 2, RGB-narrow
+    dict(shape=(1, 13, 13, 130), size=3, stride=1, padding="same", act="relu6"),  # clamped
+    dict(shape=(1, 55, 55, 64), size=3, stride=2, padding="valid"),  # SqueezeNet's first pool
+]
+
+
+@pytest.mark.parametrize("case", MAXPOOL8_CASES)
+def test_int8_max_pool_equals_litert_reference(case):
+    data = int8_max_pool(**case)
+    assert any(lbl.startswith("MAX_POOL_2D int8") for _, lbl in ep.runtime.load(data).operators)
+    _assert_bit_parity(data, n_inputs=2, threads=(1, 3))
 
 
 def test_int8_split_and_broadcast_move_bytes_as_litert():

@@ -1355,7 +1355,7 @@ class QMean : public Op {
 // ------------------------------------------------------------------------ pools
 class QPool : public Op {
  public:
-  QPool(const QCtx& c, bool max) : max_(max) {
+  QPool(const QCtx& c, bool max, const OpOptions& o) : max_(max), isa_(o.isa) {
     const Tensor &x = c.act(c.in(0)), &y = c.act(c.out());
     c.rank(x, 4);
     if (x.scale[0] != y.scale[0] || zp(x) != zp(y))
@@ -1380,6 +1380,14 @@ class QPool : public Op {
     const int8_t* x = reinterpret_cast<const int8_t*>(r.ptr[in_]);
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
     parallel_for(threads_for(r.threads, 4.0 * macs), n_ * oh_, [&](int64_t row) {
+#if defined(EP_HAVE_AVX512)
+      if (max_ && isa_ == Isa::avx512) {  // 64 channels a vector (the loop below gets SSE2)
+        const int64_t b = row / oh_, oy = row % oh_;
+        return avx512::max_pool_row_s8(x + b * h_ * w_ * ch_, h_, w_, ch_, fh_, fw_, sh_, sw_, pt_,
+                                       pl_, oy, ow_, int8_t(lo_), int8_t(hi_),
+                                       y + (b * oh_ + oy) * ow_ * ch_);
+      }
+#endif
       // the fields as locals of this call: a byte store may alias `this` or the lambda's
       // captures, and the compiler would reload the channel count after every one (no loop
       // below vectorised)
@@ -1445,6 +1453,7 @@ class QPool : public Op {
 
  private:
   bool max_;
+  Isa isa_;
   int64_t n_, h_, w_, ch_, fh_, fw_, sh_, sw_, oh_, ow_, pt_, pl_;
   int32_t lo_, hi_;
 };
@@ -2006,9 +2015,9 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
     case OpCode::mean:
       return wire(std::make_unique<QMean>(c, o), d);
     case OpCode::average_pool_2d:
-      return wire(std::make_unique<QPool>(c, false), d);
+      return wire(std::make_unique<QPool>(c, false, o), d);
     case OpCode::max_pool_2d:
-      return wire(std::make_unique<QPool>(c, true), d);
+      return wire(std::make_unique<QPool>(c, true, o), d);
     case OpCode::quantize: {
       if (!d.softmax_rows) return wire(std::make_unique<QQuantize>(c, o), d);
       auto op = std::make_unique<QSoftmaxRows>(c, o);

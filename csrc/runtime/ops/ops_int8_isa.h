@@ -131,6 +131,13 @@ void im2col_pixels_s8(const int8_t* x, int64_t row_bytes, int64_t kh, int64_t le
 void column_sums_s8(const int8_t* x, int64_t n, int64_t cols, int32_t* out);
 // y[i] = lut[uint8(x[i])] with AVX-512 VBMI byte permutes (check the CPU has VBMI first)
 void lut_s8_vbmi(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y);
+// One output row of an int8 MAX_POOL_2D (NHWC, C channels, input and output quantized alike):
+// y[ox, c] = clamp(max over the taps inside the image of x[iy, ix, c], lo, hi); `x` is the batch
+// image [H, W, C], taps start at (oy * sh - pt, ox * sw - pl). A window with no tap inside gives
+// clamp(-128), as the portable loop.
+void max_pool_row_s8(const int8_t* x, int64_t h, int64_t w, int64_t c, int64_t fh, int64_t fw,
+                     int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t oy, int64_t ow,
+                     int8_t lo, int8_t hi, int8_t* y);
 // An activation B[K, N] (row stride N) as GEMM weights: out is pack_qgemm_vnni's layout of
 // W[j, k] = B[k, j] (round16(N) * kp bytes), and col_sums[j] = sum_k B[k, j] for j < N
 void pack_kn_vnni(const int8_t* b, int64_t k, int64_t n, int64_t kp, int8_t* out,

@@ -1106,6 +1106,28 @@ void softmax_rows_s8(const QSoftmaxRowsArgs& a) {
   for (; r < a.rows; ++r) softmax_rows_block<1>(a, r);
 }
 
+void max_pool_row_s8(const int8_t* x, int64_t h, int64_t w, int64_t c, int64_t fh, int64_t fw,
+                     int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t oy, int64_t ow,
+                     int8_t lo, int8_t hi, int8_t* y) {
+  const int64_t y0 = oy * sh - pt;
+  const int64_t ky0 = std::max<int64_t>(0, -y0), ky1 = std::min(fh, h - y0);
+  const __m512i vlo = _mm512_set1_epi8(lo), vhi = _mm512_set1_epi8(hi);
+  for (int64_t ox = 0; ox < ow; ++ox) {
+    const int64_t x0 = ox * sw - pl;
+    const int64_t kx0 = std::max<int64_t>(0, -x0), kx1 = std::min(fw, w - x0);
+    for (int64_t c0 = 0; c0 < c; c0 += 64) {
+      const int64_t left = c - c0;
+      const __mmask64 m = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
+      __m512i v = _mm512_set1_epi8(-128);
+      for (int64_t ky = ky0; ky < ky1; ++ky)
+        for (int64_t kx = kx0; kx < kx1; ++kx)
+          v = _mm512_max_epi8(v,
+                              _mm512_maskz_loadu_epi8(m, x + ((y0 + ky) * w + x0 + kx) * c + c0));
+      _mm512_mask_storeu_epi8(y + ox * c + c0, m, _mm512_min_epi8(_mm512_max_epi8(v, vlo), vhi));
+    }
+  }
+}
+
 void qmul(const QAddArgs& a) {
   const __m512i za = _mm512_set1_epi32(a.za), zb = _mm512_set1_epi32(a.zb),
                 zy = _mm512_set1_epi32(a.zy), lo = _mm512_set1_epi32(a.lo),
