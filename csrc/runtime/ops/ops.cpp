@@ -1007,9 +1007,6 @@ std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64
   return op;
 }
 
-// One switch per tier on purpose: each tier accepts its own set of ops and types (make_op in
-// ops.cpp for fp32, make_int8_op in ops_int8.cpp for int8), and the executor asks is_int8_op
-// which of the two to call.
 ActKind activation_kind(OpCode code, bool approximate) {
   switch (code) {
     case OpCode::relu:
@@ -1039,6 +1036,9 @@ ActKind activation_kind(OpCode code, bool approximate) {
   }
 }
 
+// One switch per tier on purpose: each tier accepts its own set of ops and types (make_op in
+// ops.cpp for fp32, make_int8_op in ops_int8.cpp for int8), and the executor asks is_int8_op
+// which of the two to call.
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions& o) {
   if (is_int8_op(model, d)) return make_int8_op(model, d, o);  // int8 data: ops_int8.cpp
   // integer ADD / SUB / MUL (position ids computed from a padding mask): ops_tensor.cpp

@@ -1644,7 +1644,7 @@ class QSoftmaxRows : public Op {
     parallel_for(threads_for(r.threads, macs), blocks, [&](int64_t blk) {
       const int64_t i0 = blk * per, cnt = std::min(per, rows_ - i0), len = cnt * n;
 #if defined(EP_HAVE_AVX512)
-      if (isa_ == Isa::avx512) {  // one row at a time in registers and one row of buffer
+      if (isa_ == Isa::avx512) {  // softmax_rows_s8: four rows at a time, a buffer of four rows
         float* buf =
             static_cast<float*>(thread_scratch(3, size_t(4 * n + 1 + per * 2) * sizeof(float)));
         int64_t* offs = reinterpret_cast<int64_t*>(buf + 4 * n + (n & 1));
