@@ -226,15 +226,35 @@ struct SpmmS8Args {
   const float* scale = nullptr;
   int32_t zp_out = 0;
   float lo = -128.0f, hi = 127.0f;
+  // Optional, for one column (N = 1, ldx = 1, ldy = 1): the same blocks in channel groups
+  // (pack_sparse_s8_groups). A path that uses them multiplies 16 channels per step; paths
+  // without such a loop ignore them. Integer sums are exact, so both give the same bits.
+  int64_t k = 0;                    // input channels (the packed X holds (k + 3) / 4 quads)
+  const int32_t* gslots = nullptr;  // per group of kGroupRows channels and window: its slots
+  const uint8_t* gquad = nullptr;   // per slot, kGroupRows quads (index within the window)
+  const int32_t* gw = nullptr;      // per slot, kGroupRows blocks of 4 weights
 };
 
 struct PackedSparseS8 {
   int64_t m = 0, k = 0;
   std::vector<int32_t> nnz, quad, w;
+  std::vector<int32_t> gslots, gw;  // the channel-group form, when packed
+  std::vector<uint8_t> gquad;
   int64_t blocks() const { return int64_t(quad.size()); }
 };
 // Weights W[M, K] int8 -> the 1x4 block stream (blocks with any nonzero weight are stored).
 PackedSparseS8 pack_sparse_s8(const int8_t* w, int64_t m, int64_t k);
+// The block stream re-laid for one input column: output channels in groups of kGroupRows, input
+// quads in windows of kGroupQuads (128 channels, two 512-bit registers of one column's X); per
+// group and window, slots: slot j holds the j-th block in that window of each of the group's
+// channels (its quad index within the window in a byte; for a channel with fewer, or past M: quad 0
+// with weight 0). A path multiplies one slot for all the group's channels with one permute of X
+// from registers and one multiply-add: no gather, no loop or reduction per channel, which cost more
+// than the blocks themselves at N = 1 and 90 % sparsity. gslots is [groups][windows]; slots are in
+// that order. Channels are not reordered, so a group and window cost its longest channel's blocks
+// there.
+constexpr int64_t kGroupRows = 16, kGroupQuads = 32;
+void pack_sparse_s8_groups(PackedSparseS8& p);
 // X[K, N] (row stride ld; transposed: X given as [N, K]) -> quads in strips of kQuadStrip
 // columns: strip s is an xq block of its own (ldx = kQuadStrip, columns past N zero), at
 // xq + s * quad_strip_size(K). A kernel called per strip touches one compact block instead of

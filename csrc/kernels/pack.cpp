@@ -3,6 +3,7 @@
 // Consumes: dense row-major matrices (zeros = pruned weights). Produces: the packed layouts
 // documented in kernels.h.
 #include <algorithm>
+#include <array>
 #include <stdexcept>
 
 #include "kernels/kernels.h"
@@ -78,6 +79,38 @@ PackedSparseS8 pack_sparse_s8(const int8_t* w, int64_t m, int64_t k) {
   return p;
 }
 
+void pack_sparse_s8_groups(PackedSparseS8& p) {
+  p.gslots.clear(), p.gquad.clear(), p.gw.clear();
+  const int64_t windows = ((p.k + 3) / 4 + kGroupQuads - 1) / kGroupQuads;
+  std::vector<int64_t> next(size_t(p.m), 0);  // per channel: its first block not yet placed
+  for (int64_t r = 1; r < p.m; ++r) next[size_t(r)] = next[size_t(r - 1)] + p.nnz[size_t(r - 1)];
+  std::vector<int64_t> end(size_t(p.m), 0);
+  for (int64_t r = 0; r < p.m; ++r) end[size_t(r)] = next[size_t(r)] + p.nnz[size_t(r)];
+  for (int64_t g0 = 0; g0 < p.m; g0 += kGroupRows) {
+    const int64_t g1 = std::min(p.m, g0 + kGroupRows);
+    for (int64_t v = 0; v < windows; ++v) {
+      const int32_t limit = int32_t((v + 1) * kGroupQuads);  // blocks are in quad order
+      std::array<int64_t, kGroupRows> stop{};
+      int64_t slots = 0;
+      for (int64_t r = g0; r < g1; ++r) {
+        int64_t e = next[size_t(r)];
+        while (e < end[size_t(r)] && p.quad[size_t(e)] < limit) ++e;
+        stop[size_t(r - g0)] = e;
+        slots = std::max(slots, e - next[size_t(r)]);
+      }
+      p.gslots.push_back(int32_t(slots));
+      for (int64_t j = 0; j < slots; ++j)
+        for (int64_t r = g0; r < g0 + kGroupRows; ++r) {
+          const int64_t b = r < g1 ? next[size_t(r)] + j : 0;
+          const bool has = r < g1 && b < stop[size_t(r - g0)];
+          p.gquad.push_back(has ? uint8_t(p.quad[size_t(b)] - v * kGroupQuads) : uint8_t(0));
+          p.gw.push_back(has ? p.w[size_t(b)] : 0);
+        }
+      for (int64_t r = g0; r < g1; ++r) next[size_t(r)] = stop[size_t(r - g0)];
+    }
+  }
+}
+
 void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool transposed, int8_t* xq) {
   const int64_t quads = (k + 3) / 4;
   for (int64_t s0 = 0; s0 < n; s0 += kQuadStrip) {
@@ -112,12 +145,28 @@ void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool trans
 void pack_quads_s8_narrow(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool transposed,
                           int8_t* xq) {
   const int64_t quads = (k + 3) / 4;
-  for (int64_t q = 0; q < quads; ++q)
-    for (int64_t i = 0; i < n; ++i)
-      for (int t = 0; t < 4; ++t) {
-        const int64_t c = 4 * q + t;
-        xq[(q * n + i) * 4 + t] = c < k ? (transposed ? x[i * ld + c] : x[c * ld + i]) : int8_t(0);
+  for (int64_t q = 0; q < quads; ++q, xq += n * 4) {
+    if (4 * q + 3 < k && transposed) {  // whole quads: 4 consecutive bytes of each input row
+      for (int64_t i = 0; i < n; ++i) __builtin_memcpy(xq + i * 4, x + i * ld + 4 * q, 4);
+    } else if (4 * q + 3 < k) {  // interleave 4 input rows (a loop the compiler vectorises)
+      const int8_t* r0 = x + (4 * q) * ld;
+      const int8_t* r1 = r0 + ld;
+      const int8_t* r2 = r1 + ld;
+      const int8_t* r3 = r2 + ld;
+      for (int64_t i = 0; i < n; ++i) {
+        xq[i * 4 + 0] = r0[i];
+        xq[i * 4 + 1] = r1[i];
+        xq[i * 4 + 2] = r2[i];
+        xq[i * 4 + 3] = r3[i];
       }
+    } else {  // the last, partial quad: zero past K
+      for (int64_t i = 0; i < n; ++i)
+        for (int t = 0; t < 4; ++t) {
+          const int64_t c = 4 * q + t;
+          xq[i * 4 + t] = c < k ? (transposed ? x[i * ld + c] : x[c * ld + i]) : int8_t(0);
+        }
+    }
+  }
 }
 
 int gemm_s8_kgroup(Isa provider) {

@@ -465,6 +465,9 @@ QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float 
     const double density = double(sp_.blocks()) / double(m * ((k + 3) / 4));
     sparse_ = mode == SparseKernel::sparse || density <= kAutoMaxBlockDensity;
     if (!sparse_) sp_ = PackedSparseS8{};
+    // the one-column form, for the path that has a loop over it (at batch 1 its channel groups
+    // beat the per-channel stream 2-6x on 1x1 and FC layers at 90 % sparsity, measured)
+    if (sparse_ && skern_.isa == Isa::avx512) pack_sparse_s8_groups(sp_);
     if (sparse_) return;  // the dense packing is not needed
   }
   const int kg = gemm_s8_kgroup(kern_.isa);
@@ -514,6 +517,9 @@ void QLinear::run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n
       p.zp_out = zp_out_;
       p.lo = float(qmin_ - zp_out_);
       p.hi = float(qmax_ - zp_out_);
+      p.k = k_;
+      if (!sp_.gslots.empty())
+        p.gslots = sp_.gslots.data(), p.gquad = sp_.gquad.data(), p.gw = sp_.gw.data();
       skern_.fn(p);
     }
   });

@@ -131,6 +131,47 @@ def test_sparse_narrow_columns_with_long_rows(isa):
             np.testing.assert_array_equal(sparse(x, threads=2), want)
 
 
+@pytest.mark.parametrize("isa", PATHS)
+def test_one_column_through_channel_groups(isa):
+    """N = 1 (an FC layer at batch 1): AVX-512 multiplies 16 channels at a time, X's quads in
+    windows of 128 input channels. Channel counts off the group of 16, K off the window and off
+    4, windows no channel uses, a channel dense in one window and empty in the rest, and channels
+    with no blocks all stay bit exact."""
+    rng = np.random.default_rng(11)
+    for m, k in [(1, 4), (15, 128), (17, 129), (33, 130), (40, 383), (70, 512), (5, 1030)]:
+        for sparsity in (0.5, 0.9, 0.97):
+            w = block_sparse(rng, m, k, sparsity)
+            w[0] = 0
+            if m > 3:
+                w[3] = 0
+                w[3, : min(k, 128)] = rng.standard_normal(min(k, 128))  # dense in the first window
+            if k > 260:
+                w[:, 128:256] = 0  # a window no channel uses
+            b = rng.standard_normal(m).astype(np.float32)
+            q = make(w, b, isa=isa, sparse="sparse", activation="relu6")
+            x = rng.integers(-128, 128, size=(1, k), dtype=np.int8)
+            want = numpy_qlinear(q, x)
+            np.testing.assert_array_equal(q(x), want)
+            np.testing.assert_array_equal(q.gemm_kn(np.ascontiguousarray(x.T)), want.T)
+
+
+@pytest.mark.parametrize("isa", PATHS)
+def test_sparse_and_empty_channels_on_wide_inputs(isa):
+    """Columns past the last whole 64-column strip in one masked pass (49, 196 and 63 of them), and
+    channels with no blocks written as their requantized bias, match the spec."""
+    rng = np.random.default_rng(12)
+    for m, k, n in [(24, 16, 49), (19, 36, 196), (40, 200, 63), (8, 8, 130)]:
+        w = block_sparse(rng, m, k, 0.8)
+        w[1] = 0
+        b = rng.standard_normal(m).astype(np.float32) * 3
+        q = make(w, b, isa=isa, sparse="sparse", activation="relu")
+        x = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        want = numpy_qlinear(q, x)
+        np.testing.assert_array_equal(q.gemm_kn(np.ascontiguousarray(x.T)), want.T)
+        np.testing.assert_array_equal(q(x), want)
+        np.testing.assert_array_equal(q(x, threads=2), want)
+
+
 def test_extremes_and_zero_points_at_the_ends():
     rng = np.random.default_rng(3)
     w = np.where(rng.random((24, 40)) < 0.5, 1.0, -1.0).astype(np.float32)  # quantizes to +-127

@@ -11,91 +11,154 @@ namespace ep::avx512 {
 
 namespace {
 
-#include "kernels/spmm_s8_tail.h"
-
+// Columns [n0, n0 + 16 NV); with `tail` mask, the last vector's columns are those of `tail`
+// (masked loads and stores: a narrow strip ends past its last column, so a whole vector could
+// read past the packed X).
 template <int NV>
-void pass(const SpmmS8Args& p, int64_t n0) {
+void pass(const SpmmS8Args& p, int64_t n0, __mmask16 tail = 0xffff) {
   const __m512i flip = _mm512_set1_epi8(char(0x80));
   const __m512 lo = _mm512_set1_ps(p.lo), hi = _mm512_set1_ps(p.hi);
   const __m512i zp = _mm512_set1_epi32(p.zp_out);
   const int32_t* quad = p.quad;
   const int32_t* w = p.w;
   const int8_t* xb = p.xq + n0 * 4;
+  const auto load = [&](const int8_t* x, int j) {
+    return _mm512_xor_si512(
+        j + 1 < NV ? _mm512_loadu_si512(x + 64 * j) : _mm512_maskz_loadu_epi32(tail, x + 64 * j),
+        flip);
+  };
+  const auto requant = [&](__m512i acc, __m512i bias, __m512 scale) {
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), scale);
+    f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+    return _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zp));
+  };
   for (int64_t m = 0; m < p.m; ++m) {
-    __m512i acc[NV];
-#pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) acc[j] = _mm512_setzero_si512();
     const int32_t count = p.nnz[m];
-    for (int32_t i = 0; i < count; ++i) {
-      const int8_t* x = xb + int64_t(quad[i]) * p.ldx * 4;
-      const __m512i wb = _mm512_set1_epi32(w[i]);
-#pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j)
-        acc[j] =
-            _mm512_dpbusd_epi32(acc[j], _mm512_xor_si512(_mm512_loadu_si512(x + 64 * j), flip), wb);
-    }
-    quad += count;
-    w += count;
     const __m512i bias = _mm512_set1_epi32(p.bias[m] - 128 * p.rowsum[m]);
     const __m512 scale = _mm512_set1_ps(p.scale[m]);
     int8_t* y = p.y + m * p.ldy + n0;
+    if (count == 0) {  // a pruned channel: every column is its bias, requantized once
+      const __m128i c = requant(_mm512_setzero_si512(), bias, scale);
 #pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) {
-      __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[j], bias)), scale);
-      f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-      const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 16 * j), _mm512_cvtepi32_epi8(q));
+      for (int j = 0; j < NV; ++j)
+        _mm_mask_storeu_epi8(y + 16 * j, j + 1 < NV ? __mmask16(0xffff) : tail, c);
+      continue;
     }
+    // two sets of accumulators, even and odd blocks: each vpdpbusd waits on its accumulator's
+    // last, so one set ran at the instruction's latency, not its throughput
+    __m512i acc[NV], odd[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[j] = odd[j] = _mm512_setzero_si512();
+    int32_t i = 0;
+    for (; i + 2 <= count; i += 2) {
+      const int8_t* x0 = xb + int64_t(quad[i]) * p.ldx * 4;
+      const int8_t* x1 = xb + int64_t(quad[i + 1]) * p.ldx * 4;
+      const __m512i w0 = _mm512_set1_epi32(w[i]), w1 = _mm512_set1_epi32(w[i + 1]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) {
+        acc[j] = _mm512_dpbusd_epi32(acc[j], load(x0, j), w0);
+        odd[j] = _mm512_dpbusd_epi32(odd[j], load(x1, j), w1);
+      }
+    }
+    if (i < count) {
+      const int8_t* x0 = xb + int64_t(quad[i]) * p.ldx * 4;
+      const __m512i w0 = _mm512_set1_epi32(w[i]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], load(x0, j), w0);
+    }
+    if (count >= 2)
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[j] = _mm512_add_epi32(acc[j], odd[j]);
+    quad += count;
+    w += count;
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j)
+      _mm_mask_storeu_epi8(y + 16 * j, j + 1 < NV ? __mmask16(0xffff) : tail,
+                           requant(acc[j], bias, scale));
   }
 }
 
-// spmm_s8_dot_scalar with 16-block gathers: the quads of 16 blocks gathered as 32-bit words,
-// made unsigned (x ^ 0x80) for vpdpbusd, and the 128 * (sum of the weights) this adds taken back
-// from a second vpdpbusd of ones against the weights. Rows shorter than 16 blocks take the scalar
-// form, which costs less than a masked gather and two reductions.
-int32_t dot_gather(const int32_t* quad, const int32_t* w, int32_t count, const int8_t* xq,
-                   int64_t ldx, int64_t n) {
-  if (count < 16) return spmm_s8_dot_scalar(quad, w, count, xq, ldx, n);
-  const __m512i flip = _mm512_set1_epi8(char(0x80)), ones = _mm512_set1_epi8(1);
-  const __m512i s = _mm512_set1_epi32(int32_t(ldx)), off = _mm512_set1_epi32(int32_t(n));
-  const auto idx = [&](__m512i q) {
-    return ldx == 1 ? _mm512_add_epi32(q, off) : _mm512_add_epi32(_mm512_mullo_epi32(q, s), off);
+// One column through the channel groups (kernels.h pack_sparse_s8_groups): per window of 32
+// quads, X's quads in two registers; per slot, the quads of 16 channels picked by one permute
+// (a byte each: the quad within the window) and one vpdpbusd; the 16 channels
+// requantized together. A gather instead cost ~20x a permute per slot here (Zen 5). Two
+// accumulators alternate slots: each vpdpbusd waits on the last.
+void column_groups(const SpmmS8Args& p) {
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  const __m512 lo = _mm512_set1_ps(p.lo), hi = _mm512_set1_ps(p.hi);
+  const __m512i zp = _mm512_set1_epi32(p.zp_out);
+  const int64_t kq = (p.k + 3) / 4, windows = (kq + kGroupQuads - 1) / kGroupQuads;
+  const auto lanes = [](int64_t n) {
+    return __mmask16(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
   };
-  __m512i acc = _mm512_setzero_si512(), wsum = _mm512_setzero_si512();
-  int32_t i = 0;
-  for (; i + 16 <= count; i += 16) {
-    const __m512i g = _mm512_i32gather_epi32(idx(_mm512_loadu_si512(quad + i)), xq, 4);
-    const __m512i wv = _mm512_loadu_si512(w + i);
-    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(g, flip), wv);
-    wsum = _mm512_dpbusd_epi32(wsum, ones, wv);
+  const int32_t* slots = p.gslots;
+  const uint8_t* quad = p.gquad;
+  const int32_t* w = p.gw;
+  const auto index = [](const uint8_t* q) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+  };
+  for (int64_t g0 = 0; g0 < p.m; g0 += kGroupRows) {
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    for (int64_t v = 0; v < windows; ++v) {
+      const int32_t count = *slots++;
+      if (!count) continue;
+      const int64_t q0 = v * kGroupQuads;  // lanes past K: masked off, never indexed
+      const int8_t* xv = p.xq + q0 * 4;
+      const __m512i t0 = _mm512_xor_si512(_mm512_maskz_loadu_epi32(lanes(kq - q0), xv), flip);
+      const __m512i t1 =
+          _mm512_xor_si512(_mm512_maskz_loadu_epi32(lanes(kq - q0 - 16), xv + 64), flip);
+      int32_t j = 0;
+      for (; j + 2 <= count; j += 2, quad += 32, w += 32) {
+        const __m512i x0 = _mm512_permutex2var_epi32(t0, index(quad), t1);
+        const __m512i x1 = _mm512_permutex2var_epi32(t0, index(quad + 16), t1);
+        acc0 = _mm512_dpbusd_epi32(acc0, x0, _mm512_loadu_si512(w));
+        acc1 = _mm512_dpbusd_epi32(acc1, x1, _mm512_loadu_si512(w + 16));
+      }
+      if (j < count) {
+        const __m512i x0 = _mm512_permutex2var_epi32(t0, index(quad), t1);
+        acc0 = _mm512_dpbusd_epi32(acc0, x0, _mm512_loadu_si512(w));
+        quad += 16, w += 16;
+      }
+    }
+    const __mmask16 k = lanes(p.m - g0);
+    const __m512i bias =
+        _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, p.bias + g0),
+                         _mm512_slli_epi32(_mm512_maskz_loadu_epi32(k, p.rowsum + g0), 7));
+    __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_add_epi32(acc0, acc1), bias));
+    f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(k, p.scale + g0));
+    f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+    const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+    _mm_mask_storeu_epi8(p.y + g0, k, _mm512_cvtepi32_epi8(q));
   }
-  if (i < count) {
-    const __mmask16 k = __mmask16((1u << (count - i)) - 1);
-    const __m512i c = idx(_mm512_maskz_loadu_epi32(k, quad + i));
-    const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, c, xq, 4);
-    const __m512i wv = _mm512_maskz_loadu_epi32(k, w + i);  // zero weights: no contribution
-    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(g, flip), wv);
-    wsum = _mm512_dpbusd_epi32(wsum, ones, wv);
-  }
-  return _mm512_reduce_add_epi32(_mm512_sub_epi32(acc, _mm512_slli_epi32(wsum, 7)));
 }
 
 }  // namespace
 
 void spmm_s8(const SpmmS8Args& p) {
+  if (p.n == 1 && p.gquad && p.ldx == 1 && p.ldy == 1) return column_groups(p);
   int64_t n0 = 0;
   // Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
   // intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
   // shared through the *_impl.h / *_dot.h headers.
   for (; n0 + 64 <= p.n; n0 += 64) pass<4>(p, n0);
-  for (; n0 + 16 <= p.n; n0 += 16) pass<1>(p, n0);
-  // gathers only where no vector pass ran (N < 16: FC layers at batch 1, X a few compact rows);
-  // a wide X's leftover columns sit 64+ bytes apart and every lane would miss L1. Integer sums
-  // are exact, so the choice changes no bit.
-  if (p.n < 16)
-    spmm_s8_tail(p, n0, dot_gather);
-  else
-    spmm_s8_tail(p, n0);
+  // The rest (1-63 columns: a 7x7 layer's 49, a narrow strip) in one masked pass: each block's
+  // weights broadcast once for all of them, where a pass per 16 columns and a scalar dot per
+  // leftover column each walked the whole block stream again (2-3x slower at N = 49).
+  const int64_t rest = p.n - n0;
+  if (rest <= 0) return;
+  const int nv = int((rest + 15) / 16);
+  const int64_t last = rest - 16 * (nv - 1);
+  const __mmask16 tail = __mmask16(last >= 16 ? 0xffff : (1u << last) - 1);
+  switch (nv) {
+    case 1:
+      return pass<1>(p, n0, tail);
+    case 2:
+      return pass<2>(p, n0, tail);
+    case 3:
+      return pass<3>(p, n0, tail);
+    default:
+      return pass<4>(p, n0, tail);
+  }
 }
 
 }  // namespace ep::avx512
