@@ -128,14 +128,23 @@ int threads_arg(int threads) {
 // int8 [3072, 128] output, sharing made 2 threads 3x slower than 1). numpy allocates it, 64 bytes
 // over, and the result views it from its first 64-byte boundary: numpy reuses the block from
 // call to call, where aligned_alloc memory owned by a capsule took 2.4 page faults a call on a
-// [256, 784] float output (3 % of a 90 %-sparse SpMM call).
+// [256, 784] float output (3 % of a 90 %-sparse SpMM call). `plain`: numpy's own array, for
+// the output of a call too small to split or to notice a split line (one allocation, not two).
 template <class T>
-py::array_t<T> aligned_matrix(int64_t rows, int64_t cols) {
+py::array_t<T> aligned_matrix(int64_t rows, int64_t cols, bool plain = false) {
   constexpr int64_t pad = 64 / int64_t(sizeof(T));
+  if (plain) return py::array_t<T>({rows, cols});
   py::array_t<T> whole(std::max<int64_t>(rows * cols, 1) + pad);
   T* data = whole.mutable_data();
   data += (pad - int64_t(reinterpret_cast<uintptr_t>(data) % 64) / int64_t(sizeof(T))) % pad;
   return py::array_t<T>({rows, cols}, {cols * int64_t(sizeof(T)), int64_t(sizeof(T))}, data, whole);
+}
+
+// A call of at most 64 K multiply-adds takes a few microseconds at most: it keeps the GIL, as
+// numpy's small products do, since releasing and taking it back cost as much as the work.
+template <class Layer>
+bool tiny(int64_t n, const Layer& layer) {
+  return double(n) * double(layer.m()) * double(layer.k()) <= 65536.0;
 }
 
 // layer.forward(x [n, k]) -> y [n, m] and layer.forward_kn(x [k, n]) -> y [m, n], with x of
@@ -145,9 +154,12 @@ py::array_t<T> run_nk(const Layer& layer, const py::array& x, int threads) {
   threads = threads_arg(threads);
   const T* xp = matrix<T>(x, "x", -1, layer.k(), "N", "in_features");
   const int64_t n = x.shape(0);
-  py::array_t<T> y = aligned_matrix<T>(n, layer.m());
+  const bool small = tiny(n, layer);
+  py::array_t<T> y = aligned_matrix<T>(n, layer.m(), small);
   T* yp = y.mutable_data();
-  {
+  if (small) {
+    layer.forward(xp, n, yp, threads);
+  } else {
     py::gil_scoped_release nogil;
     layer.forward(xp, n, yp, threads);
   }
@@ -159,9 +171,12 @@ py::array_t<T> run_kn(const Layer& layer, const py::array& x, int threads) {
   threads = threads_arg(threads);
   const T* xp = matrix<T>(x, "x", layer.k(), -1, "in_features", "N");
   const int64_t n = x.shape(1);
-  py::array_t<T> y = aligned_matrix<T>(layer.m(), n);
+  const bool small = tiny(n, layer);
+  py::array_t<T> y = aligned_matrix<T>(layer.m(), n, small);
   T* yp = y.mutable_data();
-  {
+  if (small) {
+    layer.forward_kn(xp, n, yp, threads);
+  } else {
     py::gil_scoped_release nogil;
     layer.forward_kn(xp, n, yp, threads);
   }
