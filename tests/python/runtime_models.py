@@ -271,24 +271,31 @@ def litert_reference_run(data: bytes, inputs: list[np.ndarray]) -> list[np.ndarr
     return litert_reference(data)(inputs)
 
 
-def int8_fc(x_quant=None, w_quant=None, seed=0) -> bytes:
+def int8_fc(x_quant=None, w_quant=None, seed=0, shape=(2, 8, 4), block_sparsity=0.0, out_scale=0.1) -> bytes:
     """Hand-made QUANTIZE -> int8 FULLY_CONNECTED (per-channel weights, int32 bias, fused ReLU)
     -> DEQUANTIZE. x_quant / w_quant replace the (scales, zero points, dimension) of the int8
-    input / the weights, so tests can write inconsistent ones."""
+    input / the weights, so tests can write inconsistent ones. shape = (rows, K, M);
+    block_sparsity zeroes that share of the weight's 1x4 blocks (4 consecutive inputs of one
+    output channel)."""
     rng = np.random.default_rng(seed)
+    n, k, m = shape
     b = Builder()
-    x = b.input([2, 8])
+    x = b.input([n, k])
     sx, zx = 0.05, 3
-    sw = (rng.uniform(0.005, 0.02, 4)).astype(np.float32)
-    q = b.op(114, [x], [2, 8], out_dtype=np.int8)
+    sw = (rng.uniform(0.005, 0.02, m)).astype(np.float32)
+    q = b.op(114, [x], [n, k], out_dtype=np.int8)
     b.tensors[q]["quant"] = x_quant or ([sx], [zx], 0)
-    w = b.tensor([4, 8], np.int8, rng.integers(-127, 128, (4, 8)), name="fc_weight")
-    b.tensors[w]["quant"] = w_quant or (sw, [0] * 4, 0)
-    bias = b.tensor([4], np.int32, rng.integers(-500, 500, 4), name="fc_bias")
-    b.tensors[bias]["quant"] = ((np.float32(sx) * sw).astype(np.float32), [0] * 4, 0)
-    y = b.op(9, [q, w, bias], [2, 4], ("fc", dict(act="relu")), out_dtype=np.int8)
-    b.tensors[y]["quant"] = ([0.1], [-2], 0)
-    return b.finish([b.op(6, [y], [2, 4])])
+    wv = rng.integers(-127, 128, (m, k))
+    if block_sparsity:
+        keep = rng.random((m, (k + 3) // 4)) >= block_sparsity
+        wv = wv * np.repeat(keep, 4, axis=1)[:, :k]
+    w = b.tensor([m, k], np.int8, wv, name="fc_weight")
+    b.tensors[w]["quant"] = w_quant or (sw, [0] * m, 0)
+    bias = b.tensor([m], np.int32, rng.integers(-500, 500, m), name="fc_bias")
+    b.tensors[bias]["quant"] = ((np.float32(sx) * sw).astype(np.float32), [0] * m, 0)
+    y = b.op(9, [q, w, bias], [n, m], ("fc", dict(act="relu")), out_dtype=np.int8)
+    b.tensors[y]["quant"] = ([out_scale], [-2], 0)
+    return b.finish([b.op(6, [y], [n, m])])
 
 
 BMM_IN_SCALES = (0.05, 0.04)

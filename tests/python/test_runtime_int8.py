@@ -274,6 +274,44 @@ def test_hand_made_per_channel_fc_equals_litert_reference():
     assert np.array_equal(got, want) and np.any(want > 0) and np.any(want == 0)  # fused ReLU clamps
 
 
+# FULLY_CONNECTED at one or two rows with 1x4-block sparse weights, (rows, K, M, block sparsity,
+# output scale): on AVX-512 VNNI the channel groups (16 channels a step, input in windows of 128
+# channels): channel counts off 16, K off 4 and off the window, a classifier-sized layer, and an
+# output scale small enough that the requantization shifts left (the integer steps, not the float
+# form).
+SPMV8_CASES = [
+    (1, 1280, 1000, 0.9, 0.1),
+    (1, 130, 37, 0.7, 0.1),
+    (2, 300, 20, 0.9, 0.1),
+    (1, 5, 17, 0.75, 0.1),
+    (1, 64, 16, 0.95, 0.1),
+    (1, 200, 24, 0.8, 0.0002),
+]
+
+
+@pytest.mark.parametrize("case", SPMV8_CASES, ids=lambda c: "x".join(map(str, c[:3])))
+def test_int8_sparse_fc_at_batch_one_has_the_dense_bits_on_every_path(case):
+    """Every path, sparse or not, gives the bits of the portable dense loop. Against LiteRT's
+    reference kernels a per-channel FULLY_CONNECTED may differ by one step in rare outputs: that
+    kernel requantizes round(acc * s_in * s_w / s_out) in double precision, where TFLite's
+    optimized kernels and ours use the Q31 multiplier with its two roundings (1 in 6000 outputs
+    of a 1280 -> 1000 layer differ)."""
+    n, k, m, sparsity, out_scale = case
+    data = int8_fc(shape=(n, k, m), block_sparsity=sparsity, out_scale=out_scale, seed=k)
+    x = (np.random.default_rng(k).standard_normal((n, k)) * 3).astype(np.float32)
+    want = ep.runtime.load(data, isa="reference", sparse=False)(x)[0]
+    assert np.any(want > 0) and np.any(want == 0)
+    for isa in ISAS:
+        model = ep.runtime.load(data, isa=isa)
+        labels = [lbl for _, lbl, _ in model.profile(runs=1)]
+        assert any(lbl.startswith("FULLY_CONNECTED") and lbl.endswith("sparse") for lbl in labels), (isa, labels)
+        np.testing.assert_array_equal(model(x)[0], want, err_msg=isa)
+        np.testing.assert_array_equal(ep.runtime.load(data, isa=isa, sparse=False)(x)[0], want, err_msg=isa)
+    ref = litert_reference_run(data, [x])[0]
+    step = np.float32(out_scale)
+    assert np.abs(want - ref).max() <= step * 1.001 and np.mean(want != ref) <= 0.005
+
+
 # int8 ADD and MUL (the AVX-512 loops: SiLU's MUL, residual ADDs, broadcast scales and biases):
 # (kind, input scales and zero points, output scale and zero point, fused activation). A MUL
 # multiplier above 1 (a left shift), saturation, ReLU / ReLU6, and sizes with a tail of a vector

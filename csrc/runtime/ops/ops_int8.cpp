@@ -275,15 +275,23 @@ int32_t dot_s8(const int8_t* __restrict a, const int8_t* __restrict b, int64_t k
 // each row's nonzeros (index, value) only. Integer sums: both give the same bits.
 class QGemm {
  public:
+  // rows: the rows each call will have, when the op knows (0: unknown)
   QGemm(const int8_t* w, int64_t m, int64_t k, std::vector<int32_t> bias, Requant rq,
-        const OpOptions& o)
+        const OpOptions& o, int64_t rows = 0)
       : m_(m), k_(k), bias_(std::move(bias)), rq_(std::move(rq)) {
     int64_t zeros = 0;
     for (int64_t i = 0; i < m * k; ++i) zeros += w[i] == 0;
     sparse_ = o.sparse && zeros * 2 >= m * k;
 #if defined(EP_HAVE_AVX512)
     if (o.isa == Isa::avx512 && cpu_features().avx512vnni) {
-      if (sparse_) sparse_ = vnni_sparse_pays(m, k, nonzero_quads(w, m, k));
+      if (sparse_) {
+        const int64_t quads = nonzero_quads(w, m, k);
+        // One or two rows (an FC layer at batch 1, a 1x1 conv on a pooled 1x1 map): the channel
+        // groups multiply 16 channels per block slot, where the row kernel pads every call to 16
+        // rows; they beat the dense kernel once at most half of the 1x4 blocks hold a weight.
+        column_ = rows > 0 && rows <= 2 && quads * 2 <= m * ((k + 3) / 4);
+        if (!column_) sparse_ = vnni_sparse_pays(m, k, quads);
+      }
       pack_vnni(w);
       return;
     }
@@ -310,6 +318,20 @@ class QGemm {
     if (ldx == 0) ldx = k_;
     const int t = threads_for(threads, double(n) * double(m_) * double(k_));
 #if defined(EP_HAVE_AVX512)
+    if (column_) {
+      QSpmvGroupArgs a;
+      a.k = k_, a.m = m_;
+      a.gslots = groups_.gslots.data(), a.gquad = groups_.gquad.data(), a.gw = groups_.gw.data();
+      a.bias = vbias_.data(), a.mult = vmult_.data(), a.shift = vshift_.data();
+      const FloatRequant fr{fscale_.data(), fpos_.data(), fneg_.data()};
+      if (float_rq_) a.fr = &fr;
+      a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
+      for (int64_t r = 0; r < n; ++r) {
+        a.x = x + r * ldx, a.y = y + r * m_;
+        avx512::qspmv_groups(a);
+      }
+      return;
+    }
     if (vnni_) {
       const Split sp = split(n, t);
       parallel_for(t, sp.row_chunks * sp.parts, [&](int64_t task) {
@@ -373,7 +395,11 @@ class QGemm {
     vnni_ = true;
     kp_ = (k_ + 3) / 4 * 4;
     const int64_t mp = (m_ + 15) / 16 * 16;
-    if (sparse_) {  // the 1x4 block stream: blocks with any nonzero weight
+    if (column_) {  // the 1x4 block stream, re-laid in channel groups
+      groups_ = pack_sparse_s8(w, m_, k_);
+      pack_sparse_s8_groups(groups_);
+      groups_.nnz.clear(), groups_.quad.clear(), groups_.w.clear();
+    } else if (sparse_) {  // the 1x4 block stream: blocks with any nonzero weight
       for (int64_t i = 0; i < m_; ++i) {
         int32_t count = 0;
         for (int64_t q = 0; q < kp_ / 4; ++q) {
@@ -462,7 +488,8 @@ class QGemm {
   static void flip_sign_bits(const int8_t* src, int64_t n, uint8_t* dst) {
     for (int64_t j = 0; j < n; ++j) dst[j] = uint8_t(src[j]) ^ 0x80u;
   }
-  bool vnni_ = false;
+  bool vnni_ = false, column_ = false;
+  PackedSparseS8 groups_;  // the channel-group form (column_)
   int64_t kp_ = 0;
   std::vector<int8_t> vnni_w_;
   std::vector<int32_t> nnz_, quad_, block_;
@@ -523,7 +550,8 @@ class QConv2D : public Op {
       rg.shift.assign(rq.shift.begin() + g * og, rq.shift.begin() + (g + 1) * og);
       gemm_.push_back(std::make_unique<QGemm>(
           w.as<int8_t>() + g * og * kk, og, kk,
-          std::vector<int32_t>(bias.begin() + g * og, bias.begin() + (g + 1) * og), rg, o));
+          std::vector<int32_t>(bias.begin() + g * og, bias.begin() + (g + 1) * og), rg, o,
+          n_ * oh_ * ow_));
     }
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && groups_ == 1 && pt_ == 0 &&
               pl_ == 0 && oh_ == h_ && ow_ == w_;
@@ -670,7 +698,7 @@ class QFullyConnected : public Op {
     const int32_t zin = zp(x);
     gemm_ =
         std::make_unique<QGemm>(w.as<int8_t>(), m_, k_, folded_bias(c, w.as<int8_t>(), m_, k_, zin),
-                                make_requant(c, x, w, y, m_, true), o);
+                                make_requant(c, x, w, y, m_, true), o, n_);
     macs = double(n_) * m_ * k_;
     kind = "FULLY_CONNECTED";
     label = kind + " int8 " + std::to_string(k_) + "->" + std::to_string(m_) +

@@ -104,9 +104,26 @@ struct QSpmmVnniArgs {
   int64_t ldy = 0;
 };
 
+// One row through channel groups (the kernel tier's pack_sparse_s8_groups form: 16 channels per
+// group, input quads in windows of 32): y[j] = clamp(zp_out + mbqm(sum_k (x[k] + 128) W[j, k] +
+// bias[j], mult[j], shift[j])) for j < m, x being K int8 values read in place. bias, mult,
+// shift and fr's arrays are padded to whole groups of 16.
+struct QSpmvGroupArgs {
+  const int8_t* x = nullptr;
+  int64_t k = 0, m = 0;
+  const int32_t* gslots = nullptr;
+  const uint8_t* gquad = nullptr;
+  const int32_t* gw = nullptr;
+  const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  const FloatRequant* fr = nullptr;
+  int32_t zp_out = 0, lo = -128, hi = 127;
+  int8_t* y = nullptr;
+};
+
 #if defined(EP_HAVE_AVX512)
 namespace avx512 {
 void qspmm_vnni(const QSpmmVnniArgs& a);
+void qspmv_groups(const QSpmvGroupArgs& a);
 // The quads of rows [0, n) of x (K bytes each, stride ldx) as QSpmmVnniArgs::xq wants them:
 // xq[q * ldn + r] = the 4 bytes of x[r, 4q..4q+3] ^ 0x80 each (bytes past K: 0x80, which meet zero
 // weights). Rows n .. round16(n) get the 0x80 bytes too; ldn >= round16(n).

@@ -445,6 +445,61 @@ void qspmm_vnni(const QSpmmVnniArgs& a) {
   }
 }
 
+// Per group, per window: X's 32 quads in two registers (bytes past K loaded as 0, which meet
+// zero weights) and per slot one permute and one vpdpbusd for the 16 channels; two accumulators
+// alternate slots, since each vpdpbusd waits on the last.
+void qspmv_groups(const QSpmvGroupArgs& a) {
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  const __m512i lo = _mm512_set1_epi32(a.lo), hi = _mm512_set1_epi32(a.hi);
+  const int64_t windows = ((a.k + 3) / 4 + 31) / 32;
+  const auto bytes = [](int64_t n) {
+    return n >= 64 ? ~__mmask64(0) : n <= 0 ? __mmask64(0) : (__mmask64(1) << n) - 1;
+  };
+  const auto index = [](const uint8_t* q) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+  };
+  const int32_t* slots = a.gslots;
+  const uint8_t* quad = a.gquad;
+  const int32_t* w = a.gw;
+  for (int64_t c0 = 0; c0 < a.m; c0 += 16) {
+    __m512i acc0 = _mm512_loadu_si512(a.bias + c0), acc1 = _mm512_setzero_si512();
+    for (int64_t v = 0; v < windows; ++v) {
+      const int32_t count = *slots++;
+      if (!count) continue;
+      const int8_t* xv = a.x + v * 128;
+      const __m512i t0 = _mm512_xor_si512(_mm512_maskz_loadu_epi8(bytes(a.k - v * 128), xv), flip);
+      const __m512i t1 =
+          _mm512_xor_si512(_mm512_maskz_loadu_epi8(bytes(a.k - v * 128 - 64), xv + 64), flip);
+      int32_t j = 0;
+      for (; j + 2 <= count; j += 2, quad += 32, w += 32) {
+        const __m512i x0 = _mm512_permutex2var_epi32(t0, index(quad), t1);
+        const __m512i x1 = _mm512_permutex2var_epi32(t0, index(quad + 16), t1);
+        acc0 = _mm512_dpbusd_epi32(acc0, x0, _mm512_loadu_si512(w));
+        acc1 = _mm512_dpbusd_epi32(acc1, x1, _mm512_loadu_si512(w + 16));
+      }
+      if (j < count) {
+        const __m512i x0 = _mm512_permutex2var_epi32(t0, index(quad), t1);
+        acc0 = _mm512_dpbusd_epi32(acc0, x0, _mm512_loadu_si512(w));
+        quad += 16, w += 16;
+      }
+    }
+    const __m512i acc = _mm512_add_epi32(acc0, acc1);
+    const int64_t left = a.m - c0;
+    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    if (a.fr) {
+      __mmask16 ok = 0xFFFF;
+      const __m512i v = rq_float_v(acc, rqf16(*a.fr, c0), &ok);
+      if (__builtin_expect(ok == 0xFFFF, 1)) {
+        store_s8(a.y + c0, m, _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(v, 16), lo), hi));
+        continue;
+      }
+    }
+    const Rq16 rq = rq16(_mm512_loadu_si512(a.mult + c0), _mm512_loadu_si512(a.shift + c0));
+    const __m512i v = _mm512_add_epi32(mbqm(acc, rq), _mm512_set1_epi32(a.zp_out));
+    store_s8(a.y + c0, m, _mm512_min_epi32(_mm512_max_epi32(v, lo), hi));
+  }
+}
+
 namespace {
 
 struct DwLanes {  // one block of 16 channels: its mask and per-channel constants
