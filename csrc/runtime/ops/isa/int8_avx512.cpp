@@ -289,19 +289,10 @@ namespace {
 // result in byte 2 and already inside [lo, hi] (the float form clamped at vlo / vhi = 65536 * lo
 // or hi + 32768, whose high halves are lo and hi and which no lane flags; the integer steps' result
 // q is put there as q << 16 | 0x8000).
+// The results of NV vectors of channel j's sums (spmm_channel's form)
 template <int NV>
-inline void spmm_channel(const QSpmmVnniArgs& a, int64_t j, const int32_t*& quad, const int32_t*& w,
-                         __m512 vlo, __m512 vhi, __m512i* res) {
-  __m512i acc[NV];
-  const __m512i bias = _mm512_set1_epi32(a.bias[j]);
-  for (int t = 0; t < NV; ++t) acc[t] = bias;
-  for (int32_t e = 0; e < a.nnz[j]; ++e, ++quad, ++w) {
-    const __m512i wb = _mm512_set1_epi32(*w);
-    const uint8_t* base = a.xq + int64_t(*quad) * a.ldn * 4;
-#pragma GCC unroll 4
-    for (int t = 0; t < NV; ++t)
-      acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_loadu_si512(base + 64 * t), wb);
-  }
+inline void spmm_requant(const QSpmmVnniArgs& a, int64_t j, const __m512i* acc, __m512 vlo,
+                         __m512 vhi, __m512i* res) {
   if (a.fr) {
     const Rqf16 f{_mm512_set1_ps(a.fr->scale[j]), _mm512_set1_ps(a.fr->pos[j]),
                   _mm512_set1_ps(a.fr->neg[j])};
@@ -318,6 +309,28 @@ inline void spmm_channel(const QSpmmVnniArgs& a, int64_t j, const int32_t*& quad
     const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
     res[t] = _mm512_or_si512(_mm512_slli_epi32(q, 16), _mm512_set1_epi32(0x8000));
   }
+}
+
+template <int NV>
+inline void spmm_channel(const QSpmmVnniArgs& a, int64_t j, const int32_t*& quad, const int32_t*& w,
+                         __m512 vlo, __m512 vhi, __m512i* res) {
+  const __m512i bias = _mm512_set1_epi32(a.bias[j]);
+  if (a.nnz[j] == 0) {  // a pruned channel: its bias on every row, requantized once
+    spmm_requant<1>(a, j, &bias, vlo, vhi, res);
+#pragma GCC unroll 4
+    for (int t = 1; t < NV; ++t) res[t] = res[0];
+    return;
+  }
+  __m512i acc[NV];
+  for (int t = 0; t < NV; ++t) acc[t] = bias;
+  for (int32_t e = 0; e < a.nnz[j]; ++e, ++quad, ++w) {
+    const __m512i wb = _mm512_set1_epi32(*w);
+    const uint8_t* base = a.xq + int64_t(*quad) * a.ldn * 4;
+#pragma GCC unroll 4
+    for (int t = 0; t < NV; ++t)
+      acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_loadu_si512(base + 64 * t), wb);
+  }
+  spmm_requant<NV>(a, j, acc, vlo, vhi, res);
 }
 
 // Byte 2 of each lane of v0..v3 as bytes 0..3 of one lane: four channels' results per row
