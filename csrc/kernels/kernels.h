@@ -71,6 +71,18 @@ struct PackedSparseF32 {
   std::vector<int32_t> deltas;
   int64_t nonzeros() const { return int64_t(deltas.size()) * block; }  // stored weights
 };
+// A b1 stream's weights for one input column, as pack_sparse_s8_groups lays out 1x4 blocks: rows
+// in groups of kGroupRows, input channels in windows of kGroupWindowF32 (two 512-bit registers of
+// X); per group and window, slot j holds the j-th weight in that window of each of the group's
+// rows (its channel within the window in a byte; weight 0 for a row with fewer). Slots in
+// [group][window] order; gslots counts them. Empty for a b4 stream.
+struct SparseF32Groups {
+  std::vector<int32_t> gslots;
+  std::vector<uint8_t> gidx;
+  std::vector<float> gw, gbias;
+};
+constexpr int64_t kGroupWindowF32 = 32;
+SparseF32Groups pack_sparse_f32_groups(const PackedSparseF32& p);
 // Throws std::invalid_argument when block is not 1 or 4.
 PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block);
 // The absolute input channel of every entry of a stream (the running sum of its deltas): the
@@ -176,6 +188,13 @@ struct SpmmF32Args {
   // when `rest` is set (an empty block range with `rest` computes just those).
   int64_t block0 = 0, block1 = -1;
   bool rest = true;
+  // optional, b1 and one column (N = 1, ldx = 1, ldy = 1, k set): the same weights in channel
+  // groups (pack_sparse_f32_groups). A path with a loop over them multiplies 16 output rows per
+  // step; others ignore them.
+  const int32_t* gslots = nullptr;  // per group of kGroupRows rows and window of 32 inputs
+  const uint8_t* gidx = nullptr;    // per slot, kGroupRows input channels within the window
+  const float* gw = nullptr;        // per slot, kGroupRows weights
+  const float* gbias = nullptr;     // per row, padded to whole groups
 };
 
 // int8 GEMM per the TFLite spec: Y[r, j] = requant(sum_k A[r, k] * W[j, k] + bias[j]) with

@@ -212,6 +212,49 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
   return p;
 }
 
+SparseF32Groups pack_sparse_f32_groups(const PackedSparseF32& p) {
+  SparseF32Groups g;
+  if (p.block != 1 || int64_t(p.nnz.size()) != p.m) return g;
+  const std::vector<int32_t> chans = spmm_channels(p);
+  if (chans.size() != p.deltas.size()) return g;
+  const int64_t windows = (p.k + kGroupWindowF32 - 1) / kGroupWindowF32;
+  const int64_t mp = (p.m + kGroupRows - 1) / kGroupRows * kGroupRows;
+  // per row: its first entry, and where its weights start in `values` (after its bias)
+  std::vector<int64_t> entry(size_t(p.m) + 1, 0), value(size_t(p.m), 0);
+  g.gbias.assign(size_t(mp), 0.0f);
+  for (int64_t r = 0, v = 0; r < p.m; ++r) {
+    g.gbias[size_t(r)] = p.values[size_t(v)];
+    value[size_t(r)] = v + 1;
+    entry[size_t(r + 1)] = entry[size_t(r)] + p.nnz[size_t(r)];
+    v += 1 + p.nnz[size_t(r)];
+  }
+  std::vector<int64_t> next(entry.begin(), entry.end() - 1);  // per row: first entry not placed
+  for (int64_t g0 = 0; g0 < p.m; g0 += kGroupRows) {
+    const int64_t g1 = std::min(p.m, g0 + kGroupRows);
+    for (int64_t win = 0; win < windows; ++win) {
+      const int64_t limit = (win + 1) * kGroupWindowF32;  // entries are in channel order
+      std::array<int64_t, kGroupRows> stop{};
+      int64_t slots = 0;
+      for (int64_t r = g0; r < g1; ++r) {
+        int64_t e = next[size_t(r)];
+        while (e < entry[size_t(r + 1)] && chans[size_t(e)] < limit) ++e;
+        stop[size_t(r - g0)] = e;
+        slots = std::max(slots, e - next[size_t(r)]);
+      }
+      g.gslots.push_back(int32_t(slots));
+      for (int64_t j = 0; j < slots; ++j)
+        for (int64_t r = g0; r < g0 + kGroupRows; ++r) {
+          const int64_t e = r < g1 ? next[size_t(r)] + j : 0;
+          const bool has = r < g1 && e < stop[size_t(r - g0)];
+          g.gidx.push_back(has ? uint8_t(chans[size_t(e)] - win * kGroupWindowF32) : uint8_t(0));
+          g.gw.push_back(has ? p.values[size_t(value[size_t(r)] + (e - entry[size_t(r)]))] : 0.0f);
+        }
+      for (int64_t r = g0; r < g1; ++r) next[size_t(r)] = stop[size_t(r - g0)];
+    }
+  }
+  return g;
+}
+
 std::vector<int32_t> spmm_channels(const PackedSparseF32& p) {
   std::vector<int32_t> out(p.deltas.size());
   int64_t chan = 0;

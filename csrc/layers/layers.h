@@ -102,6 +102,11 @@ class SparseLinear {
   const int32_t* chans_for(int64_t n) const;
   mutable std::once_flag chans_once_;
   mutable std::vector<int32_t> chans_;
+  // b1 on AVX-512, one column: the row-group form (kernels.h pack_sparse_f32_groups), made by the
+  // first one-column call; null for other widths and paths
+  const SparseF32Groups* groups_for(int64_t n) const;
+  mutable std::once_flag groups_once_;
+  mutable SparseF32Groups groups_;
   // b1 with a plan, inputs narrower than the plan's strip (a 7x7 layer's 49 columns): all
   // columns are one kernel call, so threads split the output rows instead, each part a stream
   // and plan of its own. Made by the first such call per part count and kept.

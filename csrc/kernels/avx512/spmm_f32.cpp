@@ -65,9 +65,54 @@ struct O {
   }
 };
 #include "kernels/spmm_f32_impl.h"
+
+// One column through the row groups (kernels.h pack_sparse_f32_groups): per window of 32 input
+// channels, X's 32 floats in two registers; per slot, the 16 rows' inputs picked by one permute
+// of their byte indices and one fused multiply-add. Two accumulators alternate slots (each FMA
+// waits on its accumulator's last); a row's sum is its bias plus both, in this order.
+void column_groups(const SpmmF32Args& p) {
+  const __m512 lo = _mm512_set1_ps(p.lo), hi = _mm512_set1_ps(p.hi);
+  const int64_t windows = (p.k + kGroupWindowF32 - 1) / kGroupWindowF32;
+  const auto lanes = [](int64_t n) {
+    return __mmask16(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
+  };
+  const auto index = [](const uint8_t* q) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+  };
+  const int32_t* slots = p.gslots;
+  const uint8_t* idx = p.gidx;
+  const float* w = p.gw;
+  for (int64_t g0 = 0; g0 < p.m; g0 += kGroupRows) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (int64_t v = 0; v < windows; ++v) {
+      const int32_t count = *slots++;
+      if (!count) continue;
+      const int64_t c0 = v * kGroupWindowF32;
+      const __m512 t0 = _mm512_maskz_loadu_ps(lanes(p.k - c0), p.x + c0);
+      const __m512 t1 = _mm512_maskz_loadu_ps(lanes(p.k - c0 - 16), p.x + c0 + 16);
+      int32_t j = 0;
+      for (; j + 2 <= count; j += 2, idx += 32, w += 32) {
+        acc0 =
+            _mm512_fmadd_ps(_mm512_loadu_ps(w), _mm512_permutex2var_ps(t0, index(idx), t1), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16),
+                               _mm512_permutex2var_ps(t0, index(idx + 16), t1), acc1);
+      }
+      if (j < count) {
+        acc0 =
+            _mm512_fmadd_ps(_mm512_loadu_ps(w), _mm512_permutex2var_ps(t0, index(idx), t1), acc0);
+        idx += 16, w += 16;
+      }
+    }
+    const __m512 sum = _mm512_add_ps(_mm512_loadu_ps(p.gbias + g0), _mm512_add_ps(acc0, acc1));
+    _mm512_mask_storeu_ps(p.y + g0, lanes(p.m - g0), _mm512_min_ps(_mm512_max_ps(sum, lo), hi));
+  }
+}
 }  // namespace
 
-void spmm_f32_b1(const SpmmF32Args& p) { spmm_driver<O>(p, 1); }
+void spmm_f32_b1(const SpmmF32Args& p) {
+  if (p.n == 1 && p.gslots && p.ldx == 1 && p.ldy == 1 && p.k > 0) return column_groups(p);
+  spmm_driver<O>(p, 1);
+}
 void spmm_f32_b4(const SpmmF32Args& p) { spmm_driver<O>(p, 4); }
 
 }  // namespace ep::avx512
