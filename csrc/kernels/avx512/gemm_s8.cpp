@@ -16,6 +16,8 @@ namespace ep::avx512 {
 
 namespace {
 
+#include "kernels/avx512/store_s8.h"
+
 constexpr int NR = 32, MR = 8, KG = 4;
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -81,8 +83,7 @@ void tile(const char* const* rows, const int8_t* bp, int64_t quads, const Out& o
       __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][h]), sc);
       f = _mm512_min_ps(_mm512_max_ps(f, o.lo), o.hi);
       const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), o.zp);  // MXCSR: nearest even
-      _mm_mask_storeu_epi8(o.y + (r0 + r) * o.ldy + j0 + 16 * h, h ? m1 : m0,
-                           _mm512_cvtepi32_epi8(v));
+      store_s8(o.y + (r0 + r) * o.ldy + j0 + 16 * h, h ? m1 : m0, v);
     }
   }
 }

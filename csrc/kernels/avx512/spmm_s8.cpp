@@ -11,6 +11,8 @@ namespace ep::avx512 {
 
 namespace {
 
+#include "kernels/avx512/store_s8.h"
+
 // Columns [n0, n0 + 16 NV); with `tail` mask, the last vector's columns are those of `tail`
 // (masked loads and stores: a narrow strip ends past its last column, so a whole vector could
 // read past the packed X).
@@ -30,7 +32,7 @@ void pass(const SpmmS8Args& p, int64_t n0, __mmask16 tail = 0xffff) {
   const auto requant = [&](__m512i acc, __m512i bias, __m512 scale) {
     __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), scale);
     f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-    return _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zp));
+    return _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
   };
   for (int64_t m = 0; m < p.m; ++m) {
     const int32_t count = p.nnz[m];
@@ -38,10 +40,9 @@ void pass(const SpmmS8Args& p, int64_t n0, __mmask16 tail = 0xffff) {
     const __m512 scale = _mm512_set1_ps(p.scale[m]);
     int8_t* y = p.y + m * p.ldy + n0;
     if (count == 0) {  // a pruned channel: every column is its bias, requantized once
-      const __m128i c = requant(_mm512_setzero_si512(), bias, scale);
+      const __m512i c = requant(_mm512_setzero_si512(), bias, scale);
 #pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j)
-        _mm_mask_storeu_epi8(y + 16 * j, j + 1 < NV ? __mmask16(0xffff) : tail, c);
+      for (int j = 0; j < NV; ++j) store_s8(y + 16 * j, j + 1 < NV ? __mmask16(0xffff) : tail, c);
       continue;
     }
     // two sets of accumulators, even and odd blocks: each vpdpbusd waits on its accumulator's
@@ -73,8 +74,7 @@ void pass(const SpmmS8Args& p, int64_t n0, __mmask16 tail = 0xffff) {
     w += count;
 #pragma GCC unroll 4
     for (int j = 0; j < NV; ++j)
-      _mm_mask_storeu_epi8(y + 16 * j, j + 1 < NV ? __mmask16(0xffff) : tail,
-                           requant(acc[j], bias, scale));
+      store_s8(y + 16 * j, j + 1 < NV ? __mmask16(0xffff) : tail, requant(acc[j], bias, scale));
   }
 }
 
@@ -128,7 +128,7 @@ void column_groups(const SpmmS8Args& p) {
     f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(k, p.scale + g0));
     f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
     const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
-    _mm_mask_storeu_epi8(p.y + g0, k, _mm512_cvtepi32_epi8(q));
+    store_s8(p.y + g0, k, q);
   }
 }
 

@@ -100,15 +100,7 @@ inline __m512i high_bytes(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
   return _mm512_permutexvar_epi64(_mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0), bytes);
 }
 
-// int32 lanes (already inside [-128, 127]) to 16 int8 at y, under mask m. Compilers fuse the
-// conversion and the store into vpmovdb with a memory operand, which AMD Zen 4/5 run as a slow
-// microcoded sequence (most of a depthwise row's time went there); the empty asm keeps the
-// conversion in a register, and the store is a plain (masked) vmovdqu8.
-inline void store_s8(int8_t* y, __mmask16 m, __m512i v) {
-  __m128i b = _mm512_cvtepi32_epi8(v);
-  __asm__("" : "+v"(b));
-  _mm_mask_storeu_epi8(y, m, b);
-}
+#include "kernels/avx512/store_s8.h"
 
 // acc += the 4-byte dot products of u8 x and s8 w per lane. As inline asm the accumulator is
 // one register across the loop: with the intrinsic, GCC copies every accumulator of a tile
