@@ -79,35 +79,77 @@ PackedSparseS8 pack_sparse_s8(const int8_t* w, int64_t m, int64_t k) {
   return p;
 }
 
-void pack_sparse_s8_groups(PackedSparseS8& p) {
-  p.gslots.clear(), p.gquad.clear(), p.gw.clear();
-  const int64_t windows = ((p.k + 3) / 4 + kGroupQuads - 1) / kGroupQuads;
-  std::vector<int64_t> next(size_t(p.m), 0);  // per channel: its first block not yet placed
-  for (int64_t r = 1; r < p.m; ++r) next[size_t(r)] = next[size_t(r - 1)] + p.nnz[size_t(r - 1)];
-  std::vector<int64_t> end(size_t(p.m), 0);
-  for (int64_t r = 0; r < p.m; ++r) end[size_t(r)] = next[size_t(r)] + p.nnz[size_t(r)];
-  for (int64_t g0 = 0; g0 < p.m; g0 += kGroupRows) {
-    const int64_t g1 = std::min(p.m, g0 + kGroupRows);
+namespace {
+
+// The group layout both one-column forms share (kernels.h): for each group of kGroupRows rows
+// and each window of `width` input positions, the slot count (appended to `slots`), then per slot
+// and row emit(e, v): the row's next entry e in window v, or e = -1 (padding). Row r's entries
+// are [next[r], end[r]), in increasing position order; pos(e) is entry e's input position (a quad
+// for int8, a channel for fp32).
+template <class Pos, class Emit>
+void lay_out_groups(int64_t m, int64_t windows, int64_t width, std::vector<int64_t> next,
+                    const std::vector<int64_t>& end, Pos pos, std::vector<int32_t>& slots,
+                    Emit emit) {
+  for (int64_t g0 = 0; g0 < m; g0 += kGroupRows) {
+    const int64_t g1 = std::min(m, g0 + kGroupRows);
     for (int64_t v = 0; v < windows; ++v) {
-      const int32_t limit = int32_t((v + 1) * kGroupQuads);  // blocks are in quad order
+      const int64_t limit = (v + 1) * width;
       std::array<int64_t, kGroupRows> stop{};
-      int64_t slots = 0;
+      int64_t count = 0;
       for (int64_t r = g0; r < g1; ++r) {
         int64_t e = next[size_t(r)];
-        while (e < end[size_t(r)] && p.quad[size_t(e)] < limit) ++e;
+        while (e < end[size_t(r)] && pos(e) < limit) ++e;
         stop[size_t(r - g0)] = e;
-        slots = std::max(slots, e - next[size_t(r)]);
+        count = std::max(count, e - next[size_t(r)]);
       }
-      p.gslots.push_back(int32_t(slots));
-      for (int64_t j = 0; j < slots; ++j)
+      slots.push_back(int32_t(count));
+      for (int64_t j = 0; j < count; ++j)
         for (int64_t r = g0; r < g0 + kGroupRows; ++r) {
-          const int64_t b = r < g1 ? next[size_t(r)] + j : 0;
-          const bool has = r < g1 && b < stop[size_t(r - g0)];
-          p.gquad.push_back(has ? uint8_t(p.quad[size_t(b)] - v * kGroupQuads) : uint8_t(0));
-          p.gw.push_back(has ? p.w[size_t(b)] : 0);
+          const int64_t e = r < g1 ? next[size_t(r)] + j : -1;
+          emit(r < g1 && e < stop[size_t(r - g0)] ? e : -1, v);
         }
       for (int64_t r = g0; r < g1; ++r) next[size_t(r)] = stop[size_t(r - g0)];
     }
+  }
+}
+
+}  // namespace
+
+void pack_sparse_s8_groups(PackedSparseS8& p) {
+  p.gslots.clear(), p.gquad.clear(), p.gw.clear();
+  const int64_t windows = ((p.k + 3) / 4 + kGroupQuads - 1) / kGroupQuads;
+  std::vector<int64_t> first(size_t(p.m), 0), end(size_t(p.m), 0);
+  for (int64_t r = 0; r < p.m; ++r) {
+    first[size_t(r)] = r ? end[size_t(r - 1)] : 0;
+    end[size_t(r)] = first[size_t(r)] + p.nnz[size_t(r)];
+  }
+  lay_out_groups(
+      p.m, windows, kGroupQuads, first, end, [&](int64_t e) { return int64_t(p.quad[size_t(e)]); },
+      p.gslots,
+      [&](int64_t e, int64_t v) {
+        p.gquad.push_back(e >= 0 ? uint8_t(p.quad[size_t(e)] - v * kGroupQuads) : uint8_t(0));
+        p.gw.push_back(e >= 0 ? p.w[size_t(e)] : 0);
+      });
+}
+
+// Columns [0, n) of quad q (inputs 4q..4q+3, all inside K) as n 4-byte words: 4 consecutive bytes
+// of each input row when X is given as [N, K] (transposed), else 4 input rows interleaved (a loop
+// the compiler vectorises). x points at column 0.
+static void whole_quads(const int8_t* x, int64_t ld, bool transposed, int64_t q, int64_t n,
+                        int8_t* xq) {
+  if (transposed) {
+    for (int64_t i = 0; i < n; ++i) __builtin_memcpy(xq + i * 4, x + i * ld + 4 * q, 4);
+    return;
+  }
+  const int8_t* r0 = x + (4 * q) * ld;
+  const int8_t* r1 = r0 + ld;
+  const int8_t* r2 = r1 + ld;
+  const int8_t* r3 = r2 + ld;
+  for (int64_t i = 0; i < n; ++i) {
+    xq[i * 4 + 0] = r0[i];
+    xq[i * 4 + 1] = r1[i];
+    xq[i * 4 + 2] = r2[i];
+    xq[i * 4 + 3] = r3[i];
   }
 }
 
@@ -116,20 +158,8 @@ void pack_quads_s8(const int8_t* x, int64_t k, int64_t n, int64_t ld, bool trans
   for (int64_t s0 = 0; s0 < n; s0 += kQuadStrip) {
     for (int64_t q = 0; q < quads; ++q, xq += kQuadStrip * 4) {
       const bool full = 4 * q + 3 < k && s0 + kQuadStrip <= n;
-      if (full && transposed) {  // 4 consecutive bytes of each input row
-        for (int64_t i = 0; i < kQuadStrip; ++i)
-          __builtin_memcpy(xq + i * 4, x + (s0 + i) * ld + 4 * q, 4);
-      } else if (full) {  // interleave 4 input rows (a loop the compiler vectorises)
-        const int8_t* r0 = x + (4 * q) * ld + s0;
-        const int8_t* r1 = r0 + ld;
-        const int8_t* r2 = r1 + ld;
-        const int8_t* r3 = r2 + ld;
-        for (int64_t i = 0; i < kQuadStrip; ++i) {
-          xq[i * 4 + 0] = r0[i];
-          xq[i * 4 + 1] = r1[i];
-          xq[i * 4 + 2] = r2[i];
-          xq[i * 4 + 3] = r3[i];
-        }
+      if (full) {
+        whole_quads(transposed ? x + s0 * ld : x + s0, ld, transposed, q, kQuadStrip, xq);
       } else {  // the edges: zero past K and past N
         for (int64_t i = 0; i < kQuadStrip; ++i)
           for (int t = 0; t < 4; ++t) {
@@ -146,19 +176,8 @@ void pack_quads_s8_narrow(const int8_t* x, int64_t k, int64_t n, int64_t ld, boo
                           int8_t* xq) {
   const int64_t quads = (k + 3) / 4;
   for (int64_t q = 0; q < quads; ++q, xq += n * 4) {
-    if (4 * q + 3 < k && transposed) {  // whole quads: 4 consecutive bytes of each input row
-      for (int64_t i = 0; i < n; ++i) __builtin_memcpy(xq + i * 4, x + i * ld + 4 * q, 4);
-    } else if (4 * q + 3 < k) {  // interleave 4 input rows (a loop the compiler vectorises)
-      const int8_t* r0 = x + (4 * q) * ld;
-      const int8_t* r1 = r0 + ld;
-      const int8_t* r2 = r1 + ld;
-      const int8_t* r3 = r2 + ld;
-      for (int64_t i = 0; i < n; ++i) {
-        xq[i * 4 + 0] = r0[i];
-        xq[i * 4 + 1] = r1[i];
-        xq[i * 4 + 2] = r2[i];
-        xq[i * 4 + 3] = r3[i];
-      }
+    if (4 * q + 3 < k) {
+      whole_quads(x, ld, transposed, q, n, xq);
     } else {  // the last, partial quad: zero past K
       for (int64_t i = 0; i < n; ++i)
         for (int t = 0; t < 4; ++t) {
@@ -219,39 +238,28 @@ SparseF32Groups pack_sparse_f32_groups(const PackedSparseF32& p) {
   if (chans.size() != p.deltas.size()) return g;
   const int64_t windows = (p.k + kGroupWindowF32 - 1) / kGroupWindowF32;
   const int64_t mp = (p.m + kGroupRows - 1) / kGroupRows * kGroupRows;
-  // per row: its first entry, and where its weights start in `values` (after its bias)
-  std::vector<int64_t> entry(size_t(p.m) + 1, 0), value(size_t(p.m), 0);
+  // per row: its entries [first, end), and where its weights start in `values` (after its bias)
+  std::vector<int64_t> first(size_t(p.m), 0), end(size_t(p.m), 0), value(size_t(p.m), 0);
   g.gbias.assign(size_t(mp), 0.0f);
   for (int64_t r = 0, v = 0; r < p.m; ++r) {
     g.gbias[size_t(r)] = p.values[size_t(v)];
     value[size_t(r)] = v + 1;
-    entry[size_t(r + 1)] = entry[size_t(r)] + p.nnz[size_t(r)];
+    first[size_t(r)] = r ? end[size_t(r - 1)] : 0;
+    end[size_t(r)] = first[size_t(r)] + p.nnz[size_t(r)];
     v += 1 + p.nnz[size_t(r)];
   }
-  std::vector<int64_t> next(entry.begin(), entry.end() - 1);  // per row: first entry not placed
-  for (int64_t g0 = 0; g0 < p.m; g0 += kGroupRows) {
-    const int64_t g1 = std::min(p.m, g0 + kGroupRows);
-    for (int64_t win = 0; win < windows; ++win) {
-      const int64_t limit = (win + 1) * kGroupWindowF32;  // entries are in channel order
-      std::array<int64_t, kGroupRows> stop{};
-      int64_t slots = 0;
-      for (int64_t r = g0; r < g1; ++r) {
-        int64_t e = next[size_t(r)];
-        while (e < entry[size_t(r + 1)] && chans[size_t(e)] < limit) ++e;
-        stop[size_t(r - g0)] = e;
-        slots = std::max(slots, e - next[size_t(r)]);
-      }
-      g.gslots.push_back(int32_t(slots));
-      for (int64_t j = 0; j < slots; ++j)
-        for (int64_t r = g0; r < g0 + kGroupRows; ++r) {
-          const int64_t e = r < g1 ? next[size_t(r)] + j : 0;
-          const bool has = r < g1 && e < stop[size_t(r - g0)];
-          g.gidx.push_back(has ? uint8_t(chans[size_t(e)] - win * kGroupWindowF32) : uint8_t(0));
-          g.gw.push_back(has ? p.values[size_t(value[size_t(r)] + (e - entry[size_t(r)]))] : 0.0f);
-        }
-      for (int64_t r = g0; r < g1; ++r) next[size_t(r)] = stop[size_t(r - g0)];
-    }
-  }
+  // the row of each entry: its weight is values[value[r] + e - first[r]]
+  std::vector<int64_t> row_of(p.deltas.size(), 0);
+  for (int64_t r = 0; r < p.m; ++r)
+    for (int64_t e = first[size_t(r)]; e < end[size_t(r)]; ++e) row_of[size_t(e)] = r;
+  lay_out_groups(
+      p.m, windows, kGroupWindowF32, first, end,
+      [&](int64_t e) { return int64_t(chans[size_t(e)]); }, g.gslots,
+      [&](int64_t e, int64_t v) {
+        const int64_t r = e >= 0 ? row_of[size_t(e)] : 0;
+        g.gidx.push_back(e >= 0 ? uint8_t(chans[size_t(e)] - v * kGroupWindowF32) : uint8_t(0));
+        g.gw.push_back(e >= 0 ? p.values[size_t(value[size_t(r)] + e - first[size_t(r)])] : 0.0f);
+      });
   return g;
 }
 

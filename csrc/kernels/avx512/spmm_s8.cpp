@@ -11,6 +11,7 @@ namespace ep::avx512 {
 
 namespace {
 
+#include "kernels/avx512/s8_groups.h"
 #include "kernels/avx512/store_s8.h"
 
 // Columns [n0, n0 + 16 NV); with `tail` mask, the last vector's columns are those of `tail`
@@ -78,57 +79,29 @@ void pass(const SpmmS8Args& p, int64_t n0, __mmask16 tail = 0xffff) {
   }
 }
 
-// One column through the channel groups (kernels.h pack_sparse_s8_groups): per window of 32
-// quads, X's quads in two registers; per slot, the quads of 16 channels picked by one permute
-// (a byte each: the quad within the window) and one vpdpbusd; the 16 channels
-// requantized together. A gather instead cost ~20x a permute per slot here (Zen 5). Two
-// accumulators alternate slots: each vpdpbusd waits on the last.
+// One column through the channel groups (kernels.h pack_sparse_s8_groups; s8_group_sums): X's
+// quads picked from registers by permutes (a gather instead cost ~20x a permute per slot here,
+// Zen 5), then the 16 channels requantized together.
 void column_groups(const SpmmS8Args& p) {
-  const __m512i flip = _mm512_set1_epi8(char(0x80));
   const __m512 lo = _mm512_set1_ps(p.lo), hi = _mm512_set1_ps(p.hi);
   const __m512i zp = _mm512_set1_epi32(p.zp_out);
-  const int64_t kq = (p.k + 3) / 4, windows = (kq + kGroupQuads - 1) / kGroupQuads;
+  const int64_t windows = ((p.k + 3) / 4 + kGroupQuads - 1) / kGroupQuads;
   const auto lanes = [](int64_t n) {
     return __mmask16(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
   };
   const int32_t* slots = p.gslots;
   const uint8_t* quad = p.gquad;
   const int32_t* w = p.gw;
-  const auto index = [](const uint8_t* q) {
-    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
-  };
   for (int64_t g0 = 0; g0 < p.m; g0 += kGroupRows) {
-    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
-    for (int64_t v = 0; v < windows; ++v) {
-      const int32_t count = *slots++;
-      if (!count) continue;
-      const int64_t q0 = v * kGroupQuads;  // lanes past K: masked off, never indexed
-      const int8_t* xv = p.xq + q0 * 4;
-      const __m512i t0 = _mm512_xor_si512(_mm512_maskz_loadu_epi32(lanes(kq - q0), xv), flip);
-      const __m512i t1 =
-          _mm512_xor_si512(_mm512_maskz_loadu_epi32(lanes(kq - q0 - 16), xv + 64), flip);
-      int32_t j = 0;
-      for (; j + 2 <= count; j += 2, quad += 32, w += 32) {
-        const __m512i x0 = _mm512_permutex2var_epi32(t0, index(quad), t1);
-        const __m512i x1 = _mm512_permutex2var_epi32(t0, index(quad + 16), t1);
-        acc0 = _mm512_dpbusd_epi32(acc0, x0, _mm512_loadu_si512(w));
-        acc1 = _mm512_dpbusd_epi32(acc1, x1, _mm512_loadu_si512(w + 16));
-      }
-      if (j < count) {
-        const __m512i x0 = _mm512_permutex2var_epi32(t0, index(quad), t1);
-        acc0 = _mm512_dpbusd_epi32(acc0, x0, _mm512_loadu_si512(w));
-        quad += 16, w += 16;
-      }
-    }
+    const __m512i acc = s8_group_sums(p.xq, p.k, windows, slots, quad, w, _mm512_setzero_si512());
     const __mmask16 k = lanes(p.m - g0);
     const __m512i bias =
         _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, p.bias + g0),
                          _mm512_slli_epi32(_mm512_maskz_loadu_epi32(k, p.rowsum + g0), 7));
-    __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_add_epi32(acc0, acc1), bias));
+    __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias));
     f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(k, p.scale + g0));
     f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-    const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
-    store_s8(p.y + g0, k, q);
+    store_s8(p.y + g0, k, _mm512_add_epi32(_mm512_cvtps_epi32(f), zp));
   }
 }
 

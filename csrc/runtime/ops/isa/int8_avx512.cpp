@@ -100,6 +100,7 @@ inline __m512i high_bytes(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
   return _mm512_permutexvar_epi64(_mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0), bytes);
 }
 
+#include "kernels/avx512/s8_groups.h"
 #include "kernels/avx512/store_s8.h"
 
 // acc += the 4-byte dot products of u8 x and s8 w per lane. As inline asm the accumulator is
@@ -450,45 +451,17 @@ void qspmm_vnni(const QSpmmVnniArgs& a) {
   }
 }
 
-// Per group, per window: X's 32 quads in two registers (bytes past K loaded as 0, which meet
-// zero weights) and per slot one permute and one vpdpbusd for the 16 channels; two accumulators
-// alternate slots, since each vpdpbusd waits on the last.
+// Per group of 16 channels: its sums (s8_group_sums), then the 16 requantized together as the
+// depthwise lanes are.
 void qspmv_groups(const QSpmvGroupArgs& a) {
-  const __m512i flip = _mm512_set1_epi8(char(0x80));
   const __m512i lo = _mm512_set1_epi32(a.lo), hi = _mm512_set1_epi32(a.hi);
   const int64_t windows = ((a.k + 3) / 4 + 31) / 32;
-  const auto bytes = [](int64_t n) {
-    return n >= 64 ? ~__mmask64(0) : n <= 0 ? __mmask64(0) : (__mmask64(1) << n) - 1;
-  };
-  const auto index = [](const uint8_t* q) {
-    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
-  };
   const int32_t* slots = a.gslots;
   const uint8_t* quad = a.gquad;
   const int32_t* w = a.gw;
   for (int64_t c0 = 0; c0 < a.m; c0 += 16) {
-    __m512i acc0 = _mm512_loadu_si512(a.bias + c0), acc1 = _mm512_setzero_si512();
-    for (int64_t v = 0; v < windows; ++v) {
-      const int32_t count = *slots++;
-      if (!count) continue;
-      const int8_t* xv = a.x + v * 128;
-      const __m512i t0 = _mm512_xor_si512(_mm512_maskz_loadu_epi8(bytes(a.k - v * 128), xv), flip);
-      const __m512i t1 =
-          _mm512_xor_si512(_mm512_maskz_loadu_epi8(bytes(a.k - v * 128 - 64), xv + 64), flip);
-      int32_t j = 0;
-      for (; j + 2 <= count; j += 2, quad += 32, w += 32) {
-        const __m512i x0 = _mm512_permutex2var_epi32(t0, index(quad), t1);
-        const __m512i x1 = _mm512_permutex2var_epi32(t0, index(quad + 16), t1);
-        acc0 = _mm512_dpbusd_epi32(acc0, x0, _mm512_loadu_si512(w));
-        acc1 = _mm512_dpbusd_epi32(acc1, x1, _mm512_loadu_si512(w + 16));
-      }
-      if (j < count) {
-        const __m512i x0 = _mm512_permutex2var_epi32(t0, index(quad), t1);
-        acc0 = _mm512_dpbusd_epi32(acc0, x0, _mm512_loadu_si512(w));
-        quad += 16, w += 16;
-      }
-    }
-    const __m512i acc = _mm512_add_epi32(acc0, acc1);
+    const __m512i acc =
+        s8_group_sums(a.x, a.k, windows, slots, quad, w, _mm512_loadu_si512(a.bias + c0));
     const int64_t left = a.m - c0;
     const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
     if (a.fr) {
