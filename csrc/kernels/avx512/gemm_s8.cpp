@@ -23,7 +23,7 @@ constexpr int NR = 32, MR = 8, KG = 4;
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // What the epilogue of a tile needs: requantization constants and, per column of the call, the
-// bias and scale padded to whole panels (zeros past cols).
+// bias and scale (read under the tile's column masks).
 struct Out {
   const int32_t* rowsum;
   const int32_t* bias;
@@ -44,6 +44,12 @@ template <int R, int H, int QS>
 void tile(const char* const* rows, const int8_t* bp, int64_t quads, const Out& o, int64_t r0,
           int64_t j0, int w) {
   const __m512i flip = _mm512_set1_epi8(char(0x80));
+  // the columns of the tile's two vectors: bias and scale are read under them, so the call's
+  // arrays need no padding to whole panels
+  const __mmask16 m0 = w >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << w) - 1);
+  const __mmask16 m1 = w >= 32   ? __mmask16(0xFFFF)
+                       : w <= 16 ? __mmask16(0)
+                                 : __mmask16((1u << (w - 16)) - 1);
   __m512i acc[R][2];
   const char* rp[R];
 #pragma GCC unroll 8
@@ -52,7 +58,8 @@ void tile(const char* const* rows, const int8_t* bp, int64_t quads, const Out& o
     const __m512i off = _mm512_set1_epi32(-128 * o.rowsum[r0 + r]);
 #pragma GCC unroll 2
     for (int h = 0; h < H; ++h)
-      acc[r][h] = _mm512_add_epi32(off, _mm512_loadu_si512(o.bias + j0 + 16 * h));
+      acc[r][h] =
+          _mm512_add_epi32(off, _mm512_maskz_loadu_epi32(h ? m1 : m0, o.bias + j0 + 16 * h));
     rp[r] = rows[r];
   }
 #pragma GCC unroll 4
@@ -71,13 +78,9 @@ void tile(const char* const* rows, const int8_t* bp, int64_t quads, const Out& o
                 : "+v"(acc[r][h])
                 : "v"(b[h]), "m"(*reinterpret_cast<const int32_t*>(rp[r] + q * QS)));
   }
-  const __mmask16 m0 = w >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << w) - 1);
-  const __mmask16 m1 = w >= 32   ? __mmask16(0xFFFF)
-                       : w <= 16 ? __mmask16(0)
-                                 : __mmask16((1u << (w - 16)) - 1);
 #pragma GCC unroll 2
   for (int h = 0; h < H; ++h) {
-    const __m512 sc = _mm512_loadu_ps(o.scale + j0 + 16 * h);
+    const __m512 sc = _mm512_maskz_loadu_ps(h ? m1 : m0, o.scale + j0 + 16 * h);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][h]), sc);
@@ -144,19 +147,12 @@ void gemm_s8(const GemmS8Args& p) {
   int32_t* ap =
       in_place ? nullptr
                : static_cast<int32_t*>(thread_scratch(1, size_t(quads) * MR * sizeof(int32_t)));
-  // per call: each row's activation sum, and bias and scale padded to whole panels
-  const int64_t cols_pad = (p.cols + NR - 1) / NR * NR;
-  int32_t* rowsum = static_cast<int32_t*>(thread_scratch(2, size_t(p.rows + 2 * cols_pad) * 4));
-  int32_t* bias = rowsum + p.rows;
-  float* scale = reinterpret_cast<float*>(bias + cols_pad);
+  // per call: each row's activation sum
+  int32_t* rowsum = static_cast<int32_t*>(thread_scratch(2, size_t(p.rows) * 4));
   row_sums(p.a, p.lda, p.rows, p.depth, rowsum);
-  for (int64_t j = 0; j < cols_pad; ++j) {
-    bias[j] = j < p.cols ? p.bias[j] : 0;
-    scale[j] = j < p.cols ? p.scale[j] : 0.0f;
-  }
   const Out o{rowsum,
-              bias,
-              scale,
+              p.bias,
+              p.scale,
               p.y,
               p.ldy,
               _mm512_set1_ps(p.lo),
