@@ -460,16 +460,22 @@ def test_strided_slice_matches_litert():
     ],
 )
 def test_stems_that_write_planes_match_litert(k, stride, padding, dilation, hw):
-    """A stem conv whose only reader is a sparse 1x1 conv writes its output as planes itself (the
-    transposed im2col): strides, SAME and VALID edges, a 5x5 and a dilated filter, odd sizes."""
+    """A stem conv whose only reader is a sparse 1x1 conv writes its output as planes itself (RGB:
+    the direct rows, each transposed; 8 input channels: the transposed im2col): strides, SAME and
+    VALID edges, a 5x5 and a dilated filter, odd sizes."""
+    for cin in (3, 8):
+        _stem_writing_planes_matches_litert(k, stride, padding, dilation, hw, cin)
+
+
+def _stem_writing_planes_matches_litert(k, stride, padding, dilation, hw, cin):
     from tflite_builder import Builder
 
     rng = np.random.default_rng(k * 10 + stride)
     b = Builder()
-    x = b.input([2, *hw, 3])
+    x = b.input([2, *hw, cin])
     y = b.conv2d(
         x,
-        rng.standard_normal((16, k, k, 3)).astype(np.float32),
+        rng.standard_normal((16, k, k, cin)).astype(np.float32),
         rng.standard_normal(16).astype(np.float32),
         stride=stride,
         padding=padding,
@@ -486,4 +492,4 @@ def test_stems_that_write_planes_match_litert(k, stride, padding, dilation, hw):
     xs = inputs_for(m)
     want = litert_run(data, xs)[0]
     for isa in ISAS:
-        assert _rel(ep.runtime.load(data, isa=isa)(*xs)[0], want) < 1e-4, isa
+        assert _rel(ep.runtime.load(data, isa=isa)(*xs)[0], want) < 1e-4, (isa, cin)
