@@ -289,8 +289,8 @@ class QGemm {
         // One or two rows (an FC layer at batch 1, a 1x1 conv on a pooled 1x1 map): the channel
         // groups multiply 16 channels per block slot, where the row kernel pads every call to 16
         // rows; they beat the dense kernel once at most half of the 1x4 blocks hold a weight.
-        column_ = rows > 0 && rows <= 2 && quads * 2 <= m * ((k + 3) / 4);
-        if (!column_) sparse_ = vnni_sparse_pays(m, k, quads);
+        spmv_ = rows > 0 && rows <= 2 && quads * 2 <= m * ((k + 3) / 4);
+        if (!spmv_) sparse_ = vnni_sparse_pays(m, k, quads);
       }
       pack_vnni(w);
       return;
@@ -311,6 +311,14 @@ class QGemm {
     }
   }
   bool sparse() const { return sparse_; }
+  // for profile labels: " sparse" when the sparse kernels run, " sparse groups" when rows go one
+  // by one through the channel groups
+  std::string sparse_label() const {
+#if defined(EP_HAVE_AVX512)
+    if (spmv_) return " sparse groups";
+#endif
+    return sparse_ ? " sparse" : "";
+  }
   // n rows of K int8 values at a stride of ldx >= K (0: K). On the VNNI path, rows with K a
   // multiple of 4 at stride K are read in place; other rows are copied as uint8 first, in one flat
   // pass when their stride is K rounded up to 4 (an im2col's; the bytes past K are never used).
@@ -318,7 +326,7 @@ class QGemm {
     if (ldx == 0) ldx = k_;
     const int t = threads_for(threads, double(n) * double(m_) * double(k_));
 #if defined(EP_HAVE_AVX512)
-    if (column_) {
+    if (spmv_) {
       QSpmvGroupArgs a;
       a.k = k_, a.m = m_;
       a.gslots = groups_.gslots.data(), a.gquad = groups_.gquad.data(), a.gw = groups_.gw.data();
@@ -395,7 +403,7 @@ class QGemm {
     vnni_ = true;
     kp_ = (k_ + 3) / 4 * 4;
     const int64_t mp = (m_ + 15) / 16 * 16;
-    if (column_) {  // the 1x4 block stream, re-laid in channel groups
+    if (spmv_) {  // the 1x4 block stream, re-laid in channel groups
       groups_ = pack_sparse_s8(w, m_, k_);
       pack_sparse_s8_groups(groups_);
       groups_.nnz.clear(), groups_.quad.clear(), groups_.w.clear();
@@ -488,8 +496,9 @@ class QGemm {
   static void flip_sign_bits(const int8_t* src, int64_t n, uint8_t* dst) {
     for (int64_t j = 0; j < n; ++j) dst[j] = uint8_t(src[j]) ^ 0x80u;
   }
-  bool vnni_ = false, column_ = false;
-  PackedSparseS8 groups_;  // the channel-group form (column_)
+  // spmv_: one or two rows a call, run row by row through the channel groups (qspmv_groups)
+  bool vnni_ = false, spmv_ = false;
+  PackedSparseS8 groups_;  // the channel-group form (spmv_)
   int64_t kp_ = 0;
   std::vector<int8_t> vnni_w_;
   std::vector<int32_t> nnz_, quad_, block_;
@@ -559,9 +568,8 @@ class QConv2D : public Op {
     kind = "CONV_2D";
     label = kind + " int8 " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
             std::to_string(sh_) + " " + std::to_string(cin_) + "->" + std::to_string(cout_) +
-            (groups_ > 1 ? " g" + std::to_string(groups_) : "") +
-            (gemm_[0]->sparse() ? " sparse" : "") + " " + std::to_string(oh_) + "x" +
-            std::to_string(ow_);
+            (groups_ > 1 ? " g" + std::to_string(groups_) : "") + gemm_[0]->sparse_label() + " " +
+            std::to_string(oh_) + "x" + std::to_string(ow_);
   }
   int64_t scratch_bytes() const override {
     if (direct_) return 0;
@@ -701,8 +709,8 @@ class QFullyConnected : public Op {
                                 make_requant(c, x, w, y, m_, true), o, n_);
     macs = double(n_) * m_ * k_;
     kind = "FULLY_CONNECTED";
-    label = kind + " int8 " + std::to_string(k_) + "->" + std::to_string(m_) +
-            (gemm_->sparse() ? " sparse" : "");
+    label =
+        kind + " int8 " + std::to_string(k_) + "->" + std::to_string(m_) + gemm_->sparse_label();
   }
   void run(const RunCtx& r) const override {
     gemm_->forward(reinterpret_cast<const int8_t*>(r.ptr[in_]), n_,
