@@ -202,7 +202,8 @@ struct SpmmF32Args {
 // weights W symmetric per output channel in [-127, 127], int32 bias.
 // requant(acc) = zp_out + nearbyint(clamp(float(acc) * scale[j], lo, hi)), where float(acc) and
 // the product are IEEE single precision rounded to nearest even, lo/hi are the output range
-// minus zp_out (so activations are the clamp). Every path computes exactly this, bit for bit.
+// minus zp_out (so activations are the clamp). Every path computes exactly this, bit for bit,
+// for bounds inside int8 (lo + zp_out >= -128, hi + zp_out <= 127: the caller's contract).
 struct GemmS8Args {
   const int8_t* a = nullptr;
   int64_t lda = 0;
@@ -210,7 +211,7 @@ struct GemmS8Args {
   int64_t ldb = 0;
   const int8_t* bp = nullptr;       // W packed by pack_gemm_s8 with the kernel's tile and k-group
   const int32_t* bias = nullptr;    // per column: bias_q[j] - zp_in * colsum[j]
-  const int32_t* colsum = nullptr;  // per column: sum_k W[j, k] (for paths that offset A)
+  const int32_t* colsum = nullptr;  // per column: sum_k W[j, k] (AVX-512 offsets A with it)
   const float* scale = nullptr;     // per column: s_in * s_w[j] / s_out
   int8_t* y = nullptr;
   int64_t ldy = 0;

@@ -15,14 +15,19 @@ using namespace ep;
 
 namespace {
 
-enum class Fill { random, extremes };
+// random: scales well below 1; extremes: +-127 / -128 values, scales so large that most outputs
+// saturate at both ends; large_scales: scales from 0.5 to 1e6, so float products pass int32
+enum class Fill { random, extremes, large_scales };
 
 void check(Isa isa, int64_t rows, int64_t cols, int64_t depth, Fill fill, float lo, float hi,
-           int32_t zp_out, std::mt19937& rng) {
+           int32_t zp_out, std::mt19937& rng, int64_t lda_pad = 5) {
   std::uniform_int_distribution<int> a8(-128, 127), w8(-127, 127), ends(0, 1);
   std::uniform_int_distribution<int32_t> b32(-100000, 100000);
   std::uniform_real_distribution<float> sc(1e-5f, 3e-3f);
-  const int64_t lda = depth + 5, ldy = cols + 3;
+  std::uniform_real_distribution<float> log_large(std::log(0.5f), std::log(1e6f));
+  const int64_t lda = depth + lda_pad, ldy = cols + 3;
+  // the kernels' contract: the clamp keeps results inside int8
+  ASSERT_TRUE(lo + float(zp_out) >= -128.f && hi + float(zp_out) <= 127.f) << "test bounds";
   std::vector<int8_t> a(rows * lda), w(cols * depth);
   for (auto& v : a) v = int8_t(fill == Fill::extremes ? (ends(rng) ? 127 : -128) : a8(rng));
   for (auto& v : w) v = int8_t(fill == Fill::extremes ? (ends(rng) ? 127 : -127) : w8(rng));
@@ -31,8 +36,9 @@ void check(Isa isa, int64_t rows, int64_t cols, int64_t depth, Fill fill, float 
   for (int64_t j = 0; j < cols; ++j) {
     for (int64_t k = 0; k < depth; ++k) colsum[j] += w[j * depth + k];
     bias[j] = b32(rng);
-    // extremes: scales so large that most outputs saturate at both ends
-    scale[j] = fill == Fill::extremes ? 0.05f : sc(rng);
+    scale[j] = fill == Fill::extremes       ? 0.05f
+               : fill == Fill::large_scales ? std::exp(log_large(rng))
+                                            : sc(rng);
   }
   const auto& entry = kernel_table(isa).gemm_s8;
   const int kg = gemm_s8_kgroup(entry.isa);
@@ -75,19 +81,24 @@ TEST(GemmS8, EveryPathBitExact) {
       check(isa, 13, 37, 65, Fill::extremes, float(-128 - zp), float(127 - zp), zp, rng);
       check(isa, 9, 33, 31, Fill::random, float(std::max(-128, zp) - zp), float(127 - zp), zp, rng);
     }
-    check(isa, 131, 97, 1000, Fill::random, -128.f, 127.f, -5, rng);
+    check(isa, 131, 97, 1000, Fill::random, -123.f, 132.f, -5, rng);
+    check(isa, 19, 45, 300, Fill::large_scales, -134.f, 121.f, 6, rng);
+    check(isa, 7, 16, 20, Fill::large_scales, -6.f, 121.f, 6, rng);
     check(isa, 64, 256, 256, Fill::extremes, -128.f, 127.f, 0, rng);
   }
 }
 
-// K a multiple of 4 (the AVX-512 path reads A in place, rows lda apart) with output channels
-// filling at most half a 32-column panel, one and a half panels, and rows off the 8-row tile.
+// K a multiple of 4 with output channels filling at most half a 32-column panel, one and a half
+// panels, and rows off the 8-row tile; rows lda apart, and rows packed (lda = K: the AVX-512 path
+// flips a strip of them in one flat pass).
 TEST(GemmS8, InPlaceActivationsAndHalfPanels) {
   std::mt19937 rng(22);
   const int64_t shapes[][3] = {{17, 16, 64}, {9, 13, 8},  {8, 48, 4},   {3, 40, 1024},
                                {25, 16, 32}, {70, 1, 12}, {1, 33, 2048}};
   for (Isa isa : ep::test::runnable_isas())
-    for (const auto& s : shapes) check(isa, s[0], s[1], s[2], Fill::random, -128.f, 127.f, 4, rng);
+    for (const auto& s : shapes)
+      for (int64_t pad : {5, 0})
+        check(isa, s[0], s[1], s[2], Fill::random, -132.f, 123.f, 4, rng, pad);
 }
 
 TEST(QLinear, QuantizesPerChannelAndTracksFloat) {

@@ -1,13 +1,14 @@
 // AVX-512 VNNI int8 GEMM: vpdpbusd (u8 x s8 -> int32, four products per lane, no intermediate
-// saturation) on an 8x32 register tile. vpdpbusd can broadcast only its signed operand from
-// memory, so the activations take that role (one instruction per row and k-quad, broadcast
-// included) and the weights are made unsigned (w ^ 0x80 = w + 128, on load); the offset is removed
-// exactly with 128 * (sum of the row's activations, summed once per call). Weights packed in
-// 32-column panels of k-quads; activations read in place when K is a multiple of 4 (no copy: on
-// small-K layers a copy per row strip cost as much as the products). Built with AVX-512 (+VNNI)
-// flags for this file only.
+// saturation) on an 8x32 register tile. The activations are the unsigned operand: each strip of 8
+// rows is copied flipped (x ^ 0x80 = x + 128) into a small buffer, and the offset, 128 * the
+// column's weight sum, comes off the bias in each tile. Each row's k-quad is broadcast by a load
+// of its own and meets the signed weights, packed in 32-column panels of k-quads. This replaced
+// the opposite roles (weights flipped on load, activations broadcast by vpdpbusd itself, the
+// offset taken from per-row sums): the row sums and the weight flips cost more than the separate
+// broadcasts and the strip copy on every shape measured (16-channel layers at K = 16: 39 -> 33 us,
+// 3072 x 768 x 128: 684 -> 558 us). Built with AVX-512 (+VNNI) flags for this file only.
 //
-// Consumes: GemmS8Args (a, bp with tile 32 / k-group 4, bias, scale). Produces: y int8.
+// Consumes: GemmS8Args (a, bp with tile 32 / k-group 4, bias, colsum, scale). Produces: y int8.
 #include <immintrin.h>
 
 #include "kernels/kernels.h"
@@ -16,151 +17,161 @@ namespace ep::avx512 {
 
 namespace {
 
-#include "kernels/avx512/store_s8.h"
-
 constexpr int NR = 32, MR = 8, KG = 4;
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // What the epilogue of a tile needs: requantization constants and, per column of the call, the
-// bias and scale (read under the tile's column masks).
+// bias, weight sum and scale, read under the tile's column masks.
 struct Out {
-  const int32_t* rowsum;
-  const int32_t* bias;
+  const int32_t *bias, *colsum;
   const float* scale;
   int8_t* y;
   int64_t ldy;
-  __m512 lo, hi;
-  __m512i zp;
+  __m512i zp16, lo8, hi8;  // the zero point as int16 lanes; the output's bounds as int8 lanes
 };
 
+// round(acc * scale) as int32. cap: the product capped at 2^16 first, for columns with a scale of
+// 1 or more, where a product past int32 would convert to INT32_MIN (from 2^16 up, every value
+// saturates the packs in bytes4 alike; a NaN product still converts to INT32_MIN, as the portable
+// loop's does). Below 1, |acc * scale| < 2^31 for every int32 sum, so the cap (a twentieth of a
+// 16-channel call) is left out.
+inline __m512i scaled(__m512i acc, __m512 scale, bool cap) {
+  const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
+  return _mm512_cvtps_epi32(cap ? _mm512_min_ps(_mm512_set1_ps(65536.0f), f) : f);  // nearest even
+}
+
+// Four vectors of scaled results as 64 bytes in order a | b | c | d, each plus the zero point
+// and clamped to the output's bounds. The packs saturate (int32 -> int16, + zp, -> int8), all
+// monotone, so the final clamp gives clamp(round(f) + zp, lo, hi): the portable loop's float
+// clamp before rounding, since rounding is monotone too. The packs interleave 128-bit lanes
+// (lane L holds a, b, c, d's elements 4L..4L+3); one dword permute restores the order. Per
+// vector this is about half the instructions of converting and storing each one alone.
+inline __m512i bytes4(__m512i a, __m512i b, __m512i c, __m512i d, const Out& o) {
+  const __m512i ab = _mm512_adds_epi16(_mm512_packs_epi32(a, b), o.zp16);
+  const __m512i cd = _mm512_adds_epi16(_mm512_packs_epi32(c, d), o.zp16);
+  const __m512i v = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(ab, cd), o.lo8), o.hi8);
+  const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+  return _mm512_permutexvar_epi32(order, v);
+}
+
 // An R x (16 H) tile over `quads` k-quads, requantized and stored to y rows [r0, r0 + R),
-// columns [j0, j0 + w). Row r's quad q is the int32 at rows[r] + q * QS bytes: QS = 4 reads A in
-// place (depth a multiple of 4), QS = 4 * MR reads the row-interleaved copy. H = 1 computes only
-// the first 16 columns of the panel (a panel with at most 16 real columns: half the work for
-// layers of 16 or fewer output channels). The accumulators never leave registers: on small-K
-// layers a round trip through memory between products and requantization cost a fifth.
-template <int R, int H, int QS>
-void tile(const char* const* rows, const int8_t* bp, int64_t quads, const Out& o, int64_t r0,
+// columns [j0, j0 + w). Row r's quads are the flipped bytes at xs + r * kq. H = 1 computes only the
+// first 16 columns of the panel (a panel with at most 16 real columns: half the work for layers
+// of 16 or fewer output channels). The accumulators never leave registers: on small-K layers a
+// round trip through memory between products and requantization cost a fifth.
+template <int R, int H>
+void tile(const uint8_t* xs, int64_t kq, const int8_t* bp, int64_t quads, const Out& o, int64_t r0,
           int64_t j0, int w) {
-  const __m512i flip = _mm512_set1_epi8(char(0x80));
   // the columns of the tile's two vectors: bias and scale are read under them, so the call's
   // arrays need no padding to whole panels
   const __mmask16 m0 = w >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << w) - 1);
   const __mmask16 m1 = w >= 32   ? __mmask16(0xFFFF)
                        : w <= 16 ? __mmask16(0)
                                  : __mmask16((1u << (w - 16)) - 1);
-  __m512i acc[R][2];
-  const char* rp[R];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    // the weights' +128 offset and the bias, in the accumulator from the start
-    const __m512i off = _mm512_set1_epi32(-128 * o.rowsum[r0 + r]);
+  __m512i acc[R][H];
 #pragma GCC unroll 2
-    for (int h = 0; h < H; ++h)
-      acc[r][h] =
-          _mm512_add_epi32(off, _mm512_maskz_loadu_epi32(h ? m1 : m0, o.bias + j0 + 16 * h));
-    rp[r] = rows[r];
+  for (int h = 0; h < H; ++h) {
+    // the bias less the flipped activations' offset, 128 * the column's weight sum
+    const __mmask16 m = h ? m1 : m0;
+    const __m512i sum = _mm512_maskz_loadu_epi32(m, o.colsum + j0 + 16 * h);
+    const __m512i bias = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, o.bias + j0 + 16 * h),
+                                          _mm512_slli_epi32(sum, 7));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r][h] = bias;
   }
 #pragma GCC unroll 4
   for (int64_t q = 0; q < quads; ++q) {
     __m512i b[H];
 #pragma GCC unroll 2
-    for (int h = 0; h < H; ++h)
-      b[h] = _mm512_xor_si512(_mm512_loadu_si512(bp + q * NR * KG + 64 * h), flip);
+    for (int h = 0; h < H; ++h) b[h] = _mm512_loadu_si512(bp + q * NR * KG + 64 * h);
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r)
+    for (int r = 0; r < R; ++r) {
+      int32_t quad;
+      __builtin_memcpy(&quad, xs + r * kq + q * KG, 4);
+      const __m512i xv = _mm512_set1_epi32(quad);
+      // as inline asm the accumulator stays one register across the loop: with the intrinsic,
+      // GCC copies every accumulator of a tile through another register on each iteration
 #pragma GCC unroll 2
       for (int h = 0; h < H; ++h)
-        // the activation quad broadcast straight from memory ({1to16}): GCC does not fold
-        // _mm512_set1_epi32 into vpdpbusd by itself, and the separate broadcast costs a uop per row
-        __asm__("vpdpbusd %2%{1to16%}, %1, %0"
-                : "+v"(acc[r][h])
-                : "v"(b[h]), "m"(*reinterpret_cast<const int32_t*>(rp[r] + q * QS)));
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(acc[r][h]) : "v"(xv), "v"(b[h]));
+    }
   }
+  // The results four vectors at a time (bytes4): two rows of 32 columns, or four rows of 16.
+  __m512i v[R][H];
 #pragma GCC unroll 2
   for (int h = 0; h < H; ++h) {
     const __m512 sc = _mm512_maskz_loadu_ps(h ? m1 : m0, o.scale + j0 + 16 * h);
+    if (_mm512_cmp_ps_mask(sc, _mm512_set1_ps(1.0f), _CMP_NLT_UQ)) {
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][h]), sc);
-      f = _mm512_min_ps(_mm512_max_ps(f, o.lo), o.hi);
-      const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), o.zp);  // MXCSR: nearest even
-      store_s8(o.y + (r0 + r) * o.ldy + j0 + 16 * h, h ? m1 : m0, v);
+      for (int r = 0; r < R; ++r) v[r][h] = scaled(acc[r][h], sc, true);
+    } else {
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) v[r][h] = scaled(acc[r][h], sc, false);
+    }
+  }
+  int8_t* const y = o.y + r0 * o.ldy + j0;
+  if (H == 2) {
+    const __mmask32 m = w >= 32 ? ~__mmask32(0) : (__mmask32(1) << w) - 1;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r += 2) {
+      const int r1 = r + 1 < R ? r + 1 : r;
+      const __m512i b = bytes4(v[r][0], v[r][H - 1], v[r1][0], v[r1][H - 1], o);
+      _mm256_mask_storeu_epi8(y + r * o.ldy, m, _mm512_castsi512_si256(b));
+      if (r + 1 < R) _mm256_mask_storeu_epi8(y + r1 * o.ldy, m, _mm512_extracti64x4_epi64(b, 1));
+    }
+  } else {
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r += 4) {
+      const int r1 = r + 1 < R ? r + 1 : r, r2 = r + 2 < R ? r + 2 : r, r3 = r + 3 < R ? r + 3 : r;
+      const __m512i b = bytes4(v[r][0], v[r1][0], v[r2][0], v[r3][0], o);
+      _mm_mask_storeu_epi8(y + r * o.ldy, m0, _mm512_castsi512_si128(b));
+      if (r + 1 < R) _mm_mask_storeu_epi8(y + r1 * o.ldy, m0, _mm512_extracti32x4_epi32(b, 1));
+      if (r + 2 < R) _mm_mask_storeu_epi8(y + r2 * o.ldy, m0, _mm512_extracti32x4_epi32(b, 2));
+      if (r + 3 < R) _mm_mask_storeu_epi8(y + r3 * o.ldy, m0, _mm512_extracti32x4_epi32(b, 3));
     }
   }
 }
 
-using TileFn = void (*)(const char* const*, const int8_t*, int64_t, const Out&, int64_t, int64_t,
-                        int);
-template <int H, int QS>
-constexpr TileFn kTiles[MR + 1] = {nullptr,        tile<1, H, QS>, tile<2, H, QS>,
-                                   tile<3, H, QS>, tile<4, H, QS>, tile<5, H, QS>,
-                                   tile<6, H, QS>, tile<7, H, QS>, tile<8, H, QS>};
+using TileFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, const Out&, int64_t,
+                        int64_t, int);
+template <int H>
+constexpr TileFn kTiles[MR + 1] = {nullptr,    tile<1, H>, tile<2, H>, tile<3, H>, tile<4, H>,
+                                   tile<5, H>, tile<6, H>, tile<7, H>, tile<8, H>};
 
-// The sum of each row's activations (for the weights' +128 offset), 64 bytes at a time.
-void row_sums(const int8_t* a, int64_t lda, int64_t rows, int64_t depth, int32_t* out) {
-  const __m512i ones = _mm512_set1_epi8(1);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int8_t* x = a + r * lda;
-    __m512i s = _mm512_setzero_si512();
-    for (int64_t k = 0; k < depth; k += 64) {
-      const int64_t left = depth - k;
+// Rows [r0, r0 + R) of A flipped to uint8 (x ^ 0x80) at a row stride of kq (the depth rounded up
+// to whole quads; the bytes past the depth meet zero weights, whatever they hold). One flat pass
+// when A's rows are kq apart already.
+void flip_strip(const GemmS8Args& p, int64_t r0, int R, int64_t kq, uint8_t* xs) {
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  const auto pass = [&](const int8_t* src, uint8_t* dst, int64_t n) {
+    for (int64_t k = 0; k < n; k += 64) {
+      const int64_t left = n - k;
       const __mmask64 m = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
-      s = _mm512_dpbusd_epi32(s, ones, _mm512_maskz_loadu_epi8(m, x + k));
+      _mm512_mask_storeu_epi8(dst + k, m,
+                              _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + k), flip));
     }
-    out[r] = _mm512_reduce_add_epi32(s);
-  }
-}
-
-// Rows [r0, r0 + MR) of A as s8 quads, row-interleaved: ap[q * MR + r] = bytes x[r][4q..4q+3],
-// the last quad zero padded (used when depth is not a multiple of 4: in place, a row's last quad
-// would read past it).
-void pack_strip(const GemmS8Args& p, int64_t r0, int R, int64_t quads, int32_t* ap) {
-  const int64_t full = p.depth / KG;
-  for (int r = 0; r < MR; ++r) {
-    const int8_t* x = p.a + (r0 + r) * p.lda;
-    if (r >= R) {
-      for (int64_t q = 0; q < quads; ++q) ap[q * MR + r] = 0;
-      continue;
-    }
-    for (int64_t q = 0; q < full; ++q) {
-      uint32_t v;
-      __builtin_memcpy(&v, x + q * KG, 4);
-      ap[q * MR + r] = int32_t(v);
-    }
-    if (full < quads) {
-      uint32_t v = 0;
-      for (int64_t k = full * KG; k < p.depth; ++k)
-        v |= uint32_t(uint8_t(x[k])) << (8 * (k - full * KG));
-      ap[full * MR + r] = int32_t(v);
-    }
-  }
+  };
+  if (p.lda == kq && p.depth == kq) return pass(p.a + r0 * kq, xs, R * kq);
+  for (int r = 0; r < R; ++r) pass(p.a + (r0 + r) * p.lda, xs + r * kq, p.depth);
 }
 
 }  // namespace
 
 void gemm_s8(const GemmS8Args& p) {
   if (p.rows <= 0 || p.cols <= 0) return;
-  const int64_t quads = (p.depth + KG - 1) / KG;
-  const bool in_place = p.depth % KG == 0;
-  int32_t* ap =
-      in_place ? nullptr
-               : static_cast<int32_t*>(thread_scratch(1, size_t(quads) * MR * sizeof(int32_t)));
-  // per call: each row's activation sum
-  int32_t* rowsum = static_cast<int32_t*>(thread_scratch(2, size_t(p.rows) * 4));
-  row_sums(p.a, p.lda, p.rows, p.depth, rowsum);
-  const Out o{rowsum,
-              p.bias,
-              p.scale,
-              p.y,
-              p.ldy,
-              _mm512_set1_ps(p.lo),
-              _mm512_set1_ps(p.hi),
-              _mm512_set1_epi32(p.zp_out)};
-  const char* rows[MR];
+  const int64_t quads = (p.depth + KG - 1) / KG, kq = quads * KG;
+  // one strip's flipped rows
+  uint8_t* xs = static_cast<uint8_t*>(thread_scratch(1, size_t(MR * kq)));
+  // the bounds as the portable loop meets them: round(lo) + zp and round(hi) + zp
+  const auto bound = [&](float b) {
+    const float v = __builtin_nearbyintf(b) + float(p.zp_out);
+    return _mm512_set1_epi8(char(v < -128.0f ? -128 : v > 127.0f ? 127 : int(v)));
+  };
+  const Out o{p.bias,      p.colsum,   p.scale, p.y, p.ldy, _mm512_set1_epi16(int16_t(p.zp_out)),
+              bound(p.lo), bound(p.hi)};
   // Panels are taken in blocks of at most ~256 KB of packed weights, so a block stays in L2
-  // while every row strip streams past it (A is read in place, or its strip re-packed per block).
+  // while every row strip streams past it (each strip flipped again per block).
   // Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own
   // intrinsics and each file is compiled alone with its ISA's flags; the ISA-independent part is
   // shared through the *_impl.h / *_dot.h headers.
@@ -170,17 +181,11 @@ void gemm_s8(const GemmS8Args& p) {
     const int64_t jend = imin(p.cols, jb + block_cols);
     for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
       const int R = int(imin(MR, p.rows - r0));
-      if (in_place) {
-        for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const char*>(p.a + (r0 + r) * p.lda);
-      } else {
-        pack_strip(p, r0, R, quads, ap);
-        for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const char*>(ap + r);
-      }
+      flip_strip(p, r0, R, kq, xs);
       for (int64_t j0 = jb; j0 < jend; j0 += NR) {
         const int w = int(imin(NR, p.cols - j0));
-        const TileFn fn = w <= 16 ? (in_place ? kTiles<1, KG>[R] : kTiles<1, KG * MR>[R])
-                                  : (in_place ? kTiles<2, KG>[R] : kTiles<2, KG * MR>[R]);
-        fn(rows, p.bp + (j0 / NR) * NR * KG * quads, quads, o, r0, j0, w);
+        const TileFn fn = w <= 16 ? kTiles<1>[R] : kTiles<2>[R];
+        fn(xs, kq, p.bp + (j0 / NR) * NR * KG * quads, quads, o, r0, j0, w);
       }
     }
   }
