@@ -166,7 +166,10 @@ void check_sparse(Isa isa, int64_t m, int64_t k, int64_t n, double sparsity, Fil
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t c = 0; c < k; ++c) rowsum[r] += w[r * k + c];
     bias[r] = b32(rng);
-    scale[r] = fill == Fill::extremes ? 0.05f : 2e-3f;
+    std::uniform_real_distribution<float> log_large(std::log(0.5f), std::log(1e6f));
+    scale[r] = fill == Fill::extremes       ? 0.05f
+               : fill == Fill::large_scales ? std::exp(log_large(rng))
+                                            : 2e-3f;
   }
   // the kernel's own layout, one block of all N columns: xq[(q * n + i) * 4 + t] = X[4q + t, i]
   std::vector<int8_t> xq(((k + 3) / 4) * 4 * n, 0);
@@ -217,6 +220,7 @@ TEST(SpmmS8, EveryPathBitExact) {
       check_sparse(isa, 21, 130, 150, s, Fill::extremes, -128, 0.f, 255.f,
                    rng);  // zp at the end, relu
       check_sparse(isa, 9, 67, 83, s, Fill::extremes, 127, -255.f, 0.f, rng);
+      check_sparse(isa, 19, 40, 70, s, Fill::large_scales, 5, -133.f, 122.f, rng);
     }
 }
 

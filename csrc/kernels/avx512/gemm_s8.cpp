@@ -17,6 +17,8 @@ namespace ep::avx512 {
 
 namespace {
 
+#include "kernels/avx512/store_s8.h"
+
 constexpr int NR = 32, MR = 8, KG = 4;
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -30,30 +32,6 @@ struct Out {
   int64_t ldy;
   __m512i zp16, lo8, hi8;  // the zero point as int16 lanes; the output's bounds as int8 lanes
 };
-
-// round(acc * scale) as int32. cap: the product capped at 2^16 first, for columns with a scale of
-// 1 or more, where a product past int32 would convert to INT32_MIN (from 2^16 up, every value
-// saturates the packs in bytes4 alike; a NaN product still converts to INT32_MIN, as the portable
-// loop's does). Below 1, |acc * scale| < 2^31 for every int32 sum, so the cap (a twentieth of a
-// 16-channel call) is left out.
-inline __m512i scaled(__m512i acc, __m512 scale, bool cap) {
-  const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
-  return _mm512_cvtps_epi32(cap ? _mm512_min_ps(_mm512_set1_ps(65536.0f), f) : f);  // nearest even
-}
-
-// Four vectors of scaled results as 64 bytes in order a | b | c | d, each plus the zero point
-// and clamped to the output's bounds. The packs saturate (int32 -> int16, + zp, -> int8), all
-// monotone, so the final clamp gives clamp(round(f) + zp, lo, hi): the portable loop's float
-// clamp before rounding, since rounding is monotone too. The packs interleave 128-bit lanes
-// (lane L holds a, b, c, d's elements 4L..4L+3); one dword permute restores the order. Per
-// vector this is about half the instructions of converting and storing each one alone.
-inline __m512i bytes4(__m512i a, __m512i b, __m512i c, __m512i d, const Out& o) {
-  const __m512i ab = _mm512_adds_epi16(_mm512_packs_epi32(a, b), o.zp16);
-  const __m512i cd = _mm512_adds_epi16(_mm512_packs_epi32(c, d), o.zp16);
-  const __m512i v = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(ab, cd), o.lo8), o.hi8);
-  const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-  return _mm512_permutexvar_epi32(order, v);
-}
 
 // An R x (16 H) tile over `quads` k-quads, requantized and stored to y rows [r0, r0 + R),
 // columns [j0, j0 + w). Row r's quads are the flipped bytes at xs + r * kq. H = 1 computes only the
@@ -97,17 +75,17 @@ void tile(const uint8_t* xs, int64_t kq, const int8_t* bp, int64_t quads, const 
         __asm__("vpdpbusd %2, %1, %0" : "+v"(acc[r][h]) : "v"(xv), "v"(b[h]));
     }
   }
-  // The results four vectors at a time (bytes4): two rows of 32 columns, or four rows of 16.
+  // The results four vectors at a time (s8x4): two rows of 32 columns, or four rows of 16.
   __m512i v[R][H];
 #pragma GCC unroll 2
   for (int h = 0; h < H; ++h) {
     const __m512 sc = _mm512_maskz_loadu_ps(h ? m1 : m0, o.scale + j0 + 16 * h);
     if (_mm512_cmp_ps_mask(sc, _mm512_set1_ps(1.0f), _CMP_NLT_UQ)) {
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) v[r][h] = scaled(acc[r][h], sc, true);
+      for (int r = 0; r < R; ++r) v[r][h] = scale_round(acc[r][h], sc, true);
     } else {
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) v[r][h] = scaled(acc[r][h], sc, false);
+      for (int r = 0; r < R; ++r) v[r][h] = scale_round(acc[r][h], sc, false);
     }
   }
   int8_t* const y = o.y + r0 * o.ldy + j0;
@@ -116,7 +94,7 @@ void tile(const uint8_t* xs, int64_t kq, const int8_t* bp, int64_t quads, const 
 #pragma GCC unroll 4
     for (int r = 0; r < R; r += 2) {
       const int r1 = r + 1 < R ? r + 1 : r;
-      const __m512i b = bytes4(v[r][0], v[r][H - 1], v[r1][0], v[r1][H - 1], o);
+      const __m512i b = s8x4(v[r][0], v[r][H - 1], v[r1][0], v[r1][H - 1], o.zp16, o.lo8, o.hi8);
       _mm256_mask_storeu_epi8(y + r * o.ldy, m, _mm512_castsi512_si256(b));
       if (r + 1 < R) _mm256_mask_storeu_epi8(y + r1 * o.ldy, m, _mm512_extracti64x4_epi64(b, 1));
     }
@@ -124,7 +102,7 @@ void tile(const uint8_t* xs, int64_t kq, const int8_t* bp, int64_t quads, const 
 #pragma GCC unroll 2
     for (int r = 0; r < R; r += 4) {
       const int r1 = r + 1 < R ? r + 1 : r, r2 = r + 2 < R ? r + 2 : r, r3 = r + 3 < R ? r + 3 : r;
-      const __m512i b = bytes4(v[r][0], v[r1][0], v[r2][0], v[r3][0], o);
+      const __m512i b = s8x4(v[r][0], v[r1][0], v[r2][0], v[r3][0], o.zp16, o.lo8, o.hi8);
       _mm_mask_storeu_epi8(y + r * o.ldy, m0, _mm512_castsi512_si128(b));
       if (r + 1 < R) _mm_mask_storeu_epi8(y + r1 * o.ldy, m0, _mm512_extracti32x4_epi32(b, 1));
       if (r + 2 < R) _mm_mask_storeu_epi8(y + r2 * o.ldy, m0, _mm512_extracti32x4_epi32(b, 2));
@@ -163,13 +141,14 @@ void gemm_s8(const GemmS8Args& p) {
   const int64_t quads = (p.depth + KG - 1) / KG, kq = quads * KG;
   // one strip's flipped rows
   uint8_t* xs = static_cast<uint8_t*>(thread_scratch(1, size_t(MR * kq)));
-  // the bounds as the portable loop meets them: round(lo) + zp and round(hi) + zp
-  const auto bound = [&](float b) {
-    const float v = __builtin_nearbyintf(b) + float(p.zp_out);
-    return _mm512_set1_epi8(char(v < -128.0f ? -128 : v > 127.0f ? 127 : int(v)));
-  };
-  const Out o{p.bias,      p.colsum,   p.scale, p.y, p.ldy, _mm512_set1_epi16(int16_t(p.zp_out)),
-              bound(p.lo), bound(p.hi)};
+  const Out o{p.bias,
+              p.colsum,
+              p.scale,
+              p.y,
+              p.ldy,
+              _mm512_set1_epi16(int16_t(p.zp_out)),
+              s8_bound(p.lo, p.zp_out),
+              s8_bound(p.hi, p.zp_out)};
   // Panels are taken in blocks of at most ~256 KB of packed weights, so a block stays in L2
   // while every row strip streams past it (each strip flipped again per block).
   // Written once per ISA on purpose: avx2/, avx512/ and neon/ hold this loop in their own

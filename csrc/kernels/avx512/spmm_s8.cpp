@@ -20,8 +20,12 @@ namespace {
 template <int NV>
 void pass(const SpmmS8Args& p, int64_t n0, __mmask16 tail = 0xffff) {
   const __m512i flip = _mm512_set1_epi8(char(0x80));
-  const __m512 lo = _mm512_set1_ps(p.lo), hi = _mm512_set1_ps(p.hi);
-  const __m512i zp = _mm512_set1_epi32(p.zp_out);
+  const __m512i zp16 = _mm512_set1_epi16(int16_t(p.zp_out));
+  const __m512i lo8 = s8_bound(p.lo, p.zp_out), hi8 = s8_bound(p.hi, p.zp_out);
+  // the strip's columns as bytes: NV vectors of 16
+  const __mmask64 cols = NV == 4 && tail == 0xffff ? ~__mmask64(0)
+                                                   : (__mmask64(1) << (16 * (NV - 1))) - 1 |
+                                                         __mmask64(tail) << (16 * (NV - 1));
   const int32_t* quad = p.quad;
   const int32_t* w = p.w;
   const int8_t* xb = p.xq + n0 * 4;
@@ -30,27 +34,30 @@ void pass(const SpmmS8Args& p, int64_t n0, __mmask16 tail = 0xffff) {
         j + 1 < NV ? _mm512_loadu_si512(x + 64 * j) : _mm512_maskz_loadu_epi32(tail, x + 64 * j),
         flip);
   };
-  const auto requant = [&](__m512i acc, __m512i bias, __m512 scale) {
-    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), scale);
-    f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-    return _mm512_add_epi32(_mm512_cvtps_epi32(f), zp);
+  // the NV vectors' results stored as bytes (s8x4 packs four vectors; the missing ones repeat
+  // the first)
+  const auto store = [&](int8_t* y, const __m512i* acc, float scale) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    const bool cap = !(scale < 1.0f);
+    __m512i v[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) v[j] = j < NV ? scale_round(acc[j], sc, cap) : v[0];
+    _mm512_mask_storeu_epi8(y, cols, s8x4(v[0], v[1], v[2], v[3], zp16, lo8, hi8));
   };
   for (int64_t m = 0; m < p.m; ++m) {
     const int32_t count = p.nnz[m];
     const __m512i bias = _mm512_set1_epi32(p.bias[m] - 128 * p.rowsum[m]);
-    const __m512 scale = _mm512_set1_ps(p.scale[m]);
     int8_t* y = p.y + m * p.ldy + n0;
     if (count == 0) {  // a pruned channel: every column is its bias, requantized once
-      const __m512i c = requant(_mm512_setzero_si512(), bias, scale);
-#pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) store_s8(y + 16 * j, j + 1 < NV ? __mmask16(0xffff) : tail, c);
+      const __m512i c[4] = {bias, bias, bias, bias};
+      store(y, c, p.scale[m]);
       continue;
     }
     // two sets of accumulators, even and odd blocks: each vpdpbusd waits on its accumulator's
     // last, so one set ran at the instruction's latency, not its throughput
     __m512i acc[NV], odd[NV];
 #pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) acc[j] = odd[j] = _mm512_setzero_si512();
+    for (int j = 0; j < NV; ++j) acc[j] = bias, odd[j] = _mm512_setzero_si512();
     int32_t i = 0;
     for (; i + 2 <= count; i += 2) {
       const int8_t* x0 = xb + int64_t(quad[i]) * p.ldx * 4;
@@ -73,9 +80,7 @@ void pass(const SpmmS8Args& p, int64_t n0, __mmask16 tail = 0xffff) {
       for (int j = 0; j < NV; ++j) acc[j] = _mm512_add_epi32(acc[j], odd[j]);
     quad += count;
     w += count;
-#pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j)
-      store_s8(y + 16 * j, j + 1 < NV ? __mmask16(0xffff) : tail, requant(acc[j], bias, scale));
+    store(y, acc, p.scale[m]);
   }
 }
 
