@@ -8,7 +8,10 @@
 //   C[R x NR] (+)= A[R x kc] * Bpanel[kc x NR] (rows of the panel ldb floats apart) for
 //   1 <= R <= MR; `init` is the starting tile (bias or y), written back clamped to [lo, hi] when
 //   `last`. Optionally kHasMasked = true and micro_masked(R, w, ...): the same for a partial panel
-//   of w < NR columns, reading init and writing out through lane masks.
+//   of w < NR columns, reading init and writing out through lane masks. Optionally kRowPanels
+//   = P > 1 and row_panels(np, tail, a, bp, ps, kc, init, out, last, lo, hi): one row over np <= P
+//   whole packed panels ps floats apart and, when tail > 0, the partial panel of `tail` columns
+//   after them (init and out advancing NR per panel), each output's sum in micro's order.
 //
 // B is packed in NR-column panels, cache-blocked over depth (KC) so an MR-row strip of A stays in
 // L1 while the packed panels stream from L2. Without a packed B (bp null; B(k, j) = b[k * b_sk +
@@ -20,6 +23,14 @@
 template <class K>
 constexpr bool has_masked(decltype(K::kHasMasked)) {
   return K::kHasMasked;
+}
+template <class K>
+constexpr int row_panels(decltype(K::kRowPanels)) {
+  return K::kRowPanels;
+}
+template <class K>
+constexpr int row_panels(...) {
+  return 1;
 }
 template <class K>
 constexpr bool has_masked(...) {
@@ -38,16 +49,22 @@ void dense_driver(const ep::DenseF32Args& p) {
   alignas(K::Align) float edge[KC * NR];  // unpacked B: its last partial panel, packed
   const bool inplace = p.bp == nullptr;
   const int64_t edge0 = p.cols / NR * NR;  // the first column of that panel
-  for (int64_t k0 = 0; k0 < p.depth || k0 == 0; k0 += KC) {
-    const int64_t kc = imin(KC, p.depth - k0);
-    const bool first = k0 == 0, last = k0 + KC >= p.depth;
+  // One row of packed B is not cut into depth blocks: its A row stays in L1 anyway, and each panel
+  // then streams from memory in one piece (a GEMV's weights are read once per call, from L3 or
+  // DRAM). The blocks never change the bits: each sum goes on from y in the same order.
+  const int64_t kcb = p.rows == 1 && !inplace && p.depth > KC ? p.depth : KC;
+  for (int64_t k0 = 0; k0 < p.depth || k0 == 0; k0 += kcb) {
+    const int64_t kc = imin(kcb, p.depth - k0);
+    const bool first = k0 == 0, last = k0 + kcb >= p.depth;
     if (inplace && edge0 < p.cols)
       for (int64_t k = 0; k < kc; ++k)
         for (int64_t j = 0; j < NR; ++j)
           edge[k * NR + j] = edge0 + j < p.cols ? p.b[(k0 + k) * p.b_sk + edge0 + j] : 0.0f;
     // Panels in blocks of at most ~256 KB of packed B, so a block stays in L2 while every row
     // strip passes over it (a B as large as L2, as in the 1x1-conv layout, would thrash).
-    const int64_t block_cols = imin(p.cols, (65536 / (kc > 0 ? kc : 1) / NR + 1) * NR);
+    // (one row: the panels are streamed once, so they are not blocked either)
+    const int64_t block_cols =
+        kcb > KC ? p.cols : imin(p.cols, (65536 / (kc > 0 ? kc : 1) / NR + 1) * NR);
     for (int64_t jb = 0; jb < p.cols; jb += block_cols) {
       const int64_t jend = imin(p.cols, jb + block_cols);
       for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
@@ -57,6 +74,22 @@ void dense_driver(const ep::DenseF32Args& p) {
           for (int r = 0; r < R; ++r)
             for (int j = 0; j < NR; ++j) init[r * NR + j] = p.bias ? p.bias[r0 + r] : 0.0f;
         for (int64_t j0 = jb; j0 < jend; j0 += NR) {
+          if constexpr (row_panels<K>(0) > 1) {
+            // One row (a GEMV): several panels per call, the last partial one included, for
+            // more independent sums.
+            const int64_t whole = imin(row_panels<K>(0), (jend - j0) / NR);
+            const int64_t rest = jend - j0 - whole * NR;
+            const int tail = rest > 0 && rest < NR ? int(rest) : 0;
+            if (R == 1 && !inplace && !p.bias_per_row && whole + (tail > 0) >= 2) {
+              static const float zeros[(row_panels<K>(0) + 1) * NR] = {};
+              float* y = p.y + r0 * p.ldy + j0;
+              const float* src = !first ? y : p.bias ? p.bias + j0 : zeros;
+              K::row_panels(int(whole), tail, a, p.bp + (j0 / NR) * NR * p.depth + k0 * NR,
+                            NR * p.depth, kc, src, y, last, lo, hi);
+              j0 += (whole + (tail > 0) - 1) * NR;
+              continue;
+            }
+          }
           const int w = int(imin(NR, p.cols - j0));
           const float* bp = inplace ? (w == NR ? p.b + k0 * p.b_sk + j0 : edge)
                                     : p.bp + (j0 / NR) * NR * p.depth + k0 * NR;

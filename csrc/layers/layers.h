@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "layers/huge_pages.h"
 
 namespace ep {
 
@@ -48,7 +49,8 @@ class DenseLinear {
   // forward with rows of x `ldx` floats apart (>= K)
   void forward_rows(const float* x, int64_t ldx, int64_t n, float* y, int threads) const;
   int64_t m_, k_;
-  std::vector<float> w_, bias_, packed_;
+  std::vector<float> w_, bias_;
+  std::vector<float, HugePageAllocator<float>> packed_;  // read whole by a GEMV: huge pages
   bool has_bias_;
   float lo_, hi_;
   KernelEntry<dense_f32_fn> kern_;

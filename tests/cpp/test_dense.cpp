@@ -180,3 +180,26 @@ TEST(DenseLinear, ThreadsAndLayoutsAgree) {
     }
   }
 }
+
+// A row alone (a GEMV: whole panels side by side, depth not cut into blocks) gives the bits it
+// gets inside a batch (8-row tiles, depth blocks), for every panel tail, with and without bias.
+TEST(DenseLinear, OneRowHasTheBitsOfABatch) {
+  std::mt19937 rng(11);
+  for (const int64_t m : {int64_t(1000), int64_t(48), int64_t(40), int64_t(130), int64_t(16)})
+    for (const int64_t k : {int64_t(70), int64_t(300), int64_t(1280)}) {
+      auto w = random_floats(rng, m * k), bias = random_floats(rng, m);
+      const int64_t n = 9;  // an 8-row tile and a row on its own
+      auto x = random_floats(rng, n * k);
+      for (Isa isa : ep::test::runnable_isas())
+        for (const bool with_bias : {true, false}) {
+          DenseLinear l(w.data(), m, k, with_bias ? bias.data() : nullptr, Act::relu6, isa);
+          std::vector<float> batch(n * m), one(m);
+          l.forward(x.data(), n, batch.data(), 1);
+          for (int64_t i = 0; i < n; ++i) {
+            l.forward(x.data() + i * k, 1, one.data(), 1);
+            ASSERT_TRUE(std::equal(one.begin(), one.end(), batch.begin() + i * m))
+                << isa_name(isa) << " m=" << m << " k=" << k << " row " << i;
+          }
+        }
+    }
+}

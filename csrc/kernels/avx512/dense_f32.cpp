@@ -73,6 +73,40 @@ inline void micro_masked(int w, const float* a, int64_t lda, const float* bp, in
     tile<R, 2, true>(a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi, tail);
 }
 
+// One row over P whole panels side by side (ps floats apart) and, with T, a last partial panel of
+// `tail` columns after them (its packed columns are zero padded; init and out are read and written
+// under masks): 2P (+2) independent sums where one panel at a time has 2, whose FMA latency
+// bounded a GEMV (an FC layer at batch 1) below numpy's. Each output's sum is the same FMAs in
+// the same order as in tile, so the bits are the same.
+template <int P, bool T>
+void row_panels(const float* a, const float* bp, int64_t ps, int64_t kc, const float* init,
+                float* out, int tail, bool last, __m512 lo, __m512 hi) {
+  constexpr int Q = P + (T ? 1 : 0);
+  __mmask16 m[Q][2];
+  for (int q = 0; q < Q; ++q)
+    for (int v = 0; v < 2; ++v) {
+      const int cols = T && q == P ? tail - 16 * v : 16;
+      m[q][v] = cols >= 16 ? __mmask16(0xFFFF) : cols <= 0 ? 0 : __mmask16((1u << cols) - 1);
+    }
+  __m512 c[Q][2];
+#pragma GCC unroll 5
+  for (int q = 0; q < Q; ++q)
+    for (int v = 0; v < 2; ++v) c[q][v] = _mm512_maskz_loadu_ps(m[q][v], init + q * NR + 16 * v);
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 av = _mm512_set1_ps(a[k]);
+#pragma GCC unroll 5
+    for (int q = 0; q < Q; ++q)
+      for (int v = 0; v < 2; ++v)
+        c[q][v] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bp + q * ps + k * NR + 16 * v), c[q][v]);
+  }
+#pragma GCC unroll 5
+  for (int q = 0; q < Q; ++q)
+    for (int v = 0; v < 2; ++v) {
+      if (last) c[q][v] = _mm512_min_ps(_mm512_max_ps(c[q][v], lo), hi);
+      _mm512_mask_storeu_ps(out + q * NR + 16 * v, m[q][v], c[q][v]);
+    }
+}
+
 using MaskedFn = void (*)(int, const float*, int64_t, const float*, int64_t, int64_t, const float*,
                           int64_t, float*, int64_t, bool, __m512, __m512);
 constexpr MaskedFn kMasked[MR + 1] = {nullptr,         micro_masked<1>, micro_masked<2>,
@@ -96,6 +130,19 @@ struct K {
                     const float* init, int64_t ldi, float* out, int64_t ldo, bool last, V lo,
                     V hi) {
     kMicro[R](a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi);
+  }
+  static constexpr int kRowPanels = 4;
+  static void row_panels(int np, int tail, const float* a, const float* bp, int64_t ps, int64_t kc,
+                         const float* init, float* out, bool last, V lo, V hi) {
+    using Fn = void (*)(const float*, const float*, int64_t, int64_t, const float*, float*, int,
+                        bool, __m512, __m512);
+    static constexpr Fn whole[] = {nullptr, avx512::row_panels<1, false>,
+                                   avx512::row_panels<2, false>, avx512::row_panels<3, false>,
+                                   avx512::row_panels<4, false>};
+    static constexpr Fn with_tail[] = {avx512::row_panels<0, true>, avx512::row_panels<1, true>,
+                                       avx512::row_panels<2, true>, avx512::row_panels<3, true>,
+                                       avx512::row_panels<4, true>};
+    (tail ? with_tail : whole)[np](a, bp, ps, kc, init, out, tail, last, lo, hi);
   }
   static constexpr bool kHasMasked = true;
   static void micro_masked(int R, int w, const float* a, int64_t lda, const float* bp, int64_t ldb,
