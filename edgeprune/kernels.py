@@ -116,9 +116,9 @@ class _Layer:
         return self.threads if threads is None else threads
 
     def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
-        # _n inlined: at batch 1 a layer call is a few hundred nanoseconds, and a method call is
-        # a tenth of that
-        return self._impl(x, self.threads if threads is None else threads)
+        # _core._call, not the pybind11 method, and _n inlined: at batch 1 a layer call is a few
+        # hundred nanoseconds, and pybind11's dispatch alone was half of them
+        return _core._call(self._impl, x, self.threads if threads is None else threads, False)
 
 
 class Linear(_Layer):
@@ -138,7 +138,7 @@ class Linear(_Layer):
     # (callers and docs use them), and each __repr__ shows that layer's own settings
     def forward_kn(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major ``X[K, N] -> Y[M, N]`` (the 1x1-convolution layout)."""
-        return self._impl.forward_kn(x_kn, self._n(threads))
+        return _core._call(self._impl, x_kn, self._n(threads), True)
 
     def __repr__(self) -> str:
         return (
@@ -195,7 +195,7 @@ class SparseLinear(_Layer):
     # (callers and docs use them), and each __repr__ shows that layer's own settings
     def spmm(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major ``X[K, N] -> Y[M, N]``."""
-        return self._impl.spmm(x_kn, self._n(threads))
+        return _core._call(self._impl, x_kn, self._n(threads), True)
 
     def __repr__(self) -> str:
         return (
@@ -275,7 +275,7 @@ class QLinear(_Layer):
 
     def gemm_kn(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major int8 ``X[K, N] -> Y[M, N]``."""
-        return self._impl.gemm_kn(x_kn, self._n(threads))
+        return _core._call(self._impl, x_kn, self._n(threads), True)
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """float -> int8 with this layer's input scale and zero point (round half to even)."""

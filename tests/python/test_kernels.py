@@ -152,6 +152,10 @@ def test_validation_errors_name_the_argument(layer):
         kn(good)
     with pytest.raises(ValueError, match=r"threads must be in 1..256 \(got 0\)"):
         lin(good, threads=0)
+    with pytest.raises(ValueError, match=r"threads must be in 1..256 \(got 100000000000\)"):
+        lin(good, threads=10**11)
+    with pytest.raises(TypeError, match=r"x must be a numpy array \(got list\)"):
+        lin(good.tolist())
     with pytest.raises(ValueError, match="weight must be 2-D"):
         make(np.ones(4, np.float32))
     with pytest.raises(ValueError, match="weight must be a floating-point array"):
