@@ -112,12 +112,10 @@ class _Layer:
     out_features = property(lambda self: self._impl.out_features)
     isa = property(lambda self: self._impl.isa, doc="the path this layer runs")
 
-    def _n(self, threads: int | None) -> int:
-        return self.threads if threads is None else threads
-
     def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
-        # _core._call, not the pybind11 method, and _n inlined: at batch 1 a layer call is a few
-        # hundred nanoseconds, and pybind11's dispatch alone was half of them
+        # _core._call, not the pybind11 method, and the threads default inline (here and in the
+        # channel-major calls): at batch 1 a layer call is a few hundred nanoseconds, and
+        # pybind11's dispatch alone was half of them
         return _core._call(self._impl, x, self.threads if threads is None else threads, False)
 
 
@@ -138,7 +136,7 @@ class Linear(_Layer):
     # (callers and docs use them), and each __repr__ shows that layer's own settings
     def forward_kn(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major ``X[K, N] -> Y[M, N]`` (the 1x1-convolution layout)."""
-        return _core._call(self._impl, x_kn, self._n(threads), True)
+        return _core._call(self._impl, x_kn, self.threads if threads is None else threads, True)
 
     def __repr__(self) -> str:
         return (
@@ -195,7 +193,7 @@ class SparseLinear(_Layer):
     # (callers and docs use them), and each __repr__ shows that layer's own settings
     def spmm(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major ``X[K, N] -> Y[M, N]``."""
-        return _core._call(self._impl, x_kn, self._n(threads), True)
+        return _core._call(self._impl, x_kn, self.threads if threads is None else threads, True)
 
     def __repr__(self) -> str:
         return (
@@ -275,7 +273,7 @@ class QLinear(_Layer):
 
     def gemm_kn(self, x_kn: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Channel-major int8 ``X[K, N] -> Y[M, N]``."""
-        return _core._call(self._impl, x_kn, self._n(threads), True)
+        return _core._call(self._impl, x_kn, self.threads if threads is None else threads, True)
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """float -> int8 with this layer's input scale and zero point (round half to even)."""
