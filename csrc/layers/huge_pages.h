@@ -2,8 +2,8 @@
 // boundary and are marked MADV_HUGEPAGE before anything touches them, so the kernel backs them
 // with huge pages where transparent huge pages are in "madvise" mode (the common default). A
 // layer whose weights are read once per call (a GEMV: an FC layer at batch 1, 4-6 MB of fp32)
-// streams them with a fraction of the page walks: numpy does the same for its large arrays, and
-// without it our GEMV read 1000x1280 weights 15 % slower than numpy's on the same machine.
+// streams them with a fraction of the page walks. numpy asks the same for its large arrays, and
+// without it our GEMV trailed numpy's on the large FC layers (docs/kernels.md).
 // Smaller blocks, and systems without madvise, get plain aligned memory.
 //
 // Consumes: element counts. Produces: memory for std::vector<T, HugePageAllocator<T>>.

@@ -5,8 +5,8 @@
 // of its own and meets the signed weights, packed in 32-column panels of k-quads. This replaced
 // the opposite roles (weights flipped on load, activations broadcast by vpdpbusd itself, the
 // offset taken from per-row sums): the row sums and the weight flips cost more than the separate
-// broadcasts and the strip copy on every shape measured (16-channel layers at K = 16: 39 -> 33 us,
-// 3072 x 768 x 128: 684 -> 558 us). Built with AVX-512 (+VNNI) flags for this file only.
+// broadcasts and the strip copy on every shape measured (docs/kernels.md, "int8 GEMM with the
+// activations unsigned"). Built with AVX-512 (+VNNI) flags for this file only.
 //
 // Consumes: GemmS8Args (a, bp with tile 32 / k-group 4, bias, colsum, scale). Produces: y int8.
 #include <immintrin.h>
