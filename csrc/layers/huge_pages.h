@@ -29,7 +29,9 @@ struct HugePageAllocator {
   T* allocate(size_t n) {
     const size_t bytes = n * sizeof(T);
     const size_t align = bytes >= kHuge ? kHuge : 64;
-    void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
+    // a whole number of alignments, one at least (aligned_alloc may return null for 0 bytes)
+    void* p =
+        std::aligned_alloc(align, bytes > align ? (bytes + align - 1) / align * align : align);
     if (!p) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (align == kHuge) madvise(p, (bytes + kHuge - 1) / kHuge * kHuge, MADV_HUGEPAGE);  // a hint
