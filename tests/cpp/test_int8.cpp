@@ -20,12 +20,12 @@ namespace {
 enum class Fill { random, extremes, large_scales };
 
 void check(Isa isa, int64_t rows, int64_t cols, int64_t depth, Fill fill, float lo, float hi,
-           int32_t zp_out, std::mt19937& rng, int64_t lda_pad = 5) {
+           int32_t zp_out, std::mt19937& rng, int64_t lda_pad = 5, int64_t ldy_pad = 3) {
   std::uniform_int_distribution<int> a8(-128, 127), w8(-127, 127), ends(0, 1);
   std::uniform_int_distribution<int32_t> b32(-100000, 100000);
   std::uniform_real_distribution<float> sc(1e-5f, 3e-3f);
   std::uniform_real_distribution<float> log_large(std::log(0.5f), std::log(1e6f));
-  const int64_t lda = depth + lda_pad, ldy = cols + 3;
+  const int64_t lda = depth + lda_pad, ldy = cols + ldy_pad;
   // the kernels' contract: the clamp keeps results inside int8
   ASSERT_TRUE(lo + float(zp_out) >= -128.f && hi + float(zp_out) <= 127.f) << "test bounds";
   std::vector<int8_t> a(rows * lda), w(cols * depth);
@@ -90,15 +90,17 @@ TEST(GemmS8, EveryPathBitExact) {
 
 // K a multiple of 4 with output channels filling at most half a 32-column panel, one and a half
 // panels, and rows off the 8-row tile; rows lda apart, and rows packed (lda = K: the AVX-512 path
-// flips a strip of them in one flat pass).
+// flips a strip of them in one flat pass); outputs ldy apart, and packed (16 or 32 channels at
+// ldy = M: the AVX-512 path stores four or two rows at once).
 TEST(GemmS8, InPlaceActivationsAndHalfPanels) {
   std::mt19937 rng(22);
-  const int64_t shapes[][3] = {{17, 16, 64}, {9, 13, 8},  {8, 48, 4},   {3, 40, 1024},
-                               {25, 16, 32}, {70, 1, 12}, {1, 33, 2048}};
+  const int64_t shapes[][3] = {{17, 16, 64}, {9, 13, 8},  {8, 48, 4},    {3, 40, 1024},
+                               {25, 16, 32}, {70, 1, 12}, {1, 33, 2048}, {23, 32, 16},
+                               {7, 32, 8},   {6, 16, 20}};
   for (Isa isa : ep::test::runnable_isas())
     for (const auto& s : shapes)
       for (int64_t pad : {5, 0})
-        check(isa, s[0], s[1], s[2], Fill::random, -132.f, 123.f, 4, rng, pad);
+        check(isa, s[0], s[1], s[2], Fill::random, -132.f, 123.f, 4, rng, pad, pad ? 3 : 0);
 }
 
 TEST(QLinear, QuantizesPerChannelAndTracksFloat) {

@@ -95,6 +95,10 @@ void tile(const uint8_t* xs, int64_t kq, const int8_t* bp, int64_t quads, const 
     for (int r = 0; r < R; r += 2) {
       const int r1 = r + 1 < R ? r + 1 : r;
       const __m512i b = s8x4(v[r][0], v[r][H - 1], v[r1][0], v[r1][H - 1], o.zp16, o.lo8, o.hi8);
+      if (r + 1 < R && w == 32 && o.ldy == 32) {  // two whole rows, contiguous: one store
+        _mm512_storeu_si512(y + r * 32, b);
+        continue;
+      }
       _mm256_mask_storeu_epi8(y + r * o.ldy, m, _mm512_castsi512_si256(b));
       if (r + 1 < R) _mm256_mask_storeu_epi8(y + r1 * o.ldy, m, _mm512_extracti64x4_epi64(b, 1));
     }
@@ -103,6 +107,10 @@ void tile(const uint8_t* xs, int64_t kq, const int8_t* bp, int64_t quads, const 
     for (int r = 0; r < R; r += 4) {
       const int r1 = r + 1 < R ? r + 1 : r, r2 = r + 2 < R ? r + 2 : r, r3 = r + 3 < R ? r + 3 : r;
       const __m512i b = s8x4(v[r][0], v[r1][0], v[r2][0], v[r3][0], o.zp16, o.lo8, o.hi8);
+      if (r + 3 < R && w == 16 && o.ldy == 16) {  // four whole rows, contiguous: one store
+        _mm512_storeu_si512(y + r * 16, b);
+        continue;
+      }
       _mm_mask_storeu_epi8(y + r * o.ldy, m0, _mm512_castsi512_si128(b));
       if (r + 1 < R) _mm_mask_storeu_epi8(y + r1 * o.ldy, m0, _mm512_extracti32x4_epi32(b, 1));
       if (r + 2 < R) _mm_mask_storeu_epi8(y + r2 * o.ldy, m0, _mm512_extracti32x4_epi32(b, 2));
