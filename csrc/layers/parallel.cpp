@@ -178,7 +178,7 @@ ParallelHold::~ParallelHold() {
   if (on_) g_holds.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void parallel_for(int threads, int64_t tasks, const std::function<void(int64_t)>& fn) {
+void parallel_run(int threads, int64_t tasks, const std::function<void(int64_t)>& fn) {
   if (tasks <= 0) return;
   if (threads <= 1 || tasks == 1) {
     for (int64_t i = 0; i < tasks; ++i) fn(i);

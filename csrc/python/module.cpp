@@ -226,12 +226,21 @@ PyObject* layer_call(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     const int threads = int(t);
     const bool kn = args[3] == Py_True;
     const py::handle layer(args[0]);
+    // the three classes' type objects, looked up once: a type comparison per call where
+    // py::isinstance searches pybind11's registry (tens of ns each)
+    static PyTypeObject* const q =
+        reinterpret_cast<PyTypeObject*>(py::type::of<ep::QLinear>().ptr());
+    static PyTypeObject* const sp =
+        reinterpret_cast<PyTypeObject*>(py::type::of<ep::SparseLinear>().ptr());
+    static PyTypeObject* const dense =
+        reinterpret_cast<PyTypeObject*>(py::type::of<ep::DenseLinear>().ptr());
+    PyTypeObject* const type = Py_TYPE(layer.ptr());
     py::object y;
-    if (py::isinstance<ep::QLinear>(layer))
+    if (type == q)
       y = call_fast<int8_t>(layer.cast<const ep::QLinear&>(), args[1], threads, kn);
-    else if (py::isinstance<ep::SparseLinear>(layer))
+    else if (type == sp)
       y = call_fast<float>(layer.cast<const ep::SparseLinear&>(), args[1], threads, kn);
-    else if (py::isinstance<ep::DenseLinear>(layer))
+    else if (type == dense)
       y = call_fast<float>(layer.cast<const ep::DenseLinear&>(), args[1], threads, kn);
     else
       throw py::type_error("_call: layer must be a _core Linear, SparseLinear or QLinear");
