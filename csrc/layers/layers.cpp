@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <limits>
 #include <new>
@@ -512,10 +513,23 @@ void QLinear::run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n
       const int64_t cols = std::min(kQuadStrip, end - c0);
       // a partial strip (and a single column) packed compact: no zero columns to fill
       const bool narrow = cols < kQuadStrip;
-      (narrow ? pack_quads_s8_narrow : pack_quads_s8)(transposed ? x + c0 * ld : x + c0, k_, cols,
-                                                      ld, transposed, xq);
+      const int8_t* src = transposed ? x + c0 * ld : x + c0;
+      const int8_t* quads = xq;
+      if (cols == 1 && (transposed || ld == 1)) {
+        // one contiguous column is its own quads (a batch-1 call): read in place when K is whole
+        // quads, else copied with the last quad's padding zeroed (the general packing of a
+        // single column cost half of such a call)
+        if (k_ % 4 == 0) {
+          quads = src;
+        } else {
+          std::memcpy(xq, src, size_t(k_));
+          std::memset(xq + k_, 0, size_t(4 - k_ % 4));
+        }
+      } else {
+        (narrow ? pack_quads_s8_narrow : pack_quads_s8)(src, k_, cols, ld, transposed, xq);
+      }
       SpmmS8Args p;
-      p.xq = xq;
+      p.xq = quads;
       p.ldx = narrow ? cols : kQuadStrip;
       p.y = y + c0;
       p.ldy = ldy;
