@@ -136,13 +136,16 @@ SpmmTilePlan plan_spmm_tiles(const PackedSparseF32& p, int lanes, int64_t l1_byt
 SpmmTilePlan plan_spmm_tiles_like(const PackedSparseF32& p, const SpmmTilePlan& like);
 // Whether a SIMD b1 kernel with vectors of `lanes` floats runs an [K, n] input from `plan` (else
 // it walks the stream): the plan fits (made for this m, k and lanes: strips of 3 or 4 vectors),
-// there is at least one vector of columns, and the plan pays: at least 3 stream entries per
-// input channel (its copy of X) and 5 per row and tile (each row's start and end in every tile).
+// there is a column, and the plan pays: at least 3 stream entries per input channel (its copy of
+// X) and 5 per row and tile (each row's start and end in every tile). Fewer columns than a
+// vector reach it only as a thread's last columns of a wider call (layers plan from a vector
+// up): they run as the zero-padded vector that ends that call on one thread, so threads keep the
+// bits.
 // The measurements behind the thresholds: docs/kernels.md, "When the plan pays".
 inline bool spmm_plan_applies(const SpmmTilePlan* plan, int64_t m, int64_t k, int64_t n,
                               int64_t entries, int64_t lanes) {
   return plan && plan->tiles >= 1 && (plan->strip == 3 * lanes || plan->strip == 4 * lanes) &&
-         plan->k == k && plan->m == m && n >= lanes && entries >= 3 * k &&
+         plan->k == k && plan->m == m && n >= 1 && entries >= 3 * k &&
          entries >= 5 * m * plan->tiles;
 }
 

@@ -213,6 +213,45 @@ const Off* spmm_offsets(const ep::SpmmF32Args& p, int block) {
   return buf;
 }
 
+// Columns [n0, n), fewer than a vector, of a call at least a vector wide (a 14x14 layer's 196 =
+// 12 * 16 + 4 columns, a 7x7 one's 49 = 3 * 16 + 1): one vector pass over a zero-padded copy of
+// them into a [M, W] block (slot 1 of the thread scratch: no caller of this file holds it), then
+// their columns copied out. The scalar per-column walk it replaces (spmm_tail) cost as much as the
+// twelve vectors before it at N = 196 (docs/kernels.md). The offsets, where the ISA reads a table,
+// are those of the padded copy (channel * W), built as spmm_offsets does. Calls that reach it:
+// those no plan serves, and a thread's last columns when threads split a planned call's columns.
+template <class O>
+void spmm_padded_tail(const ep::SpmmF32Args& p, int block, int64_t n0) {
+  constexpr int64_t W = O::W;
+  const int64_t w = p.n - n0;
+  int64_t total = 0;
+  for (int64_t b = 0; b < (p.m + block - 1) / block; ++b) total += p.nnz[b];
+  const size_t floats = size_t((p.k + p.m) * W);
+  float* xt = static_cast<float*>(
+      ep::thread_scratch(1, floats * sizeof(float) + size_t(total) * sizeof(int32_t)));
+  float* yt = xt + p.k * W;
+  for (int64_t c = 0; c < p.k; ++c)
+    for (int64_t j = 0; j < W; ++j) xt[c * W + j] = j < w ? p.x[c * p.ldx + n0 + j] : 0.0f;
+  ep::SpmmF32Args q = p;
+  q.x = xt, q.ldx = W, q.y = yt, q.ldy = W, q.n = W;
+  q.tiles = nullptr, q.chans = nullptr;
+  const int32_t* off = nullptr;
+  if (block == 4 || !spmm_walks<O>(0)) {
+    int32_t* o = reinterpret_cast<int32_t*>(yt + p.m * W);
+    int64_t chan = 0;
+    for (int64_t i = 0; i < total; ++i) {
+      chan += p.deltas[i];
+      o[i] = int32_t(chan * W);
+    }
+    off = o;
+  }
+  // one accumulator (b1): each column's sum is its bias, then the row's entries in order, as a
+  // tile pass sums a lane, so a column gives the same bits here as in a planned call's rest
+  block == 4 ? spmm_b4_pass<O, 1>(q, off, 0) : spmm_b1_pass<O, 1, 1>(q, off, 0);
+  for (int64_t r = 0; r < p.m; ++r)
+    for (int64_t j = 0; j < w; ++j) p.y[r * p.ldy + n0 + j] = yt[r * W + j];
+}
+
 template <class O, class Off>
 void spmm_b1_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
   // AVX-512 (WalkDeltas): twice the accumulator sets, 16 FMA chains (docs/kernels.md)
@@ -225,8 +264,8 @@ void spmm_b1_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
   for (; n0 + O::W <= p.n; n0 += O::W) spmm_b1_pass<O, 1, 8>(p, off, n0);
   if (spmm_chans_apply(p))
     spmm_b1_tail_chans<O>(p, n0);
-  else
-    spmm_tail(p, 1, n0);
+  else if (n0 < p.n)
+    spmm_padded_tail<O>(p, 1, n0);
 }
 
 template <class O, class Off>
@@ -238,7 +277,7 @@ void spmm_b4_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
   if (fit >= 2 * O::W)
     for (; n0 + 2 * O::W <= p.n; n0 += 2 * O::W) spmm_b4_pass<O, 2>(p, off, n0);
   for (; n0 + O::W <= p.n; n0 += O::W) spmm_b4_pass<O, 1>(p, off, n0);
-  spmm_tail(p, 4, n0);
+  if (n0 < p.n) spmm_padded_tail<O>(p, 4, n0);
 }
 
 // One stream entry of a tile pass at tile offset o (channel * the plan's strip): NV vectors of
@@ -350,14 +389,23 @@ int64_t spmm_tiles_scratch(const ep::SpmmTilePlan& plan, int64_t m) {
 // tile of them is copied just before its pass into `buf` (spmm_tiles_scratch floats: the tile
 // with rows of the plan's strip, the E vector's tile, then partial sums), so the copies stay in
 // L1 through their copy and their pass (a whole strip copied first goes through to L2).
+// With valid < W, only that many floats of the last vector (the E one, else vector NV - 1) lie
+// inside X: the copy takes those and zeros the rest, and y (rows p.ldy apart) receives the
+// results in place of p.y + n0, the caller copying the valid columns out (a whole-vector store
+// there would overwrite the next row's first columns).
 template <class O, int NV, int E = 0>
 void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& plan, int64_t b0,
-                            int64_t b1, int64_t n0, float* buf) {
+                            int64_t b1, int64_t n0, float* buf, int64_t valid = O::W,
+                            float* y = nullptr) {
   const int64_t tw = plan.strip;
   float* xe = buf + plan.kt * tw;
   float* part = xe + plan.kt * O::W;
   ep::SpmmF32Args q = p;
-  q.y = p.y + n0;
+  q.y = y ? y : p.y + n0;
+  const auto copy = [valid](float* dst, const float* src) {
+    if (valid >= O::W) return O::store(dst, O::load(src));
+    for (int64_t i = 0; i < O::W; ++i) dst[i] = i < valid ? src[i] : 0.0f;
+  };
   const int32_t* cnt = plan.counts.data() + b0 * plan.rows * plan.tiles;
   const uint16_t* off = plan.offsets.data() + plan.block_entries[b0];
   const float* v = plan.values.data() + plan.block_entries[b0];
@@ -368,8 +416,11 @@ void spmm_b1_strip_by_tiles(const ep::SpmmF32Args& p, const ep::SpmmTilePlan& pl
         const float* xc = p.x + c * p.ldx + n0;
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j)
-          O::store(buf + (c - c0) * tw + j * O::W, O::load(xc + j * O::W));
-        if (E) O::store(xe + (c - c0) * O::W, O::load(xc + NV * O::W));
+          if (E || j + 1 < NV)
+            O::store(buf + (c - c0) * tw + j * O::W, O::load(xc + j * O::W));
+          else
+            copy(buf + (c - c0) * tw + j * O::W, xc + j * O::W);
+        if (E) copy(xe + (c - c0) * O::W, xc + NV * O::W);
       }
       spmm_b1_tile_pass<O, NV, E>(q, buf, xe, plan.bias.data(), t == 0, t == plan.tiles - 1, m0,
                                   std::min(p.m, m0 + plan.rows), part, cnt, off, v);
@@ -474,31 +525,38 @@ bool spmm_b1_tiled(const ep::SpmmF32Args& p, int64_t entries) {
   }
   if (!p.rest) return true;
   // The columns after the last full strip, for every row: whole vectors from the plan (their
-  // copy stays as narrow as they are; cheaper than walking the stream for them), then what is
-  // left of a vector from the stream.
-  int64_t n0 = p.n / O::W * O::W;
-  if (vectors > 0) {
-    const int64_t floats = spmm_tiles_scratch<O>(*plan, p.m);
-    float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(floats) * sizeof(float)));
-    if (vectors == 3) spmm_b1_strip_by_tiles<O, 3>(p, *plan, 0, blocks, full * sw, buf);
-    if (vectors == 2) spmm_b1_strip_by_tiles<O, 2>(p, *plan, 0, blocks, full * sw, buf);
-    if (vectors == 1) spmm_b1_strip_by_tiles<O, 1>(p, *plan, 0, blocks, full * sw, buf);
+  // copy stays as narrow as they are; cheaper than walking the stream for them). A last partial
+  // vector joins them: its valid floats are copied into the tile with zeros after them, the
+  // results go to a block of their own (slot 1 of the thread scratch, which no caller of this
+  // file holds) and the valid columns are copied out. A pass of its own for that vector (or the
+  // scalar walk before it) cost as much as the whole vectors: 7x7 layers have 49 = 3 * 16 + 1
+  // columns, 14x14 ones 196 = 12 * 16 + 4. Each column's sum is the same either way (lanes are
+  // columns).
+  const int64_t c0 = p.n / O::W * O::W - vectors * O::W, cols = p.n - c0;  // (a joined one done)
+  const int64_t nv = (cols + O::W - 1) / O::W;  // vectors, the partial one included
+  if (nv == 0) return true;
+  const int64_t floats = spmm_tiles_scratch<O>(*plan, p.m);
+  float* buf = static_cast<float*>(ep::thread_scratch(2, size_t(floats) * sizeof(float)));
+  const int64_t valid = cols - (nv - 1) * O::W;  // floats of the last vector inside X
+  ep::SpmmF32Args r = p;
+  float* yp = nullptr;
+  if (valid < O::W) {
+    r.ldy = nv * O::W;
+    yp = static_cast<float*>(ep::thread_scratch(1, size_t(p.m * r.ldy) * sizeof(float)));
   }
-  if (n0 < p.n) {
-    const int64_t w = p.n - n0, tw = 4 * O::W;
-    float* tail = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * tw) * sizeof(float)));
-    for (int64_t c = 0; c < p.k; ++c)
-      __builtin_memcpy(tail + c * tw, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
-    q.x = tail;
-    q.ldx = tw;
-    q.y = p.y + n0;
-    q.n = w;
-    q.tiles = nullptr;
-    if (spmm_walks<O>(0))
-      spmm_b1_run<O>(q, static_cast<const int32_t*>(nullptr), tw);
-    else
-      spmm_b1_run<O>(q, spmm_offsets<int32_t>(q, 1), tw);
-  }
+  if (nv == 4 && three)  // a 3-vector plan: the 4th vector in a copy of its own
+    spmm_b1_strip_by_tiles<O, 3, 1>(r, *plan, 0, blocks, c0, buf, valid, yp);
+  else if (nv == 4)
+    spmm_b1_strip_by_tiles<O, 4>(r, *plan, 0, blocks, c0, buf, valid, yp);
+  else if (nv == 3)
+    spmm_b1_strip_by_tiles<O, 3>(r, *plan, 0, blocks, c0, buf, valid, yp);
+  else if (nv == 2)
+    spmm_b1_strip_by_tiles<O, 2>(r, *plan, 0, blocks, c0, buf, valid, yp);
+  else
+    spmm_b1_strip_by_tiles<O, 1>(r, *plan, 0, blocks, c0, buf, valid, yp);
+  if (yp)
+    for (int64_t m = 0; m < p.m; ++m)
+      for (int64_t j = 0; j < cols; ++j) p.y[m * p.ldy + c0 + j] = yp[m * r.ldy + j];
   return true;
 }
 

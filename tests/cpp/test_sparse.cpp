@@ -289,11 +289,10 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
     ASSERT_LT(planned, n);
     ASSERT_GT(planned % spmm_plan_strip(plan, n, lanes), 0)
         << "whole vectors after the last full strip";
-    for (int64_t r = 0; r < m; ++r) {
-      for (int64_t c = 0; c < planned; ++c) ASSERT_EQ(y[r * n + c], bias[r]) << isa_name(isa);
-      ASSERT_NE(y[r * n + planned], bias[r])
-          << "less than a vector of columns runs from the stream";
-    }
+    // every column comes from the plan, the last partial vector's too (its tile copy zero
+    // padded): with the plan's weights zeroed, each output is its bias
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < n; ++c) ASSERT_EQ(y[r * n + c], bias[r]) << isa_name(isa) << " " << c;
   }
 }
 
