@@ -7,8 +7,9 @@
 //
 // b1 (one output channel per stream entry): V vectors across N with U independent accumulator
 // sets over alternate nonzeros, so V*U FMA chains hide the FMA latency. b4 (4 output channels
-// sharing a pattern): each X vector loaded feeds 4 FMAs. Columns no vector pass covers run a scalar
-// loop. (no includes: this file is included inside a namespace)
+// sharing a pattern): each X vector loaded feeds 4 FMAs. Columns no whole vector covers run as one
+// zero-padded vector (spmm_padded_tail, or inside a plan's pass). (no includes: this file is
+// included inside a namespace)
 
 // Whether O asks b1 to walk the delta stream (O::WalkDeltas, measured per ISA) instead of
 // reading a per-call table of absolute offsets; ISAs that do not say keep the table.
@@ -121,45 +122,6 @@ void spmm_b4_pass(const ep::SpmmF32Args& p, const Off* off, int64_t n0) {
   }
 }
 
-// Columns [n0, n): scalar, same stream walk. Four partial sums over alternate entries: with one,
-// each entry waited on the previous one's multiply-add (a 1000x1280 layer at N = 1, an FC layer,
-// ran at under half numpy's dense GEMV at 90 % sparsity).
-inline void spmm_tail(const ep::SpmmF32Args& p, int block, int64_t n0) {
-  if (n0 >= p.n) return;
-  const float* v = p.values;
-  const int32_t* d = p.deltas;
-  int64_t chan = 0;
-  for (int64_t m = 0, b = 0; m < p.m; m += block, ++b) {
-    const int32_t count = p.nnz[b];
-    for (int r = 0; r < block && m + r < p.m; ++r)
-      for (int64_t n = n0; n < p.n; ++n) {
-        const float* x = p.x + n;
-        const float* w = v + block + r;
-        float a0 = v[r], a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        int64_t c = chan;
-        int32_t i = 0;
-        for (; i + 4 <= count; i += 4) {
-          const int64_t c0 = c + d[i], c1 = c0 + d[i + 1], c2 = c1 + d[i + 2];
-          c = c2 + d[i + 3];
-          a0 += w[i * block] * x[c0 * p.ldx];
-          a1 += w[(i + 1) * block] * x[c1 * p.ldx];
-          a2 += w[(i + 2) * block] * x[c2 * p.ldx];
-          a3 += w[(i + 3) * block] * x[c * p.ldx];
-        }
-        for (; i < count; ++i) {
-          c += d[i];
-          a0 += w[i * block] * x[c * p.ldx];
-        }
-        float acc = (a0 + a1) + (a2 + a3);
-        acc = acc < p.lo ? p.lo : acc;
-        p.y[(m + r) * p.ldy + n] = acc > p.hi ? p.hi : acc;
-      }
-    for (int32_t i = 0; i < count; ++i) chan += d[i];
-    v += block + int64_t(count) * block;
-    d += count;
-  }
-}
-
 // One output of a b1 row from absolute channels: ISAs with a gather provide O::dot (O::W entries
 // per instruction); the others take spmm_dot_scalar (spmm_f32_dot.h).
 template <class O>
@@ -213,13 +175,14 @@ const Off* spmm_offsets(const ep::SpmmF32Args& p, int block) {
   return buf;
 }
 
-// Columns [n0, n), fewer than a vector, of a call at least a vector wide (a 14x14 layer's 196 =
-// 12 * 16 + 4 columns, a 7x7 one's 49 = 3 * 16 + 1): one vector pass over a zero-padded copy of
-// them into a [M, W] block (slot 1 of the thread scratch: no caller of this file holds it), then
-// their columns copied out. The scalar per-column walk it replaces (spmm_tail) cost as much as the
+// Columns [n0, n), fewer than a vector (the end of a 14x14 layer's 196 = 12 * 16 + 4 columns, of
+// a 7x7 one's 49 = 3 * 16 + 1, or a thread's last columns): one vector pass over a zero-padded copy
+// of them into a [M, W] block (slot 1 of the thread scratch: no caller of this file holds it), then
+// their columns copied out. The scalar per-column walk it replaces cost as much as the
 // twelve vectors before it at N = 196 (docs/kernels.md). The offsets, where the ISA reads a table,
-// are those of the padded copy (channel * W), built as spmm_offsets does. Calls that reach it:
-// those no plan serves, and a thread's last columns when threads split a planned call's columns.
+// are those of the padded copy (channel * W), built as spmm_offsets does. Only calls no plan
+// serves reach it (a planned call's partial vector joins the plan's pass, spmm_b1_tiled); a
+// column there always falls in this tail, whichever thread computes it, so threads keep the bits.
 template <class O>
 void spmm_padded_tail(const ep::SpmmF32Args& p, int block, int64_t n0) {
   constexpr int64_t W = O::W;
@@ -245,9 +208,7 @@ void spmm_padded_tail(const ep::SpmmF32Args& p, int block, int64_t n0) {
     }
     off = o;
   }
-  // one accumulator (b1): each column's sum is its bias, then the row's entries in order, as a
-  // tile pass sums a lane, so a column gives the same bits here as in a planned call's rest
-  block == 4 ? spmm_b4_pass<O, 1>(q, off, 0) : spmm_b1_pass<O, 1, 1>(q, off, 0);
+  block == 4 ? spmm_b4_pass<O, 1>(q, off, 0) : spmm_b1_pass<O, 1, 8>(q, off, 0);
   for (int64_t r = 0; r < p.m; ++r)
     for (int64_t j = 0; j < w; ++j) p.y[r * p.ldy + n0 + j] = yt[r * W + j];
 }
