@@ -339,7 +339,7 @@ def _file_props(f, source, model, target, target_name, input_spec) -> dict:
     if align is not None:
         props["edgeprune_channel_alignment"] = align
     if f.precision == "int8":
-        from .onnx import file_activation_dtype
+        from .onnx import file_activation_dtype, file_weight_dtype
 
         props["edgeprune_quant"] = {
             "method": source.config.method,
@@ -347,6 +347,8 @@ def _file_props(f, source, model, target, target_name, input_spec) -> dict:
             # ONNX files without a target carry uint8 activations (what ONNX Runtime fuses on x86);
             # TFLite's full-integer files are int8 throughout
             "activation_dtype": file_activation_dtype(source) if f.family == "onnx" else "int8",
+            # and, without a target, uint8 weights at zero point 128 (exact in ONNX Runtime without VNNI)
+            "weight_dtype": file_weight_dtype(source) if f.family == "onnx" else "int8",
             "symmetric_activations": source.config.symmetric_activations,
             "placement": source.config.placement,
         }

@@ -11,7 +11,8 @@ exporter is tried; both results must pass the full checker.
 
 int8: we do not let a tool recalibrate. The BN-folded fp32 graph is exported, then every scale
 of the QuantizedModel is written unchanged: weights become int8 initializers (symmetric per
-output channel) behind DequantizeLinear(axis), biases int32 at s_in*s_w behind
+output channel; uint8 at zero point 128 in a file without a target, ``file_weight_dtype``)
+behind DequantizeLinear(axis), biases int32 at s_in*s_w behind
 DequantizeLinear, and each activation quant point gets a QuantizeLinear/DequantizeLinear pair
 (the QDQ format that ONNX Runtime fuses into QLinearConv/QGemm and TensorRT reads as explicit
 quantization). Conv/Gemm/MatMul nodes are matched to layers by weight name, else by weight
@@ -196,6 +197,48 @@ def file_activation_dtype(qmodel) -> str:
     if cfg.target is None and cfg.activation_dtype == "int8" and not cfg.symmetric_activations:
         return "uint8"
     return cfg.activation_dtype
+
+
+def file_weight_dtype(qmodel) -> str:
+    """The type of the int8 weights in the ONNX file for ``qmodel``: ``"uint8"`` (the int8 values
+    plus 128, zero point 128: the same real weights) for a file without a target, else ``"int8"``.
+
+    Why: ONNX Runtime on x86 without VNNI (AVX2, AVX-512 before Cascade Lake, every AMD core
+    before Zen 4) multiplies uint8 activations by int8 weights with ``vpmaddubsw``, which adds two
+    products in saturating int16: 255 * 127 * 2 does not fit, so full-range weights give results
+    far from the model's (0.2 absolute on a small MLP's logits, measured). uint8 x uint8 runs
+    there as int16 products summed in int32, exact everywhere. A file for any host takes that form;
+    an x86 target says which it wants (VNNI: int8 weights, exact and faster; AVX2: 7-bit weights,
+    ``reduce_range``, which cannot saturate), and ARM files keep int8 (no saturating path there).
+    """
+    cfg = qmodel.config
+    if file_activation_dtype(qmodel) == "uint8" and cfg.target is None and not cfg.reduce_range:
+        return "uint8"
+    return "int8"
+
+
+def weights_as_uint8(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with the int8 weights of its Conv / Gemm / MatMul layers (DequantizeLinear of an
+    int8 initializer at zero point 0, read as a layer's weight input) written as uint8 at zero point
+    128: the same real weights (``file_weight_dtype``). Embedding tables (a Gather's) and other
+    int8 constants stay int8."""
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    weight_inputs = {n.input[1] for n in g.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1}
+    done: set[str] = set()
+    for n in g.node:
+        if n.op_type != "DequantizeLinear" or n.output[0] not in weight_inputs or len(n.input) < 3:
+            continue
+        values, zero = inits.get(n.input[0]), inits.get(n.input[2])
+        if values is None or zero is None or n.input[0] in done:
+            continue
+        q, z = numpy_helper.to_array(values), numpy_helper.to_array(zero)
+        if q.dtype != np.int8 or z.dtype != np.int8 or np.any(z != 0):
+            continue
+        values.CopyFrom(numpy_helper.from_array((q.astype(np.int16) + 128).astype(np.uint8), values.name))
+        zero.CopyFrom(numpy_helper.from_array(np.full(z.shape, 128, np.uint8), zero.name))
+        done.add(n.input[0])
+    return proto
 
 
 def _initializers(graph) -> dict[str, np.ndarray]:

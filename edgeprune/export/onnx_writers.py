@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import onnx
 
-from .onnx import DEFAULT_OPSET, quantize_onnx, to_fp16, torch_to_onnx
+from .onnx import DEFAULT_OPSET, file_weight_dtype, quantize_onnx, to_fp16, torch_to_onnx, weights_as_uint8
 from .onnx_align import align_channels
 from .onnx_hardswish import split_hardswish
 
@@ -58,6 +58,8 @@ def write_int8(source, example_inputs, options):
         proto = align_channels(proto)
     if source.gated_hardswish_nodes():  # the twin's HardSwish arithmetic, as int8 kernels ORT has
         proto = split_hardswish(proto)
+    if file_weight_dtype(source) == "uint8":  # last: the padding above adds int8 zero channels
+        proto = weights_as_uint8(proto)
     return proto
 
 

@@ -101,8 +101,11 @@ def test_padding_is_exact_and_every_conv_runs_int8(tmp_path):
         n for n in proto.graph.node if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
     )
     assert next(a.i for a in dw.attribute if a.name == "group") == 80
-    wq = inits[producer[dw.input[1]].input[0]]
-    assert wq.shape == (80, 1, 3, 3) and not wq[72:].any() and wq[:72].any()
+    dq = producer[dw.input[1]]
+    wq, wz = inits[dq.input[0]], inits[dq.input[2]]
+    # the padded filters hold the zero point (uint8 weights at 128): they dequantize to 0
+    assert wq.shape == (80, 1, 3, 3) and wz.shape == (80,) and np.all(wz == 128)
+    assert np.all(wq[72:] == 128) and np.any(wq[:72] != 128)
     # bit-identical outputs to the unpadded file, on the calibration images and on outliers
     a, b = _session(path), _session(_unaligned(qm, calib))
     name = a.get_inputs()[0].name

@@ -124,7 +124,7 @@ def test_attention_matmuls_run_int8_in_every_file(style, tmp_path):
     # TFLite rounds each requantization twice (a doubling high multiply, then a shift): a product
     # within a hair of a half step can land one step away from the twin's single rounding
     assert float(np.abs(lite - twin).max()) < step
-    for isa in ("reference", "avx2", "avx512"):
+    for isa in [i for i in ("reference", "avx2", "avx512", "neon", "neon-dotprod") if i in ep.kernels.supported_isas()]:
         ours = ep.runtime.load(data, isa=isa)(x.numpy())[0]
         assert float(np.abs(ours - lite).max()) < step, isa
 
