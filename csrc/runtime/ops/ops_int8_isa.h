@@ -120,6 +120,29 @@ struct QSpmvGroupArgs {
   int8_t* y = nullptr;
 };
 
+// y[r, j] = clamp(zp_out + mbqm(sum_k x[r, k] * W[j, k] + bias[j], mult[j], shift[j])) for rows
+// r < n (stride ldx) and channels j < m, x int8 as it stands (the input zero point is in bias), W
+// packed by pack_gemm_s8 with tile 16 and k-group 2. bias / mult / shift are padded to a multiple
+// of 16 channels.
+struct QGemmAvx2Args {
+  const int8_t* x = nullptr;
+  int64_t ldx = 0, n = 0, k = 0, m = 0;
+  const int8_t* wp = nullptr;
+  const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  int32_t zp_out = 0, lo = -128, hi = 127;
+  int8_t* y = nullptr;
+  int64_t ldy = 0;
+};
+
+#if defined(EP_HAVE_AVX2)
+namespace avx2 {
+void qgemm_rows(const QGemmAvx2Args& a);
+// QDwRowArgs's rows 8 channels at a time (fr and vnni unused; bias, mult and shift read up to
+// channel C rounded down to 8, the last C % 8 channels taking the portable steps)
+void qdw_rows(const QDwRowArgs& a);
+}  // namespace avx2
+#endif
+
 #if defined(EP_HAVE_AVX512)
 namespace avx512 {
 void qspmm_vnni(const QSpmmVnniArgs& a);
