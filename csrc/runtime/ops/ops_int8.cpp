@@ -1027,11 +1027,13 @@ class QBinary : public Op {
  public:
   QBinary(const QCtx& c, const OpOptions& o, bool mul)
       : mul_(mul), bc_(c, c.act(c.in(0)), c.act(c.in(1)), c.act(c.out())) {
-    vec_ = o.isa == Isa::avx512 && c.in(0).shape == c.out().shape && c.in(1).shape == c.out().shape;
+    vec_ = (o.isa == Isa::avx512 || o.isa == Isa::avx2) && c.in(0).shape == c.out().shape &&
+           c.in(1).shape == c.out().shape;
+    avx2_ = o.isa == Isa::avx2;
     // One operand the output's shape and the other its trailing dimensions (a squeeze-excite
     // scale [1, 1, 1, C], a bias [C], a scalar): the small one repeats every `period_` values,
     // so the AVX-512 loops run row by row against it.
-    if (o.isa == Isa::avx512 && !vec_) {
+    if ((o.isa == Isa::avx512 || o.isa == Isa::avx2) && !vec_) {
       const auto repeats = [&](const Tensor& small) {
         const auto& ys = c.out().shape;
         if (small.shape.size() > ys.size()) return false;
@@ -1082,7 +1084,7 @@ class QBinary : public Op {
     const int8_t* b = reinterpret_cast<const int8_t*>(r.ptr[ib_]);
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
     if (vec_) {
-#if defined(EP_HAVE_AVX512)
+#if defined(EP_HAVE_AVX2)
       // ADD: three requantizations per element (64-bit products), measured at about the time of
       // 100 int8 GEMM multiply-adds (threads_for's unit), so MobileNetV2's 56x56x24 ADD (28 us)
       // splits; from the tables about 50 (15.5 us); MUL: one, weighed a third of ADD's
@@ -1098,7 +1100,7 @@ class QBinary : public Op {
                    });
 #endif
     } else if (period_ > 0) {
-#if defined(EP_HAVE_AVX512)
+#if defined(EP_HAVE_AVX2)
       // rows of at least 256 values: a short period (a scalar, a few channels) is tiled first
       const int64_t reps = period_ >= 256 ? 1 : (256 + period_ - 1) / period_;
       const int64_t row = period_ * reps, rows = (elems_ + row - 1) / row;
@@ -1145,8 +1147,10 @@ class QBinary : public Op {
  private:
   // threads_for's weight of one value (in int8 GEMM multiply-adds; see run())
   double cost_per_value() const { return mul_ ? 35.0 : planes_.empty() ? 100.0 : 50.0; }
-#if defined(EP_HAVE_AVX512)
+#if defined(EP_HAVE_AVX2)
   void binary(QAddArgs& q) const {
+    if (avx2_) return mul_ ? avx2::qmul(q) : avx2::qadd(q);
+#if defined(EP_HAVE_AVX512)
     if (mul_) {
       if (float_out_) q.fo = fo_;
       return avx512::qmul(q);
@@ -1154,9 +1158,10 @@ class QBinary : public Op {
     if (planes_.empty()) return avx512::qadd(q);
     q.ta = planes_.data(), q.tb = planes_.data() + 1024, q.fo = fo_;
     avx512::qadd_tables(q);
+#endif
   }
 #endif
-  bool mul_, vec_ = false, small_a_ = false;
+  bool mul_, vec_ = false, small_a_ = false, avx2_ = false;
   int64_t elems_ = 0, period_ = 0;
   ElementPairs bc_;
   std::vector<uint8_t> planes_;  // ADD's input tables (qadd_tables), when used

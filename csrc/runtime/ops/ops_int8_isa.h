@@ -140,6 +140,9 @@ void qgemm_rows(const QGemmAvx2Args& a);
 // QDwRowArgs's rows 8 channels at a time (fr and vnni unused; bias, mult and shift read up to
 // channel C rounded down to 8, the last C % 8 channels taking the portable steps)
 void qdw_rows(const QDwRowArgs& a);
+// QAddArgs's ADD and MUL of equal shapes 8 values at a time (the tables and fo unused)
+void qadd(const QAddArgs& a);
+void qmul(const QAddArgs& a);
 }  // namespace avx2
 #endif
 

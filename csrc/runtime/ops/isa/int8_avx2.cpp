@@ -143,6 +143,55 @@ void qgemm_rows(const QGemmAvx2Args& a) {
     }
 }
 
+namespace {
+
+// Elementwise int8 ADD (mul = false) or MUL over n values, the portable loop's arithmetic; the
+// last n % 8 values through a zero-padded copy
+template <bool Mul>
+void binary(const QAddArgs& a) {
+  const __m256i za = _mm256_set1_epi32(a.za), zb = _mm256_set1_epi32(a.zb);
+  const __m256i zy = _mm256_set1_epi32(a.zy), lo = _mm256_set1_epi32(a.lo),
+                hi = _mm256_set1_epi32(a.hi);
+  const int32_t m1[8] = {a.m1, a.m1, a.m1, a.m1, a.m1, a.m1, a.m1, a.m1};
+  const int32_t s1[8] = {a.s1, a.s1, a.s1, a.s1, a.s1, a.s1, a.s1, a.s1};
+  const int32_t m2[8] = {a.m2, a.m2, a.m2, a.m2, a.m2, a.m2, a.m2, a.m2};
+  const int32_t s2[8] = {a.s2, a.s2, a.s2, a.s2, a.s2, a.s2, a.s2, a.s2};
+  const int32_t om[8] = {a.om, a.om, a.om, a.om, a.om, a.om, a.om, a.om};
+  const int32_t os[8] = {a.os, a.os, a.os, a.os, a.os, a.os, a.os, a.os};
+  const Rq8 r1 = rq8(m1, s1), r2 = rq8(m2, s2), ro = rq8(om, os);
+  const auto eight = [&](const int8_t* pa, const int8_t* pb, int8_t* py) {
+    const __m256i x1 = _mm256_sub_epi32(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(pa))), za);
+    const __m256i x2 = _mm256_sub_epi32(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(pb))), zb);
+    __m256i v;
+    if constexpr (Mul) {  // |x1 x2| <= 255 * 255: the 32-bit product is exact
+      v = mbqm(_mm256_mullo_epi32(x1, x2), ro);
+    } else {
+      v = mbqm(_mm256_add_epi32(mbqm(_mm256_slli_epi32(x1, 20), r1),
+                                mbqm(_mm256_slli_epi32(x2, 20), r2)),
+               ro);
+    }
+    v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, zy), lo), hi);
+    const __m128i s16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(py), _mm_packs_epi16(s16, s16));
+  };
+  int64_t i = 0;
+  for (; i + 8 <= a.n; i += 8) eight(a.a + i, a.b + i, a.y + i);
+  if (i < a.n) {
+    int8_t ta[8] = {0}, tb[8] = {0}, ty[8];
+    std::memcpy(ta, a.a + i, size_t(a.n - i));
+    std::memcpy(tb, a.b + i, size_t(a.n - i));
+    eight(ta, tb, ty);
+    std::memcpy(a.y + i, ty, size_t(a.n - i));
+  }
+}
+
+}  // namespace
+
+void qadd(const QAddArgs& a) { binary<false>(a); }
+void qmul(const QAddArgs& a) { binary<true>(a); }
+
 void qdw_rows(const QDwRowArgs& a) {
   const __m256i zin = _mm256_set1_epi32(a.zp_in), zp = _mm256_set1_epi32(a.zp_out);
   const __m256i lo = _mm256_set1_epi32(a.lo), hi = _mm256_set1_epi32(a.hi);
