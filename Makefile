@@ -6,7 +6,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 JOBS   ?= 2
-QEMU_CPUS := cortex-a57 cortex-a72 cortex-a76 neoverse-n1
+# The emulated device CPUs of the aarch64 tests: a Raspberry Pi 4's (NEON) and an Orin stand-in
+# (NEON + dotprod), one per kernel path; the Pi 5's cortex-a76 and the Jetson Nano's cortex-a57 have
+# the same features as one of them. `make test QEMU_CPUS="cortex-a57 cortex-a72 cortex-a76
+# neoverse-n1"` runs all four (each adds minutes under emulation on a 2-core host).
+QEMU_CPUS ?= cortex-a72 neoverse-n1
 SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14 openssh-server qemu-user-static \
   mmdebstrap libpython3.11-dev:arm64 libflatbuffers-dev flatbuffers-compiler clang-14 libclang-rt-14-dev pkg-config
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
@@ -81,19 +85,23 @@ pytest: install $(TFLRT)/.deps
 
 cpp: cpp-native cpp-arm
 
+# The native and aarch64 builds carry the tests and are also the packages `make example` installs
+# (one compile of the library per architecture: on a 2-core host each takes minutes).
+NATIVE_BUILD = $(VENV)/bin/cmake -S . -B build/native -DCMAKE_BUILD_TYPE=Release \
+	  -DEDGEPRUNE_BUILD_TESTS=ON -DEDGEPRUNE_BUILD_PYTHON=OFF -DCMAKE_INSTALL_PREFIX=$(CURDIR)/build/pkg/install \
+	  >/dev/null && $(VENV)/bin/cmake --build build/native -j $(JOBS)
+ARM_BUILD = $(VENV)/bin/cmake -S . -B build/aarch64 -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_TOOLCHAIN_FILE=targets/toolchains/aarch64-linux-gnu.cmake \
+	  -DEDGEPRUNE_BUILD_TESTS=ON -DEDGEPRUNE_BUILD_PYTHON=OFF -DEDGEPRUNE_QEMU_CPUS="$(QEMU_CPUS)" \
+	  -DCMAKE_INSTALL_PREFIX=$(CURDIR)/build/pkg-arm/install >/dev/null && $(VENV)/bin/cmake --build build/aarch64 -j $(JOBS)
+
 cpp-native: system-deps venv
-	$(VENV)/bin/cmake -S . -B build/native -DCMAKE_BUILD_TYPE=Release \
-	  -DEDGEPRUNE_BUILD_TESTS=ON -DEDGEPRUNE_BUILD_PYTHON=OFF >/dev/null
-	$(VENV)/bin/cmake --build build/native -j $(JOBS)
+	$(NATIVE_BUILD)
 	$(VENV)/bin/ctest --test-dir build/native -j $(JOBS) --output-on-failure
 
 # aarch64 cross build, then the same tests under qemu-aarch64 for each device CPU.
 cpp-arm: system-deps venv
-	$(VENV)/bin/cmake -S . -B build/aarch64 -DCMAKE_BUILD_TYPE=Release \
-	  -DCMAKE_TOOLCHAIN_FILE=targets/toolchains/aarch64-linux-gnu.cmake \
-	  -DEDGEPRUNE_BUILD_TESTS=ON -DEDGEPRUNE_BUILD_PYTHON=OFF \
-	  -DEDGEPRUNE_QEMU_CPUS="$(QEMU_CPUS)" >/dev/null
-	$(VENV)/bin/cmake --build build/aarch64 -j $(JOBS)
+	$(ARM_BUILD)
 	$(VENV)/bin/ctest --test-dir build/aarch64 -j $(JOBS) --output-on-failure
 
 # Every C++ test again with AddressSanitizer + UndefinedBehaviorSanitizer (native, all x86 paths).
@@ -122,10 +130,8 @@ fuzz: system-deps venv
 EXAMPLE_MODEL ?= tests/data/runtime/dense.tflite
 EXAMPLE_INPUT ?= tests/data/runtime/dense.in
 example: system-deps venv
-	$(VENV)/bin/cmake -S . -B build/pkg -DCMAKE_BUILD_TYPE=Release -DEDGEPRUNE_BUILD_PYTHON=OFF \
-	  -DCMAKE_INSTALL_PREFIX=$(CURDIR)/build/pkg/install >/dev/null
-	$(VENV)/bin/cmake --build build/pkg -j $(JOBS) --target edgeprune edgeprune_core
-	$(VENV)/bin/cmake --install build/pkg >/dev/null
+	$(NATIVE_BUILD)
+	$(VENV)/bin/cmake --install build/native >/dev/null
 	$(VENV)/bin/cmake -S examples/classify -B build/classify -DCMAKE_PREFIX_PATH=$(CURDIR)/build/pkg/install >/dev/null
 	$(VENV)/bin/cmake --build build/classify
 	build/classify/classify $(EXAMPLE_MODEL) $(EXAMPLE_INPUT) | tee build/classify/out.txt
@@ -134,11 +140,8 @@ example: system-deps venv
 	  cc -o build/classify/classify-pc examples/classify/classify.c $$(pkg-config --cflags --libs edgeprune) \
 	  -Wl,-rpath,$$(pkg-config --variable=libdir edgeprune) && \
 	  build/classify/classify-pc $(EXAMPLE_MODEL) $(EXAMPLE_INPUT) | cmp - build/classify/out.txt
-	$(VENV)/bin/cmake -S . -B build/pkg-arm -DCMAKE_BUILD_TYPE=Release -DEDGEPRUNE_BUILD_PYTHON=OFF \
-	  -DCMAKE_TOOLCHAIN_FILE=targets/toolchains/aarch64-linux-gnu.cmake \
-	  -DCMAKE_INSTALL_PREFIX=$(CURDIR)/build/pkg-arm/install >/dev/null
-	$(VENV)/bin/cmake --build build/pkg-arm -j $(JOBS) --target edgeprune edgeprune_core
-	$(VENV)/bin/cmake --install build/pkg-arm >/dev/null
+	$(ARM_BUILD)
+	$(VENV)/bin/cmake --install build/aarch64 >/dev/null
 	$(VENV)/bin/cmake -S examples/classify -B build/classify-arm \
 	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/targets/toolchains/aarch64-linux-gnu.cmake \
 	  -Dedgeprune_DIR=$(CURDIR)/build/pkg-arm/install/lib/cmake/edgeprune >/dev/null
@@ -196,6 +199,8 @@ zoo: $(ZOO_VENV)/.deps
 # aarch64 is cross-compiled with g++-aarch64-linux-gnu against Debian's arm64 Python 3.11 headers. auditwheel checks
 # each against the manylinux policy and tags it with the oldest policy it meets (manylinux_2_35 here: glibc >= 2.35,
 # i.e. Raspberry Pi OS bookworm, JetPack 6); scripts/check_wheels.py checks the compiled module's architecture against the tag.
+# WHEEL_ARCHS picks the wheels (device-test needs only the aarch64 one: each is a full compile).
+WHEEL_ARCHS ?= x86_64 aarch64
 AARCH64_EXT := .cpython-311-aarch64-linux-gnu.so
 SDIST_SRC := build/sdist-src
 WHEEL_PIP := $(CURDIR)/$(PY) -m pip --disable-pip-version-check -q wheel --no-build-isolation --no-deps -w $(CURDIR)/build/wheels-raw .
@@ -205,16 +210,17 @@ wheels: setup
 	# -m: the sdist stamps every file with one fixed date, so the reused build dirs would see no change and keep
 	# stale objects; extraction time makes every file newer than them
 	tar -xzmf dist/edgeprune-*.tar.gz -C $(SDIST_SRC)
-	cd $(SDIST_SRC)/edgeprune-* && $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-x86_64
-	cd $(SDIST_SRC)/edgeprune-* && SETUPTOOLS_EXT_SUFFIX=$(AARCH64_EXT) _PYTHON_HOST_PLATFORM=linux-aarch64 \
-	  $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-aarch64 \
+	$(if $(filter x86_64,$(WHEEL_ARCHS)),cd $(SDIST_SRC)/edgeprune-* && $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-x86_64)
+	$(if $(filter aarch64,$(WHEEL_ARCHS)),cd $(SDIST_SRC)/edgeprune-* && SETUPTOOLS_EXT_SUFFIX=$(AARCH64_EXT) \
+	  _PYTHON_HOST_PLATFORM=linux-aarch64 $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-aarch64 \
 	  -C cmake.define.CMAKE_TOOLCHAIN_FILE=$(CURDIR)/targets/toolchains/aarch64-linux-gnu.cmake \
-	  -C cmake.define.Python_INCLUDE_DIR=/usr/include/python3.11
+	  -C cmake.define.Python_INCLUDE_DIR=/usr/include/python3.11)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair -w dist build/wheels-raw/*.whl 2>&1 | grep -i written
 	$(PY) scripts/check_wheels.py dist
 
-# An emulated Raspberry Pi 4 (cortex-a72), Jetson Nano (cortex-a57) and Orin stand-in (neoverse-n1) install the
+# An emulated Raspberry Pi 4 (cortex-a72) and Orin stand-in (neoverse-n1), or the QEMU_CPUS given, install the
 # aarch64 wheel with [device] and run doctor, bench, the runtimes and the cross-built C example there
 # (scripts/device-test.sh).
-device-test: wheels example
-	EP=$(VENV)/bin/edgeprune PY=$(PY) scripts/device-test.sh
+device-test: example
+	$(MAKE) wheels WHEEL_ARCHS=aarch64
+	EP=$(VENV)/bin/edgeprune PY=$(PY) DEVICE_CPUS="$(QEMU_CPUS)" scripts/device-test.sh
