@@ -15,7 +15,7 @@ from onnx import numpy_helper
 import edgeprune as ep
 from edgeprune.export import export
 from edgeprune.export.inspect import inspect_onnx, ort_kernels
-from edgeprune.export.onnx import quantize_onnx, torch_to_onnx
+from edgeprune.export.onnx import file_weight_dtype, quantize_onnx, torch_to_onnx, weights_as_uint8
 from edgeprune.export.onnx_align import METADATA_KEY, align_channels
 from edgeprune.export.onnx_hardswish import split_hardswish
 
@@ -68,7 +68,8 @@ def _quantized(model):
 
 def _unaligned(qm, x) -> onnx.ModelProto:
     """The int8 file as ``write_int8`` writes it, without the padding."""
-    return split_hardswish(quantize_onnx(torch_to_onnx(qm.folded, (x[:1],), False), qm))
+    proto = split_hardswish(quantize_onnx(torch_to_onnx(qm.folded, (x[:1],), False), qm))
+    return weights_as_uint8(proto) if file_weight_dtype(qm) == "uint8" else proto
 
 
 def _session(proto_or_path):
