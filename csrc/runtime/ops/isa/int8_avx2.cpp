@@ -192,6 +192,25 @@ void binary(const QAddArgs& a) {
 void qadd(const QAddArgs& a) { binary<false>(a); }
 void qmul(const QAddArgs& a) { binary<true>(a); }
 
+namespace {
+
+// f(x offset, weight offset) of each tap of output pixel (oy, ox) that lies inside the input, in
+// kernel row-major order (the offsets of channel 0; taps outside add nothing, as TFLite skips them)
+template <class F>
+inline void each_tap(const QDwRowArgs& a, int64_t oy, int64_t ox, F&& f) {
+  for (int64_t ky = 0; ky < a.kh; ++ky) {
+    const int64_t iy = oy * a.sh - a.pt + ky * a.dh;
+    if (iy < 0 || iy >= a.h) continue;
+    for (int64_t kx = 0; kx < a.kw; ++kx) {
+      const int64_t ix = ox * a.sw - a.pl + kx * a.dw;
+      if (ix < 0 || ix >= a.w) continue;
+      f((iy * a.w + ix) * a.c, (ky * a.kw + kx) * a.c);
+    }
+  }
+}
+
+}  // namespace
+
 void qdw_rows(const QDwRowArgs& a) {
   const __m256i zin = _mm256_set1_epi32(a.zp_in), zp = _mm256_set1_epi32(a.zp_out);
   const __m256i lo = _mm256_set1_epi32(a.lo), hi = _mm256_set1_epi32(a.hi);
@@ -205,20 +224,12 @@ void qdw_rows(const QDwRowArgs& a) {
         // (x - zp_in) fits int16 and each weight sits in the low half of its lane with 0 above,
         // so vpmaddwd gives the exact product per lane
         __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bias + c0));
-        for (int64_t ky = 0; ky < a.kh; ++ky) {
-          const int64_t iy = oy * a.sh - a.pt + ky * a.dh;
-          if (iy < 0 || iy >= a.h) continue;
-          for (int64_t kx = 0; kx < a.kw; ++kx) {
-            const int64_t ix = ox * a.sw - a.pl + kx * a.dw;
-            if (ix < 0 || ix >= a.w) continue;
-            const __m128i xb =
-                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a.x + (iy * a.w + ix) * c + c0));
-            const __m256i xv = _mm256_sub_epi32(_mm256_cvtepi8_epi32(xb), zin);
-            const __m256i wv = _mm256_loadu_si256(
-                reinterpret_cast<const __m256i*>(a.wt + (ky * a.kw + kx) * c + c0));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
-          }
-        }
+        each_tap(a, oy, ox, [&](int64_t xi, int64_t wi) {
+          const __m128i xb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a.x + xi + c0));
+          const __m256i xv = _mm256_sub_epi32(_mm256_cvtepi8_epi32(xb), zin);
+          const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.wt + wi + c0));
+          acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+        });
         const Rq8 q = rq8(a.mult + c0, a.shift + c0);
         const __m256i v =
             _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(mbqm(acc, q), zp), lo), hi);
@@ -228,16 +239,9 @@ void qdw_rows(const QDwRowArgs& a) {
       }
       for (int64_t ch = full; ch < c; ++ch) {  // the last c % 8 channels, as the portable loop
         int32_t s = a.bias[ch];
-        for (int64_t ky = 0; ky < a.kh; ++ky) {
-          const int64_t iy = oy * a.sh - a.pt + ky * a.dh;
-          if (iy < 0 || iy >= a.h) continue;
-          for (int64_t kx = 0; kx < a.kw; ++kx) {
-            const int64_t ix = ox * a.sw - a.pl + kx * a.dw;
-            if (ix < 0 || ix >= a.w) continue;
-            s += (int32_t(a.x[(iy * a.w + ix) * c + ch]) - a.zp_in) *
-                 int32_t(int16_t(a.wt[(ky * a.kw + kx) * c + ch]));
-          }
-        }
+        each_tap(a, oy, ox, [&](int64_t xi, int64_t wi) {
+          s += (int32_t(a.x[xi + ch]) - a.zp_in) * int32_t(int16_t(a.wt[wi + ch]));
+        });
         const int32_t v = multiply_by_quantized_multiplier(s, a.mult[ch], a.shift[ch]) + a.zp_out;
         yp[ch] = int8_t(std::min(a.hi, std::max(a.lo, v)));
       }
