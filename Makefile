@@ -12,14 +12,41 @@ JOBS   ?= 2
 # neoverse-n1"` runs all four (each adds minutes under emulation on a 2-core host).
 QEMU_CPUS ?= cortex-a72 neoverse-n1
 SYSTEM_PACKAGES := g++-aarch64-linux-gnu qemu-user libgtest-dev clang-format-14 openssh-server qemu-user-static \
-  mmdebstrap libpython3.11-dev:arm64 libflatbuffers-dev flatbuffers-compiler clang-14 libclang-rt-14-dev pkg-config
+  mmdebstrap libpython3.11-dev:arm64 libflatbuffers-dev flatbuffers-compiler clang-14 libclang-rt-14-dev pkg-config \
+  ccache
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm cpp-asan fuzz example bench clean \
-  zoo wheels device-test
+# ccache lets the builds of one run share objects: the package's editable build and build/native compile the
+# same core with the same flags, and so do build/aarch64 and the aarch64 wheel. Its cache lives in build/ccache,
+# so a fresh clone starts empty and `make clean` empties it. (Looked up when each command runs, so the first
+# run on a fresh machine uses it as soon as system-deps has installed it.)
+export CCACHE_DIR := $(CURDIR)/build/ccache
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_MAXSIZE := 2G
+export CMAKE_CXX_COMPILER_LAUNCHER = $(shell command -v ccache 2>/dev/null)
+export CMAKE_C_COMPILER_LAUNCHER = $(shell command -v ccache 2>/dev/null)
 
-test: setup lint pytest cpp cpp-asan fuzz example device-test
+.PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm cpp-asan fuzz example bench clean \
+  zoo wheels device-test test-lanes lane-python lane-cpp
+
+# After set-up and lint, two lanes run side by side: pytest (about one core) and the C++ chain (builds on both
+# cores, then qemu and the device userland, mostly one). pytest's output is kept in build/logs/pytest.log and
+# printed when it ends, so the two never interleave.
+test: setup lint
+	$(MAKE) --no-print-directory -j2 test-lanes
 	@echo "make test: lint, pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
+
+test-lanes: lane-python lane-cpp
+
+lane-python:
+	@mkdir -p build/logs
+	@echo "pytest: running beside the C++ lane; output in build/logs/pytest.log"
+	@$(MAKE) --no-print-directory -j1 pytest > build/logs/pytest.log 2>&1; rc=$$?; \
+	  echo "----- pytest (build/logs/pytest.log) -----"; cat build/logs/pytest.log; exit $$rc
+
+# -j1: the lane's steps run in order (each build uses both cores itself)
+lane-cpp:
+	$(MAKE) --no-print-directory -j1 cpp cpp-asan fuzz example device-test
 
 setup: system-deps install
 
@@ -204,15 +231,16 @@ WHEEL_ARCHS ?= x86_64 aarch64
 AARCH64_EXT := .cpython-311-aarch64-linux-gnu.so
 SDIST_SRC := build/sdist-src
 WHEEL_PIP := $(CURDIR)/$(PY) -m pip --disable-pip-version-check -q wheel --no-build-isolation --no-deps -w $(CURDIR)/build/wheels-raw .
+# Each wheel builds in a fresh directory inside the extracted sdist, build/<arch>: two levels below the sources,
+# as build/native and build/aarch64 are below the checkout, so ccache (paths relative to CCACHE_BASEDIR) serves
+# their objects. -m: the sdist stamps every file with one fixed date; extraction time is what a build should see.
 wheels: setup
 	rm -rf dist build/wheels-raw $(SDIST_SRC) && mkdir -p dist build/wheels-raw $(SDIST_SRC)
 	$(PY) -m build --sdist --no-isolation --outdir dist . >/dev/null
-	# -m: the sdist stamps every file with one fixed date, so the reused build dirs would see no change and keep
-	# stale objects; extraction time makes every file newer than them
 	tar -xzmf dist/edgeprune-*.tar.gz -C $(SDIST_SRC)
-	$(if $(filter x86_64,$(WHEEL_ARCHS)),cd $(SDIST_SRC)/edgeprune-* && $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-x86_64)
+	$(if $(filter x86_64,$(WHEEL_ARCHS)),cd $(SDIST_SRC)/edgeprune-* && $(WHEEL_PIP) -C build-dir=build/x86_64)
 	$(if $(filter aarch64,$(WHEEL_ARCHS)),cd $(SDIST_SRC)/edgeprune-* && SETUPTOOLS_EXT_SUFFIX=$(AARCH64_EXT) \
-	  _PYTHON_HOST_PLATFORM=linux-aarch64 $(WHEEL_PIP) -C build-dir=$(CURDIR)/build/wheel-aarch64 \
+	  _PYTHON_HOST_PLATFORM=linux-aarch64 $(WHEEL_PIP) -C build-dir=build/aarch64 \
 	  -C cmake.define.CMAKE_TOOLCHAIN_FILE=$(CURDIR)/targets/toolchains/aarch64-linux-gnu.cmake \
 	  -C cmake.define.Python_INCLUDE_DIR=/usr/include/python3.11)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair -w dist build/wheels-raw/*.whl 2>&1 | grep -i written
