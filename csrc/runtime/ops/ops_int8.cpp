@@ -277,7 +277,7 @@ class QGemm {
  public:
   // rows: the rows each call will have, when the op knows (0: unknown)
   QGemm(const int8_t* w, int64_t m, int64_t k, std::vector<int32_t> bias, Requant rq,
-        const OpOptions& o, int64_t rows = 0)
+        const OpOptions& o, [[maybe_unused]] int64_t rows = 0)
       : m_(m), k_(k), bias_(std::move(bias)), rq_(std::move(rq)) {
     int64_t zeros = 0;
     for (int64_t i = 0; i < m * k; ++i) zeros += w[i] == 0;

@@ -249,7 +249,9 @@ void fill_phases(const DwPlaneArgs& a, int64_t ws, int64_t hs, float* ph) {
       }
     };
     for (int64_t c = 0; c < c0; ++c) edge(c);
-    if (S == 1) {
+    // (constexpr: at S == 1 the two row pointers below are one, which the restrict-qualified
+    // copies must never see)
+    if constexpr (S == 1) {
       std::copy(xr + c0 - a.pad_l, xr + c1 - a.pad_l, rows[0] + c0);
     } else if (c1 - c0 >= TW) {
       deinterleave(xr + c0 * S - a.pad_l, c1 - c0, rows[0] + c0, rows[S - 1] + c0);
