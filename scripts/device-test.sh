@@ -17,17 +17,7 @@ EP=${EP:-.venv/bin/edgeprune}
 PY=${PY:-.venv/bin/python}
 say() { printf 'device-test: [%s] %s\n' "$(date +%T)" "$*"; }
 
-scripts/device-binfmt.sh
-
-if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
-  say "building the Debian arm64 userland in $ROOT (cached afterwards)"
-  rm -rf "$ROOT.tmp"
-  mkdir -p "$B"  # mmdebstrap wants the parent of its target to exist (a fresh clone has no build/)
-  mmdebstrap --quiet --variant=apt --architectures=arm64 \
-    --include=python3.11,python3.11-venv,python3-pip-whl,python3-setuptools-whl,libgomp1,libstdc++6,ca-certificates \
-    bookworm "$PWD/$ROOT.tmp" http://deb.debian.org/debian
-  mv "$ROOT.tmp" "$ROOT"
-fi
+scripts/device-userland.sh
 
 mkdir -p "$SHARE/wheels"
 if [ ! -f "$SHARE/wheels/.complete" ]; then
