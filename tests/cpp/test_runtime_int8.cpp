@@ -5,9 +5,10 @@
 // kernels bit for bit on every path, for 1 and 2 threads; the fused int8 softmax equals its
 // unfused chain. The integer arithmetic is the same on
 // every path, so this also checks it compiles to the same bits on ARM. Also: TFLite's fixed-point
-// multiplier against values worked out by hand, and the AVX-512 loops (requantization inside the
-// VNNI GEMM, float QUANTIZE) against the scalar arithmetic on random and edge values, where the
-// CPU has AVX-512 VNNI.
+// multiplier against values worked out by hand, and the vector loops (the AVX2 GEMM's float
+// requantization, its 1x4-block kernel, depthwise rows and QUANTIZE / DEQUANTIZE; the AVX-512
+// VNNI GEMM, sparse kernel, depthwise rows, ADD / MUL and QUANTIZE) against the scalar arithmetic
+// on random and edge values, where the CPU has the instructions.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -22,6 +23,7 @@
 
 #include "edgeprune/edgeprune.h"
 #include "dispatch/isa.h"
+#include "kernels/kernels.h"
 #include "runtime/ops/ops_int8.h"
 #include "runtime/ops/ops_int8_isa.h"
 #include "test_util.h"
@@ -148,6 +150,319 @@ TEST(RuntimeInt8, FixedPointMultiplierMatchesTfliteRounding) {
   // the one saturating case of the doubling high multiply
   EXPECT_EQ(ep::rt::multiply_by_quantized_multiplier(INT32_MIN, INT32_MIN, 0), INT32_MAX);
 }
+
+#if defined(EP_HAVE_AVX2)
+// Multipliers for the vector kernels' tests: power-of-two ones, whose products land exactly on the
+// roundings' ties, among others, with right shifts of 2 to 12 (the float form) or, when `integer`,
+// a left shift (the integer steps only).
+void random_requant(std::mt19937& rng, int64_t m, bool integer, std::vector<int32_t>* mult,
+                    std::vector<int32_t>* shift) {
+  mult->assign(size_t((m + 15) / 16 * 16), 0);
+  shift->assign(mult->size(), 0);
+  for (int64_t j = 0; j < m; ++j) {
+    const double frac = j % 2 ? (rng() % 1000) / 1000.0 : 0.0;
+    const int exponent = integer ? 1 : -2 - int(rng() % 11);
+    ep::rt::quantize_multiplier(std::ldexp(1.0 + frac, exponent), &(*mult)[size_t(j)],
+                                &(*shift)[size_t(j)]);
+  }
+}
+
+// TFLite's requantization of one sum, clamped to [lo, hi]
+int32_t requantized(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
+  const int32_t v = ep::rt::multiply_by_quantized_multiplier(acc, mult, shift) + zp;
+  return std::min(hi, std::max(lo, v));
+}
+
+// The depthwise rows (3x3, 5x5 and a 2x4 kernel of the generic path; strides 1 and 2; padding;
+// channel counts that leave partial blocks of 16) with the float requantization and the integer
+// steps, against the scalar loop.
+void check_depthwise_rows(void (*rows)(const ep::rt::QDwRowArgs&), bool vnni) {
+  std::mt19937 rng(17);
+  struct Case {
+    int64_t h, w, c, kh, kw, s, pad, dil = 1;
+  };
+  // the last has many outputs, so values within the float form's error of a rounding boundary
+  // occur (a kernel without the fall-back to the integer steps fails there)
+  for (const Case& cs :
+       {Case{9, 11, 16, 3, 3, 1, 1}, Case{10, 13, 40, 3, 3, 2, 1}, Case{8, 9, 7, 5, 5, 1, 2},
+        Case{7, 12, 33, 2, 4, 1, 0},
+        // narrow planes (at stride 1 copied into a padded tile first)
+        Case{7, 7, 40, 3, 3, 1, 1}, Case{9, 8, 24, 5, 5, 2, 2}, Case{14, 14, 20, 3, 3, 2, 1},
+        Case{5, 3, 16, 5, 5, 1, 2},
+        // dilation, a kernel wider than high, fewer channels than a vector, row bands of one
+        Case{11, 12, 24, 3, 3, 1, 2, 2}, Case{9, 10, 13, 1, 3, 2, 1}, Case{6, 6, 5, 3, 3, 1, 1},
+        Case{60, 60, 64, 3, 3, 1, 1}}) {
+    const int64_t oh = (cs.h + 2 * cs.pad - (cs.kh - 1) * cs.dil - 1) / cs.s + 1;
+    const int64_t ow = (cs.w + 2 * cs.pad - (cs.kw - 1) * cs.dil - 1) / cs.s + 1;
+    std::vector<int8_t> x(static_cast<size_t>(cs.h * cs.w * cs.c)),
+        wt(static_cast<size_t>(cs.kh * cs.kw * cs.c));
+    for (auto& v : x) v = int8_t(int(rng() % 256) - 128);
+    for (auto& v : wt) v = int8_t(int(rng() % 255) - 127);
+    std::vector<int32_t> wide(wt.size()), bias(size_t((cs.c + 15) / 16 * 16), 0);
+    for (size_t i = 0; i < wt.size(); ++i) wide[i] = int32_t(uint16_t(wt[i]));
+    for (int64_t ch = 0; ch < cs.c; ++ch) bias[size_t(ch)] = int32_t(rng() % 4001) - 2000;
+    const int32_t zin = int32_t(rng() % 256) - 128;
+    for (const bool integer : {false, true}) {
+      std::vector<int32_t> mult, shift;
+      random_requant(rng, cs.c, integer, &mult, &shift);
+      const int32_t zp = int32_t(rng() % 256) - 128, lo = std::max(-128, zp - 100),
+                    hi = std::min(127, zp + 90);
+      std::vector<float> scale(mult.size()), pos(scale), neg(scale);
+      const bool fl = ep::rt::float_requant(mult.data(), shift.data(), cs.c, int64_t(mult.size()),
+                                            zp, scale.data(), pos.data(), neg.data());
+      ASSERT_EQ(fl, !integer);
+      const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
+      std::vector<int8_t> y(static_cast<size_t>(oh * ow * cs.c), 77);
+      ep::rt::QDwRowArgs a;
+      a.x = x.data(), a.h = cs.h, a.w = cs.w, a.c = cs.c, a.kh = cs.kh, a.kw = cs.kw;
+      a.sh = cs.s, a.sw = cs.s, a.dh = cs.dil, a.dw = cs.dil, a.pt = cs.pad, a.pl = cs.pad;
+      a.ow = ow, a.wt = wide.data(), a.bias = bias.data(), a.mult = mult.data();
+      a.shift = shift.data(), a.fr = fl ? &fr : nullptr, a.zp_in = zin, a.zp_out = zp;
+      a.lo = lo, a.hi = hi, a.vnni = vnni;
+      // the whole image at once, then (the planner's bands) one output row per call
+      a.oy = 0, a.rows = oh, a.y = y.data();
+      rows(a);
+      std::vector<int8_t> banded(y.size(), 55);
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        a.oy = oy, a.rows = 1, a.y = banded.data() + oy * ow * cs.c;
+        rows(a);
+      }
+      ASSERT_EQ(banded, y) << "row bands differ, " << cs.kh << "x" << cs.kw << "/" << cs.s;
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox)
+          for (int64_t ch = 0; ch < cs.c; ++ch) {
+            int32_t acc = bias[size_t(ch)];
+            for (int64_t ky = 0; ky < cs.kh; ++ky)
+              for (int64_t kx = 0; kx < cs.kw; ++kx) {
+                const int64_t iy = oy * cs.s - cs.pad + ky * cs.dil;
+                const int64_t ix = ox * cs.s - cs.pad + kx * cs.dil;
+                if (iy < 0 || iy >= cs.h || ix < 0 || ix >= cs.w) continue;
+                acc += (int32_t(x[size_t((iy * cs.w + ix) * cs.c + ch)]) - zin) *
+                       int32_t(wt[size_t((ky * cs.kw + kx) * cs.c + ch)]);
+              }
+            ASSERT_EQ(int32_t(y[size_t((oy * ow + ox) * cs.c + ch)]),
+                      requantized(acc, mult[size_t(ch)], shift[size_t(ch)], zp, lo, hi))
+                << cs.kh << "x" << cs.kw << "/" << cs.s << " c " << cs.c << " at " << oy << ","
+                << ox << "," << ch << (fl ? " float" : " integer");
+          }
+    }
+  }
+}
+
+// A vector QUANTIZE against TFLite's AffineQuantize on ties, huge values, infinities, NaN, a
+// denormal and random values, for several scales and zero points (lengths leave a partial vector)
+void check_quantize(void (*quantize)(const float*, int64_t, float, int32_t, int8_t*)) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x = {0.0f,
+                          -0.0f,
+                          0.5f,
+                          -0.5f,
+                          1.5f,
+                          -1.5f,
+                          2.5f,
+                          -2.5f,
+                          0.49999997f,
+                          -0.49999997f,
+                          126.5f,
+                          -127.5f,
+                          1e30f,
+                          -1e30f,
+                          inf,
+                          -inf,
+                          std::numeric_limits<float>::quiet_NaN(),
+                          8388609.0f,
+                          3e-39f};
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-300.0f, 300.0f);
+  for (int i = 0; i < 4000; ++i) x.push_back(i % 2 ? u(rng) : std::round(u(rng) * 2) / 2);
+  for (float scale : {1.0f, 0.5f, 0.0235294f, 3.7f}) {
+    for (int32_t zp : {-128, -3, 0, 17}) {
+      std::vector<int8_t> y(x.size());
+      quantize(x.data(), int64_t(x.size()), scale, zp, y.data());
+      for (size_t i = 0; i < x.size(); ++i) {
+        // TFLite's AffineQuantize: round(x / scale) half away from zero, plus the zero point
+        const float q = std::round(x[i] / scale);
+        const int32_t want = std::isnan(q) ? zp
+                             : q > 1e9f    ? 127
+                             : q < -1e9f   ? -128
+                                           : std::min(127, std::max(-128, int32_t(q) + zp));
+        ASSERT_EQ(int32_t(y[i]), want) << x[i] << " / " << scale << " + " << zp;
+      }
+    }
+  }
+}
+
+// The AVX2 GEMM (no VNNI) with the float form of the requantization against TFLite's integer
+// steps: sums over the whole int32 range (one channel of weight 1, the bias drives the sum; the
+// float form's products pass 2^31 there and must still saturate), then real sums of 8 products
+// with power-of-two multipliers, whose products land on the roundings' ties, with and without an
+// activation range, row counts that leave partial tiles of 6 and channel counts partial panels.
+TEST(RuntimeInt8, Avx2GemmFloatRequantizationKeepsTfliteBits) {
+  if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";
+  std::mt19937 rng(13);
+  const auto run = [&](const std::vector<int8_t>& x, int64_t n, int64_t k,
+                       const std::vector<int8_t>& w, int64_t m, const std::vector<int32_t>& bias,
+                       const std::vector<int32_t>& mult, const std::vector<int32_t>& shift,
+                       int32_t zp, int32_t lo, int32_t hi) {
+    const int64_t mp = (m + 15) / 16 * 16;
+    std::vector<int8_t> packed(size_t(ep::packed_gemm_s8_size(m, k, 16, 2)));
+    ep::pack_gemm_s8(w.data(), m, k, 16, 2, packed.data());
+    std::vector<float> scale(static_cast<size_t>(mp)), pos(scale), neg(scale);
+    EXPECT_TRUE(ep::rt::float_requant(mult.data(), shift.data(), m, mp, zp, scale.data(),
+                                      pos.data(), neg.data()));
+    const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
+    std::vector<int8_t> y(static_cast<size_t>(n * m), 77);
+    ep::rt::QGemmAvx2Args a;
+    a.x = x.data(), a.ldx = k, a.n = n, a.k = k, a.m = m, a.wp = packed.data();
+    a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data(), a.fr = &fr;
+    a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.ldy = m;
+    ep::rt::avx2::qgemm_rows(a);
+    return y;
+  };
+  for (int trial = 0; trial < 500; ++trial) {  // the whole range: x * 1 + bias
+    const int64_t m = 16;
+    std::vector<int32_t> bias(static_cast<size_t>(m)), mult(bias), shift(bias);
+    for (size_t j = 0; j < size_t(m); ++j) {
+      const int bits = int(rng() % 32);
+      bias[j] = int32_t(int64_t(rng() % (uint64_t(1) << bits)) - (int64_t(1) << bits) / 2);
+      const double frac = j % 3 ? (rng() % 1000) / 1000.0 : 0.0;
+      ep::rt::quantize_multiplier(std::ldexp(1.0 + frac, -2 - int(rng() % 22)), &mult[j],
+                                  &shift[j]);
+    }
+    const int32_t zp = int32_t(rng() % 256) - 128;
+    const std::vector<int8_t> x = {int8_t(int(rng() % 256) - 128)}, w(size_t(m), 1);
+    const std::vector<int8_t> y = run(x, 1, 1, w, m, bias, mult, shift, zp, -128, 127);
+    for (size_t j = 0; j < size_t(m); ++j) {
+      const int32_t acc = int32_t(uint32_t(int32_t(x[0])) + uint32_t(bias[j]));
+      ASSERT_EQ(int32_t(y[j]), requantized(acc, mult[j], shift[j], zp, -128, 127))
+          << "sum " << acc << " multiplier " << mult[j] << " shift " << shift[j];
+    }
+  }
+  for (const auto& [n, m] : std::vector<std::pair<int64_t, int64_t>>{{512, 16}, {97, 40}, {5, 9}}) {
+    const int64_t k = 8;
+    std::vector<int8_t> w(static_cast<size_t>(m * k)), x(static_cast<size_t>(n * k));
+    for (auto& v : w) v = int8_t(int(rng() % 17) - 8);
+    for (auto& v : x) v = int8_t(int(rng() % 256) - 128);
+    std::vector<int32_t> bias(size_t((m + 15) / 16 * 16), 0), mult, shift;
+    for (int64_t j = 0; j < m; ++j) bias[size_t(j)] = int32_t(rng() % 4001) - 2000;
+    random_requant(rng, m, false, &mult, &shift);
+    const int32_t zp = int32_t(rng() % 256) - 128;
+    for (const auto& [lo, hi] : {std::pair{-128, 127}, std::pair{zp, std::min(127, zp + 60)}}) {
+      const std::vector<int8_t> y = run(x, n, k, w, m, bias, mult, shift, zp, lo, hi);
+      int64_t inside = 0;  // results the clamp leaves alone, where the rounding shows
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t j = 0; j < m; ++j) {
+          int32_t acc = bias[size_t(j)];
+          for (int64_t t = 0; t < k; ++t)
+            acc += int32_t(x[size_t(r * k + t)]) * int32_t(w[size_t(j * k + t)]);
+          const int32_t want = requantized(acc, mult[size_t(j)], shift[size_t(j)], zp, lo, hi);
+          inside += want > lo && want < hi;
+          ASSERT_EQ(int32_t(y[size_t(r * m + j)]), want)
+              << "n " << n << " m " << m << " row " << r << " channel " << j << " sum " << acc;
+        }
+      EXPECT_GT(inside, n * m / 4);
+    }
+  }
+}
+
+// The AVX2 1x4-block kernel and its int16-pair re-layout against the scalar sums and
+// requantization: row counts of 1 to 32 that leave partial vectors of 8 and partial transposes
+// of 16, channel counts that leave partial blocks of 16, K not a multiple of 4 or of 16, rows at
+// a stride, the float requantization and the integer steps, with and without an activation range.
+TEST(RuntimeInt8, Avx2SparseKernelEqualsTheScalarLoop) {
+  if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";
+  std::mt19937 rng(19);
+  std::vector<std::array<int64_t, 3>> shapes = {{1, 16, 8},    {17, 5, 20}, {32, 40, 3},
+                                                {24, 37, 100}, {8, 16, 64}, {29, 70, 130},
+                                                {32, 96, 16},  {9, 33, 48}};
+  // and many outputs, so values within the float form's error of a rounding boundary occur
+  for (int i = 0; i < 24; ++i) shapes.push_back({32, 64, 16});
+  for (const auto& [n, m, k] : shapes) {
+    std::vector<int8_t> w(static_cast<size_t>(m * k), 0);
+    for (int64_t j = 0; j < m; ++j)
+      for (int64_t q = 0; q < (k + 3) / 4; ++q)
+        if (rng() % 3 == 0)  // a third of the blocks nonzero, some with zeros inside
+          for (int64_t t = 4 * q; t < std::min(k, 4 * q + 4); ++t)
+            w[size_t(j * k + t)] = rng() % 5 ? int8_t(int(rng() % 255) - 127) : int8_t(0);
+    std::vector<int32_t> nnz, quad, pairs, bias(size_t((m + 15) / 16 * 16), 0);
+    ep::rt::pack_blocks_avx2(w.data(), m, k, &nnz, &quad, &pairs);
+    const int64_t ldx = k + 5;  // rows with a gap after them, as a strided view
+    std::vector<int8_t> x(static_cast<size_t>(n * ldx));
+    for (auto& v : x) v = int8_t(int(rng() % 256) - 128);
+    const int64_t ldn = (n + 7) / 8 * 8, np = (k + 3) / 4 * 2;
+    std::vector<int32_t> xp_store(static_cast<size_t>(np * ldn + 8), -1);
+    int32_t* xp =
+        xp_store.data() + (8 - (reinterpret_cast<uintptr_t>(xp_store.data()) % 32) / 4) % 8;
+    ep::rt::avx2::pair_rows(x.data(), ldx, n, k, ldn, xp);
+    for (int64_t r = 0; r < ldn; ++r)
+      for (int64_t t = 0; t < 2 * np; ++t) {
+        const int16_t want = r < n && t < k ? int16_t(x[size_t(r * ldx + t)]) : int16_t(0);
+        ASSERT_EQ(int16_t(uint32_t(xp[(t / 2) * ldn + r]) >> (16 * (t % 2))), want)
+            << "pairs of row " << r << " value " << t;
+      }
+    for (int64_t j = 0; j < m; ++j) bias[size_t(j)] = int32_t(rng() % 4001) - 2000;
+    for (const bool integer : {false, true}) {
+      std::vector<int32_t> mult, shift;
+      random_requant(rng, m, integer, &mult, &shift);
+      const int32_t zp = int32_t(rng() % 256) - 128;
+      std::vector<float> scale(mult.size()), pos(scale), neg(scale);
+      const bool fl = ep::rt::float_requant(mult.data(), shift.data(), m, int64_t(mult.size()), zp,
+                                            scale.data(), pos.data(), neg.data());
+      ASSERT_EQ(fl, !integer);
+      const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
+      for (const auto& [lo, hi] : {std::pair{-128, 127}, std::pair{zp, std::min(127, zp + 60)}}) {
+        const int64_t ldy = m + 3;
+        std::vector<int8_t> y(static_cast<size_t>(n * ldy), 77);
+        ep::rt::QSpmmAvx2Args a;
+        a.xp = xp, a.n = n, a.ldn = ldn, a.m = m;
+        a.nnz = nnz.data(), a.quad = quad.data(), a.w = pairs.data();
+        a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data();
+        a.fr = fl ? &fr : nullptr;
+        a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.ldy = ldy;
+        ep::rt::avx2::qspmm_rows(a);
+        for (int64_t r = 0; r < n; ++r) {
+          for (int64_t j = 0; j < m; ++j) {
+            int32_t acc = bias[size_t(j)];
+            for (int64_t t = 0; t < k; ++t)
+              acc += int32_t(x[size_t(r * ldx + t)]) * int32_t(w[size_t(j * k + t)]);
+            ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]),
+                      requantized(acc, mult[size_t(j)], shift[size_t(j)], zp, lo, hi))
+                << n << "x" << m << "x" << k << " row " << r << " channel " << j
+                << (fl ? " float" : " integer") << " range " << lo << ".." << hi;
+          }
+          for (int64_t j = m; j < ldy; ++j)  // the row's tail past m is not written
+            ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]), 77) << n << "x" << m << "x" << k;
+        }
+      }
+    }
+  }
+}
+
+TEST(RuntimeInt8, Avx2DepthwiseRowsEqualTheScalarLoop) {
+  if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";
+  check_depthwise_rows(ep::rt::avx2::qdw_rows, false);
+}
+
+TEST(RuntimeInt8, Avx2QuantizeEqualsTfliteRounding) {
+  if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";
+  check_quantize(ep::rt::avx2::quantize_f32);
+}
+
+// DEQUANTIZE: scale * (x - zero point) for every int8 value, and a tail past whole vectors
+TEST(RuntimeInt8, Avx2DequantizeEqualsTheScalarProduct) {
+  if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";
+  std::vector<int8_t> x(261);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = int8_t(i * 7);
+  for (const float scale : {0.0235294f, 1.0f, 3.7f})
+    for (const int32_t zp : {-128, 0, 17}) {
+      std::vector<float> y(x.size(), -1.0f);
+      ep::rt::avx2::dequantize_s8(x.data(), int64_t(x.size()), scale, zp, y.data());
+      for (size_t i = 0; i < x.size(); ++i)
+        ASSERT_EQ(y[i], scale * float(int32_t(x[i]) - zp))
+            << int(x[i]) << " " << scale << " " << zp;
+    }
+}
+#endif
 
 #if defined(EP_HAVE_AVX512)
 // One input channel (K = 1, padded to 4) with weight 1 and a bias: the GEMM's int32 sum is
@@ -353,27 +668,6 @@ TEST(RuntimeInt8, Avx512GemmFloatRequantizationKeepsTfliteBits) {
   EXPECT_TRUE(ep::rt::float_requant(mult, shift, 1, 16, 0, scale, pos, neg));
 }
 
-// Multipliers for the kernels below: power-of-two ones, whose products land exactly on the
-// roundings' ties, among others, with right shifts of 2 to 12 (the float form) or, when `integer`,
-// a left shift (the integer steps only).
-void random_requant(std::mt19937& rng, int64_t m, bool integer, std::vector<int32_t>* mult,
-                    std::vector<int32_t>* shift) {
-  mult->assign(size_t((m + 15) / 16 * 16), 0);
-  shift->assign(mult->size(), 0);
-  for (int64_t j = 0; j < m; ++j) {
-    const double frac = j % 2 ? (rng() % 1000) / 1000.0 : 0.0;
-    const int exponent = integer ? 1 : -2 - int(rng() % 11);
-    ep::rt::quantize_multiplier(std::ldexp(1.0 + frac, exponent), &(*mult)[size_t(j)],
-                                &(*shift)[size_t(j)]);
-  }
-}
-
-// TFLite's requantization of one sum, clamped to [lo, hi]
-int32_t requantized(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
-  const int32_t v = ep::rt::multiply_by_quantized_multiplier(acc, mult, shift) + zp;
-  return std::min(hi, std::max(lo, v));
-}
-
 // The sparse kernel (1x4 blocks, rows 16 per vector, channels transposed into rows 16 at a time)
 // and its quad re-layout against the scalar sums and requantization: row counts of 1 to 64 that
 // leave partial row vectors, channel counts that leave partial blocks of 16, K not a multiple of 4
@@ -460,69 +754,9 @@ TEST(RuntimeInt8, Avx512SparseKernelEqualsTheScalarLoop) {
   }
 }
 
-// The depthwise rows (3x3, 5x5 and a 2x4 kernel of the generic path; strides 1 and 2; padding;
-// channel counts that leave partial blocks of 16) with the float requantization and the integer
-// steps, against the scalar loop.
 TEST(RuntimeInt8, Avx512DepthwiseRowsEqualTheScalarLoop) {
   if (!ep::cpu_features().avx512vnni) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
-  std::mt19937 rng(17);
-  struct Case {
-    int64_t h, w, c, kh, kw, s, pad;
-  };
-  // the last has many outputs, so values within the float form's error of a rounding boundary
-  // occur (a kernel without the fall-back to the integer steps fails there)
-  for (const Case& cs :
-       {Case{9, 11, 16, 3, 3, 1, 1}, Case{10, 13, 40, 3, 3, 2, 1}, Case{8, 9, 7, 5, 5, 1, 2},
-        Case{7, 12, 33, 2, 4, 1, 0},
-        // narrow planes (at stride 1 copied into a padded tile first)
-        Case{7, 7, 40, 3, 3, 1, 1}, Case{9, 8, 24, 5, 5, 2, 2}, Case{14, 14, 20, 3, 3, 2, 1},
-        Case{5, 3, 16, 5, 5, 1, 2}, Case{60, 60, 64, 3, 3, 1, 1}}) {
-    const int64_t oh = (cs.h + 2 * cs.pad - cs.kh) / cs.s + 1;
-    const int64_t ow = (cs.w + 2 * cs.pad - cs.kw) / cs.s + 1;
-    std::vector<int8_t> x(static_cast<size_t>(cs.h * cs.w * cs.c)),
-        wt(static_cast<size_t>(cs.kh * cs.kw * cs.c));
-    for (auto& v : x) v = int8_t(int(rng() % 256) - 128);
-    for (auto& v : wt) v = int8_t(int(rng() % 255) - 127);
-    std::vector<int32_t> wide(wt.size()), bias(size_t((cs.c + 15) / 16 * 16), 0);
-    for (size_t i = 0; i < wt.size(); ++i) wide[i] = int32_t(uint16_t(wt[i]));
-    for (int64_t ch = 0; ch < cs.c; ++ch) bias[size_t(ch)] = int32_t(rng() % 4001) - 2000;
-    const int32_t zin = int32_t(rng() % 256) - 128;
-    for (const bool integer : {false, true}) {
-      std::vector<int32_t> mult, shift;
-      random_requant(rng, cs.c, integer, &mult, &shift);
-      const int32_t zp = int32_t(rng() % 256) - 128, lo = std::max(-128, zp - 100),
-                    hi = std::min(127, zp + 90);
-      std::vector<float> scale(mult.size()), pos(scale), neg(scale);
-      const bool fl = ep::rt::float_requant(mult.data(), shift.data(), cs.c, int64_t(mult.size()),
-                                            zp, scale.data(), pos.data(), neg.data());
-      ASSERT_EQ(fl, !integer);
-      const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
-      std::vector<int8_t> y(static_cast<size_t>(oh * ow * cs.c), 77);
-      ep::rt::QDwRowArgs a;
-      a.x = x.data(), a.h = cs.h, a.w = cs.w, a.c = cs.c, a.kh = cs.kh, a.kw = cs.kw;
-      a.sh = cs.s, a.sw = cs.s, a.pt = cs.pad, a.pl = cs.pad, a.oy = 0, a.rows = oh, a.ow = ow;
-      a.wt = wide.data(), a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data();
-      a.fr = fl ? &fr : nullptr;
-      a.zp_in = zin, a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.vnni = true;
-      ep::rt::avx512::qdw_rows(a);
-      for (int64_t oy = 0; oy < oh; ++oy)
-        for (int64_t ox = 0; ox < ow; ++ox)
-          for (int64_t ch = 0; ch < cs.c; ++ch) {
-            int32_t acc = bias[size_t(ch)];
-            for (int64_t ky = 0; ky < cs.kh; ++ky)
-              for (int64_t kx = 0; kx < cs.kw; ++kx) {
-                const int64_t iy = oy * cs.s - cs.pad + ky, ix = ox * cs.s - cs.pad + kx;
-                if (iy < 0 || iy >= cs.h || ix < 0 || ix >= cs.w) continue;
-                acc += (int32_t(x[size_t((iy * cs.w + ix) * cs.c + ch)]) - zin) *
-                       int32_t(wt[size_t((ky * cs.kw + kx) * cs.c + ch)]);
-              }
-            ASSERT_EQ(int32_t(y[size_t((oy * ow + ox) * cs.c + ch)]),
-                      requantized(acc, mult[size_t(ch)], shift[size_t(ch)], zp, lo, hi))
-                << cs.kh << "x" << cs.kw << "/" << cs.s << " c " << cs.c << " at " << oy << ","
-                << ox << "," << ch << (fl ? " float" : " integer");
-          }
-    }
-  }
+  check_depthwise_rows(ep::rt::avx512::qdw_rows, true);
 }
 
 // Inputs a and b holding every pair of int8 values, then `extra` more (a tail past whole vectors)
@@ -633,44 +867,7 @@ TEST(RuntimeInt8, Avx512ColumnSumsEqualTheScalarLoop) {
 
 TEST(RuntimeInt8, Avx512QuantizeEqualsTfliteRounding) {
   if (!ep::cpu_features().avx512f) GTEST_SKIP() << "this CPU has no AVX-512";
-  const float inf = std::numeric_limits<float>::infinity();
-  std::vector<float> x = {0.0f,
-                          -0.0f,
-                          0.5f,
-                          -0.5f,
-                          1.5f,
-                          -1.5f,
-                          2.5f,
-                          -2.5f,
-                          0.49999997f,
-                          -0.49999997f,
-                          126.5f,
-                          -127.5f,
-                          1e30f,
-                          -1e30f,
-                          inf,
-                          -inf,
-                          std::numeric_limits<float>::quiet_NaN(),
-                          8388609.0f,
-                          3e-39f};
-  std::mt19937 rng(3);
-  std::uniform_real_distribution<float> u(-300.0f, 300.0f);
-  for (int i = 0; i < 4000; ++i) x.push_back(i % 2 ? u(rng) : std::round(u(rng) * 2) / 2);
-  for (float scale : {1.0f, 0.5f, 0.0235294f, 3.7f}) {
-    for (int32_t zp : {-128, -3, 0, 17}) {
-      std::vector<int8_t> y(x.size());
-      ep::rt::avx512::quantize_f32(x.data(), int64_t(x.size()), scale, zp, y.data());
-      for (size_t i = 0; i < x.size(); ++i) {
-        // TFLite's AffineQuantize: round(x / scale) half away from zero, plus the zero point
-        const float q = std::round(x[i] / scale);
-        const int32_t want = std::isnan(q) ? zp
-                             : q > 1e9f    ? 127
-                             : q < -1e9f   ? -128
-                                           : std::min(127, std::max(-128, int32_t(q) + zp));
-        ASSERT_EQ(int32_t(y[i]), want) << x[i] << " / " << scale << " + " << zp;
-      }
-    }
-  }
+  check_quantize(ep::rt::avx512::quantize_f32);
 }
 #endif
 

@@ -215,9 +215,8 @@ def int8_cnn(sparse=False, seed=0) -> bytes:
 def int8_sparse_wide(seed=0) -> bytes:
     """A model.int8.tflite whose two 1x1 convs (128 -> 128) are pruned in 1x4 blocks (4
     consecutive input channels of one output channel) to 90 %: wide enough that the sparse int8
-    kernels of AVX-512 VNNI and the portable paths beat their dense ones, so the runtime picks them
-    (narrow layers, or 90 % unstructured zeros that leave a third of the 1x4 blocks nonzero, run
-    dense on AVX-512 VNNI; x86 without VNNI runs its dense AVX2 tiles below 97 % zeros)."""
+    kernels of every path beat their dense ones, so the runtime picks them (narrow layers, or 90 %
+    unstructured zeros that leave a third of the 1x4 blocks nonzero, run dense on AVX-512 VNNI)."""
     import tempfile
     from pathlib import Path
 

@@ -232,10 +232,11 @@ def test_float_activation_between_int8_layers_runs_as_one_table(act, tmp_path):
             assert np.abs(got - want).max() <= step * 1.001, (isa, float(np.abs(got - want).max()), step)
 
 
-def _dense_tiles(isa: str) -> bool:
-    """Whether ``isa`` runs int8 GEMMs on the AVX2 tiles, dense below 97 % zeros: the avx2 path, and
-    avx512 on a CPU without VNNI (the tiles beat the scalar nonzero walk 3.3x on MobileNetV2's 1x1
-    layers at 90 % zeros)."""
+def _avx2_gemm(isa: str) -> bool:
+    """Whether ``isa`` runs int8 GEMMs on the AVX2 loops: the avx2 path, and avx512 on a CPU
+    without VNNI. Calls of fewer than 8 rows run there on the dense tiles below 97 % zeros (the
+    tiles beat the scalar nonzero walk 3.3x on MobileNetV2's 1x1 layers at 90 % zeros); longer
+    calls on sparse weights take the 1x4-block kernel where its cost model says it wins."""
     return isa == "avx2" or (isa == "avx512" and "avx512vnni" not in kernels.cpu_features())
 
 
@@ -247,13 +248,14 @@ def test_fixture_model_dense_and_sparse_every_thread_count(sparse):
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH", "LOGISTIC", "MUL", "ADD", "MEAN"} <= int8_ops
     assert {"MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD", "FULLY_CONNECTED"} <= int8_ops
     # With sparse weights (90 % unstructured: about a third of the 1x4 blocks nonzero), the 16- and
-    # 24-channel 1x1 layers run sparse on the portable paths (at least half zeros); AVX-512
-    # VNNI's cost model keeps them dense (its sparse kernel's per-output and per-input costs
-    # outweigh the multiply-adds it saves on layers this narrow), and so do the AVX2 tiles
+    # 24-channel 1x1 layers run sparse on the portable paths (at least half zeros) and on AVX2's
+    # 1x4-block kernel (64 rows a call); AVX-512 VNNI's cost model keeps them dense (its sparse
+    # kernel's per-output and per-input costs outweigh the multiply-adds it saves on layers this
+    # narrow)
     vnni = "avx512vnni" in kernels.cpu_features()
     for isa in ISAS:
         isa_labels = [lbl for _, lbl, _ in ep.runtime.load(data, isa=isa).profile(runs=1)]
-        want = 2 if sparse and not (isa == "avx512" and vnni) and not _dense_tiles(isa) else 0
+        want = 2 if sparse and not (isa == "avx512" and vnni) else 0
         assert sum("sparse" in lbl for lbl in isa_labels) == want, (isa, isa_labels)
     _assert_bit_parity(data, threads=(1, 2, 4))
     if sparse:  # the sparse path gives the same bits as the dense one
@@ -265,7 +267,7 @@ def test_wide_block_sparse_layers_run_sparse_on_every_path_with_the_same_bits():
     data = int8_sparse_wide()
     for isa in ISAS:
         labels = [lbl for _, lbl, _ in ep.runtime.load(data, isa=isa).profile(runs=1)]
-        want = [] if _dense_tiles(isa) else ["CONV_2D int8 1x1/1 128->128 sparse 8x8"] * 2
+        want = ["CONV_2D int8 1x1/1 128->128 sparse 8x8"] * 2
         assert [lbl for lbl in labels if "sparse" in lbl] == want, (isa, labels)
     _assert_bit_parity(data, threads=(1, 2, 4))
     x = np.random.default_rng(0).standard_normal((1, 16, 16, 3)).astype(np.float32)
@@ -311,8 +313,8 @@ def test_int8_sparse_fc_at_batch_one_has_the_dense_bits_on_every_path(case):
         model = ep.runtime.load(data, isa=isa)
         labels = [lbl for _, lbl, _ in model.profile(runs=1)]
         # on AVX-512 VNNI the channel groups (one row at a time), on x86 without VNNI the dense
-        # AVX2 tiles, elsewhere the portable sparse loop
-        tag = " sparse groups" if isa == "avx512" and vnni else "" if _dense_tiles(isa) else " sparse"
+        # AVX2 tiles (fewer than 8 rows), elsewhere the portable sparse loop
+        tag = " sparse groups" if isa == "avx512" and vnni else "" if _avx2_gemm(isa) else " sparse"
         fc = [lbl for lbl in labels if lbl.startswith("FULLY_CONNECTED")]
         assert fc == [f"FULLY_CONNECTED int8 {k}->{m}{tag}"], (isa, labels)
         np.testing.assert_array_equal(model(x)[0], want, err_msg=isa)

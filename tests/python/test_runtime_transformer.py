@@ -258,10 +258,7 @@ def test_inspect_reports_what_edgeprune_runtime_runs(ops_case, tmp_path, capsys)
     assert ours["operators"]["GATHER"]["ops"] == 2 and ours["operators"]["SELECT_V2"]["ops"] == 3
     data_dir = Path(__file__).resolve().parents[1] / "data" / "runtime"
     q = inspect_tflite(data_dir / "int8_sparse_wide.tflite")["edgeprune_runtime"]["operators"]
-    # x86 without VNNI runs its int8 GEMMs on dense AVX2 tiles below 97 % zeros (test_runtime_int8)
-    isa = kernels.selected_isa()
-    dense_tiles = isa == "avx2" or (isa == "avx512" and "avx512vnni" not in kernels.cpu_features())
-    assert q["CONV_2D"] == {"ops": 3, "int8": 3, "sparse": 0 if dense_tiles else 2}
+    assert q["CONV_2D"] == {"ops": 3, "int8": 3, "sparse": 2}
     s = inspect_tflite(data_dir / "encoder_sparse.tflite")["edgeprune_runtime"]["operators"]
     assert s["FULLY_CONNECTED"] == {"ops": 6, "int8": 0, "sparse": 2}
     b = Builder()

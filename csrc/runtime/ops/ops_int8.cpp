@@ -107,6 +107,25 @@ bool float_requant(const int32_t* mult, const int32_t* shift, int64_t n, int64_t
   return true;
 }
 
+void pack_blocks_avx2(const int8_t* w, int64_t m, int64_t k, std::vector<int32_t>* nnz,
+                      std::vector<int32_t>* quad, std::vector<int32_t>* pairs) {
+  const auto weight = [&](int64_t i, int64_t c) {
+    return c < k ? uint32_t(uint16_t(int16_t(w[i * k + c]))) : 0u;
+  };
+  for (int64_t i = 0; i < m; ++i) {
+    int32_t count = 0;
+    for (int64_t q = 0; q < (k + 3) / 4; ++q) {
+      const uint32_t w01 = weight(i, 4 * q) | weight(i, 4 * q + 1) << 16;
+      const uint32_t w23 = weight(i, 4 * q + 2) | weight(i, 4 * q + 3) << 16;
+      if (!w01 && !w23) continue;
+      quad->push_back(int32_t(q));
+      pairs->push_back(int32_t(w01)), pairs->push_back(int32_t(w23));
+      ++count;
+    }
+    nnz->push_back(count);
+  }
+}
+
 void qadd_planes(int32_t z, int32_t m, int s, uint8_t* planes) {
   for (int i = 0; i < 256; ++i) {
     const int32_t v = multiply_by_quantized_multiplier((int32_t(int8_t(i)) - z) * (1 << 20), m, s);
@@ -297,13 +316,20 @@ class QGemm {
     }
 #endif
 #if defined(EP_HAVE_AVX2)
-    // x86 without VNNI: the AVX2 tiles, dense. They also beat the portable nonzero walk on sparse
-    // weights: 3.3x on MobileNetV2's 1x1 layers at 90 % zeros (docs/runtime.md), and the walk's
-    // cost falls with the nonzeros, so the two meet near 97 %.
-    if ((o.isa == Isa::avx2 || o.isa == Isa::avx512) && zeros * 100 < m * k * 97) {
-      sparse_ = false;
-      pack_avx2(w);
-      return;
+    // x86 without VNNI: the AVX2 tiles, dense, or the 1x4-block kernel where the weights are
+    // sparse enough for it to pay and each call has a vector of 8 rows or more. The dense tiles
+    // beat the portable nonzero walk below 97 % zeros (3.3x on MobileNetV2's 1x1 layers at 90 %,
+    // docs/runtime.md), so with few rows the walk only takes the sparsest weights.
+    if (o.isa == Isa::avx2 || o.isa == Isa::avx512) {
+      if (sparse_ && rows >= 8 && avx2_sparse_pays(m, k, nonzero_quads(w, m, k))) {
+        pack_avx2_sparse(w);
+        return;
+      }
+      if (zeros * 100 < m * k * 97) {
+        sparse_ = false;
+        pack_avx2(w);
+        return;
+      }
     }
 #endif
     if (sparse_) {
@@ -360,6 +386,25 @@ class QGemm {
     }
 #endif
 #if defined(EP_HAVE_AVX2)
+    if (avx2_sparse_) {  // chunks of up to 32 rows, re-laid as int16 pairs
+      parallel_for(t, (n + 31) / 32, [&](int64_t task) {
+        const int64_t r0 = task * 32, rows = std::min<int64_t>(32, n - r0);
+        const int64_t ldn = (rows + 7) / 8 * 8, pairs = (k_ + 3) / 4 * 2;
+        int32_t* xp =
+            static_cast<int32_t*>(thread_scratch(3, size_t(pairs * ldn) * sizeof(int32_t)));
+        avx2::pair_rows(x + r0 * ldx, ldx, rows, k_, ldn, xp);
+        QSpmmAvx2Args a;
+        a.xp = xp, a.n = rows, a.ldn = ldn, a.m = m_;
+        a.nnz = snnz_.data(), a.quad = squad_.data(), a.w = sw_.data();
+        a.bias = abias_.data(), a.mult = amult_.data(), a.shift = ashift_.data();
+        const FloatRequant fr{fscale_.data(), fpos_.data(), fneg_.data()};
+        if (float_rq_) a.fr = &fr;
+        a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
+        a.y = y + r0 * m_, a.ldy = m_;
+        avx2::qspmm_rows(a);
+      });
+      return;
+    }
     if (avx2_) {
       // tasks of whole 6-row strips, about 4 per thread so none idles at the end
       const int64_t per =
@@ -373,6 +418,8 @@ class QGemm {
         a.shift = ashift_.data();
         a.zp_out = rq_.zp_out, a.lo = rq_.lo, a.hi = rq_.hi;
         a.y = y + r0 * m_, a.ldy = m_;
+        const FloatRequant fr{fscale_.data(), fpos_.data(), fneg_.data()};
+        if (float_rq_) a.fr = &fr;
         avx2::qgemm_rows(a);
       });
       return;
@@ -387,6 +434,28 @@ class QGemm {
     avx2_ = true;
     avx2_w_.resize(size_t(packed_gemm_s8_size(m_, k_, 16, 2)));
     pack_gemm_s8(w, m_, k_, 16, 2, avx2_w_.data());
+    avx2_constants();
+  }
+  void pack_avx2_sparse(const int8_t* w) {
+    avx2_sparse_ = true;
+    pack_blocks_avx2(w, m_, k_, &snnz_, &squad_, &sw_);
+    avx2_constants();
+  }
+  // Whether the 1x4-block kernel beats the dense tiles on an M x K layer with `quads` nonzero
+  // blocks, both per row: the tiles pay per multiply-add and per output, the block kernel per
+  // nonzero block, per output (requantized one channel at a time, then transposed into rows) and
+  // per input (re-laid as int16 pairs). Coefficients (ns per row) fitted on MobileNetV2's 1x1
+  // layers on a 2-core Zen 1 (docs/runtime.md). Both kernels give the same bits.
+  static constexpr double kDenseMac = 0.0552, kDenseOut = 0.413;                       // ns
+  static constexpr double kSparseQuad = 0.262, kSparseOut = 0.730, kSparseIn = 0.352;  // ns
+  static bool avx2_sparse_pays(int64_t m, int64_t k, int64_t quads) {
+    const double kq = double((k + 3) / 4);
+    const double dense = kDenseMac * double(m) * 4.0 * kq + kDenseOut * double(m);
+    const double sparse =
+        kSparseQuad * double(quads) + kSparseOut * double(m) + kSparseIn * double(k);
+    return sparse < dense;
+  }
+  void avx2_constants() {
     const size_t mp = size_t((m_ + 15) / 16 * 16);
     abias_.assign(mp, 0), amult_.assign(mp, 0), ashift_.assign(mp, 0);
     for (int64_t i = 0; i < m_; ++i) {
@@ -394,13 +463,15 @@ class QGemm {
       amult_[size_t(i)] = rq_.mult[size_t(i)];
       ashift_[size_t(i)] = rq_.shift[size_t(i)];
     }
+    fscale_.resize(mp), fpos_.resize(mp), fneg_.resize(mp);
+    float_rq_ = float_requant(amult_.data(), ashift_.data(), m_, int64_t(mp), rq_.zp_out,
+                              fscale_.data(), fpos_.data(), fneg_.data());
   }
-  bool avx2_ = false;
+  bool avx2_ = false, avx2_sparse_ = false;
   std::vector<int8_t> avx2_w_;                   // pack_gemm_s8's 16-channel panels, k in pairs
+  std::vector<int32_t> snnz_, squad_, sw_;       // the 1x4 blocks (avx2_sparse_)
   std::vector<int32_t> abias_, amult_, ashift_;  // padded to whole panels
 #endif
-#if defined(EP_HAVE_AVX512)
-  static constexpr int64_t kChunk = 64;  // rows per task: their uint8 copy stays in L1 / L2
   // 1x4 blocks (one output channel, four consecutive input channels) holding a nonzero weight
   static int64_t nonzero_quads(const int8_t* w, int64_t m, int64_t k) {
     int64_t quads = 0;
@@ -412,6 +483,8 @@ class QGemm {
       }
     return quads;
   }
+#if defined(EP_HAVE_AVX512)
+  static constexpr int64_t kChunk = 64;  // rows per task: their uint8 copy stays in L1 / L2
   // Whether the sparse VNNI kernel beats the dense one on an M x K layer with `quads` nonzero
   // blocks. Per output row, the dense kernel pays per multiply-add and per output (the
   // requantization); the sparse one per nonzero block, per output (requantized for 16 rows of one
@@ -549,8 +622,10 @@ class QGemm {
   std::vector<int8_t> vnni_w_;
   std::vector<int32_t> nnz_, quad_, block_;
   std::vector<int32_t> vbias_, vmult_, vshift_;
-  std::vector<float> fscale_, fpos_, fneg_;
-  bool float_rq_ = false;  // every channel's requantization has the float form
+#endif
+#if defined(EP_HAVE_AVX2) || defined(EP_HAVE_AVX512)
+  std::vector<float> fscale_, fpos_, fneg_;  // padded to whole blocks of 16 channels
+  bool float_rq_ = false;                    // every channel's requantization has the float form
 #endif
   void row(const int8_t* x, int8_t* y) const {
     if (sparse_) {
@@ -928,6 +1003,8 @@ class QDepthwise : public Op {
       a.wt = wide_.data(), a.bias = bias_.data(), a.mult = rq_.mult.data();
       a.shift = rq_.shift.data(), a.zp_in = zp_in_, a.zp_out = rq_.zp_out, a.lo = rq_.lo;
       a.hi = rq_.hi, a.y = y;
+      const FloatRequant fr{fscale_.data(), fpos_.data(), fneg_.data()};
+      if (float_rq_) a.fr = &fr;
       return avx2::qdw_rows(a);
     }
 #endif
@@ -1564,6 +1641,9 @@ void dequantize(const int8_t* x, int64_t n, float scale, int32_t zin, float* y, 
 #if defined(EP_HAVE_AVX512)
   if (isa == Isa::avx512) return avx512::dequantize_s8(x, n, scale, zin, y);
 #endif
+#if defined(EP_HAVE_AVX2)
+  if (isa == Isa::avx2) return avx2::dequantize_s8(x, n, scale, zin, y);
+#endif
   (void)isa;
   for (int64_t i = 0; i < n; ++i) y[i] = scale * float(int32_t(x[i]) - zin);
 }
@@ -1631,6 +1711,9 @@ class QQuantize : public Op {
   static void quantize(const float* x, int64_t n, float scale, int32_t zout, int8_t* y, Isa isa) {
 #if defined(EP_HAVE_AVX512)
     if (isa == Isa::avx512) return avx512::quantize_f32(x, n, scale, zout, y);
+#endif
+#if defined(EP_HAVE_AVX2)
+    if (isa == Isa::avx2) return avx2::quantize_f32(x, n, scale, zout, y);
 #endif
     (void)isa;
     quantize_row(x, n, scale, zout, y);

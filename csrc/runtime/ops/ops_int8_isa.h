@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace ep {
 namespace rt {
@@ -122,13 +123,36 @@ struct QSpmvGroupArgs {
 
 // y[r, j] = clamp(zp_out + mbqm(sum_k x[r, k] * W[j, k] + bias[j], mult[j], shift[j])) for rows
 // r < n (stride ldx) and channels j < m, x int8 as it stands (the input zero point is in bias), W
-// packed by pack_gemm_s8 with tile 16 and k-group 2. bias / mult / shift are padded to a multiple
-// of 16 channels.
+// packed by pack_gemm_s8 with tile 16 and k-group 2. bias / mult / shift (and fr's arrays) are
+// padded to a multiple of 16 channels.
 struct QGemmAvx2Args {
   const int8_t* x = nullptr;
   int64_t ldx = 0, n = 0, k = 0, m = 0;
   const int8_t* wp = nullptr;
   const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  const FloatRequant* fr = nullptr;  // when set, the float form of the same requantization
+  int32_t zp_out = 0, lo = -128, hi = 127;
+  int8_t* y = nullptr;
+  int64_t ldy = 0;
+};
+
+// Sparse weights in 1x4 blocks (4 consecutive input channels of one output channel) on x86
+// without VNNI, rows vectorised 8 at a time as int16 pairs: xp holds rows [0, n) of x (n <= 32)
+// as xp[p * ldn + r] = x[r, 2p] | x[r, 2p + 1] << 16 (each as int16; 0 past K and for rows n ..
+// ldn), ldn = n rounded up to 8, 2 * ceil(K / 4) pairs, 32-byte aligned. Per output channel j its
+// nnz[j] blocks follow in stream order: quad[e] the block's quad index, w[2 e] and w[2 e + 1] its
+// weights as two int16 pairs (input channels 4q, 4q + 1, then 4q + 2, 4q + 3). x int8 as it
+// stands (the input zero point is in bias); bias / mult / shift / fr as QGemmAvx2Args, read at
+// channels < m only.
+// W[M, K] as that block stream: appends nnz (per channel), quad and pairs (two per block)
+void pack_blocks_avx2(const int8_t* w, int64_t m, int64_t k, std::vector<int32_t>* nnz,
+                      std::vector<int32_t>* quad, std::vector<int32_t>* pairs);
+struct QSpmmAvx2Args {
+  const int32_t* xp = nullptr;
+  int64_t n = 0, ldn = 0, m = 0;
+  const int32_t *nnz = nullptr, *quad = nullptr, *w = nullptr;
+  const int32_t *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  const FloatRequant* fr = nullptr;
   int32_t zp_out = 0, lo = -128, hi = 127;
   int8_t* y = nullptr;
   int64_t ldy = 0;
@@ -137,9 +161,16 @@ struct QGemmAvx2Args {
 #if defined(EP_HAVE_AVX2)
 namespace avx2 {
 void qgemm_rows(const QGemmAvx2Args& a);
-// QDwRowArgs's rows 8 channels at a time (fr and vnni unused; bias, mult and shift read up to
-// channel C rounded down to 8, the last C % 8 channels taking the portable steps)
+void qspmm_rows(const QSpmmAvx2Args& a);
+// Rows [0, n) of x (K int8 each, stride ldx; n <= 32) as QSpmmAvx2Args::xp wants them
+void pair_rows(const int8_t* x, int64_t ldx, int64_t n, int64_t k, int64_t ldn, int32_t* xp);
+// QDwRowArgs's rows 8 channels at a time (vnni unused; bias, mult, shift and fr's arrays read up
+// to channel C rounded down to 8, the last C % 8 channels taking the portable steps)
 void qdw_rows(const QDwRowArgs& a);
+// QUANTIZE and DEQUANTIZE, the same bits as the portable loops (as avx512::quantize_f32 and
+// avx512::dequantize_s8)
+void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* y);
+void dequantize_s8(const int8_t* x, int64_t n, float scale, int32_t zin, float* y);
 // QAddArgs's ADD and MUL of equal shapes 8 values at a time (the tables and fo unused)
 void qadd(const QAddArgs& a);
 void qmul(const QAddArgs& a);

@@ -2,14 +2,18 @@
 // GEMM of convolutions and FULLY_CONNECTED with both operands widened to int16 and multiplied
 // by vpmaddwd (two products summed straight into int32: exact, no vpmaddubsw saturation), then
 // TFLite's requantization (Q31 multiplier, double rounding) on 8 lanes, so the bits equal the
-// portable loop's.
+// portable loop's. Where every channel's requantization has the float form (FloatRequant in
+// ops_int8_isa.h) one fused multiply-add per 8 values replaces the integer steps, which take
+// over for a vector only when one of its lanes lands near a rounding boundary.
 //
-// Consumes: int8 rows and weights packed by pack_gemm_s8 (16-channel panels, k in pairs).
-// Produces: int8 rows.
+// Consumes: int8 rows and weights packed by pack_gemm_s8 (16-channel panels, k in pairs); int8
+// NHWC images and depthwise weights; float or int8 values for QUANTIZE / DEQUANTIZE.
+// Produces: int8 rows, images and values; float values (DEQUANTIZE).
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/kernels.h"
 #include "runtime/ops/ops_int8.h"
@@ -28,10 +32,8 @@ struct Rq8 {
   __m256i mult, mult_odd, left, right, mask, half_mask;
 };
 
-inline Rq8 rq8(const int32_t* mult, const int32_t* shift) {
+inline Rq8 rq8(__m256i m, __m256i s) {
   const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1);
-  const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mult));
-  const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shift));
   Rq8 r;
   r.mult = m;
   r.mult_odd = _mm256_srli_epi64(m, 32);
@@ -40,6 +42,10 @@ inline Rq8 rq8(const int32_t* mult, const int32_t* shift) {
   r.mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, r.right), one);
   r.half_mask = _mm256_srai_epi32(r.mask, 1);
   return r;
+}
+inline Rq8 rq8(const int32_t* mult, const int32_t* shift) {
+  return rq8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(mult)),
+             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shift)));
 }
 
 // TFLite's MultiplyByQuantizedMultiplier on 8 lanes. The high multiply's nudge then truncation
@@ -59,6 +65,38 @@ inline __m256i mbqm(__m256i x, const Rq8& r) {
   const __m256i q = _mm256_srav_epi32(h, r.right);
   // rem > thr adds one: the compare gives -1 there
   return _mm256_sub_epi32(q, _mm256_cmpgt_epi32(rem, thr));
+}
+
+// The float form of the requantization for 8 channels (FloatRequant's scale, pos, neg)
+struct Rqf8 {
+  __m256 scale, pos, neg;
+};
+inline Rqf8 rqf8(const FloatRequant& fr, int64_t c0) {
+  return Rqf8{_mm256_loadu_ps(fr.scale + c0), _mm256_loadu_ps(fr.pos + c0),
+              _mm256_loadu_ps(fr.neg + c0)};
+}
+// V = round(float(x) * scale + (pos or neg by x's sign)) for 8 sums; lanes whose V mod 65536 is
+// below 16 (near a rounding boundary, or V out of int32 range: the conversion gives 0x80000000)
+// turn on all bits of their lane in *flag. The result is V's high half, arithmetic-shifted.
+inline __m256i rq_float8(__m256i x, const Rqf8& f, __m256i* flag) {
+  // blendv takes neg where the sign bit of x, read as a float lane, is set: where x < 0
+  const __m256 add = _mm256_blendv_ps(f.pos, f.neg, _mm256_castsi256_ps(x));
+  const __m256i v = _mm256_cvtps_epi32(_mm256_fmadd_ps(_mm256_cvtepi32_ps(x), f.scale, add));
+  *flag = _mm256_or_si256(*flag, _mm256_cmpeq_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0xFFF0)),
+                                                    _mm256_setzero_si256()));
+  return _mm256_srai_epi32(v, 16);
+}
+inline bool none_flagged(__m256i flag) { return _mm256_testz_si256(flag, flag) != 0; }
+
+// Two vectors of 8 int32 (each inside int16) as 16 saturated int8 in order a | b
+inline __m128i bytes16(__m256i a, __m256i b) {
+  const __m256i s16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+  return _mm_packs_epi16(_mm256_castsi256_si128(s16), _mm256_extracti128_si256(s16, 1));
+}
+// 8 int32 (each inside int16) as 8 saturated int8 in the low half
+inline __m128i bytes8(__m256i v) {
+  const __m128i s16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  return _mm_packs_epi16(s16, s16);
 }
 
 // R rows x 16 channels: acc[r][h] = sum over k of x[r, k] * W[16 p + 8 h + i, k] per lane i.
@@ -93,7 +131,7 @@ void qgemm_rows(const QGemmAvx2Args& a) {
   const int64_t pairs = (a.k + 1) / 2, full = a.k / 2;
   int32_t* ap = static_cast<int32_t*>(thread_scratch(3, size_t(pairs) * MR * sizeof(int32_t)));
   const __m256i zp = _mm256_set1_epi32(a.zp_out);
-  const __m256i lo = _mm256_set1_epi32(a.lo), hi = _mm256_set1_epi32(a.hi);
+  const __m128i lo8 = _mm_set1_epi8(int8_t(a.lo)), hi8 = _mm_set1_epi8(int8_t(a.hi));
   __m256i acc[MR][2];
   // Channels are taken in blocks of at most ~192 KB of packed weights, so a block stays in L2
   // while every row strip streams past it (each strip's pairs are re-made per block: cheap).
@@ -118,28 +156,199 @@ void qgemm_rows(const QGemmAvx2Args& a) {
         kTile[R](ap, a.wp + j0 * 2 * pairs, pairs, acc);
         const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bias + j0));
         const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bias + j0 + 8));
-        const Rq8 q0 = rq8(a.mult + j0, a.shift + j0), q1 = rq8(a.mult + j0 + 8, a.shift + j0 + 8);
-        for (int r = 0; r < R; ++r) {
+        __m128i bytes[MR];
+        bool done = false;
+        if (a.fr) {  // all R rows in float unless a lane of any of them is flagged
+          const Rqf8 f0 = rqf8(*a.fr, j0), f1 = rqf8(*a.fr, j0 + 8);
+          __m256i flag = _mm256_setzero_si256();
+          for (int r = 0; r < R; ++r)
+            bytes[r] = bytes16(rq_float8(_mm256_add_epi32(acc[r][0], b0), f0, &flag),
+                               rq_float8(_mm256_add_epi32(acc[r][1], b1), f1, &flag));
+          done = none_flagged(flag);
+        }
+        if (!done) {
+          const Rq8 q0 = rq8(a.mult + j0, a.shift + j0),
+                    q1 = rq8(a.mult + j0 + 8, a.shift + j0 + 8);
           const auto one = [&](__m256i v, __m256i b, const Rq8& q) {
-            const __m256i s = _mm256_add_epi32(mbqm(_mm256_add_epi32(v, b), q), zp);
-            return _mm256_min_epi32(_mm256_max_epi32(s, lo), hi);
+            return _mm256_add_epi32(mbqm(_mm256_add_epi32(v, b), q), zp);
           };
-          // both halves are inside [lo, hi] (int8), so the saturating packs change nothing;
-          // the qword permute restores channel order after packs_epi32's per-lane interleave
-          const __m256i s16 = _mm256_permute4x64_epi64(
-              _mm256_packs_epi32(one(acc[r][0], b0, q0), one(acc[r][1], b1, q1)), 0xD8);
-          const __m128i bytes =
-              _mm_packs_epi16(_mm256_castsi256_si128(s16), _mm256_extracti128_si256(s16, 1));
+          for (int r = 0; r < R; ++r)
+            bytes[r] = bytes16(one(acc[r][0], b0, q0), one(acc[r][1], b1, q1));
+        }
+        for (int r = 0; r < R; ++r) {
+          // the activation range, on the saturated bytes (it lies inside int8, so saturating
+          // first changes nothing)
+          const __m128i v = _mm_min_epi8(_mm_max_epi8(bytes[r], lo8), hi8);
           int8_t* y = a.y + (r0 + r) * a.ldy + j0;
           if (w == NR) {
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(y), bytes);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(y), v);
           } else {
             alignas(16) int8_t tmp[NR];
-            _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+            _mm_store_si128(reinterpret_cast<__m128i*>(tmp), v);
             std::memcpy(y, tmp, size_t(w));
           }
         }
       }
+    }
+}
+
+namespace {
+
+// 16 rows of 16 bytes transposed in place: a[i] byte j becomes a[j] byte i. Four rounds of the
+// same interleave of rows i and i + 8 (each round sorts one more bit of the column index into
+// the row index) give the transpose of a 16 x 16 matrix.
+inline void transpose16x16(__m128i (&a)[16]) {
+  for (int round = 0; round < 4; ++round) {
+    __m128i b[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      b[2 * i] = _mm_unpacklo_epi8(a[i], a[i + 8]);
+      b[2 * i + 1] = _mm_unpackhi_epi8(a[i], a[i + 8]);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) a[i] = b[i];
+  }
+}
+
+// 8 rows of 8 int32 transposed: r[i] lane j becomes r[j] lane i
+inline void transpose8x8(__m256i (&r)[8]) {
+  __m256i t[8], u[8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    u[4 * h] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+    u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+  }
+}
+
+// V vectors of 8 rows of one output channel: the sums over its blocks, requantized with the
+// channel's constants, as V * 8 bytes in row order at out
+template <int V>
+inline void spmm_channel(const QSpmmAvx2Args& a, int64_t j, const int32_t* quad, const int32_t* w,
+                         int32_t blocks, int8_t* out) {
+  __m256i acc[V];
+  const __m256i bias = _mm256_set1_epi32(a.bias[j]);
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) acc[v] = bias;
+  const int64_t ldn = a.ldn;
+  for (int32_t e = 0; e < blocks; ++e) {
+    const int32_t* p = a.xp + int64_t(quad[e]) * 2 * ldn;
+    const __m256i w01 = _mm256_set1_epi32(w[2 * e]), w23 = _mm256_set1_epi32(w[2 * e + 1]);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __m256i x01 = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + 8 * v));
+      const __m256i x23 = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + ldn + 8 * v));
+      acc[v] = _mm256_add_epi32(
+          acc[v], _mm256_add_epi32(_mm256_madd_epi16(x01, w01), _mm256_madd_epi16(x23, w23)));
+    }
+  }
+  __m256i r[V];
+  bool done = false;
+  if (a.fr) {
+    const Rqf8 f{_mm256_set1_ps(a.fr->scale[j]), _mm256_set1_ps(a.fr->pos[j]),
+                 _mm256_set1_ps(a.fr->neg[j])};
+    __m256i flag = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) r[v] = rq_float8(acc[v], f, &flag);
+    done = none_flagged(flag);
+  }
+  if (!done) {
+    const Rq8 q = rq8(_mm256_set1_epi32(a.mult[j]), _mm256_set1_epi32(a.shift[j]));
+    const __m256i zp = _mm256_set1_epi32(a.zp_out);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) r[v] = _mm256_add_epi32(mbqm(acc[v], q), zp);
+  }
+  const __m128i lo = _mm_set1_epi8(int8_t(a.lo)), hi = _mm_set1_epi8(int8_t(a.hi));
+#pragma GCC unroll 2
+  for (int v = 0; v < V; v += 2) {  // 16 bytes a store (past V * 8: padding of the buffer)
+    const __m128i b = v + 1 < V ? bytes16(r[v], r[std::min(v + 1, V - 1)]) : bytes8(r[v]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8 * v),
+                     _mm_min_epi8(_mm_max_epi8(b, lo), hi));
+  }
+}
+
+template <int V>
+void spmm_rows(const QSpmmAvx2Args& a) {
+  // 16 channels' results in channel-major order (32 bytes per channel, rows in order), then
+  // transposed 16 rows at a time into the output rows
+  alignas(16) int8_t buf[16 * 32] = {};
+  const int32_t* quad = a.quad;
+  const int32_t* w = a.w;
+  for (int64_t j0 = 0; j0 < a.m; j0 += 16) {
+    const int64_t width = std::min<int64_t>(16, a.m - j0);
+    for (int64_t jj = 0; jj < width; ++jj) {
+      const int32_t blocks = a.nnz[j0 + jj];
+      spmm_channel<V>(a, j0 + jj, quad, w, blocks, buf + jj * 32);
+      quad += blocks, w += 2 * blocks;
+    }
+    for (int64_t r0 = 0; r0 < a.n; r0 += 16) {
+      __m128i t[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i)  // channels past width: whatever the buffer holds, not stored
+        t[i] = _mm_load_si128(reinterpret_cast<const __m128i*>(buf + i * 32 + r0));
+      transpose16x16(t);
+      for (int64_t r = 0; r < std::min<int64_t>(16, a.n - r0); ++r) {
+        int8_t* y = a.y + (r0 + r) * a.ldy + j0;
+        if (width == 16) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(y), t[r]);
+        } else {
+          alignas(16) int8_t tmp[16];
+          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), t[r]);
+          std::memcpy(y, tmp, size_t(width));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void qspmm_rows(const QSpmmAvx2Args& a) {
+  switch ((a.n + 7) / 8) {
+    case 1:
+      return spmm_rows<1>(a);
+    case 2:
+      return spmm_rows<2>(a);
+    case 3:
+      return spmm_rows<3>(a);
+    default:
+      return spmm_rows<4>(a);
+  }
+}
+
+void pair_rows(const int8_t* x, int64_t ldx, int64_t n, int64_t k, int64_t ldn, int32_t* xp) {
+  const int64_t pairs = (k + 3) / 4 * 2;
+  int64_t q0 = 0;
+  if (n == ldn && n % 8 == 0)  // 8 rows x 8 pairs (16 bytes of each row) at a time
+    for (; 2 * q0 + 16 <= k; q0 += 8)
+      for (int64_t r0 = 0; r0 < n; r0 += 8) {
+        __m256i t[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i)
+          t[i] = _mm256_cvtepi8_epi16(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + (r0 + i) * ldx + 2 * q0)));
+        transpose8x8(t);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i)
+          _mm256_store_si256(reinterpret_cast<__m256i*>(xp + (q0 + i) * ldn + r0), t[i]);
+      }
+  for (int64_t q = q0; q < pairs; ++q)
+    for (int64_t r = 0; r < ldn; ++r) {
+      const int64_t c = 2 * q;
+      const int16_t lo = r < n && c < k ? int16_t(x[r * ldx + c]) : 0;
+      const int16_t hi = r < n && c + 1 < k ? int16_t(x[r * ldx + c + 1]) : 0;
+      xp[q * ldn + r] = int32_t(uint32_t(uint16_t(lo)) | (uint32_t(uint16_t(hi)) << 16));
     }
 }
 
@@ -194,17 +403,172 @@ void qmul(const QAddArgs& a) { binary<true>(a); }
 
 namespace {
 
-// f(x offset, weight offset) of each tap of output pixel (oy, ox) that lies inside the input, in
-// kernel row-major order (the offsets of channel 0; taps outside add nothing, as TFLite skips them)
-template <class F>
-inline void each_tap(const QDwRowArgs& a, int64_t oy, int64_t ox, F&& f) {
+// One block of 8 channels of a depthwise layer: its per-channel constants
+struct DwLanes8 {
+  __m256i bias;
+  Rq8 rq;
+  bool fl;  // the float requantization (rf), else the integer steps
+  Rqf8 rf;
+};
+
+// 8 int8 at p as int32 lanes
+inline __m256i load8(const int8_t* p) {
+  return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+// acc + x * w per lane: x (int8, sign-extended) fits the low int16 half and the weight's high
+// half is 0, so the pair multiply-add is the exact 32-bit product
+inline __m256i madd_tap(__m256i acc, __m256i x, __m256i w) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(x, w));
+}
+
+// The integer steps for one vector of sums: requantized, zero point added (not yet clamped)
+inline __m256i dw_integer(const QDwRowArgs& a, const DwLanes8& l, __m256i acc) {
+  return _mm256_add_epi32(mbqm(acc, l.rq), _mm256_set1_epi32(a.zp_out));
+}
+
+// P (1 or an even number) pixels' 8 channels: requantized, clamped and stored as 8 bytes each at
+// y, y + step, ...
+template <int P>
+inline void dw_store(const QDwRowArgs& a, const DwLanes8& l, const __m256i* acc, int8_t* y,
+                     int64_t step) {
+  static_assert(P == 1 || P % 2 == 0, "pixels are packed in pairs");
+  constexpr int B = (P + 1) / 2;
+  __m128i b[B];
+  const auto pack = [&](auto&& one) {
+#pragma GCC unroll 4
+    for (int i = 0; i < B; ++i) {
+      if constexpr (P == 1)
+        b[i] = bytes8(one(acc[0]));
+      else
+        b[i] = bytes16(one(acc[2 * i]), one(acc[2 * i + 1]));
+    }
+  };
+  bool done = false;
+  if (l.fl) {
+    __m256i flag = _mm256_setzero_si256();
+    pack([&](__m256i v) { return rq_float8(v, l.rf, &flag); });
+    done = none_flagged(flag);
+  }
+  if (!done) pack([&](__m256i v) { return dw_integer(a, l, v); });
+  const __m128i lo = _mm_set1_epi8(int8_t(a.lo)), hi = _mm_set1_epi8(int8_t(a.hi));
+#pragma GCC unroll 4
+  for (int i = 0; i < B; ++i) {
+    const __m128i v = _mm_min_epi8(_mm_max_epi8(b[i], lo), hi);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(y + 2 * i * step), v);
+    if constexpr (P > 1)
+      _mm_storeh_pd(reinterpret_cast<double*>(y + (2 * i + 1) * step), _mm_castsi128_pd(v));
+  }
+}
+
+// A pixel whose taps may leave the input: every tap checked, the zero point taken off each
+inline void dw_pixel_checked(const QDwRowArgs& a, const DwLanes8& l, int64_t c0, int64_t oy,
+                             int64_t ox, int8_t* y) {
+  const __m256i zin = _mm256_set1_epi32(a.zp_in);
+  __m256i acc = l.bias;
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const int64_t iy = oy * a.sh - a.pt + ky * a.dh;
     if (iy < 0 || iy >= a.h) continue;
     for (int64_t kx = 0; kx < a.kw; ++kx) {
       const int64_t ix = ox * a.sw - a.pl + kx * a.dw;
       if (ix < 0 || ix >= a.w) continue;
-      f((iy * a.w + ix) * a.c, (ky * a.kw + kx) * a.c);
+      const __m256i wv =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.wt + (ky * a.kw + kx) * a.c + c0));
+      acc = madd_tap(acc, _mm256_sub_epi32(load8(a.x + (iy * a.w + ix) * a.c + c0), zin), wv);
+    }
+  }
+  dw_store<1>(a, l, &acc, y, 0);
+}
+
+// Rows [oy, oy + rows) of one block of 8 channels. Columns [x0, x1) have every tap inside the
+// row's columns; there the zero point's share, zp * sum(w) over the kernel rows inside, comes off
+// the bias once per row and each tap is x * w, 4 pixels at a time (4 accumulator chains sharing
+// each weight). With the kernel size known at compile time (KH > 0) and every kernel row inside,
+// dilation 1 and stride 1 or 2 (nearly every depthwise layer), the taps are unrolled with the
+// weights in registers. The other columns check every tap.
+template <int KH, int KW>
+void dw_block(const QDwRowArgs& a, const DwLanes8& lanes, int64_t c0, int64_t x0, int64_t x1) {
+  // A copy whose address never escapes: through the reference, the compiler would reload the
+  // constants after every int8 store (a byte store may alias them). The fields of `a` used in the
+  // loops are locals for the same reason.
+  const DwLanes8 l = lanes;
+  const int64_t kh = KH > 0 ? KH : a.kh, kw = KH > 0 ? KW : a.kw;
+  const int64_t c = a.c, h = a.h, wc = a.w * c, sh = a.sh, sw = a.sw, dh = a.dh, pt = a.pt;
+  const int64_t pl = a.pl, step = sw * c, tap = a.dw * c, yrow = a.ow * c;
+  const int8_t* const x = a.x;
+  const int32_t* const wt = a.wt + c0;
+  const __m256i zin = _mm256_set1_epi32(a.zp_in);
+  auto weight = [&](int64_t ky, int64_t kx) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + (ky * kw + kx) * c));
+  };
+  __m256i w[KH > 0 ? KH * KW : 1];
+  if constexpr (KH > 0)
+    for (int t = 0; t < KH * KW; ++t) w[t] = weight(t / KW, t % KW);
+  constexpr int P = 4;
+  for (int64_t oy = a.oy; oy < a.oy + a.rows; ++oy) {
+    int8_t* const y = a.y + (oy - a.oy) * yrow + c0;
+    for (int64_t ox = 0; ox < x0; ++ox) dw_pixel_checked(a, l, c0, oy, ox, y + ox * c);
+    for (int64_t ox = x1; ox < a.ow; ++ox) dw_pixel_checked(a, l, c0, oy, ox, y + ox * c);
+    const auto inside = [&](int64_t ky) {
+      const int64_t iy = oy * sh - pt + ky * dh;
+      return iy >= 0 && iy < h;
+    };
+    bool every = true;
+    __m256i bias = l.bias;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      if (!inside(ky)) {
+        every = false;
+        continue;
+      }
+      for (int64_t kx = 0; kx < kw; ++kx)
+        bias = _mm256_sub_epi32(bias, _mm256_madd_epi16(zin, weight(ky, kx)));
+    }
+    int64_t ox = x0;
+    if constexpr (KH > 0) {
+      const auto lean = [&](auto stride) {
+        constexpr int64_t S = decltype(stride)::value;
+        for (; ox + P <= x1; ox += P) {
+          __m256i acc[P];
+          for (int p = 0; p < P; ++p) acc[p] = bias;
+          const int8_t* r = x + (oy * sh - pt) * wc + (ox * S - pl) * c + c0;
+#pragma GCC unroll 5
+          for (int ky = 0; ky < KH; ++ky, r += wc)
+#pragma GCC unroll 5
+            for (int kx = 0; kx < KW; ++kx)
+#pragma GCC unroll 4
+              for (int p = 0; p < P; ++p)
+                acc[p] = madd_tap(acc[p], load8(r + (S * p + kx) * c), w[ky * KW + kx]);
+          dw_store<P>(a, l, acc, y + ox * c, c);
+        }
+      };
+      if (every && dh == 1 && tap == c && sw == 1) lean(std::integral_constant<int64_t, 1>());
+      if (every && dh == 1 && tap == c && sw == 2) lean(std::integral_constant<int64_t, 2>());
+    }
+    for (; ox + P <= x1; ox += P) {
+      __m256i acc[P];
+      for (int p = 0; p < P; ++p) acc[p] = bias;
+      const int8_t* base = x + (ox * sw - pl) * c + c0;
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        if (!inside(ky)) continue;
+        const int8_t* row = base + (oy * sh - pt + ky * dh) * wc;
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const __m256i wv = weight(ky, kx);
+          for (int p = 0; p < P; ++p)
+            acc[p] = madd_tap(acc[p], load8(row + p * step + kx * tap), wv);
+        }
+      }
+      dw_store<P>(a, l, acc, y + ox * c, c);
+    }
+    for (; ox < x1; ++ox) {
+      __m256i acc = bias;
+      const int8_t* base = x + (ox * sw - pl) * c + c0;
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        if (!inside(ky)) continue;
+        const int8_t* row = base + (oy * sh - pt + ky * dh) * wc;
+        for (int64_t kx = 0; kx < kw; ++kx)
+          acc = madd_tap(acc, load8(row + kx * tap), weight(ky, kx));
+      }
+      dw_store<1>(a, l, &acc, y + ox * c, 0);
     }
   }
 }
@@ -212,40 +576,100 @@ inline void each_tap(const QDwRowArgs& a, int64_t oy, int64_t ox, F&& f) {
 }  // namespace
 
 void qdw_rows(const QDwRowArgs& a) {
-  const __m256i zin = _mm256_set1_epi32(a.zp_in), zp = _mm256_set1_epi32(a.zp_out);
-  const __m256i lo = _mm256_set1_epi32(a.lo), hi = _mm256_set1_epi32(a.hi);
+  // output columns whose taps ox * sw - pl + kx * dw all lie in [0, w)
+  const int64_t reach = a.w - 1 + a.pl - (a.kw - 1) * a.dw;
+  const int64_t x0 = std::min(a.ow, (a.pl + a.sw - 1) / a.sw);
+  const int64_t x1 = std::max(x0, std::min(a.ow, reach < 0 ? 0 : reach / a.sw + 1));
   const int64_t c = a.c, full = c / 8 * 8;
-  for (int64_t i = 0; i < a.rows; ++i) {
+  for (int64_t c0 = 0; c0 < full; c0 += 8) {
+    DwLanes8 l;
+    l.bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bias + c0));
+    l.rq = rq8(a.mult + c0, a.shift + c0);
+    l.fl = a.fr != nullptr;
+    if (l.fl) l.rf = rqf8(*a.fr, c0);
+    if (a.kh == 3 && a.kw == 3)
+      dw_block<3, 3>(a, l, c0, x0, x1);
+    else if (a.kh == 5 && a.kw == 5)
+      dw_block<5, 5>(a, l, c0, x0, x1);
+    else
+      dw_block<0, 0>(a, l, c0, x0, x1);
+  }
+  if (full == c) return;
+  for (int64_t i = 0; i < a.rows; ++i) {  // the last c % 8 channels, as the portable loop
     const int64_t oy = a.oy + i;
-    int8_t* yr = a.y + i * a.ow * c;
     for (int64_t ox = 0; ox < a.ow; ++ox) {
-      int8_t* yp = yr + ox * c;
-      for (int64_t c0 = 0; c0 < full; c0 += 8) {
-        // (x - zp_in) fits int16 and each weight sits in the low half of its lane with 0 above,
-        // so vpmaddwd gives the exact product per lane
-        __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bias + c0));
-        each_tap(a, oy, ox, [&](int64_t xi, int64_t wi) {
-          const __m128i xb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a.x + xi + c0));
-          const __m256i xv = _mm256_sub_epi32(_mm256_cvtepi8_epi32(xb), zin);
-          const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.wt + wi + c0));
-          acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
-        });
-        const Rq8 q = rq8(a.mult + c0, a.shift + c0);
-        const __m256i v =
-            _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(mbqm(acc, q), zp), lo), hi);
-        const __m128i s16 =
-            _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(yp + c0), _mm_packs_epi16(s16, s16));
-      }
-      for (int64_t ch = full; ch < c; ++ch) {  // the last c % 8 channels, as the portable loop
+      int8_t* yp = a.y + (i * a.ow + ox) * c;
+      for (int64_t ch = full; ch < c; ++ch) {
         int32_t s = a.bias[ch];
-        each_tap(a, oy, ox, [&](int64_t xi, int64_t wi) {
-          s += (int32_t(a.x[xi + ch]) - a.zp_in) * int32_t(int16_t(a.wt[wi + ch]));
-        });
+        for (int64_t ky = 0; ky < a.kh; ++ky) {
+          const int64_t iy = oy * a.sh - a.pt + ky * a.dh;
+          if (iy < 0 || iy >= a.h) continue;
+          for (int64_t kx = 0; kx < a.kw; ++kx) {
+            const int64_t ix = ox * a.sw - a.pl + kx * a.dw;
+            if (ix < 0 || ix >= a.w) continue;
+            s += (int32_t(a.x[(iy * a.w + ix) * c + ch]) - a.zp_in) *
+                 int32_t(int16_t(a.wt[(ky * a.kw + kx) * c + ch]));
+          }
+        }
         const int32_t v = multiply_by_quantized_multiplier(s, a.mult[ch], a.shift[ch]) + a.zp_out;
         yp[ch] = int8_t(std::min(a.hi, std::max(a.lo, v)));
       }
     }
+  }
+}
+
+namespace {
+
+// TFLite's AffineQuantize on 8 lanes, as the portable quantize_row: x / scale, NaN to 0, capped
+// at +-1e9, rounded half away from zero by truncation and the fraction's sign
+struct Quantize8 {
+  __m256 s, big = _mm256_set1_ps(1e9f), nbig = _mm256_set1_ps(-1e9f);
+  __m256 half = _mm256_set1_ps(0.5f), nhalf = _mm256_set1_ps(-0.5f);
+  __m256i zp, lo = _mm256_set1_epi32(-128), hi = _mm256_set1_epi32(127);
+  Quantize8(float scale, int32_t zout) : s(_mm256_set1_ps(scale)), zp(_mm256_set1_epi32(zout)) {}
+  __m256i operator()(__m256 x) const {
+    __m256 v = _mm256_div_ps(x, s);
+    v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));
+    v = _mm256_min_ps(_mm256_max_ps(v, nbig), big);
+    __m256i t = _mm256_cvttps_epi32(v);
+    const __m256 frac = _mm256_sub_ps(v, _mm256_cvtepi32_ps(t));
+    // the compares give -1 where true
+    t = _mm256_sub_epi32(t, _mm256_castps_si256(_mm256_cmp_ps(frac, half, _CMP_GE_OQ)));
+    t = _mm256_add_epi32(t, _mm256_castps_si256(_mm256_cmp_ps(frac, nhalf, _CMP_LE_OQ)));
+    return _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(t, zp), lo), hi);
+  }
+};
+
+}  // namespace
+
+void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* y) {
+  const Quantize8 quantize(scale, zout);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(y + i), bytes8(quantize(_mm256_loadu_ps(x + i))));
+  if (i < n) {  // each value alone: a zero-padded copy gives the same bits
+    float tx[8] = {0};
+    int8_t ty[8];
+    std::memcpy(tx, x + i, size_t(n - i) * sizeof(float));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(ty), bytes8(quantize(_mm256_loadu_ps(tx))));
+    std::memcpy(y + i, ty, size_t(n - i));
+  }
+}
+
+void dequantize_s8(const int8_t* x, int64_t n, float scale, int32_t zin, float* y) {
+  const __m256 s = _mm256_set1_ps(scale);
+  const __m256i zp = _mm256_set1_epi32(zin);
+  const auto eight = [&](const int8_t* p, float* q) {
+    _mm256_storeu_ps(q, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(load8(p), zp)), s));
+  };
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) eight(x + i, y + i);
+  if (i < n) {
+    int8_t tx[8] = {0};
+    float ty[8];
+    std::memcpy(tx, x + i, size_t(n - i));
+    eight(tx, ty);
+    std::memcpy(y + i, ty, size_t(n - i) * sizeof(float));
   }
 }
 
