@@ -25,6 +25,9 @@ export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_MAXSIZE := 2G
 export CMAKE_CXX_COMPILER_LAUNCHER = $(shell command -v ccache 2>/dev/null)
 export CMAKE_C_COMPILER_LAUNCHER = $(shell command -v ccache 2>/dev/null)
+# ccache keys on the compiler's name as well: the package's build finds g++ where CMake alone takes c++ (the same
+# binary), so every build is told g++ and the objects are shared
+export CXX ?= g++
 
 .PHONY: test demo setup system-deps venv install lint pytest cpp cpp-native cpp-arm cpp-asan fuzz example bench clean \
   zoo wheels device-test device-userland test-lanes lane-python lane-cpp
