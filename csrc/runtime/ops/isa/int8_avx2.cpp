@@ -457,7 +457,9 @@ inline void dw_store(const QDwRowArgs& a, const DwLanes8& l, const __m256i* acc,
     const __m128i v = _mm_min_epi8(_mm_max_epi8(b[i], lo), hi);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(y + 2 * i * step), v);
     if constexpr (P > 1)
-      _mm_storeh_pd(reinterpret_cast<double*>(y + (2 * i + 1) * step), _mm_castsi128_pd(v));
+      // the high 8 bytes moved down and stored as the low ones: _mm_storeh_pd stores through a
+      // double*, undefined behaviour at the int8 rows' unaligned addresses
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(y + (2 * i + 1) * step), _mm_srli_si128(v, 8));
   }
 }
 
