@@ -449,6 +449,11 @@ BMM_CASES = [
     dict(sa=(2, 70, 7), sb=(1, 7, 19), zps=(120, -120, 5)),  # K not a multiple of 4, rows past 64
     dict(sa=(12, 128, 32), sb=(12, 32, 128), zps=(5, 0, -3)),  # B symmetric (our quantizer's keys)
     dict(sa=(2, 9, 70), sb=(1, 9, 19), adj_x=True, zps=(-7, 0, 2)),  # B symmetric, A copied
+    # B symmetric (x86 without VNNI runs these on its GEMM tiles): B read transposed, both, and
+    # the attention scores as our exporter writes them (q @ k^T, adj_y)
+    dict(sa=(2, 1, 5, 8), sb=(1, 3, 6, 8), adj_y=True, zps=(4, 0, -2)),
+    dict(sa=(3, 8, 5), sb=(6, 8), adj_x=True, adj_y=True, zps=(-3, 0, 1)),
+    dict(sa=(12, 128, 32), sb=(12, 128, 32), adj_y=True, zps=(6, 0, -1), out_scale=0.2),
 ]
 
 

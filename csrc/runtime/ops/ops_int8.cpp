@@ -1285,14 +1285,30 @@ class QBatchMatMul : public Op {
       float_rq_ = float_requant(vmult_.data(), vshift_.data(), n_, np_, zy_, fscale_.data(),
                                 fpos_.data(), fneg_.data());
     }
-#else
-    (void)o;
 #endif
+#if defined(EP_HAVE_AVX2)
+    // x86 without VNNI: B packed as the AVX2 tiles' weights. B's zero point would need a per-row
+    // term the tiles do not take; our quantizer gives keys and values zero point 0 (symmetric).
+    avx2_ = !vnni_ && (o.isa == Isa::avx2 || o.isa == Isa::avx512) && zb_ == 0;
+    if (avx2_) {
+      np_ = (n_ + 15) / 16 * 16;
+      vmult_.assign(size_t(np_), mult_), vshift_.assign(size_t(np_), shift_);
+      fscale_.resize(size_t(np_)), fpos_.resize(size_t(np_)), fneg_.resize(size_t(np_));
+      float_rq_ = float_requant(vmult_.data(), vshift_.data(), n_, np_, zy_, fscale_.data(),
+                                fpos_.data(), fneg_.data());
+    }
+#endif
+    (void)o;
   }
   int64_t scratch_bytes() const override {
     if (vnni_)  // column and row biases, packed B, one B of adj_y made [k, n], A as uint8 rows
       return (bmats_ * np_ + amats_ * m_) * 4 + bmats_ * np_ * kp_ + n_ * k_ +
              (in_place_ ? 0 : amats_ * m_ * kp_);
+#if defined(EP_HAVE_AVX2)
+    if (avx2_)  // column biases, packed B, one B made [n, k], A made [m, k] when transposed
+      return bmats_ * np_ * 4 + bmats_ * packed_gemm_s8_size(n_, k_, 16, 2) + n_ * k_ +
+             (adj_x_ ? amats_ * m_ * k_ : 0) + 64;
+#endif
     return (amats_ * m_ + bmats_ * n_) * k_ * 2;
   }
   void run(const RunCtx& r) const override {
@@ -1301,6 +1317,9 @@ class QBatchMatMul : public Op {
     int8_t* y = reinterpret_cast<int8_t*>(r.ptr[out_]);
 #if defined(EP_HAVE_AVX512)
     if (vnni_) return run_vnni(a, b, y, r);
+#endif
+#if defined(EP_HAVE_AVX2)
+    if (avx2_) return run_avx2(a, b, y, r);
 #endif
     int16_t* aw = static_cast<int16_t*>(r.scratch);  // [amats, m, k]
     int16_t* bw = aw + amats_ * m_ * k_;             // [bmats, n, k]
@@ -1402,7 +1421,53 @@ class QBatchMatMul : public Op {
     });
   }
 #endif
+#if defined(EP_HAVE_AVX2)
+  static constexpr int64_t kAvx2Rows = 48;  // rows per task: whole strips of the tiles' 6
+  void run_avx2(const int8_t* a, const int8_t* b, int8_t* y, const RunCtx& r) const {
+    const int64_t m = m_, k = k_, n = n_, np = np_, psize = packed_gemm_s8_size(n, k, 16, 2);
+    int32_t* bias = static_cast<int32_t*>(r.scratch);                // [bmats, np]
+    int8_t* packed = reinterpret_cast<int8_t*>(bias + bmats_ * np);  // [bmats, psize]
+    int8_t* wt = packed + bmats_ * psize;                            // [n, k]
+    int8_t* at = wt + n * k;                                         // [amats, m, k] (adj_x)
+    for (int64_t bm = 0; bm < bmats_; ++bm) {  // W[j, kk] = B[kk, j]; adj_y: B is W already
+      const int8_t* src = b + bm * k * n;
+      if (!adj_y_) {
+        for (int64_t kk = 0; kk < k; ++kk)
+          for (int64_t j = 0; j < n; ++j) wt[j * k + kk] = src[kk * n + j];
+        src = wt;
+      }
+      pack_gemm_s8(src, n, k, 16, 2, packed + bm * psize);
+      int32_t* bb = bias + bm * np;  // sum (a - za) b = sum a b - za * sum b (zb is 0)
+      for (int64_t j = 0; j < n; ++j) {
+        int64_t sum = 0;
+        for (int64_t kk = 0; kk < k; ++kk) sum += src[j * k + kk];
+        bb[j] = wrap(-int64_t(za_) * sum);
+      }
+      std::fill(bb + n, bb + np, 0);
+    }
+    if (adj_x_)
+      for (int64_t am = 0; am < amats_; ++am)
+        for (int64_t kk = 0; kk < k; ++kk)
+          for (int64_t i = 0; i < m; ++i) at[(am * m + i) * k + kk] = a[(am * k + kk) * m + i];
+    const int8_t* rows = adj_x_ ? at : a;
+    const FloatRequant fr{fscale_.data(), fpos_.data(), fneg_.data()};
+    const int64_t blocks = (m + kAvx2Rows - 1) / kAvx2Rows;
+    parallel_for(threads_for(r.threads, macs), mm_.count * blocks, [&](int64_t t) {
+      const int64_t mat = t / blocks, i0 = t % blocks * kAvx2Rows;
+      const auto [ia, ib] = mm_(mat);
+      QGemmAvx2Args g;
+      g.x = rows + (ia * m + i0) * k, g.ldx = k, g.n = std::min(kAvx2Rows, m - i0), g.k = k;
+      g.m = n, g.wp = packed + ib * psize;
+      g.bias = bias + ib * np, g.mult = vmult_.data(), g.shift = vshift_.data();
+      if (float_rq_) g.fr = &fr;
+      g.zp_out = zy_, g.lo = -128, g.hi = 127;
+      g.y = y + mat * m * n + i0 * n, g.ldy = n;
+      avx2::qgemm_rows(g);
+    });
+  }
+#endif
   bool adj_x_ = false, adj_y_ = false, vnni_ = false, in_place_ = false, float_rq_ = false;
+  bool avx2_ = false;
   int64_t m_ = 0, k_ = 0, n_ = 0, amats_ = 1, bmats_ = 1, kp_ = 0, np_ = 0;
   int32_t za_ = 0, zb_ = 0, zy_ = 0, mult_ = 0;
   int shift_ = 0;
