@@ -43,9 +43,11 @@ inline void micro(const float* a, int64_t lda, const float* bp, int64_t ldb, int
   }
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
+    // the bounds first: max / min return their second operand when either is NaN, so a NaN
+    // sum stays NaN, as in TFLite
     if (last) {
-      c0[r] = _mm256_min_ps(_mm256_max_ps(c0[r], lo), hi);
-      c1[r] = _mm256_min_ps(_mm256_max_ps(c1[r], lo), hi);
+      c0[r] = _mm256_min_ps(hi, _mm256_max_ps(lo, c0[r]));
+      c1[r] = _mm256_min_ps(hi, _mm256_max_ps(lo, c1[r]));
     }
     _mm256_storeu_ps(out + r * ldo, c0[r]);
     _mm256_storeu_ps(out + r * ldo + 8, c1[r]);
@@ -85,7 +87,7 @@ void row_panels(const float* a, const float* bp, int64_t ps, int64_t kc, const f
 #pragma GCC unroll 5
   for (int q = 0; q < Q; ++q)
     for (int v = 0; v < 2; ++v)
-      if (last) c[q][v] = _mm256_min_ps(_mm256_max_ps(c[q][v], lo), hi);
+      if (last) c[q][v] = _mm256_min_ps(hi, _mm256_max_ps(lo, c[q][v]));
 #pragma GCC unroll 5
   for (int q = 0; q < P; ++q) {
     _mm256_storeu_ps(out + q * NR, c[q][0]);

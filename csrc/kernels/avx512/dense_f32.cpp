@@ -45,7 +45,9 @@ inline void tile(const float* a, int64_t lda, const float* bp, int64_t ldb, int6
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) {
-      if (last) c[r][v] = _mm512_min_ps(_mm512_max_ps(c[r][v], lo), hi);
+      // the bounds first: max / min return their second operand when either is NaN, so a NaN
+      // sum stays NaN, as in TFLite
+      if (last) c[r][v] = _mm512_min_ps(hi, _mm512_max_ps(lo, c[r][v]));
       if (Partial && v == V - 1)
         _mm512_mask_storeu_ps(out + r * ldo + 16 * v, tail, c[r][v]);
       else
@@ -102,7 +104,7 @@ void row_panels(const float* a, const float* bp, int64_t ps, int64_t kc, const f
 #pragma GCC unroll 5
   for (int q = 0; q < Q; ++q)
     for (int v = 0; v < 2; ++v) {
-      if (last) c[q][v] = _mm512_min_ps(_mm512_max_ps(c[q][v], lo), hi);
+      if (last) c[q][v] = _mm512_min_ps(hi, _mm512_max_ps(lo, c[q][v]));
       _mm512_mask_storeu_ps(out + q * NR + 16 * v, m[q][v], c[q][v]);
     }
 }
