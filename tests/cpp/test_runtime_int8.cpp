@@ -173,6 +173,33 @@ int32_t requantized(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_
   return std::min(hi, std::max(lo, v));
 }
 
+// The output of a sparse kernel, n rows at stride ldy filled with 77 before it ran, against the
+// scalar steps: row r, channel j is requantized(bias[j] + sum over t < k of (x[r, t] + x_offset)
+// * w[j, t]), and the row's tail past m is not written
+struct SparseCase {
+  int64_t n, m, k, ldx, ldy;
+  const std::vector<int8_t>&x, &w;
+  int32_t x_offset;
+  const std::vector<int32_t>&bias, &mult, &shift;
+};
+void expect_sparse_rows(const SparseCase& c, const std::vector<int8_t>& y, int32_t zp, int32_t lo,
+                        int32_t hi, const std::string& what) {
+  for (int64_t r = 0; r < c.n; ++r) {
+    for (int64_t j = 0; j < c.m; ++j) {
+      int32_t acc = c.bias[size_t(j)];
+      for (int64_t t = 0; t < c.k; ++t)
+        acc +=
+            (int32_t(c.x[size_t(r * c.ldx + t)]) + c.x_offset) * int32_t(c.w[size_t(j * c.k + t)]);
+      ASSERT_EQ(int32_t(y[size_t(r * c.ldy + j)]),
+                requantized(acc, c.mult[size_t(j)], c.shift[size_t(j)], zp, lo, hi))
+          << c.n << "x" << c.m << "x" << c.k << " row " << r << " channel " << j << what
+          << " range " << lo << ".." << hi;
+    }
+    for (int64_t j = c.m; j < c.ldy; ++j)
+      ASSERT_EQ(int32_t(y[size_t(r * c.ldy + j)]), 77) << c.n << "x" << c.m << "x" << c.k;
+  }
+}
+
 // The depthwise rows (3x3, 5x5 and a 2x4 kernel of the generic path; strides 1 and 2; padding;
 // channel counts that leave partial blocks of 16) with the float requantization and the integer
 // steps, against the scalar loop.
@@ -420,19 +447,8 @@ TEST(RuntimeInt8, Avx2SparseKernelEqualsTheScalarLoop) {
         a.fr = fl ? &fr : nullptr;
         a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.ldy = ldy;
         ep::rt::avx2::qspmm_rows(a);
-        for (int64_t r = 0; r < n; ++r) {
-          for (int64_t j = 0; j < m; ++j) {
-            int32_t acc = bias[size_t(j)];
-            for (int64_t t = 0; t < k; ++t)
-              acc += int32_t(x[size_t(r * ldx + t)]) * int32_t(w[size_t(j * k + t)]);
-            ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]),
-                      requantized(acc, mult[size_t(j)], shift[size_t(j)], zp, lo, hi))
-                << n << "x" << m << "x" << k << " row " << r << " channel " << j
-                << (fl ? " float" : " integer") << " range " << lo << ".." << hi;
-          }
-          for (int64_t j = m; j < ldy; ++j)  // the row's tail past m is not written
-            ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]), 77) << n << "x" << m << "x" << k;
-        }
+        const SparseCase sc{n, m, k, ldx, ldy, x, w, 0, bias, mult, shift};
+        ASSERT_NO_FATAL_FAILURE(expect_sparse_rows(sc, y, zp, lo, hi, fl ? " float" : " integer"));
       }
     }
   }
@@ -736,19 +752,8 @@ TEST(RuntimeInt8, Avx512SparseKernelEqualsTheScalarLoop) {
         a.fr = fl ? &fr : nullptr;
         a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.ldy = ldy;
         ep::rt::avx512::qspmm_vnni(a);
-        for (int64_t r = 0; r < n; ++r) {
-          for (int64_t j = 0; j < m; ++j) {
-            int32_t acc = bias[size_t(j)];
-            for (int64_t t = 0; t < k; ++t)
-              acc += (int32_t(x[size_t(r * ldx + t)]) + 128) * int32_t(w[size_t(j * k + t)]);
-            ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]),
-                      requantized(acc, mult[size_t(j)], shift[size_t(j)], zp, lo, hi))
-                << n << "x" << m << "x" << k << " row " << r << " channel " << j
-                << (fl ? " float" : " integer") << " range " << lo << ".." << hi;
-          }
-          for (int64_t j = m; j < ldy; ++j)  // the row's tail past m is not written
-            ASSERT_EQ(int32_t(y[size_t(r * ldy + j)]), 77) << n << "x" << m << "x" << k;
-        }
+        const SparseCase sc{n, m, k, ldx, ldy, x, w, 128, bias, mult, shift};
+        ASSERT_NO_FATAL_FAILURE(expect_sparse_rows(sc, y, zp, lo, hi, fl ? " float" : " integer"));
       }
     }
   }

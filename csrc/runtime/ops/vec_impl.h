@@ -11,6 +11,7 @@
 #endif
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -32,12 +33,12 @@ typedef float V16u __attribute__((vector_size(64), aligned(4)));
 inline V16 load16(const float* p) { return *reinterpret_cast<const V16u*>(p); }
 inline void store16(float* p, V16 v) { *reinterpret_cast<V16u*>(p) = v; }
 
-// One register of the path (16 floats with AVX-512, 8 with AVX, else 4). GCC splits a V16 that
+// One register of the path (16 floats with AVX-512, 8 with AVX2, else 4). GCC splits a V16 that
 // spans several registers, and then runs its comparisons and selects lane by lane (scalar code: the
 // RGB stem ran at 0.9 G multiply-adds/s on AVX2); the helpers below select register by register.
 #if defined(__AVX512F__)
 constexpr int kVA = 16;
-#elif defined(__AVX__)
+#elif defined(__AVX2__)
 constexpr int kVA = 8;
 #else
 constexpr int kVA = 4;
@@ -223,40 +224,31 @@ void dw_row_edge(const float* xr, const float* wk, float* y, int64_t ox0, int64_
   }
 }
 
-// TW: the path's register width in floats, for shuffles (a shuffle across several registers
-// would be split into scalar moves).
-#if defined(__AVX512F__)
-constexpr int TW = 16;
-#elif defined(__AVX2__)
-constexpr int TW = 8;
-#else
-constexpr int TW = 4;
-#endif
-typedef float VT __attribute__((vector_size(TW * 4)));
-typedef float VTu __attribute__((vector_size(TW * 4), aligned(4)));
+// Shuffles work on one register (VA) too: one across several registers would be split into
+// scalar moves.
 
 template <size_t... C>
-inline VT even_lanes(VT a, VT b, std::index_sequence<C...>) {
+inline VA even_lanes(VA a, VA b, std::index_sequence<C...>) {
   return __builtin_shufflevector(a, b, int(2 * C)...);
 }
 template <size_t... C>
-inline VT odd_lanes(VT a, VT b, std::index_sequence<C...>) {
+inline VA odd_lanes(VA a, VA b, std::index_sequence<C...>) {
   return __builtin_shufflevector(a, b, int(2 * C + 1)...);
 }
 
-// r0[c] = src[2c], r1[c] = src[2c + 1] for c < n (n >= TW): whole registers split by two
+// r0[c] = src[2c], r1[c] = src[2c + 1] for c < n (n >= kVA): whole registers split by two
 // shuffles; the last register is placed to end at n (overlapping the one before), so no scalar
 // tail.
 inline void deinterleave(const float* __restrict__ src, int64_t n, float* __restrict__ r0,
                          float* __restrict__ r1) {
   auto step = [&](int64_t c) {
-    const VT a = *reinterpret_cast<const VTu*>(src + 2 * c);
-    const VT b = *reinterpret_cast<const VTu*>(src + 2 * c + TW);
-    *reinterpret_cast<VTu*>(r0 + c) = even_lanes(a, b, std::make_index_sequence<TW>());
-    *reinterpret_cast<VTu*>(r1 + c) = odd_lanes(a, b, std::make_index_sequence<TW>());
+    const VA a = *reinterpret_cast<const VAu*>(src + 2 * c);
+    const VA b = *reinterpret_cast<const VAu*>(src + 2 * c + kVA);
+    *reinterpret_cast<VAu*>(r0 + c) = even_lanes(a, b, std::make_index_sequence<kVA>());
+    *reinterpret_cast<VAu*>(r1 + c) = odd_lanes(a, b, std::make_index_sequence<kVA>());
   };
-  for (int64_t c = 0; c + TW <= n; c += TW) step(c);
-  if (n % TW) step(n - TW);
+  for (int64_t c = 0; c + kVA <= n; c += kVA) step(c);
+  if (n % kVA) step(n - kVA);
 }
 
 // The phase planes of dw_plane_k: plane (py, px) row r column c holds the input at row
@@ -291,7 +283,7 @@ void fill_phases(const DwPlaneArgs& a, int64_t ws, int64_t hs, float* ph) {
     // copies must never see)
     if constexpr (S == 1) {
       std::copy(xr + c0 - a.pad_l, xr + c1 - a.pad_l, rows[0] + c0);
-    } else if (c1 - c0 >= TW) {
+    } else if (c1 - c0 >= kVA) {
       deinterleave(xr + c0 * S - a.pad_l, c1 - c0, rows[0] + c0, rows[S - 1] + c0);
     } else {
       const float* __restrict__ src = xr + c0 * S - a.pad_l;
@@ -495,6 +487,34 @@ void binary(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, fl
   }
 }
 
+// The pieces the function templates below need from their type: float (the scalar loops and
+// vector tails) or VA (one register: the vector loops of the paths without AVX-512, where GCC
+// does not vectorise the scalar forms' loops; GELU ran at 22 ns a value on AVX2). With VA,
+// comparisons give lane masks and `?:` selects per lane; NaN lanes take the same branches as a
+// NaN float, so NaN stays NaN.
+template <class T>
+inline T lanes(float v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else
+    return splat(v);
+}
+inline float abs_of(float x) { return std::fabs(x); }
+inline VA abs_of(VA x) { return absA(x); }
+inline float sign_of(float mag, float x) { return std::copysign(mag, x); }  // |mag|, x's sign
+inline VA sign_of(VA mag, VA x) { return (VA)(((VAi)mag & 0x7FFFFFFF) | ((VAi)x & INT32_MIN)); }
+// 2^k from t = 1.5 * 2^23 + k: its bits are 0x4B400000 + k, and shifted left by 23 only k + 127
+// stays
+inline float pow2_of(float t) {
+  uint32_t tb;
+  __builtin_memcpy(&tb, &t, 4);
+  const uint32_t bits = (tb + 127u) << 23;
+  float scale;
+  __builtin_memcpy(&scale, &bits, 4);
+  return scale;
+}
+inline VA pow2_of(VA t) { return (VA)(((VAi)t + 127) << 23); }
+
 // exp(x) for the float range, branch-free so the loops that call it vectorise: x = k ln2 + r
 // with |r| <= ln2/2 (k rounded by the 1.5 * 2^23 trick, ln2 split in two so k ln2 is exact),
 // e^r by its degree-6 Taylor polynomial (error below 2^-23 relative), 2^k built in the exponent
@@ -502,42 +522,38 @@ void binary(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, fl
 // from the bits of the rounding sum itself (its low mantissa bits hold k), never from a float
 // to int conversion, so a NaN, which the clamps let through, needs no test: it runs the
 // polynomial as NaN and comes out NaN (1.4x faster than converting k after a NaN select).
-inline float exp_approx(float x) {
-  const float xc = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
-  const float t = xc * 1.44269504f + 12582912.0f;
-  const float k = t - 12582912.0f;
-  const float r = (xc - k * 0.693145752f) - k * 1.42860677e-6f;
-  float p = 1.0f / 720.0f;
+template <class T>
+inline T exp_t(T x) {
+  const T xc = x < -87.3f ? lanes<T>(-87.3f) : (x > 88.3f ? lanes<T>(88.3f) : x);
+  const T t = xc * 1.44269504f + 12582912.0f;
+  const T k = t - 12582912.0f;
+  const T r = (xc - k * 0.693145752f) - k * 1.42860677e-6f;
+  T p = lanes<T>(1.0f / 720.0f);
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
   p = p * r + 1.0f / 6.0f;
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  // t = 1.5 * 2^23 + k: its bits are 0x4B400000 + k, and shifted left by 23 only k + 127 stays
-  uint32_t tb;
-  __builtin_memcpy(&tb, &t, 4);
-  const uint32_t bits = (tb + 127u) << 23;
-  float scale;
-  __builtin_memcpy(&scale, &bits, 4);
-  return p * scale;
+  return p * pow2_of(t);
 }
 
 // 1 + erf(z), to 2.1e-6 relative where it exceeds 1e-7 (tests/python/test_runtime_transformer.py
 // checks GELU against float64 erf): for |z| < 1, 1 + z P(z^2); for 1 <= |z| < 4, erfc(|z|) =
 // exp(Q(|z| - 2.5)) with Q fitted to log erfc on [1, 4]; beyond 4, erfc (< 1.5e-8) is taken as 0.
 // P and Q are least-squares fits in float64, rounded to float.
-inline float one_plus_erf(float z) {
-  const float a = std::min(std::fabs(z), 4.0f), s = z * z;
-  float p = 7.898097828729078e-05f;
+template <class T>
+inline T one_plus_erf_t(T z) {
+  const T az = abs_of(z), a = 4.0f < az ? lanes<T>(4.0f) : az, s = z * z;
+  T p = lanes<T>(7.898097828729078e-05f);
   p = p * s - 0.0008024320704862475f;
   p = p * s + 0.005190049763768911f;
   p = p * s - 0.026854805648326874f;
   p = p * s + 0.11283612251281738f;
   p = p * s - 0.3761262893676758f;
   p = p * s + 1.128379225730896f;
-  const float u = a - 2.5f;
-  float q = -6.582514799902128e-08f;
+  const T u = a - 2.5f;
+  T q = lanes<T>(-6.582514799902128e-08f);
   q = q * u + 1.6140534171427134e-06f;
   q = q * u - 1.2976148354937322e-05f;
   q = q * u + 7.739445572951809e-05f;
@@ -547,103 +563,49 @@ inline float one_plus_erf(float z) {
   q = q * u - 0.9438936114311218f;
   q = q * u - 5.352680683135986f;
   q = q * u - 7.806815147399902f;
-  const float e = std::fabs(z) < 4.0f ? exp_approx(q) : 0.0f;
-  const float far = z > 0.0f ? 2.0f - e : e;
-  return std::fabs(z) < 1.0f ? 1.0f + z * p : far;
+  const T e = az < 4.0f ? exp_t(q) : lanes<T>(0.0f);
+  const T far = z > 0.0f ? 2.0f - e : e;
+  return az < 1.0f ? 1.0f + z * p : far;
 }
 
 // tanh(x), branch-free so its loop vectorises (libm's tanhf does not, and ran 60x slower than
 // LiteRT's TANH): for |x| < 0.625, x + x^3 P(x^2) with P a least-squares fit in float64 of
 // (tanh(x) - x) / x^3 weighted for relative error (7.9e-8 relative in float); above, 1 - 2 /
 // (e^2|x| + 1) with the sign of x, where the subtraction loses under a bit; |x| >= 9 gives +-1
-// (tanh(9) rounds to 1 in float). NaN stays NaN (exp_approx returns it).
-inline float tanh_approx(float x) {
-  const float a = std::fabs(x), s = x * x;
-  float p = -0.005718891508877277f;
+// (tanh(9) rounds to 1 in float). NaN stays NaN (exp_t returns it).
+template <class T>
+inline T tanh_t(T x) {
+  const T a = abs_of(x), s = x * x;
+  T p = lanes<T>(-0.005718891508877277f);
   p = p * s + 0.02065306343138218f;
   p = p * s - 0.053744640201330185f;
   p = p * s + 0.13331513106822968f;
   p = p * s - 0.3333328664302826f;
-  const float small = std::copysign(x + x * s * p, x);       // -0 stays -0
-  const float e = exp_approx(2.0f * (a > 9.0f ? 9.0f : a));  // NaN passes, and stays NaN
-  const float big = std::copysign(1.0f - 2.0f / (e + 1.0f), x);
+  const T small = sign_of(x + x * s * p, x);                  // -0 stays -0
+  const T e = exp_t(2.0f * (a > 9.0f ? lanes<T>(9.0f) : a));  // NaN passes, and stays NaN
+  const T big = sign_of(1.0f - 2.0f / (e + 1.0f), x);
   return a < 0.625f ? small : big;
 }
 
 // 1 / (1 + e^-x) from e = e^-|x| (at most 1, so nothing overflows): 1 / (1 + e) for x >= 0,
 // e / (1 + e) below, which keeps the relative accuracy of small results; 0 below -87.3, where
-// the result is no longer a normal float (exp_approx would give 2^-126 there). Branch-free for
-// the same reason as tanh_approx (libm's expf: 16x slower than LiteRT's LOGISTIC).
-inline float logistic_approx(float x) {
-  const float e = exp_approx(-std::fabs(x));
-  const float r = 1.0f / (1.0f + e);
-  return x < -87.3f ? 0.0f : (x >= 0.0f ? r : e * r);  // NaN: e * r is NaN
+// the result is no longer a normal float (exp_t would give 2^-126 there). Branch-free for the
+// same reason as tanh_t (libm's expf: 16x slower than LiteRT's LOGISTIC).
+template <class T>
+inline T logistic_t(T x) {
+  const T e = exp_t(-abs_of(x));
+  const T r = 1.0f / (1.0f + e);
+  return x < -87.3f ? lanes<T>(0.0f) : (x >= 0.0f ? r : e * r);  // NaN: e * r is NaN
 }
 
-// The same four functions in the vector extension on one register (VA), operation for
-// operation, for the paths without AVX-512 (GCC does not vectorise the scalar forms' loops: GELU
-// ran at 22 ns a value on AVX2). Comparisons give lane masks and `?:` selects per lane; NaN lanes
-// take the same branches as in the scalar forms, so NaN stays NaN.
-
-inline VA exp_v(VA x) {
-  const VA xc = x < -87.3f ? splat(-87.3f) : (x > 88.3f ? splat(88.3f) : x);
-  const VA t = xc * 1.44269504f + 12582912.0f;
-  const VA k = t - 12582912.0f;
-  const VA r = (xc - k * 0.693145752f) - k * 1.42860677e-6f;
-  VA p = splat(1.0f / 720.0f);
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  return p * (VA)(((VAi)t + 127) << 23);
-}
-
-inline VA one_plus_erf_v(VA z) {
-  const VA az = absA(z), a = az < 4.0f ? az : splat(4.0f), s = z * z;
-  VA p = splat(7.898097828729078e-05f);
-  p = p * s - 0.0008024320704862475f;
-  p = p * s + 0.005190049763768911f;
-  p = p * s - 0.026854805648326874f;
-  p = p * s + 0.11283612251281738f;
-  p = p * s - 0.3761262893676758f;
-  p = p * s + 1.128379225730896f;
-  const VA u = a - 2.5f;
-  VA q = splat(-6.582514799902128e-08f);
-  q = q * u + 1.6140534171427134e-06f;
-  q = q * u - 1.2976148354937322e-05f;
-  q = q * u + 7.739445572951809e-05f;
-  q = q * u - 0.00042070692870765924f;
-  q = q * u + 0.0021651603747159243f;
-  q = q * u - 0.010858165100216866f;
-  q = q * u - 0.9438936114311218f;
-  q = q * u - 5.352680683135986f;
-  q = q * u - 7.806815147399902f;
-  const VA e = az < 4.0f ? exp_v(q) : splat(0.0f);
-  const VA far = z > 0.0f ? 2.0f - e : e;
-  return az < 1.0f ? 1.0f + z * p : far;
-}
-
-inline VA tanh_v(VA x) {
-  const VA a = absA(x), s = x * x;
-  VA p = splat(-0.005718891508877277f);
-  p = p * s + 0.02065306343138218f;
-  p = p * s - 0.053744640201330185f;
-  p = p * s + 0.13331513106822968f;
-  p = p * s - 0.3333328664302826f;
-  const VAi sign = (VAi)x & INT32_MIN;
-  const VA small = (VA)(((VAi)(x + x * s * p) & 0x7FFFFFFF) | sign);
-  const VA e = exp_v(2.0f * (a > 9.0f ? splat(9.0f) : a));
-  const VA big = (VA)(((VAi)(1.0f - 2.0f / (e + 1.0f)) & 0x7FFFFFFF) | sign);
-  return a < 0.625f ? small : big;
-}
-
-inline VA logistic_v(VA x) {
-  const VA e = exp_v(-absA(x));
-  const VA r = 1.0f / (1.0f + e);
-  return x < -87.3f ? splat(0.0f) : (x >= 0.0f ? r : e * r);
-}
+inline float exp_approx(float x) { return exp_t(x); }
+inline float one_plus_erf(float z) { return one_plus_erf_t(z); }
+inline float tanh_approx(float x) { return tanh_t(x); }
+inline float logistic_approx(float x) { return logistic_t(x); }
+inline VA exp_v(VA x) { return exp_t(x); }
+inline VA one_plus_erf_v(VA z) { return one_plus_erf_t(z); }
+inline VA tanh_v(VA x) { return tanh_t(x); }
+inline VA logistic_v(VA x) { return logistic_t(x); }
 
 // y = f(x) a vector at a time, the last n % kVA through a zero-padded copy
 template <class F>

@@ -463,22 +463,30 @@ inline void dw_store(const QDwRowArgs& a, const DwLanes8& l, const __m256i* acc,
   }
 }
 
-// A pixel whose taps may leave the input: every tap checked, the zero point taken off each
-inline void dw_pixel_checked(const QDwRowArgs& a, const DwLanes8& l, int64_t c0, int64_t oy,
-                             int64_t ox, int8_t* y) {
-  const __m256i zin = _mm256_set1_epi32(a.zp_in);
-  __m256i acc = l.bias;
+// f(x offset, weight offset) of each tap of output pixel (oy, ox) that lies inside the input, in
+// kernel row-major order (the offsets of channel 0; taps outside add nothing, as TFLite skips them)
+template <class F>
+inline void each_tap(const QDwRowArgs& a, int64_t oy, int64_t ox, F&& f) {
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const int64_t iy = oy * a.sh - a.pt + ky * a.dh;
     if (iy < 0 || iy >= a.h) continue;
     for (int64_t kx = 0; kx < a.kw; ++kx) {
       const int64_t ix = ox * a.sw - a.pl + kx * a.dw;
       if (ix < 0 || ix >= a.w) continue;
-      const __m256i wv =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.wt + (ky * a.kw + kx) * a.c + c0));
-      acc = madd_tap(acc, _mm256_sub_epi32(load8(a.x + (iy * a.w + ix) * a.c + c0), zin), wv);
+      f((iy * a.w + ix) * a.c, (ky * a.kw + kx) * a.c);
     }
   }
+}
+
+// A pixel whose taps may leave the input: every tap checked, the zero point taken off each
+inline void dw_pixel_checked(const QDwRowArgs& a, const DwLanes8& l, int64_t c0, int64_t oy,
+                             int64_t ox, int8_t* y) {
+  const __m256i zin = _mm256_set1_epi32(a.zp_in);
+  __m256i acc = l.bias;
+  each_tap(a, oy, ox, [&](int64_t xi, int64_t wi) {
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.wt + wi + c0));
+    acc = madd_tap(acc, _mm256_sub_epi32(load8(a.x + xi + c0), zin), wv);
+  });
   dw_store<1>(a, l, &acc, y, 0);
 }
 
@@ -603,16 +611,9 @@ void qdw_rows(const QDwRowArgs& a) {
       int8_t* yp = a.y + (i * a.ow + ox) * c;
       for (int64_t ch = full; ch < c; ++ch) {
         int32_t s = a.bias[ch];
-        for (int64_t ky = 0; ky < a.kh; ++ky) {
-          const int64_t iy = oy * a.sh - a.pt + ky * a.dh;
-          if (iy < 0 || iy >= a.h) continue;
-          for (int64_t kx = 0; kx < a.kw; ++kx) {
-            const int64_t ix = ox * a.sw - a.pl + kx * a.dw;
-            if (ix < 0 || ix >= a.w) continue;
-            s += (int32_t(a.x[(iy * a.w + ix) * c + ch]) - a.zp_in) *
-                 int32_t(int16_t(a.wt[(ky * a.kw + kx) * c + ch]));
-          }
-        }
+        each_tap(a, oy, ox, [&](int64_t xi, int64_t wi) {
+          s += (int32_t(a.x[xi + ch]) - a.zp_in) * int32_t(int16_t(a.wt[wi + ch]));
+        });
         const int32_t v = multiply_by_quantized_multiplier(s, a.mult[ch], a.shift[ch]) + a.zp_out;
         yp[ch] = int8_t(std::min(a.hi, std::max(a.lo, v)));
       }
