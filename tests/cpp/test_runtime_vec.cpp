@@ -81,8 +81,21 @@ TEST(RuntimeVec, DepthwiseRowMatchesReferenceOnEveryPath) {
     int64_t h, w, c, k, stride, pad;
   };
   const Case cases[] = {
-      {9, 11, 72, 3, 1, 1}, {9, 11, 24, 3, 2, 1}, {8, 8, 16, 3, 1, 1},  {7, 9, 8, 3, 1, 1},
-      {9, 9, 40, 5, 1, 2},  {10, 9, 33, 5, 2, 2}, {6, 7, 200, 3, 1, 1}, {6, 6, 20, 3, 2, 0},
+      {9, 11, 72, 3, 1, 1},
+      {9, 11, 24, 3, 2, 1},
+      {8, 8, 16, 3, 1, 1},
+      {7, 9, 8, 3, 1, 1},
+      {9, 9, 40, 5, 1, 2},
+      {10, 9, 33, 5, 2, 2},
+      {6, 7, 200, 3, 1, 1},
+      {6, 6, 20, 3, 2, 0},
+      // rows wide enough for several groups of pixels, and their remainders, at both strides;
+      // channel counts between one and two registers, and below one
+      {5, 30, 12, 3, 2, 1},
+      {7, 26, 20, 5, 2, 2},
+      {4, 21, 4, 3, 1, 1},
+      {6, 40, 48, 5, 1, 2},
+      {3, 37, 9, 3, 1, 1},
   };
   std::mt19937 rng(11);
   for (const Case& c : cases) {

@@ -1,7 +1,7 @@
 // AVX2+FMA dense fp32 kernel: register-blocked 6x16 micro-kernel over B packed in 16-column
-// panels, and a one-row kernel over several panels for GEMVs; the cache-blocking driver around
-// them is dense_f32_impl.h. Built with -mavx2 -mfma for
-// this file only.
+// panels (6x8 or 6x16 under lane masks for a last partial panel), and a one-row kernel over several
+// panels for GEMVs; the cache-blocking driver around them is dense_f32_impl.h. Built with -mavx2
+// -mfma for this file only.
 //
 // Consumes: DenseF32Args (a, bp with tile 16, bias). Produces: y.
 #include <immintrin.h>
@@ -19,39 +19,62 @@ constexpr int NR = 16;
 constexpr int MR = 6;
 constexpr int64_t KC = 384;
 
-// C[MR x 16] (+)= A[MR x kc] * Bpanel[kc x 16]; `init` is the starting tile (bias or y),
-// written back clamped when `last`.
+// C[R x 8NV] (+)= A[R x kc] * Bpanel[kc x 8NV] (the panel's first NV vectors); `init` is the
+// starting tile (bias or y), written back clamped when `last`. With M, the last vector of each
+// row is read and written under the lane mask `tail` (a partial panel).
+template <int R, int NV, bool M>
+inline void tile(const float* a, int64_t lda, const float* bp, int64_t ldb, int64_t kc,
+                 const float* init, int64_t ldi, float* out, int64_t ldo, bool last, __m256 lo,
+                 __m256 hi, __m256i tail) {
+  __m256 c[R][NV];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v)
+      c[r][v] = M && v == NV - 1 ? _mm256_maskload_ps(init + r * ldi + 8 * v, tail)
+                                 : _mm256_loadu_ps(init + r * ldi + 8 * v);
+  for (int64_t k = 0; k < kc; ++k) {
+    __m256 b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(bp + k * ldb + 8 * v);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a + r * lda + k);
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(av, b[v], c[r][v]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) {
+      // the bounds first: max / min return their second operand when either is NaN, so a NaN
+      // sum stays NaN, as in TFLite
+      if (last) c[r][v] = _mm256_min_ps(hi, _mm256_max_ps(lo, c[r][v]));
+      if (M && v == NV - 1)
+        _mm256_maskstore_ps(out + r * ldo + 8 * v, tail, c[r][v]);
+      else
+        _mm256_storeu_ps(out + r * ldo + 8 * v, c[r][v]);
+    }
+}
+
+// C[R x 16] (+)= A[R x kc] * Bpanel[kc x 16]
 template <int R>
 inline void micro(const float* a, int64_t lda, const float* bp, int64_t ldb, int64_t kc,
                   const float* init, int64_t ldi, float* out, int64_t ldo, bool last, __m256 lo,
                   __m256 hi) {
-  __m256 c0[R], c1[R];
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) {
-    c0[r] = _mm256_loadu_ps(init + r * ldi);
-    c1[r] = _mm256_loadu_ps(init + r * ldi + 8);
-  }
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(bp + k * ldb);
-    const __m256 b1 = _mm256_loadu_ps(bp + k * ldb + 8);
-#pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) {
-      const __m256 av = _mm256_broadcast_ss(a + r * lda + k);
-      c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
-      c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
-    }
-  }
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) {
-    // the bounds first: max / min return their second operand when either is NaN, so a NaN
-    // sum stays NaN, as in TFLite
-    if (last) {
-      c0[r] = _mm256_min_ps(hi, _mm256_max_ps(lo, c0[r]));
-      c1[r] = _mm256_min_ps(hi, _mm256_max_ps(lo, c1[r]));
-    }
-    _mm256_storeu_ps(out + r * ldo, c0[r]);
-    _mm256_storeu_ps(out + r * ldo + 8, c1[r]);
-  }
+  tile<R, 2, false>(a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi, __m256i{});
+}
+
+// A partial panel of 1 <= w < 16 columns: one vector per row up to 8 columns (half the
+// multiply-adds of a whole panel: the 24-, 40- and 56-channel layers of MobileNets and
+// EfficientNets end in one), else two; the columns past w are neither read from init nor written.
+template <int R>
+inline void micro_masked(int w, const float* a, int64_t lda, const float* bp, int64_t ldb,
+                         int64_t kc, const float* init, int64_t ldi, float* out, int64_t ldo,
+                         bool last, __m256 lo, __m256 hi) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(w > 8 ? w - 8 : w), lane);
+  if (w <= 8)
+    tile<R, 1, true>(a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi, tail);
+  else
+    tile<R, 2, true>(a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi, tail);
 }
 
 // One row over P whole panels side by side (ps floats apart) and, with T, a last partial panel of
@@ -106,6 +129,11 @@ using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, 
                          int64_t, float*, int64_t, bool, __m256, __m256);
 constexpr MicroFn kMicro[MR + 1] = {nullptr,  micro<1>, micro<2>, micro<3>,
                                     micro<4>, micro<5>, micro<6>};
+using MaskedFn = void (*)(int, const float*, int64_t, const float*, int64_t, int64_t, const float*,
+                          int64_t, float*, int64_t, bool, __m256, __m256);
+constexpr MaskedFn kMasked[MR + 1] = {nullptr,         micro_masked<1>, micro_masked<2>,
+                                      micro_masked<3>, micro_masked<4>, micro_masked<5>,
+                                      micro_masked<6>};
 
 struct K {
   using V = __m256;
@@ -116,6 +144,12 @@ struct K {
                     const float* init, int64_t ldi, float* out, int64_t ldo, bool last, V lo,
                     V hi) {
     kMicro[R](a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi);
+  }
+  static constexpr bool kHasMasked = true;
+  static void micro_masked(int R, int w, const float* a, int64_t lda, const float* bp, int64_t ldb,
+                           int64_t kc, const float* init, int64_t ldi, float* out, int64_t ldo,
+                           bool last, V lo, V hi) {
+    kMasked[R](w, a, lda, bp, ldb, kc, init, ldi, out, ldo, last, lo, hi);
   }
   // 4 panels and a partial one: 10 sums in flight, in 16 ymm registers with the broadcast
   static constexpr int kRowPanels = 4;

@@ -138,76 +138,117 @@ void dw_pixel_channels(const DwRowArgs& a, int64_t ox, int64_t c0, int64_t c1) {
 
 void dw_pixel(const DwRowArgs& a, int64_t ox) { dw_pixel_channels(a, ox, 0, a.c); }
 
-// KxK (dilation 1) pixels [ox0, ox1) of a row whose every tap lies inside the image, register
-// blocked: per block of CB channels the K*K weights and the accumulator stay in registers, so
-// each multiply-add loads one input value (the plain loop loads the output and weight too).
+// Vector registers of the path: the depthwise loop below keeps K*K weights, its accumulators
+// and one input vector in them.
+#if defined(__AVX512F__) || defined(__aarch64__)
+constexpr int kRegs = 32;
+#else
+constexpr int kRegs = 16;
+#endif
 
-template <int K>
-void dw_row_interior(const DwRowArgs& a, int64_t ox0, int64_t ox1) {
-  constexpr int64_t CB = 16;
-  constexpr int P = 4;  // pixels at a time: independent accumulator chains hide FMA latency
-  const int64_t c = a.c, cfull = c / CB * CB, px = a.stride_w * c, row = a.w * c;
+// One output row of a KxK depthwise conv (dilation 1, stride S across). Per block of one
+// register of channels, the K*K weights are loaded once per row and stay in registers
+// (where they fit: 3x3 everywhere, 5x5 with 32 registers) over the whole row. Inside the image a
+// group of P pixels walks each input row once, column by column, and every loaded input vector
+// feeds each pixel whose window holds it (with stride 1, a 3x3 row of 4 pixels is 6 loads for 12
+// multiply-adds); the pixels whose window crosses an edge (the first and last columns, the top and
+// bottom rows) check each tap. Each output sums bias, then the taps inside the image in (ky, kx)
+// order, like dw_pixel_channels.
+template <int K, int S>
+void dw_row_k(const DwRowArgs& a) {
+  constexpr int L = kVA;
+  // pixels per group (independent sums): what the registers beside the weights hold; fewer with
+  // stride 2, whose group window is twice as wide (6 pixels of 3x3/2 measured slower than 4 here)
+  constexpr int P = K * K + 10 <= kRegs ? 8 : (K == 3 && S == 1 ? 6 : 4);
+  const int64_t c = a.c, row = a.w * c;
+  if (c < L) {  // narrower than one register
+    for (int64_t ox = 0; ox < a.ow; ++ox) dw_pixel(a, ox);
+    return;
+  }
   const int64_t iy0 = a.oy * a.stride_h - a.pad_t;
+  const bool inside = iy0 >= 0 && iy0 + K <= a.h;  // the row's window is inside the image
+  // columns [lo, hi) have every tap inside the image across
+  const int64_t lo = std::min<int64_t>((a.pad_l + S - 1) / S, a.ow);
+  const int64_t last = a.w - K + a.pad_l;  // the largest ox * S with every tap inside
+  const int64_t hi =
+      inside ? std::max(lo, last < 0 ? 0 : std::min<int64_t>(a.ow, last / S + 1)) : lo;
   // the arguments in locals: the output stores are floats, and could otherwise alias a.lo / a.hi
   // for the compiler, which would reload them (and the pointers) after every store
   const float* __restrict__ xin = a.x;
   const float* __restrict__ wt = a.wt;
   const float* __restrict__ bias = a.bias;
   float* __restrict__ yout = a.y;
-  V16 lo, hi;
-  for (int i = 0; i < 16; ++i) lo[i] = a.lo, hi[i] = a.hi;
-  auto clamp = [&](V16 v) { return vmin(vmax(v, lo), hi); };
-  // pixel-block outer, channel-block inner: a block's K rows of input stay in L1
-  int64_t ox = ox0;
-  for (; ox + P <= ox1; ox += P) {
-    const float* x0 = xin + (iy0 * a.w + ox * a.stride_w - a.pad_l) * c;
-    float* y0 = yout + ox * c;
-    // channels [c0, c0 + 16) of the P pixels
-    auto block = [&](int64_t c0) {
-      const V16 b = bias ? load16(bias + c0) : V16{};
-      V16 acc0 = b, acc1 = b, acc2 = b, acc3 = b;
-      for (int ky = 0; ky < K; ++ky)
+  const int64_t h = a.h, w = a.w, pad_l = a.pad_l;
+  const VA vlo = splat(a.lo), vhi = splat(a.hi);
+  auto out = [&](float* y, VA v) {
+    v = v < vlo ? vlo : v;  // a NaN sum fails both tests and stays NaN, as in TFLite
+    v = v > vhi ? vhi : v;
+    storeA(y, v);
+  };
+  // channel blocks outer, the whole row inner: tiles of pixels that keep their K input rows in
+  // L1 across the blocks measured slower (the rows stay in L2 either way)
+  for (int64_t c0 = 0; c0 < c; c0 += L) {
+    // the last block ends at c, overlapping the one before it when c % L != 0 (its channels
+    // are computed again, to the same bits); reads stay inside the pixel
+    const int64_t cb = std::min(c0, c - L);
+    VA wk[K * K];
+#pragma GCC unroll 25
+    for (int t = 0; t < K * K; ++t) wk[t] = loadA(wt + t * c + cb);
+    const VA b0 = bias ? loadA(bias + cb) : VA{};
+    // a pixel whose window may cross an edge: every tap checked
+    auto edge = [&](int64_t ox) {
+      VA acc = b0;
+#pragma GCC unroll 5
+      for (int ky = 0; ky < K; ++ky) {
+        const int64_t iy = iy0 + ky;
+        if (iy < 0 || iy >= h) continue;
+#pragma GCC unroll 5
         for (int kx = 0; kx < K; ++kx) {
-          const V16 w = load16(wt + (ky * K + kx) * c + c0);
-          const float* xp = x0 + ky * row + kx * c + c0;
-          acc0 += w * load16(xp);
-          acc1 += w * load16(xp + px);
-          acc2 += w * load16(xp + 2 * px);
-          acc3 += w * load16(xp + 3 * px);
+          const int64_t ix = ox * S - pad_l + kx;
+          if (ix >= 0 && ix < w) acc += wk[ky * K + kx] * loadA(xin + (iy * w + ix) * c + cb);
         }
-      store16(y0 + c0, clamp(acc0));
-      store16(y0 + c + c0, clamp(acc1));
-      store16(y0 + 2 * c + c0, clamp(acc2));
-      store16(y0 + 3 * c + c0, clamp(acc3));
+      }
+      out(yout + ox * c + cb, acc);
     };
-    for (int64_t c0 = 0; c0 < cfull; c0 += CB) block(c0);
-    // the last c % 16 channels: one more block ending at c, overlapping the block before it
-    // (its channels are computed again, to the same bits); reads stay inside the pixel
-    if (cfull < c && c > CB) block(c - CB);
-    if (cfull < c && c < CB)  // fewer than 16 channels
-      for (int p = 0; p < P; ++p) dw_pixel_channels(a, ox + p, cfull, c);
+    // NP pixels from ox, all inside: input column j of the group's window feeds pixel p at
+    // tap kx = j - p * S
+    auto group = [&](auto np, int64_t ox) {
+      constexpr int NP = decltype(np)::value;
+      VA acc[NP];
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) acc[p] = b0;
+      const float* x0 = xin + (iy0 * w + ox * S - pad_l) * c + cb;
+#pragma GCC unroll 5
+      for (int ky = 0; ky < K; ++ky) {
+        const float* xr = x0 + ky * row;
+#pragma GCC unroll 24
+        for (int j = 0; j < (NP - 1) * S + K; ++j) {
+          const VA xj = loadA(xr + j * c);
+#pragma GCC unroll 8
+          for (int p = 0; p < NP; ++p) {
+            const int kx = j - p * S;
+            if (kx >= 0 && kx < K) acc[p] += wk[ky * K + kx] * xj;
+          }
+        }
+      }
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) out(yout + (ox + p) * c + cb, acc[p]);
+    };
+    int64_t ox = 0;
+    for (; ox < lo; ++ox) edge(ox);
+    for (; ox + P <= hi; ox += P) group(std::integral_constant<int, P>{}, ox);
+    for (; ox < hi; ++ox) group(std::integral_constant<int, 1>{}, ox);
+    for (; ox < a.ow; ++ox) edge(ox);
   }
-  for (; ox < ox1; ++ox) dw_pixel_channels(a, ox, 0, c);
-}
-
-template <int K>
-bool dw_row_k(const DwRowArgs& a) {
-  const int64_t iy0 = a.oy * a.stride_h - a.pad_t;
-  if (iy0 < 0 || iy0 + K > a.h) return false;  // a row crossing the top or bottom edge
-  const int64_t s = a.stride_w;
-  const int64_t lo = std::min<int64_t>((a.pad_l + s - 1) / s, a.ow);
-  const int64_t last = a.w - K + a.pad_l;  // the largest ox * s with every tap inside
-  const int64_t hi = std::max(lo, last < 0 ? 0 : std::min<int64_t>(a.ow, last / s + 1));
-  for (int64_t ox = 0; ox < lo; ++ox) dw_pixel(a, ox);
-  dw_row_interior<K>(a, lo, hi);
-  for (int64_t ox = hi; ox < a.ow; ++ox) dw_pixel(a, ox);
-  return true;
 }
 
 void dw_row(const DwRowArgs& a) {
   const bool square = a.kh == a.kw && a.dil_h == 1 && a.dil_w == 1;
-  if (square && a.kh == 3 && dw_row_k<3>(a)) return;
-  if (square && a.kh == 5 && dw_row_k<5>(a)) return;
+  const int64_t s = a.stride_w;
+  if (square && a.kh == 3 && s == 1) return dw_row_k<3, 1>(a);
+  if (square && a.kh == 3 && s == 2) return dw_row_k<3, 2>(a);
+  if (square && a.kh == 5 && s == 1) return dw_row_k<5, 1>(a);
+  if (square && a.kh == 5 && s == 2) return dw_row_k<5, 2>(a);
   for (int64_t ox = 0; ox < a.ow; ++ox) dw_pixel(a, ox);
 }
 
