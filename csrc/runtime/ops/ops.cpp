@@ -187,9 +187,8 @@ class Conv2D : public Op {
   bool chw_seed() const override { return chw_capable() && lin_[0]->sparse(); }
   bool chw_out_capable() const override { return !direct_ && groups_ == 1 && !const_in_; }
   int64_t scratch_bytes() const override {
-    if (direct_ || (small_ && !chw_out_)) return 0;
+    if (direct_ || small_) return 0;  // (planes out: one row per thread, thread_local)
     const int64_t pix = oh_ * ow_;
-    if (chw_out_ && small_) return pix * cout_ * 4;  // the rows, before they become planes
     if (chw_out_) return kh_ * kw_ * cg_ * pix * 4;  // the transposed im2col
     return (chunk_ * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0)) * 4;
   }
@@ -202,14 +201,16 @@ class Conv2D : public Op {
         lin_[0]->forward_kn(x + b * cin_ * pix, pix, y + b * cout_ * pix, r.threads);
     } else if (chw_out_ && small_) {
       // NHWC in, planes out, few input channels (an RGB stem): the direct rows, each transposed
-      // into the planes. The strided gather of the transposed im2col below took 100 of the
-      // stem's 214 us at 112x112 (this way: about 150).
-      float* rows = static_cast<float*>(r.scratch);
+      // into the planes from a one-row buffer per thread that stays in L1 (a whole-image buffer
+      // was written and read back through memory: 0.5 of the 112x112 stem's 1.5 ms on AVX2). The
+      // strided gather of the transposed im2col below took 100 of the stem's 214 us at 112x112
+      // (this way: about 150).
       for (int64_t b = 0; b < n_; ++b)
         parallel_for(threads_for(r.threads, macs / double(n_)), oh_, [&](int64_t oy) {
-          float* row = rows + oy * ow_ * cout_;
-          conv_row(x + b * h_ * w_ * cin_, oy, row);
-          vec_.transpose(row, ow_, cout_, y + b * cout_ * pix + oy * ow_, pix);
+          thread_local std::vector<float> row;
+          if (int64_t(row.size()) < ow_ * cout_) row.resize(size_t(ow_ * cout_));
+          conv_row(x + b * h_ * w_ * cin_, oy, row.data());
+          vec_.transpose(row.data(), ow_, cout_, y + b * cout_ * pix + oy * ow_, pix);
         });
     } else if (chw_out_) {  // NHWC in, planes out: Y[Cout, HW] = W col[KK, HW]
       float* col = static_cast<float*>(r.scratch);

@@ -292,11 +292,11 @@ inline void deinterleave(const float* __restrict__ src, int64_t n, float* __rest
   if (n % kVA) step(n - kVA);
 }
 
-// The phase planes of dw_plane_k: plane (py, px) row r column c holds the input at row
-// r * S + py - pad_t, column c * S + px - pad_l, or 0 outside the input. Each input row is read
-// once and split over the S column phases.
+// The phase planes of dw_plane_k from phase row r0 on: plane (py, px) row r column c holds the
+// input at row (r0 + r) * S + py - pad_t, column c * S + px - pad_l, or 0 outside the input. Each
+// input row is read once and split over the S column phases.
 template <int S>
-void fill_phases(const DwPlaneArgs& a, int64_t ws, int64_t hs, float* ph) {
+void fill_phases(const DwPlaneArgs& a, int64_t ws, int64_t hs, float* ph, int64_t r0) {
   static_assert(S == 1 || S == 2, "column phases are split for strides 1 and 2");
   const int64_t plane = hs * ws;
   // columns c whose input column c * S - pad_l (phase 0) to c * S + S - 1 - pad_l all lie in
@@ -304,7 +304,7 @@ void fill_phases(const DwPlaneArgs& a, int64_t ws, int64_t hs, float* ph) {
   const int64_t c0 = std::min(ws, (a.pad_l + S - 1) / S);
   const int64_t c1 = std::max(c0, std::min(ws, (a.w + a.pad_l) / S));
   for (int64_t rp = 0; rp < hs * S; ++rp) {
-    const int64_t iy = rp - a.pad_t, r = rp / S;
+    const int64_t iy = r0 * S + rp - a.pad_t, r = rp / S;
     float* rows[S];
     for (int px = 0; px < S; ++px) rows[px] = ph + ((rp % S) * S + px) * plane + r * ws;
     if (iy < 0 || iy >= a.h) {
@@ -345,15 +345,77 @@ template <int K, int S>
 void dw_plane_k(const DwPlaneArgs& a) {
   constexpr int64_t R = (K - 1) / S;  // rows / columns a tap reaches past its phase origin
   constexpr int64_t L = 16, P = 4;    // lanes of V16; vectors per step (independent FMA chains)
-  const int64_t ws = ((a.ow - 1) * S + K + S - 1) / S, hs = a.oh + R + 1;
+  const int64_t ws = ((a.ow - 1) * S + K + S - 1) / S;
+  thread_local std::vector<float> buf;  // per thread: the phase planes and what follows them
+  const float bias = a.bias;
+  if (a.ow >= kVA) {
+    // Rows of at least one register: each output row is whole registers from the left and one
+    // last register ending at the row's end (overlapping the one before: the same values
+    // written twice), clamped and stored straight into y; no padded columns computed, no second
+    // pass. PR rows at a time at one column, so each tap's multiply-adds form PR independent
+    // chains however short the rows, and rows share their loads (with stride 1, input row r is
+    // tap row 0 of output row r, tap row 1 of r - 1 and tap row 2 of r - 2: 4 rows of 3x3 load
+    // 18 vectors for 36 multiply-adds); the K*K weights are splat once. The phase planes are
+    // filled for a band of output rows at a time, small enough to stay in L1 until read (whole
+    // planes went through L2: filling the 4 phases of a 112x112 input took half of a stride-2
+    // layer's time).
+    constexpr int PR = K * K + 8 + 4 <= kRegs ? 8 : 4;
+    const int64_t fit = 16384 / (4 * S * S * ws) - R - 1;
+    const int64_t band = std::max<int64_t>(PR, fit / PR * PR);
+    VA wv[K * K];
+#pragma GCC unroll 25
+    for (int j = 0; j < K * K; ++j) wv[j] = splat(a.wt[j]);
+    const VA vb = splat(bias), vlo = splat(a.lo), vhi = splat(a.hi);
+    const int64_t per_row = (a.ow + kVA - 1) / kVA;
+    const int64_t need = S * S * (band + R + 1) * ws;
+    if (int64_t(buf.size()) < need) buf.resize(size_t(need));
+    float* ph = buf.data();
+    for (int64_t oy0 = 0; oy0 < a.oh; oy0 += band) {
+      const int64_t rows_in = std::min(band, a.oh - oy0), plane = (rows_in + R + 1) * ws;
+      fill_phases<S>(a, ws, rows_in + R + 1, ph, oy0);
+      // NP output rows from oy0 + oy at columns [ox, ox + kVA)
+      auto run = [&](auto np, int64_t oy, int64_t ox) {
+        constexpr int NP = decltype(np)::value;
+        const float* b0 = ph + oy * ws + ox;
+        VA acc[NP];
+#pragma GCC unroll 8
+        for (int v = 0; v < NP; ++v) acc[v] = vb;
+#pragma GCC unroll 5
+        for (int ky = 0; ky < K; ++ky)
+#pragma GCC unroll 5
+          for (int kx = 0; kx < K; ++kx) {
+            // row v's tap (ky, kx) is row v + ky / S of phase plane (ky % S, kx % S): the same
+            // address as row v + 1's tap (ky - S, kx), which the compiler loads once
+            const float* src = b0 + ((ky % S) * S + kx % S) * plane + kx / S;
+#pragma GCC unroll 8
+            for (int v = 0; v < NP; ++v) acc[v] += wv[ky * K + kx] * loadA(src + (v + ky / S) * ws);
+          }
+        float* d0 = a.y + (oy0 + oy) * a.ow + ox;
+#pragma GCC unroll 8
+        for (int v = 0; v < NP; ++v) {
+          const VA r = acc[v] < vlo ? vlo : acc[v];  // a NaN sum fails both tests and stays NaN
+          storeA(d0 + v * a.ow, r > vhi ? vhi : r);
+        }
+      };
+      auto rows = [&](auto np, int64_t oy) {
+        for (int64_t q = 0; q < per_row; ++q) run(np, oy, std::min(q * kVA, a.ow - kVA));
+      };
+      int64_t oy = 0;
+      for (; oy + PR <= rows_in; oy += PR) rows(std::integral_constant<int, PR>{}, oy);
+      for (; oy + 2 <= rows_in; oy += 2) rows(std::integral_constant<int, 2>{}, oy);
+      if (oy < rows_in) rows(std::integral_constant<int, 1>{}, oy);
+    }
+    return;
+  }
+  // Narrower rows: one flat loop over the whole plane (padded columns computed and dropped).
+  const int64_t hs = a.oh + R + 1;
   const int64_t plane = hs * ws, outs = a.oh * ws, outs_r = (outs + L - 1) / L * L;
-  // per thread: the phase planes, L zeros (what the last vector's taps read past the planes),
-  // then the outputs rounded up to whole vectors
-  thread_local std::vector<float> buf;
+  // the phase planes, L zeros (what the last vector's taps read past the planes), then the
+  // outputs rounded up to whole vectors
   const int64_t need = S * S * plane + L + outs_r;
   if (int64_t(buf.size()) < need) buf.resize(size_t(need));
   float* ph = buf.data();
-  fill_phases<S>(a, ws, hs, ph);
+  fill_phases<S>(a, ws, hs, ph, 0);
   std::fill(ph + S * S * plane, ph + S * S * plane + L, 0.0f);
   // Every tap reads the one buffer at a fixed offset; the accumulators are explicit vectors,
   // P of them, so each tap's multiply-adds form P independent chains (a 25-tap 5x5 is one long
@@ -365,40 +427,6 @@ void dw_plane_k(const DwPlaneArgs& a) {
       w[ky * K + kx] = a.wt[ky * K + kx];
       off[ky * K + kx] = ((ky % S) * S + kx % S) * plane + (ky / S) * ws + kx / S;
     }
-  const float bias = a.bias;
-  if (K == 3 && a.ow >= L) {
-    // 3x3 on rows of at least one vector: each output row is computed in place, whole vectors
-    // from the left and one last vector ending at the row's end (overlapping the one before: the
-    // same values written twice), clamped and stored straight into y; no padded columns
-    // computed, no second pass. (A 5x5 keeps the flat loop below: a row of 28 is two vectors,
-    // and two chains of 25 dependent multiply-adds are slower than the flat loop's four.)
-    const V16 vlo = V16{} + a.lo, vhi = V16{} + a.hi;
-    auto out = [&](float* y, V16 v) {
-      v = v < vlo ? vlo : v;
-      store16(y, v > vhi ? vhi : v);
-    };
-    for (int64_t oy = 0; oy < a.oh; ++oy) {
-      const float* row = ph + oy * ws;
-      float* y = a.y + oy * a.ow;
-      int64_t ox = 0;
-      for (; ox + P * L <= a.ow; ox += P * L) {
-        V16 acc[P];
-        for (int v = 0; v < P; ++v) acc[v] = V16{} + bias;
-        for (int j = 0; j < K * K; ++j) {
-          const float* src = row + off[j] + ox;
-          for (int v = 0; v < P; ++v) acc[v] += w[j] * load16(src + v * L);
-        }
-        for (int v = 0; v < P; ++v) out(y + ox + v * L, acc[v]);
-      }
-      for (; ox < a.ow; ox += L) {
-        const int64_t o = std::min(ox, a.ow - L);
-        V16 acc = V16{} + bias;
-        for (int j = 0; j < K * K; ++j) acc += w[j] * load16(row + off[j] + o);
-        out(y + o, acc);
-      }
-    }
-    return;
-  }
   float* t = ph + S * S * plane + L;
   int64_t i = 0;
   for (; i + P * L <= outs_r; i += P * L) {
