@@ -114,7 +114,12 @@ void spmm_b4_pass(const ep::SpmmF32Args& p, const Off* off, int64_t n0) {
     v += 4 * int64_t(count);
     off += count;
     const int rows = p.m - m < 4 ? int(p.m - m) : 4;
-    for (int r = 0; r < rows; ++r) {
+    // unrolled with the bound tested inside: a loop to `rows` indexes acc at run time, and GCC
+    // then kept acc in memory too, storing every accumulator after each multiply-add (8 stores
+    // per 8 FMAs on AVX2: the pass ran at 40 % of the dense kernel's rate per nonzero)
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      if (r >= rows) break;
       float* y = p.y + (m + r) * p.ldy + n0;
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) O::store(y + j * O::W, O::clamp(acc[r][j], lo, hi));

@@ -29,11 +29,20 @@ TEST(RuntimeVec, DepthwisePlaneMatchesReferenceOnEveryPath) {
   const DwCase cases[] = {
       {56, 56, 3, 1, 1, 1, 1},  // MobileNet's large planes
       {57, 55, 3, 2, 1, 0, 0},  // stride 2 after an explicit PAD (VALID), odd sizes
-      {30, 29, 5, 1, 1, 2, 2}, {33, 31, 5, 2, 1, 0, 0}, {28, 28, 3, 2, 1, 1, 1},
-      {14, 14, 3, 1, 1, 1, 1}, {7, 7, 5, 1, 1, 2, 2},   {7, 7, 3, 2, 1, 1, 1},
+      {30, 29, 5, 1, 1, 2, 2},
+      {33, 31, 5, 2, 1, 0, 0},
+      {28, 28, 3, 2, 1, 1, 1},
+      {14, 14, 3, 1, 1, 1, 1},
+      {7, 7, 5, 1, 1, 2, 2},
+      {7, 7, 3, 2, 1, 1, 1},
       {25, 23, 3, 1, 2, 2, 2},  // dilated: the generic loop
       {5, 40, 3, 1, 1, 1, 1},   // wide and short
       {40, 5, 5, 1, 1, 2, 2},   // narrower than a register
+      // tall planes: the phase planes are filled in several bands of rows
+      {200, 30, 3, 1, 1, 1, 1},
+      {150, 41, 3, 2, 1, 0, 0},
+      {120, 37, 5, 2, 1, 2, 2},
+      {130, 18, 5, 1, 1, 2, 2},
   };
   std::mt19937 rng(7);
   for (const DwCase& c : cases) {

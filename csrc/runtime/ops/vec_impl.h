@@ -48,7 +48,9 @@ typedef float VAu __attribute__((vector_size(4 * kVA), aligned(4)));
 typedef int32_t VAi __attribute__((vector_size(4 * kVA)));
 inline VA loadA(const float* p) { return *reinterpret_cast<const VAu*>(p); }
 inline void storeA(float* p, VA v) { *reinterpret_cast<VAu*>(p) = v; }
-inline VA splat(float v) { return VA{} + v; }
+// (v - 0 is v for every v, -0 included, so the compiler drops the subtraction; 0 + v is not
+// for -0, and it emitted an add before each broadcast, in the RGB stem's inner loop too)
+inline VA splat(float v) { return v - VA{}; }
 inline VA absA(VA x) { return (VA)((VAi)x & 0x7FFFFFFF); }
 
 // Lane-wise a < b ? b : a (vmax) and a > b ? b : a (vmin): a NaN in a stays, one in b gives a
@@ -71,8 +73,8 @@ inline V16 vmax(V16 a, V16 b) {
 inline V16 vmin(V16 a, V16 b) {
   return per_register(a, b, [](auto x, auto y) { return x > y ? y : x; });
 }
-inline V16 vmax(V16 a, float b) { return vmax(a, V16{} + b); }
-inline V16 vmin(V16 a, float b) { return vmin(a, V16{} + b); }
+inline V16 vmax(V16 a, float b) { return vmax(a, b - V16{}); }
+inline V16 vmin(V16 a, float b) { return vmin(a, b - V16{}); }
 
 // Channels [c0, c1) of one output pixel of a depthwise row, every tap checked against the image.
 // The int8 twin (qdw_row in isa/int8_avx512.cpp) walks the same taps on purpose: its body
@@ -431,7 +433,7 @@ void dw_plane_k(const DwPlaneArgs& a) {
   int64_t i = 0;
   for (; i + P * L <= outs_r; i += P * L) {
     V16 acc[P];
-    for (int v = 0; v < P; ++v) acc[v] = V16{} + bias;
+    for (int v = 0; v < P; ++v) acc[v] = bias - V16{};
 #pragma GCC unroll 25
     for (int j = 0; j < K * K; ++j) {
       const float* src = ph + off[j] + i;
@@ -440,7 +442,7 @@ void dw_plane_k(const DwPlaneArgs& a) {
     for (int v = 0; v < P; ++v) store16(t + i + v * L, acc[v]);
   }
   for (; i < outs_r; i += L) {
-    V16 acc = V16{} + bias;
+    V16 acc = bias - V16{};
 #pragma GCC unroll 25
     for (int j = 0; j < K * K; ++j) acc += w[j] * load16(ph + off[j] + i);
     store16(t + i, acc);
@@ -492,7 +494,7 @@ void pool_row(const PoolRowArgs& a) {
     const bool pads = a.pad_max && count < a.fh * a.fw;
     const float pv = a.pad_value;
     for (int64_t i = 0; i < cv; i += 16) {
-      V16 acc = V16{} + init;
+      V16 acc = init - V16{};
       for (int64_t ky = ky0; ky < ky1; ++ky)
         for (int64_t kx = kx0; kx < kx1; ++kx) {
           const V16 v = load16(a.x + ((iy0 + ky) * a.w + ix0 + kx) * c + i);
