@@ -478,45 +478,54 @@ void dw_plane(const DwPlaneArgs& a) {
 // summing into y tap by tap waited on a store and a reload for every tap, 4x slower); the taps in
 // the same order from the same start as the scalar tail, so every channel has the same bits, and
 // the mean divides by the count of taps inside the input, as TFLite.
-void pool_row(const PoolRowArgs& a) {
-  const int64_t c = a.c, cv = c / 16 * 16;
-  const float init = a.max ? -INFINITY : 0.0f, lo = a.lo, hi = a.hi;
+// One output row of a pool, NHWC. Register by register (VA): on V16 the max went through
+// per_register's memory copies, and ResNet-18's 3x3/2 max pool at 112x112x32 took 0.57 ms where
+// ONNX Runtime took 0.08.
+template <bool Max>
+void pool_row_t(const PoolRowArgs& a) {
+  const int64_t c = a.c, cv = c / kVA * kVA;
+  const float init = Max ? -INFINITY : 0.0f, lo = a.lo, hi = a.hi;
+  const VA lov = splat(lo), hiv = splat(hi), pvv = splat(a.pad_value);
   const int64_t iy0 = a.oy * a.stride_h - a.pad_t;
   const int64_t ky0 = std::max<int64_t>(0, -iy0), ky1 = std::min(a.fh, a.h - iy0);
+  // a max never takes NaN in (the compare is false), so the order of taps does not matter and
+  // a folded PAD's constant can come last
+  const auto take = [](auto acc, auto v) {
+    if constexpr (Max)
+      return acc < v ? v : acc;
+    else
+      return acc + v;
+  };
   for (int64_t ox = 0; ox < a.ow; ++ox) {
     float* __restrict__ y = a.y + ox * c;
     const int64_t ix0 = ox * a.stride_w - a.pad_l;
     const int64_t kx0 = std::max<int64_t>(0, -ix0), kx1 = std::min(a.fw, a.w - ix0);
     const int64_t count = std::max<int64_t>(0, ky1 - ky0) * std::max<int64_t>(0, kx1 - kx0);
     const float n = float(count > 0 ? count : 1);
-    // a max never takes NaN in (the compare is false), so the order of taps does not matter and
-    // a folded PAD's constant can come last
     const bool pads = a.pad_max && count < a.fh * a.fw;
-    const float pv = a.pad_value;
-    for (int64_t i = 0; i < cv; i += 16) {
-      V16 acc = init - V16{};
+    const int64_t x0 = (iy0 * a.w + ix0) * c;  // may be negative: only x0 + tap is an address
+    for (int64_t i = 0; i < cv; i += kVA) {
+      VA acc = splat(init);
       for (int64_t ky = ky0; ky < ky1; ++ky)
-        for (int64_t kx = kx0; kx < kx1; ++kx) {
-          const V16 v = load16(a.x + ((iy0 + ky) * a.w + ix0 + kx) * c + i);
-          acc = a.max ? vmax(acc, v) : acc + v;
-        }
-      if (!a.max) acc = acc / n;
-      if (pads) acc = vmax(acc, pv);
-      store16(y + i, vmin(vmax(acc, lo), hi));
+        for (int64_t kx = kx0; kx < kx1; ++kx)
+          acc = take(acc, loadA(a.x + (x0 + (ky * a.w + kx) * c + i)));
+      if (!Max) acc = acc / n;
+      if (pads) acc = acc < pvv ? pvv : acc;
+      acc = acc < lov ? lov : acc;
+      storeA(y + i, acc > hiv ? hiv : acc);
     }
     for (int64_t i = cv; i < c; ++i) {
       float acc = init;
       for (int64_t ky = ky0; ky < ky1; ++ky)
-        for (int64_t kx = kx0; kx < kx1; ++kx) {
-          const float v = a.x[((iy0 + ky) * a.w + ix0 + kx) * c + i];
-          acc = a.max ? std::max(acc, v) : acc + v;
-        }
-      if (!a.max) acc /= n;
-      if (pads) acc = std::max(acc, pv);
+        for (int64_t kx = kx0; kx < kx1; ++kx) acc = take(acc, a.x[x0 + (ky * a.w + kx) * c + i]);
+      if (!Max) acc /= n;
+      if (pads) acc = std::max(acc, a.pad_value);
       y[i] = std::min(std::max(acc, lo), hi);
     }
   }
 }
+
+void pool_row(const PoolRowArgs& a) { a.max ? pool_row_t<true>(a) : pool_row_t<false>(a); }
 
 template <class F>
 void binary_loop(F f, const float* __restrict__ a, int64_t sa, const float* __restrict__ b,
