@@ -53,9 +53,12 @@ void dense_driver(const ep::DenseF32Args& p) {
   // then streams from memory in one piece (a GEMV's weights are read once per call, from L3 or
   // DRAM). The blocks never change the bits: each sum goes on from y in the same order.
   const int64_t kcb = p.rows == 1 && !inplace && p.depth > KC ? p.depth : KC;
-  for (int64_t k0 = 0; k0 < p.depth || k0 == 0; k0 += kcb) {
-    const int64_t kc = imin(kcb, p.depth - k0);
-    const bool first = k0 == 0, last = k0 + kcb >= p.depth;
+  const int64_t seg = p.a_seg > 0 ? p.a_seg : p.depth + 1;  // depth blocks end at segment ends
+  int64_t kc = 0;
+  for (int64_t k0 = 0; k0 < p.depth || k0 == 0; k0 += kc) {
+    kc = imin(imin(kcb, p.depth - k0), seg - k0 % seg);
+    const bool first = k0 == 0, last = k0 + kc >= p.depth;
+    const int64_t ak = p.a_seg > 0 ? k0 / seg * p.a_seg_stride + k0 % seg : k0;  // A's column
     if (inplace && edge0 < p.cols)
       for (int64_t k = 0; k < kc; ++k)
         for (int64_t j = 0; j < NR; ++j)
@@ -69,7 +72,7 @@ void dense_driver(const ep::DenseF32Args& p) {
       const int64_t jend = imin(p.cols, jb + block_cols);
       for (int64_t r0 = 0; r0 < p.rows; r0 += MR) {
         const int R = int(imin(MR, p.rows - r0));
-        const float* a = p.a + r0 * p.lda + k0;
+        const float* a = p.a + r0 * p.lda + ak;
         if (first && p.bias_per_row)  // one starting tile for the whole strip: bias of each row
           for (int r = 0; r < R; ++r)
             for (int j = 0; j < NR; ++j) init[r * NR + j] = p.bias ? p.bias[r0 + r] : 0.0f;

@@ -38,6 +38,10 @@ struct TransposeF32Args {
 struct DenseF32Args {
   const float* a = nullptr;
   int64_t lda = 0;
+  // A in segments when a_seg > 0 (a convolution's im2col read in place from its padded input):
+  // A(r, k) = a[r * lda + (k / a_seg) * a_seg_stride + k % a_seg]; otherwise A(r, k) = a[r * lda
+  // + k]. The optimised drivers cut depth blocks at segment ends.
+  int64_t a_seg = 0, a_seg_stride = 0;
   const float* b = nullptr;  // unpacked B(k, j) = b[k * b_sk + j * b_sm] (read by the reference)
   int64_t b_sk = 0, b_sm = 0;
   // B packed by pack_dense_f32 with the kernel's tile (optimised paths); null: they read B in

@@ -170,6 +170,28 @@ void DenseLinear::forward_rows(const float* x, int64_t ldx, int64_t n, float* y,
   });
 }
 
+void DenseLinear::forward_segments(const float* x, int64_t ldx, int64_t seg, int64_t seg_stride,
+                                   int64_t n, float* y) const {
+  DenseF32Args p;
+  p.a = x;
+  p.lda = ldx;
+  p.a_seg = seg;
+  p.a_seg_stride = seg_stride;
+  p.b = w_.data();
+  p.b_sk = 1;
+  p.b_sm = k_;
+  p.bp = packed_.data();
+  p.bias = has_bias_ ? bias_.data() : nullptr;
+  p.y = y;
+  p.ldy = m_;
+  p.rows = n;
+  p.cols = m_;
+  p.depth = k_;
+  p.lo = lo_;
+  p.hi = hi_;
+  kern_.fn(p);
+}
+
 // The share of a kernel's vector lanes that hold real columns when `cols` are cut into panels
 // of `tile`, two vectors wide: a last partial panel computes the vectors its columns reach.
 static double lane_use(int64_t cols, int64_t tile) {

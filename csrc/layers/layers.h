@@ -41,6 +41,10 @@ class DenseLinear {
   DenseLinear(const float* w, int64_t m, int64_t k, const float* bias, Act act, Isa isa);
   void forward(const float* x, int64_t n, float* y, int threads) const;     // x[N,K] -> y[N,M]
   void forward_kn(const float* x, int64_t n, float* y, int threads) const;  // X[K,N] -> Y[M,N]
+  // y[N,M] on one thread from rows of X read in segments (kernels.h, DenseF32Args::a_seg): row r
+  // of X is x[r * ldx + (k / seg) * seg_stride + k % seg], k < K; seg divides K
+  void forward_segments(const float* x, int64_t ldx, int64_t seg, int64_t seg_stride, int64_t n,
+                        float* y) const;
   int64_t m() const { return m_; }
   int64_t k() const { return k_; }
   Isa isa() const { return kern_.isa; }

@@ -67,7 +67,65 @@ void check(Isa isa, const Case& c, std::mt19937& rng, bool inplace = false) {
   }
 }
 
+// A read in segments (DenseF32Args::a_seg, a convolution's im2col in place): rows `lda` floats
+// apart that overlap, `nseg` segments of `seg` floats `stride` apart, against the reference on the
+// same A written out row by row.
+void check_segments(Isa isa, int64_t rows, int64_t cols, int64_t seg, int64_t nseg, int64_t lda,
+                    int64_t stride, std::mt19937& rng) {
+  const int64_t depth = seg * nseg;
+  auto a = random_floats(rng, (rows - 1) * lda + (nseg - 1) * stride + seg);
+  std::vector<float> full(size_t(rows * depth));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < depth; ++k)
+      full[size_t(r * depth + k)] = a[size_t(r * lda + k / seg * stride + k % seg)];
+  auto b = random_floats(rng, depth * cols);
+  auto bias = random_floats(rng, cols, -2.f, 2.f);
+  const auto& entry = kernel_table(isa).dense_f32;
+  std::vector<float> bp(packed_dense_size(depth, cols, entry.tile));
+  pack_dense_f32(b.data(), cols, 1, depth, cols, entry.tile, bp.data());
+  DenseF32Args p;
+  p.a = full.data();
+  p.lda = depth;
+  p.b = b.data();
+  p.b_sk = cols;
+  p.b_sm = 1;
+  p.bias = bias.data();
+  p.ldy = cols;
+  p.rows = rows;
+  p.cols = cols;
+  p.depth = depth;
+  std::vector<float> want(size_t(rows * cols)), ref(want.size()), got(want.size());
+  p.y = want.data();
+  reference::dense_f32(p);
+  p.a = a.data();
+  p.lda = lda;
+  p.a_seg = seg;
+  p.a_seg_stride = stride;
+  p.y = ref.data();
+  reference::dense_f32(p);
+  ASSERT_EQ(ref, want) << "reference, seg=" << seg;
+  p.bp = bp.data();
+  p.y = got.data();
+  entry.fn(p);
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], 1e-4 * (1.0 + std::fabs(want[i])))
+        << isa_name(isa) << " rows=" << rows << " cols=" << cols << " seg=" << seg
+        << " nseg=" << nseg << " at " << i;
+}
+
 }  // namespace
+
+// Segments shorter and longer than a depth block (KC = 256 or 384), rows that overlap (a conv's
+// pixels cin floats apart) and rows that do not.
+TEST(DenseF32, EveryPathReadsAInSegments) {
+  std::mt19937 rng(44);
+  for (Isa isa : ep::test::runnable_isas()) {
+    check_segments(isa, 56, 32, 96, 3, 32, 58 * 32, rng);  // 3x3 on 32 channels, one output row
+    check_segments(isa, 13, 17, 15, 5, 3, 40, rng);        // 5x5 on 3 channels, odd tails
+    check_segments(isa, 7, 40, 500, 3, 600, 1700, rng);    // segments over a depth block
+    check_segments(isa, 1, 70, 24, 7, 8, 30, rng);         // one row
+  }
+}
 
 TEST(DenseF32, EveryPathMatchesReferenceOnRandomShapes) {
   std::mt19937 rng(42);

@@ -258,6 +258,41 @@ def test_convolutions_of_few_input_channels(isa, cin, cout, k, stride, dilation,
         assert np.array_equal(ep.runtime.load(data, isa=isa, threads=threads)(xv)[0], got)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "cin,cout,kh,kw,padding,act,hw,batch",
+    [
+        (6, 24, 3, 3, "same", "relu", (30, 33), 2),  # padded copy, a partial panel, two images
+        (16, 32, 3, 3, "valid", None, (31, 40), 1),  # read straight from the input: no copy
+        (8, 16, 5, 5, "same", "relu6", (29, 28), 1),  # 5x5: two rows and columns of padding
+        (10, 8, 3, 1, "same", None, (28, 30), 1),  # a filter one column wide
+        (5, 12, 1, 7, "same", None, (6, 64), 1),  # a filter one row high, three rows
+    ],
+)
+def test_convolutions_that_read_the_im2col_in_place(isa, cin, cout, kh, kw, padding, act, hw, batch):
+    """Stride-1 CONV_2D on rows of at least 28 pixels reads each output row's im2col in place from
+    the (zero-padded) input, with no column buffer: LiteRT's values on every path, the same bits
+    on 1, 2 and 3 threads, and an arena of the input, the output and the padded copy alone."""
+    from tflite_builder import Builder
+
+    rng = np.random.default_rng(cin * 100 + cout + kh)
+    b = Builder()
+    x = b.input([batch, hw[0], hw[1], cin])
+    w = rng.standard_normal((cout, kh, kw, cin)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    data = b.finish([b.conv2d(x, w, bias, stride=1, padding=padding, act=act)])
+    xv = rng.standard_normal((batch, hw[0], hw[1], cin)).astype(np.float32)
+    m = ep.runtime.load(data, isa=isa)
+    got = m(xv)[0]
+    want = litert_run(data, [xv])[0]
+    assert got.shape == want.shape
+    assert _rel(got, want) < 1e-5, _rel(got, want)
+    copy = 0 if padding == "valid" else (hw[0] + kh - 1) * (hw[1] + kw - 1) * cin * 4
+    assert m.arena_bytes <= xv.nbytes + got.nbytes + copy + 3 * 64, (m.arena_bytes, copy)
+    for threads in (2, 3):
+        assert np.array_equal(ep.runtime.load(data, isa=isa, threads=threads)(xv)[0], got)
+
+
 def test_outputs_that_repeat_or_pass_an_input_through():
     """Outputs go straight into the caller's arrays where they can: an output listed twice, an
     input that is also an output and consecutive calls on other data all give LiteRT's values."""

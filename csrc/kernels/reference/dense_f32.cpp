@@ -15,7 +15,10 @@ void dense_f32(const DenseF32Args& p) {
       double acc = p.bias ? p.bias[p.bias_per_row ? r : j] : 0.0;
       const float* a = p.a + r * p.lda;
       const float* b = p.b + j * p.b_sm;
-      for (int64_t k = 0; k < p.depth; ++k) acc += double(a[k]) * double(b[k * p.b_sk]);
+      for (int64_t k = 0; k < p.depth; ++k) {
+        const int64_t ak = p.a_seg > 0 ? k / p.a_seg * p.a_seg_stride + k % p.a_seg : k;
+        acc += double(a[ak]) * double(b[k * p.b_sk]);
+      }
       p.y[r * p.ldy + j] = std::min(std::max(float(acc), p.lo), p.hi);
     }
   }
