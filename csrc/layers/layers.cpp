@@ -150,33 +150,15 @@ void DenseLinear::forward_rows(const float* x, int64_t ldx, int64_t n, float* y,
   }
   const Split s = split(n, threads, 8, macs);
   parallel_for(threads, s.tasks, [&](int64_t t) {
-    const int64_t r0 = t * s.chunk, rows = std::min(s.chunk, n - r0);
-    DenseF32Args p;
-    p.a = x + r0 * ldx;
-    p.lda = ldx;
-    p.b = w_.data();
-    p.b_sk = 1;
-    p.b_sm = k_;
-    p.bp = packed_.data();
-    p.bias = has_bias_ ? bias_.data() : nullptr;
-    p.y = y + r0 * m_;
-    p.ldy = m_;
-    p.rows = rows;
-    p.cols = m_;
-    p.depth = k_;
-    p.lo = lo_;
-    p.hi = hi_;
-    kern_.fn(p);
+    const int64_t r0 = t * s.chunk;
+    kern_.fn(rows_args(x + r0 * ldx, ldx, std::min(s.chunk, n - r0), y + r0 * m_));
   });
 }
 
-void DenseLinear::forward_segments(const float* x, int64_t ldx, int64_t seg, int64_t seg_stride,
-                                   int64_t n, float* y) const {
+DenseF32Args DenseLinear::rows_args(const float* x, int64_t ldx, int64_t n, float* y) const {
   DenseF32Args p;
   p.a = x;
   p.lda = ldx;
-  p.a_seg = seg;
-  p.a_seg_stride = seg_stride;
   p.b = w_.data();
   p.b_sk = 1;
   p.b_sm = k_;
@@ -189,6 +171,14 @@ void DenseLinear::forward_segments(const float* x, int64_t ldx, int64_t seg, int
   p.depth = k_;
   p.lo = lo_;
   p.hi = hi_;
+  return p;
+}
+
+void DenseLinear::forward_segments(const float* x, int64_t ldx, int64_t seg, int64_t seg_stride,
+                                   int64_t n, float* y) const {
+  DenseF32Args p = rows_args(x, ldx, n, y);
+  p.a_seg = seg;
+  p.a_seg_stride = seg_stride;
   kern_.fn(p);
 }
 

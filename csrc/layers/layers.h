@@ -52,6 +52,8 @@ class DenseLinear {
  private:
   // forward with rows of x `ldx` floats apart (>= K)
   void forward_rows(const float* x, int64_t ldx, int64_t n, float* y, int threads) const;
+  // the kernel's arguments for y[n, M] from n rows of x `ldx` floats apart, on one thread
+  DenseF32Args rows_args(const float* x, int64_t ldx, int64_t n, float* y) const;
   int64_t m_, k_;
   std::vector<float> w_, bias_;
   std::vector<float, HugePageAllocator<float>> packed_;  // read whole by a GEMV: huge pages

@@ -189,6 +189,8 @@ class Conv2D : public Op {
       hp_ = (oh_ - 1) * sh_ + (kh_ - 1) * dh_ + 1;
       wp_ = (ow_ - 1) * sw_ + kw_;
       padded_ = pt_ > 0 || pl_ > 0 || hp_ > h_ || wp_ > w_;
+      // a padded copy no larger than a few inputs (a file's dilation can make it any size)
+      implicit_ = double(hp_) * double(wp_) <= 4.0 * double(h_ + kh_) * double(w_ + kw_);
     }
     macs = double(n_) * oh_ * ow_ * cout_ * kk;
     kind = "CONV_2D";
