@@ -21,7 +21,8 @@ inline int32_t spmm_s8_dot_scalar(const int32_t* quad, const int32_t* w, int32_t
   return a0 + a1;
 }
 
-// `dot` has spmm_s8_dot_scalar's signature and result (ISAs with a gather pass theirs).
+// `dot` has spmm_s8_dot_scalar's signature and result (AVX2 passes one of 8 blocks a step; NEON
+// takes the scalar one).
 template <class Dot>
 inline void spmm_s8_tail(const ep::SpmmS8Args& p, int64_t n0, Dot dot) {
   if (n0 >= p.n) return;

@@ -59,20 +59,29 @@ void pass(const SpmmS8Args& p, int64_t n0) {
   }
 }
 
-// spmm_s8_dot_scalar with 8-block gathers: the quads of 8 blocks gathered as 32-bit words,
+// The 32-bit words x[q[j] * ldx + n] of 8 blocks, by 8 scalar loads inserted into two xmm
+// registers: on Zen 1 vpgatherdd takes about twice as long (the fp32 dot's measurement,
+// spmm_f32.cpp; both are bound by the load ports elsewhere).
+inline __m256i words_at(const int8_t* xq, const int32_t* q, int64_t ldx, int64_t n) {
+  int32_t v[8];
+  for (int j = 0; j < 8; ++j) __builtin_memcpy(&v[j], xq + 4 * (int64_t(q[j]) * ldx + n), 4);
+  __m128i lo = _mm_cvtsi32_si128(v[0]), hi = _mm_cvtsi32_si128(v[4]);
+  lo = _mm_insert_epi32(lo, v[1], 1), hi = _mm_insert_epi32(hi, v[5], 1);
+  lo = _mm_insert_epi32(lo, v[2], 2), hi = _mm_insert_epi32(hi, v[6], 2);
+  lo = _mm_insert_epi32(lo, v[3], 3), hi = _mm_insert_epi32(hi, v[7], 3);
+  return _mm256_set_m128i(hi, lo);
+}
+
+// spmm_s8_dot_scalar 8 blocks at a time: the quads of 8 blocks as 32-bit words (words_at),
 // widened to int16 with their weights and multiplied with vpmaddwd (exact, as the passes above).
 // Rows shorter than 8 blocks, and the last count % 8 blocks, take the scalar form.
-int32_t dot_gather(const int32_t* quad, const int32_t* w, int32_t count, const int8_t* xq,
-                   int64_t ldx, int64_t n) {
+int32_t dot_words(const int32_t* quad, const int32_t* w, int32_t count, const int8_t* xq,
+                  int64_t ldx, int64_t n) {
   if (count < 8) return spmm_s8_dot_scalar(quad, w, count, xq, ldx, n);
-  const __m256i s = _mm256_set1_epi32(int32_t(ldx)), off = _mm256_set1_epi32(int32_t(n));
-  const int* base = reinterpret_cast<const int*>(xq);
   __m256i acc = _mm256_setzero_si256();
   int32_t i = 0;
   for (; i + 8 <= count; i += 8) {
-    __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quad + i));
-    q = _mm256_add_epi32(ldx == 1 ? q : _mm256_mullo_epi32(q, s), off);
-    const __m256i g = _mm256_i32gather_epi32(base, q, 4);
+    const __m256i g = words_at(xq, quad + i, ldx, n);
     const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
     acc =
         _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(g)),
@@ -96,11 +105,11 @@ void spmm_s8(const SpmmS8Args& p) {
   // shared through the *_impl.h / *_dot.h headers.
   for (; n0 + 16 <= p.n; n0 += 16) pass<2>(p, n0);
   for (; n0 + 8 <= p.n; n0 += 8) pass<1>(p, n0);
-  // gathers only where no vector pass ran (N < 8: FC layers at batch 1, X a few compact rows);
+  // word loads only where no vector pass ran (N < 8: FC layers at batch 1, X a few compact rows);
   // a wide X's leftover columns sit 64+ bytes apart and every lane would miss L1. Integer sums
   // are exact, so the choice changes no bit.
   if (p.n < 8)
-    spmm_s8_tail(p, n0, dot_gather);
+    spmm_s8_tail(p, n0, dot_words);
   else
     spmm_s8_tail(p, n0);
 }
