@@ -462,6 +462,20 @@ def test_transpose_conv_with_a_mismatched_output_shape_is_refused():
     assert "\n" not in str(e.value)
 
 
+def test_transpose_conv_of_an_input_with_no_bytes_is_refused_at_once():
+    """A TRANSPOSE_CONV input of 10^9 rows of zero width (a file the loader fuzzer made, now one
+    of its seeds) is refused when the model loads, in one line, instead of walking its empty rows
+    on every run."""
+    from pathlib import Path
+
+    data = (Path(__file__).parents[1] / "data" / "fuzz" / "transpose-conv-empty-rows.tflite").read_bytes()
+    with pytest.raises(
+        RuntimeModelError, match=r"operator 0 \(TRANSPOSE_CONV\): input and filter dimensions must be positive"
+    ) as e:
+        ep.runtime.load(data)
+    assert "\n" not in str(e.value)
+
+
 def test_strided_slice_matches_litert():
     from tflite_builder import Builder
 

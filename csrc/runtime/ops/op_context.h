@@ -97,6 +97,10 @@ struct TransposeConvGeometry {
     c.rank(x, 4);
     n = x.shape[0], h = x.shape[1], w = x.shape[2], cin = x.shape[3];
     cout = wt.shape[0], kh = wt.shape[1], kw = wt.shape[2];
+    // before anything loops over them: a file's input of 10^9 rows of zero width holds no bytes,
+    // and the scatter walked its rows for seconds (found by the loader fuzzer)
+    if (n < 1 || h < 1 || w < 1 || cin < 1 || cout < 1 || kh < 1 || kw < 1)
+      c.bad("input and filter dimensions must be positive");
     if (wt.shape[3] != cin)
       c.bad("filter input channels " + std::to_string(wt.shape[3]) + " differ from the input's " +
             std::to_string(cin));
