@@ -284,12 +284,28 @@ inline VA odd_lanes(VA a, VA b, std::index_sequence<C...>) {
 // tail.
 inline void deinterleave(const float* __restrict__ src, int64_t n, float* __restrict__ r0,
                          float* __restrict__ r1) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  // in 4-float halves: one in-lane vshufps per half and phase, where the 8-float shuffles took
+  // lane-crossing vpermd and blends (3 and 2 micro-ops each on Zen; the fill was two thirds of a
+  // 3x3/2 layer at 56x56)
+  typedef float V4 __attribute__((vector_size(16)));
+  typedef float V4u __attribute__((vector_size(16), aligned(4)));
+  auto step = [&](int64_t c) {
+    for (int h = 0; h < kVA / 4; ++h) {
+      const V4 a = *reinterpret_cast<const V4u*>(src + 2 * c + 8 * h);
+      const V4 b = *reinterpret_cast<const V4u*>(src + 2 * c + 8 * h + 4);
+      *reinterpret_cast<V4u*>(r0 + c + 4 * h) = __builtin_shufflevector(a, b, 0, 2, 4, 6);
+      *reinterpret_cast<V4u*>(r1 + c + 4 * h) = __builtin_shufflevector(a, b, 1, 3, 5, 7);
+    }
+  };
+#else
   auto step = [&](int64_t c) {
     const VA a = *reinterpret_cast<const VAu*>(src + 2 * c);
     const VA b = *reinterpret_cast<const VAu*>(src + 2 * c + kVA);
     *reinterpret_cast<VAu*>(r0 + c) = even_lanes(a, b, std::make_index_sequence<kVA>());
     *reinterpret_cast<VAu*>(r1 + c) = odd_lanes(a, b, std::make_index_sequence<kVA>());
   };
+#endif
   for (int64_t c = 0; c + kVA <= n; c += kVA) step(c);
   if (n % kVA) step(n - kVA);
 }
@@ -325,7 +341,17 @@ void fill_phases(const DwPlaneArgs& a, int64_t ws, int64_t hs, float* ph, int64_
     // (constexpr: at S == 1 the two row pointers below are one, which the restrict-qualified
     // copies must never see)
     if constexpr (S == 1) {
-      std::copy(xr + c0 - a.pad_l, xr + c1 - a.pad_l, rows[0] + c0);
+      // whole registers and one last register ending at c1 (a row of a 28x28 plane is 3.5
+      // registers, where a memmove call per row cost a third of the layer)
+      const float* __restrict__ src = xr + c0 - a.pad_l;
+      float* __restrict__ dst = rows[0] + c0;
+      const int64_t n = c1 - c0;
+      if (n >= kVA) {
+        for (int64_t c = 0; c + kVA <= n; c += kVA) storeA(dst + c, loadA(src + c));
+        if (n % kVA) storeA(dst + n - kVA, loadA(src + n - kVA));
+      } else {
+        for (int64_t c = 0; c < n; ++c) dst[c] = src[c];
+      }
     } else if (c1 - c0 >= kVA) {
       deinterleave(xr + c0 * S - a.pad_l, c1 - c0, rows[0] + c0, rows[S - 1] + c0);
     } else {
@@ -361,7 +387,10 @@ void dw_plane_k(const DwPlaneArgs& a) {
     // filled for a band of output rows at a time, small enough to stay in L1 until read (the
     // fill is half of a 3x3/2 layer's time on a 112x112 input, most of it reading the input; whole
     // planes written first, the layer took 0.96 ms, in bands 0.88).
-    constexpr int PR = K * K + 8 + 4 <= kRegs ? 8 : 4;
+    // (With 16 registers, 3x3 takes 3 rows at stride 1 and 2 at stride 2: at 4 the compiler
+    // spilled taps and row addresses, and 3x3/2 at 112x112 ran 25 % slower; 5x5 measured best
+    // at 4.)
+    constexpr int PR = K * K + 8 + 4 <= kRegs ? 8 : K == 3 ? (S == 1 ? 3 : 2) : 4;
     const int64_t fit = 16384 / (4 * S * S * ws) - R - 1;
     const int64_t band = std::max<int64_t>(PR, fit / PR * PR);
     VA wv[K * K];
