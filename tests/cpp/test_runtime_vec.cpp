@@ -1,8 +1,9 @@
-// The runtime's per-ISA depthwise loops (runtime/ops/vec.h) against a scalar double-precision
-// reference, on every path this CPU runs (and neon under qemu). Whole-model fixtures are small
-// and their channel counts few, so these tests reach the code they would miss: the plane kernel
-// (the fixtures' planes take the row kernel: planes of up to 20x20 outputs run channel-minor),
-// and the row kernel's channel tails (counts that are not a multiple of 16) and edge pixels.
+// The runtime's per-ISA depthwise loops and Winograd transforms (runtime/ops/vec.h) against a
+// scalar double-precision reference, on every path this CPU runs (and neon under qemu). Whole-model
+// fixtures are small and their channel counts few, so these tests reach the code they would miss:
+// the plane kernel (the fixtures' planes take the row kernel: planes of up to 20x20 outputs run
+// channel-minor), and the row kernel's channel tails (counts that are not a multiple of 16) and
+// edge pixels.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -139,6 +140,73 @@ TEST(RuntimeVec, DepthwiseRowMatchesReferenceOnEveryPath) {
                              << " row " << oy;
         for (size_t i = size_t(ow * c.c); i < y.size(); ++i)
           ASSERT_EQ(y[i], 123.0f) << ep::isa_name(isa) << " wrote past the row";
+      }
+    }
+  }
+}
+
+TEST(RuntimeVec, WinogradTransformsMatchTheirDefinitionOnEveryPath) {
+  // B^T and A^T of F(2x2, 3x3)
+  const double bt[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+  const double at[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+  std::mt19937 rng(11);
+  for (int64_t c : {1, 3, 8, 16, 21, 40}) {
+    for (int64_t tiles : {1, 2, 5}) {
+      // wino_in: input rows of (2 tiles + 2) pixels plus slack, so a read past the tiles shows
+      const int64_t row = (2 * tiles + 2) * c + 5, vs = tiles * c + 3;
+      const auto x = ep::test::random_floats(rng, 4 * row);
+      std::vector<double> want(size_t(16 * vs), 0.0);
+      for (int64_t t = 0; t < tiles; ++t)
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) {
+              double s = 0;
+              for (int p = 0; p < 4; ++p)
+                for (int q = 0; q < 4; ++q)
+                  s += bt[i][p] * x[size_t(p * row + (2 * t + q) * c + ch)] * bt[j][q];
+              want[size_t((4 * i + j) * vs + t * c + ch)] = s;
+            }
+      // wino_out: products for the tiles, a bias, and an output of ow = 2 tiles - 1 columns, so
+      // the last tile's second column falls outside and must stay unwritten
+      const int64_t ms = tiles * c + 2, ow = 2 * tiles - 1, yrow = ow * c + 7;
+      const auto m = ep::test::random_floats(rng, 16 * ms, -2.f, 2.f);
+      const auto bias = ep::test::random_floats(rng, c);
+      const float lo = -1.5f, hi = 2.0f;
+      for (ep::Isa isa : ep::test::runnable_isas()) {
+        const ep::rt::VecOps& v = ep::rt::vec_ops(isa);
+        std::vector<float> got(size_t(16 * vs), 123.0f);
+        v.wino_in(x.data(), row, c, tiles, got.data(), vs);
+        for (int64_t k = 0; k < 16; ++k)
+          for (int64_t i = 0; i < vs; ++i) {
+            const size_t at_i = size_t(k * vs + i);
+            if (i < tiles * c)
+              EXPECT_NEAR(got[at_i], want[at_i], 1e-5) << ep::isa_name(isa) << " c" << c;
+            else
+              ASSERT_EQ(got[at_i], 123.0f) << ep::isa_name(isa) << " wrote past the tiles";
+          }
+        for (int rows : {1, 2})
+          for (bool with_bias : {true, false}) {
+            std::vector<float> y(size_t(2 * yrow), 123.0f);
+            v.wino_out(m.data(), ms, c, tiles, with_bias ? bias.data() : nullptr, lo, hi, y.data(),
+                       yrow, ow, rows);
+            for (int64_t r = 0; r < 2; ++r)
+              for (int64_t k = 0; k < yrow; ++k) {
+                const int64_t ox = k / c, ch = k % c;
+                if (r >= rows || ox >= ow) {
+                  ASSERT_EQ(y[size_t(r * yrow + k)], 123.0f)
+                      << ep::isa_name(isa) << " wrote outside the output";
+                  continue;
+                }
+                const int64_t t = ox / 2, s = ox % 2;
+                double sum = with_bias ? bias[size_t(ch)] : 0.0;
+                for (int p = 0; p < 4; ++p)
+                  for (int q = 0; q < 4; ++q)
+                    sum += at[r][p] * m[size_t((4 * p + q) * ms + t * c + ch)] * at[s][q];
+                EXPECT_NEAR(y[size_t(r * yrow + k)],
+                            std::min(std::max(sum, double(lo)), double(hi)), 1e-5)
+                    << ep::isa_name(isa) << " c" << c << " tile " << t;
+              }
+          }
       }
     }
   }

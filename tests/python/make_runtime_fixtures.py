@@ -29,6 +29,7 @@ from runtime_models import (  # noqa: E402
     mobilenet_block,
     read_after_output,
     upsample_block,
+    winograd_block,
 )
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "runtime"
@@ -48,6 +49,7 @@ MODELS = {
     "encoder_sparse": lambda: encoder_block(sparse=1),
     "upsample": upsample_block,
     "read_after_output": read_after_output,
+    "winograd": winograd_block,
 }
 SHAPES = {
     "dense": (1, 8, 8, 3),
@@ -65,6 +67,7 @@ SHAPES = {
     "encoder_sparse": (12, 32),
     "upsample": (1, 6, 5, 8),
     "read_after_output": (1, 6, 40),
+    "winograd": (2, 41, 37, 12),
 }
 
 

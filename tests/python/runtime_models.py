@@ -92,6 +92,20 @@ def conv_variants(seed=0) -> bytes:
     return b.finish([out1, out2])
 
 
+def winograd_block(seed=0) -> bytes:
+    """3x3 stride-1 convolutions, which the runtime computes in the Winograd form: SAME on odd
+    sizes (a last row and column of half tiles) over two images, VALID, channel
+    counts that are not whole vector registers, fused RELU and RELU_N1_TO_1, then a 3x3/2 conv
+    (the im2col), and two outputs."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    x = b.input([2, 41, 37, 12])
+    y = b.conv2d(x, _w(rng, 20, 3, 3, 12), _w(rng, 20), act="relu")
+    y = b.conv2d(y, _w(rng, 9, 3, 3, 20), _w(rng, 9), padding="valid", act="relu_n1_to_1")
+    z = b.conv2d(y, _w(rng, 16, 3, 3, 9), _w(rng, 16), stride=2)
+    return b.finish([y, z])
+
+
 def upsample_block(seed=0) -> bytes:
     """A decoder's upsampling: TRANSPOSE_CONV 2x2/2 VALID with bias, then 3x3/2 SAME with a fused
     RELU6 and no bias, then a 1x1 conv."""

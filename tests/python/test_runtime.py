@@ -263,7 +263,7 @@ def test_convolutions_of_few_input_channels(isa, cin, cout, k, stride, dilation,
     "cin,cout,kh,kw,padding,act,hw,batch",
     [
         (6, 24, 3, 3, "same", "relu", (30, 33), 2),  # padded copy, a partial panel, two images
-        (16, 32, 3, 3, "valid", None, (31, 40), 1),  # read straight from the input: no copy
+        (7, 32, 3, 3, "valid", None, (31, 40), 1),  # read straight from the input: no copy
         (8, 16, 5, 5, "same", "relu6", (29, 28), 1),  # 5x5: two rows and columns of padding
         (10, 8, 3, 1, "same", None, (28, 30), 1),  # a filter one column wide
         (5, 12, 1, 7, "same", None, (6, 64), 1),  # a filter one row high, three rows
@@ -289,6 +289,43 @@ def test_convolutions_that_read_the_im2col_in_place(isa, cin, cout, kh, kw, padd
     assert _rel(got, want) < 1e-5, _rel(got, want)
     copy = 0 if padding == "valid" else (hw[0] + kh - 1) * (hw[1] + kw - 1) * cin * 4
     assert m.arena_bytes <= xv.nbytes + got.nbytes + copy + 3 * 64, (m.arena_bytes, copy)
+    for threads in (2, 3):
+        assert np.array_equal(ep.runtime.load(data, isa=isa, threads=threads)(xv)[0], got)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "cin,cout,padding,act,hw,batch",
+    [
+        (8, 16, "same", None, (2, 2), 1),  # the fewest channels it takes, one tile
+        (12, 20, "same", "relu", (9, 7), 2),  # half tiles in the last row and column, two images
+        (13, 11, "valid", "relu_n1_to_1", (12, 17), 1),  # channel tails on every path
+        (32, 32, "same", "relu6", (56, 56), 1),  # ResNet's first stage: tile rows in several tasks
+        (64, 160, "same", None, (14, 14), 1),  # a filter past the task budget: one task
+        (256, 24, "same", "relu", (7, 7), 1),  # a long sum over channels
+    ],
+)
+def test_3x3_convolutions_in_the_winograd_form(isa, cin, cout, padding, act, hw, batch):
+    """Stride-1 3x3 CONV_2D with 8 or more channels in and out (and 128 or more channel pairs)
+    runs as Winograd F(2x2, 3x3): the profiler names it, LiteRT's values within 1e-5 relative on
+    every path, and the same bits on 1, 2 and 3 threads."""
+    from tflite_builder import Builder
+
+    rng = np.random.default_rng(cin * 100 + cout)
+    b = Builder()
+    x = b.input([batch, hw[0], hw[1], cin])
+    w = rng.standard_normal((cout, 3, 3, cin)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    data = b.finish([b.conv2d(x, w, bias, stride=1, padding=padding, act=act)])
+    xv = rng.standard_normal((batch, hw[0], hw[1], cin)).astype(np.float32)
+    m = ep.runtime.load(data, isa=isa)
+    assert [label for _, label, _ in m.profile(runs=1)] == [
+        f"CONV_2D 3x3/1 {cin}->{cout} {hw[0] - 2 * (padding == 'valid')}x{hw[1] - 2 * (padding == 'valid')} winograd"
+    ]
+    got = m(xv)[0]
+    want = litert_run(data, [xv])[0]
+    assert got.shape == want.shape
+    assert _rel(got, want) < 1e-5, _rel(got, want)
     for threads in (2, 3):
         assert np.array_equal(ep.runtime.load(data, isa=isa, threads=threads)(xv)[0], got)
 

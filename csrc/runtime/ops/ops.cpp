@@ -85,6 +85,8 @@ class Linear {
   }
   bool sparse() const { return sparse_ != nullptr; }
   const DenseLinear* dense() const { return dense_.get(); }
+  // for an op that computes another way (Conv2D's Winograd form): forward() is never called again
+  void release() { dense_.reset(), sparse_.reset(); }
 
  private:
   // 4 consecutive output channels share their pattern of zeros (a 4x1-block pruned layer)
@@ -183,38 +185,45 @@ class Conv2D : public Op {
     // at 8 and 16 channels, 1.03-1.07x at 32-128 channels and 28-112 pixels a row, but 0.94-0.96x
     // at 14 and 7 (one GEMM call per output row of 14 pixels: short row strips, and a weight
     // larger than L2 read once per row) and 0.93-0.98x at stride 2, which keep the im2col.
-    implicit_ = groups_ == 1 && dw_ == 1 && !direct_ && !small_ && !lin_[0]->sparse() &&
-                lin_[0]->dense() && sh_ == 1 && sw_ == 1 && ow_ >= kImplicitMinWidth;
-    if (implicit_) {
+    in_place_im2col_ = groups_ == 1 && dw_ == 1 && !direct_ && !small_ && !lin_[0]->sparse() &&
+                       sh_ == 1 && sw_ == 1 && ow_ >= kInPlaceMinWidth;
+    if (in_place_im2col_) {
       hp_ = (oh_ - 1) * sh_ + (kh_ - 1) * dh_ + 1;
       wp_ = (ow_ - 1) * sw_ + kw_;
       padded_ = pt_ > 0 || pl_ > 0 || hp_ > h_ || wp_ > w_;
       // a padded copy no larger than a few inputs (a file's dilation can make it any size)
-      implicit_ = double(hp_) * double(wp_) <= 4.0 * double(h_ + kh_) * double(w_ + kw_);
+      in_place_im2col_ = double(hp_) * double(wp_) <= 4.0 * double(h_ + kh_) * double(w_ + kw_);
     }
+    wino_ = groups_ == 1 && kh_ == 3 && kw_ == 3 && sh_ == 1 && sw_ == 1 && dh_ == 1 && dw_ == 1 &&
+            !lin_[0]->sparse() && cin_ >= 8 && cout_ >= 8 && cin_ * cout_ >= 128 && oh_ >= 2 &&
+            ow_ >= 2;
+    if (wino_) wino_init(w.as<float>(), bias, c.d.act, o);
     macs = double(n_) * oh_ * ow_ * cout_ * kk;
     kind = "CONV_2D";
     label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
             std::to_string(sh_) + " " + std::to_string(cin_) + "->" + std::to_string(cout_) +
             (groups_ > 1 ? " g" + std::to_string(groups_) : "") +
             (lin_[0]->sparse() ? " sparse" : "") + " " + std::to_string(oh_) + "x" +
-            std::to_string(ow_);
+            std::to_string(ow_) + (wino_ ? " winograd" : "");
   }
   bool chw_capable() const override { return direct_ && !const_in_; }
   bool chw_seed() const override { return chw_capable() && lin_[0]->sparse(); }
-  bool chw_out_capable() const override { return !direct_ && groups_ == 1 && !const_in_; }
+  bool chw_out_capable() const override { return !direct_ && !wino_ && groups_ == 1 && !const_in_; }
   int64_t scratch_bytes() const override {
-    if (direct_ || small_) return 0;  // (planes out: one row per thread, thread_local)
+    if (direct_ || small_) return 0;         // (planes out: one row per thread, thread_local)
+    if (wino_) return hp_ * wp_ * cin_ * 4;  // the padded copy (tile buffers: thread_local)
     const int64_t pix = oh_ * ow_;
     if (chw_out_) return kh_ * kw_ * cg_ * pix * 4;  // the transposed im2col
-    if (implicit_) return padded_ ? hp_ * wp_ * cin_ * 4 : 0;
+    if (in_place_im2col_) return padded_ ? hp_ * wp_ * cin_ * 4 : 0;
     return (chunk_ * kh_ * kw_ * cg_ + (groups_ > 1 ? pix * (cout_ / groups_) : 0)) * 4;
   }
   void run(const RunCtx& r) const override {
     const float* x = r.ptr[in_];
     float* y = r.ptr[out_];
     const int64_t pix = oh_ * ow_, og = cout_ / groups_, kk = kh_ * kw_ * cg_;
-    if (chw_) {  // per image: Y[Cout, HW] = W X[Cin, HW]
+    if (wino_) {
+      wino_run(x, y, static_cast<float*>(r.scratch), r.threads);
+    } else if (chw_) {  // per image: Y[Cout, HW] = W X[Cin, HW]
       for (int64_t b = 0; b < n_; ++b)
         lin_[0]->forward_kn(x + b * cin_ * pix, pix, y + b * cout_ * pix, r.threads);
     } else if (chw_out_ && small_) {
@@ -240,7 +249,7 @@ class Conv2D : public Op {
                      [&](int64_t oy) { im2col_kn(x + b * h_ * w_ * cin_, col, oy); });
         lin_[0]->forward_kn(col, pix, y + b * cout_ * pix, r.threads);
       }
-    } else if (implicit_) {
+    } else if (in_place_im2col_) {
       float* xp = static_cast<float*>(r.scratch);
       const DenseLinear& d = *lin_[0]->dense();
       const int64_t row = padded_ ? wp_ : w_;  // floats of an input row, over cin
@@ -339,6 +348,83 @@ class Conv2D : public Op {
       }
     }
   }
+  // Winograd F(2x2, 3x3): each 2x2 block of outputs ("tile") from the 4x4 input block around it
+  // as 16 element-wise products of transformed input and filter, summed over input channels: 16
+  // GEMMs V_ij[tiles, Cin] U_ij[Cin, Cout] in place of one [pixels, 9 Cin] x [9 Cin, Cout], so
+  // 2.25x fewer multiply-adds for the cost of the transforms (a few adds per input and output
+  // value, linear in the channels where the GEMMs are quadratic). The transforms use only adds
+  // and halves, so the rounding stays near the direct sum's (docs/runtime.md measures it).
+  void wino_init(const float* w, const float* bias, FusedAct act, const OpOptions& o) {
+    th_ = (oh_ + 1) / 2, tw_ = (ow_ + 1) / 2;
+    hp_ = 2 * th_ + 2, wp_ = 2 * tw_ + 2;
+    // U = G g G^T per (cout, cin), G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in double
+    std::vector<float> u(size_t(16 * cout_ * cin_));
+    for (int64_t co = 0; co < cout_; ++co)
+      for (int64_t ci = 0; ci < cin_; ++ci) {
+        double g[3][3], gg[4][3];
+        for (int ky = 0; ky < 3; ++ky)
+          for (int kx = 0; kx < 3; ++kx) g[ky][kx] = w[((co * 3 + ky) * 3 + kx) * cin_ + ci];
+        for (int kx = 0; kx < 3; ++kx) {
+          gg[0][kx] = g[0][kx];
+          gg[1][kx] = 0.5 * (g[0][kx] + g[1][kx] + g[2][kx]);
+          gg[2][kx] = 0.5 * (g[0][kx] - g[1][kx] + g[2][kx]);
+          gg[3][kx] = g[2][kx];
+        }
+        for (int i = 0; i < 4; ++i) {
+          const double row[4] = {gg[i][0], 0.5 * (gg[i][0] + gg[i][1] + gg[i][2]),
+                                 0.5 * (gg[i][0] - gg[i][1] + gg[i][2]), gg[i][2]};
+          for (int j = 0; j < 4; ++j)
+            u[size_t(((4 * i + j) * cout_ + co) * cin_ + ci)] = float(row[j]);
+        }
+      }
+    for (int64_t t = 0; t < 16; ++t)
+      wlin_.push_back(std::make_unique<DenseLinear>(u.data() + t * cout_ * cin_, cout_, cin_,
+                                                    nullptr, Act::none, o.isa));
+    if (bias) wbias_.assign(bias, bias + cout_);
+    bounds(act, &lo_, &hi_);
+    if (act == FusedAct::relu_n1_to_1) post_ = ActKind::none;  // (bounds clamps it already)
+    // Tile rows per task: the task's transformed input and products (16 x (Cin + Cout) floats a
+    // tile) within about L2, so they are written and read back there. A transformed filter larger
+    // than that is read once per task, so the budget grows to its size: the filter's reads stay
+    // at most the tile buffers' traffic, and the buffers at most the filter's size. A function of
+    // the shape alone, so every output has the same bits on any number of threads.
+    const int64_t per_tile = 16 * (cin_ + cout_) * 4, filter = 16 * cin_ * cout_ * 4;
+    const int64_t budget = std::max(kWinoBandBytes, filter);
+    band_ = std::max<int64_t>(1, std::min(th_, budget / (per_tile * tw_)));
+    lin_[0]->release();
+    in_place_im2col_ = false;
+  }
+  void wino_run(const float* x, float* y, float* xp, int threads) const {
+    const int64_t bands = (th_ + band_ - 1) / band_;
+    const int64_t pix = oh_ * ow_;
+    for (int64_t b = 0; b < n_; ++b) {
+      pad_input(x + b * h_ * w_ * cin_, xp);
+      float* yb = y + b * pix * cout_;
+      // several bands: one per task, its GEMMs on that thread; one band: the GEMMs split instead
+      const int use = bands > 1 ? threads_for(threads, macs / double(n_)) : 1;
+      const int gemm_threads = bands > 1 ? 1 : threads;
+      parallel_for(use, bands, [&](int64_t band) {
+        const int64_t ty0 = band * band_, ty1 = std::min(th_, ty0 + band_);
+        const int64_t tiles = (ty1 - ty0) * tw_;
+        thread_local std::vector<float> buf;
+        const size_t need = size_t(16 * tiles * (cin_ + cout_));
+        if (buf.size() < need) buf.resize(need);
+        float* v = buf.data();
+        float* m = v + 16 * tiles * cin_;
+        for (int64_t ty = ty0; ty < ty1; ++ty)
+          vec_.wino_in(xp + 2 * ty * wp_ * cin_, wp_ * cin_, cin_, tw_, v + (ty - ty0) * tw_ * cin_,
+                       tiles * cin_);
+        for (int64_t t = 0; t < 16; ++t)
+          wlin_[size_t(t)]->forward(v + t * tiles * cin_, tiles, m + t * tiles * cout_,
+                                    gemm_threads);
+        for (int64_t ty = ty0; ty < ty1; ++ty)
+          vec_.wino_out(m + (ty - ty0) * tw_ * cout_, tiles * cout_, cout_, tw_,
+                        wbias_.empty() ? nullptr : wbias_.data(), lo_, hi_,
+                        yb + 2 * ty * ow_ * cout_, ow_ * cout_, ow_,
+                        std::min<int64_t>(2, oh_ - 2 * ty));
+      });
+    }
+  }
   // xp[hp, wp, cin] = x placed at (pt, pl) in zeros, rows and columns past hp / wp left out
   void pad_input(const float* x, float* xp) const {
     const int64_t rows = std::max<int64_t>(0, std::min(h_, hp_ - pt_));
@@ -388,10 +474,15 @@ class Conv2D : public Op {
   const VecOps& vec_;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, cg_, groups_, sh_, sw_, dh_, dw_, oh_, ow_, pt_, pl_;
   static constexpr int64_t kColBytes = 256 * 1024;
-  static constexpr int64_t kImplicitMinWidth = 28;
-  int64_t chunk_ = 1;                       // output pixels per im2col block
-  bool implicit_ = false, padded_ = false;  // im2col read in place; from a padded copy
-  int64_t hp_ = 0, wp_ = 0;                 // the padded copy's rows and columns
+  static constexpr int64_t kInPlaceMinWidth = 28;
+  static constexpr int64_t kWinoBandBytes = 384 * 1024;
+  bool wino_ = false;
+  int64_t th_ = 0, tw_ = 0, band_ = 1;              // tiles down and across; tile rows per task
+  std::vector<std::unique_ptr<DenseLinear>> wlin_;  // U_ij [Cout, Cin], i, j < 4
+  std::vector<float> wbias_;
+  int64_t chunk_ = 1;                              // output pixels per im2col block
+  bool in_place_im2col_ = false, padded_ = false;  // im2col read in place; from a padded copy
+  int64_t hp_ = 0, wp_ = 0;                        // the padded copy's rows and columns
   bool direct_ = false, const_in_ = false;
   // the direct loop for few input channels (vec.h, ConvRowArgs) and its packed weight
   bool small_ = false;

@@ -108,6 +108,15 @@ struct VecOps {
   // the sum of a row, in a fixed order
   float (*sum)(const float* x, int64_t n);
   void (*conv_row)(const ConvRowArgs&);
+  // Winograd F(2x2, 3x3) transforms (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+  // Networks", 2016) for one row of `tiles` tiles of NHWC data with c channels, the channel axis
+  // vectorised. wino_in: tile t's 4x4 input d(i, j) = x[i * row + (2t + j) * c + ch] becomes
+  // v[(4i + j) * vs + t * c + ch] = (B^T d B)(i, j). wino_out: the tile's 4x4 products
+  // m[(4i + j) * ms + t * c + ch] become the 2x2 outputs clamp(A^T m A + bias, lo, hi) at
+  // y[r * yrow + (2t + s) * c + ch], for r < rows and 2t + s < ow (bias may be null).
+  void (*wino_in)(const float* x, int64_t row, int64_t c, int64_t tiles, float* v, int64_t vs);
+  void (*wino_out)(const float* m, int64_t ms, int64_t c, int64_t tiles, const float* bias,
+                   float lo, float hi, float* y, int64_t yrow, int64_t ow, int64_t rows);
 };
 
 const VecOps& vec_ops(Isa isa);

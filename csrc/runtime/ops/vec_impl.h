@@ -1100,11 +1100,89 @@ void conv_row(const ConvRowArgs& a) {
   }
 }
 
+// One register of channels (T = VA) or one channel (T = float) of the Winograd transforms, so
+// the channel tail runs the same arithmetic in the same order as the vector body.
+template <class T>
+inline T load_t(const float* p) {
+  if constexpr (std::is_same_v<T, float>)
+    return *p;
+  else
+    return loadA(p);
+}
+template <class T>
+inline void store_t(float* p, T v) {
+  if constexpr (std::is_same_v<T, float>)
+    *p = v;
+  else
+    storeA(p, v);
+}
+// B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: adds and subtractions only
+template <class T>
+inline void wino_in_one(const float* x, int64_t row, int64_t c, float* v, int64_t vs) {
+  T t[4][4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const T d0 = load_t<T>(x + j * c), d1 = load_t<T>(x + row + j * c);
+    const T d2 = load_t<T>(x + 2 * row + j * c), d3 = load_t<T>(x + 3 * row + j * c);
+    t[0][j] = d0 - d2, t[1][j] = d1 + d2, t[2][j] = d2 - d1, t[3][j] = d1 - d3;
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    store_t<T>(v + (4 * i) * vs, t[i][0] - t[i][2]);
+    store_t<T>(v + (4 * i + 1) * vs, t[i][1] + t[i][2]);
+    store_t<T>(v + (4 * i + 2) * vs, t[i][2] - t[i][1]);
+    store_t<T>(v + (4 * i + 3) * vs, t[i][1] - t[i][3]);
+  }
+}
+void wino_in(const float* x, int64_t row, int64_t c, int64_t tiles, float* v, int64_t vs) {
+  for (int64_t t = 0; t < tiles; ++t) {
+    const float* xt = x + 2 * t * c;
+    float* vt = v + t * c;
+    int64_t ch = 0;
+    for (; ch + kVA <= c; ch += kVA) wino_in_one<VA>(xt + ch, row, c, vt + ch, vs);
+    for (; ch < c; ++ch) wino_in_one<float>(xt + ch, row, c, vt + ch, vs);
+  }
+}
+// A^T m A with A^T = [1 1 1 0; 0 1 -1 -1], then the bias and the clamp (a NaN stays NaN)
+template <class T>
+inline void wino_out_one(const float* m, int64_t ms, T b, T lo, T hi, float* y, int64_t yrow,
+                         int64_t c, bool two_cols, int64_t rows) {
+  T t[2][4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const T m0 = load_t<T>(m + j * ms), m1 = load_t<T>(m + (4 + j) * ms);
+    const T m2 = load_t<T>(m + (8 + j) * ms), m3 = load_t<T>(m + (12 + j) * ms);
+    t[0][j] = m0 + m1 + m2, t[1][j] = m1 - m2 - m3;
+  }
+  auto clamp = [&](T o) {
+    o = o < lo ? lo : o;
+    return o > hi ? hi : o;
+  };
+  for (int64_t r = 0; r < rows; ++r) {
+    store_t<T>(y + r * yrow, clamp(t[r][0] + t[r][1] + t[r][2] + b));
+    if (two_cols) store_t<T>(y + r * yrow + c, clamp(t[r][1] - t[r][2] - t[r][3] + b));
+  }
+}
+void wino_out(const float* m, int64_t ms, int64_t c, int64_t tiles, const float* bias, float lo,
+              float hi, float* y, int64_t yrow, int64_t ow, int64_t rows) {
+  for (int64_t t = 0; t < tiles; ++t) {
+    const float* mt = m + t * c;
+    float* yt = y + 2 * t * c;
+    const bool two = 2 * t + 1 < ow;
+    int64_t ch = 0;
+    for (; ch + kVA <= c; ch += kVA)
+      wino_out_one<VA>(mt + ch, ms, bias ? loadA(bias + ch) : VA{}, splat(lo), splat(hi), yt + ch,
+                       yrow, c, two, rows);
+    for (; ch < c; ++ch)
+      wino_out_one<float>(mt + ch, ms, bias ? bias[ch] : 0.0f, lo, hi, yt + ch, yrow, c, two, rows);
+  }
+}
+
 }  // namespace
 
 extern const VecOps table;
-const VecOps table = {dw_row,    dw_plane,    pool_row, binary,  activation, accumulate,
-                      transpose, softmax_row, matmul,   row_sum, conv_row};
+const VecOps table = {dw_row,      dw_plane, pool_row, binary,   activation, accumulate, transpose,
+                      softmax_row, matmul,   row_sum,  conv_row, wino_in,    wino_out};
 
 }  // namespace EP_VEC_NS
 }  // namespace rt
