@@ -5,7 +5,8 @@
 // Waking a sleeping thread costs 40-60 us on a virtual machine (measured here: the futex wake
 // and the host rescheduling the idle vCPU), as long as a whole 0.1 ms kernel call. So both
 // sides spin before they sleep: a worker spins for kWorkerSpin after its last task, which
-// covers the gap to the next layer's call, and the caller spins while its helpers finish. Only
+// covers the gap to the next layer's call, and the caller spins while the helpers that joined
+// finish (a helper not yet running when the caller has claimed every task is not waited for). Only
 // a pool idle for longer pays the wake-up, once. While a ParallelHold exists (a model run),
 // workers spin past kWorkerSpin, since a run's gaps between split operators can be longer.
 //
@@ -47,9 +48,12 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spins until done() or the time is up; true if done() became true.
+// Spins until done() or the time is up; true if done() became true. With `yield`, each round
+// also offers the core to any other runnable thread (an idle worker's spin must not take a core
+// from the caller or another process on a loaded host; with nothing else to run it returns at
+// once).
 template <class Done>
-bool spin_until(Done done, Clock::duration limit) {
+bool spin_until(Done done, Clock::duration limit, bool yield = false) {
   const auto until = Clock::now() + limit;
   for (;;) {
     for (int i = 0; i < 64; ++i) {
@@ -57,6 +61,7 @@ bool spin_until(Done done, Clock::duration limit) {
       cpu_relax();
     }
     if (Clock::now() >= until) return done();
+    if (yield) std::this_thread::yield();
   }
 }
 
@@ -84,17 +89,26 @@ class Pool {
         ranges_[size_t(t)].next.store(tasks * t / parts_, std::memory_order_relaxed);
         ranges_[size_t(t)].end = tasks * (t + 1) / parts_;
       }
-      pending_.store(helpers);
+      active_.store(0);
       wanted_ = helpers;
+      open_ = true;
       error_ = nullptr;
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     work(0);
-    if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; },
-                    kCallerSpin)) {
+    {
+      // Every task has been claimed (work takes the other ranges' leftovers too), so only the
+      // helpers that joined can still be running one. A helper that has not joined by now is not
+      // waited for: on a loaded host it may not run for a whole scheduler slice (milliseconds),
+      // and waiting for each one made a 2-thread model run 60x slower than one thread while
+      // another process kept a core busy.
+      std::lock_guard<std::mutex> lock(mu_);
+      open_ = false;
+    }
+    if (!spin_until([this] { return active_.load(std::memory_order_acquire) == 0; }, kCallerSpin)) {
       std::unique_lock<std::mutex> lock(mu_);
-      done_cv_.wait(lock, [this] { return pending_.load() == 0; });
+      done_cv_.wait(lock, [this] { return active_.load() == 0; });
     }
     std::lock_guard<std::mutex> lock(mu_);
     fn_ = nullptr;
@@ -124,22 +138,25 @@ class Pool {
       const auto called = [&] {
         return generation_.load(std::memory_order_acquire) != seen || stop_.load();
       };
-      while (!spin_until(called, kWorkerSpin) && g_holds.load(std::memory_order_relaxed) > 0) {
+      while (!spin_until(called, kWorkerSpin, true) &&
+             g_holds.load(std::memory_order_relaxed) > 0) {
       }
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
         if (stop_.load()) return;
         seen = generation_.load();
-        if (wanted_ == 0) continue;  // enough helpers for this call: wait for the next one
-        self = parts_ - wanted_;     // helpers take ranges 1, 2, ... in the order they join
+        // enough helpers, or the caller has claimed every task: wait for the next call
+        if (wanted_ == 0 || !open_) continue;
+        self = parts_ - wanted_;  // helpers take ranges 1, 2, ... in the order they join
         --wanted_;
+        active_.fetch_add(1, std::memory_order_relaxed);
       }
       work(self);
       {
-        // under the lock: a caller that gave up spinning checks pending_ under it before sleeping
+        // under the lock: a caller that gave up spinning checks active_ under it before sleeping
         std::lock_guard<std::mutex> lock(mu_);
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
+        active_.fetch_sub(1, std::memory_order_acq_rel);
       }
       done_cv_.notify_all();
     }
@@ -157,8 +174,9 @@ class Pool {
   const std::function<void(int64_t)>* fn_ = nullptr;
   std::vector<Range> ranges_;  // grown (never while a call runs) to the most threads asked
   int parts_ = 0;
-  std::atomic<int> pending_{0};
+  std::atomic<int> active_{0};  // helpers that joined the current call and have not left it
   int wanted_ = 0;
+  bool open_ = false;  // helpers may still join the current call (under mu_)
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
   std::exception_ptr error_;

@@ -75,6 +75,24 @@ TEST(Parallel, ThreadsStartOnTheirOwnRanges) {
   EXPECT_GE(first_helper, 4);
 }
 
+// Calls back to back, each short enough that the caller often claims every task before a helper
+// has joined: the caller then returns without waiting for that helper, which must not run a task
+// of a call that has returned (its function is gone: ASan's use-after-scope) and must join a
+// later call correctly. Every task of every call runs exactly once.
+TEST(Parallel, BackToBackCallsWithLateHelpers) {
+  for (int round = 0; round < 2000; ++round) {
+    const int64_t tasks = 1 + round % 5;
+    std::vector<int> hits(size_t(tasks), 0);
+    std::atomic<int> total{0};
+    ep::parallel_for(2 + round % 2, tasks, [&hits, &total](int64_t i) {
+      hits[size_t(i)] += 1;
+      total.fetch_add(1, std::memory_order_relaxed);
+    });
+    ASSERT_EQ(total.load(), tasks) << "round " << round;
+    for (int h : hits) ASSERT_EQ(h, 1) << "round " << round;
+  }
+}
+
 #include "layers/layers.h"
 
 // Layers use one thread per min_macs_per_thread() multiply-adds, at most the threads asked for;
