@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import UserError
@@ -47,8 +47,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On any exception (including KeyboardInterrupt) the temporary file is removed.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    if final.is_dir():
+        raise OutputError(f"{final}: is a directory; give a file path")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except PermissionError:
+        raise OutputError(f"{final}: cannot write in {final.parent} (permission denied); choose another path") from None
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{final}: a parent of it is a file, not a directory; choose another path") from None
+    except OSError as e:
+        raise OutputError(f"{final}: cannot create it ({e.strerror or e}); choose another path") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -103,20 +112,29 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def check_out_dir(path: str | os.PathLike, force: bool) -> Path:
-    """Refuse ``path`` as an output directory if it is a file, or non-empty without ``force``."""
+def check_out_dir(path: str | os.PathLike, force: bool, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse ``path`` as an output directory if it is a file, non-empty without ``force``, or
+    the same as (or a parent of) one of ``inputs``: replacing it would delete that input."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a directory; choose another path")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise OutputError(f"{out}: is not empty; pass --force (force=True) to replace it or choose another directory")
+    if out.is_dir():
+        real = out.resolve()
+        for given in inputs:
+            source = Path(given).resolve()
+            if source == real or real in source.parents:
+                raise OutputError(
+                    f"{out}: holds the input {given}, which replacing it would delete; choose another directory"
+                )
     return out
 
 
 @contextlib.contextmanager
-def staged_dir(path: str | os.PathLike, force: bool) -> Iterator[Path]:
+def staged_dir(path: str | os.PathLike, force: bool, inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Check ``path`` (``check_out_dir``), yield an empty sibling, and publish it over ``path`` on success."""
-    final = check_out_dir(path, force)
+    final = check_out_dir(path, force, inputs)
     with atomic_dir(final) as tmp:
         yield tmp
 

@@ -203,6 +203,13 @@ class BuildSpec:
             raise UserError(
                 f"{n('out_dir')} {out} is not empty; pass {n('force')} to replace it or choose another directory"
             )
+        # replacing --out must not delete what the build reads
+        given = (self.model, self.weights, self.data, self.calib, self.target, self.identity)
+        inputs = [str(v) for v in given if isinstance(v, (str, os.PathLike)) and str(v) and os.path.exists(v)]
+        try:
+            fsutil.check_out_dir(out, True, inputs)
+        except fsutil.OutputError as e:
+            raise UserError(f"{n('out_dir')} {e}") from None
 
     def _check_importance(self, n) -> None:
         from .prune.importance import names as importance_names

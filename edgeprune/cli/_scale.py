@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_USAGE, check_at_least, staged_out
+from .common import EXIT_USAGE, check_at_least, input_paths, staged_out
 from .common import check_out as check_out_dir
 
 # Flags that do not change the numbers a run produces (left out of the run a resume must match).
@@ -152,7 +152,7 @@ def checkpointer(args, world, run: dict):
 
 def check_out(args) -> None:
     """Fail early, on every rank, for an ``--out`` that rank 0 would refuse later."""
-    check_out_dir(args.out, args.force or _resuming_in_place(args))
+    check_out_dir(args.out, args.force or _resuming_in_place(args), inputs=input_paths(args))
 
 
 def _resuming_in_place(args) -> bool:
@@ -166,7 +166,7 @@ def rank_outputs(args, world, print_json):
     the block succeeds; other ranks a scratch directory, deleted after, with stdout/stderr muted."""
     if world.main:
         # resuming in place replaces the run's own --out (its checkpoints are carried over)
-        with staged_out(args.out, args.force or _resuming_in_place(args)) as tmp:
+        with staged_out(args.out, args.force or _resuming_in_place(args), inputs=input_paths(args)) as tmp:
             yield tmp, print_json
             _carry_checkpoints(Path(args.out), tmp)
         return

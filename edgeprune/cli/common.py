@@ -39,24 +39,44 @@ def print_json(obj) -> None:
     sys.stdout.write("\n")
 
 
+# argument names that are outputs or not paths read: never counted as inputs of a command
+_NOT_INPUTS = {"out", "json", "resume", "argv", "command", "run"}
+
+
+def input_paths(args) -> list[str]:
+    """The paths on the command line that exist (``--model DIR``, ``--plan``, ``--weights``,
+    ``--data``, a positional artifact, ...), so ``--out --force`` can refuse to replace a
+    directory that holds one. ``--resume`` is left out: resuming in place replaces its own
+    ``--out`` on purpose (its checkpoints are carried over)."""
+    found = []
+    for key, value in vars(args).items():
+        if key in _NOT_INPUTS or key.startswith("out"):
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, (str, os.PathLike)) and str(v) and os.path.exists(v):
+                found.append(str(v))
+    return found
+
+
 @contextlib.contextmanager
-def staged_out(path: str | os.PathLike, force: bool, flag: str = "--out") -> Iterator[Path]:
+def staged_out(path: str | os.PathLike, force: bool, flag: str = "--out", inputs=()) -> Iterator[Path]:
     """Yield an empty temporary sibling of ``path`` that replaces it when the block succeeds.
 
-    A non-empty ``path`` without ``--force`` is refused before the block runs; a failure or
-    Ctrl-C inside it leaves the old ``path`` untouched (``edgeprune.fsutil.staged_dir``).
+    A non-empty ``path`` without ``--force``, or one that holds any of ``inputs``
+    (``input_paths``), is refused before the block runs; a failure or Ctrl-C inside it leaves the
+    old ``path`` untouched (``edgeprune.fsutil.staged_dir``).
     """
     try:
-        with fsutil.staged_dir(path, force) as tmp:
+        with fsutil.staged_dir(path, force, inputs) as tmp:
             yield tmp
     except fsutil.OutputError as e:
         raise UsageError(f"{flag} {e}") from None
 
 
-def check_out(path: str | os.PathLike, force: bool, flag: str = "--out") -> None:
+def check_out(path: str | os.PathLike, force: bool, flag: str = "--out", inputs=()) -> None:
     """Fail fast on an unusable ``--out`` before any long work (``staged_out`` checks again)."""
     try:
-        fsutil.check_out_dir(path, force)
+        fsutil.check_out_dir(path, force, inputs)
     except fsutil.OutputError as e:
         raise UsageError(f"{flag} {e}") from None
 

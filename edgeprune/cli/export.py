@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UsageError, add_trust_flags, check_out, path_error, print_json, staged_out
+from .common import UsageError, add_trust_flags, check_out, input_paths, path_error, print_json, staged_out
 
 
 # the add_parser shape of every command module on purpose: main.py registers each one, and each
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--target", metavar="T", help="device profile recorded in the files (and checked for int8)")
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch dimension symbolic")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 to 23, default 17)")
     p.add_argument(
         "--io",
         choices=["float", "int8"],
@@ -65,7 +65,7 @@ def run(args) -> int:
     source, formats, quantized = _source_and_formats(args, src)
     out = Path(args.out)
     try:
-        with staged_out(out, args.force) as tmp:
+        with staged_out(out, args.force, inputs=input_paths(args)) as tmp:
             staged = export(
                 source,
                 tmp,
@@ -101,9 +101,11 @@ def _source_and_formats(args, src: Path):
 
     if not src.is_dir():
         raise UsageError(f"{src}: no such directory; pass a dir written by `edgeprune quantize` or ep.save")
-    if args.opset < 17:
-        raise UsageError(f"--opset {args.opset}: edgeprune writes opset >= 17")
-    check_out(args.out, args.force)
+    from ..export import MAX_OPSET, MIN_OPSET
+
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        raise UsageError(f"--opset {args.opset}: edgeprune writes opsets {MIN_OPSET} to {MAX_OPSET}")
+    check_out(args.out, args.force, inputs=input_paths(args))
     try:
         source = load_source(src, trust_code=args.trust_code)
     except (ValueError, FileNotFoundError) as e:

@@ -100,14 +100,23 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as e:
-        if e.errno not in _ENVIRONMENT_ERRNOS or args.verbose:
+        if args.verbose:
             raise
-        # the machine, not edgeprune: no permission, a full or read-only disk
-        print(
-            f"error: {e.filename or 'writing output'}: {e.strerror}; free space or choose another --out",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        if e.errno in _ENVIRONMENT_ERRNOS:
+            # the machine, not edgeprune: no permission, a full or read-only disk
+            print(
+                f"error: {e.filename or 'writing output'}: {e.strerror}; free space or choose another --out",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        if e.filename and e.strerror:
+            # a path the user gave that cannot be used as asked (a directory where a file is
+            # written, a missing or unusable parent, a special file system)
+            where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+            print(f"error: {where}: {e.strerror}; check the path or choose another one", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"internal error: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
+        return EXIT_BUG
     except ModuleNotFoundError as e:
         if _host_package(e) is None or args.verbose:
             raise

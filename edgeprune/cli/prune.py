@@ -22,6 +22,7 @@ from .common import (
     check_at_least,
     check_model_fits_data,
     first_line,
+    input_paths,
     load_model,
     print_json,
     staged_out,
@@ -345,7 +346,7 @@ def _save(args, model, pruned, plan_obj) -> Path:
 
     out = Path(args.out)
     plans = as_plan_list(getattr(model, "edgeprune_plan", None)) + [plan_obj]
-    with staged_out(out, args.force) as tmp:
+    with staged_out(out, args.force, inputs=input_paths(args)) as tmp:
         try:
             ep.save(
                 pruned,

@@ -24,6 +24,7 @@ from .common import (
     check_model_fits_data,
     check_out,
     first_line,
+    input_paths,
     load_model,
     print_json,
     staged_out,
@@ -95,7 +96,7 @@ def run(args) -> int:
     if not 50 < args.percentile <= 100:
         raise UsageError(f"--percentile {args.percentile}: must be in (50, 100] (the kept percentage, e.g. 99.99)")
     check_at_least(("--qat-epochs", args.qat_epochs, 0))
-    check_out(args.out, args.force)
+    check_out(args.out, args.force, inputs=input_paths(args))
     if args.target:
         try:
             ep.targets.load(args.target)
@@ -140,7 +141,7 @@ def run(args) -> int:
         raise UsageError(first_line(e)) from None
     out = Path(args.out)
     agreement = fp32 = int8 = drop = None
-    with staged_out(out, args.force) as tmp:
+    with staged_out(out, args.force, inputs=input_paths(args)) as tmp:
         if args.qat_epochs:
             qm = qat(qm, data, epochs=args.qat_epochs, progress=renderer(progress))
         if named:  # no labels: how closely the int8 outputs follow the fp32 ones

@@ -20,6 +20,7 @@ from .common import (
     check_model_fits_data,
     check_out,
     flag_error,
+    input_paths,
     load_model,
     print_json,
     staged_out,
@@ -83,7 +84,7 @@ def run(args) -> int:
             raise UsageError(f"{name} {value}: must be >= {low}")
     if not args.lr > 0:
         raise UsageError(f"--lr {args.lr}: must be > 0")
-    check_out(args.out, args.force)
+    check_out(args.out, args.force, inputs=input_paths(args))
     relaunched = _scale.relaunch(args)  # --nproc N: the same command line (--trust-code too) on N processes
     if relaunched is not None:
         return relaunched
@@ -103,7 +104,7 @@ def run(args) -> int:
     if world.distributed or world.device != "cpu":
         return _train_scaled(args, world, model, data)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
-    with staged_out(args.out, args.force) as tmp:
+    with staged_out(args.out, args.force, inputs=input_paths(args)) as tmp:
         # alike in shape to _train_scaled's finetune call on purpose: one process trains with
         # ep.models.train, the scaled path needs the recovery loop's DDP and restore_best=False
         model, metrics = ep.models.train(
