@@ -65,10 +65,18 @@ def measure(make, path, threads: int, warmup: int, runs: int, input_shape=None, 
     never touches the timed samples.
     """
     t0 = time.perf_counter()
-    run_once, inputs, version, profiler = make(path, threads, input_shape, seed)
+    try:
+        run_once, inputs, version, profiler = make(path, threads, input_shape, seed)
+    except (MemoryError, OverflowError) as e:  # inputs of the size the file declares
+        raise _failed(path, "its inputs cannot be made", e) from None
     init_ms = (time.perf_counter() - t0) * 1000.0
     t0 = time.perf_counter()
-    run_once()
+    try:
+        run_once()
+    except Exception as e:  # the runtime refuses the file's graph or shapes: the file, not us
+        if isinstance(e, RunnerError) or getattr(e, "is_user_error", False):
+            raise
+        raise _failed(path, "the runtime failed on its first run", e) from None
     first_ms = (time.perf_counter() - t0) * 1000.0
     for _ in range(warmup):
         run_once()
@@ -90,6 +98,19 @@ def measure(make, path, threads: int, warmup: int, runs: int, input_shape=None, 
         "layers": profiler(max(3, min(runs, 10))) if layer_profile and profiler is not None else [],
         "warnings": noise_warnings(samples),
     }
+
+
+# the largest random input the runner makes (a model may declare any input size)
+MAX_INPUT_BYTES = 4 << 30
+
+
+def _failed(path, what: str, e: BaseException) -> RunnerError:
+    """One line for a runtime's own exception (ONNX Runtime's are multi-line, with log prefixes)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    detail = lines[0][:300] if lines else "no message"
+    return RunnerError(
+        f"{path}: {what} ({type(e).__name__}: {detail}); check its input shapes (--input-shape) or re-export it"
+    )
 
 
 def noise_warnings(samples_ms: list[float]) -> list[str]:
@@ -131,7 +152,7 @@ def make_onnxruntime(path, threads, input_shape, seed):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # (a failed run is reported once, as our one line)
         if profile_prefix:
             so.enable_profiling = True
             so.profile_file_prefix = profile_prefix
@@ -225,6 +246,14 @@ def random_input(rng, type_str: str, shape):
         "tensor(bool)": np.bool_,
     }
     dtype = kinds.get(type_str, np.float32)
+    elems = 1
+    for d in shape:
+        elems *= int(d)
+    if elems * 8 > MAX_INPUT_BYTES:  # (made in float64 first)
+        raise RunnerError(
+            f"an input of shape {list(shape)} needs {elems * np.dtype(dtype).itemsize / 2**30:.3g} GiB; "
+            "give a smaller --input-shape or fix the model's declared input"
+        )
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape).astype(dtype)
     if dtype == np.bool_:

@@ -252,8 +252,9 @@ def _bench_in_subprocess(
     )
     if proc.returncode == 2:
         raise BenchError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "bench worker failed")
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench worker failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    if proc.returncode != 0:  # a bug in the worker: the exception's line (`--in-process -v` traces it)
+        lines = proc.stderr.strip().splitlines()
+        raise RuntimeError(f"bench worker failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
     return BenchResult.from_dict(json.loads(proc.stdout))
 
 

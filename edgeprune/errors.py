@@ -13,5 +13,9 @@ from __future__ import annotations
 class UserError(ValueError):
     """Bad input: the message is one line (what, where, how to fix); the CLI exits 2."""
 
+    # read by code that cannot import this module (the self-contained bench runner copied to a
+    # device) to tell a user error from a runtime's own exception
+    is_user_error = True
+
 
 __all__ = ["UserError"]

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from .common import UsageError, add_device_flags, print_json
 
+MAX_THREADS = 256
+MAX_RUNS = 100_000
+
 
 # the add_parser shape of every command module on purpose: main.py registers each one, and each
 # spells its own name, help, description and flags (a shared wrapper would only rename add_parser)
@@ -91,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"artifact {artifact} does not exist; pass a file written by `edgeprune build` or `export`")
     if args.threads < 1 or args.runs < 1 or args.warmup < 0:
         raise UsageError("--threads and --runs must be >= 1 and --warmup >= 0")
+    # upper bounds: a typo must not start thousands of threads or a run of days
+    if args.threads > MAX_THREADS:
+        raise UsageError(f"--threads {args.threads}: at most {MAX_THREADS}; a device has fewer cores than that")
+    if args.runs > MAX_RUNS or args.warmup > MAX_RUNS:
+        raise UsageError(f"--runs and --warmup: at most {MAX_RUNS} each (got {args.runs} and {args.warmup})")
     shape = _shape(args.input_shape)
     profile = None
     if args.target:
