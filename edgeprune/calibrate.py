@@ -85,7 +85,7 @@ def load_sample(json_path) -> Sample:
     path = Path(json_path)
     try:
         d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CalibrationError(
             f"{path}: not a readable bench JSON ({e}); write one with `edgeprune bench --json`"
         ) from None
@@ -93,6 +93,7 @@ def load_sample(json_path) -> Sample:
         raise CalibrationError(f"{path}: not an `edgeprune bench --json` measurement")
     if not d.get("layers"):
         raise CalibrationError(f"{path}: no per-op profile ('layers' is empty); bench an .onnx without --no-layers")
+    _check_fields(d, path)
     onnx_path = _artifact(d, path)
     ops, precision = _estimate.ops_from_onnx(onnx_path)
     index = {name: i for i, op in enumerate(ops) for name in op.names}
@@ -122,6 +123,31 @@ def load_sample(json_path) -> Sample:
         median_ms=reference,
         matched_share=matched / total if total else 0.0,
     )
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_fields(d: dict, path: Path) -> None:
+    """The fields calibration reads, with the types and ranges ``bench --json`` writes them."""
+
+    def bad(what: str) -> CalibrationError:
+        return CalibrationError(f"{path}: {what}; write it again with `edgeprune bench --json`")
+
+    if not isinstance(d["layers"], list) or not all(isinstance(r, dict) for r in d["layers"]):
+        raise bad("'layers' is not a list of per-op rows")
+    for i, row in enumerate(d["layers"]):
+        if "name" not in row or not any(k in row for k in ("min_ms", "mean_ms")):
+            raise bad(f"layers[{i}] has no name or time")
+        t = row.get("min_ms", row.get("mean_ms"))
+        if not _number(t) or t < 0:
+            raise bad(f"layers[{i}] time {t!r} is not a number >= 0")
+    threads = d.get("threads")
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 1024:
+        raise bad(f"'threads' {threads!r} is not a thread count")
+    if not _number(d["median_ms"]) or d["median_ms"] <= 0:
+        raise bad(f"'median_ms' {d['median_ms']!r} is not a positive time")
 
 
 def _predict(op, eff: dict[str, float], peak_gops: float, bandwidth: float, speedup: float, bytes_per: int, ovh):

@@ -35,6 +35,7 @@ from torch import nn
 from ._version import __version__
 from .errors import UserError
 from .fsutil import atomic_dir
+from .limits import MAX_INPUT_ELEMENTS, input_shape_ok
 
 FORMAT = "edgeprune-model"
 FORMAT_VERSION = 1
@@ -167,8 +168,10 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         if m.get(key) is not None and not isinstance(m[key], kind):
             raise UserError(f"{mj}: field {key!r} must be a JSON {'object' if kind is dict else 'array'}")
     shape = m.get("input_shape")
-    if shape is not None and not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s < 2**20 for s in shape):
-        raise UserError(f"{mj}: input_shape {shape!r} must list positive integers")
+    if shape is not None and not input_shape_ok(shape):
+        raise UserError(
+            f"{mj}: input_shape {shape!r:.80} must list positive integers, {MAX_INPUT_ELEMENTS} elements at most"
+        )
     return m
 
 

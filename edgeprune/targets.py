@@ -423,6 +423,8 @@ def load_file(path: str | os.PathLike) -> TargetProfile:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TargetError(f"{p}: invalid TOML ({e})") from None
+    except RecursionError:
+        raise TargetError(f"{p}: invalid TOML (arrays or tables nested too deep)") from None
     return _validate(raw, str(p))
 
 

@@ -120,6 +120,13 @@ def _tensor_splits(
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
     parts = [TensorDataset(xt[split == k], yt[split == k]) for k in (0, 1, 2)]
+    for part, name in zip(parts, ("training", "validation", "test")):
+        if len(part) == 0:  # every command trains, selects or reports on each of the three
+            raise DataError(
+                f"{spec}: the {name} split is empty ({len(y)} samples; without a 'split' array each class "
+                f"gives {VAL_FRACTION:.0%} of its samples to validation and {TEST_FRACTION:.0%} to test, rounded); "
+                "give 10 or more samples per class or a 'split' array with 0, 1 and 2"
+            )
     n_cls = int(num_classes if num_classes is not None else (int(y.max()) + 1 if len(y) else 0))
     return DataSplits(
         *parts, num_classes=n_cls, input_shape=tuple(int(s) for s in x.shape[1:]), spec=spec, info=dict(info or {})
@@ -280,7 +287,7 @@ def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
             a = np.asarray(im, dtype=np.float32) / 255.0
-    except OSError as e:
+    except (OSError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot read image ({e})") from None
     return a[None] if channels == 1 else a.transpose(2, 0, 1)
 
@@ -290,7 +297,7 @@ def _image_mode_is_gray(path: Path) -> bool:
     try:
         with Image.open(path) as im:
             return im.mode in ("1", "L", "I", "I;16", "F", "LA")
-    except OSError as e:
+    except (OSError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot read image ({e})") from None
 
 

@@ -284,6 +284,10 @@ def export(
     return paths
 
 
+# the opsets the exporters are tested with (the int8 graphs' QDQ patterns change past 23)
+MIN_OPSET, MAX_OPSET = 17, 23
+
+
 def _check_request(source, fmts, quantized: bool, target, opset: int, io: str, dynamic_batch: bool = False) -> None:
     """Raise before writing anything when a format, the target, the opset or ``io`` cannot be honoured."""
     from ..quant import target_defaults
@@ -306,8 +310,8 @@ def _check_request(source, fmts, quantized: bool, target, opset: int, io: str, d
             "dynamic_batch: this QuantizedModel's graph was captured by torch.export at batch 1 "
             "(its forward is not fx-traceable), so its int8 files have batch 1; export without dynamic_batch"
         )
-    if opset < 17:
-        raise ValueError(f"opset {opset} is too old: edgeprune writes opset >= 17")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset {opset}: edgeprune writes opsets {MIN_OPSET} to {MAX_OPSET}")
     if io not in ("float", "int8"):
         raise ValueError(f"io {io!r}: choose float or int8")
 

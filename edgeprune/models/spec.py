@@ -28,6 +28,7 @@ import inspect
 import os
 import pickle
 import struct
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -326,8 +327,12 @@ def _extract_state_dict(obj, path) -> dict[str, torch.Tensor]:
 
 
 def check_finite(state: dict, path) -> None:
-    """Refuse NaN/Inf in any floating tensor of a state_dict (a model built on them reports nonsense)."""
+    """Refuse NaN/Inf in any floating tensor of a state_dict (a model built on them reports nonsense),
+    and tensors that are not plain dense ones (sparse, quantized, complex): no layer loads those."""
     for k, v in state.items():
+        if isinstance(v, torch.Tensor) and (v.layout != torch.strided or v.is_quantized or v.is_complex()):
+            kind = "quantized" if v.is_quantized else "complex" if v.is_complex() else str(v.layout)
+            raise UserError(f"{path}: tensor {k!r} is a {kind} tensor; save dense float weights (model.state_dict())")
         if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel() and not torch.isfinite(v).all():
             raise UserError(f"{path}: tensor {k!r} contains NaN or infinite values; retrain or restore the weights")
 
@@ -335,7 +340,10 @@ def check_finite(state: dict, path) -> None:
 def torch_load(p: Path, trust_pickle: bool = False) -> Any:
     """``torch.load`` with ``weights_only=True``; every unreadable file becomes one UserError naming it."""
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        # (torch warns about odd pickle protocols and storages: the errors below say it in one line)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refuses classes it does not know: a pickled module or any other object
         if "Unsupported global" not in str(e):

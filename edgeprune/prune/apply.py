@@ -20,7 +20,7 @@ from ..graph import model_signature
 from ..graph.groups import inputs_and_kwargs_from_specs
 from ..graph.surgery import prune_module, slice_param
 from . import hf
-from .plan import as_plan_list
+from .plan import PlanError, as_plan_list
 
 
 def _retie(model: nn.Module, new: nn.Module) -> None:
@@ -38,6 +38,23 @@ def _retie(model: nn.Module, new: nn.Module) -> None:
             mod = new.get_submodule(mod_name) if mod_name else new
             if getattr(mod, attr) is not first and getattr(mod, attr).shape == first.shape:
                 setattr(mod, attr, first)
+
+
+def _plan_module(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name) if name else model
+    except AttributeError:
+        raise PlanError(f"prune plan names layer {name!r}, which this model does not have") from None
+
+
+def _check_param_entry(model: nn.Module, p: dict) -> None:
+    """A plan's ``params`` entry names a tensor of the model and an axis it has."""
+    owner_name, _, attr = p["name"].rpartition(".")
+    t = getattr(_plan_module(model, owner_name), attr, None) if attr.isidentifier() else None
+    if not isinstance(t, torch.Tensor):
+        raise PlanError(f"prune plan slices {p['name']!r}, which is not a parameter or buffer of this model")
+    if not 0 <= int(p["axis"]) < t.dim():
+        raise PlanError(f"prune plan slices {p['name']!r} on axis {p['axis']}, but it has {t.dim()} axes")
 
 
 def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
@@ -59,11 +76,18 @@ def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
             raise ValueError(f"prune plan names layer {name!r}, which this model does not have") from None
         prune_module(module, roles, where=name)
     for p in plan.params:
+        _check_param_entry(new, p)
         slice_param(new, p["name"], int(p["axis"]), p["keep"])
     for a in plan.attrs:
-        module = new.get_submodule(a["module"]) if a["module"] else new
-        if not hasattr(module, a["attr"]):
-            raise ValueError(f"prune plan sets {a['module']}.{a['attr']}, which does not exist")
+        module = _plan_module(new, a["module"])
+        # a plan sets the integer sizes layers keep (out_channels, num_heads, ...): nothing else,
+        # so a plan file cannot rebind methods, dunders or sub-modules
+        current = getattr(module, a["attr"], None) if a["attr"].isidentifier() else None
+        if a["attr"].startswith("_") or not isinstance(current, int) or isinstance(current, bool):
+            raise PlanError(
+                f"prune plan sets {a['module']}.{a['attr']}, which is not an integer size of that layer; "
+                "write the plan again with `edgeprune prune`"
+            )
         setattr(module, a["attr"], int(a["value"]))
     _retie(model, new)
     for attr in ("edgeprune_spec", "edgeprune_build_kwargs", "input_shape"):
@@ -89,7 +113,8 @@ def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
         except Exception as e:
             raise ValueError(
                 f"the pruned model fails on its example input ({type(e).__name__}: {e}); "
-                "report this with the model definition"
+                "if the plan file was edited, write it again with `edgeprune prune`, else report this "
+                "with the model definition"
             ) from e
         finally:
             new.train(was)

@@ -24,6 +24,7 @@ import torch.nn as nn
 from ..errors import UserError
 from ..graph import Graph, split_inputs, trace
 from ..graph.groups import input_specs
+from ..limits import MAX_INPUT_ELEMENTS, input_shape_ok
 from .importance import check_importance, score_groups
 
 PLAN_VERSION = 1
@@ -104,6 +105,10 @@ class PrunePlan:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise PlanError(f"prune plan is not valid JSON: {e}; write it again with `edgeprune prune`") from None
+        except RecursionError:
+            raise PlanError(
+                "prune plan is not valid JSON (nested too deep); write it again with `edgeprune prune`"
+            ) from None
         return cls.from_dict(d)
 
 
@@ -133,9 +138,8 @@ _PLAN_FIELDS = {
         and _is_int(e.get("value"))
     ))),
     "groups": (list, ("an object", lambda e: isinstance(e, dict))),
-    "inputs": (list, ("an object {shape: [int > 0], dtype: str}", lambda e: (
-        isinstance(e, dict) and isinstance(e.get("dtype", ""), str) and isinstance(e.get("shape"), list)
-        and all(_is_int(x) and x > 0 for x in e["shape"])
+    "inputs": (list, (f"an object {{shape: [int > 0], at most {MAX_INPUT_ELEMENTS} elements; dtype: str}}", lambda e: (
+        isinstance(e, dict) and isinstance(e.get("dtype", ""), str) and input_shape_ok(e.get("shape"))
     ))),
     "settings": (dict, None),
     "pinned": (list, ("an object", lambda e: isinstance(e, dict))),

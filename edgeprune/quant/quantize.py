@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import operator
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from .. import fsutil
 from .._version import __version__
 from ..data.batches import iter_batches
 from ..errors import UserError
+from ..limits import MAX_INPUT_ELEMENTS, input_shape_ok
 from ..models.training import torch_threads
 from ..progress import Progress, as_progress
 from . import inputs as model_inputs
@@ -498,6 +500,77 @@ def _op_kind(node: fx.Node, modules: dict) -> str | None:
     ):
         return "concat"
     return None
+
+
+OP_KINDS = ("add", "mul", "matmul", "avgpool", "concat", *_UNARY_MODULES.values())
+_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+def check_quant_dict(d: dict, folded: nn.Module, qfile) -> None:
+    """Raise QuantizeError unless ``quant.json``'s points, layers and ops agree with each other and
+    with the folded model: every reference resolves, every scale fits its layer, every integer
+    range fits its dtype. A file edited out of agreement fails here, on load, with one line,
+    instead of deep inside an exporter."""
+
+    def bad(what: str) -> QuantizeError:
+        return QuantizeError(f"{qfile}: {what}; quantize the model again")
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def integer(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    shape = d.get("input_shape")
+    if shape is not None and not input_shape_ok(shape):
+        raise bad(f"input_shape {shape!r:.80} must list positive integers, {MAX_INPUT_ELEMENTS} elements at most")
+    points, layers, ops = d.get("points"), d.get("layers"), d.get("ops") or {}
+    if not isinstance(points, dict) or not isinstance(layers, dict) or not isinstance(ops, dict):
+        raise bad("'points', 'layers' and 'ops' must be JSON objects")
+    for name, pt in points.items():
+        if not isinstance(pt, dict) or pt.get("dtype") not in _INT_RANGES:
+            raise bad(f"point {name!r} must have dtype int8 or uint8")
+        lo, hi = _INT_RANGES[pt["dtype"]]
+        qmin, qmax, zp = pt.get("qmin"), pt.get("qmax"), pt.get("zero_point")
+        if not (integer(qmin) and integer(qmax) and lo <= qmin < qmax <= hi):
+            raise bad(f"point {name!r}: qmin {qmin!r} and qmax {qmax!r} must satisfy {lo} <= qmin < qmax <= {hi}")
+        if not (integer(zp) and qmin <= zp <= qmax):
+            raise bad(f"point {name!r}: zero_point {zp!r} must be an integer in [{qmin}, {qmax}]")
+        if not (number(pt.get("scale")) and pt["scale"] > 0):
+            raise bad(f"point {name!r}: scale {pt.get('scale')!r} must be a positive number")
+        if not (number(pt.get("min")) and number(pt.get("max")) and pt["min"] <= pt["max"]):
+            raise bad(f"point {name!r}: min and max must be numbers with min <= max")
+    modules = dict(folded.named_modules())
+    for name, info in layers.items():
+        mod = modules.get(name)
+        if not isinstance(info, dict) or not isinstance(getattr(mod, "weight", None), torch.Tensor):
+            raise bad(f"layer {name!r} is not a layer with weights in the model")
+        w = mod.weight
+        axis = info.get("axis", 0)
+        if not integer(axis) or not 0 <= axis < w.dim():
+            raise bad(f"layer {name!r}: axis {axis!r} must be in [0, {w.dim()})")
+        for key in ("weight_scale", "bias_scale"):
+            v = info.get(key)
+            if v is None and key == "bias_scale":
+                continue
+            if not (isinstance(v, list) and len(v) == w.shape[axis] and all(number(x) and x > 0 for x in v)):
+                raise bad(f"layer {name!r}: {key} must list {w.shape[axis]} positive numbers (one per channel)")
+        qmax = info.get("weight_qmax", 127)
+        if not (integer(qmax) and 1 <= qmax <= 127):
+            raise bad(f"layer {name!r}: weight_qmax {qmax!r} must be an integer in [1, 127]")
+        for key in ("input", "output"):
+            ref = info.get(key)
+            if ref and ref not in points:
+                raise bad(f"layer {name!r}: its {key} {ref!r} is not one of the points")
+    for name, op in ops.items():
+        if not isinstance(op, dict) or op.get("kind") not in OP_KINDS:
+            raise bad(f"op {name!r}: kind must be one of {', '.join(OP_KINDS)}")
+        refs = op.get("inputs")
+        if not (isinstance(refs, list) and refs and all(isinstance(r, str) for r in refs)):
+            raise bad(f"op {name!r}: inputs must be a list of point names")
+        for ref in [*refs, op.get("output")]:
+            if ref not in points:
+                raise bad(f"op {name!r}: {ref!r} is not one of the points")
 
 
 def _op_inputs(node: fx.Node, kind: str) -> list[fx.Node]:
@@ -991,6 +1064,7 @@ class QuantizedModel:
             mod = dict(folded.named_modules()).get(target)
             if type(mod) is not nn.Embedding:
                 raise QuantizeError(f"{qfile}: embedding {target!r} is not an nn.Embedding of the model")
+        check_quant_dict(d, folded, qfile)
         try:
             return cls(
                 original,

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -244,6 +245,81 @@ def _build_more_broken_files(w: Path) -> None:
     conv = bytearray((Path(__file__).resolve().parents[1] / "data" / "runtime" / "conv_variants.tflite").read_bytes())
     conv[464] ^= 3
     (w / "tensor_offset.tflite").write_bytes(bytes(conv))
+    _build_sweep_files(w)
+
+
+def _build_sweep_files(w: Path) -> None:
+    """What a sweep of hand-made bad inputs found: deep nesting, sizes that would allocate for
+    minutes, files consistent in type but not with each other or the model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    plan = json.loads((w / "p_good.json").read_text())
+    good_toml = (Path(__file__).resolve().parents[2] / "targets" / "rpi4.toml").read_text()
+    state = torch.load(w / "model" / "weights.pt", weights_only=True)
+    x = np.random.default_rng(0).standard_normal((40, 1, 32, 32)).astype(np.float32)
+    y = np.arange(40) % 10
+    qj = json.loads((w / "quant" / "quant.json").read_text())
+    point = next(iter(qj["points"]))
+    layer = next(iter(qj["layers"]))
+
+    for name, edit in (
+        ("p_inputs_big", lambda d: d.update(inputs=[{"dtype": "float32", "shape": [1, 1, 20000, 20000]}])),
+        ("p_dunder", lambda d: d.update(attrs=[{"module": "stem.0", "attr": "__class__", "value": 1}])),
+        ("p_method", lambda d: d.update(attrs=[{"module": "stem.0", "attr": "forward", "value": 1}])),
+        ("p_axis", lambda d: d.update(params=[{"name": "stem.0.weight", "axis": 7, "keep": [0]}])),
+        ("p_param_name", lambda d: d.update(params=[{"name": "nosuch", "axis": 0, "keep": [0]}])),
+    ):
+        d = json.loads(json.dumps(plan))
+        edit(d)
+        d.pop("hash")
+        (w / f"{name}.json").write_text(json.dumps(d))
+    (w / "p_deep.json").write_text('{"a":' * 100000 + "1" + "}" * 100000)
+    (w / "t_deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n" + good_toml)
+    for name, edit in (
+        ("q_zero_point", lambda d: d["points"][point].update(zero_point=1000)),
+        ("q_layer", lambda d: d["layers"].update(nosuch=d["layers"][layer])),
+        ("q_scales", lambda d: d["layers"][layer].update(weight_scale=[0.1] * 1000)),
+        ("q_op_kind", lambda d: next(iter(d["ops"].values())).update(kind="evil")),
+        ("q_point_gone", lambda d: d["points"].pop(d["layers"][layer]["output"])),
+        ("q_shape_big", lambda d: d.update(input_shape=[1, 2**40, 2**40])),
+    ):
+        shutil.copytree(w / "quant", w / name)
+        d = json.loads(json.dumps(qj))
+        edit(d)
+        (w / name / "quant.json").write_text(json.dumps(d))
+    sparse = dict(state, **{"stem.0.weight": state["stem.0.weight"].to_sparse()})
+    torch.save(sparse, w / "sparse.pt")
+    with warnings.catch_warnings():  # (torch deprecates quantized tensors; users still have such files)
+        warnings.simplefilter("ignore")
+        qweight = torch.quantize_per_tensor(state["stem.0.weight"], 0.1, 0, torch.qint8)
+    torch.save(dict(state, **{"stem.0.weight": qweight}), w / "quantized.pt")
+    _write_npz(w / "one.npz", x=x[:1], y=y[:1])
+
+    def conv_onnx(path: Path, shape) -> None:
+        weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "W")
+        node = helper.make_node("Conv", ["x", "W"], ["y"], pads=[1, 1, 1, 1])
+        graph = helper.make_graph(
+            [node],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+            [weight],
+        )
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+    conv_onnx(w / "zero_dim.onnx", [1, 3, 0, 8])
+    conv_onnx(w / "huge_input.onnx", [1, 3, 2**40, 2**40])
+    # a bench JSON of the world's ONNX file, for `targets calibrate`, and damaged copies
+    measured = ep.bench(w / "onnx" / "model.onnx", runs=3, warmup=1).to_dict()
+    for name, edit in (
+        ("c_layers", lambda d: d.update(layers="x")),
+        ("c_threads", lambda d: d.update(threads=-1)),
+        ("c_time", lambda d: d["layers"][0].update(mean_ms="slow", min_ms="slow")),
+    ):
+        d = json.loads(json.dumps(measured))
+        edit(d)
+        (w / f"{name}.json").write_text(json.dumps(d))
 
 
 @pytest.fixture(scope="module")
@@ -413,6 +489,58 @@ CASES = [
      r"random\.tflite: not a TFLite file"),
     ("bench-tflite-truncated", ("bench", "{w}/truncated.tflite", "--in-process", "--runs", "1"), 2,
      r"truncated\.tflite: truncated or corrupt"),
+    # a sweep of hand-made bad inputs: outputs over inputs
+    ("out-is-the-input", ("export", "{w}/model", "--out", "{w}/model", "--force"), 2,
+     r"--out {w}/model: holds the input {w}/model, which replacing it would delete"),
+    ("out-holds-the-input", ("prune", "--ratio", "0.5", "--model", "{w}/pruned/model", "--out", "{w}/pruned", "--force"),
+     2, r"--out {w}/pruned: holds the input {w}/pruned/model"),
+    ("quantize-out-holds-the-input", (*QUANT[:5], "--out", "{w}", "--force", "--model", "{w}/model"), 2,
+     r"--out {w}: holds the input"),
+    ("build-out-is-the-input", ("build", "--model", "{w}/model", "--target", "rpi4", "--out", "{w}/model", "--force"),
+     2, r"--out {w}/model: holds the input {w}/model"),
+    ("bench-json-is-a-dir", ("bench", "{w}/onnx/model.onnx", "--in-process", "--runs", "1", "--no-layers", "--json",
+     "{w}/old"), 2, r"{w}/old: is a directory; give a file path"),
+    ("bench-json-under-a-file", ("bench", "{w}/onnx/model.onnx", "--in-process", "--runs", "1", "--no-layers", "--json",
+     "{w}/file.txt/x.json"), 2, r"a parent of it is a file"),
+    # sizes and counts that would run for minutes or exhaust memory
+    ("bench-threads-huge", ("bench", "{w}/onnx/model.onnx", "--threads", "99999"), 2, r"--threads 99999: at most 256"),
+    ("bench-runs-huge", ("bench", "{w}/onnx/model.onnx", "--runs", "99999999999"), 2, r"--runs and --warmup: at most"),
+    ("bench-huge-input", ("bench", "{w}/huge_input.onnx", "--runs", "1"), 2, r"needs .* GiB; give a smaller"),
+    ("bench-zero-dim", ("bench", "{w}/zero_dim.onnx", "--runs", "1"), 2,
+     r"zero_dim\.onnx: the runtime failed on its first run \(InvalidArgument"),
+    ("bench-zero-dim-in-process", ("bench", "{w}/zero_dim.onnx", "--runs", "1", "--in-process"), 2,
+     r"zero_dim\.onnx: the runtime failed on its first run"),
+    ("plan-inputs-huge", _plan_argv("p_inputs_big.json"), 2, r"field 'inputs': entry 0 must be .*at most 134217728"),
+    ("quant-input-shape-huge", ("export", "{w}/q_shape_big", *OLD), 2, r"input_shape .* 134217728 elements at most"),
+    # plans that name what the model does not have, or what a plan may not set
+    ("plan-sets-a-dunder", _plan_argv("p_dunder.json"), 2,
+     r"prune plan sets stem\.0\.__class__, which is not an integer size of that layer"),
+    ("plan-sets-a-method", _plan_argv("p_method.json"), 2, r"prune plan sets stem\.0\.forward, which is not an"),
+    ("plan-param-axis", _plan_argv("p_axis.json"), 2, r"slices 'stem\.0\.weight' on axis 7, but it has 4 axes"),
+    ("plan-param-name", _plan_argv("p_param_name.json"), 2, r"slices 'nosuch', which is not a parameter or buffer"),
+    ("plan-nested", _plan_argv("p_deep.json"), 2, r"prune plan is not valid JSON \(nested too deep\)"),
+    ("target-nested", ("targets", "show", "{w}/t_deep.toml"), 2, r"t_deep\.toml: invalid TOML \(arrays or tables"),
+    # quant.json that disagrees with itself or with the model
+    ("quant-zero-point", ("export", "{w}/q_zero_point", *OLD), 2, r"zero_point 1000 must be an integer in \[-128, 127\]"),
+    ("quant-unknown-layer", ("export", "{w}/q_layer", *OLD), 2, r"layer 'nosuch' is not a layer with weights"),
+    ("quant-scale-count", ("export", "{w}/q_scales", *OLD), 2, r"weight_scale must list \d+ positive numbers"),
+    ("quant-op-kind", ("export", "{w}/q_op_kind", *OLD), 2, r"kind must be one of add, mul"),
+    ("quant-point-gone", ("export", "{w}/q_point_gone", *OLD), 2, r"(reads|its output) .*'block1_relu1'.* (is not in|is not one of the) points"),
+    # weights of a kind no layer loads, data too small to split, an opset nobody tested
+    ("weights-sparse", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/sparse.pt"), 2,
+     r"tensor 'stem\.0\.weight' is a torch\.sparse_coo tensor"),
+    ("weights-quantized", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/quantized.pt"), 2,
+     r"tensor 'stem\.0\.weight' is a quantized tensor"),
+    ("data-one-sample", (*TRAIN[:1], "--data", "{w}/one.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2,
+     r"one\.npz: the training split is empty|one\.npz: the validation split is empty"),
+    ("export-opset-new", ("export", "{w}/quant", "--opset", "999", *OLD), 2, r"--opset 999: edgeprune writes opsets 17 to 23"),
+    # bench JSON for `targets calibrate`
+    ("calibrate-layers", ("targets", "calibrate", "rpi4", "{w}/c_layers.json", "--out", "{w}/o.toml"), 2,
+     r"c_layers\.json: 'layers' is not a list of per-op rows"),
+    ("calibrate-threads", ("targets", "calibrate", "rpi4", "{w}/c_threads.json", "--out", "{w}/o.toml"), 2,
+     r"c_threads\.json: 'threads' -1 is not a thread count"),
+    ("calibrate-time", ("targets", "calibrate", "rpi4", "{w}/c_time.json", "--out", "{w}/o.toml"), 2,
+     r"c_time\.json: layers\[0\] time 'slow' is not a number"),
 ]  # fmt: skip
 
 

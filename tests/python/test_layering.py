@@ -22,6 +22,7 @@ RANK = {
     "_callable": 0,
     "fsutil": 0,
     "errors": 0,
+    "limits": 0,
     "_core": 0,
     "kernels": 0,
     "runtime": 0,
