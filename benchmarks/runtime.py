@@ -5,7 +5,9 @@ conv has a bias, as in an exported model). Produces: JSON rows, one per (model v
 median latency over interleaved rounds (1 thread), the ratio of every baseline to ours measured in
 the same run, load time and peak RSS (each runtime loads the file in a fresh process for RSS).
 For "dense" and "sparse90", rows with "threads": 2 time ours and LiteRT on 2 threads against 1
-("speedup_vs_1_thread"), each runtime alone in a fresh process (thread_scaling).
+("speedup_vs_1_thread"), each runtime alone in a fresh process (thread_scaling); then again with
+another process keeping one core busy ("busy_core": true), the loaded host a device often is: a
+second thread must not make a model slower there either.
 
 Variants: "dense"; "sparse90" (every 1x1 conv at 90 % unstructured sparsity, stored in TFLite's
 sparse encoding + DENSIFY; ONNX Runtime gets the same weights dense with their zeros);
@@ -23,6 +25,7 @@ Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/runtime.py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -278,6 +281,18 @@ def thread_scaling(runtime: str, path: Path, rounds: int, runs: int) -> tuple[fl
     return statistics.median(t["1"]), statistics.median(t["2"]), t["2"]
 
 
+@contextlib.contextmanager
+def busy_core(on: bool):
+    """While active (and ``on``), a separate process spins on one core."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if on else None
+    try:
+        yield
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
 def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
     import torch
 
@@ -313,8 +328,10 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
                 "peak_rss_mb": round(child_rss(rt, files[rt]), 1),
             }
         )
-    if variant in ("dense", "sparse90"):  # what a second core buys each runtime on the same file
-        two = {rt: thread_scaling(rt, tfl, rounds, runs) for rt in ("edgeprune", "litert")}
+    # what a second core buys each runtime on the same file, on an idle host and on a busy one
+    for busy in (False, True) if variant in ("dense", "sparse90") else ():
+        with busy_core(busy):
+            two = {rt: thread_scaling(rt, tfl, rounds, runs) for rt in ("edgeprune", "litert")}
         for rt, (one_ms, two_ms, rounds_ms) in two.items():
             rows.append(
                 {
@@ -322,6 +339,7 @@ def measure(variant: str, rounds: int, runs: int, tmp: Path) -> list[dict]:
                     "runtime": rt,
                     "file": "tflite",
                     "threads": 2,
+                    "busy_core": busy,
                     "median_ms": round(two_ms, 3),
                     "rounds_ms": [round(v, 3) for v in rounds_ms],
                     "ratio_vs_ours": round(two_ms / two["edgeprune"][1], 3),  # ours on 2 threads
