@@ -60,7 +60,10 @@ void bounds(FusedAct a, float* lo, float* hi) {
 // A GEMM over packed weights, dense or sparse: y[N, M] = act(x[N, K] W^T + b).
 class Linear {
  public:
-  Linear(const float* w, int64_t m, int64_t k, const float* bias, Act act, const OpOptions& o) {
+  // dense_form: build the dense form when the weight is not sparse (false: the caller computes
+  // the dense case another way, Conv2D's Winograd form, and calls forward only when sparse())
+  Linear(const float* w, int64_t m, int64_t k, const float* bias, Act act, const OpOptions& o,
+         bool dense_form = true) {
     int64_t zeros = 0;
     for (int64_t i = 0; i < m * k; ++i) zeros += w[i] == 0.0f;
     if (o.sparse && zeros * 2 >= m * k) {
@@ -68,7 +71,7 @@ class Linear {
                                                SparseKernel::automatic, o.isa);
       if (!sparse_->uses_sparse()) sparse_.reset();
     }
-    if (!sparse_) dense_ = std::make_unique<DenseLinear>(w, m, k, bias, act, o.isa);
+    if (!sparse_ && dense_form) dense_ = std::make_unique<DenseLinear>(w, m, k, bias, act, o.isa);
   }
   void forward(const float* x, int64_t n, float* y, int threads) const {
     if (sparse_)
@@ -85,8 +88,6 @@ class Linear {
   }
   bool sparse() const { return sparse_ != nullptr; }
   const DenseLinear* dense() const { return dense_.get(); }
-  // for an op that computes another way (Conv2D's Winograd form): forward() is never called again
-  void release() { dense_.reset(), sparse_.reset(); }
 
  private:
   // 4 consecutive output channels share their pattern of zeros (a 4x1-block pruned layer)
@@ -146,12 +147,16 @@ class Conv2D : public Op {
     }
     post_ = post_act(c.d.act);
     const int64_t og = cout_ / groups_, kk = kh_ * kw_ * cg_;
+    // the Winograd form's shapes (wino_init): a dense weight then needs no packed GEMM form
+    const bool wino_shape = groups_ == 1 && kh_ == 3 && kw_ == 3 && sh_ == 1 && sw_ == 1 &&
+                            dh_ == 1 && dw_ == 1 && cin_ >= 8 && cout_ >= 8 &&
+                            cin_ * cout_ >= 128 && oh_ >= 2 && ow_ >= 2;
     std::vector<float> wg(size_t(og * kk));
     for (int64_t g = 0; g < groups_; ++g) {
       // rows g*og.. of W[Cout, KH, KW, Cg]: the im2col order (ky, kx, ci) already
       std::memcpy(wg.data(), w.as<float>() + g * og * kk, wg.size() * 4);
       lin_.push_back(std::make_unique<Linear>(wg.data(), og, kk, bias ? bias + g * og : nullptr,
-                                              linear_act(c.d.act), o));
+                                              linear_act(c.d.act), o, !wino_shape));
     }
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && groups_ == 1 && pt_ == 0 &&
               pl_ == 0 && oh_ == h_ && ow_ == w_;
@@ -194,9 +199,7 @@ class Conv2D : public Op {
       // a padded copy no larger than a few inputs (a file's dilation can make it any size)
       in_place_im2col_ = double(hp_) * double(wp_) <= 4.0 * double(h_ + kh_) * double(w_ + kw_);
     }
-    wino_ = groups_ == 1 && kh_ == 3 && kw_ == 3 && sh_ == 1 && sw_ == 1 && dh_ == 1 && dw_ == 1 &&
-            !lin_[0]->sparse() && cin_ >= 8 && cout_ >= 8 && cin_ * cout_ >= 128 && oh_ >= 2 &&
-            ow_ >= 2;
+    wino_ = wino_shape && !lin_[0]->sparse();
     if (wino_) wino_init(w.as<float>(), bias, c.d.act, o);
     macs = double(n_) * oh_ * ow_ * cout_ * kk;
     kind = "CONV_2D";
@@ -391,7 +394,6 @@ class Conv2D : public Op {
     const int64_t per_tile = 16 * (cin_ + cout_) * 4, filter = 16 * cin_ * cout_ * 4;
     const int64_t budget = std::max(kWinoBandBytes, filter);
     band_ = std::max<int64_t>(1, std::min(th_, budget / (per_tile * tw_)));
-    lin_[0]->release();
     in_place_im2col_ = false;
   }
   void wino_run(const float* x, float* y, float* xp, int threads) const {
