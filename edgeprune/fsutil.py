@@ -49,15 +49,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     if final.is_dir():
         raise OutputError(f"{final}: is a directory; give a file path")
-    try:
+    with _creating_next_to(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    except PermissionError:
-        raise OutputError(f"{final}: cannot write in {final.parent} (permission denied); choose another path") from None
-    except (FileExistsError, NotADirectoryError):
-        raise OutputError(f"{final}: a parent of it is a file, not a directory; choose another path") from None
-    except OSError as e:
-        raise OutputError(f"{final}: cannot create it ({e.strerror or e}); choose another path") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -86,16 +80,24 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _mkdtemp_next_to(final: Path) -> Path:
+@contextlib.contextmanager
+def _creating_next_to(final: Path) -> Iterator[None]:
+    """An OSError while making ``final``'s parent or a temporary sibling of it becomes one
+    OutputError naming ``final`` (not the hidden temporary name)."""
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        yield
     except PermissionError:
         raise OutputError(f"{final}: cannot write in {final.parent} (permission denied); choose another path") from None
     except (FileExistsError, NotADirectoryError):
         raise OutputError(f"{final}: a parent of it is a file, not a directory; choose another path") from None
     except OSError as e:
         raise OutputError(f"{final}: cannot create it ({e.strerror or e}); choose another path") from None
+
+
+def _mkdtemp_next_to(final: Path) -> Path:
+    with _creating_next_to(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
 
 
 @contextlib.contextmanager
