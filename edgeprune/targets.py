@@ -212,6 +212,9 @@ _MAX = {
     "gpu.int8_tops": 100000.0,
 }
 _MAX_KB = 1 << 30  # cache sizes
+# Lower bound of every figure (GHz, GB, GB/s, GFLOPS, TOPS): no device is below it, and below it an
+# estimate's arithmetic leaves the float range.
+_MIN_FIGURE = 1e-3
 
 
 def _check(value: Any, kind: str, where: str, field: str) -> Any:
@@ -246,6 +249,8 @@ def _check(value: Any, kind: str, where: str, field: str) -> Any:
         raise bad()
     if not value > 0:
         raise bad(f"{value!r} (figures must be > 0)")
+    if value < _MIN_FIGURE:  # (5e-324 GHz passed "> 0" and made every estimate inf)
+        raise bad(f"{value!r} (out of range: at least {_MIN_FIGURE:g})")
     limit = _MAX.get(field, 1e9)
     if not value <= limit:  # also inf
         raise bad(f"{value!r} (out of range: at most {limit:g})")

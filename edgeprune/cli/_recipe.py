@@ -11,6 +11,7 @@ The leading underscore keeps it out of the subcommand list (cli/main.py).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -209,8 +210,8 @@ def _check_recipe_args(args) -> str:
     if args.sparsity is not None and args.sparsity_pattern == "2:4" and args.sparsity != 0.5:
         _fail(f"--sparsity {args.sparsity} with --sparsity-pattern 2:4: 2:4 keeps 2 of 4, pass --sparsity 0.5")
     check_at_least(("--steps", args.steps, 1), ("--finetune-epochs", args.finetune_epochs, 0))
-    if args.lr <= 0:
-        _fail(f"--lr {args.lr}: must be > 0")
+    if not 0 < args.lr < math.inf:  # (nan fails both)
+        _fail(f"--lr {args.lr}: must be a finite number > 0")
     if args.threshold is not None:
         if schedule == "adaptive":
             _fail(

@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     # upper bounds: a typo must not start thousands of threads or a run of days
     if args.threads > MAX_THREADS:
         raise UsageError(f"--threads {args.threads}: at most {MAX_THREADS}; a device has fewer cores than that")
+    if args.top < 0:
+        raise UsageError(f"--top {args.top}: must be >= 0 (0 shows no per-layer table)")
     if args.runs > MAX_RUNS or args.warmup > MAX_RUNS:
         raise UsageError(f"--runs and --warmup: at most {MAX_RUNS} each (got {args.runs} and {args.warmup})")
     shape = _shape(args.input_shape)

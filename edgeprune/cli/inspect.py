@@ -39,9 +39,8 @@ def run(args) -> int:
 
     path = Path(args.file)
     if not path.is_file():
-        raise UsageError(
-            f"{path}: no such file; pass an .onnx or .tflite file (e.g. one written by `edgeprune export`)"
-        )
+        what = "no such file" if not path.exists() else "a directory" if path.is_dir() else "not a regular file"
+        raise UsageError(f"{path}: {what}; pass an .onnx or .tflite file (e.g. one written by `edgeprune export`)")
     runtime = not args.no_runtime and importlib.util.find_spec("onnxruntime") is not None
     try:
         info = inspect_file(path, runtime=runtime)

@@ -150,7 +150,7 @@ def _check_flags(args) -> None:
         raise UsageError(f"--target-macs {args.target_macs}: must be > 0 (a fraction <= 1 or a MAC count)")
     if args.importance not in importance_names():
         raise UsageError(f"--importance {args.importance}: unknown; choose one of {', '.join(importance_names())}")
-    check_at_least(("--round-to", args.round_to, 1))
+    check_at_least(("--round-to", args.round_to, 1), ("--seed", args.seed, 0))
     if not 0 < args.max_layer_ratio <= 1:
         raise UsageError(f"--max-layer-ratio {args.max_layer_ratio}: must be in (0, 1]")
     if needs_data(args.importance) and not args.calib and not args.data and args.plan is None:

@@ -82,8 +82,8 @@ def run(args) -> int:
     ):
         if value < low:
             raise UsageError(f"{name} {value}: must be >= {low}")
-    if not args.lr > 0:
-        raise UsageError(f"--lr {args.lr}: must be > 0")
+    if not 0 < args.lr < float("inf"):  # (nan fails both)
+        raise UsageError(f"--lr {args.lr}: must be a finite number > 0")
     check_out(args.out, args.force, inputs=input_paths(args))
     relaunched = _scale.relaunch(args)  # --nproc N: the same command line (--trust-code too) on N processes
     if relaunched is not None:

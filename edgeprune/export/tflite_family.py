@@ -123,7 +123,10 @@ READ_ERRORS = (struct.error, TypeError, IndexError, ValueError, OverflowError, U
 
 
 def corrupt(where: str, e: Exception) -> TFLiteFileError:
-    """The one-line error for a file whose tables do not hold together."""
+    """The one-line error for a file whose tables do not hold together (one already said so is
+    kept as it is: TFLiteFileError is a ValueError, which READ_ERRORS catches)."""
+    if isinstance(e, TFLiteFileError):
+        return e
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     return TFLiteFileError(f"{where}: truncated or corrupt TFLite file ({text[:120]}); re-export it")
 

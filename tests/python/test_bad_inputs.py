@@ -207,6 +207,7 @@ def _build_more_broken_files(w: Path) -> None:
     (w / "t_huge.toml").write_text(re.sub(r"cores = \d+", "cores = 4000000", good, count=1))
     (w / "t_section.toml").write_text(good.replace("[peak]", "[peaks]", 1))
     (w / "t_binary.toml").write_bytes(b"\xff\xfe\x00not text")
+    (w / "t_tiny.toml").write_text(re.sub(r"freq_ghz = [\d.]+", "freq_ghz = 5e-324", good, count=1))
     # prune plans: a good one for the demo CNN, then damaged copies (hash dropped so the shape check speaks)
     plan = json.loads(ep.plan(ep.models.build("edgeprune:demo-cnn"), torch.randn(1, 1, 32, 32)).to_json())
     (w / "p_good.json").write_text(json.dumps(plan))
@@ -534,6 +535,13 @@ CASES = [
     ("data-one-sample", (*TRAIN[:1], "--data", "{w}/one.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2,
      r"one\.npz: the training split is empty|one\.npz: the validation split is empty"),
     ("export-opset-new", ("export", "{w}/quant", "--opset", "999", *OLD), 2, r"--opset 999: edgeprune writes opsets 17 to 23"),
+    ("inspect-directory", ("inspect", "{w}/old"), 2, r"old: a directory; pass an \.onnx or \.tflite file"),
+    ("prune-lr-nan", (*PRUNE[:1], "--ratio", "0.5", "--data", "digits", "--lr", "nan", *OLD, "--model",
+     "edgeprune:demo-cnn"), 2, r"--lr nan: must be a finite number > 0"),
+    ("prune-seed-negative", (*PRUNE, "edgeprune:demo-cnn", "--seed", "-1"), 2, r"--seed -1: must be >= 0"),
+    ("bench-top-negative", ("bench", "{w}/onnx/model.onnx", "--top", "-1"), 2, r"--top -1: must be >= 0"),
+    ("target-tiny-figure", ("targets", "show", "{w}/t_tiny.toml"), 2,
+     r"'cpu\.freq_ghz' .*5e-324 \(out of range: at least 0\.001\)"),
     # bench JSON for `targets calibrate`
     ("calibrate-layers", ("targets", "calibrate", "rpi4", "{w}/c_layers.json", "--out", "{w}/o.toml"), 2,
      r"c_layers\.json: 'layers' is not a list of per-op rows"),
