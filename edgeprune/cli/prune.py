@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..limits import MAX_INPUT_ELEMENTS, input_shape_ok
 from .common import (
     EXIT_GATE,
     UsageError,
@@ -183,6 +184,8 @@ def _input_shape(args, model) -> tuple:
             raise UsageError(f"--input-shape {args.input_shape}: expected integers like 3,224,224") from None
         if not shape or any(s <= 0 for s in shape):
             raise UsageError(f"--input-shape {args.input_shape}: sizes must be positive")
+        if not input_shape_ok(shape):
+            raise UsageError(f"--input-shape {args.input_shape}: at most {MAX_INPUT_ELEMENTS} elements")
         return shape
     shape = getattr(model, "input_shape", None)
     if not shape:

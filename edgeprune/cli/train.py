@@ -26,6 +26,8 @@ from .common import (
     staged_out,
 )
 
+MAX_IMAGE_SIZE = 4096
+
 
 # the add_parser shape of every command module on purpose: main.py registers each one, and each
 # spells its own name, help, description and flags (a shared wrapper would only rename add_parser)
@@ -84,6 +86,8 @@ def run(args) -> int:
             raise UsageError(f"{name} {value}: must be >= {low}")
     if not 0 < args.lr < float("inf"):  # (nan fails both)
         raise UsageError(f"--lr {args.lr}: must be a finite number > 0")
+    if args.image_size > MAX_IMAGE_SIZE:  # (100000 px tried to allocate the whole folder at that size)
+        raise UsageError(f"--image-size {args.image_size}: at most {MAX_IMAGE_SIZE} pixels a side")
     check_out(args.out, args.force, inputs=input_paths(args))
     relaunched = _scale.relaunch(args)  # --nproc N: the same command line (--trust-code too) on N processes
     if relaunched is not None:
