@@ -85,7 +85,7 @@ def load_sample(json_path) -> Sample:
     path = Path(json_path)
     try:
         d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
         raise CalibrationError(
             f"{path}: not a readable bench JSON ({e}); write one with `edgeprune bench --json`"
         ) from None

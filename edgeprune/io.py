@@ -151,16 +151,18 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{mj}: is a symlink; refused (a saved model's files must be inside its directory)")
     try:
         m = json.loads(mj.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # (ValueError: also a 5000-digit number)
         raise UserError(f"{mj}: invalid JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     except OSError as e:
         raise UserError(f"{mj}: cannot read it ({e.strerror or e})") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise UserError(f"{mj}: not an edgeprune model manifest (format != {FORMAT!r})")
-    if not isinstance(m.get("version"), int) or isinstance(m["version"], bool) or m["version"] > FORMAT_VERSION:
+    version = m.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserError(f"{mj}: format version {version!r} must be an integer >= 1; save the model again")
+    if version > FORMAT_VERSION:
         raise UserError(
-            f"{mj}: format version {m.get('version')!r} is newer than this edgeprune supports "
-            f"({FORMAT_VERSION}); upgrade edgeprune"
+            f"{mj}: format version {version!r} is newer than this edgeprune supports ({FORMAT_VERSION}); upgrade edgeprune"
         )
     if not isinstance(m.get("spec"), str):
         raise UserError(f"{mj}: missing field 'spec'")

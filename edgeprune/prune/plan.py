@@ -103,7 +103,7 @@ class PrunePlan:
     def from_json(cls, text: str) -> PrunePlan:
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # (JSONDecodeError, and a number past Python's digit limit)
             raise PlanError(f"prune plan is not valid JSON: {e}; write it again with `edgeprune prune`") from None
         except RecursionError:
             raise PlanError(

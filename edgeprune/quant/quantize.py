@@ -820,7 +820,7 @@ def read_quant_json(path) -> dict:
     where = str(path)
     try:
         d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # (ValueError: also a 5000-digit number)
         raise QuantizeError(f"{where}: invalid JSON ({first_line(e)})") from None
     except OSError as e:
         raise QuantizeError(f"{where}: cannot read it ({e.strerror or e})") from None

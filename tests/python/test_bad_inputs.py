@@ -108,6 +108,12 @@ def _build_world(w: Path) -> None:
     (d / "weights.pt").unlink()
     (d / "weights.pt").symlink_to(w / "model" / "weights.pt")
     _hostile(w, "h_version", "edgeprune:demo-cnn", version=99)
+    _hostile(w, "h_version_neg", "edgeprune:demo-cnn", version=-1)
+    _hostile(w, "h_version_str", "edgeprune:demo-cnn", version="1")
+    d = _hostile(w, "h_bigint", "edgeprune:demo-cnn", metadata={"num_params": 0})
+    (d / "model.json").write_text(
+        (d / "model.json").read_text().replace('"num_params": 0', '"num_params": ' + "7" * 5000)
+    )
     _hostile(w, "h_format", "edgeprune:demo-cnn", format="something-else")
     _hostile(w, "h_nospec", None)
     _hostile(w, "h_unknown", "resnet")
@@ -382,6 +388,9 @@ CASES = [
     # broken model directories
     ("manifest-version", (*PRUNE, "{w}/h_version"), 2, r"format version 99 is newer"),
     ("manifest-format", (*PRUNE, "{w}/h_format"), 2, r"not an edgeprune model manifest"),
+    ("manifest-version-negative", (*PRUNE, "{w}/h_version_neg"), 2, r"format version -1 must be an integer >= 1"),
+    ("manifest-version-string", (*PRUNE, "{w}/h_version_str"), 2, r"format version '1' must be an integer >= 1"),
+    ("manifest-huge-number", (*PRUNE, "{w}/h_bigint"), 2, r"h_bigint/model\.json: invalid JSON \(Exceeds the limit"),
     ("manifest-nospec", (*PRUNE, "{w}/h_nospec"), 2, r"h_nospec/model\.json: missing field 'spec'"),
     ("manifest-json", (*PRUNE, "{w}/h_badjson"), 2, r"h_badjson/model\.json: invalid JSON"),
     ("manifest-unknown-spec", (*PRUNE, "{w}/h_unknown"), 2, r"unknown model spec 'resnet'"),
