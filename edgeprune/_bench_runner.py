@@ -15,6 +15,7 @@ same code. Keep it stdlib + numpy + the runtime's own module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -271,6 +272,22 @@ def make_tflite_runtime(path, threads, input_shape, seed):
     return _make_interpreter("tflite-runtime", path, threads, seed)
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null for the block: the TFLite C++ library logs there ("INFO: Created
+    TensorFlow Lite XNNPACK delegate for CPU.", and its own line before a refusal that the exception
+    repeats), which no Python setting silences; a bad file must give the user one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _make_interpreter(runtime, path, threads, seed):
     """A TFLite interpreter (LiteRT or tflite-runtime, same API) fed seeded random inputs of its own types."""
     np = _import("numpy", runtime)
@@ -278,8 +295,9 @@ def _make_interpreter(runtime, path, threads, seed):
     if Path(path).suffix.lower() != ".tflite":
         raise RunnerError(f"{runtime} needs a .tflite file, got {path}")
     try:
-        interp = interpreter.Interpreter(model_path=str(path), num_threads=threads)
-        interp.allocate_tensors()
+        with _quiet_stderr():
+            interp = interpreter.Interpreter(model_path=str(path), num_threads=threads)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise RunnerError(f"{runtime} cannot load {path}: {str(e).splitlines()[0] if str(e) else e}") from None
     rng = np.random.default_rng(seed)

@@ -159,6 +159,23 @@ def test_litert_error_or_type_check(tmp_path, onnx_path):
             B.bench(onnx_path, runtime="litert")
 
 
+def test_litert_bench_prints_nothing_of_the_tflite_librarys_own(tmp_path):
+    """The TFLite C++ library logs to file descriptor 2 once per process ("INFO: Created TensorFlow
+    Lite XNNPACK delegate for CPU."), which no Python setting silences; `bench` on a good file
+    prints nothing on stderr, in a fresh process where that line would come."""
+    import subprocess
+    import sys
+
+    import edgeprune as ep
+
+    ep.export(ep.models.build("edgeprune:demo-cnn"), tmp_path, formats=["tflite"])
+    argv = ["bench", str(tmp_path / "model.tflite"), "--runtime", "litert", "--runs", "2", "--warmup", "0"]
+    code = f"from edgeprune.cli.main import main; raise SystemExit(main({[*argv, '--in-process', '--no-layers']!r}))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "" and "litert" in r.stdout
+
+
 # ----------------------------------------------------------------------------- CLI
 def test_cli_bench_json_stdout(onnx_path, capsys):
     assert main(["bench", str(onnx_path), "--runs", "3", "--warmup", "0", "--json"]) == 0
