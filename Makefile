@@ -36,12 +36,10 @@ export CXX ?= g++
 # cores, then qemu and the device checks, mostly one). pytest's output is kept in build/logs/pytest.log and
 # printed when it ends, so the two never interleave.
 test: setup lint
-	$(MAKE) --no-print-directory -j3 test-lanes
+	$(MAKE) --no-print-directory -j2 test-lanes
 	@echo "make test: lint, pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
 
-# device-userland (about one core for minutes: Debian's package scripts under qemu) starts at once too, so
-# device-test at the end of the C++ lane finds it ready instead of building it with the other core idle
-test-lanes: lane-python lane-cpp device-userland
+test-lanes: lane-python lane-cpp
 
 device-userland: system-deps
 	scripts/device-userland.sh

@@ -3,10 +3,11 @@
 # `edgeprune doctor`, `edgeprune bench` and the runtimes' outputs there, and the C example app (examples/classify,
 # cross-built by `make example` against the installed aarch64 package), on each device CPU model.
 #
-# The userland (Debian bookworm arm64, Python 3.11) and the aarch64 wheels of numpy, onnxruntime and
-# ai-edge-litert are cached under build/device. Each command runs chrooted in the userland, in a private mount
-# namespace where /proc/cpuinfo is an ARM one (runtimes read it and some fail on the host's x86 text), under
-# qemu-aarch64-static with QEMU_CPU set. Timings under emulation mean nothing: this proves the path works.
+# The userland (Debian bookworm arm64, Python 3.11, extracted by scripts/device-userland.sh) and the aarch64 wheels
+# of numpy, onnxruntime and ai-edge-litert are cached under build/device; the venvs are made afresh each run. Each
+# command runs chrooted in the userland, in a private mount namespace where /proc/cpuinfo is an ARM one (runtimes
+# read it and some fail on the host's x86 text), under qemu-aarch64-static with QEMU_CPU set. Timings under
+# emulation mean nothing: this proves the path works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=build/device
@@ -69,35 +70,32 @@ expect_refusal() {
   say "$ok_label on the device: exit 2, $msg"
 }
 
-# The wheel's contents, not its bytes (`make wheels` rebuilds it on every run with new zip timestamps), and
-# separately what it requires plus the dependency wheels on offer: when only edgeprune's own files changed, it
-# is reinstalled alone (seconds) instead of a fresh venv with numpy, onnxruntime and LiteRT (minutes under qemu).
-read -r stamp deps < <($PY - "$wheel" "$SHARE/wheels" <<'PY'
-import hashlib, os, sys, zipfile
-files, deps = hashlib.sha256(), hashlib.sha256()
-with zipfile.ZipFile(sys.argv[1]) as z:
-    for name in sorted(z.namelist()):
-        data = z.read(name)
-        files.update(name.encode() + b"\0" + data)
-        if name.endswith(".dist-info/METADATA"):
-            deps.update(b"".join(l for l in data.splitlines(True) if l.startswith(b"Requires-Dist")))
-deps.update("\n".join(sorted(os.listdir(sys.argv[2]))).encode())
-print(files.hexdigest()[:16], deps.hexdigest()[:16])
-PY
-)
-if [ "$(cat "$ROOT/opt/ep/.wheel" 2>/dev/null)" != "$stamp" ]; then
-  pip_dev=(/opt/ep/bin/pip install -q --disable-pip-version-check --no-index --find-links /mnt/share/wheels)
-  if [ "$(cat "$ROOT/opt/ep/.deps" 2>/dev/null)" = "$deps" ]; then
-    say "reinstalling $(basename "$wheel") alone in the userland (its dependencies are unchanged)"
-    dev cortex-a72 "${pip_dev[@]}" --no-deps --force-reinstall "/mnt/share/$(basename "$wheel")"
-  else
-    say "installing $(basename "$wheel") with [device] in the userland"
-    dev cortex-a72 /usr/bin/python3.11 -m venv --clear /opt/ep
-    dev cortex-a72 "${pip_dev[@]}" "/mnt/share/$(basename "$wheel")[device]"
-    echo "$deps" > "$ROOT/opt/ep/.deps"
+# device_venv VENV WHEELS SPEC...: a venv at VENV in the userland, made by the device's Python, with SPEC installed
+# by the host's pip for the device's platform (aarch64, CPython 3.11, glibc 2.36) from the wheels in WHEELS. pip
+# resolves the same requirements and wheels it would on the board; run under qemu, its unpacking and byte-compiling
+# of numpy, onnxruntime and LiteRT took about three minutes, here seconds. The console scripts pip writes name the
+# host's Python, so they move to VENV/bin naming the venv's. (pip's conflict check after a --target install looks
+# at the host's packages, not the target's, so it is off.)
+device_venv() {
+  local venv=$1 wheels=$2 site f
+  shift 2
+  site=$ROOT$venv/lib/python3.11/site-packages
+  dev cortex-a72 /usr/bin/python3.11 -m venv --clear --without-pip "$venv"
+  local plats=(--platform manylinux2014_aarch64)
+  for g in 17 27 28 31 34 35 36; do plats+=(--platform "manylinux_2_${g}_aarch64"); done
+  $PY -m pip install -q --disable-pip-version-check --no-warn-conflicts --no-index --find-links "$wheels" --target "$site" \
+    "${plats[@]}" --python-version 3.11 --implementation cp --abi cp311 --only-binary=:all: "$@"
+  if [ -d "$site/bin" ]; then
+    for f in "$site"/bin/*; do
+      sed "1s|^#!.*|#!$venv/bin/python|" "$f" > "$ROOT$venv/bin/${f##*/}"
+      chmod 755 "$ROOT$venv/bin/${f##*/}"
+    done
+    rm -rf "$site/bin"
   fi
-  echo "$stamp" > "$ROOT/opt/ep/.wheel"
-fi
+}
+
+say "installing $(basename "$wheel") with [device] in the userland (/opt/ep)"
+device_venv /opt/ep "$SHARE/wheels" "$SHARE/$(basename "$wheel")[device]"
 # torch must not come with the device install
 if dev cortex-a72 /opt/ep/bin/python -c "import torch" 2>/dev/null; then
   echo "device-test: torch was installed on the device" >&2

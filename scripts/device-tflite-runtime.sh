@@ -5,9 +5,9 @@
 # the host's LiteRT outputs (fp32 within 1e-4 relative; int8 within one output step: the two XNNPACK builds may
 # round a requantization differently).
 #
-# Uses what device-test.sh defines: dev CPU CMD... (run CMD in the userland as that CPU), say, $ROOT, $SHARE, $PY,
-# $CPUS, and the host's outputs $SHARE/host-<file>-litert.npy. tflite-runtime gets its own venv, /opt/tflrt, since
-# the [device] install has numpy 2.
+# Uses what device-test.sh defines: dev CPU CMD... (run CMD in the userland as that CPU), device_venv, say, $ROOT,
+# $SHARE, $PY, $CPUS, and the host's outputs $SHARE/host-<file>-litert.npy. tflite-runtime gets its own venv,
+# /opt/tflrt, since the [device] install has numpy 2.
 
 TFLRT_FILES=(model.int8.tflite model.tflite)
 if [ ! -f "$SHARE/tflrt-wheels/.complete" ]; then
@@ -17,13 +17,8 @@ if [ ! -f "$SHARE/tflrt-wheels/.complete" ]; then
     numpy==1.26.4 tflite-runtime==2.14.0
   touch "$SHARE/tflrt-wheels/.complete"
 fi
-if [ ! -x "$ROOT/opt/tflrt/bin/python" ] || [ ! -f "$ROOT/opt/tflrt/.complete" ]; then
-  say "installing tflite-runtime 2.14.0 in the userland (/opt/tflrt)"
-  dev "${CPUS%% *}" /usr/bin/python3.11 -m venv --clear /opt/tflrt
-  dev "${CPUS%% *}" /opt/tflrt/bin/pip install -q --disable-pip-version-check --no-index \
-    --find-links /mnt/share/tflrt-wheels numpy==1.26.4 tflite-runtime==2.14.0
-  touch "$ROOT/opt/tflrt/.complete"
-fi
+say "installing tflite-runtime 2.14.0 in the userland (/opt/tflrt)"
+device_venv /opt/tflrt "$SHARE/tflrt-wheels" numpy==1.26.4 tflite-runtime==2.14.0
 cat > "$SHARE/tflrt_outputs.py" <<'PY'
 """Run each .tflite in tflite-runtime on the shared NCHW input (transposed to the file's NHWC) and save output 0."""
 import sys

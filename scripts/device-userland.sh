@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# The emulated device's Debian bookworm arm64 userland (Python 3.11) in build/device/rootfs, built once with
-# mmdebstrap and cached; `make device-userland`, and the first step of scripts/device-test.sh. `make test` starts it
-# beside the other lanes: under qemu, Debian's package scripts take about five minutes of one core.
+# The emulated device's Debian bookworm arm64 userland (Python 3.11) in build/device/rootfs, built once and cached;
+# `make device-userland`, and the first step of scripts/device-test.sh.
+#
+# The packages are extracted, not installed (mmdebstrap's `extract` variant: python3.11 and the libraries it and
+# the runtimes' wheels link, with their hard dependencies, and coreutils for `env`). Their maintainer scripts
+# (byte-compiling, alternatives, the certificate bundle) would run under qemu and took about nine minutes of one
+# core; nothing the device test runs needs what they make, and the extraction takes seconds. Python packages come
+# from scripts/device-venv.sh, without apt or pip on the device.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=build/device/rootfs
 scripts/device-binfmt.sh
 mkdir -p "$(dirname "$ROOT")"  # mmdebstrap wants the parent of its target to exist (a fresh clone has no build/)
-# one build at a time: device-test waits here while `make test` is still building the userland beside it
+# one build at a time: two device tests started together would otherwise build the same directory
 exec 9> "$(dirname "$ROOT")/.userland.lock"
 flock 9
-if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
-  printf 'device-test: [%s] building the Debian arm64 userland in %s (cached afterwards)\n' "$(date +%T)" "$ROOT"
-  rm -rf "$ROOT.tmp"
-  mmdebstrap --quiet --variant=apt --architectures=arm64 \
-    --include=python3.11,python3.11-venv,python3-pip-whl,python3-setuptools-whl,libgomp1,libstdc++6,ca-certificates \
+if [ ! -x "$ROOT/usr/bin/python3.11" ] || [ ! -f "$ROOT/.extracted" ]; then
+  printf 'device-test: [%s] extracting the Debian arm64 userland in %s (cached afterwards)\n' "$(date +%T)" "$ROOT"
+  rm -rf "$ROOT" "$ROOT.tmp"
+  mmdebstrap --quiet --variant=extract --architectures=arm64 \
+    --include=python3.11,libgomp1,libstdc++6,coreutils \
     bookworm "$PWD/$ROOT.tmp" http://deb.debian.org/debian
+  mkdir -p "$ROOT.tmp/root" "$ROOT.tmp/proc" "$ROOT.tmp/sys" "$ROOT.tmp/dev" "$ROOT.tmp/tmp"
+  chmod 1777 "$ROOT.tmp/tmp"
+  touch "$ROOT.tmp/.extracted"
   mv "$ROOT.tmp" "$ROOT"
   printf 'device-test: [%s] userland ready\n' "$(date +%T)"
 fi
