@@ -25,6 +25,7 @@ from ..errors import UserError
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 PLACEMENTS = ("inputs_outputs", "inputs")
+MAX_BINS = 1 << 20  # a histogram of this many float64 bins per observed tensor is 8 MB
 
 
 class Int8UnsupportedError(UserError):
@@ -44,7 +45,12 @@ class QuantConfig:
     target: str | None = None
 
     def __post_init__(self):
-        if self.method not in METHODS:
+        # quant.json carries these fields back in, so each is checked for its type as well as its
+        # value: a string "yes" must not pass as True, nor a float or a huge number as the bins
+        for name in ("per_channel", "symmetric_activations", "reduce_range"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r:.40}")
+        if not isinstance(self.method, str) or self.method not in METHODS:
             raise ValueError(f"unknown calibration method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.activation_dtype not in ("int8", "uint8"):
             raise ValueError(f"activation_dtype must be 'int8' or 'uint8', not {self.activation_dtype!r}")
@@ -52,8 +58,13 @@ class QuantConfig:
             raise ValueError(f"placement must be one of {PLACEMENTS}, not {self.placement!r}")
         if self.symmetric_activations and self.activation_dtype != "int8":
             raise ValueError("symmetric activations need activation_dtype='int8' (zero point 0)")
-        if not 50.0 < self.percentile <= 100.0:
-            raise ValueError(f"percentile must be in (50, 100], not {self.percentile}")
+        p = self.percentile
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 50.0 < p <= 100.0:
+            raise ValueError(f"percentile must be a number in (50, 100], not {p!r:.40}")
+        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or not 16 <= self.bins <= MAX_BINS:
+            raise ValueError(f"bins must be an integer in [16, {MAX_BINS}], not {self.bins!r:.40}")
+        if self.target is not None and not isinstance(self.target, str):
+            raise ValueError(f"target must be a profile name or path, not {self.target!r:.40}")
 
     @property
     def weight_qmax(self) -> int:

@@ -1066,10 +1066,14 @@ class QuantizedModel:
                 raise QuantizeError(f"{qfile}: embedding {target!r} is not an nn.Embedding of the model")
         check_quant_dict(d, folded, qfile)
         try:
+            config = QuantConfig.from_dict(d["config"])
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise QuantizeError(f"{qfile}: 'config' is not valid ({first_line(e)}); quantize the model again") from None
+        try:
             return cls(
                 original,
                 folded,
-                QuantConfig.from_dict(d["config"]),
+                config,
                 d["points"],
                 d["layers"],
                 d.get("skipped", []),

@@ -290,6 +290,8 @@ def _build_sweep_files(w: Path) -> None:
         ("q_op_kind", lambda d: next(iter(d["ops"].values())).update(kind="evil")),
         ("q_point_gone", lambda d: d["points"].pop(d["layers"][layer]["output"])),
         ("q_shape_big", lambda d: d.update(input_shape=[1, 2**40, 2**40])),
+        ("q_config_bool", lambda d: d["config"].update(per_channel="yes")),
+        ("q_config_target", lambda d: d["config"].update(target=5)),
     ):
         shutil.copytree(w / "quant", w / name)
         d = json.loads(json.dumps(qj))
@@ -535,6 +537,10 @@ CASES = [
     ("quant-unknown-layer", ("export", "{w}/q_layer", *OLD), 2, r"layer 'nosuch' is not a layer with weights"),
     ("quant-scale-count", ("export", "{w}/q_scales", *OLD), 2, r"weight_scale must list \d+ positive numbers"),
     ("quant-op-kind", ("export", "{w}/q_op_kind", *OLD), 2, r"kind must be one of add, mul"),
+    ("quant-config-bool", ("export", "{w}/q_config_bool", *OLD), 2,
+     r"q_config_bool/quant\.json: 'config' is not valid \(per_channel must be true or false, not 'yes'\)"),
+    ("quant-config-target", ("export", "{w}/q_config_target", *OLD), 2,
+     r"'config' is not valid \(target must be a profile name or path, not 5\); quantize the model again"),
     ("quant-point-gone", ("export", "{w}/q_point_gone", *OLD), 2, r"(reads|its output) .*'block1_relu1'.* (is not in|is not one of the) points"),
     # weights of a kind no layer loads, data too small to split, an opset nobody tested
     ("weights-sparse", (*PRUNE, "edgeprune:demo-cnn", "--weights", "{w}/sparse.pt"), 2,
