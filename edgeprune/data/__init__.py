@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from ..errors import UserError
+from ..limits import MAX_CLASSES
 
 __all__ = [
     "DataError",
@@ -252,6 +253,10 @@ def _npz(path: Path, seed: int) -> DataSplits:
         raise DataError(f"{path}: no samples")
     if y.min() < 0:
         raise DataError(f"{path}: array 'y' has negative labels; expected class indices 0..K-1")
+    if y.max() >= MAX_CLASSES:
+        raise DataError(
+            f"{path}: array 'y' has label {int(y.max())}; expected class indices 0..K-1 with K at most {MAX_CLASSES}"
+        )
     if not np.isfinite(x).all():
         raise DataError(f"{path}: array 'x' contains NaN or infinite values")
     if split is None:

@@ -165,6 +165,7 @@ def _build_broken_files(w: Path) -> None:
     _write_npz(w / "noy.npz", x=x)
     _write_npz(w / "x3d.npz", x=x[:, 0], y=y)
     _write_npz(w / "neg.npz", x=x, y=y - 1)
+    _write_npz(w / "label_huge.npz", x=x, y=np.where(y == 9, 2**62, y))
     _write_npz(w / "obj.npz", x=x, y=np.array([object()] * 40, dtype=object))
     good = (w / "labels56.npz").read_bytes()
     (w / "truncated.npz").write_bytes(good[: len(good) // 2])
@@ -428,6 +429,8 @@ CASES = [
     ("data-no-y", (*TRAIN[:1], "--data", "{w}/noy.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"missing array 'y'"),
     ("data-3d", (*TRAIN[:1], "--data", "{w}/x3d.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"expected 4-D NCHW"),
     ("data-negative", (*TRAIN[:1], "--data", "{w}/neg.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"negative"),
+    ("data-label-huge", (*TRAIN[:1], "--data", "{w}/label_huge.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2,
+     r"label_huge\.npz: array 'y' has label 4611686018427387904; expected class indices 0\.\.K-1 with K at most"),
     ("data-object", (*TRAIN[:1], "--data", "{w}/obj.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"pickle"),
     ("data-truncated", (*TRAIN[:1], "--data", "{w}/truncated.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, "npz"),
     ("data-missing", (*TRAIN[:1], "--data", "{w}/none.npz", *OLD, "--model", "edgeprune:demo-cnn"), 2, r"not found"),
