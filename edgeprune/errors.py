@@ -1,6 +1,6 @@
 """The one error type for user errors.
 
-Consumes: nothing. Produces: ``UserError``, the base of every error caused by the user's files,
+Consumes: nothing (and a library's exception, for ``detail_line``). Produces: ``UserError``, the base of every error caused by the user's files,
 flags or environment (a bad model spec, a corrupt file, a missing package, an impossible target).
 The CLI turns a ``UserError`` into one line on stderr and exit code 2; any other exception is a
 bug in edgeprune (exit 1). Library code raises a ``UserError`` (or a subclass that names the
@@ -18,4 +18,16 @@ class UserError(ValueError):
     is_user_error = True
 
 
-__all__ = ["UserError"]
+def detail_line(e: BaseException) -> str:
+    """The line of a library's exception message that says what went wrong. torch's
+    ``load_state_dict`` opens with "Error(s) in loading state_dict for Net:" and names the tensor
+    on the next line, which a one-line error must keep."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        return lines[1]
+    return lines[0]
+
+
+__all__ = ["UserError", "detail_line"]

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .errors import UserError
+from .errors import UserError, detail_line
 from .fsutil import atomic_dir
 from .limits import MAX_INPUT_ELEMENTS, input_shape_ok
 
@@ -269,9 +269,7 @@ def load(path: str | os.PathLike, trust_code: bool = False) -> nn.Module:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         hint = " (was the model pruned and saved without its plan?)" if plans is None else ""
-        raise UserError(
-            f"{weights}: does not fit the model built from {m['spec']!r}{hint}: {str(e).splitlines()[0]}"
-        ) from None
+        raise UserError(f"{weights}: does not fit the model built from {m['spec']!r}{hint}: {detail_line(e)}") from None
     check_finite(state, weights)
     if masks_path is not None:
         model.edgeprune_masks = torch_load(masks_path)

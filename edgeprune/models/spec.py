@@ -267,7 +267,11 @@ def resolve_factory(spec: str) -> Callable | None:
 
 def _call(factory: Callable, spec: str, kwargs: dict, registered: bool = False) -> nn.Module:
     try:
-        model = factory(**kwargs)
+        with warnings.catch_warnings():
+            if registered:  # our own factories: torch's warnings about odd sizes (zero classes) are
+                # not the user's to read; the weights check after the build says what is wrong
+                warnings.simplefilter("ignore", UserWarning)
+            model = factory(**kwargs)
     except TypeError as e:
         raise SpecError(f"model spec {spec!r}: {str(e).splitlines()[0]}") from None
     except (ValueError, RuntimeError, AssertionError, OverflowError) as e:
@@ -410,7 +414,8 @@ def load_weights(
 def check_size(factory: Callable, spec: str, kwargs: dict, limit: int, where) -> None:
     """Refuse kwargs that build a model of more than ``limit`` values (built on the meta device: no memory)."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a probe: the real build reports what matters
             probe = factory(**kwargs)
         n = sum(t.numel() for t in probe.state_dict().values())
     except Exception:

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from .. import fsutil
 from .._version import __version__
 from ..data.batches import iter_batches
-from ..errors import UserError
+from ..errors import UserError, detail_line
 from ..limits import MAX_INPUT_ELEMENTS, input_shape_ok
 from ..models.training import torch_threads
 from ..progress import Progress, as_progress
@@ -1058,7 +1058,9 @@ class QuantizedModel:
         try:
             folded.load_state_dict(state)
         except RuntimeError as e:
-            raise QuantizeError(f"{folded_file}: does not fit the model in {path / 'model'}: {first_line(e)}") from None
+            raise QuantizeError(
+                f"{folded_file}: does not fit the model in {path / 'model'}: {detail_line(e)}"
+            ) from None
         check_finite(state, folded_file)
         for target in d.get("embeddings") or {}:
             mod = dict(folded.named_modules()).get(target)

@@ -102,6 +102,7 @@ def _build_world(w: Path) -> None:
     _hostile(w, "h_kwarg", "edgeprune:demo-cnn", {"evil": 1})
     _hostile(w, "h_kwarg_obj", "edgeprune:demo-cnn", {"num_classes": {"__class__": "x"}})
     _hostile(w, "h_kwargs_list", "edgeprune:demo-cnn", None, build_kwargs=[1, 2])
+    _hostile(w, "h_zero_classes", "edgeprune:demo-cnn", {"num_classes": 0})
     _hostile(w, "h_weights_out", "edgeprune:demo-cnn", files={"weights": "../model/weights.pt"})
     _hostile(w, "h_weights_abs", "edgeprune:demo-cnn", files={"weights": str(w / "model" / "weights.pt")})
     d = _hostile(w, "h_weights_link", "edgeprune:demo-cnn")
@@ -385,6 +386,8 @@ CASES = [
     ("kwarg-unknown", (*PRUNE, "{w}/h_kwarg"), 2, r"build_kwargs \['evil'\] are not parameters of 'edgeprune:demo"),
     ("kwarg-object", (*PRUNE, "{w}/h_kwarg_obj"), 2, r"build_kwargs 'num_classes' must be a number"),
     ("kwargs-list", (*PRUNE, "{w}/h_kwargs_list"), 2, r"build_kwargs must be an object, got list"),
+    ("kwargs-zero-classes", (*PRUNE, "{w}/h_zero_classes"), 2,
+     r"weights\.pt: does not fit the model built from 'edgeprune:demo-cnn' .*: size mismatch for classifier\.weight"),
     ("weights-outside", (*PRUNE, "{w}/h_weights_out"), 2, r"weights file '\.\./model/weights\.pt' points outside"),
     ("weights-absolute", (*PRUNE, "{w}/h_weights_abs"), 2, r"weights file '/.*' points outside"),
     ("weights-symlink", (*PRUNE, "{w}/h_weights_link"), 2, r"weights file 'weights\.pt' is a symlink"),
