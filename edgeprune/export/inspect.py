@@ -93,6 +93,16 @@ def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError, TypeError, UnicodeDecodeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: not a valid ONNX model ({msg[:200]})") from None
+    # the checker leaves declared shapes alone: a negative size would count negative MACs and
+    # make inputs no runtime can take
+    for kind, vis in (("input", model.graph.input), ("output", model.graph.output), ("value", model.graph.value_info)):
+        for vi in vis:
+            for axis, d in enumerate(vi.type.tensor_type.shape.dim):
+                if d.HasField("dim_value") and d.dim_value < 0:
+                    raise UserError(
+                        f"{path}: {kind} {vi.name!r:.60} has size {d.dim_value} on axis {axis}; a size must be "
+                        ">= 0 or a named (symbolic) dimension; export it again"
+                    )
     return model
 
 

@@ -321,6 +321,7 @@ def _build_sweep_files(w: Path) -> None:
 
     conv_onnx(w / "zero_dim.onnx", [1, 3, 0, 8])
     conv_onnx(w / "huge_input.onnx", [1, 3, 2**40, 2**40])
+    conv_onnx(w / "negative_dim.onnx", [1, 3, -5, 8])
     # a bench JSON of the world's ONNX file, for `targets calibrate`, and damaged copies
     measured = ep.bench(w / "onnx" / "model.onnx", runs=3, warmup=1).to_dict()
     for name, edit in (
@@ -528,6 +529,8 @@ CASES = [
      r"zero_dim\.onnx: the runtime failed on its first run \(InvalidArgument"),
     ("bench-zero-dim-in-process", ("bench", "{w}/zero_dim.onnx", "--runs", "1", "--in-process"), 2,
      r"zero_dim\.onnx: the runtime failed on its first run"),
+    ("inspect-negative-dim", ("inspect", "{w}/negative_dim.onnx"), 2,
+     r"negative_dim\.onnx: input 'x' has size -5 on axis 2; a size must be >= 0 or a named"),
     ("plan-inputs-huge", _plan_argv("p_inputs_big.json"), 2, r"field 'inputs': entry 0 must be .*at most 134217728"),
     ("quant-input-shape-huge", ("export", "{w}/q_shape_big", *OLD), 2, r"input_shape .* 134217728 elements at most"),
     # plans that name what the model does not have, or what a plan may not set
