@@ -128,6 +128,12 @@ const char* op_name(int32_t code) {
     EP_OPNAME(split_v, "SPLIT_V")
     EP_OPNAME(abs, "ABS")
     EP_OPNAME(transpose_conv, "TRANSPOSE_CONV")
+    EP_OPNAME(exp, "EXP")
+    EP_OPNAME(prelu, "PRELU")
+    EP_OPNAME(log, "LOG")
+    EP_OPNAME(leaky_relu, "LEAKY_RELU")
+    EP_OPNAME(mirror_pad, "MIRROR_PAD")
+    EP_OPNAME(elu, "ELU")
 #undef EP_OPNAME
   }
   static thread_local char buf[32];
@@ -549,6 +555,8 @@ int min_inputs(OpCode c) {
     case OpCode::batch_matmul:
     case OpCode::broadcast_to:
     case OpCode::pow:
+    case OpCode::prelu:
+    case OpCode::mirror_pad:
       return 2;
     case OpCode::select_v2:
     case OpCode::split_v:
@@ -693,6 +701,19 @@ void read_options(const eptfl::Operator* op, OpDesc& d, const std::string& where
     case OpCode::gelu:
       if (const auto* o = op->builtin_options_as_GeluOptions()) d.approximate = o->approximate();
       break;
+    case OpCode::leaky_relu:
+      if (const auto* o = op->builtin_options_as_LeakyReluOptions()) d.alpha = o->alpha();
+      if (!std::isfinite(d.alpha)) bad(where + ": LEAKY_RELU alpha is not a finite number");
+      break;
+    case OpCode::mirror_pad: {
+      const auto* o = op->builtin_options_as_MirrorPadOptions();
+      const int mode = o ? int(o->mode()) : 0;
+      if (mode != eptfl::MirrorPadMode_REFLECT && mode != eptfl::MirrorPadMode_SYMMETRIC)
+        bad(where + ": MIRROR_PAD mode " + std::to_string(mode) +
+            " is neither REFLECT nor SYMMETRIC");
+      d.symmetric = mode == eptfl::MirrorPadMode_SYMMETRIC;
+      break;
+    }
     case OpCode::split_v: {  // TFLite refuses a count that differs from the outputs too
       const auto* o = op->builtin_options_as_SplitVOptions();
       if (!o || o->num_splits() != d.split_parts)

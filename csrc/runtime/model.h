@@ -139,6 +139,12 @@ enum class OpCode : int32_t {
   batch_matmul = 126,
   broadcast_to = 130,
   gelu = 150,
+  exp = 47,
+  prelu = 54,
+  log = 73,
+  leaky_relu = 98,
+  mirror_pad = 100,
+  elu = 111,
 };
 const char* op_name(int32_t code);  // "CONV_2D", ... or "BUILTIN_<n>"
 
@@ -194,6 +200,8 @@ struct OpDesc {
   bool explicit_pad = false;
   int64_t pad[4] = {0, 0, 0, 0};
   float pad_value = 0.0f;  // what the folded PAD wrote (a MAX_POOL_2D's may be any constant)
+  float alpha = 0.0f;      // LEAKY_RELU: the slope below zero (TFLite's default 0)
+  bool symmetric = false;  // MIRROR_PAD: SYMMETRIC (edges repeated) instead of REFLECT
 };
 
 struct Model {

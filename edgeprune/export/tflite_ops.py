@@ -573,6 +573,95 @@ def relu_like(lw: Lowering, node) -> None:
     lw.bind(node.output[0], cur)
 
 
+def leaky_relu(lw: Lowering, node) -> None:
+    """LeakyRelu as LEAKY_RELU (float; ONNX's default slope is 0.01)."""
+    xv = lw.get(node.input[0], want_float=True)
+    out = lw.new(node.output[0], xv.nhwc)
+    alpha = float(_attr(node, "alpha", 0.01))
+    lw.m.op(OP.LEAKY_RELU, [xv.index], [out.index], ("LeakyReluOptions", {"Alpha": alpha}), 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def prelu(lw: Lowering, node) -> None:
+    """PRelu as PRELU, its slopes a constant broadcast like a binary op's (per channel: [1, 1, C] for
+    an NHWC value); a slope computed at run time is refused."""
+    x, slope = node.input[0], node.input[1]
+    if slope not in lw.consts:
+        raise unsupported(node, "PRelu slopes computed at run time")
+    xv = lw.get(x, want_float=True)
+    rank = len(lw.shape(x))
+    a = float_const(lw, slope, lw.consts[slope], rank, xv.nhwc and rank == 4)
+    out = lw.new(node.output[0], xv.nhwc)
+    lw.m.op(OP.PRELU, [xv.index, a], [out.index], None, 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def elu(lw: Lowering, node) -> None:
+    """Elu as ELU (TFLite's has alpha 1, PyTorch's default); another alpha as
+    MAXIMUM(x, 0) + alpha * MINIMUM(ELU(x), 0)."""
+    alpha = float(_attr(node, "alpha", 1.0))
+    xv = lw.get(node.input[0], want_float=True)
+    shape = lw.m.tensors[xv.index].shape
+    out = lw.new(node.output[0], xv.nhwc)
+    if alpha == 1.0:
+        lw.m.op(OP.ELU, [xv.index], [out.index], None, 1, node.name)
+        return lw.bind(node.output[0], out)
+    name = node.output[0]
+    e, neg, pos, scaled = (tmp(lw, f"{name}_{t}", shape) for t in ("elu", "neg", "pos", "scaled"))
+    zero = lw.m.const(f"{name}_zero", np.float32(0.0))
+    lw.m.op(OP.ELU, [xv.index], [e], None, 1, node.name)
+    lw.m.op(OP.MINIMUM, [e, zero], [neg], None, 1, node.name)
+    lw.m.op(OP.MAXIMUM, [xv.index, zero], [pos], None, 1, node.name)
+    lw.m.op(OP.MUL, [neg, lw.m.const(f"{name}_alpha", np.float32(alpha))], [scaled], ("MulOptions", {}), 1, node.name)
+    lw.m.op(OP.ADD, [pos, scaled], [out.index], ("AddOptions", {}), 1, node.name)
+    lw.bind(node.output[0], out)
+
+
+def softplus(lw: Lowering, node) -> None:
+    """log(1 + exp(x)) in the form that neither overflows nor loses small values:
+    MAXIMUM(x, 0) + LOG(1 + EXP(-|x|)) (Mish exports as Softplus, Tanh and Mul)."""
+    xv = lw.get(node.input[0], want_float=True)
+    shape = lw.m.tensors[xv.index].shape
+    name = node.output[0]
+    a, n, e, e1, lg, pos = (tmp(lw, f"{name}_{t}", shape) for t in ("abs", "neg", "exp", "plus1", "log", "pos"))
+    out = lw.new(name, xv.nhwc)
+    lw.m.op(OP.ABS, [xv.index], [a], None, 1, node.name)
+    lw.m.op(OP.NEG, [a], [n], None, 1, node.name)
+    lw.m.op(OP.EXP, [n], [e], None, 1, node.name)
+    lw.m.op(OP.ADD, [e, lw.m.const(f"{name}_one", np.float32(1.0))], [e1], ("AddOptions", {}), 1, node.name)
+    lw.m.op(OP.LOG, [e1], [lg], None, 1, node.name)
+    lw.m.op(OP.MAXIMUM, [xv.index, lw.m.const(f"{name}_zero", np.float32(0.0))], [pos], None, 1, node.name)
+    lw.m.op(OP.ADD, [pos, lg], [out.index], ("AddOptions", {}), 1, node.name)
+    lw.bind(name, out)
+
+
+def min_max(lw: Lowering, node) -> None:
+    """Max / Min of two or more inputs (broadcast) as a chain of MAXIMUM / MINIMUM, float."""
+    code = OP.MAXIMUM if node.op_type == "Max" else OP.MINIMUM
+    out_name = node.output[0]
+    rank = len(lw.shape(out_name))
+    acts = [x for x in node.input if x not in lw.consts]
+    nhwc = rank == 4 and all(len(lw.shape(x)) == 4 for x in acts) and any(lw.vals[x].nhwc for x in acts)
+    ins = []
+    for x in node.input:
+        if x in lw.consts:
+            ins.append(float_const(lw, x, lw.consts[x], rank, nhwc))
+        else:
+            ins.append(lw.get(x, nhwc=nhwc if len(lw.shape(x)) == 4 else None, want_float=True).index)
+    if len(ins) == 1:
+        return lw.bind(out_name, lw.get(node.input[0], want_float=True))
+    cur = ins[0]
+    for i, nxt_in in enumerate(ins[1:]):
+        if i == len(ins) - 2:
+            out = lw.new(out_name, nhwc)
+        else:  # a partial result: the broadcast of the operands so far
+            shape = np.broadcast_shapes(*(tuple(lw.m.tensors[t].shape) for t in (cur, nxt_in)))
+            out = Val(tmp(lw, f"{out_name}_{i}", list(shape)), nhwc)
+        lw.m.op(code, [cur, nxt_in], [out.index], None, 1, node.name)
+        cur = out.index
+    lw.bind(out_name, out)
+
+
 def hard_sigmoid(lw: Lowering, node) -> None:
     """relu6(x + 3) / 6 for PyTorch's Hardsigmoid; MUL, ADD, MAXIMUM, MINIMUM otherwise."""
     alpha, beta = _attr(node, "alpha", 0.2), _attr(node, "beta", 0.5)
@@ -661,6 +750,14 @@ HANDLERS = {
     "Sigmoid": lambda lw, n: _int8_activation(lw, n, OP.LOGISTIC),
     "Tanh": lambda lw, n: _unary(lw, n, OP.TANH),
     "Sqrt": lambda lw, n: _unary(lw, n, OP.SQRT),
+    "Exp": lambda lw, n: _unary(lw, n, OP.EXP),
+    "Log": lambda lw, n: _unary(lw, n, OP.LOG),
+    "LeakyRelu": leaky_relu,
+    "PRelu": prelu,
+    "Elu": elu,
+    "Softplus": softplus,
+    "Max": min_max,
+    "Min": min_max,
     "Neg": lambda lw, n: _unary(lw, n, OP.NEG),
     "Abs": lambda lw, n: _unary(lw, n, OP.ABS),
     "Pow": power,

@@ -101,6 +101,69 @@ def global_average_pool(lw: Lowering, node) -> None:
     _mean(lw, node, [2, 3], True)
 
 
+def _spatial_max(lw: Lowering, node, keep: bool) -> None:
+    """The maximum over H and W of an image (GlobalMaxPool, ReduceMax over axes 2 and 3) as one
+    MAX_POOL_2D window the size of the image, int8 when the input is; without keepdims a RESHAPE
+    to [N, C] follows."""
+    x = node.input[0]
+    xv, int8 = _int8_in(lw, x, nhwc=True)
+    n, c, h, w = lw.shape(x)
+    opts = {"Padding": 1, "StrideW": 1, "StrideH": 1, "FilterWidth": w, "FilterHeight": h}
+    pooled = _passthrough_out(lw, node.output[0], xv, True, int8) if keep else None
+    if pooled is None:
+        q = lw.quant_of(xv) if int8 else None
+        pooled = Val(tmp(lw, f"{node.output[0]}_pool", [n, 1, 1, c], quant=q), True)
+    lw.m.op(OP.MAX_POOL_2D, [xv.index], [pooled.index], ("Pool2DOptions", opts), 2 if int8 else 1, node.name)
+    if keep:
+        lw.bind(node.output[0], pooled)
+    else:
+        out = _passthrough_out(lw, node.output[0], pooled, False, int8)
+        lw.reshape_op(pooled.index, out.index, [n, c])
+        lw.bind(node.output[0], out)
+    if int8:
+        _requant_to_next(lw, node.output[0], lw.vals[node.output[0]])
+
+
+def global_max_pool(lw: Lowering, node) -> None:
+    _spatial_max(lw, node, True)
+
+
+def reduce_max(lw: Lowering, node) -> None:
+    """ReduceMax over the two spatial axes of an NCHW image (global max pooling, CBAM-style
+    attention); other axes have no lowering here."""
+    rank = len(lw.shape(node.input[0]))
+    axes = sorted(a % rank for a in _reduce_axes(lw, node))
+    if rank != 4 or axes != [2, 3]:
+        raise unsupported(node, f"ReduceMax over axes {axes} of a rank-{rank} tensor (only H and W of an image)")
+    _spatial_max(lw, node, bool(_attr(node, "keepdims", 1)))
+
+
+def depth_to_space(lw: Lowering, node) -> None:
+    """DepthToSpace (PixelShuffle is its CRD mode) on an NHWC image as RESHAPE, TRANSPOSE, RESHAPE:
+    [N, H, W, C*b*b] viewed as [N, H, W, C, b, b] (CRD) or [N, H, W, b, b, C] (DCR), the two b axes
+    moved beside H and W, then [N, H*b, W*b, C]. Int8 passes through with its scale."""
+    x = node.input[0]
+    xv, int8 = _int8_in(lw, x, nhwc=True)
+    b = int(_attr(node, "blocksize"))
+    crd = _attr(node, "mode", b"DCR") in (b"CRD", "CRD")
+    n, cin, h, w = lw.shape(x)
+    c = cin // (b * b)
+    q = lw.quant_of(xv) if int8 else None
+    dtype = lw.m.tensors[xv.index].dtype
+    six = [n, h, w, c, b, b] if crd else [n, h, w, b, b, c]
+    perm = [0, 1, 4, 2, 5, 3] if crd else [0, 1, 3, 2, 4, 5]
+    moved = [six[i] for i in perm]
+    v6 = lw.m.tensor(f"{node.output[0]}_blocks", six, dtype, q)
+    lw.reshape_op(xv.index, v6, six)
+    t6 = lw.m.tensor(f"{node.output[0]}_moved", moved, dtype, q)
+    lw.m.op(OP.TRANSPOSE, [v6, lw.m.const("perm", np.array(perm, dtype=np.int32))], [t6], None, 1, node.name)
+    out = _passthrough_out(lw, node.output[0], xv, True, int8)
+    lw.reshape_op(t6, out.index, [n, h * b, w * b, c])
+    lw.bind(node.output[0], out)
+    if int8:
+        _requant_to_next(lw, node.output[0], out)
+
+
 def _reduce_axes(lw: Lowering, node) -> list[int]:
     """A Reduce* node's axes: the attribute (opset < 18) or a constant input; none = all."""
     axes = _attr(node, "axes", None)
@@ -790,6 +853,9 @@ SHAPE_HANDLERS = {
     "MaxPool": pool,
     "AveragePool": pool,
     "GlobalAveragePool": global_average_pool,
+    "GlobalMaxPool": global_max_pool,
+    "ReduceMax": reduce_max,
+    "DepthToSpace": depth_to_space,
     "ReduceMean": reduce_mean,
     "ReduceSum": reduce_sum,
     "ReduceL2": reduce_sum,

@@ -27,6 +27,7 @@ from runtime_models import (  # noqa: E402
     litert_reference_run,
     litert_run,
     mobilenet_block,
+    more_ops_block,
     read_after_output,
     upsample_block,
     winograd_block,
@@ -50,6 +51,7 @@ MODELS = {
     "upsample": upsample_block,
     "read_after_output": read_after_output,
     "winograd": winograd_block,
+    "more_ops": more_ops_block,
 }
 SHAPES = {
     "dense": (1, 8, 8, 3),
@@ -68,6 +70,7 @@ SHAPES = {
     "upsample": (1, 6, 5, 8),
     "read_after_output": (1, 6, 40),
     "winograd": (2, 41, 37, 12),
+    "more_ops": (1, 9, 7, 6),
 }
 
 

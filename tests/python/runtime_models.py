@@ -106,6 +106,24 @@ def winograd_block(seed=0) -> bytes:
     return b.finish([y, z])
 
 
+def more_ops_block(seed=0) -> bytes:
+    """The activations and paddings beyond MobileNet's: a conv, LEAKY_RELU, MIRROR_PAD (REFLECT),
+    a conv, PRELU with a slope per channel, ELU, MIRROR_PAD (SYMMETRIC), MAXIMUM of the result and
+    EXP of its negation, LOG of that sum (positive), and two outputs."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    x = b.input([1, 9, 7, 6])
+    y = b.leaky_relu(b.conv2d(x, _w(rng, 10, 3, 3, 6), _w(rng, 10)), 0.1)
+    y = b.mirror_pad(y, [[0, 0], [2, 1], [1, 2], [0, 0]], "reflect")
+    y = b.conv2d(y, _w(rng, 8, 3, 3, 10), _w(rng, 8), padding="valid")
+    y = b.elementwise(54, [y, b.const(rng.uniform(-0.5, 0.5, (1, 1, 8)).astype(np.float32))])  # PRELU
+    y = b.unary(111, y)  # ELU
+    y = b.mirror_pad(y, [[0, 0], [1, 1], [0, 3], [0, 0]], "symmetric")
+    e = b.unary(47, b.unary(59, y))  # EXP(NEG(y))
+    z = b.unary(73, b.binary("add", b.elementwise(55, [y, e]), e))  # LOG(MAXIMUM(y, e) + e)
+    return b.finish([y, z])
+
+
 def upsample_block(seed=0) -> bytes:
     """A decoder's upsampling: TRANSPOSE_CONV 2x2/2 VALID with bias, then 3x3/2 SAME with a fused
     RELU6 and no bias, then a 1x1 conv."""

@@ -107,8 +107,8 @@ def test_unsupported_operator_is_named():
 
     b = Builder()
     x = b.input([1, 4])
-    y = b.op(47, [x], [1, 4])  # EXP
-    with pytest.raises(UnsupportedModelError, match=r"operator 0 \(BUILTIN_47\).*not supported"):
+    y = b.op(8, [x], [1, 4])  # FLOOR
+    with pytest.raises(UnsupportedModelError, match=r"operator 0 \(BUILTIN_8\).*not supported"):
         ep.runtime.load(b.finish([y]))
 
 
@@ -534,6 +534,65 @@ def test_strided_slice_matches_litert():
     for g, w in zip(got, want):
         assert np.array_equal(g, w)
     assert np.array_equal(got[1], xs[0][:, -2:0:-1, 1:6:2, 0:9:3])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_leaky_prelu_elu_exp_and_log_match_litert_and_float64(isa):
+    from tflite_builder import Builder
+
+    b = Builder()
+    x = b.input([2, 5, 7, 6])
+    slopes = np.linspace(-0.5, 0.75, 6, dtype=np.float32).reshape(1, 1, 6)
+    e = b.unary(47, x)  # EXP, also LOG's (positive) input
+    outs = [
+        b.leaky_relu(x, 0.15),
+        b.elementwise(54, [x, b.const(slopes)]),  # PRELU, a slope per channel
+        b.unary(111, x),  # ELU
+        e,
+        b.unary(73, e),  # LOG
+    ]
+    data = b.finish(outs)
+    m = ep.runtime.load(data, isa=isa)
+    xs = inputs_for(m)
+    xs[0] *= 3
+    got, want = m(*xs), litert_run(data, xs)
+    v = xs[0].astype(np.float64)
+    exact = [
+        np.where(v >= 0, v, 0.15 * v),
+        np.where(v >= 0, v, slopes * v),
+        np.where(v < 0, np.expm1(v), v),
+        np.exp(v),
+        v,
+    ]
+    for g, w, ex in zip(got, want, exact):
+        assert g.shape == w.shape == ex.shape
+        assert _rel(g, w) < 1e-6 and _rel(g, ex) < 1e-6, (_rel(g, w), _rel(g, ex))
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("mode", ["reflect", "symmetric"])
+def test_mirror_pad_matches_litert_and_numpy(mode):
+    from tflite_builder import Builder
+
+    pads = [[0, 0], [2, 1], [3, 0], [0, 1]] if mode == "reflect" else [[1, 0], [2, 3], [4, 0], [0, 3]]
+    b = Builder()
+    x = b.input([2, 5, 4, 3])
+    data = b.finish([b.mirror_pad(x, pads, mode)])
+    m = ep.runtime.load(data)
+    xs = inputs_for(m)
+    got, want = m(*xs)[0], litert_run(data, xs)[0]
+    assert np.array_equal(got, want)
+    assert np.array_equal(got, np.pad(xs[0], pads, mode=mode))
+
+
+def test_mirror_pad_past_its_limit_is_refused():
+    from tflite_builder import Builder
+
+    b = Builder()
+    x = b.input([1, 4, 4, 2])
+    data = b.finish([b.mirror_pad(x, [[0, 0], [4, 0], [0, 0], [0, 0]], "reflect")])  # REFLECT: at most 3
+    with pytest.raises(RuntimeModelError, match=r"MIRROR_PAD.*padding 4 on dimension 1 is more than REFLECT allows"):
+        ep.runtime.load(data)
 
 
 @pytest.mark.parametrize(

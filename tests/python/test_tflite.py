@@ -159,6 +159,92 @@ def test_reflect_padding_is_mirror_pad_and_matches_torch(tmp_path):
     assert rel_err(run(path, [x.numpy()], builtin=True)[0], ref) < 1e-5
 
 
+class _Fn(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class _Around(torch.nn.Module):
+    """A 3x3 conv, the module under test, then a 1x1 conv (its channels from the body's output)."""
+
+    def __init__(self, body, cout=8):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, cout, 3, padding=1)
+        self.body = body
+        with torch.no_grad():
+            c = body(torch.zeros(1, cout, 12, 12)).shape[1]
+        self.head = torch.nn.Conv2d(c, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)))
+
+
+# module under test -> (its factory, the TFLite operators it must lower to)
+MORE_OPS = {
+    "leaky_relu": (lambda: torch.nn.LeakyReLU(0.2), {"LEAKY_RELU"}),
+    "prelu": (lambda: torch.nn.PReLU(8, 0.3), {"PRELU"}),
+    "elu": (torch.nn.ELU, {"ELU"}),
+    "elu_alpha": (lambda: torch.nn.ELU(0.5), {"ELU", "MINIMUM", "MAXIMUM"}),
+    "softplus": (lambda: _Fn(lambda x: torch.nn.functional.softplus(4 * x)), {"EXP", "LOG"}),
+    "mish": (torch.nn.Mish, {"EXP", "LOG", "TANH"}),
+    "exp_log": (lambda: _Fn(lambda x: torch.log(torch.exp(x.clamp(max=4)) + 0.5)), {"EXP", "LOG"}),
+    "maximum": (lambda: _Fn(lambda x: torch.maximum(x, 0.3 * x.mean(1, keepdim=True))), {"MAXIMUM"}),
+    "minimum": (lambda: _Fn(lambda x: torch.minimum(x, torch.tensor(0.25))), {"MINIMUM"}),
+    "pixel_shuffle": (lambda: torch.nn.PixelShuffle(2), {"TRANSPOSE"}),
+    "pixel_unshuffle": (lambda: torch.nn.PixelUnshuffle(2), {"TRANSPOSE"}),
+    "global_max_pool": (lambda: torch.nn.AdaptiveMaxPool2d(1), {"MAX_POOL_2D"}),
+    "amax_keepdim": (lambda: _Fn(lambda x: x * x.amax((2, 3), keepdim=True)), {"MAX_POOL_2D"}),
+    "reflect_pad": (lambda: torch.nn.ReflectionPad2d((1, 2, 2, 0)), {"MIRROR_PAD"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE_OPS))
+def test_more_activations_and_movements_match_torch_litert_and_our_runtime(name, tmp_path):
+    import edgeprune as ep
+
+    factory, ops = MORE_OPS[name]
+    torch.manual_seed(0)
+    model = _Around(factory()).eval()
+    x = torch.randn(1, 3, 12, 12) * 2
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    assert ops <= set(inspect_file(path)["ops"]), inspect_file(path)["ops"]
+    ref = torch_ref(model, x)
+    lite = run(path, [x.numpy()])[0]
+    assert rel_err(lite, ref) < 1e-5
+    assert rel_err(run(path, [x.numpy()], builtin=True)[0], ref) < 1e-5
+    ours = ep.runtime.load(path)(np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1)))[0]
+    assert rel_err(ours.transpose(0, 3, 1, 2), lite) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["leaky_relu", "prelu", "pixel_shuffle", "global_max_pool", "reflect_pad"])
+def test_more_ops_in_int8_files_give_litert_reference_bits_on_our_runtime(name, tmp_path):
+    import edgeprune as ep
+
+    factory, _ = MORE_OPS[name]
+    torch.manual_seed(0)
+    model = _Around(factory()).eval()
+    calib = torch.randn(32, 3, 12, 12)
+    qm = ep.quantize(model, calib, method="minmax", progress=False)
+    path = export(qm, tmp_path, formats=["tflite-int8"], example_inputs=(calib[:1],))["tflite-int8"]
+    x = calib[:2].numpy()
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    rt = ep.runtime.load(path)
+    for i in range(len(x)):
+        xi = np.ascontiguousarray(x[i : i + 1].transpose(0, 2, 3, 1))
+        it.set_tensor(it.get_input_details()[0]["index"], xi)
+        it.invoke()
+        want = it.get_tensor(it.get_output_details()[0]["index"])
+        assert np.array_equal(rt(xi)[0], want), name
+        assert rel_err(want.transpose(0, 3, 1, 2), torch_ref(model, calib[i : i + 1])) < 0.05
+
+
 NETS = """
 import torch
 import torch.nn.functional as F

@@ -35,6 +35,8 @@ _OPTS = {  # builtin options union values (TFLite's schema)
     "tconv": 49,
     "cumsum": 102,
     "argmax": 40,
+    "leaky": 75,
+    "mirror": 77,
 }
 
 
@@ -253,6 +255,14 @@ class Builder:
         out = [d + a + b for d, (a, b) in zip(self.shape(x), pads)]
         return self.op(34, [x, self.const(np.array(pads), np.int32)], out)
 
+    def mirror_pad(self, x, pads, mode="reflect"):
+        out = [d + a + b for d, (a, b) in zip(self.shape(x), pads)]
+        ins = [x, self.const(np.array(pads), np.int32)]
+        return self.op(100, ins, out, ("mirror", dict(mode={"reflect": 0, "symmetric": 1}[mode])))
+
+    def leaky_relu(self, x, alpha):
+        return self.op(98, [x], self.shape(x), ("leaky", dict(alpha=alpha)))
+
     def strided_slice(self, x, begin, end, strides, begin_mask=0, end_mask=0, shrink_axis_mask=0):
         """numpy's view of the same slice gives the output shape (TFLite's rules match it)."""
         idx = []
@@ -447,6 +457,10 @@ def _options(b, kind, o):
         return _table(b, "GeluOptions", Approximate=o["approximate"])
     if kind == "argmax":
         return _table(b, "ArgMaxOptions", OutputType=o["type"])
+    if kind == "leaky":
+        return _table(b, "LeakyReluOptions", Alpha=o["alpha"])
+    if kind == "mirror":
+        return _table(b, "MirrorPadOptions", Mode=o["mode"])
     if kind == "cumsum":
         return _table(b, "CumsumOptions", Exclusive=o["exclusive"], Reverse=o["reverse"])
     name = {"fc": "FullyConnectedOptions", "add": "AddOptions", "mul": "MulOptions", "sub": "SubOptions"}[kind]

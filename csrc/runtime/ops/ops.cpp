@@ -796,7 +796,7 @@ class Binary : public Op {
     const_operand_ = a.is_const() || b.is_const();  // stored NHWC: no channel-major form
     elems_ = y.elems;
     bounds(c.d.act, &lo_, &hi_);
-    static const char* names[] = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "POW"};
+    static const char* names[] = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "POW", "PRELU"};
     kind = names[int(op)];
     label = kind + " " + dims(y.shape);
     macs = double(elems_);
@@ -852,7 +852,8 @@ class Activation : public Op {
     const float* x = r.ptr[in_];
     float* y = r.ptr[out_];
     const bool heavy = k_ == ActKind::tanh || k_ == ActKind::logistic || k_ == ActKind::silu ||
-                       k_ == ActKind::gelu || k_ == ActKind::gelu_tanh;
+                       k_ == ActKind::gelu || k_ == ActKind::gelu_tanh || k_ == ActKind::elu ||
+                       k_ == ActKind::exp || k_ == ActKind::log;
     const int use = threads_for(r.threads, (heavy ? 16.0 : 2.0) * double(elems_));
     if (use <= 1) return vec_.activation(k_, x, y, elems_);
     const int64_t part = (elems_ + use * 16 - 1) / (use * 16) * 16;
@@ -866,6 +867,33 @@ class Activation : public Op {
  private:
   const VecOps& vec_;
   ActKind k_;
+  int64_t elems_;
+  bool const_in_ = false;
+};
+
+// ------------------------------------------------------------------------ LEAKY_RELU
+// x >= 0 ? x : alpha x, PRELU's loop with one slope
+class LeakyRelu : public Op {
+ public:
+  LeakyRelu(const Ctx& c, const OpOptions& o) : vec_(vec_ops(o.isa)), alpha_(c.d.alpha) {
+    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    c.shape_is(y, x.shape);
+    elems_ = x.elems;
+    const_in_ = x.is_const();
+    kind = "LEAKY_RELU";
+    label = kind + " " + dims(x.shape);
+    macs = double(elems_);
+  }
+  bool chw_capable() const override { return !const_in_; }  // elementwise
+  void run(const RunCtx& r) const override {
+    const float inf = std::numeric_limits<float>::infinity();
+    vec_.binary(BinOp::prelu, r.ptr[in_], 1, &alpha_, 0, r.ptr[out_], elems_, -inf, inf);
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  const VecOps& vec_;
+  float alpha_;
   int64_t elems_;
   bool const_in_ = false;
 };
@@ -1193,6 +1221,12 @@ ActKind activation_kind(OpCode code, bool approximate) {
       return ActKind::neg;
     case OpCode::abs:
       return ActKind::abs;
+    case OpCode::elu:
+      return ActKind::elu;
+    case OpCode::exp:
+      return ActKind::exp;
+    case OpCode::log:
+      return ActKind::log;
     default:
       return ActKind::none;
   }
@@ -1235,13 +1269,15 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
     case OpCode::div:
     case OpCode::maximum:
     case OpCode::minimum:
-    case OpCode::pow: {
+    case OpCode::pow:
+    case OpCode::prelu: {
       const BinOp op = d.code == OpCode::add       ? BinOp::add
                        : d.code == OpCode::sub     ? BinOp::sub
                        : d.code == OpCode::mul     ? BinOp::mul
                        : d.code == OpCode::div     ? BinOp::div
                        : d.code == OpCode::maximum ? BinOp::max
                        : d.code == OpCode::minimum ? BinOp::min
+                       : d.code == OpCode::prelu   ? BinOp::prelu
                                                    : BinOp::pow;
       auto b = std::make_unique<Binary>(c, o, op);
       b->ia_ = d.inputs[0];
@@ -1249,6 +1285,8 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
       b->out_ = d.outputs[0];
       return b;
     }
+    case OpCode::leaky_relu:
+      return wire(std::make_unique<LeakyRelu>(c, o), d);
     case OpCode::logistic:  // the planner's SiLU (a plain LOGISTIC returned above)
       return wire(std::make_unique<Activation>(c, o, ActKind::silu, "LOGISTIC"), d);
     case OpCode::softmax:

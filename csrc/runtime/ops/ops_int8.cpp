@@ -2303,6 +2303,7 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
     case OpCode::resize_nearest_neighbor:  // pixels copied as bytes, the scale kept
     case OpCode::split_v:                  // parts and repeats copied as bytes, the scale kept
     case OpCode::broadcast_to:
+    case OpCode::mirror_pad:  // bytes reflected, the scale kept
       return make_tensor_op(model, d, o);
     default:
       throw UnsupportedError(c.where + ": not supported with int8 data");

@@ -17,6 +17,7 @@
 #include "layers/layers.h"
 #include "layers/parallel.h"
 #include "runtime/ops/broadcast.h"
+#include "runtime/ops/movement.h"
 #include "runtime/ops/op_context.h"
 #include "runtime/ops/vec.h"
 
@@ -592,6 +593,72 @@ class BroadcastTo : public Op {
   int64_t size_ = 4;
 };
 
+// MIRROR_PAD: each padded position takes the input element mirrored at the edge, REFLECT leaving
+// the edge out (pads up to size - 1) and SYMMETRIC repeating it (pads up to size), the limits
+// TFLite sets. Any type, as bytes; an int8 output keeps the input's scale.
+class MirrorPad : public Op {
+ public:
+  MirrorPad(const OpContext& c, bool symmetric) {
+    const Tensor &x = moved(c, c.in(0), c.out()), &y = c.out();
+    if (y.type != x.type) c.bad("input and output types differ");
+    std::vector<int64_t> before;
+    const std::vector<int64_t> ys = pad_geometry(c, x, &before);
+    c.shape_is(y, ys);
+    const int64_t extra = symmetric ? 0 : 1;
+    const size_t r = x.shape.size();
+    src_.resize(r);
+    for (size_t d = 0; d < r; ++d) {
+      const int64_t n = x.shape[d], b = before[d], a = ys[d] - n - b;
+      if (b > n - extra || a > n - extra)
+        c.bad("padding " + std::to_string(std::max(b, a)) + " on dimension " + std::to_string(d) +
+              " is more than " + (symmetric ? "SYMMETRIC" : "REFLECT") + " allows for its size " +
+              std::to_string(n));
+      // the input index each output index reads
+      for (int64_t i = 0; i < ys[d]; ++i) {
+        int64_t j = i - b;
+        if (j < 0) j = -j - 1 + extra;
+        if (j >= n) j = 2 * n - 1 - j - extra;
+        src_[d].push_back(j);
+      }
+    }
+    xs_ = x.shape;
+    ys_ = ys;
+    size_ = dtype_size(x.type);
+    kind = "MIRROR_PAD";
+    label = kind + " " + dims(x.shape) + "->" + dims(ys);
+  }
+  void run(const RunCtx& r) const override {
+    const uint8_t* x = at<uint8_t>(r, in_);
+    uint8_t* y = out_at<uint8_t>(r, out_);
+    const int rank = int(ys_.size());
+    if (rank == 0) return std::memcpy(y, x, size_t(size_)), void();
+    std::vector<int64_t> xstride(size_t(rank), 1), idx(size_t(rank), 0);
+    for (int d = rank - 2; d >= 0; --d)
+      xstride[size_t(d)] = xstride[size_t(d) + 1] * xs_[size_t(d) + 1];
+    const int64_t inner = ys_[size_t(rank - 1)], es = size_;
+    const std::vector<int64_t>& last = src_[size_t(rank - 1)];
+    int64_t rows = 1;
+    for (int d = 0; d < rank - 1; ++d) rows *= ys_[size_t(d)];
+    for (int64_t row = 0; row < rows; ++row) {
+      int64_t base = 0;
+      for (int d = 0; d < rank - 1; ++d)
+        base += src_[size_t(d)][size_t(idx[size_t(d)])] * xstride[size_t(d)];
+      for (int64_t i = 0; i < inner; ++i, y += es)
+        std::memcpy(y, x + (base + last[size_t(i)]) * es, size_t(es));
+      for (int d = rank - 2; d >= 0; --d) {
+        if (++idx[size_t(d)] < ys_[size_t(d)]) break;
+        idx[size_t(d)] = 0;
+      }
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  std::vector<std::vector<int64_t>> src_;
+  std::vector<int64_t> xs_, ys_;
+  int64_t size_ = 4;
+};
+
 // CAST between float32, int32, int64 and bool, as TFLite: float to int truncates, anything to
 // bool is "!= 0".
 class Cast : public Op {
@@ -794,6 +861,8 @@ std::unique_ptr<Op> make_tensor_op(const Model& model, const OpDesc& d, const Op
     }
     case OpCode::broadcast_to:
       return wire(std::make_unique<BroadcastTo>(c), d);
+    case OpCode::mirror_pad:
+      return wire(std::make_unique<MirrorPad>(c, d.symmetric), d);
     case OpCode::split_v:
       return wire(std::make_unique<SplitPart>(c), d);
     case OpCode::cast:

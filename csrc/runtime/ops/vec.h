@@ -14,7 +14,8 @@
 namespace ep {
 namespace rt {
 
-enum class BinOp : int { add, sub, mul, div, max, min, pow };
+// prelu: a >= 0 ? a : a * b (PRELU with b the slopes, LEAKY_RELU with b its alpha)
+enum class BinOp : int { add, sub, mul, div, max, min, pow, prelu };
 enum class ActKind : int {
   none,
   relu,
@@ -30,6 +31,9 @@ enum class ActKind : int {
   rsqrt,
   neg,
   abs,
+  elu,  // x < 0 ? exp(x) - 1 : x
+  exp,
+  log,
 };
 
 struct DwRowArgs {

@@ -592,6 +592,9 @@ void binary(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, fl
     case BinOp::min:  // TFLite's NaN behaviour: MAXIMUM(NaN, q) = q, MINIMUM(NaN, q) = NaN
       return binary_loop([](float p, float q) { return q < p ? q : p; }, a, sa, b, sb, y, n, lo,
                          hi);
+    case BinOp::prelu:
+      return binary_loop([](float p, float q) { return p >= 0.0f ? p : p * q; }, a, sa, b, sb, y, n,
+                         lo, hi);
   }
 }
 
@@ -874,6 +877,15 @@ void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y
       return;
     case ActKind::abs:
       for (int64_t i = 0; i < n; ++i) y[i] = std::fabs(x[i]);
+      return;
+    case ActKind::elu:  // (expm1: near 0, exp(x) - 1 would lose the digits it is made of)
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? std::expm1(x[i]) : x[i];
+      return;
+    case ActKind::exp:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+      return;
+    case ActKind::log:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::log(x[i]);
       return;
   }
 }
