@@ -17,10 +17,19 @@ exec 9> "$(dirname "$ROOT")/.userland.lock"
 flock 9
 if [ ! -x "$ROOT/usr/bin/python3.11" ] || [ ! -f "$ROOT/.extracted" ]; then
   printf 'device-test: [%s] extracting the Debian arm64 userland in %s (cached afterwards)\n' "$(date +%T)" "$ROOT"
-  rm -rf "$ROOT" "$ROOT.tmp"
-  mmdebstrap --quiet --variant=extract --architectures=arm64 \
-    --include=python3.11,libgomp1,libstdc++6,coreutils \
-    bookworm "$PWD/$ROOT.tmp" http://deb.debian.org/debian
+  # the download from Debian's mirror failed once mid-run (apt's one-line "download failed") and
+  # worked seconds later: three tries, 15 s apart
+  for try in 1 2 3; do
+    rm -rf "$ROOT" "$ROOT.tmp"
+    if mmdebstrap --quiet --variant=extract --architectures=arm64 \
+      --include=python3.11,libgomp1,libstdc++6,coreutils \
+      bookworm "$PWD/$ROOT.tmp" http://deb.debian.org/debian; then
+      break
+    fi
+    [ "$try" = 3 ] && { echo "device-test: mmdebstrap failed 3 times (Debian's mirror unreachable?)" >&2; exit 1; }
+    printf 'device-test: [%s] mmdebstrap failed (try %s of 3); again in 15 s\n' "$(date +%T)" "$try"
+    sleep 15
+  done
   mkdir -p "$ROOT.tmp/root" "$ROOT.tmp/proc" "$ROOT.tmp/sys" "$ROOT.tmp/dev" "$ROOT.tmp/tmp"
   chmod 1777 "$ROOT.tmp/tmp"
   touch "$ROOT.tmp/.extracted"
