@@ -406,6 +406,7 @@ class BuildState:
     history: Any = None
     qmodel: Any = None
     artifacts: dict[str, Path] = dataclasses.field(default_factory=dict)
+    lowering_error: Exception | None = None  # why the TFLite files were skipped, if they were
     manifest: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -836,9 +837,32 @@ def _file_accuracy(state: BuildState, fmt, path: Path) -> float | None:
     return acc
 
 
+def _export_or_skip_tflite(state: BuildState, source, names: list[str]) -> dict:
+    """``ep.export`` of ``names``; when the TFLite writer cannot express an op of the model, the
+    other formats are still written and each TFLite one is a skipped stage naming the op, so a build
+    that pruned and recovered for minutes still ships its ONNX files."""
+    from .export import export
+    from .export import formats as table
+    from .export.tflite_lower import TFLiteLoweringError
+
+    def write(fmts):
+        return export(source, state.tmp, formats=fmts, example_inputs=(state.example,), target=state.profile)
+
+    try:
+        return write(names)
+    except TFLiteLoweringError as e:
+        tflite = [n for n in names if table.get(n).family == "tflite"]
+        if not tflite:
+            raise
+        state.lowering_error = e
+        for n in tflite:
+            state.skipped[f"export {n}"] = str(e).splitlines()[0]
+        rest = [n for n in names if n not in tflite]
+        return write(rest) if rest else {}
+
+
 def export_stage(state: BuildState) -> None:
     """One file per format (``ep.export``), then each file's own size and accuracy on its report row."""
-    from .export import export
     from .export import formats as table
 
     if state.formats:
@@ -849,10 +873,9 @@ def export_stage(state: BuildState) -> None:
             (state.qmodel, [f.name for f in fmts if f.needs_quantized]),
         ):
             if names and source is not None:
-                written = export(
-                    source, state.tmp, formats=names, example_inputs=(state.example,), target=state.profile
-                )
-                state.artifacts.update(written)
+                state.artifacts.update(_export_or_skip_tflite(state, source, names))
+        if not state.artifacts and state.lowering_error is not None:
+            raise state.lowering_error  # nothing at all to deploy: the reason is the error
     deployed = next(iter(_ordered(state, state.artifacts)), None)
     if deployed is not None and table.get(deployed).precision == "fp16":
         state.add_row("fp16", state.pruned, None, "fp16", state.artifacts[deployed].stat().st_size)

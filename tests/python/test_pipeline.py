@@ -110,3 +110,40 @@ def test_build_api_returns_result_and_stage_callback(trained_demo_cnn, tmp_out):
     assert res.manifest["files"]["model.onnx"]["timings"] is False
     assert res.report["target"]["name"] == "x86-avx2"
     assert P.summary(res)[0][0] == "baseline"
+
+
+SINE_NET = """
+import torch
+
+
+class Sine(torch.nn.Module):
+    input_shape = (1, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.sin(self.conv(x))  # Sin: no TFLite lowering
+        return self.fc(y.mean((2, 3)))
+
+
+def make():
+    return Sine()
+"""
+
+
+def test_a_build_whose_model_tflite_cannot_express_still_writes_onnx(tmp_path):
+    (tmp_path / "net.py").write_text(SINE_NET)
+    spec = f"{tmp_path / 'net.py'}:make"
+    res = P.build(spec, "rpi4", tmp_path / "out", ratio=0.25, formats=["tflite", "onnx"], bench_runs=0)
+    assert (tmp_path / "out" / "model.onnx").is_file() and not (tmp_path / "out" / "model.tflite").exists()
+    why = res.report["stages_skipped"]["export tflite"]
+    assert why.startswith("ONNX op Sin at node") and "has no TFLite lowering" in why
+    # nothing deployable at all: the build fails with the writer's message and leaves no directory
+    from edgeprune.export.tflite_lower import TFLiteLoweringError
+
+    with pytest.raises(TFLiteLoweringError, match=r"ONNX op Sin at node .* has no TFLite lowering"):
+        P.build(spec, "rpi4", tmp_path / "out2", ratio=0.25, formats=["tflite"], bench_runs=0)
+    assert not (tmp_path / "out2").exists()
