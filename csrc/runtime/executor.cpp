@@ -190,7 +190,8 @@ void fuse_silus(Model& m) {
 }
 
 // DEQUANTIZE(x) -> F -> QUANTIZE with x int8 per tensor, F one of the float elementwise
-// activations (GELU, TANH, LOGISTIC, HARD_SWISH, the ReLUs, SQRT, RSQRT, NEG, ABS) and the two
+// activations (GELU, TANH, LOGISTIC, HARD_SWISH, the ReLUs, LEAKY_RELU, ELU, EXP, LOG, SQRT,
+// RSQRT, NEG, ABS) and the two
 // float tensors read once: how an int8 file keeps an op in float (a transformer's GELU between
 // its int8 FULLY_CONNECTEDs). The output is a function of the input byte alone, so the QUANTIZE
 // becomes one table lookup per value (OpDesc::float_table), the table made by running the three
@@ -209,7 +210,8 @@ void fuse_float_tables(Model& m) {
     if (producer[size_t(t1)] < 0 || readers[size_t(t1)] != 1) continue;
     const size_t fi = size_t(producer[size_t(t1)]);
     const OpDesc& f = m.ops[fi];
-    if (activation_kind(f.code, f.approximate) == ActKind::none) continue;
+    if (activation_kind(f.code, f.approximate) == ActKind::none && f.code != OpCode::leaky_relu)
+      continue;
     if (f.silu || f.inputs.size() != 1 || f.inputs[0] < 0) continue;
     const int t0 = f.inputs[0];
     if (producer[size_t(t0)] < 0 || readers[size_t(t0)] != 1) continue;
@@ -224,6 +226,7 @@ void fuse_float_tables(Model& m) {
     q.float_table = true;
     q.table_op = f.code;
     q.approximate = f.approximate;
+    q.alpha = f.alpha;
     q.inputs = {d.inputs[0]};
     drop[fi] = drop[di] = true;
   }

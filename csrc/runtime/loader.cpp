@@ -129,6 +129,13 @@ const char* op_name(int32_t code) {
     EP_OPNAME(abs, "ABS")
     EP_OPNAME(transpose_conv, "TRANSPOSE_CONV")
     EP_OPNAME(exp, "EXP")
+    EP_OPNAME(floor, "FLOOR")
+    EP_OPNAME(ceil, "CEIL")
+    EP_OPNAME(round, "ROUND")
+    EP_OPNAME(sign, "SIGN")
+    EP_OPNAME(log_softmax, "LOG_SOFTMAX")
+    EP_OPNAME(reduce_max, "REDUCE_MAX")
+    EP_OPNAME(reduce_min, "REDUCE_MIN")
     EP_OPNAME(prelu, "PRELU")
     EP_OPNAME(log, "LOG")
     EP_OPNAME(leaky_relu, "LEAKY_RELU")
@@ -537,6 +544,8 @@ int min_inputs(OpCode c) {
     case OpCode::transpose:
     case OpCode::mean:
     case OpCode::sum:
+    case OpCode::reduce_max:
+    case OpCode::reduce_min:
     case OpCode::gather:
     case OpCode::cumsum:
     case OpCode::resize_bilinear:
@@ -656,6 +665,8 @@ void read_options(const eptfl::Operator* op, OpDesc& d, const std::string& where
       break;
     case OpCode::mean:
     case OpCode::sum:
+    case OpCode::reduce_max:
+    case OpCode::reduce_min:
       if (const auto* o = op->builtin_options_as_ReducerOptions()) d.keep_dims = o->keep_dims();
       break;
     case OpCode::strided_slice:

@@ -139,12 +139,19 @@ enum class OpCode : int32_t {
   batch_matmul = 126,
   broadcast_to = 130,
   gelu = 150,
+  floor = 8,
   exp = 47,
+  log_softmax = 50,
   prelu = 54,
   log = 73,
+  reduce_max = 82,
+  reduce_min = 89,
   leaky_relu = 98,
   mirror_pad = 100,
   elu = 111,
+  ceil = 104,
+  round = 116,
+  sign = 158,
 };
 const char* op_name(int32_t code);  // "CONV_2D", ... or "BUILTIN_<n>"
 

@@ -51,7 +51,6 @@ ALTERNATIVES = {
     "Pad": "zero padding (padding_mode='zeros') or reflect padding",
     "GridSample": "a fixed resampling written as strided Conv2d / AvgPool2d / slicing",
     "TopK": "the full output, with top-k taken by the caller",
-    "ReduceMax": "MaxPool2d (spatial) or the full output",
     "ScatterND": "torch.cat of slices",
     "NonZero": "a mask multiply (static shapes)",
 }

@@ -574,11 +574,21 @@ def relu_like(lw: Lowering, node) -> None:
 
 
 def leaky_relu(lw: Lowering, node) -> None:
-    """LeakyRelu as LEAKY_RELU (float; ONNX's default slope is 0.01)."""
-    xv = lw.get(node.input[0], want_float=True)
-    out = lw.new(node.output[0], xv.nhwc)
+    """LeakyRelu as LEAKY_RELU (ONNX's default slope is 0.01): int8 in and out (version 2) when the
+    input is int8 and a QuantizeLinear follows, as YOLO-style detectors need it; float otherwise."""
+    x = node.input[0]
     alpha = float(_attr(node, "alpha", 0.01))
-    lw.m.op(OP.LEAKY_RELU, [xv.index], [out.index], ("LeakyReluOptions", {"Alpha": alpha}), 1, node.name)
+    opts = ("LeakyReluOptions", {"Alpha": alpha})
+    xv = lw.vals[x] if x in lw.vals else lw.get(x)
+    q = lw.out_quant(node.output[0])
+    if q is not None and lw.is_int8(xv) and alpha >= 0:
+        out = lw.new(node.output[0], xv.nhwc, quant=q)
+        lw.m.op(OP.LEAKY_RELU, [xv.index], [out.index], opts, 2, node.name)
+        lw.bind(node.output[0], out)
+        return _requant_to_next(lw, node.output[0], out)
+    xv = lw.get(x, want_float=True)
+    out = lw.new(node.output[0], xv.nhwc)
+    lw.m.op(OP.LEAKY_RELU, [xv.index], [out.index], opts, 1, node.name)
     lw.bind(node.output[0], out)
 
 
@@ -689,8 +699,12 @@ def hard_sigmoid(lw: Lowering, node) -> None:
 
 
 def softmax(lw: Lowering, node) -> None:
-    """SOFTMAX normalises the last axis; another axis (ConvBERT's span attention) is moved there by
-    a TRANSPOSE and back."""
+    """SOFTMAX (LogSoftmax: LOG_SOFTMAX) normalises the last axis; another axis (ConvBERT's span
+    attention, a classifier's log-probabilities over the channels of an image) is moved there by a
+    TRANSPOSE and back."""
+    code, opts = (
+        (OP.LOG_SOFTMAX, None) if node.op_type == "LogSoftmax" else (OP.SOFTMAX, ("SoftmaxOptions", {"Beta": 1.0}))
+    )
     shape = list(lw.shape(node.input[0]))
     rank = len(shape)
     axis = _attr(node, "axis", -1) % rank
@@ -698,16 +712,15 @@ def softmax(lw: Lowering, node) -> None:
         raise unsupported(node, f"softmax over axis {axis} of a rank-{rank} tensor (TRANSPOSE takes rank <= 5)")
     xv = lw.get(node.input[0], nhwc=False, want_float=True)
     out = lw.new(node.output[0], False)
-    opts = ("SoftmaxOptions", {"Beta": 1.0})
     if axis == rank - 1:
-        lw.m.op(OP.SOFTMAX, [xv.index], [out.index], opts, 1, node.name)
+        lw.m.op(code, [xv.index], [out.index], opts, 1, node.name)
     else:
         perm = [d for d in range(rank) if d != axis] + [axis]  # its own inverse is argsort(perm)
         moved = tmp(lw, f"{node.output[0]}_t", [shape[p] for p in perm])
         soft = tmp(lw, f"{node.output[0]}_s", [shape[p] for p in perm])
         version = 4 if rank > 4 else 1
         lw.m.op(OP.TRANSPOSE, [xv.index, lw.m.const("perm", np.array(perm, np.int32))], [moved], None, version)
-        lw.m.op(OP.SOFTMAX, [moved], [soft], opts, 1, node.name)
+        lw.m.op(code, [moved], [soft], opts, 1, node.name)
         back = np.argsort(perm).astype(np.int32)
         lw.m.op(OP.TRANSPOSE, [soft, lw.m.const("perm", back)], [out.index], None, version)
     lw.bind(node.output[0], out)
@@ -752,6 +765,10 @@ HANDLERS = {
     "Sqrt": lambda lw, n: _unary(lw, n, OP.SQRT),
     "Exp": lambda lw, n: _unary(lw, n, OP.EXP),
     "Log": lambda lw, n: _unary(lw, n, OP.LOG),
+    "Floor": lambda lw, n: _unary(lw, n, OP.FLOOR),
+    "Ceil": lambda lw, n: _unary(lw, n, OP.CEIL),
+    "Round": lambda lw, n: _unary(lw, n, OP.ROUND),
+    "Sign": lambda lw, n: _unary(lw, n, OP.SIGN),
     "LeakyRelu": leaky_relu,
     "PRelu": prelu,
     "Elu": elu,
@@ -764,6 +781,7 @@ HANDLERS = {
     "Reciprocal": reciprocal,
     "HardSigmoid": hard_sigmoid,
     "Softmax": softmax,
+    "LogSoftmax": softmax,
     "Identity": alias,
     "Dropout": alias,
     "QuantizeLinear": quantize_linear,

@@ -52,10 +52,16 @@ def pool(lw: Lowering, node) -> None:
     in_hw, out_hw = lw.shape(x)[2:], lw.shape(node.output[0])[2:]
     pads = onnx_pads(node, in_hw, k, s, d)
     floor_hw = [(in_hw[i] + pads[i] + pads[i + 2] - k[i]) // s[i] + 1 for i in range(2)]
-    if floor_hw != out_hw:  # ceil_mode=1 that adds a window: not expressible with TFLite paddings
-        raise unsupported(node, "ceil_mode=1 on a size where it adds an output row")
-    mode, explicit = pad_mode(in_hw, k, s, d, pads)
     avg = node.op_type == "AveragePool"
+    extra = [out_hw[i] - floor_hw[i] for i in range(2)]
+    if any(e < 0 for e in extra) or (avg and any(extra)):
+        # an average over a window that ceil_mode adds divides by a count TFLite's pools do not use
+        raise unsupported(node, "ceil_mode=1 on a size where it adds an output row (average pools)")
+    if any(extra):
+        # ceil_mode=1 max pools (GoogLeNet, SqueezeNet): the added windows start inside the input
+        # (PyTorch's rule) and read lowest-value padding past its end, which never wins the max
+        pads = [pads[0], pads[1], pads[2] + extra[0] * s[0], pads[3] + extra[1] * s[1]]
+    mode, explicit = pad_mode(in_hw, k, s, d, pads)
     if explicit is not None:
         if not avg:
             xv = _max_pad(lw, node.output[0], xv, explicit)
@@ -128,14 +134,28 @@ def global_max_pool(lw: Lowering, node) -> None:
     _spatial_max(lw, node, True)
 
 
-def reduce_max(lw: Lowering, node) -> None:
-    """ReduceMax over the two spatial axes of an NCHW image (global max pooling, CBAM-style
-    attention); other axes have no lowering here."""
-    rank = len(lw.shape(node.input[0]))
+def reduce_extreme(lw: Lowering, node) -> None:
+    """ReduceMax over the two spatial axes of an NCHW image (global max pooling) as MAX_POOL_2D;
+    ReduceMax / ReduceMin over any other axes (CBAM's maximum over the channels) as REDUCE_MAX /
+    REDUCE_MIN in float, on the value where it is stored (NHWC axes mapped) as MEAN is."""
+    x = node.input[0]
+    rank = len(lw.shape(x))
     axes = sorted(a % rank for a in _reduce_axes(lw, node))
-    if rank != 4 or axes != [2, 3]:
-        raise unsupported(node, f"ReduceMax over axes {axes} of a rank-{rank} tensor (only H and W of an image)")
-    _spatial_max(lw, node, bool(_attr(node, "keepdims", 1)))
+    keep = bool(_attr(node, "keepdims", 1))
+    if node.op_type == "ReduceMax" and rank == 4 and axes == [2, 3]:
+        return _spatial_max(lw, node, keep)
+    v = lw.vals.get(x)
+    nhwc = v is not None and v.nhwc and rank == 4
+    if nhwc and not keep:
+        rest = [a for a in NHWC if a not in axes]
+        nhwc = rest == sorted(rest)
+    xv = lw.get(x, nhwc=nhwc if rank == 4 else None, want_float=True)
+    stored_axes = [NHWC.index(a) for a in axes] if nhwc else axes
+    out = lw.new(node.output[0], nhwc and keep)
+    code = OP.REDUCE_MAX if node.op_type == "ReduceMax" else OP.REDUCE_MIN
+    ax = lw.m.const("axes", np.array(stored_axes, dtype=np.int32))
+    lw.m.op(code, [xv.index, ax], [out.index], ("ReducerOptions", {"KeepDims": keep}), 1, node.name)
+    lw.bind(node.output[0], out)
 
 
 def depth_to_space(lw: Lowering, node) -> None:
@@ -466,6 +486,36 @@ def expand(lw: Lowering, node) -> None:
     shape = lw.shape(node.output[0])
     out = _passthrough_out(lw, node.output[0], xv, False, int8)
     lw.m.op(OP.BROADCAST_TO, [xv.index, lw.m.const("shape", np.array(shape, np.int32))], [out.index], None, 2)
+    lw.bind(node.output[0], out)
+
+
+def tile(lw: Lowering, node) -> None:
+    """Tile by constant repeats (``x.repeat``) as BROADCAST_TO: each repeated axis of size d gets a
+    new axis of size 1 before it, broadcast to the repeat count r, and the two merged into r * d
+    (copy-major, as Tile lays them out); plain layout, int8 keeps its scale."""
+    reps = node.input[1]
+    if reps not in lw.consts:
+        raise unsupported(node, "Tile repeats computed at run time")
+    r = [int(v) for v in np.asarray(lw.consts[reps]).reshape(-1)]
+    shape = list(lw.shape(node.input[0]))
+    if len(r) != len(shape) or min(r, default=1) < 1:
+        raise unsupported(node, f"Tile repeats {r} for a rank-{len(shape)} input")
+    xv = lw.get(node.input[0], nhwc=False)
+    int8 = lw.is_int8(xv)
+    if not int8:
+        xv = lw.get(node.input[0], nhwc=False, want_float=True)
+    q = lw.quant_of(xv) if int8 else None
+    dtype = lw.m.tensors[xv.index].dtype
+    split, wide = [], []  # [.., 1, d, ..] and [.., r, d, ..]
+    for d, k in zip(shape, r):
+        split += [1, d] if k > 1 else [d]
+        wide += [k, d] if k > 1 else [d]
+    v = lw.m.tensor(f"{node.output[0]}_axes", split, dtype, q)
+    lw.reshape_op(xv.index, v, split)
+    b = lw.m.tensor(f"{node.output[0]}_copies", wide, dtype, q)
+    lw.m.op(OP.BROADCAST_TO, [v, lw.m.const("shape", np.array(wide, np.int32))], [b], None, 2)
+    out = _passthrough_out(lw, node.output[0], xv, False, int8)
+    lw.reshape_op(b, out.index, [d * k for d, k in zip(shape, r)])
     lw.bind(node.output[0], out)
 
 
@@ -854,7 +904,8 @@ SHAPE_HANDLERS = {
     "AveragePool": pool,
     "GlobalAveragePool": global_average_pool,
     "GlobalMaxPool": global_max_pool,
-    "ReduceMax": reduce_max,
+    "ReduceMax": reduce_extreme,
+    "ReduceMin": reduce_extreme,
     "DepthToSpace": depth_to_space,
     "ReduceMean": reduce_mean,
     "ReduceSum": reduce_sum,
@@ -875,6 +926,7 @@ SHAPE_HANDLERS = {
     "Resize": resize,
     "ArgMax": arg_max,
     "Expand": expand,
+    "Tile": tile,
     "LayerNormalization": layer_norm,
     "InstanceNormalization": instance_norm,
     "BatchNormalization": batch_norm,

@@ -107,9 +107,10 @@ def winograd_block(seed=0) -> bytes:
 
 
 def more_ops_block(seed=0) -> bytes:
-    """The activations and paddings beyond MobileNet's: a conv, LEAKY_RELU, MIRROR_PAD (REFLECT),
-    a conv, PRELU with a slope per channel, ELU, MIRROR_PAD (SYMMETRIC), MAXIMUM of the result and
-    EXP of its negation, LOG of that sum (positive), and two outputs."""
+    """The activations, paddings and reductions beyond MobileNet's: a conv, LEAKY_RELU, MIRROR_PAD
+    (REFLECT), a conv, PRELU with a slope per channel, ELU, MIRROR_PAD (SYMMETRIC), MAXIMUM of the
+    result and EXP of its negation, LOG of that sum (positive), LOG_SOFTMAX, REDUCE_MAX and
+    REDUCE_MIN, FLOOR, SIGN and ROUND, six outputs."""
     rng = np.random.default_rng(seed)
     b = Builder()
     x = b.input([1, 9, 7, 6])
@@ -121,7 +122,14 @@ def more_ops_block(seed=0) -> bytes:
     y = b.mirror_pad(y, [[0, 0], [1, 1], [0, 3], [0, 0]], "symmetric")
     e = b.unary(47, b.unary(59, y))  # EXP(NEG(y))
     z = b.unary(73, b.binary("add", b.elementwise(55, [y, e]), e))  # LOG(MAXIMUM(y, e) + e)
-    return b.finish([y, z])
+    s = b.unary(50, z)  # LOG_SOFTMAX over the channels
+    r = b.op(82, [z, b.const([1, 2], np.int32)], [1, 1, 1, 8], ("reducer", dict(keep=True)))  # REDUCE_MAX
+    m = b.op(89, [s, b.const([3], np.int32)], [1, 12, 11], ("reducer", dict(keep=False)))  # REDUCE_MIN
+    # of the input itself, whose bits every path shares (an ulp apart, FLOOR could differ by 1):
+    # FLOOR(x) + ROUND(3 x) + SIGN(x)
+    x3 = b.binary("mul", x, b.const(np.full((1,), 3.0, np.float32)))
+    f = b.binary("add", b.binary("add", b.unary(8, x), b.unary(116, x3)), b.unary(158, x))
+    return b.finish([y, z, s, r, m, f])
 
 
 def upsample_block(seed=0) -> bytes:

@@ -107,8 +107,8 @@ def test_unsupported_operator_is_named():
 
     b = Builder()
     x = b.input([1, 4])
-    y = b.op(8, [x], [1, 4])  # FLOOR
-    with pytest.raises(UnsupportedModelError, match=r"operator 0 \(BUILTIN_8\).*not supported"):
+    y = b.op(16, [x], [1, 4])  # LSTM
+    with pytest.raises(UnsupportedModelError, match=r"operator 0 \(BUILTIN_16\).*not supported"):
         ep.runtime.load(b.finish([y]))
 
 
@@ -537,7 +537,7 @@ def test_strided_slice_matches_litert():
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_leaky_prelu_elu_exp_and_log_match_litert_and_float64(isa):
+def test_more_elementwise_ops_and_reductions_match_litert_and_float64(isa):
     from tflite_builder import Builder
 
     b = Builder()
@@ -550,6 +550,10 @@ def test_leaky_prelu_elu_exp_and_log_match_litert_and_float64(isa):
         b.unary(111, x),  # ELU
         e,
         b.unary(73, e),  # LOG
+        b.unary(50, x),  # LOG_SOFTMAX over the channels
+        b.op(82, [x, b.const([1, 3], np.int32)], [2, 1, 7, 1], ("reducer", dict(keep=True))),  # REDUCE_MAX
+        b.op(89, [x, b.const([0, 2], np.int32)], [5, 6], ("reducer", dict(keep=False))),  # REDUCE_MIN
+        *(b.unary(code, x) for code in (8, 104, 116, 158)),  # FLOOR, CEIL, ROUND, SIGN
     ]
     data = b.finish(outs)
     m = ep.runtime.load(data, isa=isa)
@@ -563,6 +567,13 @@ def test_leaky_prelu_elu_exp_and_log_match_litert_and_float64(isa):
         np.where(v < 0, np.expm1(v), v),
         np.exp(v),
         v,
+        v - v.max(-1, keepdims=True) - np.log(np.exp(v - v.max(-1, keepdims=True)).sum(-1, keepdims=True)),
+        v.max((1, 3), keepdims=True),
+        v.min((0, 2)),
+        np.floor(v),
+        np.ceil(v),
+        np.round(v),  # (half to even)
+        np.sign(v),
     ]
     for g, w, ex in zip(got, want, exact):
         assert g.shape == w.shape == ex.shape

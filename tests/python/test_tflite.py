@@ -199,6 +199,20 @@ MORE_OPS = {
     "global_max_pool": (lambda: torch.nn.AdaptiveMaxPool2d(1), {"MAX_POOL_2D"}),
     "amax_keepdim": (lambda: _Fn(lambda x: x * x.amax((2, 3), keepdim=True)), {"MAX_POOL_2D"}),
     "reflect_pad": (lambda: torch.nn.ReflectionPad2d((1, 2, 2, 0)), {"MIRROR_PAD"}),
+    # CBAM's spatial attention: the maximum and the mean over the channels
+    "channel_max_min": (
+        lambda: _Fn(lambda x: x * torch.sigmoid(x.amax(1, keepdim=True) + x.amin(1, keepdim=True))),
+        {"REDUCE_MAX", "REDUCE_MIN"},
+    ),
+    "floor_ceil_round_sign": (
+        lambda: _Fn(lambda x: torch.floor(2 * x) + torch.ceil(x) * torch.round(3 * x) - torch.sign(x)),
+        {"FLOOR", "CEIL", "ROUND", "SIGN"},
+    ),
+    "amin_hw_flat": (lambda: _Fn(lambda x: x + x.amin((2, 3))[:, :, None, None]), {"REDUCE_MIN"}),
+    "tile": (lambda: _Fn(lambda x: x.repeat(1, 2, 1, 3)[:, :, :, :12] + 0.5), {"BROADCAST_TO"}),
+    "log_softmax_channels": (lambda: torch.nn.LogSoftmax(1), {"LOG_SOFTMAX", "TRANSPOSE"}),
+    # 12x12 -> 6x6 where floor mode gives 5x5: the added windows read lowest-value padding
+    "max_pool_ceil_mode": (lambda: torch.nn.MaxPool2d(3, 2, ceil_mode=True), {"MAX_POOL_2D", "PADV2"}),
 }
 
 
@@ -218,6 +232,23 @@ def test_more_activations_and_movements_match_torch_litert_and_our_runtime(name,
     assert rel_err(run(path, [x.numpy()], builtin=True)[0], ref) < 1e-5
     ours = ep.runtime.load(path)(np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1)))[0]
     assert rel_err(ours.transpose(0, 3, 1, 2), lite) < 1e-5
+
+
+def test_a_classifier_ending_in_log_softmax_matches_torch_far_into_the_tail(tmp_path):
+    import edgeprune as ep
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 10), torch.nn.LogSoftmax(dim=1)).eval()
+    with torch.no_grad():
+        model[1].weight.mul_(400)  # log-probabilities below -103, where exp underflows: log(softmax) gives -inf
+    x = torch.randn(1, 3, 2, 2)
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    assert inspect_file(path)["ops"]["LOG_SOFTMAX"] == 1
+    ref = torch_ref(model, x)
+    assert ref.min() < -150
+    assert rel_err(run(path, [x.numpy()])[0], ref) < 1e-5
+    ours = ep.runtime.load(path)(np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1)))[0]
+    assert rel_err(ours, ref) < 1e-5
 
 
 @pytest.mark.parametrize("name", ["leaky_relu", "prelu", "pixel_shuffle", "global_max_pool", "reflect_pad"])
@@ -243,6 +274,9 @@ def test_more_ops_in_int8_files_give_litert_reference_bits_on_our_runtime(name, 
         want = it.get_tensor(it.get_output_details()[0]["index"])
         assert np.array_equal(rt(xi)[0], want), name
         assert rel_err(want.transpose(0, 3, 1, 2), torch_ref(model, calib[i : i + 1])) < 0.05
+    if name == "leaky_relu":  # int8 in and out in the file, one table lookup in our runtime
+        assert any(label.startswith("LEAKY_RELU int8") for _, label, _ in rt.profile(runs=1))
+        assert inspect_file(path)["ops"].get("DEQUANTIZE", 0) == 1  # the output's only
 
 
 NETS = """

@@ -899,16 +899,18 @@ class LeakyRelu : public Op {
 };
 
 // ------------------------------------------------------------------------ SOFTMAX
+// LOG_SOFTMAX: x - max - log(sum exp(x - max)) over the last axis, TFLite's float formula (a
+// log of the softmax would give -inf where a probability underflows).
 class Softmax : public Op {
  public:
-  Softmax(const Ctx& c, const OpOptions& o) : vec_(vec_ops(o.isa)) {
+  Softmax(const Ctx& c, const OpOptions& o, bool log = false) : vec_(vec_ops(o.isa)), log_(log) {
     const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
     c.shape_is(y, x.shape);
     if (x.shape.empty()) c.bad("softmax of a scalar");
     inner_ = x.shape.back();
     rows_ = inner_ ? x.elems / inner_ : 0;
     beta_ = c.d.beta;
-    kind = "SOFTMAX";
+    kind = log ? "LOG_SOFTMAX" : "SOFTMAX";
     label = kind + " " + dims(x.shape);
   }
   // rows in parallel: each row is computed whole by one thread, so threads do not change bits
@@ -916,13 +918,25 @@ class Softmax : public Op {
     const float* x = r.ptr[in_];
     float* y = r.ptr[out_];
     parallel_for(threads_for(r.threads, 8.0 * rows_ * inner_), rows_, [&](int64_t i) {
-      vec_.softmax_row(x + i * inner_, y + i * inner_, inner_, beta_);
+      if (log_)
+        log_softmax_row(x + i * inner_, y + i * inner_);
+      else
+        vec_.softmax_row(x + i * inner_, y + i * inner_, inner_, beta_);
     });
   }
   int in_ = 0, out_ = 0;
 
  private:
+  void log_softmax_row(const float* x, float* y) const {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < inner_; ++j) m = std::max(m, x[j]);
+    float sum = 0.0f;
+    for (int64_t j = 0; j < inner_; ++j) sum += std::exp(x[j] - m);
+    const float log_sum = std::log(sum);
+    for (int64_t j = 0; j < inner_; ++j) y[j] = (x[j] - m) - log_sum;
+  }
   const VecOps& vec_;
+  bool log_;
   int64_t inner_, rows_;
   float beta_;
 };
@@ -1031,6 +1045,68 @@ class Mean : public Op {
   float div_ = 1.0f;
   int trailing_ = -1;  // > 0: the reduced axes are exactly the last `trailing_`
   bool spatial_ = false, const_in_ = false;
+};
+
+// ------------------------------------------------------------------------ REDUCE_MAX, REDUCE_MIN
+// Any axes, keep_dims or not: each output element is the extreme of its input elements, a NaN
+// never replacing a number (the comparison is false), as TFLite's reference reducer.
+class Extreme : public Op {
+ public:
+  Extreme(const Ctx& c, bool max) : max_(max) {
+    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
+    const int r = int(x.shape.size());
+    std::vector<bool> red(size_t(r), false);
+    for (int64_t a : int_values(c, 1)) {
+      if (a < -r || a >= r) c.bad("axis " + std::to_string(a) + " is out of range");
+      red[size_t(a < 0 ? a + r : a)] = true;
+    }
+    std::vector<int64_t> out, kept;
+    for (int i = 0; i < r; ++i) {
+      if (!red[size_t(i)]) out.push_back(x.shape[size_t(i)]);
+      kept.push_back(red[size_t(i)] ? 1 : x.shape[size_t(i)]);
+    }
+    if (y.shape != kept && y.shape != out) c.shape_is(y, c.d.keep_dims ? kept : out);
+    for (int i = 0; i < r; ++i)
+      if (red[size_t(i)] && x.shape[size_t(i)] == 0) c.bad("reduces an empty dimension");
+    shape_ = x.shape;
+    red_ = red;
+    out_elems_ = y.elems;
+    kind = max ? "REDUCE_MAX" : "REDUCE_MIN";
+    label = kind + " " + dims(x.shape);
+    macs = double(x.elems);
+  }
+  void run(const RunCtx& rc) const override {
+    const float* x = rc.ptr[in_];
+    float* y = rc.ptr[out_];
+    const int r = int(shape_.size());
+    std::vector<int64_t> ostride(size_t(r), 0), idx(size_t(r), 0);
+    int64_t s = 1, total = 1;
+    for (int i = r - 1; i >= 0; --i) {
+      if (!red_[size_t(i)]) {
+        ostride[size_t(i)] = s;
+        s *= shape_[size_t(i)];
+      }
+      total *= shape_[size_t(i)];
+    }
+    const float inf = std::numeric_limits<float>::infinity();
+    std::fill(y, y + out_elems_, max_ ? -inf : inf);
+    for (int64_t e = 0; e < total; ++e) {
+      int64_t o = 0;
+      for (int i = 0; i < r; ++i) o += idx[size_t(i)] * ostride[size_t(i)];
+      if (max_ ? x[e] > y[o] : x[e] < y[o]) y[o] = x[e];
+      for (int i = r - 1; i >= 0; --i) {
+        if (++idx[size_t(i)] < shape_[size_t(i)]) break;
+        idx[size_t(i)] = 0;
+      }
+    }
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  bool max_;
+  std::vector<int64_t> shape_;
+  std::vector<bool> red_;
+  int64_t out_elems_ = 0;
 };
 
 // ------------------------------------------------------------------------ CONCATENATION
@@ -1227,6 +1303,14 @@ ActKind activation_kind(OpCode code, bool approximate) {
       return ActKind::exp;
     case OpCode::log:
       return ActKind::log;
+    case OpCode::floor:
+      return ActKind::floor;
+    case OpCode::ceil:
+      return ActKind::ceil;
+    case OpCode::round:
+      return ActKind::round;
+    case OpCode::sign:
+      return ActKind::sign;
     default:
       return ActKind::none;
   }
@@ -1291,10 +1375,16 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
       return wire(std::make_unique<Activation>(c, o, ActKind::silu, "LOGISTIC"), d);
     case OpCode::softmax:
       return wire(std::make_unique<Softmax>(c, o), d);
+    case OpCode::log_softmax:
+      return wire(std::make_unique<Softmax>(c, o, true), d);
     case OpCode::mean:
       return wire(std::make_unique<Mean>(c, o), d);
     case OpCode::sum:
       return wire(std::make_unique<Mean>(c, o, true), d);
+    case OpCode::reduce_max:
+      return wire(std::make_unique<Extreme>(c, true), d);
+    case OpCode::reduce_min:
+      return wire(std::make_unique<Extreme>(c, false), d);
     case OpCode::concatenation: {
       auto op = std::make_unique<Concat>(c);
       op->out_ = d.outputs[0];

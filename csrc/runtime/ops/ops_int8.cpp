@@ -1764,12 +1764,18 @@ class QQuantize : public Op {
   // QUANTIZE loops (each value computed alone in all three), so the bits are the unfused chain's
   void build_float_table(const QCtx& c, const Tensor& x, const OpOptions& o) {
     const ActKind k = activation_kind(c.d.table_op, c.d.approximate);
-    if (k == ActKind::none) c.bad("no float table for this operator");
+    const bool leaky = c.d.table_op == OpCode::leaky_relu;
+    if (k == ActKind::none && !leaky) c.bad("no float table for this operator");
     int8_t bytes[256];
     float f[256], g[256];
     for (int i = 0; i < 256; ++i) bytes[i] = int8_t(i);
     dequantize(bytes, 256, x.scale[0], zp(x), f, isa_);
-    vec_ops(o.isa).activation(k, f, g, 256);
+    if (leaky) {  // the LEAKY_RELU operator's own loop (ops.cpp)
+      const float inf = std::numeric_limits<float>::infinity();
+      vec_ops(o.isa).binary(BinOp::prelu, f, 1, &c.d.alpha, 0, g, 256, -inf, inf);
+    } else {
+      vec_ops(o.isa).activation(k, f, g, 256);
+    }
     quantize(g, 256, scale_, zout_, lut_, isa_);
     by_table_ = true;
   }
@@ -1956,6 +1962,9 @@ class QTable : public Op {
       case OpCode::relu6:
         relu_table(c, x, y, 0.0f, 6.0f);
         break;
+      case OpCode::leaky_relu:
+        leaky_relu_table(c, x, y);
+        break;
       default:  // RELU_N1_TO_1
         relu_table(c, x, y, -1.0f, 1.0f);
         break;
@@ -2025,6 +2034,21 @@ class QTable : public Op {
       const float q = std::round(t * inv) + float(zp(y));
       const float o = q > 127.0f ? 127.0f : q >= -128.0f ? q : -128.0f;  // NaN -> -128
       lut_[uint8_t(int8_t(v))] = int8_t(int32_t(o));
+    }
+  }
+  // TFLite's int8 LeakyRelu: x - zp_in rescaled to the output by s_in / s_out at or above the zero
+  // point and by s_in * alpha / s_out below it (both ratios in float, as its Prepare computes
+  // them), plus zp_out, clamped
+  void leaky_relu_table(const QCtx& c, const Tensor& x, const Tensor& y) {
+    if (!(c.d.alpha >= 0.0f)) c.unsupported("int8 LEAKY_RELU with a negative alpha");
+    int32_t im, am;
+    int is, as;
+    multiplier(c, double(x.scale[0] / y.scale[0]), &im, &is);
+    multiplier(c, double(x.scale[0] * c.d.alpha / y.scale[0]), &am, &as);
+    for (int v = -128; v < 128; ++v) {
+      const int32_t in = v - zp(x);
+      const int32_t o = zp(y) + (in >= 0 ? mbqm(in, im, is) : mbqm(in, am, as));
+      lut_[uint8_t(int8_t(v))] = int8_t(std::min(127, std::max(-128, o)));
     }
   }
   // TFLite's QuantizedReluX: rescale to the output (float ratio of the scales), then clamp to
@@ -2275,6 +2299,7 @@ std::unique_ptr<Op> make_int8_op(const Model& model, const OpDesc& d, const OpOp
     case OpCode::dequantize:
       return wire(std::make_unique<QDequantize>(c, o), d);
     case OpCode::hard_swish:
+    case OpCode::leaky_relu:
     case OpCode::logistic:
     case OpCode::relu:
     case OpCode::relu6:

@@ -34,6 +34,10 @@ enum class ActKind : int {
   elu,  // x < 0 ? exp(x) - 1 : x
   exp,
   log,
+  floor,
+  ceil,
+  round,  // half to even, as TFLite's ROUND and ONNX's Round
+  sign,   // -1, 0 or 1 (0 for NaN, TFLite's (0 < x) - (x < 0))
 };
 
 struct DwRowArgs {

@@ -887,6 +887,18 @@ void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y
     case ActKind::log:
       for (int64_t i = 0; i < n; ++i) y[i] = std::log(x[i]);
       return;
+    case ActKind::floor:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::floor(x[i]);
+      return;
+    case ActKind::ceil:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::ceil(x[i]);
+      return;
+    case ActKind::round:  // (the default rounding mode: to nearest, ties to even)
+      for (int64_t i = 0; i < n; ++i) y[i] = std::nearbyint(x[i]);
+      return;
+    case ActKind::sign:
+      for (int64_t i = 0; i < n; ++i) y[i] = float(int(0.0f < x[i]) - int(x[i] < 0.0f));
+      return;
   }
 }
 
