@@ -65,6 +65,11 @@ def tmp(lw: Lowering, name: str, shape, like: Val | None = None, quant: Quant | 
     return lw.m.tensor(name, shape, 9 if quant is not None else dtype, quant)
 
 
+def transpose_version(rank: int, int8: bool = False) -> int:
+    """TRANSPOSE's version as TFLite's converter sets it: 6 past rank 5, 4 past rank 4, 2 for int8."""
+    return 6 if rank > 5 else 4 if rank > 4 else 2 if int8 else 1
+
+
 def float_const(lw: Lowering, name: str, value, rank: int, nhwc: bool) -> int:
     """A float constant broadcast-ready for a value of ``rank`` stored NHWC or not."""
     v = np.asarray(value, dtype=np.float32)
@@ -330,7 +335,9 @@ def _permute_reshape(lw: Lowering, name: str, src: int, shape, perm, new_shape) 
     if list(perm) != sorted(perm):
         cur_shape = [cur_shape[p] for p in perm]
         t = tmp(lw, f"{name}_t", cur_shape)
-        lw.m.op(OP.TRANSPOSE, [cur, lw.m.const("perm", np.array(perm, np.int32))], [t], None, 4 if len(perm) > 4 else 1)
+        lw.m.op(
+            OP.TRANSPOSE, [cur, lw.m.const("perm", np.array(perm, np.int32))], [t], None, transpose_version(len(perm))
+        )
         cur = t
     if list(new_shape) != cur_shape:
         t = tmp(lw, f"{name}_r", new_shape)
@@ -583,7 +590,8 @@ def leaky_relu(lw: Lowering, node) -> None:
     q = lw.out_quant(node.output[0])
     if q is not None and lw.is_int8(xv) and alpha >= 0:
         out = lw.new(node.output[0], xv.nhwc, quant=q)
-        lw.m.op(OP.LEAKY_RELU, [xv.index], [out.index], opts, 2, node.name)
+        # (version 1 covers int8 too: TFLite's version 2 is int16)
+        lw.m.op(OP.LEAKY_RELU, [xv.index], [out.index], opts, 1, node.name)
         lw.bind(node.output[0], out)
         return _requant_to_next(lw, node.output[0], out)
     xv = lw.get(x, want_float=True)
@@ -667,7 +675,10 @@ def min_max(lw: Lowering, node) -> None:
         else:  # a partial result: the broadcast of the operands so far
             shape = np.broadcast_shapes(*(tuple(lw.m.tensors[t].shape) for t in (cur, nxt_in)))
             out = Val(tmp(lw, f"{out_name}_{i}", list(shape)), nhwc)
-        lw.m.op(code, [cur, nxt_in], [out.index], None, 1, node.name)
+        a, b = (lw.m.tensors[t].shape for t in (cur, nxt_in))
+        # TFLite's versions: a broadcast past rank 4 is version 3
+        version = 3 if list(a) != list(b) and max(len(a), len(b)) > 4 else 1
+        lw.m.op(code, [cur, nxt_in], [out.index], None, version, node.name)
         cur = out.index
     lw.bind(out_name, out)
 

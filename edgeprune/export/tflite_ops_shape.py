@@ -11,7 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 from .tflite_lower import NHWC, Lowering, Val, _attr, unsupported
-from .tflite_ops import _requant_to_next, bind_all, explicit_pad, fuse_act, int8_act, onnx_pads, pad_mode, tmp
+from .tflite_ops import (
+    _requant_to_next,
+    bind_all,
+    explicit_pad,
+    fuse_act,
+    int8_act,
+    onnx_pads,
+    pad_mode,
+    tmp,
+    transpose_version,
+)
 from .tflite_schema import OP, Quant
 
 
@@ -176,7 +186,14 @@ def depth_to_space(lw: Lowering, node) -> None:
     v6 = lw.m.tensor(f"{node.output[0]}_blocks", six, dtype, q)
     lw.reshape_op(xv.index, v6, six)
     t6 = lw.m.tensor(f"{node.output[0]}_moved", moved, dtype, q)
-    lw.m.op(OP.TRANSPOSE, [v6, lw.m.const("perm", np.array(perm, dtype=np.int32))], [t6], None, 1, node.name)
+    lw.m.op(
+        OP.TRANSPOSE,
+        [v6, lw.m.const("perm", np.array(perm, dtype=np.int32))],
+        [t6],
+        None,
+        transpose_version(6),
+        node.name,
+    )
     out = _passthrough_out(lw, node.output[0], xv, True, int8)
     lw.reshape_op(t6, out.index, [n, h * b, w * b, c])
     lw.bind(node.output[0], out)
@@ -253,8 +270,7 @@ def transpose(lw: Lowering, node) -> None:
     xv, int8 = _int8_in(lw, x, nhwc=False)
     out = _passthrough_out(lw, out_name, xv, False, int8)
     p = lw.m.const("perm", np.array(perm, dtype=np.int32))
-    version = 4 if rank > 4 else (2 if int8 else 1)
-    lw.m.op(OP.TRANSPOSE, [xv.index, p], [out.index], None, version, node.name)
+    lw.m.op(OP.TRANSPOSE, [xv.index, p], [out.index], None, transpose_version(rank, int8), node.name)
     lw.bind(out_name, out)
     if int8:
         _requant_to_next(lw, out_name, out)
@@ -485,7 +501,9 @@ def expand(lw: Lowering, node) -> None:
         xv = lw.get(node.input[0], nhwc=False, want_float=True)
     shape = lw.shape(node.output[0])
     out = _passthrough_out(lw, node.output[0], xv, False, int8)
-    lw.m.op(OP.BROADCAST_TO, [xv.index, lw.m.const("shape", np.array(shape, np.int32))], [out.index], None, 2)
+    # TFLite's versions: 2, 3 for int8 data
+    version = 3 if int8 else 2
+    lw.m.op(OP.BROADCAST_TO, [xv.index, lw.m.const("shape", np.array(shape, np.int32))], [out.index], None, version)
     lw.bind(node.output[0], out)
 
 
@@ -513,7 +531,7 @@ def tile(lw: Lowering, node) -> None:
     v = lw.m.tensor(f"{node.output[0]}_axes", split, dtype, q)
     lw.reshape_op(xv.index, v, split)
     b = lw.m.tensor(f"{node.output[0]}_copies", wide, dtype, q)
-    lw.m.op(OP.BROADCAST_TO, [v, lw.m.const("shape", np.array(wide, np.int32))], [b], None, 2)
+    lw.m.op(OP.BROADCAST_TO, [v, lw.m.const("shape", np.array(wide, np.int32))], [b], None, 3 if int8 else 2)
     out = _passthrough_out(lw, node.output[0], xv, False, int8)
     lw.reshape_op(b, out.index, [d * k for d, k in zip(shape, r)])
     lw.bind(node.output[0], out)

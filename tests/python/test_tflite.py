@@ -225,7 +225,11 @@ def test_more_activations_and_movements_match_torch_litert_and_our_runtime(name,
     model = _Around(factory()).eval()
     x = torch.randn(1, 3, 12, 12) * 2
     path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
-    assert ops <= set(inspect_file(path)["ops"]), inspect_file(path)["ops"]
+    info = inspect_file(path)
+    assert ops <= set(info["ops"]), info["ops"]
+    # the op versions TFLite's own converter gives these (tools/versioning/op_version.cc)
+    want = {"TRANSPOSE": 6 if name.startswith("pixel") else 1, "BROADCAST_TO": 2, "LEAKY_RELU": 1, "LOG_SOFTMAX": 1}
+    assert all(info["op_versions"][k] == v for k, v in want.items() if k in info["ops"]), info["op_versions"]
     ref = torch_ref(model, x)
     lite = run(path, [x.numpy()])[0]
     assert rel_err(lite, ref) < 1e-5
@@ -277,6 +281,7 @@ def test_more_ops_in_int8_files_give_litert_reference_bits_on_our_runtime(name, 
     if name == "leaky_relu":  # int8 in and out in the file, one table lookup in our runtime
         assert any(label.startswith("LEAKY_RELU int8") for _, label, _ in rt.profile(runs=1))
         assert inspect_file(path)["ops"].get("DEQUANTIZE", 0) == 1  # the output's only
+        assert inspect_file(path)["op_versions"]["LEAKY_RELU"] == 1  # (TFLite's version 2 is int16)
 
 
 NETS = """
