@@ -615,23 +615,42 @@ def prelu(lw: Lowering, node) -> None:
 
 
 def elu(lw: Lowering, node) -> None:
-    """Elu as ELU (TFLite's has alpha 1, PyTorch's default); another alpha as
-    MAXIMUM(x, 0) + alpha * MINIMUM(ELU(x), 0)."""
-    alpha = float(_attr(node, "alpha", 1.0))
+    """The ELU family on TFLite's ELU (alpha 1): Elu with alpha 1 (PyTorch's default) is ELU itself;
+    any other alpha, Selu and Celu are gamma * (MAXIMUM(x, 0) + alpha * MINIMUM(ELU(x / c), 0)), with
+    c = alpha for Celu (its exp(x / alpha)), gamma only for Selu."""
+    kind = node.op_type
+    alpha = float(_attr(node, "alpha", {"Elu": 1.0, "Celu": 1.0, "Selu": 1.67326319217681884765625}[kind]))
+    gamma = float(_attr(node, "gamma", 1.05070102214813232421875)) if kind == "Selu" else 1.0
     xv = lw.get(node.input[0], want_float=True)
     shape = lw.m.tensors[xv.index].shape
     out = lw.new(node.output[0], xv.nhwc)
-    if alpha == 1.0:
+    if kind == "Elu" and alpha == 1.0:
         lw.m.op(OP.ELU, [xv.index], [out.index], None, 1, node.name)
         return lw.bind(node.output[0], out)
     name = node.output[0]
-    e, neg, pos, scaled = (tmp(lw, f"{name}_{t}", shape) for t in ("elu", "neg", "pos", "scaled"))
     zero = lw.m.const(f"{name}_zero", np.float32(0.0))
-    lw.m.op(OP.ELU, [xv.index], [e], None, 1, node.name)
+    src = xv.index
+    if kind == "Celu" and alpha != 1.0:
+        src = tmp(lw, f"{name}_div", shape)
+        lw.m.op(OP.DIV, [xv.index, lw.m.const(f"{name}_c", np.float32(alpha))], [src], ("DivOptions", {}), 1, node.name)
+    e, neg, pos, scaled = (tmp(lw, f"{name}_{t}", shape) for t in ("elu", "neg", "pos", "scaled"))
+    lw.m.op(OP.ELU, [src], [e], None, 1, node.name)
     lw.m.op(OP.MINIMUM, [e, zero], [neg], None, 1, node.name)
     lw.m.op(OP.MAXIMUM, [xv.index, zero], [pos], None, 1, node.name)
     lw.m.op(OP.MUL, [neg, lw.m.const(f"{name}_alpha", np.float32(alpha))], [scaled], ("MulOptions", {}), 1, node.name)
-    lw.m.op(OP.ADD, [pos, scaled], [out.index], ("AddOptions", {}), 1, node.name)
+    if gamma == 1.0:
+        lw.m.op(OP.ADD, [pos, scaled], [out.index], ("AddOptions", {}), 1, node.name)
+    else:
+        total = tmp(lw, f"{name}_sum", shape)
+        lw.m.op(OP.ADD, [pos, scaled], [total], ("AddOptions", {}), 1, node.name)
+        lw.m.op(
+            OP.MUL,
+            [total, lw.m.const(f"{name}_gamma", np.float32(gamma))],
+            [out.index],
+            ("MulOptions", {}),
+            1,
+            node.name,
+        )
     lw.bind(node.output[0], out)
 
 
@@ -783,6 +802,8 @@ HANDLERS = {
     "LeakyRelu": leaky_relu,
     "PRelu": prelu,
     "Elu": elu,
+    "Selu": elu,
+    "Celu": elu,
     "Softplus": softplus,
     "Max": min_max,
     "Min": min_max,

@@ -189,6 +189,8 @@ MORE_OPS = {
     "prelu": (lambda: torch.nn.PReLU(8, 0.3), {"PRELU"}),
     "elu": (torch.nn.ELU, {"ELU"}),
     "elu_alpha": (lambda: torch.nn.ELU(0.5), {"ELU", "MINIMUM", "MAXIMUM"}),
+    "selu": (torch.nn.SELU, {"ELU", "MINIMUM", "MAXIMUM"}),
+    "celu": (lambda: torch.nn.CELU(0.7), {"ELU", "DIV"}),
     "softplus": (lambda: _Fn(lambda x: torch.nn.functional.softplus(4 * x)), {"EXP", "LOG"}),
     "mish": (torch.nn.Mish, {"EXP", "LOG", "TANH"}),
     "exp_log": (lambda: _Fn(lambda x: torch.log(torch.exp(x.clamp(max=4)) + 0.5)), {"EXP", "LOG"}),
