@@ -36,10 +36,13 @@ export CXX ?= g++
 # cores, then qemu and the device checks, mostly one). pytest's output is kept in build/logs/pytest.log and
 # printed when it ends, so the two never interleave.
 test: setup lint
-	$(MAKE) --no-print-directory -j2 test-lanes
+	$(MAKE) --no-print-directory -j3 test-lanes
 	@echo "make test: lint, pytest, native ctest and aarch64 ctest under qemu ($(QEMU_CPUS)) all passed"
 
-test-lanes: lane-python lane-cpp
+# device-userland (seconds: Debian's packages extracted) starts with the lanes, so its download from
+# Debian's mirror happens first: twice it failed when it ran late in the C++ lane, with pytest busy
+# beside it, and never at the start
+test-lanes: lane-python lane-cpp device-userland
 
 device-userland: system-deps
 	scripts/device-userland.sh

@@ -17,18 +17,22 @@ exec 9> "$(dirname "$ROOT")/.userland.lock"
 flock 9
 if [ ! -x "$ROOT/usr/bin/python3.11" ] || [ ! -f "$ROOT/.extracted" ]; then
   printf 'device-test: [%s] extracting the Debian arm64 userland in %s (cached afterwards)\n' "$(date +%T)" "$ROOT"
-  # the download from Debian's mirror failed once mid-run (apt's one-line "download failed") and
-  # worked seconds later: three tries, 15 s apart
+  # apt's download from Debian's mirror has failed in a CI run ("apt download failed") where the same
+  # command worked by hand minutes later: three tries, 20 s apart, the later ones without --quiet so
+  # apt says why
   for try in 1 2 3; do
     rm -rf "$ROOT" "$ROOT.tmp"
-    if mmdebstrap --quiet --variant=extract --architectures=arm64 \
+    quiet=--quiet
+    [ "$try" = 1 ] || quiet=
+    # shellcheck disable=SC2086
+    if mmdebstrap $quiet --variant=extract --architectures=arm64 \
       --include=python3.11,libgomp1,libstdc++6,coreutils \
       bookworm "$PWD/$ROOT.tmp" http://deb.debian.org/debian; then
       break
     fi
     [ "$try" = 3 ] && { echo "device-test: mmdebstrap failed 3 times (Debian's mirror unreachable?)" >&2; exit 1; }
-    printf 'device-test: [%s] mmdebstrap failed (try %s of 3); again in 15 s\n' "$(date +%T)" "$try"
-    sleep 15
+    printf 'device-test: [%s] mmdebstrap failed (try %s of 3); again in 20 s\n' "$(date +%T)" "$try"
+    sleep 20
   done
   mkdir -p "$ROOT.tmp/root" "$ROOT.tmp/proc" "$ROOT.tmp/sys" "$ROOT.tmp/dev" "$ROOT.tmp/tmp"
   chmod 1777 "$ROOT.tmp/tmp"
