@@ -9,6 +9,8 @@ A new lowering is one function here plus its row in ``HANDLERS``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .tflite_lower import ACT, NHWC, SAME, VALID, Lowering, Val, _attr, unsupported
@@ -780,6 +782,20 @@ from .tflite_ops_shape import (  # noqa: E402  (the shape ops share the helpers 
     match_patterns,
 )
 
+# elementwise ONNX ops that are one float TFLite operator each
+UNARY = {
+    "Tanh": OP.TANH,
+    "Sqrt": OP.SQRT,
+    "Exp": OP.EXP,
+    "Log": OP.LOG,
+    "Floor": OP.FLOOR,
+    "Ceil": OP.CEIL,
+    "Round": OP.ROUND,
+    "Sign": OP.SIGN,
+    "Neg": OP.NEG,
+    "Abs": OP.ABS,
+}
+
 HANDLERS = {
     "Conv": conv,
     "ConvTranspose": conv_transpose,
@@ -791,14 +807,7 @@ HANDLERS = {
     "Clip": relu_like,
     "HardSwish": lambda lw, n: _int8_activation(lw, n, OP.HARD_SWISH),
     "Sigmoid": lambda lw, n: _int8_activation(lw, n, OP.LOGISTIC),
-    "Tanh": lambda lw, n: _unary(lw, n, OP.TANH),
-    "Sqrt": lambda lw, n: _unary(lw, n, OP.SQRT),
-    "Exp": lambda lw, n: _unary(lw, n, OP.EXP),
-    "Log": lambda lw, n: _unary(lw, n, OP.LOG),
-    "Floor": lambda lw, n: _unary(lw, n, OP.FLOOR),
-    "Ceil": lambda lw, n: _unary(lw, n, OP.CEIL),
-    "Round": lambda lw, n: _unary(lw, n, OP.ROUND),
-    "Sign": lambda lw, n: _unary(lw, n, OP.SIGN),
+    **{k: functools.partial(_unary, code=c) for k, c in UNARY.items()},
     "LeakyRelu": leaky_relu,
     "PRelu": prelu,
     "Elu": elu,
@@ -807,8 +816,6 @@ HANDLERS = {
     "Softplus": softplus,
     "Max": min_max,
     "Min": min_max,
-    "Neg": lambda lw, n: _unary(lw, n, OP.NEG),
-    "Abs": lambda lw, n: _unary(lw, n, OP.ABS),
     "Pow": power,
     "Reciprocal": reciprocal,
     "HardSigmoid": hard_sigmoid,

@@ -833,10 +833,11 @@ class Binary : public Op {
 };
 
 // ------------------------------------------------------------------------ unary activations
+// LEAKY_RELU is one too: x >= 0 ? x : alpha x, PRELU's loop with one slope (leaky_)
 class Activation : public Op {
  public:
-  Activation(const Ctx& c, const OpOptions& o, ActKind k, const char* name)
-      : vec_(vec_ops(o.isa)), k_(k) {
+  Activation(const Ctx& c, const OpOptions& o, ActKind k, const char* name, bool leaky = false)
+      : vec_(vec_ops(o.isa)), k_(k), leaky_(leaky), alpha_(c.d.alpha) {
     const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
     c.shape_is(y, x.shape);
     elems_ = x.elems;
@@ -855,44 +856,24 @@ class Activation : public Op {
                        k_ == ActKind::gelu || k_ == ActKind::gelu_tanh || k_ == ActKind::elu ||
                        k_ == ActKind::exp || k_ == ActKind::log;
     const int use = threads_for(r.threads, (heavy ? 16.0 : 2.0) * double(elems_));
-    if (use <= 1) return vec_.activation(k_, x, y, elems_);
+    if (use <= 1) return apply(x, y, elems_);
     const int64_t part = (elems_ + use * 16 - 1) / (use * 16) * 16;
     parallel_for(use, use, [&](int64_t i) {
       const int64_t b = i * part, e = std::min(elems_, b + part);
-      if (b < e) vec_.activation(k_, x + b, y + b, e - b);
+      if (b < e) apply(x + b, y + b, e - b);
     });
   }
   int in_ = 0, out_ = 0;
 
  private:
+  void apply(const float* x, float* y, int64_t n) const {
+    if (!leaky_) return vec_.activation(k_, x, y, n);
+    const float inf = std::numeric_limits<float>::infinity();
+    vec_.binary(BinOp::prelu, x, 1, &alpha_, 0, y, n, -inf, inf);
+  }
   const VecOps& vec_;
   ActKind k_;
-  int64_t elems_;
-  bool const_in_ = false;
-};
-
-// ------------------------------------------------------------------------ LEAKY_RELU
-// x >= 0 ? x : alpha x, PRELU's loop with one slope
-class LeakyRelu : public Op {
- public:
-  LeakyRelu(const Ctx& c, const OpOptions& o) : vec_(vec_ops(o.isa)), alpha_(c.d.alpha) {
-    const Tensor &x = c.f32(c.in(0)), &y = c.f32(c.out());
-    c.shape_is(y, x.shape);
-    elems_ = x.elems;
-    const_in_ = x.is_const();
-    kind = "LEAKY_RELU";
-    label = kind + " " + dims(x.shape);
-    macs = double(elems_);
-  }
-  bool chw_capable() const override { return !const_in_; }  // elementwise
-  void run(const RunCtx& r) const override {
-    const float inf = std::numeric_limits<float>::infinity();
-    vec_.binary(BinOp::prelu, r.ptr[in_], 1, &alpha_, 0, r.ptr[out_], elems_, -inf, inf);
-  }
-  int in_ = 0, out_ = 0;
-
- private:
-  const VecOps& vec_;
+  bool leaky_;
   float alpha_;
   int64_t elems_;
   bool const_in_ = false;
@@ -1370,7 +1351,7 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
       return b;
     }
     case OpCode::leaky_relu:
-      return wire(std::make_unique<LeakyRelu>(c, o), d);
+      return wire(std::make_unique<Activation>(c, o, ActKind::none, "LEAKY_RELU", true), d);
     case OpCode::logistic:  // the planner's SiLU (a plain LOGISTIC returned above)
       return wire(std::make_unique<Activation>(c, o, ActKind::silu, "LOGISTIC"), d);
     case OpCode::softmax:
