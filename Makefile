@@ -204,7 +204,7 @@ bench: install
 # (50 % of channels) and a Jetson Orin Nano (a MAC budget met by the adaptive search).
 demo: setup
 	$(VENV)/bin/edgeprune train --model edgeprune:demo-cnn --data digits --epochs 10 --seed 0 --out demo-out/trained --force
-	$(VENV)/bin/edgeprune build --model demo-out/trained --target rpi4 --data digits --ratio 0.5 \
+	$(VENV)/bin/edgeprune build --model demo-out/trained --target rpi4 --data digits --budget-macs 0.3 \
 	  --max-acc-drop 2 --out demo-out/rpi4 --force
 	$(VENV)/bin/edgeprune build --model demo-out/trained --target jetson-orin-nano --data digits \
 	  --budget-macs 0.6 --max-acc-drop 2 --out demo-out/jetson-orin-nano --force
