@@ -133,6 +133,8 @@ const char* op_name(int32_t code) {
     EP_OPNAME(ceil, "CEIL")
     EP_OPNAME(round, "ROUND")
     EP_OPNAME(sign, "SIGN")
+    EP_OPNAME(sin, "SIN")
+    EP_OPNAME(cos, "COS")
     EP_OPNAME(log_softmax, "LOG_SOFTMAX")
     EP_OPNAME(reduce_max, "REDUCE_MAX")
     EP_OPNAME(reduce_min, "REDUCE_MIN")

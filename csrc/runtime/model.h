@@ -152,6 +152,8 @@ enum class OpCode : int32_t {
   ceil = 104,
   round = 116,
   sign = 158,
+  sin = 66,
+  cos = 108,
 };
 const char* op_name(int32_t code);  // "CONV_2D", ... or "BUILTIN_<n>"
 

@@ -209,7 +209,8 @@ def conv(lw: Lowering, node) -> None:
 
 def conv_transpose(lw: Lowering, node) -> None:
     """Stride 1: the equivalent conv (flipped kernel, in/out swapped per group, pad k-1-p);
-    otherwise TRANSPOSE_CONV (group 1, output padding 0, VALID or SAME-equivalent pads)."""
+    otherwise TRANSPOSE_CONV (group 1): VALID, SAME where it crops as the pads do, else a larger
+    VALID one and a crop (any pads and output_padding)."""
     import onnx
 
     x, w = node.input[0], node.input[1]
@@ -221,14 +222,15 @@ def conv_transpose(lw: Lowering, node) -> None:
     k, s = list(wt.shape[2:]), list(_attr(node, "strides", [1, 1]))
     d = list(_attr(node, "dilations", [1, 1]))
     pads = list(_attr(node, "pads", [0, 0, 0, 0]))
-    if any(_attr(node, "output_padding", [0, 0])) or _attr(node, "output_shape", None):
-        raise unsupported(node, "output_padding / output_shape")
+    if _attr(node, "output_shape", None):
+        raise unsupported(node, "an output_shape attribute (give pads and output_padding instead)")
+    out_pad = list(_attr(node, "output_padding", [0, 0]))
     if s == [1, 1]:
         cin, cout_g = wt.shape[0], wt.shape[1]
         wc = wt.reshape(g, cin // g, cout_g, *k).transpose(0, 2, 1, 3, 4).reshape(g * cout_g, cin // g, *k)
         name = f"{w}_as_conv"
         lw.consts[name] = np.ascontiguousarray(wc[:, :, ::-1, ::-1])
-        cpads = [d[i % 2] * (k[i % 2] - 1) - pads[i] for i in range(4)]
+        cpads = [d[i % 2] * (k[i % 2] - 1) - pads[i] + (out_pad[i - 2] if i >= 2 else 0) for i in range(4)]
         if min(cpads) < 0:
             raise unsupported(node, f"pads {pads} larger than the kernel")
         attrs = {"group": g, "strides": [1, 1], "dilations": d, "pads": cpads}
@@ -239,25 +241,39 @@ def conv_transpose(lw: Lowering, node) -> None:
     if g != 1 or d != [1, 1]:
         raise unsupported(node, "grouped or dilated transposed convolution with stride > 1")
     in_hw, out_hw = lw.shape(x)[2:], lw.shape(node.output[0])[2:]
-    if not any(pads):
+    full = [(in_hw[i] - 1) * s[i] + k[i] for i in range(2)]  # every input pixel's taps, uncropped
+    crop = None
+    if not any(pads) and not any(out_pad):
         mode = VALID
-    elif all(out_hw[i] == in_hw[i] * s[i] for i in range(2)):
-        mode = SAME
-        for i in range(2):
-            total = max((in_hw[i] - 1) * s[i] + k[i] - out_hw[i], 0)
-            if (pads[i], pads[i + 2]) != (total // 2, total - total // 2):
-                raise unsupported(node, f"pads {pads}")
+    elif all(out_hw[i] == in_hw[i] * s[i] for i in range(2)) and all(
+        (pads[i], pads[i + 2]) == ((full[i] - out_hw[i]) // 2, full[i] - out_hw[i] - (full[i] - out_hw[i]) // 2)
+        for i in range(2)
+    ):
+        mode = SAME  # TF's SAME crops the full result as these pads do
     else:
-        raise unsupported(node, f"pads {pads}")
+        # Output pixel o is pixel o + pad_begin of the full result; output_padding reaches past its
+        # end, where only the bias lands (TRANSPOSE_CONV fills an output larger than the full result
+        # so): a VALID TRANSPOSE_CONV as large as needed, then a STRIDED_SLICE
+        mode = VALID
+        crop = [max(full[i], pads[i] + out_hw[i]) for i in range(2)]
     xv = lw.get(x, nhwc=True, want_float=True)
     act, final = fuse_act(lw, node.output[0])
     out = lw.new(final, True)
-    oshape = lw.m.const("output_shape", np.array(lw.m.tensors[out.index].shape, np.int32))
+    n, _, _, cout = lw.m.tensors[out.index].shape
+    conv_out = out.index if crop is None else tmp(lw, f"{node.output[0]}_uncropped", [n, crop[0], crop[1], cout])
+    oshape = lw.m.const("output_shape", np.array(lw.m.tensors[conv_out].shape, np.int32))
     ins = [oshape, lw.m.const(w, wt.transpose(1, 2, 3, 0)), xv.index]
     b = lw.consts[bias].astype(np.float32) if bias else np.zeros(wt.shape[1], np.float32)
     ins.append(lw.m.const(bias or f"{w}_bias", b))
     opts = {"Padding": mode, "StrideW": s[1], "StrideH": s[0], "FusedActivationFunction": act}
-    lw.m.op(OP.TRANSPOSE_CONV, ins, [out.index], ("TransposeConvOptions", opts), 4 if act else 3, node.name)
+    lw.m.op(OP.TRANSPOSE_CONV, ins, [conv_out], ("TransposeConvOptions", opts), 4 if act else 3, node.name)
+    if crop is not None:
+        begin = np.array([0, pads[0], pads[1], 0], np.int32)
+        end = begin + np.array([n, out_hw[0], out_hw[1], cout], np.int32)
+        sl = [conv_out] + [
+            lw.m.const(nm, v) for nm, v in (("begin", begin), ("end", end), ("strides", np.ones(4, np.int32)))
+        ]
+        lw.m.op(OP.STRIDED_SLICE, sl, [out.index], ("StridedSliceOptions", {}), 1, node.name)
     bind_all(lw, {node.output[0], final}, out)
 
 
@@ -794,6 +810,8 @@ UNARY = {
     "Sign": OP.SIGN,
     "Neg": OP.NEG,
     "Abs": OP.ABS,
+    "Sin": OP.SIN,
+    "Cos": OP.COS,
 }
 
 HANDLERS = {

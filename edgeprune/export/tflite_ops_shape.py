@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tflite_lower import NHWC, Lowering, Val, _attr, unsupported
+from .tflite_lower import NHWC, VALID, Lowering, Val, _attr, unsupported
 from .tflite_ops import (
     _requant_to_next,
     bind_all,
@@ -51,6 +51,52 @@ def _max_pad(lw: Lowering, name: str, x: Val, pads: list[int]) -> Val:
     return Val(out, True)
 
 
+def avg_pool_divisors(in_hw, out_hw, k, s, pads, include_pad: bool) -> np.ndarray:
+    """[OH, OW] divisor of each average-pool window as PyTorch computes it (and ONNX Runtime for the
+    ONNX it exports): a window starts at o * s - pad_begin and ends at most pad_end past the input;
+    count_include_pad counts that whole span, else only the input elements inside it. ceil_mode's
+    extra windows therefore divide by less than k."""
+    counts = []
+    for i in range(2):
+        o = np.arange(out_hw[i])
+        start = o * s[i] - pads[i]
+        end = np.minimum(start + k[i], in_hw[i] + pads[i + 2])
+        span = end - start
+        inside = np.minimum(end, in_hw[i]) - np.maximum(start, 0)
+        counts.append(np.maximum(span if include_pad else inside, 1))
+    return np.outer(counts[0], counts[1]).astype(np.float64)
+
+
+def _avg_pool_divided(lw: Lowering, node, xv: Val, in_hw, out_hw, k, s, pads) -> None:
+    """A float average pool whose divisors TFLite's AVERAGE_POOL_2D does not use (ceil_mode windows,
+    count_include_pad=0 with padding SAME does not place): zero padding to the windows' full extent,
+    a VALID pool (the window sum / (kh * kw)), then a MUL by (kh * kw) / divisor per output pixel,
+    which carries the fused activation."""
+    ends = [max(0, (out_hw[i] - 1) * s[i] + k[i] - in_hw[i] - pads[i]) for i in range(2)]
+    padded = (
+        explicit_pad(lw, node.output[0], xv, [pads[0], pads[1], ends[0], ends[1]]) if any(pads) or any(ends) else xv
+    )
+    n, c = lw.m.tensors[xv.index].shape[0], lw.m.tensors[xv.index].shape[3]
+    summed = tmp(lw, f"{node.output[0]}_window_mean", [n, out_hw[0], out_hw[1], c])
+    opts = {"Padding": VALID, "StrideW": s[1], "StrideH": s[0], "FilterWidth": k[1], "FilterHeight": k[0]}
+    lw.m.op(
+        OP.AVERAGE_POOL_2D,
+        [padded.index],
+        [summed],
+        ("Pool2DOptions", {**opts, "FusedActivationFunction": 0}),
+        1,
+        node.name,
+    )
+    div = avg_pool_divisors(in_hw, out_hw, k, s, pads, bool(_attr(node, "count_include_pad", 0)))
+    scale = (k[0] * k[1] / div).astype(np.float32).reshape(1, out_hw[0], out_hw[1], 1)
+    act, final = fuse_act(lw, node.output[0])
+    out = lw.new(final, True)
+    mul = ("MulOptions", {"FusedActivationFunction": act})
+    lw.m.op(OP.MUL, [summed, lw.m.const("avg_pool_scale", scale)], [out.index], mul, 1, node.name)
+    bind_all(lw, {node.output[0], final}, out)
+    _requant_to_next(lw, final, out)
+
+
 def pool(lw: Lowering, node) -> None:
     x = node.input[0]
     xv, int8 = _int8_in(lw, x, nhwc=True)
@@ -64,21 +110,26 @@ def pool(lw: Lowering, node) -> None:
     floor_hw = [(in_hw[i] + pads[i] + pads[i + 2] - k[i]) // s[i] + 1 for i in range(2)]
     avg = node.op_type == "AveragePool"
     extra = [out_hw[i] - floor_hw[i] for i in range(2)]
-    if any(e < 0 for e in extra) or (avg and any(extra)):
-        # an average over a window that ceil_mode adds divides by a count TFLite's pools do not use
-        raise unsupported(node, "ceil_mode=1 on a size where it adds an output row (average pools)")
+    if any(e < 0 for e in extra):
+        raise unsupported(node, f"an output of {out_hw} from {in_hw} that no pooling window rule gives")
+    if avg and (any(extra) or (any(pads) and not _attr(node, "count_include_pad", 0))):
+        if any(extra) or pad_mode(in_hw, k, s, d, pads)[1] is not None:
+            # in float: in an int8 file between DEQUANTIZE and QUANTIZE
+            xf = lw.get(x, nhwc=True, want_float=True)
+            return _avg_pool_divided(lw, node, xf, in_hw, out_hw, k, s, pads)
     if any(extra):
         # ceil_mode=1 max pools (GoogLeNet, SqueezeNet): the added windows start inside the input
         # (PyTorch's rule) and read lowest-value padding past its end, which never wins the max
         pads = [pads[0], pads[1], pads[2] + extra[0] * s[0], pads[3] + extra[1] * s[1]]
     mode, explicit = pad_mode(in_hw, k, s, d, pads)
+    if avg and explicit is None and any(pads) and _attr(node, "count_include_pad", 0):
+        # TF's SAME leaves the padding out of each window's count; counting it takes real zeros
+        mode, explicit = VALID, list(pads)
     if explicit is not None:
         if not avg:
             xv = _max_pad(lw, node.output[0], xv, explicit)
-        elif _attr(node, "count_include_pad", 0):
+        else:  # (count_include_pad: the other averages took the divided form above)
             xv = explicit_pad(lw, node.output[0], xv, explicit)
-        else:
-            raise unsupported(node, f"padding {pads} that TF's SAME does not reproduce (count_include_pad=0)")
     act, final = fuse_act(lw, node.output[0])
     act = int8_act(act, lw.quant_of(xv) if int8 else None)
     out = _passthrough_out(lw, final, xv, True, int8)
@@ -295,6 +346,35 @@ def concat(lw: Lowering, node) -> None:
     lw.bind(out_name, out)
 
 
+def _gather_axes(lw: Lowering, node, xv: Val, nhwc: bool, int8: bool, picks: dict[int, list[int]]) -> Val:
+    """GATHERs of constant indices along ONNX axes (axis -> source index per output position), one
+    per axis, the last writing the node's output: edge padding repeats the border index, a negative
+    slice step lists its indices backwards. GATHER moves values, so int8 stays int8 at one scale."""
+    shape = list(lw.m.tensors[xv.index].shape)
+    cur = xv
+    items = sorted(picks.items())
+    for k, (axis, idx) in enumerate(items):
+        stored = NHWC.index(axis) if nhwc else axis
+        shape[stored] = len(idx)
+        if k == len(items) - 1:
+            out = _passthrough_out(lw, node.output[0], xv, nhwc, int8)
+        else:
+            out = Val(
+                tmp(
+                    lw,
+                    f"{node.output[0]}_gather{k}",
+                    list(shape),
+                    quant=lw.quant_of(xv) if int8 else None,
+                    dtype=lw.m.tensors[xv.index].dtype,
+                ),
+                nhwc,
+            )
+        ins = [cur.index, lw.m.const("indices", np.array(idx, np.int32))]
+        lw.m.op(OP.GATHER, ins, [out.index], ("GatherOptions", {"Axis": stored}), 2 if int8 else 1, node.name)
+        cur = out
+    return cur
+
+
 def pad(lw: Lowering, node) -> None:
     mode = _attr(node, "mode", b"constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
@@ -302,17 +382,26 @@ def pad(lw: Lowering, node) -> None:
     value = float(lw.consts[node.input[2]]) if len(node.input) > 2 and node.input[2] else 0.0
     if len(node.input) > 3 and node.input[3]:
         raise unsupported(node, "padding over a subset of axes")
-    if mode == "edge":
-        raise unsupported(node, "edge (replicate) padding")
-    if mode == "constant" and value != 0.0:
-        raise unsupported(node, f"constant padding with {value:g}")
-    if mode not in ("constant", "reflect"):
+    if mode not in ("constant", "reflect", "edge"):
         raise unsupported(node, f"{mode} padding")
     x = node.input[0]
-    rank = len(lw.shape(x))
+    shape = lw.shape(x)
+    rank = len(shape)
+    if any(p < 0 for p in pads):
+        raise unsupported(node, f"negative pads {pads} (cropping)")
     v = lw.vals.get(x)
     nhwc = v is not None and v.nhwc and rank == 4
     xv, int8 = _int8_in(lw, x, nhwc=nhwc if rank == 4 else None)
+    if mode == "edge":  # replicate: the border index repeated, a GATHER per padded axis
+        picks = {
+            a: [0] * pads[a] + list(range(shape[a])) + [shape[a] - 1] * pads[a + rank]
+            for a in range(rank)
+            if pads[a] or pads[a + rank]
+        }
+        if not picks:
+            raise unsupported(node, "edge padding by nothing")
+        lw.bind(node.output[0], _gather_axes(lw, node, xv, nhwc, int8, picks))
+        return
     pairs = np.array([[pads[i], pads[i + rank]] for i in range(rank)], dtype=np.int32)
     if nhwc:
         pairs = pairs[list(NHWC)]
@@ -323,6 +412,15 @@ def pad(lw: Lowering, node) -> None:
             raise unsupported(node, "reflect padding as wide as the tensor")
         opts = ("MirrorPadOptions", {"Mode": 0})
         lw.m.op(OP.MIRROR_PAD, [xv.index, paddings], [out.index], opts, 2 if int8 else 1, node.name)
+    elif value != 0.0:  # PADV2: the value a quantized input's scale gives it, in int8
+        q = lw.quant_of(xv) if int8 else None
+        if q is not None:
+            qv = np.round(value / float(q.scale.reshape(-1)[0])) + int(np.asarray(q.zero_point).reshape(-1)[0])
+            pv = np.array(np.clip(qv, -128, 127), np.int8)
+        else:
+            pv = np.array(value, np.float32)
+        ins = [xv.index, paddings, lw.m.const("pad_value", pv.reshape(()), quant=q)]
+        lw.m.op(OP.PADV2, ins, [out.index], None, 2 if int8 else 1, node.name)
     else:
         lw.m.op(OP.PAD, [xv.index, paddings], [out.index], None, 2 if int8 else 1, node.name)
     lw.bind(node.output[0], out)
@@ -341,10 +439,25 @@ def slice_(lw: Lowering, node) -> None:
     axes = lw.consts[node.input[3]] if len(node.input) > 3 and node.input[3] else np.arange(len(starts))
     steps = lw.consts[node.input[4]] if len(node.input) > 4 and node.input[4] else np.ones(len(starts), np.int64)
     begin, end, stride = [0] * rank, list(shape), [1] * rank
+    if any(int(st) < 0 for st in steps):
+        # (torch.flip exports as a step -1 slice.) Every sliced axis becomes a GATHER of the indices
+        # the slice visits, in its order: ONNX clamps starts and ends as Python's slice.indices does
+        picks = {}
+        for s, e, a, st in zip(starts, ends, axes, steps):
+            if int(st) == 0:
+                raise unsupported(node, "a slice step of 0")
+            a = int(a) % rank
+            picks[a] = list(range(*slice(int(s), int(e), int(st)).indices(shape[a])))
+            if not picks[a]:
+                raise unsupported(node, f"an empty slice of axis {a}")
+        nhwc = _stored_nhwc(lw, x)
+        xv, int8 = _int8_in(lw, x, nhwc=nhwc)
+        lw.bind(node.output[0], _gather_axes(lw, node, xv, nhwc, int8, picks))
+        return
     for s, e, a, st in zip(starts, ends, axes, steps):
         a = int(a) % rank
         if st <= 0:
-            raise unsupported(node, "negative slice steps")
+            raise unsupported(node, "a slice step of 0")
         dim = shape[a]
         s, e = int(s), int(e)
         s = min(max(s + dim if s < 0 else s, 0), dim)
@@ -666,15 +779,15 @@ def _normalize(lw: Lowering, node, xv: Val, axes: list[int], gamma, beta, eps: f
 
 
 def layer_norm(lw: Lowering, node) -> None:
-    """LayerNormalization over the last axis (decomposed: TFLite has no builtin layer norm)."""
+    """LayerNormalization over the axes from ``axis`` to the last (decomposed: TFLite has no builtin
+    layer norm), in the ONNX layout, where gamma and beta [shape[axis:]] broadcast as they are."""
     x = node.input[0]
     rank = len(lw.shape(x))
-    if _attr(node, "axis", -1) % rank != rank - 1:
-        raise unsupported(node, "layer norm over more than the last axis")
+    axis = _attr(node, "axis", -1) % rank
     xv = lw.get(x, nhwc=False, want_float=True)
     gamma = lw.consts[node.input[1]] if len(node.input) > 1 and node.input[1] else None
     beta = lw.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
-    _normalize(lw, node, xv, [rank - 1], gamma, beta, float(_attr(node, "epsilon", 1e-5)))
+    _normalize(lw, node, xv, list(range(axis, rank)), gamma, beta, float(_attr(node, "epsilon", 1e-5)))
 
 
 def instance_norm(lw: Lowering, node) -> None:

@@ -112,11 +112,11 @@ def test_build_api_returns_result_and_stage_callback(trained_demo_cnn, tmp_out):
     assert P.summary(res)[0][0] == "baseline"
 
 
-SINE_NET = """
+ATAN_NET = """
 import torch
 
 
-class Sine(torch.nn.Module):
+class Arctan(torch.nn.Module):
     input_shape = (1, 8, 8)
 
     def __init__(self):
@@ -125,25 +125,25 @@ class Sine(torch.nn.Module):
         self.fc = torch.nn.Linear(8, 10)
 
     def forward(self, x):
-        y = torch.sin(self.conv(x))  # Sin: no TFLite lowering
+        y = torch.atan(self.conv(x))  # Atan: no TFLite lowering
         return self.fc(y.mean((2, 3)))
 
 
 def make():
-    return Sine()
+    return Arctan()
 """
 
 
 def test_a_build_whose_model_tflite_cannot_express_still_writes_onnx(tmp_path):
-    (tmp_path / "net.py").write_text(SINE_NET)
+    (tmp_path / "net.py").write_text(ATAN_NET)
     spec = f"{tmp_path / 'net.py'}:make"
     res = P.build(spec, "rpi4", tmp_path / "out", ratio=0.25, formats=["tflite", "onnx"], bench_runs=0)
     assert (tmp_path / "out" / "model.onnx").is_file() and not (tmp_path / "out" / "model.tflite").exists()
     why = res.report["stages_skipped"]["export tflite"]
-    assert why.startswith("ONNX op Sin at node") and "has no TFLite lowering" in why
+    assert why.startswith("ONNX op Atan at node") and "has no TFLite lowering" in why
     # nothing deployable at all: the build fails with the writer's message and leaves no directory
     from edgeprune.export.tflite_lower import TFLiteLoweringError
 
-    with pytest.raises(TFLiteLoweringError, match=r"ONNX op Sin at node .* has no TFLite lowering"):
+    with pytest.raises(TFLiteLoweringError, match=r"ONNX op Atan at node .* has no TFLite lowering"):
         P.build(spec, "rpi4", tmp_path / "out2", ratio=0.25, formats=["tflite"], bench_runs=0)
     assert not (tmp_path / "out2").exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zoo import ZOO, build  # noqa: E402
@@ -215,6 +216,31 @@ MORE_OPS = {
     "log_softmax_channels": (lambda: torch.nn.LogSoftmax(1), {"LOG_SOFTMAX", "TRANSPOSE"}),
     # 12x12 -> 6x6 where floor mode gives 5x5: the added windows read lowest-value padding
     "max_pool_ceil_mode": (lambda: torch.nn.MaxPool2d(3, 2, ceil_mode=True), {"MAX_POOL_2D", "PADV2"}),
+    # edge padding and flips: a GATHER of the border or reversed indices per axis
+    "replicate_pad": (lambda: torch.nn.ReplicationPad2d((1, 2, 2, 0)), {"GATHER"}),
+    "flip": (lambda: _Fn(lambda x: x.flip(2, 3) + x.flip(1)), {"GATHER"}),
+    "constant_pad_value": (lambda: _Fn(lambda x: F.pad(x, (1, 1, 2, 0), value=0.5)), {"PADV2"}),
+    # count_include_pad (PyTorch's default) where TF's SAME would place the same pads but leave
+    # them out of the count (Inception's 3x3 stride-1 branch pools)
+    "avg_pool_counting_pads": (lambda: torch.nn.AvgPool2d(3, 1, 1), {"AVERAGE_POOL_2D", "PAD"}),
+    # 12x12 -> 7x7 (floor: 6x6): the added windows and the padding divide by their own counts
+    "avg_pool_ceil_mode": (
+        lambda: torch.nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+        {"AVERAGE_POOL_2D", "MUL"},
+    ),
+    # ResNet-D's shortcut pool on an odd size: 11x11 -> 6x6
+    "avg_pool_2x2_ceil_odd": (
+        lambda: _Fn(lambda x: F.avg_pool2d(x[:, :, 1:, 1:], 2, 2, ceil_mode=True, count_include_pad=False)),
+        {"AVERAGE_POOL_2D", "MUL"},
+    ),
+    "sin_cos": (lambda: _Fn(lambda x: torch.sin(3 * x) + torch.cos(x)), {"SIN", "COS"}),
+    # a decoder's upsampling: 12x12 -> 24x24, the last row and column from output_padding
+    "conv_transpose_output_padding": (
+        lambda: torch.nn.ConvTranspose2d(8, 4, 3, 2, 1, output_padding=1),
+        {"TRANSPOSE_CONV", "STRIDED_SLICE"},
+    ),
+    "conv_transpose_k3s2p1": (lambda: torch.nn.ConvTranspose2d(8, 4, 3, 2, 1), {"TRANSPOSE_CONV", "STRIDED_SLICE"}),
+    "layer_norm_over_chw": (lambda: torch.nn.LayerNorm([8, 12, 12]), {"MEAN", "RSQRT"}),
 }
 
 
@@ -257,7 +283,22 @@ def test_a_classifier_ending_in_log_softmax_matches_torch_far_into_the_tail(tmp_
     assert rel_err(ours, ref) < 1e-5
 
 
-@pytest.mark.parametrize("name", ["leaky_relu", "prelu", "pixel_shuffle", "global_max_pool", "reflect_pad"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "leaky_relu",
+        "prelu",
+        "pixel_shuffle",
+        "global_max_pool",
+        "reflect_pad",
+        "replicate_pad",
+        "flip",
+        "constant_pad_value",
+        "avg_pool_counting_pads",
+        "avg_pool_ceil_mode",
+        "avg_pool_2x2_ceil_odd",
+    ],
+)
 def test_more_ops_in_int8_files_give_litert_reference_bits_on_our_runtime(name, tmp_path):
     import edgeprune as ep
 
@@ -291,17 +332,16 @@ import torch
 import torch.nn.functional as F
 
 
-class Padded(torch.nn.Module):
+class Elementwise(torch.nn.Module):
     input_shape = (3, 8, 8)
 
-    def __init__(self, mode, value=0.0):
+    def __init__(self, fn):
         super().__init__()
-        self.mode, self.value = mode, value
+        self.fn = fn
         self.conv = torch.nn.Conv2d(3, 4, 3)
 
     def forward(self, x):
-        kw = {"value": self.value} if self.mode == "constant" else {}
-        return self.conv(F.pad(x, (1, 2, 2, 1), mode=self.mode, **kw))
+        return self.fn(self.conv(x))
 
 
 class Sampler(torch.nn.Module):
@@ -312,12 +352,12 @@ class Sampler(torch.nn.Module):
         return F.grid_sample(x, F.affine_grid(theta, [1, 3, 8, 8], align_corners=False), align_corners=False)
 
 
-def replicate():
-    return Padded("replicate")
+def erf():
+    return Elementwise(torch.erf)
 
 
-def constant1():
-    return Padded("constant", 1.0)
+def logsumexp():
+    return Elementwise(lambda y: torch.logsumexp(y, 1))
 
 
 def grid_sample():
@@ -328,8 +368,8 @@ def grid_sample():
 @pytest.mark.parametrize(
     "factory, start",
     [
-        ("replicate", "ONNX op Pad (edge (replicate) padding) at node '/Pad' has no TFLite lowering; use zero"),
-        ("constant1", "ONNX op Pad (constant padding with 1) at node '/Pad' has no TFLite lowering; use zero"),
+        ("erf", "ONNX op Erf at node '/Erf' has no TFLite lowering; use F.gelu (exact or tanh) instead"),
+        ("logsumexp", "ONNX op ReduceLogSumExp at node '/ReduceLogSumExp' has no TFLite lowering; use ops of"),
         ("grid_sample", "ONNX op GridSample at node '/GridSample' has no TFLite lowering; use a fixed resampling"),
     ],
 )

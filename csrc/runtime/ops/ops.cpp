@@ -854,7 +854,8 @@ class Activation : public Op {
     float* y = r.ptr[out_];
     const bool heavy = k_ == ActKind::tanh || k_ == ActKind::logistic || k_ == ActKind::silu ||
                        k_ == ActKind::gelu || k_ == ActKind::gelu_tanh || k_ == ActKind::elu ||
-                       k_ == ActKind::exp || k_ == ActKind::log;
+                       k_ == ActKind::exp || k_ == ActKind::log || k_ == ActKind::sin ||
+                       k_ == ActKind::cos;
     const int use = threads_for(r.threads, (heavy ? 16.0 : 2.0) * double(elems_));
     if (use <= 1) return apply(x, y, elems_);
     const int64_t part = (elems_ + use * 16 - 1) / (use * 16) * 16;
@@ -1292,6 +1293,10 @@ ActKind activation_kind(OpCode code, bool approximate) {
       return ActKind::round;
     case OpCode::sign:
       return ActKind::sign;
+    case OpCode::sin:
+      return ActKind::sin;
+    case OpCode::cos:
+      return ActKind::cos;
     default:
       return ActKind::none;
   }

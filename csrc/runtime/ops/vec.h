@@ -38,6 +38,8 @@ enum class ActKind : int {
   ceil,
   round,  // half to even, as TFLite's ROUND and ONNX's Round
   sign,   // -1, 0 or 1 (0 for NaN, TFLite's (0 < x) - (x < 0))
+  sin,
+  cos,
 };
 
 struct DwRowArgs {

@@ -899,6 +899,12 @@ void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y
     case ActKind::sign:
       for (int64_t i = 0; i < n; ++i) y[i] = float(int(0.0f < x[i]) - int(x[i] < 0.0f));
       return;
+    case ActKind::sin:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::sin(x[i]);
+      return;
+    case ActKind::cos:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::cos(x[i]);
+      return;
   }
 }
 
