@@ -50,6 +50,7 @@ def torch_to_onnx(
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
+    _refuse_unexportable(model)
     if input_names and len(input_names) == len(example_inputs):
         in_names = list(input_names)
     else:
@@ -104,6 +105,20 @@ def torch_to_onnx(
     proto = onnx.load_from_string(buf.getvalue())
     _name_outputs(proto, out_names)
     return proto
+
+
+def _refuse_unexportable(model: torch.nn.Module) -> None:
+    """Modules ONNX has no form for that an exporter would still write wrong: ONNX's LSTM has no
+    projection, and torch's dynamo exporter writes an LSTM with ``proj_size`` as one whose hidden
+    size is the projection's, dropping the projection (ONNX Runtime then refuses its states)."""
+    from ..errors import UserError
+
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.LSTM) and m.proj_size > 0:
+            raise UserError(
+                f"nn.LSTM '{name}' has proj_size={m.proj_size}, which ONNX's LSTM cannot express; "
+                "use proj_size=0 with a Linear after the LSTM"
+            )
 
 
 def output_names(model: torch.nn.Module, example_inputs) -> list:

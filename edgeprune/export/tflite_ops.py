@@ -793,6 +793,7 @@ def dequantize_linear(lw: Lowering, node) -> None:
     lw.bind(node.output[0], lw.vals[node.input[0]])
 
 
+from .tflite_ops_rnn import RNN_HANDLERS  # noqa: E402  (as the shape ops)
 from .tflite_ops_shape import (  # noqa: E402  (the shape ops share the helpers above)
     SHAPE_HANDLERS,
     match_patterns,
@@ -844,6 +845,7 @@ HANDLERS = {
     "QuantizeLinear": quantize_linear,
     "DequantizeLinear": dequantize_linear,
     **SHAPE_HANDLERS,
+    **RNN_HANDLERS,
 }
 
 __all__ = ["HANDLERS", "match_patterns"]

@@ -516,7 +516,12 @@ def gather(lw: Lowering, node) -> None:
     data, idx = node.input[0], node.input[1]
     axis = _attr(node, "axis", 0) % len(lw.shape(data))
     if idx in lw.consts:
-        iv = lw.m.const("indices", lw.consts[idx].astype(np.int32))
+        # ONNX counts negative indices from the end (x[:, -1]); TFLite's GATHER refuses them
+        ix = np.asarray(lw.consts[idx]).astype(np.int64)
+        dim = lw.shape(data)[axis]
+        if np.any(ix < -dim) or np.any(ix >= dim):
+            raise unsupported(node, f"indices outside [-{dim}, {dim})")
+        iv = lw.m.const("indices", np.where(ix < 0, ix + dim, ix).astype(np.int32))
     else:
         iv = lw.get(idx, nhwc=False).index
     table = _int8_table(lw, data, node.output[0])

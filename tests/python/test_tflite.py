@@ -601,3 +601,125 @@ def test_inspect_of_mutated_files_is_a_result_or_one_line_error(tmp_path):
 
     check()
     assert "error" in outcomes  # the mutations do reach the checks
+
+
+class _Recurrent(torch.nn.Module):
+    """A keyword-spotting shape: a 1-D conv front end, a recurrent layer, a classifier on its last
+    step (``last="y"``: Y[:, -1]; ``"h"``: the final hidden state h_n of the last layer)."""
+
+    def __init__(self, kind, layers=1, bidirectional=False, batch_first=True, last="y", **kw):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(10, 16, 3, padding=1)
+        cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind]
+        self.rnn = cls(16, 24, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, **kw)
+        self.fc = torch.nn.Linear(24 * (2 if bidirectional and last == "y" else 1), 5)
+        self.batch_first, self.last, self.kind = batch_first, last, kind
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x)).transpose(1, 2)
+        if not self.batch_first:
+            y = y.transpose(0, 1)
+        out, state = self.rnn(y)
+        if self.last == "h":
+            h = state[0] if self.kind == "lstm" else state
+            return self.fc(h[-1])
+        return self.fc(out[:, -1] if self.batch_first else out[-1])
+
+
+RECURRENT = {
+    "lstm": dict(kind="lstm"),
+    "lstm_2_layers_bidirectional": dict(kind="lstm", layers=2, bidirectional=True),
+    "lstm_final_state": dict(kind="lstm", last="h"),
+    "gru_bidirectional_time_major": dict(kind="gru", bidirectional=True, batch_first=False),
+    "gru_2_layers_final_state": dict(kind="gru", layers=2, last="h"),
+    "rnn_tanh": dict(kind="rnn"),
+    "rnn_relu_bidirectional": dict(kind="rnn", bidirectional=True, nonlinearity="relu"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECURRENT))
+def test_recurrent_layers_unroll_into_ops_litert_and_our_runtime_run(name, tmp_path):
+    """nn.LSTM / nn.GRU / nn.RNN (the ONNX LSTM, GRU and RNN ops) unrolled over the 20 steps:
+    torch = LiteRT (delegated and builtin) = our runtime on the same file."""
+    import edgeprune as ep
+
+    torch.manual_seed(0)
+    model = _Recurrent(**RECURRENT[name]).eval()
+    x = torch.randn(1, 10, 20)
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    info = inspect_file(path)
+    assert {"FULLY_CONNECTED", "SPLIT_V", "RELU" if "relu" in name else "TANH"} <= set(info["ops"]), info["ops"]
+    assert not {"UNIDIRECTIONAL_SEQUENCE_LSTM", "WHILE"} & set(info["ops"])
+    ref = torch_ref(model, x)
+    assert rel_err(run(path, [x.numpy()])[0], ref) < 1e-5
+    assert rel_err(run(path, [x.numpy()], builtin=True)[0], ref) < 1e-5
+    assert rel_err(ep.runtime.load(path)(x.numpy())[0], ref) < 1e-5
+
+
+def test_a_pruned_lstm_exports_and_runs_on_our_runtime(tmp_path):
+    """Hidden units pruned with their gates (the graph's recurrent rule), then the TFLite writer:
+    the smaller recurrent matrices run, and match the pruned torch model."""
+    import edgeprune as ep
+
+    torch.manual_seed(0)
+    model = _Recurrent("lstm", layers=2).eval()
+    x = torch.randn(1, 10, 20)
+    small = ep.apply(model, ep.plan(model, x, ratio=0.5))
+    assert small.rnn.hidden_size < 24
+    path = export(small, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    ref = torch_ref(small, x)
+    assert rel_err(run(path, [x.numpy()])[0], ref) < 1e-5
+    assert rel_err(ep.runtime.load(path)(x.numpy())[0], ref) < 1e-5
+
+
+def test_a_projected_lstm_is_refused_before_any_file_is_written(tmp_path):
+    class Projected(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(8, 16, proj_size=4, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    from edgeprune.errors import UserError
+
+    # (torch's dynamo exporter writes it as an LSTM of hidden size 4 without the projection)
+    for fmt in ("onnx", "tflite"):
+        with pytest.raises(UserError, match=r"^nn.LSTM 'rnn' has proj_size=4, which ONNX's LSTM cannot express"):
+            export(Projected().eval(), tmp_path / fmt, formats=[fmt], example_inputs=(torch.randn(1, 5, 8),))
+        assert not (tmp_path / fmt).exists() or not any((tmp_path / fmt).iterdir())
+
+
+def test_a_negative_constant_gather_index_counts_from_the_end(tmp_path):
+    """x[:, -1] (the last step or token): TFLite's GATHER refuses negative indices, so the writer
+    stores the index counted from the start."""
+    model = _Fn(lambda x: x[:, -1] * 2 + x[:, -2]).eval()
+    x = torch.randn(1, 6, 5)
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    assert rel_err(run(path, [x.numpy()])[0], torch_ref(model, x)) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_quantized_recurrent_model_gives_litert_reference_bits_on_our_runtime(kind, tmp_path):
+    """ep.quantize keeps the recurrent arithmetic in float (DEQUANTIZE before it, QUANTIZE after):
+    the int8 file runs on both runtimes with the same bits and keeps torch's top-1."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    import edgeprune as ep
+
+    torch.manual_seed(0)
+    model = _Recurrent(kind, layers=2, bidirectional=True).eval()
+    calib = torch.randn(32, 10, 20)
+    qm = ep.quantize(model, calib, method="minmax", progress=False)
+    path = export(qm, tmp_path, formats=["tflite-int8"], example_inputs=(calib[:1],))["tflite-int8"]
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    rt = ep.runtime.load(path)
+    ref = torch_ref(model, calib[:4])
+    for i in range(4):
+        xi = calib[i : i + 1].numpy()
+        it.set_tensor(it.get_input_details()[0]["index"], xi)
+        it.invoke()
+        want = it.get_tensor(it.get_output_details()[0]["index"])
+        assert np.array_equal(rt(xi)[0], want)
+        assert want.argmax() == ref[i].argmax() and rel_err(want, ref[i : i + 1]) < 0.02
