@@ -528,6 +528,13 @@ def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
     return 2 * b * h * lq * lk * (d + dv)
 
 
+def _mkldnn_lstm_flops(x, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
+    # one direction of one LSTM layer, oneDNN's fused kernel (nn.LSTM on CPU): every step's
+    # [4H, I] and [4H, H] products; GRU and RNN decompose into addmm, which the counter sees
+    steps = math.prod(x) // x[-1]
+    return 2 * steps * w_ih[0] * (w_ih[1] + w_hh[1])
+
+
 def _flop_mapping() -> dict:
     import torch
 
@@ -535,6 +542,9 @@ def _flop_mapping() -> dict:
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if op is not None:
         ops[op] = _sdpa_cpu_flops
+    op = getattr(torch.ops.aten, "mkldnn_rnn_layer", None)
+    if op is not None:
+        ops[op] = _mkldnn_lstm_flops
     return ops
 
 
@@ -568,6 +578,11 @@ _COUNTED = {
     "conv_transpose3d": "conv",
     "einsum": "fc",
     "multi_head_attention_forward": "fc",
+    # recurrent layers: a product per step of small matrices, as FULLY_CONNECTED runs them
+    "lstm": "fc",
+    "gru": "fc",
+    "rnn_tanh": "fc",
+    "rnn_relu": "fc",
 }
 
 
@@ -890,6 +905,26 @@ def _matmul_op(g: _OnnxGraph, node, name: str) -> Op | None:
     )
 
 
+def _recurrent_op(g: _OnnxGraph, node, name: str) -> Op | None:
+    """ONNX LSTM / GRU / RNN: every step's products with W [D, G H, I] and R [D, G H, H]."""
+    x_shape = g.shapes.get(node.input[0])
+    w_shape, _ = g.weight_shape(node.input[1])
+    r_shape, _ = g.weight_shape(node.input[2])
+    if not x_shape or not w_shape or not r_shape or len(x_shape) != 3:
+        return None
+    steps = int(x_shape[0]) * int(x_shape[1])
+    d, gh, i = (int(v) for v in w_shape)
+    h = int(r_shape[-1])
+    return Op(
+        name,
+        "fc",
+        macs=steps * d * gh * (i + h),
+        weight_elems=int(math.prod(w_shape) + math.prod(r_shape)),
+        in_elems=g.elems(node.input[0]),
+        out_elems=steps * d * h,
+    )
+
+
 def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
     """Read an ONNX file's operators and their shapes (via ONNX shape inference).
 
@@ -927,6 +962,10 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
                 continue
             ops.append(op)
             fusable.add(node.output[0])
+        elif t in ("LSTM", "GRU", "RNN"):
+            op = _recurrent_op(g, node, name)
+            if op is not None:
+                ops.append(op)
         elif _materialized_qdq(node, g.producer, g.consumers, g.consts, fusable):
             ops.append(Op(name, "eltwise", in_elems=g.elems(node.input[0]), out_elems=g.elems(node.output[0])))
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:

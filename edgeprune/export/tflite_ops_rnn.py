@@ -98,11 +98,15 @@ class _Steps:
         self.lw.m.op(code, ins, [out], options, 1, self.node.name)
         return out
 
-    def fc(self, x: int, w: np.ndarray, bias: np.ndarray, rows: int) -> int:
-        ins = [x, self.lw.m.const("rnn_weight", np.ascontiguousarray(w, np.float32))]
-        ins.append(self.lw.m.const("rnn_bias", np.ascontiguousarray(bias, np.float32)))
+    def weights(self, w: np.ndarray, bias: np.ndarray) -> tuple[int, int, int]:
+        """Constant tensors for a FULLY_CONNECTED, made once and read by every step's operator."""
+        wt = self.lw.m.const("rnn_weight", np.ascontiguousarray(w, np.float32))
+        return wt, self.lw.m.const("rnn_bias", np.ascontiguousarray(bias, np.float32)), w.shape[0]
+
+    def fc(self, x: int, weights: tuple[int, int, int], rows: int) -> int:
+        wt, bt, units = weights
         opts = ("FullyConnectedOptions", {"FusedActivationFunction": 0, "KeepNumDims": False})
-        return self.op(OP.FULLY_CONNECTED, ins, [rows, w.shape[0]], opts)
+        return self.op(OP.FULLY_CONNECTED, [x, wt, bt], [rows, units], opts)
 
     def split(self, x: int, parts: int, axis: int, rows: int, width: int) -> list[int]:
         if parts == 1:
@@ -158,13 +162,14 @@ def _direction(lw: Lowering, node, xs: int, d: int, reverse: bool, dims) -> tupl
         if op != "GRU"
         else np.concatenate([np.zeros(2 * hidden, np.float32), rb[2 * hidden :]])
     )
-    xw = s.fc(xs, w, in_bias, seq * batch)
+    xw = s.fc(xs, s.weights(w, in_bias), seq * batch)
+    recurrent_weights = s.weights(r, rec_bias)
     per_step = s.split(xw, seq, 0, seq * batch, g * hidden)
     h = _initial(lw, node, 5, d, batch, hidden)
     c = _initial(lw, node, 6, d, batch, hidden) if op == "LSTM" else None
     hs: list[int] = [0] * seq
     for t in reversed(range(seq)) if reverse else range(seq):
-        rec = s.fc(h, r, rec_bias, batch)
+        rec = s.fc(h, recurrent_weights, batch)
         if op == "LSTM":
             gates = s.split(
                 s.op(OP.ADD, [per_step[t], rec], [batch, g * hidden], ("AddOptions", {})), 4, 1, batch, g * hidden

@@ -723,3 +723,15 @@ def test_a_quantized_recurrent_model_gives_litert_reference_bits_on_our_runtime(
         want = it.get_tensor(it.get_output_details()[0]["index"])
         assert np.array_equal(rt(xi)[0], want)
         assert want.argmax() == ref[i].argmax() and rel_err(want, ref[i : i + 1]) < 0.02
+
+
+def test_an_unrolled_recurrent_layer_stores_its_weights_once(tmp_path):
+    """Every step's FULLY_CONNECTED reads the same recurrent weight tensor: the file holds W and R
+    once per direction, not once per step."""
+    torch.manual_seed(0)
+    model = _Recurrent("lstm").eval()
+    x = torch.randn(1, 10, 20)
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    weights = sum(p.numel() for p in model.parameters()) * 4
+    assert path.stat().st_size < 2 * weights + 64 * 1024, (path.stat().st_size, weights)
+    assert inspect_file(path)["ops"]["FULLY_CONNECTED"] == 20 + 1 + 1  # the steps, the inputs, the classifier
