@@ -18,12 +18,14 @@ def test_default_formats_follow_the_profile():
     avail = ["onnx", "onnx-fp16", "onnx-int8"]
     assert P.default_formats(ep.targets.load("rpi4"), avail) == (
         ["onnx", "onnx-int8"],
-        ["tflite-int8", "tflite", "epk"],
+        ["tflite-int8", "tflite"],
     )
     assert P.default_formats(ep.targets.load("jetson-orin-nano"), avail) == (["onnx", "onnx-int8"], [])
     assert P.default_formats(ep.targets.load("jetson-nano"), avail) == (["onnx", "onnx-fp16"], [])
     want, missing = P.default_formats(ep.targets.load("rpi4"), ["onnx"])
-    assert want == ["onnx"] and missing == ["tflite-int8", "tflite", "onnx-int8", "epk"]
+    assert want == ["onnx"] and missing == ["tflite-int8", "tflite", "onnx-int8"]
+    # the x86 hosts ship the .tflite too: the file our runtime (and LiteRT) runs
+    assert P.default_formats(ep.targets.load("x86-avx2"), avail + ["tflite"]) == (["onnx", "onnx-int8", "tflite"], [])
 
 
 def test_trtexec_command_only_for_tensorrt_targets():
