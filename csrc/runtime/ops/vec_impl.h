@@ -1064,6 +1064,24 @@ void conv_tile(const ConvRowArgs& a, int64_t ox, int64_t cb) {
         ix[p] = (ox + p) * a.stride_w - a.pad_l + kx * a.dil_w;
         in[p] = !CHECK || (ix[p] >= 0 && ix[p] < a.w);
       }
+#if defined(__AVX2__) && !defined(__AVX512F__)
+      if constexpr (!CHECK && P > 1) {
+        // P pixels' inputs broadcast into registers, then one weight register at a time: P * NV
+        // accumulators + P + 1 of the 16 ymm, P + NV loads per P * NV multiply-adds (the other
+        // order holds NV weights and reloads them per tap: 2 pixels x 4 registers were 6 loads per
+        // 8, which Zen 1's one ymm load a cycle nearly saturates)
+        for (int64_t ci = 0; ci < c; ++ci) {
+          VA xs[P];
+          for (int p = 0; p < P; ++p) xs[p] = splat(row[ix[p] * c + ci]);
+          for (int v = 0; v < NV; ++v) {
+            VA w = loadA(wk + ci * co16 + kVA * v);
+            asm("" : "+x"(w));  // one load per weight, not one folded into each multiply-add
+            for (int p = 0; p < P; ++p) acc[p][v] += w * xs[p];
+          }
+        }
+        continue;
+      }
+#endif
       for (int64_t ci = 0; ci < c; ++ci) {
         VA wv[NV];
         for (int v = 0; v < NV; ++v) {
@@ -1106,6 +1124,8 @@ void conv_blocks(const ConvRowArgs& a, int64_t cb, int64_t x0, int64_t x1) {
   // in 2 or 4 registers, so fewer pixels
 #if defined(__AVX512F__)
   constexpr int P = 8;
+#elif defined(__AVX2__)
+  constexpr int P = NB == 2 ? 3 : 4;  // (conv_tile: P * 4 or P * 2 accumulators, P + 1 more)
 #else
   constexpr int P = 2;
 #endif
