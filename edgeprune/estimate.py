@@ -910,8 +910,8 @@ def _recurrent_op(g: _OnnxGraph, node, name: str) -> Op | None:
     x_shape = g.shapes.get(node.input[0])
     w_shape, _ = g.weight_shape(node.input[1])
     r_shape, _ = g.weight_shape(node.input[2])
-    if not x_shape or not w_shape or not r_shape or len(x_shape) != 3:
-        return None
+    if not x_shape or not w_shape or not r_shape or len(x_shape) != 3 or len(w_shape) != 3 or len(r_shape) != 3:
+        return None  # (a hand-made file's odd shapes: the op is left out, as one without shapes)
     steps = int(x_shape[0]) * int(x_shape[1])
     d, gh, i = (int(v) for v in w_shape)
     h = int(r_shape[-1])

@@ -10,8 +10,7 @@ SUB, LOGISTIC, TANH, RELU); Y, Y_h and Y_c as the ONNX outputs lay them out, eac
 Why unrolled: TFLite's UNIDIRECTIONAL_SEQUENCE_LSTM has no GRU or RNN counterpart that LiteRT's
 XNNPACK delegate takes, and keyword-spotting and sensor models run tens of steps of small
 matrices, where one operator per gate costs little. Every operator here is one LiteRT and our
-runtime already run, so the same file runs on both and the per-step FULLY_CONNECTEDs take the
-sparse kernels where the recurrent weights were pruned.
+runtime already run, so the same file runs on both.
 """
 
 from __future__ import annotations
@@ -194,14 +193,14 @@ def _direction(lw: Lowering, node, xs: int, d: int, reverse: bool, dims) -> tupl
     return hs, h, c
 
 
-def _stack(lw: Lowering, node, parts: list[int], unit: list[int], axis: int, out: Val) -> None:
-    """RESHAPE every [B, H] part to ``unit`` and concatenate them along ``axis`` into ``out``."""
+def _stack(lw: Lowering, node, name: str, parts: list[int], unit: list[int], out: Val) -> None:
+    """RESHAPE every [B, H] part to ``unit`` and concatenate them along axis 0 into ``out``."""
     shaped = []
     for k, p in enumerate(parts):
-        t = tmp(lw, f"{node.output[0] or node.name}_part{axis}_{k}", unit)
+        t = tmp(lw, f"{name}_part{k}", unit)
         lw.reshape_op(p, t, unit)
         shaped.append(t)
-    opts = ("ConcatenationOptions", {"Axis": axis, "FusedActivationFunction": 0})
+    opts = ("ConcatenationOptions", {"Axis": 0, "FusedActivationFunction": 0})
     lw.m.op(OP.CONCATENATION, shaped, [out.index], opts, 1, node.name)
 
 
@@ -228,16 +227,16 @@ def recurrent(lw: Lowering, node) -> None:
         y = lw.new(outs[0], False)
         steps = [p for t in range(seq) for p in (r[0][t] for r in results)]
         flat = Val(tmp(lw, f"{outs[0]}_flat", [seq * len(dirs), batch, hidden]), False)
-        _stack(lw, node, steps, [1, batch, hidden], 0, flat)
+        _stack(lw, node, outs[0], steps, [1, batch, hidden], flat)
         lw.reshape_op(flat.index, y.index, [seq, len(dirs), batch, hidden])
         lw.bind(outs[0], y)
         _requant_to_next(lw, outs[0], y)
-    for k, pick in ((1, 1), (2, 2)):  # Y_h, Y_c [D, B, H]
+    for k in (1, 2):  # Y_h, Y_c [D, B, H]: each direction's last state (a reverse one's: at t = 0)
         if k == 2 and node.op_type != "LSTM":
             break
         if read(outs[k]):
             v = lw.new(outs[k], False)
-            _stack(lw, node, [r[pick] for r in results], [1, batch, hidden], 0, v)
+            _stack(lw, node, outs[k], [r[k] for r in results], [1, batch, hidden], v)
             lw.bind(outs[k], v)
             _requant_to_next(lw, outs[k], v)
 
