@@ -272,25 +272,38 @@ def lower(proto: onnx.ModelProto, io_int8: bool = False) -> Model:
 _ELEMENTWISE_AFTER_CONV = ("Relu", "Clip", "QuantizeLinear", "DequantizeLinear")
 
 
+def _one_d_weight(n, inits: dict, producers: dict) -> str | None:
+    """The initializer name of a Conv / ConvTranspose node's rank-3 weight (through an int8
+    weight's DequantizeLinear), else None."""
+    if n.op_type not in ("Conv", "ConvTranspose") or len(n.input) < 2:
+        return None
+    w = n.input[1]
+    if w in producers and producers[w].op_type == "DequantizeLinear":
+        w = producers[w].input[0]
+    return w if w in inits and len(inits[w].dims) == 3 else None
+
+
+def _is_one_d(n, inits: dict, producers: dict) -> bool:
+    """A 1-D Conv, ConvTranspose (no output_shape), MaxPool (no indices read) or AveragePool."""
+    attrs = {a.name: a for a in n.attribute}
+    if n.op_type in ("MaxPool", "AveragePool"):
+        one_output = len(n.output) < 2 or not n.output[1]
+        return "kernel_shape" in attrs and len(attrs["kernel_shape"].ints) == 1 and one_output
+    if n.op_type == "ConvTranspose" and "output_shape" in attrs:
+        return False
+    return _one_d_weight(n, inits, producers) is not None
+
+
 def conv1d_as_conv2d(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Each 1-D Conv (audio front ends, keyword spotting, sensor models) as the 2-D Conv over a
-    height of 1 that TFLite's CONV_2D runs: Unsqueeze the input at axis 2, weights [O, I/g, K] as
-    [O, I/g, 1, K] (an int8 weight's DequantizeLinear keeps its per-channel axis 0), the geometry
-    with a height of 1, and one Squeeze back. The Squeeze goes after the Relu/Clip and Q/DQ pair
-    that follow the conv, so an int8 conv still sees its output quantization. Returns ``proto``
-    itself when it has no 1-D Conv, else a rewritten copy."""
+    """Each 1-D Conv, ConvTranspose, MaxPool and AveragePool (audio front ends, keyword spotting,
+    sensor models, vocoders) as the 2-D op over a height of 1 that TFLite runs: Unsqueeze the input
+    at axis 2, weights [O, I/g, K] as [O, I/g, 1, K] (an int8 weight's DequantizeLinear keeps its
+    per-channel axis 0), the geometry with a height of 1, and one Squeeze back. The Squeeze goes
+    after the Relu/Clip and Q/DQ pair that follow the op, so an int8 conv still sees its output
+    quantization. Returns ``proto`` itself when it has no such op, else a rewritten copy."""
     inits = {i.name: i for i in proto.graph.initializer}
     producers = {o: n for n in proto.graph.node for o in n.output}
-    convs = []
-    for n in proto.graph.node:
-        if n.op_type != "Conv" or len(n.input) < 2:
-            continue
-        w = n.input[1]
-        if w in producers and producers[w].op_type == "DequantizeLinear":
-            w = producers[w].input[0]
-        if w in inits and len(inits[w].dims) == 3:
-            convs.append(n)
-    if not convs:
+    if not any(_is_one_d(n, inits, producers) for n in proto.graph.node):
         return proto
     out = onnx.ModelProto()
     out.CopyFrom(proto)
@@ -309,12 +322,9 @@ def conv1d_as_conv2d(proto: onnx.ModelProto) -> onnx.ModelProto:
     before: dict = {}  # node name -> nodes to insert before it
     after: dict = {}  # node name -> nodes to insert after it
     done_w: set = set()
-    for k, n in enumerate(n for n in g.node if n.op_type == "Conv"):
-        w = n.input[1]
-        wq = producers[w].input[0] if w in producers and producers[w].op_type == "DequantizeLinear" else w
-        if wq not in inits or len(inits[wq].dims) != 3:
-            continue
-        if wq not in done_w:  # [O, I/g, K] -> [O, I/g, 1, K], the same bytes
+    todo = [(n, _one_d_weight(n, inits, producers)) for n in g.node if _is_one_d(n, inits, producers)]
+    for k, (n, wq) in enumerate(todo):
+        if wq is not None and wq not in done_w:  # [O, I/g, K] -> [O, I/g, 1, K], the same bytes
             t = inits[wq]
             t.dims[:] = [t.dims[0], t.dims[1], 1, t.dims[2]]
             done_w.add(wq)
@@ -322,7 +332,7 @@ def conv1d_as_conv2d(proto: onnx.ModelProto) -> onnx.ModelProto:
         before[n.name] = [onnx.helper.make_node("Unsqueeze", [n.input[0], axes.name], [x4])]
         n.input[0] = x4
         attrs = {a.name: a for a in n.attribute}
-        for name, pad in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+        for name, pad in (("kernel_shape", 1), ("strides", 1), ("dilations", 1), ("output_padding", 0)):
             if name in attrs:
                 vals = list(attrs[name].ints)
                 del attrs[name].ints[:]

@@ -578,6 +578,28 @@ _LINEAR = {"half_pixel": (False, True), "pytorch_half_pixel": (False, True), "al
            "asymmetric": (False, False)}  # fmt: skip
 
 
+def _resize_1d(lw: Lowering, node, code, table, align: bool, half: bool, shape, length: int) -> None:
+    """Resize of the last dim of [N, C, L] (``nn.Upsample`` on audio or sensor sequences) as the
+    image resize over a height of 1, in float: TRANSPOSE to [N, L, C], RESHAPE to [N, 1, L, C],
+    RESIZE to [N, 1, L', C], RESHAPE and TRANSPOSE back."""
+    n, c, l_in = shape
+    xv = lw.get(node.input[0], nhwc=False, want_float=True)
+    perm = np.array([0, 2, 1], np.int32)
+    nlc = tmp(lw, f"{node.output[0]}_nlc", [n, l_in, c])
+    lw.m.op(OP.TRANSPOSE, [xv.index, lw.m.const("perm", perm)], [nlc], None, 1, node.name)
+    img = tmp(lw, f"{node.output[0]}_image", [n, 1, l_in, c])
+    lw.reshape_op(nlc, img, [n, 1, l_in, c])
+    resized = tmp(lw, f"{node.output[0]}_resized", [n, 1, length, c])
+    size = lw.m.const("size", np.array([1, length], np.int32))
+    opts = (table, {"AlignCorners": align, "HalfPixelCenters": half})
+    lw.m.op(code, [img, size], [resized], opts, 3 if half else 1, node.name)
+    back = tmp(lw, f"{node.output[0]}_nlc_out", [n, length, c])
+    lw.reshape_op(resized, back, [n, length, c])
+    out = lw.new(node.output[0], False)
+    lw.m.op(OP.TRANSPOSE, [back, lw.m.const("perm", perm)], [out.index], None, 1, node.name)
+    lw.bind(node.output[0], out)
+
+
 def resize(lw: Lowering, node) -> None:
     """Resize of the two spatial dims of a rank-4 tensor, nearest or linear, to a static size:
     RESIZE_NEAREST_NEIGHBOR (int8 stays int8, same scale) or RESIZE_BILINEAR (float)."""
@@ -589,8 +611,9 @@ def resize(lw: Lowering, node) -> None:
     coord = coord.decode() if isinstance(coord, bytes) else str(coord)
     rounding = _attr(node, "nearest_mode", b"round_prefer_floor")
     rounding = rounding.decode() if isinstance(rounding, bytes) else str(rounding)
-    if len(shape) != 4 or len(out_shape) != 4 or shape[:2] != out_shape[:2]:
-        raise unsupported(node, "a resize other than of the two spatial dims of an NCHW tensor")
+    one_d = len(shape) == 3 and len(out_shape) == 3 and shape[:2] == out_shape[:2]
+    if not one_d and (len(shape) != 4 or len(out_shape) != 4 or shape[:2] != out_shape[:2]):
+        raise unsupported(node, "a resize other than of the spatial dims of an NCHW or NCL tensor")
     if mode == "nearest":
         flags, code, table = _NEAREST.get((coord, rounding)), OP.RESIZE_NEAREST_NEIGHBOR, "ResizeNearestNeighborOptions"
     elif mode == "linear":
@@ -600,6 +623,8 @@ def resize(lw: Lowering, node) -> None:
     if flags is None:
         raise unsupported(node, f"mode {mode}, coordinate_transformation_mode {coord}, nearest_mode {rounding}")
     align, half = flags
+    if one_d:
+        return _resize_1d(lw, node, code, table, align, half, shape, out_shape[2])
     if mode == "nearest":
         xv, int8 = _int8_in(lw, x, nhwc=True)
     else:

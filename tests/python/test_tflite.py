@@ -735,3 +735,70 @@ def test_an_unrolled_recurrent_layer_stores_its_weights_once(tmp_path):
     weights = sum(p.numel() for p in model.parameters()) * 4
     assert path.stat().st_size < 2 * weights + 64 * 1024, (path.stat().st_size, weights)
     assert inspect_file(path)["ops"]["FULLY_CONNECTED"] == 20 + 1 + 1  # the steps, the inputs, the classifier
+
+
+ONE_D = {
+    "max_pool": (lambda: torch.nn.MaxPool1d(3, 2, 1), {"MAX_POOL_2D"}),
+    "avg_pool_ceil_mode": (lambda: torch.nn.AvgPool1d(3, 2, ceil_mode=True), {"AVERAGE_POOL_2D", "MUL"}),
+    "conv_transpose": (lambda: torch.nn.ConvTranspose1d(8, 4, 4, 2, 1), {"TRANSPOSE_CONV"}),
+    "conv_transpose_output_padding": (
+        lambda: torch.nn.ConvTranspose1d(8, 4, 3, 2, 1, output_padding=1),
+        {"TRANSPOSE_CONV", "STRIDED_SLICE"},
+    ),
+    "upsample_nearest": (lambda: torch.nn.Upsample(scale_factor=2), {"RESIZE_NEAREST_NEIGHBOR"}),
+    "upsample_linear": (lambda: torch.nn.Upsample(size=50, mode="linear"), {"RESIZE_BILINEAR"}),
+    "replicate_pad": (lambda: torch.nn.ReplicationPad1d((1, 3)), {"GATHER"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ONE_D))
+def test_one_d_pools_transposed_convs_and_resizes_run_over_a_height_of_1(name, tmp_path):
+    """Audio, keyword-spotting and sensor models on [N, C, L]: the 1-D ops as the 2-D ones over a
+    height of 1, between 1-D convs; torch = LiteRT = our runtime."""
+    import edgeprune as ep
+
+    factory, ops = ONE_D[name]
+    torch.manual_seed(0)
+    body = factory()
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(6, 8, 3, padding=1), body, torch.nn.Conv1d(4 if "transpose" in name else 8, 5, 1)
+    )
+    model = model.eval()
+    x = torch.randn(1, 6, 32)
+    path = export(model, tmp_path, formats=["tflite"], example_inputs=(x,))["tflite"]
+    assert ops <= set(inspect_file(path)["ops"]), inspect_file(path)["ops"]
+    ref = torch_ref(model, x)
+    assert rel_err(run(path, [x.numpy()])[0], ref) < 1e-5
+    assert rel_err(ep.runtime.load(path)(x.numpy())[0], ref) < 1e-5
+
+
+def test_an_int8_one_d_model_with_pools_keeps_litert_reference_bits(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    import edgeprune as ep
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(6, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool1d(2),
+        torch.nn.Conv1d(8, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AvgPool1d(2),
+        torch.nn.Conv1d(8, 5, 1),  # (not a Linear: int8 FULLY_CONNECTED is within 1 LSB, docs/runtime.md)
+    ).eval()
+    calib = torch.randn(32, 6, 32)
+    qm = ep.quantize(model, calib, method="minmax", progress=False)
+    path = export(qm, tmp_path, formats=["tflite-int8"], example_inputs=(calib[:1],))["tflite-int8"]
+    assert {"MAX_POOL_2D", "AVERAGE_POOL_2D"} <= set(inspect_file(path)["ops"])
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    rt = ep.runtime.load(path)
+    ref = torch_ref(model, calib[:4])
+    for i in range(4):
+        xi = calib[i : i + 1].numpy()
+        it.set_tensor(it.get_input_details()[0]["index"], xi)
+        it.invoke()
+        want = it.get_tensor(it.get_output_details()[0]["index"])
+        assert np.array_equal(rt(xi)[0], want)
+        assert rel_err(want, ref[i : i + 1]) < 0.05
