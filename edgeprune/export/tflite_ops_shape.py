@@ -292,6 +292,40 @@ def reduce_sum(lw: Lowering, node) -> None:
     lw.bind(node.output[0], out)
 
 
+def reduce_log_sum_exp(lw: Lowering, node) -> None:
+    """ReduceLogSumExp (``torch.logsumexp``) as m + LOG(SUM(EXP(x - m))), m the REDUCE_MAX over the
+    same axes: no overflow for large x, float32, plain layout."""
+    shape = lw.shape(node.input[0])
+    rank = len(shape)
+    if not node.output[0] or rank == 0:
+        raise unsupported(node, "a reduction of a scalar")
+    axes = sorted(a % rank for a in _reduce_axes(lw, node))
+    keep = bool(_attr(node, "keepdims", 1))
+    xv = lw.get(node.input[0], nhwc=False, want_float=True)
+    name = node.output[0]
+    kept = [1 if i in axes else d for i, d in enumerate(shape)]
+    ax = lw.m.const("axes", np.array(axes, dtype=np.int32))
+    keep_opts = ("ReducerOptions", {"KeepDims": True})
+    mx = tmp(lw, f"{name}_max", kept)
+    lw.m.op(OP.REDUCE_MAX, [xv.index, ax], [mx], keep_opts, 1, node.name)
+    centered = tmp(lw, f"{name}_centered", shape)
+    lw.m.op(OP.SUB, [xv.index, mx], [centered], ("SubOptions", {}), 1, node.name)
+    ex = tmp(lw, f"{name}_exp", shape)
+    lw.m.op(OP.EXP, [centered], [ex], None, 1, node.name)
+    total = tmp(lw, f"{name}_sum", kept)
+    lw.m.op(OP.SUM, [ex, ax], [total], keep_opts, 1, node.name)
+    lg = tmp(lw, f"{name}_log", kept)
+    lw.m.op(OP.LOG, [total], [lg], None, 1, node.name)
+    out = lw.new(name, False)
+    if keep:
+        lw.m.op(OP.ADD, [lg, mx], [out.index], ("AddOptions", {}), 1, node.name)
+    else:
+        result = tmp(lw, f"{name}_kept", kept)
+        lw.m.op(OP.ADD, [lg, mx], [result], ("AddOptions", {}), 1, node.name)
+        lw.reshape_op(result, out.index, lw.shape(name))
+    lw.bind(name, out)
+
+
 # ---- shape ops ----------------------------------------------------------------------------------
 def reshape(lw: Lowering, node) -> None:
     """Reshape, Flatten, Squeeze, Unsqueeze: a RESHAPE of the ONNX-ordered value to the ONNX shape."""
@@ -1070,6 +1104,7 @@ SHAPE_HANDLERS = {
     "DepthToSpace": depth_to_space,
     "ReduceMean": reduce_mean,
     "ReduceSum": reduce_sum,
+    "ReduceLogSumExp": reduce_log_sum_exp,
     "ReduceL2": reduce_sum,
     "Reshape": reshape,
     "Flatten": reshape,

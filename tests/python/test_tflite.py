@@ -234,6 +234,11 @@ MORE_OPS = {
         {"AVERAGE_POOL_2D", "MUL"},
     ),
     "sin_cos": (lambda: _Fn(lambda x: torch.sin(3 * x) + torch.cos(x)), {"SIN", "COS"}),
+    # (x 40: exp(x) alone would overflow float32)
+    "logsumexp": (
+        lambda: _Fn(lambda x: torch.logsumexp(40 * x, 1, keepdim=True) + x),
+        {"REDUCE_MAX", "SUM", "EXP", "LOG"},
+    ),
     # a decoder's upsampling: 12x12 -> 24x24, the last row and column from output_padding
     "conv_transpose_output_padding": (
         lambda: torch.nn.ConvTranspose2d(8, 4, 3, 2, 1, output_padding=1),
@@ -356,8 +361,8 @@ def erf():
     return Elementwise(torch.erf)
 
 
-def logsumexp():
-    return Elementwise(lambda y: torch.logsumexp(y, 1))
+def atan():
+    return Elementwise(torch.atan)
 
 
 def grid_sample():
@@ -369,7 +374,7 @@ def grid_sample():
     "factory, start",
     [
         ("erf", "ONNX op Erf at node '/Erf' has no TFLite lowering; use F.gelu (exact or tanh) instead"),
-        ("logsumexp", "ONNX op ReduceLogSumExp at node '/ReduceLogSumExp' has no TFLite lowering; use ops of"),
+        ("atan", "ONNX op Atan at node '/Atan' has no TFLite lowering; use ops of"),
         ("grid_sample", "ONNX op GridSample at node '/GridSample' has no TFLite lowering; use a fixed resampling"),
     ],
 )
