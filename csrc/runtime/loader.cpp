@@ -135,6 +135,7 @@ const char* op_name(int32_t code) {
     EP_OPNAME(sign, "SIGN")
     EP_OPNAME(sin, "SIN")
     EP_OPNAME(cos, "COS")
+    EP_OPNAME(atan2, "ATAN2")
     EP_OPNAME(log_softmax, "LOG_SOFTMAX")
     EP_OPNAME(reduce_max, "REDUCE_MAX")
     EP_OPNAME(reduce_min, "REDUCE_MIN")
@@ -567,6 +568,7 @@ int min_inputs(OpCode c) {
     case OpCode::broadcast_to:
     case OpCode::pow:
     case OpCode::prelu:
+    case OpCode::atan2:
     case OpCode::mirror_pad:
       return 2;
     case OpCode::select_v2:

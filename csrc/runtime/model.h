@@ -154,6 +154,7 @@ enum class OpCode : int32_t {
   sign = 158,
   sin = 66,
   cos = 108,
+  atan2 = 156,
 };
 const char* op_name(int32_t code);  // "CONV_2D", ... or "BUILTIN_<n>"
 

@@ -505,6 +505,19 @@ def _unary(lw: Lowering, node, code: int, int8_ok: bool = False, version_int8: i
         _requant_to_next(lw, node.output[0], out)
 
 
+def arctan(lw: Lowering, node) -> None:
+    """Atan as ATAN2(x, 1): TFLite has no ATAN, and its ATAN2 wants operands of one shape, so the
+    ones are a BROADCAST_TO of one scalar (no constant as large as x)."""
+    xv = lw.get(node.input[0], want_float=True)
+    shape = list(lw.m.tensors[xv.index].shape)
+    ones = tmp(lw, f"{node.output[0]}_ones", shape)
+    target = lw.m.const("shape", np.array(shape, np.int32))
+    lw.m.op(OP.BROADCAST_TO, [lw.m.const("one", np.array(1.0, np.float32)), target], [ones], None, 2, node.name)
+    out = lw.new(node.output[0], xv.nhwc)
+    lw.m.op(OP.ATAN2, [xv.index, ones], [out.index], None, 1, node.name)
+    lw.bind(node.output[0], out)
+
+
 def power(lw: Lowering, node) -> None:
     """Pow (float). A constant scalar exponent becomes the ops it is: x*x for 2 (RMSNorm's
     ``x.pow(2)``), x*x*x for 3 (GPT-2's tanh GELU), SQRT for 0.5, RSQRT for -0.5, 1/x for -1, the
@@ -828,6 +841,7 @@ HANDLERS = {
     "Sigmoid": lambda lw, n: _int8_activation(lw, n, OP.LOGISTIC),
     **{k: functools.partial(_unary, code=c) for k, c in UNARY.items()},
     "LeakyRelu": leaky_relu,
+    "Atan": arctan,
     "PRelu": prelu,
     "Elu": elu,
     "Selu": elu,

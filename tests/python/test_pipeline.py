@@ -114,11 +114,11 @@ def test_build_api_returns_result_and_stage_callback(trained_demo_cnn, tmp_out):
     assert P.summary(res)[0][0] == "baseline"
 
 
-ATAN_NET = """
+ERF_NET = """
 import torch
 
 
-class Arctan(torch.nn.Module):
+class Erf(torch.nn.Module):
     input_shape = (1, 8, 8)
 
     def __init__(self):
@@ -127,25 +127,25 @@ class Arctan(torch.nn.Module):
         self.fc = torch.nn.Linear(8, 10)
 
     def forward(self, x):
-        y = torch.atan(self.conv(x))  # Atan: no TFLite lowering
+        y = torch.erf(self.conv(x))  # Erf: no TFLite lowering
         return self.fc(y.mean((2, 3)))
 
 
 def make():
-    return Arctan()
+    return Erf()
 """
 
 
 def test_a_build_whose_model_tflite_cannot_express_still_writes_onnx(tmp_path):
-    (tmp_path / "net.py").write_text(ATAN_NET)
+    (tmp_path / "net.py").write_text(ERF_NET)
     spec = f"{tmp_path / 'net.py'}:make"
     res = P.build(spec, "rpi4", tmp_path / "out", ratio=0.25, formats=["tflite", "onnx"], bench_runs=0)
     assert (tmp_path / "out" / "model.onnx").is_file() and not (tmp_path / "out" / "model.tflite").exists()
     why = res.report["stages_skipped"]["export tflite"]
-    assert why.startswith("ONNX op Atan at node") and "has no TFLite lowering" in why
+    assert why.startswith("ONNX op Erf at node") and "has no TFLite lowering" in why
     # nothing deployable at all: the build fails with the writer's message and leaves no directory
     from edgeprune.export.tflite_lower import TFLiteLoweringError
 
-    with pytest.raises(TFLiteLoweringError, match=r"ONNX op Atan at node .* has no TFLite lowering"):
+    with pytest.raises(TFLiteLoweringError, match=r"ONNX op Erf at node .* has no TFLite lowering"):
         P.build(spec, "rpi4", tmp_path / "out2", ratio=0.25, formats=["tflite"], bench_runs=0)
     assert not (tmp_path / "out2").exists()

@@ -234,6 +234,7 @@ MORE_OPS = {
         {"AVERAGE_POOL_2D", "MUL"},
     ),
     "sin_cos": (lambda: _Fn(lambda x: torch.sin(3 * x) + torch.cos(x)), {"SIN", "COS"}),
+    "atan": (lambda: _Fn(lambda x: torch.atan(3 * x)), {"ATAN2", "BROADCAST_TO"}),
     # (x 40: exp(x) alone would overflow float32)
     "logsumexp": (
         lambda: _Fn(lambda x: torch.logsumexp(40 * x, 1, keepdim=True) + x),
@@ -361,8 +362,8 @@ def erf():
     return Elementwise(torch.erf)
 
 
-def atan():
-    return Elementwise(torch.atan)
+def dilated_pool():
+    return Elementwise(lambda y: F.max_pool2d(y, 3, 1, 1, dilation=2))
 
 
 def grid_sample():
@@ -374,7 +375,7 @@ def grid_sample():
     "factory, start",
     [
         ("erf", "ONNX op Erf at node '/Erf' has no TFLite lowering; use F.gelu (exact or tanh) instead"),
-        ("atan", "ONNX op Atan at node '/Atan' has no TFLite lowering; use ops of"),
+        ("dilated_pool", "ONNX op MaxPool (only 2-D pools without dilation) at node '/MaxPool' has no TFLite"),
         ("grid_sample", "ONNX op GridSample at node '/GridSample' has no TFLite lowering; use a fixed resampling"),
     ],
 )

@@ -796,7 +796,8 @@ class Binary : public Op {
     const_operand_ = a.is_const() || b.is_const();  // stored NHWC: no channel-major form
     elems_ = y.elems;
     bounds(c.d.act, &lo_, &hi_);
-    static const char* names[] = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "POW", "PRELU"};
+    static const char* names[] = {"ADD",     "SUB", "MUL",   "DIV",  "MAXIMUM",
+                                  "MINIMUM", "POW", "PRELU", "ATAN2"};
     kind = names[int(op)];
     label = kind + " " + dims(y.shape);
     macs = double(elems_);
@@ -1340,7 +1341,8 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
     case OpCode::maximum:
     case OpCode::minimum:
     case OpCode::pow:
-    case OpCode::prelu: {
+    case OpCode::prelu:
+    case OpCode::atan2: {
       const BinOp op = d.code == OpCode::add       ? BinOp::add
                        : d.code == OpCode::sub     ? BinOp::sub
                        : d.code == OpCode::mul     ? BinOp::mul
@@ -1348,6 +1350,7 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& d, const OpOptions
                        : d.code == OpCode::maximum ? BinOp::max
                        : d.code == OpCode::minimum ? BinOp::min
                        : d.code == OpCode::prelu   ? BinOp::prelu
+                       : d.code == OpCode::atan2   ? BinOp::atan2
                                                    : BinOp::pow;
       auto b = std::make_unique<Binary>(c, o, op);
       b->ia_ = d.inputs[0];

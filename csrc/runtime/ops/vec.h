@@ -15,7 +15,7 @@ namespace ep {
 namespace rt {
 
 // prelu: a >= 0 ? a : a * b (PRELU with b the slopes, LEAKY_RELU with b its alpha)
-enum class BinOp : int { add, sub, mul, div, max, min, pow, prelu };
+enum class BinOp : int { add, sub, mul, div, max, min, pow, prelu, atan2 };
 enum class ActKind : int {
   none,
   relu,

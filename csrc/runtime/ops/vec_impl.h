@@ -595,6 +595,9 @@ void binary(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, fl
     case BinOp::prelu:
       return binary_loop([](float p, float q) { return p >= 0.0f ? p : p * q; }, a, sa, b, sb, y, n,
                          lo, hi);
+    case BinOp::atan2:  // TFLite's ATAN2(y, x): the first input is y
+      return binary_loop([](float p, float q) { return std::atan2(p, q); }, a, sa, b, sb, y, n, lo,
+                         hi);
   }
 }
 
