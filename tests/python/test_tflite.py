@@ -289,6 +289,21 @@ def test_a_classifier_ending_in_log_softmax_matches_torch_far_into_the_tail(tmp_
     assert rel_err(ours, ref) < 1e-5
 
 
+def _litert_reference(path, xs):
+    """LiteRT's reference kernels (BUILTIN_REF, the oracle our int8 arithmetic follows) on each input
+    of ``xs`` in turn: the first output of each."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    outs = []
+    for x in xs:
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    return outs
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -315,16 +330,9 @@ def test_more_ops_in_int8_files_give_litert_reference_bits_on_our_runtime(name, 
     qm = ep.quantize(model, calib, method="minmax", progress=False)
     path = export(qm, tmp_path, formats=["tflite-int8"], example_inputs=(calib[:1],))["tflite-int8"]
     x = calib[:2].numpy()
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    it.allocate_tensors()
     rt = ep.runtime.load(path)
-    for i in range(len(x)):
-        xi = np.ascontiguousarray(x[i : i + 1].transpose(0, 2, 3, 1))
-        it.set_tensor(it.get_input_details()[0]["index"], xi)
-        it.invoke()
-        want = it.get_tensor(it.get_output_details()[0]["index"])
+    xs = [np.ascontiguousarray(x[i : i + 1].transpose(0, 2, 3, 1)) for i in range(len(x))]
+    for i, (xi, want) in enumerate(zip(xs, _litert_reference(path, xs))):
         assert np.array_equal(rt(xi)[0], want), name
         assert rel_err(want.transpose(0, 3, 1, 2), torch_ref(model, calib[i : i + 1])) < 0.05
     if name == "leaky_relu":  # int8 in and out in the file, one table lookup in our runtime
@@ -709,8 +717,6 @@ def test_a_negative_constant_gather_index_counts_from_the_end(tmp_path):
 def test_a_quantized_recurrent_model_gives_litert_reference_bits_on_our_runtime(kind, tmp_path):
     """ep.quantize keeps the recurrent arithmetic in float (DEQUANTIZE before it, QUANTIZE after):
     the int8 file runs on both runtimes with the same bits and keeps torch's top-1."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     import edgeprune as ep
 
     torch.manual_seed(0)
@@ -718,15 +724,10 @@ def test_a_quantized_recurrent_model_gives_litert_reference_bits_on_our_runtime(
     calib = torch.randn(32, 10, 20)
     qm = ep.quantize(model, calib, method="minmax", progress=False)
     path = export(qm, tmp_path, formats=["tflite-int8"], example_inputs=(calib[:1],))["tflite-int8"]
-    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    it.allocate_tensors()
     rt = ep.runtime.load(path)
     ref = torch_ref(model, calib[:4])
-    for i in range(4):
-        xi = calib[i : i + 1].numpy()
-        it.set_tensor(it.get_input_details()[0]["index"], xi)
-        it.invoke()
-        want = it.get_tensor(it.get_output_details()[0]["index"])
+    xs = [calib[i : i + 1].numpy() for i in range(4)]
+    for i, (xi, want) in enumerate(zip(xs, _litert_reference(path, xs))):
         assert np.array_equal(rt(xi)[0], want)
         assert want.argmax() == ref[i].argmax() and rel_err(want, ref[i : i + 1]) < 0.02
 
@@ -779,8 +780,6 @@ def test_one_d_pools_transposed_convs_and_resizes_run_over_a_height_of_1(name, t
 
 
 def test_an_int8_one_d_model_with_pools_keeps_litert_reference_bits(tmp_path):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     import edgeprune as ep
 
     torch.manual_seed(0)
@@ -797,14 +796,9 @@ def test_an_int8_one_d_model_with_pools_keeps_litert_reference_bits(tmp_path):
     qm = ep.quantize(model, calib, method="minmax", progress=False)
     path = export(qm, tmp_path, formats=["tflite-int8"], example_inputs=(calib[:1],))["tflite-int8"]
     assert {"MAX_POOL_2D", "AVERAGE_POOL_2D"} <= set(inspect_file(path)["ops"])
-    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    it.allocate_tensors()
     rt = ep.runtime.load(path)
     ref = torch_ref(model, calib[:4])
-    for i in range(4):
-        xi = calib[i : i + 1].numpy()
-        it.set_tensor(it.get_input_details()[0]["index"], xi)
-        it.invoke()
-        want = it.get_tensor(it.get_output_details()[0]["index"])
+    xs = [calib[i : i + 1].numpy() for i in range(4)]
+    for i, (xi, want) in enumerate(zip(xs, _litert_reference(path, xs))):
         assert np.array_equal(rt(xi)[0], want)
         assert rel_err(want, ref[i : i + 1]) < 0.05
