@@ -16,7 +16,7 @@ import torch.nn as nn
 from ..errors import UserError
 from .groups import ChannelGroup, Graph, model_signature
 from .rules import LayerRule, register_layer, unregister_layer
-from .trace import Ann, analyze
+from .trace import Ann, analyze, ignore_entries
 
 
 def split_inputs(example_inputs) -> tuple:
@@ -36,14 +36,6 @@ def split_inputs(example_inputs) -> tuple:
     )
 
 
-def as_inputs(example_inputs) -> tuple:
-    """Positional inputs only (callers that run ``model(*inputs)``)."""
-    args, kwargs = split_inputs(example_inputs)
-    if kwargs:
-        raise UserError("these example_inputs are keyword inputs; this step takes positional tensors")
-    return args
-
-
 def trace(model: nn.Module, example_inputs, attention: str = "heads", ignore=(), capture: str = "auto") -> Graph:
     """Capture ``model`` and find its channel groups.
 
@@ -53,9 +45,7 @@ def trace(model: nn.Module, example_inputs, attention: str = "heads", ignore=(),
     removed; a name the traced forward never reaches only warns.
     capture: "auto" (torch.fx, then an eager recording), "fx" or "eager" only."""
     args, kwargs = split_inputs(example_inputs)
-    if isinstance(ignore, (str, nn.Module, type)):
-        ignore = [ignore]
-    graph, an = analyze(model, args, attention=attention, ignore=tuple(ignore), kwargs=kwargs, capture=capture)
+    graph, an = analyze(model, args, attention=attention, ignore=ignore_entries(ignore), kwargs=kwargs, capture=capture)
     return Graph(model, graph, an, args, attention, kwargs=kwargs)
 
 
@@ -64,7 +54,6 @@ __all__ = [
     "Graph",
     "ChannelGroup",
     "model_signature",
-    "as_inputs",
     "split_inputs",
     "LayerRule",
     "register_layer",

@@ -146,10 +146,12 @@ class Graph:
             self._root_group[rs] = gi
             self._root_class[rs] = np.arange(len(rs))
             self._groups.append(g)
-        for s in self.slices:
+        self._member_slices: list = [[] for _ in self._groups]
+        for si, s in enumerate(self.slices):
             gs = np.unique(self._root_group[roots[s.ids]])
             for gi in gs[gs >= 0].tolist():
                 self._groups[gi].members.append((s.kind, s.target, s.role))
+                self._member_slices[gi].append(si)
         for ids, reason in an.inexact:
             gs = np.unique(self._root_group[roots[ids]])
             for gi in gs[gs >= 0].tolist():
@@ -179,6 +181,17 @@ class Graph:
         """(group index, class index) per position; -1 for channels that are never removed."""
         r = self._roots[ids]
         return self._root_group[r], self._root_class[r]
+
+    def member_classes(self, gid: str) -> list:
+        """For each member slice of group ``gid`` whose every position belongs to that group, the
+        class of each position: what a keep mask over the group leaves of that layer's axis."""
+        gi = self._groups.index(self.group(gid))
+        out = []
+        for si in self._member_slices[gi]:
+            grp, cls = self.class_of_positions(np.ravel(self.slices[si].ids))
+            if grp.size and (grp == gi).all():
+                out.append(cls)
+        return out
 
     def pinned(self) -> list:
         """Every group with channels that are never removed: group, layers, how many, and why."""

@@ -1551,9 +1551,22 @@ def _ignore_targets(model: nn.Module, entry) -> tuple:
     raise IgnoreError(f"ignore entry {entry!r}: pass layer names, module objects or module types")
 
 
+def ignore_entries(ignore) -> tuple:
+    """``ignore=`` as a tuple of entries: None is none, one name, module or type is one entry
+    (Torch-Pruning's ``ignored_layers`` defaults to None, and users pass a single layer)."""
+    if ignore is None:
+        return ()
+    if isinstance(ignore, (str, nn.Module, type)):
+        return (ignore,)
+    try:
+        return tuple(ignore)
+    except TypeError:
+        raise IgnoreError(f"ignore={ignore!r}: pass layer names, module objects or module types") from None
+
+
 def _apply_ignore(model: nn.Module, an: Analysis, ignore) -> None:
     modules = [n for n, _ in model.named_modules() if n]
-    for entry in ignore:
+    for entry in ignore_entries(ignore):
         names, label = _ignore_targets(model, entry)
         hit = False
         for s in an.slices.values():

@@ -10,7 +10,6 @@ config synced (``hf.py``; notes on what its config cannot state in ``edgeprune_n
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import torch
@@ -19,6 +18,7 @@ import torch.nn as nn
 from ..graph import model_signature
 from ..graph.groups import inputs_and_kwargs_from_specs
 from ..graph.surgery import prune_module, slice_param
+from ..modcopy import copy_model
 from . import hf
 from .plan import PlanError, as_plan_list
 
@@ -68,7 +68,7 @@ def apply(model: nn.Module, plan, verify: bool = True) -> nn.Module:
             f"prune plan {plan.hash} was made for another model (signature {plan.signature}, "
             f"this model {sig}); use the plan with the model it was made for"
         )
-    new = copy.deepcopy(model)
+    new = copy_model(model)
     for name, roles in plan.modules.items():
         try:
             module = new.get_submodule(name) if name else new

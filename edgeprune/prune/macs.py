@@ -15,14 +15,16 @@ from ..estimate import counting_macs
 
 
 def count_macs_params(model: nn.Module, example_inputs) -> tuple:
-    from ..graph import as_inputs
+    """(MACs, parameter elements) of one eval-mode forward on ``example_inputs``: a tensor, a
+    tuple, or a dict of keyword inputs (a ``transformers`` ``BatchEncoding``)."""
+    from ..graph import split_inputs
 
-    inputs = as_inputs(example_inputs)
+    args, kwargs = split_inputs(example_inputs)
     was = model.training
     model.eval()
     try:
         with torch.no_grad(), counting_macs() as macs:
-            model(*inputs)
+            model(*args, **kwargs)
     finally:
         model.train(was)
     params = sum(p.numel() for p in model.parameters())

@@ -24,6 +24,7 @@ import torch.nn as nn
 from ..errors import UserError
 from ..graph import Graph, split_inputs, trace
 from ..graph.groups import input_specs
+from ..graph.trace import ignore_entries
 from ..limits import MAX_INPUT_ELEMENTS, input_shape_ok
 from .importance import check_importance, score_groups
 
@@ -254,8 +255,28 @@ def select_channels(
         order = np.argsort(s, kind="stable")
         mask = np.ones(g.size, dtype=bool)
         mask[order[: g.size - kept]] = False
-        keep[g.id] = mask
+        keep[g.id] = _keep_in_every_layer(graph, g.id, mask, s, max_layer_ratio)
     return keep
+
+
+def _keep_in_every_layer(graph: Graph, gid: str, mask: np.ndarray, scores: np.ndarray, max_layer_ratio: float):
+    """``mask`` with classes put back, best score first, in any member layer that would lose more
+    than ``max_layer_ratio`` of its channels. A group's classes need not spread evenly over its
+    layers: LeViT's single-head attention groups 4 query/key pairs with 8 value channels, and
+    removing 8 of the 12 by score took every value channel, leaving the output projection with no
+    input."""
+    for cls in graph.member_classes(gid):
+        floor = max(1, math.ceil(cls.size * (1 - max_layer_ratio) - 1e-9))
+        missing = floor - int(mask[cls].sum())
+        if missing > 0:
+            out = np.unique(cls[~mask[cls]])
+            back = out[np.argsort(-scores[out], kind="stable")]
+            for c in back:
+                if missing <= 0:
+                    break
+                mask[c] = True
+                missing -= int((cls == c).sum())
+    return mask
 
 
 def plan_from_keep(graph: Graph, keep: dict, settings: dict | None = None) -> PrunePlan:
@@ -312,8 +333,7 @@ def plan(
     _check_args(ratio, round_to, max_layer_ratio, target_macs)
     global_ranking = default_global_ranking(model, global_ranking)
     round_to = round_to or 1  # None: no rounding
-    if isinstance(ignore, (str, nn.Module, type)):
-        ignore = [ignore]
+    ignore = ignore_entries(ignore)
     check_importance(importance)
     args, kwargs = split_inputs(example_inputs)
     inputs = args

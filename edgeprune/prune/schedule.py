@@ -33,6 +33,7 @@ from torch import nn
 
 from .. import checkpoint, distributed
 from ..errors import UserError
+from ..modcopy import copy_model
 from ..progress import Progress
 from ..recover import RecoverConfig, Regularizer, apply_masks, finetune, top1
 from .sparsity import make_masks, projection, prunable_weights, sparsity_report
@@ -63,7 +64,7 @@ def step_targets(kind: str, final: float, steps: int = 1, initial: float = 0.0) 
 
 
 def _frozen_teacher(model: nn.Module) -> nn.Module:
-    teacher = copy.deepcopy(model).eval()
+    teacher = copy_model(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
@@ -96,7 +97,7 @@ def _config(recover: RecoverConfig | None, finetune_epochs: int | None, seed: in
 
 def _work_copy(model: nn.Module) -> nn.Module:
     """A deep copy to prune (the input stays the teacher) that keeps the model's edgeprune attributes."""
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     for attr in ("edgeprune_spec", "input_shape", "edgeprune_build_kwargs", "edgeprune_plan"):
         if hasattr(model, attr):
             setattr(work, attr, getattr(model, attr))
@@ -392,7 +393,7 @@ def prune_structured(
     goal_macs = None
     if target_macs is not None:
         goal_macs = target_macs * base_macs if target_macs <= 1 else float(target_macs)
-    work = _copy_attrs(model, copy.deepcopy(model))
+    work = _copy_attrs(model, copy_model(model))
     base_val = metric(work, data.val)
     result = ScheduleResult(
         model=work,

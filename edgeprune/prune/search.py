@@ -30,7 +30,6 @@ validation split; the test split is only reported.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..modcopy import copy_model
 from ..progress import Progress, as_progress
 from ..recover import RecoverConfig, Regularizer, finetune, top1
 from .importance import needs_data
@@ -300,7 +300,7 @@ def search(
     cfg = _config(recover, finetune_epochs, seed)
     engine = _Engine(example_inputs, importance, round_to, seed, data.train if needs_data(importance) else None, ignore)
     teacher = _frozen_teacher(model) if distill else None
-    work = _copy_attrs(model, copy.deepcopy(model))
+    work = _copy_attrs(model, copy_model(model))
     base_val = metric(work, data.val)
     base_test = metric(work, data.test) if getattr(data, "test", None) is not None else None
     base_cost = budget.cost(work, example_inputs)

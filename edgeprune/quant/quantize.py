@@ -49,6 +49,7 @@ from .._version import __version__
 from ..data.batches import iter_batches
 from ..errors import UserError, detail_line
 from ..limits import MAX_INPUT_ELEMENTS, input_shape_ok
+from ..modcopy import copy_model
 from ..models.training import torch_threads
 from ..progress import Progress, as_progress
 from . import inputs as model_inputs
@@ -93,7 +94,7 @@ def _canonical(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every ``transformers`` ``Conv1D`` (GPT-2's projections: ``x @ W + b``
     with W stored input-major) replaced by the ``nn.Linear`` it computes (weight ``W.T``), so the
     quantizer, the fake-quant twin and the exporters see one kind of fully connected layer."""
-    out = copy.deepcopy(model)
+    out = copy_model(model)
     for name, m in list(out.named_modules()):
         if type(m).__name__ != "Conv1D" or not hasattr(m, "nf") or getattr(m, "weight", None) is None:
             continue

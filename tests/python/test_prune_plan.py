@@ -22,6 +22,7 @@ from zoo import build  # noqa: E402
 
 import edgeprune.graph as epg  # noqa: E402
 import edgeprune.prune as epp  # noqa: E402
+from edgeprune.errors import UserError  # noqa: E402
 from edgeprune.prune import IMPORTANCES, PrunePlan, score_groups  # noqa: E402
 
 warnings.filterwarnings("ignore", message="edgeprune.trace")
@@ -301,3 +302,83 @@ def test_apply_records_the_plan_chain_for_save(tmp_path):
     again = ep.load(tmp_path / "b")
     with torch.no_grad():
         assert torch.equal(again(x), second(x))
+
+
+class _KeywordNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, *, x, scale):
+        return self.b(torch.relu(self.a(x))) * scale
+
+
+def test_count_macs_params_takes_keyword_inputs():
+    # a tokenizer's BatchEncoding or any dict of keyword inputs, as ep.plan takes them
+    model = _KeywordNet()
+    macs, params = epp.count_macs_params(model, {"x": torch.zeros(2, 6), "scale": torch.ones(1)})
+    assert (macs, params) == (2 * (6 * 8 + 8 * 3), 6 * 8 + 8 + 8 * 3 + 3)
+
+
+def test_ignore_none_is_no_ignore_and_a_non_list_is_refused():
+    model, x = build("resnet_basic")
+    assert epp.plan(model, x, ratio=0.5, ignore=None).to_dict() == epp.plan(model, x, ratio=0.5).to_dict()
+    with pytest.raises(UserError, match="ignore=3: pass layer names, module objects or module types"):
+        epp.plan(model, x, ratio=0.5, ignore=3)
+
+
+class _CachingAttention(nn.Module):
+    """Caches a tensor computed from a parameter on its first eval-mode forward, as LeViT's
+    attention does with its position biases: run with gradients on, the cache has a grad_fn."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.out = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.bias = nn.Parameter(torch.randn(4))
+        self.cache = {}
+
+    def forward(self, x):
+        if self.training:
+            b = self.bias * 2
+        else:
+            b = self.cache.setdefault("cpu", self.bias * 2)
+        return self.out(torch.relu(self.inp(x))) + b
+
+
+def test_models_holding_non_leaf_tensors_prune_and_quantize():
+    model = _CachingAttention().eval()
+    x = torch.randn(3, 8)
+    model(x)  # fills the cache with a tensor that has a grad_fn: copy.deepcopy refuses such a model
+    assert model.cache["cpu"].grad_fn is not None
+    pruned = epp.apply(model, epp.plan(model, x, ratio=0.5))
+    assert pruned.inp.out_features == 8 and pruned.cache["cpu"].grad_fn is None
+    torch.testing.assert_close(pruned.cache["cpu"], model.cache["cpu"].detach())
+    assert model.inp.out_features == 16  # the original is untouched
+
+
+class _FusedSingleHead(nn.Module):
+    """One fused projection split into 4 query, 4 key and 8 value channels (one head): the
+    channel group has 12 classes, 4 query/key pairs and 8 value channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.kd, self.vd = 4, 8
+        self.qkv, self.proj = nn.Linear(16, 16), nn.Linear(8, 16)
+        with torch.no_grad():
+            self.qkv.weight[8:] *= 1e-3  # the value channels score lowest
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).split([self.kd, self.kd, self.vd], dim=-1)
+        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+        return self.proj(attn @ v)
+
+
+def test_no_layer_loses_every_channel_when_a_group_spreads_unevenly_over_layers():
+    model = _FusedSingleHead().eval()
+    x = torch.randn(1, 5, 16)
+    plan = epp.plan(model, x, ratio=0.7, round_to=1)
+    # by score alone the 8 removals are the 8 value channels, leaving proj without inputs; the
+    # layer floor (max_layer_ratio 0.9: 1 of 8) puts the best-scored value channel back
+    assert len(plan.modules["proj"]["in"]) == 1 and plan.modules["qkv"]["out"][:8] == list(range(8))
+    pruned = epp.apply(model, plan)
+    assert pruned.vd == 1 and pruned.proj.in_features == 1 and pruned(x).shape == (1, 5, 16)
