@@ -90,12 +90,44 @@ _FOLD_PATTERNS = (
 )
 
 
+def _plain_twin(m: nn.Module) -> nn.Module | None:
+    """The plain ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` a subclass with its own ``forward``
+    computes, or None. Falcon's ``FalconLinear`` computes ``x @ W.T + b`` by hand: the same function,
+    but a type the quantizer would leave in float. Equality is checked on a random input, so a
+    subclass that computes something else (a weight-standardized or dynamically padded conv) stays."""
+    base = next((t for t in QUANT_LAYER_TYPES if isinstance(m, t)), None)
+    if base is None or type(m) is base or type(m).forward is base.forward:
+        return None
+    g = torch.Generator().manual_seed(0)
+    if base is nn.Linear:
+        x = torch.randn(2, 3, m.in_features, generator=g, dtype=m.weight.dtype)
+    else:
+        x = torch.randn(1, m.in_channels, *([9] * (2 if base is nn.Conv2d else 1)), generator=g, dtype=m.weight.dtype)
+    try:
+        with torch.no_grad():
+            got = m(x)
+            want = base.forward(m, x)
+    except Exception:  # a forward that wants other inputs is not a plain layer
+        return None
+    if not isinstance(got, torch.Tensor) or got.shape != want.shape or not torch.allclose(got, want, 1e-5, 1e-6):
+        return None
+    twin = copy.copy(m)  # the same parameters and settings, the base class's forward
+    twin.__class__ = base
+    return twin
+
+
 def _canonical(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every ``transformers`` ``Conv1D`` (GPT-2's projections: ``x @ W + b``
-    with W stored input-major) replaced by the ``nn.Linear`` it computes (weight ``W.T``), so the
-    quantizer, the fake-quant twin and the exporters see one kind of fully connected layer."""
+    with W stored input-major) replaced by the ``nn.Linear`` it computes (weight ``W.T``), and every
+    subclass of a quantized layer type that computes that layer by hand (``_plain_twin``) by the plain
+    layer, so the quantizer, the fake-quant twin and the exporters see one kind of each layer."""
     out = copy_model(model)
     for name, m in list(out.named_modules()):
+        twin = _plain_twin(m)
+        if twin is not None:
+            parent, _, attr = name.rpartition(".")
+            setattr(out.get_submodule(parent) if parent else out, attr, twin)
+            continue
         if type(m).__name__ != "Conv1D" or not hasattr(m, "nf") or getattr(m, "weight", None) is None:
             continue
         if m.weight.dim() != 2 or m.weight.shape[1] != m.nf:

@@ -290,3 +290,44 @@ def test_pruned_model_quantize_save_load_export(demo_fp32, digits, digits_xy, tm
     assert np.abs(ort_logits(paths["onnx"], x) - ref).max() <= 1e-4 * np.abs(ref).max()
     agree = (ort_logits(paths["onnx-int8"], x).argmax(1) == qm(x).numpy().argmax(1)).mean()
     assert agree >= 0.99
+
+
+class _HandLinear(nn.Linear):
+    """Falcon's FalconLinear: nn.Linear's function written out by hand."""
+
+    def forward(self, x):
+        return x @ self.weight.T + self.bias
+
+
+class _StandardizedLinear(nn.Linear):
+    """A subclass that computes something else (weight standardization): not a plain Linear."""
+
+    def forward(self, x):
+        w = (self.weight - self.weight.mean(1, keepdim=True)) / (self.weight.std(1, keepdim=True) + 1e-5)
+        return nn.functional.linear(x, w, self.bias)
+
+
+class _SubclassNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hand, self.std, self.head = _HandLinear(8, 16), _StandardizedLinear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.std(torch.relu(self.hand(x)))))
+
+
+def test_a_layer_subclass_computing_the_plain_layer_is_quantized_and_others_stay_float(tmp_path):
+    torch.manual_seed(0)
+    model = _SubclassNet().eval()
+    x = torch.randn(64, 8)
+    qm = ep.quantize(model, x, method="minmax", progress=False)
+    assert set(qm.layers) == {"hand", "head"}
+    # the standardized layer is followed into its forward: a functional linear, kept in float
+    assert [(s["op"], "kept fp32" in s["reason"]) for s in qm.skipped] == [("linear", True)]
+    assert isinstance(model.hand, _HandLinear)  # the user's model is untouched
+    assert torch.nn.functional.cosine_similarity(qm(x).flatten(), model(x).flatten(), 0) > 0.99
+    path = ep.export(qm, tmp_path, formats=["tflite-int8"])["tflite-int8"]
+    rt = ep.runtime.load(path)
+    assert [label.split()[1] for kind, label in rt.operators if kind == "FULLY_CONNECTED"] == ["int8", "16->16", "int8"]
+    got = rt(x[:1].numpy())[0]
+    assert np.allclose(got, qm(x[:1]).detach().numpy(), atol=0.05 * float(np.abs(got).max()))
