@@ -259,7 +259,11 @@ def random_input(rng, type_str: str, shape):
         return rng.standard_normal(shape).astype(dtype)
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(np.bool_)
-    info = np.iinfo(dtype)
+    if dtype in (np.int32, np.int64):
+        # integer model inputs are token ids, attention masks, token types or positions: 0 and 1
+        # are valid for every one of them (a random id past the vocabulary fails the lookup)
+        return rng.integers(0, 2, shape).astype(dtype)
+    info = np.iinfo(dtype)  # int8/uint8: quantized activations, any value is valid
     return rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype)
 
 

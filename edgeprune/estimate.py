@@ -683,7 +683,8 @@ class _OpTrace:
 
 
 def ops_from_module(model, input_shape=None) -> list[Op]:
-    """Run one batch-1 forward with zeros and record every operator's shapes.
+    """Run one batch-1 forward with zeros (token ids for a ``transformers`` token model, from its
+    config) and record every operator's shapes.
 
     A TorchFunctionMode sees functional ops too (the residual ``x + y`` of MobileNetV2 lives in
     a ``forward``, not in a module); forward pre-hooks give each op its module's name.
@@ -692,8 +693,13 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
     from torch.overrides import TorchFunctionMode
 
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
+    tokens = None
     if shape is None:
-        raise ValueError("estimate: the model has no input_shape attribute; pass input_shape=(C, H, W)")
+        from .models.hf_dir import example_inputs
+
+        tokens = example_inputs(model)  # a transformers token model: its config says what it takes
+        if tokens is None:
+            raise ValueError("estimate: the model has no input_shape attribute; pass input_shape=(C, H, W)")
     trace = _OpTrace()
 
     class Recorder(TorchFunctionMode):
@@ -718,9 +724,11 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
     try:
         param = next(model.parameters(), None)
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        x = torch.zeros((1, *shape), dtype=dtype)
         with torch.no_grad(), Recorder():
-            model(x)
+            if tokens is not None:
+                model(**tokens)
+            else:
+                model(torch.zeros((1, *shape), dtype=dtype))
     finally:
         for h in handles:
             h.remove()

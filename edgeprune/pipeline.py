@@ -393,6 +393,7 @@ class BuildState:
     index: int = 0
     splits: Any = None
     calib_splits: Any = None
+    calib_inputs: Any = None  # batches of named inputs (token models), when --calib is such an .npz
     base: Any = None
     example: Any = None
     input_shape: tuple[int, ...] | None = None
@@ -476,12 +477,23 @@ def _load_data(state: BuildState) -> None:
         if value is None:
             continue
         try:
+            if field == "calib" and isinstance(value, str) and data_mod.is_named_inputs(value):
+                # an .npz of named model inputs (input_ids, attention_mask): calibration only
+                from .quant import inputs as model_inputs
+
+                state.calib_inputs = model_inputs.split(data_mod.load_inputs(value), 32)
+                continue
             splits = value if hasattr(value, "train") else data_mod.load(value, seed=spec.seed)
         except (FileNotFoundError, ValueError, ImportError) as e:
             raise UserError(_where(field, value, e)) from None
         setattr(state, "splits" if field == "data" else "calib_splits", splits)
     if spec.calib is None:
         state.calib_splits = state.splits
+    if state.calib_inputs is not None and state.splits is not None:
+        raise UserError(
+            f"calib {spec.calib}: holds named model inputs, for token models built without --data; "
+            "calibrate an image model on its dataset"
+        )
 
 
 def _build_model(state: BuildState):
@@ -503,6 +515,20 @@ def _build_model(state: BuildState):
         raise UserError(_where("model", spec.model, e)) from None
 
 
+def token_inputs(model):
+    """Token ids and a mask for a ``transformers`` token model that states no input shape, else None."""
+    from .models.hf_dir import example_inputs
+
+    inputs = example_inputs(model)
+    return inputs if inputs is not None and "input_ids" in inputs else None
+
+
+def example_args(example):
+    """The example input as ``export``/``plan`` take it: a 1-tuple for a tensor, a dict of keyword
+    inputs (token models) as it is."""
+    return example if isinstance(example, dict) else (example,)
+
+
 def load_stage(state: BuildState) -> None:
     """Data splits, the model (with its weights) and one example input it runs on."""
     import torch
@@ -522,6 +548,17 @@ def load_stage(state: BuildState) -> None:
     base.eval()
     splits = state.splits
     shape = getattr(base, "input_shape", None) or (splits.input_shape if splits is not None else None)
+    tokens = token_inputs(base) if shape is None else None
+    if tokens is not None and state.calib_inputs is not None:
+        # the first calibration sample: the names and sequence length the files are written for
+        tokens = {k: v[:1] for k, v in state.calib_inputs[0].items()}
+    if tokens is not None:  # a transformers token model: it prunes, exports and is timed on token ids
+        if spec.bench_runs > 0:
+            importlib.import_module("onnxruntime")
+        state.skipped["recover"] = "a token model: recovery needs a labelled image dataset"
+        state.skipped["accuracy"] = "a token model: accuracy is not measured"
+        state.base, state.example, state.input_shape = base, tokens, None
+        return
     if shape is None:
         raise UserError("the model has no input_shape and no data was given to take it from; pass data (--data)")
     shape = tuple(int(s) for s in shape)
@@ -573,7 +610,7 @@ def _make_pruner(state: BuildState):
     def make(r):
         p = prune.plan(
             state.base,
-            (state.example,),
+            example_args(state.example),
             ratio=r,
             importance=spec.importance,
             round_to=round_to,
@@ -780,7 +817,7 @@ def quantize_stage(state: BuildState) -> None:
 
     if not any(f.needs_quantized for f in _formats(state)):
         return
-    if state.calib_splits is None:
+    if state.calib_splits is None and state.calib_inputs is None:
         state.skipped["quantize"] = "no calibration data (--calib or --data): int8 formats are not written"
         state.formats = [f.name for f in _formats(state) if not f.needs_quantized]
         return
@@ -788,7 +825,7 @@ def quantize_stage(state: BuildState) -> None:
     try:
         state.qmodel = quant.quantize(
             state.pruned,
-            state.calib_splits.train,
+            state.calib_inputs if state.calib_inputs is not None else state.calib_splits.train,
             method="percentile",
             per_channel=True,
             target=state.profile,
@@ -846,7 +883,7 @@ def _export_or_skip_tflite(state: BuildState, source, names: list[str]) -> dict:
     from .export.tflite_lower import TFLiteLoweringError
 
     def write(fmts):
-        return export(source, state.tmp, formats=fmts, example_inputs=(state.example,), target=state.profile)
+        return export(source, state.tmp, formats=fmts, example_inputs=example_args(state.example), target=state.profile)
 
     try:
         return write(names)
@@ -907,7 +944,7 @@ def bench_stage(state: BuildState) -> None:
         return
     state.ran_stage("bench")
     fp32 = _onnx_format("fp32")
-    base_file = export(state.base, state.scratch, formats=[fp32], example_inputs=(state.example,))[fp32]
+    base_file = export(state.base, state.scratch, formats=[fp32], example_inputs=example_args(state.example))[fp32]
     base_row = state.row("baseline")
     to_time, timed_onnx = [(base_row, table.get(fp32), base_file)], None
     for name in state.artifacts:
@@ -954,7 +991,9 @@ def _host_runtimes(state: BuildState, timed_onnx: dict[str, Any] | None) -> dict
 
     tfl = state.artifacts.get("tflite")
     if tfl is None:
-        tfl = export(state.pruned, state.scratch, formats=["tflite"], example_inputs=(state.example,))["tflite"]
+        tfl = export(state.pruned, state.scratch, formats=["tflite"], example_inputs=example_args(state.example))[
+            "tflite"
+        ]
     measured, notes = [("onnxruntime", timed_onnx)] if timed_onnx else [], {}
     for runtime in ("litert", "edgeprune"):
         try:

@@ -193,6 +193,33 @@ def _input_shape(args, model) -> tuple:
     return tuple(int(s) for s in shape)
 
 
+def _token_inputs(args, model):
+    """Token ids and a mask for a ``transformers`` token model (``--input-shape`` is then the
+    sequence length), or None for models that take one tensor."""
+    from edgeprune.models.hf_dir import example_inputs
+
+    if getattr(model, "input_shape", None):
+        return None
+    inputs = example_inputs(model)
+    if inputs is None or "input_ids" not in inputs:
+        return None
+    if args.calib:
+        raise UsageError(
+            f"--calib {args.calib}: data-driven importances need image data; token models score by weights"
+        )
+    if not args.input_shape:
+        return inputs
+    try:
+        (n,) = (int(s) for s in args.input_shape.split(","))
+    except ValueError:
+        raise UsageError(
+            f"--input-shape {args.input_shape}: a token model takes one integer, the sequence length (e.g. 128)"
+        ) from None
+    if not 0 < n <= MAX_INPUT_ELEMENTS:
+        raise UsageError(f"--input-shape {args.input_shape}: the sequence length must be 1..{MAX_INPUT_ELEMENTS}")
+    return example_inputs(model, seq_len=n)
+
+
 def _channels(module):
     import torch.nn as nn
 
@@ -226,15 +253,21 @@ def run(args) -> int:
     plan_obj = _read_plan(args.plan) if args.plan else None
     model = load_model(args.model, args.weights, args.trust_pickle, args.trust_code)
     model.eval()
-    shape = _input_shape(args, model)
-    x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
+    x = _token_inputs(args, model)
+    if x is None:
+        shape = _input_shape(args, model)
+        x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
     calib = _calib(args, model)
     try:
         macs0, params0 = count_macs_params(model, x)
     except Exception as e:
+        given = f"--input-shape {args.input_shape}" if args.input_shape else f"--model {args.model}"
+        raise UsageError(f"{given}: the model does not run on its example input ({first_line(e)})") from None
+    if _recipe.wants_recipe(args) and isinstance(x, dict):
         raise UsageError(
-            f"--input-shape {','.join(map(str, shape))}: the model does not run on it ({first_line(e)})"
-        ) from None
+            f"--model {args.model}: a token model prunes by --ratio or --target-macs without --data; "
+            "recovery and searches need a labelled image dataset"
+        )
     if _recipe.wants_recipe(args):  # --data/--schedule/--budget-*/--sparsity: prune + recover
         met = _run_recipe_scaled(args, model, x, _recipe)
         return 0 if met else EXIT_GATE

@@ -7,7 +7,8 @@ Consumes: a model spec:
   ``transformers:AUTO_CLASS``  ``transformers.AUTO_CLASS.from_config(AutoConfig.for_model(**kwargs))``;
   ``path/file.py:factory``     a factory in a Python file;
   ``package.module:factory``   a factory in an importable module;
-  ``DIR``                      a directory written by ``ep.save`` (model.json + weights.pt).
+  ``DIR``                      a directory written by ``ep.save`` (model.json + weights.pt), or by
+                               ``save_pretrained`` (config.json + weights; ``hf_dir``).
 Produces: an ``nn.Module`` carrying ``edgeprune_spec`` (str), ``input_shape`` (C, H, W) when
 known, and ``edgeprune_build_kwargs`` (the keyword arguments given to the factory), so
 ``ep.save`` can record how to rebuild it.
@@ -42,7 +43,7 @@ from .demo_cnn import demo_cnn
 
 SPEC_FORMS = (
     "'edgeprune:demo-cnn', 'path/file.py:factory', 'package.module:factory', 'torchvision:NAME', "
-    "'timm:NAME', 'transformers:AutoModel...' or a directory written by ep.save"
+    "'timm:NAME', 'transformers:AutoModel...', or a directory written by ep.save or save_pretrained"
 )
 
 BUILTIN = {"demo-cnn": demo_cnn}
@@ -292,6 +293,11 @@ def build(spec: str, trust_code: bool = False, **kwargs: Any) -> nn.Module:
     if not isinstance(spec, str) or not spec:
         raise SpecError(f"model spec {spec!r}: expected {SPEC_FORMS}")
     path = Path(spec).expanduser()
+    if path.is_dir() and not kwargs:
+        from .hf_dir import is_hf_dir, load_hf_dir
+
+        if is_hf_dir(path):
+            return load_hf_dir(path, trust_code=trust_code)
     if path.is_dir():
         from ..io import load  # function-local: io builds models, so importing it at top would cycle
 

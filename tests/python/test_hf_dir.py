@@ -1,0 +1,164 @@
+"""Hugging Face model directories (``save_pretrained`` output) as ``--model``.
+
+Consumes: tiny ``transformers`` models with random weights, saved with ``save_pretrained``, and
+directories damaged or carrying custom code. Produces: assertions that the directory loads with its
+own weights (outputs equal to the saved model's), that ``prune``, ``export``, ``bench`` and
+``build`` run on it (token ids as example inputs; ``--calib`` with named inputs gives the int8
+files and their sequence length), that the pruned model saves and reloads without
+``--trust-code``, and that bad directories get one line and exit 2 with nothing imported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import edgeprune as ep  # noqa: E402
+from edgeprune.models import SpecError  # noqa: E402
+from edgeprune.models.hf_dir import example_inputs  # noqa: E402
+
+V = 64
+
+
+def _bert(num_labels=3):
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=V,
+        max_position_embeddings=40,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=num_labels,
+    )
+    return transformers.BertForSequenceClassification(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hf") / "bert"
+    model = _bert()
+    model.save_pretrained(d)
+    return d, model
+
+
+def _ids(n=12, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {"input_ids": torch.randint(1, V, (2, n), generator=g), "attention_mask": torch.ones(2, n, dtype=torch.long)}
+
+
+def test_a_save_pretrained_directory_loads_with_its_weights_and_saves_as_a_registered_spec(bert_dir, tmp_path):
+    d, original = bert_dir
+    model = ep.models.build(str(d))
+    x = _ids()
+    torch.testing.assert_close(model(**x).logits, original(**x).logits)
+    assert model.edgeprune_spec == "transformers_class:BertForSequenceClassification"
+    # the example inputs come from the config: ids within the vocabulary, capped by the positions
+    ex = example_inputs(model)
+    assert ex["input_ids"].shape == (1, 40) and int(ex["input_ids"].max()) < V
+    ep.save(model, tmp_path / "saved")
+    back = ep.load(tmp_path / "saved")  # no trust_code: the spec is a registered factory
+    torch.testing.assert_close(back(**x).logits, original(**x).logits)
+
+
+def test_an_image_model_directory_states_its_input_shape(tmp_path):
+    cfg = transformers.ViTConfig(
+        image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=1, num_attention_heads=4
+    )
+    transformers.ViTForImageClassification(cfg).save_pretrained(tmp_path / "vit")
+    model = ep.models.build(str(tmp_path / "vit"))
+    assert model.input_shape == (3, 16, 16)
+
+
+def _damaged(tmp_path, bert_dir, name, edit):
+    d = tmp_path / name
+    d.mkdir()
+    src, _ = bert_dir
+    cfg = json.loads((src / "config.json").read_text())
+    for f in src.iterdir():
+        if f.name != "config.json":
+            (d / f.name).write_bytes(f.read_bytes())
+    text = edit(cfg)
+    (d / "config.json").write_text(text if isinstance(text, str) else json.dumps(text))
+    return d
+
+
+def _with(cfg, **kw):
+    return {**cfg, **kw}
+
+
+@pytest.mark.parametrize(
+    "name,edit,message",
+    [
+        ("remote", lambda c: _with(c, auto_map={"AutoModel": "evil.Model"}), "'auto_map' names Python code"),
+        ("unknown", lambda c: _with(c, architectures=["NoSuchModel"]), "architectures names 'NoSuchModel'"),
+        ("notjson", lambda c: "{not json", "not JSON"),
+        ("notype", lambda c: {k: v for k, v in c.items() if k != "model_type"}, "no 'model_type'"),
+        ("badsizes", lambda c: _with(c, hidden_size=48), "transformers cannot load it"),
+    ],
+)
+def test_bad_directories_are_refused_in_one_line(tmp_path, bert_dir, run_cli, name, edit, message):
+    d = _damaged(tmp_path, bert_dir, name, edit)
+    (d / "evil.py").write_text("raise SystemExit('custom code ran')\n")
+    with pytest.raises(SpecError, match=message):
+        ep.models.build(str(d))
+    assert "evil" not in sys.modules
+    r = run_cli("prune", "--model", d, "--ratio", "0.3", "--out", tmp_path / "o")
+    assert r.code == 2 and message.split("'")[0] in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_directory_without_weights_is_refused(tmp_path, bert_dir):
+    d = tmp_path / "noweights"
+    d.mkdir()
+    (d / "config.json").write_bytes((bert_dir[0] / "config.json").read_bytes())
+    with pytest.raises(SpecError, match="no weights"):
+        ep.models.build(str(d))
+
+
+def test_prune_export_and_bench_a_token_model_from_its_directory(bert_dir, tmp_path, run_cli):
+    d, original = bert_dir
+    r = run_cli("prune", "--model", d, "--ratio", "0.5", "--input-shape", "16", "--out", tmp_path / "p", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["after"]["macs"] < 0.7 * res["before"]["macs"]
+    pruned = ep.load(tmp_path / "p" / "model")
+    assert pruned.config.intermediate_size < 64
+    assert pruned(**_ids()).logits.shape == (2, 3)
+    r = run_cli("export", tmp_path / "p" / "model", "--format", "tflite", "--out", tmp_path / "x")
+    assert r.code == 0, r.err
+    rt = ep.runtime.load(tmp_path / "x" / "model.tflite")
+    x = _ids(16)
+    got = rt(x["input_ids"][:1].numpy(), x["attention_mask"][:1].numpy())[0]
+    want = pruned(**{k: v[:1] for k, v in x.items()}).logits.detach().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # the bench feeds integer inputs 0/1: valid ids, masks and token types for any vocabulary
+    r = run_cli("bench", tmp_path / "x" / "model.tflite", "--runtime", "edgeprune", "--runs", "3", "--json")
+    assert r.code == 0, r.err
+    bad = run_cli("prune", "--model", d, "--ratio", "0.5", "--input-shape", "3,16", "--out", tmp_path / "q")
+    assert bad.code == 2 and "a token model takes one integer, the sequence length" in bad.err
+
+
+def test_build_a_token_model_directory_with_named_calibration_inputs(bert_dir, tmp_path, run_cli):
+    d, _ = bert_dir
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input_ids=rng.integers(1, V, (40, 20)), attention_mask=np.ones((40, 20), np.int64))
+    out = tmp_path / "b"
+    r = run_cli(
+        "build", "--model", d, "--target", "rpi4", "--calib", calib, "--bench-runs", "3", "--out", out, "--json"
+    )
+    assert r.code == 0, r.err
+    rep = json.loads((out / "report.json").read_text())
+    names = [s["name"] for s in rep["stages"]]
+    assert names == ["baseline", "pruned", "int8"]
+    assert rep["stages"][1]["macs"] < rep["stages"][0]["macs"]
+    rt = ep.runtime.load(out / "model.int8.tflite")
+    assert [(i["name"], tuple(i["shape"])) for i in rt.inputs] == [("input_ids", (1, 20)), ("attention_mask", (1, 20))]
+    assert any(label.split()[1:2] == ["int8"] for kind, label in rt.operators if kind == "FULLY_CONNECTED")
