@@ -213,6 +213,11 @@ def _node_macs(gr: _Graph, n, real_w=None) -> int:
         a = gr.shapes[n.input[0]]
         trans_a = next((x.i for x in n.attribute if x.name == "transA"), 0)
         k = a[-2] if trans_a else a[-1]
+        if not (isinstance(k, int) and k > 0) and w and len(w) >= 2:
+            # the input's last dim can be symbolic (a Reshape to a computed shape: attention's
+            # context before the output projection); a weight states K
+            trans_b = next((x.i for x in n.attribute if x.name == "transB"), 0)
+            k = w[-1] if trans_b else w[-2]
         macs = _num(out_shape) * (k if isinstance(k, int) and k > 0 else 1)
     return macs
 

@@ -120,3 +120,34 @@ def test_fp16_file_reports_fp16_ops(tiny, tmp_path):
     assert [l["precision"] for l in weighted] == ["fp16", "fp16"]
     assert info["inputs"][0]["dtype"] == "float32" and info["outputs"][0]["dtype"] == "float32"
     assert info["ops"]["Cast"] == 2 and info["macs"] == 4 * 6 * 6 * 9 + 144 * 10
+
+
+def test_a_matmul_after_a_reshape_to_a_computed_shape_counts_its_weights_k(tmp_path):
+    # attention's context is reshaped to a shape computed from x.shape: shape inference leaves its
+    # last dim symbolic, and K came out as 1 (a 32-wide projection counted 32x too few MACs)
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Slice", ["s", "zero", "two", "zero"], ["bt"]),
+        helper.make_node("Concat", ["bt", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["y"]),
+    ]
+    inits = [
+        helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("two", TensorProto.INT64, [1], [2]),
+        helper.make_tensor("minus1", TensorProto.INT64, [1], [-1]),
+        helper.make_tensor("w", TensorProto.FLOAT, [32, 16], [0.0] * 512),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10, 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, 16])],
+        inits,
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert inspect_onnx(path)["macs"] == 10 * 16 * 32
