@@ -336,7 +336,6 @@ def plan(
     ignore = ignore_entries(ignore)
     check_importance(importance)
     args, kwargs = split_inputs(example_inputs)
-    inputs = args
     if graph is None:
         graph = trace(model, kwargs or args, attention=attention, ignore=ignore)
     if scores is None:
@@ -373,7 +372,7 @@ def plan(
 
     if target_macs is None:
         return make(ratio)
-    return _bisect_for_macs(model, inputs, make, target_macs, max_layer_ratio)
+    return _bisect_for_macs(model, kwargs or args, make, target_macs, max_layer_ratio)
 
 
 def _bisect_for_macs(model, inputs, make, target_macs, max_layer_ratio) -> PrunePlan:

@@ -162,3 +162,12 @@ def test_build_a_token_model_directory_with_named_calibration_inputs(bert_dir, t
     rt = ep.runtime.load(out / "model.int8.tflite")
     assert [(i["name"], tuple(i["shape"])) for i in rt.inputs] == [("input_ids", (1, 20)), ("attention_mask", (1, 20))]
     assert any(label.split()[1:2] == ["int8"] for kind, label in rt.operators if kind == "FULLY_CONNECTED")
+
+
+def test_target_macs_on_keyword_inputs(bert_dir, tmp_path, run_cli):
+    # the bisection counted MACs on the positional inputs alone, which a token model has none of
+    d, _ = bert_dir
+    r = run_cli("prune", "--model", d, "--target-macs", "0.7", "--input-shape", "16", "--out", tmp_path / "t", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert 0.2 < res["macs_ratio"] <= 0.7
