@@ -293,6 +293,51 @@ def plan_from_keep(graph: Graph, keep: dict, settings: dict | None = None) -> Pr
     )
 
 
+def _fails(model: nn.Module, plan: PrunePlan) -> str | None:
+    """Why ``model`` pruned by ``plan`` fails on the plan's example inputs, or None when it runs."""
+    from .apply import apply
+
+    if plan.empty:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # apply's notes belong to the user's own apply
+            apply(model, plan, verify=True)
+    except ValueError as e:
+        cause = e.__cause__ or e
+        return f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0][:200]}"
+    return None
+
+
+def plan_that_runs(model: nn.Module, graph: Graph, keep: dict, settings: dict | None = None) -> PrunePlan:
+    """``plan_from_keep``, with every group whose cut alone breaks the pruned model's forward kept
+    whole and named in a warning.
+
+    The analysis attributes hard-coded sizes to layer attributes by value; where a size is an
+    expression that equals an attribute by coincidence (LeViT's single-head attention splits
+    ``attention_ratio * key_dim`` value channels, which equals its ``out_dim_projection``), the cut
+    runs into a shape error. Such groups are found by halving the set of cut groups (a few applies,
+    only when the whole plan fails) rather than trusted to the analysis."""
+    plan = plan_from_keep(graph, keep, settings)
+    first = _fails(model, plan)
+    if first is None:
+        return plan
+
+    def breaking(gids: list) -> list:
+        if _fails(model, plan_from_keep(graph, {g: keep[g] for g in gids}, settings)) is None:
+            return []
+        if len(gids) == 1:
+            return gids
+        half = len(gids) // 2
+        bad = breaking(gids[:half]) + breaking(gids[half:])
+        return bad or gids  # each half runs, together they fail: keep all of them whole
+
+    bad = breaking(sorted(keep))
+    for gid in bad:
+        warnings.warn(f"edgeprune.plan: cutting group {gid} breaks the model ({first}); kept whole", stacklevel=4)
+    return plan_from_keep(graph, {g: k for g, k in keep.items() if g not in bad}, settings)
+
+
 def default_global_ranking(model: nn.Module, global_ranking: bool | None) -> bool:
     """``global_ranking`` as given, or when None: per layer for a Hugging Face ``transformers``
     transformer (its config holds one head count and one feed-forward width for all layers, so only
@@ -368,7 +413,7 @@ def plan(
             from .hf import couple_residual
 
             keep = couple_residual(model, graph, scores, keep)
-        return plan_from_keep(graph, keep, settings)
+        return plan_that_runs(model, graph, keep, settings)
 
     if target_macs is None:
         return make(ratio)

@@ -382,3 +382,33 @@ def test_no_layer_loses_every_channel_when_a_group_spreads_unevenly_over_layers(
     assert len(plan.modules["proj"]["in"]) == 1 and plan.modules["qkv"]["out"][:8] == list(range(8))
     pruned = epp.apply(model, plan)
     assert pruned.vd == 1 and pruned.proj.in_features == 1 and pruned(x).shape == (1, 5, 16)
+
+
+class _CoincidentSizes(nn.Module):
+    """LeViT's single-head attention: the value width is computed as ``ratio * kd``, which equals the
+    attribute ``out_dim`` by coincidence, so the analysis takes ``out_dim`` for the split's size."""
+
+    def __init__(self):
+        super().__init__()
+        self.kd, self.ratio, self.out_dim = 4, 2, 8
+        self.qkv, self.proj = nn.Linear(16, 16), nn.Linear(8, 16)
+        self.ffn = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16))
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 1, -1).split([self.kd, self.kd, self.ratio * self.kd], dim=3)
+        attn = torch.softmax(q.transpose(1, 2) @ k.permute(0, 2, 3, 1), dim=-1)
+        h = (attn @ v.transpose(1, 2)).transpose(1, 2).reshape(b, n, self.out_dim)
+        x = x + self.proj(h)
+        return x + self.ffn(x)
+
+
+def test_a_group_whose_cut_breaks_the_forward_is_kept_whole_with_a_warning():
+    torch.manual_seed(0)
+    model = _CoincidentSizes().eval()
+    x = torch.randn(1, 5, 16)
+    with pytest.warns(UserWarning, match=r"edgeprune.plan: cutting group qkv breaks the model \(RuntimeError: split"):
+        plan = epp.plan(model, x, ratio=0.5, round_to=1, ignore="proj")
+    assert "qkv" not in plan.modules and plan.modules["ffn.0"]["out"]  # the rest is still cut
+    pruned = epp.apply(model, plan)
+    assert pruned(x).shape == (1, 5, 16) and pruned.ffn[0].out_features == 16
