@@ -255,11 +255,11 @@ def select_channels(
         order = np.argsort(s, kind="stable")
         mask = np.ones(g.size, dtype=bool)
         mask[order[: g.size - kept]] = False
-        keep[g.id] = _keep_in_every_layer(graph, g.id, mask, s, max_layer_ratio)
+        keep[g.id] = keep_in_every_layer(graph, g.id, mask, s, max_layer_ratio)
     return keep
 
 
-def _keep_in_every_layer(graph: Graph, gid: str, mask: np.ndarray, scores: np.ndarray, max_layer_ratio: float):
+def keep_in_every_layer(graph: Graph, gid: str, mask: np.ndarray, scores: np.ndarray, max_layer_ratio: float):
     """``mask`` with classes put back, best score first, in any member layer that would lose more
     than ``max_layer_ratio`` of its channels. A group's classes need not spread evenly over its
     layers: LeViT's single-head attention groups 4 query/key pairs with 8 value channels, and

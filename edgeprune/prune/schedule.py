@@ -630,7 +630,7 @@ def _threshold_plan(
 
     from ..graph import trace
     from .importance import needs_data, score_groups
-    from .plan import plan_from_keep
+    from .plan import keep_in_every_layer, plan_that_runs
 
     graph = trace(model, example_inputs, ignore=tuple(ignore))
     groups = [g for g in graph.groups() if g.prunable]
@@ -654,8 +654,9 @@ def _threshold_plan(
         order = np.argsort(-scores[g.id].numpy(), kind="stable")
         mask = np.zeros(g.size, dtype=bool)
         mask[order[:n_keep]] = True
-        out[g.id] = mask
-    return plan_from_keep(
+        out[g.id] = keep_in_every_layer(graph, g.id, mask, scores[g.id].numpy(), rule.max_layer_ratio)
+    return plan_that_runs(
+        model,
         graph,
         out,
         {"threshold": rule.to_dict(), "step_target": step_target, "importance": importance, "round_to": round_to},
