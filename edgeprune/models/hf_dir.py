@@ -15,6 +15,7 @@ only with ``trust_code=True``. Weights load through ``transformers`` without net
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 from pathlib import Path
 
@@ -106,8 +107,11 @@ def _loaded(cls, path: Path, **kw) -> nn.Module:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = cls.from_pretrained(str(path), local_files_only=True, weights_only=True, **kw)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+    except Exception as e:  # every failure here is the directory's: a truncated safetensors file
+        # (SafetensorError), a pickle that weights_only refuses, sizes the config does not state
         first = (str(e).strip().splitlines() or [""])[0][:300]
+        if isinstance(e, pickle.UnpicklingError):  # torch's text goes on to suggest weights_only=False
+            first = "a .bin that is not a plain state_dict (weights_only unpickling refused it)"
         raise SpecError(f"{path}: transformers cannot load it ({type(e).__name__}: {first})") from None
     finally:
         if bar:

@@ -171,3 +171,29 @@ def test_target_macs_on_keyword_inputs(bert_dir, tmp_path, run_cli):
     assert r.code == 0, r.err
     res = json.loads(r.out)
     assert 0.2 < res["macs_ratio"] <= 0.7
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this creates the marker file: code from the file runs
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("weights", ["truncated", "pickle"])
+def test_damaged_or_hostile_weights_are_bad_input_and_run_nothing(tmp_path, bert_dir, run_cli, weights):
+    src, _ = bert_dir
+    d = tmp_path / "w"
+    d.mkdir()
+    (d / "config.json").write_bytes((src / "config.json").read_bytes())
+    marker = tmp_path / "ran"
+    if weights == "truncated":
+        (d / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes()[:3000])
+        message = "SafetensorError"
+    else:
+        torch.save({"bert.embeddings.word_embeddings.weight": _Evil(marker)}, d / "pytorch_model.bin")
+        message = "weights_only unpickling refused it"
+    r = run_cli("prune", "--model", d, "--ratio", "0.3", "--out", tmp_path / "o")
+    assert r.code == 2 and "transformers cannot load it" in r.err and message in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1 and not marker.exists()
