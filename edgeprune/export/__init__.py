@@ -91,7 +91,8 @@ def channel_alignment(model, target) -> dict | None:
 
 
 def load_source(path, trust_code: bool = False):
-    """A QuantizedModel (directory with quant.json) or a model (directory written by ep.save).
+    """A QuantizedModel (directory with quant.json) or a model (directory written by ep.save or by
+    ``save_pretrained``).
 
     ``trust_code`` as in ``ep.load``: a directory naming a factory outside the registry is refused without it.
     """
@@ -100,6 +101,10 @@ def load_source(path, trust_code: bool = False):
     p = Path(path)
     if (p / "quant.json").is_file():
         return QuantizedModel.load(p, trust_code=trust_code)
+    from ..models.hf_dir import is_hf_dir, load_hf_dir
+
+    if is_hf_dir(p):  # save_pretrained output
+        return load_hf_dir(p, trust_code=trust_code)
     from ..io import load
 
     return load(p, trust_code=trust_code)
@@ -127,6 +132,11 @@ def _example_inputs(source, example_inputs) -> tuple[tuple, list | None]:
         recorded = _plan_example(getattr(source, "original", source))
         if recorded is not None:
             return recorded
+        from ..models.hf_dir import example_inputs as hf_example
+
+        tokens = hf_example(source) if hasattr(source, "config") else None
+        if tokens is not None:  # a transformers token model: ids and a mask from its config
+            return _named_example(source, tokens)
         raise ValueError(
             "the model records no input shape (no input_shape attribute, no prune plan): pass example_inputs "
             "to ep.export, or save the model with ep.save after pruning it with a plan (which records its inputs)"

@@ -197,3 +197,23 @@ def test_damaged_or_hostile_weights_are_bad_input_and_run_nothing(tmp_path, bert
     r = run_cli("prune", "--model", d, "--ratio", "0.3", "--out", tmp_path / "o")
     assert r.code == 2 and "transformers cannot load it" in r.err and message in r.err, r.err
     assert len(r.err.strip().splitlines()) == 1 and not marker.exists()
+
+
+def test_export_and_quantize_take_the_directory_itself(bert_dir, tmp_path, run_cli):
+    d, original = bert_dir
+    r = run_cli("export", d, "--format", "tflite", "--out", tmp_path / "x")
+    assert r.code == 0, r.err
+    rt = ep.runtime.load(tmp_path / "x" / "model.tflite")
+    assert [(i["name"], tuple(i["shape"])) for i in rt.inputs] == [("input_ids", (1, 40)), ("attention_mask", (1, 40))]
+    x = _ids(40)
+    got = rt(x["input_ids"][:1].numpy(), x["attention_mask"][:1].numpy())[0]
+    want = original(**{k: v[:1] for k, v in x.items()}).logits.detach().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input_ids=rng.integers(1, V, (16, 40)), attention_mask=np.ones((16, 40), np.int64))
+    r = run_cli("quantize", "--model", d, "--calib", calib, "--out", tmp_path / "q")
+    assert r.code == 0, r.err
+    r = run_cli("export", tmp_path / "q", "--format", "tflite-int8", "--out", tmp_path / "qx", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["files"][0]["int8_mac_coverage"] == 1.0
