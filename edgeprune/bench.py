@@ -278,32 +278,40 @@ def _torch(model, threads, input_shape, seed, trust_code=False):
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.is_dir():
-            raise BenchError(f"the torch runtime needs a model directory written by ep.save, got {path}")
-        from edgeprune.io import load  # io sits below bench; imported here to keep bench light
+            raise BenchError(
+                f"the torch runtime needs a model directory written by ep.save or save_pretrained, got {path}"
+            )
+        from edgeprune.models import build  # models sit below bench; imported here to keep bench light
 
         try:
-            model = load(path, trust_code=trust_code)
+            model = build(str(path), trust_code=trust_code)
         except UserError as e:
             raise BenchError(str(e)) from None
     if not isinstance(model, torch.nn.Module):
         raise BenchError(f"the torch runtime needs an nn.Module or an ep.save directory, got {type(model).__name__}")
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
+    kwargs = {}
     if shape is None:
-        raise BenchError("the model has no input_shape attribute; pass input_shape=(C, H, W)")
+        from edgeprune.models.hf_dir import example_inputs
+
+        kwargs = example_inputs(model) or {}  # a transformers token model: ids and a mask
+        if not kwargs:
+            raise BenchError("the model has no input_shape attribute; pass input_shape=(C, H, W)")
     prev_threads = torch.get_num_threads()
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn((1, *shape), generator=gen)
+    args = () if kwargs else (torch.randn((1, *shape), generator=gen),)
     model = model.eval()
 
     def run_once():
         torch.set_num_threads(threads)
         try:
             with torch.inference_mode():
-                model(x)
+                model(*args, **kwargs)
         finally:
             torch.set_num_threads(prev_threads)
 
-    return run_once, {"input": [1, *shape]}, f"torch {torch.__version__}", None
+    shapes = {k: list(v.shape) for k, v in kwargs.items()} or {"input": [1, *shape]}
+    return run_once, shapes, f"torch {torch.__version__}", None
 
 
 def _edgeprune(path, threads, input_shape, seed):

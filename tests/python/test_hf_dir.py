@@ -217,3 +217,11 @@ def test_export_and_quantize_take_the_directory_itself(bert_dir, tmp_path, run_c
     r = run_cli("export", tmp_path / "q", "--format", "tflite-int8", "--out", tmp_path / "qx", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out)["files"][0]["int8_mac_coverage"] == 1.0
+
+
+def test_bench_times_the_directory_in_torch_on_token_inputs(bert_dir, run_cli):
+    d, _ = bert_dir
+    r = run_cli("bench", d, "--runtime", "torch", "--runs", "3", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["inputs"] == {"input_ids": [1, 40], "attention_mask": [1, 40]} and res["median_ms"] > 0
