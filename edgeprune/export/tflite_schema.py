@@ -14,6 +14,7 @@ Invariants the serializer keeps (what LiteRT, tflite-runtime and our C++ reader 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 
@@ -75,6 +76,7 @@ class Model:
     outputs: list[int] = field(default_factory=list)
     metadata: dict[str, bytes] = field(default_factory=dict)
     description: str = "edgeprune"
+    _buffer_of: dict = field(default_factory=dict, repr=False)  # bytes -> index of the buffer holding them
 
     def tensor(self, name: str, shape, dtype, quant: Quant | None = None) -> int:
         """A new activation tensor; returns its index."""
@@ -83,12 +85,65 @@ class Model:
         return len(self.tensors) - 1
 
     def const(self, name: str, value: np.ndarray, quant: Quant | None = None) -> int:
-        """A new constant tensor holding ``value`` (its own buffer); returns its index."""
+        """A new constant tensor holding ``value``; returns its index. Constants of equal bytes share
+        one buffer: a weight several operators use (ALBERT's layers, shared by every block; an
+        ONNX initializer read twice) is stored once. A pass that rewrites one tensor's data gives
+        it a buffer of its own first (``own_buffer``)."""
         value = np.ascontiguousarray(value).reshape(np.shape(value))  # keeps 0-d scalars 0-d
-        self.buffers.append(value.tobytes())
-        t = Tensor(self._unique(name), list(value.shape), DTYPES[value.dtype], len(self.buffers) - 1, quant)
+        data = value.tobytes()
+        index = self._buffer_of.get(data) if data else None
+        if index is None:
+            self.buffers.append(data)
+            index = len(self.buffers) - 1
+            if data:
+                self._buffer_of[data] = index
+        t = Tensor(self._unique(name), list(value.shape), DTYPES[value.dtype], index, quant)
         self.tensors.append(t)
         return len(self.tensors) - 1
+
+    def merge_constants(self) -> None:
+        """Operators that read equal constants (same buffer, shape, type and quantization) read the
+        first of them: a pass that re-encodes a constant (sparse, fp16) then does it once for all
+        its readers. The others leave the table."""
+        first: dict = {}
+        alias: dict[int, int] = {}
+        io = set(self.inputs) | set(self.outputs)
+        for i, t in enumerate(self.tensors):
+            if t.buffer == 0 or t.sparsity is not None or i in io:
+                continue
+            q = t.quant
+            qkey = None if q is None else (np.asarray(q.scale).tobytes(), np.asarray(q.zero_point).tobytes(), q.dim)
+            j = first.setdefault((t.buffer, tuple(t.shape), t.dtype, qkey), i)
+            if j != i:
+                alias[i] = j
+        if not alias:
+            return
+        keep = [i for i in range(len(self.tensors)) if i not in alias]
+        new = {old: k for k, old in enumerate(keep)}
+        index = {i: new[alias.get(i, i)] for i in range(len(self.tensors))}
+        self.tensors = [self.tensors[i] for i in keep]
+        for op in self.operators:
+            op.inputs = [index[i] if i >= 0 else i for i in op.inputs]  # -1: an omitted optional input
+            op.outputs = [index[i] for i in op.outputs]
+        self.inputs = [index[i] for i in self.inputs]
+        self.outputs = [index[i] for i in self.outputs]
+
+    def own_buffer(self, index: int, data: bytes) -> None:
+        """Tensor ``index`` now holds ``data`` in a buffer no other tensor reads (an empty ``data``
+        leaves it without one); a buffer it shared keeps its bytes for the others."""
+        t = self.tensors[index]
+        shared = any(o is not t and o.buffer == t.buffer for o in self.tensors)
+        if not shared:
+            self._buffer_of.pop(self.buffers[t.buffer], None)
+            self.buffers[t.buffer] = data
+            if not data:
+                t.buffer = 0
+            return
+        if not data:
+            t.buffer = 0
+            return
+        self.buffers.append(data)
+        t.buffer = len(self.buffers) - 1
 
     def value(self, index: int) -> np.ndarray | None:
         """The constant value of tensor ``index`` (dense tensors only), or None for an activation."""
@@ -239,8 +294,11 @@ def serialize(model: Model) -> bytes:
     for op in model.operators:
         codes[op.code] = max(codes.get(op.code, 1), op.version)
     code_index = {c: i for i, c in enumerate(codes)}
-    # buffers (data first: big vectors are written once, back to front)
-    buffers = list(model.buffers)
+    # buffers (data first: big vectors are written once, back to front); a buffer no tensor reads
+    # any more (its tensor was rewritten or dropped by a pass) is not written
+    used = sorted({t.buffer for t in model.tensors} | {0})
+    remap = {old: new for new, old in enumerate(used)}
+    buffers = [model.buffers[i] for i in used]
     meta_index = {}
     for k, v in model.metadata.items():
         buffers.append(v)
@@ -253,7 +311,7 @@ def serialize(model: Model) -> bytes:
         if vec is not None:
             bm.AddData(b, vec)
         buf_offs.append(bm.End(b))
-    tensors = [_tensor(b, t) for t in model.tensors]
+    tensors = [_tensor(b, dataclasses.replace(t, buffer=remap[t.buffer])) for t in model.tensors]
     ops = [_operator(b, op, code_index[op.code]) for op in model.operators]
     sg = _mod("SubGraph")
     t_vec = _offsets(b, sg.StartTensorsVector, tensors)

@@ -80,6 +80,7 @@ def _candidates(model: Model) -> dict[int, list[int]]:
 def sparsify(model: Model, force: bool = False) -> list[str]:
     """Encode the chosen weights in place; returns the names of the tensors stored sparse."""
     done, densify = [], []
+    model.merge_constants()  # a weight several operators read is encoded once, for all of them
     for idx, users in _candidates(model).items():
         t = model.tensors[idx]
         w = model.value(idx)
@@ -99,7 +100,7 @@ def sparsify(model: Model, force: bool = False) -> list[str]:
         if size >= w.nbytes and not force:
             continue
         dense = model.tensor(f"{t.name}_densified", t.shape, t.dtype, t.quant)
-        model.buffers[t.buffer] = values.tobytes()
+        model.own_buffer(idx, values.tobytes())
         t.sparsity = _sparsity_params(t.shape, seg, ind, block)
         for j in users:
             model.operators[j].inputs[1] = dense

@@ -68,6 +68,7 @@ def to_fp16(model: Model) -> Model:
 
     The form GPU delegates read as fp16 weights; CPU kernels dequantize once at load.
     """
+    model.merge_constants()  # a weight several operators read gets one fp16 copy
     consumers = {i for op in model.operators for i in op.inputs}
     first = []
     for idx, t in enumerate(list(model.tensors)):
@@ -77,8 +78,7 @@ def to_fp16(model: Model) -> Model:
         if value.size < 16:
             continue  # scalars and small vectors (eps, axes-like constants) stay fp32
         half = model.const(f"{t.name}_fp16", value.astype(np.float16))
-        model.buffers[t.buffer] = b""
-        t.buffer = 0
+        model.own_buffer(idx, b"")
         first.append((half, idx))
     model.operators[:0] = [Operator(OP.DEQUANTIZE, [h], [i], None, 3) for h, i in first]
     return model

@@ -802,3 +802,39 @@ def test_an_int8_one_d_model_with_pools_keeps_litert_reference_bits(tmp_path):
     for i, (xi, want) in enumerate(zip(xs, _litert_reference(path, xs))):
         assert np.array_equal(rt(xi)[0], want)
         assert rel_err(want, ref[i : i + 1]) < 0.05
+
+
+class _SharedBlocks(torch.nn.Module):
+    """ALBERT's pattern: one block (and one weight) applied several times."""
+
+    def __init__(self, uses=4):
+        super().__init__()
+        self.uses = uses
+        self.inp = torch.nn.Linear(8, 64)
+        self.block = torch.nn.Linear(64, 64)
+        with torch.no_grad():  # 90 % zeros, so the sparse encoding applies to the shared weight
+            self.block.weight.mul_((torch.rand(64, 64, generator=torch.Generator().manual_seed(3)) < 0.1).float())
+
+    def forward(self, x):
+        x = self.inp(x)
+        for _ in range(self.uses):
+            x = x + torch.relu(self.block(x))
+        return x
+
+
+@pytest.mark.parametrize("fmt,sparse", [("tflite", False), ("tflite", True), ("tflite-fp16", False)])
+def test_a_weight_used_by_several_operators_is_stored_once(tmp_path, fmt, sparse):
+    import edgeprune as ep
+
+    torch.manual_seed(0)
+    model = _SharedBlocks().eval()
+    x = torch.randn(1, 8)
+    path = export(model, tmp_path, formats=[fmt], example_inputs=(x,), sparse=sparse)[fmt]
+    once = export(_SharedBlocks(uses=1).eval(), tmp_path / "1", formats=[fmt], example_inputs=(x,), sparse=sparse)[fmt]
+    # three more uses of the weight add their operators and activations (about 1 KB each), not three
+    # more copies of it (16 KB each in float32, 8 in fp16, 3 sparse)
+    assert path.stat().st_size - once.stat().st_size < 3 * 1500, (path.stat().st_size, once.stat().st_size)
+    ref = torch_ref(model, x)
+    assert rel_err(run(path, [x.numpy()])[0], ref) < 1e-3
+    assert rel_err(run(path, [x.numpy()], builtin=True)[0], ref) < 1e-3
+    assert rel_err(ep.runtime.load(path)(x.numpy())[0], ref) < 1e-3
