@@ -553,6 +553,15 @@ def load_stage(state: BuildState) -> None:
         # the first calibration sample: the names and sequence length the files are written for
         tokens = {k: v[:1] for k, v in state.calib_inputs[0].items()}
     if tokens is not None:  # a transformers token model: it prunes, exports and is timed on token ids
+        try:
+            with torch.no_grad():
+                base(**tokens)
+        except Exception as e:  # a model that cannot run its own config's inputs is bad input
+            shapes = {k: tuple(v.shape) for k, v in tokens.items()}
+            raise UserError(
+                f"model {state.report['model']} fails on the inputs {shapes}: {str(e).splitlines()[0]}; "
+                "give --calib an .npz of inputs it takes"
+            ) from None
         if spec.bench_runs > 0:
             importlib.import_module("onnxruntime")
         state.skipped["recover"] = "a token model: recovery needs a labelled image dataset"

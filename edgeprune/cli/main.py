@@ -10,10 +10,12 @@ file free of a list that every new subcommand would have to edit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from .. import __version__
 from ..errors import UserError
@@ -75,6 +77,31 @@ def _needs_host_install(command: str | None, e: ModuleNotFoundError) -> int:
     return EXIT_USAGE
 
 
+@contextlib.contextmanager
+def _one_line_warnings(verbose: bool):
+    """Warnings as ``warning: MESSAGE`` lines, each message once, without Python's file:line and
+    source line (which name edgeprune's code, not the user's); ``-v`` keeps Python's format."""
+    if verbose:
+        yield
+        return
+    seen: set = set()
+    saved = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = (str(message).strip().splitlines() or [""])[0]
+        if text in seen:
+            return
+        seen.add(text)
+        kind = "" if category is UserWarning else f"{category.__name__}: "
+        print(f"warning: {kind}{text}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # When the first word names a subcommand, import only that module: `edgeprune bench` must
@@ -92,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     args.argv = argv  # the command line as given, for commands that re-launch themselves (--nproc)
     try:
-        return int(args.run(args) or 0)
+        with _one_line_warnings(getattr(args, "verbose", False)):
+            return int(args.run(args) or 0)
     except UserError as e:  # the user's files, flags or environment: one line, exit 2
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

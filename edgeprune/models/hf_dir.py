@@ -123,7 +123,7 @@ def _loaded(cls, path: Path, **kw) -> nn.Module:
 
 def example_inputs(model: nn.Module, seq_len: int | None = None):
     """Inputs a ``transformers`` model runs on, from its config: ``{"input_ids", "attention_mask"}``
-    of ``seq_len`` tokens (default ``DEFAULT_SEQ_LEN``, at most the position table) for token
+    of ``seq_len`` tokens (default ``DEFAULT_SEQ_LEN``, at most the position table less 2) for token
     models, ``{"pixel_values"}`` of the config's image size for image models; None for others."""
     cfg = getattr(model, "config", None)
     main = getattr(model, "main_input_name", None)
@@ -134,8 +134,10 @@ def example_inputs(model: nn.Module, seq_len: int | None = None):
         vocab = int(getattr(cfg, "vocab_size", 0) or 0)
         limit = getattr(cfg, "max_position_embeddings", None)
         n = seq_len or DEFAULT_SEQ_LEN
-        if isinstance(limit, int) and limit > 0:
-            n = min(n, limit)
+        if isinstance(limit, int) and limit > 2:
+            # RoBERTa-family position ids start after the padding index (pad_token_id + 1 = 2),
+            # so their table serves max_position_embeddings - 2 tokens
+            n = min(n, limit - 2)
         if vocab < 2:
             return None
         ids = torch.randint(1, vocab, (1, n), generator=g)

@@ -59,9 +59,10 @@ def test_a_save_pretrained_directory_loads_with_its_weights_and_saves_as_a_regis
     x = _ids()
     torch.testing.assert_close(model(**x).logits, original(**x).logits)
     assert model.edgeprune_spec == "transformers_class:BertForSequenceClassification"
-    # the example inputs come from the config: ids within the vocabulary, capped by the positions
+    # the example inputs come from the config: ids within the vocabulary, capped by the position
+    # table less RoBERTa's offset of 2
     ex = example_inputs(model)
-    assert ex["input_ids"].shape == (1, 40) and int(ex["input_ids"].max()) < V
+    assert ex["input_ids"].shape == (1, 38) and int(ex["input_ids"].max()) < V
     ep.save(model, tmp_path / "saved")
     back = ep.load(tmp_path / "saved")  # no trust_code: the spec is a registered factory
     torch.testing.assert_close(back(**x).logits, original(**x).logits)
@@ -204,8 +205,8 @@ def test_export_and_quantize_take_the_directory_itself(bert_dir, tmp_path, run_c
     r = run_cli("export", d, "--format", "tflite", "--out", tmp_path / "x")
     assert r.code == 0, r.err
     rt = ep.runtime.load(tmp_path / "x" / "model.tflite")
-    assert [(i["name"], tuple(i["shape"])) for i in rt.inputs] == [("input_ids", (1, 40)), ("attention_mask", (1, 40))]
-    x = _ids(40)
+    assert [(i["name"], tuple(i["shape"])) for i in rt.inputs] == [("input_ids", (1, 38)), ("attention_mask", (1, 38))]
+    x = _ids(38)
     got = rt(x["input_ids"][:1].numpy(), x["attention_mask"][:1].numpy())[0]
     want = original(**{k: v[:1] for k, v in x.items()}).logits.detach().numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -224,4 +225,27 @@ def test_bench_times_the_directory_in_torch_on_token_inputs(bert_dir, run_cli):
     r = run_cli("bench", d, "--runtime", "torch", "--runs", "3", "--json")
     assert r.code == 0, r.err
     res = json.loads(r.out)
-    assert res["inputs"] == {"input_ids": [1, 40], "attention_mask": [1, 40]} and res["median_ms"] > 0
+    assert res["inputs"] == {"input_ids": [1, 38], "attention_mask": [1, 38]} and res["median_ms"] > 0
+
+
+def test_build_a_roberta_directory_whose_position_table_is_shorter_than_the_default(tmp_path, run_cli):
+    # RoBERTa's positions start after the padding index: 66 positions serve 64 tokens; the example
+    # once took 66 and failed inside the model (an internal error)
+    torch.manual_seed(0)
+    cfg = transformers.RobertaConfig(
+        vocab_size=V,
+        max_position_embeddings=66,
+        pad_token_id=1,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=2,
+    )
+    transformers.RobertaForSequenceClassification(cfg).save_pretrained(tmp_path / "rob")
+    r = run_cli("build", "--model", tmp_path / "rob", "--target", "rpi5", "--bench-runs", "2", "--out", tmp_path / "o")
+    assert r.code == 0, r.err
+    rt = ep.runtime.load(tmp_path / "o" / "model.tflite")
+    assert tuple(rt.inputs[0]["shape"]) == (1, 64)
+    # edgeprune's notes print as one line each, without Python's file:line and source line
+    assert "UserWarning" not in r.err and "pipeline.py" not in r.err
