@@ -229,6 +229,7 @@ def estimate(
     threads: int | None = None,
     input_shape: Iterable[int] | None = None,
     device: str = "cpu",
+    example_inputs=None,
 ) -> Estimate:
     """Estimate batch-1 latency of a model on ``target``'s CPU (or its GPU with ``device="gpu"``).
 
@@ -236,7 +237,8 @@ def estimate(
     (int8 for a quantized ONNX file, fp16 for one with fp16 weights, fp32 otherwise).
     ``threads``: default all cores of the target; more than the target has is an error.
     ``input_shape``: (C, H, W) for a module without an ``input_shape`` attribute, or to
-    override an ONNX file's dynamic dims.
+    override an ONNX file's dynamic dims. ``example_inputs``: a dict of keyword inputs (token ids
+    and a mask) for a module that takes those instead of one image.
     ``device="gpu"``: a TensorRT-style roofline on the profile's GPU (Jetson): fitted to a published
     point for a CUDA-core GPU (``"calibration": "published"``), assumed for a tensor-core one
     (``"calibrated": false``).
@@ -251,7 +253,7 @@ def estimate(
         ops, file_precision = ops_from_onnx(path, input_shape)
         source = str(path)
     else:
-        ops = ops_from_module(model_or_onnx_path, input_shape)
+        ops = ops_from_module(model_or_onnx_path, input_shape, example_inputs)
         file_precision = "fp32"
         source = "module"
     if precision is None:
@@ -682,9 +684,9 @@ class _OpTrace:
         return out
 
 
-def ops_from_module(model, input_shape=None) -> list[Op]:
-    """Run one batch-1 forward with zeros (token ids for a ``transformers`` token model, from its
-    config) and record every operator's shapes.
+def ops_from_module(model, input_shape=None, example_inputs=None) -> list[Op]:
+    """Run one batch-1 forward with zeros (or on ``example_inputs``, a dict of keyword inputs) and
+    record every operator's shapes.
 
     A TorchFunctionMode sees functional ops too (the residual ``x + y`` of MobileNetV2 lives in
     a ``forward``, not in a module); forward pre-hooks give each op its module's name.
@@ -693,13 +695,9 @@ def ops_from_module(model, input_shape=None) -> list[Op]:
     from torch.overrides import TorchFunctionMode
 
     shape = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
-    tokens = None
-    if shape is None:
-        from .models.hf_dir import example_inputs
-
-        tokens = example_inputs(model)  # a transformers token model: its config says what it takes
-        if tokens is None:
-            raise ValueError("estimate: the model has no input_shape attribute; pass input_shape=(C, H, W)")
+    tokens = dict(example_inputs) if example_inputs is not None else None
+    if shape is None and tokens is None:
+        raise ValueError("estimate: the model has no input_shape attribute; pass input_shape=(C, H, W)")
     trace = _OpTrace()
 
     class Recorder(TorchFunctionMode):

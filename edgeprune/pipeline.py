@@ -424,10 +424,15 @@ class BuildState:
         if self.on_stage:
             self.on_stage(name)
 
+    @property
+    def tokens(self) -> dict | None:
+        """The keyword example inputs of a token model, None for a model of one image input."""
+        return self.example if isinstance(self.example, dict) else None
+
     def estimate(self, model, precision: str):
         from .estimate import estimate
 
-        return estimate(model, self.profile, precision=precision, threads=self.cores)
+        return estimate(model, self.profile, precision=precision, threads=self.cores, example_inputs=self.tokens)
 
     def add_row(self, name, model, acc, precision, size_bytes, est=None) -> dict[str, Any]:
         """Append one row of ``report["stages"]``: params, MACs, size, accuracy, target estimate."""
@@ -1063,7 +1068,9 @@ def estimate_stage(state: BuildState) -> None:
     gpu = getattr(state.profile, "gpu", None)
     if gpu is not None:
         gpu_prec = "int8" if shipped_precision == "int8" and gpu.int8_tops else "fp16"
-        gpu_est = estimate(state.pruned, state.profile, precision=gpu_prec, device="gpu").to_dict()
+        gpu_est = estimate(
+            state.pruned, state.profile, precision=gpu_prec, device="gpu", example_inputs=state.tokens
+        ).to_dict()
         gpu_est.pop("layers")
         state.report["target_estimate_gpu"] = gpu_est
 

@@ -21,6 +21,7 @@ RANK = {
     "_version": 0,
     "_callable": 0,
     "fsutil": 0,
+    "modcopy": 0,
     "errors": 0,
     "limits": 0,
     "_core": 0,
