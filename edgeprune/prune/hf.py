@@ -192,9 +192,11 @@ def _sync_heads(model: nn.Module, heads: int, kv, head_dim: int) -> list:
     if _reloads(model, trial):
         cfg.num_attention_heads, cfg.head_dim = heads, head_dim
         return []
+    hidden = _hidden(model)  # None for a model without token embeddings (ViT's patches)
+    at = f" at hidden size {hidden}" if hidden is not None else ""
     return [
         f"{type(cfg).__name__} derives the head size from hidden_size / num_attention_heads, so from_pretrained "
-        f"cannot rebuild {heads} heads of size {head_dim} at hidden size {_hidden(model)}: reload with ep.load, "
+        f"cannot rebuild {heads} heads of size {head_dim}{at}: reload with ep.load, "
         "or keep the embeddings and prune only heads of a config that states head_dim, or the feed-forward "
         "layers, for a checkpoint from_pretrained reads"
     ]
