@@ -33,6 +33,9 @@ _WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+# the deepest published transformers have about 130 layers; a config far beyond is not a model
+MAX_LAYERS = 1024
+_DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers", "decoder_layers")
 # token sequence of the example inputs when the caller names none (capped by the model's position
 # table): the length sentence embedders and classifiers are usually deployed at; exported files
 # take it as their static shape
@@ -87,6 +90,12 @@ def load_hf_dir(path: str | Path, trust_code: bool = False) -> nn.Module:
             f"{where}: architectures names {name!r}, which is not a class of transformers "
             f"{tf.__version__}; upgrade transformers or fix the config"
         )
+    for key in _DEPTH_KEYS:  # before any build: even on the meta device each layer costs time
+        depth = cfg.get(key)
+        if isinstance(depth, int) and not 0 <= depth <= MAX_LAYERS:
+            raise SpecError(f"{where}: {key}={depth} is not a model depth (at most {MAX_LAYERS}); fix the config")
+    if cls is not tf.AutoModel:
+        _check_size(cls, path)
     model = _loaded(cls, path)
     inputs = example_inputs(model)
     if inputs is not None and "pixel_values" in inputs:  # image models run on one positional tensor
@@ -96,6 +105,27 @@ def load_hf_dir(path: str | Path, trust_code: bool = False) -> nn.Module:
     if hasattr(model, "pooler") and model.pooler is None:  # built with add_pooling_layer=False
         model.edgeprune_build_kwargs["add_pooling_layer"] = False
     return model
+
+
+def _check_size(cls, path: Path) -> None:
+    """Refuse a config that describes a model far larger than the weights beside it: transformers
+    would fill the missing weights at random, and a hostile ``num_hidden_layers`` could take all
+    memory. The model is built on the meta device, which allocates nothing."""
+    weights = sum(f.stat().st_size for f in path.iterdir() if f.is_file() and f.suffix in (".safetensors", ".bin"))
+    try:
+        config = cls.config_class.from_pretrained(str(path), local_files_only=True)
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = cls(config)
+        values = sum(t.numel() for t in probe.state_dict().values())
+    except Exception:  # a config the class cannot build: the real load reports why
+        return
+    # a value takes at least half a byte (4-bit checkpoints), and shared tables count twice
+    if values > 4 * weights + 10**7:
+        raise SpecError(
+            f"{path / CONFIG}: describes a model of {values:,} values, but its weights files hold "
+            f"{weights:,} bytes; fix the config or add the missing weights"
+        )
 
 
 def _loaded(cls, path: Path, **kw) -> nn.Module:

@@ -102,6 +102,12 @@ def _with(cfg, **kw):
         ("notjson", lambda c: "{not json", "not JSON"),
         ("notype", lambda c: {k: v for k, v in c.items() if k != "model_type"}, "no 'model_type'"),
         ("badsizes", lambda c: _with(c, hidden_size=48), "transformers cannot load it"),
+        ("deep", lambda c: _with(c, num_hidden_layers=100000), "num_hidden_layers=100000 is not a model depth"),
+        (
+            "big",  # 38M values described, 90 KB of weights: transformers would fill the rest at random
+            lambda c: _with(c, num_hidden_layers=12, hidden_size=512, intermediate_size=2048, num_attention_heads=8),
+            "describes a model of",
+        ),
     ],
 )
 def test_bad_directories_are_refused_in_one_line(tmp_path, bert_dir, run_cli, name, edit, message):
