@@ -203,6 +203,9 @@ def make_runner(runtime: str, path: Path, threads: int = 1):
         import edgeprune as ep
 
         m = ep.runtime.load(path, threads=threads)
+        zeros = np.zeros(m.inputs[0]["shape"], np.float32)
+        while m.tuning:  # the first calls of a context of several threads choose each op's split
+            m(zeros)
         run = lambda x: m(x)[0]  # noqa: E731
     elif runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter

@@ -325,6 +325,12 @@ def _edgeprune(path, threads, input_shape, seed):
     model = ep_runtime.load(path, threads=threads)
     rng = np.random.default_rng(seed)
     feeds = [ep_runtime.example_input(rng, i) for i in model.inputs]
+    # with several threads the first calls tune the split per operator (RuntimeModel.op_threads):
+    # part of getting ready, like the load, not of the timed runs
+    for _ in range(16):
+        if not model.tuning:
+            break
+        model(*feeds)
 
     def run_once():
         model(*feeds)

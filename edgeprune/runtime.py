@@ -69,7 +69,21 @@ class RuntimeModel:
         """Bytes of the activation arena one context holds (lifetime-planned)."""
         return int(self._core.arena_bytes)
 
+    @property
+    def op_threads(self) -> list[int]:
+        """Per operator in execution order, the threads it runs with. With ``threads`` > 1 the
+        first calls time every operator split and on one thread, and each keeps the faster (see
+        ``tuning``): splitting does not pay for every operator, and threads must never make a
+        model slower. Until then every entry is ``threads``."""
+        return list(self._core.op_threads)
+
+    @property
+    def tuning(self) -> bool:
+        """True while the first calls still time each operator both ways (``op_threads``)."""
+        return bool(self._core.tuning)
+
     def set_threads(self, threads: int) -> None:
+        """Change the thread count; the per-operator choice (``op_threads``) is made again."""
         self._core.set_threads(int(threads))
 
     def __call__(self, *inputs) -> list[np.ndarray]:
@@ -107,6 +121,10 @@ class RuntimeModel:
         if inputs is None:
             rng = np.random.default_rng(0)
             inputs = [example_input(rng, i) for i in self.inputs]
+        for _ in range(16):  # the tuning runs first (their operators alternate thread counts)
+            if not self._core.tuning:
+                break
+            self(*inputs)
         self._core.set_profiling(True)
         try:
             for _ in range(max(1, int(runs))):

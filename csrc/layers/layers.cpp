@@ -373,12 +373,17 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   const int64_t blocks = plan ? int64_t(plan->block_entries.size()) - 1 : 0;
   if (use > 1 && m_ >= 16 * use &&
       spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile) &&
-      n < 2 * spmm_plan_strip(*plan, n, kern_.tile) &&
-      n % spmm_plan_strip(*plan, n, kern_.tile) != 0) {
+      ((n < 2 * spmm_plan_strip(*plan, n, kern_.tile) &&
+        n % spmm_plan_strip(*plan, n, kern_.tile) != 0) ||
+       blocks < use)) {
     // one row part per thread: each computes all columns of its rows (the same code per row as
     // the whole stream, so the same bits). Also for one strip and a partial one: the block split
     // below gives the partial strip to one task over every row (a 7x7 layer on AVX2, 49 = 32 +
-    // 17 columns, ran no faster on two threads than on one; this way 1.2-1.3x)
+    // 17 columns, ran no faster on two threads than on one; this way 1.2-1.3x). And when the plan
+    // holds fewer blocks of rows than threads (its L1-sized block covers every row of a 14x14
+    // layer's 576 channels): the column split below then cut 196 columns into 128 + 68, each
+    // part with its own strip remainders, and two threads took 2x one thread's time on a Zen 2
+    // host; row parts 1.6x faster than one thread
     const std::vector<RowPart>& parts = row_parts(use, *plan);
     if (!parts.empty())
       return parallel_for(use, int64_t(parts.size()), [&](int64_t t) {

@@ -372,6 +372,15 @@ class RuntimeModel {
       r.append(py::make_tuple(ops[k]->kind, ops[k]->label, ctx_->op_ns()[k] / 1e6 / runs));
     return r;
   }
+  bool tuning() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ctx_->tuning();
+  }
+  // per operator in execution order: the threads it runs with (after the tuning runs)
+  std::vector<int> op_threads() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ctx_->op_threads();
+  }
   // (kind, label) per operator in execution order, as planned at load (no run needed)
   py::list operators() const {
     py::list r;
@@ -556,6 +565,8 @@ PYBIND11_MODULE(_core, mod) {
       .def("set_threads", &RuntimeModel::set_threads)
       .def("set_profiling", &RuntimeModel::set_profiling)
       .def("profile", &RuntimeModel::profile)
+      .def_property_readonly("tuning", &RuntimeModel::tuning)
+      .def_property_readonly("op_threads", &RuntimeModel::op_threads)
       .def_property_readonly("operators", &RuntimeModel::operators)
       .def_property_readonly("isa", &RuntimeModel::isa)
       .def_property_readonly("arena_bytes", &RuntimeModel::arena_bytes);

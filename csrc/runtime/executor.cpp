@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 
 #include "layers/parallel.h"
@@ -477,9 +478,22 @@ Context::Context(std::shared_ptr<const CompiledModel> model, int threads)
   }
   ptr_ = home_ = base_;
   op_ns_.assign(model_->ops().size(), 0.0);
+  reset_tuning();
 }
 
-void Context::set_threads(int threads) { threads_ = std::max(1, threads); }
+void Context::reset_tuning() {
+  const size_t n = model_->ops().size();
+  tune_runs_ = 0;
+  whole_split_ns_ = whole_one_ns_ = whole_mixed_ns_ = std::numeric_limits<double>::infinity();
+  best_split_ns_.assign(n, std::numeric_limits<double>::infinity());
+  best_one_ns_.assign(n, std::numeric_limits<double>::infinity());
+  op_threads_.assign(n, threads_);
+}
+
+void Context::set_threads(int threads) {
+  threads_ = std::max(1, threads);
+  reset_tuning();
+}
 
 void Context::set_profiling(bool on) {
   profile_ = on;
@@ -539,26 +553,63 @@ void Context::run(const float* const* inputs, float* const* outputs) {
   rc.ptr = ptr_.data();
   rc.threads = threads_;
   using Clock = std::chrono::steady_clock;
-  // the pool's helpers stay awake between this run's split operators
-  const ParallelHold hold(threads_ > 1);
+  // the pool's helpers stay awake between this run's split operators (none once tuning has put
+  // every operator on one thread)
+  const ParallelHold hold(threads_ > 1 &&
+                          (tuning() || std::find(op_threads_.begin(), op_threads_.end(),
+                                                 threads_) != op_threads_.end()));
+  // tuning (see tuning()): the first kTuneBoth runs give every operator the same thread count,
+  // alternately split and one, so each is timed next to neighbours that work the same way; the
+  // rest run the per-operator choice those times suggest
+  const bool tune = tuning(), both = tune_runs_ < kTuneBoth, split = tune_runs_ % 2 == 0;
+  const auto run0 = Clock::now();
   for (size_t k = 0; k < ops.size(); ++k) {
     const int64_t so = model_->scratch_offset(k);
     rc.scratch = so >= 0 ? arena_.get() + so : nullptr;
+    rc.threads = tune && both ? (split ? threads_ : 1) : op_threads_[k];
     // a reader of a converted copy finds it under the original tensor's index for this call
     // (substituted tensors are activations, so each has its arena slot to return to)
     const auto& subst = model_->substitutions(k);
     for (const auto& sub : subst) ptr_[sub.first] = ptr_[sub.second];
-    if (profile_) {
+    if (profile_ || tune) {
       const auto t0 = Clock::now();
       ops[k]->run(rc);
-      op_ns_[k] +=
+      const double ns =
           double(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+      if (!tune) {
+        op_ns_[k] += ns;
+      } else if (both) {
+        double& best = split ? best_split_ns_[k] : best_one_ns_[k];
+        best = std::min(best, ns);
+      }
     } else {
       ops[k]->run(rc);
     }
     for (const auto& sub : subst) ptr_[sub.first] = home_[sub.first];
   }
-  if (profile_) ++runs_;
+  if (tune) {
+    const double ns =
+        double(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - run0).count());
+    double& whole = both ? (split ? whole_split_ns_ : whole_one_ns_) : whole_mixed_ns_;
+    whole = std::min(whole, ns);
+    if (++tune_runs_ == kTuneBoth) {
+      // the fastest of three runs each way (the first run also builds plans and scratch); a split
+      // must win by 5 % to be kept, since timing noise alone favours either side
+      for (size_t k = 0; k < ops.size(); ++k)
+        op_threads_[k] = best_split_ns_[k] < 0.95 * best_one_ns_[k] ? threads_ : 1;
+    } else if (tune_runs_ == kTuneRuns) {
+      // Mixed, an operator reads what a neighbour wrote on the other core (or leaves it its
+      // output), which the per-operator times did not see: the whole run decides between the
+      // mixed choice, every operator split and every operator on one thread. Splitting must win
+      // by 5 % over one thread (a lucky fast run must not commit a context to a slower choice).
+      const double bar = 0.95 * whole_one_ns_;
+      if (whole_split_ns_ < bar && whole_split_ns_ <= whole_mixed_ns_)
+        std::fill(op_threads_.begin(), op_threads_.end(), threads_);
+      else if (!(whole_mixed_ns_ < bar))
+        std::fill(op_threads_.begin(), op_threads_.end(), 1);
+    }
+  }
+  if (profile_ && !tune) ++runs_;
   for (size_t i = 0; i < m.outputs.size(); ++i)
     if (!direct_[i])
       std::memcpy(outputs[i], ptr_[m.outputs[i]], size_t(m.tensors[m.outputs[i]].bytes()));

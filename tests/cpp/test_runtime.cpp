@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "edgeprune/edgeprune.h"
+#include "runtime/executor.h"
 #include "test_util.h"
 
 namespace {
@@ -95,6 +96,30 @@ TEST(Runtime, MatchesLiteRtOnEveryPathWithTheSameBitsOverThreads) {
         EXPECT_EQ(run(m.model, in, threads), got) << name << " " << o.isa << " " << threads;
     }
   }
+}
+
+// With several threads a context's first runs time every operator split and on one thread, and
+// later runs use the faster per operator (executor.h, Context::tuning): every run, tuning or
+// tuned, gives the one-thread bits.
+TEST(Runtime, TuningRunsAndTheChoiceAfterThemGiveTheSameBits) {
+  const std::string file = ep::test::read_file(fixture("sparse", ".tflite"));
+  ASSERT_FALSE(file.empty());
+  const auto in = ep::test::floats(ep::test::read_file(fixture("sparse", ".in")));
+  Loaded m;
+  ASSERT_EQ(ep_model_load_memory(file.data(), file.size(), nullptr, &m.model), EP_OK)
+      << ep_last_error();
+  ASSERT_EQ(ep_model_output_count(m.model), 1);
+  const auto want = run(m.model, in, 1);
+  ep_context* ctx = nullptr;
+  ASSERT_EQ(ep_context_create(m.model, 2, &ctx), EP_OK) << ep_last_error();
+  std::vector<float> out(want.size());
+  void* optr[1] = {out.data()};
+  const void* iptr[1] = {in.data()};
+  for (int r = 0; r < ep::rt::Context::kTuneRuns + 3; ++r) {
+    ASSERT_EQ(ep_context_run(ctx, iptr, 1, optr, 1), EP_OK) << ep_last_error();
+    EXPECT_EQ(out, want) << "run " << r;
+  }
+  ep_context_destroy(ctx);
 }
 
 // The runtime reads inputs where the caller keeps them and writes outputs straight into the

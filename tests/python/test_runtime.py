@@ -70,6 +70,25 @@ def test_same_bits_for_1_2_4_threads(case):
             assert np.array_equal(a, b)
 
 
+def test_threads_tune_per_operator_in_the_first_calls_and_keep_the_bits(case):
+    # with several threads a context first times every operator split and on one thread (nine
+    # calls), then runs each as chosen; every call gives the one-thread bits
+    _, data, x, _ = case
+    want = ep.runtime.load(data)(*x)
+    m = ep.runtime.load(data, threads=2)
+    assert m.tuning and m.op_threads == [2] * len(m.operators)
+    for call in range(12):
+        for a, b in zip(m(*x), want):
+            assert np.array_equal(a, b), call
+        assert m.tuning == (call < 8)
+    assert set(m.op_threads) <= {1, 2} and len(m.op_threads) == len(m.operators)
+    prof = m.profile(runs=2)  # a tuned context: its profile counts the calls it was asked for
+    assert len(prof) == len(m.operators) and all(ms > 0 for _, _, ms in prof)
+    m.set_threads(2)  # the choice is made again
+    assert m.tuning
+    assert not ep.runtime.load(data, threads=1).tuning
+
+
 def test_inputs_outputs_and_errors(tmp_path):
     data = conv_variants()
     p = tmp_path / "m.tflite"

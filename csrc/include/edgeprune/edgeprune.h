@@ -130,7 +130,10 @@ ep_status ep_model_output_info(const ep_model* model, int32_t index, ep_tensor_i
 const char* ep_model_isa(const ep_model* model);
 void ep_model_destroy(ep_model* model);
 
-/* threads: 1..256, the most threads one run splits an operator over */
+/* threads: 1..256, the most threads one run splits an operator over. With more than one, the
+ * context's first 9 runs time every operator split and on one thread; later runs split only the
+ * operators that ran faster split, or none when splitting did not make the whole run at least 5 %
+ * faster: threads never make a model slower. Every run gives the same bits. */
 ep_status ep_context_create(const ep_model* model, int32_t threads, ep_context** out);
 /* inputs[i]: the i-th input, densely packed in its shape and type (float32; int8 quantized as
  * ep_model_input_info says, for files with integer I/O; int32/int64 token ids and bool masks of
@@ -142,7 +145,8 @@ ep_status ep_context_create(const ep_model* model, int32_t threads, ep_context**
  * output buffers then hold unspecified values. */
 ep_status ep_context_run(ep_context* context, const void* const* inputs, int32_t input_count,
                          void* const* outputs, int32_t output_count);
-/* Per-operator timing: on (1) resets the counters and times each operator of later runs. */
+/* Per-operator timing: on (1) resets the counters and times each operator of later runs (the
+ * first runs of a context of several threads, which tune it, are not counted). */
 ep_status ep_context_set_profiling(ep_context* context, int32_t on);
 int32_t ep_context_op_count(const ep_context* context);
 /* label: e.g. "CONV_2D 3x3/2 3->32 112x112"; kind: the TFLite operator; ms: mean per profiled run.
