@@ -449,7 +449,9 @@ TEST(PackSparse, RowsOfAStreamEqualTheRowsPackedAlone) {
 
 // Inputs narrower than the plan's strip (a 7x7 layer's 49 columns) are one kernel call over all
 // columns; threads split its output rows into parts instead, with the bits of one thread for
-// every thread count (rows that split evenly and not).
+// every thread count (rows that split evenly and not). So do inputs of any width when the plan
+// holds fewer row blocks than threads (these layers' plans hold one): a 14x14 layer's 196 columns
+// (12 vectors and 4 columns on AVX2) and a wide one.
 TEST(SparseLinear, RowPartsOfNarrowInputsKeepTheirBits) {
   std::mt19937 rng(53);
   const int64_t k = 480;
@@ -461,7 +463,7 @@ TEST(SparseLinear, RowPartsOfNarrowInputsKeepTheirBits) {
       sparsify(rng, w, 0.9);
       SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::relu6, SparseKernel::sparse, isa);
       DenseLinear de(w.data(), m, k, bias.data(), Act::relu6, isa);
-      for (int64_t n : {3 * lanes + 1, 2 * lanes}) {
+      for (int64_t n : {3 * lanes + 1, 2 * lanes, 12 * lanes + 4, 24 * lanes}) {
         auto x = random_floats(rng, n * k);
         std::vector<float> y1(m * n), yd(m * n);
         sp.forward_kn(x.data(), n, y1.data(), 1);
