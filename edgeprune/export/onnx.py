@@ -32,6 +32,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from ..graph.export import quiet_torch_logs
 from ..graph.record import flat_output_names
 
 DEFAULT_OPSET = 17
@@ -64,7 +65,7 @@ def torch_to_onnx(
     torch.backends.mha.set_fastpath_enabled(False)
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), quiet_torch_logs():
             warnings.simplefilter("ignore")
             out_names = output_names(model, example_inputs)
             try:

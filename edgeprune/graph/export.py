@@ -20,6 +20,9 @@ so plans and warnings name modules.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import operator
 
 import torch
@@ -211,12 +214,36 @@ def _as_index(name: str, args, kwargs, n: fx.Node):
     return None
 
 
+# torch's loggers that print while a capture path tries a model: a data-dependent guard (Swin's
+# window-size check) logs a warning followed by the whole graph, hundreds of lines, on the way to
+# an error we handle or a capture that succeeds
+_CHATTY_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch._dynamo", "torch._export", "torch.export")
+
+
+@contextlib.contextmanager
+def quiet_torch_logs():
+    """torch's capture loggers at ERROR for the block, and its direct prints to stderr dropped
+    (torch.export prints a failed export's partial graph there before raising); our one-line
+    messages say what failed."""
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def export_graph(model: nn.Module, args: tuple, kwargs: dict) -> Recording:
     """Export ``model(*args, **kwargs)`` (non-strict; the caller sets eval mode and no grad)."""
     leaves = _leaf_modules(model)
-    ep = torch.export.export(
-        model, tuple(args), dict(kwargs), strict=False, preserve_module_call_signature=tuple(leaves)
-    )
+    with quiet_torch_logs():
+        ep = torch.export.export(
+            model, tuple(args), dict(kwargs), strict=False, preserve_module_call_signature=tuple(leaves)
+        )
     flat = pytree.tree_leaves((tuple(args), dict(kwargs)))
     users = [s for s in ep.graph_signature.input_specs if s.kind == torch.export.graph_signature.InputKind.USER_INPUT]
     if len(users) != len(flat):

@@ -255,3 +255,21 @@ def test_build_a_roberta_directory_whose_position_table_is_shorter_than_the_defa
     assert tuple(rt.inputs[0]["shape"]) == (1, 64)
     # edgeprune's notes print as one line each, without Python's file:line and source line
     assert "UserWarning" not in r.err and "pipeline.py" not in r.err
+
+
+def test_a_capture_torch_export_fails_on_prints_nothing_of_torch(tmp_path, capfd):
+    # Swin's window-size check is data-dependent: torch.export printed the partial graph (hundreds
+    # of lines) and a symbolic-shapes warning to stderr while the capture recovered
+    torch.manual_seed(0)
+    cfg = transformers.SwinConfig(
+        image_size=32, patch_size=4, num_channels=3, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4
+    )
+    x = {"pixel_values": torch.randn(1, 3, 32, 32)}
+    base = transformers.SwinModel(cfg).eval()
+    model = ep.apply(base, ep.plan(base, x, ratio=0.3))
+    capfd.readouterr()
+    path = ep.export(model, tmp_path, formats=["onnx", "tflite"], example_inputs=x)["tflite"]
+    err = capfd.readouterr().err
+    assert "def forward" not in err and "symbolic_shapes" not in err, err[:500]
+    got = ep.runtime.load(path)(x["pixel_values"].numpy().transpose(0, 2, 3, 1))[0]
+    np.testing.assert_allclose(got, model(**x).last_hidden_state.detach().numpy(), rtol=1e-4, atol=1e-5)
