@@ -81,7 +81,12 @@ def load_hf_dir(path: str | Path, trust_code: bool = False) -> nn.Module:
         auto = next((k for k in remote if isinstance(k, str) and k.startswith("AutoModel")), None)
         if auto is None or not hasattr(tf, auto):
             raise SpecError(f"{where}: 'auto_map' names no transformers AutoModel class")
-        return _loaded(getattr(tf, auto), path, trust_remote_code=True)
+        model = _with_input_shape(_loaded(getattr(tf, auto), path, trust_remote_code=True))
+        # rebuilt by this function from the same directory: a spec outside the registry, so
+        # ep.load of a saved copy needs trust_code too, and the directory must still be there
+        model.edgeprune_spec = "edgeprune.models.hf_dir:load_hf_dir"
+        model.edgeprune_build_kwargs = {"path": str(path.resolve()), "trust_code": True}
+        return model
     arch = cfg.get("architectures") or []
     name = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else None
     cls = getattr(tf, name, None) if name else tf.AutoModel
@@ -96,14 +101,18 @@ def load_hf_dir(path: str | Path, trust_code: bool = False) -> nn.Module:
             raise SpecError(f"{where}: {key}={depth} is not a model depth (at most {MAX_LAYERS}); fix the config")
     if cls is not tf.AutoModel:
         _check_size(cls, path)
-    model = _loaded(cls, path)
-    inputs = example_inputs(model)
-    if inputs is not None and "pixel_values" in inputs:  # image models run on one positional tensor
-        model.input_shape = tuple(inputs["pixel_values"].shape[1:])
+    model = _with_input_shape(_loaded(cls, path))
     model.edgeprune_spec = f"transformers_class:{type(model).__name__}"
     model.edgeprune_build_kwargs = {"config": model.config.to_dict()}
     if hasattr(model, "pooler") and model.pooler is None:  # built with add_pooling_layer=False
         model.edgeprune_build_kwargs["add_pooling_layer"] = False
+    return model
+
+
+def _with_input_shape(model: nn.Module) -> nn.Module:
+    inputs = example_inputs(model)
+    if inputs is not None and "pixel_values" in inputs:  # image models run on one positional tensor
+        model.input_shape = tuple(inputs["pixel_values"].shape[1:])
     return model
 
 

@@ -273,3 +273,84 @@ def test_a_capture_torch_export_fails_on_prints_nothing_of_torch(tmp_path, capfd
     assert "def forward" not in err and "symbolic_shapes" not in err, err[:500]
     got = ep.runtime.load(path)(x["pixel_values"].numpy().transpose(0, 2, 3, 1))[0]
     np.testing.assert_allclose(got, model(**x).last_hidden_state.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+_CUSTOM_CONFIG = """
+from transformers import PretrainedConfig
+
+
+class TinyConfig(PretrainedConfig):
+    model_type = "edgeprune-tiny"
+
+    def __init__(self, width=16, image_size=16, **kw):
+        self.width, self.image_size = width, image_size
+        super().__init__(**kw)
+"""
+
+_CUSTOM_MODEL = """
+import torch
+from transformers import PreTrainedModel
+
+from .configuration_tiny import TinyConfig
+
+
+class TinyModel(PreTrainedModel):
+    config_class = TinyConfig
+    main_input_name = "pixel_values"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.conv = torch.nn.Conv2d(3, config.width, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(config.width, config.width, 3, padding=1)
+        self.head = torch.nn.Linear(config.width, 4)
+        self.post_init()
+
+    def forward(self, pixel_values):
+        x = torch.relu(self.conv2(torch.relu(self.conv(pixel_values))))
+        return self.head(x.mean((2, 3)))
+"""
+
+
+def _custom_code_dir(tmp_path):
+    """A save_pretrained directory whose config names its own code (auto_map)."""
+    import importlib
+    import types
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "configuration_tiny.py").write_text(_CUSTOM_CONFIG)
+    (src / "modeling_tiny.py").write_text(_CUSTOM_MODEL)
+    pkg = types.ModuleType("edgeprune_tiny_src")
+    pkg.__path__ = [str(src)]
+    sys.modules["edgeprune_tiny_src"] = pkg
+    try:
+        cfg_mod = importlib.import_module("edgeprune_tiny_src.configuration_tiny")
+        model_mod = importlib.import_module("edgeprune_tiny_src.modeling_tiny")
+        cfg_mod.TinyConfig.register_for_auto_class()
+        model_mod.TinyModel.register_for_auto_class("AutoModel")
+        torch.manual_seed(0)
+        model = model_mod.TinyModel(cfg_mod.TinyConfig()).eval()
+        model.save_pretrained(tmp_path / "custom")
+    finally:
+        for name in [n for n in sys.modules if n.startswith("edgeprune_tiny_src")]:
+            del sys.modules[name]
+    return tmp_path / "custom", model
+
+
+def test_a_directory_with_its_own_code_runs_only_with_trust_code_and_saves_a_spec_needing_it(tmp_path, run_cli):
+    d, model = _custom_code_dir(tmp_path)
+    assert "auto_map" in json.loads((d / "config.json").read_text())
+    refused = run_cli("prune", "--model", d, "--ratio", "0.5", "--out", tmp_path / "p")
+    assert refused.code == 2 and "'auto_map' names Python code" in refused.err
+    r = run_cli("prune", "--model", d, "--ratio", "0.5", "--out", tmp_path / "p", "--trust-code", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["after"]["macs"] < json.loads(r.out)["before"]["macs"]
+    # the saved model is rebuilt from the same directory: its spec needs --trust-code as well
+    again = run_cli("export", tmp_path / "p" / "model", "--format", "tflite", "--out", tmp_path / "x")
+    assert again.code == 2 and "--trust-code" in again.err
+    r = run_cli("export", tmp_path / "p" / "model", "--format", "tflite", "--out", tmp_path / "x", "--trust-code")
+    assert r.code == 0, r.err
+    pruned = ep.load(tmp_path / "p" / "model", trust_code=True)
+    x = torch.randn(1, 3, 16, 16)
+    got = ep.runtime.load(tmp_path / "x" / "model.tflite")(x.numpy().transpose(0, 2, 3, 1))[0]
+    np.testing.assert_allclose(got, pruned(x).detach().numpy(), rtol=1e-4, atol=1e-5)
