@@ -348,7 +348,10 @@ def _edgeprune(path, threads, input_shape, seed):
     from edgeprune import __version__
 
     inputs = {i["name"]: list(i["shape"]) for i in model.inputs}
-    return run_once, inputs, f"edgeprune {__version__} ({model.isa})", profiler
+    split = ""
+    if threads > 1:  # what the tuning chose: splitting does not pay for every operator
+        split = f", {sum(t > 1 for t in model.op_threads)} of {len(model.op_threads)} operators split"
+    return run_once, inputs, f"edgeprune {__version__} ({model.isa}{split})", profiler
 
 
 make_module_callable(__name__, bench)  # ep.bench is this module and its function: see edgeprune/_callable.py

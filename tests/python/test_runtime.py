@@ -5,6 +5,8 @@ hostile files (truncated, bit-flipped, inconsistent) that must fail with a messa
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from runtime_models import conv_variants, encoder_block, inputs_for, litert_run, mobilenet_block, upsample_block
@@ -433,6 +435,11 @@ def test_bench_runs_the_edgeprune_runtime_with_its_profiler(tmp_path):
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= kinds
     assert [r["mean_ms"] for r in res.layers] == sorted((r["mean_ms"] for r in res.layers), reverse=True)
     assert any("sparse" in r["name"] for r in res.layers)
+    # on several threads the tuning calls come before the timed ones, and the version says what
+    # the tuning chose
+    two = ep.bench(p, runtime="edgeprune", runs=3, warmup=1, threads=2)
+    n_ops = len(ep.runtime.load(p).operators)
+    assert re.fullmatch(rf"edgeprune \S+ \(\w[\w-]*, \d+ of {n_ops} operators split\)", two.runtime_version)
 
 
 @pytest.mark.parametrize("block", [1, 4])
