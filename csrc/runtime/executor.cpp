@@ -484,6 +484,7 @@ Context::Context(std::shared_ptr<const CompiledModel> model, int threads)
 void Context::reset_tuning() {
   const size_t n = model_->ops().size();
   tune_runs_ = 0;
+  runs_since_tune_ = 0;
   whole_split_ns_ = whole_one_ns_ = whole_mixed_ns_ = std::numeric_limits<double>::infinity();
   best_split_ns_.assign(n, std::numeric_limits<double>::infinity());
   best_one_ns_.assign(n, std::numeric_limits<double>::infinity());
@@ -610,6 +611,9 @@ void Context::run(const float* const* inputs, float* const* outputs) {
     }
   }
   if (profile_ && !tune) ++runs_;
+  // the host may place the threads differently later (or another process may take a core or
+  // give it back): the choice is made again every kRetuneEvery runs
+  if (threads_ > 1 && !tune && ++runs_since_tune_ >= kRetuneEvery) reset_tuning();
   for (size_t i = 0; i < m.outputs.size(); ++i)
     if (!direct_[i])
       std::memcpy(outputs[i], ptr_[m.outputs[i]], size_t(m.tensors[m.outputs[i]].bytes()));

@@ -79,7 +79,8 @@ class Context {
   // slower on 2 threads than on 1, and so was the mixed choice (an operator split between two
   // on one thread pays for both hand-overs). Results never depend on the thread count, so the
   // choice changes no bit.
-  static constexpr int kTuneBoth = 6, kTuneRuns = 9;
+  // The choice is made again every kRetuneEvery runs after it (its cost: about 9 runs in 1024).
+  static constexpr int kTuneBoth = 6, kTuneRuns = 9, kRetuneEvery = 1024;
   bool tuning() const { return threads_ > 1 && tune_runs_ < kTuneRuns; }
   const std::vector<int>& op_threads() const { return op_threads_; }
   const CompiledModel& compiled() const { return *model_; }
@@ -101,7 +102,7 @@ class Context {
   std::vector<double> op_ns_;
   int64_t runs_ = 0;
   // the tuning (see tuning()): runs so far, and per op the fastest split and one-thread times
-  int tune_runs_ = 0;
+  int tune_runs_ = 0, runs_since_tune_ = 0;
   std::vector<double> best_split_ns_, best_one_ns_;
   double whole_split_ns_ = 0, whole_one_ns_ = 0, whole_mixed_ns_ = 0;  // fastest whole runs
   std::vector<int> op_threads_;  // per op: the threads it runs with once tuned

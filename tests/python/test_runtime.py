@@ -86,6 +86,12 @@ def test_threads_tune_per_operator_in_the_first_calls_and_keep_the_bits(case):
     assert set(m.op_threads) <= {1, 2} and len(m.op_threads) == len(m.operators)
     prof = m.profile(runs=2)  # a tuned context: its profile counts the calls it was asked for
     assert len(prof) == len(m.operators) and all(ms > 0 for _, _, ms in prof)
+    # the choice is made again 1024 calls after it: 14 calls so far, 9 of them tuning
+    for _ in range(1024 - (14 - 9) - 1):
+        m(*x)
+    assert not m.tuning
+    m(*x)
+    assert m.tuning
     m.set_threads(2)  # the choice is made again
     assert m.tuning
     assert not ep.runtime.load(data, threads=1).tuning

@@ -133,7 +133,8 @@ void ep_model_destroy(ep_model* model);
 /* threads: 1..256, the most threads one run splits an operator over. With more than one, the
  * context's first 9 runs time every operator split and on one thread; later runs split only the
  * operators that ran faster split, or none when splitting did not make the whole run at least 5 %
- * faster: threads never make a model slower. Every run gives the same bits. */
+ * faster: threads never make a model slower. The choice is made again every 1024 runs after it
+ * (the host may place the threads differently by then). Every run gives the same bits. */
 ep_status ep_context_create(const ep_model* model, int32_t threads, ep_context** out);
 /* inputs[i]: the i-th input, densely packed in its shape and type (float32; int8 quantized as
  * ep_model_input_info says, for files with integer I/O; int32/int64 token ids and bool masks of
