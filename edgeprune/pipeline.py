@@ -558,6 +558,11 @@ def load_stage(state: BuildState) -> None:
         # the first calibration sample: the names and sequence length the files are written for
         tokens = {k: v[:1] for k, v in state.calib_inputs[0].items()}
     if tokens is not None:  # a transformers token model: it prunes, exports and is timed on token ids
+        if state.calib_splits is not None:
+            raise UserError(
+                f"calib {spec.calib}: a token model calibrates on an .npz of its named inputs (input_ids, "
+                "attention_mask, ...), not on a labelled dataset"
+            )
         try:
             with torch.no_grad():
                 base(**tokens)

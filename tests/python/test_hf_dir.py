@@ -234,6 +234,15 @@ def test_bench_times_the_directory_in_torch_on_token_inputs(bert_dir, run_cli):
     assert res["inputs"] == {"input_ids": [1, 38], "attention_mask": [1, 38]} and res["median_ms"] > 0
 
 
+def test_build_a_token_model_with_image_data_is_refused_in_one_line(bert_dir, tmp_path, run_cli):
+    d, _ = bert_dir
+    r = run_cli("build", "--model", d, "--target", "rpi5", "--calib", "digits", "--out", tmp_path / "o")
+    assert r.code == 2 and "a token model calibrates on an .npz of its named inputs" in r.err, r.err
+    r = run_cli("build", "--model", d, "--target", "rpi5", "--data", "digits", "--out", tmp_path / "o")
+    assert r.code == 2 and "fails on an input of shape (1, 1, 32, 32)" in r.err, r.err
+    assert not (tmp_path / "o").exists()
+
+
 def test_build_a_roberta_directory_whose_position_table_is_shorter_than_the_default(tmp_path, run_cli):
     # RoBERTa's positions start after the padding index: 66 positions serve 64 tokens; the example
     # once took 66 and failed inside the model (an internal error)
