@@ -97,14 +97,69 @@ def _avg_pool_divided(lw: Lowering, node, xv: Val, in_hw, out_hw, k, s, pads) ->
     _requant_to_next(lw, final, out)
 
 
+def _dilated_max_pool(lw: Lowering, node, xv: Val, int8: bool, k, s, d) -> None:
+    """A dilated max pool, which TFLite's MAX_POOL_2D cannot express: the input padded with its
+    lowest value to every tap's reach, one STRIDED_SLICE per tap (the tap's pixel of every
+    window), and a chain of MAXIMUM. Int8 stays int8: slices and maxima keep the input's scale."""
+    x = node.input[0]
+    in_hw, out_hw = lw.shape(x)[2:], lw.shape(node.output[0])[2:]
+    pads = onnx_pads(node, in_hw, k, s, d)
+    # rows / columns the last window reaches (ceil_mode windows included)
+    reach = [(out_hw[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 for i in range(2)]
+    ends = [max(0, reach[i] - in_hw[i] - pads[i]) for i in range(2)]
+    if any(pads[:2]) or any(ends):
+        xv = _max_pad(lw, node.output[0], xv, [pads[0], pads[1], ends[0], ends[1]])
+    n, c = lw.m.tensors[xv.index].shape[0], lw.m.tensors[xv.index].shape[3]
+    q = lw.quant_of(xv) if int8 else None
+    dtype = lw.m.tensors[xv.index].dtype
+    strides = lw.m.const("strides", np.array([1, s[0], s[1], 1], np.int32))
+    taps = []
+    for ky in range(k[0]):
+        for kx in range(k[1]):
+            y0, x0 = ky * d[0], kx * d[1]
+            begin = lw.m.const("begin", np.array([0, y0, x0, 0], np.int32))
+            end = lw.m.const(
+                "end", np.array([n, y0 + (out_hw[0] - 1) * s[0] + 1, x0 + (out_hw[1] - 1) * s[1] + 1, c], np.int32)
+            )
+            tap = lw.m.tensor(f"{node.output[0]}_tap{ky}_{kx}", [n, out_hw[0], out_hw[1], c], dtype, q)
+            lw.m.op(
+                OP.STRIDED_SLICE,
+                [xv.index, begin, end, strides],
+                [tap],
+                ("StridedSliceOptions", {}),
+                2 if int8 else 1,
+                node.name,
+            )
+            taps.append(tap)
+    out = _passthrough_out(lw, node.output[0], xv, True, int8)
+    acc = taps[0]
+    for j, tap in enumerate(taps[1:], 1):
+        last = j == len(taps) - 1
+        dst = out.index if last else lw.m.tensor(f"{node.output[0]}_max{j}", [n, out_hw[0], out_hw[1], c], dtype, q)
+        lw.m.op(OP.MAXIMUM, [acc, tap], [dst], None, 2 if int8 else 1, node.name)
+        acc = dst
+    if len(taps) == 1:  # a 1x1 window: the one slice is the output
+        lw.m.op(OP.MAXIMUM, [acc, acc], [out.index], None, 2 if int8 else 1, node.name)
+    lw.bind(node.output[0], out)
+    if int8:
+        _requant_to_next(lw, node.output[0], out)
+
+
 def pool(lw: Lowering, node) -> None:
     x = node.input[0]
     xv, int8 = _int8_in(lw, x, nhwc=True)
     k = list(_attr(node, "kernel_shape"))
     s = list(_attr(node, "strides", [1, 1]))
     d = list(_attr(node, "dilations", [1, 1]))
-    if len(k) != 2 or d != [1, 1]:
-        raise unsupported(node, "only 2-D pools without dilation")
+    if len(k) == 2 and d != [1, 1] and node.op_type == "MaxPool":
+        # in float (in an int8 file between DEQUANTIZE and QUANTIZE): our runtime's MAXIMUM is float
+        return _dilated_max_pool(lw, node, lw.get(x, nhwc=True, want_float=True), False, k, s, d)
+    if len(k) != 2:
+        raise unsupported(
+            node, f"only 2-D pools, not {len(k)}-D ones (torch's LocalResponseNorm exports as a 3-D average pool)"
+        )
+    if d != [1, 1]:
+        raise unsupported(node, "a dilated average pool")
     in_hw, out_hw = lw.shape(x)[2:], lw.shape(node.output[0])[2:]
     pads = onnx_pads(node, in_hw, k, s, d)
     floor_hw = [(in_hw[i] + pads[i] + pads[i + 2] - k[i]) // s[i] + 1 for i in range(2)]

@@ -247,6 +247,12 @@ MORE_OPS = {
     ),
     "conv_transpose_k3s2p1": (lambda: torch.nn.ConvTranspose2d(8, 4, 3, 2, 1), {"TRANSPOSE_CONV", "STRIDED_SLICE"}),
     "layer_norm_over_chw": (lambda: torch.nn.LayerNorm([8, 12, 12]), {"MEAN", "RSQRT"}),
+    # TFLite's pools take no dilation: lowest-value padding, a slice per tap and their maximum
+    "max_pool_dilated": (lambda: torch.nn.MaxPool2d(3, 1, 1, dilation=2), {"PADV2", "STRIDED_SLICE", "MAXIMUM"}),
+    "max_pool_dilated_s2_ceil": (
+        lambda: torch.nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True),
+        {"PADV2", "STRIDED_SLICE", "MAXIMUM"},
+    ),
 }
 
 
@@ -318,6 +324,8 @@ def _litert_reference(path, xs):
         "avg_pool_counting_pads",
         "avg_pool_ceil_mode",
         "avg_pool_2x2_ceil_odd",
+        "max_pool_dilated",
+        "max_pool_dilated_s2_ceil",
     ],
 )
 def test_more_ops_in_int8_files_give_litert_reference_bits_on_our_runtime(name, tmp_path):
@@ -370,8 +378,8 @@ def erf():
     return Elementwise(torch.erf)
 
 
-def dilated_pool():
-    return Elementwise(lambda y: F.max_pool2d(y, 3, 1, 1, dilation=2))
+def lrn():
+    return Elementwise(lambda y: F.local_response_norm(y, 2))
 
 
 def grid_sample():
@@ -383,7 +391,7 @@ def grid_sample():
     "factory, start",
     [
         ("erf", "ONNX op Erf at node '/Erf' has no TFLite lowering; use F.gelu (exact or tanh) instead"),
-        ("dilated_pool", "ONNX op MaxPool (only 2-D pools without dilation) at node '/MaxPool' has no TFLite"),
+        ("lrn", "ONNX op AveragePool (only 2-D pools, not 3-D ones (torch's LocalResponseNorm exports as a 3-D"),
         ("grid_sample", "ONNX op GridSample at node '/GridSample' has no TFLite lowering; use a fixed resampling"),
     ],
 )
