@@ -307,13 +307,18 @@ class _StandardizedLinear(nn.Linear):
         return nn.functional.linear(x, w, self.bias)
 
 
+class _PlainSubclass(nn.Linear):
+    """A subclass that keeps nn.Linear's forward (like torch's NonDynamicallyQuantizableLinear)."""
+
+
 class _SubclassNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.hand, self.std, self.head = _HandLinear(8, 16), _StandardizedLinear(16, 16), nn.Linear(16, 4)
+        self.plain = _PlainSubclass(16, 16)
 
     def forward(self, x):
-        return self.head(torch.relu(self.std(torch.relu(self.hand(x)))))
+        return self.head(self.plain(torch.relu(self.std(torch.relu(self.hand(x))))))
 
 
 def test_a_layer_subclass_computing_the_plain_layer_is_quantized_and_others_stay_float(tmp_path):
@@ -321,13 +326,14 @@ def test_a_layer_subclass_computing_the_plain_layer_is_quantized_and_others_stay
     model = _SubclassNet().eval()
     x = torch.randn(64, 8)
     qm = ep.quantize(model, x, method="minmax", progress=False)
-    assert set(qm.layers) == {"hand", "head"}
+    assert set(qm.layers) == {"hand", "plain", "head"}
     # the standardized layer is followed into its forward: a functional linear, kept in float
     assert [(s["op"], "kept fp32" in s["reason"]) for s in qm.skipped] == [("linear", True)]
     assert isinstance(model.hand, _HandLinear)  # the user's model is untouched
     assert torch.nn.functional.cosine_similarity(qm(x).flatten(), model(x).flatten(), 0) > 0.99
     path = ep.export(qm, tmp_path, formats=["tflite-int8"])["tflite-int8"]
     rt = ep.runtime.load(path)
-    assert [label.split()[1] for kind, label in rt.operators if kind == "FULLY_CONNECTED"] == ["int8", "16->16", "int8"]
+    fcs = [label.split()[1] for kind, label in rt.operators if kind == "FULLY_CONNECTED"]
+    assert fcs == ["int8", "16->16", "int8", "int8"]
     got = rt(x[:1].numpy())[0]
     assert np.allclose(got, qm(x[:1]).detach().numpy(), atol=0.05 * float(np.abs(got).max()))
