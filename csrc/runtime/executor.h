@@ -72,7 +72,8 @@ class Context {
   // With more than one thread, the first kTuneBoth runs time every operator split over the
   // threads (even runs) and on the calling thread alone (odd runs), and each operator is given
   // whichever was faster; the next runs time that mixed choice as a whole, and the fastest of
-  // mixed, all split and all on one thread is kept (op_threads). Splitting does not pay for every
+  // mixed, all split and all on one thread is kept (op_threads; splitting must beat one thread
+  // by 5 %, the mixed choice all split by 3 %). Splitting does not pay for every
   // operator: on a 2-vCPU Zen 2 VM, MobileNetV2's 90 %-sparse 1x1 convolutions and small
   // depthwise layers took up to 2x longer split, reading what the other core wrote one operator
   // before, while its stem and large depthwise layers ran 1.3-1.6x faster; the whole model was
