@@ -35,7 +35,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchm
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "benchmarks"))
 
-from rows_json import write_rows  # noqa: E402
+from rows_json import status_counts, write_rows  # noqa: E402
 
 V, L = 64, 8  # vocabulary and sequence length of the token models
 ENC = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
@@ -352,9 +352,7 @@ def main(argv=None) -> int:
             row = check(name, factory, kind, size)
             print(f"{name:18s} {row['status']:12s} {row.get('error', '')}", file=sys.stderr)
             rows.append(row)
-    summary: dict[str, int] = {}
-    for r in rows:
-        summary[r["status"]] = summary.get(r["status"], 0) + 1
+    summary = status_counts(rows)
     rows.append({"summary": summary})
     write_rows(rows, args.json, indent=1)
     return 0 if set(summary) <= {"ok"} else 1

@@ -35,7 +35,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchm
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "benchmarks"))
 
-from rows_json import write_rows  # noqa: E402
+from rows_json import status_counts, write_rows  # noqa: E402
 
 
 class Fn(nn.Module):
@@ -281,9 +281,7 @@ def main(argv=None) -> int:
             row = check(name, body, one_d)
             print(f"{name:32s} {row['status']:8s} {row.get('error', '')}", file=sys.stderr)
             rows.append(row)
-    summary: dict[str, int] = {}
-    for r in rows:
-        summary[r["status"]] = summary.get(r["status"], 0) + 1
+    summary = status_counts(rows)
     rows.append({"summary": summary})
     write_rows(rows, args.json, indent=1)
     return 0 if summary.get("mismatch", 0) == 0 and summary.get("runtime", 0) == 0 else 1

@@ -520,14 +520,6 @@ def _build_model(state: BuildState):
         raise UserError(_where("model", spec.model, e)) from None
 
 
-def token_inputs(model):
-    """Token ids and a mask for a ``transformers`` token model that states no input shape, else None."""
-    from .models.hf_dir import example_inputs
-
-    inputs = example_inputs(model)
-    return inputs if inputs is not None and "input_ids" in inputs else None
-
-
 def example_args(example):
     """The example input as ``export``/``plan`` take it: a 1-tuple for a tensor, a dict of keyword
     inputs (token models) as it is."""
@@ -539,6 +531,7 @@ def load_stage(state: BuildState) -> None:
     import torch
 
     from . import models
+    from .models.hf_dir import token_inputs
 
     spec = state.spec
     state.ran_stage("load")
@@ -553,7 +546,7 @@ def load_stage(state: BuildState) -> None:
     base.eval()
     splits = state.splits
     shape = getattr(base, "input_shape", None) or (splits.input_shape if splits is not None else None)
-    tokens = token_inputs(base) if shape is None else None
+    tokens = token_inputs(base) if shape is None else None  # a transformers token model
     if tokens is not None and state.calib_inputs is not None:
         # the first calibration sample: the names and sequence length the files are written for
         tokens = {k: v[:1] for k, v in state.calib_inputs[0].items()}

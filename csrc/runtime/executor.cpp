@@ -489,6 +489,7 @@ void Context::reset_tuning() {
   best_split_ns_.assign(n, std::numeric_limits<double>::infinity());
   best_one_ns_.assign(n, std::numeric_limits<double>::infinity());
   op_threads_.assign(n, threads_);
+  any_split_ = threads_ > 1;
 }
 
 void Context::set_threads(int threads) {
@@ -556,9 +557,7 @@ void Context::run(const float* const* inputs, float* const* outputs) {
   using Clock = std::chrono::steady_clock;
   // the pool's helpers stay awake between this run's split operators (none once tuning has put
   // every operator on one thread)
-  const ParallelHold hold(threads_ > 1 &&
-                          (tuning() || std::find(op_threads_.begin(), op_threads_.end(),
-                                                 threads_) != op_threads_.end()));
+  const ParallelHold hold(threads_ > 1 && (tuning() || any_split_));
   // tuning (see tuning()): the first kTuneBoth runs give every operator the same thread count,
   // alternately split and one, so each is timed next to neighbours that work the same way; the
   // rest run the per-operator choice those times suggest
@@ -611,6 +610,7 @@ void Context::run(const float* const* inputs, float* const* outputs) {
         std::fill(op_threads_.begin(), op_threads_.end(), threads_);
       else if (!(whole_mixed_ns_ < bar))
         std::fill(op_threads_.begin(), op_threads_.end(), 1);
+      any_split_ = std::find(op_threads_.begin(), op_threads_.end(), threads_) != op_threads_.end();
     }
   }
   if (profile_ && !tune) ++runs_;

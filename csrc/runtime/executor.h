@@ -107,6 +107,7 @@ class Context {
   std::vector<double> best_split_ns_, best_one_ns_;
   double whole_split_ns_ = 0, whole_one_ns_ = 0, whole_mixed_ns_ = 0;  // fastest whole runs
   std::vector<int> op_threads_;  // per op: the threads it runs with once tuned
+  bool any_split_ = false;       // some op_threads_ entry splits (the pool is held for the run)
   void reset_tuning();
 };
 

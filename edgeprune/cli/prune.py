@@ -196,12 +196,10 @@ def _input_shape(args, model) -> tuple:
 def _token_inputs(args, model):
     """Token ids and a mask for a ``transformers`` token model (``--input-shape`` is then the
     sequence length), or None for models that take one tensor."""
-    from edgeprune.models.hf_dir import example_inputs
+    from edgeprune.models.hf_dir import token_inputs
 
-    if getattr(model, "input_shape", None):
-        return None
-    inputs = example_inputs(model)
-    if inputs is None or "input_ids" not in inputs:
+    inputs = None if getattr(model, "input_shape", None) else token_inputs(model)
+    if inputs is None:
         return None
     if args.calib:
         raise UsageError(
@@ -217,7 +215,7 @@ def _token_inputs(args, model):
         ) from None
     if not 0 < n <= MAX_INPUT_ELEMENTS:
         raise UsageError(f"--input-shape {args.input_shape}: the sequence length must be 1..{MAX_INPUT_ELEMENTS}")
-    return example_inputs(model, seq_len=n)
+    return token_inputs(model, seq_len=n)
 
 
 def _channels(module):

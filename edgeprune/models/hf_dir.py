@@ -187,3 +187,9 @@ def example_inputs(model: nn.Module, seq_len: int | None = None):
         ch = int(getattr(cfg, "num_channels", 3) or 3)
         return {"pixel_values": torch.randn(1, ch, size, size, generator=g)}
     return None
+
+
+def token_inputs(model: nn.Module, seq_len: int | None = None):
+    """``example_inputs`` of a token model (token ids and a mask), None for any other model."""
+    inputs = example_inputs(model, seq_len)
+    return inputs if inputs is not None and "input_ids" in inputs else None
