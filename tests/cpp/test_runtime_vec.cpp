@@ -1,9 +1,9 @@
 // The runtime's per-ISA depthwise loops and Winograd transforms (runtime/ops/vec.h) against a
 // scalar double-precision reference, on every path this CPU runs (and neon under qemu). Whole-model
 // fixtures are small and their channel counts few, so these tests reach the code they would miss:
-// the plane kernel (the fixtures' planes take the row kernel: planes of up to 20x20 outputs run
-// channel-minor), and the row kernel's channel tails (counts that are not a multiple of 16) and
-// edge pixels.
+// the plane kernel's forms (small planes mostly take the row kernel: planes of up to 20x20
+// outputs run channel-minor unless the plane kernel reads them in place), and the row kernel's
+// channel tails (counts that are not a multiple of 16) and edge pixels.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -44,6 +44,18 @@ TEST(RuntimeVec, DepthwisePlaneMatchesReferenceOnEveryPath) {
       {150, 41, 3, 2, 1, 0, 0},
       {120, 37, 5, 2, 1, 2, 2},
       {130, 18, 5, 1, 1, 2, 2},
+      // SAME at stride 1 straight from the input (dw_plane_direct): rows of just a vector and the
+      // filter's reach on each path (4 + 1, 8 + 1 and 8 + 2, 16 + 1 and 16 + 2 floats), one
+      // short of it (the padded copy), and plane heights that leave 1 or 2 rows after the groups
+      {6, 5, 3, 1, 1, 1, 1},
+      {2, 9, 3, 1, 1, 1, 1},
+      {4, 10, 5, 1, 1, 2, 2},
+      {9, 8, 3, 1, 1, 1, 1},
+      {3, 17, 3, 1, 1, 1, 1},
+      {5, 18, 5, 1, 1, 2, 2},
+      {1, 20, 3, 1, 1, 1, 1},
+      {11, 33, 3, 1, 1, 1, 1},
+      {13, 35, 5, 1, 1, 2, 2},
   };
   std::mt19937 rng(7);
   for (const DwCase& c : cases) {

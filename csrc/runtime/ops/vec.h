@@ -66,6 +66,17 @@ struct DwPlaneArgs {
   float lo = 0, hi = 0;
 };
 
+// Whether dw_plane runs `a` straight from the input plane (3x3 and 5x5 at stride 1 with SAME
+// padding, rows of at least a vector of `lanes` floats and the filter's reach): no padded copy,
+// and planes of 14x14 and up run faster so than through transposes and the channel-minor row
+// kernel. The others take a padded copy first, which small planes cannot amortise.
+inline bool dw_plane_direct(const DwPlaneArgs& a, int64_t lanes) {
+  const int64_t pad = (a.kh - 1) / 2;
+  return (a.kh == 3 || a.kh == 5) && a.kw == a.kh && a.stride_h == 1 && a.stride_w == 1 &&
+         a.dil_h == 1 && a.dil_w == 1 && a.pad_t == pad && a.pad_l == pad && a.oh == a.h &&
+         a.ow == a.w && a.w >= lanes + pad;
+}
+
 struct PoolRowArgs {
   const float* x = nullptr;  // [H, W, C]
   int64_t h = 0, w = 0, c = 0;
@@ -127,6 +138,7 @@ struct VecOps {
   void (*wino_in)(const float* x, int64_t row, int64_t c, int64_t tiles, float* v, int64_t vs);
   void (*wino_out)(const float* m, int64_t ms, int64_t c, int64_t tiles, const float* bias,
                    float lo, float hi, float* y, int64_t yrow, int64_t ow, int64_t rows);
+  int lanes;  // floats per vector register of the path
 };
 
 const VecOps& vec_ops(Isa isa);

@@ -162,18 +162,20 @@ void dw_row_k(const DwRowArgs& a) {
   // pixels per group (independent sums): what the registers beside the weights hold; fewer with
   // stride 2, whose group window is twice as wide (6 pixels of 3x3/2 measured slower than 4 here)
   constexpr int P = K * K + 10 <= kRegs ? 8 : (K == 3 && S == 1 ? 6 : 4);
-  const int64_t c = a.c, row = a.w * c;
+  const int64_t c = a.c;
   if (c < L) {  // narrower than one register
     for (int64_t ox = 0; ox < a.ow; ++ox) dw_pixel(a, ox);
     return;
   }
   const int64_t iy0 = a.oy * a.stride_h - a.pad_t;
-  const bool inside = iy0 >= 0 && iy0 + K <= a.h;  // the row's window is inside the image
+  // the filter rows inside the image: every pixel of the row skips the same ones (the top and
+  // bottom rows of a padded layer), so the groups below serve those rows too
+  const int ky0 = int(std::clamp<int64_t>(-iy0, 0, K));
+  const int ky1 = int(std::clamp<int64_t>(a.h - iy0, ky0, K));
   // columns [lo, hi) have every tap inside the image across
   const int64_t lo = std::min<int64_t>((a.pad_l + S - 1) / S, a.ow);
   const int64_t last = a.w - K + a.pad_l;  // the largest ox * S with every tap inside
-  const int64_t hi =
-      inside ? std::max(lo, last < 0 ? 0 : std::min<int64_t>(a.ow, last / S + 1)) : lo;
+  const int64_t hi = std::max(lo, last < 0 ? 0 : std::min<int64_t>(a.ow, last / S + 1));
   // the arguments in locals: the output stores are floats, and could otherwise alias a.lo / a.hi
   // for the compiler, which would reload them (and the pointers) after every store
   const float* __restrict__ xin = a.x;
@@ -197,7 +199,7 @@ void dw_row_k(const DwRowArgs& a) {
 #pragma GCC unroll 25
     for (int t = 0; t < K * K; ++t) wk[t] = loadA(wt + t * c + cb);
     const VA b0 = bias ? loadA(bias + cb) : VA{};
-    // a pixel whose window may cross an edge: every tap checked
+    // a pixel whose window may cross the left or right edge: every tap checked
     auto edge = [&](int64_t ox) {
       VA acc = b0;
 #pragma GCC unroll 5
@@ -212,17 +214,17 @@ void dw_row_k(const DwRowArgs& a) {
       }
       out(yout + ox * c + cb, acc);
     };
-    // NP pixels from ox, all inside: input column j of the group's window feeds pixel p at
-    // tap kx = j - p * S
+    // NP pixels from ox, inside across, filter rows [ky0, ky1): input column j of the group's
+    // window feeds pixel p at tap kx = j - p * S
     auto group = [&](auto np, int64_t ox) {
       constexpr int NP = decltype(np)::value;
       VA acc[NP];
 #pragma GCC unroll 8
       for (int p = 0; p < NP; ++p) acc[p] = b0;
-      const float* x0 = xin + (iy0 * w + ox * S - pad_l) * c + cb;
 #pragma GCC unroll 5
       for (int ky = 0; ky < K; ++ky) {
-        const float* xr = x0 + ky * row;
+        if (ky < ky0 || ky >= ky1) continue;
+        const float* xr = xin + ((iy0 + ky) * w + ox * S - pad_l) * c + cb;
 #pragma GCC unroll 24
         for (int j = 0; j < (NP - 1) * S + K; ++j) {
           const VA xj = loadA(xr + j * c);
@@ -236,10 +238,28 @@ void dw_row_k(const DwRowArgs& a) {
 #pragma GCC unroll 8
       for (int p = 0; p < NP; ++p) out(yout + (ox + p) * c + cb, acc[p]);
     };
+    // fewer than P pixels left inside: one group of them all, so their loads are shared too (a
+    // 7x7 layer's 5 inside pixels ran as 5 single pixels, each loading its whole window)
+    auto rest = [&](int64_t ox, int64_t n) {
+      static_assert(P >= 4 && P <= 8, "the groups below cover 1 .. P - 1 pixels");
+      const auto one = [&](auto np) {
+        constexpr int NP = decltype(np)::value;
+        if constexpr (NP < P) {
+          if (n == NP) group(np, ox);
+        }
+      };
+      one(std::integral_constant<int, 1>{});
+      one(std::integral_constant<int, 2>{});
+      one(std::integral_constant<int, 3>{});
+      one(std::integral_constant<int, 4>{});
+      one(std::integral_constant<int, 5>{});
+      one(std::integral_constant<int, 6>{});
+      one(std::integral_constant<int, 7>{});
+    };
     int64_t ox = 0;
     for (; ox < lo; ++ox) edge(ox);
     for (; ox + P <= hi; ox += P) group(std::integral_constant<int, P>{}, ox);
-    for (; ox < hi; ++ox) group(std::integral_constant<int, 1>{}, ox);
+    if (ox < hi) rest(ox, hi - ox), ox = hi;
     for (; ox < a.ow; ++ox) edge(ox);
   }
 }
@@ -484,8 +504,114 @@ void dw_plane_k(const DwPlaneArgs& a) {
   }
 }
 
+// v's lanes moved up by N (lane i takes lane i - N), zeros shifted in: the row a tap N columns to
+// the left of a vector at the row's start reads, whose first N columns are the padding.
+template <int N, size_t... I>
+inline VA shift_up(VA v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(VA{}, v, int(kVA - N + int(I))...);
+}
+// v's lanes moved down by N (lane i takes lane i + N), zeros shifted in at the top: the row's
+// last vector seen by a tap N columns to the right
+template <int N, size_t... I>
+inline VA shift_down(VA v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, VA{}, int(I) + N...);
+}
+// the columns a tap `d` columns away reads for the vector at x: at the row's start (d < 0) or end
+// (d > 0) the shift of the vector itself, elsewhere a load at x + d (d is a constant once the
+// callers' loops are unrolled, so the switches fold away)
+template <int Pos>
+inline VA tap_cols(const float* x, int d) {
+  constexpr auto seq = std::make_index_sequence<kVA>();
+  if constexpr (Pos == 0) {
+    switch (d) {
+      case -1:
+        return shift_up<1>(loadA(x), seq);
+      case -2:
+        return shift_up<2>(loadA(x), seq);
+      default:
+        break;
+    }
+  } else if constexpr (Pos == 2) {
+    switch (d) {
+      case 1:
+        return shift_down<1>(loadA(x), seq);
+      case 2:
+        return shift_down<2>(loadA(x), seq);
+      default:
+        break;
+    }
+  }
+  return loadA(x + d);
+}
+
+// KxK at stride 1 with SAME padding, straight from the input plane: no padded copy. Rows above
+// and below the image read a row of zeros; the columns left of the row's first vector and right
+// of its last are zeros shifted into the vector itself (tap_cols), the vectors between load
+// their taps in place. Each output sums the bias, then every tap (zeros included) in (ky, kx)
+// order, as dw_plane_k does on its padded copy: the same bits. Copying every row into the
+// padded plane took as long as the multiply-adds (AVX2, 56x56 and 112x112 planes).
+template <int K>
+void dw_plane_s1(const DwPlaneArgs& a) {
+  constexpr int PAD = (K - 1) / 2;
+  constexpr int PR = K * K + 8 + 4 <= kRegs ? 8 : K == 3 ? 3 : 4;  // rows sharing their loads
+  const int64_t w = a.w, h = a.h;
+  thread_local std::vector<float> zeros;
+  if (int64_t(zeros.size()) < w + 2 * kVA) zeros.assign(size_t(w + 2 * kVA), 0.0f);
+  const float* zrow = zeros.data() + kVA;
+  VA wv[K * K];
+#pragma GCC unroll 25
+  for (int j = 0; j < K * K; ++j) wv[j] = splat(a.wt[j]);
+  const VA vb = splat(a.bias), vlo = splat(a.lo), vhi = splat(a.hi);
+  // NP output rows from oy, the vector at column ox: Pos 0 the row's first, 2 its last, 1 one
+  // whose taps all lie inside the row
+  auto run = [&](auto np, auto pos, int64_t oy, int64_t ox) {
+    constexpr int NP = decltype(np)::value, Pos = decltype(pos)::value;
+    const float* rows[NP + K - 1];
+#pragma GCC unroll 12
+    for (int r = 0; r < NP + K - 1; ++r) {
+      const int64_t iy = oy + r - PAD;
+      rows[r] = (iy >= 0 && iy < h ? a.x + iy * w : zrow) + ox;
+    }
+    VA acc[NP];
+#pragma GCC unroll 8
+    for (int v = 0; v < NP; ++v) acc[v] = vb;
+#pragma GCC unroll 5
+    for (int ky = 0; ky < K; ++ky)
+#pragma GCC unroll 5
+      for (int kx = 0; kx < K; ++kx) {
+#pragma GCC unroll 8
+        for (int v = 0; v < NP; ++v)
+          acc[v] += wv[ky * K + kx] * tap_cols<Pos>(rows[v + ky], kx - PAD);
+      }
+    float* d0 = a.y + oy * w + ox;
+#pragma GCC unroll 8
+    for (int v = 0; v < NP; ++v) {
+      const VA r = acc[v] < vlo ? vlo : acc[v];  // a NaN sum fails both tests and stays NaN
+      storeA(d0 + v * w, r > vhi ? vhi : r);
+    }
+  };
+  using First = std::integral_constant<int, 0>;
+  using Mid = std::integral_constant<int, 1>;
+  using Last = std::integral_constant<int, 2>;
+  auto rows_at = [&](auto np, int64_t oy) {
+    run(np, First{}, oy, 0);
+    int64_t ox = kVA;
+    for (; ox + kVA + PAD <= w; ox += kVA) run(np, Mid{}, oy, ox);
+    // fewer than kVA + PAD columns are left: the last vector, and before it the last one whose
+    // taps stay inside when they are more than a vector (both overlap the ones before them: the
+    // same values written again)
+    if (w - ox > kVA) run(np, Mid{}, oy, w - kVA - PAD);
+    if (ox < w) run(np, Last{}, oy, w - kVA);
+  };
+  int64_t oy = 0;
+  for (; oy + PR <= h; oy += PR) rows_at(std::integral_constant<int, PR>{}, oy);
+  for (; oy + 2 <= h; oy += 2) rows_at(std::integral_constant<int, 2>{}, oy);
+  if (oy < h) rows_at(std::integral_constant<int, 1>{}, oy);
+}
+
 void dw_plane(const DwPlaneArgs& a) {
   const bool square = a.kh == a.kw && a.dil_h == 1 && a.dil_w == 1 && a.stride_h == a.stride_w;
+  if (dw_plane_direct(a, kVA)) return a.kh == 3 ? dw_plane_s1<3>(a) : dw_plane_s1<5>(a);
   if (square && a.kh == 3 && a.stride_w == 1) return dw_plane_k<3, 1>(a);
   if (square && a.kh == 3 && a.stride_w == 2) return dw_plane_k<3, 2>(a);
   if (square && a.kh == 5 && a.stride_w == 1) return dw_plane_k<5, 1>(a);
@@ -1235,7 +1361,7 @@ void wino_out(const float* m, int64_t ms, int64_t c, int64_t tiles, const float*
 
 extern const VecOps table;
 const VecOps table = {dw_row,      dw_plane, pool_row, binary,   activation, accumulate, transpose,
-                      softmax_row, matmul,   row_sum,  conv_row, wino_in,    wino_out};
+                      softmax_row, matmul,   row_sum,  conv_row, wino_in,    wino_out,   kVA};
 
 }  // namespace EP_VEC_NS
 }  // namespace rt
