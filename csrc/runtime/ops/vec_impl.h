@@ -305,18 +305,20 @@ inline VA odd_lanes(VA a, VA b, std::index_sequence<C...>) {
 inline void deinterleave(const float* __restrict__ src, int64_t n, float* __restrict__ r0,
                          float* __restrict__ r1) {
 #if defined(__AVX2__) && !defined(__AVX512F__)
-  // in 4-float halves: one in-lane vshufps per half and phase, where the 8-float shuffles took
-  // lane-crossing vpermd and blends (3 and 2 micro-ops each on Zen; the fill was two thirds of a
-  // 3x3/2 layer at 56x56)
+  // One in-lane vshufps per phase and register: the register pair is loaded as 4-float halves,
+  // [s0..s3 | s8..s11] and [s4..s7 | s12..s15], so that shuffling each 128-bit lane gives the
+  // columns in order. The 8-float shuffles of the general form took lane-crossing vpermd and
+  // blends (3 and 2 micro-ops each on Zen; the fill was two thirds of a 3x3/2 layer at 56x56);
+  // 4-float registers cost two stores per phase and register, and the stores bound the fill.
   typedef float V4 __attribute__((vector_size(16)));
   typedef float V4u __attribute__((vector_size(16), aligned(4)));
   auto step = [&](int64_t c) {
-    for (int h = 0; h < kVA / 4; ++h) {
-      const V4 a = *reinterpret_cast<const V4u*>(src + 2 * c + 8 * h);
-      const V4 b = *reinterpret_cast<const V4u*>(src + 2 * c + 8 * h + 4);
-      *reinterpret_cast<V4u*>(r0 + c + 4 * h) = __builtin_shufflevector(a, b, 0, 2, 4, 6);
-      *reinterpret_cast<V4u*>(r1 + c + 4 * h) = __builtin_shufflevector(a, b, 1, 3, 5, 7);
-    }
+    const float* p = src + 2 * c;
+    const auto half = [p](int i) { return *reinterpret_cast<const V4u*>(p + 4 * i); };
+    const VA x = __builtin_shufflevector(half(0), half(2), 0, 1, 2, 3, 4, 5, 6, 7);
+    const VA y = __builtin_shufflevector(half(1), half(3), 0, 1, 2, 3, 4, 5, 6, 7);
+    *reinterpret_cast<VAu*>(r0 + c) = __builtin_shufflevector(x, y, 0, 2, 8, 10, 4, 6, 12, 14);
+    *reinterpret_cast<VAu*>(r1 + c) = __builtin_shufflevector(x, y, 1, 3, 9, 11, 5, 7, 13, 15);
   };
 #else
   auto step = [&](int64_t c) {
