@@ -310,7 +310,6 @@ inline void deinterleave(const float* __restrict__ src, int64_t n, float* __rest
   // columns in order. The 8-float shuffles of the general form took lane-crossing vpermd and
   // blends (3 and 2 micro-ops each on Zen; the fill was two thirds of a 3x3/2 layer at 56x56);
   // 4-float registers cost two stores per phase and register, and the stores bound the fill.
-  typedef float V4 __attribute__((vector_size(16)));
   typedef float V4u __attribute__((vector_size(16), aligned(4)));
   auto step = [&](int64_t c) {
     const float* p = src + 2 * c;
