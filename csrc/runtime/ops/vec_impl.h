@@ -852,6 +852,11 @@ inline VA logistic_v(VA x) { return logistic_t(x); }
 template <class F>
 void map_v(const float* x, float* y, int64_t n, F f) {
   int64_t i = 0;
+  for (; i + 2 * kVA <= n; i += 2 * kVA) {
+    const VA a = f(loadA(x + i)), b = f(loadA(x + i + kVA));
+    storeA(y + i, a);
+    storeA(y + i + kVA, b);
+  }
   for (; i + kVA <= n; i += kVA) storeA(y + i, f(loadA(x + i)));
   if (i < n) {
     float tx[kVA] = {}, ty[kVA];
@@ -1040,29 +1045,37 @@ void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y
 
 // Row reductions keep 16 partial results (one vector), so the compiler vectorises them without
 // reassociating on its own; the order is fixed, so results do not depend on threads.
+// The two row reductions keep 16 running lanes (lane i takes the elements i mod 16), held as
+// 16 / kVA registers: a 16-lane vector type on narrower paths went through the stack every
+// iteration (GCC's lowering), which made SOFTMAX 2.3 ns per element on AVX2. The lanes are then
+// combined in index order, so the result depends on n alone, on every path.
 float row_max(const float* __restrict__ x, int64_t n) {
-  V16 m = {};
+  constexpr int R = 16 / kVA;
   const float inf = __builtin_inff();
-  for (int i = 0; i < 16; ++i) m[i] = -inf;
+  VA m[R];
+  for (int r = 0; r < R; ++r) m[r] = splat(-inf);
   int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const V16 v = load16(x + j);
-    m = vmax(m, v);
-  }
-  float r = -inf;
-  for (int i = 0; i < 16; ++i) r = std::max(r, m[i]);
-  for (; j < n; ++j) r = std::max(r, x[j]);
-  return r;
+  for (; j + 16 <= n; j += 16)
+    for (int r = 0; r < R; ++r) {
+      const VA v = loadA(x + j + r * kVA);
+      m[r] = m[r] < v ? v : m[r];  // a NaN in m stays, one in v does not enter (as vmax)
+    }
+  float out = -inf;
+  for (int i = 0; i < 16; ++i) out = std::max(out, m[i / kVA][i % kVA]);
+  for (; j < n; ++j) out = std::max(out, x[j]);
+  return out;
 }
 
 float row_sum(const float* __restrict__ x, int64_t n) {
-  V16 s = {};
+  constexpr int R = 16 / kVA;
+  VA s[R] = {};
   int64_t j = 0;
-  for (; j + 16 <= n; j += 16) s += load16(x + j);
-  float r = 0.0f;
-  for (int i = 0; i < 16; ++i) r += s[i];
-  for (; j < n; ++j) r += x[j];
-  return r;
+  for (; j + 16 <= n; j += 16)
+    for (int r = 0; r < R; ++r) s[r] += loadA(x + j + r * kVA);
+  float out = 0.0f;
+  for (int i = 0; i < 16; ++i) out += s[i / kVA][i % kVA];
+  for (; j < n; ++j) out += x[j];
+  return out;
 }
 
 #if defined(__AVX512F__)
@@ -1104,7 +1117,9 @@ void softmax_row(const float* __restrict__ x, float* __restrict__ y, int64_t n, 
   for (; j + kVA <= n; j += kVA) storeA(y + j, exp_v((loadA(x + j) - mx) * beta));
   for (; j < n; ++j) y[j] = exp_approx((x[j] - mx) * beta);
   const float inv = 1.0f / row_sum(y, n);
-  for (j = 0; j < n; ++j) y[j] *= inv;
+  const VA vinv = splat(inv);
+  for (j = 0; j + kVA <= n; j += kVA) storeA(y + j, loadA(y + j) * vinv);
+  for (; j < n; ++j) y[j] *= inv;
 }
 #endif
 
