@@ -1043,12 +1043,11 @@ void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y
   }
 }
 
-// Row reductions keep 16 partial results (one vector), so the compiler vectorises them without
-// reassociating on its own; the order is fixed, so results do not depend on threads.
-// The two row reductions keep 16 running lanes (lane i takes the elements i mod 16), held as
-// 16 / kVA registers: a 16-lane vector type on narrower paths went through the stack every
-// iteration (GCC's lowering), which made SOFTMAX 2.3 ns per element on AVX2. The lanes are then
-// combined in index order, so the result depends on n alone, on every path.
+// The row reductions keep 16 running lanes (lane i takes the elements i mod 16), so the compiler
+// vectorises them without reassociating on its own, held as 16 / kVA registers: a 16-lane vector
+// type on narrower paths went through the stack every iteration (GCC's lowering), which made
+// SOFTMAX 2.3 ns per element on AVX2. The lanes are combined in index order, so the result
+// depends on n alone (not on threads), on every path.
 float row_max(const float* __restrict__ x, int64_t n) {
   constexpr int R = 16 / kVA;
   const float inf = __builtin_inff();
