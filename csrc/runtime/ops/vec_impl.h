@@ -1185,7 +1185,7 @@ void transpose(const float* __restrict__ src, int64_t rows, int64_t cols, float*
 // P output pixels from ox times NB blocks of 16 channels from cb, the sums in registers across
 // every tap (ky, kx, ci in order, the im2col GEMM's order). CHECK: some taps of these pixels
 // fall outside the image in x (the edge pixels, one at a time); rows outside are skipped for all.
-template <int P, int NB, bool CHECK, int C>
+template <int P, int NB, bool CHECK, int C, int KS = 0>
 void conv_tile(const ConvRowArgs& a, int64_t ox, int64_t cb) {
   // in registers of the path (VA): with V16, GCC broadcast each input value to two ymm through
   // 16 scalar stores on AVX2 and kept the accumulators on the stack (0.9 G multiply-adds/s)
@@ -1196,16 +1196,23 @@ void conv_tile(const ConvRowArgs& a, int64_t ox, int64_t cb) {
     const VA bv = loadA(a.bias + cb + kVA * v);
     for (int p = 0; p < P; ++p) acc[p][v] = bv;
   }
-  for (int64_t ky = 0; ky < a.kh; ++ky) {
-    const int64_t iy = a.oy * a.stride_h - a.pad_t + ky * a.dil_h;
+  // KS > 0: a square kernel of that size at dilation 1, known at compile time, so the tap loops
+  // unroll and their addresses fold (the stem's per-tap address arithmetic, reloaded from the
+  // stack, was about as many instructions as its multiply-adds)
+  const int64_t kh = KS > 0 ? KS : a.kh, kw = KS > 0 ? KS : a.kw;
+  const int64_t dil_h = KS > 0 ? 1 : a.dil_h, dil_w = KS > 0 ? 1 : a.dil_w;
+#pragma GCC unroll 7
+  for (int64_t ky = 0; ky < kh; ++ky) {
+    const int64_t iy = a.oy * a.stride_h - a.pad_t + ky * dil_h;
     if (iy < 0 || iy >= a.h) continue;
     const float* __restrict__ row = a.x + iy * a.w * c;
-    for (int64_t kx = 0; kx < a.kw; ++kx) {
-      const float* __restrict__ wk = a.wt + (ky * a.kw + kx) * c * co16 + cb;
+#pragma GCC unroll 7
+    for (int64_t kx = 0; kx < kw; ++kx) {
+      const float* __restrict__ wk = a.wt + (ky * kw + kx) * c * co16 + cb;
       int64_t ix[P];
       bool in[P];
       for (int p = 0; p < P; ++p) {
-        ix[p] = (ox + p) * a.stride_w - a.pad_l + kx * a.dil_w;
+        ix[p] = (ox + p) * a.stride_w - a.pad_l + kx * dil_w;
         in[p] = !CHECK || (ix[p] >= 0 && ix[p] < a.w);
       }
 #if defined(__AVX2__) && !defined(__AVX512F__)
@@ -1275,6 +1282,11 @@ void conv_blocks(const ConvRowArgs& a, int64_t cb, int64_t x0, int64_t x1) {
 #endif
   for (int64_t ox = 0; ox < x0; ++ox) conv_tile<1, NB, true, C>(a, ox, cb);
   int64_t ox = x0;
+  const bool square1 = C == 3 && a.kh == a.kw && a.dil_h == 1 && a.dil_w == 1;
+  if (square1 && a.kh == 3)
+    for (; ox + P <= x1; ox += P) conv_tile<P, NB, false, C, 3>(a, ox, cb);
+  if (square1 && a.kh == 7)
+    for (; ox + P <= x1; ox += P) conv_tile<P, NB, false, C, 7>(a, ox, cb);
   for (; ox + P <= x1; ox += P) conv_tile<P, NB, false, C>(a, ox, cb);
   for (; ox < x1; ++ox) conv_tile<1, NB, false, C>(a, ox, cb);
   for (ox = std::max(x0, x1); ox < a.ow; ++ox) conv_tile<1, NB, true, C>(a, ox, cb);
