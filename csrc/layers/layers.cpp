@@ -371,11 +371,10 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   const double macs = 8.0 * double(n) * double(packed_.nonzeros());
   const int use = threads_for(threads, macs);
   const int64_t blocks = plan ? int64_t(plan->block_entries.size()) - 1 : 0;
-  if (use > 1 && m_ >= 16 * use &&
-      spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile) &&
-      ((n < 2 * spmm_plan_strip(*plan, n, kern_.tile) &&
-        n % spmm_plan_strip(*plan, n, kern_.tile) != 0) ||
-       blocks < use)) {
+  const bool planned = spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile);
+  // the kernel's strip for this n, when a plan serves the call
+  const int64_t strip = planned ? spmm_plan_strip(*plan, n, kern_.tile) : 0;
+  if (use > 1 && m_ >= 16 * use && planned && ((n < 2 * strip && n % strip != 0) || blocks < use)) {
     // one row part per thread: each computes all columns of its rows (the same code per row as
     // the whole stream, so the same bits). Also for one strip and a partial one: the block split
     // below gives the partial strip to one task over every row (a 7x7 layer on AVX2, 49 = 32 +
@@ -399,15 +398,13 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
         kern_.fn(p);
       });
   }
-  if (use > 1 && blocks >= use &&
-      spmm_plan_applies(plan, m_, k_, n, packed_.nonzeros(), kern_.tile)) {
+  if (use > 1 && blocks >= use && planned) {
     // Threads split the plan's blocks of output rows: each reads its part of the stream once,
     // where splitting columns made every thread read all of it (3072x768x128 at 90 %: two
     // threads 1.5x one, against 1.8x this way). The columns after the last full strip are one
     // more task: the kernel computes them for every row, and with an empty block range only them
     // (the row tasks ask it not to, with `rest` off). Every task passes all n columns, since the
     // kernel's strip width depends on n (spmm_plan_strip).
-    const int64_t strip = spmm_plan_strip(*plan, n, kern_.tile);  // the kernel's strip for this n
     const int64_t full = n / strip * strip, per = (blocks + use - 1) / use;
     const int64_t row_tasks = full > 0 ? (blocks + per - 1) / per : 0;
     parallel_for(use, row_tasks + (full < n ? 1 : 0), [&](int64_t t) {

@@ -626,6 +626,13 @@ class Depthwise : public Op {
       for (int64_t ch = 0; ch < cout_; ++ch)
         for (int64_t t = 0; t < kh_ * kw_; ++t) taps_[ch * kh_ * kw_ + t] = wt_[t * cout_ + ch];
     }
+    // one plane's geometry and clamp (run_chw adds the plane's pointers, taps and bias)
+    plane_.h = h_, plane_.w = w_, plane_.kh = kh_, plane_.kw = kw_;
+    plane_.stride_h = a_.stride_h, plane_.stride_w = a_.stride_w;
+    plane_.dil_h = a_.dil_h, plane_.dil_w = a_.dil_w;
+    plane_.pad_t = a_.pad_t, plane_.pad_l = a_.pad_l;
+    plane_.oh = oh_, plane_.ow = a_.ow, plane_.lo = a_.lo, plane_.hi = a_.hi;
+    via_rows_ = oh_ * a_.ow <= kRowsMaxPlane && !dw_plane_direct(plane_, vec_.lanes);
     macs = double(n_) * oh_ * a_.ow * cout_ * kh_ * kw_;
     kind = "DEPTHWISE_CONV_2D";
     label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
@@ -671,14 +678,7 @@ class Depthwise : public Op {
   // cost to amortise (a 14x14 layer of 384 channels 47 us that way, 67 through the transposes;
   // AVX2).
   static constexpr int64_t kRowsMaxPlane = 400;
-  bool via_rows() const { return oh_ * a_.ow <= kRowsMaxPlane && !direct_plane(); }
-  bool direct_plane() const {
-    DwPlaneArgs a;
-    a.h = h_, a.w = w_, a.kh = kh_, a.kw = kw_, a.stride_h = a_.stride_h, a.stride_w = a_.stride_w;
-    a.dil_h = a_.dil_h, a.dil_w = a_.dil_w, a.pad_t = a_.pad_t, a.pad_l = a_.pad_l;
-    a.oh = oh_, a.ow = a_.ow;
-    return dw_plane_direct(a, vec_.lanes);
-  }
+  bool via_rows() const { return via_rows_; }
   std::string chw_strategy() const override { return via_rows() ? " (rows)" : ""; }
   // one image [H, W, C] -> its output [OH, OW, C], a task per output row
   void run_rows(const float* x, float* y, int threads) const {
@@ -706,15 +706,11 @@ class Depthwise : public Op {
     const int64_t in_plane = h_ * w_, out_plane = oh_ * a_.ow, kk = kh_ * kw_;
     parallel_for(threads, n_ * cout_, [&](int64_t p) {
       const int64_t ch = p % cout_;
-      DwPlaneArgs a;
+      DwPlaneArgs a = plane_;
       a.x = x + p * in_plane;
-      a.h = h_, a.w = w_;
       a.wt = taps_.data() + ch * kk;
       a.bias = a_.bias ? a_.bias[ch] : 0.0f;
-      a.kh = kh_, a.kw = kw_, a.stride_h = a_.stride_h, a.stride_w = a_.stride_w;
-      a.dil_h = a_.dil_h, a.dil_w = a_.dil_w, a.pad_t = a_.pad_t, a.pad_l = a_.pad_l;
       a.y = y + p * out_plane;
-      a.oh = oh_, a.ow = a_.ow, a.lo = a_.lo, a.hi = a_.hi;
       vec_.dw_plane(a);
     });
   }
@@ -722,6 +718,8 @@ class Depthwise : public Op {
   std::vector<float> taps_;  // [C, KH, KW] (depth multiplier 1)
   bool const_in_ = false;
   DwRowArgs a_;
+  DwPlaneArgs plane_;
+  bool via_rows_ = false;  // decided at load from the shape and the path (via_rows)
   const float* wt_ = nullptr;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, dm_, oh_;
 };

@@ -1043,28 +1043,11 @@ void activation(ActKind kind, const float* __restrict__ x, float* __restrict__ y
   }
 }
 
-// The row reductions keep 16 running lanes (lane i takes the elements i mod 16), so the compiler
-// vectorises them without reassociating on its own, held as 16 / kVA registers: a 16-lane vector
-// type on narrower paths went through the stack every iteration (GCC's lowering), which made
-// SOFTMAX 2.3 ns per element on AVX2. The lanes are combined in index order, so the result
-// depends on n alone (not on threads), on every path.
-float row_max(const float* __restrict__ x, int64_t n) {
-  constexpr int R = 16 / kVA;
-  const float inf = __builtin_inff();
-  VA m[R];
-  for (int r = 0; r < R; ++r) m[r] = splat(-inf);
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int r = 0; r < R; ++r) {
-      const VA v = loadA(x + j + r * kVA);
-      m[r] = m[r] < v ? v : m[r];  // a NaN in m stays, one in v does not enter (as vmax)
-    }
-  float out = -inf;
-  for (int i = 0; i < 16; ++i) out = std::max(out, m[i / kVA][i % kVA]);
-  for (; j < n; ++j) out = std::max(out, x[j]);
-  return out;
-}
-
+// The row reductions (row_sum here, row_max before the portable softmax) keep 16 running lanes
+// (lane i takes the elements i mod 16), so the compiler vectorises them without reassociating on
+// its own, held as 16 / kVA registers: a 16-lane vector type on narrower paths went through the
+// stack every iteration (GCC's lowering), which made SOFTMAX 2.3 ns per element on AVX2. The lanes
+// are combined in index order, so the result depends on n alone (not on threads), on every path.
 float row_sum(const float* __restrict__ x, int64_t n) {
   constexpr int R = 16 / kVA;
   VA s[R] = {};
@@ -1110,6 +1093,24 @@ void softmax_row(const float* __restrict__ x, float* __restrict__ y, int64_t n, 
                           _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, y + full), inv));
 }
 #else
+// (the AVX-512 softmax finds its row's maximum itself)
+float row_max(const float* __restrict__ x, int64_t n) {
+  constexpr int R = 16 / kVA;
+  const float inf = __builtin_inff();
+  VA m[R];
+  for (int r = 0; r < R; ++r) m[r] = splat(-inf);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int r = 0; r < R; ++r) {
+      const VA v = loadA(x + j + r * kVA);
+      m[r] = m[r] < v ? v : m[r];  // a NaN in m stays, one in v does not enter (as vmax)
+    }
+  float out = -inf;
+  for (int i = 0; i < 16; ++i) out = std::max(out, m[i / kVA][i % kVA]);
+  for (; j < n; ++j) out = std::max(out, x[j]);
+  return out;
+}
+
 void softmax_row(const float* __restrict__ x, float* __restrict__ y, int64_t n, float beta) {
   const float mx = row_max(x, n);
   int64_t j = 0;
