@@ -327,10 +327,11 @@ void check_quantize(void (*quantize)(const float*, int64_t, float, int32_t, int8
 TEST(RuntimeInt8, Avx2GemmFloatRequantizationKeepsTfliteBits) {
   if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";
   std::mt19937 rng(13);
+  // rows at a stride of ldx (0: k)
   const auto run = [&](const std::vector<int8_t>& x, int64_t n, int64_t k,
                        const std::vector<int8_t>& w, int64_t m, const std::vector<int32_t>& bias,
                        const std::vector<int32_t>& mult, const std::vector<int32_t>& shift,
-                       int32_t zp, int32_t lo, int32_t hi) {
+                       int32_t zp, int32_t lo, int32_t hi, int64_t ldx = 0) {
     const int64_t mp = (m + 15) / 16 * 16;
     std::vector<int8_t> packed(size_t(ep::packed_gemm_s8_size(m, k, 16, 2)));
     ep::pack_gemm_s8(w.data(), m, k, 16, 2, packed.data());
@@ -340,7 +341,7 @@ TEST(RuntimeInt8, Avx2GemmFloatRequantizationKeepsTfliteBits) {
     const ep::rt::FloatRequant fr{scale.data(), pos.data(), neg.data()};
     std::vector<int8_t> y(static_cast<size_t>(n * m), 77);
     ep::rt::QGemmAvx2Args a;
-    a.x = x.data(), a.ldx = k, a.n = n, a.k = k, a.m = m, a.wp = packed.data();
+    a.x = x.data(), a.ldx = ldx ? ldx : k, a.n = n, a.k = k, a.m = m, a.wp = packed.data();
     a.bias = bias.data(), a.mult = mult.data(), a.shift = shift.data(), a.fr = &fr;
     a.zp_out = zp, a.lo = lo, a.hi = hi, a.y = y.data(), a.ldy = m;
     ep::rt::avx2::qgemm_rows(a);
@@ -365,9 +366,18 @@ TEST(RuntimeInt8, Avx2GemmFloatRequantizationKeepsTfliteBits) {
           << "sum " << acc << " multiplier " << mult[j] << " shift " << shift[j];
     }
   }
-  for (const auto& [n, m] : std::vector<std::pair<int64_t, int64_t>>{{512, 16}, {97, 40}, {5, 9}}) {
-    const int64_t k = 8;
-    std::vector<int8_t> w(static_cast<size_t>(m * k)), x(static_cast<size_t>(n * k));
+  // rows n (partial strips of 6), channels m (a last panel of 8 or fewer: half panels), depth k
+  // (below, at and past 16, odd: the rows' pairs are made 16 bytes at a time, the rest alone) and
+  // the row stride
+  struct Case {
+    int64_t n, m, k, ldx;
+  };
+  for (const Case& cs :
+       {Case{512, 16, 8, 8}, Case{97, 40, 8, 8}, Case{5, 9, 8, 8}, Case{13, 24, 144, 144},
+        Case{7, 8, 33, 40}, Case{19, 24, 17, 17}, Case{6, 56, 16, 16}, Case{11, 3, 48, 53},
+        Case{1, 96, 31, 31}, Case{9, 16, 15, 15}}) {
+    const int64_t n = cs.n, m = cs.m, k = cs.k;
+    std::vector<int8_t> w(static_cast<size_t>(m * k)), x(static_cast<size_t>(n * cs.ldx));
     for (auto& v : w) v = int8_t(int(rng() % 17) - 8);
     for (auto& v : x) v = int8_t(int(rng() % 256) - 128);
     std::vector<int32_t> bias(size_t((m + 15) / 16 * 16), 0), mult, shift;
@@ -375,13 +385,13 @@ TEST(RuntimeInt8, Avx2GemmFloatRequantizationKeepsTfliteBits) {
     random_requant(rng, m, false, &mult, &shift);
     const int32_t zp = int32_t(rng() % 256) - 128;
     for (const auto& [lo, hi] : {std::pair{-128, 127}, std::pair{zp, std::min(127, zp + 60)}}) {
-      const std::vector<int8_t> y = run(x, n, k, w, m, bias, mult, shift, zp, lo, hi);
+      const std::vector<int8_t> y = run(x, n, k, w, m, bias, mult, shift, zp, lo, hi, cs.ldx);
       int64_t inside = 0;  // results the clamp leaves alone, where the rounding shows
       for (int64_t r = 0; r < n; ++r)
         for (int64_t j = 0; j < m; ++j) {
           int32_t acc = bias[size_t(j)];
           for (int64_t t = 0; t < k; ++t)
-            acc += int32_t(x[size_t(r * k + t)]) * int32_t(w[size_t(j * k + t)]);
+            acc += int32_t(x[size_t(r * cs.ldx + t)]) * int32_t(w[size_t(j * k + t)]);
           const int32_t want = requantized(acc, mult[size_t(j)], shift[size_t(j)], zp, lo, hi);
           inside += want > lo && want < hi;
           ASSERT_EQ(int32_t(y[size_t(r * m + j)]), want)

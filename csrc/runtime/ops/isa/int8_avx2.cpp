@@ -25,7 +25,9 @@ namespace avx2 {
 
 namespace {
 
-constexpr int MR = 6, NR = 16;
+// MR rows of the int8 GEMM's tile, NR channels; AP slots per pair in its interleaved rows (MR
+// rounded up to 8, so eight rows are widened and transposed at once)
+constexpr int MR = 6, NR = 16, AP = 8;
 
 // The per-channel constants of mbqm for 8 channels (as the AVX-512 file's Rq16)
 struct Rq8 {
@@ -99,37 +101,91 @@ inline __m128i bytes8(__m256i v) {
   return _mm_packs_epi16(s16, s16);
 }
 
-// R rows x 16 channels: acc[r][h] = sum over k of x[r, k] * W[16 p + 8 h + i, k] per lane i.
-// ap holds the rows' int16 pairs interleaved, ap[q * MR + r] = (x[r][2q], x[r][2q + 1]).
-template <int R>
+// 8 rows of 8 int32 transposed: r[i] lane j becomes r[j] lane i
+inline void transpose8x8(__m256i (&r)[8]) {
+  __m256i t[8], u[8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    u[4 * h] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+    u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+  }
+}
+
+// R rows x 16 channels (H = 2) or the first 8 of them (H = 1): acc[r][h] = sum over k of x[r, k]
+// * W[16 p + 8 h + i, k] per lane i. ap holds the rows' int16 pairs interleaved, ap[q * AP + r] =
+// (x[r][2q], x[r][2q + 1]).
+template <int R, int H>
 inline void tile(const int32_t* ap, const int8_t* bp, int64_t pairs, __m256i (&acc)[MR][2]) {
-  __m256i c[R][2];
+  __m256i c[R][H];
 #pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) c[r][0] = c[r][1] = _mm256_setzero_si256();
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int h = 0; h < H; ++h) c[r][h] = _mm256_setzero_si256();
   for (int64_t q = 0; q < pairs; ++q) {
-    const __m256i b0 =
-        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bp + q * 32)));
-    const __m256i b1 =
-        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bp + q * 32 + 16)));
+    __m256i b[H];
+#pragma GCC unroll 2
+    for (int h = 0; h < H; ++h)
+      b[h] = _mm256_cvtepi8_epi16(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(bp + q * 32 + 16 * h)));
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
-      const __m256i a = _mm256_set1_epi32(ap[q * MR + r]);
-      c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(a, b0));
-      c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(a, b1));
+      const __m256i a = _mm256_set1_epi32(ap[q * AP + r]);
+#pragma GCC unroll 2
+      for (int h = 0; h < H; ++h) c[r][h] = _mm256_add_epi32(c[r][h], _mm256_madd_epi16(a, b[h]));
     }
   }
 #pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) acc[r][0] = c[r][0], acc[r][1] = c[r][1];
+  for (int r = 0; r < R; ++r) acc[r][0] = c[r][0], acc[r][1] = c[r][H - 1];
 }
 
 using TileFn = void (*)(const int32_t*, const int8_t*, int64_t, __m256i (&)[MR][2]);
-constexpr TileFn kTile[MR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>};
+constexpr TileFn kTile[2][MR + 1] = {
+    {nullptr, tile<1, 1>, tile<2, 1>, tile<3, 1>, tile<4, 1>, tile<5, 1>, tile<6, 1>},
+    {nullptr, tile<1, 2>, tile<2, 2>, tile<3, 2>, tile<4, 2>, tile<5, 2>, tile<6, 2>}};
+
+// Rows [r0, r0 + R) of x (K int8 each, stride ldx) as the tile reads them: ap[q * AP + r] =
+// x[r][2q] | x[r][2q + 1] << 16 (each as int16), 0 past K and for rows R .. AP. Eight rows of 16
+// bytes at a time are widened and transposed as 8 x 8 pairs.
+void pair_strip(const int8_t* x, int64_t ldx, int R, int64_t k, int32_t* ap) {
+  const int64_t pairs = (k + 1) / 2;
+  int64_t q0 = 0;
+  for (; 2 * q0 + 16 <= k; q0 += 8) {
+    __m256i t[AP];
+#pragma GCC unroll 8
+    for (int r = 0; r < AP; ++r)
+      t[r] = r < R ? _mm256_cvtepi8_epi16(
+                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + r * ldx + 2 * q0)))
+                   : _mm256_setzero_si256();
+    transpose8x8(t);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(ap + (q0 + i) * AP), t[i]);
+  }
+  for (int64_t q = q0; q < pairs; ++q)
+    for (int r = 0; r < AP; ++r) {
+      const int16_t lo = r < R ? int16_t(x[r * ldx + 2 * q]) : 0;
+      const int16_t hi = r < R && 2 * q + 1 < k ? int16_t(x[r * ldx + 2 * q + 1]) : 0;
+      ap[q * AP + r] = int32_t(uint32_t(uint16_t(lo)) | (uint32_t(uint16_t(hi)) << 16));
+    }
+}
 
 }  // namespace
 
 void qgemm_rows(const QGemmAvx2Args& a) {
-  const int64_t pairs = (a.k + 1) / 2, full = a.k / 2;
-  int32_t* ap = static_cast<int32_t*>(thread_scratch(3, size_t(pairs) * MR * sizeof(int32_t)));
+  const int64_t pairs = (a.k + 1) / 2;
+  int32_t* ap = static_cast<int32_t*>(thread_scratch(3, size_t(pairs) * AP * sizeof(int32_t)));
   const __m256i zp = _mm256_set1_epi32(a.zp_out);
   const __m128i lo8 = _mm_set1_epi8(int8_t(a.lo)), hi8 = _mm_set1_epi8(int8_t(a.hi));
   __m256i acc[MR][2];
@@ -140,26 +196,19 @@ void qgemm_rows(const QGemmAvx2Args& a) {
   for (int64_t jb = 0; jb < a.m; jb += block)
     for (int64_t r0 = 0; r0 < a.n; r0 += MR) {
       const int R = int(std::min<int64_t>(MR, a.n - r0));
-      for (int r = 0; r < MR; ++r) {
-        const int8_t* x = a.x + (r0 + r) * a.ldx;
-        if (r >= R) {
-          for (int64_t q = 0; q < pairs; ++q) ap[q * MR + r] = 0;
-          continue;
-        }
-        for (int64_t q = 0; q < full; ++q)
-          ap[q * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * q]))) |
-                                   (uint32_t(uint16_t(int16_t(x[2 * q + 1]))) << 16));
-        if (full < pairs) ap[full * MR + r] = int32_t(uint32_t(uint16_t(int16_t(x[2 * full]))));
-      }
+      pair_strip(a.x + r0 * a.ldx, a.ldx, R, a.k, ap);
       for (int64_t j0 = jb; j0 < std::min(a.m, jb + block); j0 += NR) {
         const int64_t w = std::min<int64_t>(NR, a.m - j0);
-        kTile[R](ap, a.wp + j0 * 2 * pairs, pairs, acc);
+        // a last panel of at most 8 channels multiplies only its first half (the second half's
+        // sums and constants repeat the first's; those bytes are never stored)
+        const int H = w > 8 ? 2 : 1, h1 = (H - 1) * 8;
+        kTile[H - 1][R](ap, a.wp + j0 * 2 * pairs, pairs, acc);
         const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bias + j0));
-        const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bias + j0 + 8));
+        const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bias + j0 + h1));
         __m128i bytes[MR];
         bool done = false;
         if (a.fr) {  // all R rows in float unless a lane of any of them is flagged
-          const Rqf8 f0 = rqf8(*a.fr, j0), f1 = rqf8(*a.fr, j0 + 8);
+          const Rqf8 f0 = rqf8(*a.fr, j0), f1 = rqf8(*a.fr, j0 + h1);
           __m256i flag = _mm256_setzero_si256();
           for (int r = 0; r < R; ++r)
             bytes[r] = bytes16(rq_float8(_mm256_add_epi32(acc[r][0], b0), f0, &flag),
@@ -168,7 +217,7 @@ void qgemm_rows(const QGemmAvx2Args& a) {
         }
         if (!done) {
           const Rq8 q0 = rq8(a.mult + j0, a.shift + j0),
-                    q1 = rq8(a.mult + j0 + 8, a.shift + j0 + 8);
+                    q1 = rq8(a.mult + j0 + h1, a.shift + j0 + h1);
           const auto one = [&](__m256i v, __m256i b, const Rq8& q) {
             return _mm256_add_epi32(mbqm(_mm256_add_epi32(v, b), q), zp);
           };
@@ -207,28 +256,6 @@ inline void transpose16x16(__m128i (&a)[16]) {
     }
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) a[i] = b[i];
-  }
-}
-
-// 8 rows of 8 int32 transposed: r[i] lane j becomes r[j] lane i
-inline void transpose8x8(__m256i (&r)[8]) {
-  __m256i t[8], u[8];
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-#pragma GCC unroll 2
-  for (int h = 0; h < 2; ++h) {
-    u[4 * h] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
-    u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
-    u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
-    u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
   }
 }
 
@@ -409,6 +436,8 @@ struct DwLanes8 {
   Rq8 rq;
   bool fl;  // the float requantization (rf), else the integer steps
   Rqf8 rf;
+  __m256i zp_out;
+  __m128i lo, hi;  // the activation range as bytes
 };
 
 // 8 int8 at p as int32 lanes
@@ -424,7 +453,7 @@ inline __m256i madd_tap(__m256i acc, __m256i x, __m256i w) {
 
 // The integer steps for one vector of sums: requantized, zero point added (not yet clamped)
 inline __m256i dw_integer(const QDwRowArgs& a, const DwLanes8& l, __m256i acc) {
-  return _mm256_add_epi32(mbqm(acc, l.rq), _mm256_set1_epi32(a.zp_out));
+  return _mm256_add_epi32(mbqm(acc, l.rq), l.zp_out);
 }
 
 // P (1 or an even number) pixels' 8 channels: requantized, clamped and stored as 8 bytes each at
@@ -451,10 +480,9 @@ inline void dw_store(const QDwRowArgs& a, const DwLanes8& l, const __m256i* acc,
     done = none_flagged(flag);
   }
   if (!done) pack([&](__m256i v) { return dw_integer(a, l, v); });
-  const __m128i lo = _mm_set1_epi8(int8_t(a.lo)), hi = _mm_set1_epi8(int8_t(a.hi));
 #pragma GCC unroll 4
   for (int i = 0; i < B; ++i) {
-    const __m128i v = _mm_min_epi8(_mm_max_epi8(b[i], lo), hi);
+    const __m128i v = _mm_min_epi8(_mm_max_epi8(b[i], l.lo), l.hi);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(y + 2 * i * step), v);
     if constexpr (P > 1)
       // the high 8 bytes moved down and stored as the low ones: _mm_storeh_pd stores through a
@@ -490,12 +518,71 @@ inline void dw_pixel_checked(const QDwRowArgs& a, const DwLanes8& l, int64_t c0,
   dw_store<1>(a, l, &acc, y, 0);
 }
 
+// 8 int8 at p and 8 at p + next as int32 lanes each holding a pair of int16: (p[i], p[next + i])
+inline __m256i load8_pair(const int8_t* p, int64_t next) {
+  return _mm256_cvtepi8_epi16(
+      _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)),
+                        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + next))));
+}
+
+// P pixels (stride S, KW taps per kernel row) of one block of 8 channels over kernel rows
+// [0, rows): acc[p] = bias + sum of x * w. x points at the first row's input column of pixel 0
+// (channel c0); wb at the block's weights of that row, [rows][KW] vectors of 8 (each weight an
+// int16 in the low half of its lane); wp at the same rows' weights in vertical pairs, vector
+// [ky][kx] holding the weights of rows ky and ky + 1 as int16 pairs.
+// - Rows go two at a time: one vpmaddwd multiplies a column's pixels of both rows (interleaved
+//   as int16 pairs) by both rows' weights and sums them, so a 3x3 kernel takes 6 multiply-adds
+//   and 6 adds per pixel instead of 9 and 9 (the adds compete with the multiplies for the vector
+//   ports on AVX2 hosts). An odd last row goes alone.
+// - Each input column is loaded once and serves every (pixel, tap) that reads it, and the
+//   weights are memory operands: the loop holds only the P sums.
+// - The column pointer moves by one column per load and is opaque to the compiler: otherwise it
+//   hoists one offset per (row, column) out of the pixel loop and spills them, and every load
+//   waits on a reload.
+template <int KW, int S, int P>
+inline void dw_lean(const int8_t* x, int64_t c, int64_t wc, int64_t rows, const __m256i* wb,
+                    const __m256i* wp, __m256i bias, __m256i (&acc)[P]) {
+  constexpr int NC = S * (P - 1) + KW;
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) acc[p] = bias;
+  int64_t ky = 0;
+  for (; ky + 2 <= rows; ky += 2, x += 2 * wc, wp += 2 * KW) {
+    const int8_t* q = x;
+#pragma GCC unroll 16
+    for (int j = 0; j < NC; ++j) {
+      const __m256i col = load8_pair(q, wc);
+      q += c;
+      asm("" : "+r"(q));
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+        const int kx = j - S * p;
+        if (kx >= 0 && kx < KW)
+          acc[p] = _mm256_add_epi32(acc[p], _mm256_madd_epi16(col, _mm256_load_si256(wp + kx)));
+      }
+    }
+  }
+  if (ky < rows) {
+    wb += ky * KW;
+    const int8_t* q = x;
+#pragma GCC unroll 16
+    for (int j = 0; j < NC; ++j) {
+      const __m256i col = load8(q);
+      q += c;
+      asm("" : "+r"(q));
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+        const int kx = j - S * p;
+        if (kx >= 0 && kx < KW) acc[p] = madd_tap(acc[p], col, _mm256_load_si256(wb + kx));
+      }
+    }
+  }
+}
+
 // Rows [oy, oy + rows) of one block of 8 channels. Columns [x0, x1) have every tap inside the
 // row's columns; there the zero point's share, zp * sum(w) over the kernel rows inside, comes off
-// the bias once per row and each tap is x * w, 4 pixels at a time (4 accumulator chains sharing
-// each weight). With the kernel size known at compile time (KH > 0) and every kernel row inside,
-// dilation 1 and stride 1 or 2 (nearly every depthwise layer), the taps are unrolled with the
-// weights in registers. The other columns check every tap.
+// the bias once per row and each tap is x * w. With the kernel size known at compile time
+// (KH > 0), dilation 1 and stride 1 or 2 (nearly every depthwise layer), dw_lean takes 4 pixels
+// at a time over the kernel rows inside the image. The other columns check every tap.
 template <int KH, int KW>
 void dw_block(const QDwRowArgs& a, const DwLanes8& lanes, int64_t c0, int64_t x0, int64_t x1) {
   // A copy whose address never escapes: through the reference, the compiler would reload the
@@ -511,48 +598,68 @@ void dw_block(const QDwRowArgs& a, const DwLanes8& lanes, int64_t c0, int64_t x0
   auto weight = [&](int64_t ky, int64_t kx) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + (ky * kw + kx) * c));
   };
-  __m256i w[KH > 0 ? KH * KW : 1];
-  if constexpr (KH > 0)
-    for (int t = 0; t < KH * KW; ++t) w[t] = weight(t / KW, t % KW);
+  // the block's weights as [KH][KW] vectors and in vertical pairs, for dw_lean
+  __m256i wb[KH > 0 ? KH * KW : 1], wp[KH > 1 ? (KH - 1) * KW : 1];
+  if constexpr (KH > 0) {
+    for (int t = 0; t < KH * KW; ++t) wb[t] = weight(t / KW, t % KW);
+    for (int t = 0; t + KW < KH * KW; ++t)
+      wp[t] = _mm256_or_si256(wb[t], _mm256_slli_epi32(wb[t + KW], 16));
+  }
   constexpr int P = 4;
   for (int64_t oy = a.oy; oy < a.oy + a.rows; ++oy) {
     int8_t* const y = a.y + (oy - a.oy) * yrow + c0;
-    for (int64_t ox = 0; ox < x0; ++ox) dw_pixel_checked(a, l, c0, oy, ox, y + ox * c);
-    for (int64_t ox = x1; ox < a.ow; ++ox) dw_pixel_checked(a, l, c0, oy, ox, y + ox * c);
+    bool edges = false;  // the columns outside [x0, x1) are done
     const auto inside = [&](int64_t ky) {
       const int64_t iy = oy * sh - pt + ky * dh;
       return iy >= 0 && iy < h;
     };
-    bool every = true;
     __m256i bias = l.bias;
+    int64_t ky0 = kh, ky1 = 0;  // the kernel rows inside, [ky0, ky1) when dilation is 1
     for (int64_t ky = 0; ky < kh; ++ky) {
-      if (!inside(ky)) {
-        every = false;
-        continue;
-      }
+      if (!inside(ky)) continue;
+      ky0 = std::min(ky0, ky), ky1 = ky + 1;
       for (int64_t kx = 0; kx < kw; ++kx)
         bias = _mm256_sub_epi32(bias, _mm256_madd_epi16(zin, weight(ky, kx)));
     }
     int64_t ox = x0;
     if constexpr (KH > 0) {
       const auto lean = [&](auto stride) {
-        constexpr int64_t S = decltype(stride)::value;
+        constexpr int S = decltype(stride)::value;
+        if (ky1 <= ky0) return;
+        const int8_t* r = x + (oy * sh - pt + ky0) * wc + c0;
+        const __m256i* w = wb + ky0 * KW;
+        const __m256i* w2 = wp + ky0 * KW;
+        // the columns whose taps leave the row: the taps inside, the zero point off each
+        const auto edge = [&](int64_t ox) {
+          const int64_t ix = ox * S - pl, kx0 = std::max<int64_t>(0, -ix);
+          const int64_t kx1 = std::min<int64_t>(KW, a.w - ix);
+          __m256i acc = l.bias;
+          for (int64_t ky = 0; ky < ky1 - ky0; ++ky)
+            for (int64_t kx = kx0; kx < kx1; ++kx)
+              acc = madd_tap(acc, _mm256_sub_epi32(load8(r + ky * wc + (ix + kx) * c), zin),
+                             _mm256_load_si256(w + ky * KW + kx));
+          dw_store<1>(a, l, &acc, y + ox * c, 0);
+        };
+        for (int64_t e = 0; e < x0; ++e) edge(e);
+        for (int64_t e = x1; e < a.ow; ++e) edge(e);
+        edges = true;
         for (; ox + P <= x1; ox += P) {
           __m256i acc[P];
-          for (int p = 0; p < P; ++p) acc[p] = bias;
-          const int8_t* r = x + (oy * sh - pt) * wc + (ox * S - pl) * c + c0;
-#pragma GCC unroll 5
-          for (int ky = 0; ky < KH; ++ky, r += wc)
-#pragma GCC unroll 5
-            for (int kx = 0; kx < KW; ++kx)
-#pragma GCC unroll 4
-              for (int p = 0; p < P; ++p)
-                acc[p] = madd_tap(acc[p], load8(r + (S * p + kx) * c), w[ky * KW + kx]);
+          dw_lean<KW, S, P>(r + (ox * S - pl) * c, c, wc, ky1 - ky0, w, w2, bias, acc);
           dw_store<P>(a, l, acc, y + ox * c, c);
         }
+        for (; ox < x1; ++ox) {
+          __m256i acc[1];
+          dw_lean<KW, S, 1>(r + (ox * S - pl) * c, c, wc, ky1 - ky0, w, w2, bias, acc);
+          dw_store<1>(a, l, acc, y + ox * c, 0);
+        }
       };
-      if (every && dh == 1 && tap == c && sw == 1) lean(std::integral_constant<int64_t, 1>());
-      if (every && dh == 1 && tap == c && sw == 2) lean(std::integral_constant<int64_t, 2>());
+      if (dh == 1 && tap == c && sw == 1) lean(std::integral_constant<int, 1>());
+      if (dh == 1 && tap == c && sw == 2) lean(std::integral_constant<int, 2>());
+    }
+    if (!edges) {
+      for (int64_t e = 0; e < x0; ++e) dw_pixel_checked(a, l, c0, oy, e, y + e * c);
+      for (int64_t e = x1; e < a.ow; ++e) dw_pixel_checked(a, l, c0, oy, e, y + e * c);
     }
     for (; ox + P <= x1; ox += P) {
       __m256i acc[P];
@@ -597,6 +704,8 @@ void qdw_rows(const QDwRowArgs& a) {
     l.rq = rq8(a.mult + c0, a.shift + c0);
     l.fl = a.fr != nullptr;
     if (l.fl) l.rf = rqf8(*a.fr, c0);
+    l.zp_out = _mm256_set1_epi32(a.zp_out);
+    l.lo = _mm_set1_epi8(int8_t(a.lo)), l.hi = _mm_set1_epi8(int8_t(a.hi));
     if (a.kh == 3 && a.kw == 3)
       dw_block<3, 3>(a, l, c0, x0, x1);
     else if (a.kh == 5 && a.kw == 5)
