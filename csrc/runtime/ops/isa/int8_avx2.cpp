@@ -77,18 +77,23 @@ inline Rqf8 rqf8(const FloatRequant& fr, int64_t c0) {
   return Rqf8{_mm256_loadu_ps(fr.scale + c0), _mm256_loadu_ps(fr.pos + c0),
               _mm256_loadu_ps(fr.neg + c0)};
 }
-// V = round(float(x) * scale + (pos or neg by x's sign)) for 8 sums; lanes whose V mod 65536 is
+// V = round(float(x) * scale + (pos or neg by x's sign)) for 8 sums. A lane whose V mod 65536 is
 // below 16 (near a rounding boundary, or V out of int32 range: the conversion gives 0x80000000)
-// turn on all bits of their lane in *flag. The result is V's high half, arithmetic-shifted.
+// is flagged: *flag, started at no_flags(), keeps the lanes' least V & 0xFFF0 (one min a vector,
+// where a compare and an or took two), so a flagged lane leaves a 0. The result is V's high half,
+// arithmetic-shifted.
+inline __m256i no_flags() { return _mm256_set1_epi32(-1); }
 inline __m256i rq_float8(__m256i x, const Rqf8& f, __m256i* flag) {
   // blendv takes neg where the sign bit of x, read as a float lane, is set: where x < 0
   const __m256 add = _mm256_blendv_ps(f.pos, f.neg, _mm256_castsi256_ps(x));
   const __m256i v = _mm256_cvtps_epi32(_mm256_fmadd_ps(_mm256_cvtepi32_ps(x), f.scale, add));
-  *flag = _mm256_or_si256(*flag, _mm256_cmpeq_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0xFFF0)),
-                                                    _mm256_setzero_si256()));
+  *flag = _mm256_min_epu32(*flag, _mm256_and_si256(v, _mm256_set1_epi32(0xFFF0)));
   return _mm256_srai_epi32(v, 16);
 }
-inline bool none_flagged(__m256i flag) { return _mm256_testz_si256(flag, flag) != 0; }
+inline bool none_flagged(__m256i flag) {
+  const __m256i zero = _mm256_cmpeq_epi32(flag, _mm256_setzero_si256());
+  return _mm256_testz_si256(zero, zero) != 0;
+}
 
 // Two vectors of 8 int32 (each inside int16) as 16 saturated int8 in order a | b
 inline __m128i bytes16(__m256i a, __m256i b) {
@@ -209,7 +214,7 @@ void qgemm_rows(const QGemmAvx2Args& a) {
         bool done = false;
         if (a.fr) {  // all R rows in float unless a lane of any of them is flagged
           const Rqf8 f0 = rqf8(*a.fr, j0), f1 = rqf8(*a.fr, j0 + h1);
-          __m256i flag = _mm256_setzero_si256();
+          __m256i flag = no_flags();
           for (int r = 0; r < R; ++r)
             bytes[r] = bytes16(rq_float8(_mm256_add_epi32(acc[r][0], b0), f0, &flag),
                                rq_float8(_mm256_add_epi32(acc[r][1], b1), f1, &flag));
@@ -285,7 +290,7 @@ inline void spmm_channel(const QSpmmAvx2Args& a, int64_t j, const int32_t* quad,
   if (a.fr) {
     const Rqf8 f{_mm256_set1_ps(a.fr->scale[j]), _mm256_set1_ps(a.fr->pos[j]),
                  _mm256_set1_ps(a.fr->neg[j])};
-    __m256i flag = _mm256_setzero_si256();
+    __m256i flag = no_flags();
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) r[v] = rq_float8(acc[v], f, &flag);
     done = none_flagged(flag);
@@ -475,7 +480,7 @@ inline void dw_store(const QDwRowArgs& a, const DwLanes8& l, const __m256i* acc,
   };
   bool done = false;
   if (l.fl) {
-    __m256i flag = _mm256_setzero_si256();
+    __m256i flag = no_flags();
     pack([&](__m256i v) { return rq_float8(v, l.rf, &flag); });
     done = none_flagged(flag);
   }
@@ -606,6 +611,9 @@ void dw_block(const QDwRowArgs& a, const DwLanes8& lanes, int64_t c0, int64_t x0
       wp[t] = _mm256_or_si256(wb[t], _mm256_slli_epi32(wb[t + KW], 16));
   }
   constexpr int P = 4;
+  // the bias less the zero point's share over the kernel rows inside [bias_ky0, bias_ky1)
+  __m256i bias = l.bias;
+  int64_t bias_ky0 = -1, bias_ky1 = -1;
   for (int64_t oy = a.oy; oy < a.oy + a.rows; ++oy) {
     int8_t* const y = a.y + (oy - a.oy) * yrow + c0;
     bool edges = false;  // the columns outside [x0, x1) are done
@@ -613,13 +621,16 @@ void dw_block(const QDwRowArgs& a, const DwLanes8& lanes, int64_t c0, int64_t x0
       const int64_t iy = oy * sh - pt + ky * dh;
       return iy >= 0 && iy < h;
     };
-    __m256i bias = l.bias;
-    int64_t ky0 = kh, ky1 = 0;  // the kernel rows inside, [ky0, ky1) when dilation is 1
-    for (int64_t ky = 0; ky < kh; ++ky) {
-      if (!inside(ky)) continue;
-      ky0 = std::min(ky0, ky), ky1 = ky + 1;
-      for (int64_t kx = 0; kx < kw; ++kx)
-        bias = _mm256_sub_epi32(bias, _mm256_madd_epi16(zin, weight(ky, kx)));
+    // the kernel rows inside, [ky0, ky1) (inside(ky) is monotonic at either end)
+    int64_t ky0 = 0, ky1 = kh;
+    while (ky0 < kh && !inside(ky0)) ++ky0;
+    while (ky1 > ky0 && !inside(ky1 - 1)) --ky1;
+    if (ky0 != bias_ky0 || ky1 != bias_ky1) {  // rows between the first and last repeat it
+      bias = l.bias;
+      for (int64_t ky = ky0; ky < ky1; ++ky)
+        for (int64_t kx = 0; kx < kw; ++kx)
+          bias = _mm256_sub_epi32(bias, _mm256_madd_epi16(zin, weight(ky, kx)));
+      bias_ky0 = ky0, bias_ky1 = ky1;
     }
     int64_t ox = x0;
     if constexpr (KH > 0) {
