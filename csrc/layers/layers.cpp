@@ -119,36 +119,37 @@ void DenseLinear::forward(const float* x, int64_t n, float* y, int threads) cons
 void DenseLinear::forward_rows(const float* x, int64_t ldx, int64_t n, float* y,
                                int threads) const {
   const double macs = double(n) * double(m_) * double(k_);
-  if (n < 8) {
-    // Too few rows to split (an FC layer at batch 1): threads take ranges of output columns, at
-    // panel multiples, so each column is computed as alone. Each weight is read once per row
-    // from memory or L3 (1280x1000: about 60 us for 1.3 M multiply-adds, 6x the cached rate),
-    // so weigh the work by 6.
-    const int use = threads_for(threads, 6.0 * macs);
+  // Threads take ranges of output columns at panel multiples: each column is computed as alone
+  // (the same row tiles, the same order over K), so the bits are those of one thread.
+  const auto by_columns = [&](int use) {
     const int64_t tile = kern_.tile, panels = (m_ + tile - 1) / tile;
     const int64_t per = (panels + use - 1) / use;
     parallel_for(use, (panels + per - 1) / per, [&](int64_t t) {
       const int64_t c0 = t * per * tile, c1 = std::min(m_, c0 + per * tile);
-      DenseF32Args p;
-      p.a = x;
-      p.lda = ldx;
+      DenseF32Args p = rows_args(x, ldx, n, y);
       p.b = w_.data() + c0 * k_;
-      p.b_sk = 1;
-      p.b_sm = k_;
       p.bp = packed_.data() + (c0 / tile) * k_ * tile;
       p.bias = has_bias_ ? bias_.data() + c0 : nullptr;
       p.y = y + c0;
-      p.ldy = m_;
-      p.rows = n;
       p.cols = c1 - c0;
-      p.depth = k_;
-      p.lo = lo_;
-      p.hi = hi_;
       kern_.fn(p);
     });
-    return;
+  };
+  if (n < 8) {
+    // Too few rows to split (an FC layer at batch 1). Each weight is read once per row from
+    // memory or L3 (1280x1000: about 60 us for 1.3 M multiply-adds, 6x the cached rate), so
+    // weigh the work by 6.
+    return by_columns(threads_for(threads, 6.0 * macs));
   }
   const Split s = split(n, threads, 8, macs);
+  // Row chunks start at multiples of 8 (whole row strips of the kernels), so few rows split
+  // unevenly: a 7x7 layer's 49 rows as 32 and 17, at most 1.5x on 2 threads, each thread
+  // streaming all the weights. There the columns split instead, when there are panels enough
+  // for every thread: even shares, and each thread reads only its panels' weights.
+  const int use = threads_for(threads, macs);
+  if (s.tasks > 1 && double(s.chunk) * double(use) > 1.15 * double(n) &&
+      (m_ + kern_.tile - 1) / kern_.tile >= 4 * use)
+    return by_columns(use);
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t r0 = t * s.chunk;
     kern_.fn(rows_args(x + r0 * ldx, ldx, std::min(s.chunk, n - r0), y + r0 * m_));

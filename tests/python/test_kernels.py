@@ -82,6 +82,23 @@ def test_channel_major_few_columns_gives_the_linear_layouts_bits(isa, m, k, n):
     assert_close(want.T, ref_linear(x, w, b, "relu"), bound(x, w, b))
 
 
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("m, k, n", [(1280, 320, 49), (512, 256, 25), (960, 160, 9), (96, 576, 196)])
+def test_linear_few_rows_split_by_channels_keeps_the_bits(isa, m, k, n):
+    """Row chunks start at multiples of 8, so few rows (a 7x7 layer's 49: 32 and 17) split over
+    threads by output channels instead, where there are panels enough: the same bits on 1, 2 and
+    4 threads (the first three shapes split by channels, the last by rows), and the values."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    lin = kernels.Linear(w, b, activation="relu6", isa=isa)
+    one = lin(x, threads=1)
+    for threads in (2, 4):
+        assert np.array_equal(lin(x, threads=threads), one), f"{threads} threads changed bits"
+    assert_close(one, ref_linear(x, w, b, "relu6"), bound(x, w, b))
+
+
 def test_linear_default_path_threads_and_no_bias():
     rng = np.random.default_rng(2)
     w = rng.standard_normal((40, 30)).astype(np.float32)
