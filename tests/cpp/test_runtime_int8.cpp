@@ -475,6 +475,38 @@ TEST(RuntimeInt8, Avx2QuantizeEqualsTfliteRounding) {
 }
 
 // DEQUANTIZE: scale * (x - zero point) for every int8 value, and a tail past whole vectors
+// BATCH_MATMUL's B [k, n] packed without a transpose equals pack_gemm_s8 of B^T, and its column
+// sums are exact: whole and partial panels of 16 columns, odd k, rows at a stride, and enough rows
+// of -128 that the int16 partial sums must be moved to int32 in time.
+TEST(RuntimeInt8, Avx2PackedColumnsEqualTheTransposedPack) {
+  if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";
+  std::mt19937 rng(29);
+  struct Case {
+    int64_t k, n, ldb;
+    bool extreme;
+  };
+  for (const Case& cs :
+       {Case{32, 128, 128, false}, Case{128, 32, 32, false}, Case{7, 21, 24, false},
+        Case{1, 16, 16, false}, Case{300, 40, 45, true}, Case{129, 16, 16, true}}) {
+    std::vector<int8_t> b(size_t(cs.k * cs.ldb));
+    for (auto& v : b) v = cs.extreme ? int8_t(-128) : int8_t(int(rng() % 256) - 128);
+    std::vector<int8_t> wt(size_t(cs.n * cs.k));
+    for (int64_t kk = 0; kk < cs.k; ++kk)
+      for (int64_t j = 0; j < cs.n; ++j) wt[size_t(j * cs.k + kk)] = b[size_t(kk * cs.ldb + j)];
+    const size_t size = size_t(ep::packed_gemm_s8_size(cs.n, cs.k, 16, 2));
+    std::vector<int8_t> want(size, 1), got(size, 2);
+    ep::pack_gemm_s8(wt.data(), cs.n, cs.k, 16, 2, want.data());
+    std::vector<int32_t> sums(size_t((cs.n + 15) / 16 * 16), 77);
+    ep::rt::avx2::pack_kn_s8(b.data(), cs.ldb, cs.k, cs.n, got.data(), sums.data());
+    EXPECT_EQ(got, want) << "k " << cs.k << " n " << cs.n;
+    for (int64_t j = 0; j < cs.n; ++j) {
+      int32_t sum = 0;
+      for (int64_t kk = 0; kk < cs.k; ++kk) sum += b[size_t(kk * cs.ldb + j)];
+      ASSERT_EQ(sums[size_t(j)], sum) << "k " << cs.k << " n " << cs.n << " column " << j;
+    }
+  }
+}
+
 TEST(RuntimeInt8, Avx2DequantizeEqualsTheScalarProduct) {
   if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";
   std::vector<int8_t> x(261);

@@ -1305,8 +1305,8 @@ class QBatchMatMul : public Op {
       return (bmats_ * np_ + amats_ * m_) * 4 + bmats_ * np_ * kp_ + n_ * k_ +
              (in_place_ ? 0 : amats_ * m_ * kp_);
 #if defined(EP_HAVE_AVX2)
-    if (avx2_)  // column biases, packed B, one B made [n, k], A made [m, k] when transposed
-      return bmats_ * np_ * 4 + bmats_ * packed_gemm_s8_size(n_, k_, 16, 2) + n_ * k_ +
+    if (avx2_)  // column biases, packed B, A made [m, k] when transposed
+      return bmats_ * np_ * 4 + bmats_ * packed_gemm_s8_size(n_, k_, 16, 2) +
              (adj_x_ ? amats_ * m_ * k_ : 0) + 64;
 #endif
     return (amats_ * m_ + bmats_ * n_) * k_ * 2;
@@ -1427,22 +1427,21 @@ class QBatchMatMul : public Op {
     const int64_t m = m_, k = k_, n = n_, np = np_, psize = packed_gemm_s8_size(n, k, 16, 2);
     int32_t* bias = static_cast<int32_t*>(r.scratch);                // [bmats, np]
     int8_t* packed = reinterpret_cast<int8_t*>(bias + bmats_ * np);  // [bmats, psize]
-    int8_t* wt = packed + bmats_ * psize;                            // [n, k]
-    int8_t* at = wt + n * k;                                         // [amats, m, k] (adj_x)
+    int8_t* at = packed + bmats_ * psize;                            // [amats, m, k] (adj_x)
     for (int64_t bm = 0; bm < bmats_; ++bm) {  // W[j, kk] = B[kk, j]; adj_y: B is W already
       const int8_t* src = b + bm * k * n;
-      if (!adj_y_) {
-        for (int64_t kk = 0; kk < k; ++kk)
-          for (int64_t j = 0; j < n; ++j) wt[j * k + kk] = src[kk * n + j];
-        src = wt;
-      }
-      pack_gemm_s8(src, n, k, 16, 2, packed + bm * psize);
       int32_t* bb = bias + bm * np;  // sum (a - za) b = sum a b - za * sum b (zb is 0)
-      for (int64_t j = 0; j < n; ++j) {
-        int64_t sum = 0;
-        for (int64_t kk = 0; kk < k; ++kk) sum += src[j * k + kk];
-        bb[j] = wrap(-int64_t(za_) * sum);
+      if (!adj_y_) {
+        avx2::pack_kn_s8(src, n, k, n, packed + bm * psize, bb);  // bb: the column sums
+      } else {
+        pack_gemm_s8(src, n, k, 16, 2, packed + bm * psize);
+        for (int64_t j = 0; j < n; ++j) {
+          int32_t sum = 0;
+          for (int64_t kk = 0; kk < k; ++kk) sum += src[j * k + kk];
+          bb[j] = sum;
+        }
       }
+      for (int64_t j = 0; j < n; ++j) bb[j] = wrap(-int64_t(za_) * bb[j]);
       std::fill(bb + n, bb + np, 0);
     }
     if (adj_x_)

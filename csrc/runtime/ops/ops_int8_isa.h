@@ -162,6 +162,10 @@ struct QSpmmAvx2Args {
 namespace avx2 {
 void qgemm_rows(const QGemmAvx2Args& a);
 void qspmm_rows(const QSpmmAvx2Args& a);
+// B [k, n] (int8 rows ldb apart) as qgemm_rows reads the weights W = B^T (pack_gemm_s8 of W
+// with tile 16 and k-group 2, without the transpose), and colsum[j] = sum over kk of B[kk, j]
+// for j < n
+void pack_kn_s8(const int8_t* b, int64_t ldb, int64_t k, int64_t n, int8_t* out, int32_t* colsum);
 // Rows [0, n) of x (K int8 each, stride ldx; n <= 32) as QSpmmAvx2Args::xp wants them
 void pair_rows(const int8_t* x, int64_t ldx, int64_t n, int64_t k, int64_t ldn, int32_t* xp);
 // QDwRowArgs's rows 8 channels at a time (vnni unused; bias, mult, shift and fr's arrays read up

@@ -359,6 +359,49 @@ void qspmm_rows(const QSpmmAvx2Args& a) {
   }
 }
 
+void pack_kn_s8(const int8_t* b, int64_t ldb, int64_t k, int64_t n, int8_t* out, int32_t* colsum) {
+  const int64_t kq = (k + 1) / 2, full = n / 16 * 16;
+  for (int64_t p0 = 0; p0 < full; p0 += 16) {
+    int8_t* o = out + p0 / 16 * kq * 32;
+    // the sums in int16 for 64 pairs of rows at a time (at most 128 * 128 in magnitude), then
+    // added into int32
+    __m256i s16 = _mm256_setzero_si256(), lo = s16, hi = s16;
+    const auto flush = [&] {
+      lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s16)));
+      hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(s16, 1)));
+      s16 = _mm256_setzero_si256();
+    };
+    for (int64_t q = 0; q < kq; ++q) {
+      const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2 * q * ldb + p0));
+      const __m128i r1 =
+          2 * q + 1 < k
+              ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + (2 * q + 1) * ldb + p0))
+              : _mm_setzero_si128();
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + q * 32), _mm_unpacklo_epi8(r0, r1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + q * 32 + 16), _mm_unpackhi_epi8(r0, r1));
+      s16 = _mm256_add_epi16(s16,
+                             _mm256_add_epi16(_mm256_cvtepi8_epi16(r0), _mm256_cvtepi8_epi16(r1)));
+      if (q % 64 == 63) flush();
+    }
+    flush();
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + p0), lo);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + p0 + 8), hi);
+  }
+  if (full == n) return;
+  int8_t* o = out + full / 16 * kq * 32;  // the last, partial panel
+  for (int64_t q = 0; q < kq; ++q)
+    for (int64_t j = 0; j < 16; ++j)
+      for (int64_t t = 0; t < 2; ++t) {
+        const int64_t c = full + j, kk = 2 * q + t;
+        o[(q * 16 + j) * 2 + t] = c < n && kk < k ? b[kk * ldb + c] : int8_t(0);
+      }
+  for (int64_t c = full; c < n; ++c) {
+    int32_t sum = 0;
+    for (int64_t kk = 0; kk < k; ++kk) sum += b[kk * ldb + c];
+    colsum[c] = sum;
+  }
+}
+
 void pair_rows(const int8_t* x, int64_t ldx, int64_t n, int64_t k, int64_t ldn, int32_t* xp) {
   const int64_t pairs = (k + 3) / 4 * 2;
   int64_t q0 = 0;
