@@ -630,7 +630,8 @@ inline void dw_lean(const int8_t* x, int64_t c, int64_t wc, int64_t rows, const 
 // row's columns; there the zero point's share, zp * sum(w) over the kernel rows inside, comes off
 // the bias once per row and each tap is x * w. With the kernel size known at compile time
 // (KH > 0), dilation 1 and stride 1 or 2 (nearly every depthwise layer), dw_lean takes 4 pixels
-// at a time over the kernel rows inside the image. The other columns check every tap.
+// at a time over the kernel rows inside the image, and the other columns take their taps inside
+// with the zero point off each; otherwise those columns check every tap.
 template <int KH, int KW>
 void dw_block(const QDwRowArgs& a, const DwLanes8& lanes, int64_t c0, int64_t x0, int64_t x1) {
   // A copy whose address never escapes: through the reference, the compiler would reload the
