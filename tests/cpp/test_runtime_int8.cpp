@@ -302,6 +302,21 @@ void check_quantize(void (*quantize)(const float*, int64_t, float, int32_t, int8
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-300.0f, 300.0f);
   for (int i = 0; i < 4000; ++i) x.push_back(i % 2 ? u(rng) : std::round(u(rng) * 2) / 2);
+  // the 64 floats on either side of every multiple of 0.5 in [-200, 200] (where the rounding
+  // turns), and every 4099th bit pattern (all magnitudes, NaNs and subnormals among them)
+  for (int h = -400; h <= 400; ++h) {
+    float lo = float(h) / 2, hi = lo;
+    for (int i = 0; i < 64; ++i) {
+      lo = std::nextafter(lo, -inf), hi = std::nextafter(hi, inf);
+      x.push_back(lo), x.push_back(hi);
+    }
+  }
+  for (uint64_t b = 0; b < (uint64_t(1) << 32); b += 4099) {
+    const uint32_t bits = uint32_t(b);
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    x.push_back(f);
+  }
   for (float scale : {1.0f, 0.5f, 0.0235294f, 3.7f}) {
     for (int32_t zp : {-128, -3, 0, 17}) {
       std::vector<int8_t> y(x.size());
@@ -474,7 +489,6 @@ TEST(RuntimeInt8, Avx2QuantizeEqualsTfliteRounding) {
   check_quantize(ep::rt::avx2::quantize_f32);
 }
 
-// DEQUANTIZE: scale * (x - zero point) for every int8 value, and a tail past whole vectors
 // BATCH_MATMUL's B [k, n] packed without a transpose equals pack_gemm_s8 of B^T, and its column
 // sums are exact: whole and partial panels of 16 columns, odd k, rows at a stride, and enough rows
 // of -128 that the int16 partial sums must be moved to int32 in time.
@@ -507,6 +521,7 @@ TEST(RuntimeInt8, Avx2PackedColumnsEqualTheTransposedPack) {
   }
 }
 
+// DEQUANTIZE: scale * (x - zero point) for every int8 value, and a tail past whole vectors
 TEST(RuntimeInt8, Avx2DequantizeEqualsTheScalarProduct) {
   if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";
   std::vector<int8_t> x(261);

@@ -788,21 +788,23 @@ void qdw_rows(const QDwRowArgs& a) {
 namespace {
 
 // TFLite's AffineQuantize on 8 lanes, as the portable quantize_row: x / scale, NaN to 0, capped
-// at +-1e9, rounded half away from zero by truncation and the fraction's sign
+// at +-1e9, rounded half away from zero. The rounding adds the largest float below 0.5 with the
+// value's sign, then truncates: the sum rounds (to nearest, ties to even) up to the next integer
+// exactly when the value's fraction is at least one half (below 2^22 the sum is within a float's
+// reach of that integer; from 2^22 on the values are multiples of 0.5 or integers, whose sums
+// round the same way), so the result is the portable loop's, in 4 instructions where truncating,
+// converting back and comparing the fraction took 7.
 struct Quantize8 {
   __m256 s, big = _mm256_set1_ps(1e9f), nbig = _mm256_set1_ps(-1e9f);
-  __m256 half = _mm256_set1_ps(0.5f), nhalf = _mm256_set1_ps(-0.5f);
+  __m256 below_half = _mm256_set1_ps(0.49999997f), sign = _mm256_set1_ps(-0.0f);
   __m256i zp, lo = _mm256_set1_epi32(-128), hi = _mm256_set1_epi32(127);
   Quantize8(float scale, int32_t zout) : s(_mm256_set1_ps(scale)), zp(_mm256_set1_epi32(zout)) {}
   __m256i operator()(__m256 x) const {
     __m256 v = _mm256_div_ps(x, s);
     v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));
     v = _mm256_min_ps(_mm256_max_ps(v, nbig), big);
-    __m256i t = _mm256_cvttps_epi32(v);
-    const __m256 frac = _mm256_sub_ps(v, _mm256_cvtepi32_ps(t));
-    // the compares give -1 where true
-    t = _mm256_sub_epi32(t, _mm256_castps_si256(_mm256_cmp_ps(frac, half, _CMP_GE_OQ)));
-    t = _mm256_add_epi32(t, _mm256_castps_si256(_mm256_cmp_ps(frac, nhalf, _CMP_LE_OQ)));
+    const __m256 nudge = _mm256_or_ps(_mm256_and_ps(v, sign), below_half);
+    const __m256i t = _mm256_cvttps_epi32(_mm256_add_ps(v, nudge));
     return _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(t, zp), lo), hi);
   }
 };
