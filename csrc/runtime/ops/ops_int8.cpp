@@ -1912,6 +1912,17 @@ class QSoftmaxRows : public Op {
 #endif
       float* buf = static_cast<float*>(thread_scratch(3, size_t(2 * per * n) * sizeof(float)));
       float* p = buf + per * n;
+#if defined(EP_HAVE_AVX2)
+      if (isa_ == Isa::avx2 && inner_step <= 1) {  // the three steps in one pass per row
+        for (int64_t i = i0; i < i0 + cnt; ++i) {
+          float* row = buf + (i - i0) * n;
+          avx2::softmax_input_row(x + i * n, n, sin_, zin_, scaled_ ? &scale_ : nullptr,
+                                  has_bias_ ? bias + bias_offset(i) : nullptr, inner_step, row);
+          vec_.softmax_row(row, p + (i - i0) * n, n, beta_);
+        }
+        return QQuantize::quantize(p, len, sout_, zout_, y + i0 * n, isa_);
+      }
+#endif
       dequantize(x + i0 * n, len, sin_, zin_, buf, isa_);
       if (scaled_) vec_.binary(BinOp::mul, buf, 1, &scale_, 0, buf, len, -kInf, kInf);
       for (int64_t i = i0; i < i0 + cnt; ++i) {

@@ -175,6 +175,11 @@ void qdw_rows(const QDwRowArgs& a);
 // avx512::dequantize_s8)
 void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* y);
 void dequantize_s8(const int8_t* x, int64_t n, float scale, int32_t zin, float* y);
+// One row of the fused int8 softmax's float input (QSoftmaxRows): y[i] = (scale * (x[i] - zin))
+// [* *mul] [+ bias[i * bias_step]], bias_step 0 or 1, each step rounded as the separate
+// DEQUANTIZE, MUL and ADD passes round it
+void softmax_input_row(const int8_t* x, int64_t n, float scale, int32_t zin, const float* mul,
+                       const float* bias, int64_t bias_step, float* y);
 // QAddArgs's ADD and MUL of equal shapes 8 values at a time (the tables and fo unused)
 void qadd(const QAddArgs& a);
 void qmul(const QAddArgs& a);

@@ -825,6 +825,31 @@ void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* 
   }
 }
 
+void softmax_input_row(const int8_t* x, int64_t n, float scale, int32_t zin, const float* mul,
+                       const float* bias, int64_t bias_step, float* y) {
+  const __m256 s = _mm256_set1_ps(scale), m = _mm256_set1_ps(mul ? *mul : 1.0f);
+  const __m256i zp = _mm256_set1_epi32(zin);
+  // 8 values from p (bias from b): each step its own rounding, as the separate passes round them;
+  // the empty asm keeps GCC from contracting a product and the following sum into one FMA
+  const auto eight = [&](const int8_t* p, const float* b, float* q) {
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(load8(p), zp)), s);
+    if (mul) v = _mm256_mul_ps(v, m);
+    asm("" : "+x"(v));
+    if (bias) v = _mm256_add_ps(v, bias_step ? _mm256_loadu_ps(b) : _mm256_set1_ps(*b));
+    _mm256_storeu_ps(q, v);
+  };
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) eight(x + i, bias ? bias + i * bias_step : nullptr, y + i);
+  if (i < n) {  // zero-padded copies give the same bits
+    int8_t tx[8] = {0};
+    float tb[8] = {0}, ty[8];
+    std::memcpy(tx, x + i, size_t(n - i));
+    if (bias && bias_step) std::memcpy(tb, bias + i, size_t(n - i) * sizeof(float));
+    eight(tx, bias ? (bias_step ? tb : bias) : nullptr, ty);
+    std::memcpy(y + i, ty, size_t(n - i) * sizeof(float));
+  }
+}
+
 void dequantize_s8(const int8_t* x, int64_t n, float scale, int32_t zin, float* y) {
   const __m256 s = _mm256_set1_ps(scale);
   const __m256i zp = _mm256_set1_epi32(zin);
