@@ -521,6 +521,24 @@ TEST(RuntimeInt8, Avx2PackedColumnsEqualTheTransposedPack) {
   }
 }
 
+// The 256-byte table lookup (int8 GELU, HARD_SWISH, LOGISTIC and fused float chains) through
+// byte shuffles: every input value under random tables, lengths around whole vectors of 32
+TEST(RuntimeInt8, Avx2TableLookupEqualsTheTable) {
+  if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";
+  std::mt19937 rng(31);
+  for (int trial = 0; trial < 8; ++trial) {
+    std::array<int8_t, 256> lut;
+    for (auto& v : lut) v = int8_t(int(rng() % 256) - 128);
+    for (int64_t n : {0, 1, 31, 32, 33, 256, 1000}) {
+      std::vector<int8_t> x(static_cast<size_t>(n)), y(static_cast<size_t>(n), 0);
+      for (int64_t i = 0; i < n; ++i) x[size_t(i)] = int8_t(n == 256 ? i : int(rng() % 256));
+      ep::rt::avx2::lut_s8(x.data(), n, lut.data(), y.data());
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(y[size_t(i)], lut[uint8_t(x[size_t(i)])]) << "n " << n << " at " << i;
+    }
+  }
+}
+
 // DEQUANTIZE: scale * (x - zero point) for every int8 value, and a tail past whole vectors
 TEST(RuntimeInt8, Avx2DequantizeEqualsTheScalarProduct) {
   if (!ep::cpu_features().avx2) GTEST_SKIP() << "this CPU has no AVX2";

@@ -183,11 +183,14 @@ int32_t quantized_bound(float f, float scale, int32_t z) {
   return z + int32_t(std::max(-1e6, std::min(1e6, q)));
 }
 
-// y[i] = lut[uint8(x[i])]: byte permutes where the CPU has AVX-512 VBMI
+// y[i] = lut[uint8(x[i])]: byte permutes where the CPU has AVX-512 VBMI, else byte shuffles on AVX2
 void apply_lut(const int8_t* lut, const int8_t* x, int64_t n, int8_t* y, Isa isa) {
 #if defined(EP_HAVE_AVX512)
   static const bool vbmi = __builtin_cpu_supports("avx512vbmi");
   if (isa == Isa::avx512 && vbmi) return avx512::lut_s8_vbmi(x, n, lut, y);
+#endif
+#if defined(EP_HAVE_AVX2)
+  if (isa == Isa::avx2 || isa == Isa::avx512) return avx2::lut_s8(x, n, lut, y);
 #endif
   (void)isa;
   for (int64_t i = 0; i < n; ++i) y[i] = lut[uint8_t(x[i])];

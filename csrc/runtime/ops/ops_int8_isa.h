@@ -175,6 +175,8 @@ void qdw_rows(const QDwRowArgs& a);
 // avx512::dequantize_s8)
 void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* y);
 void dequantize_s8(const int8_t* x, int64_t n, float scale, int32_t zin, float* y);
+// y[i] = lut[uint8(x[i])] for a 256-byte table, 32 values at a time through byte shuffles
+void lut_s8(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y);
 // One row of the fused int8 softmax's float input (QSoftmaxRows): y[i] = (scale * (x[i] - zin))
 // [* *mul] [+ bias[i * bias_step]], bias_step 0 or 1, each step rounded as the separate
 // DEQUANTIZE, MUL and ADD passes round it

@@ -825,6 +825,32 @@ void quantize_f32(const float* x, int64_t n, float scale, int32_t zout, int8_t* 
   }
 }
 
+void lut_s8(const int8_t* x, int64_t n, const int8_t* lut, int8_t* y) {
+  // The table as 16 rows of 16 bytes, each in both 128-bit lanes. For row h, x - 16h (wrapping)
+  // plus 0x70 with unsigned saturation keeps x's low nibble with bit 7 clear where x's high nibble
+  // is h and sets bit 7 elsewhere, where vpshufb gives 0: the 16 lookups or-ed give lut[x].
+  __m256i rows[16];
+  for (int h = 0; h < 16; ++h)
+    rows[h] = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 16 * h)));
+  const __m256i bias = _mm256_set1_epi8(0x70);
+  const auto lookup = [&](__m256i v) {
+    __m256i r = _mm256_setzero_si256();
+#pragma GCC unroll 16
+    for (int h = 0; h < 16; ++h) {
+      const __m256i t =
+          _mm256_adds_epu8(_mm256_sub_epi8(v, _mm256_set1_epi8(int8_t(16 * h))), bias);
+      r = _mm256_or_si256(r, _mm256_shuffle_epi8(rows[h], t));
+    }
+    return r;
+  };
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i),
+                        lookup(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
+  for (; i < n; ++i) y[i] = lut[uint8_t(x[i])];
+}
+
 void softmax_input_row(const int8_t* x, int64_t n, float scale, int32_t zin, const float* mul,
                        const float* bias, int64_t bias_step, float* y) {
   const __m256 s = _mm256_set1_ps(scale), m = _mm256_set1_ps(mul ? *mul : 1.0f);
