@@ -328,6 +328,7 @@ CompiledModel::CompiledModel(std::unique_ptr<Model> model, const RuntimeOptions&
                              dtype_name(model_->tensors[t].type) +
                              " (model outputs are float32, int8, int32, int64 or bool)");
   choose_layouts();
+  fuse_channel_major();
   plan();
 }
 
@@ -431,6 +432,38 @@ void CompiledModel::choose_layouts() {
   }
   ops_ = std::move(ops);
   io_ = std::move(io);
+}
+
+void CompiledModel::fuse_channel_major() {
+  const Model& m = *model_;
+  std::vector<int> readers(m.tensors.size(), 0), reader(m.tensors.size(), -1);
+  for (size_t k = 0; k < ops_.size(); ++k)
+    for (int t : io_[k].inputs)
+      if (t >= 0) ++readers[size_t(t)], reader[size_t(t)] = int(k);
+  for (int t : m.outputs) readers[size_t(t)] += 2;  // a model output is stored whatever reads it
+  std::vector<bool> drop(ops_.size(), false);
+  for (size_t k = 0; k < ops_.size(); ++k) {
+    const int t = io_[k].output;
+    if (drop[k] || !ops_[k]->chw() || readers[size_t(t)] != 1) continue;
+    const size_t r = size_t(reader[size_t(t)]);
+    if (!io_[r].subst.empty()) continue;
+    std::unique_ptr<Op> fused = fuse_expand_depthwise(*ops_[k], *ops_[r]);
+    if (!fused) continue;
+    ops_[k] = std::move(fused);
+    io_[k].output = io_[r].output;
+    drop[r] = true;
+  }
+  size_t kept = 0;
+  for (size_t k = 0; k < ops_.size(); ++k) {
+    if (drop[k]) continue;
+    if (kept != k) {  // (a vector moved onto itself is left empty)
+      ops_[kept] = std::move(ops_[k]);
+      io_[kept] = std::move(io_[k]);
+    }
+    ++kept;
+  }
+  ops_.resize(kept);
+  io_.resize(kept);
 }
 
 void CompiledModel::plan() {

@@ -8,6 +8,8 @@
 // hold a sparse 1x1 convolution (Op::chw_seed), which run NCHW (Elsen et al., "Fast Sparse
 // ConvNets"; XNNPACK's NCHW path). Where a tensor's producer and a reader differ in layout, a
 // layout operator writes a converted copy (an extra tensor) that the reader reads instead.
+// In those subgraphs a sparse 1x1 convolution and a depthwise conv that alone reads its output
+// become one operator (fuse_expand_depthwise): their middle tensor is never stored.
 // Context (one per thread): that block, the tensor pointers, the thread budget and the profiler.
 //
 // Consumes: .tflite bytes and options. Produces: output tensors in caller memory.
@@ -43,6 +45,7 @@ class CompiledModel {
 
  private:
   void choose_layouts();
+  void fuse_channel_major();
   void plan();
   struct OpIO {
     std::vector<int> inputs;  // after substitution

@@ -21,7 +21,7 @@ namespace {
 
 const char* kFixtures[] = {"dense",    "sparse",         "blocks4x1", "conv_variants",
                            "encoder",  "encoder_sparse", "upsample",  "read_after_output",
-                           "winograd", "more_ops"};
+                           "winograd", "more_ops",       "expand_dw"};
 
 // Under qemu (the aarch64 ctest) every path is still checked against LiteRT, but thread counts and
 // hostile variants are fewer: emulated threads that spin while they wait make each split call

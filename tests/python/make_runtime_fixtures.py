@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_models import (  # noqa: E402
     conv_variants,
     encoder_block,
+    expand_depthwise_chain,
     int8_attention_scores,
     int8_attention_softmax,
     int8_cnn,
@@ -52,6 +53,7 @@ MODELS = {
     "read_after_output": read_after_output,
     "winograd": winograd_block,
     "more_ops": more_ops_block,
+    "expand_dw": expand_depthwise_chain,
 }
 SHAPES = {
     "dense": (1, 8, 8, 3),
@@ -71,6 +73,7 @@ SHAPES = {
     "read_after_output": (1, 6, 40),
     "winograd": (2, 41, 37, 12),
     "more_ops": (1, 9, 7, 6),
+    "expand_dw": (2, 44, 41, 8),
 }
 
 

@@ -203,6 +203,38 @@ def sparse_chw_chain(seed=0, block=1) -> bytes:
     return b.finish([head, q])
 
 
+def expand_depthwise_chain(seed=0, block=1) -> bytes:
+    """Inverted-residual pairs the runtime fuses: a sparse 1x1 expansion (block=1: 90 %
+    unstructured in TFLite's sparse encoding; 4: 4x1 blocks at 80 %, stored dense) read only by
+    a depthwise conv on planes of more than 400 outputs, both channel-major: 3x3/2 SAME with a
+    fused RELU6 on both, 5x5/1 SAME without activations, PAD + dilated 3x3 VALID after a
+    RELU_N1_TO_1 expansion. One expansion is also read by a MEAN (not fused), and the 7x7
+    depthwise layer's output plane is small (not fused: the row kernel). Batch 2, odd widths."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+
+    def sparse(x, cin, cout, act=None):
+        w = _block_zeros(rng, _w(rng, cout, 1, 1, cin), 0.8) if block == 4 else _w(rng, cout, 1, 1, cin, zeros=0.9)
+        return b.conv2d(x, w, _w(rng, cout), act=act, sparse=1 if block == 1 else None)
+
+    x = b.input([2, 44, 41, 8])
+    y = b.depthwise(sparse(x, 8, 24, act="relu6"), _w(rng, 1, 3, 3, 24), _w(rng, 24), stride=2, act="relu6")
+    p = sparse(y, 24, 16)  # 22x21
+    y = b.depthwise(sparse(p, 16, 48), _w(rng, 1, 5, 5, 48), _w(rng, 48))
+    r = b.binary("add", p, sparse(y, 48, 16))
+    e = sparse(r, 16, 32, act="relu_n1_to_1")
+    y = b.depthwise(
+        b.pad(e, [[0, 0], [2, 2], [2, 2], [0, 0]]), _w(rng, 1, 3, 3, 32), _w(rng, 32), padding="valid", dilation=2
+    )
+    q = sparse(y, 32, 16)
+    e = sparse(q, 16, 40, act="relu")
+    gate = b.mean(e, [1, 2])  # e's second reader
+    y = b.depthwise(e, _w(rng, 1, 7, 7, 40), _w(rng, 40), stride=3, act="relu")
+    y = b.binary("mul", y, gate)
+    head = b.fc(b.mean(sparse(y, 40, 24), [1, 2], keep_dims=False), _w(rng, 10, 24), _w(rng, 10))
+    return b.finish([head])
+
+
 def int8_cnn(sparse=False, seed=0) -> bytes:
     """A model.int8.tflite from edgeprune's own quantizer and exporter (float I/O, QUANTIZE and
     DEQUANTIZE at the edges): stem conv 3x3/2 + ReLU6, depthwise + ReLU, 1x1 convs (sparse: 90 %

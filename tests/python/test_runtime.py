@@ -465,14 +465,18 @@ def test_sparse_chains_run_channel_major_and_match_litert(block):
     assert labels[0].startswith("CONV_2D 3x3/1 3->16") and labels[0].endswith(" ->nchw"), labels
     assert not to_chw and len(to_nhwc) >= 1, labels
     assert sum("sparse" in lbl for lbl in labels) >= 5, labels
+    # the 3x3/2 depthwise conv alone reads the sparse 1x1 before it: one operator (the
+    # expansion's planes never stored)
+    fused = [lbl for lbl in labels if " + DEPTHWISE" in lbl]
+    assert fused == ["CONV_2D 1x1/1 16->32 sparse 45x43 nchw + DEPTHWISE_CONV_2D 3x3/2 32 23x22 nchw"], labels
     dw = [lbl for lbl in labels if lbl.startswith("DEPTHWISE")]
-    assert [lbl.endswith(" 23x22 nchw") for lbl in dw] == [True, True, False, False, False], dw
+    assert [lbl.endswith(" 23x22 nchw") for lbl in dw] == [True, False, False, False], dw
     # small planes run channel-minor (transposes and the row kernel), except 3x3 / 5x5 at stride
     # 1 with SAME padding on rows of at least a vector and the filter's reach, which the plane
     # kernel runs straight from the input: the last 12x11 layer on paths of up to 8 lanes
     lanes = {"avx512": 16, "avx2": 8}.get(m.isa, 4)
-    assert all(lbl.endswith(" 12x11 nchw (rows)") for lbl in dw[2:4]), dw
-    assert dw[4].endswith(" 12x11 nchw" if 11 >= lanes + 1 else " 12x11 nchw (rows)"), dw
+    assert all(lbl.endswith(" 12x11 nchw (rows)") for lbl in dw[1:3]), dw
+    assert dw[3].endswith(" 12x11 nchw" if 11 >= lanes + 1 else " 12x11 nchw (rows)"), dw
     for isa in ISAS:
         outs = [ep.runtime.load(data, isa=isa, threads=t)(*x) for t in (1, 2, 4)]
         for got in outs:
@@ -484,6 +488,33 @@ def test_sparse_chains_run_channel_major_and_match_litert(block):
     dense = ep.runtime.load(data, sparse=False)  # no sparse layer: everything stays NHWC
     assert not any(lbl.startswith("layout") or "nchw" in lbl for _, lbl, _ in dense.profile(runs=1))
     assert all(_rel(g, w) < 1e-4 for g, w in zip(dense(*x), want))
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_expansions_and_their_depthwise_convs_run_as_one_operator(block):
+    from runtime_models import expand_depthwise_chain
+
+    data = expand_depthwise_chain(block=block)
+    m = ep.runtime.load(data)
+    x = inputs_for(m)
+    want = litert_run(data, x)
+    labels = [lbl for _, lbl in m.operators]
+    # fused: every sparse 1x1 read only by a depthwise conv on planes of more than 400 outputs;
+    # not: the expansion a MEAN also reads, and the 7x7/3 conv (8x7 outputs: the row kernel)
+    assert [lbl for lbl in labels if " + " in lbl] == [
+        "CONV_2D 1x1/1 8->24 sparse 44x41 nchw + DEPTHWISE_CONV_2D 3x3/2 24 22x21 nchw",
+        "CONV_2D 1x1/1 16->48 sparse 22x21 nchw + DEPTHWISE_CONV_2D 5x5/1 48 22x21 nchw",
+        "CONV_2D 1x1/1 16->32 sparse 22x21 nchw + DEPTHWISE_CONV_2D 3x3/1 32 22x21 nchw",
+    ], labels
+    assert "CONV_2D 1x1/1 16->40 sparse 22x21 nchw" in labels
+    assert "DEPTHWISE_CONV_2D 7x7/3 40 8x7 nchw (rows)" in labels
+    for isa in ISAS:
+        outs = [ep.runtime.load(data, isa=isa, threads=t)(*x) for t in (1, 2, 4)]
+        assert _rel(outs[0][0], want[0]) < 1e-4, (isa, _rel(outs[0][0], want[0]))
+        for got in outs[1:]:
+            assert np.array_equal(got[0], outs[0][0]), isa
+    # the same model unfused (sparse off: NHWC throughout) gives the same function
+    assert _rel(ep.runtime.load(data, sparse=False)(*x)[0], want[0]) < 1e-4
 
 
 TCONV_CASES = [

@@ -119,6 +119,8 @@ std::string dims(const std::vector<int64_t>& s) {
   return r;
 }
 
+class ExpandDepthwise;
+
 // ------------------------------------------------------------------------ CONV_2D
 class Conv2D : public Op {
  public:
@@ -161,6 +163,10 @@ class Conv2D : public Op {
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && groups_ == 1 && pt_ == 0 &&
               pl_ == 0 && oh_ == h_ && ow_ == w_;
     const_in_ = x.is_const();
+    if (direct_ && lin_[0]->sparse()) {  // what ExpandDepthwise reads: the file's W[Cout, Cin]
+      wsrc_ = w.as<float>(), bias_src_ = bias;
+      bounds(c.d.act, &act_lo_, &act_hi_);
+    }
     // Up to 4 input channels (RGB stems, grayscale or RGBA inputs) a direct loop beats the
     // im2col + GEMM, whose column buffer is kh * kw * cin floats per output pixel and whose GEMM
     // has a short K (docs/runtime.md, "Speed")
@@ -300,6 +306,9 @@ class Conv2D : public Op {
   int in_ = 0, out_ = 0;
 
  private:
+  friend class ExpandDepthwise;
+  const float *wsrc_ = nullptr, *bias_src_ = nullptr;  // a sparse 1x1's weight and bias, or null
+  float act_lo_ = 0, act_hi_ = 0;                      // and its fused activation as a clamp
   // output row oy of one image (x: [H, W, Cin]) by the direct loop, as [OW, Cout] at y
   void conv_row(const float* x, int64_t oy, float* y) const {
     ConvRowArgs a;
@@ -667,6 +676,7 @@ class Depthwise : public Op {
   int in_ = 0, out_ = 0;
 
  private:
+  friend class ExpandDepthwise;
   // Small output planes (MobileNet's and EfficientNet's 14x14 and 7x7 layers, and the stride-2
   // layers that produce them) run channel-minor in scratch: dw_plane pays a fixed cost per plane
   // (filling its phase planes, dropping the padded columns) that a 7x7 plane cannot amortise,
@@ -722,6 +732,102 @@ class Depthwise : public Op {
   bool via_rows_ = false;  // decided at load from the shape and the path (via_rows)
   const float* wt_ = nullptr;
   int64_t n_, h_, w_, cin_, cout_, kh_, kw_, dm_, oh_;
+};
+
+// ------------------------------------------------------------------------ 1x1 + depthwise
+// A sparse 1x1 convolution whose output only a depthwise conv reads, both channel-major (an
+// inverted residual's expansion and its depthwise conv): each task computes one channel's
+// expanded plane (VecOps::sparse_plane) into a buffer of its thread and runs the depthwise conv
+// on it at once, so the expanded tensor (MobileNetV2's first: 96 planes of 112x112, 4.8 MB) is
+// never written out and read back; a plane stays in L2. Each plane is computed whole by one
+// thread in one order, so the bits do not depend on the thread count.
+class ExpandDepthwise : public Op {
+ public:
+  ExpandDepthwise(const Conv2D& pw, const Depthwise& dw) : vec_(dw.vec_), dw_(dw.plane_) {
+    n_ = pw.n_, cin_ = pw.cin_, c_ = pw.cout_, hw_ = pw.h_ * pw.w_;
+    out_plane_ = dw.oh_ * dw.a_.ow;
+    const float* w = pw.wsrc_;
+    // groups of 4 channels with one pattern of nonzeros (a 4x1-block pruned layer) share each
+    // load of an input vector, as the b4 SpMM kernel does
+    rows_ = c_ % 4 == 0 ? 4 : 1;
+    for (int64_t co = 0; co < c_ && rows_ == 4; co += 4)
+      for (int64_t ci = 0; ci < cin_ && rows_ == 4; ++ci)
+        for (int64_t r = 1; r < 4; ++r)
+          if ((w[(co + r) * cin_ + ci] != 0.0f) != (w[co * cin_ + ci] != 0.0f)) rows_ = 1;
+    start_.push_back(0);
+    for (int64_t co = 0; co < c_; co += rows_) {
+      for (int64_t ci = 0; ci < cin_; ++ci)
+        if (w[co * cin_ + ci] != 0.0f) {
+          idx_.push_back(int32_t(ci));
+          for (int64_t r = 0; r < rows_; ++r) w_.push_back(w[(co + r) * cin_ + ci]);
+        }
+      start_.push_back(int64_t(idx_.size()));
+    }
+    bias_.assign(size_t(c_), 0.0f);
+    if (pw.bias_src_) bias_.assign(pw.bias_src_, pw.bias_src_ + c_);
+    lo_ = pw.act_lo_, hi_ = pw.act_hi_;
+    taps_ = dw.taps_;
+    dw_bias_ = dw.a_.bias ? std::vector<float>(dw.a_.bias, dw.a_.bias + c_) : std::vector<float>();
+    // the depthwise conv's multiply-adds weigh 8 (Depthwise::run); the 1x1's at 1
+    work_ = double(w_.size()) * double(hw_ * n_) + 8.0 * dw.macs;
+    macs = pw.macs + dw.macs;
+    kind = dw.kind;
+    label = pw.label + " + " + dw.label;  // (both end in " nchw" already)
+    chw_ = true;
+  }
+  // the operator for the pair, or null where it does not qualify (ops.h, fuse_expand_depthwise)
+  static std::unique_ptr<Op> fuse(const Op& expand, const Op& depthwise) {
+    const auto* pw = dynamic_cast<const Conv2D*>(&expand);
+    const auto* dw = dynamic_cast<const Depthwise*>(&depthwise);
+    if (!pw || !dw || !pw->chw() || !dw->chw() || !pw->wsrc_ || dw->via_rows() || dw->dm_ != 1 ||
+        dw->n_ != pw->n_ || dw->h_ != pw->h_ || dw->w_ != pw->w_ || dw->cout_ != pw->cout_)
+      return nullptr;
+    auto op = std::make_unique<ExpandDepthwise>(*pw, *dw);
+    op->in_ = pw->in_;
+    op->out_ = dw->out_;
+    return op;
+  }
+  bool chw_capable() const override { return true; }
+  void run(const RunCtx& r) const override {
+    const float* x = r.ptr[in_];
+    float* y = r.ptr[out_];
+    const int64_t kk = dw_.kh * dw_.kw;
+    const int64_t groups = c_ / rows_;
+    parallel_for(threads_for(r.threads, work_), n_ * groups, [&](int64_t task) {
+      const int64_t b = task / groups, g = task % groups, ch0 = g * rows_;
+      thread_local std::vector<float> planes;
+      if (int64_t(planes.size()) < rows_ * hw_) planes.resize(size_t(rows_ * hw_));
+      SparsePlaneArgs e;
+      e.x = x + b * cin_ * hw_, e.ld = hw_;
+      e.idx = idx_.data() + start_[g], e.w = w_.data() + start_[g] * rows_;
+      e.nnz = start_[g + 1] - start_[g];
+      e.rows = rows_;
+      e.bias = bias_.data() + ch0, e.lo = lo_, e.hi = hi_;
+      e.y = planes.data(), e.ldy = hw_, e.n = hw_;
+      vec_.sparse_plane(e);
+      for (int64_t k = 0; k < rows_; ++k) {
+        DwPlaneArgs a = dw_;
+        a.x = planes.data() + k * hw_;
+        a.wt = taps_.data() + (ch0 + k) * kk;
+        a.bias = dw_bias_.empty() ? 0.0f : dw_bias_[size_t(ch0 + k)];
+        a.y = y + (b * c_ + ch0 + k) * out_plane_;
+        vec_.dw_plane(a);
+      }
+    });
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  const VecOps& vec_;
+  DwPlaneArgs dw_;
+  int64_t rows_ = 1;            // channels per group (1 or 4)
+  std::vector<int64_t> start_;  // group g's nonzeros: [start_[g], start_[g + 1])
+  std::vector<int32_t> idx_;
+  std::vector<float> w_;  // [nonzero, rows_]
+  std::vector<float> bias_, taps_, dw_bias_;
+  float lo_ = 0, hi_ = 0;
+  double work_ = 0;
+  int64_t n_ = 0, cin_ = 0, c_ = 0, hw_ = 0, out_plane_ = 0;
 };
 
 // ------------------------------------------------------------------------ pools
@@ -1255,6 +1361,10 @@ class Layout : public Op {
 };
 
 }  // namespace
+
+std::unique_ptr<Op> fuse_expand_depthwise(const Op& expand, const Op& depthwise) {
+  return ExpandDepthwise::fuse(expand, depthwise);
+}
 
 std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64_t c, bool to_chw,
                                    Isa isa) {

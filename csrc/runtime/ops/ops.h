@@ -85,6 +85,11 @@ ActKind activation_kind(OpCode code, bool approximate);
 // Throws ModelError when shapes are inconsistent, UnsupportedError for unsupported variants.
 std::unique_ptr<Op> make_op(const Model& model, const OpDesc& desc, const OpOptions& opts);
 
+// A channel-major sparse 1x1 convolution and the channel-major depthwise conv that alone reads
+// its output, as one operator computing a plane of each per channel (ops.cpp, ExpandDepthwise),
+// reading expand's input and writing depthwise's output; null where the pair does not qualify.
+std::unique_ptr<Op> fuse_expand_depthwise(const Op& expand, const Op& depthwise);
+
 // The layout conversion the executor puts at a channel-major subgraph's edge: tensor `in`
 // [n, hw, c] (NHWC) to `out` [n, c, hw] when to_chw, else back.
 std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64_t c, bool to_chw,

@@ -77,6 +77,23 @@ inline bool dw_plane_direct(const DwPlaneArgs& a, int64_t lanes) {
          a.ow == a.w && a.w >= lanes + pad;
 }
 
+// Output planes of a sparse 1x1 convolution, channel-major: `rows` (1 or 4) channels sharing
+// their pattern of nonzeros, plane r: y[r * ldy + i] = clamp(bias[r] + sum_j w[j * rows + r] *
+// x[idx[j] * ld + i], lo, hi) for i < n, the nonzeros summed in their order (so a channel has the
+// same bits whether computed alone or in a group of 4).
+struct SparsePlaneArgs {
+  const float* x = nullptr;  // input planes, ld floats apart
+  int64_t ld = 0;
+  const int32_t* idx = nullptr;  // the nonzeros' input channels
+  const float* w = nullptr;      // and their weights, [nnz, rows]
+  int64_t nnz = 0;
+  int rows = 1;
+  const float* bias = nullptr;  // [rows]
+  float lo = 0, hi = 0;
+  float* y = nullptr;
+  int64_t ldy = 0, n = 0;
+};
+
 struct PoolRowArgs {
   const float* x = nullptr;  // [H, W, C]
   int64_t h = 0, w = 0, c = 0;
@@ -109,6 +126,7 @@ struct VecOps {
   // depthwise conv (depth multiplier 1), one output row
   void (*dw_row)(const DwRowArgs&);
   void (*dw_plane)(const DwPlaneArgs&);
+  void (*sparse_plane)(const SparsePlaneArgs&);
   void (*pool_row)(const PoolRowArgs&);
   // y[i] = clamp(a[i * sa] op b[i * sb], lo, hi), sa and sb 0 or 1
   void (*binary)(BinOp op, const float* a, int64_t sa, const float* b, int64_t sb, float* y,

@@ -630,6 +630,59 @@ void dw_plane(const DwPlaneArgs& a) {
   }
 }
 
+// R planes x NV vectors of outputs from column i: R * NV independent multiply-add chains per
+// nonzero, each vector of X loaded once for the R planes.
+template <int R, int NV>
+inline void sparse_plane_strip(const SparsePlaneArgs& a, int64_t i) {
+  const VA vlo = splat(a.lo), vhi = splat(a.hi);
+  VA acc[R][NV];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = splat(a.bias[r]);
+  const float* w = a.w;
+  for (int64_t j = 0; j < a.nnz; ++j, w += R) {
+    const float* xr = a.x + int64_t(a.idx[j]) * a.ld + i;
+    VA xv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) xv[v] = loadA(xr + v * kVA);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const VA wv = splat(w[r]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] += wv * xv[v];
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      const VA s = acc[r][v] < vlo ? vlo : acc[r][v];  // a NaN sum fails both tests and stays NaN
+      storeA(a.y + r * a.ldy + i + v * kVA, s > vhi ? vhi : s);
+    }
+}
+
+template <int R>
+void sparse_planes(const SparsePlaneArgs& a) {
+  // (one register of X and 8 / R sums per nonzero: 8 chains hide the multiply-add latency)
+  constexpr int NV = R == 1 ? 8 : kRegs >= 32 ? 4 : 2;
+  int64_t i = 0;
+  for (; i + NV * kVA <= a.n; i += NV * kVA) sparse_plane_strip<R, NV>(a, i);
+  for (; i + kVA <= a.n; i += kVA) sparse_plane_strip<R, 1>(a, i);
+  if (i == a.n) return;
+  if (a.n >= kVA) return sparse_plane_strip<R, 1>(a, a.n - kVA);  // overlapping: the same values
+  for (int r = 0; r < R; ++r)
+    for (int64_t k = i; k < a.n; ++k) {
+      float s = a.bias[r];
+      for (int64_t j = 0; j < a.nnz; ++j) s += a.w[j * R + r] * a.x[int64_t(a.idx[j]) * a.ld + k];
+      a.y[r * a.ldy + k] = s < a.lo ? a.lo : s > a.hi ? a.hi : s;
+    }
+}
+
+void sparse_plane(const SparsePlaneArgs& a) {
+  a.rows == 4 ? sparse_planes<4>(a) : sparse_planes<1>(a);
+}
+
 // One output row of a pool, NHWC. A register of channels (VA) at a time across the taps, stored
 // once per pixel (summing into y tap by tap waited on a store and a reload for every tap, 4x
 // slower); the taps in the same order from the same start as the scalar tail, so every channel
@@ -1388,8 +1441,9 @@ void wino_out(const float* m, int64_t ms, int64_t c, int64_t tiles, const float*
 }  // namespace
 
 extern const VecOps table;
-const VecOps table = {dw_row,      dw_plane, pool_row, binary,   activation, accumulate, transpose,
-                      softmax_row, matmul,   row_sum,  conv_row, wino_in,    wino_out,   kVA};
+const VecOps table = {dw_row,     dw_plane,   sparse_plane, pool_row,    binary,
+                      activation, accumulate, transpose,    softmax_row, matmul,
+                      row_sum,    conv_row,   wino_in,      wino_out,    kVA};
 
 }  // namespace EP_VEC_NS
 }  // namespace rt
