@@ -98,6 +98,112 @@ TEST(RuntimeVec, DepthwisePlaneMatchesReferenceOnEveryPath) {
   }
 }
 
+// Stride-2 planes read in place from zero padding (DwPlaneArgs::ld, dw_plane_s2: the fused
+// expansion's planes) give the bits of the same plane without padding (the phase-plane kernel):
+// both sum the bias, then every tap in (ky, kx) order. SAME and PAD + VALID geometries, odd sizes,
+// rows of one to several registers and of a register plus a few columns on every path.
+TEST(RuntimeVec, PaddedStride2PlanesEqualTheUnpaddedKernel) {
+  struct Case {
+    int64_t h, w, k, pad_t, pad_l, pad_b, pad_r;
+  };
+  const Case cases[] = {
+      {112, 112, 3, 0, 0, 1, 1},  // TFLite SAME on an even input
+      {112, 112, 3, 1, 1, 1, 1},  // PyTorch's padding 1 (a folded PAD + VALID)
+      {56, 56, 3, 1, 1, 0, 0},   {44, 41, 3, 0, 1, 1, 1}, {45, 43, 3, 1, 1, 1, 1},
+      {28, 28, 5, 1, 1, 2, 2},   {56, 57, 5, 2, 2, 2, 2}, {31, 70, 5, 2, 2, 1, 1},
+      {9, 40, 3, 1, 1, 1, 1},    {10, 33, 3, 1, 0, 1, 1}, {4, 36, 5, 2, 2, 2, 2},
+      {18, 17, 3, 1, 1, 1, 1},  // 9 outputs a row: one register plus one on AVX2
+      {16, 35, 3, 1, 1, 1, 1},  // 18: one AVX-512 register plus two
+  };
+  std::mt19937 rng(11);
+  for (const Case& c : cases) {
+    const int64_t oh = (c.h + c.pad_t + c.pad_b - c.k) / 2 + 1;
+    const int64_t ow = (c.w + c.pad_l + c.pad_r - c.k) / 2 + 1;
+    const auto x = ep::test::random_floats(rng, c.h * c.w);
+    const auto taps = ep::test::random_floats(rng, c.k * c.k);
+    for (ep::Isa isa : ep::test::runnable_isas()) {
+      const ep::rt::VecOps& v = ep::rt::vec_ops(isa);
+      ep::rt::DwPlaneArgs a;
+      a.x = x.data(), a.h = c.h, a.w = c.w, a.wt = taps.data(), a.bias = 0.25f;
+      a.kh = a.kw = c.k, a.stride_h = a.stride_w = 2;
+      a.pad_t = c.pad_t, a.pad_l = c.pad_l, a.oh = oh, a.ow = ow;
+      a.lo = -0.75f, a.hi = 1.5f;
+      if (!ep::rt::dw_padded_fits(a, v.lanes)) {
+        EXPECT_LT(ow, v.lanes) << ep::isa_name(isa) << " " << c.h << "x" << c.w;
+        continue;
+      }
+      std::vector<float> want(size_t(oh * ow));
+      a.y = want.data();
+      v.dw_plane(a);
+      int64_t bottom = 0, right = 0;
+      ep::rt::dw_padded_extent(a, v.lanes, &bottom, &right);
+      const int64_t ld = c.pad_l + c.w + right, rows = c.pad_t + c.h + bottom;
+      std::vector<float> padded(size_t(rows * ld), 0.0f);
+      for (int64_t iy = 0; iy < c.h; ++iy)
+        std::copy(x.begin() + iy * c.w, x.begin() + (iy + 1) * c.w,
+                  padded.begin() + (c.pad_t + iy) * ld + c.pad_l);
+      std::vector<float> y(size_t(oh * ow + 64), 123.0f);  // a canary past the plane
+      a.x = padded.data() + c.pad_t * ld + c.pad_l, a.ld = ld, a.y = y.data();
+      v.dw_plane(a);
+      for (int64_t i = 0; i < oh * ow; ++i)
+        ASSERT_EQ(y[size_t(i)], want[size_t(i)])
+            << ep::isa_name(isa) << " " << c.h << "x" << c.w << " k" << c.k << " at " << i;
+      for (int64_t i = oh * ow; i < int64_t(y.size()); ++i)
+        ASSERT_EQ(y[size_t(i)], 123.0f) << ep::isa_name(isa) << " wrote past the plane";
+    }
+  }
+}
+
+// A sparse 1x1's output planes (VecOps::sparse_plane) against a double-precision sum: one
+// channel or 4 sharing their nonzeros (each channel then has its bits when computed alone),
+// whole planes or lines written ld apart with the gaps untouched, lengths around the path's
+// registers and strips.
+TEST(RuntimeVec, SparsePlanesMatchTheirSumOnEveryPath) {
+  std::mt19937 rng(5);
+  const int64_t cin = 13;
+  for (int64_t n : {1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 56, 63, 64, 65, 130, 196, 784}) {
+    for (int64_t lines : {1, 3}) {
+      const auto x = ep::test::random_floats(rng, cin * n * lines);
+      const std::vector<int32_t> idx = {0, 2, 3, 7, 12};
+      const auto w = ep::test::random_floats(rng, int64_t(idx.size()) * 4);  // [nnz, 4]
+      const float bias[4] = {0.5f, -0.25f, 0.0f, 1.0f};
+      const int64_t ldl = n + 5, plane = lines * ldl;
+      for (ep::Isa isa : ep::test::runnable_isas()) {
+        const ep::rt::VecOps& v = ep::rt::vec_ops(isa);
+        ep::rt::SparsePlaneArgs a;
+        a.x = x.data(), a.ld = n * lines, a.idx = idx.data(), a.w = w.data();
+        a.nnz = int64_t(idx.size()), a.rows = 4, a.bias = bias, a.lo = -1.0f, a.hi = 1.25f;
+        a.n = n, a.lines = lines, a.ldl = ldl, a.ldy = plane;
+        std::vector<float> four(size_t(4 * plane), 77.0f);
+        a.y = four.data();
+        v.sparse_plane(a);
+        for (int r = 0; r < 4; ++r) {
+          std::vector<float> wr(idx.size());
+          for (size_t j = 0; j < idx.size(); ++j) wr[j] = w[j * 4 + size_t(r)];
+          std::vector<float> one(size_t(plane), 77.0f);
+          ep::rt::SparsePlaneArgs b = a;
+          b.rows = 1, b.w = wr.data(), b.bias = bias + r, b.y = one.data();
+          v.sparse_plane(b);
+          for (int64_t l = 0; l < lines; ++l)
+            for (int64_t i = 0; i < ldl; ++i) {
+              const float got = four[size_t(r * plane + l * ldl + i)];
+              ASSERT_EQ(got, one[size_t(l * ldl + i)]) << ep::isa_name(isa) << " n " << n;
+              if (i >= n) {
+                ASSERT_EQ(got, 77.0f) << ep::isa_name(isa) << " wrote between lines";
+                continue;
+              }
+              double s = bias[r];
+              for (size_t j = 0; j < idx.size(); ++j)
+                s += double(wr[j]) * x[size_t(idx[j] * n * lines + l * n + i)];
+              s = std::min(std::max(s, -1.0), 1.25);
+              ASSERT_NEAR(got, s, 1e-5) << ep::isa_name(isa) << " n " << n << " line " << l;
+            }
+        }
+      }
+    }
+  }
+}
+
 TEST(RuntimeVec, DepthwiseRowMatchesReferenceOnEveryPath) {
   struct Case {
     int64_t h, w, c, k, stride, pad;

@@ -768,6 +768,17 @@ class ExpandDepthwise : public Op {
     lo_ = pw.act_lo_, hi_ = pw.act_hi_;
     taps_ = dw.taps_;
     dw_bias_ = dw.a_.bias ? std::vector<float>(dw.a_.bias, dw.a_.bias + c_) : std::vector<float>();
+    // Stride-2 pairs write each expanded plane into zero padding, which the depthwise kernel
+    // then reads in place (vec.h, DwPlaneArgs::ld): no phase planes or edge copies per plane.
+    h_ = pw.h_, w_cols_ = pw.w_;
+    padded_ = dw_padded_fits(dw_, vec_.lanes);
+    if (padded_) {
+      dw_padded_extent(dw_, vec_.lanes, &bottom_, &right_);
+      ld_ = dw_.pad_l + w_cols_ + right_;
+      plane_ = (dw_.pad_t + h_ + bottom_) * ld_;
+    } else {
+      ld_ = w_cols_, plane_ = hw_;
+    }
     // the depthwise conv's multiply-adds weigh 8 (Depthwise::run); the 1x1's at 1
     work_ = double(w_.size()) * double(hw_ * n_) + 8.0 * dw.macs;
     macs = pw.macs + dw.macs;
@@ -796,18 +807,27 @@ class ExpandDepthwise : public Op {
     parallel_for(threads_for(r.threads, work_), n_ * groups, [&](int64_t task) {
       const int64_t b = task / groups, g = task % groups, ch0 = g * rows_;
       thread_local std::vector<float> planes;
-      if (int64_t(planes.size()) < rows_ * hw_) planes.resize(size_t(rows_ * hw_));
+      if (int64_t(planes.size()) < rows_ * plane_) planes.resize(size_t(rows_ * plane_));
+      // where each plane's input (0, 0) is
+      float* at = planes.data() + (padded_ ? dw_.pad_t * ld_ + dw_.pad_l : 0);
+      if (padded_)
+        for (int64_t k = 0; k < rows_; ++k) zero_padding(planes.data() + k * plane_);
       SparsePlaneArgs e;
       e.x = x + b * cin_ * hw_, e.ld = hw_;
       e.idx = idx_.data() + start_[g], e.w = w_.data() + start_[g] * rows_;
       e.nnz = start_[g + 1] - start_[g];
       e.rows = rows_;
       e.bias = bias_.data() + ch0, e.lo = lo_, e.hi = hi_;
-      e.y = planes.data(), e.ldy = hw_, e.n = hw_;
+      e.y = at, e.ldy = plane_;
+      if (padded_)
+        e.n = w_cols_, e.lines = h_, e.ldl = ld_;
+      else
+        e.n = hw_;
       vec_.sparse_plane(e);
       for (int64_t k = 0; k < rows_; ++k) {
         DwPlaneArgs a = dw_;
-        a.x = planes.data() + k * hw_;
+        a.x = at + k * plane_;
+        if (padded_) a.ld = ld_;
         a.wt = taps_.data() + (ch0 + k) * kk;
         a.bias = dw_bias_.empty() ? 0.0f : dw_bias_[size_t(ch0 + k)];
         a.y = y + (b * c_ + ch0 + k) * out_plane_;
@@ -828,6 +848,21 @@ class ExpandDepthwise : public Op {
   float lo_ = 0, hi_ = 0;
   double work_ = 0;
   int64_t n_ = 0, cin_ = 0, c_ = 0, hw_ = 0, out_plane_ = 0;
+  // an expanded plane's buffer: rows ld_ floats apart, plane_ floats a plane; padded_: zero rows
+  // and columns around the input (pad_t / pad_l before, bottom_ / right_ after)
+  bool padded_ = false;
+  int64_t h_ = 0, w_cols_ = 0, ld_ = 0, plane_ = 0, bottom_ = 0, right_ = 0;
+  // the zeros around a padded plane's input (the expansion writes only the input's place)
+  void zero_padding(float* p) const {
+    const int64_t top = dw_.pad_t * ld_, rows = dw_.pad_t + h_;
+    std::fill(p, p + top, 0.0f);
+    for (int64_t r = dw_.pad_t; r < rows; ++r) {
+      float* row = p + r * ld_;
+      std::fill(row, row + dw_.pad_l, 0.0f);
+      std::fill(row + dw_.pad_l + w_cols_, row + ld_, 0.0f);
+    }
+    std::fill(p + rows * ld_, p + plane_, 0.0f);
+  }
 };
 
 // ------------------------------------------------------------------------ pools

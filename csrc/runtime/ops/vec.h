@@ -7,6 +7,7 @@
 // Consumes: NHWC float rows (channels contiguous). Produces: float rows in caller memory.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "dispatch/isa.h"
@@ -64,7 +65,26 @@ struct DwPlaneArgs {
   float* y = nullptr;  // output plane [OH, OW]
   int64_t oh = 0, ow = 0;
   float lo = 0, hi = 0;
+  // ld > 0: x is a zero-padded plane, rows ld floats apart, whose zeros reach pad_t rows above
+  // and pad_l columns left of the input and dw_padded_extent's rows and columns past its end, so
+  // that where dw_padded_fits, every tap is read in place (a fused expansion writes its planes so)
+  int64_t ld = 0;
 };
+
+// Whether dw_plane runs a padded plane (DwPlaneArgs::ld) in place: KxK (3 or 5) at stride 2,
+// dilation 1, padding inside the filter, rows of at least one vector of `lanes` outputs.
+inline bool dw_padded_fits(const DwPlaneArgs& a, int64_t lanes) {
+  return (a.kh == 3 || a.kh == 5) && a.kw == a.kh && a.stride_h == 2 && a.stride_w == 2 &&
+         a.dil_h == 1 && a.dil_w == 1 && a.pad_t < a.kh && a.pad_l < a.kw && a.ow >= lanes &&
+         a.oh >= 1;
+}
+// The zero rows below and columns right of the input a padded plane needs (dw_padded_fits):
+// the last output row's taps, and the last vector's loads (2 * lanes columns from each of its
+// (K + 1) / 2 column pairs, one past its last tap).
+inline void dw_padded_extent(const DwPlaneArgs& a, int64_t lanes, int64_t* bottom, int64_t* right) {
+  *bottom = std::max<int64_t>(0, 2 * (a.oh - 1) - a.pad_t + a.kh - a.h);
+  *right = std::max<int64_t>(0, 2 * (a.ow - lanes) - a.pad_l + 2 * lanes + a.kw - 1 - a.w);
+}
 
 // Whether dw_plane runs `a` straight from the input plane (3x3 and 5x5 at stride 1 with SAME
 // padding, rows of at least a vector of `lanes` floats and the filter's reach): no padded copy,
@@ -78,9 +98,10 @@ inline bool dw_plane_direct(const DwPlaneArgs& a, int64_t lanes) {
 }
 
 // Output planes of a sparse 1x1 convolution, channel-major: `rows` (1 or 4) channels sharing
-// their pattern of nonzeros, plane r: y[r * ldy + i] = clamp(bias[r] + sum_j w[j * rows + r] *
-// x[idx[j] * ld + i], lo, hi) for i < n, the nonzeros summed in their order (so a channel has the
-// same bits whether computed alone or in a group of 4).
+// their pattern of nonzeros, computed `lines` lines of n columns at a time (the input lines
+// contiguous, the output's ldl apart: a padded plane's rows). Output (r, line, i) = clamp(bias[r]
+// + sum_j w[j * rows + r] * x[idx[j] * ld + line * n + i], lo, hi), the nonzeros summed in their
+// order, so a channel has the same bits whether computed alone or in a group of 4.
 struct SparsePlaneArgs {
   const float* x = nullptr;  // input planes, ld floats apart
   int64_t ld = 0;
@@ -90,8 +111,9 @@ struct SparsePlaneArgs {
   int rows = 1;
   const float* bias = nullptr;  // [rows]
   float lo = 0, hi = 0;
-  float* y = nullptr;
+  float* y = nullptr;  // output plane r at y + r * ldy
   int64_t ldy = 0, n = 0;
+  int64_t lines = 1, ldl = 0;
 };
 
 struct PoolRowArgs {

@@ -610,7 +610,112 @@ void dw_plane_s1(const DwPlaneArgs& a) {
   if (oy < h) rows_at(std::integral_constant<int, 1>{}, oy);
 }
 
+// The even and odd columns of the 2 * kVA floats at p: columns p[2i] and p[2i + 1], i < kVA, in
+// the lane order stride2_store puts back in column order.
+inline void load_phases(const float* p, VA* even, VA* odd) {
+  const VA a = loadA(p), b = loadA(p + kVA);
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  // One in-lane vshufps per phase: lane i holds output column 0 1 4 5 2 3 6 7 [i], restored once
+  // per output register by one vpermpd. In column order each phase took two 4-float loads and
+  // an insert, or a lane-crossing shuffle (a 3x3/2 plane ran 1.4x longer).
+  *even = __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14);
+  *odd = __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
+#else
+  *even = even_lanes(a, b, std::make_index_sequence<kVA>());
+  *odd = odd_lanes(a, b, std::make_index_sequence<kVA>());
+#endif
+}
+
+// v (sums in load_phases' lane order) stored in column order at p
+inline void stride2_store(float* p, VA v) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  storeA(p, __builtin_shufflevector(v, v, 0, 1, 4, 5, 2, 3, 6, 7));
+#else
+  storeA(p, v);
+#endif
+}
+
+// Input row R of a step of NP output rows x NV registers at stride 2 (tap row R - 2v of output
+// row v): its K tap columns per register, from p, added into the rows it reaches.
+template <int K, int NP, int NV, int R>
+__attribute__((always_inline)) inline void dw_s2_row(const float* p, const VA* wv, VA (*acc)[NV]) {
+  constexpr int B = (K - 1) / 2;
+#pragma GCC unroll 2
+  for (int c = 0; c < NV; ++c) {
+    VA t[2 * B + 2];
+#pragma GCC unroll 3
+    for (int b = 0; b <= B; ++b) load_phases(p + 2 * c * kVA + 2 * b, &t[2 * b], &t[2 * b + 1]);
+#pragma GCC unroll 4
+    for (int v = 0; v < NP; ++v) {
+      const int ky = R - 2 * v;
+      if (ky >= 0 && ky < K) {
+#pragma GCC unroll 5
+        for (int kx = 0; kx < K; ++kx) acc[v][c] += wv[ky * K + kx] * t[kx];
+      }
+    }
+  }
+}
+
+// NP output rows x NV registers of columns from x (the step's first input row, its first tap
+// column), input rows ld floats apart
+template <int K, int NP, int NV, size_t... R>
+__attribute__((always_inline)) inline void dw_s2_step(const float* x, int64_t ld, const VA* wv,
+                                                      VA vb, VA vlo, VA vhi, float* y, int64_t ldy,
+                                                      std::index_sequence<R...>) {
+  VA acc[NP][NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NP; ++v)
+#pragma GCC unroll 2
+    for (int c = 0; c < NV; ++c) acc[v][c] = vb;
+  (dw_s2_row<K, NP, NV, int(R)>(x + int64_t(R) * ld, wv, acc), ...);
+#pragma GCC unroll 4
+  for (int v = 0; v < NP; ++v)
+#pragma GCC unroll 2
+    for (int c = 0; c < NV; ++c) {
+      const VA q = acc[v][c] < vlo ? vlo : acc[v][c];  // a NaN sum fails both tests, stays NaN
+      stride2_store(y + v * ldy + c * kVA, q > vhi ? vhi : q);
+    }
+}
+
+// KxK at stride 2 on a zero-padded plane (dw_padded_fits): each input row's columns split into
+// their even and odd phases in registers (load_phases), tap kx of output column ox reading phase
+// kx % 2 of the 2 * kVA columns from 2 ox - pad_l + 2 (kx / 2); the padding's zeros are read like
+// the input. 4 output rows (9 input rows for 3x3) x 2 registers per step: 8 chains of K * K
+// multiply-adds, the K * K weights in memory operands where registers run out. No phase planes
+// are written and read back (dw_plane_k's fill of them, half its stores split over cache lines,
+// was 60 % of a 3x3/2 plane on AVX2). Each output sums the bias, then every tap (zeros
+// included) in (ky, kx) order, as dw_plane_k does: the same bits.
+template <int K>
+void dw_plane_s2(const DwPlaneArgs& a) {
+  constexpr int PR = 4;
+  VA wv[K * K];
+#pragma GCC unroll 25
+  for (int j = 0; j < K * K; ++j) wv[j] = splat(a.wt[j]);
+  const VA vb = splat(a.bias), vlo = splat(a.lo), vhi = splat(a.hi);
+  const int64_t last_ox = a.ow - kVA;
+  auto rows_at = [&](auto np, int64_t oy) {
+    constexpr int NP = decltype(np)::value;
+    constexpr auto seq = std::make_index_sequence<2 * NP + K - 2>();
+    const float* x = a.x + (2 * oy - a.pad_t) * a.ld - a.pad_l;
+    float* y = a.y + oy * a.ow;
+    using One = std::integral_constant<int, 1>;
+    using Two = std::integral_constant<int, 2>;
+    int64_t ox = 0;
+    for (; ox + 2 * kVA <= a.ow; ox += 2 * kVA)
+      dw_s2_step<K, NP, Two::value>(x + 2 * ox, a.ld, wv, vb, vlo, vhi, y + ox, a.ow, seq);
+    for (; ox < a.ow; ox += kVA) {  // the last one ends at the row's end (the same values again)
+      const int64_t o = std::min(ox, last_ox);
+      dw_s2_step<K, NP, One::value>(x + 2 * o, a.ld, wv, vb, vlo, vhi, y + o, a.ow, seq);
+    }
+  };
+  int64_t oy = 0;
+  for (; oy + PR <= a.oh; oy += PR) rows_at(std::integral_constant<int, PR>{}, oy);
+  for (; oy < a.oh; ++oy) rows_at(std::integral_constant<int, 1>{}, oy);
+}
+
 void dw_plane(const DwPlaneArgs& a) {
+  if (a.ld > 0)  // (set only where dw_padded_fits: the caller checks)
+    return a.kh == 3 ? dw_plane_s2<3>(a) : dw_plane_s2<5>(a);
   const bool square = a.kh == a.kw && a.dil_h == 1 && a.dil_w == 1 && a.stride_h == a.stride_w;
   if (dw_plane_direct(a, kVA)) return a.kh == 3 ? dw_plane_s1<3>(a) : dw_plane_s1<5>(a);
   if (square && a.kh == 3 && a.stride_w == 1) return dw_plane_k<3, 1>(a);
@@ -662,21 +767,39 @@ inline void sparse_plane_strip(const SparsePlaneArgs& a, int64_t i) {
     }
 }
 
+// sparse_plane_strip of `count` (< sizeof...(C)) registers from column i
+template <int R, int... C>
+inline void sparse_plane_rest(const SparsePlaneArgs& a, int64_t i, int64_t count,
+                              std::integer_sequence<int, C...>) {
+  ((C > 0 && C == count ? sparse_plane_strip<R, (C > 0 ? C : 1)>(a, i) : void()), ...);
+}
+
 template <int R>
 void sparse_planes(const SparsePlaneArgs& a) {
   // (one register of X and 8 / R sums per nonzero: 8 chains hide the multiply-add latency)
   constexpr int NV = R == 1 ? 8 : kRegs >= 32 ? 4 : 2;
-  int64_t i = 0;
-  for (; i + NV * kVA <= a.n; i += NV * kVA) sparse_plane_strip<R, NV>(a, i);
-  for (; i + kVA <= a.n; i += kVA) sparse_plane_strip<R, 1>(a, i);
-  if (i == a.n) return;
-  if (a.n >= kVA) return sparse_plane_strip<R, 1>(a, a.n - kVA);  // overlapping: the same values
-  for (int r = 0; r < R; ++r)
-    for (int64_t k = i; k < a.n; ++k) {
-      float s = a.bias[r];
-      for (int64_t j = 0; j < a.nnz; ++j) s += a.w[j * R + r] * a.x[int64_t(a.idx[j]) * a.ld + k];
-      a.y[r * a.ldy + k] = s < a.lo ? a.lo : s > a.hi ? a.hi : s;
+  const int64_t n = a.n;
+  for (int64_t line = 0; line < a.lines; ++line) {
+    SparsePlaneArgs l = a;  // one line: n columns
+    l.x = a.x + line * n, l.y = a.y + line * a.ldl;
+    int64_t i = 0;
+    for (; i + NV * kVA <= n; i += NV * kVA) sparse_plane_strip<R, NV>(l, i);
+    // the whole registers left as one strip (a padded plane's lines are short: a 56-column line
+    // is 7 registers, which one register at a time ran as 7 single chains)
+    sparse_plane_rest<R>(l, i, (n - i) / kVA, std::make_integer_sequence<int, NV>());
+    i += (n - i) / kVA * kVA;
+    if (i == n) continue;
+    if (n >= kVA) {
+      sparse_plane_strip<R, 1>(l, n - kVA);  // overlapping: the same values
+      continue;
     }
+    for (int r = 0; r < R; ++r)
+      for (int64_t k = i; k < n; ++k) {
+        float s = l.bias[r];
+        for (int64_t j = 0; j < l.nnz; ++j) s += l.w[j * R + r] * l.x[int64_t(l.idx[j]) * l.ld + k];
+        l.y[r * l.ldy + k] = s < l.lo ? l.lo : s > l.hi ? l.hi : s;
+      }
+  }
 }
 
 void sparse_plane(const SparsePlaneArgs& a) {
