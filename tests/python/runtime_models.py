@@ -207,7 +207,7 @@ def expand_depthwise_chain(seed=0, block=1) -> bytes:
     """Inverted-residual pairs the runtime fuses: a sparse 1x1 expansion (block=1: 90 %
     unstructured in TFLite's sparse encoding; 4: 4x1 blocks at 80 %, stored dense) read only by
     a depthwise conv on planes of more than 400 outputs, both channel-major: 3x3/2 SAME with a
-    fused RELU6 on both, 5x5/1 SAME without activations, PAD + dilated 3x3 VALID after a
+    fused RELU6 on both, 5x5/2 and 5x5/1 SAME without activations, PAD + dilated 3x3 VALID after a
     RELU_N1_TO_1 expansion. One expansion is also read by a MEAN (not fused), and the 7x7
     depthwise layer's output plane is small (not fused: the row kernel). Batch 2, odd widths."""
     rng = np.random.default_rng(seed)
@@ -220,6 +220,7 @@ def expand_depthwise_chain(seed=0, block=1) -> bytes:
     x = b.input([2, 44, 41, 8])
     y = b.depthwise(sparse(x, 8, 24, act="relu6"), _w(rng, 1, 3, 3, 24), _w(rng, 24), stride=2, act="relu6")
     p = sparse(y, 24, 16)  # 22x21
+    p = b.binary("add", p, b.depthwise(sparse(x, 8, 16), _w(rng, 1, 5, 5, 16), _w(rng, 16), stride=2))
     y = b.depthwise(sparse(p, 16, 48), _w(rng, 1, 5, 5, 48), _w(rng, 48))
     r = b.binary("add", p, sparse(y, 48, 16))
     e = sparse(r, 16, 32, act="relu_n1_to_1")

@@ -503,6 +503,7 @@ def test_expansions_and_their_depthwise_convs_run_as_one_operator(block):
     # not: the expansion a MEAN also reads, and the 7x7/3 conv (8x7 outputs: the row kernel)
     assert [lbl for lbl in labels if " + " in lbl] == [
         "CONV_2D 1x1/1 8->24 sparse 44x41 nchw + DEPTHWISE_CONV_2D 3x3/2 24 22x21 nchw",
+        "CONV_2D 1x1/1 8->16 sparse 44x41 nchw + DEPTHWISE_CONV_2D 5x5/2 16 22x21 nchw",
         "CONV_2D 1x1/1 16->48 sparse 22x21 nchw + DEPTHWISE_CONV_2D 5x5/1 48 22x21 nchw",
         "CONV_2D 1x1/1 16->32 sparse 22x21 nchw + DEPTHWISE_CONV_2D 3x3/1 32 22x21 nchw",
     ], labels
