@@ -617,7 +617,7 @@ inline void load_phases(const float* p, VA* even, VA* odd) {
 #if defined(__AVX2__) && !defined(__AVX512F__)
   // One in-lane vshufps per phase: lane i holds output column 0 1 4 5 2 3 6 7 [i], restored once
   // per output register by one vpermpd. In column order each phase took two 4-float loads and
-  // an insert, or a lane-crossing shuffle (a 3x3/2 plane ran 1.4x longer).
+  // an insert, or a lane-crossing shuffle (the interior of a 3x3/2 plane ran 1.2x longer).
   *even = __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14);
   *odd = __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
 #else
