@@ -518,6 +518,27 @@ def test_expansions_and_their_depthwise_convs_run_as_one_operator(block):
     assert _rel(ep.runtime.load(data, sparse=False)(*x)[0], want[0]) < 1e-4
 
 
+def test_fused_pairs_of_models_run_in_turn_on_one_thread_keep_their_values():
+    # The fused pairs' plane buffers are per thread and keep their zero padding between one op's
+    # tasks: models whose stride-2 pairs have other geometries, run in turn on the same threads
+    # and loaded again after others were freed, must each still match LiteRT and their own bits.
+    from runtime_models import expand_depthwise_chain, sparse_chw_chain
+
+    files = [expand_depthwise_chain(block=1), sparse_chw_chain(block=1), expand_depthwise_chain(block=4)]
+    xs = [inputs_for(ep.runtime.load(f)) for f in files]
+    wants = [litert_run(f, x) for f, x in zip(files, xs)]
+    for threads in (1, 2):
+        first = [ep.runtime.load(f, threads=threads)(*x) for f, x in zip(files, xs)]
+        for got, want in zip(first, wants):
+            assert all(_rel(g, w) < 1e-4 for g, w in zip(got, want))
+        models = [ep.runtime.load(f, threads=threads) for f in files]
+        for _ in range(2):
+            for k in (0, 1, 2, 1, 0):
+                got = models[k](*xs[k])
+                assert all(np.array_equal(g, w) for g, w in zip(got, first[k])), (threads, k)
+        del models
+
+
 TCONV_CASES = [
     dict(k=2, stride=2, padding="valid", bias=True),  # the UNet upsampling form
     dict(k=3, stride=2, padding="same", bias=True, act="relu6"),

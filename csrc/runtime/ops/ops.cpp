@@ -7,6 +7,7 @@
 #include "runtime/ops/ops.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -770,6 +771,9 @@ class ExpandDepthwise : public Op {
     dw_bias_ = dw.a_.bias ? std::vector<float>(dw.a_.bias, dw.a_.bias + c_) : std::vector<float>();
     // Stride-2 pairs write each expanded plane into zero padding, which the depthwise kernel
     // then reads in place (vec.h, DwPlaneArgs::ld): no phase planes or edge copies per plane.
+    // (Stride 1 the same way, read without dw_plane_s1's lane shifts at the row ends, was no
+    // faster at 56x56 and slower at 14x14 and 28x28, whose short lines the expansion writes
+    // with short strips.)
     h_ = pw.h_, w_cols_ = pw.w_;
     padded_ = dw_padded_fits(dw_, vec_.lanes);
     if (padded_) {
@@ -806,12 +810,23 @@ class ExpandDepthwise : public Op {
     const int64_t groups = c_ / rows_;
     parallel_for(threads_for(r.threads, work_), n_ * groups, [&](int64_t task) {
       const int64_t b = task / groups, g = task % groups, ch0 = g * rows_;
+      // The padding's zeros stay between this op's tasks on a thread (the expansion writes only
+      // the input's place): they are written again only after another op used the buffer. Ops
+      // are told apart by a number never reused (an address can be, by the next model loaded).
       thread_local std::vector<float> planes;
-      if (int64_t(planes.size()) < rows_ * plane_) planes.resize(size_t(rows_ * plane_));
+      thread_local uint64_t zeroed_for = 0;
+      if (int64_t(planes.size()) < rows_ * plane_) {
+        planes.resize(size_t(rows_ * plane_));
+        zeroed_for = 0;
+      }
       // where each plane's input (0, 0) is
       float* at = planes.data() + (padded_ ? dw_.pad_t * ld_ + dw_.pad_l : 0);
-      if (padded_)
+      if (padded_ && zeroed_for != id_) {
         for (int64_t k = 0; k < rows_; ++k) zero_padding(planes.data() + k * plane_);
+        zeroed_for = id_;
+      } else if (!padded_) {
+        zeroed_for = 0;  // (unpadded planes overwrite the padding's place)
+      }
       SparsePlaneArgs e;
       e.x = x + b * cin_ * hw_, e.ld = hw_;
       e.idx = idx_.data() + start_[g], e.w = w_.data() + start_[g] * rows_;
@@ -851,6 +866,11 @@ class ExpandDepthwise : public Op {
   // an expanded plane's buffer: rows ld_ floats apart, plane_ floats a plane; padded_: zero rows
   // and columns around the input (pad_t / pad_l before, bottom_ / right_ after)
   bool padded_ = false;
+  const uint64_t id_ = next_id();  // tells the thread buffers' owners apart
+  static uint64_t next_id() {
+    static std::atomic<uint64_t> n{0};
+    return ++n;
+  }
   int64_t h_ = 0, w_cols_ = 0, ld_ = 0, plane_ = 0, bottom_ = 0, right_ = 0;
   // the zeros around a padded plane's input (the expansion writes only the input's place)
   void zero_padding(float* p) const {

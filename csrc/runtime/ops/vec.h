@@ -83,7 +83,7 @@ inline bool dw_padded_fits(const DwPlaneArgs& a, int64_t lanes) {
 // (K + 1) / 2 column pairs, one past its last tap).
 inline void dw_padded_extent(const DwPlaneArgs& a, int64_t lanes, int64_t* bottom, int64_t* right) {
   *bottom = std::max<int64_t>(0, 2 * (a.oh - 1) - a.pad_t + a.kh - a.h);
-  *right = std::max<int64_t>(0, 2 * (a.ow - lanes) - a.pad_l + 2 * lanes + a.kw - 1 - a.w);
+  *right = std::max<int64_t>(0, 2 * a.ow - a.pad_l + a.kw - 1 - a.w);
 }
 
 // Whether dw_plane runs `a` straight from the input plane (3x3 and 5x5 at stride 1 with SAME
