@@ -208,8 +208,9 @@ def expand_depthwise_chain(seed=0, block=1) -> bytes:
     unstructured in TFLite's sparse encoding; 4: 4x1 blocks at 80 %, stored dense) read only by
     a depthwise conv on planes of more than 400 outputs, both channel-major: 3x3/2 SAME with a
     fused RELU6 on both, 5x5/2 and 5x5/1 SAME without activations, PAD + dilated 3x3 VALID after a
-    RELU_N1_TO_1 expansion. One expansion is also read by a MEAN (not fused), and the 7x7
-    depthwise layer's output plane is small (not fused: the row kernel). Batch 2, odd widths."""
+    RELU_N1_TO_1 expansion, and 3x3/2 to an 11x11 plane (fused where a row of 11 outputs is at
+    least one register). One expansion is also read by a MEAN (not fused), and the 7x7/3 depthwise
+    layer's output plane is small (not fused: the row kernel). Batch 2, odd widths."""
     rng = np.random.default_rng(seed)
     b = Builder()
 
@@ -233,7 +234,9 @@ def expand_depthwise_chain(seed=0, block=1) -> bytes:
     y = b.depthwise(e, _w(rng, 1, 7, 7, 40), _w(rng, 40), stride=3, act="relu")
     y = b.binary("mul", y, gate)
     head = b.fc(b.mean(sparse(y, 40, 24), [1, 2], keep_dims=False), _w(rng, 10, 24), _w(rng, 10))
-    return b.finish([head])
+    # a small stride-2 plane (11x11 outputs: the row kernel unfused, a padded plane fused)
+    small = b.depthwise(sparse(q, 16, 24, act="relu6"), _w(rng, 1, 3, 3, 24), _w(rng, 24), stride=2)
+    return b.finish([head, b.mean(small, [1, 2], keep_dims=False)])
 
 
 def int8_cnn(sparse=False, seed=0) -> bytes:

@@ -770,7 +770,8 @@ class ExpandDepthwise : public Op {
     taps_ = dw.taps_;
     dw_bias_ = dw.a_.bias ? std::vector<float>(dw.a_.bias, dw.a_.bias + c_) : std::vector<float>();
     // Stride-2 pairs write each expanded plane into zero padding, which the depthwise kernel
-    // then reads in place (vec.h, DwPlaneArgs::ld): no phase planes or edge copies per plane.
+    // then reads in place (vec.h, DwPlaneArgs::ld): no phase planes or edge copies per plane,
+    // so small planes too (14x14 outputs, which the unfused op runs channel-minor).
     // (Stride 1 the same way, read without dw_plane_s1's lane shifts at the row ends, was no
     // faster at 56x56 and slower at 14x14 and 28x28, whose short lines the expansion writes
     // with short strips.)
@@ -787,15 +788,20 @@ class ExpandDepthwise : public Op {
     work_ = double(w_.size()) * double(hw_ * n_) + 8.0 * dw.macs;
     macs = pw.macs + dw.macs;
     kind = dw.kind;
-    label = pw.label + " + " + dw.label;  // (both end in " nchw" already)
+    // (both end in " nchw" already; the depthwise one may say " (rows)", the kernel of its
+    // small planes, which a padded plane does not use)
+    std::string dl = dw.label;
+    if (const size_t at = dl.rfind(" (rows)"); padded_ && at != std::string::npos) dl.erase(at);
+    label = pw.label + " + " + dl;
     chw_ = true;
   }
   // the operator for the pair, or null where it does not qualify (ops.h, fuse_expand_depthwise)
   static std::unique_ptr<Op> fuse(const Op& expand, const Op& depthwise) {
     const auto* pw = dynamic_cast<const Conv2D*>(&expand);
     const auto* dw = dynamic_cast<const Depthwise*>(&depthwise);
-    if (!pw || !dw || !pw->chw() || !dw->chw() || !pw->wsrc_ || dw->via_rows() || dw->dm_ != 1 ||
-        dw->n_ != pw->n_ || dw->h_ != pw->h_ || dw->w_ != pw->w_ || dw->cout_ != pw->cout_)
+    if (!pw || !dw || !pw->chw() || !dw->chw() || !pw->wsrc_ || dw->dm_ != 1 ||
+        (dw->via_rows() && !dw_padded_fits(dw->plane_, dw->vec_.lanes)) || dw->n_ != pw->n_ ||
+        dw->h_ != pw->h_ || dw->w_ != pw->w_ || dw->cout_ != pw->cout_)
       return nullptr;
     auto op = std::make_unique<ExpandDepthwise>(*pw, *dw);
     op->in_ = pw->in_;
