@@ -168,6 +168,13 @@ def inputs_for(model, seed=1) -> list[np.ndarray]:
     return [rng.standard_normal(i["shape"]).astype(np.float32) for i in model.inputs]
 
 
+def _sparse_1x1(b, rng, x, cin, cout, block, act=None):
+    """A 1x1 conv pruned as the sparse chains prune: block=1 90 % unstructured in TFLite's sparse
+    encoding, 4: 4x1 blocks at 80 % stored dense."""
+    w = _block_zeros(rng, _w(rng, cout, 1, 1, cin), 0.8) if block == 4 else _w(rng, cout, 1, 1, cin, zeros=0.9)
+    return b.conv2d(x, w, _w(rng, cout), act=act, sparse=1 if block == 1 else None)
+
+
 def sparse_chw_chain(seed=0, block=1) -> bytes:
     """A chain the runtime runs channel-major (NCHW) around sparse 1x1 convs (block=1: 90 %
     unstructured in TFLite's sparse encoding; 4: 4x1 blocks at 80 %, stored dense): depthwise
@@ -180,8 +187,7 @@ def sparse_chw_chain(seed=0, block=1) -> bytes:
     b = Builder()
 
     def sparse(x, cin, cout, act=None):
-        w = _block_zeros(rng, _w(rng, cout, 1, 1, cin), 0.8) if block == 4 else _w(rng, cout, 1, 1, cin, zeros=0.9)
-        return b.conv2d(x, w, _w(rng, cout), act=act, sparse=1 if block == 1 else None)
+        return _sparse_1x1(b, rng, x, cin, cout, block, act)
 
     x = b.input([2, 45, 43, 3])
     y = b.conv2d(x, _w(rng, 16, 3, 3, 3), _w(rng, 16), act="relu6")
@@ -215,8 +221,7 @@ def expand_depthwise_chain(seed=0, block=1) -> bytes:
     b = Builder()
 
     def sparse(x, cin, cout, act=None):
-        w = _block_zeros(rng, _w(rng, cout, 1, 1, cin), 0.8) if block == 4 else _w(rng, cout, 1, 1, cin, zeros=0.9)
-        return b.conv2d(x, w, _w(rng, cout), act=act, sparse=1 if block == 1 else None)
+        return _sparse_1x1(b, rng, x, cin, cout, block, act)
 
     x = b.input([2, 44, 41, 8])
     y = b.depthwise(sparse(x, 8, 24, act="relu6"), _w(rng, 1, 3, 3, 24), _w(rng, 24), stride=2, act="relu6")

@@ -31,6 +31,13 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
+def _with_litert(data: bytes):
+    """The file, the model loaded with defaults, its seeded inputs and LiteRT's outputs on them."""
+    m = ep.runtime.load(data)
+    x = inputs_for(m)
+    return data, m, x, litert_run(data, x)
+
+
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def case(request):
     data = MODELS[request.param]()
@@ -452,10 +459,7 @@ def test_bench_runs_the_edgeprune_runtime_with_its_profiler(tmp_path):
 def test_sparse_chains_run_channel_major_and_match_litert(block):
     from runtime_models import sparse_chw_chain
 
-    data = sparse_chw_chain(block=block)
-    m = ep.runtime.load(data)
-    x = inputs_for(m)
-    want = litert_run(data, x)
+    data, m, x, want = _with_litert(sparse_chw_chain(block=block))
     labels = [lbl for _, lbl, _ in m.profile(runs=1)]
     to_chw = [lbl for lbl in labels if lbl.startswith("layout NHWC->NCHW")]
     to_nhwc = [lbl for lbl in labels if lbl.startswith("layout NCHW->NHWC")]
@@ -494,10 +498,7 @@ def test_sparse_chains_run_channel_major_and_match_litert(block):
 def test_expansions_and_their_depthwise_convs_run_as_one_operator(block):
     from runtime_models import expand_depthwise_chain
 
-    data = expand_depthwise_chain(block=block)
-    m = ep.runtime.load(data)
-    x = inputs_for(m)
-    want = litert_run(data, x)
+    data, m, x, want = _with_litert(expand_depthwise_chain(block=block))
     labels = [lbl for _, lbl in m.operators]
     # fused: every sparse 1x1 read only by a depthwise conv on planes of more than 400 outputs,
     # or at stride 2 on rows of at least one register; not: the expansion a MEAN also reads,
