@@ -525,6 +525,29 @@ def test_expansions_and_their_depthwise_convs_run_as_one_operator(block):
     assert all(_rel(g, w) < 1e-4 for g, w in zip(ep.runtime.load(data, sparse=False)(*x), want))
 
 
+@pytest.mark.parametrize("k,pad", [(3, "same"), (5, "same"), (3, "valid")])
+def test_fused_stride_2_pairs_on_large_planes_match_litert(k, pad):
+    # MobileNet's first expansion size (112x110 inputs, 16 channels): SAME, and PyTorch's
+    # padding 1 as the converters write it (PAD + VALID, folded into the depthwise conv)
+    from runtime_models import Builder, _sparse_1x1, _w
+
+    rng = np.random.default_rng(3)
+    b = Builder()
+    x = b.input([1, 112, 110, 16])
+    e = _sparse_1x1(b, rng, x, 16, 20, block=1, act="relu6")
+    if pad == "valid":
+        e = b.pad(e, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    y = b.depthwise(e, _w(rng, 1, k, k, 20), _w(rng, 20), stride=2, padding=pad, act="relu6")
+    # (a model output stays NHWC, so the depthwise conv's output goes on to a projection)
+    data, m, xs, want = _with_litert(b.finish([_sparse_1x1(b, rng, y, 20, 8, block=1)]))
+    fused = [lbl for _, lbl in m.operators if " + DEPTHWISE" in lbl]
+    assert fused == [f"CONV_2D 1x1/1 16->20 sparse 112x110 nchw + DEPTHWISE_CONV_2D {k}x{k}/2 20 56x55 nchw"]
+    for isa in ISAS:
+        outs = [ep.runtime.load(data, isa=isa, threads=t)(*xs)[0] for t in (1, 2, 4)]
+        assert _rel(outs[0], want[0]) < 1e-4, (isa, _rel(outs[0], want[0]))
+        assert all(np.array_equal(o, outs[0]) for o in outs[1:]), isa
+
+
 def test_fused_pairs_of_models_run_in_turn_on_one_thread_keep_their_values():
     # The fused pairs' plane buffers are per thread and keep their zero padding between one op's
     # tasks: models whose stride-2 pairs have other geometries, run in turn on the same threads
