@@ -4,7 +4,8 @@
 // with vec_ops(isa); each loop's result depends only on its own arguments, never on how an
 // operator splits work over threads.
 //
-// Consumes: NHWC float rows (channels contiguous). Produces: float rows in caller memory.
+// Consumes: NHWC float rows (channels contiguous) and channel planes (NCHW). Produces: float rows
+// and planes in caller memory.
 #pragma once
 
 #include <algorithm>
