@@ -58,6 +58,19 @@ void bounds(FusedAct a, float* lo, float* hi) {
   *hi = a == FusedAct::relu6 ? 6.0f : a == FusedAct::relu_n1_to_1 ? 1.0f : kInf;
 }
 
+// Whether every 4 consecutive rows of W[m, k] share their pattern of zeros (a 4x1-block pruned
+// layer): the sparse kernels then load each input vector once for 4 output channels.
+bool block4(const float* w, int64_t m, int64_t k) {
+  if (m % 4) return false;
+  for (int64_t r = 0; r < m; r += 4)
+    for (int64_t j = 0; j < k; ++j) {
+      const bool nz = w[r * k + j] != 0.0f;
+      for (int64_t t = 1; t < 4; ++t)
+        if ((w[(r + t) * k + j] != 0.0f) != nz) return false;
+    }
+  return true;
+}
+
 // A GEMM over packed weights, dense or sparse: y[N, M] = act(x[N, K] W^T + b).
 class Linear {
  public:
@@ -91,17 +104,6 @@ class Linear {
   const DenseLinear* dense() const { return dense_.get(); }
 
  private:
-  // 4 consecutive output channels share their pattern of zeros (a 4x1-block pruned layer)
-  static bool block4(const float* w, int64_t m, int64_t k) {
-    if (m % 4) return false;
-    for (int64_t r = 0; r < m; r += 4)
-      for (int64_t j = 0; j < k; ++j) {
-        const bool nz = w[r * k + j] != 0.0f;
-        for (int64_t t = 1; t < 4; ++t)
-          if ((w[(r + t) * k + j] != 0.0f) != nz) return false;
-      }
-    return true;
-  }
   std::unique_ptr<DenseLinear> dense_;
   std::unique_ptr<SparseLinear> sparse_;
 };
@@ -748,13 +750,8 @@ class ExpandDepthwise : public Op {
     n_ = pw.n_, cin_ = pw.cin_, c_ = pw.cout_, hw_ = pw.h_ * pw.w_;
     out_plane_ = dw.oh_ * dw.a_.ow;
     const float* w = pw.wsrc_;
-    // groups of 4 channels with one pattern of nonzeros (a 4x1-block pruned layer) share each
-    // load of an input vector, as the b4 SpMM kernel does
-    rows_ = c_ % 4 == 0 ? 4 : 1;
-    for (int64_t co = 0; co < c_ && rows_ == 4; co += 4)
-      for (int64_t ci = 0; ci < cin_ && rows_ == 4; ++ci)
-        for (int64_t r = 1; r < 4; ++r)
-          if ((w[(co + r) * cin_ + ci] != 0.0f) != (w[co * cin_ + ci] != 0.0f)) rows_ = 1;
+    // groups of 4 channels with one pattern of nonzeros share each load of an input vector
+    rows_ = block4(w, c_, cin_) ? 4 : 1;
     start_.push_back(0);
     for (int64_t co = 0; co < c_; co += rows_) {
       for (int64_t ci = 0; ci < cin_; ++ci)
