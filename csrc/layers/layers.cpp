@@ -431,6 +431,29 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   });
 }
 
+void SparseLinear::forward_kn_part(const float* x, int64_t ldx, int64_t n, float* y,
+                                   int64_t ldy) const {
+  if (dense_ || n < part_align() || ldx < n || ldy < n)
+    throw std::invalid_argument("forward_kn_part needs the sparse kernels and " +
+                                std::to_string(part_align()) + " columns or more");
+  // forward_kn's one-thread call on these columns (no channel table or row groups at this n)
+  SpmmF32Args p;
+  p.x = x;
+  p.ldx = ldx;
+  p.y = y;
+  p.ldy = ldy;
+  p.n = n;
+  p.m = m_;
+  p.k = k_;
+  p.values = packed_.values.data();
+  p.nnz = packed_.nnz.data();
+  p.deltas = packed_.deltas.data();
+  p.tiles = plan_for(n);
+  p.lo = lo_;
+  p.hi = hi_;
+  kern_.fn(p);
+}
+
 void SparseLinear::forward(const float* x, int64_t n, float* y, int threads) const {
   if (dense_) return dense_->forward(x, n, y, threads);
   // One row: x[1, K] and y[1, M] are X[K, 1] and Y[M, 1] in memory, no transposes.

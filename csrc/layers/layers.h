@@ -73,6 +73,14 @@ class SparseLinear {
                SparseKernel kernel, Isa isa);
   void forward(const float* x, int64_t n, float* y, int threads) const;
   void forward_kn(const float* x, int64_t n, float* y, int threads) const;
+  // One thread, columns [0, n) of X's rows ldx apart into Y's rows ldy apart, for a layer that
+  // uses the sparse kernels (uses_sparse) and n of at least part_align(). Each column gets the
+  // bits a forward_kn call gives it when the part starts there on a multiple of part_align()
+  // columns and ends with the call's columns or on such a multiple.
+  void forward_kn_part(const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) const;
+  // the kernel's widest strip of columns outside a tile plan: 4 vectors (a column's sum order
+  // depends on which strip computes it; a plan's strips do not change it)
+  int64_t part_align() const { return 4 * int64_t(kern_.tile); }
   int64_t m() const { return m_; }
   int64_t k() const { return k_; }
   int64_t nnz() const { return nnz_; }                    // nonzero weights of W

@@ -452,6 +452,16 @@ void CompiledModel::fuse_channel_major() {
     ops_[k] = std::move(fused);
     io_[k].output = io_[r].output;
     drop[r] = true;
+    // and the projection that alone reads the pair's output
+    const int t2 = io_[k].output;
+    if (readers[size_t(t2)] != 1) continue;
+    const size_t r2 = size_t(reader[size_t(t2)]);
+    if (!io_[r2].subst.empty()) continue;
+    std::unique_ptr<Op> block = fuse_expand_project(ops_[k], *ops_[r2]);
+    if (!block) continue;
+    ops_[k] = std::move(block);
+    io_[k].output = io_[r2].output;
+    drop[r2] = true;
   }
   size_t kept = 0;
   for (size_t k = 0; k < ops_.size(); ++k) {

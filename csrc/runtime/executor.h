@@ -9,7 +9,9 @@
 // ConvNets"; XNNPACK's NCHW path). Where a tensor's producer and a reader differ in layout, a
 // layout operator writes a converted copy (an extra tensor) that the reader reads instead.
 // In those subgraphs a sparse 1x1 convolution and a depthwise conv that alone reads its output
-// become one operator (fuse_expand_depthwise): their middle tensor is never stored.
+// become one operator (fuse_expand_depthwise): their middle tensor is never stored. Such a pair
+// and a sparse 1x1 convolution that alone reads its output become one operator in turn
+// (fuse_expand_project): split over threads, by bands of pixels.
 // Context (one per thread): that block, the tensor pointers, the thread budget and the profiler.
 //
 // Consumes: .tflite bytes and options. Produces: output tensors in caller memory.

@@ -154,6 +154,69 @@ TEST(RuntimeVec, PaddedStride2PlanesEqualTheUnpaddedKernel) {
   }
 }
 
+// Bands of output rows (DwPlaneArgs::oy0, oy1: the fused blocks' tasks on several threads) give
+// the whole plane's bits and write only their rows, on both kernels that compute them
+// (dw_plane_bands): SAME at stride 1 straight from the input, and padded stride-2 planes. Bands
+// of one row, of a few rows, and ones that end at the plane's last row.
+TEST(RuntimeVec, PlaneBandsEqualTheWholePlane) {
+  struct Case {
+    int64_t h, w, k, stride;
+  };
+  const Case cases[] = {{56, 56, 3, 1},   {23, 22, 5, 1}, {14, 14, 3, 1}, {9, 17, 3, 1},
+                        {112, 110, 3, 2}, {44, 41, 5, 2}, {28, 28, 3, 2}, {18, 35, 3, 2}};
+  std::mt19937 rng(13);
+  for (const Case& c : cases) {
+    const int64_t pad = (c.k - 1) / 2, oh = (c.h + c.stride - 1) / c.stride;
+    const int64_t ow = (c.w + c.stride - 1) / c.stride;
+    const auto x = ep::test::random_floats(rng, c.h * c.w);
+    const auto taps = ep::test::random_floats(rng, c.k * c.k);
+    for (ep::Isa isa : ep::test::runnable_isas()) {
+      const ep::rt::VecOps& v = ep::rt::vec_ops(isa);
+      ep::rt::DwPlaneArgs a;
+      a.h = c.h, a.w = c.w, a.wt = taps.data(), a.bias = 0.25f;
+      a.kh = a.kw = c.k, a.stride_h = a.stride_w = c.stride;
+      // TFLite SAME: the padding before is half the total, rounded down
+      const int64_t total_h = std::max<int64_t>(0, (oh - 1) * c.stride + c.k - c.h);
+      const int64_t total_w = std::max<int64_t>(0, (ow - 1) * c.stride + c.k - c.w);
+      a.pad_t = c.stride == 1 ? pad : total_h / 2, a.pad_l = c.stride == 1 ? pad : total_w / 2;
+      a.oh = oh, a.ow = ow, a.lo = -0.75f, a.hi = 1.5f;
+      std::vector<float> padded;
+      if (c.stride == 2) {
+        if (!ep::rt::dw_padded_fits(a, v.lanes)) continue;
+        int64_t bottom = 0, right = 0;
+        ep::rt::dw_padded_extent(a, v.lanes, &bottom, &right);
+        const int64_t ld = a.pad_l + c.w + right;
+        padded.assign(size_t((a.pad_t + c.h + bottom) * ld), 0.0f);
+        for (int64_t iy = 0; iy < c.h; ++iy)
+          std::copy(x.begin() + iy * c.w, x.begin() + (iy + 1) * c.w,
+                    padded.begin() + (a.pad_t + iy) * ld + a.pad_l);
+        a.x = padded.data() + a.pad_t * ld + a.pad_l, a.ld = ld;
+      } else {
+        a.x = x.data();
+      }
+      if (!ep::rt::dw_plane_bands(a, v.lanes)) continue;
+      std::vector<float> whole(size_t(oh * ow));
+      a.y = whole.data();
+      v.dw_plane(a);
+      const int64_t cuts[] = {0, 1, oh / 3, oh / 3 + 1, oh - 2, oh};
+      for (size_t i = 0; i + 1 < std::size(cuts); ++i) {
+        const int64_t oy0 = cuts[i], oy1 = cuts[i + 1];
+        if (oy0 >= oy1) continue;
+        std::vector<float> y(size_t(oh * ow), 123.0f);
+        ep::rt::DwPlaneArgs b = a;
+        b.oy0 = oy0, b.oy1 = oy1, b.y = y.data() + oy0 * ow;
+        v.dw_plane(b);
+        for (int64_t j = 0; j < oh * ow; ++j) {
+          const bool in = j >= oy0 * ow && j < oy1 * ow;
+          ASSERT_EQ(y[size_t(j)], in ? whole[size_t(j)] : 123.0f)
+              << ep::isa_name(isa) << " " << c.h << "x" << c.w << " k" << c.k << "/" << c.stride
+              << " rows " << oy0 << ".." << oy1 << " at " << j;
+        }
+      }
+    }
+  }
+}
+
 // A sparse 1x1's output planes (VecOps::sparse_plane) against a double-precision sum: one
 // channel or 4 sharing their nonzeros (each channel then has its bits when computed alone),
 // whole planes or lines written ld apart with the gaps untouched, lengths around the path's

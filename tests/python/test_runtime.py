@@ -469,10 +469,14 @@ def test_sparse_chains_run_channel_major_and_match_litert(block):
     assert labels[0].startswith("CONV_2D 3x3/1 3->16") and labels[0].endswith(" ->nchw"), labels
     assert not to_chw and len(to_nhwc) >= 1, labels
     assert sum("sparse" in lbl for lbl in labels) >= 5, labels
-    # the 3x3/2 depthwise conv alone reads the sparse 1x1 before it: one operator (the
-    # expansion's planes never stored)
+    # the 3x3/2 depthwise conv alone reads the sparse 1x1 before it, and a sparse 1x1 alone reads
+    # it: one operator (the expansion's planes never stored, nor on several threads the
+    # depthwise output)
     fused = [lbl for lbl in labels if " + DEPTHWISE" in lbl]
-    assert fused == ["CONV_2D 1x1/1 16->32 sparse 45x43 nchw + DEPTHWISE_CONV_2D 3x3/2 32 23x22 nchw"], labels
+    assert fused == [
+        "CONV_2D 1x1/1 16->32 sparse 45x43 nchw + DEPTHWISE_CONV_2D 3x3/2 32 23x22 nchw"
+        " + CONV_2D 1x1/1 32->24 sparse 23x22 nchw"
+    ], labels
     dw = [lbl for lbl in labels if lbl.startswith("DEPTHWISE")]
     assert [lbl.endswith(" 23x22 nchw") for lbl in dw] == [True, False, False, False], dw
     # small planes run channel-minor (transposes and the row kernel), except 3x3 / 5x5 at stride
@@ -502,13 +506,17 @@ def test_expansions_and_their_depthwise_convs_run_as_one_operator(block):
     labels = [lbl for _, lbl in m.operators]
     # fused: every sparse 1x1 read only by a depthwise conv on planes of more than 400 outputs,
     # or at stride 2 on rows of at least one register; not: the expansion a MEAN also reads,
-    # and the 7x7/3 conv (8x7 outputs: the row kernel)
+    # and the 7x7/3 conv (8x7 outputs: the row kernel). With them the projections that alone
+    # read a pair whose depthwise kernel computes bands of rows (not the dilated one's), in
+    # batches of 2: split, their tasks take bands of pixels of each image
     lanes = {"avx512": 16, "avx2": 8}.get(m.isa, 4)
     small = "CONV_2D 1x1/1 16->24 sparse 22x21 nchw + DEPTHWISE_CONV_2D 3x3/2 24 11x11 nchw"
     assert [lbl for lbl in labels if " + " in lbl] == [
-        "CONV_2D 1x1/1 8->24 sparse 44x41 nchw + DEPTHWISE_CONV_2D 3x3/2 24 22x21 nchw",
+        "CONV_2D 1x1/1 8->24 sparse 44x41 nchw + DEPTHWISE_CONV_2D 3x3/2 24 22x21 nchw"
+        " + CONV_2D 1x1/1 24->16 sparse 22x21 nchw",
         "CONV_2D 1x1/1 8->16 sparse 44x41 nchw + DEPTHWISE_CONV_2D 5x5/2 16 22x21 nchw",
-        "CONV_2D 1x1/1 16->48 sparse 22x21 nchw + DEPTHWISE_CONV_2D 5x5/1 48 22x21 nchw",
+        "CONV_2D 1x1/1 16->48 sparse 22x21 nchw + DEPTHWISE_CONV_2D 5x5/1 48 22x21 nchw"
+        " + CONV_2D 1x1/1 48->16 sparse 22x21 nchw",
         "CONV_2D 1x1/1 16->32 sparse 22x21 nchw + DEPTHWISE_CONV_2D 3x3/1 32 22x21 nchw",
     ] + ([small] if 11 >= lanes else []), labels
     if 11 < lanes:
@@ -544,6 +552,38 @@ def test_fused_stride_2_pairs_on_large_planes_match_litert(k, pad):
     assert fused == [f"CONV_2D 1x1/1 16->20 sparse 112x110 nchw + DEPTHWISE_CONV_2D {k}x{k}/2 20 56x55 nchw"]
     for isa in ISAS:
         outs = [ep.runtime.load(data, isa=isa, threads=t)(*xs)[0] for t in (1, 2, 4)]
+        assert _rel(outs[0], want[0]) < 1e-4, (isa, _rel(outs[0], want[0]))
+        assert all(np.array_equal(o, outs[0]) for o in outs[1:]), isa
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_inverted_residuals_run_as_one_operator_split_by_pixels(block):
+    # MobileNetV2's 56x56 blocks: expansion, depthwise conv and sparse projection as one operator
+    # (stride 1 with a residual ADD, then stride 2 to 28x28); split, each thread takes a band of
+    # pixels (bands that end inside a row on 3, 4 and 8 threads), and every thread count gives
+    # the one-thread bits (bands cut at 392 pixels, not on the SpMM's strips, would not)
+    from runtime_models import Builder, _sparse_1x1, _w
+
+    rng = np.random.default_rng(5)
+    b = Builder()
+    x = b.input([1, 56, 56, 24])
+    y = _sparse_1x1(b, rng, x, 24, 24, block=block)  # (the chain starts at a sparse 1x1)
+    e = _sparse_1x1(b, rng, y, 24, 144, block=block, act="relu6")
+    d = b.depthwise(e, _w(rng, 1, 3, 3, 144), _w(rng, 144), act="relu6")
+    y = b.binary("add", y, _sparse_1x1(b, rng, d, 144, 24, block=block))
+    e = _sparse_1x1(b, rng, y, 24, 144, block=block, act="relu6")
+    d = b.depthwise(e, _w(rng, 1, 3, 3, 144), _w(rng, 144), stride=2, act="relu6")
+    y = _sparse_1x1(b, rng, d, 144, 32, block=block)
+    data, m, xs, want = _with_litert(b.finish([b.fc(b.mean(y, [1, 2], keep_dims=False), _w(rng, 10, 32), _w(rng, 10))]))
+    blocks = [lbl for _, lbl in m.operators if lbl.count(" + ") == 2]
+    assert blocks == [
+        "CONV_2D 1x1/1 24->144 sparse 56x56 nchw + DEPTHWISE_CONV_2D 3x3/1 144 56x56 nchw"
+        " + CONV_2D 1x1/1 144->24 sparse 56x56 nchw",
+        "CONV_2D 1x1/1 24->144 sparse 56x56 nchw + DEPTHWISE_CONV_2D 3x3/2 144 28x28 nchw"
+        " + CONV_2D 1x1/1 144->32 sparse 28x28 nchw",
+    ], [lbl for _, lbl in m.operators]
+    for isa in ISAS:
+        outs = [ep.runtime.load(data, isa=isa, threads=t)(*xs)[0] for t in (1, 2, 3, 4, 8)]
         assert _rel(outs[0], want[0]) < 1e-4, (isa, _rel(outs[0], want[0]))
         assert all(np.array_equal(o, outs[0]) for o in outs[1:]), isa
 

@@ -100,6 +100,12 @@ class Linear {
     else
       dense_->forward_kn(x, n, y, threads);
   }
+  // one thread, sparse layers only: Y[:, 0:n) = act(W X[:, 0:n) + b) with X's rows ldx apart and
+  // Y's ldy apart (SparseLinear::forward_kn_part)
+  void forward_kn_part(const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) const {
+    sparse_->forward_kn_part(x, ldx, n, y, ldy);
+  }
+  int64_t part_align() const { return sparse_->part_align(); }  // (sparse layers)
   bool sparse() const { return sparse_ != nullptr; }
   const DenseLinear* dense() const { return dense_.get(); }
 
@@ -123,6 +129,7 @@ std::string dims(const std::vector<int64_t>& s) {
 }
 
 class ExpandDepthwise;
+class ExpandProject;
 
 // ------------------------------------------------------------------------ CONV_2D
 class Conv2D : public Op {
@@ -310,6 +317,7 @@ class Conv2D : public Op {
 
  private:
   friend class ExpandDepthwise;
+  friend class ExpandProject;
   const float *wsrc_ = nullptr, *bias_src_ = nullptr;  // a sparse 1x1's weight and bias, or null
   float act_lo_ = 0, act_hi_ = 0;                      // and its fused activation as a clamp
   // output row oy of one image (x: [H, W, Cin]) by the direct loop, as [OW, Cout] at y
@@ -774,6 +782,7 @@ class ExpandDepthwise : public Op {
     // with short strips.)
     h_ = pw.h_, w_cols_ = pw.w_;
     padded_ = dw_padded_fits(dw_, vec_.lanes);
+    bands_ok_ = padded_ || dw_plane_direct(dw_, vec_.lanes);  // (dw_plane_bands)
     if (padded_) {
       dw_padded_extent(dw_, vec_.lanes, &bottom_, &right_);
       ld_ = dw_.pad_l + w_cols_ + right_;
@@ -809,53 +818,64 @@ class ExpandDepthwise : public Op {
   void run(const RunCtx& r) const override {
     const float* x = r.ptr[in_];
     float* y = r.ptr[out_];
-    const int64_t kk = dw_.kh * dw_.kw;
     const int64_t groups = c_ / rows_;
     parallel_for(threads_for(r.threads, work_), n_ * groups, [&](int64_t task) {
-      const int64_t b = task / groups, g = task % groups, ch0 = g * rows_;
-      // The padding's zeros stay between this op's tasks on a thread (the expansion writes only
-      // the input's place): they are written again only after another op used the buffer. Ops
-      // are told apart by a number never reused (an address can be, by the next model loaded).
-      thread_local std::vector<float> planes;
-      thread_local uint64_t zeroed_for = 0;
-      if (int64_t(planes.size()) < rows_ * plane_) {
-        planes.resize(size_t(rows_ * plane_));
-        zeroed_for = 0;
-      }
-      // where each plane's input (0, 0) is
-      float* at = planes.data() + (padded_ ? dw_.pad_t * ld_ + dw_.pad_l : 0);
-      if (padded_ && zeroed_for != id_) {
-        for (int64_t k = 0; k < rows_; ++k) zero_padding(planes.data() + k * plane_);
-        zeroed_for = id_;
-      } else if (!padded_) {
-        zeroed_for = 0;  // (unpadded planes overwrite the padding's place)
-      }
-      SparsePlaneArgs e;
-      e.x = x + b * cin_ * hw_, e.ld = hw_;
-      e.idx = idx_.data() + start_[g], e.w = w_.data() + start_[g] * rows_;
-      e.nnz = start_[g + 1] - start_[g];
-      e.rows = rows_;
-      e.bias = bias_.data() + ch0, e.lo = lo_, e.hi = hi_;
-      e.y = at, e.ldy = plane_;
-      if (padded_)
-        e.n = w_cols_, e.lines = h_, e.ldl = ld_;
-      else
-        e.n = hw_;
-      vec_.sparse_plane(e);
-      for (int64_t k = 0; k < rows_; ++k) {
-        DwPlaneArgs a = dw_;
-        a.x = at + k * plane_;
-        if (padded_) a.ld = ld_;
-        a.wt = taps_.data() + (ch0 + k) * kk;
-        a.bias = dw_bias_.empty() ? 0.0f : dw_bias_[size_t(ch0 + k)];
-        a.y = y + (b * c_ + ch0 + k) * out_plane_;
-        vec_.dw_plane(a);
-      }
+      const int64_t b = task / groups, g = task % groups;
+      channels(x + b * cin_ * hw_, g, 0, dw_.oh, y + (b * c_ + g * rows_) * out_plane_, out_plane_);
     });
+  }
+  // Output rows [oy0, oy1) of channel group g of one image (x: its input planes): each channel's
+  // expanded lines that the rows' taps reach, then its depthwise rows, written to y + k * ldy
+  // for the group's channel k (y at row oy0, rows ow apart). Less than all rows needs bands_ok_.
+  void channels(const float* x, int64_t g, int64_t oy0, int64_t oy1, float* y, int64_t ldy) const {
+    const int64_t kk = dw_.kh * dw_.kw, ch0 = g * rows_;
+    // the input lines the rows' taps reach (one or two past a band's ends)
+    const int64_t l0 = std::max<int64_t>(0, oy0 * dw_.stride_h - dw_.pad_t);
+    const int64_t l1 = std::min(h_, (oy1 - 1) * dw_.stride_h - dw_.pad_t + dw_.kh);
+    // The padding's zeros stay between this op's tasks on a thread (the expansion writes only
+    // the input's place): they are written again only after another op used the buffer. Ops
+    // are told apart by a number never reused (an address can be, by the next model loaded).
+    thread_local std::vector<float> planes;
+    thread_local uint64_t zeroed_for = 0;
+    if (int64_t(planes.size()) < rows_ * plane_) {
+      planes.resize(size_t(rows_ * plane_));
+      zeroed_for = 0;
+    }
+    // where each plane's input (0, 0) is
+    float* at = planes.data() + (padded_ ? dw_.pad_t * ld_ + dw_.pad_l : 0);
+    if (padded_ && zeroed_for != id_) {
+      for (int64_t k = 0; k < rows_; ++k) zero_padding(planes.data() + k * plane_);
+      zeroed_for = id_;
+    } else if (!padded_) {
+      zeroed_for = 0;  // (unpadded planes overwrite the padding's place)
+    }
+    SparsePlaneArgs e;
+    e.x = x + l0 * w_cols_, e.ld = hw_;
+    e.idx = idx_.data() + start_[g], e.w = w_.data() + start_[g] * rows_;
+    e.nnz = start_[g + 1] - start_[g];
+    e.rows = rows_;
+    e.bias = bias_.data() + ch0, e.lo = lo_, e.hi = hi_;
+    e.y = at + l0 * ld_, e.ldy = plane_;
+    if (padded_)
+      e.n = w_cols_, e.lines = l1 - l0, e.ldl = ld_;
+    else
+      e.n = (l1 - l0) * w_cols_;
+    vec_.sparse_plane(e);
+    for (int64_t k = 0; k < rows_; ++k) {
+      DwPlaneArgs a = dw_;
+      a.x = at + k * plane_;
+      if (padded_) a.ld = ld_;
+      a.oy0 = oy0, a.oy1 = oy1;
+      a.wt = taps_.data() + (ch0 + k) * kk;
+      a.bias = dw_bias_.empty() ? 0.0f : dw_bias_[size_t(ch0 + k)];
+      a.y = y + k * ldy;
+      vec_.dw_plane(a);
+    }
   }
   int in_ = 0, out_ = 0;
 
  private:
+  friend class ExpandProject;
   const VecOps& vec_;
   DwPlaneArgs dw_;
   int64_t rows_ = 1;            // channels per group (1 or 4)
@@ -869,6 +889,7 @@ class ExpandDepthwise : public Op {
   // an expanded plane's buffer: rows ld_ floats apart, plane_ floats a plane; padded_: zero rows
   // and columns around the input (pad_t / pad_l before, bottom_ / right_ after)
   bool padded_ = false;
+  bool bands_ok_ = false;          // channels() computes any band of rows (dw_plane_bands)
   const uint64_t id_ = next_id();  // tells the thread buffers' owners apart
   static uint64_t next_id() {
     static std::atomic<uint64_t> n{0};
@@ -886,6 +907,95 @@ class ExpandDepthwise : public Op {
     }
     std::fill(p + rows * ld_, p + plane_, 0.0f);
   }
+};
+
+// ------------------------------------------------------------------------ 1x1 + depthwise + 1x1
+// An expansion and its depthwise conv (ExpandDepthwise) whose output only a channel-major sparse
+// 1x1 conv reads (an inverted residual's projection). On one thread it runs as the two did: the
+// pair's planes into scratch, then the projection over all pixels. Split, each thread takes a
+// band of pixels instead: the depthwise rows covering it, every channel, into a buffer of its
+// own, then the projection of the band from there. The middle tensor (MobileNetV2's second
+// block: 144 planes of 56x56, 1.8 MB) is then never shared between cores, and each thread reads
+// the input rows near its band, which an operator split by rows before it mostly wrote on the
+// same core (band-major tasks; the pool gives thread t the t-th range of them): a core here
+// reads what the other core wrote 4.5-5x slower than its own and overwrites it 3.4x slower
+// (docs/runtime.md, "Two threads on the sparse chain"). Bands start on multiples of the SpMM's
+// widest strip (SparseLinear::part_align) and the last holds at least one, where the SpMM
+// computes every column as a call over all pixels does: the same bits on one thread and on
+// several.
+class ExpandProject : public Op {
+ public:
+  ExpandProject(std::unique_ptr<ExpandDepthwise> pair, Conv2D& pw)
+      : pair_(std::move(pair)), proj_(std::move(pw.lin_[0])), m_(pw.cout_) {
+    // a stored multiply-add of the projection weighs 8, as in SparseLinear::forward_kn
+    const int64_t nnz =
+        std::count_if(pw.wsrc_, pw.wsrc_ + m_ * pw.cin_, [](float v) { return v != 0.0f; });
+    work_ = pair_->work_ + 8.0 * double(nnz) * double(pw.h_ * pw.w_ * pw.n_);
+    macs = pair_->macs + pw.macs;
+    kind = pair_->kind;
+    label = pair_->label + " + " + pw.label;
+    chw_ = true;
+  }
+  // The fused operator, taking `pair` (an ExpandDepthwise) and the projection's weights; null,
+  // with both left as they are, where they do not qualify: a sparse 1x1 without a separate
+  // activation, a depthwise kernel that computes bands of rows, and two bands' worth of pixels.
+  static std::unique_ptr<Op> fuse(std::unique_ptr<Op>& pair, Op& projection) {
+    const auto* e = dynamic_cast<const ExpandDepthwise*>(pair.get());
+    auto* pw = dynamic_cast<Conv2D*>(&projection);
+    if (!e || !pw || !pw->chw() || !pw->direct_ || !pw->wsrc_ || !pw->lin_[0]->sparse() ||
+        pw->post_ != ActKind::none || !e->bands_ok_ || pw->n_ != e->n_ || pw->cin_ != e->c_ ||
+        pw->h_ != e->dw_.oh || pw->w_ != e->dw_.ow ||
+        pw->h_ * pw->w_ < 2 * pw->lin_[0]->part_align())
+      return nullptr;
+    const int in = e->in_, out = pw->out_;
+    std::unique_ptr<ExpandDepthwise> owned(static_cast<ExpandDepthwise*>(pair.release()));
+    auto op = std::make_unique<ExpandProject>(std::move(owned), *pw);
+    op->in_ = in;
+    op->out_ = out;
+    return op;
+  }
+  bool chw_capable() const override { return true; }
+  int64_t scratch_bytes() const override { return pair_->c_ * pair_->out_plane_ * 4; }
+  void run(const RunCtx& r) const override {
+    const ExpandDepthwise& e = *pair_;
+    const float* x = r.ptr[in_];
+    float* y = r.ptr[out_];
+    const int64_t oh = e.dw_.oh, ow = e.dw_.ow, hw = oh * ow, groups = e.c_ / e.rows_;
+    const int use = threads_for(r.threads, work_);
+    if (use <= 1) {
+      float* mid = static_cast<float*>(r.scratch);
+      for (int64_t b = 0; b < e.n_; ++b) {
+        const float* xb = x + b * e.cin_ * e.hw_;
+        for (int64_t g = 0; g < groups; ++g) e.channels(xb, g, 0, oh, mid + g * e.rows_ * hw, hw);
+        proj_->forward_kn(mid, hw, y + b * m_ * hw, 1);
+      }
+      return;
+    }
+    // one band of whole units of `align` pixels per thread (the last takes the rest): bands of
+    // 256 KB of depthwise output (several per thread, in L2) ran slower here, their extra input
+    // lines and partial rows costing more than L2 saves (docs/runtime.md)
+    const int64_t align = proj_->part_align(), units = hw / align;
+    const int64_t bands = std::min<int64_t>(units, use);
+    parallel_for(use, bands * e.n_, [&](int64_t task) {
+      const int64_t band = task / e.n_, b = task % e.n_;
+      const int64_t p0 = units * band / bands * align;
+      const int64_t p1 = band + 1 == bands ? hw : units * (band + 1) / bands * align;
+      const int64_t r0 = p0 / ow, r1 = (p1 + ow - 1) / ow, px = (r1 - r0) * ow;
+      thread_local std::vector<float> mid;
+      if (int64_t(mid.size()) < e.c_ * px) mid.resize(size_t(e.c_ * px));
+      const float* xb = x + b * e.cin_ * e.hw_;
+      for (int64_t g = 0; g < groups; ++g)
+        e.channels(xb, g, r0, r1, mid.data() + g * e.rows_ * px, px);
+      proj_->forward_kn_part(mid.data() + (p0 - r0 * ow), px, p1 - p0, y + b * m_ * hw + p0, hw);
+    });
+  }
+  int in_ = 0, out_ = 0;
+
+ private:
+  std::unique_ptr<ExpandDepthwise> pair_;
+  std::unique_ptr<Linear> proj_;
+  int64_t m_ = 0;
+  double work_ = 0;
 };
 
 // ------------------------------------------------------------------------ pools
@@ -1422,6 +1532,10 @@ class Layout : public Op {
 
 std::unique_ptr<Op> fuse_expand_depthwise(const Op& expand, const Op& depthwise) {
   return ExpandDepthwise::fuse(expand, depthwise);
+}
+
+std::unique_ptr<Op> fuse_expand_project(std::unique_ptr<Op>& pair, Op& projection) {
+  return ExpandProject::fuse(pair, projection);
 }
 
 std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64_t c, bool to_chw,

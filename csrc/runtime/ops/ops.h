@@ -90,6 +90,12 @@ std::unique_ptr<Op> make_op(const Model& model, const OpDesc& desc, const OpOpti
 // reading expand's input and writing depthwise's output; null where the pair does not qualify.
 std::unique_ptr<Op> fuse_expand_depthwise(const Op& expand, const Op& depthwise);
 
+// A fused expansion and depthwise conv (fuse_expand_depthwise) and the channel-major sparse 1x1
+// conv that alone reads its output, as one operator over bands of rows (ops.cpp, ExpandProject),
+// reading the pair's input and writing the projection's output. It takes over `pair` and the
+// projection's weights (both are dropped); null, with both untouched, where they do not qualify.
+std::unique_ptr<Op> fuse_expand_project(std::unique_ptr<Op>& pair, Op& projection);
+
 // The layout conversion the executor puts at a channel-major subgraph's edge: tensor `in`
 // [n, hw, c] (NHWC) to `out` [n, c, hw] when to_chw, else back.
 std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64_t c, bool to_chw,

@@ -70,6 +70,10 @@ struct DwPlaneArgs {
   // and pad_l columns left of the input and dw_padded_extent's rows and columns past its end, so
   // that where dw_padded_fits, every tap is read in place (a fused expansion writes its planes so)
   int64_t ld = 0;
+  // Output rows [oy0, oy1) only (oy1 = 0: to oh), where dw_plane_bands: a band of the plane,
+  // with y pointing at row oy0 (x still at the plane's start). Only the input rows their taps
+  // reach are read.
+  int64_t oy0 = 0, oy1 = 0;
 };
 
 // Whether dw_plane runs a padded plane (DwPlaneArgs::ld) in place: KxK (3 or 5) at stride 2,
@@ -96,6 +100,12 @@ inline bool dw_plane_direct(const DwPlaneArgs& a, int64_t lanes) {
   return (a.kh == 3 || a.kh == 5) && a.kw == a.kh && a.stride_h == 1 && a.stride_w == 1 &&
          a.dil_h == 1 && a.dil_w == 1 && a.pad_t == pad && a.pad_l == pad && a.oh == a.h &&
          a.ow == a.w && a.w >= lanes + pad;
+}
+
+// Whether dw_plane computes a band of output rows alone (DwPlaneArgs::oy0, oy1): the padded
+// stride-2 planes and those run straight from the input
+inline bool dw_plane_bands(const DwPlaneArgs& a, int64_t lanes) {
+  return a.ld > 0 ? dw_padded_fits(a, lanes) : dw_plane_direct(a, lanes);
 }
 
 // Output planes of a sparse 1x1 convolution, channel-major: `rows` (1 or 4) channels sharing

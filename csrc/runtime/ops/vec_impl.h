@@ -584,7 +584,7 @@ void dw_plane_s1(const DwPlaneArgs& a) {
         for (int v = 0; v < NP; ++v)
           acc[v] += wv[ky * K + kx] * tap_cols<Pos>(rows[v + ky], kx - PAD);
       }
-    float* d0 = a.y + oy * w + ox;
+    float* d0 = a.y + (oy - a.oy0) * w + ox;
 #pragma GCC unroll 8
     for (int v = 0; v < NP; ++v) {
       const VA r = acc[v] < vlo ? vlo : acc[v];  // a NaN sum fails both tests and stays NaN
@@ -604,10 +604,11 @@ void dw_plane_s1(const DwPlaneArgs& a) {
     if (w - ox > kVA) run(np, Mid{}, oy, w - kVA - PAD);
     if (ox < w) run(np, Last{}, oy, w - kVA);
   };
-  int64_t oy = 0;
-  for (; oy + PR <= h; oy += PR) rows_at(std::integral_constant<int, PR>{}, oy);
-  for (; oy + 2 <= h; oy += 2) rows_at(std::integral_constant<int, 2>{}, oy);
-  if (oy < h) rows_at(std::integral_constant<int, 1>{}, oy);
+  const int64_t end = a.oy1 > 0 ? a.oy1 : h;
+  int64_t oy = a.oy0;
+  for (; oy + PR <= end; oy += PR) rows_at(std::integral_constant<int, PR>{}, oy);
+  for (; oy + 2 <= end; oy += 2) rows_at(std::integral_constant<int, 2>{}, oy);
+  if (oy < end) rows_at(std::integral_constant<int, 1>{}, oy);
 }
 
 // The even and odd columns of the 2 * kVA floats at p: columns p[2i] and p[2i + 1], i < kVA, in
@@ -697,7 +698,7 @@ void dw_plane_s2(const DwPlaneArgs& a) {
     constexpr int NP = decltype(np)::value;
     constexpr auto seq = std::make_index_sequence<2 * NP + K - 2>();
     const float* x = a.x + (2 * oy - a.pad_t) * a.ld - a.pad_l;
-    float* y = a.y + oy * a.ow;
+    float* y = a.y + (oy - a.oy0) * a.ow;
     using One = std::integral_constant<int, 1>;
     using Two = std::integral_constant<int, 2>;
     int64_t ox = 0;
@@ -708,9 +709,10 @@ void dw_plane_s2(const DwPlaneArgs& a) {
       dw_s2_step<K, NP, One::value>(x + 2 * o, a.ld, wv, vb, vlo, vhi, y + o, a.ow, seq);
     }
   };
-  int64_t oy = 0;
-  for (; oy + PR <= a.oh; oy += PR) rows_at(std::integral_constant<int, PR>{}, oy);
-  for (; oy < a.oh; ++oy) rows_at(std::integral_constant<int, 1>{}, oy);
+  const int64_t end = a.oy1 > 0 ? a.oy1 : a.oh;
+  int64_t oy = a.oy0;
+  for (; oy + PR <= end; oy += PR) rows_at(std::integral_constant<int, PR>{}, oy);
+  for (; oy < end; ++oy) rows_at(std::integral_constant<int, 1>{}, oy);
 }
 
 void dw_plane(const DwPlaneArgs& a) {
