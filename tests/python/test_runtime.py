@@ -559,9 +559,10 @@ def test_fused_stride_2_pairs_on_large_planes_match_litert(k, pad):
 @pytest.mark.parametrize("block", [1, 4])
 def test_inverted_residuals_run_as_one_operator_split_by_pixels(block):
     # MobileNetV2's 56x56 blocks: expansion, depthwise conv and sparse projection as one operator
-    # (stride 1 with a residual ADD, then stride 2 to 28x28); split, each thread takes a band of
-    # pixels (bands that end inside a row on 3, 4 and 8 threads), and every thread count gives
-    # the one-thread bits (bands cut at 392 pixels, not on the SpMM's strips, would not)
+    # (stride 1 with a residual ADD, then stride 2 to 28x28 and to 14x14); split, each thread
+    # takes a band of pixels (bands that end inside a row on 3, 4 and 8 threads), and every thread
+    # count gives the one-thread bits (bands cut at any even pixel instead of on the SpMM's
+    # strips gave other bits on 2 and 3 threads)
     from runtime_models import Builder, _sparse_1x1, _w
 
     rng = np.random.default_rng(5)
@@ -570,17 +571,22 @@ def test_inverted_residuals_run_as_one_operator_split_by_pixels(block):
     y = _sparse_1x1(b, rng, x, 24, 24, block=block)  # (the chain starts at a sparse 1x1)
     e = _sparse_1x1(b, rng, y, 24, 144, block=block, act="relu6")
     d = b.depthwise(e, _w(rng, 1, 3, 3, 144), _w(rng, 144), act="relu6")
-    y = b.binary("add", y, _sparse_1x1(b, rng, d, 144, 24, block=block))
+    y = b.binary("add", _sparse_1x1(b, rng, d, 144, 24, block=block), y)
     e = _sparse_1x1(b, rng, y, 24, 144, block=block, act="relu6")
     d = b.depthwise(e, _w(rng, 1, 3, 3, 144), _w(rng, 144), stride=2, act="relu6")
     y = _sparse_1x1(b, rng, d, 144, 32, block=block)
-    data, m, xs, want = _with_litert(b.finish([b.fc(b.mean(y, [1, 2], keep_dims=False), _w(rng, 10, 32), _w(rng, 10))]))
+    e = _sparse_1x1(b, rng, y, 32, 32, block=block, act="relu6")
+    d = b.depthwise(e, _w(rng, 1, 3, 3, 32), _w(rng, 32), stride=2, act="relu6")
+    y = _sparse_1x1(b, rng, d, 32, 16, block=block)
+    data, m, xs, want = _with_litert(b.finish([b.fc(b.mean(y, [1, 2], keep_dims=False), _w(rng, 10, 16), _w(rng, 10))]))
     blocks = [lbl for _, lbl in m.operators if lbl.count(" + ") == 2]
     assert blocks == [
         "CONV_2D 1x1/1 24->144 sparse 56x56 nchw + DEPTHWISE_CONV_2D 3x3/1 144 56x56 nchw"
         " + CONV_2D 1x1/1 144->24 sparse 56x56 nchw",
         "CONV_2D 1x1/1 24->144 sparse 56x56 nchw + DEPTHWISE_CONV_2D 3x3/2 144 28x28 nchw"
         " + CONV_2D 1x1/1 144->32 sparse 28x28 nchw",
+        "CONV_2D 1x1/1 32->32 sparse 28x28 nchw + DEPTHWISE_CONV_2D 3x3/2 32 14x14 nchw"
+        " + CONV_2D 1x1/1 32->16 sparse 14x14 nchw",
     ], [lbl for _, lbl in m.operators]
     for isa in ISAS:
         outs = [ep.runtime.load(data, isa=isa, threads=t)(*xs)[0] for t in (1, 2, 3, 4, 8)]
