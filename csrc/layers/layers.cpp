@@ -343,18 +343,7 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   const SpmmTilePlan* plan = plan_for(n);
   const int32_t* chans = chans_for(n);
   auto args = [&](int64_t n0, int64_t cols) {
-    SpmmF32Args p;
-    p.x = x + n0;
-    p.ldx = n;
-    p.y = y + n0;
-    p.ldy = n;
-    p.n = cols;
-    p.m = m_;
-    p.k = k_;
-    p.values = packed_.values.data();
-    p.nnz = packed_.nnz.data();
-    p.deltas = packed_.deltas.data();
-    p.tiles = plan;
+    SpmmF32Args p = stream_args(x + n0, n, y + n0, n, cols, plan);
     // narrow calls only: on a wider X (a strip's leftover column, rows 64+ floats apart) every
     // lane of a gather misses L1
     p.chans = chans;
@@ -362,8 +351,6 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
       p.gslots = groups->gslots.data(), p.gidx = groups->gidx.data();
       p.gw = groups->gw.data(), p.gbias = groups->gbias.data();
     }
-    p.lo = lo_;
-    p.hi = hi_;
     return p;
   };
   // a stored weight's multiply-add (an indexed load per weight, no reuse across output rows)
@@ -437,6 +424,11 @@ void SparseLinear::forward_kn_part(const float* x, int64_t ldx, int64_t n, float
     throw std::invalid_argument("forward_kn_part needs the sparse kernels and " +
                                 std::to_string(part_align()) + " columns or more");
   // forward_kn's one-thread call on these columns (no channel table or row groups at this n)
+  kern_.fn(stream_args(x, ldx, y, ldy, n, plan_for(n)));
+}
+
+SpmmF32Args SparseLinear::stream_args(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n,
+                                      const SpmmTilePlan* plan) const {
   SpmmF32Args p;
   p.x = x;
   p.ldx = ldx;
@@ -448,10 +440,10 @@ void SparseLinear::forward_kn_part(const float* x, int64_t ldx, int64_t n, float
   p.values = packed_.values.data();
   p.nnz = packed_.nnz.data();
   p.deltas = packed_.deltas.data();
-  p.tiles = plan_for(n);
+  p.tiles = plan;
   p.lo = lo_;
   p.hi = hi_;
-  kern_.fn(p);
+  return p;
 }
 
 void SparseLinear::forward(const float* x, int64_t n, float* y, int threads) const {

@@ -108,6 +108,10 @@ class SparseLinear {
   // b1 on a SIMD path: the tile plan for kern_'s lanes (kernels.h), made by the first call at
   // least one vector wide, so a layer only ever called narrower (N = 1) never holds it
   const SpmmTilePlan* plan_for(int64_t n) const;
+  // the kernel call's fields for n columns of X (rows ldx apart) into Y (rows ldy apart) from the
+  // stream and `plan`; no channel table or row groups
+  SpmmF32Args stream_args(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n,
+                          const SpmmTilePlan* plan) const;
   bool plannable_ = false;
   mutable std::once_flag plan_once_;
   mutable SpmmTilePlan tiles_;
