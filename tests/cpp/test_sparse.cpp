@@ -520,6 +520,53 @@ TEST(SparseLinear, ThreeVectorStripsKeepTheirBitsOverThreads) {
     }
 }
 
+// Parts of a call's columns (forward_kn_part: a fused inverted residual's bands of pixels) that
+// start on multiples of part_align() and end with the call or on such a multiple give every
+// column the call's bits: unstructured and 4x1-block streams, with and without a tile plan (a
+// very sparse 576x96 layer and a denser small one), MobileNet's plane sizes and odd ones, cut in
+// 2 to 8 parts of whole units, the last one taking the rest.
+TEST(SparseLinear, PartsOnTheWidestStripKeepTheCallsBits) {
+  std::mt19937 rng(47);
+  struct Shape {
+    int64_t m, k;
+    int block;
+    double sparsity;
+  };
+  const Shape shapes[] = {{24, 144, 1, 0.9}, {96, 576, 1, 0.9},   {16, 32, 1, 0.9},
+                          {32, 192, 4, 0.8}, {160, 960, 1, 0.95}, {8, 16, 1, 0.5}};
+  for (Isa isa : ep::test::runnable_isas())
+    for (const Shape& sh : shapes) {
+      auto w = random_floats(rng, sh.m * sh.k), bias = random_floats(rng, sh.m);
+      if (sh.block == 4) {  // zero whole 4x1 blocks
+        for (int64_t r = 0; r < sh.m; r += 4)
+          for (int64_t c = 0; c < sh.k; ++c)
+            if (std::uniform_real_distribution<double>(0, 1)(rng) < sh.sparsity)
+              for (int64_t i = 0; i < 4; ++i) w[(r + i) * sh.k + c] = 0.0f;
+      } else {
+        sparsify(rng, w, sh.sparsity);
+      }
+      SparseLinear sp(w.data(), sh.m, sh.k, bias.data(), sh.block, Act::relu6, SparseKernel::sparse,
+                      isa);
+      const int64_t align = sp.part_align();
+      for (int64_t n : {int64_t(196), int64_t(784), int64_t(3136), int64_t(506), 3 * align + 5}) {
+        const auto x = random_floats(rng, sh.k * n);
+        std::vector<float> whole(size_t(sh.m * n));
+        sp.forward_kn(x.data(), n, whole.data(), 1);
+        const int64_t units = n / align;
+        for (int64_t parts = 2; parts <= std::min<int64_t>(8, units); parts *= 2) {
+          std::vector<float> y(size_t(sh.m * n), 123.0f);
+          for (int64_t i = 0; i < parts; ++i) {
+            const int64_t p0 = units * i / parts * align;
+            const int64_t p1 = i + 1 == parts ? n : units * (i + 1) / parts * align;
+            sp.forward_kn_part(x.data() + p0, n, p1 - p0, y.data() + p0, n);
+          }
+          ASSERT_EQ(y, whole) << isa_name(isa) << " " << sh.m << "x" << sh.k << " block "
+                              << sh.block << " n=" << n << " in " << parts << " parts";
+        }
+      }
+    }
+}
+
 // One block of rows and one vector after the last full strip: one thread runs that vector as a
 // fifth of the last strip; with two threads the columns split at 64 and it runs alone; same bits.
 TEST(SparseLinear, VectorJoinedToLastStripKeepsItsBits) {
