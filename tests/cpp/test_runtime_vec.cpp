@@ -136,7 +136,7 @@ TEST(RuntimeVec, PaddedStride2PlanesEqualTheUnpaddedKernel) {
       a.y = want.data();
       v.dw_plane(a);
       int64_t bottom = 0, right = 0;
-      ep::rt::dw_padded_extent(a, v.lanes, &bottom, &right);
+      ep::rt::dw_padded_extent(a, &bottom, &right);
       const int64_t ld = c.pad_l + c.w + right, rows = c.pad_t + c.h + bottom;
       std::vector<float> padded(size_t(rows * ld), 0.0f);
       for (int64_t iy = 0; iy < c.h; ++iy)
@@ -184,7 +184,7 @@ TEST(RuntimeVec, PlaneBandsEqualTheWholePlane) {
       if (c.stride == 2) {
         if (!ep::rt::dw_padded_fits(a, v.lanes)) continue;
         int64_t bottom = 0, right = 0;
-        ep::rt::dw_padded_extent(a, v.lanes, &bottom, &right);
+        ep::rt::dw_padded_extent(a, &bottom, &right);
         const int64_t ld = a.pad_l + c.w + right;
         padded.assign(size_t((a.pad_t + c.h + bottom) * ld), 0.0f);
         for (int64_t iy = 0; iy < c.h; ++iy)

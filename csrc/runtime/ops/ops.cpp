@@ -784,7 +784,7 @@ class ExpandDepthwise : public Op {
     padded_ = dw_padded_fits(dw_, vec_.lanes);
     bands_ok_ = padded_ || dw_plane_direct(dw_, vec_.lanes);  // (dw_plane_bands)
     if (padded_) {
-      dw_padded_extent(dw_, vec_.lanes, &bottom_, &right_);
+      dw_padded_extent(dw_, &bottom_, &right_);
       ld_ = dw_.pad_l + w_cols_ + right_;
       plane_ = (dw_.pad_t + h_ + bottom_) * ld_;
     } else {

@@ -84,9 +84,9 @@ inline bool dw_padded_fits(const DwPlaneArgs& a, int64_t lanes) {
          a.oh >= 1;
 }
 // The zero rows below and columns right of the input a padded plane needs (dw_padded_fits):
-// the last output row's taps, and the last vector's loads (2 * lanes columns from each of its
-// (K + 1) / 2 column pairs, one past its last tap).
-inline void dw_padded_extent(const DwPlaneArgs& a, int64_t lanes, int64_t* bottom, int64_t* right) {
+// the last output row's taps, and the last vector's loads (it ends at the row's last output: 2 *
+// ow columns from each of its (K + 1) / 2 column pairs, one past its last tap), whatever the lanes.
+inline void dw_padded_extent(const DwPlaneArgs& a, int64_t* bottom, int64_t* right) {
   *bottom = std::max<int64_t>(0, 2 * (a.oh - 1) - a.pad_t + a.kh - a.h);
   *right = std::max<int64_t>(0, 2 * a.ow - a.pad_l + a.kw - 1 - a.w);
 }
