@@ -204,6 +204,24 @@ struct SpmmF32Args {
   const float* gbias = nullptr;     // per row, padded to whole groups
 };
 
+// The call's fields for Y[m, n] = W X from a packed stream, X and Y with row strides ldx and ldy
+// (no clamp, plan or channel table: the caller adds those it uses)
+inline SpmmF32Args spmm_f32_args(const PackedSparseF32& packed, const float* x, int64_t ldx,
+                                 float* y, int64_t ldy, int64_t n) {
+  SpmmF32Args p;
+  p.x = x;
+  p.ldx = ldx;
+  p.y = y;
+  p.ldy = ldy;
+  p.n = n;
+  p.m = packed.m;
+  p.k = packed.k;
+  p.values = packed.values.data();
+  p.nnz = packed.nnz.data();
+  p.deltas = packed.deltas.data();
+  return p;
+}
+
 // int8 GEMM per the TFLite spec: Y[r, j] = requant(sum_k A[r, k] * W[j, k] + bias[j]) with
 // int8 activations A (asymmetric, per tensor; the input zero point is folded into bias),
 // weights W symmetric per output channel in [-127, 127], int32 bias.

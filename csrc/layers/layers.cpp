@@ -429,17 +429,7 @@ void SparseLinear::forward_kn_part(const float* x, int64_t ldx, int64_t n, float
 
 SpmmF32Args SparseLinear::stream_args(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n,
                                       const SpmmTilePlan* plan) const {
-  SpmmF32Args p;
-  p.x = x;
-  p.ldx = ldx;
-  p.y = y;
-  p.ldy = ldy;
-  p.n = n;
-  p.m = m_;
-  p.k = k_;
-  p.values = packed_.values.data();
-  p.nnz = packed_.nnz.data();
-  p.deltas = packed_.deltas.data();
+  SpmmF32Args p = spmm_f32_args(packed_, x, ldx, y, ldy, n);
   p.tiles = plan;
   p.lo = lo_;
   p.hi = hi_;

@@ -49,23 +49,6 @@ void unpack(const PackedSparseF32& p, std::vector<float>& w, std::vector<float>&
   ASSERT_EQ(v, p.values.data() + p.values.size());
 }
 
-// Arguments for Y[m, n] = W X from a packed stream, X and Y with row strides ldx and ldy.
-SpmmF32Args stream_args(const PackedSparseF32& packed, const float* x, int64_t ldx, float* y,
-                        int64_t ldy, int64_t n) {
-  SpmmF32Args p;
-  p.x = x;
-  p.ldx = ldx;
-  p.y = y;
-  p.ldy = ldy;
-  p.n = n;
-  p.m = packed.m;
-  p.k = packed.k;
-  p.values = packed.values.data();
-  p.nnz = packed.nnz.data();
-  p.deltas = packed.deltas.data();
-  return p;
-}
-
 // y against the reference output ref (both [m, ldy], entries past n still `sentinel`), within
 // float rounding of the products |w| |x| summed per output.
 void expect_near_reference(const std::vector<float>& y, const std::vector<float>& ref,
@@ -97,7 +80,7 @@ void check_spmm(Isa isa, int block, int64_t m, int64_t k, int64_t n, double spar
   auto bias = random_floats(rng, m, -1.f, 1.f);
   auto x = random_floats(rng, k * ldx, -2.f, 2.f);
   const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), block);
-  SpmmF32Args p = stream_args(packed, x.data(), ldx, nullptr, ldy, n);
+  SpmmF32Args p = spmm_f32_args(packed, x.data(), ldx, nullptr, ldy, n);
   act_bounds(act, &p.lo, &p.hi);
   const float sentinel = -777.0f;
   std::vector<float> y(m * ldy, sentinel), ref(m * ldy, sentinel);
@@ -281,7 +264,7 @@ TEST(SpmmF32, KTiledPlanMatchesReference) {
     ASSERT_GE(plan.tiles, 2);
     std::fill(plan.values.begin(), plan.values.end(), 0.0f);
     std::vector<float> y(m * n);
-    SpmmF32Args p = stream_args(packed, x.data(), n, y.data(), n, n);
+    SpmmF32Args p = spmm_f32_args(packed, x.data(), n, y.data(), n, n);
     p.tiles = &plan;
     t.spmm_f32_b1.fn(p);
     const int64_t lanes = t.spmm_f32_b1.tile,
@@ -340,7 +323,7 @@ TEST(SpmmF32, ThreeVectorStripsMatchReference) {
         auto x = random_floats(rng, k * ldx, -2.f, 2.f);
         const float sentinel = -777.0f;
         std::vector<float> y(m * ldy, sentinel), ref(m * ldy, sentinel);
-        SpmmF32Args p = stream_args(packed, x.data(), ldx, ref.data(), ldy, n);
+        SpmmF32Args p = spmm_f32_args(packed, x.data(), ldx, ref.data(), ldy, n);
         reference::spmm_f32_b1(p);
         p.y = y.data();
         p.tiles = &plan;
@@ -382,7 +365,7 @@ TEST(SpmmF32, PlanRunsOnlyWhereItPays) {
       EXPECT_EQ(spmm_plan_applies(&plan, m, k, n, entries, t.spmm_f32_b1.tile), pays);
       std::fill(plan.values.begin(), plan.values.end(), 0.0f);
       std::vector<float> y(m * n);
-      SpmmF32Args p = stream_args(packed, x.data(), n, y.data(), n, n);
+      SpmmF32Args p = spmm_f32_args(packed, x.data(), n, y.data(), n, n);
       p.tiles = &plan;
       t.spmm_f32_b1.fn(p);
       int64_t bias_only = 0;
