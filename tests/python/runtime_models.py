@@ -216,7 +216,9 @@ def expand_depthwise_chain(seed=0, block=1) -> bytes:
     fused RELU6 on both, 5x5/2 and 5x5/1 SAME without activations, PAD + dilated 3x3 VALID after a
     RELU_N1_TO_1 expansion, and 3x3/2 to an 11x11 plane (fused where a row of 11 outputs is at
     least one register). One expansion is also read by a MEAN (not fused), and the 7x7/3 depthwise
-    layer's output plane is small (not fused: the row kernel). Batch 2, odd widths."""
+    layer's output plane is small (not fused: the row kernel). Pairs whose depthwise kernel
+    computes bands of rows and whose output only a sparse 1x1 projection reads become one block
+    with it (the 3x3/2 and 5x5/1 ones). Batch 2, odd widths."""
     rng = np.random.default_rng(seed)
     b = Builder()
 
