@@ -87,6 +87,21 @@ struct SparseF32Groups {
 };
 constexpr int64_t kGroupWindowF32 = 32;
 SparseF32Groups pack_sparse_f32_groups(const PackedSparseF32& p);
+// The same for one 256-bit register of X (AVX2): rows in groups of kOctetRows, input channels in
+// windows of kOctetRows, and a group's slots in one flat list over all its windows (a loop per
+// window ran its slot count, 1 to 4, as an unpredictable branch: 3-4x slower on 1280x960). Per
+// slot: gbase, the window's first input channel (k - 8 for the last window of a K that is no
+// multiple of 8, so a window never reads past X; 0 when K < 8, X then padded to 8 by the
+// kernel); gidx, the 8 rows' channels minus gbase, a byte each (3-bit fields of one word, moved
+// into lanes by a variable shift, ran 1.3-1.4x slower on Zen 2); 8 weights. gslots is the slot
+// count per group.
+struct SparseF32Octets {
+  std::vector<int32_t> gslots, gbase;
+  std::vector<uint8_t> gidx;
+  std::vector<float> gw, gbias;
+};
+constexpr int64_t kOctetRows = 8;
+SparseF32Octets pack_sparse_f32_octets(const PackedSparseF32& p);
 // Throws std::invalid_argument when block is not 1 or 4.
 PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block);
 // The absolute input channel of every entry of a stream (the running sum of its deltas): the
@@ -202,6 +217,10 @@ struct SpmmF32Args {
   const uint8_t* gidx = nullptr;    // per slot, kGroupRows input channels within the window
   const float* gw = nullptr;        // per slot, kGroupRows weights
   const float* gbias = nullptr;     // per row, padded to whole groups
+  // or, with `octets`, the same call's octet form (pack_sparse_f32_octets; gslots, gidx, gw and
+  // gbias then hold its fields): a path with a loop over them multiplies 8 output rows per step
+  bool octets = false;
+  const int32_t* gbase = nullptr;  // per slot, its window's first input channel
 };
 
 // The call's fields for Y[m, n] = W X from a packed stream, X and Y with row strides ldx and ldy

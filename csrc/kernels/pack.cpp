@@ -85,20 +85,20 @@ PackedSparseS8 pack_sparse_s8(const int8_t* w, int64_t m, int64_t k) {
 
 namespace {
 
-// The group layout both one-column forms share (kernels.h): for each group of kGroupRows rows
-// and each window of `width` input positions, the slot count (appended to `slots`), then per slot
-// and row emit(e, v): the row's next entry e in window v, or e = -1 (padding). Row r's entries
-// are [next[r], end[r]), in increasing position order; pos(e) is entry e's input position (a quad
-// for int8, a channel for fp32).
-template <class Pos, class Emit>
+// The group layout the one-column forms share (kernels.h): for each group of Rows rows and each
+// window of `width` input positions, the slot count (appended to `slots`), then per slot and row
+// emit(e, v): the row's next entry e in window v, or e = -1 (padding). Row r's entries are
+// [next[r], end[r]), in increasing position order; pos(e) is entry e's input position (a quad for
+// int8, a channel for fp32).
+template <int64_t Rows = kGroupRows, class Pos, class Emit>
 void lay_out_groups(int64_t m, int64_t windows, int64_t width, std::vector<int64_t> next,
                     const std::vector<int64_t>& end, Pos pos, std::vector<int32_t>& slots,
                     Emit emit) {
-  for (int64_t g0 = 0; g0 < m; g0 += kGroupRows) {
-    const int64_t g1 = std::min(m, g0 + kGroupRows);
+  for (int64_t g0 = 0; g0 < m; g0 += Rows) {
+    const int64_t g1 = std::min(m, g0 + Rows);
     for (int64_t v = 0; v < windows; ++v) {
       const int64_t limit = (v + 1) * width;
-      std::array<int64_t, kGroupRows> stop{};
+      std::array<int64_t, Rows> stop{};
       int64_t count = 0;
       for (int64_t r = g0; r < g1; ++r) {
         int64_t e = next[size_t(r)];
@@ -108,7 +108,7 @@ void lay_out_groups(int64_t m, int64_t windows, int64_t width, std::vector<int64
       }
       slots.push_back(int32_t(count));
       for (int64_t j = 0; j < count; ++j)
-        for (int64_t r = g0; r < g0 + kGroupRows; ++r) {
+        for (int64_t r = g0; r < g0 + Rows; ++r) {
           const int64_t e = r < g1 ? next[size_t(r)] + j : -1;
           emit(r < g1 && e < stop[size_t(r - g0)] ? e : -1, v);
         }
@@ -254,35 +254,86 @@ PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const floa
   return p;
 }
 
+namespace {
+
+// A b1 stream's entries by row, for the one-column layouts: row r's entries are [first[r],
+// end[r]), entry e's channel chans[e] and weight weight(e); bias(r) is the row's bias.
+struct StreamRows {
+  std::vector<int32_t> chans;
+  std::vector<int64_t> first, end, value, row_of;
+  const PackedSparseF32* p = nullptr;
+
+  // false for a b4 stream or an inconsistent one (the one-column forms then stay empty)
+  bool init(const PackedSparseF32& s) {
+    p = &s;
+    if (s.block != 1 || int64_t(s.nnz.size()) != s.m) return false;
+    chans = spmm_channels(s);
+    if (chans.size() != s.deltas.size()) return false;
+    // per row: where its weights start in `values` (after its bias)
+    first.assign(size_t(s.m), 0), end.assign(size_t(s.m), 0), value.assign(size_t(s.m), 0);
+    for (int64_t r = 0, v = 0; r < s.m; ++r) {
+      value[size_t(r)] = v + 1;
+      first[size_t(r)] = r ? end[size_t(r - 1)] : 0;
+      end[size_t(r)] = first[size_t(r)] + s.nnz[size_t(r)];
+      v += 1 + s.nnz[size_t(r)];
+    }
+    row_of.assign(s.deltas.size(), 0);
+    for (int64_t r = 0; r < s.m; ++r)
+      for (int64_t e = first[size_t(r)]; e < end[size_t(r)]; ++e) row_of[size_t(e)] = r;
+    return true;
+  }
+  float bias(int64_t r) const { return p->values[size_t(value[size_t(r)] - 1)]; }
+  float weight(int64_t e) const {
+    const int64_t r = row_of[size_t(e)];
+    return p->values[size_t(value[size_t(r)] + e - first[size_t(r)])];
+  }
+  std::vector<float> padded_bias(int64_t rows) const {
+    std::vector<float> b(size_t((p->m + rows - 1) / rows * rows), 0.0f);
+    for (int64_t r = 0; r < p->m; ++r) b[size_t(r)] = bias(r);
+    return b;
+  }
+};
+
+}  // namespace
+
 SparseF32Groups pack_sparse_f32_groups(const PackedSparseF32& p) {
   SparseF32Groups g;
-  if (p.block != 1 || int64_t(p.nnz.size()) != p.m) return g;
-  const std::vector<int32_t> chans = spmm_channels(p);
-  if (chans.size() != p.deltas.size()) return g;
-  const int64_t windows = (p.k + kGroupWindowF32 - 1) / kGroupWindowF32;
-  const int64_t mp = (p.m + kGroupRows - 1) / kGroupRows * kGroupRows;
-  // per row: its entries [first, end), and where its weights start in `values` (after its bias)
-  std::vector<int64_t> first(size_t(p.m), 0), end(size_t(p.m), 0), value(size_t(p.m), 0);
-  g.gbias.assign(size_t(mp), 0.0f);
-  for (int64_t r = 0, v = 0; r < p.m; ++r) {
-    g.gbias[size_t(r)] = p.values[size_t(v)];
-    value[size_t(r)] = v + 1;
-    first[size_t(r)] = r ? end[size_t(r - 1)] : 0;
-    end[size_t(r)] = first[size_t(r)] + p.nnz[size_t(r)];
-    v += 1 + p.nnz[size_t(r)];
-  }
-  // the row of each entry: its weight is values[value[r] + e - first[r]]
-  std::vector<int64_t> row_of(p.deltas.size(), 0);
-  for (int64_t r = 0; r < p.m; ++r)
-    for (int64_t e = first[size_t(r)]; e < end[size_t(r)]; ++e) row_of[size_t(e)] = r;
+  StreamRows s;
+  if (!s.init(p)) return g;
+  g.gbias = s.padded_bias(kGroupRows);
   lay_out_groups(
-      p.m, windows, kGroupWindowF32, first, end,
-      [&](int64_t e) { return int64_t(chans[size_t(e)]); }, g.gslots,
+      p.m, (p.k + kGroupWindowF32 - 1) / kGroupWindowF32, kGroupWindowF32, s.first, s.end,
+      [&](int64_t e) { return int64_t(s.chans[size_t(e)]); }, g.gslots,
       [&](int64_t e, int64_t v) {
-        const int64_t r = e >= 0 ? row_of[size_t(e)] : 0;
-        g.gidx.push_back(e >= 0 ? uint8_t(chans[size_t(e)] - v * kGroupWindowF32) : uint8_t(0));
-        g.gw.push_back(e >= 0 ? p.values[size_t(value[size_t(r)] + e - first[size_t(r)])] : 0.0f);
+        g.gidx.push_back(e >= 0 ? uint8_t(s.chans[size_t(e)] - v * kGroupWindowF32) : uint8_t(0));
+        g.gw.push_back(e >= 0 ? s.weight(e) : 0.0f);
       });
+  return g;
+}
+
+SparseF32Octets pack_sparse_f32_octets(const PackedSparseF32& p) {
+  SparseF32Octets g;
+  StreamRows s;
+  if (!s.init(p) || p.k < 1) return g;
+  g.gbias = s.padded_bias(kOctetRows);
+  const int64_t windows = (p.k + kOctetRows - 1) / kOctetRows;
+  std::vector<int32_t> counts;  // per group and window, as lay_out_groups gives them
+  int64_t lane = 0;
+  lay_out_groups<kOctetRows>(
+      p.m, windows, kOctetRows, s.first, s.end,
+      [&](int64_t e) { return int64_t(s.chans[size_t(e)]); }, counts,
+      [&](int64_t e, int64_t v) {
+        const int64_t base = p.k >= kOctetRows ? std::min(v * kOctetRows, p.k - kOctetRows) : 0;
+        if (lane == 0) g.gbase.push_back(int32_t(base));
+        g.gidx.push_back(e >= 0 ? uint8_t(s.chans[size_t(e)] - base) : uint8_t(0));
+        g.gw.push_back(e >= 0 ? s.weight(e) : 0.0f);
+        lane = (lane + 1) % kOctetRows;
+      });
+  for (size_t i = 0; i < counts.size(); i += size_t(windows)) {
+    int32_t total = 0;
+    for (int64_t v = 0; v < windows; ++v) total += counts[i + size_t(v)];
+    g.gslots.push_back(total);
+  }
   return g;
 }
 

@@ -332,13 +332,26 @@ const SparseF32Groups* SparseLinear::groups_for(int64_t n) const {
   return groups_.gslots.empty() ? nullptr : &groups_;
 }
 
+const SparseF32Octets* SparseLinear::octets_for(int64_t n) const {
+  if (!plannable_ || n != 1 || kern_.isa != Isa::avx2) return nullptr;
+  std::call_once(octets_once_, [this] {
+    octets_ = pack_sparse_f32_octets(packed_);
+    const double lanes = double(octets_.gidx.size());
+    if (narrow_ && lanes > kAutoMaxOctetLanes * double(m_) * double(k_)) octets_ = {};
+  });
+  return octets_.gslots.empty() ? nullptr : &octets_;
+}
+
 Isa SparseLinear::isa() const { return dense_ ? dense_->isa() : kern_.isa; }
 
 void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) const {
   if (dense_) return dense_->forward_kn(x, n, y, threads);
   // one column on AVX-512 runs the row groups, which beat the dense GEMV at every density `auto`
-  // keeps sparse (1.6-2.5x numpy at 70 %, 1.1-2.2x even at 50 %; docs/kernels.md)
+  // keeps sparse; on AVX2 the octets, where they beat it (octets_for; docs/kernels.md, the N = 1
+  // sections)
   const SparseF32Groups* groups = groups_for(n);
+  const SparseF32Octets* octets = octets_for(n);
+  if (octets) return column_octets(*octets, x, y, threads);
   if (narrow_ && n < kern_.tile && !groups) return narrow_->forward_kn(x, n, y, threads);
   const SpmmTilePlan* plan = plan_for(n);
   const int32_t* chans = chans_for(n);
@@ -415,6 +428,30 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t n0 = t * s.chunk;
     kern_.fn(args(n0, std::min(s.chunk, n - n0)));
+  });
+}
+
+void SparseLinear::column_octets(const SparseF32Octets& o, const float* x, float* y,
+                                 int threads) const {
+  // Threads take ranges of whole groups: each output is computed by the same code whichever
+  // thread runs it, so the bits are one thread's. A slot is a multiply-add of 8 rows, about the
+  // cost of 8 of threads_for's unit.
+  const int64_t groups = (m_ + kOctetRows - 1) / kOctetRows;
+  const int use = threads_for(threads, 8.0 * double(o.gbase.size()));
+  const int64_t per = (groups + use - 1) / use;
+  parallel_for(use, (groups + per - 1) / per, [&](int64_t t) {
+    const int64_t g0 = t * per, g1 = std::min(groups, g0 + per);
+    int64_t slot = 0;
+    for (int64_t g = 0; g < g0; ++g) slot += o.gslots[size_t(g)];
+    SpmmF32Args p = stream_args(x, 1, y + g0 * kOctetRows, 1, 1, nullptr);
+    p.m = std::min(m_, g1 * kOctetRows) - g0 * kOctetRows;
+    p.octets = true;
+    p.gslots = o.gslots.data() + g0;
+    p.gbase = o.gbase.data() + slot;
+    p.gidx = o.gidx.data() + slot * kOctetRows;
+    p.gw = o.gw.data() + slot * kOctetRows;
+    p.gbias = o.gbias.data() + g0 * kOctetRows;
+    kern_.fn(p);
   });
 }
 

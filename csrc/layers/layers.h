@@ -101,6 +101,11 @@ class SparseLinear {
   // and M*K is at least kAutoNarrowMinWeights (docs/kernels.md, "Choosing sparse or dense").
   static constexpr double kAutoMaxDensityNarrow = 0.12;
   static constexpr int64_t kAutoNarrowMinWeights = int64_t(1) << 18;
+  // One column on AVX2 runs the octets (kernels.h pack_sparse_f32_octets) where a layer keeps no
+  // dense copy for narrow calls, or where their lanes, padding included, are at most this
+  // fraction of M*K: a slot costs about 2.75 of the dense GEMV's 8-lane multiply-adds on Zen 2
+  // (docs/kernels.md, "Sparse fp32 at N = 1 in row groups on AVX2: octets").
+  static constexpr double kAutoMaxOctetLanes = 0.36;
 
  private:
   int64_t m_, k_, nnz_ = 0;
@@ -127,6 +132,13 @@ class SparseLinear {
   const SparseF32Groups* groups_for(int64_t n) const;
   mutable std::once_flag groups_once_;
   mutable SparseF32Groups groups_;
+  // b1 on AVX2, one column: the octet form (kernels.h pack_sparse_f32_octets), made by the first
+  // one-column call; null for other widths and paths
+  const SparseF32Octets* octets_for(int64_t n) const;
+  mutable std::once_flag octets_once_;
+  mutable SparseF32Octets octets_;
+  // Y[:, 0] = act(W x + b) through the octets, threads over ranges of whole groups
+  void column_octets(const SparseF32Octets& o, const float* x, float* y, int threads) const;
   // b1 with a plan, inputs narrower than the plan's strip (a 7x7 layer's 49 columns): all
   // columns are one kernel call, so threads split the output rows instead, each part a stream
   // and plan of its own. Made by the first such call per part count and kept.

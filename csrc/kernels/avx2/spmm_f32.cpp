@@ -78,9 +78,58 @@ struct O {
   }
 };
 #include "kernels/spmm_f32_impl.h"
+
+// One column through the octets (kernels.h pack_sparse_f32_octets): per slot, X's 8 floats at
+// its window in one register, the 8 rows' inputs picked by one vpermps of their byte indices
+// and one fused multiply-add. Two accumulators alternate slots (each FMA waits on its
+// accumulator's last); a row's sum is its bias plus both, in this order, as AVX-512's row groups.
+void column_octets(const SpmmF32Args& p) {
+  const __m256 lo = _mm256_set1_ps(p.lo), hi = _mm256_set1_ps(p.hi);
+  alignas(32) float padded[8] = {};
+  const float* x = p.x;
+  if (p.k < 8) {  // one window: X zero-padded to a register
+    for (int64_t i = 0; i < p.k; ++i) padded[i] = p.x[i];
+    x = padded;
+  }
+  const auto pick = [&](const int32_t* base, const uint8_t* idx) {
+    const __m256i lanes =
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(idx)));
+    return _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + *base), lanes);
+  };
+  const int32_t* slots = p.gslots;
+  const int32_t* base = p.gbase;
+  const uint8_t* idx = p.gidx;
+  const float* w = p.gw;
+  for (int64_t g0 = 0; g0 < p.m; g0 += 8) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const int32_t count = *slots++;
+    int32_t j = 0;
+    for (; j + 2 <= count; j += 2, base += 2, idx += 16, w += 16) {
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w), pick(base, idx), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), pick(base + 1, idx + 8), acc1);
+    }
+    if (j < count) {
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w), pick(base, idx), acc0);
+      ++base, idx += 8, w += 8;
+    }
+    const __m256 sum = _mm256_add_ps(_mm256_loadu_ps(p.gbias + g0), _mm256_add_ps(acc0, acc1));
+    const __m256 out = _mm256_min_ps(_mm256_max_ps(sum, lo), hi);
+    if (g0 + 8 <= p.m) {
+      _mm256_storeu_ps(p.y + g0, out);
+    } else {
+      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      _mm256_maskstore_ps(p.y + g0, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(p.m - g0)), lane),
+                          out);
+    }
+  }
+}
 }  // namespace
 
-void spmm_f32_b1(const SpmmF32Args& p) { spmm_driver<O>(p, 1); }
+void spmm_f32_b1(const SpmmF32Args& p) {
+  if (p.n == 1 && p.octets && p.gslots && p.ldx == 1 && p.ldy == 1 && p.k > 0)
+    return column_octets(p);
+  spmm_driver<O>(p, 1);
+}
 void spmm_f32_b4(const SpmmF32Args& p) { spmm_driver<O>(p, 4); }
 
 }  // namespace ep::avx2

@@ -110,7 +110,8 @@ void column_groups(const SpmmF32Args& p) {
 }  // namespace
 
 void spmm_f32_b1(const SpmmF32Args& p) {
-  if (p.n == 1 && p.gslots && p.ldx == 1 && p.ldy == 1 && p.k > 0) return column_groups(p);
+  if (p.n == 1 && p.gslots && !p.octets && p.ldx == 1 && p.ldy == 1 && p.k > 0)
+    return column_groups(p);
   spmm_driver<O>(p, 1);
 }
 void spmm_f32_b4(const SpmmF32Args& p) { spmm_driver<O>(p, 4); }

@@ -24,8 +24,8 @@ void pass(const SpmmS8Args& p, int64_t n0, __mmask16 tail = 0xffff) {
   const __m512i lo8 = s8_bound(p.lo, p.zp_out), hi8 = s8_bound(p.hi, p.zp_out);
   // the strip's columns as bytes: NV vectors of 16
   const __mmask64 cols = NV == 4 && tail == 0xffff ? ~__mmask64(0)
-                                                   : (__mmask64(1) << (16 * (NV - 1))) - 1 |
-                                                         __mmask64(tail) << (16 * (NV - 1));
+                                                   : ((__mmask64(1) << (16 * (NV - 1))) - 1) |
+                                                         (__mmask64(tail) << (16 * (NV - 1)));
   const int32_t* quad = p.quad;
   const int32_t* w = p.w;
   const int8_t* xb = p.xq + n0 * 4;

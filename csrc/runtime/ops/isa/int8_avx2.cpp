@@ -500,15 +500,14 @@ inline __m256i madd_tap(__m256i acc, __m256i x, __m256i w) {
 }
 
 // The integer steps for one vector of sums: requantized, zero point added (not yet clamped)
-inline __m256i dw_integer(const QDwRowArgs& a, const DwLanes8& l, __m256i acc) {
+inline __m256i dw_integer(const DwLanes8& l, __m256i acc) {
   return _mm256_add_epi32(mbqm(acc, l.rq), l.zp_out);
 }
 
 // P (1 or an even number) pixels' 8 channels: requantized, clamped and stored as 8 bytes each at
 // y, y + step, ...
 template <int P>
-inline void dw_store(const QDwRowArgs& a, const DwLanes8& l, const __m256i* acc, int8_t* y,
-                     int64_t step) {
+inline void dw_store(const DwLanes8& l, const __m256i* acc, int8_t* y, int64_t step) {
   static_assert(P == 1 || P % 2 == 0, "pixels are packed in pairs");
   constexpr int B = (P + 1) / 2;
   __m128i b[B];
@@ -527,7 +526,7 @@ inline void dw_store(const QDwRowArgs& a, const DwLanes8& l, const __m256i* acc,
     pack([&](__m256i v) { return rq_float8(v, l.rf, &flag); });
     done = none_flagged(flag);
   }
-  if (!done) pack([&](__m256i v) { return dw_integer(a, l, v); });
+  if (!done) pack([&](__m256i v) { return dw_integer(l, v); });
 #pragma GCC unroll 4
   for (int i = 0; i < B; ++i) {
     const __m128i v = _mm_min_epi8(_mm_max_epi8(b[i], l.lo), l.hi);
@@ -563,7 +562,7 @@ inline void dw_pixel_checked(const QDwRowArgs& a, const DwLanes8& l, int64_t c0,
     const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.wt + wi + c0));
     acc = madd_tap(acc, _mm256_sub_epi32(load8(a.x + xi + c0), zin), wv);
   });
-  dw_store<1>(a, l, &acc, y, 0);
+  dw_store<1>(l, &acc, y, 0);
 }
 
 // 8 int8 at p and 8 at p + next as int32 lanes each holding a pair of int16: (p[i], p[next + i])
@@ -693,7 +692,7 @@ void dw_block(const QDwRowArgs& a, const DwLanes8& lanes, int64_t c0, int64_t x0
             for (int64_t kx = kx0; kx < kx1; ++kx)
               acc = madd_tap(acc, _mm256_sub_epi32(load8(r + ky * wc + (ix + kx) * c), zin),
                              _mm256_load_si256(w + ky * KW + kx));
-          dw_store<1>(a, l, &acc, y + ox * c, 0);
+          dw_store<1>(l, &acc, y + ox * c, 0);
         };
         for (int64_t e = 0; e < x0; ++e) edge(e);
         for (int64_t e = x1; e < a.ow; ++e) edge(e);
@@ -701,12 +700,12 @@ void dw_block(const QDwRowArgs& a, const DwLanes8& lanes, int64_t c0, int64_t x0
         for (; ox + P <= x1; ox += P) {
           __m256i acc[P];
           dw_lean<KW, S, P>(r + (ox * S - pl) * c, c, wc, ky1 - ky0, w, w2, bias, acc);
-          dw_store<P>(a, l, acc, y + ox * c, c);
+          dw_store<P>(l, acc, y + ox * c, c);
         }
         for (; ox < x1; ++ox) {
           __m256i acc[1];
           dw_lean<KW, S, 1>(r + (ox * S - pl) * c, c, wc, ky1 - ky0, w, w2, bias, acc);
-          dw_store<1>(a, l, acc, y + ox * c, 0);
+          dw_store<1>(l, acc, y + ox * c, 0);
         }
       };
       if (dh == 1 && tap == c && sw == 1) lean(std::integral_constant<int, 1>());
@@ -729,7 +728,7 @@ void dw_block(const QDwRowArgs& a, const DwLanes8& lanes, int64_t c0, int64_t x0
             acc[p] = madd_tap(acc[p], load8(row + p * step + kx * tap), wv);
         }
       }
-      dw_store<P>(a, l, acc, y + ox * c, c);
+      dw_store<P>(l, acc, y + ox * c, c);
     }
     for (; ox < x1; ++ox) {
       __m256i acc = bias;
@@ -740,7 +739,7 @@ void dw_block(const QDwRowArgs& a, const DwLanes8& lanes, int64_t c0, int64_t x0
         for (int64_t kx = 0; kx < kw; ++kx)
           acc = madd_tap(acc, load8(row + kx * tap), weight(ky, kx));
       }
-      dw_store<1>(a, l, &acc, y + ox * c, 0);
+      dw_store<1>(l, &acc, y + ox * c, 0);
     }
   }
 }
