@@ -155,7 +155,8 @@ class SparseLinear(_Layer):
     exceed ``AUTO_MAX_DENSITY[block]`` of M*K (sparse does not pay there, as measured by
     benchmarks/kernels.py); an ``auto`` layer that runs sparse also keeps the dense kernel for
     inputs narrower than a vector (batch 1), unless its weight is large (2**18 or more) and at
-    most 12 % stored: a GEMV reads dense weights faster than it gathers sparse ones.
+    most 12 % stored: a GEMV reads dense weights faster than it gathers sparse ones. One column
+    (N = 1) on AVX-512 and AVX2 runs sparse row groups instead where they pay (docs/kernels.md).
     ``"sparse"`` or ``"dense"`` force one. Calling maps
     ``x[N, K] -> y[N, M]``; ``.spmm(x_kn)`` maps the channel-major ``[K, N] -> [M, N]`` without
     the two transposes.
@@ -211,8 +212,10 @@ class QLinear(_Layer):
     outputs are requantized to (``output_scale``, ``output_zero_point``) with round-to-nearest-even,
     and ``activation`` clamps in the int8 domain. ``sparse="auto"`` runs the 1x4-block sparse
     kernel when at most ``AUTO_MAX_BLOCK_DENSITY`` of the blocks (4 consecutive input channels of
-    one output channel) hold a nonzero weight, else the dense GEMM; ``"sparse"``/``"dense"``
-    force one. Both give the same bits. ``.gemm_kn(x_kn)`` maps channel-major ``[K, N] -> [M, N]``.
+    one output channel) hold a nonzero weight, else the dense GEMM; off AVX-512 such a layer
+    still runs one-column calls (batch 1) dense unless K >= 480 and at most 12 % of the blocks are
+    stored, since the sparse dot products cost a fixed ~15 ns per output channel there.
+    ``"sparse"``/``"dense"`` force one. Both give the same bits. ``.gemm_kn(x_kn)`` maps channel-major ``[K, N] -> [M, N]``.
     """
 
     AUTO_MAX_BLOCK_DENSITY = 0.35  # mirrors QLinear::kAutoMaxBlockDensity

@@ -542,7 +542,9 @@ QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float 
     // the one-column form, for the path that has a loop over it (at batch 1 its channel groups
     // beat the per-channel stream 2-6x on 1x1 and FC layers at 90 % sparsity, measured)
     if (sparse_ && skern_.isa == Isa::avx512) pack_sparse_s8_groups(sp_);
-    if (sparse_) return;  // the dense packing is not needed
+    const bool column_sparse = skern_.isa == Isa::avx512 || mode == SparseKernel::sparse ||
+                               (density <= kAutoMaxBlockDensityColumn && k >= kAutoColumnMinDepth);
+    if (sparse_ && column_sparse) return;  // the dense packing is not needed
   }
   const int kg = gemm_s8_kgroup(kern_.isa);
   packed_.resize(packed_gemm_s8_size(m, k, kern_.tile, kg));
@@ -613,6 +615,7 @@ void QLinear::run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n
 }
 
 void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const {
+  if (n == 1 && column_dense()) return run_dense(x, 1, y, threads);
   if (sparse_ && n == 1) return run_sparse(x, 1, false, 1, y, 1, threads);  // x[1, K] is X[K, 1]
   if (sparse_) {
     // vectorised over N: quads of the transposed input in, [M, N] out, transposed back
@@ -622,6 +625,10 @@ void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const 
       for (int64_t i = 0; i < n; ++i) y[i * m_ + j] = yt[j * n + i];
     return;
   }
+  run_dense(x, n, y, threads);
+}
+
+void QLinear::run_dense(const int8_t* x, int64_t n, int8_t* y, int threads) const {
   const Split s = split(n, threads, 8, double(n) * double(m_) * double(k_));
   parallel_for(threads, s.tasks, [&](int64_t t) {
     const int64_t r0 = t * s.chunk;
@@ -647,6 +654,7 @@ void QLinear::forward(const int8_t* x, int64_t n, int8_t* y, int threads) const 
 }
 
 void QLinear::forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const {
+  if (n == 1 && column_dense()) return run_dense(x, 1, y, threads);  // X[K, 1] is x[1, K]
   if (sparse_) {
     run_sparse(x, n, false, n, y, n, threads);
     return;

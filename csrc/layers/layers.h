@@ -170,6 +170,17 @@ class QLinear {
   // Below the measured break-even with the dense GEMM, with a margin for the transposes of the
   // [N, K] layout (docs/kernels.md, "Choosing sparse or dense").
   static constexpr double kAutoMaxBlockDensity = 0.35;
+  // One column (an FC or squeeze-excite layer at batch 1) runs sparse only where that pays: on
+  // AVX-512 through the channel groups always; elsewhere through one dot product per output
+  // channel, which costs about 15 ns a channel before its blocks and so beats the dense GEMM only
+  // on long, very sparse rows (AVX2 at 90 %: 240x960x1 7.6 against 8.9 us, 960x240x1 17.7
+  // against 8.6). An `auto` layer chosen sparse there also keeps the dense GEMM for one column
+  // unless at most kAutoMaxBlockDensityColumn of the 1x4 blocks are stored and K is at least
+  // kAutoColumnMinDepth (docs/kernels.md, "Choosing sparse or dense").
+  static constexpr double kAutoMaxBlockDensityColumn = 0.12;
+  static constexpr int64_t kAutoColumnMinDepth = 480;
+  // whether one-column calls run the dense GEMM though the layer is sparse (`auto` only)
+  bool column_dense() const { return sparse_ && !packed_.empty(); }
   void forward(const int8_t* x, int64_t n, int8_t* y, int threads) const;
   void forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const;  // X[K,N] -> Y[M,N]
   int64_t m() const { return m_; }
@@ -185,6 +196,8 @@ class QLinear {
   int64_t nnz() const { return nnz_; }
 
  private:
+  // y[n, M] = the dense GEMM of x[n, K] (packed_)
+  void run_dense(const int8_t* x, int64_t n, int8_t* y, int threads) const;
   // x: [K, N] with row stride ld, or [N, K] (transposed) with row stride ld
   void run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n, int8_t* y, int64_t ldy,
                   int threads) const;

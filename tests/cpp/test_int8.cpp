@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
+#include <tuple>
+#include <vector>
 
 #include "kernels/kernels.h"
 #include "layers/layers.h"
@@ -301,6 +304,56 @@ TEST(QLinear, SparseAndDenseAgreeBitForBit) {
       relu6_top = std::max(relu6_top, int(v));
     }
     EXPECT_LE(relu6_top, -3 + 75) << "relu6 clamps at zp + round(6 / s_out)";
+  }
+}
+
+// One column of an `auto` layer chosen sparse: AVX-512 runs its channel groups; elsewhere the
+// layer keeps the dense GEMM for it unless K is at least kAutoColumnMinDepth and at most
+// kAutoMaxBlockDensityColumn of its blocks are stored. Either way every path gives the dense
+// layer's bits (integer sums), by forward and forward_kn.
+TEST(QLinear, OneColumnRunsDenseUnlessLongAndVerySparse) {
+  std::mt19937 rng(81);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::uniform_int_distribution<int> a8(-128, 127);
+  const int64_t big = 520;
+  ASSERT_GE(big, QLinear::kAutoColumnMinDepth);
+  for (auto [m, k, s] :
+       {std::tuple{big, int64_t(64), 0.95}, {int64_t(24), big, 0.95}, {big, big, 0.75}}) {
+    auto w = ep::test::random_floats(rng, m * k), bias = ep::test::random_floats(rng, m);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t q = 0; q < k; q += 4)
+        if (u(rng) < s)
+          for (int64_t c = q; c < std::min(k, q + 4); ++c) w[r * k + c] = 0.0f;
+    std::vector<int8_t> x(k);
+    for (auto& v : x) v = int8_t(a8(rng));
+    for (Isa isa : ep::test::runnable_isas()) {
+      SCOPED_TRACE(std::string(isa_name(isa)) + " m=" + std::to_string(m) +
+                   " s=" + std::to_string(s));
+      const auto make = [&](SparseKernel mode) {
+        return QLinear(w.data(), m, k, bias.data(), 0.03f, 5, 0.08f, -3, Act::none, mode, isa);
+      };
+      const QLinear automatic = make(SparseKernel::automatic), sparse = make(SparseKernel::sparse),
+                    dense = make(SparseKernel::dense);
+      ASSERT_TRUE(automatic.uses_sparse());
+      const bool long_and_sparse = k == big && s > 0.9;
+      EXPECT_EQ(automatic.column_dense(), isa != Isa::avx512 && !long_and_sparse);
+      EXPECT_FALSE(sparse.column_dense());
+      EXPECT_FALSE(dense.column_dense());
+      std::vector<int8_t> ya(m), yk(m), ys(m), yd(m);
+      automatic.forward(x.data(), 1, ya.data(), 1);
+      automatic.forward_kn(x.data(), 1, yk.data(), 2);
+      sparse.forward(x.data(), 1, ys.data(), 1);
+      dense.forward(x.data(), 1, yd.data(), 1);
+      EXPECT_EQ(ya, yd);
+      EXPECT_EQ(yk, yd);
+      EXPECT_EQ(ys, yd);
+      // wider calls still run the sparse kernel, with the same bits
+      std::vector<int8_t> x3(3 * k), ya3(3 * m), yd3(3 * m);
+      for (auto& v : x3) v = int8_t(a8(rng));
+      automatic.forward(x3.data(), 3, ya3.data(), 1);
+      dense.forward(x3.data(), 3, yd3.data(), 1);
+      EXPECT_EQ(ya3, yd3);
+    }
   }
 }
 
