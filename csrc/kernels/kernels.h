@@ -101,7 +101,11 @@ struct SparseF32Octets {
   std::vector<float> gw, gbias;
 };
 constexpr int64_t kOctetRows = 8;
+// (a b4 stream is laid out by its rows, through rows_of_blocks)
 SparseF32Octets pack_sparse_f32_octets(const PackedSparseF32& p);
+// A b4 stream as the b1 stream of its rows: the zeros stored inside blocks dropped, the bias and
+// every other weight kept. Empty for a b1 stream or an inconsistent one.
+PackedSparseF32 rows_of_blocks(const PackedSparseF32& p);
 // Throws std::invalid_argument when block is not 1 or 4.
 PackedSparseF32 pack_sparse_f32(const float* w, int64_t m, int64_t k, const float* bias, int block);
 // The absolute input channel of every entry of a stream (the running sum of its deltas): the

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <stdexcept>
+#include <utility>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -311,7 +312,45 @@ SparseF32Groups pack_sparse_f32_groups(const PackedSparseF32& p) {
   return g;
 }
 
+PackedSparseF32 rows_of_blocks(const PackedSparseF32& p) {
+  PackedSparseF32 out;
+  if (p.block != 4 || int64_t(p.nnz.size()) != (p.m + 3) / 4) return out;
+  out.m = p.m, out.k = p.k, out.block = 1;
+  std::vector<std::vector<std::pair<int32_t, float>>> rows(size_t(p.m));
+  std::vector<float> bias(size_t(p.m), 0.0f);
+  const float* v = p.values.data();
+  const float* vend = v + p.values.size();
+  const int32_t* d = p.deltas.data();
+  const int32_t* dend = d + p.deltas.size();
+  int64_t chan = 0;
+  for (size_t b = 0; b < p.nnz.size(); ++b) {
+    if (vend - v < 4) return PackedSparseF32{};
+    for (int64_t r = 0; r < 4; ++r)
+      if (int64_t(b) * 4 + r < p.m) bias[size_t(int64_t(b) * 4 + r)] = v[r];
+    v += 4;
+    for (int32_t i = 0; i < p.nnz[b]; ++i, v += 4) {
+      if (d == dend || vend - v < 4) return PackedSparseF32{};
+      chan += *d++;
+      for (int64_t r = 0; r < 4; ++r)
+        if (int64_t(b) * 4 + r < p.m && v[r] != 0.0f)
+          rows[size_t(int64_t(b) * 4 + r)].push_back({int32_t(chan), v[r]});
+    }
+  }
+  int64_t prev = 0;
+  for (int64_t r = 0; r < p.m; ++r) {
+    out.values.push_back(bias[size_t(r)]);
+    out.nnz.push_back(int32_t(rows[size_t(r)].size()));
+    for (const auto& [c, w] : rows[size_t(r)]) {
+      out.values.push_back(w);
+      out.deltas.push_back(int32_t(c - prev));
+      prev = c;
+    }
+  }
+  return out;
+}
+
 SparseF32Octets pack_sparse_f32_octets(const PackedSparseF32& p) {
+  if (p.block == 4) return pack_sparse_f32_octets(rows_of_blocks(p));
   SparseF32Octets g;
   StreamRows s;
   if (!s.init(p) || p.k < 1) return g;

@@ -333,7 +333,7 @@ const SparseF32Groups* SparseLinear::groups_for(int64_t n) const {
 }
 
 const SparseF32Octets* SparseLinear::octets_for(int64_t n) const {
-  if (!plannable_ || n != 1 || kern_.isa != Isa::avx2) return nullptr;
+  if (n != 1 || kern_.isa != Isa::avx2) return nullptr;  // (b1 and b4 streams alike)
   std::call_once(octets_once_, [this] {
     octets_ = pack_sparse_f32_octets(packed_);
     const double lanes = double(octets_.gidx.size());
@@ -439,6 +439,7 @@ void SparseLinear::column_octets(const SparseF32Octets& o, const float* x, float
   // unit: weighed as 64, so a layer splits from about 16 K slots (1280x960 at 90 %: 40 K).
   const int64_t groups = (m_ + kOctetRows - 1) / kOctetRows;
   const int use = threads_for(threads, 64.0 * double(o.gbase.size()));
+  const auto b1 = runnable_table(kern_.isa).spmm_f32_b1.fn;
   const int64_t per = (groups + use - 1) / use;
   parallel_for(use, (groups + per - 1) / per, [&](int64_t t) {
     const int64_t g0 = t * per, g1 = std::min(groups, g0 + per);
@@ -452,7 +453,7 @@ void SparseLinear::column_octets(const SparseF32Octets& o, const float* x, float
     p.gidx = o.gidx.data() + slot * kOctetRows;
     p.gw = o.gw.data() + slot * kOctetRows;
     p.gbias = o.gbias.data() + g0 * kOctetRows;
-    kern_.fn(p);
+    b1(p);  // (a b4 layer's octets are its rows: the b1 kernel runs them)
   });
 }
 

@@ -132,8 +132,8 @@ class SparseLinear {
   const SparseF32Groups* groups_for(int64_t n) const;
   mutable std::once_flag groups_once_;
   mutable SparseF32Groups groups_;
-  // b1 on AVX2, one column: the octet form (kernels.h pack_sparse_f32_octets), made by the first
-  // one-column call; null for other widths and paths
+  // AVX2, one column: the octet form of the rows (kernels.h pack_sparse_f32_octets; a b4 layer's
+  // too), made by the first one-column call; null for other widths and paths
   const SparseF32Octets* octets_for(int64_t n) const;
   mutable std::once_flag octets_once_;
   mutable SparseF32Octets octets_;

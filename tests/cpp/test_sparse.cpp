@@ -220,9 +220,40 @@ TEST(PackSparse, OctetsRebuildTheWeight) {
         for (int64_t r = 0; r < groups * 8; ++r)
           ASSERT_EQ(o.gbias[size_t(r)], r < m ? bias[size_t(r)] : 0.0f);
       }
-  // a b4 stream has no octet form
-  const std::vector<float> w4(16, 1.0f);
-  EXPECT_TRUE(pack_sparse_f32_octets(pack_sparse_f32(w4.data(), 4, 4, nullptr, 4)).gslots.empty());
+}
+
+// A b4 stream's rows (what its octets are made from): exactly the b1 stream of the same weight,
+// the zeros stored inside its blocks dropped; and its octets are those of that b1 stream.
+TEST(PackSparse, RowsOfBlocksArePackedRows) {
+  std::mt19937 rng(73);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (int64_t m : {1, 4, 6, 13, 40})
+    for (int64_t k : {1, 9, 48})
+      for (double s : {0.0, 0.8, 1.0}) {
+        auto w = random_floats(rng, m * k), bias = random_floats(rng, m);
+        for (int64_t r = 0; r < m; r += 4)
+          for (int64_t c = 0; c < k; ++c) {
+            const bool block_pruned = u(rng) < s;
+            for (int64_t i = r; i < std::min(m, r + 4); ++i)
+              if (block_pruned || u(rng) < 0.2) w[i * k + c] = 0.0f;  // zeros inside blocks too
+          }
+        SCOPED_TRACE("m=" + std::to_string(m) + " k=" + std::to_string(k));
+        const PackedSparseF32 b4 = pack_sparse_f32(w.data(), m, k, bias.data(), 4);
+        const PackedSparseF32 b1 = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
+        const PackedSparseF32 rows = rows_of_blocks(b4);
+        EXPECT_EQ(rows.block, 1);
+        EXPECT_EQ(rows.values, b1.values);
+        EXPECT_EQ(rows.nnz, b1.nnz);
+        EXPECT_EQ(rows.deltas, b1.deltas);
+        const SparseF32Octets o4 = pack_sparse_f32_octets(b4), o1 = pack_sparse_f32_octets(b1);
+        EXPECT_EQ(o4.gslots, o1.gslots);
+        EXPECT_EQ(o4.gbase, o1.gbase);
+        EXPECT_EQ(o4.gidx, o1.gidx);
+        EXPECT_EQ(o4.gw, o1.gw);
+        EXPECT_EQ(o4.gbias, o1.gbias);
+      }
+  const std::vector<float> w1(16, 1.0f);
+  EXPECT_TRUE(rows_of_blocks(pack_sparse_f32(w1.data(), 4, 4, nullptr, 1)).nnz.empty());
 }
 
 // One column (an FC layer at batch 1) on every path: near the dense reference, and the same bits
@@ -237,9 +268,11 @@ TEST(SparseLinear, OneColumnMatchesDenseOnEveryThreadCount) {
           sparsify(rng, w, s);
           if (m > 2) std::fill(w.begin() + k, w.begin() + 2 * k, 0.0f);  // an empty row
           const auto x = random_floats(rng, k, -2.f, 2.f);
-          SparseLinear sp(w.data(), m, k, bias.data(), 1, Act::relu6, SparseKernel::sparse, isa);
-          SCOPED_TRACE(std::string(isa_name(isa)) + " m=" + std::to_string(m) +
-                       " k=" + std::to_string(k) + " s=" + std::to_string(s));
+          const int block = m % 4 == 1 ? 4 : 1;  // b4 layers (m = 1, 9) run their rows' octets
+          SparseLinear sp(w.data(), m, k, bias.data(), block, Act::relu6, SparseKernel::sparse,
+                          isa);
+          SCOPED_TRACE(std::string(isa_name(isa)) + " block=" + std::to_string(block) + " m=" +
+                       std::to_string(m) + " k=" + std::to_string(k) + " s=" + std::to_string(s));
           std::vector<float> y(size_t(m) + 1, -777.0f);  // one past m: must stay untouched
           sp.forward_kn(x.data(), 1, y.data(), 1);
           ASSERT_EQ(y[size_t(m)], -777.0f) << "wrote past m";
