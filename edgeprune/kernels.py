@@ -215,7 +215,8 @@ class QLinear(_Layer):
     one output channel) hold a nonzero weight, else the dense GEMM; off AVX-512 such a layer
     still runs one-column calls (batch 1) dense unless K >= 480 and at most 12 % of the blocks are
     stored, since the sparse dot products cost a fixed ~15 ns per output channel there.
-    ``"sparse"``/``"dense"`` force one. Both give the same bits. ``.gemm_kn(x_kn)`` maps channel-major ``[K, N] -> [M, N]``.
+    ``"sparse"``/``"dense"`` force one. Both give the same bits. ``.gemm_kn(x_kn)`` maps
+    channel-major ``[K, N] -> [M, N]``.
     """
 
     AUTO_MAX_BLOCK_DENSITY = 0.35  # mirrors QLinear::kAutoMaxBlockDensity
