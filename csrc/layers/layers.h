@@ -88,6 +88,8 @@ class SparseLinear {
   bool uses_sparse() const { return dense_ == nullptr; }  // for calls at least a vector wide
   // whether calls narrower than a vector (N = 1) run a dense copy of the weight (auto only)
   bool narrow_dense() const { return narrow_ != nullptr; }
+  // whether one-column calls run the octets (AVX2; packs them on first use, as such a call does)
+  bool column_octets() const { return octets_for(1) != nullptr; }
   Isa isa() const;
   bool planned() const { return planned_.load(); }  // whether the tile plan has been made
 

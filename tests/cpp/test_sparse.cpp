@@ -222,6 +222,52 @@ TEST(PackSparse, OctetsRebuildTheWeight) {
       }
 }
 
+// The AVX2 kernel on octet arguments directly (not through a layer's choice): one column against
+// the reference kernel on the stream, every row count around a group, K below, at and past 8,
+// clamps, empty rows, and a slice of groups given as a call of its own (as threads do).
+TEST(SpmmF32, OctetsMatchReference) {
+  const auto isas = ep::test::runnable_isas();
+  if (std::find(isas.begin(), isas.end(), Isa::avx2) == isas.end())
+    GTEST_SKIP() << "this CPU cannot run the AVX2 path";
+  std::mt19937 rng(74);
+  for (int64_t m : {1, 7, 8, 9, 31, 64})
+    for (int64_t k : {1, 5, 8, 9, 40, 203})
+      for (double s : {0.0, 0.7, 0.95, 1.0}) {
+        auto w = random_floats(rng, m * k), bias = random_floats(rng, m);
+        sparsify(rng, w, s);
+        if (m > 2) std::fill(w.begin() + k, w.begin() + 2 * k, 0.0f);
+        const auto x = random_floats(rng, k, -2.f, 2.f);
+        const PackedSparseF32 packed = pack_sparse_f32(w.data(), m, k, bias.data(), 1);
+        const SparseF32Octets o = pack_sparse_f32_octets(packed);
+        SCOPED_TRACE("m=" + std::to_string(m) + " k=" + std::to_string(k) +
+                     " s=" + std::to_string(s));
+        std::vector<float> ref(size_t(m) + 1, -777.0f), y(size_t(m) + 1, -777.0f);
+        SpmmF32Args p = spmm_f32_args(packed, x.data(), 1, ref.data(), 1, 1);
+        act_bounds(Act::relu6, &p.lo, &p.hi);
+        reference::spmm_f32_b1(p);
+        // groups [1, end) as one call, then group 0 as another
+        const int64_t groups = (m + 7) / 8;
+        int64_t slot0 = o.gslots.empty() ? 0 : o.gslots[0];
+        for (int part = 0; part < 2; ++part) {
+          const int64_t g0 = part == 0 ? std::min<int64_t>(1, groups) : 0;
+          const int64_t g1 = part == 0 ? groups : std::min<int64_t>(1, groups);
+          if (g1 <= g0) continue;
+          SpmmF32Args q = p;
+          q.y = y.data() + g0 * 8;
+          q.m = std::min(m, g1 * 8) - g0 * 8;
+          q.octets = true;
+          q.gslots = o.gslots.data() + g0;
+          q.gbase = o.gbase.data() + (g0 ? slot0 : 0);
+          q.gidx = o.gidx.data() + (g0 ? slot0 : 0) * 8;
+          q.gw = o.gw.data() + (g0 ? slot0 : 0) * 8;
+          q.gbias = o.gbias.data() + g0 * 8;
+          kernel_table(Isa::avx2).spmm_f32_b1.fn(q);
+        }
+        ASSERT_EQ(y[size_t(m)], -777.0f) << "wrote past m";
+        expect_near_reference(y, ref, w, bias, x, m, k, 1, 1, 1, -777.0f);
+      }
+}
+
 // A b4 stream's rows (what its octets are made from): exactly the b1 stream of the same weight,
 // the zeros stored inside its blocks dropped; and its octets are those of that b1 stream.
 TEST(PackSparse, RowsOfBlocksArePackedRows) {
@@ -273,6 +319,7 @@ TEST(SparseLinear, OneColumnMatchesDenseOnEveryThreadCount) {
                           isa);
           SCOPED_TRACE(std::string(isa_name(isa)) + " block=" + std::to_string(block) + " m=" +
                        std::to_string(m) + " k=" + std::to_string(k) + " s=" + std::to_string(s));
+          EXPECT_EQ(sp.column_octets(), isa == Isa::avx2) << "forced sparse: every AVX2 layer";
           std::vector<float> y(size_t(m) + 1, -777.0f);  // one past m: must stay untouched
           sp.forward_kn(x.data(), 1, y.data(), 1);
           ASSERT_EQ(y[size_t(m)], -777.0f) << "wrote past m";
@@ -783,6 +830,7 @@ TEST(SparseLinear, AutoRunsNarrowCallsDenseUnlessLargeAndVerySparse) {
       sp.forward_kn(x.data(), 1, ys.data(), 1);
       de.forward_kn(x.data(), 1, yd.data(), 1);
       const bool sparse_column = isa == Isa::avx512 || (isa == Isa::avx2 && s > 0.9);
+      EXPECT_EQ(au.column_octets(), isa == Isa::avx2 && s > 0.9);
       EXPECT_EQ(ya, au.narrow_dense() && !sparse_column ? yd : ys);
       // three columns (below every vector width): the dense copy when there is one
       auto x3 = random_floats(rng, k * 3);
