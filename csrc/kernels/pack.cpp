@@ -355,23 +355,34 @@ SparseF32Octets pack_sparse_f32_octets(const PackedSparseF32& p) {
   StreamRows s;
   if (!s.init(p) || p.k < 1) return g;
   g.gbias = s.padded_bias(kOctetRows);
-  const int64_t windows = (p.k + kOctetRows - 1) / kOctetRows;
-  std::vector<int32_t> counts;  // per group and window, as lay_out_groups gives them
-  int64_t lane = 0;
-  lay_out_groups<kOctetRows>(
-      p.m, windows, kOctetRows, s.first, s.end,
-      [&](int64_t e) { return int64_t(s.chans[size_t(e)]); }, counts,
-      [&](int64_t e, int64_t v) {
-        const int64_t base = p.k >= kOctetRows ? std::min(v * kOctetRows, p.k - kOctetRows) : 0;
-        if (lane == 0) g.gbase.push_back(int32_t(base));
-        g.gidx.push_back(e >= 0 ? uint8_t(s.chans[size_t(e)] - base) : uint8_t(0));
-        g.gw.push_back(e >= 0 ? s.weight(e) : 0.0f);
-        lane = (lane + 1) % kOctetRows;
-      });
-  for (size_t i = 0; i < counts.size(); i += size_t(windows)) {
-    int32_t total = 0;
-    for (int64_t v = 0; v < windows; ++v) total += counts[i + size_t(v)];
-    g.gslots.push_back(total);
+  // Each slot's window starts at the lowest channel any of its group's rows still holds (K - 8 at
+  // most), and every row whose next weight lies in it fills its lane. Windows fixed at multiples
+  // of 8 left a row's weight just past a boundary to a slot of its own: at 90 % random sparsity
+  // they stored about 1.3x the slots (2.6 weights a slot against 3.3), and a slot's cost is its
+  // loads, whatever its weights.
+  const int64_t last = std::max<int64_t>(p.k - kOctetRows, 0);
+  std::vector<int64_t> next = s.first;
+  for (int64_t g0 = 0; g0 < p.m; g0 += kOctetRows) {
+    const int64_t g1 = std::min(p.m, g0 + kOctetRows);
+    int32_t count = 0;
+    for (;;) {
+      int64_t low = p.k;
+      for (int64_t r = g0; r < g1; ++r)
+        if (next[size_t(r)] < s.end[size_t(r)])
+          low = std::min<int64_t>(low, s.chans[size_t(next[size_t(r)])]);
+      if (low == p.k) break;
+      const int64_t base = std::min(low, last);
+      g.gbase.push_back(int32_t(base));
+      for (int64_t r = g0; r < g0 + kOctetRows; ++r) {
+        const int64_t e = r < g1 ? next[size_t(r)] : -1;
+        const bool in = e >= 0 && e < s.end[size_t(r)] && s.chans[size_t(e)] < base + kOctetRows;
+        g.gidx.push_back(in ? uint8_t(s.chans[size_t(e)] - base) : uint8_t(0));
+        g.gw.push_back(in ? s.weight(e) : 0.0f);
+        if (in) ++next[size_t(r)];
+      }
+      ++count;
+    }
+    g.gslots.push_back(count);
   }
   return g;
 }

@@ -336,7 +336,8 @@ const SparseF32Octets* SparseLinear::octets_for(int64_t n) const {
   if (n != 1 || kern_.isa != Isa::avx2) return nullptr;  // (b1 and b4 streams alike)
   std::call_once(octets_once_, [this] {
     octets_ = pack_sparse_f32_octets(packed_);
-    const double lanes = double(octets_.gidx.size());
+    const double lanes =
+        double(octets_.gidx.size()) + kOctetGroupLanes * double(octets_.gslots.size());
     if (narrow_ && lanes > kAutoMaxOctetLanes * double(m_) * double(k_)) octets_ = {};
   });
   return octets_.gslots.empty() ? nullptr : &octets_;

@@ -104,10 +104,12 @@ class SparseLinear {
   static constexpr double kAutoMaxDensityNarrow = 0.12;
   static constexpr int64_t kAutoNarrowMinWeights = int64_t(1) << 18;
   // One column on AVX2 runs the octets (kernels.h pack_sparse_f32_octets) where a layer keeps no
-  // dense copy for narrow calls, or where their lanes, padding included, are at most this
-  // fraction of M*K: a slot costs about 2.75 of the dense GEMV's 8-lane multiply-adds on Zen 2
-  // (docs/kernels.md, "Sparse fp32 at N = 1 in row groups on AVX2: octets").
-  static constexpr double kAutoMaxOctetLanes = 0.36;
+  // dense copy for narrow calls, or where their lanes (padding included) plus kOctetGroupLanes
+  // per group of 8 rows are at most kAutoMaxOctetLanes of M*K. On Zen 2 a slot costs about 2.2
+  // of the dense GEMV's 8-lane multiply-adds, and a group's bias, store and loop exit about 3.5
+  // slots (docs/kernels.md, "Sparse fp32 at N = 1 in row groups on AVX2: octets").
+  static constexpr double kAutoMaxOctetLanes = 0.46;
+  static constexpr double kOctetGroupLanes = 28.0;
 
  private:
   int64_t m_, k_, nnz_ = 0;

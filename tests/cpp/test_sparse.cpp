@@ -199,12 +199,29 @@ TEST(PackSparse, OctetsRebuildTheWeight) {
         ASSERT_EQ(o.gw.size(), o.gbase.size() * 8);
         ASSERT_EQ(int64_t(o.gbias.size()), groups * 8);
         std::vector<float> w2(size_t(m * k), 0.0f);
+        // the lowest channel of row r not yet stored in a slot (k when none is left)
+        const auto pending = [&](int64_t r) {
+          int64_t c = 0;
+          while (c < k && (w[size_t(r * k + c)] == 0.0f || w2[size_t(r * k + c)] != 0.0f)) ++c;
+          return c;
+        };
         size_t slot = 0;
         for (int64_t g = 0; g < groups; ++g)
           for (int32_t j = 0; j < o.gslots[size_t(g)]; ++j, ++slot) {
             const int64_t base = o.gbase[slot];
             ASSERT_GE(base, 0);
             ASSERT_LE(base + 8, std::max<int64_t>(k, 8));
+            // the window starts at the group's lowest pending channel (at most k - 8), and a row
+            // whose pending weight lies inside it never leaves its lane empty
+            int64_t low = k;
+            for (int64_t r = g * 8; r < std::min(m, g * 8 + 8); ++r)
+              low = std::min(low, pending(r));
+            ASSERT_LT(low, k) << "a slot with no weight";
+            ASSERT_EQ(base, std::max<int64_t>(std::min(low, k - 8), 0));
+            for (int64_t lane = 0; lane < 8 && g * 8 + lane < m; ++lane)
+              if (o.gw[slot * 8 + size_t(lane)] == 0.0f)
+                ASSERT_GE(pending(g * 8 + lane), std::min(base + 8, k))
+                    << "lane " << lane << " left empty";
             for (int64_t lane = 0; lane < 8; ++lane) {
               const int64_t r = g * 8 + lane, c = base + o.gidx[slot * 8 + size_t(lane)];
               const float v = o.gw[slot * 8 + size_t(lane)];
@@ -804,17 +821,18 @@ TEST(SparseLinear, MatchesDenseAndChoosesKernel) {
 // at most kAutoMaxDensityNarrow stored; a narrow call then gives the dense layer's bits, a wide
 // one the sparse kernel's. One column on AVX-512 is the exception: it runs the sparse row groups
 // (faster than the dense GEMV at every density `auto` keeps sparse), so it gives the sparse
-// layer's bits; on AVX2 so do the octets where their lanes are at most kAutoMaxOctetLanes of
-// M*K (at 95 %, not at 70 %).
+// layer's bits; on AVX2 so do the octets where their lanes and group costs are at most
+// kAutoMaxOctetLanes of M*K (at 95 % and on long rows at 70 %, not on rows of 40 at 70 %).
 TEST(SparseLinear, AutoRunsNarrowCallsDenseUnlessLargeAndVerySparse) {
   std::mt19937 rng(12);
   const int64_t big = 520;  // 520 * 520 >= kAutoNarrowMinWeights
   ASSERT_GE(big * big, SparseLinear::kAutoNarrowMinWeights);
   for (Isa isa : ep::test::runnable_isas()) {
     const bool simd = kernel_table(isa).spmm_f32_b1.tile > 1;
-    for (auto [m, k, s, narrow] : {std::tuple{big, big, 0.95, false},
-                                   {big, big, 0.7, true},
-                                   {int64_t(48), int64_t(64), 0.95, true}}) {
+    for (auto [m, k, s, narrow, octets] : {std::tuple{big, big, 0.95, false, true},
+                                           {big, big, 0.7, true, true},
+                                           {int64_t(48), int64_t(64), 0.95, true, true},
+                                           {big, int64_t(40), 0.7, true, false}}) {
       auto w = random_floats(rng, m * k), bias = random_floats(rng, m), x = random_floats(rng, k);
       sparsify(rng, w, s);
       SparseLinear au(w.data(), m, k, bias.data(), 1, Act::none, SparseKernel::automatic, isa);
@@ -829,8 +847,8 @@ TEST(SparseLinear, AutoRunsNarrowCallsDenseUnlessLargeAndVerySparse) {
       au.forward_kn(x.data(), 1, ya.data(), 1);
       sp.forward_kn(x.data(), 1, ys.data(), 1);
       de.forward_kn(x.data(), 1, yd.data(), 1);
-      const bool sparse_column = isa == Isa::avx512 || (isa == Isa::avx2 && s > 0.9);
-      EXPECT_EQ(au.column_octets(), isa == Isa::avx2 && s > 0.9);
+      const bool sparse_column = isa == Isa::avx512 || (isa == Isa::avx2 && octets);
+      EXPECT_EQ(au.column_octets(), isa == Isa::avx2 && octets);
       EXPECT_EQ(ya, au.narrow_dense() && !sparse_column ? yd : ys);
       // three columns (below every vector width): the dense copy when there is one
       auto x3 = random_floats(rng, k * 3);
