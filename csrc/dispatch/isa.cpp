@@ -190,10 +190,14 @@ static bool cpu_supports(Isa isa) {
 }
 
 IsaSet supported_isas() {
-  IsaSet s = 0;
-  for (Isa isa : kAllIsas)
-    if ((compiled_isas() & IsaSet(isa)) && cpu_supports(isa)) s |= IsaSet(isa);
-  return s;
+  // once: layers ask on every call (runnable_table), and the CPU does not change
+  static const IsaSet supported = [] {
+    IsaSet s = 0;
+    for (Isa isa : kAllIsas)
+      if ((compiled_isas() & IsaSet(isa)) && cpu_supports(isa)) s |= IsaSet(isa);
+    return s;
+  }();
+  return supported;
 }
 
 std::vector<std::string> isa_names(IsaSet set) {

@@ -3,7 +3,6 @@
 //
 // Consumes: the kernel symbols declared from kernels.inc. Produces: kernel_table(isa), kernels().
 #include <array>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -39,12 +38,14 @@ KernelTable build(Isa isa) {
 }  // namespace
 
 const KernelTable& kernel_table(Isa isa) {
-  static std::array<KernelTable, 5> tables;
-  static std::once_flag once;
-  std::call_once(once, [] {
+  // a function-local static (a guard byte read per call), not std::call_once, which writes
+  // thread-locals on every call
+  static const std::array<KernelTable, 5> tables = [] {
+    std::array<KernelTable, 5> t{};
     for (Isa i : kAllIsas)
-      if (compiled_isas() & IsaSet(i)) tables[isa_index(i)] = build(i);
-  });
+      if (compiled_isas() & IsaSet(i)) t[isa_index(i)] = build(i);
+    return t;
+  }();
   if (!(compiled_isas() & IsaSet(isa)))
     throw std::runtime_error(std::string("kernel path ") + isa_name(isa) +
                              " is not compiled into this build");

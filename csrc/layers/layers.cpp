@@ -52,7 +52,9 @@ void set_min_macs_per_thread(double macs) { min_macs_setting().store(macs > 0.0 
 int threads_for(int threads, double macs, double min_macs) {
   threads = std::max(1, threads);
   if (min_macs <= 0.0) return threads;
-  return int(std::max(1.0, std::min(double(threads), std::floor(macs / min_macs))));
+  // truncation is the floor here (the quotient is not negative); std::floor is a libm call on
+  // baseline x86-64, and this runs on every layer call
+  return std::max(1, int(std::min(double(threads), macs / min_macs)));
 }
 int threads_for(int threads, double macs) {
   return threads_for(threads, macs, min_macs_per_thread());
@@ -312,7 +314,7 @@ const std::vector<SparseLinear::RowPart>& SparseLinear::row_parts(int parts,
 const SpmmTilePlan* SparseLinear::plan_for(int64_t n) const {
   if (!plannable_ || n < int64_t(kern_.tile))
     return nullptr;  // narrower than a vector: the stream serves
-  std::call_once(plan_once_, [this] {
+  plan_once_([this] {
     tiles_ =
         plan_spmm_tiles(packed_, kern_.tile, cpu_features().l1d_bytes);  // sized for this CPU's L1
     planned_.store(true);
@@ -322,19 +324,19 @@ const SpmmTilePlan* SparseLinear::plan_for(int64_t n) const {
 
 const int32_t* SparseLinear::chans_for(int64_t n) const {
   if (!plannable_ || n >= int64_t(kern_.tile)) return nullptr;
-  std::call_once(chans_once_, [this] { chans_ = spmm_channels(packed_); });
+  chans_once_([this] { chans_ = spmm_channels(packed_); });
   return chans_.empty() ? nullptr : chans_.data();
 }
 
 const SparseF32Groups* SparseLinear::groups_for(int64_t n) const {
   if (!plannable_ || n != 1 || kern_.isa != Isa::avx512) return nullptr;
-  std::call_once(groups_once_, [this] { groups_ = pack_sparse_f32_groups(packed_); });
+  groups_once_([this] { groups_ = pack_sparse_f32_groups(packed_); });
   return groups_.gslots.empty() ? nullptr : &groups_;
 }
 
 const SparseF32Octets* SparseLinear::octets_for(int64_t n) const {
   if (n != 1 || kern_.isa != Isa::avx2) return nullptr;  // (b1 and b4 streams alike)
-  std::call_once(octets_once_, [this] {
+  octets_once_([this] {
     octets_ = pack_sparse_f32_octets(packed_);
     const double lanes =
         double(octets_.gidx.size()) + kOctetGroupLanes * double(octets_.gslots.size());

@@ -31,6 +31,25 @@ void set_min_macs_per_thread(double macs);
 int threads_for(int threads, double macs, double min_macs);
 int threads_for(int threads, double macs);
 
+// std::call_once behind a flag read first. libstdc++'s call_once writes two thread-locals on every
+// call, the first or not (a __tls_get_addr each from a shared library): with the kernel table's,
+// a tenth of a batch-1 call of a small layer from Python.
+class Once {
+ public:
+  template <class F>
+  void operator()(F&& f) const {
+    if (done_.load(std::memory_order_acquire)) return;
+    std::call_once(flag_, [&] {
+      f();
+      done_.store(true, std::memory_order_release);
+    });
+  }
+
+ private:
+  mutable std::once_flag flag_;
+  mutable std::atomic<bool> done_{false};
+};
+
 // DenseLinear::forward_kn reads X in place from this many columns on, else packs it first.
 constexpr int64_t kDenseInPlaceMinCols = 512;
 
@@ -122,24 +141,24 @@ class SparseLinear {
   SpmmF32Args stream_args(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n,
                           const SpmmTilePlan* plan) const;
   bool plannable_ = false;
-  mutable std::once_flag plan_once_;
+  Once plan_once_;
   mutable SpmmTilePlan tiles_;
   mutable std::atomic<bool> planned_{false};
   // b1 on a SIMD path: the stream's absolute channels (kernels.h, SpmmF32Args::chans), made by
   // the first call narrower than a vector (every such call uses them; wider ones never do, so a
   // conv layer never holds them)
   const int32_t* chans_for(int64_t n) const;
-  mutable std::once_flag chans_once_;
+  Once chans_once_;
   mutable std::vector<int32_t> chans_;
   // b1 on AVX-512, one column: the row-group form (kernels.h pack_sparse_f32_groups), made by the
   // first one-column call; null for other widths and paths
   const SparseF32Groups* groups_for(int64_t n) const;
-  mutable std::once_flag groups_once_;
+  Once groups_once_;
   mutable SparseF32Groups groups_;
   // AVX2, one column: the octet form of the rows (kernels.h pack_sparse_f32_octets; a b4 layer's
   // too), made by the first one-column call; null for other widths and paths
   const SparseF32Octets* octets_for(int64_t n) const;
-  mutable std::once_flag octets_once_;
+  Once octets_once_;
   mutable SparseF32Octets octets_;
   // Y[:, 0] = act(W x + b) through the octets, threads over ranges of whole groups
   void column_octets(const SparseF32Octets& o, const float* x, float* y, int threads) const;
