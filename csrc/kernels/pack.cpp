@@ -358,7 +358,7 @@ SparseF32Octets pack_sparse_f32_octets(const PackedSparseF32& p) {
   // Each slot's window starts at the lowest channel any of its group's rows still holds (K - 8 at
   // most), and every row whose next weight lies in it fills its lane. Windows fixed at multiples
   // of 8 left a row's weight just past a boundary to a slot of its own: at 90 % random sparsity
-  // they stored about 1.3x the slots (2.6 weights a slot against 3.3), and a slot's cost is its
+  // they stored about 1.3x the slots (3.0 weights a slot against 3.9), and a slot's cost is its
   // loads, whatever its weights.
   const int64_t last = std::max<int64_t>(p.k - kOctetRows, 0);
   std::vector<int64_t> next = s.first;
