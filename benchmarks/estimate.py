@@ -227,7 +227,9 @@ def host_profile() -> tuple[str, str]:
     host = ep.targets.detect_host()
     wide = "avx512f" in host.cpu.features
     isa = "AVX-512" + (" + VNNI" if "avx512vnni" in host.cpu.features else "") if wide else "AVX2, no AVX-512"
-    name = host.description.split(": ", 1)[-1].split(",", 1)[0]
+    cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    name = names[0] if names else "x86-64"
     return ("x86-avx512-vnni" if wide else "x86-avx2"), f"{host.cpu.cores}-core x86 host ({name}, {isa})"
 
 

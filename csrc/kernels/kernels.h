@@ -87,14 +87,15 @@ struct SparseF32Groups {
 };
 constexpr int64_t kGroupWindowF32 = 32;
 SparseF32Groups pack_sparse_f32_groups(const PackedSparseF32& p);
-// The same for one 256-bit register of X (AVX2): rows in groups of kOctetRows, input channels in
-// windows of kOctetRows, and a group's slots in one flat list over all its windows (a loop per
-// window ran its slot count, 1 to 4, as an unpredictable branch: 3-4x slower on 1280x960). Per
-// slot: gbase, the window's first input channel (k - 8 for the last window of a K that is no
-// multiple of 8, so a window never reads past X; 0 when K < 8, X then padded to 8 by the
-// kernel); gidx, the 8 rows' channels minus gbase, a byte each (3-bit fields of one word, moved
-// into lanes by a variable shift, ran 1.3-1.4x slower on Zen 2); 8 weights. gslots is the slot
-// count per group.
+// The same for one 256-bit register of X (AVX2): rows in groups of kOctetRows, and per group one
+// flat list of slots, each over a window of kOctetRows input channels that it names (a loop per
+// fixed window ran its slot count, 1 to 4, as an unpredictable branch: 3-4x slower on 1280x960).
+// A slot's window starts at the lowest channel any row of the group has not yet stored (at most
+// k - 8, so a window never reads past X; 0 when K < 8, X then padded to 8 by the kernel), and
+// every row whose next weight lies inside it fills its lane. Per slot: gbase, the window's first
+// input channel; gidx, the 8 rows' channels minus gbase, a byte each (3-bit fields of one word,
+// moved into lanes by a variable shift, ran 1.3-1.4x slower on Zen 2); 8 weights (0 in an empty
+// lane). gslots is the slot count per group.
 struct SparseF32Octets {
   std::vector<int32_t> gslots, gbase;
   std::vector<uint8_t> gidx;

@@ -86,20 +86,20 @@ PackedSparseS8 pack_sparse_s8(const int8_t* w, int64_t m, int64_t k) {
 
 namespace {
 
-// The group layout the one-column forms share (kernels.h): for each group of Rows rows and each
-// window of `width` input positions, the slot count (appended to `slots`), then per slot and row
-// emit(e, v): the row's next entry e in window v, or e = -1 (padding). Row r's entries are
-// [next[r], end[r]), in increasing position order; pos(e) is entry e's input position (a quad for
-// int8, a channel for fp32).
-template <int64_t Rows = kGroupRows, class Pos, class Emit>
+// The group layout both one-column forms share (kernels.h): for each group of kGroupRows rows
+// and each window of `width` input positions, the slot count (appended to `slots`), then per slot
+// and row emit(e, v): the row's next entry e in window v, or e = -1 (padding). Row r's entries
+// are [next[r], end[r]), in increasing position order; pos(e) is entry e's input position (a quad
+// for int8, a channel for fp32).
+template <class Pos, class Emit>
 void lay_out_groups(int64_t m, int64_t windows, int64_t width, std::vector<int64_t> next,
                     const std::vector<int64_t>& end, Pos pos, std::vector<int32_t>& slots,
                     Emit emit) {
-  for (int64_t g0 = 0; g0 < m; g0 += Rows) {
-    const int64_t g1 = std::min(m, g0 + Rows);
+  for (int64_t g0 = 0; g0 < m; g0 += kGroupRows) {
+    const int64_t g1 = std::min(m, g0 + kGroupRows);
     for (int64_t v = 0; v < windows; ++v) {
       const int64_t limit = (v + 1) * width;
-      std::array<int64_t, Rows> stop{};
+      std::array<int64_t, kGroupRows> stop{};
       int64_t count = 0;
       for (int64_t r = g0; r < g1; ++r) {
         int64_t e = next[size_t(r)];
@@ -109,7 +109,7 @@ void lay_out_groups(int64_t m, int64_t windows, int64_t width, std::vector<int64
       }
       slots.push_back(int32_t(count));
       for (int64_t j = 0; j < count; ++j)
-        for (int64_t r = g0; r < g0 + Rows; ++r) {
+        for (int64_t r = g0; r < g0 + kGroupRows; ++r) {
           const int64_t e = r < g1 ? next[size_t(r)] + j : -1;
           emit(r < g1 && e < stop[size_t(r - g0)] ? e : -1, v);
         }

@@ -354,7 +354,7 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   // sections)
   const SparseF32Groups* groups = groups_for(n);
   const SparseF32Octets* octets = octets_for(n);
-  if (octets) return column_octets(*octets, x, y, threads);
+  if (octets) return run_octets(*octets, x, y, threads);
   if (narrow_ && n < kern_.tile && !groups) return narrow_->forward_kn(x, n, y, threads);
   const SpmmTilePlan* plan = plan_for(n);
   const int32_t* chans = chans_for(n);
@@ -434,8 +434,8 @@ void SparseLinear::forward_kn(const float* x, int64_t n, float* y, int threads) 
   });
 }
 
-void SparseLinear::column_octets(const SparseF32Octets& o, const float* x, float* y,
-                                 int threads) const {
+void SparseLinear::run_octets(const SparseF32Octets& o, const float* x, float* y,
+                              int threads) const {
   // Threads take ranges of whole groups: each output is computed by the same code whichever
   // thread runs it, so the bits are one thread's. A slot (about 0.85 ns on Zen 2, its 44 bytes
   // read from L2 or L3) is weighed as 128 of threads_for's multiply-adds, so a call splits from
@@ -549,7 +549,8 @@ QLinear::QLinear(const float* w, int64_t m, int64_t k, const float* bias, float 
     if (sparse_ && skern_.isa == Isa::avx512) pack_sparse_s8_groups(sp_);
     const bool column_sparse = skern_.isa == Isa::avx512 || mode == SparseKernel::sparse ||
                                (density <= kAutoMaxBlockDensityColumn && k >= kAutoColumnMinDepth);
-    if (sparse_ && column_sparse) return;  // the dense packing is not needed
+    column_dense_ = sparse_ && !column_sparse;
+    if (sparse_ && !column_dense_) return;  // the dense packing is not needed
   }
   const int kg = gemm_s8_kgroup(kern_.isa);
   packed_.resize(packed_gemm_s8_size(m, k, kern_.tile, kg));

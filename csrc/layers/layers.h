@@ -161,7 +161,7 @@ class SparseLinear {
   Once octets_once_;
   mutable SparseF32Octets octets_;
   // Y[:, 0] = act(W x + b) through the octets, threads over ranges of whole groups
-  void column_octets(const SparseF32Octets& o, const float* x, float* y, int threads) const;
+  void run_octets(const SparseF32Octets& o, const float* x, float* y, int threads) const;
   // b1 with a plan, inputs narrower than the plan's strip (a 7x7 layer's 49 columns): all
   // columns are one kernel call, so threads split the output rows instead, each part a stream
   // and plan of its own. Made by the first such call per part count and kept.
@@ -203,7 +203,7 @@ class QLinear {
   static constexpr double kAutoMaxBlockDensityColumn = 0.12;
   static constexpr int64_t kAutoColumnMinDepth = 480;
   // whether one-column calls run the dense GEMM though the layer is sparse (`auto` only)
-  bool column_dense() const { return sparse_ && !packed_.empty(); }
+  bool column_dense() const { return column_dense_; }
   void forward(const int8_t* x, int64_t n, int8_t* y, int threads) const;
   void forward_kn(const int8_t* x, int64_t n, int8_t* y, int threads) const;  // X[K,N] -> Y[M,N]
   int64_t m() const { return m_; }
@@ -225,6 +225,7 @@ class QLinear {
   void run_sparse(const int8_t* x, int64_t ld, bool transposed, int64_t n, int8_t* y, int64_t ldy,
                   int threads) const;
   bool sparse_ = false;
+  bool column_dense_ = false;  // sparse, but one column runs the dense GEMM (packed_ holds it)
   int64_t nnz_ = 0;
   PackedSparseS8 sp_;
   KernelEntry<spmm_s8_fn> skern_;
