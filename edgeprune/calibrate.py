@@ -4,10 +4,11 @@ Consumes: a profile (``edgeprune.targets``) and ``edgeprune bench --json`` resul
 artifacts, local or remote (``--device``), each with its ONNX Runtime per-node profile
 (``layers``) and the artifact it measured (``artifact``: read from that path, or from the JSON
 file's directory). Produces: the profile with an ``[efficiency]`` table per precision and thread
-count (conv, pointwise, depthwise, fc as fractions of the per-core peak; eltwise as the fraction
-of the DRAM figure), the fitted per-operator overhead, ``calibrated = true`` and ``[residuals]``
-(time-weighted relative RMS error of the per-op fit per class, and of the model totals), plus a
-per-model table of measured vs estimated totals.
+count (conv, pointwise, depthwise, fc, and act where the models have transcendental activations,
+as fractions of the per-core peak; eltwise as the fraction of the DRAM figure), the fitted
+per-operator overhead, ``calibrated = true`` and ``[residuals]`` (time-weighted relative RMS error
+of the per-op fit per class, and of the model totals), plus a per-model table of measured vs
+estimated totals.
 
 The fit (docs/targets.md, "Calibrating from measurements"): every profile row is matched back to
 the estimator's op by ONNX node or tensor name (ONNX Runtime renames fused nodes after their last
@@ -37,7 +38,9 @@ from .errors import UserError
 _estimate = importlib.import_module("edgeprune.estimate")  # the module (ep.estimate is its function)
 
 OVERHEAD_GRID_US = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-_SUFFIX = re.compile(r"(_nchwc|_token_\d+|_kernel_time)$")
+# what ONNX Runtime appends to a node's name when it rewrites it: a layout variant, a token, a
+# fused node named after the last node it replaced ("<Mul>/QuickGeluFusion/" for x * sigmoid(x))
+_SUFFIX = re.compile(r"(_nchwc|_token_\d+|_kernel_time|/[A-Za-z]+Fusion/)$")
 
 
 class CalibrationError(UserError):
@@ -155,9 +158,10 @@ def _predict(op, eff: dict[str, float], peak_gops: float, bandwidth: float, spee
     nbytes = (op.weight_elems + op.in_elems + op.out_elems) * bytes_per
     memory = nbytes / (bandwidth * 1e9 * eff["eltwise"]) * 1000.0
     compute = 0.0
-    if op.kind in _estimate.COMPUTE_KINDS and op.macs:
-        compute = 2.0 * op.macs / (peak_gops * 1e9 * eff[op.kind] * speedup) * 1000.0
-    return max(compute, memory) + (ovh[0] if op.kind in _estimate.COMPUTE_KINDS else ovh[1])
+    work = _estimate.compute_macs(op)
+    if op.kind in eff and op.kind in _estimate.COMPUTE_KINDS and work:
+        compute = 2.0 * work / (peak_gops * 1e9 * eff[op.kind] * speedup) * 1000.0
+    return max(compute, memory) + (ovh[0] if op.kind in _estimate.GEMM_KINDS else ovh[1])
 
 
 def _solve(cls: str, pairs, eff, args) -> float:

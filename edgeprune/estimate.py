@@ -16,9 +16,13 @@ The model, per layer ``l`` (batch 1)::
 
 ``peak_per_core`` and ``bandwidth`` are the profile's vendor figures (docs/targets.md).
 ``kind`` is one of dense ``conv`` (k x k), ``pointwise`` (1 x 1), ``depthwise``, ``fc``,
-``eltwise``/``pool`` (memory-bound, no MAC efficiency). BatchNorm and activations that
-follow a conv/linear are fused by every deployment runtime (XNNPACK, ONNX Runtime, TensorRT)
-and cost nothing here.
+``act`` (a transcendental activation: an exponential or tanh per element, priced as
+``ACT_MACS_PER_ELEM`` multiply-adds an element at its own efficiency), ``eltwise``/``pool``
+(memory-bound, no MAC efficiency). BatchNorm and the piecewise-linear activations that follow
+a conv/linear (ReLU, ReLU6, HardSwish, a squeeze-excite gate's sigmoid) are fused by every
+deployment runtime (XNNPACK, ONNX Runtime, TensorRT) and cost nothing here; SiLU, GELU, tanh
+and a sigmoid anywhere else are ``act`` ops, whose exponentials cost time even where a runtime
+fuses them.
 
 Calibration (the efficiencies below). Published points as quoted in docs/targets.md,
 from the XNNPACK README's Raspberry Pi 4 table (multi-threaded, 4 threads),
@@ -66,12 +70,18 @@ from ._callable import make_module_callable
 # docstring (see ``calibration_points`` for the check).
 EFFICIENCY: dict[str, dict[str, float]] = {
     # fitted: MobileNetV2 41.8 ms (published 41), MobileNetV1 70.2 ms (published 72)
-    "fp32": {"conv": 0.42, "pointwise": 0.42, "depthwise": 0.14, "fc": 0.30},
+    "fp32": {"conv": 0.42, "pointwise": 0.42, "depthwise": 0.14, "fc": 0.30, "act": 0.5},
     # fitted: MobileNetV2 17.3 ms (published 17-20), MobileNetV1 28.5 ms (published 24-29)
-    "int8": {"conv": 0.52, "pointwise": 0.52, "depthwise": 0.173, "fc": 0.30},
+    "int8": {"conv": 0.52, "pointwise": 0.52, "depthwise": 0.173, "fc": 0.30, "act": 0.25},
     # no published fp16 point: the fp32 efficiencies on the fp16 peak (see _peak_per_core)
-    "fp16": {"conv": 0.42, "pointwise": 0.42, "depthwise": 0.14, "fc": 0.30},
+    "fp16": {"conv": 0.42, "pointwise": 0.42, "depthwise": 0.14, "fc": 0.30, "act": 0.5},
 }
+# "act" above is an assumption, not a fit: none of the published points has a transcendental
+# activation. A vectorized exponential (range reduction, a short polynomial, a reciprocal for the
+# sigmoid) is about ACT_MACS_PER_ELEM multiply-adds an element and runs near half the FMA peak;
+# int8 runtimes compute it in float or through a table while their peak is the integer one.
+# A calibrated profile fits it (x86: benchmarks/estimate.py, the test zoo's SiLU models).
+ACT_MACS_PER_ELEM = 10
 # Achievable fraction of the DRAM figure (STREAM-like streaming kernels reach 40-60 % of the
 # LPDDR4 theoretical number on the Pi 4; 0.45 is the middle of that range).
 BW_EFFICIENCY = 0.45
@@ -118,7 +128,10 @@ CALIBRATION_SOURCE = (
 
 _BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 PRECISIONS = tuple(_BYTES)
-COMPUTE_KINDS = ("conv", "pointwise", "depthwise", "fc")
+# ops priced by their MACs at a per-kind efficiency; the GEMM-like ones also pack weights and
+# tile, and pay the compute per-op overhead (an "act" pays the memory-bound ops' one)
+COMPUTE_KINDS = ("conv", "pointwise", "depthwise", "fc", "act")
+GEMM_KINDS = ("conv", "pointwise", "depthwise", "fc")
 
 
 # ----------------------------------------------------------------------------- results
@@ -127,7 +140,7 @@ class Op:
     """One operator as the estimator sees it (shape facts only)."""
 
     name: str
-    kind: str  # conv | pointwise | depthwise | fc | eltwise | pool
+    kind: str  # conv | pointwise | depthwise | fc | act | eltwise | pool
     macs: int = 0
     weight_elems: int = 0
     in_elems: int = 0
@@ -135,6 +148,12 @@ class Op:
     # ONNX node and tensor names this op covers (its node, its outputs, fused followers): how a
     # runtime's per-node profile is matched back to it (edgeprune.calibrate)
     names: list[str] = dataclasses.field(default_factory=list)
+
+
+def compute_macs(op: Op) -> float:
+    """The multiply-adds an op is priced at: its MACs, or for an ``act`` op (which has none of
+    its own, so model MAC counts leave it out) ``ACT_MACS_PER_ELEM`` per output element."""
+    return float(op.out_elems) * ACT_MACS_PER_ELEM if op.kind == "act" else float(op.macs)
 
 
 @dataclasses.dataclass
@@ -359,12 +378,13 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
     layers = []
     for op in ops:
         nbytes = op.weight_elems * w_bytes + (op.in_elems + op.out_elems) * act_bytes
-        if op.kind in eff and op.macs:
-            compute_s = 2.0 * op.macs / (peak_core_gops * 1e9 * eff[op.kind] * speedup)
+        work = compute_macs(op)
+        if op.kind in eff and work:
+            compute_s = 2.0 * work / (peak_core_gops * 1e9 * eff[op.kind] * speedup)
         else:
             compute_s = 0.0
         memory_s = nbytes / (bandwidth * 1e9 * bw_eff) if bandwidth else 0.0
-        op_overhead_ms = overhead_ms if op.kind in COMPUTE_KINDS else eltwise_overhead_ms
+        op_overhead_ms = overhead_ms if op.kind in GEMM_KINDS else eltwise_overhead_ms
         layers.append(LayerEstimate.roofline(op, nbytes, compute_s, memory_s, op_overhead_ms))
     total = sum(layer.ms for layer in layers)
     assumptions = {
@@ -383,7 +403,10 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
         "layer_overhead_us": round(overhead_ms * 1000.0, 3),
         "eltwise_overhead_us": round(eltwise_overhead_ms * 1000.0, 3),
         "batch": 1,
-        "fused": "BatchNorm and activations after conv/linear are fused (cost 0)",
+        "fused": (
+            "BatchNorm and piecewise-linear activations after conv/linear are fused (cost 0);"
+            f" SiLU, GELU, tanh and other sigmoids are act ops ({ACT_MACS_PER_ELEM} MACs an element)"
+        ),
     }
     if not bandwidth:
         assumptions["note"] = "target has no memory bandwidth figure: memory time is not modelled"
@@ -416,7 +439,9 @@ def efficiency_for(profile, precision: str, threads: int) -> dict[str, Any]:
         counts = sorted(int(k[1:]) for k in per_threads)
         pick = max((c for c in counts if c <= threads), default=counts[0])
         fitted = per_threads[f"t{pick}"]
-        eff = {k: fitted.get(k, EFFICIENCY[precision][k]) for k in COMPUTE_KINDS}
+        # a table fitted before the "act" class existed has no act entry: the time of its
+        # activations went into the other classes, so its act ops stay memory-priced (no compute)
+        eff = {k: fitted.get(k, EFFICIENCY[precision][k]) for k in COMPUTE_KINDS if k != "act" or k in fitted}
         return {
             "efficiency": eff,
             "bandwidth_efficiency": fitted.get("eltwise", BW_EFFICIENCY),
@@ -465,24 +490,34 @@ _ACTIVATIONS = {
     "relu6",
     "hardtanh",
     "hardtanh_",
-    "silu",
-    "silu_",
-    "sigmoid",
-    "sigmoid_",
     "hardswish",
     "hardswish_",
     "hardsigmoid",
-    "gelu",
     "leaky_relu",
     "leaky_relu_",
-    "elu",
-    "tanh",
     "clamp",
     "clamp_",
     "clip",
     "batch_norm",
     "dropout",
     "dropout_",
+}
+# an exponential or tanh per element: "act" ops wherever they are (a sigmoid straight after a
+# conv/linear is a squeeze-excite gate, fused like the activations above)
+_TRANSCENDENTAL = {
+    "silu",
+    "silu_",
+    "sigmoid",
+    "sigmoid_",
+    "gelu",
+    "elu",
+    "elu_",
+    "selu",
+    "celu",
+    "tanh",
+    "tanh_",
+    "softplus",
+    "mish",
 }
 _ELTWISE = {
     "add",
@@ -609,7 +644,7 @@ class _OpTrace:
         base = self.stack[-1] if self.stack and self.stack[-1] else "model"
         key = f"{base}:{kind}"
         self.counts[key] = self.counts.get(key, 0) + 1
-        return base if self.counts[key] == 1 and kind in COMPUTE_KINDS else f"{base}.{kind}{self.counts[key]}"
+        return base if self.counts[key] == 1 and kind in GEMM_KINDS else f"{base}.{kind}{self.counts[key]}"
 
     def add(self, kind: str, out, fused_onto: bool = False, **fields) -> None:
         self.ops.append(Op(self.name(kind), kind, out_elems=_numel(out), **fields))
@@ -642,6 +677,11 @@ class _OpTrace:
             lq, s_len = int(q.shape[-2]), int(k.shape[-2])
             macs = int(math.prod(q.shape[:-2])) * lq * s_len * (int(q.shape[-1]) + int(v.shape[-1]))
             self.add("fc", out, macs=macs, in_elems=_numel(q) + _numel(k) + _numel(v))
+        elif fname in _TRANSCENDENTAL and isinstance(out, torch.Tensor):
+            if fname.startswith("sigmoid") and id(first) in self.fusable:
+                self.fusable.add(id(out))
+            else:
+                self.add("act", out, in_elems=_numel(first))
         elif fname in _ACTIVATIONS:
             if id(first) in self.fusable:
                 self.fusable.add(id(out))
@@ -765,8 +805,25 @@ _ONNX_ELTWISE = {
     "QLinearConcat",
     "Relu",
     "Clip",
-    "Sigmoid",
     "HardSwish",
+}
+# an exponential or tanh per element: "act" ops (a Sigmoid straight after a conv/linear, a
+# squeeze-excite gate, is fused into it above; x * sigmoid(x) is one act op, as ONNX Runtime
+# fuses it into QuickGelu)
+_ONNX_ACT = {
+    "Sigmoid",
+    "QLinearSigmoid",
+    "Tanh",
+    "Erf",
+    "Gelu",
+    "FastGelu",
+    "QuickGelu",
+    "Exp",
+    "Softplus",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Mish",
 }
 _ONNX_POOLS = {
     "GlobalAveragePool",
@@ -955,9 +1012,11 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
         consumers,
     )
     file_precision = _onnx_precision(model)
+    silu = _silu_muls(graph, consumers)
     fusable: set[str] = set()
     ops: list[Op] = []
     owner: dict[str, Op] = {}  # tensor name -> the op that produces it (fused followers included)
+    owner_of_mul: dict[str, Op] = {}  # a SiLU's Mul output -> the act op its Sigmoid began
     for i, node in enumerate(graph.node):
         n_before = len(ops)
         name = node.name or f"{node.op_type}_{i}"
@@ -972,6 +1031,13 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             op = _recurrent_op(g, node, name)
             if op is not None:
                 ops.append(op)
+        elif t == "Sigmoid" and node.output[0] in silu:
+            mul = silu[node.output[0]]
+            ops.append(Op(name, "act", in_elems=g.elems(node.input[0]), out_elems=g.elems(mul.output[0])))
+        elif t == "Mul" and node.output and node.output[0] in owner_of_mul:
+            op = owner_of_mul.pop(node.output[0])
+            op.names += [name, *node.output]
+            owner.update(dict.fromkeys(node.output, op))
         elif _materialized_qdq(node, g.producer, g.consumers, g.consts, fusable):
             ops.append(Op(name, "eltwise", in_elems=g.elems(node.input[0]), out_elems=g.elems(node.output[0])))
         elif t in _ONNX_FUSED and node.input and node.input[0] in fusable:
@@ -979,6 +1045,8 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             if node.input[0] in owner:
                 owner[node.input[0]].names += [name, *node.output]
                 owner.update(dict.fromkeys(node.output, owner[node.input[0]]))
+        elif t in _ONNX_ACT:
+            ops.append(Op(name, "act", in_elems=g.elems(node.input[0]), out_elems=g.elems(node.output[0])))
         elif t in _ONNX_POOLS:
             ops.append(Op(name, "pool", in_elems=g.elems(node.input[0]), out_elems=g.elems(node.output[0])))
         elif t in _ONNX_ELTWISE:
@@ -989,7 +1057,22 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
         if len(ops) > n_before:
             ops[-1].names = [name, *node.output]
             owner.update(dict.fromkeys(node.output, ops[-1]))
+            if t == "Sigmoid" and node.output[0] in silu:
+                owner_of_mul[silu[node.output[0]].output[0]] = ops[-1]
     return ops, file_precision
+
+
+def _silu_muls(graph, consumers) -> dict[str, Any]:
+    """Sigmoid output name -> the Mul computing x * sigmoid(x) with it (SiLU / swish)."""
+    out = {}
+    for node in graph.node:
+        if node.op_type != "Sigmoid" or not node.input or not node.output:
+            continue
+        for mul in consumers.get(node.output[0], []):
+            if mul.op_type == "Mul" and mul.output and sorted(mul.input) == sorted([node.input[0], node.output[0]]):
+                out[node.output[0]] = mul
+                break
+    return out
 
 
 # Ops whose Q/DQ neighbours ONNX Runtime folds into a QLinear kernel (QLinearConv, QGemm,

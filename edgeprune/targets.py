@@ -62,7 +62,7 @@ __all__ = [
 PRECISIONS = ("int8", "fp16", "fp32")
 # The op classes an [efficiency] table may carry (edgeprune.estimate's layer kinds; "eltwise"
 # is the fraction of the DRAM figure that memory-bound elementwise and pooling ops reach).
-OP_CLASSES = ("conv", "pointwise", "depthwise", "fc", "eltwise")
+OP_CLASSES = ("conv", "pointwise", "depthwise", "fc", "act", "eltwise")
 
 
 class TargetError(UserError):

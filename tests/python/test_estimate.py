@@ -174,8 +174,59 @@ def test_qdq_around_unfoldable_ops_cost_a_memory_pass(tmp_path):
     onnx.save(model, str(tmp_path / "qdq.onnx"))
     ops, precision = E.ops_from_onnx(tmp_path / "qdq.onnx")
     assert precision == "int8"
-    assert [(o.name, o.kind) for o in ops] == [("conv", "pointwise"), ("dq", "eltwise"), ("sig", "eltwise")]
+    assert [(o.name, o.kind) for o in ops] == [("conv", "pointwise"), ("dq", "eltwise"), ("sig", "act")]
     assert ops[1].in_elems == ops[1].out_elems == 4 * 8 * 8
+
+
+class _Swish(nn.Module):
+    """A conv with SiLU, a squeeze-excite style gate (conv -> sigmoid), and a tanh on its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.act = nn.SiLU()
+        self.gate = nn.Conv2d(8, 8, 1)
+        self.input_shape = (3, 8, 8)
+
+    def forward(self, x):
+        y = self.act(self.conv(x))
+        return torch.tanh(y * torch.sigmoid(self.gate(y)))
+
+
+def test_transcendental_activations_are_act_ops_priced_per_element(tmp_path):
+    # module path: SiLU and tanh are act ops; the gate's sigmoid on a conv output stays fused
+    ops = E.ops_from_module(_Swish())
+    assert [o.kind for o in ops] == ["pointwise", "act", "pointwise", "eltwise", "act"]
+    assert ops[1].name == "act.act1" and ops[1].in_elems == ops[1].out_elems == 8 * 64
+    assert ops[1].macs == 0 and E.compute_macs(ops[1]) == 8 * 64 * E.ACT_MACS_PER_ELEM
+    # ONNX path: x * sigmoid(x) is one act op (ONNX Runtime fuses it into QuickGelu) that owns
+    # the Sigmoid and the Mul, so a profile row of either matches it; the gate stays fused
+    path = tmp_path / "swish.onnx"
+    torch.onnx.export(_Swish(), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17)
+    onnx_ops, _ = E.ops_from_onnx(path)
+    assert [o.kind for o in onnx_ops] == ["pointwise", "act", "pointwise", "eltwise", "act"]
+    silu = onnx_ops[1]
+    assert any(n.endswith("Sigmoid") for n in silu.names) and any(n.endswith("Mul") for n in silu.names)
+    assert silu.out_elems == 8 * 64 and onnx_ops[4].names[0].endswith("Tanh")
+    # priced: ACT_MACS_PER_ELEM multiply-adds an element at the act efficiency, plus the
+    # memory-bound ops' overhead (an act op packs no weights)
+    prof = targets.load("rpi4")
+    est = E.estimate_ops(onnx_ops, prof, "fp32", 1)
+    peak = E._peak_per_core(prof, "fp32") * 1e9
+    want_ms = 2.0 * 8 * 64 * E.ACT_MACS_PER_ELEM / (peak * E.EFFICIENCY["fp32"]["act"]) * 1000.0
+    layer = est.layers[1]
+    assert layer.kind == "act" and layer.compute_ms == pytest.approx(want_ms)
+    assert layer.overhead_ms == pytest.approx(E.LAYER_OVERHEAD_US / 1000.0)
+    assert est.macs == sum(o.macs for o in onnx_ops) == 8 * 64 * 3 + 8 * 64 * 8  # the two convs only
+    # a calibrated table fitted before the act class (x86-avx512-vnni) put the activations' time
+    # into its other classes: its act ops stay memory-priced; x86-avx2's table fits them
+    assert "act" not in targets.load("x86-avx512-vnni").efficiency["fp32"]["t1"]
+    assert E.estimate_ops(onnx_ops, targets.load("x86-avx512-vnni"), "fp32", 1).layers[1].compute_ms == 0.0
+    fitted = targets.load("x86-avx2").efficiency["fp32"]["t1"]["act"]
+    avx2 = E.estimate_ops(onnx_ops, targets.load("x86-avx2"), "fp32", 1).layers[1]
+    assert avx2.compute_ms == pytest.approx(
+        2.0 * 8 * 64 * E.ACT_MACS_PER_ELEM / (E._peak_per_core(targets.load("x86-avx2"), "fp32") * 1e9 * fitted) * 1e3
+    )
 
 
 def test_public_name_is_callable_even_after_the_module_import():

@@ -23,15 +23,15 @@ E = importlib.import_module("edgeprune.estimate")
 C = importlib.import_module("edgeprune.calibrate")
 
 
-def _cnn(width: int):
+def _cnn(width: int, act=nn.ReLU):
     torch.manual_seed(width)
     return nn.Sequential(
         nn.Conv2d(3, width, 3, stride=2, padding=1),
-        nn.ReLU(),
+        act(),
         nn.Conv2d(width, width, 3, padding=1, groups=width),
-        nn.ReLU(),
+        act(),
         nn.Conv2d(width, 2 * width, 1),
-        nn.ReLU(),
+        act(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(2 * width, 10),
@@ -42,9 +42,11 @@ def _cnn(width: int):
 def measured(tmp_path_factory):
     d = tmp_path_factory.mktemp("cal")
     files = []
-    for width in (16, 32):
+    # the third has SiLU activations, which ONNX Runtime runs as QuickGelu nodes: the "act" class
+    for width, act in ((16, nn.ReLU), (32, nn.ReLU), (24, nn.SiLU)):
         onnx_path = d / f"cnn{width}.onnx"
-        torch.onnx.export(_cnn(width), (torch.zeros(1, 3, 64, 64),), str(onnx_path), dynamo=False, opset_version=17)
+        model = _cnn(width, act)
+        torch.onnx.export(model, (torch.zeros(1, 3, 64, 64),), str(onnx_path), dynamo=False, opset_version=17)
         out = d / f"bench-cnn{width}.json"
         assert main(["bench", str(onnx_path), "--runs", "15", "--warmup", "2", "--json", str(out)]) == 0
         files.append(out)
@@ -59,20 +61,28 @@ def test_calibrate_writes_a_measured_profile(measured, capsys):
     prof = ep.targets.load(out)
     assert prof.name == "my-board" and prof.calibrated is True
     fitted = prof.efficiency["fp32"]["t1"]
-    assert set(fitted) == {"conv", "pointwise", "depthwise", "fc", "eltwise"} and all(v > 0 for v in fitted.values())
+    assert set(fitted) == {"conv", "pointwise", "depthwise", "fc", "act", "eltwise"} and all(
+        v > 0 for v in fitted.values()
+    )
+    assert fitted["act"] != E.EFFICIENCY["fp32"]["act"]  # fitted, not the default carried over
+    assert set(prof.residuals["fp32"]["t1"]) >= {"act"}
     assert set(prof.residuals["fp32"]["t1"]) >= {"conv", "pointwise", "depthwise", "total"}
     assert prof.cpu == ep.targets.load("x86-avx2").cpu  # only the efficiencies change
     # two fitted per-op overheads from the grid: compute ops and memory-bound ops
     assert {prof.efficiency["layer_overhead_us"], prof.efficiency["eltwise_overhead_us"]} <= set(C.OVERHEAD_GRID_US)
     rows = report["rows"]
-    assert [r["precision"] for r in rows] == ["fp32", "fp32"] and all(r["profile_matched"] > 0.7 for r in rows)
+    assert [r["precision"] for r in rows] == ["fp32"] * 3 and all(r["profile_matched"] > 0.7 for r in rows)
+    # ONNX Runtime's "<Mul>/QuickGeluFusion/" rows are matched back to the SiLU's act op
+    silu = json.loads(files[2].read_text())
+    assert any(r["name"].endswith("/QuickGeluFusion/") for r in silu["layers"])
+    assert rows[2]["profile_matched"] > 0.9
     for r, f in zip(rows, files):
         # the model's own time (a busy host stretches timed runs; the fit uses the same reference)
         measured_ms = C.reference_ms(json.loads(f.read_text()))
         est = E.estimate(str(f).replace("bench-", "").replace(".json", ".onnx"), prof, None, threads=1)
         assert est.to_dict()["calibration"] == "measured" and est.assumptions["calibrated_threads"] == 1
         assert est.total_ms == pytest.approx(r["estimate_ms"], abs=1e-4)
-        # two models, five classes: the fit reproduces what it was fitted to
+        # three models, six classes: the fit reproduces what it was fitted to
         assert abs(est.total_ms - measured_ms) / measured_ms < 0.25, (est.total_ms, measured_ms)
     # a profile fitted to published figures keeps saying so; the built-in x86 ones were measured
     onnx_path = str(files[0]).replace("bench-", "").replace(".json", ".onnx")
