@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from ._callable import make_module_callable
+from .errors import UserError, detail_line
 
 # ----------------------------------------------------------------------------- calibration
 # Fraction of the profile's per-core peak that the runtime's microkernels reach, per layer
@@ -997,16 +998,22 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
     import onnx
     from onnx import shape_inference
 
-    model = onnx.load(str(path))
-    _fix_input_dims(model.graph, input_shape)
-    model = shape_inference.infer_shapes(model)
+    try:
+        model = onnx.load(str(path))
+        _fix_input_dims(model.graph, input_shape)
+        model = shape_inference.infer_shapes(model)
+        shapes = _onnx_shapes(model)
+    except Exception as e:  # a truncated or hand-made file: protobuf's, onnx's or ORT's own errors
+        raise UserError(
+            f"{path}: not an ONNX model the estimator can read ({detail_line(e)[:200]}); export it again"
+        ) from None
     graph = model.graph
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     g = _OnnxGraph(
-        _onnx_shapes(model),
+        shapes,
         {t.name: t for t in graph.initializer},
         {o: n for n in graph.node for o in n.output},
         consumers,
@@ -1031,7 +1038,7 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             op = _recurrent_op(g, node, name)
             if op is not None:
                 ops.append(op)
-        elif t == "Sigmoid" and node.output[0] in silu:
+        elif t == "Sigmoid" and node.output and node.output[0] in silu:
             mul = silu[node.output[0]]
             ops.append(Op(name, "act", in_elems=g.elems(node.input[0]), out_elems=g.elems(mul.output[0])))
         elif t == "Mul" and node.output and node.output[0] in owner_of_mul:
@@ -1045,7 +1052,7 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
             if node.input[0] in owner:
                 owner[node.input[0]].names += [name, *node.output]
                 owner.update(dict.fromkeys(node.output, owner[node.input[0]]))
-        elif t in _ONNX_ACT:
+        elif t in _ONNX_ACT and node.input and node.output:
             ops.append(Op(name, "act", in_elems=g.elems(node.input[0]), out_elems=g.elems(node.output[0])))
         elif t in _ONNX_POOLS:
             ops.append(Op(name, "pool", in_elems=g.elems(node.input[0]), out_elems=g.elems(node.output[0])))
@@ -1057,7 +1064,7 @@ def ops_from_onnx(path, input_shape=None) -> tuple[list[Op], str]:
         if len(ops) > n_before:
             ops[-1].names = [name, *node.output]
             owner.update(dict.fromkeys(node.output, ops[-1]))
-            if t == "Sigmoid" and node.output[0] in silu:
+            if t == "Sigmoid" and node.output and node.output[0] in silu:
                 owner_of_mul[silu[node.output[0]].output[0]] = ops[-1]
     return ops, file_precision
 

@@ -107,6 +107,34 @@ def test_unusable_bench_files_exit_2(measured, tmp_path, capsys):
     assert not (tmp_path / "x.toml").exists()
 
 
+def test_a_hostile_artifact_exits_2_naming_it(measured, tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    d, files = measured
+    bench = json.loads(files[0].read_text())
+    real = (d / "cnn16.onnx").read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(real[: len(real) // 3])
+    # a node without its input passes the protobuf parse; shape inference stops at it
+    nodes = [helper.make_node("Sigmoid", [], ["s"], name="s0"), helper.make_node("Mul", ["x", "s"], ["m"], name="m0")]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
+    handmade = tmp_path / "handmade.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(handmade))
+    for art in (truncated, handmade):
+        p = tmp_path / f"bench-{art.stem}.json"
+        p.write_text(json.dumps({**bench, "artifact": str(art)}))
+        assert main(["targets", "calibrate", "x86-avx2", str(p), "--out", str(tmp_path / "x.toml")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{art}: not an ONNX model the estimator can read" in err
+    assert not (tmp_path / "x.toml").exists()
+
+
 def test_more_threads_than_the_profile_has_cores(measured, tmp_path):
     d, files = measured
     bench = json.loads(files[0].read_text())
