@@ -161,7 +161,7 @@ def _predict(op, eff: dict[str, float], peak_gops: float, bandwidth: float, spee
     work = _estimate.compute_macs(op)
     if op.kind in eff and op.kind in _estimate.COMPUTE_KINDS and work:
         compute = 2.0 * work / (peak_gops * 1e9 * eff[op.kind] * speedup) * 1000.0
-    return max(compute, memory) + (ovh[0] if op.kind in _estimate.GEMM_KINDS else ovh[1])
+    return max(compute, memory) + (ovh[0] if op.kind in _estimate.WEIGHTED_KINDS else ovh[1])
 
 
 def _solve(cls: str, pairs, eff, args) -> float:

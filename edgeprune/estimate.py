@@ -129,10 +129,10 @@ CALIBRATION_SOURCE = (
 
 _BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 PRECISIONS = tuple(_BYTES)
-# ops priced by their MACs at a per-kind efficiency; the GEMM-like ones also pack weights and
-# tile, and pay the compute per-op overhead (an "act" pays the memory-bound ops' one)
+# ops priced by their MACs at a per-kind efficiency; those with weights (WEIGHTED_KINDS) also
+# pack them and tile, and pay the compute per-op overhead (an "act" pays the memory-bound ops' one)
 COMPUTE_KINDS = ("conv", "pointwise", "depthwise", "fc", "act")
-GEMM_KINDS = ("conv", "pointwise", "depthwise", "fc")
+WEIGHTED_KINDS = ("conv", "pointwise", "depthwise", "fc")
 
 
 # ----------------------------------------------------------------------------- results
@@ -385,7 +385,7 @@ def estimate_ops(ops: list[Op], profile, precision: str, threads: int | None = N
         else:
             compute_s = 0.0
         memory_s = nbytes / (bandwidth * 1e9 * bw_eff) if bandwidth else 0.0
-        op_overhead_ms = overhead_ms if op.kind in GEMM_KINDS else eltwise_overhead_ms
+        op_overhead_ms = overhead_ms if op.kind in WEIGHTED_KINDS else eltwise_overhead_ms
         layers.append(LayerEstimate.roofline(op, nbytes, compute_s, memory_s, op_overhead_ms))
     total = sum(layer.ms for layer in layers)
     assumptions = {
@@ -645,7 +645,7 @@ class _OpTrace:
         base = self.stack[-1] if self.stack and self.stack[-1] else "model"
         key = f"{base}:{kind}"
         self.counts[key] = self.counts.get(key, 0) + 1
-        return base if self.counts[key] == 1 and kind in GEMM_KINDS else f"{base}.{kind}{self.counts[key]}"
+        return base if self.counts[key] == 1 and kind in WEIGHTED_KINDS else f"{base}.{kind}{self.counts[key]}"
 
     def add(self, kind: str, out, fused_onto: bool = False, **fields) -> None:
         self.ops.append(Op(self.name(kind), kind, out_elems=_numel(out), **fields))
