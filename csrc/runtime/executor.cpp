@@ -447,6 +447,12 @@ void CompiledModel::fuse_channel_major() {
     if (drop[k] || !ops_[k]->chw() || readers[size_t(t)] != 1) continue;
     const size_t r = size_t(reader[size_t(t)]);
     if (!io_[r].subst.empty()) continue;
+    if (std::unique_ptr<Op> pair = fuse_depthwise_project(ops_[k], *ops_[r])) {
+      ops_[k] = std::move(pair);
+      io_[k].output = io_[r].output;
+      drop[r] = true;
+      continue;
+    }
     std::unique_ptr<Op> fused = fuse_expand_depthwise(*ops_[k], *ops_[r]);
     if (!fused) continue;
     ops_[k] = std::move(fused);

@@ -477,12 +477,19 @@ def test_sparse_chains_run_channel_major_and_match_litert(block):
         "CONV_2D 1x1/1 16->32 sparse 45x43 nchw + DEPTHWISE_CONV_2D 3x3/2 32 23x22 nchw"
         " + CONV_2D 1x1/1 32->24 sparse 23x22 nchw"
     ], labels
-    dw = [lbl for lbl in labels if lbl.startswith("DEPTHWISE")]
+    # a depthwise conv the plane kernel runs straight from its input (stride 1, SAME), read only
+    # by a sparse 1x1: one operator too, over bands of pixels
+    lanes = {"avx512": 16, "avx2": 8}.get(m.isa, 4)
+    assert [lbl for lbl in labels if lbl.startswith("DEPTHWISE") and " + " in lbl] == [
+        "DEPTHWISE_CONV_2D 5x5/1 24 23x22 nchw + CONV_2D 1x1/1 24->24 sparse 23x22 nchw"
+    ] + (
+        ["DEPTHWISE_CONV_2D 3x3/1 40 12x11 nchw + CONV_2D 1x1/1 40->64 sparse 12x11 nchw"] if 11 >= lanes + 1 else []
+    ), labels
+    dw = [lbl.split(" + ")[0] for lbl in labels if lbl.startswith("DEPTHWISE")]
     assert [lbl.endswith(" 23x22 nchw") for lbl in dw] == [True, False, False, False], dw
     # small planes run channel-minor (transposes and the row kernel), except 3x3 / 5x5 at stride
     # 1 with SAME padding on rows of at least a vector and the filter's reach, which the plane
     # kernel runs straight from the input: the last 12x11 layer on paths of up to 8 lanes
-    lanes = {"avx512": 16, "avx2": 8}.get(m.isa, 4)
     assert all(lbl.endswith(" 12x11 nchw (rows)") for lbl in dw[1:3]), dw
     assert dw[3].endswith(" 12x11 nchw" if 11 >= lanes + 1 else " 12x11 nchw (rows)"), dw
     for isa in ISAS:
@@ -592,6 +599,39 @@ def test_inverted_residuals_run_as_one_operator_split_by_pixels(block):
         outs = [ep.runtime.load(data, isa=isa, threads=t)(*xs)[0] for t in (1, 2, 3, 4, 8)]
         assert _rel(outs[0], want[0]) < 1e-4, (isa, _rel(outs[0], want[0]))
         assert all(np.array_equal(o, outs[0]) for o in outs[1:]), isa
+
+
+@pytest.mark.parametrize("shape,cin,cout,block", [((1, 112, 112), 32, 16, 1), ((2, 61, 58), 24, 16, 4)])
+def test_a_depthwise_conv_and_its_projection_run_as_one_operator_in_bands(shape, cin, cout, block):
+    # MobileNetV2's first block (no expansion: the stem's planes into a 3x3 depthwise conv and a
+    # sparse projection), and an odd plane in a batch of 2 whose rows are no whole number of the
+    # SpMM's strips (its bands end inside rows, which two bands then both compute). Every thread
+    # count gives the one-thread bits, and LiteRT's values.
+    from runtime_models import Builder, _sparse_1x1, _w
+
+    rng = np.random.default_rng(11)
+    b = Builder()
+    n, h, w = shape
+    x = b.input([n, 2 * h, 2 * w, 3])
+    y = b.conv2d(x, _w(rng, cin, 3, 3, 3), _w(rng, cin), stride=2, act="relu6")
+    d = b.depthwise(y, _w(rng, 1, 3, 3, cin), _w(rng, cin), act="relu6")
+    p = _sparse_1x1(b, rng, d, cin, cout, block=block)
+    out = b.fc(
+        b.mean(_sparse_1x1(b, rng, p, cout, 64, block=block, act="relu6"), [1, 2], keep_dims=False),
+        _w(rng, 10, 64),
+        _w(rng, 10),
+    )
+    data, m, xs, want = _with_litert(b.finish([out]))
+    oh, ow = (2 * h + 1) // 2, (2 * w + 1) // 2
+    labels = [lbl for _, lbl in m.operators]
+    assert (
+        f"DEPTHWISE_CONV_2D 3x3/1 {cin} {oh}x{ow} nchw + CONV_2D 1x1/1 {cin}->{cout} sparse {oh}x{ow} nchw" in labels
+    ), labels
+    for isa in ISAS:
+        outs = [ep.runtime.load(data, isa=isa, threads=t)(*xs)[0] for t in (1, 2, 3, 4, 8)]
+        assert _rel(outs[0], want[0]) < 1e-4, (isa, _rel(outs[0], want[0]))
+        assert all(np.array_equal(o, outs[0]) for o in outs[1:]), isa
+    assert _rel(ep.runtime.load(data, sparse=False)(*xs)[0], want[0]) < 1e-4
 
 
 def test_fused_pairs_of_models_run_in_turn_on_one_thread_keep_their_values():

@@ -96,6 +96,12 @@ std::unique_ptr<Op> fuse_expand_depthwise(const Op& expand, const Op& depthwise)
 // projection's weights (both are dropped); null, with both untouched, where they do not qualify.
 std::unique_ptr<Op> fuse_expand_project(std::unique_ptr<Op>& pair, Op& projection);
 
+// A channel-major depthwise conv (one that computes bands of rows) and the channel-major sparse
+// 1x1 conv that alone reads its output, as one operator over bands of pixels (ops.cpp,
+// DepthwiseProject). It takes over `depthwise` and the projection's weights (both are dropped);
+// null, with both untouched, where they do not qualify.
+std::unique_ptr<Op> fuse_depthwise_project(std::unique_ptr<Op>& depthwise, Op& projection);
+
 // The layout conversion the executor puts at a channel-major subgraph's edge: tensor `in`
 // [n, hw, c] (NHWC) to `out` [n, c, hw] when to_chw, else back.
 std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64_t c, bool to_chw,

@@ -556,6 +556,7 @@ void dw_plane_s1(const DwPlaneArgs& a) {
   constexpr int PAD = (K - 1) / 2;
   constexpr int PR = K * K + 8 + 4 <= kRegs ? 8 : K == 3 ? 3 : 4;  // rows sharing their loads
   const int64_t w = a.w, h = a.h;
+  const float* const x = a.x;
   thread_local std::vector<float> zeros;
   if (int64_t(zeros.size()) < w + 2 * kVA) zeros.assign(size_t(w + 2 * kVA), 0.0f);
   const float* zrow = zeros.data() + kVA;
@@ -563,46 +564,52 @@ void dw_plane_s1(const DwPlaneArgs& a) {
 #pragma GCC unroll 25
   for (int j = 0; j < K * K; ++j) wv[j] = splat(a.wt[j]);
   const VA vb = splat(a.bias), vlo = splat(a.lo), vhi = splat(a.hi);
-  // NP output rows from oy, the vector at column ox: Pos 0 the row's first, 2 its last, 1 one
-  // whose taps all lie inside the row
-  auto run = [&](auto np, auto pos, int64_t oy, int64_t ox) {
+  // NP output rows (their input lines at rows[]), the vector at column ox: Pos 0 the row's
+  // first, 2 its last, 1 one whose taps all lie inside the row. The lines are found once per
+  // group of rows (per vector, their bounds checks and reloads of the arguments took more
+  // instructions than the multiply-adds).
+  auto run = [&](auto np, auto pos, const float* const* rows, float* d0, int64_t ox) {
     constexpr int NP = decltype(np)::value, Pos = decltype(pos)::value;
-    const float* rows[NP + K - 1];
-#pragma GCC unroll 12
-    for (int r = 0; r < NP + K - 1; ++r) {
-      const int64_t iy = oy + r - PAD;
-      rows[r] = (iy >= 0 && iy < h ? a.x + iy * w : zrow) + ox;
-    }
+    // input line by line, each vector loaded once for the NP - 1 + K rows it reaches: output
+    // row v still sums its taps in (ky, kx) order (line v + ky)
     VA acc[NP];
 #pragma GCC unroll 8
     for (int v = 0; v < NP; ++v) acc[v] = vb;
-#pragma GCC unroll 5
-    for (int ky = 0; ky < K; ++ky)
+#pragma GCC unroll 12
+    for (int r = 0; r < NP + K - 1; ++r)
 #pragma GCC unroll 5
       for (int kx = 0; kx < K; ++kx) {
-#pragma GCC unroll 8
-        for (int v = 0; v < NP; ++v)
-          acc[v] += wv[ky * K + kx] * tap_cols<Pos>(rows[v + ky], kx - PAD);
+        const VA xv = tap_cols<Pos>(rows[r] + ox, kx - PAD);
+#pragma GCC unroll 5
+        for (int ky = K - 1; ky >= 0; --ky)
+          if (r - ky >= 0 && r - ky < NP) acc[r - ky] += wv[ky * K + kx] * xv;
       }
-    float* d0 = a.y + (oy - a.oy0) * w + ox;
 #pragma GCC unroll 8
     for (int v = 0; v < NP; ++v) {
       const VA r = acc[v] < vlo ? vlo : acc[v];  // a NaN sum fails both tests and stays NaN
-      storeA(d0 + v * w, r > vhi ? vhi : r);
+      storeA(d0 + v * w + ox, r > vhi ? vhi : r);
     }
   };
   using First = std::integral_constant<int, 0>;
   using Mid = std::integral_constant<int, 1>;
   using Last = std::integral_constant<int, 2>;
   auto rows_at = [&](auto np, int64_t oy) {
-    run(np, First{}, oy, 0);
+    constexpr int NP = decltype(np)::value;
+    const float* rows[NP + K - 1];
+#pragma GCC unroll 12
+    for (int r = 0; r < NP + K - 1; ++r) {
+      const int64_t iy = oy + r - PAD;
+      rows[r] = iy >= 0 && iy < h ? x + iy * w : zrow;
+    }
+    float* const d0 = a.y + (oy - a.oy0) * w;
+    run(np, First{}, rows, d0, 0);
     int64_t ox = kVA;
-    for (; ox + kVA + PAD <= w; ox += kVA) run(np, Mid{}, oy, ox);
+    for (; ox + kVA + PAD <= w; ox += kVA) run(np, Mid{}, rows, d0, ox);
     // fewer than kVA + PAD columns are left: the last vector, and before it the last one whose
     // taps stay inside when they are more than a vector (both overlap the ones before them: the
     // same values written again)
-    if (w - ox > kVA) run(np, Mid{}, oy, w - kVA - PAD);
-    if (ox < w) run(np, Last{}, oy, w - kVA);
+    if (w - ox > kVA) run(np, Mid{}, rows, d0, w - kVA - PAD);
+    if (ox < w) run(np, Last{}, rows, d0, w - kVA);
   };
   const int64_t end = a.oy1 > 0 ? a.oy1 : h;
   int64_t oy = a.oy0;
