@@ -442,6 +442,23 @@ void CompiledModel::fuse_channel_major() {
       if (t >= 0) ++readers[size_t(t)], reader[size_t(t)] = int(k);
   for (int t : m.outputs) readers[size_t(t)] += 2;  // a model output is stored whatever reads it
   std::vector<bool> drop(ops_.size(), false);
+  // the residual ADD that alone reads fused block k's output, into the block (its other operand
+  // becomes the block's input too, so the arena keeps it alive through the block), where that
+  // operand is written before the block runs: not by an operator between the block and the ADD
+  auto take_residual = [&](size_t k) {
+    const int t = io_[k].output;
+    if (readers[size_t(t)] != 1) return;
+    const size_t r = size_t(reader[size_t(t)]);
+    for (size_t j = k + 1; j < r; ++j)
+      if (!drop[j] && std::find(io_[r].inputs.begin(), io_[r].inputs.end(), io_[j].output) !=
+                          io_[r].inputs.end())
+        return;
+    if (!io_[r].subst.empty() || !fuse_residual_add(*ops_[k], *ops_[r], t)) return;
+    for (int in : io_[r].inputs)
+      if (in != t) io_[k].inputs.push_back(in);
+    io_[k].output = io_[r].output;
+    drop[r] = true;
+  };
   for (size_t k = 0; k < ops_.size(); ++k) {
     const int t = io_[k].output;
     if (drop[k] || !ops_[k]->chw() || readers[size_t(t)] != 1) continue;
@@ -451,6 +468,7 @@ void CompiledModel::fuse_channel_major() {
       ops_[k] = std::move(pair);
       io_[k].output = io_[r].output;
       drop[r] = true;
+      take_residual(k);
       continue;
     }
     std::unique_ptr<Op> fused = fuse_expand_depthwise(*ops_[k], *ops_[r]);
@@ -468,6 +486,7 @@ void CompiledModel::fuse_channel_major() {
     ops_[k] = std::move(block);
     io_[k].output = io_[r2].output;
     drop[r2] = true;
+    take_residual(k);
   }
   size_t kept = 0;
   for (size_t k = 0; k < ops_.size(); ++k) {

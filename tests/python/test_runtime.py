@@ -478,10 +478,11 @@ def test_sparse_chains_run_channel_major_and_match_litert(block):
         " + CONV_2D 1x1/1 32->24 sparse 23x22 nchw"
     ], labels
     # a depthwise conv the plane kernel runs straight from its input (stride 1, SAME), read only
-    # by a sparse 1x1: one operator too, over bands of pixels
+    # by a sparse 1x1: one operator too, over bands of pixels, with the residual ADD that alone
+    # reads the projection (as the ADD's second operand here)
     lanes = {"avx512": 16, "avx2": 8}.get(m.isa, 4)
     assert [lbl for lbl in labels if lbl.startswith("DEPTHWISE") and " + " in lbl] == [
-        "DEPTHWISE_CONV_2D 5x5/1 24 23x22 nchw + CONV_2D 1x1/1 24->24 sparse 23x22 nchw"
+        "DEPTHWISE_CONV_2D 5x5/1 24 23x22 nchw + CONV_2D 1x1/1 24->24 sparse 23x22 nchw + ADD 2x23x22x24 nchw"
     ] + (
         ["DEPTHWISE_CONV_2D 3x3/1 40 12x11 nchw + CONV_2D 1x1/1 40->64 sparse 12x11 nchw"] if 11 >= lanes + 1 else []
     ), labels
@@ -515,7 +516,9 @@ def test_expansions_and_their_depthwise_convs_run_as_one_operator(block):
     # or at stride 2 on rows of at least one register; not: the expansion a MEAN also reads,
     # and the 7x7/3 conv (8x7 outputs: the row kernel). With them the projections that alone
     # read a pair whose depthwise kernel computes bands of rows (not the dilated one's), in
-    # batches of 2: split, their tasks take bands of pixels of each image
+    # batches of 2: split, their tasks take bands of pixels of each image. The second block
+    # takes in the residual ADD after it; the first does not, since the ADD's other operand is
+    # written by an operator after the block.
     lanes = {"avx512": 16, "avx2": 8}.get(m.isa, 4)
     small = "CONV_2D 1x1/1 16->24 sparse 22x21 nchw + DEPTHWISE_CONV_2D 3x3/2 24 11x11 nchw"
     assert [lbl for lbl in labels if " + " in lbl] == [
@@ -523,7 +526,7 @@ def test_expansions_and_their_depthwise_convs_run_as_one_operator(block):
         " + CONV_2D 1x1/1 24->16 sparse 22x21 nchw",
         "CONV_2D 1x1/1 8->16 sparse 44x41 nchw + DEPTHWISE_CONV_2D 5x5/2 16 22x21 nchw",
         "CONV_2D 1x1/1 16->48 sparse 22x21 nchw + DEPTHWISE_CONV_2D 5x5/1 48 22x21 nchw"
-        " + CONV_2D 1x1/1 48->16 sparse 22x21 nchw",
+        " + CONV_2D 1x1/1 48->16 sparse 22x21 nchw + ADD 2x22x21x16 nchw",
         "CONV_2D 1x1/1 16->32 sparse 22x21 nchw + DEPTHWISE_CONV_2D 3x3/1 32 22x21 nchw",
     ] + ([small] if 11 >= lanes else []), labels
     if 11 < lanes:
@@ -586,10 +589,11 @@ def test_inverted_residuals_run_as_one_operator_split_by_pixels(block):
     d = b.depthwise(e, _w(rng, 1, 3, 3, 32), _w(rng, 32), stride=2, act="relu6")
     y = _sparse_1x1(b, rng, d, 32, 16, block=block)
     data, m, xs, want = _with_litert(b.finish([b.fc(b.mean(y, [1, 2], keep_dims=False), _w(rng, 10, 16), _w(rng, 10))]))
-    blocks = [lbl for _, lbl in m.operators if lbl.count(" + ") == 2]
+    # (the residual ADD too, which alone reads the first projection: its bands add the residual)
+    blocks = [lbl for _, lbl in m.operators if lbl.count(" + ") >= 2]
     assert blocks == [
         "CONV_2D 1x1/1 24->144 sparse 56x56 nchw + DEPTHWISE_CONV_2D 3x3/1 144 56x56 nchw"
-        " + CONV_2D 1x1/1 144->24 sparse 56x56 nchw",
+        " + CONV_2D 1x1/1 144->24 sparse 56x56 nchw + ADD 1x56x56x24 nchw",
         "CONV_2D 1x1/1 24->144 sparse 56x56 nchw + DEPTHWISE_CONV_2D 3x3/2 144 28x28 nchw"
         " + CONV_2D 1x1/1 144->32 sparse 28x28 nchw",
         "CONV_2D 1x1/1 32->32 sparse 28x28 nchw + DEPTHWISE_CONV_2D 3x3/2 32 14x14 nchw"
@@ -605,8 +609,9 @@ def test_inverted_residuals_run_as_one_operator_split_by_pixels(block):
 def test_a_depthwise_conv_and_its_projection_run_as_one_operator_in_bands(shape, cin, cout, block):
     # MobileNetV2's first block (no expansion: the stem's planes into a 3x3 depthwise conv and a
     # sparse projection), and an odd plane in a batch of 2 whose rows are no whole number of the
-    # SpMM's strips (its bands end inside rows, which two bands then both compute). Every thread
-    # count gives the one-thread bits, and LiteRT's values.
+    # SpMM's strips (its bands end inside rows, which two bands then both compute). A second such
+    # pair adds a residual (the ADD's first operand, with a fused RELU: taken into the pair and
+    # clamped there). Every thread count gives the one-thread bits, and LiteRT's values.
     from runtime_models import Builder, _sparse_1x1, _w
 
     rng = np.random.default_rng(11)
@@ -616,17 +621,22 @@ def test_a_depthwise_conv_and_its_projection_run_as_one_operator_in_bands(shape,
     y = b.conv2d(x, _w(rng, cin, 3, 3, 3), _w(rng, cin), stride=2, act="relu6")
     d = b.depthwise(y, _w(rng, 1, 3, 3, cin), _w(rng, cin), act="relu6")
     p = _sparse_1x1(b, rng, d, cin, cout, block=block)
+    d2 = b.depthwise(p, _w(rng, 1, 3, 3, cout), _w(rng, cout), act="relu6")
+    p2 = b.binary("add", _sparse_1x1(b, rng, d2, cout, cout, block=block), p, act="relu")
     out = b.fc(
-        b.mean(_sparse_1x1(b, rng, p, cout, 64, block=block, act="relu6"), [1, 2], keep_dims=False),
+        b.mean(_sparse_1x1(b, rng, p2, cout, 64, block=block, act="relu6"), [1, 2], keep_dims=False),
         _w(rng, 10, 64),
         _w(rng, 10),
     )
     data, m, xs, want = _with_litert(b.finish([out]))
     oh, ow = (2 * h + 1) // 2, (2 * w + 1) // 2
     labels = [lbl for _, lbl in m.operators]
-    assert (
-        f"DEPTHWISE_CONV_2D 3x3/1 {cin} {oh}x{ow} nchw + CONV_2D 1x1/1 {cin}->{cout} sparse {oh}x{ow} nchw" in labels
-    ), labels
+    pair = f"DEPTHWISE_CONV_2D 3x3/1 {cin} {oh}x{ow} nchw + CONV_2D 1x1/1 {cin}->{cout} sparse {oh}x{ow} nchw"
+    with_add = (
+        f"DEPTHWISE_CONV_2D 3x3/1 {cout} {oh}x{ow} nchw + CONV_2D 1x1/1 {cout}->{cout} sparse {oh}x{ow} nchw"
+        f" + ADD {n}x{oh}x{ow}x{cout} nchw"
+    )
+    assert pair in labels and with_add in labels and not any(lbl.startswith("ADD") for lbl in labels), labels
     for isa in ISAS:
         outs = [ep.runtime.load(data, isa=isa, threads=t)(*xs)[0] for t in (1, 2, 3, 4, 8)]
         assert _rel(outs[0], want[0]) < 1e-4, (isa, _rel(outs[0], want[0]))

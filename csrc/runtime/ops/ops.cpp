@@ -912,6 +912,23 @@ class ExpandDepthwise : public Op {
   }
 };
 
+// A residual ADD taken into the operator that writes one of its operands (fuse_residual_add):
+// that operator adds the other operand to each band of its output while the band is still in
+// cache, clamped by the ADD's fused activation, instead of a pass of its own over three tensors.
+// IEEE addition is commutative, so either operand order gives the ADD's bits.
+struct Residual {
+  int in = -1;  // the other operand's tensor; -1: no ADD taken in
+  float lo = -INFINITY, hi = INFINITY;
+  // pixels [p0, p1) of m channel planes hw apart, of one image (y and r at its first plane)
+  void add(const VecOps& v, const float* r, float* y, int64_t m, int64_t hw, int64_t p0,
+           int64_t p1) const {
+    for (int64_t c = 0; c < m; ++c) {
+      float* yc = y + c * hw + p0;
+      v.binary(BinOp::add, yc, 1, r + c * hw + p0, 1, yc, p1 - p0, lo, hi);
+    }
+  }
+};
+
 // ------------------------------------------------------------------------ 1x1 + depthwise + 1x1
 // An expansion and its depthwise conv (ExpandDepthwise) whose output only a channel-major sparse
 // 1x1 conv reads (an inverted residual's projection). On one thread it runs as the two did: the
@@ -971,6 +988,8 @@ class ExpandProject : public Op {
         const float* xb = x + b * e.cin_ * e.hw_;
         for (int64_t g = 0; g < groups; ++g) e.channels(xb, g, 0, oh, mid + g * e.rows_ * hw, hw);
         proj_->forward_kn(mid, hw, y + b * m_ * hw, 1);
+        if (res.in >= 0)
+          res.add(e.vec_, r.ptr[res.in] + b * m_ * hw, y + b * m_ * hw, m_, hw, 0, hw);
       }
       return;
     }
@@ -990,9 +1009,12 @@ class ExpandProject : public Op {
       for (int64_t g = 0; g < groups; ++g)
         e.channels(xb, g, r0, r1, mid.data() + g * e.rows_ * px, px);
       proj_->forward_kn_part(mid.data() + (p0 - r0 * ow), px, p1 - p0, y + b * m_ * hw + p0, hw);
+      if (res.in >= 0)
+        res.add(e.vec_, r.ptr[res.in] + b * m_ * hw, y + b * m_ * hw, m_, hw, p0, p1);
     });
   }
   int in_ = 0, out_ = 0;
+  Residual res;
 
  private:
   std::unique_ptr<ExpandDepthwise> pair_;
@@ -1078,9 +1100,12 @@ class DepthwiseProject : public Op {
         d.vec_.dw_plane(a);
       }
       proj_->forward_kn_part(mid.data() + (p0 - r0 * ow), px, p1 - p0, y + b * m_ * hw + p0, hw);
+      if (res.in >= 0)
+        res.add(d.vec_, r.ptr[res.in] + b * m_ * hw, y + b * m_ * hw, m_, hw, p0, p1);
     });
   }
   int in_ = 0, out_ = 0;
+  Residual res;
 
  private:
   // (MobileNetV2's first block on AVX2: 96 KB bands 0.197 ms, 48 KB 0.237, 192 KB 0.198, the
@@ -1200,6 +1225,7 @@ class Binary : public Op {
   int ia_ = 0, ib_ = 0, out_ = 0;
 
  private:
+  friend bool take_residual_add(Op& block, const Op& add, int block_out);
   static constexpr int kRank = 6;
   const VecOps& vec_;
   BinOp op_;
@@ -1208,6 +1234,25 @@ class Binary : public Op {
   int64_t elems_ = 0;
   float lo_, hi_;
 };
+
+// The ADD that alone reads `block`'s output (a fused inverted residual or depthwise + 1x1), into
+// `block` (Residual); false, with both untouched, where it does not qualify: an ADD of two
+// channel-major tensors of one shape whose other operand is not the block's output too.
+bool take_residual_add(Op& block, const Op& add, int block_out) {
+  const auto* b = dynamic_cast<const Binary*>(&add);
+  Residual* res = nullptr;
+  int* out = nullptr;
+  if (auto* e = dynamic_cast<ExpandProject*>(&block)) res = &e->res, out = &e->out_;
+  if (auto* d = dynamic_cast<DepthwiseProject*>(&block)) res = &d->res, out = &d->out_;
+  if (!b || !res || res->in >= 0 || b->op_ != BinOp::add || !b->same_ || !add.chw() ||
+      (b->ia_ == block_out) == (b->ib_ == block_out))
+    return false;
+  res->in = b->ia_ == block_out ? b->ib_ : b->ia_;
+  res->lo = b->lo_, res->hi = b->hi_;
+  *out = b->out_;
+  block.label += " + " + add.label;
+  return true;
+}
 
 // ------------------------------------------------------------------------ unary activations
 // LEAKY_RELU is one too: x >= 0 ? x : alpha x, PRELU's loop with one slope (leaky_)
@@ -1632,6 +1677,10 @@ std::unique_ptr<Op> fuse_expand_project(std::unique_ptr<Op>& pair, Op& projectio
 
 std::unique_ptr<Op> fuse_depthwise_project(std::unique_ptr<Op>& depthwise, Op& projection) {
   return DepthwiseProject::fuse(depthwise, projection);
+}
+
+bool fuse_residual_add(Op& block, const Op& add, int block_out) {
+  return take_residual_add(block, add, block_out);
 }
 
 std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64_t c, bool to_chw,

@@ -102,6 +102,12 @@ std::unique_ptr<Op> fuse_expand_project(std::unique_ptr<Op>& pair, Op& projectio
 // null, with both untouched, where they do not qualify.
 std::unique_ptr<Op> fuse_depthwise_project(std::unique_ptr<Op>& depthwise, Op& projection);
 
+// The channel-major ADD that alone reads a fused block's output (tensor block_out of `block`, made
+// by fuse_expand_project or fuse_depthwise_project), taken into the block: it then reads the
+// ADD's other operand too and writes the ADD's output. False, with both untouched, where the pair
+// does not qualify (the ADD is then dropped by the caller only on true).
+bool fuse_residual_add(Op& block, const Op& add, int block_out);
+
 // The layout conversion the executor puts at a channel-major subgraph's edge: tensor `in`
 // [n, hw, c] (NHWC) to `out` [n, c, hw] when to_chw, else back.
 std::unique_ptr<Op> make_layout_op(int in, int out, int64_t n, int64_t hw, int64_t c, bool to_chw,
