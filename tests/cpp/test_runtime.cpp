@@ -21,7 +21,7 @@ namespace {
 
 const char* kFixtures[] = {"dense",    "sparse",         "blocks4x1", "conv_variants",
                            "encoder",  "encoder_sparse", "upsample",  "read_after_output",
-                           "winograd", "more_ops",       "expand_dw"};
+                           "winograd", "more_ops",       "expand_dw", "dw_project"};
 
 // Under qemu (the aarch64 ctest) every path is still checked against LiteRT, but thread counts and
 // hostile variants are fewer: emulated threads that spin while they wait make each split call
@@ -93,7 +93,8 @@ TEST(Runtime, MatchesLiteRtOnEveryPathWithTheSameBitsOverThreads) {
       // Winograd one, whose tile rows split over threads, and the fused blocks, split by bands of
       // pixels cut on the SpMM's strips)
       const std::string n = name;
-      if (emulated() && n != "sparse" && n != "winograd" && n != "expand_dw") continue;
+      if (emulated() && n != "sparse" && n != "winograd" && n != "expand_dw" && n != "dw_project")
+        continue;
       for (int threads : emulated() ? std::vector<int>{2} : std::vector<int>{2, 4})
         EXPECT_EQ(run(m.model, in, threads), got) << name << " " << o.isa << " " << threads;
     }

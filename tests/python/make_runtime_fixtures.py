@@ -18,6 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_models import (  # noqa: E402
     conv_variants,
+    depthwise_project_chain,
     encoder_block,
     expand_depthwise_chain,
     int8_attention_scores,
@@ -54,6 +55,8 @@ MODELS = {
     "winograd": winograd_block,
     "more_ops": more_ops_block,
     "expand_dw": expand_depthwise_chain,
+    # 96 channels: three bands of a 30x29 plane
+    "dw_project": lambda: depthwise_project_chain((1, 30, 29), cin=96),
 }
 SHAPES = {
     "dense": (1, 8, 8, 3),
@@ -74,6 +77,7 @@ SHAPES = {
     "winograd": (2, 41, 37, 12),
     "more_ops": (1, 9, 7, 6),
     "expand_dw": (2, 44, 41, 8),
+    "dw_project": (1, 60, 58, 3),
 }
 
 

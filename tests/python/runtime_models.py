@@ -246,6 +246,26 @@ def expand_depthwise_chain(seed=0, block=1) -> bytes:
     return b.finish([head, b.mean(small, [1, 2], keep_dims=False)])
 
 
+def depthwise_project_chain(shape=(2, 61, 58), cin=24, cout=16, block=4, seed=11) -> bytes:
+    """MobileNetV2's first block without its expansion: a 3x3/2 RGB stem into a stride-1 3x3
+    depthwise conv and a sparse 1x1 projection (block=1: 90 % unstructured in TFLite's sparse
+    encoding; 4: 4x1 blocks at 80 %, stored dense), then a second such pair whose projection a
+    residual ADD with a fused RELU reads as its first operand, a sparse 1x1, MEAN and a classifier.
+    Input [N, 2H, 2W, 3]; the planes are H x W (the default's rows of 58 are no whole number of the
+    SpMM's strips)."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    n, h, w = shape
+    x = b.input([n, 2 * h, 2 * w, 3])
+    y = b.conv2d(x, _w(rng, cin, 3, 3, 3), _w(rng, cin), stride=2, act="relu6")
+    d = b.depthwise(y, _w(rng, 1, 3, 3, cin), _w(rng, cin), act="relu6")
+    p = _sparse_1x1(b, rng, d, cin, cout, block=block)
+    d2 = b.depthwise(p, _w(rng, 1, 3, 3, cout), _w(rng, cout), act="relu6")
+    p2 = b.binary("add", _sparse_1x1(b, rng, d2, cout, cout, block=block), p, act="relu")
+    head = _sparse_1x1(b, rng, p2, cout, 64, block=block, act="relu6")
+    return b.finish([b.fc(b.mean(head, [1, 2], keep_dims=False), _w(rng, 10, 64), _w(rng, 10))])
+
+
 def int8_cnn(sparse=False, seed=0) -> bytes:
     """A model.int8.tflite from edgeprune's own quantizer and exporter (float I/O, QUANTIZE and
     DEQUANTIZE at the edges): stem conv 3x3/2 + ReLU6, depthwise + ReLU, 1x1 convs (sparse: 90 %

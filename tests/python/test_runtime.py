@@ -612,23 +612,10 @@ def test_a_depthwise_conv_and_its_projection_run_as_one_operator_in_bands(shape,
     # SpMM's strips (its bands end inside rows, which two bands then both compute). A second such
     # pair adds a residual (the ADD's first operand, with a fused RELU: taken into the pair and
     # clamped there). Every thread count gives the one-thread bits, and LiteRT's values.
-    from runtime_models import Builder, _sparse_1x1, _w
+    from runtime_models import depthwise_project_chain
 
-    rng = np.random.default_rng(11)
-    b = Builder()
     n, h, w = shape
-    x = b.input([n, 2 * h, 2 * w, 3])
-    y = b.conv2d(x, _w(rng, cin, 3, 3, 3), _w(rng, cin), stride=2, act="relu6")
-    d = b.depthwise(y, _w(rng, 1, 3, 3, cin), _w(rng, cin), act="relu6")
-    p = _sparse_1x1(b, rng, d, cin, cout, block=block)
-    d2 = b.depthwise(p, _w(rng, 1, 3, 3, cout), _w(rng, cout), act="relu6")
-    p2 = b.binary("add", _sparse_1x1(b, rng, d2, cout, cout, block=block), p, act="relu")
-    out = b.fc(
-        b.mean(_sparse_1x1(b, rng, p2, cout, 64, block=block, act="relu6"), [1, 2], keep_dims=False),
-        _w(rng, 10, 64),
-        _w(rng, 10),
-    )
-    data, m, xs, want = _with_litert(b.finish([out]))
+    data, m, xs, want = _with_litert(depthwise_project_chain(shape, cin, cout, block))
     oh, ow = (2 * h + 1) // 2, (2 * w + 1) // 2
     labels = [lbl for _, lbl in m.operators]
     pair = f"DEPTHWISE_CONV_2D 3x3/1 {cin} {oh}x{ow} nchw + CONV_2D 1x1/1 {cin}->{cout} sparse {oh}x{ow} nchw"

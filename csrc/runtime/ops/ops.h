@@ -104,8 +104,8 @@ std::unique_ptr<Op> fuse_depthwise_project(std::unique_ptr<Op>& depthwise, Op& p
 
 // The channel-major ADD that alone reads a fused block's output (tensor block_out of `block`, made
 // by fuse_expand_project or fuse_depthwise_project), taken into the block: it then reads the
-// ADD's other operand too and writes the ADD's output. False, with both untouched, where the pair
-// does not qualify (the ADD is then dropped by the caller only on true).
+// ADD's other operand too and writes the ADD's output (the caller then drops the ADD). False,
+// with both untouched, where the pair does not qualify.
 bool fuse_residual_add(Op& block, const Op& add, int block_out);
 
 // The layout conversion the executor puts at a channel-major subgraph's edge: tensor `in`
