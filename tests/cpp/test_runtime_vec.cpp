@@ -56,6 +56,8 @@ TEST(RuntimeVec, DepthwisePlaneMatchesReferenceOnEveryPath) {
       {1, 20, 3, 1, 1, 1, 1},
       {11, 33, 3, 1, 1, 1, 1},
       {13, 35, 5, 1, 1, 2, 2},
+      // rows wider than the static row of zeros the lines above and below the image read
+      {3, 4200, 3, 1, 1, 1, 1},
   };
   std::mt19937 rng(7);
   for (const DwCase& c : cases) {

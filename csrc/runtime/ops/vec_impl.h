@@ -557,9 +557,16 @@ void dw_plane_s1(const DwPlaneArgs& a) {
   constexpr int PR = K * K + 8 + 4 <= kRegs ? 8 : K == 3 ? 3 : 4;  // rows sharing their loads
   const int64_t w = a.w, h = a.h;
   const float* const x = a.x;
-  thread_local std::vector<float> zeros;
-  if (int64_t(zeros.size()) < w + 2 * kVA) zeros.assign(size_t(w + 2 * kVA), 0.0f);
-  const float* zrow = zeros.data() + kVA;
+  // A row of zeros for the lines above and below the image: a static one up to kZeroRow floats
+  // (a thread_local is a call per plane from a shared library), a thread's own past that.
+  constexpr int64_t kZeroRow = 4096;
+  alignas(64) static float fixed[kZeroRow + 2 * kVA];  // zero-initialised, never written
+  const float* zrow = fixed + kVA;
+  if (w > kZeroRow) {
+    thread_local std::vector<float> zeros;
+    if (int64_t(zeros.size()) < w + 2 * kVA) zeros.assign(size_t(w + 2 * kVA), 0.0f);
+    zrow = zeros.data() + kVA;
+  }
   VA wv[K * K];
 #pragma GCC unroll 25
   for (int j = 0; j < K * K; ++j) wv[j] = splat(a.wt[j]);
