@@ -320,6 +320,7 @@ class Conv2D : public Op {
   friend class ExpandDepthwise;
   friend class ExpandProject;
   friend class DepthwiseProject;
+  friend bool projects(const Conv2D* pw, int64_t n, int64_t c, int64_t h, int64_t w);
   const float *wsrc_ = nullptr, *bias_src_ = nullptr;  // a sparse 1x1's weight and bias, or null
   float act_lo_ = 0, act_hi_ = 0;                      // and its fused activation as a clamp
   // output row oy of one image (x: [H, W, Cin]) by the direct loop, as [OW, Cout] at y
@@ -930,6 +931,35 @@ class ExpandDepthwise : public Op {
   }
 };
 
+// Band `band` of `bands` over an image's hw pixels in rows of ow, cut on multiples of `unit`
+// pixels (a multiple of the projection's SpMM strip, so every column keeps its bits), the last
+// band taking the rest: pixels [p0, p1), and the output rows [r0, r1) that cover them (px pixels).
+struct PixelBand {
+  int64_t p0, p1, r0, r1, px;
+  PixelBand(int64_t units, int64_t bands, int64_t unit, int64_t band, int64_t hw, int64_t ow)
+      : p0(units * band / bands * unit),
+        p1(band + 1 == bands ? hw : units * (band + 1) / bands * unit),
+        r0(p0 / ow),
+        r1((p1 + ow - 1) / ow),
+        px((r1 - r0) * ow) {}
+};
+
+// The calling thread's buffer of at least n floats for a band's depthwise planes.
+float* band_buffer(int64_t n) {
+  thread_local std::vector<float> mid;
+  if (int64_t(mid.size()) < n) mid.resize(size_t(n));
+  return mid.data();
+}
+
+// Whether `pw` can be the sparse projection of a fused block whose depthwise output is n images of
+// c planes of h x w: a channel-major sparse 1x1 without a separate activation, over at least two
+// of the SpMM's strips of pixels (a band holds at least one).
+bool projects(const Conv2D* pw, int64_t n, int64_t c, int64_t h, int64_t w) {
+  return pw && pw->chw() && pw->direct_ && pw->wsrc_ && pw->lin_[0]->sparse() &&
+         pw->post_ == ActKind::none && pw->n_ == n && pw->cin_ == c && pw->h_ == h && pw->w_ == w &&
+         h * w >= 2 * pw->lin_[0]->part_align();
+}
+
 // A residual ADD taken into the operator that writes one of its operands (fuse_residual_add):
 // that operator adds the other operand to each band of its output while the band is still in
 // cache, clamped by the ADD's fused activation, instead of a pass of its own over three tensors.
@@ -980,11 +1010,7 @@ class ExpandProject : public Op {
   static std::unique_ptr<Op> fuse(std::unique_ptr<Op>& pair, Op& projection) {
     const auto* e = dynamic_cast<const ExpandDepthwise*>(pair.get());
     auto* pw = dynamic_cast<Conv2D*>(&projection);
-    if (!e || !pw || !pw->chw() || !pw->direct_ || !pw->wsrc_ || !pw->lin_[0]->sparse() ||
-        pw->post_ != ActKind::none || !e->bands_ok_ || pw->n_ != e->n_ || pw->cin_ != e->c_ ||
-        pw->h_ != e->dw_.oh || pw->w_ != e->dw_.ow ||
-        pw->h_ * pw->w_ < 2 * pw->lin_[0]->part_align())
-      return nullptr;
+    if (!e || !e->bands_ok_ || !projects(pw, e->n_, e->c_, e->dw_.oh, e->dw_.ow)) return nullptr;
     const int in = e->in_, out = pw->out_;
     std::unique_ptr<ExpandDepthwise> owned(static_cast<ExpandDepthwise*>(pair.release()));
     auto op = std::make_unique<ExpandProject>(std::move(owned), *pw);
@@ -1020,18 +1046,16 @@ class ExpandProject : public Op {
     const int64_t bands = std::min<int64_t>(units, use);
     parallel_for(use, bands * e.n_, [&](int64_t task) {
       const int64_t band = task / e.n_, b = task % e.n_;
-      const int64_t p0 = units * band / bands * align;
-      const int64_t p1 = band + 1 == bands ? hw : units * (band + 1) / bands * align;
-      const int64_t r0 = p0 / ow, r1 = (p1 + ow - 1) / ow, px = (r1 - r0) * ow;
-      thread_local std::vector<float> mid;
-      if (int64_t(mid.size()) < e.c_ * px) mid.resize(size_t(e.c_ * px));
+      const PixelBand p(units, bands, align, band, hw, ow);
+      float* mid = band_buffer(e.c_ * p.px);
       const float* xb = x + b * e.cin_ * e.hw_;
       ExpandDepthwise::Planes& tp = ExpandDepthwise::thread_planes();
       for (int64_t g = 0; g < groups; ++g)
-        e.channels(tp, xb, g, r0, r1, mid.data() + g * e.rows_ * px, px);
-      proj_->forward_kn_part(mid.data() + (p0 - r0 * ow), px, p1 - p0, y + b * m_ * hw + p0, hw);
+        e.channels(tp, xb, g, p.r0, p.r1, mid + g * e.rows_ * p.px, p.px);
+      proj_->forward_kn_part(mid + (p.p0 - p.r0 * ow), p.px, p.p1 - p.p0, y + b * m_ * hw + p.p0,
+                             hw);
       if (res.in >= 0)
-        res.add(e.vec_, r.ptr[res.in] + b * m_ * hw, y + b * m_ * hw, m_, hw, p0, p1);
+        res.add(e.vec_, r.ptr[res.in] + b * m_ * hw, y + b * m_ * hw, m_, hw, p.p0, p.p1);
     });
   }
   int in_ = 0, out_ = 0;
@@ -1082,11 +1106,9 @@ class DepthwiseProject : public Op {
   static std::unique_ptr<Op> fuse(std::unique_ptr<Op>& depthwise, Op& projection) {
     auto* dw = dynamic_cast<Depthwise*>(depthwise.get());
     auto* pw = dynamic_cast<Conv2D*>(&projection);
-    if (!dw || !pw || !dw->chw() || dw->via_rows() || dw->dm_ != 1 ||
-        !dw_plane_direct(dw->plane_, dw->vec_.lanes) || !pw->chw() || !pw->direct_ || !pw->wsrc_ ||
-        !pw->lin_[0]->sparse() || pw->post_ != ActKind::none || pw->n_ != dw->n_ ||
-        pw->cin_ != dw->cout_ || pw->h_ != dw->oh_ || pw->w_ != dw->a_.ow ||
-        pw->h_ * pw->w_ < 2 * pw->lin_[0]->part_align())
+    if (!dw || !dw->chw() || dw->via_rows() || dw->dm_ != 1 ||
+        !dw_plane_direct(dw->plane_, dw->vec_.lanes) ||
+        !projects(pw, dw->n_, dw->cout_, dw->oh_, dw->a_.ow))
       return nullptr;
     const int in = dw->in_, out = pw->out_;
     std::unique_ptr<Depthwise> owned(static_cast<Depthwise*>(depthwise.release()));
@@ -1101,28 +1123,26 @@ class DepthwiseProject : public Op {
     const float* x = r.ptr[in_];
     float* y = r.ptr[out_];
     const int64_t ow = d.a_.ow, hw = d.oh_ * ow, c = d.cout_, kk = d.kh_ * d.kw_;
-    const int64_t in_plane = d.h_ * d.w_, unit = unit_;
+    const int64_t in_plane = d.h_ * d.w_;
     const int64_t bands = std::max<int64_t>(1, units_ / band_units_);
     const int use = threads_for(r.threads, work_);
     parallel_for(use, bands * d.n_, [&](int64_t task) {
       const int64_t b = task / bands, band = task % bands;
-      const int64_t p0 = units_ * band / bands * unit;
-      const int64_t p1 = band + 1 == bands ? hw : units_ * (band + 1) / bands * unit;
-      const int64_t r0 = p0 / ow, r1 = (p1 + ow - 1) / ow, px = (r1 - r0) * ow;
-      thread_local std::vector<float> mid;
-      if (int64_t(mid.size()) < c * px) mid.resize(size_t(c * px));
+      const PixelBand p(units_, bands, unit_, band, hw, ow);
+      float* mid = band_buffer(c * p.px);
       for (int64_t ch = 0; ch < c; ++ch) {
         DwPlaneArgs a = d.plane_;
         a.x = x + (b * c + ch) * in_plane;
         a.wt = d.taps_.data() + ch * kk;
         a.bias = d.a_.bias ? d.a_.bias[ch] : 0.0f;
-        a.oy0 = r0, a.oy1 = r1;
-        a.y = mid.data() + ch * px;
+        a.oy0 = p.r0, a.oy1 = p.r1;
+        a.y = mid + ch * p.px;
         d.vec_.dw_plane(a);
       }
-      proj_->forward_kn_part(mid.data() + (p0 - r0 * ow), px, p1 - p0, y + b * m_ * hw + p0, hw);
+      proj_->forward_kn_part(mid + (p.p0 - p.r0 * ow), p.px, p.p1 - p.p0, y + b * m_ * hw + p.p0,
+                             hw);
       if (res.in >= 0)
-        res.add(d.vec_, r.ptr[res.in] + b * m_ * hw, y + b * m_ * hw, m_, hw, p0, p1);
+        res.add(d.vec_, r.ptr[res.in] + b * m_ * hw, y + b * m_ * hw, m_, hw, p.p0, p.p1);
     });
   }
   int in_ = 0, out_ = 0;
