@@ -37,6 +37,9 @@ class ChannelGroup:
     kept_reasons: list = field(default_factory=list)
     fixed_channels: int = 0
     atoms_per_class: dict = field(default_factory=dict)  # source -> atoms of one class in it
+    # True when a class is one channel of every conv group of a grouped (not depthwise)
+    # convolution: the group's size is then one conv group's width
+    spans_conv_groups: bool = False
 
     @property
     def size(self) -> int:
@@ -46,12 +49,20 @@ class ChannelGroup:
     def prunable(self) -> bool:
         return self.size >= 2
 
-    def round_step(self, round_to: int) -> int:
-        """Number of classes to keep together so every source keeps a multiple of round_to."""
+    def round_step(self, round_to: int, keep: int | None = None) -> int:
+        """Number of classes to keep together so every source keeps a multiple of round_to.
+
+        In a grouped convolution every conv group is its own matrix product, as wide as the
+        classes kept: 12 channels per conv group waste vector lanes just as a 12-channel layer
+        does, however wide the whole layer is. So when ``keep`` (the classes about to be kept)
+        leaves every conv group at least round_to channels, each conv group keeps a multiple
+        of round_to."""
         step = 1
         for m in self.atoms_per_class.values():
             need = round_to // math.gcd(round_to, max(1, m))
             step = step * need // math.gcd(step, need)
+        if self.spans_conv_groups and keep is not None and keep >= round_to:
+            step = step * round_to // math.gcd(step, round_to)
         return step
 
     def to_dict(self) -> dict:
@@ -123,6 +134,7 @@ class Graph:
         atom_src = np.full(n_atoms, -1, dtype=np.int64)
         self._groups: list = []
         src_group = np.zeros(len(sources), dtype=np.int64)
+        grouped = np.unique(roots[np.concatenate(an.conv_grouped)]) if an.conv_grouped else np.zeros(0, np.int64)
         for gi, members in enumerate(sorted(comps.values(), key=lambda m: m[0])):
             rs = np.unique(np.concatenate([src_roots[s] for s in members])) if members else np.zeros(0, np.int64)
             per = {}
@@ -142,6 +154,7 @@ class Graph:
                 roots=rs,
                 fixed_channels=fixed,
                 atoms_per_class=per,
+                spans_conv_groups=bool(np.isin(rs, grouped).any()),
             )
             self._root_group[rs] = gi
             self._root_class[rs] = np.arange(len(rs))

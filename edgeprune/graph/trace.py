@@ -121,6 +121,7 @@ class Analysis:
     inexact: list = field(default_factory=list)  # (ids, reason)
     wholes: list = field(default_factory=list)  # (ids, axis, reason): no class may cut along axis
     warnings: list = field(default_factory=list)
+    conv_grouped: list = field(default_factory=list)  # ids split in conv groups by a grouped conv
 
 
 _UNARY = {
@@ -489,10 +490,12 @@ class Analyzer(fx.Interpreter):
         if ok:
             if g > 1:  # same in-group index kept in every group, so groups stay equal
                 self.an.atoms.union_cols(a.ids.reshape(g, -1))
+                self.an.conv_grouped.append(a.ids)
             self.record("module", name, "in", a.ids, op)
         out = self.new_source(name, cout, op)
         if g > 1:
             self.an.atoms.union_cols(out.reshape(g, -1))
+            self.an.conv_grouped.append(out)
         return Ann((1,), out)
 
     def _mha(self, n, m: nn.MultiheadAttention, result):

@@ -199,9 +199,9 @@ def select_channels(
 
     ``ratios`` (group id -> fraction) overrides ``ratio`` per group and implies per-group ranking;
     groups missing from it are left whole. Kept counts are rounded to the nearest multiple that
-    lets every layer of a pruned group keep a multiple of ``round_to`` channels (ties remove more;
-    never below the ``max_layer_ratio`` floor); a group that would round back to its full size is
-    left whole."""
+    lets every layer of a pruned group keep a multiple of ``round_to`` channels, and every conv group
+    of a grouped convolution too where it keeps at least ``round_to`` (ties remove more; never below
+    the ``max_layer_ratio`` floor); a group that would round back to its full size is left whole."""
     groups = [g for g in graph.groups() if g.prunable]
     round_to = round_to or 1
     if ratios is not None:
@@ -243,8 +243,8 @@ def select_channels(
         n_rm = remove.get(g.id, 0)
         if n_rm <= 0:
             continue
-        step = min(g.round_step(round_to), g.size)
         raw = g.size - n_rm
+        step = min(g.round_step(round_to, raw), g.size)
         floor_keep = max(1, g.size - caps[g.id])
         down, up = (raw // step) * step, int(math.ceil(raw / step)) * step
         # nearest multiple (ties prune more, as Torch-Pruning does), never below the layer floor

@@ -647,7 +647,7 @@ def _threshold_plan(
     for g in groups:
         k = keep[g.id].numpy()
         n_keep = int(k.sum())
-        unit = min(g.round_step(round_to), g.size)
+        unit = min(g.round_step(round_to, n_keep), g.size)
         n_keep = min(g.size, int(math.ceil(max(n_keep, 1) / unit) * unit))
         if n_keep >= g.size:
             continue

@@ -257,7 +257,7 @@ def _refine(model, engine, budget, graph, scores, sizes, kept, cost, limit, opti
     budget still holds."""
     order = sorted(kept, key=lambda g: -options[g][level[g]]["drop"])
     for g in order:
-        step = max(1, graph.group(g).round_step(engine.round_to))
+        step = max(1, graph.group(g).round_step(engine.round_to, kept[g]))
         while kept[g] + step <= sizes[g]:
             trial = dict(kept)
             trial[g] = kept[g] + step

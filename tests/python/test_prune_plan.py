@@ -270,6 +270,42 @@ def test_round_to_picks_the_nearest_multiple_within_the_layer_floor():
     assert kept(epp.plan(model, x, ratios={gid: 0.25}, round_to=4, max_layer_ratio=0.4, graph=g)) == 12
 
 
+class _GroupedBlock(nn.Module):
+    """A RegNet-style bottleneck: 1x1, grouped 3x3 with `groups` conv groups, 1x1."""
+
+    def __init__(self, width, groups):
+        super().__init__()
+        self.a = nn.Conv2d(8, width, 1)
+        self.b = nn.Conv2d(width, width, 3, padding=1, groups=groups)
+        self.c = nn.Conv2d(width, 8, 1)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+@pytest.mark.parametrize(
+    "width, groups, kept_per_group",
+    [
+        (48, 2, 8),  # 12 of 24 per conv group: 8 and 16 are equally near, the tie removes more
+        (240, 2, 56),  # 60 of 120: 56 (the tie again)
+        (216, 3, 48),  # 45 of 72 (ratio 0.375): 48 is nearer than 40
+        (64, 4, 8),  # 8 of 16: already a multiple
+        (16, 2, 4),  # 4 of 8 per conv group is below round_to: only the layer (8) is a multiple of 8
+    ],
+)
+def test_round_to_applies_to_every_conv_group_of_a_grouped_conv(width, groups, kept_per_group):
+    torch.manual_seed(0)
+    model, x = _GroupedBlock(width, groups).eval(), torch.randn(1, 8, 6, 6)
+    ratio = 0.375 if width == 216 else 0.5
+    g = epg.trace(model, x)
+    spans = {grp.id: grp.spans_conv_groups for grp in g.groups() if grp.prunable}
+    assert spans == {"a": True, "b": True}
+    plan = epp.plan(model, x, ratio=ratio, round_to=8, global_ranking=False, graph=g)
+    pruned = epp.apply(model, plan)
+    assert pruned.b.in_channels == pruned.b.out_channels == kept_per_group * groups
+    assert pruned(x).shape == model(x).shape
+
+
 def test_magnitude_importance_keeps_accuracy_better_than_random(trained_demo_cnn, digits):
     import edgeprune as ep
 
