@@ -977,6 +977,16 @@ struct Residual {
   }
 };
 
+// The end of a fused block's band: the projection of its depthwise planes `mid` (rows r0..r1 of
+// the band, ow wide) into pixels [p0, p1) of one image's m output planes (y_img: the image's
+// first plane), then the residual ADD taken in, if any (r_img: the other operand's image).
+void project_band(const Linear& proj, const PixelBand& p, const float* mid, int64_t ow,
+                  float* y_img, int64_t m, int64_t hw, const Residual& res, const float* r_img,
+                  const VecOps& v) {
+  proj.forward_kn_part(mid + (p.p0 - p.r0 * ow), p.px, p.p1 - p.p0, y_img + p.p0, hw);
+  if (res.in >= 0) res.add(v, r_img, y_img, m, hw, p.p0, p.p1);
+}
+
 // ------------------------------------------------------------------------ 1x1 + depthwise + 1x1
 // An expansion and its depthwise conv (ExpandDepthwise) whose output only a channel-major sparse
 // 1x1 conv reads (an inverted residual's projection). On one thread it runs as the two did: the
@@ -1052,10 +1062,8 @@ class ExpandProject : public Op {
       ExpandDepthwise::Planes& tp = ExpandDepthwise::thread_planes();
       for (int64_t g = 0; g < groups; ++g)
         e.channels(tp, xb, g, p.r0, p.r1, mid + g * e.rows_ * p.px, p.px);
-      proj_->forward_kn_part(mid + (p.p0 - p.r0 * ow), p.px, p.p1 - p.p0, y + b * m_ * hw + p.p0,
-                             hw);
-      if (res.in >= 0)
-        res.add(e.vec_, r.ptr[res.in] + b * m_ * hw, y + b * m_ * hw, m_, hw, p.p0, p.p1);
+      project_band(*proj_, p, mid, ow, y + b * m_ * hw, m_, hw, res,
+                   res.in >= 0 ? r.ptr[res.in] + b * m_ * hw : nullptr, e.vec_);
     });
   }
   int in_ = 0, out_ = 0;
@@ -1139,10 +1147,8 @@ class DepthwiseProject : public Op {
         a.y = mid + ch * p.px;
         d.vec_.dw_plane(a);
       }
-      proj_->forward_kn_part(mid + (p.p0 - p.r0 * ow), p.px, p.p1 - p.p0, y + b * m_ * hw + p.p0,
-                             hw);
-      if (res.in >= 0)
-        res.add(d.vec_, r.ptr[res.in] + b * m_ * hw, y + b * m_ * hw, m_, hw, p.p0, p.p1);
+      project_band(*proj_, p, mid, ow, y + b * m_ * hw, m_, hw, res,
+                   res.in >= 0 ? r.ptr[res.in] + b * m_ * hw : nullptr, d.vec_);
     });
   }
   int in_ = 0, out_ = 0;
