@@ -590,16 +590,24 @@ def test_inverted_residuals_run_as_one_operator_split_by_pixels(block):
     y = _sparse_1x1(b, rng, d, 32, 16, block=block)
     data, m, xs, want = _with_litert(b.finish([b.fc(b.mean(y, [1, 2], keep_dims=False), _w(rng, 10, 16), _w(rng, 10))]))
     # (the residual ADD too, which alone reads the first projection: its bands add the residual)
-    blocks = [lbl for _, lbl in m.operators if lbl.count(" + ") >= 2]
-    assert blocks == [
+    fused = [
         "CONV_2D 1x1/1 24->144 sparse 56x56 nchw + DEPTHWISE_CONV_2D 3x3/1 144 56x56 nchw"
         " + CONV_2D 1x1/1 144->24 sparse 56x56 nchw + ADD 1x56x56x24 nchw",
         "CONV_2D 1x1/1 24->144 sparse 56x56 nchw + DEPTHWISE_CONV_2D 3x3/2 144 28x28 nchw"
         " + CONV_2D 1x1/1 144->32 sparse 28x28 nchw",
         "CONV_2D 1x1/1 32->32 sparse 28x28 nchw + DEPTHWISE_CONV_2D 3x3/2 32 14x14 nchw"
         " + CONV_2D 1x1/1 32->16 sparse 14x14 nchw",
-    ], [lbl for _, lbl in m.operators]
+    ]
     for isa in ISAS:
+        labels = [lbl for _, lbl in ep.runtime.load(data, isa=isa).operators]
+        blocks = [lbl for lbl in labels if lbl.count(" + ") >= 2]
+        # A padded stride-2 plane needs output rows of a vector or more: the 14-wide rows of the
+        # last block are narrower than AVX-512's 16 lanes, so there its depthwise conv runs alone
+        if isa == "avx512":
+            assert blocks == fused[:2], labels
+            assert "DEPTHWISE_CONV_2D 3x3/2 32 14x14 nchw (rows)" in labels, labels
+        else:
+            assert blocks == fused, (isa, labels)
         outs = [ep.runtime.load(data, isa=isa, threads=t)(*xs)[0] for t in (1, 2, 3, 4, 8)]
         assert _rel(outs[0], want[0]) < 1e-4, (isa, _rel(outs[0], want[0]))
         assert all(np.array_equal(o, outs[0]) for o in outs[1:]), isa
