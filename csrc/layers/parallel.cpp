@@ -39,6 +39,7 @@ constexpr auto kWorkerSpin = std::chrono::microseconds(300);
 // ParallelHold objects alive: while above 0, idle workers spin past kWorkerSpin
 std::atomic<int> g_holds{0};
 constexpr auto kCallerSpin = std::chrono::milliseconds(5);
+std::atomic<uint64_t> g_calls{0}, g_joins{0};  // parallel_counts
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -79,6 +80,7 @@ class Pool {
   void run(int threads, int64_t tasks, const std::function<void(int64_t)>& fn) {
     std::lock_guard<std::mutex> serial(call_mu_);
     const int helpers = int(std::min<int64_t>(threads, tasks)) - 1;
+    g_calls.fetch_add(1, std::memory_order_relaxed);
     while (int(workers_.size()) < helpers) workers_.emplace_back([this] { loop(); });
     if (int(ranges_.size()) < helpers + 1) ranges_ = std::vector<Range>(size_t(helpers) + 1);
     {
@@ -151,6 +153,7 @@ class Pool {
         self = parts_ - wanted_;  // helpers take ranges 1, 2, ... in the order they join
         --wanted_;
         active_.fetch_add(1, std::memory_order_relaxed);
+        g_joins.fetch_add(1, std::memory_order_relaxed);
       }
       work(self);
       {
@@ -188,6 +191,10 @@ Pool& pool() {
 }
 
 }  // namespace
+
+ParallelCounts parallel_counts() {
+  return {g_calls.load(std::memory_order_relaxed), g_joins.load(std::memory_order_relaxed)};
+}
 
 ParallelHold::ParallelHold(bool on) : on_(on) {
   if (on_) g_holds.fetch_add(1, std::memory_order_relaxed);

@@ -26,6 +26,15 @@ inline void parallel_for(int threads, int64_t tasks, F&& fn) {
   parallel_run(threads, tasks, std::function<void(int64_t)>(std::forward<F>(fn)));
 }
 
+// Process-wide counts since start: pool calls that asked for helpers (`calls`), and helpers that
+// joined one (`joins`; each call asks for at most threads - 1). A helper may not run at all while
+// another process or thread holds its core (a BLAS library's workers spin for about 0.1 s after
+// each call), so a caller that times a split can tell whether it measured one.
+struct ParallelCounts {
+  uint64_t calls = 0, joins = 0;
+};
+ParallelCounts parallel_counts();
+
 // While one exists (in any thread), the pool's idle workers keep spinning instead of going to
 // sleep: a model run that alternates split operators with unsplit ones longer than the workers'
 // spin would otherwise pay a wake-up (40-60 us on a VM) at every split operator after such a

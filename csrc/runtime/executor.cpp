@@ -553,6 +553,7 @@ void Context::reset_tuning() {
   const size_t n = model_->ops().size();
   tune_runs_ = 0;
   runs_since_tune_ = 0;
+  tune_retries_ = 0;
   whole_split_ns_ = whole_one_ns_ = whole_mixed_ns_ = std::numeric_limits<double>::infinity();
   best_split_ns_.assign(n, std::numeric_limits<double>::infinity());
   best_one_ns_.assign(n, std::numeric_limits<double>::infinity());
@@ -630,6 +631,7 @@ void Context::run(const float* const* inputs, float* const* outputs) {
   // alternately split and one, so each is timed next to neighbours that work the same way; the
   // rest run the per-operator choice those times suggest
   const bool tune = tuning(), both = tune_runs_ < kTuneBoth, split = tune_runs_ % 2 == 0;
+  const ParallelCounts counts0 = parallel_counts();
   const auto run0 = Clock::now();
   for (size_t k = 0; k < ops.size(); ++k) {
     const int64_t so = model_->scratch_offset(k);
@@ -655,7 +657,13 @@ void Context::run(const float* const* inputs, float* const* outputs) {
     }
     for (const auto& sub : subst) ptr_[sub.first] = home_[sub.first];
   }
-  if (tune) {
+  // a run that asked the pool for helpers, and got them for fewer than half of its calls
+  const ParallelCounts counts1 = parallel_counts();
+  const uint64_t calls = counts1.calls - counts0.calls, joins = counts1.joins - counts0.joins;
+  const bool helpless = calls > 0 && 2 * joins < calls;
+  if (tune && helpless && tune_retries_ < kTuneRetries) {
+    ++tune_retries_;  // (its per-operator split times are one thread's: the min keeps others)
+  } else if (tune) {
     const double ns =
         double(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - run0).count());
     double& whole = both ? (split ? whole_split_ns_ : whole_one_ns_) : whole_mixed_ns_;

@@ -143,3 +143,26 @@ TEST(Parallel, HeldPoolRunsCallsAcrossGaps) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2));
   EXPECT_EQ(concurrent_call(), 2);
 }
+
+// parallel_counts: a pool call that asks for helpers counts once in `calls`, and each helper that
+// joins it once in `joins`; two tasks that wait for each other have both run at the same time,
+// so the helper joined. One thread or one task never reaches the pool.
+TEST(Parallel, CountsCallsAndTheHelpersThatJoined) {
+  const ep::ParallelCounts before = ep::parallel_counts();
+  std::atomic<int> started{0};
+  ep::parallel_for(2, 2, [&](int64_t) {
+    started++;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (started.load() < 2 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
+  });
+  ASSERT_EQ(started.load(), 2);
+  const ep::ParallelCounts after = ep::parallel_counts();
+  EXPECT_EQ(after.calls - before.calls, 1u);
+  EXPECT_EQ(after.joins - before.joins, 1u);
+  ep::parallel_for(1, 10, [](int64_t) {});
+  ep::parallel_for(4, 1, [](int64_t) {});
+  const ep::ParallelCounts last = ep::parallel_counts();
+  EXPECT_EQ(last.calls, after.calls);
+  EXPECT_EQ(last.joins, after.joins);
+}

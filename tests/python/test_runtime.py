@@ -81,20 +81,27 @@ def test_same_bits_for_1_2_4_threads(case):
 
 def test_threads_tune_per_operator_in_the_first_calls_and_keep_the_bits(case):
     # with several threads a context first times every operator split and on one thread (nine
-    # calls), then runs each as chosen; every call gives the one-thread bits
+    # counted calls; a call meant to split in which the pool's helper hardly joined, as when
+    # another process holds the second core, is taken again, at most 32 times), then runs each
+    # as chosen; every call gives the one-thread bits
     _, data, x, _ = case
     want = ep.runtime.load(data)(*x)
     m = ep.runtime.load(data, threads=2)
     assert m.tuning and m.op_threads == [2] * len(m.operators)
-    for call in range(12):
+    calls = 0
+    while m.tuning:
         for a, b in zip(m(*x), want):
-            assert np.array_equal(a, b), call
-        assert m.tuning == (call < 8)
+            assert np.array_equal(a, b), calls
+        calls += 1
+        assert calls <= 9 + 32, calls
+    assert calls >= 9
+    for a, b in zip(m(*x), want):
+        assert np.array_equal(a, b)
     assert set(m.op_threads) <= {1, 2} and len(m.op_threads) == len(m.operators)
     prof = m.profile(runs=2)  # a tuned context: its profile counts the calls it was asked for
     assert len(prof) == len(m.operators) and all(ms > 0 for _, _, ms in prof)
-    # the choice is made again 1024 calls after it: 14 calls so far, 9 of them tuning
-    for _ in range(1024 - (14 - 9) - 1):
+    # the choice is made again 1024 calls after it: 3 calls since
+    for _ in range(1024 - 3 - 1):
         m(*x)
     assert not m.tuning
     m(*x)
