@@ -130,8 +130,8 @@ TEST(RuntimeVec, PaddedStride2PlanesEqualTheUnpaddedKernel) {
       a.kh = a.kw = c.k, a.stride_h = a.stride_w = 2;
       a.pad_t = c.pad_t, a.pad_l = c.pad_l, a.oh = oh, a.ow = ow;
       a.lo = -0.75f, a.hi = 1.5f;
-      if (!ep::rt::dw_padded_fits(a, v.lanes)) {
-        EXPECT_LT(ow, v.lanes) << ep::isa_name(isa) << " " << c.h << "x" << c.w;
+      if (!ep::rt::dw_padded_fits(a, v.plane_lanes)) {
+        EXPECT_LT(ow, v.plane_lanes) << ep::isa_name(isa) << " " << c.h << "x" << c.w;
         continue;
       }
       std::vector<float> want(size_t(oh * ow));
@@ -184,7 +184,7 @@ TEST(RuntimeVec, PlaneBandsEqualTheWholePlane) {
       a.oh = oh, a.ow = ow, a.lo = -0.75f, a.hi = 1.5f;
       std::vector<float> padded;
       if (c.stride == 2) {
-        if (!ep::rt::dw_padded_fits(a, v.lanes)) continue;
+        if (!ep::rt::dw_padded_fits(a, v.plane_lanes)) continue;
         int64_t bottom = 0, right = 0;
         ep::rt::dw_padded_extent(a, &bottom, &right);
         const int64_t ld = a.pad_l + c.w + right;
@@ -196,7 +196,7 @@ TEST(RuntimeVec, PlaneBandsEqualTheWholePlane) {
       } else {
         a.x = x.data();
       }
-      if (!ep::rt::dw_plane_bands(a, v.lanes)) continue;
+      if (!ep::rt::dw_plane_bands(a, v.plane_lanes)) continue;
       std::vector<float> whole(size_t(oh * ow));
       a.y = whole.data();
       v.dw_plane(a);

@@ -655,7 +655,7 @@ class Depthwise : public Op {
     plane_.dil_h = a_.dil_h, plane_.dil_w = a_.dil_w;
     plane_.pad_t = a_.pad_t, plane_.pad_l = a_.pad_l;
     plane_.oh = oh_, plane_.ow = a_.ow, plane_.lo = a_.lo, plane_.hi = a_.hi;
-    via_rows_ = oh_ * a_.ow <= kRowsMaxPlane && !dw_plane_direct(plane_, vec_.lanes);
+    via_rows_ = oh_ * a_.ow <= kRowsMaxPlane && !dw_plane_direct(plane_, vec_.plane_lanes);
     macs = double(n_) * oh_ * a_.ow * cout_ * kh_ * kw_;
     kind = "DEPTHWISE_CONV_2D";
     label = kind + " " + std::to_string(kh_) + "x" + std::to_string(kw_) + "/" +
@@ -785,8 +785,8 @@ class ExpandDepthwise : public Op {
     // faster at 56x56 and slower at 14x14 and 28x28, whose short lines the expansion writes
     // with short strips.)
     h_ = pw.h_, w_cols_ = pw.w_;
-    padded_ = dw_padded_fits(dw_, vec_.lanes);
-    bands_ok_ = padded_ || dw_plane_direct(dw_, vec_.lanes);  // (dw_plane_bands)
+    padded_ = dw_padded_fits(dw_, vec_.plane_lanes);
+    bands_ok_ = padded_ || dw_plane_direct(dw_, vec_.plane_lanes);  // (dw_plane_bands)
     if (padded_) {
       dw_padded_extent(dw_, &bottom_, &right_);
       ld_ = dw_.pad_l + w_cols_ + right_;
@@ -810,7 +810,7 @@ class ExpandDepthwise : public Op {
     const auto* pw = dynamic_cast<const Conv2D*>(&expand);
     const auto* dw = dynamic_cast<const Depthwise*>(&depthwise);
     if (!pw || !dw || !pw->chw() || !dw->chw() || !pw->wsrc_ || dw->dm_ != 1 ||
-        (dw->via_rows() && !dw_padded_fits(dw->plane_, dw->vec_.lanes)) || dw->n_ != pw->n_ ||
+        (dw->via_rows() && !dw_padded_fits(dw->plane_, dw->vec_.plane_lanes)) || dw->n_ != pw->n_ ||
         dw->h_ != pw->h_ || dw->w_ != pw->w_ || dw->cout_ != pw->cout_)
       return nullptr;
     auto op = std::make_unique<ExpandDepthwise>(*pw, *dw);
@@ -1115,7 +1115,7 @@ class DepthwiseProject : public Op {
     auto* dw = dynamic_cast<Depthwise*>(depthwise.get());
     auto* pw = dynamic_cast<Conv2D*>(&projection);
     if (!dw || !dw->chw() || dw->via_rows() || dw->dm_ != 1 ||
-        !dw_plane_direct(dw->plane_, dw->vec_.lanes) ||
+        !dw_plane_direct(dw->plane_, dw->vec_.plane_lanes) ||
         !projects(pw, dw->n_, dw->cout_, dw->oh_, dw->a_.ow))
       return nullptr;
     const int in = dw->in_, out = pw->out_;

@@ -190,6 +190,10 @@ struct VecOps {
   void (*wino_out)(const float* m, int64_t ms, int64_t c, int64_t tiles, const float* bias,
                    float lo, float hi, float* y, int64_t yrow, int64_t ow, int64_t rows);
   int lanes;  // floats per vector register of the path
+  // The narrowest rows dw_plane runs on vectors (dw_plane_direct, dw_padded_fits): the register's
+  // lanes, but 8 on AVX-512, whose dw_plane gives rows of 8 to 15 floats (plus the filter's
+  // reach) to the AVX2 loop. Callers choose planes, fusions and bands with it.
+  int plane_lanes;
 };
 
 const VecOps& vec_ops(Isa isa);

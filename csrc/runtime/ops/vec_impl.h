@@ -1592,10 +1592,34 @@ void wino_out(const float* m, int64_t ms, int64_t c, int64_t tiles, const float*
 
 }  // namespace
 
+#if defined(__AVX512F__)
+}  // namespace EP_VEC_NS
+namespace avx2 {
 extern const VecOps table;
-const VecOps table = {dw_row,     dw_plane,   sparse_plane, pool_row,    binary,
-                      activation, accumulate, transpose,    softmax_row, matmul,
-                      row_sum,    conv_row,   wino_in,      wino_out,    kVA};
+}
+namespace EP_VEC_NS {
+namespace {
+// Planes whose rows are narrower than this path's 16 lanes but not the AVX2 loop's 8 (MobileNet's
+// and EfficientNet's 14x14 layers, the stride-2 layers that make them) run that loop: 8-lane
+// vectors are AVX-512's too. Without it they went channel-minor through two transposes, and the
+// inverted residuals around them could not be fused (vec.h, VecOps::plane_lanes).
+void dw_plane_any(const DwPlaneArgs& a) {
+  const bool narrow =
+      a.ld > 0 ? !dw_padded_fits(a, kVA) : !dw_plane_direct(a, kVA) && dw_plane_direct(a, 8);
+  if (narrow) return avx2::table.dw_plane(a);
+  dw_plane(a);
+}
+constexpr int kPlaneLanes = 8;
+}  // namespace
+#else
+#define dw_plane_any dw_plane
+constexpr int kPlaneLanes = kVA;
+#endif
+
+extern const VecOps table;
+const VecOps table = {dw_row,     dw_plane_any, sparse_plane, pool_row,   binary,  activation,
+                      accumulate, transpose,    softmax_row,  matmul,     row_sum, conv_row,
+                      wino_in,    wino_out,     kVA,          kPlaneLanes};
 
 }  // namespace EP_VEC_NS
 }  // namespace rt
