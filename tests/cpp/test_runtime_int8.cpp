@@ -317,7 +317,19 @@ void check_quantize(void (*quantize)(const float*, int64_t, float, int32_t, int8
     std::memcpy(&f, &bits, sizeof f);
     x.push_back(f);
   }
-  for (float scale : {1.0f, 0.5f, 0.0235294f, 3.7f}) {
+  const std::vector<float> common = x;
+  for (float scale : {1.0f, 0.5f, 0.0235294f, 3.7f, 0.0078125f, 0.1f, 1e-30f, 1e30f, 3e-39f}) {
+    // and for this scale the 16 floats on either side of every (k + 1/2) * scale with |k| < 600,
+    // where x / scale turns (a path may take x * (1 / scale) away from those)
+    x = common;
+    for (int h = -1199; h <= 1199; h += 2) {
+      float lo = float(h) / 2 * scale, hi = lo;
+      x.push_back(lo);
+      for (int i = 0; i < 16; ++i) {
+        lo = std::nextafter(lo, -inf), hi = std::nextafter(hi, inf);
+        x.push_back(lo), x.push_back(hi);
+      }
+    }
     for (int32_t zp : {-128, -3, 0, 17}) {
       std::vector<int8_t> y(x.size());
       quantize(x.data(), int64_t(x.size()), scale, zp, y.data());
