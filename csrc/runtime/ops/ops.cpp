@@ -160,10 +160,14 @@ class Conv2D : public Op {
     }
     post_ = post_act(c.d.act);
     const int64_t og = cout_ / groups_, kk = kh_ * kw_ * cg_;
-    // the Winograd form's shapes (wino_init): a dense weight then needs no packed GEMM form
+    // the Winograd form's shapes (wino_init): a dense weight then needs no packed GEMM form. On
+    // AVX-512, whose GEMM runs about twice AVX2's rate, a plane of 16 tiles or fewer (7x7) keeps
+    // the direct form: its 16 GEMMs of at most 16 tile rows read 16/9 of the direct weight for
+    // them, and ResNet-18's 256->256 at 7x7 ran 6 % faster direct (docs/runtime.md)
     const bool wino_shape = groups_ == 1 && kh_ == 3 && kw_ == 3 && sh_ == 1 && sw_ == 1 &&
                             dh_ == 1 && dw_ == 1 && cin_ >= 8 && cout_ >= 8 &&
-                            cin_ * cout_ >= 128 && oh_ >= 2 && ow_ >= 2;
+                            cin_ * cout_ >= 128 && oh_ >= 2 && ow_ >= 2 &&
+                            (o.isa != Isa::avx512 || (oh_ + 1) / 2 * ((ow_ + 1) / 2) > 16);
     std::vector<float> wg(size_t(og * kk));
     for (int64_t g = 0; g < groups_; ++g) {
       // rows g*og.. of W[Cout, KH, KW, Cg]: the im2col order (ky, kx, ci) already
@@ -206,9 +210,12 @@ class Conv2D : public Op {
     // input. Measured against the im2col on AVX2, 3x3 layers interleaved in one process: 1.14-1.18x
     // at 8 and 16 channels, 1.03-1.07x at 32-128 channels and 28-112 pixels a row, but 0.94-0.96x
     // at 14 and 7 (one GEMM call per output row of 14 pixels: short row strips, and a weight
-    // larger than L2 read once per row) and 0.93-0.98x at stride 2, which keep the im2col.
+    // larger than L2 read once per row) and 0.93-0.98x at stride 2, which keep the im2col, but
+    // on AVX-512, where the stride-2 rows gained (ResNet-18's 32->64 at 28x28: 230-236 -> 207-219
+    // us on a Xeon).
+    const bool strides = (sh_ == 1 && sw_ == 1) || (o.isa == Isa::avx512 && sh_ == 2 && sw_ == 2);
     in_place_im2col_ = groups_ == 1 && dw_ == 1 && !direct_ && !small_ && !lin_[0]->sparse() &&
-                       sh_ == 1 && sw_ == 1 && ow_ >= kInPlaceMinWidth;
+                       strides && ow_ >= kInPlaceMinWidth;
     if (in_place_im2col_) {
       hp_ = (oh_ - 1) * sh_ + (kh_ - 1) * dh_ + 1;
       wp_ = (ow_ - 1) * sw_ + kw_;
