@@ -585,21 +585,28 @@ void spmm_driver(const ep::SpmmF32Args& p, int block) {
     }
     return;
   }
-  float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * widest) * sizeof(float)));
+  // b1 copies as many 4-vector strips at once as spmm_b1_run then takes row by row (its `per`:
+  // X rows within 16 KB), so Y is written in runs of that many strips here too. One strip at a
+  // time wrote 256-byte pieces of every output row: on a Xeon (AVX-512) 96x16x12544 at 90 % took
+  // 0.456 ms this way against 0.294 on the AVX2 path, which ran it in place.
+  const int64_t per =
+      block == 1 && wide ? std::max<int64_t>(1, 4096 / (std::max<int64_t>(1, p.k) * widest)) : 1;
+  const int64_t span = widest * per;
+  float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * span) * sizeof(float)));
   ep::SpmmF32Args q = p;
   q.x = strip;
-  q.ldx = widest;
-  // K * widest floats: always 32-bit (b1 on a WalkDeltas ISA needs none)
+  q.ldx = span;
+  // K * span floats: always 32-bit (b1 on a WalkDeltas ISA needs none)
   const int32_t* off = block == 4 || !spmm_walks<O>(0) ? spmm_offsets<int32_t>(q, block) : nullptr;
-  for (int64_t n0 = 0; n0 < p.n; n0 += widest) {
-    const int64_t w = p.n - n0 < widest ? p.n - n0 : widest;
-    if (w == widest) {  // vector copy: cheaper than a memcpy call per 64..256-byte row
+  for (int64_t n0 = 0; n0 < p.n; n0 += span) {
+    const int64_t w = p.n - n0 < span ? p.n - n0 : span;
+    if (w % O::W == 0) {  // vector copy: cheaper than a memcpy call per 64..256-byte row
       for (int64_t c = 0; c < p.k; ++c)
-        for (int64_t j = 0; j < widest; j += O::W)
-          O::store(strip + c * widest + j, O::load(p.x + c * p.ldx + n0 + j));
+        for (int64_t j = 0; j < w; j += O::W)
+          O::store(strip + c * span + j, O::load(p.x + c * p.ldx + n0 + j));
     } else {
       for (int64_t c = 0; c < p.k; ++c)
-        __builtin_memcpy(strip + c * widest, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
+        __builtin_memcpy(strip + c * span, p.x + c * p.ldx + n0, size_t(w) * sizeof(float));
     }
     q.y = p.y + n0;
     q.n = w;
