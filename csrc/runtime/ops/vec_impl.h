@@ -1612,8 +1612,10 @@ void dw_plane_any(const DwPlaneArgs& a) {
 constexpr int kPlaneLanes = 8;
 }  // namespace
 #else
-#define dw_plane_any dw_plane
+namespace {
+void dw_plane_any(const DwPlaneArgs& a) { dw_plane(a); }
 constexpr int kPlaneLanes = kVA;
+}  // namespace
 #endif
 
 extern const VecOps table;
