@@ -710,6 +710,22 @@ class QConv2D : public Op {
     for (int64_t b = 0; b < n_; ++b) {
       const int8_t* xb = x + b * h_ * w_ * cin_;
       int8_t* yb = y + b * pix * cout_;
+      // Split, one group: each thread takes a band of output rows, its im2col and then its GEMM
+      // rows (integer sums: the same bits however rows are cut). Two split phases, the im2col
+      // by rows and the GEMM by its own blocks, made each thread read column rows the other
+      // core had written, and a barrier between: MobileNetV2's int8 stem ran 1.3x faster on 2
+      // threads than on 1 that way.
+      const int use = groups_ == 1 ? threads_for(r.threads, macs / double(n_)) : 1;
+      if (use > 1) {
+        const int64_t tasks = std::min<int64_t>(oh_, 4 * use);
+        parallel_for(use, tasks, [&](int64_t t) {
+          const int64_t oy0 = oh_ * t / tasks, oy1 = oh_ * (t + 1) / tasks;
+          for (int64_t oy = oy0; oy < oy1; ++oy) im2col(xb, 0, col, oy);
+          gemm_[0]->forward(col + oy0 * ow_ * ldc, (oy1 - oy0) * ow_, yb + oy0 * ow_ * cout_, 1,
+                            ldc);
+        });
+        continue;
+      }
       for (int64_t g = 0; g < groups_; ++g) {
         // a copied byte weighs about 15 GEMM multiply-adds (a stem's 27-byte rows take about
         // 1.5 ns a pixel), or the stem's im2col (a third of its time) never splits
