@@ -1043,14 +1043,24 @@ class ExpandProject : public Op {
     float* y = r.ptr[out_];
     const int64_t oh = e.dw_.oh, ow = e.dw_.ow, hw = oh * ow, groups = e.c_ / e.rows_;
     const int use = threads_for(r.threads, work_);
-    if (use <= 1) {
+    const int64_t align = proj_->part_align(), units = hw / align;
+    // On one thread, or where whole units of `align` pixels cannot give every thread about the
+    // same band (the largest more than 1.25x an even share: a 14x14 plane on AVX-512, 3 units
+    // of 64, which 2 threads took as 64 and 132 pixels), the pair's planes for all pixels first,
+    // each thread a range of channel groups, then the projection split by its own rules: each
+    // column's bits are a one-thread call's
+    const int64_t most = (units + use - 1) / use * align + (hw - units * align);
+    if (use <= 1 || units < use || 4 * most * use > 5 * hw) {
       float* mid = static_cast<float*>(r.scratch);
       for (int64_t b = 0; b < e.n_; ++b) {
         const float* xb = x + b * e.cin_ * e.hw_;
-        ExpandDepthwise::Planes& tp = ExpandDepthwise::thread_planes();
-        for (int64_t g = 0; g < groups; ++g)
-          e.channels(tp, xb, g, 0, oh, mid + g * e.rows_ * hw, hw);
-        proj_->forward_kn(mid, hw, y + b * m_ * hw, 1);
+        const int64_t parts = std::min<int64_t>(groups, use);
+        parallel_for(use, parts, [&](int64_t part) {
+          ExpandDepthwise::Planes& tp = ExpandDepthwise::thread_planes();
+          for (int64_t g = groups * part / parts; g < groups * (part + 1) / parts; ++g)
+            e.channels(tp, xb, g, 0, oh, mid + g * e.rows_ * hw, hw);
+        });
+        proj_->forward_kn(mid, hw, y + b * m_ * hw, use);
         if (res.in >= 0)
           res.add(e.vec_, r.ptr[res.in] + b * m_ * hw, y + b * m_ * hw, m_, hw, 0, hw);
       }
@@ -1059,7 +1069,6 @@ class ExpandProject : public Op {
     // one band of whole units of `align` pixels per thread (the last takes the rest): bands of
     // 256 KB of depthwise output (several per thread, in L2) ran slower here, their extra input
     // lines and partial rows costing more than L2 saves (docs/runtime.md)
-    const int64_t align = proj_->part_align(), units = hw / align;
     const int64_t bands = std::min<int64_t>(units, use);
     parallel_for(use, bands * e.n_, [&](int64_t task) {
       const int64_t band = task / e.n_, b = task % e.n_;
