@@ -233,15 +233,20 @@ void spmm_padded_tail(const ep::SpmmF32Args& p, int block, int64_t n0) {
     for (int64_t j = 0; j < w; ++j) p.y[r * p.ldy + n0 + j] = yt[r * W + j];
 }
 
+// 4-vector strips a b1 pass takes row by row: as many as keep their X rows (K * strips * 4
+// vectors) within 16 KB, half of L1 (docs/kernels.md, "Strips row by row")
+template <class O>
+int64_t spmm_b1_strips_per_row(int64_t k) {
+  return std::max<int64_t>(1, 4096 / (std::max<int64_t>(1, k) * 4 * O::W));
+}
+
 template <class O, class Off>
 void spmm_b1_run(const ep::SpmmF32Args& p, const Off* off, int64_t fit) {
   // AVX-512 (WalkDeltas): twice the accumulator sets, 16 FMA chains (docs/kernels.md)
   constexpr int X = spmm_walks<O>(0) ? 2 : 1;
   int64_t n0 = 0;
   if (fit >= 4 * O::W) {
-    // strips per row: as many as keep their X rows (K * strips * 4 vectors) within 16 KB, half
-    // of L1 (docs/kernels.md, "Strips row by row")
-    const int64_t per = std::max<int64_t>(1, 4096 / (std::max<int64_t>(1, p.k) * 4 * O::W));
+    const int64_t per = spmm_b1_strips_per_row<O>(p.k);
     const int64_t full = p.n / (4 * O::W);
     for (int64_t s = 0; s < full; s += per) {
       const int64_t strips = std::min(per, full - s);
@@ -585,12 +590,11 @@ void spmm_driver(const ep::SpmmF32Args& p, int block) {
     }
     return;
   }
-  // b1 copies as many 4-vector strips at once as spmm_b1_run then takes row by row (its `per`:
-  // X rows within 16 KB), so Y is written in runs of that many strips here too. One strip at a
-  // time wrote 256-byte pieces of every output row: on a Xeon (AVX-512) 96x16x12544 at 90 % took
-  // 0.456 ms this way against 0.294 on the AVX2 path, which ran it in place.
-  const int64_t per =
-      block == 1 && wide ? std::max<int64_t>(1, 4096 / (std::max<int64_t>(1, p.k) * widest)) : 1;
+  // b1 copies as many 4-vector strips at once as spmm_b1_run then takes row by row, so Y is
+  // written in runs of that many strips here too. One strip at a time wrote 256-byte pieces of
+  // every output row: on a Xeon (AVX-512) 96x16x12544 at 90 % took 0.456 ms this way against
+  // 0.294 on the AVX2 path, which ran it in place.
+  const int64_t per = block == 1 && wide ? spmm_b1_strips_per_row<O>(p.k) : 1;
   const int64_t span = widest * per;
   float* strip = static_cast<float*>(ep::thread_scratch(2, size_t(p.k * span) * sizeof(float)));
   ep::SpmmF32Args q = p;

@@ -33,9 +33,12 @@ TEST(Parallel, RethrowsTaskError) {
 #include <chrono>
 #include <thread>
 
-// Two tasks that each wait for the other to have started can only both finish if the pool runs
-// them at the same time (a serial pool would leave the first one waiting until the deadline).
-TEST(Parallel, TasksRunConcurrently) {
+namespace {
+
+// Two tasks on 2 threads, each waiting (up to 30 s) for the other to have started: how many saw
+// the other. Both can only if the pool ran them at the same time (a serial pool leaves the first
+// one waiting until the deadline).
+int tasks_that_met() {
   std::atomic<int> started{0};
   std::atomic<int> met{0};
   ep::parallel_for(2, 2, [&](int64_t) {
@@ -45,8 +48,12 @@ TEST(Parallel, TasksRunConcurrently) {
       std::this_thread::yield();
     if (started.load() == 2) met++;
   });
-  EXPECT_EQ(met.load(), 2);
+  return met.load();
 }
+
+}  // namespace
+
+TEST(Parallel, TasksRunConcurrently) { EXPECT_EQ(tasks_that_met(), 2); }
 
 // Each thread starts on its own contiguous range of the tasks (the caller on the first): the
 // caller's first task is 0, and the helper's first lies in the second half (its start, unless the
@@ -149,14 +156,7 @@ TEST(Parallel, HeldPoolRunsCallsAcrossGaps) {
 // so the helper joined. One thread or one task never reaches the pool.
 TEST(Parallel, CountsCallsAndTheHelpersThatJoined) {
   const ep::ParallelCounts before = ep::parallel_counts();
-  std::atomic<int> started{0};
-  ep::parallel_for(2, 2, [&](int64_t) {
-    started++;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (started.load() < 2 && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::yield();
-  });
-  ASSERT_EQ(started.load(), 2);
+  ASSERT_EQ(tasks_that_met(), 2);
   const ep::ParallelCounts after = ep::parallel_counts();
   EXPECT_EQ(after.calls - before.calls, 1u);
   EXPECT_EQ(after.joins - before.joins, 1u);
